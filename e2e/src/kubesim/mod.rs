@@ -1,0 +1,1 @@
+//! kubesim: a multi-cluster Kubernetes API simulator (in progress).

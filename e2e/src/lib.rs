@@ -1,0 +1,4 @@
+//! Convoy end-to-end support: kubesim, the fleet harness, scenarios and benchmarks.
+#![forbid(unsafe_code)]
+
+pub mod kubesim;

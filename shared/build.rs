@@ -1,0 +1,14 @@
+//! Compiles the wire contract in `proto/convoy/v1` with protox, so no system `protoc` is needed.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let proto_root = concat!(env!("CARGO_MANIFEST_DIR"), "/../proto");
+    let files = ["agent.proto", "registration.proto", "fleet.proto", "common.proto"]
+        .map(|f| format!("{proto_root}/convoy/v1/{f}"));
+    let descriptors = protox::compile(&files, [proto_root])?;
+    tonic_prost_build::configure()
+        .build_server(true)
+        .build_client(true)
+        .compile_fds(descriptors)?;
+    println!("cargo:rerun-if-changed={proto_root}");
+    Ok(())
+}

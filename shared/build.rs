@@ -8,6 +8,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)
+        // The generated `connect(dst)` constructor would clash with `AgentService.Connect`; we
+        // dial through our own TLS connector anyway.
+        .build_transport(false)
         .compile_fds(descriptors)?;
     println!("cargo:rerun-if-changed={proto_root}");
     Ok(())

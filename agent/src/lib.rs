@@ -1,1 +1,4 @@
-//! placeholder
+//! Convoy agent: dials out to the hub and reconciles its cluster to its assignment.
+#![forbid(unsafe_code)]
+
+pub mod link;

@@ -1,4 +1,11 @@
 //! Convoy hub: resolves one Git repository into per-cluster assignments and serves agents and the CLI.
 #![forbid(unsafe_code)]
 
+pub mod agent_service;
+pub mod auth;
+pub mod cli;
+pub mod connections;
+pub mod fleet_service;
 pub mod render;
+pub mod server;
+pub mod state;

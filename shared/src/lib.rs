@@ -1,1 +1,44 @@
-//! placeholder
+//! Convoy's shared crate: the generated wire contract, cluster and user identities, the
+//! certificate authority, and the TLS plumbing both ends of the agent link use.
+#![forbid(unsafe_code)]
+
+pub mod identity;
+pub mod link_error;
+pub mod pki;
+pub mod telemetry;
+pub mod tls;
+
+/// Generated gRPC code for `proto/convoy/v1`.
+pub mod proto {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("convoy.v1");
+}
+
+/// Version string every Convoy binary reports (agent Hello, CLI `--version`).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Installs rustls' ring crypto provider as the process default. Every `main` calls this first:
+/// with another provider in the tree rustls would otherwise panic when it has to pick one.
+pub fn install_crypto_provider() {
+    // Err means a provider is already installed, which is what we want.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Cancels `token` on SIGTERM or Ctrl-C, so a binary drains and exits cleanly.
+pub async fn cancel_on_signal(token: tokio_util::sync::CancellationToken) {
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
+    match term {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops this process");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+    tracing::info!("shutting down");
+    token.cancel();
+}

@@ -1,0 +1,204 @@
+//! The agent's link to the hub: dial out over mutual TLS, say Hello, heartbeat, take what the
+//! hub sends, and after any failure reconnect with capped exponential backoff and jitter.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use convoy_shared::proto::agent_message::Kind as AgentKind;
+use convoy_shared::proto::agent_service_client::AgentServiceClient;
+use convoy_shared::proto::hub_message::Kind as HubKind;
+use convoy_shared::proto::{AgentMessage, Assignment, Heartbeat, Hello, HubMessage};
+use convoy_shared::tls::{self, HubAddress, TlsError};
+use rand::Rng;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+
+/// How the agent reaches the hub.
+#[derive(Clone)]
+pub struct LinkConfig {
+    pub hub: HubAddress,
+    pub tls: Arc<rustls::ClientConfig>,
+    /// The cluster name the agent believes it has; the hub trusts only the certificate.
+    pub cluster_name: String,
+    pub heartbeat: Duration,
+    pub backoff: Backoff,
+    pub connect_timeout: Duration,
+}
+
+/// Errors of one session with the hub.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error("{0}")]
+    Connect(#[from] TlsError),
+    #[error("{}", convoy_shared::link_error::explain(.0))]
+    Call(#[from] tonic::Status),
+    #[error("the hub closed the stream")]
+    Closed,
+}
+
+/// What the link is doing now, for status and tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkState {
+    Connecting,
+    Connected,
+    /// The last session failed; the next attempt comes after `retry_in`.
+    Disconnected { error: String, retry_in: Duration },
+    Stopped,
+}
+
+/// Capped exponential backoff with jitter: each delay is drawn from [d/2, d], d doubling from
+/// `initial` up to `max`, so a fleet of agents does not reconnect in lockstep after a hub restart.
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    pub initial: Duration,
+    pub max: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff { initial: Duration::from_millis(500), max: Duration::from_secs(30) }
+    }
+}
+
+impl Backoff {
+    /// The delay before attempt `failures` (1 = first retry).
+    pub fn delay(&self, failures: u32) -> Duration {
+        let exp = self.initial.saturating_mul(1u32 << failures.saturating_sub(1).min(16));
+        let cap = exp.min(self.max);
+        let half = cap / 2;
+        half + rand::rng().random_range(Duration::ZERO..=cap - half)
+    }
+}
+
+/// The agent side of the hub link. Holds the latest assignment the hub sent.
+pub struct HubLink {
+    config: LinkConfig,
+    state: watch::Sender<LinkState>,
+    assignment: watch::Sender<Option<Arc<Assignment>>>,
+}
+
+/// What other parts of the agent (and tests) read from the link.
+#[derive(Clone)]
+pub struct LinkHandle {
+    pub state: watch::Receiver<LinkState>,
+    pub assignment: watch::Receiver<Option<Arc<Assignment>>>,
+}
+
+impl HubLink {
+    /// A link that will start from `held` (e.g. the cached assignment).
+    pub fn new(config: LinkConfig, held: Option<Arc<Assignment>>) -> (Self, LinkHandle) {
+        let (state, state_rx) = watch::channel(LinkState::Connecting);
+        let (assignment, assignment_rx) = watch::channel(held);
+        (HubLink { config, state, assignment }, LinkHandle { state: state_rx, assignment: assignment_rx })
+    }
+
+    /// Keeps a session with the hub open until `shutdown`, reconnecting after every failure.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut failures = 0u32;
+        loop {
+            self.state.send_replace(LinkState::Connecting);
+            let mut connected = false;
+            let result = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                result = self.session(&mut connected, &shutdown) => result,
+            };
+            if shutdown.is_cancelled() {
+                break;
+            }
+            // A session that got as far as the hub's answer resets the backoff.
+            failures = if connected { 1 } else { failures + 1 };
+            let retry_in = self.config.backoff.delay(failures);
+            let error = match result {
+                Ok(()) => "the hub ended the session".to_string(),
+                Err(e) => e.to_string(),
+            };
+            tracing::warn!(hub = %self.config.hub.address, %error, retry_in_ms = retry_in.as_millis() as u64, "hub link down; reconnecting");
+            self.state.send_replace(LinkState::Disconnected { error, retry_in });
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(retry_in) => {}
+            }
+        }
+        self.state.send_replace(LinkState::Stopped);
+    }
+
+    /// One session: dial, Hello, then heartbeats and hub messages until something breaks.
+    async fn session(&self, connected: &mut bool, shutdown: &CancellationToken) -> Result<(), LinkError> {
+        let channel = tls::connect(&self.config.hub, self.config.tls.clone(), self.config.connect_timeout).await?;
+        let mut client = AgentServiceClient::new(channel);
+        let (tx, rx) = mpsc::channel(16);
+        let held = self.assignment.borrow().clone();
+        let hello = Hello {
+            agent_version: convoy_shared::VERSION.to_string(),
+            held_digest: held.as_ref().map(|a| a.digest.clone()).unwrap_or_default(),
+            applied_revision: held.as_ref().map(|a| a.revision.clone()).unwrap_or_default(),
+            cluster_name: self.config.cluster_name.clone(),
+        };
+        tx.send(AgentMessage { kind: Some(AgentKind::Hello(hello)) }).await.map_err(|_| LinkError::Closed)?;
+        let mut inbound = client.connect(ReceiverStream::new(rx)).await?.into_inner();
+        let mut heartbeat = tokio::time::interval(self.config.heartbeat);
+        heartbeat.tick().await;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = heartbeat.tick() => {
+                    let beat = Heartbeat { sent_unix_ms: unix_ms(), queued_reports: 0 };
+                    if tx.send(AgentMessage { kind: Some(AgentKind::Heartbeat(beat)) }).await.is_err() {
+                        return Err(LinkError::Closed);
+                    }
+                }
+                message = inbound.message() => match message? {
+                    None => return Err(LinkError::Closed),
+                    Some(message) => {
+                        if !*connected {
+                            *connected = true;
+                            tracing::info!(hub = %self.config.hub.address, "connected to the hub");
+                            self.state.send_replace(LinkState::Connected);
+                        }
+                        self.receive(message);
+                    }
+                },
+            }
+        }
+    }
+
+    fn receive(&self, message: HubMessage) {
+        match message.kind {
+            Some(HubKind::Assignment(assignment)) => {
+                tracing::info!(revision = %assignment.revision, digest = %assignment.digest, apps = assignment.apps.len(), "new assignment");
+                self.assignment.send_replace(Some(Arc::new(assignment)));
+            }
+            Some(HubKind::Unchanged(unchanged)) => tracing::debug!(digest = %unchanged.digest, "assignment unchanged"),
+            Some(HubKind::Resync(resync)) => tracing::info!(reason = %resync.reason, "hub asked for a resync"),
+            None => {}
+        }
+    }
+}
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_stays_capped() {
+        let b = Backoff { initial: Duration::from_millis(100), max: Duration::from_secs(1) };
+        for _ in 0..50 {
+            let first = b.delay(1);
+            assert!(first >= Duration::from_millis(50) && first <= Duration::from_millis(100), "{first:?}");
+            let third = b.delay(3);
+            assert!(third >= Duration::from_millis(200) && third <= Duration::from_millis(400), "{third:?}");
+            let late = b.delay(40);
+            assert!(late >= Duration::from_millis(500) && late <= Duration::from_secs(1), "{late:?}");
+        }
+        let spread: std::collections::HashSet<_> = (0..20).map(|_| b.delay(5)).collect();
+        assert!(spread.len() > 1, "jitter must vary the delay");
+    }
+}

@@ -1,0 +1,122 @@
+//! AgentService: one task per agent stream. The cluster is the one named by the client
+//! certificate; the stream answers the Hello, records heartbeats and reports, and closes when
+//! the hub shuts down or the same cluster opens a newer stream.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use convoy_shared::proto::agent_message::Kind as AgentKind;
+use convoy_shared::proto::agent_service_server::AgentService;
+use convoy_shared::proto::hub_message::Kind as HubKind;
+use convoy_shared::proto::{AgentMessage, Hello, HubMessage, Unchanged};
+use futures::Stream;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
+
+use crate::auth;
+use crate::state::Hub;
+
+/// How long an agent has to send its Hello after opening the stream.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
+/// Messages queued towards one agent before the session waits for it to read.
+const OUTBOUND_QUEUE: usize = 8;
+
+/// The AgentService implementation.
+pub struct AgentLinks {
+    hub: Arc<Hub>,
+    shutdown: CancellationToken,
+}
+
+impl AgentLinks {
+    pub fn new(hub: Arc<Hub>, shutdown: CancellationToken) -> Self {
+        AgentLinks { hub, shutdown }
+    }
+}
+
+type HubStream = Pin<Box<dyn Stream<Item = Result<HubMessage, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl AgentService for AgentLinks {
+    type ConnectStream = HubStream;
+
+    async fn connect(&self, req: Request<Streaming<AgentMessage>>) -> Result<Response<HubStream>, Status> {
+        let (cluster, peer) = auth::require_cluster(&req)?;
+        let inbound = req.into_inner();
+        let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
+        let (session, replaced) = self.hub.connections.open(&cluster, peer);
+        tracing::info!(cluster, %peer, "agent stream opened");
+        let span = tracing::info_span!("agent", cluster = %cluster, session);
+        let task = Session { hub: self.hub.clone(), cluster, session, tx };
+        tokio::spawn(task.run(inbound, self.shutdown.clone(), replaced).instrument(span));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// One agent stream. Owns the sender half of the outbound queue; dropping it ends the response
+/// stream, which tells the agent the hub closed the session.
+struct Session {
+    hub: Arc<Hub>,
+    cluster: String,
+    session: u64,
+    tx: mpsc::Sender<Result<HubMessage, Status>>,
+}
+
+impl Session {
+    async fn run(self, mut inbound: Streaming<AgentMessage>, shutdown: CancellationToken, replaced: CancellationToken) {
+        let outcome = tokio::select! {
+            _ = shutdown.cancelled() => Ok("hub shutting down"),
+            _ = replaced.cancelled() => Ok("replaced by a newer stream"),
+            result = self.serve(&mut inbound) => result,
+        };
+        self.hub.connections.close(&self.cluster, self.session);
+        match outcome {
+            Ok(reason) => tracing::info!(reason, "agent stream closed"),
+            Err(status) => {
+                tracing::warn!(error = %status.message(), "agent stream ended with an error");
+                let _ = self.tx.try_send(Err(status));
+            }
+        }
+    }
+
+    async fn serve(&self, inbound: &mut Streaming<AgentMessage>) -> Result<&'static str, Status> {
+        let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
+            .await
+            .map_err(|_| Status::deadline_exceeded("no Hello within 30 s of opening the stream"))??;
+        let Some(AgentMessage { kind: Some(AgentKind::Hello(hello)) }) = first else {
+            return Err(Status::invalid_argument("the first message on an agent stream must be a Hello"));
+        };
+        self.hello(&hello).await?;
+        loop {
+            match inbound.message().await {
+                Ok(Some(AgentMessage { kind: Some(kind) })) => match kind {
+                    AgentKind::Heartbeat(_) => self.hub.connections.touch(&self.cluster, self.session),
+                    AgentKind::Report(report) => self.hub.connections.report(&self.cluster, self.session, report),
+                    AgentKind::Hello(hello) => self.hello(&hello).await?,
+                },
+                Ok(Some(AgentMessage { kind: None })) => self.hub.connections.touch(&self.cluster, self.session),
+                Ok(None) => return Ok("agent closed the stream"),
+                Err(status) => {
+                    tracing::info!(error = %status, "agent stream broke");
+                    return Ok("stream broke");
+                }
+            }
+        }
+    }
+
+    async fn hello(&self, hello: &Hello) -> Result<(), Status> {
+        if !hello.cluster_name.is_empty() && hello.cluster_name != self.cluster {
+            tracing::warn!(
+                claimed = %hello.cluster_name,
+                "agent claims another cluster name in its Hello; ignored, the certificate decides"
+            );
+        }
+        self.hub.connections.hello(&self.cluster, self.session, hello);
+        // No newer assignment than what the agent holds: tell it to keep enforcing that.
+        let reply = HubMessage { kind: Some(HubKind::Unchanged(Unchanged { digest: hello.held_digest.clone() })) };
+        self.tx.send(Ok(reply)).await.map_err(|_| Status::cancelled("agent went away"))
+    }
+}

@@ -1,0 +1,80 @@
+//! Who may call what. The identity comes from the client certificate the TLS layer verified;
+//! agent certificates may only open agent streams, CLI certificates may only use the fleet API.
+
+use std::net::SocketAddr;
+
+use convoy_shared::identity::{Identity, Role};
+use tonic::{Request, Status};
+
+/// What the TLS layer learned about a connection; tonic puts it in every request's extensions.
+#[derive(Debug, Clone)]
+pub struct PeerInfo {
+    pub addr: SocketAddr,
+    /// `None` when the client presented no certificate (allowed only for registration).
+    pub identity: Option<Identity>,
+}
+
+fn peer<T>(req: &Request<T>) -> Result<&PeerInfo, Status> {
+    req.extensions()
+        .get::<PeerInfo>()
+        .ok_or_else(|| Status::internal("connection carries no TLS peer information"))
+}
+
+/// The cluster an agent stream belongs to, from its certificate.
+pub fn require_cluster<T>(req: &Request<T>) -> Result<(String, SocketAddr), Status> {
+    let peer = peer(req)?;
+    match &peer.identity {
+        Some(Identity::Cluster(name)) => Ok((name.clone(), peer.addr)),
+        other => Err(refuse(
+            peer,
+            other.as_ref(),
+            "AgentService",
+            "agent streams need a cluster certificate (`convoy-hub certs issue --cluster NAME`)",
+        )),
+    }
+}
+
+/// The CLI user calling the fleet API and their role.
+pub fn require_user<T>(req: &Request<T>, min: Role) -> Result<(String, Role), Status> {
+    let peer = peer(req)?;
+    match &peer.identity {
+        Some(Identity::User { name, role }) if *role == Role::Admin || min == Role::Viewer => {
+            Ok((name.clone(), *role))
+        }
+        Some(Identity::User { .. }) => Err(refuse(
+            peer,
+            peer.identity.as_ref(),
+            "FleetService",
+            "this call needs an admin certificate (`convoy-hub certs issue --user NAME --role admin`)",
+        )),
+        other => Err(refuse(
+            peer,
+            other.as_ref(),
+            "FleetService",
+            "the fleet API needs a CLI certificate (`convoy-hub certs issue --user NAME --role viewer`)",
+        )),
+    }
+}
+
+/// Interceptor for [`convoy_shared::proto::fleet_service_server::FleetServiceServer`]: any CLI
+/// certificate may pass; methods that change the fleet check for admin themselves.
+pub fn fleet_interceptor(req: Request<()>) -> Result<Request<()>, Status> {
+    require_user(&req, Role::Viewer)?;
+    Ok(req)
+}
+
+/// Interceptor for the agent service: only cluster certificates pass.
+pub fn agent_interceptor(req: Request<()>) -> Result<Request<()>, Status> {
+    require_cluster(&req)?;
+    Ok(req)
+}
+
+fn refuse(peer: &PeerInfo, identity: Option<&Identity>, service: &str, remedy: &str) -> Status {
+    let who = identity.map_or_else(|| "no client certificate".to_string(), |id| format!("a certificate for {id}"));
+    tracing::warn!(peer = %peer.addr, service, presented = %who, "refused call");
+    let message = format!("{service} refused {who}: {remedy}");
+    match identity {
+        None => Status::unauthenticated(message),
+        Some(_) => Status::permission_denied(message),
+    }
+}

@@ -1,0 +1,190 @@
+//! The live connection table: which clusters have an agent stream open, since when, when we last
+//! heard from them, and what they last reported.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use convoy_shared::proto::{ClusterInfo, Health, Hello, Report};
+use dashmap::DashMap;
+use tokio_util::sync::CancellationToken;
+
+/// One cluster's agent link as the hub sees it.
+#[derive(Debug, Clone)]
+struct ClusterLink {
+    /// Identifies the stream currently registered, so a late close of a replaced stream is ignored.
+    session: u64,
+    connected: bool,
+    since_ms: i64,
+    last_seen_ms: i64,
+    peer: String,
+    agent_version: String,
+    held_digest: String,
+    applied_revision: String,
+    last_report: Option<Report>,
+    /// Cancelled when this session is replaced by a newer stream from the same cluster; the
+    /// session task owns the clone it waits on and drops it when the stream ends.
+    cancel: CancellationToken,
+}
+
+/// Every cluster that has connected since the hub started, connected or not.
+#[derive(Debug, Default)]
+pub struct ConnectionTable {
+    links: DashMap<String, ClusterLink>,
+    next_session: AtomicU64,
+}
+
+/// Milliseconds since the Unix epoch, the unit every timestamp on the wire uses.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+impl ConnectionTable {
+    /// Registers a new stream for `cluster`; an older stream of the same cluster is told to close.
+    /// Returns the session id and the token the session must stop on.
+    pub fn open(&self, cluster: &str, peer: SocketAddr) -> (u64, CancellationToken) {
+        let session = self.next_session.fetch_add(1, Ordering::Relaxed) + 1;
+        let cancel = CancellationToken::new();
+        let now = now_ms();
+        let mut link = ClusterLink {
+            session,
+            connected: true,
+            since_ms: now,
+            last_seen_ms: now,
+            peer: peer.to_string(),
+            agent_version: String::new(),
+            held_digest: String::new(),
+            applied_revision: String::new(),
+            last_report: None,
+            cancel: cancel.clone(),
+        };
+        match self.links.entry(cluster.to_string()) {
+            dashmap::Entry::Occupied(mut entry) => {
+                let old = entry.get_mut();
+                if old.connected {
+                    tracing::warn!(cluster, old_peer = %old.peer, new_peer = %peer, "cluster connected again; closing its older stream");
+                    old.cancel.cancel();
+                }
+                // Keep what the previous stream reported until the new one reports.
+                link.last_report = old.last_report.take();
+                *old = link;
+            }
+            dashmap::Entry::Vacant(entry) => {
+                entry.insert(link);
+            }
+        }
+        (session, cancel)
+    }
+
+    fn with_session(&self, cluster: &str, session: u64, f: impl FnOnce(&mut ClusterLink)) {
+        if let Some(mut link) = self.links.get_mut(cluster)
+            && link.session == session
+        {
+            f(&mut link);
+        }
+    }
+
+    /// Records the agent's Hello.
+    pub fn hello(&self, cluster: &str, session: u64, hello: &Hello) {
+        self.with_session(cluster, session, |link| {
+            link.last_seen_ms = now_ms();
+            link.agent_version = hello.agent_version.clone();
+            link.held_digest = hello.held_digest.clone();
+            link.applied_revision = hello.applied_revision.clone();
+        });
+    }
+
+    /// Notes that the agent is alive.
+    pub fn touch(&self, cluster: &str, session: u64) {
+        self.with_session(cluster, session, |link| link.last_seen_ms = now_ms());
+    }
+
+    /// Stores the agent's latest report.
+    pub fn report(&self, cluster: &str, session: u64, report: Report) {
+        self.with_session(cluster, session, |link| {
+            link.last_seen_ms = now_ms();
+            if report.applied {
+                link.applied_revision = report.revision.clone();
+                link.held_digest = report.digest.clone();
+            }
+            link.last_report = Some(report);
+        });
+    }
+
+    /// Marks the stream closed (only if it is still the registered one).
+    pub fn close(&self, cluster: &str, session: u64) {
+        self.with_session(cluster, session, |link| link.connected = false);
+    }
+
+    /// The latest report of `cluster`, if any.
+    pub fn last_report(&self, cluster: &str) -> Option<Report> {
+        self.links.get(cluster).and_then(|l| l.last_report.clone())
+    }
+
+    /// One [`ClusterInfo`] per known cluster, sorted by name.
+    pub fn list(&self) -> Vec<ClusterInfo> {
+        let mut out: Vec<ClusterInfo> = self.links.iter().map(|e| info(e.key(), e.value())).collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    /// The [`ClusterInfo`] of one cluster.
+    pub fn get(&self, cluster: &str) -> Option<ClusterInfo> {
+        self.links.get(cluster).map(|e| info(e.key(), e.value()))
+    }
+}
+
+fn info(name: &str, link: &ClusterLink) -> ClusterInfo {
+    let health = link
+        .last_report
+        .as_ref()
+        .map(|r| r.apps.iter().map(|a| a.health).max().unwrap_or(Health::Healthy as i32))
+        .unwrap_or(Health::Unknown as i32);
+    ClusterInfo {
+        name: name.to_string(),
+        connected: link.connected,
+        last_seen_unix_ms: link.last_seen_ms,
+        connected_since_unix_ms: link.since_ms,
+        agent_version: link.agent_version.clone(),
+        peer_address: link.peer.clone(),
+        assigned_digest: link.held_digest.clone(),
+        applied_revision: link.applied_revision.clone(),
+        health,
+        drift_count: link.last_report.as_ref().map(|r| r.drifts.len() as u32).unwrap_or_default(),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr() -> SocketAddr {
+        "127.0.0.1:1".parse().unwrap()
+    }
+
+    #[test]
+    fn a_second_stream_replaces_the_first_and_the_late_close_is_ignored() {
+        let table = ConnectionTable::default();
+        let (first, first_cancel) = table.open("eu-1", addr());
+        let (second, _) = table.open("eu-1", addr());
+        assert!(first_cancel.is_cancelled());
+        table.close("eu-1", first);
+        assert!(table.get("eu-1").unwrap().connected);
+        table.close("eu-1", second);
+        assert!(!table.get("eu-1").unwrap().connected);
+    }
+
+    #[test]
+    fn listing_is_sorted_and_carries_the_hello() {
+        let table = ConnectionTable::default();
+        let (s, _) = table.open("b", addr());
+        table.open("a", addr());
+        table.hello("b", s, &Hello { agent_version: "9.9".into(), ..Default::default() });
+        let names: Vec<_> = table.list().into_iter().map(|c| c.name).collect();
+        assert_eq!(names, ["a", "b"]);
+        assert_eq!(table.get("b").unwrap().agent_version, "9.9");
+    }
+}

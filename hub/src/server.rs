@@ -1,0 +1,170 @@
+//! The hub's gRPC endpoint: a TLS 1.3 accept loop of our own (so every refused handshake is one
+//! clear log line and every connection carries its verified identity), feeding tonic.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use convoy_shared::identity::Identity;
+use convoy_shared::proto::agent_service_server::AgentServiceServer;
+use convoy_shared::proto::fleet_service_server::FleetServiceServer;
+use rustls::ServerConfig;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::agent_service::AgentLinks;
+use crate::auth::{self, PeerInfo};
+use crate::fleet_service::FleetApi;
+use crate::state::Hub;
+
+/// How long a client may take to finish the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Handshakes in progress at once; more wait in the listen backlog.
+const MAX_HANDSHAKES: usize = 256;
+
+/// Errors that stop the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("the gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Serves AgentService and FleetService on `listener` until `shutdown` is cancelled, then
+/// closes agent streams and drains connections.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Arc<ServerConfig>,
+    hub: Arc<Hub>,
+    shutdown: CancellationToken,
+) -> Result<(), ServeError> {
+    let (conns_tx, conns_rx) = mpsc::channel::<TlsConn>(MAX_HANDSHAKES);
+    // The accept loop owns `conns_tx`; when it stops, tonic sees the incoming stream end.
+    let accept = tokio::spawn(
+        accept_loop(listener, TlsAcceptor::from(tls), conns_tx, shutdown.clone()).instrument(tracing::info_span!("accept")),
+    );
+    let incoming = ReceiverStream::new(conns_rx);
+    let incoming = tokio_stream::StreamExt::map(incoming, Ok::<_, io::Error>);
+    let result = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(20)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .add_service(AgentServiceServer::with_interceptor(AgentLinks::new(hub.clone(), shutdown.clone()), auth::agent_interceptor))
+        .add_service(FleetServiceServer::with_interceptor(FleetApi::new(hub), auth::fleet_interceptor))
+        .serve_with_incoming_shutdown(incoming, shutdown.cancelled())
+        .await;
+    accept.abort();
+    result.map_err(ServeError::from)
+}
+
+async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, conns: mpsc::Sender<TlsConn>, shutdown: CancellationToken) {
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
+    loop {
+        let (tcp, addr) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Usually EMFILE: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = handshakes.clone().acquire_owned().await else { return };
+        let acceptor = acceptor.clone();
+        let conns = conns.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let _ = tcp.set_nodelay(true);
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(stream)) => {
+                    let identity = stream
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|certs| certs.first())
+                        .map(|cert| Identity::from_certificate_der(cert));
+                    let identity = match identity {
+                        None => None,
+                        Some(Ok(id)) => Some(id),
+                        Some(Err(e)) => {
+                            tracing::warn!(peer = %addr, error = %e, "refused TLS connection: certificate names no identity");
+                            return;
+                        }
+                    };
+                    tracing::debug!(peer = %addr, identity = ?identity, "TLS connection accepted");
+                    let _ = conns.send(TlsConn { inner: stream, info: PeerInfo { addr, identity } }).await;
+                }
+                Ok(Err(e)) => tracing::warn!(peer = %addr, reason = %refusal_reason(&e), "refused TLS connection"),
+                Err(_) => tracing::warn!(peer = %addr, "refused TLS connection: handshake timed out"),
+            }
+        });
+    }
+}
+
+/// Words for why a handshake failed, for the one log line a refusal gets.
+fn refusal_reason(err: &io::Error) -> String {
+    use rustls::{CertificateError, Error as E};
+    let Some(tls) = err.get_ref().and_then(|e| e.downcast_ref::<E>()) else {
+        return err.to_string();
+    };
+    match tls {
+        E::InvalidCertificate(CertificateError::Expired | CertificateError::ExpiredContext { .. }) => {
+            "client certificate expired".into()
+        }
+        E::InvalidCertificate(CertificateError::UnknownIssuer) => "client certificate issued by another CA".into(),
+        E::InvalidMessage(_) | E::InappropriateMessage { .. } => {
+            format!("not a TLS client (plaintext gRPC or another protocol?): {tls}")
+        }
+        other => other.to_string(),
+    }
+}
+
+/// A verified TLS connection with what we know of its peer.
+pub struct TlsConn {
+    inner: TlsStream<TcpStream>,
+    info: PeerInfo,
+}
+
+impl tonic::transport::server::Connected for TlsConn {
+    type ConnectInfo = PeerInfo;
+    fn connect_info(&self) -> PeerInfo {
+        self.info.clone()
+    }
+}
+
+impl AsyncRead for TlsConn {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TlsConn {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}

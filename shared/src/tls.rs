@@ -1,0 +1,195 @@
+//! TLS for the agent link and the fleet API: rustls configurations (TLS 1.3 only, ring only),
+//! PEM parsing, and a gRPC channel that dials the hub over our own mutual-TLS connector.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tonic::transport::{Channel, Endpoint};
+
+/// Errors building TLS configurations or dialing the hub.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("{what} holds no PEM certificate")]
+    NoCertificate { what: String },
+    #[error("{what} is not valid PEM: {source}")]
+    Pem {
+        what: String,
+        #[source]
+        source: rustls::pki_types::pem::Error,
+    },
+    #[error("{what}: {source}")]
+    Rustls {
+        what: String,
+        #[source]
+        source: rustls::Error,
+    },
+    #[error("the CA certificate cannot verify clients: {0}")]
+    Verifier(#[from] rustls::server::VerifierBuilderError),
+    #[error("'{address}' is not a hub address (want HOST:PORT): {reason}")]
+    Address { address: String, reason: String },
+    #[error("{}", crate::link_error::explain(source.as_ref()))]
+    Connect {
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+pub type Result<T, E = TlsError> = std::result::Result<T, E>;
+
+/// The crypto provider every Convoy TLS configuration uses.
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Parses every certificate in a PEM text; `what` names its origin in errors.
+pub fn parse_certs(pem: &str, what: &str) -> Result<Vec<CertificateDer<'static>>> {
+    let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|source| TlsError::Pem { what: what.to_string(), source })?;
+    if certs.is_empty() {
+        return Err(TlsError::NoCertificate { what: what.to_string() });
+    }
+    Ok(certs)
+}
+
+/// Parses a PEM private key; `what` names its origin in errors (never the key itself).
+pub fn parse_key(pem: &str, what: &str) -> Result<PrivateKeyDer<'static>> {
+    PrivateKeyDer::from_pem_slice(pem.as_bytes()).map_err(|source| TlsError::Pem { what: what.to_string(), source })
+}
+
+fn roots(ca_pem: &str) -> Result<RootCertStore> {
+    let mut roots = RootCertStore::empty();
+    for cert in parse_certs(ca_pem, "the CA certificate")? {
+        roots
+            .add(cert)
+            .map_err(|source| TlsError::Rustls { what: "the CA certificate".into(), source })?;
+    }
+    Ok(roots)
+}
+
+/// PEM material for one end of a TLS connection.
+#[derive(Clone)]
+pub struct TlsMaterial {
+    pub ca_pem: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for TlsMaterial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsMaterial").field("key_pem", &"<redacted>").finish_non_exhaustive()
+    }
+}
+
+impl TlsMaterial {
+    /// Reads CA, certificate and key files.
+    pub fn from_files(
+        ca: &std::path::Path,
+        cert: &std::path::Path,
+        key: &std::path::Path,
+    ) -> Result<Self, crate::pki::PkiError> {
+        Ok(TlsMaterial {
+            ca_pem: crate::pki::read(ca)?,
+            cert_pem: crate::pki::read(cert)?,
+            key_pem: crate::pki::read(key)?,
+        })
+    }
+}
+
+/// The hub's server configuration: TLS 1.3, HTTP/2, client certificates verified against the
+/// CA. A connection without a client certificate is let through the handshake so that
+/// `RegistrationService.Register` (authorized by a bootstrap token) can work; every other call
+/// refuses it. Certificates from another CA, or expired ones, fail the handshake.
+pub fn server_config(material: &TlsMaterial) -> Result<Arc<ServerConfig>> {
+    let provider = provider();
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots(&material.ca_pem)?), provider.clone())
+        .allow_unauthenticated()
+        .build()?;
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|source| TlsError::Rustls { what: "TLS 1.3".into(), source })?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(
+            parse_certs(&material.cert_pem, "the hub certificate")?,
+            parse_key(&material.key_pem, "the hub key")?,
+        )
+        .map_err(|source| TlsError::Rustls { what: "the hub certificate and key".into(), source })?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// A client configuration that trusts only `ca_pem` and presents `client` (cert, key) if given.
+pub fn client_config(ca_pem: &str, client: Option<(&str, &str)>) -> Result<Arc<ClientConfig>> {
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|source| TlsError::Rustls { what: "TLS 1.3".into(), source })?
+        .with_root_certificates(roots(ca_pem)?);
+    let mut config = match client {
+        Some((cert, key)) => builder
+            .with_client_auth_cert(parse_certs(cert, "the client certificate")?, parse_key(key, "the client key")?)
+            .map_err(|source| TlsError::Rustls { what: "the client certificate and key".into(), source })?,
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Where the hub is and the name its certificate must carry.
+#[derive(Debug, Clone)]
+pub struct HubAddress {
+    /// `HOST:PORT` to dial.
+    pub address: String,
+    /// Name checked against the hub certificate's SANs (defaults to HOST).
+    pub server_name: ServerName<'static>,
+}
+
+impl HubAddress {
+    /// Parses `HOST:PORT`, with an optional server name override.
+    pub fn parse(address: &str, server_name: Option<&str>) -> Result<Self> {
+        let bad = |reason: &str| TlsError::Address { address: address.to_string(), reason: reason.to_string() };
+        let (host, port) = address.rsplit_once(':').ok_or_else(|| bad("no port"))?;
+        port.parse::<u16>().map_err(|_| bad("the port is not a number"))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let name = server_name.unwrap_or(host).to_string();
+        let server_name = ServerName::try_from(name).map_err(|_| bad("the host is not a valid server name"))?;
+        Ok(HubAddress { address: address.to_string(), server_name })
+    }
+}
+
+/// Dials the hub over mutual TLS and returns a gRPC channel. HTTP/2 keep-alives detect a hub
+/// that vanished without closing the connection.
+pub async fn connect(hub: &HubAddress, tls: Arc<ClientConfig>, timeout: Duration) -> Result<Channel> {
+    let endpoint = Endpoint::from_shared(format!("http://{}", hub.address))
+        .map_err(|e| TlsError::Address { address: hub.address.clone(), reason: e.to_string() })?
+        .connect_timeout(timeout)
+        .timeout(Duration::from_secs(30))
+        .http2_keep_alive_interval(Duration::from_secs(15))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .keep_alive_while_idle(true);
+    let address = hub.address.clone();
+    let server_name = hub.server_name.clone();
+    let connector = tower::service_fn(move |_uri: http::Uri| {
+        let connector = TlsConnector::from(tls.clone());
+        let address = address.clone();
+        let server_name = server_name.clone();
+        async move {
+            let tcp = tokio::time::timeout(timeout, TcpStream::connect(&address))
+                .await
+                .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "TCP connect timed out"))??;
+            tcp.set_nodelay(true)?;
+            let tls = connector.connect(server_name, tcp).await?;
+            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
+        }
+    });
+    endpoint
+        .connect_with_connector(connector)
+        .await
+        .map_err(|e| TlsError::Connect { source: Box::new(e) })
+}

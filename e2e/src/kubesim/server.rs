@@ -1,0 +1,622 @@
+//! The HTTPS front of one simulated cluster: TLS accept loop, bearer-token auth, fault
+//! injection, and routing of Kubernetes API paths to discovery, CRUD, patch and watch.
+
+use super::cluster::{ClusterState, ListOptions, PatchType, WriteOptions, manager_from_user_agent};
+use super::faults::{ErrorKind, Verdict};
+use super::resources::{self, ResourceType};
+use super::selector::{FieldSelector, LabelSelector};
+use super::status_error::{ApiError, Result};
+use super::{table, watch};
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
+
+/// What every request handler of one cluster shares.
+pub struct App {
+    /// The cluster behind this listener.
+    pub state: Arc<ClusterState>,
+    /// The bearer token clients must present.
+    pub token: String,
+    /// `host:port` advertised in `/api`.
+    pub server_addr: String,
+    /// Ends watch streams on shutdown.
+    pub cancel: CancellationToken,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let code = StatusCode::from_u16(self.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut r = (code, json_body(&self.to_status())).into_response();
+        if let Some(s) = self.retry_after {
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        r
+    }
+}
+
+fn json_body(v: &Value) -> impl IntoResponse + use<> {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        v.to_string(),
+    )
+}
+
+fn ok_json(code: StatusCode, v: &Value) -> Response {
+    (code, json_body(v)).into_response()
+}
+
+/// Serves one cluster on an already-bound listener until `cancel` fires. In a Refuse-mode
+/// outage the listener is closed and re-bound on the same address afterwards.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    app: Arc<App>,
+    cancel: CancellationToken,
+) {
+    let router = axum::Router::new().fallback(handle).with_state(app.clone());
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let addr = listener.local_addr().ok();
+    let mut listener = Some(listener);
+    let mut outages = app.state.faults.listener_epoch();
+    // Connections are dropped on Refuse outages and on shutdown.
+    let conn_cancel = CancellationToken::new();
+    let mut conn_cancel_epoch = conn_cancel.child_token();
+    loop {
+        if let Some(until) = app.state.faults.refusing_until() {
+            listener = None;
+            conn_cancel_epoch.cancel();
+            conn_cancel_epoch = conn_cancel.child_token();
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep_until(until.into()) => {}
+                _ = outages.changed() => {}
+            }
+            continue;
+        }
+        if listener.is_none() {
+            let Some(a) = addr else { return };
+            match TcpListener::bind(a).await {
+                Ok(l) => listener = Some(l),
+                Err(e) => {
+                    tracing::warn!(cluster = %app.state.name, error = %e, "re-binding after outage");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            }
+        }
+        let l = listener.as_ref().expect("bound above");
+        let (tcp, _) = tokio::select! {
+            _ = cancel.cancelled() => { conn_cancel.cancel(); return; }
+            _ = outages.changed() => continue,
+            r = l.accept() => match r {
+                Ok(c) => c,
+                Err(_) => continue,
+            },
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let router = router.clone();
+        let conn_token = conn_cancel_epoch.clone();
+        let cluster = app.state.name.clone();
+        tokio::spawn(
+            async move {
+                let Ok(stream) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let svc = hyper_util::service::TowerToHyperService::new(router);
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc);
+                tokio::pin!(conn);
+                tokio::select! {
+                    _ = conn.as_mut() => {}
+                    _ = conn_token.cancelled() => {}
+                }
+            }
+            .instrument(tracing::debug_span!("kubesim_conn", cluster = %cluster)),
+        );
+    }
+}
+
+/// A parsed API path.
+#[derive(Debug, PartialEq)]
+enum Route {
+    Version,
+    Health,
+    ApiRoot,
+    ApisRoot,
+    Group(String),
+    GroupVersion(String, String),
+    OpenApiV2,
+    OpenApiV3Index,
+    OpenApiV3(String, String),
+    Resource {
+        group: String,
+        version: String,
+        ns: Option<String>,
+        plural: String,
+        name: Option<String>,
+        sub: String,
+    },
+}
+
+fn route(path: &str) -> Option<Route> {
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<String>>();
+    match segs.as_slice() {
+        ["version"] => return Some(Route::Version),
+        ["healthz" | "livez" | "readyz"] => return Some(Route::Health),
+        ["api"] => return Some(Route::ApiRoot),
+        ["apis"] => return Some(Route::ApisRoot),
+        ["apis", g] => return Some(Route::Group(g.to_string())),
+        ["api", v] => return Some(Route::GroupVersion(String::new(), v.to_string())),
+        ["apis", g, v] => return Some(Route::GroupVersion(g.to_string(), v.to_string())),
+        ["openapi", "v2"] => return Some(Route::OpenApiV2),
+        ["openapi", "v3"] => return Some(Route::OpenApiV3Index),
+        ["openapi", "v3", "api", v] => return Some(Route::OpenApiV3(String::new(), v.to_string())),
+        ["openapi", "v3", "apis", g, v] => {
+            return Some(Route::OpenApiV3(g.to_string(), v.to_string()));
+        }
+        _ => {}
+    }
+    let (group, version, rest) = match segs.as_slice() {
+        ["api", v, rest @ ..] => (String::new(), v.to_string(), s(rest)),
+        ["apis", g, v, rest @ ..] => (g.to_string(), v.to_string(), s(rest)),
+        _ => return None,
+    };
+    let r = |ns: Option<&String>, plural: &String, name: Option<&String>, sub: Option<&String>| {
+        Some(Route::Resource {
+            group: group.clone(),
+            version: version.clone(),
+            ns: ns.cloned(),
+            plural: plural.clone(),
+            name: name.cloned(),
+            sub: sub.cloned().unwrap_or_default(),
+        })
+    };
+    match rest.as_slice() {
+        [ns_kw, ns, plural]
+            if ns_kw == "namespaces" && plural != "status" && plural != "finalize" =>
+        {
+            r(Some(ns), plural, None, None)
+        }
+        [ns_kw, ns, plural, name] if ns_kw == "namespaces" => r(Some(ns), plural, Some(name), None),
+        [ns_kw, ns, plural, name, sub] if ns_kw == "namespaces" => {
+            r(Some(ns), plural, Some(name), Some(sub))
+        }
+        [plural] => r(None, plural, None, None),
+        [plural, name] => r(None, plural, Some(name), None),
+        [plural, name, sub] => r(None, plural, Some(name), Some(sub)),
+        _ => None,
+    }
+}
+
+async fn handle(
+    State(app): State<Arc<App>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match app.state.faults.verdict() {
+        Verdict::Unavailable => {
+            return ApiError::new(
+                503,
+                "ServiceUnavailable",
+                "the server is currently unable to handle the request",
+            )
+            .into_response();
+        }
+        Verdict::Fail(latency, kind) => {
+            tokio::time::sleep(latency).await;
+            return match kind {
+                ErrorKind::Internal => ApiError::new(
+                    500,
+                    "InternalError",
+                    "Internal error occurred: injected fault",
+                )
+                .into_response(),
+                ErrorKind::TooManyRequests => {
+                    let mut e = ApiError::new(
+                        429,
+                        "TooManyRequests",
+                        "Too many requests, please try again later.",
+                    );
+                    e.details = Some(json!({"retryAfterSeconds": 1}));
+                    e.retry_after = Some(1);
+                    e.into_response()
+                }
+            };
+        }
+        Verdict::Serve(latency) => {
+            if !latency.is_zero() {
+                tokio::time::sleep(latency).await;
+            }
+        }
+    }
+    let authorized = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| t == app.token);
+    if !authorized {
+        return ApiError::new(401, "Unauthorized", "Unauthorized").into_response();
+    }
+    match dispatch(&app, &method, &uri, &headers, &body) {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+fn accept(headers: &HeaderMap) -> String {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string()
+}
+
+fn dispatch(
+    app: &Arc<App>,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Response> {
+    let Some(route) = route(uri.path()) else {
+        return Err(ApiError::path_not_found());
+    };
+    let types = app.state.types();
+    let accept = accept(headers);
+    let aggregated = accept.contains("as=APIGroupDiscoveryList");
+    match route {
+        Route::Version => Ok(ok_json(
+            StatusCode::OK,
+            &json!({"major": "1", "minor": "36", "emulationMajor": "1", "emulationMinor": "36",
+                "minCompatibilityMajor": "1", "minCompatibilityMinor": "35",
+                "gitVersion": "v1.36.0-kubesim", "gitCommit": "0000000000000000000000000000000000000000",
+                "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.25.0",
+                "compiler": "gc", "platform": "linux/amd64"}),
+        )),
+        Route::Health => Ok((StatusCode::OK, "ok").into_response()),
+        Route::ApiRoot | Route::ApisRoot if aggregated => {
+            let doc = resources::aggregated(&types, route == Route::ApiRoot);
+            let mut r = (StatusCode::OK, doc.to_string()).into_response();
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(resources::AGGREGATED_CONTENT_TYPE),
+            );
+            Ok(r)
+        }
+        Route::ApiRoot => Ok(ok_json(
+            StatusCode::OK,
+            &resources::api_versions(&app.server_addr),
+        )),
+        Route::ApisRoot => Ok(ok_json(StatusCode::OK, &resources::api_group_list(&types))),
+        Route::Group(g) => {
+            let list = resources::api_group_list(&types);
+            let group = list["groups"]
+                .as_array()
+                .and_then(|gs| gs.iter().find(|x| x["name"] == g.as_str()))
+                .cloned()
+                .ok_or_else(ApiError::path_not_found)?;
+            let mut doc = group;
+            doc["kind"] = json!("APIGroup");
+            doc["apiVersion"] = json!("v1");
+            Ok(ok_json(StatusCode::OK, &doc))
+        }
+        Route::GroupVersion(g, v) => resources::api_resource_list(&types, &g, &v)
+            .map(|d| ok_json(StatusCode::OK, &d))
+            .ok_or_else(ApiError::path_not_found),
+        Route::OpenApiV2 => Err(ApiError::path_not_found()),
+        Route::OpenApiV3Index => Ok(ok_json(
+            StatusCode::OK,
+            &resources::openapi_v3_index(&types),
+        )),
+        Route::OpenApiV3(g, v) => resources::openapi_v3_group_version(&types, &g, &v)
+            .map(|d| ok_json(StatusCode::OK, &d))
+            .ok_or_else(ApiError::path_not_found),
+        Route::Resource {
+            group,
+            version,
+            ns,
+            plural,
+            name,
+            sub,
+        } => {
+            let rt = types
+                .iter()
+                .find(|t| t.group == group && t.version == version && t.plural == plural)
+                .cloned()
+                .ok_or_else(ApiError::path_not_found)?;
+            let q: HashMap<String, String> = Query::try_from_uri(uri)
+                .map(|Query(q)| q)
+                .unwrap_or_default();
+            resource(app, rt, ns, name, sub, method, &q, headers, body, &accept)
+        }
+    }
+}
+
+fn parse_body(body: &Bytes) -> Result<Value> {
+    if body.is_empty() {
+        return Ok(Value::Null);
+    }
+    if let Ok(v) = serde_json::from_slice(body) {
+        return Ok(v);
+    }
+    let text = std::str::from_utf8(body)
+        .map_err(|_| ApiError::bad_request("the request body is neither JSON nor YAML text"))?;
+    serde_saphyr::from_str::<Value>(text)
+        .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))
+}
+
+fn list_options(q: &HashMap<String, String>) -> Result<ListOptions> {
+    Ok(ListOptions {
+        labels: LabelSelector::parse(q.get("labelSelector").map_or("", String::as_str))
+            .map_err(|e| ApiError::bad_request(e.to_string()))?,
+        fields: FieldSelector::parse(q.get("fieldSelector").map_or("", String::as_str))
+            .map_err(|e| ApiError::bad_request(e.to_string()))?,
+        limit: q.get("limit").and_then(|l| l.parse().ok()).unwrap_or(0),
+        continue_token: q.get("continue").filter(|c| !c.is_empty()).cloned(),
+    })
+}
+
+fn truthy(q: &HashMap<String, String>, k: &str) -> bool {
+    q.get(k).is_some_and(|v| v == "true" || v == "1")
+}
+
+#[allow(clippy::too_many_arguments)]
+fn resource(
+    app: &Arc<App>,
+    rt: Arc<ResourceType>,
+    ns: Option<String>,
+    name: Option<String>,
+    sub: String,
+    method: &Method,
+    q: &HashMap<String, String>,
+    headers: &HeaderMap,
+    body: &Bytes,
+    accept: &str,
+) -> Result<Response> {
+    let state = &app.state;
+    if ns.is_some() && !rt.namespaced {
+        return Err(ApiError::path_not_found());
+    }
+    if !matches!(sub.as_str(), "" | "status" | "scale") || (sub == "scale" && !rt.has_scale) {
+        return Err(ApiError::path_not_found());
+    }
+    if sub == "status" && !rt.has_status {
+        return Err(ApiError::path_not_found());
+    }
+    let ns = ns.as_deref();
+    let table_include = accept.contains("as=Table").then(|| {
+        q.get("includeObject")
+            .cloned()
+            .unwrap_or_else(|| "Metadata".into())
+    });
+    let user_agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let opts = WriteOptions {
+        manager: q
+            .get("fieldManager")
+            .cloned()
+            .unwrap_or_else(|| manager_from_user_agent(user_agent)),
+        dry_run: q.get("dryRun").is_some_and(|v| v == "All"),
+        force: truthy(q, "force"),
+    };
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
+    let created = |v: &Value| ok_json(StatusCode::CREATED, v);
+    let ok = |v: &Value| ok_json(StatusCode::OK, v);
+    match (method.clone(), name) {
+        (Method::GET, None) => {
+            let lo = list_options(q)?;
+            if truthy(q, "watch") {
+                let params = watch::WatchParams {
+                    resource_version: q.get("resourceVersion").cloned().unwrap_or_default(),
+                    bookmarks: truthy(q, "allowWatchBookmarks"),
+                    timeout: q
+                        .get("timeoutSeconds")
+                        .and_then(|t| t.parse().ok())
+                        .map(Duration::from_secs),
+                    send_initial_events: truthy(q, "sendInitialEvents"),
+                    table: table_include,
+                };
+                let body = watch::start(
+                    state.clone(),
+                    rt,
+                    ns.map(str::to_string),
+                    lo,
+                    params,
+                    app.cancel.clone(),
+                )?;
+                let mut r = Response::new(body);
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                return Ok(r);
+            }
+            let list = state.list(&rt, ns, &lo)?;
+            match table_include {
+                Some(inc) => {
+                    let items = list["items"].as_array().cloned().unwrap_or_default();
+                    Ok(ok(&table::table(
+                        &rt,
+                        &items,
+                        list["metadata"].clone(),
+                        &inc,
+                    )))
+                }
+                None => Ok(ok(&list)),
+            }
+        }
+        (Method::GET, Some(name)) => {
+            if sub == "scale" {
+                return Ok(ok(&state.get_scale(&rt, ns, &name)?));
+            }
+            let o = state.get(&rt, ns, &name)?;
+            match table_include {
+                Some(inc) => Ok(ok(&table::table(
+                    &rt,
+                    std::slice::from_ref(&o),
+                    json!({"resourceVersion": o["metadata"]["resourceVersion"]}),
+                    &inc,
+                ))),
+                None => Ok(ok(&o)),
+            }
+        }
+        (Method::POST, None) => {
+            let b = parse_body(body)?;
+            Ok(created(&state.create(&rt, ns, b, &opts)?))
+        }
+        (Method::PUT, Some(name)) => {
+            let b = parse_body(body)?;
+            if sub == "scale" {
+                let replicas = b
+                    .pointer("/spec/replicas")
+                    .and_then(Value::as_i64)
+                    .ok_or_else(|| ApiError::bad_request("spec.replicas is required"))?;
+                return Ok(ok(&state.set_scale(&rt, ns, &name, replicas, &opts)?));
+            }
+            Ok(ok(&state.update(&rt, ns, &name, b, &sub, &opts)?))
+        }
+        (Method::PATCH, Some(name)) => {
+            let ct = content_type.split(';').next().unwrap_or("").trim();
+            let kind = match ct {
+                "application/apply-patch+yaml" | "application/apply-patch+cbor" => PatchType::Apply,
+                "application/merge-patch+json" => PatchType::Merge,
+                "application/json-patch+json" => PatchType::Json,
+                "application/strategic-merge-patch+json" => PatchType::Strategic,
+                other => {
+                    return Err(ApiError::new(
+                        415,
+                        "UnsupportedMediaType",
+                        format!(
+                            "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json (got {other})"
+                        ),
+                    ));
+                }
+            };
+            let b = parse_body(body)?;
+            if sub == "scale" {
+                let mut scale = state.get_scale(&rt, ns, &name)?;
+                match kind {
+                    PatchType::Json => super::patch::json_patch(&mut scale, &b)
+                        .map_err(|e| ApiError::new(422, "Invalid", e.to_string()))?,
+                    _ => super::patch::merge_patch(&mut scale, &b),
+                }
+                let replicas = scale
+                    .pointer("/spec/replicas")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(1);
+                return Ok(ok(&state.set_scale(&rt, ns, &name, replicas, &opts)?));
+            }
+            let existed = state.get(&rt, ns, &name).is_ok();
+            let out = state.patch(&rt, ns, &name, kind, b, &sub, &opts)?;
+            if kind == PatchType::Apply && !existed {
+                Ok(created(&out))
+            } else {
+                Ok(ok(&out))
+            }
+        }
+        (Method::DELETE, name) => {
+            let b = parse_body(body)?;
+            let policy = q.get("propagationPolicy").cloned().or_else(|| {
+                b.get("propagationPolicy")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            });
+            let orphan = policy.as_deref() == Some("Orphan")
+                || b.get("orphanDependents") == Some(&json!(true));
+            let dry_run = opts.dry_run
+                || b.get("dryRun")
+                    .and_then(Value::as_array)
+                    .is_some_and(|a| a.iter().any(|x| x == "All"));
+            match name {
+                Some(name) => Ok(ok(&state.delete(&rt, ns, &name, dry_run, orphan)?)),
+                None => Ok(ok(&state.delete_collection(
+                    &rt,
+                    ns,
+                    &list_options(q)?,
+                    dry_run,
+                )?)),
+            }
+        }
+        (m, _) => Err(ApiError::method_not_allowed(format!(
+            "the server does not allow this method on the requested resource ({m})"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes() {
+        assert_eq!(
+            route("/api/v1"),
+            Some(Route::GroupVersion("".into(), "v1".into()))
+        );
+        assert_eq!(
+            route("/api/v1/namespaces/default/configmaps/x"),
+            Some(Route::Resource {
+                group: "".into(),
+                version: "v1".into(),
+                ns: Some("default".into()),
+                plural: "configmaps".into(),
+                name: Some("x".into()),
+                sub: "".into()
+            })
+        );
+        assert_eq!(
+            route("/api/v1/namespaces/web"),
+            Some(Route::Resource {
+                group: "".into(),
+                version: "v1".into(),
+                ns: None,
+                plural: "namespaces".into(),
+                name: Some("web".into()),
+                sub: "".into()
+            })
+        );
+        assert_eq!(
+            route("/api/v1/namespaces/web/status"),
+            Some(Route::Resource {
+                group: "".into(),
+                version: "v1".into(),
+                ns: None,
+                plural: "namespaces".into(),
+                name: Some("web".into()),
+                sub: "status".into()
+            })
+        );
+        assert_eq!(
+            route("/apis/apps/v1/namespaces/a/deployments/b/scale"),
+            Some(Route::Resource {
+                group: "apps".into(),
+                version: "v1".into(),
+                ns: Some("a".into()),
+                plural: "deployments".into(),
+                name: Some("b".into()),
+                sub: "scale".into()
+            })
+        );
+    }
+}

@@ -1,0 +1,137 @@
+//! API errors as Kubernetes returns them: `Status` objects with reason, code and details.
+
+use super::resources::ResourceType;
+use serde_json::{Value, json};
+
+/// A failed API request, rendered as a `kind: Status` body with the matching HTTP code.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{reason} ({code}): {message}")]
+pub struct ApiError {
+    /// HTTP status code.
+    pub code: u16,
+    /// Machine-readable reason (`NotFound`, `Conflict`…).
+    pub reason: String,
+    /// Human-readable message, worded like the real API server's.
+    pub message: String,
+    /// `details` (name, group, kind, causes…), if any.
+    pub details: Option<Value>,
+    /// Seconds for a `Retry-After` header (429 responses).
+    pub retry_after: Option<u64>,
+}
+
+/// Result with [`ApiError`].
+pub type Result<T, E = ApiError> = std::result::Result<T, E>;
+
+impl ApiError {
+    /// A bare error with code, reason and message.
+    pub fn new(code: u16, reason: &str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            code,
+            reason: reason.into(),
+            message: message.into(),
+            details: None,
+            retry_after: None,
+        }
+    }
+
+    fn with_details(mut self, rt: &ResourceType, name: &str) -> ApiError {
+        let mut d = json!({"name": name, "kind": rt.plural});
+        if !rt.group.is_empty() {
+            d["group"] = json!(rt.group);
+        }
+        self.details = Some(d);
+        self
+    }
+
+    /// `deployments.apps "web" not found`.
+    pub fn not_found(rt: &ResourceType, name: &str) -> ApiError {
+        ApiError::new(
+            404,
+            "NotFound",
+            format!("{} \"{name}\" not found", rt.qualified()),
+        )
+        .with_details(rt, name)
+    }
+
+    /// `namespaces "x" not found` when creating into a missing namespace.
+    pub fn namespace_not_found(ns: &str) -> ApiError {
+        let mut e = ApiError::new(404, "NotFound", format!("namespaces \"{ns}\" not found"));
+        e.details = Some(json!({"name": ns, "kind": "namespaces"}));
+        e
+    }
+
+    /// `deployments.apps "web" already exists`.
+    pub fn already_exists(rt: &ResourceType, name: &str) -> ApiError {
+        ApiError::new(
+            409,
+            "AlreadyExists",
+            format!("{} \"{name}\" already exists", rt.qualified()),
+        )
+        .with_details(rt, name)
+    }
+
+    /// The optimistic-concurrency conflict of a stale resourceVersion.
+    pub fn stale(rt: &ResourceType, name: &str) -> ApiError {
+        ApiError::new(
+            409,
+            "Conflict",
+            format!(
+                "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; \
+                 please apply your changes to the latest version and try again",
+                rt.qualified()
+            ),
+        )
+        .with_details(rt, name)
+    }
+
+    /// 422 Invalid: `Deployment.apps "web" is invalid: <what>`.
+    pub fn invalid(rt: &ResourceType, name: &str, what: &str) -> ApiError {
+        let kind = if rt.group.is_empty() {
+            rt.kind.clone()
+        } else {
+            format!("{}.{}", rt.kind, rt.group)
+        };
+        let mut e = ApiError::new(
+            422,
+            "Invalid",
+            format!("{kind} \"{name}\" is invalid: {what}"),
+        );
+        e.details = Some(json!({"name": name, "group": rt.group, "kind": rt.kind}));
+        e
+    }
+
+    /// 400 BadRequest.
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(400, "BadRequest", message)
+    }
+
+    /// 405 MethodNotAllowed.
+    pub fn method_not_allowed(message: impl Into<String>) -> ApiError {
+        ApiError::new(405, "MethodNotAllowed", message)
+    }
+
+    /// 410 Gone for a watch or list from a compacted resourceVersion.
+    pub fn gone(message: impl Into<String>) -> ApiError {
+        ApiError::new(410, "Expired", message)
+    }
+
+    /// 404 for paths that serve nothing.
+    pub fn path_not_found() -> ApiError {
+        ApiError::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        )
+    }
+
+    /// The `Status` body.
+    pub fn to_status(&self) -> Value {
+        let mut s = json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+            "status": "Failure", "message": self.message, "reason": self.reason});
+        if let Some(d) = &self.details {
+            s["details"] = d.clone();
+        }
+        s["code"] = json!(self.code);
+        s
+    }
+}

@@ -1,1 +1,206 @@
-//! Kustomize-compatible render engine (in progress).
+//! Kustomize-compatible render engine: turns a kustomization directory into the objects
+//! `kubectl kustomize DIR` would print, reading only files under one repository root.
+//!
+//! The entry point is [`Renderer`]; [`to_yaml`] prints its output like kubectl does.
+//! File access goes through the [`Source`] trait so the hub can render straight out of
+//! Git trees; [`FsSource`] is the filesystem implementation.
+
+mod engine;
+mod generate;
+mod kustomization;
+mod merge;
+mod nameref;
+mod patch;
+mod resource;
+mod source;
+mod transform;
+mod yaml;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub use source::{EntryKind, FsSource, Source};
+pub use yaml::to_yaml;
+
+/// Result type of the render engine.
+pub type Result<T, E = RenderError> = std::result::Result<T, E>;
+
+/// Why a render failed. Every variant names the file (repository-relative) it is about.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    /// A file or directory could not be read.
+    #[error("{path}: cannot read: {source}")]
+    Io {
+        /// Repository-relative path.
+        path: PathBuf,
+        /// Underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A referenced file or directory does not exist.
+    #[error("{from}: '{path}' does not exist; fix the path or add the file")]
+    Missing {
+        /// Path that was referenced.
+        path: PathBuf,
+        /// File that referenced it.
+        from: PathBuf,
+    },
+    /// A directory used as a kustomization holds no kustomization file.
+    #[error(
+        "{dir}: no kustomization.yaml, kustomization.yml or Kustomization in this directory; add one"
+    )]
+    NoKustomization {
+        /// Directory that was expected to hold a kustomization.
+        dir: PathBuf,
+    },
+    /// A directory holds more than one kustomization file.
+    #[error("{dir}: found more than one kustomization file; keep only kustomization.yaml")]
+    MultipleKustomizations {
+        /// Directory with the conflicting files.
+        dir: PathBuf,
+    },
+    /// A file is not valid YAML.
+    #[error("{path}: invalid YAML: {message}")]
+    Yaml {
+        /// File that failed to parse.
+        path: PathBuf,
+        /// Parser message.
+        message: String,
+    },
+    /// A kustomization file has unknown or malformed fields.
+    #[error("{path}: invalid kustomization: {message}")]
+    InvalidKustomization {
+        /// The kustomization file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A kustomize feature Convoy does not implement.
+    #[error("{path}: '{feature}' is not supported by convoy's renderer; remove it")]
+    Unsupported {
+        /// The kustomization file using it.
+        path: PathBuf,
+        /// The field or feature.
+        feature: String,
+    },
+    /// A remote resource (URL or git reference).
+    #[error(
+        "{path}: remote resource '{url}' is not supported; vendor it into the repository and refer to it by relative path"
+    )]
+    Remote {
+        /// The kustomization file naming it.
+        path: PathBuf,
+        /// The remote reference.
+        url: String,
+    },
+    /// A path leaves the repository root (`..` past the root, or a symlink pointing outside).
+    #[error("{from}: '{path}' is outside the repository root; only files inside the repository can be used")]
+    PathEscape {
+        /// The offending path as written.
+        path: String,
+        /// The file that referenced it.
+        from: PathBuf,
+    },
+    /// Kustomizations refer to each other in a cycle.
+    #[error("{path}: cycle in kustomization references: {chain}")]
+    Cycle {
+        /// Directory where the cycle closes.
+        path: PathBuf,
+        /// The chain of directories.
+        chain: String,
+    },
+    /// Two resources with the same group/version/kind/namespace/name.
+    #[error(
+        "{path}: may not add resource with an already registered id: {id}; remove the duplicate or patch it instead"
+    )]
+    DuplicateId {
+        /// File (or kustomization) adding the duplicate.
+        path: PathBuf,
+        /// The resource id.
+        id: String,
+    },
+    /// A patch without a target matches no resource, or matches several.
+    #[error("{path}: {message}")]
+    PatchTarget {
+        /// The kustomization or patch file.
+        path: PathBuf,
+        /// What did not match.
+        message: String,
+    },
+    /// Any other invalid input.
+    #[error("{path}: {message}")]
+    Invalid {
+        /// The file at fault.
+        path: PathBuf,
+        /// What is wrong and what to do.
+        message: String,
+    },
+}
+
+impl RenderError {
+    pub(crate) fn invalid(path: &Path, message: impl Into<String>) -> Self {
+        RenderError::Invalid {
+            path: path.to_path_buf(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Renders kustomization directories of one repository.
+///
+/// Nothing outside the repository root is ever read: `..` past the root and symlinks that
+/// resolve outside it are errors. The same input always gives the same output.
+#[derive(Clone)]
+pub struct Renderer {
+    source: Arc<dyn Source>,
+}
+
+impl std::fmt::Debug for Renderer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Renderer").finish_non_exhaustive()
+    }
+}
+
+impl Renderer {
+    /// A renderer reading the filesystem below `root` (the repository root).
+    pub fn new(root: &Path) -> Self {
+        Self::with_source(Arc::new(FsSource::new(root)))
+    }
+
+    /// A renderer reading from any [`Source`] (for example a Git tree).
+    pub fn with_source(source: Arc<dyn Source>) -> Self {
+        Renderer { source }
+    }
+
+    /// Renders the kustomization in `dir` (relative to the root, or absolute below it) into
+    /// objects in kustomize's output order.
+    pub fn render(&self, dir: &Path) -> Result<Vec<serde_json::Value>> {
+        let rel = self.relative_dir(dir)?;
+        engine::render(self.source.as_ref(), &rel)
+    }
+
+    fn relative_dir(&self, dir: &Path) -> Result<PathBuf> {
+        let shown = dir.display().to_string();
+        let escape = || RenderError::PathEscape {
+            path: shown.clone(),
+            from: PathBuf::from("."),
+        };
+        let rel: PathBuf = if dir.is_absolute() {
+            let root = self.source.root().ok_or_else(escape)?;
+            match dir.strip_prefix(root) {
+                Ok(rest) => rest.to_path_buf(),
+                Err(_) => {
+                    let canon = std::fs::canonicalize(root).map_err(|_| escape())?;
+                    let canon_dir = std::fs::canonicalize(dir).map_err(|_| escape())?;
+                    canon_dir
+                        .strip_prefix(&canon)
+                        .map(Path::to_path_buf)
+                        .map_err(|_| escape())?
+                }
+            }
+        } else {
+            dir.to_path_buf()
+        };
+        source::normalize(Path::new(""), &rel.to_string_lossy()).ok_or_else(escape)
+    }
+}

@@ -1,0 +1,468 @@
+//! The kustomize build pipeline: accumulate resources (files, nested kustomizations,
+//! components), run generators and transformers per kustomization in kustomize's order,
+//! then at the top add hash suffixes, fix name references and sort.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::kustomization::{FILE_NAMES, Kustomization};
+use super::patch::{self, Target};
+use super::resource::{self, Behavior, Resource};
+use super::source::{self, EntryKind, Source};
+use super::transform::{self, ImageRule, LabelScope};
+use super::{RenderError, Result, generate, nameref};
+
+struct Engine<'a> {
+    src: &'a dyn Source,
+    stack: Vec<PathBuf>,
+}
+
+/// Renders the kustomization in the repository-relative directory `dir`.
+pub(crate) fn render(src: &dyn Source, dir: &Path) -> Result<Vec<Value>> {
+    let mut eng = Engine {
+        src,
+        stack: Vec::new(),
+    };
+    match src.kind(dir)? {
+        Some(EntryKind::Dir) => {}
+        _ => {
+            return Err(RenderError::Missing {
+                path: dir.to_path_buf(),
+                from: PathBuf::from("."),
+            });
+        }
+    }
+    let (kfile, k) = eng.load_kustomization(dir)?;
+    let mut acc = Vec::new();
+    eng.accumulate(dir, &kfile, &k, &mut acc)?;
+    for r in acc.iter_mut().filter(|r| r.needs_hash) {
+        r.store_prev();
+        let hash = generate::name_hash(&r.obj);
+        let name = format!("{}-{hash}", r.name());
+        r.set_name(&name);
+    }
+    nameref::fix_references(&mut acc)?;
+    let fifo = k
+        .sort_options
+        .as_ref()
+        .and_then(|s| s.order.as_deref())
+        .is_some_and(|o| o == "fifo");
+    if !fifo {
+        resource::legacy_sort(&mut acc);
+    }
+    Ok(acc.into_iter().map(|r| Value::Object(r.obj)).collect())
+}
+
+fn looks_remote(entry: &str) -> bool {
+    entry.contains("://")
+        || entry.starts_with("git@")
+        || entry.starts_with("github.com/")
+        || entry.starts_with("gitlab.com/")
+        || entry.starts_with("bitbucket.org/")
+        || entry.contains("?ref=")
+        || entry.contains(".git//")
+}
+
+fn append(acc: &mut Vec<Resource>, r: Resource, from: &Path) -> Result<()> {
+    if let Some(dup) = acc
+        .iter()
+        .find(|x| x.name() == r.name() && x.same_cur_id(&r))
+    {
+        return Err(RenderError::DuplicateId {
+            path: from.to_path_buf(),
+            id: format!("{} (first from {})", dup.id_string(), dup.file.display()),
+        });
+    }
+    acc.push(r);
+    Ok(())
+}
+
+impl Engine<'_> {
+    fn load_kustomization(&self, dir: &Path) -> Result<(Arc<PathBuf>, Kustomization)> {
+        let mut found = Vec::new();
+        for name in FILE_NAMES {
+            let p = dir.join(name);
+            if self.src.kind(&p)? == Some(EntryKind::File) {
+                found.push(p);
+            }
+        }
+        let file = match found.len() {
+            0 => {
+                return Err(RenderError::NoKustomization {
+                    dir: dir.to_path_buf(),
+                });
+            }
+            1 => found.remove(0),
+            _ => {
+                return Err(RenderError::MultipleKustomizations {
+                    dir: dir.to_path_buf(),
+                });
+            }
+        };
+        let bytes = self.src.read(&file)?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| RenderError::invalid(&file, "kustomization is not valid UTF-8"))?;
+        let k = Kustomization::parse(&file, &text)?;
+        Ok((Arc::new(file), k))
+    }
+
+    fn resolve(&self, dir: &Path, entry: &str, kfile: &Path) -> Result<(PathBuf, EntryKind)> {
+        let local = source::normalize(dir, entry);
+        let kind = match &local {
+            Some(p) => self.src.kind(p)?,
+            None => None,
+        };
+        match (local, kind) {
+            (Some(p), Some(k)) => {
+                if k == EntryKind::File {
+                    source::check_within(dir, &p, entry, kfile)?;
+                }
+                Ok((p, k))
+            }
+            _ if looks_remote(entry) => Err(RenderError::Remote {
+                path: kfile.to_path_buf(),
+                url: entry.to_string(),
+            }),
+            (None, _) => Err(RenderError::PathEscape {
+                path: entry.to_string(),
+                from: kfile.to_path_buf(),
+            }),
+            (Some(p), None) => Err(RenderError::Missing {
+                path: p,
+                from: kfile.to_path_buf(),
+            }),
+        }
+    }
+
+    fn accumulate(
+        &mut self,
+        dir: &Path,
+        kfile: &Arc<PathBuf>,
+        k: &Kustomization,
+        acc: &mut Vec<Resource>,
+    ) -> Result<()> {
+        if self.stack.iter().any(|d| d == dir) {
+            let chain: Vec<String> = self
+                .stack
+                .iter()
+                .chain(std::iter::once(&dir.to_path_buf()))
+                .map(|d| d.display().to_string())
+                .collect();
+            return Err(RenderError::Cycle {
+                path: kfile.to_path_buf(),
+                chain: chain.join(" -> "),
+            });
+        }
+        self.stack.push(dir.to_path_buf());
+        let out = self.accumulate_inner(dir, kfile, k, acc);
+        self.stack.pop();
+        out
+    }
+
+    fn accumulate_inner(
+        &mut self,
+        dir: &Path,
+        kfile: &Arc<PathBuf>,
+        k: &Kustomization,
+        acc: &mut Vec<Resource>,
+    ) -> Result<()> {
+        let entries = k.bases.iter().flatten().chain(k.resources.iter().flatten());
+        for entry in entries {
+            let (path, kind) = self.resolve(dir, entry, kfile)?;
+            match kind {
+                EntryKind::File => self.load_file(&path, acc)?,
+                EntryKind::Dir => {
+                    let (sub_file, sub) = self.load_kustomization(&path)?;
+                    if sub.is_component() {
+                        return Err(RenderError::invalid(
+                            kfile,
+                            format!(
+                                "'{entry}' is a Component; list it under 'components:', not 'resources:'"
+                            ),
+                        ));
+                    }
+                    let mut sub_acc = Vec::new();
+                    self.accumulate(&path, &sub_file, &sub, &mut sub_acc)?;
+                    for r in sub_acc {
+                        append(acc, r, kfile)?;
+                    }
+                }
+            }
+        }
+        for entry in k.components.iter().flatten() {
+            let (path, kind) = self.resolve(dir, entry, kfile)?;
+            if kind != EntryKind::Dir {
+                return Err(RenderError::invalid(
+                    kfile,
+                    format!("component '{entry}' must be a directory with a kustomization.yaml"),
+                ));
+            }
+            let (comp_file, comp) = self.load_kustomization(&path)?;
+            if !comp.is_component() {
+                return Err(RenderError::invalid(
+                    &comp_file,
+                    "listed under 'components:' but is not 'kind: Component'; set kind: Component and apiVersion: kustomize.config.k8s.io/v1alpha1",
+                ));
+            }
+            self.accumulate(&path, &comp_file, &comp, acc)?;
+        }
+        self.run_generators(dir, kfile, k, acc)?;
+        self.run_transformers(dir, kfile, k, acc)
+    }
+
+    fn load_file(&self, path: &Path, acc: &mut Vec<Resource>) -> Result<()> {
+        let bytes = self.src.read(path)?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| RenderError::invalid(path, "resource file is not valid UTF-8"))?;
+        let file = Arc::new(path.to_path_buf());
+        for doc in super::yaml::parse_docs(path, &text)? {
+            let Value::Object(obj) = doc else {
+                return Err(RenderError::invalid(
+                    path,
+                    "a resource document must be a YAML mapping",
+                ));
+            };
+            let is_list = obj.get("kind").and_then(Value::as_str) == Some("List")
+                || (obj
+                    .get("kind")
+                    .and_then(Value::as_str)
+                    .is_some_and(|k| k.ends_with("List"))
+                    && obj.get("items").is_some_and(Value::is_array));
+            if is_list {
+                let items = obj.get("items").and_then(Value::as_array).cloned();
+                for item in items.into_iter().flatten() {
+                    let Value::Object(o) = item else {
+                        return Err(RenderError::invalid(path, "List items must be mappings"));
+                    };
+                    self.add_object(o, &file, acc)?;
+                }
+            } else {
+                self.add_object(obj, &file, acc)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn add_object(
+        &self,
+        obj: serde_json::Map<String, Value>,
+        file: &Arc<PathBuf>,
+        acc: &mut Vec<Resource>,
+    ) -> Result<()> {
+        let r = Resource::new(obj, file.clone());
+        if r.kind().is_empty() {
+            return Err(RenderError::invalid(
+                file,
+                "a resource is missing 'kind'; every document needs apiVersion, kind and metadata.name",
+            ));
+        }
+        if r.name().is_empty() {
+            return Err(RenderError::invalid(
+                file,
+                format!(
+                    "a {} is missing 'metadata.name'; every document needs apiVersion, kind and metadata.name",
+                    r.kind()
+                ),
+            ));
+        }
+        append(acc, r, file)
+    }
+
+    fn run_generators(
+        &self,
+        dir: &Path,
+        kfile: &Arc<PathBuf>,
+        k: &Kustomization,
+        acc: &mut Vec<Resource>,
+    ) -> Result<()> {
+        let gens = k
+            .config_map_generator
+            .iter()
+            .flatten()
+            .map(|g| (g, false))
+            .chain(k.secret_generator.iter().flatten().map(|g| (g, true)));
+        for (spec, secret) in gens {
+            let r = generate::generate(
+                self.src,
+                dir,
+                kfile,
+                spec,
+                secret,
+                k.generator_options.as_ref(),
+            )?;
+            append_replace_or_merge(acc, r, kfile)?;
+        }
+        Ok(())
+    }
+
+    fn run_transformers(
+        &self,
+        dir: &Path,
+        kfile: &Arc<PathBuf>,
+        k: &Kustomization,
+        acc: &mut Vec<Resource>,
+    ) -> Result<()> {
+        for entry in k.patches_strategic_merge.iter().flatten() {
+            let inline = entry.contains('\n') || entry.trim_start().starts_with('{');
+            let loaded = if inline {
+                patch::load(self.src, dir, kfile, None, Some(entry))?
+            } else {
+                patch::load(self.src, dir, kfile, Some(entry), None)?
+            };
+            patch::apply(acc, &loaded, None, None)?;
+        }
+        for p in k.patches.iter().flatten() {
+            let loaded = patch::load(
+                self.src,
+                dir,
+                kfile,
+                p.path.as_deref(),
+                p.patch.as_deref(),
+            )?;
+            let target = p
+                .target
+                .as_ref()
+                .map(|t| Target::compile(kfile, t))
+                .transpose()?;
+            patch::apply(acc, &loaded, target.as_ref(), p.options.as_ref())?;
+        }
+        if let Some(ns) = k.namespace.as_deref().filter(|n| !n.is_empty()) {
+            transform::set_namespace(acc, ns);
+        }
+        if let Some(prefix) = k.name_prefix.as_deref().filter(|p| !p.is_empty()) {
+            transform::add_prefix(acc, prefix);
+        }
+        if let Some(suffix) = k.name_suffix.as_deref().filter(|p| !p.is_empty()) {
+            transform::add_suffix(acc, suffix);
+        }
+        for l in k.labels.iter().flatten() {
+            if let Some(pairs) = &l.pairs {
+                let scope = LabelScope {
+                    selectors: l.include_selectors,
+                    templates: l.include_templates,
+                };
+                transform::add_labels(acc, pairs, &scope);
+            }
+        }
+        if let Some(pairs) = &k.common_labels {
+            let scope = LabelScope {
+                selectors: true,
+                templates: true,
+            };
+            transform::add_labels(acc, pairs, &scope);
+        }
+        if let Some(pairs) = &k.common_annotations {
+            transform::add_annotations(acc, pairs);
+        }
+        for p in k.patches_json6902.iter().flatten() {
+            let Some(t) = &p.target else {
+                return Err(RenderError::invalid(
+                    kfile,
+                    "a patchesJson6902 entry needs a target",
+                ));
+            };
+            let loaded = patch::load(
+                self.src,
+                dir,
+                kfile,
+                p.path.as_deref(),
+                p.patch.as_deref(),
+            )?;
+            let target = Target::compile(kfile, t)?;
+            patch::apply(acc, &loaded, Some(&target), p.options.as_ref())?;
+        }
+        if let Some(replicas) = k.replicas.as_ref().filter(|r| !r.is_empty()) {
+            transform::set_replicas(acc, replicas, kfile)?;
+        }
+        if let Some(images) = k.images.as_ref().filter(|i| !i.is_empty()) {
+            let rules: Vec<ImageRule> = images.iter().map(ImageRule::new).collect();
+            transform::set_images(acc, &rules);
+        }
+        Ok(())
+    }
+}
+
+/// Adds a generated object, or merges/replaces an existing one as its behavior says.
+fn append_replace_or_merge(acc: &mut Vec<Resource>, mut r: Resource, kfile: &Path) -> Result<()> {
+    let gvk = r.gvk();
+    let name = r.name().to_string();
+    let ns = r.namespace().to_string();
+    let hits: Vec<usize> = acc
+        .iter()
+        .enumerate()
+        .filter(|(_, x)| x.any_id_equals(&gvk, &name, &ns))
+        .map(|(i, _)| i)
+        .collect();
+    match (hits.as_slice(), r.behavior) {
+        ([], Behavior::Create) => append(acc, r, kfile),
+        ([], _) => Err(RenderError::invalid(
+            kfile,
+            format!(
+                "{} '{name}' has behavior merge or replace but no {} of that name exists in the resources; use behavior create",
+                gvk.kind, gvk.kind
+            ),
+        )),
+        ([_], Behavior::Create) => Err(RenderError::DuplicateId {
+            path: kfile.to_path_buf(),
+            id: format!(
+                "{} {name} (a generator with behavior create; use behavior merge or replace)",
+                gvk.kind
+            ),
+        }),
+        ([i], behavior) => {
+            let old = &acc[*i];
+            merge_string_map(&mut r, old, "labels");
+            merge_string_map(&mut r, old, "annotations");
+            r.set_name(old.name());
+            let old_ns = old.namespace().to_string();
+            r.set_namespace(&old_ns);
+            if behavior == Behavior::Merge {
+                for field in ["data", "binaryData"] {
+                    let mut merged = old
+                        .obj
+                        .get(field)
+                        .and_then(Value::as_object)
+                        .cloned()
+                        .unwrap_or_default();
+                    if let Some(Value::Object(new)) = r.obj.get(field) {
+                        for (k, v) in new {
+                            merged.insert(k.clone(), v.clone());
+                        }
+                    }
+                    if !merged.is_empty() {
+                        r.obj.insert(field.into(), Value::Object(merged));
+                    }
+                }
+            }
+            r.prev = old.prev.clone();
+            r.prefixes = old.prefixes.clone();
+            r.suffixes = old.suffixes.clone();
+            r.needs_hash = r.needs_hash || old.needs_hash;
+            r.behavior = Behavior::Create;
+            acc[*i] = r;
+            Ok(())
+        }
+        (_, _) => Err(RenderError::invalid(
+            kfile,
+            format!(
+                "{} '{name}': several existing objects could accept the merge; give it a namespace",
+                gvk.kind
+            ),
+        )),
+    }
+}
+
+fn merge_string_map(r: &mut Resource, old: &Resource, key: &str) {
+    let Some(old_map) = old.meta_map(key) else {
+        return;
+    };
+    let mut merged = old_map.clone();
+    if let Some(new) = r.meta_map(key) {
+        for (k, v) in new {
+            merged.insert(k.clone(), v.clone());
+        }
+    }
+    r.metadata_mut().insert(key.into(), Value::Object(merged));
+}

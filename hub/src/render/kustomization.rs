@@ -1,0 +1,224 @@
+//! The `kustomization.yaml` schema (Kustomization v1beta1 and Component v1alpha1), read
+//! strictly: unknown fields are errors, like kustomize's.
+
+use std::path::Path;
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use super::{RenderError, Result};
+
+/// File names kustomize accepts for a kustomization, in its lookup order.
+pub(crate) const FILE_NAMES: [&str; 3] = ["kustomization.yaml", "kustomization.yml", "Kustomization"];
+
+/// A parsed kustomization or component.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct Kustomization {
+    #[allow(dead_code)] // accepted so strict parsing does not reject it
+    pub api_version: Option<String>,
+    pub kind: Option<String>,
+    #[allow(dead_code)] // accepted so strict parsing does not reject it
+    pub metadata: Option<Value>,
+    pub resources: Option<Vec<String>>,
+    pub bases: Option<Vec<String>>,
+    pub components: Option<Vec<String>>,
+    pub namespace: Option<String>,
+    pub name_prefix: Option<String>,
+    pub name_suffix: Option<String>,
+    pub common_labels: Option<Map<String, Value>>,
+    pub labels: Option<Vec<LabelSpec>>,
+    pub common_annotations: Option<Map<String, Value>>,
+    pub images: Option<Vec<ImageSpec>>,
+    pub replicas: Option<Vec<ReplicaSpec>>,
+    pub patches: Option<Vec<PatchSpec>>,
+    pub patches_strategic_merge: Option<Vec<String>>,
+    pub patches_json6902: Option<Vec<PatchSpec>>,
+    pub config_map_generator: Option<Vec<GeneratorSpec>>,
+    pub secret_generator: Option<Vec<GeneratorSpec>>,
+    pub generator_options: Option<GeneratorOptions>,
+    pub sort_options: Option<SortOptions>,
+    #[allow(dead_code)] // accepted so strict parsing does not reject it
+    pub build_metadata: Option<Vec<String>>,
+    // Recognised kustomize fields Convoy does not implement: present means an error.
+    pub vars: Option<Value>,
+    pub replacements: Option<Value>,
+    pub generators: Option<Value>,
+    pub transformers: Option<Value>,
+    pub validators: Option<Value>,
+    pub helm_charts: Option<Value>,
+    pub helm_globals: Option<Value>,
+    pub helm_chart_inflation_generator: Option<Value>,
+    pub configurations: Option<Value>,
+    pub crds: Option<Value>,
+    pub openapi: Option<Value>,
+    pub images_from: Option<Value>,
+}
+
+/// One entry of `labels:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct LabelSpec {
+    pub pairs: Option<Map<String, Value>>,
+    #[serde(default)]
+    pub include_selectors: bool,
+    #[serde(default)]
+    pub include_templates: bool,
+    pub fields: Option<Value>,
+}
+
+/// One entry of `images:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct ImageSpec {
+    pub name: String,
+    pub new_name: Option<Value>,
+    pub new_tag: Option<Value>,
+    pub digest: Option<Value>,
+    pub tag_suffix: Option<Value>,
+}
+
+/// One entry of `replicas:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct ReplicaSpec {
+    pub name: String,
+    pub count: i64,
+}
+
+/// One entry of `patches:` or `patchesJson6902:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct PatchSpec {
+    pub path: Option<String>,
+    pub patch: Option<String>,
+    pub target: Option<Selector>,
+    pub options: Option<PatchOptions>,
+}
+
+/// `options:` of a patch.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct PatchOptions {
+    #[serde(default)]
+    pub allow_name_change: bool,
+    #[serde(default)]
+    pub allow_kind_change: bool,
+}
+
+/// A patch target.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct Selector {
+    pub group: Option<String>,
+    pub version: Option<String>,
+    pub kind: Option<String>,
+    pub name: Option<String>,
+    pub namespace: Option<String>,
+    pub label_selector: Option<String>,
+    pub annotation_selector: Option<String>,
+}
+
+/// One entry of `configMapGenerator:` or `secretGenerator:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct GeneratorSpec {
+    pub name: Option<String>,
+    pub namespace: Option<String>,
+    pub behavior: Option<String>,
+    pub literals: Option<Vec<String>>,
+    pub files: Option<Vec<String>>,
+    pub envs: Option<Vec<String>>,
+    pub env: Option<String>,
+    #[serde(rename = "type")]
+    pub type_: Option<String>,
+    pub options: Option<GeneratorOptions>,
+}
+
+/// `generatorOptions:` or a generator's `options:`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct GeneratorOptions {
+    pub labels: Option<Map<String, Value>>,
+    pub annotations: Option<Map<String, Value>>,
+    pub disable_name_suffix_hash: Option<bool>,
+    pub immutable: Option<bool>,
+}
+
+/// `sortOptions:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct SortOptions {
+    pub order: Option<String>,
+    #[allow(dead_code)] // accepted so strict parsing does not reject it
+    pub legacy_sort_options: Option<Value>,
+}
+
+impl Kustomization {
+    /// Parses a kustomization file; `component` says whether a Component is expected.
+    pub fn parse(path: &Path, text: &str) -> Result<Kustomization> {
+        let value = super::yaml::parse_one(path, text)?;
+        if value.is_null() {
+            return Ok(Kustomization::default());
+        }
+        let k: Kustomization =
+            serde_json::from_value(value).map_err(|e| RenderError::InvalidKustomization {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })?;
+        let unsupported = [
+            ("vars", k.vars.is_some()),
+            ("replacements", k.replacements.is_some()),
+            ("generators", k.generators.is_some()),
+            ("transformers", k.transformers.is_some()),
+            ("validators", k.validators.is_some()),
+            ("helmCharts", k.helm_charts.is_some()),
+            ("helmGlobals", k.helm_globals.is_some()),
+            (
+                "helmChartInflationGenerator",
+                k.helm_chart_inflation_generator.is_some(),
+            ),
+            ("configurations", k.configurations.is_some()),
+            ("crds", k.crds.is_some()),
+            ("openapi", k.openapi.is_some()),
+            ("imagesFrom", k.images_from.is_some()),
+        ];
+        if let Some((feature, _)) = unsupported.iter().find(|(_, set)| *set) {
+            return Err(RenderError::Unsupported {
+                path: path.to_path_buf(),
+                feature: (*feature).to_string(),
+            });
+        }
+        if let Some(labels) = &k.labels
+            && labels.iter().any(|l| l.fields.is_some())
+        {
+            return Err(RenderError::Unsupported {
+                path: path.to_path_buf(),
+                feature: "labels[].fields".into(),
+            });
+        }
+        if let Some(images) = &k.images
+            && images.iter().any(|i| i.tag_suffix.is_some())
+        {
+            return Err(RenderError::Unsupported {
+                path: path.to_path_buf(),
+                feature: "images[].tagSuffix".into(),
+            });
+        }
+        Ok(k)
+    }
+
+    /// Whether this is a `kind: Component`.
+    pub fn is_component(&self) -> bool {
+        self.kind.as_deref() == Some("Component")
+    }
+}
+
+/// A scalar from YAML as the string kustomize would see.
+pub(crate) fn scalar_string(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}

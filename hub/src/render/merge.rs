@@ -1,0 +1,358 @@
+//! Strategic merge patch as kustomize (kyaml `merge2`) applies it: maps merge, `null`
+//! deletes, `$patch: delete|replace` directives, and lists of built-in types merged by
+//! their patch merge key (containers by name, ports by containerPort, …) with the patch's
+//! elements first. Lists of unknown kinds (custom resources) are replaced, as kyaml does
+//! without a schema.
+
+use serde_json::{Map, Value};
+
+/// How a list field is merged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ListStrategy {
+    Replace,
+    Key(&'static str),
+    Primitive,
+}
+
+/// API groups whose kinds kyaml knows a schema for.
+fn is_builtin_group(group: &str) -> bool {
+    matches!(
+        group,
+        "" | "apps"
+            | "batch"
+            | "extensions"
+            | "policy"
+            | "autoscaling"
+            | "rbac.authorization.k8s.io"
+            | "networking.k8s.io"
+            | "storage.k8s.io"
+            | "admissionregistration.k8s.io"
+            | "apiextensions.k8s.io"
+            | "scheduling.k8s.io"
+            | "coordination.k8s.io"
+            | "node.k8s.io"
+            | "discovery.k8s.io"
+            | "certificates.k8s.io"
+            | "apiregistration.k8s.io"
+            | "events.k8s.io"
+            | "flowcontrol.apiserver.k8s.io"
+            | "resource.k8s.io"
+    )
+}
+
+/// The merge behaviour of the list `field` found in the map at `path` of a `kind` object.
+fn list_strategy(kind: &str, path: &[String], field: &str) -> ListStrategy {
+    let parent = path.last().map(String::as_str).unwrap_or("");
+    let in_container = matches!(
+        parent,
+        "containers" | "initContainers" | "ephemeralContainers"
+    );
+    match field {
+        "containers" | "initContainers" | "ephemeralContainers" => ListStrategy::Key("name"),
+        "env" if in_container => ListStrategy::Key("name"),
+        "ports" if in_container => ListStrategy::Key("containerPort"),
+        "ports" if kind == "Service" && path.len() == 1 && parent == "spec" => {
+            ListStrategy::Key("port")
+        }
+        "volumeMounts" if in_container => ListStrategy::Key("mountPath"),
+        "volumeDevices" if in_container => ListStrategy::Key("devicePath"),
+        "volumes" | "imagePullSecrets" | "resourceClaims" | "schedulingGates" => {
+            ListStrategy::Key("name")
+        }
+        "hostAliases" => ListStrategy::Key("ip"),
+        "topologySpreadConstraints" => ListStrategy::Key("topologyKey"),
+        "finalizers" if parent == "metadata" => ListStrategy::Primitive,
+        "ownerReferences" if parent == "metadata" => ListStrategy::Key("uid"),
+        "conditions" if path.first().map(String::as_str) == Some("status") => {
+            ListStrategy::Key("type")
+        }
+        "webhooks" if kind.ends_with("WebhookConfiguration") && path.is_empty() => {
+            ListStrategy::Key("name")
+        }
+        "secrets" if kind == "ServiceAccount" && path.is_empty() => ListStrategy::Key("name"),
+        _ => ListStrategy::Replace,
+    }
+}
+
+struct Ctx<'a> {
+    builtin: bool,
+    kind: &'a str,
+}
+
+/// Applies `patch` to `target` in place. Returns `false` when the patch deletes the whole
+/// object (`$patch: delete` at the top).
+pub(crate) fn apply_strategic_merge(
+    target: &mut Map<String, Value>,
+    patch: &Map<String, Value>,
+) -> bool {
+    match patch.get("$patch").and_then(Value::as_str) {
+        Some("delete") => return false,
+        Some("replace") => {
+            let mut fresh = Map::new();
+            let kind = patch
+                .get("kind")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            let api = patch
+                .get("apiVersion")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            let ctx = ctx_for(&api, &kind);
+            merge_map(&mut fresh, patch, &Ctx { builtin: ctx, kind: &kind }, &mut Vec::new());
+            *target = fresh;
+            return true;
+        }
+        _ => {}
+    }
+    let kind = target
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let api = target
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let ctx = Ctx {
+        builtin: ctx_for(&api, &kind),
+        kind: &kind,
+    };
+    merge_map(target, patch, &ctx, &mut Vec::new());
+    true
+}
+
+fn ctx_for(api_version: &str, _kind: &str) -> bool {
+    let group = api_version.rsplit_once('/').map(|(g, _)| g).unwrap_or("");
+    is_builtin_group(group)
+}
+
+fn is_directive_key(k: &str) -> bool {
+    k == "$patch"
+        || k == "$retainKeys"
+        || k.starts_with("$setElementOrder/")
+        || k.starts_with("$deleteFromPrimitiveList/")
+}
+
+/// A patch value as it lands where nothing was before: nulls and deleted parts dropped.
+fn clean(patch: &Map<String, Value>, ctx: &Ctx<'_>, path: &mut Vec<String>) -> Map<String, Value> {
+    let mut fresh = Map::new();
+    merge_map(&mut fresh, patch, ctx, path);
+    fresh
+}
+
+fn merge_map(
+    dest: &mut Map<String, Value>,
+    patch: &Map<String, Value>,
+    ctx: &Ctx<'_>,
+    path: &mut Vec<String>,
+) {
+    for (k, pv) in patch {
+        if is_directive_key(k) {
+            continue;
+        }
+        match pv {
+            Value::Null => {
+                dest.remove(k);
+            }
+            Value::Object(pm) => {
+                path.push(k.clone());
+                match pm.get("$patch").and_then(Value::as_str) {
+                    Some("delete") => {
+                        dest.remove(k);
+                    }
+                    Some("replace") => {
+                        let fresh = clean(pm, ctx, path);
+                        dest.insert(k.clone(), Value::Object(fresh));
+                    }
+                    _ => match dest.get_mut(k) {
+                        Some(Value::Object(dm)) => merge_map(dm, pm, ctx, path),
+                        _ => {
+                            let fresh = clean(pm, ctx, path);
+                            dest.insert(k.clone(), Value::Object(fresh));
+                        }
+                    },
+                }
+                path.pop();
+            }
+            Value::Array(pa) => {
+                let strategy = if ctx.builtin {
+                    list_strategy(ctx.kind, path, k)
+                } else {
+                    ListStrategy::Replace
+                };
+                let merged = match strategy {
+                    ListStrategy::Replace => pv.clone(),
+                    ListStrategy::Primitive => {
+                        let existing = dest.get(k).and_then(Value::as_array);
+                        Value::Array(merge_primitive(existing.map(Vec::as_slice), pa))
+                    }
+                    ListStrategy::Key(key) => {
+                        let existing = dest.get(k).and_then(Value::as_array);
+                        path.push(k.clone());
+                        let out = merge_keyed(existing.map(Vec::as_slice).unwrap_or(&[]), pa, key, ctx, path);
+                        path.pop();
+                        Value::Array(out)
+                    }
+                };
+                dest.insert(k.clone(), merged);
+            }
+            scalar => {
+                dest.insert(k.clone(), scalar.clone());
+            }
+        }
+    }
+}
+
+/// The text of a scalar merge-key value (`80` and `"80"` are the same key).
+fn key_text(v: &Value, key: &str) -> Option<String> {
+    match v.as_object()?.get(key)? {
+        Value::Null => None,
+        Value::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
+    }
+}
+
+fn merge_keyed(
+    dest: &[Value],
+    patch: &[Value],
+    key: &str,
+    ctx: &Ctx<'_>,
+    path: &mut Vec<String>,
+) -> Vec<Value> {
+    let mut order: Vec<String> = Vec::new();
+    for v in patch.iter().chain(dest.iter()) {
+        if let Some(t) = key_text(v, key)
+            && !order.contains(&t)
+        {
+            order.push(t);
+        }
+    }
+    let mut out = Vec::with_capacity(order.len());
+    for kv in &order {
+        let d = dest.iter().find(|v| key_text(v, key).as_deref() == Some(kv));
+        let p = patch.iter().find(|v| key_text(v, key).as_deref() == Some(kv));
+        let merged: Option<Map<String, Value>> = match (d, p) {
+            (Some(d), None) => d.as_object().cloned(),
+            (d, Some(Value::Object(pm))) => match pm.get("$patch").and_then(Value::as_str) {
+                Some("delete") => None,
+                Some("replace") => Some(clean(pm, ctx, path)),
+                _ => match d {
+                    Some(Value::Object(dm)) => {
+                        let mut dm = dm.clone();
+                        merge_map(&mut dm, pm, ctx, path);
+                        Some(dm)
+                    }
+                    _ => Some(clean(pm, ctx, path)),
+                },
+            },
+            _ => None,
+        };
+        let Some(mut m) = merged else { continue };
+        if m.is_empty() {
+            continue;
+        }
+        if !m.contains_key(key) {
+            m.insert(key.to_string(), Value::String(kv.clone()));
+        }
+        out.push(Value::Object(m));
+    }
+    out.extend(dest.iter().filter(|v| key_text(v, key).is_none()).cloned());
+    out
+}
+
+fn merge_primitive(dest: Option<&[Value]>, patch: &[Value]) -> Vec<Value> {
+    let mut out: Vec<Value> = Vec::new();
+    for v in patch.iter().chain(dest.unwrap_or(&[]).iter()) {
+        if !v.is_null() && !out.contains(v) {
+            out.push(v.clone());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn obj(v: Value) -> Map<String, Value> {
+        v.as_object().cloned().unwrap_or_default()
+    }
+
+    fn deployment() -> Map<String, Value> {
+        obj(json!({
+            "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "labels": {"a": "1"}},
+            "spec": {"template": {"spec": {
+                "containers": [
+                    {"name": "app", "image": "app:1", "env": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}],
+                     "ports": [{"containerPort": 80}]},
+                    {"name": "sidecar", "image": "side:1"}
+                ],
+                "volumes": [{"name": "data", "emptyDir": {}}],
+                "tolerations": [{"key": "x"}]
+            }}}
+        }))
+    }
+
+    #[test]
+    fn containers_merge_by_name_and_env_by_name() {
+        let mut d = deployment();
+        let p = obj(json!({"spec": {"template": {"spec": {"containers": [
+            {"name": "app", "image": "app:2", "env": [{"name": "B", "value": "3"}, {"name": "C", "value": "4"}]}
+        ]}}}}));
+        assert!(apply_strategic_merge(&mut d, &p));
+        let c = &d["spec"]["template"]["spec"]["containers"];
+        assert_eq!(c[0]["name"], "app");
+        assert_eq!(c[0]["image"], "app:2");
+        assert_eq!(c[0]["ports"], json!([{"containerPort": 80}]));
+        assert_eq!(
+            c[0]["env"],
+            json!([{"name": "B", "value": "3"}, {"name": "C", "value": "4"}, {"name": "A", "value": "1"}])
+        );
+        assert_eq!(c[1]["name"], "sidecar");
+    }
+
+    #[test]
+    fn delete_and_replace_directives_and_null() {
+        let mut d = deployment();
+        let p = obj(json!({"metadata": {"labels": {"a": null, "b": "2"}},
+            "spec": {"template": {"spec": {
+                "containers": [{"name": "sidecar", "$patch": "delete"}],
+                "volumes": [{"name": "data", "$patch": "replace", "configMap": {"name": "c"}}],
+                "tolerations": [{"key": "y"}]
+            }}}}));
+        assert!(apply_strategic_merge(&mut d, &p));
+        assert_eq!(d["metadata"]["labels"], json!({"b": "2"}));
+        let spec = &d["spec"]["template"]["spec"];
+        assert_eq!(spec["containers"].as_array().map(Vec::len), Some(1));
+        assert_eq!(spec["volumes"], json!([{"name": "data", "configMap": {"name": "c"}}]));
+        assert_eq!(spec["tolerations"], json!([{"key": "y"}]));
+    }
+
+    #[test]
+    fn top_level_delete_removes_object() {
+        let mut d = deployment();
+        assert!(!apply_strategic_merge(&mut d, &obj(json!({"$patch": "delete"}))));
+    }
+
+    #[test]
+    fn custom_resources_replace_lists() {
+        let mut d = obj(json!({"apiVersion": "example.com/v1", "kind": "Widget",
+            "spec": {"items": [{"name": "a", "v": 1}, {"name": "b"}], "m": {"x": 1}}}));
+        let p = obj(json!({"spec": {"items": [{"name": "a", "v": 2}], "m": {"y": 2}}}));
+        assert!(apply_strategic_merge(&mut d, &p));
+        assert_eq!(d["spec"]["items"], json!([{"name": "a", "v": 2}]));
+        assert_eq!(d["spec"]["m"], json!({"x": 1, "y": 2}));
+    }
+
+    #[test]
+    fn finalizers_merge_as_a_set() {
+        let mut d = obj(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"finalizers": ["a", "b"]}}));
+        let p = obj(json!({"metadata": {"finalizers": ["c", "a"]}}));
+        assert!(apply_strategic_merge(&mut d, &p));
+        assert_eq!(d["metadata"]["finalizers"], json!(["c", "a", "b"]));
+    }
+}

@@ -1,0 +1,389 @@
+//! Patches: `patches` (strategic merge or JSON 6902, inline or file, with targets),
+//! `patchesStrategicMerge` and `patchesJson6902`, and kustomize's target selection
+//! (group/version/kind, name and namespace regexes, label and annotation selectors).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use super::kustomization::{PatchOptions, Selector};
+use super::merge::apply_strategic_merge;
+use super::resource::{Gvk, Resource, effective_ns};
+use super::source::{self, Source};
+use super::{RenderError, Result};
+
+/// A loaded patch body.
+pub(crate) enum PatchBody {
+    /// Strategic merge patch documents.
+    Strategic(Vec<Map<String, Value>>),
+    /// An RFC 6902 operation list.
+    Json(json_patch::Patch),
+}
+
+/// A patch ready to apply, with the file that holds it (for messages).
+pub(crate) struct LoadedPatch {
+    pub body: PatchBody,
+    pub origin: Arc<PathBuf>,
+}
+
+/// Loads the body of a patch given inline (`patch`) or by file (`path`).
+pub(crate) fn load(
+    src: &dyn Source,
+    dir: &Path,
+    kfile: &Arc<PathBuf>,
+    path: Option<&str>,
+    inline: Option<&str>,
+) -> Result<LoadedPatch> {
+    let (text, origin) = match (path, inline) {
+        (Some(_), Some(_)) => {
+            return Err(RenderError::invalid(
+                kfile,
+                "a patch sets both 'path' and 'patch'; keep one",
+            ));
+        }
+        (None, None) => {
+            return Err(RenderError::invalid(
+                kfile,
+                "a patch needs either 'path' or 'patch'",
+            ));
+        }
+        (None, Some(text)) => (text.to_string(), kfile.clone()),
+        (Some(p), None) => {
+            let file = source::normalize(dir, p).ok_or_else(|| RenderError::PathEscape {
+                path: p.to_string(),
+                from: kfile.to_path_buf(),
+            })?;
+            source::check_within(dir, &file, p, kfile)?;
+            if src.kind(&file)? != Some(source::EntryKind::File) {
+                return Err(RenderError::Missing {
+                    path: file,
+                    from: kfile.to_path_buf(),
+                });
+            }
+            let bytes = src.read(&file)?;
+            let text = String::from_utf8(bytes)
+                .map_err(|_| RenderError::invalid(&file, "patch file is not valid UTF-8"))?;
+            (text, Arc::new(file))
+        }
+    };
+    let docs = super::yaml::parse_docs(&origin, &text)?;
+    let body = if docs.len() == 1 && docs[0].is_array() {
+        let patch: json_patch::Patch = serde_json::from_value(docs[0].clone()).map_err(|e| {
+            RenderError::invalid(&origin, format!("invalid JSON 6902 patch: {e}"))
+        })?;
+        PatchBody::Json(patch)
+    } else {
+        let mut maps = Vec::with_capacity(docs.len());
+        for d in docs {
+            match d {
+                Value::Object(m) => maps.push(m),
+                _ => {
+                    return Err(RenderError::invalid(
+                        &origin,
+                        "a strategic merge patch must be a YAML mapping",
+                    ));
+                }
+            }
+        }
+        PatchBody::Strategic(maps)
+    };
+    Ok(LoadedPatch { body, origin })
+}
+
+/// A compiled patch target.
+pub(crate) struct Target {
+    gvk: (Option<String>, Option<String>, Option<String>),
+    name: Option<regex::Regex>,
+    namespace: Option<regex::Regex>,
+    labels: Option<LabelSelector>,
+    annotations: Option<LabelSelector>,
+}
+
+fn anchored(kfile: &Path, what: &str, pattern: &Option<String>) -> Result<Option<regex::Regex>> {
+    match pattern.as_deref().filter(|p| !p.is_empty()) {
+        None => Ok(None),
+        Some(p) => regex::Regex::new(&format!("^(?:{p})$"))
+            .map(Some)
+            .map_err(|e| RenderError::invalid(kfile, format!("invalid {what} regex '{p}': {e}"))),
+    }
+}
+
+impl Target {
+    pub fn compile(kfile: &Path, s: &Selector) -> Result<Target> {
+        let nz = |o: &Option<String>| o.clone().filter(|v| !v.is_empty());
+        Ok(Target {
+            gvk: (nz(&s.group), nz(&s.version), nz(&s.kind)),
+            name: anchored(kfile, "name", &s.name)?,
+            namespace: anchored(kfile, "namespace", &s.namespace)?,
+            labels: s
+                .label_selector
+                .as_deref()
+                .filter(|l| !l.is_empty())
+                .map(|l| LabelSelector::parse(kfile, l))
+                .transpose()?,
+            annotations: s
+                .annotation_selector
+                .as_deref()
+                .filter(|l| !l.is_empty())
+                .map(|l| LabelSelector::parse(kfile, l))
+                .transpose()?,
+        })
+    }
+
+    fn selects(&self, r: &Resource) -> bool {
+        let (org_name, org_ns) = r.org_name_ns();
+        if let Some(re) = &self.namespace {
+            let kind = r.kind();
+            if !re.is_match(effective_ns(kind, org_ns))
+                && !re.is_match(effective_ns(kind, r.namespace()))
+            {
+                return false;
+            }
+        }
+        if let Some(re) = &self.name
+            && !re.is_match(org_name)
+            && !re.is_match(r.name())
+        {
+            return false;
+        }
+        let gvk = r.gvk();
+        let (g, v, k) = &self.gvk;
+        if g.as_ref().is_some_and(|g| *g != gvk.group)
+            || v.as_ref().is_some_and(|v| *v != gvk.version)
+            || k.as_ref().is_some_and(|k| *k != gvk.kind)
+        {
+            return false;
+        }
+        if let Some(sel) = &self.labels
+            && !sel.matches(r.meta_map("labels"))
+        {
+            return false;
+        }
+        if let Some(sel) = &self.annotations
+            && !sel.matches(r.meta_map("annotations"))
+        {
+            return false;
+        }
+        true
+    }
+}
+
+/// Applies one loaded patch. With a target it applies to every selected resource (none is
+/// fine); without one each strategic merge document must match exactly one resource.
+pub(crate) fn apply(
+    rs: &mut Vec<Resource>,
+    patch: &LoadedPatch,
+    target: Option<&Target>,
+    options: Option<&PatchOptions>,
+) -> Result<()> {
+    let allow_name = options.is_some_and(|o| o.allow_name_change);
+    let allow_kind = options.is_some_and(|o| o.allow_kind_change);
+    match (&patch.body, target) {
+        (PatchBody::Json(_), None) => Err(RenderError::PatchTarget {
+            path: patch.origin.to_path_buf(),
+            message: "a JSON 6902 patch needs a target; add 'target:' to the patch entry".into(),
+        }),
+        (PatchBody::Json(ops), Some(t)) => {
+            for r in rs.iter_mut().filter(|r| t.selects(r)) {
+                r.store_prev();
+                let mut doc = Value::Object(std::mem::take(&mut r.obj));
+                let res = json_patch::patch(&mut doc, ops);
+                if let Value::Object(m) = doc {
+                    r.obj = m;
+                }
+                res.map_err(|e| {
+                    RenderError::invalid(
+                        &patch.origin,
+                        format!("JSON 6902 patch failed on {}: {e}", r.id_string()),
+                    )
+                })?;
+            }
+            Ok(())
+        }
+        (PatchBody::Strategic(docs), Some(t)) => {
+            for doc in docs {
+                let mut kept = Vec::with_capacity(rs.len());
+                for mut r in rs.drain(..) {
+                    if t.selects(&r) && !smp_one(&mut r, doc, allow_name, allow_kind) {
+                        continue;
+                    }
+                    kept.push(r);
+                }
+                *rs = kept;
+            }
+            Ok(())
+        }
+        (PatchBody::Strategic(docs), None) => {
+            for doc in docs {
+                let idx = find_by_id(rs, doc, &patch.origin)?;
+                if !smp_one(&mut rs[idx], doc, allow_name, allow_kind) {
+                    rs.remove(idx);
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The single resource a target-less strategic merge patch applies to.
+fn find_by_id(rs: &[Resource], doc: &Map<String, Value>, origin: &Path) -> Result<usize> {
+    let s = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or("").to_string();
+    let md = doc.get("metadata").and_then(Value::as_object);
+    let name = s(md.and_then(|m| m.get("name")));
+    let ns = s(md.and_then(|m| m.get("namespace")));
+    let gvk = Gvk::from_api_version(&s(doc.get("apiVersion")), &s(doc.get("kind")));
+    let described = format!(
+        "{} {} {}{}",
+        s(doc.get("apiVersion")),
+        gvk.kind,
+        name,
+        if ns.is_empty() {
+            String::new()
+        } else {
+            format!(" (namespace {ns})")
+        }
+    );
+    let hits: Vec<usize> = rs
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.any_id_equals(&gvk, &name, &ns))
+        .map(|(i, _)| i)
+        .collect();
+    match hits.as_slice() {
+        [i] => Ok(*i),
+        [] => Err(RenderError::PatchTarget {
+            path: origin.to_path_buf(),
+            message: format!(
+                "no resource matches strategic merge patch {described}; check its apiVersion, kind, name and namespace"
+            ),
+        }),
+        _ => Err(RenderError::PatchTarget {
+            path: origin.to_path_buf(),
+            message: format!(
+                "strategic merge patch {described} matches {} resources; give it a namespace or use a target",
+                hits.len()
+            ),
+        }),
+    }
+}
+
+/// Applies one strategic merge document to one resource; `false` when it deleted it.
+fn smp_one(r: &mut Resource, doc: &Map<String, Value>, allow_name: bool, allow_kind: bool) -> bool {
+    let api = r.api_version().to_string();
+    let kind = r.kind().to_string();
+    let name = r.name().to_string();
+    let ns = r.namespace().to_string();
+    if allow_name || allow_kind {
+        r.store_prev();
+    }
+    if !apply_strategic_merge(&mut r.obj, doc) {
+        return false;
+    }
+    r.obj.insert("apiVersion".into(), Value::String(api));
+    if !allow_kind {
+        r.obj.insert("kind".into(), Value::String(kind));
+    }
+    if !allow_name {
+        r.set_name(&name);
+    }
+    r.set_namespace(&ns);
+    true
+}
+
+/// A Kubernetes label selector in its string form (`a=b,c!=d,e in (x,y),!f,g`).
+pub(crate) struct LabelSelector {
+    reqs: Vec<Requirement>,
+}
+
+enum Requirement {
+    Eq(String, String),
+    NotEq(String, String),
+    In(String, Vec<String>),
+    NotIn(String, Vec<String>),
+    Exists(String),
+    NotExists(String),
+}
+
+impl LabelSelector {
+    pub fn parse(kfile: &Path, text: &str) -> Result<LabelSelector> {
+        let bad = || RenderError::invalid(kfile, format!("invalid label selector '{text}'"));
+        let mut terms = Vec::new();
+        let mut depth = 0usize;
+        let mut cur = String::new();
+        for c in text.chars() {
+            match c {
+                '(' => depth += 1,
+                ')' => depth = depth.checked_sub(1).ok_or_else(bad)?,
+                ',' if depth == 0 => {
+                    terms.push(std::mem::take(&mut cur));
+                    continue;
+                }
+                _ => {}
+            }
+            cur.push(c);
+        }
+        terms.push(cur);
+        let mut reqs = Vec::new();
+        for t in terms.iter().map(|t| t.trim()).filter(|t| !t.is_empty()) {
+            let set = |rest: &str| -> Result<Vec<String>> {
+                let inner = rest
+                    .trim()
+                    .strip_prefix('(')
+                    .and_then(|r| r.strip_suffix(')'))
+                    .ok_or_else(bad)?;
+                Ok(inner.split(',').map(|v| v.trim().to_string()).collect())
+            };
+            let req = if let Some(k) = t.strip_prefix('!') {
+                Requirement::NotExists(k.trim().to_string())
+            } else if let Some((k, v)) = t.split_once("!=") {
+                Requirement::NotEq(k.trim().into(), v.trim().into())
+            } else if let Some((k, v)) = t.split_once("==") {
+                Requirement::Eq(k.trim().into(), v.trim().into())
+            } else if let Some((k, v)) = t.split_once('=') {
+                Requirement::Eq(k.trim().into(), v.trim().into())
+            } else if let Some((k, rest)) = t.split_once(" notin ") {
+                Requirement::NotIn(k.trim().into(), set(rest)?)
+            } else if let Some((k, rest)) = t.split_once(" in ") {
+                Requirement::In(k.trim().into(), set(rest)?)
+            } else if t.contains(' ') || t.contains('(') {
+                return Err(bad());
+            } else {
+                Requirement::Exists(t.to_string())
+            };
+            reqs.push(req);
+        }
+        Ok(LabelSelector { reqs })
+    }
+
+    pub fn matches(&self, labels: Option<&Map<String, Value>>) -> bool {
+        let get = |k: &str| labels.and_then(|m| m.get(k)).map(super::kustomization::scalar_string);
+        self.reqs.iter().all(|r| match r {
+            Requirement::Eq(k, v) => get(k).as_deref() == Some(v),
+            Requirement::NotEq(k, v) => get(k).as_deref() != Some(v),
+            Requirement::In(k, vs) => get(k).is_some_and(|x| vs.contains(&x)),
+            Requirement::NotIn(k, vs) => get(k).is_none_or(|x| !vs.contains(&x)),
+            Requirement::Exists(k) => get(k).is_some(),
+            Requirement::NotExists(k) => get(k).is_none(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn label_selectors() {
+        let labels = json!({"app": "web", "tier": "front"});
+        let m = labels.as_object();
+        let p = |s: &str| LabelSelector::parse(Path::new("k"), s).expect("parse");
+        assert!(p("app=web").matches(m));
+        assert!(p("app==web,tier in (front, back)").matches(m));
+        assert!(!p("app!=web").matches(m));
+        assert!(p("!missing,app").matches(m));
+        assert!(!p("tier notin (front)").matches(m));
+        assert!(LabelSelector::parse(Path::new("k"), "a in b").is_err());
+    }
+}

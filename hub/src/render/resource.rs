@@ -1,0 +1,345 @@
+//! One object being rendered, with the bookkeeping kustomize keeps beside it (previous
+//! names, applied prefixes, hash-suffix wish), its identity and kustomize's output order.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+/// How a generated object combines with an existing one of the same id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Behavior {
+    Create,
+    Merge,
+    Replace,
+}
+
+/// A name/namespace/kind the object had before a transformer changed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PrevId {
+    pub kind: String,
+    pub name: String,
+    pub namespace: String,
+}
+
+/// An object and its kustomize bookkeeping.
+#[derive(Debug, Clone)]
+pub(crate) struct Resource {
+    pub obj: Map<String, Value>,
+    pub prev: Vec<PrevId>,
+    pub prefixes: Vec<String>,
+    pub suffixes: Vec<String>,
+    pub needs_hash: bool,
+    pub behavior: Behavior,
+    /// File the object came from (for error messages).
+    pub file: Arc<PathBuf>,
+}
+
+/// Group, version and kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Gvk {
+    pub group: String,
+    pub version: String,
+    pub kind: String,
+}
+
+impl Gvk {
+    pub fn from_api_version(api_version: &str, kind: &str) -> Gvk {
+        let (group, version) = match api_version.rsplit_once('/') {
+            Some((g, v)) => (g.to_string(), v.to_string()),
+            None => (String::new(), api_version.to_string()),
+        };
+        Gvk {
+            group,
+            version,
+            kind: kind.to_string(),
+        }
+    }
+
+    /// kustomize's legacy sort string `group_version_kind`.
+    fn legacy_string(&self) -> String {
+        let or = |s: &str, d: &str| if s.is_empty() { d.to_string() } else { s.to_string() };
+        format!(
+            "{}_{}_{}",
+            or(&self.group, "~G"),
+            or(&self.version, "~V"),
+            or(&self.kind, "~K")
+        )
+    }
+}
+
+/// Kinds kustomize knows to be cluster-scoped (never given a namespace).
+pub(crate) fn is_cluster_scoped(kind: &str) -> bool {
+    matches!(
+        kind,
+        "Namespace"
+            | "ClusterRole"
+            | "ClusterRoleBinding"
+            | "CustomResourceDefinition"
+            | "PersistentVolume"
+            | "StorageClass"
+            | "PriorityClass"
+            | "ValidatingWebhookConfiguration"
+            | "MutatingWebhookConfiguration"
+            | "ValidatingAdmissionPolicy"
+            | "ValidatingAdmissionPolicyBinding"
+            | "MutatingAdmissionPolicy"
+            | "MutatingAdmissionPolicyBinding"
+            | "APIService"
+            | "PodSecurityPolicy"
+            | "Node"
+            | "CSIDriver"
+            | "CSINode"
+            | "IngressClass"
+            | "RuntimeClass"
+            | "VolumeAttachment"
+            | "ComponentStatus"
+            | "CertificateSigningRequest"
+            | "ClusterTrustBundle"
+            | "FlowSchema"
+            | "PriorityLevelConfiguration"
+            | "TokenReview"
+            | "SelfSubjectAccessReview"
+            | "SelfSubjectRulesReview"
+            | "SelfSubjectReview"
+            | "SubjectAccessReview"
+            | "DeviceClass"
+            | "VolumeAttributesClass"
+            | "IPAddress"
+            | "ServiceCIDR"
+            | "StorageVersion"
+            | "StorageVersionMigration"
+    )
+}
+
+/// The namespace kustomize compares with: `default` for an unset namespace of a
+/// namespaced kind.
+pub(crate) fn effective_ns<'a>(kind: &str, ns: &'a str) -> &'a str {
+    if is_cluster_scoped(kind) {
+        "_non_namespaceable_"
+    } else if ns.is_empty() {
+        "default"
+    } else {
+        ns
+    }
+}
+
+fn str_at<'a>(m: &'a Map<String, Value>, key: &str) -> &'a str {
+    m.get(key).and_then(Value::as_str).unwrap_or("")
+}
+
+impl Resource {
+    pub fn new(obj: Map<String, Value>, file: Arc<PathBuf>) -> Resource {
+        Resource {
+            obj,
+            prev: Vec::new(),
+            prefixes: Vec::new(),
+            suffixes: Vec::new(),
+            needs_hash: false,
+            behavior: Behavior::Create,
+            file,
+        }
+    }
+
+    pub fn api_version(&self) -> &str {
+        str_at(&self.obj, "apiVersion")
+    }
+
+    pub fn kind(&self) -> &str {
+        str_at(&self.obj, "kind")
+    }
+
+    pub fn gvk(&self) -> Gvk {
+        Gvk::from_api_version(self.api_version(), self.kind())
+    }
+
+    fn metadata(&self) -> Option<&Map<String, Value>> {
+        self.obj.get("metadata").and_then(Value::as_object)
+    }
+
+    pub fn metadata_mut(&mut self) -> &mut Map<String, Value> {
+        let md = self
+            .obj
+            .entry("metadata")
+            .or_insert_with(|| Value::Object(Map::new()));
+        if !md.is_object() {
+            *md = Value::Object(Map::new());
+        }
+        match md {
+            Value::Object(m) => m,
+            _ => unreachable!("metadata was just made an object"),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        self.metadata().map(|m| str_at(m, "name")).unwrap_or("")
+    }
+
+    pub fn namespace(&self) -> &str {
+        self.metadata().map(|m| str_at(m, "namespace")).unwrap_or("")
+    }
+
+    pub fn set_name(&mut self, name: &str) {
+        self.metadata_mut()
+            .insert("name".into(), Value::String(name.into()));
+    }
+
+    pub fn set_namespace(&mut self, ns: &str) {
+        if ns.is_empty() {
+            self.metadata_mut().remove("namespace");
+        } else {
+            self.metadata_mut()
+                .insert("namespace".into(), Value::String(ns.into()));
+        }
+    }
+
+    /// A string map under metadata (`labels` or `annotations`).
+    pub fn meta_map(&self, key: &str) -> Option<&Map<String, Value>> {
+        self.metadata()
+            .and_then(|m| m.get(key))
+            .and_then(Value::as_object)
+    }
+
+    /// Records the current kind/name/namespace as a previous id.
+    pub fn store_prev(&mut self) {
+        let id = PrevId {
+            kind: self.kind().to_string(),
+            name: self.name().to_string(),
+            namespace: self.namespace().to_string(),
+        };
+        self.prev.push(id);
+    }
+
+    /// The id the object had when first read.
+    pub fn org_name_ns(&self) -> (&str, &str) {
+        match self.prev.first() {
+            Some(p) => (&p.name, &p.namespace),
+            None => (self.name(), self.namespace()),
+        }
+    }
+
+    /// Whether the current id or any previous id equals (gvk, name, namespace).
+    pub fn any_id_equals(&self, gvk: &Gvk, name: &str, ns: &str) -> bool {
+        let mine = self.gvk();
+        if mine.group != gvk.group || mine.version != gvk.version {
+            return false;
+        }
+        let target_ns = effective_ns(&gvk.kind, ns);
+        let cur = mine.kind == gvk.kind
+            && self.name() == name
+            && effective_ns(self.kind(), self.namespace()) == target_ns;
+        cur || self.prev.iter().any(|p| {
+            p.kind == gvk.kind && p.name == name && effective_ns(&p.kind, &p.namespace) == target_ns
+        })
+    }
+
+    /// Whether the current id equals another resource's current id.
+    pub fn same_cur_id(&self, other: &Resource) -> bool {
+        self.gvk() == other.gvk()
+            && self.name() == other.name()
+            && effective_ns(self.kind(), self.namespace())
+                == effective_ns(other.kind(), other.namespace())
+    }
+
+    /// A readable id for messages, e.g. `apps/v1 Deployment web (namespace prod)`.
+    pub fn id_string(&self) -> String {
+        let ns = self.namespace();
+        if ns.is_empty() {
+            format!("{} {} {}", self.api_version(), self.kind(), self.name())
+        } else {
+            format!(
+                "{} {} {} (namespace {ns})",
+                self.api_version(),
+                self.kind(),
+                self.name()
+            )
+        }
+    }
+}
+
+const ORDER_FIRST: [&str; 22] = [
+    "Namespace",
+    "ResourceQuota",
+    "StorageClass",
+    "CustomResourceDefinition",
+    "ServiceAccount",
+    "PodSecurityPolicy",
+    "Role",
+    "ClusterRole",
+    "RoleBinding",
+    "ClusterRoleBinding",
+    "ConfigMap",
+    "Secret",
+    "Endpoints",
+    "Service",
+    "LimitRange",
+    "PriorityClass",
+    "PersistentVolume",
+    "PersistentVolumeClaim",
+    "Deployment",
+    "StatefulSet",
+    "CronJob",
+    "PodDisruptionBudget",
+];
+const ORDER_LAST: [&str; 2] = [
+    "MutatingWebhookConfiguration",
+    "ValidatingWebhookConfiguration",
+];
+
+fn type_order(kind: &str) -> i32 {
+    if let Some(i) = ORDER_FIRST.iter().position(|k| *k == kind) {
+        return i as i32 - ORDER_FIRST.len() as i32;
+    }
+    if let Some(i) = ORDER_LAST.iter().position(|k| *k == kind) {
+        return 1 + i as i32;
+    }
+    0
+}
+
+/// Sorts resources into kustomize's legacy output order.
+pub(crate) fn legacy_sort(resources: &mut [Resource]) {
+    resources.sort_by_cached_key(|r| {
+        let gvk = r.gvk();
+        let g = gvk.legacy_string();
+        let ns = if r.namespace().is_empty() {
+            "~X"
+        } else {
+            r.namespace()
+        };
+        let name = if r.name().is_empty() { "~N" } else { r.name() };
+        (type_order(&gvk.kind), g.clone(), format!("{g}|{ns}|{name}"))
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn mk(api: &str, kind: &str, name: &str) -> Resource {
+        let obj = json!({"apiVersion": api, "kind": kind, "metadata": {"name": name}});
+        Resource::new(
+            obj.as_object().cloned().unwrap_or_default(),
+            Arc::new(PathBuf::from("t.yaml")),
+        )
+    }
+
+    #[test]
+    fn legacy_order_puts_namespaces_first_and_webhooks_last() {
+        let mut rs = vec![
+            mk(
+                "admissionregistration.k8s.io/v1",
+                "ValidatingWebhookConfiguration",
+                "v",
+            ),
+            mk("apps/v1", "Deployment", "b"),
+            mk("example.com/v1", "Widget", "w"),
+            mk("apps/v1", "Deployment", "a"),
+            mk("v1", "Namespace", "ns"),
+            mk("v1", "ConfigMap", "c"),
+        ];
+        legacy_sort(&mut rs);
+        let names: Vec<_> = rs.iter().map(|r| r.name().to_string()).collect();
+        assert_eq!(names, ["ns", "c", "a", "b", "w", "v"]);
+    }
+}

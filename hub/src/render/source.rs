@@ -1,0 +1,232 @@
+//! File access for the renderer: the [`Source`] trait and its filesystem implementation.
+
+use std::path::{Component, Path, PathBuf};
+
+use super::{RenderError, Result};
+
+/// What a path names inside a [`Source`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    /// A regular file.
+    File,
+    /// A directory.
+    Dir,
+}
+
+/// Read-only access to a repository tree. Paths are repository-relative, normalized
+/// (no `.`/`..` components) and use `/` separators; the empty path is the root.
+pub trait Source: Send + Sync {
+    /// What `path` is, or `None` when it does not exist.
+    fn kind(&self, path: &Path) -> Result<Option<EntryKind>>;
+    /// The bytes of the file at `path`.
+    fn read(&self, path: &Path) -> Result<Vec<u8>>;
+    /// The names of the entries of the directory at `path`, sorted.
+    fn list_dir(&self, path: &Path) -> Result<Vec<String>>;
+    /// The filesystem directory this source mirrors, when there is one (used to accept
+    /// absolute paths in [`super::Renderer::render`]).
+    fn root(&self) -> Option<&Path> {
+        None
+    }
+}
+
+/// A [`Source`] reading the filesystem below a root directory. Symlinks are followed only
+/// while they resolve inside the root.
+#[derive(Debug, Clone)]
+pub struct FsSource {
+    root: PathBuf,
+    canonical_root: Option<PathBuf>,
+}
+
+impl FsSource {
+    /// A source rooted at `root`.
+    pub fn new(root: &Path) -> Self {
+        FsSource {
+            root: root.to_path_buf(),
+            canonical_root: std::fs::canonicalize(root).ok(),
+        }
+    }
+
+    /// The absolute path for `rel`, after checking that it resolves inside the root.
+    fn resolve(&self, rel: &Path) -> Result<Option<PathBuf>> {
+        let full = self.root.join(rel);
+        let canonical = match std::fs::canonicalize(&full) {
+            Ok(c) => c,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // A dangling symlink pointing outside is still an escape, not a missing file.
+                if let Ok(target) = std::fs::read_link(&full) {
+                    let parent = full.parent().unwrap_or(&self.root);
+                    let joined = parent.join(target);
+                    if !lexically_inside(&joined, &self.root) {
+                        return Err(escape(rel));
+                    }
+                }
+                return Ok(None);
+            }
+            Err(source) => {
+                return Err(RenderError::Io {
+                    path: rel.to_path_buf(),
+                    source,
+                });
+            }
+        };
+        let root = self.canonical_root.as_ref().ok_or_else(|| RenderError::Io {
+            path: PathBuf::from("."),
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "repository root does not exist",
+            ),
+        })?;
+        if !canonical.starts_with(root) {
+            return Err(escape(rel));
+        }
+        Ok(Some(canonical))
+    }
+}
+
+fn escape(rel: &Path) -> RenderError {
+    RenderError::PathEscape {
+        path: rel.display().to_string(),
+        from: rel.to_path_buf(),
+    }
+}
+
+fn lexically_inside(path: &Path, root: &Path) -> bool {
+    let Ok(rest) = path.strip_prefix(root) else {
+        return false;
+    };
+    normalize(Path::new(""), &rest.to_string_lossy()).is_some()
+}
+
+impl Source for FsSource {
+    fn kind(&self, path: &Path) -> Result<Option<EntryKind>> {
+        let Some(full) = self.resolve(path)? else {
+            return Ok(None);
+        };
+        match std::fs::metadata(&full) {
+            Ok(m) if m.is_dir() => Ok(Some(EntryKind::Dir)),
+            Ok(_) => Ok(Some(EntryKind::File)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(RenderError::Io {
+                path: path.to_path_buf(),
+                source,
+            }),
+        }
+    }
+
+    fn read(&self, path: &Path) -> Result<Vec<u8>> {
+        let Some(full) = self.resolve(path)? else {
+            return Err(RenderError::Io {
+                path: path.to_path_buf(),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+            });
+        };
+        std::fs::read(&full).map_err(|source| RenderError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    fn list_dir(&self, path: &Path) -> Result<Vec<String>> {
+        let io = |source| RenderError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let Some(full) = self.resolve(path)? else {
+            return Err(io(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no such directory",
+            )));
+        };
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(&full).map_err(io)? {
+            let entry = entry.map_err(io)?;
+            names.push(entry.file_name().to_string_lossy().into_owned());
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    fn root(&self) -> Option<&Path> {
+        Some(&self.root)
+    }
+}
+
+/// Joins `rel` (as written in a kustomization) onto the repository-relative directory
+/// `base` and resolves `.` and `..` lexically. `None` when the result would leave the
+/// root or `rel` is absolute.
+pub(crate) fn normalize(base: &Path, rel: &str) -> Option<PathBuf> {
+    let rel_path = Path::new(rel);
+    if rel_path.is_absolute() {
+        return None;
+    }
+    let mut parts: Vec<String> = Vec::new();
+    for c in base.components().chain(rel_path.components()) {
+        match c {
+            Component::Normal(s) => parts.push(s.to_string_lossy().into_owned()),
+            Component::CurDir => {}
+            Component::ParentDir => {
+                parts.pop()?;
+            }
+            Component::RootDir | Component::Prefix(_) => return None,
+        }
+    }
+    Some(parts.iter().collect())
+}
+
+/// kustomize's default load restriction: files (not directories) a kustomization names
+/// must lie in or below its own directory.
+pub(crate) fn check_within(dir: &Path, file: &Path, written: &str, kfile: &Path) -> Result<()> {
+    if file.starts_with(dir) {
+        Ok(())
+    } else {
+        Err(RenderError::invalid(
+            kfile,
+            format!(
+                "file '{written}' is not in or below the kustomization directory '{}'; move it there or make its directory a kustomization and list that",
+                dir.display()
+            ),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalize_resolves_inside_and_refuses_escape() {
+        assert_eq!(
+            normalize(Path::new("apps/web/envs/dev"), "../../base"),
+            Some(PathBuf::from("apps/web/base"))
+        );
+        assert_eq!(
+            normalize(Path::new("a"), "./b/../c.yaml"),
+            Some(PathBuf::from("a/c.yaml"))
+        );
+        assert_eq!(normalize(Path::new("a"), "../../etc/passwd"), None);
+        assert_eq!(normalize(Path::new(""), ".."), None);
+        assert_eq!(normalize(Path::new("a"), "/etc/passwd"), None);
+    }
+
+    #[test]
+    fn symlink_pointing_outside_is_refused() {
+        let outside = tempfile::tempdir().expect("tempdir");
+        std::fs::write(outside.path().join("secret.yaml"), "x: 1\n").expect("write");
+        let repo = tempfile::tempdir().expect("tempdir");
+        std::os::unix::fs::symlink(
+            outside.path().join("secret.yaml"),
+            repo.path().join("link.yaml"),
+        )
+        .expect("symlink");
+        std::fs::write(repo.path().join("inside.yaml"), "y: 2\n").expect("write");
+        std::os::unix::fs::symlink(repo.path().join("inside.yaml"), repo.path().join("ok.yaml"))
+            .expect("symlink");
+        let src = FsSource::new(repo.path());
+        assert!(matches!(
+            src.read(Path::new("link.yaml")),
+            Err(RenderError::PathEscape { .. })
+        ));
+        assert_eq!(src.read(Path::new("ok.yaml")).expect("read"), b"y: 2\n");
+        assert_eq!(src.kind(Path::new("nope.yaml")).expect("kind"), None);
+    }
+}

@@ -1,0 +1,439 @@
+//! The built-in transformers of a kustomization: namespace, name prefix/suffix, labels,
+//! annotations, images and replicas, with kustomize's default field specs.
+
+use std::path::Path;
+
+use serde_json::{Map, Value};
+
+use super::kustomization::{ImageSpec, ReplicaSpec, scalar_string};
+use super::resource::{Resource, is_cluster_scoped};
+use super::{RenderError, Result};
+
+/// Where a transformer writes: kinds it applies to and a `/`-separated path.
+struct FieldSpec {
+    group: Option<&'static str>,
+    version: Option<&'static str>,
+    kind: Option<&'static str>,
+    path: &'static str,
+    create: bool,
+}
+
+const fn fs(
+    group: Option<&'static str>,
+    kind: Option<&'static str>,
+    path: &'static str,
+    create: bool,
+) -> FieldSpec {
+    FieldSpec {
+        group,
+        version: None,
+        kind,
+        path,
+        create,
+    }
+}
+
+const fn core(kind: &'static str, path: &'static str, create: bool) -> FieldSpec {
+    FieldSpec {
+        group: Some(""),
+        version: Some("v1"),
+        kind: Some(kind),
+        path,
+        create,
+    }
+}
+
+impl FieldSpec {
+    fn selects(&self, r: &Resource) -> bool {
+        let gvk = r.gvk();
+        self.group.is_none_or(|g| g == gvk.group)
+            && self.version.is_none_or(|v| v == gvk.version)
+            && self.kind.is_none_or(|k| k == gvk.kind)
+    }
+}
+
+const AFFINITY: [&str; 5] = [
+    "spec/template/spec/affinity/podAffinity/preferredDuringSchedulingIgnoredDuringExecution/podAffinityTerm/labelSelector/matchLabels",
+    "spec/template/spec/affinity/podAffinity/requiredDuringSchedulingIgnoredDuringExecution/labelSelector/matchLabels",
+    "spec/template/spec/affinity/podAntiAffinity/preferredDuringSchedulingIgnoredDuringExecution/podAffinityTerm/labelSelector/matchLabels",
+    "spec/template/spec/affinity/podAntiAffinity/requiredDuringSchedulingIgnoredDuringExecution/labelSelector/matchLabels",
+    "spec/template/spec/topologySpreadConstraints/labelSelector/matchLabels",
+];
+
+const METADATA_LABELS: [FieldSpec; 1] = [fs(None, None, "metadata/labels", true)];
+
+const TEMPLATE_LABELS: [FieldSpec; 9] = [
+    core("ReplicationController", "spec/template/metadata/labels", true),
+    fs(None, Some("Deployment"), "spec/template/metadata/labels", true),
+    fs(None, Some("ReplicaSet"), "spec/template/metadata/labels", true),
+    fs(None, Some("DaemonSet"), "spec/template/metadata/labels", true),
+    fs(Some("apps"), Some("StatefulSet"), "spec/template/metadata/labels", true),
+    fs(Some("batch"), Some("Job"), "spec/template/metadata/labels", true),
+    fs(Some("batch"), Some("CronJob"), "spec/jobTemplate/spec/template/metadata/labels", true),
+    fs(Some("batch"), Some("CronJob"), "spec/jobTemplate/metadata/labels", true),
+    fs(Some("apps"), Some("StatefulSet"), "spec/volumeClaimTemplates[]/metadata/labels", true),
+];
+
+const SELECTOR_LABELS: [FieldSpec; 12] = [
+    core("Service", "spec/selector", true),
+    core("ReplicationController", "spec/selector", true),
+    fs(None, Some("Deployment"), "spec/selector/matchLabels", true),
+    fs(None, Some("ReplicaSet"), "spec/selector/matchLabels", true),
+    fs(None, Some("DaemonSet"), "spec/selector/matchLabels", true),
+    fs(Some("apps"), Some("StatefulSet"), "spec/selector/matchLabels", true),
+    fs(Some("batch"), Some("Job"), "spec/selector/matchLabels", false),
+    fs(Some("batch"), Some("CronJob"), "spec/jobTemplate/spec/selector/matchLabels", false),
+    fs(Some("policy"), Some("PodDisruptionBudget"), "spec/selector/matchLabels", false),
+    fs(Some("networking.k8s.io"), Some("NetworkPolicy"), "spec/podSelector/matchLabels", false),
+    fs(
+        Some("networking.k8s.io"),
+        Some("NetworkPolicy"),
+        "spec/ingress/from/podSelector/matchLabels",
+        false,
+    ),
+    fs(
+        Some("networking.k8s.io"),
+        Some("NetworkPolicy"),
+        "spec/egress/to/podSelector/matchLabels",
+        false,
+    ),
+];
+
+const AFFINITY_KINDS: [(Option<&str>, &str); 5] = [
+    (Some("apps"), "Deployment"),
+    (Some("apps"), "StatefulSet"),
+    (Some("apps"), "ReplicaSet"),
+    (Some("apps"), "DaemonSet"),
+    (Some("batch"), "Job"),
+];
+
+const ANNOTATIONS: [FieldSpec; 9] = [
+    fs(None, None, "metadata/annotations", true),
+    core("ReplicationController", "spec/template/metadata/annotations", true),
+    fs(None, Some("Deployment"), "spec/template/metadata/annotations", true),
+    fs(None, Some("ReplicaSet"), "spec/template/metadata/annotations", true),
+    fs(None, Some("DaemonSet"), "spec/template/metadata/annotations", true),
+    fs(Some("apps"), Some("StatefulSet"), "spec/template/metadata/annotations", true),
+    fs(Some("batch"), Some("Job"), "spec/template/metadata/annotations", true),
+    fs(Some("batch"), Some("CronJob"), "spec/jobTemplate/metadata/annotations", true),
+    fs(
+        Some("batch"),
+        Some("CronJob"),
+        "spec/jobTemplate/spec/template/metadata/annotations",
+        true,
+    ),
+];
+
+/// Calls `f` on every value at `segs` below `v`, stepping through lists, creating missing
+/// maps when `create` is set.
+fn walk(v: &mut Value, segs: &[&str], create: bool, f: &mut dyn FnMut(&mut Value)) {
+    let Some((first, rest)) = segs.split_first() else {
+        f(v);
+        return;
+    };
+    match v {
+        Value::Array(items) => {
+            for item in items {
+                walk(item, segs, create, f);
+            }
+        }
+        Value::Object(m) => {
+            let is_list = first.ends_with("[]");
+            let key = first.trim_end_matches("[]");
+            if !m.contains_key(key) || m.get(key).is_some_and(Value::is_null) {
+                if !create || is_list {
+                    return;
+                }
+                m.insert(key.to_string(), Value::Object(Map::new()));
+            }
+            if let Some(child) = m.get_mut(key) {
+                walk(child, rest, create, f);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn apply_specs(r: &mut Resource, specs: &[FieldSpec], f: &mut dyn FnMut(&mut Value)) {
+    for spec in specs {
+        if !spec.selects(r) {
+            continue;
+        }
+        let segs: Vec<&str> = spec.path.split('/').collect();
+        let mut root = Value::Object(std::mem::take(&mut r.obj));
+        walk(&mut root, &segs, spec.create, f);
+        if let Value::Object(m) = root {
+            r.obj = m;
+        }
+    }
+}
+
+fn set_pairs(pairs: &Map<String, Value>) -> impl FnMut(&mut Value) + '_ {
+    move |v: &mut Value| {
+        if !v.is_object() {
+            *v = Value::Object(Map::new());
+        }
+        if let Value::Object(m) = v {
+            for (k, val) in pairs {
+                m.insert(k.clone(), Value::String(scalar_string(val)));
+            }
+        }
+    }
+}
+
+/// Which label field specs a label set uses.
+pub(crate) struct LabelScope {
+    pub selectors: bool,
+    pub templates: bool,
+}
+
+/// Adds labels (commonLabels or one `labels:` entry) to every resource.
+pub(crate) fn add_labels(rs: &mut [Resource], pairs: &Map<String, Value>, scope: &LabelScope) {
+    if pairs.is_empty() {
+        return;
+    }
+    let mut f = set_pairs(pairs);
+    for r in rs.iter_mut() {
+        apply_specs(r, &METADATA_LABELS, &mut f);
+        if scope.templates || scope.selectors {
+            apply_specs(r, &TEMPLATE_LABELS, &mut f);
+        }
+        if scope.selectors {
+            apply_specs(r, &SELECTOR_LABELS, &mut f);
+            let gvk = r.gvk();
+            if AFFINITY_KINDS
+                .iter()
+                .any(|(g, k)| *k == gvk.kind && g.is_none_or(|g| g == gvk.group))
+            {
+                let specs: Vec<FieldSpec> = AFFINITY.iter().map(|p| fs(None, None, p, false)).collect();
+                apply_specs(r, &specs, &mut f);
+            }
+        }
+    }
+}
+
+/// Adds annotations to every resource (and pod templates).
+pub(crate) fn add_annotations(rs: &mut [Resource], pairs: &Map<String, Value>) {
+    if pairs.is_empty() {
+        return;
+    }
+    let mut f = set_pairs(pairs);
+    for r in rs.iter_mut() {
+        apply_specs(r, &ANNOTATIONS, &mut f);
+    }
+}
+
+/// Sets the namespace of every namespaced resource, and of RoleBinding subjects naming
+/// the `default` ServiceAccount.
+pub(crate) fn set_namespace(rs: &mut [Resource], ns: &str) {
+    for r in rs.iter_mut() {
+        let kind = r.kind().to_string();
+        if kind == "RoleBinding" || kind == "ClusterRoleBinding" {
+            if let Some(Value::Array(subjects)) = r.obj.get_mut("subjects") {
+                for s in subjects.iter_mut().filter_map(Value::as_object_mut) {
+                    let is_default_sa = s.get("kind").and_then(Value::as_str)
+                        == Some("ServiceAccount")
+                        && s.get("name").and_then(Value::as_str) == Some("default");
+                    if is_default_sa {
+                        s.insert("namespace".into(), Value::String(ns.into()));
+                    }
+                }
+            }
+        }
+        if is_cluster_scoped(&kind) {
+            continue;
+        }
+        r.store_prev();
+        r.set_namespace(ns);
+    }
+}
+
+fn skips_name_change(r: &Resource) -> bool {
+    let gvk = r.gvk();
+    gvk.kind == "Namespace"
+        || gvk.kind == "CustomResourceDefinition"
+        || (gvk.kind == "APIService" && gvk.group == "apiregistration.k8s.io")
+}
+
+/// Prepends `prefix` to every name kustomize renames.
+pub(crate) fn add_prefix(rs: &mut [Resource], prefix: &str) {
+    for r in rs.iter_mut().filter(|r| !skips_name_change(r)) {
+        r.store_prev();
+        let name = format!("{prefix}{}", r.name());
+        r.set_name(&name);
+        r.prefixes.push(prefix.to_string());
+    }
+}
+
+/// Appends `suffix` to every name kustomize renames.
+pub(crate) fn add_suffix(rs: &mut [Resource], suffix: &str) {
+    for r in rs.iter_mut().filter(|r| !skips_name_change(r)) {
+        r.store_prev();
+        let name = format!("{}{suffix}", r.name());
+        r.set_name(&name);
+        r.suffixes.push(suffix.to_string());
+    }
+}
+
+/// Splits an image reference into name, tag and digest like kustomize's `image.Split`.
+fn split_image(image: &str) -> (&str, &str, &str) {
+    let slash = image.find('/').filter(|i| *i > 0).unwrap_or(0);
+    let search = &image[slash..];
+    let at = search.find('@').map(|i| i + slash);
+    let colon = search.find(':').map(|i| i + slash);
+    match (colon, at) {
+        (None, None) => (image, "", ""),
+        (c, Some(d)) if c.is_none_or(|c| d < c) => (&image[..d], "", &image[d + 1..]),
+        (Some(c), Some(d)) => (&image[..c], &image[c + 1..d], &image[d + 1..]),
+        (Some(c), None) => (&image[..c], &image[c + 1..], ""),
+        (None, Some(d)) => (&image[..d], "", &image[d + 1..]),
+    }
+}
+
+/// Compiled `images:` entries.
+pub(crate) struct ImageRule {
+    matcher: Option<regex::Regex>,
+    new_name: String,
+    new_tag: String,
+    digest: String,
+}
+
+impl ImageRule {
+    pub fn new(spec: &ImageSpec) -> ImageRule {
+        let s = |v: &Option<Value>| v.as_ref().map(scalar_string).unwrap_or_default();
+        // kustomize builds this pattern from the unescaped name.
+        let matcher =
+            regex::Regex::new(&format!("^{}(@sha256)?(:[a-zA-Z0-9_.{{}}-]*)?$", spec.name)).ok();
+        ImageRule {
+            matcher,
+            new_name: s(&spec.new_name),
+            new_tag: s(&spec.new_tag),
+            digest: s(&spec.digest),
+        }
+    }
+
+    fn apply(&self, image: &str) -> Option<String> {
+        if !self.matcher.as_ref()?.is_match(image) {
+            return None;
+        }
+        let (name, tag, digest) = split_image(image);
+        let mut name = name.to_string();
+        let (mut tag, mut digest) = (tag.to_string(), digest.to_string());
+        if !self.new_name.is_empty() {
+            name = self.new_name.clone();
+        }
+        if !self.new_tag.is_empty() && !self.digest.is_empty() {
+            tag = self.new_tag.clone();
+            digest = self.digest.clone();
+        } else if !self.new_tag.is_empty() {
+            tag = self.new_tag.clone();
+            digest.clear();
+        } else if !self.digest.is_empty() {
+            tag.clear();
+            digest = self.digest.clone();
+        }
+        if !tag.is_empty() {
+            name = format!("{name}:{tag}");
+        }
+        if !digest.is_empty() {
+            name = format!("{name}@{digest}");
+        }
+        Some(name)
+    }
+}
+
+/// Rewrites container images anywhere in each object (any `containers` or
+/// `initContainers` list).
+pub(crate) fn set_images(rs: &mut [Resource], rules: &[ImageRule]) {
+    fn visit(v: &mut Value, rules: &[ImageRule]) {
+        match v {
+            Value::Object(m) => {
+                for (k, child) in m.iter_mut() {
+                    if (k == "containers" || k == "initContainers")
+                        && let Value::Array(items) = child
+                    {
+                        for c in items.iter_mut().filter_map(Value::as_object_mut) {
+                            if let Some(Value::String(img)) = c.get_mut("image") {
+                                for rule in rules {
+                                    if let Some(new) = rule.apply(img) {
+                                        *img = new;
+                                        break;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    visit(child, rules);
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(|i| visit(i, rules)),
+            _ => {}
+        }
+    }
+    for r in rs.iter_mut() {
+        let mut root = Value::Object(std::mem::take(&mut r.obj));
+        visit(&mut root, rules);
+        if let Value::Object(m) = root {
+            r.obj = m;
+        }
+    }
+}
+
+/// Sets `spec.replicas` of the named workloads; a name that matches nothing is an error.
+pub(crate) fn set_replicas(rs: &mut [Resource], specs: &[ReplicaSpec], kfile: &Path) -> Result<()> {
+    const KINDS: [&str; 4] = ["Deployment", "ReplicationController", "ReplicaSet", "StatefulSet"];
+    for spec in specs {
+        let mut found = false;
+        for r in rs.iter_mut() {
+            if !KINDS.contains(&r.kind()) {
+                continue;
+            }
+            let named = r.name() == spec.name || r.prev.iter().any(|p| p.name == spec.name);
+            if !named {
+                continue;
+            }
+            found = true;
+            let mut root = Value::Object(std::mem::take(&mut r.obj));
+            walk(&mut root, &["spec", "replicas"], true, &mut |v| {
+                *v = Value::from(spec.count);
+            });
+            if let Value::Object(m) = root {
+                r.obj = m;
+            }
+        }
+        if !found {
+            return Err(RenderError::invalid(
+                kfile,
+                format!(
+                    "replicas: resource with name '{}' does not match a Deployment, ReplicationController, ReplicaSet or StatefulSet",
+                    spec.name
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_split_and_rewrite() {
+        assert_eq!(split_image("nginx"), ("nginx", "", ""));
+        assert_eq!(split_image("nginx:1.2"), ("nginx", "1.2", ""));
+        assert_eq!(
+            split_image("reg:5000/app:v1@sha256:abc"),
+            ("reg:5000/app", "v1", "sha256:abc")
+        );
+        assert_eq!(split_image("app@sha256:abc"), ("app", "", "sha256:abc"));
+        let rule = ImageRule::new(&ImageSpec {
+            name: "nginx".into(),
+            new_name: Some(Value::String("reg/nginx".into())),
+            new_tag: Some(Value::String("2".into())),
+            ..ImageSpec::default()
+        });
+        assert_eq!(rule.apply("nginx:1").as_deref(), Some("reg/nginx:2"));
+        assert_eq!(rule.apply("nginx2:1"), None);
+    }
+}

@@ -1,0 +1,5 @@
+#!/bin/sh
+set -e
+echo "hello: world"  # greet
+
+  indented line

@@ -314,13 +314,7 @@ impl Engine<'_> {
             patch::apply(acc, &loaded, None, None)?;
         }
         for p in k.patches.iter().flatten() {
-            let loaded = patch::load(
-                self.src,
-                dir,
-                kfile,
-                p.path.as_deref(),
-                p.patch.as_deref(),
-            )?;
+            let loaded = patch::load(self.src, dir, kfile, p.path.as_deref(), p.patch.as_deref())?;
             let target = p
                 .target
                 .as_ref()
@@ -363,13 +357,7 @@ impl Engine<'_> {
                     "a patchesJson6902 entry needs a target",
                 ));
             };
-            let loaded = patch::load(
-                self.src,
-                dir,
-                kfile,
-                p.path.as_deref(),
-                p.patch.as_deref(),
-            )?;
+            let loaded = patch::load(self.src, dir, kfile, p.path.as_deref(), p.patch.as_deref())?;
             let target = Target::compile(kfile, t)?;
             patch::apply(acc, &loaded, Some(&target), p.options.as_ref())?;
         }

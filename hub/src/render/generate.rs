@@ -57,12 +57,15 @@ pub(crate) fn generate(
         }
     }
     for lit in spec.literals.iter().flatten() {
-        let (k, v) = lit.split_once('=').filter(|(k, _)| !k.is_empty()).ok_or_else(|| {
-            RenderError::invalid(
-                kfile,
-                format!("{what} '{name}': literal '{lit}' must be KEY=VALUE"),
-            )
-        })?;
+        let (k, v) = lit
+            .split_once('=')
+            .filter(|(k, _)| !k.is_empty())
+            .ok_or_else(|| {
+                RenderError::invalid(
+                    kfile,
+                    format!("{what} '{name}': literal '{lit}' must be KEY=VALUE"),
+                )
+            })?;
         add(k.to_string(), remove_quotes(v).as_bytes().to_vec())?;
     }
     for f in spec.files.iter().flatten() {
@@ -121,11 +124,10 @@ pub(crate) fn generate(
         Value::String(if secret { "Secret" } else { "ConfigMap" }.into()),
     );
     obj.insert("metadata".into(), Value::Object(md));
-    let b64 = base64::engine::general_purpose::STANDARD;
     if secret {
         let data: Map<String, Value> = entries
             .into_iter()
-            .map(|(k, v)| (k, Value::String(b64.encode(v))))
+            .map(|(k, v)| (k, Value::String(wrapped_base64(&v))))
             .collect();
         if !data.is_empty() {
             obj.insert("data".into(), Value::Object(data));
@@ -141,7 +143,7 @@ pub(crate) fn generate(
                     data.insert(k, Value::String(s));
                 }
                 Err(e) => {
-                    binary.insert(k, Value::String(b64.encode(e.into_bytes())));
+                    binary.insert(k, Value::String(wrapped_base64(&e.into_bytes())));
                 }
             }
         }
@@ -171,6 +173,22 @@ pub(crate) fn generate(
         }
     };
     Ok(r)
+}
+
+/// Base64 as kustomize writes generated data: lines of 70 characters, each ending in a
+/// newline once there is more than one line.
+fn wrapped_base64(bytes: &[u8]) -> String {
+    const LINE: usize = 70;
+    let enc = base64::engine::general_purpose::STANDARD.encode(bytes);
+    if enc.len() / LINE == 0 {
+        return enc;
+    }
+    let mut out = String::with_capacity(enc.len() + enc.len() / LINE + 1);
+    for chunk in enc.as_bytes().chunks(LINE) {
+        out.push_str(std::str::from_utf8(chunk).unwrap_or_default());
+        out.push('\n');
+    }
+    out
 }
 
 fn merge_options(into: &mut GeneratorOptions, local: &GeneratorOptions) {
@@ -267,11 +285,9 @@ fn remove_quotes(v: &str) -> &str {
 /// The ten-character hash kustomize appends to generated names.
 pub(crate) fn name_hash(obj: &Map<String, Value>) -> String {
     let kind = obj.get("kind").and_then(Value::as_str).unwrap_or("");
-    let name = obj
-        .get("metadata")
-        .and_then(|m| m.get("name"))
-        .cloned()
-        .unwrap_or(Value::String(String::new()));
+    // kustomize 5 hashes with an empty name (verified against kubectl), so only the
+    // content decides the suffix.
+    let name = Value::String(String::new());
     let field = |k: &str| obj.get(k).cloned().unwrap_or(Value::String(String::new()));
     let mut m = Map::new();
     match kind {
@@ -378,7 +394,7 @@ mod tests {
 
     #[test]
     fn configmap_hash_matches_kustomize() {
-        // `kubectl kustomize` names this ConfigMap p-cfg-7gdc49gk6d.
+        // `kubectl kustomize` names this ConfigMap p-cfg-7gdc49gk6d; the name does not count.
         let cm = json!({"apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": "p-cfg"}, "data": {"b": "2", "a": "1"}});
         assert_eq!(name_hash(cm.as_object().expect("object")), "7gdc49gk6d");
@@ -397,7 +413,10 @@ mod tests {
             .expect_err("space before = is not a valid name");
         assert!(kv.to_string().contains("e.env"));
         let kv = parse_env(Path::new("e.env"), "A=1\n#c\nC=\"q\"\r\n").expect("parse");
-        assert_eq!(kv, vec![("A".into(), "1".into()), ("C".into(), "\"q\"".into())]);
+        assert_eq!(
+            kv,
+            vec![("A".into(), "1".into()), ("C".into(), "\"q\"".into())]
+        );
         assert_eq!(remove_quotes("'x'"), "x");
         assert_eq!(remove_quotes("\"x"), "\"x");
     }

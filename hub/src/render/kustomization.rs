@@ -9,7 +9,8 @@ use serde_json::{Map, Value};
 use super::{RenderError, Result};
 
 /// File names kustomize accepts for a kustomization, in its lookup order.
-pub(crate) const FILE_NAMES: [&str; 3] = ["kustomization.yaml", "kustomization.yml", "Kustomization"];
+pub(crate) const FILE_NAMES: [&str; 3] =
+    ["kustomization.yaml", "kustomization.yml", "Kustomization"];
 
 /// A parsed kustomization or component.
 #[derive(Debug, Default, Deserialize)]

@@ -100,7 +100,15 @@ pub(crate) fn apply_strategic_merge(
                 .unwrap_or("")
                 .to_string();
             let ctx = ctx_for(&api, &kind);
-            merge_map(&mut fresh, patch, &Ctx { builtin: ctx, kind: &kind }, &mut Vec::new());
+            merge_map(
+                &mut fresh,
+                patch,
+                &Ctx {
+                    builtin: ctx,
+                    kind: &kind,
+                },
+                &mut Vec::new(),
+            );
             *target = fresh;
             return true;
         }
@@ -192,7 +200,13 @@ fn merge_map(
                     ListStrategy::Key(key) => {
                         let existing = dest.get(k).and_then(Value::as_array);
                         path.push(k.clone());
-                        let out = merge_keyed(existing.map(Vec::as_slice).unwrap_or(&[]), pa, key, ctx, path);
+                        let out = merge_keyed(
+                            existing.map(Vec::as_slice).unwrap_or(&[]),
+                            pa,
+                            key,
+                            ctx,
+                            path,
+                        );
                         path.pop();
                         Value::Array(out)
                     }
@@ -232,8 +246,12 @@ fn merge_keyed(
     }
     let mut out = Vec::with_capacity(order.len());
     for kv in &order {
-        let d = dest.iter().find(|v| key_text(v, key).as_deref() == Some(kv));
-        let p = patch.iter().find(|v| key_text(v, key).as_deref() == Some(kv));
+        let d = dest
+            .iter()
+            .find(|v| key_text(v, key).as_deref() == Some(kv));
+        let p = patch
+            .iter()
+            .find(|v| key_text(v, key).as_deref() == Some(kv));
         let merged: Option<Map<String, Value>> = match (d, p) {
             (Some(d), None) => d.as_object().cloned(),
             (d, Some(Value::Object(pm))) => match pm.get("$patch").and_then(Value::as_str) {
@@ -319,23 +337,29 @@ mod tests {
     fn delete_and_replace_directives_and_null() {
         let mut d = deployment();
         let p = obj(json!({"metadata": {"labels": {"a": null, "b": "2"}},
-            "spec": {"template": {"spec": {
-                "containers": [{"name": "sidecar", "$patch": "delete"}],
-                "volumes": [{"name": "data", "$patch": "replace", "configMap": {"name": "c"}}],
-                "tolerations": [{"key": "y"}]
-            }}}}));
+        "spec": {"template": {"spec": {
+            "containers": [{"name": "sidecar", "$patch": "delete"}],
+            "volumes": [{"name": "data", "$patch": "replace", "configMap": {"name": "c"}}],
+            "tolerations": [{"key": "y"}]
+        }}}}));
         assert!(apply_strategic_merge(&mut d, &p));
         assert_eq!(d["metadata"]["labels"], json!({"b": "2"}));
         let spec = &d["spec"]["template"]["spec"];
         assert_eq!(spec["containers"].as_array().map(Vec::len), Some(1));
-        assert_eq!(spec["volumes"], json!([{"name": "data", "configMap": {"name": "c"}}]));
+        assert_eq!(
+            spec["volumes"],
+            json!([{"name": "data", "configMap": {"name": "c"}}])
+        );
         assert_eq!(spec["tolerations"], json!([{"key": "y"}]));
     }
 
     #[test]
     fn top_level_delete_removes_object() {
         let mut d = deployment();
-        assert!(!apply_strategic_merge(&mut d, &obj(json!({"$patch": "delete"}))));
+        assert!(!apply_strategic_merge(
+            &mut d,
+            &obj(json!({"$patch": "delete"}))
+        ));
     }
 
     #[test]
@@ -350,7 +374,9 @@ mod tests {
 
     #[test]
     fn finalizers_merge_as_a_set() {
-        let mut d = obj(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"finalizers": ["a", "b"]}}));
+        let mut d = obj(
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"finalizers": ["a", "b"]}}),
+        );
         let p = obj(json!({"metadata": {"finalizers": ["c", "a"]}}));
         assert!(apply_strategic_merge(&mut d, &p));
         assert_eq!(d["metadata"]["finalizers"], json!(["c", "a", "b"]));

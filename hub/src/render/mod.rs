@@ -94,7 +94,9 @@ pub enum RenderError {
         url: String,
     },
     /// A path leaves the repository root (`..` past the root, or a symlink pointing outside).
-    #[error("{from}: '{path}' is outside the repository root; only files inside the repository can be used")]
+    #[error(
+        "{from}: '{path}' is outside the repository root; only files inside the repository can be used"
+    )]
     PathEscape {
         /// The offending path as written.
         path: String,

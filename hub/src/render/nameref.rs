@@ -42,23 +42,43 @@ const fn r(
 const POD_REFS: [(&str, &str, &str); 19] = [
     ("ConfigMap", "volumes/configMap", "name"),
     ("ConfigMap", "volumes/projected/sources/configMap", "name"),
-    ("ConfigMap", "containers/env/valueFrom/configMapKeyRef", "name"),
-    ("ConfigMap", "initContainers/env/valueFrom/configMapKeyRef", "name"),
+    (
+        "ConfigMap",
+        "containers/env/valueFrom/configMapKeyRef",
+        "name",
+    ),
+    (
+        "ConfigMap",
+        "initContainers/env/valueFrom/configMapKeyRef",
+        "name",
+    ),
     ("ConfigMap", "containers/envFrom/configMapRef", "name"),
     ("ConfigMap", "initContainers/envFrom/configMapRef", "name"),
     ("Secret", "volumes/secret", "secretName"),
     ("Secret", "volumes/projected/sources/secret", "name"),
     ("Secret", "containers/env/valueFrom/secretKeyRef", "name"),
-    ("Secret", "initContainers/env/valueFrom/secretKeyRef", "name"),
+    (
+        "Secret",
+        "initContainers/env/valueFrom/secretKeyRef",
+        "name",
+    ),
     ("Secret", "containers/envFrom/secretRef", "name"),
     ("Secret", "initContainers/envFrom/secretRef", "name"),
     ("Secret", "imagePullSecrets", "name"),
     ("Secret", "volumes/csi/nodePublishSecretRef", "name"),
     ("ServiceAccount", "", "serviceAccountName"),
-    ("PersistentVolumeClaim", "volumes/persistentVolumeClaim", "claimName"),
+    (
+        "PersistentVolumeClaim",
+        "volumes/persistentVolumeClaim",
+        "claimName",
+    ),
     ("PriorityClass", "", "priorityClassName"),
     ("RuntimeClass", "", "runtimeClassName"),
-    ("ConfigMap", "ephemeralContainers/envFrom/configMapRef", "name"),
+    (
+        "ConfigMap",
+        "ephemeralContainers/envFrom/configMapRef",
+        "name",
+    ),
 ];
 
 /// Kinds with a pod spec and where it is.
@@ -78,16 +98,34 @@ const OTHER_REFS: [RefSpec; 21] = [
     r("Secret", &["ServiceAccount"], "secrets", "name"),
     r("Secret", &["Ingress"], "spec/tls", "secretName"),
     r("Service", &["StatefulSet"], "spec", "serviceName"),
-    r("Service", &["Ingress"], "spec/rules/http/paths/backend/service", "name"),
-    r("Service", &["Ingress"], "spec/rules/http/paths/backend", "serviceName"),
-    r("Service", &["Ingress"], "spec/defaultBackend/service", "name"),
+    r(
+        "Service",
+        &["Ingress"],
+        "spec/rules/http/paths/backend/service",
+        "name",
+    ),
+    r(
+        "Service",
+        &["Ingress"],
+        "spec/rules/http/paths/backend",
+        "serviceName",
+    ),
+    r(
+        "Service",
+        &["Ingress"],
+        "spec/defaultBackend/service",
+        "name",
+    ),
     r("Service", &["Ingress"], "spec/backend", "serviceName"),
     r("Service", &["APIService"], "spec/service", "name"),
     RefSpec {
         with_ns: true,
         ..r(
             "Service",
-            &["ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"],
+            &[
+                "ValidatingWebhookConfiguration",
+                "MutatingWebhookConfiguration",
+            ],
             "webhooks/clientConfig/service",
             "name",
         )
@@ -98,32 +136,77 @@ const OTHER_REFS: [RefSpec; 21] = [
     },
     RefSpec {
         check_kind: true,
-        ..r("ClusterRole", &["RoleBinding", "ClusterRoleBinding"], "roleRef", "name")
+        ..r(
+            "ClusterRole",
+            &["RoleBinding", "ClusterRoleBinding"],
+            "roleRef",
+            "name",
+        )
     },
     RefSpec {
         check_kind: true,
         with_ns: true,
-        ..r("ServiceAccount", &["RoleBinding", "ClusterRoleBinding"], "subjects", "name")
+        ..r(
+            "ServiceAccount",
+            &["RoleBinding", "ClusterRoleBinding"],
+            "subjects",
+            "name",
+        )
     },
     RefSpec {
         check_kind: true,
-        ..r("Deployment", &["HorizontalPodAutoscaler"], "spec/scaleTargetRef", "name")
+        ..r(
+            "Deployment",
+            &["HorizontalPodAutoscaler"],
+            "spec/scaleTargetRef",
+            "name",
+        )
     },
     RefSpec {
         check_kind: true,
-        ..r("StatefulSet", &["HorizontalPodAutoscaler"], "spec/scaleTargetRef", "name")
+        ..r(
+            "StatefulSet",
+            &["HorizontalPodAutoscaler"],
+            "spec/scaleTargetRef",
+            "name",
+        )
     },
     RefSpec {
         check_kind: true,
-        ..r("ReplicaSet", &["HorizontalPodAutoscaler"], "spec/scaleTargetRef", "name")
+        ..r(
+            "ReplicaSet",
+            &["HorizontalPodAutoscaler"],
+            "spec/scaleTargetRef",
+            "name",
+        )
     },
     RefSpec {
         check_kind: true,
-        ..r("ReplicationController", &["HorizontalPodAutoscaler"], "spec/scaleTargetRef", "name")
+        ..r(
+            "ReplicationController",
+            &["HorizontalPodAutoscaler"],
+            "spec/scaleTargetRef",
+            "name",
+        )
     },
-    r("PersistentVolume", &["PersistentVolumeClaim"], "spec", "volumeName"),
-    r("StorageClass", &["PersistentVolumeClaim", "PersistentVolume"], "spec", "storageClassName"),
-    r("StorageClass", &["StatefulSet"], "spec/volumeClaimTemplates/spec", "storageClassName"),
+    r(
+        "PersistentVolume",
+        &["PersistentVolumeClaim"],
+        "spec",
+        "volumeName",
+    ),
+    r(
+        "StorageClass",
+        &["PersistentVolumeClaim", "PersistentVolume"],
+        "spec",
+        "storageClassName",
+    ),
+    r(
+        "StorageClass",
+        &["StatefulSet"],
+        "spec/volumeClaimTemplates/spec",
+        "storageClassName",
+    ),
     r("IngressClass", &["Ingress"], "spec", "ingressClassName"),
 ];
 
@@ -169,7 +252,10 @@ pub(crate) fn fix_references(rs: &mut [Resource]) -> Result<()> {
                 outcome = outcome.and(fix_at(&mut root, &full, &spec, referrer, &infos));
             }
         }
-        for spec in OTHER_REFS.iter().filter(|s| s.referrers.contains(&kind.as_str())) {
+        for spec in OTHER_REFS
+            .iter()
+            .filter(|s| s.referrers.contains(&kind.as_str()))
+        {
             outcome = outcome.and(fix_at(&mut root, spec.path, spec, referrer, &infos));
         }
         if let Value::Object(m) = root {
@@ -196,11 +282,17 @@ fn fix_at(
         if spec.check_kind && m.get("kind").and_then(Value::as_str) != Some(spec.target) {
             return;
         }
-        let Some(old) = m.get(spec.field).and_then(Value::as_str).map(str::to_string) else {
+        let Some(old) = m
+            .get(spec.field)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+        else {
             return;
         };
         let ns_hint = if spec.with_ns {
-            m.get("namespace").and_then(Value::as_str).map(str::to_string)
+            m.get("namespace")
+                .and_then(Value::as_str)
+                .map(str::to_string)
         } else {
             None
         };

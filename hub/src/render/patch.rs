@@ -69,9 +69,8 @@ pub(crate) fn load(
     };
     let docs = super::yaml::parse_docs(&origin, &text)?;
     let body = if docs.len() == 1 && docs[0].is_array() {
-        let patch: json_patch::Patch = serde_json::from_value(docs[0].clone()).map_err(|e| {
-            RenderError::invalid(&origin, format!("invalid JSON 6902 patch: {e}"))
-        })?;
+        let patch: json_patch::Patch = serde_json::from_value(docs[0].clone())
+            .map_err(|e| RenderError::invalid(&origin, format!("invalid JSON 6902 patch: {e}")))?;
         PatchBody::Json(patch)
     } else {
         let mut maps = Vec::with_capacity(docs.len());
@@ -357,7 +356,11 @@ impl LabelSelector {
     }
 
     pub fn matches(&self, labels: Option<&Map<String, Value>>) -> bool {
-        let get = |k: &str| labels.and_then(|m| m.get(k)).map(super::kustomization::scalar_string);
+        let get = |k: &str| {
+            labels
+                .and_then(|m| m.get(k))
+                .map(super::kustomization::scalar_string)
+        };
         self.reqs.iter().all(|r| match r {
             Requirement::Eq(k, v) => get(k).as_deref() == Some(v),
             Requirement::NotEq(k, v) => get(k).as_deref() != Some(v),

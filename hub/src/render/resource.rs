@@ -58,7 +58,13 @@ impl Gvk {
 
     /// kustomize's legacy sort string `group_version_kind`.
     fn legacy_string(&self) -> String {
-        let or = |s: &str, d: &str| if s.is_empty() { d.to_string() } else { s.to_string() };
+        let or = |s: &str, d: &str| {
+            if s.is_empty() {
+                d.to_string()
+            } else {
+                s.to_string()
+            }
+        };
         format!(
             "{}_{}_{}",
             or(&self.group, "~G"),
@@ -176,7 +182,9 @@ impl Resource {
     }
 
     pub fn namespace(&self) -> &str {
-        self.metadata().map(|m| str_at(m, "namespace")).unwrap_or("")
+        self.metadata()
+            .map(|m| str_at(m, "namespace"))
+            .unwrap_or("")
     }
 
     pub fn set_name(&mut self, name: &str) {

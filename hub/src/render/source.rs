@@ -69,13 +69,16 @@ impl FsSource {
                 });
             }
         };
-        let root = self.canonical_root.as_ref().ok_or_else(|| RenderError::Io {
-            path: PathBuf::from("."),
-            source: std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                "repository root does not exist",
-            ),
-        })?;
+        let root = self
+            .canonical_root
+            .as_ref()
+            .ok_or_else(|| RenderError::Io {
+                path: PathBuf::from("."),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "repository root does not exist",
+                ),
+            })?;
         if !canonical.starts_with(root) {
             return Err(escape(rel));
         }

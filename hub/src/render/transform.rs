@@ -63,15 +63,59 @@ const AFFINITY: [&str; 5] = [
 const METADATA_LABELS: [FieldSpec; 1] = [fs(None, None, "metadata/labels", true)];
 
 const TEMPLATE_LABELS: [FieldSpec; 9] = [
-    core("ReplicationController", "spec/template/metadata/labels", true),
-    fs(None, Some("Deployment"), "spec/template/metadata/labels", true),
-    fs(None, Some("ReplicaSet"), "spec/template/metadata/labels", true),
-    fs(None, Some("DaemonSet"), "spec/template/metadata/labels", true),
-    fs(Some("apps"), Some("StatefulSet"), "spec/template/metadata/labels", true),
-    fs(Some("batch"), Some("Job"), "spec/template/metadata/labels", true),
-    fs(Some("batch"), Some("CronJob"), "spec/jobTemplate/spec/template/metadata/labels", true),
-    fs(Some("batch"), Some("CronJob"), "spec/jobTemplate/metadata/labels", true),
-    fs(Some("apps"), Some("StatefulSet"), "spec/volumeClaimTemplates[]/metadata/labels", true),
+    core(
+        "ReplicationController",
+        "spec/template/metadata/labels",
+        true,
+    ),
+    fs(
+        None,
+        Some("Deployment"),
+        "spec/template/metadata/labels",
+        true,
+    ),
+    fs(
+        None,
+        Some("ReplicaSet"),
+        "spec/template/metadata/labels",
+        true,
+    ),
+    fs(
+        None,
+        Some("DaemonSet"),
+        "spec/template/metadata/labels",
+        true,
+    ),
+    fs(
+        Some("apps"),
+        Some("StatefulSet"),
+        "spec/template/metadata/labels",
+        true,
+    ),
+    fs(
+        Some("batch"),
+        Some("Job"),
+        "spec/template/metadata/labels",
+        true,
+    ),
+    fs(
+        Some("batch"),
+        Some("CronJob"),
+        "spec/jobTemplate/spec/template/metadata/labels",
+        true,
+    ),
+    fs(
+        Some("batch"),
+        Some("CronJob"),
+        "spec/jobTemplate/metadata/labels",
+        true,
+    ),
+    fs(
+        Some("apps"),
+        Some("StatefulSet"),
+        "spec/volumeClaimTemplates[]/metadata/labels",
+        true,
+    ),
 ];
 
 const SELECTOR_LABELS: [FieldSpec; 12] = [
@@ -80,11 +124,36 @@ const SELECTOR_LABELS: [FieldSpec; 12] = [
     fs(None, Some("Deployment"), "spec/selector/matchLabels", true),
     fs(None, Some("ReplicaSet"), "spec/selector/matchLabels", true),
     fs(None, Some("DaemonSet"), "spec/selector/matchLabels", true),
-    fs(Some("apps"), Some("StatefulSet"), "spec/selector/matchLabels", true),
-    fs(Some("batch"), Some("Job"), "spec/selector/matchLabels", false),
-    fs(Some("batch"), Some("CronJob"), "spec/jobTemplate/spec/selector/matchLabels", false),
-    fs(Some("policy"), Some("PodDisruptionBudget"), "spec/selector/matchLabels", false),
-    fs(Some("networking.k8s.io"), Some("NetworkPolicy"), "spec/podSelector/matchLabels", false),
+    fs(
+        Some("apps"),
+        Some("StatefulSet"),
+        "spec/selector/matchLabels",
+        true,
+    ),
+    fs(
+        Some("batch"),
+        Some("Job"),
+        "spec/selector/matchLabels",
+        false,
+    ),
+    fs(
+        Some("batch"),
+        Some("CronJob"),
+        "spec/jobTemplate/spec/selector/matchLabels",
+        false,
+    ),
+    fs(
+        Some("policy"),
+        Some("PodDisruptionBudget"),
+        "spec/selector/matchLabels",
+        false,
+    ),
+    fs(
+        Some("networking.k8s.io"),
+        Some("NetworkPolicy"),
+        "spec/podSelector/matchLabels",
+        false,
+    ),
     fs(
         Some("networking.k8s.io"),
         Some("NetworkPolicy"),
@@ -109,13 +178,47 @@ const AFFINITY_KINDS: [(Option<&str>, &str); 5] = [
 
 const ANNOTATIONS: [FieldSpec; 9] = [
     fs(None, None, "metadata/annotations", true),
-    core("ReplicationController", "spec/template/metadata/annotations", true),
-    fs(None, Some("Deployment"), "spec/template/metadata/annotations", true),
-    fs(None, Some("ReplicaSet"), "spec/template/metadata/annotations", true),
-    fs(None, Some("DaemonSet"), "spec/template/metadata/annotations", true),
-    fs(Some("apps"), Some("StatefulSet"), "spec/template/metadata/annotations", true),
-    fs(Some("batch"), Some("Job"), "spec/template/metadata/annotations", true),
-    fs(Some("batch"), Some("CronJob"), "spec/jobTemplate/metadata/annotations", true),
+    core(
+        "ReplicationController",
+        "spec/template/metadata/annotations",
+        true,
+    ),
+    fs(
+        None,
+        Some("Deployment"),
+        "spec/template/metadata/annotations",
+        true,
+    ),
+    fs(
+        None,
+        Some("ReplicaSet"),
+        "spec/template/metadata/annotations",
+        true,
+    ),
+    fs(
+        None,
+        Some("DaemonSet"),
+        "spec/template/metadata/annotations",
+        true,
+    ),
+    fs(
+        Some("apps"),
+        Some("StatefulSet"),
+        "spec/template/metadata/annotations",
+        true,
+    ),
+    fs(
+        Some("batch"),
+        Some("Job"),
+        "spec/template/metadata/annotations",
+        true,
+    ),
+    fs(
+        Some("batch"),
+        Some("CronJob"),
+        "spec/jobTemplate/metadata/annotations",
+        true,
+    ),
     fs(
         Some("batch"),
         Some("CronJob"),
@@ -205,7 +308,8 @@ pub(crate) fn add_labels(rs: &mut [Resource], pairs: &Map<String, Value>, scope:
                 .iter()
                 .any(|(g, k)| *k == gvk.kind && g.is_none_or(|g| g == gvk.group))
             {
-                let specs: Vec<FieldSpec> = AFFINITY.iter().map(|p| fs(None, None, p, false)).collect();
+                let specs: Vec<FieldSpec> =
+                    AFFINITY.iter().map(|p| fs(None, None, p, false)).collect();
                 apply_specs(r, &specs, &mut f);
             }
         }
@@ -302,8 +406,11 @@ impl ImageRule {
     pub fn new(spec: &ImageSpec) -> ImageRule {
         let s = |v: &Option<Value>| v.as_ref().map(scalar_string).unwrap_or_default();
         // kustomize builds this pattern from the unescaped name.
-        let matcher =
-            regex::Regex::new(&format!("^{}(@sha256)?(:[a-zA-Z0-9_.{{}}-]*)?$", spec.name)).ok();
+        let matcher = regex::Regex::new(&format!(
+            "^{}(:[a-zA-Z0-9_.{{}}-]*)?(@sha256:[a-zA-Z0-9_.{{}}-]*)?$",
+            spec.name
+        ))
+        .ok();
         ImageRule {
             matcher,
             new_name: s(&spec.new_name),
@@ -381,7 +488,12 @@ pub(crate) fn set_images(rs: &mut [Resource], rules: &[ImageRule]) {
 
 /// Sets `spec.replicas` of the named workloads; a name that matches nothing is an error.
 pub(crate) fn set_replicas(rs: &mut [Resource], specs: &[ReplicaSpec], kfile: &Path) -> Result<()> {
-    const KINDS: [&str; 4] = ["Deployment", "ReplicationController", "ReplicaSet", "StatefulSet"];
+    const KINDS: [&str; 4] = [
+        "Deployment",
+        "ReplicationController",
+        "ReplicaSet",
+        "StatefulSet",
+    ];
     for spec in specs {
         let mut found = false;
         for r in rs.iter_mut() {

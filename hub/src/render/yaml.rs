@@ -147,11 +147,7 @@ fn write_str(out: &mut String, s: &str, ind: usize, is_key: bool) {
             1 => {}
             _ => out.push('+'),
         }
-        let body = if trailing == 1 {
-            &s[..s.len() - 1]
-        } else {
-            s
-        };
+        let body = if trailing == 1 { &s[..s.len() - 1] } else { s };
         let body = if trailing > 1 {
             &body[..body.len() - 1]
         } else {
@@ -180,7 +176,8 @@ fn block_ok(s: &str) -> bool {
         && !first.starts_with('\t')
         && !s.starts_with('\n')
         && s.chars().all(|c| c == '\n' || !c.is_control())
-        && s.split('\n').all(|l| !l.ends_with(' ') && !l.ends_with('\t'))
+        && s.split('\n')
+            .all(|l| !l.ends_with(' ') && !l.ends_with('\t'))
 }
 
 /// Whether a string can be written unquoted and still read back as the same string.

@@ -408,10 +408,27 @@ impl ClusterState {
             .objects
             .get(&(String::new(), "namespaces".into()))
             .is_some_and(|m| m.contains_key(&(String::new(), ns.to_string())));
-        if exists {
-            Ok(())
-        } else {
+        let terminating = inner
+            .objects
+            .get(&(String::new(), "namespaces".into()))
+            .and_then(|m| m.get(&(String::new(), ns.to_string())))
+            .is_some_and(|o| o.pointer("/metadata/deletionTimestamp").is_some());
+        if !exists {
             Err(ApiError::namespace_not_found(ns))
+        } else if terminating {
+            let mut e = ApiError::new(
+                403,
+                "Forbidden",
+                format!(
+                    "{} is forbidden: unable to create new content in namespace {ns} because it \
+                     is being terminated",
+                    rt.qualified()
+                ),
+            );
+            e.details = Some(json!({"kind": rt.plural}));
+            Err(e)
+        } else {
+            Ok(())
         }
     }
 
@@ -832,8 +849,10 @@ impl ClusterState {
         }
         check_body_namespace(&config, ns)?;
         let mut inner = self.lock();
-        Self::check_namespace(&inner, rt, ns)?;
         let old = Self::get_locked(&inner, rt, ns.unwrap_or(""), name);
+        if old.is_none() {
+            Self::check_namespace(&inner, rt, ns)?;
+        }
         if let (Some(rv), Some(o)) = (meta_str(&config, "resourceVersion"), &old)
             && Some(rv) != meta_str(o, "resourceVersion")
         {
@@ -905,6 +924,9 @@ impl ClusterState {
         let mut inner = self.lock();
         let old = Self::get_locked(&inner, rt, ns.unwrap_or(""), name)
             .ok_or_else(|| ApiError::not_found(rt, name))?;
+        if rt.group.is_empty() && rt.plural == "namespaces" {
+            return self.terminate_namespace(&mut inner, rt, old, dry_run);
+        }
         if !dry_run {
             self.delete_locked(&mut inner, rt, &old, orphan);
         }
@@ -917,6 +939,34 @@ impl ClusterState {
             json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
             "details": details}),
         )
+    }
+
+    /// Namespaces terminate asynchronously, as in Kubernetes: the namespace turns Terminating
+    /// (so later deletes of its contents in the same `kubectl delete -f` still find them), and
+    /// its contents and then the namespace go shortly after.
+    fn terminate_namespace(
+        &self,
+        inner: &mut Inner,
+        rt: &ResourceType,
+        old: Arc<Value>,
+        dry_run: bool,
+    ) -> Result<Value> {
+        if old.pointer("/metadata/deletionTimestamp").is_some() || dry_run {
+            return Ok((*old).clone());
+        }
+        let mut new = (*old).clone();
+        new["metadata"]["deletionTimestamp"] = json!(now_rfc3339());
+        new["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+        new["status"] = json!({"phase": "Terminating"});
+        let name = meta_str(&old, "name").unwrap_or("").to_string();
+        let out = self.commit(inner, rt, Some(old), new, false)?;
+        let due = Instant::now() + Duration::from_millis(100);
+        inner.pending_status.insert(
+            (String::new(), "namespaces".into(), String::new(), name),
+            due,
+        );
+        self.status_notify.notify_one();
+        Ok(out)
     }
 
     fn delete_locked(&self, inner: &mut Inner, rt: &ResourceType, obj: &Arc<Value>, orphan: bool) {
@@ -1042,6 +1092,10 @@ impl ClusterState {
         let Some(old) = Self::get_locked(&inner, &rt, ns, name) else {
             return;
         };
+        if rt.plural == "namespaces" && old.pointer("/metadata/deletionTimestamp").is_some() {
+            self.delete_locked(&mut inner, &rt, &old, false);
+            return;
+        }
         let Some(status) = super::status::ready_status(&rt, &old) else {
             return;
         };

@@ -206,3 +206,86 @@ impl Renderer {
         source::normalize(Path::new(""), &rel.to_string_lossy()).ok_or_else(escape)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(root: &Path, rel: &str, text: &str) {
+        let p = root.join(rel);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(p, text).expect("write");
+    }
+
+    fn repo() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        write(
+            root,
+            "app/base/kustomization.yaml",
+            "resources: [cm.yaml]\nconfigMapGenerator:\n- name: gen\n  literals: [b=2, a=1]\n",
+        );
+        write(
+            root,
+            "app/base/cm.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: plain}\ndata: {z: '1', y: '2'}\n",
+        );
+        write(
+            root,
+            "app/env/kustomization.yaml",
+            "resources: [../base]\nnamePrefix: e-\ncommonLabels: {env: dev, app: web}\n",
+        );
+        dir
+    }
+
+    #[test]
+    fn rendering_is_deterministic() {
+        let dir = repo();
+        let r = Renderer::new(dir.path());
+        let first = to_yaml(&r.render(Path::new("app/env")).expect("render"));
+        for _ in 0..5 {
+            let again = to_yaml(&r.render(Path::new("app/env")).expect("render"));
+            assert_eq!(first, again);
+        }
+        assert!(first.contains("name: e-gen-"), "{first}");
+        // Absolute paths below the root are accepted and give the same bytes.
+        let abs = to_yaml(&r.render(&dir.path().join("app/env")).expect("render"));
+        assert_eq!(first, abs);
+    }
+
+    #[test]
+    fn paths_outside_the_root_are_refused() {
+        let dir = repo();
+        let r = Renderer::new(&dir.path().join("app"));
+        assert!(matches!(
+            r.render(Path::new("../app/env")),
+            Err(RenderError::PathEscape { .. })
+        ));
+        write(
+            dir.path(),
+            "app/bad/kustomization.yaml",
+            "resources: [../../app/base]\n",
+        );
+        let err = r.render(Path::new("bad")).expect_err("escape");
+        assert!(matches!(err, RenderError::PathEscape { .. }), "{err}");
+        assert!(err.to_string().contains("bad/kustomization.yaml"), "{err}");
+        let outside = tempfile::tempdir().expect("tempdir");
+        assert!(r.render(outside.path()).is_err());
+    }
+
+    #[test]
+    fn errors_name_the_file() {
+        let dir = repo();
+        write(
+            dir.path(),
+            "app/broken/kustomization.yaml",
+            "resources: [missing.yaml]\n",
+        );
+        let err = Renderer::new(dir.path())
+            .render(Path::new("app/broken"))
+            .expect_err("missing file");
+        let text = err.to_string();
+        assert!(text.contains("app/broken/kustomization.yaml"), "{text}");
+        assert!(text.contains("missing.yaml"), "{text}");
+    }
+}

@@ -332,15 +332,14 @@ pub(crate) fn add_annotations(rs: &mut [Resource], pairs: &Map<String, Value>) {
 pub(crate) fn set_namespace(rs: &mut [Resource], ns: &str) {
     for r in rs.iter_mut() {
         let kind = r.kind().to_string();
-        if kind == "RoleBinding" || kind == "ClusterRoleBinding" {
-            if let Some(Value::Array(subjects)) = r.obj.get_mut("subjects") {
-                for s in subjects.iter_mut().filter_map(Value::as_object_mut) {
-                    let is_default_sa = s.get("kind").and_then(Value::as_str)
-                        == Some("ServiceAccount")
-                        && s.get("name").and_then(Value::as_str) == Some("default");
-                    if is_default_sa {
-                        s.insert("namespace".into(), Value::String(ns.into()));
-                    }
+        if (kind == "RoleBinding" || kind == "ClusterRoleBinding")
+            && let Some(Value::Array(subjects)) = r.obj.get_mut("subjects")
+        {
+            for s in subjects.iter_mut().filter_map(Value::as_object_mut) {
+                let is_default_sa = s.get("kind").and_then(Value::as_str) == Some("ServiceAccount")
+                    && s.get("name").and_then(Value::as_str) == Some("default");
+                if is_default_sa {
+                    s.insert("namespace".into(), Value::String(ns.into()));
                 }
             }
         }

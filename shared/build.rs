@@ -2,8 +2,13 @@
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto_root = concat!(env!("CARGO_MANIFEST_DIR"), "/../proto");
-    let files = ["agent.proto", "registration.proto", "fleet.proto", "common.proto"]
-        .map(|f| format!("{proto_root}/convoy/v1/{f}"));
+    let files = [
+        "agent.proto",
+        "registration.proto",
+        "fleet.proto",
+        "common.proto",
+    ]
+    .map(|f| format!("{proto_root}/convoy/v1/{f}"));
     let descriptors = protox::compile(&files, [proto_root])?;
     tonic_prost_build::configure()
         .build_server(true)

@@ -43,7 +43,10 @@ pub enum LinkState {
     Connecting,
     Connected,
     /// The last session failed; the next attempt comes after `retry_in`.
-    Disconnected { error: String, retry_in: Duration },
+    Disconnected {
+        error: String,
+        retry_in: Duration,
+    },
     Stopped,
 }
 
@@ -57,14 +60,19 @@ pub struct Backoff {
 
 impl Default for Backoff {
     fn default() -> Self {
-        Backoff { initial: Duration::from_millis(500), max: Duration::from_secs(30) }
+        Backoff {
+            initial: Duration::from_millis(500),
+            max: Duration::from_secs(30),
+        }
     }
 }
 
 impl Backoff {
     /// The delay before attempt `failures` (1 = first retry).
     pub fn delay(&self, failures: u32) -> Duration {
-        let exp = self.initial.saturating_mul(1u32 << failures.saturating_sub(1).min(16));
+        let exp = self
+            .initial
+            .saturating_mul(1u32 << failures.saturating_sub(1).min(16));
         let cap = exp.min(self.max);
         let half = cap / 2;
         half + rand::rng().random_range(Duration::ZERO..=cap - half)
@@ -90,7 +98,17 @@ impl HubLink {
     pub fn new(config: LinkConfig, held: Option<Arc<Assignment>>) -> (Self, LinkHandle) {
         let (state, state_rx) = watch::channel(LinkState::Connecting);
         let (assignment, assignment_rx) = watch::channel(held);
-        (HubLink { config, state, assignment }, LinkHandle { state: state_rx, assignment: assignment_rx })
+        (
+            HubLink {
+                config,
+                state,
+                assignment,
+            },
+            LinkHandle {
+                state: state_rx,
+                assignment: assignment_rx,
+            },
+        )
     }
 
     /// Keeps a session with the hub open until `shutdown`, reconnecting after every failure.
@@ -114,7 +132,8 @@ impl HubLink {
                 Err(e) => e.to_string(),
             };
             tracing::warn!(hub = %self.config.hub.address, %error, retry_in_ms = retry_in.as_millis() as u64, "hub link down; reconnecting");
-            self.state.send_replace(LinkState::Disconnected { error, retry_in });
+            self.state
+                .send_replace(LinkState::Disconnected { error, retry_in });
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep(retry_in) => {}
@@ -124,18 +143,34 @@ impl HubLink {
     }
 
     /// One session: dial, Hello, then heartbeats and hub messages until something breaks.
-    async fn session(&self, connected: &mut bool, shutdown: &CancellationToken) -> Result<(), LinkError> {
-        let channel = tls::connect(&self.config.hub, self.config.tls.clone(), self.config.connect_timeout).await?;
+    async fn session(
+        &self,
+        connected: &mut bool,
+        shutdown: &CancellationToken,
+    ) -> Result<(), LinkError> {
+        let channel = tls::connect(
+            &self.config.hub,
+            self.config.tls.clone(),
+            self.config.connect_timeout,
+        )
+        .await?;
         let mut client = AgentServiceClient::new(channel);
         let (tx, rx) = mpsc::channel(16);
         let held = self.assignment.borrow().clone();
         let hello = Hello {
             agent_version: convoy_shared::VERSION.to_string(),
             held_digest: held.as_ref().map(|a| a.digest.clone()).unwrap_or_default(),
-            applied_revision: held.as_ref().map(|a| a.revision.clone()).unwrap_or_default(),
+            applied_revision: held
+                .as_ref()
+                .map(|a| a.revision.clone())
+                .unwrap_or_default(),
             cluster_name: self.config.cluster_name.clone(),
         };
-        tx.send(AgentMessage { kind: Some(AgentKind::Hello(hello)) }).await.map_err(|_| LinkError::Closed)?;
+        tx.send(AgentMessage {
+            kind: Some(AgentKind::Hello(hello)),
+        })
+        .await
+        .map_err(|_| LinkError::Closed)?;
         let mut inbound = client.connect(ReceiverStream::new(rx)).await?.into_inner();
         let mut heartbeat = tokio::time::interval(self.config.heartbeat);
         heartbeat.tick().await;
@@ -169,8 +204,12 @@ impl HubLink {
                 tracing::info!(revision = %assignment.revision, digest = %assignment.digest, apps = assignment.apps.len(), "new assignment");
                 self.assignment.send_replace(Some(Arc::new(assignment)));
             }
-            Some(HubKind::Unchanged(unchanged)) => tracing::debug!(digest = %unchanged.digest, "assignment unchanged"),
-            Some(HubKind::Resync(resync)) => tracing::info!(reason = %resync.reason, "hub asked for a resync"),
+            Some(HubKind::Unchanged(unchanged)) => {
+                tracing::debug!(digest = %unchanged.digest, "assignment unchanged")
+            }
+            Some(HubKind::Resync(resync)) => {
+                tracing::info!(reason = %resync.reason, "hub asked for a resync")
+            }
             None => {}
         }
     }
@@ -189,14 +228,26 @@ mod tests {
 
     #[test]
     fn backoff_doubles_with_jitter_and_stays_capped() {
-        let b = Backoff { initial: Duration::from_millis(100), max: Duration::from_secs(1) };
+        let b = Backoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(1),
+        };
         for _ in 0..50 {
             let first = b.delay(1);
-            assert!(first >= Duration::from_millis(50) && first <= Duration::from_millis(100), "{first:?}");
+            assert!(
+                first >= Duration::from_millis(50) && first <= Duration::from_millis(100),
+                "{first:?}"
+            );
             let third = b.delay(3);
-            assert!(third >= Duration::from_millis(200) && third <= Duration::from_millis(400), "{third:?}");
+            assert!(
+                third >= Duration::from_millis(200) && third <= Duration::from_millis(400),
+                "{third:?}"
+            );
             let late = b.delay(40);
-            assert!(late >= Duration::from_millis(500) && late <= Duration::from_secs(1), "{late:?}");
+            assert!(
+                late >= Duration::from_millis(500) && late <= Duration::from_secs(1),
+                "{late:?}"
+            );
         }
         let spread: std::collections::HashSet<_> = (0..20).map(|_| b.delay(5)).collect();
         assert!(spread.len() > 1, "jitter must vary the delay");

@@ -75,10 +75,16 @@ fn config(cli: &Cli) -> anyhow::Result<LinkConfig> {
     let material = TlsMaterial::from_files(&cli.ca, &cli.cert, &cli.key)?;
     Ok(LinkConfig {
         hub: HubAddress::parse(&cli.hub, cli.server_name.as_deref())?,
-        tls: tls::client_config(&material.ca_pem, Some((&material.cert_pem, &material.key_pem)))?,
+        tls: tls::client_config(
+            &material.ca_pem,
+            Some((&material.cert_pem, &material.key_pem)),
+        )?,
         cluster_name: cli.cluster.clone(),
         heartbeat: Duration::from_secs(cli.heartbeat_seconds.max(1)),
-        backoff: Backoff { max: Duration::from_secs(cli.backoff_max_seconds.max(1)), ..Backoff::default() },
+        backoff: Backoff {
+            max: Duration::from_secs(cli.backoff_max_seconds.max(1)),
+            ..Backoff::default()
+        },
         connect_timeout: Duration::from_secs(10),
     })
 }

@@ -1,4 +1,6 @@
 //! Convoy end-to-end support: kubesim, the fleet harness, scenarios and benchmarks.
 #![forbid(unsafe_code)]
 
+pub mod harness;
 pub mod kubesim;
+pub mod sandbox;

@@ -43,15 +43,26 @@ type HubStream = Pin<Box<dyn Stream<Item = Result<HubMessage, Status>> + Send>>;
 impl AgentService for AgentLinks {
     type ConnectStream = HubStream;
 
-    async fn connect(&self, req: Request<Streaming<AgentMessage>>) -> Result<Response<HubStream>, Status> {
+    async fn connect(
+        &self,
+        req: Request<Streaming<AgentMessage>>,
+    ) -> Result<Response<HubStream>, Status> {
         let (cluster, peer) = auth::require_cluster(&req)?;
         let inbound = req.into_inner();
         let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
         let (session, replaced) = self.hub.connections.open(&cluster, peer);
         tracing::info!(cluster, %peer, "agent stream opened");
         let span = tracing::info_span!("agent", cluster = %cluster, session);
-        let task = Session { hub: self.hub.clone(), cluster, session, tx };
-        tokio::spawn(task.run(inbound, self.shutdown.clone(), replaced).instrument(span));
+        let task = Session {
+            hub: self.hub.clone(),
+            cluster,
+            session,
+            tx,
+        };
+        tokio::spawn(
+            task.run(inbound, self.shutdown.clone(), replaced)
+                .instrument(span),
+        );
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }
@@ -66,7 +77,12 @@ struct Session {
 }
 
 impl Session {
-    async fn run(self, mut inbound: Streaming<AgentMessage>, shutdown: CancellationToken, replaced: CancellationToken) {
+    async fn run(
+        self,
+        mut inbound: Streaming<AgentMessage>,
+        shutdown: CancellationToken,
+        replaced: CancellationToken,
+    ) {
         let outcome = tokio::select! {
             _ = shutdown.cancelled() => Ok("hub shutting down"),
             _ = replaced.cancelled() => Ok("replaced by a newer stream"),
@@ -85,19 +101,34 @@ impl Session {
     async fn serve(&self, inbound: &mut Streaming<AgentMessage>) -> Result<&'static str, Status> {
         let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
             .await
-            .map_err(|_| Status::deadline_exceeded("no Hello within 30 s of opening the stream"))??;
-        let Some(AgentMessage { kind: Some(AgentKind::Hello(hello)) }) = first else {
-            return Err(Status::invalid_argument("the first message on an agent stream must be a Hello"));
+            .map_err(|_| {
+                Status::deadline_exceeded("no Hello within 30 s of opening the stream")
+            })??;
+        let Some(AgentMessage {
+            kind: Some(AgentKind::Hello(hello)),
+        }) = first
+        else {
+            return Err(Status::invalid_argument(
+                "the first message on an agent stream must be a Hello",
+            ));
         };
         self.hello(&hello).await?;
         loop {
             match inbound.message().await {
                 Ok(Some(AgentMessage { kind: Some(kind) })) => match kind {
-                    AgentKind::Heartbeat(_) => self.hub.connections.touch(&self.cluster, self.session),
-                    AgentKind::Report(report) => self.hub.connections.report(&self.cluster, self.session, report),
+                    AgentKind::Heartbeat(_) => {
+                        self.hub.connections.touch(&self.cluster, self.session)
+                    }
+                    AgentKind::Report(report) => {
+                        self.hub
+                            .connections
+                            .report(&self.cluster, self.session, report)
+                    }
                     AgentKind::Hello(hello) => self.hello(&hello).await?,
                 },
-                Ok(Some(AgentMessage { kind: None })) => self.hub.connections.touch(&self.cluster, self.session),
+                Ok(Some(AgentMessage { kind: None })) => {
+                    self.hub.connections.touch(&self.cluster, self.session)
+                }
                 Ok(None) => return Ok("agent closed the stream"),
                 Err(status) => {
                     tracing::info!(error = %status, "agent stream broke");
@@ -114,9 +145,18 @@ impl Session {
                 "agent claims another cluster name in its Hello; ignored, the certificate decides"
             );
         }
-        self.hub.connections.hello(&self.cluster, self.session, hello);
+        self.hub
+            .connections
+            .hello(&self.cluster, self.session, hello);
         // No newer assignment than what the agent holds: tell it to keep enforcing that.
-        let reply = HubMessage { kind: Some(HubKind::Unchanged(Unchanged { digest: hello.held_digest.clone() })) };
-        self.tx.send(Ok(reply)).await.map_err(|_| Status::cancelled("agent went away"))
+        let reply = HubMessage {
+            kind: Some(HubKind::Unchanged(Unchanged {
+                digest: hello.held_digest.clone(),
+            })),
+        };
+        self.tx
+            .send(Ok(reply))
+            .await
+            .map_err(|_| Status::cancelled("agent went away"))
     }
 }

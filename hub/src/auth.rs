@@ -70,7 +70,10 @@ pub fn agent_interceptor(req: Request<()>) -> Result<Request<()>, Status> {
 }
 
 fn refuse(peer: &PeerInfo, identity: Option<&Identity>, service: &str, remedy: &str) -> Status {
-    let who = identity.map_or_else(|| "no client certificate".to_string(), |id| format!("a certificate for {id}"));
+    let who = identity.map_or_else(
+        || "no client certificate".to_string(),
+        |id| format!("a certificate for {id}"),
+    );
     tracing::warn!(peer = %peer.addr, service, presented = %who, "refused call");
     let message = format!("{service} refused {who}: {remedy}");
     match identity {

@@ -23,7 +23,11 @@ pub enum CliError {
     #[error("the config file {path} is not valid: {message}")]
     ParseConfig { path: PathBuf, message: String },
     #[error("context '{name}' is not in {path}; it has: {known}")]
-    UnknownContext { name: String, path: PathBuf, known: String },
+    UnknownContext {
+        name: String,
+        path: PathBuf,
+        known: String,
+    },
     #[error(
         "no hub to talk to: pass --hub, --ca, --cert and --key, or a config file with --config / CONVOY_CONFIG (missing: {missing})"
     )]
@@ -58,19 +62,28 @@ pub struct Context {
     pub ca: Option<PathBuf>,
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_name: Option<String>,
 }
 
 impl ConfigFile {
     /// Reads a config file.
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|source| CliError::ReadConfig { path: path.into(), source })?;
-        let mut file: ConfigFile = serde_saphyr::from_str(&text)
-            .map_err(|e| CliError::ParseConfig { path: path.into(), message: e.to_string() })?;
+        let text = std::fs::read_to_string(path).map_err(|source| CliError::ReadConfig {
+            path: path.into(),
+            source,
+        })?;
+        let mut file: ConfigFile =
+            serde_saphyr::from_str(&text).map_err(|e| CliError::ParseConfig {
+                path: path.into(),
+                message: e.to_string(),
+            })?;
         let base = path.parent().unwrap_or(Path::new("."));
         for ctx in &mut file.contexts {
-            for p in [&mut ctx.ca, &mut ctx.cert, &mut ctx.key].into_iter().flatten() {
+            for p in [&mut ctx.ca, &mut ctx.cert, &mut ctx.key]
+                .into_iter()
+                .flatten()
+            {
                 if p.is_relative() {
                     *p = base.join(&*p);
                 }
@@ -81,13 +94,25 @@ impl ConfigFile {
 
     /// The named context, else the current one, else the only one.
     pub fn context(&self, name: Option<&str>, path: &Path) -> Result<Context> {
-        let wanted = name.map(str::to_string).or_else(|| self.current_context.clone());
+        let wanted = name
+            .map(str::to_string)
+            .or_else(|| self.current_context.clone());
         match wanted {
-            Some(name) => self.contexts.iter().find(|c| c.name == name).cloned().ok_or_else(|| CliError::UnknownContext {
-                name,
-                path: path.into(),
-                known: self.contexts.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", "),
-            }),
+            Some(name) => self
+                .contexts
+                .iter()
+                .find(|c| c.name == name)
+                .cloned()
+                .ok_or_else(|| CliError::UnknownContext {
+                    name,
+                    path: path.into(),
+                    known: self
+                        .contexts
+                        .iter()
+                        .map(|c| c.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                }),
             None => Ok(self.contexts.first().cloned().unwrap_or_default()),
         }
     }
@@ -117,11 +142,18 @@ impl Context {
         .into_iter()
         .filter_map(|(name, absent)| absent.then_some(name))
         .collect();
-        let (Some(hub), Some(ca), Some(cert), Some(key)) = (&self.hub, &self.ca, &self.cert, &self.key) else {
-            return Err(CliError::Incomplete { missing: missing.join(", ") });
+        let (Some(hub), Some(ca), Some(cert), Some(key)) =
+            (&self.hub, &self.ca, &self.cert, &self.key)
+        else {
+            return Err(CliError::Incomplete {
+                missing: missing.join(", "),
+            });
         };
         let material = tls::TlsMaterial::from_files(ca, cert, key)?;
-        let config = tls::client_config(&material.ca_pem, Some((&material.cert_pem, &material.key_pem)))?;
+        let config = tls::client_config(
+            &material.ca_pem,
+            Some((&material.cert_pem, &material.key_pem)),
+        )?;
         let address = HubAddress::parse(hub, self.server_name.as_deref())?;
         let channel = tls::connect(&address, config, Duration::from_secs(5)).await?;
         Ok(FleetServiceClient::new(channel))
@@ -182,9 +214,17 @@ pub fn clusters_table(clusters: &[ClusterInfo], now_ms: i64) -> String {
         .map(|c| {
             vec![
                 c.name.clone(),
-                if c.connected { "connected".into() } else { "disconnected".into() },
+                if c.connected {
+                    "connected".into()
+                } else {
+                    "disconnected".into()
+                },
                 ago(c.last_seen_unix_ms, now_ms),
-                if c.agent_version.is_empty() { "-".into() } else { c.agent_version.clone() },
+                if c.agent_version.is_empty() {
+                    "-".into()
+                } else {
+                    c.agent_version.clone()
+                },
                 c.peer_address.clone(),
             ]
         })
@@ -230,11 +270,20 @@ mod tests {
         .unwrap();
         let file = ConfigFile::load(&path).unwrap();
         let ctx = file.context(None, &path).unwrap();
-        assert_eq!(ctx.ca.as_deref(), Some(dir.path().join("certs/ca.crt").as_path()));
+        assert_eq!(
+            ctx.ca.as_deref(),
+            Some(dir.path().join("certs/ca.crt").as_path())
+        );
         assert_eq!(ctx.cert.as_deref(), Some(Path::new("/abs/admin.crt")));
-        let ctx = ctx.overridden_by(Context { hub: Some("hub:1".into()), ..Default::default() });
+        let ctx = ctx.overridden_by(Context {
+            hub: Some("hub:1".into()),
+            ..Default::default()
+        });
         assert_eq!(ctx.hub.as_deref(), Some("hub:1"));
-        assert!(matches!(file.context(Some("prod"), &path), Err(CliError::UnknownContext { .. })));
+        assert!(matches!(
+            file.context(Some("prod"), &path),
+            Err(CliError::UnknownContext { .. })
+        ));
     }
 
     #[test]

@@ -125,7 +125,11 @@ impl ConnectionTable {
 
     /// One [`ClusterInfo`] per known cluster, sorted by name.
     pub fn list(&self) -> Vec<ClusterInfo> {
-        let mut out: Vec<ClusterInfo> = self.links.iter().map(|e| info(e.key(), e.value())).collect();
+        let mut out: Vec<ClusterInfo> = self
+            .links
+            .iter()
+            .map(|e| info(e.key(), e.value()))
+            .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
         out
     }
@@ -140,7 +144,13 @@ fn info(name: &str, link: &ClusterLink) -> ClusterInfo {
     let health = link
         .last_report
         .as_ref()
-        .map(|r| r.apps.iter().map(|a| a.health).max().unwrap_or(Health::Healthy as i32))
+        .map(|r| {
+            r.apps
+                .iter()
+                .map(|a| a.health)
+                .max()
+                .unwrap_or(Health::Healthy as i32)
+        })
         .unwrap_or(Health::Unknown as i32);
     ClusterInfo {
         name: name.to_string(),
@@ -152,7 +162,11 @@ fn info(name: &str, link: &ClusterLink) -> ClusterInfo {
         assigned_digest: link.held_digest.clone(),
         applied_revision: link.applied_revision.clone(),
         health,
-        drift_count: link.last_report.as_ref().map(|r| r.drifts.len() as u32).unwrap_or_default(),
+        drift_count: link
+            .last_report
+            .as_ref()
+            .map(|r| r.drifts.len() as u32)
+            .unwrap_or_default(),
         ..Default::default()
     }
 }
@@ -182,7 +196,14 @@ mod tests {
         let table = ConnectionTable::default();
         let (s, _) = table.open("b", addr());
         table.open("a", addr());
-        table.hello("b", s, &Hello { agent_version: "9.9".into(), ..Default::default() });
+        table.hello(
+            "b",
+            s,
+            &Hello {
+                agent_version: "9.9".into(),
+                ..Default::default()
+            },
+        );
         let names: Vec<_> = table.list().into_iter().map(|c| c.name).collect();
         assert_eq!(names, ["a", "b"]);
         assert_eq!(table.get("b").unwrap().agent_version, "9.9");

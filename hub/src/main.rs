@@ -105,32 +105,59 @@ enum Failure {
 fn run(command: Command) -> Result<(), Failure> {
     let config = |e: anyhow::Error| Failure::Config(e);
     match command {
-        Command::Ca { command: CaCommand::Init { dir, sans, days } } => {
+        Command::Ca {
+            command: CaCommand::Init { dir, sans, days },
+        } => {
             pki::init_ca(&CertDir::new(&dir), &sans, days).map_err(|e| config(e.into()))?;
-            println!("created CA, hub and admin certificates in {}", dir.display());
+            println!(
+                "created CA, hub and admin certificates in {}",
+                dir.display()
+            );
             Ok(())
         }
-        Command::Certs { command: CertsCommand::Issue { dir, cluster, user, role, days } } => {
+        Command::Certs {
+            command:
+                CertsCommand::Issue {
+                    dir,
+                    cluster,
+                    user,
+                    role,
+                    days,
+                },
+        } => {
             let identity = match (cluster, user) {
                 (Some(name), _) => Identity::Cluster(name),
-                (None, Some(name)) => Identity::User { name, role: role.unwrap_or_default().parse::<Role>().map_err(|e| config(e.into()))? },
+                (None, Some(name)) => Identity::User {
+                    name,
+                    role: role
+                        .unwrap_or_default()
+                        .parse::<Role>()
+                        .map_err(|e| config(e.into()))?,
+                },
                 (None, None) => unreachable!("clap requires --cluster or --user"),
             };
             if let Identity::Cluster(name) | Identity::User { name, .. } = &identity
                 && !convoy_shared::identity::valid_name(name)
             {
-                return Err(config(anyhow::anyhow!("'{name}' is not a valid name: use lowercase letters, digits and '-'")));
+                return Err(config(anyhow::anyhow!(
+                    "'{name}' is not a valid name: use lowercase letters, digits and '-'"
+                )));
             }
             let dir = CertDir::new(dir);
             let ca = CertificateAuthority::load(&dir).map_err(|e| config(e.into()))?;
-            let issued = ca.issue(&LeafRequest::new(identity.clone(), days)).map_err(|e| config(e.into()))?;
-            let (cert, key) = dir.write_leaf(&identity, &issued).map_err(|e| config(e.into()))?;
+            let issued = ca
+                .issue(&LeafRequest::new(identity.clone(), days))
+                .map_err(|e| config(e.into()))?;
+            let (cert, key) = dir
+                .write_leaf(&identity, &issued)
+                .map_err(|e| config(e.into()))?;
             println!("issued {identity}: {} {}", cert.display(), key.display());
             Ok(())
         }
         Command::Serve { listen, certs } => {
             let dir = CertDir::new(certs);
-            let material = TlsMaterial::from_files(&dir.ca_cert(), &dir.hub_cert(), &dir.hub_key()).map_err(|e| config(e.into()))?;
+            let material = TlsMaterial::from_files(&dir.ca_cert(), &dir.hub_cert(), &dir.hub_key())
+                .map_err(|e| config(e.into()))?;
             let tls = tls::server_config(&material).map_err(|e| config(e.into()))?;
             let runtime = tokio::runtime::Runtime::new().map_err(|e| Failure::Runtime(e.into()))?;
             runtime.block_on(async {

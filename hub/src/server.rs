@@ -48,22 +48,34 @@ pub async fn serve(
     let (conns_tx, conns_rx) = mpsc::channel::<TlsConn>(MAX_HANDSHAKES);
     // The accept loop owns `conns_tx`; when it stops, tonic sees the incoming stream end.
     let accept = tokio::spawn(
-        accept_loop(listener, TlsAcceptor::from(tls), conns_tx, shutdown.clone()).instrument(tracing::info_span!("accept")),
+        accept_loop(listener, TlsAcceptor::from(tls), conns_tx, shutdown.clone())
+            .instrument(tracing::info_span!("accept")),
     );
     let incoming = ReceiverStream::new(conns_rx);
     let incoming = tokio_stream::StreamExt::map(incoming, Ok::<_, io::Error>);
     let result = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .add_service(AgentServiceServer::with_interceptor(AgentLinks::new(hub.clone(), shutdown.clone()), auth::agent_interceptor))
-        .add_service(FleetServiceServer::with_interceptor(FleetApi::new(hub), auth::fleet_interceptor))
+        .add_service(AgentServiceServer::with_interceptor(
+            AgentLinks::new(hub.clone(), shutdown.clone()),
+            auth::agent_interceptor,
+        ))
+        .add_service(FleetServiceServer::with_interceptor(
+            FleetApi::new(hub),
+            auth::fleet_interceptor,
+        ))
         .serve_with_incoming_shutdown(incoming, shutdown.cancelled())
         .await;
     accept.abort();
     result.map_err(ServeError::from)
 }
 
-async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, conns: mpsc::Sender<TlsConn>, shutdown: CancellationToken) {
+async fn accept_loop(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    conns: mpsc::Sender<TlsConn>,
+    shutdown: CancellationToken,
+) {
     let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
     loop {
         let (tcp, addr) = tokio::select! {
@@ -78,13 +90,17 @@ async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, conns: mpsc::
                 }
             },
         };
-        let Ok(permit) = handshakes.clone().acquire_owned().await else { return };
+        let Ok(permit) = handshakes.clone().acquire_owned().await else {
+            return;
+        };
         let acceptor = acceptor.clone();
         let conns = conns.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let _ = tcp.set_nodelay(true);
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp).into_fallible())
+                .await
+            {
                 Ok(Ok(stream)) => {
                     let identity = stream
                         .get_ref()
@@ -101,13 +117,34 @@ async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, conns: mpsc::
                         }
                     };
                     tracing::debug!(peer = %addr, identity = ?identity, "TLS connection accepted");
-                    let _ = conns.send(TlsConn { inner: stream, info: PeerInfo { addr, identity } }).await;
+                    let _ = conns
+                        .send(TlsConn {
+                            inner: stream,
+                            info: PeerInfo { addr, identity },
+                        })
+                        .await;
                 }
-                Ok(Err(e)) => tracing::warn!(peer = %addr, reason = %refusal_reason(&e), "refused TLS connection"),
-                Err(_) => tracing::warn!(peer = %addr, "refused TLS connection: handshake timed out"),
+                Ok(Err((e, tcp))) => {
+                    tracing::warn!(peer = %addr, reason = %refusal_reason(&e), "refused TLS connection");
+                    linger(tcp).await;
+                }
+                Err(_) => {
+                    tracing::warn!(peer = %addr, "refused TLS connection: handshake timed out")
+                }
             }
         });
     }
+}
+
+/// Closes a refused connection gently: our alert is already written, so half-close and read
+/// what the client still sends. Dropping the socket with unread data would make the kernel
+/// send a reset, and the client could lose the alert that tells it why it was refused.
+async fn linger(mut tcp: TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = tcp.shutdown().await;
+    let mut sink = [0u8; 4096];
+    let drain = async { while matches!(tcp.read(&mut sink).await, Ok(n) if n > 0) {} };
+    let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
 }
 
 /// Words for why a handshake failed, for the one log line a refusal gets.
@@ -117,10 +154,12 @@ fn refusal_reason(err: &io::Error) -> String {
         return err.to_string();
     };
     match tls {
-        E::InvalidCertificate(CertificateError::Expired | CertificateError::ExpiredContext { .. }) => {
-            "client certificate expired".into()
+        E::InvalidCertificate(
+            CertificateError::Expired | CertificateError::ExpiredContext { .. },
+        ) => "client certificate expired".into(),
+        E::InvalidCertificate(CertificateError::UnknownIssuer | CertificateError::BadSignature) => {
+            "client certificate issued by another CA".into()
         }
-        E::InvalidCertificate(CertificateError::UnknownIssuer) => "client certificate issued by another CA".into(),
         E::InvalidMessage(_) | E::InappropriateMessage { .. } => {
             format!("not a TLS client (plaintext gRPC or another protocol?): {tls}")
         }
@@ -142,13 +181,21 @@ impl tonic::transport::server::Connected for TlsConn {
 }
 
 impl AsyncRead for TlsConn {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for TlsConn {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

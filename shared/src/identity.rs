@@ -54,7 +54,9 @@ impl Identity {
     pub fn spiffe_uri(&self) -> String {
         match self {
             Identity::Cluster(name) => format!("{SPIFFE_PREFIX}cluster/{name}"),
-            Identity::User { name, role } => format!("{SPIFFE_PREFIX}user/{}/{name}", role.as_str()),
+            Identity::User { name, role } => {
+                format!("{SPIFFE_PREFIX}user/{}/{name}", role.as_str())
+            }
             Identity::Hub => format!("{SPIFFE_PREFIX}hub"),
         }
     }
@@ -77,7 +79,8 @@ impl Identity {
     /// Reads the identity from a DER certificate: the first `spiffe://convoy/` URI SAN, else a
     /// common name that is a valid cluster name (certificates issued by other tooling).
     pub fn from_certificate_der(der: &[u8]) -> Result<Identity, IdentityError> {
-        let (_, cert) = X509Certificate::from_der(der).map_err(|e| IdentityError::Parse(e.to_string()))?;
+        let (_, cert) =
+            X509Certificate::from_der(der).map_err(|e| IdentityError::Parse(e.to_string()))?;
         for ext in cert.extensions() {
             if let ParsedExtension::SubjectAlternativeName(san) = ext.parsed_extension() {
                 for name in &san.general_names {
@@ -117,7 +120,9 @@ impl fmt::Display for Identity {
 pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 63
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !name.starts_with('-')
         && !name.ends_with('-')
 }
@@ -143,8 +148,14 @@ mod tests {
     fn spiffe_uris_round_trip() {
         for id in [
             Identity::Cluster("prod-eu".into()),
-            Identity::User { name: "ana".into(), role: Role::Viewer },
-            Identity::User { name: "root".into(), role: Role::Admin },
+            Identity::User {
+                name: "ana".into(),
+                role: Role::Viewer,
+            },
+            Identity::User {
+                name: "root".into(),
+                role: Role::Admin,
+            },
             Identity::Hub,
         ] {
             assert_eq!(Identity::from_spiffe_uri(&id.spiffe_uri()), Some(id));

@@ -37,6 +37,12 @@ pub fn explain(err: &(dyn Error + 'static)) -> String {
         }
         cur = e.source();
     }
+    if hint.is_none() {
+        hint = chain
+            .iter()
+            .find_map(|text| alert_in_text(text))
+            .and_then(|alert| hint_for(&rustls::Error::AlertReceived(alert)));
+    }
     let detail = chain.join(": ");
     match hint {
         Some(hint) if hint.contains(&detail) => hint,
@@ -45,12 +51,31 @@ pub fn explain(err: &(dyn Error + 'static)) -> String {
     }
 }
 
+/// h2 keeps only the text of an I/O error, so a TLS alert that arrives mid-stream (how TLS 1.3
+/// reports a rejected client certificate) survives only as "received fatal alert: Name".
+fn alert_in_text(text: &str) -> Option<AlertDescription> {
+    let name = text.split("received fatal alert: ").nth(1)?;
+    let name = name.split(|c: char| !c.is_ascii_alphanumeric()).next()?;
+    [
+        AlertDescription::CertificateExpired,
+        AlertDescription::UnknownCA,
+        AlertDescription::DecryptError,
+        AlertDescription::CertificateRequired,
+        AlertDescription::BadCertificate,
+        AlertDescription::CertificateUnknown,
+        AlertDescription::AccessDenied,
+    ]
+    .into_iter()
+    .find(|alert| format!("{alert:?}") == name)
+}
+
 fn hint_for(e: &(dyn Error + 'static)) -> Option<String> {
     if let Some(status) = e.downcast_ref::<tonic::Status>() {
         return match status.code() {
-            tonic::Code::PermissionDenied | tonic::Code::Unauthenticated => {
-                Some(format!("the hub refused this certificate: {}", status.message()))
-            }
+            tonic::Code::PermissionDenied | tonic::Code::Unauthenticated => Some(format!(
+                "the hub refused this certificate: {}",
+                status.message()
+            )),
             _ => None,
         };
     }
@@ -59,7 +84,8 @@ fn hint_for(e: &(dyn Error + 'static)) -> Option<String> {
             rustls::Error::AlertReceived(AlertDescription::CertificateExpired) => {
                 "the hub rejected our client certificate because it has expired; issue a new one (`convoy-hub certs issue`) or let the agent renew before expiry".into()
             }
-            rustls::Error::AlertReceived(AlertDescription::UnknownCA) => {
+            // DecryptError: the hub found a CA of the same name whose signature does not match.
+            rustls::Error::AlertReceived(AlertDescription::UnknownCA | AlertDescription::DecryptError) => {
                 "the hub does not trust our client certificate: it was issued by another CA; use a certificate issued by this hub's CA".into()
             }
             rustls::Error::AlertReceived(AlertDescription::CertificateRequired) => {
@@ -105,6 +131,13 @@ mod tests {
         let text = explain(&io);
         assert!(text.contains("expired"), "{text}");
         assert!(text.contains("convoy-hub certs issue"), "{text}");
+    }
+
+    #[test]
+    fn alerts_that_survive_only_as_text_are_explained() {
+        let err = std::io::Error::other("connection error: received fatal alert: UnknownCA");
+        let text = explain(&err);
+        assert!(text.contains("another CA"), "{text}");
     }
 
     #[test]

@@ -32,7 +32,14 @@ struct Cli {
     #[arg(long, global = true, env = "CONVOY_SERVER_NAME")]
     server_name: Option<String>,
     /// Output format.
-    #[arg(short, long, global = true, value_enum, default_value = "table", env = "CONVOY_OUTPUT")]
+    #[arg(
+        short,
+        long,
+        global = true,
+        value_enum,
+        default_value = "table",
+        env = "CONVOY_OUTPUT"
+    )]
     output: Output,
     #[command(subcommand)]
     command: Command,
@@ -49,7 +56,10 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     convoy_shared::install_crypto_provider();
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("convoy: cannot start: {e}");
@@ -87,9 +97,16 @@ async fn run(cli: Cli) -> Result<(), cli::CliError> {
         }
         Command::Clusters => {
             let mut client = context()?.connect().await?;
-            let clusters = client.list_clusters(ListClustersRequest {}).await?.into_inner().clusters;
+            let clusters = client
+                .list_clusters(ListClustersRequest {})
+                .await?
+                .into_inner()
+                .clusters;
             match cli.output {
-                Output::Table => print!("{}", cli::clusters_table(&clusters, convoy_hub::connections::now_ms())),
+                Output::Table => print!(
+                    "{}",
+                    cli::clusters_table(&clusters, convoy_hub::connections::now_ms())
+                ),
                 Output::Json => println!("{:#}", cli::clusters_json(&clusters)),
             }
         }

@@ -1,0 +1,85 @@
+//! `convoy-sandbox --dir DIR`: run a whole local Convoy fleet until Ctrl-C.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use convoy_e2e::sandbox::{Sandbox, SandboxConfig};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(name = "convoy-sandbox", version = convoy_shared::VERSION, about = "A whole local Convoy fleet on one machine")]
+struct Cli {
+    /// Where the sandbox lays out its certificates and CLI config (reused when it exists).
+    #[arg(long, env = "CONVOY_SANDBOX_DIR", default_value = "convoy-sandbox")]
+    dir: PathBuf,
+    /// Address the hub listens on (port 0 picks a free one).
+    #[arg(long, env = "CONVOY_SANDBOX_LISTEN", default_value = "127.0.0.1:7443")]
+    listen: String,
+    /// Seconds between status tables (0: print none).
+    #[arg(long, env = "CONVOY_SANDBOX_STATUS_SECONDS", default_value_t = 5)]
+    status_seconds: u64,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    convoy_shared::install_crypto_provider();
+    convoy_shared::telemetry::init("warn,convoy_e2e=info", false);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("convoy-sandbox: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        tokio::spawn(convoy_shared::cancel_on_signal(shutdown.clone()));
+        let config = SandboxConfig {
+            dir: cli.dir.clone(),
+            listen: cli.listen.clone(),
+        };
+        let sandbox = match Sandbox::start(&config, shutdown.clone()).await {
+            Ok(sandbox) => sandbox,
+            Err(e) => {
+                eprintln!("convoy-sandbox: {e}");
+                return ExitCode::from(64);
+            }
+        };
+        println!("Convoy sandbox ready");
+        println!("  hub        {}", sandbox.hub_address);
+        println!("  certs      {}", cli.dir.join("certs").display());
+        println!("  CLI config {}", sandbox.cli_config.display());
+        println!(
+            "  try        convoy --config {} clusters",
+            sandbox.cli_config.display()
+        );
+        println!("Ctrl-C stops it.");
+        if cli.status_seconds > 0 {
+            let hub = sandbox.hub.clone();
+            let token = shutdown.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(cli.status_seconds));
+                let clear = std::io::stdout().is_terminal();
+                // The first tick is immediate; give the agents a moment before the first table.
+                tick.tick().await;
+                loop {
+                    tokio::select! {
+                        _ = token.cancelled() => return,
+                        _ = tick.tick() => {}
+                    }
+                    let now = convoy_hub::connections::now_ms();
+                    let table = convoy_hub::cli::clusters_table(&hub.connections.list(), now);
+                    if clear {
+                        print!("\x1b[2J\x1b[H");
+                    }
+                    println!("\n{table}");
+                }
+            });
+        }
+        sandbox.drain().await;
+        ExitCode::SUCCESS
+    })
+}

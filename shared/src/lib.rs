@@ -4,6 +4,7 @@
 
 pub mod identity;
 pub mod link_error;
+pub mod model;
 pub mod pki;
 pub mod telemetry;
 pub mod tls;

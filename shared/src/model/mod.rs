@@ -1,0 +1,7 @@
+//! Convoy's own domain types, apart from the wire (proto) and Kubernetes edges. Conversions to
+//! and from the proto types live here, in one place.
+
+pub mod assignment;
+pub mod report;
+
+pub use assignment::{AppAssignment, Assignment, ObjectRef, SyncPolicy, canonical_json};

@@ -191,6 +191,8 @@ impl Engine<'_> {
                 }
             }
         }
+        self.run_generators(dir, kfile, k, acc)?;
+        // Components run after this kustomization's generators, before its transformers.
         for entry in k.components.iter().flatten() {
             let (path, kind) = self.resolve(dir, entry, kfile)?;
             if kind != EntryKind::Dir {
@@ -208,7 +210,6 @@ impl Engine<'_> {
             }
             self.accumulate(&path, &comp_file, &comp, acc)?;
         }
-        self.run_generators(dir, kfile, k, acc)?;
         self.run_transformers(dir, kfile, k, acc)
     }
 

@@ -300,7 +300,7 @@ fn fix_at(
             Ok(Some(i)) => {
                 let found = &infos[i];
                 m.insert(spec.field.to_string(), Value::String(found.name.clone()));
-                if spec.with_ns && m.contains_key("namespace") {
+                if spec.with_ns && (m.contains_key("namespace") || !found.namespace.is_empty()) {
                     m.insert(
                         "namespace".to_string(),
                         Value::String(found.namespace.clone()),

@@ -132,17 +132,27 @@ impl SimCluster {
         &self.kubeconfig_path
     }
 
-    /// A `kube::Client` for this cluster, built from its kubeconfig like any real one.
-    pub async fn client(&self) -> Result<kube::Client> {
-        let err = |e: &dyn std::fmt::Display| Error::Client {
+    fn client_error(&self, e: &dyn std::fmt::Display) -> Error {
+        Error::Client {
             cluster: self.name.clone(),
             message: e.to_string(),
-        };
-        let kc = kube::config::Kubeconfig::from_yaml(&self.kubeconfig).map_err(|e| err(&e))?;
-        let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        }
+    }
+
+    /// The `kube::Config` read from this cluster's kubeconfig, to adjust before building a
+    /// client (e.g. `default_retry = false` to see injected 429/503 errors directly).
+    pub async fn config(&self) -> Result<kube::Config> {
+        let kc = kube::config::Kubeconfig::from_yaml(&self.kubeconfig)
+            .map_err(|e| self.client_error(&e))?;
+        kube::Config::from_custom_kubeconfig(kc, &Default::default())
             .await
-            .map_err(|e| err(&e))?;
-        kube::Client::try_from(cfg).map_err(|e| err(&e))
+            .map_err(|e| self.client_error(&e))
+    }
+
+    /// A `kube::Client` for this cluster, built from its kubeconfig like any real one.
+    pub async fn client(&self) -> Result<kube::Client> {
+        let cfg = self.config().await?;
+        kube::Client::try_from(cfg).map_err(|e| self.client_error(&e))
     }
 
     /// The state behind the API, for direct inspection.

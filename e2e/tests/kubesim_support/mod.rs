@@ -126,21 +126,4 @@ spec:
 }
 
 /// A namespaced CRD `widgets.example.com` with a status subresource.
-pub const WIDGET_CRD: &str = r#"apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata:
-  name: widgets.example.com
-spec:
-  group: example.com
-  names: {kind: Widget, plural: widgets, singular: widget, shortNames: [wd]}
-  scope: Namespaced
-  versions:
-  - name: v1
-    served: true
-    storage: true
-    schema:
-      openAPIV3Schema:
-        type: object
-        x-kubernetes-preserve-unknown-fields: true
-    subresources: {status: {}}
-"#;
+pub const WIDGET_CRD: &str = include_str!("widget_crd.yaml");

@@ -2,10 +2,15 @@
 #![forbid(unsafe_code)]
 
 pub mod agent_service;
+pub mod assignments;
 pub mod auth;
 pub mod cli;
 pub mod connections;
+pub mod fleet;
 pub mod fleet_service;
+pub mod git;
+pub mod planner;
 pub mod render;
 pub mod server;
+pub mod source;
 pub mod state;

@@ -1,0 +1,384 @@
+//! The fleet model users write (schema v1): `convoy.yaml` (environments in promotion order, each
+//! a branch), `clusters/<name>.yaml` and `apps/<app>/app.yaml`. Parsing is strict: unknown fields
+//! and bad values are errors that name the file (and the line, where YAML tells it).
+
+use std::collections::BTreeMap;
+
+use convoy_shared::identity::valid_name;
+use convoy_shared::model::SyncPolicy;
+use serde::Deserialize;
+
+use crate::git::Snapshot;
+
+const API_VERSION: &str = "convoy.dev/v1";
+
+/// An error in one file of the fleet repository.
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+#[error("{file}: {message}")]
+pub struct FleetError {
+    pub file: String,
+    pub message: String,
+}
+
+fn error(file: &str, message: impl Into<String>) -> FleetError {
+    FleetError { file: file.to_string(), message: message.into() }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Document<S> {
+    api_version: String,
+    kind: String,
+    #[serde(default)]
+    metadata: Metadata,
+    spec: S,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Metadata {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct FleetSpec {
+    #[serde(default = "default_fleet_branch")]
+    fleet_branch: String,
+    environments: Vec<Environment>,
+}
+
+fn default_fleet_branch() -> String {
+    "main".into()
+}
+
+/// One environment: a name and the branch its apps are read from.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Environment {
+    pub name: String,
+    pub branch: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClusterSpec {
+    environment: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct AppSpec {
+    #[serde(default)]
+    targets: Option<Targets>,
+    #[serde(default)]
+    namespace: Option<String>,
+    #[serde(default)]
+    depends_on: Vec<String>,
+    #[serde(default)]
+    sync: SyncSpec,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct SyncSpec {
+    prune: Option<bool>,
+    self_heal: Option<bool>,
+}
+
+/// Which clusters an app goes to: a label selector and/or names, OR-ed.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Targets {
+    #[serde(default)]
+    pub cluster_selector: Option<LabelSelector>,
+    #[serde(default)]
+    pub clusters: Vec<String>,
+}
+
+/// A Kubernetes-style label selector.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LabelSelector {
+    #[serde(default)]
+    pub match_labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub match_expressions: Vec<Requirement>,
+}
+
+/// One `matchExpressions` entry.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Requirement {
+    pub key: String,
+    pub operator: String,
+    #[serde(default)]
+    pub values: Vec<String>,
+}
+
+impl LabelSelector {
+    /// Whether `labels` satisfy every term.
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.match_labels.iter().all(|(k, v)| labels.get(k) == Some(v))
+            && self.match_expressions.iter().all(|r| {
+                let value = labels.get(&r.key);
+                match r.operator.as_str() {
+                    "In" => value.is_some_and(|v| r.values.contains(v)),
+                    "NotIn" => value.is_none_or(|v| !r.values.contains(v)),
+                    "Exists" => value.is_some(),
+                    "DoesNotExist" => value.is_none(),
+                    _ => false,
+                }
+            })
+    }
+
+    fn validate(&self, file: &str) -> Result<(), FleetError> {
+        for r in &self.match_expressions {
+            match r.operator.as_str() {
+                "In" | "NotIn" if r.values.is_empty() => {
+                    return Err(error(file, format!("matchExpressions for '{}': {} needs values", r.key, r.operator)));
+                }
+                "In" | "NotIn" | "Exists" | "DoesNotExist" => {}
+                other => {
+                    return Err(error(
+                        file,
+                        format!("matchExpressions operator '{other}' is not one of In, NotIn, Exists, DoesNotExist"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A cluster as declared in `clusters/<name>.yaml`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cluster {
+    pub name: String,
+    pub environment: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// An app as declared in `apps/<name>/app.yaml` of one environment's branch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct App {
+    pub name: String,
+    pub targets: Option<Targets>,
+    pub namespace: Option<String>,
+    pub depends_on: Vec<String>,
+    pub policy: SyncPolicy,
+}
+
+impl App {
+    /// Whether this app goes to `cluster`. No targets: every cluster.
+    pub fn targets(&self, cluster: &Cluster) -> bool {
+        match &self.targets {
+            None => true,
+            Some(t) if t.cluster_selector.is_none() && t.clusters.is_empty() => true,
+            Some(t) => {
+                t.clusters.iter().any(|c| *c == cluster.name)
+                    || t.cluster_selector.as_ref().is_some_and(|s| s.matches(&cluster.labels))
+            }
+        }
+    }
+}
+
+/// `convoy.yaml` and the clusters, from the fleet branch. A broken cluster file is kept as an
+/// error for that file; the rest of the fleet still loads.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fleet {
+    pub fleet_branch: String,
+    pub environments: Vec<Environment>,
+    pub clusters: BTreeMap<String, Cluster>,
+    pub cluster_errors: Vec<FleetError>,
+}
+
+fn parse<S: for<'de> Deserialize<'de>>(file: &str, bytes: &[u8], kind: &str) -> Result<Document<S>, FleetError> {
+    let text = std::str::from_utf8(bytes).map_err(|_| error(file, "not UTF-8 text"))?;
+    let doc: Document<S> = serde_saphyr::from_str(text).map_err(|e| error(file, e.to_string()))?;
+    if doc.api_version != API_VERSION {
+        return Err(error(file, format!("apiVersion is '{}', want '{API_VERSION}'", doc.api_version)));
+    }
+    if doc.kind != kind {
+        return Err(error(file, format!("kind is '{}', want '{kind}'", doc.kind)));
+    }
+    Ok(doc)
+}
+
+/// Reads just the fleet branch name from `convoy.yaml` (to know where to read the rest).
+pub fn fleet_branch_of(snapshot: &Snapshot) -> Result<String, FleetError> {
+    let bytes = snapshot.file("convoy.yaml").ok_or_else(|| error("convoy.yaml", "missing: the fleet repository needs a convoy.yaml at its root"))?;
+    Ok(parse::<FleetSpec>("convoy.yaml", bytes, "Fleet")?.spec.fleet_branch)
+}
+
+impl Fleet {
+    /// Loads `convoy.yaml` and `clusters/*.yaml` from the fleet branch's snapshot.
+    pub fn load(snapshot: &Snapshot) -> Result<Fleet, FleetError> {
+        let file = "convoy.yaml";
+        let bytes = snapshot.file(file).ok_or_else(|| error(file, "missing: the fleet repository needs a convoy.yaml at its root"))?;
+        let spec = parse::<FleetSpec>(file, bytes, "Fleet")?.spec;
+        if spec.environments.is_empty() {
+            return Err(error(file, "spec.environments is empty: list at least one {name, branch}"));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for env in &spec.environments {
+            if !valid_name(&env.name) {
+                return Err(error(file, format!("environment name '{}' must be lowercase letters, digits and '-'", env.name)));
+            }
+            if env.branch.is_empty() {
+                return Err(error(file, format!("environment '{}' names no branch", env.name)));
+            }
+            if !seen.insert(env.name.clone()) {
+                return Err(error(file, format!("environment '{}' is listed twice", env.name)));
+            }
+        }
+        let mut fleet = Fleet {
+            fleet_branch: spec.fleet_branch,
+            environments: spec.environments,
+            clusters: BTreeMap::new(),
+            cluster_errors: Vec::new(),
+        };
+        for name in snapshot.dir("clusters").unwrap_or_default() {
+            let Some(stem) = name.strip_suffix(".yaml").or_else(|| name.strip_suffix(".yml")) else { continue };
+            let file = format!("clusters/{name}");
+            match fleet.load_cluster(&file, stem, snapshot.file(&file).unwrap_or_default()) {
+                Ok(cluster) => {
+                    fleet.clusters.insert(cluster.name.clone(), cluster);
+                }
+                Err(e) => fleet.cluster_errors.push(e),
+            }
+        }
+        Ok(fleet)
+    }
+
+    fn load_cluster(&self, file: &str, stem: &str, bytes: &[u8]) -> Result<Cluster, FleetError> {
+        let doc = parse::<ClusterSpec>(file, bytes, "Cluster")?;
+        let name = doc.metadata.name;
+        if name != stem {
+            return Err(error(file, format!("metadata.name '{name}' differs from the file name; name the file {name}.yaml")));
+        }
+        if !valid_name(&name) {
+            return Err(error(file, format!("cluster name '{name}' must be lowercase letters, digits and '-'")));
+        }
+        if self.environment(&doc.spec.environment).is_none() {
+            return Err(error(
+                file,
+                format!(
+                    "spec.environment '{}' is not in convoy.yaml (environments: {})",
+                    doc.spec.environment,
+                    self.environments.iter().map(|e| e.name.as_str()).collect::<Vec<_>>().join(", ")
+                ),
+            ));
+        }
+        Ok(Cluster { name, environment: doc.spec.environment, labels: doc.metadata.labels })
+    }
+
+    /// The environment named `name`.
+    pub fn environment(&self, name: &str) -> Option<&Environment> {
+        self.environments.iter().find(|e| e.name == name)
+    }
+}
+
+/// The apps of one environment's branch. Each app loads or fails on its own.
+pub fn load_apps(snapshot: &Snapshot) -> BTreeMap<String, Result<App, FleetError>> {
+    let mut apps = BTreeMap::new();
+    for name in snapshot.dir("apps").unwrap_or_default() {
+        if snapshot.dir(&format!("apps/{name}")).is_none() {
+            continue;
+        }
+        let file = format!("apps/{name}/app.yaml");
+        let app = match snapshot.file(&file) {
+            None => Err(error(&file, "missing: every directory under apps/ needs an app.yaml")),
+            Some(bytes) => load_app(&file, name, bytes),
+        };
+        apps.insert(name.clone(), app);
+    }
+    apps
+}
+
+fn load_app(file: &str, dir_name: &str, bytes: &[u8]) -> Result<App, FleetError> {
+    let doc = parse::<AppSpec>(file, bytes, "App")?;
+    let name = doc.metadata.name;
+    if name != dir_name {
+        return Err(error(file, format!("metadata.name '{name}' differs from its directory apps/{dir_name}")));
+    }
+    if let Some(selector) = doc.spec.targets.as_ref().and_then(|t| t.cluster_selector.as_ref()) {
+        selector.validate(file)?;
+    }
+    if doc.spec.depends_on.iter().any(|d| *d == name) {
+        return Err(error(file, "an app cannot depend on itself"));
+    }
+    let defaults = SyncPolicy::default();
+    Ok(App {
+        name,
+        targets: doc.spec.targets,
+        namespace: doc.spec.namespace,
+        depends_on: doc.spec.depends_on,
+        policy: SyncPolicy {
+            prune: doc.spec.sync.prune.unwrap_or(defaults.prune),
+            self_heal: doc.spec.sync.self_heal.unwrap_or(defaults.self_heal),
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn mk_cluster(name: &str, pairs: &[(&str, &str)]) -> Cluster {
+        Cluster { name: name.into(), environment: "prod".into(), labels: labels(pairs) }
+    }
+
+    #[test]
+    fn selectors_follow_kubernetes_semantics() {
+        let sel = LabelSelector {
+            match_labels: labels(&[("region", "eu")]),
+            match_expressions: vec![
+                Requirement { key: "tier".into(), operator: "NotIn".into(), values: vec!["edge".into()] },
+                Requirement { key: "gpu".into(), operator: "DoesNotExist".into(), values: vec![] },
+            ],
+        };
+        assert!(sel.matches(&labels(&[("region", "eu")])));
+        assert!(sel.matches(&labels(&[("region", "eu"), ("tier", "core")])));
+        assert!(!sel.matches(&labels(&[("region", "eu"), ("tier", "edge")])));
+        assert!(!sel.matches(&labels(&[("region", "eu"), ("gpu", "a100")])));
+        assert!(!sel.matches(&labels(&[("region", "us")])));
+    }
+
+    #[test]
+    fn targets_or_names_with_the_selector_and_default_to_everyone() {
+        let eu = mk_cluster("eu-1", &[("region", "eu")]);
+        let us = mk_cluster("us-1", &[("region", "us")]);
+        let mut app = App { name: "web".into(), targets: None, namespace: None, depends_on: vec![], policy: SyncPolicy::default() };
+        assert!(app.targets(&eu) && app.targets(&us));
+        app.targets = Some(Targets {
+            cluster_selector: Some(LabelSelector { match_labels: labels(&[("region", "eu")]), ..Default::default() }),
+            clusters: vec!["us-1".into()],
+        });
+        assert!(app.targets(&eu) && app.targets(&us));
+        app.targets.as_mut().unwrap().clusters.clear();
+        assert!(app.targets(&eu) && !app.targets(&us));
+    }
+
+    #[test]
+    fn app_files_are_strict_and_errors_name_the_file() {
+        let ok = "apiVersion: convoy.dev/v1\nkind: App\nmetadata: {name: web}\nspec:\n  namespace: web\n  sync: {prune: false}\n";
+        let app = load_app("apps/web/app.yaml", "web", ok.as_bytes()).unwrap();
+        assert_eq!(app.policy, SyncPolicy { prune: false, self_heal: true });
+        let unknown = "apiVersion: convoy.dev/v1\nkind: App\nmetadata: {name: web}\nspec:\n  namespcae: web\n";
+        let err = load_app("apps/web/app.yaml", "web", unknown.as_bytes()).unwrap_err();
+        assert_eq!(err.file, "apps/web/app.yaml");
+        assert!(err.message.contains("namespcae"), "{err}");
+        let bad_op = "apiVersion: convoy.dev/v1\nkind: App\nmetadata: {name: web}\nspec:\n  targets:\n    clusterSelector:\n      matchExpressions: [{key: a, operator: Maybe}]\n";
+        assert!(load_app("f", "web", bad_op.as_bytes()).unwrap_err().message.contains("Maybe"));
+        let wrong_name = "apiVersion: convoy.dev/v1\nkind: App\nmetadata: {name: api}\nspec: {}\n";
+        assert!(load_app("f", "web", wrong_name.as_bytes()).unwrap_err().message.contains("apps/web"));
+    }
+}

@@ -1,0 +1,317 @@
+//! The planner: from the fleet model and each environment's snapshot to one [`Assignment`] per
+//! cluster. Renders are cached per (branch, overlay directory) and checked against the ids of
+//! exactly the files and directories the render read, so a commit re-renders only what it
+//! touched; per-(app, cluster) results are reused when their render, cluster and app spec are
+//! unchanged.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use convoy_shared::model::{AppAssignment, Assignment};
+use gix::ObjectId;
+use serde_json::Value;
+
+use crate::fleet::{App, Cluster, Environment, FleetError};
+use crate::git::Snapshot;
+use crate::render::{self, EntryKind, Renderer, Source};
+
+/// Kinds that live outside namespaces; everything else gets the app's namespace when it names
+/// none (custom resources follow their CRD's scope when the CRD ships alongside).
+const CLUSTER_SCOPED: &[&str] = &[
+    "Namespace",
+    "CustomResourceDefinition",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "PersistentVolume",
+    "StorageClass",
+    "PriorityClass",
+    "IngressClass",
+    "RuntimeClass",
+    "CSIDriver",
+    "APIService",
+    "MutatingWebhookConfiguration",
+    "ValidatingWebhookConfiguration",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
+    "Node",
+];
+
+/// One environment as the planner sees it: its branch snapshot and the apps on it.
+pub struct EnvironmentState {
+    pub environment: Environment,
+    pub snapshot: Arc<Snapshot>,
+    pub apps: BTreeMap<String, Result<App, FleetError>>,
+}
+
+/// What one plan did, for status and for tests that count re-renders.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PlanStats {
+    /// Kustomizations actually rendered (cache misses).
+    pub renders: usize,
+    /// (app, cluster) pairs planned.
+    pub pairs: usize,
+    /// Pairs whose output was rebuilt rather than reused.
+    pub pairs_rebuilt: usize,
+}
+
+/// One cluster's plan: its assignment and any errors to show in status.
+#[derive(Debug, Clone)]
+pub struct ClusterPlan {
+    pub assignment: Assignment,
+    pub errors: Vec<String>,
+}
+
+#[derive(Clone)]
+struct CachedRender {
+    fingerprint: Vec<(String, Option<ObjectId>)>,
+    output: Result<Arc<Vec<Value>>, String>,
+}
+
+#[derive(Clone)]
+struct CachedPair {
+    render: Arc<Vec<Value>>,
+    cluster: Cluster,
+    app: App,
+    result: Result<AppAssignment, String>,
+}
+
+/// Keeps render caches and each pair's last good output between plans.
+#[derive(Default)]
+pub struct Planner {
+    renders: HashMap<(String, String), CachedRender>,
+    pairs: HashMap<(String, String), CachedPair>,
+    last_good: HashMap<(String, String), AppAssignment>,
+}
+
+impl Planner {
+    /// Plans every cluster of `clusters` whose environment is in `envs`.
+    pub fn plan(&mut self, clusters: &BTreeMap<String, Cluster>, envs: &HashMap<String, Arc<EnvironmentState>>) -> (Vec<ClusterPlan>, PlanStats) {
+        let mut stats = PlanStats::default();
+        let plans = clusters
+            .values()
+            .filter_map(|cluster| envs.get(&cluster.environment).map(|env| self.plan_cluster(cluster, env, &mut stats)))
+            .collect();
+        (plans, stats)
+    }
+
+    /// Plans one cluster against `env` (its own, or another one's for a promotion diff).
+    pub fn plan_cluster(&mut self, cluster: &Cluster, env: &EnvironmentState, stats: &mut PlanStats) -> ClusterPlan {
+        let mut apps = Vec::new();
+        let mut errors = Vec::new();
+        for (name, app) in &env.apps {
+            let key = (cluster.name.clone(), name.clone());
+            let app = match app {
+                Ok(app) => app,
+                Err(e) => {
+                    // We cannot tell whether it targets this cluster: keep what it had, if anything.
+                    if let Some(good) = self.last_good.get(&key) {
+                        errors.push(e.to_string());
+                        apps.push(AppAssignment { render_error: Some(e.to_string()), ..good.clone() });
+                    }
+                    continue;
+                }
+            };
+            if !app.targets(cluster) {
+                continue;
+            }
+            stats.pairs += 1;
+            match self.pair(cluster, app, env, stats) {
+                Ok(assignment) => {
+                    self.last_good.insert(key, assignment.clone());
+                    apps.push(assignment);
+                }
+                Err(message) => {
+                    errors.push(message.clone());
+                    let kept = self.last_good.get(&key).cloned().unwrap_or_else(|| AppAssignment {
+                        name: app.name.clone(),
+                        policy: app.policy,
+                        depends_on: app.depends_on.clone(),
+                        objects: Vec::new(),
+                        render_error: None,
+                    });
+                    apps.push(AppAssignment { render_error: Some(message), ..kept });
+                }
+            }
+        }
+        let revision = env.snapshot.commit.to_string();
+        ClusterPlan { assignment: Assignment::new(&cluster.name, &cluster.environment, &revision, apps, false), errors }
+    }
+
+    fn pair(&mut self, cluster: &Cluster, app: &App, env: &EnvironmentState, stats: &mut PlanStats) -> Result<AppAssignment, String> {
+        let dir = overlay_dir(&env.snapshot, &app.name, &cluster.name, &env.environment.name);
+        let rendered = self
+            .render(&env.environment.branch, &env.snapshot, &dir, stats)
+            .map_err(|e| format!("app '{}' on cluster '{}': {e}", app.name, cluster.name))?;
+        let key = (cluster.name.clone(), app.name.clone());
+        if let Some(cached) = self.pairs.get(&key)
+            && Arc::ptr_eq(&cached.render, &rendered)
+            && cached.cluster == *cluster
+            && cached.app == *app
+        {
+            return cached.result.clone();
+        }
+        stats.pairs_rebuilt += 1;
+        let result = assemble(&rendered, cluster, app).map_err(|e| format!("app '{}' on cluster '{}': {e}", app.name, cluster.name));
+        self.pairs.insert(key, CachedPair { render: rendered, cluster: cluster.clone(), app: app.clone(), result: result.clone() });
+        result
+    }
+
+    fn render(&mut self, branch: &str, snapshot: &Arc<Snapshot>, dir: &str, stats: &mut PlanStats) -> Result<Arc<Vec<Value>>, String> {
+        let key = (branch.to_string(), dir.to_string());
+        if let Some(cached) = self.renders.get(&key)
+            && cached.fingerprint.iter().all(|(path, id)| snapshot.id_of(Path::new(path)) == *id)
+        {
+            return cached.output.clone();
+        }
+        stats.renders += 1;
+        let recording = Arc::new(Recording { snapshot: snapshot.clone(), reads: Mutex::new(BTreeSet::new()) });
+        let output = Renderer::with_source(recording.clone())
+            .render(Path::new(dir))
+            .map(Arc::new)
+            .map_err(|e| e.to_string());
+        let reads = std::mem::take(&mut *recording.reads.lock().expect("reads lock"));
+        let fingerprint = reads.into_iter().map(|path| {
+            let id = snapshot.id_of(Path::new(&path));
+            (path, id)
+        });
+        self.renders.insert(key, CachedRender { fingerprint: fingerprint.collect(), output: output.clone() });
+        output
+    }
+}
+
+/// `apps/<app>/clusters/<cluster>` if present, else `apps/<app>/envs/<env>`, else `apps/<app>/base`.
+pub fn overlay_dir(snapshot: &Snapshot, app: &str, cluster: &str, env: &str) -> String {
+    [format!("apps/{app}/clusters/{cluster}"), format!("apps/{app}/envs/{env}")]
+        .into_iter()
+        .find(|dir| snapshot.dir(dir).is_some())
+        .unwrap_or_else(|| format!("apps/{app}/base"))
+}
+
+/// Substitutes `${cluster.*}` variables and gives namespaced objects without a namespace the
+/// app's namespace.
+fn assemble(rendered: &[Value], cluster: &Cluster, app: &App) -> Result<AppAssignment, String> {
+    let cluster_scoped_crds: BTreeSet<(String, String)> = rendered
+        .iter()
+        .filter(|o| o["kind"] == "CustomResourceDefinition" && o["spec"]["scope"] == "Cluster")
+        .map(|o| (o["spec"]["group"].as_str().unwrap_or_default().to_string(), o["spec"]["names"]["kind"].as_str().unwrap_or_default().to_string()))
+        .collect();
+    let mut objects = Vec::with_capacity(rendered.len());
+    for object in rendered {
+        let mut object = object.clone();
+        substitute(&mut object, cluster)?;
+        if let Some(namespace) = &app.namespace {
+            let kind = object["kind"].as_str().unwrap_or_default().to_string();
+            let group = object["apiVersion"].as_str().and_then(|v| v.split_once('/')).map(|(g, _)| g).unwrap_or_default().to_string();
+            let scoped = CLUSTER_SCOPED.contains(&kind.as_str()) || cluster_scoped_crds.contains(&(group, kind));
+            if !scoped && object["metadata"]["namespace"].as_str().is_none_or(str::is_empty) {
+                object["metadata"]["namespace"] = Value::String(namespace.clone());
+            }
+        }
+        objects.push(object);
+    }
+    Ok(AppAssignment { name: app.name.clone(), policy: app.policy, depends_on: app.depends_on.clone(), objects, render_error: None })
+}
+
+/// Replaces `${cluster.name}`, `${cluster.environment}` and `${cluster.labels.KEY}` in every
+/// string; an unknown `${cluster.…}` variable is an error, never an empty string.
+pub fn substitute(value: &mut Value, cluster: &Cluster) -> Result<(), String> {
+    match value {
+        Value::String(s) if s.contains("${cluster.") => {
+            let mut out = String::with_capacity(s.len());
+            let mut rest = s.as_str();
+            while let Some(start) = rest.find("${cluster.") {
+                out.push_str(&rest[..start]);
+                let after = &rest[start + 2..];
+                let end = after.find('}').ok_or_else(|| format!("unterminated variable in '{s}'"))?;
+                let var = &after[..end];
+                let resolved = match var {
+                    "cluster.name" => cluster.name.clone(),
+                    "cluster.environment" => cluster.environment.clone(),
+                    _ => match var.strip_prefix("cluster.labels.").and_then(|k| cluster.labels.get(k)) {
+                        Some(v) => v.clone(),
+                        None => {
+                            return Err(format!(
+                                "${{{var}}} is not defined for cluster '{}' (it has name, environment and labels: {})",
+                                cluster.name,
+                                cluster.labels.keys().cloned().collect::<Vec<_>>().join(", ")
+                            ));
+                        }
+                    },
+                };
+                out.push_str(&resolved);
+                rest = &after[end + 1..];
+            }
+            out.push_str(rest);
+            *s = out;
+            Ok(())
+        }
+        Value::Array(items) => items.iter_mut().try_for_each(|v| substitute(v, cluster)),
+        Value::Object(map) => map.values_mut().try_for_each(|v| substitute(v, cluster)),
+        _ => Ok(()),
+    }
+}
+
+/// A [`Source`] over a snapshot that remembers every path the renderer looked at.
+struct Recording {
+    snapshot: Arc<Snapshot>,
+    reads: Mutex<BTreeSet<String>>,
+}
+
+impl Recording {
+    fn note(&self, path: &Path) {
+        self.reads.lock().expect("reads lock").insert(path.to_string_lossy().into_owned());
+    }
+}
+
+impl Source for Recording {
+    fn kind(&self, path: &Path) -> render::Result<Option<EntryKind>> {
+        self.note(path);
+        self.snapshot.kind(path)
+    }
+    fn read(&self, path: &Path) -> render::Result<Vec<u8>> {
+        self.note(path);
+        self.snapshot.read(path)
+    }
+    fn list_dir(&self, path: &Path) -> render::Result<Vec<String>> {
+        self.note(path);
+        self.snapshot.list_dir(path)
+    }
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn mk_cluster(name: &str) -> Cluster {
+        Cluster { name: name.into(), environment: "prod".into(), labels: [("region".to_string(), "eu".to_string())].into() }
+    }
+
+    #[test]
+    fn variables_resolve_and_unknown_ones_are_errors() {
+        let mut v = json!({"data": {"a": "${cluster.name}-${cluster.labels.region}", "b": ["${cluster.environment}"], "c": "${HOME}"}});
+        substitute(&mut v, &mk_cluster("eu-1")).unwrap();
+        assert_eq!(v, json!({"data": {"a": "eu-1-eu", "b": ["prod"], "c": "${HOME}"}}));
+        let mut bad = json!("${cluster.labels.zone}");
+        let err = substitute(&mut bad, &mk_cluster("eu-1")).unwrap_err();
+        assert!(err.contains("cluster.labels.zone") && err.contains("eu-1") && err.contains("region"), "{err}");
+    }
+
+    #[test]
+    fn namespaced_objects_get_the_app_namespace_and_cluster_scoped_ones_do_not() {
+        let app = App { name: "web".into(), targets: None, namespace: Some("web".into()), depends_on: vec![], policy: Default::default() };
+        let rendered = vec![
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}}),
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "b", "namespace": "other"}}),
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "c"}}),
+            json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition", "metadata": {"name": "ws.x.io"},
+                   "spec": {"group": "x.io", "scope": "Cluster", "names": {"kind": "W"}}}),
+            json!({"apiVersion": "x.io/v1", "kind": "W", "metadata": {"name": "d"}}),
+        ];
+        let out = assemble(&rendered, &mk_cluster("eu-1"), &app).unwrap();
+        let ns: Vec<_> = out.objects.iter().map(|o| o["metadata"]["namespace"].as_str().map(str::to_string)).collect();
+        assert_eq!(ns, [Some("web".into()), Some("other".into()), None, None, None]);
+    }
+}

@@ -1,4 +1,57 @@
 //! Convoy agent: dials out to the hub and reconciles its cluster to its assignment.
 #![forbid(unsafe_code)]
 
+pub mod applier;
+pub mod cache;
+pub mod discovery;
+pub mod drift;
+pub mod fields;
+pub mod health;
+pub mod inventory;
 pub mod link;
+pub mod order;
+pub mod prune;
+pub mod reconciler;
+pub mod report_queue;
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
+
+use crate::link::{HubLink, LinkConfig, LinkHandle};
+use crate::reconciler::{ReconcileError, Reconciler, ReconcilerConfig};
+use crate::report_queue::ReportQueue;
+
+/// Runs the hub link and the reconciler side by side until `shutdown`, then drains both. The
+/// cached assignment (if any) is enforced at once, without waiting for the hub.
+pub async fn run(
+    config: ReconcilerConfig,
+    link: LinkConfig,
+    client: kube::Client,
+    shutdown: CancellationToken,
+) -> Result<(), ReconcileError> {
+    let cluster = config.cluster.clone();
+    let reconciler = Reconciler::new(config, client);
+    let held = reconciler.cached_assignment().await.map(Arc::new);
+    if let Some(a) = &held {
+        tracing::info!(revision = %a.revision, digest = %a.digest, "enforcing the cached assignment");
+    }
+    let (link, handle): (HubLink, LinkHandle) =
+        HubLink::with_queue(link, held, ReportQueue::default());
+    let link_task = tokio::spawn(
+        link.run(shutdown.clone())
+            .instrument(tracing::info_span!("link", cluster = %cluster)),
+    );
+    let result = reconciler
+        .run(
+            handle.assignment.clone(),
+            handle.reports.clone(),
+            shutdown.clone(),
+        )
+        .instrument(tracing::info_span!("reconciler", cluster = %cluster))
+        .await;
+    shutdown.cancel();
+    let _ = link_task.await;
+    result
+}

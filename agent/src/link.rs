@@ -1,18 +1,23 @@
 //! The agent's link to the hub: dial out over mutual TLS, say Hello, heartbeat, take what the
-//! hub sends, and after any failure reconnect with capped exponential backoff and jitter.
+//! hub sends (converted to the model at this edge), stream reports from the [`ReportQueue`], and
+//! after any failure reconnect with capped exponential backoff and jitter.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use convoy_shared::model::Assignment;
+use convoy_shared::model::report::Report;
 use convoy_shared::proto::agent_message::Kind as AgentKind;
 use convoy_shared::proto::agent_service_client::AgentServiceClient;
 use convoy_shared::proto::hub_message::Kind as HubKind;
-use convoy_shared::proto::{AgentMessage, Assignment, Heartbeat, Hello, HubMessage};
+use convoy_shared::proto::{self, AgentMessage, Heartbeat, Hello, HubMessage};
 use convoy_shared::tls::{self, HubAddress, TlsError};
 use rand::Rng;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
+
+use crate::report_queue::ReportQueue;
 
 /// How the agent reaches the hub.
 #[derive(Clone)]
@@ -84,18 +89,31 @@ pub struct HubLink {
     config: LinkConfig,
     state: watch::Sender<LinkState>,
     assignment: watch::Sender<Option<Arc<Assignment>>>,
+    reports: ReportQueue,
 }
 
-/// What other parts of the agent (and tests) read from the link.
+/// What other parts of the agent (and tests) read from the link, and where reports go.
 #[derive(Clone)]
 pub struct LinkHandle {
     pub state: watch::Receiver<LinkState>,
+    /// The latest assignment (the cached one until the hub sends another).
     pub assignment: watch::Receiver<Option<Arc<Assignment>>>,
+    /// Reports to send; held while the hub is unreachable and flushed on reconnect.
+    pub reports: ReportQueue,
 }
 
 impl HubLink {
     /// A link that will start from `held` (e.g. the cached assignment).
     pub fn new(config: LinkConfig, held: Option<Arc<Assignment>>) -> (Self, LinkHandle) {
+        Self::with_queue(config, held, ReportQueue::default())
+    }
+
+    /// Like [`HubLink::new`], sending the reports pushed to `reports`.
+    pub fn with_queue(
+        config: LinkConfig,
+        held: Option<Arc<Assignment>>,
+        reports: ReportQueue,
+    ) -> (Self, LinkHandle) {
         let (state, state_rx) = watch::channel(LinkState::Connecting);
         let (assignment, assignment_rx) = watch::channel(held);
         (
@@ -103,10 +121,12 @@ impl HubLink {
                 config,
                 state,
                 assignment,
+                reports: reports.clone(),
             },
             LinkHandle {
                 state: state_rx,
                 assignment: assignment_rx,
+                reports,
             },
         )
     }
@@ -160,10 +180,7 @@ impl HubLink {
         let hello = Hello {
             agent_version: convoy_shared::VERSION.to_string(),
             held_digest: held.as_ref().map(|a| a.digest.clone()).unwrap_or_default(),
-            applied_revision: held
-                .as_ref()
-                .map(|a| a.revision.clone())
-                .unwrap_or_default(),
+            applied_revision: self.reports.applied_revision(),
             cluster_name: self.config.cluster_name.clone(),
         };
         tx.send(AgentMessage {
@@ -172,17 +189,28 @@ impl HubLink {
         .await
         .map_err(|_| LinkError::Closed)?;
         let mut inbound = client.connect(ReceiverStream::new(rx)).await?.into_inner();
+        // The hub may have missed our last state while we were away: a full snapshot first,
+        // unless queued reports are about to bring it.
+        if self.reports.is_empty()
+            && let Some(last) = self.reports.last()
+        {
+            send_report(&tx, &last).await?;
+        }
         let mut heartbeat = tokio::time::interval(self.config.heartbeat);
         heartbeat.tick().await;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
                 _ = heartbeat.tick() => {
-                    let beat = Heartbeat { sent_unix_ms: unix_ms(), queued_reports: 0 };
+                    let beat = Heartbeat {
+                        sent_unix_ms: unix_ms(),
+                        queued_reports: self.reports.len() as u32,
+                    };
                     if tx.send(AgentMessage { kind: Some(AgentKind::Heartbeat(beat)) }).await.is_err() {
                         return Err(LinkError::Closed);
                     }
                 }
+                _ = self.reports.ready() => self.flush(&tx).await?,
                 message = inbound.message() => match message? {
                     None => return Err(LinkError::Closed),
                     Some(message) => {
@@ -191,16 +219,48 @@ impl HubLink {
                             tracing::info!(hub = %self.config.hub.address, "connected to the hub");
                             self.state.send_replace(LinkState::Connected);
                         }
-                        self.receive(message);
+                        if self.receive(message) && let Some(last) = self.reports.last() {
+                            send_report(&tx, &last).await?;
+                        }
+                        // Anything queued before the session opened goes out now.
+                        self.flush(&tx).await?;
                     }
                 },
             }
         }
     }
 
-    fn receive(&self, message: HubMessage) {
+    /// Sends every queued report; one that cannot be sent goes back to the queue.
+    async fn flush(&self, tx: &mpsc::Sender<AgentMessage>) -> Result<(), LinkError> {
+        while let Some(report) = self.reports.pop() {
+            if let Err(e) = send_report(tx, &report).await {
+                self.reports.requeue(report);
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Handles one hub message; returns true when the hub asked for a full report.
+    fn receive(&self, message: HubMessage) -> bool {
         match message.kind {
-            Some(HubKind::Assignment(assignment)) => {
+            Some(HubKind::Assignment(wire)) => {
+                let assignment = match Assignment::try_from(&wire) {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::error!(revision = %wire.revision, error = %e, "the hub sent an assignment that cannot be read; keeping the current one");
+                        return false;
+                    }
+                };
+                let same = self
+                    .assignment
+                    .borrow()
+                    .as_ref()
+                    .is_some_and(|held| held.digest == assignment.digest);
+                if same {
+                    tracing::debug!(digest = %assignment.digest, "assignment re-sent unchanged");
+                    return false;
+                }
                 tracing::info!(revision = %assignment.revision, digest = %assignment.digest, apps = assignment.apps.len(), "new assignment");
                 self.assignment.send_replace(Some(Arc::new(assignment)));
             }
@@ -208,11 +268,20 @@ impl HubLink {
                 tracing::debug!(digest = %unchanged.digest, "assignment unchanged")
             }
             Some(HubKind::Resync(resync)) => {
-                tracing::info!(reason = %resync.reason, "hub asked for a resync")
+                tracing::info!(reason = %resync.reason, "hub asked for a resync");
+                return true;
             }
             None => {}
         }
+        false
     }
+}
+
+async fn send_report(tx: &mpsc::Sender<AgentMessage>, report: &Report) -> Result<(), LinkError> {
+    let message = AgentMessage {
+        kind: Some(AgentKind::Report(proto::Report::from(report))),
+    };
+    tx.send(message).await.map_err(|_| LinkError::Closed)
 }
 
 fn unix_ms() -> i64 {

@@ -1,0 +1,429 @@
+//! The Applier: server-side apply of desired objects through the kube client as field manager
+//! `convoy-agent`, in phase order, with bounded concurrency and retries on throttling, server
+//! errors, conflicts and lost connections — one result per object.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use kube::Client;
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use rand::Rng as _;
+use serde_json::{Value, json};
+
+use convoy_shared::model::ObjectRef;
+
+use crate::discovery::{Discovery, DiscoveryError, Resource};
+use crate::fields::FIELD_MANAGER;
+use crate::order::Phase;
+
+/// Label naming the cluster on every managed object.
+pub const CLUSTER_LABEL: &str = "convoy.dev/cluster";
+/// Label naming the app on every managed object.
+pub const APP_LABEL: &str = "convoy.dev/app";
+/// Annotation carrying the commit the object was last applied from.
+pub const REVISION_ANNOTATION: &str = "convoy.dev/revision";
+/// Annotation that protects an object from prune when set to `disabled`.
+pub const PRUNE_ANNOTATION: &str = "convoy.dev/prune";
+
+/// Errors applying one object.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("{object}: {source}")]
+    Discovery {
+        object: ObjectRef,
+        #[source]
+        source: DiscoveryError,
+    },
+    #[error("{object}: the API server refused the apply: {message}")]
+    Rejected { object: ObjectRef, message: String },
+    #[error("{object}: gave up after {attempts} attempts: {last}")]
+    GaveUp {
+        object: ObjectRef,
+        attempts: u32,
+        last: String,
+    },
+    #[error("CRD {name} did not become Established; check `kubectl get crd {name} -o yaml`")]
+    NotEstablished { name: String },
+    #[error("{object}: skipped because an earlier phase failed: {reason}")]
+    Blocked { object: ObjectRef, reason: String },
+}
+
+/// Module result.
+pub type Result<T, E = ApplyError> = std::result::Result<T, E>;
+
+/// Retry with capped exponential backoff and jitter for transient API failures.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    pub initial: Duration,
+    pub max: Duration,
+    /// Give up on one object after this long (the next reconcile pass tries again).
+    pub budget: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            initial: Duration::from_millis(200),
+            max: Duration::from_secs(5),
+            budget: Duration::from_secs(60),
+        }
+    }
+}
+
+impl RetryPolicy {
+    fn delay(&self, attempt: u32) -> Duration {
+        let d = self
+            .initial
+            .saturating_mul(1u32 << attempt.min(16))
+            .min(self.max);
+        d / 2 + rand::rng().random_range(Duration::ZERO..=d / 2)
+    }
+}
+
+/// What to do about one failed API call.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Transient: try again, after at least this long if the server said so.
+    Retry(Option<Duration>),
+    /// Permanent: report it.
+    Fail,
+}
+
+/// Sorts a kube error into retry or fail: 429 (honoring Retry-After), 5xx, 409 conflicts and
+/// transport errors are transient; other API answers are not.
+pub fn classify(e: &kube::Error) -> Verdict {
+    match e {
+        kube::Error::Api(s) => {
+            let after = s
+                .details
+                .as_ref()
+                .map(|d| d.retry_after_seconds)
+                .filter(|s| *s > 0)
+                .map(|s| Duration::from_secs(s.into()));
+            match s.code {
+                429 | 409 | 500..=599 => Verdict::Retry(after),
+                _ => Verdict::Fail,
+            }
+        }
+        kube::Error::HyperError(_) | kube::Error::Service(_) => Verdict::Retry(None),
+        _ => Verdict::Fail,
+    }
+}
+
+/// Runs `call` until it succeeds, fails permanently, or `policy.budget` is spent.
+pub async fn with_retry<T, F, Fut>(
+    policy: &RetryPolicy,
+    object: &ObjectRef,
+    mut call: F,
+) -> Result<T, (kube::Error, u32, bool)>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, kube::Error>>,
+{
+    let start = tokio::time::Instant::now();
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        match call().await {
+            Ok(v) => return Ok(v),
+            Err(e) => match classify(&e) {
+                Verdict::Fail => return Err((e, attempt, false)),
+                Verdict::Retry(after) => {
+                    let wait = after.unwrap_or_default().max(policy.delay(attempt - 1));
+                    if start.elapsed() + wait > policy.budget {
+                        return Err((e, attempt, true));
+                    }
+                    tracing::debug!(%object, attempt, error = %e, wait_ms = wait.as_millis() as u64, "transient API error; retrying");
+                    tokio::time::sleep(wait).await;
+                }
+            },
+        }
+    }
+}
+
+/// A desired object ready to apply: labels and annotation added, namespace settled.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub object: ObjectRef,
+    pub app: String,
+    pub body: Value,
+}
+
+/// Applies desired objects to one cluster.
+#[derive(Clone)]
+pub struct Applier {
+    client: Client,
+    discovery: Discovery,
+    cluster: String,
+    concurrency: usize,
+    retry: RetryPolicy,
+    force: bool,
+}
+
+impl Applier {
+    /// An applier for `cluster` with up to `concurrency` requests in flight.
+    pub fn new(client: Client, discovery: Discovery, cluster: &str, concurrency: usize) -> Self {
+        Applier {
+            client,
+            discovery,
+            cluster: cluster.to_string(),
+            concurrency: concurrency.max(1),
+            retry: RetryPolicy::default(),
+            force: true,
+        }
+    }
+
+    /// Replaces the retry policy.
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// The discovery cache this applier uses.
+    pub fn discovery(&self) -> &Discovery {
+        &self.discovery
+    }
+
+    /// The kube client.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The retry policy.
+    pub fn retry_policy(&self) -> &RetryPolicy {
+        &self.retry
+    }
+
+    /// Adds the ownership labels and revision annotation, and drops server-owned metadata and
+    /// status, which an apply must not carry.
+    pub fn prepare(&self, object: &Value, app: &str, revision: &str) -> Prepared {
+        let mut body = object.clone();
+        if let Some(o) = body.as_object_mut() {
+            o.shift_remove("status");
+        }
+        let meta = body
+            .as_object_mut()
+            .map(|o| o.entry("metadata").or_insert_with(|| json!({})));
+        if let Some(Value::Object(meta)) = meta {
+            for k in [
+                "managedFields",
+                "resourceVersion",
+                "uid",
+                "creationTimestamp",
+                "generation",
+                "selfLink",
+            ] {
+                meta.shift_remove(k);
+            }
+            let labels = meta.entry("labels").or_insert_with(|| json!({}));
+            if let Value::Object(labels) = labels {
+                labels.insert(CLUSTER_LABEL.into(), json!(self.cluster));
+                labels.insert(APP_LABEL.into(), json!(app));
+            }
+            let annotations = meta.entry("annotations").or_insert_with(|| json!({}));
+            if let Value::Object(annotations) = annotations {
+                annotations.insert(REVISION_ANNOTATION.into(), json!(revision));
+            }
+        }
+        Prepared {
+            object: ObjectRef::of(&body),
+            app: app.to_string(),
+            body,
+        }
+    }
+
+    /// An `Api` for `object` through `resource`.
+    pub fn api(&self, resource: &Resource, namespace: &str) -> Api<DynamicObject> {
+        if resource.namespaced {
+            let ns = if namespace.is_empty() {
+                "default"
+            } else {
+                namespace
+            };
+            Api::namespaced_with(self.client.clone(), ns, &resource.api)
+        } else {
+            Api::all_with(self.client.clone(), &resource.api)
+        }
+    }
+
+    /// Server-side applies one prepared object; returns the live object the server answered.
+    pub async fn apply_one(&self, p: &Prepared) -> Result<Value> {
+        let resource =
+            self.discovery
+                .resolve(&p.object)
+                .await
+                .map_err(|source| ApplyError::Discovery {
+                    object: p.object.clone(),
+                    source,
+                })?;
+        let mut body = p.body.clone();
+        if let Some(meta) = body.get_mut("metadata").and_then(Value::as_object_mut) {
+            if resource.namespaced {
+                if p.object.namespace.is_empty() {
+                    meta.insert("namespace".into(), json!("default"));
+                }
+            } else {
+                meta.shift_remove("namespace");
+            }
+        }
+        let api = self.api(&resource, &p.object.namespace);
+        let mut params = PatchParams::apply(FIELD_MANAGER);
+        params.force = self.force;
+        let name = p.object.name.clone();
+        let patch = Patch::Apply(&body);
+        let live = with_retry(&self.retry, &p.object, || api.patch(&name, &params, &patch))
+            .await
+            .map_err(|(e, attempts, transient)| {
+                if transient {
+                    ApplyError::GaveUp {
+                        object: p.object.clone(),
+                        attempts,
+                        last: e.to_string(),
+                    }
+                } else {
+                    ApplyError::Rejected {
+                        object: p.object.clone(),
+                        message: api_message(&e),
+                    }
+                }
+            })?;
+        Ok(serde_json::to_value(live).unwrap_or(Value::Null))
+    }
+
+    /// Applies a set in phase order: Namespaces and CRDs, wait for the CRDs to be Established
+    /// (refreshing discovery), then RBAC/ServiceAccounts, config, Services, workloads and the rest.
+    /// Objects of one phase go out concurrently. A CRD that fails blocks the custom resources of
+    /// its group; other failures do not stop later phases.
+    pub async fn apply_set(&self, set: Vec<Prepared>) -> Vec<(Prepared, Result<Value>)> {
+        let mut by_phase: BTreeMap<Phase, Vec<Prepared>> = BTreeMap::new();
+        for p in set {
+            by_phase.entry(Phase::of(&p.object)).or_default().push(p);
+        }
+        let mut results = Vec::new();
+        let mut failed_groups: BTreeMap<String, String> = BTreeMap::new();
+        for (phase, items) in by_phase {
+            let (blocked, items): (Vec<_>, Vec<_>) = items
+                .into_iter()
+                .partition(|p| failed_groups.contains_key(&p.object.group));
+            for p in blocked {
+                let reason = failed_groups[&p.object.group].clone();
+                let object = p.object.clone();
+                results.push((p, Err(ApplyError::Blocked { object, reason })));
+            }
+            let done: Vec<(Prepared, Result<Value>)> = futures::stream::iter(items)
+                .map(|p| async move {
+                    let r = self.apply_one(&p).await;
+                    (p, r)
+                })
+                .buffer_unordered(self.concurrency)
+                .collect()
+                .await;
+            if phase == Phase::Foundation {
+                for (p, r) in &done {
+                    if p.object.kind != "CustomResourceDefinition" {
+                        continue;
+                    }
+                    let group = p.body["spec"]["group"].as_str().unwrap_or("").to_string();
+                    let outcome = match r {
+                        Ok(_) => self.wait_established(&p.object).await,
+                        Err(e) => Err(ApplyError::Blocked {
+                            object: p.object.clone(),
+                            reason: e.to_string(),
+                        }),
+                    };
+                    match outcome {
+                        Ok(()) => self.discovery.invalidate_group(&group).await,
+                        Err(e) => {
+                            failed_groups.insert(group, e.to_string());
+                        }
+                    }
+                }
+            }
+            results.extend(done);
+        }
+        results
+    }
+
+    /// Polls a CRD until its Established condition is True.
+    async fn wait_established(&self, crd: &ObjectRef) -> Result<()> {
+        let resource =
+            self.discovery
+                .resolve(crd)
+                .await
+                .map_err(|source| ApplyError::Discovery {
+                    object: crd.clone(),
+                    source,
+                })?;
+        let api = self.api(&resource, "");
+        let deadline = tokio::time::Instant::now() + self.retry.budget;
+        let mut delay = Duration::from_millis(20);
+        while tokio::time::Instant::now() < deadline {
+            if let Ok(Some(live)) = api.get_opt(&crd.name).await {
+                let live = serde_json::to_value(live).unwrap_or(Value::Null);
+                let established = live
+                    .pointer("/status/conditions")
+                    .and_then(Value::as_array)
+                    .is_some_and(|cs| {
+                        cs.iter()
+                            .any(|c| c["type"] == "Established" && c["status"] == "True")
+                    });
+                if established {
+                    return Ok(());
+                }
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(1));
+        }
+        Err(ApplyError::NotEstablished {
+            name: crd.name.clone(),
+        })
+    }
+}
+
+/// The API server's own message for a failed call.
+pub fn api_message(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) if !s.message.is_empty() => format!("{} ({})", s.message, s.code),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::core::{Status, response::StatusDetails};
+
+    fn api_error(code: u16, retry_after: u32) -> kube::Error {
+        let mut s = Status::failure("boom", "Reason");
+        s.code = code;
+        if retry_after > 0 {
+            s.details = Some(StatusDetails {
+                retry_after_seconds: retry_after,
+                ..Default::default()
+            });
+        }
+        kube::Error::Api(Box::new(s))
+    }
+
+    #[test]
+    fn transient_errors_are_retried_and_retry_after_is_honored() {
+        assert_eq!(
+            classify(&api_error(429, 2)),
+            Verdict::Retry(Some(Duration::from_secs(2)))
+        );
+        assert_eq!(classify(&api_error(500, 0)), Verdict::Retry(None));
+        assert_eq!(classify(&api_error(503, 0)), Verdict::Retry(None));
+        assert_eq!(classify(&api_error(409, 0)), Verdict::Retry(None));
+        assert_eq!(classify(&api_error(422, 0)), Verdict::Fail);
+        assert_eq!(classify(&api_error(403, 0)), Verdict::Fail);
+    }
+
+    #[test]
+    fn backoff_is_capped() {
+        let p = RetryPolicy::default();
+        for attempt in 0..40 {
+            assert!(p.delay(attempt) <= p.max);
+        }
+    }
+}

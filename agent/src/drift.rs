@@ -1,0 +1,664 @@
+//! The DriftWatcher: one watch task per managed kind (label `convoy.dev/cluster=<name>`), which
+//! keeps every managed object's health and drift current, and a healer task that re-applies
+//! drifted objects of self-healing apps, rate limited.
+//!
+//! Drift is judged only on the fields `convoy-agent` owned after its own apply (FieldsV1 of its
+//! managedFields entry): defaulted fields, status and other managers' fields are never drift.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt as _;
+use kube::api::{Api, DynamicObject};
+use kube::runtime::WatchStreamExt as _;
+use kube::runtime::watcher::{self, Event};
+use serde_json::Value;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
+
+use convoy_shared::model::ObjectRef;
+use convoy_shared::model::report::{Drift, Health};
+
+use crate::applier::{Applier, CLUSTER_LABEL, Prepared};
+use crate::discovery::Resource;
+use crate::fields::{FIELD_MANAGER, FieldSet, drifted_fields};
+use crate::health::object_health;
+
+/// Errors of the drift watcher.
+#[derive(Debug, thiserror::Error)]
+pub enum DriftError {
+    #[error("reading convoy-agent's managedFields of {object}: {source}")]
+    Fields {
+        object: ObjectRef,
+        #[source]
+        source: crate::fields::FieldsError,
+    },
+}
+
+/// Identity of an object ignoring its version: (group, kind, namespace, name).
+pub type ObjKey = (String, String, String, String);
+
+/// The key of an object reference.
+pub fn key_of(r: &ObjectRef) -> ObjKey {
+    (
+        r.group.clone(),
+        r.kind.clone(),
+        r.namespace.clone(),
+        r.name.clone(),
+    )
+}
+
+/// What the agent applied for one object.
+#[derive(Debug, Clone)]
+pub struct DesiredObject {
+    pub object: ObjectRef,
+    pub app: String,
+    /// The body as applied (labels and annotation included).
+    pub body: Value,
+    /// The fields convoy-agent owned right after its apply.
+    pub owned: FieldSet,
+    pub self_heal: bool,
+    /// An apply of this object is in flight: judge health, not drift.
+    pub applying: bool,
+    /// Events older than the resourceVersion of our last apply are stale.
+    pub min_rv: u64,
+}
+
+/// The live side of one managed object.
+#[derive(Debug, Clone, Default)]
+pub struct ObjectState {
+    pub health: Health,
+    pub message: String,
+    pub present: bool,
+    pub drift: Option<Drift>,
+}
+
+/// Everything the watchers know, shared with the reconciler (short critical sections only).
+#[derive(Debug, Default)]
+pub struct LiveIndex {
+    pub desired: HashMap<ObjKey, DesiredObject>,
+    pub states: HashMap<ObjKey, ObjectState>,
+    /// Recently healed drifts, newest last.
+    pub healed: VecDeque<Drift>,
+    /// (group, kind) whose watch has completed its initial list.
+    pub synced: HashSet<(String, String)>,
+}
+
+const HEALED_HISTORY: usize = 50;
+
+fn rv_of(live: &Value) -> u64 {
+    live.pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+impl LiveIndex {
+    /// The state of `key`, Missing/Unknown when never seen.
+    pub fn state_of(&self, key: &ObjKey) -> ObjectState {
+        if let Some(s) = self.states.get(key) {
+            return s.clone();
+        }
+        let synced = self.synced.contains(&(key.0.clone(), key.1.clone()));
+        ObjectState {
+            health: if synced {
+                Health::Missing
+            } else {
+                Health::Unknown
+            },
+            message: if synced {
+                "not found in the cluster".into()
+            } else {
+                "not observed yet".into()
+            },
+            present: false,
+            drift: None,
+        }
+    }
+
+    /// Records a live object seen by a watch or returned by an apply. Returns whether anything
+    /// reportable changed.
+    pub fn observe(&mut self, live: &Value) -> bool {
+        let object = ObjectRef::of(live);
+        let key = key_of(&object);
+        let Some(desired) = self.desired.get(&key) else {
+            return false;
+        };
+        let rv = rv_of(live);
+        if rv != 0 && rv < desired.min_rv {
+            return false;
+        }
+        let (health, message) = object_health(live);
+        let previous = self.states.get(&key).cloned().unwrap_or_default();
+        let drift = if desired.applying || desired.owned.is_empty() {
+            previous.drift.clone().filter(|d| !d.missing)
+        } else {
+            let fields = drifted_fields(&desired.body, live, &desired.owned);
+            if fields.is_empty() {
+                None
+            } else {
+                let detected = previous
+                    .drift
+                    .as_ref()
+                    .filter(|d| !d.missing)
+                    .map(|d| d.detected_unix_ms)
+                    .unwrap_or_else(unix_ms);
+                Some(Drift {
+                    object: desired.object.clone(),
+                    app: desired.app.clone(),
+                    missing: false,
+                    fields,
+                    healed: false,
+                    detected_unix_ms: detected,
+                })
+            }
+        };
+        if let Some(d) = &drift
+            && previous.drift.as_ref().map(|p| &p.fields) != Some(&d.fields)
+        {
+            tracing::info!(object = %d.object, app = %d.app, fields = ?d.fields.iter().map(|f| (&f.path, &f.manager)).collect::<Vec<_>>(), "drift detected");
+        }
+        let next = ObjectState {
+            health,
+            message,
+            present: true,
+            drift,
+        };
+        let changed = previous.health != next.health
+            || previous.message != next.message
+            || !previous.present
+            || previous.drift != next.drift;
+        self.states.insert(key, next);
+        changed
+    }
+
+    /// Records that a managed object is gone.
+    pub fn vanished(&mut self, key: &ObjKey) -> bool {
+        let Some(desired) = self.desired.get(key) else {
+            return false;
+        };
+        if desired.applying {
+            return false;
+        }
+        let previous = self.states.get(key).cloned().unwrap_or_default();
+        if previous.drift.as_ref().is_some_and(|d| d.missing) {
+            return false;
+        }
+        tracing::info!(object = %desired.object, app = %desired.app, "managed object vanished");
+        let drift = Drift {
+            object: desired.object.clone(),
+            app: desired.app.clone(),
+            missing: true,
+            fields: vec![],
+            healed: false,
+            detected_unix_ms: unix_ms(),
+        };
+        self.states.insert(
+            key.clone(),
+            ObjectState {
+                health: Health::Missing,
+                message: "deleted from the cluster".into(),
+                present: false,
+                drift: Some(drift),
+            },
+        );
+        true
+    }
+
+    /// Current drifts (not yet resolved), in a stable order.
+    pub fn active_drifts(&self) -> Vec<Drift> {
+        let mut out: Vec<Drift> = self
+            .states
+            .iter()
+            .filter(|(k, _)| self.desired.contains_key(*k))
+            .filter_map(|(_, s)| s.drift.clone())
+            .collect();
+        out.sort_by(|a, b| a.object.cmp(&b.object));
+        out
+    }
+}
+
+/// The shared index plus its change counter.
+#[derive(Clone)]
+pub struct Live {
+    index: Arc<Mutex<LiveIndex>>,
+    changes: watch::Sender<u64>,
+}
+
+impl Default for Live {
+    fn default() -> Self {
+        Live {
+            index: Arc::default(),
+            changes: watch::channel(0).0,
+        }
+    }
+}
+
+impl Live {
+    /// Locks the index; never hold the guard across an await.
+    pub fn lock(&self) -> MutexGuard<'_, LiveIndex> {
+        self.index.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Signals that reportable state changed.
+    pub fn changed(&self) {
+        self.changes.send_modify(|n| *n += 1);
+    }
+
+    /// A receiver that wakes on every change.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// Runs `f` on the index and signals a change if it says so.
+    pub fn update(&self, f: impl FnOnce(&mut LiveIndex) -> bool) {
+        let changed = f(&mut self.lock());
+        if changed {
+            self.changed();
+        }
+    }
+}
+
+/// Self-heal pacing: at most one heal per `min_interval` overall, and per object a backoff that
+/// doubles while the object keeps drifting (a fight with another controller) up to `max_backoff`.
+#[derive(Debug, Clone, Copy)]
+pub struct HealPolicy {
+    pub min_interval: Duration,
+    pub first_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for HealPolicy {
+    fn default() -> Self {
+        HealPolicy {
+            min_interval: Duration::from_millis(50),
+            first_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Watches every managed kind and heals drift.
+pub struct DriftWatcher {
+    live: Live,
+    applier: Applier,
+    cluster: String,
+    watches: HashMap<(String, String, String), CancellationToken>,
+    tasks: JoinSet<()>,
+    cancel: CancellationToken,
+    /// Wakes the healer when drift appears.
+    heal_wake: Arc<Notify>,
+}
+
+impl DriftWatcher {
+    /// Starts the healer; watches start with [`DriftWatcher::ensure_watch`].
+    pub fn new(
+        live: Live,
+        applier: Applier,
+        cluster: &str,
+        heal: HealPolicy,
+        cancel: CancellationToken,
+    ) -> Self {
+        let mut tasks = JoinSet::new();
+        let heal_wake = Arc::new(Notify::new());
+        let healer = Healer {
+            live: live.clone(),
+            applier: applier.clone(),
+            policy: heal,
+            wake: heal_wake.clone(),
+            backoff: HashMap::new(),
+        };
+        tasks.spawn(
+            healer
+                .run(cancel.clone())
+                .instrument(tracing::info_span!("healer", cluster = %cluster)),
+        );
+        DriftWatcher {
+            live,
+            applier,
+            cluster: cluster.to_string(),
+            watches: HashMap::new(),
+            tasks,
+            cancel,
+            heal_wake,
+        }
+    }
+
+    /// The shared index.
+    pub fn live(&self) -> &Live {
+        &self.live
+    }
+
+    /// Nudges the healer (e.g. after a self-heal policy changed).
+    pub fn wake_healer(&self) {
+        self.heal_wake.notify_one();
+    }
+
+    /// Starts a watch on `resource` unless one runs.
+    pub fn ensure_watch(&mut self, resource: &Resource) {
+        let ar = &resource.api;
+        let id = (ar.group.clone(), ar.version.clone(), ar.kind.clone());
+        if self.watches.contains_key(&id) {
+            return;
+        }
+        let token = self.cancel.child_token();
+        self.watches.insert(id, token.clone());
+        let api: Api<DynamicObject> = Api::all_with(self.applier.client().clone(), ar);
+        let span = tracing::info_span!("watch", cluster = %self.cluster, kind = %ar.kind, api_version = %ar.api_version);
+        let task = WatchTask {
+            live: self.live.clone(),
+            heal_wake: self.heal_wake.clone(),
+            group: ar.group.clone(),
+            kind: ar.kind.clone(),
+        };
+        let selector = format!("{CLUSTER_LABEL}={}", self.cluster);
+        self.tasks
+            .spawn(task.run(api, selector, token).instrument(span));
+    }
+
+    /// Stops watches on kinds no longer managed.
+    pub fn retain_watches(&mut self, keep: &HashSet<(String, String, String)>) {
+        self.watches.retain(|id, token| {
+            let keep = keep.contains(id);
+            if !keep {
+                token.cancel();
+            }
+            keep
+        });
+    }
+
+    /// How many watches run.
+    pub fn watch_count(&self) -> usize {
+        self.watches.len()
+    }
+
+    /// Cancels every watch and the healer, and waits for them.
+    pub async fn shutdown(mut self) {
+        self.cancel.cancel();
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+struct WatchTask {
+    live: Live,
+    heal_wake: Arc<Notify>,
+    group: String,
+    kind: String,
+}
+
+impl WatchTask {
+    async fn run(self, api: Api<DynamicObject>, selector: String, cancel: CancellationToken) {
+        let config = watcher::Config::default().labels(&selector);
+        let mut stream = watcher::watcher(api, config).default_backoff().boxed();
+        let mut listed: HashSet<ObjKey> = HashSet::new();
+        tracing::debug!("watch started");
+        loop {
+            let event = tokio::select! {
+                _ = cancel.cancelled() => break,
+                event = stream.next() => event,
+            };
+            let Some(event) = event else { break };
+            match event {
+                Ok(Event::Init) => listed.clear(),
+                Ok(Event::InitApply(o)) => {
+                    let live = serde_json::to_value(o).unwrap_or(Value::Null);
+                    listed.insert(key_of(&ObjectRef::of(&live)));
+                    self.observe(&live);
+                }
+                Ok(Event::InitDone) => self.relisted(&listed),
+                Ok(Event::Apply(o)) => {
+                    let live = serde_json::to_value(o).unwrap_or(Value::Null);
+                    self.observe(&live);
+                }
+                Ok(Event::Delete(o)) => {
+                    let live = serde_json::to_value(o).unwrap_or(Value::Null);
+                    let key = key_of(&ObjectRef::of(&live));
+                    let mut drifted = false;
+                    self.live.update(|ix| {
+                        let changed = ix.vanished(&key);
+                        drifted = changed;
+                        changed
+                    });
+                    if drifted {
+                        self.heal_wake.notify_one();
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "watch error; retrying with backoff"),
+            }
+        }
+        tracing::debug!("watch stopped");
+    }
+
+    fn observe(&self, live: &Value) {
+        let mut drifted = false;
+        self.live.update(|ix| {
+            let changed = ix.observe(live);
+            let key = key_of(&ObjectRef::of(live));
+            drifted = changed && ix.states.get(&key).is_some_and(|s| s.drift.is_some());
+            changed
+        });
+        if drifted {
+            self.heal_wake.notify_one();
+        }
+    }
+
+    /// After a (re)list: desired objects of this kind that were applied but not listed are gone.
+    fn relisted(&self, listed: &HashSet<ObjKey>) {
+        let mut drifted = false;
+        self.live.update(|ix| {
+            ix.synced.insert((self.group.clone(), self.kind.clone()));
+            let gone: Vec<ObjKey> = ix
+                .desired
+                .iter()
+                .filter(|(k, d)| {
+                    k.0 == self.group
+                        && k.1 == self.kind
+                        && !d.owned.is_empty()
+                        && !listed.contains(*k)
+                })
+                .map(|(k, _)| k.clone())
+                .collect();
+            let mut changed = true;
+            for k in gone {
+                drifted |= ix.vanished(&k);
+            }
+            changed |= drifted;
+            changed
+        });
+        if drifted {
+            self.heal_wake.notify_one();
+        }
+    }
+}
+
+struct Healer {
+    live: Live,
+    applier: Applier,
+    policy: HealPolicy,
+    wake: Arc<Notify>,
+    /// Per object: when it may be healed next, and the backoff to use after that.
+    backoff: HashMap<ObjKey, (Instant, Duration)>,
+}
+
+impl Healer {
+    async fn run(mut self, cancel: CancellationToken) {
+        loop {
+            let next_due = self.heal_due(&cancel).await;
+            let wait = next_due.unwrap_or(Duration::from_secs(3600));
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// Heals every drifted object of a self-healing app whose backoff has passed; returns how long
+    /// until the next one is due.
+    async fn heal_due(&mut self, cancel: &CancellationToken) -> Option<Duration> {
+        let candidates: Vec<(ObjKey, DesiredObject, Drift)> = {
+            let ix = self.live.lock();
+            ix.states
+                .iter()
+                .filter_map(|(k, s)| {
+                    let d = ix.desired.get(k)?;
+                    let drift = s.drift.clone()?;
+                    (d.self_heal && !d.applying && !d.owned.is_empty())
+                        .then(|| (k.clone(), d.clone(), drift))
+                })
+                .collect()
+        };
+        let now = Instant::now();
+        let mut next: Option<Duration> = None;
+        for (key, desired, drift) in candidates {
+            if cancel.is_cancelled() {
+                return None;
+            }
+            if let Some((due, _)) = self.backoff.get(&key)
+                && *due > now
+            {
+                let left = *due - now;
+                next = Some(next.map_or(left, |n| n.min(left)));
+                continue;
+            }
+            self.heal(&key, desired, drift).await;
+            tokio::time::sleep(self.policy.min_interval).await;
+        }
+        next
+    }
+
+    async fn heal(&mut self, key: &ObjKey, desired: DesiredObject, drift: Drift) {
+        let prepared = Prepared {
+            object: desired.object.clone(),
+            app: desired.app.clone(),
+            body: desired.body.clone(),
+        };
+        // Back off harder when the object drifted again soon after the last heal.
+        let backoff = match self.backoff.get(key) {
+            Some((due, b)) if due.elapsed() < Duration::from_secs(60) => {
+                (*b * 2).min(self.policy.max_backoff)
+            }
+            _ => self.policy.first_backoff,
+        };
+        self.backoff
+            .insert(key.clone(), (Instant::now() + backoff, backoff));
+        self.live.update(|ix| {
+            if let Some(d) = ix.desired.get_mut(key) {
+                d.applying = true;
+            }
+            false
+        });
+        let result = self.applier.apply_one(&prepared).await;
+        match result {
+            Ok(live) => {
+                let owned = FieldSet::of_manager(&live, FIELD_MANAGER).unwrap_or_default();
+                tracing::info!(object = %drift.object, app = %drift.app, "drift healed");
+                self.live.update(|ix| {
+                    if let Some(d) = ix.desired.get_mut(key) {
+                        d.applying = false;
+                        if !owned.is_empty() {
+                            d.owned = owned;
+                        }
+                        d.min_rv = rv_of(&live);
+                    }
+                    if let Some(s) = ix.states.get_mut(key) {
+                        s.drift = None;
+                    }
+                    ix.observe(&live);
+                    let mut healed = drift;
+                    healed.healed = true;
+                    ix.healed.push_back(healed);
+                    while ix.healed.len() > HEALED_HISTORY {
+                        ix.healed.pop_front();
+                    }
+                    true
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "self-heal failed; will retry");
+                self.live.update(|ix| {
+                    if let Some(d) = ix.desired.get_mut(key) {
+                        d.applying = false;
+                    }
+                    false
+                });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn cm(value: &str, managers: Value) -> Value {
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "x", "namespace": "web", "resourceVersion": "10", "managedFields": managers},
+            "data": {"k": value}})
+    }
+
+    fn index_with_desired() -> (LiveIndex, ObjKey) {
+        let body = cm("v1", json!([]));
+        let object = ObjectRef::of(&body);
+        let key = key_of(&object);
+        let mut ix = LiveIndex::default();
+        ix.desired.insert(
+            key.clone(),
+            DesiredObject {
+                object,
+                app: "web".into(),
+                body,
+                owned: FieldSet::parse(&json!({"f:data": {"f:k": {}}})).unwrap(),
+                self_heal: false,
+                applying: false,
+                min_rv: 0,
+            },
+        );
+        (ix, key)
+    }
+
+    #[test]
+    fn drift_appears_names_the_manager_and_clears_when_restored() {
+        let (mut ix, key) = index_with_desired();
+        assert!(ix.observe(&cm("v1", json!([]))));
+        assert!(ix.active_drifts().is_empty());
+        let edited = cm(
+            "v2",
+            json!([{"manager": "kubectl-edit", "operation": "Update", "fieldsV1": {"f:data": {"f:k": {}}}}]),
+        );
+        assert!(ix.observe(&edited));
+        let drifts = ix.active_drifts();
+        assert_eq!(drifts.len(), 1);
+        assert_eq!(drifts[0].fields[0].path, "data.k");
+        assert_eq!(drifts[0].fields[0].manager, "kubectl-edit");
+        assert!(!ix.observe(&edited), "the same drift again is no change");
+        assert!(ix.observe(&cm("v1", json!([]))));
+        assert!(ix.active_drifts().is_empty());
+        assert!(ix.vanished(&key));
+        assert!(ix.active_drifts()[0].missing);
+        assert_eq!(ix.state_of(&key).health, Health::Missing);
+    }
+
+    #[test]
+    fn stale_events_and_in_flight_applies_are_not_drift() {
+        let (mut ix, key) = index_with_desired();
+        ix.desired.get_mut(&key).unwrap().min_rv = 11;
+        assert!(!ix.observe(&cm("old", json!([]))), "older than our apply");
+        ix.desired.get_mut(&key).unwrap().min_rv = 0;
+        ix.desired.get_mut(&key).unwrap().applying = true;
+        ix.observe(&cm("new", json!([])));
+        assert!(ix.active_drifts().is_empty());
+    }
+}

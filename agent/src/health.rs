@@ -1,0 +1,297 @@
+//! Object health after the kstatus rules: rollouts complete, Jobs done, claims bound, and the
+//! generic Ready/Available conditions; anything else is healthy once it exists.
+
+use serde_json::Value;
+
+use convoy_shared::model::report::Health;
+
+/// The health of one live object, with a message saying why.
+pub fn object_health(object: &Value) -> (Health, String) {
+    if object.pointer("/metadata/deletionTimestamp").is_some() {
+        return (Health::Progressing, "being deleted".into());
+    }
+    let group = object["apiVersion"]
+        .as_str()
+        .and_then(|v| v.split_once('/').map(|(g, _)| g))
+        .unwrap_or("");
+    let kind = object["kind"].as_str().unwrap_or("");
+    if let Some(stale) = stale_generation(object) {
+        return (Health::Progressing, stale);
+    }
+    match (group, kind) {
+        ("apps", "Deployment") => deployment(object),
+        ("apps", "StatefulSet") => statefulset(object),
+        ("apps", "DaemonSet") => daemonset(object),
+        ("batch", "Job") => job(object),
+        ("", "PersistentVolumeClaim") => pvc(object),
+        ("", "Pod") => pod(object),
+        ("apiextensions.k8s.io", "CustomResourceDefinition") => {
+            if condition(object, "Established") == Some("True") {
+                ok()
+            } else {
+                (Health::Progressing, "not established yet".into())
+            }
+        }
+        _ => generic(object),
+    }
+}
+
+fn ok() -> (Health, String) {
+    (Health::Healthy, String::new())
+}
+
+fn int(object: &Value, pointer: &str) -> Option<i64> {
+    object.pointer(pointer).and_then(Value::as_i64)
+}
+
+fn condition<'a>(object: &'a Value, ty: &str) -> Option<&'a str> {
+    condition_entry(object, ty).and_then(|c| c["status"].as_str())
+}
+
+fn condition_entry<'a>(object: &'a Value, ty: &str) -> Option<&'a Value> {
+    object
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .and_then(|cs| cs.iter().find(|c| c["type"] == ty))
+}
+
+/// `status.observedGeneration` behind `metadata.generation`: the controller has not seen the
+/// latest spec yet.
+fn stale_generation(object: &Value) -> Option<String> {
+    let generation = int(object, "/metadata/generation")?;
+    let observed = int(object, "/status/observedGeneration")?;
+    (observed < generation)
+        .then(|| format!("controller has seen generation {observed} of {generation}"))
+}
+
+fn deployment(d: &Value) -> (Health, String) {
+    if d.get("status").is_none() || int(d, "/status/observedGeneration").is_none() {
+        return (Health::Progressing, "rollout not started".into());
+    }
+    if let Some(p) = condition_entry(d, "Progressing")
+        && p["reason"] == "ProgressDeadlineExceeded"
+    {
+        return (Health::Degraded, "progress deadline exceeded".into());
+    }
+    if d.pointer("/spec/paused") == Some(&Value::Bool(true)) {
+        return ok();
+    }
+    let want = int(d, "/spec/replicas").unwrap_or(1);
+    let updated = int(d, "/status/updatedReplicas").unwrap_or(0);
+    let replicas = int(d, "/status/replicas").unwrap_or(0);
+    let available = int(d, "/status/availableReplicas").unwrap_or(0);
+    if updated < want {
+        return (
+            Health::Progressing,
+            format!("{updated} of {want} replicas updated"),
+        );
+    }
+    if replicas > updated {
+        return (
+            Health::Progressing,
+            format!("{} old replicas pending termination", replicas - updated),
+        );
+    }
+    if available < updated {
+        return (
+            Health::Progressing,
+            format!("{available} of {updated} updated replicas available"),
+        );
+    }
+    if condition(d, "Available") == Some("False") {
+        return (Health::Progressing, "not available".into());
+    }
+    ok()
+}
+
+fn statefulset(s: &Value) -> (Health, String) {
+    if int(s, "/status/observedGeneration").is_none() {
+        return (Health::Progressing, "rollout not started".into());
+    }
+    let want = int(s, "/spec/replicas").unwrap_or(1);
+    let ready = int(s, "/status/readyReplicas").unwrap_or(0);
+    let updated = int(s, "/status/updatedReplicas").unwrap_or(0);
+    if ready < want {
+        return (
+            Health::Progressing,
+            format!("{ready} of {want} replicas ready"),
+        );
+    }
+    let rolling = s
+        .pointer("/spec/updateStrategy/type")
+        .and_then(Value::as_str)
+        .unwrap_or("RollingUpdate")
+        == "RollingUpdate";
+    if rolling {
+        if updated < want {
+            return (
+                Health::Progressing,
+                format!("{updated} of {want} replicas updated"),
+            );
+        }
+        let current = s.pointer("/status/currentRevision");
+        let update = s.pointer("/status/updateRevision");
+        if update.is_some() && current != update {
+            return (Health::Progressing, "rolling update in progress".into());
+        }
+    }
+    ok()
+}
+
+fn daemonset(d: &Value) -> (Health, String) {
+    if int(d, "/status/observedGeneration").is_none() {
+        return (Health::Progressing, "rollout not started".into());
+    }
+    let desired = int(d, "/status/desiredNumberScheduled").unwrap_or(0);
+    let updated = int(d, "/status/updatedNumberScheduled").unwrap_or(0);
+    let available = int(d, "/status/numberAvailable").unwrap_or(0);
+    let ready = int(d, "/status/numberReady").unwrap_or(0);
+    if updated < desired || available < desired || ready < desired {
+        return (
+            Health::Progressing,
+            format!("{ready} of {desired} pods ready, {updated} updated"),
+        );
+    }
+    ok()
+}
+
+fn job(j: &Value) -> (Health, String) {
+    if condition(j, "Failed") == Some("True") {
+        let message = condition_entry(j, "Failed")
+            .and_then(|c| c["message"].as_str())
+            .unwrap_or("job failed");
+        return (Health::Degraded, message.to_string());
+    }
+    if condition(j, "Complete") == Some("True") {
+        return ok();
+    }
+    (Health::Progressing, "job running".into())
+}
+
+fn pvc(p: &Value) -> (Health, String) {
+    match p.pointer("/status/phase").and_then(Value::as_str) {
+        Some("Bound") => ok(),
+        Some("Lost") => (Health::Degraded, "claim lost its volume".into()),
+        other => (
+            Health::Progressing,
+            format!("claim is {}", other.unwrap_or("Pending")),
+        ),
+    }
+}
+
+fn pod(p: &Value) -> (Health, String) {
+    match p.pointer("/status/phase").and_then(Value::as_str) {
+        Some("Succeeded") => return ok(),
+        Some("Failed") => return (Health::Degraded, "pod failed".into()),
+        _ => {}
+    }
+    if condition(p, "Ready") == Some("True") {
+        ok()
+    } else {
+        (Health::Progressing, "pod not ready".into())
+    }
+}
+
+fn generic(o: &Value) -> (Health, String) {
+    if condition(o, "Stalled") == Some("True") {
+        return (Health::Degraded, "stalled".into());
+    }
+    for ty in ["Ready", "Available"] {
+        match condition(o, ty) {
+            Some("True") => return ok(),
+            Some(_) => {
+                let message = condition_entry(o, ty)
+                    .and_then(|c| c["message"].as_str())
+                    .filter(|m| !m.is_empty())
+                    .map(str::to_string)
+                    .unwrap_or_else(|| format!("{ty} is not True"));
+                return (Health::Progressing, message);
+            }
+            None => {}
+        }
+    }
+    ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn deploy(status: Value) -> Value {
+        json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "generation": 2},
+            "spec": {"replicas": 3}, "status": status})
+    }
+
+    #[test]
+    fn deployment_rollout_rules() {
+        let done = deploy(
+            json!({"observedGeneration": 2, "replicas": 3, "updatedReplicas": 3,
+            "availableReplicas": 3, "conditions": [{"type": "Available", "status": "True"}]}),
+        );
+        assert_eq!(object_health(&done).0, Health::Healthy);
+        let stale = deploy(
+            json!({"observedGeneration": 1, "replicas": 3, "updatedReplicas": 3,
+            "availableReplicas": 3}),
+        );
+        assert_eq!(object_health(&stale).0, Health::Progressing);
+        let rolling = deploy(
+            json!({"observedGeneration": 2, "replicas": 4, "updatedReplicas": 2,
+            "availableReplicas": 2}),
+        );
+        let (h, m) = object_health(&rolling);
+        assert_eq!(h, Health::Progressing);
+        assert!(m.contains("2 of 3"), "{m}");
+        let unavailable = deploy(json!({"observedGeneration": 2, "replicas": 3,
+            "updatedReplicas": 3, "availableReplicas": 1}));
+        assert_eq!(object_health(&unavailable).0, Health::Progressing);
+        let stuck = deploy(json!({"observedGeneration": 2, "conditions": [
+            {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"}]}));
+        assert_eq!(object_health(&stuck).0, Health::Degraded);
+        let fresh =
+            json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "x"}});
+        assert_eq!(object_health(&fresh).0, Health::Progressing);
+    }
+
+    #[test]
+    fn statefulset_and_daemonset_ready() {
+        let sts = json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"generation": 1},
+            "spec": {"replicas": 2}, "status": {"observedGeneration": 1, "readyReplicas": 2,
+            "updatedReplicas": 2, "currentRevision": "a", "updateRevision": "a"}});
+        assert_eq!(object_health(&sts).0, Health::Healthy);
+        let mut half = sts.clone();
+        half["status"]["readyReplicas"] = json!(1);
+        assert_eq!(object_health(&half).0, Health::Progressing);
+        let ds = json!({"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"generation": 1},
+            "status": {"observedGeneration": 1, "desiredNumberScheduled": 1, "updatedNumberScheduled": 1,
+            "numberAvailable": 1, "numberReady": 1}});
+        assert_eq!(object_health(&ds).0, Health::Healthy);
+    }
+
+    #[test]
+    fn jobs_claims_and_conditions() {
+        let job = |ty: &str| {
+            json!({"apiVersion": "batch/v1", "kind": "Job",
+            "status": {"conditions": [{"type": ty, "status": "True", "message": "BackoffLimitExceeded"}]}})
+        };
+        assert_eq!(object_health(&job("Complete")).0, Health::Healthy);
+        assert_eq!(object_health(&job("Failed")).0, Health::Degraded);
+        let running = json!({"apiVersion": "batch/v1", "kind": "Job", "status": {}});
+        assert_eq!(object_health(&running).0, Health::Progressing);
+        let pvc = |phase: &str| json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "status": {"phase": phase}});
+        assert_eq!(object_health(&pvc("Bound")).0, Health::Healthy);
+        assert_eq!(object_health(&pvc("Pending")).0, Health::Progressing);
+        let cr = |status: &str| {
+            json!({"apiVersion": "example.com/v1", "kind": "Widget",
+            "status": {"conditions": [{"type": "Ready", "status": status}]}})
+        };
+        assert_eq!(object_health(&cr("True")).0, Health::Healthy);
+        assert_eq!(object_health(&cr("False")).0, Health::Progressing);
+        let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}});
+        assert_eq!(object_health(&cm).0, Health::Healthy);
+        let deleting = json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "x", "deletionTimestamp": "2024-01-01T00:00:00Z"}});
+        assert_eq!(object_health(&deleting).0, Health::Progressing);
+    }
+}

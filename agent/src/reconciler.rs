@@ -1,0 +1,692 @@
+//! The Reconciler: takes the current assignment, applies it (apps in dependsOn order, objects in
+//! phase order), prunes what left Git when that is safe, keeps the inventory, starts the drift
+//! watches, and turns every apply result, drift change and health change into a report.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::Client;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use convoy_shared::model::report::{AppStatus, Health, ObjectStatus, Report};
+use convoy_shared::model::{AppAssignment, Assignment, ObjectRef, canonical_json};
+
+use crate::applier::{Applier, ApplyError, Prepared, RetryPolicy};
+use crate::cache::Cache;
+use crate::discovery::Discovery;
+use crate::drift::{DesiredObject, DriftWatcher, HealPolicy, Live, ObjKey, key_of, unix_ms};
+use crate::fields::{FIELD_MANAGER, FieldSet};
+use crate::inventory::{Entry, Inventory, InventoryStore, entry_id};
+use crate::order;
+use crate::prune::Pruner;
+use crate::report_queue::ReportQueue;
+
+/// Errors that stop the reconciler (none today: every failure is reported and retried).
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error(transparent)]
+    Cache(#[from] crate::cache::CacheError),
+}
+
+/// How the reconciler behaves.
+#[derive(Debug, Clone)]
+pub struct ReconcilerConfig {
+    /// The cluster name, written into the `convoy.dev/cluster` label.
+    pub cluster: String,
+    /// The agent's namespace, where the inventory ConfigMap lives.
+    pub namespace: String,
+    /// Where the assignment and inventory are cached.
+    pub cache_dir: std::path::PathBuf,
+    /// API requests in flight during one apply phase or prune rank.
+    pub concurrency: usize,
+    pub retry: RetryPolicy,
+    pub heal: HealPolicy,
+    /// Longest wait between retries of a pass that left errors.
+    pub max_retry_interval: Duration,
+}
+
+impl ReconcilerConfig {
+    /// Defaults for `cluster` with its cache in `cache_dir`.
+    pub fn new(cluster: &str, cache_dir: impl Into<std::path::PathBuf>) -> Self {
+        ReconcilerConfig {
+            cluster: cluster.to_string(),
+            namespace: "convoy-system".into(),
+            cache_dir: cache_dir.into(),
+            concurrency: 16,
+            retry: RetryPolicy::default(),
+            heal: HealPolicy::default(),
+            max_retry_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Where the reconciler is with the current assignment.
+struct Progress {
+    assignment: Arc<Assignment>,
+    /// The assignment came fresh from the hub (not the cache at start-up) and is not failed.
+    prune_allowed: bool,
+    pruned: bool,
+    /// Apps whose every object applied cleanly for this assignment.
+    applied_apps: HashSet<String>,
+    /// Apps held back, with the reason.
+    blocked: BTreeMap<String, String>,
+    /// Last apply error per object (by inventory id).
+    errors: HashMap<String, String>,
+    /// Normalized reference per inventory id of the raw object.
+    refs: HashMap<String, ObjectRef>,
+    failures: u32,
+}
+
+impl Progress {
+    fn new(assignment: Arc<Assignment>, prune_allowed: bool) -> Self {
+        Progress {
+            prune_allowed: prune_allowed && !assignment.failed,
+            assignment,
+            pruned: false,
+            applied_apps: HashSet::new(),
+            blocked: BTreeMap::new(),
+            errors: HashMap::new(),
+            refs: HashMap::new(),
+            failures: 0,
+        }
+    }
+
+    fn all_applied(&self) -> bool {
+        self.assignment
+            .apps
+            .iter()
+            .all(|a| self.applied_apps.contains(&a.name))
+    }
+}
+
+/// Reconciles one cluster to its assignment.
+pub struct Reconciler {
+    config: ReconcilerConfig,
+    applier: Applier,
+    pruner: Pruner,
+    store: InventoryStore,
+    cache: Cache,
+    live: Live,
+}
+
+fn content_hash(app: &str, object: &Value) -> String {
+    let mut h = Sha256::new();
+    h.update(app.as_bytes());
+    h.update([0]);
+    h.update(canonical_json(object).as_bytes());
+    hex::encode(&h.finalize()[..12])
+}
+
+impl Reconciler {
+    /// A reconciler for `client`'s cluster.
+    pub fn new(config: ReconcilerConfig, client: Client) -> Self {
+        let discovery = Discovery::new(client.clone());
+        let applier = Applier::new(
+            client.clone(),
+            discovery,
+            &config.cluster,
+            config.concurrency,
+        )
+        .with_retry(config.retry);
+        let pruner = Pruner::new(applier.clone(), &config.cluster, config.concurrency);
+        let cache = Cache::new(config.cache_dir.clone());
+        let store = InventoryStore::new(client, &config.namespace, cache.clone());
+        Reconciler {
+            config,
+            applier,
+            pruner,
+            store,
+            cache,
+            live: Live::default(),
+        }
+    }
+
+    /// The shared live index (health and drift), e.g. for tests and benchmarks.
+    pub fn live(&self) -> Live {
+        self.live.clone()
+    }
+
+    /// The assignment cached by an earlier run, if any.
+    pub async fn cached_assignment(&self) -> Option<Assignment> {
+        match self.cache.load_assignment().await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "ignoring the cached assignment");
+                None
+            }
+        }
+    }
+
+    /// Runs until `shutdown`: enforces the assignment in `assignments` (its value at start is
+    /// treated as cached: applied, never pruned) and every later one, and pushes reports.
+    pub async fn run(
+        self,
+        mut assignments: watch::Receiver<Option<Arc<Assignment>>>,
+        reports: ReportQueue,
+        shutdown: CancellationToken,
+    ) -> Result<(), ReconcileError> {
+        let mut watcher = DriftWatcher::new(
+            self.live.clone(),
+            self.applier.clone(),
+            &self.config.cluster,
+            self.config.heal,
+            shutdown.child_token(),
+        );
+        let mut inventory = self.store.load().await;
+        reports.set_applied_revision(&inventory.revision);
+        tracing::info!(objects = inventory.len(), revision = %inventory.revision, "inventory loaded");
+        let mut progress = assignments
+            .borrow_and_update()
+            .clone()
+            .map(|a| Progress::new(a, false));
+        let mut changes = self.live.subscribe();
+        let mut link_open = true;
+        let mut need_pass = progress.is_some();
+        let mut retry_at: Option<tokio::time::Instant> = None;
+        loop {
+            if need_pass && let Some(p) = progress.as_mut() {
+                need_pass = false;
+                self.pass(p, &mut inventory, &mut watcher).await;
+                reports.push(self.report(p));
+                retry_at = if !p.errors.is_empty() {
+                    p.failures += 1;
+                    let backoff = Duration::from_millis(500)
+                        .saturating_mul(1 << p.failures.min(10))
+                        .min(self.config.max_retry_interval);
+                    tracing::info!(
+                        errors = p.errors.len(),
+                        retry_in_ms = backoff.as_millis() as u64,
+                        "pass left errors; retrying"
+                    );
+                    Some(tokio::time::Instant::now() + backoff)
+                } else if !p.blocked.is_empty() {
+                    // Health changes wake blocked apps; this is only a safety net.
+                    p.failures = 0;
+                    Some(tokio::time::Instant::now() + self.config.max_retry_interval)
+                } else {
+                    p.failures = 0;
+                    None
+                };
+                changes.borrow_and_update();
+            }
+            let retry = async {
+                match retry_at {
+                    Some(t) => tokio::time::sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                changed = assignments.changed(), if link_open => {
+                    if changed.is_err() {
+                        link_open = false;
+                        continue;
+                    }
+                    let Some(next) = assignments.borrow_and_update().clone() else { continue };
+                    if progress.as_ref().is_some_and(|p| p.assignment.digest == next.digest) {
+                        continue;
+                    }
+                    tracing::info!(revision = %next.revision, digest = %next.digest, failed = next.failed, "applying new assignment");
+                    if let Err(e) = self.cache.store_assignment(&next).await {
+                        tracing::warn!(error = %e, "cannot cache the assignment");
+                    }
+                    progress = Some(Progress::new(next, true));
+                    need_pass = true;
+                    retry_at = None;
+                }
+                _ = changes.changed() => {
+                    // Coalesce a burst of watch events into one report.
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    changes.borrow_and_update();
+                    if let Some(p) = progress.as_ref() {
+                        if !p.blocked.is_empty() && self.unblocked(p) {
+                            need_pass = true;
+                        }
+                        let report = self.report(p);
+                        if reports.last().is_none_or(|last| !last.same_state(&report)) {
+                            reports.push(report);
+                        }
+                    }
+                }
+                _ = retry => { need_pass = true; retry_at = None; }
+            }
+        }
+        watcher.shutdown().await;
+        Ok(())
+    }
+
+    /// Health of an app from the live index: the worst of its objects.
+    fn app_health(&self, p: &Progress, app: &AppAssignment) -> Health {
+        let ix = self.live.lock();
+        app.objects.iter().fold(Health::Healthy, |h, o| {
+            let key = self.key_for(p, o);
+            h.worst(ix.state_of(&key).health)
+        })
+    }
+
+    fn key_for(&self, p: &Progress, object: &Value) -> ObjKey {
+        let raw = ObjectRef::of(object);
+        let id = entry_id(&raw);
+        key_of(p.refs.get(&id).unwrap_or(&raw))
+    }
+
+    /// Is some blocked app ready now?
+    fn unblocked(&self, p: &Progress) -> bool {
+        let apps: HashMap<&str, &AppAssignment> = p
+            .assignment
+            .apps
+            .iter()
+            .map(|a| (a.name.as_str(), a))
+            .collect();
+        p.blocked.keys().any(|name| {
+            apps.get(name.as_str()).is_some_and(|app| {
+                app.depends_on.iter().all(|d| {
+                    p.applied_apps.contains(d)
+                        && apps
+                            .get(d.as_str())
+                            .is_some_and(|dep| self.app_health(p, dep) == Health::Healthy)
+                })
+            })
+        })
+    }
+
+    /// One pass: apply every app that is not applied yet and whose dependencies are healthy;
+    /// when everything applied cleanly, prune (if allowed); keep the inventory.
+    async fn pass(&self, p: &mut Progress, inventory: &mut Inventory, watcher: &mut DriftWatcher) {
+        let assignment = p.assignment.clone();
+        let deps: BTreeMap<String, Vec<String>> = assignment
+            .apps
+            .iter()
+            .map(|a| (a.name.clone(), a.depends_on.clone()))
+            .collect();
+        let in_cycle: HashSet<String> = match order::waves(&deps) {
+            Ok(_) => HashSet::new(),
+            Err(order::OrderError::Cycle(apps)) => apps.into_iter().collect(),
+        };
+        // Forget desired objects that left the assignment: they are no longer judged for drift.
+        let wanted: HashSet<ObjKey> = assignment
+            .objects()
+            .map(|(_, o)| self.key_for(p, o))
+            .collect();
+        self.live.update(|ix| {
+            ix.desired.retain(|k, _| wanted.contains(k));
+            ix.states.retain(|k, _| wanted.contains(k));
+            true
+        });
+
+        p.blocked.clear();
+        let mut batch: Vec<(Prepared, String)> = Vec::new();
+        let mut skipped: Vec<String> = Vec::new();
+        let mut ready_apps: Vec<&AppAssignment> = Vec::new();
+        for app in &assignment.apps {
+            if p.applied_apps.contains(&app.name) {
+                continue;
+            }
+            if in_cycle.contains(&app.name) {
+                p.blocked.insert(
+                    app.name.clone(),
+                    format!("dependsOn cycle among {in_cycle:?}"),
+                );
+                continue;
+            }
+            let waiting: Vec<String> = app
+                .depends_on
+                .iter()
+                .filter_map(|d| match assignment.apps.iter().find(|a| &a.name == d) {
+                    None => Some(format!("{d} (not assigned to this cluster)")),
+                    Some(dep) => {
+                        let h = self.app_health(p, dep);
+                        (!p.applied_apps.contains(d) || h != Health::Healthy)
+                            .then(|| format!("{d} ({})", h.as_str()))
+                    }
+                })
+                .collect();
+            if !waiting.is_empty() {
+                p.blocked.insert(
+                    app.name.clone(),
+                    format!("waiting for {}", waiting.join(", ")),
+                );
+                continue;
+            }
+            ready_apps.push(app);
+        }
+        for app in &ready_apps {
+            for object in &app.objects {
+                let raw = ObjectRef::of(object);
+                let id = entry_id(&raw);
+                let hash = content_hash(&app.name, object);
+                let previous = inventory.get(&app.name, &id);
+                let revision = previous
+                    .filter(|e| e.hash == hash)
+                    .map(|e| e.revision.clone())
+                    .unwrap_or_else(|| assignment.revision.clone());
+                let prepared = self
+                    .normalize(self.applier.prepare(object, &app.name, &revision))
+                    .await;
+                p.refs.insert(id.clone(), prepared.object.clone());
+                // Unchanged, present and clean: nothing to write.
+                let key = key_of(&prepared.object);
+                let clean = previous.is_some_and(|e| e.hash == hash) && {
+                    let ix = self.live.lock();
+                    let state = ix.states.get(&key);
+                    ix.desired
+                        .get(&key)
+                        .is_some_and(|d| !d.owned.is_empty() && d.body == prepared.body)
+                        && state.is_some_and(|s| s.present && s.drift.is_none())
+                };
+                if clean {
+                    skipped.push(id);
+                    continue;
+                }
+                self.live.update(|ix| {
+                    let entry = ix
+                        .desired
+                        .entry(key.clone())
+                        .or_insert_with(|| DesiredObject {
+                            object: prepared.object.clone(),
+                            app: app.name.clone(),
+                            body: prepared.body.clone(),
+                            owned: FieldSet::default(),
+                            self_heal: app.policy.self_heal,
+                            applying: true,
+                            min_rv: 0,
+                        });
+                    entry.applying = true;
+                    false
+                });
+                batch.push((prepared, hash));
+            }
+        }
+
+        let policies: HashMap<&str, &AppAssignment> = assignment
+            .apps
+            .iter()
+            .map(|a| (a.name.as_str(), a))
+            .collect();
+        let hashes: HashMap<String, String> = batch
+            .iter()
+            .map(|(pr, h)| (entry_id(&pr.object), h.clone()))
+            .collect();
+        let applied_count = batch.len();
+        let results = self
+            .applier
+            .apply_set(batch.into_iter().map(|(pr, _)| pr).collect())
+            .await;
+        let mut app_errors: HashSet<String> = HashSet::new();
+        let mut applied_entries: Vec<(String, Entry)> = Vec::new();
+        for (prepared, result) in results {
+            let id = entry_id(&prepared.object);
+            let key = key_of(&prepared.object);
+            let app = policies.get(prepared.app.as_str());
+            match result {
+                Ok(live) => {
+                    p.errors.remove(&id);
+                    let owned = FieldSet::of_manager(&live, FIELD_MANAGER).unwrap_or_default();
+                    let min_rv = live
+                        .pointer("/metadata/resourceVersion")
+                        .and_then(Value::as_str)
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or(0);
+                    self.live.update(|ix| {
+                        ix.desired.insert(
+                            key.clone(),
+                            DesiredObject {
+                                object: prepared.object.clone(),
+                                app: prepared.app.clone(),
+                                body: prepared.body.clone(),
+                                owned,
+                                self_heal: app.is_some_and(|a| a.policy.self_heal),
+                                applying: false,
+                                min_rv,
+                            },
+                        );
+                        // A fresh apply resolves any drift it overwrote.
+                        if let Some(s) = ix.states.get_mut(&key) {
+                            s.drift = None;
+                        }
+                        ix.observe(&live);
+                        true
+                    });
+                    if let Ok(resource) = self.applier.discovery().resolve(&prepared.object).await {
+                        watcher.ensure_watch(&resource);
+                    }
+                    let mut entry = Entry::from(&prepared.object);
+                    entry.hash = hashes.get(&id).cloned().unwrap_or_default();
+                    entry.revision = prepared.body["metadata"]["annotations"]
+                        [crate::applier::REVISION_ANNOTATION]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string();
+                    applied_entries.push((prepared.app.clone(), entry));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "apply failed");
+                    self.live.update(|ix| {
+                        if let Some(d) = ix.desired.get_mut(&key) {
+                            d.applying = false;
+                        }
+                        false
+                    });
+                    app_errors.insert(prepared.app.clone());
+                    let message = match &e {
+                        ApplyError::Rejected { message, .. } => message.clone(),
+                        other => other.to_string(),
+                    };
+                    p.errors.insert(id, message);
+                }
+            }
+        }
+        for id in skipped {
+            p.errors.remove(&id);
+        }
+        for app in &ready_apps {
+            if !app_errors.contains(&app.name) {
+                p.applied_apps.insert(app.name.clone());
+            }
+        }
+        tracing::info!(
+            revision = %assignment.revision,
+            written = applied_count,
+            errors = p.errors.len(),
+            blocked = p.blocked.len(),
+            "apply pass done"
+        );
+
+        // Inventory: what we applied joins it now, so a crash before prune never orphans it.
+        let before = inventory.clone();
+        for (app, entry) in applied_entries {
+            let prune = policies.get(app.as_str()).is_some_and(|a| a.policy.prune);
+            inventory.add(&app, prune, [entry]);
+        }
+        // An object that moved between apps belongs to its new app only.
+        let owner: HashMap<String, &str> = assignment
+            .objects()
+            .map(|(a, o)| {
+                let raw = ObjectRef::of(o);
+                let id = entry_id(p.refs.get(&entry_id(&raw)).unwrap_or(&raw));
+                (id, a.name.as_str())
+            })
+            .collect();
+        for (app, inv) in inventory.apps.iter_mut() {
+            inv.objects
+                .retain(|id, _| owner.get(id).is_none_or(|o| *o == app.as_str()));
+        }
+
+        if p.all_applied() && !p.pruned && p.prune_allowed {
+            self.prune(p, inventory, &owner).await;
+        }
+        if p.all_applied() && p.errors.is_empty() {
+            inventory.revision = assignment.revision.clone();
+            inventory.digest = assignment.digest.clone();
+        }
+        if *inventory != before {
+            inventory.updated_unix_ms = unix_ms();
+            if let Err(e) = self.store.store(inventory).await {
+                tracing::warn!(error = %e, "cannot store the inventory; will retry on the next pass");
+            }
+        }
+    }
+
+    /// Prune = last inventory − new desired, app by app as policy allows: never for an app with
+    /// a render error or `prune: false`.
+    async fn prune(
+        &self,
+        p: &mut Progress,
+        inventory: &mut Inventory,
+        owner: &HashMap<String, &str>,
+    ) {
+        let apps: HashMap<&str, &AppAssignment> = p
+            .assignment
+            .apps
+            .iter()
+            .map(|a| (a.name.as_str(), a))
+            .collect();
+        let mut candidates: Vec<(String, String, ObjectRef)> = Vec::new();
+        for (app, inv) in &inventory.apps {
+            let allowed = match apps.get(app.as_str()) {
+                Some(a) => a.policy.prune && a.render_error.is_none(),
+                None => inv.prune,
+            };
+            if !allowed {
+                continue;
+            }
+            for (id, entry) in &inv.objects {
+                if !owner.contains_key(id) {
+                    candidates.push((app.clone(), id.clone(), ObjectRef::from(entry)));
+                }
+            }
+        }
+        if candidates.is_empty() {
+            p.pruned = true;
+            return;
+        }
+        tracing::info!(
+            count = candidates.len(),
+            "pruning objects that left the assignment"
+        );
+        let outcome = self
+            .pruner
+            .prune(candidates.iter().map(|(_, _, r)| r.clone()).collect())
+            .await;
+        let gone: HashSet<String> = outcome
+            .deleted
+            .iter()
+            .chain(&outcome.protected)
+            .chain(&outcome.foreign)
+            .map(entry_id)
+            .collect();
+        for (app, id, _) in &candidates {
+            if gone.contains(id)
+                && let Some(inv) = inventory.apps.get_mut(app)
+            {
+                inv.objects.remove(id);
+            }
+        }
+        inventory
+            .apps
+            .retain(|app, inv| apps.contains_key(app.as_str()) || !inv.objects.is_empty());
+        if outcome.failed.is_empty() {
+            p.pruned = true;
+        } else {
+            for e in &outcome.failed {
+                tracing::warn!(error = %e, "prune failed; will retry");
+            }
+            p.errors.insert(
+                "prune".into(),
+                format!("{} objects could not be pruned", outcome.failed.len()),
+            );
+        }
+    }
+
+    /// Settles the namespace of a prepared object from discovery when its kind is known.
+    async fn normalize(&self, mut prepared: Prepared) -> Prepared {
+        if let Ok(resource) = self.applier.discovery().resolve(&prepared.object).await {
+            let meta = prepared
+                .body
+                .get_mut("metadata")
+                .and_then(Value::as_object_mut);
+            if let Some(meta) = meta {
+                if resource.namespaced {
+                    if prepared.object.namespace.is_empty() {
+                        meta.insert("namespace".into(), Value::String("default".into()));
+                        prepared.object.namespace = "default".into();
+                    }
+                } else if !prepared.object.namespace.is_empty() {
+                    meta.shift_remove("namespace");
+                    prepared.object.namespace.clear();
+                }
+            }
+        }
+        prepared
+    }
+
+    /// A snapshot report of the current assignment.
+    fn report(&self, p: &Progress) -> Report {
+        let a = &p.assignment;
+        let ix = self.live.lock();
+        let apps = a
+            .apps
+            .iter()
+            .map(|app| {
+                let objects: Vec<ObjectStatus> = app
+                    .objects
+                    .iter()
+                    .map(|o| {
+                        let raw = ObjectRef::of(o);
+                        let id = entry_id(&raw);
+                        let object = p.refs.get(&id).cloned().unwrap_or(raw);
+                        let state = ix.state_of(&key_of(&object));
+                        let apply_error = p.errors.get(&entry_id(&object)).cloned();
+                        ObjectStatus {
+                            health: if apply_error.is_some() {
+                                state.health.worst(Health::Degraded)
+                            } else {
+                                state.health
+                            },
+                            message: state.message,
+                            apply_error,
+                            object,
+                        }
+                    })
+                    .collect();
+                let mut health = objects
+                    .iter()
+                    .fold(Health::Healthy, |h, o| h.worst(o.health));
+                let mut message = String::new();
+                if let Some(reason) = p.blocked.get(&app.name) {
+                    health = health.worst(Health::Progressing);
+                    message = reason.clone();
+                }
+                if let Some(e) = &app.render_error {
+                    health = health.worst(Health::Degraded);
+                    message = format!("render error (running the last good objects): {e}");
+                }
+                let failed = objects.iter().filter(|o| o.apply_error.is_some()).count();
+                if failed > 0 && message.is_empty() {
+                    message = format!("{failed} objects failed to apply");
+                }
+                AppStatus {
+                    name: app.name.clone(),
+                    health,
+                    message,
+                    objects,
+                }
+            })
+            .collect();
+        let mut drifts = ix.active_drifts();
+        drifts.extend(ix.healed.iter().cloned());
+        Report {
+            revision: a.revision.clone(),
+            digest: a.digest.clone(),
+            at_unix_ms: unix_ms(),
+            apps,
+            drifts,
+            summarized_reports: 0,
+            applied: p.all_applied() && p.errors.is_empty(),
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! The ReportQueue between the reconciler and the hub link: bounded, and when full the oldest
+//! reports are folded into the next one (counted in `summarized_reports`, their drift history
+//! kept) rather than silently dropped. It also remembers the latest report, re-sent on every
+//! reconnect and on the hub's Resync.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::Notify;
+
+use convoy_shared::model::report::Report;
+
+/// Default number of reports held while the hub is unreachable.
+pub const DEFAULT_CAPACITY: usize = 64;
+
+/// Most drift records one summarized report carries.
+const MAX_DRIFTS: usize = 1000;
+
+#[derive(Debug, Default)]
+struct State {
+    pending: VecDeque<Report>,
+    last: Option<Report>,
+    applied_revision: String,
+    summarized: u64,
+}
+
+/// A bounded, summarizing queue of reports. Cheap to clone; clones share the queue.
+#[derive(Debug, Clone)]
+pub struct ReportQueue {
+    state: Arc<Mutex<State>>,
+    /// Wakes the link when a report arrives; the link owns the only waiter.
+    ready: Arc<Notify>,
+    capacity: usize,
+}
+
+impl Default for ReportQueue {
+    fn default() -> Self {
+        ReportQueue::new(DEFAULT_CAPACITY)
+    }
+}
+
+impl ReportQueue {
+    /// A queue holding at most `capacity` reports (at least 1).
+    pub fn new(capacity: usize) -> Self {
+        ReportQueue {
+            state: Arc::default(),
+            ready: Arc::new(Notify::new()),
+            capacity: capacity.max(1),
+        }
+    }
+
+    // Never held across an await: every use below is a short critical section.
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues a report; when full, folds the oldest into the next.
+    pub fn push(&self, report: Report) {
+        {
+            let mut s = self.lock();
+            if report.applied {
+                s.applied_revision = report.revision.clone();
+            }
+            s.last = Some(report.clone());
+            s.pending.push_back(report);
+            while s.pending.len() > self.capacity {
+                let Some(old) = s.pending.pop_front() else {
+                    break;
+                };
+                s.summarized += 1;
+                if let Some(next) = s.pending.front_mut() {
+                    fold(old, next);
+                }
+            }
+        }
+        self.ready.notify_one();
+    }
+
+    /// Puts a report that could not be sent back at the front.
+    pub fn requeue(&self, report: Report) {
+        let mut s = self.lock();
+        s.pending.push_front(report);
+        while s.pending.len() > self.capacity {
+            let Some(old) = s.pending.pop_front() else {
+                break;
+            };
+            s.summarized += 1;
+            if let Some(next) = s.pending.front_mut() {
+                fold(old, next);
+            }
+        }
+    }
+
+    /// Takes the oldest queued report.
+    pub fn pop(&self) -> Option<Report> {
+        self.lock().pending.pop_front()
+    }
+
+    /// Waits until something may have been queued.
+    pub async fn ready(&self) {
+        self.ready.notified().await
+    }
+
+    /// Reports waiting to be sent.
+    pub fn len(&self) -> usize {
+        self.lock().pending.len()
+    }
+
+    /// Is nothing waiting?
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The latest report pushed, sent or not.
+    pub fn last(&self) -> Option<Report> {
+        self.lock().last.clone()
+    }
+
+    /// The revision of the latest report that said everything applied cleanly.
+    pub fn applied_revision(&self) -> String {
+        self.lock().applied_revision.clone()
+    }
+
+    /// Seeds the applied revision (e.g. from the inventory after a restart).
+    pub fn set_applied_revision(&self, revision: &str) {
+        let mut s = self.lock();
+        if s.applied_revision.is_empty() {
+            s.applied_revision = revision.to_string();
+        }
+    }
+
+    /// How many reports have been folded into others since the start.
+    pub fn summarized_total(&self) -> u64 {
+        self.lock().summarized
+    }
+}
+
+/// Folds `old` into the newer `next`: `next` is a full snapshot, so only the count and the drift
+/// history (drifts of `old` that `next` no longer lists, e.g. healed ones) need carrying over.
+fn fold(old: Report, next: &mut Report) {
+    next.summarized_reports += 1 + old.summarized_reports;
+    let mut carried: Vec<_> = old
+        .drifts
+        .into_iter()
+        .filter(|d| {
+            !next
+                .drifts
+                .iter()
+                .any(|n| n.object == d.object && n.detected_unix_ms == d.detected_unix_ms)
+        })
+        .collect();
+    if !carried.is_empty() {
+        carried.append(&mut next.drifts);
+        let excess = carried.len().saturating_sub(MAX_DRIFTS);
+        carried.drain(..excess);
+        next.drifts = carried;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use convoy_shared::model::ObjectRef;
+    use convoy_shared::model::report::Drift;
+
+    fn report(n: i64) -> Report {
+        Report {
+            revision: format!("r{n}"),
+            at_unix_ms: n,
+            ..Default::default()
+        }
+    }
+
+    fn drift(name: &str, at: i64) -> Drift {
+        Drift {
+            object: ObjectRef {
+                name: name.into(),
+                ..Default::default()
+            },
+            app: "web".into(),
+            missing: false,
+            fields: vec![],
+            healed: true,
+            detected_unix_ms: at,
+        }
+    }
+
+    #[test]
+    fn a_full_queue_summarizes_the_oldest_and_keeps_their_drift_history() {
+        let q = ReportQueue::new(3);
+        let mut first = report(1);
+        first.drifts.push(drift("healed-long-ago", 1));
+        q.push(first);
+        for n in 2..=10 {
+            q.push(report(n));
+        }
+        assert_eq!(q.len(), 3);
+        assert_eq!(q.summarized_total(), 7);
+        let oldest = q.pop().unwrap();
+        assert_eq!(oldest.revision, "r8");
+        assert_eq!(oldest.summarized_reports, 7);
+        assert_eq!(oldest.drifts.len(), 1, "drift history survives folding");
+        assert_eq!(q.pop().unwrap().summarized_reports, 0);
+        assert_eq!(q.last().unwrap().revision, "r10");
+    }
+
+    #[test]
+    fn folding_does_not_duplicate_drifts_the_newer_report_has() {
+        let mut old = report(1);
+        old.drifts.push(drift("a", 5));
+        let mut next = report(2);
+        next.drifts.push(drift("a", 5));
+        fold(old, &mut next);
+        assert_eq!(next.drifts.len(), 1);
+        assert_eq!(next.summarized_reports, 1);
+    }
+
+    #[test]
+    fn applied_revision_follows_applied_reports() {
+        let q = ReportQueue::new(2);
+        q.set_applied_revision("cached");
+        let mut r = report(1);
+        q.push(r.clone());
+        assert_eq!(q.applied_revision(), "cached");
+        r.applied = true;
+        q.push(r);
+        assert_eq!(q.applied_revision(), "r1");
+    }
+}

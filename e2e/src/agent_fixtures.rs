@@ -1,0 +1,243 @@
+//! Agent scenarios' building blocks: object and assignment builders, and an agent reconciler
+//! running in-process against a kubesim cluster, fed assignments directly (no hub needed).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use convoy_agent::applier::RetryPolicy;
+use convoy_agent::drift::{HealPolicy, Live};
+use convoy_agent::reconciler::{Reconciler, ReconcilerConfig};
+use convoy_agent::report_queue::ReportQueue;
+use convoy_shared::model::report::Report;
+use convoy_shared::model::{AppAssignment, Assignment, SyncPolicy};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// Namespace the fixture app lives in.
+pub const NS: &str = "shop";
+
+/// A Namespace.
+pub fn namespace(name: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+}
+
+/// The Widget CRD (example.com/v1, namespaced).
+pub fn widget_crd() -> Value {
+    json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "widgets.example.com"},
+        "spec": {
+            "group": "example.com",
+            "names": {"kind": "Widget", "plural": "widgets", "singular": "widget"},
+            "scope": "Namespaced",
+            "versions": [{"name": "v1", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]
+        }
+    })
+}
+
+/// A Widget custom resource.
+pub fn widget(name: &str, size: i64) -> Value {
+    json!({"apiVersion": "example.com/v1", "kind": "Widget",
+        "metadata": {"name": name, "namespace": NS}, "spec": {"size": size}})
+}
+
+/// A ConfigMap with one key.
+pub fn config_map(name: &str, value: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": NS}, "data": {"value": value}})
+}
+
+/// A Secret with one key.
+pub fn secret(name: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": NS},
+        "type": "Opaque", "data": {"token": "c2VjcmV0"}})
+}
+
+/// A Service selecting `app=name`.
+pub fn service(name: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": NS},
+        "spec": {"selector": {"app": name}, "ports": [{"port": 80, "targetPort": 8080}]}})
+}
+
+/// A Deployment; `replicas: None` leaves replicas to the server default or an autoscaler.
+pub fn deployment(name: &str, image: &str, replicas: Option<i64>) -> Value {
+    let mut d = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+    "metadata": {"name": name, "namespace": NS},
+    "spec": {
+        "selector": {"matchLabels": {"app": name}},
+        "template": {
+            "metadata": {"labels": {"app": name}},
+            "spec": {"containers": [{"name": "main", "image": image,
+                "ports": [{"containerPort": 8080}]}]}
+        }
+    }});
+    if let Some(r) = replicas {
+        d["spec"]["replicas"] = json!(r);
+    }
+    d
+}
+
+/// A Job that completes.
+pub fn job(name: &str) -> Value {
+    json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name, "namespace": NS},
+        "spec": {"template": {"spec": {"restartPolicy": "Never",
+            "containers": [{"name": "main", "image": "busybox:1.36", "command": ["true"]}]}}}})
+}
+
+/// A PersistentVolumeClaim.
+pub fn pvc(name: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}})
+}
+
+/// An app with default policy.
+pub fn app(name: &str, depends_on: &[&str], objects: Vec<Value>) -> AppAssignment {
+    AppAssignment {
+        name: name.into(),
+        policy: SyncPolicy::default(),
+        depends_on: depends_on.iter().map(|s| s.to_string()).collect(),
+        objects,
+        render_error: None,
+    }
+}
+
+/// The `infra` app: the namespace, the Widget CRD and cluster RBAC (5 objects).
+pub fn infra_app() -> AppAssignment {
+    app(
+        "infra",
+        &[],
+        vec![
+            namespace(NS),
+            widget_crd(),
+            json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "shop", "namespace": NS}}),
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+                "metadata": {"name": "shop-reader"},
+                "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list"]}]}),
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+                "metadata": {"name": "shop-reader"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "shop-reader"},
+                "subjects": [{"kind": "ServiceAccount", "name": "shop", "namespace": NS}]}),
+        ],
+    )
+}
+
+/// The `shop` app (depends on `infra`) with `total - 5` objects: ConfigMaps, Secrets, Services,
+/// Deployments, Jobs, claims and Widgets. `version` changes the ConfigMaps `cm-0..changed`.
+pub fn shop_app(total: usize, changed: usize, version: &str) -> AppAssignment {
+    let mut objects = Vec::new();
+    let n = total.saturating_sub(5);
+    let (deploys, services, secrets, widgets, jobs, claims) = (
+        n / 10,
+        n / 10,
+        n / 10,
+        n / 10,
+        (n / 40).max(1),
+        (n / 40).max(1),
+    );
+    for i in 0..deploys {
+        objects.push(deployment(&format!("web-{i}"), "nginx:1.25", Some(2)));
+    }
+    for i in 0..services {
+        objects.push(service(&format!("web-{i}")));
+    }
+    for i in 0..secrets {
+        objects.push(secret(&format!("secret-{i}")));
+    }
+    for i in 0..widgets {
+        objects.push(widget(&format!("widget-{i}"), i as i64));
+    }
+    for i in 0..jobs {
+        objects.push(job(&format!("migrate-{i}")));
+    }
+    for i in 0..claims {
+        objects.push(pvc(&format!("data-{i}")));
+    }
+    let cms = n - objects.len();
+    for i in 0..cms {
+        let v = if i < changed { version } else { "v1" };
+        objects.push(config_map(&format!("cm-{i}"), v));
+    }
+    app("shop", &["infra"], objects)
+}
+
+/// An assignment for `cluster` at `revision`.
+pub fn assignment(cluster: &str, revision: &str, apps: Vec<AppAssignment>) -> Assignment {
+    Assignment::new(cluster, "prod", revision, apps, false)
+}
+
+/// A reconciler running in-process, fed assignments directly.
+pub struct InProcessAgent {
+    pub assignments: watch::Sender<Option<Arc<Assignment>>>,
+    pub reports: ReportQueue,
+    pub live: Live,
+    pub cache_dir: PathBuf,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Fast-moving settings for tests: short retry budgets and quick self-heal.
+pub fn test_config(cluster: &str, cache_dir: &Path) -> ReconcilerConfig {
+    let mut config = ReconcilerConfig::new(cluster, cache_dir);
+    config.retry = RetryPolicy {
+        initial: Duration::from_millis(100),
+        max: Duration::from_secs(2),
+        budget: Duration::from_secs(20),
+    };
+    config.heal = HealPolicy {
+        min_interval: Duration::from_millis(10),
+        first_backoff: Duration::from_millis(200),
+        max_backoff: Duration::from_secs(5),
+    };
+    config.max_retry_interval = Duration::from_secs(3);
+    config
+}
+
+impl InProcessAgent {
+    /// Starts a reconciler on `client` holding `held` (treated as cached: applied, not pruned).
+    pub fn start(
+        config: ReconcilerConfig,
+        client: kube::Client,
+        held: Option<Assignment>,
+    ) -> InProcessAgent {
+        let cache_dir = config.cache_dir.clone();
+        let reconciler = Reconciler::new(config, client);
+        let live = reconciler.live();
+        let (assignments, rx) = watch::channel(held.map(Arc::new));
+        let reports = ReportQueue::new(1024);
+        let shutdown = CancellationToken::new();
+        let (q, s) = (reports.clone(), shutdown.clone());
+        let task = tokio::spawn(async move {
+            if let Err(e) = reconciler.run(rx, q, s).await {
+                tracing::error!(error = %e, "reconciler stopped");
+            }
+        });
+        InProcessAgent {
+            assignments,
+            reports,
+            live,
+            cache_dir,
+            shutdown,
+            task,
+        }
+    }
+
+    /// Hands the agent a new assignment, as the hub would.
+    pub fn assign(&self, a: Assignment) {
+        self.assignments.send_replace(Some(Arc::new(a)));
+    }
+
+    /// The latest report.
+    pub fn last_report(&self) -> Option<Report> {
+        self.reports.last()
+    }
+
+    /// Stops the reconciler and waits for it.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = self.task.await;
+    }
+}

@@ -1,0 +1,253 @@
+//! Drift against kubesim: a managed field edited with the real kubectl is reported with its path
+//! and manager (and restored when the app self-heals); an autoscaler owning replicas and
+//! server-defaulted fields are never drift; a deleted object is reported missing and re-created.
+
+use std::path::{Path, PathBuf};
+
+use convoy_e2e::agent_fixtures::{self as fx, InProcessAgent, NS};
+use convoy_e2e::harness::eventually;
+use convoy_e2e::kubesim::SimFleet;
+use convoy_shared::model::report::{Drift, Health, Report};
+use convoy_shared::model::{Assignment, SyncPolicy};
+
+const CLUSTER: &str = "d1";
+
+fn kubectl_path() -> PathBuf {
+    std::env::var_os("CONVOY_KUBECTL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/kubectl"))
+}
+
+/// Runs the real kubectl against the simulated cluster and requires success.
+async fn kubectl(kubeconfig: &Path, args: &[&str]) -> String {
+    let out = tokio::process::Command::new(kubectl_path())
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args)
+        .env("KUBECACHEDIR", kubeconfig.with_extension("cache"))
+        .output()
+        .await
+        .expect("kubectl runs (set CONVOY_KUBECTL or run e2e/test.sh to install it)");
+    assert!(
+        out.status.success(),
+        "kubectl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn assignment(revision: &str) -> Assignment {
+    let mut web = fx::app(
+        "web",
+        &[],
+        vec![
+            fx::namespace(NS),
+            fx::deployment("web", "nginx:1.25", None),
+            fx::deployment("api", "nginx:1.25", Some(2)),
+            fx::config_map("web-config", "v1"),
+        ],
+    );
+    web.policy = SyncPolicy {
+        prune: true,
+        self_heal: false,
+    };
+    let mut heal = fx::app(
+        "healer",
+        &["web"],
+        vec![
+            fx::config_map("heal-config", "v1"),
+            fx::deployment("heal", "nginx:1.25", Some(1)),
+        ],
+    );
+    heal.policy = SyncPolicy {
+        prune: true,
+        self_heal: true,
+    };
+    fx::assignment(CLUSTER, revision, vec![web, heal])
+}
+
+async fn report_where(agent: &InProcessAgent, what: &str, ok: impl Fn(&Report) -> bool) -> Report {
+    eventually(what, || {
+        let r = agent.last_report().filter(|r| ok(r));
+        async move { r }
+    })
+    .await
+}
+
+fn drift_of<'a>(r: &'a Report, name: &str, healed: bool) -> Option<&'a Drift> {
+    r.drifts
+        .iter()
+        .find(|d| d.object.name == name && d.healed == healed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drift_is_reported_by_field_and_manager_healed_only_when_the_app_says_so() {
+    let fleet = SimFleet::start(&[CLUSTER]).await.unwrap();
+    let cluster = fleet.cluster(CLUSTER).unwrap();
+    let kc = cluster.kubeconfig_path().to_path_buf();
+    let cache = tempfile::tempdir().unwrap();
+    let agent = InProcessAgent::start(
+        fx::test_config(CLUSTER, cache.path()),
+        cluster.client().await.unwrap(),
+        None,
+    );
+    let a = assignment("r1");
+    agent.assign(a.clone());
+    let settled = report_where(&agent, "everything applied and healthy", |r| {
+        r.digest == a.digest && r.applied && r.health() == Health::Healthy
+    })
+    .await;
+    // Server defaults (imagePullPolicy, strategy, clusterIP…) and status are never drift.
+    assert!(settled.drifts.is_empty(), "{:?}", settled.drifts);
+
+    // selfHeal off: kubectl changes the image; the drift is reported and left alone.
+    kubectl(
+        &kc,
+        &[
+            "-n", NS, "patch", "deployment", "api", "--field-manager=kubectl-edit", "-p",
+            r#"{"spec":{"template":{"spec":{"containers":[{"name":"main","image":"nginx:edited"}]}}}}"#,
+        ],
+    )
+    .await;
+    let r = report_where(&agent, "the image drift on api", |r| {
+        drift_of(r, "api", false).is_some()
+    })
+    .await;
+    let d = drift_of(&r, "api", false).unwrap();
+    assert_eq!(d.app, "web");
+    assert!(!d.missing);
+    assert_eq!(d.fields.len(), 1, "{:?}", d.fields);
+    let f = &d.fields[0];
+    assert_eq!(f.path, "spec.template.spec.containers[name=main].image");
+    assert_eq!(f.desired, "nginx:1.25");
+    assert_eq!(f.live, "nginx:edited");
+    assert_eq!(f.manager, "kubectl-edit");
+    let live = cluster
+        .get("apps/v1", "Deployment", Some(NS), "api")
+        .unwrap();
+    assert_eq!(
+        live["spec"]["template"]["spec"]["containers"][0]["image"], "nginx:edited",
+        "without selfHeal the edit stays"
+    );
+
+    // The autoscaler owns replicas of `web` (which leaves replicas unset): never drift. A later
+    // edit on another Deployment (same watch stream) proves the scale event was judged.
+    cluster.autoscale(NS, "web", 5).unwrap();
+    kubectl(
+        &kc,
+        &[
+            "-n",
+            NS,
+            "label",
+            "deployment",
+            "api",
+            "team=edited",
+            "--overwrite",
+        ],
+    )
+    .await;
+    kubectl(
+        &kc,
+        &[
+            "-n",
+            NS,
+            "patch",
+            "deployment",
+            "api",
+            "--field-manager=kubectl-edit",
+            "-p",
+            r#"{"metadata":{"labels":{"convoy.dev/app":"stolen"}}}"#,
+        ],
+    )
+    .await;
+    let r = report_where(&agent, "the label drift on api", |r| {
+        drift_of(r, "api", false).is_some_and(|d| {
+            d.fields
+                .iter()
+                .any(|f| f.path == "metadata.labels.convoy.dev/app")
+        })
+    })
+    .await;
+    assert!(
+        drift_of(&r, "web", false).is_none(),
+        "replicas owned by the autoscaler are not drift: {:?}",
+        r.drifts
+    );
+    assert_eq!(
+        cluster
+            .get("apps/v1", "Deployment", Some(NS), "web")
+            .unwrap()["spec"]["replicas"],
+        5
+    );
+    let label = r
+        .drifts
+        .iter()
+        .flat_map(|d| &d.fields)
+        .find(|f| f.path == "metadata.labels.convoy.dev/app")
+        .unwrap();
+    assert_eq!(label.manager, "kubectl-edit");
+    assert!(
+        !r.drifts
+            .iter()
+            .flat_map(|d| &d.fields)
+            .any(|f| f.path.contains("team")),
+        "a label convoy-agent never set is not drift"
+    );
+
+    // selfHeal on: the edit is undone and the drift recorded as healed.
+    kubectl(
+        &kc,
+        &[
+            "-n",
+            NS,
+            "patch",
+            "configmap",
+            "heal-config",
+            "--field-manager=kubectl-edit",
+            "--type=merge",
+            "-p",
+            r#"{"data":{"value":"hacked"}}"#,
+        ],
+    )
+    .await;
+    let r = report_where(&agent, "the healed drift on heal-config", |r| {
+        drift_of(r, "heal-config", true).is_some()
+    })
+    .await;
+    let healed = drift_of(&r, "heal-config", true).unwrap();
+    assert_eq!(healed.fields[0].path, "data.value");
+    assert_eq!(healed.fields[0].live, "hacked");
+    assert_eq!(healed.fields[0].manager, "kubectl-edit");
+    eventually("heal-config restored", || {
+        let v = cluster.get("v1", "ConfigMap", Some(NS), "heal-config");
+        async move { v.filter(|v| v["data"]["value"] == "v1") }
+    })
+    .await;
+
+    // A deleted object of a self-healing app is reported missing and re-created.
+    kubectl(
+        &kc,
+        &["-n", NS, "delete", "deployment", "heal", "--wait=false"],
+    )
+    .await;
+    let r = report_where(&agent, "the vanished deployment healed", |r| {
+        r.drifts
+            .iter()
+            .any(|d| d.object.name == "heal" && d.missing && d.healed)
+    })
+    .await;
+    assert!(
+        r.drifts
+            .iter()
+            .any(|d| d.object.name == "heal" && d.missing)
+    );
+    eventually("heal re-created", || {
+        let v = cluster.get("apps/v1", "Deployment", Some(NS), "heal");
+        async move { v }
+    })
+    .await;
+    // The selfHeal-off drift is still there, untouched.
+    let last = agent.last_report().unwrap();
+    assert!(drift_of(&last, "api", false).is_some());
+    agent.stop().await;
+}

@@ -12,26 +12,22 @@ use super::patch::{self, Target};
 use super::resource::{self, Behavior, Resource};
 use super::source::{self, EntryKind, Source};
 use super::transform::{self, ImageRule, LabelScope};
+use super::yaml::DocCache;
 use super::{RenderError, Result, generate, nameref};
 
 struct Engine<'a> {
     src: &'a dyn Source,
+    cache: &'a DocCache,
     stack: Vec<PathBuf>,
 }
 
 /// Renders the kustomization in the repository-relative directory `dir`.
-pub(crate) fn render(src: &dyn Source, dir: &Path) -> Result<Vec<Value>> {
-    let mut eng = Engine {
-        src,
-        stack: Vec::new(),
-    };
+pub(crate) fn render(src: &dyn Source, cache: &DocCache, dir: &Path) -> Result<Vec<Value>> {
+    let mut eng = Engine { src, cache, stack: Vec::new() };
     match src.kind(dir)? {
         Some(EntryKind::Dir) => {}
         _ => {
-            return Err(RenderError::Missing {
-                path: dir.to_path_buf(),
-                from: PathBuf::from("."),
-            });
+            return Err(RenderError::Missing { path: dir.to_path_buf(), from: PathBuf::from(".") });
         }
     }
     let (kfile, k) = eng.load_kustomization(dir)?;
@@ -44,11 +40,7 @@ pub(crate) fn render(src: &dyn Source, dir: &Path) -> Result<Vec<Value>> {
         r.set_name(&name);
     }
     nameref::fix_references(&mut acc)?;
-    let fifo = k
-        .sort_options
-        .as_ref()
-        .and_then(|s| s.order.as_deref())
-        .is_some_and(|o| o == "fifo");
+    let fifo = k.sort_options.as_ref().and_then(|s| s.order.as_deref()).is_some_and(|o| o == "fifo");
     if !fifo {
         resource::legacy_sort(&mut acc);
     }
@@ -66,10 +58,7 @@ fn looks_remote(entry: &str) -> bool {
 }
 
 fn append(acc: &mut Vec<Resource>, r: Resource, from: &Path) -> Result<()> {
-    if let Some(dup) = acc
-        .iter()
-        .find(|x| x.name() == r.name() && x.same_cur_id(&r))
-    {
+    if let Some(dup) = acc.iter().find(|x| x.name() == r.name() && x.same_cur_id(&r)) {
         return Err(RenderError::DuplicateId {
             path: from.to_path_buf(),
             id: format!("{} (first from {})", dup.id_string(), dup.file.display()),
@@ -90,21 +79,17 @@ impl Engine<'_> {
         }
         let file = match found.len() {
             0 => {
-                return Err(RenderError::NoKustomization {
-                    dir: dir.to_path_buf(),
-                });
+                return Err(RenderError::NoKustomization { dir: dir.to_path_buf() });
             }
             1 => found.remove(0),
             _ => {
-                return Err(RenderError::MultipleKustomizations {
-                    dir: dir.to_path_buf(),
-                });
+                return Err(RenderError::MultipleKustomizations { dir: dir.to_path_buf() });
             }
         };
         let bytes = self.src.read(&file)?;
-        let text = String::from_utf8(bytes)
-            .map_err(|_| RenderError::invalid(&file, "kustomization is not valid UTF-8"))?;
-        let k = Kustomization::parse(&file, &text)?;
+        let text =
+            String::from_utf8(bytes).map_err(|_| RenderError::invalid(&file, "kustomization is not valid UTF-8"))?;
+        let k = Kustomization::parse(&file, &text, self.cache)?;
         Ok((Arc::new(file), k))
     }
 
@@ -121,18 +106,9 @@ impl Engine<'_> {
                 }
                 Ok((p, k))
             }
-            _ if looks_remote(entry) => Err(RenderError::Remote {
-                path: kfile.to_path_buf(),
-                url: entry.to_string(),
-            }),
-            (None, _) => Err(RenderError::PathEscape {
-                path: entry.to_string(),
-                from: kfile.to_path_buf(),
-            }),
-            (Some(p), None) => Err(RenderError::Missing {
-                path: p,
-                from: kfile.to_path_buf(),
-            }),
+            _ if looks_remote(entry) => Err(RenderError::Remote { path: kfile.to_path_buf(), url: entry.to_string() }),
+            (None, _) => Err(RenderError::PathEscape { path: entry.to_string(), from: kfile.to_path_buf() }),
+            (Some(p), None) => Err(RenderError::Missing { path: p, from: kfile.to_path_buf() }),
         }
     }
 
@@ -144,16 +120,9 @@ impl Engine<'_> {
         acc: &mut Vec<Resource>,
     ) -> Result<()> {
         if self.stack.iter().any(|d| d == dir) {
-            let chain: Vec<String> = self
-                .stack
-                .iter()
-                .chain(std::iter::once(&dir.to_path_buf()))
-                .map(|d| d.display().to_string())
-                .collect();
-            return Err(RenderError::Cycle {
-                path: kfile.to_path_buf(),
-                chain: chain.join(" -> "),
-            });
+            let chain: Vec<String> =
+                self.stack.iter().chain(std::iter::once(&dir.to_path_buf())).map(|d| d.display().to_string()).collect();
+            return Err(RenderError::Cycle { path: kfile.to_path_buf(), chain: chain.join(" -> ") });
         }
         self.stack.push(dir.to_path_buf());
         let out = self.accumulate_inner(dir, kfile, k, acc);
@@ -178,9 +147,7 @@ impl Engine<'_> {
                     if sub.is_component() {
                         return Err(RenderError::invalid(
                             kfile,
-                            format!(
-                                "'{entry}' is a Component; list it under 'components:', not 'resources:'"
-                            ),
+                            format!("'{entry}' is a Component; list it under 'components:', not 'resources:'"),
                         ));
                     }
                     let mut sub_acc = Vec::new();
@@ -215,21 +182,16 @@ impl Engine<'_> {
 
     fn load_file(&self, path: &Path, acc: &mut Vec<Resource>) -> Result<()> {
         let bytes = self.src.read(path)?;
-        let text = String::from_utf8(bytes)
-            .map_err(|_| RenderError::invalid(path, "resource file is not valid UTF-8"))?;
+        let text =
+            String::from_utf8(bytes).map_err(|_| RenderError::invalid(path, "resource file is not valid UTF-8"))?;
         let file = Arc::new(path.to_path_buf());
-        for doc in super::yaml::parse_docs(path, &text)? {
-            let Value::Object(obj) = doc else {
-                return Err(RenderError::invalid(
-                    path,
-                    "a resource document must be a YAML mapping",
-                ));
+        let docs = self.cache.parse(path, &text)?;
+        for doc in docs.iter() {
+            let Value::Object(obj) = doc.clone() else {
+                return Err(RenderError::invalid(path, "a resource document must be a YAML mapping"));
             };
             let is_list = obj.get("kind").and_then(Value::as_str) == Some("List")
-                || (obj
-                    .get("kind")
-                    .and_then(Value::as_str)
-                    .is_some_and(|k| k.ends_with("List"))
+                || (obj.get("kind").and_then(Value::as_str).is_some_and(|k| k.ends_with("List"))
                     && obj.get("items").is_some_and(Value::is_array));
             if is_list {
                 let items = obj.get("items").and_then(Value::as_array).cloned();
@@ -285,14 +247,7 @@ impl Engine<'_> {
             .map(|g| (g, false))
             .chain(k.secret_generator.iter().flatten().map(|g| (g, true)));
         for (spec, secret) in gens {
-            let r = generate::generate(
-                self.src,
-                dir,
-                kfile,
-                spec,
-                secret,
-                k.generator_options.as_ref(),
-            )?;
+            let r = generate::generate(self.src, dir, kfile, spec, secret, k.generator_options.as_ref())?;
             append_replace_or_merge(acc, r, kfile)?;
         }
         Ok(())
@@ -308,19 +263,15 @@ impl Engine<'_> {
         for entry in k.patches_strategic_merge.iter().flatten() {
             let inline = entry.contains('\n') || entry.trim_start().starts_with('{');
             let loaded = if inline {
-                patch::load(self.src, dir, kfile, None, Some(entry))?
+                patch::load(self.src, self.cache, dir, kfile, None, Some(entry))?
             } else {
-                patch::load(self.src, dir, kfile, Some(entry), None)?
+                patch::load(self.src, self.cache, dir, kfile, Some(entry), None)?
             };
             patch::apply(acc, &loaded, None, None)?;
         }
         for p in k.patches.iter().flatten() {
-            let loaded = patch::load(self.src, dir, kfile, p.path.as_deref(), p.patch.as_deref())?;
-            let target = p
-                .target
-                .as_ref()
-                .map(|t| Target::compile(kfile, t))
-                .transpose()?;
+            let loaded = patch::load(self.src, self.cache, dir, kfile, p.path.as_deref(), p.patch.as_deref())?;
+            let target = p.target.as_ref().map(|t| Target::compile(kfile, t)).transpose()?;
             patch::apply(acc, &loaded, target.as_ref(), p.options.as_ref())?;
         }
         if let Some(ns) = k.namespace.as_deref().filter(|n| !n.is_empty()) {
@@ -334,18 +285,12 @@ impl Engine<'_> {
         }
         for l in k.labels.iter().flatten() {
             if let Some(pairs) = &l.pairs {
-                let scope = LabelScope {
-                    selectors: l.include_selectors,
-                    templates: l.include_templates,
-                };
+                let scope = LabelScope { selectors: l.include_selectors, templates: l.include_templates };
                 transform::add_labels(acc, pairs, &scope);
             }
         }
         if let Some(pairs) = &k.common_labels {
-            let scope = LabelScope {
-                selectors: true,
-                templates: true,
-            };
+            let scope = LabelScope { selectors: true, templates: true };
             transform::add_labels(acc, pairs, &scope);
         }
         if let Some(pairs) = &k.common_annotations {
@@ -353,12 +298,9 @@ impl Engine<'_> {
         }
         for p in k.patches_json6902.iter().flatten() {
             let Some(t) = &p.target else {
-                return Err(RenderError::invalid(
-                    kfile,
-                    "a patchesJson6902 entry needs a target",
-                ));
+                return Err(RenderError::invalid(kfile, "a patchesJson6902 entry needs a target"));
             };
-            let loaded = patch::load(self.src, dir, kfile, p.path.as_deref(), p.patch.as_deref())?;
+            let loaded = patch::load(self.src, self.cache, dir, kfile, p.path.as_deref(), p.patch.as_deref())?;
             let target = Target::compile(kfile, t)?;
             patch::apply(acc, &loaded, Some(&target), p.options.as_ref())?;
         }
@@ -378,12 +320,8 @@ fn append_replace_or_merge(acc: &mut Vec<Resource>, mut r: Resource, kfile: &Pat
     let gvk = r.gvk();
     let name = r.name().to_string();
     let ns = r.namespace().to_string();
-    let hits: Vec<usize> = acc
-        .iter()
-        .enumerate()
-        .filter(|(_, x)| x.any_id_equals(&gvk, &name, &ns))
-        .map(|(i, _)| i)
-        .collect();
+    let hits: Vec<usize> =
+        acc.iter().enumerate().filter(|(_, x)| x.any_id_equals(&gvk, &name, &ns)).map(|(i, _)| i).collect();
     match (hits.as_slice(), r.behavior) {
         ([], Behavior::Create) => append(acc, r, kfile),
         ([], _) => Err(RenderError::invalid(
@@ -395,10 +333,7 @@ fn append_replace_or_merge(acc: &mut Vec<Resource>, mut r: Resource, kfile: &Pat
         )),
         ([_], Behavior::Create) => Err(RenderError::DuplicateId {
             path: kfile.to_path_buf(),
-            id: format!(
-                "{} {name} (a generator with behavior create; use behavior merge or replace)",
-                gvk.kind
-            ),
+            id: format!("{} {name} (a generator with behavior create; use behavior merge or replace)", gvk.kind),
         }),
         ([i], behavior) => {
             let old = &acc[*i];
@@ -409,12 +344,7 @@ fn append_replace_or_merge(acc: &mut Vec<Resource>, mut r: Resource, kfile: &Pat
             r.set_namespace(&old_ns);
             if behavior == Behavior::Merge {
                 for field in ["data", "binaryData"] {
-                    let mut merged = old
-                        .obj
-                        .get(field)
-                        .and_then(Value::as_object)
-                        .cloned()
-                        .unwrap_or_default();
+                    let mut merged = old.obj.get(field).and_then(Value::as_object).cloned().unwrap_or_default();
                     if let Some(Value::Object(new)) = r.obj.get(field) {
                         for (k, v) in new {
                             merged.insert(k.clone(), v.clone());
@@ -435,10 +365,7 @@ fn append_replace_or_merge(acc: &mut Vec<Resource>, mut r: Resource, kfile: &Pat
         }
         (_, _) => Err(RenderError::invalid(
             kfile,
-            format!(
-                "{} '{name}': several existing objects could accept the merge; give it a namespace",
-                gvk.kind
-            ),
+            format!("{} '{name}': several existing objects could accept the merge; give it a namespace", gvk.kind),
         )),
     }
 }

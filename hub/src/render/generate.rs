@@ -22,11 +22,7 @@ pub(crate) fn generate(
     secret: bool,
     global: Option<&GeneratorOptions>,
 ) -> Result<Resource> {
-    let what = if secret {
-        "secretGenerator"
-    } else {
-        "configMapGenerator"
-    };
+    let what = if secret { "secretGenerator" } else { "configMapGenerator" };
     let name = spec
         .name
         .clone()
@@ -37,9 +33,7 @@ pub(crate) fn generate(
         if entries.iter().any(|(e, _)| *e == k) {
             return Err(RenderError::invalid(
                 kfile,
-                format!(
-                    "{what} '{name}': cannot add key '{k}', another key by that name already exists"
-                ),
+                format!("{what} '{name}': cannot add key '{k}', another key by that name already exists"),
             ));
         }
         entries.push((k, v));
@@ -57,15 +51,9 @@ pub(crate) fn generate(
         }
     }
     for lit in spec.literals.iter().flatten() {
-        let (k, v) = lit
-            .split_once('=')
-            .filter(|(k, _)| !k.is_empty())
-            .ok_or_else(|| {
-                RenderError::invalid(
-                    kfile,
-                    format!("{what} '{name}': literal '{lit}' must be KEY=VALUE"),
-                )
-            })?;
+        let (k, v) = lit.split_once('=').filter(|(k, _)| !k.is_empty()).ok_or_else(|| {
+            RenderError::invalid(kfile, format!("{what} '{name}': literal '{lit}' must be KEY=VALUE"))
+        })?;
         add(k.to_string(), remove_quotes(v).as_bytes().to_vec())?;
     }
     for f in spec.files.iter().flatten() {
@@ -92,10 +80,7 @@ pub(crate) fn generate(
                 });
             }
             None => {
-                return Err(RenderError::Missing {
-                    path: path.clone(),
-                    from: kfile.to_path_buf(),
-                });
+                return Err(RenderError::Missing { path: path.clone(), from: kfile.to_path_buf() });
             }
         }
         add(key, src.read(&path)?)?;
@@ -119,16 +104,11 @@ pub(crate) fn generate(
     }
     let mut obj = Map::new();
     obj.insert("apiVersion".into(), Value::String("v1".into()));
-    obj.insert(
-        "kind".into(),
-        Value::String(if secret { "Secret" } else { "ConfigMap" }.into()),
-    );
+    obj.insert("kind".into(), Value::String(if secret { "Secret" } else { "ConfigMap" }.into()));
     obj.insert("metadata".into(), Value::Object(md));
     if secret {
-        let data: Map<String, Value> = entries
-            .into_iter()
-            .map(|(k, v)| (k, Value::String(wrapped_base64(&v))))
-            .collect();
+        let data: Map<String, Value> =
+            entries.into_iter().map(|(k, v)| (k, Value::String(wrapped_base64(&v)))).collect();
         if !data.is_empty() {
             obj.insert("data".into(), Value::Object(data));
         }
@@ -166,9 +146,7 @@ pub(crate) fn generate(
         Some(other) => {
             return Err(RenderError::invalid(
                 kfile,
-                format!(
-                    "{what} '{name}': unknown behavior '{other}'; use create, merge or replace"
-                ),
+                format!("{what} '{name}': unknown behavior '{other}'; use create, merge or replace"),
             ));
         }
     };
@@ -213,29 +191,21 @@ fn merge_options(into: &mut GeneratorOptions, local: &GeneratorOptions) {
 }
 
 fn stringify(m: &Map<String, Value>) -> Map<String, Value> {
-    m.iter()
-        .map(|(k, v)| (k.clone(), Value::String(scalar_string(v))))
-        .collect()
+    m.iter().map(|(k, v)| (k.clone(), Value::String(scalar_string(v)))).collect()
 }
 
 fn resolve(dir: &Path, rel: &str, kfile: &Path) -> Result<std::path::PathBuf> {
-    let path = source::normalize(dir, rel).ok_or_else(|| RenderError::PathEscape {
-        path: rel.to_string(),
-        from: kfile.to_path_buf(),
-    })?;
+    let path = source::normalize(dir, rel)
+        .ok_or_else(|| RenderError::PathEscape { path: rel.to_string(), from: kfile.to_path_buf() })?;
     source::check_within(dir, &path, rel, kfile)?;
     Ok(path)
 }
 
 fn read_text(src: &dyn Source, path: &Path, kfile: &Path) -> Result<String> {
     if src.kind(path)?.is_none() {
-        return Err(RenderError::Missing {
-            path: path.to_path_buf(),
-            from: kfile.to_path_buf(),
-        });
+        return Err(RenderError::Missing { path: path.to_path_buf(), from: kfile.to_path_buf() });
     }
-    String::from_utf8(src.read(path)?)
-        .map_err(|_| RenderError::invalid(path, "env file is not valid UTF-8"))
+    String::from_utf8(src.read(path)?).map_err(|_| RenderError::invalid(path, "env file is not valid UTF-8"))
 }
 
 /// `KEY=VALUE` lines; blank lines and `#` comments skipped.
@@ -269,17 +239,12 @@ fn parse_env(path: &Path, text: &str) -> Result<Vec<(String, String)>> {
 fn valid_env_name(k: &str) -> bool {
     !k.is_empty()
         && !k.starts_with(|c: char| c.is_ascii_digit())
-        && k.chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
+        && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
 }
 
 fn remove_quotes(v: &str) -> &str {
     let b = v.as_bytes();
-    if b.len() >= 2 && (b[0] == b'"' || b[0] == b'\'') && b[b.len() - 1] == b[0] {
-        &v[1..v.len() - 1]
-    } else {
-        v
-    }
+    if b.len() >= 2 && (b[0] == b'"' || b[0] == b'\'') && b[b.len() - 1] == b[0] { &v[1..v.len() - 1] } else { v }
 }
 
 /// The ten-character hash kustomize appends to generated names.
@@ -314,10 +279,7 @@ pub(crate) fn name_hash(obj: &Map<String, Value>) -> String {
     }
     let mut encoded = String::new();
     go_json(&Value::Object(m), &mut encoded);
-    let hex: String = Sha256::digest(encoded.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let hex: String = Sha256::digest(encoded.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
     hex[..10]
         .chars()
         .map(|c| match c {
@@ -413,10 +375,7 @@ mod tests {
             .expect_err("space before = is not a valid name");
         assert!(kv.to_string().contains("e.env"));
         let kv = parse_env(Path::new("e.env"), "A=1\n#c\nC=\"q\"\r\n").expect("parse");
-        assert_eq!(
-            kv,
-            vec![("A".into(), "1".into()), ("C".into(), "\"q\"".into())]
-        );
+        assert_eq!(kv, vec![("A".into(), "1".into()), ("C".into(), "\"q\"".into())]);
         assert_eq!(remove_quotes("'x'"), "x");
         assert_eq!(remove_quotes("\"x"), "\"x");
     }

@@ -9,8 +9,7 @@ use serde_json::{Map, Value};
 use super::{RenderError, Result};
 
 /// File names kustomize accepts for a kustomization, in its lookup order.
-pub(crate) const FILE_NAMES: [&str; 3] =
-    ["kustomization.yaml", "kustomization.yml", "Kustomization"];
+pub(crate) const FILE_NAMES: [&str; 3] = ["kustomization.yaml", "kustomization.yml", "Kustomization"];
 
 /// A parsed kustomization or component.
 #[derive(Debug, Default, Deserialize)]
@@ -157,16 +156,13 @@ pub(crate) struct SortOptions {
 
 impl Kustomization {
     /// Parses a kustomization file; `component` says whether a Component is expected.
-    pub fn parse(path: &Path, text: &str) -> Result<Kustomization> {
-        let value = super::yaml::parse_one(path, text)?;
+    pub fn parse(path: &Path, text: &str, cache: &super::yaml::DocCache) -> Result<Kustomization> {
+        let value = super::yaml::parse_one(path, text, cache)?;
         if value.is_null() {
             return Ok(Kustomization::default());
         }
-        let k: Kustomization =
-            serde_json::from_value(value).map_err(|e| RenderError::InvalidKustomization {
-                path: path.to_path_buf(),
-                message: e.to_string(),
-            })?;
+        let k: Kustomization = serde_json::from_value(value)
+            .map_err(|e| RenderError::InvalidKustomization { path: path.to_path_buf(), message: e.to_string() })?;
         let unsupported = [
             ("vars", k.vars.is_some()),
             ("replacements", k.replacements.is_some()),
@@ -175,36 +171,24 @@ impl Kustomization {
             ("validators", k.validators.is_some()),
             ("helmCharts", k.helm_charts.is_some()),
             ("helmGlobals", k.helm_globals.is_some()),
-            (
-                "helmChartInflationGenerator",
-                k.helm_chart_inflation_generator.is_some(),
-            ),
+            ("helmChartInflationGenerator", k.helm_chart_inflation_generator.is_some()),
             ("configurations", k.configurations.is_some()),
             ("crds", k.crds.is_some()),
             ("openapi", k.openapi.is_some()),
             ("imagesFrom", k.images_from.is_some()),
         ];
         if let Some((feature, _)) = unsupported.iter().find(|(_, set)| *set) {
-            return Err(RenderError::Unsupported {
-                path: path.to_path_buf(),
-                feature: (*feature).to_string(),
-            });
+            return Err(RenderError::Unsupported { path: path.to_path_buf(), feature: (*feature).to_string() });
         }
         if let Some(labels) = &k.labels
             && labels.iter().any(|l| l.fields.is_some())
         {
-            return Err(RenderError::Unsupported {
-                path: path.to_path_buf(),
-                feature: "labels[].fields".into(),
-            });
+            return Err(RenderError::Unsupported { path: path.to_path_buf(), feature: "labels[].fields".into() });
         }
         if let Some(images) = &k.images
             && images.iter().any(|i| i.tag_suffix.is_some())
         {
-            return Err(RenderError::Unsupported {
-                path: path.to_path_buf(),
-                feature: "images[].tagSuffix".into(),
-            });
+            return Err(RenderError::Unsupported { path: path.to_path_buf(), feature: "images[].tagSuffix".into() });
         }
         Ok(k)
     }

@@ -43,32 +43,21 @@ fn is_builtin_group(group: &str) -> bool {
 /// The merge behaviour of the list `field` found in the map at `path` of a `kind` object.
 fn list_strategy(kind: &str, path: &[String], field: &str) -> ListStrategy {
     let parent = path.last().map(String::as_str).unwrap_or("");
-    let in_container = matches!(
-        parent,
-        "containers" | "initContainers" | "ephemeralContainers"
-    );
+    let in_container = matches!(parent, "containers" | "initContainers" | "ephemeralContainers");
     match field {
         "containers" | "initContainers" | "ephemeralContainers" => ListStrategy::Key("name"),
         "env" if in_container => ListStrategy::Key("name"),
         "ports" if in_container => ListStrategy::Key("containerPort"),
-        "ports" if kind == "Service" && path.len() == 1 && parent == "spec" => {
-            ListStrategy::Key("port")
-        }
+        "ports" if kind == "Service" && path.len() == 1 && parent == "spec" => ListStrategy::Key("port"),
         "volumeMounts" if in_container => ListStrategy::Key("mountPath"),
         "volumeDevices" if in_container => ListStrategy::Key("devicePath"),
-        "volumes" | "imagePullSecrets" | "resourceClaims" | "schedulingGates" => {
-            ListStrategy::Key("name")
-        }
+        "volumes" | "imagePullSecrets" | "resourceClaims" | "schedulingGates" => ListStrategy::Key("name"),
         "hostAliases" => ListStrategy::Key("ip"),
         "topologySpreadConstraints" => ListStrategy::Key("topologyKey"),
         "finalizers" if parent == "metadata" => ListStrategy::Primitive,
         "ownerReferences" if parent == "metadata" => ListStrategy::Key("uid"),
-        "conditions" if path.first().map(String::as_str) == Some("status") => {
-            ListStrategy::Key("type")
-        }
-        "webhooks" if kind.ends_with("WebhookConfiguration") && path.is_empty() => {
-            ListStrategy::Key("name")
-        }
+        "conditions" if path.first().map(String::as_str) == Some("status") => ListStrategy::Key("type"),
+        "webhooks" if kind.ends_with("WebhookConfiguration") && path.is_empty() => ListStrategy::Key("name"),
         "secrets" if kind == "ServiceAccount" && path.is_empty() => ListStrategy::Key("name"),
         _ => ListStrategy::Replace,
     }
@@ -81,53 +70,23 @@ struct Ctx<'a> {
 
 /// Applies `patch` to `target` in place. Returns `false` when the patch deletes the whole
 /// object (`$patch: delete` at the top).
-pub(crate) fn apply_strategic_merge(
-    target: &mut Map<String, Value>,
-    patch: &Map<String, Value>,
-) -> bool {
+pub(crate) fn apply_strategic_merge(target: &mut Map<String, Value>, patch: &Map<String, Value>) -> bool {
     match patch.get("$patch").and_then(Value::as_str) {
         Some("delete") => return false,
         Some("replace") => {
             let mut fresh = Map::new();
-            let kind = patch
-                .get("kind")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string();
-            let api = patch
-                .get("apiVersion")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string();
+            let kind = patch.get("kind").and_then(Value::as_str).unwrap_or("").to_string();
+            let api = patch.get("apiVersion").and_then(Value::as_str).unwrap_or("").to_string();
             let ctx = ctx_for(&api, &kind);
-            merge_map(
-                &mut fresh,
-                patch,
-                &Ctx {
-                    builtin: ctx,
-                    kind: &kind,
-                },
-                &mut Vec::new(),
-            );
+            merge_map(&mut fresh, patch, &Ctx { builtin: ctx, kind: &kind }, &mut Vec::new());
             *target = fresh;
             return true;
         }
         _ => {}
     }
-    let kind = target
-        .get("kind")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
-    let api = target
-        .get("apiVersion")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
-    let ctx = Ctx {
-        builtin: ctx_for(&api, &kind),
-        kind: &kind,
-    };
+    let kind = target.get("kind").and_then(Value::as_str).unwrap_or("").to_string();
+    let api = target.get("apiVersion").and_then(Value::as_str).unwrap_or("").to_string();
+    let ctx = Ctx { builtin: ctx_for(&api, &kind), kind: &kind };
     merge_map(target, patch, &ctx, &mut Vec::new());
     true
 }
@@ -151,12 +110,7 @@ fn clean(patch: &Map<String, Value>, ctx: &Ctx<'_>, path: &mut Vec<String>) -> M
     fresh
 }
 
-fn merge_map(
-    dest: &mut Map<String, Value>,
-    patch: &Map<String, Value>,
-    ctx: &Ctx<'_>,
-    path: &mut Vec<String>,
-) {
+fn merge_map(dest: &mut Map<String, Value>, patch: &Map<String, Value>, ctx: &Ctx<'_>, path: &mut Vec<String>) {
     for (k, pv) in patch {
         if is_directive_key(k) {
             continue;
@@ -186,11 +140,7 @@ fn merge_map(
                 path.pop();
             }
             Value::Array(pa) => {
-                let strategy = if ctx.builtin {
-                    list_strategy(ctx.kind, path, k)
-                } else {
-                    ListStrategy::Replace
-                };
+                let strategy = if ctx.builtin { list_strategy(ctx.kind, path, k) } else { ListStrategy::Replace };
                 let merged = match strategy {
                     ListStrategy::Replace => pv.clone(),
                     ListStrategy::Primitive => {
@@ -200,13 +150,7 @@ fn merge_map(
                     ListStrategy::Key(key) => {
                         let existing = dest.get(k).and_then(Value::as_array);
                         path.push(k.clone());
-                        let out = merge_keyed(
-                            existing.map(Vec::as_slice).unwrap_or(&[]),
-                            pa,
-                            key,
-                            ctx,
-                            path,
-                        );
+                        let out = merge_keyed(existing.map(Vec::as_slice).unwrap_or(&[]), pa, key, ctx, path);
                         path.pop();
                         Value::Array(out)
                     }
@@ -229,13 +173,7 @@ fn key_text(v: &Value, key: &str) -> Option<String> {
     }
 }
 
-fn merge_keyed(
-    dest: &[Value],
-    patch: &[Value],
-    key: &str,
-    ctx: &Ctx<'_>,
-    path: &mut Vec<String>,
-) -> Vec<Value> {
+fn merge_keyed(dest: &[Value], patch: &[Value], key: &str, ctx: &Ctx<'_>, path: &mut Vec<String>) -> Vec<Value> {
     let mut order: Vec<String> = Vec::new();
     for v in patch.iter().chain(dest.iter()) {
         if let Some(t) = key_text(v, key)
@@ -246,12 +184,8 @@ fn merge_keyed(
     }
     let mut out = Vec::with_capacity(order.len());
     for kv in &order {
-        let d = dest
-            .iter()
-            .find(|v| key_text(v, key).as_deref() == Some(kv));
-        let p = patch
-            .iter()
-            .find(|v| key_text(v, key).as_deref() == Some(kv));
+        let d = dest.iter().find(|v| key_text(v, key).as_deref() == Some(kv));
+        let p = patch.iter().find(|v| key_text(v, key).as_deref() == Some(kv));
         let merged: Option<Map<String, Value>> = match (d, p) {
             (Some(d), None) => d.as_object().cloned(),
             (d, Some(Value::Object(pm))) => match pm.get("$patch").and_then(Value::as_str) {
@@ -346,20 +280,14 @@ mod tests {
         assert_eq!(d["metadata"]["labels"], json!({"b": "2"}));
         let spec = &d["spec"]["template"]["spec"];
         assert_eq!(spec["containers"].as_array().map(Vec::len), Some(1));
-        assert_eq!(
-            spec["volumes"],
-            json!([{"name": "data", "configMap": {"name": "c"}}])
-        );
+        assert_eq!(spec["volumes"], json!([{"name": "data", "configMap": {"name": "c"}}]));
         assert_eq!(spec["tolerations"], json!([{"key": "y"}]));
     }
 
     #[test]
     fn top_level_delete_removes_object() {
         let mut d = deployment();
-        assert!(!apply_strategic_merge(
-            &mut d,
-            &obj(json!({"$patch": "delete"}))
-        ));
+        assert!(!apply_strategic_merge(&mut d, &obj(json!({"$patch": "delete"}))));
     }
 
     #[test]
@@ -374,9 +302,7 @@ mod tests {
 
     #[test]
     fn finalizers_merge_as_a_set() {
-        let mut d = obj(
-            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"finalizers": ["a", "b"]}}),
-        );
+        let mut d = obj(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"finalizers": ["a", "b"]}}));
         let p = obj(json!({"metadata": {"finalizers": ["c", "a"]}}));
         assert!(apply_strategic_merge(&mut d, &p));
         assert_eq!(d["metadata"]["finalizers"], json!(["c", "a", "b"]));

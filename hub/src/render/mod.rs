@@ -46,9 +46,7 @@ pub enum RenderError {
         from: PathBuf,
     },
     /// A directory used as a kustomization holds no kustomization file.
-    #[error(
-        "{dir}: no kustomization.yaml, kustomization.yml or Kustomization in this directory; add one"
-    )]
+    #[error("{dir}: no kustomization.yaml, kustomization.yml or Kustomization in this directory; add one")]
     NoKustomization {
         /// Directory that was expected to hold a kustomization.
         dir: PathBuf,
@@ -94,9 +92,7 @@ pub enum RenderError {
         url: String,
     },
     /// A path leaves the repository root (`..` past the root, or a symlink pointing outside).
-    #[error(
-        "{from}: '{path}' is outside the repository root; only files inside the repository can be used"
-    )]
+    #[error("{from}: '{path}' is outside the repository root; only files inside the repository can be used")]
     PathEscape {
         /// The offending path as written.
         path: String,
@@ -141,10 +137,7 @@ pub enum RenderError {
 
 impl RenderError {
     pub(crate) fn invalid(path: &Path, message: impl Into<String>) -> Self {
-        RenderError::Invalid {
-            path: path.to_path_buf(),
-            message: message.into(),
-        }
+        RenderError::Invalid { path: path.to_path_buf(), message: message.into() }
     }
 }
 
@@ -155,6 +148,7 @@ impl RenderError {
 #[derive(Clone)]
 pub struct Renderer {
     source: Arc<dyn Source>,
+    cache: Arc<yaml::DocCache>,
 }
 
 impl std::fmt::Debug for Renderer {
@@ -171,22 +165,19 @@ impl Renderer {
 
     /// A renderer reading from any [`Source`] (for example a Git tree).
     pub fn with_source(source: Arc<dyn Source>) -> Self {
-        Renderer { source }
+        Renderer { source, cache: Arc::new(yaml::DocCache::default()) }
     }
 
     /// Renders the kustomization in `dir` (relative to the root, or absolute below it) into
     /// objects in kustomize's output order.
     pub fn render(&self, dir: &Path) -> Result<Vec<serde_json::Value>> {
         let rel = self.relative_dir(dir)?;
-        engine::render(self.source.as_ref(), &rel)
+        engine::render(self.source.as_ref(), &self.cache, &rel)
     }
 
     fn relative_dir(&self, dir: &Path) -> Result<PathBuf> {
         let shown = dir.display().to_string();
-        let escape = || RenderError::PathEscape {
-            path: shown.clone(),
-            from: PathBuf::from("."),
-        };
+        let escape = || RenderError::PathEscape { path: shown.clone(), from: PathBuf::from(".") };
         let rel: PathBuf = if dir.is_absolute() {
             let root = self.source.root().ok_or_else(escape)?;
             match dir.strip_prefix(root) {
@@ -194,10 +185,7 @@ impl Renderer {
                 Err(_) => {
                     let canon = std::fs::canonicalize(root).map_err(|_| escape())?;
                     let canon_dir = std::fs::canonicalize(dir).map_err(|_| escape())?;
-                    canon_dir
-                        .strip_prefix(&canon)
-                        .map(Path::to_path_buf)
-                        .map_err(|_| escape())?
+                    canon_dir.strip_prefix(&canon).map(Path::to_path_buf).map_err(|_| escape())?
                 }
             }
         } else {
@@ -257,15 +245,8 @@ mod tests {
     fn paths_outside_the_root_are_refused() {
         let dir = repo();
         let r = Renderer::new(&dir.path().join("app"));
-        assert!(matches!(
-            r.render(Path::new("../app/env")),
-            Err(RenderError::PathEscape { .. })
-        ));
-        write(
-            dir.path(),
-            "app/bad/kustomization.yaml",
-            "resources: [../../app/base]\n",
-        );
+        assert!(matches!(r.render(Path::new("../app/env")), Err(RenderError::PathEscape { .. })));
+        write(dir.path(), "app/bad/kustomization.yaml", "resources: [../../app/base]\n");
         let err = r.render(Path::new("bad")).expect_err("escape");
         assert!(matches!(err, RenderError::PathEscape { .. }), "{err}");
         assert!(err.to_string().contains("bad/kustomization.yaml"), "{err}");
@@ -276,14 +257,8 @@ mod tests {
     #[test]
     fn errors_name_the_file() {
         let dir = repo();
-        write(
-            dir.path(),
-            "app/broken/kustomization.yaml",
-            "resources: [missing.yaml]\n",
-        );
-        let err = Renderer::new(dir.path())
-            .render(Path::new("app/broken"))
-            .expect_err("missing file");
+        write(dir.path(), "app/broken/kustomization.yaml", "resources: [missing.yaml]\n");
+        let err = Renderer::new(dir.path()).render(Path::new("app/broken")).expect_err("missing file");
         let text = err.to_string();
         assert!(text.contains("app/broken/kustomization.yaml"), "{text}");
         assert!(text.contains("missing.yaml"), "{text}");

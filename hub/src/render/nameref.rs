@@ -28,57 +28,30 @@ const fn r(
     path: &'static str,
     field: &'static str,
 ) -> RefSpec {
-    RefSpec {
-        target,
-        referrers,
-        path,
-        field,
-        check_kind: false,
-        with_ns: false,
-    }
+    RefSpec { target, referrers, path, field, check_kind: false, with_ns: false }
 }
 
 /// References inside a pod spec, relative to it.
 const POD_REFS: [(&str, &str, &str); 19] = [
     ("ConfigMap", "volumes/configMap", "name"),
     ("ConfigMap", "volumes/projected/sources/configMap", "name"),
-    (
-        "ConfigMap",
-        "containers/env/valueFrom/configMapKeyRef",
-        "name",
-    ),
-    (
-        "ConfigMap",
-        "initContainers/env/valueFrom/configMapKeyRef",
-        "name",
-    ),
+    ("ConfigMap", "containers/env/valueFrom/configMapKeyRef", "name"),
+    ("ConfigMap", "initContainers/env/valueFrom/configMapKeyRef", "name"),
     ("ConfigMap", "containers/envFrom/configMapRef", "name"),
     ("ConfigMap", "initContainers/envFrom/configMapRef", "name"),
     ("Secret", "volumes/secret", "secretName"),
     ("Secret", "volumes/projected/sources/secret", "name"),
     ("Secret", "containers/env/valueFrom/secretKeyRef", "name"),
-    (
-        "Secret",
-        "initContainers/env/valueFrom/secretKeyRef",
-        "name",
-    ),
+    ("Secret", "initContainers/env/valueFrom/secretKeyRef", "name"),
     ("Secret", "containers/envFrom/secretRef", "name"),
     ("Secret", "initContainers/envFrom/secretRef", "name"),
     ("Secret", "imagePullSecrets", "name"),
     ("Secret", "volumes/csi/nodePublishSecretRef", "name"),
     ("ServiceAccount", "", "serviceAccountName"),
-    (
-        "PersistentVolumeClaim",
-        "volumes/persistentVolumeClaim",
-        "claimName",
-    ),
+    ("PersistentVolumeClaim", "volumes/persistentVolumeClaim", "claimName"),
     ("PriorityClass", "", "priorityClassName"),
     ("RuntimeClass", "", "runtimeClassName"),
-    (
-        "ConfigMap",
-        "ephemeralContainers/envFrom/configMapRef",
-        "name",
-    ),
+    ("ConfigMap", "ephemeralContainers/envFrom/configMapRef", "name"),
 ];
 
 /// Kinds with a pod spec and where it is.
@@ -98,115 +71,37 @@ const OTHER_REFS: [RefSpec; 21] = [
     r("Secret", &["ServiceAccount"], "secrets", "name"),
     r("Secret", &["Ingress"], "spec/tls", "secretName"),
     r("Service", &["StatefulSet"], "spec", "serviceName"),
-    r(
-        "Service",
-        &["Ingress"],
-        "spec/rules/http/paths/backend/service",
-        "name",
-    ),
-    r(
-        "Service",
-        &["Ingress"],
-        "spec/rules/http/paths/backend",
-        "serviceName",
-    ),
-    r(
-        "Service",
-        &["Ingress"],
-        "spec/defaultBackend/service",
-        "name",
-    ),
+    r("Service", &["Ingress"], "spec/rules/http/paths/backend/service", "name"),
+    r("Service", &["Ingress"], "spec/rules/http/paths/backend", "serviceName"),
+    r("Service", &["Ingress"], "spec/defaultBackend/service", "name"),
     r("Service", &["Ingress"], "spec/backend", "serviceName"),
     r("Service", &["APIService"], "spec/service", "name"),
     RefSpec {
         with_ns: true,
         ..r(
             "Service",
-            &[
-                "ValidatingWebhookConfiguration",
-                "MutatingWebhookConfiguration",
-            ],
+            &["ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"],
             "webhooks/clientConfig/service",
             "name",
         )
     },
-    RefSpec {
-        check_kind: true,
-        ..r("Role", &["RoleBinding"], "roleRef", "name")
-    },
-    RefSpec {
-        check_kind: true,
-        ..r(
-            "ClusterRole",
-            &["RoleBinding", "ClusterRoleBinding"],
-            "roleRef",
-            "name",
-        )
-    },
+    RefSpec { check_kind: true, ..r("Role", &["RoleBinding"], "roleRef", "name") },
+    RefSpec { check_kind: true, ..r("ClusterRole", &["RoleBinding", "ClusterRoleBinding"], "roleRef", "name") },
     RefSpec {
         check_kind: true,
         with_ns: true,
-        ..r(
-            "ServiceAccount",
-            &["RoleBinding", "ClusterRoleBinding"],
-            "subjects",
-            "name",
-        )
+        ..r("ServiceAccount", &["RoleBinding", "ClusterRoleBinding"], "subjects", "name")
     },
+    RefSpec { check_kind: true, ..r("Deployment", &["HorizontalPodAutoscaler"], "spec/scaleTargetRef", "name") },
+    RefSpec { check_kind: true, ..r("StatefulSet", &["HorizontalPodAutoscaler"], "spec/scaleTargetRef", "name") },
+    RefSpec { check_kind: true, ..r("ReplicaSet", &["HorizontalPodAutoscaler"], "spec/scaleTargetRef", "name") },
     RefSpec {
         check_kind: true,
-        ..r(
-            "Deployment",
-            &["HorizontalPodAutoscaler"],
-            "spec/scaleTargetRef",
-            "name",
-        )
+        ..r("ReplicationController", &["HorizontalPodAutoscaler"], "spec/scaleTargetRef", "name")
     },
-    RefSpec {
-        check_kind: true,
-        ..r(
-            "StatefulSet",
-            &["HorizontalPodAutoscaler"],
-            "spec/scaleTargetRef",
-            "name",
-        )
-    },
-    RefSpec {
-        check_kind: true,
-        ..r(
-            "ReplicaSet",
-            &["HorizontalPodAutoscaler"],
-            "spec/scaleTargetRef",
-            "name",
-        )
-    },
-    RefSpec {
-        check_kind: true,
-        ..r(
-            "ReplicationController",
-            &["HorizontalPodAutoscaler"],
-            "spec/scaleTargetRef",
-            "name",
-        )
-    },
-    r(
-        "PersistentVolume",
-        &["PersistentVolumeClaim"],
-        "spec",
-        "volumeName",
-    ),
-    r(
-        "StorageClass",
-        &["PersistentVolumeClaim", "PersistentVolume"],
-        "spec",
-        "storageClassName",
-    ),
-    r(
-        "StorageClass",
-        &["StatefulSet"],
-        "spec/volumeClaimTemplates/spec",
-        "storageClassName",
-    ),
+    r("PersistentVolume", &["PersistentVolumeClaim"], "spec", "volumeName"),
+    r("StorageClass", &["PersistentVolumeClaim", "PersistentVolume"], "spec", "storageClassName"),
+    r("StorageClass", &["StatefulSet"], "spec/volumeClaimTemplates/spec", "storageClassName"),
     r("IngressClass", &["Ingress"], "spec", "ingressClassName"),
 ];
 
@@ -243,19 +138,12 @@ pub(crate) fn fix_references(rs: &mut [Resource]) -> Result<()> {
         let mut outcome = Ok(());
         if let Some((_, base)) = POD_HOLDERS.iter().find(|(k, _)| *k == kind) {
             for (target, path, field) in POD_REFS {
-                let full = if path.is_empty() {
-                    base.to_string()
-                } else {
-                    format!("{base}/{path}")
-                };
+                let full = if path.is_empty() { base.to_string() } else { format!("{base}/{path}") };
                 let spec = r(target, &[], "", field);
                 outcome = outcome.and(fix_at(&mut root, &full, &spec, referrer, &infos));
             }
         }
-        for spec in OTHER_REFS
-            .iter()
-            .filter(|s| s.referrers.contains(&kind.as_str()))
-        {
+        for spec in OTHER_REFS.iter().filter(|s| s.referrers.contains(&kind.as_str())) {
             outcome = outcome.and(fix_at(&mut root, spec.path, spec, referrer, &infos));
         }
         if let Value::Object(m) = root {
@@ -282,29 +170,16 @@ fn fix_at(
         if spec.check_kind && m.get("kind").and_then(Value::as_str) != Some(spec.target) {
             return;
         }
-        let Some(old) = m
-            .get(spec.field)
-            .and_then(Value::as_str)
-            .map(str::to_string)
-        else {
+        let Some(old) = m.get(spec.field).and_then(Value::as_str).map(str::to_string) else {
             return;
         };
-        let ns_hint = if spec.with_ns {
-            m.get("namespace")
-                .and_then(Value::as_str)
-                .map(str::to_string)
-        } else {
-            None
-        };
+        let ns_hint = if spec.with_ns { m.get("namespace").and_then(Value::as_str).map(str::to_string) } else { None };
         match select(infos, spec.target, &old, ns_hint.as_deref(), referrer) {
             Ok(Some(i)) => {
                 let found = &infos[i];
                 m.insert(spec.field.to_string(), Value::String(found.name.clone()));
                 if spec.with_ns && (m.contains_key("namespace") || !found.namespace.is_empty()) {
-                    m.insert(
-                        "namespace".to_string(),
-                        Value::String(found.namespace.clone()),
-                    );
+                    m.insert("namespace".to_string(), Value::String(found.namespace.clone()));
                 }
             }
             Ok(None) => {}
@@ -345,9 +220,7 @@ fn select(
             i.kind == target
                 && i.prev.iter().any(|p| {
                     p.name == old
-                        && ns_hint.is_none_or(|ns| {
-                            effective_ns(&p.kind, &p.namespace) == effective_ns(&p.kind, ns)
-                        })
+                        && ns_hint.is_none_or(|ns| effective_ns(&p.kind, &p.namespace) == effective_ns(&p.kind, ns))
                 })
         })
         .map(|(i, _)| i)
@@ -356,9 +229,7 @@ fn select(
         let mine = effective_ns(&referrer.kind, &referrer.namespace);
         cands.retain(|&c| {
             let i = &infos[c];
-            is_cluster_scoped(&i.kind)
-                || i.kind == "ServiceAccount"
-                || effective_ns(&i.kind, &i.namespace) == mine
+            is_cluster_scoped(&i.kind) || i.kind == "ServiceAccount" || effective_ns(&i.kind, &i.namespace) == mine
         });
     }
     if cands.len() <= 1 {
@@ -374,10 +245,7 @@ fn select(
                 Ok(Some(many[0]))
             } else {
                 let names: Vec<&str> = many.iter().map(|&c| infos[c].name.as_str()).collect();
-                Err(format!(
-                    "found multiple possible referrals for {target} '{old}': {}",
-                    names.join(", ")
-                ))
+                Err(format!("found multiple possible referrals for {target} '{old}': {}", names.join(", ")))
             }
         }
     }
@@ -389,11 +257,9 @@ fn same_ending(a: &[String], b: &[String]) -> bool {
 }
 
 fn lineage_matches(cand: &Info, referrer: &Info) -> bool {
-    let prefix_ok = cand.prefixes.is_empty()
-        || referrer.prefixes.is_empty()
-        || same_ending(&cand.prefixes, &referrer.prefixes);
-    let suffix_ok = cand.suffixes.is_empty()
-        || referrer.suffixes.is_empty()
-        || same_ending(&cand.suffixes, &referrer.suffixes);
+    let prefix_ok =
+        cand.prefixes.is_empty() || referrer.prefixes.is_empty() || same_ending(&cand.prefixes, &referrer.prefixes);
+    let suffix_ok =
+        cand.suffixes.is_empty() || referrer.suffixes.is_empty() || same_ending(&cand.suffixes, &referrer.suffixes);
     prefix_ok && suffix_ok
 }

@@ -30,6 +30,7 @@ pub(crate) struct LoadedPatch {
 /// Loads the body of a patch given inline (`patch`) or by file (`path`).
 pub(crate) fn load(
     src: &dyn Source,
+    cache: &super::yaml::DocCache,
     dir: &Path,
     kfile: &Arc<PathBuf>,
     path: Option<&str>,
@@ -37,51 +38,37 @@ pub(crate) fn load(
 ) -> Result<LoadedPatch> {
     let (text, origin) = match (path, inline) {
         (Some(_), Some(_)) => {
-            return Err(RenderError::invalid(
-                kfile,
-                "a patch sets both 'path' and 'patch'; keep one",
-            ));
+            return Err(RenderError::invalid(kfile, "a patch sets both 'path' and 'patch'; keep one"));
         }
         (None, None) => {
-            return Err(RenderError::invalid(
-                kfile,
-                "a patch needs either 'path' or 'patch'",
-            ));
+            return Err(RenderError::invalid(kfile, "a patch needs either 'path' or 'patch'"));
         }
         (None, Some(text)) => (text.to_string(), kfile.clone()),
         (Some(p), None) => {
-            let file = source::normalize(dir, p).ok_or_else(|| RenderError::PathEscape {
-                path: p.to_string(),
-                from: kfile.to_path_buf(),
-            })?;
+            let file = source::normalize(dir, p)
+                .ok_or_else(|| RenderError::PathEscape { path: p.to_string(), from: kfile.to_path_buf() })?;
             source::check_within(dir, &file, p, kfile)?;
             if src.kind(&file)? != Some(source::EntryKind::File) {
-                return Err(RenderError::Missing {
-                    path: file,
-                    from: kfile.to_path_buf(),
-                });
+                return Err(RenderError::Missing { path: file, from: kfile.to_path_buf() });
             }
             let bytes = src.read(&file)?;
-            let text = String::from_utf8(bytes)
-                .map_err(|_| RenderError::invalid(&file, "patch file is not valid UTF-8"))?;
+            let text =
+                String::from_utf8(bytes).map_err(|_| RenderError::invalid(&file, "patch file is not valid UTF-8"))?;
             (text, Arc::new(file))
         }
     };
-    let docs = super::yaml::parse_docs(&origin, &text)?;
+    let docs = cache.parse(&origin, &text)?;
     let body = if docs.len() == 1 && docs[0].is_array() {
         let patch: json_patch::Patch = serde_json::from_value(docs[0].clone())
             .map_err(|e| RenderError::invalid(&origin, format!("invalid JSON 6902 patch: {e}")))?;
         PatchBody::Json(patch)
     } else {
         let mut maps = Vec::with_capacity(docs.len());
-        for d in docs {
+        for d in docs.iter() {
             match d {
-                Value::Object(m) => maps.push(m),
+                Value::Object(m) => maps.push(m.clone()),
                 _ => {
-                    return Err(RenderError::invalid(
-                        &origin,
-                        "a strategic merge patch must be a YAML mapping",
-                    ));
+                    return Err(RenderError::invalid(&origin, "a strategic merge patch must be a YAML mapping"));
                 }
             }
         }
@@ -134,9 +121,7 @@ impl Target {
         let (org_name, org_ns) = r.org_name_ns();
         if let Some(re) = &self.namespace {
             let kind = r.kind();
-            if !re.is_match(effective_ns(kind, org_ns))
-                && !re.is_match(effective_ns(kind, r.namespace()))
-            {
+            if !re.is_match(effective_ns(kind, org_ns)) && !re.is_match(effective_ns(kind, r.namespace())) {
                 return false;
             }
         }
@@ -192,10 +177,7 @@ pub(crate) fn apply(
                     r.obj = m;
                 }
                 res.map_err(|e| {
-                    RenderError::invalid(
-                        &patch.origin,
-                        format!("JSON 6902 patch failed on {}: {e}", r.id_string()),
-                    )
+                    RenderError::invalid(&patch.origin, format!("JSON 6902 patch failed on {}: {e}", r.id_string()))
                 })?;
             }
             Ok(())
@@ -237,18 +219,10 @@ fn find_by_id(rs: &[Resource], doc: &Map<String, Value>, origin: &Path) -> Resul
         s(doc.get("apiVersion")),
         gvk.kind,
         name,
-        if ns.is_empty() {
-            String::new()
-        } else {
-            format!(" (namespace {ns})")
-        }
+        if ns.is_empty() { String::new() } else { format!(" (namespace {ns})") }
     );
-    let hits: Vec<usize> = rs
-        .iter()
-        .enumerate()
-        .filter(|(_, r)| r.any_id_equals(&gvk, &name, &ns))
-        .map(|(i, _)| i)
-        .collect();
+    let hits: Vec<usize> =
+        rs.iter().enumerate().filter(|(_, r)| r.any_id_equals(&gvk, &name, &ns)).map(|(i, _)| i).collect();
     match hits.as_slice() {
         [i] => Ok(*i),
         [] => Err(RenderError::PatchTarget {
@@ -326,11 +300,7 @@ impl LabelSelector {
         let mut reqs = Vec::new();
         for t in terms.iter().map(|t| t.trim()).filter(|t| !t.is_empty()) {
             let set = |rest: &str| -> Result<Vec<String>> {
-                let inner = rest
-                    .trim()
-                    .strip_prefix('(')
-                    .and_then(|r| r.strip_suffix(')'))
-                    .ok_or_else(bad)?;
+                let inner = rest.trim().strip_prefix('(').and_then(|r| r.strip_suffix(')')).ok_or_else(bad)?;
                 Ok(inner.split(',').map(|v| v.trim().to_string()).collect())
             };
             let req = if let Some(k) = t.strip_prefix('!') {
@@ -356,11 +326,7 @@ impl LabelSelector {
     }
 
     pub fn matches(&self, labels: Option<&Map<String, Value>>) -> bool {
-        let get = |k: &str| {
-            labels
-                .and_then(|m| m.get(k))
-                .map(super::kustomization::scalar_string)
-        };
+        let get = |k: &str| labels.and_then(|m| m.get(k)).map(super::kustomization::scalar_string);
         self.reqs.iter().all(|r| match r {
             Requirement::Eq(k, v) => get(k).as_deref() == Some(v),
             Requirement::NotEq(k, v) => get(k).as_deref() != Some(v),

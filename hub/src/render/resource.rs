@@ -49,28 +49,15 @@ impl Gvk {
             Some((g, v)) => (g.to_string(), v.to_string()),
             None => (String::new(), api_version.to_string()),
         };
-        Gvk {
-            group,
-            version,
-            kind: kind.to_string(),
-        }
+        Gvk { group, version, kind: kind.to_string() }
     }
 
     /// kustomize's legacy sort string `group_version_kind`.
     fn legacy_string(&self) -> String {
         let or = |s: &str, d: &str| {
-            if s.is_empty() {
-                d.to_string()
-            } else {
-                s.to_string()
-            }
+            if s.is_empty() { d.to_string() } else { s.to_string() }
         };
-        format!(
-            "{}_{}_{}",
-            or(&self.group, "~G"),
-            or(&self.version, "~V"),
-            or(&self.kind, "~K")
-        )
+        format!("{}_{}_{}", or(&self.group, "~G"), or(&self.version, "~V"), or(&self.kind, "~K"))
     }
 }
 
@@ -164,10 +151,7 @@ impl Resource {
     }
 
     pub fn metadata_mut(&mut self) -> &mut Map<String, Value> {
-        let md = self
-            .obj
-            .entry("metadata")
-            .or_insert_with(|| Value::Object(Map::new()));
+        let md = self.obj.entry("metadata").or_insert_with(|| Value::Object(Map::new()));
         if !md.is_object() {
             *md = Value::Object(Map::new());
         }
@@ -182,30 +166,24 @@ impl Resource {
     }
 
     pub fn namespace(&self) -> &str {
-        self.metadata()
-            .map(|m| str_at(m, "namespace"))
-            .unwrap_or("")
+        self.metadata().map(|m| str_at(m, "namespace")).unwrap_or("")
     }
 
     pub fn set_name(&mut self, name: &str) {
-        self.metadata_mut()
-            .insert("name".into(), Value::String(name.into()));
+        self.metadata_mut().insert("name".into(), Value::String(name.into()));
     }
 
     pub fn set_namespace(&mut self, ns: &str) {
         if ns.is_empty() {
             self.metadata_mut().remove("namespace");
         } else {
-            self.metadata_mut()
-                .insert("namespace".into(), Value::String(ns.into()));
+            self.metadata_mut().insert("namespace".into(), Value::String(ns.into()));
         }
     }
 
     /// A string map under metadata (`labels` or `annotations`).
     pub fn meta_map(&self, key: &str) -> Option<&Map<String, Value>> {
-        self.metadata()
-            .and_then(|m| m.get(key))
-            .and_then(Value::as_object)
+        self.metadata().and_then(|m| m.get(key)).and_then(Value::as_object)
     }
 
     /// Records the current kind/name/namespace as a previous id.
@@ -233,20 +211,19 @@ impl Resource {
             return false;
         }
         let target_ns = effective_ns(&gvk.kind, ns);
-        let cur = mine.kind == gvk.kind
-            && self.name() == name
-            && effective_ns(self.kind(), self.namespace()) == target_ns;
-        cur || self.prev.iter().any(|p| {
-            p.kind == gvk.kind && p.name == name && effective_ns(&p.kind, &p.namespace) == target_ns
-        })
+        let cur =
+            mine.kind == gvk.kind && self.name() == name && effective_ns(self.kind(), self.namespace()) == target_ns;
+        cur || self
+            .prev
+            .iter()
+            .any(|p| p.kind == gvk.kind && p.name == name && effective_ns(&p.kind, &p.namespace) == target_ns)
     }
 
     /// Whether the current id equals another resource's current id.
     pub fn same_cur_id(&self, other: &Resource) -> bool {
         self.gvk() == other.gvk()
             && self.name() == other.name()
-            && effective_ns(self.kind(), self.namespace())
-                == effective_ns(other.kind(), other.namespace())
+            && effective_ns(self.kind(), self.namespace()) == effective_ns(other.kind(), other.namespace())
     }
 
     /// A readable id for messages, e.g. `apps/v1 Deployment web (namespace prod)`.
@@ -255,12 +232,7 @@ impl Resource {
         if ns.is_empty() {
             format!("{} {} {}", self.api_version(), self.kind(), self.name())
         } else {
-            format!(
-                "{} {} {} (namespace {ns})",
-                self.api_version(),
-                self.kind(),
-                self.name()
-            )
+            format!("{} {} {} (namespace {ns})", self.api_version(), self.kind(), self.name())
         }
     }
 }
@@ -289,10 +261,7 @@ const ORDER_FIRST: [&str; 22] = [
     "CronJob",
     "PodDisruptionBudget",
 ];
-const ORDER_LAST: [&str; 2] = [
-    "MutatingWebhookConfiguration",
-    "ValidatingWebhookConfiguration",
-];
+const ORDER_LAST: [&str; 2] = ["MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"];
 
 fn type_order(kind: &str) -> i32 {
     if let Some(i) = ORDER_FIRST.iter().position(|k| *k == kind) {
@@ -309,11 +278,7 @@ pub(crate) fn legacy_sort(resources: &mut [Resource]) {
     resources.sort_by_cached_key(|r| {
         let gvk = r.gvk();
         let g = gvk.legacy_string();
-        let ns = if r.namespace().is_empty() {
-            "~X"
-        } else {
-            r.namespace()
-        };
+        let ns = if r.namespace().is_empty() { "~X" } else { r.namespace() };
         let name = if r.name().is_empty() { "~N" } else { r.name() };
         (type_order(&gvk.kind), g.clone(), format!("{g}|{ns}|{name}"))
     });
@@ -326,20 +291,13 @@ mod tests {
 
     fn mk(api: &str, kind: &str, name: &str) -> Resource {
         let obj = json!({"apiVersion": api, "kind": kind, "metadata": {"name": name}});
-        Resource::new(
-            obj.as_object().cloned().unwrap_or_default(),
-            Arc::new(PathBuf::from("t.yaml")),
-        )
+        Resource::new(obj.as_object().cloned().unwrap_or_default(), Arc::new(PathBuf::from("t.yaml")))
     }
 
     #[test]
     fn legacy_order_puts_namespaces_first_and_webhooks_last() {
         let mut rs = vec![
-            mk(
-                "admissionregistration.k8s.io/v1",
-                "ValidatingWebhookConfiguration",
-                "v",
-            ),
+            mk("admissionregistration.k8s.io/v1", "ValidatingWebhookConfiguration", "v"),
             mk("apps/v1", "Deployment", "b"),
             mk("example.com/v1", "Widget", "w"),
             mk("apps/v1", "Deployment", "a"),

@@ -40,14 +40,36 @@ pub struct FsSource {
 impl FsSource {
     /// A source rooted at `root`.
     pub fn new(root: &Path) -> Self {
-        FsSource {
-            root: root.to_path_buf(),
-            canonical_root: std::fs::canonicalize(root).ok(),
-        }
+        FsSource { root: root.to_path_buf(), canonical_root: std::fs::canonicalize(root).ok() }
     }
 
     /// The absolute path for `rel`, after checking that it resolves inside the root.
+    /// Walks the components with `lstat`; only a path crossing a symlink pays for a full
+    /// canonicalization.
     fn resolve(&self, rel: &Path) -> Result<Option<PathBuf>> {
+        let Some(root) = &self.canonical_root else {
+            return self.resolve_slow(rel);
+        };
+        let mut cur = root.clone();
+        for comp in rel.components() {
+            let Component::Normal(part) = comp else {
+                return self.resolve_slow(rel);
+            };
+            cur.push(part);
+            match std::fs::symlink_metadata(&cur) {
+                Ok(m) if m.file_type().is_symlink() => return self.resolve_slow(rel),
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => return Ok(None),
+                Err(source) => {
+                    return Err(RenderError::Io { path: rel.to_path_buf(), source });
+                }
+            }
+        }
+        Ok(Some(cur))
+    }
+
+    fn resolve_slow(&self, rel: &Path) -> Result<Option<PathBuf>> {
         let full = self.root.join(rel);
         let canonical = match std::fs::canonicalize(&full) {
             Ok(c) => c,
@@ -63,22 +85,13 @@ impl FsSource {
                 return Ok(None);
             }
             Err(source) => {
-                return Err(RenderError::Io {
-                    path: rel.to_path_buf(),
-                    source,
-                });
+                return Err(RenderError::Io { path: rel.to_path_buf(), source });
             }
         };
-        let root = self
-            .canonical_root
-            .as_ref()
-            .ok_or_else(|| RenderError::Io {
-                path: PathBuf::from("."),
-                source: std::io::Error::new(
-                    std::io::ErrorKind::NotFound,
-                    "repository root does not exist",
-                ),
-            })?;
+        let root = self.canonical_root.as_ref().ok_or_else(|| RenderError::Io {
+            path: PathBuf::from("."),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "repository root does not exist"),
+        })?;
         if !canonical.starts_with(root) {
             return Err(escape(rel));
         }
@@ -87,10 +100,7 @@ impl FsSource {
 }
 
 fn escape(rel: &Path) -> RenderError {
-    RenderError::PathEscape {
-        path: rel.display().to_string(),
-        from: rel.to_path_buf(),
-    }
+    RenderError::PathEscape { path: rel.display().to_string(), from: rel.to_path_buf() }
 }
 
 fn lexically_inside(path: &Path, root: &Path) -> bool {
@@ -109,10 +119,7 @@ impl Source for FsSource {
             Ok(m) if m.is_dir() => Ok(Some(EntryKind::Dir)),
             Ok(_) => Ok(Some(EntryKind::File)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(RenderError::Io {
-                path: path.to_path_buf(),
-                source,
-            }),
+            Err(source) => Err(RenderError::Io { path: path.to_path_buf(), source }),
         }
     }
 
@@ -123,22 +130,13 @@ impl Source for FsSource {
                 source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
             });
         };
-        std::fs::read(&full).map_err(|source| RenderError::Io {
-            path: path.to_path_buf(),
-            source,
-        })
+        std::fs::read(&full).map_err(|source| RenderError::Io { path: path.to_path_buf(), source })
     }
 
     fn list_dir(&self, path: &Path) -> Result<Vec<String>> {
-        let io = |source| RenderError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
+        let io = |source| RenderError::Io { path: path.to_path_buf(), source };
         let Some(full) = self.resolve(path)? else {
-            return Err(io(std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                "no such directory",
-            )));
+            return Err(io(std::io::Error::new(std::io::ErrorKind::NotFound, "no such directory")));
         };
         let mut names = Vec::new();
         for entry in std::fs::read_dir(&full).map_err(io)? {
@@ -198,14 +196,8 @@ mod tests {
 
     #[test]
     fn normalize_resolves_inside_and_refuses_escape() {
-        assert_eq!(
-            normalize(Path::new("apps/web/envs/dev"), "../../base"),
-            Some(PathBuf::from("apps/web/base"))
-        );
-        assert_eq!(
-            normalize(Path::new("a"), "./b/../c.yaml"),
-            Some(PathBuf::from("a/c.yaml"))
-        );
+        assert_eq!(normalize(Path::new("apps/web/envs/dev"), "../../base"), Some(PathBuf::from("apps/web/base")));
+        assert_eq!(normalize(Path::new("a"), "./b/../c.yaml"), Some(PathBuf::from("a/c.yaml")));
         assert_eq!(normalize(Path::new("a"), "../../etc/passwd"), None);
         assert_eq!(normalize(Path::new(""), ".."), None);
         assert_eq!(normalize(Path::new("a"), "/etc/passwd"), None);
@@ -216,19 +208,11 @@ mod tests {
         let outside = tempfile::tempdir().expect("tempdir");
         std::fs::write(outside.path().join("secret.yaml"), "x: 1\n").expect("write");
         let repo = tempfile::tempdir().expect("tempdir");
-        std::os::unix::fs::symlink(
-            outside.path().join("secret.yaml"),
-            repo.path().join("link.yaml"),
-        )
-        .expect("symlink");
+        std::os::unix::fs::symlink(outside.path().join("secret.yaml"), repo.path().join("link.yaml")).expect("symlink");
         std::fs::write(repo.path().join("inside.yaml"), "y: 2\n").expect("write");
-        std::os::unix::fs::symlink(repo.path().join("inside.yaml"), repo.path().join("ok.yaml"))
-            .expect("symlink");
+        std::os::unix::fs::symlink(repo.path().join("inside.yaml"), repo.path().join("ok.yaml")).expect("symlink");
         let src = FsSource::new(repo.path());
-        assert!(matches!(
-            src.read(Path::new("link.yaml")),
-            Err(RenderError::PathEscape { .. })
-        ));
+        assert!(matches!(src.read(Path::new("link.yaml")), Err(RenderError::PathEscape { .. })));
         assert_eq!(src.read(Path::new("ok.yaml")).expect("read"), b"y: 2\n");
         assert_eq!(src.kind(Path::new("nope.yaml")).expect("kind"), None);
     }

@@ -18,34 +18,16 @@ struct FieldSpec {
     create: bool,
 }
 
-const fn fs(
-    group: Option<&'static str>,
-    kind: Option<&'static str>,
-    path: &'static str,
-    create: bool,
-) -> FieldSpec {
-    FieldSpec {
-        group,
-        version: None,
-        kind,
-        path,
-        create,
-    }
+const fn fs(group: Option<&'static str>, kind: Option<&'static str>, path: &'static str, create: bool) -> FieldSpec {
+    FieldSpec { group, version: None, kind, path, create }
 }
 
 const fn core(kind: &'static str, path: &'static str, create: bool) -> FieldSpec {
-    FieldSpec {
-        group: Some(""),
-        version: Some("v1"),
-        kind: Some(kind),
-        path,
-        create,
-    }
+    FieldSpec { group: Some(""), version: Some("v1"), kind: Some(kind), path, create }
 }
 
 impl FieldSpec {
-    fn selects(&self, r: &Resource) -> bool {
-        let gvk = r.gvk();
+    fn selects(&self, gvk: &super::resource::Gvk) -> bool {
         self.group.is_none_or(|g| g == gvk.group)
             && self.version.is_none_or(|v| v == gvk.version)
             && self.kind.is_none_or(|k| k == gvk.kind)
@@ -63,59 +45,15 @@ const AFFINITY: [&str; 5] = [
 const METADATA_LABELS: [FieldSpec; 1] = [fs(None, None, "metadata/labels", true)];
 
 const TEMPLATE_LABELS: [FieldSpec; 9] = [
-    core(
-        "ReplicationController",
-        "spec/template/metadata/labels",
-        true,
-    ),
-    fs(
-        None,
-        Some("Deployment"),
-        "spec/template/metadata/labels",
-        true,
-    ),
-    fs(
-        None,
-        Some("ReplicaSet"),
-        "spec/template/metadata/labels",
-        true,
-    ),
-    fs(
-        None,
-        Some("DaemonSet"),
-        "spec/template/metadata/labels",
-        true,
-    ),
-    fs(
-        Some("apps"),
-        Some("StatefulSet"),
-        "spec/template/metadata/labels",
-        true,
-    ),
-    fs(
-        Some("batch"),
-        Some("Job"),
-        "spec/template/metadata/labels",
-        true,
-    ),
-    fs(
-        Some("batch"),
-        Some("CronJob"),
-        "spec/jobTemplate/spec/template/metadata/labels",
-        true,
-    ),
-    fs(
-        Some("batch"),
-        Some("CronJob"),
-        "spec/jobTemplate/metadata/labels",
-        true,
-    ),
-    fs(
-        Some("apps"),
-        Some("StatefulSet"),
-        "spec/volumeClaimTemplates[]/metadata/labels",
-        true,
-    ),
+    core("ReplicationController", "spec/template/metadata/labels", true),
+    fs(None, Some("Deployment"), "spec/template/metadata/labels", true),
+    fs(None, Some("ReplicaSet"), "spec/template/metadata/labels", true),
+    fs(None, Some("DaemonSet"), "spec/template/metadata/labels", true),
+    fs(Some("apps"), Some("StatefulSet"), "spec/template/metadata/labels", true),
+    fs(Some("batch"), Some("Job"), "spec/template/metadata/labels", true),
+    fs(Some("batch"), Some("CronJob"), "spec/jobTemplate/spec/template/metadata/labels", true),
+    fs(Some("batch"), Some("CronJob"), "spec/jobTemplate/metadata/labels", true),
+    fs(Some("apps"), Some("StatefulSet"), "spec/volumeClaimTemplates[]/metadata/labels", true),
 ];
 
 const SELECTOR_LABELS: [FieldSpec; 12] = [
@@ -124,48 +62,13 @@ const SELECTOR_LABELS: [FieldSpec; 12] = [
     fs(None, Some("Deployment"), "spec/selector/matchLabels", true),
     fs(None, Some("ReplicaSet"), "spec/selector/matchLabels", true),
     fs(None, Some("DaemonSet"), "spec/selector/matchLabels", true),
-    fs(
-        Some("apps"),
-        Some("StatefulSet"),
-        "spec/selector/matchLabels",
-        true,
-    ),
-    fs(
-        Some("batch"),
-        Some("Job"),
-        "spec/selector/matchLabels",
-        false,
-    ),
-    fs(
-        Some("batch"),
-        Some("CronJob"),
-        "spec/jobTemplate/spec/selector/matchLabels",
-        false,
-    ),
-    fs(
-        Some("policy"),
-        Some("PodDisruptionBudget"),
-        "spec/selector/matchLabels",
-        false,
-    ),
-    fs(
-        Some("networking.k8s.io"),
-        Some("NetworkPolicy"),
-        "spec/podSelector/matchLabels",
-        false,
-    ),
-    fs(
-        Some("networking.k8s.io"),
-        Some("NetworkPolicy"),
-        "spec/ingress/from/podSelector/matchLabels",
-        false,
-    ),
-    fs(
-        Some("networking.k8s.io"),
-        Some("NetworkPolicy"),
-        "spec/egress/to/podSelector/matchLabels",
-        false,
-    ),
+    fs(Some("apps"), Some("StatefulSet"), "spec/selector/matchLabels", true),
+    fs(Some("batch"), Some("Job"), "spec/selector/matchLabels", false),
+    fs(Some("batch"), Some("CronJob"), "spec/jobTemplate/spec/selector/matchLabels", false),
+    fs(Some("policy"), Some("PodDisruptionBudget"), "spec/selector/matchLabels", false),
+    fs(Some("networking.k8s.io"), Some("NetworkPolicy"), "spec/podSelector/matchLabels", false),
+    fs(Some("networking.k8s.io"), Some("NetworkPolicy"), "spec/ingress/from/podSelector/matchLabels", false),
+    fs(Some("networking.k8s.io"), Some("NetworkPolicy"), "spec/egress/to/podSelector/matchLabels", false),
 ];
 
 const AFFINITY_KINDS: [(Option<&str>, &str); 5] = [
@@ -178,66 +81,28 @@ const AFFINITY_KINDS: [(Option<&str>, &str); 5] = [
 
 const ANNOTATIONS: [FieldSpec; 9] = [
     fs(None, None, "metadata/annotations", true),
-    core(
-        "ReplicationController",
-        "spec/template/metadata/annotations",
-        true,
-    ),
-    fs(
-        None,
-        Some("Deployment"),
-        "spec/template/metadata/annotations",
-        true,
-    ),
-    fs(
-        None,
-        Some("ReplicaSet"),
-        "spec/template/metadata/annotations",
-        true,
-    ),
-    fs(
-        None,
-        Some("DaemonSet"),
-        "spec/template/metadata/annotations",
-        true,
-    ),
-    fs(
-        Some("apps"),
-        Some("StatefulSet"),
-        "spec/template/metadata/annotations",
-        true,
-    ),
-    fs(
-        Some("batch"),
-        Some("Job"),
-        "spec/template/metadata/annotations",
-        true,
-    ),
-    fs(
-        Some("batch"),
-        Some("CronJob"),
-        "spec/jobTemplate/metadata/annotations",
-        true,
-    ),
-    fs(
-        Some("batch"),
-        Some("CronJob"),
-        "spec/jobTemplate/spec/template/metadata/annotations",
-        true,
-    ),
+    core("ReplicationController", "spec/template/metadata/annotations", true),
+    fs(None, Some("Deployment"), "spec/template/metadata/annotations", true),
+    fs(None, Some("ReplicaSet"), "spec/template/metadata/annotations", true),
+    fs(None, Some("DaemonSet"), "spec/template/metadata/annotations", true),
+    fs(Some("apps"), Some("StatefulSet"), "spec/template/metadata/annotations", true),
+    fs(Some("batch"), Some("Job"), "spec/template/metadata/annotations", true),
+    fs(Some("batch"), Some("CronJob"), "spec/jobTemplate/metadata/annotations", true),
+    fs(Some("batch"), Some("CronJob"), "spec/jobTemplate/spec/template/metadata/annotations", true),
 ];
 
 /// Calls `f` on every value at `segs` below `v`, stepping through lists, creating missing
 /// maps when `create` is set.
-fn walk(v: &mut Value, segs: &[&str], create: bool, f: &mut dyn FnMut(&mut Value)) {
-    let Some((first, rest)) = segs.split_first() else {
+fn walk(v: &mut Value, path: &str, create: bool, f: &mut dyn FnMut(&mut Value)) {
+    if path.is_empty() {
         f(v);
         return;
-    };
+    }
+    let (first, rest) = path.split_once('/').unwrap_or((path, ""));
     match v {
         Value::Array(items) => {
             for item in items {
-                walk(item, segs, create, f);
+                walk(item, path, create, f);
             }
         }
         Value::Object(m) => {
@@ -257,17 +122,14 @@ fn walk(v: &mut Value, segs: &[&str], create: bool, f: &mut dyn FnMut(&mut Value
     }
 }
 
-fn apply_specs(r: &mut Resource, specs: &[FieldSpec], f: &mut dyn FnMut(&mut Value)) {
-    for spec in specs {
-        if !spec.selects(r) {
-            continue;
-        }
-        let segs: Vec<&str> = spec.path.split('/').collect();
-        let mut root = Value::Object(std::mem::take(&mut r.obj));
-        walk(&mut root, &segs, spec.create, f);
-        if let Value::Object(m) = root {
-            r.obj = m;
-        }
+fn apply_specs(r: &mut Resource, gvk: &super::resource::Gvk, specs: &[FieldSpec], f: &mut dyn FnMut(&mut Value)) {
+    let mut root: Option<Value> = None;
+    for spec in specs.iter().filter(|s| s.selects(gvk)) {
+        let v = root.get_or_insert_with(|| Value::Object(std::mem::take(&mut r.obj)));
+        walk(v, spec.path, spec.create, f);
+    }
+    if let Some(Value::Object(m)) = root {
+        r.obj = m;
     }
 }
 
@@ -297,20 +159,16 @@ pub(crate) fn add_labels(rs: &mut [Resource], pairs: &Map<String, Value>, scope:
     }
     let mut f = set_pairs(pairs);
     for r in rs.iter_mut() {
-        apply_specs(r, &METADATA_LABELS, &mut f);
+        let gvk = r.gvk();
+        apply_specs(r, &gvk, &METADATA_LABELS, &mut f);
         if scope.templates || scope.selectors {
-            apply_specs(r, &TEMPLATE_LABELS, &mut f);
+            apply_specs(r, &gvk, &TEMPLATE_LABELS, &mut f);
         }
         if scope.selectors {
-            apply_specs(r, &SELECTOR_LABELS, &mut f);
-            let gvk = r.gvk();
-            if AFFINITY_KINDS
-                .iter()
-                .any(|(g, k)| *k == gvk.kind && g.is_none_or(|g| g == gvk.group))
-            {
-                let specs: Vec<FieldSpec> =
-                    AFFINITY.iter().map(|p| fs(None, None, p, false)).collect();
-                apply_specs(r, &specs, &mut f);
+            apply_specs(r, &gvk, &SELECTOR_LABELS, &mut f);
+            if AFFINITY_KINDS.iter().any(|(g, k)| *k == gvk.kind && g.is_none_or(|g| g == gvk.group)) {
+                let specs = AFFINITY.map(|p| fs(None, None, p, false));
+                apply_specs(r, &gvk, &specs, &mut f);
             }
         }
     }
@@ -323,7 +181,8 @@ pub(crate) fn add_annotations(rs: &mut [Resource], pairs: &Map<String, Value>) {
     }
     let mut f = set_pairs(pairs);
     for r in rs.iter_mut() {
-        apply_specs(r, &ANNOTATIONS, &mut f);
+        let gvk = r.gvk();
+        apply_specs(r, &gvk, &ANNOTATIONS, &mut f);
     }
 }
 
@@ -405,17 +264,9 @@ impl ImageRule {
     pub fn new(spec: &ImageSpec) -> ImageRule {
         let s = |v: &Option<Value>| v.as_ref().map(scalar_string).unwrap_or_default();
         // kustomize builds this pattern from the unescaped name.
-        let matcher = regex::Regex::new(&format!(
-            "^{}(:[a-zA-Z0-9_.{{}}-]*)?(@sha256:[a-zA-Z0-9_.{{}}-]*)?$",
-            spec.name
-        ))
-        .ok();
-        ImageRule {
-            matcher,
-            new_name: s(&spec.new_name),
-            new_tag: s(&spec.new_tag),
-            digest: s(&spec.digest),
-        }
+        let matcher =
+            regex::Regex::new(&format!("^{}(:[a-zA-Z0-9_.{{}}-]*)?(@sha256:[a-zA-Z0-9_.{{}}-]*)?$", spec.name)).ok();
+        ImageRule { matcher, new_name: s(&spec.new_name), new_tag: s(&spec.new_tag), digest: s(&spec.digest) }
     }
 
     fn apply(&self, image: &str) -> Option<String> {
@@ -487,12 +338,7 @@ pub(crate) fn set_images(rs: &mut [Resource], rules: &[ImageRule]) {
 
 /// Sets `spec.replicas` of the named workloads; a name that matches nothing is an error.
 pub(crate) fn set_replicas(rs: &mut [Resource], specs: &[ReplicaSpec], kfile: &Path) -> Result<()> {
-    const KINDS: [&str; 4] = [
-        "Deployment",
-        "ReplicationController",
-        "ReplicaSet",
-        "StatefulSet",
-    ];
+    const KINDS: [&str; 4] = ["Deployment", "ReplicationController", "ReplicaSet", "StatefulSet"];
     for spec in specs {
         let mut found = false;
         for r in rs.iter_mut() {
@@ -505,7 +351,7 @@ pub(crate) fn set_replicas(rs: &mut [Resource], specs: &[ReplicaSpec], kfile: &P
             }
             found = true;
             let mut root = Value::Object(std::mem::take(&mut r.obj));
-            walk(&mut root, &["spec", "replicas"], true, &mut |v| {
+            walk(&mut root, "spec/replicas", true, &mut |v| {
                 *v = Value::from(spec.count);
             });
             if let Value::Object(m) = root {
@@ -533,10 +379,7 @@ mod tests {
     fn image_split_and_rewrite() {
         assert_eq!(split_image("nginx"), ("nginx", "", ""));
         assert_eq!(split_image("nginx:1.2"), ("nginx", "1.2", ""));
-        assert_eq!(
-            split_image("reg:5000/app:v1@sha256:abc"),
-            ("reg:5000/app", "v1", "sha256:abc")
-        );
+        assert_eq!(split_image("reg:5000/app:v1@sha256:abc"), ("reg:5000/app", "v1", "sha256:abc"));
         assert_eq!(split_image("app@sha256:abc"), ("app", "", "sha256:abc"));
         let rule = ImageRule::new(&ImageSpec {
             name: "nginx".into(),

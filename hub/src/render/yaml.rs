@@ -1,8 +1,10 @@
 //! YAML in and out: multi-document parsing into JSON values, and a printer that writes
 //! documents the way `kubectl kustomize` does (keys sorted, block style, `---` between).
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 
@@ -10,19 +12,49 @@ use super::{RenderError, Result};
 
 /// Parses every non-empty document of a YAML stream.
 pub(crate) fn parse_docs(path: &Path, text: &str) -> Result<Vec<Value>> {
-    let docs: Vec<Value> = serde_saphyr::from_multiple(text).map_err(|e| RenderError::Yaml {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
+    let docs: Vec<Value> = serde_saphyr::from_multiple(text)
+        .map_err(|e| RenderError::Yaml { path: path.to_path_buf(), message: e.to_string() })?;
     Ok(docs.into_iter().filter(|d| !d.is_null()).collect())
 }
 
+/// Parsed YAML streams keyed by their text, shared by all renders of one [`super::Renderer`]:
+/// a fleet renders the same bases for many clusters, and parsing dominates render time.
+/// Keyed by content, so a changed file is simply a different entry.
+#[derive(Debug, Default)]
+pub(crate) struct DocCache {
+    map: Mutex<HashMap<String, Arc<Vec<Value>>>>,
+}
+
+/// Entries kept before the cache starts over (bounds memory for long-running hubs).
+const CACHE_LIMIT: usize = 16_384;
+
+impl DocCache {
+    /// The documents of `text`, parsed once.
+    pub fn parse(&self, path: &Path, text: &str) -> Result<Arc<Vec<Value>>> {
+        if let Some(hit) = self.lock().get(text) {
+            return Ok(hit.clone());
+        }
+        let docs = Arc::new(parse_docs(path, text)?);
+        let mut map = self.lock();
+        if map.len() >= CACHE_LIMIT {
+            map.clear();
+        }
+        map.insert(text.to_string(), docs.clone());
+        Ok(docs)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Vec<Value>>>> {
+        // A panic while holding the lock cannot leave the map inconsistent.
+        self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 /// Parses a single YAML document (an empty document is `null`).
-pub(crate) fn parse_one(path: &Path, text: &str) -> Result<Value> {
-    let mut docs = parse_docs(path, text)?;
+pub(crate) fn parse_one(path: &Path, text: &str, cache: &DocCache) -> Result<Value> {
+    let docs = cache.parse(path, text)?;
     match docs.len() {
         0 => Ok(Value::Null),
-        1 => Ok(docs.remove(0)),
+        1 => Ok(docs[0].clone()),
         _ => Err(RenderError::Yaml {
             path: path.to_path_buf(),
             message: "expected one YAML document, found several".into(),
@@ -148,11 +180,7 @@ fn write_str(out: &mut String, s: &str, ind: usize, is_key: bool) {
             _ => out.push('+'),
         }
         let body = if trailing == 1 { &s[..s.len() - 1] } else { s };
-        let body = if trailing > 1 {
-            &body[..body.len() - 1]
-        } else {
-            body
-        };
+        let body = if trailing > 1 { &body[..body.len() - 1] } else { body };
         for line in body.split('\n') {
             out.push('\n');
             if !line.is_empty() {
@@ -176,8 +204,7 @@ fn block_ok(s: &str) -> bool {
         && !first.starts_with('\t')
         && !s.starts_with('\n')
         && s.chars().all(|c| c == '\n' || !c.is_control())
-        && s.split('\n')
-            .all(|l| !l.ends_with(' ') && !l.ends_with('\t'))
+        && s.split('\n').all(|l| !l.ends_with(' ') && !l.ends_with('\t'))
 }
 
 /// Whether a string can be written unquoted and still read back as the same string.
@@ -188,19 +215,7 @@ fn plain_ok(s: &str) -> bool {
     let lower = s.to_ascii_lowercase();
     if matches!(
         lower.as_str(),
-        "y" | "n"
-            | "yes"
-            | "no"
-            | "on"
-            | "off"
-            | "true"
-            | "false"
-            | "null"
-            | "~"
-            | ".inf"
-            | "-.inf"
-            | "+.inf"
-            | ".nan"
+        "y" | "n" | "yes" | "no" | "on" | "off" | "true" | "false" | "null" | "~" | ".inf" | "-.inf" | "+.inf" | ".nan"
     ) {
         return false;
     }

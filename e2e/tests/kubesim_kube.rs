@@ -243,6 +243,12 @@ async fn ssa_crud_selectors_and_conflicts() {
         .await
         .unwrap_err();
     assert_eq!(status_code(&dup), 409);
+
+    // deletecollection honours the selector.
+    api.delete_collection(&DeleteParams::default(), &ListParams::default().labels("extra"))
+        .await
+        .unwrap();
+    assert_eq!(names(api.list(&ListParams::default()).await.unwrap()), ["b"]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -722,6 +728,18 @@ async fn fault_injection_errors_outages_and_recovery() {
         .get("default")
         .await
         .expect("retried past the outage");
+
+    // The admin endpoint (same listener and token) drives the same faults.
+    let req = http::Request::post("/kubesim/faults")
+        .body(br#"{"errorRate": 1.0, "errorKind": "500"}"#.to_vec())
+        .unwrap();
+    let _: Value = retrying.clone().into_client().request(req).await.unwrap();
+    assert_eq!(status_code(&api.get("default").await.unwrap_err()), 500);
+    let req = http::Request::post("/kubesim/faults")
+        .body(br#"{"clear": true}"#.to_vec())
+        .unwrap();
+    let _: Value = retrying.clone().into_client().request(req).await.unwrap();
+    api.get("default").await.unwrap();
 
     // Added latency still answers.
     cluster.faults().set_latency(Duration::from_millis(20));

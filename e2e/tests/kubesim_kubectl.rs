@@ -98,6 +98,12 @@ async fn server_side_apply_get_diff_wait_delete() {
     .await;
     let live = c.get("apps/v1", "Deployment", Some("web"), "web").unwrap();
     assert_eq!(live["status"]["availableReplicas"], 2);
+    let rollout = kubectl_ok(
+        kc,
+        &["-n", "web", "rollout", "status", "deployment/web", "--timeout=60s"],
+    )
+    .await;
+    assert!(rollout.contains("successfully rolled out"), "{rollout}");
 
     let out = kubectl_ok(kc, &["delete", "-f", app]).await;
     assert!(out.contains("deployment.apps \"web\" deleted"), "{out}");

@@ -209,6 +209,18 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let authorized = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| t == app.token);
+    if !authorized {
+        return ApiError::new(401, "Unauthorized", "Unauthorized").into_response();
+    }
+    // Admin requests bypass fault injection, so faults can always be cleared.
+    if uri.path().starts_with("/kubesim/") {
+        return admin(&app, &method, uri.path(), &body).unwrap_or_else(|e| e.into_response());
+    }
     match app.state.faults.verdict() {
         Verdict::Unavailable => {
             return ApiError::new(
@@ -244,14 +256,6 @@ async fn handle(
                 tokio::time::sleep(latency).await;
             }
         }
-    }
-    let authorized = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|t| t == app.token);
-    if !authorized {
-        return ApiError::new(401, "Unauthorized", "Unauthorized").into_response();
     }
     match dispatch(&app, &method, &uri, &headers, &body) {
         Ok(r) => r,
@@ -348,6 +352,66 @@ fn dispatch(
     }
 }
 
+/// The admin endpoints (same listener and token as the API):
+/// `POST /kubesim/faults` with `{"latencyMs", "errorRate", "errorKind": "500"|"429",
+/// "outageMs", "outageMode": "unavailable"|"refuse", "dropWatches", "clear"}` and
+/// `POST /kubesim/autoscale` with `{"namespace", "name", "replicas"}`.
+fn admin(app: &Arc<App>, method: &Method, path: &str, body: &Bytes) -> Result<Response> {
+    if method != Method::POST {
+        return Err(ApiError::method_not_allowed("kubesim admin endpoints take POST"));
+    }
+    let b = parse_body(body)?;
+    let faults = &app.state.faults;
+    match path {
+        "/kubesim/faults" => {
+            if b.get("clear") == Some(&json!(true)) {
+                faults.clear();
+            }
+            if let Some(ms) = b.get("latencyMs").and_then(Value::as_u64) {
+                faults.set_latency(Duration::from_millis(ms));
+            }
+            if let Some(rate) = b.get("errorRate").and_then(Value::as_f64) {
+                let kind = match b.get("errorKind").and_then(Value::as_str) {
+                    Some("429") => ErrorKind::TooManyRequests,
+                    _ => ErrorKind::Internal,
+                };
+                faults.set_error_rate(rate, kind);
+            }
+            if let Some(ms) = b.get("outageMs").and_then(Value::as_u64) {
+                let mode = match b.get("outageMode").and_then(Value::as_str) {
+                    Some("refuse") => super::faults::OutageMode::Refuse,
+                    _ => super::faults::OutageMode::Unavailable,
+                };
+                faults.outage(Duration::from_millis(ms), mode);
+            }
+            if b.get("dropWatches") == Some(&json!(true)) {
+                faults.drop_watches();
+            }
+            Ok(ok_json(StatusCode::OK, &json!({"status": "ok"})))
+        }
+        "/kubesim/autoscale" => {
+            let s = |k: &str| b.get(k).and_then(Value::as_str).unwrap_or("");
+            let replicas = b
+                .get("replicas")
+                .and_then(Value::as_i64)
+                .ok_or_else(|| ApiError::bad_request("replicas is required"))?;
+            let rt = app
+                .state
+                .resolve("apps", "v1", "deployments")
+                .ok_or_else(ApiError::path_not_found)?;
+            let opts = WriteOptions {
+                manager: "kube-controller-manager".into(),
+                ..Default::default()
+            };
+            let scale =
+                app.state
+                    .set_scale(&rt, Some(s("namespace")), s("name"), replicas, &opts)?;
+            Ok(ok_json(StatusCode::OK, &scale))
+        }
+        _ => Err(ApiError::path_not_found()),
+    }
+}
+
 fn parse_body(body: &Bytes) -> Result<Value> {
     if body.is_empty() {
         return Ok(Value::Null);
@@ -421,6 +485,16 @@ fn resource(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json");
+    if content_type.contains("protobuf") || content_type.contains("cbor") {
+        return Err(ApiError::new(
+            415,
+            "UnsupportedMediaType",
+            format!(
+                "the body of the request was in an unknown format - kubesim accepts JSON and \
+                 YAML bodies only (got {content_type})"
+            ),
+        ));
+    }
     let created = |v: &Value| ok_json(StatusCode::CREATED, v);
     let ok = |v: &Value| ok_json(StatusCode::OK, v);
     match (method.clone(), name) {
@@ -499,7 +573,7 @@ fn resource(
         (Method::PATCH, Some(name)) => {
             let ct = content_type.split(';').next().unwrap_or("").trim();
             let kind = match ct {
-                "application/apply-patch+yaml" | "application/apply-patch+cbor" => PatchType::Apply,
+                "application/apply-patch+yaml" => PatchType::Apply,
                 "application/merge-patch+json" => PatchType::Merge,
                 "application/json-patch+json" => PatchType::Json,
                 "application/strategic-merge-patch+json" => PatchType::Strategic,

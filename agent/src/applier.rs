@@ -38,11 +38,7 @@ pub enum ApplyError {
     #[error("{object}: the API server refused the apply: {message}")]
     Rejected { object: ObjectRef, message: String },
     #[error("{object}: gave up after {attempts} attempts: {last}")]
-    GaveUp {
-        object: ObjectRef,
-        attempts: u32,
-        last: String,
-    },
+    GaveUp { object: ObjectRef, attempts: u32, last: String },
     #[error("CRD {name} did not become Established; check `kubectl get crd {name} -o yaml`")]
     NotEstablished { name: String },
     #[error("{object}: skipped because an earlier phase failed: {reason}")]
@@ -73,10 +69,7 @@ impl Default for RetryPolicy {
 
 impl RetryPolicy {
     fn delay(&self, attempt: u32) -> Duration {
-        let d = self
-            .initial
-            .saturating_mul(1u32 << attempt.min(16))
-            .min(self.max);
+        let d = self.initial.saturating_mul(1u32 << attempt.min(16)).min(self.max);
         d / 2 + rand::rng().random_range(Duration::ZERO..=d / 2)
     }
 }
@@ -202,18 +195,9 @@ impl Applier {
         if let Some(o) = body.as_object_mut() {
             o.shift_remove("status");
         }
-        let meta = body
-            .as_object_mut()
-            .map(|o| o.entry("metadata").or_insert_with(|| json!({})));
+        let meta = body.as_object_mut().map(|o| o.entry("metadata").or_insert_with(|| json!({})));
         if let Some(Value::Object(meta)) = meta {
-            for k in [
-                "managedFields",
-                "resourceVersion",
-                "uid",
-                "creationTimestamp",
-                "generation",
-                "selfLink",
-            ] {
+            for k in ["managedFields", "resourceVersion", "uid", "creationTimestamp", "generation", "selfLink"] {
                 meta.shift_remove(k);
             }
             let labels = meta.entry("labels").or_insert_with(|| json!({}));
@@ -226,21 +210,13 @@ impl Applier {
                 annotations.insert(REVISION_ANNOTATION.into(), json!(revision));
             }
         }
-        Prepared {
-            object: ObjectRef::of(&body),
-            app: app.to_string(),
-            body,
-        }
+        Prepared { object: ObjectRef::of(&body), app: app.to_string(), body }
     }
 
     /// An `Api` for `object` through `resource`.
     pub fn api(&self, resource: &Resource, namespace: &str) -> Api<DynamicObject> {
         if resource.namespaced {
-            let ns = if namespace.is_empty() {
-                "default"
-            } else {
-                namespace
-            };
+            let ns = if namespace.is_empty() { "default" } else { namespace };
             Api::namespaced_with(self.client.clone(), ns, &resource.api)
         } else {
             Api::all_with(self.client.clone(), &resource.api)
@@ -249,14 +225,11 @@ impl Applier {
 
     /// Server-side applies one prepared object; returns the live object the server answered.
     pub async fn apply_one(&self, p: &Prepared) -> Result<Value> {
-        let resource =
-            self.discovery
-                .resolve(&p.object)
-                .await
-                .map_err(|source| ApplyError::Discovery {
-                    object: p.object.clone(),
-                    source,
-                })?;
+        let resource = self
+            .discovery
+            .resolve(&p.object)
+            .await
+            .map_err(|source| ApplyError::Discovery { object: p.object.clone(), source })?;
         let mut body = p.body.clone();
         if let Some(meta) = body.get_mut("metadata").and_then(Value::as_object_mut) {
             if resource.namespaced {
@@ -272,22 +245,15 @@ impl Applier {
         params.force = self.force;
         let name = p.object.name.clone();
         let patch = Patch::Apply(&body);
-        let live = with_retry(&self.retry, &p.object, || api.patch(&name, &params, &patch))
-            .await
-            .map_err(|(e, attempts, transient)| {
+        let live = with_retry(&self.retry, &p.object, || api.patch(&name, &params, &patch)).await.map_err(
+            |(e, attempts, transient)| {
                 if transient {
-                    ApplyError::GaveUp {
-                        object: p.object.clone(),
-                        attempts,
-                        last: e.to_string(),
-                    }
+                    ApplyError::GaveUp { object: p.object.clone(), attempts, last: e.to_string() }
                 } else {
-                    ApplyError::Rejected {
-                        object: p.object.clone(),
-                        message: api_message(&e),
-                    }
+                    ApplyError::Rejected { object: p.object.clone(), message: api_message(&e) }
                 }
-            })?;
+            },
+        )?;
         Ok(serde_json::to_value(live).unwrap_or(Value::Null))
     }
 
@@ -303,9 +269,8 @@ impl Applier {
         let mut results = Vec::new();
         let mut failed_groups: BTreeMap<String, String> = BTreeMap::new();
         for (phase, items) in by_phase {
-            let (blocked, items): (Vec<_>, Vec<_>) = items
-                .into_iter()
-                .partition(|p| failed_groups.contains_key(&p.object.group));
+            let (blocked, items): (Vec<_>, Vec<_>) =
+                items.into_iter().partition(|p| failed_groups.contains_key(&p.object.group));
             for p in blocked {
                 let reason = failed_groups[&p.object.group].clone();
                 let object = p.object.clone();
@@ -327,10 +292,7 @@ impl Applier {
                     let group = p.body["spec"]["group"].as_str().unwrap_or("").to_string();
                     let outcome = match r {
                         Ok(_) => self.wait_established(&p.object).await,
-                        Err(e) => Err(ApplyError::Blocked {
-                            object: p.object.clone(),
-                            reason: e.to_string(),
-                        }),
+                        Err(e) => Err(ApplyError::Blocked { object: p.object.clone(), reason: e.to_string() }),
                     };
                     match outcome {
                         Ok(()) => self.discovery.invalidate_group(&group).await,
@@ -347,14 +309,11 @@ impl Applier {
 
     /// Polls a CRD until its Established condition is True.
     async fn wait_established(&self, crd: &ObjectRef) -> Result<()> {
-        let resource =
-            self.discovery
-                .resolve(crd)
-                .await
-                .map_err(|source| ApplyError::Discovery {
-                    object: crd.clone(),
-                    source,
-                })?;
+        let resource = self
+            .discovery
+            .resolve(crd)
+            .await
+            .map_err(|source| ApplyError::Discovery { object: crd.clone(), source })?;
         let api = self.api(&resource, "");
         let deadline = tokio::time::Instant::now() + self.retry.budget;
         let mut delay = Duration::from_millis(20);
@@ -364,10 +323,7 @@ impl Applier {
                 let established = live
                     .pointer("/status/conditions")
                     .and_then(Value::as_array)
-                    .is_some_and(|cs| {
-                        cs.iter()
-                            .any(|c| c["type"] == "Established" && c["status"] == "True")
-                    });
+                    .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Established" && c["status"] == "True"));
                 if established {
                     return Ok(());
                 }
@@ -375,9 +331,7 @@ impl Applier {
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_secs(1));
         }
-        Err(ApplyError::NotEstablished {
-            name: crd.name.clone(),
-        })
+        Err(ApplyError::NotEstablished { name: crd.name.clone() })
     }
 }
 
@@ -398,20 +352,14 @@ mod tests {
         let mut s = Status::failure("boom", "Reason");
         s.code = code;
         if retry_after > 0 {
-            s.details = Some(StatusDetails {
-                retry_after_seconds: retry_after,
-                ..Default::default()
-            });
+            s.details = Some(StatusDetails { retry_after_seconds: retry_after, ..Default::default() });
         }
         kube::Error::Api(Box::new(s))
     }
 
     #[test]
     fn transient_errors_are_retried_and_retry_after_is_honored() {
-        assert_eq!(
-            classify(&api_error(429, 2)),
-            Verdict::Retry(Some(Duration::from_secs(2)))
-        );
+        assert_eq!(classify(&api_error(429, 2)), Verdict::Retry(Some(Duration::from_secs(2))));
         assert_eq!(classify(&api_error(500, 0)), Verdict::Retry(None));
         assert_eq!(classify(&api_error(503, 0)), Verdict::Retry(None));
         assert_eq!(classify(&api_error(409, 0)), Verdict::Retry(None));

@@ -55,17 +55,9 @@ impl Cache {
         let Some(bytes) = self.read(ASSIGNMENT_FILE).await? else {
             return Ok(None);
         };
-        let wire =
-            proto::Assignment::decode(bytes.as_slice()).map_err(|e| CacheError::Corrupt {
-                path: path.clone(),
-                reason: e.to_string(),
-            })?;
-        Assignment::try_from(&wire)
-            .map(Some)
-            .map_err(|e| CacheError::Corrupt {
-                path,
-                reason: e.to_string(),
-            })
+        let wire = proto::Assignment::decode(bytes.as_slice())
+            .map_err(|e| CacheError::Corrupt { path: path.clone(), reason: e.to_string() })?;
+        Assignment::try_from(&wire).map(Some).map_err(|e| CacheError::Corrupt { path, reason: e.to_string() })
     }
 
     /// Persists `assignment` as the one to enforce after a restart.
@@ -91,10 +83,7 @@ impl Cache {
         let file = file.to_string();
         let path = dir.join(&file);
         tokio::task::spawn_blocking(move || {
-            let err = |source| CacheError::Write {
-                path: path.clone(),
-                source,
-            };
+            let err = |source| CacheError::Write { path: path.clone(), source };
             std::fs::create_dir_all(&dir).map_err(err)?;
             let tmp = dir.join(format!(".{file}.tmp"));
             std::fs::write(&tmp, &bytes).map_err(err)?;
@@ -123,9 +112,7 @@ mod tests {
                 name: "web".into(),
                 policy: SyncPolicy::default(),
                 depends_on: vec![],
-                objects: vec![
-                    json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}}),
-                ],
+                objects: vec![json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}})],
                 render_error: None,
             }],
             false,
@@ -133,9 +120,6 @@ mod tests {
         cache.store_assignment(&a).await.unwrap();
         assert_eq!(cache.load_assignment().await.unwrap(), Some(a));
         std::fs::write(dir.path().join("sub").join(ASSIGNMENT_FILE), b"\xff\xff").unwrap();
-        assert!(matches!(
-            cache.load_assignment().await,
-            Err(CacheError::Corrupt { .. })
-        ));
+        assert!(matches!(cache.load_assignment().await, Err(CacheError::Corrupt { .. })));
     }
 }

@@ -14,9 +14,7 @@ use convoy_shared::model::ObjectRef;
 /// Errors resolving a kind.
 #[derive(Debug, thiserror::Error)]
 pub enum DiscoveryError {
-    #[error(
-        "{kind} ({api_version}) is not served by this cluster; is its CRD installed and established?"
-    )]
+    #[error("{kind} ({api_version}) is not served by this cluster; is its CRD installed and established?")]
     NotServed { api_version: String, kind: String },
     #[error("discovering {api_version}: {source}")]
     Api {
@@ -44,10 +42,7 @@ pub struct Discovery {
 impl Discovery {
     /// An empty cache over `client`.
     pub fn new(client: Client) -> Self {
-        Discovery {
-            client,
-            cache: Arc::default(),
-        }
+        Discovery { client, cache: Arc::default() }
     }
 
     /// The resource serving `r`'s apiVersion and kind.
@@ -61,17 +56,13 @@ impl Discovery {
         let kinds = self.fetch(&api_version).await?;
         let found = kinds.get(&r.kind).cloned();
         self.cache.write().await.insert(api_version.clone(), kinds);
-        found.ok_or_else(|| DiscoveryError::NotServed {
-            api_version,
-            kind: r.kind.clone(),
-        })
+        found.ok_or_else(|| DiscoveryError::NotServed { api_version, kind: r.kind.clone() })
     }
 
     async fn fetch(&self, api_version: &str) -> Result<HashMap<String, Resource>, DiscoveryError> {
-        let gv: GroupVersion = api_version.parse().map_err(|_| DiscoveryError::NotServed {
-            api_version: api_version.to_string(),
-            kind: String::new(),
-        })?;
+        let gv: GroupVersion = api_version
+            .parse()
+            .map_err(|_| DiscoveryError::NotServed { api_version: api_version.to_string(), kind: String::new() })?;
         match oneshot::pinned_group(&self.client, &gv).await {
             Ok(group) => Ok(group
                 .versioned_resources(&gv.version)
@@ -84,10 +75,7 @@ impl Discovery {
                 .collect()),
             // A group the cluster does not serve (yet) answers 404: nothing served.
             Err(kube::Error::Api(s)) if s.code == 404 => Ok(HashMap::new()),
-            Err(source) => Err(DiscoveryError::Api {
-                api_version: api_version.to_string(),
-                source,
-            }),
+            Err(source) => Err(DiscoveryError::Api { api_version: api_version.to_string(), source }),
         }
     }
 

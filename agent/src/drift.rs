@@ -43,12 +43,7 @@ pub type ObjKey = (String, String, String, String);
 
 /// The key of an object reference.
 pub fn key_of(r: &ObjectRef) -> ObjKey {
-    (
-        r.group.clone(),
-        r.kind.clone(),
-        r.namespace.clone(),
-        r.name.clone(),
-    )
+    (r.group.clone(), r.kind.clone(), r.namespace.clone(), r.name.clone())
 }
 
 /// What the agent applied for one object.
@@ -90,18 +85,12 @@ pub struct LiveIndex {
 const HEALED_HISTORY: usize = 50;
 
 fn rv_of(live: &Value) -> u64 {
-    live.pointer("/metadata/resourceVersion")
-        .and_then(Value::as_str)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
+    live.pointer("/metadata/resourceVersion").and_then(Value::as_str).and_then(|s| s.parse().ok()).unwrap_or(0)
 }
 
 /// Milliseconds since the Unix epoch.
 pub fn unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or_default()
 }
 
 impl LiveIndex {
@@ -112,16 +101,8 @@ impl LiveIndex {
         }
         let synced = self.synced.contains(&(key.0.clone(), key.1.clone()));
         ObjectState {
-            health: if synced {
-                Health::Missing
-            } else {
-                Health::Unknown
-            },
-            message: if synced {
-                "not found in the cluster".into()
-            } else {
-                "not observed yet".into()
-            },
+            health: if synced { Health::Missing } else { Health::Unknown },
+            message: if synced { "not found in the cluster".into() } else { "not observed yet".into() },
             present: false,
             drift: None,
         }
@@ -148,12 +129,8 @@ impl LiveIndex {
             if fields.is_empty() {
                 None
             } else {
-                let detected = previous
-                    .drift
-                    .as_ref()
-                    .filter(|d| !d.missing)
-                    .map(|d| d.detected_unix_ms)
-                    .unwrap_or_else(unix_ms);
+                let detected =
+                    previous.drift.as_ref().filter(|d| !d.missing).map(|d| d.detected_unix_ms).unwrap_or_else(unix_ms);
                 Some(Drift {
                     object: desired.object.clone(),
                     app: desired.app.clone(),
@@ -169,12 +146,7 @@ impl LiveIndex {
         {
             tracing::info!(object = %d.object, app = %d.app, fields = ?d.fields.iter().map(|f| (&f.path, &f.manager)).collect::<Vec<_>>(), "drift detected");
         }
-        let next = ObjectState {
-            health,
-            message,
-            present: true,
-            drift,
-        };
+        let next = ObjectState { health, message, present: true, drift };
         let changed = previous.health != next.health
             || previous.message != next.message
             || !previous.present
@@ -238,10 +210,7 @@ pub struct Live {
 
 impl Default for Live {
     fn default() -> Self {
-        Live {
-            index: Arc::default(),
-            changes: watch::channel(0).0,
-        }
+        Live { index: Arc::default(), changes: watch::channel(0).0 }
     }
 }
 
@@ -303,13 +272,7 @@ pub struct DriftWatcher {
 
 impl DriftWatcher {
     /// Starts the healer; watches start with [`DriftWatcher::ensure_watch`].
-    pub fn new(
-        live: Live,
-        applier: Applier,
-        cluster: &str,
-        heal: HealPolicy,
-        cancel: CancellationToken,
-    ) -> Self {
+    pub fn new(live: Live, applier: Applier, cluster: &str, heal: HealPolicy, cancel: CancellationToken) -> Self {
         let mut tasks = JoinSet::new();
         let heal_wake = Arc::new(Notify::new());
         let healer = Healer {
@@ -319,20 +282,8 @@ impl DriftWatcher {
             wake: heal_wake.clone(),
             backoff: HashMap::new(),
         };
-        tasks.spawn(
-            healer
-                .run(cancel.clone())
-                .instrument(tracing::info_span!("healer", cluster = %cluster)),
-        );
-        DriftWatcher {
-            live,
-            applier,
-            cluster: cluster.to_string(),
-            watches: HashMap::new(),
-            tasks,
-            cancel,
-            heal_wake,
-        }
+        tasks.spawn(healer.run(cancel.clone()).instrument(tracing::info_span!("healer", cluster = %cluster)));
+        DriftWatcher { live, applier, cluster: cluster.to_string(), watches: HashMap::new(), tasks, cancel, heal_wake }
     }
 
     /// The shared index.
@@ -355,7 +306,8 @@ impl DriftWatcher {
         let token = self.cancel.child_token();
         self.watches.insert(id, token.clone());
         let api: Api<DynamicObject> = Api::all_with(self.applier.client().clone(), ar);
-        let span = tracing::info_span!("watch", cluster = %self.cluster, kind = %ar.kind, api_version = %ar.api_version);
+        let span =
+            tracing::info_span!("watch", cluster = %self.cluster, kind = %ar.kind, api_version = %ar.api_version);
         let task = WatchTask {
             live: self.live.clone(),
             heal_wake: self.heal_wake.clone(),
@@ -363,8 +315,7 @@ impl DriftWatcher {
             kind: ar.kind.clone(),
         };
         let selector = format!("{CLUSTER_LABEL}={}", self.cluster);
-        self.tasks
-            .spawn(task.run(api, selector, token).instrument(span));
+        self.tasks.spawn(task.run(api, selector, token).instrument(span));
     }
 
     /// Stops watches on kinds no longer managed.
@@ -461,12 +412,7 @@ impl WatchTask {
             let gone: Vec<ObjKey> = ix
                 .desired
                 .iter()
-                .filter(|(k, d)| {
-                    k.0 == self.group
-                        && k.1 == self.kind
-                        && !d.owned.is_empty()
-                        && !listed.contains(*k)
-                })
+                .filter(|(k, d)| k.0 == self.group && k.1 == self.kind && !d.owned.is_empty() && !listed.contains(*k))
                 .map(|(k, _)| k.clone())
                 .collect();
             let mut changed = true;
@@ -514,8 +460,7 @@ impl Healer {
                 .filter_map(|(k, s)| {
                     let d = ix.desired.get(k)?;
                     let drift = s.drift.clone()?;
-                    (d.self_heal && !d.applying && !d.owned.is_empty())
-                        .then(|| (k.clone(), d.clone(), drift))
+                    (d.self_heal && !d.applying && !d.owned.is_empty()).then(|| (k.clone(), d.clone(), drift))
                 })
                 .collect()
         };
@@ -539,20 +484,14 @@ impl Healer {
     }
 
     async fn heal(&mut self, key: &ObjKey, desired: DesiredObject, drift: Drift) {
-        let prepared = Prepared {
-            object: desired.object.clone(),
-            app: desired.app.clone(),
-            body: desired.body.clone(),
-        };
+        let prepared =
+            Prepared { object: desired.object.clone(), app: desired.app.clone(), body: desired.body.clone() };
         // Back off harder when the object drifted again soon after the last heal.
         let backoff = match self.backoff.get(key) {
-            Some((due, b)) if due.elapsed() < Duration::from_secs(60) => {
-                (*b * 2).min(self.policy.max_backoff)
-            }
+            Some((due, b)) if due.elapsed() < Duration::from_secs(60) => (*b * 2).min(self.policy.max_backoff),
             _ => self.policy.first_backoff,
         };
-        self.backoff
-            .insert(key.clone(), (Instant::now() + backoff, backoff));
+        self.backoff.insert(key.clone(), (Instant::now() + backoff, backoff));
         self.live.update(|ix| {
             if let Some(d) = ix.desired.get_mut(key) {
                 d.applying = true;
@@ -634,10 +573,8 @@ mod tests {
         let (mut ix, key) = index_with_desired();
         assert!(ix.observe(&cm("v1", json!([]))));
         assert!(ix.active_drifts().is_empty());
-        let edited = cm(
-            "v2",
-            json!([{"manager": "kubectl-edit", "operation": "Update", "fieldsV1": {"f:data": {"f:k": {}}}}]),
-        );
+        let edited =
+            cm("v2", json!([{"manager": "kubectl-edit", "operation": "Update", "fieldsV1": {"f:data": {"f:k": {}}}}]));
         assert!(ix.observe(&edited));
         let drifts = ix.active_drifts();
         assert_eq!(drifts.len(), 1);

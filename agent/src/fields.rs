@@ -132,10 +132,8 @@ fn parse_element(k: &str) -> Result<PathElement, FieldsError> {
     let (prefix, rest) = k.split_once(':').ok_or_else(bad)?;
     let json = |text: &str| -> Result<String, FieldsError> {
         // Normalize to canonical JSON so keys compare whatever the server's spacing.
-        let v: Value = serde_json::from_str(text).map_err(|source| FieldsError::BadJson {
-            element: k.to_string(),
-            source,
-        })?;
+        let v: Value =
+            serde_json::from_str(text).map_err(|source| FieldsError::BadJson { element: k.to_string(), source })?;
         Ok(convoy_shared::model::canonical_json(&v))
     };
     Ok(match prefix {
@@ -149,11 +147,7 @@ fn parse_element(k: &str) -> Result<PathElement, FieldsError> {
 
 /// The managedFields entries of an object.
 pub fn managed_entries(object: &Value) -> &[Value] {
-    object
-        .pointer("/metadata/managedFields")
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or_default()
+    object.pointer("/metadata/managedFields").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default()
 }
 
 /// How to match associative-list keys while walking a path.
@@ -175,9 +169,7 @@ pub fn resolve<'a>(object: &'a Value, path: &[PathElement], keys: KeyMatch) -> O
             PathElement::Index(i) => node.as_array()?.get(*i)?,
             PathElement::Value(text) => {
                 let want: Value = serde_json::from_str(text).ok()?;
-                node.as_array()?
-                    .iter()
-                    .find(|item| same_value(item, &want))?
+                node.as_array()?.iter().find(|item| same_value(item, &want))?
             }
             PathElement::Key(text) => {
                 let want: Map<String, Value> = serde_json::from_str(text).ok()?;
@@ -197,13 +189,9 @@ pub fn resolve<'a>(object: &'a Value, path: &[PathElement], keys: KeyMatch) -> O
 pub fn same_value(a: &Value, b: &Value) -> bool {
     match (a, b) {
         (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
-        (Value::Array(x), Value::Array(y)) => {
-            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same_value(a, b))
-        }
+        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same_value(a, b)),
         (Value::Object(x), Value::Object(y)) => {
-            x.len() == y.len()
-                && x.iter()
-                    .all(|(k, v)| y.get(k).is_some_and(|w| same_value(v, w)))
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same_value(v, w)))
         }
         _ => a == b,
     }
@@ -261,8 +249,7 @@ pub fn owner_of(live: &Value, path: &[PathElement], except: &str) -> String {
             }
         }
     }
-    best.map(|(_, m)| m.to_string())
-        .unwrap_or_else(|| "unknown".to_string())
+    best.map(|(_, m)| m.to_string()).unwrap_or_else(|| "unknown".to_string())
 }
 
 /// Compares, field by field, what the agent applied (`desired`) with what the cluster holds
@@ -282,14 +269,7 @@ pub fn drifted_fields(desired: &Value, live: &Value, owned: &FieldSet) -> Vec<Fi
         let differs = match (want, have) {
             (_, None) => true,
             // A list element owned only as an element: its presence is what counts.
-            (_, Some(_))
-                if matches!(
-                    path.last(),
-                    Some(PathElement::Key(_) | PathElement::Value(_))
-                ) =>
-            {
-                false
-            }
+            (_, Some(_)) if matches!(path.last(), Some(PathElement::Key(_) | PathElement::Value(_))) => false,
             (w, Some(h)) => !same_value(w, h),
         };
         if differs {
@@ -351,14 +331,8 @@ mod tests {
         .unwrap();
         let a = &set.children[&PathElement::Field("a".into())];
         assert!(a.owned);
-        assert!(
-            set.children
-                .contains_key(&PathElement::Key(r#"{"port":80,"protocol":"TCP"}"#.into()))
-        );
-        assert!(
-            set.children
-                .contains_key(&PathElement::Value("\"x\"".into()))
-        );
+        assert!(set.children.contains_key(&PathElement::Key(r#"{"port":80,"protocol":"TCP"}"#.into())));
+        assert!(set.children.contains_key(&PathElement::Value("\"x\"".into())));
         assert!(set.children.contains_key(&PathElement::Index(2)));
         assert!(FieldSet::parse(&json!({"z:x": {}})).is_err());
         assert!(FieldSet::parse(&json!({"k:{nope": {}})).is_err());
@@ -371,8 +345,7 @@ mod tests {
         assert!(paths.contains(&"spec.template.spec.containers[name=web].image".to_string()));
         assert!(paths.contains(&"metadata.labels.app".to_string()));
         assert!(paths.contains(
-            &"spec.template.spec.containers[name=web].ports[containerPort=80,protocol=TCP].containerPort"
-                .to_string()
+            &"spec.template.spec.containers[name=web].ports[containerPort=80,protocol=TCP].containerPort".to_string()
         ));
     }
 
@@ -381,8 +354,7 @@ mod tests {
         let desired = deployment("nginx:1");
         let mut live = desired.clone();
         live["spec"]["replicas"] = json!(5); // defaulted / another manager's
-        live["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"] =
-            json!("IfNotPresent");
+        live["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"] = json!("IfNotPresent");
         live["spec"]["template"]["spec"]["containers"][0]["ports"][0]["protocol"] = json!("TCP");
         live["status"] = json!({"replicas": 5});
         let owned = FieldSet::parse(&agent_fields()).unwrap();
@@ -403,10 +375,7 @@ mod tests {
         let owned = FieldSet::parse(&agent_fields()).unwrap();
         let drift = drifted_fields(&desired, &live, &owned);
         assert_eq!(drift.len(), 1, "{drift:?}");
-        assert_eq!(
-            drift[0].path,
-            "spec.template.spec.containers[name=web].image"
-        );
+        assert_eq!(drift[0].path, "spec.template.spec.containers[name=web].image");
         assert_eq!(drift[0].desired, json!("nginx:1"));
         assert_eq!(drift[0].live, json!("nginx:2"));
         assert_eq!(drift[0].manager, "kubectl-edit");

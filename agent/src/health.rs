@@ -10,10 +10,7 @@ pub fn object_health(object: &Value) -> (Health, String) {
     if object.pointer("/metadata/deletionTimestamp").is_some() {
         return (Health::Progressing, "being deleted".into());
     }
-    let group = object["apiVersion"]
-        .as_str()
-        .and_then(|v| v.split_once('/').map(|(g, _)| g))
-        .unwrap_or("");
+    let group = object["apiVersion"].as_str().and_then(|v| v.split_once('/').map(|(g, _)| g)).unwrap_or("");
     let kind = object["kind"].as_str().unwrap_or("");
     if let Some(stale) = stale_generation(object) {
         return (Health::Progressing, stale);
@@ -49,10 +46,7 @@ fn condition<'a>(object: &'a Value, ty: &str) -> Option<&'a str> {
 }
 
 fn condition_entry<'a>(object: &'a Value, ty: &str) -> Option<&'a Value> {
-    object
-        .pointer("/status/conditions")
-        .and_then(Value::as_array)
-        .and_then(|cs| cs.iter().find(|c| c["type"] == ty))
+    object.pointer("/status/conditions").and_then(Value::as_array).and_then(|cs| cs.iter().find(|c| c["type"] == ty))
 }
 
 /// `status.observedGeneration` behind `metadata.generation`: the controller has not seen the
@@ -60,8 +54,7 @@ fn condition_entry<'a>(object: &'a Value, ty: &str) -> Option<&'a Value> {
 fn stale_generation(object: &Value) -> Option<String> {
     let generation = int(object, "/metadata/generation")?;
     let observed = int(object, "/status/observedGeneration")?;
-    (observed < generation)
-        .then(|| format!("controller has seen generation {observed} of {generation}"))
+    (observed < generation).then(|| format!("controller has seen generation {observed} of {generation}"))
 }
 
 fn deployment(d: &Value) -> (Health, String) {
@@ -81,22 +74,13 @@ fn deployment(d: &Value) -> (Health, String) {
     let replicas = int(d, "/status/replicas").unwrap_or(0);
     let available = int(d, "/status/availableReplicas").unwrap_or(0);
     if updated < want {
-        return (
-            Health::Progressing,
-            format!("{updated} of {want} replicas updated"),
-        );
+        return (Health::Progressing, format!("{updated} of {want} replicas updated"));
     }
     if replicas > updated {
-        return (
-            Health::Progressing,
-            format!("{} old replicas pending termination", replicas - updated),
-        );
+        return (Health::Progressing, format!("{} old replicas pending termination", replicas - updated));
     }
     if available < updated {
-        return (
-            Health::Progressing,
-            format!("{available} of {updated} updated replicas available"),
-        );
+        return (Health::Progressing, format!("{available} of {updated} updated replicas available"));
     }
     if condition(d, "Available") == Some("False") {
         return (Health::Progressing, "not available".into());
@@ -112,22 +96,13 @@ fn statefulset(s: &Value) -> (Health, String) {
     let ready = int(s, "/status/readyReplicas").unwrap_or(0);
     let updated = int(s, "/status/updatedReplicas").unwrap_or(0);
     if ready < want {
-        return (
-            Health::Progressing,
-            format!("{ready} of {want} replicas ready"),
-        );
+        return (Health::Progressing, format!("{ready} of {want} replicas ready"));
     }
-    let rolling = s
-        .pointer("/spec/updateStrategy/type")
-        .and_then(Value::as_str)
-        .unwrap_or("RollingUpdate")
-        == "RollingUpdate";
+    let rolling =
+        s.pointer("/spec/updateStrategy/type").and_then(Value::as_str).unwrap_or("RollingUpdate") == "RollingUpdate";
     if rolling {
         if updated < want {
-            return (
-                Health::Progressing,
-                format!("{updated} of {want} replicas updated"),
-            );
+            return (Health::Progressing, format!("{updated} of {want} replicas updated"));
         }
         let current = s.pointer("/status/currentRevision");
         let update = s.pointer("/status/updateRevision");
@@ -147,19 +122,14 @@ fn daemonset(d: &Value) -> (Health, String) {
     let available = int(d, "/status/numberAvailable").unwrap_or(0);
     let ready = int(d, "/status/numberReady").unwrap_or(0);
     if updated < desired || available < desired || ready < desired {
-        return (
-            Health::Progressing,
-            format!("{ready} of {desired} pods ready, {updated} updated"),
-        );
+        return (Health::Progressing, format!("{ready} of {desired} pods ready, {updated} updated"));
     }
     ok()
 }
 
 fn job(j: &Value) -> (Health, String) {
     if condition(j, "Failed") == Some("True") {
-        let message = condition_entry(j, "Failed")
-            .and_then(|c| c["message"].as_str())
-            .unwrap_or("job failed");
+        let message = condition_entry(j, "Failed").and_then(|c| c["message"].as_str()).unwrap_or("job failed");
         return (Health::Degraded, message.to_string());
     }
     if condition(j, "Complete") == Some("True") {
@@ -172,10 +142,7 @@ fn pvc(p: &Value) -> (Health, String) {
     match p.pointer("/status/phase").and_then(Value::as_str) {
         Some("Bound") => ok(),
         Some("Lost") => (Health::Degraded, "claim lost its volume".into()),
-        other => (
-            Health::Progressing,
-            format!("claim is {}", other.unwrap_or("Pending")),
-        ),
+        other => (Health::Progressing, format!("claim is {}", other.unwrap_or("Pending"))),
     }
 }
 
@@ -185,11 +152,7 @@ fn pod(p: &Value) -> (Health, String) {
         Some("Failed") => return (Health::Degraded, "pod failed".into()),
         _ => {}
     }
-    if condition(p, "Ready") == Some("True") {
-        ok()
-    } else {
-        (Health::Progressing, "pod not ready".into())
-    }
+    if condition(p, "Ready") == Some("True") { ok() } else { (Health::Progressing, "pod not ready".into()) }
 }
 
 fn generic(o: &Value) -> (Health, String) {
@@ -226,20 +189,14 @@ mod tests {
 
     #[test]
     fn deployment_rollout_rules() {
-        let done = deploy(
-            json!({"observedGeneration": 2, "replicas": 3, "updatedReplicas": 3,
-            "availableReplicas": 3, "conditions": [{"type": "Available", "status": "True"}]}),
-        );
+        let done = deploy(json!({"observedGeneration": 2, "replicas": 3, "updatedReplicas": 3,
+            "availableReplicas": 3, "conditions": [{"type": "Available", "status": "True"}]}));
         assert_eq!(object_health(&done).0, Health::Healthy);
-        let stale = deploy(
-            json!({"observedGeneration": 1, "replicas": 3, "updatedReplicas": 3,
-            "availableReplicas": 3}),
-        );
+        let stale = deploy(json!({"observedGeneration": 1, "replicas": 3, "updatedReplicas": 3,
+            "availableReplicas": 3}));
         assert_eq!(object_health(&stale).0, Health::Progressing);
-        let rolling = deploy(
-            json!({"observedGeneration": 2, "replicas": 4, "updatedReplicas": 2,
-            "availableReplicas": 2}),
-        );
+        let rolling = deploy(json!({"observedGeneration": 2, "replicas": 4, "updatedReplicas": 2,
+            "availableReplicas": 2}));
         let (h, m) = object_health(&rolling);
         assert_eq!(h, Health::Progressing);
         assert!(m.contains("2 of 3"), "{m}");
@@ -249,8 +206,7 @@ mod tests {
         let stuck = deploy(json!({"observedGeneration": 2, "conditions": [
             {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"}]}));
         assert_eq!(object_health(&stuck).0, Health::Degraded);
-        let fresh =
-            json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "x"}});
+        let fresh = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "x"}});
         assert_eq!(object_health(&fresh).0, Health::Progressing);
     }
 
@@ -279,7 +235,8 @@ mod tests {
         assert_eq!(object_health(&job("Failed")).0, Health::Degraded);
         let running = json!({"apiVersion": "batch/v1", "kind": "Job", "status": {}});
         assert_eq!(object_health(&running).0, Health::Progressing);
-        let pvc = |phase: &str| json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "status": {"phase": phase}});
+        let pvc =
+            |phase: &str| json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "status": {"phase": phase}});
         assert_eq!(object_health(&pvc("Bound")).0, Health::Healthy);
         assert_eq!(object_health(&pvc("Pending")).0, Health::Progressing);
         let cr = |status: &str| {

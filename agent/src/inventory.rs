@@ -20,11 +20,7 @@ use crate::fields::FIELD_MANAGER;
 #[derive(Debug, thiserror::Error)]
 pub enum InventoryError {
     #[error("storing the inventory in ConfigMap {namespace}/{name}: {message}")]
-    Cluster {
-        namespace: String,
-        name: String,
-        message: String,
-    },
+    Cluster { namespace: String, name: String, message: String },
     #[error(transparent)]
     Cache(#[from] CacheError),
     #[error("inventory {place} is not valid JSON: {source}")]
@@ -104,9 +100,7 @@ pub struct Inventory {
 impl Inventory {
     /// Every inventoried object with its app.
     pub fn entries(&self) -> impl Iterator<Item = (&str, &Entry)> {
-        self.apps
-            .iter()
-            .flat_map(|(app, inv)| inv.objects.values().map(move |e| (app.as_str(), e)))
+        self.apps.iter().flat_map(|(app, inv)| inv.objects.values().map(move |e| (app.as_str(), e)))
     }
 
     /// How many objects are inventoried.
@@ -191,46 +185,32 @@ impl InventoryStore {
 
     async fn load_cluster(&self) -> Result<Option<Inventory>, InventoryError> {
         let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &self.namespace);
-        let cm = api
-            .get_opt(&self.name)
-            .await
-            .map_err(|e| self.cluster_error(&e))?;
-        let Some(text) = cm
-            .and_then(|c| c.data)
-            .and_then(|d| d.get(DATA_KEY).cloned())
-        else {
+        let cm = api.get_opt(&self.name).await.map_err(|e| self.cluster_error(&e))?;
+        let Some(text) = cm.and_then(|c| c.data).and_then(|d| d.get(DATA_KEY).cloned()) else {
             return Ok(None);
         };
-        serde_json::from_str(&text)
-            .map(Some)
-            .map_err(|source| InventoryError::Json {
-                place: format!("ConfigMap {}/{}", self.namespace, self.name),
-                source,
-            })
+        serde_json::from_str(&text).map(Some).map_err(|source| InventoryError::Json {
+            place: format!("ConfigMap {}/{}", self.namespace, self.name),
+            source,
+        })
     }
 
     async fn load_local(&self) -> Result<Option<Inventory>, InventoryError> {
         let Some(bytes) = self.cache.read(LOCAL_FILE).await? else {
             return Ok(None);
         };
-        serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|source| InventoryError::Json {
-                place: self.cache.dir().join(LOCAL_FILE).display().to_string(),
-                source,
-            })
+        serde_json::from_slice(&bytes).map(Some).map_err(|source| InventoryError::Json {
+            place: self.cache.dir().join(LOCAL_FILE).display().to_string(),
+            source,
+        })
     }
 
     /// Writes the inventory locally, then to the cluster (creating the agent's namespace if it
     /// is missing). The local copy is written even when the cluster is unreachable.
     pub async fn store(&self, inventory: &Inventory) -> Result<(), InventoryError> {
-        let text = serde_json::to_string(inventory).map_err(|source| InventoryError::Json {
-            place: "inventory".into(),
-            source,
-        })?;
-        self.cache
-            .write(LOCAL_FILE, text.clone().into_bytes())
-            .await?;
+        let text = serde_json::to_string(inventory)
+            .map_err(|source| InventoryError::Json { place: "inventory".into(), source })?;
+        self.cache.write(LOCAL_FILE, text.clone().into_bytes()).await?;
         let params = PatchParams::apply(FIELD_MANAGER).force();
         let cm = json!({
             "apiVersion": "v1", "kind": "ConfigMap",
@@ -247,10 +227,7 @@ impl InventoryStore {
             ..Default::default()
         };
         let patch = Patch::Apply(&cm);
-        let first = with_retry(&self.retry, &what, || {
-            api.patch(&self.name, &params, &patch)
-        })
-        .await;
+        let first = with_retry(&self.retry, &what, || api.patch(&self.name, &params, &patch)).await;
         match first {
             Ok(_) => return Ok(()),
             Err((kube::Error::Api(s), _, _)) if s.code == 404 => {}
@@ -258,26 +235,16 @@ impl InventoryStore {
         }
         // The namespace is missing: create it, then write again.
         let ns_api: Api<Namespace> = Api::all(self.client.clone());
-        let ns =
-            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": self.namespace}});
-        ns_api
-            .patch(&self.namespace, &params, &Patch::Apply(&ns))
+        let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": self.namespace}});
+        ns_api.patch(&self.namespace, &params, &Patch::Apply(&ns)).await.map_err(|e| self.cluster_error(&e))?;
+        with_retry(&self.retry, &what, || api.patch(&self.name, &params, &patch))
             .await
-            .map_err(|e| self.cluster_error(&e))?;
-        with_retry(&self.retry, &what, || {
-            api.patch(&self.name, &params, &patch)
-        })
-        .await
-        .map(|_| ())
-        .map_err(|(e, _, _)| self.cluster_error(&e))
+            .map(|_| ())
+            .map_err(|(e, _, _)| self.cluster_error(&e))
     }
 
     fn cluster_error(&self, e: &kube::Error) -> InventoryError {
-        InventoryError::Cluster {
-            namespace: self.namespace.clone(),
-            name: self.name.clone(),
-            message: api_message(e),
-        }
+        InventoryError::Cluster { namespace: self.namespace.clone(), name: self.name.clone(), message: api_message(e) }
     }
 }
 
@@ -287,10 +254,7 @@ mod tests {
 
     #[test]
     fn inventory_serializes_compactly_and_round_trips() {
-        let mut inv = Inventory {
-            revision: "r1".into(),
-            ..Default::default()
-        };
+        let mut inv = Inventory { revision: "r1".into(), ..Default::default() };
         inv.add(
             "web",
             true,

@@ -37,18 +37,11 @@ pub async fn run(
     if let Some(a) = &held {
         tracing::info!(revision = %a.revision, digest = %a.digest, "enforcing the cached assignment");
     }
-    let (link, handle): (HubLink, LinkHandle) =
-        HubLink::with_queue(link, held, ReportQueue::default());
-    let link_task = tokio::spawn(
-        link.run(shutdown.clone())
-            .instrument(tracing::info_span!("link", cluster = %cluster)),
-    );
+    let (link, handle): (HubLink, LinkHandle) = HubLink::with_queue(link, held, ReportQueue::default());
+    let link_task =
+        tokio::spawn(link.run(shutdown.clone()).instrument(tracing::info_span!("link", cluster = %cluster)));
     let result = reconciler
-        .run(
-            handle.assignment.clone(),
-            handle.reports.clone(),
-            shutdown.clone(),
-        )
+        .run(handle.assignment.clone(), handle.reports.clone(), shutdown.clone())
         .instrument(tracing::info_span!("reconciler", cluster = %cluster))
         .await;
     shutdown.cancel();

@@ -65,19 +65,14 @@ pub struct Backoff {
 
 impl Default for Backoff {
     fn default() -> Self {
-        Backoff {
-            initial: Duration::from_millis(500),
-            max: Duration::from_secs(30),
-        }
+        Backoff { initial: Duration::from_millis(500), max: Duration::from_secs(30) }
     }
 }
 
 impl Backoff {
     /// The delay before attempt `failures` (1 = first retry).
     pub fn delay(&self, failures: u32) -> Duration {
-        let exp = self
-            .initial
-            .saturating_mul(1u32 << failures.saturating_sub(1).min(16));
+        let exp = self.initial.saturating_mul(1u32 << failures.saturating_sub(1).min(16));
         let cap = exp.min(self.max);
         let half = cap / 2;
         half + rand::rng().random_range(Duration::ZERO..=cap - half)
@@ -109,25 +104,12 @@ impl HubLink {
     }
 
     /// Like [`HubLink::new`], sending the reports pushed to `reports`.
-    pub fn with_queue(
-        config: LinkConfig,
-        held: Option<Arc<Assignment>>,
-        reports: ReportQueue,
-    ) -> (Self, LinkHandle) {
+    pub fn with_queue(config: LinkConfig, held: Option<Arc<Assignment>>, reports: ReportQueue) -> (Self, LinkHandle) {
         let (state, state_rx) = watch::channel(LinkState::Connecting);
         let (assignment, assignment_rx) = watch::channel(held);
         (
-            HubLink {
-                config,
-                state,
-                assignment,
-                reports: reports.clone(),
-            },
-            LinkHandle {
-                state: state_rx,
-                assignment: assignment_rx,
-                reports,
-            },
+            HubLink { config, state, assignment, reports: reports.clone() },
+            LinkHandle { state: state_rx, assignment: assignment_rx, reports },
         )
     }
 
@@ -152,8 +134,7 @@ impl HubLink {
                 Err(e) => e.to_string(),
             };
             tracing::warn!(hub = %self.config.hub.address, %error, retry_in_ms = retry_in.as_millis() as u64, "hub link down; reconnecting");
-            self.state
-                .send_replace(LinkState::Disconnected { error, retry_in });
+            self.state.send_replace(LinkState::Disconnected { error, retry_in });
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep(retry_in) => {}
@@ -163,17 +144,8 @@ impl HubLink {
     }
 
     /// One session: dial, Hello, then heartbeats and hub messages until something breaks.
-    async fn session(
-        &self,
-        connected: &mut bool,
-        shutdown: &CancellationToken,
-    ) -> Result<(), LinkError> {
-        let channel = tls::connect(
-            &self.config.hub,
-            self.config.tls.clone(),
-            self.config.connect_timeout,
-        )
-        .await?;
+    async fn session(&self, connected: &mut bool, shutdown: &CancellationToken) -> Result<(), LinkError> {
+        let channel = tls::connect(&self.config.hub, self.config.tls.clone(), self.config.connect_timeout).await?;
         let mut client = AgentServiceClient::new(channel);
         let (tx, rx) = mpsc::channel(16);
         let held = self.assignment.borrow().clone();
@@ -183,11 +155,7 @@ impl HubLink {
             applied_revision: self.reports.applied_revision(),
             cluster_name: self.config.cluster_name.clone(),
         };
-        tx.send(AgentMessage {
-            kind: Some(AgentKind::Hello(hello)),
-        })
-        .await
-        .map_err(|_| LinkError::Closed)?;
+        tx.send(AgentMessage { kind: Some(AgentKind::Hello(hello)) }).await.map_err(|_| LinkError::Closed)?;
         let mut inbound = client.connect(ReceiverStream::new(rx)).await?.into_inner();
         // The hub may have missed our last state while we were away: a full snapshot first,
         // unless queued reports are about to bring it.
@@ -256,7 +224,7 @@ impl HubLink {
                     .assignment
                     .borrow()
                     .as_ref()
-                    .is_some_and(|held| held.digest == assignment.digest);
+                    .is_some_and(|held| held.digest == assignment.digest && held.failed == assignment.failed);
                 if same {
                     tracing::debug!(digest = %assignment.digest, "assignment re-sent unchanged");
                     return false;
@@ -278,17 +246,12 @@ impl HubLink {
 }
 
 async fn send_report(tx: &mpsc::Sender<AgentMessage>, report: &Report) -> Result<(), LinkError> {
-    let message = AgentMessage {
-        kind: Some(AgentKind::Report(proto::Report::from(report))),
-    };
+    let message = AgentMessage { kind: Some(AgentKind::Report(proto::Report::from(report))) };
     tx.send(message).await.map_err(|_| LinkError::Closed)
 }
 
 fn unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -297,26 +260,14 @@ mod tests {
 
     #[test]
     fn backoff_doubles_with_jitter_and_stays_capped() {
-        let b = Backoff {
-            initial: Duration::from_millis(100),
-            max: Duration::from_secs(1),
-        };
+        let b = Backoff { initial: Duration::from_millis(100), max: Duration::from_secs(1) };
         for _ in 0..50 {
             let first = b.delay(1);
-            assert!(
-                first >= Duration::from_millis(50) && first <= Duration::from_millis(100),
-                "{first:?}"
-            );
+            assert!(first >= Duration::from_millis(50) && first <= Duration::from_millis(100), "{first:?}");
             let third = b.delay(3);
-            assert!(
-                third >= Duration::from_millis(200) && third <= Duration::from_millis(400),
-                "{third:?}"
-            );
+            assert!(third >= Duration::from_millis(200) && third <= Duration::from_millis(400), "{third:?}");
             let late = b.delay(40);
-            assert!(
-                late >= Duration::from_millis(500) && late <= Duration::from_secs(1),
-                "{late:?}"
-            );
+            assert!(late >= Duration::from_millis(500) && late <= Duration::from_secs(1), "{late:?}");
         }
         let spread: std::collections::HashSet<_> = (0..20).map(|_| b.delay(5)).collect();
         assert!(spread.len() > 1, "jitter must vary the delay");

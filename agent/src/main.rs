@@ -40,11 +40,7 @@ struct Cli {
     #[arg(long, env = "CONVOY_NAMESPACE", default_value = "convoy-system")]
     namespace: String,
     /// Where the last assignment and the inventory are cached.
-    #[arg(
-        long,
-        env = "CONVOY_CACHE_DIR",
-        default_value = "/var/cache/convoy-agent"
-    )]
+    #[arg(long, env = "CONVOY_CACHE_DIR", default_value = "/var/cache/convoy-agent")]
     cache_dir: PathBuf,
     /// API requests in flight while applying or pruning.
     #[arg(long, env = "CONVOY_CONCURRENCY", default_value_t = 16)]
@@ -115,8 +111,8 @@ async fn kube_client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kub
             .await
             .context("no in-cluster config and no usable ~/.kube/config; pass --kubeconfig");
     };
-    let kc = kube::config::Kubeconfig::read_from(path)
-        .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+    let kc =
+        kube::config::Kubeconfig::read_from(path).with_context(|| format!("reading kubeconfig {}", path.display()))?;
     let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
         .await
         .with_context(|| format!("kubeconfig {}", path.display()))?;
@@ -125,23 +121,14 @@ async fn kube_client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kub
 
 fn config(cli: &Cli) -> anyhow::Result<(LinkConfig, ReconcilerConfig)> {
     let material = TlsMaterial::from_files(&cli.ca, &cli.cert, &cli.key)?;
-    let cluster = if cli.cluster.is_empty() {
-        cluster_from_certificate(&material.cert_pem)?
-    } else {
-        cli.cluster.clone()
-    };
+    let cluster =
+        if cli.cluster.is_empty() { cluster_from_certificate(&material.cert_pem)? } else { cli.cluster.clone() };
     let link = LinkConfig {
         hub: HubAddress::parse(&cli.hub, cli.server_name.as_deref())?,
-        tls: tls::client_config(
-            &material.ca_pem,
-            Some((&material.cert_pem, &material.key_pem)),
-        )?,
+        tls: tls::client_config(&material.ca_pem, Some((&material.cert_pem, &material.key_pem)))?,
         cluster_name: cluster.clone(),
         heartbeat: Duration::from_secs(cli.heartbeat_seconds.max(1)),
-        backoff: Backoff {
-            max: Duration::from_secs(cli.backoff_max_seconds.max(1)),
-            ..Backoff::default()
-        },
+        backoff: Backoff { max: Duration::from_secs(cli.backoff_max_seconds.max(1)), ..Backoff::default() },
         connect_timeout: Duration::from_secs(10),
     };
     let mut reconciler = ReconcilerConfig::new(&cluster, &cli.cache_dir);
@@ -152,9 +139,7 @@ fn config(cli: &Cli) -> anyhow::Result<(LinkConfig, ReconcilerConfig)> {
 
 fn cluster_from_certificate(cert_pem: &str) -> anyhow::Result<String> {
     let certs = tls::parse_certs(cert_pem, "agent certificate")?;
-    let first = certs
-        .first()
-        .ok_or_else(|| anyhow::anyhow!("the agent certificate file holds no certificate"))?;
+    let first = certs.first().ok_or_else(|| anyhow::anyhow!("the agent certificate file holds no certificate"))?;
     match convoy_shared::identity::Identity::from_certificate_der(first)? {
         convoy_shared::identity::Identity::Cluster(name) => Ok(name),
         other => anyhow::bail!(

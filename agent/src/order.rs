@@ -25,21 +25,13 @@ pub enum Phase {
 
 impl Phase {
     /// Every phase in apply order.
-    pub const ALL: [Phase; 6] = [
-        Phase::Foundation,
-        Phase::Access,
-        Phase::Config,
-        Phase::Services,
-        Phase::Workloads,
-        Phase::Rest,
-    ];
+    pub const ALL: [Phase; 6] =
+        [Phase::Foundation, Phase::Access, Phase::Config, Phase::Services, Phase::Workloads, Phase::Rest];
 
     /// The phase an object belongs to.
     pub fn of(r: &ObjectRef) -> Phase {
         match (r.group.as_str(), r.kind.as_str()) {
-            ("", "Namespace") | ("apiextensions.k8s.io", "CustomResourceDefinition") => {
-                Phase::Foundation
-            }
+            ("", "Namespace") | ("apiextensions.k8s.io", "CustomResourceDefinition") => Phase::Foundation,
             ("rbac.authorization.k8s.io", _)
             | ("", "ServiceAccount")
             | ("", "LimitRange")
@@ -47,14 +39,11 @@ impl Phase {
             | ("scheduling.k8s.io", "PriorityClass")
             | ("policy", "PodSecurityPolicy")
             | ("storage.k8s.io", "StorageClass") => Phase::Access,
-            ("", "ConfigMap")
-            | ("", "Secret")
-            | ("", "PersistentVolume")
-            | ("", "PersistentVolumeClaim") => Phase::Config,
-            ("", "Service") => Phase::Services,
-            ("apps", _) | ("batch", _) | ("", "Pod") | ("", "ReplicationController") => {
-                Phase::Workloads
+            ("", "ConfigMap") | ("", "Secret") | ("", "PersistentVolume") | ("", "PersistentVolumeClaim") => {
+                Phase::Config
             }
+            ("", "Service") => Phase::Services,
+            ("apps", _) | ("batch", _) | ("", "Pod") | ("", "ReplicationController") => Phase::Workloads,
             _ => Phase::Rest,
         }
     }
@@ -71,9 +60,7 @@ pub fn prune_rank(r: &ObjectRef) -> (u8, u8) {
 /// Errors in the dependsOn graph.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum OrderError {
-    #[error(
-        "apps {0:?} depend on each other in a cycle; break the cycle in their app.yaml dependsOn"
-    )]
+    #[error("apps {0:?} depend on each other in a cycle; break the cycle in their app.yaml dependsOn")]
     Cycle(Vec<String>),
 }
 
@@ -86,17 +73,11 @@ pub fn waves(deps: &BTreeMap<String, Vec<String>>) -> Result<Vec<Vec<String>>, O
     while !left.is_empty() {
         let wave: Vec<String> = left
             .iter()
-            .filter(|app| {
-                deps[**app]
-                    .iter()
-                    .all(|d| placed.contains(d) || !deps.contains_key(d))
-            })
+            .filter(|app| deps[**app].iter().all(|d| placed.contains(d) || !deps.contains_key(d)))
             .map(|a| a.to_string())
             .collect();
         if wave.is_empty() {
-            return Err(OrderError::Cycle(
-                left.iter().map(|a| a.to_string()).collect(),
-            ));
+            return Err(OrderError::Cycle(left.iter().map(|a| a.to_string()).collect()));
         }
         for app in &wave {
             left.remove(app);
@@ -165,33 +146,17 @@ mod tests {
         ];
         refs.sort_by_key(prune_rank);
         let kinds: Vec<&str> = refs.iter().map(|r| r.kind.as_str()).collect();
-        assert_eq!(
-            kinds,
-            [
-                "Widget",
-                "Deployment",
-                "ConfigMap",
-                "CustomResourceDefinition",
-                "Namespace"
-            ]
-        );
+        assert_eq!(kinds, ["Widget", "Deployment", "ConfigMap", "CustomResourceDefinition", "Namespace"]);
     }
 
     #[test]
     fn waves_respect_depends_on_and_find_cycles() {
-        let deps: BTreeMap<String, Vec<String>> = [
-            ("web", vec!["db", "infra"]),
-            ("db", vec!["infra"]),
-            ("infra", vec![]),
-            ("tools", vec!["not-here"]),
-        ]
-        .into_iter()
-        .map(|(a, d)| (a.to_string(), d.into_iter().map(String::from).collect()))
-        .collect();
-        assert_eq!(
-            waves(&deps).unwrap(),
-            vec![vec!["infra", "tools"], vec!["db"], vec!["web"]]
-        );
+        let deps: BTreeMap<String, Vec<String>> =
+            [("web", vec!["db", "infra"]), ("db", vec!["infra"]), ("infra", vec![]), ("tools", vec!["not-here"])]
+                .into_iter()
+                .map(|(a, d)| (a.to_string(), d.into_iter().map(String::from).collect()))
+                .collect();
+        assert_eq!(waves(&deps).unwrap(), vec![vec!["infra", "tools"], vec!["db"], vec!["web"]]);
         let cycle: BTreeMap<String, Vec<String>> = [("a", vec!["b"]), ("b", vec!["a"])]
             .into_iter()
             .map(|(a, d)| (a.to_string(), d.into_iter().map(String::from).collect()))

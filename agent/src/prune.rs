@@ -51,11 +51,7 @@ enum One {
 impl Pruner {
     /// A pruner using the applier's client, discovery and retry policy.
     pub fn new(applier: Applier, cluster: &str, concurrency: usize) -> Self {
-        Pruner {
-            applier,
-            cluster: cluster.to_string(),
-            concurrency: concurrency.max(1),
-        }
+        Pruner { applier, cluster: cluster.to_string(), concurrency: concurrency.max(1) }
     }
 
     /// Deletes `candidates`, rank by rank (custom resources and workloads first, CRDs and then
@@ -105,21 +101,13 @@ impl Pruner {
             // The kind is gone (its CRD was deleted): so are its objects.
             Err(crate::discovery::DiscoveryError::NotServed { .. }) => return Ok(One::Deleted),
             Err(e) => {
-                return Err(PruneError::Discovery {
-                    object: r.clone(),
-                    message: e.to_string(),
-                });
+                return Err(PruneError::Discovery { object: r.clone(), message: e.to_string() });
             }
         };
         let api = self.applier.api(&resource, &r.namespace);
         let policy = self.applier.retry_policy();
-        let fail = |e: &kube::Error| PruneError::Delete {
-            object: r.clone(),
-            message: api_message(e),
-        };
-        let live = with_retry(policy, r, || api.get_opt(&r.name))
-            .await
-            .map_err(|(e, _, _)| fail(&e))?;
+        let fail = |e: &kube::Error| PruneError::Delete { object: r.clone(), message: api_message(e) };
+        let live = with_retry(policy, r, || api.get_opt(&r.name)).await.map_err(|(e, _, _)| fail(&e))?;
         let Some(live) = live else {
             return Ok(One::Deleted);
         };

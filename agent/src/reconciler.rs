@@ -96,10 +96,7 @@ impl Progress {
     }
 
     fn all_applied(&self) -> bool {
-        self.assignment
-            .apps
-            .iter()
-            .all(|a| self.applied_apps.contains(&a.name))
+        self.assignment.apps.iter().all(|a| self.applied_apps.contains(&a.name))
     }
 }
 
@@ -125,24 +122,12 @@ impl Reconciler {
     /// A reconciler for `client`'s cluster.
     pub fn new(config: ReconcilerConfig, client: Client) -> Self {
         let discovery = Discovery::new(client.clone());
-        let applier = Applier::new(
-            client.clone(),
-            discovery,
-            &config.cluster,
-            config.concurrency,
-        )
-        .with_retry(config.retry);
+        let applier =
+            Applier::new(client.clone(), discovery, &config.cluster, config.concurrency).with_retry(config.retry);
         let pruner = Pruner::new(applier.clone(), &config.cluster, config.concurrency);
         let cache = Cache::new(config.cache_dir.clone());
         let store = InventoryStore::new(client, &config.namespace, cache.clone());
-        Reconciler {
-            config,
-            applier,
-            pruner,
-            store,
-            cache,
-            live: Live::default(),
-        }
+        Reconciler { config, applier, pruner, store, cache, live: Live::default() }
     }
 
     /// The shared live index (health and drift), e.g. for tests and benchmarks.
@@ -179,10 +164,20 @@ impl Reconciler {
         let mut inventory = self.store.load().await;
         reports.set_applied_revision(&inventory.revision);
         tracing::info!(objects = inventory.len(), revision = %inventory.revision, "inventory loaded");
-        let mut progress = assignments
-            .borrow_and_update()
-            .clone()
-            .map(|a| Progress::new(a, false));
+        // The value held at start is the cached assignment (enforced, never pruned from) unless
+        // it differs from the cache: then it came from the hub before we got here.
+        let cached = self.cached_assignment().await;
+        let initial = assignments.borrow_and_update().clone();
+        let mut progress = match initial {
+            None => None,
+            Some(a) => {
+                let fresh = cached.as_ref().is_none_or(|c| c.digest != a.digest || c.failed != a.failed);
+                if fresh && let Err(e) = self.cache.store_assignment(&a).await {
+                    tracing::warn!(error = %e, "cannot cache the assignment");
+                }
+                Some(Progress::new(a, fresh))
+            }
+        };
         let mut changes = self.live.subscribe();
         let mut link_open = true;
         let mut need_pass = progress.is_some();
@@ -227,7 +222,11 @@ impl Reconciler {
                         continue;
                     }
                     let Some(next) = assignments.borrow_and_update().clone() else { continue };
-                    if progress.as_ref().is_some_and(|p| p.assignment.digest == next.digest) {
+                    // The digest covers content only: a failed assignment turning good (same
+                    // objects) is news, since it may now prune.
+                    if progress.as_ref().is_some_and(|p| {
+                        p.assignment.digest == next.digest && p.assignment.failed == next.failed
+                    }) {
                         continue;
                     }
                     tracing::info!(revision = %next.revision, digest = %next.digest, failed = next.failed, "applying new assignment");
@@ -276,19 +275,12 @@ impl Reconciler {
 
     /// Is some blocked app ready now?
     fn unblocked(&self, p: &Progress) -> bool {
-        let apps: HashMap<&str, &AppAssignment> = p
-            .assignment
-            .apps
-            .iter()
-            .map(|a| (a.name.as_str(), a))
-            .collect();
+        let apps: HashMap<&str, &AppAssignment> = p.assignment.apps.iter().map(|a| (a.name.as_str(), a)).collect();
         p.blocked.keys().any(|name| {
             apps.get(name.as_str()).is_some_and(|app| {
                 app.depends_on.iter().all(|d| {
                     p.applied_apps.contains(d)
-                        && apps
-                            .get(d.as_str())
-                            .is_some_and(|dep| self.app_health(p, dep) == Health::Healthy)
+                        && apps.get(d.as_str()).is_some_and(|dep| self.app_health(p, dep) == Health::Healthy)
                 })
             })
         })
@@ -298,20 +290,14 @@ impl Reconciler {
     /// when everything applied cleanly, prune (if allowed); keep the inventory.
     async fn pass(&self, p: &mut Progress, inventory: &mut Inventory, watcher: &mut DriftWatcher) {
         let assignment = p.assignment.clone();
-        let deps: BTreeMap<String, Vec<String>> = assignment
-            .apps
-            .iter()
-            .map(|a| (a.name.clone(), a.depends_on.clone()))
-            .collect();
+        let deps: BTreeMap<String, Vec<String>> =
+            assignment.apps.iter().map(|a| (a.name.clone(), a.depends_on.clone())).collect();
         let in_cycle: HashSet<String> = match order::waves(&deps) {
             Ok(_) => HashSet::new(),
             Err(order::OrderError::Cycle(apps)) => apps.into_iter().collect(),
         };
         // Forget desired objects that left the assignment: they are no longer judged for drift.
-        let wanted: HashSet<ObjKey> = assignment
-            .objects()
-            .map(|(_, o)| self.key_for(p, o))
-            .collect();
+        let wanted: HashSet<ObjKey> = assignment.objects().map(|(_, o)| self.key_for(p, o)).collect();
         self.live.update(|ix| {
             ix.desired.retain(|k, _| wanted.contains(k));
             ix.states.retain(|k, _| wanted.contains(k));
@@ -327,10 +313,7 @@ impl Reconciler {
                 continue;
             }
             if in_cycle.contains(&app.name) {
-                p.blocked.insert(
-                    app.name.clone(),
-                    format!("dependsOn cycle among {in_cycle:?}"),
-                );
+                p.blocked.insert(app.name.clone(), format!("dependsOn cycle among {in_cycle:?}"));
                 continue;
             }
             let waiting: Vec<String> = app
@@ -340,16 +323,12 @@ impl Reconciler {
                     None => Some(format!("{d} (not assigned to this cluster)")),
                     Some(dep) => {
                         let h = self.app_health(p, dep);
-                        (!p.applied_apps.contains(d) || h != Health::Healthy)
-                            .then(|| format!("{d} ({})", h.as_str()))
+                        (!p.applied_apps.contains(d) || h != Health::Healthy).then(|| format!("{d} ({})", h.as_str()))
                     }
                 })
                 .collect();
             if !waiting.is_empty() {
-                p.blocked.insert(
-                    app.name.clone(),
-                    format!("waiting for {}", waiting.join(", ")),
-                );
+                p.blocked.insert(app.name.clone(), format!("waiting for {}", waiting.join(", ")));
                 continue;
             }
             ready_apps.push(app);
@@ -364,18 +343,14 @@ impl Reconciler {
                     .filter(|e| e.hash == hash)
                     .map(|e| e.revision.clone())
                     .unwrap_or_else(|| assignment.revision.clone());
-                let prepared = self
-                    .normalize(self.applier.prepare(object, &app.name, &revision))
-                    .await;
+                let prepared = self.normalize(self.applier.prepare(object, &app.name, &revision)).await;
                 p.refs.insert(id.clone(), prepared.object.clone());
                 // Unchanged, present and clean: nothing to write.
                 let key = key_of(&prepared.object);
                 let clean = previous.is_some_and(|e| e.hash == hash) && {
                     let ix = self.live.lock();
                     let state = ix.states.get(&key);
-                    ix.desired
-                        .get(&key)
-                        .is_some_and(|d| !d.owned.is_empty() && d.body == prepared.body)
+                    ix.desired.get(&key).is_some_and(|d| !d.owned.is_empty() && d.body == prepared.body)
                         && state.is_some_and(|s| s.present && s.drift.is_none())
                 };
                 if clean {
@@ -383,18 +358,15 @@ impl Reconciler {
                     continue;
                 }
                 self.live.update(|ix| {
-                    let entry = ix
-                        .desired
-                        .entry(key.clone())
-                        .or_insert_with(|| DesiredObject {
-                            object: prepared.object.clone(),
-                            app: app.name.clone(),
-                            body: prepared.body.clone(),
-                            owned: FieldSet::default(),
-                            self_heal: app.policy.self_heal,
-                            applying: true,
-                            min_rv: 0,
-                        });
+                    let entry = ix.desired.entry(key.clone()).or_insert_with(|| DesiredObject {
+                        object: prepared.object.clone(),
+                        app: app.name.clone(),
+                        body: prepared.body.clone(),
+                        owned: FieldSet::default(),
+                        self_heal: app.policy.self_heal,
+                        applying: true,
+                        min_rv: 0,
+                    });
                     entry.applying = true;
                     false
                 });
@@ -402,20 +374,10 @@ impl Reconciler {
             }
         }
 
-        let policies: HashMap<&str, &AppAssignment> = assignment
-            .apps
-            .iter()
-            .map(|a| (a.name.as_str(), a))
-            .collect();
-        let hashes: HashMap<String, String> = batch
-            .iter()
-            .map(|(pr, h)| (entry_id(&pr.object), h.clone()))
-            .collect();
+        let policies: HashMap<&str, &AppAssignment> = assignment.apps.iter().map(|a| (a.name.as_str(), a)).collect();
+        let hashes: HashMap<String, String> = batch.iter().map(|(pr, h)| (entry_id(&pr.object), h.clone())).collect();
         let applied_count = batch.len();
-        let results = self
-            .applier
-            .apply_set(batch.into_iter().map(|(pr, _)| pr).collect())
-            .await;
+        let results = self.applier.apply_set(batch.into_iter().map(|(pr, _)| pr).collect()).await;
         let mut app_errors: HashSet<String> = HashSet::new();
         let mut applied_entries: Vec<(String, Entry)> = Vec::new();
         for (prepared, result) in results {
@@ -456,8 +418,7 @@ impl Reconciler {
                     }
                     let mut entry = Entry::from(&prepared.object);
                     entry.hash = hashes.get(&id).cloned().unwrap_or_default();
-                    entry.revision = prepared.body["metadata"]["annotations"]
-                        [crate::applier::REVISION_ANNOTATION]
+                    entry.revision = prepared.body["metadata"]["annotations"][crate::applier::REVISION_ANNOTATION]
                         .as_str()
                         .unwrap_or_default()
                         .to_string();
@@ -512,8 +473,7 @@ impl Reconciler {
             })
             .collect();
         for (app, inv) in inventory.apps.iter_mut() {
-            inv.objects
-                .retain(|id, _| owner.get(id).is_none_or(|o| *o == app.as_str()));
+            inv.objects.retain(|id, _| owner.get(id).is_none_or(|o| *o == app.as_str()));
         }
 
         if p.all_applied() && !p.pruned && p.prune_allowed {
@@ -533,18 +493,8 @@ impl Reconciler {
 
     /// Prune = last inventory − new desired, app by app as policy allows: never for an app with
     /// a render error or `prune: false`.
-    async fn prune(
-        &self,
-        p: &mut Progress,
-        inventory: &mut Inventory,
-        owner: &HashMap<String, &str>,
-    ) {
-        let apps: HashMap<&str, &AppAssignment> = p
-            .assignment
-            .apps
-            .iter()
-            .map(|a| (a.name.as_str(), a))
-            .collect();
+    async fn prune(&self, p: &mut Progress, inventory: &mut Inventory, owner: &HashMap<String, &str>) {
+        let apps: HashMap<&str, &AppAssignment> = p.assignment.apps.iter().map(|a| (a.name.as_str(), a)).collect();
         let mut candidates: Vec<(String, String, ObjectRef)> = Vec::new();
         for (app, inv) in &inventory.apps {
             let allowed = match apps.get(app.as_str()) {
@@ -564,21 +514,10 @@ impl Reconciler {
             p.pruned = true;
             return;
         }
-        tracing::info!(
-            count = candidates.len(),
-            "pruning objects that left the assignment"
-        );
-        let outcome = self
-            .pruner
-            .prune(candidates.iter().map(|(_, _, r)| r.clone()).collect())
-            .await;
-        let gone: HashSet<String> = outcome
-            .deleted
-            .iter()
-            .chain(&outcome.protected)
-            .chain(&outcome.foreign)
-            .map(entry_id)
-            .collect();
+        tracing::info!(count = candidates.len(), "pruning objects that left the assignment");
+        let outcome = self.pruner.prune(candidates.iter().map(|(_, _, r)| r.clone()).collect()).await;
+        let gone: HashSet<String> =
+            outcome.deleted.iter().chain(&outcome.protected).chain(&outcome.foreign).map(entry_id).collect();
         for (app, id, _) in &candidates {
             if gone.contains(id)
                 && let Some(inv) = inventory.apps.get_mut(app)
@@ -586,29 +525,21 @@ impl Reconciler {
                 inv.objects.remove(id);
             }
         }
-        inventory
-            .apps
-            .retain(|app, inv| apps.contains_key(app.as_str()) || !inv.objects.is_empty());
+        inventory.apps.retain(|app, inv| apps.contains_key(app.as_str()) || !inv.objects.is_empty());
         if outcome.failed.is_empty() {
             p.pruned = true;
         } else {
             for e in &outcome.failed {
                 tracing::warn!(error = %e, "prune failed; will retry");
             }
-            p.errors.insert(
-                "prune".into(),
-                format!("{} objects could not be pruned", outcome.failed.len()),
-            );
+            p.errors.insert("prune".into(), format!("{} objects could not be pruned", outcome.failed.len()));
         }
     }
 
     /// Settles the namespace of a prepared object from discovery when its kind is known.
     async fn normalize(&self, mut prepared: Prepared) -> Prepared {
         if let Ok(resource) = self.applier.discovery().resolve(&prepared.object).await {
-            let meta = prepared
-                .body
-                .get_mut("metadata")
-                .and_then(Value::as_object_mut);
+            let meta = prepared.body.get_mut("metadata").and_then(Value::as_object_mut);
             if let Some(meta) = meta {
                 if resource.namespaced {
                     if prepared.object.namespace.is_empty() {
@@ -653,9 +584,7 @@ impl Reconciler {
                         }
                     })
                     .collect();
-                let mut health = objects
-                    .iter()
-                    .fold(Health::Healthy, |h, o| h.worst(o.health));
+                let mut health = objects.iter().fold(Health::Healthy, |h, o| h.worst(o.health));
                 let mut message = String::new();
                 if let Some(reason) = p.blocked.get(&app.name) {
                     health = health.worst(Health::Progressing);
@@ -669,12 +598,7 @@ impl Reconciler {
                 if failed > 0 && message.is_empty() {
                     message = format!("{failed} objects failed to apply");
                 }
-                AppStatus {
-                    name: app.name.clone(),
-                    health,
-                    message,
-                    objects,
-                }
+                AppStatus { name: app.name.clone(), health, message, objects }
             })
             .collect();
         let mut drifts = ix.active_drifts();

@@ -42,11 +42,7 @@ impl Default for ReportQueue {
 impl ReportQueue {
     /// A queue holding at most `capacity` reports (at least 1).
     pub fn new(capacity: usize) -> Self {
-        ReportQueue {
-            state: Arc::default(),
-            ready: Arc::new(Notify::new()),
-            capacity: capacity.max(1),
-        }
+        ReportQueue { state: Arc::default(), ready: Arc::new(Notify::new()), capacity: capacity.max(1) }
     }
 
     // Never held across an await: every use below is a short critical section.
@@ -142,12 +138,7 @@ fn fold(old: Report, next: &mut Report) {
     let mut carried: Vec<_> = old
         .drifts
         .into_iter()
-        .filter(|d| {
-            !next
-                .drifts
-                .iter()
-                .any(|n| n.object == d.object && n.detected_unix_ms == d.detected_unix_ms)
-        })
+        .filter(|d| !next.drifts.iter().any(|n| n.object == d.object && n.detected_unix_ms == d.detected_unix_ms))
         .collect();
     if !carried.is_empty() {
         carried.append(&mut next.drifts);
@@ -164,19 +155,12 @@ mod tests {
     use convoy_shared::model::report::Drift;
 
     fn report(n: i64) -> Report {
-        Report {
-            revision: format!("r{n}"),
-            at_unix_ms: n,
-            ..Default::default()
-        }
+        Report { revision: format!("r{n}"), at_unix_ms: n, ..Default::default() }
     }
 
     fn drift(name: &str, at: i64) -> Drift {
         Drift {
-            object: ObjectRef {
-                name: name.into(),
-                ..Default::default()
-            },
+            object: ObjectRef { name: name.into(), ..Default::default() },
             app: "web".into(),
             missing: false,
             fields: vec![],

@@ -2,13 +2,8 @@
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto_root = concat!(env!("CARGO_MANIFEST_DIR"), "/../proto");
-    let files = [
-        "agent.proto",
-        "registration.proto",
-        "fleet.proto",
-        "common.proto",
-    ]
-    .map(|f| format!("{proto_root}/convoy/v1/{f}"));
+    let files = ["agent.proto", "registration.proto", "fleet.proto", "common.proto"]
+        .map(|f| format!("{proto_root}/convoy/v1/{f}"));
     let descriptors = protox::compile(&files, [proto_root])?;
     tonic_prost_build::configure()
         .build_server(true)
@@ -16,6 +11,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // The generated `connect(dst)` constructor would clash with `AgentService.Connect`; we
         // dial through our own TLS connector anyway.
         .build_transport(false)
+        // JSON and YAML output of the CLI: camelCase like Kubernetes, health as its name.
+        .type_attribute(".convoy.v1", "#[derive(serde::Serialize)]")
+        .type_attribute(".convoy.v1", "#[serde(rename_all = \"camelCase\")]")
+        .field_attribute("health", "#[serde(serialize_with = \"crate::health_name\")]")
         .compile_fds(descriptors)?;
     println!("cargo:rerun-if-changed={proto_root}");
     Ok(())

@@ -28,16 +28,13 @@ impl TestCa {
     pub fn new() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let certs = CertDir::new(dir.path().join("certs"));
-        let ca =
-            pki::init_ca(&certs, &["localhost".into(), "127.0.0.1".into()], 30).expect("init CA");
+        let ca = pki::init_ca(&certs, &["localhost".into(), "127.0.0.1".into()], 30).expect("init CA");
         TestCa { dir, certs, ca }
     }
 
     /// A certificate for `identity`, valid for a day.
     pub fn issue(&self, identity: Identity) -> IssuedCert {
-        self.ca
-            .issue(&LeafRequest::new(identity, 1))
-            .expect("issue")
+        self.ca.issue(&LeafRequest::new(identity, 1)).expect("issue")
     }
 
     /// A certificate for `identity` that expired an hour ago.
@@ -50,39 +47,25 @@ impl TestCa {
 
     /// A client TLS config trusting this CA and presenting `cert` (none when `None`).
     pub fn client_tls(&self, cert: Option<&IssuedCert>) -> Arc<rustls::ClientConfig> {
-        tls::client_config(
-            self.ca.cert_pem(),
-            cert.map(|c| (c.cert_pem.as_str(), c.key_pem.as_str())),
-        )
-        .expect("client TLS")
+        tls::client_config(self.ca.cert_pem(), cert.map(|c| (c.cert_pem.as_str(), c.key_pem.as_str())))
+            .expect("client TLS")
     }
 
     /// An agent link configuration for `hub` presenting `cert`, with fast reconnects.
-    pub fn agent_config(
-        &self,
-        hub: &str,
-        cert: Option<&IssuedCert>,
-        claimed_name: &str,
-    ) -> LinkConfig {
+    pub fn agent_config(&self, hub: &str, cert: Option<&IssuedCert>, claimed_name: &str) -> LinkConfig {
         LinkConfig {
             hub: HubAddress::parse(hub, None).expect("hub address"),
             tls: self.client_tls(cert),
             cluster_name: claimed_name.to_string(),
             heartbeat: Duration::from_secs(5),
-            backoff: Backoff {
-                initial: Duration::from_millis(100),
-                max: Duration::from_millis(1000),
-            },
+            backoff: Backoff { initial: Duration::from_millis(100), max: Duration::from_millis(1000) },
             connect_timeout: Duration::from_secs(5),
         }
     }
 
     /// A fleet API client with a fresh CLI certificate of `role`.
     pub async fn cli(&self, hub: &str, role: Role) -> FleetServiceClient<Channel> {
-        let cert = self.issue(Identity::User {
-            name: format!("test-{}", role.as_str()),
-            role,
-        });
+        let cert = self.issue(Identity::User { name: format!("test-{}", role.as_str()), role });
         self.fleet_client(hub, &cert).await.expect("CLI connects")
     }
 
@@ -93,14 +76,7 @@ impl TestCa {
         cert: &IssuedCert,
     ) -> Result<FleetServiceClient<Channel>, tls::TlsError> {
         let address = HubAddress::parse(hub, None)?;
-        Ok(FleetServiceClient::new(
-            tls::connect(
-                &address,
-                self.client_tls(Some(cert)),
-                Duration::from_secs(5),
-            )
-            .await?,
-        ))
+        Ok(FleetServiceClient::new(tls::connect(&address, self.client_tls(Some(cert)), Duration::from_secs(5)).await?))
     }
 }
 
@@ -136,11 +112,7 @@ pub struct Process {
 impl Process {
     /// Spawns `command` with its stdout and stderr lines collected (interleaved by arrival).
     pub fn spawn(mut command: Command) -> Self {
-        let mut child = command
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn process");
+        let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn process");
         let log = Arc::new(Mutex::new(Vec::new()));
         let (tx, lines) = std::sync::mpsc::channel();
         let stdout: Box<dyn std::io::Read + Send> = Box::new(child.stdout.take().expect("stdout"));
@@ -163,23 +135,14 @@ impl Process {
             match self.lines.recv_timeout(HANG_GUARD) {
                 Ok(line) if line.contains(needle) => return line,
                 Ok(_) => {}
-                Err(_) => panic!(
-                    "no log line with '{needle}'; log so far: {:?}",
-                    self.log.lock().expect("log lock")
-                ),
+                Err(_) => panic!("no log line with '{needle}'; log so far: {:?}", self.log.lock().expect("log lock")),
             }
         }
     }
 
     /// Log lines containing `needle`.
     pub fn log_lines(&self, needle: &str) -> Vec<String> {
-        self.log
-            .lock()
-            .expect("log lock")
-            .iter()
-            .filter(|l| l.contains(needle))
-            .cloned()
-            .collect()
+        self.log.lock().expect("log lock").iter().filter(|l| l.contains(needle)).cloned().collect()
     }
 
     /// Every log line so far.
@@ -203,7 +166,10 @@ impl Drop for Process {
 /// A `convoy-hub serve` process. Killed when dropped.
 pub struct HubProcess {
     pub process: Process,
+    /// gRPC address (agents, CLI).
     pub address: String,
+    /// HTTP address (webhook, health).
+    pub http_address: String,
 }
 
 impl HubProcess {
@@ -215,20 +181,22 @@ impl HubProcess {
 
     /// Like [`HubProcess::start`] with the log filter `filter` (e.g. `trace`).
     pub fn start_logging(certs: &Path, listen: &str, filter: &str) -> Self {
+        Self::start_with(certs, listen, filter, &[])
+    }
+
+    /// Starts the hub with extra `serve` arguments (e.g. `--repo URL --data DIR`).
+    pub fn start_with(certs: &Path, listen: &str, filter: &str, extra: &[&str]) -> Self {
         let mut command = Command::new(workspace_binary("convoy-hub"));
         command
-            .args(["serve", "--listen", listen, "--certs"])
+            .args(["serve", "--listen", listen, "--http-listen", "127.0.0.1:0", "--certs"])
             .arg(certs)
+            .args(extra)
             .env("RUST_LOG", filter);
         let process = Process::spawn(command);
-        let line = process.wait_for_line("hub listening");
-        let address = line
-            .split("address=")
-            .nth(1)
-            .expect("address in log line")
-            .trim()
-            .to_string();
-        HubProcess { process, address }
+        let address_in = |line: String| line.split("address=").nth(1).expect("address in log line").trim().to_string();
+        let address = address_in(process.wait_for_line("hub listening"));
+        let http_address = address_in(process.wait_for_line("http listening"));
+        HubProcess { process, address, http_address }
     }
 
     /// Log lines containing `needle`.
@@ -255,11 +223,7 @@ impl RunningAgent {
         let (link, handle) = HubLink::new(config, None);
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(link.run(shutdown.clone()));
-        RunningAgent {
-            handle,
-            shutdown,
-            task,
-        }
+        RunningAgent { handle, shutdown, task }
     }
 
     /// Stops the link and waits for it to finish.
@@ -288,5 +252,93 @@ where
             panic!("timed out waiting for {what}");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A hub running in this process on loopback (gRPC and HTTP), reading `repo`.
+pub struct InProcessHub {
+    pub hub: Arc<convoy_hub::state::Hub>,
+    pub address: String,
+    pub http_address: String,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+    _data: tempfile::TempDir,
+}
+
+/// The webhook secret every [`InProcessHub`] is started with.
+pub const WEBHOOK_SECRET: &str = "test-webhook-secret";
+
+impl InProcessHub {
+    /// Starts a hub for `ca` reading `repo_url` (polling rarely: tests call
+    /// [`InProcessHub::sync`]).
+    pub async fn start(ca: &TestCa, repo_url: &str) -> Self {
+        let data = tempfile::tempdir().expect("data dir");
+        let material = tls::TlsMaterial::from_files(&ca.certs.ca_cert(), &ca.certs.hub_cert(), &ca.certs.hub_key())
+            .expect("hub TLS files");
+        let source = convoy_hub::source::SourceConfig {
+            url: repo_url.to_string(),
+            mirror: data.path().join("mirror.git"),
+            fleet_branch: "main".into(),
+            interval: Duration::from_secs(3600),
+        };
+        let config = convoy_hub::server::HubConfig {
+            tls: tls::server_config(&material).expect("server TLS"),
+            source: Some(source),
+            webhook_secret: Some(WEBHOOK_SECRET.into()),
+        };
+        let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind gRPC");
+        let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind HTTP");
+        let address = format!("localhost:{}", grpc.local_addr().expect("addr").port());
+        let http_address = http.local_addr().expect("addr").to_string();
+        let hub = convoy_hub::state::Hub::in_memory();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn({
+            let (hub, shutdown) = (hub.clone(), shutdown.clone());
+            async move {
+                convoy_hub::server::run(config, grpc, Some(http), hub, shutdown).await.expect("hub runs");
+            }
+        });
+        let started = InProcessHub { hub, address, http_address, shutdown, task, _data: data };
+        eventually("the first sync", || {
+            let synced = started.hub.view().synced_at_ms > 0 || !started.hub.view().errors.is_empty();
+            async move { synced.then_some(()) }
+        })
+        .await;
+        started
+    }
+
+    /// Makes the hub fetch now and waits until it has seen `commit` on `branch`.
+    pub async fn sync(&self, branch: &str, commit: &str) {
+        eventually(&format!("the hub to see {branch} at {commit}"), || {
+            self.hub.refresh.notify_one();
+            let seen = self.hub.view().branches.get(branch).map(String::as_str) == Some(commit);
+            async move {
+                if !seen {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                seen.then_some(())
+            }
+        })
+        .await;
+    }
+
+    /// The digest of `cluster`'s current assignment ("" when none).
+    pub fn digest(&self, cluster: &str) -> String {
+        self.hub.assignments.get(cluster).map(|a| a.digest.clone()).unwrap_or_default()
+    }
+
+    /// The objects of `app` in `cluster`'s current assignment.
+    pub fn objects(&self, cluster: &str, app: &str) -> Vec<serde_json::Value> {
+        self.hub
+            .assignments
+            .get(cluster)
+            .and_then(|a| a.apps.iter().find(|x| x.name == app).map(|x| x.objects.clone()))
+            .unwrap_or_default()
+    }
+
+    /// Stops the hub and waits for it.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = self.task.await;
     }
 }

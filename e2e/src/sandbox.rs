@@ -58,45 +58,28 @@ pub struct Sandbox {
 impl Sandbox {
     /// Issues (or reuses) certificates in `DIR/certs`, starts the hub and the agents, writes
     /// `DIR/convoy.yaml`, and returns once everything is listening.
-    pub async fn start(
-        config: &SandboxConfig,
-        shutdown: CancellationToken,
-    ) -> Result<Self, SandboxError> {
+    pub async fn start(config: &SandboxConfig, shutdown: CancellationToken) -> Result<Self, SandboxError> {
         let certs = CertDir::new(config.dir.join("certs"));
         let ca = if certs.ca_key().exists() {
             CertificateAuthority::load(&certs)?
         } else {
-            pki::init_ca(
-                &certs,
-                &["localhost".into(), "127.0.0.1".into()],
-                pki::DEFAULT_LEAF_DAYS,
-            )?
+            pki::init_ca(&certs, &["localhost".into(), "127.0.0.1".into()], pki::DEFAULT_LEAF_DAYS)?
         };
         let listener = tokio::net::TcpListener::bind(&config.listen)
             .await
-            .map_err(|source| SandboxError::Listen {
-                address: config.listen.clone(),
-                source,
-            })?;
-        let local = listener
-            .local_addr()
-            .map_err(|source| SandboxError::Listen {
-                address: config.listen.clone(),
-                source,
-            })?;
+            .map_err(|source| SandboxError::Listen { address: config.listen.clone(), source })?;
+        let local =
+            listener.local_addr().map_err(|source| SandboxError::Listen { address: config.listen.clone(), source })?;
         let hub_address = format!("localhost:{}", local.port());
 
         let mut tasks = JoinSet::new();
-        let hub = Arc::new(Hub::default());
-        let material =
-            TlsMaterial::from_files(&certs.ca_cert(), &certs.hub_cert(), &certs.hub_key())?;
+        let hub = Hub::in_memory();
+        let material = TlsMaterial::from_files(&certs.ca_cert(), &certs.hub_cert(), &certs.hub_key())?;
         let server_tls = tls::server_config(&material)?;
         let (hub_state, token) = (hub.clone(), shutdown.clone());
         tasks.spawn(
             async move {
-                if let Err(e) =
-                    convoy_hub::server::serve(listener, server_tls, hub_state, token).await
-                {
+                if let Err(e) = convoy_hub::server::serve(listener, server_tls, hub_state, token).await {
                     tracing::error!(error = %e, "hub stopped");
                 }
             }
@@ -116,19 +99,11 @@ impl Sandbox {
                 connect_timeout: Duration::from_secs(5),
             };
             let (link, _handle) = HubLink::new(link, None);
-            tasks.spawn(
-                link.run(shutdown.clone())
-                    .instrument(tracing::info_span!("agent", cluster = name)),
-            );
+            tasks.spawn(link.run(shutdown.clone()).instrument(tracing::info_span!("agent", cluster = name)));
         }
 
         let cli_config = write_cli_config(&config.dir, &certs, &hub_address)?;
-        Ok(Sandbox {
-            hub_address,
-            cli_config,
-            hub,
-            tasks,
-        })
+        Ok(Sandbox { hub_address, cli_config, hub, tasks })
     }
 
     /// Waits for the hub and every agent to stop (after the shutdown token is cancelled).
@@ -137,15 +112,8 @@ impl Sandbox {
     }
 }
 
-fn write_cli_config(
-    dir: &Path,
-    certs: &CertDir,
-    hub_address: &str,
-) -> Result<PathBuf, SandboxError> {
-    let admin = Identity::User {
-        name: "admin".into(),
-        role: Role::Admin,
-    };
+fn write_cli_config(dir: &Path, certs: &CertDir, hub_address: &str) -> Result<PathBuf, SandboxError> {
+    let admin = Identity::User { name: "admin".into(), role: Role::Admin };
     let (cert, key) = certs.leaf_paths(&admin);
     let file = ConfigFile {
         current_context: Some("sandbox".into()),
@@ -160,9 +128,6 @@ fn write_cli_config(
     };
     let path = dir.join("convoy.yaml");
     let text = serde_saphyr::to_string(&file).expect("a config file always serializes");
-    std::fs::write(&path, text).map_err(|source| SandboxError::Write {
-        path: path.clone(),
-        source,
-    })?;
+    std::fs::write(&path, text).map_err(|source| SandboxError::Write { path: path.clone(), source })?;
     Ok(path)
 }

@@ -6,12 +6,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use convoy_shared::model::Assignment;
 use convoy_shared::proto::agent_message::Kind as AgentKind;
 use convoy_shared::proto::agent_service_server::AgentService;
 use convoy_shared::proto::hub_message::Kind as HubKind;
 use convoy_shared::proto::{AgentMessage, Hello, HubMessage, Unchanged};
 use futures::Stream;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
@@ -43,26 +44,15 @@ type HubStream = Pin<Box<dyn Stream<Item = Result<HubMessage, Status>> + Send>>;
 impl AgentService for AgentLinks {
     type ConnectStream = HubStream;
 
-    async fn connect(
-        &self,
-        req: Request<Streaming<AgentMessage>>,
-    ) -> Result<Response<HubStream>, Status> {
+    async fn connect(&self, req: Request<Streaming<AgentMessage>>) -> Result<Response<HubStream>, Status> {
         let (cluster, peer) = auth::require_cluster(&req)?;
         let inbound = req.into_inner();
         let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
         let (session, replaced) = self.hub.connections.open(&cluster, peer);
         tracing::info!(cluster, %peer, "agent stream opened");
         let span = tracing::info_span!("agent", cluster = %cluster, session);
-        let task = Session {
-            hub: self.hub.clone(),
-            cluster,
-            session,
-            tx,
-        };
-        tokio::spawn(
-            task.run(inbound, self.shutdown.clone(), replaced)
-                .instrument(span),
-        );
+        let task = Session { hub: self.hub.clone(), cluster, session, tx };
+        tokio::spawn(task.run(inbound, self.shutdown.clone(), replaced).instrument(span));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }
@@ -77,12 +67,7 @@ struct Session {
 }
 
 impl Session {
-    async fn run(
-        self,
-        mut inbound: Streaming<AgentMessage>,
-        shutdown: CancellationToken,
-        replaced: CancellationToken,
-    ) {
+    async fn run(self, mut inbound: Streaming<AgentMessage>, shutdown: CancellationToken, replaced: CancellationToken) {
         let outcome = tokio::select! {
             _ = shutdown.cancelled() => Ok("hub shutting down"),
             _ = replaced.cancelled() => Ok("replaced by a newer stream"),
@@ -101,62 +86,76 @@ impl Session {
     async fn serve(&self, inbound: &mut Streaming<AgentMessage>) -> Result<&'static str, Status> {
         let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
             .await
-            .map_err(|_| {
-                Status::deadline_exceeded("no Hello within 30 s of opening the stream")
-            })??;
-        let Some(AgentMessage {
-            kind: Some(AgentKind::Hello(hello)),
-        }) = first
-        else {
-            return Err(Status::invalid_argument(
-                "the first message on an agent stream must be a Hello",
-            ));
+            .map_err(|_| Status::deadline_exceeded("no Hello within 30 s of opening the stream"))??;
+        let Some(AgentMessage { kind: Some(AgentKind::Hello(hello)) }) = first else {
+            return Err(Status::invalid_argument("the first message on an agent stream must be a Hello"));
         };
-        self.hello(&hello).await?;
+        let mut assignments = self.hub.assignments.subscribe(&self.cluster);
+        let mut sent = self.hello(&hello, &mut assignments).await?;
         loop {
-            match inbound.message().await {
-                Ok(Some(AgentMessage { kind: Some(kind) })) => match kind {
-                    AgentKind::Heartbeat(_) => {
-                        self.hub.connections.touch(&self.cluster, self.session)
+            tokio::select! {
+                changed = assignments.changed() => {
+                    if changed.is_err() {
+                        return Ok("assignment table closed");
                     }
-                    AgentKind::Report(report) => {
-                        self.hub
-                            .connections
-                            .report(&self.cluster, self.session, report)
+                    let current = assignments.borrow_and_update().clone();
+                    if let Some(assignment) = current
+                        && assignment.digest != sent
+                    {
+                        sent = assignment.digest.clone();
+                        self.send_assignment(&assignment).await?;
                     }
-                    AgentKind::Hello(hello) => self.hello(&hello).await?,
+                }
+                message = inbound.message() => match message {
+                    Ok(Some(AgentMessage { kind: Some(kind) })) => match kind {
+                        AgentKind::Heartbeat(_) => self.hub.connections.touch(&self.cluster, self.session),
+                        AgentKind::Report(report) => self.hub.record_report(&self.cluster, self.session, report),
+                        AgentKind::Hello(hello) => sent = self.hello(&hello, &mut assignments).await?,
+                    },
+                    Ok(Some(AgentMessage { kind: None })) => self.hub.connections.touch(&self.cluster, self.session),
+                    Ok(None) => return Ok("agent closed the stream"),
+                    Err(status) => {
+                        tracing::info!(error = %status, "agent stream broke");
+                        return Ok("stream broke");
+                    }
                 },
-                Ok(Some(AgentMessage { kind: None })) => {
-                    self.hub.connections.touch(&self.cluster, self.session)
-                }
-                Ok(None) => return Ok("agent closed the stream"),
-                Err(status) => {
-                    tracing::info!(error = %status, "agent stream broke");
-                    return Ok("stream broke");
-                }
             }
         }
     }
 
-    async fn hello(&self, hello: &Hello) -> Result<(), Status> {
+    /// Answers a Hello: the current assignment, or Unchanged when the agent already holds it
+    /// (or when the hub has none yet: the agent keeps enforcing what it has). Returns the digest
+    /// the agent now holds.
+    async fn hello(
+        &self,
+        hello: &Hello,
+        assignments: &mut watch::Receiver<Option<Arc<Assignment>>>,
+    ) -> Result<String, Status> {
         if !hello.cluster_name.is_empty() && hello.cluster_name != self.cluster {
             tracing::warn!(
                 claimed = %hello.cluster_name,
                 "agent claims another cluster name in its Hello; ignored, the certificate decides"
             );
         }
-        self.hub
-            .connections
-            .hello(&self.cluster, self.session, hello);
-        // No newer assignment than what the agent holds: tell it to keep enforcing that.
-        let reply = HubMessage {
-            kind: Some(HubKind::Unchanged(Unchanged {
-                digest: hello.held_digest.clone(),
-            })),
-        };
-        self.tx
-            .send(Ok(reply))
-            .await
-            .map_err(|_| Status::cancelled("agent went away"))
+        self.hub.connections.hello(&self.cluster, self.session, hello);
+        let current = assignments.borrow_and_update().clone();
+        match current {
+            Some(assignment) if assignment.digest != hello.held_digest => {
+                self.send_assignment(&assignment).await?;
+                Ok(assignment.digest.clone())
+            }
+            _ => {
+                let reply =
+                    HubMessage { kind: Some(HubKind::Unchanged(Unchanged { digest: hello.held_digest.clone() })) };
+                self.tx.send(Ok(reply)).await.map_err(|_| Status::cancelled("agent went away"))?;
+                Ok(hello.held_digest.clone())
+            }
+        }
+    }
+
+    async fn send_assignment(&self, assignment: &Assignment) -> Result<(), Status> {
+        tracing::info!(revision = %assignment.revision, digest = %assignment.digest, "sending assignment");
+        let message = HubMessage { kind: Some(HubKind::Assignment(assignment.into())) };
+        self.tx.send(Ok(message)).await.map_err(|_| Status::cancelled("agent went away"))
     }
 }

@@ -1,12 +1,14 @@
 //! The `convoy` CLI's library half: the config file with contexts, dialing the hub with a CLI
 //! certificate, and printing answers as tables or JSON.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use convoy_shared::proto::ClusterInfo;
+use convoy_shared::model::ObjectRef;
 use convoy_shared::proto::fleet_service_client::FleetServiceClient;
+use convoy_shared::proto::{
+    ClusterInfo, DiffResponse, DriftResponse, EnvsResponse, Health, HistoryResponse, StatusResponse,
+};
 use convoy_shared::tls::{self, HubAddress};
 use serde::{Deserialize, Serialize};
 use tonic::transport::Channel;
@@ -23,11 +25,7 @@ pub enum CliError {
     #[error("the config file {path} is not valid: {message}")]
     ParseConfig { path: PathBuf, message: String },
     #[error("context '{name}' is not in {path}; it has: {known}")]
-    UnknownContext {
-        name: String,
-        path: PathBuf,
-        known: String,
-    },
+    UnknownContext { name: String, path: PathBuf, known: String },
     #[error(
         "no hub to talk to: pass --hub, --ca, --cert and --key, or a config file with --config / CONVOY_CONFIG (missing: {missing})"
     )]
@@ -38,6 +36,16 @@ pub enum CliError {
     Tls(#[from] convoy_shared::tls::TlsError),
     #[error("{}", convoy_shared::link_error::explain(.0))]
     Call(#[from] tonic::Status),
+    #[error("{0}")]
+    Render(String),
+    #[error("{0}")]
+    PromoteBlocked(String),
+}
+
+/// The Git work tree `dir` is in (the nearest ancestor with `.git`), else `dir` itself.
+pub fn repository_root(dir: &Path) -> PathBuf {
+    let start = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    start.ancestors().find(|a| a.join(".git").exists()).map(Path::to_path_buf).unwrap_or(start)
 }
 
 pub type Result<T, E = CliError> = std::result::Result<T, E>;
@@ -69,21 +77,13 @@ pub struct Context {
 impl ConfigFile {
     /// Reads a config file.
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|source| CliError::ReadConfig {
-            path: path.into(),
-            source,
-        })?;
-        let mut file: ConfigFile =
-            serde_saphyr::from_str(&text).map_err(|e| CliError::ParseConfig {
-                path: path.into(),
-                message: e.to_string(),
-            })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| CliError::ReadConfig { path: path.into(), source })?;
+        let mut file: ConfigFile = serde_saphyr::from_str(&text)
+            .map_err(|e| CliError::ParseConfig { path: path.into(), message: e.to_string() })?;
         let base = path.parent().unwrap_or(Path::new("."));
         for ctx in &mut file.contexts {
-            for p in [&mut ctx.ca, &mut ctx.cert, &mut ctx.key]
-                .into_iter()
-                .flatten()
-            {
+            for p in [&mut ctx.ca, &mut ctx.cert, &mut ctx.key].into_iter().flatten() {
                 if p.is_relative() {
                     *p = base.join(&*p);
                 }
@@ -94,25 +94,15 @@ impl ConfigFile {
 
     /// The named context, else the current one, else the only one.
     pub fn context(&self, name: Option<&str>, path: &Path) -> Result<Context> {
-        let wanted = name
-            .map(str::to_string)
-            .or_else(|| self.current_context.clone());
+        let wanted = name.map(str::to_string).or_else(|| self.current_context.clone());
         match wanted {
-            Some(name) => self
-                .contexts
-                .iter()
-                .find(|c| c.name == name)
-                .cloned()
-                .ok_or_else(|| CliError::UnknownContext {
+            Some(name) => {
+                self.contexts.iter().find(|c| c.name == name).cloned().ok_or_else(|| CliError::UnknownContext {
                     name,
                     path: path.into(),
-                    known: self
-                        .contexts
-                        .iter()
-                        .map(|c| c.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                }),
+                    known: self.contexts.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", "),
+                })
+            }
             None => Ok(self.contexts.first().cloned().unwrap_or_default()),
         }
     }
@@ -142,18 +132,11 @@ impl Context {
         .into_iter()
         .filter_map(|(name, absent)| absent.then_some(name))
         .collect();
-        let (Some(hub), Some(ca), Some(cert), Some(key)) =
-            (&self.hub, &self.ca, &self.cert, &self.key)
-        else {
-            return Err(CliError::Incomplete {
-                missing: missing.join(", "),
-            });
+        let (Some(hub), Some(ca), Some(cert), Some(key)) = (&self.hub, &self.ca, &self.cert, &self.key) else {
+            return Err(CliError::Incomplete { missing: missing.join(", ") });
         };
         let material = tls::TlsMaterial::from_files(ca, cert, key)?;
-        let config = tls::client_config(
-            &material.ca_pem,
-            Some((&material.cert_pem, &material.key_pem)),
-        )?;
+        let config = tls::client_config(&material.ca_pem, Some((&material.cert_pem, &material.key_pem)))?;
         let address = HubAddress::parse(hub, self.server_name.as_deref())?;
         let channel = tls::connect(&address, config, Duration::from_secs(5)).await?;
         Ok(FleetServiceClient::new(channel))
@@ -165,6 +148,32 @@ impl Context {
 pub enum Output {
     Table,
     Json,
+    Yaml,
+}
+
+/// Prints `value` as JSON or YAML; `None` for table output (the caller prints its table).
+pub fn structured<T: Serialize>(output: Output, value: &T) -> Option<String> {
+    match output {
+        Output::Table => None,
+        Output::Json => Some(serde_json::to_string_pretty(value).expect("proto types serialize") + "\n"),
+        Output::Yaml => Some(serde_saphyr::to_string(value).expect("proto types serialize")),
+    }
+}
+
+/// A health value's name for tables.
+pub fn health(value: i32) -> &'static str {
+    match Health::try_from(value).unwrap_or(Health::Unknown) {
+        Health::Healthy => "Healthy",
+        Health::Progressing => "Progressing",
+        Health::Degraded => "Degraded",
+        Health::Missing => "Missing",
+        Health::Unknown => "Unknown",
+    }
+}
+
+/// The first 8 characters of a commit or digest.
+pub fn short(id: &str) -> &str {
+    id.get(..8).unwrap_or(if id.is_empty() { "-" } else { id })
 }
 
 /// Prints rows as an aligned table with a header.
@@ -214,45 +223,194 @@ pub fn clusters_table(clusters: &[ClusterInfo], now_ms: i64) -> String {
         .map(|c| {
             vec![
                 c.name.clone(),
-                if c.connected {
-                    "connected".into()
-                } else {
-                    "disconnected".into()
-                },
+                or_dash(&c.environment),
+                if c.connected { "connected".into() } else { "disconnected".into() },
+                sync_state(c).into(),
+                health(c.health).into(),
+                short(&c.applied_revision).into(),
                 ago(c.last_seen_unix_ms, now_ms),
-                if c.agent_version.is_empty() {
-                    "-".into()
-                } else {
-                    c.agent_version.clone()
-                },
-                c.peer_address.clone(),
+                or_dash(&c.agent_version),
             ]
         })
         .collect();
-    print_table(&["CLUSTER", "LINK", "LAST SEEN", "AGENT", "PEER"], &rows)
+    print_table(&["CLUSTER", "ENV", "LINK", "SYNC", "HEALTH", "APPLIED", "LAST SEEN", "AGENT"], &rows)
 }
 
-/// `convoy clusters -o json`: one object per cluster with stable field names.
-pub fn clusters_json(clusters: &[ClusterInfo]) -> serde_json::Value {
-    serde_json::Value::Array(
-        clusters
+fn or_dash(s: &str) -> String {
+    if s.is_empty() { "-".into() } else { s.to_string() }
+}
+
+/// Whether a cluster runs what it is assigned.
+pub fn sync_state(c: &ClusterInfo) -> &'static str {
+    match (c.assigned_digest.is_empty(), c.in_sync) {
+        (true, _) => "unassigned",
+        (false, true) => "in-sync",
+        (false, false) => "pending",
+    }
+}
+
+/// `convoy status` as text: one block per cluster.
+pub fn status_text(status: &StatusResponse) -> String {
+    let mut out = String::new();
+    for c in &status.clusters {
+        let Some(info) = &c.cluster else { continue };
+        out.push_str(&format!(
+            "{} ({}): {}, {}, assigned {} applied {}\n",
+            info.name,
+            or_dash(&info.environment),
+            sync_state(info),
+            health(info.health),
+            short(&info.assigned_revision),
+            short(&info.applied_revision),
+        ));
+        let rows: Vec<Vec<String>> = c
+            .apps
             .iter()
-            .map(|c| {
-                let labels: BTreeMap<_, _> = c.labels.iter().collect();
-                serde_json::json!({
-                    "name": c.name,
-                    "environment": c.environment,
-                    "labels": labels,
-                    "connected": c.connected,
-                    "lastSeenUnixMs": c.last_seen_unix_ms,
-                    "connectedSinceUnixMs": c.connected_since_unix_ms,
-                    "agentVersion": c.agent_version,
-                    "peer": c.peer_address,
-                    "appliedRevision": c.applied_revision,
-                })
+            .map(|a| {
+                let note = if a.render_error.is_empty() {
+                    a.message.clone()
+                } else {
+                    format!("render error: {}", a.render_error)
+                };
+                vec![format!("  {}", a.name), health(a.health).into(), note]
             })
-            .collect(),
-    )
+            .collect();
+        if !rows.is_empty() {
+            out.push_str(&print_table(&["  APP", "HEALTH", "MESSAGE"], &rows));
+        }
+        for e in &c.errors {
+            out.push_str(&format!("  error: {e}\n"));
+        }
+    }
+    out
+}
+
+/// `convoy drift` as a table.
+pub fn drift_table(drift: &DriftResponse) -> String {
+    let mut rows = Vec::new();
+    for c in &drift.clusters {
+        for d in &c.drifts {
+            let object = d.r#ref.as_ref().map(|r| ObjectRef::from(r).to_string()).unwrap_or_default();
+            let healed = if d.healed { "yes" } else { "no" };
+            if d.missing {
+                let row = [&c.cluster, &object, "(object deleted)", "-", "-", "-", healed];
+                rows.push(row.iter().map(|s| s.to_string()).collect());
+            }
+            for f in &d.fields {
+                let row = [&c.cluster, &object, &f.path, &or_dash(&f.manager), &f.desired_json, &f.live_json, healed];
+                rows.push(row.iter().map(|s| s.to_string()).collect());
+            }
+        }
+    }
+    if rows.is_empty() {
+        return "no drift\n".into();
+    }
+    print_table(&["CLUSTER", "OBJECT", "FIELD", "CHANGED BY", "DESIRED", "LIVE", "HEALED"], &rows)
+}
+
+/// `convoy envs` as a table.
+pub fn envs_table(envs: &EnvsResponse) -> String {
+    let rows: Vec<Vec<String>> = envs
+        .environments
+        .iter()
+        .map(|e| {
+            vec![
+                e.name.clone(),
+                e.branch.clone(),
+                short(&e.commit).into(),
+                e.clusters.to_string(),
+                e.applied.to_string(),
+                e.healthy.to_string(),
+            ]
+        })
+        .collect();
+    print_table(&["ENV", "BRANCH", "COMMIT", "CLUSTERS", "APPLIED", "HEALTHY"], &rows)
+}
+
+/// `convoy diff` as text.
+pub fn diff_text(diff: &DiffResponse) -> String {
+    let mut out = String::new();
+    for c in &diff.clusters {
+        let changes = c.added.len() + c.changed.len() + c.removed.len();
+        let summary = if changes == 0 { "no change".to_string() } else { format!("{changes} objects") };
+        out.push_str(&format!("{}: {summary}\n", c.cluster));
+        for (sign, refs) in [("+", &c.added), ("~", &c.changed), ("-", &c.removed)] {
+            for r in refs {
+                out.push_str(&format!("  {sign} {}\n", ObjectRef::from(r)));
+            }
+        }
+    }
+    out
+}
+
+/// `convoy history` as a table.
+pub fn history_table(history: &HistoryResponse) -> String {
+    let rows: Vec<Vec<String>> = history
+        .entries
+        .iter()
+        .map(|h| {
+            vec![
+                format_time(h.at_unix_ms),
+                h.event.clone(),
+                short(&h.revision).into(),
+                short(&h.digest).into(),
+                h.detail.clone(),
+            ]
+        })
+        .collect();
+    print_table(&["TIME", "EVENT", "REVISION", "DIGEST", "DETAIL"], &rows)
+}
+
+fn format_time(ms: i64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// Whether every cluster of environment `from` runs `from`'s head cleanly and healthily —
+/// the gate before promoting `from` to `to`. Returns the reasons when it is not.
+pub fn promote_check(envs: &EnvsResponse, clusters: &[ClusterInfo], from: &str, to: &str) -> Result<String, String> {
+    let position = |name: &str| envs.environments.iter().position(|e| e.name == name);
+    let (Some(from_at), Some(to_at)) = (position(from), position(to)) else {
+        let known: Vec<&str> = envs.environments.iter().map(|e| e.name.as_str()).collect();
+        return Err(format!("unknown environment: environments are {}", known.join(", ")));
+    };
+    if from_at >= to_at {
+        return Err(format!("'{from}' does not come before '{to}' in the promotion order of convoy.yaml"));
+    }
+    let members: Vec<&ClusterInfo> = clusters.iter().filter(|c| c.environment == from).collect();
+    if members.is_empty() {
+        return Err(format!("environment '{from}' has no clusters: nothing proves its head works"));
+    }
+    let failing: Vec<String> = members
+        .iter()
+        .filter_map(|c| {
+            if c.assigned_digest.is_empty() {
+                Some(format!("{}: no assignment yet", c.name))
+            } else if !c.in_sync {
+                Some(format!("{}: has not applied {from}'s head yet (applied {})", c.name, short(&c.applied_revision)))
+            } else if c.health != Health::Healthy as i32 {
+                Some(format!("{}: {}", c.name, health(c.health)))
+            } else {
+                None
+            }
+        })
+        .collect();
+    if failing.is_empty() {
+        Ok(format!("ok: all {} clusters of '{from}' run its head and are healthy; '{to}' may take it", members.len()))
+    } else {
+        Err(format!("not ready to promote '{from}' to '{to}':\n  {}", failing.join("\n  ")))
+    }
 }
 
 #[cfg(test)]
@@ -270,20 +428,11 @@ mod tests {
         .unwrap();
         let file = ConfigFile::load(&path).unwrap();
         let ctx = file.context(None, &path).unwrap();
-        assert_eq!(
-            ctx.ca.as_deref(),
-            Some(dir.path().join("certs/ca.crt").as_path())
-        );
+        assert_eq!(ctx.ca.as_deref(), Some(dir.path().join("certs/ca.crt").as_path()));
         assert_eq!(ctx.cert.as_deref(), Some(Path::new("/abs/admin.crt")));
-        let ctx = ctx.overridden_by(Context {
-            hub: Some("hub:1".into()),
-            ..Default::default()
-        });
+        let ctx = ctx.overridden_by(Context { hub: Some("hub:1".into()), ..Default::default() });
         assert_eq!(ctx.hub.as_deref(), Some("hub:1"));
-        assert!(matches!(
-            file.context(Some("prod"), &path),
-            Err(CliError::UnknownContext { .. })
-        ));
+        assert!(matches!(file.context(Some("prod"), &path), Err(CliError::UnknownContext { .. })));
     }
 
     #[test]
@@ -293,6 +442,40 @@ mod tests {
         std::fs::write(&path, "contexts:\n- name: a\n  hubb: x\n").unwrap();
         let err = ConfigFile::load(&path).unwrap_err().to_string();
         assert!(err.contains("hubb"), "{err}");
+    }
+
+    #[test]
+    fn times_print_as_utc() {
+        assert_eq!(format_time(0), "1970-01-01 00:00:00Z");
+        assert_eq!(format_time(1_795_313_761_388), "2026-11-22 02:16:01Z");
+    }
+
+    fn env(name: &str) -> convoy_shared::proto::EnvironmentInfo {
+        convoy_shared::proto::EnvironmentInfo { name: name.into(), ..Default::default() }
+    }
+
+    fn member(name: &str, env: &str, in_sync: bool, health: Health) -> ClusterInfo {
+        ClusterInfo {
+            name: name.into(),
+            environment: env.into(),
+            assigned_digest: "d".into(),
+            in_sync,
+            health: health as i32,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn promote_check_needs_every_cluster_applied_and_healthy_in_order() {
+        let envs = EnvsResponse { environments: vec![env("dev"), env("stage"), env("prod")] };
+        let ok = [member("s1", "stage", true, Health::Healthy), member("p1", "prod", false, Health::Degraded)];
+        assert!(promote_check(&envs, &ok, "stage", "prod").is_ok());
+        assert!(promote_check(&envs, &ok, "prod", "stage").unwrap_err().contains("does not come before"));
+        let lagging = [member("s1", "stage", false, Health::Healthy), member("s2", "stage", true, Health::Degraded)];
+        let err = promote_check(&envs, &lagging, "stage", "prod").unwrap_err();
+        assert!(err.contains("s1: has not applied") && err.contains("s2: Degraded"), "{err}");
+        assert!(promote_check(&envs, &[], "dev", "stage").unwrap_err().contains("no clusters"));
+        assert!(promote_check(&envs, &ok, "qa", "prod").unwrap_err().contains("unknown environment"));
     }
 
     #[test]

@@ -18,7 +18,7 @@ struct ClusterLink {
     last_seen_ms: i64,
     peer: String,
     agent_version: String,
-    held_digest: String,
+    applied_digest: String,
     applied_revision: String,
     last_report: Option<Report>,
     /// Cancelled when this session is replaced by a newer stream from the same cluster; the
@@ -35,10 +35,7 @@ pub struct ConnectionTable {
 
 /// Milliseconds since the Unix epoch, the unit every timestamp on the wire uses.
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or_default()
 }
 
 impl ConnectionTable {
@@ -55,7 +52,7 @@ impl ConnectionTable {
             last_seen_ms: now,
             peer: peer.to_string(),
             agent_version: String::new(),
-            held_digest: String::new(),
+            applied_digest: String::new(),
             applied_revision: String::new(),
             last_report: None,
             cancel: cancel.clone(),
@@ -69,6 +66,8 @@ impl ConnectionTable {
                 }
                 // Keep what the previous stream reported until the new one reports.
                 link.last_report = old.last_report.take();
+                link.applied_digest = std::mem::take(&mut old.applied_digest);
+                link.applied_revision = std::mem::take(&mut old.applied_revision);
                 *old = link;
             }
             dashmap::Entry::Vacant(entry) => {
@@ -91,8 +90,6 @@ impl ConnectionTable {
         self.with_session(cluster, session, |link| {
             link.last_seen_ms = now_ms();
             link.agent_version = hello.agent_version.clone();
-            link.held_digest = hello.held_digest.clone();
-            link.applied_revision = hello.applied_revision.clone();
         });
     }
 
@@ -101,16 +98,34 @@ impl ConnectionTable {
         self.with_session(cluster, session, |link| link.last_seen_ms = now_ms());
     }
 
-    /// Stores the agent's latest report.
-    pub fn report(&self, cluster: &str, session: u64, report: Report) {
+    /// Stores the agent's latest report. Returns true when it applied a digest it had not
+    /// applied before (worth a history entry).
+    pub fn report(&self, cluster: &str, session: u64, report: Report) -> bool {
+        let mut newly_applied = false;
         self.with_session(cluster, session, |link| {
             link.last_seen_ms = now_ms();
-            if report.applied {
-                link.applied_revision = report.revision.clone();
-                link.held_digest = report.digest.clone();
-            }
-            link.last_report = Some(report);
+            newly_applied = apply_report(link, report);
         });
+        newly_applied
+    }
+
+    /// Restores a report kept by the store after a hub restart (the cluster shows as
+    /// disconnected until its agent comes back).
+    pub fn restore(&self, cluster: &str, report: Report) {
+        let mut link = ClusterLink {
+            session: 0,
+            connected: false,
+            since_ms: 0,
+            last_seen_ms: report.at_unix_ms,
+            peer: String::new(),
+            agent_version: String::new(),
+            applied_digest: String::new(),
+            applied_revision: String::new(),
+            last_report: None,
+            cancel: CancellationToken::new(),
+        };
+        apply_report(&mut link, report);
+        self.links.entry(cluster.to_string()).or_insert(link);
     }
 
     /// Marks the stream closed (only if it is still the registered one).
@@ -125,11 +140,7 @@ impl ConnectionTable {
 
     /// One [`ClusterInfo`] per known cluster, sorted by name.
     pub fn list(&self) -> Vec<ClusterInfo> {
-        let mut out: Vec<ClusterInfo> = self
-            .links
-            .iter()
-            .map(|e| info(e.key(), e.value()))
-            .collect();
+        let mut out: Vec<ClusterInfo> = self.links.iter().map(|e| info(e.key(), e.value())).collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
         out
     }
@@ -140,17 +151,21 @@ impl ConnectionTable {
     }
 }
 
+fn apply_report(link: &mut ClusterLink, report: Report) -> bool {
+    let newly_applied = report.applied && link.applied_digest != report.digest;
+    if report.applied {
+        link.applied_revision = report.revision.clone();
+        link.applied_digest = report.digest.clone();
+    }
+    link.last_report = Some(report);
+    newly_applied
+}
+
 fn info(name: &str, link: &ClusterLink) -> ClusterInfo {
     let health = link
         .last_report
         .as_ref()
-        .map(|r| {
-            r.apps
-                .iter()
-                .map(|a| a.health)
-                .max()
-                .unwrap_or(Health::Healthy as i32)
-        })
+        .map(|r| r.apps.iter().map(|a| a.health).max().unwrap_or(Health::Healthy as i32))
         .unwrap_or(Health::Unknown as i32);
     ClusterInfo {
         name: name.to_string(),
@@ -159,14 +174,10 @@ fn info(name: &str, link: &ClusterLink) -> ClusterInfo {
         connected_since_unix_ms: link.since_ms,
         agent_version: link.agent_version.clone(),
         peer_address: link.peer.clone(),
-        assigned_digest: link.held_digest.clone(),
+        applied_digest: link.applied_digest.clone(),
         applied_revision: link.applied_revision.clone(),
         health,
-        drift_count: link
-            .last_report
-            .as_ref()
-            .map(|r| r.drifts.len() as u32)
-            .unwrap_or_default(),
+        drift_count: link.last_report.as_ref().map(|r| r.drifts.len() as u32).unwrap_or_default(),
         ..Default::default()
     }
 }
@@ -196,14 +207,7 @@ mod tests {
         let table = ConnectionTable::default();
         let (s, _) = table.open("b", addr());
         table.open("a", addr());
-        table.hello(
-            "b",
-            s,
-            &Hello {
-                agent_version: "9.9".into(),
-                ..Default::default()
-            },
-        );
+        table.hello("b", s, &Hello { agent_version: "9.9".into(), ..Default::default() });
         let names: Vec<_> = table.list().into_iter().map(|c| c.name).collect();
         assert_eq!(names, ["a", "b"]);
         assert_eq!(table.get("b").unwrap().agent_version, "9.9");

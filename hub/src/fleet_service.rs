@@ -1,9 +1,13 @@
-//! FleetService: what the `convoy` CLI asks the hub.
+//! FleetService: what the `convoy` CLI asks the hub — clusters, status, drift, history,
+//! environments, promotion diffs and refresh.
 
+use std::collections::{BTreeMap, HashMap};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use convoy_shared::identity::Role;
+use convoy_shared::model::{Assignment, ObjectRef, canonical_json};
 use convoy_shared::proto::drift_response::ClusterDrift;
 use convoy_shared::proto::fleet_service_server::FleetService;
 use convoy_shared::proto::*;
@@ -11,7 +15,11 @@ use futures::Stream;
 use tonic::{Request, Response, Status};
 
 use crate::auth;
+use crate::planner::{EnvironmentState, PlanStats, Planner};
 use crate::state::Hub;
+
+/// How many history entries `History` returns when the request names no limit.
+const DEFAULT_HISTORY: u32 = 50;
 
 /// The FleetService implementation.
 pub struct FleetApi {
@@ -23,78 +31,83 @@ impl FleetApi {
         FleetApi { hub }
     }
 
-    fn cluster(&self, name: &str) -> Result<ClusterInfo, Status> {
-        self.hub.connections.get(name).ok_or_else(|| {
-            Status::not_found(format!(
-                "unknown cluster '{name}': `convoy clusters` lists the clusters the hub knows"
-            ))
-        })
+    /// Every cluster the hub knows: declared in Git, or seen on an agent stream.
+    fn clusters(&self) -> Vec<ClusterInfo> {
+        let view = self.hub.view();
+        let mut out: BTreeMap<String, ClusterInfo> =
+            self.hub.connections.list().into_iter().map(|c| (c.name.clone(), c)).collect();
+        if let Some(fleet) = &view.fleet {
+            for cluster in fleet.clusters.values() {
+                let info = out
+                    .entry(cluster.name.clone())
+                    .or_insert_with(|| ClusterInfo { name: cluster.name.clone(), ..Default::default() });
+                info.environment = cluster.environment.clone();
+                info.labels = cluster.labels.clone().into_iter().collect();
+            }
+        }
+        for info in out.values_mut() {
+            if let Some(assignment) = self.hub.assignments.get(&info.name) {
+                info.assigned_revision = assignment.revision.clone();
+                info.assigned_digest = assignment.digest.clone();
+                info.in_sync = info.applied_digest == assignment.digest;
+                if info.environment.is_empty() {
+                    info.environment = assignment.environment.clone();
+                }
+            }
+        }
+        out.into_values().collect()
     }
 
     /// The named cluster, or every cluster when `name` is empty.
     fn selected(&self, name: &str) -> Result<Vec<ClusterInfo>, Status> {
+        let all = self.clusters();
         if name.is_empty() {
-            Ok(self.hub.connections.list())
-        } else {
-            Ok(vec![self.cluster(name)?])
+            return Ok(all);
         }
+        all.into_iter().find(|c| c.name == name).map(|c| vec![c]).ok_or_else(|| {
+            Status::not_found(format!("unknown cluster '{name}': `convoy clusters` lists the clusters the hub knows"))
+        })
     }
-}
-
-fn not_yet(what: &str) -> Status {
-    Status::unimplemented(format!(
-        "{what} needs the Git source, which this hub does not run yet"
-    ))
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<FleetEvent, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl FleetService for FleetApi {
-    async fn list_clusters(
-        &self,
-        _: Request<ListClustersRequest>,
-    ) -> Result<Response<ListClustersResponse>, Status> {
-        Ok(Response::new(ListClustersResponse {
-            clusters: self.hub.connections.list(),
-        }))
+    async fn list_clusters(&self, _: Request<ListClustersRequest>) -> Result<Response<ListClustersResponse>, Status> {
+        Ok(Response::new(ListClustersResponse { clusters: self.clusters() }))
     }
 
-    async fn get_cluster(
-        &self,
-        req: Request<GetClusterRequest>,
-    ) -> Result<Response<ClusterInfo>, Status> {
-        Ok(Response::new(self.cluster(&req.get_ref().name)?))
+    async fn get_cluster(&self, req: Request<GetClusterRequest>) -> Result<Response<ClusterInfo>, Status> {
+        let mut found = self.selected(&req.get_ref().name)?;
+        Ok(Response::new(found.remove(0)))
     }
 
-    async fn status(
-        &self,
-        req: Request<StatusRequest>,
-    ) -> Result<Response<StatusResponse>, Status> {
+    async fn status(&self, req: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+        let view = self.hub.view();
         let clusters = self
             .selected(&req.get_ref().cluster)?
             .into_iter()
             .map(|info| {
-                let report = self
-                    .hub
-                    .connections
-                    .last_report(&info.name)
-                    .unwrap_or_default();
-                let apps = report
-                    .apps
+                let report = self.hub.connections.last_report(&info.name).unwrap_or_default();
+                let health: HashMap<&str, &AppStatus> = report.apps.iter().map(|a| (a.name.as_str(), a)).collect();
+                let assignment = self.hub.assignments.get(&info.name);
+                let apps = assignment
                     .iter()
-                    .map(|a| AppHealth {
-                        name: a.name.clone(),
-                        health: a.health,
-                        message: a.message.clone(),
-                        ..Default::default()
+                    .flat_map(|a| a.apps.iter())
+                    .map(|app| {
+                        let reported = health.get(app.name.as_str());
+                        AppHealth {
+                            name: app.name.clone(),
+                            health: reported.map_or(Health::Unknown as i32, |r| r.health),
+                            message: reported.map(|r| r.message.clone()).unwrap_or_default(),
+                            render_error: app.render_error.clone().unwrap_or_default(),
+                        }
                     })
                     .collect();
-                ClusterStatus {
-                    cluster: Some(info),
-                    apps,
-                    errors: Vec::new(),
-                }
+                let mut errors = view.errors.clone();
+                errors.extend(view.cluster_errors.get(&info.name).cloned().unwrap_or_default());
+                ClusterStatus { cluster: Some(info), apps, errors }
             })
             .collect();
         Ok(Response::new(StatusResponse { clusters }))
@@ -105,44 +118,138 @@ impl FleetService for FleetApi {
             .selected(&req.get_ref().cluster)?
             .into_iter()
             .map(|info| ClusterDrift {
-                drifts: self
-                    .hub
-                    .connections
-                    .last_report(&info.name)
-                    .map(|r| r.drifts)
-                    .unwrap_or_default(),
+                drifts: self.hub.connections.last_report(&info.name).map(|r| r.drifts).unwrap_or_default(),
                 cluster: info.name,
             })
             .collect();
         Ok(Response::new(DriftResponse { clusters }))
     }
 
-    async fn history(
-        &self,
-        _: Request<HistoryRequest>,
-    ) -> Result<Response<HistoryResponse>, Status> {
-        Err(not_yet("history"))
+    async fn history(&self, req: Request<HistoryRequest>) -> Result<Response<HistoryResponse>, Status> {
+        let HistoryRequest { cluster, limit } = req.into_inner();
+        self.selected(&cluster)?;
+        let limit = if limit == 0 { DEFAULT_HISTORY } else { limit } as usize;
+        let store = self.hub.store.clone();
+        let entries = tokio::task::spawn_blocking(move || store.history(&cluster, limit))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(Response::new(HistoryResponse { entries }))
     }
 
     async fn envs(&self, _: Request<EnvsRequest>) -> Result<Response<EnvsResponse>, Status> {
-        Err(not_yet("envs"))
+        let view = self.hub.view();
+        let Some(fleet) = &view.fleet else {
+            return Err(no_fleet(&view.errors));
+        };
+        let clusters = self.clusters();
+        let environments = fleet
+            .environments
+            .iter()
+            .map(|env| {
+                let members: Vec<&ClusterInfo> = clusters.iter().filter(|c| c.environment == env.name).collect();
+                EnvironmentInfo {
+                    name: env.name.clone(),
+                    branch: env.branch.clone(),
+                    commit: view.envs.get(&env.name).map(|e| e.snapshot.commit.to_string()).unwrap_or_default(),
+                    clusters: members.len() as u32,
+                    applied: members.iter().filter(|c| c.in_sync && !c.assigned_digest.is_empty()).count() as u32,
+                    healthy: members
+                        .iter()
+                        .filter(|c| c.in_sync && !c.assigned_digest.is_empty() && c.health == Health::Healthy as i32)
+                        .count() as u32,
+                }
+            })
+            .collect();
+        Ok(Response::new(EnvsResponse { environments }))
     }
 
-    async fn diff(&self, _: Request<DiffRequest>) -> Result<Response<DiffResponse>, Status> {
-        Err(not_yet("diff"))
+    async fn diff(&self, req: Request<DiffRequest>) -> Result<Response<DiffResponse>, Status> {
+        let DiffRequest { from_env, to_env } = req.into_inner();
+        let view = self.hub.view();
+        let Some(fleet) = view.fleet.clone() else {
+            return Err(no_fleet(&view.errors));
+        };
+        let known = || fleet.environments.iter().map(|e| e.name.as_str()).collect::<Vec<_>>().join(", ");
+        let from = view.envs.get(&from_env).cloned().ok_or_else(|| {
+            Status::not_found(format!("unknown environment '{from_env}' (environments: {})", known()))
+        })?;
+        let to = fleet
+            .environment(&to_env)
+            .cloned()
+            .ok_or_else(|| Status::not_found(format!("unknown environment '{to_env}' (environments: {})", known())))?;
+        let hub = self.hub.clone();
+        let clusters = tokio::task::spawn_blocking(move || {
+            // What `to`'s clusters would get if `to`'s branch had `from`'s head: from's files,
+            // rendered with to's environment name (so envs/<to> overlays apply).
+            let promoted =
+                EnvironmentState { environment: to.clone(), snapshot: from.snapshot.clone(), apps: from.apps.clone() };
+            let mut planner = Planner::default();
+            let mut stats = PlanStats::default();
+            fleet
+                .clusters
+                .values()
+                .filter(|c| c.environment == to.name)
+                .map(|cluster| {
+                    let plan = planner.plan_cluster(cluster, &promoted, &mut stats);
+                    diff_assignments(&cluster.name, hub.assignments.get(&cluster.name).as_deref(), &plan.assignment)
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(DiffResponse { clusters }))
     }
 
-    async fn refresh(
-        &self,
-        req: Request<RefreshRequest>,
-    ) -> Result<Response<RefreshResponse>, Status> {
+    async fn refresh(&self, req: Request<RefreshRequest>) -> Result<Response<RefreshResponse>, Status> {
         auth::require_user(&req, Role::Admin)?;
-        Err(not_yet("refresh"))
+        let before = self.hub.view().synced_at_ms;
+        self.hub.refresh.notify_one();
+        // Wait (briefly) for the sync to land so the answer shows the new heads.
+        for _ in 0..100 {
+            let view = self.hub.view();
+            if view.synced_at_ms != before {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(Response::new(RefreshResponse { branches: self.hub.view().branches.clone().into_iter().collect() }))
     }
 
     type WatchStream = EventStream;
 
     async fn watch(&self, _: Request<WatchRequest>) -> Result<Response<EventStream>, Status> {
-        Err(not_yet("watch"))
+        Err(Status::unimplemented("watch is not served by this hub yet; poll `convoy status` instead"))
     }
+}
+
+fn no_fleet(errors: &[String]) -> Status {
+    let why =
+        if errors.is_empty() { "the hub has not read the fleet repository yet".to_string() } else { errors.join("; ") };
+    Status::failed_precondition(format!("no fleet model: {why}"))
+}
+
+/// Objects added, changed and removed going from `current` to `next`.
+pub fn diff_assignments(cluster: &str, current: Option<&Assignment>, next: &Assignment) -> ClusterDiff {
+    let index = |a: Option<&Assignment>| -> BTreeMap<(String, String, String, String), (ObjectRef, String)> {
+        a.into_iter()
+            .flat_map(|a| a.objects())
+            .map(|(_, o)| {
+                let r = ObjectRef::of(o);
+                let (g, k, n, m) = r.key();
+                ((g.to_string(), k.to_string(), n.to_string(), m.to_string()), (r.clone(), canonical_json(o)))
+            })
+            .collect()
+    };
+    let (old, new) = (index(current), index(Some(next)));
+    let mut diff = ClusterDiff { cluster: cluster.to_string(), ..Default::default() };
+    for (key, (r, json)) in &new {
+        match old.get(key) {
+            None => diff.added.push(r.into()),
+            Some((_, before)) if before != json => diff.changed.push(r.into()),
+            Some(_) => {}
+        }
+    }
+    diff.removed = old.iter().filter(|(k, _)| !new.contains_key(*k)).map(|(_, (r, _))| r.into()).collect();
+    diff
 }

@@ -14,3 +14,5 @@ pub mod render;
 pub mod server;
 pub mod source;
 pub mod state;
+pub mod store;
+pub mod webhook;

@@ -5,7 +5,12 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use convoy_hub::{server, state::Hub};
+use std::time::Duration;
+
+use convoy_hub::server::{self, HubConfig};
+use convoy_hub::source::SourceConfig;
+use convoy_hub::state::Hub;
+use convoy_hub::store::RedbStore;
 use convoy_shared::identity::{Identity, Role};
 use convoy_shared::pki::{self, CertDir, CertificateAuthority, LeafRequest};
 use convoy_shared::tls::{self, TlsMaterial};
@@ -34,6 +39,24 @@ enum Command {
         /// Certificate directory made by `convoy-hub ca init`.
         #[arg(long, env = "CONVOY_CERTS")]
         certs: PathBuf,
+        /// The fleet repository (file://…, ssh://…, or a local path).
+        #[arg(long, env = "CONVOY_REPO")]
+        repo: Option<String>,
+        /// Directory for the Git mirror and the embedded store.
+        #[arg(long, env = "CONVOY_DATA", default_value = "convoy-data")]
+        data: PathBuf,
+        /// Branch holding convoy.yaml (convoy.yaml's spec.fleetBranch may move it).
+        #[arg(long, env = "CONVOY_FLEET_BRANCH", default_value = "main")]
+        fleet_branch: String,
+        /// Seconds between fetches (a webhook or `convoy refresh` fetches at once).
+        #[arg(long, env = "CONVOY_POLL_SECONDS", default_value_t = 30)]
+        poll_seconds: u64,
+        /// Address of the HTTP listener (POST /webhook, /healthz); "off" disables it.
+        #[arg(long, env = "CONVOY_HTTP_LISTEN", default_value = "0.0.0.0:8080")]
+        http_listen: String,
+        /// Shared secret for webhook signatures (GitHub/Gitea HMAC, GitLab token).
+        #[arg(long, env = "CONVOY_WEBHOOK_SECRET", hide_env_values = true)]
+        webhook_secret: Option<String>,
     },
     /// Manage the certificate authority.
     Ca {
@@ -105,34 +128,17 @@ enum Failure {
 fn run(command: Command) -> Result<(), Failure> {
     let config = |e: anyhow::Error| Failure::Config(e);
     match command {
-        Command::Ca {
-            command: CaCommand::Init { dir, sans, days },
-        } => {
+        Command::Ca { command: CaCommand::Init { dir, sans, days } } => {
             pki::init_ca(&CertDir::new(&dir), &sans, days).map_err(|e| config(e.into()))?;
-            println!(
-                "created CA, hub and admin certificates in {}",
-                dir.display()
-            );
+            println!("created CA, hub and admin certificates in {}", dir.display());
             Ok(())
         }
-        Command::Certs {
-            command:
-                CertsCommand::Issue {
-                    dir,
-                    cluster,
-                    user,
-                    role,
-                    days,
-                },
-        } => {
+        Command::Certs { command: CertsCommand::Issue { dir, cluster, user, role, days } } => {
             let identity = match (cluster, user) {
                 (Some(name), _) => Identity::Cluster(name),
                 (None, Some(name)) => Identity::User {
                     name,
-                    role: role
-                        .unwrap_or_default()
-                        .parse::<Role>()
-                        .map_err(|e| config(e.into()))?,
+                    role: role.unwrap_or_default().parse::<Role>().map_err(|e| config(e.into()))?,
                 },
                 (None, None) => unreachable!("clap requires --cluster or --user"),
             };
@@ -145,32 +151,57 @@ fn run(command: Command) -> Result<(), Failure> {
             }
             let dir = CertDir::new(dir);
             let ca = CertificateAuthority::load(&dir).map_err(|e| config(e.into()))?;
-            let issued = ca
-                .issue(&LeafRequest::new(identity.clone(), days))
-                .map_err(|e| config(e.into()))?;
-            let (cert, key) = dir
-                .write_leaf(&identity, &issued)
-                .map_err(|e| config(e.into()))?;
+            let issued = ca.issue(&LeafRequest::new(identity.clone(), days)).map_err(|e| config(e.into()))?;
+            let (cert, key) = dir.write_leaf(&identity, &issued).map_err(|e| config(e.into()))?;
             println!("issued {identity}: {} {}", cert.display(), key.display());
             Ok(())
         }
-        Command::Serve { listen, certs } => {
+        Command::Serve { listen, certs, repo, data, fleet_branch, poll_seconds, http_listen, webhook_secret } => {
             let dir = CertDir::new(certs);
             let material = TlsMaterial::from_files(&dir.ca_cert(), &dir.hub_cert(), &dir.hub_key())
                 .map_err(|e| config(e.into()))?;
             let tls = tls::server_config(&material).map_err(|e| config(e.into()))?;
+            let source = repo.map(|url| SourceConfig {
+                url: repository_url(&url),
+                mirror: data.join("mirror.git"),
+                fleet_branch,
+                interval: Duration::from_secs(poll_seconds.max(1)),
+            });
+            let hub_config = HubConfig { tls, source, webhook_secret };
             let runtime = tokio::runtime::Runtime::new().map_err(|e| Failure::Runtime(e.into()))?;
             runtime.block_on(async {
-                let listener = tokio::net::TcpListener::bind(&listen)
-                    .await
-                    .map_err(|e| config(anyhow::anyhow!("cannot listen on {listen}: {e}")))?;
-                tracing::info!(address = %listener.local_addr().map_err(|e| Failure::Runtime(e.into()))?, "hub listening");
+                let grpc = bind(&listen).await?;
+                tracing::info!(address = %local_addr(&grpc)?, "hub listening");
+                let http = if http_listen == "off" { None } else { Some(bind(&http_listen).await?) };
+                if let Some(http) = &http {
+                    tracing::info!(address = %local_addr(http)?, "http listening");
+                }
                 let shutdown = CancellationToken::new();
                 tokio::spawn(convoy_shared::cancel_on_signal(shutdown.clone()));
-                server::serve(listener, tls, Arc::new(Hub::default()), shutdown)
-                    .await
-                    .map_err(|e| Failure::Runtime(e.into()))
+                let store = RedbStore::open(&data).map_err(|e| config(e.into()))?;
+                let hub = Hub::new(Arc::new(store)).map_err(|e| config(e.into()))?;
+                server::run(hub_config, grpc, http, hub, shutdown).await.map_err(|e| Failure::Runtime(e.into()))
             })
         }
     }
+}
+
+async fn bind(address: &str) -> Result<tokio::net::TcpListener, Failure> {
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|e| Failure::Config(anyhow::anyhow!("cannot listen on {address}: {e}")))?;
+    Ok(listener)
+}
+
+fn local_addr(listener: &tokio::net::TcpListener) -> Result<std::net::SocketAddr, Failure> {
+    listener.local_addr().map_err(|e| Failure::Runtime(e.into()))
+}
+
+/// Accepts a local path as the repository and turns it into a file:// URL.
+fn repository_url(repo: &str) -> String {
+    if repo.contains("://") || repo.contains('@') {
+        return repo.to_string();
+    }
+    let path = std::fs::canonicalize(repo).unwrap_or_else(|_| PathBuf::from(repo));
+    format!("file://{}", path.display())
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use convoy_shared::identity::Identity;
 use convoy_shared::proto::agent_service_server::AgentServiceServer;
 use convoy_shared::proto::fleet_service_server::FleetServiceServer;
+use futures::FutureExt;
 use rustls::ServerConfig;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -35,6 +36,55 @@ const MAX_HANDSHAKES: usize = 256;
 pub enum ServeError {
     #[error("the gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error("the HTTP listener failed: {0}")]
+    Http(#[source] std::io::Error),
+}
+
+/// Everything `convoy-hub serve` runs besides the gRPC listener.
+pub struct HubConfig {
+    pub tls: Arc<ServerConfig>,
+    /// The Git source; `None` serves agents and the CLI with no assignments.
+    pub source: Option<crate::source::SourceConfig>,
+    pub webhook_secret: Option<String>,
+}
+
+/// Runs the whole hub: gRPC on `grpc`, webhook and health on `http`, and the source loop,
+/// until `shutdown`; then waits for each to drain.
+pub async fn run(
+    config: HubConfig,
+    grpc: TcpListener,
+    http: Option<TcpListener>,
+    hub: Arc<Hub>,
+    shutdown: CancellationToken,
+) -> Result<(), ServeError> {
+    let mut tasks = tokio::task::JoinSet::new();
+    if let Some(source) = config.source {
+        tasks.spawn(
+            crate::source::run(source, hub.clone(), shutdown.clone())
+                .instrument(tracing::info_span!("source"))
+                .map(|()| Ok(())),
+        );
+    }
+    if let Some(http) = http {
+        let router = crate::webhook::router(hub.clone(), config.webhook_secret);
+        let token = shutdown.clone();
+        tasks.spawn(async move {
+            axum::serve(http, router)
+                .with_graceful_shutdown(async move { token.cancelled().await })
+                .await
+                .map_err(ServeError::Http)
+        });
+    }
+    tasks.spawn(serve(grpc, config.tls, hub, shutdown.clone()));
+    let mut result = Ok(());
+    while let Some(joined) = tasks.join_next().await {
+        if let Ok(Err(e)) = joined {
+            tracing::error!(error = %e, "hub component stopped");
+            shutdown.cancel();
+            result = Err(e);
+        }
+    }
+    result
 }
 
 /// Serves AgentService and FleetService on `listener` until `shutdown` is cancelled, then
@@ -60,10 +110,7 @@ pub async fn serve(
             AgentLinks::new(hub.clone(), shutdown.clone()),
             auth::agent_interceptor,
         ))
-        .add_service(FleetServiceServer::with_interceptor(
-            FleetApi::new(hub),
-            auth::fleet_interceptor,
-        ))
+        .add_service(FleetServiceServer::with_interceptor(FleetApi::new(hub), auth::fleet_interceptor))
         .serve_with_incoming_shutdown(incoming, shutdown.cancelled())
         .await;
     accept.abort();
@@ -98,9 +145,7 @@ async fn accept_loop(
         tokio::spawn(async move {
             let _permit = permit;
             let _ = tcp.set_nodelay(true);
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp).into_fallible())
-                .await
-            {
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp).into_fallible()).await {
                 Ok(Ok(stream)) => {
                     let identity = stream
                         .get_ref()
@@ -117,12 +162,7 @@ async fn accept_loop(
                         }
                     };
                     tracing::debug!(peer = %addr, identity = ?identity, "TLS connection accepted");
-                    let _ = conns
-                        .send(TlsConn {
-                            inner: stream,
-                            info: PeerInfo { addr, identity },
-                        })
-                        .await;
+                    let _ = conns.send(TlsConn { inner: stream, info: PeerInfo { addr, identity } }).await;
                 }
                 Ok(Err((e, tcp))) => {
                     tracing::warn!(peer = %addr, reason = %refusal_reason(&e), "refused TLS connection");
@@ -154,9 +194,9 @@ fn refusal_reason(err: &io::Error) -> String {
         return err.to_string();
     };
     match tls {
-        E::InvalidCertificate(
-            CertificateError::Expired | CertificateError::ExpiredContext { .. },
-        ) => "client certificate expired".into(),
+        E::InvalidCertificate(CertificateError::Expired | CertificateError::ExpiredContext { .. }) => {
+            "client certificate expired".into()
+        }
         E::InvalidCertificate(CertificateError::UnknownIssuer | CertificateError::BadSignature) => {
             "client certificate issued by another CA".into()
         }
@@ -181,21 +221,13 @@ impl tonic::transport::server::Connected for TlsConn {
 }
 
 impl AsyncRead for TlsConn {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for TlsConn {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

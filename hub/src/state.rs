@@ -3,14 +3,16 @@
 use std::sync::{Arc, RwLock};
 
 use convoy_shared::model::Assignment;
+use convoy_shared::proto::{HistoryEntry, Report};
 use tokio::sync::Notify;
 
 use crate::assignments::AssignmentTable;
-use crate::connections::ConnectionTable;
+use crate::connections::{ConnectionTable, now_ms};
 use crate::source::FleetView;
+use crate::store::{MemoryStore, Store, StoreEvent, StoreWriter};
 
 /// Everything the hub's services share.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Hub {
     pub connections: ConnectionTable,
     pub assignments: AssignmentTable,
@@ -18,9 +20,35 @@ pub struct Hub {
     view: RwLock<Arc<FleetView>>,
     /// Wakes the source loop at once (webhook, `convoy refresh`).
     pub refresh: Notify,
+    pub store: Arc<dyn Store>,
+    /// Owned by the hub: the writer task ends once the hub is dropped.
+    writer: StoreWriter,
 }
 
 impl Hub {
+    /// A hub over `store`, with the last reports it kept restored. Must run inside a runtime
+    /// (it starts the store's writer task).
+    pub fn new(store: Arc<dyn Store>) -> Result<Arc<Hub>, crate::store::StoreError> {
+        let (writer, _task) = StoreWriter::spawn(store.clone());
+        let hub = Hub {
+            connections: ConnectionTable::default(),
+            assignments: AssignmentTable::default(),
+            view: RwLock::default(),
+            refresh: Notify::new(),
+            store: store.clone(),
+            writer,
+        };
+        for (cluster, report) in store.last_reports()? {
+            hub.connections.restore(&cluster, report);
+        }
+        Ok(Arc::new(hub))
+    }
+
+    /// A hub that keeps its state in memory only.
+    pub fn in_memory() -> Arc<Hub> {
+        Hub::new(Arc::new(MemoryStore::default())).expect("the memory store cannot fail")
+    }
+
     /// The fleet as of the last sync.
     pub fn view(&self) -> Arc<FleetView> {
         self.view.read().expect("view lock").clone()
@@ -50,13 +78,36 @@ impl Hub {
         *guard = Arc::new(next);
     }
 
-    /// Publishes a cluster's assignment; true when its content changed.
+    /// Publishes a cluster's assignment; true when its content changed (then it is recorded in
+    /// the cluster's history).
     pub fn publish(&self, assignment: Assignment) -> bool {
-        let cluster = assignment.cluster.clone();
+        let (cluster, revision, digest) =
+            (assignment.cluster.clone(), assignment.revision.clone(), assignment.digest.clone());
         let changed = self.assignments.publish(assignment);
         if changed {
-            tracing::info!(cluster, "assignment published");
+            tracing::debug!(cluster, revision, "assignment published");
+            self.history(&cluster, "assigned", &revision, &digest, "");
         }
         changed
+    }
+
+    /// Takes an agent's report: live status, the store, and history when it applied something new.
+    pub fn record_report(&self, cluster: &str, session: u64, report: Report) {
+        let newly_applied = self.connections.report(cluster, session, report.clone());
+        if newly_applied {
+            self.history(cluster, "applied", &report.revision, &report.digest, "");
+        }
+        self.writer.record(StoreEvent::Report { cluster: cluster.to_string(), report });
+    }
+
+    fn history(&self, cluster: &str, event: &str, revision: &str, digest: &str, detail: &str) {
+        let entry = HistoryEntry {
+            at_unix_ms: now_ms(),
+            revision: revision.to_string(),
+            digest: digest.to_string(),
+            event: event.to_string(),
+            detail: detail.to_string(),
+        };
+        self.writer.record(StoreEvent::History { cluster: cluster.to_string(), entry });
     }
 }

@@ -15,6 +15,12 @@ pub mod proto {
     tonic::include_proto!("convoy.v1");
 }
 
+/// Serializes a `Health` enum field by name ("Healthy"), for the CLI's JSON and YAML output.
+pub fn health_name<S: serde::Serializer>(value: &i32, serializer: S) -> Result<S::Ok, S::Error> {
+    let name = proto::Health::try_from(*value).map(|h| h.as_str_name()).unwrap_or("HEALTH_UNKNOWN");
+    serializer.serialize_str(name.trim_start_matches("HEALTH_"))
+}
+
 /// Version string every Convoy binary reports (agent Hello, CLI `--version`).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 

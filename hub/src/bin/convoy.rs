@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
 use convoy_hub::cli::{self, ConfigFile, Context, Output};
-use convoy_shared::proto::ListClustersRequest;
+use convoy_shared::proto::*;
 
 #[derive(Parser)]
 #[command(name = "convoy", version = convoy_shared::VERSION, about = "Ask a Convoy fleet what runs where")]
@@ -32,14 +32,7 @@ struct Cli {
     #[arg(long, global = true, env = "CONVOY_SERVER_NAME")]
     server_name: Option<String>,
     /// Output format.
-    #[arg(
-        short,
-        long,
-        global = true,
-        value_enum,
-        default_value = "table",
-        env = "CONVOY_OUTPUT"
-    )]
+    #[arg(short, long, global = true, value_enum, default_value = "table", env = "CONVOY_OUTPUT")]
     output: Output,
     #[command(subcommand)]
     command: Command,
@@ -47,8 +40,33 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// List the clusters the hub knows, with their agent link.
+    /// List the clusters the hub knows: environment, agent link, sync and health.
     Clusters,
+    /// Apps, health, revisions and errors of one cluster (or all).
+    Status { cluster: Option<String> },
+    /// Drift the agents found: object, field, who changed it, desired and live values.
+    Drift { cluster: Option<String> },
+    /// What a cluster was assigned and applied, newest first.
+    History {
+        cluster: String,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    /// Environments in promotion order: branch, commit, clusters applied and healthy.
+    Envs,
+    /// What TO's clusters would get from FROM's head, per cluster.
+    Diff { from: String, to: String },
+    /// Exit 0 only when every cluster of FROM is healthy at FROM's head (a merge-request check).
+    PromoteCheck { from: String, to: String },
+    /// Make the hub fetch the repository now (admin).
+    Refresh,
+    /// Render a kustomization locally, as the hub would, to stdout.
+    Render {
+        dir: PathBuf,
+        /// Repository root; nothing outside it is read (default: the enclosing Git work tree).
+        #[arg(long)]
+        root: Option<PathBuf>,
+    },
     /// Print shell completions.
     Completions { shell: clap_complete::Shell },
 }
@@ -56,10 +74,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     convoy_shared::install_crypto_provider();
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("convoy: cannot start: {e}");
@@ -95,20 +110,58 @@ async fn run(cli: Cli) -> Result<(), cli::CliError> {
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "convoy", &mut std::io::stdout());
         }
-        Command::Clusters => {
-            let mut client = context()?.connect().await?;
-            let clusters = client
-                .list_clusters(ListClustersRequest {})
-                .await?
-                .into_inner()
-                .clusters;
+        Command::Render { dir, root } => {
+            let root = root.unwrap_or_else(|| cli::repository_root(&dir));
+            let objects = convoy_hub::render::Renderer::new(&root)
+                .render(&dir)
+                .map_err(|e| cli::CliError::Render(e.to_string()))?;
             match cli.output {
-                Output::Table => print!(
-                    "{}",
-                    cli::clusters_table(&clusters, convoy_hub::connections::now_ms())
-                ),
-                Output::Json => println!("{:#}", cli::clusters_json(&clusters)),
+                Output::Json => print!("{}", cli::structured(cli.output, &objects).unwrap_or_default()),
+                _ => print!("{}", convoy_hub::render::to_yaml(&objects)),
             }
+        }
+        Command::Clusters => {
+            let reply = context()?.connect().await?.list_clusters(ListClustersRequest {}).await?.into_inner();
+            let table = || cli::clusters_table(&reply.clusters, convoy_hub::connections::now_ms());
+            print!("{}", cli::structured(cli.output, &reply.clusters).unwrap_or_else(table));
+        }
+        Command::Status { cluster } => {
+            let request = StatusRequest { cluster: cluster.unwrap_or_default() };
+            let reply = context()?.connect().await?.status(request).await?.into_inner();
+            print!("{}", cli::structured(cli.output, &reply).unwrap_or_else(|| cli::status_text(&reply)));
+        }
+        Command::Drift { cluster } => {
+            let request = DriftRequest { cluster: cluster.unwrap_or_default() };
+            let reply = context()?.connect().await?.drift(request).await?.into_inner();
+            print!("{}", cli::structured(cli.output, &reply).unwrap_or_else(|| cli::drift_table(&reply)));
+        }
+        Command::History { cluster, limit } => {
+            let request = HistoryRequest { cluster, limit };
+            let reply = context()?.connect().await?.history(request).await?.into_inner();
+            print!("{}", cli::structured(cli.output, &reply).unwrap_or_else(|| cli::history_table(&reply)));
+        }
+        Command::Envs => {
+            let reply = context()?.connect().await?.envs(EnvsRequest {}).await?.into_inner();
+            print!("{}", cli::structured(cli.output, &reply).unwrap_or_else(|| cli::envs_table(&reply)));
+        }
+        Command::Diff { from, to } => {
+            let request = DiffRequest { from_env: from, to_env: to };
+            let reply = context()?.connect().await?.diff(request).await?.into_inner();
+            print!("{}", cli::structured(cli.output, &reply).unwrap_or_else(|| cli::diff_text(&reply)));
+        }
+        Command::PromoteCheck { from, to } => {
+            let mut client = context()?.connect().await?;
+            let envs = client.envs(EnvsRequest {}).await?.into_inner();
+            let clusters = client.list_clusters(ListClustersRequest {}).await?.into_inner().clusters;
+            let message = cli::promote_check(&envs, &clusters, &from, &to).map_err(cli::CliError::PromoteBlocked)?;
+            println!("{message}");
+        }
+        Command::Refresh => {
+            let reply = context()?.connect().await?.refresh(RefreshRequest {}).await?.into_inner();
+            let branches: std::collections::BTreeMap<_, _> = reply.branches.iter().collect();
+            let rows: Vec<Vec<String>> = branches.iter().map(|(b, c)| vec![b.to_string(), c.to_string()]).collect();
+            let table = || cli::print_table(&["BRANCH", "COMMIT"], &rows);
+            print!("{}", cli::structured(cli.output, &reply).unwrap_or_else(table));
         }
     }
     Ok(())

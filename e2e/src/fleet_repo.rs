@@ -1,0 +1,211 @@
+//! Real Git fleet repositories for tests, benchmarks and the sandbox: a work tree driven with
+//! the `git` command (commits, branches, merges, force-pushes), served to the hub as file://.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A fleet repository work tree.
+pub struct FleetRepo {
+    pub dir: PathBuf,
+}
+
+impl FleetRepo {
+    /// `git init` in `dir` with `main` checked out.
+    pub fn init(dir: &Path) -> Self {
+        std::fs::create_dir_all(dir).expect("create repo dir");
+        let repo = FleetRepo { dir: dir.to_path_buf() };
+        repo.git(&["init", "-q", "-b", "main"]);
+        repo.git(&["config", "user.email", "fleet@convoy.dev"]);
+        repo.git(&["config", "user.name", "Convoy Fleet"]);
+        repo.git(&["config", "commit.gpgsign", "false"]);
+        repo
+    }
+
+    /// Runs git in the work tree and returns its stdout; panics with stderr on failure.
+    pub fn git(&self, args: &[&str]) -> String {
+        let out = Command::new("git").args(args).current_dir(&self.dir).output().expect("run git");
+        assert!(out.status.success(), "git {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// The URL the hub fetches.
+    pub fn url(&self) -> String {
+        format!("file://{}", self.dir.display())
+    }
+
+    /// Writes a file (creating directories).
+    pub fn write(&self, path: &str, contents: &str) {
+        let full = self.dir.join(path);
+        std::fs::create_dir_all(full.parent().expect("parent")).expect("mkdir");
+        std::fs::write(full, contents).expect("write file");
+    }
+
+    /// Removes a file or directory.
+    pub fn remove(&self, path: &str) {
+        self.git(&["rm", "-r", "-q", path]);
+    }
+
+    /// Commits everything; returns the commit id.
+    pub fn commit(&self, message: &str) -> String {
+        self.git(&["add", "-A"]);
+        self.git(&["commit", "-q", "--allow-empty", "-m", message]);
+        self.head()
+    }
+
+    /// The commit checked out.
+    pub fn head(&self) -> String {
+        self.git(&["rev-parse", "HEAD"])
+    }
+
+    /// Checks out `branch`, creating it from the current commit when it does not exist.
+    pub fn checkout(&self, branch: &str) {
+        let exists = Command::new("git")
+            .args(["rev-parse", "--verify", "-q", &format!("refs/heads/{branch}")])
+            .current_dir(&self.dir)
+            .output()
+            .expect("run git")
+            .status
+            .success();
+        if exists {
+            self.git(&["checkout", "-q", branch]);
+        } else {
+            self.git(&["checkout", "-q", "-b", branch]);
+        }
+    }
+
+    /// Merges `from` into the checked-out branch (a promotion).
+    pub fn merge(&self, from: &str) -> String {
+        self.git(&["merge", "-q", "--no-ff", "--no-edit", from]);
+        self.head()
+    }
+}
+
+/// `clusters/<name>.yaml`.
+pub fn cluster_yaml(name: &str, environment: &str, labels: &[(&str, &str)]) -> String {
+    let labels: BTreeMap<_, _> = labels.iter().copied().collect();
+    let labels = labels.iter().map(|(k, v)| format!("{k}: {v}")).collect::<Vec<_>>().join(", ");
+    format!(
+        "apiVersion: convoy.dev/v1\nkind: Cluster\nmetadata:\n  name: {name}\n  labels: {{{labels}}}\nspec:\n  environment: {environment}\n"
+    )
+}
+
+/// `convoy.yaml` with environments (name, branch) in promotion order.
+pub fn fleet_yaml(environments: &[(&str, &str)]) -> String {
+    let envs: String = environments.iter().map(|(n, b)| format!("  - {{name: {n}, branch: {b}}}\n")).collect();
+    format!("apiVersion: convoy.dev/v1\nkind: Fleet\nspec:\n  fleetBranch: main\n  environments:\n{envs}")
+}
+
+/// `apps/<name>/app.yaml`; `selector` is a matchLabels map, empty for every cluster.
+pub fn app_yaml(name: &str, namespace: &str, selector: &[(&str, &str)]) -> String {
+    let targets = if selector.is_empty() {
+        String::new()
+    } else {
+        let labels: String = selector.iter().map(|(k, v)| format!("{k}: {v}, ")).collect();
+        format!("  targets:\n    clusterSelector:\n      matchLabels: {{{}}}\n", labels.trim_end_matches(", "))
+    };
+    format!(
+        "apiVersion: convoy.dev/v1\nkind: App\nmetadata:\n  name: {name}\nspec:\n  namespace: {namespace}\n{targets}"
+    )
+}
+
+/// A ConfigMap manifest.
+pub fn configmap_yaml(name: &str, data: &[(&str, &str)]) -> String {
+    let data: String = data.iter().map(|(k, v)| format!("  {k}: \"{v}\"\n")).collect();
+    format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n{data}")
+}
+
+/// A kustomization listing `resources`, optionally with strategic-merge `patches` files.
+pub fn kustomization_yaml(resources: &[&str], patches: &[&str]) -> String {
+    let mut out = String::from("apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n");
+    for r in resources {
+        out.push_str(&format!("- {r}\n"));
+    }
+    if !patches.is_empty() {
+        out.push_str("patches:\n");
+        for p in patches {
+            out.push_str(&format!("- path: {p}\n"));
+        }
+    }
+    out
+}
+
+/// The standard test fleet: environments dev (branch dev), stage (branch stage), prod (branch
+/// main); clusters dev-1, stage-1, prod-eu (region eu), prod-us (region us); app `web` on every
+/// cluster (base ConfigMap `web-config`, a stage overlay setting `tier: stage`, a prod-eu
+/// overlay setting `region: eu`) and app `api` on region eu only. Returns the repo with `main`,
+/// `stage` and `dev` branches at the same commit, `dev` checked out.
+pub fn standard_fleet(dir: &Path) -> FleetRepo {
+    let repo = FleetRepo::init(dir);
+    repo.write("convoy.yaml", &fleet_yaml(&[("dev", "dev"), ("stage", "stage"), ("prod", "main")]));
+    repo.write("clusters/dev-1.yaml", &cluster_yaml("dev-1", "dev", &[("region", "eu")]));
+    repo.write("clusters/stage-1.yaml", &cluster_yaml("stage-1", "stage", &[("region", "us")]));
+    repo.write("clusters/prod-eu.yaml", &cluster_yaml("prod-eu", "prod", &[("region", "eu")]));
+    repo.write("clusters/prod-us.yaml", &cluster_yaml("prod-us", "prod", &[("region", "us")]));
+    repo.write("apps/web/app.yaml", &app_yaml("web", "web", &[]));
+    repo.write("apps/web/base/kustomization.yaml", &kustomization_yaml(&["config.yaml"], &[]));
+    repo.write("apps/web/base/config.yaml", &configmap_yaml("web-config", &[("greeting", "hello ${cluster.name}")]));
+    repo.write("apps/web/envs/stage/kustomization.yaml", &kustomization_yaml(&["../../base"], &["tier.yaml"]));
+    repo.write("apps/web/envs/stage/tier.yaml", &configmap_yaml("web-config", &[("tier", "stage")]));
+    repo.write("apps/web/clusters/prod-eu/kustomization.yaml", &kustomization_yaml(&["../../base"], &["region.yaml"]));
+    repo.write("apps/web/clusters/prod-eu/region.yaml", &configmap_yaml("web-config", &[("region", "eu")]));
+    repo.write("apps/api/app.yaml", &app_yaml("api", "api", &[("region", "eu")]));
+    repo.write("apps/api/base/kustomization.yaml", &kustomization_yaml(&["config.yaml"], &[]));
+    repo.write("apps/api/base/config.yaml", &configmap_yaml("api-config", &[("replicas", "2")]));
+    repo.commit("fleet: environments, clusters, apps web and api");
+    repo.checkout("stage");
+    repo.checkout("dev");
+    repo
+}
+
+/// A generated fleet for scale tests and benchmarks: environments dev, stage, prod (branches
+/// dev, stage, main); `clusters` clusters `c-00000…` spread round-robin over the environments
+/// with `region` eu/us; `apps` apps `app-N` (even ones on every cluster, odd ones on region eu),
+/// each a base of a ConfigMap and a Deployment with one overlay per environment setting
+/// `data.env` and the replica count. Returns the repo with all three branches at one commit,
+/// `main` checked out.
+pub fn generated_fleet(dir: &Path, clusters: usize, apps: usize) -> FleetRepo {
+    let repo = FleetRepo::init(dir);
+    let envs = ["dev", "stage", "prod"];
+    repo.write("convoy.yaml", &fleet_yaml(&[("dev", "dev"), ("stage", "stage"), ("prod", "main")]));
+    for i in 0..clusters {
+        let name = format!("c-{i:05}");
+        let region = if i % 2 == 0 { "eu" } else { "us" };
+        repo.write(&format!("clusters/{name}.yaml"), &cluster_yaml(&name, envs[i % 3], &[("region", region)]));
+    }
+    for a in 0..apps {
+        let app = format!("app-{a}");
+        let selector: &[(&str, &str)] = if a % 2 == 0 { &[] } else { &[("region", "eu")] };
+        repo.write(&format!("apps/{app}/app.yaml"), &app_yaml(&app, &app, selector));
+        repo.write(
+            &format!("apps/{app}/base/kustomization.yaml"),
+            &kustomization_yaml(&["config.yaml", "deployment.yaml"], &[]),
+        );
+        repo.write(
+            &format!("apps/{app}/base/config.yaml"),
+            &configmap_yaml(&format!("{app}-config"), &[("cluster", "${cluster.name}")]),
+        );
+        repo.write(&format!("apps/{app}/base/deployment.yaml"), &deployment_yaml(&app, 1));
+        for env in envs {
+            let dir = format!("apps/{app}/envs/{env}");
+            repo.write(
+                &format!("{dir}/kustomization.yaml"),
+                &kustomization_yaml(&["../../base"], &["config.yaml", "replicas.yaml"]),
+            );
+            repo.write(&format!("{dir}/config.yaml"), &configmap_yaml(&format!("{app}-config"), &[("env", env)]));
+            repo.write(&format!("{dir}/replicas.yaml"), &deployment_yaml(&app, 2));
+        }
+    }
+    repo.commit("generated fleet");
+    repo.checkout("dev");
+    repo.checkout("stage");
+    repo.checkout("main");
+    repo
+}
+
+/// A Deployment manifest running one container.
+pub fn deployment_yaml(name: &str, replicas: u32) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\nspec:\n  replicas: {replicas}\n  selector:\n    matchLabels: {{app: {name}}}\n  template:\n    metadata:\n      labels: {{app: {name}}}\n    spec:\n      containers:\n      - name: {name}\n        image: registry.example/{name}:1.0\n"
+    )
+}

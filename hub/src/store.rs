@@ -1,0 +1,261 @@
+//! What the hub keeps that is not in Git: each cluster's last report and its history (assigned,
+//! applied). Behind the [`Store`] trait: [`RedbStore`] (embedded, the default, so `convoy-hub`
+//! needs no database) and [`MemoryStore`] (tests, the sandbox without a data directory).
+//! Writes are batched by one writer task; nothing blocks the runtime.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use convoy_shared::proto::{HistoryEntry, Report};
+use prost::Message;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use tokio::sync::mpsc;
+
+const REPORTS: TableDefinition<&str, &[u8]> = TableDefinition::new("reports");
+const HISTORY: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("history");
+/// History entries kept per cluster in memory.
+const MEMORY_HISTORY: usize = 1000;
+
+/// Store errors.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "the store at {path} cannot be opened: {message}; check the --data directory is writable and not used by another hub"
+    )]
+    Open { path: PathBuf, message: String },
+    #[error("the store failed: {0}")]
+    Db(String),
+}
+
+fn db<E: std::fmt::Display>(e: E) -> StoreError {
+    StoreError::Db(e.to_string())
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// One change to persist.
+#[derive(Debug, Clone)]
+pub enum StoreEvent {
+    Report { cluster: String, report: Report },
+    History { cluster: String, entry: HistoryEntry },
+}
+
+/// Durable hub state. Implementations are blocking; call them from `spawn_blocking` or the
+/// writer task.
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// Applies a batch of events atomically.
+    fn write(&self, events: &[StoreEvent]) -> Result<()>;
+    /// Every cluster's last report.
+    fn last_reports(&self) -> Result<Vec<(String, Report)>>;
+    /// The newest `limit` history entries of `cluster`, newest first.
+    fn history(&self, cluster: &str, limit: usize) -> Result<Vec<HistoryEntry>>;
+}
+
+/// The embedded store (redb), one file in the data directory.
+#[derive(Debug)]
+pub struct RedbStore {
+    db: Database,
+    next_seq: Mutex<u64>,
+}
+
+impl RedbStore {
+    /// Opens or creates `DIR/convoy.redb`.
+    pub fn open(dir: &Path) -> Result<Self> {
+        let path = dir.join("convoy.redb");
+        let open_err = |message: String| StoreError::Open { path: path.clone(), message };
+        std::fs::create_dir_all(dir).map_err(|e| open_err(e.to_string()))?;
+        let db = Database::create(&path).map_err(|e| open_err(e.to_string()))?;
+        let txn = db.begin_write().map_err(db_err)?;
+        txn.open_table(REPORTS).map_err(db_err)?;
+        let last = {
+            let history = txn.open_table(HISTORY).map_err(db_err)?;
+            let mut last = 0;
+            for row in history.iter().map_err(db_err)? {
+                let (key, _) = row.map_err(db_err)?;
+                last = last.max(key.value().1);
+            }
+            last
+        };
+        txn.commit().map_err(db_err)?;
+        Ok(RedbStore { db, next_seq: Mutex::new(last + 1) })
+    }
+}
+
+fn db_err<E: std::fmt::Display>(e: E) -> StoreError {
+    db(e)
+}
+
+impl Store for RedbStore {
+    fn write(&self, events: &[StoreEvent]) -> Result<()> {
+        let txn = self.db.begin_write().map_err(db)?;
+        {
+            let mut reports = txn.open_table(REPORTS).map_err(db)?;
+            let mut history = txn.open_table(HISTORY).map_err(db)?;
+            let mut seq = self.next_seq.lock().expect("seq lock");
+            for event in events {
+                match event {
+                    StoreEvent::Report { cluster, report } => {
+                        reports.insert(cluster.as_str(), report.encode_to_vec().as_slice()).map_err(db)?;
+                    }
+                    StoreEvent::History { cluster, entry } => {
+                        history.insert((cluster.as_str(), *seq), entry.encode_to_vec().as_slice()).map_err(db)?;
+                        *seq += 1;
+                    }
+                }
+            }
+        }
+        txn.commit().map_err(db)
+    }
+
+    fn last_reports(&self) -> Result<Vec<(String, Report)>> {
+        let txn = self.db.begin_read().map_err(db)?;
+        let table = txn.open_table(REPORTS).map_err(db)?;
+        let mut out = Vec::new();
+        for row in table.iter().map_err(db)? {
+            let (key, value) = row.map_err(db)?;
+            out.push((key.value().to_string(), Report::decode(value.value()).map_err(db)?));
+        }
+        Ok(out)
+    }
+
+    fn history(&self, cluster: &str, limit: usize) -> Result<Vec<HistoryEntry>> {
+        let txn = self.db.begin_read().map_err(db)?;
+        let table = txn.open_table(HISTORY).map_err(db)?;
+        let mut out = Vec::new();
+        for row in table.range((cluster, 0)..=(cluster, u64::MAX)).map_err(db)?.rev().take(limit) {
+            let (_, value) = row.map_err(db)?;
+            out.push(HistoryEntry::decode(value.value()).map_err(db)?);
+        }
+        Ok(out)
+    }
+}
+
+/// A store in memory: lost on restart.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    reports: Mutex<BTreeMap<String, Report>>,
+    history: Mutex<BTreeMap<String, VecDeque<HistoryEntry>>>,
+}
+
+impl Store for MemoryStore {
+    fn write(&self, events: &[StoreEvent]) -> Result<()> {
+        for event in events {
+            match event {
+                StoreEvent::Report { cluster, report } => {
+                    self.reports.lock().expect("reports lock").insert(cluster.clone(), report.clone());
+                }
+                StoreEvent::History { cluster, entry } => {
+                    let mut history = self.history.lock().expect("history lock");
+                    let entries = history.entry(cluster.clone()).or_default();
+                    entries.push_back(entry.clone());
+                    if entries.len() > MEMORY_HISTORY {
+                        entries.pop_front();
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn last_reports(&self) -> Result<Vec<(String, Report)>> {
+        Ok(self.reports.lock().expect("reports lock").iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+    }
+
+    fn history(&self, cluster: &str, limit: usize) -> Result<Vec<HistoryEntry>> {
+        let history = self.history.lock().expect("history lock");
+        Ok(history.get(cluster).map(|h| h.iter().rev().take(limit).cloned().collect()).unwrap_or_default())
+    }
+}
+
+/// Events waiting for the writer before new ones are refused (and logged).
+const QUEUE: usize = 16_384;
+/// Events written per transaction at most.
+const BATCH: usize = 1024;
+
+/// The sending half of the writer task.
+#[derive(Debug, Clone)]
+pub struct StoreWriter {
+    tx: mpsc::Sender<StoreEvent>,
+}
+
+impl StoreWriter {
+    /// Starts the writer task for `store`. It ends when every `StoreWriter` clone is dropped,
+    /// after writing what was queued.
+    pub fn spawn(store: Arc<dyn Store>) -> (Self, tokio::task::JoinHandle<()>) {
+        let (tx, mut rx) = mpsc::channel::<StoreEvent>(QUEUE);
+        let task = tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(BATCH);
+            while rx.recv_many(&mut batch, BATCH).await > 0 {
+                let events = std::mem::take(&mut batch);
+                let store = store.clone();
+                let result = tokio::task::spawn_blocking(move || store.write(&events)).await;
+                match result {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::error!(error = %e, "store write failed"),
+                    Err(e) => tracing::error!(error = %e, "store writer panicked"),
+                }
+                // A short pause lets a burst (a commit reaching 10,000 clusters) share transactions.
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        });
+        (StoreWriter { tx }, task)
+    }
+
+    /// Queues an event; a full queue drops it with a warning rather than stall the caller.
+    pub fn record(&self, event: StoreEvent) {
+        if let Err(e) = self.tx.try_send(event) {
+            tracing::warn!(error = %e, "store queue full; an audit event was not persisted");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(event: &str, revision: &str) -> HistoryEntry {
+        HistoryEntry {
+            at_unix_ms: 1,
+            revision: revision.into(),
+            digest: "d".into(),
+            event: event.into(),
+            detail: String::new(),
+        }
+    }
+
+    fn exercise(store: &dyn Store) {
+        store
+            .write(&[
+                StoreEvent::History { cluster: "eu-1".into(), entry: entry("assigned", "r1") },
+                StoreEvent::History { cluster: "eu-2".into(), entry: entry("assigned", "x") },
+                StoreEvent::History { cluster: "eu-1".into(), entry: entry("applied", "r1") },
+                StoreEvent::Report {
+                    cluster: "eu-1".into(),
+                    report: Report { revision: "r1".into(), applied: true, ..Default::default() },
+                },
+            ])
+            .unwrap();
+        let history = store.history("eu-1", 10).unwrap();
+        assert_eq!(history.iter().map(|h| h.event.as_str()).collect::<Vec<_>>(), ["applied", "assigned"]);
+        assert_eq!(store.history("eu-1", 1).unwrap().len(), 1);
+        assert_eq!(store.last_reports().unwrap()[0].1.revision, "r1");
+    }
+
+    #[test]
+    fn memory_store_keeps_history_newest_first() {
+        exercise(&MemoryStore::default());
+    }
+
+    #[test]
+    fn redb_store_survives_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        exercise(&RedbStore::open(dir.path()).unwrap());
+        let reopened = RedbStore::open(dir.path()).unwrap();
+        assert_eq!(reopened.history("eu-1", 10).unwrap().len(), 2);
+        reopened.write(&[StoreEvent::History { cluster: "eu-1".into(), entry: entry("assigned", "r2") }]).unwrap();
+        assert_eq!(reopened.history("eu-1", 1).unwrap()[0].revision, "r2");
+        assert_eq!(reopened.last_reports().unwrap().len(), 1);
+    }
+}

@@ -275,7 +275,7 @@ impl Engine<'_> {
             patch::apply(acc, &loaded, target.as_ref(), p.options.as_ref())?;
         }
         if let Some(ns) = k.namespace.as_deref().filter(|n| !n.is_empty()) {
-            transform::set_namespace(acc, ns);
+            transform::set_namespace(acc, ns, kfile)?;
         }
         if let Some(prefix) = k.name_prefix.as_deref().filter(|p| !p.is_empty()) {
             transform::add_prefix(acc, prefix);

@@ -72,10 +72,10 @@ pub(crate) struct LabelSpec {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(crate) struct ImageSpec {
     pub name: String,
-    pub new_name: Option<Value>,
-    pub new_tag: Option<Value>,
-    pub digest: Option<Value>,
-    pub tag_suffix: Option<Value>,
+    pub new_name: Option<String>,
+    pub new_tag: Option<String>,
+    pub digest: Option<String>,
+    pub tag_suffix: Option<String>,
 }
 
 /// One entry of `replicas:`.
@@ -179,6 +179,28 @@ impl Kustomization {
         ];
         if let Some((feature, _)) = unsupported.iter().find(|(_, set)| *set) {
             return Err(RenderError::Unsupported { path: path.to_path_buf(), feature: (*feature).to_string() });
+        }
+        // kustomize reads these as string maps: `version: 2` is an error, not "2".
+        let mut maps: Vec<(&str, &Map<String, Value>)> = Vec::new();
+        maps.extend(k.common_labels.iter().map(|m| ("commonLabels", m)));
+        maps.extend(k.common_annotations.iter().map(|m| ("commonAnnotations", m)));
+        for l in k.labels.iter().flatten() {
+            maps.extend(l.pairs.iter().map(|m| ("labels.pairs", m)));
+        }
+        let gens = k.config_map_generator.iter().flatten();
+        let gens = gens.chain(k.secret_generator.iter().flatten());
+        let opts = gens.filter_map(|g| g.options.as_ref()).chain(k.generator_options.as_ref());
+        for o in opts {
+            maps.extend(o.labels.iter().map(|m| ("options.labels", m)));
+            maps.extend(o.annotations.iter().map(|m| ("options.annotations", m)));
+        }
+        for (field, m) in maps {
+            if let Some((key, _)) = m.iter().find(|(_, v)| !v.is_string()) {
+                return Err(RenderError::InvalidKustomization {
+                    path: path.to_path_buf(),
+                    message: format!("{field}: the value of '{key}' must be a string; quote it"),
+                });
+            }
         }
         if let Some(labels) = &k.labels
             && labels.iter().any(|l| l.fields.is_some())

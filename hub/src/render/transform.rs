@@ -188,7 +188,7 @@ pub(crate) fn add_annotations(rs: &mut [Resource], pairs: &Map<String, Value>) {
 
 /// Sets the namespace of every namespaced resource, and of RoleBinding subjects naming
 /// the `default` ServiceAccount.
-pub(crate) fn set_namespace(rs: &mut [Resource], ns: &str) {
+pub(crate) fn set_namespace(rs: &mut [Resource], ns: &str, kfile: &Path) -> Result<()> {
     for r in rs.iter_mut() {
         let kind = r.kind().to_string();
         if (kind == "RoleBinding" || kind == "ClusterRoleBinding")
@@ -202,12 +202,33 @@ pub(crate) fn set_namespace(rs: &mut [Resource], ns: &str) {
                 }
             }
         }
+        if kind == "Namespace" && r.api_version() == "v1" {
+            // kustomize renames Namespace objects to the target namespace.
+            r.store_prev();
+            r.set_name(ns);
+            continue;
+        }
         if is_cluster_scoped(&kind) {
             continue;
         }
         r.store_prev();
         r.set_namespace(ns);
     }
+    for (i, a) in rs.iter().enumerate() {
+        if let Some(b) = rs[i + 1..].iter().find(|b| b.name() == a.name() && b.same_cur_id(a)) {
+            return Err(RenderError::invalid(
+                kfile,
+                format!(
+                    "namespace '{ns}' makes two resources identical: {} (from {}) and {} (from {})",
+                    a.id_string(),
+                    a.file.display(),
+                    b.id_string(),
+                    b.file.display()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn skips_name_change(r: &Resource) -> bool {
@@ -262,7 +283,7 @@ pub(crate) struct ImageRule {
 
 impl ImageRule {
     pub fn new(spec: &ImageSpec) -> ImageRule {
-        let s = |v: &Option<Value>| v.as_ref().map(scalar_string).unwrap_or_default();
+        let s = |v: &Option<String>| v.clone().unwrap_or_default();
         // kustomize builds this pattern from the unescaped name.
         let matcher =
             regex::Regex::new(&format!("^{}(:[a-zA-Z0-9_.{{}}-]*)?(@sha256:[a-zA-Z0-9_.{{}}-]*)?$", spec.name)).ok();
@@ -383,8 +404,8 @@ mod tests {
         assert_eq!(split_image("app@sha256:abc"), ("app", "", "sha256:abc"));
         let rule = ImageRule::new(&ImageSpec {
             name: "nginx".into(),
-            new_name: Some(Value::String("reg/nginx".into())),
-            new_tag: Some(Value::String("2".into())),
+            new_name: Some("reg/nginx".into()),
+            new_tag: Some("2".into()),
             ..ImageSpec::default()
         });
         assert_eq!(rule.apply("nginx:1").as_deref(), Some("reg/nginx:2"));

@@ -352,7 +352,8 @@ mod tests {
         let mut s = Status::failure("boom", "Reason");
         s.code = code;
         if retry_after > 0 {
-            s.details = Some(StatusDetails { retry_after_seconds: retry_after, ..Default::default() });
+            s.details =
+                Some(serde_json::from_value::<StatusDetails>(json!({"retryAfterSeconds": retry_after})).unwrap());
         }
         kube::Error::Api(Box::new(s))
     }

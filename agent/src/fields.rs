@@ -70,7 +70,7 @@ impl FieldSet {
     pub fn of_manager(object: &Value, manager: &str) -> Result<FieldSet, FieldsError> {
         let mut set = FieldSet::default();
         for entry in managed_entries(object) {
-            if entry["manager"] == manager && entry["subresource"].as_str().unwrap_or("") == "" {
+            if entry["manager"] == manager && entry["subresource"].as_str().unwrap_or("").is_empty() {
                 set.union(&FieldSet::parse(&entry["fieldsV1"])?);
             }
         }
@@ -386,6 +386,7 @@ mod tests {
         let desired = deployment("nginx:1");
         let mut live = desired.clone();
         live["metadata"]["labels"] = json!({});
+        live["spec"]["template"]["spec"]["containers"][0]["ports"][0]["protocol"] = json!("TCP");
         let owned = FieldSet::parse(&agent_fields()).unwrap();
         let drift = drifted_fields(&desired, &live, &owned);
         assert_eq!(drift.len(), 1);

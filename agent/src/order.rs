@@ -137,7 +137,7 @@ mod tests {
 
     #[test]
     fn prune_goes_backwards_with_namespaces_last() {
-        let mut refs = vec![
+        let mut refs = [
             r("", "Namespace"),
             r("apiextensions.k8s.io", "CustomResourceDefinition"),
             r("", "ConfigMap"),

@@ -358,7 +358,8 @@ fn append_replace_or_merge(acc: &mut Vec<Resource>, mut r: Resource, kfile: &Pat
             r.prev = old.prev.clone();
             r.prefixes = old.prefixes.clone();
             r.suffixes = old.suffixes.clone();
-            r.needs_hash = r.needs_hash || old.needs_hash;
+            // Verified against kubectl: either side opting out of the hash wins.
+            r.needs_hash = r.needs_hash && old.needs_hash;
             r.behavior = Behavior::Create;
             acc[*i] = r;
             Ok(())

@@ -15,9 +15,6 @@ pub enum Error {
     /// Other managers own fields this apply would change.
     #[error("{}", conflict_message(.0))]
     Conflicts(Vec<Conflict>),
-    /// A managedFields entry that cannot be read.
-    #[error("invalid managedFields entry: {0}")]
-    BadEntry(String),
 }
 
 /// Result with this module's [`Error`].
@@ -57,18 +54,11 @@ impl Conflict {
 pub fn conflict_message(conflicts: &[Conflict]) -> String {
     if conflicts.len() == 1 {
         let c = &conflicts[0];
-        return format!(
-            "Apply failed with 1 conflict: conflict with {}: {}",
-            c.print_manager(),
-            c.path
-        );
+        return format!("Apply failed with 1 conflict: conflict with {}: {}", c.print_manager(), c.path);
     }
     let mut by_manager: BTreeMap<String, Vec<&Path>> = BTreeMap::new();
     for c in conflicts {
-        by_manager
-            .entry(c.print_manager())
-            .or_default()
-            .push(&c.path);
+        by_manager.entry(c.print_manager()).or_default().push(&c.path);
     }
     let mut lines = Vec::new();
     for (m, paths) in by_manager {
@@ -77,11 +67,7 @@ pub fn conflict_message(conflicts: &[Conflict]) -> String {
             lines.push(format!("- {p}"));
         }
     }
-    format!(
-        "Apply failed with {} conflicts: {}",
-        conflicts.len(),
-        lines.join("\n")
-    )
+    format!("Apply failed with {} conflicts: {}", conflicts.len(), lines.join("\n"))
 }
 
 /// One `metadata.managedFields` entry with its set parsed.
@@ -111,7 +97,7 @@ impl ManagedEntry {
         let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
         Ok(ManagedEntry {
             manager: s("manager").unwrap_or_default(),
-            operation: s("operation").ok_or_else(|| Error::BadEntry("no operation".into()))?,
+            operation: s("operation").unwrap_or_default(),
             api_version: s("apiVersion").unwrap_or_default(),
             time: s("time"),
             subresource: s("subresource").unwrap_or_default(),
@@ -150,11 +136,7 @@ pub fn write_entries(obj: &mut Value, entries: &[ManagedEntry]) {
     let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) else {
         return;
     };
-    let kept: Vec<Value> = entries
-        .iter()
-        .filter(|e| !e.fields.is_empty())
-        .map(ManagedEntry::to_json)
-        .collect();
+    let kept: Vec<Value> = entries.iter().filter(|e| !e.fields.is_empty()).map(ManagedEntry::to_json).collect();
     if kept.is_empty() {
         meta.shift_remove("managedFields");
     } else {
@@ -188,9 +170,7 @@ pub fn apply(
 ) -> Result<(Value, Vec<ManagedEntry>)> {
     let new_set = fields::to_field_set(config, schema, Flavor::Apply)?;
     let mut entries: Vec<ManagedEntry> = entries.to_vec();
-    let mine = entries
-        .iter()
-        .position(|e| e.same_identity(who.manager, "Apply", who.subresource));
+    let mine = entries.iter().position(|e| e.same_identity(who.manager, "Apply", who.subresource));
     let prev_set = mine.map(|i| entries[i].fields.clone()).unwrap_or_default();
 
     // Conflicts: fields another manager owns whose value this apply changes.
@@ -273,9 +253,7 @@ fn prune_missing(obj: &Value, entries: Vec<ManagedEntry>, schema: Schema) -> Vec
     entries
         .into_iter()
         .map(|mut e| {
-            e.fields
-                .0
-                .retain(|p| fields::get_path(obj, p, schema).is_some());
+            e.fields.0.retain(|p| fields::get_path(obj, p, schema).is_some());
             e
         })
         .filter(|e| !e.fields.is_empty())
@@ -293,13 +271,9 @@ fn is_leaf(v: &Value) -> bool {
 fn same_value(a: &Value, b: &Value) -> bool {
     match (a, b) {
         (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
-        (Value::Array(x), Value::Array(y)) => {
-            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same_value(a, b))
-        }
+        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same_value(a, b)),
         (Value::Object(x), Value::Object(y)) => {
-            x.len() == y.len()
-                && x.iter()
-                    .all(|(k, v)| y.get(k).is_some_and(|w| same_value(v, w)))
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same_value(v, w)))
         }
         _ => a == b,
     }
@@ -349,10 +323,7 @@ pub fn merge(live: &Value, config: &Value, at: &Path, schema: Schema) -> Result<
                         v.push(k.clone());
                         v
                     });
-                    match out
-                        .iter()
-                        .position(|li| fields::item_key(keys, li, at).ok().as_ref() == Some(&k))
-                    {
+                    match out.iter().position(|li| fields::item_key(keys, li, at).ok().as_ref() == Some(&k)) {
                         Some(i) => out[i] = merge(&out[i], ci, &item_path, schema)?,
                         None => out.push(ci.clone()),
                     }
@@ -391,10 +362,7 @@ pub fn update(
     let new_set = fields::to_field_set(new, schema, Flavor::Update)?;
     let mut changed = FieldSet::default();
     for p in new_set.iter() {
-        let differs = match (
-            fields::get_path(old, p, schema),
-            fields::get_path(new, p, schema),
-        ) {
+        let differs = match (fields::get_path(old, p, schema), fields::get_path(new, p, schema)) {
             (Some(o), Some(n)) => is_leaf(n) && !same_value(o, n),
             _ => true,
         };
@@ -408,10 +376,7 @@ pub fn update(
         e.fields = e.fields.difference(&removed).difference(&changed);
     }
     if !changed.is_empty() {
-        match entries
-            .iter_mut()
-            .find(|e| e.same_identity(who.manager, "Update", who.subresource))
-        {
+        match entries.iter_mut().find(|e| e.same_identity(who.manager, "Update", who.subresource)) {
             Some(e) => {
                 e.fields = e.fields.union(&changed);
                 e.time = Some(who.now.to_string());
@@ -437,13 +402,7 @@ mod tests {
     const NOW: &str = "2025-01-01T00:00:00Z";
 
     fn applier(manager: &str, force: bool) -> Applier<'_> {
-        Applier {
-            manager,
-            api_version: "apps/v1",
-            force,
-            now: NOW,
-            subresource: "",
-        }
+        Applier { manager, api_version: "apps/v1", force, now: NOW, subresource: "" }
     }
 
     fn deploy(replicas: i64, image: &str) -> Value {
@@ -455,59 +414,25 @@ mod tests {
     #[test]
     fn first_apply_owns_exactly_the_applied_fields() {
         let cfg = deploy(2, "nginx:1");
-        let (obj, entries) =
-            apply(&json!({}), &cfg, &[], &applier("a", false), Schema::Builtin).unwrap();
+        let (obj, entries) = apply(&json!({}), &cfg, &[], &applier("a", false), Schema::Builtin).unwrap();
         assert_eq!(obj["spec"]["replicas"], 2);
         assert_eq!(entries.len(), 1);
-        assert!(
-            entries[0]
-                .fields
-                .contains(&Path::fields(&["spec", "replicas"]))
-        );
+        assert!(entries[0].fields.contains(&Path::fields(&["spec", "replicas"])));
         assert!(!entries[0].fields.contains(&Path::fields(&["kind"])));
     }
 
     #[test]
     fn conflicting_apply_names_manager_and_field() {
-        let (obj, entries) = apply(
-            &json!({}),
-            &deploy(2, "nginx:1"),
-            &[],
-            &applier("a", false),
-            Schema::Builtin,
-        )
-        .unwrap();
-        let err = apply(
-            &obj,
-            &deploy(3, "nginx:1"),
-            &entries,
-            &applier("b", false),
-            Schema::Builtin,
-        )
-        .unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "Apply failed with 1 conflict: conflict with \"a\": .spec.replicas"
-        );
+        let (obj, entries) =
+            apply(&json!({}), &deploy(2, "nginx:1"), &[], &applier("a", false), Schema::Builtin).unwrap();
+        let err = apply(&obj, &deploy(3, "nginx:1"), &entries, &applier("b", false), Schema::Builtin).unwrap_err();
+        assert_eq!(err.to_string(), "Apply failed with 1 conflict: conflict with \"a\": .spec.replicas");
         // Same value: shared ownership, no conflict.
-        let (_, shared) = apply(
-            &obj,
-            &deploy(2, "nginx:1"),
-            &entries,
-            &applier("b", false),
-            Schema::Builtin,
-        )
-        .unwrap();
+        let (_, shared) = apply(&obj, &deploy(2, "nginx:1"), &entries, &applier("b", false), Schema::Builtin).unwrap();
         assert_eq!(shared.len(), 2);
         // Forced: ownership moves.
-        let (obj2, forced) = apply(
-            &obj,
-            &deploy(3, "nginx:1"),
-            &entries,
-            &applier("b", true),
-            Schema::Builtin,
-        )
-        .unwrap();
+        let (obj2, forced) =
+            apply(&obj, &deploy(3, "nginx:1"), &entries, &applier("b", true), Schema::Builtin).unwrap();
         assert_eq!(obj2["spec"]["replicas"], 3);
         let a = forced.iter().find(|e| e.manager == "a").unwrap();
         assert!(!a.fields.contains(&Path::fields(&["spec", "replicas"])));
@@ -532,24 +457,15 @@ mod tests {
     fn dropped_field_is_removed_unless_co_owned() {
         let mut cfg = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"},
             "data": {"a": "1", "b": "2"}});
-        let (obj, entries) =
-            apply(&json!({}), &cfg, &[], &applier("a", false), Schema::Builtin).unwrap();
+        let (obj, entries) = apply(&json!({}), &cfg, &[], &applier("a", false), Schema::Builtin).unwrap();
         // Another manager updates data.b to the same value via Update: no change, so it owns
         // nothing; instead let it co-own b by applying the same value.
         let other = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"},
             "data": {"b": "2"}});
-        let (obj, entries) = apply(
-            &obj,
-            &other,
-            &entries,
-            &applier("b", false),
-            Schema::Builtin,
-        )
-        .unwrap();
+        let (obj, entries) = apply(&obj, &other, &entries, &applier("b", false), Schema::Builtin).unwrap();
         cfg["data"] = json!({});
         cfg["data"] = json!({"x": "9"});
-        let (obj, entries) =
-            apply(&obj, &cfg, &entries, &applier("a", false), Schema::Builtin).unwrap();
+        let (obj, entries) = apply(&obj, &cfg, &entries, &applier("a", false), Schema::Builtin).unwrap();
         assert_eq!(obj["data"], json!({"b": "2", "x": "9"}));
         assert_eq!(entries.len(), 2);
     }
@@ -559,59 +475,24 @@ mod tests {
         let mut cfg = deploy(1, "nginx");
         cfg["spec"]["template"]["spec"]["containers"] =
             json!([{"name": "web", "image": "a"}, {"name": "side", "image": "b"}]);
-        let (obj, entries) =
-            apply(&json!({}), &cfg, &[], &applier("a", false), Schema::Builtin).unwrap();
-        let (obj, _) = apply(
-            &obj,
-            &deploy(1, "a"),
-            &entries,
-            &applier("a", false),
-            Schema::Builtin,
-        )
-        .unwrap();
-        assert_eq!(
-            obj["spec"]["template"]["spec"]["containers"],
-            json!([{"name": "web", "image": "a"}])
-        );
+        let (obj, entries) = apply(&json!({}), &cfg, &[], &applier("a", false), Schema::Builtin).unwrap();
+        let (obj, _) = apply(&obj, &deploy(1, "a"), &entries, &applier("a", false), Schema::Builtin).unwrap();
+        assert_eq!(obj["spec"]["template"]["spec"]["containers"], json!([{"name": "web", "image": "a"}]));
     }
 
     #[test]
     fn update_takes_changed_fields_from_appliers() {
-        let (obj, entries) = apply(
-            &json!({}),
-            &deploy(2, "nginx"),
-            &[],
-            &applier("a", false),
-            Schema::Builtin,
-        )
-        .unwrap();
+        let (obj, entries) =
+            apply(&json!({}), &deploy(2, "nginx"), &[], &applier("a", false), Schema::Builtin).unwrap();
         let mut new = obj.clone();
         new["spec"]["replicas"] = json!(5);
-        let who = Updater {
-            manager: "hpa",
-            api_version: "apps/v1",
-            now: NOW,
-            subresource: "scale",
-        };
+        let who = Updater { manager: "hpa", api_version: "apps/v1", now: NOW, subresource: "scale" };
         let entries = update(&obj, &new, &entries, &who, Schema::Builtin).unwrap();
         let hpa = entries.iter().find(|e| e.manager == "hpa").unwrap();
-        assert_eq!(
-            hpa.fields.to_fields_v1(),
-            json!({"f:spec": {"f:replicas": {}}})
-        );
+        assert_eq!(hpa.fields.to_fields_v1(), json!({"f:spec": {"f:replicas": {}}}));
         let a = entries.iter().find(|e| e.manager == "a").unwrap();
         assert!(!a.fields.contains(&Path::fields(&["spec", "replicas"])));
-        let err = apply(
-            &new,
-            &deploy(2, "nginx"),
-            &entries,
-            &applier("a", false),
-            Schema::Builtin,
-        )
-        .unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("conflict with \"hpa\" using apps/v1 at")
-        );
+        let err = apply(&new, &deploy(2, "nginx"), &entries, &applier("a", false), Schema::Builtin).unwrap_err();
+        assert!(err.to_string().contains("conflict with \"hpa\" using apps/v1 at"));
     }
 }

@@ -56,6 +56,8 @@ pub struct WatchEvent {
 }
 
 type ResourceKey = (String, String);
+/// group, plural, namespace, name: one object awaiting status progression.
+pub(crate) type PendingKey = (String, String, String, String);
 type ObjectKey = (String, String);
 
 /// Everything behind the cluster's lock; operations are short and never await while holding it.
@@ -68,7 +70,7 @@ pub(crate) struct Inner {
     pub(crate) evicted_rv: u64,
     next_ip: u32,
     /// Objects awaiting status progression, by due time.
-    pub(crate) pending_status: BTreeMap<(String, String, String, String), Instant>,
+    pub(crate) pending_status: BTreeMap<PendingKey, Instant>,
 }
 
 /// Tunables of a simulated cluster.
@@ -146,21 +148,13 @@ pub struct ClusterState {
 pub fn now_rfc3339() -> String {
     let t = time::OffsetDateTime::now_utc();
     let t = t.replace_nanosecond(0).unwrap_or(t);
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
+    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
 }
 
 fn new_uid() -> String {
     let b: [u8; 16] = rand::random();
     let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-4{}-a{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[13..16],
-        &h[17..20],
-        &h[20..32]
-    )
+    format!("{}-{}-4{}-a{}-{}", &h[0..8], &h[8..12], &h[13..16], &h[17..20], &h[20..32])
 }
 
 fn meta_str<'a>(o: &'a Value, k: &str) -> Option<&'a str> {
@@ -189,10 +183,7 @@ fn spec_part(o: &Value) -> Value {
 fn same_ignoring_times(a: &Value, b: &Value) -> bool {
     let strip = |o: &Value| {
         let mut o = o.clone();
-        if let Some(mf) = o
-            .pointer_mut("/metadata/managedFields")
-            .and_then(Value::as_array_mut)
-        {
+        if let Some(mf) = o.pointer_mut("/metadata/managedFields").and_then(Value::as_array_mut) {
             for e in mf.iter_mut().filter_map(Value::as_object_mut) {
                 e.shift_remove("time");
             }
@@ -205,11 +196,7 @@ fn same_ignoring_times(a: &Value, b: &Value) -> bool {
 /// The manager name Kubernetes derives from a User-Agent: the part before the first `/`.
 pub fn manager_from_user_agent(ua: &str) -> String {
     let m = ua.split('/').next().unwrap_or("").trim();
-    if m.is_empty() {
-        "unknown".into()
-    } else {
-        m.chars().take(128).collect()
-    }
+    if m.is_empty() { "unknown".into() } else { m.chars().take(128).collect() }
 }
 
 impl ClusterState {
@@ -235,13 +222,8 @@ impl ClusterState {
         let ns_type = state.resolve("", "v1", "namespaces").expect("built-in");
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
             let body = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
-            let opts = WriteOptions {
-                manager: "kube-apiserver".into(),
-                ..Default::default()
-            };
-            state
-                .create(&ns_type, None, body, &opts)
-                .expect("built-in namespaces are valid");
+            let opts = WriteOptions { manager: "kube-apiserver".into(), ..Default::default() };
+            state.create(&ns_type, None, body, &opts).expect("built-in namespaces are valid");
         }
         state
     }
@@ -252,18 +234,12 @@ impl ClusterState {
 
     /// Current tunables.
     pub fn config(&self) -> SimConfig {
-        self.config
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.config.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Changes how long workloads take to become ready.
     pub fn set_ready_delay(&self, d: Duration) {
-        self.config
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .ready_delay = d;
+        self.config.lock().unwrap_or_else(|e| e.into_inner()).ready_delay = d;
     }
 
     /// Every served type.
@@ -273,20 +249,12 @@ impl ClusterState {
 
     /// The type served at group/version/plural.
     pub fn resolve(&self, group: &str, version: &str, plural: &str) -> Option<Arc<ResourceType>> {
-        self.lock()
-            .types
-            .iter()
-            .find(|t| t.group == group && t.version == version && t.plural == plural)
-            .cloned()
+        self.lock().types.iter().find(|t| t.group == group && t.version == version && t.plural == plural).cloned()
     }
 
     /// The type of `apiVersion` + `kind`.
     pub fn resolve_kind(&self, api_version: &str, kind: &str) -> Option<Arc<ResourceType>> {
-        self.lock()
-            .types
-            .iter()
-            .find(|t| t.api_version() == api_version && t.kind == kind)
-            .cloned()
+        self.lock().types.iter().find(|t| t.api_version() == api_version && t.kind == kind).cloned()
     }
 
     /// The current resourceVersion.
@@ -309,39 +277,22 @@ impl ClusterState {
     }
 
     /// Every object of one resource (optionally in one namespace), in name order.
-    pub(crate) fn objects_of(
-        inner: &Inner,
-        rt: &ResourceType,
-        ns: Option<&str>,
-    ) -> Vec<Arc<Value>> {
+    pub(crate) fn objects_of(inner: &Inner, rt: &ResourceType, ns: Option<&str>) -> Vec<Arc<Value>> {
         inner
             .objects
             .get(&(rt.group.clone(), rt.plural.clone()))
-            .map(|m| {
-                m.iter()
-                    .filter(|((n, _), _)| ns.is_none_or(|ns| ns == n))
-                    .map(|(_, v)| v.clone())
-                    .collect()
-            })
+            .map(|m| m.iter().filter(|((n, _), _)| ns.is_none_or(|ns| ns == n)).map(|(_, v)| v.clone()).collect())
             .unwrap_or_default()
     }
 
     /// Every stored object, across resources.
     pub fn list_all(&self) -> Vec<Value> {
         let inner = self.lock();
-        inner
-            .objects
-            .values()
-            .flat_map(|m| m.values().map(|v| (**v).clone()))
-            .collect()
+        inner.objects.values().flat_map(|m| m.values().map(|v| (**v).clone())).collect()
     }
 
     fn get_locked(inner: &Inner, rt: &ResourceType, ns: &str, name: &str) -> Option<Arc<Value>> {
-        inner
-            .objects
-            .get(&(rt.group.clone(), rt.plural.clone()))?
-            .get(&(ns.to_string(), name.to_string()))
-            .cloned()
+        inner.objects.get(&(rt.group.clone(), rt.plural.clone()))?.get(&(ns.to_string(), name.to_string())).cloned()
     }
 
     /// GET one object.
@@ -392,18 +343,15 @@ impl ClusterState {
             meta["continue"] = json!(encode_continue(&n, &name));
             meta["remainingItemCount"] = json!(remaining);
         }
-        Ok(
-            json!({"kind": format!("{}List", rt.kind), "apiVersion": rt.api_version(),
-            "metadata": meta, "items": items}),
-        )
+        Ok(json!({"kind": format!("{}List", rt.kind), "apiVersion": rt.api_version(),
+            "metadata": meta, "items": items}))
     }
 
     fn check_namespace(inner: &Inner, rt: &ResourceType, ns: Option<&str>) -> Result<()> {
         if !rt.namespaced {
             return Ok(());
         }
-        let ns =
-            ns.ok_or_else(|| ApiError::bad_request("the namespace of the object must be set"))?;
+        let ns = ns.ok_or_else(|| ApiError::bad_request("the namespace of the object must be set"))?;
         let exists = inner
             .objects
             .get(&(String::new(), "namespaces".into()))
@@ -425,7 +373,7 @@ impl ClusterState {
                     rt.qualified()
                 ),
             );
-            e.details = Some(json!({"kind": rt.plural}));
+            e.details = Some(Box::new(json!({"kind": rt.plural})));
             Err(e)
         } else {
             Ok(())
@@ -444,9 +392,7 @@ impl ClusterState {
         subresource: &str,
     ) -> Result<Value> {
         if !new.is_object() {
-            return Err(ApiError::bad_request(
-                "the body of the request must be an object",
-            ));
+            return Err(ApiError::bad_request("the body of the request must be an object"));
         }
         if subresource == "status" {
             let old = old.ok_or_else(|| ApiError::not_found(rt, name))?;
@@ -492,9 +438,7 @@ impl ClusterState {
         let (uid, created) = match old {
             Some(o) => (
                 meta_str(o, "uid").unwrap_or_default().to_string(),
-                meta_str(o, "creationTimestamp")
-                    .unwrap_or_default()
-                    .to_string(),
+                meta_str(o, "creationTimestamp").unwrap_or_default().to_string(),
             ),
             None => (new_uid(), now_rfc3339()),
         };
@@ -511,9 +455,7 @@ impl ClusterState {
         });
         inner.next_ip = next_ip;
         if rt.has_generation {
-            let gen_old = old
-                .and_then(|o| o.pointer("/metadata/generation"))
-                .and_then(Value::as_i64);
+            let gen_old = old.and_then(|o| o.pointer("/metadata/generation")).and_then(Value::as_i64);
             let generation = match (old, gen_old) {
                 (Some(o), Some(g)) if spec_part(o) == spec_part(&new) => g,
                 (Some(_), Some(g)) => g + 1,
@@ -561,17 +503,11 @@ impl ClusterState {
             .entry((rt.group.clone(), rt.plural.clone()))
             .or_default()
             .insert((ns.clone(), name.clone()), arc.clone());
-        let kind = if old.is_some() {
-            EventType::Modified
-        } else {
-            EventType::Added
-        };
+        let kind = if old.is_some() { EventType::Modified } else { EventType::Added };
         self.push_event(inner, rt, kind, arc.clone(), old);
         if super::status::wants_progress(rt, &arc) {
             let due = Instant::now() + self.config().ready_delay;
-            inner
-                .pending_status
-                .insert((rt.group.clone(), rt.plural.clone(), ns, name), due);
+            inner.pending_status.insert((rt.group.clone(), rt.plural.clone(), ns, name), due);
             self.status_notify.notify_one();
         }
         Ok((*arc).clone())
@@ -606,31 +542,14 @@ impl ClusterState {
 
     /// Registers (or re-registers) a CRD's types and marks it Established.
     fn crd_written(&self, inner: &mut Inner, crd: &mut Value, created: bool) -> Result<()> {
-        let crd_type = inner
-            .types
-            .iter()
-            .find(|t| t.plural == "customresourcedefinitions")
-            .cloned()
-            .expect("built-in");
+        let crd_type = inner.types.iter().find(|t| t.plural == "customresourcedefinitions").cloned().expect("built-in");
         let name = meta_str(crd, "name").unwrap_or("").to_string();
-        let new_types = resources::from_crd(crd)
-            .map_err(|e| ApiError::invalid(&crd_type, &name, &e.to_string()))?;
+        let new_types = resources::from_crd(crd).map_err(|e| ApiError::invalid(&crd_type, &name, &e.to_string()))?;
         let (group, plural) = (new_types[0].group.clone(), new_types[0].plural.clone());
-        if created
-            && inner
-                .types
-                .iter()
-                .any(|t| t.group == group && t.plural == plural)
-        {
-            return Err(ApiError::invalid(
-                &crd_type,
-                &name,
-                "spec.names.plural: resource is already served",
-            ));
+        if created && inner.types.iter().any(|t| t.group == group && t.plural == plural) {
+            return Err(ApiError::invalid(&crd_type, &name, "spec.names.plural: resource is already served"));
         }
-        inner
-            .types
-            .retain(|t| !(t.group == group && t.plural == plural));
+        inner.types.retain(|t| !(t.group == group && t.plural == plural));
         inner.types.extend(new_types);
         let now = now_rfc3339();
         let names = crd.pointer("/spec/names").cloned().unwrap_or(json!({}));
@@ -666,13 +585,7 @@ impl ClusterState {
     }
 
     /// POST: create an object.
-    pub fn create(
-        &self,
-        rt: &ResourceType,
-        ns: Option<&str>,
-        body: Value,
-        opts: &WriteOptions,
-    ) -> Result<Value> {
+    pub fn create(&self, rt: &ResourceType, ns: Option<&str>, body: Value, opts: &WriteOptions) -> Result<Value> {
         let mut inner = self.lock();
         let name = match meta_str(&body, "name") {
             Some(n) if !n.is_empty() => n.to_string(),
@@ -698,12 +611,7 @@ impl ClusterState {
             &Value::Null,
             &stripped,
             &[],
-            &Updater {
-                manager: &opts.manager,
-                api_version: &rt.api_version(),
-                now: &now_rfc3339(),
-                subresource: "",
-            },
+            &Updater { manager: &opts.manager, api_version: &rt.api_version(), now: &now_rfc3339(), subresource: "" },
             rt.schema,
         )
         .map_err(|e| ApiError::invalid(rt, &name, &e.to_string()))?;
@@ -722,8 +630,7 @@ impl ClusterState {
         opts: &WriteOptions,
     ) -> Result<Value> {
         let mut inner = self.lock();
-        let old = Self::get_locked(&inner, rt, ns.unwrap_or(""), name)
-            .ok_or_else(|| ApiError::not_found(rt, name))?;
+        let old = Self::get_locked(&inner, rt, ns.unwrap_or(""), name).ok_or_else(|| ApiError::not_found(rt, name))?;
         self.update_locked(&mut inner, rt, ns, name, old, body, subresource, opts)
     }
 
@@ -753,18 +660,25 @@ impl ClusterState {
         {
             return Err(ApiError::stale(rt, name));
         }
+        // A request that rewrites managedFields itself (kubectl's client-side-apply upgrade,
+        // or `[{}]` to reset them) is taken as given, as the API server does.
+        let explicit = body
+            .pointer("/metadata/managedFields")
+            .filter(|m| Some(*m) != old.pointer("/metadata/managedFields"))
+            .cloned();
         let mut new = Self::prepare(inner, rt, ns, name, Some(&old), body, subresource)?;
+        if let Some(m) = explicit {
+            let given = apply::read_entries(&json!({"metadata": {"managedFields": m}}))
+                .map_err(|e| ApiError::invalid(rt, name, &format!("metadata.managedFields: {e}")))?;
+            apply::write_entries(&mut new, &given);
+            return self.commit(inner, rt, Some(old), new, opts.dry_run);
+        }
         let entries = apply::read_entries(&old).unwrap_or_default();
         let entries = apply::update(
             &without_managed(&old),
             &without_managed(&new),
             &entries,
-            &Updater {
-                manager: &opts.manager,
-                api_version: &rt.api_version(),
-                now: &now_rfc3339(),
-                subresource,
-            },
+            &Updater { manager: &opts.manager, api_version: &rt.api_version(), now: &now_rfc3339(), subresource },
             rt.schema,
         )
         .map_err(|e| ApiError::invalid(rt, name, &e.to_string()))?;
@@ -788,13 +702,13 @@ impl ClusterState {
             return self.apply(rt, ns, name, body, subresource, opts);
         }
         let mut inner = self.lock();
-        let old = Self::get_locked(&inner, rt, ns.unwrap_or(""), name)
-            .ok_or_else(|| ApiError::not_found(rt, name))?;
+        let old = Self::get_locked(&inner, rt, ns.unwrap_or(""), name).ok_or_else(|| ApiError::not_found(rt, name))?;
         let mut doc = (*old).clone();
         match kind {
             PatchType::Merge => patch::merge_patch(&mut doc, &body),
-            PatchType::Json => patch::json_patch(&mut doc, &body)
-                .map_err(|e| ApiError::new(422, "Invalid", e.to_string()))?,
+            PatchType::Json => {
+                patch::json_patch(&mut doc, &body).map_err(|e| ApiError::new(422, "Invalid", e.to_string()))?
+            }
             PatchType::Strategic => {
                 if rt.schema == super::fields::Schema::Custom {
                     return Err(ApiError::new(
@@ -805,8 +719,7 @@ impl ClusterState {
                          application/apply-patch+yaml",
                     ));
                 }
-                patch::strategic_merge_patch(&mut doc, &body)
-                    .map_err(|e| ApiError::bad_request(e.to_string()))?
+                patch::strategic_merge_patch(&mut doc, &body).map_err(|e| ApiError::bad_request(e.to_string()))?
             }
             PatchType::Apply => unreachable!("handled above"),
         }
@@ -824,9 +737,7 @@ impl ClusterState {
         opts: &WriteOptions,
     ) -> Result<Value> {
         if opts.manager.is_empty() {
-            return Err(ApiError::bad_request(
-                "PATCH, application/apply-patch+yaml requires fieldManager parameter",
-            ));
+            return Err(ApiError::bad_request("PATCH, application/apply-patch+yaml requires fieldManager parameter"));
         }
         let api_version = config.get("apiVersion").and_then(Value::as_str);
         let kind = config.get("kind").and_then(Value::as_str);
@@ -859,13 +770,7 @@ impl ClusterState {
             return Err(ApiError::stale(rt, name));
         }
         if let Some(m) = config.get_mut("metadata").and_then(Value::as_object_mut) {
-            for k in [
-                "managedFields",
-                "resourceVersion",
-                "uid",
-                "creationTimestamp",
-                "generation",
-            ] {
+            for k in ["managedFields", "resourceVersion", "uid", "creationTimestamp", "generation"] {
                 m.shift_remove(k);
             }
         }
@@ -873,41 +778,22 @@ impl ClusterState {
             if subresource.is_empty() && rt.has_status {
                 m.shift_remove("status");
             } else if subresource == "status" {
-                m.retain(|k, _| {
-                    matches!(k.as_str(), "apiVersion" | "kind" | "metadata" | "status")
-                });
+                m.retain(|k, _| matches!(k.as_str(), "apiVersion" | "kind" | "metadata" | "status"));
             }
         }
         let (live, entries) = match &old {
-            Some(o) => (
-                without_managed(o),
-                apply::read_entries(o).unwrap_or_default(),
-            ),
+            Some(o) => (without_managed(o), apply::read_entries(o).unwrap_or_default()),
             None => (json!({}), Vec::new()),
         };
         let now = now_rfc3339();
         let api_version = rt.api_version();
-        let who = Applier {
-            manager: &opts.manager,
-            api_version: &api_version,
-            force: opts.force,
-            now: &now,
-            subresource,
-        };
-        let (merged, entries) =
-            apply::apply(&live, &config, &entries, &who, rt.schema).map_err(|e| match e {
-                apply::Error::Conflicts(cs) => conflict_error(&cs),
-                other => ApiError::invalid(rt, name, &other.to_string()),
-            })?;
-        let mut new = Self::prepare(
-            &mut inner,
-            rt,
-            ns,
-            name,
-            old.as_deref(),
-            merged,
-            subresource,
-        )?;
+        let who =
+            Applier { manager: &opts.manager, api_version: &api_version, force: opts.force, now: &now, subresource };
+        let (merged, entries) = apply::apply(&live, &config, &entries, &who, rt.schema).map_err(|e| match e {
+            apply::Error::Conflicts(cs) => conflict_error(&cs),
+            other => ApiError::invalid(rt, name, &other.to_string()),
+        })?;
+        let mut new = Self::prepare(&mut inner, rt, ns, name, old.as_deref(), merged, subresource)?;
         write_managed(&mut new, &entries);
         self.commit(&mut inner, rt, old, new, opts.dry_run)
     }
@@ -922,8 +808,7 @@ impl ClusterState {
         orphan: bool,
     ) -> Result<Value> {
         let mut inner = self.lock();
-        let old = Self::get_locked(&inner, rt, ns.unwrap_or(""), name)
-            .ok_or_else(|| ApiError::not_found(rt, name))?;
+        let old = Self::get_locked(&inner, rt, ns.unwrap_or(""), name).ok_or_else(|| ApiError::not_found(rt, name))?;
         if rt.group.is_empty() && rt.plural == "namespaces" {
             return self.terminate_namespace(&mut inner, rt, old, dry_run);
         }
@@ -935,10 +820,8 @@ impl ClusterState {
         if !rt.group.is_empty() {
             details["group"] = json!(rt.group);
         }
-        Ok(
-            json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
-            "details": details}),
-        )
+        Ok(json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+            "details": details}))
     }
 
     /// Namespaces terminate asynchronously, as in Kubernetes: the namespace turns Terminating
@@ -961,10 +844,7 @@ impl ClusterState {
         let name = meta_str(&old, "name").unwrap_or("").to_string();
         let out = self.commit(inner, rt, Some(old), new, false)?;
         let due = Instant::now() + Duration::from_millis(100);
-        inner.pending_status.insert(
-            (String::new(), "namespaces".into(), String::new(), name),
-            due,
-        );
+        inner.pending_status.insert((String::new(), "namespaces".into(), String::new(), name), due);
         self.status_notify.notify_one();
         Ok(out)
     }
@@ -981,9 +861,7 @@ impl ClusterState {
         let mut gone = (*removed).clone();
         gone["metadata"]["resourceVersion"] = json!(inner.rv.to_string());
         self.push_event(inner, rt, EventType::Deleted, Arc::new(gone), Some(removed));
-        inner
-            .pending_status
-            .remove(&(rt.group.clone(), rt.plural.clone(), ns, name.clone()));
+        inner.pending_status.remove(&(rt.group.clone(), rt.plural.clone(), ns, name.clone()));
 
         let mut dependents: Vec<(Arc<ResourceType>, Arc<Value>)> = Vec::new();
         if rt.group.is_empty() && rt.plural == "namespaces" {
@@ -997,11 +875,7 @@ impl ClusterState {
             && let Ok(defined) = resources::from_crd(obj)
         {
             let (g, p) = (defined[0].group.clone(), defined[0].plural.clone());
-            let t = inner
-                .types
-                .iter()
-                .find(|t| t.group == g && t.plural == p)
-                .cloned();
+            let t = inner.types.iter().find(|t| t.group == g && t.plural == p).cloned();
             if let Some(t) = t {
                 for o in Self::objects_of(inner, &t, None) {
                     dependents.push((t.clone(), o));
@@ -1047,10 +921,8 @@ impl ClusterState {
                 self.delete_locked(&mut inner, rt, v, false);
             }
         }
-        Ok(
-            json!({"kind": format!("{}List", rt.kind), "apiVersion": rt.api_version(),
-            "metadata": {"resourceVersion": inner.rv.to_string()}, "items": items}),
-        )
+        Ok(json!({"kind": format!("{}List", rt.kind), "apiVersion": rt.api_version(),
+            "metadata": {"resourceVersion": inner.rv.to_string()}, "items": items}))
     }
 
     /// The `autoscaling/v1` Scale of a Deployment or StatefulSet.
@@ -1069,8 +941,7 @@ impl ClusterState {
         opts: &WriteOptions,
     ) -> Result<Value> {
         let mut inner = self.lock();
-        let old = Self::get_locked(&inner, rt, ns.unwrap_or(""), name)
-            .ok_or_else(|| ApiError::not_found(rt, name))?;
+        let old = Self::get_locked(&inner, rt, ns.unwrap_or(""), name).ok_or_else(|| ApiError::not_found(rt, name))?;
         let mut body = (*old).clone();
         body["spec"]["replicas"] = json!(replicas);
         let out = self.update_locked(&mut inner, rt, ns, name, old, body, "scale", opts)?;
@@ -1078,15 +949,10 @@ impl ClusterState {
     }
 
     /// The status simulator's write: replaces `status` as `kube-controller-manager` would.
-    pub(crate) fn progress_status(&self, key: &(String, String, String, String)) {
+    pub(crate) fn progress_status(&self, key: &PendingKey) {
         let mut inner = self.lock();
         let (group, plural, ns, name) = key;
-        let Some(rt) = inner
-            .types
-            .iter()
-            .find(|t| &t.group == group && &t.plural == plural)
-            .cloned()
-        else {
+        let Some(rt) = inner.types.iter().find(|t| &t.group == group && &t.plural == plural).cloned() else {
             return;
         };
         let Some(old) = Self::get_locked(&inner, &rt, ns, name) else {
@@ -1104,10 +970,7 @@ impl ClusterState {
         }
         let mut body = (*old).clone();
         body["status"] = status;
-        let opts = WriteOptions {
-            manager: "kube-controller-manager".into(),
-            ..Default::default()
-        };
+        let opts = WriteOptions { manager: "kube-controller-manager".into(), ..Default::default() };
         let ns = (!ns.is_empty()).then_some(ns.as_str());
         // The object exists and only status changes, so this cannot fail in practice; a failure
         // just leaves the object unready, which tests would notice.
@@ -1115,17 +978,9 @@ impl ClusterState {
     }
 
     /// Takes the status progressions due by `now` and returns the next due time.
-    pub(crate) fn take_due(
-        &self,
-        now: Instant,
-    ) -> (Vec<(String, String, String, String)>, Option<Instant>) {
+    pub(crate) fn take_due(&self, now: Instant) -> (Vec<PendingKey>, Option<Instant>) {
         let mut inner = self.lock();
-        let due: Vec<_> = inner
-            .pending_status
-            .iter()
-            .filter(|(_, t)| **t <= now)
-            .map(|(k, _)| k.clone())
-            .collect();
+        let due: Vec<_> = inner.pending_status.iter().filter(|(_, t)| **t <= now).map(|(k, _)| k.clone()).collect();
         for k in &due {
             inner.pending_status.remove(k);
         }
@@ -1141,13 +996,7 @@ fn write_managed(obj: &mut Value, entries: &[ManagedEntry]) {
 fn scale_of(o: &Value) -> Value {
     let replicas = o.pointer("/spec/replicas").cloned().unwrap_or(json!(1));
     let mut meta = json!({});
-    for k in [
-        "name",
-        "namespace",
-        "uid",
-        "resourceVersion",
-        "creationTimestamp",
-    ] {
+    for k in ["name", "namespace", "uid", "resourceVersion", "creationTimestamp"] {
         if let Some(v) = o.get("metadata").and_then(|m| m.get(k)) {
             meta[k] = v.clone();
         }
@@ -1155,12 +1004,7 @@ fn scale_of(o: &Value) -> Value {
     let selector = o
         .pointer("/spec/selector/matchLabels")
         .and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
-                .collect::<Vec<_>>()
-                .join(",")
-        })
+        .map(|m| m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect::<Vec<_>>().join(","))
         .unwrap_or_default();
     json!({"kind": "Scale", "apiVersion": "autoscaling/v1", "metadata": meta,
         "spec": {"replicas": replicas},
@@ -1183,8 +1027,7 @@ fn validate(rt: &ResourceType, name: &str, o: &Value) -> Result<()> {
     let dns_ok = |s: &str| {
         !s.is_empty()
             && s.len() <= 253
-            && s.chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+            && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
             && !s.starts_with(['-', '.'])
             && !s.ends_with(['-', '.'])
     };
@@ -1216,23 +1059,17 @@ fn conflict_error(cs: &[apply::Conflict]) -> ApiError {
         })
         .collect();
     let mut e = ApiError::new(409, "Conflict", apply::conflict_message(cs));
-    e.details = Some(json!({"causes": causes}));
+    e.details = Some(Box::new(json!({"causes": causes})));
     e
 }
 
 fn encode_continue(ns: &str, name: &str) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .encode(json!({"ns": ns, "name": name}).to_string())
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json!({"ns": ns, "name": name}).to_string())
 }
 
 fn decode_continue(t: &str) -> Result<(String, String)> {
     let bad = || ApiError::bad_request("continue key is not valid");
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(t)
-        .map_err(|_| bad())?;
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(t).map_err(|_| bad())?;
     let v: Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
-    Ok((
-        v["ns"].as_str().ok_or_else(bad)?.to_string(),
-        v["name"].as_str().ok_or_else(bad)?.to_string(),
-    ))
+    Ok((v["ns"].as_str().ok_or_else(bad)?.to_string(), v["name"].as_str().ok_or_else(bad)?.to_string()))
 }

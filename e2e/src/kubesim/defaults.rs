@@ -16,9 +16,7 @@ fn child<'a>(m: &'a mut Map<String, Value>, k: &str) -> &'a mut Map<String, Valu
     if !m.get(k).is_some_and(Value::is_object) {
         m.insert(k.into(), json!({}));
     }
-    m.get_mut(k)
-        .and_then(Value::as_object_mut)
-        .expect("just set")
+    m.get_mut(k).and_then(Value::as_object_mut).expect("just set")
 }
 
 /// `Always` for `:latest` or untagged images, else `IfNotPresent`.
@@ -34,11 +32,7 @@ pub fn image_pull_policy(image: &str) -> &'static str {
 
 fn container(c: &mut Value) {
     let Some(m) = obj(c) else { return };
-    let image = m
-        .get("image")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
+    let image = m.get("image").and_then(Value::as_str).unwrap_or("").to_string();
     set_default(m, "imagePullPolicy", json!(image_pull_policy(&image)));
     set_default(m, "terminationMessagePath", json!("/dev/termination-log"));
     set_default(m, "terminationMessagePolicy", json!("File"));
@@ -150,10 +144,7 @@ pub fn apply_defaults(kind: &str, o: &mut Value, cluster_ip: &mut dyn FnMut() ->
                     }
                 }
             }
-            if matches!(
-                spec.get("type").and_then(Value::as_str),
-                Some("NodePort" | "LoadBalancer")
-            ) {
+            if matches!(spec.get("type").and_then(Value::as_str), Some("NodePort" | "LoadBalancer")) {
                 set_default(spec, "externalTrafficPolicy", json!("Cluster"));
             }
         }
@@ -163,11 +154,7 @@ pub fn apply_defaults(kind: &str, o: &mut Value, cluster_ip: &mut dyn FnMut() ->
             set_default(child(root, "status"), "phase", json!("Pending"));
         }
         "Namespace" => {
-            let name = root
-                .get("metadata")
-                .and_then(|m| m.get("name"))
-                .cloned()
-                .unwrap_or(Value::Null);
+            let name = root.get("metadata").and_then(|m| m.get("name")).cloned().unwrap_or(Value::Null);
             let labels = child(child(root, "metadata"), "labels");
             set_default(labels, "kubernetes.io/metadata.name", name);
             set_default(child(root, "spec"), "finalizers", json!(["kubernetes"]));

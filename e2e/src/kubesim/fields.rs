@@ -82,10 +82,7 @@ impl PathElement {
             return Ok(PathElement::Value(v));
         }
         if let Some(i) = key.strip_prefix("i:") {
-            return i
-                .parse()
-                .map(PathElement::Index)
-                .map_err(|_| Error::BadKey(key.into()));
+            return i.parse().map(PathElement::Index).map_err(|_| Error::BadKey(key.into()));
         }
         Err(Error::BadKey(key.into()))
     }
@@ -120,12 +117,7 @@ pub struct Path(pub Vec<PathElement>);
 impl Path {
     /// A path of plain field names, e.g. `Path::fields(&["spec", "replicas"])`.
     pub fn fields(names: &[&str]) -> Path {
-        Path(
-            names
-                .iter()
-                .map(|n| PathElement::Field(n.to_string()))
-                .collect(),
-        )
+        Path(names.iter().map(|n| PathElement::Field(n.to_string())).collect())
     }
 
     fn child(&self, pe: PathElement) -> Path {
@@ -181,10 +173,7 @@ impl FieldSet {
     /// Whether any member lies strictly below `p`.
     pub fn has_descendant(&self, p: &Path) -> bool {
         use std::ops::Bound;
-        self.0
-            .range((Bound::Excluded(p.clone()), Bound::Unbounded))
-            .next()
-            .is_some_and(|q| p.is_strict_prefix_of(q))
+        self.0.range((Bound::Excluded(p.clone()), Bound::Unbounded)).next().is_some_and(|q| p.is_strict_prefix_of(q))
     }
 
     /// Members of `self` not in `other`.
@@ -288,10 +277,7 @@ pub fn list_type(schema: Schema, path: &Path) -> ListType {
     if schema == Schema::Custom {
         return ListType::Atomic;
     }
-    let parent_is_list_item = matches!(
-        path.0.len().checked_sub(2).map(|i| &path.0[i]),
-        Some(PathElement::Key(_))
-    );
+    let parent_is_list_item = matches!(path.0.len().checked_sub(2).map(|i| &path.0[i]), Some(PathElement::Key(_)));
     match name.as_str() {
         "containers" | "initContainers" | "ephemeralContainers" => ListType::Map(&["name"]),
         "env" | "volumes" | "imagePullSecrets" | "resourceClaims" => ListType::Map(&["name"]),
@@ -315,21 +301,14 @@ pub fn strategic_key(path: &Path) -> Option<&'static str> {
 }
 
 /// The key element of a keyed list item; `protocol` defaults to TCP as the API server does.
-pub fn item_key(
-    keys: &'static [&'static str],
-    item: &Value,
-    list_path: &Path,
-) -> Result<PathElement> {
+pub fn item_key(keys: &'static [&'static str], item: &Value, list_path: &Path) -> Result<PathElement> {
     let mut kv = Vec::new();
     for k in keys {
         match item.get(*k) {
             Some(v) if !v.is_null() => kv.push((k.to_string(), v.clone())),
             _ if *k == "protocol" => kv.push((k.to_string(), Value::from("TCP"))),
             _ => {
-                return Err(Error::MissingKey {
-                    path: list_path.to_string(),
-                    key: k.to_string(),
-                });
+                return Err(Error::MissingKey { path: list_path.to_string(), key: k.to_string() });
             }
         }
     }
@@ -343,26 +322,26 @@ fn ignored(path: &Path) -> bool {
         Some(PathElement::Field(s)) => Some(s.as_str()),
         _ => None,
     };
-    match (path.0.len(), f(0), f(1)) {
-        (1, Some("apiVersion" | "kind"), _) => true,
-        (
-            2,
-            Some("metadata"),
-            Some(
-                "name"
-                | "namespace"
-                | "uid"
-                | "resourceVersion"
-                | "generation"
-                | "creationTimestamp"
-                | "managedFields"
-                | "selfLink"
-                | "deletionTimestamp"
-                | "deletionGracePeriodSeconds",
-            ),
-        ) => true,
-        _ => false,
-    }
+    matches!(
+        (path.0.len(), f(0), f(1)),
+        (1, Some("apiVersion" | "kind"), _)
+            | (
+                2,
+                Some("metadata"),
+                Some(
+                    "name"
+                        | "namespace"
+                        | "uid"
+                        | "resourceVersion"
+                        | "generation"
+                        | "creationTimestamp"
+                        | "managedFields"
+                        | "selfLink"
+                        | "deletionTimestamp"
+                        | "deletionGracePeriodSeconds",
+                ),
+            )
+    )
 }
 
 /// Maps whose keys are data, not schema fields; Update-operation sets own them as a unit too.
@@ -395,18 +374,10 @@ pub fn to_field_set(obj: &Value, schema: Schema, flavor: Flavor) -> Result<Field
     Ok(set)
 }
 
-fn walk_value(
-    v: &Value,
-    at: &Path,
-    schema: Schema,
-    flavor: Flavor,
-    set: &mut FieldSet,
-) -> Result<()> {
+fn walk_value(v: &Value, at: &Path, schema: Schema, flavor: Flavor, set: &mut FieldSet) -> Result<()> {
     match v {
         Value::Object(m) => {
-            if !at.0.is_empty()
-                && (m.is_empty() || (flavor == Flavor::Update && is_free_form_map(at)))
-            {
+            if !at.0.is_empty() && (m.is_empty() || (flavor == Flavor::Update && is_free_form_map(at))) {
                 set.insert(at.clone());
             }
             for (k, child) in m {
@@ -452,9 +423,7 @@ pub fn get_path<'a>(obj: &'a Value, path: &Path, schema: Schema) -> Option<&'a V
                 let ListType::Map(keys) = list_type(schema, &at) else {
                     return None;
                 };
-                cur.as_array()?
-                    .iter()
-                    .find(|it| item_key(keys, it, &at).ok().as_ref() == Some(pe))?
+                cur.as_array()?.iter().find(|it| item_key(keys, it, &at).ok().as_ref() == Some(pe))?
             }
             PathElement::Value(v) => cur.as_array()?.iter().find(|it| *it == v)?,
             PathElement::Index(i) => cur.as_array()?.get(*i)?,
@@ -474,9 +443,7 @@ pub fn remove_path(obj: &mut Value, path: &Path, schema: Schema) -> bool {
         return false;
     };
     match last {
-        PathElement::Field(f) => container
-            .as_object_mut()
-            .is_some_and(|m| m.shift_remove(f).is_some()),
+        PathElement::Field(f) => container.as_object_mut().is_some_and(|m| m.shift_remove(f).is_some()),
         PathElement::Key(_) => {
             let ListType::Map(keys) = list_type(schema, &parent_path) else {
                 return false;
@@ -519,9 +486,7 @@ fn get_path_mut<'a>(obj: &'a mut Value, path: &Path, schema: Schema) -> Option<&
                     return None;
                 };
                 let at_ref = &at;
-                cur.as_array_mut()?
-                    .iter_mut()
-                    .find(|it| item_key(keys, it, at_ref).ok().as_ref() == Some(pe))?
+                cur.as_array_mut()?.iter_mut().find(|it| item_key(keys, it, at_ref).ok().as_ref() == Some(pe))?
             }
             PathElement::Value(v) => cur.as_array_mut()?.iter_mut().find(|it| *it == v)?,
             PathElement::Index(i) => cur.as_array_mut()?.get_mut(*i)?,
@@ -569,13 +534,8 @@ mod tests {
     #[test]
     fn update_flavor_owns_free_form_maps() {
         let obj = json!({"metadata": {"labels": {"a": "1"}}, "data": {"k": "v"}});
-        let v1 = to_field_set(&obj, Schema::Builtin, Flavor::Update)
-            .unwrap()
-            .to_fields_v1();
-        assert_eq!(
-            v1,
-            json!({"f:data": {".": {}, "f:k": {}}, "f:metadata": {"f:labels": {".": {}, "f:a": {}}}})
-        );
+        let v1 = to_field_set(&obj, Schema::Builtin, Flavor::Update).unwrap().to_fields_v1();
+        assert_eq!(v1, json!({"f:data": {".": {}, "f:k": {}}, "f:metadata": {"f:labels": {".": {}, "f:a": {}}}}));
     }
 
     #[test]

@@ -133,20 +133,14 @@ impl SimCluster {
     }
 
     fn client_error(&self, e: &dyn std::fmt::Display) -> Error {
-        Error::Client {
-            cluster: self.name.clone(),
-            message: e.to_string(),
-        }
+        Error::Client { cluster: self.name.clone(), message: e.to_string() }
     }
 
     /// The `kube::Config` read from this cluster's kubeconfig, to adjust before building a
     /// client (e.g. `default_retry = false` to see injected 429/503 errors directly).
     pub async fn config(&self) -> Result<kube::Config> {
-        let kc = kube::config::Kubeconfig::from_yaml(&self.kubeconfig)
-            .map_err(|e| self.client_error(&e))?;
-        kube::Config::from_custom_kubeconfig(kc, &Default::default())
-            .await
-            .map_err(|e| self.client_error(&e))
+        let kc = kube::config::Kubeconfig::from_yaml(&self.kubeconfig).map_err(|e| self.client_error(&e))?;
+        kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.map_err(|e| self.client_error(&e))
     }
 
     /// A `kube::Client` for this cluster, built from its kubeconfig like any real one.
@@ -166,23 +160,15 @@ impl SimCluster {
     }
 
     fn resource(&self, api_version: &str, kind: &str) -> Result<Arc<resources::ResourceType>> {
-        self.state
-            .resolve_kind(api_version, kind)
-            .ok_or_else(|| Error::UnknownKind {
-                cluster: self.name.clone(),
-                api_version: api_version.into(),
-                kind: kind.into(),
-            })
+        self.state.resolve_kind(api_version, kind).ok_or_else(|| Error::UnknownKind {
+            cluster: self.name.clone(),
+            api_version: api_version.into(),
+            kind: kind.into(),
+        })
     }
 
     /// Reads one object directly (no HTTP), e.g. `get("apps/v1", "Deployment", Some("ns"), "x")`.
-    pub fn get(
-        &self,
-        api_version: &str,
-        kind: &str,
-        ns: Option<&str>,
-        name: &str,
-    ) -> Option<Value> {
+    pub fn get(&self, api_version: &str, kind: &str, ns: Option<&str>, name: &str) -> Option<Value> {
         let rt = self.resource(api_version, kind).ok()?;
         self.state.get(&rt, ns, name).ok()
     }
@@ -214,20 +200,8 @@ impl SimCluster {
             (true, n) => n,
             (false, _) => None,
         };
-        let opts = WriteOptions {
-            manager: manager.into(),
-            dry_run: false,
-            force,
-        };
-        Ok(self.state.patch(
-            &rt,
-            ns,
-            s("/metadata/name"),
-            cluster::PatchType::Apply,
-            obj.clone(),
-            "",
-            &opts,
-        )?)
+        let opts = WriteOptions { manager: manager.into(), dry_run: false, force };
+        Ok(self.state.patch(&rt, ns, s("/metadata/name"), cluster::PatchType::Apply, obj.clone(), "", &opts)?)
     }
 
     /// The built-in HPA-like controller: sets `spec.replicas` of a Deployment through the scale
@@ -235,13 +209,8 @@ impl SimCluster {
     /// way a real HorizontalPodAutoscaler does. Returns the resulting Scale.
     pub fn autoscale(&self, ns: &str, deployment: &str, replicas: i64) -> Result<Value> {
         let rt = self.resource("apps/v1", "Deployment")?;
-        let opts = WriteOptions {
-            manager: "kube-controller-manager".into(),
-            ..Default::default()
-        };
-        Ok(self
-            .state
-            .set_scale(&rt, Some(ns), deployment, replicas, &opts)?)
+        let opts = WriteOptions { manager: "kube-controller-manager".into(), ..Default::default() };
+        Ok(self.state.set_scale(&rt, Some(ns), deployment, replicas, &opts)?)
     }
 
     /// Changes how long workloads take to become ready on this cluster.
@@ -270,10 +239,8 @@ impl SimFleet {
         let (dir, tmp) = match opts.dir {
             Some(d) => (d, None),
             None => {
-                let t = tempfile::tempdir().map_err(|source| Error::WriteKubeconfig {
-                    path: std::env::temp_dir(),
-                    source,
-                })?;
+                let t = tempfile::tempdir()
+                    .map_err(|source| Error::WriteKubeconfig { path: std::env::temp_dir(), source })?;
                 (t.path().to_path_buf(), Some(t))
             }
         };
@@ -281,33 +248,19 @@ impl SimFleet {
         let mut tasks = JoinSet::new();
         let mut clusters = Vec::new();
         for name in names {
-            if name.is_empty()
-                || !name
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-            {
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') {
                 return Err(Error::BadName(name.to_string()));
             }
             let pki = tls::cluster_pki(name)?;
-            let listener =
-                tokio::net::TcpListener::bind("127.0.0.1:0")
-                    .await
-                    .map_err(|source| Error::Bind {
-                        cluster: name.to_string(),
-                        source,
-                    })?;
-            let addr = listener.local_addr().map_err(|source| Error::Bind {
-                cluster: name.to_string(),
-                source,
-            })?;
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .map_err(|source| Error::Bind { cluster: name.to_string(), source })?;
+            let addr = listener.local_addr().map_err(|source| Error::Bind { cluster: name.to_string(), source })?;
             let state = ClusterState::new(name, opts.config.clone());
-            let kubeconfig =
-                tls::kubeconfig(name, &format!("https://{addr}"), &pki.ca_pem, &pki.token);
+            let kubeconfig = tls::kubeconfig(name, &format!("https://{addr}"), &pki.ca_pem, &pki.token);
             let path = dir.join(format!("{name}.kubeconfig"));
-            std::fs::write(&path, &kubeconfig).map_err(|source| Error::WriteKubeconfig {
-                path: path.clone(),
-                source,
-            })?;
+            std::fs::write(&path, &kubeconfig)
+                .map_err(|source| Error::WriteKubeconfig { path: path.clone(), source })?;
             let app = Arc::new(server::App {
                 state: state.clone(),
                 token: pki.token.clone(),
@@ -316,24 +269,12 @@ impl SimFleet {
             });
             let span = tracing::info_span!("kubesim", cluster = %name);
             tasks.spawn(
-                server::serve(listener, pki.server_config.clone(), app, cancel.clone())
-                    .instrument(span.clone()),
+                server::serve(listener, pki.server_config.clone(), app, cancel.clone()).instrument(span.clone()),
             );
             tasks.spawn(status::run(state.clone(), cancel.clone()).instrument(span));
-            clusters.push(SimCluster {
-                name: name.to_string(),
-                addr,
-                kubeconfig,
-                kubeconfig_path: path,
-                state,
-            });
+            clusters.push(SimCluster { name: name.to_string(), addr, kubeconfig, kubeconfig_path: path, state });
         }
-        Ok(SimFleet {
-            clusters,
-            cancel,
-            tasks,
-            _tmp: tmp,
-        })
+        Ok(SimFleet { clusters, cancel, tasks, _tmp: tmp })
     }
 
     /// The cluster named `name`.

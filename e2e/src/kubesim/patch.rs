@@ -25,17 +25,14 @@ pub fn merge_patch(doc: &mut Value, patch: &Value) {
 
 /// RFC 6902 JSON patch.
 pub fn json_patch(doc: &mut Value, patch: &Value) -> Result<()> {
-    let p: json_patch::Patch =
-        serde_json::from_value(patch.clone()).map_err(|e| Error::Malformed(e.to_string()))?;
+    let p: json_patch::Patch = serde_json::from_value(patch.clone()).map_err(|e| Error::Malformed(e.to_string()))?;
     json_patch::patch(doc, &p).map_err(Error::JsonPatch)
 }
 
 /// Strategic merge patch for built-in kinds.
 pub fn strategic_merge_patch(doc: &mut Value, patch: &Value) -> Result<()> {
     if !patch.is_object() {
-        return Err(Error::Malformed(
-            "a strategic merge patch must be an object".into(),
-        ));
+        return Err(Error::Malformed("a strategic merge patch must be an object".into()));
     }
     *doc = smp(doc, patch, &Path::default());
     Ok(())
@@ -97,23 +94,11 @@ fn merge_keyed(doc: &[Value], patch: &[Value], key: &str, at: &Path) -> Value {
     // The item itself is the list-item path; nested lists inside it resolve from there.
     let item_path = |item: &Value| {
         let mut v = at.0.clone();
-        v.push(PathElement::Key(vec![(
-            key.to_string(),
-            item.get(key).cloned().unwrap_or(Value::Null),
-        )]));
+        v.push(PathElement::Key(vec![(key.to_string(), item.get(key).cloned().unwrap_or(Value::Null))]));
         Path(v)
     };
-    if patch
-        .iter()
-        .any(|i| i.get("$patch").and_then(Value::as_str) == Some("replace"))
-    {
-        return Value::Array(
-            patch
-                .iter()
-                .filter(|i| i.get("$patch").is_none())
-                .map(strip_directives)
-                .collect(),
-        );
+    if patch.iter().any(|i| i.get("$patch").and_then(Value::as_str) == Some("replace")) {
+        return Value::Array(patch.iter().filter(|i| i.get("$patch").is_none()).map(strip_directives).collect());
     }
     let mut out: Vec<Value> = doc.to_vec();
     for pi in patch {
@@ -135,10 +120,7 @@ fn merge_keyed(doc: &[Value], patch: &[Value], key: &str, at: &Path) -> Value {
 fn strip_directives(v: &Value) -> Value {
     match v {
         Value::Object(m) => Value::Object(
-            m.iter()
-                .filter(|(k, _)| !k.starts_with('$'))
-                .map(|(k, v)| (k.clone(), strip_directives(v)))
-                .collect(),
+            m.iter().filter(|(k, _)| !k.starts_with('$')).map(|(k, v)| (k.clone(), strip_directives(v))).collect(),
         ),
         Value::Array(a) => Value::Array(a.iter().map(strip_directives).collect()),
         other => other.clone(),
@@ -182,11 +164,7 @@ mod tests {
     #[test]
     fn json_patch_ops() {
         let mut doc = json!({"spec": {"replicas": 1}});
-        json_patch(
-            &mut doc,
-            &json!([{"op": "replace", "path": "/spec/replicas", "value": 4}]),
-        )
-        .unwrap();
+        json_patch(&mut doc, &json!([{"op": "replace", "path": "/spec/replicas", "value": 4}])).unwrap();
         assert_eq!(doc["spec"]["replicas"], 4);
         assert!(json_patch(&mut doc, &json!([{"op": "remove", "path": "/nope"}])).is_err());
     }

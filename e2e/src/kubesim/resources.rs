@@ -54,20 +54,12 @@ pub struct ResourceType {
 impl ResourceType {
     /// `group/version`, or `version` for core.
     pub fn api_version(&self) -> String {
-        if self.group.is_empty() {
-            self.version.clone()
-        } else {
-            format!("{}/{}", self.group, self.version)
-        }
+        if self.group.is_empty() { self.version.clone() } else { format!("{}/{}", self.group, self.version) }
     }
 
     /// `deployments.apps`, or `configmaps` for core — how error messages name the resource.
     pub fn qualified(&self) -> String {
-        if self.group.is_empty() {
-            self.plural.clone()
-        } else {
-            format!("{}.{}", self.plural, self.group)
-        }
+        if self.group.is_empty() { self.plural.clone() } else { format!("{}.{}", self.plural, self.group) }
     }
 }
 
@@ -102,140 +94,23 @@ fn builtin(
 /// The built-in resources every simulated cluster serves.
 pub fn builtins() -> Vec<Arc<ResourceType>> {
     vec![
-        builtin(
-            "",
-            "v1",
-            "Namespace",
-            "namespaces",
-            false,
-            &["ns"],
-            false,
-            true,
-        ),
-        builtin(
-            "",
-            "v1",
-            "ConfigMap",
-            "configmaps",
-            true,
-            &["cm"],
-            false,
-            false,
-        ),
+        builtin("", "v1", "Namespace", "namespaces", false, &["ns"], false, true),
+        builtin("", "v1", "ConfigMap", "configmaps", true, &["cm"], false, false),
         builtin("", "v1", "Secret", "secrets", true, &[], false, false),
         builtin("", "v1", "Service", "services", true, &["svc"], true, true),
-        builtin(
-            "",
-            "v1",
-            "ServiceAccount",
-            "serviceaccounts",
-            true,
-            &["sa"],
-            false,
-            false,
-        ),
+        builtin("", "v1", "ServiceAccount", "serviceaccounts", true, &["sa"], false, false),
         builtin("", "v1", "Pod", "pods", true, &["po"], true, true),
-        builtin(
-            "",
-            "v1",
-            "PersistentVolumeClaim",
-            "persistentvolumeclaims",
-            true,
-            &["pvc"],
-            false,
-            true,
-        ),
-        builtin(
-            "apps",
-            "v1",
-            "Deployment",
-            "deployments",
-            true,
-            &["deploy"],
-            true,
-            true,
-        ),
-        builtin(
-            "apps",
-            "v1",
-            "StatefulSet",
-            "statefulsets",
-            true,
-            &["sts"],
-            true,
-            true,
-        ),
-        builtin(
-            "apps",
-            "v1",
-            "DaemonSet",
-            "daemonsets",
-            true,
-            &["ds"],
-            true,
-            true,
-        ),
+        builtin("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims", true, &["pvc"], false, true),
+        builtin("apps", "v1", "Deployment", "deployments", true, &["deploy"], true, true),
+        builtin("apps", "v1", "StatefulSet", "statefulsets", true, &["sts"], true, true),
+        builtin("apps", "v1", "DaemonSet", "daemonsets", true, &["ds"], true, true),
         builtin("batch", "v1", "Job", "jobs", true, &[], true, true),
-        builtin(
-            "batch",
-            "v1",
-            "CronJob",
-            "cronjobs",
-            true,
-            &["cj"],
-            true,
-            true,
-        ),
-        builtin(
-            "networking.k8s.io",
-            "v1",
-            "Ingress",
-            "ingresses",
-            true,
-            &["ing"],
-            false,
-            true,
-        ),
-        builtin(
-            "networking.k8s.io",
-            "v1",
-            "NetworkPolicy",
-            "networkpolicies",
-            true,
-            &["netpol"],
-            false,
-            false,
-        ),
-        builtin(
-            "rbac.authorization.k8s.io",
-            "v1",
-            "Role",
-            "roles",
-            true,
-            &[],
-            false,
-            false,
-        ),
-        builtin(
-            "rbac.authorization.k8s.io",
-            "v1",
-            "RoleBinding",
-            "rolebindings",
-            true,
-            &[],
-            false,
-            false,
-        ),
-        builtin(
-            "rbac.authorization.k8s.io",
-            "v1",
-            "ClusterRole",
-            "clusterroles",
-            false,
-            &[],
-            false,
-            false,
-        ),
+        builtin("batch", "v1", "CronJob", "cronjobs", true, &["cj"], true, true),
+        builtin("networking.k8s.io", "v1", "Ingress", "ingresses", true, &["ing"], false, true),
+        builtin("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies", true, &["netpol"], false, false),
+        builtin("rbac.authorization.k8s.io", "v1", "Role", "roles", true, &[], false, false),
+        builtin("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings", true, &[], false, false),
+        builtin("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", false, &[], false, false),
         builtin(
             "rbac.authorization.k8s.io",
             "v1",
@@ -246,26 +121,8 @@ pub fn builtins() -> Vec<Arc<ResourceType>> {
             false,
             false,
         ),
-        builtin(
-            "autoscaling",
-            "v2",
-            "HorizontalPodAutoscaler",
-            "horizontalpodautoscalers",
-            true,
-            &["hpa"],
-            true,
-            true,
-        ),
-        builtin(
-            "policy",
-            "v1",
-            "PodDisruptionBudget",
-            "poddisruptionbudgets",
-            true,
-            &["pdb"],
-            false,
-            true,
-        ),
+        builtin("autoscaling", "v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers", true, &["hpa"], true, true),
+        builtin("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", true, &["pdb"], false, true),
         builtin(
             "apiextensions.k8s.io",
             "v1",
@@ -281,50 +138,31 @@ pub fn builtins() -> Vec<Arc<ResourceType>> {
 
 /// The resource types a CRD defines (one per served version).
 pub fn from_crd(crd: &Value) -> Result<Vec<Arc<ResourceType>>> {
-    let name = crd
-        .pointer("/metadata/name")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
-    let bad = |what: &str| Error::InvalidCrd {
-        name: name.clone(),
-        what: what.into(),
-    };
+    let name = crd.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string();
+    let bad = |what: &str| Error::InvalidCrd { name: name.clone(), what: what.into() };
     let spec = crd.get("spec").ok_or_else(|| bad("spec is required"))?;
     let s = |p: &str| spec.pointer(p).and_then(Value::as_str).map(str::to_string);
     let group = s("/group").ok_or_else(|| bad("spec.group is required"))?;
     let kind = s("/names/kind").ok_or_else(|| bad("spec.names.kind is required"))?;
     let plural = s("/names/plural").ok_or_else(|| bad("spec.names.plural is required"))?;
     if name != format!("{plural}.{group}") {
-        return Err(bad(&format!(
-            "metadata.name: must be spec.names.plural+\".\"+spec.group ({plural}.{group})"
-        )));
+        return Err(bad(&format!("metadata.name: must be spec.names.plural+\".\"+spec.group ({plural}.{group})")));
     }
     let singular = s("/names/singular").unwrap_or_else(|| kind.to_lowercase());
     let namespaced = s("/scope").as_deref() != Some("Cluster");
     let strs = |p: &str| -> Vec<String> {
         spec.pointer(p)
             .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(str::to_string))
-                    .collect()
-            })
+            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
             .unwrap_or_default()
     };
-    let versions = spec
-        .get("versions")
-        .and_then(Value::as_array)
-        .ok_or_else(|| bad("spec.versions is required"))?;
+    let versions = spec.get("versions").and_then(Value::as_array).ok_or_else(|| bad("spec.versions is required"))?;
     let mut out = Vec::new();
     for v in versions {
         if v.get("served").and_then(Value::as_bool) == Some(false) {
             continue;
         }
-        let version = v
-            .get("name")
-            .and_then(Value::as_str)
-            .ok_or_else(|| bad("spec.versions[].name is required"))?;
+        let version = v.get("name").and_then(Value::as_str).ok_or_else(|| bad("spec.versions[].name is required"))?;
         out.push(Arc::new(ResourceType {
             group: group.clone(),
             version: version.into(),
@@ -346,16 +184,7 @@ pub fn from_crd(crd: &Value) -> Result<Vec<Arc<ResourceType>>> {
     Ok(out)
 }
 
-const VERBS: &[&str] = &[
-    "create",
-    "delete",
-    "deletecollection",
-    "get",
-    "list",
-    "patch",
-    "update",
-    "watch",
-];
+const VERBS: &[&str] = &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
 
 /// Groups in order of first appearance, each with its versions in order.
 fn groups(types: &[Arc<ResourceType>]) -> Vec<(String, Vec<String>)> {
@@ -382,10 +211,8 @@ pub fn api_group_list(types: &[Arc<ResourceType>]) -> Value {
         .into_iter()
         .filter(|(g, _)| !g.is_empty())
         .map(|(g, vs)| {
-            let versions: Vec<Value> = vs
-                .iter()
-                .map(|v| json!({"groupVersion": format!("{g}/{v}"), "version": v}))
-                .collect();
+            let versions: Vec<Value> =
+                vs.iter().map(|v| json!({"groupVersion": format!("{g}/{v}"), "version": v})).collect();
             json!({"name": g, "versions": versions.clone(), "preferredVersion": versions[0]})
         })
         .collect();
@@ -395,10 +222,7 @@ pub fn api_group_list(types: &[Arc<ResourceType>]) -> Value {
 /// `/api/v1`, `/apis/G/V`: the resource list of one group version, or None if not served.
 pub fn api_resource_list(types: &[Arc<ResourceType>], group: &str, version: &str) -> Option<Value> {
     let mut resources = Vec::new();
-    for t in types
-        .iter()
-        .filter(|t| t.group == group && t.version == version)
-    {
+    for t in types.iter().filter(|t| t.group == group && t.version == version) {
         let mut r = json!({"name": t.plural, "singularName": t.singular, "namespaced": t.namespaced,
             "kind": t.kind, "verbs": VERBS});
         if !t.short_names.is_empty() {
@@ -409,35 +233,24 @@ pub fn api_resource_list(types: &[Arc<ResourceType>], group: &str, version: &str
         }
         resources.push(r);
         if t.has_status {
-            resources.push(
-                json!({"name": format!("{}/status", t.plural), "singularName": "",
-                "namespaced": t.namespaced, "kind": t.kind, "verbs": ["get", "patch", "update"]}),
-            );
+            resources.push(json!({"name": format!("{}/status", t.plural), "singularName": "",
+                "namespaced": t.namespaced, "kind": t.kind, "verbs": ["get", "patch", "update"]}));
         }
         if t.has_scale {
-            resources.push(
-                json!({"name": format!("{}/scale", t.plural), "singularName": "",
+            resources.push(json!({"name": format!("{}/scale", t.plural), "singularName": "",
                 "namespaced": t.namespaced, "group": "autoscaling", "version": "v1",
-                "kind": "Scale", "verbs": ["get", "patch", "update"]}),
-            );
+                "kind": "Scale", "verbs": ["get", "patch", "update"]}));
         }
     }
     if resources.is_empty() {
         return None;
     }
-    let gv = if group.is_empty() {
-        version.to_string()
-    } else {
-        format!("{group}/{version}")
-    };
-    Some(
-        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}),
-    )
+    let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
+    Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}))
 }
 
 /// The content type of aggregated discovery responses.
-pub const AGGREGATED_CONTENT_TYPE: &str =
-    "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+pub const AGGREGATED_CONTENT_TYPE: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
 
 /// Aggregated discovery (`apidiscovery.k8s.io/v2`) for `/api` (core only) or `/apis` (the rest).
 pub fn aggregated(types: &[Arc<ResourceType>], core: bool) -> Value {
@@ -452,8 +265,7 @@ pub fn aggregated(types: &[Arc<ResourceType>], core: bool) -> Value {
                         .iter()
                         .filter(|t| t.group == g && &t.version == v)
                         .map(|t| {
-                            let kind =
-                                json!({"group": t.group, "version": t.version, "kind": t.kind});
+                            let kind = json!({"group": t.group, "version": t.version, "kind": t.kind});
                             let mut subs = Vec::new();
                             if t.has_status {
                                 subs.push(json!({"subresource": "status", "responseKind": kind,
@@ -498,11 +310,7 @@ pub fn openapi_v3_index(types: &[Arc<ResourceType>]) -> Value {
     let mut paths = serde_json::Map::new();
     for (g, vs) in groups(types) {
         for v in vs {
-            let key = if g.is_empty() {
-                format!("api/{v}")
-            } else {
-                format!("apis/{g}/{v}")
-            };
+            let key = if g.is_empty() { format!("api/{v}") } else { format!("apis/{g}/{v}") };
             let url = format!("/openapi/v3/{key}?hash=kubesim");
             paths.insert(key, json!({"serverRelativeURL": url}));
         }
@@ -513,18 +321,10 @@ pub fn openapi_v3_index(types: &[Arc<ResourceType>]) -> Value {
 /// `/openapi/v3/api/v1`, `/openapi/v3/apis/G/V`: PATCH operations per resource declaring the
 /// `fieldValidation` parameter (kubectl checks for it to choose server-side validation), and
 /// object schemas that accept any field.
-pub fn openapi_v3_group_version(
-    types: &[Arc<ResourceType>],
-    group: &str,
-    version: &str,
-) -> Option<Value> {
+pub fn openapi_v3_group_version(types: &[Arc<ResourceType>], group: &str, version: &str) -> Option<Value> {
     let mut paths = serde_json::Map::new();
     let mut schemas = serde_json::Map::new();
-    let prefix = if group.is_empty() {
-        format!("/api/{version}")
-    } else {
-        format!("/apis/{group}/{version}")
-    };
+    let prefix = if group.is_empty() { format!("/api/{version}") } else { format!("/apis/{group}/{version}") };
     let params = json!([
         {"name": "dryRun", "in": "query", "schema": {"type": "string"}},
         {"name": "fieldManager", "in": "query", "schema": {"type": "string"}},
@@ -532,10 +332,7 @@ pub fn openapi_v3_group_version(
         {"name": "force", "in": "query", "schema": {"type": "boolean"}}
     ]);
     let mut any = false;
-    for t in types
-        .iter()
-        .filter(|t| t.group == group && t.version == version)
-    {
+    for t in types.iter().filter(|t| t.group == group && t.version == version) {
         any = true;
         let gvk = json!({"group": t.group, "version": t.version, "kind": t.kind});
         let op = |verb: &str| {
@@ -553,17 +350,10 @@ pub fn openapi_v3_group_version(
         } else {
             format!("{prefix}/{}", t.plural)
         };
-        paths.insert(
-            item,
-            json!({"get": op("get"), "put": op("put"), "patch": op("patch"), "delete": op("delete")}),
-        );
+        paths.insert(item, json!({"get": op("get"), "put": op("put"), "patch": op("patch"), "delete": op("delete")}));
         paths.insert(coll, json!({"get": op("list"), "post": op("post")}));
-        let schema_name = format!(
-            "io.kubesim.{}.{}.{}",
-            if t.group.is_empty() { "core" } else { &t.group },
-            t.version,
-            t.kind
-        );
+        let schema_name =
+            format!("io.kubesim.{}.{}.{}", if t.group.is_empty() { "core" } else { &t.group }, t.version, t.kind);
         schemas.insert(
             schema_name,
             json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true,

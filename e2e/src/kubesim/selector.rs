@@ -56,11 +56,7 @@ fn parse_set(s: &str) -> Result<Vec<String>> {
         .strip_prefix('(')
         .and_then(|r| r.strip_suffix(')'))
         .ok_or_else(|| Error::Parse(format!("expected (values) in {s:?}")))?;
-    Ok(inner
-        .split(',')
-        .map(|v| v.trim().to_string())
-        .filter(|v| !v.is_empty())
-        .collect())
+    Ok(inner.split(',').map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).collect())
 }
 
 impl LabelSelector {
@@ -142,11 +138,7 @@ impl FieldSelector {
     /// Whether the object satisfies every requirement.
     pub fn matches(&self, obj: &Value) -> bool {
         self.0.iter().all(|(k, eq, v)| {
-            let ptr = if k == "metadata.name" {
-                "/metadata/name"
-            } else {
-                "/metadata/namespace"
-            };
+            let ptr = if k == "metadata.name" { "/metadata/name" } else { "/metadata/namespace" };
             let actual = obj.pointer(ptr).and_then(Value::as_str).unwrap_or("");
             (actual == v) == *eq
         })
@@ -168,17 +160,12 @@ mod tests {
         assert!(s.matches(&obj(json!({"app": "web"}))));
         assert!(!s.matches(&obj(json!({"app": "web", "tier": "db"}))));
         assert!(!s.matches(&obj(json!({"app": "api"}))));
-        assert!(
-            LabelSelector::parse("app==web")
-                .unwrap()
-                .matches(&obj(json!({"app": "web"})))
-        );
+        assert!(LabelSelector::parse("app==web").unwrap().matches(&obj(json!({"app": "web"}))));
     }
 
     #[test]
     fn set_based_and_existence() {
-        let s =
-            LabelSelector::parse("env in (prod, stage),region notin (us),team,!legacy").unwrap();
+        let s = LabelSelector::parse("env in (prod, stage),region notin (us),team,!legacy").unwrap();
         assert!(s.matches(&obj(json!({"env": "prod", "team": "a"}))));
         assert!(!s.matches(&obj(json!({"env": "dev", "team": "a"}))));
         assert!(!s.matches(&obj(json!({"env": "prod", "team": "a", "region": "us"}))));
@@ -201,10 +188,6 @@ mod tests {
     fn field_selectors() {
         let s = FieldSelector::parse("metadata.name=x,metadata.namespace!=other").unwrap();
         assert!(s.matches(&obj(json!({}))));
-        assert!(
-            !FieldSelector::parse("metadata.name=y")
-                .unwrap()
-                .matches(&obj(json!({})))
-        );
+        assert!(!FieldSelector::parse("metadata.name=y").unwrap().matches(&obj(json!({}))));
     }
 }

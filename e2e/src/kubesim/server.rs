@@ -36,21 +36,14 @@ impl IntoResponse for ApiError {
         let code = StatusCode::from_u16(self.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut r = (code, json_body(&self.to_status())).into_response();
         if let Some(s) = self.retry_after {
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(s));
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
         }
         r
     }
 }
 
 fn json_body(v: &Value) -> impl IntoResponse + use<> {
-    (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
-        v.to_string(),
-    )
+    ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], v.to_string())
 }
 
 fn ok_json(code: StatusCode, v: &Value) -> Response {
@@ -59,12 +52,7 @@ fn ok_json(code: StatusCode, v: &Value) -> Response {
 
 /// Serves one cluster on an already-bound listener until `cancel` fires. In a Refuse-mode
 /// outage the listener is closed and re-bound on the same address afterwards.
-pub async fn serve(
-    listener: TcpListener,
-    tls: Arc<rustls::ServerConfig>,
-    app: Arc<App>,
-    cancel: CancellationToken,
-) {
+pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, app: Arc<App>, cancel: CancellationToken) {
     let router = axum::Router::new().fallback(handle).with_state(app.clone());
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let addr = listener.local_addr().ok();
@@ -141,14 +129,7 @@ enum Route {
     OpenApiV2,
     OpenApiV3Index,
     OpenApiV3(String, String),
-    Resource {
-        group: String,
-        version: String,
-        ns: Option<String>,
-        plural: String,
-        name: Option<String>,
-        sub: String,
-    },
+    Resource { group: String, version: String, ns: Option<String>, plural: String, name: Option<String>, sub: String },
 }
 
 fn route(path: &str) -> Option<Route> {
@@ -186,15 +167,11 @@ fn route(path: &str) -> Option<Route> {
         })
     };
     match rest.as_slice() {
-        [ns_kw, ns, plural]
-            if ns_kw == "namespaces" && plural != "status" && plural != "finalize" =>
-        {
+        [ns_kw, ns, plural] if ns_kw == "namespaces" && plural != "status" && plural != "finalize" => {
             r(Some(ns), plural, None, None)
         }
         [ns_kw, ns, plural, name] if ns_kw == "namespaces" => r(Some(ns), plural, Some(name), None),
-        [ns_kw, ns, plural, name, sub] if ns_kw == "namespaces" => {
-            r(Some(ns), plural, Some(name), Some(sub))
-        }
+        [ns_kw, ns, plural, name, sub] if ns_kw == "namespaces" => r(Some(ns), plural, Some(name), Some(sub)),
         [plural] => r(None, plural, None, None),
         [plural, name] => r(None, plural, Some(name), None),
         [plural, name, sub] => r(None, plural, Some(name), Some(sub)),
@@ -202,13 +179,7 @@ fn route(path: &str) -> Option<Route> {
     }
 }
 
-async fn handle(
-    State(app): State<Arc<App>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+async fn handle(State(app): State<Arc<App>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     let authorized = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -223,29 +194,18 @@ async fn handle(
     }
     match app.state.faults.verdict() {
         Verdict::Unavailable => {
-            return ApiError::new(
-                503,
-                "ServiceUnavailable",
-                "the server is currently unable to handle the request",
-            )
-            .into_response();
+            return ApiError::new(503, "ServiceUnavailable", "the server is currently unable to handle the request")
+                .into_response();
         }
         Verdict::Fail(latency, kind) => {
             tokio::time::sleep(latency).await;
             return match kind {
-                ErrorKind::Internal => ApiError::new(
-                    500,
-                    "InternalError",
-                    "Internal error occurred: injected fault",
-                )
-                .into_response(),
+                ErrorKind::Internal => {
+                    ApiError::new(500, "InternalError", "Internal error occurred: injected fault").into_response()
+                }
                 ErrorKind::TooManyRequests => {
-                    let mut e = ApiError::new(
-                        429,
-                        "TooManyRequests",
-                        "Too many requests, please try again later.",
-                    );
-                    e.details = Some(json!({"retryAfterSeconds": 1}));
+                    let mut e = ApiError::new(429, "TooManyRequests", "Too many requests, please try again later.");
+                    e.details = Some(Box::new(json!({"retryAfterSeconds": 1})));
                     e.retry_after = Some(1);
                     e.into_response()
                 }
@@ -264,20 +224,10 @@ async fn handle(
 }
 
 fn accept(headers: &HeaderMap) -> String {
-    headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string()
+    headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("").to_string()
 }
 
-fn dispatch(
-    app: &Arc<App>,
-    method: &Method,
-    uri: &Uri,
-    headers: &HeaderMap,
-    body: &Bytes,
-) -> Result<Response> {
+fn dispatch(app: &Arc<App>, method: &Method, uri: &Uri, headers: &HeaderMap, body: &Bytes) -> Result<Response> {
     let Some(route) = route(uri.path()) else {
         return Err(ApiError::path_not_found());
     };
@@ -297,16 +247,10 @@ fn dispatch(
         Route::ApiRoot | Route::ApisRoot if aggregated => {
             let doc = resources::aggregated(&types, route == Route::ApiRoot);
             let mut r = (StatusCode::OK, doc.to_string()).into_response();
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static(resources::AGGREGATED_CONTENT_TYPE),
-            );
+            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(resources::AGGREGATED_CONTENT_TYPE));
             Ok(r)
         }
-        Route::ApiRoot => Ok(ok_json(
-            StatusCode::OK,
-            &resources::api_versions(&app.server_addr),
-        )),
+        Route::ApiRoot => Ok(ok_json(StatusCode::OK, &resources::api_versions(&app.server_addr))),
         Route::ApisRoot => Ok(ok_json(StatusCode::OK, &resources::api_group_list(&types))),
         Route::Group(g) => {
             let list = resources::api_group_list(&types);
@@ -324,29 +268,17 @@ fn dispatch(
             .map(|d| ok_json(StatusCode::OK, &d))
             .ok_or_else(ApiError::path_not_found),
         Route::OpenApiV2 => Err(ApiError::path_not_found()),
-        Route::OpenApiV3Index => Ok(ok_json(
-            StatusCode::OK,
-            &resources::openapi_v3_index(&types),
-        )),
+        Route::OpenApiV3Index => Ok(ok_json(StatusCode::OK, &resources::openapi_v3_index(&types))),
         Route::OpenApiV3(g, v) => resources::openapi_v3_group_version(&types, &g, &v)
             .map(|d| ok_json(StatusCode::OK, &d))
             .ok_or_else(ApiError::path_not_found),
-        Route::Resource {
-            group,
-            version,
-            ns,
-            plural,
-            name,
-            sub,
-        } => {
+        Route::Resource { group, version, ns, plural, name, sub } => {
             let rt = types
                 .iter()
                 .find(|t| t.group == group && t.version == version && t.plural == plural)
                 .cloned()
                 .ok_or_else(ApiError::path_not_found)?;
-            let q: HashMap<String, String> = Query::try_from_uri(uri)
-                .map(|Query(q)| q)
-                .unwrap_or_default();
+            let q: HashMap<String, String> = Query::try_from_uri(uri).map(|Query(q)| q).unwrap_or_default();
             resource(app, rt, ns, name, sub, method, &q, headers, body, &accept)
         }
     }
@@ -395,17 +327,9 @@ fn admin(app: &Arc<App>, method: &Method, path: &str, body: &Bytes) -> Result<Re
                 .get("replicas")
                 .and_then(Value::as_i64)
                 .ok_or_else(|| ApiError::bad_request("replicas is required"))?;
-            let rt = app
-                .state
-                .resolve("apps", "v1", "deployments")
-                .ok_or_else(ApiError::path_not_found)?;
-            let opts = WriteOptions {
-                manager: "kube-controller-manager".into(),
-                ..Default::default()
-            };
-            let scale =
-                app.state
-                    .set_scale(&rt, Some(s("namespace")), s("name"), replicas, &opts)?;
+            let rt = app.state.resolve("apps", "v1", "deployments").ok_or_else(ApiError::path_not_found)?;
+            let opts = WriteOptions { manager: "kube-controller-manager".into(), ..Default::default() };
+            let scale = app.state.set_scale(&rt, Some(s("namespace")), s("name"), replicas, &opts)?;
             Ok(ok_json(StatusCode::OK, &scale))
         }
         _ => Err(ApiError::path_not_found()),
@@ -421,8 +345,7 @@ fn parse_body(body: &Bytes) -> Result<Value> {
     }
     let text = std::str::from_utf8(body)
         .map_err(|_| ApiError::bad_request("the request body is neither JSON nor YAML text"))?;
-    serde_saphyr::from_str::<Value>(text)
-        .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))
+    serde_saphyr::from_str::<Value>(text).map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))
 }
 
 fn list_options(q: &HashMap<String, String>) -> Result<ListOptions> {
@@ -464,27 +387,15 @@ fn resource(
         return Err(ApiError::path_not_found());
     }
     let ns = ns.as_deref();
-    let table_include = accept.contains("as=Table").then(|| {
-        q.get("includeObject")
-            .cloned()
-            .unwrap_or_else(|| "Metadata".into())
-    });
-    let user_agent = headers
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
+    let table_include =
+        accept.contains("as=Table").then(|| q.get("includeObject").cloned().unwrap_or_else(|| "Metadata".into()));
+    let user_agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("");
     let opts = WriteOptions {
-        manager: q
-            .get("fieldManager")
-            .cloned()
-            .unwrap_or_else(|| manager_from_user_agent(user_agent)),
+        manager: q.get("fieldManager").cloned().unwrap_or_else(|| manager_from_user_agent(user_agent)),
         dry_run: q.get("dryRun").is_some_and(|v| v == "All"),
         force: truthy(q, "force"),
     };
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("application/json");
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json");
     if content_type.contains("protobuf") || content_type.contains("cbor") {
         return Err(ApiError::new(
             415,
@@ -504,38 +415,20 @@ fn resource(
                 let params = watch::WatchParams {
                     resource_version: q.get("resourceVersion").cloned().unwrap_or_default(),
                     bookmarks: truthy(q, "allowWatchBookmarks"),
-                    timeout: q
-                        .get("timeoutSeconds")
-                        .and_then(|t| t.parse().ok())
-                        .map(Duration::from_secs),
+                    timeout: q.get("timeoutSeconds").and_then(|t| t.parse().ok()).map(Duration::from_secs),
                     send_initial_events: truthy(q, "sendInitialEvents"),
                     table: table_include,
                 };
-                let body = watch::start(
-                    state.clone(),
-                    rt,
-                    ns.map(str::to_string),
-                    lo,
-                    params,
-                    app.cancel.clone(),
-                )?;
+                let body = watch::start(state.clone(), rt, ns.map(str::to_string), lo, params, app.cancel.clone())?;
                 let mut r = Response::new(body);
-                r.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json"),
-                );
+                r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
                 return Ok(r);
             }
             let list = state.list(&rt, ns, &lo)?;
             match table_include {
                 Some(inc) => {
                     let items = list["items"].as_array().cloned().unwrap_or_default();
-                    Ok(ok(&table::table(
-                        &rt,
-                        &items,
-                        list["metadata"].clone(),
-                        &inc,
-                    )))
+                    Ok(ok(&table::table(&rt, &items, list["metadata"].clone(), &inc)))
                 }
                 None => Ok(ok(&list)),
             }
@@ -595,41 +488,25 @@ fn resource(
                         .map_err(|e| ApiError::new(422, "Invalid", e.to_string()))?,
                     _ => super::patch::merge_patch(&mut scale, &b),
                 }
-                let replicas = scale
-                    .pointer("/spec/replicas")
-                    .and_then(Value::as_i64)
-                    .unwrap_or(1);
+                let replicas = scale.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1);
                 return Ok(ok(&state.set_scale(&rt, ns, &name, replicas, &opts)?));
             }
             let existed = state.get(&rt, ns, &name).is_ok();
             let out = state.patch(&rt, ns, &name, kind, b, &sub, &opts)?;
-            if kind == PatchType::Apply && !existed {
-                Ok(created(&out))
-            } else {
-                Ok(ok(&out))
-            }
+            if kind == PatchType::Apply && !existed { Ok(created(&out)) } else { Ok(ok(&out)) }
         }
         (Method::DELETE, name) => {
             let b = parse_body(body)?;
-            let policy = q.get("propagationPolicy").cloned().or_else(|| {
-                b.get("propagationPolicy")
-                    .and_then(Value::as_str)
-                    .map(str::to_string)
-            });
-            let orphan = policy.as_deref() == Some("Orphan")
-                || b.get("orphanDependents") == Some(&json!(true));
-            let dry_run = opts.dry_run
-                || b.get("dryRun")
-                    .and_then(Value::as_array)
-                    .is_some_and(|a| a.iter().any(|x| x == "All"));
+            let policy = q
+                .get("propagationPolicy")
+                .cloned()
+                .or_else(|| b.get("propagationPolicy").and_then(Value::as_str).map(str::to_string));
+            let orphan = policy.as_deref() == Some("Orphan") || b.get("orphanDependents") == Some(&json!(true));
+            let dry_run =
+                opts.dry_run || b.get("dryRun").and_then(Value::as_array).is_some_and(|a| a.iter().any(|x| x == "All"));
             match name {
                 Some(name) => Ok(ok(&state.delete(&rt, ns, &name, dry_run, orphan)?)),
-                None => Ok(ok(&state.delete_collection(
-                    &rt,
-                    ns,
-                    &list_options(q)?,
-                    dry_run,
-                )?)),
+                None => Ok(ok(&state.delete_collection(&rt, ns, &list_options(q)?, dry_run)?)),
             }
         }
         (m, _) => Err(ApiError::method_not_allowed(format!(
@@ -644,10 +521,7 @@ mod tests {
 
     #[test]
     fn routes() {
-        assert_eq!(
-            route("/api/v1"),
-            Some(Route::GroupVersion("".into(), "v1".into()))
-        );
+        assert_eq!(route("/api/v1"), Some(Route::GroupVersion("".into(), "v1".into())));
         assert_eq!(
             route("/api/v1/namespaces/default/configmaps/x"),
             Some(Route::Resource {

@@ -21,16 +21,10 @@ fn int(v: Option<&Value>, default: i64) -> i64 {
 /// A condition, keeping the old transition time when its status did not change.
 fn condition(old: &Value, ty: &str, status: &str, reason: &str, message: &str) -> Value {
     let now = now_rfc3339();
-    let prev = old
-        .pointer("/status/conditions")
-        .and_then(Value::as_array)
-        .and_then(|cs| cs.iter().find(|c| c["type"] == ty));
+    let prev =
+        old.pointer("/status/conditions").and_then(Value::as_array).and_then(|cs| cs.iter().find(|c| c["type"] == ty));
     let same = prev.is_some_and(|p| p["status"] == status && p["reason"] == reason);
-    let keep = |k: &str| {
-        prev.filter(|_| same)
-            .and_then(|p| p.get(k).cloned())
-            .unwrap_or_else(|| json!(now))
-    };
+    let keep = |k: &str| prev.filter(|_| same).and_then(|p| p.get(k).cloned()).unwrap_or_else(|| json!(now));
     let mut c = Map::new();
     c.insert("type".into(), json!(ty));
     c.insert("status".into(), json!(status));
@@ -66,12 +60,7 @@ pub fn ready_status(rt: &ResourceType, obj: &Value) -> Option<Value> {
             s.insert("observedGeneration".into(), json!(generation));
             counters(
                 &mut s,
-                &[
-                    ("replicas", n),
-                    ("updatedReplicas", n),
-                    ("readyReplicas", n),
-                    ("availableReplicas", n),
-                ],
+                &[("replicas", n), ("updatedReplicas", n), ("readyReplicas", n), ("availableReplicas", n)],
             );
             s.insert(
                 "conditions".into(),
@@ -102,12 +91,7 @@ pub fn ready_status(rt: &ResourceType, obj: &Value) -> Option<Value> {
             s.insert("replicas".into(), json!(n));
             counters(
                 &mut s,
-                &[
-                    ("readyReplicas", n),
-                    ("currentReplicas", n),
-                    ("updatedReplicas", n),
-                    ("availableReplicas", n),
-                ],
+                &[("readyReplicas", n), ("currentReplicas", n), ("updatedReplicas", n), ("availableReplicas", n)],
             );
             s.insert("currentRevision".into(), json!(rev));
             s.insert("updateRevision".into(), json!(rev));
@@ -116,11 +100,9 @@ pub fn ready_status(rt: &ResourceType, obj: &Value) -> Option<Value> {
         }
         ("apps", "DaemonSet") => {
             let n = 1;
-            Some(
-                json!({"currentNumberScheduled": n, "desiredNumberScheduled": n,
+            Some(json!({"currentNumberScheduled": n, "desiredNumberScheduled": n,
                 "numberAvailable": n, "numberMisscheduled": 0, "numberReady": n,
-                "observedGeneration": generation, "updatedNumberScheduled": n}),
-            )
+                "observedGeneration": generation, "updatedNumberScheduled": n}))
         }
         ("batch", "Job") => {
             if obj.pointer("/spec/suspend") == Some(&json!(true)) {
@@ -128,14 +110,8 @@ pub fn ready_status(rt: &ResourceType, obj: &Value) -> Option<Value> {
             }
             let completions = int(obj.pointer("/spec/completions"), 1);
             let now = now_rfc3339();
-            let start = obj
-                .pointer("/status/startTime")
-                .cloned()
-                .unwrap_or_else(|| json!(now));
-            let done = obj
-                .pointer("/status/completionTime")
-                .cloned()
-                .unwrap_or_else(|| json!(now));
+            let start = obj.pointer("/status/startTime").cloned().unwrap_or_else(|| json!(now));
+            let done = obj.pointer("/status/completionTime").cloned().unwrap_or_else(|| json!(now));
             Some(json!({
                 "conditions": [
                     condition(obj, "SuccessCriteriaMet", "True", "CompletionsReached",
@@ -148,21 +124,12 @@ pub fn ready_status(rt: &ResourceType, obj: &Value) -> Option<Value> {
             }))
         }
         ("", "PersistentVolumeClaim") => {
-            let storage = obj
-                .pointer("/spec/resources/requests/storage")
-                .cloned()
-                .unwrap_or(json!("1Gi"));
-            let modes = obj
-                .pointer("/spec/accessModes")
-                .cloned()
-                .unwrap_or(json!(["ReadWriteOnce"]));
+            let storage = obj.pointer("/spec/resources/requests/storage").cloned().unwrap_or(json!("1Gi"));
+            let modes = obj.pointer("/spec/accessModes").cloned().unwrap_or(json!(["ReadWriteOnce"]));
             Some(json!({"accessModes": modes, "capacity": {"storage": storage}, "phase": "Bound"}))
         }
         ("", "Pod") => {
-            let start = obj
-                .pointer("/status/startTime")
-                .cloned()
-                .unwrap_or_else(|| json!(now_rfc3339()));
+            let start = obj.pointer("/status/startTime").cloned().unwrap_or_else(|| json!(now_rfc3339()));
             Some(json!({
                 "conditions": [
                     condition(obj, "PodReadyToStartContainers", "True", "", ""),
@@ -187,9 +154,7 @@ pub async fn run(state: Arc<ClusterState>, cancel: CancellationToken) {
         for key in &due {
             state.progress_status(key);
         }
-        let wait = next
-            .map(|t| t.saturating_duration_since(Instant::now()))
-            .unwrap_or(Duration::from_secs(3600));
+        let wait = next.map(|t| t.saturating_duration_since(Instant::now())).unwrap_or(Duration::from_secs(3600));
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = state.status_notify.notified() => {}

@@ -14,7 +14,7 @@ pub struct ApiError {
     /// Human-readable message, worded like the real API server's.
     pub message: String,
     /// `details` (name, group, kind, causes…), if any.
-    pub details: Option<Value>,
+    pub details: Option<Box<Value>>,
     /// Seconds for a `Retry-After` header (429 responses).
     pub retry_after: Option<u64>,
 }
@@ -25,13 +25,7 @@ pub type Result<T, E = ApiError> = std::result::Result<T, E>;
 impl ApiError {
     /// A bare error with code, reason and message.
     pub fn new(code: u16, reason: &str, message: impl Into<String>) -> ApiError {
-        ApiError {
-            code,
-            reason: reason.into(),
-            message: message.into(),
-            details: None,
-            retry_after: None,
-        }
+        ApiError { code, reason: reason.into(), message: message.into(), details: None, retry_after: None }
     }
 
     fn with_details(mut self, rt: &ResourceType, name: &str) -> ApiError {
@@ -39,35 +33,26 @@ impl ApiError {
         if !rt.group.is_empty() {
             d["group"] = json!(rt.group);
         }
-        self.details = Some(d);
+        self.details = Some(Box::new(d));
         self
     }
 
     /// `deployments.apps "web" not found`.
     pub fn not_found(rt: &ResourceType, name: &str) -> ApiError {
-        ApiError::new(
-            404,
-            "NotFound",
-            format!("{} \"{name}\" not found", rt.qualified()),
-        )
-        .with_details(rt, name)
+        ApiError::new(404, "NotFound", format!("{} \"{name}\" not found", rt.qualified())).with_details(rt, name)
     }
 
     /// `namespaces "x" not found` when creating into a missing namespace.
     pub fn namespace_not_found(ns: &str) -> ApiError {
         let mut e = ApiError::new(404, "NotFound", format!("namespaces \"{ns}\" not found"));
-        e.details = Some(json!({"name": ns, "kind": "namespaces"}));
+        e.details = Some(Box::new(json!({"name": ns, "kind": "namespaces"})));
         e
     }
 
     /// `deployments.apps "web" already exists`.
     pub fn already_exists(rt: &ResourceType, name: &str) -> ApiError {
-        ApiError::new(
-            409,
-            "AlreadyExists",
-            format!("{} \"{name}\" already exists", rt.qualified()),
-        )
-        .with_details(rt, name)
+        ApiError::new(409, "AlreadyExists", format!("{} \"{name}\" already exists", rt.qualified()))
+            .with_details(rt, name)
     }
 
     /// The optimistic-concurrency conflict of a stale resourceVersion.
@@ -86,17 +71,9 @@ impl ApiError {
 
     /// 422 Invalid: `Deployment.apps "web" is invalid: <what>`.
     pub fn invalid(rt: &ResourceType, name: &str, what: &str) -> ApiError {
-        let kind = if rt.group.is_empty() {
-            rt.kind.clone()
-        } else {
-            format!("{}.{}", rt.kind, rt.group)
-        };
-        let mut e = ApiError::new(
-            422,
-            "Invalid",
-            format!("{kind} \"{name}\" is invalid: {what}"),
-        );
-        e.details = Some(json!({"name": name, "group": rt.group, "kind": rt.kind}));
+        let kind = if rt.group.is_empty() { rt.kind.clone() } else { format!("{}.{}", rt.kind, rt.group) };
+        let mut e = ApiError::new(422, "Invalid", format!("{kind} \"{name}\" is invalid: {what}"));
+        e.details = Some(Box::new(json!({"name": name, "group": rt.group, "kind": rt.kind})));
         e
     }
 
@@ -117,11 +94,7 @@ impl ApiError {
 
     /// 404 for paths that serve nothing.
     pub fn path_not_found() -> ApiError {
-        ApiError::new(
-            404,
-            "NotFound",
-            "the server could not find the requested resource",
-        )
+        ApiError::new(404, "NotFound", "the server could not find the requested resource")
     }
 
     /// The `Status` body.
@@ -129,7 +102,7 @@ impl ApiError {
         let mut s = json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
             "status": "Failure", "message": self.message, "reason": self.reason});
         if let Some(d) = &self.details {
-            s["details"] = d.clone();
+            s["details"] = (**d).clone();
         }
         s["code"] = json!(self.code);
         s

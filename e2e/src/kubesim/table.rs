@@ -32,12 +32,7 @@ fn columns(rt: &ResourceType) -> Vec<Value> {
         ],
         "Namespace" => vec![name, col("Status", "string", "", 0), age],
         "ConfigMap" => vec![name, col("Data", "integer", "", 0), age],
-        "Secret" => vec![
-            name,
-            col("Type", "string", "", 0),
-            col("Data", "integer", "", 0),
-            age,
-        ],
+        "Secret" => vec![name, col("Type", "string", "", 0), col("Data", "integer", "", 0), age],
         "Pod" => vec![
             name,
             col("Ready", "string", "", 0),
@@ -45,12 +40,7 @@ fn columns(rt: &ResourceType) -> Vec<Value> {
             col("Restarts", "string", "", 0),
             age,
         ],
-        "Job" => vec![
-            name,
-            col("Status", "string", "", 0),
-            col("Completions", "string", "", 0),
-            age,
-        ],
+        "Job" => vec![name, col("Status", "string", "", 0), col("Completions", "string", "", 0), age],
         "PersistentVolumeClaim" => vec![name, col("Status", "string", "", 0), age],
         "CustomResourceDefinition" => vec![name, col("Created At", "date", "", 0)],
         _ => vec![name, age],
@@ -59,9 +49,7 @@ fn columns(rt: &ResourceType) -> Vec<Value> {
 
 /// Kubernetes' short human durations: `45s`, `3m12s`, `5h`, `2d3h`…
 pub fn human_age(created: &str) -> String {
-    let Ok(t) =
-        time::OffsetDateTime::parse(created, &time::format_description::well_known::Rfc3339)
-    else {
+    let Ok(t) = time::OffsetDateTime::parse(created, &time::format_description::well_known::Rfc3339) else {
         return "<unknown>".into();
     };
     let s = (time::OffsetDateTime::now_utc() - t).whole_seconds().max(0);
@@ -87,32 +75,17 @@ fn cells(rt: &ResourceType, o: &Value) -> Vec<Value> {
     let p = |ptr: &str| o.pointer(ptr).cloned().unwrap_or(Value::Null);
     let i = |ptr: &str| o.pointer(ptr).and_then(Value::as_i64).unwrap_or(0);
     let name = p("/metadata/name");
-    let created = o
-        .pointer("/metadata/creationTimestamp")
-        .and_then(Value::as_str)
-        .unwrap_or("");
+    let created = o.pointer("/metadata/creationTimestamp").and_then(Value::as_str).unwrap_or("");
     let age = json!(human_age(created));
-    let count = |ptr: &str| {
-        o.pointer(ptr)
-            .and_then(Value::as_object)
-            .map_or(0, |m| m.len())
-    };
+    let count = |ptr: &str| o.pointer(ptr).and_then(Value::as_object).map_or(0, |m| m.len());
     match rt.kind.as_str() {
         "Deployment" => {
-            let cs = o
-                .pointer("/spec/template/spec/containers")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
+            let cs = o.pointer("/spec/template/spec/containers").and_then(Value::as_array).cloned().unwrap_or_default();
             let names: Vec<&str> = cs.iter().filter_map(|c| c["name"].as_str()).collect();
             let images: Vec<&str> = cs.iter().filter_map(|c| c["image"].as_str()).collect();
             vec![
                 name,
-                json!(format!(
-                    "{}/{}",
-                    i("/status/readyReplicas"),
-                    i("/spec/replicas")
-                )),
+                json!(format!("{}/{}", i("/status/readyReplicas"), i("/spec/replicas"))),
                 json!(i("/status/updatedReplicas")),
                 json!(i("/status/availableReplicas")),
                 age,
@@ -120,29 +93,13 @@ fn cells(rt: &ResourceType, o: &Value) -> Vec<Value> {
                 json!(images.join(",")),
             ]
         }
-        "StatefulSet" => vec![
-            name,
-            json!(format!(
-                "{}/{}",
-                i("/status/readyReplicas"),
-                i("/spec/replicas")
-            )),
-            age,
-        ],
+        "StatefulSet" => vec![name, json!(format!("{}/{}", i("/status/readyReplicas"), i("/spec/replicas"))), age],
         "Service" => {
             let ports: Vec<String> = o
                 .pointer("/spec/ports")
                 .and_then(Value::as_array)
                 .map(|ps| {
-                    ps.iter()
-                        .map(|pt| {
-                            format!(
-                                "{}/{}",
-                                pt["port"],
-                                pt["protocol"].as_str().unwrap_or("TCP")
-                            )
-                        })
-                        .collect()
+                    ps.iter().map(|pt| format!("{}/{}", pt["port"], pt["protocol"].as_str().unwrap_or("TCP"))).collect()
                 })
                 .unwrap_or_default();
             vec![
@@ -150,11 +107,7 @@ fn cells(rt: &ResourceType, o: &Value) -> Vec<Value> {
                 p("/spec/type"),
                 p("/spec/clusterIP"),
                 json!("<none>"),
-                json!(if ports.is_empty() {
-                    "<none>".into()
-                } else {
-                    ports.join(",")
-                }),
+                json!(if ports.is_empty() { "<none>".into() } else { ports.join(",") }),
                 age,
             ]
         }
@@ -162,29 +115,19 @@ fn cells(rt: &ResourceType, o: &Value) -> Vec<Value> {
         "ConfigMap" => vec![name, json!(count("/data") + count("/binaryData")), age],
         "Secret" => vec![name, p("/type"), json!(count("/data")), age],
         "Pod" => {
-            let n = o
-                .pointer("/spec/containers")
-                .and_then(Value::as_array)
-                .map_or(0, Vec::len);
+            let n = o.pointer("/spec/containers").and_then(Value::as_array).map_or(0, Vec::len);
             let running = o.pointer("/status/phase") == Some(&json!("Running"));
             vec![
                 name,
                 json!(format!("{}/{n}", if running { n } else { 0 })),
-                json!(
-                    o.pointer("/status/phase")
-                        .and_then(Value::as_str)
-                        .unwrap_or("Pending")
-                ),
+                json!(o.pointer("/status/phase").and_then(Value::as_str).unwrap_or("Pending")),
                 json!("0"),
                 age,
             ]
         }
         "Job" => {
             let done = i("/status/succeeded");
-            let total = o
-                .pointer("/spec/completions")
-                .and_then(Value::as_i64)
-                .unwrap_or(1);
+            let total = o.pointer("/spec/completions").and_then(Value::as_i64).unwrap_or(1);
             let status = if done >= total { "Complete" } else { "Running" };
             vec![name, json!(status), json!(format!("{done}/{total}")), age]
         }
@@ -224,11 +167,7 @@ mod tests {
     #[test]
     fn ages_read_like_kubectl() {
         let t = time::OffsetDateTime::now_utc() - time::Duration::seconds(200);
-        let s = t
-            .replace_nanosecond(0)
-            .unwrap()
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap();
+        let s = t.replace_nanosecond(0).unwrap().format(&time::format_description::well_known::Rfc3339).unwrap();
         assert_eq!(human_age(&s), "3m20s");
     }
 }

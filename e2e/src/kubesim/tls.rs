@@ -44,20 +44,12 @@ pub struct ClusterPki {
 
 /// Creates a CA, a serving certificate and a token for `cluster`.
 pub fn cluster_pki(cluster: &str) -> Result<ClusterPki> {
-    let cert_err = |source| Error::Cert {
-        cluster: cluster.to_string(),
-        source,
-    };
+    let cert_err = |source| Error::Cert { cluster: cluster.to_string(), source };
     let ca_key = KeyPair::generate().map_err(cert_err)?;
     let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(cert_err)?;
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(DnType::CommonName, format!("kubesim-ca-{cluster}"));
-    ca.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
+    ca.distinguished_name.push(DnType::CommonName, format!("kubesim-ca-{cluster}"));
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
     let ca_cert = ca.self_signed(&ca_key).map_err(cert_err)?;
     let issuer = Issuer::new(ca, ca_key);
 
@@ -68,37 +60,22 @@ pub fn cluster_pki(cluster: &str) -> Result<ClusterPki> {
         "kubernetes.default.svc".to_string(),
     ])
     .map_err(cert_err)?;
-    srv.distinguished_name
-        .push(DnType::CommonName, "kube-apiserver");
+    srv.distinguished_name.push(DnType::CommonName, "kube-apiserver");
     let srv_cert = srv.signed_by(&srv_key, &issuer).map_err(cert_err)?;
 
-    let chain = vec![
-        CertificateDer::from(srv_cert.der().to_vec()),
-        CertificateDer::from(ca_cert.der().to_vec()),
-    ];
+    let chain = vec![CertificateDer::from(srv_cert.der().to_vec()), CertificateDer::from(ca_cert.der().to_vec())];
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(srv_key.serialize_der()));
-    let rustls_err = |source| Error::Rustls {
-        cluster: cluster.to_string(),
-        source,
-    };
+    let rustls_err = |source| Error::Rustls { cluster: cluster.to_string(), source };
     // An explicit ring provider: library users need not install a process-wide default.
-    let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(rustls_err)?
-    .with_no_client_auth()
-    .with_single_cert(chain, key)
-    .map_err(rustls_err)?;
+    let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(rustls_err)?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(rustls_err)?;
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let token: String = (0..32)
-        .map(|_| format!("{:02x}", rand::random::<u8>()))
-        .collect();
-    Ok(ClusterPki {
-        ca_pem: ca_cert.pem(),
-        token,
-        server_config: Arc::new(cfg),
-    })
+    let token: String = (0..32).map(|_| format!("{:02x}", rand::random::<u8>())).collect();
+    Ok(ClusterPki { ca_pem: ca_cert.pem(), token, server_config: Arc::new(cfg) })
 }
 
 /// A kubeconfig with one cluster, user and context, all named after the cluster.

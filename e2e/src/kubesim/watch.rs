@@ -37,10 +37,8 @@ struct Filter {
 
 impl Filter {
     fn matches_obj(&self, o: &Value) -> bool {
-        let ns_ok = self
-            .ns
-            .as_deref()
-            .is_none_or(|ns| o.pointer("/metadata/namespace").and_then(Value::as_str) == Some(ns));
+        let ns_ok =
+            self.ns.as_deref().is_none_or(|ns| o.pointer("/metadata/namespace").and_then(Value::as_str) == Some(ns));
         ns_ok && self.opts.labels.matches(o) && self.opts.fields.matches(o)
     }
 
@@ -96,23 +94,10 @@ pub fn start(
         let current = inner.rv;
         let from = match params.resource_version.as_str() {
             "" | "0" => None,
-            s => Some(
-                s.parse::<u64>()
-                    .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {s:?}")))?,
-            ),
+            s => Some(s.parse::<u64>().map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {s:?}")))?),
         };
-        if params.send_initial_events || from.is_none() {
-            for o in ClusterState::objects_of(&inner, &filter.rt, filter.ns.as_deref()) {
-                if filter.matches_obj(&o) {
-                    initial.push(line("ADDED", render(&o)));
-                }
-            }
-            if params.send_initial_events {
-                initial.push(line("BOOKMARK", bookmark(&filter.rt, current, true)));
-            }
-            (rx, current)
-        } else {
-            let from = from.expect("checked");
+        let resume = from.filter(|_| !params.send_initial_events);
+        if let Some(from) = resume {
             match ClusterState::events_since(&inner, from) {
                 Some(evs) => {
                     for ev in evs {
@@ -123,15 +108,22 @@ pub fn start(
                     (rx, current)
                 }
                 None => {
-                    let status = ApiError::gone(format!(
-                        "too old resource version: {from} ({})",
-                        inner.evicted_rv + 1
-                    ))
-                    .to_status();
+                    let status = ApiError::gone(format!("too old resource version: {from} ({})", inner.evicted_rv + 1))
+                        .to_status();
                     let body = line("ERROR", status);
                     return Ok(Body::from(body));
                 }
             }
+        } else {
+            for o in ClusterState::objects_of(&inner, &filter.rt, filter.ns.as_deref()) {
+                if filter.matches_obj(&o) {
+                    initial.push(line("ADDED", render(&o)));
+                }
+            }
+            if params.send_initial_events {
+                initial.push(line("BOOKMARK", bookmark(&filter.rt, current, true)));
+            }
+            (rx, current)
         }
     };
 

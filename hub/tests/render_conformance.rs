@@ -5,6 +5,8 @@
 //! directory is `<case>/overlay` when it exists, else `<case>` itself. A case holding
 //! `expect-error.txt` must fail in both; our message must contain that file's text (the
 //! path of the file at fault). Expected output is never stored: kubectl is the oracle.
+//! Documents are compared as parsed values first; then [`to_yaml`]'s text must equal
+//! kubectl's byte for byte.
 //!
 //! kubectl comes from `CONVOY_KUBECTL`, else `e2e/.venv/bin/kubectl` (installed by
 //! `bash e2e/test.sh`), else `kubectl` on PATH; it must embed kustomize v5.
@@ -47,8 +49,8 @@ fn check_kubectl(k: &Path) {
 }
 
 fn parse_stream(text: &str) -> Vec<Value> {
-    let docs: Vec<Value> = serde_saphyr::from_multiple(text)
-        .unwrap_or_else(|e| panic!("cannot parse YAML stream: {e}\n{text}"));
+    let docs: Vec<Value> =
+        serde_saphyr::from_multiple(text).unwrap_or_else(|e| panic!("cannot parse YAML stream: {e}\n{text}"));
     docs.into_iter().filter(|d| !d.is_null()).collect()
 }
 
@@ -64,11 +66,9 @@ fn first_diff(a: &Value, b: &Value, path: &str) -> Option<String> {
                 (p, q) => Some(format!("{path}.{k}: kubectl={p:?} ours={q:?}")),
             })
         }
-        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => x
-            .iter()
-            .zip(y)
-            .enumerate()
-            .find_map(|(i, (p, q))| first_diff(p, q, &format!("{path}[{i}]"))),
+        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => {
+            x.iter().zip(y).enumerate().find_map(|(i, (p, q))| first_diff(p, q, &format!("{path}[{i}]")))
+        }
         _ if a == b => None,
         _ => Some(format!("{path}: kubectl={a} ours={b}")),
     }
@@ -77,11 +77,7 @@ fn first_diff(a: &Value, b: &Value, path: &str) -> Option<String> {
 fn run_case(name: &str) {
     let case = cases_dir().join(name);
     assert!(case.is_dir(), "case directory {} missing", case.display());
-    let entry_rel = if case.join("overlay").is_dir() {
-        PathBuf::from("overlay")
-    } else {
-        PathBuf::from("")
-    };
+    let entry_rel = if case.join("overlay").is_dir() { PathBuf::from("overlay") } else { PathBuf::from("") };
     let entry = case.join(&entry_rel);
     let k = kubectl();
     check_kubectl(&k);
@@ -116,26 +112,17 @@ fn run_case(name: &str) {
         return;
     }
 
-    assert!(
-        out.status.success(),
-        "[{name}] kubectl kustomize failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "[{name}] kubectl kustomize failed: {}", String::from_utf8_lossy(&out.stderr));
     let want = parse_stream(&String::from_utf8_lossy(&out.stdout));
     let got = ours.unwrap_or_else(|e| panic!("[{name}] our render failed: {e}"));
     // Compare what we print, so the printer is checked too.
     let printed = to_yaml(&got);
     let got_printed = parse_stream(&printed);
-    assert_eq!(
-        got, got_printed,
-        "[{name}] to_yaml does not round-trip:\n{printed}"
-    );
+    assert_eq!(got, got_printed, "[{name}] to_yaml does not round-trip:\n{printed}");
     let mut problems = Vec::new();
     if want.len() != got.len() {
         let ids = |v: &[Value]| -> Vec<String> {
-            v.iter()
-                .map(|d| format!("{}/{}", d["kind"], d["metadata"]["name"]))
-                .collect()
+            v.iter().map(|d| format!("{}/{}", d["kind"], d["metadata"]["name"])).collect()
         };
         problems.push(format!(
             "document count differs: kubectl {} {:?}, ours {} {:?}",
@@ -156,6 +143,21 @@ fn run_case(name: &str) {
         }
     }
     assert!(problems.is_empty(), "[{name}] {}", problems.join("\n"));
+    // Same objects; the printer should also produce kubectl's exact bytes.
+    let theirs = String::from_utf8_lossy(&out.stdout);
+    if printed != theirs {
+        let line = printed
+            .lines()
+            .zip(theirs.lines())
+            .position(|(a, b)| a != b)
+            .unwrap_or(printed.lines().count().min(theirs.lines().count()));
+        panic!(
+            "[{name}] same objects but to_yaml differs from kubectl's text at line {}:\n kubectl: {:?}\n ours:    {:?}",
+            line + 1,
+            theirs.lines().nth(line),
+            printed.lines().nth(line)
+        );
+    }
 }
 
 macro_rules! cases {

@@ -191,9 +191,44 @@ fn write_str(out: &mut String, s: &str, ind: usize, is_key: bool) {
         return;
     }
     if plain_ok(s) {
-        out.push_str(s);
+        write_folding(out, s, ind, !is_key, false);
+    } else if !reads_as_other_type(s) && !s.chars().any(|c| c.is_control() || c == '\u{feff}') {
+        out.push('\'');
+        write_folding(out, &s.replace('\'', "''"), ind, !is_key, true);
+        out.push('\'');
     } else {
         out.push_str(&serde_json::to_string(s).unwrap_or_else(|_| String::from("\"\"")));
+    }
+}
+
+/// Column kubectl's YAML writer (go-yaml) breaks long scalars after.
+const BEST_WIDTH: usize = 80;
+
+/// Writes a plain or single-quoted scalar, breaking at a single space once the line is
+/// past [`BEST_WIDTH`] like go-yaml, continuing on a line indented by `ind`.
+fn write_folding(out: &mut String, s: &str, ind: usize, allow_breaks: bool, quoted: bool) {
+    let line_start = out.rfind('\n').map_or(0, |i| i + 1);
+    let mut col = out[line_start..].chars().count();
+    let chars: Vec<char> = s.chars().collect();
+    let mut spaces = false;
+    for (i, &c) in chars.iter().enumerate() {
+        if c == ' ' {
+            let next_is_space = chars.get(i + 1).is_none_or(|n| *n == ' ');
+            let edge_ok = !quoted || (i > 0 && i + 1 < chars.len());
+            if allow_breaks && !spaces && col > BEST_WIDTH && edge_ok && !next_is_space {
+                out.push('\n');
+                indent(out, ind);
+                col = ind;
+            } else {
+                out.push(' ');
+                col += 1;
+            }
+            spaces = true;
+        } else {
+            out.push(c);
+            col += 1;
+            spaces = false;
+        }
     }
 }
 
@@ -207,7 +242,8 @@ fn block_ok(s: &str) -> bool {
         && s.split('\n').all(|l| !l.ends_with(' ') && !l.ends_with('\t'))
 }
 
-/// Whether a string can be written unquoted and still read back as the same string.
+/// Whether a string can be written unquoted and still read back as the same string by
+/// YAML 1.1 and 1.2 readers (go-yaml's rules, a little more cautious).
 fn plain_ok(s: &str) -> bool {
     if s.is_empty() || s.trim() != s {
         return false;
@@ -215,15 +251,33 @@ fn plain_ok(s: &str) -> bool {
     let lower = s.to_ascii_lowercase();
     if matches!(
         lower.as_str(),
-        "y" | "n" | "yes" | "no" | "on" | "off" | "true" | "false" | "null" | "~" | ".inf" | "-.inf" | "+.inf" | ".nan"
+        "y" | "n"
+            | "yes"
+            | "no"
+            | "on"
+            | "off"
+            | "true"
+            | "false"
+            | "null"
+            | "~"
+            | ".inf"
+            | "-.inf"
+            | "+.inf"
+            | ".nan"
+            | "<<"
     ) {
         return false;
     }
-    let first = s.chars().next().unwrap_or(' ');
-    if "-?:,[]{}#&*!|>'\"%@`=".contains(first) {
+    let mut chars = s.chars();
+    let first = chars.next().unwrap_or(' ');
+    let second = chars.next();
+    if "#,[]{}&*!|>'\"%@`".contains(first) {
         return false;
     }
-    if is_numberish(s) || first.is_ascii_digit() || first == '.' || first == '+' {
+    if "-?:".contains(first) && second.is_none_or(|c| c == ' ') {
+        return false;
+    }
+    if looks_numeric(s) {
         return false;
     }
     if s.contains(": ") || s.contains(" #") || s.ends_with(':') {
@@ -232,9 +286,36 @@ fn plain_ok(s: &str) -> bool {
     !s.chars().any(|c| c.is_control() || c == '\u{feff}')
 }
 
-fn is_numberish(s: &str) -> bool {
-    let t = s.trim_start_matches(['-', '+']);
-    t.starts_with(|c: char| c.is_ascii_digit() || c == '.')
+/// Strings that unquoted would read as null, a bool or a number; go-yaml double-quotes
+/// these and single-quotes the rest that cannot be plain.
+fn reads_as_other_type(s: &str) -> bool {
+    s.is_empty()
+        || looks_numeric(s)
+        || matches!(
+            s.to_ascii_lowercase().as_str(),
+            "y" | "n"
+                | "yes"
+                | "no"
+                | "on"
+                | "off"
+                | "true"
+                | "false"
+                | "null"
+                | "~"
+                | ".inf"
+                | "-.inf"
+                | "+.inf"
+                | ".nan"
+        )
+}
+
+/// Strings a YAML reader might take for a number, date or time: they start like a
+/// number and hold only number-ish characters.
+fn looks_numeric(s: &str) -> bool {
+    let starts = s.trim_start_matches(['-', '+']).starts_with(|c: char| c.is_ascii_digit() || c == '.');
+    starts
+        && s.chars().any(|c| c.is_ascii_digit())
+        && s.chars().all(|c| c.is_ascii_hexdigit() || "xXoO_.:+-".contains(c))
 }
 
 #[cfg(test)]
@@ -253,6 +334,16 @@ mod tests {
         let back = parse_docs(Path::new("t"), &text).expect("parse");
         assert_eq!(back, vec![doc], "{text}");
         assert!(text.starts_with("a:\n"), "keys are sorted: {text}");
+    }
+
+    #[test]
+    fn long_scalars_fold_and_round_trip() {
+        let long = (0..40).map(|i| format!("w{i}")).collect::<Vec<_>>().join(" ");
+        let doc = json!({"k": long, "q": format!("{long}: x")});
+        let text = to_yaml(std::slice::from_ref(&doc));
+        assert!(text.lines().all(|l| l.len() < 100), "{text}");
+        assert!(text.lines().count() > 3, "{text}");
+        assert_eq!(parse_docs(Path::new("t"), &text).expect("parse"), vec![doc]);
     }
 
     #[test]

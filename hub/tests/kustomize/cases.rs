@@ -21,6 +21,7 @@ cases! {
     case_108_patch_by_original_and_current_name => "108-patch-by-original-and-current-name",
     case_109_legacy_ingress_and_webhook_service_refs => "109-legacy-ingress-and-webhook-service-refs",
     case_11_images_new_tag => "11-images-new-tag",
+    case_110_long_strings_fold_like_kubectl => "110-long-strings-fold-like-kubectl",
     case_12_images_new_name_digest => "12-images-new-name-digest",
     case_13_replicas => "13-replicas",
     case_14_replicas_after_base_prefix => "14-replicas-after-base-prefix",

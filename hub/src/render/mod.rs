@@ -227,6 +227,22 @@ mod tests {
     }
 
     #[test]
+    fn renderer_can_be_shared_across_threads() {
+        fn assert_send_sync<T: Send + Sync + Clone>() {}
+        assert_send_sync::<Renderer>();
+        let dir = repo();
+        let r = Renderer::new(dir.path());
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let r = r.clone();
+                std::thread::spawn(move || to_yaml(&r.render(Path::new("app/env")).expect("render")))
+            })
+            .collect();
+        let outs: Vec<String> = handles.into_iter().map(|h| h.join().expect("join")).collect();
+        assert!(outs.windows(2).all(|w| w[0] == w[1]));
+    }
+
+    #[test]
     fn rendering_is_deterministic() {
         let dir = repo();
         let r = Renderer::new(dir.path());

@@ -22,6 +22,10 @@ pub trait Source: Send + Sync {
     fn read(&self, path: &Path) -> Result<Vec<u8>>;
     /// The names of the entries of the directory at `path`, sorted.
     fn list_dir(&self, path: &Path) -> Result<Vec<String>>;
+    /// Whether `path` is a directory.
+    fn is_dir(&self, path: &Path) -> Result<bool> {
+        Ok(self.kind(path)? == Some(EntryKind::Dir))
+    }
     /// The filesystem directory this source mirrors, when there is one (used to accept
     /// absolute paths in [`super::Renderer::render`]).
     fn root(&self) -> Option<&Path> {

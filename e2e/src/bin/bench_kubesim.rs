@@ -57,11 +57,8 @@ where
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
     let start = Instant::now();
-    let results: Vec<anyhow::Result<()>> = futures::stream::iter(0..OPS)
-        .map(&op)
-        .buffer_unordered(CONCURRENCY)
-        .collect()
-        .await;
+    let results: Vec<anyhow::Result<()>> =
+        futures::stream::iter(0..OPS).map(&op).buffer_unordered(CONCURRENCY).collect().await;
     for r in results {
         r?;
     }
@@ -92,8 +89,7 @@ async fn main() -> anyhow::Result<()> {
             // Every apply changes the object (new revision), so each is a real write.
             let i = n % 64;
             let o: DynamicObject = serde_json::from_value(deployment(i, n + 1))?;
-            api.patch(&format!("app-{i}"), &pp, &Patch::Apply(&o))
-                .await?;
+            api.patch(&format!("app-{i}"), &pp, &Patch::Apply(&o)).await?;
             Ok(())
         }
     })
@@ -111,10 +107,7 @@ async fn main() -> anyhow::Result<()> {
     println!("kubesim benchmark (loopback HTTPS, kube client, concurrency {CONCURRENCY}, {OPS} ops)");
     println!("  server-side apply (changing Deployment): {apply_rate:>9.0} applies/s");
     println!("  plain GET (peer):                        {get_rate:>9.0} gets/s");
-    println!(
-        "  ratio apply/get:                         {:>9.2}",
-        apply_rate / get_rate
-    );
+    println!("  ratio apply/get:                         {:>9.2}", apply_rate / get_rate);
 
     // 2. Memory of many clusters holding many objects.
     let before_kib = rss_kib();
@@ -123,12 +116,10 @@ async fn main() -> anyhow::Result<()> {
     let start = Instant::now();
     let opts = FleetOptions {
         dir: None,
-        config: SimConfig {
-            ready_delay: Duration::from_millis(100),
-            ..SimConfig::default()
-        },
+        config: SimConfig { ready_delay: Duration::from_millis(100), ..SimConfig::default() },
     };
     let fleet = SimFleet::start_with(&refs, opts).await?;
+    let empty_kib = rss_kib();
     for c in fleet.clusters() {
         for i in 0..OBJECTS {
             c.apply("convoy-agent", &object(i), false)?;
@@ -136,8 +127,11 @@ async fn main() -> anyhow::Result<()> {
     }
     // Let the status simulator settle every Deployment before measuring.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let total: usize = fleet.clusters().iter().map(|c| c.list_all().len()).sum();
     let after_kib = rss_kib();
+    let all: Vec<Value> = fleet.clusters().iter().flat_map(|c| c.list_all()).collect();
+    let total = all.len();
+    let json_bytes: usize = all.iter().map(|o| serde_json::to_vec(o).map_or(0, |v| v.len())).sum();
+    drop(all);
     let used = after_kib.saturating_sub(before_kib);
     println!(
         "memory: {CLUSTERS} clusters × {OBJECTS} objects ({total} stored incl. namespaces), \
@@ -155,6 +149,20 @@ async fn main() -> anyhow::Result<()> {
         used as f64 / 1024.0,
         used as f64 / CLUSTERS as f64,
         used as f64 / (CLUSTERS * OBJECTS) as f64
+    );
+    let objects_kib = after_kib.saturating_sub(empty_kib);
+    println!(
+        "  of which empty clusters {:.1} MiB ({:.0} KiB each); objects {:.1} MiB ({:.2} KiB each)",
+        empty_kib.saturating_sub(before_kib) as f64 / 1024.0,
+        empty_kib.saturating_sub(before_kib) as f64 / CLUSTERS as f64,
+        objects_kib as f64 / 1024.0,
+        objects_kib as f64 / (CLUSTERS * OBJECTS) as f64,
+    );
+    // The gap to the JSON size is serde_json::Value's per-map overhead (managedFields trees
+    // are many tiny maps), retained watch-event versions and allocator slack.
+    println!(
+        "  stored JSON (incl. managedFields and status): {:.2} KiB per object",
+        json_bytes as f64 / 1024.0 / total.max(1) as f64
     );
     fleet.shutdown().await;
     Ok(())

@@ -51,8 +51,9 @@ pub struct WatchEvent {
     pub plural: String,
     /// The object after the change (before it, for deletions).
     pub object: Arc<Value>,
-    /// The object before the change, for selector transitions.
-    pub prev: Option<Arc<Value>>,
+    /// Name, namespace and labels of the object before the change, for selector transitions
+    /// (only these, so retained events do not keep whole old versions alive).
+    pub prev: Option<Value>,
 }
 
 type ResourceKey = (String, String);
@@ -527,7 +528,7 @@ impl ClusterState {
             group: rt.group.clone(),
             plural: rt.plural.clone(),
             object,
-            prev,
+            prev: prev.map(|p| selector_view(&p)),
         });
         inner.events.push_back(ev.clone());
         let window = self.config().event_window.max(1);
@@ -987,6 +988,17 @@ impl ClusterState {
         let next = inner.pending_status.values().min().copied();
         (due, next)
     }
+}
+
+/// The parts of an object label and field selectors look at.
+fn selector_view(o: &Value) -> Value {
+    let mut meta = serde_json::Map::new();
+    for k in ["name", "namespace", "labels"] {
+        if let Some(v) = o.get("metadata").and_then(|m| m.get(k)) {
+            meta.insert(k.into(), v.clone());
+        }
+    }
+    json!({"metadata": meta})
 }
 
 fn write_managed(obj: &mut Value, entries: &[ManagedEntry]) {

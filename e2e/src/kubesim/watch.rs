@@ -48,7 +48,7 @@ impl Filter {
             return None;
         }
         let now = self.matches_obj(&ev.object);
-        let before = ev.prev.as_deref().is_some_and(|p| self.matches_obj(p));
+        let before = ev.prev.as_ref().is_some_and(|p| self.matches_obj(p));
         match ev.kind {
             EventType::Deleted => before.then_some(EventType::Deleted),
             EventType::Added => now.then_some(EventType::Added),

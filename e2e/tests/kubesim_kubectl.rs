@@ -14,95 +14,43 @@ async fn server_side_apply_get_diff_wait_delete() {
     let app = app.to_str().unwrap();
 
     let out = kubectl_ok(kc, &["apply", "--server-side", "-f", app]).await;
-    assert!(
-        out.contains("deployment.apps/web serverside-applied"),
-        "{out}"
-    );
+    assert!(out.contains("deployment.apps/web serverside-applied"), "{out}");
     assert!(out.contains("namespace/web serverside-applied"), "{out}");
 
     // managedFields in the Kubernetes format, and defaults owned by nobody.
-    let yaml = kubectl_ok(
-        kc,
-        &[
-            "-n",
-            "web",
-            "get",
-            "deployment",
-            "web",
-            "-o",
-            "yaml",
-            "--show-managed-fields",
-        ],
-    )
-    .await;
+    let yaml = kubectl_ok(kc, &["-n", "web", "get", "deployment", "web", "-o", "yaml", "--show-managed-fields"]).await;
     assert!(yaml.contains("manager: kubectl\n"), "{yaml}");
     assert!(yaml.contains("operation: Apply"), "{yaml}");
     assert!(yaml.contains("k:{\"name\":\"web\"}:"), "{yaml}");
     assert!(yaml.contains("imagePullPolicy: IfNotPresent"), "{yaml}");
     assert!(yaml.contains("progressDeadlineSeconds: 600"), "{yaml}");
-    assert!(
-        !yaml.contains("f:imagePullPolicy"),
-        "defaults must not be owned: {yaml}"
-    );
+    assert!(!yaml.contains("f:imagePullPolicy"), "defaults must not be owned: {yaml}");
     let svc = kubectl_ok(kc, &["-n", "web", "get", "svc", "web", "-o", "yaml"]).await;
     assert!(svc.contains("clusterIP: 10.96."), "{svc}");
     assert!(svc.contains("targetPort: 80"), "{svc}");
 
     // Label selectors through kubectl's table output.
-    let listed = kubectl_ok(
-        kc,
-        &[
-            "get",
-            "deploy,svc,cm",
-            "-A",
-            "-l",
-            "app=web,tier in (front)",
-        ],
-    )
-    .await;
+    let listed = kubectl_ok(kc, &["get", "deploy,svc,cm", "-A", "-l", "app=web,tier in (front)"]).await;
     assert!(listed.contains("deployment.apps/web"), "{listed}");
     assert!(!listed.contains("service/web"), "{listed}");
-    let none = kubectl_ok(
-        kc,
-        &["get", "cm", "-n", "web", "-l", "app!=web", "-o", "name"],
-    )
-    .await;
+    let none = kubectl_ok(kc, &["get", "cm", "-n", "web", "-l", "app!=web", "-o", "name"]).await;
     assert!(none.trim().is_empty(), "{none}");
 
     // diff --server-side: no change → 0, changed replicas → 1 with the change shown.
     let same = kubectl(kc, &["diff", "--server-side", "-f", app]).await;
     assert_eq!(same.code, 0, "{} {}", same.stdout, same.stderr);
     let changed = manifest(kc, "app3.yaml", &web_app(3));
-    let d = kubectl(
-        kc,
-        &["diff", "--server-side", "-f", changed.to_str().unwrap()],
-    )
-    .await;
+    let d = kubectl(kc, &["diff", "--server-side", "-f", changed.to_str().unwrap()]).await;
     assert_eq!(d.code, 1, "{} {}", d.stdout, d.stderr);
     assert!(d.stdout.contains("+  replicas: 3"), "{}", d.stdout);
     // The diff was a dry run.
     let live = c.get("apps/v1", "Deployment", Some("web"), "web").unwrap();
     assert_eq!(live["spec"]["replicas"], 2);
 
-    kubectl_ok(
-        kc,
-        &[
-            "-n",
-            "web",
-            "wait",
-            "--for=condition=Available",
-            "deployment/web",
-            "--timeout=60s",
-        ],
-    )
-    .await;
+    kubectl_ok(kc, &["-n", "web", "wait", "--for=condition=Available", "deployment/web", "--timeout=60s"]).await;
     let live = c.get("apps/v1", "Deployment", Some("web"), "web").unwrap();
     assert_eq!(live["status"]["availableReplicas"], 2);
-    let rollout = kubectl_ok(
-        kc,
-        &["-n", "web", "rollout", "status", "deployment/web", "--timeout=60s"],
-    )
-    .await;
+    let rollout = kubectl_ok(kc, &["-n", "web", "rollout", "status", "deployment/web", "--timeout=60s"]).await;
     assert!(rollout.contains("successfully rolled out"), "{rollout}");
 
     let out = kubectl_ok(kc, &["delete", "-f", app]).await;
@@ -121,30 +69,14 @@ async fn second_manager_conflicts_unless_forced() {
     let other = manifest(kc, "other.yaml", &web_app(4));
     let other = other.to_str().unwrap();
 
-    let r = kubectl(
-        kc,
-        &["apply", "--server-side", "--field-manager=ops", "-f", other],
-    )
-    .await;
+    let r = kubectl(kc, &["apply", "--server-side", "--field-manager=ops", "-f", other]).await;
     assert_ne!(r.code, 0);
     assert!(
-        r.stderr
-            .contains("Apply failed with 1 conflict: conflict with \"kubectl\": .spec.replicas"),
+        r.stderr.contains("Apply failed with 1 conflict: conflict with \"kubectl\": .spec.replicas"),
         "{}",
         r.stderr
     );
-    kubectl_ok(
-        kc,
-        &[
-            "apply",
-            "--server-side",
-            "--field-manager=ops",
-            "--force-conflicts",
-            "-f",
-            other,
-        ],
-    )
-    .await;
+    kubectl_ok(kc, &["apply", "--server-side", "--field-manager=ops", "--force-conflicts", "-f", other]).await;
     let live = c.get("apps/v1", "Deployment", Some("web"), "web").unwrap();
     assert_eq!(live["spec"]["replicas"], 4);
     let owners: Vec<String> = live["metadata"]["managedFields"]
@@ -181,15 +113,7 @@ async fn api_resources_and_custom_resources() {
 
     let crd = manifest(kc, "crd.yaml", WIDGET_CRD);
     kubectl_ok(kc, &["apply", "--server-side", "-f", crd.to_str().unwrap()]).await;
-    kubectl_ok(
-        kc,
-        &[
-            "wait",
-            "--for=condition=Established",
-            "crd/widgets.example.com",
-        ],
-    )
-    .await;
+    kubectl_ok(kc, &["wait", "--for=condition=Established", "crd/widgets.example.com"]).await;
     let cr = manifest(
         kc,
         "cr.yaml",
@@ -199,20 +123,14 @@ async fn api_resources_and_custom_resources() {
     );
     kubectl_ok(kc, &["apply", "--server-side", "-f", cr.to_str().unwrap()]).await;
     let listed = kubectl_ok(kc, &["get", "widgets", "-o", "name"]).await;
-    assert_eq!(
-        listed.trim(),
-        "widget.example.com/w1\nwidget.example.com/w2"
-    );
+    assert_eq!(listed.trim(), "widget.example.com/w1\nwidget.example.com/w2");
     let short = kubectl_ok(kc, &["get", "wd", "w2", "-o", "jsonpath={.spec.size}"]).await;
     assert_eq!(short, "5");
     let res = kubectl_ok(kc, &["api-resources", "--api-group=example.com"]).await;
     assert!(res.contains("widgets"), "{res}");
 
     kubectl_ok(kc, &["delete", "crd", "widgets.example.com"]).await;
-    assert!(
-        c.get("example.com/v1", "Widget", Some("default"), "w1")
-            .is_none()
-    );
+    assert!(c.get("example.com/v1", "Widget", Some("default"), "w1").is_none());
     assert!(c.list_all().iter().all(|o| o["kind"] != "Widget"));
 }
 
@@ -222,25 +140,13 @@ async fn dropped_fields_disappear_unless_co_owned() {
     let c = fleet.cluster("k4").unwrap();
     let kc = c.kubeconfig_path();
     let cm = |data: &str| {
-        format!(
-            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: c, namespace: default}}\ndata: {data}\n"
-        )
+        format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: c, namespace: default}}\ndata: {data}\n")
     };
     let v1 = manifest(kc, "v1.yaml", &cm("{a: '1', b: '2', c: '3'}"));
     kubectl_ok(kc, &["apply", "--server-side", "-f", v1.to_str().unwrap()]).await;
     // Another manager co-owns c by applying the same value.
     let co = manifest(kc, "co.yaml", &cm("{c: '3'}"));
-    kubectl_ok(
-        kc,
-        &[
-            "apply",
-            "--server-side",
-            "--field-manager=helper",
-            "-f",
-            co.to_str().unwrap(),
-        ],
-    )
-    .await;
+    kubectl_ok(kc, &["apply", "--server-side", "--field-manager=helper", "-f", co.to_str().unwrap()]).await;
     let v2 = manifest(kc, "v2.yaml", &cm("{a: '1'}"));
     kubectl_ok(kc, &["apply", "--server-side", "-f", v2.to_str().unwrap()]).await;
     let data = kubectl_ok(kc, &["get", "cm", "c", "-o", "jsonpath={.data}"]).await;

@@ -11,12 +11,7 @@ use std::time::Duration;
 #[command(version, about)]
 struct Args {
     /// Cluster names, comma-separated.
-    #[arg(
-        long,
-        env = "CONVOY_KUBESIM_CLUSTERS",
-        value_delimiter = ',',
-        required = true
-    )]
+    #[arg(long, env = "CONVOY_KUBESIM_CLUSTERS", value_delimiter = ',', required = true)]
     clusters: Vec<String>,
     /// Directory for NAME.kubeconfig files.
     #[arg(long, env = "CONVOY_KUBESIM_DIR")]
@@ -32,23 +27,16 @@ async fn main() -> anyhow::Result<()> {
     // Installed before anything touches TLS: only the ring provider is compiled in.
     let _ = rustls::crypto::ring::default_provider().install_default();
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
     std::fs::create_dir_all(&args.dir)
         .with_context(|| format!("creating kubeconfig directory {}", args.dir.display()))?;
     let names: Vec<&str> = args.clusters.iter().map(String::as_str).collect();
     let opts = FleetOptions {
         dir: Some(args.dir.clone()),
-        config: SimConfig {
-            ready_delay: Duration::from_millis(args.ready_delay_ms),
-            ..SimConfig::default()
-        },
+        config: SimConfig { ready_delay: Duration::from_millis(args.ready_delay_ms), ..SimConfig::default() },
     };
-    let fleet = SimFleet::start_with(&names, opts)
-        .await
-        .context("starting simulated clusters")?;
+    let fleet = SimFleet::start_with(&names, opts).await.context("starting simulated clusters")?;
     for c in fleet.clusters() {
         println!("{} {} {}", c.name(), c.url(), c.kubeconfig_path().display());
     }

@@ -20,11 +20,7 @@ pub fn kubectl_path() -> PathBuf {
         .output()
         .unwrap_or_else(|e| panic!("{hint} ({}: {e})", candidate.display()));
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && !text.contains("dispatcher"),
-        "{hint} ({} is not it)",
-        candidate.display()
-    );
+    assert!(out.status.success() && !text.contains("dispatcher"), "{hint} ({} is not it)", candidate.display());
     candidate
 }
 
@@ -59,11 +55,7 @@ pub async fn kubectl(kubeconfig: &Path, args: &[&str]) -> Run {
 /// Runs kubectl and requires success.
 pub async fn kubectl_ok(kubeconfig: &Path, args: &[&str]) -> String {
     let r = kubectl(kubeconfig, args).await;
-    assert_eq!(
-        r.code, 0,
-        "kubectl {args:?} failed: {}\n{}",
-        r.stderr, r.stdout
-    );
+    assert_eq!(r.code, 0, "kubectl {args:?} failed: {}\n{}", r.stderr, r.stdout);
     r.stdout
 }
 

@@ -198,6 +198,10 @@ impl Reconciler {
                         "pass left errors; retrying"
                     );
                     Some(tokio::time::Instant::now() + backoff)
+                } else if !p.blocked.is_empty() && self.unblocked(p) {
+                    // A dependency became healthy during the pass itself.
+                    need_pass = true;
+                    None
                 } else if !p.blocked.is_empty() {
                     // Health changes wake blocked apps; this is only a safety net.
                     p.failures = 0;
@@ -207,6 +211,9 @@ impl Reconciler {
                     None
                 };
                 changes.borrow_and_update();
+                if need_pass {
+                    continue;
+                }
             }
             let retry = async {
                 match retry_at {

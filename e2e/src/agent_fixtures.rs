@@ -130,14 +130,8 @@ pub fn infra_app() -> AppAssignment {
 pub fn shop_app(total: usize, changed: usize, version: &str) -> AppAssignment {
     let mut objects = Vec::new();
     let n = total.saturating_sub(5);
-    let (deploys, services, secrets, widgets, jobs, claims) = (
-        n / 10,
-        n / 10,
-        n / 10,
-        n / 10,
-        (n / 40).max(1),
-        (n / 40).max(1),
-    );
+    let (deploys, services, secrets, widgets, jobs, claims) =
+        (n / 10, n / 10, n / 10, n / 10, (n / 40).max(1), (n / 40).max(1));
     for i in 0..deploys {
         objects.push(deployment(&format!("web-{i}"), "nginx:1.25", Some(2)));
     }
@@ -198,11 +192,7 @@ pub fn test_config(cluster: &str, cache_dir: &Path) -> ReconcilerConfig {
 
 impl InProcessAgent {
     /// Starts a reconciler on `client` holding `held` (treated as cached: applied, not pruned).
-    pub fn start(
-        config: ReconcilerConfig,
-        client: kube::Client,
-        held: Option<Assignment>,
-    ) -> InProcessAgent {
+    pub fn start(config: ReconcilerConfig, client: kube::Client, held: Option<Assignment>) -> InProcessAgent {
         let cache_dir = config.cache_dir.clone();
         let reconciler = Reconciler::new(config, client);
         let live = reconciler.live();
@@ -215,14 +205,7 @@ impl InProcessAgent {
                 tracing::error!(error = %e, "reconciler stopped");
             }
         });
-        InProcessAgent {
-            assignments,
-            reports,
-            live,
-            cache_dir,
-            shutdown,
-            task,
-        }
+        InProcessAgent { assignments, reports, live, cache_dir, shutdown, task }
     }
 
     /// Hands the agent a new assignment, as the hub would.

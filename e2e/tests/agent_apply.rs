@@ -17,10 +17,7 @@ use serde_json::Value;
 const CLUSTER: &str = "c1";
 
 fn managed(objects: Vec<Value>) -> Vec<Value> {
-    objects
-        .into_iter()
-        .filter(|o| o["metadata"]["labels"]["convoy.dev/cluster"] == CLUSTER)
-        .collect()
+    objects.into_iter().filter(|o| o["metadata"]["labels"]["convoy.dev/cluster"] == CLUSTER).collect()
 }
 
 fn id(o: &Value) -> String {
@@ -33,10 +30,7 @@ fn id(o: &Value) -> String {
 }
 
 fn rv(o: &Value) -> u64 {
-    o["metadata"]["resourceVersion"]
-        .as_str()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
+    o["metadata"]["resourceVersion"].as_str().and_then(|s| s.parse().ok()).unwrap_or(0)
 }
 
 async fn report_where(agent: &InProcessAgent, what: &str, ok: impl Fn(&Report) -> bool) -> Report {
@@ -55,15 +49,9 @@ fn all_healthy(r: &Report, digest: &str) -> bool {
 /// cluster's event window.
 async fn creation_rvs(client: &kube::Client, ar: &ApiResource) -> HashMap<String, u64> {
     let api: Api<DynamicObject> = Api::all_with(client.clone(), ar);
-    let mut stream = api
-        .watch(&WatchParams::default(), "1")
-        .await
-        .expect("watch from the start")
-        .boxed();
+    let mut stream = api.watch(&WatchParams::default(), "1").await.expect("watch from the start").boxed();
     let mut out = HashMap::new();
-    while let Ok(Some(event)) =
-        tokio::time::timeout(Duration::from_millis(500), stream.next()).await
-    {
+    while let Ok(Some(event)) = tokio::time::timeout(Duration::from_millis(500), stream.next()).await {
         if let Ok(WatchEvent::Added(o)) = event {
             let o = serde_json::to_value(o).unwrap();
             out.entry(id(&o)).or_insert(rv(&o));
@@ -76,11 +64,7 @@ fn ar(group: &str, version: &str, kind: &str, plural: &str) -> ApiResource {
     ApiResource {
         group: group.into(),
         version: version.into(),
-        api_version: if group.is_empty() {
-            version.into()
-        } else {
-            format!("{group}/{version}")
-        },
+        api_version: if group.is_empty() { version.into() } else { format!("{group}/{version}") },
         kind: kind.into(),
         plural: plural.into(),
     }
@@ -94,88 +78,36 @@ async fn a_fresh_cluster_gets_200_objects_in_order_healthy_with_inventory_then_a
     let cache = tempfile::tempdir().unwrap();
     let agent = InProcessAgent::start(fx::test_config(CLUSTER, cache.path()), client.clone(), None);
 
-    let first = fx::assignment(
-        CLUSTER,
-        "rev-1",
-        vec![fx::infra_app(), fx::shop_app(200, 0, "v1")],
-    );
+    let first = fx::assignment(CLUSTER, "rev-1", vec![fx::infra_app(), fx::shop_app(200, 0, "v1")]);
     assert_eq!(first.objects().count(), 200);
     agent.assign(first.clone());
-    let report = report_where(&agent, "200 objects applied and healthy", |r| {
-        all_healthy(r, &first.digest)
-    })
-    .await;
+    let report = report_where(&agent, "200 objects applied and healthy", |r| all_healthy(r, &first.digest)).await;
     assert_eq!(report.revision, "rev-1");
     let objects: usize = report.apps.iter().map(|a| a.objects.len()).sum();
     assert_eq!(objects, 200);
 
     // Every object carries the ownership labels and the revision.
     let live = managed(cluster.list_all());
-    assert_eq!(
-        live.len(),
-        200,
-        "{:?}",
-        live.iter().map(id).collect::<Vec<_>>()
-    );
+    assert_eq!(live.len(), 200, "{:?}", live.iter().map(id).collect::<Vec<_>>());
     for o in &live {
         let meta = &o["metadata"];
         assert!(meta["labels"]["convoy.dev/app"].is_string(), "{}", id(o));
-        assert_eq!(
-            meta["annotations"]["convoy.dev/revision"],
-            "rev-1",
-            "{}",
-            id(o)
-        );
-        let managers: Vec<&str> = meta["managedFields"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|m| m["manager"].as_str())
-            .collect();
-        assert!(
-            managers.contains(&"convoy-agent"),
-            "{}: {managers:?}",
-            id(o)
-        );
+        assert_eq!(meta["annotations"]["convoy.dev/revision"], "rev-1", "{}", id(o));
+        let managers: Vec<&str> =
+            meta["managedFields"].as_array().unwrap().iter().filter_map(|m| m["manager"].as_str()).collect();
+        assert!(managers.contains(&"convoy-agent"), "{}: {managers:?}", id(o));
     }
 
     // Phase order, by the resourceVersion each object was created at.
     let kinds = [
         (0, ar("", "v1", "Namespace", "namespaces")),
-        (
-            0,
-            ar(
-                "apiextensions.k8s.io",
-                "v1",
-                "CustomResourceDefinition",
-                "customresourcedefinitions",
-            ),
-        ),
+        (0, ar("apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions")),
         (1, ar("", "v1", "ServiceAccount", "serviceaccounts")),
-        (
-            1,
-            ar(
-                "rbac.authorization.k8s.io",
-                "v1",
-                "ClusterRole",
-                "clusterroles",
-            ),
-        ),
-        (
-            1,
-            ar(
-                "rbac.authorization.k8s.io",
-                "v1",
-                "ClusterRoleBinding",
-                "clusterrolebindings",
-            ),
-        ),
+        (1, ar("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles")),
+        (1, ar("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings")),
         (2, ar("", "v1", "ConfigMap", "configmaps")),
         (2, ar("", "v1", "Secret", "secrets")),
-        (
-            2,
-            ar("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims"),
-        ),
+        (2, ar("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims")),
         (3, ar("", "v1", "Service", "services")),
         (4, ar("apps", "v1", "Deployment", "deployments")),
         (4, ar("batch", "v1", "Job", "jobs")),
@@ -187,11 +119,7 @@ async fn a_fresh_cluster_gets_200_objects_in_order_healthy_with_inventory_then_a
         let ours: Vec<u64> = live
             .iter()
             .filter(|o| o["kind"] == ar.kind.as_str())
-            .map(|o| {
-                rvs.get(&id(o))
-                    .copied()
-                    .unwrap_or_else(|| panic!("no ADDED event for {}", id(o)))
-            })
+            .map(|o| rvs.get(&id(o)).copied().unwrap_or_else(|| panic!("no ADDED event for {}", id(o))))
             .collect();
         assert!(!ours.is_empty(), "no {} applied", ar.kind);
         let range = phase_range.entry(*phase).or_insert((u64::MAX, 0));
@@ -204,17 +132,11 @@ async fn a_fresh_cluster_gets_200_objects_in_order_healthy_with_inventory_then_a
     }
 
     // The inventory, in the cluster and locally.
-    let inventory = cluster
-        .get("v1", "ConfigMap", Some("convoy-system"), "convoy-inventory")
-        .expect("inventory ConfigMap");
-    let stored: Value =
-        serde_json::from_str(inventory["data"]["inventory.json"].as_str().unwrap()).unwrap();
-    let count: usize = stored["apps"]
-        .as_object()
-        .unwrap()
-        .values()
-        .map(|a| a["objects"].as_object().unwrap().len())
-        .sum();
+    let inventory =
+        cluster.get("v1", "ConfigMap", Some("convoy-system"), "convoy-inventory").expect("inventory ConfigMap");
+    let stored: Value = serde_json::from_str(inventory["data"]["inventory.json"].as_str().unwrap()).unwrap();
+    let count: usize =
+        stored["apps"].as_object().unwrap().values().map(|a| a["objects"].as_object().unwrap().len()).sum();
     assert_eq!(count, 200);
     assert_eq!(stored["revision"], "rev-1");
     assert!(cache.path().join("inventory.json").exists());
@@ -233,32 +155,22 @@ async fn a_fresh_cluster_gets_200_objects_in_order_healthy_with_inventory_then_a
     shop.objects.retain(|o| !dropped.contains(&id(o).as_str()));
     let second = fx::assignment(CLUSTER, "rev-2", vec![fx::infra_app(), shop]);
     agent.assign(second.clone());
-    report_where(&agent, "the second revision applied", |r| {
-        all_healthy(r, &second.digest)
-    })
-    .await;
+    report_where(&agent, "the second revision applied", |r| all_healthy(r, &second.digest)).await;
     let after = eventually("the 5 dropped objects to be pruned", || {
         let now = managed(cluster.list_all());
         async move { (now.len() == 195).then_some(now) }
     })
     .await;
-    let after: HashMap<String, (u64, Value)> =
-        after.into_iter().map(|o| (id(&o), (rv(&o), o))).collect();
+    let after: HashMap<String, (u64, Value)> = after.into_iter().map(|o| (id(&o), (rv(&o), o))).collect();
     for gone in dropped {
         assert!(!after.contains_key(gone), "{gone} should be pruned");
     }
-    let mut written: Vec<&str> = after
-        .iter()
-        .filter(|(k, (rv, _))| before.get(*k) != Some(rv))
-        .map(|(k, _)| k.as_str())
-        .collect();
+    let mut written: Vec<&str> =
+        after.iter().filter(|(k, (rv, _))| before.get(*k) != Some(rv)).map(|(k, _)| k.as_str()).collect();
     written.sort();
     let mut expected: Vec<String> = (0..10).map(|i| format!("ConfigMap/{NS}/cm-{i}")).collect();
     expected.sort();
-    assert_eq!(
-        written, expected,
-        "exactly the 10 changed objects are written"
-    );
+    assert_eq!(written, expected, "exactly the 10 changed objects are written");
     for name in &expected {
         let (_, o) = &after[name];
         assert_eq!(o["data"]["value"], "v2");

@@ -28,11 +28,7 @@ async fn kubectl(kubeconfig: &Path, args: &[&str]) -> String {
         .output()
         .await
         .expect("kubectl runs (set CONVOY_KUBECTL or run e2e/test.sh to install it)");
-    assert!(
-        out.status.success(),
-        "kubectl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -47,22 +43,13 @@ fn assignment(revision: &str) -> Assignment {
             fx::config_map("web-config", "v1"),
         ],
     );
-    web.policy = SyncPolicy {
-        prune: true,
-        self_heal: false,
-    };
+    web.policy = SyncPolicy { prune: true, self_heal: false };
     let mut heal = fx::app(
         "healer",
         &["web"],
-        vec![
-            fx::config_map("heal-config", "v1"),
-            fx::deployment("heal", "nginx:1.25", Some(1)),
-        ],
+        vec![fx::config_map("heal-config", "v1"), fx::deployment("heal", "nginx:1.25", Some(1))],
     );
-    heal.policy = SyncPolicy {
-        prune: true,
-        self_heal: true,
-    };
+    heal.policy = SyncPolicy { prune: true, self_heal: true };
     fx::assignment(CLUSTER, revision, vec![web, heal])
 }
 
@@ -75,9 +62,7 @@ async fn report_where(agent: &InProcessAgent, what: &str, ok: impl Fn(&Report) -
 }
 
 fn drift_of<'a>(r: &'a Report, name: &str, healed: bool) -> Option<&'a Drift> {
-    r.drifts
-        .iter()
-        .find(|d| d.object.name == name && d.healed == healed)
+    r.drifts.iter().find(|d| d.object.name == name && d.healed == healed)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -86,11 +71,7 @@ async fn drift_is_reported_by_field_and_manager_healed_only_when_the_app_says_so
     let cluster = fleet.cluster(CLUSTER).unwrap();
     let kc = cluster.kubeconfig_path().to_path_buf();
     let cache = tempfile::tempdir().unwrap();
-    let agent = InProcessAgent::start(
-        fx::test_config(CLUSTER, cache.path()),
-        cluster.client().await.unwrap(),
-        None,
-    );
+    let agent = InProcessAgent::start(fx::test_config(CLUSTER, cache.path()), cluster.client().await.unwrap(), None);
     let a = assignment("r1");
     agent.assign(a.clone());
     let settled = report_where(&agent, "everything applied and healthy", |r| {
@@ -104,15 +85,18 @@ async fn drift_is_reported_by_field_and_manager_healed_only_when_the_app_says_so
     kubectl(
         &kc,
         &[
-            "-n", NS, "patch", "deployment", "api", "--field-manager=kubectl-edit", "-p",
+            "-n",
+            NS,
+            "patch",
+            "deployment",
+            "api",
+            "--field-manager=kubectl-edit",
+            "-p",
             r#"{"spec":{"template":{"spec":{"containers":[{"name":"main","image":"nginx:edited"}]}}}}"#,
         ],
     )
     .await;
-    let r = report_where(&agent, "the image drift on api", |r| {
-        drift_of(r, "api", false).is_some()
-    })
-    .await;
+    let r = report_where(&agent, "the image drift on api", |r| drift_of(r, "api", false).is_some()).await;
     let d = drift_of(&r, "api", false).unwrap();
     assert_eq!(d.app, "web");
     assert!(!d.missing);
@@ -122,9 +106,7 @@ async fn drift_is_reported_by_field_and_manager_healed_only_when_the_app_says_so
     assert_eq!(f.desired, "nginx:1.25");
     assert_eq!(f.live, "nginx:edited");
     assert_eq!(f.manager, "kubectl-edit");
-    let live = cluster
-        .get("apps/v1", "Deployment", Some(NS), "api")
-        .unwrap();
+    let live = cluster.get("apps/v1", "Deployment", Some(NS), "api").unwrap();
     assert_eq!(
         live["spec"]["template"]["spec"]["containers"][0]["image"], "nginx:edited",
         "without selfHeal the edit stays"
@@ -133,19 +115,7 @@ async fn drift_is_reported_by_field_and_manager_healed_only_when_the_app_says_so
     // The autoscaler owns replicas of `web` (which leaves replicas unset): never drift. A later
     // edit on another Deployment (same watch stream) proves the scale event was judged.
     cluster.autoscale(NS, "web", 5).unwrap();
-    kubectl(
-        &kc,
-        &[
-            "-n",
-            NS,
-            "label",
-            "deployment",
-            "api",
-            "team=edited",
-            "--overwrite",
-        ],
-    )
-    .await;
+    kubectl(&kc, &["-n", NS, "label", "deployment", "api", "team=edited", "--overwrite"]).await;
     kubectl(
         &kc,
         &[
@@ -161,36 +131,15 @@ async fn drift_is_reported_by_field_and_manager_healed_only_when_the_app_says_so
     )
     .await;
     let r = report_where(&agent, "the label drift on api", |r| {
-        drift_of(r, "api", false).is_some_and(|d| {
-            d.fields
-                .iter()
-                .any(|f| f.path == "metadata.labels.convoy.dev/app")
-        })
+        drift_of(r, "api", false).is_some_and(|d| d.fields.iter().any(|f| f.path == "metadata.labels.convoy.dev/app"))
     })
     .await;
-    assert!(
-        drift_of(&r, "web", false).is_none(),
-        "replicas owned by the autoscaler are not drift: {:?}",
-        r.drifts
-    );
-    assert_eq!(
-        cluster
-            .get("apps/v1", "Deployment", Some(NS), "web")
-            .unwrap()["spec"]["replicas"],
-        5
-    );
-    let label = r
-        .drifts
-        .iter()
-        .flat_map(|d| &d.fields)
-        .find(|f| f.path == "metadata.labels.convoy.dev/app")
-        .unwrap();
+    assert!(drift_of(&r, "web", false).is_none(), "replicas owned by the autoscaler are not drift: {:?}", r.drifts);
+    assert_eq!(cluster.get("apps/v1", "Deployment", Some(NS), "web").unwrap()["spec"]["replicas"], 5);
+    let label = r.drifts.iter().flat_map(|d| &d.fields).find(|f| f.path == "metadata.labels.convoy.dev/app").unwrap();
     assert_eq!(label.manager, "kubectl-edit");
     assert!(
-        !r.drifts
-            .iter()
-            .flat_map(|d| &d.fields)
-            .any(|f| f.path.contains("team")),
+        !r.drifts.iter().flat_map(|d| &d.fields).any(|f| f.path.contains("team")),
         "a label convoy-agent never set is not drift"
     );
 
@@ -210,10 +159,8 @@ async fn drift_is_reported_by_field_and_manager_healed_only_when_the_app_says_so
         ],
     )
     .await;
-    let r = report_where(&agent, "the healed drift on heal-config", |r| {
-        drift_of(r, "heal-config", true).is_some()
-    })
-    .await;
+    let r =
+        report_where(&agent, "the healed drift on heal-config", |r| drift_of(r, "heal-config", true).is_some()).await;
     let healed = drift_of(&r, "heal-config", true).unwrap();
     assert_eq!(healed.fields[0].path, "data.value");
     assert_eq!(healed.fields[0].live, "hacked");
@@ -225,22 +172,12 @@ async fn drift_is_reported_by_field_and_manager_healed_only_when_the_app_says_so
     .await;
 
     // A deleted object of a self-healing app is reported missing and re-created.
-    kubectl(
-        &kc,
-        &["-n", NS, "delete", "deployment", "heal", "--wait=false"],
-    )
-    .await;
+    kubectl(&kc, &["-n", NS, "delete", "deployment", "heal", "--wait=false"]).await;
     let r = report_where(&agent, "the vanished deployment healed", |r| {
-        r.drifts
-            .iter()
-            .any(|d| d.object.name == "heal" && d.missing && d.healed)
+        r.drifts.iter().any(|d| d.object.name == "heal" && d.missing && d.healed)
     })
     .await;
-    assert!(
-        r.drifts
-            .iter()
-            .any(|d| d.object.name == "heal" && d.missing)
-    );
+    assert!(r.drifts.iter().any(|d| d.object.name == "heal" && d.missing));
     eventually("heal re-created", || {
         let v = cluster.get("apps/v1", "Deployment", Some(NS), "heal");
         async move { v }

@@ -36,11 +36,7 @@ impl Health {
 
     /// The worse of two healths ("worst wins" when rolling objects up into an app).
     pub fn worst(self, other: Health) -> Health {
-        if other.rank() > self.rank() {
-            other
-        } else {
-            self
-        }
+        if other.rank() > self.rank() { other } else { self }
     }
 
     /// Lower-case name, for messages and logs.
@@ -80,9 +76,7 @@ impl From<proto::Health> for Health {
 }
 
 fn health_of(wire: i32) -> Health {
-    proto::Health::try_from(wire)
-        .map(Health::from)
-        .unwrap_or_default()
+    proto::Health::try_from(wire).map(Health::from).unwrap_or_default()
 }
 
 /// One managed object's state.
@@ -148,9 +142,7 @@ pub struct Report {
 impl Report {
     /// The worst app health (healthy when there are no apps).
     pub fn health(&self) -> Health {
-        self.apps
-            .iter()
-            .fold(Health::Healthy, |h, a| h.worst(a.health))
+        self.apps.iter().fold(Health::Healthy, |h, a| h.worst(a.health))
     }
 
     /// Equal apart from the timestamp and summarization count: nothing new to say.
@@ -164,11 +156,7 @@ impl Report {
 }
 
 fn json_text(v: &Value) -> String {
-    if v.is_null() {
-        String::new()
-    } else {
-        v.to_string()
-    }
+    if v.is_null() { String::new() } else { v.to_string() }
 }
 
 fn json_value(text: &str) -> Value {
@@ -294,10 +282,7 @@ mod tests {
 
     #[test]
     fn worst_health_wins() {
-        assert_eq!(
-            Health::Healthy.worst(Health::Progressing),
-            Health::Progressing
-        );
+        assert_eq!(Health::Healthy.worst(Health::Progressing), Health::Progressing);
         assert_eq!(Health::Degraded.worst(Health::Missing), Health::Degraded);
         assert_eq!(Health::Unknown.worst(Health::Healthy), Health::Unknown);
     }

@@ -45,10 +45,17 @@ impl AgentService for AgentLinks {
     type ConnectStream = HubStream;
 
     async fn connect(&self, req: Request<Streaming<AgentMessage>>) -> Result<Response<HubStream>, Status> {
-        let (cluster, peer) = auth::require_cluster(&req)?;
+        let (cluster, peer) = auth::require_registered_cluster(&req, &self.hub.registry)?;
+        let not_before = req.extensions().get::<auth::PeerInfo>().and_then(|p| p.not_before_unix).unwrap_or(i64::MIN);
         let inbound = req.into_inner();
         let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
         let (session, replaced) = self.hub.connections.open(&cluster, peer);
+        // A revocation that landed between the check above and `open` found no stream to close.
+        if self.hub.registry.refuses(&cluster, not_before).is_some() {
+            replaced.cancel();
+            self.hub.connections.close(&cluster, session);
+            return Err(Status::permission_denied(format!("cluster '{cluster}' was revoked")));
+        }
         tracing::info!(cluster, %peer, "agent stream opened");
         let span = tracing::info_span!("agent", cluster = %cluster, session);
         let task = Session { hub: self.hub.clone(), cluster, session, tx };
@@ -70,7 +77,7 @@ impl Session {
     async fn run(self, mut inbound: Streaming<AgentMessage>, shutdown: CancellationToken, replaced: CancellationToken) {
         let outcome = tokio::select! {
             _ = shutdown.cancelled() => Ok("hub shutting down"),
-            _ = replaced.cancelled() => Ok("replaced by a newer stream"),
+            _ = replaced.cancelled() => Ok("closed by the hub (a newer stream replaced it, or the cluster was revoked)"),
             result = self.serve(&mut inbound) => result,
         };
         self.hub.connections.close(&self.cluster, self.session);

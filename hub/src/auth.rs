@@ -12,6 +12,8 @@ pub struct PeerInfo {
     pub addr: SocketAddr,
     /// `None` when the client presented no certificate (allowed only for registration).
     pub identity: Option<Identity>,
+    /// When the client certificate's validity starts (Unix seconds); revocation compares it.
+    pub not_before_unix: Option<i64>,
 }
 
 fn peer<T>(req: &Request<T>) -> Result<&PeerInfo, Status> {
@@ -32,6 +34,24 @@ pub fn require_cluster<T>(req: &Request<T>) -> Result<(String, SocketAddr), Stat
             "agent streams need a cluster certificate (`convoy-hub certs issue --cluster NAME`)",
         )),
     }
+}
+
+/// Like [`require_cluster`], and refuses certificates of a revoked cluster issued before its
+/// revocation.
+pub fn require_registered_cluster<T>(
+    req: &Request<T>,
+    registry: &crate::registration::Registry,
+) -> Result<(String, SocketAddr), Status> {
+    let (cluster, addr) = require_cluster(req)?;
+    let not_before = peer(req)?.not_before_unix.unwrap_or(i64::MIN);
+    if let Some(at_ms) = registry.refuses(&cluster, not_before) {
+        tracing::warn!(peer = %addr, cluster, revoked_unix_ms = at_ms, "refused call: cluster certificate revoked");
+        return Err(Status::permission_denied(format!(
+            "cluster '{cluster}' was revoked (at {at_ms} ms since the epoch) and its certificate is no longer accepted; \
+             register it again with a new token: `convoy token create --cluster {cluster}`"
+        )));
+    }
+    Ok((cluster, addr))
 }
 
 /// The CLI user calling the fleet API and their role.

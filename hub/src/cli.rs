@@ -413,6 +413,29 @@ pub fn promote_check(envs: &EnvsResponse, clusters: &[ClusterInfo], from: &str, 
     }
 }
 
+/// Parses a `KEY=VALUE` label flag.
+pub fn parse_label(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
+        _ => Err(format!("'{text}' is not a label: use KEY=VALUE")),
+    }
+}
+
+/// Parses a duration such as `90s`, `30m`, `1h` or `2d` (a bare number is seconds).
+pub fn parse_ttl(text: &str) -> Result<std::time::Duration, String> {
+    let bad = || format!("'{text}' is not a duration: use a number with s, m, h or d (e.g. 1h)");
+    let (number, unit) = text.find(|c: char| !c.is_ascii_digit()).map_or((text, "s"), |i| text.split_at(i));
+    let number: u64 = number.parse().map_err(|_| bad())?;
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(bad()),
+    };
+    Ok(std::time::Duration::from_secs(number.checked_mul(scale).ok_or_else(bad)?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -433,6 +456,16 @@ mod tests {
         let ctx = ctx.overridden_by(Context { hub: Some("hub:1".into()), ..Default::default() });
         assert_eq!(ctx.hub.as_deref(), Some("hub:1"));
         assert!(matches!(file.context(Some("prod"), &path), Err(CliError::UnknownContext { .. })));
+    }
+
+    #[test]
+    fn token_flags_parse() {
+        assert_eq!(parse_ttl("90s").unwrap().as_secs(), 90);
+        assert_eq!(parse_ttl("2d").unwrap().as_secs(), 172_800);
+        assert_eq!(parse_ttl("15").unwrap().as_secs(), 15);
+        assert!(parse_ttl("1w").is_err() && parse_ttl("h").is_err());
+        assert_eq!(parse_label("region=eu").unwrap(), ("region".into(), "eu".into()));
+        assert!(parse_label("=eu").is_err() && parse_label("region").is_err());
     }
 
     #[test]

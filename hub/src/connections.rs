@@ -128,6 +128,18 @@ impl ConnectionTable {
         self.links.entry(cluster.to_string()).or_insert(link);
     }
 
+    /// Closes `cluster`'s live stream at once (revocation); true when one was open.
+    pub fn disconnect(&self, cluster: &str) -> bool {
+        match self.links.get_mut(cluster) {
+            Some(mut link) if link.connected => {
+                link.cancel.cancel();
+                link.connected = false;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Marks the stream closed (only if it is still the registered one).
     pub fn close(&self, cluster: &str, session: u64) {
         self.with_session(cluster, session, |link| link.connected = false);

@@ -216,6 +216,32 @@ impl FleetService for FleetApi {
         Ok(Response::new(RefreshResponse { branches: self.hub.view().branches.clone().into_iter().collect() }))
     }
 
+    async fn create_token(&self, req: Request<CreateTokenRequest>) -> Result<Response<CreateTokenResponse>, Status> {
+        let (user, _) = auth::require_user(&req, Role::Admin)?;
+        let CreateTokenRequest { cluster, labels, ttl_seconds } = req.into_inner();
+        let ttl = (ttl_seconds != 0).then(|| Duration::from_secs(ttl_seconds.max(0) as u64));
+        let ttl = if ttl_seconds < 0 { Some(Duration::ZERO) } else { ttl };
+        let new = self.hub.registry.create_token(&cluster, labels.into_iter().collect(), ttl).await?;
+        tracing::info!(user, cluster, "bootstrap token handed out");
+        Ok(Response::new(CreateTokenResponse {
+            token: new.token,
+            cluster: new.record.cluster,
+            expires_unix: new.record.expires_unix,
+        }))
+    }
+
+    async fn revoke_cluster(
+        &self,
+        req: Request<RevokeClusterRequest>,
+    ) -> Result<Response<RevokeClusterResponse>, Status> {
+        let (user, _) = auth::require_user(&req, Role::Admin)?;
+        let cluster = req.into_inner().cluster;
+        let at_ms = self.hub.registry.revoke(&cluster).await?;
+        let stream_closed = self.hub.connections.disconnect(&cluster);
+        tracing::warn!(user, cluster, stream_closed, "revocation requested");
+        Ok(Response::new(RevokeClusterResponse { cluster, revoked_unix: at_ms / 1000, stream_closed }))
+    }
+
     type WatchStream = EventStream;
 
     async fn watch(&self, _: Request<WatchRequest>) -> Result<Response<EventStream>, Status> {

@@ -10,6 +10,7 @@ pub mod fleet;
 pub mod fleet_service;
 pub mod git;
 pub mod planner;
+pub mod registration;
 pub mod render;
 pub mod server;
 pub mod source;

@@ -57,6 +57,9 @@ enum Command {
         /// Shared secret for webhook signatures (GitHub/Gitea HMAC, GitLab token).
         #[arg(long, env = "CONVOY_WEBHOOK_SECRET", hide_env_values = true)]
         webhook_secret: Option<String>,
+        /// Lifetime of the agent certificates registration signs (agents renew at two thirds).
+        #[arg(long, env = "CONVOY_AGENT_CERT_HOURS", default_value_t = 720)]
+        agent_cert_hours: u64,
     },
     /// Manage the certificate authority.
     Ca {
@@ -156,8 +159,25 @@ fn run(command: Command) -> Result<(), Failure> {
             println!("issued {identity}: {} {}", cert.display(), key.display());
             Ok(())
         }
-        Command::Serve { listen, certs, repo, data, fleet_branch, poll_seconds, http_listen, webhook_secret } => {
+        Command::Serve {
+            listen,
+            certs,
+            repo,
+            data,
+            fleet_branch,
+            poll_seconds,
+            http_listen,
+            webhook_secret,
+            agent_cert_hours,
+        } => {
             let dir = CertDir::new(certs);
+            // With the CA key the hub signs agent CSRs (bootstrap tokens); without it (a hub
+            // that only holds ca.crt) registration is refused with a clear error.
+            let authority = if dir.ca_key().exists() {
+                Some(CertificateAuthority::load(&dir).map_err(|e| config(e.into()))?)
+            } else {
+                None
+            };
             let material = TlsMaterial::from_files(&dir.ca_cert(), &dir.hub_cert(), &dir.hub_key())
                 .map_err(|e| config(e.into()))?;
             let tls = tls::server_config(&material).map_err(|e| config(e.into()))?;
@@ -180,6 +200,11 @@ fn run(command: Command) -> Result<(), Failure> {
                 tokio::spawn(convoy_shared::cancel_on_signal(shutdown.clone()));
                 let store = RedbStore::open(&data).map_err(|e| config(e.into()))?;
                 let hub = Hub::new(Arc::new(store)).map_err(|e| config(e.into()))?;
+                match authority {
+                    Some(ca) => hub.registry.set_authority(ca),
+                    None => tracing::warn!("no ca.key in the certificate directory: agent registration is disabled"),
+                }
+                hub.registry.set_cert_lifetime(Duration::from_secs(agent_cert_hours.max(1) * 3600));
                 server::run(hub_config, grpc, http, hub, shutdown).await.map_err(|e| Failure::Runtime(e.into()))
             })
         }

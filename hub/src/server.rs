@@ -10,6 +10,7 @@ use std::time::Duration;
 use convoy_shared::identity::Identity;
 use convoy_shared::proto::agent_service_server::AgentServiceServer;
 use convoy_shared::proto::fleet_service_server::FleetServiceServer;
+use convoy_shared::proto::registration_service_server::RegistrationServiceServer;
 use futures::FutureExt;
 use rustls::ServerConfig;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -24,6 +25,7 @@ use tracing::Instrument;
 use crate::agent_service::AgentLinks;
 use crate::auth::{self, PeerInfo};
 use crate::fleet_service::FleetApi;
+use crate::registration::RegistrationApi;
 use crate::state::Hub;
 
 /// How long a client may take to finish the TLS handshake.
@@ -87,7 +89,7 @@ pub async fn run(
     result
 }
 
-/// Serves AgentService and FleetService on `listener` until `shutdown` is cancelled, then
+/// Serves AgentService, FleetService and RegistrationService on `listener` until `shutdown` is cancelled, then
 /// closes agent streams and drains connections.
 pub async fn serve(
     listener: TcpListener,
@@ -110,7 +112,9 @@ pub async fn serve(
             AgentLinks::new(hub.clone(), shutdown.clone()),
             auth::agent_interceptor,
         ))
-        .add_service(FleetServiceServer::with_interceptor(FleetApi::new(hub), auth::fleet_interceptor))
+        .add_service(FleetServiceServer::with_interceptor(FleetApi::new(hub.clone()), auth::fleet_interceptor))
+        // No interceptor: Register is authorized by its token, Renew checks the certificate.
+        .add_service(RegistrationServiceServer::new(RegistrationApi::new(hub)))
         .serve_with_incoming_shutdown(incoming, shutdown.cancelled())
         .await;
     accept.abort();
@@ -147,12 +151,10 @@ async fn accept_loop(
             let _ = tcp.set_nodelay(true);
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp).into_fallible()).await {
                 Ok(Ok(stream)) => {
-                    let identity = stream
-                        .get_ref()
-                        .1
-                        .peer_certificates()
-                        .and_then(|certs| certs.first())
-                        .map(|cert| Identity::from_certificate_der(cert));
+                    let leaf = stream.get_ref().1.peer_certificates().and_then(|certs| certs.first());
+                    let not_before_unix =
+                        leaf.and_then(|cert| convoy_shared::enrollment::validity_der(cert).ok()).map(|v| v.not_before);
+                    let identity = leaf.map(|cert| Identity::from_certificate_der(cert));
                     let identity = match identity {
                         None => None,
                         Some(Ok(id)) => Some(id),
@@ -162,7 +164,8 @@ async fn accept_loop(
                         }
                     };
                     tracing::debug!(peer = %addr, identity = ?identity, "TLS connection accepted");
-                    let _ = conns.send(TlsConn { inner: stream, info: PeerInfo { addr, identity } }).await;
+                    let _ =
+                        conns.send(TlsConn { inner: stream, info: PeerInfo { addr, identity, not_before_unix } }).await;
                 }
                 Ok(Err((e, tcp))) => {
                     tracing::warn!(peer = %addr, reason = %refusal_reason(&e), "refused TLS connection");

@@ -21,6 +21,8 @@ pub struct Hub {
     /// Wakes the source loop at once (webhook, `convoy refresh`).
     pub refresh: Notify,
     pub store: Arc<dyn Store>,
+    /// Bootstrap tokens, certificate signing and revocations.
+    pub registry: crate::registration::Registry,
     /// Owned by the hub: the writer task ends once the hub is dropped.
     writer: StoreWriter,
 }
@@ -36,6 +38,7 @@ impl Hub {
             view: RwLock::default(),
             refresh: Notify::new(),
             store: store.clone(),
+            registry: crate::registration::Registry::load(store.clone())?,
             writer,
         };
         for (cluster, report) in store.last_reports()? {

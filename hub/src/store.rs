@@ -1,7 +1,9 @@
 //! What the hub keeps that is not in Git: each cluster's last report and its history (assigned,
 //! applied). Behind the [`Store`] trait: [`RedbStore`] (embedded, the default, so `convoy-hub`
 //! needs no database) and [`MemoryStore`] (tests, the sandbox without a data directory).
-//! Writes are batched by one writer task; nothing blocks the runtime.
+//! Writes are batched by one writer task; nothing blocks the runtime. Registration state
+//! (bootstrap token hashes, registrations, revocations) is written synchronously instead: a
+//! token must be spent exactly once, and a revocation must outlive a crash right after it.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -15,6 +17,12 @@ use tokio::sync::mpsc;
 
 const REPORTS: TableDefinition<&str, &[u8]> = TableDefinition::new("reports");
 const HISTORY: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("history");
+/// SHA-256 (hex) of a bootstrap token → [`TokenRecord`] (JSON).
+const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("bootstrap_tokens");
+/// Cluster → [`Registration`] (JSON) of its latest registration.
+const REGISTRATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("registrations");
+/// Cluster → when it was revoked (Unix milliseconds).
+const REVOCATIONS: TableDefinition<&str, i64> = TableDefinition::new("revocations");
 /// History entries kept per cluster in memory.
 const MEMORY_HISTORY: usize = 1000;
 
@@ -35,6 +43,50 @@ fn db<E: std::fmt::Display>(e: E) -> StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// A bootstrap token as the store keeps it (the token itself is never stored, only its hash).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TokenRecord {
+    pub cluster: String,
+    pub labels: BTreeMap<String, String>,
+    pub created_unix_ms: i64,
+    pub expires_unix: i64,
+    /// Set when an agent registered with it; a used token is refused.
+    pub used_unix: Option<i64>,
+}
+
+/// What spending a token found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Redeemed {
+    /// The token was valid and is now used.
+    Spent(TokenRecord),
+    Unknown,
+    AlreadyUsed(TokenRecord),
+    Expired(TokenRecord),
+}
+
+/// Spends `record` at `now` if it can be spent; returns the outcome and the record to write back.
+fn redeem(record: Option<TokenRecord>, now: i64) -> (Redeemed, Option<TokenRecord>) {
+    match record {
+        None => (Redeemed::Unknown, None),
+        Some(r) if r.used_unix.is_some() => (Redeemed::AlreadyUsed(r), None),
+        Some(r) if r.expires_unix <= now => (Redeemed::Expired(r), None),
+        Some(mut r) => {
+            r.used_unix = Some(now);
+            (Redeemed::Spent(r.clone()), Some(r))
+        }
+    }
+}
+
+/// A cluster's latest registration through a bootstrap token.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Registration {
+    pub cluster: String,
+    /// Labels given at token creation; informational (Git's clusters/<name>.yaml targets apps).
+    pub labels: BTreeMap<String, String>,
+    pub registered_unix: i64,
+    pub peer: String,
+}
+
 /// One change to persist.
 #[derive(Debug, Clone)]
 pub enum StoreEvent {
@@ -51,6 +103,19 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn last_reports(&self) -> Result<Vec<(String, Report)>>;
     /// The newest `limit` history entries of `cluster`, newest first.
     fn history(&self, cluster: &str, limit: usize) -> Result<Vec<HistoryEntry>>;
+    /// Stores a new bootstrap token under the SHA-256 of its text.
+    fn put_token(&self, hash: &str, token: &TokenRecord) -> Result<()>;
+    /// Spends the token with hash `hash` at `now` in one transaction: at most one caller ever
+    /// gets [`Redeemed::Spent`] for a token.
+    fn redeem_token(&self, hash: &str, now: i64) -> Result<Redeemed>;
+    /// Records a registration (replacing the cluster's previous one).
+    fn put_registration(&self, registration: &Registration) -> Result<()>;
+    /// Every cluster's latest registration.
+    fn registrations(&self) -> Result<Vec<Registration>>;
+    /// Records that `cluster` was revoked at `at` (Unix milliseconds).
+    fn put_revocation(&self, cluster: &str, at: i64) -> Result<()>;
+    /// Every revocation: cluster and when.
+    fn revocations(&self) -> Result<Vec<(String, i64)>>;
 }
 
 /// The embedded store (redb), one file in the data directory.
@@ -69,6 +134,9 @@ impl RedbStore {
         let db = Database::create(&path).map_err(|e| open_err(e.to_string()))?;
         let txn = db.begin_write().map_err(db_err)?;
         txn.open_table(REPORTS).map_err(db_err)?;
+        txn.open_table(TOKENS).map_err(db_err)?;
+        txn.open_table(REGISTRATIONS).map_err(db_err)?;
+        txn.open_table(REVOCATIONS).map_err(db_err)?;
         let last = {
             let history = txn.open_table(HISTORY).map_err(db_err)?;
             let mut last = 0;
@@ -130,6 +198,70 @@ impl Store for RedbStore {
         }
         Ok(out)
     }
+
+    fn put_token(&self, hash: &str, token: &TokenRecord) -> Result<()> {
+        let json = serde_json::to_vec(token).map_err(db)?;
+        let txn = self.db.begin_write().map_err(db)?;
+        txn.open_table(TOKENS).map_err(db)?.insert(hash, json.as_slice()).map_err(db)?;
+        txn.commit().map_err(db)
+    }
+
+    fn redeem_token(&self, hash: &str, now: i64) -> Result<Redeemed> {
+        // redb serializes write transactions, so read-check-write here is atomic.
+        let txn = self.db.begin_write().map_err(db)?;
+        let outcome = {
+            let mut table = txn.open_table(TOKENS).map_err(db)?;
+            let record = match table.get(hash).map_err(db)? {
+                Some(value) => Some(serde_json::from_slice::<TokenRecord>(value.value()).map_err(db)?),
+                None => None,
+            };
+            let (outcome, write) = redeem(record, now);
+            if let Some(record) = write {
+                table.insert(hash, serde_json::to_vec(&record).map_err(db)?.as_slice()).map_err(db)?;
+            }
+            outcome
+        };
+        txn.commit().map_err(db)?;
+        Ok(outcome)
+    }
+
+    fn put_registration(&self, registration: &Registration) -> Result<()> {
+        let json = serde_json::to_vec(registration).map_err(db)?;
+        let txn = self.db.begin_write().map_err(db)?;
+        txn.open_table(REGISTRATIONS)
+            .map_err(db)?
+            .insert(registration.cluster.as_str(), json.as_slice())
+            .map_err(db)?;
+        txn.commit().map_err(db)
+    }
+
+    fn registrations(&self) -> Result<Vec<Registration>> {
+        let txn = self.db.begin_read().map_err(db)?;
+        let table = txn.open_table(REGISTRATIONS).map_err(db)?;
+        let mut out = Vec::new();
+        for row in table.iter().map_err(db)? {
+            let (_, value) = row.map_err(db)?;
+            out.push(serde_json::from_slice(value.value()).map_err(db)?);
+        }
+        Ok(out)
+    }
+
+    fn put_revocation(&self, cluster: &str, at: i64) -> Result<()> {
+        let txn = self.db.begin_write().map_err(db)?;
+        txn.open_table(REVOCATIONS).map_err(db)?.insert(cluster, at).map_err(db)?;
+        txn.commit().map_err(db)
+    }
+
+    fn revocations(&self) -> Result<Vec<(String, i64)>> {
+        let txn = self.db.begin_read().map_err(db)?;
+        let table = txn.open_table(REVOCATIONS).map_err(db)?;
+        let mut out = Vec::new();
+        for row in table.iter().map_err(db)? {
+            let (key, value) = row.map_err(db)?;
+            out.push((key.value().to_string(), value.value()));
+        }
+        Ok(out)
+    }
 }
 
 /// A store in memory: lost on restart.
@@ -137,6 +269,9 @@ impl Store for RedbStore {
 pub struct MemoryStore {
     reports: Mutex<BTreeMap<String, Report>>,
     history: Mutex<BTreeMap<String, VecDeque<HistoryEntry>>>,
+    tokens: Mutex<BTreeMap<String, TokenRecord>>,
+    registrations: Mutex<BTreeMap<String, Registration>>,
+    revocations: Mutex<BTreeMap<String, i64>>,
 }
 
 impl Store for MemoryStore {
@@ -166,6 +301,41 @@ impl Store for MemoryStore {
     fn history(&self, cluster: &str, limit: usize) -> Result<Vec<HistoryEntry>> {
         let history = self.history.lock().expect("history lock");
         Ok(history.get(cluster).map(|h| h.iter().rev().take(limit).cloned().collect()).unwrap_or_default())
+    }
+
+    fn put_token(&self, hash: &str, token: &TokenRecord) -> Result<()> {
+        self.tokens.lock().expect("tokens lock").insert(hash.to_string(), token.clone());
+        Ok(())
+    }
+
+    fn redeem_token(&self, hash: &str, now: i64) -> Result<Redeemed> {
+        let mut tokens = self.tokens.lock().expect("tokens lock");
+        let (outcome, write) = redeem(tokens.get(hash).cloned(), now);
+        if let Some(record) = write {
+            tokens.insert(hash.to_string(), record);
+        }
+        Ok(outcome)
+    }
+
+    fn put_registration(&self, registration: &Registration) -> Result<()> {
+        self.registrations
+            .lock()
+            .expect("registrations lock")
+            .insert(registration.cluster.clone(), registration.clone());
+        Ok(())
+    }
+
+    fn registrations(&self) -> Result<Vec<Registration>> {
+        Ok(self.registrations.lock().expect("registrations lock").values().cloned().collect())
+    }
+
+    fn put_revocation(&self, cluster: &str, at: i64) -> Result<()> {
+        self.revocations.lock().expect("revocations lock").insert(cluster.to_string(), at);
+        Ok(())
+    }
+
+    fn revocations(&self) -> Result<Vec<(String, i64)>> {
+        Ok(self.revocations.lock().expect("revocations lock").iter().map(|(k, v)| (k.clone(), *v)).collect())
     }
 }
 
@@ -241,6 +411,42 @@ mod tests {
         assert_eq!(history.iter().map(|h| h.event.as_str()).collect::<Vec<_>>(), ["applied", "assigned"]);
         assert_eq!(store.history("eu-1", 1).unwrap().len(), 1);
         assert_eq!(store.last_reports().unwrap()[0].1.revision, "r1");
+    }
+
+    fn token(expires_unix: i64) -> TokenRecord {
+        TokenRecord {
+            cluster: "eu-1".into(),
+            labels: BTreeMap::from([("region".into(), "eu".into())]),
+            created_unix_ms: 100,
+            expires_unix,
+            used_unix: None,
+        }
+    }
+
+    fn exercise_registration(store: &dyn Store) {
+        store.put_token("live", &token(200)).unwrap();
+        store.put_token("old", &token(150)).unwrap();
+        assert_eq!(store.redeem_token("nope", 160).unwrap(), Redeemed::Unknown);
+        assert!(matches!(store.redeem_token("old", 160).unwrap(), Redeemed::Expired(_)));
+        let Redeemed::Spent(spent) = store.redeem_token("live", 160).unwrap() else { panic!("live token not spent") };
+        assert_eq!(spent.used_unix, Some(160));
+        assert!(matches!(store.redeem_token("live", 161).unwrap(), Redeemed::AlreadyUsed(_)));
+        store.put_revocation("eu-1", 170).unwrap();
+        assert_eq!(store.revocations().unwrap(), [("eu-1".to_string(), 170)]);
+        let registration =
+            Registration { cluster: "eu-1".into(), labels: spent.labels, registered_unix: 160, peer: "p".into() };
+        store.put_registration(&registration).unwrap();
+        assert_eq!(store.registrations().unwrap(), [registration]);
+    }
+
+    #[test]
+    fn tokens_are_spent_once_in_both_stores_and_survive_a_reopen() {
+        exercise_registration(&MemoryStore::default());
+        let dir = tempfile::tempdir().unwrap();
+        exercise_registration(&RedbStore::open(dir.path()).unwrap());
+        let reopened = RedbStore::open(dir.path()).unwrap();
+        assert!(matches!(reopened.redeem_token("live", 162).unwrap(), Redeemed::AlreadyUsed(_)));
+        assert_eq!(reopened.revocations().unwrap().len(), 1);
     }
 
     #[test]

@@ -41,7 +41,15 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// List the clusters the hub knows: environment, agent link, sync and health.
-    Clusters,
+    Clusters {
+        #[command(subcommand)]
+        command: Option<ClustersCommand>,
+    },
+    /// Bootstrap tokens for registering agents (admin).
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
     /// Apps, health, revisions and errors of one cluster (or all).
     Status { cluster: Option<String> },
     /// Drift the agents found: object, field, who changed it, desired and live values.
@@ -69,6 +77,29 @@ enum Command {
     },
     /// Print shell completions.
     Completions { shell: clap_complete::Shell },
+}
+
+#[derive(Subcommand)]
+enum ClustersCommand {
+    /// Close the cluster's agent stream and refuse its certificates from now on (admin). It can
+    /// come back only by registering with a new token.
+    Revoke { name: String },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Print a single-use bootstrap token with which one agent registers as CLUSTER.
+    Create {
+        #[arg(long)]
+        cluster: String,
+        /// Label recorded with the registration, KEY=VALUE (repeatable); apps are still targeted
+        /// by the labels in the fleet repository's clusters/<name>.yaml.
+        #[arg(long = "label", value_parser = cli::parse_label)]
+        labels: Vec<(String, String)>,
+        /// How long the token may be used: 90s, 30m, 1h, 2d.
+        #[arg(long, default_value = "1h", value_parser = cli::parse_ttl)]
+        ttl: std::time::Duration,
+    },
 }
 
 fn main() -> ExitCode {
@@ -120,7 +151,32 @@ async fn run(cli: Cli) -> Result<(), cli::CliError> {
                 _ => print!("{}", convoy_hub::render::to_yaml(&objects)),
             }
         }
-        Command::Clusters => {
+        Command::Clusters { command: Some(ClustersCommand::Revoke { name }) } => {
+            let request = RevokeClusterRequest { cluster: name };
+            let reply = context()?.connect().await?.revoke_cluster(request).await?.into_inner();
+            let text = || {
+                let stream = if reply.stream_closed { "its agent stream was closed" } else { "no agent was connected" };
+                format!("revoked {}: {stream}; its certificates are refused from now on\n", reply.cluster)
+            };
+            print!("{}", cli::structured(cli.output, &reply).unwrap_or_else(text));
+        }
+        Command::Token { command: TokenCommand::Create { cluster, labels, ttl } } => {
+            let request =
+                CreateTokenRequest { cluster, labels: labels.into_iter().collect(), ttl_seconds: ttl.as_secs() as i64 };
+            let reply = context()?.connect().await?.create_token(request).await?.into_inner();
+            // Only the token on stdout (for `$(convoy token create …)`); the rest on stderr.
+            match cli.output {
+                Output::Table => {
+                    eprintln!(
+                        "bootstrap token for {} (single use, expires at unix {}):",
+                        reply.cluster, reply.expires_unix
+                    );
+                    println!("{}", reply.token);
+                }
+                _ => print!("{}", cli::structured(cli.output, &reply).unwrap_or_default()),
+            }
+        }
+        Command::Clusters { command: None } => {
             let reply = context()?.connect().await?.list_clusters(ListClustersRequest {}).await?.into_inner();
             let table = || cli::clusters_table(&reply.clusters, convoy_hub::connections::now_ms());
             print!("{}", cli::structured(cli.output, &reply.clusters).unwrap_or_else(table));

@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 pub mod applier;
+pub mod bootstrap;
 pub mod cache;
 pub mod discovery;
 pub mod drift;

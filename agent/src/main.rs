@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use convoy_agent::bootstrap::{self, AgentCertificate, BootstrapConfig};
 use convoy_agent::link::{Backoff, LinkConfig};
 use convoy_agent::reconciler::ReconcilerConfig;
 use convoy_shared::tls::{self, HubAddress, TlsMaterial};
@@ -20,12 +21,20 @@ struct Cli {
     /// Name the hub's certificate must carry, when it differs from HOST.
     #[arg(long, env = "CONVOY_SERVER_NAME")]
     server_name: Option<String>,
-    /// This agent's certificate (issued for its cluster).
-    #[arg(long, env = "CONVOY_CERT")]
-    cert: PathBuf,
-    /// This agent's private key.
-    #[arg(long, env = "CONVOY_KEY")]
-    key: PathBuf,
+    /// This agent's certificate (pre-issued for its cluster); without it the agent bootstraps
+    /// (credentials Secret, else --bootstrap-token).
+    #[arg(long, env = "CONVOY_CERT", requires = "key")]
+    cert: Option<PathBuf>,
+    /// This agent's private key (with --cert).
+    #[arg(long, env = "CONVOY_KEY", requires = "cert")]
+    key: Option<PathBuf>,
+    /// Single-use bootstrap token (`convoy token create`), used only while the credentials
+    /// Secret holds no valid certificate.
+    #[arg(long, env = "CONVOY_BOOTSTRAP_TOKEN", hide_env_values = true)]
+    bootstrap_token: Option<String>,
+    /// Secret (in --namespace) where a bootstrapped agent keeps its key and certificate.
+    #[arg(long, env = "CONVOY_CREDENTIALS_SECRET", default_value = "convoy-agent-credentials")]
+    credentials_secret: String,
     /// The hub's CA certificate.
     #[arg(long, env = "CONVOY_CA")]
     ca: PathBuf,
@@ -63,7 +72,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     convoy_shared::install_crypto_provider();
     convoy_shared::telemetry::init(&cli.log, cli.log_json);
-    let (link, reconciler) = match config(&cli) {
+    let (material, bootstrap) = match credentials_config(&cli) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("convoy-agent: {e:#}");
@@ -80,7 +89,28 @@ fn main() -> ExitCode {
     runtime.block_on(async {
         let shutdown = CancellationToken::new();
         tokio::spawn(convoy_shared::cancel_on_signal(shutdown.clone()));
-        let client = match kube_client(cli.kubeconfig.as_deref()).await {
+        let client = kube_client(cli.kubeconfig.as_deref()).await;
+        let (link, reconciler) = match (&material, &client) {
+            (Some(material), _) => match pre_issued(&cli, material) {
+                Ok(config) => config,
+                Err(e) => {
+                    eprintln!("convoy-agent: {e:#}");
+                    return ExitCode::from(64);
+                }
+            },
+            (None, Ok(client)) => match bootstrapped(&cli, &bootstrap, client, &shutdown).await {
+                Ok(config) => config,
+                Err(e) => {
+                    eprintln!("convoy-agent: {e:#}");
+                    return ExitCode::FAILURE;
+                }
+            },
+            (None, Err(e)) => {
+                eprintln!("convoy-agent: bootstrapping needs the Kubernetes API for its credentials Secret: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let client = match client {
             Ok(c) => c,
             Err(e) => {
                 // Without a cluster the agent can still show up at the hub, which is where an
@@ -119,13 +149,56 @@ async fn kube_client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kub
     kube::Client::try_from(config).context("building the Kubernetes client")
 }
 
-fn config(cli: &Cli) -> anyhow::Result<(LinkConfig, ReconcilerConfig)> {
-    let material = TlsMaterial::from_files(&cli.ca, &cli.cert, &cli.key)?;
-    let cluster =
-        if cli.cluster.is_empty() { cluster_from_certificate(&material.cert_pem)? } else { cli.cluster.clone() };
+/// Reads the pre-issued certificate files, if given, and what bootstrapping needs.
+fn credentials_config(cli: &Cli) -> anyhow::Result<(Option<TlsMaterial>, BootstrapConfig)> {
+    let material = match (&cli.cert, &cli.key) {
+        (Some(cert), Some(key)) => Some(TlsMaterial::from_files(&cli.ca, cert, key)?),
+        _ => None,
+    };
+    let ca_pem = convoy_shared::pki::read(&cli.ca)?;
+    tls::parse_certs(&ca_pem, &format!("the hub CA {}", cli.ca.display()))?;
+    let bootstrap = BootstrapConfig {
+        hub: HubAddress::parse(&cli.hub, cli.server_name.as_deref())?,
+        ca_pem,
+        token: cli.bootstrap_token.clone().filter(|t| !t.trim().is_empty()),
+        secret: cli.credentials_secret.clone(),
+        namespace: cli.namespace.clone(),
+        connect_timeout: Duration::from_secs(10),
+    };
+    Ok((material, bootstrap))
+}
+
+/// Link and reconciler configuration with a pre-issued certificate.
+fn pre_issued(cli: &Cli, material: &TlsMaterial) -> anyhow::Result<(LinkConfig, ReconcilerConfig)> {
+    let cert_cluster = cluster_from_certificate(&material.cert_pem)?;
+    let tls = tls::client_config(&material.ca_pem, Some((&material.cert_pem, &material.key_pem)))?;
+    config(cli, tls, cert_cluster)
+}
+
+/// Gets credentials from the Secret or the bootstrap token, and keeps renewing them.
+async fn bootstrapped(
+    cli: &Cli,
+    bootstrap: &BootstrapConfig,
+    client: &kube::Client,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<(LinkConfig, ReconcilerConfig)> {
+    let credentials = bootstrap::obtain(bootstrap, client).await?;
+    let cluster = credentials.cluster.clone();
+    let certificate = AgentCertificate::new(credentials)?;
+    let tls = certificate.client_config(&bootstrap.ca_pem)?;
+    tokio::spawn(bootstrap::renew_loop(bootstrap.clone(), client.clone(), certificate, shutdown.clone()));
+    config(cli, tls, cluster)
+}
+
+fn config(
+    cli: &Cli,
+    tls: std::sync::Arc<rustls::ClientConfig>,
+    cert_cluster: String,
+) -> anyhow::Result<(LinkConfig, ReconcilerConfig)> {
+    let cluster = if cli.cluster.is_empty() { cert_cluster } else { cli.cluster.clone() };
     let link = LinkConfig {
         hub: HubAddress::parse(&cli.hub, cli.server_name.as_deref())?,
-        tls: tls::client_config(&material.ca_pem, Some((&material.cert_pem, &material.key_pem)))?,
+        tls,
         cluster_name: cluster.clone(),
         heartbeat: Duration::from_secs(cli.heartbeat_seconds.max(1)),
         backoff: Backoff { max: Duration::from_secs(cli.backoff_max_seconds.max(1)), ..Backoff::default() },

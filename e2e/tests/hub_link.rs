@@ -14,17 +14,8 @@ fn cluster(name: &str) -> Identity {
 
 async fn connected_clusters(ca: &TestCa, hub: &str) -> Vec<String> {
     let mut cli = ca.cli(hub, Role::Viewer).await;
-    let clusters = cli
-        .list_clusters(ListClustersRequest {})
-        .await
-        .expect("ListClusters")
-        .into_inner()
-        .clusters;
-    clusters
-        .into_iter()
-        .filter(|c| c.connected)
-        .map(|c| c.name)
-        .collect()
+    let clusters = cli.list_clusters(ListClustersRequest {}).await.expect("ListClusters").into_inner().clusters;
+    clusters.into_iter().filter(|c| c.connected).map(|c| c.name).collect()
 }
 
 /// Runs an agent with `config` until its link reports a failure, and returns the error it shows.
@@ -72,16 +63,10 @@ async fn an_agent_appears_under_the_name_in_its_certificate_not_its_hello() {
     })
     .await;
     let lines = refusals_logged(&hub, "agent claims another cluster name").await;
-    assert!(
-        lines[0].contains("prod-us") && lines[0].contains("eu-1"),
-        "{lines:?}"
-    );
+    assert!(lines[0].contains("prod-us") && lines[0].contains("eu-1"), "{lines:?}");
     agent.stop().await;
     eventually("eu-1 to show as disconnected", || async {
-        connected_clusters(&ca, &hub.address)
-            .await
-            .is_empty()
-            .then_some(())
+        connected_clusters(&ca, &hub.address).await.is_empty().then_some(())
     })
     .await;
 }
@@ -92,15 +77,9 @@ async fn an_agent_without_a_client_certificate_is_refused() {
     let hub = HubProcess::start(&ca.certs.0, "127.0.0.1:0");
     let error = agent_error(ca.agent_config(&hub.address, None, "eu-1")).await;
     assert!(error.contains("no client certificate"), "{error}");
-    assert!(
-        error.contains("convoy-hub certs issue --cluster"),
-        "{error}"
-    );
+    assert!(error.contains("convoy-hub certs issue --cluster"), "{error}");
     let lines = refusals_logged(&hub, "refused call").await;
-    assert!(
-        lines[0].contains("no client certificate") && lines[0].contains("AgentService"),
-        "{lines:?}"
-    );
+    assert!(lines[0].contains("no client certificate") && lines[0].contains("AgentService"), "{lines:?}");
 }
 
 #[tokio::test]
@@ -132,15 +111,9 @@ async fn an_expired_certificate_is_refused() {
 async fn a_viewer_cli_certificate_cannot_pose_as_an_agent() {
     let ca = TestCa::new();
     let hub = HubProcess::start(&ca.certs.0, "127.0.0.1:0");
-    let cert = ca.issue(Identity::User {
-        name: "ana".into(),
-        role: Role::Viewer,
-    });
+    let cert = ca.issue(Identity::User { name: "ana".into(), role: Role::Viewer });
     let error = agent_error(ca.agent_config(&hub.address, Some(&cert), "ana")).await;
-    assert!(
-        error.contains("user 'ana' (viewer)") && error.contains("cluster certificate"),
-        "{error}"
-    );
+    assert!(error.contains("user 'ana' (viewer)") && error.contains("cluster certificate"), "{error}");
     let lines = refusals_logged(&hub, "refused call").await;
     assert!(lines[0].contains("AgentService"), "{lines:?}");
     assert!(connected_clusters(&ca, &hub.address).await.is_empty());
@@ -151,20 +124,11 @@ async fn an_agent_certificate_cannot_call_the_fleet_api() {
     let ca = TestCa::new();
     let hub = HubProcess::start(&ca.certs.0, "127.0.0.1:0");
     let cert = ca.issue(cluster("eu-1"));
-    let mut client = ca
-        .fleet_client(&hub.address, &cert)
-        .await
-        .expect("TLS itself succeeds");
-    let status = client
-        .list_clusters(ListClustersRequest {})
-        .await
-        .expect_err("must be refused");
+    let mut client = ca.fleet_client(&hub.address, &cert).await.expect("TLS itself succeeds");
+    let status = client.list_clusters(ListClustersRequest {}).await.expect_err("must be refused");
     assert_eq!(status.code(), tonic::Code::PermissionDenied);
     let error = convoy_shared::link_error::explain(&status);
-    assert!(
-        error.contains("cluster 'eu-1'") && error.contains("CLI certificate"),
-        "{error}"
-    );
+    assert!(error.contains("cluster 'eu-1'") && error.contains("CLI certificate"), "{error}");
     let lines = refusals_logged(&hub, "refused call").await;
     assert!(lines[0].contains("FleetService"), "{lines:?}");
 }
@@ -173,14 +137,10 @@ async fn an_agent_certificate_cannot_call_the_fleet_api() {
 async fn plaintext_grpc_to_the_tls_port_is_refused() {
     let ca = TestCa::new();
     let hub = HubProcess::start(&ca.certs.0, "127.0.0.1:0");
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", hub.address))
-        .expect("endpoint")
-        .connect_lazy();
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://{}", hub.address)).expect("endpoint").connect_lazy();
     let mut fleet = FleetServiceClient::new(channel.clone());
-    let status = fleet
-        .list_clusters(ListClustersRequest {})
-        .await
-        .expect_err("plaintext must fail");
+    let status = fleet.list_clusters(ListClustersRequest {}).await.expect_err("plaintext must fail");
     assert_ne!(status.code(), tonic::Code::Ok);
     let mut agent = AgentServiceClient::new(channel);
     assert!(agent.connect(tokio_stream::empty()).await.is_err());
@@ -194,23 +154,16 @@ async fn agents_reconnect_by_themselves_after_the_hub_is_killed_and_restarted() 
     let hub = HubProcess::start(&ca.certs.0, "127.0.0.1:0");
     let address = hub.address.clone();
     let names = ["a-1", "b-2", "c-3"];
-    let agents: Vec<_> = names
-        .iter()
-        .map(|n| RunningAgent::start(ca.agent_config(&address, Some(&ca.issue(cluster(n))), n)))
-        .collect();
-    eventually("3 agents connected", || async {
-        (connected_clusters(&ca, &address).await.len() == 3).then_some(())
-    })
-    .await;
+    let agents: Vec<_> =
+        names.iter().map(|n| RunningAgent::start(ca.agent_config(&address, Some(&ca.issue(cluster(n))), n))).collect();
+    eventually("3 agents connected", || async { (connected_clusters(&ca, &address).await.len() == 3).then_some(()) })
+        .await;
 
     hub.kill();
     for agent in &agents {
         let mut state = agent.handle.state.clone();
         eventually("each agent to notice the hub is gone", || {
-            let down = matches!(
-                *state.borrow_and_update(),
-                LinkState::Disconnected { .. } | LinkState::Connecting
-            );
+            let down = matches!(*state.borrow_and_update(), LinkState::Disconnected { .. } | LinkState::Connecting);
             async move { down.then_some(()) }
         })
         .await;
@@ -234,12 +187,8 @@ async fn no_key_material_reaches_the_logs_at_trace_level() {
     let ca = TestCa::new();
     let hub = HubProcess::start_logging(&ca.certs.0, "127.0.0.1:0", "trace");
     let cert = ca.issue(cluster("eu-1"));
-    let (cert_path, key_path) = ca
-        .certs
-        .write_leaf(&cluster("eu-1"), &cert)
-        .expect("write agent cert");
-    let mut command =
-        std::process::Command::new(convoy_e2e::harness::workspace_binary("convoy-agent"));
+    let (cert_path, key_path) = ca.certs.write_leaf(&cluster("eu-1"), &cert).expect("write agent cert");
+    let mut command = std::process::Command::new(convoy_e2e::harness::workspace_binary("convoy-agent"));
     command
         .args(["--hub", &hub.address, "--ca"])
         .arg(ca.certs.ca_cert())
@@ -252,9 +201,7 @@ async fn no_key_material_reaches_the_logs_at_trace_level() {
     agent.wait_for_line("connected to the hub");
     // The CLI and a refused caller add their share of handshakes to the hub's log.
     connected_clusters(&ca, &hub.address).await;
-    let _ =
-        agent_error(ca.agent_config(&hub.address, Some(&ca.issue_expired(cluster("old"))), "old"))
-            .await;
+    let _ = agent_error(ca.agent_config(&hub.address, Some(&ca.issue_expired(cluster("old"))), "old")).await;
     refusals_logged(&hub, "refused TLS connection").await;
 
     let keys = [
@@ -270,10 +217,7 @@ async fn no_key_material_reaches_the_logs_at_trace_level() {
         .chain(["PRIVATE KEY"])
         .collect();
     let logs: Vec<String> = hub.process.log().into_iter().chain(agent.log()).collect();
-    assert!(
-        logs.len() > 20,
-        "trace logging produced too little to judge: {logs:?}"
-    );
+    assert!(logs.len() > 20, "trace logging produced too little to judge: {logs:?}");
     for line in &logs {
         for secret in &secrets {
             assert!(!line.contains(secret), "key material in a log line: {line}");

@@ -7,23 +7,13 @@ use std::process::Command;
 use convoy_e2e::harness::{Process, eventually, workspace_binary};
 
 fn convoy(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(workspace_binary("convoy"))
-        .args(args)
-        .output()
-        .expect("run convoy");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
+    let out = Command::new(workspace_binary("convoy")).args(args).output().expect("run convoy");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
 }
 
 fn start_sandbox(dir: &Path) -> Process {
     let mut command = Command::new(workspace_binary("convoy-sandbox"));
-    command
-        .arg("--dir")
-        .arg(dir)
-        .args(["--listen", "127.0.0.1:0", "--status-seconds", "0"]);
+    command.arg("--dir").arg(dir).args(["--listen", "127.0.0.1:0", "--status-seconds", "0"]);
     let sandbox = Process::spawn(command);
     sandbox.wait_for_line("Convoy sandbox ready");
     sandbox
@@ -54,15 +44,8 @@ async fn the_sandbox_fleet_answers_the_cli_through_its_config_file() {
     let (ok, table, _) = convoy(&["--config", config, "clusters"]);
     assert!(ok);
     let header = table.lines().next().unwrap();
-    assert!(
-        header.starts_with("CLUSTER") && header.contains("LAST SEEN"),
-        "{table}"
-    );
-    assert_eq!(
-        table.lines().filter(|l| l.contains("connected")).count(),
-        2,
-        "{table}"
-    );
+    assert!(header.starts_with("CLUSTER") && header.contains("LAST SEEN"), "{table}");
+    assert_eq!(table.lines().filter(|l| l.contains("connected")).count(), 2, "{table}");
 }
 
 #[test]
@@ -70,38 +53,20 @@ fn cli_errors_say_what_to_do() {
     let dir = tempfile::tempdir().unwrap();
     let (ok, _, stderr) = convoy(&["clusters"]);
     assert!(!ok);
-    assert!(
-        stderr.contains("--config") && stderr.contains("missing: hub, ca, cert, key"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("--config") && stderr.contains("missing: hub, ca, cert, key"), "{stderr}");
 
     let config = dir.path().join("convoy.yaml");
     std::fs::write(&config, "contexts:\n- name: a\n  hub: 127.0.0.1:1\n").unwrap();
-    let (ok, _, stderr) = convoy(&[
-        "--config",
-        config.to_str().unwrap(),
-        "--context",
-        "b",
-        "clusters",
-    ]);
+    let (ok, _, stderr) = convoy(&["--config", config.to_str().unwrap(), "--context", "b", "clusters"]);
     assert!(!ok);
-    assert!(
-        stderr.contains("context 'b'") && stderr.contains("it has: a"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("context 'b'") && stderr.contains("it has: a"), "{stderr}");
 
     // A real CA and certificate, but nothing listens at the address.
     let ca = convoy_e2e::harness::TestCa::new();
-    let admin = convoy_shared::identity::Identity::User {
-        name: "admin".into(),
-        role: convoy_shared::identity::Role::Admin,
-    };
+    let admin =
+        convoy_shared::identity::Identity::User { name: "admin".into(), role: convoy_shared::identity::Role::Admin };
     let (cert, key) = ca.certs.leaf_paths(&admin);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let (ok, _, stderr) = convoy(&[
         "--hub",
         &format!("127.0.0.1:{port}"),

@@ -16,9 +16,8 @@ pub struct AssignmentTable {
 impl AssignmentTable {
     /// Makes `assignment` current for its cluster. Returns true when its content changed (and
     /// connected agents are notified); a new revision with the same digest is recorded quietly.
-    pub fn publish(&self, assignment: Assignment) -> bool {
+    pub fn publish(&self, assignment: Arc<Assignment>) -> bool {
         let sender = self.clusters.entry(assignment.cluster.clone()).or_insert_with(|| watch::channel(None).0).clone();
-        let assignment = Arc::new(assignment);
         sender.send_if_modified(|current| {
             let changed = current.as_ref().is_none_or(|c| c.digest != assignment.digest);
             *current = Some(assignment);
@@ -41,15 +40,17 @@ impl AssignmentTable {
 mod tests {
     use super::*;
 
-    fn assignment(revision: &str, objects: usize) -> Assignment {
+    fn assignment(revision: &str, objects: usize) -> Arc<Assignment> {
         let app = convoy_shared::model::AppAssignment {
             name: "web".into(),
             policy: Default::default(),
             depends_on: vec![],
-            objects: (0..objects).map(|i| serde_json::json!({"kind": "ConfigMap", "metadata": {"name": i.to_string()}})).collect(),
+            objects: (0..objects)
+                .map(|i| serde_json::json!({"kind": "ConfigMap", "metadata": {"name": i.to_string()}}))
+                .collect(),
             render_error: None,
         };
-        Assignment::new("eu-1", "prod", revision, vec![app], false)
+        Arc::new(Assignment::new("eu-1", "prod", revision, vec![app], false))
     }
 
     #[test]

@@ -179,7 +179,7 @@ impl App {
             None => true,
             Some(t) if t.cluster_selector.is_none() && t.clusters.is_empty() => true,
             Some(t) => {
-                t.clusters.iter().any(|c| *c == cluster.name)
+                t.clusters.contains(&cluster.name)
                     || t.cluster_selector.as_ref().is_some_and(|s| s.matches(&cluster.labels))
             }
         }
@@ -210,7 +210,9 @@ fn parse<S: for<'de> Deserialize<'de>>(file: &str, bytes: &[u8], kind: &str) -> 
 
 /// Reads just the fleet branch name from `convoy.yaml` (to know where to read the rest).
 pub fn fleet_branch_of(snapshot: &Snapshot) -> Result<String, FleetError> {
-    let bytes = snapshot.file("convoy.yaml").ok_or_else(|| error("convoy.yaml", "missing: the fleet repository needs a convoy.yaml at its root"))?;
+    let bytes = snapshot
+        .file("convoy.yaml")
+        .ok_or_else(|| error("convoy.yaml", "missing: the fleet repository needs a convoy.yaml at its root"))?;
     Ok(parse::<FleetSpec>("convoy.yaml", bytes, "Fleet")?.spec.fleet_branch)
 }
 
@@ -218,7 +220,9 @@ impl Fleet {
     /// Loads `convoy.yaml` and `clusters/*.yaml` from the fleet branch's snapshot.
     pub fn load(snapshot: &Snapshot) -> Result<Fleet, FleetError> {
         let file = "convoy.yaml";
-        let bytes = snapshot.file(file).ok_or_else(|| error(file, "missing: the fleet repository needs a convoy.yaml at its root"))?;
+        let bytes = snapshot
+            .file(file)
+            .ok_or_else(|| error(file, "missing: the fleet repository needs a convoy.yaml at its root"))?;
         let spec = parse::<FleetSpec>(file, bytes, "Fleet")?.spec;
         if spec.environments.is_empty() {
             return Err(error(file, "spec.environments is empty: list at least one {name, branch}"));
@@ -226,7 +230,10 @@ impl Fleet {
         let mut seen = std::collections::BTreeSet::new();
         for env in &spec.environments {
             if !valid_name(&env.name) {
-                return Err(error(file, format!("environment name '{}' must be lowercase letters, digits and '-'", env.name)));
+                return Err(error(
+                    file,
+                    format!("environment name '{}' must be lowercase letters, digits and '-'", env.name),
+                ));
             }
             if env.branch.is_empty() {
                 return Err(error(file, format!("environment '{}' names no branch", env.name)));
@@ -258,7 +265,10 @@ impl Fleet {
         let doc = parse::<ClusterSpec>(file, bytes, "Cluster")?;
         let name = doc.metadata.name;
         if name != stem {
-            return Err(error(file, format!("metadata.name '{name}' differs from the file name; name the file {name}.yaml")));
+            return Err(error(
+                file,
+                format!("metadata.name '{name}' differs from the file name; name the file {name}.yaml"),
+            ));
         }
         if !valid_name(&name) {
             return Err(error(file, format!("cluster name '{name}' must be lowercase letters, digits and '-'")));
@@ -308,7 +318,7 @@ fn load_app(file: &str, dir_name: &str, bytes: &[u8]) -> Result<App, FleetError>
     if let Some(selector) = doc.spec.targets.as_ref().and_then(|t| t.cluster_selector.as_ref()) {
         selector.validate(file)?;
     }
-    if doc.spec.depends_on.iter().any(|d| *d == name) {
+    if doc.spec.depends_on.contains(&name) {
         return Err(error(file, "an app cannot depend on itself"));
     }
     let defaults = SyncPolicy::default();
@@ -356,7 +366,13 @@ mod tests {
     fn targets_or_names_with_the_selector_and_default_to_everyone() {
         let eu = mk_cluster("eu-1", &[("region", "eu")]);
         let us = mk_cluster("us-1", &[("region", "us")]);
-        let mut app = App { name: "web".into(), targets: None, namespace: None, depends_on: vec![], policy: SyncPolicy::default() };
+        let mut app = App {
+            name: "web".into(),
+            targets: None,
+            namespace: None,
+            depends_on: vec![],
+            policy: SyncPolicy::default(),
+        };
         assert!(app.targets(&eu) && app.targets(&us));
         app.targets = Some(Targets {
             cluster_selector: Some(LabelSelector { match_labels: labels(&[("region", "eu")]), ..Default::default() }),

@@ -96,9 +96,7 @@ impl GitMirror {
         let missing = || GitError::MissingCommit { commit: commit.to_string(), url: self.url.clone() };
         let tree = repo.find_commit(commit).map_err(|_| missing())?.tree().map_err(|_| missing())?;
         let mut recorder = gix::traverse::tree::Recorder::default();
-        tree.traverse()
-            .breadthfirst(&mut recorder)
-            .map_err(|e| self.err("reading a tree")(e.into()))?;
+        tree.traverse().breadthfirst(&mut recorder).map_err(|e| self.err("reading a tree")(e.into()))?;
         let mut entries = BTreeMap::new();
         let mut children: HashMap<String, Vec<String>> = HashMap::new();
         children.insert(String::new(), Vec::new());

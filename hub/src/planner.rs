@@ -58,8 +58,11 @@ pub struct PlanStats {
 /// One cluster's plan: its assignment and any errors to show in status.
 #[derive(Debug, Clone)]
 pub struct ClusterPlan {
-    pub assignment: Assignment,
+    pub assignment: Arc<Assignment>,
     pub errors: Vec<String>,
+    /// Every app of the cluster came out of the caches unchanged: `assignment` is the very one
+    /// the previous plan produced, and there is nothing to publish.
+    pub reused: bool,
 }
 
 #[derive(Clone)]
@@ -73,7 +76,19 @@ struct CachedPair {
     render: Arc<Vec<Value>>,
     cluster: Cluster,
     app: App,
-    result: Result<AppAssignment, String>,
+    result: Result<Arc<Digested>, String>,
+}
+
+/// An app's output for one cluster with its content digest, computed once.
+pub type Digested = ([u8; 32], AppAssignment);
+
+/// A cluster's last assignment and the app outputs it was built from (held, so pointer
+/// equality cannot be fooled by a freed and reused allocation).
+#[derive(Clone)]
+struct CachedCluster {
+    apps: Vec<Arc<Digested>>,
+    environment: String,
+    assignment: Arc<Assignment>,
 }
 
 /// Keeps render caches and each pair's last good output between plans.
@@ -81,13 +96,22 @@ struct CachedPair {
 pub struct Planner {
     renders: HashMap<(String, String), CachedRender>,
     pairs: HashMap<(String, String), CachedPair>,
-    last_good: HashMap<(String, String), AppAssignment>,
+    last_good: HashMap<(String, String), Arc<Digested>>,
+    clusters: HashMap<String, CachedCluster>,
+    /// Render cache entries already checked against this plan's snapshots (reset per plan), so
+    /// thousands of clusters sharing an overlay check its fingerprint once.
+    checked: std::collections::HashSet<(String, String)>,
 }
 
 impl Planner {
     /// Plans every cluster of `clusters` whose environment is in `envs`.
-    pub fn plan(&mut self, clusters: &BTreeMap<String, Cluster>, envs: &HashMap<String, Arc<EnvironmentState>>) -> (Vec<ClusterPlan>, PlanStats) {
+    pub fn plan(
+        &mut self,
+        clusters: &BTreeMap<String, Cluster>,
+        envs: &HashMap<String, Arc<EnvironmentState>>,
+    ) -> (Vec<ClusterPlan>, PlanStats) {
         let mut stats = PlanStats::default();
+        self.checked.clear();
         let plans = clusters
             .values()
             .filter_map(|cluster| envs.get(&cluster.environment).map(|env| self.plan_cluster(cluster, env, &mut stats)))
@@ -97,7 +121,7 @@ impl Planner {
 
     /// Plans one cluster against `env` (its own, or another one's for a promotion diff).
     pub fn plan_cluster(&mut self, cluster: &Cluster, env: &EnvironmentState, stats: &mut PlanStats) -> ClusterPlan {
-        let mut apps = Vec::new();
+        let mut apps: Vec<Arc<Digested>> = Vec::new();
         let mut errors = Vec::new();
         for (name, app) in &env.apps {
             let key = (cluster.name.clone(), name.clone());
@@ -107,7 +131,7 @@ impl Planner {
                     // We cannot tell whether it targets this cluster: keep what it had, if anything.
                     if let Some(good) = self.last_good.get(&key) {
                         errors.push(e.to_string());
-                        apps.push(AppAssignment { render_error: Some(e.to_string()), ..good.clone() });
+                        apps.push(digested(AppAssignment { render_error: Some(e.to_string()), ..good.1.clone() }));
                     }
                     continue;
                 }
@@ -123,22 +147,40 @@ impl Planner {
                 }
                 Err(message) => {
                     errors.push(message.clone());
-                    let kept = self.last_good.get(&key).cloned().unwrap_or_else(|| AppAssignment {
+                    let kept = self.last_good.get(&key).map(|good| good.1.clone()).unwrap_or_else(|| AppAssignment {
                         name: app.name.clone(),
                         policy: app.policy,
                         depends_on: app.depends_on.clone(),
                         objects: Vec::new(),
                         render_error: None,
                     });
-                    apps.push(AppAssignment { render_error: Some(message), ..kept });
+                    apps.push(digested(AppAssignment { render_error: Some(message), ..kept }));
                 }
             }
         }
+        if let Some(cached) = self.clusters.get(&cluster.name)
+            && cached.environment == cluster.environment
+            && cached.apps.len() == apps.len()
+            && cached.apps.iter().zip(&apps).all(|(a, b)| Arc::ptr_eq(a, b))
+        {
+            return ClusterPlan { assignment: cached.assignment.clone(), errors, reused: true };
+        }
         let revision = env.snapshot.commit.to_string();
-        ClusterPlan { assignment: Assignment::new(&cluster.name, &cluster.environment, &revision, apps, false), errors }
+        let owned = apps.iter().map(|a| (**a).clone()).collect();
+        let assignment =
+            Arc::new(Assignment::from_digested(&cluster.name, &cluster.environment, &revision, owned, false));
+        let cached = CachedCluster { apps, environment: cluster.environment.clone(), assignment: assignment.clone() };
+        self.clusters.insert(cluster.name.clone(), cached);
+        ClusterPlan { assignment, errors, reused: false }
     }
 
-    fn pair(&mut self, cluster: &Cluster, app: &App, env: &EnvironmentState, stats: &mut PlanStats) -> Result<AppAssignment, String> {
+    fn pair(
+        &mut self,
+        cluster: &Cluster,
+        app: &App,
+        env: &EnvironmentState,
+        stats: &mut PlanStats,
+    ) -> Result<Arc<Digested>, String> {
         let dir = overlay_dir(&env.snapshot, &app.name, &cluster.name, &env.environment.name);
         let rendered = self
             .render(&env.environment.branch, &env.snapshot, &dir, stats)
@@ -152,32 +194,50 @@ impl Planner {
             return cached.result.clone();
         }
         stats.pairs_rebuilt += 1;
-        let result = assemble(&rendered, cluster, app).map_err(|e| format!("app '{}' on cluster '{}': {e}", app.name, cluster.name));
-        self.pairs.insert(key, CachedPair { render: rendered, cluster: cluster.clone(), app: app.clone(), result: result.clone() });
+        let result = assemble(&rendered, cluster, app)
+            .map(digested)
+            .map_err(|e| format!("app '{}' on cluster '{}': {e}", app.name, cluster.name));
+        self.pairs.insert(
+            key,
+            CachedPair { render: rendered, cluster: cluster.clone(), app: app.clone(), result: result.clone() },
+        );
         result
     }
 
-    fn render(&mut self, branch: &str, snapshot: &Arc<Snapshot>, dir: &str, stats: &mut PlanStats) -> Result<Arc<Vec<Value>>, String> {
+    fn render(
+        &mut self,
+        branch: &str,
+        snapshot: &Arc<Snapshot>,
+        dir: &str,
+        stats: &mut PlanStats,
+    ) -> Result<Arc<Vec<Value>>, String> {
         let key = (branch.to_string(), dir.to_string());
         if let Some(cached) = self.renders.get(&key)
-            && cached.fingerprint.iter().all(|(path, id)| snapshot.id_of(Path::new(path)) == *id)
+            && (self.checked.contains(&key)
+                || cached.fingerprint.iter().all(|(path, id)| snapshot.id_of(Path::new(path)) == *id))
         {
+            self.checked.insert(key);
             return cached.output.clone();
         }
         stats.renders += 1;
         let recording = Arc::new(Recording { snapshot: snapshot.clone(), reads: Mutex::new(BTreeSet::new()) });
-        let output = Renderer::with_source(recording.clone())
-            .render(Path::new(dir))
-            .map(Arc::new)
-            .map_err(|e| e.to_string());
+        let output =
+            Renderer::with_source(recording.clone()).render(Path::new(dir)).map(Arc::new).map_err(|e| e.to_string());
         let reads = std::mem::take(&mut *recording.reads.lock().expect("reads lock"));
         let fingerprint = reads.into_iter().map(|path| {
             let id = snapshot.id_of(Path::new(&path));
             (path, id)
         });
+        self.checked.insert(key.clone());
         self.renders.insert(key, CachedRender { fingerprint: fingerprint.collect(), output: output.clone() });
         output
     }
+}
+
+/// Sorts an app's objects and computes its digest.
+fn digested(mut app: AppAssignment) -> Arc<Digested> {
+    app.sort_objects();
+    Arc::new((app.digest(), app))
 }
 
 /// `apps/<app>/clusters/<cluster>` if present, else `apps/<app>/envs/<env>`, else `apps/<app>/base`.
@@ -194,7 +254,12 @@ fn assemble(rendered: &[Value], cluster: &Cluster, app: &App) -> Result<AppAssig
     let cluster_scoped_crds: BTreeSet<(String, String)> = rendered
         .iter()
         .filter(|o| o["kind"] == "CustomResourceDefinition" && o["spec"]["scope"] == "Cluster")
-        .map(|o| (o["spec"]["group"].as_str().unwrap_or_default().to_string(), o["spec"]["names"]["kind"].as_str().unwrap_or_default().to_string()))
+        .map(|o| {
+            (
+                o["spec"]["group"].as_str().unwrap_or_default().to_string(),
+                o["spec"]["names"]["kind"].as_str().unwrap_or_default().to_string(),
+            )
+        })
         .collect();
     let mut objects = Vec::with_capacity(rendered.len());
     for object in rendered {
@@ -202,7 +267,12 @@ fn assemble(rendered: &[Value], cluster: &Cluster, app: &App) -> Result<AppAssig
         substitute(&mut object, cluster)?;
         if let Some(namespace) = &app.namespace {
             let kind = object["kind"].as_str().unwrap_or_default().to_string();
-            let group = object["apiVersion"].as_str().and_then(|v| v.split_once('/')).map(|(g, _)| g).unwrap_or_default().to_string();
+            let group = object["apiVersion"]
+                .as_str()
+                .and_then(|v| v.split_once('/'))
+                .map(|(g, _)| g)
+                .unwrap_or_default()
+                .to_string();
             let scoped = CLUSTER_SCOPED.contains(&kind.as_str()) || cluster_scoped_crds.contains(&(group, kind));
             if !scoped && object["metadata"]["namespace"].as_str().is_none_or(str::is_empty) {
                 object["metadata"]["namespace"] = Value::String(namespace.clone());
@@ -210,7 +280,13 @@ fn assemble(rendered: &[Value], cluster: &Cluster, app: &App) -> Result<AppAssig
         }
         objects.push(object);
     }
-    Ok(AppAssignment { name: app.name.clone(), policy: app.policy, depends_on: app.depends_on.clone(), objects, render_error: None })
+    Ok(AppAssignment {
+        name: app.name.clone(),
+        policy: app.policy,
+        depends_on: app.depends_on.clone(),
+        objects,
+        render_error: None,
+    })
 }
 
 /// Replaces `${cluster.name}`, `${cluster.environment}` and `${cluster.labels.KEY}` in every
@@ -279,14 +355,17 @@ impl Source for Recording {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
 
     fn mk_cluster(name: &str) -> Cluster {
-        Cluster { name: name.into(), environment: "prod".into(), labels: [("region".to_string(), "eu".to_string())].into() }
+        Cluster {
+            name: name.into(),
+            environment: "prod".into(),
+            labels: [("region".to_string(), "eu".to_string())].into(),
+        }
     }
 
     #[test]
@@ -301,7 +380,13 @@ mod tests {
 
     #[test]
     fn namespaced_objects_get_the_app_namespace_and_cluster_scoped_ones_do_not() {
-        let app = App { name: "web".into(), targets: None, namespace: Some("web".into()), depends_on: vec![], policy: Default::default() };
+        let app = App {
+            name: "web".into(),
+            targets: None,
+            namespace: Some("web".into()),
+            depends_on: vec![],
+            policy: Default::default(),
+        };
         let rendered = vec![
             json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}}),
             json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "b", "namespace": "other"}}),

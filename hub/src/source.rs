@@ -31,7 +31,7 @@ pub struct SourceConfig {
 /// What the hub knows about the fleet from Git, replaced whole after every sync.
 #[derive(Debug, Default)]
 pub struct FleetView {
-    pub fleet: Option<Fleet>,
+    pub fleet: Option<Arc<Fleet>>,
     pub envs: HashMap<String, Arc<EnvironmentState>>,
     /// Branch → commit as last fetched.
     pub branches: BTreeMap<String, String>,
@@ -62,7 +62,9 @@ struct SourceWorker {
     planner: Planner,
     branches: Option<BTreeMap<String, ObjectId>>,
     envs: HashMap<String, Arc<EnvironmentState>>,
-    fleet: Option<Fleet>,
+    fleet: Option<Arc<Fleet>>,
+    /// Commit the fleet model was read from: an unchanged fleet branch is not parsed again.
+    fleet_commit: Option<ObjectId>,
     failures: u32,
 }
 
@@ -75,6 +77,7 @@ pub async fn run(config: SourceConfig, hub: Arc<Hub>, shutdown: CancellationToke
         branches: None,
         envs: HashMap::new(),
         fleet: None,
+        fleet_commit: None,
         failures: 0,
     };
     loop {
@@ -108,6 +111,7 @@ pub async fn run(config: SourceConfig, hub: Arc<Hub>, shutdown: CancellationToke
 impl SourceWorker {
     fn sync(&mut self, hub: &Hub) {
         let mut errors = Vec::new();
+        let started = Instant::now();
         let branches = match self.mirror.fetch() {
             Ok(branches) => {
                 self.failures = 0;
@@ -132,7 +136,15 @@ impl SourceWorker {
         }
         match self.plan(hub, &branches, &mut errors) {
             Some((stats, published, cluster_errors)) => {
-                tracing::info!(renders = stats.renders, pairs = stats.pairs, rebuilt = stats.pairs_rebuilt, published, "planned");
+                let ms = started.elapsed().as_millis() as u64;
+                tracing::info!(
+                    renders = stats.renders,
+                    pairs = stats.pairs,
+                    rebuilt = stats.pairs_rebuilt,
+                    published,
+                    ms,
+                    "planned"
+                );
                 let view = FleetView {
                     fleet: self.fleet.clone(),
                     envs: self.envs.clone(),
@@ -161,7 +173,12 @@ impl SourceWorker {
 
     /// Loads the fleet and plans; `None` when the fleet itself could not be read.
     #[allow(clippy::type_complexity)]
-    fn plan(&mut self, hub: &Hub, branches: &BTreeMap<String, ObjectId>, errors: &mut Vec<String>) -> Option<(PlanStats, usize, BTreeMap<String, Vec<String>>)> {
+    fn plan(
+        &mut self,
+        hub: &Hub,
+        branches: &BTreeMap<String, ObjectId>,
+        errors: &mut Vec<String>,
+    ) -> Option<(PlanStats, usize, BTreeMap<String, Vec<String>>)> {
         let fleet = match self.load_fleet(branches) {
             Ok(fleet) => fleet,
             Err(e) => {
@@ -171,7 +188,8 @@ impl SourceWorker {
         };
         let mut cluster_errors: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for e in &fleet.cluster_errors {
-            let name = e.file.trim_start_matches("clusters/").trim_end_matches(".yaml").trim_end_matches(".yml").to_string();
+            let name =
+                e.file.trim_start_matches("clusters/").trim_end_matches(".yaml").trim_end_matches(".yml").to_string();
             cluster_errors.entry(name).or_default().push(e.to_string());
         }
         let mut envs = HashMap::new();
@@ -197,7 +215,10 @@ impl SourceWorker {
             match self.mirror.snapshot(*commit) {
                 Ok(snapshot) => {
                     let apps = fleet::load_apps(&snapshot);
-                    envs.insert(env.name.clone(), Arc::new(EnvironmentState { environment: env.clone(), snapshot, apps }));
+                    envs.insert(
+                        env.name.clone(),
+                        Arc::new(EnvironmentState { environment: env.clone(), snapshot, apps }),
+                    );
                 }
                 Err(e) => {
                     errors.push(e.to_string());
@@ -210,7 +231,10 @@ impl SourceWorker {
         for env in envs.values() {
             for app in env.apps.values() {
                 if let Err(e) = app {
-                    errors.push(format!("environment '{}' (branch {}): {e}", env.environment.name, env.environment.branch));
+                    errors.push(format!(
+                        "environment '{}' (branch {}): {e}",
+                        env.environment.name, env.environment.branch
+                    ));
                 }
             }
         }
@@ -220,26 +244,38 @@ impl SourceWorker {
             if !plan.errors.is_empty() {
                 cluster_errors.entry(plan.assignment.cluster.clone()).or_default().extend(plan.errors);
             }
-            published += usize::from(hub.publish(plan.assignment));
+            if !plan.reused {
+                published += usize::from(hub.publish(plan.assignment));
+            }
         }
         self.envs = envs;
         self.fleet = Some(fleet);
         Some((stats, published, cluster_errors))
     }
 
-    fn load_fleet(&mut self, branches: &BTreeMap<String, ObjectId>) -> Result<Fleet, String> {
+    fn load_fleet(&mut self, branches: &BTreeMap<String, ObjectId>) -> Result<Arc<Fleet>, String> {
         let mut branch = self.config.fleet_branch.clone();
         for _ in 0..2 {
-            let commit = branches
-                .get(&branch)
-                .ok_or_else(|| format!("fleet branch '{branch}' is not in {}; push it or pass --fleet-branch", self.config.url))?;
+            let commit = branches.get(&branch).ok_or_else(|| {
+                format!("fleet branch '{branch}' is not in {}; push it or pass --fleet-branch", self.config.url)
+            })?;
+            if self.fleet_commit == Some(*commit)
+                && let Some(fleet) = &self.fleet
+            {
+                return Ok(fleet.clone());
+            }
             let snapshot = self.mirror.snapshot(*commit).map_err(|e| e.to_string())?;
             let declared = fleet::fleet_branch_of(&snapshot).map_err(|e| format!("{e} (branch {branch})"))?;
             if declared == branch {
-                return Fleet::load(&snapshot).map_err(|e| format!("{e} (branch {branch})"));
+                let fleet = Fleet::load(&snapshot).map_err(|e| format!("{e} (branch {branch})"))?;
+                self.fleet_commit = Some(*commit);
+                return Ok(Arc::new(fleet));
             }
             branch = declared;
         }
-        Err(format!("convoy.yaml on '{}' and on '{branch}' name different fleet branches; make them agree", self.config.fleet_branch))
+        Err(format!(
+            "convoy.yaml on '{}' and on '{branch}' name different fleet branches; make them agree",
+            self.config.fleet_branch
+        ))
     }
 }

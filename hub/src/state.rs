@@ -83,7 +83,7 @@ impl Hub {
 
     /// Publishes a cluster's assignment; true when its content changed (then it is recorded in
     /// the cluster's history).
-    pub fn publish(&self, assignment: Assignment) -> bool {
+    pub fn publish(&self, assignment: Arc<Assignment>) -> bool {
         let (cluster, revision, digest) =
             (assignment.cluster.clone(), assignment.revision.clone(), assignment.digest.clone());
         let changed = self.assignments.publish(assignment);

@@ -68,10 +68,9 @@ impl Identity {
         match parts.as_slice() {
             ["hub"] => Some(Identity::Hub),
             ["cluster", name] if valid_name(name) => Some(Identity::Cluster(name.to_string())),
-            ["user", role, name] if valid_name(name) => Some(Identity::User {
-                name: name.to_string(),
-                role: role.parse().ok()?,
-            }),
+            ["user", role, name] if valid_name(name) => {
+                Some(Identity::User { name: name.to_string(), role: role.parse().ok()? })
+            }
             _ => None,
         }
     }
@@ -79,8 +78,7 @@ impl Identity {
     /// Reads the identity from a DER certificate: the first `spiffe://convoy/` URI SAN, else a
     /// common name that is a valid cluster name (certificates issued by other tooling).
     pub fn from_certificate_der(der: &[u8]) -> Result<Identity, IdentityError> {
-        let (_, cert) =
-            X509Certificate::from_der(der).map_err(|e| IdentityError::Parse(e.to_string()))?;
+        let (_, cert) = X509Certificate::from_der(der).map_err(|e| IdentityError::Parse(e.to_string()))?;
         for ext in cert.extensions() {
             if let ParsedExtension::SubjectAlternativeName(san) = ext.parsed_extension() {
                 for name in &san.general_names {
@@ -92,12 +90,7 @@ impl Identity {
                 }
             }
         }
-        let cn = cert
-            .subject()
-            .iter_common_name()
-            .next()
-            .and_then(|cn| cn.as_str().ok())
-            .unwrap_or_default();
+        let cn = cert.subject().iter_common_name().next().and_then(|cn| cn.as_str().ok()).unwrap_or_default();
         if valid_name(cn) {
             return Ok(Identity::Cluster(cn.to_string()));
         }
@@ -120,9 +113,7 @@ impl fmt::Display for Identity {
 pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 63
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !name.starts_with('-')
         && !name.ends_with('-')
 }
@@ -148,14 +139,8 @@ mod tests {
     fn spiffe_uris_round_trip() {
         for id in [
             Identity::Cluster("prod-eu".into()),
-            Identity::User {
-                name: "ana".into(),
-                role: Role::Viewer,
-            },
-            Identity::User {
-                name: "root".into(),
-                role: Role::Admin,
-            },
+            Identity::User { name: "ana".into(), role: Role::Viewer },
+            Identity::User { name: "root".into(), role: Role::Admin },
             Identity::Hub,
         ] {
             assert_eq!(Identity::from_spiffe_uri(&id.spiffe_uri()), Some(id));

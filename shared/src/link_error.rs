@@ -72,10 +72,9 @@ fn alert_in_text(text: &str) -> Option<AlertDescription> {
 fn hint_for(e: &(dyn Error + 'static)) -> Option<String> {
     if let Some(status) = e.downcast_ref::<tonic::Status>() {
         return match status.code() {
-            tonic::Code::PermissionDenied | tonic::Code::Unauthenticated => Some(format!(
-                "the hub refused this certificate: {}",
-                status.message()
-            )),
+            tonic::Code::PermissionDenied | tonic::Code::Unauthenticated => {
+                Some(format!("the hub refused this certificate: {}", status.message()))
+            }
             _ => None,
         };
     }
@@ -111,7 +110,9 @@ fn hint_for(e: &(dyn Error + 'static)) -> Option<String> {
             std::io::ErrorKind::ConnectionRefused => {
                 Some("the hub refused the connection: is convoy-hub running and listening on that address?".into())
             }
-            std::io::ErrorKind::TimedOut => Some("the hub did not answer in time: check the address and the network".into()),
+            std::io::ErrorKind::TimedOut => {
+                Some("the hub did not answer in time: check the address and the network".into())
+            }
             _ => None,
         };
     }

@@ -7,8 +7,8 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
-    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -34,9 +34,7 @@ pub enum PkiError {
         #[source]
         source: std::io::Error,
     },
-    #[error(
-        "{path} already exists; refusing to overwrite a CA (remove the directory to start over)"
-    )]
+    #[error("{path} already exists; refusing to overwrite a CA (remove the directory to start over)")]
     Exists { path: PathBuf },
     #[error("{what} is not a valid certificate or key: {source}")]
     Invalid {
@@ -64,9 +62,7 @@ pub struct IssuedCert {
 impl std::fmt::Debug for IssuedCert {
     // Key material never reaches a log line, whatever gets debug-printed.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("IssuedCert")
-            .field("key_pem", &"<redacted>")
-            .finish_non_exhaustive()
+        f.debug_struct("IssuedCert").field("key_pem", &"<redacted>").finish_non_exhaustive()
     }
 }
 
@@ -112,13 +108,8 @@ impl LeafRequest {
         dn.push(DnType::OrganizationName, "convoy");
         params.distinguished_name = dn;
         let uri = self.identity.spiffe_uri();
-        let invalid = |source| PkiError::Invalid {
-            what: uri.clone(),
-            source,
-        };
-        params
-            .subject_alt_names
-            .push(SanType::URI(uri.clone().try_into().map_err(invalid)?));
+        let invalid = |source| PkiError::Invalid { what: uri.clone(), source };
+        params.subject_alt_names.push(SanType::URI(uri.clone().try_into().map_err(invalid)?));
         for host in &self.hosts {
             let san = match host.parse::<IpAddr>() {
                 Ok(ip) => SanType::IpAddress(ip),
@@ -145,10 +136,7 @@ pub struct CertificateAuthority {
 impl CertificateAuthority {
     /// Creates a new self-signed CA named `common_name`.
     pub fn generate(common_name: &str, days: i64) -> Result<(Self, IssuedCert)> {
-        let key = KeyPair::generate().map_err(|source| PkiError::Sign {
-            identity: common_name.to_string(),
-            source,
-        })?;
+        let key = KeyPair::generate().map_err(|source| PkiError::Sign { identity: common_name.to_string(), source })?;
         let mut params = CertificateParams::default();
         let now = OffsetDateTime::now_utc();
         params.not_before = now - Duration::minutes(5);
@@ -159,36 +147,20 @@ impl CertificateAuthority {
         params.distinguished_name = dn;
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let cert = params.self_signed(&key).map_err(|source| PkiError::Sign {
-            identity: common_name.to_string(),
-            source,
-        })?;
-        let issued = IssuedCert {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-        };
-        let ca = CertificateAuthority {
-            cert_pem: issued.cert_pem.clone(),
-            issuer: Issuer::new(params, key),
-        };
+        let cert =
+            params.self_signed(&key).map_err(|source| PkiError::Sign { identity: common_name.to_string(), source })?;
+        let issued = IssuedCert { cert_pem: cert.pem(), key_pem: key.serialize_pem() };
+        let ca = CertificateAuthority { cert_pem: issued.cert_pem.clone(), issuer: Issuer::new(params, key) };
         Ok((ca, issued))
     }
 
     /// Loads a CA from its certificate and key PEM.
     pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self> {
-        let key = KeyPair::from_pem(key_pem).map_err(|source| PkiError::Invalid {
-            what: "the CA key".into(),
-            source,
-        })?;
-        let issuer =
-            Issuer::from_ca_cert_pem(cert_pem, key).map_err(|source| PkiError::Invalid {
-                what: "the CA certificate".into(),
-                source,
-            })?;
-        Ok(CertificateAuthority {
-            cert_pem: cert_pem.to_string(),
-            issuer,
-        })
+        let key =
+            KeyPair::from_pem(key_pem).map_err(|source| PkiError::Invalid { what: "the CA key".into(), source })?;
+        let issuer = Issuer::from_ca_cert_pem(cert_pem, key)
+            .map_err(|source| PkiError::Invalid { what: "the CA certificate".into(), source })?;
+        Ok(CertificateAuthority { cert_pem: cert_pem.to_string(), issuer })
     }
 
     /// Loads the CA of a certificate directory.
@@ -203,37 +175,21 @@ impl CertificateAuthority {
 
     /// Issues a leaf certificate with a freshly generated key.
     pub fn issue(&self, request: &LeafRequest) -> Result<IssuedCert> {
-        let sign_err = |source| PkiError::Sign {
-            identity: request.identity.to_string(),
-            source,
-        };
+        let sign_err = |source| PkiError::Sign { identity: request.identity.to_string(), source };
         let key = KeyPair::generate().map_err(sign_err)?;
-        let cert = request
-            .params()?
-            .signed_by(&key, &self.issuer)
-            .map_err(sign_err)?;
-        Ok(IssuedCert {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-        })
+        let cert = request.params()?.signed_by(&key, &self.issuer).map_err(sign_err)?;
+        Ok(IssuedCert { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
     }
 
     /// Signs a CSR's public key for `request.identity`; whatever subject the CSR asks for is
     /// ignored, so a CSR cannot claim another cluster's name.
     pub fn sign_csr(&self, csr_pem: &str, request: &LeafRequest) -> Result<String> {
-        let csr = CertificateSigningRequestParams::from_pem(csr_pem).map_err(|source| {
-            PkiError::Invalid {
-                what: "the certificate signing request".into(),
-                source,
-            }
-        })?;
+        let csr = CertificateSigningRequestParams::from_pem(csr_pem)
+            .map_err(|source| PkiError::Invalid { what: "the certificate signing request".into(), source })?;
         let cert = request
             .params()?
             .signed_by(&csr.public_key, &self.issuer)
-            .map_err(|source| PkiError::Sign {
-                identity: request.identity.to_string(),
-                source,
-            })?;
+            .map_err(|source| PkiError::Sign { identity: request.identity.to_string(), source })?;
         Ok(cert.pem())
     }
 }
@@ -267,18 +223,11 @@ impl CertDir {
             Identity::Hub => return (self.hub_cert(), self.hub_key()),
         };
         let dir = self.0.join(sub);
-        (
-            dir.join(format!("{name}.crt")),
-            dir.join(format!("{name}.key")),
-        )
+        (dir.join(format!("{name}.crt")), dir.join(format!("{name}.key")))
     }
 
     /// Writes a leaf certificate where [`CertDir::leaf_paths`] says; the key is made 0600.
-    pub fn write_leaf(
-        &self,
-        identity: &Identity,
-        issued: &IssuedCert,
-    ) -> Result<(PathBuf, PathBuf)> {
+    pub fn write_leaf(&self, identity: &Identity, issued: &IssuedCert) -> Result<(PathBuf, PathBuf)> {
         let (cert, key) = self.leaf_paths(identity);
         write_cert_and_key(&cert, &key, issued)?;
         Ok((cert, key))
@@ -302,13 +251,9 @@ pub fn init_ca(dir: &CertDir, hub_hosts: &[String], days: i64) -> Result<Certifi
     let name = format!("convoy-ca-{:08x}", rand::random::<u32>());
     let (ca, ca_issued) = CertificateAuthority::generate(&name, DEFAULT_CA_DAYS)?;
     write_cert_and_key(&dir.ca_cert(), &dir.ca_key(), &ca_issued)?;
-    let hub =
-        ca.issue(&LeafRequest::new(Identity::Hub, days).with_hosts(hub_hosts.iter().cloned()))?;
+    let hub = ca.issue(&LeafRequest::new(Identity::Hub, days).with_hosts(hub_hosts.iter().cloned()))?;
     write_cert_and_key(&dir.hub_cert(), &dir.hub_key(), &hub)?;
-    let admin = Identity::User {
-        name: "admin".into(),
-        role: crate::identity::Role::Admin,
-    };
+    let admin = Identity::User { name: "admin".into(), role: crate::identity::Role::Admin };
     let issued = ca.issue(&LeafRequest::new(admin.clone(), days))?;
     dir.write_leaf(&admin, &issued)?;
     Ok(ca)
@@ -316,29 +261,18 @@ pub fn init_ca(dir: &CertDir, hub_hosts: &[String], days: i64) -> Result<Certifi
 
 /// Reads a text file, naming it in the error.
 pub fn read(path: &Path) -> Result<String> {
-    fs::read_to_string(path).map_err(|source| PkiError::Read {
-        path: path.to_path_buf(),
-        source,
-    })
+    fs::read_to_string(path).map_err(|source| PkiError::Read { path: path.to_path_buf(), source })
 }
 
 fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
-    let err = |source| PkiError::Write {
-        path: path.to_path_buf(),
-        source,
-    };
+    let err = |source| PkiError::Write { path: path.to_path_buf(), source };
     if let Some(parent) = path.parent() {
         fs::create_dir_all(parent).map_err(err)?;
     }
     // Remove first so an existing file's looser mode is not kept.
     let _ = fs::remove_file(path);
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(path)
-        .map_err(err)?;
+    let mut file = fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(path).map_err(err)?;
     file.write_all(contents).map_err(err)
 }
 
@@ -350,20 +284,11 @@ mod tests {
     #[test]
     fn issued_certificates_carry_their_identity() {
         let (ca, _) = CertificateAuthority::generate("test-ca", 1).unwrap();
-        for id in [
-            Identity::Cluster("eu-1".into()),
-            Identity::User {
-                name: "ana".into(),
-                role: Role::Viewer,
-            },
-            Identity::Hub,
-        ] {
-            let issued = ca
-                .issue(&LeafRequest::new(id.clone(), 1).with_hosts(["localhost".into()]))
-                .unwrap();
-            let der = crate::tls::parse_certs(&issued.cert_pem, "test")
-                .unwrap()
-                .remove(0);
+        for id in
+            [Identity::Cluster("eu-1".into()), Identity::User { name: "ana".into(), role: Role::Viewer }, Identity::Hub]
+        {
+            let issued = ca.issue(&LeafRequest::new(id.clone(), 1).with_hosts(["localhost".into()])).unwrap();
+            let der = crate::tls::parse_certs(&issued.cert_pem, "test").unwrap().remove(0);
             assert_eq!(Identity::from_certificate_der(&der).unwrap(), id);
         }
     }
@@ -373,21 +298,13 @@ mod tests {
         let (ca, _) = CertificateAuthority::generate("test-ca", 1).unwrap();
         let key = KeyPair::generate().unwrap();
         let mut params = CertificateParams::new(vec![]).unwrap();
-        params.subject_alt_names.push(SanType::URI(
-            Identity::Cluster("victim".into())
-                .spiffe_uri()
-                .try_into()
-                .unwrap(),
-        ));
+        params
+            .subject_alt_names
+            .push(SanType::URI(Identity::Cluster("victim".into()).spiffe_uri().try_into().unwrap()));
         let csr = params.serialize_request(&key).unwrap().pem().unwrap();
-        let cert = ca
-            .sign_csr(&csr, &LeafRequest::new(Identity::Cluster("mine".into()), 1))
-            .unwrap();
+        let cert = ca.sign_csr(&csr, &LeafRequest::new(Identity::Cluster("mine".into()), 1)).unwrap();
         let der = crate::tls::parse_certs(&cert, "test").unwrap().remove(0);
-        assert_eq!(
-            Identity::from_certificate_der(&der).unwrap(),
-            Identity::Cluster("mine".into())
-        );
+        assert_eq!(Identity::from_certificate_der(&der).unwrap(), Identity::Cluster("mine".into()));
     }
 
     #[test]
@@ -396,22 +313,13 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let dir = CertDir::new(tmp.path());
         init_ca(&dir, &["localhost".into()], 30).unwrap();
-        let admin = Identity::User {
-            name: "admin".into(),
-            role: Role::Admin,
-        };
+        let admin = Identity::User { name: "admin".into(), role: Role::Admin };
         for key in [dir.ca_key(), dir.hub_key(), dir.leaf_paths(&admin).1] {
             let mode = fs::metadata(&key).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, 0o600, "{}", key.display());
         }
-        assert!(matches!(
-            init_ca(&dir, &[], 30),
-            Err(PkiError::Exists { .. })
-        ));
+        assert!(matches!(init_ca(&dir, &[], 30), Err(PkiError::Exists { .. })));
         let reloaded = CertificateAuthority::load(&dir).unwrap();
-        assert_eq!(
-            reloaded.cert_pem(),
-            fs::read_to_string(dir.ca_cert()).unwrap()
-        );
+        assert_eq!(reloaded.cert_pem(), fs::read_to_string(dir.ca_cert()).unwrap());
     }
 }

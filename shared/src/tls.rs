@@ -52,33 +52,22 @@ pub fn provider() -> Arc<CryptoProvider> {
 pub fn parse_certs(pem: &str, what: &str) -> Result<Vec<CertificateDer<'static>>> {
     let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|source| TlsError::Pem {
-            what: what.to_string(),
-            source,
-        })?;
+        .map_err(|source| TlsError::Pem { what: what.to_string(), source })?;
     if certs.is_empty() {
-        return Err(TlsError::NoCertificate {
-            what: what.to_string(),
-        });
+        return Err(TlsError::NoCertificate { what: what.to_string() });
     }
     Ok(certs)
 }
 
 /// Parses a PEM private key; `what` names its origin in errors (never the key itself).
 pub fn parse_key(pem: &str, what: &str) -> Result<PrivateKeyDer<'static>> {
-    PrivateKeyDer::from_pem_slice(pem.as_bytes()).map_err(|source| TlsError::Pem {
-        what: what.to_string(),
-        source,
-    })
+    PrivateKeyDer::from_pem_slice(pem.as_bytes()).map_err(|source| TlsError::Pem { what: what.to_string(), source })
 }
 
 fn roots(ca_pem: &str) -> Result<RootCertStore> {
     let mut roots = RootCertStore::empty();
     for cert in parse_certs(ca_pem, "the CA certificate")? {
-        roots.add(cert).map_err(|source| TlsError::Rustls {
-            what: "the CA certificate".into(),
-            source,
-        })?;
+        roots.add(cert).map_err(|source| TlsError::Rustls { what: "the CA certificate".into(), source })?;
     }
     Ok(roots)
 }
@@ -93,9 +82,7 @@ pub struct TlsMaterial {
 
 impl std::fmt::Debug for TlsMaterial {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TlsMaterial")
-            .field("key_pem", &"<redacted>")
-            .finish_non_exhaustive()
+        f.debug_struct("TlsMaterial").field("key_pem", &"<redacted>").finish_non_exhaustive()
     }
 }
 
@@ -120,27 +107,18 @@ impl TlsMaterial {
 /// refuses it. Certificates from another CA, or expired ones, fail the handshake.
 pub fn server_config(material: &TlsMaterial) -> Result<Arc<ServerConfig>> {
     let provider = provider();
-    let verifier = WebPkiClientVerifier::builder_with_provider(
-        Arc::new(roots(&material.ca_pem)?),
-        provider.clone(),
-    )
-    .allow_unauthenticated()
-    .build()?;
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots(&material.ca_pem)?), provider.clone())
+        .allow_unauthenticated()
+        .build()?;
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|source| TlsError::Rustls {
-            what: "TLS 1.3".into(),
-            source,
-        })?
+        .map_err(|source| TlsError::Rustls { what: "TLS 1.3".into(), source })?
         .with_client_cert_verifier(verifier)
         .with_single_cert(
             parse_certs(&material.cert_pem, "the hub certificate")?,
             parse_key(&material.key_pem, "the hub key")?,
         )
-        .map_err(|source| TlsError::Rustls {
-            what: "the hub certificate and key".into(),
-            source,
-        })?;
+        .map_err(|source| TlsError::Rustls { what: "the hub certificate and key".into(), source })?;
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Arc::new(config))
 }
@@ -149,21 +127,12 @@ pub fn server_config(material: &TlsMaterial) -> Result<Arc<ServerConfig>> {
 pub fn client_config(ca_pem: &str, client: Option<(&str, &str)>) -> Result<Arc<ClientConfig>> {
     let builder = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|source| TlsError::Rustls {
-            what: "TLS 1.3".into(),
-            source,
-        })?
+        .map_err(|source| TlsError::Rustls { what: "TLS 1.3".into(), source })?
         .with_root_certificates(roots(ca_pem)?);
     let mut config = match client {
         Some((cert, key)) => builder
-            .with_client_auth_cert(
-                parse_certs(cert, "the client certificate")?,
-                parse_key(key, "the client key")?,
-            )
-            .map_err(|source| TlsError::Rustls {
-                what: "the client certificate and key".into(),
-                source,
-            })?,
+            .with_client_auth_cert(parse_certs(cert, "the client certificate")?, parse_key(key, "the client key")?)
+            .map_err(|source| TlsError::Rustls { what: "the client certificate and key".into(), source })?,
         None => builder.with_no_client_auth(),
     };
     config.alpn_protocols = vec![b"h2".to_vec()];
@@ -182,36 +151,21 @@ pub struct HubAddress {
 impl HubAddress {
     /// Parses `HOST:PORT`, with an optional server name override.
     pub fn parse(address: &str, server_name: Option<&str>) -> Result<Self> {
-        let bad = |reason: &str| TlsError::Address {
-            address: address.to_string(),
-            reason: reason.to_string(),
-        };
+        let bad = |reason: &str| TlsError::Address { address: address.to_string(), reason: reason.to_string() };
         let (host, port) = address.rsplit_once(':').ok_or_else(|| bad("no port"))?;
-        port.parse::<u16>()
-            .map_err(|_| bad("the port is not a number"))?;
+        port.parse::<u16>().map_err(|_| bad("the port is not a number"))?;
         let host = host.trim_start_matches('[').trim_end_matches(']');
         let name = server_name.unwrap_or(host).to_string();
-        let server_name =
-            ServerName::try_from(name).map_err(|_| bad("the host is not a valid server name"))?;
-        Ok(HubAddress {
-            address: address.to_string(),
-            server_name,
-        })
+        let server_name = ServerName::try_from(name).map_err(|_| bad("the host is not a valid server name"))?;
+        Ok(HubAddress { address: address.to_string(), server_name })
     }
 }
 
 /// Dials the hub over mutual TLS and returns a gRPC channel. HTTP/2 keep-alives detect a hub
 /// that vanished without closing the connection.
-pub async fn connect(
-    hub: &HubAddress,
-    tls: Arc<ClientConfig>,
-    timeout: Duration,
-) -> Result<Channel> {
+pub async fn connect(hub: &HubAddress, tls: Arc<ClientConfig>, timeout: Duration) -> Result<Channel> {
     let endpoint = Endpoint::from_shared(format!("http://{}", hub.address))
-        .map_err(|e| TlsError::Address {
-            address: hub.address.clone(),
-            reason: e.to_string(),
-        })?
+        .map_err(|e| TlsError::Address { address: hub.address.clone(), reason: e.to_string() })?
         .connect_timeout(timeout)
         .timeout(Duration::from_secs(30))
         .http2_keep_alive_interval(Duration::from_secs(15))
@@ -226,18 +180,11 @@ pub async fn connect(
         async move {
             let tcp = tokio::time::timeout(timeout, TcpStream::connect(&address))
                 .await
-                .map_err(|_| {
-                    std::io::Error::new(std::io::ErrorKind::TimedOut, "TCP connect timed out")
-                })??;
+                .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "TCP connect timed out"))??;
             tcp.set_nodelay(true)?;
             let tls = connector.connect(server_name, tcp).await?;
             Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
         }
     });
-    endpoint
-        .connect_with_connector(connector)
-        .await
-        .map_err(|e| TlsError::Connect {
-            source: Box::new(e),
-        })
+    endpoint.connect_with_connector(connector).await.map_err(|e| TlsError::Connect { source: Box::new(e) })
 }

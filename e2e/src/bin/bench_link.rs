@@ -42,9 +42,8 @@ async fn main() -> anyhow::Result<()> {
     for _ in 0..CONNECT_SAMPLES {
         let started = Instant::now();
         let tcp = tokio::net::TcpStream::connect(&address).await?;
-        let stream = tokio_rustls::TlsConnector::from(Arc::clone(&tls))
-            .connect(hub_address.server_name.clone(), tcp)
-            .await?;
+        let stream =
+            tokio_rustls::TlsConnector::from(Arc::clone(&tls)).connect(hub_address.server_name.clone(), tcp).await?;
         tls_times.push(started.elapsed());
         drop(stream);
     }
@@ -61,17 +60,12 @@ async fn main() -> anyhow::Result<()> {
         ms(bare.0),
         ms(bare.1)
     );
-    println!(
-        "ratio (link / bare handshake), median: {:.2}",
-        ms(link.0) / ms(bare.0)
-    );
+    println!("ratio (link / bare handshake), median: {:.2}", ms(link.0) / ms(bare.0));
 
     // Memory per idle stream.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = rss_kib(hub.process.pid())?;
-    let certs: Vec<_> = (0..IDLE_STREAMS)
-        .map(|i| ca.issue(Identity::Cluster(format!("idle-{i}"))))
-        .collect();
+    let certs: Vec<_> = (0..IDLE_STREAMS).map(|i| ca.issue(Identity::Cluster(format!("idle-{i}")))).collect();
     let started = Instant::now();
     let agents: Vec<_> = certs
         .iter()
@@ -86,17 +80,8 @@ async fn main() -> anyhow::Result<()> {
     eventually("1,000 agents connected", || {
         let mut cli = cli.clone();
         async move {
-            let clusters = cli
-                .list_clusters(ListClustersRequest {})
-                .await
-                .ok()?
-                .into_inner()
-                .clusters;
-            (clusters
-                .iter()
-                .filter(|c| c.connected && c.name.starts_with("idle-"))
-                .count()
-                == IDLE_STREAMS)
+            let clusters = cli.list_clusters(ListClustersRequest {}).await.ok()?.into_inner().clusters;
+            (clusters.iter().filter(|c| c.connected && c.name.starts_with("idle-")).count() == IDLE_STREAMS)
                 .then_some(())
         }
     })
@@ -105,13 +90,8 @@ async fn main() -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = rss_kib(hub.process.pid())?;
     let per = (after.saturating_sub(before)) as f64 / IDLE_STREAMS as f64;
-    println!(
-        "{IDLE_STREAMS} idle agent streams connected in {:.2} s",
-        connect_all.as_secs_f64()
-    );
-    println!(
-        "hub RSS: {before} KiB before, {after} KiB with {IDLE_STREAMS} streams → {per:.1} KiB per connection"
-    );
+    println!("{IDLE_STREAMS} idle agent streams connected in {:.2} s", connect_all.as_secs_f64());
+    println!("hub RSS: {before} KiB before, {after} KiB with {IDLE_STREAMS} streams → {per:.1} KiB per connection");
     for agent in agents {
         agent.stop().await;
     }
@@ -121,10 +101,7 @@ async fn main() -> anyhow::Result<()> {
 fn summarize(samples: &mut [Duration]) -> (Duration, Duration) {
     samples.sort();
     let p99 = ((samples.len() as f64) * 0.99).ceil() as usize - 1;
-    (
-        samples[samples.len() / 2],
-        samples[p99.min(samples.len() - 1)],
-    )
+    (samples[samples.len() / 2], samples[p99.min(samples.len() - 1)])
 }
 
 fn ms(d: Duration) -> f64 {
@@ -133,9 +110,6 @@ fn ms(d: Duration) -> f64 {
 
 fn rss_kib(pid: u32) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .ok_or_else(|| anyhow::anyhow!("no VmRSS"))?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).ok_or_else(|| anyhow::anyhow!("no VmRSS"))?;
     Ok(line.split_whitespace().nth(1).unwrap_or("0").parse()?)
 }

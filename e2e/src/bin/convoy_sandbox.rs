@@ -37,10 +37,7 @@ fn main() -> ExitCode {
     runtime.block_on(async {
         let shutdown = CancellationToken::new();
         tokio::spawn(convoy_shared::cancel_on_signal(shutdown.clone()));
-        let config = SandboxConfig {
-            dir: cli.dir.clone(),
-            listen: cli.listen.clone(),
-        };
+        let config = SandboxConfig { dir: cli.dir.clone(), listen: cli.listen.clone() };
         let sandbox = match Sandbox::start(&config, shutdown.clone()).await {
             Ok(sandbox) => sandbox,
             Err(e) => {
@@ -52,10 +49,7 @@ fn main() -> ExitCode {
         println!("  hub        {}", sandbox.hub_address);
         println!("  certs      {}", cli.dir.join("certs").display());
         println!("  CLI config {}", sandbox.cli_config.display());
-        println!(
-            "  try        convoy --config {} clusters",
-            sandbox.cli_config.display()
-        );
+        println!("  try        convoy --config {} clusters", sandbox.cli_config.display());
         println!("Ctrl-C stops it.");
         if cli.status_seconds > 0 {
             let hub = sandbox.hub.clone();

@@ -31,24 +31,14 @@ impl ObjectRef {
             group: group.to_string(),
             version: version.to_string(),
             kind: object["kind"].as_str().unwrap_or_default().to_string(),
-            namespace: object["metadata"]["namespace"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string(),
-            name: object["metadata"]["name"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string(),
+            namespace: object["metadata"]["namespace"].as_str().unwrap_or_default().to_string(),
+            name: object["metadata"]["name"].as_str().unwrap_or_default().to_string(),
         }
     }
 
     /// The apiVersion string (`group/version`, or `version` for the core group).
     pub fn api_version(&self) -> String {
-        if self.group.is_empty() {
-            self.version.clone()
-        } else {
-            format!("{}/{}", self.group, self.version)
-        }
+        if self.group.is_empty() { self.version.clone() } else { format!("{}/{}", self.group, self.version) }
     }
 
     /// Identity ignoring the version: the same object served at two versions is one object.
@@ -59,11 +49,7 @@ impl ObjectRef {
 
 impl fmt::Display for ObjectRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let kind = if self.group.is_empty() {
-            self.kind.clone()
-        } else {
-            format!("{}.{}", self.kind, self.group)
-        };
+        let kind = if self.group.is_empty() { self.kind.clone() } else { format!("{}.{}", self.kind, self.group) };
         if self.namespace.is_empty() {
             write!(f, "{kind}/{}", self.name)
         } else {
@@ -107,10 +93,7 @@ pub struct SyncPolicy {
 
 impl Default for SyncPolicy {
     fn default() -> Self {
-        SyncPolicy {
-            prune: true,
-            self_heal: true,
-        }
+        SyncPolicy { prune: true, self_heal: true }
     }
 }
 
@@ -144,52 +127,73 @@ pub struct Assignment {
 
 impl Assignment {
     /// Builds an assignment, sorting apps and objects and computing the digest.
-    pub fn new(
+    pub fn new(cluster: &str, environment: &str, revision: &str, apps: Vec<AppAssignment>, failed: bool) -> Self {
+        let digested = apps
+            .into_iter()
+            .map(|mut app| {
+                app.sort_objects();
+                (app.digest(), app)
+            })
+            .collect();
+        Self::from_digested(cluster, environment, revision, digested, failed)
+    }
+
+    /// Builds an assignment from apps whose objects are already sorted and whose
+    /// [`AppAssignment::digest`] is known (the hub caches both per app and cluster).
+    pub fn from_digested(
         cluster: &str,
         environment: &str,
         revision: &str,
-        mut apps: Vec<AppAssignment>,
+        mut apps: Vec<([u8; 32], AppAssignment)>,
         failed: bool,
     ) -> Self {
-        apps.sort_by(|a, b| a.name.cmp(&b.name));
-        for app in &mut apps {
-            app.objects.sort_by_cached_key(ObjectRef::of);
+        apps.sort_by(|a, b| a.1.name.cmp(&b.1.name));
+        let mut hasher = Sha256::new();
+        for (app_digest, _) in &apps {
+            hasher.update(app_digest);
         }
-        let digest = digest(&apps);
         Assignment {
             cluster: cluster.to_string(),
             environment: environment.to_string(),
             revision: revision.to_string(),
-            digest,
-            apps,
+            digest: hex::encode(hasher.finalize()),
+            apps: apps.into_iter().map(|(_, app)| app).collect(),
             failed,
         }
     }
 
     /// Every object with the app it belongs to.
     pub fn objects(&self) -> impl Iterator<Item = (&AppAssignment, &Value)> {
-        self.apps
-            .iter()
-            .flat_map(|app| app.objects.iter().map(move |o| (app, o)))
+        self.apps.iter().flat_map(|app| app.objects.iter().map(move |o| (app, o)))
     }
 }
 
-fn digest(apps: &[AppAssignment]) -> String {
-    let mut hasher = Sha256::new();
-    for app in apps {
-        hasher.update(app.name.as_bytes());
-        hasher.update([0, app.policy.prune as u8, app.policy.self_heal as u8]);
-        for dep in &app.depends_on {
+impl AppAssignment {
+    /// Sorts the objects by [`ObjectRef`], the order assignments carry them in.
+    pub fn sort_objects(&mut self) {
+        self.objects.sort_by_cached_key(ObjectRef::of);
+    }
+
+    /// Content digest of this app: name, policy, dependencies, objects (canonical JSON) and
+    /// render error. Objects must be sorted ([`AppAssignment::sort_objects`]).
+    pub fn digest(&self) -> [u8; 32] {
+        let mut hasher = Sha256::new();
+        hasher.update(self.name.as_bytes());
+        hasher.update([0, self.policy.prune as u8, self.policy.self_heal as u8]);
+        for dep in &self.depends_on {
             hasher.update(dep.as_bytes());
             hasher.update([0]);
         }
-        for object in &app.objects {
+        for object in &self.objects {
             hasher.update(canonical_json(object).as_bytes());
             hasher.update([0]);
         }
-        hasher.update([1]);
+        if let Some(error) = &self.render_error {
+            hasher.update([2]);
+            hasher.update(error.as_bytes());
+        }
+        hasher.finalize().into()
     }
-    hex::encode(hasher.finalize())
 }
 
 /// JSON with object keys sorted at every level: equal values give equal bytes.
@@ -197,8 +201,7 @@ pub fn canonical_json(value: &Value) -> String {
     fn sorted(value: &Value) -> Value {
         match value {
             Value::Object(map) => {
-                let ordered: BTreeMap<&String, Value> =
-                    map.iter().map(|(k, v)| (k, sorted(v))).collect();
+                let ordered: BTreeMap<&String, Value> = map.iter().map(|(k, v)| (k, sorted(v))).collect();
                 Value::Object(ordered.into_iter().map(|(k, v)| (k.clone(), v)).collect())
             }
             Value::Array(items) => Value::Array(items.iter().map(sorted).collect()),
@@ -239,13 +242,8 @@ impl TryFrom<&proto::Assignment> for Assignment {
                         })
                     })
                     .collect::<Result<Vec<Value>, _>>()?;
-                let policy = app
-                    .policy
-                    .map(|p| SyncPolicy {
-                        prune: p.prune,
-                        self_heal: p.self_heal,
-                    })
-                    .unwrap_or_default();
+                let policy =
+                    app.policy.map(|p| SyncPolicy { prune: p.prune, self_heal: p.self_heal }).unwrap_or_default();
                 Ok(AppAssignment {
                     name: app.name.clone(),
                     policy,
@@ -280,10 +278,7 @@ impl From<&Assignment> for proto::Assignment {
                 .iter()
                 .map(|app| proto::AppAssignment {
                     name: app.name.clone(),
-                    policy: Some(proto::SyncPolicy {
-                        prune: app.policy.prune,
-                        self_heal: app.policy.self_heal,
-                    }),
+                    policy: Some(proto::SyncPolicy { prune: app.policy.prune, self_heal: app.policy.self_heal }),
                     depends_on: app.depends_on.clone(),
                     objects_json: app.objects.iter().map(canonical_json).collect(),
                     render_error: app.render_error.clone().unwrap_or_default(),
@@ -342,10 +337,7 @@ mod tests {
     #[test]
     fn canonical_json_sorts_keys_at_every_level() {
         let v = json!({"b": 1, "a": {"d": [ {"z": 1, "y": 2} ], "c": null}});
-        assert_eq!(
-            canonical_json(&v),
-            r#"{"a":{"c":null,"d":[{"y":2,"z":1}]},"b":1}"#
-        );
+        assert_eq!(canonical_json(&v), r#"{"a":{"c":null,"d":[{"y":2,"z":1}]},"b":1}"#);
     }
 
     #[test]
@@ -363,10 +355,7 @@ mod tests {
         let r = ObjectRef::of(
             &json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": "w"}}),
         );
-        assert_eq!(
-            (r.group.as_str(), r.version.as_str(), r.api_version()),
-            ("apps", "v1", "apps/v1".to_string())
-        );
+        assert_eq!((r.group.as_str(), r.version.as_str(), r.api_version()), ("apps", "v1", "apps/v1".to_string()));
         assert_eq!(r.to_string(), "Deployment.apps w/web");
     }
 }

@@ -170,6 +170,8 @@ pub struct HubProcess {
     pub address: String,
     /// HTTP address (webhook, health).
     pub http_address: String,
+    /// The data directory, when the caller passed none (removed with the hub).
+    _data: Option<tempfile::TempDir>,
 }
 
 impl HubProcess {
@@ -185,6 +187,7 @@ impl HubProcess {
     }
 
     /// Starts the hub with extra `serve` arguments (e.g. `--repo URL --data DIR`).
+    /// Without `--data` among them, the hub gets a fresh temporary data directory.
     pub fn start_with(certs: &Path, listen: &str, filter: &str, extra: &[&str]) -> Self {
         let mut command = Command::new(workspace_binary("convoy-hub"));
         command
@@ -192,11 +195,15 @@ impl HubProcess {
             .arg(certs)
             .args(extra)
             .env("RUST_LOG", filter);
+        let data = (!extra.contains(&"--data")).then(|| tempfile::tempdir().expect("hub data dir"));
+        if let Some(data) = &data {
+            command.arg("--data").arg(data.path());
+        }
         let process = Process::spawn(command);
         let address_in = |line: String| line.split("address=").nth(1).expect("address in log line").trim().to_string();
         let address = address_in(process.wait_for_line("hub listening"));
         let http_address = address_in(process.wait_for_line("http listening"));
-        HubProcess { process, address, http_address }
+        HubProcess { process, address, http_address, _data: data }
     }
 
     /// Log lines containing `needle`.

@@ -209,3 +209,65 @@ pub fn deployment_yaml(name: &str, replicas: u32) -> String {
         "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\nspec:\n  replicas: {replicas}\n  selector:\n    matchLabels: {{app: {name}}}\n  template:\n    metadata:\n      labels: {{app: {name}}}\n    spec:\n      containers:\n      - name: {name}\n        image: registry.example/{name}:1.0\n"
     )
 }
+
+/// The sandbox's example fleet, written into `repo` and committed on `main`, with `stage` and
+/// `dev` branched from it. Environments dev → stage → prod (branch main); clusters dev-1,
+/// stage-1, prod-eu, prod-us and `extra` more (extra-N, round-robin over the environments).
+/// Apps: `platform` (a CRD and a custom resource of it), `settings` (a configMapGenerator)
+/// and `web` (Deployment + Service + ConfigMap, depends on platform; a stage overlay with two
+/// replicas and a prod-eu cluster overlay with three; self-heal off so drift stays visible).
+pub fn example_fleet(repo: &FleetRepo, extra: usize) {
+    repo.write("convoy.yaml", &fleet_yaml(&[("dev", "dev"), ("stage", "stage"), ("prod", "main")]));
+    repo.write("clusters/dev-1.yaml", &cluster_yaml("dev-1", "dev", &[("region", "eu")]));
+    repo.write("clusters/stage-1.yaml", &cluster_yaml("stage-1", "stage", &[("region", "eu")]));
+    repo.write("clusters/prod-eu.yaml", &cluster_yaml("prod-eu", "prod", &[("region", "eu")]));
+    repo.write("clusters/prod-us.yaml", &cluster_yaml("prod-us", "prod", &[("region", "us")]));
+    for i in 1..=extra {
+        let env = ["dev", "stage", "prod"][i % 3];
+        repo.write(&format!("clusters/extra-{i}.yaml"), &cluster_yaml(&format!("extra-{i}"), env, &[("region", "eu")]));
+    }
+    repo.write("apps/platform/app.yaml", &app_yaml("platform", "platform", &[]));
+    repo.write("apps/platform/base/kustomization.yaml", &kustomization_yaml(&["crd.yaml", "widget.yaml"], &[]));
+    repo.write(
+        "apps/platform/base/crd.yaml",
+        "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: widgets.example.convoy.dev\nspec:\n  group: example.convoy.dev\n  scope: Namespaced\n  names: {plural: widgets, singular: widget, kind: Widget}\n  versions:\n  - name: v1\n    served: true\n    storage: true\n    schema:\n      openAPIV3Schema:\n        type: object\n        x-kubernetes-preserve-unknown-fields: true\n",
+    );
+    repo.write(
+        "apps/platform/base/widget.yaml",
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: platform\n---\napiVersion: example.convoy.dev/v1\nkind: Widget\nmetadata:\n  name: fleet-widget\nspec:\n  owner: ${cluster.name}\n",
+    );
+    repo.write("apps/settings/app.yaml", &app_yaml("settings", "settings", &[]));
+    repo.write(
+        "apps/settings/base/kustomization.yaml",
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n- namespace.yaml\nconfigMapGenerator:\n- name: settings\n  literals:\n  - environment=${cluster.environment}\n  - log-level=info\n",
+    );
+    repo.write("apps/settings/base/namespace.yaml", "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: settings\n");
+    repo.write(
+        "apps/web/app.yaml",
+        "apiVersion: convoy.dev/v1\nkind: App\nmetadata:\n  name: web\nspec:\n  namespace: web\n  dependsOn: [platform]\n  sync: {prune: true, selfHeal: false}\n",
+    );
+    repo.write(
+        "apps/web/base/kustomization.yaml",
+        &kustomization_yaml(&["namespace.yaml", "config.yaml", "deployment.yaml", "service.yaml"], &[]),
+    );
+    repo.write("apps/web/base/namespace.yaml", "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: web\n");
+    repo.write(
+        "apps/web/base/config.yaml",
+        &configmap_yaml("web-config", &[("greeting", "hello from ${cluster.name}")]),
+    );
+    repo.write("apps/web/base/deployment.yaml", &deployment_yaml("web", 1));
+    repo.write(
+        "apps/web/base/service.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  selector: {app: web}\n  ports:\n  - port: 80\n    targetPort: 8080\n",
+    );
+    repo.write("apps/web/envs/stage/kustomization.yaml", &kustomization_yaml(&["../../base"], &["replicas.yaml"]));
+    repo.write("apps/web/envs/stage/replicas.yaml", &deployment_yaml("web", 2));
+    repo.write(
+        "apps/web/clusters/prod-eu/kustomization.yaml",
+        &kustomization_yaml(&["../../base"], &["replicas.yaml"]),
+    );
+    repo.write("apps/web/clusters/prod-eu/replicas.yaml", &deployment_yaml("web", 3));
+    repo.commit("example fleet: platform (CRD), settings (generator), web");
+    repo.checkout("stage");
+    repo.checkout("dev");
+}

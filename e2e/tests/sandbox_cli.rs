@@ -19,33 +19,110 @@ fn start_sandbox(dir: &Path) -> Process {
     sandbox
 }
 
+fn json(config: &str, args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["--config", config];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["-o", "json"]);
+    let (ok, stdout, stderr) = convoy(&all);
+    assert!(ok, "convoy {args:?} failed: {stderr}");
+    serde_json::from_str(&stdout).expect("JSON output")
+}
+
+/// `convoy clusters -o json` as (name, applied revision) of clusters that are connected, in
+/// sync with their assignment and healthy; `None` until all four are.
+fn settled(config: &str) -> Option<Vec<(String, String)>> {
+    let clusters = json(config, &["clusters"]);
+    let ready: Vec<(String, String)> = clusters
+        .as_array()?
+        .iter()
+        .filter(|c| c["connected"] == true && c["inSync"] == true && c["health"] == "HEALTHY")
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap_or_default().to_string(),
+                c["appliedRevision"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    (ready.len() == 4).then_some(ready)
+}
+
+fn applied(config: &str, cluster: &str) -> String {
+    json(config, &["status", cluster])["clusters"][0]["cluster"]["appliedRevision"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
 #[tokio::test]
-async fn the_sandbox_fleet_answers_the_cli_through_its_config_file() {
+async fn the_sandbox_fleet_promotes_reports_and_shows_drift_through_the_cli() {
     let dir = tempfile::tempdir().unwrap();
     let _sandbox = start_sandbox(dir.path());
     let config = dir.path().join("convoy.yaml");
     let config = config.to_str().unwrap();
-    let clusters = eventually("both sandbox agents connected", || async {
-        let (ok, stdout, stderr) = convoy(&["--config", config, "clusters", "-o", "json"]);
-        assert!(ok, "convoy clusters failed: {stderr}");
-        let clusters: serde_json::Value = serde_json::from_str(&stdout).expect("JSON output");
-        let connected: Vec<String> = clusters
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|c| c["connected"] == true)
-            .map(|c| c["name"].as_str().unwrap().to_string())
-            .collect();
-        (connected.len() == 2).then_some(connected)
+    let initial = eventually("4 healthy clusters in sync", || async { settled(config) }).await;
+    let names: Vec<&str> = initial.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["dev-1", "prod-eu", "prod-us", "stage-1"]);
+    let (ok, table, _) = convoy(&["--config", config, "clusters"]);
+    assert!(
+        ok && table.starts_with("CLUSTER") && table.lines().filter(|l| l.contains("in-sync")).count() == 4,
+        "{table}"
+    );
+
+    // A commit pushed to dev reaches dev-1 only.
+    let repo = convoy_e2e::fleet_repo::FleetRepo { dir: dir.path().join("repo") };
+    repo.write(
+        "apps/web/base/config.yaml",
+        &convoy_e2e::fleet_repo::configmap_yaml("web-config", &[("greeting", "hi")]),
+    );
+    let dev_head = repo.commit("web: greeting");
+    repo.git(&["push", "-q", "origin", "dev"]);
+    eventually("dev-1 to apply the dev commit", || async { (applied(config, "dev-1") == dev_head).then_some(()) })
+        .await;
+    let (ok, check, _) = convoy(&["--config", config, "promote-check", "dev", "stage"]);
+    assert!(ok, "{check}");
+
+    // Merging dev into stage updates stage-1; prod stays where it was.
+    repo.checkout("stage");
+    let stage_head = repo.merge("dev");
+    repo.git(&["push", "-q", "origin", "stage"]);
+    eventually("stage-1 to apply the stage merge", || async {
+        (applied(config, "stage-1") == stage_head).then_some(())
     })
     .await;
-    assert_eq!(clusters, ["dev-1", "prod-eu"]);
+    let prod_before: Vec<_> = initial.iter().filter(|(n, _)| n.starts_with("prod")).cloned().collect();
+    for (cluster, revision) in &prod_before {
+        assert_eq!(&applied(config, cluster), revision, "{cluster} must be untouched");
+    }
 
-    let (ok, table, _) = convoy(&["--config", config, "clusters"]);
-    assert!(ok);
-    let header = table.lines().next().unwrap();
-    assert!(header.starts_with("CLUSTER") && header.contains("LAST SEEN"), "{table}");
-    assert_eq!(table.lines().filter(|l| l.contains("connected")).count(), 2, "{table}");
+    // The pending promotion, by environment or by branch name.
+    let (ok, diff, stderr) = convoy(&["--config", config, "diff", "stage", "main"]);
+    assert!(ok, "{stderr}");
+    assert!(diff.contains("prod-eu: 1 objects") && diff.contains("~ ConfigMap web/web-config"), "{diff}");
+
+    // A kubectl edit in prod-eu (web has selfHeal off) shows as drift with its manager.
+    let kubectl = std::env::var("CONVOY_KUBECTL").unwrap_or_else(|_| "kubectl".into());
+    let kubeconfig = dir.path().join("kube/prod-eu.kubeconfig");
+    let patch = r#"{"spec":{"template":{"spec":{"containers":[{"name":"web","image":"nginx:edited"}]}}}}"#;
+    let out = Command::new(&kubectl)
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args(["-n", "web", "patch", "deployment", "web", "--field-manager=kubectl-edit", "--type=merge", "-p", patch])
+        .output()
+        .expect("run kubectl (bash e2e/test.sh installs it)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let drift = eventually("the drift to reach the hub", || async {
+        let (ok, text, _) = convoy(&["--config", config, "drift", "prod-eu"]);
+        (ok && text.contains("nginx:edited")).then_some(text)
+    })
+    .await;
+    assert!(
+        drift.contains("spec.template.spec.containers[name=web].image") && drift.contains("kubectl-edit"),
+        "{drift}"
+    );
+    let history = json(config, &["history", "dev-1"]);
+    let events: Vec<&str> =
+        history["entries"].as_array().unwrap().iter().map(|e| e["event"].as_str().unwrap()).collect();
+    assert!(events.starts_with(&["applied", "assigned"]), "{events:?}");
 }
 
 #[test]

@@ -31,31 +31,8 @@ impl FleetApi {
         FleetApi { hub }
     }
 
-    /// Every cluster the hub knows: declared in Git, or seen on an agent stream.
     fn clusters(&self) -> Vec<ClusterInfo> {
-        let view = self.hub.view();
-        let mut out: BTreeMap<String, ClusterInfo> =
-            self.hub.connections.list().into_iter().map(|c| (c.name.clone(), c)).collect();
-        if let Some(fleet) = &view.fleet {
-            for cluster in fleet.clusters.values() {
-                let info = out
-                    .entry(cluster.name.clone())
-                    .or_insert_with(|| ClusterInfo { name: cluster.name.clone(), ..Default::default() });
-                info.environment = cluster.environment.clone();
-                info.labels = cluster.labels.clone().into_iter().collect();
-            }
-        }
-        for info in out.values_mut() {
-            if let Some(assignment) = self.hub.assignments.get(&info.name) {
-                info.assigned_revision = assignment.revision.clone();
-                info.assigned_digest = assignment.digest.clone();
-                info.in_sync = info.applied_digest == assignment.digest;
-                if info.environment.is_empty() {
-                    info.environment = assignment.environment.clone();
-                }
-            }
-        }
-        out.into_values().collect()
+        self.hub.cluster_infos()
     }
 
     /// The named cluster, or every cluster when `name` is empty.
@@ -171,13 +148,16 @@ impl FleetService for FleetApi {
             return Err(no_fleet(&view.errors));
         };
         let known = || fleet.environments.iter().map(|e| e.name.as_str()).collect::<Vec<_>>().join(", ");
-        let from = view.envs.get(&from_env).cloned().ok_or_else(|| {
-            Status::not_found(format!("unknown environment '{from_env}' (environments: {})", known()))
-        })?;
-        let to = fleet
-            .environment(&to_env)
-            .cloned()
-            .ok_or_else(|| Status::not_found(format!("unknown environment '{to_env}' (environments: {})", known())))?;
+        // Environments by name, or by their branch (`convoy diff stage main`).
+        let resolve = |wanted: &str| {
+            let by_name = fleet.environments.iter().find(|e| e.name == wanted);
+            by_name.or_else(|| fleet.environments.iter().find(|e| e.branch == wanted)).cloned()
+        };
+        let unknown =
+            |name: &str| Status::not_found(format!("unknown environment '{name}' (environments: {})", known()));
+        let from_name = resolve(&from_env).ok_or_else(|| unknown(&from_env))?.name;
+        let from = view.envs.get(&from_name).cloned().ok_or_else(|| unknown(&from_env))?;
+        let to = resolve(&to_env).ok_or_else(|| unknown(&to_env))?;
         let hub = self.hub.clone();
         let clusters = tokio::task::spawn_blocking(move || {
             // What `to`'s clusters would get if `to`'s branch had `from`'s head: from's files,

@@ -1,9 +1,10 @@
 //! The hub's shared state, handed to every service.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
 use convoy_shared::model::Assignment;
-use convoy_shared::proto::{HistoryEntry, Report};
+use convoy_shared::proto::{ClusterInfo, HistoryEntry, Report};
 use tokio::sync::Notify;
 
 use crate::assignments::AssignmentTable;
@@ -50,6 +51,33 @@ impl Hub {
     /// A hub that keeps its state in memory only.
     pub fn in_memory() -> Arc<Hub> {
         Hub::new(Arc::new(MemoryStore::default())).expect("the memory store cannot fail")
+    }
+
+    /// Every cluster the hub knows: declared in Git, or seen on an agent stream.
+    pub fn cluster_infos(&self) -> Vec<ClusterInfo> {
+        let view = self.view();
+        let mut out: BTreeMap<String, ClusterInfo> =
+            self.connections.list().into_iter().map(|c| (c.name.clone(), c)).collect();
+        if let Some(fleet) = &view.fleet {
+            for cluster in fleet.clusters.values() {
+                let info = out
+                    .entry(cluster.name.clone())
+                    .or_insert_with(|| ClusterInfo { name: cluster.name.clone(), ..Default::default() });
+                info.environment = cluster.environment.clone();
+                info.labels = cluster.labels.clone().into_iter().collect();
+            }
+        }
+        for info in out.values_mut() {
+            if let Some(assignment) = self.assignments.get(&info.name) {
+                info.assigned_revision = assignment.revision.clone();
+                info.assigned_digest = assignment.digest.clone();
+                info.in_sync = info.applied_digest == assignment.digest;
+                if info.environment.is_empty() {
+                    info.environment = assignment.environment.clone();
+                }
+            }
+        }
+        out.into_values().collect()
     }
 
     /// The fleet as of the last sync.

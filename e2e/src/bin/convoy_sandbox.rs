@@ -18,6 +18,12 @@ struct Cli {
     /// Address the hub listens on (port 0 picks a free one).
     #[arg(long, env = "CONVOY_SANDBOX_LISTEN", default_value = "127.0.0.1:7443")]
     listen: String,
+    /// Simulated clusters beyond dev-1, stage-1, prod-eu and prod-us.
+    #[arg(long, env = "CONVOY_SANDBOX_CLUSTERS", default_value_t = 0)]
+    clusters: usize,
+    /// Seconds between fetches of the repository by the hub.
+    #[arg(long, env = "CONVOY_SANDBOX_POLL_SECONDS", default_value_t = 2)]
+    poll_seconds: u64,
     /// Seconds between status tables (0: print none).
     #[arg(long, env = "CONVOY_SANDBOX_STATUS_SECONDS", default_value_t = 5)]
     status_seconds: u64,
@@ -37,7 +43,12 @@ fn main() -> ExitCode {
     runtime.block_on(async {
         let shutdown = CancellationToken::new();
         tokio::spawn(convoy_shared::cancel_on_signal(shutdown.clone()));
-        let config = SandboxConfig { dir: cli.dir.clone(), listen: cli.listen.clone() };
+        let config = SandboxConfig {
+            dir: cli.dir.clone(),
+            listen: cli.listen.clone(),
+            extra_clusters: cli.clusters,
+            poll: Duration::from_secs(cli.poll_seconds.max(1)),
+        };
         let sandbox = match Sandbox::start(&config, shutdown.clone()).await {
             Ok(sandbox) => sandbox,
             Err(e) => {
@@ -47,6 +58,9 @@ fn main() -> ExitCode {
         };
         println!("Convoy sandbox ready");
         println!("  hub        {}", sandbox.hub_address);
+        println!("  webhook    http://{}/webhook", sandbox.http_address);
+        println!("  clusters   {} (kubeconfigs in {})", sandbox.clusters.join(", "), cli.dir.join("kube").display());
+        println!("  repo       {} (commit, then `git push` to deploy)", sandbox.repo.display());
         println!("  certs      {}", cli.dir.join("certs").display());
         println!("  CLI config {}", sandbox.cli_config.display());
         println!("  try        convoy --config {} clusters", sandbox.cli_config.display());
@@ -65,7 +79,7 @@ fn main() -> ExitCode {
                         _ = tick.tick() => {}
                     }
                     let now = convoy_hub::connections::now_ms();
-                    let table = convoy_hub::cli::clusters_table(&hub.connections.list(), now);
+                    let table = convoy_hub::cli::clusters_table(&hub.cluster_infos(), now);
                     if clear {
                         print!("\x1b[2J\x1b[H");
                     }

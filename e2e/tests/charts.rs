@@ -1,0 +1,288 @@
+//! The Helm charts with Helm's own engine (PyPI helm-python-sdk, driven by e2e/helm_chart.py):
+//! they lint and render, bad values fail at render time with a schema error, the agent chart's
+//! env names only flags the agent reads, and the rendered agent chart applied with the real
+//! kubectl to kubesim carries everything an agent needs: an agent started with exactly the
+//! Deployment's env and mounted files registers with its token, reconciles its assignment, and
+//! after a restart comes back from its credentials Secret alone.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use base64::Engine as _;
+use convoy_e2e::fleet_repo::standard_fleet;
+use convoy_e2e::harness::{InProcessHub, Process, TestCa, eventually, workspace_binary};
+use convoy_e2e::kubesim::SimFleet;
+use convoy_shared::identity::Role;
+use convoy_shared::pki::CertificateAuthority;
+use convoy_shared::proto::{CreateTokenRequest, ListClustersRequest};
+use serde_json::{Value, json};
+
+const NS: &str = "convoy-system";
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn python() -> PathBuf {
+    std::env::var_os("CONVOY_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"))
+}
+
+/// Runs e2e/helm_chart.py `command` on `chart` with `values`.
+fn helm(command: &str, chart: &str, values: Value) -> Value {
+    let mut child = Command::new(python())
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("helm_chart.py"))
+        .args([command, workspace().join("charts").join(chart).to_str().unwrap()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python runs (run e2e/test.sh to install helm-python-sdk into e2e/.venv)");
+    let request = json!({"values": values, "name": "convoy", "namespace": NS});
+    child.stdin.take().unwrap().write_all(request.to_string().as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "helm_chart.py: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Rendered objects (NOTES.txt left out), parsed.
+fn render(chart: &str, values: Value) -> Vec<Value> {
+    let out = helm("render", chart, values);
+    assert_eq!(out["ok"], true, "{out}");
+    let mut objects = Vec::new();
+    for (path, text) in out["manifests"].as_object().unwrap() {
+        if path.ends_with("NOTES.txt") {
+            continue;
+        }
+        for doc in text.as_str().unwrap().split("\n---") {
+            let doc: Value = serde_saphyr::from_str(doc).unwrap_or(Value::Null);
+            if doc.is_object() {
+                objects.push(doc);
+            }
+        }
+    }
+    objects
+}
+
+fn agent_values(hub: &str, ca_pem: &str, token: &str) -> Value {
+    json!({"hub": {"address": hub, "ca": ca_pem}, "bootstrap": {"token": token}})
+}
+
+fn find<'a>(objects: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    objects.iter().filter(|o| o["kind"] == kind).collect()
+}
+
+#[test]
+fn both_charts_lint_clean_with_helm() {
+    let ca = TestCa::new();
+    let agent = helm("lint", "convoy-agent", agent_values("hub.example.com:7443", ca.ca.cert_pem(), "cvt_x"));
+    let errors: Vec<_> = agent["lint"]["messages"].as_array().unwrap().iter().filter(|m| m["severity"] == 3).collect();
+    assert!(errors.is_empty(), "{agent}");
+    let hub = helm(
+        "lint",
+        "convoy-hub",
+        json!({"repo": {"url": "ssh://git@example.com/fleet.git"}, "certs": {"existingSecret": "hub-certs"}}),
+    );
+    let errors: Vec<_> = hub["lint"]["messages"].as_array().unwrap().iter().filter(|m| m["severity"] == 3).collect();
+    assert!(errors.is_empty(), "{hub}");
+    let objects = render(
+        "convoy-hub",
+        json!({"repo": {"url": "ssh://x/y"}, "certs": {"existingSecret": "c"}, "webhook": {"secret": "s"}}),
+    );
+    let sts = find(&objects, "StatefulSet")[0];
+    assert_eq!(sts["spec"]["volumeClaimTemplates"][0]["metadata"]["name"], "data");
+    let ports: Vec<_> =
+        find(&objects, "Service")[0]["spec"]["ports"].as_array().unwrap().iter().map(|p| p["port"].clone()).collect();
+    assert_eq!(ports, [json!(7443), json!(8080)]);
+}
+
+#[test]
+fn bad_values_fail_at_render_time_with_a_schema_error() {
+    let ca = TestCa::new();
+    let missing = helm("render", "convoy-agent", json!({"hub": {"ca": ca.ca.cert_pem()}, "bootstrap": {"token": "t"}}));
+    assert_eq!(missing["kind"], "HelmValuesError", "{missing}");
+    assert!(missing["error"].as_str().unwrap().contains("/hub/address"), "{missing}");
+    let no_port = helm("render", "convoy-agent", agent_values("hub.example.com", ca.ca.cert_pem(), "t"));
+    assert_eq!(no_port["kind"], "HelmValuesError", "{no_port}");
+    let bad_ca = helm("render", "convoy-agent", agent_values("hub.example.com:7443", "not a certificate", "t"));
+    assert_eq!(bad_ca["kind"], "HelmValuesError", "{bad_ca}");
+    assert!(bad_ca["error"].as_str().unwrap().contains("/hub/ca"), "{bad_ca}");
+    let no_repo = helm("render", "convoy-hub", json!({}));
+    assert_eq!(no_repo["kind"], "HelmValuesError", "{no_repo}");
+}
+
+#[test]
+fn the_agent_deployment_is_locked_down_and_sets_only_what_the_agent_reads() {
+    let ca = TestCa::new();
+    let help = Command::new(workspace_binary("convoy-agent")).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout).into_owned();
+    for values in [
+        agent_values("hub.example.com:7443", ca.ca.cert_pem(), "t"),
+        json!({"hub": {"address": "h:1", "ca": ca.ca.cert_pem(), "serverName": "hub"}, "cluster": "c",
+               "certificate": {"cert": ca.ca.cert_pem(), "key": "-----BEGIN PRIVATE KEY-----\nx\n-----END PRIVATE KEY-----\n"},
+               "rbac": {"mode": "namespaced", "namespaces": ["a", "b"]}}),
+    ] {
+        let objects = render("convoy-agent", values);
+        let deployment = find(&objects, "Deployment")[0];
+        let pod = &deployment["spec"]["template"]["spec"];
+        assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+        assert_eq!(pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault");
+        let container = &pod["containers"][0];
+        assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+        assert_eq!(container["securityContext"]["capabilities"]["drop"], json!(["ALL"]));
+        assert!(container["resources"]["requests"]["memory"].is_string());
+        for env in container["env"].as_array().unwrap() {
+            let name = env["name"].as_str().unwrap();
+            assert!(help.contains(&format!("[env: {name}")), "the chart sets {name}, which convoy-agent does not read");
+        }
+    }
+    let namespaced = render(
+        "convoy-agent",
+        json!({"hub": {"address": "h:1", "ca": ca.ca.cert_pem()}, "bootstrap": {"token": "t"},
+        "rbac": {"mode": "namespaced", "namespaces": ["a", "b"]}}),
+    );
+    assert!(find(&namespaced, "ClusterRole").is_empty());
+    let roles: Vec<_> = find(&namespaced, "Role").iter().map(|r| r["metadata"]["namespace"].clone()).collect();
+    assert_eq!(roles, [json!(NS), json!("a"), json!("b")]);
+}
+
+/// Starts convoy-agent with exactly the Deployment's env: values as given, the namespace from
+/// the downward API, Secret keys from the cluster, and mounted ConfigMaps/Secrets written as
+/// files under `root` (every absolute path in the env is taken relative to `root`).
+fn start_agent_like_the_chart(objects: &[Value], cluster: &convoy_e2e::kubesim::SimCluster, root: &Path) -> Process {
+    let deployment = find(objects, "Deployment")[0];
+    let pod = &deployment["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    for mount in container["volumeMounts"].as_array().unwrap() {
+        let dir = root.join(mount["mountPath"].as_str().unwrap().trim_start_matches('/'));
+        std::fs::create_dir_all(&dir).unwrap();
+        let volume = pod["volumes"].as_array().unwrap().iter().find(|v| v["name"] == mount["name"]).unwrap();
+        if let Some(name) = volume["configMap"]["name"].as_str() {
+            let cm = cluster.get("v1", "ConfigMap", Some(NS), name).expect("the chart's ConfigMap was applied");
+            for (key, value) in cm["data"].as_object().unwrap() {
+                std::fs::write(dir.join(key), value.as_str().unwrap()).unwrap();
+            }
+        }
+    }
+    let mut command = Command::new(workspace_binary("convoy-agent"));
+    command.env_clear().env("CONVOY_KUBECONFIG", cluster.kubeconfig_path()).env("RUST_LOG", "info");
+    for env in container["env"].as_array().unwrap() {
+        let name = env["name"].as_str().unwrap();
+        let value = if let Some(v) = env["value"].as_str() {
+            if v.starts_with('/') { root.join(v.trim_start_matches('/')).display().to_string() } else { v.to_string() }
+        } else if env["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace" {
+            NS.to_string()
+        } else if let Some(name) = env["valueFrom"]["secretKeyRef"]["name"].as_str() {
+            let key = env["valueFrom"]["secretKeyRef"]["key"].as_str().unwrap();
+            let secret = cluster.get("v1", "Secret", Some(NS), name).expect("the chart's Secret was applied");
+            let b64 = secret["data"][key].as_str().unwrap();
+            String::from_utf8(base64::engine::general_purpose::STANDARD.decode(b64).unwrap()).unwrap()
+        } else {
+            panic!("unhandled env {env}");
+        };
+        command.env(name, value);
+    }
+    Process::spawn(command)
+}
+
+#[tokio::test]
+async fn the_rendered_agent_chart_applied_with_kubectl_registers_and_reconciles() {
+    let ca = TestCa::new();
+    let repo_dir = tempfile::tempdir().unwrap();
+    let repo = standard_fleet(repo_dir.path());
+    let hub = InProcessHub::start(&ca, &repo.url()).await;
+    hub.hub.registry.set_authority(CertificateAuthority::load(&ca.certs).unwrap());
+    let mut admin = ca.cli(&hub.address, Role::Admin).await;
+    let token = admin
+        .create_token(CreateTokenRequest { cluster: "dev-1".into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner()
+        .token;
+
+    let fleet = SimFleet::start(&["dev-1"]).await.unwrap();
+    let cluster = fleet.cluster("dev-1").unwrap();
+    let objects = render("convoy-agent", agent_values(&hub.address, ca.ca.cert_pem(), &token));
+    // The agent's namespace, and the one the fleet's `web` app uses (the standard test fleet
+    // does not ship its Namespace).
+    let mut manifest = String::new();
+    for ns in [NS, "web"] {
+        manifest.push_str(&format!("---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n"));
+    }
+    for o in &objects {
+        manifest.push_str("---\n");
+        manifest.push_str(&serde_json::to_string(o).unwrap());
+        manifest.push('\n');
+    }
+    let kubectl = std::env::var_os("CONVOY_KUBECTL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/kubectl"));
+    // tokio's process: kubesim serves from this test's runtime, which must keep running.
+    let mut apply = tokio::process::Command::new(kubectl)
+        .arg("--kubeconfig")
+        .arg(cluster.kubeconfig_path())
+        .args(["apply", "--server-side", "-f", "-"])
+        .env("KUBECACHEDIR", cluster.kubeconfig_path().with_extension("cache"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl runs (run e2e/test.sh to install it)");
+    {
+        use tokio::io::AsyncWriteExt as _;
+        let mut stdin = apply.stdin.take().unwrap();
+        stdin.write_all(manifest.as_bytes()).await.unwrap();
+    }
+    let out = apply.wait_with_output().await.unwrap();
+    assert!(out.status.success(), "kubectl apply: {}", String::from_utf8_lossy(&out.stderr));
+    for (api, kind, ns, name) in [
+        ("apps/v1", "Deployment", Some(NS), "convoy-convoy-agent"),
+        ("v1", "ServiceAccount", Some(NS), "convoy-convoy-agent"),
+        ("v1", "Secret", Some(NS), "convoy-convoy-agent-bootstrap"),
+        ("v1", "ConfigMap", Some(NS), "convoy-convoy-agent-ca"),
+        ("rbac.authorization.k8s.io/v1", "ClusterRole", None, "convoy-convoy-agent"),
+        ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", None, "convoy-convoy-agent"),
+        ("rbac.authorization.k8s.io/v1", "RoleBinding", Some(NS), "convoy-convoy-agent-self"),
+    ] {
+        assert!(cluster.get(api, kind, ns, name).is_some(), "{kind} {name} missing after kubectl apply");
+    }
+
+    let root = tempfile::tempdir().unwrap();
+    let connected = || async {
+        let mut viewer = ca.cli(&hub.address, Role::Viewer).await;
+        eventually("dev-1 connected", || {
+            let mut viewer = viewer.clone();
+            async move {
+                let clusters = viewer.list_clusters(ListClustersRequest {}).await.ok()?.into_inner().clusters;
+                clusters.iter().any(|c| c.name == "dev-1" && c.connected).then_some(())
+            }
+        })
+        .await;
+        let _ = viewer.list_clusters(ListClustersRequest {}).await;
+    };
+    let agent = start_agent_like_the_chart(&objects, cluster, root.path());
+    connected().await;
+    let secret = cluster.get("v1", "Secret", Some(NS), "convoy-convoy-agent-credentials").expect("credentials Secret");
+    assert_eq!(secret["type"], "kubernetes.io/tls");
+    assert!(secret["data"]["tls.key"].is_string() && secret["data"]["tls.crt"].is_string());
+    eventually("web-config reconciled", || {
+        let found = cluster.get("v1", "ConfigMap", Some("web"), "web-config").is_some();
+        async move { found.then_some(()) }
+    })
+    .await;
+    drop(agent);
+
+    // Restarted, the agent comes back from the Secret: the token is spent and not needed.
+    hub.hub.connections.disconnect("dev-1");
+    let again = start_agent_like_the_chart(&objects, cluster, root.path());
+    eventually("the restarted agent used its Secret", || {
+        let seen = !again.log_lines("using the certificate from the credentials Secret").is_empty();
+        async move { seen.then_some(()) }
+    })
+    .await;
+    connected().await;
+    drop(again);
+    hub.stop().await;
+}

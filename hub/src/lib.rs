@@ -9,6 +9,7 @@ pub mod connections;
 pub mod fleet;
 pub mod fleet_service;
 pub mod git;
+pub mod metrics;
 pub mod planner;
 pub mod registration;
 pub mod render;

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::connections::now_ms;
 use crate::fleet::{self, Fleet};
 use crate::git::GitMirror;
+use crate::metrics::HubMetrics;
 use crate::planner::{EnvironmentState, PlanStats, Planner};
 use crate::state::Hub;
 
@@ -112,12 +113,15 @@ impl SourceWorker {
     fn sync(&mut self, hub: &Hub) {
         let mut errors = Vec::new();
         let started = Instant::now();
-        let branches = match self.mirror.fetch() {
+        let fetched = self.mirror.fetch();
+        HubMetrics::observe(&hub.metrics.git_fetch_duration, started.elapsed());
+        let branches = match fetched {
             Ok(branches) => {
                 self.failures = 0;
                 branches
             }
             Err(e) => {
+                hub.metrics.git_fetch_failures.inc();
                 self.failures += 1;
                 tracing::warn!(error = %e, failures = self.failures, "git fetch failed; keeping the last fetched state");
                 hub.update_view(|view| {
@@ -136,6 +140,7 @@ impl SourceWorker {
         }
         match self.plan(hub, &branches, &mut errors) {
             Some((stats, published, cluster_errors)) => {
+                HubMetrics::observe(&hub.metrics.sync_duration, started.elapsed());
                 let ms = started.elapsed().as_millis() as u64;
                 tracing::info!(
                     renders = stats.renders,

@@ -9,6 +9,7 @@ use tokio::sync::Notify;
 
 use crate::assignments::AssignmentTable;
 use crate::connections::{ConnectionTable, now_ms};
+use crate::metrics::HubMetrics;
 use crate::source::FleetView;
 use crate::store::{MemoryStore, Store, StoreEvent, StoreWriter};
 
@@ -22,6 +23,7 @@ pub struct Hub {
     /// Wakes the source loop at once (webhook, `convoy refresh`).
     pub refresh: Notify,
     pub store: Arc<dyn Store>,
+    pub metrics: HubMetrics,
     /// Bootstrap tokens, certificate signing and revocations.
     pub registry: crate::registration::Registry,
     /// Owned by the hub: the writer task ends once the hub is dropped.
@@ -40,6 +42,7 @@ impl Hub {
             refresh: Notify::new(),
             store: store.clone(),
             registry: crate::registration::Registry::load(store.clone())?,
+            metrics: HubMetrics::default(),
             writer,
         };
         for (cluster, report) in store.last_reports()? {
@@ -116,6 +119,7 @@ impl Hub {
             (assignment.cluster.clone(), assignment.revision.clone(), assignment.digest.clone());
         let changed = self.assignments.publish(assignment);
         if changed {
+            self.metrics.assignments_published.inc();
             tracing::debug!(cluster, revision, "assignment published");
             self.history(&cluster, "assigned", &revision, &digest, "");
         }
@@ -124,6 +128,7 @@ impl Hub {
 
     /// Takes an agent's report: live status, the store, and history when it applied something new.
     pub fn record_report(&self, cluster: &str, session: u64, report: Report) {
+        self.metrics.reports_received.inc();
         let newly_applied = self.connections.report(cluster, session, report.clone());
         if newly_applied {
             self.history(cluster, "applied", &report.revision, &report.digest, "");

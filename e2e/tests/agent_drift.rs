@@ -2,21 +2,16 @@
 //! and manager (and restored when the app self-heals); an autoscaler owning replicas and
 //! server-defaulted fields are never drift; a deleted object is reported missing and re-created.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use convoy_e2e::agent_fixtures::{self as fx, InProcessAgent, NS};
 use convoy_e2e::harness::eventually;
+use convoy_e2e::harness::kubectl_path;
 use convoy_e2e::kubesim::SimFleet;
 use convoy_shared::model::report::{Drift, Health, Report};
 use convoy_shared::model::{Assignment, SyncPolicy};
 
 const CLUSTER: &str = "d1";
-
-fn kubectl_path() -> PathBuf {
-    std::env::var_os("CONVOY_KUBECTL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/kubectl"))
-}
 
 /// Runs the real kubectl against the simulated cluster and requires success.
 async fn kubectl(kubeconfig: &Path, args: &[&str]) -> String {

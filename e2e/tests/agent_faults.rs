@@ -5,10 +5,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use convoy_e2e::agent_fixtures::{self as fx, InProcessAgent};
-use convoy_e2e::harness::eventually;
+use convoy_e2e::agent_fixtures::{self as fx, InProcessAgent, settled};
 use convoy_e2e::kubesim::{ErrorKind, OutageMode, SimFleet};
-use convoy_shared::model::report::{Health, Report};
 use serde_json::Value;
 
 const CLUSTER: &str = "f1";
@@ -35,15 +33,6 @@ fn managed(objects: Vec<Value>) -> HashMap<String, Value> {
             (id, o)
         })
         .collect()
-}
-
-async fn settled(agent: &InProcessAgent, digest: &str) -> Report {
-    let digest = digest.to_string();
-    eventually("the agent to converge", || {
-        let r = agent.last_report().filter(|r| r.digest == digest && r.applied && r.health() == Health::Healthy);
-        async move { r }
-    })
-    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

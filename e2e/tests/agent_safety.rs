@@ -5,22 +5,13 @@
 use std::time::Duration;
 
 use convoy_agent::link::LinkState;
-use convoy_e2e::agent_fixtures::{self as fx, InProcessAgent, NS};
+use convoy_e2e::agent_fixtures::{self as fx, InProcessAgent, NS, settled};
 use convoy_e2e::harness::{TestCa, eventually};
 use convoy_e2e::kubesim::SimFleet;
 use convoy_shared::identity::Identity;
-use convoy_shared::model::report::{Health, Report};
+use convoy_shared::model::report::Health;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
-
-async fn settled(agent: &InProcessAgent, digest: &str) -> Report {
-    let digest = digest.to_string();
-    eventually("the agent to converge", || {
-        let r = agent.last_report().filter(|r| r.digest == digest && r.applied && r.health() == Health::Healthy);
-        async move { r }
-    })
-    .await
-}
 
 fn cm_exists(cluster: &convoy_e2e::kubesim::SimCluster, name: &str) -> bool {
     cluster.get("v1", "ConfigMap", Some(NS), name).is_some()

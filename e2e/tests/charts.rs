@@ -11,11 +11,11 @@ use std::process::{Command, Stdio};
 
 use base64::Engine as _;
 use convoy_e2e::fleet_repo::standard_fleet;
-use convoy_e2e::harness::{InProcessHub, Process, TestCa, eventually, workspace_binary};
+use convoy_e2e::harness::{InProcessHub, Process, TestCa, eventually, wait_connected, workspace_binary};
 use convoy_e2e::kubesim::SimFleet;
 use convoy_shared::identity::Role;
 use convoy_shared::pki::CertificateAuthority;
-use convoy_shared::proto::{CreateTokenRequest, ListClustersRequest};
+use convoy_shared::proto::CreateTokenRequest;
 use serde_json::{Value, json};
 
 const NS: &str = "convoy-system";
@@ -250,18 +250,7 @@ async fn the_rendered_agent_chart_applied_with_kubectl_registers_and_reconciles(
     }
 
     let root = tempfile::tempdir().unwrap();
-    let connected = || async {
-        let mut viewer = ca.cli(&hub.address, Role::Viewer).await;
-        eventually("dev-1 connected", || {
-            let mut viewer = viewer.clone();
-            async move {
-                let clusters = viewer.list_clusters(ListClustersRequest {}).await.ok()?.into_inner().clusters;
-                clusters.iter().any(|c| c.name == "dev-1" && c.connected).then_some(())
-            }
-        })
-        .await;
-        let _ = viewer.list_clusters(ListClustersRequest {}).await;
-    };
+    let connected = || wait_connected(&ca, &hub.address, "dev-1");
     let agent = start_agent_like_the_chart(&objects, cluster, root.path());
     connected().await;
     let secret = cluster.get("v1", "Secret", Some(NS), "convoy-convoy-agent-credentials").expect("credentials Secret");

@@ -8,7 +8,7 @@
 //!
 //! Run: `cargo build --release -p convoy-agent -p convoy-e2e && target/release/bench_agent`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -87,14 +87,8 @@ async fn agent_process_rss(n: usize) -> (u64, u64, u64, Duration) {
     (before, steady, peak, applied_in)
 }
 
-fn kubectl_path() -> PathBuf {
-    std::env::var_os("CONVOY_KUBECTL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/kubectl"))
-}
-
 fn kubectl_apply(kubeconfig: &Path, file: &Path) {
-    let out = Command::new(kubectl_path())
+    let out = Command::new(convoy_e2e::harness::kubectl_path())
         .arg("--kubeconfig")
         .arg(kubeconfig)
         .args(["apply", "--server-side", "--field-manager=kubectl-peer", "-f"])

@@ -16,17 +16,6 @@ use serde_json::Value;
 const CLUSTERS: usize = 200;
 const ENVS: [&str; 3] = ["dev", "stage", "prod"];
 
-fn kubectl() -> PathBuf {
-    if let Some(k) = std::env::var_os("CONVOY_KUBECTL") {
-        return PathBuf::from(k);
-    }
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/kubectl");
-    if venv.exists() {
-        return venv;
-    }
-    PathBuf::from("kubectl")
-}
-
 fn write(root: &Path, rel: &str, text: &str) -> Result<()> {
     let p = root.join(rel);
     if let Some(parent) = p.parent() {
@@ -108,7 +97,7 @@ fn main() -> Result<()> {
     let tmp = tempfile::tempdir()?;
     let root = tmp.path();
     let dirs = generate(root)?;
-    let kubectl = kubectl();
+    let kubectl = convoy_e2e::harness::kubectl_path();
 
     let renderer = Renderer::new(root);
     // Warm-up and correctness: every directory must render like kubectl does.

@@ -10,6 +10,7 @@ pub mod fields;
 pub mod health;
 pub mod inventory;
 pub mod link;
+pub mod metrics;
 pub mod order;
 pub mod prune;
 pub mod reconciler;
@@ -25,11 +26,13 @@ use crate::reconciler::{ReconcileError, Reconciler, ReconcilerConfig};
 use crate::report_queue::ReportQueue;
 
 /// Runs the hub link and the reconciler side by side until `shutdown`, then drains both. The
-/// cached assignment (if any) is enforced at once, without waiting for the hub.
+/// cached assignment (if any) is enforced at once, without waiting for the hub. With a
+/// `metrics` listener, `/metrics` is served there too.
 pub async fn run(
     config: ReconcilerConfig,
     link: LinkConfig,
     client: kube::Client,
+    metrics: Option<tokio::net::TcpListener>,
     shutdown: CancellationToken,
 ) -> Result<(), ReconcileError> {
     let cluster = config.cluster.clone();
@@ -41,11 +44,22 @@ pub async fn run(
     let (link, handle): (HubLink, LinkHandle) = HubLink::with_queue(link, held, ReportQueue::default());
     let link_task =
         tokio::spawn(link.run(shutdown.clone()).instrument(tracing::info_span!("link", cluster = %cluster)));
+    let metrics_task = metrics.map(|listener| {
+        let (handle, token) = (handle.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            if let Err(e) = metrics::serve(listener, handle, token).await {
+                tracing::error!(error = %e, "the metrics endpoint stopped");
+            }
+        })
+    });
     let result = reconciler
         .run(handle.assignment.clone(), handle.reports.clone(), shutdown.clone())
         .instrument(tracing::info_span!("reconciler", cluster = %cluster))
         .await;
     shutdown.cancel();
     let _ = link_task.await;
+    if let Some(task) = metrics_task {
+        let _ = task.await;
+    }
     result
 }

@@ -60,6 +60,9 @@ struct Cli {
     /// Longest wait between reconnect attempts, in seconds.
     #[arg(long, env = "CONVOY_BACKOFF_MAX_SECONDS", default_value_t = 30)]
     backoff_max_seconds: u64,
+    /// Address to serve Prometheus `/metrics` on (e.g. 0.0.0.0:9090); none when unset.
+    #[arg(long, env = "CONVOY_METRICS_LISTEN")]
+    metrics_listen: Option<String>,
     /// Log filter (overridden by RUST_LOG).
     #[arg(long, env = "CONVOY_LOG", default_value = "info")]
     log: String,
@@ -124,7 +127,17 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        match convoy_agent::run(reconciler, link, client, shutdown).await {
+        let metrics = match &cli.metrics_listen {
+            None => None,
+            Some(address) => match tokio::net::TcpListener::bind(address).await {
+                Ok(listener) => Some(listener),
+                Err(e) => {
+                    eprintln!("convoy-agent: cannot serve metrics on {address}: {e}; pass another --metrics-listen");
+                    return ExitCode::from(64);
+                }
+            },
+        };
+        match convoy_agent::run(reconciler, link, client, metrics, shutdown).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("convoy-agent: {e}");

@@ -157,7 +157,7 @@ impl Sandbox {
             let token = shutdown.clone();
             tasks.spawn(
                 async move {
-                    if let Err(e) = convoy_agent::run(reconciler, link, client, token).await {
+                    if let Err(e) = convoy_agent::run(reconciler, link, client, None, token).await {
                         tracing::error!(error = %e, "agent stopped");
                     }
                 }

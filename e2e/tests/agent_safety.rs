@@ -58,6 +58,7 @@ async fn a_restart_while_the_hub_is_down_re_enforces_the_cached_assignment() {
         fx::test_config("r1", cache.path()),
         link,
         cluster.client().await.unwrap(),
+        None,
         shutdown.clone(),
     ));
     eventually("the deleted object re-created and the edit undone", || {

@@ -1,0 +1,80 @@
+//! The agent's `/metrics`: Prometheus text whose values follow the hub link and the cluster.
+
+use convoy_e2e::fleet_repo::standard_fleet;
+use convoy_e2e::harness::{InProcessHub, TestCa, eventually};
+use convoy_e2e::kubesim::SimFleet;
+use convoy_shared::identity::Identity;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+async fn scrape(address: &str) -> String {
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: agent\r\nConnection: close\r\n\r\n").await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let body = response.split("\r\n\r\n").nth(1).unwrap().to_string();
+    assert!(body.trim_end().ends_with("# EOF"), "not OpenMetrics text: {body}");
+    body
+}
+
+fn value(text: &str, sample: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(sample).and_then(|rest| rest.strip_prefix(' ')).and_then(|v| v.parse().ok()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_follow_the_link_and_the_applied_assignment() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = standard_fleet(dir.path());
+    let ca = TestCa::new();
+    let hub = InProcessHub::start(&ca, &repo.url()).await;
+    let kube = SimFleet::start(&["dev-1"]).await.unwrap();
+    let cluster = kube.cluster("dev-1").unwrap();
+    // The standard fleet's apps (web, and api for region eu) ship into namespaces they do not create.
+    for ns in ["web", "api"] {
+        cluster
+            .apply("test", &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}), true)
+            .unwrap();
+    }
+
+    let cache = tempfile::tempdir().unwrap();
+    let cert = ca.issue(Identity::Cluster("dev-1".into()));
+    let link = ca.agent_config(&hub.address, Some(&cert), "dev-1");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let shutdown = CancellationToken::new();
+    let config = convoy_e2e::agent_fixtures::test_config("dev-1", cache.path());
+    let agent = tokio::spawn(convoy_agent::run(
+        config,
+        link,
+        cluster.client().await.unwrap(),
+        Some(listener),
+        shutdown.clone(),
+    ));
+
+    let text = eventually("the agent to apply and report healthy", || {
+        let address = address.clone();
+        async move {
+            let text = scrape(&address).await;
+            let done = value(&text, "convoy_agent_hub_connected") == Some(1.0)
+                && value(&text, "convoy_agent_assignment_applied") == Some(1.0)
+                && value(&text, r#"convoy_agent_objects{health="healthy"}"#) == Some(2.0);
+            done.then_some(text)
+        }
+    })
+    .await;
+    assert_eq!(value(&text, "convoy_agent_apply_errors"), Some(0.0), "{text}");
+    assert_eq!(value(&text, "convoy_agent_drifts"), Some(0.0), "{text}");
+    assert_eq!(value(&text, "convoy_agent_report_queue_depth"), Some(0.0), "{text}");
+
+    // The hub goes away: the link gauge drops.
+    hub.stop().await;
+    eventually("the link gauge to drop", || {
+        let address = address.clone();
+        async move { (value(&scrape(&address).await, "convoy_agent_hub_connected") == Some(0.0)).then_some(()) }
+    })
+    .await;
+    shutdown.cancel();
+    agent.await.unwrap().unwrap();
+}

@@ -15,6 +15,9 @@ export PATH="$PWD/$venv/bin:$PATH"
 export CONVOY_KUBECTL="$PWD/$venv/bin/kubectl"
 export CONVOY_PYTHON="$PWD/$venv/bin/python"
 "$CONVOY_KUBECTL" version --client >/dev/null
+# Scenario tests run the real binaries (convoy-hub, convoy-agent, convoy, convoy-sandbox): build
+# them first, since a test run alone only builds the binaries of crates with integration tests.
+cargo build --workspace --bins
 if command -v cargo-nextest >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast "$@"
 else

@@ -298,3 +298,30 @@ async fn agents_get_their_assignment_unchanged_on_reconnect_and_pushes_as_soon_a
     assert_ne!(pushed.digest, first.digest);
     hub.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_streams_agent_links_and_assignments_as_they_happen() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = standard_fleet(dir.path());
+    let (ca, hub) = start(&repo).await;
+    let mut cli = ca.cli(&hub.address, Role::Viewer).await;
+    let mut events = cli.watch(convoy_shared::proto::WatchRequest {}).await.unwrap().into_inner();
+
+    let agent = convoy_e2e::harness::RunningAgent::start(ca.agent_config(
+        &hub.address,
+        Some(&ca.issue(convoy_shared::identity::Identity::Cluster("prod-us".into()))),
+        "prod-us",
+    ));
+    let connected = events.message().await.unwrap().unwrap();
+    assert_eq!((connected.cluster.as_str(), connected.kind.as_str()), ("prod-us", "connected"));
+
+    repo.write("apps/web/base/config.yaml", &fleet_repo::configmap_yaml("web-config", &[("greeting", "watched")]));
+    let head = repo.commit("watch me");
+    hub.sync("dev", &head).await;
+    let assigned = events.message().await.unwrap().unwrap();
+    assert_eq!((assigned.cluster.as_str(), assigned.kind.as_str()), ("dev-1", "assigned"));
+    assert!(assigned.detail.contains(&head), "{assigned:?}");
+
+    agent.stop().await;
+    hub.stop().await;
+}

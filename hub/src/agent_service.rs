@@ -57,6 +57,7 @@ impl AgentService for AgentLinks {
             return Err(Status::permission_denied(format!("cluster '{cluster}' was revoked")));
         }
         tracing::info!(cluster, %peer, "agent stream opened");
+        self.hub.event(&cluster, "connected", format!("from {peer}"));
         let span = tracing::info_span!("agent", cluster = %cluster, session);
         let task = Session { hub: self.hub.clone(), cluster, session, tx };
         tokio::spawn(task.run(inbound, self.shutdown.clone(), replaced).instrument(span));
@@ -82,7 +83,10 @@ impl Session {
         };
         self.hub.connections.close(&self.cluster, self.session);
         match outcome {
-            Ok(reason) => tracing::info!(reason, "agent stream closed"),
+            Ok(reason) => {
+                tracing::info!(reason, "agent stream closed");
+                self.hub.event(&self.cluster, "disconnected", reason.to_string());
+            }
             Err(status) => {
                 tracing::warn!(error = %status.message(), "agent stream ended with an error");
                 let _ = self.tx.try_send(Err(status));

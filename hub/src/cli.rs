@@ -7,7 +7,7 @@ use std::time::Duration;
 use convoy_shared::model::ObjectRef;
 use convoy_shared::proto::fleet_service_client::FleetServiceClient;
 use convoy_shared::proto::{
-    ClusterInfo, DiffResponse, DriftResponse, EnvsResponse, Health, HistoryResponse, StatusResponse,
+    ClusterInfo, DiffResponse, DriftResponse, EnvsResponse, FleetEvent, Health, HistoryResponse, StatusResponse,
 };
 use convoy_shared::tls::{self, HubAddress};
 use serde::{Deserialize, Serialize};
@@ -359,6 +359,11 @@ pub fn history_table(history: &HistoryResponse) -> String {
         })
         .collect();
     print_table(&["TIME", "EVENT", "REVISION", "DIGEST", "DETAIL"], &rows)
+}
+
+/// One line of `convoy watch`.
+pub fn event_line(event: &FleetEvent) -> String {
+    format!("{}  {:<12} {:<12} {}", format_time(event.at_unix_ms), or_dash(&event.cluster), event.kind, event.detail)
 }
 
 fn format_time(ms: i64) -> String {

@@ -24,11 +24,13 @@ const DEFAULT_HISTORY: u32 = 50;
 /// The FleetService implementation.
 pub struct FleetApi {
     hub: Arc<Hub>,
+    /// Ends `Watch` streams when the hub shuts down, so draining does not wait on watchers.
+    shutdown: tokio_util::sync::CancellationToken,
 }
 
 impl FleetApi {
-    pub fn new(hub: Arc<Hub>) -> Self {
-        FleetApi { hub }
+    pub fn new(hub: Arc<Hub>, shutdown: tokio_util::sync::CancellationToken) -> Self {
+        FleetApi { hub, shutdown }
     }
 
     fn clusters(&self) -> Vec<ClusterInfo> {
@@ -225,7 +227,20 @@ impl FleetService for FleetApi {
     type WatchStream = EventStream;
 
     async fn watch(&self, _: Request<WatchRequest>) -> Result<Response<EventStream>, Status> {
-        Err(Status::unimplemented("watch is not served by this hub yet; poll `convoy status` instead"))
+        use tokio_stream::StreamExt;
+        use tokio_stream::wrappers::BroadcastStream;
+        use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+        let events = BroadcastStream::new(self.hub.events.subscribe()).map(|event| match event {
+            Ok(event) => Ok(event),
+            Err(BroadcastStreamRecvError::Lagged(missed)) => Ok(FleetEvent {
+                at_unix_ms: crate::connections::now_ms(),
+                kind: "lagged".into(),
+                detail: format!("{missed} events missed: this watcher read too slowly"),
+                ..Default::default()
+            }),
+        });
+        let events = futures::StreamExt::take_until(events, self.shutdown.clone().cancelled_owned());
+        Ok(Response::new(Box::pin(events)))
     }
 }
 

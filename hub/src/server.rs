@@ -112,7 +112,10 @@ pub async fn serve(
             AgentLinks::new(hub.clone(), shutdown.clone()),
             auth::agent_interceptor,
         ))
-        .add_service(FleetServiceServer::with_interceptor(FleetApi::new(hub.clone()), auth::fleet_interceptor))
+        .add_service(FleetServiceServer::with_interceptor(
+            FleetApi::new(hub.clone(), shutdown.clone()),
+            auth::fleet_interceptor,
+        ))
         // No interceptor: Register is authorized by its token, Renew checks the certificate.
         .add_service(RegistrationServiceServer::new(RegistrationApi::new(hub)))
         .serve_with_incoming_shutdown(incoming, shutdown.cancelled())

@@ -4,7 +4,10 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
 use convoy_shared::model::Assignment;
-use convoy_shared::proto::{ClusterInfo, HistoryEntry, Report};
+use convoy_shared::proto::{ClusterInfo, FleetEvent, HistoryEntry, Report};
+
+/// Fleet events kept for watchers that read slowly.
+const EVENT_BACKLOG: usize = 1024;
 use tokio::sync::Notify;
 
 use crate::assignments::AssignmentTable;
@@ -24,6 +27,8 @@ pub struct Hub {
     pub refresh: Notify,
     pub store: Arc<dyn Store>,
     pub metrics: HubMetrics,
+    /// Fleet events for `convoy watch`; a watcher that falls behind is told how many it missed.
+    pub events: tokio::sync::broadcast::Sender<FleetEvent>,
     /// Bootstrap tokens, certificate signing and revocations.
     pub registry: crate::registration::Registry,
     /// Owned by the hub: the writer task ends once the hub is dropped.
@@ -43,6 +48,7 @@ impl Hub {
             store: store.clone(),
             registry: crate::registration::Registry::load(store.clone())?,
             metrics: HubMetrics::default(),
+            events: tokio::sync::broadcast::channel(EVENT_BACKLOG).0,
             writer,
         };
         for (cluster, report) in store.last_reports()? {
@@ -136,7 +142,18 @@ impl Hub {
         self.writer.record(StoreEvent::Report { cluster: cluster.to_string(), report });
     }
 
+    /// Tells watchers something happened to `cluster` (no one listening is fine).
+    pub fn event(&self, cluster: &str, kind: &str, detail: String) {
+        let _ = self.events.send(FleetEvent {
+            at_unix_ms: now_ms(),
+            cluster: cluster.to_string(),
+            kind: kind.to_string(),
+            detail,
+        });
+    }
+
     fn history(&self, cluster: &str, event: &str, revision: &str, digest: &str, detail: &str) {
+        self.event(cluster, event, format!("revision {revision} digest {digest}"));
         let entry = HistoryEntry {
             at_unix_ms: now_ms(),
             revision: revision.to_string(),

@@ -66,6 +66,8 @@ enum Command {
     Diff { from: String, to: String },
     /// Exit 0 only when every cluster of FROM is healthy at FROM's head (a merge-request check).
     PromoteCheck { from: String, to: String },
+    /// Follow fleet events as they happen (assigned, applied, connected…) until Ctrl-C.
+    Watch,
     /// Make the hub fetch the repository now (admin).
     Refresh,
     /// Render a kustomization locally, as the hub would, to stdout.
@@ -211,6 +213,18 @@ async fn run(cli: Cli) -> Result<(), cli::CliError> {
             let clusters = client.list_clusters(ListClustersRequest {}).await?.into_inner().clusters;
             let message = cli::promote_check(&envs, &clusters, &from, &to).map_err(cli::CliError::PromoteBlocked)?;
             println!("{message}");
+        }
+        Command::Watch => {
+            let mut events = context()?.connect().await?.watch(WatchRequest {}).await?.into_inner();
+            while let Some(event) = events.message().await? {
+                match cli::structured(cli.output, &event) {
+                    Some(text) => print!(
+                        "{}",
+                        if cli.output == Output::Json { text.replace('\n', "") + "\n" } else { format!("---\n{text}") }
+                    ),
+                    None => println!("{}", cli::event_line(&event)),
+                }
+            }
         }
         Command::Refresh => {
             let reply = context()?.connect().await?.refresh(RefreshRequest {}).await?.into_inner();

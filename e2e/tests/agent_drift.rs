@@ -2,30 +2,17 @@
 //! and manager (and restored when the app self-heals); an autoscaler owning replicas and
 //! server-defaulted fields are never drift; a deleted object is reported missing and re-created.
 
-use std::path::Path;
+mod kubesim_support;
+
+use kubesim_support::kubectl_ok;
 
 use convoy_e2e::agent_fixtures::{self as fx, InProcessAgent, NS};
 use convoy_e2e::harness::eventually;
-use convoy_e2e::harness::kubectl_path;
 use convoy_e2e::kubesim::SimFleet;
 use convoy_shared::model::report::{Drift, Health, Report};
 use convoy_shared::model::{Assignment, SyncPolicy};
 
 const CLUSTER: &str = "d1";
-
-/// Runs the real kubectl against the simulated cluster and requires success.
-async fn kubectl(kubeconfig: &Path, args: &[&str]) -> String {
-    let out = tokio::process::Command::new(kubectl_path())
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(args)
-        .env("KUBECACHEDIR", kubeconfig.with_extension("cache"))
-        .output()
-        .await
-        .expect("kubectl runs (set CONVOY_KUBECTL or run e2e/test.sh to install it)");
-    assert!(out.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 fn assignment(revision: &str) -> Assignment {
     let mut web = fx::app(
@@ -77,7 +64,7 @@ async fn drift_is_reported_by_field_and_manager_healed_only_when_the_app_says_so
     assert!(settled.drifts.is_empty(), "{:?}", settled.drifts);
 
     // selfHeal off: kubectl changes the image; the drift is reported and left alone.
-    kubectl(
+    kubectl_ok(
         &kc,
         &[
             "-n",
@@ -110,8 +97,8 @@ async fn drift_is_reported_by_field_and_manager_healed_only_when_the_app_says_so
     // The autoscaler owns replicas of `web` (which leaves replicas unset): never drift. A later
     // edit on another Deployment (same watch stream) proves the scale event was judged.
     cluster.autoscale(NS, "web", 5).unwrap();
-    kubectl(&kc, &["-n", NS, "label", "deployment", "api", "team=edited", "--overwrite"]).await;
-    kubectl(
+    kubectl_ok(&kc, &["-n", NS, "label", "deployment", "api", "team=edited", "--overwrite"]).await;
+    kubectl_ok(
         &kc,
         &[
             "-n",
@@ -139,7 +126,7 @@ async fn drift_is_reported_by_field_and_manager_healed_only_when_the_app_says_so
     );
 
     // selfHeal on: the edit is undone and the drift recorded as healed.
-    kubectl(
+    kubectl_ok(
         &kc,
         &[
             "-n",
@@ -167,7 +154,7 @@ async fn drift_is_reported_by_field_and_manager_healed_only_when_the_app_says_so
     .await;
 
     // A deleted object of a self-healing app is reported missing and re-created.
-    kubectl(&kc, &["-n", NS, "delete", "deployment", "heal", "--wait=false"]).await;
+    kubectl_ok(&kc, &["-n", NS, "delete", "deployment", "heal", "--wait=false"]).await;
     let r = report_where(&agent, "the vanished deployment healed", |r| {
         r.drifts.iter().any(|d| d.object.name == "heal" && d.missing && d.healed)
     })

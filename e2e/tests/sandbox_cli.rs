@@ -1,6 +1,10 @@
 //! The README's main job and the `convoy` CLI, driven as a user would: start `convoy-sandbox`,
 //! then ask it things with the `convoy` binary and its config file.
 
+mod kubesim_support;
+
+use kubesim_support::kubectl_ok;
+
 use std::path::Path;
 use std::process::Command;
 
@@ -100,16 +104,10 @@ async fn the_sandbox_fleet_promotes_reports_and_shows_drift_through_the_cli() {
     assert!(diff.contains("prod-eu: 1 objects") && diff.contains("~ ConfigMap web/web-config"), "{diff}");
 
     // A kubectl edit in prod-eu (web has selfHeal off) shows as drift with its manager.
-    let kubectl = std::env::var("CONVOY_KUBECTL").unwrap_or_else(|_| "kubectl".into());
     let kubeconfig = dir.path().join("kube/prod-eu.kubeconfig");
     let patch = r#"{"spec":{"template":{"spec":{"containers":[{"name":"web","image":"nginx:edited"}]}}}}"#;
-    let out = Command::new(&kubectl)
-        .arg("--kubeconfig")
-        .arg(&kubeconfig)
-        .args(["-n", "web", "patch", "deployment", "web", "--field-manager=kubectl-edit", "--type=merge", "-p", patch])
-        .output()
-        .expect("run kubectl (bash e2e/test.sh installs it)");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let args = ["-n", "web", "patch", "deployment", "web", "--field-manager=kubectl-edit", "--type=merge", "-p", patch];
+    kubectl_ok(&kubeconfig, &args).await;
     let drift = eventually("the drift to reach the hub", || async {
         let (ok, text, _) = convoy(&["--config", config, "drift", "prod-eu"]);
         (ok && text.contains("nginx:edited")).then_some(text)

@@ -45,9 +45,9 @@ pub async fn run(
     let link_task =
         tokio::spawn(link.run(shutdown.clone()).instrument(tracing::info_span!("link", cluster = %cluster)));
     let metrics_task = metrics.map(|listener| {
-        let (handle, token) = (handle.clone(), shutdown.clone());
+        let (handle, passes, token) = (handle.clone(), reconciler.pass_metrics(), shutdown.clone());
         tokio::spawn(async move {
-            if let Err(e) = metrics::serve(listener, handle, token).await {
+            if let Err(e) = metrics::serve(listener, handle, passes, token).await {
                 tracing::error!(error = %e, "the metrics endpoint stopped");
             }
         })

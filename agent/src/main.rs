@@ -9,6 +9,7 @@ use clap::Parser;
 use convoy_agent::bootstrap::{self, AgentCertificate, BootstrapConfig};
 use convoy_agent::link::{Backoff, LinkConfig};
 use convoy_agent::reconciler::ReconcilerConfig;
+use convoy_shared::telemetry::{self, TelemetryConfig};
 use convoy_shared::tls::{self, HubAddress, TlsMaterial};
 use tokio_util::sync::CancellationToken;
 
@@ -69,24 +70,41 @@ struct Cli {
     /// Log as JSON lines.
     #[arg(long, env = "CONVOY_LOG_JSON")]
     log_json: bool,
+    /// Export spans to this OTLP/gRPC collector (http://HOST:4317); an apply joins the trace of
+    /// the hub sync that produced its assignment.
+    #[arg(long, env = "CONVOY_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     convoy_shared::install_crypto_provider();
-    convoy_shared::telemetry::init(&cli.log, cli.log_json);
-    let (material, bootstrap) = match credentials_config(&cli) {
-        Ok(config) => config,
-        Err(e) => {
-            eprintln!("convoy-agent: {e:#}");
-            return ExitCode::from(64);
-        }
-    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("convoy-agent: cannot start the runtime: {e}");
             return ExitCode::FAILURE;
+        }
+    };
+    let telemetry = TelemetryConfig {
+        filter: cli.log.clone(),
+        json: cli.log_json,
+        otlp_endpoint: cli.otlp_endpoint.clone(),
+        service: "convoy-agent",
+    };
+    // Declared after the runtime, so dropped (flushing spans) while the runtime still runs.
+    let _telemetry = match runtime.block_on(async { telemetry::init(&telemetry) }) {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("convoy-agent: {e}");
+            return ExitCode::from(64);
+        }
+    };
+    let (material, bootstrap) = match credentials_config(&cli) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("convoy-agent: {e:#}");
+            return ExitCode::from(64);
         }
     };
     runtime.block_on(async {

@@ -1,6 +1,9 @@
 //! The agent's Prometheus metrics at `/metrics`: whether the hub link is up, the offline report
-//! queue, and what the latest report says (objects by health, apply errors, drift). Values are
-//! read from the link and the report queue at scrape time, so they are never stale.
+//! queue, what the latest report says (objects by health, apply errors, drift), and how long
+//! reconcile passes take. Report values are read from the link and the report queue at scrape
+//! time, so they are never stale.
+
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
@@ -12,6 +15,7 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -23,20 +27,65 @@ struct HealthLabel {
     health: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+}
+
+/// What the reconciler records about its passes (apply, then prune when allowed).
+#[derive(Clone, Debug)]
+pub struct PassMetrics {
+    duration: Histogram,
+    passes: Family<OutcomeLabel, Counter>,
+}
+
+impl Default for PassMetrics {
+    fn default() -> Self {
+        // 1 ms … ~65 s.
+        PassMetrics { duration: Histogram::new(exponential_buckets(0.001, 2.0, 17)), passes: Family::default() }
+    }
+}
+
+impl PassMetrics {
+    /// Records one pass: how long it took and whether it left apply or prune errors.
+    pub fn observe(&self, elapsed: Duration, clean: bool) {
+        self.duration.observe(elapsed.as_secs_f64());
+        let outcome = if clean { "clean" } else { "errors" };
+        self.passes.get_or_create(&OutcomeLabel { outcome }).inc();
+    }
+}
+
+#[derive(Clone)]
+struct Sources {
+    link: LinkHandle,
+    passes: PassMetrics,
+}
+
 /// Serves `/metrics` on `listener` until `shutdown`.
-pub async fn serve(listener: TcpListener, link: LinkHandle, shutdown: CancellationToken) -> std::io::Result<()> {
-    let router = Router::new().route("/metrics", get(scrape)).with_state(link);
+pub async fn serve(
+    listener: TcpListener,
+    link: LinkHandle,
+    passes: PassMetrics,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let router = Router::new().route("/metrics", get(scrape)).with_state(Sources { link, passes });
     axum::serve(listener, router).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
 }
 
-async fn scrape(State(link): State<LinkHandle>) -> ([(axum::http::HeaderName, &'static str); 1], String) {
+async fn scrape(State(sources): State<Sources>) -> ([(axum::http::HeaderName, &'static str); 1], String) {
     let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-    ([(CONTENT_TYPE, content_type)], render(&link))
+    ([(CONTENT_TYPE, content_type)], render(&sources.link, &sources.passes))
 }
 
-/// The metrics text for the link's current state.
-pub fn render(link: &LinkHandle) -> String {
+/// The metrics text for the link's current state and the passes so far.
+pub fn render(link: &LinkHandle, passes: &PassMetrics) -> String {
     let mut registry = Registry::with_prefix("convoy_agent");
+    registry.register(
+        "pass_duration_seconds",
+        "Duration of reconcile passes (apply, then prune when allowed)",
+        passes.duration.clone(),
+    );
+    registry.register("passes", "Reconcile passes by outcome (clean, or errors left to retry)", passes.passes.clone());
     let gauge = |registry: &mut Registry, name: &str, help: &str, value: i64| {
         let g: Gauge = Gauge::default();
         g.set(value);

@@ -14,6 +14,8 @@ use tokio_util::sync::CancellationToken;
 
 use convoy_shared::model::report::{AppStatus, Health, ObjectStatus, Report};
 use convoy_shared::model::{AppAssignment, Assignment, ObjectRef, canonical_json};
+use convoy_shared::telemetry;
+use tracing::Instrument;
 
 use crate::applier::{Applier, ApplyError, Prepared, RetryPolicy};
 use crate::cache::Cache;
@@ -21,6 +23,7 @@ use crate::discovery::Discovery;
 use crate::drift::{DesiredObject, DriftWatcher, HealPolicy, Live, ObjKey, key_of, unix_ms};
 use crate::fields::{FIELD_MANAGER, FieldSet};
 use crate::inventory::{Entry, Inventory, InventoryStore, entry_id};
+use crate::metrics::PassMetrics;
 use crate::order;
 use crate::prune::Pruner;
 use crate::report_queue::ReportQueue;
@@ -108,6 +111,7 @@ pub struct Reconciler {
     store: InventoryStore,
     cache: Cache,
     live: Live,
+    metrics: PassMetrics,
 }
 
 fn content_hash(app: &str, object: &Value) -> String {
@@ -127,7 +131,12 @@ impl Reconciler {
         let pruner = Pruner::new(applier.clone(), &config.cluster, config.concurrency);
         let cache = Cache::new(config.cache_dir.clone());
         let store = InventoryStore::new(client, &config.namespace, cache.clone());
-        Reconciler { config, applier, pruner, store, cache, live: Live::default() }
+        Reconciler { config, applier, pruner, store, cache, live: Live::default(), metrics: PassMetrics::default() }
+    }
+
+    /// Durations and outcomes of this reconciler's passes, for `/metrics`.
+    pub fn pass_metrics(&self) -> PassMetrics {
+        self.metrics.clone()
     }
 
     /// The shared live index (health and drift), e.g. for tests and benchmarks.
@@ -185,7 +194,13 @@ impl Reconciler {
         loop {
             if need_pass && let Some(p) = progress.as_mut() {
                 need_pass = false;
-                self.pass(p, &mut inventory, &mut watcher).await;
+                // Each pass joins the trace of the hub sync that produced the assignment.
+                let span =
+                    tracing::info_span!("apply", cluster = %self.config.cluster, revision = %p.assignment.revision);
+                telemetry::continue_trace(&span, &p.assignment.trace_context);
+                let started = std::time::Instant::now();
+                self.pass(p, &mut inventory, &mut watcher).instrument(span).await;
+                self.metrics.observe(started.elapsed(), p.errors.is_empty());
                 reports.push(self.report(p));
                 retry_at = if !p.errors.is_empty() {
                     p.failures += 1;

@@ -67,6 +67,10 @@ async fn metrics_follow_the_link_and_the_applied_assignment() {
     assert_eq!(value(&text, "convoy_agent_apply_errors"), Some(0.0), "{text}");
     assert_eq!(value(&text, "convoy_agent_drifts"), Some(0.0), "{text}");
     assert_eq!(value(&text, "convoy_agent_report_queue_depth"), Some(0.0), "{text}");
+    let clean_passes = value(&text, r#"convoy_agent_passes_total{outcome="clean"}"#).unwrap_or(0.0);
+    assert!(clean_passes >= 1.0, "the applying pass is counted: {text}");
+    let failed_passes = value(&text, r#"convoy_agent_passes_total{outcome="errors"}"#).unwrap_or(0.0);
+    assert_eq!(value(&text, "convoy_agent_pass_duration_seconds_count"), Some(clean_passes + failed_passes), "{text}");
 
     // The hub goes away: the link gauge drops.
     hub.stop().await;

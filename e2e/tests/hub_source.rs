@@ -323,5 +323,7 @@ async fn watch_streams_agent_links_and_assignments_as_they_happen() {
     assert!(assigned.detail.contains(&head), "{assigned:?}");
 
     agent.stop().await;
+    let disconnected = events.message().await.unwrap().unwrap();
+    assert_eq!((disconnected.cluster.as_str(), disconnected.kind.as_str()), ("prod-us", "disconnected"));
     hub.stop().await;
 }

@@ -10,7 +10,8 @@ use convoy_shared::model::Assignment;
 use convoy_shared::proto::agent_message::Kind as AgentKind;
 use convoy_shared::proto::agent_service_server::AgentService;
 use convoy_shared::proto::hub_message::Kind as HubKind;
-use convoy_shared::proto::{AgentMessage, Hello, HubMessage, Unchanged};
+use convoy_shared::proto::{self as proto, AgentMessage, Hello, HubMessage, Unchanged};
+use convoy_shared::telemetry;
 use futures::Stream;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
@@ -165,8 +166,12 @@ impl Session {
     }
 
     async fn send_assignment(&self, assignment: &Assignment) -> Result<(), Status> {
-        tracing::info!(revision = %assignment.revision, digest = %assignment.digest, "sending assignment");
-        let message = HubMessage { kind: Some(HubKind::Assignment(assignment.into())) };
-        self.tx.send(Ok(message)).await.map_err(|_| Status::cancelled("agent went away"))
+        let span = tracing::info_span!("push", cluster = %self.cluster, revision = %assignment.revision);
+        telemetry::continue_trace(&span, &assignment.trace_context);
+        tracing::info!(parent: &span, revision = %assignment.revision, digest = %assignment.digest, "sending assignment");
+        let mut wire = proto::Assignment::from(assignment);
+        wire.trace_context = telemetry::inject(&span);
+        let message = HubMessage { kind: Some(HubKind::Assignment(wire)) };
+        self.tx.send(Ok(message)).instrument(span).await.map_err(|_| Status::cancelled("agent went away"))
     }
 }

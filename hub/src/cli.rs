@@ -1,6 +1,7 @@
 //! The `convoy` CLI's library half: the config file with contexts, dialing the hub with a CLI
 //! certificate, and printing answers as tables or JSON.
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -158,6 +159,68 @@ pub fn structured<T: Serialize>(output: Output, value: &T) -> Option<String> {
         Output::Json => Some(serde_json::to_string_pretty(value).expect("proto types serialize") + "\n"),
         Output::Yaml => Some(serde_saphyr::to_string(value).expect("proto types serialize")),
     }
+}
+
+/// When tables and status lines are coloured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ColorChoice {
+    /// Only when stdout is a terminal and NO_COLOR is unset.
+    Auto,
+    Always,
+    Never,
+}
+
+impl ColorChoice {
+    pub fn enabled(self) -> bool {
+        match self {
+            ColorChoice::Auto => {
+                std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+            }
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+        }
+    }
+}
+
+/// Colours a table or status text for a terminal: headers bold, states by what they mean (green
+/// good, yellow on its way, red needs a look, dim nothing to say). Only whole words change, so
+/// the columns stay aligned.
+pub fn paint(text: &str) -> String {
+    const BOLD: &str = "\x1b[1m";
+    const RESET: &str = "\x1b[0m";
+    let style = |word: &str| match word {
+        "Healthy" | "in-sync" | "connected" | "yes" | "ready" => Some("\x1b[32m"),
+        "Progressing" | "pending" => Some("\x1b[33m"),
+        "Degraded" | "Missing" | "disconnected" | "failed" | "error" | "errors" | "no" => Some("\x1b[31m"),
+        "Unknown" | "unassigned" | "never" | "-" => Some("\x1b[2m"),
+        _ => None,
+    };
+    let mut out = String::with_capacity(text.len() * 2);
+    for line in text.split_inclusive('\n') {
+        let (body, newline) = line.split_at(line.trim_end_matches('\n').len());
+        if body.chars().any(|c| c.is_ascii_uppercase()) && !body.chars().any(|c| c.is_lowercase()) {
+            out.push_str(&format!("{BOLD}{body}{RESET}{newline}"));
+            continue;
+        }
+        let mut rest = line;
+        while !rest.is_empty() {
+            let word_end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+            let (word, tail) = rest.split_at(word_end);
+            let bare = word.trim_end_matches([',', ':', ';', ')']).trim_start_matches('(');
+            match style(bare).filter(|_| !bare.is_empty()) {
+                Some(colour) => {
+                    let start = word.len() - word.trim_start_matches('(').len();
+                    let end = start + bare.len();
+                    out.push_str(&format!("{}{colour}{bare}{RESET}{}", &word[..start], &word[end..]));
+                }
+                None => out.push_str(word),
+            }
+            let space_end = tail.find(|c: char| !c.is_whitespace()).unwrap_or(tail.len());
+            out.push_str(&tail[..space_end]);
+            rest = &tail[space_end..];
+        }
+    }
+    out
 }
 
 /// A health value's name for tables.
@@ -520,5 +583,30 @@ mod tests {
     fn tables_align_columns() {
         let out = print_table(&["A", "B"], &[vec!["long-value".into(), "x".into()]]);
         assert_eq!(out, "A            B\nlong-value   x\n");
+    }
+
+    #[test]
+    fn paint_colours_whole_state_words_and_keeps_the_columns() {
+        let clusters =
+            [member("prod-eu", "prod", true, Health::Healthy), member("dev-1", "dev", false, Health::Degraded)];
+        let plain = clusters_table(&clusters, 0);
+        let painted = paint(&plain);
+        let stripped = regex::Regex::new("\x1b\\[[0-9]+m").unwrap().replace_all(&painted, "").into_owned();
+        assert_eq!(stripped, plain, "only escape codes are added");
+        let lines: Vec<&str> = painted.lines().collect();
+        assert!(lines[0].starts_with("\x1b[1mCLUSTER"), "{painted:?}");
+        assert!(
+            lines[1].contains("\x1b[32mHealthy\x1b[0m") && lines[1].contains("\x1b[32min-sync\x1b[0m"),
+            "{painted:?}"
+        );
+        assert!(
+            lines[2].contains("\x1b[31mDegraded\x1b[0m") && lines[2].contains("\x1b[33mpending\x1b[0m"),
+            "{painted:?}"
+        );
+        assert!(!painted.contains("dis\x1b"), "a state inside a longer word is left alone: {painted:?}");
+        assert_eq!(
+            paint("dev-1 (dev): connected, in-sync\n"),
+            "dev-1 (dev): \x1b[32mconnected\x1b[0m, \x1b[32min-sync\x1b[0m\n"
+        );
     }
 }

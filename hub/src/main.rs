@@ -13,6 +13,7 @@ use convoy_hub::state::Hub;
 use convoy_hub::store::RedbStore;
 use convoy_shared::identity::{Identity, Role};
 use convoy_shared::pki::{self, CertDir, CertificateAuthority, LeafRequest};
+use convoy_shared::telemetry::{self, TelemetryConfig};
 use convoy_shared::tls::{self, TlsMaterial};
 use tokio_util::sync::CancellationToken;
 
@@ -25,6 +26,10 @@ struct Cli {
     /// Log as JSON lines.
     #[arg(long, global = true, env = "CONVOY_LOG_JSON")]
     log_json: bool,
+    /// Export spans to this OTLP/gRPC collector (http://HOST:4317): one trace per sync, from
+    /// fetch through render and push to every agent's apply.
+    #[arg(long, global = true, env = "CONVOY_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -108,8 +113,28 @@ enum CertsCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     convoy_shared::install_crypto_provider();
-    convoy_shared::telemetry::init(&cli.log, cli.log_json);
-    match run(cli.command) {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("convoy-hub: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let telemetry = TelemetryConfig {
+        filter: cli.log,
+        json: cli.log_json,
+        otlp_endpoint: cli.otlp_endpoint,
+        service: "convoy-hub",
+    };
+    // Declared after the runtime, so dropped (flushing spans) while the runtime still runs.
+    let _telemetry = match runtime.block_on(async { telemetry::init(&telemetry) }) {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("convoy-hub: {e}");
+            return ExitCode::from(64);
+        }
+    };
+    match run(cli.command, &runtime) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Config(e)) => {
             eprintln!("convoy-hub: {e:#}");
@@ -128,7 +153,7 @@ enum Failure {
     Runtime(anyhow::Error),
 }
 
-fn run(command: Command) -> Result<(), Failure> {
+fn run(command: Command, runtime: &tokio::runtime::Runtime) -> Result<(), Failure> {
     let config = |e: anyhow::Error| Failure::Config(e);
     match command {
         Command::Ca { command: CaCommand::Init { dir, sans, days } } => {
@@ -188,7 +213,6 @@ fn run(command: Command) -> Result<(), Failure> {
                 interval: Duration::from_secs(poll_seconds.max(1)),
             });
             let hub_config = HubConfig { tls, source, webhook_secret };
-            let runtime = tokio::runtime::Runtime::new().map_err(|e| Failure::Runtime(e.into()))?;
             runtime.block_on(async {
                 let grpc = bind(&listen).await?;
                 tracing::info!(address = %local_addr(&grpc)?, "hub listening");

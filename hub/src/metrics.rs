@@ -1,5 +1,6 @@
 //! The hub's Prometheus metrics, served at `/metrics` on the HTTP listener: connected agents,
-//! how long a commit takes to become published assignments, git fetches, reports and drift.
+//! how long a commit takes to become published assignments, git fetches, reports, drift and the
+//! store's write queue.
 
 use std::time::Duration;
 
@@ -21,6 +22,7 @@ pub struct HubMetrics {
     pub git_fetch_duration: Histogram,
     pub git_fetch_failures: Counter,
     pub reports_received: Counter,
+    pub store_queue_depth: Gauge,
 }
 
 impl Default for HubMetrics {
@@ -36,6 +38,7 @@ impl Default for HubMetrics {
             git_fetch_duration: Histogram::new(exponential_buckets(0.001, 2.0, 17)),
             git_fetch_failures: Counter::default(),
             reports_received: Counter::default(),
+            store_queue_depth: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register("agents_connected", "Agent streams open now", metrics.agents_connected.clone());
@@ -54,6 +57,11 @@ impl Default for HubMetrics {
         registry.register("git_fetch_duration_seconds", "Duration of git fetches", metrics.git_fetch_duration.clone());
         registry.register("git_fetch_failures", "Failed git fetches", metrics.git_fetch_failures.clone());
         registry.register("reports_received", "Reports received from agents", metrics.reports_received.clone());
+        registry.register(
+            "store_queue_depth",
+            "Status and history events waiting to be written to the store",
+            metrics.store_queue_depth.clone(),
+        );
         HubMetrics { registry, ..metrics }
     }
 }

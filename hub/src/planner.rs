@@ -167,8 +167,10 @@ impl Planner {
         }
         let revision = env.snapshot.commit.to_string();
         let owned = apps.iter().map(|a| (**a).clone()).collect();
-        let assignment =
-            Arc::new(Assignment::from_digested(&cluster.name, &cluster.environment, &revision, owned, false));
+        let mut assignment = Assignment::from_digested(&cluster.name, &cluster.environment, &revision, owned, false);
+        // The agent's apply joins the trace of the sync that produced this content.
+        assignment.trace_context = convoy_shared::telemetry::inject(&tracing::Span::current());
+        let assignment = Arc::new(assignment);
         let cached = CachedCluster { apps, environment: cluster.environment.clone(), assignment: assignment.clone() };
         self.clusters.insert(cluster.name.clone(), cached);
         ClusterPlan { assignment, errors, reused: false }

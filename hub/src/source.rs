@@ -111,9 +111,12 @@ pub async fn run(config: SourceConfig, hub: Arc<Hub>, shutdown: CancellationToke
 
 impl SourceWorker {
     fn sync(&mut self, hub: &Hub) {
+        // The root of a commit's trace: fetch, render and publish here; push and apply continue
+        // it from the assignment's trace context.
+        let _sync = tracing::info_span!("sync", repo = %self.config.url).entered();
         let mut errors = Vec::new();
         let started = Instant::now();
-        let fetched = self.mirror.fetch();
+        let fetched = tracing::info_span!("fetch").in_scope(|| self.mirror.fetch());
         HubMetrics::observe(&hub.metrics.git_fetch_duration, started.elapsed());
         let branches = match fetched {
             Ok(branches) => {
@@ -243,7 +246,9 @@ impl SourceWorker {
                 }
             }
         }
-        let (plans, stats) = self.planner.plan(&fleet.clusters, &envs);
+        let (plans, stats) = tracing::info_span!("render", clusters = fleet.clusters.len())
+            .in_scope(|| self.planner.plan(&fleet.clusters, &envs));
+        let _publish = tracing::info_span!("publish").entered();
         let mut published = 0;
         for plan in plans {
             if !plan.errors.is_empty() {

@@ -142,6 +142,11 @@ impl Hub {
         self.writer.record(StoreEvent::Report { cluster: cluster.to_string(), report });
     }
 
+    /// Events waiting for the store's writer.
+    pub fn store_queued(&self) -> usize {
+        self.writer.queued()
+    }
+
     /// Tells watchers something happened to `cluster` (no one listening is fine).
     pub fn event(&self, cluster: &str, kind: &str, detail: String) {
         let _ = self.events.send(FleetEvent {

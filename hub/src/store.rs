@@ -373,6 +373,11 @@ impl StoreWriter {
         (StoreWriter { tx }, task)
     }
 
+    /// Events queued and not yet written.
+    pub fn queued(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+
     /// Queues an event; a full queue drops it with a warning rather than stall the caller.
     pub fn record(&self, event: StoreEvent) {
         if let Err(e) = self.tx.try_send(event) {
@@ -463,5 +468,19 @@ mod tests {
         reopened.write(&[StoreEvent::History { cluster: "eu-1".into(), entry: entry("assigned", "r2") }]).unwrap();
         assert_eq!(reopened.history("eu-1", 1).unwrap()[0].revision, "r2");
         assert_eq!(reopened.last_reports().unwrap().len(), 1);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_writer_counts_what_waits_and_drains_it() {
+        let store = Arc::new(MemoryStore::default());
+        let (writer, task) = StoreWriter::spawn(store.clone());
+        // On a current-thread runtime the writer task runs only when this test yields.
+        for revision in ["r1", "r2", "r3"] {
+            writer.record(StoreEvent::History { cluster: "eu-1".into(), entry: entry("assigned", revision) });
+        }
+        assert_eq!(writer.queued(), 3);
+        drop(writer);
+        task.await.unwrap();
+        assert_eq!(store.history("eu-1", 10).unwrap().len(), 3);
     }
 }

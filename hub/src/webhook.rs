@@ -36,6 +36,7 @@ async fn metrics(State(state): State<WebhookState>) -> ([(axum::http::HeaderName
     hub.metrics.clusters_known.set(clusters.len() as i64);
     hub.metrics.agents_connected.set(clusters.iter().filter(|c| c.connected).count() as i64);
     hub.metrics.drifts.set(clusters.iter().map(|c| i64::from(c.drift_count)).sum());
+    hub.metrics.store_queue_depth.set(hub.store_queued() as i64);
     let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
     ([(axum::http::header::CONTENT_TYPE, content_type)], hub.metrics.encode())
 }

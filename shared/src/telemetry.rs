@@ -1,17 +1,118 @@
-//! Logging setup shared by every Convoy binary: `RUST_LOG`-style filters, text or JSON lines on
-//! stderr.
+//! Logging and tracing setup shared by every Convoy binary: `RUST_LOG`-style filters, text or
+//! JSON lines on stderr, and optionally every span exported over OTLP/gRPC.
+//!
+//! One trace follows a commit across processes: the hub's sync span (fetch → render → publish)
+//! travels in each `Assignment` as W3C trace context ([`inject`]), the hub's push and the agent's
+//! apply continue it ([`continue_trace`]).
 
+use std::collections::HashMap;
 use std::io::IsTerminal;
 
-use tracing_subscriber::EnvFilter;
+use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer, Registry};
 
-/// Installs the global tracing subscriber. `filter` is used when `RUST_LOG` is unset.
-pub fn init(filter: &str, json: bool) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(filter));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
+/// What is exported over OTLP: Convoy's own spans (sync, fetch, render, publish, push, apply,
+/// agent streams) and their events, whatever the log filter says.
+const EXPORTED_SPANS: &str = "warn,convoy_hub=info,convoy_agent=info,convoy_shared=info";
+
+/// How a binary logs and traces.
+#[derive(Debug, Clone, Default)]
+pub struct TelemetryConfig {
+    /// Filter used when `RUST_LOG` is unset.
+    pub filter: String,
+    /// JSON lines instead of text.
+    pub json: bool,
+    /// OTLP/gRPC collector (`http://HOST:4317`); spans are exported only when set.
+    pub otlp_endpoint: Option<String>,
+    /// `service.name` of the exported spans.
+    pub service: &'static str,
+}
+
+/// Keeps the exporter alive; dropping it flushes the spans not yet sent.
+#[must_use = "dropping the guard stops exporting spans"]
+pub struct Telemetry {
+    provider: Option<SdkTracerProvider>,
+}
+
+/// The OTLP exporter could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    #[error(
+        "--otlp-endpoint '{0}' must be an http:// address of an OTLP/gRPC collector (e.g. http://otel-collector:4317); \
+         TLS to the collector is not built in, run a collector next to the process instead"
+    )]
+    Endpoint(String),
+    #[error("cannot set up the OTLP exporter for '{endpoint}': {reason}")]
+    Exporter { endpoint: String, reason: String },
+}
+
+/// Installs the global tracing subscriber. With an OTLP endpoint this must run inside a Tokio
+/// runtime, which must outlive the returned guard (the gRPC exporter runs on it).
+pub fn init(config: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
+    let provider = config.otlp_endpoint.as_deref().map(|endpoint| provider(endpoint, config.service)).transpose()?;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.filter));
+    let logs: Box<dyn Layer<Registry> + Send + Sync> = if config.json {
+        tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr).boxed()
+    } else {
+        let ansi = std::io::stderr().is_terminal();
+        tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(ansi).boxed()
+    };
+    // Spans are exported by their own filter: a quiet log level must not cut a trace short.
+    let spans = provider.as_ref().map(|p| {
+        tracing_opentelemetry::layer().with_tracer(p.tracer("convoy")).with_filter(EnvFilter::new(EXPORTED_SPANS))
+    });
     // Err means a subscriber is already installed (tests running several mains); keep it.
-    let _ = if json { builder.json().try_init() } else { builder.try_init() };
+    let _ = tracing_subscriber::registry().with(logs.with_filter(filter)).with(spans).try_init();
+    Ok(Telemetry { provider })
+}
+
+fn provider(endpoint: &str, service: &'static str) -> Result<SdkTracerProvider, TelemetryError> {
+    if !endpoint.starts_with("http://") {
+        return Err(TelemetryError::Endpoint(endpoint.to_string()));
+    }
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(endpoint)
+        .build()
+        .map_err(|e| TelemetryError::Exporter { endpoint: endpoint.to_string(), reason: e.to_string() })?;
+    let resource = opentelemetry_sdk::Resource::builder().with_service_name(service).build();
+    Ok(SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(resource).build())
+}
+
+impl Drop for Telemetry {
+    fn drop(&mut self) {
+        if let Some(provider) = self.provider.take()
+            && let Err(e) = provider.shutdown()
+        {
+            eprintln!("some spans were not exported: {e}");
+        }
+    }
+}
+
+/// `span`'s trace context as W3C `traceparent`/`tracestate` entries; empty when spans are not
+/// exported.
+pub fn inject(span: &tracing::Span) -> HashMap<String, String> {
+    let mut carrier = HashMap::new();
+    TraceContextPropagator::new().inject_context(&span.context(), &mut carrier);
+    carrier
+}
+
+/// Makes `span` a child of the trace in `carrier` (from [`inject`], possibly in another process).
+/// An empty or malformed carrier leaves `span` where it is.
+pub fn continue_trace(span: &tracing::Span, carrier: &HashMap<String, String>) {
+    if carrier.is_empty() {
+        return;
+    }
+    let parent = TraceContextPropagator::new().extract(carrier);
+    // Err: spans are not exported (no OpenTelemetry layer), or `span` was already entered.
+    if let Err(e) = span.set_parent(parent) {
+        tracing::trace!(error = %e, "span not joined to the incoming trace");
+    }
 }

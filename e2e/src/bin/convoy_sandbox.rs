@@ -1,12 +1,13 @@
 //! `convoy-sandbox --dir DIR`: run a whole local Convoy fleet until Ctrl-C.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
 use convoy_e2e::sandbox::{Sandbox, SandboxConfig};
+use convoy_hub::cli::ColorChoice;
+use convoy_shared::telemetry::{self, TelemetryConfig};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -27,17 +28,33 @@ struct Cli {
     /// Seconds between status tables (0: print none).
     #[arg(long, env = "CONVOY_SANDBOX_STATUS_SECONDS", default_value_t = 5)]
     status_seconds: u64,
+    /// Export spans of the hub and agents to this OTLP/gRPC collector (http://HOST:4317).
+    #[arg(long, env = "CONVOY_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     convoy_shared::install_crypto_provider();
-    convoy_shared::telemetry::init("warn,convoy_e2e=info", false);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("convoy-sandbox: cannot start the runtime: {e}");
             return ExitCode::FAILURE;
+        }
+    };
+    let telemetry = TelemetryConfig {
+        filter: "warn,convoy_e2e=info".into(),
+        json: false,
+        otlp_endpoint: cli.otlp_endpoint.clone(),
+        service: "convoy-sandbox",
+    };
+    // Declared after the runtime, so dropped (flushing spans) while the runtime still runs.
+    let _telemetry = match runtime.block_on(async { telemetry::init(&telemetry) }) {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("convoy-sandbox: {e}");
+            return ExitCode::from(64);
         }
     };
     runtime.block_on(async {
@@ -70,7 +87,7 @@ fn main() -> ExitCode {
             let token = shutdown.clone();
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(Duration::from_secs(cli.status_seconds));
-                let clear = std::io::stdout().is_terminal();
+                let terminal = ColorChoice::Auto.enabled();
                 // The first tick is immediate; give the agents a moment before the first table.
                 tick.tick().await;
                 loop {
@@ -80,10 +97,11 @@ fn main() -> ExitCode {
                     }
                     let now = convoy_hub::connections::now_ms();
                     let table = convoy_hub::cli::clusters_table(&hub.cluster_infos(), now);
-                    if clear {
-                        print!("\x1b[2J\x1b[H");
+                    if terminal {
+                        print!("\x1b[2J\x1b[H\n{}", convoy_hub::cli::paint(&table));
+                    } else {
+                        println!("\n{table}");
                     }
-                    println!("\n{table}");
                 }
             });
         }

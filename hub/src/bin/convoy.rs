@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
-use convoy_hub::cli::{self, ConfigFile, Context, Output};
+use convoy_hub::cli::{self, ColorChoice, ConfigFile, Context, Output};
 use convoy_shared::proto::*;
 
 #[derive(Parser)]
@@ -34,6 +34,9 @@ struct Cli {
     /// Output format.
     #[arg(short, long, global = true, value_enum, default_value = "table", env = "CONVOY_OUTPUT")]
     output: Output,
+    /// Colour tables and status lines: auto (a terminal without NO_COLOR), always, never.
+    #[arg(long, global = true, value_enum, default_value = "auto", env = "CONVOY_COLOR")]
+    color: ColorChoice,
     #[command(subcommand)]
     command: Command,
 }
@@ -124,6 +127,8 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<(), cli::CliError> {
+    let color = cli.color.enabled();
+    let human = |text: String| if color { cli::paint(&text) } else { text };
     let context = || -> Result<Context, cli::CliError> {
         let flags = Context {
             hub: cli.hub.clone(),
@@ -180,32 +185,32 @@ async fn run(cli: Cli) -> Result<(), cli::CliError> {
         }
         Command::Clusters { command: None } => {
             let reply = context()?.connect().await?.list_clusters(ListClustersRequest {}).await?.into_inner();
-            let table = || cli::clusters_table(&reply.clusters, convoy_hub::connections::now_ms());
+            let table = || human(cli::clusters_table(&reply.clusters, convoy_hub::connections::now_ms()));
             print!("{}", cli::structured(cli.output, &reply.clusters).unwrap_or_else(table));
         }
         Command::Status { cluster } => {
             let request = StatusRequest { cluster: cluster.unwrap_or_default() };
             let reply = context()?.connect().await?.status(request).await?.into_inner();
-            print!("{}", cli::structured(cli.output, &reply).unwrap_or_else(|| cli::status_text(&reply)));
+            print!("{}", cli::structured(cli.output, &reply).unwrap_or_else(|| human(cli::status_text(&reply))));
         }
         Command::Drift { cluster } => {
             let request = DriftRequest { cluster: cluster.unwrap_or_default() };
             let reply = context()?.connect().await?.drift(request).await?.into_inner();
-            print!("{}", cli::structured(cli.output, &reply).unwrap_or_else(|| cli::drift_table(&reply)));
+            print!("{}", cli::structured(cli.output, &reply).unwrap_or_else(|| human(cli::drift_table(&reply))));
         }
         Command::History { cluster, limit } => {
             let request = HistoryRequest { cluster, limit };
             let reply = context()?.connect().await?.history(request).await?.into_inner();
-            print!("{}", cli::structured(cli.output, &reply).unwrap_or_else(|| cli::history_table(&reply)));
+            print!("{}", cli::structured(cli.output, &reply).unwrap_or_else(|| human(cli::history_table(&reply))));
         }
         Command::Envs => {
             let reply = context()?.connect().await?.envs(EnvsRequest {}).await?.into_inner();
-            print!("{}", cli::structured(cli.output, &reply).unwrap_or_else(|| cli::envs_table(&reply)));
+            print!("{}", cli::structured(cli.output, &reply).unwrap_or_else(|| human(cli::envs_table(&reply))));
         }
         Command::Diff { from, to } => {
             let request = DiffRequest { from_env: from, to_env: to };
             let reply = context()?.connect().await?.diff(request).await?.into_inner();
-            print!("{}", cli::structured(cli.output, &reply).unwrap_or_else(|| cli::diff_text(&reply)));
+            print!("{}", cli::structured(cli.output, &reply).unwrap_or_else(|| human(cli::diff_text(&reply))));
         }
         Command::PromoteCheck { from, to } => {
             let mut client = context()?.connect().await?;
@@ -222,7 +227,7 @@ async fn run(cli: Cli) -> Result<(), cli::CliError> {
                         "{}",
                         if cli.output == Output::Json { text.replace('\n', "") + "\n" } else { format!("---\n{text}") }
                     ),
-                    None => println!("{}", cli::event_line(&event)),
+                    None => print!("{}", human(cli::event_line(&event) + "\n")),
                 }
             }
         }
@@ -230,7 +235,7 @@ async fn run(cli: Cli) -> Result<(), cli::CliError> {
             let reply = context()?.connect().await?.refresh(RefreshRequest {}).await?.into_inner();
             let branches: std::collections::BTreeMap<_, _> = reply.branches.iter().collect();
             let rows: Vec<Vec<String>> = branches.iter().map(|(b, c)| vec![b.to_string(), c.to_string()]).collect();
-            let table = || cli::print_table(&["BRANCH", "COMMIT"], &rows);
+            let table = || human(cli::print_table(&["BRANCH", "COMMIT"], &rows));
             print!("{}", cli::structured(cli.output, &reply).unwrap_or_else(table));
         }
     }

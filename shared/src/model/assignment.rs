@@ -1,7 +1,7 @@
 //! An assignment: everything one cluster must run, per app, with a content digest that makes
 //! "has anything changed?" a string comparison.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 use serde_json::Value;
@@ -123,6 +123,9 @@ pub struct Assignment {
     pub apps: Vec<AppAssignment>,
     /// The hub could not resolve this assignment cleanly: apply, never prune.
     pub failed: bool,
+    /// W3C trace context of the sync that produced it (see [`crate::telemetry::inject`]); not
+    /// part of the digest.
+    pub trace_context: HashMap<String, String>,
 }
 
 impl Assignment {
@@ -159,6 +162,7 @@ impl Assignment {
             digest: hex::encode(hasher.finalize()),
             apps: apps.into_iter().map(|(_, app)| app).collect(),
             failed,
+            trace_context: HashMap::new(),
         }
     }
 
@@ -261,6 +265,7 @@ impl TryFrom<&proto::Assignment> for Assignment {
             digest: a.digest.clone(),
             apps,
             failed: a.failed,
+            trace_context: a.trace_context.clone(),
         })
     }
 }
@@ -273,6 +278,7 @@ impl From<&Assignment> for proto::Assignment {
             revision: a.revision.clone(),
             digest: a.digest.clone(),
             failed: a.failed,
+            trace_context: a.trace_context.clone(),
             apps: a
                 .apps
                 .iter()
@@ -345,7 +351,8 @@ mod tests {
         let mut with_error = app("web", vec![cm("x", "1")]);
         with_error.render_error = Some("apps/web/base/kustomization.yaml: missing file".into());
         with_error.policy.prune = false;
-        let a = Assignment::new("eu-1", "prod", "r1", vec![with_error], true);
+        let mut a = Assignment::new("eu-1", "prod", "r1", vec![with_error], true);
+        a.trace_context.insert("traceparent".into(), "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into());
         let wire = proto::Assignment::from(&a);
         assert_eq!(Assignment::try_from(&wire).unwrap(), a);
     }

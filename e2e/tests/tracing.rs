@@ -1,0 +1,180 @@
+//! Tracing across processes: a `convoy-hub` and a `convoy-agent` process export spans over OTLP
+//! to a receiver in this test, and a commit's trace runs from the hub's fetch through render,
+//! publish and push to the agent's apply of that commit.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use convoy_e2e::fleet_repo::standard_fleet;
+use convoy_e2e::harness::{HubProcess, Process, TestCa, eventually, workspace_binary};
+use convoy_e2e::kubesim::SimFleet;
+use convoy_shared::identity::Identity;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::common::v1::KeyValue;
+use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
+use serde_json::json;
+use tokio_stream::wrappers::TcpListenerStream;
+
+/// One received span, flattened.
+#[derive(Debug, Clone)]
+struct Received {
+    service: String,
+    name: String,
+    trace_id: Vec<u8>,
+    span_id: Vec<u8>,
+    parent_span_id: Vec<u8>,
+    attributes: HashMap<String, String>,
+}
+
+/// An OTLP/gRPC trace receiver keeping every span it is sent.
+#[derive(Default, Clone)]
+struct Receiver {
+    spans: Arc<Mutex<Vec<Received>>>,
+}
+
+fn strings(attributes: &[KeyValue]) -> HashMap<String, String> {
+    attributes
+        .iter()
+        .filter_map(|kv| match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+            Some(AnyValue::StringValue(s)) => Some((kv.key.clone(), s.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tonic::async_trait]
+impl TraceService for Receiver {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let mut spans = self.spans.lock().unwrap();
+        for resource_spans in request.into_inner().resource_spans {
+            let resource = resource_spans.resource.map(|r| strings(&r.attributes)).unwrap_or_default();
+            let service = resource.get("service.name").cloned().unwrap_or_default();
+            for span in resource_spans.scope_spans.into_iter().flat_map(|s| s.spans) {
+                spans.push(Received {
+                    service: service.clone(),
+                    name: span.name,
+                    trace_id: span.trace_id,
+                    span_id: span.span_id,
+                    parent_span_id: span.parent_span_id,
+                    attributes: strings(&span.attributes),
+                });
+            }
+        }
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+impl Receiver {
+    async fn start(&self) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let service = TraceServiceServer::new(self.clone());
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(TcpListenerStream::new(listener)),
+        );
+        endpoint
+    }
+
+    fn spans(&self) -> Vec<Received> {
+        self.spans.lock().unwrap().clone()
+    }
+}
+
+/// The spans of the trace whose agent apply applied `revision`, once the hub's part of it has
+/// arrived too.
+fn commit_trace(spans: &[Received], revision: &str) -> Option<Vec<Received>> {
+    let apply = spans.iter().find(|s| {
+        s.service == "convoy-agent"
+            && s.name == "apply"
+            && s.attributes.get("revision").map(String::as_str) == Some(revision)
+    })?;
+    let trace: Vec<Received> = spans.iter().filter(|s| s.trace_id == apply.trace_id).cloned().collect();
+    let hub_names: Vec<&str> = trace.iter().filter(|s| s.service == "convoy-hub").map(|s| s.name.as_str()).collect();
+    ["sync", "fetch", "render", "publish", "push"].iter().all(|n| hub_names.contains(n)).then_some(trace)
+}
+
+fn one<'a>(trace: &'a [Received], service: &str, name: &str) -> &'a Received {
+    let found: Vec<&Received> = trace.iter().filter(|s| s.service == service && s.name == name).collect();
+    assert_eq!(found.len(), 1, "one {service} span '{name}' in the trace: {trace:#?}");
+    found[0]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_trace_follows_a_commit_from_the_hub_fetch_to_the_agent_apply() {
+    let receiver = Receiver::default();
+    let endpoint = receiver.start().await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let repo = standard_fleet(dir.path());
+    let ca = TestCa::new();
+    let hub = HubProcess::start_with(
+        &ca.certs.0,
+        "127.0.0.1:0",
+        "info",
+        &["--repo", &repo.url(), "--poll-seconds", "1", "--otlp-endpoint", &endpoint],
+    );
+
+    let kube = SimFleet::start(&["dev-1"]).await.unwrap();
+    let cluster = kube.cluster("dev-1").unwrap();
+    for ns in ["web", "api"] {
+        cluster
+            .apply("test", &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}), true)
+            .unwrap();
+    }
+    let identity = Identity::Cluster("dev-1".into());
+    let (cert, key) = ca.certs.write_leaf(&identity, &ca.issue(identity.clone())).unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let mut command = std::process::Command::new(workspace_binary("convoy-agent"));
+    command
+        .args(["--hub", &hub.address, "--otlp-endpoint", &endpoint])
+        .arg("--ca")
+        .arg(ca.certs.ca_cert())
+        .arg("--cert")
+        .arg(cert)
+        .arg("--key")
+        .arg(key)
+        .arg("--kubeconfig")
+        .arg(cluster.kubeconfig_path())
+        .arg("--cache-dir")
+        .arg(cache.path())
+        .env("RUST_LOG", "info");
+    let agent = Process::spawn(command);
+    agent.wait_for_line("connected to the hub");
+
+    repo.write(
+        "apps/web/base/config.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: web-config\ndata:\n  greeting: traced\n",
+    );
+    let revision = repo.commit("web: a traced greeting");
+    let trace = eventually("the commit's trace from hub and agent", || {
+        let spans = receiver.spans();
+        let revision = revision.clone();
+        async move { commit_trace(&spans, &revision) }
+    })
+    .await;
+    assert_eq!(
+        cluster.get("v1", "ConfigMap", Some("web"), "web-config").unwrap()["data"]["greeting"],
+        "traced",
+        "the traced apply applied the commit"
+    );
+
+    // The shape: sync ⟶ fetch, render ⟶ push (hub) ⟶ apply (agent); publish under sync.
+    let sync = one(&trace, "convoy-hub", "sync");
+    assert!(sync.parent_span_id.is_empty(), "sync is the root: {sync:?}");
+    for child in ["fetch", "render", "publish"] {
+        assert_eq!(one(&trace, "convoy-hub", child).parent_span_id, sync.span_id, "{child} under sync");
+    }
+    let push = one(&trace, "convoy-hub", "push");
+    assert_eq!(push.parent_span_id, one(&trace, "convoy-hub", "render").span_id, "push continues the render");
+    assert_eq!(push.attributes.get("cluster").map(String::as_str), Some("dev-1"));
+    let apply = trace.iter().find(|s| s.name == "apply" && s.parent_span_id == push.span_id);
+    assert!(apply.is_some(), "the agent's apply is a child of the hub's push: {trace:#?}");
+    drop(agent);
+    drop(hub);
+}

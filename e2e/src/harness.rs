@@ -384,3 +384,29 @@ pub async fn wait_connected(ca: &TestCa, hub: &str, cluster: &str) {
     })
     .await;
 }
+
+/// Scrapes `/metrics` at `address` (HOST:PORT) and parses it as OpenMetrics text: the body must
+/// end with `# EOF` and every sample line must be `NAME[{LABELS}] VALUE`. Returns samples by
+/// name with labels, e.g. `convoy_agent_passes_total{outcome="clean"}`.
+pub async fn scrape_metrics(address: &str) -> std::collections::BTreeMap<String, f64> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address).await.expect("connect to /metrics");
+    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: metrics\r\nConnection: close\r\n\r\n").await.expect("request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("response");
+    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(body.trim_end().ends_with("# EOF"), "not OpenMetrics text: {body}");
+    body.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (name, value) = l.rsplit_once(' ').unwrap_or_else(|| panic!("malformed sample line: {l}"));
+            let name_ok = name
+                .split('{')
+                .next()
+                .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'));
+            assert!(name_ok && (!name.contains('{') || name.ends_with('}')), "malformed sample name: {l}");
+            (name.to_string(), value.parse::<f64>().unwrap_or_else(|_| panic!("malformed value: {l}")))
+        })
+        .collect()
+}

@@ -75,6 +75,8 @@ pub struct Sandbox {
     pub repo: PathBuf,
     pub hub: Arc<Hub>,
     pub clusters: Vec<String>,
+    /// Each agent's `/metrics` address (HOST:PORT), in `clusters` order.
+    pub agent_metrics: Vec<String>,
     /// Owned so the simulated clusters live as long as the sandbox.
     _kube: SimFleet,
     tasks: JoinSet<()>,
@@ -135,7 +137,10 @@ impl Sandbox {
             .instrument(tracing::info_span!("hub")),
         );
 
+        let mut agent_metrics = Vec::new();
         for name in &clusters {
+            let metrics = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(listen_err("127.0.0.1:0"))?;
+            agent_metrics.push(metrics.local_addr().map_err(listen_err("127.0.0.1:0"))?.to_string());
             let identity = Identity::Cluster(name.clone());
             let issued = ca.issue(&LeafRequest::new(identity.clone(), pki::DEFAULT_LEAF_DAYS))?;
             certs.write_leaf(&identity, &issued)?;
@@ -157,7 +162,7 @@ impl Sandbox {
             let token = shutdown.clone();
             tasks.spawn(
                 async move {
-                    if let Err(e) = convoy_agent::run(reconciler, link, client, None, token).await {
+                    if let Err(e) = convoy_agent::run(reconciler, link, client, Some(metrics), token).await {
                         tracing::error!(error = %e, "agent stopped");
                     }
                 }
@@ -173,6 +178,7 @@ impl Sandbox {
             repo: config.dir.join("repo"),
             hub,
             clusters,
+            agent_metrics,
             _kube: kube,
             tasks,
         })

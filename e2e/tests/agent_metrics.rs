@@ -1,26 +1,16 @@
 //! The agent's `/metrics`: Prometheus text whose values follow the hub link and the cluster.
 
+use std::collections::BTreeMap;
+
 use convoy_e2e::fleet_repo::standard_fleet;
-use convoy_e2e::harness::{InProcessHub, TestCa, eventually};
+use convoy_e2e::harness::{InProcessHub, TestCa, eventually, scrape_metrics};
 use convoy_e2e::kubesim::SimFleet;
 use convoy_shared::identity::Identity;
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
-async fn scrape(address: &str) -> String {
-    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
-    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: agent\r\nConnection: close\r\n\r\n").await.unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    let body = response.split("\r\n\r\n").nth(1).unwrap().to_string();
-    assert!(body.trim_end().ends_with("# EOF"), "not OpenMetrics text: {body}");
-    body
-}
-
-fn value(text: &str, sample: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(sample).and_then(|rest| rest.strip_prefix(' ')).and_then(|v| v.parse().ok()))
+fn value(samples: &BTreeMap<String, f64>, sample: &str) -> Option<f64> {
+    samples.get(sample).copied()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -56,7 +46,7 @@ async fn metrics_follow_the_link_and_the_applied_assignment() {
     let text = eventually("the agent to apply and report healthy", || {
         let address = address.clone();
         async move {
-            let text = scrape(&address).await;
+            let text = scrape_metrics(&address).await;
             let done = value(&text, "convoy_agent_hub_connected") == Some(1.0)
                 && value(&text, "convoy_agent_assignment_applied") == Some(1.0)
                 && value(&text, r#"convoy_agent_objects{health="healthy"}"#) == Some(2.0);
@@ -64,19 +54,23 @@ async fn metrics_follow_the_link_and_the_applied_assignment() {
         }
     })
     .await;
-    assert_eq!(value(&text, "convoy_agent_apply_errors"), Some(0.0), "{text}");
-    assert_eq!(value(&text, "convoy_agent_drifts"), Some(0.0), "{text}");
-    assert_eq!(value(&text, "convoy_agent_report_queue_depth"), Some(0.0), "{text}");
+    assert_eq!(value(&text, "convoy_agent_apply_errors"), Some(0.0), "{text:?}");
+    assert_eq!(value(&text, "convoy_agent_drifts"), Some(0.0), "{text:?}");
+    assert_eq!(value(&text, "convoy_agent_report_queue_depth"), Some(0.0), "{text:?}");
     let clean_passes = value(&text, r#"convoy_agent_passes_total{outcome="clean"}"#).unwrap_or(0.0);
-    assert!(clean_passes >= 1.0, "the applying pass is counted: {text}");
+    assert!(clean_passes >= 1.0, "the applying pass is counted: {text:?}");
     let failed_passes = value(&text, r#"convoy_agent_passes_total{outcome="errors"}"#).unwrap_or(0.0);
-    assert_eq!(value(&text, "convoy_agent_pass_duration_seconds_count"), Some(clean_passes + failed_passes), "{text}");
+    assert_eq!(
+        value(&text, "convoy_agent_pass_duration_seconds_count"),
+        Some(clean_passes + failed_passes),
+        "{text:?}"
+    );
 
     // The hub goes away: the link gauge drops.
     hub.stop().await;
     eventually("the link gauge to drop", || {
         let address = address.clone();
-        async move { (value(&scrape(&address).await, "convoy_agent_hub_connected") == Some(0.0)).then_some(()) }
+        async move { (value(&scrape_metrics(&address).await, "convoy_agent_hub_connected") == Some(0.0)).then_some(()) }
     })
     .await;
     shutdown.cancel();

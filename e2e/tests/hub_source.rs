@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use convoy_e2e::fleet_repo::{self, FleetRepo, standard_fleet};
-use convoy_e2e::harness::{InProcessHub, TestCa, WEBHOOK_SECRET, eventually};
+use convoy_e2e::harness::{InProcessHub, TestCa, WEBHOOK_SECRET, eventually, scrape_metrics};
 use convoy_shared::identity::Role;
 use convoy_shared::proto::{DiffRequest, EnvsRequest, StatusRequest};
 
@@ -198,30 +198,12 @@ async fn post_webhook(address: &str, headers: &[(&str, String)], body: &str) -> 
     response.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
-async fn metrics(address: &str) -> BTreeMap<String, f64> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
-    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: hub\r\nConnection: close\r\n\r\n").await.unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    let body = response.split("\r\n\r\n").nth(1).unwrap();
-    assert!(body.trim_end().ends_with("# EOF"), "not OpenMetrics text: {body}");
-    // Every sample line is `name value`; comments start with '#'.
-    body.lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .map(|l| {
-            let (name, value) = l.rsplit_once(' ').unwrap_or_else(|| panic!("malformed sample line: {l}"));
-            (name.to_string(), value.parse::<f64>().unwrap_or_else(|_| panic!("malformed value: {l}")))
-        })
-        .collect()
-}
-
 #[tokio::test]
 async fn the_webhook_refuses_bad_signatures_and_fetches_on_good_ones() {
     let dir = tempfile::tempdir().unwrap();
     let repo = standard_fleet(dir.path());
     let (_ca, hub) = start(&repo).await;
-    let before = metrics(&hub.http_address).await;
+    let before = scrape_metrics(&hub.http_address).await;
     assert_eq!(before["convoy_hub_clusters"], 4.0);
     let body = r#"{"ref":"refs/heads/dev"}"#;
     let forged = convoy_hub::webhook::github_signature(b"wrong-secret", body.as_bytes());
@@ -239,7 +221,7 @@ async fn the_webhook_refuses_bad_signatures_and_fetches_on_good_ones() {
     })
     .await;
     assert_eq!(config_data(&hub, "dev-1", "web")["greeting"], "webhook");
-    let after = metrics(&hub.http_address).await;
+    let after = scrape_metrics(&hub.http_address).await;
     let moved = |name: &str| after[name] - before[name];
     assert_eq!(moved("convoy_hub_assignments_published_total"), 1.0, "only dev-1 changed");
     assert!(moved("convoy_hub_sync_duration_seconds_count") >= 1.0);

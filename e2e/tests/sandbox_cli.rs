@@ -8,7 +8,7 @@ use kubesim_support::kubectl_ok;
 use std::path::Path;
 use std::process::Command;
 
-use convoy_e2e::harness::{Process, eventually, workspace_binary};
+use convoy_e2e::harness::{Process, eventually, scrape_metrics, workspace_binary};
 
 fn convoy(args: &[&str]) -> (bool, String, String) {
     let out = Command::new(workspace_binary("convoy")).args(args).output().expect("run convoy");
@@ -21,6 +21,12 @@ fn start_sandbox(dir: &Path) -> Process {
     let sandbox = Process::spawn(command);
     sandbox.wait_for_line("Convoy sandbox ready");
     sandbox
+}
+
+/// The HOST:PORT of the `/metrics` the sandbox printed for `who` ("hub", "dev-1 agent").
+fn metrics_address(sandbox: &Process, who: &str) -> String {
+    let line = sandbox.log_lines(&format!("/metrics ({who})")).pop().unwrap_or_else(|| panic!("no metrics for {who}"));
+    line.split("http://").nth(1).and_then(|rest| rest.split("/metrics").next()).expect("an address").to_string()
 }
 
 fn json(config: &str, args: &[&str]) -> serde_json::Value {
@@ -60,12 +66,19 @@ fn applied(config: &str, cluster: &str) -> String {
 #[tokio::test]
 async fn the_sandbox_fleet_promotes_reports_and_shows_drift_through_the_cli() {
     let dir = tempfile::tempdir().unwrap();
-    let _sandbox = start_sandbox(dir.path());
+    let sandbox = start_sandbox(dir.path());
     let config = dir.path().join("convoy.yaml");
     let config = config.to_str().unwrap();
     let initial = eventually("4 healthy clusters in sync", || async { settled(config) }).await;
     let names: Vec<&str> = initial.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names, ["dev-1", "prod-eu", "prod-us", "stage-1"]);
+    let (hub_metrics, dev_metrics, prod_metrics) = (
+        metrics_address(&sandbox, "hub"),
+        metrics_address(&sandbox, "dev-1 agent"),
+        metrics_address(&sandbox, "prod-eu agent"),
+    );
+    let (hub_before, dev_before) = (scrape_metrics(&hub_metrics).await, scrape_metrics(&dev_metrics).await);
+    assert_eq!(hub_before["convoy_hub_agents_connected"], 4.0, "{hub_before:?}");
     let (ok, table, _) = convoy(&["--config", config, "clusters"]);
     assert!(
         ok && table.starts_with("CLUSTER") && table.lines().filter(|l| l.contains("in-sync")).count() == 4,
@@ -121,6 +134,17 @@ async fn the_sandbox_fleet_promotes_reports_and_shows_drift_through_the_cli() {
     let events: Vec<&str> =
         history["entries"].as_array().unwrap().iter().map(|e| e["event"].as_str().unwrap()).collect();
     assert!(events.starts_with(&["applied", "assigned"]), "{events:?}");
+
+    // The counters moved with all of that.
+    let (hub_after, dev_after) = (scrape_metrics(&hub_metrics).await, scrape_metrics(&dev_metrics).await);
+    let hub_moved = |name: &str| hub_after[name] - hub_before[name];
+    assert!(hub_moved("convoy_hub_assignments_published_total") >= 2.0, "dev-1 and stage-1: {hub_after:?}");
+    assert!(hub_moved("convoy_hub_git_fetch_duration_seconds_count") >= 2.0, "{hub_after:?}");
+    assert!(hub_moved("convoy_hub_reports_received_total") >= 2.0, "{hub_after:?}");
+    assert!(hub_after["convoy_hub_drifts"] >= 1.0, "the prod-eu edit: {hub_after:?}");
+    let clean = r#"convoy_agent_passes_total{outcome="clean"}"#;
+    assert!(dev_after[clean] > dev_before[clean], "dev-1 applied the dev commit: {dev_after:?}");
+    assert!(scrape_metrics(&prod_metrics).await["convoy_agent_drifts"] >= 1.0);
 }
 
 #[test]

@@ -76,6 +76,10 @@ fn main() -> ExitCode {
         println!("Convoy sandbox ready");
         println!("  hub        {}", sandbox.hub_address);
         println!("  webhook    http://{}/webhook", sandbox.http_address);
+        println!("  metrics    http://{}/metrics (hub)", sandbox.http_address);
+        for (cluster, address) in sandbox.clusters.iter().zip(&sandbox.agent_metrics) {
+            println!("             http://{address}/metrics ({cluster} agent)");
+        }
         println!("  clusters   {} (kubeconfigs in {})", sandbox.clusters.join(", "), cli.dir.join("kube").display());
         println!("  repo       {} (commit, then `git push` to deploy)", sandbox.repo.display());
         println!("  certs      {}", cli.dir.join("certs").display());

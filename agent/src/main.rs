@@ -168,9 +168,10 @@ fn main() -> ExitCode {
 async fn kube_client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
     use anyhow::Context as _;
     let Some(path) = kubeconfig else {
-        return kube::Client::try_default()
-            .await
-            .context("no in-cluster config and no usable ~/.kube/config; pass --kubeconfig");
+        // kube's message already carries its causes; printing the chain too would repeat them.
+        return kube::Client::try_default().await.map_err(|e| {
+            anyhow::anyhow!("no in-cluster config and no usable ~/.kube/config; pass --kubeconfig ({e})")
+        });
     };
     let kc =
         kube::config::Kubeconfig::read_from(path).with_context(|| format!("reading kubeconfig {}", path.display()))?;

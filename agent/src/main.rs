@@ -9,7 +9,7 @@ use clap::Parser;
 use convoy_agent::bootstrap::{self, AgentCertificate, BootstrapConfig};
 use convoy_agent::link::{Backoff, LinkConfig};
 use convoy_agent::reconciler::ReconcilerConfig;
-use convoy_shared::telemetry::{self, TelemetryConfig};
+use convoy_shared::telemetry::{Instrumented, TelemetryConfig};
 use convoy_shared::tls::{self, HubAddress, TlsMaterial};
 use tokio_util::sync::CancellationToken;
 
@@ -79,26 +79,15 @@ struct Cli {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     convoy_shared::install_crypto_provider();
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("convoy-agent: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
     let telemetry = TelemetryConfig {
         filter: cli.log.clone(),
         json: cli.log_json,
         otlp_endpoint: cli.otlp_endpoint.clone(),
         service: "convoy-agent",
     };
-    // Declared after the runtime, so dropped (flushing spans) while the runtime still runs.
-    let _telemetry = match runtime.block_on(async { telemetry::init(&telemetry) }) {
-        Ok(guard) => guard,
-        Err(e) => {
-            eprintln!("convoy-agent: {e}");
-            return ExitCode::from(64);
-        }
+    let instrumented = match Instrumented::start(&telemetry) {
+        Ok(instrumented) => instrumented,
+        Err(code) => return code,
     };
     let (material, bootstrap) = match credentials_config(&cli) {
         Ok(config) => config,
@@ -107,7 +96,7 @@ fn main() -> ExitCode {
             return ExitCode::from(64);
         }
     };
-    runtime.block_on(async {
+    instrumented.runtime().block_on(async {
         let shutdown = CancellationToken::new();
         tokio::spawn(convoy_shared::cancel_on_signal(shutdown.clone()));
         let client = kube_client(cli.kubeconfig.as_deref()).await;

@@ -158,6 +158,14 @@ pub fn standard_fleet(dir: &Path) -> FleetRepo {
     repo
 }
 
+/// Creates the namespaces the standard fleet's apps (web, and api for region eu) ship into but do
+/// not create, as a cluster's platform team would have.
+pub fn create_standard_namespaces(cluster: &crate::kubesim::SimCluster) {
+    for ns in ["web", "api"] {
+        cluster.apply("test", &crate::agent_fixtures::namespace(ns), true).expect("create namespace");
+    }
+}
+
 /// A generated fleet for scale tests and benchmarks: environments dev, stage, prod (branches
 /// dev, stage, main); `clusters` clusters `c-00000…` spread round-robin over the environments
 /// with `region` eu/us; `apps` apps `app-N` (even ones on every cluster, odd ones on region eu),

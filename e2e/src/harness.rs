@@ -217,6 +217,25 @@ impl HubProcess {
     }
 }
 
+/// A `convoy-agent` command for a pre-issued certificate, reconciling the cluster of
+/// `kubeconfig` and caching in `cache`, logging at warn (add args and env before spawning).
+pub fn agent_command(hub: &str, certs: &CertDir, cert: &Path, key: &Path, kubeconfig: &Path, cache: &Path) -> Command {
+    let mut command = Command::new(workspace_binary("convoy-agent"));
+    command
+        .args(["--hub", hub, "--ca"])
+        .arg(certs.ca_cert())
+        .arg("--cert")
+        .arg(cert)
+        .arg("--key")
+        .arg(key)
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .arg("--cache-dir")
+        .arg(cache)
+        .env("RUST_LOG", "warn");
+    command
+}
+
 /// An agent link running in this process.
 pub struct RunningAgent {
     pub handle: LinkHandle,

@@ -2,11 +2,10 @@
 
 use std::collections::BTreeMap;
 
-use convoy_e2e::fleet_repo::standard_fleet;
+use convoy_e2e::fleet_repo::{create_standard_namespaces, standard_fleet};
 use convoy_e2e::harness::{InProcessHub, TestCa, eventually, scrape_metrics};
 use convoy_e2e::kubesim::SimFleet;
 use convoy_shared::identity::Identity;
-use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 fn value(samples: &BTreeMap<String, f64>, sample: &str) -> Option<f64> {
@@ -21,12 +20,7 @@ async fn metrics_follow_the_link_and_the_applied_assignment() {
     let hub = InProcessHub::start(&ca, &repo.url()).await;
     let kube = SimFleet::start(&["dev-1"]).await.unwrap();
     let cluster = kube.cluster("dev-1").unwrap();
-    // The standard fleet's apps (web, and api for region eu) ship into namespaces they do not create.
-    for ns in ["web", "api"] {
-        cluster
-            .apply("test", &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}), true)
-            .unwrap();
-    }
+    create_standard_namespaces(cluster);
 
     let cache = tempfile::tempdir().unwrap();
     let cert = ca.issue(Identity::Cluster("dev-1".into()));

@@ -5,15 +5,14 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use convoy_e2e::fleet_repo::standard_fleet;
-use convoy_e2e::harness::{HubProcess, Process, TestCa, eventually, workspace_binary};
+use convoy_e2e::fleet_repo::{create_standard_namespaces, standard_fleet};
+use convoy_e2e::harness::{HubProcess, Process, TestCa, agent_command, eventually};
 use convoy_e2e::kubesim::SimFleet;
 use convoy_shared::identity::Identity;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
-use serde_json::json;
 use tokio_stream::wrappers::TcpListenerStream;
 
 /// One received span, flattened.
@@ -122,28 +121,12 @@ async fn one_trace_follows_a_commit_from_the_hub_fetch_to_the_agent_apply() {
 
     let kube = SimFleet::start(&["dev-1"]).await.unwrap();
     let cluster = kube.cluster("dev-1").unwrap();
-    for ns in ["web", "api"] {
-        cluster
-            .apply("test", &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}), true)
-            .unwrap();
-    }
+    create_standard_namespaces(cluster);
     let identity = Identity::Cluster("dev-1".into());
     let (cert, key) = ca.certs.write_leaf(&identity, &ca.issue(identity.clone())).unwrap();
     let cache = tempfile::tempdir().unwrap();
-    let mut command = std::process::Command::new(workspace_binary("convoy-agent"));
-    command
-        .args(["--hub", &hub.address, "--otlp-endpoint", &endpoint])
-        .arg("--ca")
-        .arg(ca.certs.ca_cert())
-        .arg("--cert")
-        .arg(cert)
-        .arg("--key")
-        .arg(key)
-        .arg("--kubeconfig")
-        .arg(cluster.kubeconfig_path())
-        .arg("--cache-dir")
-        .arg(cache.path())
-        .env("RUST_LOG", "info");
+    let mut command = agent_command(&hub.address, &ca.certs, &cert, &key, cluster.kubeconfig_path(), cache.path());
+    command.args(["--otlp-endpoint", &endpoint]).env("RUST_LOG", "info");
     let agent = Process::spawn(command);
     agent.wait_for_line("connected to the hub");
 

@@ -13,7 +13,7 @@ use convoy_hub::state::Hub;
 use convoy_hub::store::RedbStore;
 use convoy_shared::identity::{Identity, Role};
 use convoy_shared::pki::{self, CertDir, CertificateAuthority, LeafRequest};
-use convoy_shared::telemetry::{self, TelemetryConfig};
+use convoy_shared::telemetry::{Instrumented, TelemetryConfig};
 use convoy_shared::tls::{self, TlsMaterial};
 use tokio_util::sync::CancellationToken;
 
@@ -113,28 +113,17 @@ enum CertsCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     convoy_shared::install_crypto_provider();
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("convoy-hub: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
     let telemetry = TelemetryConfig {
         filter: cli.log,
         json: cli.log_json,
         otlp_endpoint: cli.otlp_endpoint,
         service: "convoy-hub",
     };
-    // Declared after the runtime, so dropped (flushing spans) while the runtime still runs.
-    let _telemetry = match runtime.block_on(async { telemetry::init(&telemetry) }) {
-        Ok(guard) => guard,
-        Err(e) => {
-            eprintln!("convoy-hub: {e}");
-            return ExitCode::from(64);
-        }
+    let instrumented = match Instrumented::start(&telemetry) {
+        Ok(instrumented) => instrumented,
+        Err(code) => return code,
     };
-    match run(cli.command, &runtime) {
+    match run(cli.command, instrumented.runtime()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Config(e)) => {
             eprintln!("convoy-hub: {e:#}");

@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
+use std::process::ExitCode;
 
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::TracerProvider as _;
@@ -84,6 +85,34 @@ fn provider(endpoint: &str, service: &'static str) -> Result<SdkTracerProvider, 
         .map_err(|e| TelemetryError::Exporter { endpoint: endpoint.to_string(), reason: e.to_string() })?;
     let resource = opentelemetry_sdk::Resource::builder().with_service_name(service).build();
     Ok(SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(resource).build())
+}
+
+/// A binary's Tokio runtime with telemetry installed on it. Dropping it flushes the spans first,
+/// while the runtime still runs the exporter.
+pub struct Instrumented {
+    // Declaration order is drop order.
+    _telemetry: Telemetry,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Instrumented {
+    /// Starts a multi-threaded runtime and installs telemetry on it. On failure prints
+    /// `SERVICE: reason` and returns the exit code to leave with (64 for a bad endpoint).
+    pub fn start(config: &TelemetryConfig) -> Result<Self, ExitCode> {
+        let runtime = tokio::runtime::Runtime::new().map_err(|e| {
+            eprintln!("{}: cannot start the runtime: {e}", config.service);
+            ExitCode::FAILURE
+        })?;
+        let telemetry = runtime.block_on(async { init(config) }).map_err(|e| {
+            eprintln!("{}: {e}", config.service);
+            ExitCode::from(64)
+        })?;
+        Ok(Instrumented { _telemetry: telemetry, runtime })
+    }
+
+    pub fn runtime(&self) -> &tokio::runtime::Runtime {
+        &self.runtime
+    }
 }
 
 impl Drop for Telemetry {

@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use convoy_e2e::agent_fixtures::{self as fx, InProcessAgent, NS};
-use convoy_e2e::harness::{Process, workspace_binary};
+use convoy_e2e::harness::{Process, agent_command};
 use convoy_e2e::kubesim::{SimCluster, SimFleet};
 use convoy_shared::identity::Identity;
 use convoy_shared::model::{Assignment, SyncPolicy};
@@ -60,19 +60,8 @@ async fn agent_process_rss(n: usize) -> (u64, u64, u64, Duration) {
     let assignment = fx::assignment(name, "rev-1", vec![fx::infra_app(), fx::shop_app(n, 0, "v1")]);
     convoy_agent::cache::Cache::new(&cache).store_assignment(&assignment).await.expect("seed cache");
 
-    let mut command = Command::new(workspace_binary("convoy-agent"));
-    command
-        .args(["--hub", "127.0.0.1:9", "--cluster", name, "--ca"])
-        .arg(certs.ca_cert())
-        .arg("--cert")
-        .arg(cert)
-        .arg("--key")
-        .arg(key)
-        .arg("--kubeconfig")
-        .arg(cluster.kubeconfig_path())
-        .arg("--cache-dir")
-        .arg(&cache)
-        .env("RUST_LOG", "warn");
+    let mut command = agent_command("127.0.0.1:9", &certs, &cert, &key, cluster.kubeconfig_path(), &cache);
+    command.args(["--cluster", name]);
     let started = Instant::now();
     let agent = Process::spawn(command);
     let pid = agent.pid();

@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::Parser;
 use convoy_e2e::sandbox::{Sandbox, SandboxConfig};
 use convoy_hub::cli::ColorChoice;
-use convoy_shared::telemetry::{self, TelemetryConfig};
+use convoy_shared::telemetry::{Instrumented, TelemetryConfig};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -36,28 +36,17 @@ struct Cli {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     convoy_shared::install_crypto_provider();
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("convoy-sandbox: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
     let telemetry = TelemetryConfig {
         filter: "warn,convoy_e2e=info".into(),
         json: false,
         otlp_endpoint: cli.otlp_endpoint.clone(),
         service: "convoy-sandbox",
     };
-    // Declared after the runtime, so dropped (flushing spans) while the runtime still runs.
-    let _telemetry = match runtime.block_on(async { telemetry::init(&telemetry) }) {
-        Ok(guard) => guard,
-        Err(e) => {
-            eprintln!("convoy-sandbox: {e}");
-            return ExitCode::from(64);
-        }
+    let instrumented = match Instrumented::start(&telemetry) {
+        Ok(instrumented) => instrumented,
+        Err(code) => return code,
     };
-    runtime.block_on(async {
+    instrumented.runtime().block_on(async {
         let shutdown = CancellationToken::new();
         tokio::spawn(convoy_shared::cancel_on_signal(shutdown.clone()));
         let config = SandboxConfig {

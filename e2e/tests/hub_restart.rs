@@ -1,0 +1,74 @@
+//! A hub killed with SIGKILL and restarted on the same `--data`: what it recorded (history, the
+//! agents' last reports) is still there, and an agent that already runs its assignment is told
+//! "unchanged" instead of applying it again.
+
+use convoy_e2e::fleet_repo::{create_standard_namespaces, standard_fleet};
+use convoy_e2e::harness::{HubProcess, Process, TestCa, agent_command, eventually};
+use convoy_e2e::kubesim::SimFleet;
+use convoy_shared::identity::{Identity, Role};
+use convoy_shared::proto::{ClusterInfo, HistoryRequest, ListClustersRequest};
+
+async fn dev_1(ca: &TestCa, hub: &str) -> Option<ClusterInfo> {
+    let mut cli = ca.cli(hub, Role::Viewer).await;
+    let clusters = cli.list_clusters(ListClustersRequest {}).await.ok()?.into_inner().clusters;
+    clusters.into_iter().find(|c| c.name == "dev-1")
+}
+
+async fn history(ca: &TestCa, hub: &str) -> Vec<(String, String)> {
+    let mut cli = ca.cli(hub, Role::Viewer).await;
+    let request = HistoryRequest { cluster: "dev-1".into(), limit: 50 };
+    let entries = cli.history(request).await.expect("history").into_inner().entries;
+    entries.into_iter().map(|e| (e.event, e.revision)).collect()
+}
+
+fn applying(agent: &Process) -> usize {
+    agent.log_lines("applying new assignment").len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_hub_keeps_its_history_and_reports_and_the_agent_does_not_reapply() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = standard_fleet(dir.path());
+    let head = repo.head();
+    let data = tempfile::tempdir().unwrap();
+    let data_path = data.path().to_str().unwrap();
+    let ca = TestCa::new();
+    let serve = ["--repo", &repo.url(), "--data", data_path, "--poll-seconds", "1"];
+    let hub = HubProcess::start_with(&ca.certs.0, "127.0.0.1:0", "info", &serve);
+    let address = hub.address.clone();
+
+    let kube = SimFleet::start(&["dev-1"]).await.unwrap();
+    let cluster = kube.cluster("dev-1").unwrap();
+    create_standard_namespaces(cluster);
+    let identity = Identity::Cluster("dev-1".into());
+    let (cert, key) = ca.certs.write_leaf(&identity, &ca.issue(identity.clone())).unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let mut command = agent_command(&address, &ca.certs, &cert, &key, cluster.kubeconfig_path(), cache.path());
+    command.env("RUST_LOG", "info");
+    let agent = Process::spawn(command);
+
+    eventually("dev-1 applied and healthy", || async {
+        dev_1(&ca, &address).await.filter(|c| c.in_sync && c.applied_revision == head).map(|_| ())
+    })
+    .await;
+    let before = history(&ca, &address).await;
+    assert!(before.contains(&("applied".into(), head.clone())), "{before:?}");
+    assert_eq!(applying(&agent), 1);
+
+    hub.kill();
+    let restarted = HubProcess::start_with(&ca.certs.0, &address, "info", &serve);
+    // Straight from the store: the agent may not even be back yet.
+    let after = history(&ca, &address).await;
+    assert!(after.ends_with(&before), "history survives the restart: {before:?} then {after:?}");
+    let remembered = dev_1(&ca, &address).await.expect("dev-1 is known");
+    assert_eq!(remembered.applied_revision, head, "the last report survives the restart");
+
+    eventually("dev-1 back and in sync", || async {
+        dev_1(&ca, &address).await.filter(|c| c.connected && c.in_sync).map(|_| ())
+    })
+    .await;
+    assert_eq!(applying(&agent), 1, "the agent held the assignment the restarted hub planned");
+    assert!(!restarted.log_lines("sending assignment").iter().any(|l| l.contains("dev-1")), "sent again");
+    let config = cluster.get("v1", "ConfigMap", Some("web"), "web-config").expect("still applied");
+    assert_eq!(config["data"]["greeting"], "hello dev-1");
+}

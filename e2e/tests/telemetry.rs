@@ -1,12 +1,13 @@
-//! Tracing across processes: a `convoy-hub` and a `convoy-agent` process export spans over OTLP
-//! to a receiver in this test, and a commit's trace runs from the hub's fetch through render,
-//! publish and push to the agent's apply of that commit.
+//! Telemetry of the real binaries. Tracing across processes: a `convoy-hub` and a `convoy-agent`
+//! process export spans over OTLP to a receiver in this test, and a commit's trace runs from the
+//! hub's fetch through render, publish and push to the agent's apply of that commit. Logs:
+//! `--log-json` writes one JSON object a line.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use convoy_e2e::fleet_repo::{create_standard_namespaces, standard_fleet};
-use convoy_e2e::harness::{HubProcess, Process, TestCa, agent_command, eventually};
+use convoy_e2e::harness::{HubProcess, Process, TestCa, agent_command, eventually, workspace_binary};
 use convoy_e2e::kubesim::SimFleet;
 use convoy_shared::identity::Identity;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
@@ -160,4 +161,26 @@ async fn one_trace_follows_a_commit_from_the_hub_fetch_to_the_agent_apply() {
     assert!(apply.is_some(), "the agent's apply is a child of the hub's push: {trace:#?}");
     drop(agent);
     drop(hub);
+}
+
+#[test]
+fn json_logs_are_one_object_a_line_with_the_fields_as_keys() {
+    let ca = TestCa::new();
+    let data = tempfile::tempdir().unwrap();
+    let mut command = std::process::Command::new(workspace_binary("convoy-hub"));
+    command
+        .args(["--log-json", "serve", "--listen", "127.0.0.1:0", "--http-listen", "off", "--certs"])
+        .arg(&ca.certs.0)
+        .arg("--data")
+        .arg(data.path())
+        .env("RUST_LOG", "info");
+    let hub = Process::spawn(command);
+    let line = hub.wait_for_line("hub listening");
+    let event: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    assert_eq!(event["level"], "INFO", "{event}");
+    assert_eq!(event["fields"]["message"], "hub listening", "{event}");
+    assert!(event["fields"]["address"].as_str().is_some_and(|a| a.starts_with("127.0.0.1:")), "{event}");
+    for line in hub.log() {
+        assert!(serde_json::from_str::<serde_json::Value>(&line).is_ok(), "not JSON: {line}");
+    }
 }

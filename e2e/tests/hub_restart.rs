@@ -1,6 +1,6 @@
 //! A hub killed with SIGKILL and restarted on the same `--data`: what it recorded (history, the
-//! agents' last reports) is still there, and an agent that already runs its assignment is told
-//! "unchanged" instead of applying it again.
+//! agents' last reports) is still there, an agent that already runs its assignment is told
+//! "unchanged" instead of applying it again, and history gains no entry for the restart.
 
 use convoy_e2e::fleet_repo::{create_standard_namespaces, standard_fleet};
 use convoy_e2e::harness::{HubProcess, Process, TestCa, agent_command, eventually};
@@ -69,6 +69,7 @@ async fn a_restarted_hub_keeps_its_history_and_reports_and_the_agent_does_not_re
     .await;
     assert_eq!(applying(&agent), 1, "the agent held the assignment the restarted hub planned");
     assert!(!restarted.log_lines("sending assignment").iter().any(|l| l.contains("dev-1")), "sent again");
+    assert_eq!(history(&ca, &address).await, before, "nothing new happened to dev-1, and history says so");
     let config = cluster.get("v1", "ConfigMap", Some("web"), "web-config").expect("still applied");
     assert_eq!(config["data"]["greeting"], "hello dev-1");
 }

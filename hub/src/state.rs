@@ -123,13 +123,24 @@ impl Hub {
     pub fn publish(&self, assignment: Arc<Assignment>) -> bool {
         let (cluster, revision, digest) =
             (assignment.cluster.clone(), assignment.revision.clone(), assignment.digest.clone());
+        // A restarted hub's first plan re-publishes what its history already says was assigned:
+        // that is no news for `convoy history` or watchers.
+        let recorded = self.assignments.get(&cluster).is_none() && self.last_assigned(&cluster) == Some(digest.clone());
         let changed = self.assignments.publish(assignment);
         if changed {
             self.metrics.assignments_published.inc();
             tracing::debug!(cluster, revision, "assignment published");
-            self.history(&cluster, "assigned", &revision, &digest, "");
+            if !recorded {
+                self.history(&cluster, "assigned", &revision, &digest, "");
+            }
         }
         changed
+    }
+
+    /// Digest of the newest "assigned" entry in `cluster`'s stored history.
+    fn last_assigned(&self, cluster: &str) -> Option<String> {
+        let recent = self.store.history(cluster, 16).ok()?;
+        recent.into_iter().find(|e| e.event == "assigned").map(|e| e.digest)
     }
 
     /// Takes an agent's report: live status, the store, and history when it applied something new.
@@ -167,5 +178,51 @@ impl Hub {
             detail: detail.to_string(),
         };
         self.writer.record(StoreEvent::History { cluster: cluster.to_string(), entry });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use convoy_shared::model::AppAssignment;
+
+    fn assignment(greeting: &str) -> Arc<Assignment> {
+        let app = AppAssignment {
+            name: "web".into(),
+            policy: Default::default(),
+            depends_on: vec![],
+            objects: vec![serde_json::json!({"kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"g": greeting}})],
+            render_error: None,
+        };
+        Arc::new(Assignment::new("eu-1", "prod", greeting, vec![app], false))
+    }
+
+    async fn assigned(store: &dyn Store, count: usize) -> Vec<String> {
+        for _ in 0..200 {
+            let history = store.history("eu-1", 10).unwrap();
+            let revisions: Vec<String> =
+                history.into_iter().filter(|e| e.event == "assigned").map(|e| e.revision).collect();
+            if revisions.len() >= count {
+                return revisions;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("fewer than {count} assigned entries were written");
+    }
+
+    #[tokio::test]
+    async fn a_restarted_hub_does_not_record_the_same_assignment_again() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
+        let hub = Hub::new(store.clone()).unwrap();
+        assert!(hub.publish(assignment("r1")));
+        assert_eq!(assigned(&*store, 1).await, ["r1"]);
+        drop(hub);
+
+        let restarted = Hub::new(store.clone()).unwrap();
+        let mut watch = restarted.events.subscribe();
+        assert!(restarted.publish(assignment("r1")), "agents are still told");
+        assert!(watch.try_recv().is_err(), "no 'assigned' event for what was assigned before the restart");
+        assert!(restarted.publish(assignment("r2")));
+        assert_eq!(assigned(&*store, 2).await, ["r2", "r1"]);
     }
 }

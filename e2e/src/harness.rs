@@ -8,6 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use convoy_agent::link::{Backoff, HubLink, LinkConfig, LinkHandle};
+
+use crate::kubesim::SimCluster;
 use convoy_shared::identity::{Identity, Role};
 use convoy_shared::pki::{self, CertDir, CertificateAuthority, IssuedCert, LeafRequest};
 use convoy_shared::proto::fleet_service_client::FleetServiceClient;
@@ -234,6 +236,16 @@ pub fn agent_command(hub: &str, certs: &CertDir, cert: &Path, key: &Path, kubeco
         .arg(cache)
         .env("RUST_LOG", "warn");
     command
+}
+
+/// A `convoy-agent` process for `cluster` with a certificate `ca` issues it, logging at info,
+/// with `extra` arguments; it caches in `cache`.
+pub fn spawn_agent(ca: &TestCa, hub: &str, cluster: &SimCluster, cache: &Path, extra: &[&str]) -> Process {
+    let identity = Identity::Cluster(cluster.name().to_string());
+    let (cert, key) = ca.certs.write_leaf(&identity, &ca.issue(identity.clone())).expect("write agent certificate");
+    let mut command = agent_command(hub, &ca.certs, &cert, &key, cluster.kubeconfig_path(), cache);
+    command.args(extra).env("RUST_LOG", "info");
+    Process::spawn(command)
 }
 
 /// An agent link running in this process.

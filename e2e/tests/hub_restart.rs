@@ -3,9 +3,9 @@
 //! "unchanged" instead of applying it again, and history gains no entry for the restart.
 
 use convoy_e2e::fleet_repo::{create_standard_namespaces, standard_fleet};
-use convoy_e2e::harness::{HubProcess, Process, TestCa, agent_command, eventually};
+use convoy_e2e::harness::{HubProcess, Process, TestCa, eventually, spawn_agent};
 use convoy_e2e::kubesim::SimFleet;
-use convoy_shared::identity::{Identity, Role};
+use convoy_shared::identity::Role;
 use convoy_shared::proto::{ClusterInfo, HistoryRequest, ListClustersRequest};
 
 async fn dev_1(ca: &TestCa, hub: &str) -> Option<ClusterInfo> {
@@ -40,12 +40,8 @@ async fn a_restarted_hub_keeps_its_history_and_reports_and_the_agent_does_not_re
     let kube = SimFleet::start(&["dev-1"]).await.unwrap();
     let cluster = kube.cluster("dev-1").unwrap();
     create_standard_namespaces(cluster);
-    let identity = Identity::Cluster("dev-1".into());
-    let (cert, key) = ca.certs.write_leaf(&identity, &ca.issue(identity.clone())).unwrap();
     let cache = tempfile::tempdir().unwrap();
-    let mut command = agent_command(&address, &ca.certs, &cert, &key, cluster.kubeconfig_path(), cache.path());
-    command.env("RUST_LOG", "info");
-    let agent = Process::spawn(command);
+    let agent = spawn_agent(&ca, &address, cluster, cache.path(), &[]);
 
     eventually("dev-1 applied and healthy", || async {
         dev_1(&ca, &address).await.filter(|c| c.in_sync && c.applied_revision == head).map(|_| ())

@@ -7,9 +7,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use convoy_e2e::fleet_repo::{create_standard_namespaces, standard_fleet};
-use convoy_e2e::harness::{HubProcess, Process, TestCa, agent_command, eventually, workspace_binary};
+use convoy_e2e::harness::{HubProcess, Process, TestCa, eventually, spawn_agent, workspace_binary};
 use convoy_e2e::kubesim::SimFleet;
-use convoy_shared::identity::Identity;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
 use opentelemetry_proto::tonic::common::v1::KeyValue;
@@ -123,12 +122,8 @@ async fn one_trace_follows_a_commit_from_the_hub_fetch_to_the_agent_apply() {
     let kube = SimFleet::start(&["dev-1"]).await.unwrap();
     let cluster = kube.cluster("dev-1").unwrap();
     create_standard_namespaces(cluster);
-    let identity = Identity::Cluster("dev-1".into());
-    let (cert, key) = ca.certs.write_leaf(&identity, &ca.issue(identity.clone())).unwrap();
     let cache = tempfile::tempdir().unwrap();
-    let mut command = agent_command(&hub.address, &ca.certs, &cert, &key, cluster.kubeconfig_path(), cache.path());
-    command.args(["--otlp-endpoint", &endpoint]).env("RUST_LOG", "info");
-    let agent = Process::spawn(command);
+    let agent = spawn_agent(&ca, &hub.address, cluster, cache.path(), &["--otlp-endpoint", &endpoint]);
     agent.wait_for_line("connected to the hub");
 
     repo.write(

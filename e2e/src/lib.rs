@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 pub mod agent_fixtures;
+pub mod bench;
 pub mod fleet_repo;
 pub mod harness;
 pub mod kubesim;

@@ -8,11 +8,10 @@
 //!
 //! Run: `cargo build --release -p convoy-agent -p convoy-e2e && target/release/bench_agent`.
 
-use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use convoy_e2e::agent_fixtures::{self as fx, InProcessAgent, NS};
+use convoy_e2e::bench::{kubectl_apply, ms, percentile};
 use convoy_e2e::harness::{Process, agent_command};
 use convoy_e2e::kubesim::{SimCluster, SimFleet};
 use convoy_shared::identity::Identity;
@@ -76,18 +75,6 @@ async fn agent_process_rss(n: usize) -> (u64, u64, u64, Duration) {
     (before, steady, peak, applied_in)
 }
 
-fn kubectl_apply(kubeconfig: &Path, file: &Path) {
-    let out = Command::new(convoy_e2e::harness::kubectl_path())
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(["apply", "--server-side", "--field-manager=kubectl-peer", "-f"])
-        .arg(file)
-        .env("KUBECACHEDIR", kubeconfig.with_extension("cache"))
-        .output()
-        .expect("kubectl runs");
-    assert!(out.status.success(), "kubectl apply failed: {}", String::from_utf8_lossy(&out.stderr));
-}
-
 /// kubectl apply --server-side of the same objects: foundation first (a CRD must exist before
 /// kubectl can map its custom resources), then the rest.
 fn kubectl_peer(cluster: &SimCluster, assignment: &Assignment) -> Duration {
@@ -108,15 +95,6 @@ fn kubectl_peer(cluster: &SimCluster, assignment: &Assignment) -> Duration {
     kubectl_apply(cluster.kubeconfig_path(), &a);
     kubectl_apply(cluster.kubeconfig_path(), &b);
     started.elapsed()
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }
 
 #[tokio::main(flavor = "multi_thread")]

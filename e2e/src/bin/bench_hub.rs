@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use convoy_e2e::bench::{median_p99, ms};
 use convoy_e2e::fleet_repo::{configmap_yaml, generated_fleet};
 use convoy_e2e::harness::{InProcessHub, TestCa, WEBHOOK_SECRET, eventually};
 use convoy_hub::planner::Planner;
@@ -72,11 +73,8 @@ async fn run(clusters: usize, apps: usize, samples: usize) -> anyhow::Result<()>
     }
     hub.stop().await;
 
-    latencies.sort();
-    cold.sort();
-    let median = latencies[latencies.len() / 2];
-    let p99 = latencies[((latencies.len() as f64 * 0.99).ceil() as usize).saturating_sub(1)];
-    let cold_median = cold[cold.len() / 2];
+    let (median, p99) = median_p99(&mut latencies);
+    let (cold_median, _) = median_p99(&mut cold);
     println!("{clusters} clusters x {apps} apps (first sync {:.2} s)", first_sync.as_secs_f64());
     println!(
         "  webhook -> {published} assignments published, {samples} samples: median {:.1} ms, p99 {:.1} ms",
@@ -100,8 +98,4 @@ async fn post(address: &str, signature: &str, body: &str) -> anyhow::Result<()> 
     stream.read_to_string(&mut response).await?;
     anyhow::ensure!(response.starts_with("HTTP/1.1 202"), "webhook refused: {response}");
     Ok(())
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }

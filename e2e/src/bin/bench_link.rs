@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use convoy_agent::link::LinkState;
+use convoy_e2e::bench::{median_p99, ms};
 use convoy_e2e::harness::{HubProcess, RunningAgent, TestCa, eventually};
 use convoy_shared::identity::{Identity, Role};
 use convoy_shared::proto::ListClustersRequest;
@@ -48,8 +49,8 @@ async fn main() -> anyhow::Result<()> {
         drop(stream);
     }
 
-    let link = summarize(&mut link_times);
-    let bare = summarize(&mut tls_times);
+    let link = median_p99(&mut link_times);
+    let bare = median_p99(&mut tls_times);
     println!(
         "connect (TCP + mTLS 1.3 + Hello → hub answer), {CONNECT_SAMPLES} samples: median {:.3} ms, p99 {:.3} ms",
         ms(link.0),
@@ -96,16 +97,6 @@ async fn main() -> anyhow::Result<()> {
         agent.stop().await;
     }
     Ok(())
-}
-
-fn summarize(samples: &mut [Duration]) -> (Duration, Duration) {
-    samples.sort();
-    let p99 = ((samples.len() as f64) * 0.99).ceil() as usize - 1;
-    (samples[samples.len() / 2], samples[p99.min(samples.len() - 1)])
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }
 
 fn rss_kib(pid: u32) -> anyhow::Result<u64> {

@@ -24,6 +24,21 @@ struct State {
     summarized: u64,
 }
 
+impl State {
+    /// Folds the oldest pending reports into the next until at most `capacity` remain.
+    fn fold_overflow(&mut self, capacity: usize) {
+        while self.pending.len() > capacity {
+            let Some(old) = self.pending.pop_front() else {
+                break;
+            };
+            self.summarized += 1;
+            if let Some(next) = self.pending.front_mut() {
+                fold(old, next);
+            }
+        }
+    }
+}
+
 /// A bounded, summarizing queue of reports. Cheap to clone; clones share the queue.
 #[derive(Debug, Clone)]
 pub struct ReportQueue {
@@ -59,15 +74,7 @@ impl ReportQueue {
             }
             s.last = Some(report.clone());
             s.pending.push_back(report);
-            while s.pending.len() > self.capacity {
-                let Some(old) = s.pending.pop_front() else {
-                    break;
-                };
-                s.summarized += 1;
-                if let Some(next) = s.pending.front_mut() {
-                    fold(old, next);
-                }
-            }
+            s.fold_overflow(self.capacity);
         }
         self.ready.notify_one();
     }
@@ -76,15 +83,7 @@ impl ReportQueue {
     pub fn requeue(&self, report: Report) {
         let mut s = self.lock();
         s.pending.push_front(report);
-        while s.pending.len() > self.capacity {
-            let Some(old) = s.pending.pop_front() else {
-                break;
-            };
-            s.summarized += 1;
-            if let Some(next) = s.pending.front_mut() {
-                fold(old, next);
-            }
-        }
+        s.fold_overflow(self.capacity);
     }
 
     /// Takes the oldest queued report.

@@ -4,6 +4,8 @@
 
 mod kubesim_support;
 
+use std::path::Path;
+
 use kubesim_support::kubectl_ok;
 
 use convoy_e2e::agent_fixtures::{self as fx, InProcessAgent, NS};
@@ -43,6 +45,13 @@ async fn report_where(agent: &InProcessAgent, what: &str, ok: impl Fn(&Report) -
     .await
 }
 
+/// Patches an object in NS under the field manager `kubectl-edit`, which the drift must name.
+async fn edit_by_hand(kc: &Path, kind: &str, name: &str, patch: &[&str]) {
+    let mut args = vec!["-n", NS, "patch", kind, name, "--field-manager=kubectl-edit"];
+    args.extend_from_slice(patch);
+    kubectl_ok(kc, &args).await;
+}
+
 fn drift_of<'a>(r: &'a Report, name: &str, healed: bool) -> Option<&'a Drift> {
     r.drifts.iter().find(|d| d.object.name == name && d.healed == healed)
 }
@@ -64,18 +73,11 @@ async fn drift_is_reported_by_field_and_manager_healed_only_when_the_app_says_so
     assert!(settled.drifts.is_empty(), "{:?}", settled.drifts);
 
     // selfHeal off: kubectl changes the image; the drift is reported and left alone.
-    kubectl_ok(
+    edit_by_hand(
         &kc,
-        &[
-            "-n",
-            NS,
-            "patch",
-            "deployment",
-            "api",
-            "--field-manager=kubectl-edit",
-            "-p",
-            r#"{"spec":{"template":{"spec":{"containers":[{"name":"main","image":"nginx:edited"}]}}}}"#,
-        ],
+        "deployment",
+        "api",
+        &["-p", r#"{"spec":{"template":{"spec":{"containers":[{"name":"main","image":"nginx:edited"}]}}}}"#],
     )
     .await;
     let r = report_where(&agent, "the image drift on api", |r| drift_of(r, "api", false).is_some()).await;
@@ -98,20 +100,7 @@ async fn drift_is_reported_by_field_and_manager_healed_only_when_the_app_says_so
     // edit on another Deployment (same watch stream) proves the scale event was judged.
     cluster.autoscale(NS, "web", 5).unwrap();
     kubectl_ok(&kc, &["-n", NS, "label", "deployment", "api", "team=edited", "--overwrite"]).await;
-    kubectl_ok(
-        &kc,
-        &[
-            "-n",
-            NS,
-            "patch",
-            "deployment",
-            "api",
-            "--field-manager=kubectl-edit",
-            "-p",
-            r#"{"metadata":{"labels":{"convoy.dev/app":"stolen"}}}"#,
-        ],
-    )
-    .await;
+    edit_by_hand(&kc, "deployment", "api", &["-p", r#"{"metadata":{"labels":{"convoy.dev/app":"stolen"}}}"#]).await;
     let r = report_where(&agent, "the label drift on api", |r| {
         drift_of(r, "api", false).is_some_and(|d| d.fields.iter().any(|f| f.path == "metadata.labels.convoy.dev/app"))
     })
@@ -126,21 +115,7 @@ async fn drift_is_reported_by_field_and_manager_healed_only_when_the_app_says_so
     );
 
     // selfHeal on: the edit is undone and the drift recorded as healed.
-    kubectl_ok(
-        &kc,
-        &[
-            "-n",
-            NS,
-            "patch",
-            "configmap",
-            "heal-config",
-            "--field-manager=kubectl-edit",
-            "--type=merge",
-            "-p",
-            r#"{"data":{"value":"hacked"}}"#,
-        ],
-    )
-    .await;
+    edit_by_hand(&kc, "configmap", "heal-config", &["--type=merge", "-p", r#"{"data":{"value":"hacked"}}"#]).await;
     let r =
         report_where(&agent, "the healed drift on heal-config", |r| drift_of(r, "heal-config", true).is_some()).await;
     let healed = drift_of(&r, "heal-config", true).unwrap();

@@ -522,49 +522,21 @@ mod tests {
     #[test]
     fn routes() {
         assert_eq!(route("/api/v1"), Some(Route::GroupVersion("".into(), "v1".into())));
-        assert_eq!(
-            route("/api/v1/namespaces/default/configmaps/x"),
-            Some(Route::Resource {
-                group: "".into(),
+        for (path, group, ns, plural, name, sub) in [
+            ("/api/v1/namespaces/default/configmaps/x", "", Some("default"), "configmaps", "x", ""),
+            ("/api/v1/namespaces/web", "", None, "namespaces", "web", ""),
+            ("/api/v1/namespaces/web/status", "", None, "namespaces", "web", "status"),
+            ("/apis/apps/v1/namespaces/a/deployments/b/scale", "apps", Some("a"), "deployments", "b", "scale"),
+        ] {
+            let want = Route::Resource {
+                group: group.into(),
                 version: "v1".into(),
-                ns: Some("default".into()),
-                plural: "configmaps".into(),
-                name: Some("x".into()),
-                sub: "".into()
-            })
-        );
-        assert_eq!(
-            route("/api/v1/namespaces/web"),
-            Some(Route::Resource {
-                group: "".into(),
-                version: "v1".into(),
-                ns: None,
-                plural: "namespaces".into(),
-                name: Some("web".into()),
-                sub: "".into()
-            })
-        );
-        assert_eq!(
-            route("/api/v1/namespaces/web/status"),
-            Some(Route::Resource {
-                group: "".into(),
-                version: "v1".into(),
-                ns: None,
-                plural: "namespaces".into(),
-                name: Some("web".into()),
-                sub: "status".into()
-            })
-        );
-        assert_eq!(
-            route("/apis/apps/v1/namespaces/a/deployments/b/scale"),
-            Some(Route::Resource {
-                group: "apps".into(),
-                version: "v1".into(),
-                ns: Some("a".into()),
-                plural: "deployments".into(),
-                name: Some("b".into()),
-                sub: "scale".into()
-            })
-        );
+                ns: ns.map(Into::into),
+                plural: plural.into(),
+                name: Some(name.into()),
+                sub: sub.into(),
+            };
+            assert_eq!(route(path), Some(want), "{path}");
+        }
     }
 }

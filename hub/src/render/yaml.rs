@@ -248,24 +248,8 @@ fn plain_ok(s: &str) -> bool {
     if s.is_empty() || s.trim() != s {
         return false;
     }
-    let lower = s.to_ascii_lowercase();
-    if matches!(
-        lower.as_str(),
-        "y" | "n"
-            | "yes"
-            | "no"
-            | "on"
-            | "off"
-            | "true"
-            | "false"
-            | "null"
-            | "~"
-            | ".inf"
-            | "-.inf"
-            | "+.inf"
-            | ".nan"
-            | "<<"
-    ) {
+    // `<<` would read as a merge key.
+    if is_reserved_word(s) || s == "<<" {
         return false;
     }
     let mut chars = s.chars();
@@ -289,24 +273,16 @@ fn plain_ok(s: &str) -> bool {
 /// Strings that unquoted would read as null, a bool or a number; go-yaml double-quotes
 /// these and single-quotes the rest that cannot be plain.
 fn reads_as_other_type(s: &str) -> bool {
-    s.is_empty()
-        || looks_numeric(s)
-        || matches!(
-            s.to_ascii_lowercase().as_str(),
-            "y" | "n"
-                | "yes"
-                | "no"
-                | "on"
-                | "off"
-                | "true"
-                | "false"
-                | "null"
-                | "~"
-                | ".inf"
-                | "-.inf"
-                | "+.inf"
-                | ".nan"
-        )
+    s.is_empty() || looks_numeric(s) || is_reserved_word(s)
+}
+
+/// Words that some YAML 1.1 or 1.2 reader takes for a null, a bool or a special float, whatever
+/// their letter case.
+fn is_reserved_word(s: &str) -> bool {
+    matches!(
+        s.to_ascii_lowercase().as_str(),
+        "y" | "n" | "yes" | "no" | "on" | "off" | "true" | "false" | "null" | "~" | ".inf" | "-.inf" | "+.inf" | ".nan"
+    )
 }
 
 /// Strings a YAML reader might take for a number, date or time: they start like a

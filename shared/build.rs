@@ -1,10 +1,12 @@
 //! Compiles the wire contract in `proto/convoy/v1` with protox, so no system `protoc` is needed.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let proto_root = concat!(env!("CARGO_MANIFEST_DIR"), "/../proto");
+    // Read at run time: a build script binary reused from another checkout (a shared target
+    // directory) must still read this checkout's protos.
+    let proto_root = format!("{}/../proto", std::env::var("CARGO_MANIFEST_DIR")?);
     let files = ["agent.proto", "registration.proto", "fleet.proto", "common.proto"]
         .map(|f| format!("{proto_root}/convoy/v1/{f}"));
-    let descriptors = protox::compile(&files, [proto_root])?;
+    let descriptors = protox::compile(&files, [&proto_root])?;
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)

@@ -19,6 +19,7 @@ pub mod defaults;
 pub mod faults;
 pub mod fields;
 pub mod patch;
+pub mod protobuf;
 pub mod resources;
 pub mod selector;
 pub mod server;

@@ -74,7 +74,7 @@ fn builtin(
     all: bool,
     status: bool,
 ) -> Arc<ResourceType> {
-    let has_generation = !group.is_empty() && !group.starts_with("rbac");
+    let has_generation = !group.is_empty() && !group.starts_with("rbac") && group != "scheduling.k8s.io";
     Arc::new(ResourceType {
         group: group.into(),
         version: version.into(),
@@ -101,6 +101,7 @@ pub fn builtins() -> Vec<Arc<ResourceType>> {
         builtin("", "v1", "ServiceAccount", "serviceaccounts", true, &["sa"], false, false),
         builtin("", "v1", "Pod", "pods", true, &["po"], true, true),
         builtin("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims", true, &["pvc"], false, true),
+        builtin("", "v1", "ResourceQuota", "resourcequotas", true, &["quota"], false, true),
         builtin("apps", "v1", "Deployment", "deployments", true, &["deploy"], true, true),
         builtin("apps", "v1", "StatefulSet", "statefulsets", true, &["sts"], true, true),
         builtin("apps", "v1", "DaemonSet", "daemonsets", true, &["ds"], true, true),
@@ -123,6 +124,7 @@ pub fn builtins() -> Vec<Arc<ResourceType>> {
         ),
         builtin("autoscaling", "v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers", true, &["hpa"], true, true),
         builtin("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", true, &["pdb"], false, true),
+        builtin("scheduling.k8s.io", "v1", "PriorityClass", "priorityclasses", false, &["pc"], false, false),
         builtin(
             "apiextensions.k8s.io",
             "v1",

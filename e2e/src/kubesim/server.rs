@@ -6,7 +6,7 @@ use super::faults::{ErrorKind, Verdict};
 use super::resources::{self, ResourceType};
 use super::selector::{FieldSelector, LabelSelector};
 use super::status_error::{ApiError, Result};
-use super::{table, watch};
+use super::{protobuf, table, watch};
 use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
@@ -348,6 +348,14 @@ fn parse_body(body: &Bytes) -> Result<Value> {
     serde_saphyr::from_str::<Value>(text).map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))
 }
 
+/// A Kubernetes protobuf body as the JSON object a JSON client would have sent.
+fn protobuf_body(body: &Bytes) -> Result<Value> {
+    protobuf::decode(body).map_err(|e| {
+        let reason = if e.http_code() == 415 { "UnsupportedMediaType" } else { "BadRequest" };
+        ApiError::new(e.http_code(), reason, e.to_string())
+    })
+}
+
 fn list_options(q: &HashMap<String, String>) -> Result<ListOptions> {
     Ok(ListOptions {
         labels: LabelSelector::parse(q.get("labelSelector").map_or("", String::as_str))
@@ -396,16 +404,19 @@ fn resource(
         force: truthy(q, "force"),
     };
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json");
-    if content_type.contains("protobuf") || content_type.contains("cbor") {
+    let protobuf = content_type.starts_with(protobuf::MEDIA_TYPE) && !body.is_empty();
+    if content_type.contains("cbor") || (content_type.contains("protobuf") && !protobuf) {
         return Err(ApiError::new(
             415,
             "UnsupportedMediaType",
             format!(
-                "the body of the request was in an unknown format - kubesim accepts JSON and \
-                 YAML bodies only (got {content_type})"
+                "the body of the request was in an unknown format - kubesim accepts JSON, YAML \
+                 and Kubernetes protobuf bodies only (got {content_type})"
             ),
         ));
     }
+    // Create, update and delete bodies; patches are JSON or YAML by their media type.
+    let request_body = |body: &Bytes| if protobuf { protobuf_body(body) } else { parse_body(body) };
     let created = |v: &Value| ok_json(StatusCode::CREATED, v);
     let ok = |v: &Value| ok_json(StatusCode::OK, v);
     match (method.clone(), name) {
@@ -449,11 +460,11 @@ fn resource(
             }
         }
         (Method::POST, None) => {
-            let b = parse_body(body)?;
+            let b = request_body(body)?;
             Ok(created(&state.create(&rt, ns, b, &opts)?))
         }
         (Method::PUT, Some(name)) => {
-            let b = parse_body(body)?;
+            let b = request_body(body)?;
             if sub == "scale" {
                 let replicas = b
                     .pointer("/spec/replicas")
@@ -496,7 +507,7 @@ fn resource(
             if kind == PatchType::Apply && !existed { Ok(created(&out)) } else { Ok(ok(&out)) }
         }
         (Method::DELETE, name) => {
-            let b = parse_body(body)?;
+            let b = request_body(body)?;
             let policy = q
                 .get("propagationPolicy")
                 .cloned()

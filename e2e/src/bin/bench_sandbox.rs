@@ -17,17 +17,21 @@ use convoy_e2e::sandbox::{Sandbox, SandboxConfig};
 use convoy_hub::state::Hub;
 use tokio_util::sync::CancellationToken;
 
-/// Waits until `cluster` reports it applied `revision` and runs what it is assigned.
-async fn applied(hub: &Hub, cluster: &str, revision: &str) {
+/// Polls `done` every millisecond; panics naming `what` after two minutes.
+async fn until(what: &str, done: impl Fn() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let done = hub.cluster_infos().iter().any(|c| c.name == cluster && c.applied_revision == revision && c.in_sync);
-        if done {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{cluster} never applied {revision}");
+    while !done() {
+        assert!(Instant::now() < deadline, "never: {what}");
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
+}
+
+/// Waits until `cluster` reports it applied `revision` and runs what it is assigned.
+async fn applied(hub: &Hub, cluster: &str, revision: &str) {
+    until(&format!("{cluster} applies {revision}"), || {
+        hub.cluster_infos().iter().any(|c| c.name == cluster && c.applied_revision == revision && c.in_sync)
+    })
+    .await;
 }
 
 #[tokio::main(flavor = "multi_thread")]
@@ -47,13 +51,17 @@ async fn main() {
     let repo = FleetRepo { dir: sandbox.repo.clone() };
     applied(&sandbox.hub, "dev-1", &repo.head()).await;
 
-    let mut ours = Vec::new();
+    let (mut ours, mut pushes, mut plans) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..commits {
         repo.write("apps/web/base/config.yaml", &configmap_yaml("web-config", &[("greeting", &format!("hello {i}"))]));
         let commit = repo.commit(&format!("web: greeting {i}"));
         let started = Instant::now();
         repo.git(&["push", "-q", "origin", "dev"]);
+        pushes.push(started.elapsed());
         sandbox.hub.refresh.notify_one();
+        // The view is replaced once every changed assignment is published.
+        until("the hub publishes the commit", || sandbox.hub.view().branches.get("dev") == Some(&commit)).await;
+        plans.push(started.elapsed());
         applied(&sandbox.hub, "dev-1", &commit).await;
         ours.push(started.elapsed());
     }
@@ -74,11 +82,17 @@ async fn main() {
     sandbox.drain().await;
 
     let ((ours_median, ours_p99), (peer_median, peer_p99)) = (median_p99(&mut ours), median_p99(&mut peer));
+    let ((push_median, _), (plan_median, _)) = (median_p99(&mut pushes), median_p99(&mut plans));
     println!("sandbox fleet, {commits} commits to dev changing one ConfigMap on dev-1");
     println!(
         "  git push -> refresh -> fetch, render, publish -> agent apply -> report at the hub: median {:.1} ms, p99 {:.1} ms",
         ms(ours_median),
         ms(ours_p99)
+    );
+    println!(
+        "    medians from the commit: git push done {:.1} ms, assignments published {:.1} ms",
+        ms(push_median),
+        ms(plan_median)
     );
     println!(
         "  peer: kubectl apply --server-side of the same ConfigMap by hand: median {:.1} ms, p99 {:.1} ms",

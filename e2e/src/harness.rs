@@ -310,6 +310,11 @@ impl InProcessHub {
     /// Starts a hub for `ca` reading `repo_url` (polling rarely: tests call
     /// [`InProcessHub::sync`]).
     pub async fn start(ca: &TestCa, repo_url: &str) -> Self {
+        Self::start_on(ca, repo_url, "127.0.0.1:0").await
+    }
+
+    /// Like [`InProcessHub::start`], with gRPC on `listen` (e.g. the port of a hub that stopped).
+    pub async fn start_on(ca: &TestCa, repo_url: &str, listen: &str) -> Self {
         let data = tempfile::tempdir().expect("data dir");
         let material = tls::TlsMaterial::from_files(&ca.certs.ca_cert(), &ca.certs.hub_cert(), &ca.certs.hub_key())
             .expect("hub TLS files");
@@ -324,7 +329,7 @@ impl InProcessHub {
             source: Some(source),
             webhook_secret: Some(WEBHOOK_SECRET.into()),
         };
-        let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind gRPC");
+        let grpc = tokio::net::TcpListener::bind(listen).await.expect("bind gRPC");
         let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind HTTP");
         let address = format!("localhost:{}", grpc.local_addr().expect("addr").port());
         let http_address = http.local_addr().expect("addr").to_string();

@@ -2,9 +2,12 @@
 //! for another cluster's name, admin-only token creation, and revocation closing the live stream
 //! and refusing the old certificate until the cluster registers with a new token.
 
+use base64::Engine as _;
 use convoy_agent::link::LinkState;
+use convoy_e2e::agent_fixtures::namespace;
 use convoy_e2e::fleet_repo::standard_fleet;
-use convoy_e2e::harness::{InProcessHub, RunningAgent, TestCa, eventually, wait_connected};
+use convoy_e2e::harness::{InProcessHub, Process, RunningAgent, TestCa, eventually, wait_connected, workspace_binary};
+use convoy_e2e::kubesim::{SimCluster, SimFleet};
 use convoy_shared::enrollment::generate_csr;
 use convoy_shared::identity::{Identity, Role};
 use convoy_shared::pki::{CertificateAuthority, IssuedCert};
@@ -153,4 +156,61 @@ async fn revocation_closes_the_stream_and_refuses_the_cluster_until_a_new_token(
     state.wait_for(|s| *s == LinkState::Connected).await.unwrap();
     agent.stop().await;
     hub.stop().await;
+}
+
+/// The `tls.crt` the agent keeps in its credentials Secret.
+fn stored_certificate(cluster: &SimCluster) -> Option<String> {
+    let secret = cluster.get("v1", "Secret", Some("convoy-system"), "convoy-agent-credentials")?;
+    let pem = base64::engine::general_purpose::STANDARD.decode(secret["data"]["tls.crt"].as_str()?).ok()?;
+    String::from_utf8(pem).ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_renews_before_expiry_and_reconnects_with_the_renewed_certificate() {
+    let (ca, hub, repo_dir) = start().await;
+    hub.hub.registry.set_cert_lifetime(Duration::from_secs(4));
+    let token = token(&ca, &hub, "dev-1", 0).await;
+    let kube = SimFleet::start(&["dev-1"]).await.unwrap();
+    let cluster = kube.cluster("dev-1").unwrap();
+    cluster.apply("test", &namespace("convoy-system"), true).unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let mut command = std::process::Command::new(workspace_binary("convoy-agent"));
+    command
+        .args(["--hub", &hub.address, "--bootstrap-token", &token, "--ca"])
+        .arg(ca.certs.ca_cert())
+        .arg("--kubeconfig")
+        .arg(cluster.kubeconfig_path())
+        .arg("--cache-dir")
+        .arg(cache.path())
+        .env("RUST_LOG", "info");
+    let agent = Process::spawn(command);
+    agent.wait_for_line("connected to the hub");
+    let first = stored_certificate(cluster).expect("the registered certificate is stored");
+
+    // Two renewals at two thirds of a 4 s lifetime: the registered certificate has expired by then.
+    eventually("two renewals", || {
+        let renewed = agent.log_lines("certificate renewed").len();
+        async move { (renewed >= 2).then_some(()) }
+    })
+    .await;
+    let renewed = stored_certificate(cluster).unwrap();
+    assert_ne!(renewed, first, "the Secret holds the renewed certificate");
+    assert_eq!(
+        Identity::from_certificate_der(&tls::parse_certs(&renewed, "renewed").unwrap()[0]).unwrap(),
+        Identity::Cluster("dev-1".into())
+    );
+
+    // A new hub on the same port once the registered certificate has expired: the agent must
+    // redial, and only a renewed certificate is valid.
+    let expiry = convoy_shared::enrollment::validity(&first, "registered").unwrap().not_after;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    tokio::time::sleep(Duration::from_secs((expiry + 1 - now).max(0) as u64)).await;
+    let port = hub.address.rsplit(':').next().unwrap().to_string();
+    hub.stop().await;
+    let repo = convoy_e2e::fleet_repo::FleetRepo { dir: repo_dir.path().to_path_buf() };
+    let restarted = InProcessHub::start_on(&ca, &repo.url(), &format!("127.0.0.1:{port}")).await;
+    restarted.hub.registry.set_authority(CertificateAuthority::load(&ca.certs).unwrap());
+    wait_connected(&ca, &restarted.address, "dev-1").await;
+    assert!(agent.log_lines("expired").is_empty(), "the agent never offered an expired certificate");
+    restarted.stop().await;
 }

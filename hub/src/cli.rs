@@ -330,10 +330,11 @@ pub fn status_text(status: &StatusResponse) -> String {
             .apps
             .iter()
             .map(|a| {
+                // A render error can span lines (a YAML snippet); the whole of it is under errors.
                 let note = if a.render_error.is_empty() {
                     a.message.clone()
                 } else {
-                    format!("render error: {}", a.render_error)
+                    format!("render error: {}", a.render_error.lines().next().unwrap_or_default())
                 };
                 vec![format!("  {}", a.name), health(a.health).into(), note]
             })
@@ -342,7 +343,7 @@ pub fn status_text(status: &StatusResponse) -> String {
             out.push_str(&print_table(&["  APP", "HEALTH", "MESSAGE"], &rows));
         }
         for e in &c.errors {
-            out.push_str(&format!("  error: {e}\n"));
+            out.push_str(&format!("  error: {}\n", e.replace('\n', "\n    ")));
         }
     }
     out
@@ -426,7 +427,19 @@ pub fn history_table(history: &HistoryResponse) -> String {
 
 /// One line of `convoy watch`.
 pub fn event_line(event: &FleetEvent) -> String {
-    format!("{}  {:<12} {:<12} {}", format_time(event.at_unix_ms), or_dash(&event.cluster), event.kind, event.detail)
+    // Commits and digests read as their first 8 characters, as in every other table.
+    let detail: Vec<&str> = event
+        .detail
+        .split(' ')
+        .map(|word| if word.len() >= 40 && word.chars().all(|c| c.is_ascii_hexdigit()) { short(word) } else { word })
+        .collect();
+    format!(
+        "{}  {:<12} {:<12} {}",
+        format_time(event.at_unix_ms),
+        or_dash(&event.cluster),
+        event.kind,
+        detail.join(" ")
+    )
 }
 
 fn format_time(ms: i64) -> String {
@@ -583,6 +596,50 @@ mod tests {
     fn tables_align_columns() {
         let out = print_table(&["A", "B"], &[vec!["long-value".into(), "x".into()]]);
         assert_eq!(out, "A            B\nlong-value   x\n");
+    }
+
+    #[test]
+    fn a_multi_line_render_error_is_one_table_line_and_shown_whole_once() {
+        use convoy_shared::proto::{AppHealth, ClusterStatus};
+        let error = "apps/web/base/config.yaml: invalid YAML: line 5\n --> <input>:5:2\n5 |  data: [oops";
+        let status = StatusResponse {
+            clusters: vec![ClusterStatus {
+                cluster: Some(member("dev-1", "dev", true, Health::Degraded)),
+                apps: vec![AppHealth {
+                    name: "web".into(),
+                    health: Health::Degraded as i32,
+                    render_error: error.into(),
+                    ..Default::default()
+                }],
+                errors: vec![error.into()],
+            }],
+        };
+        let text = status_text(&status);
+        assert_eq!(text.matches("data: [oops").count(), 1, "{text}");
+        assert!(
+            text.contains("  web   Degraded   render error: apps/web/base/config.yaml: invalid YAML: line 5\n"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with(
+                "  error: apps/web/base/config.yaml: invalid YAML: line 5\n     --> <input>:5:2\n    5 |  data: [oops\n"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn events_show_commits_and_digests_short() {
+        let event = FleetEvent {
+            at_unix_ms: 0,
+            cluster: "dev-1".into(),
+            kind: "assigned".into(),
+            detail: format!("revision {} digest {}", "a".repeat(40), "b".repeat(64)),
+        };
+        assert_eq!(
+            event_line(&event),
+            "1970-01-01 00:00:00Z  dev-1        assigned     revision aaaaaaaa digest bbbbbbbb"
+        );
     }
 
     #[test]

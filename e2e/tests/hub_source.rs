@@ -151,6 +151,24 @@ async fn malformed_yaml_in_one_app_leaves_everything_else_and_shows_in_status() 
 }
 
 #[tokio::test]
+async fn promoting_an_app_that_does_not_render_shows_the_error_and_removes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = standard_fleet(dir.path());
+    let (ca, hub) = start(&repo).await;
+    repo.write("apps/web/base/config.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: web-config\ndata: [");
+    let head = repo.commit("break web on dev");
+    hub.sync("dev", &head).await;
+
+    let mut cli = ca.cli(&hub.address, Role::Viewer).await;
+    let request = DiffRequest { from_env: "dev".into(), to_env: "stage".into() };
+    let diff = cli.diff(request).await.unwrap().into_inner();
+    let stage = diff.clusters.iter().find(|c| c.cluster == "stage-1").expect("stage-1 in the diff");
+    assert!(stage.removed.is_empty(), "web's objects are not promoted away: {stage:?}");
+    assert!(stage.errors.iter().any(|e| e.contains("apps/web/base/config.yaml")), "{stage:?}");
+    hub.stop().await;
+}
+
+#[tokio::test]
 async fn a_force_push_is_followed_and_a_deleted_branch_empties_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let repo = standard_fleet(dir.path());

@@ -343,10 +343,15 @@ pub fn status_text(status: &StatusResponse) -> String {
             out.push_str(&print_table(&["  APP", "HEALTH", "MESSAGE"], &rows));
         }
         for e in &c.errors {
-            out.push_str(&format!("  error: {}\n", e.replace('\n', "\n    ")));
+            out.push_str(&error_line(e));
         }
     }
     out
+}
+
+/// An error under a cluster's block, its continuation lines (a YAML snippet) indented.
+fn error_line(error: &str) -> String {
+    format!("  error: {}\n", error.replace('\n', "\n    "))
 }
 
 /// `convoy drift` as a table.
@@ -402,6 +407,9 @@ pub fn diff_text(diff: &DiffResponse) -> String {
             for r in refs {
                 out.push_str(&format!("  {sign} {}\n", ObjectRef::from(r)));
             }
+        }
+        for e in &c.errors {
+            out.push_str(&error_line(e));
         }
     }
     out

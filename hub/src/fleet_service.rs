@@ -173,8 +173,15 @@ impl FleetService for FleetApi {
                 .values()
                 .filter(|c| c.environment == to.name)
                 .map(|cluster| {
+                    let current = hub.assignments.get(&cluster.name);
+                    if let Some(current) = &current {
+                        planner.remember(current);
+                    }
                     let plan = planner.plan_cluster(cluster, &promoted, &mut stats);
-                    diff_assignments(&cluster.name, hub.assignments.get(&cluster.name).as_deref(), &plan.assignment)
+                    ClusterDiff {
+                        errors: plan.errors,
+                        ..diff_assignments(&cluster.name, current.as_deref(), &plan.assignment)
+                    }
                 })
                 .collect::<Vec<_>>()
         })

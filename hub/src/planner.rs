@@ -120,6 +120,15 @@ impl Planner {
     }
 
     /// Plans one cluster against `env` (its own, or another one's for a promotion diff).
+    /// Takes `assignment`'s apps as their cluster's last good renders, as if this planner had
+    /// produced them: an app that fails to render next keeps them (a promotion diff sees what a
+    /// real promotion would do).
+    pub fn remember(&mut self, assignment: &Assignment) {
+        for app in &assignment.apps {
+            self.last_good.insert((assignment.cluster.clone(), app.name.clone()), digested(app.clone()));
+        }
+    }
+
     pub fn plan_cluster(&mut self, cluster: &Cluster, env: &EnvironmentState, stats: &mut PlanStats) -> ClusterPlan {
         let mut apps: Vec<Arc<Digested>> = Vec::new();
         let mut errors = Vec::new();

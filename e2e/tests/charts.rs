@@ -89,9 +89,17 @@ fn both_charts_lint_clean_with_helm() {
     assert!(errors.is_empty(), "{hub}");
     let objects = render(
         "convoy-hub",
-        json!({"repo": {"url": "ssh://x/y"}, "certs": {"existingSecret": "c"}, "webhook": {"secret": "s"}}),
+        json!({"repo": {"url": "ssh://x/y"}, "certs": {"existingSecret": "c"}, "webhook": {"secret": "s"},
+               "otlpEndpoint": "http://otel:4317"}),
     );
     let sts = find(&objects, "StatefulSet")[0];
+    let help = Command::new(workspace_binary("convoy-hub")).args(["serve", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout).into_owned();
+    let env = sts["spec"]["template"]["spec"]["containers"][0]["env"].as_array().unwrap();
+    for name in env.iter().filter_map(|e| e["name"].as_str()).filter(|n| n.starts_with("CONVOY_")) {
+        assert!(help.contains(&format!("[env: {name}")), "the chart sets {name}, which convoy-hub does not read");
+    }
+    assert!(env.contains(&json!({"name": "CONVOY_OTLP_ENDPOINT", "value": "http://otel:4317"})), "{env:?}");
     assert_eq!(sts["spec"]["volumeClaimTemplates"][0]["metadata"]["name"], "data");
     let ports: Vec<_> =
         find(&objects, "Service")[0]["spec"]["ports"].as_array().unwrap().iter().map(|p| p["port"].clone()).collect();
@@ -111,6 +119,14 @@ fn bad_values_fail_at_render_time_with_a_schema_error() {
     assert!(bad_ca["error"].as_str().unwrap().contains("/hub/ca"), "{bad_ca}");
     let no_repo = helm("render", "convoy-hub", json!({}));
     assert_eq!(no_repo["kind"], "HelmValuesError", "{no_repo}");
+    // The binaries refuse a TLS collector address; the charts say so before anything starts.
+    let mut tls_collector = agent_values("hub.example.com:7443", ca.ca.cert_pem(), "t");
+    tls_collector["otlpEndpoint"] = json!("https://otel:4317");
+    let refused = helm("render", "convoy-agent", tls_collector);
+    assert!(refused["error"].as_str().unwrap_or_default().contains("/otlpEndpoint"), "{refused}");
+    let hub = json!({"repo": {"url": "ssh://x/y"}, "certs": {"existingSecret": "c"}, "otlpEndpoint": "otel:4317"});
+    let refused = helm("render", "convoy-hub", hub);
+    assert!(refused["error"].as_str().unwrap_or_default().contains("/otlpEndpoint"), "{refused}");
 }
 
 #[test]
@@ -118,11 +134,16 @@ fn the_agent_deployment_is_locked_down_and_sets_only_what_the_agent_reads() {
     let ca = TestCa::new();
     let help = Command::new(workspace_binary("convoy-agent")).arg("--help").output().unwrap();
     let help = String::from_utf8_lossy(&help.stdout).into_owned();
-    for values in [
-        agent_values("hub.example.com:7443", ca.ca.cert_pem(), "t"),
-        json!({"hub": {"address": "h:1", "ca": ca.ca.cert_pem(), "serverName": "hub"}, "cluster": "c",
+    let mut traced = agent_values("hub.example.com:7443", ca.ca.cert_pem(), "t");
+    traced["otlpEndpoint"] = json!("http://otel-collector:4317");
+    for (values_traced, values) in [
+        (true, traced),
+        (
+            false,
+            json!({"hub": {"address": "h:1", "ca": ca.ca.cert_pem(), "serverName": "hub"}, "cluster": "c",
                "certificate": {"cert": ca.ca.cert_pem(), "key": "-----BEGIN PRIVATE KEY-----\nx\n-----END PRIVATE KEY-----\n"},
                "rbac": {"mode": "namespaced", "namespaces": ["a", "b"]}}),
+        ),
     ] {
         let objects = render("convoy-agent", values);
         let deployment = find(&objects, "Deployment")[0];
@@ -137,6 +158,8 @@ fn the_agent_deployment_is_locked_down_and_sets_only_what_the_agent_reads() {
             let name = env["name"].as_str().unwrap();
             assert!(help.contains(&format!("[env: {name}")), "the chart sets {name}, which convoy-agent does not read");
         }
+        let otlp = container["env"].as_array().unwrap().iter().find(|e| e["name"] == "CONVOY_OTLP_ENDPOINT").cloned();
+        assert_eq!(otlp.is_some(), values_traced, "{container}");
     }
     let namespaced = render(
         "convoy-agent",

@@ -13,7 +13,7 @@ use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -22,6 +22,9 @@ use tracing_subscriber::{EnvFilter, Layer, Registry};
 /// What is exported over OTLP: Convoy's own spans (sync, fetch, render, publish, push, apply,
 /// agent streams) and their events, whatever the log filter says.
 const EXPORTED_SPANS: &str = "warn,convoy_hub=info,convoy_agent=info,convoy_shared=info";
+
+/// Spans waiting for export before new ones are dropped.
+const SPAN_QUEUE: usize = 65_536;
 
 /// How a binary logs and traces.
 #[derive(Debug, Clone, Default)]
@@ -84,7 +87,14 @@ fn provider(endpoint: &str, service: &'static str) -> Result<SdkTracerProvider, 
         .build()
         .map_err(|e| TelemetryError::Exporter { endpoint: endpoint.to_string(), reason: e.to_string() })?;
     let resource = opentelemetry_sdk::Resource::builder().with_service_name(service).build();
-    Ok(SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(resource).build())
+    // A commit reaching 10,000 clusters makes 10,000 push spans at once; the SDK's default queue
+    // (2,048) would drop most of them. OTEL_BSP_MAX_QUEUE_SIZE still decides when set.
+    let mut batch = BatchConfigBuilder::default();
+    if std::env::var_os("OTEL_BSP_MAX_QUEUE_SIZE").is_none() {
+        batch = batch.with_max_queue_size(SPAN_QUEUE);
+    }
+    let processor = BatchSpanProcessor::builder(exporter).with_batch_config(batch.build()).build();
+    Ok(SdkTracerProvider::builder().with_span_processor(processor).with_resource(resource).build())
 }
 
 /// A binary's Tokio runtime with telemetry installed on it. Dropping it flushes the spans first,

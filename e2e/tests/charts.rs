@@ -3,7 +3,8 @@
 //! env names only flags the agent reads, and the rendered agent chart applied with the real
 //! kubectl to kubesim carries everything an agent needs: an agent started with exactly the
 //! Deployment's env and mounted files registers with its token, reconciles its assignment, and
-//! after a restart comes back from its credentials Secret alone.
+//! after a restart comes back from its credentials Secret alone. The hub chart's ssh credentials
+//! reach gix through the GIT_SSH_COMMAND it sets.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -297,4 +298,70 @@ async fn the_rendered_agent_chart_applied_with_kubectl_registers_and_reconciles(
     connected().await;
     drop(again);
     hub.stop().await;
+}
+
+/// Stands in for `ssh` (a Git server here has no sshd): records its arguments, answers the
+/// `-G` probe gix makes, and runs the remote command (`git-upload-pack '/path'`) locally.
+const FAKE_SSH: &str = r#"#!/bin/sh
+echo "$*" >> "$0.log"
+for a in "$@"; do [ "$a" = "-G" ] && exit 0; done
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -i|-o|-p|-l|-F) shift 2 ;;
+    -*) shift ;;
+    *) shift; break ;;
+  esac
+done
+exec sh -c "$*"
+"#;
+
+#[test]
+fn the_hub_chart_ssh_credentials_reach_gix() {
+    let objects = render(
+        "convoy-hub",
+        json!({"repo": {"url": "ssh://git@git.example.com/fleet.git"}, "certs": {"existingSecret": "c"},
+               "git": {"sshKey": "-----BEGIN OPENSSH PRIVATE KEY-----\nx\n-----END OPENSSH PRIVATE KEY-----\n",
+                       "knownHosts": "git.example.com ssh-ed25519 AAAA"}}),
+    );
+    let sts = find(&objects, "StatefulSet")[0];
+    let env = sts["spec"]["template"]["spec"]["containers"][0]["env"].as_array().unwrap();
+    let ssh_command = env.iter().find(|e| e["name"] == "GIT_SSH_COMMAND").expect("GIT_SSH_COMMAND")["value"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // The chart's command, with our stand-in for the ssh binary, fetching a repository on disk.
+    let dir = tempfile::tempdir().unwrap();
+    let ssh = dir.path().join("ssh");
+    std::fs::write(&ssh, FAKE_SSH).unwrap();
+    std::fs::set_permissions(&ssh, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let repo = standard_fleet(&dir.path().join("fleet"));
+    let url = format!("ssh://git@git.example.com{}", repo.dir.display());
+    let ca = TestCa::new();
+    let mut command = Command::new(workspace_binary("convoy-hub"));
+    command
+        .args(["serve", "--listen", "127.0.0.1:0", "--http-listen", "off", "--repo", &url, "--certs"])
+        .arg(&ca.certs.0)
+        .arg("--data")
+        .arg(dir.path().join("data"))
+        .env("GIT_SSH_COMMAND", ssh_command.replacen("ssh", ssh.to_str().unwrap(), 1))
+        .env("RUST_LOG", "info");
+    let hub = Process::spawn(command);
+    let planned = hub.wait_for_line("planned");
+    assert!(!planned.contains("published=0"), "the fleet was read over ssh: {planned}");
+    let calls = std::fs::read_to_string(dir.path().join("ssh.log")).unwrap();
+    let fetch = calls.lines().find(|l| l.contains("git-upload-pack")).expect("an upload-pack over ssh");
+    for expected in [
+        "-i /etc/convoy/git/identity",
+        "-o UserKnownHostsFile=/etc/convoy/git/known_hosts",
+        "-o StrictHostKeyChecking=yes",
+        "git@git.example.com",
+    ] {
+        assert!(fetch.contains(expected), "ssh called without '{expected}': {fetch}");
+    }
+    let secret = find(&objects, "Secret").into_iter().find(|s| s["data"]["identity"].is_string()).expect("git Secret");
+    let mounted = sts["spec"]["template"]["spec"]["volumes"].to_string();
+    assert!(mounted.contains(secret["metadata"]["name"].as_str().unwrap()), "the git Secret is mounted: {mounted}");
+    let mounts = sts["spec"]["template"]["spec"]["containers"][0]["volumeMounts"].to_string();
+    assert!(mounts.contains("\"/etc/convoy/git\""), "where GIT_SSH_COMMAND looks: {mounts}");
 }

@@ -168,7 +168,7 @@ fn stored_certificate(cluster: &SimCluster) -> Option<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_renews_before_expiry_and_reconnects_with_the_renewed_certificate() {
     let (ca, hub, repo_dir) = start().await;
-    hub.hub.registry.set_cert_lifetime(Duration::from_secs(4));
+    hub.hub.registry.set_cert_lifetime(Duration::from_secs(6));
     let token = token(&ca, &hub, "dev-1", 0).await;
     let kube = SimFleet::start(&["dev-1"]).await.unwrap();
     let cluster = kube.cluster("dev-1").unwrap();
@@ -187,7 +187,7 @@ async fn an_agent_renews_before_expiry_and_reconnects_with_the_renewed_certifica
     agent.wait_for_line("connected to the hub");
     let first = stored_certificate(cluster).expect("the registered certificate is stored");
 
-    // Two renewals at two thirds of a 4 s lifetime: the registered certificate has expired by then.
+    // Two renewals at two thirds of a 6 s lifetime: the registered certificate has expired by then.
     eventually("two renewals", || {
         let renewed = agent.log_lines("certificate renewed").len();
         async move { (renewed >= 2).then_some(()) }

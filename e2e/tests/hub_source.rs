@@ -151,6 +151,25 @@ async fn malformed_yaml_in_one_app_leaves_everything_else_and_shows_in_status() 
 }
 
 #[tokio::test]
+async fn an_agent_for_a_cluster_git_does_not_declare_is_told_apart_in_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = standard_fleet(dir.path());
+    let (ca, hub) = start(&repo).await;
+    let cert = ca.issue(convoy_shared::identity::Identity::Cluster("edge-9".into()));
+    let agent = convoy_e2e::harness::RunningAgent::start(ca.agent_config(&hub.address, Some(&cert), "edge-9"));
+    convoy_e2e::harness::wait_connected(&ca, &hub.address, "edge-9").await;
+
+    let mut cli = ca.cli(&hub.address, Role::Viewer).await;
+    let status = cli.status(StatusRequest { cluster: "edge-9".into() }).await.unwrap().into_inner();
+    let errors = &status.clusters[0].errors;
+    assert!(errors.iter().any(|e| e.contains("add clusters/edge-9.yaml on the fleet branch 'main'")), "{errors:?}");
+    let declared = cli.status(StatusRequest { cluster: "dev-1".into() }).await.unwrap().into_inner();
+    assert!(declared.clusters[0].errors.is_empty(), "{:?}", declared.clusters[0].errors);
+    agent.stop().await;
+    hub.stop().await;
+}
+
+#[tokio::test]
 async fn promoting_an_app_that_does_not_render_shows_the_error_and_removes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let repo = standard_fleet(dir.path());

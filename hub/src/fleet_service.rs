@@ -85,7 +85,15 @@ impl FleetService for FleetApi {
                     })
                     .collect();
                 let mut errors = view.errors.clone();
-                errors.extend(view.cluster_errors.get(&info.name).cloned().unwrap_or_default());
+                match (view.cluster_errors.get(&info.name), &view.fleet) {
+                    (Some(own), _) => errors.extend(own.iter().cloned()),
+                    // An agent whose certificate names a cluster Git does not declare.
+                    (None, Some(fleet)) if !fleet.clusters.contains_key(&info.name) => errors.push(format!(
+                        "cluster '{}' is not declared in Git: add clusters/{}.yaml on the fleet branch '{}'; until then it is assigned nothing new",
+                        info.name, info.name, fleet.fleet_branch
+                    )),
+                    _ => {}
+                }
                 ClusterStatus { cluster: Some(info), apps, errors }
             })
             .collect();

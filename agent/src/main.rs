@@ -70,10 +70,13 @@ struct Cli {
     /// Log as JSON lines.
     #[arg(long, env = "CONVOY_LOG_JSON")]
     log_json: bool,
-    /// Export spans to this OTLP/gRPC collector (http://HOST:4317); an apply joins the trace of
-    /// the hub sync that produced its assignment.
+    /// Export spans to this OTLP/gRPC collector (http://HOST:4317, or https:// for TLS); an
+    /// apply joins the trace of the hub sync that produced its assignment.
     #[arg(long, env = "CONVOY_OTLP_ENDPOINT")]
     otlp_endpoint: Option<String>,
+    /// CA certificate an https:// collector's certificate must chain to (default: system roots).
+    #[arg(long, env = "CONVOY_OTLP_CA")]
+    otlp_ca: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -83,6 +86,7 @@ fn main() -> ExitCode {
         filter: cli.log.clone(),
         json: cli.log_json,
         otlp_endpoint: cli.otlp_endpoint.clone(),
+        otlp_ca: cli.otlp_ca.clone(),
         service: "convoy-agent",
     };
     let instrumented = match Instrumented::start(&telemetry) {

@@ -120,10 +120,10 @@ fn bad_values_fail_at_render_time_with_a_schema_error() {
     assert!(bad_ca["error"].as_str().unwrap().contains("/hub/ca"), "{bad_ca}");
     let no_repo = helm("render", "convoy-hub", json!({}));
     assert_eq!(no_repo["kind"], "HelmValuesError", "{no_repo}");
-    // The binaries refuse a TLS collector address; the charts say so before anything starts.
-    let mut tls_collector = agent_values("hub.example.com:7443", ca.ca.cert_pem(), "t");
-    tls_collector["otlpEndpoint"] = json!("https://otel:4317");
-    let refused = helm("render", "convoy-agent", tls_collector);
+    // The binaries refuse a collector address without http:// or https://; so do the charts.
+    let mut no_scheme = agent_values("hub.example.com:7443", ca.ca.cert_pem(), "t");
+    no_scheme["otlpEndpoint"] = json!("otel:4317");
+    let refused = helm("render", "convoy-agent", no_scheme);
     assert!(refused["error"].as_str().unwrap_or_default().contains("/otlpEndpoint"), "{refused}");
     let hub = json!({"repo": {"url": "ssh://x/y"}, "certs": {"existingSecret": "c"}, "otlpEndpoint": "otel:4317"});
     let refused = helm("render", "convoy-hub", hub);

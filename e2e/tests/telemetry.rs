@@ -1,7 +1,7 @@
 //! Telemetry of the real binaries. Tracing across processes: a `convoy-hub` and a `convoy-agent`
 //! process export spans over OTLP to a receiver in this test, and a commit's trace runs from the
-//! hub's fetch through render, publish and push to the agent's apply of that commit. Logs:
-//! `--log-json` writes one JSON object a line.
+//! hub's fetch through render, publish and push to the agent's apply of that commit; a collector
+//! behind TLS is reached with `--otlp-ca`. Logs: `--log-json` writes one JSON object a line.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -68,15 +68,23 @@ impl TraceService for Receiver {
 }
 
 impl Receiver {
-    async fn start(&self) -> String {
+    /// Serves OTLP on a free port, over TLS with `identity` (certificate and key PEM) when given;
+    /// returns the endpoint to export to.
+    async fn start(&self, identity: Option<(String, String)>) -> String {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let port = listener.local_addr().unwrap().port();
+        let mut server = tonic::transport::Server::builder();
+        let endpoint = match identity {
+            Some((cert, key)) => {
+                let tls =
+                    tonic::transport::ServerTlsConfig::new().identity(tonic::transport::Identity::from_pem(cert, key));
+                server = server.tls_config(tls).unwrap();
+                format!("https://localhost:{port}")
+            }
+            None => format!("http://127.0.0.1:{port}"),
+        };
         let service = TraceServiceServer::new(self.clone());
-        tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(service)
-                .serve_with_incoming(TcpListenerStream::new(listener)),
-        );
+        tokio::spawn(server.add_service(service).serve_with_incoming(TcpListenerStream::new(listener)));
         endpoint
     }
 
@@ -107,7 +115,7 @@ fn one<'a>(trace: &'a [Received], service: &str, name: &str) -> &'a Received {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_trace_follows_a_commit_from_the_hub_fetch_to_the_agent_apply() {
     let receiver = Receiver::default();
-    let endpoint = receiver.start().await;
+    let endpoint = receiver.start(None).await;
 
     let dir = tempfile::tempdir().unwrap();
     let repo = standard_fleet(dir.path());
@@ -178,4 +186,23 @@ fn json_logs_are_one_object_a_line_with_the_fields_as_keys() {
     for line in hub.log() {
         assert!(serde_json::from_str::<serde_json::Value>(&line).is_ok(), "not JSON: {line}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_reach_a_tls_collector_whose_certificate_chains_to_the_given_ca() {
+    let ca = TestCa::new();
+    let receiver = Receiver::default();
+    let read = |path: std::path::PathBuf| std::fs::read_to_string(path).unwrap();
+    let endpoint = receiver.start(Some((read(ca.certs.hub_cert()), read(ca.certs.hub_key())))).await;
+    assert!(endpoint.starts_with("https://"));
+    let dir = tempfile::tempdir().unwrap();
+    let repo = standard_fleet(dir.path());
+    let otlp_ca = ca.certs.ca_cert();
+    let args = ["--repo", &repo.url(), "--otlp-endpoint", &endpoint, "--otlp-ca", otlp_ca.to_str().unwrap()];
+    let _hub = HubProcess::start_with(&ca.certs.0, "127.0.0.1:0", "info", &args);
+    eventually("the hub's first sync at the TLS collector", || {
+        let synced = receiver.spans().iter().any(|s| s.service == "convoy-hub" && s.name == "sync");
+        async move { synced.then_some(()) }
+    })
+    .await;
 }

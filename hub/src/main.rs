@@ -26,10 +26,13 @@ struct Cli {
     /// Log as JSON lines.
     #[arg(long, global = true, env = "CONVOY_LOG_JSON")]
     log_json: bool,
-    /// Export spans to this OTLP/gRPC collector (http://HOST:4317): one trace per sync, from
-    /// fetch through render and push to every agent's apply.
+    /// Export spans to this OTLP/gRPC collector (http://HOST:4317, or https:// for TLS): one
+    /// trace per sync, from fetch through render and push to every agent's apply.
     #[arg(long, global = true, env = "CONVOY_OTLP_ENDPOINT")]
     otlp_endpoint: Option<String>,
+    /// CA certificate an https:// collector's certificate must chain to (default: system roots).
+    #[arg(long, global = true, env = "CONVOY_OTLP_CA")]
+    otlp_ca: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -117,6 +120,7 @@ fn main() -> ExitCode {
         filter: cli.log,
         json: cli.log_json,
         otlp_endpoint: cli.otlp_endpoint,
+        otlp_ca: cli.otlp_ca,
         service: "convoy-hub",
     };
     let instrumented = match Instrumented::start(&telemetry) {

@@ -7,11 +7,14 @@
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+
+use tonic::transport::{Certificate, ClientTlsConfig};
 
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_otlp::{WithExportConfig, WithTonicConfig};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -33,8 +36,12 @@ pub struct TelemetryConfig {
     pub filter: String,
     /// JSON lines instead of text.
     pub json: bool,
-    /// OTLP/gRPC collector (`http://HOST:4317`); spans are exported only when set.
+    /// OTLP/gRPC collector (`http://HOST:4317`, or `https://` for TLS); spans are exported only
+    /// when set.
     pub otlp_endpoint: Option<String>,
+    /// CA certificate (PEM file) the `https://` collector's certificate must chain to; default:
+    /// the system's roots.
+    pub otlp_ca: Option<PathBuf>,
     /// `service.name` of the exported spans.
     pub service: &'static str,
 }
@@ -49,10 +56,12 @@ pub struct Telemetry {
 #[derive(Debug, thiserror::Error)]
 pub enum TelemetryError {
     #[error(
-        "--otlp-endpoint '{0}' must be an http:// address of an OTLP/gRPC collector (e.g. http://otel-collector:4317); \
-         TLS to the collector is not built in, run a collector next to the process instead"
+        "--otlp-endpoint '{0}' must be an http:// or https:// address of an OTLP/gRPC collector \
+         (e.g. http://otel-collector:4317)"
     )]
     Endpoint(String),
+    #[error("cannot read the collector's CA certificate {path}: {reason}")]
+    CollectorCa { path: PathBuf, reason: String },
     #[error("cannot set up the OTLP exporter for '{endpoint}': {reason}")]
     Exporter { endpoint: String, reason: String },
 }
@@ -60,7 +69,7 @@ pub enum TelemetryError {
 /// Installs the global tracing subscriber. With an OTLP endpoint this must run inside a Tokio
 /// runtime, which must outlive the returned guard (the gRPC exporter runs on it).
 pub fn init(config: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
-    let provider = config.otlp_endpoint.as_deref().map(|endpoint| provider(endpoint, config.service)).transpose()?;
+    let provider = config.otlp_endpoint.as_deref().map(|endpoint| provider(endpoint, config)).transpose()?;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.filter));
     let logs: Box<dyn Layer<Registry> + Send + Sync> = if config.json {
         tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr).boxed()
@@ -77,16 +86,17 @@ pub fn init(config: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
     Ok(Telemetry { provider })
 }
 
-fn provider(endpoint: &str, service: &'static str) -> Result<SdkTracerProvider, TelemetryError> {
-    if !endpoint.starts_with("http://") {
+fn provider(endpoint: &str, config: &TelemetryConfig) -> Result<SdkTracerProvider, TelemetryError> {
+    let mut builder = opentelemetry_otlp::SpanExporter::builder().with_tonic().with_endpoint(endpoint);
+    if endpoint.starts_with("https://") {
+        builder = builder.with_tls_config(collector_tls(config.otlp_ca.as_deref())?);
+    } else if !endpoint.starts_with("http://") {
         return Err(TelemetryError::Endpoint(endpoint.to_string()));
     }
-    let exporter = opentelemetry_otlp::SpanExporter::builder()
-        .with_tonic()
-        .with_endpoint(endpoint)
+    let exporter = builder
         .build()
         .map_err(|e| TelemetryError::Exporter { endpoint: endpoint.to_string(), reason: e.to_string() })?;
-    let resource = opentelemetry_sdk::Resource::builder().with_service_name(service).build();
+    let resource = opentelemetry_sdk::Resource::builder().with_service_name(config.service).build();
     // A commit reaching 10,000 clusters makes 10,000 push spans at once; the SDK's default queue
     // (2,048) would drop most of them. OTEL_BSP_MAX_QUEUE_SIZE still decides when set.
     let mut batch = BatchConfigBuilder::default();
@@ -123,6 +133,18 @@ impl Instrumented {
     pub fn runtime(&self) -> &tokio::runtime::Runtime {
         &self.runtime
     }
+}
+
+/// TLS to the collector: its certificate must chain to `ca`, else to the system's roots.
+fn collector_tls(ca: Option<&Path>) -> Result<ClientTlsConfig, TelemetryError> {
+    let tls = ClientTlsConfig::new();
+    let Some(path) = ca else {
+        return Ok(tls.with_native_roots());
+    };
+    let unreadable = |reason: String| TelemetryError::CollectorCa { path: path.to_path_buf(), reason };
+    let pem = std::fs::read_to_string(path).map_err(|e| unreadable(e.to_string()))?;
+    crate::tls::parse_certs(&pem, &path.display().to_string()).map_err(|e| unreadable(e.to_string()))?;
+    Ok(tls.ca_certificate(Certificate::from_pem(pem)))
 }
 
 impl Drop for Telemetry {

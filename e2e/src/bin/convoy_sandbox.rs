@@ -40,6 +40,7 @@ fn main() -> ExitCode {
         filter: "warn,convoy_e2e=info".into(),
         json: false,
         otlp_endpoint: cli.otlp_endpoint.clone(),
+        otlp_ca: None,
         service: "convoy-sandbox",
     };
     let instrumented = match Instrumented::start(&telemetry) {

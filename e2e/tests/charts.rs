@@ -91,7 +91,7 @@ fn both_charts_lint_clean_with_helm() {
     let objects = render(
         "convoy-hub",
         json!({"repo": {"url": "ssh://x/y"}, "certs": {"existingSecret": "c"}, "webhook": {"secret": "s"},
-               "otlpEndpoint": "http://otel:4317"}),
+               "otlpEndpoint": "https://otel:4317", "otlpCa": ca.ca.cert_pem()}),
     );
     let sts = find(&objects, "StatefulSet")[0];
     let help = Command::new(workspace_binary("convoy-hub")).args(["serve", "--help"]).output().unwrap();
@@ -100,7 +100,17 @@ fn both_charts_lint_clean_with_helm() {
     for name in env.iter().filter_map(|e| e["name"].as_str()).filter(|n| n.starts_with("CONVOY_")) {
         assert!(help.contains(&format!("[env: {name}")), "the chart sets {name}, which convoy-hub does not read");
     }
-    assert!(env.contains(&json!({"name": "CONVOY_OTLP_ENDPOINT", "value": "http://otel:4317"})), "{env:?}");
+    assert!(env.contains(&json!({"name": "CONVOY_OTLP_ENDPOINT", "value": "https://otel:4317"})), "{env:?}");
+    // CONVOY_OTLP_CA names a file the pod has: the ConfigMap with the CA, mounted there.
+    assert!(env.contains(&json!({"name": "CONVOY_OTLP_CA", "value": "/etc/convoy/otlp/ca.crt"})), "{env:?}");
+    let config_map = find(&objects, "ConfigMap").into_iter().find(|c| c["data"]["ca.crt"].is_string()).expect("CA");
+    assert_eq!(config_map["data"]["ca.crt"].as_str().unwrap().trim(), ca.ca.cert_pem().trim());
+    let pod = &sts["spec"]["template"]["spec"];
+    let volume =
+        pod["volumes"].as_array().unwrap().iter().find(|v| v["configMap"]["name"] == config_map["metadata"]["name"]);
+    let mount =
+        pod["containers"][0]["volumeMounts"].as_array().unwrap().iter().find(|m| m["name"] == volume.unwrap()["name"]);
+    assert_eq!(mount.expect("the CA is mounted")["mountPath"], "/etc/convoy/otlp");
     assert_eq!(sts["spec"]["volumeClaimTemplates"][0]["metadata"]["name"], "data");
     let ports: Vec<_> =
         find(&objects, "Service")[0]["spec"]["ports"].as_array().unwrap().iter().map(|p| p["port"].clone()).collect();
@@ -136,7 +146,8 @@ fn the_agent_deployment_is_locked_down_and_sets_only_what_the_agent_reads() {
     let help = Command::new(workspace_binary("convoy-agent")).arg("--help").output().unwrap();
     let help = String::from_utf8_lossy(&help.stdout).into_owned();
     let mut traced = agent_values("hub.example.com:7443", ca.ca.cert_pem(), "t");
-    traced["otlpEndpoint"] = json!("http://otel-collector:4317");
+    traced["otlpEndpoint"] = json!("https://otel-collector:4317");
+    traced["otlpCa"] = json!(ca.ca.cert_pem());
     for (values_traced, values) in [
         (true, traced),
         (
@@ -161,6 +172,13 @@ fn the_agent_deployment_is_locked_down_and_sets_only_what_the_agent_reads() {
         }
         let otlp = container["env"].as_array().unwrap().iter().find(|e| e["name"] == "CONVOY_OTLP_ENDPOINT").cloned();
         assert_eq!(otlp.is_some(), values_traced, "{container}");
+        if values_traced {
+            // CONVOY_OTLP_CA names a key of the CA ConfigMap the pod mounts at /etc/convoy/ca.
+            let env = container["env"].as_array().unwrap();
+            assert!(env.contains(&json!({"name": "CONVOY_OTLP_CA", "value": "/etc/convoy/ca/otlp-ca.crt"})), "{env:?}");
+            let ca_map = find(&objects, "ConfigMap")[0];
+            assert_eq!(ca_map["data"]["otlp-ca.crt"].as_str().unwrap().trim(), ca.ca.cert_pem().trim());
+        }
     }
     let namespaced = render(
         "convoy-agent",

@@ -195,11 +195,17 @@ impl Reconciler {
             if need_pass && let Some(p) = progress.as_mut() {
                 need_pass = false;
                 // Each pass joins the trace of the hub sync that produced the assignment.
-                let span =
-                    tracing::info_span!("apply", cluster = %self.config.cluster, revision = %p.assignment.revision);
+                let span = tracing::info_span!(
+                    "apply",
+                    cluster = %self.config.cluster,
+                    revision = %p.assignment.revision,
+                    objects = p.assignment.objects().count(),
+                    errors = tracing::field::Empty,
+                );
                 telemetry::continue_trace(&span, &p.assignment.trace_context);
                 let started = std::time::Instant::now();
-                self.pass(p, &mut inventory, &mut watcher).instrument(span).await;
+                self.pass(p, &mut inventory, &mut watcher).instrument(span.clone()).await;
+                span.record("errors", p.errors.len());
                 self.metrics.observe(started.elapsed(), p.errors.is_empty());
                 reports.push(self.report(p));
                 retry_at = if !p.errors.is_empty() {

@@ -32,11 +32,13 @@ struct Receiver {
     spans: Arc<Mutex<Vec<Received>>>,
 }
 
+/// String and integer attributes, as text.
 fn strings(attributes: &[KeyValue]) -> HashMap<String, String> {
     attributes
         .iter()
         .filter_map(|kv| match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
             Some(AnyValue::StringValue(s)) => Some((kv.key.clone(), s.clone())),
+            Some(AnyValue::IntValue(i)) => Some((kv.key.clone(), i.to_string())),
             _ => None,
         })
         .collect()
@@ -93,13 +95,14 @@ impl Receiver {
     }
 }
 
-/// The spans of the trace whose agent apply applied `revision`, once the hub's part of it has
-/// arrived too.
+/// The spans of the trace whose agent apply applied `revision` without errors, once the hub's
+/// part of it has arrived too.
 fn commit_trace(spans: &[Received], revision: &str) -> Option<Vec<Received>> {
     let apply = spans.iter().find(|s| {
         s.service == "convoy-agent"
             && s.name == "apply"
             && s.attributes.get("revision").map(String::as_str) == Some(revision)
+            && s.attributes.get("errors").map(String::as_str) == Some("0")
     })?;
     let trace: Vec<Received> = spans.iter().filter(|s| s.trace_id == apply.trace_id).cloned().collect();
     let hub_names: Vec<&str> = trace.iter().filter(|s| s.service == "convoy-hub").map(|s| s.name.as_str()).collect();
@@ -160,8 +163,14 @@ async fn one_trace_follows_a_commit_from_the_hub_fetch_to_the_agent_apply() {
     let push = one(&trace, "convoy-hub", "push");
     assert_eq!(push.parent_span_id, one(&trace, "convoy-hub", "render").span_id, "push continues the render");
     assert_eq!(push.attributes.get("cluster").map(String::as_str), Some("dev-1"));
-    let apply = trace.iter().find(|s| s.name == "apply" && s.parent_span_id == push.span_id);
-    assert!(apply.is_some(), "the agent's apply is a child of the hub's push: {trace:#?}");
+    let applies: Vec<&Received> =
+        trace.iter().filter(|s| s.name == "apply" && s.parent_span_id == push.span_id).collect();
+    assert!(!applies.is_empty(), "the agent's apply is a child of the hub's push: {trace:#?}");
+    // What a trace viewer shows: how much was published and applied, and whether it went well.
+    assert_eq!(one(&trace, "convoy-hub", "publish").attributes.get("published").map(String::as_str), Some("1"));
+    let clean = applies.iter().find(|a| a.attributes.get("errors").map(String::as_str) == Some("0"));
+    let clean = clean.unwrap_or_else(|| panic!("a pass without errors: {applies:#?}"));
+    assert!(clean.attributes.get("objects").and_then(|n| n.parse::<u32>().ok()).is_some_and(|n| n >= 2), "{clean:?}");
     drop(agent);
     drop(hub);
 }

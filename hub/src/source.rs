@@ -246,9 +246,10 @@ impl SourceWorker {
                 }
             }
         }
-        let (plans, stats) = tracing::info_span!("render", clusters = fleet.clusters.len())
-            .in_scope(|| self.planner.plan(&fleet.clusters, &envs));
-        let _publish = tracing::info_span!("publish").entered();
+        let render = tracing::info_span!("render", clusters = fleet.clusters.len(), renders = tracing::field::Empty);
+        let (plans, stats) = render.in_scope(|| self.planner.plan(&fleet.clusters, &envs));
+        render.record("renders", stats.renders);
+        let publish = tracing::info_span!("publish", published = tracing::field::Empty).entered();
         let mut published = 0;
         for plan in plans {
             if !plan.errors.is_empty() {
@@ -258,6 +259,7 @@ impl SourceWorker {
                 published += usize::from(hub.publish(plan.assignment));
             }
         }
+        publish.record("published", published);
         self.envs = envs;
         self.fleet = Some(fleet);
         Some((stats, published, cluster_errors))

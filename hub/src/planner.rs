@@ -101,6 +101,9 @@ pub struct Planner {
     /// Render cache entries already checked against this plan's snapshots (reset per plan), so
     /// thousands of clusters sharing an overlay check its fingerprint once.
     checked: std::collections::HashSet<(String, String)>,
+    /// Trace context of the sync running this plan (set per plan), given to every assignment it
+    /// builds so the agents' applies join that trace.
+    trace_context: HashMap<String, String>,
 }
 
 impl Planner {
@@ -112,6 +115,7 @@ impl Planner {
     ) -> (Vec<ClusterPlan>, PlanStats) {
         let mut stats = PlanStats::default();
         self.checked.clear();
+        self.trace_context = convoy_shared::telemetry::inject(&tracing::Span::current());
         let plans = clusters
             .values()
             .filter_map(|cluster| envs.get(&cluster.environment).map(|env| self.plan_cluster(cluster, env, &mut stats)))
@@ -177,8 +181,7 @@ impl Planner {
         let revision = env.snapshot.commit.to_string();
         let owned = apps.iter().map(|a| (**a).clone()).collect();
         let mut assignment = Assignment::from_digested(&cluster.name, &cluster.environment, &revision, owned, false);
-        // The agent's apply joins the trace of the sync that produced this content.
-        assignment.trace_context = convoy_shared::telemetry::inject(&tracing::Span::current());
+        assignment.trace_context = self.trace_context.clone();
         let assignment = Arc::new(assignment);
         let cached = CachedCluster { apps, environment: cluster.environment.clone(), assignment: assignment.clone() };
         self.clusters.insert(cluster.name.clone(), cached);

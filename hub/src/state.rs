@@ -125,7 +125,8 @@ impl Hub {
             (assignment.cluster.clone(), assignment.revision.clone(), assignment.digest.clone());
         // A restarted hub's first plan re-publishes what its history already says was assigned:
         // that is no news for `convoy history` or watchers.
-        let recorded = self.assignments.get(&cluster).is_none() && self.last_assigned(&cluster) == Some(digest.clone());
+        let recorded =
+            self.assignments.get(&cluster).is_none() && self.last_assigned(&cluster).is_some_and(|last| last == digest);
         let changed = self.assignments.publish(assignment);
         if changed {
             self.metrics.assignments_published.inc();

@@ -182,6 +182,17 @@ impl ColorChoice {
     }
 }
 
+/// `text` coloured for a terminal when `color`, else as it is.
+pub fn styled(color: bool, text: String) -> String {
+    if color { paint(&text) } else { text }
+}
+
+/// What a command prints: `value` as JSON or YAML, else the human `text()` (coloured when
+/// `color`).
+pub fn answer<T: Serialize>(output: Output, color: bool, value: &T, text: impl FnOnce() -> String) -> String {
+    structured(output, value).unwrap_or_else(|| styled(color, text()))
+}
+
 /// Colours a table or status text for a terminal: headers bold, states by what they mean (green
 /// good, yellow on its way, red needs a look, dim nothing to say). Only whole words change, so
 /// the columns stay aligned.

@@ -128,7 +128,6 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<(), cli::CliError> {
     let color = cli.color.enabled();
-    let human = |text: String| if color { cli::paint(&text) } else { text };
     let context = || -> Result<Context, cli::CliError> {
         let flags = Context {
             hub: cli.hub.clone(),
@@ -185,32 +184,32 @@ async fn run(cli: Cli) -> Result<(), cli::CliError> {
         }
         Command::Clusters { command: None } => {
             let reply = context()?.connect().await?.list_clusters(ListClustersRequest {}).await?.into_inner();
-            let table = || human(cli::clusters_table(&reply.clusters, convoy_hub::connections::now_ms()));
-            print!("{}", cli::structured(cli.output, &reply.clusters).unwrap_or_else(table));
+            let table = || cli::clusters_table(&reply.clusters, convoy_hub::connections::now_ms());
+            print!("{}", cli::answer(cli.output, color, &reply.clusters, table));
         }
         Command::Status { cluster } => {
             let request = StatusRequest { cluster: cluster.unwrap_or_default() };
             let reply = context()?.connect().await?.status(request).await?.into_inner();
-            print!("{}", cli::structured(cli.output, &reply).unwrap_or_else(|| human(cli::status_text(&reply))));
+            print!("{}", cli::answer(cli.output, color, &reply, || cli::status_text(&reply)));
         }
         Command::Drift { cluster } => {
             let request = DriftRequest { cluster: cluster.unwrap_or_default() };
             let reply = context()?.connect().await?.drift(request).await?.into_inner();
-            print!("{}", cli::structured(cli.output, &reply).unwrap_or_else(|| human(cli::drift_table(&reply))));
+            print!("{}", cli::answer(cli.output, color, &reply, || cli::drift_table(&reply)));
         }
         Command::History { cluster, limit } => {
             let request = HistoryRequest { cluster, limit };
             let reply = context()?.connect().await?.history(request).await?.into_inner();
-            print!("{}", cli::structured(cli.output, &reply).unwrap_or_else(|| human(cli::history_table(&reply))));
+            print!("{}", cli::answer(cli.output, color, &reply, || cli::history_table(&reply)));
         }
         Command::Envs => {
             let reply = context()?.connect().await?.envs(EnvsRequest {}).await?.into_inner();
-            print!("{}", cli::structured(cli.output, &reply).unwrap_or_else(|| human(cli::envs_table(&reply))));
+            print!("{}", cli::answer(cli.output, color, &reply, || cli::envs_table(&reply)));
         }
         Command::Diff { from, to } => {
             let request = DiffRequest { from_env: from, to_env: to };
             let reply = context()?.connect().await?.diff(request).await?.into_inner();
-            print!("{}", cli::structured(cli.output, &reply).unwrap_or_else(|| human(cli::diff_text(&reply))));
+            print!("{}", cli::answer(cli.output, color, &reply, || cli::diff_text(&reply)));
         }
         Command::PromoteCheck { from, to } => {
             let mut client = context()?.connect().await?;
@@ -227,7 +226,7 @@ async fn run(cli: Cli) -> Result<(), cli::CliError> {
                         "{}",
                         if cli.output == Output::Json { text.replace('\n', "") + "\n" } else { format!("---\n{text}") }
                     ),
-                    None => print!("{}", human(cli::event_line(&event) + "\n")),
+                    None => print!("{}", cli::styled(color, cli::event_line(&event) + "\n")),
                 }
             }
         }
@@ -235,8 +234,8 @@ async fn run(cli: Cli) -> Result<(), cli::CliError> {
             let reply = context()?.connect().await?.refresh(RefreshRequest {}).await?.into_inner();
             let branches: std::collections::BTreeMap<_, _> = reply.branches.iter().collect();
             let rows: Vec<Vec<String>> = branches.iter().map(|(b, c)| vec![b.to_string(), c.to_string()]).collect();
-            let table = || human(cli::print_table(&["BRANCH", "COMMIT"], &rows));
-            print!("{}", cli::structured(cli.output, &reply).unwrap_or_else(table));
+            let table = || cli::print_table(&["BRANCH", "COMMIT"], &rows);
+            print!("{}", cli::answer(cli.output, color, &reply, table));
         }
     }
     Ok(())

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use convoy_shared::clock::unix_secs;
 use convoy_shared::enrollment::{self, Validity};
 use convoy_shared::identity::Identity;
 use convoy_shared::proto::registration_service_client::RegistrationServiceClient;
@@ -167,10 +168,6 @@ impl ResolvesClientCert for AgentCertificate {
     }
 }
 
-fn now_unix() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or_default()
-}
-
 /// The agent's credentials: from the Secret when it holds an unexpired certificate, else by
 /// registering with the token (and then written to the Secret).
 pub async fn obtain(config: &BootstrapConfig, client: &kube::Client) -> Result<Credentials> {
@@ -179,7 +176,7 @@ pub async fn obtain(config: &BootstrapConfig, client: &kube::Client) -> Result<C
         |source| BootstrapError::Secret { namespace: config.namespace.clone(), secret: config.secret.clone(), source };
     if let Some(secret) = secrets.get_opt(&config.secret).await.map_err(secret_err)? {
         match from_secret(&secret, &config.secret) {
-            Ok(creds) if creds.validity.not_after > now_unix() => {
+            Ok(creds) if creds.validity.not_after > unix_secs() => {
                 tracing::info!(cluster = %creds.cluster, secret = %config.secret, "using the certificate from the credentials Secret");
                 return Ok(creds);
             }
@@ -279,18 +276,18 @@ pub async fn renew_loop(
     cert: Arc<AgentCertificate>,
     shutdown: CancellationToken,
 ) {
-    let mut from = now_unix();
+    let mut from = unix_secs();
     let mut retry = RETRY_MIN;
     loop {
         let due = cert.credentials().validity.renew_at(from);
-        let wait = Duration::from_secs((due - now_unix()).max(0) as u64);
+        let wait = Duration::from_secs((due - unix_secs()).max(0) as u64);
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(wait) => {}
         }
         match renew_once(&config, &client, &cert).await {
             Ok(()) => {
-                from = now_unix();
+                from = unix_secs();
                 retry = RETRY_MIN;
             }
             Err(e) => {

@@ -9,6 +9,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use convoy_shared::clock::unix_ms;
 use futures::StreamExt as _;
 use kube::api::{Api, DynamicObject};
 use kube::runtime::WatchStreamExt as _;
@@ -86,11 +87,6 @@ const HEALED_HISTORY: usize = 50;
 
 fn rv_of(live: &Value) -> u64 {
     live.pointer("/metadata/resourceVersion").and_then(Value::as_str).and_then(|s| s.parse().ok()).unwrap_or(0)
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn unix_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or_default()
 }
 
 impl LiveIndex {

@@ -15,6 +15,7 @@ pub mod order;
 pub mod prune;
 pub mod reconciler;
 pub mod report_queue;
+pub mod testing;
 
 use std::sync::Arc;
 

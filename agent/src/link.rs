@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use convoy_shared::clock::unix_ms;
 use convoy_shared::model::Assignment;
 use convoy_shared::model::report::Report;
 use convoy_shared::proto::agent_message::Kind as AgentKind;
@@ -248,10 +249,6 @@ impl HubLink {
 async fn send_report(tx: &mpsc::Sender<AgentMessage>, report: &Report) -> Result<(), LinkError> {
     let message = AgentMessage { kind: Some(AgentKind::Report(proto::Report::from(report))) };
     tx.send(message).await.map_err(|_| LinkError::Closed)
-}
-
-fn unix_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or_default()
 }
 
 #[cfg(test)]

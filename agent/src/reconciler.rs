@@ -20,13 +20,14 @@ use tracing::Instrument;
 use crate::applier::{Applier, ApplyError, Prepared, RetryPolicy};
 use crate::cache::Cache;
 use crate::discovery::Discovery;
-use crate::drift::{DesiredObject, DriftWatcher, HealPolicy, Live, ObjKey, key_of, unix_ms};
+use crate::drift::{DesiredObject, DriftWatcher, HealPolicy, Live, ObjKey, key_of};
 use crate::fields::{FIELD_MANAGER, FieldSet};
 use crate::inventory::{Entry, Inventory, InventoryStore, entry_id};
 use crate::metrics::PassMetrics;
 use crate::order;
 use crate::prune::Pruner;
 use crate::report_queue::ReportQueue;
+use convoy_shared::clock::unix_ms;
 
 /// Errors that stop the reconciler (none today: every failure is reported and retried).
 #[derive(Debug, thiserror::Error)]

@@ -24,7 +24,7 @@ pub fn median_p99(samples: &mut [Duration]) -> (Duration, Duration) {
 /// `kubectl apply --server-side -f FILE` as field manager `kubectl-peer`, the peer a benchmark
 /// measures Convoy against. Panics when kubectl fails.
 pub fn kubectl_apply(kubeconfig: &Path, file: &Path) {
-    let out = Command::new(crate::harness::kubectl_path())
+    let out = Command::new(kubesim::kubectl::kubectl_path())
         .arg("--kubeconfig")
         .arg(kubeconfig)
         .args(["apply", "--server-side", "--field-manager=kubectl-peer", "-f"])

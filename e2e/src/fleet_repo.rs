@@ -160,9 +160,9 @@ pub fn standard_fleet(dir: &Path) -> FleetRepo {
 
 /// Creates the namespaces the standard fleet's apps (web, and api for region eu) ship into but do
 /// not create, as a cluster's platform team would have.
-pub fn create_standard_namespaces(cluster: &crate::kubesim::SimCluster) {
+pub fn create_standard_namespaces(cluster: &kubesim::SimCluster) {
     for ns in ["web", "api"] {
-        cluster.apply("test", &crate::agent_fixtures::namespace(ns), true).expect("create namespace");
+        cluster.apply("test", &convoy_agent::testing::namespace(ns), true).expect("create namespace");
     }
 }
 

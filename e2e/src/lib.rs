@@ -1,9 +1,7 @@
 //! Convoy end-to-end support: kubesim, the fleet harness, scenarios and benchmarks.
 #![forbid(unsafe_code)]
 
-pub mod agent_fixtures;
 pub mod bench;
 pub mod fleet_repo;
 pub mod harness;
-pub mod kubesim;
 pub mod sandbox;

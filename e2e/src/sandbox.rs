@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use convoy_agent::link::{Backoff, LinkConfig};
 use convoy_agent::reconciler::ReconcilerConfig;
-use convoy_hub::cli::{ConfigFile, Context};
+use convoy_cli::{ConfigFile, Context};
 use convoy_hub::server::HubConfig;
 use convoy_hub::source::SourceConfig;
 use convoy_hub::state::Hub;
@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::fleet_repo::{FleetRepo, example_fleet};
-use crate::kubesim::{FleetOptions, SimFleet};
+use kubesim::{FleetOptions, SimFleet};
 
 /// The clusters every sandbox has.
 pub const SANDBOX_CLUSTERS: [&str; 4] = ["dev-1", "stage-1", "prod-eu", "prod-us"];

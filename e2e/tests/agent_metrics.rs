@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 
 use convoy_e2e::fleet_repo::{create_standard_namespaces, standard_fleet};
 use convoy_e2e::harness::{InProcessHub, TestCa, eventually, scrape_metrics};
-use convoy_e2e::kubesim::SimFleet;
 use convoy_shared::identity::Identity;
+use kubesim::SimFleet;
 use tokio_util::sync::CancellationToken;
 
 fn value(samples: &BTreeMap<String, f64>, sample: &str) -> Option<f64> {
@@ -28,7 +28,7 @@ async fn metrics_follow_the_link_and_the_applied_assignment() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap().to_string();
     let shutdown = CancellationToken::new();
-    let config = convoy_e2e::agent_fixtures::test_config("dev-1", cache.path());
+    let config = convoy_agent::testing::test_config("dev-1", cache.path());
     let agent = tokio::spawn(convoy_agent::run(
         config,
         link,

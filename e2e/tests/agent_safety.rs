@@ -5,15 +5,15 @@
 use std::time::Duration;
 
 use convoy_agent::link::LinkState;
-use convoy_e2e::agent_fixtures::{self as fx, InProcessAgent, NS, settled};
+use convoy_agent::testing::{self as fx, InProcessAgent, NS, settled};
 use convoy_e2e::harness::{TestCa, eventually};
-use convoy_e2e::kubesim::SimFleet;
 use convoy_shared::identity::Identity;
 use convoy_shared::model::report::Health;
+use kubesim::SimFleet;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-fn cm_exists(cluster: &convoy_e2e::kubesim::SimCluster, name: &str) -> bool {
+fn cm_exists(cluster: &kubesim::SimCluster, name: &str) -> bool {
     cluster.get("v1", "ConfigMap", Some(NS), name).is_some()
 }
 

@@ -13,10 +13,10 @@ use std::process::{Command, Stdio};
 use base64::Engine as _;
 use convoy_e2e::fleet_repo::standard_fleet;
 use convoy_e2e::harness::{InProcessHub, Process, TestCa, eventually, wait_connected, workspace_binary};
-use convoy_e2e::kubesim::SimFleet;
 use convoy_shared::identity::Role;
 use convoy_shared::pki::CertificateAuthority;
 use convoy_shared::proto::CreateTokenRequest;
+use kubesim::SimFleet;
 use serde_json::{Value, json};
 
 const NS: &str = "convoy-system";
@@ -193,7 +193,7 @@ fn the_agent_deployment_is_locked_down_and_sets_only_what_the_agent_reads() {
 /// Starts convoy-agent with exactly the Deployment's env: values as given, the namespace from
 /// the downward API, Secret keys from the cluster, and mounted ConfigMaps/Secrets written as
 /// files under `root` (every absolute path in the env is taken relative to `root`).
-fn start_agent_like_the_chart(objects: &[Value], cluster: &convoy_e2e::kubesim::SimCluster, root: &Path) -> Process {
+fn start_agent_like_the_chart(objects: &[Value], cluster: &kubesim::SimCluster, root: &Path) -> Process {
     let deployment = find(objects, "Deployment")[0];
     let pod = &deployment["spec"]["template"]["spec"];
     let container = &pod["containers"][0];

@@ -4,9 +4,9 @@
 
 use convoy_e2e::fleet_repo::{create_standard_namespaces, standard_fleet};
 use convoy_e2e::harness::{HubProcess, Process, TestCa, eventually, spawn_agent};
-use convoy_e2e::kubesim::SimFleet;
 use convoy_shared::identity::Role;
 use convoy_shared::proto::{ClusterInfo, HistoryRequest, ListClustersRequest};
+use kubesim::SimFleet;
 
 async fn dev_1(ca: &TestCa, hub: &str) -> Option<ClusterInfo> {
     let mut cli = ca.cli(hub, Role::Viewer).await;

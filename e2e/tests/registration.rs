@@ -4,10 +4,9 @@
 
 use base64::Engine as _;
 use convoy_agent::link::LinkState;
-use convoy_e2e::agent_fixtures::namespace;
+use convoy_agent::testing::namespace;
 use convoy_e2e::fleet_repo::standard_fleet;
 use convoy_e2e::harness::{InProcessHub, Process, RunningAgent, TestCa, eventually, wait_connected, workspace_binary};
-use convoy_e2e::kubesim::{SimCluster, SimFleet};
 use convoy_shared::enrollment::generate_csr;
 use convoy_shared::identity::{Identity, Role};
 use convoy_shared::pki::{CertificateAuthority, IssuedCert};
@@ -16,6 +15,7 @@ use convoy_shared::proto::{
     CertificateResponse, CreateTokenRequest, RegisterRequest, RenewRequest, RevokeClusterRequest,
 };
 use convoy_shared::tls::{self, HubAddress};
+use kubesim::{SimCluster, SimFleet};
 use std::time::Duration;
 use tonic::Code;
 

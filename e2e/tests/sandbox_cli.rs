@@ -1,9 +1,7 @@
 //! The README's main job and the `convoy` CLI, driven as a user would: start `convoy-sandbox`,
 //! then ask it things with the `convoy` binary and its config file.
 
-mod kubesim_support;
-
-use kubesim_support::kubectl_ok;
+use kubesim::kubectl::kubectl_ok;
 
 use std::path::Path;
 use std::process::Command;

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use convoy_e2e::fleet_repo::{create_standard_namespaces, standard_fleet};
 use convoy_e2e::harness::{HubProcess, Process, TestCa, eventually, spawn_agent, workspace_binary};
-use convoy_e2e::kubesim::SimFleet;
+use kubesim::SimFleet;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
 use opentelemetry_proto::tonic::common::v1::KeyValue;

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use convoy_shared::clock::unix_ms;
 use convoy_shared::proto::{ClusterInfo, Health, Hello, Report};
 use dashmap::DashMap;
 use tokio_util::sync::CancellationToken;
@@ -33,18 +34,13 @@ pub struct ConnectionTable {
     next_session: AtomicU64,
 }
 
-/// Milliseconds since the Unix epoch, the unit every timestamp on the wire uses.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or_default()
-}
-
 impl ConnectionTable {
     /// Registers a new stream for `cluster`; an older stream of the same cluster is told to close.
     /// Returns the session id and the token the session must stop on.
     pub fn open(&self, cluster: &str, peer: SocketAddr) -> (u64, CancellationToken) {
         let session = self.next_session.fetch_add(1, Ordering::Relaxed) + 1;
         let cancel = CancellationToken::new();
-        let now = now_ms();
+        let now = unix_ms();
         let mut link = ClusterLink {
             session,
             connected: true,
@@ -88,14 +84,14 @@ impl ConnectionTable {
     /// Records the agent's Hello.
     pub fn hello(&self, cluster: &str, session: u64, hello: &Hello) {
         self.with_session(cluster, session, |link| {
-            link.last_seen_ms = now_ms();
+            link.last_seen_ms = unix_ms();
             link.agent_version = hello.agent_version.clone();
         });
     }
 
     /// Notes that the agent is alive.
     pub fn touch(&self, cluster: &str, session: u64) {
-        self.with_session(cluster, session, |link| link.last_seen_ms = now_ms());
+        self.with_session(cluster, session, |link| link.last_seen_ms = unix_ms());
     }
 
     /// Stores the agent's latest report. Returns true when it applied a digest it had not
@@ -103,7 +99,7 @@ impl ConnectionTable {
     pub fn report(&self, cluster: &str, session: u64, report: Report) -> bool {
         let mut newly_applied = false;
         self.with_session(cluster, session, |link| {
-            link.last_seen_ms = now_ms();
+            link.last_seen_ms = unix_ms();
             newly_applied = apply_report(link, report);
         });
         newly_applied

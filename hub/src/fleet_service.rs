@@ -248,7 +248,7 @@ impl FleetService for FleetApi {
         let events = BroadcastStream::new(self.hub.events.subscribe()).map(|event| match event {
             Ok(event) => Ok(event),
             Err(BroadcastStreamRecvError::Lagged(missed)) => Ok(FleetEvent {
-                at_unix_ms: crate::connections::now_ms(),
+                at_unix_ms: convoy_shared::clock::unix_ms(),
                 kind: "lagged".into(),
                 detail: format!("{missed} events missed: this watcher read too slowly"),
                 ..Default::default()

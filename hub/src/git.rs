@@ -10,7 +10,7 @@ use std::sync::atomic::AtomicBool;
 use gix::ObjectId;
 use gix::bstr::ByteSlice;
 
-use crate::render::{self, EntryKind, RenderError, Source};
+use convoy_render::{self as render, EntryKind, RenderError, Source};
 
 /// Errors of the Git source.
 #[derive(Debug, thiserror::Error)]

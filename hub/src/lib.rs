@@ -4,7 +4,6 @@
 pub mod agent_service;
 pub mod assignments;
 pub mod auth;
-pub mod cli;
 pub mod connections;
 pub mod fleet;
 pub mod fleet_service;
@@ -12,7 +11,6 @@ pub mod git;
 pub mod metrics;
 pub mod planner;
 pub mod registration;
-pub mod render;
 pub mod server;
 pub mod source;
 pub mod state;

@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use crate::fleet::{App, Cluster, Environment, FleetError};
 use crate::git::Snapshot;
-use crate::render::{self, EntryKind, Renderer, Source};
+use convoy_render::{self as render, EntryKind, Renderer, Source};
 
 /// Kinds that live outside namespaces; everything else gets the app's namespace when it names
 /// none (custom resources follow their CRD's scope when the CRD ships alongside).

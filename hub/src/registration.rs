@@ -17,6 +17,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use convoy_shared::clock::{unix_ms, unix_secs};
 use convoy_shared::identity::{Identity, valid_name};
 use convoy_shared::pki::{CertificateAuthority, LeafRequest};
 use convoy_shared::proto::registration_service_server::RegistrationService;
@@ -114,18 +115,9 @@ impl std::fmt::Debug for Registry {
     }
 }
 
-/// Seconds since the Unix epoch.
-pub fn now_unix() -> i64 {
-    OffsetDateTime::now_utc().unix_timestamp()
-}
-
 /// Milliseconds rounded up to whole seconds (certificate times have second resolution).
 fn ceil_seconds(ms: i64) -> i64 {
     (ms + 999).div_euclid(1000)
-}
-
-fn now_ms() -> i64 {
-    (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }
 
 /// The SHA-256 (hex) under which a token is stored.
@@ -193,12 +185,12 @@ impl Registry {
         if ttl.is_zero() || ttl > MAX_TOKEN_TTL {
             return Err(RegistrationError::InvalidTtl(ttl.as_secs() as i64));
         }
-        let now = now_unix();
+        let now = unix_secs();
         let record = TokenRecord {
             cluster: cluster.to_string(),
             labels,
             // Created after any revocation it follows, even within the same millisecond.
-            created_unix_ms: now_ms().max(self.revoked_at(cluster).map_or(i64::MIN, |at| at + 1)),
+            created_unix_ms: unix_ms().max(self.revoked_at(cluster).map_or(i64::MIN, |at| at + 1)),
             expires_unix: now + ttl.as_secs().max(1) as i64,
             used_unix: None,
         };
@@ -215,7 +207,7 @@ impl Registry {
         if !valid_name(cluster) {
             return Err(RegistrationError::InvalidName(cluster.to_string()));
         }
-        let at = now_ms();
+        let at = unix_ms();
         let (store, name) = (self.store.clone(), cluster.to_string());
         blocking(move || Ok(store.put_revocation(&name, at)?)).await?;
         self.revoked.insert(cluster.to_string(), at);
@@ -227,7 +219,7 @@ impl Registry {
     pub async fn register(&self, token: &str, csr_pem: &str, peer: SocketAddr) -> Result<CertificateResponse> {
         let authority = self.authority()?;
         let (store, hash) = (self.store.clone(), token_hash(token));
-        let now = now_unix();
+        let now = unix_secs();
         let record = match blocking(move || Ok(store.redeem_token(&hash, now)?)).await? {
             Redeemed::Spent(record) => record,
             Redeemed::Unknown => return Err(RegistrationError::UnknownToken),
@@ -242,7 +234,7 @@ impl Registry {
             // The new certificate must start at or after the revocation (whole seconds), and
             // must not start in the future: within the revocation's second, wait for the next.
             let ready_ms = ceil_seconds(at) * 1000;
-            let wait = ready_ms - now_ms();
+            let wait = ready_ms - unix_ms();
             if wait > 0 {
                 tokio::time::sleep(Duration::from_millis(wait as u64)).await;
             }
@@ -273,7 +265,7 @@ impl Registry {
 
     fn sign(&self, authority: &CertificateAuthority, cluster: &str, csr_pem: &str) -> Result<CertificateResponse> {
         let lifetime = *self.cert_lifetime.read().expect("lifetime lock");
-        let now = now_unix();
+        let now = unix_secs();
         // Never start before a revocation, or the new certificate would be refused with the old.
         let revoked = self.revoked_at(cluster).map_or(i64::MIN, ceil_seconds);
         let not_before = (now - CLOCK_SKEW_SECONDS).max(revoked).min(now);

@@ -8,10 +8,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use convoy_shared::clock::unix_ms;
 use gix::ObjectId;
 use tokio_util::sync::CancellationToken;
 
-use crate::connections::now_ms;
 use crate::fleet::{self, Fleet};
 use crate::git::GitMirror;
 use crate::metrics::HubMetrics;
@@ -161,7 +161,7 @@ impl SourceWorker {
                     cluster_errors,
                     stats,
                     published,
-                    synced_at_ms: now_ms(),
+                    synced_at_ms: unix_ms(),
                     fetch_failures: 0,
                 };
                 hub.set_view(view);

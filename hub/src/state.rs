@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
+use convoy_shared::clock::unix_ms;
 use convoy_shared::model::Assignment;
 use convoy_shared::proto::{ClusterInfo, FleetEvent, HistoryEntry, Report};
 
@@ -11,7 +12,7 @@ const EVENT_BACKLOG: usize = 1024;
 use tokio::sync::Notify;
 
 use crate::assignments::AssignmentTable;
-use crate::connections::{ConnectionTable, now_ms};
+use crate::connections::ConnectionTable;
 use crate::metrics::HubMetrics;
 use crate::source::FleetView;
 use crate::store::{MemoryStore, Store, StoreEvent, StoreWriter};
@@ -162,7 +163,7 @@ impl Hub {
     /// Tells watchers something happened to `cluster` (no one listening is fine).
     pub fn event(&self, cluster: &str, kind: &str, detail: String) {
         let _ = self.events.send(FleetEvent {
-            at_unix_ms: now_ms(),
+            at_unix_ms: unix_ms(),
             cluster: cluster.to_string(),
             kind: kind.to_string(),
             detail,
@@ -172,7 +173,7 @@ impl Hub {
     fn history(&self, cluster: &str, event: &str, revision: &str, digest: &str, detail: &str) {
         self.event(cluster, event, format!("revision {revision} digest {digest}"));
         let entry = HistoryEntry {
-            at_unix_ms: now_ms(),
+            at_unix_ms: unix_ms(),
             revision: revision.to_string(),
             digest: digest.to_string(),
             event: event.to_string(),

@@ -2,6 +2,7 @@
 //! certificate authority, and the TLS plumbing both ends of the agent link use.
 #![forbid(unsafe_code)]
 
+pub mod clock;
 pub mod enrollment;
 pub mod identity;
 pub mod link_error;

@@ -10,13 +10,13 @@
 
 use std::time::{Duration, Instant};
 
-use convoy_e2e::agent_fixtures::{self as fx, InProcessAgent, NS};
+use convoy_agent::testing::{self as fx, InProcessAgent, NS};
 use convoy_e2e::bench::{kubectl_apply, ms, percentile};
 use convoy_e2e::harness::{Process, agent_command};
-use convoy_e2e::kubesim::{SimCluster, SimFleet};
 use convoy_shared::identity::Identity;
 use convoy_shared::model::{Assignment, SyncPolicy};
 use convoy_shared::pki::{self, CertDir, LeafRequest};
+use kubesim::{SimCluster, SimFleet};
 use serde_json::{Value, json};
 
 fn managed_count(cluster: &SimCluster, name: &str) -> usize {

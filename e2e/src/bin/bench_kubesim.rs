@@ -2,9 +2,9 @@
 //! per second as the peer in the same run, and resident memory of 100 clusters × 200 objects.
 
 use anyhow::Context as _;
-use convoy_e2e::kubesim::{FleetOptions, SimConfig, SimFleet};
 use futures::StreamExt as _;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kubesim::{FleetOptions, SimConfig, SimFleet};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 

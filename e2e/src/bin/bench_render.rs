@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use convoy_hub::render::Renderer;
+use convoy_render::Renderer;
 use serde_json::Value;
 
 const CLUSTERS: usize = 200;
@@ -97,7 +97,7 @@ fn main() -> Result<()> {
     let tmp = tempfile::tempdir()?;
     let root = tmp.path();
     let dirs = generate(root)?;
-    let kubectl = convoy_e2e::harness::kubectl_path();
+    let kubectl = kubesim::kubectl::kubectl_path();
 
     let renderer = Renderer::new(root);
     // Warm-up and correctness: every directory must render like kubectl does.

@@ -5,8 +5,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use convoy_cli::ColorChoice;
 use convoy_e2e::sandbox::{Sandbox, SandboxConfig};
-use convoy_hub::cli::ColorChoice;
 use convoy_shared::telemetry::{Instrumented, TelemetryConfig};
 use tokio_util::sync::CancellationToken;
 
@@ -89,10 +89,10 @@ fn main() -> ExitCode {
                         _ = token.cancelled() => return,
                         _ = tick.tick() => {}
                     }
-                    let now = convoy_hub::connections::now_ms();
-                    let table = convoy_hub::cli::clusters_table(&hub.cluster_infos(), now);
+                    let now = convoy_shared::clock::unix_ms();
+                    let table = convoy_cli::clusters_table(&hub.cluster_infos(), now);
                     if terminal {
-                        print!("\x1b[2J\x1b[H\n{}", convoy_hub::cli::paint(&table));
+                        print!("\x1b[2J\x1b[H\n{}", convoy_cli::paint(&table));
                     } else {
                         println!("\n{table}");
                     }

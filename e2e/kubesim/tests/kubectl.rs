@@ -1,9 +1,9 @@
 //! kubesim fidelity, judged by the real kubectl run as a subprocess against simulated clusters.
 
-mod kubesim_support;
+mod support;
 
-use convoy_e2e::kubesim::SimFleet;
-use kubesim_support::{WIDGET_CRD, kubectl, kubectl_ok, manifest, web_app};
+use kubesim::SimFleet;
+use support::{WIDGET_CRD, kubectl, kubectl_ok, manifest, web_app};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn server_side_apply_get_diff_wait_delete() {

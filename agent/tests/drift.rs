@@ -2,17 +2,15 @@
 //! and manager (and restored when the app self-heals); an autoscaler owning replicas and
 //! server-defaulted fields are never drift; a deleted object is reported missing and re-created.
 
-mod kubesim_support;
-
 use std::path::Path;
 
-use kubesim_support::kubectl_ok;
+use kubesim::kubectl::kubectl_ok;
 
-use convoy_e2e::agent_fixtures::{self as fx, InProcessAgent, NS};
-use convoy_e2e::harness::eventually;
-use convoy_e2e::kubesim::SimFleet;
+use convoy_agent::testing::{self as fx, InProcessAgent, NS};
 use convoy_shared::model::report::{Drift, Health, Report};
 use convoy_shared::model::{Assignment, SyncPolicy};
+use kubesim::SimFleet;
+use kubesim::eventually;
 
 const CLUSTER: &str = "d1";
 

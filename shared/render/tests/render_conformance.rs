@@ -14,7 +14,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use convoy_hub::render::{Renderer, to_yaml};
+use convoy_render::{Renderer, to_yaml};
 use serde_json::Value;
 
 fn cases_dir() -> PathBuf {
@@ -25,7 +25,7 @@ fn kubectl() -> PathBuf {
     if let Some(k) = std::env::var_os("CONVOY_KUBECTL") {
         return PathBuf::from(k);
     }
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../e2e/.venv/bin/kubectl");
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../e2e/.venv/bin/kubectl");
     if venv.exists() {
         return venv;
     }

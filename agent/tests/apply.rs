@@ -5,13 +5,13 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use convoy_e2e::agent_fixtures::{self as fx, InProcessAgent, NS};
-use convoy_e2e::harness::eventually;
-use convoy_e2e::kubesim::SimFleet;
+use convoy_agent::testing::{self as fx, InProcessAgent, NS};
 use convoy_shared::model::report::{Health, Report};
 use futures::StreamExt as _;
 use kube::api::{Api, DynamicObject, WatchEvent, WatchParams};
 use kube::discovery::ApiResource;
+use kubesim::SimFleet;
+use kubesim::eventually;
 use serde_json::Value;
 
 const CLUSTER: &str = "c1";

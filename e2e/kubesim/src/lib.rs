@@ -3,7 +3,7 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! use convoy_e2e::kubesim::SimFleet;
+//! use kubesim::SimFleet;
 //! let fleet = SimFleet::start(&["eu-1", "us-1"]).await?;
 //! let eu = fleet.cluster("eu-1").expect("started");
 //! let client = eu.client().await?;             // a kube::Client for this cluster
@@ -12,13 +12,16 @@
 //! eu.faults().set_latency(std::time::Duration::from_millis(50));
 //! # drop(client); Ok(()) }
 //! ```
+#![forbid(unsafe_code)]
 
 pub mod apply;
 pub mod cluster;
 pub mod defaults;
 pub mod faults;
 pub mod fields;
+pub mod kubectl;
 pub mod patch;
+pub mod poll;
 pub mod protobuf;
 pub mod resources;
 pub mod selector;
@@ -31,6 +34,7 @@ pub mod watch;
 
 pub use cluster::{ClusterState, SimConfig, WriteOptions};
 pub use faults::{ErrorKind, Faults, OutageMode};
+pub use poll::eventually;
 pub use status_error::ApiError;
 
 use serde_json::Value;

@@ -1,5 +1,6 @@
 //! The `convoy` CLI's library half: the config file with contexts, dialing the hub with a CLI
 //! certificate, and printing answers as tables or JSON.
+#![forbid(unsafe_code)]
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};

@@ -1,14 +1,15 @@
-//! Agent scenarios' building blocks: object and assignment builders, and an agent reconciler
-//! running in-process against a kubesim cluster, fed assignments directly (no hub needed).
+//! Building blocks for agent scenarios and benchmarks (the binary never uses them): object and
+//! assignment builders, and a reconciler running in-process against any API server (kubesim in
+//! the tests), fed assignments directly with no hub.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use convoy_agent::applier::RetryPolicy;
-use convoy_agent::drift::{HealPolicy, Live};
-use convoy_agent::reconciler::{Reconciler, ReconcilerConfig};
-use convoy_agent::report_queue::ReportQueue;
+use crate::applier::RetryPolicy;
+use crate::drift::{HealPolicy, Live};
+use crate::reconciler::{Reconciler, ReconcilerConfig};
+use crate::report_queue::ReportQueue;
 use convoy_shared::model::report::{Health, Report};
 use convoy_shared::model::{AppAssignment, Assignment, SyncPolicy};
 use serde_json::{Value, json};
@@ -227,10 +228,20 @@ impl InProcessAgent {
 
 /// Waits until `agent` reports `digest` applied and healthy, and returns that report.
 pub async fn settled(agent: &InProcessAgent, digest: &str) -> Report {
-    let digest = digest.to_string();
-    crate::harness::eventually("the agent to converge", || {
+    let deadline = tokio::time::Instant::now() + SETTLE_GUARD;
+    loop {
         let r = agent.last_report().filter(|r| r.digest == digest && r.applied && r.health() == Health::Healthy);
-        async move { r }
-    })
-    .await
+        if let Some(report) = r {
+            return report;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the agent did not converge on {digest}: {:?}",
+            agent.last_report()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
+
+/// How long [`settled`] waits before it fails instead of hanging.
+const SETTLE_GUARD: Duration = Duration::from_secs(90);

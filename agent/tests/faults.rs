@@ -5,8 +5,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use convoy_e2e::agent_fixtures::{self as fx, InProcessAgent, settled};
-use convoy_e2e::kubesim::{ErrorKind, OutageMode, SimFleet};
+use convoy_agent::testing::{self as fx, InProcessAgent, settled};
+use kubesim::{ErrorKind, OutageMode, SimFleet};
 use serde_json::Value;
 
 const CLUSTER: &str = "f1";

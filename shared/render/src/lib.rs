@@ -4,6 +4,7 @@
 //! The entry point is [`Renderer`]; [`to_yaml`] prints its output like kubectl does.
 //! File access goes through the [`Source`] trait so the hub can render straight out of
 //! Git trees; [`FsSource`] is the filesystem implementation.
+#![forbid(unsafe_code)]
 
 mod engine;
 mod generate;

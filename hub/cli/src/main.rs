@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
-use convoy_hub::cli::{self, ColorChoice, ConfigFile, Context, Output};
+use convoy_cli::{self as cli, ColorChoice, ConfigFile, Context, Output};
 use convoy_shared::proto::*;
 
 #[derive(Parser)]
@@ -149,12 +149,11 @@ async fn run(cli: Cli) -> Result<(), cli::CliError> {
         }
         Command::Render { dir, root } => {
             let root = root.unwrap_or_else(|| cli::repository_root(&dir));
-            let objects = convoy_hub::render::Renderer::new(&root)
-                .render(&dir)
-                .map_err(|e| cli::CliError::Render(e.to_string()))?;
+            let objects =
+                convoy_render::Renderer::new(&root).render(&dir).map_err(|e| cli::CliError::Render(e.to_string()))?;
             match cli.output {
                 Output::Json => print!("{}", cli::structured(cli.output, &objects).unwrap_or_default()),
-                _ => print!("{}", convoy_hub::render::to_yaml(&objects)),
+                _ => print!("{}", convoy_render::to_yaml(&objects)),
             }
         }
         Command::Clusters { command: Some(ClustersCommand::Revoke { name }) } => {
@@ -184,7 +183,7 @@ async fn run(cli: Cli) -> Result<(), cli::CliError> {
         }
         Command::Clusters { command: None } => {
             let reply = context()?.connect().await?.list_clusters(ListClustersRequest {}).await?.into_inner();
-            let table = || cli::clusters_table(&reply.clusters, convoy_hub::connections::now_ms());
+            let table = || cli::clusters_table(&reply.clusters, convoy_shared::clock::unix_ms());
             print!("{}", cli::answer(cli.output, color, &reply.clusters, table));
         }
         Command::Status { cluster } => {

@@ -1,44 +1,9 @@
-//! Helpers shared by the kubesim test binaries: locating the real kubectl and running it.
+//! Manifests shared by the kubesim test binaries.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 
-pub use convoy_e2e::harness::kubectl_path;
-
-/// What one kubectl run produced.
-#[derive(Debug)]
-pub struct Run {
-    /// Exit code.
-    pub code: i32,
-    /// Standard output.
-    pub stdout: String,
-    /// Standard error.
-    pub stderr: String,
-}
-
-/// Runs kubectl against a kubeconfig as a real subprocess.
-pub async fn kubectl(kubeconfig: &Path, args: &[&str]) -> Run {
-    let out = tokio::process::Command::new(kubectl_path())
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(args)
-        .env("KUBECACHEDIR", kubeconfig.with_extension("cache"))
-        .output()
-        .await
-        .expect("kubectl runs");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-/// Runs kubectl and requires success.
-pub async fn kubectl_ok(kubeconfig: &Path, args: &[&str]) -> String {
-    let r = kubectl(kubeconfig, args).await;
-    assert_eq!(r.code, 0, "kubectl {args:?} failed: {}\n{}", r.stderr, r.stdout);
-    r.stdout
-}
+pub use kubesim::kubectl::{kubectl, kubectl_ok};
 
 /// Writes a manifest next to the kubeconfig and returns its path.
 pub fn manifest(kubeconfig: &Path, file: &str, text: &str) -> PathBuf {

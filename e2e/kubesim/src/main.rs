@@ -2,7 +2,7 @@
 
 use anyhow::Context as _;
 use clap::Parser;
-use convoy_e2e::kubesim::{FleetOptions, SimConfig, SimFleet};
+use kubesim::{FleetOptions, SimConfig, SimFleet};
 use std::path::PathBuf;
 use std::time::Duration;
 

@@ -1,7 +1,6 @@
 //! kubesim through the unmodified `kube` client: discovery, dynamic CRUD, server-side apply,
 //! watchers, status progression, the HPA-like controller and fault injection.
 
-use convoy_e2e::kubesim::{ErrorKind, FleetOptions, OutageMode, SimConfig, SimFleet};
 use futures::{StreamExt, TryStreamExt};
 use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
@@ -9,6 +8,7 @@ use kube::api::{
 };
 use kube::discovery::Discovery;
 use kube::runtime::{WatchStreamExt, watcher};
+use kubesim::{ErrorKind, FleetOptions, OutageMode, SimConfig, SimFleet};
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -446,7 +446,7 @@ async fn cascades_namespaces_owners_and_crds() {
     assert!(cluster.get("v1", "ConfigMap", Some("team"), "left").is_none());
 
     // CRDs: served once created (Established), gone with their objects once deleted.
-    let crd: Value = serde_saphyr::from_str(include_str!("kubesim_support/widget_crd.yaml")).unwrap();
+    let crd: Value = serde_saphyr::from_str(include_str!("support/widget_crd.yaml")).unwrap();
     cluster.apply("t", &crd, false).unwrap();
     let live = cluster.get("apiextensions.k8s.io/v1", "CustomResourceDefinition", None, "widgets.example.com").unwrap();
     let conds = live["status"]["conditions"].as_array().unwrap();

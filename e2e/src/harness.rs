@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use convoy_agent::link::{Backoff, HubLink, LinkConfig, LinkHandle};
 
+use convoy_hub::registry::{DEFAULT_AGENT_CERT_LIFETIME, RegistryConfig};
 use convoy_shared::identity::{Identity, Role};
 use convoy_shared::pki::{self, CertDir, CertificateAuthority, IssuedCert, LeafRequest};
 use convoy_shared::proto::fleet_service_client::FleetServiceClient;
@@ -160,6 +161,16 @@ impl Process {
     }
 }
 
+impl Process {
+    /// Sends SIGTERM, as a service manager stopping it would, and waits for the exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().expect("run kill");
+        assert!(sent.success(), "kill -TERM {pid} failed");
+        self.child.wait().expect("wait for the process")
+    }
+}
+
 impl Drop for Process {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -273,8 +284,6 @@ impl RunningAgent {
     }
 }
 
-/// How long [`eventually`] waits before declaring a hang. A guard against tests that never end,
-/// not a performance expectation: it is far above anything a healthy run needs.
 /// A hub running in this process on loopback (gRPC and HTTP), reading `repo`.
 pub struct InProcessHub {
     pub hub: Arc<convoy_hub::state::Hub>,
@@ -297,6 +306,12 @@ impl InProcessHub {
 
     /// Like [`InProcessHub::start`], with gRPC on `listen` (e.g. the port of a hub that stopped).
     pub async fn start_on(ca: &TestCa, repo_url: &str, listen: &str) -> Self {
+        Self::start_with(ca, repo_url, listen, DEFAULT_AGENT_CERT_LIFETIME).await
+    }
+
+    /// Like [`InProcessHub::start_on`], signing agent certificates (the hub registers agents
+    /// with `ca`) that live `cert_lifetime`.
+    pub async fn start_with(ca: &TestCa, repo_url: &str, listen: &str, cert_lifetime: Duration) -> Self {
         let data = tempfile::tempdir().expect("data dir");
         let material = tls::TlsMaterial::from_files(&ca.certs.ca_cert(), &ca.certs.hub_cert(), &ca.certs.hub_key())
             .expect("hub TLS files");
@@ -315,12 +330,14 @@ impl InProcessHub {
         let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind HTTP");
         let address = format!("localhost:{}", grpc.local_addr().expect("addr").port());
         let http_address = http.local_addr().expect("addr").to_string();
-        let hub = convoy_hub::state::Hub::in_memory();
+        let authority = CertificateAuthority::load(&ca.certs).expect("the test CA");
+        let registry = RegistryConfig { authority: Some(Arc::new(authority)), cert_lifetime };
+        let (hub, publisher) = convoy_hub::state::Hub::in_memory(registry);
         let shutdown = CancellationToken::new();
         let task = tokio::spawn({
             let (hub, shutdown) = (hub.clone(), shutdown.clone());
             async move {
-                convoy_hub::server::run(config, grpc, Some(http), hub, shutdown).await.expect("hub runs");
+                convoy_hub::server::run(config, grpc, Some(http), (hub, publisher), shutdown).await.expect("hub runs");
             }
         });
         let started = InProcessHub { hub, address, http_address, shutdown, task, _data: data };
@@ -335,7 +352,7 @@ impl InProcessHub {
     /// Makes the hub fetch now and waits until it has seen `commit` on `branch`.
     pub async fn sync(&self, branch: &str, commit: &str) {
         eventually(&format!("the hub to see {branch} at {commit}"), || {
-            self.hub.refresh.notify_one();
+            self.hub.request_refresh();
             let seen = self.hub.view().branches.get(branch).map(String::as_str) == Some(commit);
             async move {
                 if !seen {
@@ -349,14 +366,13 @@ impl InProcessHub {
 
     /// The digest of `cluster`'s current assignment ("" when none).
     pub fn digest(&self, cluster: &str) -> String {
-        self.hub.assignments.get(cluster).map(|a| a.digest.clone()).unwrap_or_default()
+        self.hub.assignment(cluster).map(|a| a.digest.clone()).unwrap_or_default()
     }
 
     /// The objects of `app` in `cluster`'s current assignment.
     pub fn objects(&self, cluster: &str, app: &str) -> Vec<serde_json::Value> {
         self.hub
-            .assignments
-            .get(cluster)
+            .assignment(cluster)
             .and_then(|a| a.apps.iter().find(|x| x.name == app).map(|x| x.objects.clone()))
             .unwrap_or_default()
     }

@@ -14,6 +14,7 @@ use std::time::Duration;
 use convoy_agent::link::{Backoff, LinkConfig};
 use convoy_agent::reconciler::ReconcilerConfig;
 use convoy_cli::{ConfigFile, Context};
+use convoy_hub::registry::RegistryConfig;
 use convoy_hub::server::HubConfig;
 use convoy_hub::source::SourceConfig;
 use convoy_hub::state::Hub;
@@ -115,7 +116,8 @@ impl Sandbox {
         let http_address = http.local_addr().map_err(listen_err("127.0.0.1:0"))?.to_string();
 
         let mut tasks = JoinSet::new();
-        let hub = Hub::new(Arc::new(RedbStore::open(&config.dir.join("hub"))?))?;
+        let (hub, publisher) =
+            Hub::new(Arc::new(RedbStore::open(&config.dir.join("hub"))?), RegistryConfig::default())?;
         let material = TlsMaterial::from_files(&certs.ca_cert(), &certs.hub_cert(), &certs.hub_key())?;
         let hub_config = HubConfig {
             tls: tls::server_config(&material)?,
@@ -127,7 +129,7 @@ impl Sandbox {
             }),
             webhook_secret: None,
         };
-        let (hub_state, token) = (hub.clone(), shutdown.clone());
+        let (hub_state, token) = ((hub.clone(), publisher), shutdown.clone());
         tasks.spawn(
             async move {
                 if let Err(e) = convoy_hub::server::run(hub_config, grpc, Some(http), hub_state, token).await {

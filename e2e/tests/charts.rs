@@ -14,7 +14,6 @@ use base64::Engine as _;
 use convoy_e2e::fleet_repo::standard_fleet;
 use convoy_e2e::harness::{InProcessHub, Process, TestCa, eventually, wait_connected, workspace_binary};
 use convoy_shared::identity::Role;
-use convoy_shared::pki::CertificateAuthority;
 use convoy_shared::proto::CreateTokenRequest;
 use kubesim::SimFleet;
 use serde_json::{Value, json};
@@ -235,7 +234,6 @@ async fn the_rendered_agent_chart_applied_with_kubectl_registers_and_reconciles(
     let repo_dir = tempfile::tempdir().unwrap();
     let repo = standard_fleet(repo_dir.path());
     let hub = InProcessHub::start(&ca, &repo.url()).await;
-    hub.hub.registry.set_authority(CertificateAuthority::load(&ca.certs).unwrap());
     let mut admin = ca.cli(&hub.address, Role::Admin).await;
     let token = admin
         .create_token(CreateTokenRequest { cluster: "dev-1".into(), ..Default::default() })
@@ -306,7 +304,7 @@ async fn the_rendered_agent_chart_applied_with_kubectl_registers_and_reconciles(
     drop(agent);
 
     // Restarted, the agent comes back from the Secret: the token is spent and not needed.
-    hub.hub.connections.disconnect("dev-1");
+    hub.hub.connections().disconnect("dev-1");
     let again = start_agent_like_the_chart(&objects, cluster, root.path());
     eventually("the restarted agent used its Secret", || {
         let seen = !again.log_lines("using the certificate from the credentials Secret").is_empty();

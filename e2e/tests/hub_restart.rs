@@ -1,10 +1,12 @@
 //! A hub killed with SIGKILL and restarted on the same `--data`: what it recorded (history, the
 //! agents' last reports) is still there, an agent that already runs its assignment is told
-//! "unchanged" instead of applying it again, and history gains no entry for the restart.
+//! "unchanged" instead of applying it again, and history gains no entry for the restart. A hub
+//! stopped with SIGTERM writes what it acknowledged before it exits.
 
 use convoy_e2e::fleet_repo::{create_standard_namespaces, standard_fleet};
-use convoy_e2e::harness::{HubProcess, Process, TestCa, eventually, spawn_agent};
-use convoy_shared::identity::Role;
+use convoy_e2e::harness::{HubProcess, Process, RunningAgent, TestCa, eventually, spawn_agent};
+use convoy_shared::identity::{Identity, Role};
+use convoy_shared::model::report::Report;
 use convoy_shared::proto::{ClusterInfo, HistoryRequest, ListClustersRequest};
 use kubesim::SimFleet;
 
@@ -68,4 +70,44 @@ async fn a_restarted_hub_keeps_its_history_and_reports_and_the_agent_does_not_re
     assert_eq!(history(&ca, &address).await, before, "nothing new happened to dev-1, and history says so");
     let config = cluster.get("v1", "ConfigMap", Some("web"), "web-config").expect("still applied");
     assert_eq!(config["data"]["greeting"], "hello dev-1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_the_hub_acknowledged_before_sigterm_are_in_the_store_after_restart() {
+    let data = tempfile::tempdir().unwrap();
+    let data_path = data.path().to_str().unwrap();
+    let ca = TestCa::new();
+    let serve = ["--data", data_path];
+    let mut hub = HubProcess::start_with(&ca.certs.0, "127.0.0.1:0", "info", &serve);
+    let address = hub.address.clone();
+    let cert = ca.issue(Identity::Cluster("dev-1".into()));
+    let agent = RunningAgent::start(ca.agent_config(&address, Some(&cert), "dev-1"));
+
+    // A burst of applies, each a report and a history entry for the store's writer to queue.
+    const REPORTS: usize = 400;
+    for i in 0..REPORTS {
+        let report = Report {
+            revision: format!("r{i}"),
+            digest: format!("d{i}"),
+            applied: true,
+            at_unix_ms: i as i64,
+            ..Default::default()
+        };
+        agent.handle.reports.push(report);
+    }
+    let last = format!("r{}", REPORTS - 1);
+    eventually("the hub to acknowledge the last report", || async {
+        dev_1(&ca, &address).await.filter(|c| c.applied_revision == last).map(|_| ())
+    })
+    .await;
+    let status = hub.process.terminate();
+    assert!(status.success(), "the hub exits cleanly on SIGTERM: {status}");
+    hub.process.wait_for_line("store flushed");
+    agent.stop().await;
+
+    let restarted = HubProcess::start_with(&ca.certs.0, &address, "info", &serve);
+    let remembered = dev_1(&ca, &restarted.address).await.expect("dev-1 is known after the restart");
+    assert_eq!(remembered.applied_revision, last, "the last acknowledged report survives");
+    let history = history(&ca, &restarted.address).await;
+    assert_eq!(history.first(), Some(&("applied".to_string(), last.clone())), "{history:?}");
 }

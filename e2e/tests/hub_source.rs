@@ -83,7 +83,7 @@ async fn a_dev_commit_reaches_only_dev_and_merging_promotes_it_to_stage_with_sta
     let after_stage = digests(&hub);
     assert_eq!(changed(&after_dev, &after_stage), ["stage-1"]);
     assert_eq!(config_data(&hub, "stage-1", "web"), serde_json::json!({"greeting": "hi stage-1", "tier": "stage"}));
-    assert_eq!(hub.hub.assignments.get("stage-1").unwrap().revision, stage_head);
+    assert_eq!(hub.hub.assignment("stage-1").unwrap().revision, stage_head);
 
     let envs = cli.envs(EnvsRequest {}).await.unwrap().into_inner().environments;
     let summary: Vec<_> = envs.iter().map(|e| (e.name.as_str(), e.branch.as_str(), e.clusters)).collect();
@@ -109,7 +109,7 @@ async fn changing_a_cluster_label_retargets_apps_and_removing_an_app_drops_it() 
     repo.remove("apps/api");
     let head = repo.commit("retire api");
     hub.sync("main", &head).await;
-    let prod_apps: Vec<_> = hub.hub.assignments.get("prod-eu").unwrap().apps.iter().map(|a| a.name.clone()).collect();
+    let prod_apps: Vec<_> = hub.hub.assignment("prod-eu").unwrap().apps.iter().map(|a| a.name.clone()).collect();
     assert_eq!(prod_apps, ["web"]);
     assert_eq!(changed(&before, &digests(&hub)), ["prod-eu", "prod-us"]);
     hub.stop().await;
@@ -134,7 +134,7 @@ async fn malformed_yaml_in_one_app_leaves_everything_else_and_shows_in_status() 
     // web moved on everywhere in prod; api kept its last good objects on prod-eu.
     assert_eq!(config_data(&hub, "prod-us", "web")["greeting"], "still prod-us");
     assert_eq!(hub.objects("prod-eu", "api"), api_before);
-    let api = hub.hub.assignments.get("prod-eu").unwrap().apps.iter().find(|a| a.name == "api").cloned().unwrap();
+    let api = hub.hub.assignment("prod-eu").unwrap().apps.iter().find(|a| a.name == "api").cloned().unwrap();
     let error = api.render_error.expect("the render error travels with the app");
     assert!(error.contains("apps/api/base/config.yaml"), "{error}");
 
@@ -213,7 +213,7 @@ async fn a_force_push_is_followed_and_a_deleted_branch_empties_nothing() {
     assert_ne!(main, main_head);
     hub.sync("main", &main_head).await;
     assert_eq!(hub.digest("dev-1"), first, "dev-1 keeps its assignment");
-    let errors = hub.hub.view().errors.clone();
+    let errors: Vec<String> = hub.hub.view().errors.iter().map(ToString::to_string).collect();
     assert!(
         errors.iter().any(|e| e.contains("branch 'dev'") && e.contains("keep their last assignment")),
         "{errors:?}"

@@ -9,7 +9,7 @@ use convoy_e2e::fleet_repo::standard_fleet;
 use convoy_e2e::harness::{InProcessHub, Process, RunningAgent, TestCa, eventually, wait_connected, workspace_binary};
 use convoy_shared::enrollment::generate_csr;
 use convoy_shared::identity::{Identity, Role};
-use convoy_shared::pki::{CertificateAuthority, IssuedCert};
+use convoy_shared::pki::IssuedCert;
 use convoy_shared::proto::registration_service_client::RegistrationServiceClient;
 use convoy_shared::proto::{
     CertificateResponse, CreateTokenRequest, RegisterRequest, RenewRequest, RevokeClusterRequest,
@@ -24,7 +24,6 @@ async fn start() -> (TestCa, InProcessHub, tempfile::TempDir) {
     let repo_dir = tempfile::tempdir().unwrap();
     let repo = standard_fleet(repo_dir.path());
     let hub = InProcessHub::start(&ca, &repo.url()).await;
-    hub.hub.registry.set_authority(CertificateAuthority::load(&ca.certs).unwrap());
     (ca, hub, repo_dir)
 }
 
@@ -142,7 +141,7 @@ async fn revocation_closes_the_stream_and_refuses_the_cluster_until_a_new_token(
     })
     .await;
     assert!(refused.contains("convoy token create"), "{refused}");
-    assert!(!hub.hub.connections.get("prod-eu").unwrap().connected);
+    assert!(!hub.hub.connections().get("prod-eu").unwrap().connected);
     let csr = generate_csr("prod-eu").unwrap();
     let renew = registration(&ca, &hub.address, Some(&cert)).await.renew(RenewRequest { csr_pem: csr.cert_pem }).await;
     assert_eq!(renew.unwrap_err().code(), Code::PermissionDenied);
@@ -167,8 +166,10 @@ fn stored_certificate(cluster: &SimCluster) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_renews_before_expiry_and_reconnects_with_the_renewed_certificate() {
-    let (ca, hub, repo_dir) = start().await;
-    hub.hub.registry.set_cert_lifetime(Duration::from_secs(6));
+    let ca = TestCa::new();
+    let repo_dir = tempfile::tempdir().unwrap();
+    let repo = standard_fleet(repo_dir.path());
+    let hub = InProcessHub::start_with(&ca, &repo.url(), "127.0.0.1:0", Duration::from_secs(6)).await;
     let token = token(&ca, &hub, "dev-1", 0).await;
     let kube = SimFleet::start(&["dev-1"]).await.unwrap();
     let cluster = kube.cluster("dev-1").unwrap();
@@ -209,7 +210,6 @@ async fn an_agent_renews_before_expiry_and_reconnects_with_the_renewed_certifica
     hub.stop().await;
     let repo = convoy_e2e::fleet_repo::FleetRepo { dir: repo_dir.path().to_path_buf() };
     let restarted = InProcessHub::start_on(&ca, &repo.url(), &format!("127.0.0.1:{port}")).await;
-    restarted.hub.registry.set_authority(CertificateAuthority::load(&ca.certs).unwrap());
     wait_connected(&ca, &restarted.address, "dev-1").await;
     assert!(agent.log_lines("expired").is_empty(), "the agent never offered an expired certificate");
     restarted.stop().await;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use convoy_shared::model::Assignment;
+use convoy_shared::model::report::Report;
 use convoy_shared::proto::agent_message::Kind as AgentKind;
 use convoy_shared::proto::agent_service_server::AgentService;
 use convoy_shared::proto::hub_message::Kind as HubKind;
@@ -16,6 +17,7 @@ use futures::Stream;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
@@ -30,12 +32,14 @@ const OUTBOUND_QUEUE: usize = 8;
 /// The AgentService implementation.
 pub struct AgentLinks {
     hub: Arc<Hub>,
+    /// Session tasks are spawned here, so the server waits for them before the store's flush.
+    sessions: TaskTracker,
     shutdown: CancellationToken,
 }
 
 impl AgentLinks {
-    pub fn new(hub: Arc<Hub>, shutdown: CancellationToken) -> Self {
-        AgentLinks { hub, shutdown }
+    pub fn new(hub: Arc<Hub>, sessions: TaskTracker, shutdown: CancellationToken) -> Self {
+        AgentLinks { hub, sessions, shutdown }
     }
 }
 
@@ -46,22 +50,22 @@ impl AgentService for AgentLinks {
     type ConnectStream = HubStream;
 
     async fn connect(&self, req: Request<Streaming<AgentMessage>>) -> Result<Response<HubStream>, Status> {
-        let (cluster, peer) = auth::require_registered_cluster(&req, &self.hub.registry)?;
+        let (cluster, peer) = auth::require_registered_cluster(&req, self.hub.registry())?;
         let not_before = req.extensions().get::<auth::PeerInfo>().and_then(|p| p.not_before_unix).unwrap_or(i64::MIN);
         let inbound = req.into_inner();
         let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
-        let (session, replaced) = self.hub.connections.open(&cluster, peer);
+        let (session, replaced) = self.hub.connections().open(&cluster, peer);
         // A revocation that landed between the check above and `open` found no stream to close.
-        if self.hub.registry.refuses(&cluster, not_before).is_some() {
+        if self.hub.registry().refuses(&cluster, not_before).is_some() {
             replaced.cancel();
-            self.hub.connections.close(&cluster, session);
+            self.hub.connections().close(&cluster, session);
             return Err(Status::permission_denied(format!("cluster '{cluster}' was revoked")));
         }
         tracing::info!(cluster, %peer, "agent stream opened");
         self.hub.event(&cluster, "connected", format!("from {peer}"));
         let span = tracing::info_span!("agent", cluster = %cluster, session);
         let task = Session { hub: self.hub.clone(), cluster, session, tx };
-        tokio::spawn(task.run(inbound, self.shutdown.clone(), replaced).instrument(span));
+        self.sessions.spawn(task.run(inbound, self.shutdown.clone(), replaced).instrument(span));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }
@@ -82,7 +86,7 @@ impl Session {
             _ = replaced.cancelled() => Ok("closed by the hub (a newer stream replaced it, or the cluster was revoked)"),
             result = self.serve(&mut inbound) => result,
         };
-        self.hub.connections.close(&self.cluster, self.session);
+        self.hub.connections().close(&self.cluster, self.session);
         match outcome {
             Ok(reason) => {
                 tracing::info!(reason, "agent stream closed");
@@ -102,7 +106,7 @@ impl Session {
         let Some(AgentMessage { kind: Some(AgentKind::Hello(hello)) }) = first else {
             return Err(Status::invalid_argument("the first message on an agent stream must be a Hello"));
         };
-        let mut assignments = self.hub.assignments.subscribe(&self.cluster);
+        let mut assignments = self.hub.subscribe_assignment(&self.cluster);
         let mut sent = self.hello(&hello, &mut assignments).await?;
         loop {
             tokio::select! {
@@ -120,11 +124,13 @@ impl Session {
                 }
                 message = inbound.message() => match message {
                     Ok(Some(AgentMessage { kind: Some(kind) })) => match kind {
-                        AgentKind::Heartbeat(_) => self.hub.connections.touch(&self.cluster, self.session),
-                        AgentKind::Report(report) => self.hub.record_report(&self.cluster, self.session, report),
+                        AgentKind::Heartbeat(_) => self.hub.connections().touch(&self.cluster, self.session),
+                        AgentKind::Report(report) => {
+                            self.hub.record_report(&self.cluster, self.session, &Report::from(&report))
+                        }
                         AgentKind::Hello(hello) => sent = self.hello(&hello, &mut assignments).await?,
                     },
-                    Ok(Some(AgentMessage { kind: None })) => self.hub.connections.touch(&self.cluster, self.session),
+                    Ok(Some(AgentMessage { kind: None })) => self.hub.connections().touch(&self.cluster, self.session),
                     Ok(None) => return Ok("agent closed the stream"),
                     Err(status) => {
                         tracing::info!(error = %status, "agent stream broke");
@@ -149,7 +155,7 @@ impl Session {
                 "agent claims another cluster name in its Hello; ignored, the certificate decides"
             );
         }
-        self.hub.connections.hello(&self.cluster, self.session, hello);
+        self.hub.connections().hello(&self.cluster, self.session, hello);
         let current = assignments.borrow_and_update().clone();
         match current {
             Some(assignment) if assignment.digest != hello.held_digest => {

@@ -15,8 +15,9 @@ use futures::Stream;
 use tonic::{Request, Response, Status};
 
 use crate::auth;
-use crate::planner::{EnvironmentState, PlanStats, Planner};
+use crate::planner::Planner;
 use crate::state::Hub;
+use crate::view::SyncError;
 
 /// How many history entries `History` returns when the request names no limit.
 const DEFAULT_HISTORY: u32 = 50;
@@ -58,8 +59,12 @@ impl FleetService for FleetApi {
     }
 
     async fn get_cluster(&self, req: Request<GetClusterRequest>) -> Result<Response<ClusterInfo>, Status> {
-        let mut found = self.selected(&req.get_ref().name)?;
-        Ok(Response::new(found.remove(0)))
+        let name = &req.get_ref().name;
+        if name.is_empty() {
+            return Err(Status::invalid_argument("GetCluster needs a cluster name; `convoy clusters` lists them"));
+        }
+        let found = self.selected(name)?.pop();
+        found.map(Response::new).ok_or_else(|| Status::internal(format!("cluster '{name}' vanished while listing")))
     }
 
     async fn status(&self, req: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
@@ -68,9 +73,9 @@ impl FleetService for FleetApi {
             .selected(&req.get_ref().cluster)?
             .into_iter()
             .map(|info| {
-                let report = self.hub.connections.last_report(&info.name).unwrap_or_default();
+                let report = self.hub.connections().last_report(&info.name).unwrap_or_default();
                 let health: HashMap<&str, &AppStatus> = report.apps.iter().map(|a| (a.name.as_str(), a)).collect();
-                let assignment = self.hub.assignments.get(&info.name);
+                let assignment = self.hub.assignment(&info.name);
                 let apps = assignment
                     .iter()
                     .flat_map(|a| a.apps.iter())
@@ -84,7 +89,7 @@ impl FleetService for FleetApi {
                         }
                     })
                     .collect();
-                let mut errors = view.errors.clone();
+                let mut errors: Vec<String> = view.errors.iter().map(ToString::to_string).collect();
                 match (view.cluster_errors.get(&info.name), &view.fleet) {
                     (Some(own), _) => errors.extend(own.iter().cloned()),
                     // An agent whose certificate names a cluster Git does not declare.
@@ -105,7 +110,7 @@ impl FleetService for FleetApi {
             .selected(&req.get_ref().cluster)?
             .into_iter()
             .map(|info| ClusterDrift {
-                drifts: self.hub.connections.last_report(&info.name).map(|r| r.drifts).unwrap_or_default(),
+                drifts: self.hub.connections().last_report(&info.name).map(|r| r.drifts).unwrap_or_default(),
                 cluster: info.name,
             })
             .collect();
@@ -116,7 +121,7 @@ impl FleetService for FleetApi {
         let HistoryRequest { cluster, limit } = req.into_inner();
         self.selected(&cluster)?;
         let limit = if limit == 0 { DEFAULT_HISTORY } else { limit } as usize;
-        let store = self.hub.store.clone();
+        let store = self.hub.store().clone();
         let entries = tokio::task::spawn_blocking(move || store.history(&cluster, limit))
             .await
             .map_err(|e| Status::internal(e.to_string()))?
@@ -170,26 +175,11 @@ impl FleetService for FleetApi {
         let to = resolve(&to_env).ok_or_else(|| unknown(&to_env))?;
         let hub = self.hub.clone();
         let clusters = tokio::task::spawn_blocking(move || {
-            // What `to`'s clusters would get if `to`'s branch had `from`'s head: from's files,
-            // rendered with to's environment name (so envs/<to> overlays apply).
-            let promoted =
-                EnvironmentState { environment: to.clone(), snapshot: from.snapshot.clone(), apps: from.apps.clone() };
-            let mut planner = Planner::default();
-            let mut stats = PlanStats::default();
-            fleet
-                .clusters
-                .values()
-                .filter(|c| c.environment == to.name)
-                .map(|cluster| {
-                    let current = hub.assignments.get(&cluster.name);
-                    if let Some(current) = &current {
-                        planner.remember(current);
-                    }
-                    let plan = planner.plan_cluster(cluster, &promoted, &mut stats);
-                    ClusterDiff {
-                        errors: plan.errors,
-                        ..diff_assignments(&cluster.name, current.as_deref(), &plan.assignment)
-                    }
+            Planner::preview_promotion(&fleet, &from, &to, |cluster| hub.assignment(cluster))
+                .into_iter()
+                .map(|(current, plan)| ClusterDiff {
+                    errors: plan.errors.iter().map(ToString::to_string).collect(),
+                    ..diff_assignments(&plan.assignment.cluster, current.as_deref(), &plan.assignment)
                 })
                 .collect::<Vec<_>>()
         })
@@ -201,7 +191,7 @@ impl FleetService for FleetApi {
     async fn refresh(&self, req: Request<RefreshRequest>) -> Result<Response<RefreshResponse>, Status> {
         auth::require_user(&req, Role::Admin)?;
         let before = self.hub.view().synced_at_ms;
-        self.hub.refresh.notify_one();
+        self.hub.request_refresh();
         // Wait (briefly) for the sync to land so the answer shows the new heads.
         for _ in 0..100 {
             let view = self.hub.view();
@@ -218,7 +208,7 @@ impl FleetService for FleetApi {
         let CreateTokenRequest { cluster, labels, ttl_seconds } = req.into_inner();
         let ttl = (ttl_seconds != 0).then(|| Duration::from_secs(ttl_seconds.max(0) as u64));
         let ttl = if ttl_seconds < 0 { Some(Duration::ZERO) } else { ttl };
-        let new = self.hub.registry.create_token(&cluster, labels.into_iter().collect(), ttl).await?;
+        let new = self.hub.registry().create_token(&cluster, labels.into_iter().collect(), ttl).await?;
         tracing::info!(user, cluster, "bootstrap token handed out");
         Ok(Response::new(CreateTokenResponse {
             token: new.token,
@@ -233,8 +223,8 @@ impl FleetService for FleetApi {
     ) -> Result<Response<RevokeClusterResponse>, Status> {
         let (user, _) = auth::require_user(&req, Role::Admin)?;
         let cluster = req.into_inner().cluster;
-        let at_ms = self.hub.registry.revoke(&cluster).await?;
-        let stream_closed = self.hub.connections.disconnect(&cluster);
+        let at_ms = self.hub.registry().revoke(&cluster).await?;
+        let stream_closed = self.hub.connections().disconnect(&cluster);
         tracing::warn!(user, cluster, stream_closed, "revocation requested");
         Ok(Response::new(RevokeClusterResponse { cluster, revoked_unix: at_ms / 1000, stream_closed }))
     }
@@ -245,7 +235,7 @@ impl FleetService for FleetApi {
         use tokio_stream::StreamExt;
         use tokio_stream::wrappers::BroadcastStream;
         use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
-        let events = BroadcastStream::new(self.hub.events.subscribe()).map(|event| match event {
+        let events = BroadcastStream::new(self.hub.subscribe_events()).map(|event| match event {
             Ok(event) => Ok(event),
             Err(BroadcastStreamRecvError::Lagged(missed)) => Ok(FleetEvent {
                 at_unix_ms: convoy_shared::clock::unix_ms(),
@@ -259,9 +249,12 @@ impl FleetService for FleetApi {
     }
 }
 
-fn no_fleet(errors: &[String]) -> Status {
-    let why =
-        if errors.is_empty() { "the hub has not read the fleet repository yet".to_string() } else { errors.join("; ") };
+fn no_fleet(errors: &[SyncError]) -> Status {
+    let why = if errors.is_empty() {
+        "the hub has not read the fleet repository yet".to_string()
+    } else {
+        errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+    };
     Status::failed_precondition(format!("no fleet model: {why}"))
 }
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use std::time::Duration;
 
+use convoy_hub::registry::RegistryConfig;
 use convoy_hub::server::{self, HubConfig};
 use convoy_hub::source::SourceConfig;
 use convoy_hub::state::Hub;
@@ -16,6 +17,9 @@ use convoy_shared::pki::{self, CertDir, CertificateAuthority, LeafRequest};
 use convoy_shared::telemetry::{Instrumented, TelemetryConfig};
 use convoy_shared::tls::{self, TlsMaterial};
 use tokio_util::sync::CancellationToken;
+
+/// The longest agent certificate lifetime `--agent-cert-hours` takes (ten years).
+const MAX_AGENT_CERT_HOURS: u64 = 87_600;
 
 #[derive(Parser)]
 #[command(name = "convoy-hub", version = convoy_shared::VERSION, about = "The Convoy hub")]
@@ -66,7 +70,8 @@ enum Command {
         #[arg(long, env = "CONVOY_WEBHOOK_SECRET", hide_env_values = true)]
         webhook_secret: Option<String>,
         /// Lifetime of the agent certificates registration signs (agents renew at two thirds).
-        #[arg(long, env = "CONVOY_AGENT_CERT_HOURS", default_value_t = 720)]
+        #[arg(long, env = "CONVOY_AGENT_CERT_HOURS", default_value_t = 720,
+              value_parser = clap::value_parser!(u64).range(1..=MAX_AGENT_CERT_HOURS))]
         agent_cert_hours: u64,
     },
     /// Manage the certificate authority.
@@ -192,10 +197,12 @@ fn run(command: Command, runtime: &tokio::runtime::Runtime) -> Result<(), Failur
             // With the CA key the hub signs agent CSRs (bootstrap tokens); without it (a hub
             // that only holds ca.crt) registration is refused with a clear error.
             let authority = if dir.ca_key().exists() {
-                Some(CertificateAuthority::load(&dir).map_err(|e| config(e.into()))?)
+                Some(Arc::new(CertificateAuthority::load(&dir).map_err(|e| config(e.into()))?))
             } else {
+                tracing::warn!("no ca.key in the certificate directory: agent registration is disabled");
                 None
             };
+            let registry = RegistryConfig { authority, cert_lifetime: Duration::from_secs(agent_cert_hours * 3600) };
             let material = TlsMaterial::from_files(&dir.ca_cert(), &dir.hub_cert(), &dir.hub_key())
                 .map_err(|e| config(e.into()))?;
             let tls = tls::server_config(&material).map_err(|e| config(e.into()))?;
@@ -216,12 +223,7 @@ fn run(command: Command, runtime: &tokio::runtime::Runtime) -> Result<(), Failur
                 let shutdown = CancellationToken::new();
                 tokio::spawn(convoy_shared::cancel_on_signal(shutdown.clone()));
                 let store = RedbStore::open(&data).map_err(|e| config(e.into()))?;
-                let hub = Hub::new(Arc::new(store)).map_err(|e| config(e.into()))?;
-                match authority {
-                    Some(ca) => hub.registry.set_authority(ca),
-                    None => tracing::warn!("no ca.key in the certificate directory: agent registration is disabled"),
-                }
-                hub.registry.set_cert_lifetime(Duration::from_secs(agent_cert_hours.max(1) * 3600));
+                let hub = Hub::new(Arc::new(store), registry).map_err(|e| config(e.into()))?;
                 server::run(hub_config, grpc, http, hub, shutdown).await.map_err(|e| Failure::Runtime(e.into()))
             })
         }

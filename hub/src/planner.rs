@@ -12,9 +12,10 @@ use convoy_shared::model::{AppAssignment, Assignment};
 use gix::ObjectId;
 use serde_json::Value;
 
-use crate::fleet::{App, Cluster, Environment, FleetError};
+use convoy_render::{self as render, EntryKind, RenderError, Renderer, Source};
+
+use crate::fleet::{App, Cluster, Environment, Fleet, FleetError};
 use crate::git::Snapshot;
-use convoy_render::{self as render, EntryKind, Renderer, Source};
 
 /// Kinds that live outside namespaces; everything else gets the app's namespace when it names
 /// none (custom resources follow their CRD's scope when the CRD ships alongside).
@@ -44,6 +45,49 @@ pub struct EnvironmentState {
     pub apps: BTreeMap<String, Result<App, FleetError>>,
 }
 
+impl std::fmt::Debug for EnvironmentState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnvironmentState")
+            .field("environment", &self.environment)
+            .field("commit", &self.snapshot.commit)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why one app could not be planned for one cluster; the cluster keeps that app's last good
+/// objects. Cloned out of the planner's caches, hence the `Arc` around render errors.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PlanError {
+    /// The app's kustomization did not render.
+    #[error("app '{app}' on cluster '{cluster}': {source}")]
+    Render {
+        app: String,
+        cluster: String,
+        #[source]
+        source: Arc<RenderError>,
+    },
+    /// A `${cluster.…}` variable in the rendered objects could not be resolved.
+    #[error("app '{app}' on cluster '{cluster}': {source}")]
+    Variable {
+        app: String,
+        cluster: String,
+        #[source]
+        source: VariableError,
+    },
+    /// The app's `app.yaml` is invalid on this environment's branch.
+    #[error(transparent)]
+    App(FleetError),
+}
+
+/// A `${cluster.…}` variable that cannot be substituted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VariableError {
+    #[error("unterminated variable in '{text}'")]
+    Unterminated { text: String },
+    #[error("${{{var}}} is not defined for cluster '{cluster}' (it has name, environment and labels: {labels})")]
+    Undefined { var: String, cluster: String, labels: String },
+}
+
 /// What one plan did, for status and for tests that count re-renders.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct PlanStats {
@@ -59,7 +103,7 @@ pub struct PlanStats {
 #[derive(Debug, Clone)]
 pub struct ClusterPlan {
     pub assignment: Arc<Assignment>,
-    pub errors: Vec<String>,
+    pub errors: Vec<PlanError>,
     /// Every app of the cluster came out of the caches unchanged: `assignment` is the very one
     /// the previous plan produced, and there is nothing to publish.
     pub reused: bool,
@@ -68,7 +112,7 @@ pub struct ClusterPlan {
 #[derive(Clone)]
 struct CachedRender {
     fingerprint: Vec<(String, Option<ObjectId>)>,
-    output: Result<Arc<Vec<Value>>, String>,
+    output: Result<Arc<Vec<Value>>, Arc<RenderError>>,
 }
 
 #[derive(Clone)]
@@ -76,7 +120,7 @@ struct CachedPair {
     render: Arc<Vec<Value>>,
     cluster: Cluster,
     app: App,
-    result: Result<Arc<Digested>, String>,
+    result: Result<Arc<Digested>, PlanError>,
 }
 
 /// An app's output for one cluster with its content digest, computed once.
@@ -123,17 +167,46 @@ impl Planner {
         (plans, stats)
     }
 
-    /// Plans one cluster against `env` (its own, or another one's for a promotion diff).
     /// Takes `assignment`'s apps as their cluster's last good renders, as if this planner had
     /// produced them: an app that fails to render next keeps them (a promotion diff sees what a
     /// real promotion would do).
-    pub fn remember(&mut self, assignment: &Assignment) {
+    fn remember(&mut self, assignment: &Assignment) {
         for app in &assignment.apps {
             self.last_good.insert((assignment.cluster.clone(), app.name.clone()), digested(app.clone()));
         }
     }
 
-    pub fn plan_cluster(&mut self, cluster: &Cluster, env: &EnvironmentState, stats: &mut PlanStats) -> ClusterPlan {
+    /// What the clusters of environment `to` would get if `to`'s branch had `from`'s head:
+    /// `from`'s files rendered with `to`'s environment name (so `envs/<to>` overlays apply),
+    /// each cluster starting from its `current` assignment (an app that would fail to render
+    /// keeps its current objects, as a real promotion would). A throwaway planner: nothing is
+    /// cached or published.
+    pub fn preview_promotion(
+        fleet: &Fleet,
+        from: &EnvironmentState,
+        to: &Environment,
+        current: impl Fn(&str) -> Option<Arc<Assignment>>,
+    ) -> Vec<(Option<Arc<Assignment>>, ClusterPlan)> {
+        let promoted =
+            EnvironmentState { environment: to.clone(), snapshot: from.snapshot.clone(), apps: from.apps.clone() };
+        let mut planner = Planner::default();
+        let mut stats = PlanStats::default();
+        fleet
+            .clusters
+            .values()
+            .filter(|c| c.environment == to.name)
+            .map(|cluster| {
+                let current = current(&cluster.name);
+                if let Some(current) = &current {
+                    planner.remember(current);
+                }
+                (current, planner.plan_cluster(cluster, &promoted, &mut stats))
+            })
+            .collect()
+    }
+
+    /// Plans one cluster against `env` (its own, or another's for a promotion preview).
+    fn plan_cluster(&mut self, cluster: &Cluster, env: &EnvironmentState, stats: &mut PlanStats) -> ClusterPlan {
         let mut apps: Vec<Arc<Digested>> = Vec::new();
         let mut errors = Vec::new();
         for (name, app) in &env.apps {
@@ -143,7 +216,7 @@ impl Planner {
                 Err(e) => {
                     // We cannot tell whether it targets this cluster: keep what it had, if anything.
                     if let Some(good) = self.last_good.get(&key) {
-                        errors.push(e.to_string());
+                        errors.push(PlanError::App(e.clone()));
                         apps.push(digested(AppAssignment { render_error: Some(e.to_string()), ..good.1.clone() }));
                     }
                     continue;
@@ -158,8 +231,9 @@ impl Planner {
                     self.last_good.insert(key, assignment.clone());
                     apps.push(assignment);
                 }
-                Err(message) => {
-                    errors.push(message.clone());
+                Err(error) => {
+                    let message = error.to_string();
+                    errors.push(error);
                     let kept = self.last_good.get(&key).map(|good| good.1.clone()).unwrap_or_else(|| AppAssignment {
                         name: app.name.clone(),
                         policy: app.policy,
@@ -194,11 +268,11 @@ impl Planner {
         app: &App,
         env: &EnvironmentState,
         stats: &mut PlanStats,
-    ) -> Result<Arc<Digested>, String> {
+    ) -> Result<Arc<Digested>, PlanError> {
         let dir = overlay_dir(&env.snapshot, &app.name, &cluster.name, &env.environment.name);
         let rendered = self
             .render(&env.environment.branch, &env.snapshot, &dir, stats)
-            .map_err(|e| format!("app '{}' on cluster '{}': {e}", app.name, cluster.name))?;
+            .map_err(|source| PlanError::Render { app: app.name.clone(), cluster: cluster.name.clone(), source })?;
         let key = (cluster.name.clone(), app.name.clone());
         if let Some(cached) = self.pairs.get(&key)
             && Arc::ptr_eq(&cached.render, &rendered)
@@ -208,9 +282,11 @@ impl Planner {
             return cached.result.clone();
         }
         stats.pairs_rebuilt += 1;
-        let result = assemble(&rendered, cluster, app)
-            .map(digested)
-            .map_err(|e| format!("app '{}' on cluster '{}': {e}", app.name, cluster.name));
+        let result = assemble(&rendered, cluster, app).map(digested).map_err(|source| PlanError::Variable {
+            app: app.name.clone(),
+            cluster: cluster.name.clone(),
+            source,
+        });
         self.pairs.insert(
             key,
             CachedPair { render: rendered, cluster: cluster.clone(), app: app.clone(), result: result.clone() },
@@ -224,7 +300,7 @@ impl Planner {
         snapshot: &Arc<Snapshot>,
         dir: &str,
         stats: &mut PlanStats,
-    ) -> Result<Arc<Vec<Value>>, String> {
+    ) -> Result<Arc<Vec<Value>>, Arc<RenderError>> {
         let key = (branch.to_string(), dir.to_string());
         if let Some(cached) = self.renders.get(&key)
             && (self.checked.contains(&key)
@@ -235,8 +311,7 @@ impl Planner {
         }
         stats.renders += 1;
         let recording = Arc::new(Recording { snapshot: snapshot.clone(), reads: Mutex::new(BTreeSet::new()) });
-        let output =
-            Renderer::with_source(recording.clone()).render(Path::new(dir)).map(Arc::new).map_err(|e| e.to_string());
+        let output = Renderer::with_source(recording.clone()).render(Path::new(dir)).map(Arc::new).map_err(Arc::new);
         let reads = std::mem::take(&mut *recording.reads.lock().expect("reads lock"));
         let fingerprint = reads.into_iter().map(|path| {
             let id = snapshot.id_of(Path::new(&path));
@@ -264,7 +339,7 @@ pub fn overlay_dir(snapshot: &Snapshot, app: &str, cluster: &str, env: &str) -> 
 
 /// Substitutes `${cluster.*}` variables and gives namespaced objects without a namespace the
 /// app's namespace.
-fn assemble(rendered: &[Value], cluster: &Cluster, app: &App) -> Result<AppAssignment, String> {
+fn assemble(rendered: &[Value], cluster: &Cluster, app: &App) -> Result<AppAssignment, VariableError> {
     let cluster_scoped_crds: BTreeSet<(String, String)> = rendered
         .iter()
         .filter(|o| o["kind"] == "CustomResourceDefinition" && o["spec"]["scope"] == "Cluster")
@@ -305,7 +380,7 @@ fn assemble(rendered: &[Value], cluster: &Cluster, app: &App) -> Result<AppAssig
 
 /// Replaces `${cluster.name}`, `${cluster.environment}` and `${cluster.labels.KEY}` in every
 /// string; an unknown `${cluster.…}` variable is an error, never an empty string.
-pub fn substitute(value: &mut Value, cluster: &Cluster) -> Result<(), String> {
+pub fn substitute(value: &mut Value, cluster: &Cluster) -> Result<(), VariableError> {
     match value {
         Value::String(s) if s.contains("${cluster.") => {
             let mut out = String::with_capacity(s.len());
@@ -313,7 +388,7 @@ pub fn substitute(value: &mut Value, cluster: &Cluster) -> Result<(), String> {
             while let Some(start) = rest.find("${cluster.") {
                 out.push_str(&rest[..start]);
                 let after = &rest[start + 2..];
-                let end = after.find('}').ok_or_else(|| format!("unterminated variable in '{s}'"))?;
+                let end = after.find('}').ok_or_else(|| VariableError::Unterminated { text: s.clone() })?;
                 let var = &after[..end];
                 let resolved = match var {
                     "cluster.name" => cluster.name.clone(),
@@ -321,11 +396,11 @@ pub fn substitute(value: &mut Value, cluster: &Cluster) -> Result<(), String> {
                     _ => match var.strip_prefix("cluster.labels.").and_then(|k| cluster.labels.get(k)) {
                         Some(v) => v.clone(),
                         None => {
-                            return Err(format!(
-                                "${{{var}}} is not defined for cluster '{}' (it has name, environment and labels: {})",
-                                cluster.name,
-                                cluster.labels.keys().cloned().collect::<Vec<_>>().join(", ")
-                            ));
+                            return Err(VariableError::Undefined {
+                                var: var.to_string(),
+                                cluster: cluster.name.clone(),
+                                labels: cluster.labels.keys().cloned().collect::<Vec<_>>().join(", "),
+                            });
                         }
                     },
                 };
@@ -388,7 +463,7 @@ mod tests {
         substitute(&mut v, &mk_cluster("eu-1")).unwrap();
         assert_eq!(v, json!({"data": {"a": "eu-1-eu", "b": ["prod"], "c": "${HOME}"}}));
         let mut bad = json!("${cluster.labels.zone}");
-        let err = substitute(&mut bad, &mk_cluster("eu-1")).unwrap_err();
+        let err = substitute(&mut bad, &mk_cluster("eu-1")).unwrap_err().to_string();
         assert!(err.contains("cluster.labels.zone") && err.contains("eu-1") && err.contains("region"), "{err}");
     }
 

@@ -1,297 +1,24 @@
-//! Registration: single-use bootstrap tokens, signing agent CSRs (Register with a token, Renew
-//! over mTLS), and revocation.
-//!
-//! Decisions:
-//! - A token is 32 random bytes shown once; the store keeps its SHA-256 with the cluster, labels
-//!   and expiry. Spending it is one store transaction, so two agents racing with one token get
-//!   one certificate between them.
-//! - Revocation is a point in time per cluster: every certificate of that cluster whose validity
-//!   starts before it is refused (agent streams and Renew), and tokens created before it are
-//!   refused too. The cluster comes back only through a *new* token: certificates the hub signs
-//!   after a revocation start no earlier than the revocation, so they pass.
-//! - Labels given with a token are recorded with the registration for operators; the fleet
-//!   repository (`clusters/<name>.yaml`) stays the only source of the labels apps target.
+//! RegistrationService: the gRPC edge of the [`Registry`]. Register needs no client
+//! certificate (the bootstrap token is the credential); Renew needs the cluster's current one.
 
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::sync::Arc;
 
-use convoy_shared::clock::{unix_ms, unix_secs};
-use convoy_shared::identity::{Identity, valid_name};
-use convoy_shared::pki::{CertificateAuthority, LeafRequest};
 use convoy_shared::proto::registration_service_server::RegistrationService;
 use convoy_shared::proto::{CertificateResponse, RegisterRequest, RenewRequest};
-use dashmap::DashMap;
-use sha2::{Digest, Sha256};
-use time::OffsetDateTime;
 use tonic::{Request, Response, Status};
 
 use crate::auth;
-use crate::state::Hub;
-use crate::store::{Redeemed, Registration, Store, StoreError, TokenRecord};
-
-/// How long a token lives unless the request says otherwise.
-pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(3600);
-/// The longest a token may live: a bootstrap secret is not a credential to keep around.
-pub const MAX_TOKEN_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
-/// Default lifetime of the certificates registration signs; agents renew at two thirds.
-pub const DEFAULT_AGENT_CERT_LIFETIME: Duration = Duration::from_secs(30 * 24 * 3600);
-/// How far back a signed certificate's validity starts, for clocks that run behind.
-const CLOCK_SKEW_SECONDS: i64 = 300;
-/// Tokens look like `cvt_<64 hex digits>`.
-const TOKEN_PREFIX: &str = "cvt_";
-
-/// Registration errors; each says what to do next.
-#[derive(Debug, thiserror::Error)]
-pub enum RegistrationError {
-    #[error("'{0}' is not a valid cluster name: use lowercase letters, digits and '-'")]
-    InvalidName(String),
-    #[error("a token may live between one second and 30 days; asked for {0} s")]
-    InvalidTtl(i64),
-    #[error("the bootstrap token is not known to this hub; create one with `convoy token create --cluster NAME`")]
-    UnknownToken,
-    #[error(
-        "the bootstrap token for cluster '{cluster}' was already used; tokens are single-use: create a new one with `convoy token create --cluster {cluster}`"
-    )]
-    TokenUsed { cluster: String },
-    #[error(
-        "the bootstrap token for cluster '{cluster}' expired; create a new one with `convoy token create --cluster {cluster}`"
-    )]
-    TokenExpired { cluster: String },
-    #[error(
-        "cluster '{cluster}' was revoked after this token was created; create a new one with `convoy token create --cluster {cluster}`"
-    )]
-    TokenRevoked { cluster: String },
-    #[error("the certificate signing request cannot be signed: {0}")]
-    BadCsr(#[source] convoy_shared::pki::PkiError),
-    #[error(
-        "this hub cannot sign certificates: its certificate directory has no CA key (ca.key); registration is disabled"
-    )]
-    NoAuthority,
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error("the registration task failed: {0}")]
-    Task(String),
-}
-
-pub type Result<T, E = RegistrationError> = std::result::Result<T, E>;
-
-impl From<RegistrationError> for Status {
-    fn from(e: RegistrationError) -> Status {
-        use RegistrationError as E;
-        let message = e.to_string();
-        match e {
-            E::InvalidName(_) | E::InvalidTtl(_) | E::BadCsr(_) => Status::invalid_argument(message),
-            E::UnknownToken | E::TokenExpired { .. } => Status::unauthenticated(message),
-            E::TokenUsed { .. } | E::TokenRevoked { .. } => Status::permission_denied(message),
-            E::NoAuthority => Status::failed_precondition(message),
-            E::Store(_) | E::Task(_) => Status::unavailable(message),
-        }
-    }
-}
-
-/// A token just created: its text (shown once) and what the store keeps.
-#[derive(Debug, Clone)]
-pub struct NewToken {
-    pub token: String,
-    pub record: TokenRecord,
-}
-
-/// Registration state shared by the services: the CA that signs, and revocations (kept in
-/// memory so every agent stream is checked without a store read).
-pub struct Registry {
-    store: Arc<dyn Store>,
-    /// Set once at startup by `convoy-hub serve` (or a test); `None` disables registration.
-    authority: RwLock<Option<Arc<CertificateAuthority>>>,
-    cert_lifetime: RwLock<Duration>,
-    /// Cluster → revocation time (Unix milliseconds).
-    revoked: DashMap<String, i64>,
-}
-
-impl std::fmt::Debug for Registry {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Registry").field("revoked", &self.revoked).finish_non_exhaustive()
-    }
-}
-
-/// Milliseconds rounded up to whole seconds (certificate times have second resolution).
-fn ceil_seconds(ms: i64) -> i64 {
-    (ms + 999).div_euclid(1000)
-}
-
-/// The SHA-256 (hex) under which a token is stored.
-pub fn token_hash(token: &str) -> String {
-    hex::encode(Sha256::digest(token.trim().as_bytes()))
-}
-
-fn random_token() -> String {
-    let mut bytes = [0u8; 32];
-    rustls::crypto::ring::default_provider()
-        .secure_random
-        .fill(&mut bytes)
-        .expect("the system random number generator works");
-    format!("{TOKEN_PREFIX}{}", hex::encode(bytes))
-}
-
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| RegistrationError::Task(e.to_string()))?
-}
-
-impl Registry {
-    /// The registry over `store`, with the revocations it kept.
-    pub fn load(store: Arc<dyn Store>) -> Result<Self, StoreError> {
-        let revoked = store.revocations()?.into_iter().collect();
-        Ok(Registry {
-            store,
-            authority: RwLock::new(None),
-            cert_lifetime: RwLock::new(DEFAULT_AGENT_CERT_LIFETIME),
-            revoked,
-        })
-    }
-
-    /// Lets the hub sign agent certificates with `authority`.
-    pub fn set_authority(&self, authority: CertificateAuthority) {
-        *self.authority.write().expect("authority lock") = Some(Arc::new(authority));
-    }
-
-    /// Sets how long the certificates registration signs live (at least a few seconds).
-    pub fn set_cert_lifetime(&self, lifetime: Duration) {
-        *self.cert_lifetime.write().expect("lifetime lock") = lifetime.max(Duration::from_secs(3));
-    }
-
-    /// When `cluster` was revoked (Unix milliseconds), if it ever was.
-    pub fn revoked_at(&self, cluster: &str) -> Option<i64> {
-        self.revoked.get(cluster).map(|at| *at)
-    }
-
-    /// Whether a certificate of `cluster` valid from `not_before` (Unix seconds) is refused:
-    /// returns the revocation time (Unix milliseconds) when it is.
-    pub fn refuses(&self, cluster: &str, not_before: i64) -> Option<i64> {
-        self.revoked_at(cluster).filter(|at| not_before.saturating_mul(1000) < *at)
-    }
-
-    /// Creates a single-use bootstrap token for `cluster`.
-    pub async fn create_token(
-        &self,
-        cluster: &str,
-        labels: BTreeMap<String, String>,
-        ttl: Option<Duration>,
-    ) -> Result<NewToken> {
-        if !valid_name(cluster) {
-            return Err(RegistrationError::InvalidName(cluster.to_string()));
-        }
-        let ttl = ttl.unwrap_or(DEFAULT_TOKEN_TTL);
-        if ttl.is_zero() || ttl > MAX_TOKEN_TTL {
-            return Err(RegistrationError::InvalidTtl(ttl.as_secs() as i64));
-        }
-        let now = unix_secs();
-        let record = TokenRecord {
-            cluster: cluster.to_string(),
-            labels,
-            // Created after any revocation it follows, even within the same millisecond.
-            created_unix_ms: unix_ms().max(self.revoked_at(cluster).map_or(i64::MIN, |at| at + 1)),
-            expires_unix: now + ttl.as_secs().max(1) as i64,
-            used_unix: None,
-        };
-        let token = random_token();
-        let (store, hash, stored) = (self.store.clone(), token_hash(&token), record.clone());
-        blocking(move || Ok(store.put_token(&hash, &stored)?)).await?;
-        tracing::info!(cluster, expires_unix = record.expires_unix, "bootstrap token created");
-        Ok(NewToken { token, record })
-    }
-
-    /// Revokes `cluster` now; returns the revocation time (Unix milliseconds). The caller
-    /// closes its live stream.
-    pub async fn revoke(&self, cluster: &str) -> Result<i64> {
-        if !valid_name(cluster) {
-            return Err(RegistrationError::InvalidName(cluster.to_string()));
-        }
-        let at = unix_ms();
-        let (store, name) = (self.store.clone(), cluster.to_string());
-        blocking(move || Ok(store.put_revocation(&name, at)?)).await?;
-        self.revoked.insert(cluster.to_string(), at);
-        tracing::warn!(cluster, revoked_unix_ms = at, "cluster revoked");
-        Ok(at)
-    }
-
-    /// Spends `token` and signs `csr_pem` for the token's cluster.
-    pub async fn register(&self, token: &str, csr_pem: &str, peer: SocketAddr) -> Result<CertificateResponse> {
-        let authority = self.authority()?;
-        let (store, hash) = (self.store.clone(), token_hash(token));
-        let now = unix_secs();
-        let record = match blocking(move || Ok(store.redeem_token(&hash, now)?)).await? {
-            Redeemed::Spent(record) => record,
-            Redeemed::Unknown => return Err(RegistrationError::UnknownToken),
-            Redeemed::AlreadyUsed(r) => return Err(RegistrationError::TokenUsed { cluster: r.cluster }),
-            Redeemed::Expired(r) => return Err(RegistrationError::TokenExpired { cluster: r.cluster }),
-        };
-        if let Some(at) = self.revoked_at(&record.cluster) {
-            // A token minted in the revocation's very millisecond counts as revoked.
-            if record.created_unix_ms <= at {
-                return Err(RegistrationError::TokenRevoked { cluster: record.cluster });
-            }
-            // The new certificate must start at or after the revocation (whole seconds), and
-            // must not start in the future: within the revocation's second, wait for the next.
-            let ready_ms = ceil_seconds(at) * 1000;
-            let wait = ready_ms - unix_ms();
-            if wait > 0 {
-                tokio::time::sleep(Duration::from_millis(wait as u64)).await;
-            }
-        }
-        let response = self.sign(&authority, &record.cluster, csr_pem)?;
-        let registration = Registration {
-            cluster: record.cluster.clone(),
-            labels: record.labels,
-            registered_unix: now,
-            peer: peer.to_string(),
-        };
-        let store = self.store.clone();
-        blocking(move || Ok(store.put_registration(&registration)?)).await?;
-        tracing::info!(cluster = %record.cluster, %peer, not_after_unix = response.not_after_unix, "agent registered");
-        Ok(response)
-    }
-
-    /// Signs a fresh certificate for `cluster` (already authenticated by its current one).
-    pub fn renew(&self, cluster: &str, csr_pem: &str) -> Result<CertificateResponse> {
-        let response = self.sign(&*self.authority()?, cluster, csr_pem)?;
-        tracing::info!(cluster, not_after_unix = response.not_after_unix, "agent certificate renewed");
-        Ok(response)
-    }
-
-    fn authority(&self) -> Result<Arc<CertificateAuthority>> {
-        self.authority.read().expect("authority lock").clone().ok_or(RegistrationError::NoAuthority)
-    }
-
-    fn sign(&self, authority: &CertificateAuthority, cluster: &str, csr_pem: &str) -> Result<CertificateResponse> {
-        let lifetime = *self.cert_lifetime.read().expect("lifetime lock");
-        let now = unix_secs();
-        // Never start before a revocation, or the new certificate would be refused with the old.
-        let revoked = self.revoked_at(cluster).map_or(i64::MIN, ceil_seconds);
-        let not_before = (now - CLOCK_SKEW_SECONDS).max(revoked).min(now);
-        let not_after = now + lifetime.as_secs() as i64;
-        let mut request = LeafRequest::new(Identity::Cluster(cluster.to_string()), 1);
-        request.not_before = OffsetDateTime::from_unix_timestamp(not_before).expect("a valid time");
-        request.not_after = OffsetDateTime::from_unix_timestamp(not_after).expect("a valid time");
-        let cert_pem = authority.sign_csr(csr_pem, &request).map_err(RegistrationError::BadCsr)?;
-        Ok(CertificateResponse {
-            cluster: cluster.to_string(),
-            cert_pem,
-            ca_pem: authority.cert_pem().to_string(),
-            not_after_unix: not_after,
-        })
-    }
-}
+use crate::registry::Registry;
 
 /// The RegistrationService implementation.
 pub struct RegistrationApi {
-    hub: Arc<Hub>,
+    registry: Arc<Registry>,
 }
 
 impl RegistrationApi {
-    /// The service over `hub`'s registry.
-    pub fn new(hub: Arc<Hub>) -> Self {
-        RegistrationApi { hub }
+    /// The service over the hub's `registry`.
+    pub fn new(registry: Arc<Registry>) -> Self {
+        RegistrationApi { registry }
     }
 }
 
@@ -302,7 +29,7 @@ impl RegistrationService for RegistrationApi {
         let peer = req.extensions().get::<auth::PeerInfo>().map(|p| p.addr);
         let peer = peer.ok_or_else(|| Status::internal("connection carries no TLS peer information"))?;
         let RegisterRequest { bootstrap_token, csr_pem } = req.into_inner();
-        match self.hub.registry.register(&bootstrap_token, &csr_pem, peer).await {
+        match self.registry.register(&bootstrap_token, &csr_pem, peer).await {
             Ok(response) => Ok(Response::new(response)),
             Err(e) => {
                 tracing::warn!(%peer, error = %e, "registration refused");
@@ -312,61 +39,7 @@ impl RegistrationService for RegistrationApi {
     }
 
     async fn renew(&self, req: Request<RenewRequest>) -> Result<Response<CertificateResponse>, Status> {
-        let (cluster, _) = auth::require_registered_cluster(&req, &self.hub.registry)?;
-        Ok(Response::new(self.hub.registry.renew(&cluster, &req.get_ref().csr_pem)?))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::store::MemoryStore;
-
-    fn registry() -> Registry {
-        let registry = Registry::load(Arc::new(MemoryStore::default())).unwrap();
-        registry.set_authority(CertificateAuthority::generate("test-ca", 1).unwrap().0);
-        registry
-    }
-
-    fn peer() -> SocketAddr {
-        "127.0.0.1:1".parse().unwrap()
-    }
-
-    #[tokio::test]
-    async fn a_token_registers_once_and_only_for_its_cluster() {
-        let registry = registry();
-        let new = registry.create_token("eu-1", BTreeMap::new(), None).await.unwrap();
-        assert!(new.token.starts_with(TOKEN_PREFIX));
-        let csr = convoy_shared::enrollment::generate_csr("victim").unwrap();
-        let cert = registry.register(&new.token, &csr.cert_pem, peer()).await.unwrap();
-        assert_eq!(cert.cluster, "eu-1");
-        let again = registry.register(&new.token, &csr.cert_pem, peer()).await.unwrap_err();
-        assert!(matches!(again, RegistrationError::TokenUsed { .. }), "{again}");
-        let unknown = registry.register("cvt_nope", &csr.cert_pem, peer()).await.unwrap_err();
-        assert!(matches!(unknown, RegistrationError::UnknownToken));
-    }
-
-    #[tokio::test]
-    async fn revocation_refuses_older_certificates_and_tokens_but_not_new_ones() {
-        let registry = registry();
-        let old_token = registry.create_token("eu-1", BTreeMap::new(), None).await.unwrap();
-        let at = registry.revoke("eu-1").await.unwrap();
-        assert_eq!(registry.refuses("eu-1", at / 1000 - 1), Some(at));
-        assert_eq!(registry.refuses("eu-2", 0), None);
-        let csr = convoy_shared::enrollment::generate_csr("eu-1").unwrap();
-        let refused = registry.register(&old_token.token, &csr.cert_pem, peer()).await.unwrap_err();
-        assert!(matches!(refused, RegistrationError::TokenRevoked { .. }), "{refused}");
-        let new_token = registry.create_token("eu-1", BTreeMap::new(), None).await.unwrap();
-        let cert = registry.register(&new_token.token, &csr.cert_pem, peer()).await.unwrap();
-        let validity = convoy_shared::enrollment::validity(&cert.cert_pem, "test").unwrap();
-        assert_eq!(registry.refuses("eu-1", validity.not_before), None);
-    }
-
-    #[tokio::test]
-    async fn bad_names_and_ttls_are_refused() {
-        let registry = registry();
-        assert!(registry.create_token("Not_A_Name", BTreeMap::new(), None).await.is_err());
-        assert!(registry.create_token("eu-1", BTreeMap::new(), Some(Duration::ZERO)).await.is_err());
-        assert!(registry.create_token("eu-1", BTreeMap::new(), Some(MAX_TOKEN_TTL * 2)).await.is_err());
+        let (cluster, _) = auth::require_registered_cluster(&req, &self.registry)?;
+        Ok(Response::new(self.registry.renew(&cluster, &req.get_ref().csr_pem)?))
     }
 }

@@ -20,13 +20,14 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::agent_service::AgentLinks;
 use crate::auth::{self, PeerInfo};
 use crate::fleet_service::FleetApi;
 use crate::registration::RegistrationApi;
-use crate::state::Hub;
+use crate::state::{Hub, Publisher};
 
 /// How long a client may take to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -56,13 +57,13 @@ pub async fn run(
     config: HubConfig,
     grpc: TcpListener,
     http: Option<TcpListener>,
-    hub: Arc<Hub>,
+    (hub, publisher): (Arc<Hub>, Publisher),
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
     let mut tasks = tokio::task::JoinSet::new();
     if let Some(source) = config.source {
         tasks.spawn(
-            crate::source::run(source, hub.clone(), shutdown.clone())
+            crate::source::run(source, publisher, shutdown.clone())
                 .instrument(tracing::info_span!("source"))
                 .map(|()| Ok(())),
         );
@@ -77,7 +78,7 @@ pub async fn run(
                 .map_err(ServeError::Http)
         });
     }
-    tasks.spawn(serve(grpc, config.tls, hub, shutdown.clone()));
+    tasks.spawn(serve(grpc, config.tls, hub.clone(), shutdown.clone()));
     let mut result = Ok(());
     while let Some(joined) = tasks.join_next().await {
         if let Ok(Err(e)) = joined {
@@ -86,6 +87,10 @@ pub async fn run(
             result = Err(e);
         }
     }
+    // Every component has stopped, so nothing records any more: write what is queued (reports
+    // and history acknowledged just before the signal) before the process exits.
+    hub.flush_store().await;
+    tracing::info!("store flushed");
     result
 }
 
@@ -98,9 +103,12 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
     let (conns_tx, conns_rx) = mpsc::channel::<TlsConn>(MAX_HANDSHAKES);
+    // Every task the endpoint starts (accept loop, handshakes, agent sessions) is tracked, so
+    // `serve` returns only once they have all ended.
+    let tasks = TaskTracker::new();
     // The accept loop owns `conns_tx`; when it stops, tonic sees the incoming stream end.
-    let accept = tokio::spawn(
-        accept_loop(listener, TlsAcceptor::from(tls), conns_tx, shutdown.clone())
+    tasks.spawn(
+        accept_loop(listener, TlsAcceptor::from(tls), conns_tx, tasks.clone(), shutdown.clone())
             .instrument(tracing::info_span!("accept")),
     );
     let incoming = ReceiverStream::new(conns_rx);
@@ -109,7 +117,7 @@ pub async fn serve(
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .add_service(AgentServiceServer::with_interceptor(
-            AgentLinks::new(hub.clone(), shutdown.clone()),
+            AgentLinks::new(hub.clone(), tasks.clone(), shutdown.clone()),
             auth::agent_interceptor,
         ))
         .add_service(FleetServiceServer::with_interceptor(
@@ -117,10 +125,14 @@ pub async fn serve(
             auth::fleet_interceptor,
         ))
         // No interceptor: Register is authorized by its token, Renew checks the certificate.
-        .add_service(RegistrationServiceServer::new(RegistrationApi::new(hub)))
+        .add_service(RegistrationServiceServer::new(RegistrationApi::new(hub.registry().clone())))
         .serve_with_incoming_shutdown(incoming, shutdown.cancelled())
         .await;
-    accept.abort();
+    // Cancelled, not aborted: the accept loop and handshakes see `shutdown` and end, sessions
+    // close their streams; wait for all of them.
+    shutdown.cancel();
+    tasks.close();
+    tasks.wait().await;
     result.map_err(ServeError::from)
 }
 
@@ -128,6 +140,7 @@ async fn accept_loop(
     listener: TcpListener,
     acceptor: TlsAcceptor,
     conns: mpsc::Sender<TlsConn>,
+    tasks: TaskTracker,
     shutdown: CancellationToken,
 ) {
     let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
@@ -149,10 +162,16 @@ async fn accept_loop(
         };
         let acceptor = acceptor.clone();
         let conns = conns.clone();
-        tokio::spawn(async move {
+        let token = shutdown.clone();
+        tasks.spawn(async move {
             let _permit = permit;
             let _ = tcp.set_nodelay(true);
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp).into_fallible()).await {
+            let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp).into_fallible());
+            let finished = tokio::select! {
+                _ = token.cancelled() => return,
+                finished = handshake => finished,
+            };
+            match finished {
                 Ok(Ok(stream)) => {
                     let leaf = stream.get_ref().1.peer_certificates().and_then(|certs| certs.first());
                     let not_before_unix =
@@ -167,8 +186,12 @@ async fn accept_loop(
                         }
                     };
                     tracing::debug!(peer = %addr, identity = ?identity, "TLS connection accepted");
-                    let _ =
-                        conns.send(TlsConn { inner: stream, info: PeerInfo { addr, identity, not_before_unix } }).await;
+                    let conn = TlsConn { inner: stream, info: PeerInfo { addr, identity, not_before_unix } };
+                    // Stopping (or a closed channel) drops the connection.
+                    tokio::select! {
+                        _ = token.cancelled() => {}
+                        _ = conns.send(conn) => {}
+                    }
                 }
                 Ok(Err((e, tcp))) => {
                     tracing::warn!(peer = %addr, reason = %refusal_reason(&e), "refused TLS connection");
@@ -251,5 +274,86 @@ impl AsyncWrite for TlsConn {
     }
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::RegistryConfig;
+    use crate::store::{self, MemoryStore, Redeemed, Registration, Store, StoreEvent, TokenRecord};
+    use convoy_shared::model::report::Report;
+    use convoy_shared::pki::{self, CertDir};
+    use convoy_shared::proto::HistoryEntry;
+    use convoy_shared::tls::TlsMaterial;
+
+    /// A store whose writes take a while, so the writer still has work queued when the server
+    /// stops.
+    #[derive(Debug, Default)]
+    struct SlowStore(MemoryStore);
+
+    impl Store for SlowStore {
+        fn write(&self, events: &[StoreEvent]) -> store::Result<()> {
+            std::thread::sleep(Duration::from_millis(100));
+            self.0.write(events)
+        }
+        fn last_reports(&self) -> store::Result<Vec<(String, convoy_shared::proto::Report)>> {
+            self.0.last_reports()
+        }
+        fn history(&self, cluster: &str, limit: usize) -> store::Result<Vec<HistoryEntry>> {
+            self.0.history(cluster, limit)
+        }
+        fn put_token(&self, hash: &str, token: &TokenRecord) -> store::Result<()> {
+            self.0.put_token(hash, token)
+        }
+        fn redeem_token(&self, hash: &str, now: i64) -> store::Result<Redeemed> {
+            self.0.redeem_token(hash, now)
+        }
+        fn put_registration(&self, registration: &Registration) -> store::Result<()> {
+            self.0.put_registration(registration)
+        }
+        fn registrations(&self) -> store::Result<Vec<Registration>> {
+            self.0.registrations()
+        }
+        fn put_revocation(&self, cluster: &str, at: i64) -> store::Result<()> {
+            self.0.put_revocation(cluster, at)
+        }
+        fn revocations(&self) -> store::Result<Vec<(String, i64)>> {
+            self.0.revocations()
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn run_returns_only_once_every_recorded_report_is_in_the_store() {
+        convoy_shared::install_crypto_provider();
+        let dir = tempfile::tempdir().unwrap();
+        let certs = CertDir::new(dir.path());
+        pki::init_ca(&certs, &["localhost".into()], 1).unwrap();
+        let material = TlsMaterial::from_files(&certs.ca_cert(), &certs.hub_cert(), &certs.hub_key()).unwrap();
+        let config = HubConfig {
+            tls: convoy_shared::tls::server_config(&material).unwrap(),
+            source: None,
+            webhook_secret: None,
+        };
+        let store = Arc::new(SlowStore::default());
+        let (hub, publisher) = Hub::new(store.clone(), RegistryConfig::default()).unwrap();
+        let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(run(config, grpc, None, (hub.clone(), publisher), shutdown.clone()));
+
+        let (session, _) = hub.connections().open("eu-1", "127.0.0.1:1".parse().unwrap());
+        for i in 0..5 {
+            let report =
+                Report { revision: format!("r{i}"), digest: format!("d{i}"), applied: true, ..Default::default() };
+            hub.record_report("eu-1", session, &report);
+            // Spread over several writer batches: the last ones wait behind slow writes.
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+        shutdown.cancel();
+        server.await.unwrap().unwrap();
+        let applied: Vec<String> = store.history("eu-1", 10).unwrap().into_iter().map(|e| e.revision).collect();
+        assert_eq!(applied, ["r4", "r3", "r2", "r1", "r0"], "history acknowledged before shutdown is written");
+        let last = store.last_reports().unwrap();
+        assert_eq!(last.iter().find(|(c, _)| c == "eu-1").map(|(_, r)| r.revision.as_str()), Some("r4"));
     }
 }

@@ -16,7 +16,8 @@ use crate::fleet::{self, Fleet};
 use crate::git::GitMirror;
 use crate::metrics::HubMetrics;
 use crate::planner::{EnvironmentState, PlanStats, Planner};
-use crate::state::Hub;
+use crate::state::Publisher;
+use crate::view::{FleetView, SyncError};
 
 /// Where the repository is and how often to look.
 #[derive(Debug, Clone)]
@@ -27,33 +28,6 @@ pub struct SourceConfig {
     /// Branch holding `convoy.yaml` and `clusters/` until `convoy.yaml` names another.
     pub fleet_branch: String,
     pub interval: Duration,
-}
-
-/// What the hub knows about the fleet from Git, replaced whole after every sync.
-#[derive(Debug, Default)]
-pub struct FleetView {
-    pub fleet: Option<Arc<Fleet>>,
-    pub envs: HashMap<String, Arc<EnvironmentState>>,
-    /// Branch → commit as last fetched.
-    pub branches: BTreeMap<String, String>,
-    /// Problems with the whole source (fetch, convoy.yaml, a deleted branch).
-    pub errors: Vec<String>,
-    /// Problems of one cluster (its file, its apps' renders).
-    pub cluster_errors: BTreeMap<String, Vec<String>>,
-    pub stats: PlanStats,
-    /// Assignments whose content changed in the last plan.
-    pub published: usize,
-    pub synced_at_ms: i64,
-    pub fetch_failures: u32,
-}
-
-impl std::fmt::Debug for EnvironmentState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EnvironmentState")
-            .field("environment", &self.environment)
-            .field("commit", &self.snapshot.commit)
-            .finish_non_exhaustive()
-    }
 }
 
 /// The state the loop carries between syncs (moved into and out of `spawn_blocking`).
@@ -69,8 +43,9 @@ struct SourceWorker {
     failures: u32,
 }
 
-/// Runs the source loop until `shutdown`.
-pub async fn run(config: SourceConfig, hub: Arc<Hub>, shutdown: CancellationToken) {
+/// Runs the source loop until `shutdown`, publishing through the hub's one [`Publisher`].
+pub async fn run(config: SourceConfig, publisher: Publisher, shutdown: CancellationToken) {
+    let publisher = Arc::new(publisher);
     let mut worker = SourceWorker {
         mirror: GitMirror::new(&config.url, &config.mirror),
         config,
@@ -83,9 +58,9 @@ pub async fn run(config: SourceConfig, hub: Arc<Hub>, shutdown: CancellationToke
     };
     loop {
         let started = Instant::now();
-        let hub_for_sync = hub.clone();
+        let for_sync = publisher.clone();
         let joined = tokio::task::spawn_blocking(move || {
-            worker.sync(&hub_for_sync);
+            worker.sync(&for_sync);
             worker
         })
         .await;
@@ -103,47 +78,48 @@ pub async fn run(config: SourceConfig, hub: Arc<Hub>, shutdown: CancellationToke
         tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "source sync done");
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = hub.refresh.notified() => tracing::info!("refresh requested"),
+            _ = publisher.refresh_requested() => tracing::info!("refresh requested"),
             _ = tokio::time::sleep(wait) => {}
         }
     }
 }
 
 impl SourceWorker {
-    fn sync(&mut self, hub: &Hub) {
+    fn sync(&mut self, publisher: &Publisher) {
+        let hub = publisher.hub();
         // The root of a commit's trace: fetch, render and publish here; push and apply continue
         // it from the assignment's trace context.
         let _sync = tracing::info_span!("sync", repo = %self.config.url).entered();
         let mut errors = Vec::new();
         let started = Instant::now();
         let fetched = tracing::info_span!("fetch").in_scope(|| self.mirror.fetch());
-        HubMetrics::observe(&hub.metrics.git_fetch_duration, started.elapsed());
+        HubMetrics::observe(&hub.metrics().git_fetch_duration, started.elapsed());
         let branches = match fetched {
             Ok(branches) => {
                 self.failures = 0;
                 branches
             }
             Err(e) => {
-                hub.metrics.git_fetch_failures.inc();
+                hub.metrics().git_fetch_failures.inc();
                 self.failures += 1;
                 tracing::warn!(error = %e, failures = self.failures, "git fetch failed; keeping the last fetched state");
-                hub.update_view(|view| {
+                publisher.update_view(|view| {
                     view.fetch_failures = self.failures;
-                    view.errors = vec![format!("{e} (attempt {}, retrying with backoff)", self.failures)];
+                    view.errors = vec![SyncError::Fetch { source: Arc::new(e), attempts: self.failures }];
                 });
                 return;
             }
         };
         if self.branches.as_ref() == Some(&branches) {
-            hub.update_view(|view| {
+            publisher.update_view(|view| {
                 view.fetch_failures = 0;
-                view.errors.retain(|e| !e.starts_with("git:"));
+                view.errors.retain(|e| !e.is_fetch());
             });
             return;
         }
-        match self.plan(hub, &branches, &mut errors) {
+        match self.plan(publisher, &branches, &mut errors) {
             Some((stats, published, cluster_errors)) => {
-                HubMetrics::observe(&hub.metrics.sync_duration, started.elapsed());
+                HubMetrics::observe(&hub.metrics().sync_duration, started.elapsed());
                 let ms = started.elapsed().as_millis() as u64;
                 tracing::info!(
                     renders = stats.renders,
@@ -164,13 +140,13 @@ impl SourceWorker {
                     synced_at_ms: unix_ms(),
                     fetch_failures: 0,
                 };
-                hub.set_view(view);
+                publisher.set_view(view);
             }
             None => {
                 for e in &errors {
                     tracing::warn!(error = %e, "fleet not planned; every cluster keeps its assignment");
                 }
-                hub.update_view(|view| {
+                publisher.update_view(|view| {
                     view.errors = errors;
                     view.branches = branches.iter().map(|(b, c)| (b.clone(), c.to_string())).collect();
                 });
@@ -183,9 +159,9 @@ impl SourceWorker {
     #[allow(clippy::type_complexity)]
     fn plan(
         &mut self,
-        hub: &Hub,
+        publisher: &Publisher,
         branches: &BTreeMap<String, ObjectId>,
-        errors: &mut Vec<String>,
+        errors: &mut Vec<SyncError>,
     ) -> Option<(PlanStats, usize, BTreeMap<String, Vec<String>>)> {
         let fleet = match self.load_fleet(branches) {
             Ok(fleet) => fleet,
@@ -204,10 +180,8 @@ impl SourceWorker {
         for env in &fleet.environments {
             let previous = self.envs.get(&env.name);
             let Some(commit) = branches.get(&env.branch) else {
-                errors.push(format!(
-                    "branch '{}' of environment '{}' is not in the repository; its clusters keep their last assignment",
-                    env.branch, env.name
-                ));
+                errors
+                    .push(SyncError::NoEnvironmentBranch { environment: env.name.clone(), branch: env.branch.clone() });
                 if let Some(previous) = previous {
                     envs.insert(env.name.clone(), previous.clone());
                 }
@@ -229,7 +203,7 @@ impl SourceWorker {
                     );
                 }
                 Err(e) => {
-                    errors.push(e.to_string());
+                    errors.push(SyncError::Snapshot(Arc::new(e)));
                     if let Some(previous) = previous {
                         envs.insert(env.name.clone(), previous.clone());
                     }
@@ -239,10 +213,11 @@ impl SourceWorker {
         for env in envs.values() {
             for app in env.apps.values() {
                 if let Err(e) = app {
-                    errors.push(format!(
-                        "environment '{}' (branch {}): {e}",
-                        env.environment.name, env.environment.branch
-                    ));
+                    errors.push(SyncError::App {
+                        environment: env.environment.name.clone(),
+                        branch: env.environment.branch.clone(),
+                        source: e.clone(),
+                    });
                 }
             }
         }
@@ -253,10 +228,11 @@ impl SourceWorker {
         let mut published = 0;
         for plan in plans {
             if !plan.errors.is_empty() {
-                cluster_errors.entry(plan.assignment.cluster.clone()).or_default().extend(plan.errors);
+                let messages = plan.errors.iter().map(ToString::to_string);
+                cluster_errors.entry(plan.assignment.cluster.clone()).or_default().extend(messages);
             }
             if !plan.reused {
-                published += usize::from(hub.publish(plan.assignment));
+                published += usize::from(publisher.publish(plan.assignment));
             }
         }
         publish.record("published", published);
@@ -265,29 +241,27 @@ impl SourceWorker {
         Some((stats, published, cluster_errors))
     }
 
-    fn load_fleet(&mut self, branches: &BTreeMap<String, ObjectId>) -> Result<Arc<Fleet>, String> {
+    fn load_fleet(&mut self, branches: &BTreeMap<String, ObjectId>) -> Result<Arc<Fleet>, SyncError> {
         let mut branch = self.config.fleet_branch.clone();
         for _ in 0..2 {
-            let commit = branches.get(&branch).ok_or_else(|| {
-                format!("fleet branch '{branch}' is not in {}; push it or pass --fleet-branch", self.config.url)
-            })?;
+            let commit = branches
+                .get(&branch)
+                .ok_or_else(|| SyncError::NoFleetBranch { branch: branch.clone(), url: self.config.url.clone() })?;
             if self.fleet_commit == Some(*commit)
                 && let Some(fleet) = &self.fleet
             {
                 return Ok(fleet.clone());
             }
-            let snapshot = self.mirror.snapshot(*commit).map_err(|e| e.to_string())?;
-            let declared = fleet::fleet_branch_of(&snapshot).map_err(|e| format!("{e} (branch {branch})"))?;
+            let snapshot = self.mirror.snapshot(*commit).map_err(|e| SyncError::Snapshot(Arc::new(e)))?;
+            let in_branch = |source| SyncError::Fleet { branch: branch.clone(), source };
+            let declared = fleet::fleet_branch_of(&snapshot).map_err(in_branch)?;
             if declared == branch {
-                let fleet = Fleet::load(&snapshot).map_err(|e| format!("{e} (branch {branch})"))?;
+                let fleet = Fleet::load(&snapshot).map_err(in_branch)?;
                 self.fleet_commit = Some(*commit);
                 return Ok(Arc::new(fleet));
             }
             branch = declared;
         }
-        Err(format!(
-            "convoy.yaml on '{}' and on '{branch}' name different fleet branches; make them agree",
-            self.config.fleet_branch
-        ))
+        Err(SyncError::FleetBranchesDisagree { configured: self.config.fleet_branch.clone(), declared: branch })
     }
 }

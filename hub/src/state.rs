@@ -1,45 +1,59 @@
-//! The hub's shared state, handed to every service.
+//! The hub's shared state. [`Hub`] is what every service reads (and what the agent edge records
+//! reports into); [`Publisher`] is the one writer of the published view and the assignments,
+//! owned by the source loop — the reflector's "one writer, many readers".
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
 use convoy_shared::clock::unix_ms;
 use convoy_shared::model::Assignment;
-use convoy_shared::proto::{ClusterInfo, FleetEvent, HistoryEntry, Report};
-
-/// Fleet events kept for watchers that read slowly.
-const EVENT_BACKLOG: usize = 1024;
-use tokio::sync::Notify;
+use convoy_shared::model::report::Report;
+use convoy_shared::proto::{self, ClusterInfo, FleetEvent, HistoryEntry};
+use tokio::sync::{Notify, broadcast, watch};
 
 use crate::assignments::AssignmentTable;
 use crate::connections::ConnectionTable;
 use crate::metrics::HubMetrics;
-use crate::source::FleetView;
-use crate::store::{MemoryStore, Store, StoreEvent, StoreWriter};
+use crate::registry::{Registry, RegistryConfig};
+use crate::store::{MemoryStore, Store, StoreError, StoreEvent, StoreWriter};
+use crate::view::FleetView;
 
-/// Everything the hub's services share.
+/// Fleet events kept for watchers that read slowly.
+const EVENT_BACKLOG: usize = 1024;
+
+/// Everything the hub's services share. Fields are private: services read through methods, and
+/// only the [`Publisher`] changes the view and the assignments.
 #[derive(Debug)]
 pub struct Hub {
-    pub connections: ConnectionTable,
-    pub assignments: AssignmentTable,
+    connections: ConnectionTable,
+    assignments: AssignmentTable,
     /// The fleet as of the last sync; swapped whole, read briefly (never across an await).
     view: RwLock<Arc<FleetView>>,
     /// Wakes the source loop at once (webhook, `convoy refresh`).
-    pub refresh: Notify,
-    pub store: Arc<dyn Store>,
-    pub metrics: HubMetrics,
+    refresh: Notify,
+    store: Arc<dyn Store>,
+    metrics: HubMetrics,
     /// Fleet events for `convoy watch`; a watcher that falls behind is told how many it missed.
-    pub events: tokio::sync::broadcast::Sender<FleetEvent>,
+    events: broadcast::Sender<FleetEvent>,
     /// Bootstrap tokens, certificate signing and revocations.
-    pub registry: crate::registration::Registry,
-    /// Owned by the hub: the writer task ends once the hub is dropped.
+    registry: Arc<Registry>,
+    /// Owned by the hub: the writer task ends once the hub is dropped; [`Hub::flush_store`]
+    /// waits for what is queued.
     writer: StoreWriter,
 }
 
+/// The one writer of the hub's published view and assignments. Not `Clone`: [`Hub::new`] makes
+/// exactly one, for the source loop.
+#[derive(Debug)]
+pub struct Publisher {
+    hub: Arc<Hub>,
+}
+
 impl Hub {
-    /// A hub over `store`, with the last reports it kept restored. Must run inside a runtime
-    /// (it starts the store's writer task).
-    pub fn new(store: Arc<dyn Store>) -> Result<Arc<Hub>, crate::store::StoreError> {
+    /// A hub over `store`, with the last reports and revocations it kept, signing agent
+    /// certificates as `registry` says. Must run inside a runtime (it starts the store's writer
+    /// task). Returns the shared hub and its one [`Publisher`].
+    pub fn new(store: Arc<dyn Store>, registry: RegistryConfig) -> Result<(Arc<Hub>, Publisher), StoreError> {
         let (writer, _task) = StoreWriter::spawn(store.clone());
         let hub = Hub {
             connections: ConnectionTable::default(),
@@ -47,20 +61,61 @@ impl Hub {
             view: RwLock::default(),
             refresh: Notify::new(),
             store: store.clone(),
-            registry: crate::registration::Registry::load(store.clone())?,
+            registry: Arc::new(Registry::load(store.clone(), registry)?),
             metrics: HubMetrics::default(),
-            events: tokio::sync::broadcast::channel(EVENT_BACKLOG).0,
+            events: broadcast::channel(EVENT_BACKLOG).0,
             writer,
         };
         for (cluster, report) in store.last_reports()? {
             hub.connections.restore(&cluster, report);
         }
-        Ok(Arc::new(hub))
+        let hub = Arc::new(hub);
+        Ok((hub.clone(), Publisher { hub }))
     }
 
     /// A hub that keeps its state in memory only.
-    pub fn in_memory() -> Arc<Hub> {
-        Hub::new(Arc::new(MemoryStore::default())).expect("the memory store cannot fail")
+    pub fn in_memory(registry: RegistryConfig) -> (Arc<Hub>, Publisher) {
+        Hub::new(Arc::new(MemoryStore::default()), registry).expect("the memory store cannot fail")
+    }
+
+    /// The live agent links.
+    pub fn connections(&self) -> &ConnectionTable {
+        &self.connections
+    }
+
+    /// `cluster`'s current assignment.
+    pub fn assignment(&self, cluster: &str) -> Option<Arc<Assignment>> {
+        self.assignments.get(cluster)
+    }
+
+    /// A receiver that sees `cluster`'s assignment now and every change from here on.
+    pub fn subscribe_assignment(&self, cluster: &str) -> watch::Receiver<Option<Arc<Assignment>>> {
+        self.assignments.subscribe(cluster)
+    }
+
+    /// Tokens, signing and revocations.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// The store, for reads (history); writes go through the hub's writer.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The hub's Prometheus metrics.
+    pub fn metrics(&self) -> &HubMetrics {
+        &self.metrics
+    }
+
+    /// Asks the source loop to fetch now.
+    pub fn request_refresh(&self) {
+        self.refresh.notify_one();
+    }
+
+    /// Fleet events from now on, for `convoy watch`.
+    pub fn subscribe_events(&self) -> broadcast::Receiver<FleetEvent> {
+        self.events.subscribe()
     }
 
     /// Every cluster the hub knows: declared in Git, or seen on an agent stream.
@@ -95,50 +150,6 @@ impl Hub {
         self.view.read().expect("view lock").clone()
     }
 
-    /// Replaces the fleet view.
-    pub fn set_view(&self, view: FleetView) {
-        *self.view.write().expect("view lock") = Arc::new(view);
-    }
-
-    /// Changes a copy of the fleet view's status fields and swaps it in.
-    pub fn update_view(&self, change: impl FnOnce(&mut FleetView)) {
-        let mut guard = self.view.write().expect("view lock");
-        let current = &**guard;
-        let mut next = FleetView {
-            fleet: current.fleet.clone(),
-            envs: current.envs.clone(),
-            branches: current.branches.clone(),
-            errors: current.errors.clone(),
-            cluster_errors: current.cluster_errors.clone(),
-            stats: current.stats,
-            published: current.published,
-            synced_at_ms: current.synced_at_ms,
-            fetch_failures: current.fetch_failures,
-        };
-        change(&mut next);
-        *guard = Arc::new(next);
-    }
-
-    /// Publishes a cluster's assignment; true when its content changed (then it is recorded in
-    /// the cluster's history).
-    pub fn publish(&self, assignment: Arc<Assignment>) -> bool {
-        let (cluster, revision, digest) =
-            (assignment.cluster.clone(), assignment.revision.clone(), assignment.digest.clone());
-        // A restarted hub's first plan re-publishes what its history already says was assigned:
-        // that is no news for `convoy history` or watchers.
-        let recorded =
-            self.assignments.get(&cluster).is_none() && self.last_assigned(&cluster).is_some_and(|last| last == digest);
-        let changed = self.assignments.publish(assignment);
-        if changed {
-            self.metrics.assignments_published.inc();
-            tracing::debug!(cluster, revision, "assignment published");
-            if !recorded {
-                self.history(&cluster, "assigned", &revision, &digest, "");
-            }
-        }
-        changed
-    }
-
     /// Digest of the newest "assigned" entry in `cluster`'s stored history.
     fn last_assigned(&self, cluster: &str) -> Option<String> {
         let recent = self.store.history(cluster, 16).ok()?;
@@ -146,13 +157,19 @@ impl Hub {
     }
 
     /// Takes an agent's report: live status, the store, and history when it applied something new.
-    pub fn record_report(&self, cluster: &str, session: u64, report: Report) {
+    pub fn record_report(&self, cluster: &str, session: u64, report: &Report) {
         self.metrics.reports_received.inc();
+        let report = proto::Report::from(report);
         let newly_applied = self.connections.report(cluster, session, report.clone());
         if newly_applied {
             self.history(cluster, "applied", &report.revision, &report.digest, "");
         }
         self.writer.record(StoreEvent::Report { cluster: cluster.to_string(), report });
+    }
+
+    /// Waits until every report and history entry recorded so far is in the store.
+    pub async fn flush_store(&self) {
+        self.writer.flush().await;
     }
 
     /// Events waiting for the store's writer.
@@ -180,6 +197,51 @@ impl Hub {
             detail: detail.to_string(),
         };
         self.writer.record(StoreEvent::History { cluster: cluster.to_string(), entry });
+    }
+}
+
+impl Publisher {
+    /// The hub this publisher writes to.
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+
+    /// Resolves when someone asks for a fetch now ([`Hub::request_refresh`]).
+    pub async fn refresh_requested(&self) {
+        self.hub.refresh.notified().await;
+    }
+
+    /// Replaces the fleet view.
+    pub fn set_view(&self, view: FleetView) {
+        *self.hub.view.write().expect("view lock") = Arc::new(view);
+    }
+
+    /// Changes a copy of the fleet view's status fields and swaps it in.
+    pub fn update_view(&self, change: impl FnOnce(&mut FleetView)) {
+        let mut guard = self.hub.view.write().expect("view lock");
+        let mut next = (**guard).clone();
+        change(&mut next);
+        *guard = Arc::new(next);
+    }
+
+    /// Publishes a cluster's assignment; true when its content changed (then it is recorded in
+    /// the cluster's history).
+    pub fn publish(&self, assignment: Arc<Assignment>) -> bool {
+        let (cluster, revision, digest) =
+            (assignment.cluster.clone(), assignment.revision.clone(), assignment.digest.clone());
+        // A restarted hub's first plan re-publishes what its history already says was assigned:
+        // that is no news for `convoy history` or watchers.
+        let recorded = self.hub.assignments.get(&cluster).is_none()
+            && self.hub.last_assigned(&cluster).is_some_and(|last| last == digest);
+        let changed = self.hub.assignments.publish(assignment);
+        if changed {
+            self.hub.metrics.assignments_published.inc();
+            tracing::debug!(cluster, revision, "assignment published");
+            if !recorded {
+                self.hub.history(&cluster, "assigned", &revision, &digest, "");
+            }
+        }
+        changed
     }
 }
 
@@ -215,16 +277,16 @@ mod tests {
     #[tokio::test]
     async fn a_restarted_hub_does_not_record_the_same_assignment_again() {
         let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
-        let hub = Hub::new(store.clone()).unwrap();
-        assert!(hub.publish(assignment("r1")));
+        let (hub, publisher) = Hub::new(store.clone(), RegistryConfig::default()).unwrap();
+        assert!(publisher.publish(assignment("r1")));
         assert_eq!(assigned(&*store, 1).await, ["r1"]);
-        drop(hub);
+        drop((hub, publisher));
 
-        let restarted = Hub::new(store.clone()).unwrap();
-        let mut watch = restarted.events.subscribe();
-        assert!(restarted.publish(assignment("r1")), "agents are still told");
+        let (restarted, publisher) = Hub::new(store.clone(), RegistryConfig::default()).unwrap();
+        let mut watch = restarted.subscribe_events();
+        assert!(publisher.publish(assignment("r1")), "agents are still told");
         assert!(watch.try_recv().is_err(), "no 'assigned' event for what was assigned before the restart");
-        assert!(restarted.publish(assignment("r2")));
+        assert!(publisher.publish(assignment("r2")));
         assert_eq!(assigned(&*store, 2).await, ["r2", "r1"]);
     }
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use convoy_shared::proto::{HistoryEntry, Report};
 use prost::Message;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 const REPORTS: TableDefinition<&str, &[u8]> = TableDefinition::new("reports");
 const HISTORY: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("history");
@@ -34,11 +34,11 @@ pub enum StoreError {
     )]
     Open { path: PathBuf, message: String },
     #[error("the store failed: {0}")]
-    Db(String),
+    Db(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
-fn db<E: std::fmt::Display>(e: E) -> StoreError {
-    StoreError::Db(e.to_string())
+fn db<E: Into<Box<dyn std::error::Error + Send + Sync>>>(e: E) -> StoreError {
+    StoreError::Db(e.into())
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -131,28 +131,24 @@ impl RedbStore {
         let path = dir.join("convoy.redb");
         let open_err = |message: String| StoreError::Open { path: path.clone(), message };
         std::fs::create_dir_all(dir).map_err(|e| open_err(e.to_string()))?;
-        let db = Database::create(&path).map_err(|e| open_err(e.to_string()))?;
-        let txn = db.begin_write().map_err(db_err)?;
-        txn.open_table(REPORTS).map_err(db_err)?;
-        txn.open_table(TOKENS).map_err(db_err)?;
-        txn.open_table(REGISTRATIONS).map_err(db_err)?;
-        txn.open_table(REVOCATIONS).map_err(db_err)?;
+        let database = Database::create(&path).map_err(|e| open_err(e.to_string()))?;
+        let txn = database.begin_write().map_err(db)?;
+        txn.open_table(REPORTS).map_err(db)?;
+        txn.open_table(TOKENS).map_err(db)?;
+        txn.open_table(REGISTRATIONS).map_err(db)?;
+        txn.open_table(REVOCATIONS).map_err(db)?;
         let last = {
-            let history = txn.open_table(HISTORY).map_err(db_err)?;
+            let history = txn.open_table(HISTORY).map_err(db)?;
             let mut last = 0;
-            for row in history.iter().map_err(db_err)? {
-                let (key, _) = row.map_err(db_err)?;
+            for row in history.iter().map_err(db)? {
+                let (key, _) = row.map_err(db)?;
                 last = last.max(key.value().1);
             }
             last
         };
-        txn.commit().map_err(db_err)?;
-        Ok(RedbStore { db, next_seq: Mutex::new(last + 1) })
+        txn.commit().map_err(db)?;
+        Ok(RedbStore { db: database, next_seq: Mutex::new(last + 1) })
     }
-}
-
-fn db_err<E: std::fmt::Display>(e: E) -> StoreError {
-    db(e)
 }
 
 impl Store for RedbStore {
@@ -347,24 +343,46 @@ const BATCH: usize = 1024;
 /// The sending half of the writer task.
 #[derive(Debug, Clone)]
 pub struct StoreWriter {
-    tx: mpsc::Sender<StoreEvent>,
+    tx: mpsc::Sender<Queued>,
+}
+
+/// What the writer task takes: events to write, and flush requests answered once everything
+/// queued before them is written.
+enum Queued {
+    Event(StoreEvent),
+    Flush(oneshot::Sender<()>),
 }
 
 impl StoreWriter {
     /// Starts the writer task for `store`. It ends when every `StoreWriter` clone is dropped,
     /// after writing what was queued.
     pub fn spawn(store: Arc<dyn Store>) -> (Self, tokio::task::JoinHandle<()>) {
-        let (tx, mut rx) = mpsc::channel::<StoreEvent>(QUEUE);
+        let (tx, mut rx) = mpsc::channel::<Queued>(QUEUE);
         let task = tokio::spawn(async move {
             let mut batch = Vec::with_capacity(BATCH);
             while rx.recv_many(&mut batch, BATCH).await > 0 {
-                let events = std::mem::take(&mut batch);
-                let store = store.clone();
-                let result = tokio::task::spawn_blocking(move || store.write(&events)).await;
-                match result {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => tracing::error!(error = %e, "store write failed"),
-                    Err(e) => tracing::error!(error = %e, "store writer panicked"),
+                let mut flushed = Vec::new();
+                let events: Vec<StoreEvent> = batch
+                    .drain(..)
+                    .filter_map(|queued| match queued {
+                        Queued::Event(event) => Some(event),
+                        Queued::Flush(done) => {
+                            flushed.push(done);
+                            None
+                        }
+                    })
+                    .collect();
+                if !events.is_empty() {
+                    let store = store.clone();
+                    match tokio::task::spawn_blocking(move || store.write(&events)).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => tracing::error!(error = %e, "store write failed"),
+                        Err(e) => tracing::error!(error = %e, "store writer panicked"),
+                    }
+                }
+                // The receiver may have stopped waiting; there is no one to tell then.
+                for done in flushed {
+                    let _ = done.send(());
                 }
                 // A short pause lets a burst (a commit reaching 10,000 clusters) share transactions.
                 tokio::time::sleep(Duration::from_millis(5)).await;
@@ -380,8 +398,16 @@ impl StoreWriter {
 
     /// Queues an event; a full queue drops it with a warning rather than stall the caller.
     pub fn record(&self, event: StoreEvent) {
-        if let Err(e) = self.tx.try_send(event) {
+        if let Err(e) = self.tx.try_send(Queued::Event(event)) {
             tracing::warn!(error = %e, "store queue full; an audit event was not persisted");
+        }
+    }
+
+    /// Waits until every event queued before this call is written (or failed, loudly).
+    pub async fn flush(&self) {
+        let (done, written) = oneshot::channel();
+        if self.tx.send(Queued::Flush(done)).await.is_ok() {
+            let _ = written.await;
         }
     }
 }
@@ -482,5 +508,18 @@ mod tests {
         drop(writer);
         task.await.unwrap();
         assert_eq!(store.history("eu-1", 10).unwrap().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn flush_returns_once_what_was_queued_before_it_is_written() {
+        let store = Arc::new(MemoryStore::default());
+        let (writer, _task) = StoreWriter::spawn(store.clone());
+        for revision in ["r1", "r2"] {
+            writer.record(StoreEvent::History { cluster: "eu-1".into(), entry: entry("assigned", revision) });
+        }
+        assert!(store.history("eu-1", 10).unwrap().is_empty(), "nothing is written before the writer runs");
+        writer.flush().await;
+        assert_eq!(store.history("eu-1", 10).unwrap().len(), 2);
+        assert_eq!(writer.queued(), 0);
     }
 }

@@ -33,12 +33,12 @@ pub fn router(hub: Arc<Hub>, secret: Option<String>) -> Router {
 async fn metrics(State(state): State<WebhookState>) -> ([(axum::http::HeaderName, &'static str); 1], String) {
     let hub = &state.hub;
     let clusters = hub.cluster_infos();
-    hub.metrics.clusters_known.set(clusters.len() as i64);
-    hub.metrics.agents_connected.set(clusters.iter().filter(|c| c.connected).count() as i64);
-    hub.metrics.drifts.set(clusters.iter().map(|c| i64::from(c.drift_count)).sum());
-    hub.metrics.store_queue_depth.set(hub.store_queued() as i64);
+    hub.metrics().clusters_known.set(clusters.len() as i64);
+    hub.metrics().agents_connected.set(clusters.iter().filter(|c| c.connected).count() as i64);
+    hub.metrics().drifts.set(clusters.iter().map(|c| i64::from(c.drift_count)).sum());
+    hub.metrics().store_queue_depth.set(hub.store_queued() as i64);
     let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-    ([(axum::http::header::CONTENT_TYPE, content_type)], hub.metrics.encode())
+    ([(axum::http::header::CONTENT_TYPE, content_type)], hub.metrics().encode())
 }
 
 async fn webhook(State(state): State<WebhookState>, headers: HeaderMap, body: Bytes) -> (StatusCode, &'static str) {
@@ -49,7 +49,7 @@ async fn webhook(State(state): State<WebhookState>, headers: HeaderMap, body: By
     match verify(secret.as_bytes(), &headers, &body) {
         Ok(provider) => {
             tracing::info!(provider, "webhook accepted; fetching now");
-            state.hub.refresh.notify_one();
+            state.hub.request_refresh();
             (StatusCode::ACCEPTED, "fetching\n")
         }
         Err(reason) => {

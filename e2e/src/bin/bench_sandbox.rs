@@ -58,7 +58,7 @@ async fn main() {
         let started = Instant::now();
         repo.git(&["push", "-q", "origin", "dev"]);
         pushes.push(started.elapsed());
-        sandbox.hub.refresh.notify_one();
+        sandbox.hub.request_refresh();
         // The view is replaced once every changed assignment is published.
         until("the hub publishes the commit", || sandbox.hub.view().branches.get("dev") == Some(&commit)).await;
         plans.push(started.elapsed());

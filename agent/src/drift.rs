@@ -73,14 +73,16 @@ pub struct ObjectState {
 }
 
 /// Everything the watchers know, shared with the reconciler (short critical sections only).
+/// The reconciler tells it about applies ([`LiveIndex::begin_apply`], [`LiveIndex::applied`],
+/// [`LiveIndex::apply_failed`]); the watches and the healer keep the rest.
 #[derive(Debug, Default)]
 pub struct LiveIndex {
-    pub desired: HashMap<ObjKey, DesiredObject>,
-    pub states: HashMap<ObjKey, ObjectState>,
+    desired: HashMap<ObjKey, DesiredObject>,
+    states: HashMap<ObjKey, ObjectState>,
     /// Recently healed drifts, newest last.
-    pub healed: VecDeque<Drift>,
+    healed: VecDeque<Drift>,
     /// (group, kind) whose watch has completed its initial list.
-    pub synced: HashSet<(String, String)>,
+    synced: HashSet<(String, String)>,
 }
 
 const HEALED_HISTORY: usize = 50;
@@ -90,6 +92,131 @@ fn rv_of(live: &Value) -> u64 {
 }
 
 impl LiveIndex {
+    /// Forgets desired objects outside `wanted` (they left the assignment): they are no longer
+    /// judged for drift.
+    pub fn retain_desired(&mut self, wanted: &HashSet<ObjKey>) {
+        self.desired.retain(|k, _| wanted.contains(k));
+        self.states.retain(|k, _| wanted.contains(k));
+    }
+
+    /// Was `body` applied to `key` already, and is the object there without drift? Then there is
+    /// nothing to write.
+    pub fn in_sync(&self, key: &ObjKey, body: &Value) -> bool {
+        self.desired.get(key).is_some_and(|d| !d.owned.is_empty() && &d.body == body)
+            && self.states.get(key).is_some_and(|s| s.present && s.drift.is_none())
+    }
+
+    /// An apply of `prepared` starts: until it ends, the object is judged for health, not drift.
+    /// An object new to the index is recorded with nothing owned yet.
+    pub fn begin_apply(&mut self, prepared: &Prepared, self_heal: bool) {
+        let desired = self.desired.entry(key_of(&prepared.object)).or_insert_with(|| DesiredObject {
+            object: prepared.object.clone(),
+            app: prepared.app.clone(),
+            body: prepared.body.clone(),
+            owned: FieldSet::default(),
+            self_heal,
+            applying: true,
+            min_rv: 0,
+        });
+        desired.applying = true;
+    }
+
+    /// An apply of `prepared` returned `live`: from now on drift is judged against this body, on
+    /// the fields convoy-agent owns in `live`, for events no older than `live`.
+    pub fn applied(&mut self, prepared: &Prepared, self_heal: bool, live: &Value) {
+        let key = key_of(&prepared.object);
+        self.desired.insert(
+            key.clone(),
+            DesiredObject {
+                object: prepared.object.clone(),
+                app: prepared.app.clone(),
+                body: prepared.body.clone(),
+                owned: FieldSet::of_manager(live, FIELD_MANAGER).unwrap_or_default(),
+                self_heal,
+                applying: false,
+                min_rv: rv_of(live),
+            },
+        );
+        // A fresh apply resolves any drift it overwrote.
+        if let Some(s) = self.states.get_mut(&key) {
+            s.drift = None;
+        }
+        self.observe(live);
+    }
+
+    /// An apply of `key` failed: its drift is judged again, against the last body applied.
+    pub fn apply_failed(&mut self, key: &ObjKey) {
+        if let Some(d) = self.desired.get_mut(key) {
+            d.applying = false;
+        }
+    }
+
+    /// Healed drifts still worth reporting, oldest first.
+    pub fn recent_heals(&self) -> impl Iterator<Item = &Drift> {
+        self.healed.iter()
+    }
+
+    /// Has `key` drifted (fields changed or the object gone)?
+    fn is_drifted(&self, key: &ObjKey) -> bool {
+        self.states.get(key).is_some_and(|s| s.drift.is_some())
+    }
+
+    /// Drifted objects of self-healing apps with no apply in flight, with what to re-apply.
+    fn heal_candidates(&self) -> Vec<(ObjKey, DesiredObject, Drift)> {
+        self.states
+            .iter()
+            .filter_map(|(k, s)| {
+                let d = self.desired.get(k)?;
+                let drift = s.drift.clone()?;
+                (d.self_heal && !d.applying && !d.owned.is_empty()).then(|| (k.clone(), d.clone(), drift))
+            })
+            .collect()
+    }
+
+    /// A heal of `key` starts: judge health, not drift, until it ends.
+    fn begin_heal(&mut self, key: &ObjKey) {
+        if let Some(d) = self.desired.get_mut(key) {
+            d.applying = true;
+        }
+    }
+
+    /// A heal of `drift` re-applied `key` and got `live`, convoy-agent owning `owned` in it.
+    fn healed(&mut self, key: &ObjKey, live: &Value, owned: FieldSet, mut drift: Drift) {
+        if let Some(d) = self.desired.get_mut(key) {
+            d.applying = false;
+            if !owned.is_empty() {
+                d.owned = owned;
+            }
+            d.min_rv = rv_of(live);
+        }
+        if let Some(s) = self.states.get_mut(key) {
+            s.drift = None;
+        }
+        self.observe(live);
+        drift.healed = true;
+        self.healed.push_back(drift);
+        while self.healed.len() > HEALED_HISTORY {
+            self.healed.pop_front();
+        }
+    }
+
+    /// The watch of (`group`, `kind`) has (re)listed `listed`: applied objects of that kind it
+    /// did not list are gone. Returns whether any of them became drift.
+    fn relisted(&mut self, group: &str, kind: &str, listed: &HashSet<ObjKey>) -> bool {
+        self.synced.insert((group.to_string(), kind.to_string()));
+        let gone: Vec<ObjKey> = self
+            .desired
+            .iter()
+            .filter(|(k, d)| k.0 == group && k.1 == kind && !d.owned.is_empty() && !listed.contains(*k))
+            .map(|(k, _)| k.clone())
+            .collect();
+        let mut drifted = false;
+        for k in gone {
+            drifted |= self.vanished(&k);
+        }
+        drifted
+    }
+
     /// The state of `key`, Missing/Unknown when never seen.
     pub fn state_of(&self, key: &ObjKey) -> ObjectState {
         if let Some(s) = self.states.get(key) {
@@ -391,8 +518,7 @@ impl WatchTask {
         let mut drifted = false;
         self.live.update(|ix| {
             let changed = ix.observe(live);
-            let key = key_of(&ObjectRef::of(live));
-            drifted = changed && ix.states.get(&key).is_some_and(|s| s.drift.is_some());
+            drifted = changed && ix.is_drifted(&key_of(&ObjectRef::of(live)));
             changed
         });
         if drifted {
@@ -404,19 +530,9 @@ impl WatchTask {
     fn relisted(&self, listed: &HashSet<ObjKey>) {
         let mut drifted = false;
         self.live.update(|ix| {
-            ix.synced.insert((self.group.clone(), self.kind.clone()));
-            let gone: Vec<ObjKey> = ix
-                .desired
-                .iter()
-                .filter(|(k, d)| k.0 == self.group && k.1 == self.kind && !d.owned.is_empty() && !listed.contains(*k))
-                .map(|(k, _)| k.clone())
-                .collect();
-            let mut changed = true;
-            for k in gone {
-                drifted |= ix.vanished(&k);
-            }
-            changed |= drifted;
-            changed
+            drifted = ix.relisted(&self.group, &self.kind, listed);
+            // The first list settles Missing vs Unknown, so it is news even when nothing vanished.
+            true
         });
         if drifted {
             self.heal_wake.notify_one();
@@ -449,17 +565,7 @@ impl Healer {
     /// Heals every drifted object of a self-healing app whose backoff has passed; returns how long
     /// until the next one is due.
     async fn heal_due(&mut self, cancel: &CancellationToken) -> Option<Duration> {
-        let candidates: Vec<(ObjKey, DesiredObject, Drift)> = {
-            let ix = self.live.lock();
-            ix.states
-                .iter()
-                .filter_map(|(k, s)| {
-                    let d = ix.desired.get(k)?;
-                    let drift = s.drift.clone()?;
-                    (d.self_heal && !d.applying && !d.owned.is_empty()).then(|| (k.clone(), d.clone(), drift))
-                })
-                .collect()
-        };
+        let candidates = self.live.lock().heal_candidates();
         let now = Instant::now();
         let mut next: Option<Duration> = None;
         for (key, desired, drift) in candidates {
@@ -489,9 +595,7 @@ impl Healer {
         };
         self.backoff.insert(key.clone(), (Instant::now() + backoff, backoff));
         self.live.update(|ix| {
-            if let Some(d) = ix.desired.get_mut(key) {
-                d.applying = true;
-            }
+            ix.begin_heal(key);
             false
         });
         let result = self.applier.apply_one(&prepared).await;
@@ -500,32 +604,14 @@ impl Healer {
                 let owned = FieldSet::of_manager(&live, FIELD_MANAGER).unwrap_or_default();
                 tracing::info!(object = %drift.object, app = %drift.app, "drift healed");
                 self.live.update(|ix| {
-                    if let Some(d) = ix.desired.get_mut(key) {
-                        d.applying = false;
-                        if !owned.is_empty() {
-                            d.owned = owned;
-                        }
-                        d.min_rv = rv_of(&live);
-                    }
-                    if let Some(s) = ix.states.get_mut(key) {
-                        s.drift = None;
-                    }
-                    ix.observe(&live);
-                    let mut healed = drift;
-                    healed.healed = true;
-                    ix.healed.push_back(healed);
-                    while ix.healed.len() > HEALED_HISTORY {
-                        ix.healed.pop_front();
-                    }
+                    ix.healed(key, &live, owned, drift);
                     true
                 });
             }
             Err(e) => {
                 tracing::warn!(error = %e, "self-heal failed; will retry");
                 self.live.update(|ix| {
-                    if let Some(d) = ix.desired.get_mut(key) {
-                        d.applying = false;
-                    }
+                    ix.apply_failed(key);
                     false
                 });
             }

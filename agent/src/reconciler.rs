@@ -20,8 +20,7 @@ use tracing::Instrument;
 use crate::applier::{Applier, ApplyError, Prepared, RetryPolicy};
 use crate::cache::Cache;
 use crate::discovery::Discovery;
-use crate::drift::{DesiredObject, DriftWatcher, HealPolicy, Live, ObjKey, key_of};
-use crate::fields::{FIELD_MANAGER, FieldSet};
+use crate::drift::{DriftWatcher, HealPolicy, Live, ObjKey, key_of};
 use crate::inventory::{Entry, Inventory, InventoryStore, entry_id};
 use crate::metrics::PassMetrics;
 use crate::order;
@@ -121,6 +120,65 @@ fn content_hash(app: &str, object: &Value) -> String {
     h.update([0]);
     h.update(canonical_json(object).as_bytes());
     hex::encode(&h.finalize()[..12])
+}
+
+/// What a pass writes, and what it leaves alone.
+#[derive(Default)]
+struct Plan {
+    /// Objects to apply, each with the content hash its inventory entry will carry.
+    writes: Vec<(Prepared, String)>,
+    /// Objects already applied, present and clean (by inventory id).
+    unchanged: Vec<String>,
+}
+
+/// What came of a pass's writes.
+#[derive(Default)]
+struct Applied {
+    /// Inventory entries of the objects applied, with their app.
+    entries: Vec<(String, Entry)>,
+    /// Apps with an object that failed to apply.
+    failed_apps: HashSet<String>,
+}
+
+/// The inventory entry of an applied object, with the revision its body was stamped with.
+fn inventory_entry(prepared: &Prepared, hash: String) -> Entry {
+    let mut entry = Entry::from(&prepared.object);
+    entry.hash = hash;
+    entry.revision = prepared.body["metadata"]["annotations"][crate::applier::REVISION_ANNOTATION]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    entry
+}
+
+/// The app owning each object of `assignment`, by inventory id (normalized where `refs` knows
+/// the object).
+fn owners<'a>(assignment: &'a Assignment, refs: &HashMap<String, ObjectRef>) -> HashMap<String, &'a str> {
+    assignment
+        .objects()
+        .map(|(a, o)| {
+            let raw = ObjectRef::of(o);
+            let id = entry_id(refs.get(&entry_id(&raw)).unwrap_or(&raw));
+            (id, a.name.as_str())
+        })
+        .collect()
+}
+
+/// Adds the applied `entries` to the inventory under their app; an object that moved between
+/// apps belongs to its new app (`owner`) only.
+fn add_to_inventory(
+    inventory: &mut Inventory,
+    assignment: &Assignment,
+    owner: &HashMap<String, &str>,
+    entries: Vec<(String, Entry)>,
+) {
+    let prune: HashMap<&str, bool> = assignment.apps.iter().map(|a| (a.name.as_str(), a.policy.prune)).collect();
+    for (app, entry) in entries {
+        inventory.add(&app, prune.get(app.as_str()).copied().unwrap_or(false), [entry]);
+    }
+    for (app, inv) in inventory.apps.iter_mut() {
+        inv.objects.retain(|id, _| owner.get(id).is_none_or(|o| *o == app.as_str()));
+    }
 }
 
 impl Reconciler {
@@ -319,24 +377,57 @@ impl Reconciler {
     /// when everything applied cleanly, prune (if allowed); keep the inventory.
     async fn pass(&self, p: &mut Progress, inventory: &mut Inventory, watcher: &mut DriftWatcher) {
         let assignment = p.assignment.clone();
+        self.forget_unassigned(p);
+        let ready = self.ready_apps(p, &assignment);
+        let plan = self.plan(p, inventory, &ready).await;
+        let written = plan.writes.len();
+        let applied = self.apply(p, plan.writes, watcher).await;
+        for id in plan.unchanged {
+            p.errors.remove(&id);
+        }
+        for app in &ready {
+            if !applied.failed_apps.contains(&app.name) {
+                p.applied_apps.insert(app.name.clone());
+            }
+        }
+        tracing::info!(
+            revision = %assignment.revision,
+            written,
+            errors = p.errors.len(),
+            blocked = p.blocked.len(),
+            "apply pass done"
+        );
+
+        // Inventory: what we applied joins it now, so a crash before prune never orphans it.
+        let before = inventory.clone();
+        let owner = owners(&assignment, &p.refs);
+        add_to_inventory(inventory, &assignment, &owner, applied.entries);
+        if p.all_applied() && !p.pruned && p.prune_allowed {
+            self.prune(p, inventory, &owner).await;
+        }
+        self.store_inventory(p, inventory, &before).await;
+    }
+
+    /// Forgets desired objects that left the assignment: they are no longer judged for drift.
+    fn forget_unassigned(&self, p: &Progress) {
+        let wanted: HashSet<ObjKey> = p.assignment.objects().map(|(_, o)| self.key_for(p, o)).collect();
+        self.live.update(|ix| {
+            ix.retain_desired(&wanted);
+            true
+        });
+    }
+
+    /// The apps of `assignment` to apply in this pass: not applied yet, every dependency applied
+    /// and healthy. The others are held back in `p.blocked`, with the reason.
+    fn ready_apps<'a>(&self, p: &mut Progress, assignment: &'a Assignment) -> Vec<&'a AppAssignment> {
         let deps: BTreeMap<String, Vec<String>> =
             assignment.apps.iter().map(|a| (a.name.clone(), a.depends_on.clone())).collect();
         let in_cycle: HashSet<String> = match order::waves(&deps) {
             Ok(_) => HashSet::new(),
             Err(order::OrderError::Cycle(apps)) => apps.into_iter().collect(),
         };
-        // Forget desired objects that left the assignment: they are no longer judged for drift.
-        let wanted: HashSet<ObjKey> = assignment.objects().map(|(_, o)| self.key_for(p, o)).collect();
-        self.live.update(|ix| {
-            ix.desired.retain(|k, _| wanted.contains(k));
-            ix.states.retain(|k, _| wanted.contains(k));
-            true
-        });
-
         p.blocked.clear();
-        let mut batch: Vec<(Prepared, String)> = Vec::new();
-        let mut skipped: Vec<String> = Vec::new();
-        let mut ready_apps: Vec<&AppAssignment> = Vec::new();
+        let mut ready = Vec::new();
         for app in &assignment.apps {
             if p.applied_apps.contains(&app.name) {
                 continue;
@@ -360,159 +451,91 @@ impl Reconciler {
                 p.blocked.insert(app.name.clone(), format!("waiting for {}", waiting.join(", ")));
                 continue;
             }
-            ready_apps.push(app);
+            ready.push(app);
         }
-        for app in &ready_apps {
+        ready
+    }
+
+    /// Prepares every object of the `ready` apps and sorts out what to write: an object whose
+    /// content is unchanged since the inventory recorded it, present and clean, is left alone.
+    /// Each write is marked in flight in the live index, so its apply is not taken for drift.
+    async fn plan(&self, p: &mut Progress, inventory: &Inventory, ready: &[&AppAssignment]) -> Plan {
+        let mut plan = Plan::default();
+        for app in ready {
             for object in &app.objects {
                 let raw = ObjectRef::of(object);
                 let id = entry_id(&raw);
                 let hash = content_hash(&app.name, object);
-                let previous = inventory.get(&app.name, &id);
-                let revision = previous
-                    .filter(|e| e.hash == hash)
-                    .map(|e| e.revision.clone())
-                    .unwrap_or_else(|| assignment.revision.clone());
-                let prepared = self.normalize(self.applier.prepare(object, &app.name, &revision)).await;
+                let previous = inventory.get(&app.name, &id).filter(|e| e.hash == hash);
+                // An unchanged object keeps the revision it was first applied at.
+                let revision = previous.map_or(&p.assignment.revision, |e| &e.revision);
+                let prepared = self.normalize(self.applier.prepare(object, &app.name, revision)).await;
                 p.refs.insert(id.clone(), prepared.object.clone());
-                // Unchanged, present and clean: nothing to write.
                 let key = key_of(&prepared.object);
-                let clean = previous.is_some_and(|e| e.hash == hash) && {
-                    let ix = self.live.lock();
-                    let state = ix.states.get(&key);
-                    ix.desired.get(&key).is_some_and(|d| !d.owned.is_empty() && d.body == prepared.body)
-                        && state.is_some_and(|s| s.present && s.drift.is_none())
-                };
-                if clean {
-                    skipped.push(id);
+                if previous.is_some() && self.live.lock().in_sync(&key, &prepared.body) {
+                    plan.unchanged.push(id);
                     continue;
                 }
                 self.live.update(|ix| {
-                    let entry = ix.desired.entry(key.clone()).or_insert_with(|| DesiredObject {
-                        object: prepared.object.clone(),
-                        app: app.name.clone(),
-                        body: prepared.body.clone(),
-                        owned: FieldSet::default(),
-                        self_heal: app.policy.self_heal,
-                        applying: true,
-                        min_rv: 0,
-                    });
-                    entry.applying = true;
+                    ix.begin_apply(&prepared, app.policy.self_heal);
                     false
                 });
-                batch.push((prepared, hash));
+                plan.writes.push((prepared, hash));
             }
         }
+        plan
+    }
 
-        let policies: HashMap<&str, &AppAssignment> = assignment.apps.iter().map(|a| (a.name.as_str(), a)).collect();
-        let hashes: HashMap<String, String> = batch.iter().map(|(pr, h)| (entry_id(&pr.object), h.clone())).collect();
-        let applied_count = batch.len();
-        let results = self.applier.apply_set(batch.into_iter().map(|(pr, _)| pr).collect()).await;
-        let mut app_errors: HashSet<String> = HashSet::new();
-        let mut applied_entries: Vec<(String, Entry)> = Vec::new();
+    /// Applies the plan's writes (in phase order: see [`Applier::apply_set`]) and records each
+    /// result: in the live index, in `p.errors`, and as a drift watch on the kinds written.
+    async fn apply(&self, p: &mut Progress, writes: Vec<(Prepared, String)>, watcher: &mut DriftWatcher) -> Applied {
+        let self_heal: HashMap<&str, bool> =
+            p.assignment.apps.iter().map(|a| (a.name.as_str(), a.policy.self_heal)).collect();
+        let hashes: HashMap<String, String> = writes.iter().map(|(pr, h)| (entry_id(&pr.object), h.clone())).collect();
+        let results = self.applier.apply_set(writes.into_iter().map(|(pr, _)| pr).collect()).await;
+        let mut applied = Applied::default();
         for (prepared, result) in results {
             let id = entry_id(&prepared.object);
-            let key = key_of(&prepared.object);
-            let app = policies.get(prepared.app.as_str());
             match result {
                 Ok(live) => {
                     p.errors.remove(&id);
-                    let owned = FieldSet::of_manager(&live, FIELD_MANAGER).unwrap_or_default();
-                    let min_rv = live
-                        .pointer("/metadata/resourceVersion")
-                        .and_then(Value::as_str)
-                        .and_then(|s| s.parse().ok())
-                        .unwrap_or(0);
+                    let self_heal = self_heal.get(prepared.app.as_str()).copied().unwrap_or(false);
                     self.live.update(|ix| {
-                        ix.desired.insert(
-                            key.clone(),
-                            DesiredObject {
-                                object: prepared.object.clone(),
-                                app: prepared.app.clone(),
-                                body: prepared.body.clone(),
-                                owned,
-                                self_heal: app.is_some_and(|a| a.policy.self_heal),
-                                applying: false,
-                                min_rv,
-                            },
-                        );
-                        // A fresh apply resolves any drift it overwrote.
-                        if let Some(s) = ix.states.get_mut(&key) {
-                            s.drift = None;
-                        }
-                        ix.observe(&live);
+                        ix.applied(&prepared, self_heal, &live);
                         true
                     });
                     if let Ok(resource) = self.applier.discovery().resolve(&prepared.object).await {
                         watcher.ensure_watch(&resource);
                     }
-                    let mut entry = Entry::from(&prepared.object);
-                    entry.hash = hashes.get(&id).cloned().unwrap_or_default();
-                    entry.revision = prepared.body["metadata"]["annotations"][crate::applier::REVISION_ANNOTATION]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_string();
-                    applied_entries.push((prepared.app.clone(), entry));
+                    let hash = hashes.get(&id).cloned().unwrap_or_default();
+                    applied.entries.push((prepared.app.clone(), inventory_entry(&prepared, hash)));
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "apply failed");
                     self.live.update(|ix| {
-                        if let Some(d) = ix.desired.get_mut(&key) {
-                            d.applying = false;
-                        }
+                        ix.apply_failed(&key_of(&prepared.object));
                         false
                     });
-                    app_errors.insert(prepared.app.clone());
-                    let message = match &e {
-                        ApplyError::Rejected { message, .. } => message.clone(),
+                    applied.failed_apps.insert(prepared.app.clone());
+                    let message = match e {
+                        ApplyError::Rejected { message, .. } => message,
                         other => other.to_string(),
                     };
                     p.errors.insert(id, message);
                 }
             }
         }
-        for id in skipped {
-            p.errors.remove(&id);
-        }
-        for app in &ready_apps {
-            if !app_errors.contains(&app.name) {
-                p.applied_apps.insert(app.name.clone());
-            }
-        }
-        tracing::info!(
-            revision = %assignment.revision,
-            written = applied_count,
-            errors = p.errors.len(),
-            blocked = p.blocked.len(),
-            "apply pass done"
-        );
+        applied
+    }
 
-        // Inventory: what we applied joins it now, so a crash before prune never orphans it.
-        let before = inventory.clone();
-        for (app, entry) in applied_entries {
-            let prune = policies.get(app.as_str()).is_some_and(|a| a.policy.prune);
-            inventory.add(&app, prune, [entry]);
-        }
-        // An object that moved between apps belongs to its new app only.
-        let owner: HashMap<String, &str> = assignment
-            .objects()
-            .map(|(a, o)| {
-                let raw = ObjectRef::of(o);
-                let id = entry_id(p.refs.get(&entry_id(&raw)).unwrap_or(&raw));
-                (id, a.name.as_str())
-            })
-            .collect();
-        for (app, inv) in inventory.apps.iter_mut() {
-            inv.objects.retain(|id, _| owner.get(id).is_none_or(|o| *o == app.as_str()));
-        }
-
-        if p.all_applied() && !p.pruned && p.prune_allowed {
-            self.prune(p, inventory, &owner).await;
-        }
+    /// Once every app applied cleanly, the inventory is at the assignment's revision; it is
+    /// stored when it changed since `before`.
+    async fn store_inventory(&self, p: &Progress, inventory: &mut Inventory, before: &Inventory) {
         if p.all_applied() && p.errors.is_empty() {
-            inventory.revision = assignment.revision.clone();
-            inventory.digest = assignment.digest.clone();
+            inventory.revision = p.assignment.revision.clone();
+            inventory.digest = p.assignment.digest.clone();
         }
-        if *inventory != before {
+        if inventory != before {
             inventory.updated_unix_ms = unix_ms();
             if let Err(e) = self.store.store(inventory).await {
                 tracing::warn!(error = %e, "cannot store the inventory; will retry on the next pass");
@@ -631,7 +654,7 @@ impl Reconciler {
             })
             .collect();
         let mut drifts = ix.active_drifts();
-        drifts.extend(ix.healed.iter().cloned());
+        drifts.extend(ix.recent_heals().cloned());
         Report {
             revision: a.revision.clone(),
             digest: a.digest.clone(),

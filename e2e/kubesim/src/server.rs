@@ -278,8 +278,9 @@ fn dispatch(app: &Arc<App>, method: &Method, uri: &Uri, headers: &HeaderMap, bod
                 .find(|t| t.group == group && t.version == version && t.plural == plural)
                 .cloned()
                 .ok_or_else(ApiError::path_not_found)?;
-            let q: HashMap<String, String> = Query::try_from_uri(uri).map(|Query(q)| q).unwrap_or_default();
-            resource(app, rt, ns, name, sub, method, &q, headers, body, &accept)
+            let query: HashMap<String, String> = Query::try_from_uri(uri).map(|Query(q)| q).unwrap_or_default();
+            let request = ResourceRequest { rt, ns, name, sub, query, headers, body, accept: &accept };
+            resource(app, method, request)
         }
     }
 }
@@ -371,158 +372,227 @@ fn truthy(q: &HashMap<String, String>, k: &str) -> bool {
     q.get(k).is_some_and(|v| v == "true" || v == "1")
 }
 
-#[allow(clippy::too_many_arguments)]
-fn resource(
-    app: &Arc<App>,
+/// A request on a resource path: the route's parts with their resource type resolved, and the
+/// query, headers and body the handlers read.
+struct ResourceRequest<'a> {
     rt: Arc<ResourceType>,
     ns: Option<String>,
     name: Option<String>,
+    /// "", "status" or "scale".
     sub: String,
-    method: &Method,
-    q: &HashMap<String, String>,
-    headers: &HeaderMap,
-    body: &Bytes,
-    accept: &str,
-) -> Result<Response> {
-    let state = &app.state;
-    if ns.is_some() && !rt.namespaced {
-        return Err(ApiError::path_not_found());
+    query: HashMap<String, String>,
+    headers: &'a HeaderMap,
+    body: &'a Bytes,
+    /// The Accept header ("" when absent).
+    accept: &'a str,
+}
+
+impl ResourceRequest<'_> {
+    fn ns(&self) -> Option<&str> {
+        self.ns.as_deref()
     }
-    if !matches!(sub.as_str(), "" | "status" | "scale") || (sub == "scale" && !rt.has_scale) {
-        return Err(ApiError::path_not_found());
+
+    /// Is the subresource one this type serves, and is the namespace one it lives in?
+    fn check_path(&self) -> Result<()> {
+        let rt = &self.rt;
+        if self.ns.is_some() && !rt.namespaced {
+            return Err(ApiError::path_not_found());
+        }
+        if !matches!(self.sub.as_str(), "" | "status" | "scale") || (self.sub == "scale" && !rt.has_scale) {
+            return Err(ApiError::path_not_found());
+        }
+        if self.sub == "status" && !rt.has_status {
+            return Err(ApiError::path_not_found());
+        }
+        Ok(())
     }
-    if sub == "status" && !rt.has_status {
-        return Err(ApiError::path_not_found());
+
+    /// `Some(includeObject)` when the client asked for a Table.
+    fn table_include(&self) -> Option<String> {
+        self.accept
+            .contains("as=Table")
+            .then(|| self.query.get("includeObject").cloned().unwrap_or_else(|| "Metadata".into()))
     }
-    let ns = ns.as_deref();
-    let table_include =
-        accept.contains("as=Table").then(|| q.get("includeObject").cloned().unwrap_or_else(|| "Metadata".into()));
-    let user_agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let opts = WriteOptions {
-        manager: q.get("fieldManager").cloned().unwrap_or_else(|| manager_from_user_agent(user_agent)),
-        dry_run: q.get("dryRun").is_some_and(|v| v == "All"),
-        force: truthy(q, "force"),
-    };
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json");
-    let protobuf = content_type.starts_with(protobuf::MEDIA_TYPE) && !body.is_empty();
-    if content_type.contains("cbor") || (content_type.contains("protobuf") && !protobuf) {
-        return Err(ApiError::new(
-            415,
-            "UnsupportedMediaType",
-            format!(
-                "the body of the request was in an unknown format - kubesim accepts JSON, YAML \
-                 and Kubernetes protobuf bodies only (got {content_type})"
-            ),
-        ));
+
+    /// Field manager (from `fieldManager`, else the user agent), `dryRun` and `force`.
+    fn write_options(&self) -> WriteOptions {
+        let user_agent = self.headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("");
+        WriteOptions {
+            manager: self.query.get("fieldManager").cloned().unwrap_or_else(|| manager_from_user_agent(user_agent)),
+            dry_run: self.query.get("dryRun").is_some_and(|v| v == "All"),
+            force: truthy(&self.query, "force"),
+        }
     }
-    // Create, update and delete bodies; patches are JSON or YAML by their media type.
-    let request_body = |body: &Bytes| if protobuf { protobuf_body(body) } else { parse_body(body) };
-    let created = |v: &Value| ok_json(StatusCode::CREATED, v);
-    let ok = |v: &Value| ok_json(StatusCode::OK, v);
-    match (method.clone(), name) {
-        (Method::GET, None) => {
-            let lo = list_options(q)?;
-            if truthy(q, "watch") {
-                let params = watch::WatchParams {
-                    resource_version: q.get("resourceVersion").cloned().unwrap_or_default(),
-                    bookmarks: truthy(q, "allowWatchBookmarks"),
-                    timeout: q.get("timeoutSeconds").and_then(|t| t.parse().ok()).map(Duration::from_secs),
-                    send_initial_events: truthy(q, "sendInitialEvents"),
-                    table: table_include,
-                };
-                let body = watch::start(state.clone(), rt, ns.map(str::to_string), lo, params, app.cancel.clone())?;
-                let mut r = Response::new(body);
-                r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-                return Ok(r);
-            }
-            let list = state.list(&rt, ns, &lo)?;
-            match table_include {
-                Some(inc) => {
-                    let items = list["items"].as_array().cloned().unwrap_or_default();
-                    Ok(ok(&table::table(&rt, &items, list["metadata"].clone(), &inc)))
-                }
-                None => Ok(ok(&list)),
-            }
+
+    fn content_type(&self) -> &str {
+        self.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json")
+    }
+
+    fn protobuf(&self) -> bool {
+        self.content_type().starts_with(protobuf::MEDIA_TYPE) && !self.body.is_empty()
+    }
+
+    /// Refuses bodies kubesim cannot read (CBOR, protobuf of another media type).
+    fn check_media_type(&self) -> Result<()> {
+        let content_type = self.content_type();
+        if content_type.contains("cbor") || (content_type.contains("protobuf") && !self.protobuf()) {
+            return Err(ApiError::new(
+                415,
+                "UnsupportedMediaType",
+                format!(
+                    "the body of the request was in an unknown format - kubesim accepts JSON, YAML \
+                     and Kubernetes protobuf bodies only (got {content_type})"
+                ),
+            ));
         }
-        (Method::GET, Some(name)) => {
-            if sub == "scale" {
-                return Ok(ok(&state.get_scale(&rt, ns, &name)?));
-            }
-            let o = state.get(&rt, ns, &name)?;
-            match table_include {
-                Some(inc) => Ok(ok(&table::table(
-                    &rt,
-                    std::slice::from_ref(&o),
-                    json!({"resourceVersion": o["metadata"]["resourceVersion"]}),
-                    &inc,
-                ))),
-                None => Ok(ok(&o)),
-            }
-        }
-        (Method::POST, None) => {
-            let b = request_body(body)?;
-            Ok(created(&state.create(&rt, ns, b, &opts)?))
-        }
-        (Method::PUT, Some(name)) => {
-            let b = request_body(body)?;
-            if sub == "scale" {
-                let replicas = b
-                    .pointer("/spec/replicas")
-                    .and_then(Value::as_i64)
-                    .ok_or_else(|| ApiError::bad_request("spec.replicas is required"))?;
-                return Ok(ok(&state.set_scale(&rt, ns, &name, replicas, &opts)?));
-            }
-            Ok(ok(&state.update(&rt, ns, &name, b, &sub, &opts)?))
-        }
-        (Method::PATCH, Some(name)) => {
-            let ct = content_type.split(';').next().unwrap_or("").trim();
-            let kind = match ct {
-                "application/apply-patch+yaml" => PatchType::Apply,
-                "application/merge-patch+json" => PatchType::Merge,
-                "application/json-patch+json" => PatchType::Json,
-                "application/strategic-merge-patch+json" => PatchType::Strategic,
-                other => {
-                    return Err(ApiError::new(
-                        415,
-                        "UnsupportedMediaType",
-                        format!(
-                            "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json (got {other})"
-                        ),
-                    ));
-                }
-            };
-            let b = parse_body(body)?;
-            if sub == "scale" {
-                let mut scale = state.get_scale(&rt, ns, &name)?;
-                match kind {
-                    PatchType::Json => super::patch::json_patch(&mut scale, &b)
-                        .map_err(|e| ApiError::new(422, "Invalid", e.to_string()))?,
-                    _ => super::patch::merge_patch(&mut scale, &b),
-                }
-                let replicas = scale.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1);
-                return Ok(ok(&state.set_scale(&rt, ns, &name, replicas, &opts)?));
-            }
-            let existed = state.get(&rt, ns, &name).is_ok();
-            let out = state.patch(&rt, ns, &name, kind, b, &sub, &opts)?;
-            if kind == PatchType::Apply && !existed { Ok(created(&out)) } else { Ok(ok(&out)) }
-        }
-        (Method::DELETE, name) => {
-            let b = request_body(body)?;
-            let policy = q
-                .get("propagationPolicy")
-                .cloned()
-                .or_else(|| b.get("propagationPolicy").and_then(Value::as_str).map(str::to_string));
-            let orphan = policy.as_deref() == Some("Orphan") || b.get("orphanDependents") == Some(&json!(true));
-            let dry_run =
-                opts.dry_run || b.get("dryRun").and_then(Value::as_array).is_some_and(|a| a.iter().any(|x| x == "All"));
-            match name {
-                Some(name) => Ok(ok(&state.delete(&rt, ns, &name, dry_run, orphan)?)),
-                None => Ok(ok(&state.delete_collection(&rt, ns, &list_options(q)?, dry_run)?)),
-            }
-        }
+        Ok(())
+    }
+
+    /// A create, update or delete body; patches are JSON or YAML by their media type.
+    fn request_body(&self) -> Result<Value> {
+        if self.protobuf() { protobuf_body(self.body) } else { parse_body(self.body) }
+    }
+}
+
+fn ok(v: &Value) -> Response {
+    ok_json(StatusCode::OK, v)
+}
+
+fn created(v: &Value) -> Response {
+    ok_json(StatusCode::CREATED, v)
+}
+
+/// Serves a request on a resource path by its method.
+fn resource(app: &Arc<App>, method: &Method, req: ResourceRequest<'_>) -> Result<Response> {
+    req.check_path()?;
+    let opts = req.write_options();
+    req.check_media_type()?;
+    match (method.clone(), req.name.as_deref()) {
+        (Method::GET, None) => list_or_watch(app, &req),
+        (Method::GET, Some(name)) => get(app, &req, name),
+        (Method::POST, None) => Ok(created(&app.state.create(&req.rt, req.ns(), req.request_body()?, &opts)?)),
+        (Method::PUT, Some(name)) => put(app, &req, name, &opts),
+        (Method::PATCH, Some(name)) => patch(app, &req, name, &opts),
+        (Method::DELETE, name) => delete(app, &req, name, &opts),
         (m, _) => Err(ApiError::method_not_allowed(format!(
             "the server does not allow this method on the requested resource ({m})"
         ))),
+    }
+}
+
+/// GET on a collection: a watch stream with `watch=true`, else a list (or its Table).
+fn list_or_watch(app: &Arc<App>, req: &ResourceRequest<'_>) -> Result<Response> {
+    let state = &app.state;
+    let q = &req.query;
+    let lo = list_options(q)?;
+    if truthy(q, "watch") {
+        let params = watch::WatchParams {
+            resource_version: q.get("resourceVersion").cloned().unwrap_or_default(),
+            bookmarks: truthy(q, "allowWatchBookmarks"),
+            timeout: q.get("timeoutSeconds").and_then(|t| t.parse().ok()).map(Duration::from_secs),
+            send_initial_events: truthy(q, "sendInitialEvents"),
+            table: req.table_include(),
+        };
+        let body = watch::start(state.clone(), req.rt.clone(), req.ns.clone(), lo, params, app.cancel.clone())?;
+        let mut r = Response::new(body);
+        r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        return Ok(r);
+    }
+    let list = state.list(&req.rt, req.ns(), &lo)?;
+    match req.table_include() {
+        Some(inc) => {
+            let items = list["items"].as_array().cloned().unwrap_or_default();
+            Ok(ok(&table::table(&req.rt, &items, list["metadata"].clone(), &inc)))
+        }
+        None => Ok(ok(&list)),
+    }
+}
+
+/// GET on one object (or its scale), or its Table.
+fn get(app: &Arc<App>, req: &ResourceRequest<'_>, name: &str) -> Result<Response> {
+    let (state, rt, ns) = (&app.state, &req.rt, req.ns());
+    if req.sub == "scale" {
+        return Ok(ok(&state.get_scale(rt, ns, name)?));
+    }
+    let o = state.get(rt, ns, name)?;
+    match req.table_include() {
+        Some(inc) => Ok(ok(&table::table(
+            rt,
+            std::slice::from_ref(&o),
+            json!({"resourceVersion": o["metadata"]["resourceVersion"]}),
+            &inc,
+        ))),
+        None => Ok(ok(&o)),
+    }
+}
+
+/// PUT: replace an object, its status or its scale.
+fn put(app: &Arc<App>, req: &ResourceRequest<'_>, name: &str, opts: &WriteOptions) -> Result<Response> {
+    let (state, rt, ns) = (&app.state, &req.rt, req.ns());
+    let b = req.request_body()?;
+    if req.sub == "scale" {
+        let replicas = b
+            .pointer("/spec/replicas")
+            .and_then(Value::as_i64)
+            .ok_or_else(|| ApiError::bad_request("spec.replicas is required"))?;
+        return Ok(ok(&state.set_scale(rt, ns, name, replicas, opts)?));
+    }
+    Ok(ok(&state.update(rt, ns, name, b, &req.sub, opts)?))
+}
+
+/// The patch flavour named by a PATCH request's media type.
+fn patch_type(content_type: &str) -> Result<PatchType> {
+    let ct = content_type.split(';').next().unwrap_or("").trim();
+    match ct {
+        "application/apply-patch+yaml" => Ok(PatchType::Apply),
+        "application/merge-patch+json" => Ok(PatchType::Merge),
+        "application/json-patch+json" => Ok(PatchType::Json),
+        "application/strategic-merge-patch+json" => Ok(PatchType::Strategic),
+        other => Err(ApiError::new(
+            415,
+            "UnsupportedMediaType",
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json (got {other})"
+            ),
+        )),
+    }
+}
+
+/// PATCH an object (201 when a server-side apply created it), its status or its scale.
+fn patch(app: &Arc<App>, req: &ResourceRequest<'_>, name: &str, opts: &WriteOptions) -> Result<Response> {
+    let (state, rt, ns) = (&app.state, &req.rt, req.ns());
+    let kind = patch_type(req.content_type())?;
+    let b = parse_body(req.body)?;
+    if req.sub == "scale" {
+        let mut scale = state.get_scale(rt, ns, name)?;
+        match kind {
+            PatchType::Json => {
+                super::patch::json_patch(&mut scale, &b).map_err(|e| ApiError::new(422, "Invalid", e.to_string()))?
+            }
+            _ => super::patch::merge_patch(&mut scale, &b),
+        }
+        let replicas = scale.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1);
+        return Ok(ok(&state.set_scale(rt, ns, name, replicas, opts)?));
+    }
+    let existed = state.get(rt, ns, name).is_ok();
+    let out = state.patch(rt, ns, name, kind, b, &req.sub, opts)?;
+    if kind == PatchType::Apply && !existed { Ok(created(&out)) } else { Ok(ok(&out)) }
+}
+
+/// DELETE one object, or the collection (by the list's selectors); `Orphan` keeps dependents.
+fn delete(app: &Arc<App>, req: &ResourceRequest<'_>, name: Option<&str>, opts: &WriteOptions) -> Result<Response> {
+    let (state, rt, ns, q) = (&app.state, &req.rt, req.ns(), &req.query);
+    let b = req.request_body()?;
+    let policy = q
+        .get("propagationPolicy")
+        .cloned()
+        .or_else(|| b.get("propagationPolicy").and_then(Value::as_str).map(str::to_string));
+    let orphan = policy.as_deref() == Some("Orphan") || b.get("orphanDependents") == Some(&json!(true));
+    let dry_run =
+        opts.dry_run || b.get("dryRun").and_then(Value::as_array).is_some_and(|a| a.iter().any(|x| x == "All"));
+    match name {
+        Some(name) => Ok(ok(&state.delete(rt, ns, name, dry_run, orphan)?)),
+        None => Ok(ok(&state.delete_collection(rt, ns, &list_options(q)?, dry_run)?)),
     }
 }
 

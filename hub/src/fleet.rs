@@ -61,6 +61,136 @@ fn default_fleet_branch() -> String {
 pub struct Environment {
     pub name: String,
     pub branch: String,
+    /// How a new revision reaches the environment's clusters; none: all at once.
+    #[serde(default)]
+    pub rollout: Option<RolloutSpec>,
+}
+
+/// `environments[].rollout` (schema v2): waves of clusters that take a new revision in order.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RolloutSpec {
+    /// In order; a cluster belongs to the first wave whose selector matches it, a wave without a
+    /// selector takes every cluster not yet in a wave, and clusters no wave takes form a last
+    /// wave of their own.
+    #[serde(default)]
+    pub waves: Vec<WaveSpec>,
+    /// How long a wave stays applied and Healthy before the next opens, e.g. `10m`, `30s`.
+    #[serde(default)]
+    pub soak: Option<String>,
+    /// Failed or degraded clusters that pause the rollout.
+    #[serde(default = "one")]
+    pub failure_threshold: u32,
+    /// A person runs `convoy rollout approve ENV` between waves.
+    #[serde(default)]
+    pub approval: bool,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// One wave of a rollout.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct WaveSpec {
+    pub name: String,
+    #[serde(default)]
+    pub cluster_selector: Option<LabelSelector>,
+    /// Clusters of the wave taking the new revision at once: a count or a percentage (`25%`,
+    /// rounded down, at least one). Default: the whole wave.
+    #[serde(default)]
+    pub max_unavailable: Option<Quantity>,
+}
+
+/// A count or a percentage, as Kubernetes' `maxUnavailable`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum Quantity {
+    Count(u32),
+    Percent(String),
+}
+
+impl Quantity {
+    /// How many of `total` this allows (at least one).
+    pub fn of(&self, total: usize) -> usize {
+        let n = match self {
+            Quantity::Count(n) => *n as usize,
+            Quantity::Percent(p) => p.trim_end_matches('%').trim().parse::<usize>().map_or(total, |p| total * p / 100),
+        };
+        n.max(1)
+    }
+
+    fn validate(&self, file: &str, wave: &str) -> Result<(), FleetError> {
+        match self {
+            Quantity::Percent(p) if !p.ends_with('%') || p.trim_end_matches('%').trim().parse::<u32>().is_err() => {
+                Err(error(
+                    file,
+                    format!("wave '{wave}': maxUnavailable '{p}' is neither a number nor a percentage like 25%"),
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+impl RolloutSpec {
+    /// The soak time (validated when the fleet loads).
+    pub fn soak(&self) -> std::time::Duration {
+        self.soak.as_deref().and_then(|s| parse_duration(s).ok()).unwrap_or_default()
+    }
+
+    fn validate(&self, file: &str, env: &str) -> Result<(), FleetError> {
+        if let Some(soak) = &self.soak {
+            parse_duration(soak).map_err(|why| error(file, format!("environment '{env}': rollout.soak {why}")))?;
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for wave in &self.waves {
+            if !names.insert(&wave.name) {
+                return Err(error(file, format!("environment '{env}': wave '{}' is listed twice", wave.name)));
+            }
+            if let Some(s) = &wave.cluster_selector {
+                s.validate(file)?;
+            }
+            if let Some(q) = &wave.max_unavailable {
+                q.validate(file, &wave.name)?;
+            }
+        }
+        if self.failure_threshold == 0 {
+            return Err(error(file, format!("environment '{env}': rollout.failureThreshold must be at least 1")));
+        }
+        Ok(())
+    }
+}
+
+/// Parses `90s`, `10m`, `1h30m`, `0` into a duration.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    if text == "0" {
+        return Ok(std::time::Duration::ZERO);
+    }
+    let mut total = 0u64;
+    let mut number = String::new();
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            number.push(c);
+            continue;
+        }
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            _ => return Err(format!("'{text}': '{c}' is not a unit (use s, m, h or d, e.g. 10m)")),
+        };
+        let n: u64 = number.parse().map_err(|_| format!("'{text}': a unit needs a number before it"))?;
+        total = total.saturating_add(n.saturating_mul(unit));
+        number.clear();
+    }
+    if !number.is_empty() {
+        return Err(format!("'{text}': '{number}' has no unit (use s, m, h or d, e.g. 10m)"));
+    }
+    Ok(std::time::Duration::from_secs(total))
 }
 
 #[derive(Debug, Deserialize)]
@@ -100,7 +230,7 @@ pub struct Targets {
 }
 
 /// A Kubernetes-style label selector.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct LabelSelector {
     #[serde(default)]
@@ -110,7 +240,7 @@ pub struct LabelSelector {
 }
 
 /// One `matchExpressions` entry.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Requirement {
     pub key: String,
@@ -240,6 +370,9 @@ impl Fleet {
             }
             if !seen.insert(env.name.clone()) {
                 return Err(error(file, format!("environment '{}' is listed twice", env.name)));
+            }
+            if let Some(rollout) = &env.rollout {
+                rollout.validate(file, &env.name)?;
             }
         }
         let mut fleet = Fleet {

@@ -16,7 +16,9 @@ use tonic::{Request, Response, Status};
 
 use crate::auth;
 use crate::planner::Planner;
+use crate::rollout::{self, Action, Observed, Phase, Rollout, RolloutError};
 use crate::state::Hub;
+use crate::state::RolloutActionError;
 use crate::view::SyncError;
 
 /// How many history entries `History` returns when the request names no limit.
@@ -229,6 +231,51 @@ impl FleetService for FleetApi {
         Ok(Response::new(RevokeClusterResponse { cluster, revoked_unix: at_ms / 1000, stream_closed }))
     }
 
+    async fn rollout_status(
+        &self,
+        req: Request<RolloutStatusRequest>,
+    ) -> Result<Response<RolloutStatusResponse>, Status> {
+        let wanted = req.into_inner().environment;
+        let view = self.hub.view();
+        if !wanted.is_empty() && !view.rollouts.contains_key(&wanted) {
+            return Err(Status::not_found(RolloutError::None(wanted).to_string()));
+        }
+        let rollouts = view
+            .rollouts
+            .values()
+            .filter(|r| wanted.is_empty() || r.environment == wanted)
+            .map(|r| self.rollout_info(r))
+            .collect();
+        Ok(Response::new(RolloutStatusResponse { rollouts }))
+    }
+
+    async fn rollout_action(
+        &self,
+        req: Request<RolloutActionRequest>,
+    ) -> Result<Response<RolloutActionResponse>, Status> {
+        let (user, _) = auth::require_user(&req, Role::Admin)?;
+        let RolloutActionRequest { environment, action } = req.into_inner();
+        let action = match action.as_str() {
+            "pause" => Action::Pause,
+            "resume" => Action::Resume,
+            "approve" => Action::Approve,
+            "abort" => Action::Abort,
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "unknown rollout action '{other}': use pause, resume, approve or abort"
+                )));
+            }
+        };
+        let message = self.hub.rollout_action(&environment, action).await.map_err(|e| match e {
+            RolloutActionError::NoSource => Status::failed_precondition(e.to_string()),
+            RolloutActionError::Refused(RolloutError::None(_)) => Status::not_found(e.to_string()),
+            RolloutActionError::Refused(_) => Status::failed_precondition(e.to_string()),
+        })?;
+        tracing::info!(user, environment, ?action, message, "rollout action");
+        let rollout = self.hub.view().rollouts.get(&environment).map(|r| self.rollout_info(r));
+        Ok(Response::new(RolloutActionResponse { message, rollout }))
+    }
+
     type WatchStream = EventStream;
 
     async fn watch(&self, _: Request<WatchRequest>) -> Result<Response<EventStream>, Status> {
@@ -246,6 +293,47 @@ impl FleetService for FleetApi {
         });
         let events = futures::StreamExt::take_until(events, self.shutdown.clone().cancelled_owned());
         Ok(Response::new(Box::pin(events)))
+    }
+}
+
+impl FleetApi {
+    /// A rollout as the CLI shows it, with each wave's clusters counted from their reports.
+    fn rollout_info(&self, rollout: &Rollout) -> RolloutInfo {
+        let observe = |cluster: &str| {
+            let assigned = self.hub.assignment(cluster).filter(|a| a.revision == rollout.revision);
+            let digest = assigned.map(|a| a.digest.clone()).unwrap_or_default();
+            let info = self.hub.connections().get(cluster).unwrap_or_default();
+            Observed::of(&digest, "", &info.applied_digest, info.health)
+        };
+        let count = |clusters: &[String], f: &dyn Fn(&str) -> bool| clusters.iter().filter(|c| f(c)).count() as u32;
+        let waves = rollout
+            .waves
+            .iter()
+            .enumerate()
+            .map(|(i, wave)| {
+                let released = |c: &str| rollout.phase != Phase::Aborted && rollout.takes_new(c);
+                WaveInfo {
+                    name: wave.name.clone(),
+                    clusters: wave.clusters.len() as u32,
+                    released: count(&wave.clusters, &released),
+                    done: count(&wave.clusters, &|c| released(c) && observe(c).done),
+                    failed: count(&wave.clusters, &|c| released(c) && observe(c).failed),
+                    open: i < rollout.opened,
+                    max_unavailable: wave.max_unavailable as u32,
+                }
+            })
+            .collect();
+        let from: std::collections::BTreeSet<&str> = rollout.from.values().map(|c| rollout::short(c)).collect();
+        RolloutInfo {
+            environment: rollout.environment.clone(),
+            revision: rollout.revision.clone(),
+            from_revisions: from.into_iter().map(str::to_string).collect(),
+            phase: rollout.phase.as_str().to_string(),
+            reason: rollout.reason.clone(),
+            waves,
+            soak_left_ms: rollout.soak_left_ms(convoy_shared::clock::unix_ms()),
+            started_unix_ms: rollout.started_ms,
+        }
     }
 }
 

@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod planner;
 pub mod registration;
 pub mod registry;
+pub mod rollout;
 pub mod server;
 pub mod source;
 pub mod state;

@@ -23,6 +23,8 @@ pub struct HubMetrics {
     pub git_fetch_failures: Counter,
     pub reports_received: Counter,
     pub store_queue_depth: Gauge,
+    pub rollouts_active: Gauge,
+    pub rollout_clusters_held: Gauge,
 }
 
 impl Default for HubMetrics {
@@ -39,6 +41,8 @@ impl Default for HubMetrics {
             git_fetch_failures: Counter::default(),
             reports_received: Counter::default(),
             store_queue_depth: Gauge::default(),
+            rollouts_active: Gauge::default(),
+            rollout_clusters_held: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register("agents_connected", "Agent streams open now", metrics.agents_connected.clone());
@@ -61,6 +65,16 @@ impl Default for HubMetrics {
             "store_queue_depth",
             "Status and history events waiting to be written to the store",
             metrics.store_queue_depth.clone(),
+        );
+        registry.register(
+            "rollouts_active",
+            "Environments with a rollout in progress",
+            metrics.rollouts_active.clone(),
+        );
+        registry.register(
+            "rollout_clusters_held",
+            "Clusters a rollout keeps on an earlier revision",
+            metrics.rollout_clusters_held.clone(),
         );
         HubMetrics { registry, ..metrics }
     }

@@ -102,11 +102,9 @@ pub struct PlanStats {
 /// One cluster's plan: its assignment and any errors to show in status.
 #[derive(Debug, Clone)]
 pub struct ClusterPlan {
+    /// The very `Arc` of the previous plan when none of the cluster's apps changed.
     pub assignment: Arc<Assignment>,
     pub errors: Vec<PlanError>,
-    /// Every app of the cluster came out of the caches unchanged: `assignment` is the very one
-    /// the previous plan produced, and there is nothing to publish.
-    pub reused: bool,
 }
 
 #[derive(Clone)]
@@ -250,7 +248,7 @@ impl Planner {
             && cached.apps.len() == apps.len()
             && cached.apps.iter().zip(&apps).all(|(a, b)| Arc::ptr_eq(a, b))
         {
-            return ClusterPlan { assignment: cached.assignment.clone(), errors, reused: true };
+            return ClusterPlan { assignment: cached.assignment.clone(), errors };
         }
         let revision = env.snapshot.commit.to_string();
         let owned = apps.iter().map(|a| (**a).clone()).collect();
@@ -259,7 +257,7 @@ impl Planner {
         let assignment = Arc::new(assignment);
         let cached = CachedCluster { apps, environment: cluster.environment.clone(), assignment: assignment.clone() };
         self.clusters.insert(cluster.name.clone(), cached);
-        ClusterPlan { assignment, errors, reused: false }
+        ClusterPlan { assignment, errors }
     }
 
     fn pair(

@@ -321,6 +321,9 @@ mod tests {
         fn revocations(&self) -> store::Result<Vec<(String, i64)>> {
             self.0.revocations()
         }
+        fn rollouts(&self) -> store::Result<Vec<(String, String)>> {
+            self.0.rollouts()
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,14 +9,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use convoy_shared::clock::unix_ms;
+use convoy_shared::model::Assignment;
 use gix::ObjectId;
 use tokio_util::sync::CancellationToken;
 
-use crate::fleet::{self, Fleet};
+use crate::fleet::{self, Cluster, Fleet};
 use crate::git::GitMirror;
 use crate::metrics::HubMetrics;
 use crate::planner::{EnvironmentState, PlanStats, Planner};
-use crate::state::Publisher;
+use crate::rollout::{self, Observed, Phase, Rollout, RolloutError};
+use crate::state::{Publisher, RolloutRequest};
 use crate::view::{FleetView, SyncError};
 
 /// Where the repository is and how often to look.
@@ -30,11 +32,27 @@ pub struct SourceConfig {
     pub interval: Duration,
 }
 
+/// How often rollouts in progress look at the clusters' reports.
+const ROLLOUT_TICK: Duration = Duration::from_millis(250);
+
 /// The state the loop carries between syncs (moved into and out of `spawn_blocking`).
 struct SourceWorker {
     config: SourceConfig,
     mirror: GitMirror,
     planner: Planner,
+    /// Plans what clusters held by a rollout run: a revision other than their branch's head.
+    held_planner: Planner,
+    /// Every cluster's assignment at its environment's head (from the last plan).
+    desired: HashMap<String, Arc<Assignment>>,
+    /// Assignments of clusters a rollout holds at an earlier commit.
+    held: HashMap<String, Arc<Assignment>>,
+    /// Snapshots of the commits clusters are held at, by (environment, commit).
+    held_envs: HashMap<(String, ObjectId), Arc<EnvironmentState>>,
+    /// What was last published to each cluster.
+    published: HashMap<String, Arc<Assignment>>,
+    /// Each environment's latest rollout (restored from the store on the first sync).
+    rollouts: BTreeMap<String, Rollout>,
+    rollouts_loaded: bool,
     branches: Option<BTreeMap<String, ObjectId>>,
     envs: HashMap<String, Arc<EnvironmentState>>,
     fleet: Option<Arc<Fleet>>,
@@ -50,6 +68,13 @@ pub async fn run(config: SourceConfig, publisher: Publisher, shutdown: Cancellat
         mirror: GitMirror::new(&config.url, &config.mirror),
         config,
         planner: Planner::default(),
+        held_planner: Planner::default(),
+        desired: HashMap::new(),
+        held: HashMap::new(),
+        held_envs: HashMap::new(),
+        published: HashMap::new(),
+        rollouts: BTreeMap::new(),
+        rollouts_loaded: false,
         branches: None,
         envs: HashMap::new(),
         fleet: None,
@@ -58,35 +83,66 @@ pub async fn run(config: SourceConfig, publisher: Publisher, shutdown: Cancellat
     };
     loop {
         let started = Instant::now();
-        let for_sync = publisher.clone();
-        let joined = tokio::task::spawn_blocking(move || {
-            worker.sync(&for_sync);
-            worker
-        })
-        .await;
-        worker = match joined {
-            Ok(worker) => worker,
-            Err(e) => {
-                tracing::error!(error = %e, "the source worker panicked; stopping the source loop");
-                return;
-            }
-        };
+        let Some(synced) = blocking(worker, &publisher, SourceWorker::sync).await else { return };
+        worker = synced;
         let wait = match worker.failures {
             0 => worker.config.interval,
             n => Duration::from_secs(1u64 << n.min(6)).min(worker.config.interval),
         };
         tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "source sync done");
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = publisher.refresh_requested() => tracing::info!("refresh requested"),
-            _ = tokio::time::sleep(wait) => {}
+        // Until the next sync: rollouts in progress look at the reports on a tick, and people's
+        // rollout actions are answered.
+        let next_sync = tokio::time::Instant::now() + wait;
+        loop {
+            let tick = if worker.rollouts_active() { ROLLOUT_TICK } else { wait };
+            let wake = next_sync.min(tokio::time::Instant::now() + tick);
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = publisher.refresh_requested() => {
+                    tracing::info!("refresh requested");
+                    break;
+                }
+                request = publisher.next_request() => {
+                    let Some(request) = request else { return };
+                    let answered = blocking(worker, &publisher, move |w, p| w.answer(p, request)).await;
+                    let Some(answered) = answered else { return };
+                    worker = answered;
+                }
+                _ = tokio::time::sleep_until(wake) => {
+                    if tokio::time::Instant::now() >= next_sync {
+                        break;
+                    }
+                    let Some(stepped) = blocking(worker, &publisher, SourceWorker::step_rollouts).await else { return };
+                    worker = stepped;
+                }
+            }
         }
     }
+}
+
+/// Runs `f` on the worker in `spawn_blocking` (Git and planning block) and hands it back;
+/// `None` when it panicked, which stops the loop.
+async fn blocking(
+    mut worker: SourceWorker,
+    publisher: &Arc<Publisher>,
+    f: impl FnOnce(&mut SourceWorker, &Publisher) + Send + 'static,
+) -> Option<SourceWorker> {
+    let publisher = publisher.clone();
+    let joined = tokio::task::spawn_blocking(move || {
+        f(&mut worker, &publisher);
+        worker
+    })
+    .await;
+    joined.inspect_err(|e| tracing::error!(error = %e, "the source worker panicked; stopping the source loop")).ok()
 }
 
 impl SourceWorker {
     fn sync(&mut self, publisher: &Publisher) {
         let hub = publisher.hub();
+        if !self.rollouts_loaded {
+            self.rollouts_loaded = true;
+            self.rollouts = load_rollouts(hub);
+        }
         // The root of a commit's trace: fetch, render and publish here; push and apply continue
         // it from the assignment's trace context.
         let _sync = tracing::info_span!("sync", repo = %self.config.url).entered();
@@ -130,6 +186,7 @@ impl SourceWorker {
                     "planned"
                 );
                 let view = FleetView {
+                    rollouts: self.rollouts.clone(),
                     fleet: self.fleet.clone(),
                     envs: self.envs.clone(),
                     branches: branches.iter().map(|(b, c)| (b.clone(), c.to_string())).collect(),
@@ -224,21 +281,187 @@ impl SourceWorker {
         let render = tracing::info_span!("render", clusters = fleet.clusters.len(), renders = tracing::field::Empty);
         let (plans, stats) = render.in_scope(|| self.planner.plan(&fleet.clusters, &envs));
         render.record("renders", stats.renders);
-        let publish = tracing::info_span!("publish", published = tracing::field::Empty).entered();
-        let mut published = 0;
         for plan in plans {
             if !plan.errors.is_empty() {
                 let messages = plan.errors.iter().map(ToString::to_string);
                 cluster_errors.entry(plan.assignment.cluster.clone()).or_default().extend(messages);
             }
-            if !plan.reused {
-                published += usize::from(publisher.publish(plan.assignment));
-            }
+            self.desired.insert(plan.assignment.cluster.clone(), plan.assignment);
         }
-        publish.record("published", published);
+        self.desired.retain(|cluster, _| fleet.clusters.contains_key(cluster));
+        self.begin_rollouts(publisher, &fleet, &envs);
+        self.plan_held(&fleet, errors);
         self.envs = envs;
         self.fleet = Some(fleet);
+        let published = self.publish(publisher);
         Some((stats, published, cluster_errors))
+    }
+
+    /// Starts a rollout for every environment with `rollout:` whose head moved: from the
+    /// previous rollout's state, or settled at the head when the hub sees it first.
+    fn begin_rollouts(&mut self, publisher: &Publisher, fleet: &Fleet, envs: &HashMap<String, Arc<EnvironmentState>>) {
+        let now = unix_ms();
+        for env in &fleet.environments {
+            let (Some(spec), Some(state)) = (&env.rollout, envs.get(&env.name)) else {
+                self.rollouts.remove(&env.name);
+                continue;
+            };
+            let head = state.snapshot.commit.to_string();
+            let clusters: Vec<&Cluster> = fleet.clusters.values().filter(|c| c.environment == env.name).collect();
+            let next = match self.rollouts.get(&env.name) {
+                Some(current) if current.revision == head => continue,
+                Some(current) => {
+                    let next = current.successor(spec, &head, &clusters, now);
+                    let detail = format!(
+                        "{}: rolling out {} in {} waves (from wave {})",
+                        env.name,
+                        rollout::short(&head),
+                        next.waves.len(),
+                        next.opened
+                    );
+                    publisher.hub().event("", "rollout", detail);
+                    next
+                }
+                None => Rollout::settled(&env.name, spec, &head, &clusters, now),
+            };
+            publisher.record_rollout(&next);
+            self.rollouts.insert(env.name.clone(), next);
+        }
+    }
+
+    /// Plans the clusters rollouts hold at an earlier commit, against that commit.
+    fn plan_held(&mut self, fleet: &Fleet, errors: &mut Vec<SyncError>) {
+        let mut groups: BTreeMap<(String, String), BTreeMap<String, Cluster>> = BTreeMap::new();
+        for rollout in self.rollouts.values().filter(|r| r.phase != Phase::Complete) {
+            for (name, commit) in &rollout.from {
+                if let Some(cluster) = fleet.clusters.get(name) {
+                    let key = (rollout.environment.clone(), commit.clone());
+                    groups.entry(key).or_default().insert(name.clone(), cluster.clone());
+                }
+            }
+        }
+        let mut held = HashMap::new();
+        let mut used = std::collections::HashSet::new();
+        for ((environment, commit), clusters) in groups {
+            let Some(env) = fleet.environment(&environment) else { continue };
+            let Ok(id) = ObjectId::from_hex(commit.as_bytes()) else { continue };
+            let key = (environment.clone(), id);
+            let state = match self.held_envs.get(&key) {
+                Some(state) => state.clone(),
+                None => match self.mirror.snapshot(id) {
+                    Ok(snapshot) => {
+                        let apps = fleet::load_apps(&snapshot);
+                        Arc::new(EnvironmentState { environment: env.clone(), snapshot, apps })
+                    }
+                    Err(e) => {
+                        errors.push(SyncError::Snapshot(Arc::new(e)));
+                        continue;
+                    }
+                },
+            };
+            used.insert(key.clone());
+            self.held_envs.insert(key, state.clone());
+            let (plans, _) = self.held_planner.plan(&clusters, &HashMap::from([(environment, state)]));
+            held.extend(plans.into_iter().map(|plan| (plan.assignment.cluster.clone(), plan.assignment)));
+        }
+        self.held_envs.retain(|key, _| used.contains(key));
+        self.held = held;
+    }
+
+    /// Publishes to each cluster what it is to run now: its head's assignment, or the one its
+    /// rollout holds it at. Returns how many assignments changed.
+    fn publish(&mut self, publisher: &Publisher) -> usize {
+        let _span = tracing::info_span!("publish", published = tracing::field::Empty).entered();
+        let mut published = 0;
+        for (cluster, desired) in &self.desired {
+            let held_by =
+                self.rollouts.get(&desired.environment).filter(|r| r.phase != Phase::Complete && !r.takes_new(cluster));
+            let target = match held_by {
+                Some(_) => self.held.get(cluster),
+                None => Some(desired),
+            };
+            let Some(target) = target else { continue };
+            if self.published.get(cluster).is_some_and(|last| Arc::ptr_eq(last, target)) {
+                continue;
+            }
+            published += usize::from(publisher.publish(target.clone()));
+            self.published.insert(cluster.clone(), target.clone());
+        }
+        tracing::Span::current().record("published", published);
+        published
+    }
+
+    fn rollouts_active(&self) -> bool {
+        self.rollouts.values().any(Rollout::is_active)
+    }
+
+    /// What the hub sees of `cluster` for its environment's rollout.
+    fn observe(&self, hub: &crate::state::Hub, cluster: &str) -> Observed {
+        let digest = |a: Option<&Arc<Assignment>>| a.map(|a| a.digest.clone()).unwrap_or_default();
+        let applied = hub.connections().get(cluster).map(|c| (c.applied_digest, c.health)).unwrap_or_default();
+        Observed::of(&digest(self.desired.get(cluster)), &digest(self.held.get(cluster)), &applied.0, applied.1)
+    }
+
+    /// Steps every rollout in progress, publishing what it releases.
+    fn step_rollouts(&mut self, publisher: &Publisher) {
+        let hub = publisher.hub().clone();
+        let now = unix_ms();
+        let mut changed = false;
+        let mut rollouts = std::mem::take(&mut self.rollouts);
+        for rollout in rollouts.values_mut().filter(|r| r.is_active()) {
+            let before = rollout.clone();
+            let _span = tracing::info_span!("rollout", environment = %rollout.environment).entered();
+            for event in rollout.step(now, |c| self.observe(&hub, c)) {
+                tracing::info!(revision = %rollout.revision, "{event}");
+                hub.event("", "rollout", format!("{}: {event}", rollout.environment));
+            }
+            if *rollout != before {
+                publisher.record_rollout(rollout);
+                changed = true;
+            }
+        }
+        self.rollouts = rollouts;
+        if changed {
+            self.publish(publisher);
+            self.show_rollouts(publisher);
+        }
+    }
+
+    /// Answers a person's rollout action.
+    fn answer(&mut self, publisher: &Publisher, request: RolloutRequest) {
+        let hub = publisher.hub().clone();
+        let answer = match self.rollouts.get(&request.environment) {
+            None => Err(RolloutError::None(request.environment.clone())),
+            Some(rollout) => {
+                let mut next = rollout.clone();
+                let result = next.act(request.action, |c| self.observe(&hub, c));
+                if let Ok(message) = &result {
+                    hub.event("", "rollout", format!("{}: {message}", next.environment));
+                    publisher.record_rollout(&next);
+                    self.rollouts.insert(next.environment.clone(), next);
+                }
+                result
+            }
+        };
+        if answer.is_ok() {
+            if let Some(fleet) = self.fleet.clone() {
+                let mut errors = Vec::new();
+                self.plan_held(&fleet, &mut errors);
+            }
+            self.publish(publisher);
+            self.show_rollouts(publisher);
+        }
+        // The asker may have given up waiting; nothing to do then.
+        let _ = request.reply.send(answer);
+    }
+
+    /// Puts the rollouts into the published view, and their figures into the metrics.
+    fn show_rollouts(&self, publisher: &Publisher) {
+        let metrics = publisher.hub().metrics();
+        metrics.rollouts_active.set(self.rollouts.values().filter(|r| r.is_active()).count() as i64);
+        let held: usize = self.rollouts.values().filter(|r| r.phase != Phase::Complete).map(|r| r.held().count()).sum();
+        metrics.rollout_clusters_held.set(held as i64);
+        publisher.update_view(|view| view.rollouts = self.rollouts.clone());
     }
 
     fn load_fleet(&mut self, branches: &BTreeMap<String, ObjectId>) -> Result<Arc<Fleet>, SyncError> {
@@ -264,4 +487,25 @@ impl SourceWorker {
         }
         Err(SyncError::FleetBranchesDisagree { configured: self.config.fleet_branch.clone(), declared: branch })
     }
+}
+
+/// The rollouts the store kept; one it cannot read is logged and started afresh.
+fn load_rollouts(hub: &crate::state::Hub) -> BTreeMap<String, Rollout> {
+    let stored = match hub.store().rollouts() {
+        Ok(stored) => stored,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the stored rollouts; environments start from their heads");
+            return BTreeMap::new();
+        }
+    };
+    stored
+        .into_iter()
+        .filter_map(|(environment, json)| match serde_json::from_str::<Rollout>(&json) {
+            Ok(rollout) => Some((environment, rollout)),
+            Err(e) => {
+                tracing::error!(environment, error = %e, "a stored rollout cannot be read; ignoring it");
+                None
+            }
+        })
+        .collect()
 }

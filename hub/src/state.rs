@@ -9,17 +9,29 @@ use convoy_shared::clock::unix_ms;
 use convoy_shared::model::Assignment;
 use convoy_shared::model::report::Report;
 use convoy_shared::proto::{self, ClusterInfo, FleetEvent, HistoryEntry};
-use tokio::sync::{Notify, broadcast, watch};
+use tokio::sync::{Notify, broadcast, mpsc, oneshot, watch};
 
 use crate::assignments::AssignmentTable;
 use crate::connections::ConnectionTable;
 use crate::metrics::HubMetrics;
 use crate::registry::{Registry, RegistryConfig};
+use crate::rollout::{Action, Rollout, RolloutError};
 use crate::store::{MemoryStore, Store, StoreError, StoreEvent, StoreWriter};
 use crate::view::FleetView;
 
 /// Fleet events kept for watchers that read slowly.
 const EVENT_BACKLOG: usize = 1024;
+/// Rollout actions waiting for the source loop.
+const ROLLOUT_REQUESTS: usize = 16;
+
+/// Why a rollout action was not carried out.
+#[derive(Debug, thiserror::Error)]
+pub enum RolloutActionError {
+    #[error("this hub reads no repository (--repo), so it runs no rollouts")]
+    NoSource,
+    #[error(transparent)]
+    Refused(RolloutError),
+}
 
 /// Everything the hub's services share. Fields are private: services read through methods, and
 /// only the [`Publisher`] changes the view and the assignments.
@@ -40,6 +52,16 @@ pub struct Hub {
     /// Owned by the hub: the writer task ends once the hub is dropped; [`Hub::flush_store`]
     /// waits for what is queued.
     writer: StoreWriter,
+    /// People's rollout actions, answered by the source loop (the [`Publisher`]'s owner).
+    rollout_requests: mpsc::Sender<RolloutRequest>,
+}
+
+/// A rollout action for the source loop to carry out, with where to send the answer.
+#[derive(Debug)]
+pub struct RolloutRequest {
+    pub environment: String,
+    pub action: Action,
+    pub reply: oneshot::Sender<Result<String, RolloutError>>,
 }
 
 /// The one writer of the hub's published view and assignments. Not `Clone`: [`Hub::new`] makes
@@ -47,6 +69,8 @@ pub struct Hub {
 #[derive(Debug)]
 pub struct Publisher {
     hub: Arc<Hub>,
+    /// Only the source loop reads it (the lock is never contended).
+    requests: tokio::sync::Mutex<mpsc::Receiver<RolloutRequest>>,
 }
 
 impl Hub {
@@ -55,7 +79,9 @@ impl Hub {
     /// task). Returns the shared hub and its one [`Publisher`].
     pub fn new(store: Arc<dyn Store>, registry: RegistryConfig) -> Result<(Arc<Hub>, Publisher), StoreError> {
         let (writer, _task) = StoreWriter::spawn(store.clone());
+        let (rollout_requests, requests) = mpsc::channel(ROLLOUT_REQUESTS);
         let hub = Hub {
+            rollout_requests,
             connections: ConnectionTable::default(),
             assignments: AssignmentTable::default(),
             view: RwLock::default(),
@@ -70,7 +96,7 @@ impl Hub {
             hub.connections.restore(&cluster, report);
         }
         let hub = Arc::new(hub);
-        Ok((hub.clone(), Publisher { hub }))
+        Ok((hub.clone(), Publisher { hub, requests: tokio::sync::Mutex::new(requests) }))
     }
 
     /// A hub that keeps its state in memory only.
@@ -111,6 +137,14 @@ impl Hub {
     /// Asks the source loop to fetch now.
     pub fn request_refresh(&self) {
         self.refresh.notify_one();
+    }
+
+    /// Asks the source loop to carry out a rollout action; returns what it did.
+    pub async fn rollout_action(&self, environment: &str, action: Action) -> Result<String, RolloutActionError> {
+        let (reply, answer) = oneshot::channel();
+        let request = RolloutRequest { environment: environment.to_string(), action, reply };
+        self.rollout_requests.send(request).await.map_err(|_| RolloutActionError::NoSource)?;
+        answer.await.map_err(|_| RolloutActionError::NoSource)?.map_err(RolloutActionError::Refused)
     }
 
     /// Fleet events from now on, for `convoy watch`.
@@ -204,6 +238,22 @@ impl Publisher {
     /// The hub this publisher writes to.
     pub fn hub(&self) -> &Arc<Hub> {
         &self.hub
+    }
+
+    /// The next rollout action people asked for.
+    pub async fn next_request(&self) -> Option<RolloutRequest> {
+        self.requests.lock().await.recv().await
+    }
+
+    /// Keeps `rollout` in the store (replacing the environment's previous one).
+    pub fn record_rollout(&self, rollout: &Rollout) {
+        match serde_json::to_string(rollout) {
+            Ok(state) => {
+                let environment = rollout.environment.clone();
+                self.hub.writer.record(StoreEvent::Rollout { environment, state });
+            }
+            Err(e) => tracing::error!(error = %e, "a rollout cannot be encoded for the store"),
+        }
     }
 
     /// Resolves when someone asks for a fetch now ([`Hub::request_refresh`]).

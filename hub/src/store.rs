@@ -23,6 +23,8 @@ const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("bootstrap_tok
 const REGISTRATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("registrations");
 /// Cluster → when it was revoked (Unix milliseconds).
 const REVOCATIONS: TableDefinition<&str, i64> = TableDefinition::new("revocations");
+/// Environment → its latest rollout (JSON).
+const ROLLOUTS: TableDefinition<&str, &str> = TableDefinition::new("rollouts");
 /// History entries kept per cluster in memory.
 const MEMORY_HISTORY: usize = 1000;
 
@@ -90,8 +92,19 @@ pub struct Registration {
 /// One change to persist.
 #[derive(Debug, Clone)]
 pub enum StoreEvent {
-    Report { cluster: String, report: Report },
-    History { cluster: String, entry: HistoryEntry },
+    Report {
+        cluster: String,
+        report: Report,
+    },
+    History {
+        cluster: String,
+        entry: HistoryEntry,
+    },
+    /// An environment's rollout, as JSON ([`crate::rollout::Rollout`]); replaces the previous.
+    Rollout {
+        environment: String,
+        state: String,
+    },
 }
 
 /// Durable hub state. Implementations are blocking; call them from `spawn_blocking` or the
@@ -116,6 +129,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn put_revocation(&self, cluster: &str, at: i64) -> Result<()>;
     /// Every revocation: cluster and when.
     fn revocations(&self) -> Result<Vec<(String, i64)>>;
+    /// Every environment's latest rollout (JSON).
+    fn rollouts(&self) -> Result<Vec<(String, String)>>;
 }
 
 /// The embedded store (redb), one file in the data directory.
@@ -137,6 +152,7 @@ impl RedbStore {
         txn.open_table(TOKENS).map_err(db)?;
         txn.open_table(REGISTRATIONS).map_err(db)?;
         txn.open_table(REVOCATIONS).map_err(db)?;
+        txn.open_table(ROLLOUTS).map_err(db)?;
         let last = {
             let history = txn.open_table(HISTORY).map_err(db)?;
             let mut last = 0;
@@ -157,6 +173,7 @@ impl Store for RedbStore {
         {
             let mut reports = txn.open_table(REPORTS).map_err(db)?;
             let mut history = txn.open_table(HISTORY).map_err(db)?;
+            let mut rollouts = txn.open_table(ROLLOUTS).map_err(db)?;
             let mut seq = self.next_seq.lock().expect("seq lock");
             for event in events {
                 match event {
@@ -166,6 +183,9 @@ impl Store for RedbStore {
                     StoreEvent::History { cluster, entry } => {
                         history.insert((cluster.as_str(), *seq), entry.encode_to_vec().as_slice()).map_err(db)?;
                         *seq += 1;
+                    }
+                    StoreEvent::Rollout { environment, state } => {
+                        rollouts.insert(environment.as_str(), state.as_str()).map_err(db)?;
                     }
                 }
             }
@@ -258,6 +278,17 @@ impl Store for RedbStore {
         }
         Ok(out)
     }
+
+    fn rollouts(&self) -> Result<Vec<(String, String)>> {
+        let txn = self.db.begin_read().map_err(db)?;
+        let table = txn.open_table(ROLLOUTS).map_err(db)?;
+        let mut out = Vec::new();
+        for row in table.iter().map_err(db)? {
+            let (key, value) = row.map_err(db)?;
+            out.push((key.value().to_string(), value.value().to_string()));
+        }
+        Ok(out)
+    }
 }
 
 /// A store in memory: lost on restart.
@@ -268,6 +299,7 @@ pub struct MemoryStore {
     tokens: Mutex<BTreeMap<String, TokenRecord>>,
     registrations: Mutex<BTreeMap<String, Registration>>,
     revocations: Mutex<BTreeMap<String, i64>>,
+    rollouts: Mutex<BTreeMap<String, String>>,
 }
 
 impl Store for MemoryStore {
@@ -276,6 +308,9 @@ impl Store for MemoryStore {
             match event {
                 StoreEvent::Report { cluster, report } => {
                     self.reports.lock().expect("reports lock").insert(cluster.clone(), report.clone());
+                }
+                StoreEvent::Rollout { environment, state } => {
+                    self.rollouts.lock().expect("rollouts lock").insert(environment.clone(), state.clone());
                 }
                 StoreEvent::History { cluster, entry } => {
                     let mut history = self.history.lock().expect("history lock");
@@ -332,6 +367,10 @@ impl Store for MemoryStore {
 
     fn revocations(&self) -> Result<Vec<(String, i64)>> {
         Ok(self.revocations.lock().expect("revocations lock").iter().map(|(k, v)| (k.clone(), *v)).collect())
+    }
+
+    fn rollouts(&self) -> Result<Vec<(String, String)>> {
+        Ok(self.rollouts.lock().expect("rollouts lock").iter().map(|(k, v)| (k.clone(), v.clone())).collect())
     }
 }
 
@@ -436,8 +475,11 @@ mod tests {
                     cluster: "eu-1".into(),
                     report: Report { revision: "r1".into(), applied: true, ..Default::default() },
                 },
+                StoreEvent::Rollout { environment: "prod".into(), state: "{\"a\":1}".into() },
+                StoreEvent::Rollout { environment: "prod".into(), state: "{\"a\":2}".into() },
             ])
             .unwrap();
+        assert_eq!(store.rollouts().unwrap(), [("prod".to_string(), "{\"a\":2}".to_string())], "the latest rollout");
         let history = store.history("eu-1", 10).unwrap();
         assert_eq!(history.iter().map(|h| h.event.as_str()).collect::<Vec<_>>(), ["applied", "assigned"]);
         assert_eq!(store.history("eu-1", 1).unwrap().len(), 1);

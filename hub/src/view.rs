@@ -7,6 +7,7 @@ use std::sync::Arc;
 use crate::fleet::{Fleet, FleetError};
 use crate::git::GitError;
 use crate::planner::{EnvironmentState, PlanStats};
+use crate::rollout::Rollout;
 
 /// Why a sync could not take (part of) the repository. Each message names the branch, file or
 /// URL and what to do; the clusters concerned keep their last assignment.
@@ -61,6 +62,8 @@ impl SyncError {
 #[derive(Debug, Default, Clone)]
 pub struct FleetView {
     pub fleet: Option<Arc<Fleet>>,
+    /// Each environment's latest rollout.
+    pub rollouts: BTreeMap<String, Rollout>,
     pub envs: HashMap<String, Arc<EnvironmentState>>,
     /// Branch → commit as last fetched.
     pub branches: BTreeMap<String, String>,

@@ -963,7 +963,10 @@ impl ClusterState {
             self.delete_locked(&mut inner, &rt, &old, false);
             return;
         }
-        let Some(status) = super::status::ready_status(&rt, &old) else {
+        let stuck = rt.group == "apps" && rt.kind == "Deployment" && self.faults.stuck(&super::status::images(&old));
+        let status =
+            if stuck { super::status::stuck_deployment_status(&old) } else { super::status::ready_status(&rt, &old) };
+        let Some(status) = status else {
             return;
         };
         if old.get("status") == Some(&status) {

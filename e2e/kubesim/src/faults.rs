@@ -29,6 +29,9 @@ struct State {
     error_rate: f64,
     error_kind: ErrorKind,
     outage: Option<(Instant, OutageMode)>,
+    /// Deployments whose pod template runs an image containing one of these never become
+    /// available: their rollout exceeds its progress deadline.
+    stuck_images: Vec<String>,
 }
 
 /// The fault settings of one cluster; cheap to read on every request.
@@ -49,6 +52,7 @@ impl Default for Faults {
                 error_rate: 0.0,
                 error_kind: ErrorKind::Internal,
                 outage: None,
+                stuck_images: Vec::new(),
             }),
             watch_epoch: watch::channel(0).0,
             listener_epoch: watch::channel(0).0,
@@ -70,6 +74,18 @@ pub enum Verdict {
 impl Faults {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Makes every Deployment whose pod template uses an image containing `pattern` fail its
+    /// rollout (ProgressDeadlineExceeded), as a bad image would on a real cluster.
+    pub fn stick_images(&self, pattern: &str) {
+        self.lock().stuck_images.push(pattern.to_string());
+    }
+
+    /// Whether a Deployment running `images` is stuck by [`Faults::stick_images`].
+    pub fn stuck(&self, images: &[&str]) -> bool {
+        let state = self.lock();
+        images.iter().any(|image| state.stuck_images.iter().any(|p| image.contains(p.as_str())))
     }
 
     /// Adds `d` before every response.

@@ -46,6 +46,43 @@ fn counters(m: &mut Map<String, Value>, pairs: &[(&str, i64)]) {
     }
 }
 
+/// The container images of a workload's pod template.
+pub fn images(obj: &Value) -> Vec<&str> {
+    let containers = obj.pointer("/spec/template/spec/containers").and_then(Value::as_array);
+    containers.into_iter().flatten().filter_map(|c| c.get("image").and_then(Value::as_str)).collect()
+}
+
+/// The status of a Deployment whose new pods never become ready: no replica available, and
+/// the progress deadline exceeded, as the deployment controller reports it.
+pub fn stuck_deployment_status(obj: &Value) -> Option<Value> {
+    let generation = int(obj.pointer("/metadata/generation"), 1);
+    let name = obj.pointer("/metadata/name")?.as_str()?;
+    let n = int(obj.pointer("/spec/replicas"), 1);
+    let mut s = Map::new();
+    s.insert("observedGeneration".into(), json!(generation));
+    counters(&mut s, &[("replicas", n), ("updatedReplicas", n), ("unavailableReplicas", n)]);
+    s.insert(
+        "conditions".into(),
+        json!([
+            condition(
+                obj,
+                "Available",
+                "False",
+                "MinimumReplicasUnavailable",
+                "Deployment does not have minimum availability."
+            ),
+            condition(
+                obj,
+                "Progressing",
+                "False",
+                "ProgressDeadlineExceeded",
+                &format!("ReplicaSet \"{name}-7d4b9c8f6d\" has timed out progressing.")
+            )
+        ]),
+    );
+    Some(Value::Object(s))
+}
+
 /// The settled status of `obj`, or None for kinds the simulator leaves alone.
 pub fn ready_status(rt: &ResourceType, obj: &Value) -> Option<Value> {
     let generation = int(obj.pointer("/metadata/generation"), 1);

@@ -9,7 +9,8 @@ use std::time::Duration;
 use convoy_shared::model::ObjectRef;
 use convoy_shared::proto::fleet_service_client::FleetServiceClient;
 use convoy_shared::proto::{
-    ClusterInfo, DiffResponse, DriftResponse, EnvsResponse, FleetEvent, Health, HistoryResponse, StatusResponse,
+    ClusterInfo, DiffResponse, DriftResponse, EnvsResponse, FleetEvent, Health, HistoryResponse, RolloutInfo,
+    StatusResponse,
 };
 use convoy_shared::tls::{self, HubAddress};
 use serde::{Deserialize, Serialize};
@@ -390,6 +391,42 @@ pub fn drift_table(drift: &DriftResponse) -> String {
 }
 
 /// `convoy envs` as a table.
+/// Rollouts as `convoy rollout status` prints them: a heading per environment, a line per wave.
+pub fn rollouts_text(rollouts: &[RolloutInfo]) -> String {
+    let mut out = String::new();
+    for r in rollouts {
+        let from = if r.from_revisions.is_empty() { "-".to_string() } else { r.from_revisions.join(",") };
+        out += &format!("{}: {} {} → {}", r.environment, r.phase, from, short(&r.revision));
+        if r.soak_left_ms > 0 {
+            out += &format!(" (soak {}s left)", (r.soak_left_ms + 999) / 1000);
+        }
+        if !r.reason.is_empty() {
+            out += &format!(" — {}", r.reason);
+        }
+        out.push('\n');
+        let rows: Vec<Vec<String>> = r
+            .waves
+            .iter()
+            .map(|w| {
+                vec![
+                    format!("  {}", w.name),
+                    if w.open { "open" } else { "waiting" }.to_string(),
+                    w.clusters.to_string(),
+                    w.released.to_string(),
+                    w.done.to_string(),
+                    w.failed.to_string(),
+                    w.max_unavailable.to_string(),
+                ]
+            })
+            .collect();
+        out += &print_table(&["  WAVE", "STATE", "CLUSTERS", "RELEASED", "DONE", "FAILED", "MAX-UNAVAILABLE"], &rows);
+    }
+    if rollouts.is_empty() {
+        out += "no rollouts: give an environment `rollout:` in convoy.yaml\n";
+    }
+    out
+}
+
 pub fn envs_table(envs: &EnvsResponse) -> String {
     let rows: Vec<Vec<String>> = envs
         .environments

@@ -73,6 +73,11 @@ enum Command {
     Watch,
     /// Make the hub fetch the repository now (admin).
     Refresh,
+    /// Rollouts: status of each environment's, and a person's word on one (admin).
+    Rollout {
+        #[command(subcommand)]
+        command: RolloutCommand,
+    },
     /// Render a kustomization locally, as the hub would, to stdout.
     Render {
         dir: PathBuf,
@@ -82,6 +87,20 @@ enum Command {
     },
     /// Print shell completions.
     Completions { shell: clap_complete::Shell },
+}
+
+#[derive(Subcommand)]
+enum RolloutCommand {
+    /// Waves, clusters per state, old → new revision and soak left (one environment, or all).
+    Status { environment: Option<String> },
+    /// Stop handing out the new revision; clusters not yet released keep what they run.
+    Pause { environment: String },
+    /// Go on after a pause (failures seen so far are accepted).
+    Resume { environment: String },
+    /// Open the next wave of a rollout that waits for approval.
+    Approve { environment: String },
+    /// Return every cluster of the rollout to the revision it ran before.
+    Abort { environment: String },
 }
 
 #[derive(Subcommand)]
@@ -228,6 +247,31 @@ async fn run(cli: Cli) -> Result<(), cli::CliError> {
                     None => print!("{}", cli::styled(color, cli::event_line(&event) + "\n")),
                 }
             }
+        }
+        Command::Rollout { command: RolloutCommand::Status { environment } } => {
+            let request = RolloutStatusRequest { environment: environment.unwrap_or_default() };
+            let reply = context()?.connect().await?.rollout_status(request).await?.into_inner();
+            print!("{}", cli::answer(cli.output, color, &reply, || cli::rollouts_text(&reply.rollouts)));
+        }
+        Command::Rollout { command } => {
+            let (action, environment) = match command {
+                RolloutCommand::Pause { environment } => ("pause", environment),
+                RolloutCommand::Resume { environment } => ("resume", environment),
+                RolloutCommand::Approve { environment } => ("approve", environment),
+                RolloutCommand::Abort { environment } => ("abort", environment),
+                RolloutCommand::Status { .. } => unreachable!("answered above"),
+            };
+            let request = RolloutActionRequest { environment, action: action.into() };
+            let reply = context()?.connect().await?.rollout_action(request).await?.into_inner();
+            let text = || {
+                format!(
+                    "{}: {}\n{}",
+                    reply.rollout.as_ref().map_or("", |r| r.environment.as_str()),
+                    reply.message,
+                    cli::rollouts_text(reply.rollout.as_slice())
+                )
+            };
+            print!("{}", cli::answer(cli.output, color, &reply, text));
         }
         Command::Refresh => {
             let reply = context()?.connect().await?.refresh(RefreshRequest {}).await?.into_inner();

@@ -1,0 +1,506 @@
+//! Rollouts: a new revision reaches an environment's clusters wave by wave. A rollout is per
+//! (environment, revision); the source loop owns every [`Rollout`], steps it as reports come in,
+//! and publishes to each cluster either the new revision or the one it ran when the rollout
+//! began. Rollouts are plain data, stored as JSON, so a restarted hub resumes where it was.
+//!
+//! Decisions:
+//! - A cluster belongs to the first wave whose selector matches it; a wave without a selector
+//!   takes every cluster not yet in a wave; clusters no wave takes make a last wave, "rest".
+//! - Within the wave that is open, at most `maxUnavailable` clusters are *in flight* (given the
+//!   new revision and not yet applied and Healthy). Waves before it are fully released.
+//! - A wave is done when each of its clusters runs the new revision, applied and Healthy; it then
+//!   soaks (stays done for `soak`) before the next opens, or waits for `convoy rollout approve`;
+//!   the last wave completes the rollout without a soak.
+//!   A wave in which no cluster's objects change skips its soak.
+//! - A released cluster that applied the new revision and turned Degraded is a failure;
+//!   `failureThreshold` failures pause the rollout. `resume` accepts the failures seen so far.
+//! - A newer commit supersedes a rollout that is still going *from the wave it reached*: the
+//!   clusters of waves already opened take the newest revision (the change they were soaking is
+//!   in it, and a fix for a failing canary must reach the canary first), the rest keep what they
+//!   ran. Abort returns every cluster to the revision it ran when the rollout began.
+//! - Clusters that were not in the fleet when the rollout began have nothing to protect and
+//!   take the new revision at once.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use convoy_shared::proto::Health;
+use serde::{Deserialize, Serialize};
+
+use crate::fleet::{Cluster, RolloutSpec};
+
+/// Where a rollout is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Phase {
+    /// Handing the new revision to the open wave's clusters.
+    Progressing,
+    /// The open wave is done; waiting out its soak.
+    Soaking,
+    /// The open wave is done and soaked; `convoy rollout approve` opens the next.
+    AwaitingApproval,
+    /// Stopped by failures or by a person; clusters not yet released keep what they run.
+    Paused,
+    /// Every cluster runs the new revision.
+    Complete,
+    /// Every cluster was returned to what it ran when the rollout began.
+    Aborted,
+}
+
+impl Phase {
+    /// The word the CLI and events show.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Progressing => "progressing",
+            Phase::Soaking => "soaking",
+            Phase::AwaitingApproval => "awaiting-approval",
+            Phase::Paused => "paused",
+            Phase::Complete => "complete",
+            Phase::Aborted => "aborted",
+        }
+    }
+}
+
+/// One wave as the rollout began it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Wave {
+    pub name: String,
+    pub clusters: Vec<String>,
+    pub max_unavailable: usize,
+}
+
+/// What the hub sees of one cluster of the rollout.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Observed {
+    /// The new revision changes this cluster's objects.
+    pub changed: bool,
+    /// The cluster applied the new revision's assignment and is Healthy.
+    pub done: bool,
+    /// The cluster applied the new revision's assignment and is Degraded.
+    pub failed: bool,
+}
+
+impl Observed {
+    /// Reads a cluster's state against the digest the new revision gives it.
+    pub fn of(new_digest: &str, from_digest: &str, applied_digest: &str, health: i32) -> Observed {
+        let applied = !new_digest.is_empty() && applied_digest == new_digest;
+        Observed {
+            changed: new_digest != from_digest,
+            done: applied && health == Health::Healthy as i32,
+            failed: applied && health == Health::Degraded as i32,
+        }
+    }
+}
+
+/// A person's word on a rollout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Pause,
+    Resume,
+    Approve,
+    Abort,
+}
+
+/// Why an action does not apply.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RolloutError {
+    #[error("environment '{0}' has no rollout: give it `rollout:` in convoy.yaml, or wait for a commit")]
+    None(String),
+    #[error("the rollout of '{environment}' to {revision} is {phase}; {action} does not apply")]
+    NotApplicable { environment: String, revision: String, phase: &'static str, action: &'static str },
+}
+
+/// One environment's rollout of one revision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rollout {
+    pub environment: String,
+    /// The commit being rolled out.
+    pub revision: String,
+    /// The commit each cluster ran when the rollout began (absent: it ran nothing from this
+    /// environment): what it keeps until released, and what abort returns it to.
+    pub from: BTreeMap<String, String>,
+    pub waves: Vec<Wave>,
+    /// Waves opened so far (the last of them is the one in progress).
+    pub opened: usize,
+    /// Clusters handed the new revision.
+    pub released: BTreeSet<String>,
+    pub phase: Phase,
+    /// Why it is paused or aborted.
+    pub reason: String,
+    pub soak_ms: u64,
+    /// When the open wave was first seen done (soak start).
+    pub soak_started_ms: Option<i64>,
+    pub failure_threshold: u32,
+    pub approval: bool,
+    /// Failures `resume` accepted: they no longer count.
+    pub accepted_failures: BTreeSet<String>,
+    pub started_ms: i64,
+}
+
+impl Rollout {
+    /// A rollout of `revision` over `clusters` that ran `from` (cluster → commit). `reached`
+    /// waves open at once (a superseded rollout's progress).
+    pub fn begin(
+        environment: &str,
+        spec: &RolloutSpec,
+        revision: &str,
+        clusters: &[&Cluster],
+        from: BTreeMap<String, String>,
+        reached: usize,
+        now_ms: i64,
+    ) -> Rollout {
+        Rollout {
+            environment: environment.to_string(),
+            revision: revision.to_string(),
+            from,
+            waves: waves(spec, clusters),
+            opened: reached.max(1),
+            released: BTreeSet::new(),
+            phase: Phase::Progressing,
+            reason: String::new(),
+            soak_ms: spec.soak().as_millis() as u64,
+            soak_started_ms: None,
+            failure_threshold: spec.failure_threshold,
+            approval: spec.approval,
+            accepted_failures: BTreeSet::new(),
+            started_ms: now_ms,
+        }
+    }
+
+    /// A finished rollout of `revision` that every cluster already runs: the starting point
+    /// when the hub first sees an environment.
+    pub fn settled(environment: &str, spec: &RolloutSpec, revision: &str, clusters: &[&Cluster], now_ms: i64) -> Self {
+        let mut rollout = Rollout::begin(environment, spec, revision, clusters, BTreeMap::new(), 0, now_ms);
+        rollout.opened = rollout.waves.len();
+        rollout.phase = Phase::Complete;
+        rollout
+    }
+
+    /// The rollout that takes `revision` on from this one: clusters released here move on to
+    /// `revision`, the others keep what they run; waves this one opened open at once.
+    pub fn successor(&self, spec: &RolloutSpec, revision: &str, clusters: &[&Cluster], now_ms: i64) -> Rollout {
+        let from = clusters
+            .iter()
+            .filter_map(|c| self.running(&c.name).map(|commit| (c.name.clone(), commit.to_string())))
+            .collect();
+        let reached = if self.is_active() { self.opened } else { 0 };
+        Rollout::begin(&self.environment, spec, revision, clusters, from, reached, now_ms)
+    }
+
+    /// Whether the rollout still decides what clusters run (not complete).
+    pub fn is_active(&self) -> bool {
+        matches!(self.phase, Phase::Progressing | Phase::Soaking | Phase::AwaitingApproval | Phase::Paused)
+    }
+
+    /// The commit `cluster` runs (or is being given) under this rollout; `None` when nothing.
+    pub fn running(&self, cluster: &str) -> Option<&str> {
+        if self.takes_new(cluster) { Some(&self.revision) } else { self.from.get(cluster).map(String::as_str) }
+    }
+
+    /// Whether `cluster` is to run the new revision.
+    pub fn takes_new(&self, cluster: &str) -> bool {
+        match self.phase {
+            Phase::Complete => true,
+            Phase::Aborted => !self.from.contains_key(cluster),
+            _ => self.released.contains(cluster) || !self.from.contains_key(cluster),
+        }
+    }
+
+    /// Clusters still held at what they ran, with that commit.
+    pub fn held(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.from.iter().filter(|(c, _)| !self.takes_new(c)).map(|(c, commit)| (c.as_str(), commit.as_str()))
+    }
+
+    /// Moves the rollout on from what the hub sees; returns events worth telling watchers.
+    pub fn step(&mut self, now_ms: i64, observe: impl Fn(&str) -> Observed) -> Vec<String> {
+        let mut events = Vec::new();
+        while self.phase == Phase::Progressing || self.phase == Phase::Soaking {
+            let failed: Vec<&String> =
+                self.released.iter().filter(|c| !self.accepted_failures.contains(*c) && observe(c).failed).collect();
+            if failed.len() >= self.failure_threshold as usize {
+                let names: Vec<&str> = failed.iter().map(|c| c.as_str()).collect();
+                self.reason = format!("degraded after taking {}: {}", short(&self.revision), names.join(", "));
+                self.phase = Phase::Paused;
+                events.push(format!("paused: {}", self.reason));
+                break;
+            }
+            let current = self.opened - 1;
+            for wave in &self.waves[..current] {
+                self.released.extend(wave.clusters.iter().cloned());
+            }
+            let wave = &self.waves[current];
+            let in_flight = wave.clusters.iter().filter(|c| self.released.contains(*c) && !observe(c).done).count();
+            let room = wave.max_unavailable.saturating_sub(in_flight);
+            let next: Vec<String> =
+                wave.clusters.iter().filter(|c| !self.released.contains(*c)).take(room).cloned().collect();
+            self.released.extend(next);
+            let all_done = wave.clusters.iter().all(|c| self.released.contains(c) && observe(c).done);
+            if !all_done {
+                self.phase = Phase::Progressing;
+                self.soak_started_ms = None;
+                break;
+            }
+            if self.opened == self.waves.len() {
+                // The soak guards the next wave; after the last there is none.
+                self.phase = Phase::Complete;
+                events.push(format!("complete: every cluster runs {}", short(&self.revision)));
+                break;
+            }
+            let changed = wave.clusters.iter().any(|c| observe(c).changed);
+            let soaked_since = *self.soak_started_ms.get_or_insert(now_ms);
+            if changed && now_ms - soaked_since < self.soak_ms as i64 {
+                if self.phase != Phase::Soaking {
+                    events.push(format!("wave {} soaking", wave.name));
+                }
+                self.phase = Phase::Soaking;
+                break;
+            }
+            self.soak_started_ms = None;
+            if self.approval {
+                self.phase = Phase::AwaitingApproval;
+                events.push(format!("wave {} done; waiting for `convoy rollout approve`", wave.name));
+                break;
+            }
+            self.opened += 1;
+            self.phase = Phase::Progressing;
+            events.push(format!("wave {} opened", self.waves[self.opened - 1].name));
+        }
+        events
+    }
+
+    /// Applies a person's action.
+    pub fn act(&mut self, action: Action, observe: impl Fn(&str) -> Observed) -> Result<String, RolloutError> {
+        let refuse = |r: &Rollout, name: &'static str| RolloutError::NotApplicable {
+            environment: r.environment.clone(),
+            revision: short(&r.revision).to_string(),
+            phase: r.phase.as_str(),
+            action: name,
+        };
+        match action {
+            Action::Pause if matches!(self.phase, Phase::Progressing | Phase::Soaking | Phase::AwaitingApproval) => {
+                self.phase = Phase::Paused;
+                self.reason = "paused by a person".into();
+                Ok("paused".into())
+            }
+            Action::Resume if self.phase == Phase::Paused => {
+                let failed: Vec<String> = self.released.iter().filter(|c| observe(c).failed).cloned().collect();
+                self.accepted_failures.extend(failed);
+                self.phase = Phase::Progressing;
+                self.reason.clear();
+                Ok("resumed".into())
+            }
+            Action::Approve if self.phase == Phase::AwaitingApproval => {
+                self.opened += 1;
+                self.phase = Phase::Progressing;
+                Ok(format!("approved: wave {} opened", self.waves[self.opened - 1].name))
+            }
+            Action::Abort if self.is_active() => {
+                self.phase = Phase::Aborted;
+                self.reason = "aborted by a person".into();
+                self.released.clear();
+                Ok("aborted: every cluster returns to what it ran before".into())
+            }
+            Action::Pause => Err(refuse(self, "pause")),
+            Action::Resume => Err(refuse(self, "resume")),
+            Action::Approve => Err(refuse(self, "approve")),
+            Action::Abort => Err(refuse(self, "abort")),
+        }
+    }
+
+    /// Milliseconds of soak left for the open wave (0 when not soaking).
+    pub fn soak_left_ms(&self, now_ms: i64) -> i64 {
+        match (self.phase, self.soak_started_ms) {
+            (Phase::Soaking, Some(since)) => (self.soak_ms as i64 - (now_ms - since)).max(0),
+            _ => 0,
+        }
+    }
+}
+
+/// The waves of `spec` over `clusters`, in order.
+fn waves(spec: &RolloutSpec, clusters: &[&Cluster]) -> Vec<Wave> {
+    let mut waves: Vec<Wave> =
+        spec.waves.iter().map(|w| Wave { name: w.name.clone(), clusters: Vec::new(), max_unavailable: 0 }).collect();
+    let mut rest = Vec::new();
+    for cluster in clusters {
+        let taken =
+            spec.waves.iter().position(|w| w.cluster_selector.as_ref().is_none_or(|s| s.matches(&cluster.labels)));
+        match taken {
+            Some(i) => waves[i].clusters.push(cluster.name.clone()),
+            None => rest.push(cluster.name.clone()),
+        }
+    }
+    if !rest.is_empty() || waves.is_empty() {
+        waves.push(Wave { name: "rest".into(), clusters: rest, max_unavailable: 0 });
+    }
+    for (i, wave) in waves.iter_mut().enumerate() {
+        let limit = spec.waves.get(i).and_then(|w| w.max_unavailable.as_ref());
+        wave.max_unavailable = limit.map_or(wave.clusters.len(), |q| q.of(wave.clusters.len())).max(1);
+    }
+    waves
+}
+
+/// A commit's short form.
+pub fn short(commit: &str) -> &str {
+    &commit[..commit.len().min(8)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fleet::{LabelSelector, Quantity, WaveSpec};
+    use std::cell::RefCell;
+
+    fn mk_cluster(name: &str, tier: &str) -> Cluster {
+        Cluster {
+            name: name.into(),
+            environment: "prod".into(),
+            labels: [("tier".to_string(), tier.to_string())].into(),
+        }
+    }
+
+    fn spec(soak: &str, approval: bool) -> RolloutSpec {
+        let canary =
+            LabelSelector { match_labels: [("tier".to_string(), "canary".to_string())].into(), ..Default::default() };
+        RolloutSpec {
+            waves: vec![
+                WaveSpec { name: "canary".into(), cluster_selector: Some(canary), max_unavailable: None },
+                WaveSpec { name: "rest".into(), cluster_selector: None, max_unavailable: Some(Quantity::Count(2)) },
+            ],
+            soak: Some(soak.into()),
+            failure_threshold: 1,
+            approval,
+        }
+    }
+
+    fn fleet() -> Vec<Cluster> {
+        let mut clusters = vec![mk_cluster("c0", "canary")];
+        clusters.extend((1..=5).map(|i| mk_cluster(&format!("p{i}"), "main")));
+        clusters
+    }
+
+    fn rollout(spec: &RolloutSpec, clusters: &[Cluster]) -> Rollout {
+        let refs: Vec<&Cluster> = clusters.iter().collect();
+        let from = clusters.iter().map(|c| (c.name.clone(), "old".to_string())).collect();
+        Rollout::begin("prod", spec, "new", &refs, from, 0, 0)
+    }
+
+    /// A fleet whose clusters finish whatever they are released to, unless told otherwise.
+    struct World {
+        done: RefCell<BTreeSet<String>>,
+        failed: RefCell<BTreeSet<String>>,
+    }
+
+    impl World {
+        fn new() -> World {
+            World { done: RefCell::default(), failed: RefCell::default() }
+        }
+        fn observe(&self) -> impl Fn(&str) -> Observed + '_ {
+            |c| Observed {
+                changed: true,
+                done: self.done.borrow().contains(c),
+                failed: self.failed.borrow().contains(c),
+            }
+        }
+        fn finish(&self, r: &Rollout) {
+            self.done.borrow_mut().extend(r.released.iter().filter(|c| !self.failed.borrow().contains(*c)).cloned());
+        }
+    }
+
+    #[test]
+    fn waves_open_in_order_with_max_unavailable_and_soak() {
+        let clusters = fleet();
+        let mut r = rollout(&spec("10s", false), &clusters);
+        assert_eq!(r.waves.iter().map(|w| w.clusters.len()).collect::<Vec<_>>(), [1, 5]);
+        let world = World::new();
+        r.step(0, world.observe());
+        assert_eq!(r.released, ["c0".to_string()].into(), "only the canary first");
+        assert!(!r.takes_new("p1") && r.running("p1") == Some("old"));
+        world.finish(&r);
+        r.step(1_000, world.observe());
+        assert_eq!(r.phase, Phase::Soaking);
+        r.step(5_000, world.observe());
+        assert_eq!(r.released.len(), 1, "soak holds the next wave");
+        assert_eq!(r.soak_left_ms(5_000), 6_000);
+        let events = r.step(11_000, world.observe());
+        assert!(events.contains(&"wave rest opened".to_string()), "{events:?}");
+        assert_eq!(r.released.len(), 3, "two of the rest at a time");
+        world.finish(&r);
+        r.step(12_000, world.observe());
+        assert_eq!(r.released.len(), 5);
+        world.finish(&r);
+        r.step(13_000, world.observe());
+        world.finish(&r);
+        r.step(14_000, world.observe());
+        assert_eq!(r.phase, Phase::Complete, "no soak after the last wave");
+        assert!(clusters.iter().all(|c| r.takes_new(&c.name)));
+    }
+
+    #[test]
+    fn a_degraded_canary_pauses_and_later_clusters_keep_the_old_revision() {
+        let clusters = fleet();
+        let mut r = rollout(&spec("0", false), &clusters);
+        let world = World::new();
+        world.failed.borrow_mut().insert("c0".into());
+        r.step(0, world.observe());
+        let events = r.step(1, world.observe());
+        assert_eq!(r.phase, Phase::Paused, "{events:?}");
+        assert!(r.reason.contains("c0"), "{}", r.reason);
+        r.step(2, world.observe());
+        assert_eq!(r.released.len(), 1);
+        assert_eq!(r.held().count(), 5);
+        // Resume accepts the failure seen so far; the rollout goes on.
+        r.act(Action::Resume, world.observe()).unwrap();
+        world.done.borrow_mut().insert("c0".into());
+        world.failed.borrow_mut().clear();
+        r.step(4, world.observe());
+        assert_eq!(r.released.len(), 3);
+    }
+
+    #[test]
+    fn approval_waits_and_abort_returns_everyone() {
+        let clusters = fleet();
+        let mut r = rollout(&spec("0", true), &clusters);
+        let world = World::new();
+        r.step(0, world.observe());
+        world.finish(&r);
+        r.step(1, world.observe());
+        assert_eq!(r.phase, Phase::AwaitingApproval);
+        assert!(r.act(Action::Resume, world.observe()).is_err());
+        r.act(Action::Approve, world.observe()).unwrap();
+        r.step(3, world.observe());
+        assert_eq!(r.released.len(), 3);
+        r.act(Action::Abort, world.observe()).unwrap();
+        assert!(clusters.iter().all(|c| r.running(&c.name) == Some("old")));
+        assert!(r.act(Action::Abort, world.observe()).is_err());
+    }
+
+    #[test]
+    fn a_newer_commit_takes_over_from_the_wave_reached() {
+        let clusters = fleet();
+        let refs: Vec<&Cluster> = clusters.iter().collect();
+        let mut r = rollout(&spec("0", false), &clusters);
+        let world = World::new();
+        r.step(0, world.observe());
+        world.finish(&r);
+        r.step(1, world.observe());
+        assert_eq!(r.opened, 2);
+        let next = r.successor(&spec("0", false), "newer", &refs, 2);
+        assert_eq!(next.opened, 2, "the waves reached stay open");
+        assert_eq!(next.from["c0"], "new", "the canary moves on from what it runs");
+        assert_eq!(next.from["p5"], "old", "a cluster not yet released keeps what it ran");
+        let done = Rollout::settled("prod", &spec("0", false), "new", &refs, 0);
+        let after = done.successor(&spec("0", false), "newer", &refs, 2);
+        assert_eq!(after.opened, 1, "after a finished rollout the next starts at the first wave");
+        assert!(after.from.values().all(|c| c == "new"));
+    }
+
+    #[test]
+    fn clusters_no_wave_takes_form_the_rest_and_new_clusters_are_not_held() {
+        let clusters = fleet();
+        let only_canary = RolloutSpec { waves: spec("0", false).waves[..1].to_vec(), ..spec("0", false) };
+        let refs: Vec<&Cluster> = clusters.iter().collect();
+        let from = [("c0".to_string(), "old".to_string())].into();
+        let r = Rollout::begin("prod", &only_canary, "new", &refs, from, 0, 0);
+        assert_eq!(r.waves.last().map(|w| (w.name.as_str(), w.clusters.len())), Some(("rest", 5)));
+        assert!(r.takes_new("p1"), "p1 ran nothing here before: nothing to protect");
+        assert!(!r.takes_new("c0"));
+    }
+}

@@ -261,6 +261,28 @@ pub fn spawn_agent(ca: &TestCa, hub: &str, cluster: &SimCluster, cache: &Path, e
     Process::spawn(command)
 }
 
+/// A whole agent (link and reconciler) in this process for each of `names`, reconciling its
+/// simulated cluster of `kube` and dialing `hub` with a certificate `ca` issues; caches under
+/// `caches`. They stop when `shutdown` is cancelled.
+pub async fn run_agents(
+    ca: &TestCa,
+    hub: &str,
+    kube: &kubesim::SimFleet,
+    names: &[&str],
+    caches: &Path,
+    shutdown: &CancellationToken,
+) -> Vec<tokio::task::JoinHandle<Result<(), convoy_agent::reconciler::ReconcileError>>> {
+    let mut agents = Vec::new();
+    for name in names {
+        let cert = ca.issue(Identity::Cluster(name.to_string()));
+        let link = ca.agent_config(hub, Some(&cert), name);
+        let config = convoy_agent::testing::test_config(name, &caches.join(name));
+        let client = kube.cluster(name).expect("a simulated cluster").client().await.expect("kube client");
+        agents.push(tokio::spawn(convoy_agent::run(config, link, client, None, shutdown.clone())));
+    }
+    agents
+}
+
 /// An agent link running in this process.
 pub struct RunningAgent {
     pub handle: LinkHandle,

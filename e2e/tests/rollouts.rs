@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use convoy_e2e::fleet_repo::{self, FleetRepo};
-use convoy_e2e::harness::{HubProcess, TestCa, eventually, workspace_binary};
+use convoy_e2e::harness::{HubProcess, TestCa, eventually, run_agents, workspace_binary};
 use convoy_shared::identity::{Identity, Role};
 use convoy_shared::proto::{Health, ListClustersRequest, RolloutActionRequest, RolloutInfo, RolloutStatusRequest};
 use kubesim::SimFleet;
@@ -136,14 +136,7 @@ async fn waves_soak_failures_actions_and_a_hub_restart() {
     let kube = SimFleet::start(&names).await.unwrap();
     let shutdown = CancellationToken::new();
     let caches = tempfile::tempdir().unwrap();
-    let mut agents = Vec::new();
-    for name in &names {
-        let cert = ca.issue(Identity::Cluster(name.to_string()));
-        let link = ca.agent_config(&address, Some(&cert), name);
-        let config = convoy_agent::testing::test_config(name, &caches.path().join(name));
-        let client = kube.cluster(name).unwrap().client().await.unwrap();
-        agents.push(tokio::spawn(convoy_agent::run(config, link, client, None, shutdown.clone())));
-    }
+    let agents = run_agents(&ca, &address, &kube, &names, caches.path(), &shutdown).await;
 
     // The first revision the hub sees goes everywhere at once: there is nothing to compare with.
     all_healthy_on(&ca, &address, &v1).await;

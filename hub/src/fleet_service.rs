@@ -15,10 +15,12 @@ use futures::Stream;
 use tonic::{Request, Response, Status};
 
 use crate::auth;
+use crate::fleet::Environment;
 use crate::planner::Planner;
-use crate::rollout::{self, Action, Observed, Phase, Rollout, RolloutError};
+use crate::rollout::{self, Action, Command, Observed, Phase, Rollout, RolloutError};
 use crate::state::Hub;
 use crate::state::RolloutActionError;
+use crate::view::FleetView;
 use crate::view::SyncError;
 
 /// How many history entries `History` returns when the request names no limit.
@@ -142,7 +144,17 @@ impl FleetService for FleetApi {
             .iter()
             .map(|env| {
                 let members: Vec<&ClusterInfo> = clusters.iter().filter(|c| c.environment == env.name).collect();
+                let (verified_commit, unverified_reason) = match self.verified(env, &members, &view) {
+                    Ok(commit) => (commit, String::new()),
+                    Err(why) => (String::new(), why),
+                };
+                let lineage = view.lineage.get(&env.name).cloned().unwrap_or_default();
                 EnvironmentInfo {
+                    verified_commit,
+                    unverified_reason,
+                    behind: lineage.behind as u32,
+                    env_only: lineage.env_only.into_iter().map(|(id, subject)| CommitInfo { id, subject }).collect(),
+                    pinned: view.pins.get(&env.name).cloned().unwrap_or_default(),
                     name: env.name.clone(),
                     branch: env.branch.clone(),
                     commit: view.envs.get(&env.name).map(|e| e.snapshot.commit.to_string()).unwrap_or_default(),
@@ -266,14 +278,49 @@ impl FleetService for FleetApi {
                 )));
             }
         };
-        let message = self.hub.rollout_action(&environment, action).await.map_err(|e| match e {
-            RolloutActionError::NoSource => Status::failed_precondition(e.to_string()),
-            RolloutActionError::Refused(RolloutError::None(_)) => Status::not_found(e.to_string()),
-            RolloutActionError::Refused(_) => Status::failed_precondition(e.to_string()),
-        })?;
+        let message = self.hub.command(&environment, Command::Rollout(action)).await.map_err(command_status)?;
         tracing::info!(user, environment, ?action, message, "rollout action");
         let rollout = self.hub.view().rollouts.get(&environment).map(|r| self.rollout_info(r));
         Ok(Response::new(RolloutActionResponse { message, rollout }))
+    }
+
+    async fn rollback(&self, req: Request<RollbackRequest>) -> Result<Response<RollbackResponse>, Status> {
+        let (user, _) = auth::require_user(&req, Role::Admin)?;
+        let RollbackRequest { environment, to_revision, release } = req.into_inner();
+        if release {
+            let message = self.hub.command(&environment, Command::Release).await.map_err(command_status)?;
+            tracing::info!(user, environment, "rollback released");
+            return Ok(Response::new(RollbackResponse { message, pinned: String::new() }));
+        }
+        let applied = self.applied_revisions(&environment).await?;
+        let target = if to_revision.is_empty() {
+            applied.get(1).cloned().ok_or_else(|| {
+                Status::failed_precondition(format!(
+                    "environment '{environment}' has applied only one revision: there is nothing earlier to roll back to"
+                ))
+            })?
+        } else {
+            let matching: Vec<&String> = applied.iter().filter(|r| r.starts_with(&to_revision)).collect();
+            match matching[..] {
+                [one] => one.clone(),
+                [] => {
+                    let known: Vec<&str> = applied.iter().map(|r| rollout::short(r)).collect();
+                    return Err(Status::not_found(format!(
+                        "environment '{environment}' never applied {to_revision}; it applied {}",
+                        known.join(", ")
+                    )));
+                }
+                _ => {
+                    return Err(Status::invalid_argument(format!(
+                        "{to_revision} matches several revisions; give more of it"
+                    )));
+                }
+            }
+        };
+        let message =
+            self.hub.command(&environment, Command::Pin { commit: target.clone() }).await.map_err(command_status)?;
+        tracing::warn!(user, environment, revision = %target, "rollback: environment pinned");
+        Ok(Response::new(RollbackResponse { message, pinned: target }))
     }
 
     type WatchStream = EventStream;
@@ -297,6 +344,72 @@ impl FleetService for FleetApi {
 }
 
 impl FleetApi {
+    /// The revisions the clusters of `environment` applied, newest first, each once.
+    async fn applied_revisions(&self, environment: &str) -> Result<Vec<String>, Status> {
+        let clusters: Vec<String> =
+            self.clusters().into_iter().filter(|c| c.environment == environment).map(|c| c.name).collect();
+        if clusters.is_empty() {
+            return Err(Status::not_found(format!("environment '{environment}' has no clusters the hub knows")));
+        }
+        let store = self.hub.store().clone();
+        let entries = tokio::task::spawn_blocking(move || -> Result<Vec<HistoryEntry>, crate::store::StoreError> {
+            let mut all = Vec::new();
+            for cluster in &clusters {
+                all.extend(store.history(cluster, ROLLBACK_HISTORY)?);
+            }
+            Ok(all)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(|e| Status::unavailable(e.to_string()))?;
+        let mut applied: Vec<&HistoryEntry> = entries.iter().filter(|e| e.event == "applied").collect();
+        applied.sort_by_key(|e| std::cmp::Reverse(e.at_unix_ms));
+        let mut revisions: Vec<String> = Vec::new();
+        for entry in applied {
+            if !revisions.contains(&entry.revision) {
+                revisions.push(entry.revision.clone());
+            }
+        }
+        Ok(revisions)
+    }
+
+    /// The commit every cluster of `env` runs applied and Healthy, past its rollout's soak: its
+    /// branch's head, once nothing holds it back. Or why there is none.
+    fn verified(&self, env: &Environment, members: &[&ClusterInfo], view: &FleetView) -> Result<String, String> {
+        if let Some(pinned) = view.pins.get(&env.name) {
+            return Err(format!("pinned at {} by a rollback", rollout::short(pinned)));
+        }
+        let head =
+            view.envs.get(&env.name).map(|e| e.snapshot.commit.to_string()).ok_or("its branch is not read yet")?;
+        if members.is_empty() {
+            return Err("no clusters: nothing proves a commit works".into());
+        }
+        // Clusters whose objects a commit does not change keep their assignment (and the
+        // revision it was built at): applied is judged by digest.
+        for c in members {
+            if c.assigned_digest.is_empty() || !c.in_sync {
+                return Err(format!("{} has not applied {} yet", c.name, rollout::short(&head)));
+            }
+            if c.health != Health::Healthy as i32 {
+                return Err(format!("{} is not Healthy", c.name));
+            }
+        }
+        if let Some(rollout) = view.rollouts.get(&env.name) {
+            if rollout.revision != head {
+                return Err(format!("the rollout of {} has not begun", rollout::short(&head)));
+            }
+            let soak = env.rollout.as_ref().map(|s| s.soak()).unwrap_or_default().as_millis() as i64;
+            let phase = rollout.phase.as_str();
+            let since =
+                rollout.completed_ms.ok_or_else(|| format!("the rollout of {} is {phase}", rollout::short(&head)))?;
+            let left = since + soak - convoy_shared::clock::unix_ms();
+            if left > 0 {
+                return Err(format!("{} soaks for {} s more", rollout::short(&head), (left + 999) / 1000));
+            }
+        }
+        Ok(head)
+    }
+
     /// A rollout as the CLI shows it, with each wave's clusters counted from their reports.
     fn rollout_info(&self, rollout: &Rollout) -> RolloutInfo {
         let observe = |cluster: &str| {
@@ -334,6 +447,19 @@ impl FleetApi {
             soak_left_ms: rollout.soak_left_ms(convoy_shared::clock::unix_ms()),
             started_unix_ms: rollout.started_ms,
         }
+    }
+}
+
+/// How many history entries per cluster a rollback looks through for earlier revisions.
+const ROLLBACK_HISTORY: usize = 200;
+
+fn command_status(e: RolloutActionError) -> Status {
+    match e {
+        RolloutActionError::NoSource => Status::failed_precondition(e.to_string()),
+        RolloutActionError::Refused(RolloutError::None(_) | RolloutError::UnknownEnvironment(_)) => {
+            Status::not_found(e.to_string())
+        }
+        RolloutActionError::Refused(_) => Status::failed_precondition(e.to_string()),
     }
 }
 

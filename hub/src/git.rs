@@ -129,6 +129,22 @@ impl GitMirror {
         }
         Ok(Arc::new(Snapshot { commit, tree: tree.id, entries, children }))
     }
+
+    /// Commits reachable from `tip` and not from `hidden` (what `git log tip --not hidden`
+    /// lists), newest first, at most `limit`: id and subject line.
+    pub fn commits_between(&self, tip: ObjectId, hidden: ObjectId, limit: usize) -> Result<Vec<(String, String)>> {
+        let repo = self.open()?;
+        let walk =
+            repo.rev_walk([tip]).with_hidden([hidden]).all().map_err(|e| self.err("walking history")(e.into()))?;
+        let mut out = Vec::new();
+        for info in walk.take(limit) {
+            let info = info.map_err(|e| self.err("walking history")(e.into()))?;
+            let subject =
+                info.object().ok().and_then(|c| c.message().ok().map(|m| m.summary().to_string())).unwrap_or_default();
+            out.push((info.id.to_string(), subject));
+        }
+        Ok(out)
+    }
 }
 
 #[derive(Debug, Clone)]

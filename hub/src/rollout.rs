@@ -90,6 +90,17 @@ impl Observed {
     }
 }
 
+/// A person's word on an environment, carried out by the source loop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// An action on the environment's rollout.
+    Rollout(Action),
+    /// Pin every cluster of the environment at `commit` (a rollback); new commits are held.
+    Pin { commit: String },
+    /// Lift the pin: the environment's head rolls out again.
+    Release,
+}
+
 /// A person's word on a rollout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
@@ -106,6 +117,12 @@ pub enum RolloutError {
     None(String),
     #[error("the rollout of '{environment}' to {revision} is {phase}; {action} does not apply")]
     NotApplicable { environment: String, revision: String, phase: &'static str, action: &'static str },
+    #[error("environment '{0}' is not in convoy.yaml")]
+    UnknownEnvironment(String),
+    #[error("environment '{0}' is not pinned; nothing to release")]
+    NotPinned(String),
+    #[error("environment '{environment}' is pinned at {commit}: `convoy rollback {environment} --release` first")]
+    Pinned { environment: String, commit: String },
 }
 
 /// One environment's rollout of one revision.
@@ -133,6 +150,9 @@ pub struct Rollout {
     /// Failures `resume` accepted: they no longer count.
     pub accepted_failures: BTreeSet<String>,
     pub started_ms: i64,
+    /// When every cluster ran the new revision (what promotion's soak counts from).
+    #[serde(default)]
+    pub completed_ms: Option<i64>,
 }
 
 impl Rollout {
@@ -162,6 +182,7 @@ impl Rollout {
             approval: spec.approval,
             accepted_failures: BTreeSet::new(),
             started_ms: now_ms,
+            completed_ms: None,
         }
     }
 
@@ -171,6 +192,7 @@ impl Rollout {
         let mut rollout = Rollout::begin(environment, spec, revision, clusters, BTreeMap::new(), 0, now_ms);
         rollout.opened = rollout.waves.len();
         rollout.phase = Phase::Complete;
+        rollout.completed_ms = Some(now_ms);
         rollout
     }
 
@@ -241,6 +263,7 @@ impl Rollout {
             if self.opened == self.waves.len() {
                 // The soak guards the next wave; after the last there is none.
                 self.phase = Phase::Complete;
+                self.completed_ms = Some(now_ms);
                 events.push(format!("complete: every cluster runs {}", short(&self.revision)));
                 break;
             }

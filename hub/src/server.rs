@@ -324,6 +324,9 @@ mod tests {
         fn rollouts(&self) -> store::Result<Vec<(String, String)>> {
             self.0.rollouts()
         }
+        fn pins(&self) -> store::Result<Vec<(String, String)>> {
+            self.0.pins()
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

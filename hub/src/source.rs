@@ -17,9 +17,9 @@ use crate::fleet::{self, Cluster, Fleet};
 use crate::git::GitMirror;
 use crate::metrics::HubMetrics;
 use crate::planner::{EnvironmentState, PlanStats, Planner};
-use crate::rollout::{self, Observed, Phase, Rollout, RolloutError};
-use crate::state::{Publisher, RolloutRequest};
-use crate::view::{FleetView, SyncError};
+use crate::rollout::{self, Action, Command, Observed, Phase, Rollout, RolloutError};
+use crate::state::{EnvironmentRequest, Publisher};
+use crate::view::{FleetView, Lineage, SyncError};
 
 /// Where the repository is and how often to look.
 #[derive(Debug, Clone)]
@@ -32,6 +32,8 @@ pub struct SourceConfig {
     pub interval: Duration,
 }
 
+/// Commits listed at most when comparing two environments' branches.
+const LINEAGE_LIMIT: usize = 1000;
 /// How often rollouts in progress look at the clusters' reports.
 const ROLLOUT_TICK: Duration = Duration::from_millis(250);
 
@@ -52,6 +54,10 @@ struct SourceWorker {
     published: HashMap<String, Arc<Assignment>>,
     /// Each environment's latest rollout (restored from the store on the first sync).
     rollouts: BTreeMap<String, Rollout>,
+    /// Environments a rollback pinned at a commit (restored from the store on the first sync).
+    pins: BTreeMap<String, String>,
+    /// Each environment against the one before it, as of the last plan.
+    lineage: BTreeMap<String, Lineage>,
     rollouts_loaded: bool,
     branches: Option<BTreeMap<String, ObjectId>>,
     envs: HashMap<String, Arc<EnvironmentState>>,
@@ -74,6 +80,8 @@ pub async fn run(config: SourceConfig, publisher: Publisher, shutdown: Cancellat
         held_envs: HashMap::new(),
         published: HashMap::new(),
         rollouts: BTreeMap::new(),
+        pins: BTreeMap::new(),
+        lineage: BTreeMap::new(),
         rollouts_loaded: false,
         branches: None,
         envs: HashMap::new(),
@@ -142,6 +150,11 @@ impl SourceWorker {
         if !self.rollouts_loaded {
             self.rollouts_loaded = true;
             self.rollouts = load_rollouts(hub);
+            let pins = hub.store().pins().unwrap_or_else(|e| {
+                tracing::error!(error = %e, "cannot read the stored pins; no environment starts pinned");
+                Vec::new()
+            });
+            self.pins = pins.into_iter().collect();
         }
         // The root of a commit's trace: fetch, render and publish here; push and apply continue
         // it from the assignment's trace context.
@@ -187,6 +200,8 @@ impl SourceWorker {
                 );
                 let view = FleetView {
                     rollouts: self.rollouts.clone(),
+                    pins: self.pins.clone(),
+                    lineage: self.lineage.clone(),
                     fleet: self.fleet.clone(),
                     envs: self.envs.clone(),
                     branches: branches.iter().map(|(b, c)| (b.clone(), c.to_string())).collect(),
@@ -289,6 +304,7 @@ impl SourceWorker {
             self.desired.insert(plan.assignment.cluster.clone(), plan.assignment);
         }
         self.desired.retain(|cluster, _| fleet.clusters.contains_key(cluster));
+        self.lineage = self.lineage(&fleet, &envs);
         self.begin_rollouts(publisher, &fleet, &envs);
         self.plan_held(&fleet, errors);
         self.envs = envs;
@@ -302,6 +318,10 @@ impl SourceWorker {
     fn begin_rollouts(&mut self, publisher: &Publisher, fleet: &Fleet, envs: &HashMap<String, Arc<EnvironmentState>>) {
         let now = unix_ms();
         for env in &fleet.environments {
+            if self.pins.contains_key(&env.name) {
+                // New commits wait for the pin's release.
+                continue;
+            }
             let (Some(spec), Some(state)) = (&env.rollout, envs.get(&env.name)) else {
                 self.rollouts.remove(&env.name);
                 continue;
@@ -333,11 +353,20 @@ impl SourceWorker {
     fn plan_held(&mut self, fleet: &Fleet, errors: &mut Vec<SyncError>) {
         let mut groups: BTreeMap<(String, String), BTreeMap<String, Cluster>> = BTreeMap::new();
         for rollout in self.rollouts.values().filter(|r| r.phase != Phase::Complete) {
+            if self.pins.contains_key(&rollout.environment) {
+                continue;
+            }
             for (name, commit) in &rollout.from {
                 if let Some(cluster) = fleet.clusters.get(name) {
                     let key = (rollout.environment.clone(), commit.clone());
                     groups.entry(key).or_default().insert(name.clone(), cluster.clone());
                 }
+            }
+        }
+        for (environment, commit) in &self.pins {
+            for cluster in fleet.clusters.values().filter(|c| &c.environment == environment) {
+                let key = (environment.clone(), commit.clone());
+                groups.entry(key).or_default().insert(cluster.name.clone(), cluster.clone());
             }
         }
         let mut held = HashMap::new();
@@ -374,12 +403,12 @@ impl SourceWorker {
         let _span = tracing::info_span!("publish", published = tracing::field::Empty).entered();
         let mut published = 0;
         for (cluster, desired) in &self.desired {
-            let held_by =
-                self.rollouts.get(&desired.environment).filter(|r| r.phase != Phase::Complete && !r.takes_new(cluster));
-            let target = match held_by {
-                Some(_) => self.held.get(cluster),
-                None => Some(desired),
-            };
+            let pinned = self.pins.contains_key(&desired.environment);
+            let held_by_rollout = self
+                .rollouts
+                .get(&desired.environment)
+                .is_some_and(|r| r.phase != Phase::Complete && !r.takes_new(cluster));
+            let target = if pinned || held_by_rollout { self.held.get(cluster) } else { Some(desired) };
             let Some(target) = target else { continue };
             if self.published.get(cluster).is_some_and(|last| Arc::ptr_eq(last, target)) {
                 continue;
@@ -392,7 +421,25 @@ impl SourceWorker {
     }
 
     fn rollouts_active(&self) -> bool {
-        self.rollouts.values().any(Rollout::is_active)
+        self.rollouts.values().any(|r| r.is_active() && !self.pins.contains_key(&r.environment))
+    }
+
+    /// Each environment's branch against the previous environment's (promotion order).
+    fn lineage(&self, fleet: &Fleet, envs: &HashMap<String, Arc<EnvironmentState>>) -> BTreeMap<String, Lineage> {
+        let head = |name: &str| envs.get(name).map(|e| e.snapshot.commit);
+        let between = |tip, hidden| {
+            self.mirror.commits_between(tip, hidden, LINEAGE_LIMIT).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "cannot compare environment branches");
+                Vec::new()
+            })
+        };
+        let mut lineage = BTreeMap::new();
+        for pair in fleet.environments.windows(2) {
+            let (Some(previous), Some(this)) = (head(&pair[0].name), head(&pair[1].name)) else { continue };
+            let entry = Lineage { behind: between(previous, this).len(), env_only: between(this, previous) };
+            lineage.insert(pair[1].name.clone(), entry);
+        }
+        lineage
     }
 
     /// What the hub sees of `cluster` for its environment's rollout.
@@ -428,20 +475,12 @@ impl SourceWorker {
     }
 
     /// Answers a person's rollout action.
-    fn answer(&mut self, publisher: &Publisher, request: RolloutRequest) {
-        let hub = publisher.hub().clone();
-        let answer = match self.rollouts.get(&request.environment) {
-            None => Err(RolloutError::None(request.environment.clone())),
-            Some(rollout) => {
-                let mut next = rollout.clone();
-                let result = next.act(request.action, |c| self.observe(&hub, c));
-                if let Ok(message) = &result {
-                    hub.event("", "rollout", format!("{}: {message}", next.environment));
-                    publisher.record_rollout(&next);
-                    self.rollouts.insert(next.environment.clone(), next);
-                }
-                result
-            }
+    fn answer(&mut self, publisher: &Publisher, request: EnvironmentRequest) {
+        let environment = request.environment.clone();
+        let answer = match request.command {
+            Command::Rollout(action) => self.act(publisher, &environment, action),
+            Command::Pin { commit } => self.pin(publisher, &environment, commit),
+            Command::Release => self.release(publisher, &environment),
         };
         if answer.is_ok() {
             if let Some(fleet) = self.fleet.clone() {
@@ -455,13 +494,68 @@ impl SourceWorker {
         let _ = request.reply.send(answer);
     }
 
+    fn act(&mut self, publisher: &Publisher, environment: &str, action: Action) -> Result<String, RolloutError> {
+        if let Some(commit) = self.pins.get(environment) {
+            return Err(RolloutError::Pinned { environment: environment.to_string(), commit: commit.clone() });
+        }
+        let hub = publisher.hub().clone();
+        let mut next = self.rollouts.get(environment).cloned().ok_or_else(|| RolloutError::None(environment.into()))?;
+        let message = next.act(action, |c| self.observe(&hub, c))?;
+        hub.event("", "rollout", format!("{environment}: {message}"));
+        publisher.record_rollout(&next);
+        self.rollouts.insert(environment.to_string(), next);
+        Ok(message)
+    }
+
+    /// Pins `environment` at `commit`: every cluster of it runs that commit, new ones wait.
+    fn pin(&mut self, publisher: &Publisher, environment: &str, commit: String) -> Result<String, RolloutError> {
+        let fleet = self.fleet.clone().ok_or_else(|| RolloutError::UnknownEnvironment(environment.into()))?;
+        if fleet.environment(environment).is_none() {
+            return Err(RolloutError::UnknownEnvironment(environment.into()));
+        }
+        for cluster in fleet.clusters.values().filter(|c| c.environment == environment) {
+            publisher.note(&cluster.name, "pinned", &commit, "convoy rollback");
+        }
+        let short = rollout::short(&commit).to_string();
+        publisher.hub().event("", "rollback", format!("{environment}: pinned at {short}"));
+        publisher.record_pin(environment, Some(&commit));
+        self.pins.insert(environment.to_string(), commit);
+        Ok(format!("{environment} pinned at {short}; new commits wait for `convoy rollback {environment} --release`"))
+    }
+
+    /// Lifts `environment`'s pin: its head reaches its clusters again, in waves when it has a
+    /// rollout (starting from the pinned commit).
+    fn release(&mut self, publisher: &Publisher, environment: &str) -> Result<String, RolloutError> {
+        let pinned = self.pins.remove(environment).ok_or_else(|| RolloutError::NotPinned(environment.into()))?;
+        publisher.record_pin(environment, None);
+        let fleet = self.fleet.clone();
+        let env = fleet.as_ref().and_then(|f| f.environment(environment));
+        let head = self.envs.get(environment).map(|e| e.snapshot.commit.to_string());
+        if let (Some(fleet), Some(env), Some(head)) = (&fleet, env, head)
+            && let Some(spec) = &env.rollout
+            && head != pinned
+        {
+            let clusters: Vec<&Cluster> = fleet.clusters.values().filter(|c| c.environment == environment).collect();
+            let from = clusters.iter().map(|c| (c.name.clone(), pinned.clone())).collect();
+            let next = Rollout::begin(environment, spec, &head, &clusters, from, 0, unix_ms());
+            publisher.record_rollout(&next);
+            self.rollouts.insert(environment.to_string(), next);
+        }
+        let short = rollout::short(&pinned);
+        publisher.hub().event("", "rollback", format!("{environment}: released from {short}"));
+        Ok(format!("{environment} released from {short}; its head reaches its clusters again"))
+    }
+
     /// Puts the rollouts into the published view, and their figures into the metrics.
     fn show_rollouts(&self, publisher: &Publisher) {
         let metrics = publisher.hub().metrics();
         metrics.rollouts_active.set(self.rollouts.values().filter(|r| r.is_active()).count() as i64);
         let held: usize = self.rollouts.values().filter(|r| r.phase != Phase::Complete).map(|r| r.held().count()).sum();
         metrics.rollout_clusters_held.set(held as i64);
-        publisher.update_view(|view| view.rollouts = self.rollouts.clone());
+        publisher.update_view(|view| {
+            view.rollouts = self.rollouts.clone();
+            view.pins = self.pins.clone();
+        });
     }
 
     fn load_fleet(&mut self, branches: &BTreeMap<String, ObjectId>) -> Result<Arc<Fleet>, SyncError> {

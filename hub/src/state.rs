@@ -15,19 +15,19 @@ use crate::assignments::AssignmentTable;
 use crate::connections::ConnectionTable;
 use crate::metrics::HubMetrics;
 use crate::registry::{Registry, RegistryConfig};
-use crate::rollout::{Action, Rollout, RolloutError};
+use crate::rollout::{Command, Rollout, RolloutError};
 use crate::store::{MemoryStore, Store, StoreError, StoreEvent, StoreWriter};
 use crate::view::FleetView;
 
 /// Fleet events kept for watchers that read slowly.
 const EVENT_BACKLOG: usize = 1024;
 /// Rollout actions waiting for the source loop.
-const ROLLOUT_REQUESTS: usize = 16;
+const ENVIRONMENT_REQUESTS: usize = 16;
 
 /// Why a rollout action was not carried out.
 #[derive(Debug, thiserror::Error)]
 pub enum RolloutActionError {
-    #[error("this hub reads no repository (--repo), so it runs no rollouts")]
+    #[error("this hub reads no repository (--repo), so it runs no rollouts or rollbacks")]
     NoSource,
     #[error(transparent)]
     Refused(RolloutError),
@@ -53,14 +53,15 @@ pub struct Hub {
     /// waits for what is queued.
     writer: StoreWriter,
     /// People's rollout actions, answered by the source loop (the [`Publisher`]'s owner).
-    rollout_requests: mpsc::Sender<RolloutRequest>,
+    environment_requests: mpsc::Sender<EnvironmentRequest>,
 }
 
-/// A rollout action for the source loop to carry out, with where to send the answer.
+/// A person's command on an environment for the source loop to carry out, with where to send
+/// the answer.
 #[derive(Debug)]
-pub struct RolloutRequest {
+pub struct EnvironmentRequest {
     pub environment: String,
-    pub action: Action,
+    pub command: Command,
     pub reply: oneshot::Sender<Result<String, RolloutError>>,
 }
 
@@ -70,7 +71,7 @@ pub struct RolloutRequest {
 pub struct Publisher {
     hub: Arc<Hub>,
     /// Only the source loop reads it (the lock is never contended).
-    requests: tokio::sync::Mutex<mpsc::Receiver<RolloutRequest>>,
+    requests: tokio::sync::Mutex<mpsc::Receiver<EnvironmentRequest>>,
 }
 
 impl Hub {
@@ -79,9 +80,9 @@ impl Hub {
     /// task). Returns the shared hub and its one [`Publisher`].
     pub fn new(store: Arc<dyn Store>, registry: RegistryConfig) -> Result<(Arc<Hub>, Publisher), StoreError> {
         let (writer, _task) = StoreWriter::spawn(store.clone());
-        let (rollout_requests, requests) = mpsc::channel(ROLLOUT_REQUESTS);
+        let (environment_requests, requests) = mpsc::channel(ENVIRONMENT_REQUESTS);
         let hub = Hub {
-            rollout_requests,
+            environment_requests,
             connections: ConnectionTable::default(),
             assignments: AssignmentTable::default(),
             view: RwLock::default(),
@@ -139,11 +140,11 @@ impl Hub {
         self.refresh.notify_one();
     }
 
-    /// Asks the source loop to carry out a rollout action; returns what it did.
-    pub async fn rollout_action(&self, environment: &str, action: Action) -> Result<String, RolloutActionError> {
+    /// Asks the source loop to carry out `command` on `environment`; returns what it did.
+    pub async fn command(&self, environment: &str, command: Command) -> Result<String, RolloutActionError> {
         let (reply, answer) = oneshot::channel();
-        let request = RolloutRequest { environment: environment.to_string(), action, reply };
-        self.rollout_requests.send(request).await.map_err(|_| RolloutActionError::NoSource)?;
+        let request = EnvironmentRequest { environment: environment.to_string(), command, reply };
+        self.environment_requests.send(request).await.map_err(|_| RolloutActionError::NoSource)?;
         answer.await.map_err(|_| RolloutActionError::NoSource)?.map_err(RolloutActionError::Refused)
     }
 
@@ -241,8 +242,19 @@ impl Publisher {
     }
 
     /// The next rollout action people asked for.
-    pub async fn next_request(&self) -> Option<RolloutRequest> {
+    pub async fn next_request(&self) -> Option<EnvironmentRequest> {
         self.requests.lock().await.recv().await
+    }
+
+    /// Keeps (or with `None` lifts) an environment's pin in the store.
+    pub fn record_pin(&self, environment: &str, commit: Option<&str>) {
+        let (environment, commit) = (environment.to_string(), commit.map(str::to_string));
+        self.hub.writer.record(StoreEvent::Pin { environment, commit });
+    }
+
+    /// Records `event` in `cluster`'s history (and tells watchers).
+    pub fn note(&self, cluster: &str, event: &str, revision: &str, detail: &str) {
+        self.hub.history(cluster, event, revision, "", detail);
     }
 
     /// Keeps `rollout` in the store (replacing the environment's previous one).

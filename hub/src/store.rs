@@ -25,6 +25,8 @@ const REGISTRATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("regist
 const REVOCATIONS: TableDefinition<&str, i64> = TableDefinition::new("revocations");
 /// Environment → its latest rollout (JSON).
 const ROLLOUTS: TableDefinition<&str, &str> = TableDefinition::new("rollouts");
+/// Environment → the commit a rollback pinned it at.
+const PINS: TableDefinition<&str, &str> = TableDefinition::new("pins");
 /// History entries kept per cluster in memory.
 const MEMORY_HISTORY: usize = 1000;
 
@@ -105,6 +107,11 @@ pub enum StoreEvent {
         environment: String,
         state: String,
     },
+    /// An environment pinned at a commit by a rollback; `None` releases it.
+    Pin {
+        environment: String,
+        commit: Option<String>,
+    },
 }
 
 /// Durable hub state. Implementations are blocking; call them from `spawn_blocking` or the
@@ -131,6 +138,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn revocations(&self) -> Result<Vec<(String, i64)>>;
     /// Every environment's latest rollout (JSON).
     fn rollouts(&self) -> Result<Vec<(String, String)>>;
+    /// Every pinned environment and its commit.
+    fn pins(&self) -> Result<Vec<(String, String)>>;
 }
 
 /// The embedded store (redb), one file in the data directory.
@@ -153,6 +162,7 @@ impl RedbStore {
         txn.open_table(REGISTRATIONS).map_err(db)?;
         txn.open_table(REVOCATIONS).map_err(db)?;
         txn.open_table(ROLLOUTS).map_err(db)?;
+        txn.open_table(PINS).map_err(db)?;
         let last = {
             let history = txn.open_table(HISTORY).map_err(db)?;
             let mut last = 0;
@@ -174,6 +184,7 @@ impl Store for RedbStore {
             let mut reports = txn.open_table(REPORTS).map_err(db)?;
             let mut history = txn.open_table(HISTORY).map_err(db)?;
             let mut rollouts = txn.open_table(ROLLOUTS).map_err(db)?;
+            let mut pins = txn.open_table(PINS).map_err(db)?;
             let mut seq = self.next_seq.lock().expect("seq lock");
             for event in events {
                 match event {
@@ -186,6 +197,12 @@ impl Store for RedbStore {
                     }
                     StoreEvent::Rollout { environment, state } => {
                         rollouts.insert(environment.as_str(), state.as_str()).map_err(db)?;
+                    }
+                    StoreEvent::Pin { environment, commit: Some(commit) } => {
+                        pins.insert(environment.as_str(), commit.as_str()).map_err(db)?;
+                    }
+                    StoreEvent::Pin { environment, commit: None } => {
+                        pins.remove(environment.as_str()).map_err(db)?;
                     }
                 }
             }
@@ -280,8 +297,19 @@ impl Store for RedbStore {
     }
 
     fn rollouts(&self) -> Result<Vec<(String, String)>> {
+        self.strings(ROLLOUTS)
+    }
+
+    fn pins(&self) -> Result<Vec<(String, String)>> {
+        self.strings(PINS)
+    }
+}
+
+impl RedbStore {
+    /// Every row of a string → string table.
+    fn strings(&self, table: TableDefinition<&str, &str>) -> Result<Vec<(String, String)>> {
         let txn = self.db.begin_read().map_err(db)?;
-        let table = txn.open_table(ROLLOUTS).map_err(db)?;
+        let table = txn.open_table(table).map_err(db)?;
         let mut out = Vec::new();
         for row in table.iter().map_err(db)? {
             let (key, value) = row.map_err(db)?;
@@ -300,6 +328,7 @@ pub struct MemoryStore {
     registrations: Mutex<BTreeMap<String, Registration>>,
     revocations: Mutex<BTreeMap<String, i64>>,
     rollouts: Mutex<BTreeMap<String, String>>,
+    pins: Mutex<BTreeMap<String, String>>,
 }
 
 impl Store for MemoryStore {
@@ -311,6 +340,13 @@ impl Store for MemoryStore {
                 }
                 StoreEvent::Rollout { environment, state } => {
                     self.rollouts.lock().expect("rollouts lock").insert(environment.clone(), state.clone());
+                }
+                StoreEvent::Pin { environment, commit } => {
+                    let mut pins = self.pins.lock().expect("pins lock");
+                    match commit {
+                        Some(commit) => pins.insert(environment.clone(), commit.clone()),
+                        None => pins.remove(environment),
+                    };
                 }
                 StoreEvent::History { cluster, entry } => {
                     let mut history = self.history.lock().expect("history lock");
@@ -371,6 +407,10 @@ impl Store for MemoryStore {
 
     fn rollouts(&self) -> Result<Vec<(String, String)>> {
         Ok(self.rollouts.lock().expect("rollouts lock").iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+    }
+
+    fn pins(&self) -> Result<Vec<(String, String)>> {
+        Ok(self.pins.lock().expect("pins lock").iter().map(|(k, v)| (k.clone(), v.clone())).collect())
     }
 }
 
@@ -477,9 +517,13 @@ mod tests {
                 },
                 StoreEvent::Rollout { environment: "prod".into(), state: "{\"a\":1}".into() },
                 StoreEvent::Rollout { environment: "prod".into(), state: "{\"a\":2}".into() },
+                StoreEvent::Pin { environment: "prod".into(), commit: Some("c1".into()) },
+                StoreEvent::Pin { environment: "stage".into(), commit: Some("c2".into()) },
+                StoreEvent::Pin { environment: "stage".into(), commit: None },
             ])
             .unwrap();
         assert_eq!(store.rollouts().unwrap(), [("prod".to_string(), "{\"a\":2}".to_string())], "the latest rollout");
+        assert_eq!(store.pins().unwrap(), [("prod".to_string(), "c1".to_string())], "a released pin is gone");
         let history = store.history("eu-1", 10).unwrap();
         assert_eq!(history.iter().map(|h| h.event.as_str()).collect::<Vec<_>>(), ["applied", "assigned"]);
         assert_eq!(store.history("eu-1", 1).unwrap().len(), 1);

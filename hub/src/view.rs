@@ -64,6 +64,10 @@ pub struct FleetView {
     pub fleet: Option<Arc<Fleet>>,
     /// Each environment's latest rollout.
     pub rollouts: BTreeMap<String, Rollout>,
+    /// Environments pinned at a commit by a rollback.
+    pub pins: BTreeMap<String, String>,
+    /// Each environment against the one before it in promotion order.
+    pub lineage: BTreeMap<String, Lineage>,
     pub envs: HashMap<String, Arc<EnvironmentState>>,
     /// Branch → commit as last fetched.
     pub branches: BTreeMap<String, String>,
@@ -76,4 +80,13 @@ pub struct FleetView {
     pub published: usize,
     pub synced_at_ms: i64,
     pub fetch_failures: u32,
+}
+
+/// An environment's branch against the previous environment's, in promotion order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Lineage {
+    /// Commits the previous environment has that this one lacks.
+    pub behind: usize,
+    /// Commits only this environment has (hotfixes, merges): id and subject, newest first.
+    pub env_only: Vec<(String, String)>,
 }

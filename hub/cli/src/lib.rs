@@ -2,6 +2,8 @@
 //! certificate, and printing answers as tables or JSON.
 #![forbid(unsafe_code)]
 
+pub mod promote;
+
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -9,8 +11,8 @@ use std::time::Duration;
 use convoy_shared::model::ObjectRef;
 use convoy_shared::proto::fleet_service_client::FleetServiceClient;
 use convoy_shared::proto::{
-    ClusterInfo, DiffResponse, DriftResponse, EnvsResponse, FleetEvent, Health, HistoryResponse, RolloutInfo,
-    StatusResponse,
+    ClusterInfo, CommitInfo, DiffResponse, DriftResponse, EnvsResponse, FleetEvent, Health, HistoryResponse,
+    RolloutInfo, StatusResponse,
 };
 use convoy_shared::tls::{self, HubAddress};
 use serde::{Deserialize, Serialize};
@@ -439,10 +441,30 @@ pub fn envs_table(envs: &EnvsResponse) -> String {
                 e.clusters.to_string(),
                 e.applied.to_string(),
                 e.healthy.to_string(),
+                or_dash(short(&e.verified_commit)).to_string(),
+                e.behind.to_string(),
+                e.env_only.len().to_string(),
+                if e.pinned.is_empty() { "-".to_string() } else { format!("PINNED {}", short(&e.pinned)) },
             ]
         })
         .collect();
-    print_table(&["ENV", "BRANCH", "COMMIT", "CLUSTERS", "APPLIED", "HEALTHY"], &rows)
+    let header = ["ENV", "BRANCH", "COMMIT", "CLUSTERS", "APPLIED", "HEALTHY", "VERIFIED", "BEHIND", "ENV-ONLY", "PIN"];
+    let mut out = print_table(&header, &rows);
+    for e in envs.environments.iter().filter(|e| !e.env_only.is_empty()) {
+        out += &format!("{} has {} commit(s) the environment before it lacks:\n", e.name, e.env_only.len());
+        for c in &e.env_only {
+            out += &format!("  {} {}\n", short(&c.id), c.subject);
+        }
+    }
+    for e in envs.environments.iter().filter(|e| !e.pinned.is_empty()) {
+        out += &format!(
+            "{} is PINNED at {}: new commits wait for `convoy rollback {} --release`\n",
+            e.name,
+            short(&e.pinned),
+            e.name
+        );
+    }
+    out
 }
 
 /// `convoy diff` as text.
@@ -517,7 +539,23 @@ fn format_time(ms: i64) -> String {
 
 /// Whether every cluster of environment `from` runs `from`'s head cleanly and healthily —
 /// the gate before promoting `from` to `to`. Returns the reasons when it is not.
-pub fn promote_check(envs: &EnvsResponse, clusters: &[ClusterInfo], from: &str, to: &str) -> Result<String, String> {
+/// What `promote-check` and `promote` found: the commit of `from` that may go to `to`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Promotion {
+    pub commit: String,
+    pub message: String,
+}
+
+/// The gate `convoy promote-check` and `convoy promote` share: every cluster of `from` runs
+/// one commit applied and Healthy past its soak (the hub's verified commit), and `to` has no
+/// commits of its own that `from` lacks (unless `allow_divergent`).
+pub fn promote_check(
+    envs: &EnvsResponse,
+    clusters: &[ClusterInfo],
+    from: &str,
+    to: &str,
+    allow_divergent: bool,
+) -> Result<Promotion, String> {
     let position = |name: &str| envs.environments.iter().position(|e| e.name == name);
     let (Some(from_at), Some(to_at)) = (position(from), position(to)) else {
         let known: Vec<&str> = envs.environments.iter().map(|e| e.name.as_str()).collect();
@@ -544,11 +582,34 @@ pub fn promote_check(envs: &EnvsResponse, clusters: &[ClusterInfo], from: &str, 
             }
         })
         .collect();
-    if failing.is_empty() {
-        Ok(format!("ok: all {} clusters of '{from}' run its head and are healthy; '{to}' may take it", members.len()))
-    } else {
-        Err(format!("not ready to promote '{from}' to '{to}':\n  {}", failing.join("\n  ")))
+    if !failing.is_empty() {
+        return Err(format!("not ready to promote '{from}' to '{to}':\n  {}", failing.join("\n  ")));
     }
+    let (from_env, to_env) = (&envs.environments[from_at], &envs.environments[to_at]);
+    if from_env.verified_commit.is_empty() {
+        return Err(format!("not ready to promote '{from}' to '{to}': {}", from_env.unverified_reason));
+    }
+    if to_at == from_at + 1 && !to_env.env_only.is_empty() && !allow_divergent {
+        return Err(divergence(to, from, &to_env.env_only));
+    }
+    let commit = from_env.verified_commit.clone();
+    let message = format!(
+        "ok: all {} clusters of '{from}' run {} applied and healthy; '{to}' may take it",
+        members.len(),
+        short(&commit)
+    );
+    Ok(Promotion { commit, message })
+}
+
+/// Why a promotion is refused when `to` has commits of its own.
+pub fn divergence(to: &str, from: &str, commits: &[CommitInfo]) -> String {
+    let list: Vec<String> = commits.iter().map(|c| format!("{} {}", short(&c.id), c.subject)).collect();
+    format!(
+        "'{to}' has {} commit(s) '{from}' lacks; promoting would drop them. Bring them into '{from}' first, or pass \
+         --allow-divergent:\n  {}",
+        commits.len(),
+        list.join("\n  ")
+    )
 }
 
 /// Parses a `KEY=VALUE` label flag.
@@ -638,15 +699,26 @@ mod tests {
 
     #[test]
     fn promote_check_needs_every_cluster_applied_and_healthy_in_order() {
-        let envs = EnvsResponse { environments: vec![env("dev"), env("stage"), env("prod")] };
+        let mut stage = env("stage");
+        stage.verified_commit = "c0ffee00".into();
+        let mut envs = EnvsResponse { environments: vec![env("dev"), stage, env("prod")] };
         let ok = [member("s1", "stage", true, Health::Healthy), member("p1", "prod", false, Health::Degraded)];
-        assert!(promote_check(&envs, &ok, "stage", "prod").is_ok());
-        assert!(promote_check(&envs, &ok, "prod", "stage").unwrap_err().contains("does not come before"));
+        assert_eq!(promote_check(&envs, &ok, "stage", "prod", false).unwrap().commit, "c0ffee00");
+        assert!(promote_check(&envs, &ok, "prod", "stage", false).unwrap_err().contains("does not come before"));
         let lagging = [member("s1", "stage", false, Health::Healthy), member("s2", "stage", true, Health::Degraded)];
-        let err = promote_check(&envs, &lagging, "stage", "prod").unwrap_err();
+        let err = promote_check(&envs, &lagging, "stage", "prod", false).unwrap_err();
         assert!(err.contains("s1: has not applied") && err.contains("s2: Degraded"), "{err}");
-        assert!(promote_check(&envs, &[], "dev", "stage").unwrap_err().contains("no clusters"));
-        assert!(promote_check(&envs, &ok, "qa", "prod").unwrap_err().contains("unknown environment"));
+        assert!(promote_check(&envs, &[], "dev", "stage", false).unwrap_err().contains("no clusters"));
+        assert!(promote_check(&envs, &ok, "qa", "prod", false).unwrap_err().contains("unknown environment"));
+        // prod has a hotfix stage lacks: refused unless the user allows it.
+        envs.environments[2].env_only = vec![CommitInfo { id: "beefbeef99".into(), subject: "hotfix".into() }];
+        let err = promote_check(&envs, &ok, "stage", "prod", false).unwrap_err();
+        assert!(err.contains("beefbeef hotfix") && err.contains("--allow-divergent"), "{err}");
+        assert!(promote_check(&envs, &ok, "stage", "prod", true).is_ok());
+        // Soaking (or a rollout still going) is no verified commit.
+        envs.environments[1].verified_commit.clear();
+        envs.environments[1].unverified_reason = "c0ffee00 soaks for 30 s more".into();
+        assert!(promote_check(&envs, &ok, "stage", "prod", true).unwrap_err().contains("soaks"));
     }
 
     #[test]

@@ -67,8 +67,44 @@ enum Command {
     Envs,
     /// What TO's clusters would get from FROM's head, per cluster.
     Diff { from: String, to: String },
-    /// Exit 0 only when every cluster of FROM is healthy at FROM's head (a merge-request check).
-    PromoteCheck { from: String, to: String },
+    /// Exit 0 only when FROM has a verified commit (every cluster applied and Healthy, past its
+    /// soak) and TO has no commits of its own: the gate `promote` uses (a merge-request check).
+    PromoteCheck {
+        from: String,
+        to: String,
+        /// Pass even when TO has commits FROM lacks.
+        #[arg(long)]
+        allow_divergent: bool,
+    },
+    /// Move TO's branch to exactly FROM's verified commit, pushing from this checkout with your
+    /// own Git credentials (the hub never writes to Git).
+    Promote {
+        from: String,
+        to: String,
+        /// Replace TO even when it has commits FROM lacks (they are listed first).
+        #[arg(long)]
+        allow_divergent: bool,
+        /// Clone of the fleet repository to push from (default: the one you are in).
+        #[arg(long, default_value = ".")]
+        repo: PathBuf,
+        /// Remote the hub reads.
+        #[arg(long, default_value = "origin")]
+        remote: String,
+        /// Say what would be pushed, push nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Pin ENV at an earlier revision it applied (default: the one before the current); new
+    /// commits on its branch wait until `--release` (admin).
+    Rollback {
+        environment: String,
+        /// The revision to go back to (a prefix is enough).
+        #[arg(long, conflicts_with = "release")]
+        to: Option<String>,
+        /// Lift the pin: the branch's head reaches the clusters again.
+        #[arg(long)]
+        release: bool,
+    },
     /// Follow fleet events as they happen (assigned, applied, connected…) until Ctrl-C.
     Watch,
     /// Make the hub fetch the repository now (admin).
@@ -229,12 +265,22 @@ async fn run(cli: Cli) -> Result<(), cli::CliError> {
             let reply = context()?.connect().await?.diff(request).await?.into_inner();
             print!("{}", cli::answer(cli.output, color, &reply, || cli::diff_text(&reply)));
         }
-        Command::PromoteCheck { from, to } => {
-            let mut client = context()?.connect().await?;
-            let envs = client.envs(EnvsRequest {}).await?.into_inner();
-            let clusters = client.list_clusters(ListClustersRequest {}).await?.into_inner().clusters;
-            let message = cli::promote_check(&envs, &clusters, &from, &to).map_err(cli::CliError::PromoteBlocked)?;
-            println!("{message}");
+        Command::PromoteCheck { from, to, allow_divergent } => {
+            let gate = promotion_gate(&context()?, &from, &to, allow_divergent).await?;
+            println!("{}", gate.message);
+        }
+        Command::Promote { from, to, allow_divergent, repo, remote, dry_run } => {
+            let gate = promotion_gate(&context()?, &from, &to, allow_divergent).await?;
+            let checkout = cli::promote::checkout(&repo, &remote);
+            let done = checkout
+                .promote(&from, &to, &gate.commit, allow_divergent, dry_run)
+                .map_err(|e| cli::CliError::PromoteBlocked(e.to_string()))?;
+            println!("{done}");
+        }
+        Command::Rollback { environment, to, release } => {
+            let request = RollbackRequest { environment, to_revision: to.unwrap_or_default(), release };
+            let reply = context()?.connect().await?.rollback(request).await?.into_inner();
+            print!("{}", cli::answer(cli.output, color, &reply, || format!("{}\n", reply.message)));
         }
         Command::Watch => {
             let mut events = context()?.connect().await?.watch(WatchRequest {}).await?.into_inner();
@@ -282,4 +328,17 @@ async fn run(cli: Cli) -> Result<(), cli::CliError> {
         }
     }
     Ok(())
+}
+
+/// The hub's answer to "may FROM go to TO", from its environments and clusters.
+async fn promotion_gate(
+    context: &Context,
+    from: &str,
+    to: &str,
+    allow_divergent: bool,
+) -> Result<cli::Promotion, cli::CliError> {
+    let mut client = context.connect().await?;
+    let envs = client.envs(EnvsRequest {}).await?.into_inner();
+    let clusters = client.list_clusters(ListClustersRequest {}).await?.into_inner().clusters;
+    cli::promote_check(&envs, &clusters, from, to, allow_divergent).map_err(cli::CliError::PromoteBlocked)
 }

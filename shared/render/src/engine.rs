@@ -263,14 +263,14 @@ impl Engine<'_> {
         for entry in k.patches_strategic_merge.iter().flatten() {
             let inline = entry.contains('\n') || entry.trim_start().starts_with('{');
             let loaded = if inline {
-                patch::load(self.src, self.cache, dir, kfile, None, Some(entry))?
+                patch::load(self.src, self.cache, dir, kfile, None, Some(entry), true)?
             } else {
-                patch::load(self.src, self.cache, dir, kfile, Some(entry), None)?
+                patch::load(self.src, self.cache, dir, kfile, Some(entry), None, true)?
             };
             patch::apply(acc, &loaded, None, None)?;
         }
         for p in k.patches.iter().flatten() {
-            let loaded = patch::load(self.src, self.cache, dir, kfile, p.path.as_deref(), p.patch.as_deref())?;
+            let loaded = patch::load(self.src, self.cache, dir, kfile, p.path.as_deref(), p.patch.as_deref(), false)?;
             let target = p.target.as_ref().map(|t| Target::compile(kfile, t)).transpose()?;
             patch::apply(acc, &loaded, target.as_ref(), p.options.as_ref())?;
         }
@@ -300,7 +300,7 @@ impl Engine<'_> {
             let Some(t) = &p.target else {
                 return Err(RenderError::invalid(kfile, "a patchesJson6902 entry needs a target"));
             };
-            let loaded = patch::load(self.src, self.cache, dir, kfile, p.path.as_deref(), p.patch.as_deref())?;
+            let loaded = patch::load(self.src, self.cache, dir, kfile, p.path.as_deref(), p.patch.as_deref(), false)?;
             let target = Target::compile(kfile, t)?;
             patch::apply(acc, &loaded, Some(&target), p.options.as_ref())?;
         }

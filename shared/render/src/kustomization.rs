@@ -157,7 +157,7 @@ pub(crate) struct SortOptions {
 impl Kustomization {
     /// Parses a kustomization file; `component` says whether a Component is expected.
     pub fn parse(path: &Path, text: &str, cache: &super::yaml::DocCache) -> Result<Kustomization> {
-        let value = super::yaml::parse_one(path, text, cache)?;
+        let value = super::yaml::parse_one(path, text, cache, super::yaml::Schema::Config)?;
         if value.is_null() {
             return Ok(Kustomization::default());
         }

@@ -35,6 +35,7 @@ pub(crate) fn load(
     kfile: &Arc<PathBuf>,
     path: Option<&str>,
     inline: Option<&str>,
+    as_resource: bool,
 ) -> Result<LoadedPatch> {
     let (text, origin) = match (path, inline) {
         (Some(_), Some(_)) => {
@@ -66,7 +67,13 @@ pub(crate) fn load(
         let mut maps = Vec::with_capacity(docs.len());
         for d in docs.iter() {
             match d {
-                Value::Object(m) => maps.push(m.clone()),
+                Value::Object(m) => {
+                    let mut m = m.clone();
+                    if as_resource && let Some(Value::Object(md)) = m.get_mut("metadata") {
+                        as_resource_metadata(md);
+                    }
+                    maps.push(m)
+                }
                 _ => {
                     return Err(RenderError::invalid(&origin, "a strategic merge patch must be a YAML mapping"));
                 }
@@ -75,6 +82,27 @@ pub(crate) fn load(
         PatchBody::Strategic(maps)
     };
     Ok(LoadedPatch { body, origin })
+}
+
+/// kustomize loads a `patchesStrategicMerge` entry as a resource, which reads its labels
+/// and annotations as string maps: a null map is dropped (it leaves the target's alone)
+/// and values become strings (`null` becomes `"null"`).
+fn as_resource_metadata(md: &mut Map<String, Value>) {
+    for key in ["labels", "annotations"] {
+        match md.get_mut(key) {
+            Some(Value::Null) => {
+                md.remove(key);
+            }
+            Some(Value::Object(m)) => {
+                for v in m.values_mut() {
+                    if !v.is_string() {
+                        *v = Value::String(if v.is_null() { "null".into() } else { v.to_string() });
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 /// A compiled patch target.

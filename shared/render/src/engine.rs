@@ -7,18 +7,27 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::kustomization::{FILE_NAMES, Kustomization};
+use super::config::TransformerConfig;
+use super::kustomization::{FILE_NAMES, Kustomization, VarSpec};
 use super::patch::{self, Target};
 use super::resource::{self, Behavior, Resource};
 use super::source::{self, EntryKind, Source};
 use super::transform::{self, ImageRule, LabelScope};
 use super::yaml::DocCache;
-use super::{RenderError, Result, generate, nameref};
+use super::{RenderError, Result, config, generate, nameref, plugins, replace, vars};
 
-struct Engine<'a> {
-    src: &'a dyn Source,
-    cache: &'a DocCache,
+pub(crate) struct Engine<'a> {
+    pub src: &'a dyn Source,
+    pub cache: &'a DocCache,
     stack: Vec<PathBuf>,
+}
+
+/// What flows up from a kustomization besides its objects: transformer configurations
+/// and vars (kustomize's accumulator).
+#[derive(Default)]
+pub(crate) struct Scope {
+    pub config: TransformerConfig,
+    pub vars: Vec<VarSpec>,
 }
 
 /// Renders the kustomization in the repository-relative directory `dir`.
@@ -32,19 +41,44 @@ pub(crate) fn render(src: &dyn Source, cache: &DocCache, dir: &Path) -> Result<V
     }
     let (kfile, k) = eng.load_kustomization(dir)?;
     let mut acc = Vec::new();
-    eng.accumulate(dir, &kfile, &k, &mut acc)?;
+    let mut scope = Scope::default();
+    eng.accumulate(dir, &kfile, &k, &mut acc, &mut scope)?;
     for r in acc.iter_mut().filter(|r| r.needs_hash) {
         r.store_prev();
         let hash = generate::name_hash(&r.obj);
         let name = format!("{}-{hash}", r.name());
         r.set_name(&name);
     }
-    nameref::fix_references(&mut acc)?;
+    nameref::fix_references(&mut acc, &scope.config.name_reference)?;
+    if !scope.vars.is_empty() {
+        let mut specs = config::default_var_reference();
+        specs.extend(scope.config.var_reference.iter().cloned());
+        vars::resolve(&kfile, &mut acc, &scope.vars, &specs)?;
+    }
+    for r in acc.iter_mut() {
+        stringify_annotations(r);
+    }
     let fifo = k.sort_options.as_ref().and_then(|s| s.order.as_deref()).is_some_and(|o| o == "fifo");
     if !fifo {
         resource::legacy_sort(&mut acc);
     }
     Ok(acc.into_iter().map(|r| Value::Object(r.obj)).collect())
+}
+
+/// kustomize writes annotations back as a string map at the end of a build, so every
+/// annotation value comes out a string (`null` as `"null"`).
+fn stringify_annotations(r: &mut Resource) {
+    let Some(Value::Object(md)) = r.obj.get_mut("metadata") else { return };
+    let Some(Value::Object(a)) = md.get_mut("annotations") else { return };
+    for v in a.values_mut() {
+        let text = match &*v {
+            Value::String(_) => continue,
+            Value::Null => "null".to_string(),
+            Value::Number(n) => super::yaml::number_text(n),
+            other => other.to_string(),
+        };
+        *v = Value::String(text);
+    }
 }
 
 fn looks_remote(entry: &str) -> bool {
@@ -112,12 +146,13 @@ impl Engine<'_> {
         }
     }
 
-    fn accumulate(
+    pub fn accumulate(
         &mut self,
         dir: &Path,
         kfile: &Arc<PathBuf>,
         k: &Kustomization,
         acc: &mut Vec<Resource>,
+        scope: &mut Scope,
     ) -> Result<()> {
         if self.stack.iter().any(|d| d == dir) {
             let chain: Vec<String> =
@@ -125,7 +160,7 @@ impl Engine<'_> {
             return Err(RenderError::Cycle { path: kfile.to_path_buf(), chain: chain.join(" -> ") });
         }
         self.stack.push(dir.to_path_buf());
-        let out = self.accumulate_inner(dir, kfile, k, acc);
+        let out = self.accumulate_inner(dir, kfile, k, acc, scope);
         self.stack.pop();
         out
     }
@@ -136,6 +171,7 @@ impl Engine<'_> {
         kfile: &Arc<PathBuf>,
         k: &Kustomization,
         acc: &mut Vec<Resource>,
+        scope: &mut Scope,
     ) -> Result<()> {
         let entries = k.bases.iter().flatten().chain(k.resources.iter().flatten());
         for entry in entries {
@@ -151,14 +187,30 @@ impl Engine<'_> {
                         ));
                     }
                     let mut sub_acc = Vec::new();
-                    self.accumulate(&path, &sub_file, &sub, &mut sub_acc)?;
+                    let mut sub_scope = Scope::default();
+                    self.accumulate(&path, &sub_file, &sub, &mut sub_acc, &mut sub_scope)?;
                     for r in sub_acc {
                         append(acc, r, kfile)?;
+                    }
+                    scope.config.merge(&sub_scope.config);
+                    for v in &sub_scope.vars {
+                        vars::add(kfile, &mut scope.vars, v)?;
                     }
                 }
             }
         }
+        for entry in k.configurations.iter().flatten() {
+            let (file, docs) = self.read_docs(dir, kfile, entry, super::yaml::Schema::Config)?;
+            for doc in docs.iter() {
+                scope.config.merge(&TransformerConfig::parse(&file, doc)?);
+            }
+        }
         self.run_generators(dir, kfile, k, acc)?;
+        for entry in k.generators.iter().flatten() {
+            for (file, cfg) in self.plugin_configs(dir, kfile, entry)? {
+                plugins::generate(self, dir, &file, &cfg, acc)?;
+            }
+        }
         // Components run after this kustomization's generators, before its transformers.
         for entry in k.components.iter().flatten() {
             let (path, kind) = self.resolve(dir, entry, kfile)?;
@@ -175,9 +227,56 @@ impl Engine<'_> {
                     "listed under 'components:' but is not 'kind: Component'; set kind: Component and apiVersion: kustomize.config.k8s.io/v1alpha1",
                 ));
             }
-            self.accumulate(&path, &comp_file, &comp, acc)?;
+            self.accumulate(&path, &comp_file, &comp, acc, scope)?;
         }
-        self.run_transformers(dir, kfile, k, acc)
+        self.run_transformers(dir, kfile, k, acc, scope)?;
+        if let Some(vs) = &k.vars {
+            vars::declare(kfile, acc, vs, &mut scope.vars)?;
+        }
+        Ok(())
+    }
+
+    /// Reads a file a kustomization names (in or below its directory) as YAML documents.
+    pub fn read_docs(
+        &self,
+        dir: &Path,
+        kfile: &Path,
+        entry: &str,
+        schema: super::yaml::Schema,
+    ) -> Result<(PathBuf, Arc<Vec<Value>>)> {
+        let file = source::normalize(dir, entry)
+            .ok_or_else(|| RenderError::PathEscape { path: entry.to_string(), from: kfile.to_path_buf() })?;
+        source::check_within(dir, &file, entry, kfile)?;
+        if self.src.kind(&file)? != Some(EntryKind::File) {
+            return Err(RenderError::Missing { path: file, from: kfile.to_path_buf() });
+        }
+        let text = String::from_utf8(self.src.read(&file)?)
+            .map_err(|_| RenderError::invalid(&file, "file is not valid UTF-8"))?;
+        let docs = self.cache.parse_as(&file, &text, schema)?;
+        Ok((file, docs))
+    }
+
+    /// The plugin configuration objects a `transformers:` or `generators:` entry gives:
+    /// inline YAML, a file, or a kustomization directory whose output are the configs.
+    fn plugin_configs(&mut self, dir: &Path, kfile: &Arc<PathBuf>, entry: &str) -> Result<Vec<(PathBuf, Value)>> {
+        if entry.contains('\n') || entry.trim_start().starts_with('{') {
+            let docs = self.cache.parse(kfile, entry)?;
+            return Ok(docs.iter().map(|d| (kfile.to_path_buf(), d.clone())).collect());
+        }
+        let (path, kind) = self.resolve(dir, entry, kfile)?;
+        match kind {
+            EntryKind::File => {
+                let (file, docs) = self.read_docs(dir, kfile, entry, super::yaml::Schema::Resource)?;
+                Ok(docs.iter().map(|d| (file.clone(), d.clone())).collect())
+            }
+            EntryKind::Dir => {
+                let (sub_file, sub) = self.load_kustomization(&path)?;
+                let mut sub_acc = Vec::new();
+                let mut sub_scope = Scope::default();
+                self.accumulate(&path, &sub_file, &sub, &mut sub_acc, &mut sub_scope)?;
+                Ok(sub_acc.into_iter().map(|r| (r.file.to_path_buf(), Value::Object(r.obj))).collect())
+            }
+        }
     }
 
     fn load_file(&self, path: &Path, acc: &mut Vec<Resource>) -> Result<()> {
@@ -254,12 +353,14 @@ impl Engine<'_> {
     }
 
     fn run_transformers(
-        &self,
+        &mut self,
         dir: &Path,
         kfile: &Arc<PathBuf>,
         k: &Kustomization,
         acc: &mut Vec<Resource>,
+        scope: &Scope,
     ) -> Result<()> {
+        let cfg = &scope.config;
         for entry in k.patches_strategic_merge.iter().flatten() {
             let inline = entry.contains('\n') || entry.trim_start().starts_with('{');
             let loaded = if inline {
@@ -276,25 +377,37 @@ impl Engine<'_> {
         }
         if let Some(ns) = k.namespace.as_deref().filter(|n| !n.is_empty()) {
             transform::set_namespace(acc, ns, kfile)?;
+            transform::set_string_at(acc, &cfg.namespace, ns);
         }
         if let Some(prefix) = k.name_prefix.as_deref().filter(|p| !p.is_empty()) {
             transform::add_prefix(acc, prefix);
+            transform::affix_at(acc, &cfg.name_prefix, prefix, "");
         }
         if let Some(suffix) = k.name_suffix.as_deref().filter(|p| !p.is_empty()) {
             transform::add_suffix(acc, suffix);
+            transform::affix_at(acc, &cfg.name_suffix, "", suffix);
         }
         for l in k.labels.iter().flatten() {
             if let Some(pairs) = &l.pairs {
                 let scope = LabelScope { selectors: l.include_selectors, templates: l.include_templates };
                 transform::add_labels(acc, pairs, &scope);
+                if l.include_selectors {
+                    transform::add_pairs_at(acc, &cfg.common_labels, pairs);
+                } else if l.include_templates {
+                    transform::add_pairs_at(acc, &cfg.template_labels, pairs);
+                }
+                let fields = config::FieldSpec::parse_list(kfile, l.fields.as_ref())?;
+                transform::add_pairs_at(acc, &fields, pairs);
             }
         }
         if let Some(pairs) = &k.common_labels {
             let scope = LabelScope { selectors: true, templates: true };
             transform::add_labels(acc, pairs, &scope);
+            transform::add_pairs_at(acc, &cfg.common_labels, pairs);
         }
         if let Some(pairs) = &k.common_annotations {
             transform::add_annotations(acc, pairs);
+            transform::add_pairs_at(acc, &cfg.common_annotations, pairs);
         }
         for p in k.patches_json6902.iter().flatten() {
             let Some(t) = &p.target else {
@@ -306,17 +419,31 @@ impl Engine<'_> {
         }
         if let Some(replicas) = k.replicas.as_ref().filter(|r| !r.is_empty()) {
             transform::set_replicas(acc, replicas, kfile)?;
+            transform::replicas_at(acc, &cfg.replicas, replicas);
         }
         if let Some(images) = k.images.as_ref().filter(|i| !i.is_empty()) {
             let rules: Vec<ImageRule> = images.iter().map(ImageRule::new).collect();
             transform::set_images(acc, &rules);
+            transform::images_at(acc, &cfg.images, &rules);
+        }
+        if let Some(entries) = k.replacements.as_ref().filter(|r| !r.is_empty()) {
+            let reps = replace::compile(kfile, entries, |p| {
+                let (file, docs) = self.read_docs(dir, kfile, p, super::yaml::Schema::Resource)?;
+                Ok((file, docs.to_vec()))
+            })?;
+            replace::apply(kfile, acc, &reps)?;
+        }
+        for entry in k.transformers.iter().flatten() {
+            for (file, cfg) in self.plugin_configs(dir, kfile, entry)? {
+                plugins::transform(self, dir, &file, &cfg, acc)?;
+            }
         }
         Ok(())
     }
 }
 
 /// Adds a generated object, or merges/replaces an existing one as its behavior says.
-fn append_replace_or_merge(acc: &mut Vec<Resource>, mut r: Resource, kfile: &Path) -> Result<()> {
+pub(crate) fn append_replace_or_merge(acc: &mut Vec<Resource>, mut r: Resource, kfile: &Path) -> Result<()> {
     let gvk = r.gvk();
     let name = r.name().to_string();
     let ns = r.namespace().to_string();

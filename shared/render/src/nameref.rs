@@ -5,6 +5,7 @@
 
 use serde_json::{Map, Value};
 
+use super::config::{NameRef, split_path};
 use super::resource::{PrevId, Resource, effective_ns, is_cluster_scoped};
 use super::{RenderError, Result};
 
@@ -107,6 +108,7 @@ const OTHER_REFS: [RefSpec; 21] = [
 
 /// What the fix-up needs to know about each object, frozen before any rewrite.
 struct Info {
+    group: String,
     kind: String,
     name: String,
     namespace: String,
@@ -116,10 +118,11 @@ struct Info {
 }
 
 /// Rewrites references to renamed objects in all resources.
-pub(crate) fn fix_references(rs: &mut [Resource]) -> Result<()> {
+pub(crate) fn fix_references(rs: &mut [Resource], custom: &[NameRef]) -> Result<()> {
     let infos: Vec<Info> = rs
         .iter()
         .map(|r| Info {
+            group: r.gvk().group,
             kind: r.kind().to_string(),
             name: r.name().to_string(),
             namespace: r.namespace().to_string(),
@@ -133,6 +136,7 @@ pub(crate) fn fix_references(rs: &mut [Resource]) -> Result<()> {
     }
     for (idx, res) in rs.iter_mut().enumerate() {
         let kind = res.kind().to_string();
+        let gvk = res.gvk();
         let referrer = &infos[idx];
         let mut root = Value::Object(std::mem::take(&mut res.obj));
         let mut outcome = Ok(());
@@ -145,6 +149,13 @@ pub(crate) fn fix_references(rs: &mut [Resource]) -> Result<()> {
         }
         for spec in OTHER_REFS.iter().filter(|s| s.referrers.contains(&kind.as_str())) {
             outcome = outcome.and(fix_at(&mut root, spec.path, spec, referrer, &infos));
+        }
+        if !custom.is_empty() {
+            for nr in custom {
+                for fs in nr.fields.iter().filter(|f| f.selects(&gvk)) {
+                    outcome = outcome.and(fix_custom(&mut root, nr, &fs.path, referrer, &infos));
+                }
+            }
         }
         if let Value::Object(m) = root {
             res.obj = m;
@@ -187,6 +198,71 @@ fn fix_at(
         }
     });
     result
+}
+
+/// Fixes references at a field spec from `configurations:`: the field holds a name, a
+/// list of names, or a map with `name` (and `namespace`).
+fn fix_custom(
+    root: &mut Value,
+    nr: &NameRef,
+    path: &str,
+    referrer: &Info,
+    infos: &[Info],
+) -> std::result::Result<(), String> {
+    let segs = split_path(path);
+    let Some((field, parent)) = segs.split_last() else { return Ok(()) };
+    let field = field.trim_end_matches("[]").to_string();
+    let parent: Vec<&str> = parent.iter().map(|s| s.trim_end_matches("[]")).collect();
+    let mut result = Ok(());
+    let group_ok = |i: &Info| nr.group.as_deref().is_none_or(|g| g == i.group);
+    let mut pick = |old: &str, ns: Option<&str>| -> Option<usize> {
+        match select(infos, &nr.kind, old, ns, referrer) {
+            Ok(Some(i)) if group_ok(&infos[i]) => Some(i),
+            Ok(_) => None,
+            Err(e) => {
+                result = Err(e);
+                None
+            }
+        }
+    };
+    visit_maps(root, &parent, &mut |m| match m.get_mut(&field) {
+        Some(Value::String(old)) => {
+            if let Some(i) = pick(old, None) {
+                *old = infos[i].name.clone();
+            }
+        }
+        Some(Value::Array(items)) => {
+            for item in items.iter_mut() {
+                match item {
+                    Value::String(old) => {
+                        if let Some(i) = pick(old, None) {
+                            *old = infos[i].name.clone();
+                        }
+                    }
+                    Value::Object(o) => fix_named_map(o, &mut pick, infos),
+                    _ => {}
+                }
+            }
+        }
+        Some(Value::Object(o)) => fix_named_map(o, &mut pick, infos),
+        _ => {}
+    });
+    result
+}
+
+fn fix_named_map(
+    o: &mut Map<String, Value>,
+    pick: &mut dyn FnMut(&str, Option<&str>) -> Option<usize>,
+    infos: &[Info],
+) {
+    let Some(old) = o.get("name").and_then(Value::as_str).map(str::to_string) else { return };
+    let ns = o.get("namespace").and_then(Value::as_str).map(str::to_string);
+    if let Some(i) = pick(&old, ns.as_deref()) {
+        o.insert("name".into(), Value::String(infos[i].name.clone()));
+        if ns.is_some() && !infos[i].namespace.is_empty() {
+            o.insert("namespace".into(), Value::String(infos[i].namespace.clone()));
+        }
+    }
 }
 
 fn visit_maps(v: &mut Value, segs: &[&str], f: &mut dyn FnMut(&mut Map<String, Value>)) {

@@ -31,6 +31,8 @@ pub(crate) struct Resource {
     pub suffixes: Vec<String>,
     pub needs_hash: bool,
     pub behavior: Behavior,
+    /// Names of the vars that read this object.
+    pub ref_vars: Vec<String>,
     /// File the object came from (for error messages).
     pub file: Arc<PathBuf>,
 }
@@ -130,6 +132,7 @@ impl Resource {
             suffixes: Vec::new(),
             needs_hash: false,
             behavior: Behavior::Create,
+            ref_vars: Vec::new(),
             file,
         }
     }

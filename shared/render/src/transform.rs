@@ -5,6 +5,7 @@ use std::path::Path;
 
 use serde_json::{Map, Value};
 
+use super::config::{FieldSpec as ConfigFieldSpec, apply_field_specs};
 use super::kustomization::{ImageSpec, ReplicaSpec, scalar_string};
 use super::resource::{Resource, is_cluster_scoped};
 use super::{RenderError, Result};
@@ -240,7 +241,12 @@ fn skips_name_change(r: &Resource) -> bool {
 
 /// Prepends `prefix` to every name kustomize renames.
 pub(crate) fn add_prefix(rs: &mut [Resource], prefix: &str) {
-    for r in rs.iter_mut().filter(|r| !skips_name_change(r)) {
+    add_prefix_where(rs, prefix, &|_| true);
+}
+
+/// Prepends `prefix` to the names of the objects `pick` selects.
+pub(crate) fn add_prefix_where(rs: &mut [Resource], prefix: &str, pick: &dyn Fn(&Resource) -> bool) {
+    for r in rs.iter_mut().filter(|r| !skips_name_change(r) && pick(r)) {
         r.store_prev();
         let name = format!("{prefix}{}", r.name());
         r.set_name(&name);
@@ -250,7 +256,12 @@ pub(crate) fn add_prefix(rs: &mut [Resource], prefix: &str) {
 
 /// Appends `suffix` to every name kustomize renames.
 pub(crate) fn add_suffix(rs: &mut [Resource], suffix: &str) {
-    for r in rs.iter_mut().filter(|r| !skips_name_change(r)) {
+    add_suffix_where(rs, suffix, &|_| true);
+}
+
+/// Appends `suffix` to the names of the objects `pick` selects.
+pub(crate) fn add_suffix_where(rs: &mut [Resource], suffix: &str, pick: &dyn Fn(&Resource) -> bool) {
+    for r in rs.iter_mut().filter(|r| !skips_name_change(r) && pick(r)) {
         r.store_prev();
         let name = format!("{}{suffix}", r.name());
         r.set_name(&name);
@@ -390,6 +401,62 @@ pub(crate) fn set_replicas(rs: &mut [Resource], specs: &[ReplicaSpec], kfile: &P
         }
     }
     Ok(())
+}
+
+/// Sets a string (a namespace) at extra field specs.
+pub(crate) fn set_string_at(rs: &mut [Resource], specs: &[ConfigFieldSpec], value: &str) {
+    for r in rs.iter_mut() {
+        apply_field_specs(r, specs, &mut |v| *v = Value::String(value.to_string()));
+    }
+}
+
+/// Adds label or annotation pairs at extra field specs.
+pub(crate) fn add_pairs_at(rs: &mut [Resource], specs: &[ConfigFieldSpec], pairs: &Map<String, Value>) {
+    if pairs.is_empty() {
+        return;
+    }
+    let mut f = set_pairs(pairs);
+    for r in rs.iter_mut() {
+        apply_field_specs(r, specs, &mut f);
+    }
+}
+
+/// Adds a prefix and suffix to the strings at extra field specs (never `metadata/name`,
+/// which [`add_prefix`] and [`add_suffix`] handle with their bookkeeping).
+pub(crate) fn affix_at(rs: &mut [Resource], specs: &[ConfigFieldSpec], prefix: &str, suffix: &str) {
+    let specs: Vec<ConfigFieldSpec> = specs.iter().filter(|s| s.path != "metadata/name").cloned().collect();
+    for r in rs.iter_mut() {
+        apply_field_specs(r, &specs, &mut |v| {
+            if let Value::String(s) = v {
+                *s = format!("{prefix}{s}{suffix}");
+            }
+        });
+    }
+}
+
+/// Rewrites image strings at extra field specs.
+pub(crate) fn images_at(rs: &mut [Resource], specs: &[ConfigFieldSpec], rules: &[ImageRule]) {
+    for r in rs.iter_mut() {
+        apply_field_specs(r, specs, &mut |v| {
+            if let Value::String(img) = v
+                && let Some(new) = rules.iter().find_map(|rule| rule.apply(img))
+            {
+                *img = new;
+            }
+        });
+    }
+}
+
+/// Sets replica counts at extra field specs of the named objects.
+pub(crate) fn replicas_at(rs: &mut [Resource], specs: &[ConfigFieldSpec], replicas: &[ReplicaSpec]) {
+    for spec in replicas {
+        for r in rs.iter_mut() {
+            let named = r.name() == spec.name || r.prev.iter().any(|p| p.name == spec.name);
+            if named {
+                apply_field_specs(r, specs, &mut |v| *v = Value::from(spec.count));
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -34,9 +34,32 @@ pub(crate) fn parse_docs_as(path: &Path, text: &str, schema: Schema) -> Result<V
         Schema::Resource => serde_saphyr::options! { strict_booleans: true, legacy_octal_numbers: true },
         Schema::Config => serde_saphyr::options! { strict_booleans: false, legacy_octal_numbers: true },
     };
-    let docs: Vec<Value> = serde_saphyr::from_multiple_with_options(text, opts)
+    let mut docs: Vec<Value> = serde_saphyr::from_multiple_with_options(text, opts)
         .map_err(|e| RenderError::Yaml { path: path.to_path_buf(), message: e.to_string() })?;
-    Ok(docs.into_iter().filter(|d| !d.is_null()).collect())
+    docs.retain(|d| !d.is_null());
+    docs.iter_mut().for_each(integral_floats_to_ints);
+    Ok(docs)
+}
+
+/// kustomize passes objects through JSON, after which an integral float such as `1500.0`
+/// or `1e3` is the integer `1500`; doing the same here keeps values comparable.
+fn integral_floats_to_ints(v: &mut Value) {
+    match v {
+        Value::Number(n) if !(n.is_i64() || n.is_u64()) => {
+            let f = n.as_f64().unwrap_or(0.0);
+            if f.fract() == 0.0 && f.abs() < 1.8e19 {
+                let i = f as i128;
+                if let Ok(x) = i64::try_from(i) {
+                    *v = Value::from(x);
+                } else if let Ok(x) = u64::try_from(i) {
+                    *v = Value::from(x);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(integral_floats_to_ints),
+        Value::Object(m) => m.values_mut().for_each(integral_floats_to_ints),
+        _ => {}
+    }
 }
 
 /// Parsed YAML streams keyed by their text, shared by all renders of one [`super::Renderer`]:
@@ -219,6 +242,62 @@ fn write_number(out: &mut String, n: &serde_json::Number) {
         }
     }
     out.push_str(&go_format_g(f));
+}
+
+/// A number as kubectl prints it.
+pub(crate) fn number_text(n: &serde_json::Number) -> String {
+    let mut s = String::new();
+    write_number(&mut s, n);
+    s
+}
+
+/// The value go-yaml v3 gives a plain (unquoted) scalar `text`.
+pub(crate) fn parse_plain_scalar(text: &str) -> Value {
+    match text {
+        "true" | "True" | "TRUE" => return Value::Bool(true),
+        "false" | "False" | "FALSE" => return Value::Bool(false),
+        "" | "~" | "null" | "Null" | "NULL" => return Value::Null,
+        _ => {}
+    }
+    let first = text.chars().next().unwrap_or(' ');
+    if !(first.is_ascii_digit() || first == '+' || first == '-' || first == '.') {
+        return Value::String(text.to_string());
+    }
+    let plain = text.replace('_', "");
+    let (neg, unsigned) = match plain.strip_prefix('-') {
+        Some(r) => (true, r),
+        None => (false, plain.strip_prefix('+').unwrap_or(&plain)),
+    };
+    let (digits, radix) = if let Some(r) = unsigned.strip_prefix("0x") {
+        (r, 16)
+    } else if let Some(r) = unsigned.strip_prefix("0o") {
+        (r, 8)
+    } else if let Some(r) = unsigned.strip_prefix("0b") {
+        (r, 2)
+    } else if unsigned.len() > 1 && unsigned.starts_with('0') {
+        (&unsigned[1..], 8)
+    } else {
+        (unsigned, 10)
+    };
+    if !digits.is_empty()
+        && !digits.starts_with(['+', '-'])
+        && let Ok(u) = u64::from_str_radix(digits, radix)
+    {
+        if neg {
+            if let Ok(i) = i64::try_from(-(i128::from(u))) {
+                return Value::from(i);
+            }
+        } else {
+            return Value::from(u);
+        }
+    }
+    if yaml_style_float(&plain)
+        && let Ok(f) = plain.parse::<f64>()
+        && let Some(n) = serde_json::Number::from_f64(f)
+    {
+        return Value::Number(n);
+    }
+    Value::String(text.to_string())
 }
 
 /// Go's `strconv.FormatFloat(f, 'g', -1, 64)`.
@@ -552,7 +631,7 @@ fn is_timestamp(s: &str) -> bool {
     }
     i += 1;
     let Some(day) = num(&mut i, 2) else { return false };
-    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let leap = year.is_multiple_of(4) && (!year.is_multiple_of(100) || year.is_multiple_of(400));
     let days = match month {
         1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
         4 | 6 | 9 | 11 => 30,

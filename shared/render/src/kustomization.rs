@@ -279,11 +279,6 @@ impl Kustomization {
                 });
             }
         }
-        if let Some(labels) = &k.labels
-            && labels.iter().any(|l| l.fields.is_some())
-        {
-            return Err(RenderError::Unsupported { path: path.to_path_buf(), feature: "labels[].fields".into() });
-        }
         if let Some(images) = &k.images
             && images.iter().any(|i| i.tag_suffix.is_some())
         {

@@ -120,4 +120,12 @@ cases! {
     case_118_annotations_print_as_strings => "118-annotations-print-as-strings",
     case_119_replacements_path_files_delimiter_wildcards => "119-replacements-path-files-delimiter-wildcards",
     case_120_configurations_custom_field_specs => "120-configurations-custom-field-specs",
+    case_121_builtin_transformer_plugins => "121-builtin-transformer-plugins",
+    case_122_builtin_generator_plugins => "122-builtin-generator-plugins",
+    case_123_kustomization_field_names_any_case => "123-kustomization-field-names-any-case",
+    case_124_err_empty_kustomization => "124-err-empty-kustomization",
+    case_125_symlinked_kustomization_file => "125-symlinked-kustomization-file",
+    case_126_labels_fields_and_templates => "126-labels-fields-and-templates",
+    case_127_err_exec_function_transformer => "127-err-exec-function-transformer",
+    case_128_kubebuilder_default_replacements => "128-kubebuilder-default-replacements",
 }

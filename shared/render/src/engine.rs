@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use super::config::TransformerConfig;
 use super::kustomization::{FILE_NAMES, Kustomization, VarSpec};
+use super::merge::OpenApi;
 use super::patch::{self, Target};
 use super::resource::{self, Behavior, Resource};
 use super::source::{self, EntryKind, Source};
@@ -20,6 +21,9 @@ pub(crate) struct Engine<'a> {
     pub src: &'a dyn Source,
     pub cache: &'a DocCache,
     stack: Vec<PathBuf>,
+    /// The custom schema of the last `openapi:` seen; like kustomize's global schema it
+    /// applies to every later strategic merge of the build.
+    pub openapi: Option<Arc<OpenApi>>,
 }
 
 /// What flows up from a kustomization besides its objects: transformer configurations
@@ -32,7 +36,7 @@ pub(crate) struct Scope {
 
 /// Renders the kustomization in the repository-relative directory `dir`.
 pub(crate) fn render(src: &dyn Source, cache: &DocCache, dir: &Path) -> Result<Vec<Value>> {
-    let mut eng = Engine { src, cache, stack: Vec::new() };
+    let mut eng = Engine { src, cache, stack: Vec::new(), openapi: None };
     match src.kind(dir)? {
         Some(EntryKind::Dir) => {}
         _ => {
@@ -55,6 +59,24 @@ pub(crate) fn render(src: &dyn Source, cache: &DocCache, dir: &Path) -> Result<V
         specs.extend(scope.config.var_reference.iter().cloned());
         vars::resolve(&kfile, &mut acc, &scope.vars, &specs)?;
     }
+    for opt in k.build_metadata.iter().flatten() {
+        match opt.as_str() {
+            "managedByLabel" => {
+                for r in acc.iter_mut() {
+                    let labels = r.metadata_mut().entry("labels").or_insert_with(|| Value::Object(Default::default()));
+                    if let Value::Object(l) = labels {
+                        l.insert("app.kubernetes.io/managed-by".into(), Value::String(MANAGED_BY.into()));
+                    }
+                }
+            }
+            other => {
+                return Err(RenderError::Unsupported {
+                    path: kfile.to_path_buf(),
+                    feature: format!("buildMetadata: {other}"),
+                });
+            }
+        }
+    }
     for r in acc.iter_mut() {
         stringify_annotations(r);
     }
@@ -64,6 +86,10 @@ pub(crate) fn render(src: &dyn Source, cache: &DocCache, dir: &Path) -> Result<V
     }
     Ok(acc.into_iter().map(|r| Value::Object(r.obj)).collect())
 }
+
+/// The `app.kubernetes.io/managed-by` value `buildMetadata: [managedByLabel]` sets: the
+/// kustomize release whose output Convoy reproduces.
+const MANAGED_BY: &str = "kustomize-v5.8.1";
 
 /// kustomize writes annotations back as a string map at the end of a build, so every
 /// annotation value comes out a string (`null` as `"null"`).
@@ -173,6 +199,9 @@ impl Engine<'_> {
         acc: &mut Vec<Resource>,
         scope: &mut Scope,
     ) -> Result<()> {
+        if let Some(api) = &k.openapi {
+            self.openapi = Some(Arc::new(self.load_openapi(dir, kfile, api)?));
+        }
         let entries = k.bases.iter().flatten().chain(k.resources.iter().flatten());
         for entry in entries {
             let (path, kind) = self.resolve(dir, entry, kfile)?;
@@ -234,6 +263,21 @@ impl Engine<'_> {
             vars::declare(kfile, acc, vs, &mut scope.vars)?;
         }
         Ok(())
+    }
+
+    fn load_openapi(&self, dir: &Path, kfile: &Path, api: &Value) -> Result<OpenApi> {
+        let path = api.get("path").and_then(Value::as_str).filter(|p| !p.is_empty());
+        let Some(path) = path else {
+            return Err(RenderError::Unsupported {
+                path: kfile.to_path_buf(),
+                feature: "openapi without a 'path' (builtin schema versions)".into(),
+            });
+        };
+        let (file, docs) = self.read_docs(dir, kfile, path, super::yaml::Schema::Resource)?;
+        match docs.first() {
+            Some(doc) => Ok(OpenApi::new(doc)),
+            None => Err(RenderError::invalid(&file, "openapi schema file is empty")),
+        }
     }
 
     /// Reads a file a kustomization names (in or below its directory) as YAML documents.
@@ -368,12 +412,12 @@ impl Engine<'_> {
             } else {
                 patch::load(self.src, self.cache, dir, kfile, Some(entry), None, true)?
             };
-            patch::apply(acc, &loaded, None, None)?;
+            patch::apply(acc, &loaded, None, None, self.openapi.as_deref())?;
         }
         for p in k.patches.iter().flatten() {
             let loaded = patch::load(self.src, self.cache, dir, kfile, p.path.as_deref(), p.patch.as_deref(), false)?;
             let target = p.target.as_ref().map(|t| Target::compile(kfile, t)).transpose()?;
-            patch::apply(acc, &loaded, target.as_ref(), p.options.as_ref())?;
+            patch::apply(acc, &loaded, target.as_ref(), p.options.as_ref(), self.openapi.as_deref())?;
         }
         if let Some(ns) = k.namespace.as_deref().filter(|n| !n.is_empty()) {
             transform::set_namespace(acc, ns, kfile)?;
@@ -415,7 +459,7 @@ impl Engine<'_> {
             };
             let loaded = patch::load(self.src, self.cache, dir, kfile, p.path.as_deref(), p.patch.as_deref(), false)?;
             let target = Target::compile(kfile, t)?;
-            patch::apply(acc, &loaded, Some(&target), p.options.as_ref())?;
+            patch::apply(acc, &loaded, Some(&target), p.options.as_ref(), self.openapi.as_deref())?;
         }
         if let Some(replicas) = k.replicas.as_ref().filter(|r| !r.is_empty()) {
             transform::set_replicas(acc, replicas, kfile)?;

@@ -38,15 +38,14 @@ pub(crate) struct Kustomization {
     pub secret_generator: Option<Vec<GeneratorSpec>>,
     pub generator_options: Option<GeneratorOptions>,
     pub sort_options: Option<SortOptions>,
-    #[allow(dead_code)] // accepted so strict parsing does not reject it
     pub build_metadata: Option<Vec<String>>,
     pub vars: Option<Vec<VarSpec>>,
     pub replacements: Option<Vec<ReplacementEntry>>,
     pub generators: Option<Vec<String>>,
     pub transformers: Option<Vec<String>>,
     pub configurations: Option<Vec<String>>,
-    // Recognised kustomize fields Convoy does not implement: present means an error.
     pub openapi: Option<Value>,
+    // Recognised kustomize fields Convoy does not implement: present means an error.
     pub validators: Option<Value>,
     pub helm_charts: Option<Value>,
     pub helm_globals: Option<Value>,
@@ -251,7 +250,6 @@ impl Kustomization {
             ("helmGlobals", k.helm_globals.is_some()),
             ("helmChartInflationGenerator", k.helm_chart_inflation_generator.is_some()),
             ("crds", k.crds.is_some()),
-            ("openapi", k.openapi.is_some()),
             ("imagesFrom", k.images_from.is_some()),
         ];
         if let Some((feature, _)) = unsupported.iter().find(|(_, set)| *set) {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use super::kustomization::{PatchOptions, Selector};
-use super::merge::apply_strategic_merge;
+use super::merge::{OpenApi, apply_strategic_merge_with};
 use super::resource::{Gvk, Resource, effective_ns};
 use super::source::{self, Source};
 use super::{RenderError, Result};
@@ -188,6 +188,7 @@ pub(crate) fn apply(
     patch: &LoadedPatch,
     target: Option<&Target>,
     options: Option<&PatchOptions>,
+    schema: Option<&OpenApi>,
 ) -> Result<()> {
     let allow_name = options.is_some_and(|o| o.allow_name_change);
     let allow_kind = options.is_some_and(|o| o.allow_kind_change);
@@ -214,7 +215,7 @@ pub(crate) fn apply(
             for doc in docs {
                 let mut kept = Vec::with_capacity(rs.len());
                 for mut r in rs.drain(..) {
-                    if t.selects(&r) && !smp_one(&mut r, doc, allow_name, allow_kind) {
+                    if t.selects(&r) && !smp_one(&mut r, doc, allow_name, allow_kind, schema) {
                         continue;
                     }
                     kept.push(r);
@@ -226,7 +227,7 @@ pub(crate) fn apply(
         (PatchBody::Strategic(docs), None) => {
             for doc in docs {
                 let idx = find_by_id(rs, doc, &patch.origin)?;
-                if !smp_one(&mut rs[idx], doc, allow_name, allow_kind) {
+                if !smp_one(&mut rs[idx], doc, allow_name, allow_kind, schema) {
                     rs.remove(idx);
                 }
             }
@@ -270,7 +271,13 @@ fn find_by_id(rs: &[Resource], doc: &Map<String, Value>, origin: &Path) -> Resul
 }
 
 /// Applies one strategic merge document to one resource; `false` when it deleted it.
-fn smp_one(r: &mut Resource, doc: &Map<String, Value>, allow_name: bool, allow_kind: bool) -> bool {
+fn smp_one(
+    r: &mut Resource,
+    doc: &Map<String, Value>,
+    allow_name: bool,
+    allow_kind: bool,
+    schema: Option<&OpenApi>,
+) -> bool {
     let api = r.api_version().to_string();
     let kind = r.kind().to_string();
     let name = r.name().to_string();
@@ -278,7 +285,7 @@ fn smp_one(r: &mut Resource, doc: &Map<String, Value>, allow_name: bool, allow_k
     if allow_name || allow_kind {
         r.store_prev();
     }
-    if !apply_strategic_merge(&mut r.obj, doc) {
+    if !apply_strategic_merge_with(&mut r.obj, doc, schema) {
         return false;
     }
     r.obj.insert("apiVersion".into(), Value::String(api));

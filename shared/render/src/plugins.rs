@@ -144,7 +144,7 @@ pub(crate) fn transform(eng: &Engine<'_>, dir: &Path, file: &Path, cfg: &Value, 
             let options: Option<PatchOptions> = field(file, cfg, "options")?;
             let loaded = patch::load(eng.src, eng.cache, dir, &kfile, path.as_deref(), body.as_deref(), false)?;
             let target = target.as_ref().map(|t| Target::compile(file, t)).transpose()?;
-            patch::apply(acc, &loaded, target.as_ref(), options.as_ref())?;
+            patch::apply(acc, &loaded, target.as_ref(), options.as_ref(), eng.openapi.as_deref())?;
         }
         "PatchJson6902Transformer" => {
             let path: Option<String> = field(file, cfg, "path")?;
@@ -152,17 +152,17 @@ pub(crate) fn transform(eng: &Engine<'_>, dir: &Path, file: &Path, cfg: &Value, 
             let target: Selector = field(file, cfg, "target")?
                 .ok_or_else(|| RenderError::invalid(file, "PatchJson6902Transformer needs a target"))?;
             let loaded = patch::load(eng.src, eng.cache, dir, &kfile, path.as_deref(), body.as_deref(), false)?;
-            patch::apply(acc, &loaded, Some(&Target::compile(file, &target)?), None)?;
+            patch::apply(acc, &loaded, Some(&Target::compile(file, &target)?), None, eng.openapi.as_deref())?;
         }
         "PatchStrategicMergeTransformer" => {
             let paths: Vec<String> = field(file, cfg, "paths")?.unwrap_or_default();
             for p in &paths {
                 let loaded = patch::load(eng.src, eng.cache, dir, &kfile, Some(p), None, true)?;
-                patch::apply(acc, &loaded, None, None)?;
+                patch::apply(acc, &loaded, None, None, eng.openapi.as_deref())?;
             }
             if let Some(body) = field::<String>(file, cfg, "patches")? {
                 let loaded = patch::load(eng.src, eng.cache, dir, &kfile, None, Some(&body), true)?;
-                patch::apply(acc, &loaded, None, None)?;
+                patch::apply(acc, &loaded, None, None, eng.openapi.as_deref())?;
             }
         }
         "ReplacementTransformer" => {

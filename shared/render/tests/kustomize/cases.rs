@@ -128,4 +128,6 @@ cases! {
     case_126_labels_fields_and_templates => "126-labels-fields-and-templates",
     case_127_err_exec_function_transformer => "127-err-exec-function-transformer",
     case_128_kubebuilder_default_replacements => "128-kubebuilder-default-replacements",
+    case_129_build_metadata_managed_by_label => "129-build-metadata-managed-by-label",
+    case_130_openapi_custom_schema_list_merge => "130-openapi-custom-schema-list-merge",
 }

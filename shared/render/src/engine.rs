@@ -82,7 +82,11 @@ pub(crate) fn render(src: &dyn Source, cache: &DocCache, dir: &Path) -> Result<V
     }
     let fifo = k.sort_options.as_ref().and_then(|s| s.order.as_deref()).is_some_and(|o| o == "fifo");
     if !fifo {
-        resource::legacy_sort(&mut acc);
+        let custom = k.sort_options.as_ref().and_then(|s| s.legacy_sort_options.as_ref());
+        match custom {
+            Some(l) => resource::legacy_sort_with(&mut acc, Some((&l.order_first, &l.order_last))),
+            None => resource::legacy_sort(&mut acc),
+        }
     }
     Ok(acc.into_iter().map(|r| Value::Object(r.obj)).collect())
 }
@@ -462,8 +466,7 @@ impl Engine<'_> {
             patch::apply(acc, &loaded, Some(&target), p.options.as_ref(), self.openapi.as_deref())?;
         }
         if let Some(replicas) = k.replicas.as_ref().filter(|r| !r.is_empty()) {
-            transform::set_replicas(acc, replicas, kfile)?;
-            transform::replicas_at(acc, &cfg.replicas, replicas);
+            transform::set_replicas(acc, replicas, &cfg.replicas, kfile)?;
         }
         if let Some(images) = k.images.as_ref().filter(|i| !i.is_empty()) {
             let rules: Vec<ImageRule> = images.iter().map(ImageRule::new).collect();

@@ -220,8 +220,17 @@ pub(crate) struct GeneratorOptions {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(crate) struct SortOptions {
     pub order: Option<String>,
-    #[allow(dead_code)] // accepted so strict parsing does not reject it
-    pub legacy_sort_options: Option<Value>,
+    pub legacy_sort_options: Option<LegacySortOptions>,
+}
+
+/// `sortOptions.legacySortOptions`: kinds to put first and last.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct LegacySortOptions {
+    #[serde(default)]
+    pub order_first: Vec<String>,
+    #[serde(default)]
+    pub order_last: Vec<String>,
 }
 
 impl Kustomization {

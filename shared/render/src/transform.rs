@@ -369,16 +369,28 @@ pub(crate) fn set_images(rs: &mut [Resource], rules: &[ImageRule]) {
 }
 
 /// Sets `spec.replicas` of the named workloads; a name that matches nothing is an error.
-pub(crate) fn set_replicas(rs: &mut [Resource], specs: &[ReplicaSpec], kfile: &Path) -> Result<()> {
+pub(crate) fn set_replicas(
+    rs: &mut [Resource],
+    specs: &[ReplicaSpec],
+    extra: &[ConfigFieldSpec],
+    kfile: &Path,
+) -> Result<()> {
     const KINDS: [&str; 4] = ["Deployment", "ReplicationController", "ReplicaSet", "StatefulSet"];
     for spec in specs {
         let mut found = false;
         for r in rs.iter_mut() {
-            if !KINDS.contains(&r.kind()) {
-                continue;
-            }
             let named = r.name() == spec.name || r.prev.iter().any(|p| p.name == spec.name);
             if !named {
+                continue;
+            }
+            if !extra.is_empty() {
+                let gvk = r.gvk();
+                if extra.iter().any(|f| f.selects(&gvk)) {
+                    found = true;
+                    apply_field_specs(r, extra, &mut |v| *v = Value::from(spec.count));
+                }
+            }
+            if !KINDS.contains(&r.kind()) {
                 continue;
             }
             found = true;

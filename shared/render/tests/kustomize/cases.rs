@@ -130,4 +130,7 @@ cases! {
     case_128_kubebuilder_default_replacements => "128-kubebuilder-default-replacements",
     case_129_build_metadata_managed_by_label => "129-build-metadata-managed-by-label",
     case_130_openapi_custom_schema_list_merge => "130-openapi-custom-schema-list-merge",
+    case_131_yaml_anchors_merge_keys_tags => "131-yaml-anchors-merge-keys-tags",
+    case_132_sort_options_legacy_custom_order => "132-sort-options-legacy-custom-order",
+    case_133_components_with_replacements_configurations_vars => "133-components-with-replacements-configurations-vars",
 }

@@ -286,11 +286,6 @@ impl Kustomization {
                 });
             }
         }
-        if let Some(images) = &k.images
-            && images.iter().any(|i| i.tag_suffix.is_some())
-        {
-            return Err(RenderError::Unsupported { path: path.to_path_buf(), feature: "images[].tagSuffix".into() });
-        }
         Ok(k)
     }
 

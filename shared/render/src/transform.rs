@@ -290,6 +290,7 @@ pub(crate) struct ImageRule {
     new_name: String,
     new_tag: String,
     digest: String,
+    tag_suffix: String,
 }
 
 impl ImageRule {
@@ -298,7 +299,13 @@ impl ImageRule {
         // kustomize builds this pattern from the unescaped name.
         let matcher =
             regex::Regex::new(&format!("^{}(:[a-zA-Z0-9_.{{}}-]*)?(@sha256:[a-zA-Z0-9_.{{}}-]*)?$", spec.name)).ok();
-        ImageRule { matcher, new_name: s(&spec.new_name), new_tag: s(&spec.new_tag), digest: s(&spec.digest) }
+        ImageRule {
+            matcher,
+            new_name: s(&spec.new_name),
+            new_tag: s(&spec.new_tag),
+            digest: s(&spec.digest),
+            tag_suffix: s(&spec.tag_suffix),
+        }
     }
 
     fn apply(&self, image: &str) -> Option<String> {
@@ -320,6 +327,9 @@ impl ImageRule {
         } else if !self.digest.is_empty() {
             tag.clear();
             digest = self.digest.clone();
+        } else if !self.tag_suffix.is_empty() {
+            tag.push_str(&self.tag_suffix);
+            digest.clear();
         }
         if !tag.is_empty() {
             name = format!("{name}:{tag}");
@@ -446,10 +456,28 @@ pub(crate) fn affix_at(rs: &mut [Resource], specs: &[ConfigFieldSpec], prefix: &
     }
 }
 
-/// Rewrites image strings at extra field specs.
+/// kustomize's default `images` field specs, which it applies after its legacy pass over
+/// every `containers`/`initContainers` list (so a `tagSuffix` lands twice there, as in
+/// kustomize) and which also reach image volumes.
+pub(crate) fn default_image_specs() -> Vec<ConfigFieldSpec> {
+    [
+        "spec/containers[]/image",
+        "spec/initContainers[]/image",
+        "spec/volumes[]/image/reference",
+        "spec/template/spec/containers[]/image",
+        "spec/template/spec/initContainers[]/image",
+        "spec/template/spec/volumes[]/image/reference",
+    ]
+    .iter()
+    .map(|p| ConfigFieldSpec::any(p, false))
+    .collect()
+}
+
+/// Rewrites image strings at field specs (never creating missing fields).
 pub(crate) fn images_at(rs: &mut [Resource], specs: &[ConfigFieldSpec], rules: &[ImageRule]) {
+    let specs: Vec<ConfigFieldSpec> = specs.iter().map(|s| ConfigFieldSpec { create: false, ..s.clone() }).collect();
     for r in rs.iter_mut() {
-        apply_field_specs(r, specs, &mut |v| {
+        apply_field_specs(r, &specs, &mut |v| {
             if let Value::String(img) = v
                 && let Some(new) = rules.iter().find_map(|rule| rule.apply(img))
             {

@@ -133,4 +133,6 @@ cases! {
     case_131_yaml_anchors_merge_keys_tags => "131-yaml-anchors-merge-keys-tags",
     case_132_sort_options_legacy_custom_order => "132-sort-options-legacy-custom-order",
     case_133_components_with_replacements_configurations_vars => "133-components-with-replacements-configurations-vars",
+    case_134_images_tag_suffix => "134-images-tag-suffix",
+    case_135_images_in_image_volumes => "135-images-in-image-volumes",
 }

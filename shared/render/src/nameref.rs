@@ -5,7 +5,7 @@
 
 use serde_json::{Map, Value};
 
-use super::config::{NameRef, split_path};
+use super::config::{FieldSpec, NameRef, split_path};
 use super::resource::{PrevId, Resource, effective_ns, is_cluster_scoped};
 use super::{RenderError, Result};
 
@@ -33,7 +33,7 @@ const fn r(
 }
 
 /// References inside a pod spec, relative to it.
-const POD_REFS: [(&str, &str, &str); 19] = [
+const POD_REFS: [(&str, &str, &str); 16] = [
     ("ConfigMap", "volumes/configMap", "name"),
     ("ConfigMap", "volumes/projected/sources/configMap", "name"),
     ("ConfigMap", "containers/env/valueFrom/configMapKeyRef", "name"),
@@ -47,25 +47,66 @@ const POD_REFS: [(&str, &str, &str); 19] = [
     ("Secret", "containers/envFrom/secretRef", "name"),
     ("Secret", "initContainers/envFrom/secretRef", "name"),
     ("Secret", "imagePullSecrets", "name"),
-    ("Secret", "volumes/csi/nodePublishSecretRef", "name"),
     ("ServiceAccount", "", "serviceAccountName"),
     ("PersistentVolumeClaim", "volumes/persistentVolumeClaim", "claimName"),
     ("PriorityClass", "", "priorityClassName"),
-    ("RuntimeClass", "", "runtimeClassName"),
-    ("ConfigMap", "ephemeralContainers/envFrom/configMapRef", "name"),
 ];
 
-/// Kinds with a pod spec and where it is.
-const POD_HOLDERS: [(&str, &str); 8] = [
-    ("Pod", "spec"),
-    ("Deployment", "spec/template/spec"),
-    ("ReplicaSet", "spec/template/spec"),
-    ("DaemonSet", "spec/template/spec"),
-    ("StatefulSet", "spec/template/spec"),
-    ("Job", "spec/template/spec"),
-    ("ReplicationController", "spec/template/spec"),
-    ("CronJob", "spec/jobTemplate/spec/template/spec"),
+/// Kinds with a pod spec, where it is, and whether kustomize's default config follows
+/// ConfigMap/Secret references in it and ServiceAccount/PVC/PriorityClass references in it
+/// (its lists differ: ReplicaSets only have the first, ReplicationControllers the second).
+const POD_HOLDERS: [(&str, &str, bool, bool); 9] = [
+    ("Pod", "spec", true, true),
+    ("PodTemplate", "template/spec", true, false),
+    ("Deployment", "spec/template/spec", true, true),
+    ("ReplicaSet", "spec/template/spec", true, false),
+    ("DaemonSet", "spec/template/spec", true, true),
+    ("StatefulSet", "spec/template/spec", true, true),
+    ("Job", "spec/template/spec", true, true),
+    ("ReplicationController", "spec/template/spec", false, true),
+    ("CronJob", "spec/jobTemplate/spec/template/spec", true, true),
 ];
+
+/// Further references of kustomize's default name-reference config, in the form
+/// `configurations:` use: (target kind, referrer group, referrer kind, path).
+const PLAIN_REFS: [(&str, &str, &str, &str); 16] = [
+    ("ConfigMap", "", "Node", "spec/configSource/configMap"),
+    ("ConfigMap", "", "Role", "rules/resourceNames"),
+    ("ConfigMap", "", "ClusterRole", "rules/resourceNames"),
+    ("ConfigMap", "", "Ingress", "metadata/annotations/nginx.ingress.kubernetes.io\\/fastcgi-params-configmap"),
+    ("Secret", "", "Ingress", "metadata/annotations/ingress.kubernetes.io\\/auth-secret"),
+    ("Secret", "", "Ingress", "metadata/annotations/nginx.ingress.kubernetes.io\\/auth-secret"),
+    ("Secret", "", "Ingress", "metadata/annotations/nginx.ingress.kubernetes.io\\/auth-tls-secret"),
+    ("Secret", "", "StorageClass", "parameters/secretName"),
+    ("Secret", "", "StorageClass", "parameters/adminSecretName"),
+    ("Secret", "", "StorageClass", "parameters/userSecretName"),
+    ("Secret", "", "StorageClass", "parameters/secretRef"),
+    ("Secret", "", "Role", "rules/resourceNames"),
+    ("Secret", "", "ClusterRole", "rules/resourceNames"),
+    ("Secret", "serving.knative.dev", "Service", "spec/template/spec/containers/env/valueFrom/secretKeyRef/name"),
+    ("Secret", "", "PersistentVolume", "spec/azureFile/secretName"),
+    ("PersistentVolume", "", "ClusterRole", "rules/resourceNames"),
+];
+
+fn plain_refs() -> &'static [NameRef] {
+    static REFS: std::sync::OnceLock<Vec<NameRef>> = std::sync::OnceLock::new();
+    REFS.get_or_init(|| {
+        let mut out: Vec<NameRef> = Vec::new();
+        for (target, group, kind, path) in PLAIN_REFS {
+            let spec = FieldSpec {
+                group: (!group.is_empty()).then(|| group.to_string()),
+                kind: Some(kind.to_string()),
+                path: path.to_string(),
+                ..FieldSpec::default()
+            };
+            match out.iter_mut().find(|n| n.kind == target) {
+                Some(n) => n.fields.push(spec),
+                None => out.push(NameRef { group: None, version: None, kind: target.to_string(), fields: vec![spec] }),
+            }
+        }
+        out
+    })
+}
 
 const OTHER_REFS: [RefSpec; 21] = [
     r("Secret", &["ServiceAccount"], "imagePullSecrets", "name"),
@@ -140,8 +181,12 @@ pub(crate) fn fix_references(rs: &mut [Resource], custom: &[NameRef]) -> Result<
         let referrer = &infos[idx];
         let mut root = Value::Object(std::mem::take(&mut res.obj));
         let mut outcome = Ok(());
-        if let Some((_, base)) = POD_HOLDERS.iter().find(|(k, _)| *k == kind) {
+        if let Some((_, base, configs, accounts)) = POD_HOLDERS.iter().find(|h| h.0 == kind) {
             for (target, path, field) in POD_REFS {
+                let is_config = target == "ConfigMap" || target == "Secret";
+                if !(if is_config { *configs } else { *accounts }) {
+                    continue;
+                }
                 let full = if path.is_empty() { base.to_string() } else { format!("{base}/{path}") };
                 let spec = r(target, &[], "", field);
                 outcome = outcome.and(fix_at(&mut root, &full, &spec, referrer, &infos));
@@ -150,8 +195,8 @@ pub(crate) fn fix_references(rs: &mut [Resource], custom: &[NameRef]) -> Result<
         for spec in OTHER_REFS.iter().filter(|s| s.referrers.contains(&kind.as_str())) {
             outcome = outcome.and(fix_at(&mut root, spec.path, spec, referrer, &infos));
         }
-        if !custom.is_empty() {
-            for nr in custom {
+        {
+            for nr in plain_refs().iter().chain(custom) {
                 for fs in nr.fields.iter().filter(|f| f.selects(&gvk)) {
                     outcome = outcome.and(fix_custom(&mut root, nr, &fs.path, referrer, &infos));
                 }

@@ -72,13 +72,9 @@ const SELECTOR_LABELS: [FieldSpec; 12] = [
     fs(Some("networking.k8s.io"), Some("NetworkPolicy"), "spec/egress/to/podSelector/matchLabels", false),
 ];
 
-const AFFINITY_KINDS: [(Option<&str>, &str); 5] = [
-    (Some("apps"), "Deployment"),
-    (Some("apps"), "StatefulSet"),
-    (Some("apps"), "ReplicaSet"),
-    (Some("apps"), "DaemonSet"),
-    (Some("batch"), "Job"),
-];
+/// Only these kinds get labels in pod (anti-)affinity and topology spread selectors, as in
+/// kustomize's default config (not DaemonSets, ReplicaSets or Jobs).
+const AFFINITY_KINDS: [(Option<&str>, &str); 2] = [(Some("apps"), "Deployment"), (Some("apps"), "StatefulSet")];
 
 const ANNOTATIONS: [FieldSpec; 9] = [
     fs(None, None, "metadata/annotations", true),

@@ -135,4 +135,6 @@ cases! {
     case_133_components_with_replacements_configurations_vars => "133-components-with-replacements-configurations-vars",
     case_134_images_tag_suffix => "134-images-tag-suffix",
     case_135_images_in_image_volumes => "135-images-in-image-volumes",
+    case_136_nameref_default_config_corners => "136-nameref-default-config-corners",
+    case_137_common_labels_affinity_only_deployments_statefulsets => "137-common-labels-affinity-only-deployments-statefulsets",
 }

@@ -323,6 +323,10 @@ fn write_str(out: &mut String, s: &str, ind: usize, is_key: bool) {
     if !is_key && s.contains('\n') && block_ok(s) {
         let trailing = s.len() - s.trim_end_matches('\n').len();
         out.push('|');
+        if s.starts_with([' ', '\n']) {
+            // go-yaml's indentation indicator when the content starts with a space or break.
+            out.push('2');
+        }
         match trailing {
             0 => out.push('-'),
             1 => {}
@@ -458,12 +462,7 @@ fn write_folding(out: &mut String, s: &str, ind: usize, allow_breaks: bool, quot
 
 /// Whether a multi-line string can be printed as a literal block without changing it.
 fn block_ok(s: &str) -> bool {
-    let first = s.split('\n').next().unwrap_or("");
-    !first.starts_with(' ')
-        && !first.starts_with('\t')
-        && !s.starts_with('\n')
-        && s.chars().all(|c| c == '\n' || !c.is_control())
-        && s.split('\n').all(|l| !l.ends_with(' ') && !l.ends_with('\t'))
+    s.chars().all(printable) && !s.contains(" \n") && !s.ends_with(' ')
 }
 
 /// Whether go-yaml's emitter may write a string (that reads back as a string) unquoted.

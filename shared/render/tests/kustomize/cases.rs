@@ -137,4 +137,6 @@ cases! {
     case_135_images_in_image_volumes => "135-images-in-image-volumes",
     case_136_nameref_default_config_corners => "136-nameref-default-config-corners",
     case_137_common_labels_affinity_only_deployments_statefulsets => "137-common-labels-affinity-only-deployments-statefulsets",
+    case_138_printer_block_indent_indicator_and_quoting => "138-printer-block-indent-indicator-and-quoting",
+    case_139_printer_folding_long_scalars => "139-printer-folding-long-scalars",
 }

@@ -43,6 +43,8 @@ pub(crate) fn render(src: &dyn Source, cache: &DocCache, dir: &Path) -> Result<V
             return Err(RenderError::Missing { path: dir.to_path_buf(), from: PathBuf::from(".") });
         }
     }
+    let real = src.real_path(dir)?;
+    let dir = real.as_path();
     let (kfile, k) = eng.load_kustomization(dir)?;
     let mut acc = Vec::new();
     let mut scope = Scope::default();
@@ -212,6 +214,7 @@ impl Engine<'_> {
             match kind {
                 EntryKind::File => self.load_file(&path, acc)?,
                 EntryKind::Dir => {
+                    let path = self.src.real_path(&path)?;
                     let (sub_file, sub) = self.load_kustomization(&path)?;
                     if sub.is_component() {
                         return Err(RenderError::invalid(
@@ -253,6 +256,7 @@ impl Engine<'_> {
                     format!("component '{entry}' must be a directory with a kustomization.yaml"),
                 ));
             }
+            let path = self.src.real_path(&path)?;
             let (comp_file, comp) = self.load_kustomization(&path)?;
             if !comp.is_component() {
                 return Err(RenderError::invalid(
@@ -318,6 +322,7 @@ impl Engine<'_> {
                 Ok(docs.iter().map(|d| (file.clone(), d.clone())).collect())
             }
             EntryKind::Dir => {
+                let path = self.src.real_path(&path)?;
                 let (sub_file, sub) = self.load_kustomization(&path)?;
                 let mut sub_acc = Vec::new();
                 let mut sub_scope = Scope::default();

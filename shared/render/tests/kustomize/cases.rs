@@ -139,4 +139,5 @@ cases! {
     case_137_common_labels_affinity_only_deployments_statefulsets => "137-common-labels-affinity-only-deployments-statefulsets",
     case_138_printer_block_indent_indicator_and_quoting => "138-printer-block-indent-indicator-and-quoting",
     case_139_printer_folding_long_scalars => "139-printer-folding-long-scalars",
+    case_140_symlinked_base_directory_resolves_real_path => "140-symlinked-base-directory-resolves-real-path",
 }

@@ -84,6 +84,28 @@ pub(crate) fn load(
     Ok(LoadedPatch { body, origin })
 }
 
+/// Creates the missing parents of an `add` target, as kustomize's JSON patch library does
+/// (`EnsurePathExistsOnAdd`): a missing parent becomes a list when the next step is an
+/// index or `-`, else a map.
+fn ensure_parents(doc: &mut Value, pointer: &str) {
+    let parts: Vec<String> = pointer.split('/').skip(1).map(|p| p.replace("~1", "/").replace("~0", "~")).collect();
+    let Some((_, parents)) = parts.split_last() else { return };
+    let mut cur = doc;
+    for (i, part) in parents.iter().enumerate() {
+        let next_is_index = parts[i + 1] == "-" || parts[i + 1].parse::<usize>().is_ok();
+        cur = match cur {
+            Value::Object(m) => m
+                .entry(part.clone())
+                .or_insert_with(|| if next_is_index { Value::Array(Vec::new()) } else { Value::Object(Map::new()) }),
+            Value::Array(items) => match part.parse::<usize>().ok().and_then(|i| items.get_mut(i)) {
+                Some(v) => v,
+                None => return,
+            },
+            _ => return,
+        };
+    }
+}
+
 /// kustomize loads a `patchesStrategicMerge` entry as a resource, which reads its labels
 /// and annotations as string maps: a null map is dropped (it leaves the target's alone)
 /// and values become strings (`null` becomes `"null"`).
@@ -201,6 +223,11 @@ pub(crate) fn apply(
             for r in rs.iter_mut().filter(|r| t.selects(r)) {
                 r.store_prev();
                 let mut doc = Value::Object(std::mem::take(&mut r.obj));
+                for op in ops.iter() {
+                    if let json_patch::PatchOperation::Add(add) = op {
+                        ensure_parents(&mut doc, add.path.as_str());
+                    }
+                }
                 let res = json_patch::patch(&mut doc, ops);
                 if let Value::Object(m) = doc {
                     r.obj = m;

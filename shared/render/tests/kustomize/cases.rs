@@ -140,4 +140,5 @@ cases! {
     case_138_printer_block_indent_indicator_and_quoting => "138-printer-block-indent-indicator-and-quoting",
     case_139_printer_folding_long_scalars => "139-printer-folding-long-scalars",
     case_140_symlinked_base_directory_resolves_real_path => "140-symlinked-base-directory-resolves-real-path",
+    case_141_json6902_ops_env_files_tls_secret => "141-json6902-ops-env-files-tls-secret",
 }

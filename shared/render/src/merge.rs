@@ -175,11 +175,10 @@ fn ctx_for(api_version: &str, _kind: &str) -> bool {
     is_builtin_group(group)
 }
 
+/// kyaml's merge knows only `$patch`; other SMP directives (`$retainKeys`,
+/// `$setElementOrder/…`, `$deleteFromPrimitiveList/…`) are copied like ordinary fields.
 fn is_directive_key(k: &str) -> bool {
     k == "$patch"
-        || k == "$retainKeys"
-        || k.starts_with("$setElementOrder/")
-        || k.starts_with("$deleteFromPrimitiveList/")
 }
 
 /// A patch value as it lands where nothing was before: nulls and deleted parts dropped.
@@ -257,6 +256,14 @@ fn key_text(v: &Value, key: &str) -> Option<String> {
 }
 
 fn merge_keyed(dest: &[Value], patch: &[Value], key: &str, ctx: &Ctx<'_>, path: &mut Vec<String>) -> Vec<Value> {
+    // An element `{$patch: replace}` makes the patch's other elements the whole list.
+    let is_replace = |v: &Value| {
+        v.as_object().is_some_and(|m| m.len() == 1 && m.get("$patch").and_then(Value::as_str) == Some("replace"))
+    };
+    if patch.iter().any(is_replace) {
+        let kept: Vec<Value> = patch.iter().filter(|v| !is_replace(v)).cloned().collect();
+        return merge_keyed(&[], &kept, key, ctx, path);
+    }
     let mut order: Vec<String> = Vec::new();
     for v in patch.iter().chain(dest.iter()) {
         if let Some(t) = key_text(v, key)
@@ -273,7 +280,11 @@ fn merge_keyed(dest: &[Value], patch: &[Value], key: &str, ctx: &Ctx<'_>, path: 
             (Some(d), None) => d.as_object().cloned(),
             (d, Some(Value::Object(pm))) => match pm.get("$patch").and_then(Value::as_str) {
                 Some("delete") => None,
-                Some("replace") => Some(clean(pm, ctx, path)),
+                // kyaml ignores `$patch: replace` on an element that exists.
+                Some("replace") => match d {
+                    Some(Value::Object(dm)) => Some(dm.clone()),
+                    _ => Some(clean(pm, ctx, path)),
+                },
                 _ => match d {
                     Some(Value::Object(dm)) => {
                         let mut dm = dm.clone();
@@ -363,7 +374,8 @@ mod tests {
         assert_eq!(d["metadata"]["labels"], json!({"b": "2"}));
         let spec = &d["spec"]["template"]["spec"];
         assert_eq!(spec["containers"].as_array().map(Vec::len), Some(1));
-        assert_eq!(spec["volumes"], json!([{"name": "data", "configMap": {"name": "c"}}]));
+        // kyaml ignores `$patch: replace` on an element that exists (checked with kubectl).
+        assert_eq!(spec["volumes"], json!([{"name": "data", "emptyDir": {}}]));
         assert_eq!(spec["tolerations"], json!([{"key": "y"}]));
     }
 

@@ -141,4 +141,6 @@ cases! {
     case_139_printer_folding_long_scalars => "139-printer-folding-long-scalars",
     case_140_symlinked_base_directory_resolves_real_path => "140-symlinked-base-directory-resolves-real-path",
     case_141_json6902_ops_env_files_tls_secret => "141-json6902-ops-env-files-tls-secret",
+    case_142_smp_directives_kyaml_keeps_unknown => "142-smp-directives-kyaml-keeps-unknown",
+    case_143_smp_list_replace_directives => "143-smp-list-replace-directives",
 }

@@ -143,4 +143,8 @@ cases! {
     case_141_json6902_ops_env_files_tls_secret => "141-json6902-ops-env-files-tls-secret",
     case_142_smp_directives_kyaml_keeps_unknown => "142-smp-directives-kyaml-keeps-unknown",
     case_143_smp_list_replace_directives => "143-smp-list-replace-directives",
+    case_144_replacements_delimiter_bounds_and_selectors => "144-replacements-delimiter-bounds-and-selectors",
+    case_145_err_replacement_target_field_missing => "145-err-replacement-target-field-missing",
+    case_146_err_var_cannot_be_mapped => "146-err-var-cannot-be-mapped",
+    case_147_err_replacement_source_not_found => "147-err-replacement-source-not-found",
 }

@@ -338,7 +338,7 @@ fn select(
         .iter()
         .enumerate()
         .filter(|(_, i)| {
-            i.kind == target
+            (i.kind == target || i.prev.iter().any(|p| p.kind == target))
                 && i.prev.iter().any(|p| {
                     p.name == old
                         && ns_hint.is_none_or(|ns| effective_ns(&p.kind, &p.namespace) == effective_ns(&p.kind, ns))

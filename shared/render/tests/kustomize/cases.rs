@@ -147,4 +147,5 @@ cases! {
     case_145_err_replacement_target_field_missing => "145-err-replacement-target-field-missing",
     case_146_err_var_cannot_be_mapped => "146-err-var-cannot-be-mapped",
     case_147_err_replacement_source_not_found => "147-err-replacement-source-not-found",
+    case_148_patch_options_allow_kind_change => "148-patch-options-allow-kind-change",
 }

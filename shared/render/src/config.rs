@@ -31,6 +31,18 @@ impl FieldSpec {
         FieldSpec { kind: Some(kind.to_string()), path: path.to_string(), ..FieldSpec::default() }
     }
 
+    /// Whether the spec applies to the resource (without allocating its gvk).
+    pub fn selects_resource(&self, r: &Resource) -> bool {
+        if self.group.is_none() && self.version.is_none() && self.kind.is_none() {
+            return true;
+        }
+        let api = r.api_version();
+        let (group, version) = api.rsplit_once('/').unwrap_or(("", api));
+        self.group.as_deref().is_none_or(|g| g == group)
+            && self.version.as_deref().is_none_or(|v| v == version)
+            && self.kind.as_deref().is_none_or(|k| k == r.kind())
+    }
+
     /// Whether the spec applies to objects of `gvk`.
     pub fn selects(&self, gvk: &Gvk) -> bool {
         self.group.as_deref().is_none_or(|g| g == gvk.group)
@@ -206,16 +218,53 @@ pub(crate) fn walk_segs(v: &mut Value, segs: &[String], create: bool, f: &mut dy
     }
 }
 
-/// Applies `f` at every spec of `specs` that selects the resource.
-pub(crate) fn apply_field_specs(r: &mut Resource, specs: &[FieldSpec], f: &mut dyn FnMut(&mut Value)) {
-    if specs.is_empty() {
+/// [`walk_segs`] on a `/`-separated path, splitting as it goes (no allocation unless the
+/// path escapes a slash).
+pub(crate) fn walk_path(v: &mut Value, path: &str, create: bool, f: &mut dyn FnMut(&mut Value)) {
+    if path.contains('\\') {
+        walk_segs(v, &split_path(path), create, f);
         return;
     }
-    let gvk = r.gvk();
+    let path = path.trim_start_matches('/');
+    if path.is_empty() {
+        f(v);
+        return;
+    }
+    let (first, rest) = path.split_once('/').unwrap_or((path, ""));
+    match v {
+        Value::Array(items) => {
+            for item in items {
+                walk_path(item, path, create, f);
+            }
+        }
+        Value::Object(m) => {
+            let is_list = first.ends_with("[]");
+            let key = first.trim_end_matches("[]");
+            if !m.contains_key(key) || m.get(key).is_some_and(Value::is_null) {
+                if !create || is_list {
+                    return;
+                }
+                let fresh = if rest.is_empty() { Value::Null } else { Value::Object(Map::new()) };
+                m.insert(key.to_string(), fresh);
+            }
+            if let Some(child) = m.get_mut(key) {
+                walk_path(child, rest, create, f);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Applies `f` at every spec of `specs` that selects the resource.
+pub(crate) fn apply_field_specs(r: &mut Resource, specs: &[FieldSpec], f: &mut dyn FnMut(&mut Value)) {
+    let selected: Vec<&FieldSpec> = specs.iter().filter(|s| s.selects_resource(r)).collect();
+    if selected.is_empty() {
+        return;
+    }
     let mut root: Option<Value> = None;
-    for spec in specs.iter().filter(|s| s.selects(&gvk)) {
+    for spec in selected {
         let v = root.get_or_insert_with(|| Value::Object(std::mem::take(&mut r.obj)));
-        walk_segs(v, &split_path(&spec.path), spec.create, f);
+        walk_path(v, &spec.path, spec.create, f);
     }
     if let Some(Value::Object(m)) = root {
         r.obj = m;

@@ -475,10 +475,9 @@ impl Engine<'_> {
         }
         if let Some(images) = k.images.as_ref().filter(|i| !i.is_empty()) {
             let rules: Vec<ImageRule> = images.iter().map(ImageRule::new).collect();
-            transform::set_images(acc, &rules);
             let mut specs = transform::default_image_specs();
             specs.extend(cfg.images.iter().cloned());
-            transform::images_at(acc, &specs, &rules);
+            transform::transform_images(acc, &rules, &specs, true);
         }
         if let Some(entries) = k.replacements.as_ref().filter(|r| !r.is_empty()) {
             let reps = replace::compile(kfile, entries, |p| {

@@ -129,8 +129,7 @@ pub(crate) fn transform(eng: &Engine<'_>, dir: &Path, file: &Path, cfg: &Value, 
             let spec: ImageSpec = field(file, cfg, "imageTag")?
                 .ok_or_else(|| RenderError::invalid(file, "ImageTagTransformer needs 'imageTag'"))?;
             let rules = [ImageRule::new(&spec)];
-            transform::set_images(acc, &rules);
-            transform::images_at(acc, &specs, &rules);
+            transform::transform_images(acc, &rules, &specs, false);
         }
         "ReplicaCountTransformer" => {
             let spec: ReplicaSpec = field(file, cfg, "replica")?

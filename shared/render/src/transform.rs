@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde_json::{Map, Value};
 
-use super::config::{FieldSpec as ConfigFieldSpec, apply_field_specs};
+use super::config::{FieldSpec as ConfigFieldSpec, apply_field_specs, walk_path};
 use super::kustomization::{ImageSpec, ReplicaSpec, scalar_string};
 use super::resource::{Resource, is_cluster_scoped};
 use super::{RenderError, Result};
@@ -337,10 +337,17 @@ impl ImageRule {
     }
 }
 
-/// Rewrites container images anywhere in each object (any `containers` or
-/// `initContainers` list).
-pub(crate) fn set_images(rs: &mut [Resource], rules: &[ImageRule]) {
-    fn visit(v: &mut Value, rules: &[ImageRule]) {
+/// Runs image rules like kustomize's ImageTagTransformers, one per rule in order: each
+/// rewrites every `containers`/`initContainers` image anywhere in an object, then the
+/// images at `specs` (a `tagSuffix` therefore lands twice where both reach).
+/// `kustomize_defaults` adds the container paths of kustomize's default image specs.
+pub(crate) fn transform_images(
+    rs: &mut [Resource],
+    rules: &[ImageRule],
+    specs: &[ConfigFieldSpec],
+    kustomize_defaults: bool,
+) {
+    fn visit(v: &mut Value, rule: &ImageRule) {
         match v {
             Value::Object(m) => {
                 for (k, child) in m.iter_mut() {
@@ -348,26 +355,37 @@ pub(crate) fn set_images(rs: &mut [Resource], rules: &[ImageRule]) {
                         && let Value::Array(items) = child
                     {
                         for c in items.iter_mut().filter_map(Value::as_object_mut) {
-                            if let Some(Value::String(img)) = c.get_mut("image") {
-                                for rule in rules {
-                                    if let Some(new) = rule.apply(img) {
-                                        *img = new;
-                                        break;
-                                    }
-                                }
+                            if let Some(Value::String(img)) = c.get_mut("image")
+                                && let Some(new) = rule.apply(img)
+                            {
+                                *img = new;
                             }
                         }
                     }
-                    visit(child, rules);
+                    visit(child, rule);
                 }
             }
-            Value::Array(items) => items.iter_mut().for_each(|i| visit(i, rules)),
+            Value::Array(items) => items.iter_mut().for_each(|i| visit(i, rule)),
             _ => {}
         }
     }
     for r in rs.iter_mut() {
+        let selected: Vec<&str> = specs.iter().filter(|s| s.selects_resource(r)).map(|s| s.path.as_str()).collect();
         let mut root = Value::Object(std::mem::take(&mut r.obj));
-        visit(&mut root, rules);
+        for rule in rules {
+            visit(&mut root, rule);
+            let doubled =
+                if kustomize_defaults && !rule.tag_suffix.is_empty() { &CONTAINER_IMAGE_PATHS[..] } else { &[][..] };
+            for path in selected.iter().copied().chain(doubled.iter().copied()) {
+                walk_path(&mut root, path, false, &mut |v| {
+                    if let Value::String(img) = v
+                        && let Some(new) = rule.apply(img)
+                    {
+                        *img = new;
+                    }
+                });
+            }
+        }
         if let Value::Object(m) = root {
             r.obj = m;
         }
@@ -453,35 +471,24 @@ pub(crate) fn affix_at(rs: &mut [Resource], specs: &[ConfigFieldSpec], prefix: &
 }
 
 /// kustomize's default `images` field specs, which it applies after its legacy pass over
-/// every `containers`/`initContainers` list (so a `tagSuffix` lands twice there, as in
-/// kustomize) and which also reach image volumes.
+/// every `containers`/`initContainers` list, and which also reach image volumes. The
+/// container ones only change anything for a `tagSuffix` (which so lands twice, as in
+/// kustomize); every other rule gives the same image when applied again.
 pub(crate) fn default_image_specs() -> Vec<ConfigFieldSpec> {
-    [
-        "spec/containers[]/image",
-        "spec/initContainers[]/image",
-        "spec/volumes[]/image/reference",
-        "spec/template/spec/containers[]/image",
-        "spec/template/spec/initContainers[]/image",
-        "spec/template/spec/volumes[]/image/reference",
-    ]
-    .iter()
-    .map(|p| ConfigFieldSpec::any(p, false))
-    .collect()
+    ["spec/volumes[]/image/reference", "spec/template/spec/volumes[]/image/reference"]
+        .iter()
+        .map(|p| ConfigFieldSpec::any(p, false))
+        .collect()
 }
 
-/// Rewrites image strings at field specs (never creating missing fields).
-pub(crate) fn images_at(rs: &mut [Resource], specs: &[ConfigFieldSpec], rules: &[ImageRule]) {
-    let specs: Vec<ConfigFieldSpec> = specs.iter().map(|s| ConfigFieldSpec { create: false, ..s.clone() }).collect();
-    for r in rs.iter_mut() {
-        apply_field_specs(r, &specs, &mut |v| {
-            if let Value::String(img) = v
-                && let Some(new) = rules.iter().find_map(|rule| rule.apply(img))
-            {
-                *img = new;
-            }
-        });
-    }
-}
+/// The container paths of kustomize's default `images` field specs (see
+/// [`default_image_specs`]).
+const CONTAINER_IMAGE_PATHS: [&str; 4] = [
+    "spec/containers[]/image",
+    "spec/initContainers[]/image",
+    "spec/template/spec/containers[]/image",
+    "spec/template/spec/initContainers[]/image",
+];
 
 /// Sets replica counts at extra field specs of the named objects.
 pub(crate) fn replicas_at(rs: &mut [Resource], specs: &[ConfigFieldSpec], replicas: &[ReplicaSpec]) {

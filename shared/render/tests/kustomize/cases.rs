@@ -148,4 +148,6 @@ cases! {
     case_146_err_var_cannot_be_mapped => "146-err-var-cannot-be-mapped",
     case_147_err_replacement_source_not_found => "147-err-replacement-source-not-found",
     case_148_patch_options_allow_kind_change => "148-patch-options-allow-kind-change",
+    case_149_kubeflow_style_params_vars => "149-kubeflow-style-params-vars",
+    case_150_crd_descriptions_printer => "150-crd-descriptions-printer",
 }

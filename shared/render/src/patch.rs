@@ -167,7 +167,7 @@ impl Target {
         })
     }
 
-    fn selects(&self, r: &Resource) -> bool {
+    pub fn selects(&self, r: &Resource) -> bool {
         let (org_name, org_ns) = r.org_name_ns();
         if let Some(re) = &self.namespace {
             let kind = r.kind();

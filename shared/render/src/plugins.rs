@@ -88,6 +88,46 @@ pub(crate) fn generate(eng: &Engine<'_>, dir: &Path, file: &Path, cfg: &Value, a
     append_replace_or_merge(acc, r, file)
 }
 
+/// ValueAddTransformer: writes `value` at each target's `fieldPath` (creating it), or
+/// inserts it as a path segment at `filePathPosition` of the current value.
+fn value_add(file: &Path, cfg: &Value, acc: &mut [Resource]) -> Result<()> {
+    let value = cfg.get("value").and_then(Value::as_str).unwrap_or("").to_string();
+    for t in cfg.get("targets").and_then(Value::as_array).into_iter().flatten() {
+        let selector: Option<Selector> = field(file, t, "selector")?;
+        let target = selector.as_ref().map(|s| Target::compile(file, s)).transpose()?;
+        let path = t.get("fieldPath").and_then(Value::as_str).unwrap_or("").to_string();
+        let position = t.get("filePathPosition").and_then(Value::as_i64).unwrap_or(0);
+        let segs = super::config::split_path(&path);
+        for r in acc.iter_mut().filter(|r| target.as_ref().is_none_or(|t| t.selects(r))) {
+            let mut root = Value::Object(std::mem::take(&mut r.obj));
+            super::config::walk_segs(&mut root, &segs, true, &mut |v| {
+                let current = v.as_str().unwrap_or("").to_string();
+                *v = Value::String(if position == 0 {
+                    value.clone()
+                } else {
+                    insert_path_part(&current, position - 1, &value)
+                });
+            });
+            if let Value::Object(m) = root {
+                r.obj = m;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// kustomize's `filesys.InsertPathPart`: `part` inserted as the `pos`-th segment of a
+/// `/`-separated path (an absolute path's leading `/` is not a position).
+fn insert_path_part(path: &str, pos: i64, part: &str) -> String {
+    let mut parts: Vec<&str> = if path.is_empty() { Vec::new() } else { path.split('/').collect() };
+    let mut pos = usize::try_from(pos.max(0)).unwrap_or(0).min(parts.len());
+    if parts.first() == Some(&"") && pos < 1 {
+        pos = 1;
+    }
+    parts.insert(pos, part);
+    parts.join("/")
+}
+
 /// Runs one transformer config.
 pub(crate) fn transform(eng: &Engine<'_>, dir: &Path, file: &Path, cfg: &Value, acc: &mut Vec<Resource>) -> Result<()> {
     check_builtin(file, cfg)?;
@@ -164,6 +204,7 @@ pub(crate) fn transform(eng: &Engine<'_>, dir: &Path, file: &Path, cfg: &Value, 
                 patch::apply(acc, &loaded, None, None, eng.openapi.as_deref())?;
             }
         }
+        "ValueAddTransformer" => value_add(file, cfg, acc)?,
         "ReplacementTransformer" => {
             let entries: Vec<ReplacementEntry> = field(file, cfg, "replacements")?.unwrap_or_default();
             let reps = replace::compile(file, &entries, |p| {

@@ -150,4 +150,6 @@ cases! {
     case_148_patch_options_allow_kind_change => "148-patch-options-allow-kind-change",
     case_149_kubeflow_style_params_vars => "149-kubeflow-style-params-vars",
     case_150_crd_descriptions_printer => "150-crd-descriptions-printer",
+    case_151_value_add_transformer_plugin => "151-value-add-transformer-plugin",
+    case_152_err_sort_order_transformer_plugin => "152-err-sort-order-transformer-plugin",
 }

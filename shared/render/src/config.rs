@@ -167,6 +167,77 @@ impl TransformerConfig {
     }
 }
 
+/// The field specs a `crds:` file (OpenAPI definitions keyed by Go type name) implies:
+/// properties marked `x-kubernetes-annotation`, `-label-selector`, `-identity` and
+/// `-object-ref-api-version`/`-object-ref-kind` (kustomize's `LoadConfigFromCRDs`).
+pub(crate) fn config_from_crds(doc: &Value) -> TransformerConfig {
+    let mut tc = TransformerConfig::default();
+    let Some(defs) = doc.as_object() else { return tc };
+    for (name, def) in defs {
+        let props = def.pointer("/Schema/properties").and_then(Value::as_object);
+        let looks_k8s =
+            props.is_some_and(|p| p.contains_key("kind") && p.contains_key("apiVersion") && p.contains_key("metadata"));
+        if !looks_k8s {
+            continue;
+        }
+        let kind = name.rsplit('.').next().unwrap_or(name).to_string();
+        crd_properties(&mut tc, &kind, defs, name, &mut Vec::new(), 0);
+    }
+    tc
+}
+
+fn crd_properties(
+    tc: &mut TransformerConfig,
+    kind: &str,
+    defs: &Map<String, Value>,
+    type_name: &str,
+    path: &mut Vec<String>,
+    depth: usize,
+) {
+    let Some(props) = defs.get(type_name).and_then(|d| d.pointer("/Schema/properties")).and_then(Value::as_object)
+    else {
+        return;
+    };
+    if depth > 32 {
+        return;
+    }
+    let spec =
+        |path: &[String]| FieldSpec { kind: Some(kind.to_string()), path: path.join("/"), ..FieldSpec::default() };
+    for (prop, schema) in props {
+        let ext = |k: &str| schema.get(k).and_then(Value::as_str);
+        path.push(prop.clone());
+        if ext("x-kubernetes-annotation").is_some() {
+            add_unique(&mut tc.common_annotations, &[spec(path)]);
+        }
+        if ext("x-kubernetes-label-selector").is_some() {
+            add_unique(&mut tc.common_labels, &[spec(path)]);
+        }
+        if ext("x-kubernetes-identity").is_some() {
+            add_unique(&mut tc.name_prefix, &[spec(path)]);
+        }
+        if let (Some(version), Some(target)) =
+            (ext("x-kubernetes-object-ref-api-version"), ext("x-kubernetes-object-ref-kind"))
+        {
+            let key = ext("x-kubernetes-object-ref-name-key").unwrap_or("name");
+            let mut p = path.clone();
+            p.push(key.to_string());
+            let nr = NameRef {
+                group: None,
+                version: Some(version.to_string()),
+                kind: target.to_string(),
+                fields: vec![spec(&p)],
+            };
+            let mut other = TransformerConfig::default();
+            other.name_reference.push(nr);
+            tc.merge(&other);
+        }
+        if let Some(r) = schema.get("$ref").and_then(Value::as_str) {
+            crd_properties(tc, kind, defs, r, path, depth + 1);
+        }
+        path.pop();
+    }
+}
+
 /// Splits a field-spec path into segments; `\/` escapes a slash inside a key.
 pub(crate) fn split_path(path: &str) -> Vec<String> {
     let mut out = Vec::new();

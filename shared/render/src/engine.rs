@@ -241,6 +241,12 @@ impl Engine<'_> {
                 scope.config.merge(&TransformerConfig::parse(&file, doc)?);
             }
         }
+        for entry in k.crds.iter().flatten() {
+            let (_, docs) = self.read_docs(dir, kfile, entry, super::yaml::Schema::Config)?;
+            for doc in docs.iter() {
+                scope.config.merge(&config::config_from_crds(doc));
+            }
+        }
         self.run_generators(dir, kfile, k, acc)?;
         for entry in k.generators.iter().flatten() {
             for (file, cfg) in self.plugin_configs(dir, kfile, entry)? {

@@ -45,12 +45,12 @@ pub(crate) struct Kustomization {
     pub transformers: Option<Vec<String>>,
     pub configurations: Option<Vec<String>>,
     pub openapi: Option<Value>,
+    pub crds: Option<Vec<String>>,
     // Recognised kustomize fields Convoy does not implement: present means an error.
     pub validators: Option<Value>,
     pub helm_charts: Option<Value>,
     pub helm_globals: Option<Value>,
     pub helm_chart_inflation_generator: Option<Value>,
-    pub crds: Option<Value>,
     pub images_from: Option<Value>,
 }
 
@@ -258,7 +258,6 @@ impl Kustomization {
             ("helmCharts", k.helm_charts.is_some()),
             ("helmGlobals", k.helm_globals.is_some()),
             ("helmChartInflationGenerator", k.helm_chart_inflation_generator.is_some()),
-            ("crds", k.crds.is_some()),
             ("imagesFrom", k.images_from.is_some()),
         ];
         if let Some((feature, _)) = unsupported.iter().find(|(_, set)| *set) {

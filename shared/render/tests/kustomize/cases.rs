@@ -152,4 +152,5 @@ cases! {
     case_150_crd_descriptions_printer => "150-crd-descriptions-printer",
     case_151_value_add_transformer_plugin => "151-value-add-transformer-plugin",
     case_152_err_sort_order_transformer_plugin => "152-err-sort-order-transformer-plugin",
+    case_153_crds_openapi_definitions => "153-crds-openapi-definitions",
 }

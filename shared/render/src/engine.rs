@@ -71,6 +71,23 @@ pub(crate) fn render(src: &dyn Source, cache: &DocCache, dir: &Path) -> Result<V
                     }
                 }
             }
+            "originAnnotations" => {
+                for r in acc.iter_mut() {
+                    let origin = match r.generator {
+                        Some(kind) => format!(
+                            "configuredIn: {}\nconfiguredBy:\n  apiVersion: builtin\n  kind: {kind}\n{}",
+                            relative_to(dir, &r.file),
+                            r.generator_name.as_ref().map(|n| format!("  name: {n}\n")).unwrap_or_default()
+                        ),
+                        None => format!("path: {}\n", relative_to(dir, &r.file)),
+                    };
+                    let annotations =
+                        r.metadata_mut().entry("annotations").or_insert_with(|| Value::Object(Default::default()));
+                    if let Value::Object(a) = annotations {
+                        a.insert("config.kubernetes.io/origin".into(), Value::String(origin));
+                    }
+                }
+            }
             other => {
                 return Err(RenderError::Unsupported {
                     path: kfile.to_path_buf(),
@@ -96,6 +113,16 @@ pub(crate) fn render(src: &dyn Source, cache: &DocCache, dir: &Path) -> Result<V
 /// The `app.kubernetes.io/managed-by` value `buildMetadata: [managedByLabel]` sets: the
 /// kustomize release whose output Convoy reproduces.
 const MANAGED_BY: &str = "kustomize-v5.8.1";
+
+/// `file` relative to the directory `dir` (both repository-relative), with `..` steps.
+fn relative_to(dir: &Path, file: &Path) -> String {
+    let d: Vec<_> = dir.components().collect();
+    let f: Vec<_> = file.components().collect();
+    let common = d.iter().zip(&f).take_while(|(a, b)| a == b).count();
+    let mut parts: Vec<String> = vec!["..".to_string(); d.len() - common];
+    parts.extend(f[common..].iter().map(|c| c.as_os_str().to_string_lossy().into_owned()));
+    parts.join("/")
+}
 
 /// kustomize writes annotations back as a string map at the end of a build, so every
 /// annotation value comes out a string (`null` as `"null"`).
@@ -542,6 +569,10 @@ pub(crate) fn append_replace_or_merge(acc: &mut Vec<Resource>, mut r: Resource, 
                 }
             }
             r.prev = old.prev.clone();
+            // The object keeps the origin of the one it merged into or replaced.
+            r.file = old.file.clone();
+            r.generator = old.generator;
+            r.generator_name = old.generator_name.clone();
             r.prefixes = old.prefixes.clone();
             r.suffixes = old.suffixes.clone();
             // Verified against kubectl: either side opting out of the hash wins.

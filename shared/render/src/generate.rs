@@ -138,6 +138,7 @@ pub(crate) fn generate(
         obj.insert("immutable".into(), Value::Bool(true));
     }
     let mut r = Resource::new(obj, kfile.clone());
+    r.generator = Some(if secret { "SecretGenerator" } else { "ConfigMapGenerator" });
     r.needs_hash = opts.disable_name_suffix_hash != Some(true);
     r.behavior = match spec.behavior.as_deref() {
         None | Some("") | Some("create") => Behavior::Create,

@@ -84,7 +84,8 @@ pub(crate) fn generate(eng: &Engine<'_>, dir: &Path, file: &Path, cfg: &Value, a
     let spec: GeneratorSpec =
         serde_json::from_value(Value::Object(spec)).map_err(|e| RenderError::invalid(file, format!("{kind}: {e}")))?;
     let kfile = Arc::new(file.to_path_buf());
-    let r = generate::generate(eng.src, dir, &kfile, &spec, secret, None)?;
+    let mut r = generate::generate(eng.src, dir, &kfile, &spec, secret, None)?;
+    r.generator_name = cfg.pointer("/metadata/name").and_then(Value::as_str).map(str::to_string);
     append_replace_or_merge(acc, r, file)
 }
 

@@ -33,6 +33,11 @@ pub(crate) struct Resource {
     pub behavior: Behavior,
     /// Names of the vars that read this object.
     pub ref_vars: Vec<String>,
+    /// The builtin generator kind that made this object (its `file` is then the
+    /// kustomization), for `buildMetadata: [originAnnotations]`.
+    pub generator: Option<&'static str>,
+    /// The `metadata.name` of the generator plugin config that made this object.
+    pub generator_name: Option<String>,
     /// File the object came from (for error messages).
     pub file: Arc<PathBuf>,
 }
@@ -133,6 +138,8 @@ impl Resource {
             needs_hash: false,
             behavior: Behavior::Create,
             ref_vars: Vec::new(),
+            generator: None,
+            generator_name: None,
             file,
         }
     }

@@ -153,4 +153,5 @@ cases! {
     case_151_value_add_transformer_plugin => "151-value-add-transformer-plugin",
     case_152_err_sort_order_transformer_plugin => "152-err-sort-order-transformer-plugin",
     case_153_crds_openapi_definitions => "153-crds-openapi-definitions",
+    case_154_build_metadata_origin_annotations => "154-build-metadata-origin-annotations",
 }

@@ -1,6 +1,9 @@
 //! The kustomize build pipeline: accumulate resources (files, nested kustomizations,
-//! components), run generators and transformers per kustomization in kustomize's order,
-//! then at the top add hash suffixes, fix name references and sort.
+//! components), merge `configurations:`/`crds:` field specs, run generators (builtin and
+//! `generators:` plugin configs), then transformers in kustomize's order (patches,
+//! namespace, prefix/suffix, labels, annotations, JSON patches, replicas, images,
+//! `replacements:`, `transformers:` plugin configs) and declare `vars:`. At the top: hash
+//! suffixes, name references, var substitution, build metadata, and the output order.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -183,11 +183,12 @@ fn merge_options(into: &mut GeneratorOptions, local: &GeneratorOptions) {
             m.insert(k.clone(), v.clone());
         }
     }
-    if local.disable_name_suffix_hash.is_some() {
-        into.disable_name_suffix_hash = local.disable_name_suffix_hash;
+    // kustomize's options are plain bools: a global `true` cannot be turned off locally.
+    if local.disable_name_suffix_hash == Some(true) {
+        into.disable_name_suffix_hash = Some(true);
     }
-    if local.immutable.is_some() {
-        into.immutable = local.immutable;
+    if local.immutable == Some(true) {
+        into.immutable = Some(true);
     }
 }
 

@@ -1,5 +1,6 @@
 //! The `kustomization.yaml` schema (Kustomization v1beta1 and Component v1alpha1), read
-//! strictly: unknown fields are errors, like kustomize's.
+//! like kustomize's decoder: YAML 1.1 scalars, field names in any letter case, unknown
+//! fields and an empty kustomization are errors.
 
 use std::path::Path;
 

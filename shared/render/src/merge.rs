@@ -1,5 +1,6 @@
 //! Strategic merge patch as kustomize (kyaml `merge2`) applies it: maps merge, `null`
-//! deletes, `$patch: delete|replace` directives, and lists of built-in types merged by
+//! deletes, `$patch: delete|replace` directives (other SMP directives are kept as fields),
+//! a custom `openapi:` schema when one is set, and lists of built-in types merged by
 //! their patch merge key (containers by name, ports by containerPort, …) with the patch's
 //! elements first. Lists of unknown kinds (custom resources) are replaced, as kyaml does
 //! without a schema.

@@ -1,5 +1,6 @@
 //! The built-in transformers of a kustomization: namespace, name prefix/suffix, labels,
-//! annotations, images and replicas, with kustomize's default field specs.
+//! annotations, images and replicas, with kustomize's default field specs, plus the same
+//! operations at extra field specs (from `configurations:` or plugin configs).
 
 use std::path::Path;
 

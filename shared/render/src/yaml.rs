@@ -726,6 +726,33 @@ mod tests {
     }
 
     #[test]
+    fn kubectl_quoting_rules() {
+        for s in ["yes", "Off", "~", "0755", "0x1F", "1_000", "1e3", ".5", "1:20", "2001-12-14", "1970-01-01T00:00:00Z"]
+        {
+            assert!(resolves_as_non_string(s), "{s} reads as a non-string");
+        }
+        for s in ["yES", "12e", "0x", "<<", "=", "2024-2-30", "1.2.3", "v1"] {
+            assert!(!resolves_as_non_string(s), "{s} reads as a string");
+        }
+        assert_eq!(go_format_g(1234567.5), "1.2345675e+06");
+        assert_eq!(go_format_g(0.00001), "1e-05");
+        assert_eq!(go_format_g(123456.5), "123456.5");
+    }
+
+    #[test]
+    fn plain_scalars_typed_like_go_yaml_v3() {
+        assert_eq!(parse_plain_scalar("0755"), json!(493));
+        assert_eq!(parse_plain_scalar("-0x10"), json!(-16));
+        assert_eq!(parse_plain_scalar("1_000"), json!(1000));
+        assert_eq!(parse_plain_scalar("1.5"), json!(1.5));
+        assert_eq!(parse_plain_scalar("yes"), json!("yes"));
+        assert_eq!(parse_plain_scalar("True"), json!(true));
+        assert_eq!(parse_plain_scalar("~"), Value::Null);
+        let docs = parse_docs(Path::new("t"), "a: 0755\nb: yes\nc: 1e3\nd: 1.0\n").expect("parse");
+        assert_eq!(docs, vec![json!({"a": 493, "b": "yes", "c": 1000, "d": 1})]);
+    }
+
+    #[test]
     fn documents_are_separated() {
         let text = to_yaml(&[json!({"a": 1}), json!({"b": 2})]);
         assert_eq!(text, "a: 1\n---\nb: 2\n");

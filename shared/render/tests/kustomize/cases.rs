@@ -154,4 +154,5 @@ cases! {
     case_152_err_sort_order_transformer_plugin => "152-err-sort-order-transformer-plugin",
     case_153_crds_openapi_definitions => "153-crds-openapi-definitions",
     case_154_build_metadata_origin_annotations => "154-build-metadata-origin-annotations",
+    case_155_yaml11_booleans_in_kustomization => "155-yaml11-booleans-in-kustomization",
 }

@@ -64,6 +64,24 @@ pub(crate) fn render(src: &dyn Source, cache: &DocCache, dir: &Path) -> Result<V
         specs.extend(scope.config.var_reference.iter().cloned());
         vars::resolve(&kfile, &mut acc, &scope.vars, &specs)?;
     }
+    apply_build_metadata(&k, dir, &kfile, &mut acc)?;
+    for r in acc.iter_mut() {
+        stringify_annotations(r);
+    }
+    let fifo = k.sort_options.as_ref().and_then(|s| s.order.as_deref()).is_some_and(|o| o == "fifo");
+    if !fifo {
+        let custom = k.sort_options.as_ref().and_then(|s| s.legacy_sort_options.as_ref());
+        match custom {
+            Some(l) => resource::legacy_sort_with(&mut acc, Some((&l.order_first, &l.order_last))),
+            None => resource::legacy_sort(&mut acc),
+        }
+    }
+    Ok(acc.into_iter().map(|r| Value::Object(r.obj)).collect())
+}
+
+/// `buildMetadata:` of the top kustomization (kustomize ignores it in bases):
+/// `managedByLabel` and `originAnnotations`; `transformerAnnotations` is refused.
+fn apply_build_metadata(k: &Kustomization, dir: &Path, kfile: &Path, acc: &mut [Resource]) -> Result<()> {
     for opt in k.build_metadata.iter().flatten() {
         match opt.as_str() {
             "managedByLabel" => {
@@ -99,18 +117,7 @@ pub(crate) fn render(src: &dyn Source, cache: &DocCache, dir: &Path) -> Result<V
             }
         }
     }
-    for r in acc.iter_mut() {
-        stringify_annotations(r);
-    }
-    let fifo = k.sort_options.as_ref().and_then(|s| s.order.as_deref()).is_some_and(|o| o == "fifo");
-    if !fifo {
-        let custom = k.sort_options.as_ref().and_then(|s| s.legacy_sort_options.as_ref());
-        match custom {
-            Some(l) => resource::legacy_sort_with(&mut acc, Some((&l.order_first, &l.order_last))),
-            None => resource::legacy_sort(&mut acc),
-        }
-    }
-    Ok(acc.into_iter().map(|r| Value::Object(r.obj)).collect())
+    Ok(())
 }
 
 /// The `app.kubernetes.io/managed-by` value `buildMetadata: [managedByLabel]` sets: the

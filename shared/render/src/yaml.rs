@@ -38,7 +38,71 @@ pub(crate) fn parse_docs_as(path: &Path, text: &str, schema: Schema) -> Result<V
         .map_err(|e| RenderError::Yaml { path: path.to_path_buf(), message: e.to_string() })?;
     docs.retain(|d| !d.is_null());
     docs.iter_mut().for_each(integral_floats_to_ints);
+    if schema == Schema::Resource {
+        let plain = plain_timestamps(text);
+        if !plain.is_empty() {
+            docs.iter_mut().for_each(|d| timestamps_to_rfc3339(d, &plain));
+        }
+    }
     Ok(docs)
+}
+
+/// Unquoted scalars in `text` that go-yaml v3 reads as timestamps. kustomize turns those
+/// into Go `time.Time` values, which come out as RFC 3339 strings.
+fn plain_timestamps(text: &str) -> Vec<String> {
+    static RE: std::sync::OnceLock<Option<regex::Regex>> = std::sync::OnceLock::new();
+    let re = RE.get_or_init(|| {
+        regex::Regex::new(r"(?m)(?:^|[:-])[ \t]+(\d{4}-\d{1,2}-\d{1,2}(?:(?:[Tt]| +)[0-9:.,]+(?:Z|[+-]\d\d:\d\d)?)?)[ \t]*(?:#.*)?\r?$")
+            .ok()
+    });
+    let Some(re) = re else { return Vec::new() };
+    // A string that also appears quoted is ambiguous without positions; it is left alone.
+    re.captures_iter(text)
+        .filter_map(|c| c.get(1))
+        .map(|m| m.as_str().to_string())
+        .filter(|s| is_timestamp(s) && !text.contains(&format!("'{s}'")) && !text.contains(&format!("\"{s}\"")))
+        .collect()
+}
+
+fn timestamps_to_rfc3339(v: &mut Value, plain: &[String]) {
+    match v {
+        Value::String(s) if plain.iter().any(|p| p == s) => {
+            if let Some(t) = rfc3339(s) {
+                *s = t;
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|i| timestamps_to_rfc3339(i, plain)),
+        Value::Object(m) => m.values_mut().for_each(|i| timestamps_to_rfc3339(i, plain)),
+        _ => {}
+    }
+}
+
+/// A YAML timestamp as Go's `time.Time` marshals to JSON (RFC 3339, fraction without
+/// trailing zeros, `Z` for UTC and zone-less times).
+fn rfc3339(s: &str) -> Option<String> {
+    let (date, rest) = match s.find(['T', 't', ' ']) {
+        Some(i) => (&s[..i], s[i..].trim_start_matches(['T', 't', ' '])),
+        None => (s, ""),
+    };
+    let mut d = date.split('-').map(|p| p.parse::<u32>().ok());
+    let (y, mo, da) = (d.next()??, d.next()??, d.next()??);
+    if rest.is_empty() {
+        return Some(format!("{y:04}-{mo:02}-{da:02}T00:00:00Z"));
+    }
+    let zone_at = rest.find(['Z', '+', '-']).unwrap_or(rest.len());
+    let (clock, zone) = rest.split_at(zone_at);
+    let (hms, frac) = match clock.split_once(['.', ',']) {
+        Some((a, b)) => (a, b.trim_end_matches('0')),
+        None => (clock, ""),
+    };
+    let mut t = hms.split(':').map(|p| p.parse::<u32>().ok());
+    let (h, mi, se) = (t.next()??, t.next()??, t.next()??);
+    let zone = match zone {
+        "" | "Z" | "+00:00" | "-00:00" => "Z",
+        z => z,
+    };
+    let frac = if frac.is_empty() { String::new() } else { format!(".{frac}") };
+    Some(format!("{y:04}-{mo:02}-{da:02}T{h:02}:{mi:02}:{se:02}{frac}{zone}"))
 }
 
 /// kustomize passes objects through JSON, after which an integral float such as `1500.0`

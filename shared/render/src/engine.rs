@@ -1,50 +1,153 @@
 //! The kustomize build pipeline: accumulate resources (files, nested kustomizations,
-//! components), run generators and transformers per kustomization in kustomize's order,
-//! then at the top add hash suffixes, fix name references and sort.
+//! components), merge `configurations:`/`crds:` field specs, run generators (builtin and
+//! `generators:` plugin configs), then transformers in kustomize's order (patches,
+//! namespace, prefix/suffix, labels, annotations, JSON patches, replicas, images,
+//! `replacements:`, `transformers:` plugin configs) and declare `vars:`. At the top: hash
+//! suffixes, name references, var substitution, build metadata, and the output order.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::kustomization::{FILE_NAMES, Kustomization};
+use super::config::TransformerConfig;
+use super::kustomization::{FILE_NAMES, Kustomization, VarSpec};
+use super::merge::OpenApi;
 use super::patch::{self, Target};
 use super::resource::{self, Behavior, Resource};
 use super::source::{self, EntryKind, Source};
 use super::transform::{self, ImageRule, LabelScope};
 use super::yaml::DocCache;
-use super::{RenderError, Result, generate, nameref};
+use super::{RenderError, Result, config, generate, nameref, plugins, replace, vars};
 
-struct Engine<'a> {
-    src: &'a dyn Source,
-    cache: &'a DocCache,
+pub(crate) struct Engine<'a> {
+    pub src: &'a dyn Source,
+    pub cache: &'a DocCache,
     stack: Vec<PathBuf>,
+    /// The custom schema of the last `openapi:` seen; like kustomize's global schema it
+    /// applies to every later strategic merge of the build.
+    pub openapi: Option<Arc<OpenApi>>,
+}
+
+/// What flows up from a kustomization besides its objects: transformer configurations
+/// and vars (kustomize's accumulator).
+#[derive(Default)]
+pub(crate) struct Scope {
+    pub config: TransformerConfig,
+    pub vars: Vec<VarSpec>,
 }
 
 /// Renders the kustomization in the repository-relative directory `dir`.
 pub(crate) fn render(src: &dyn Source, cache: &DocCache, dir: &Path) -> Result<Vec<Value>> {
-    let mut eng = Engine { src, cache, stack: Vec::new() };
+    let mut eng = Engine { src, cache, stack: Vec::new(), openapi: None };
     match src.kind(dir)? {
         Some(EntryKind::Dir) => {}
         _ => {
             return Err(RenderError::Missing { path: dir.to_path_buf(), from: PathBuf::from(".") });
         }
     }
+    let real = src.real_path(dir)?;
+    let dir = real.as_path();
     let (kfile, k) = eng.load_kustomization(dir)?;
     let mut acc = Vec::new();
-    eng.accumulate(dir, &kfile, &k, &mut acc)?;
+    let mut scope = Scope::default();
+    eng.accumulate(dir, &kfile, &k, &mut acc, &mut scope)?;
     for r in acc.iter_mut().filter(|r| r.needs_hash) {
         r.store_prev();
         let hash = generate::name_hash(&r.obj);
         let name = format!("{}-{hash}", r.name());
         r.set_name(&name);
     }
-    nameref::fix_references(&mut acc)?;
+    nameref::fix_references(&mut acc, &scope.config.name_reference)?;
+    if !scope.vars.is_empty() {
+        let mut specs = config::default_var_reference();
+        specs.extend(scope.config.var_reference.iter().cloned());
+        vars::resolve(&kfile, &mut acc, &scope.vars, &specs)?;
+    }
+    apply_build_metadata(&k, dir, &kfile, &mut acc)?;
+    for r in acc.iter_mut() {
+        stringify_annotations(r);
+    }
     let fifo = k.sort_options.as_ref().and_then(|s| s.order.as_deref()).is_some_and(|o| o == "fifo");
     if !fifo {
-        resource::legacy_sort(&mut acc);
+        let custom = k.sort_options.as_ref().and_then(|s| s.legacy_sort_options.as_ref());
+        match custom {
+            Some(l) => resource::legacy_sort_with(&mut acc, Some((&l.order_first, &l.order_last))),
+            None => resource::legacy_sort(&mut acc),
+        }
     }
     Ok(acc.into_iter().map(|r| Value::Object(r.obj)).collect())
+}
+
+/// `buildMetadata:` of the top kustomization (kustomize ignores it in bases):
+/// `managedByLabel` and `originAnnotations`; `transformerAnnotations` is refused.
+fn apply_build_metadata(k: &Kustomization, dir: &Path, kfile: &Path, acc: &mut [Resource]) -> Result<()> {
+    for opt in k.build_metadata.iter().flatten() {
+        match opt.as_str() {
+            "managedByLabel" => {
+                for r in acc.iter_mut() {
+                    let labels = r.metadata_mut().entry("labels").or_insert_with(|| Value::Object(Default::default()));
+                    if let Value::Object(l) = labels {
+                        l.insert("app.kubernetes.io/managed-by".into(), Value::String(MANAGED_BY.into()));
+                    }
+                }
+            }
+            "originAnnotations" => {
+                for r in acc.iter_mut() {
+                    let origin = match r.generator {
+                        Some(kind) => format!(
+                            "configuredIn: {}\nconfiguredBy:\n  apiVersion: builtin\n  kind: {kind}\n{}",
+                            relative_to(dir, &r.file),
+                            r.generator_name.as_ref().map(|n| format!("  name: {n}\n")).unwrap_or_default()
+                        ),
+                        None => format!("path: {}\n", relative_to(dir, &r.file)),
+                    };
+                    let annotations =
+                        r.metadata_mut().entry("annotations").or_insert_with(|| Value::Object(Default::default()));
+                    if let Value::Object(a) = annotations {
+                        a.insert("config.kubernetes.io/origin".into(), Value::String(origin));
+                    }
+                }
+            }
+            other => {
+                return Err(RenderError::Unsupported {
+                    path: kfile.to_path_buf(),
+                    feature: format!("buildMetadata: {other}"),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The `app.kubernetes.io/managed-by` value `buildMetadata: [managedByLabel]` sets: the
+/// kustomize release whose output Convoy reproduces.
+const MANAGED_BY: &str = "kustomize-v5.8.1";
+
+/// `file` relative to the directory `dir` (both repository-relative), with `..` steps.
+fn relative_to(dir: &Path, file: &Path) -> String {
+    let d: Vec<_> = dir.components().collect();
+    let f: Vec<_> = file.components().collect();
+    let common = d.iter().zip(&f).take_while(|(a, b)| a == b).count();
+    let mut parts: Vec<String> = vec!["..".to_string(); d.len() - common];
+    parts.extend(f[common..].iter().map(|c| c.as_os_str().to_string_lossy().into_owned()));
+    parts.join("/")
+}
+
+/// kustomize writes annotations back as a string map at the end of a build, so every
+/// annotation value comes out a string (`null` as `"null"`).
+fn stringify_annotations(r: &mut Resource) {
+    let Some(Value::Object(md)) = r.obj.get_mut("metadata") else { return };
+    let Some(Value::Object(a)) = md.get_mut("annotations") else { return };
+    for v in a.values_mut() {
+        let text = match &*v {
+            Value::String(_) => continue,
+            Value::Null => "null".to_string(),
+            Value::Number(n) => super::yaml::number_text(n),
+            other => other.to_string(),
+        };
+        *v = Value::String(text);
+    }
 }
 
 fn looks_remote(entry: &str) -> bool {
@@ -112,12 +215,13 @@ impl Engine<'_> {
         }
     }
 
-    fn accumulate(
+    pub fn accumulate(
         &mut self,
         dir: &Path,
         kfile: &Arc<PathBuf>,
         k: &Kustomization,
         acc: &mut Vec<Resource>,
+        scope: &mut Scope,
     ) -> Result<()> {
         if self.stack.iter().any(|d| d == dir) {
             let chain: Vec<String> =
@@ -125,7 +229,7 @@ impl Engine<'_> {
             return Err(RenderError::Cycle { path: kfile.to_path_buf(), chain: chain.join(" -> ") });
         }
         self.stack.push(dir.to_path_buf());
-        let out = self.accumulate_inner(dir, kfile, k, acc);
+        let out = self.accumulate_inner(dir, kfile, k, acc, scope);
         self.stack.pop();
         out
     }
@@ -136,13 +240,18 @@ impl Engine<'_> {
         kfile: &Arc<PathBuf>,
         k: &Kustomization,
         acc: &mut Vec<Resource>,
+        scope: &mut Scope,
     ) -> Result<()> {
+        if let Some(api) = &k.openapi {
+            self.openapi = Some(Arc::new(self.load_openapi(dir, kfile, api)?));
+        }
         let entries = k.bases.iter().flatten().chain(k.resources.iter().flatten());
         for entry in entries {
             let (path, kind) = self.resolve(dir, entry, kfile)?;
             match kind {
                 EntryKind::File => self.load_file(&path, acc)?,
                 EntryKind::Dir => {
+                    let path = self.src.real_path(&path)?;
                     let (sub_file, sub) = self.load_kustomization(&path)?;
                     if sub.is_component() {
                         return Err(RenderError::invalid(
@@ -151,14 +260,36 @@ impl Engine<'_> {
                         ));
                     }
                     let mut sub_acc = Vec::new();
-                    self.accumulate(&path, &sub_file, &sub, &mut sub_acc)?;
+                    let mut sub_scope = Scope::default();
+                    self.accumulate(&path, &sub_file, &sub, &mut sub_acc, &mut sub_scope)?;
                     for r in sub_acc {
                         append(acc, r, kfile)?;
+                    }
+                    scope.config.merge(&sub_scope.config);
+                    for v in &sub_scope.vars {
+                        vars::add(kfile, &mut scope.vars, v)?;
                     }
                 }
             }
         }
+        for entry in k.configurations.iter().flatten() {
+            let (file, docs) = self.read_docs(dir, kfile, entry, super::yaml::Schema::Config)?;
+            for doc in docs.iter() {
+                scope.config.merge(&TransformerConfig::parse(&file, doc)?);
+            }
+        }
+        for entry in k.crds.iter().flatten() {
+            let (_, docs) = self.read_docs(dir, kfile, entry, super::yaml::Schema::Config)?;
+            for doc in docs.iter() {
+                scope.config.merge(&config::config_from_crds(doc));
+            }
+        }
         self.run_generators(dir, kfile, k, acc)?;
+        for entry in k.generators.iter().flatten() {
+            for (file, cfg) in self.plugin_configs(dir, kfile, entry)? {
+                plugins::generate(self, dir, &file, &cfg, acc)?;
+            }
+        }
         // Components run after this kustomization's generators, before its transformers.
         for entry in k.components.iter().flatten() {
             let (path, kind) = self.resolve(dir, entry, kfile)?;
@@ -168,6 +299,7 @@ impl Engine<'_> {
                     format!("component '{entry}' must be a directory with a kustomization.yaml"),
                 ));
             }
+            let path = self.src.real_path(&path)?;
             let (comp_file, comp) = self.load_kustomization(&path)?;
             if !comp.is_component() {
                 return Err(RenderError::invalid(
@@ -175,9 +307,72 @@ impl Engine<'_> {
                     "listed under 'components:' but is not 'kind: Component'; set kind: Component and apiVersion: kustomize.config.k8s.io/v1alpha1",
                 ));
             }
-            self.accumulate(&path, &comp_file, &comp, acc)?;
+            self.accumulate(&path, &comp_file, &comp, acc, scope)?;
         }
-        self.run_transformers(dir, kfile, k, acc)
+        self.run_transformers(dir, kfile, k, acc, scope)?;
+        if let Some(vs) = &k.vars {
+            vars::declare(kfile, acc, vs, &mut scope.vars)?;
+        }
+        Ok(())
+    }
+
+    fn load_openapi(&self, dir: &Path, kfile: &Path, api: &Value) -> Result<OpenApi> {
+        let path = api.get("path").and_then(Value::as_str).filter(|p| !p.is_empty());
+        let Some(path) = path else {
+            return Err(RenderError::Unsupported {
+                path: kfile.to_path_buf(),
+                feature: "openapi without a 'path' (builtin schema versions)".into(),
+            });
+        };
+        let (file, docs) = self.read_docs(dir, kfile, path, super::yaml::Schema::Resource)?;
+        match docs.first() {
+            Some(doc) => Ok(OpenApi::new(doc)),
+            None => Err(RenderError::invalid(&file, "openapi schema file is empty")),
+        }
+    }
+
+    /// Reads a file a kustomization names (in or below its directory) as YAML documents.
+    pub fn read_docs(
+        &self,
+        dir: &Path,
+        kfile: &Path,
+        entry: &str,
+        schema: super::yaml::Schema,
+    ) -> Result<(PathBuf, Arc<Vec<Value>>)> {
+        let file = source::normalize(dir, entry)
+            .ok_or_else(|| RenderError::PathEscape { path: entry.to_string(), from: kfile.to_path_buf() })?;
+        source::check_within(dir, &file, entry, kfile)?;
+        if self.src.kind(&file)? != Some(EntryKind::File) {
+            return Err(RenderError::Missing { path: file, from: kfile.to_path_buf() });
+        }
+        let text = String::from_utf8(self.src.read(&file)?)
+            .map_err(|_| RenderError::invalid(&file, "file is not valid UTF-8"))?;
+        let docs = self.cache.parse_as(&file, &text, schema)?;
+        Ok((file, docs))
+    }
+
+    /// The plugin configuration objects a `transformers:` or `generators:` entry gives:
+    /// inline YAML, a file, or a kustomization directory whose output are the configs.
+    fn plugin_configs(&mut self, dir: &Path, kfile: &Arc<PathBuf>, entry: &str) -> Result<Vec<(PathBuf, Value)>> {
+        if entry.contains('\n') || entry.trim_start().starts_with('{') {
+            let docs = self.cache.parse(kfile, entry)?;
+            return Ok(docs.iter().map(|d| (kfile.to_path_buf(), d.clone())).collect());
+        }
+        let (path, kind) = self.resolve(dir, entry, kfile)?;
+        match kind {
+            EntryKind::File => {
+                let (file, docs) = self.read_docs(dir, kfile, entry, super::yaml::Schema::Resource)?;
+                Ok(docs.iter().map(|d| (file.clone(), d.clone())).collect())
+            }
+            EntryKind::Dir => {
+                let path = self.src.real_path(&path)?;
+                let (sub_file, sub) = self.load_kustomization(&path)?;
+                let mut sub_acc = Vec::new();
+                let mut sub_scope = Scope::default();
+                self.accumulate(&path, &sub_file, &sub, &mut sub_acc, &mut sub_scope)?;
+                Ok(sub_acc.into_iter().map(|r| (r.file.to_path_buf(), Value::Object(r.obj))).collect())
+            }
+        }
     }
 
     fn load_file(&self, path: &Path, acc: &mut Vec<Resource>) -> Result<()> {
@@ -254,69 +449,97 @@ impl Engine<'_> {
     }
 
     fn run_transformers(
-        &self,
+        &mut self,
         dir: &Path,
         kfile: &Arc<PathBuf>,
         k: &Kustomization,
         acc: &mut Vec<Resource>,
+        scope: &Scope,
     ) -> Result<()> {
+        let cfg = &scope.config;
         for entry in k.patches_strategic_merge.iter().flatten() {
             let inline = entry.contains('\n') || entry.trim_start().starts_with('{');
             let loaded = if inline {
-                patch::load(self.src, self.cache, dir, kfile, None, Some(entry))?
+                patch::load(self.src, self.cache, dir, kfile, None, Some(entry), true)?
             } else {
-                patch::load(self.src, self.cache, dir, kfile, Some(entry), None)?
+                patch::load(self.src, self.cache, dir, kfile, Some(entry), None, true)?
             };
-            patch::apply(acc, &loaded, None, None)?;
+            patch::apply(acc, &loaded, None, None, self.openapi.as_deref())?;
         }
         for p in k.patches.iter().flatten() {
-            let loaded = patch::load(self.src, self.cache, dir, kfile, p.path.as_deref(), p.patch.as_deref())?;
+            let loaded = patch::load(self.src, self.cache, dir, kfile, p.path.as_deref(), p.patch.as_deref(), false)?;
             let target = p.target.as_ref().map(|t| Target::compile(kfile, t)).transpose()?;
-            patch::apply(acc, &loaded, target.as_ref(), p.options.as_ref())?;
+            patch::apply(acc, &loaded, target.as_ref(), p.options.as_ref(), self.openapi.as_deref())?;
         }
         if let Some(ns) = k.namespace.as_deref().filter(|n| !n.is_empty()) {
             transform::set_namespace(acc, ns, kfile)?;
+            transform::set_string_at(acc, &cfg.namespace, ns);
         }
         if let Some(prefix) = k.name_prefix.as_deref().filter(|p| !p.is_empty()) {
             transform::add_prefix(acc, prefix);
+            transform::affix_at(acc, &cfg.name_prefix, prefix, "");
         }
         if let Some(suffix) = k.name_suffix.as_deref().filter(|p| !p.is_empty()) {
             transform::add_suffix(acc, suffix);
+            transform::affix_at(acc, &cfg.name_suffix, "", suffix);
         }
         for l in k.labels.iter().flatten() {
             if let Some(pairs) = &l.pairs {
                 let scope = LabelScope { selectors: l.include_selectors, templates: l.include_templates };
                 transform::add_labels(acc, pairs, &scope);
+                if l.include_selectors {
+                    transform::add_pairs_at(acc, &cfg.common_labels, pairs);
+                } else if l.include_templates {
+                    transform::add_pairs_at(acc, &cfg.template_labels, pairs);
+                }
+                let fields = config::FieldSpec::parse_list(kfile, l.fields.as_ref())?;
+                transform::add_pairs_at(acc, &fields, pairs);
             }
         }
         if let Some(pairs) = &k.common_labels {
             let scope = LabelScope { selectors: true, templates: true };
             transform::add_labels(acc, pairs, &scope);
+            transform::add_pairs_at(acc, &cfg.common_labels, pairs);
         }
         if let Some(pairs) = &k.common_annotations {
             transform::add_annotations(acc, pairs);
+            transform::add_pairs_at(acc, &cfg.common_annotations, pairs);
         }
         for p in k.patches_json6902.iter().flatten() {
             let Some(t) = &p.target else {
                 return Err(RenderError::invalid(kfile, "a patchesJson6902 entry needs a target"));
             };
-            let loaded = patch::load(self.src, self.cache, dir, kfile, p.path.as_deref(), p.patch.as_deref())?;
+            let loaded = patch::load(self.src, self.cache, dir, kfile, p.path.as_deref(), p.patch.as_deref(), false)?;
             let target = Target::compile(kfile, t)?;
-            patch::apply(acc, &loaded, Some(&target), p.options.as_ref())?;
+            patch::apply(acc, &loaded, Some(&target), p.options.as_ref(), self.openapi.as_deref())?;
         }
         if let Some(replicas) = k.replicas.as_ref().filter(|r| !r.is_empty()) {
-            transform::set_replicas(acc, replicas, kfile)?;
+            transform::set_replicas(acc, replicas, &cfg.replicas, kfile)?;
         }
         if let Some(images) = k.images.as_ref().filter(|i| !i.is_empty()) {
             let rules: Vec<ImageRule> = images.iter().map(ImageRule::new).collect();
-            transform::set_images(acc, &rules);
+            let mut specs = transform::default_image_specs();
+            specs.extend(cfg.images.iter().cloned());
+            transform::transform_images(acc, &rules, &specs, true);
+        }
+        if let Some(entries) = k.replacements.as_ref().filter(|r| !r.is_empty()) {
+            let reps = replace::compile(kfile, entries, |p| {
+                let (file, docs) = self.read_docs(dir, kfile, p, super::yaml::Schema::Resource)?;
+                Ok((file, docs.to_vec()))
+            })?;
+            replace::apply(kfile, acc, &reps)?;
+        }
+        for entry in k.transformers.iter().flatten() {
+            for (file, cfg) in self.plugin_configs(dir, kfile, entry)? {
+                plugins::transform(self, dir, &file, &cfg, acc)?;
+            }
         }
         Ok(())
     }
 }
 
 /// Adds a generated object, or merges/replaces an existing one as its behavior says.
-fn append_replace_or_merge(acc: &mut Vec<Resource>, mut r: Resource, kfile: &Path) -> Result<()> {
+pub(crate) fn append_replace_or_merge(acc: &mut Vec<Resource>, mut r: Resource, kfile: &Path) -> Result<()> {
     let gvk = r.gvk();
     let name = r.name().to_string();
     let ns = r.namespace().to_string();
@@ -356,6 +579,10 @@ fn append_replace_or_merge(acc: &mut Vec<Resource>, mut r: Resource, kfile: &Pat
                 }
             }
             r.prev = old.prev.clone();
+            // The object keeps the origin of the one it merged into or replaced.
+            r.file = old.file.clone();
+            r.generator = old.generator;
+            r.generator_name = old.generator_name.clone();
             r.prefixes = old.prefixes.clone();
             r.suffixes = old.suffixes.clone();
             // Verified against kubectl: either side opting out of the hash wins.

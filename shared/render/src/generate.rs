@@ -138,6 +138,7 @@ pub(crate) fn generate(
         obj.insert("immutable".into(), Value::Bool(true));
     }
     let mut r = Resource::new(obj, kfile.clone());
+    r.generator = Some(if secret { "SecretGenerator" } else { "ConfigMapGenerator" });
     r.needs_hash = opts.disable_name_suffix_hash != Some(true);
     r.behavior = match spec.behavior.as_deref() {
         None | Some("") | Some("create") => Behavior::Create,
@@ -182,11 +183,12 @@ fn merge_options(into: &mut GeneratorOptions, local: &GeneratorOptions) {
             m.insert(k.clone(), v.clone());
         }
     }
-    if local.disable_name_suffix_hash.is_some() {
-        into.disable_name_suffix_hash = local.disable_name_suffix_hash;
+    // kustomize's options are plain bools: a global `true` cannot be turned off locally.
+    if local.disable_name_suffix_hash == Some(true) {
+        into.disable_name_suffix_hash = Some(true);
     }
-    if local.immutable.is_some() {
-        into.immutable = local.immutable;
+    if local.immutable == Some(true) {
+        into.immutable = Some(true);
     }
 }
 

@@ -1,5 +1,6 @@
 //! The `kustomization.yaml` schema (Kustomization v1beta1 and Component v1alpha1), read
-//! strictly: unknown fields are errors, like kustomize's.
+//! like kustomize's decoder: YAML 1.1 scalars, field names in any letter case, unknown
+//! fields and an empty kustomization are errors.
 
 use std::path::Path;
 
@@ -38,21 +39,91 @@ pub(crate) struct Kustomization {
     pub secret_generator: Option<Vec<GeneratorSpec>>,
     pub generator_options: Option<GeneratorOptions>,
     pub sort_options: Option<SortOptions>,
-    #[allow(dead_code)] // accepted so strict parsing does not reject it
     pub build_metadata: Option<Vec<String>>,
+    pub vars: Option<Vec<VarSpec>>,
+    pub replacements: Option<Vec<ReplacementEntry>>,
+    pub generators: Option<Vec<String>>,
+    pub transformers: Option<Vec<String>>,
+    pub configurations: Option<Vec<String>>,
+    pub openapi: Option<Value>,
+    pub crds: Option<Vec<String>>,
     // Recognised kustomize fields Convoy does not implement: present means an error.
-    pub vars: Option<Value>,
-    pub replacements: Option<Value>,
-    pub generators: Option<Value>,
-    pub transformers: Option<Value>,
     pub validators: Option<Value>,
     pub helm_charts: Option<Value>,
     pub helm_globals: Option<Value>,
     pub helm_chart_inflation_generator: Option<Value>,
-    pub configurations: Option<Value>,
-    pub crds: Option<Value>,
-    pub openapi: Option<Value>,
     pub images_from: Option<Value>,
+}
+
+/// One entry of `vars:` (deprecated in kustomize, still common).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct VarSpec {
+    pub name: String,
+    pub objref: VarObjRef,
+    pub fieldref: Option<VarFieldRef>,
+}
+
+/// The object a var reads.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct VarObjRef {
+    pub api_version: Option<String>,
+    pub group: Option<String>,
+    pub version: Option<String>,
+    pub kind: Option<String>,
+    pub name: Option<String>,
+    pub namespace: Option<String>,
+}
+
+/// The field a var reads (default `metadata.name`).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct VarFieldRef {
+    pub fieldpath: Option<String>,
+}
+
+/// One entry of `replacements:`: inline, or a file holding replacements.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct ReplacementEntry {
+    pub path: Option<String>,
+    pub source: Option<ReplacementSource>,
+    pub targets: Option<Vec<ReplacementTarget>>,
+}
+
+/// Where a replacement reads its value.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct ReplacementSource {
+    pub group: Option<String>,
+    pub version: Option<String>,
+    pub kind: Option<String>,
+    pub name: Option<String>,
+    pub namespace: Option<String>,
+    pub field_path: Option<String>,
+    pub options: Option<FieldOptions>,
+}
+
+/// Where a replacement writes.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct ReplacementTarget {
+    pub select: Option<Selector>,
+    pub reject: Option<Vec<Selector>>,
+    pub field_paths: Option<Vec<String>>,
+    pub options: Option<FieldOptions>,
+}
+
+/// `options:` of a replacement source or target.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct FieldOptions {
+    pub delimiter: Option<String>,
+    #[serde(default)]
+    pub index: i64,
+    #[serde(default)]
+    pub create: bool,
 }
 
 /// One entry of `labels:`.
@@ -150,31 +221,44 @@ pub(crate) struct GeneratorOptions {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(crate) struct SortOptions {
     pub order: Option<String>,
-    #[allow(dead_code)] // accepted so strict parsing does not reject it
-    pub legacy_sort_options: Option<Value>,
+    pub legacy_sort_options: Option<LegacySortOptions>,
+}
+
+/// `sortOptions.legacySortOptions`: kinds to put first and last.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct LegacySortOptions {
+    #[serde(default)]
+    pub order_first: Vec<String>,
+    #[serde(default)]
+    pub order_last: Vec<String>,
 }
 
 impl Kustomization {
     /// Parses a kustomization file; `component` says whether a Component is expected.
     pub fn parse(path: &Path, text: &str, cache: &super::yaml::DocCache) -> Result<Kustomization> {
-        let value = super::yaml::parse_one(path, text, cache)?;
-        if value.is_null() {
-            return Ok(Kustomization::default());
+        let mut value = super::yaml::parse_one(path, text, cache, super::yaml::Schema::Config)?;
+        if let Value::Object(m) = &mut value {
+            fold_field_names(m);
+        }
+        let empty = match &value {
+            Value::Null => true,
+            Value::Object(m) => m.keys().all(|k| k == "apiVersion" || k == "kind"),
+            _ => false,
+        };
+        if empty {
+            return Err(RenderError::InvalidKustomization {
+                path: path.to_path_buf(),
+                message: "kustomization.yaml is empty; list resources or remove the directory".into(),
+            });
         }
         let k: Kustomization = serde_json::from_value(value)
             .map_err(|e| RenderError::InvalidKustomization { path: path.to_path_buf(), message: e.to_string() })?;
         let unsupported = [
-            ("vars", k.vars.is_some()),
-            ("replacements", k.replacements.is_some()),
-            ("generators", k.generators.is_some()),
-            ("transformers", k.transformers.is_some()),
             ("validators", k.validators.is_some()),
             ("helmCharts", k.helm_charts.is_some()),
             ("helmGlobals", k.helm_globals.is_some()),
             ("helmChartInflationGenerator", k.helm_chart_inflation_generator.is_some()),
-            ("configurations", k.configurations.is_some()),
-            ("crds", k.crds.is_some()),
-            ("openapi", k.openapi.is_some()),
             ("imagesFrom", k.images_from.is_some()),
         ];
         if let Some((feature, _)) = unsupported.iter().find(|(_, set)| *set) {
@@ -202,22 +286,93 @@ impl Kustomization {
                 });
             }
         }
-        if let Some(labels) = &k.labels
-            && labels.iter().any(|l| l.fields.is_some())
-        {
-            return Err(RenderError::Unsupported { path: path.to_path_buf(), feature: "labels[].fields".into() });
-        }
-        if let Some(images) = &k.images
-            && images.iter().any(|i| i.tag_suffix.is_some())
-        {
-            return Err(RenderError::Unsupported { path: path.to_path_buf(), feature: "images[].tagSuffix".into() });
-        }
         Ok(k)
     }
 
     /// Whether this is a `kind: Component`.
     pub fn is_component(&self) -> bool {
         self.kind.as_deref() == Some("Component")
+    }
+}
+
+/// Field names of the kustomization schema, for matching them case-insensitively like Go's
+/// `encoding/json` (which kustomize decodes with): `nameprefix` is `namePrefix`.
+const TOP_FIELDS: [&str; 35] = [
+    "apiVersion",
+    "kind",
+    "metadata",
+    "resources",
+    "bases",
+    "components",
+    "namespace",
+    "namePrefix",
+    "nameSuffix",
+    "commonLabels",
+    "labels",
+    "commonAnnotations",
+    "images",
+    "replicas",
+    "patches",
+    "patchesStrategicMerge",
+    "patchesJson6902",
+    "configMapGenerator",
+    "secretGenerator",
+    "generatorOptions",
+    "sortOptions",
+    "buildMetadata",
+    "vars",
+    "replacements",
+    "generators",
+    "transformers",
+    "configurations",
+    "openapi",
+    "validators",
+    "helmCharts",
+    "helmGlobals",
+    "helmChartInflationGenerator",
+    "crds",
+    "imagesFrom",
+    "images",
+];
+
+/// Nested structs whose field names fold too: (parent field, the struct's fields).
+const NESTED_FIELDS: [(&str, &[&str]); 9] = [
+    ("labels", &["pairs", "includeSelectors", "includeTemplates", "fields"]),
+    ("images", &["name", "newName", "newTag", "digest", "tagSuffix"]),
+    ("replicas", &["name", "count"]),
+    ("patches", &["path", "patch", "target", "options"]),
+    ("patchesJson6902", &["path", "patch", "target", "options"]),
+    ("configMapGenerator", &["name", "namespace", "behavior", "literals", "files", "envs", "env", "type", "options"]),
+    ("secretGenerator", &["name", "namespace", "behavior", "literals", "files", "envs", "env", "type", "options"]),
+    ("generatorOptions", &["labels", "annotations", "disableNameSuffixHash", "immutable"]),
+    ("sortOptions", &["order", "legacySortOptions"]),
+];
+
+fn fold_keys(m: &mut Map<String, Value>, names: &[&str]) {
+    if m.keys().all(|k| names.contains(&k.as_str())) {
+        return;
+    }
+    let old = std::mem::take(m);
+    for (k, v) in old {
+        let canon = names.iter().find(|n| n.eq_ignore_ascii_case(&k)).map_or(k, |n| (*n).to_string());
+        m.insert(canon, v);
+    }
+}
+
+/// Renames fields of a kustomization written in another letter case to their canonical
+/// names.
+fn fold_field_names(m: &mut Map<String, Value>) {
+    fold_keys(m, &TOP_FIELDS);
+    for (field, names) in NESTED_FIELDS {
+        match m.get_mut(field) {
+            Some(Value::Array(items)) => {
+                for item in items.iter_mut().filter_map(Value::as_object_mut) {
+                    fold_keys(item, names);
+                }
+            }
+            Some(Value::Object(o)) => fold_keys(o, names),
+            _ => {}
+        }
     }
 }
 

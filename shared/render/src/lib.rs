@@ -6,15 +6,19 @@
 //! Git trees; [`FsSource`] is the filesystem implementation.
 #![forbid(unsafe_code)]
 
+mod config;
 mod engine;
 mod generate;
 mod kustomization;
 mod merge;
 mod nameref;
 mod patch;
+mod plugins;
+mod replace;
 mod resource;
 mod source;
 mod transform;
+mod vars;
 mod yaml;
 
 use std::path::{Path, PathBuf};

@@ -1,5 +1,6 @@
 //! Strategic merge patch as kustomize (kyaml `merge2`) applies it: maps merge, `null`
-//! deletes, `$patch: delete|replace` directives, and lists of built-in types merged by
+//! deletes, `$patch: delete|replace` directives (other SMP directives are kept as fields),
+//! a custom `openapi:` schema when one is set, and lists of built-in types merged by
 //! their patch merge key (containers by name, ports by containerPort, …) with the patch's
 //! elements first. Lists of unknown kinds (custom resources) are replaced, as kyaml does
 //! without a schema.
@@ -7,11 +8,73 @@
 use serde_json::{Map, Value};
 
 /// How a list field is merged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum ListStrategy {
     Replace,
-    Key(&'static str),
+    Key(String),
     Primitive,
+}
+
+/// A custom OpenAPI schema (kustomization `openapi: {path: …}`): when set, it alone decides
+/// how lists merge, for every kind, as in kustomize (kinds it lacks replace their lists).
+#[derive(Debug, Default)]
+pub(crate) struct OpenApi {
+    definitions: Map<String, Value>,
+    by_gvk: std::collections::HashMap<(String, String, String), String>,
+}
+
+impl OpenApi {
+    /// Reads the `definitions` of a swagger document.
+    pub fn new(doc: &Value) -> OpenApi {
+        let definitions = doc.get("definitions").and_then(Value::as_object).cloned().unwrap_or_default();
+        let mut by_gvk = std::collections::HashMap::new();
+        for (name, def) in &definitions {
+            for g in def.get("x-kubernetes-group-version-kind").and_then(Value::as_array).into_iter().flatten() {
+                let s = |k: &str| g.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+                by_gvk.insert((s("group"), s("version"), s("kind")), name.clone());
+            }
+        }
+        OpenApi { definitions, by_gvk }
+    }
+
+    fn deref<'a>(&'a self, mut node: &'a Value) -> &'a Value {
+        for _ in 0..32 {
+            match node.get("$ref").and_then(Value::as_str).and_then(|r| r.strip_prefix("#/definitions/")) {
+                Some(name) => match self.definitions.get(name) {
+                    Some(d) => node = d,
+                    None => break,
+                },
+                None => break,
+            }
+        }
+        node
+    }
+
+    fn strategy(&self, api_version: &str, kind: &str, path: &[String], field: &str) -> ListStrategy {
+        let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+        let key = (group.to_string(), version.to_string(), kind.to_string());
+        let Some(mut node) = self.by_gvk.get(&key).and_then(|n| self.definitions.get(n)) else {
+            return ListStrategy::Replace;
+        };
+        for seg in path.iter().map(String::as_str).chain(std::iter::once(field)) {
+            node = self.deref(node);
+            if let Some(items) = node.get("items") {
+                node = self.deref(items);
+            }
+            match node.get("properties").and_then(|p| p.get(seg)) {
+                Some(n) => node = n,
+                None => return ListStrategy::Replace,
+            }
+        }
+        let strategy = node.get("x-kubernetes-patch-strategy").and_then(Value::as_str).unwrap_or("");
+        if !strategy.split(',').any(|s| s.trim() == "merge") {
+            return ListStrategy::Replace;
+        }
+        match node.get("x-kubernetes-patch-merge-key").and_then(Value::as_str) {
+            Some(k) => ListStrategy::Key(k.to_string()),
+            None => ListStrategy::Primitive,
+        }
+    }
 }
 
 /// API groups whose kinds kyaml knows a schema for.
@@ -45,20 +108,20 @@ fn list_strategy(kind: &str, path: &[String], field: &str) -> ListStrategy {
     let parent = path.last().map(String::as_str).unwrap_or("");
     let in_container = matches!(parent, "containers" | "initContainers" | "ephemeralContainers");
     match field {
-        "containers" | "initContainers" | "ephemeralContainers" => ListStrategy::Key("name"),
-        "env" if in_container => ListStrategy::Key("name"),
-        "ports" if in_container => ListStrategy::Key("containerPort"),
-        "ports" if kind == "Service" && path.len() == 1 && parent == "spec" => ListStrategy::Key("port"),
-        "volumeMounts" if in_container => ListStrategy::Key("mountPath"),
-        "volumeDevices" if in_container => ListStrategy::Key("devicePath"),
-        "volumes" | "imagePullSecrets" | "resourceClaims" | "schedulingGates" => ListStrategy::Key("name"),
-        "hostAliases" => ListStrategy::Key("ip"),
-        "topologySpreadConstraints" => ListStrategy::Key("topologyKey"),
+        "containers" | "initContainers" | "ephemeralContainers" => ListStrategy::Key("name".into()),
+        "env" if in_container => ListStrategy::Key("name".into()),
+        "ports" if in_container => ListStrategy::Key("containerPort".into()),
+        "ports" if kind == "Service" && path.len() == 1 && parent == "spec" => ListStrategy::Key("port".into()),
+        "volumeMounts" if in_container => ListStrategy::Key("mountPath".into()),
+        "volumeDevices" if in_container => ListStrategy::Key("devicePath".into()),
+        "volumes" | "imagePullSecrets" | "resourceClaims" | "schedulingGates" => ListStrategy::Key("name".into()),
+        "hostAliases" => ListStrategy::Key("ip".into()),
+        "topologySpreadConstraints" => ListStrategy::Key("topologyKey".into()),
         "finalizers" if parent == "metadata" => ListStrategy::Primitive,
-        "ownerReferences" if parent == "metadata" => ListStrategy::Key("uid"),
-        "conditions" if path.first().map(String::as_str) == Some("status") => ListStrategy::Key("type"),
-        "webhooks" if kind.ends_with("WebhookConfiguration") && path.is_empty() => ListStrategy::Key("name"),
-        "secrets" if kind == "ServiceAccount" && path.is_empty() => ListStrategy::Key("name"),
+        "ownerReferences" if parent == "metadata" => ListStrategy::Key("uid".into()),
+        "conditions" if path.first().map(String::as_str) == Some("status") => ListStrategy::Key("type".into()),
+        "webhooks" if kind.ends_with("WebhookConfiguration") && path.is_empty() => ListStrategy::Key("name".into()),
+        "secrets" if kind == "ServiceAccount" && path.is_empty() => ListStrategy::Key("name".into()),
         _ => ListStrategy::Replace,
     }
 }
@@ -66,11 +129,23 @@ fn list_strategy(kind: &str, path: &[String], field: &str) -> ListStrategy {
 struct Ctx<'a> {
     builtin: bool,
     kind: &'a str,
+    api_version: &'a str,
+    schema: Option<&'a OpenApi>,
 }
 
 /// Applies `patch` to `target` in place. Returns `false` when the patch deletes the whole
 /// object (`$patch: delete` at the top).
+#[cfg(test)]
 pub(crate) fn apply_strategic_merge(target: &mut Map<String, Value>, patch: &Map<String, Value>) -> bool {
+    apply_strategic_merge_with(target, patch, None)
+}
+
+/// [`apply_strategic_merge`] with an optional custom schema deciding list merges.
+pub(crate) fn apply_strategic_merge_with(
+    target: &mut Map<String, Value>,
+    patch: &Map<String, Value>,
+    schema: Option<&OpenApi>,
+) -> bool {
     match patch.get("$patch").and_then(Value::as_str) {
         Some("delete") => return false,
         Some("replace") => {
@@ -78,7 +153,12 @@ pub(crate) fn apply_strategic_merge(target: &mut Map<String, Value>, patch: &Map
             let kind = patch.get("kind").and_then(Value::as_str).unwrap_or("").to_string();
             let api = patch.get("apiVersion").and_then(Value::as_str).unwrap_or("").to_string();
             let ctx = ctx_for(&api, &kind);
-            merge_map(&mut fresh, patch, &Ctx { builtin: ctx, kind: &kind }, &mut Vec::new());
+            merge_map(
+                &mut fresh,
+                patch,
+                &Ctx { builtin: ctx, kind: &kind, api_version: &api, schema },
+                &mut Vec::new(),
+            );
             *target = fresh;
             return true;
         }
@@ -86,7 +166,7 @@ pub(crate) fn apply_strategic_merge(target: &mut Map<String, Value>, patch: &Map
     }
     let kind = target.get("kind").and_then(Value::as_str).unwrap_or("").to_string();
     let api = target.get("apiVersion").and_then(Value::as_str).unwrap_or("").to_string();
-    let ctx = Ctx { builtin: ctx_for(&api, &kind), kind: &kind };
+    let ctx = Ctx { builtin: ctx_for(&api, &kind), kind: &kind, api_version: &api, schema };
     merge_map(target, patch, &ctx, &mut Vec::new());
     true
 }
@@ -96,11 +176,10 @@ fn ctx_for(api_version: &str, _kind: &str) -> bool {
     is_builtin_group(group)
 }
 
+/// kyaml's merge knows only `$patch`; other SMP directives (`$retainKeys`,
+/// `$setElementOrder/…`, `$deleteFromPrimitiveList/…`) are copied like ordinary fields.
 fn is_directive_key(k: &str) -> bool {
     k == "$patch"
-        || k == "$retainKeys"
-        || k.starts_with("$setElementOrder/")
-        || k.starts_with("$deleteFromPrimitiveList/")
 }
 
 /// A patch value as it lands where nothing was before: nulls and deleted parts dropped.
@@ -140,7 +219,11 @@ fn merge_map(dest: &mut Map<String, Value>, patch: &Map<String, Value>, ctx: &Ct
                 path.pop();
             }
             Value::Array(pa) => {
-                let strategy = if ctx.builtin { list_strategy(ctx.kind, path, k) } else { ListStrategy::Replace };
+                let strategy = match ctx.schema {
+                    Some(schema) => schema.strategy(ctx.api_version, ctx.kind, path, k),
+                    None if ctx.builtin => list_strategy(ctx.kind, path, k),
+                    None => ListStrategy::Replace,
+                };
                 let merged = match strategy {
                     ListStrategy::Replace => pv.clone(),
                     ListStrategy::Primitive => {
@@ -150,7 +233,7 @@ fn merge_map(dest: &mut Map<String, Value>, patch: &Map<String, Value>, ctx: &Ct
                     ListStrategy::Key(key) => {
                         let existing = dest.get(k).and_then(Value::as_array);
                         path.push(k.clone());
-                        let out = merge_keyed(existing.map(Vec::as_slice).unwrap_or(&[]), pa, key, ctx, path);
+                        let out = merge_keyed(existing.map(Vec::as_slice).unwrap_or(&[]), pa, &key, ctx, path);
                         path.pop();
                         Value::Array(out)
                     }
@@ -174,6 +257,14 @@ fn key_text(v: &Value, key: &str) -> Option<String> {
 }
 
 fn merge_keyed(dest: &[Value], patch: &[Value], key: &str, ctx: &Ctx<'_>, path: &mut Vec<String>) -> Vec<Value> {
+    // An element `{$patch: replace}` makes the patch's other elements the whole list.
+    let is_replace = |v: &Value| {
+        v.as_object().is_some_and(|m| m.len() == 1 && m.get("$patch").and_then(Value::as_str) == Some("replace"))
+    };
+    if patch.iter().any(is_replace) {
+        let kept: Vec<Value> = patch.iter().filter(|v| !is_replace(v)).cloned().collect();
+        return merge_keyed(&[], &kept, key, ctx, path);
+    }
     let mut order: Vec<String> = Vec::new();
     for v in patch.iter().chain(dest.iter()) {
         if let Some(t) = key_text(v, key)
@@ -190,7 +281,11 @@ fn merge_keyed(dest: &[Value], patch: &[Value], key: &str, ctx: &Ctx<'_>, path: 
             (Some(d), None) => d.as_object().cloned(),
             (d, Some(Value::Object(pm))) => match pm.get("$patch").and_then(Value::as_str) {
                 Some("delete") => None,
-                Some("replace") => Some(clean(pm, ctx, path)),
+                // kyaml ignores `$patch: replace` on an element that exists.
+                Some("replace") => match d {
+                    Some(Value::Object(dm)) => Some(dm.clone()),
+                    _ => Some(clean(pm, ctx, path)),
+                },
                 _ => match d {
                     Some(Value::Object(dm)) => {
                         let mut dm = dm.clone();
@@ -280,7 +375,8 @@ mod tests {
         assert_eq!(d["metadata"]["labels"], json!({"b": "2"}));
         let spec = &d["spec"]["template"]["spec"];
         assert_eq!(spec["containers"].as_array().map(Vec::len), Some(1));
-        assert_eq!(spec["volumes"], json!([{"name": "data", "configMap": {"name": "c"}}]));
+        // kyaml ignores `$patch: replace` on an element that exists (checked with kubectl).
+        assert_eq!(spec["volumes"], json!([{"name": "data", "emptyDir": {}}]));
         assert_eq!(spec["tolerations"], json!([{"key": "y"}]));
     }
 

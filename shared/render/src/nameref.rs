@@ -5,6 +5,7 @@
 
 use serde_json::{Map, Value};
 
+use super::config::{FieldSpec, NameRef, split_path};
 use super::resource::{PrevId, Resource, effective_ns, is_cluster_scoped};
 use super::{RenderError, Result};
 
@@ -32,7 +33,7 @@ const fn r(
 }
 
 /// References inside a pod spec, relative to it.
-const POD_REFS: [(&str, &str, &str); 19] = [
+const POD_REFS: [(&str, &str, &str); 16] = [
     ("ConfigMap", "volumes/configMap", "name"),
     ("ConfigMap", "volumes/projected/sources/configMap", "name"),
     ("ConfigMap", "containers/env/valueFrom/configMapKeyRef", "name"),
@@ -46,25 +47,66 @@ const POD_REFS: [(&str, &str, &str); 19] = [
     ("Secret", "containers/envFrom/secretRef", "name"),
     ("Secret", "initContainers/envFrom/secretRef", "name"),
     ("Secret", "imagePullSecrets", "name"),
-    ("Secret", "volumes/csi/nodePublishSecretRef", "name"),
     ("ServiceAccount", "", "serviceAccountName"),
     ("PersistentVolumeClaim", "volumes/persistentVolumeClaim", "claimName"),
     ("PriorityClass", "", "priorityClassName"),
-    ("RuntimeClass", "", "runtimeClassName"),
-    ("ConfigMap", "ephemeralContainers/envFrom/configMapRef", "name"),
 ];
 
-/// Kinds with a pod spec and where it is.
-const POD_HOLDERS: [(&str, &str); 8] = [
-    ("Pod", "spec"),
-    ("Deployment", "spec/template/spec"),
-    ("ReplicaSet", "spec/template/spec"),
-    ("DaemonSet", "spec/template/spec"),
-    ("StatefulSet", "spec/template/spec"),
-    ("Job", "spec/template/spec"),
-    ("ReplicationController", "spec/template/spec"),
-    ("CronJob", "spec/jobTemplate/spec/template/spec"),
+/// Kinds with a pod spec, where it is, and whether kustomize's default config follows
+/// ConfigMap/Secret references in it and ServiceAccount/PVC/PriorityClass references in it
+/// (its lists differ: ReplicaSets only have the first, ReplicationControllers the second).
+const POD_HOLDERS: [(&str, &str, bool, bool); 9] = [
+    ("Pod", "spec", true, true),
+    ("PodTemplate", "template/spec", true, false),
+    ("Deployment", "spec/template/spec", true, true),
+    ("ReplicaSet", "spec/template/spec", true, false),
+    ("DaemonSet", "spec/template/spec", true, true),
+    ("StatefulSet", "spec/template/spec", true, true),
+    ("Job", "spec/template/spec", true, true),
+    ("ReplicationController", "spec/template/spec", false, true),
+    ("CronJob", "spec/jobTemplate/spec/template/spec", true, true),
 ];
+
+/// Further references of kustomize's default name-reference config, in the form
+/// `configurations:` use: (target kind, referrer group, referrer kind, path).
+const PLAIN_REFS: [(&str, &str, &str, &str); 16] = [
+    ("ConfigMap", "", "Node", "spec/configSource/configMap"),
+    ("ConfigMap", "", "Role", "rules/resourceNames"),
+    ("ConfigMap", "", "ClusterRole", "rules/resourceNames"),
+    ("ConfigMap", "", "Ingress", "metadata/annotations/nginx.ingress.kubernetes.io\\/fastcgi-params-configmap"),
+    ("Secret", "", "Ingress", "metadata/annotations/ingress.kubernetes.io\\/auth-secret"),
+    ("Secret", "", "Ingress", "metadata/annotations/nginx.ingress.kubernetes.io\\/auth-secret"),
+    ("Secret", "", "Ingress", "metadata/annotations/nginx.ingress.kubernetes.io\\/auth-tls-secret"),
+    ("Secret", "", "StorageClass", "parameters/secretName"),
+    ("Secret", "", "StorageClass", "parameters/adminSecretName"),
+    ("Secret", "", "StorageClass", "parameters/userSecretName"),
+    ("Secret", "", "StorageClass", "parameters/secretRef"),
+    ("Secret", "", "Role", "rules/resourceNames"),
+    ("Secret", "", "ClusterRole", "rules/resourceNames"),
+    ("Secret", "serving.knative.dev", "Service", "spec/template/spec/containers/env/valueFrom/secretKeyRef/name"),
+    ("Secret", "", "PersistentVolume", "spec/azureFile/secretName"),
+    ("PersistentVolume", "", "ClusterRole", "rules/resourceNames"),
+];
+
+fn plain_refs() -> &'static [NameRef] {
+    static REFS: std::sync::OnceLock<Vec<NameRef>> = std::sync::OnceLock::new();
+    REFS.get_or_init(|| {
+        let mut out: Vec<NameRef> = Vec::new();
+        for (target, group, kind, path) in PLAIN_REFS {
+            let spec = FieldSpec {
+                group: (!group.is_empty()).then(|| group.to_string()),
+                kind: Some(kind.to_string()),
+                path: path.to_string(),
+                ..FieldSpec::default()
+            };
+            match out.iter_mut().find(|n| n.kind == target) {
+                Some(n) => n.fields.push(spec),
+                None => out.push(NameRef { group: None, version: None, kind: target.to_string(), fields: vec![spec] }),
+            }
+        }
+        out
+    })
+}
 
 const OTHER_REFS: [RefSpec; 21] = [
     r("Secret", &["ServiceAccount"], "imagePullSecrets", "name"),
@@ -107,6 +149,7 @@ const OTHER_REFS: [RefSpec; 21] = [
 
 /// What the fix-up needs to know about each object, frozen before any rewrite.
 struct Info {
+    group: String,
     kind: String,
     name: String,
     namespace: String,
@@ -116,10 +159,11 @@ struct Info {
 }
 
 /// Rewrites references to renamed objects in all resources.
-pub(crate) fn fix_references(rs: &mut [Resource]) -> Result<()> {
+pub(crate) fn fix_references(rs: &mut [Resource], custom: &[NameRef]) -> Result<()> {
     let infos: Vec<Info> = rs
         .iter()
         .map(|r| Info {
+            group: r.gvk().group,
             kind: r.kind().to_string(),
             name: r.name().to_string(),
             namespace: r.namespace().to_string(),
@@ -133,11 +177,16 @@ pub(crate) fn fix_references(rs: &mut [Resource]) -> Result<()> {
     }
     for (idx, res) in rs.iter_mut().enumerate() {
         let kind = res.kind().to_string();
+        let gvk = res.gvk();
         let referrer = &infos[idx];
         let mut root = Value::Object(std::mem::take(&mut res.obj));
         let mut outcome = Ok(());
-        if let Some((_, base)) = POD_HOLDERS.iter().find(|(k, _)| *k == kind) {
+        if let Some((_, base, configs, accounts)) = POD_HOLDERS.iter().find(|h| h.0 == kind) {
             for (target, path, field) in POD_REFS {
+                let is_config = target == "ConfigMap" || target == "Secret";
+                if !(if is_config { *configs } else { *accounts }) {
+                    continue;
+                }
                 let full = if path.is_empty() { base.to_string() } else { format!("{base}/{path}") };
                 let spec = r(target, &[], "", field);
                 outcome = outcome.and(fix_at(&mut root, &full, &spec, referrer, &infos));
@@ -145,6 +194,13 @@ pub(crate) fn fix_references(rs: &mut [Resource]) -> Result<()> {
         }
         for spec in OTHER_REFS.iter().filter(|s| s.referrers.contains(&kind.as_str())) {
             outcome = outcome.and(fix_at(&mut root, spec.path, spec, referrer, &infos));
+        }
+        {
+            for nr in plain_refs().iter().chain(custom) {
+                for fs in nr.fields.iter().filter(|f| f.selects(&gvk)) {
+                    outcome = outcome.and(fix_custom(&mut root, nr, &fs.path, referrer, &infos));
+                }
+            }
         }
         if let Value::Object(m) = root {
             res.obj = m;
@@ -189,6 +245,71 @@ fn fix_at(
     result
 }
 
+/// Fixes references at a field spec from `configurations:`: the field holds a name, a
+/// list of names, or a map with `name` (and `namespace`).
+fn fix_custom(
+    root: &mut Value,
+    nr: &NameRef,
+    path: &str,
+    referrer: &Info,
+    infos: &[Info],
+) -> std::result::Result<(), String> {
+    let segs = split_path(path);
+    let Some((field, parent)) = segs.split_last() else { return Ok(()) };
+    let field = field.trim_end_matches("[]").to_string();
+    let parent: Vec<&str> = parent.iter().map(|s| s.trim_end_matches("[]")).collect();
+    let mut result = Ok(());
+    let group_ok = |i: &Info| nr.group.as_deref().is_none_or(|g| g == i.group);
+    let mut pick = |old: &str, ns: Option<&str>| -> Option<usize> {
+        match select(infos, &nr.kind, old, ns, referrer) {
+            Ok(Some(i)) if group_ok(&infos[i]) => Some(i),
+            Ok(_) => None,
+            Err(e) => {
+                result = Err(e);
+                None
+            }
+        }
+    };
+    visit_maps(root, &parent, &mut |m| match m.get_mut(&field) {
+        Some(Value::String(old)) => {
+            if let Some(i) = pick(old, None) {
+                *old = infos[i].name.clone();
+            }
+        }
+        Some(Value::Array(items)) => {
+            for item in items.iter_mut() {
+                match item {
+                    Value::String(old) => {
+                        if let Some(i) = pick(old, None) {
+                            *old = infos[i].name.clone();
+                        }
+                    }
+                    Value::Object(o) => fix_named_map(o, &mut pick, infos),
+                    _ => {}
+                }
+            }
+        }
+        Some(Value::Object(o)) => fix_named_map(o, &mut pick, infos),
+        _ => {}
+    });
+    result
+}
+
+fn fix_named_map(
+    o: &mut Map<String, Value>,
+    pick: &mut dyn FnMut(&str, Option<&str>) -> Option<usize>,
+    infos: &[Info],
+) {
+    let Some(old) = o.get("name").and_then(Value::as_str).map(str::to_string) else { return };
+    let ns = o.get("namespace").and_then(Value::as_str).map(str::to_string);
+    if let Some(i) = pick(&old, ns.as_deref()) {
+        o.insert("name".into(), Value::String(infos[i].name.clone()));
+        if ns.is_some() && !infos[i].namespace.is_empty() {
+            o.insert("namespace".into(), Value::String(infos[i].namespace.clone()));
+        }
+    }
+}
+
 fn visit_maps(v: &mut Value, segs: &[&str], f: &mut dyn FnMut(&mut Map<String, Value>)) {
     match v {
         Value::Array(items) => items.iter_mut().for_each(|i| visit_maps(i, segs, f)),
@@ -217,7 +338,7 @@ fn select(
         .iter()
         .enumerate()
         .filter(|(_, i)| {
-            i.kind == target
+            (i.kind == target || i.prev.iter().any(|p| p.kind == target))
                 && i.prev.iter().any(|p| {
                     p.name == old
                         && ns_hint.is_none_or(|ns| effective_ns(&p.kind, &p.namespace) == effective_ns(&p.kind, ns))

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use super::kustomization::{PatchOptions, Selector};
-use super::merge::apply_strategic_merge;
+use super::merge::{OpenApi, apply_strategic_merge_with};
 use super::resource::{Gvk, Resource, effective_ns};
 use super::source::{self, Source};
 use super::{RenderError, Result};
@@ -35,6 +35,7 @@ pub(crate) fn load(
     kfile: &Arc<PathBuf>,
     path: Option<&str>,
     inline: Option<&str>,
+    as_resource: bool,
 ) -> Result<LoadedPatch> {
     let (text, origin) = match (path, inline) {
         (Some(_), Some(_)) => {
@@ -66,7 +67,13 @@ pub(crate) fn load(
         let mut maps = Vec::with_capacity(docs.len());
         for d in docs.iter() {
             match d {
-                Value::Object(m) => maps.push(m.clone()),
+                Value::Object(m) => {
+                    let mut m = m.clone();
+                    if as_resource && let Some(Value::Object(md)) = m.get_mut("metadata") {
+                        as_resource_metadata(md);
+                    }
+                    maps.push(m)
+                }
                 _ => {
                     return Err(RenderError::invalid(&origin, "a strategic merge patch must be a YAML mapping"));
                 }
@@ -75,6 +82,49 @@ pub(crate) fn load(
         PatchBody::Strategic(maps)
     };
     Ok(LoadedPatch { body, origin })
+}
+
+/// Creates the missing parents of an `add` target, as kustomize's JSON patch library does
+/// (`EnsurePathExistsOnAdd`): a missing parent becomes a list when the next step is an
+/// index or `-`, else a map.
+fn ensure_parents(doc: &mut Value, pointer: &str) {
+    let parts: Vec<String> = pointer.split('/').skip(1).map(|p| p.replace("~1", "/").replace("~0", "~")).collect();
+    let Some((_, parents)) = parts.split_last() else { return };
+    let mut cur = doc;
+    for (i, part) in parents.iter().enumerate() {
+        let next_is_index = parts[i + 1] == "-" || parts[i + 1].parse::<usize>().is_ok();
+        cur = match cur {
+            Value::Object(m) => m
+                .entry(part.clone())
+                .or_insert_with(|| if next_is_index { Value::Array(Vec::new()) } else { Value::Object(Map::new()) }),
+            Value::Array(items) => match part.parse::<usize>().ok().and_then(|i| items.get_mut(i)) {
+                Some(v) => v,
+                None => return,
+            },
+            _ => return,
+        };
+    }
+}
+
+/// kustomize loads a `patchesStrategicMerge` entry as a resource, which reads its labels
+/// and annotations as string maps: a null map is dropped (it leaves the target's alone)
+/// and values become strings (`null` becomes `"null"`).
+fn as_resource_metadata(md: &mut Map<String, Value>) {
+    for key in ["labels", "annotations"] {
+        match md.get_mut(key) {
+            Some(Value::Null) => {
+                md.remove(key);
+            }
+            Some(Value::Object(m)) => {
+                for v in m.values_mut() {
+                    if !v.is_string() {
+                        *v = Value::String(if v.is_null() { "null".into() } else { v.to_string() });
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 /// A compiled patch target.
@@ -117,7 +167,7 @@ impl Target {
         })
     }
 
-    fn selects(&self, r: &Resource) -> bool {
+    pub fn selects(&self, r: &Resource) -> bool {
         let (org_name, org_ns) = r.org_name_ns();
         if let Some(re) = &self.namespace {
             let kind = r.kind();
@@ -160,6 +210,7 @@ pub(crate) fn apply(
     patch: &LoadedPatch,
     target: Option<&Target>,
     options: Option<&PatchOptions>,
+    schema: Option<&OpenApi>,
 ) -> Result<()> {
     let allow_name = options.is_some_and(|o| o.allow_name_change);
     let allow_kind = options.is_some_and(|o| o.allow_kind_change);
@@ -172,6 +223,11 @@ pub(crate) fn apply(
             for r in rs.iter_mut().filter(|r| t.selects(r)) {
                 r.store_prev();
                 let mut doc = Value::Object(std::mem::take(&mut r.obj));
+                for op in ops.iter() {
+                    if let json_patch::PatchOperation::Add(add) = op {
+                        ensure_parents(&mut doc, add.path.as_str());
+                    }
+                }
                 let res = json_patch::patch(&mut doc, ops);
                 if let Value::Object(m) = doc {
                     r.obj = m;
@@ -186,7 +242,7 @@ pub(crate) fn apply(
             for doc in docs {
                 let mut kept = Vec::with_capacity(rs.len());
                 for mut r in rs.drain(..) {
-                    if t.selects(&r) && !smp_one(&mut r, doc, allow_name, allow_kind) {
+                    if t.selects(&r) && !smp_one(&mut r, doc, allow_name, allow_kind, schema) {
                         continue;
                     }
                     kept.push(r);
@@ -198,7 +254,7 @@ pub(crate) fn apply(
         (PatchBody::Strategic(docs), None) => {
             for doc in docs {
                 let idx = find_by_id(rs, doc, &patch.origin)?;
-                if !smp_one(&mut rs[idx], doc, allow_name, allow_kind) {
+                if !smp_one(&mut rs[idx], doc, allow_name, allow_kind, schema) {
                     rs.remove(idx);
                 }
             }
@@ -242,7 +298,13 @@ fn find_by_id(rs: &[Resource], doc: &Map<String, Value>, origin: &Path) -> Resul
 }
 
 /// Applies one strategic merge document to one resource; `false` when it deleted it.
-fn smp_one(r: &mut Resource, doc: &Map<String, Value>, allow_name: bool, allow_kind: bool) -> bool {
+fn smp_one(
+    r: &mut Resource,
+    doc: &Map<String, Value>,
+    allow_name: bool,
+    allow_kind: bool,
+    schema: Option<&OpenApi>,
+) -> bool {
     let api = r.api_version().to_string();
     let kind = r.kind().to_string();
     let name = r.name().to_string();
@@ -250,7 +312,7 @@ fn smp_one(r: &mut Resource, doc: &Map<String, Value>, allow_name: bool, allow_k
     if allow_name || allow_kind {
         r.store_prev();
     }
-    if !apply_strategic_merge(&mut r.obj, doc) {
+    if !apply_strategic_merge_with(&mut r.obj, doc, schema) {
         return false;
     }
     r.obj.insert("apiVersion".into(), Value::String(api));

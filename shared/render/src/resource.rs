@@ -31,6 +31,13 @@ pub(crate) struct Resource {
     pub suffixes: Vec<String>,
     pub needs_hash: bool,
     pub behavior: Behavior,
+    /// Names of the vars that read this object.
+    pub ref_vars: Vec<String>,
+    /// The builtin generator kind that made this object (its `file` is then the
+    /// kustomization), for `buildMetadata: [originAnnotations]`.
+    pub generator: Option<&'static str>,
+    /// The `metadata.name` of the generator plugin config that made this object.
+    pub generator_name: Option<String>,
     /// File the object came from (for error messages).
     pub file: Arc<PathBuf>,
 }
@@ -130,6 +137,9 @@ impl Resource {
             suffixes: Vec::new(),
             needs_hash: false,
             behavior: Behavior::Create,
+            ref_vars: Vec::new(),
+            generator: None,
+            generator_name: None,
             file,
         }
     }
@@ -275,12 +285,27 @@ fn type_order(kind: &str) -> i32 {
 
 /// Sorts resources into kustomize's legacy output order.
 pub(crate) fn legacy_sort(resources: &mut [Resource]) {
+    legacy_sort_with(resources, None)
+}
+
+/// Legacy order with the kinds `sortOptions.legacySortOptions` puts first and last.
+pub(crate) fn legacy_sort_with(resources: &mut [Resource], custom: Option<(&[String], &[String])>) {
+    let rank = |kind: &str| -> i32 {
+        let Some((first, last)) = custom else { return type_order(kind) };
+        if let Some(i) = first.iter().position(|k| k == kind) {
+            return i as i32 - first.len() as i32;
+        }
+        if let Some(i) = last.iter().position(|k| k == kind) {
+            return 1 + i as i32;
+        }
+        0
+    };
     resources.sort_by_cached_key(|r| {
         let gvk = r.gvk();
         let g = gvk.legacy_string();
         let ns = if r.namespace().is_empty() { "~X" } else { r.namespace() };
         let name = if r.name().is_empty() { "~N" } else { r.name() };
-        (type_order(&gvk.kind), g.clone(), format!("{g}|{ns}|{name}"))
+        (rank(&gvk.kind), g.clone(), format!("{g}|{ns}|{name}"))
     });
 }
 

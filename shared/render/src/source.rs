@@ -22,6 +22,12 @@ pub trait Source: Send + Sync {
     fn read(&self, path: &Path) -> Result<Vec<u8>>;
     /// The names of the entries of the directory at `path`, sorted.
     fn list_dir(&self, path: &Path) -> Result<Vec<String>>;
+    /// The path with symlinks resolved (still repository-relative). kustomize works in a
+    /// symlinked directory's real location, so relative paths in it start from there.
+    /// Sources without symlinks return the path unchanged.
+    fn real_path(&self, path: &Path) -> Result<PathBuf> {
+        Ok(path.to_path_buf())
+    }
     /// Whether `path` is a directory.
     fn is_dir(&self, path: &Path) -> Result<bool> {
         Ok(self.kind(path)? == Some(EntryKind::Dir))
@@ -153,6 +159,15 @@ impl Source for FsSource {
 
     fn root(&self) -> Option<&Path> {
         Some(&self.root)
+    }
+
+    fn real_path(&self, path: &Path) -> Result<PathBuf> {
+        match (self.resolve(path)?, &self.canonical_root) {
+            (Some(full), Some(root)) => {
+                Ok(full.strip_prefix(root).map(Path::to_path_buf).unwrap_or_else(|_| path.to_path_buf()))
+            }
+            _ => Ok(path.to_path_buf()),
+        }
     }
 }
 

@@ -1,10 +1,12 @@
 //! The built-in transformers of a kustomization: namespace, name prefix/suffix, labels,
-//! annotations, images and replicas, with kustomize's default field specs.
+//! annotations, images and replicas, with kustomize's default field specs, plus the same
+//! operations at extra field specs (from `configurations:` or plugin configs).
 
 use std::path::Path;
 
 use serde_json::{Map, Value};
 
+use super::config::{FieldSpec as ConfigFieldSpec, apply_field_specs, walk_path};
 use super::kustomization::{ImageSpec, ReplicaSpec, scalar_string};
 use super::resource::{Resource, is_cluster_scoped};
 use super::{RenderError, Result};
@@ -71,13 +73,9 @@ const SELECTOR_LABELS: [FieldSpec; 12] = [
     fs(Some("networking.k8s.io"), Some("NetworkPolicy"), "spec/egress/to/podSelector/matchLabels", false),
 ];
 
-const AFFINITY_KINDS: [(Option<&str>, &str); 5] = [
-    (Some("apps"), "Deployment"),
-    (Some("apps"), "StatefulSet"),
-    (Some("apps"), "ReplicaSet"),
-    (Some("apps"), "DaemonSet"),
-    (Some("batch"), "Job"),
-];
+/// Only these kinds get labels in pod (anti-)affinity and topology spread selectors, as in
+/// kustomize's default config (not DaemonSets, ReplicaSets or Jobs).
+const AFFINITY_KINDS: [(Option<&str>, &str); 2] = [(Some("apps"), "Deployment"), (Some("apps"), "StatefulSet")];
 
 const ANNOTATIONS: [FieldSpec; 9] = [
     fs(None, None, "metadata/annotations", true),
@@ -240,7 +238,12 @@ fn skips_name_change(r: &Resource) -> bool {
 
 /// Prepends `prefix` to every name kustomize renames.
 pub(crate) fn add_prefix(rs: &mut [Resource], prefix: &str) {
-    for r in rs.iter_mut().filter(|r| !skips_name_change(r)) {
+    add_prefix_where(rs, prefix, &|_| true);
+}
+
+/// Prepends `prefix` to the names of the objects `pick` selects.
+pub(crate) fn add_prefix_where(rs: &mut [Resource], prefix: &str, pick: &dyn Fn(&Resource) -> bool) {
+    for r in rs.iter_mut().filter(|r| !skips_name_change(r) && pick(r)) {
         r.store_prev();
         let name = format!("{prefix}{}", r.name());
         r.set_name(&name);
@@ -250,7 +253,12 @@ pub(crate) fn add_prefix(rs: &mut [Resource], prefix: &str) {
 
 /// Appends `suffix` to every name kustomize renames.
 pub(crate) fn add_suffix(rs: &mut [Resource], suffix: &str) {
-    for r in rs.iter_mut().filter(|r| !skips_name_change(r)) {
+    add_suffix_where(rs, suffix, &|_| true);
+}
+
+/// Appends `suffix` to the names of the objects `pick` selects.
+pub(crate) fn add_suffix_where(rs: &mut [Resource], suffix: &str, pick: &dyn Fn(&Resource) -> bool) {
+    for r in rs.iter_mut().filter(|r| !skips_name_change(r) && pick(r)) {
         r.store_prev();
         let name = format!("{}{suffix}", r.name());
         r.set_name(&name);
@@ -279,6 +287,7 @@ pub(crate) struct ImageRule {
     new_name: String,
     new_tag: String,
     digest: String,
+    tag_suffix: String,
 }
 
 impl ImageRule {
@@ -287,7 +296,13 @@ impl ImageRule {
         // kustomize builds this pattern from the unescaped name.
         let matcher =
             regex::Regex::new(&format!("^{}(:[a-zA-Z0-9_.{{}}-]*)?(@sha256:[a-zA-Z0-9_.{{}}-]*)?$", spec.name)).ok();
-        ImageRule { matcher, new_name: s(&spec.new_name), new_tag: s(&spec.new_tag), digest: s(&spec.digest) }
+        ImageRule {
+            matcher,
+            new_name: s(&spec.new_name),
+            new_tag: s(&spec.new_tag),
+            digest: s(&spec.digest),
+            tag_suffix: s(&spec.tag_suffix),
+        }
     }
 
     fn apply(&self, image: &str) -> Option<String> {
@@ -309,6 +324,9 @@ impl ImageRule {
         } else if !self.digest.is_empty() {
             tag.clear();
             digest = self.digest.clone();
+        } else if !self.tag_suffix.is_empty() {
+            tag.push_str(&self.tag_suffix);
+            digest.clear();
         }
         if !tag.is_empty() {
             name = format!("{name}:{tag}");
@@ -320,10 +338,17 @@ impl ImageRule {
     }
 }
 
-/// Rewrites container images anywhere in each object (any `containers` or
-/// `initContainers` list).
-pub(crate) fn set_images(rs: &mut [Resource], rules: &[ImageRule]) {
-    fn visit(v: &mut Value, rules: &[ImageRule]) {
+/// Runs image rules like kustomize's ImageTagTransformers, one per rule in order: each
+/// rewrites every `containers`/`initContainers` image anywhere in an object, then the
+/// images at `specs` (a `tagSuffix` therefore lands twice where both reach).
+/// `kustomize_defaults` adds the container paths of kustomize's default image specs.
+pub(crate) fn transform_images(
+    rs: &mut [Resource],
+    rules: &[ImageRule],
+    specs: &[ConfigFieldSpec],
+    kustomize_defaults: bool,
+) {
+    fn visit(v: &mut Value, rule: &ImageRule) {
         match v {
             Value::Object(m) => {
                 for (k, child) in m.iter_mut() {
@@ -331,26 +356,37 @@ pub(crate) fn set_images(rs: &mut [Resource], rules: &[ImageRule]) {
                         && let Value::Array(items) = child
                     {
                         for c in items.iter_mut().filter_map(Value::as_object_mut) {
-                            if let Some(Value::String(img)) = c.get_mut("image") {
-                                for rule in rules {
-                                    if let Some(new) = rule.apply(img) {
-                                        *img = new;
-                                        break;
-                                    }
-                                }
+                            if let Some(Value::String(img)) = c.get_mut("image")
+                                && let Some(new) = rule.apply(img)
+                            {
+                                *img = new;
                             }
                         }
                     }
-                    visit(child, rules);
+                    visit(child, rule);
                 }
             }
-            Value::Array(items) => items.iter_mut().for_each(|i| visit(i, rules)),
+            Value::Array(items) => items.iter_mut().for_each(|i| visit(i, rule)),
             _ => {}
         }
     }
     for r in rs.iter_mut() {
+        let selected: Vec<&str> = specs.iter().filter(|s| s.selects_resource(r)).map(|s| s.path.as_str()).collect();
         let mut root = Value::Object(std::mem::take(&mut r.obj));
-        visit(&mut root, rules);
+        for rule in rules {
+            visit(&mut root, rule);
+            let doubled =
+                if kustomize_defaults && !rule.tag_suffix.is_empty() { &CONTAINER_IMAGE_PATHS[..] } else { &[][..] };
+            for path in selected.iter().copied().chain(doubled.iter().copied()) {
+                walk_path(&mut root, path, false, &mut |v| {
+                    if let Value::String(img) = v
+                        && let Some(new) = rule.apply(img)
+                    {
+                        *img = new;
+                    }
+                });
+            }
+        }
         if let Value::Object(m) = root {
             r.obj = m;
         }
@@ -358,16 +394,28 @@ pub(crate) fn set_images(rs: &mut [Resource], rules: &[ImageRule]) {
 }
 
 /// Sets `spec.replicas` of the named workloads; a name that matches nothing is an error.
-pub(crate) fn set_replicas(rs: &mut [Resource], specs: &[ReplicaSpec], kfile: &Path) -> Result<()> {
+pub(crate) fn set_replicas(
+    rs: &mut [Resource],
+    specs: &[ReplicaSpec],
+    extra: &[ConfigFieldSpec],
+    kfile: &Path,
+) -> Result<()> {
     const KINDS: [&str; 4] = ["Deployment", "ReplicationController", "ReplicaSet", "StatefulSet"];
     for spec in specs {
         let mut found = false;
         for r in rs.iter_mut() {
-            if !KINDS.contains(&r.kind()) {
-                continue;
-            }
             let named = r.name() == spec.name || r.prev.iter().any(|p| p.name == spec.name);
             if !named {
+                continue;
+            }
+            if !extra.is_empty() {
+                let gvk = r.gvk();
+                if extra.iter().any(|f| f.selects(&gvk)) {
+                    found = true;
+                    apply_field_specs(r, extra, &mut |v| *v = Value::from(spec.count));
+                }
+            }
+            if !KINDS.contains(&r.kind()) {
                 continue;
             }
             found = true;
@@ -390,6 +438,69 @@ pub(crate) fn set_replicas(rs: &mut [Resource], specs: &[ReplicaSpec], kfile: &P
         }
     }
     Ok(())
+}
+
+/// Sets a string (a namespace) at extra field specs.
+pub(crate) fn set_string_at(rs: &mut [Resource], specs: &[ConfigFieldSpec], value: &str) {
+    for r in rs.iter_mut() {
+        apply_field_specs(r, specs, &mut |v| *v = Value::String(value.to_string()));
+    }
+}
+
+/// Adds label or annotation pairs at extra field specs.
+pub(crate) fn add_pairs_at(rs: &mut [Resource], specs: &[ConfigFieldSpec], pairs: &Map<String, Value>) {
+    if pairs.is_empty() {
+        return;
+    }
+    let mut f = set_pairs(pairs);
+    for r in rs.iter_mut() {
+        apply_field_specs(r, specs, &mut f);
+    }
+}
+
+/// Adds a prefix and suffix to the strings at extra field specs (never `metadata/name`,
+/// which [`add_prefix`] and [`add_suffix`] handle with their bookkeeping).
+pub(crate) fn affix_at(rs: &mut [Resource], specs: &[ConfigFieldSpec], prefix: &str, suffix: &str) {
+    let specs: Vec<ConfigFieldSpec> = specs.iter().filter(|s| s.path != "metadata/name").cloned().collect();
+    for r in rs.iter_mut() {
+        apply_field_specs(r, &specs, &mut |v| {
+            if let Value::String(s) = v {
+                *s = format!("{prefix}{s}{suffix}");
+            }
+        });
+    }
+}
+
+/// kustomize's default `images` field specs, which it applies after its legacy pass over
+/// every `containers`/`initContainers` list, and which also reach image volumes. The
+/// container ones only change anything for a `tagSuffix` (which so lands twice, as in
+/// kustomize); every other rule gives the same image when applied again.
+pub(crate) fn default_image_specs() -> Vec<ConfigFieldSpec> {
+    ["spec/volumes[]/image/reference", "spec/template/spec/volumes[]/image/reference"]
+        .iter()
+        .map(|p| ConfigFieldSpec::any(p, false))
+        .collect()
+}
+
+/// The container paths of kustomize's default `images` field specs (see
+/// [`default_image_specs`]).
+const CONTAINER_IMAGE_PATHS: [&str; 4] = [
+    "spec/containers[]/image",
+    "spec/initContainers[]/image",
+    "spec/template/spec/containers[]/image",
+    "spec/template/spec/initContainers[]/image",
+];
+
+/// Sets replica counts at extra field specs of the named objects.
+pub(crate) fn replicas_at(rs: &mut [Resource], specs: &[ConfigFieldSpec], replicas: &[ReplicaSpec]) {
+    for spec in replicas {
+        for r in rs.iter_mut() {
+            let named = r.name() == spec.name || r.prev.iter().any(|p| p.name == spec.name);
+            if named {
+                apply_field_specs(r, specs, &mut |v| *v = Value::from(spec.count));
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -48,9 +48,12 @@ fn check_kubectl(k: &Path) {
     );
 }
 
+/// Parses a YAML stream the way kustomize reads resources (go-yaml v3: only `true`/`false`
+/// are booleans, `0755` is octal).
 fn parse_stream(text: &str) -> Vec<Value> {
-    let docs: Vec<Value> =
-        serde_saphyr::from_multiple(text).unwrap_or_else(|e| panic!("cannot parse YAML stream: {e}\n{text}"));
+    let opts = serde_saphyr::options! { strict_booleans: true, legacy_octal_numbers: true };
+    let docs: Vec<Value> = serde_saphyr::from_multiple_with_options(text, opts)
+        .unwrap_or_else(|e| panic!("cannot parse YAML stream: {e}\n{text}"));
     docs.into_iter().filter(|d| !d.is_null()).collect()
 }
 

@@ -48,7 +48,7 @@ type SopsGcm = AesGcm<Aes256, U32>;
 /// Errors reading age keys or opening a sops document. None carries a cleartext value.
 #[derive(Debug, thiserror::Error)]
 pub enum SopsError {
-    #[error("cannot read the age key file {path}: {source}")]
+    #[error("cannot read the age key file {path}")]
     KeyFile {
         path: PathBuf,
         #[source]

@@ -1,5 +1,6 @@
 //! SOPS on the agent, with fixtures encrypted by the real `sops` at test time: what sops writes
-//! (YAML and JSON; encrypted_regex and the default suffix rule; int, bool and multi-line values)
+//! (YAML and JSON; encrypted_regex, unencrypted_regex, the suffix rule, --mac-only-encrypted; int,
+//! bool and multi-line values)
 //! decrypts to what was encrypted, what we write `sops --decrypt` reads, a changed file is
 //! refused; and on kubesim an encrypted Secret applies decrypted, its drift is reported without
 //! values, the cache and inventory hold no cleartext, and an object that cannot be decrypted fails
@@ -63,9 +64,11 @@ const DATA_ONLY: &[&str] = &["--encrypted-regex", "^(data|stringData)$"];
 #[test]
 fn what_real_sops_writes_decrypts_to_what_was_encrypted() {
     let key = Key::new();
-    let cases: [(String, &str, &[&str]); 4] = [
+    let cases: [(String, &str, &[&str]); 6] = [
         (secret_yaml("a"), "yaml", DATA_ONLY),
         (secret_yaml("b"), "yaml", &["--unencrypted-suffix", "_unencrypted"]),
+        (secret_yaml("r"), "yaml", &["--unencrypted-regex", "^(apiVersion|kind|metadata|type)$"]),
+        (secret_yaml("m"), "yaml", &["--encrypted-regex", "^(data|stringData)$", "--mac-only-encrypted"]),
         (return_json(&secret_cleartext("c")), "json", &[]),
         (widget_json("w"), "json", &["--encrypted-regex", "^spec$"]),
     ];
@@ -122,6 +125,15 @@ fn a_changed_file_or_a_foreign_key_is_refused_and_the_error_says_why() {
     let mut bad_mac = encrypted.clone();
     bad_mac["sops"]["lastmodified"] = json!("2020-01-01T00:00:00Z");
     assert!(matches!(sops::decrypt(&bad_mac, &key.keys()), Err(SopsError::MacUnreadable)));
+
+    // Under --mac-only-encrypted the clear fields are outside the MAC: a namespace the render
+    // adds is fine, an encrypted value swapped is not.
+    let flags = ["--encrypted-regex", "^(data|stringData)$", "--mac-only-encrypted"];
+    let mut lenient = parse_manifest(&sops_encrypt(&secret_yaml("s"), "yaml", &key.recipient(), &flags), "yaml");
+    lenient["metadata"]["namespace"] = json!("elsewhere");
+    assert_eq!(sops::decrypt(&lenient, &key.keys()).unwrap()["metadata"]["namespace"], "elsewhere");
+    lenient["data"]["password"] = lenient["stringData"]["tls.crt"].clone();
+    assert!(matches!(sops::decrypt(&lenient, &key.keys()), Err(SopsError::Tampered { .. })));
 
     let stranger = Key::new();
     let e = sops::decrypt(&encrypted, &stranger.keys()).unwrap_err().to_string();

@@ -1,9 +1,9 @@
 //! SOPS on the agent, with fixtures encrypted by the real `sops` at test time: what sops writes
 //! (YAML and JSON; encrypted_regex, unencrypted_regex, the suffix rule, --mac-only-encrypted;
 //! int, bool and multi-line values) decrypts to what was encrypted, what we write
-//! `sops --decrypt` reads, a changed file is refused; and on kubesim an encrypted Secret applies decrypted, its drift is reported without
-//! values, the cache and inventory hold no cleartext, and an object that cannot be decrypted fails
-//! alone while nothing is pruned.
+//! `sops --decrypt` reads, a changed file is refused; and on kubesim an encrypted Secret applies
+//! decrypted, its drift is reported without values, the cache and inventory hold no cleartext,
+//! and an object that cannot be decrypted fails alone while nothing is pruned.
 
 use std::path::Path;
 use std::time::Duration;

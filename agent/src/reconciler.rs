@@ -26,6 +26,7 @@ use crate::metrics::PassMetrics;
 use crate::order;
 use crate::prune::Pruner;
 use crate::report_queue::ReportQueue;
+use crate::sops::{self, AgeKeys};
 use convoy_shared::clock::unix_ms;
 
 /// Errors that stop the reconciler (none today: every failure is reported and retried).
@@ -50,6 +51,8 @@ pub struct ReconcilerConfig {
     pub heal: HealPolicy,
     /// Longest wait between retries of a pass that left errors.
     pub max_retry_interval: Duration,
+    /// The age identities SOPS-encrypted objects are decrypted with, just before apply.
+    pub sops: AgeKeys,
 }
 
 impl ReconcilerConfig {
@@ -63,6 +66,7 @@ impl ReconcilerConfig {
             retry: RetryPolicy::default(),
             heal: HealPolicy::default(),
             max_retry_interval: Duration::from_secs(60),
+            sops: AgeKeys::default(),
         }
     }
 }
@@ -129,6 +133,8 @@ struct Plan {
     writes: Vec<(Prepared, String)>,
     /// Objects already applied, present and clean (by inventory id).
     unchanged: Vec<String>,
+    /// SOPS-encrypted objects that could not be decrypted: (app, inventory id, error).
+    sealed: Vec<(String, String, String)>,
 }
 
 /// What came of a pass's writes.
@@ -381,9 +387,15 @@ impl Reconciler {
         let ready = self.ready_apps(p, &assignment);
         let plan = self.plan(p, inventory, &ready).await;
         let written = plan.writes.len();
-        let applied = self.apply(p, plan.writes, watcher).await;
+        let mut applied = self.apply(p, plan.writes, watcher).await;
         for id in plan.unchanged {
             p.errors.remove(&id);
+        }
+        // An object that cannot be decrypted fails alone; its app is not applied, so nothing
+        // is pruned.
+        for (app, id, message) in plan.sealed {
+            p.errors.insert(id, message);
+            applied.failed_apps.insert(app);
         }
         for app in &ready {
             if !applied.failed_apps.contains(&app.name) {
@@ -469,7 +481,11 @@ impl Reconciler {
                 let previous = inventory.get(&app.name, &id).filter(|e| e.hash == hash);
                 // An unchanged object keeps the revision it was first applied at.
                 let revision = previous.map_or(&p.assignment.revision, |e| &e.revision);
-                let prepared = self.normalize(self.applier.prepare(object, &app.name, revision)).await;
+                let Some(desired) = self.decrypted(&app.name, &raw, object, &id, &mut plan) else {
+                    continue;
+                };
+                let mut prepared = self.normalize(self.applier.prepare(&desired, &app.name, revision)).await;
+                prepared.sensitive |= sops::is_encrypted(object);
                 p.refs.insert(id.clone(), prepared.object.clone());
                 let key = key_of(&prepared.object);
                 if previous.is_some() && self.live.lock().in_sync(&key, &prepared.body) {
@@ -484,6 +500,37 @@ impl Reconciler {
             }
         }
         plan
+    }
+
+    /// `object` as it is applied: decrypted in memory when SOPS-encrypted (the assignment, its
+    /// cache and the content hash keep the ciphertext). None when it cannot be decrypted: the
+    /// error, which never holds a cleartext value, goes to `plan.sealed`.
+    fn decrypted<'a>(
+        &self,
+        app: &str,
+        raw: &ObjectRef,
+        object: &'a Value,
+        id: &str,
+        plan: &mut Plan,
+    ) -> Option<std::borrow::Cow<'a, Value>> {
+        if !sops::is_encrypted(object) {
+            return Some(std::borrow::Cow::Borrowed(object));
+        }
+        match sops::decrypt(object, &self.config.sops) {
+            Ok(clear) => Some(std::borrow::Cow::Owned(clear)),
+            Err(e) => {
+                // With the whole document encrypted, even kind and name are ciphertext.
+                let what = if raw.kind.starts_with("ENC[") || raw.name.starts_with("ENC[") {
+                    format!("a SOPS-encrypted object of app {app}")
+                } else {
+                    raw.to_string()
+                };
+                let message = format!("{what}: cannot decrypt: {e}");
+                tracing::warn!(app, error = %message, "SOPS decryption refused; the object is not applied");
+                plan.sealed.push((app.to_string(), id.to_string(), message));
+                None
+            }
+        }
     }
 
     /// Applies the plan's writes (in phase order: see [`Applier::apply_set`]) and records each

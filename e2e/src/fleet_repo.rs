@@ -218,21 +218,55 @@ pub fn deployment_yaml(name: &str, replicas: u32) -> String {
     )
 }
 
+/// The environment of the example fleet's cluster `name` (see [`example_fleet`]).
+pub fn example_environment(name: &str) -> &'static str {
+    match name {
+        "dev-1" => "dev",
+        "stage-1" => "stage",
+        n if n.starts_with("prod-") => "prod",
+        n => n
+            .strip_prefix("extra-")
+            .and_then(|i| i.parse::<usize>().ok())
+            .map_or("dev", |i| ["dev", "stage", "prod"][i % 3]),
+    }
+}
+
+/// The example fleet's environments, in promotion order.
+pub const EXAMPLE_ENVIRONMENTS: [&str; 3] = ["dev", "stage", "prod"];
+
 /// The sandbox's example fleet, written into `repo` and committed on `main`, with `stage` and
 /// `dev` branched from it. Environments dev → stage → prod (branch main); clusters dev-1,
 /// stage-1, prod-eu, prod-us and `extra` more (extra-N, round-robin over the environments).
-/// Apps: `platform` (a CRD and a custom resource of it), `settings` (a configMapGenerator)
-/// and `web` (Deployment + Service + ConfigMap, depends on platform; a stage overlay with two
-/// replicas and a prod-eu cluster overlay with three; self-heal off so drift stays visible).
-pub fn example_fleet(repo: &FleetRepo, extra: usize) {
+/// Apps: `platform` (a CRD and a custom resource of it), `settings` (a configMapGenerator),
+/// `web` (Deployment + Service + ConfigMap, depends on platform; a stage overlay with two
+/// replicas and a prod-eu cluster overlay with three; self-heal off so drift stays visible)
+/// and, when `secrets` holds SOPS-encrypted Secret documents by environment, `credentials`
+/// (an overlay per environment with that environment's `db.enc.yaml`).
+pub fn example_fleet(repo: &FleetRepo, extra: usize, secrets: &[(&str, String)]) {
     repo.write("convoy.yaml", &fleet_yaml(&[("dev", "dev"), ("stage", "stage"), ("prod", "main")]));
     repo.write("clusters/dev-1.yaml", &cluster_yaml("dev-1", "dev", &[("region", "eu")]));
     repo.write("clusters/stage-1.yaml", &cluster_yaml("stage-1", "stage", &[("region", "eu")]));
     repo.write("clusters/prod-eu.yaml", &cluster_yaml("prod-eu", "prod", &[("region", "eu")]));
     repo.write("clusters/prod-us.yaml", &cluster_yaml("prod-us", "prod", &[("region", "us")]));
     for i in 1..=extra {
-        let env = ["dev", "stage", "prod"][i % 3];
-        repo.write(&format!("clusters/extra-{i}.yaml"), &cluster_yaml(&format!("extra-{i}"), env, &[("region", "eu")]));
+        let name = format!("extra-{i}");
+        repo.write(
+            &format!("clusters/{name}.yaml"),
+            &cluster_yaml(&name, example_environment(&name), &[("region", "eu")]),
+        );
+    }
+    if !secrets.is_empty() {
+        repo.write("apps/credentials/app.yaml", &app_yaml("credentials", "credentials", &[]));
+        repo.write("apps/credentials/base/kustomization.yaml", &kustomization_yaml(&["namespace.yaml"], &[]));
+        repo.write(
+            "apps/credentials/base/namespace.yaml",
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: credentials\n",
+        );
+    }
+    for (env, document) in secrets {
+        let overlay = format!("apps/credentials/envs/{env}");
+        repo.write(&format!("{overlay}/kustomization.yaml"), &kustomization_yaml(&["../../base", "db.enc.yaml"], &[]));
+        repo.write(&format!("{overlay}/db.enc.yaml"), document);
     }
     repo.write("apps/platform/app.yaml", &app_yaml("platform", "platform", &[]));
     repo.write("apps/platform/base/kustomization.yaml", &kustomization_yaml(&["crd.yaml", "widget.yaml"], &[]));

@@ -5,7 +5,9 @@
 //!
 //! Layout of DIR: `repo/` (a working clone; push to its `origin` and the hub picks it up),
 //! `repo.git/` (that origin), `convoy.yaml` (CLI config), `kube/<cluster>.kubeconfig`,
-//! `certs/`, `hub/` (the hub's mirror and store), `agents/<cluster>/` (agent caches).
+//! `certs/`, `hub/` (the hub's mirror and store), `agents/<cluster>/` (agent caches),
+//! `sops/<environment>.agekey` (each environment's age key: its agents decrypt the example
+//! repository's SOPS-encrypted Secret with it).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -26,7 +28,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::fleet_repo::{FleetRepo, example_fleet};
+use crate::fleet_repo::{EXAMPLE_ENVIRONMENTS, FleetRepo, example_environment, example_fleet};
+use convoy_agent::sops::{self, AgeKeys, EncryptRules};
 use kubesim::{FleetOptions, SimFleet};
 
 /// The clusters every sandbox has.
@@ -55,6 +58,8 @@ pub enum SandboxError {
     },
     #[error("the simulated clusters did not start: {0}")]
     Kubesim(String),
+    #[error(transparent)]
+    Sops(#[from] sops::SopsError),
 }
 
 /// How to lay out and run the sandbox.
@@ -98,7 +103,8 @@ impl Sandbox {
             .map(|c| c.to_string())
             .chain((1..=config.extra_clusters).map(|i| format!("extra-{i}")))
             .collect();
-        let origin = prepare_repository(&config.dir, config.extra_clusters);
+        let keys = environment_keys(&config.dir.join("sops"))?;
+        let origin = prepare_repository(&config.dir, config.extra_clusters, &keys)?;
 
         let names: Vec<&str> = clusters.iter().map(String::as_str).collect();
         let kube_dir = config.dir.join("kube");
@@ -154,7 +160,12 @@ impl Sandbox {
                 backoff: Backoff { initial: Duration::from_millis(200), max: Duration::from_secs(5) },
                 connect_timeout: Duration::from_secs(5),
             };
-            let reconciler = ReconcilerConfig::new(name, config.dir.join("agents").join(name));
+            let mut reconciler = ReconcilerConfig::new(name, config.dir.join("agents").join(name));
+            reconciler.sops = keys
+                .iter()
+                .find(|(env, _)| *env == example_environment(name))
+                .map(|(_, k)| k.clone())
+                .unwrap_or_default();
             let client = kube
                 .cluster(name)
                 .expect("every sandbox cluster is simulated")
@@ -192,20 +203,87 @@ impl Sandbox {
     }
 }
 
-/// Creates DIR/repo (the example fleet, branches main, stage and dev) pushed to its origin
-/// DIR/repo.git, unless it exists. Returns the origin's path.
-fn prepare_repository(dir: &Path, extra: usize) -> PathBuf {
+/// Each environment's age key, read from `dir/<environment>.agekey`, generated there (as
+/// `age-keygen` writes it, mode 0600) when missing.
+fn environment_keys(dir: &Path) -> Result<Vec<(&'static str, AgeKeys)>, SandboxError> {
+    std::fs::create_dir_all(dir).map_err(|source| SandboxError::Write { path: dir.to_path_buf(), source })?;
+    let mut keys = Vec::new();
+    for env in EXAMPLE_ENVIRONMENTS {
+        let path = dir.join(format!("{env}.agekey"));
+        if !path.exists() {
+            use age::secrecy::ExposeSecret as _;
+            use std::io::Write as _;
+            use std::os::unix::fs::OpenOptionsExt as _;
+            let identity = age::x25519::Identity::generate();
+            let text = format!(
+                "# convoy-sandbox: the {env} environment's agents decrypt SOPS files with this key\n# public key: {}\n{}\n",
+                identity.to_public(),
+                identity.to_string().expose_secret()
+            );
+            let write = |source| SandboxError::Write { path: path.clone(), source };
+            let mut file =
+                std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path).map_err(write)?;
+            file.write_all(text.as_bytes()).map_err(write)?;
+        }
+        keys.push((env, AgeKeys::load(&path)?));
+    }
+    Ok(keys)
+}
+
+/// The example Secret of `env`, encrypted for `recipient` by the real `sops` when it is on the
+/// PATH, else by [`sops::encrypt`] (which writes the same format; the agent tests check it
+/// against `sops --decrypt`). Only `stringData` is encrypted, so the file stays readable.
+fn example_secret(env: &str, recipient: &str) -> Result<String, SandboxError> {
+    use rand::Rng as _;
+    let password: String = rand::rng().sample_iter(rand::distr::Alphanumeric).take(24).map(char::from).collect();
+    let yaml = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: db\n  namespace: credentials\ntype: Opaque\nstringData:\n  username: app-{env}\n  password: {password}\n"
+    );
+    let regex = "^(data|stringData)$";
+    // sops reads a file; a temporary one keeps the cleartext out of DIR.
+    let real = tempfile::NamedTempFile::new().and_then(|file| {
+        std::fs::write(file.path(), &yaml)?;
+        std::process::Command::new("sops")
+            .args(["--encrypt", "--age", recipient, "--encrypted-regex", regex, "--input-type", "yaml"])
+            .args(["--output-type", "yaml"])
+            .arg(file.path())
+            .stderr(std::process::Stdio::null())
+            .output()
+    });
+    if let Ok(out) = real
+        && out.status.success()
+        && let Ok(text) = String::from_utf8(out.stdout)
+    {
+        return Ok(text);
+    }
+    let document: serde_json::Value = serde_saphyr::from_str(&yaml).expect("the example Secret is valid YAML");
+    let recipient: age::x25519::Recipient =
+        recipient.parse().map_err(|e| sops::SopsError::Metadata(format!("age recipient {recipient}: {e}")))?;
+    let rules = EncryptRules { encrypted_regex: Some(regex.into()), ..Default::default() };
+    let encrypted = sops::encrypt(&document, &[recipient], &rules)?;
+    Ok(serde_saphyr::to_string(&encrypted).expect("a JSON value always serializes"))
+}
+
+/// Creates DIR/repo (the example fleet, branches main, stage and dev, with each environment's
+/// Secret encrypted for its key in `keys`) pushed to its origin DIR/repo.git, unless it exists.
+/// Returns the origin's path.
+fn prepare_repository(dir: &Path, extra: usize, keys: &[(&str, AgeKeys)]) -> Result<PathBuf, SandboxError> {
     let origin = dir.join("repo.git");
     if origin.join("HEAD").exists() {
-        return origin;
+        return Ok(origin);
+    }
+    let mut secrets = Vec::new();
+    for (env, key) in keys {
+        let recipient = key.recipients().into_iter().next().unwrap_or_default();
+        secrets.push((*env, example_secret(env, &recipient)?));
     }
     let work = FleetRepo::init(&dir.join("repo"));
-    example_fleet(&work, extra);
+    example_fleet(&work, extra, &secrets);
     let bare = FleetRepo { dir: dir.to_path_buf() };
     bare.git(&["init", "-q", "--bare", "-b", "main", "repo.git"]);
     work.git(&["remote", "add", "origin", &origin.display().to_string()]);
     work.git(&["push", "-q", "-u", "origin", "main", "stage", "dev"]);
-    origin
+    Ok(origin)
 }
 
 fn write_cli_config(dir: &Path, certs: &CertDir, hub_address: &str) -> Result<PathBuf, SandboxError> {

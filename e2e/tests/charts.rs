@@ -147,6 +147,7 @@ fn the_agent_deployment_is_locked_down_and_sets_only_what_the_agent_reads() {
     let mut traced = agent_values("hub.example.com:7443", ca.ca.cert_pem(), "t");
     traced["otlpEndpoint"] = json!("https://otel-collector:4317");
     traced["otlpCa"] = json!(ca.ca.cert_pem());
+    traced["sops"] = json!({"ageKeySecret": "convoy-agent-sops"});
     for (values_traced, values) in [
         (true, traced),
         (
@@ -177,6 +178,15 @@ fn the_agent_deployment_is_locked_down_and_sets_only_what_the_agent_reads() {
             assert!(env.contains(&json!({"name": "CONVOY_OTLP_CA", "value": "/etc/convoy/ca/otlp-ca.crt"})), "{env:?}");
             let ca_map = find(&objects, "ConfigMap")[0];
             assert_eq!(ca_map["data"]["otlp-ca.crt"].as_str().unwrap().trim(), ca.ca.cert_pem().trim());
+            // The age key Secret is mounted read-only where CONVOY_SOPS_AGE_KEY_FILE points.
+            let key_file = "/etc/convoy/sops/age.agekey";
+            assert!(env.contains(&json!({"name": "CONVOY_SOPS_AGE_KEY_FILE", "value": key_file})), "{env:?}");
+            let mount = container["volumeMounts"].as_array().unwrap().iter().find(|m| m["name"] == "sops-age").unwrap();
+            assert_eq!((&mount["mountPath"], &mount["readOnly"]), (&json!("/etc/convoy/sops"), &json!(true)));
+            let volume = pod["volumes"].as_array().unwrap().iter().find(|v| v["name"] == "sops-age").unwrap();
+            assert_eq!(volume["secret"]["secretName"], "convoy-agent-sops");
+        } else {
+            assert!(!container.to_string().contains("SOPS"), "no sops.ageKeySecret, no key file: {container}");
         }
     }
     let namespaced = render(

@@ -6,6 +6,7 @@ use kubesim::kubectl::kubectl_ok;
 use std::path::Path;
 use std::process::Command;
 
+use convoy_agent::sops::{self, AgeKeys};
 use convoy_e2e::harness::{Process, eventually, scrape_metrics, workspace_binary};
 
 fn convoy(args: &[&str]) -> (bool, String, String) {
@@ -82,6 +83,30 @@ async fn the_sandbox_fleet_promotes_reports_and_shows_drift_through_the_cli() {
         ok && table.starts_with("CLUSTER") && table.lines().filter(|l| l.contains("in-sync")).count() == 4,
         "{table}"
     );
+
+    // Each environment's Secret, encrypted in the repository for that environment's key only,
+    // is in its clusters decrypted.
+    for (cluster, env) in [("dev-1", "dev"), ("stage-1", "stage"), ("prod-eu", "prod")] {
+        let kubeconfig = dir.path().join(format!("kube/{cluster}.kubeconfig"));
+        let secret = kubectl_ok(&kubeconfig, &["-n", "credentials", "get", "secret", "db", "-o", "json"]).await;
+        let secret: serde_json::Value = serde_json::from_str(&secret).unwrap();
+        // kubesim keeps stringData as applied; a real API server folds it into data.
+        let username = secret["stringData"]["username"].as_str().map(str::to_string).or_else(|| {
+            use base64::Engine as _;
+            let data = secret["data"]["username"].as_str()?;
+            String::from_utf8(base64::engine::general_purpose::STANDARD.decode(data).ok()?).ok()
+        });
+        assert_eq!(username, Some(format!("app-{env}")), "{secret}");
+        let file = dir.path().join(format!("repo/apps/credentials/envs/{env}/db.enc.yaml"));
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert!(text.contains("ENC[AES256_GCM") && !text.contains(&format!("app-{env}")), "{text}");
+        let document: serde_json::Value = serde_saphyr::from_str(&text).unwrap();
+        let own = AgeKeys::load(&dir.path().join(format!("sops/{env}.agekey"))).unwrap();
+        assert!(sops::decrypt(&document, &own).is_ok());
+        let other = if env == "prod" { "dev" } else { "prod" };
+        let foreign = AgeKeys::load(&dir.path().join(format!("sops/{other}.agekey"))).unwrap();
+        assert!(sops::decrypt(&document, &foreign).is_err(), "{other}'s key opens {env}'s Secret");
+    }
 
     // A commit pushed to dev reaches dev-1 only.
     let repo = convoy_e2e::fleet_repo::FleetRepo { dir: dir.path().join("repo") };

@@ -73,6 +73,7 @@ fn main() -> ExitCode {
         println!("  clusters   {} (kubeconfigs in {})", sandbox.clusters.join(", "), cli.dir.join("kube").display());
         println!("  repo       {} (commit, then `git push` to deploy)", sandbox.repo.display());
         println!("  certs      {}", cli.dir.join("certs").display());
+        println!("  age keys   {} (one per environment, for sops)", cli.dir.join("sops").display());
         println!("  CLI config {}", sandbox.cli_config.display());
         println!("  try        convoy --config {} clusters", sandbox.cli_config.display());
         println!("Ctrl-C stops it.");

@@ -286,7 +286,10 @@ impl From<&Assignment> for proto::Assignment {
                     name: app.name.clone(),
                     policy: Some(proto::SyncPolicy { prune: app.policy.prune, self_heal: app.policy.self_heal }),
                     depends_on: app.depends_on.clone(),
-                    objects_json: app.objects.iter().map(canonical_json).collect(),
+                    // Document order, not canonical: a SOPS document's MAC covers its values in
+                    // the order sops wrote them, so the agent must see that order. The digest
+                    // (canonical JSON) does not depend on it.
+                    objects_json: app.objects.iter().map(Value::to_string).collect(),
                     render_error: app.render_error.clone().unwrap_or_default(),
                 })
                 .collect(),

@@ -8,6 +8,7 @@
 
 mod engine;
 mod generate;
+pub mod helm;
 mod kustomization;
 mod merge;
 mod nameref;

@@ -288,8 +288,8 @@ fn build() -> HashMap<&'static str, Func> {
         let parts: Vec<String> = a.iter().filter(|v| !matches!(v, Value::Nil)).map(Value::to_go_string).collect();
         str_v(parts.join(" "))
     });
-    reg!(m, "upper", [Str], |_, a| str_v(s(&a[0]).to_uppercase()));
-    reg!(m, "lower", [Str], |_, a| str_v(s(&a[0]).to_lowercase()));
+    reg!(m, "upper", [Str], |_, a| str_v(s(&a[0]).chars().map(go_upper).collect::<String>()));
+    reg!(m, "lower", [Str], |_, a| str_v(s(&a[0]).chars().map(go_lower).collect::<String>()));
     reg!(m, "title", [Str], |_, a| str_v(title(s(&a[0]))));
     reg!(m, "untitle", [Str], |_, a| str_v(untitle(s(&a[0]))));
     reg!(m, "trim", [Str], |_, a| str_v(s(&a[0]).trim_matches(is_go_space)));
@@ -1188,7 +1188,7 @@ fn title(s: &str) -> String {
     let mut prev_sep = true;
     for c in s.chars() {
         if prev_sep {
-            out.extend(c.to_uppercase());
+            out.push(go_title(c));
         } else {
             out.push(c);
         }
@@ -1205,6 +1205,31 @@ fn is_separator(c: char) -> bool {
         return false;
     }
     c.is_whitespace()
+}
+
+/// Go's `unicode.ToTitle` (as `ToUpper` except for digraphs).
+fn go_title(c: char) -> char {
+    match c {
+        'ǆ' | 'ǅ' | 'Ǆ' => 'ǅ',
+        'ǉ' | 'ǈ' | 'Ǉ' => 'ǈ',
+        'ǌ' | 'ǋ' | 'Ǌ' => 'ǋ',
+        'ǳ' | 'ǲ' | 'Ǳ' => 'ǲ',
+        c => go_upper(c),
+    }
+}
+
+/// Go's `unicode.ToUpper`: one rune to one rune (`ß` stays).
+fn go_upper(c: char) -> char {
+    let mut up = c.to_uppercase();
+    match (up.next(), up.next()) {
+        (Some(u), None) => u,
+        _ => c,
+    }
+}
+
+/// Go's `unicode.ToLower`.
+fn go_lower(c: char) -> char {
+    c.to_lowercase().next().unwrap_or(c)
 }
 
 fn untitle(s: &str) -> String {

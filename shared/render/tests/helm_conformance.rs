@@ -1,0 +1,165 @@
+//! Conformance of convoy's Helm engine with Helm's own (Helm v4 via PyPI helm-python-sdk):
+//! every chart under tests/helm/charts (and the project's charts/), rendered with each of
+//! its values sets (tests/helm/values/<chart>/*.yaml, plus no values at all), must give the
+//! same output, template for template and byte for byte; where Helm fails, we must fail too.
+//!
+//! Helm's engine runs in one Python process (`CONVOY_PYTHON`, default
+//! `<workspace>/e2e/.venv/bin/python`); without it the test says so and passes vacuously.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use convoy_render::FsSource;
+use convoy_render::helm::{Chart, ReleaseOptions, render_files};
+use serde_json::{Value, json};
+
+fn manifest_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn workspace() -> PathBuf {
+    manifest_dir().join("../..").canonicalize().expect("workspace")
+}
+
+fn python() -> PathBuf {
+    std::env::var_os("CONVOY_PYTHON").map(PathBuf::from).unwrap_or_else(|| workspace().join("e2e/.venv/bin/python"))
+}
+
+struct Case {
+    chart: String,
+    dir: PathBuf,
+    values_name: String,
+    values: Value,
+}
+
+fn charts() -> Vec<(String, PathBuf)> {
+    let mut out = Vec::new();
+    let root = manifest_dir().join("tests/helm/charts");
+    let mut names: Vec<_> = std::fs::read_dir(&root).expect("charts dir").map(|e| e.expect("entry").path()).collect();
+    names.sort();
+    for p in names {
+        if p.join("Chart.yaml").exists() {
+            out.push((p.file_name().unwrap().to_string_lossy().into_owned(), p));
+        }
+    }
+    for name in ["convoy-agent", "convoy-hub"] {
+        out.push((name.to_string(), workspace().join("charts").join(name)));
+    }
+    out
+}
+
+fn cases() -> Vec<Case> {
+    let mut out = Vec::new();
+    for (chart, dir) in charts() {
+        out.push(Case { chart: chart.clone(), dir: dir.clone(), values_name: "(none)".into(), values: json!({}) });
+        let vdir = manifest_dir().join("tests/helm/values").join(&chart);
+        if let Ok(entries) = std::fs::read_dir(&vdir) {
+            let mut files: Vec<_> = entries.map(|e| e.expect("entry").path()).collect();
+            files.sort();
+            for f in files {
+                let text = std::fs::read_to_string(&f).expect("values file");
+                let values = convoy_render::helm::chart::parse_yaml(&text).expect("values YAML");
+                out.push(Case {
+                    chart: chart.clone(),
+                    dir: dir.clone(),
+                    values_name: f.file_name().unwrap().to_string_lossy().into_owned(),
+                    values,
+                });
+            }
+        }
+    }
+    out
+}
+
+fn helm_oracle(cases: &[Case]) -> Option<Vec<Value>> {
+    let py = python();
+    if !py.exists() {
+        return None;
+    }
+    let req: Vec<Value> = cases
+        .iter()
+        .map(|c| json!({"chart": c.dir, "values": c.values, "name": "rel-name", "namespace": "ns-x"}))
+        .collect();
+    let mut child = Command::new(py)
+        .arg(manifest_dir().join("tests/helm/oracle.py"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python runs");
+    child.stdin.take().unwrap().write_all(serde_json::to_string(&req).unwrap().as_bytes()).unwrap();
+    let out = child.wait_with_output().expect("oracle");
+    assert!(out.status.success(), "oracle.py: {}", String::from_utf8_lossy(&out.stderr));
+    Some(serde_json::from_slice(&out.stdout).expect("oracle JSON"))
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+#[test]
+fn charts_render_exactly_like_helm() {
+    let cases = cases();
+    let Some(expected) = helm_oracle(&cases) else {
+        eprintln!(
+            "SKIPPED: no Helm oracle at {} (set CONVOY_PYTHON to a python with helm-python-sdk)",
+            python().display()
+        );
+        return;
+    };
+    let mut failures = Vec::new();
+    let (mut ours_ms, mut helm_ms) = (Vec::new(), Vec::new());
+    let chart_count = charts().len();
+    for (case, want) in cases.iter().zip(expected.iter()) {
+        let label = format!("{} [{}]", case.chart, case.values_name);
+        let source = FsSource::new(case.dir.parent().unwrap());
+        let name = case.dir.file_name().unwrap();
+        let start = Instant::now();
+        let got = Chart::load(&source, Path::new(name))
+            .and_then(|c| render_files(&c, &case.values, &ReleaseOptions::new("rel-name", "ns-x")));
+        let elapsed = start.elapsed().as_secs_f64() * 1000.0;
+        match (got, want["ok"].as_bool() == Some(true)) {
+            (Ok(files), true) => {
+                ours_ms.push(elapsed);
+                helm_ms.push(want["ms"].as_f64().unwrap_or(0.0));
+                let want_files = want["files"].as_object().unwrap();
+                let got_keys: Vec<&String> = files.keys().collect();
+                let want_keys: Vec<&String> = want_files.keys().collect();
+                if got_keys != want_keys {
+                    failures.push(format!("{label}: templates differ: ours {got_keys:?}, helm {want_keys:?}"));
+                    continue;
+                }
+                for (k, text) in &files {
+                    let w = want_files[k].as_str().unwrap_or("");
+                    if text != w {
+                        failures.push(format!("{label}: {k} differs\n--- helm\n{w}\n--- ours\n{text}"));
+                    }
+                }
+            }
+            (Err(_), false) => {}
+            (Ok(_), false) => failures.push(format!("{label}: helm fails ({}) but we rendered", want["error"])),
+            (Err(e), true) => failures.push(format!("{label}: we fail ({e}) but helm rendered")),
+        }
+    }
+    println!(
+        "helm conformance: {} charts, {} cases, {} passed; median render {:.3} ms (ours) vs {:.3} ms (Helm's engine)",
+        chart_count,
+        cases.len(),
+        cases.len() - failures.len(),
+        median(ours_ms),
+        median(helm_ms)
+    );
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases differ from Helm:\n\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n\n")
+    );
+}

@@ -13,13 +13,12 @@ import helm_python as helm
 
 def main() -> None:
     requests = json.load(sys.stdin)
-    charts = {}
     out = []
     for req in requests:
         try:
-            chart = charts.get(req["chart"])
-            if chart is None:
-                chart = charts[req["chart"]] = helm.Chart.load(req["chart"])
+            # Helm's dependency processing changes the loaded chart (it drops disabled
+            # subcharts), so every render starts from a freshly loaded one.
+            chart = helm.Chart.load(req["chart"])
             start = time.perf_counter()
             files = chart.render(req["values"], name=req["name"], namespace=req["namespace"], is_install=True)
             ms = (time.perf_counter() - start) * 1000

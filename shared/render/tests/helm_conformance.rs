@@ -114,6 +114,7 @@ fn charts_render_exactly_like_helm() {
         return;
     };
     let mut failures = Vec::new();
+    let mut both_fail = Vec::new();
     let (mut ours_ms, mut helm_ms) = (Vec::new(), Vec::new());
     let chart_count = charts().len();
     for (case, want) in cases.iter().zip(expected.iter()) {
@@ -142,15 +143,20 @@ fn charts_render_exactly_like_helm() {
                     }
                 }
             }
-            (Err(_), false) => {}
+            (Err(e), false) => both_fail.push(format!("{label}: helm: {} | ours: {e}", want["error"])),
             (Ok(_), false) => failures.push(format!("{label}: helm fails ({}) but we rendered", want["error"])),
             (Err(e), true) => failures.push(format!("{label}: we fail ({e}) but helm rendered")),
         }
     }
+    for f in &both_fail {
+        println!("both fail (expected for bad-input cases): {f}");
+    }
     println!(
-        "helm conformance: {} charts, {} cases, {} passed; median render {:.3} ms (ours) vs {:.3} ms (Helm's engine)",
+        "helm conformance: {} charts, {} cases ({} rendering, {} failing in both), {} passed; median render {:.3} ms (ours) vs {:.3} ms (Helm's engine)",
         chart_count,
         cases.len(),
+        cases.len() - both_fail.len(),
+        both_fail.len(),
         cases.len() - failures.len(),
         median(ours_ms),
         median(helm_ms)

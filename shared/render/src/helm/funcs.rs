@@ -233,13 +233,19 @@ fn build() -> HashMap<&'static str, Func> {
     reg!(m, "fromJson", [Str], |_, a| Ok(match serde_json::from_str::<serde_json::Value>(s(&a[0])) {
         Ok(serde_json::Value::Object(o)) => Value::from_json(&serde_json::Value::Object(o)),
         Ok(serde_json::Value::Null) => Value::map(BTreeMap::new()),
-        Ok(_) => error_map("json: cannot unmarshal into Go value of type map[string]interface {}"),
+        Ok(other) => error_map(&format!(
+            "json: cannot unmarshal {} into Go value of type map[string]interface {{}}",
+            json_kind(&Value::from_json(&other))
+        )),
         Err(e) => error_map(&e.to_string()),
     }));
     reg!(m, "fromJsonArray", [Str], |_, a| Ok(match serde_json::from_str::<serde_json::Value>(s(&a[0])) {
         Ok(serde_json::Value::Array(o)) => Value::from_json(&serde_json::Value::Array(o)),
         Ok(serde_json::Value::Null) => Value::list(Vec::new()),
-        Ok(_) => Value::list(vec![Value::str("json: cannot unmarshal into Go value of type []interface {}")]),
+        Ok(other) => Value::list(vec![Value::str(format!(
+            "json: cannot unmarshal {} into Go value of type []interface {{}}",
+            json_kind(&Value::from_json(&other))
+        ))]),
         Err(e) => Value::list(vec![Value::str(e.to_string())]),
     }));
     reg!(m, "mustFromJson", [Str], |_, a| match serde_json::from_str::<serde_json::Value>(s(&a[0])) {
@@ -1735,6 +1741,11 @@ pub fn sprintf(format: &str, args: &[Value]) -> String {
             out.push('%');
             continue;
         }
+        if matches!(args.get(argi), Some(Value::Nil)) && verb != 'v' {
+            argi += 1;
+            let _ = write!(out, "%!{verb}(<nil>)");
+            continue;
+        }
         let Some(arg) = args.get(argi) else {
             let _ = write!(out, "%!{verb}(MISSING)");
             continue;
@@ -1828,6 +1839,8 @@ fn fmt_verb(verb: char, arg: &Value, prec: Option<usize>, plus: bool, sharp: boo
         ('t', Value::Bool(b)) => Some(b.to_string()),
         ('f' | 'F', Value::Float(f)) => Some(sign(format!("{:.*}", prec.unwrap_or(6), f), *f < 0.0)),
         ('e', Value::Float(f)) => Some(sign(exp_fmt(*f, prec.unwrap_or(6)), *f < 0.0)),
+        ('E', Value::Float(f)) => Some(sign(exp_fmt(*f, prec.unwrap_or(6)).to_uppercase(), *f < 0.0)),
+        ('G', Value::Float(_)) => fmt_verb('g', arg, prec, plus, sharp, space).map(|s| s.to_uppercase()),
         ('g', Value::Float(f)) => Some(sign(
             match prec {
                 None => go_float(*f),

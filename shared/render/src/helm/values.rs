@@ -91,9 +91,26 @@ fn coalesce_chart_values(chart: &Chart, v: &mut Map<String, Json>, merge: bool) 
                 }
             }
             None => {
-                v.insert(key.clone(), val.clone());
+                // Helm drops the nulls of chart defaults (they only ever delete).
+                if !merge {
+                    if !val.is_null() {
+                        v.insert(key.clone(), strip_nulls(val));
+                    }
+                } else {
+                    v.insert(key.clone(), val.clone());
+                }
             }
         }
+    }
+}
+
+/// A copy of `v` without null map entries (lists keep theirs).
+fn strip_nulls(v: &Json) -> Json {
+    match v {
+        Json::Object(m) => {
+            Json::Object(m.iter().filter(|(_, x)| !x.is_null()).map(|(k, x)| (k.clone(), strip_nulls(x))).collect())
+        }
+        other => other.clone(),
     }
 }
 
@@ -111,7 +128,13 @@ pub fn coalesce_tables(dst: &mut Map<String, Json>, src: &Map<String, Json>, mer
                 dst.remove(&key);
             }
             None => {
-                dst.insert(key, val);
+                if !merge {
+                    if !val.is_null() {
+                        dst.insert(key, strip_nulls(&val));
+                    }
+                } else {
+                    dst.insert(key, val);
+                }
             }
             Some(dv) => {
                 if let Json::Object(sv) = &val {

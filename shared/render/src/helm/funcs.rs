@@ -1921,7 +1921,7 @@ pub fn format_time(secs: i64, nanos: u32, layout: &str) -> String {
         "December",
     ];
     const DAYS: [&str; 7] = ["Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday"];
-    let tokens: [(&str, String); 22] = [
+    let tokens: [(&str, String); 26] = [
         ("2006", format!("{y:04}")),
         ("January", MONTHS[(m - 1) as usize].to_string()),
         ("Jan", MONTHS[(m - 1) as usize][..3].to_string()),
@@ -1948,6 +1948,10 @@ pub fn format_time(secs: i64, nanos: u32, layout: &str) -> String {
         ("PM", if h >= 12 { "PM" } else { "AM" }.to_string()),
         ("_2", format!("{d:>2}")),
         ("1", m.to_string()),
+        ("2", d.to_string()),
+        ("3", (if h % 12 == 0 { 12 } else { h % 12 }).to_string()),
+        ("4", mi.to_string()),
+        ("5", se.to_string()),
     ];
     let mut out = String::new();
     let mut rest = layout;

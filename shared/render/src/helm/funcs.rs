@@ -1020,20 +1020,12 @@ fn slice(item: &Value, idx: &[Value]) -> FResult {
             let lo = *ints.first().unwrap_or(&0) as usize;
             let hi = ints.get(1).map(|h| *h as usize).unwrap_or(l.len());
             if lo > hi || hi > l.len() {
-                return err(format!("index out of range: {hi}"));
+                return err("reflect.Value.Slice: slice index out of bounds");
             }
             list_v(l[lo..hi].to_vec())
         }
-        Value::Str(st) => {
-            let lo = *ints.first().unwrap_or(&0) as usize;
-            let hi = ints.get(1).map(|h| *h as usize).unwrap_or(st.len());
-            if lo > hi || hi > st.len() {
-                return err(format!("index out of range: {hi}"));
-            }
-            str_v(byte_slice(st, lo, hi))
-        }
-        Value::Nil => err("slice of untyped nil"),
-        other => err(format!("can't slice item of type {}", other.type_name())),
+        Value::Nil => err("list should be type of slice or array but <nil>"),
+        other => err(format!("list should be type of slice or array but {}", other.type_name())),
     }
 }
 
@@ -1467,9 +1459,6 @@ fn js_escape(s: &str) -> String {
             '>' => o.push_str("\\u003E"),
             '&' => o.push_str("\\u0026"),
             '=' => o.push_str("\\u003D"),
-            '\n' => o.push_str("\\n"),
-            '\r' => o.push_str("\\r"),
-            '\t' => o.push_str("\\t"),
             c if (c as u32) < 0x20 => {
                 let _ = write!(o, "\\u{:04X}", c as u32);
             }

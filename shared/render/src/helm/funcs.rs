@@ -946,7 +946,7 @@ fn cmp_eq(a: &Value, b: &Value) -> Result<bool, FnError> {
         if matches!(a, Value::Nil) || matches!(b, Value::Nil) {
             return Ok(false);
         }
-        return err("incompatible types for comparison");
+        return err(format!("incompatible types for comparison: {} and {}", a.type_name(), b.type_name()));
     }
     Ok(match (a, b) {
         (Value::Bool(x), Value::Bool(y)) => x == y,
@@ -967,7 +967,7 @@ fn cmp_lt(a: &Value, b: &Value) -> Result<bool, FnError> {
         return err("invalid type for comparison");
     }
     if ka != kb {
-        return err("incompatible types for comparison");
+        return err(format!("incompatible types for comparison: {} and {}", a.type_name(), b.type_name()));
     }
     Ok(match (a, b) {
         (Value::Int(x) | Value::Int64(x), Value::Int(y) | Value::Int64(y)) => x < y,

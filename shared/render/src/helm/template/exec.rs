@@ -31,14 +31,25 @@ pub struct ExecError {
 impl std::fmt::Display for ExecError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         if self.user {
-            write!(f, "execution error at ({}): {}", self.location, self.message)
-        } else {
-            write!(
+            return write!(f, "execution error at ({}): {}", self.location, self.message);
+        }
+        // Helm v4 prints errors raised by the template machinery itself as a trace, and
+        // keeps Go's one-line form for errors a function returned.
+        if let Some(inner) = self.message.strip_prefix("error calling include: ") {
+            return write!(
+                f,
+                "{}\n  executing {:?} at <{}>:\n    error calling include:\n{}",
+                self.location, self.template, self.context, inner
+            );
+        }
+        if self.message.starts_with("error calling ") {
+            return write!(
                 f,
                 "template: {}: executing {:?} at <{}>: {}",
                 self.location, self.template, self.context, self.message
-            )
+            );
         }
+        write!(f, "{}\n  executing {:?} at <{}>:\n    {}", self.location, self.template, self.context, self.message)
     }
 }
 
@@ -80,6 +91,9 @@ pub struct Exec<'a> {
     tname: String,
     /// Position and end of the node being evaluated (for error messages).
     at: (usize, usize),
+    /// Where Go reports the failing node when that is not its start (a field chain is
+    /// located at its second element).
+    loc: Option<usize>,
     depth: usize,
     included: HashMap<String, usize>,
     /// Helm's context for functions that need it (`tpl`'s template name).
@@ -96,6 +110,7 @@ impl<'a> Exec<'a> {
             file: Arc::new(SourceText { name: String::new(), text: String::new() }),
             tname: String::new(),
             at: (0, 0),
+            loc: None,
             depth: 0,
             included: HashMap::new(),
             helm,
@@ -215,7 +230,7 @@ impl<'a> Exec<'a> {
     }
 
     fn error(&self, message: String, user: bool) -> ExecError {
-        let (line, col) = self.file.line_col(self.at.0);
+        let (line, col) = self.file.line_col(self.loc.unwrap_or(self.at.0));
         let end = self.at.1.max(self.at.0).min(self.file.text.len());
         let context = self.file.text.get(self.at.0..end).unwrap_or("").trim().to_string();
         ExecError {
@@ -250,12 +265,18 @@ impl<'a> Exec<'a> {
             Node::With(b) => return self.if_with(b, dot, out, true),
             Node::Range(b) => return self.range(b, dot, out),
             Node::Template { pos, name, pipe } => {
-                self.at = (*pos, *pos + name.len() + 12);
+                {
+                    self.at = (*pos, *pos + name.len() + 12);
+                    self.loc = None;
+                }
                 let data = match pipe {
                     Some(p) => self.pipe(p, dot)?,
                     None => Value::Nil,
                 };
-                self.at = (*pos, *pos + name.len() + 12);
+                {
+                    self.at = (*pos, *pos + name.len() + 12);
+                    self.loc = None;
+                }
                 self.run_named(name, data, out)?;
             }
             Node::Break => return Ok(Flow::Break),
@@ -366,20 +387,40 @@ impl<'a> Exec<'a> {
     }
 
     fn command(&mut self, c: &Cmd, dot: &Value, fin: Option<Value>) -> R<Value> {
-        self.at = (c.pos, c.end);
+        {
+            self.at = (c.pos, c.end);
+            self.loc = None;
+        }
         let first = &c.args[0];
         match first {
             Arg::Ident(_, name) => return self.call(name, &c.args[1..], dot, fin, c),
             Arg::Field(pos, fields) => {
-                return self.field_chain(dot.clone(), fields, &c.args[1..], dot, fin, (*pos, c.end));
+                return self.field_chain(
+                    dot.clone(),
+                    fields,
+                    &c.args[1..],
+                    dot,
+                    fin,
+                    (*pos, field_end(*pos, 0, fields)),
+                );
             }
             Arg::Var(pos, name, fields) if !fields.is_empty() => {
                 let base = self.var(name)?;
-                return self.field_chain(base, fields, &c.args[1..], dot, fin, (*pos, c.end));
+                return self.field_chain(
+                    base,
+                    fields,
+                    &c.args[1..],
+                    dot,
+                    fin,
+                    (*pos, field_end(*pos, name.len(), fields)),
+                );
             }
             Arg::Pipe(pos, p, fields) if !fields.is_empty() => {
                 let base = self.pipe(p, dot)?;
-                self.at = (*pos, c.end);
+                {
+                    self.at = (*pos, c.end);
+                    self.loc = None;
+                }
                 return self.field_chain(base, fields, &c.args[1..], dot, fin, (*pos, c.end));
             }
             _ => {}
@@ -404,16 +445,14 @@ impl<'a> Exec<'a> {
             Arg::Num(Num::Float(f)) => Value::Float(*f),
             Arg::Str(s) => Value::Str(s.clone().as_ref().into()),
             Arg::Field(pos, fields) => {
-                let end = self.at.1;
-                self.field_chain(dot.clone(), fields, &[], dot, None, (*pos, end))?
+                self.field_chain(dot.clone(), fields, &[], dot, None, (*pos, field_end(*pos, 0, fields)))?
             }
             Arg::Var(pos, name, fields) => {
                 let base = self.var(name)?;
                 if fields.is_empty() {
                     base
                 } else {
-                    let end = self.at.1;
-                    self.field_chain(base, fields, &[], dot, None, (*pos, end))?
+                    self.field_chain(base, fields, &[], dot, None, (*pos, field_end(*pos, name.len(), fields)))?
                 }
             }
             Arg::Pipe(pos, p, fields) => {
@@ -421,7 +460,10 @@ impl<'a> Exec<'a> {
                 let mark = self.vars.len();
                 let base = self.pipe(p, dot)?;
                 self.vars.truncate(mark);
-                self.at = saved;
+                {
+                    self.at = saved;
+                    self.loc = None;
+                }
                 if fields.is_empty() { base } else { self.field_chain(base, fields, &[], dot, None, (*pos, saved.1))? }
             }
             Arg::Ident(_, name) => {
@@ -443,13 +485,22 @@ impl<'a> Exec<'a> {
         at: (usize, usize),
     ) -> R<Value> {
         let n = fields.len();
+        // Go locates a field chain at its second element.
+        let go_loc = |s: &Self| -> Option<usize> {
+            let text = s.file.text.get(at.0..at.1).unwrap_or("");
+            let skip = if text.starts_with('$') { 1 } else { 2 };
+            text.match_indices('.').nth(skip - 1).map(|(i, _)| at.0 + i).filter(|_| text.matches('.').count() >= skip)
+        };
         for (i, f) in fields.iter().enumerate() {
             let last = i + 1 == n;
             let has_args = last && (!args.is_empty() || fin.is_some());
             v = match &v {
                 Value::Map(m) => {
                     if has_args {
-                        self.at = at;
+                        {
+                            self.at = at;
+                            self.loc = go_loc(self);
+                        }
                         return Err(Raise::Msg(format!("{f} is not a method but has arguments")));
                     }
                     m.borrow().get(f.as_str()).cloned().unwrap_or(Value::Nil)
@@ -464,16 +515,26 @@ impl<'a> Exec<'a> {
                             argv.push(fv.clone());
                         }
                     }
-                    self.at = at;
+                    {
+                        self.at = at;
+                        self.loc = go_loc(self);
+                    }
                     o.field(f, argv, has_args).map_err(Raise::Msg)?
                 }
                 Value::Nil => {
-                    self.at = at;
+                    {
+                        self.at = at;
+                        self.loc = go_loc(self);
+                    }
                     return Err(Raise::Msg(format!("nil pointer evaluating interface {{}}.{f}")));
                 }
                 other => {
-                    self.at = at;
-                    return Err(Raise::Msg(format!("can't evaluate field {f} in type {}", other.type_name())));
+                    {
+                        self.at = at;
+                        self.loc = go_loc(self);
+                    }
+                    let _ = other;
+                    return Err(Raise::Msg(format!("can't evaluate field {f} in type interface {{}}")));
                 }
             };
         }
@@ -511,7 +572,10 @@ impl<'a> Exec<'a> {
         let total = args.len() + usize::from(fin.is_some());
         let fixed = func.params.len();
         if (func.variadic.is_none() && total != fixed) || (func.variadic.is_some() && total < fixed) {
-            self.at = (c.pos, c.end);
+            {
+                self.at = (c.pos, c.end);
+                self.loc = None;
+            }
             return Err(Raise::Msg(if func.variadic.is_some() {
                 format!("wrong number of args for {name}: want at least {fixed} got {total}")
             } else {
@@ -529,12 +593,45 @@ impl<'a> Exec<'a> {
             let kind = if i < fixed { func.params[i] } else { func.variadic.unwrap_or(P::Any) };
             argv.push(check_kind(f, kind, true).map_err(Raise::Msg)?);
         }
-        self.at = (c.pos, c.end);
+        {
+            self.at = (c.pos, c.end);
+            self.loc = None;
+        }
         let r = (func.f)(self, argv).map_err(|e| match e {
             FnError::Msg(m) => Raise::Msg(format!("error calling {name}: {m}")),
             other => Raise::from(other),
         })?;
         Ok(r)
+    }
+
+    /// The source span of an operand.
+    fn arg_span(&self, a: &Arg) -> (usize, usize) {
+        match a {
+            Arg::Field(p, f) => (*p, field_end(*p, 0, f)),
+            Arg::Var(p, n, f) => (*p, field_end(*p, n.len(), f)),
+            Arg::Ident(p, n) => (*p, p + n.len()),
+            Arg::Dot(p) | Arg::Nil(p) => (*p, p + 1),
+            Arg::Pipe(p, _, _) => {
+                let text = self.file.text.get(*p..).unwrap_or("");
+                let mut depth = 0usize;
+                let mut end = *p;
+                for (i, c) in text.char_indices() {
+                    match c {
+                        '(' => depth += 1,
+                        ')' => {
+                            depth = depth.saturating_sub(1);
+                            if depth == 0 {
+                                end = p + i + 1;
+                                break;
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                (*p, end)
+            }
+            _ => self.at,
+        }
     }
 
     /// Evaluates an argument for a parameter of `kind`, with Go's conversions of literals.
@@ -552,10 +649,24 @@ impl<'a> Exec<'a> {
             _ => {
                 let v = self.operand(a, dot)?;
                 let literal = matches!(a, Arg::Num(_) | Arg::Str(_) | Arg::Bool(_));
-                check_kind(v, kind, literal).map_err(Raise::Msg)
+                check_kind(v, kind, literal).map_err(|m| {
+                    let span = self.arg_span(a);
+                    self.at = span;
+                    self.loc = match a {
+                        Arg::Field(_, f) if f.len() >= 2 => Some(span.0 + 1 + f[0].len()),
+                        Arg::Var(p, n, f) if !f.is_empty() => Some(p + n.len()),
+                        _ => None,
+                    };
+                    Raise::Msg(m)
+                })
             }
         }
     }
+}
+
+/// The end offset of a field chain written from `pos` (after a `$name` of `name_len`).
+fn field_end(pos: usize, name_len: usize, fields: &[String]) -> usize {
+    pos + name_len + fields.iter().map(|f| f.len() + 1).sum::<usize>()
 }
 
 fn num_text(n: &Num) -> String {

@@ -86,7 +86,7 @@ impl Chart {
         walk(source, dir, "", &mut files)?;
         let ignore = files.get(".helmignore").map(|b| String::from_utf8_lossy(b).into_owned());
         let rules = ignore.as_deref().map(IgnoreRules::parse).unwrap_or_default();
-        files.retain(|k, _| !rules.ignored(k) && !(k.starts_with("templates/") && base(k).starts_with('.')));
+        files.retain(|k, _| !(rules.ignored(k) || (k.starts_with("templates/") && base(k).starts_with('.'))));
         from_files(files, dir)
     }
 }
@@ -222,12 +222,11 @@ fn from_files(mut files: BTreeMap<String, Vec<u8>>, dir: &Path) -> Result<Chart,
         None => None,
     };
     let mut dep_json = metadata.get("dependencies").cloned();
-    if let Some(req) = files.remove("requirements.yaml") {
-        if metadata.get("apiVersion").and_then(Json::as_str) == Some("v1") {
-            let r =
-                parse_yaml(&String::from_utf8_lossy(&req)).map_err(|e| load_err(format!("requirements.yaml: {e}")))?;
-            dep_json = r.get("dependencies").cloned();
-        }
+    if let Some(req) = files.remove("requirements.yaml")
+        && metadata.get("apiVersion").and_then(Json::as_str) == Some("v1")
+    {
+        let r = parse_yaml(&String::from_utf8_lossy(&req)).map_err(|e| load_err(format!("requirements.yaml: {e}")))?;
+        dep_json = r.get("dependencies").cloned();
     }
     files.remove("Chart.lock");
     files.remove("requirements.lock");

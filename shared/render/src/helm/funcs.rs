@@ -651,11 +651,10 @@ fn build() -> HashMap<&'static str, Func> {
     reg!(m, "pluck", [Str], va Map, |_, a| {
         let mut out = Vec::new();
         for d in &a[1..] {
-            if let Value::Map(d) = d {
-                if let Some(v) = d.borrow().get(s(&a[0])) {
+            if let Value::Map(d) = d
+                && let Some(v) = d.borrow().get(s(&a[0])) {
                     out.push(v.clone());
                 }
-            }
         }
         list_v(out)
     });
@@ -857,19 +856,19 @@ pub fn mergo(dst: &super::value::Map, src: &super::value::Map, overwrite: bool) 
             continue;
         }
         let dv = dst.borrow().get(&k).cloned();
-        if let (Value::Map(sm), Some(Value::Map(dm))) = (&sv, &dv) {
-            if !Rc::ptr_eq(sm, dm) {
-                mergo(dm, sm, overwrite);
-            }
+        if let (Value::Map(sm), Some(Value::Map(dm))) = (&sv, &dv)
+            && !Rc::ptr_eq(sm, dm)
+        {
+            mergo(dm, sm, overwrite);
         }
-        if let Some(d) = &dv {
-            if !empty(d) {
-                if matches!(sv, Value::List(_)) && !overwrite {
-                    continue;
-                }
-                if matches!(sv, Value::Map(_)) && matches!(d, Value::Map(_)) {
-                    continue;
-                }
+        if let Some(d) = &dv
+            && !empty(d)
+        {
+            if matches!(sv, Value::List(_)) && !overwrite {
+                continue;
+            }
+            if matches!(sv, Value::Map(_)) && matches!(d, Value::Map(_)) {
+                continue;
             }
         }
         if overwrite || dv.as_ref().is_none_or(empty) {
@@ -1541,7 +1540,7 @@ fn is_go_unprintable(c: char) -> bool {
         || (0xe000..=0xf8ff).contains(&u)
         || (0xd800..=0xdfff).contains(&u)
         || (u >= 0xf0000)
-        || (u == 0x85 || u == 0xa0 && false)
+        || u == 0x85
         || (c.is_whitespace() && c != ' ' && u > 0x7f)
 }
 
@@ -1596,7 +1595,7 @@ pub fn json_float(f: f64) -> String {
         return "null".into();
     }
     let abs = f.abs();
-    if abs != 0.0 && (abs < 1e-6 || abs >= 1e21) {
+    if abs != 0.0 && !(1e-6..1e21).contains(&abs) {
         let s = format_float(f, 100, -100);
         // Go cleans e-07 → e-7.
         if let Some(i) = s.find("e-0") {
@@ -1754,7 +1753,7 @@ pub fn sprintf(format: &str, args: &[Value]) -> String {
             if minus {
                 out.push_str(&body);
                 out.push_str(&" ".repeat(pad));
-            } else if zero && !matches!(verb, 's' | 'q' | 'v') || zero && arg.is_number() {
+            } else if zero && (!matches!(verb, 's' | 'q' | 'v') || arg.is_number()) {
                 let (sign, digits) = match body.strip_prefix('-') {
                     Some(d) => ("-", d.to_string()),
                     None => ("", body.clone()),
@@ -1993,7 +1992,7 @@ mod tests {
         let v = |x: Value| x;
         assert_eq!(sprintf("%s-%d", &[Value::str("a"), v(Value::Int(3))]), "a-3");
         assert_eq!(sprintf("%05d|%-4s|%4s", &[Value::Int(42), Value::str("ab"), Value::str("ab")]), "00042|ab  |  ab");
-        assert_eq!(sprintf("%.2f %v %v", &[Value::Float(3.14159), Value::Float(2.0), Value::Nil]), "3.14 2 <nil>");
+        assert_eq!(sprintf("%.2f %v %v", &[Value::Float(1.23456), Value::Float(2.0), Value::Nil]), "1.23 2 <nil>");
         assert_eq!(sprintf("%d", &[Value::Float(2.0)]), "%!d(float64=2)");
         assert_eq!(sprintf("%s %s", &[Value::str("x")]), "x %!s(MISSING)");
         assert_eq!(sprintf("%q", &[Value::str("a\"b")]), "\"a\\\"b\"");

@@ -267,7 +267,7 @@ impl Object {
             (Object::ApiVersions(c), "Has") => {
                 want(1)?;
                 let s = str_arg(0)?;
-                Ok(Value::Bool(c.api_versions.iter().any(|v| *v == s)))
+                Ok(Value::Bool(c.api_versions.contains(&s)))
             }
             (Object::HelmVersion, "Version") => Ok(Value::str("v4.2")),
             (Object::HelmVersion, "GoVersion") => Ok(Value::str("go1.26.6")),

@@ -96,77 +96,77 @@ fn validate(root: &Json, schema: &Json, v: &Json, at: &str, errs: &mut Vec<Strin
             return;
         }
     }
-    if let Some(Json::Array(options)) = s.get("enum") {
-        if !options.iter().any(|o| json_eq(o, v)) {
-            let list: Vec<String> = options.iter().map(show).collect();
-            fail(format!("value must be one of {}", list.join(", ")));
-        }
+    if let Some(Json::Array(options)) = s.get("enum")
+        && !options.iter().any(|o| json_eq(o, v))
+    {
+        let list: Vec<String> = options.iter().map(show).collect();
+        fail(format!("value must be one of {}", list.join(", ")));
     }
-    if let Some(c) = s.get("const") {
-        if !json_eq(c, v) {
-            fail(format!("value must be {}", show(c)));
-        }
+    if let Some(c) = s.get("const")
+        && !json_eq(c, v)
+    {
+        fail(format!("value must be {}", show(c)));
     }
     if let Json::Number(n) = v {
         let x = n.as_f64().unwrap_or(0.0);
         let num = |k: &str| s.get(k).and_then(Json::as_f64);
-        if let Some(m) = num("minimum") {
-            if x < m {
-                fail(format!("minimum: got {}, want {}", n, s["minimum"]));
-            }
+        if let Some(m) = num("minimum")
+            && x < m
+        {
+            fail(format!("minimum: got {}, want {}", n, s["minimum"]));
         }
-        if let Some(m) = num("maximum") {
-            if x > m {
-                fail(format!("maximum: got {}, want {}", n, s["maximum"]));
-            }
+        if let Some(m) = num("maximum")
+            && x > m
+        {
+            fail(format!("maximum: got {}, want {}", n, s["maximum"]));
         }
-        if let Some(m) = num("exclusiveMinimum") {
-            if x <= m {
-                fail(format!("exclusiveMinimum: got {}, want {}", n, s["exclusiveMinimum"]));
-            }
+        if let Some(m) = num("exclusiveMinimum")
+            && x <= m
+        {
+            fail(format!("exclusiveMinimum: got {}, want {}", n, s["exclusiveMinimum"]));
         }
-        if let Some(m) = num("exclusiveMaximum") {
-            if x >= m {
-                fail(format!("exclusiveMaximum: got {}, want {}", n, s["exclusiveMaximum"]));
-            }
+        if let Some(m) = num("exclusiveMaximum")
+            && x >= m
+        {
+            fail(format!("exclusiveMaximum: got {}, want {}", n, s["exclusiveMaximum"]));
         }
-        if let Some(m) = num("multipleOf") {
-            if m != 0.0 && (x / m).fract() != 0.0 {
-                fail(format!("{n} not multipleOf {m}"));
-            }
+        if let Some(m) = num("multipleOf")
+            && m != 0.0
+            && (x / m).fract() != 0.0
+        {
+            fail(format!("{n} not multipleOf {m}"));
         }
     }
     if let Json::String(st) = v {
         let len = st.chars().count() as u64;
-        if let Some(m) = s.get("minLength").and_then(Json::as_u64) {
-            if len < m {
-                fail(format!("minLength: got {len}, want {m}"));
-            }
+        if let Some(m) = s.get("minLength").and_then(Json::as_u64)
+            && len < m
+        {
+            fail(format!("minLength: got {len}, want {m}"));
         }
-        if let Some(m) = s.get("maxLength").and_then(Json::as_u64) {
-            if len > m {
-                fail(format!("maxLength: got {len}, want {m}"));
-            }
+        if let Some(m) = s.get("maxLength").and_then(Json::as_u64)
+            && len > m
+        {
+            fail(format!("maxLength: got {len}, want {m}"));
         }
-        if let Some(p) = s.get("pattern").and_then(Json::as_str) {
-            if let Ok(re) = regex::Regex::new(p) {
-                if !re.is_match(st) {
-                    fail(format!("'{st}' does not match pattern '{p}'"));
-                }
-            }
+        if let Some(p) = s.get("pattern").and_then(Json::as_str)
+            && let Ok(re) = regex::Regex::new(p)
+            && !re.is_match(st)
+        {
+            fail(format!("'{st}' does not match pattern '{p}'"));
         }
     }
     if let Json::Array(items) = v {
         let n = items.len() as u64;
-        if let Some(m) = s.get("minItems").and_then(Json::as_u64) {
-            if n < m {
-                fail(format!("minItems: got {n}, want {m}"));
-            }
+        if let Some(m) = s.get("minItems").and_then(Json::as_u64)
+            && n < m
+        {
+            fail(format!("minItems: got {n}, want {m}"));
         }
-        if let Some(m) = s.get("maxItems").and_then(Json::as_u64) {
-            if n > m {
-                fail(format!("maxItems: got {n}, want {m}"));
-            }
+        if let Some(m) = s.get("maxItems").and_then(Json::as_u64)
+            && n > m
+        {
+            fail(format!("maxItems: got {n}, want {m}"));
         }
         if s.get("uniqueItems") == Some(&Json::Bool(true)) {
             for i in 0..items.len() {

@@ -83,11 +83,11 @@ fn coalesce_chart_values(chart: &Chart, v: &mut Map<String, Json>, merge: bool) 
             Some(value) => {
                 if value.is_null() && !merge {
                     v.remove(key);
-                } else if let Json::Object(dest) = value {
-                    if let Json::Object(src) = val {
-                        let merge = merge || chart.subcharts.iter().any(|s| s.name() == key);
-                        coalesce_tables(dest, src, merge);
-                    }
+                } else if let Json::Object(dest) = value
+                    && let Json::Object(src) = val
+                {
+                    let merge = merge || chart.subcharts.iter().any(|s| s.name() == key);
+                    coalesce_tables(dest, src, merge);
                 }
             }
             None => {
@@ -137,10 +137,10 @@ pub fn coalesce_tables(dst: &mut Map<String, Json>, src: &Map<String, Json>, mer
                 }
             }
             Some(dv) => {
-                if let Json::Object(sv) = &val {
-                    if let Json::Object(dvm) = dv {
-                        coalesce_tables(dvm, sv, merge);
-                    }
+                if let Json::Object(sv) = &val
+                    && let Json::Object(dvm) = dv
+                {
+                    coalesce_tables(dvm, sv, merge);
                 }
             }
         }
@@ -205,10 +205,10 @@ fn process_enabled(c: &mut Chart, v: &Map<String, Json>, path: &str) {
             c.subcharts.iter().find(|s| s.name() == req.name && is_compatible(&req.version, s.version()))
         {
             let mut copy = found.clone();
-            if !req.alias.is_empty() {
-                if let Json::Object(m) = &mut copy.metadata {
-                    m.insert("name".into(), Json::String(req.alias.clone()));
-                }
+            if !req.alias.is_empty()
+                && let Json::Object(m) = &mut copy.metadata
+            {
+                m.insert("name".into(), Json::String(req.alias.clone()));
             }
             charts.push(copy);
         }

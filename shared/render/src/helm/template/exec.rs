@@ -82,10 +82,13 @@ enum Flow {
     Continue,
 }
 
+/// A named template: its body and the file it was written in.
+type Named = (Arc<Vec<Node>>, Arc<SourceText>);
+
 /// The state of one execution (one top-level template and what it includes).
 pub struct Exec<'a> {
     base: &'a TemplateSet,
-    overlays: Vec<HashMap<String, (Arc<Vec<Node>>, Arc<SourceText>)>>,
+    overlays: Vec<HashMap<String, Named>>,
     vars: Vec<(String, Value)>,
     file: Arc<SourceText>,
     tname: String,
@@ -117,7 +120,7 @@ impl<'a> Exec<'a> {
         }
     }
 
-    fn lookup(&self, name: &str) -> Option<(Arc<Vec<Node>>, Arc<SourceText>)> {
+    fn lookup(&self, name: &str) -> Option<Named> {
         for o in self.overlays.iter().rev() {
             if let Some(t) = o.get(name) {
                 return Some(t.clone());
@@ -678,17 +681,17 @@ fn num_text(n: &Num) -> String {
 
 /// Go's assignability of a value to a parameter type.
 fn check_kind(v: Value, kind: P, _literal: bool) -> Result<Value, String> {
-    let ok = match (&v, kind) {
-        (_, P::Any) => true,
-        (Value::Str(_), P::Str) => true,
-        (Value::Int(_), P::Int) => true,
-        (Value::Int64(_), P::Int64) => true,
-        (Value::Float(_), P::Float) => true,
-        (Value::Bool(_), P::Bool) => true,
-        (Value::Map(_) | Value::Nil, P::Map) => true,
-        (Value::List(_) | Value::Nil, P::List) => true,
-        _ => false,
-    };
+    let ok = matches!(
+        (&v, kind),
+        (_, P::Any)
+            | (Value::Str(_), P::Str)
+            | (Value::Int(_), P::Int)
+            | (Value::Int64(_), P::Int64)
+            | (Value::Float(_), P::Float)
+            | (Value::Bool(_), P::Bool)
+            | (Value::Map(_) | Value::Nil, P::Map)
+            | (Value::List(_) | Value::Nil, P::List)
+    );
     if ok {
         return Ok(v);
     }

@@ -714,13 +714,13 @@ impl Parser<'_> {
                         start = 2;
                     }
                     Tok::Comma => {
-                        if let (Some(Token { tok: Tok::Var(v2), .. }), Some(op)) = (toks.get(2), toks.get(3)) {
-                            if matches!(op.tok, Tok::Declare | Tok::Assign) {
-                                decl.push(v.clone());
-                                decl.push(v2.clone());
-                                assign = op.tok == Tok::Assign;
-                                start = 4;
-                            }
+                        if let (Some(Token { tok: Tok::Var(v2), .. }), Some(op)) = (toks.get(2), toks.get(3))
+                            && matches!(op.tok, Tok::Declare | Tok::Assign)
+                        {
+                            decl.push(v.clone());
+                            decl.push(v2.clone());
+                            assign = op.tok == Tok::Assign;
+                            start = 4;
                         }
                     }
                     _ => {}

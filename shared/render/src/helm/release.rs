@@ -12,7 +12,7 @@ use super::chart::Chart;
 use super::funcs::HelmCtx;
 use super::objects::{Capabilities, Object};
 use super::template::exec::Exec;
-use super::template::parse::{SourceText, TemplateSet};
+use super::template::parse::TemplateSet;
 use super::value::Value;
 
 /// What the release is called and where it goes, and what the target cluster offers.
@@ -393,8 +393,7 @@ fn render_files_inner(
     let mut set = TemplateSet::default();
     for k in &keys {
         let r = &tpls[*k];
-        let src = Arc::new(SourceText { name: (*k).clone(), text: r.text.to_string() });
-        set.add(src, &super::funcs::is_func).map_err(|e| HelmError::Parse {
+        set.add_cached(k, &r.text, &super::funcs::is_func).map_err(|e| HelmError::Parse {
             template: e.name.clone(),
             line: e.line,
             message: e.message.clone(),
@@ -451,12 +450,7 @@ fn all_templates(
     let subcharts = Value::map(BTreeMap::new());
     let next = super::template::exec::map_of(vec![
         ("Chart", chart_value(c, full_path == c.name())),
-        (
-            "Files",
-            Value::Obj(std::rc::Rc::new(Object::Files(Arc::new(
-                c.files.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-            )))),
-        ),
+        ("Files", Value::Obj(std::rc::Rc::new(Object::Files(c.files.clone())))),
         ("Release", top.release.clone()),
         ("Capabilities", top.caps.clone()),
         ("Values", values.clone()),

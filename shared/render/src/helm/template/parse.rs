@@ -242,24 +242,18 @@ fn split(src: &SourceText) -> Result<Vec<Item>, ParseError> {
         if !lit.is_empty() {
             items.push(Item::Text(lit.to_string()));
         }
-        // Comment?
-        let mut k = j;
-        while k < text.len() && is_space(text[k]) {
-            k += 1;
-        }
-        if text[k..].starts_with(b"/*") {
+        // A comment must follow the delimiter (and its trim marker) directly.
+        let k = if j > open + 2 { j + 1 } else { j };
+        if text[k.min(text.len())..].starts_with(b"/*") {
             let Some(close) = find(text, k + 2, b"*/") else {
                 return Err(err(open, "unclosed comment".into()));
             };
-            let mut e = close + 2;
-            while e < text.len() && is_space(text[e]) {
-                e += 1;
-            }
-            if text[e..].starts_with(b"-}}") && e > close + 2 {
+            let after = close + 2;
+            if text.get(after).is_some_and(|c| is_space(*c)) && text[after + 1..].starts_with(b"-}}") {
                 trim_next = true;
-                i = e + 3;
-            } else if text[close + 2..].starts_with(b"}}") {
-                i = close + 4;
+                i = after + 4;
+            } else if text[after..].starts_with(b"}}") {
+                i = after + 2;
             } else {
                 return Err(err(open, "comment ends before closing delimiter".into()));
             }
@@ -860,7 +854,58 @@ pub struct TemplateSet {
     pub map: HashMap<String, (Arc<Vec<Node>>, Arc<SourceText>)>,
 }
 
+/// A parsed file as kept in the parse cache.
+#[derive(Debug)]
+struct CachedParse {
+    src: Arc<SourceText>,
+    body: Arc<Vec<Node>>,
+    defines: Vec<(String, Arc<Vec<Node>>)>,
+}
+
+/// Parsed templates by (name, text): a fleet renders the same chart for many clusters, and
+/// parsing is most of a render's cost.
+fn parse_cache() -> &'static std::sync::Mutex<HashMap<(String, String), Arc<CachedParse>>> {
+    static CACHE: std::sync::OnceLock<std::sync::Mutex<HashMap<(String, String), Arc<CachedParse>>>> =
+        std::sync::OnceLock::new();
+    CACHE.get_or_init(Default::default)
+}
+
+/// Entries kept before the cache starts over (bounds memory for long-running hubs).
+const PARSE_CACHE_LIMIT: usize = 8192;
+
 impl TemplateSet {
+    /// Like [`TemplateSet::add`], reusing an earlier parse of the same name and text.
+    pub fn add_cached(&mut self, name: &str, text: &str, is_func: &dyn Fn(&str) -> bool) -> Result<(), ParseError> {
+        let key = (name.to_string(), text.to_string());
+        let hit = parse_cache().lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&key).cloned();
+        let parsed = match hit {
+            Some(p) => p,
+            None => {
+                let src = Arc::new(SourceText { name: name.to_string(), text: text.to_string() });
+                let parsed = parse(&src, is_func)?;
+                let entry = Arc::new(CachedParse {
+                    src,
+                    body: Arc::new(parsed.body),
+                    defines: parsed.defines.into_iter().map(|(n, b)| (n, Arc::new(b))).collect(),
+                });
+                let mut cache = parse_cache().lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                if cache.len() >= PARSE_CACHE_LIMIT {
+                    cache.clear();
+                }
+                cache.insert(key, entry.clone());
+                entry
+            }
+        };
+        for (n, body) in &parsed.defines {
+            if is_empty_tree(body) && self.map.contains_key(n) {
+                continue;
+            }
+            self.map.insert(n.clone(), (body.clone(), parsed.src.clone()));
+        }
+        self.map.insert(name.to_string(), (parsed.body.clone(), parsed.src.clone()));
+        Ok(())
+    }
+
     /// Parses `src` and adds its body (under its name) and its defines (replacing earlier
     /// ones of the same name, like Go).
     pub fn add(&mut self, src: Arc<SourceText>, is_func: &dyn Fn(&str) -> bool) -> Result<(), ParseError> {

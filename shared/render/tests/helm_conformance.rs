@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use convoy_render::FsSource;
-use convoy_render::helm::{Chart, ReleaseOptions, render_files};
+use convoy_render::helm::{Chart, ReleaseOptions, render, render_files};
 use serde_json::{Value, json};
 
 fn manifest_dir() -> PathBuf {
@@ -153,6 +153,22 @@ fn charts_render_exactly_like_helm() {
                     if text != w {
                         failures.push(format!("{label}: {k} differs\n--- helm\n{w}\n--- ours\n{text}"));
                     }
+                }
+                // The release: manifests split, sorted and printed like Helm's install.
+                let chart = Chart::load(&source, Path::new(name)).expect("loaded before");
+                match (render(&chart, &case.values, &opts), want.get("manifest").and_then(Value::as_str)) {
+                    (Ok(r), Some(m)) => {
+                        if r.manifest_text != m {
+                            failures.push(format!(
+                                "{label}: release manifest differs\n--- helm\n{m}\n--- ours\n{}",
+                                r.manifest_text
+                            ));
+                        }
+                    }
+                    (Err(_), None) => {}
+                    (Ok(_), None) => failures
+                        .push(format!("{label}: helm's install fails ({}) but ours renders", want["install_error"])),
+                    (Err(e), Some(_)) => failures.push(format!("{label}: our release fails ({e}) but helm's installs")),
                 }
             }
             (Err(e), false) => {

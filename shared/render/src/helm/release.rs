@@ -117,6 +117,11 @@ pub struct Rendered {
     pub notes: Option<String>,
     /// Each template's raw output, as Helm's engine returns it (partials left out).
     pub files: BTreeMap<String, String>,
+    /// The release manifest as Helm records it: each manifest document after a `# Source:`
+    /// line, in install order (hooks and CRDs not included).
+    pub manifest_text: String,
+    /// The hooks as `helm template` prints them after the manifests, in Helm's kind order.
+    hooks_text: String,
 }
 
 impl Rendered {
@@ -125,23 +130,10 @@ impl Rendered {
         self.hooks.iter().filter(|h| h.phases.contains(&phase)).collect()
     }
 
-    /// What `helm template --skip-tests` prints: every hook and manifest document with
-    /// its `# Source:` line.
+    /// What `helm template --skip-tests` prints: each manifest document as rendered, in
+    /// install order, then the hooks, each after a `# Source:` line.
     pub fn to_helm_template(&self) -> String {
-        let mut out = String::new();
-        for m in &self.manifests {
-            out.push_str("---\n# Source: ");
-            out.push_str(&m.source);
-            out.push('\n');
-            out.push_str(&crate::to_yaml(std::slice::from_ref(&m.object)));
-        }
-        for h in &self.hooks {
-            out.push_str("---\n# Source: ");
-            out.push_str(&h.source);
-            out.push('\n');
-            out.push_str(&crate::to_yaml(std::slice::from_ref(&h.object)));
-        }
-        out
+        format!("{}\n{}", self.manifest_text.trim(), self.hooks_text)
     }
 }
 
@@ -152,8 +144,9 @@ pub fn render(chart: &Chart, values: &Json, opts: &ReleaseOptions) -> Result<Ren
     let notes_name = format!("{}/templates/NOTES.txt", chart.name());
     let mut sorted: Vec<(&String, &String)> = files.iter().collect();
     sorted.sort_by(|a, b| a.0.cmp(b.0));
-    let mut generic: Vec<(usize, Manifest)> = Vec::new();
-    let mut hooks: Vec<(usize, Hook)> = Vec::new();
+    // (kind order, kind, source, text, parsed) for what Helm prints and applies.
+    let mut generic: Vec<(usize, String, Manifest, String)> = Vec::new();
+    let mut hooks: Vec<(usize, String, Hook, String)> = Vec::new();
     for (path, content) in sorted {
         if path.ends_with("NOTES.txt") {
             if *path == notes_name {
@@ -175,9 +168,7 @@ pub fn render(chart: &Chart, values: &Json, opts: &ReleaseOptions) -> Result<Ren
             let order = kind_order(&kind);
             match hook {
                 None => {
-                    if !object.is_null() {
-                        generic.push((order, Manifest { source: path.clone(), object }));
-                    }
+                    generic.push((order, kind, Manifest { source: path.clone(), object }, doc));
                 }
                 Some(h) => {
                     let events: Vec<&str> = h.split(',').map(str::trim).collect();
@@ -198,15 +189,30 @@ pub fn render(chart: &Chart, values: &Json, opts: &ReleaseOptions) -> Result<Ren
                         .and_then(Json::as_str)
                         .map(|p| p.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
                         .unwrap_or_default();
-                    hooks.push((order, Hook { source: path.clone(), weight, phases, delete_policies, object }));
+                    hooks.push((
+                        order,
+                        kind,
+                        Hook { source: path.clone(), weight, phases, delete_policies, object },
+                        doc,
+                    ));
                 }
             }
         }
     }
-    generic.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| unknown_kind_cmp(&a.1.object, &b.1.object, a.0)));
-    hooks.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| unknown_kind_cmp(&a.1.object, &b.1.object, a.0)));
-    rendered.manifests = generic.into_iter().map(|(_, m)| m).collect();
-    let mut hooks: Vec<Hook> = hooks.into_iter().map(|(_, h)| h).collect();
+    // Helm's stable sort by kind; kinds it does not know go last, alphabetically.
+    let by_kind = |a: &(usize, String), b: &(usize, String)| {
+        a.0.cmp(&b.0).then_with(|| if a.0 == INSTALL_ORDER.len() { a.1.cmp(&b.1) } else { std::cmp::Ordering::Equal })
+    };
+    generic.sort_by(|a, b| by_kind(&(a.0, a.1.clone()), &(b.0, b.1.clone())));
+    hooks.sort_by(|a, b| by_kind(&(a.0, a.1.clone()), &(b.0, b.1.clone())));
+    for (_, _, m, text) in &generic {
+        rendered.manifest_text.push_str(&format!("---\n# Source: {}\n{}\n", m.source, text));
+    }
+    for (_, _, h, text) in &hooks {
+        rendered.hooks_text.push_str(&format!("---\n# Source: {}\n{}\n", h.source, text));
+    }
+    rendered.manifests = generic.into_iter().map(|(_, _, m, _)| m).filter(|m| !m.object.is_null()).collect();
+    let mut hooks: Vec<Hook> = hooks.into_iter().map(|(_, _, h, _)| h).collect();
     hooks.sort_by(|a, b| a.weight.cmp(&b.weight).then_with(|| name_of(&a.object).cmp(name_of(&b.object))));
     rendered.hooks = hooks;
     rendered.crds = collect_crds(&chart)?;
@@ -216,15 +222,6 @@ pub fn render(chart: &Chart, values: &Json, opts: &ReleaseOptions) -> Result<Ren
 
 fn name_of(o: &Json) -> &str {
     o.pointer("/metadata/name").and_then(Json::as_str).unwrap_or("")
-}
-
-fn unknown_kind_cmp(a: &Json, b: &Json, order: usize) -> std::cmp::Ordering {
-    if order == INSTALL_ORDER.len() {
-        let ka = a.get("kind").and_then(Json::as_str).unwrap_or("");
-        let kb = b.get("kind").and_then(Json::as_str).unwrap_or("");
-        return ka.cmp(kb);
-    }
-    std::cmp::Ordering::Equal
 }
 
 /// Helm's `InstallOrder`; kinds not listed go last, alphabetically.
@@ -273,13 +270,14 @@ fn kind_order(kind: &str) -> usize {
     INSTALL_ORDER.iter().position(|k| *k == kind).unwrap_or(INSTALL_ORDER.len())
 }
 
-/// `releaseutil.SplitManifests`: documents separated by `---` lines, trimmed, empty ones
-/// dropped.
+/// `releaseutil.SplitManifests`: documents separated by `---` lines, empty ones dropped.
 pub fn split_manifests(content: &str) -> Vec<String> {
     use std::sync::OnceLock;
     static SEP: OnceLock<regex::Regex> = OnceLock::new();
+    // Helm v4 keeps each document's text as it is, trailing newlines included; only the
+    // whitespace before the first document goes.
     let sep = SEP.get_or_init(|| regex::Regex::new(r"(?:^|\s*\n)---\s*").expect("regex"));
-    sep.split(content.trim()).filter(|d| !d.is_empty()).map(|d| d.trim().to_string()).collect()
+    sep.split(content.trim_start()).filter(|d| !d.trim().is_empty()).map(str::to_string).collect()
 }
 
 fn collect_crds(chart: &Chart) -> Result<Vec<Manifest>, HelmError> {

@@ -22,7 +22,16 @@ def main() -> None:
             start = time.perf_counter()
             files = chart.render(req["values"], name=req["name"], namespace=req["namespace"], is_install=True)
             ms = (time.perf_counter() - start) * 1000
-            out.append({"ok": True, "files": files, "ms": ms})
+            entry = {"ok": True, "files": files, "ms": ms}
+            # The whole release as `helm install --dry-run=client` (what `helm template`
+            # prints): dependency processing, schema, splitting, kind order.
+            try:
+                cfg = helm.Config(storage_driver="memory", namespace=req["namespace"], kube_apiserver="http://127.0.0.1:1")
+                rel = cfg.install(req["chart"], req["name"], req["values"], namespace=req["namespace"], dry_run="client")
+                entry["manifest"] = rel.get("manifest", "")
+            except helm.HelmError as e:
+                entry["install_error"] = f"{type(e).__name__}: {e}"
+            out.append(entry)
         except helm.HelmError as e:
             out.append({"ok": False, "error": f"{type(e).__name__}: {e}"})
     json.dump(out, sys.stdout)

@@ -864,9 +864,10 @@ struct CachedParse {
 
 /// Parsed templates by (name, text): a fleet renders the same chart for many clusters, and
 /// parsing is most of a render's cost.
-fn parse_cache() -> &'static std::sync::Mutex<HashMap<(String, String), Arc<CachedParse>>> {
-    static CACHE: std::sync::OnceLock<std::sync::Mutex<HashMap<(String, String), Arc<CachedParse>>>> =
-        std::sync::OnceLock::new();
+type ParseCache = std::sync::Mutex<HashMap<(String, String), Arc<CachedParse>>>;
+
+fn parse_cache() -> &'static ParseCache {
+    static CACHE: std::sync::OnceLock<ParseCache> = std::sync::OnceLock::new();
     CACHE.get_or_init(Default::default)
 }
 

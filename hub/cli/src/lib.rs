@@ -2,6 +2,8 @@
 //! certificate, and printing answers as tables or JSON.
 #![forbid(unsafe_code)]
 
+pub mod chart;
+
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Duration;

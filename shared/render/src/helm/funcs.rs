@@ -774,6 +774,107 @@ fn build() -> HashMap<&'static str, Func> {
         },
         _ => String::new(),
     }));
+    // `must*` variants: the same functions, errors returned rather than swallowed.
+    for (alias, of) in [
+        ("mustRest", "rest"),
+        ("mustInitial", "initial"),
+        ("mustPush", "push"),
+        ("mustPrepend", "prepend"),
+        ("mustReverse", "reverse"),
+        ("mustUniq", "uniq"),
+        ("mustWithout", "without"),
+        ("mustHas", "has"),
+        ("mustCompact", "compact"),
+        ("mustSlice", "slice"),
+        ("mustChunk", "chunk"),
+        ("mustRegexFind", "regexFind"),
+        ("mustRegexFindAll", "regexFindAll"),
+        ("mustRegexReplaceAll", "regexReplaceAll"),
+        ("mustRegexReplaceAllLiteral", "regexReplaceAllLiteral"),
+        ("mustRegexSplit", "regexSplit"),
+        ("mustFromJsonArray", "fromJsonArray"),
+    ] {
+        if let Some(f) = m.get(of) {
+            let copy = Func { params: f.params, variadic: f.variadic, f: f.f };
+            m.insert(alias, copy);
+        }
+    }
+    reg!(m, "sha1sum", [Str], |_, a| str_v(hex(&sha1(s(&a[0]).as_bytes()))));
+    reg!(m, "b32dec", [Str], |_, a| str_v(
+        base32_decode(s(&a[0])).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_else(|e| e)
+    ));
+    reg!(m, "urlJoin", [Map], |_, a| {
+        let get = |k: &str| match &a[0] {
+            Value::Map(d) => d.borrow().get(k).map(strval).unwrap_or_default(),
+            _ => String::new(),
+        };
+        let mut out = String::new();
+        let scheme = get("scheme");
+        if !scheme.is_empty() {
+            out.push_str(&scheme);
+            out.push(':');
+        }
+        let host = get("host");
+        let userinfo = get("userinfo");
+        if !host.is_empty() || !userinfo.is_empty() {
+            out.push_str("//");
+            if !userinfo.is_empty() {
+                out.push_str(&userinfo);
+                out.push('@');
+            }
+            out.push_str(&host);
+        }
+        out.push_str(&get("path"));
+        let q = get("query");
+        if !q.is_empty() {
+            out.push('?');
+            out.push_str(&q);
+        }
+        let f = get("fragment");
+        if !f.is_empty() {
+            out.push('#');
+            out.push_str(&f);
+        }
+        str_v(out)
+    });
+    reg!(m, "urlParse", [Str], |_, a| {
+        let u = s(&a[0]);
+        let (rest, fragment) = u.split_once('#').map(|(x, y)| (x, y.to_string())).unwrap_or((u, String::new()));
+        let (rest, query) = rest.split_once('?').map(|(x, y)| (x, y.to_string())).unwrap_or((rest, String::new()));
+        let (scheme, rest) = match rest.split_once("://") {
+            Some((sc, r)) => (sc.to_string(), r),
+            None => (String::new(), rest),
+        };
+        let (authority, path) = if scheme.is_empty() {
+            ("", rest.to_string())
+        } else {
+            match rest.find('/') {
+                Some(i) => (&rest[..i], rest[i..].to_string()),
+                None => (rest, String::new()),
+            }
+        };
+        let (userinfo, host) = authority
+            .rsplit_once('@')
+            .map(|(x, y)| (x.to_string(), y.to_string()))
+            .unwrap_or((String::new(), authority.to_string()));
+        let mut d = BTreeMap::new();
+        for (k, v) in [
+            ("scheme", scheme),
+            ("host", host),
+            ("hostname", String::new()),
+            ("path", path),
+            ("query", query),
+            ("opaque", String::new()),
+            ("fragment", fragment),
+            ("userinfo", userinfo),
+        ] {
+            d.insert(k.to_string(), Value::str(v));
+        }
+        let host = strval(&d["host"]);
+        let hostname = host.rsplit_once(':').map(|(h, _)| h.to_string()).unwrap_or(host);
+        d.insert("hostname".into(), Value::str(hostname));
+        Ok(Value::map(d))
+    });
     for name in [
         "genCA",
         "genCAWithKey",
@@ -790,6 +891,14 @@ fn build() -> HashMap<&'static str, Func> {
         "getHostByName",
         "buildCustomCert",
         "toToml",
+        "toDate",
+        "mustToDate",
+        "dateModify",
+        "mustDateModify",
+        "ago",
+        "duration",
+        "durationRound",
+        "htmlDateInZone",
         "fromToml",
         "env",
         "expandenv",
@@ -1376,6 +1485,67 @@ fn adler32(b: &[u8]) -> u32 {
         c = (c + a) % 65521;
     }
     (c << 16) | a
+}
+
+fn base32_decode(s: &str) -> Result<Vec<u8>, String> {
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let mut bits: u64 = 0;
+    let mut n = 0;
+    let mut out = Vec::new();
+    for c in s.trim_end_matches('=').bytes() {
+        let v = A.iter().position(|x| *x == c).ok_or_else(|| format!("illegal base32 data at input byte {c}"))?;
+        bits = (bits << 5) | v as u64;
+        n += 5;
+        if n >= 8 {
+            n -= 8;
+            out.push((bits >> n) as u8);
+        }
+    }
+    Ok(out)
+}
+
+/// SHA-1 (for `sha1sum`; not used for anything that needs collision resistance).
+fn sha1(data: &[u8]) -> [u8; 20] {
+    let mut h: [u32; 5] = [0x6745_2301, 0xEFCD_AB89, 0x98BA_DCFE, 0x1032_5476, 0xC3D2_E1F0];
+    let mut msg = data.to_vec();
+    let bit_len = (data.len() as u64).wrapping_mul(8);
+    msg.push(0x80);
+    while msg.len() % 64 != 56 {
+        msg.push(0);
+    }
+    msg.extend_from_slice(&bit_len.to_be_bytes());
+    for chunk in msg.chunks(64) {
+        let mut w = [0u32; 80];
+        for (i, word) in chunk.chunks(4).enumerate() {
+            w[i] = u32::from_be_bytes([word[0], word[1], word[2], word[3]]);
+        }
+        for i in 16..80 {
+            w[i] = (w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16]).rotate_left(1);
+        }
+        let [mut a, mut b, mut c, mut d, mut e] = h;
+        for (i, wi) in w.iter().enumerate() {
+            let (f, k) = match i {
+                0..=19 => ((b & c) | (!b & d), 0x5A82_7999),
+                20..=39 => (b ^ c ^ d, 0x6ED9_EBA1),
+                40..=59 => ((b & c) | (b & d) | (c & d), 0x8F1B_BCDC),
+                _ => (b ^ c ^ d, 0xCA62_C1D6),
+            };
+            let t = a.rotate_left(5).wrapping_add(f).wrapping_add(e).wrapping_add(k).wrapping_add(*wi);
+            e = d;
+            d = c;
+            c = b.rotate_left(30);
+            b = a;
+            a = t;
+        }
+        for (x, y) in h.iter_mut().zip([a, b, c, d, e]) {
+            *x = x.wrapping_add(y);
+        }
+    }
+    let mut out = [0u8; 20];
+    for (i, x) in h.iter().enumerate() {
+        out[i * 4..i * 4 + 4].copy_from_slice(&x.to_be_bytes());
+    }
+    out
 }
 
 fn base32_encode(b: &[u8]) -> String {

@@ -89,7 +89,12 @@ type Named = (Arc<Vec<Node>>, Arc<SourceText>);
 pub struct Exec<'a> {
     base: &'a TemplateSet,
     overlays: Vec<HashMap<String, Named>>,
-    vars: Vec<(String, Value)>,
+    /// Variables: name, value, and whether a nil value is a typed nil (a range element,
+    /// on which a field access fails) rather than Go's invalid value (a pipeline result, on
+    /// which a field access gives nothing).
+    vars: Vec<(String, Value, bool)>,
+    /// Whether a nil dot is a typed nil (a range element).
+    dot_typed: bool,
     file: Arc<SourceText>,
     tname: String,
     /// Position and end of the node being evaluated (for error messages).
@@ -110,6 +115,7 @@ impl<'a> Exec<'a> {
             base: set,
             overlays: Vec::new(),
             vars: Vec::new(),
+            dot_typed: false,
             file: Arc::new(SourceText { name: String::new(), text: String::new() }),
             tname: String::new(),
             at: (0, 0),
@@ -174,9 +180,11 @@ impl<'a> Exec<'a> {
         self.overlays.push(overlay);
         let saved = self.enter(src, name.to_string());
         let vars = std::mem::take(&mut self.vars);
-        self.vars.push(("$".into(), data.clone()));
+        self.vars.push(("$".into(), data.clone(), false));
         let mut out = String::new();
+        let saved_dot = std::mem::replace(&mut self.dot_typed, false);
         let r = self.list(&parsed.body, &data, &mut out);
+        self.dot_typed = saved_dot;
         self.vars = vars;
         self.leave(saved);
         self.overlays.pop();
@@ -212,8 +220,10 @@ impl<'a> Exec<'a> {
         }
         let saved = self.enter(file, name.to_string());
         let vars = std::mem::take(&mut self.vars);
-        self.vars.push(("$".into(), data.clone()));
+        self.vars.push(("$".into(), data.clone(), false));
+        let saved_dot = std::mem::replace(&mut self.dot_typed, false);
         let r = self.list(&body, &data, out);
+        self.dot_typed = saved_dot;
         self.vars = vars;
         let r = r.map_err(|e| Raise::Located(Box::new(self.locate_in(e))));
         self.leave(saved);
@@ -341,7 +351,10 @@ impl<'a> Exec<'a> {
                 }
                 _ => {}
             }
-            let r = self.list(&b.list, &e, out)?;
+            let saved_dot = std::mem::replace(&mut self.dot_typed, true);
+            let r = self.list(&b.list, &e, out);
+            self.dot_typed = saved_dot;
+            let r = r?;
             self.vars.truncate(inner);
             if matches!(r, Flow::Break) {
                 break;
@@ -356,6 +369,7 @@ impl<'a> Exec<'a> {
         let n = self.vars.len();
         if n > back {
             self.vars[n - 1 - back].1 = v;
+            self.vars[n - 1 - back].2 = true;
         }
     }
 
@@ -367,25 +381,37 @@ impl<'a> Exec<'a> {
         let v = v.unwrap_or(Value::Nil);
         if p.assign {
             for name in &p.decl {
-                match self.vars.iter_mut().rev().find(|(n, _)| n == name) {
-                    Some(slot) => slot.1 = v.clone(),
+                match self.vars.iter_mut().rev().find(|(n, _, _)| n == name) {
+                    Some(slot) => {
+                        slot.1 = v.clone();
+                        slot.2 = false;
+                    }
                     None => return Err(Raise::Msg(format!("undefined variable: {name}"))),
                 }
             }
         } else {
             for name in &p.decl {
-                self.vars.push((name.clone(), v.clone()));
+                self.vars.push((name.clone(), v.clone(), false));
             }
         }
         Ok(v)
+    }
+
+    /// Whether variable `name` holds Go's invalid value (a nil from a pipeline).
+    fn var_invalid(&self, name: &str) -> bool {
+        self.vars
+            .iter()
+            .rev()
+            .find(|(n, _, _)| n == name)
+            .is_some_and(|(_, v, typed)| matches!(v, Value::Nil) && !typed)
     }
 
     fn var(&self, name: &str) -> R<Value> {
         self.vars
             .iter()
             .rev()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.clone())
+            .find(|(n, _, _)| n == name)
+            .map(|(_, v, _)| v.clone())
             .ok_or_else(|| Raise::Msg(format!("undefined variable: {name}")))
     }
 
@@ -398,6 +424,7 @@ impl<'a> Exec<'a> {
         match first {
             Arg::Ident(_, name) => return self.call(name, &c.args[1..], dot, fin, c),
             Arg::Field(pos, fields) => {
+                let invalid = !self.dot_typed;
                 return self.field_chain(
                     dot.clone(),
                     fields,
@@ -405,10 +432,12 @@ impl<'a> Exec<'a> {
                     dot,
                     fin,
                     (*pos, field_end(*pos, 0, fields)),
+                    invalid,
                 );
             }
             Arg::Var(pos, name, fields) if !fields.is_empty() => {
                 let base = self.var(name)?;
+                let invalid = self.var_invalid(name);
                 return self.field_chain(
                     base,
                     fields,
@@ -416,6 +445,7 @@ impl<'a> Exec<'a> {
                     dot,
                     fin,
                     (*pos, field_end(*pos, name.len(), fields)),
+                    invalid,
                 );
             }
             Arg::Pipe(pos, p, fields) if !fields.is_empty() => {
@@ -424,7 +454,7 @@ impl<'a> Exec<'a> {
                     self.at = (*pos, c.end);
                     self.loc = None;
                 }
-                return self.field_chain(base, fields, &c.args[1..], dot, fin, (*pos, c.end));
+                return self.field_chain(base, fields, &c.args[1..], dot, fin, (*pos, c.end), true);
             }
             _ => {}
         }
@@ -448,14 +478,24 @@ impl<'a> Exec<'a> {
             Arg::Num(Num::Float(f)) => Value::Float(*f),
             Arg::Str(s) => Value::Str(s.clone().as_ref().into()),
             Arg::Field(pos, fields) => {
-                self.field_chain(dot.clone(), fields, &[], dot, None, (*pos, field_end(*pos, 0, fields)))?
+                let invalid = !self.dot_typed;
+                self.field_chain(dot.clone(), fields, &[], dot, None, (*pos, field_end(*pos, 0, fields)), invalid)?
             }
             Arg::Var(pos, name, fields) => {
                 let base = self.var(name)?;
                 if fields.is_empty() {
                     base
                 } else {
-                    self.field_chain(base, fields, &[], dot, None, (*pos, field_end(*pos, name.len(), fields)))?
+                    let invalid = self.var_invalid(name);
+                    self.field_chain(
+                        base,
+                        fields,
+                        &[],
+                        dot,
+                        None,
+                        (*pos, field_end(*pos, name.len(), fields)),
+                        invalid,
+                    )?
                 }
             }
             Arg::Pipe(pos, p, fields) => {
@@ -467,7 +507,11 @@ impl<'a> Exec<'a> {
                     self.at = saved;
                     self.loc = None;
                 }
-                if fields.is_empty() { base } else { self.field_chain(base, fields, &[], dot, None, (*pos, saved.1))? }
+                if fields.is_empty() {
+                    base
+                } else {
+                    self.field_chain(base, fields, &[], dot, None, (*pos, saved.1), true)?
+                }
             }
             Arg::Ident(_, name) => {
                 let c = Cmd { pos: self.at.0, end: self.at.1, args: Vec::new() };
@@ -486,7 +530,13 @@ impl<'a> Exec<'a> {
         dot: &Value,
         fin: Option<Value>,
         at: (usize, usize),
+        invalid_base: bool,
     ) -> R<Value> {
+        // Go: a field of the invalid value (a nil that came out of a pipeline) is nothing,
+        // not an error; a field of a nil found in a map is a nil pointer error.
+        if invalid_base && matches!(v, Value::Nil) {
+            return Ok(Value::Nil);
+        }
         let n = fields.len();
         // Go locates a field chain at its second element.
         let go_loc = |s: &Self| -> Option<usize> {

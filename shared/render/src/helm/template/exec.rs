@@ -431,8 +431,7 @@ impl<'a> Exec<'a> {
                     &c.args[1..],
                     dot,
                     fin,
-                    (*pos, field_end(*pos, 0, fields)),
-                    invalid,
+                    Site { span: (*pos, field_end(*pos, 0, fields)), invalid_nil: invalid },
                 );
             }
             Arg::Var(pos, name, fields) if !fields.is_empty() => {
@@ -444,8 +443,7 @@ impl<'a> Exec<'a> {
                     &c.args[1..],
                     dot,
                     fin,
-                    (*pos, field_end(*pos, name.len(), fields)),
-                    invalid,
+                    Site { span: (*pos, field_end(*pos, name.len(), fields)), invalid_nil: invalid },
                 );
             }
             Arg::Pipe(pos, p, fields) if !fields.is_empty() => {
@@ -454,7 +452,14 @@ impl<'a> Exec<'a> {
                     self.at = (*pos, c.end);
                     self.loc = None;
                 }
-                return self.field_chain(base, fields, &c.args[1..], dot, fin, (*pos, c.end), true);
+                return self.field_chain(
+                    base,
+                    fields,
+                    &c.args[1..],
+                    dot,
+                    fin,
+                    Site { span: (*pos, c.end), invalid_nil: true },
+                );
             }
             _ => {}
         }
@@ -479,7 +484,14 @@ impl<'a> Exec<'a> {
             Arg::Str(s) => Value::Str(s.clone().as_ref().into()),
             Arg::Field(pos, fields) => {
                 let invalid = !self.dot_typed;
-                self.field_chain(dot.clone(), fields, &[], dot, None, (*pos, field_end(*pos, 0, fields)), invalid)?
+                self.field_chain(
+                    dot.clone(),
+                    fields,
+                    &[],
+                    dot,
+                    None,
+                    Site { span: (*pos, field_end(*pos, 0, fields)), invalid_nil: invalid },
+                )?
             }
             Arg::Var(pos, name, fields) => {
                 let base = self.var(name)?;
@@ -493,8 +505,7 @@ impl<'a> Exec<'a> {
                         &[],
                         dot,
                         None,
-                        (*pos, field_end(*pos, name.len(), fields)),
-                        invalid,
+                        Site { span: (*pos, field_end(*pos, name.len(), fields)), invalid_nil: invalid },
                     )?
                 }
             }
@@ -510,7 +521,7 @@ impl<'a> Exec<'a> {
                 if fields.is_empty() {
                     base
                 } else {
-                    self.field_chain(base, fields, &[], dot, None, (*pos, saved.1), true)?
+                    self.field_chain(base, fields, &[], dot, None, Site { span: (*pos, saved.1), invalid_nil: true })?
                 }
             }
             Arg::Ident(_, name) => {
@@ -529,9 +540,9 @@ impl<'a> Exec<'a> {
         args: &[Arg],
         dot: &Value,
         fin: Option<Value>,
-        at: (usize, usize),
-        invalid_base: bool,
+        site: Site,
     ) -> R<Value> {
+        let (at, invalid_base) = (site.span, site.invalid_nil);
         // Go: a field of the invalid value (a nil that came out of a pipeline) is nothing,
         // not an error; a field of a nil found in a map is a nil pointer error.
         if invalid_base && matches!(v, Value::Nil) {
@@ -715,6 +726,12 @@ impl<'a> Exec<'a> {
             }
         }
     }
+}
+
+/// Where a field chain is written, and whether its base is Go's invalid value.
+struct Site {
+    span: (usize, usize),
+    invalid_nil: bool,
 }
 
 /// The end offset of a field chain written from `pos` (after a `$name` of `name_len`).

@@ -97,8 +97,12 @@ pub fn key_order(a: &str, b: &str) -> Ordering {
 
 /// `toYaml`'s text (with the trailing newline go-yaml writes).
 pub fn to_yaml(v: &Value) -> String {
+    emit(v, false)
+}
+
+fn emit(v: &Value, indent_seq: bool) -> String {
     let node = normalize(v);
-    let mut e = Emitter { out: String::new() };
+    let mut e = Emitter { out: String::new(), indent_seq };
     match &node {
         Node::Map(m) if !m.is_empty() => e.map(m, 0, false),
         Node::Seq(s) if !s.is_empty() => e.seq(s, 0, false),
@@ -110,13 +114,16 @@ pub fn to_yaml(v: &Value) -> String {
     e.out
 }
 
-/// `toYamlPretty` (go-yaml v3 with two-space indentation); printed like `toYaml`.
+/// `toYamlPretty`: go-yaml v3 with two-space indentation, which indents sequences below
+/// their key (other v3 differences are not reproduced).
 pub fn to_yaml_pretty(v: &Value) -> String {
-    to_yaml(v)
+    emit(v, true)
 }
 
 struct Emitter {
     out: String,
+    /// Sequences in mappings indented below their key (v3 with `SetIndent(2)`).
+    indent_seq: bool,
 }
 
 const BEST_WIDTH: usize = 80;
@@ -151,7 +158,8 @@ impl Emitter {
                 }
                 Node::Seq(s) if !s.is_empty() => {
                     self.out.push('\n');
-                    self.seq(s, ind, false);
+                    let seq_ind = if self.indent_seq { ind + 2 } else { ind };
+                    self.seq(s, seq_ind, false);
                 }
                 other => {
                     self.out.push(' ');

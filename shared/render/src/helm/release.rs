@@ -139,6 +139,16 @@ impl Rendered {
 
 /// Renders `chart` with user `values` (`-f`/`--set` already merged, later wins).
 pub fn render(chart: &Chart, values: &Json, opts: &ReleaseOptions) -> Result<Rendered, HelmError> {
+    // Helm refuses to install a chart whose kubeVersion the cluster does not satisfy.
+    if let Some(want) = chart.metadata.get("kubeVersion").and_then(Json::as_str).filter(|k| !k.is_empty()) {
+        let have = &opts.capabilities.kube_version;
+        if !super::semver::compare(want, have).unwrap_or(false) {
+            return Err(HelmError::Load {
+                chart: chart.path.clone(),
+                message: format!("chart requires kubeVersion: {want} which is incompatible with Kubernetes {have}"),
+            });
+        }
+    }
     let (files, chart) = render_files_inner(chart, values, opts)?;
     let mut rendered = Rendered::default();
     let notes_name = format!("{}/templates/NOTES.txt", chart.name());

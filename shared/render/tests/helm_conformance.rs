@@ -205,3 +205,51 @@ fn charts_render_exactly_like_helm() {
         failures.join("\n\n")
     );
 }
+
+/// One chart rendered for 1,000 clusters with per-cluster values, by our engine and by
+/// Helm's (1,000 renders in one Python process, chart loaded once, as the hub would).
+/// Prints the figures; run with `cargo test --release -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement, not a check"]
+fn a_thousand_clusters_figures() {
+    const CLUSTERS: usize = 1000;
+    let dir = manifest_dir().join("tests/helm/charts/scaffold");
+    let values: Vec<Value> = (0..CLUSTERS)
+        .map(|i| json!({"replicaCount": i % 5 + 1, "nameOverride": format!("c{i}"), "podLabels": {"cluster": format!("cluster-{i}")}}))
+        .collect();
+    let source = FsSource::new(dir.parent().unwrap());
+    let chart = Chart::load(&source, Path::new("scaffold")).expect("load");
+    let opts = ReleaseOptions::new("rel-name", "ns-x");
+    let start = Instant::now();
+    for v in &values {
+        render(&chart, v, &opts).expect("render");
+    }
+    let ours = start.elapsed().as_secs_f64();
+    let start = Instant::now();
+    for v in &values {
+        render_files(&chart, v, &opts).expect("render");
+    }
+    let templates_only = start.elapsed().as_secs_f64();
+    let script = format!(
+        "import helm_python as h, json, sys, time\nvals = json.load(sys.stdin)\nc = h.Chart.load({:?})\nt = time.perf_counter()\nfor v in vals:\n    h.Chart.load({:?}).render(v, name='rel-name', namespace='ns-x')\nprint(time.perf_counter() - t)\n",
+        dir.display().to_string(),
+        dir.display().to_string()
+    );
+    let mut child = Command::new(python())
+        .args(["-c", &script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python");
+    child.stdin.take().unwrap().write_all(serde_json::to_string(&values).unwrap().as_bytes()).unwrap();
+    let out = child.wait_with_output().expect("python");
+    let helm: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(f64::NAN);
+    println!(
+        "{CLUSTERS} clusters, chart scaffold: convoy {:.1} ms ({:.1} ms of it executing templates), Helm's engine {:.1} ms, ratio {:.1}x",
+        ours * 1000.0,
+        templates_only * 1000.0,
+        helm * 1000.0,
+        helm / ours
+    );
+}

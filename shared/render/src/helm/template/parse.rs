@@ -864,7 +864,8 @@ struct CachedParse {
 
 /// Parsed templates by (name, text): a fleet renders the same chart for many clusters, and
 /// parsing is most of a render's cost.
-type ParseCache = std::sync::Mutex<HashMap<(String, String), Arc<CachedParse>>>;
+/// Keyed by a hash of name and text; entries are checked against both on a hit.
+type ParseCache = std::sync::Mutex<HashMap<u64, Vec<Arc<CachedParse>>>>;
 
 fn parse_cache() -> &'static ParseCache {
     static CACHE: std::sync::OnceLock<ParseCache> = std::sync::OnceLock::new();
@@ -877,8 +878,18 @@ const PARSE_CACHE_LIMIT: usize = 8192;
 impl TemplateSet {
     /// Like [`TemplateSet::add`], reusing an earlier parse of the same name and text.
     pub fn add_cached(&mut self, name: &str, text: &str, is_func: &dyn Fn(&str) -> bool) -> Result<(), ParseError> {
-        let key = (name.to_string(), text.to_string());
-        let hit = parse_cache().lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&key).cloned();
+        let key = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            name.hash(&mut h);
+            text.hash(&mut h);
+            h.finish()
+        };
+        let hit = parse_cache()
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&key)
+            .and_then(|entries| entries.iter().find(|e| e.src.name == name && e.src.text == text).cloned());
         let parsed = match hit {
             Some(p) => p,
             None => {
@@ -893,7 +904,7 @@ impl TemplateSet {
                 if cache.len() >= PARSE_CACHE_LIMIT {
                     cache.clear();
                 }
-                cache.insert(key, entry.clone());
+                cache.entry(key).or_default().push(entry.clone());
                 entry
             }
         };

@@ -425,7 +425,7 @@ fn lex_action(src: &SourceText, mut i: usize) -> Result<(Vec<Token>, usize, bool
             }
             _ => {
                 let ch = src.text[i..].chars().next().unwrap_or(' ');
-                return Err(err(start, format!("unexpected {ch:?} in command")));
+                return Err(err(start, format!("unexpected \"{ch}\" in command")));
             }
         };
         toks.push(Token { tok, pos: start, end: i, space });
@@ -610,7 +610,7 @@ impl Parser<'_> {
                             match end {
                                 Some((w, _)) if w == "{{end}}" => {}
                                 Some((_, p)) => return Err(self.err(self.item_pos(p), "unexpected {{else}}".into())),
-                                None => return Err(self.err(pos, format!("unexpected EOF in {kw}"))),
+                                None => return Err(self.err(self.src.text.len(), "unexpected EOF".into())),
                             }
                             self.defines.push((name.clone(), body));
                             if let Some(pipe) = pipe {
@@ -656,7 +656,7 @@ impl Parser<'_> {
         let pipe = self.pipeline(pos, ts, true)?;
         let (list, end) = self.list(false)?;
         let else_list = match end {
-            None => return Err(self.err(pos, format!("unexpected EOF in {kw}"))),
+            None => return Err(self.err(self.src.text.len(), "unexpected EOF".into())),
             Some((w, _)) if w == "{{end}}" => None,
             Some((_, idx)) => {
                 // `else` with the rest of its tokens at items[idx].
@@ -680,7 +680,7 @@ impl Parser<'_> {
                     match end {
                         Some((w, _)) if w == "{{end}}" => Some(el),
                         Some((_, p)) => return Err(self.err(self.item_pos(p), "expected end; found {{else}}".into())),
-                        None => return Err(self.err(pos, format!("unexpected EOF in {kw}"))),
+                        None => return Err(self.err(self.src.text.len(), "unexpected EOF".into())),
                     }
                 }
             }

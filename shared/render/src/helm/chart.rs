@@ -204,8 +204,35 @@ fn from_files(mut files: BTreeMap<String, Vec<u8>>, dir: &Path) -> Result<Chart,
     if !metadata.is_object() {
         return Err(load_err("Chart.yaml is not a mapping".into()));
     }
-    if metadata.get("name").and_then(Json::as_str).unwrap_or("").is_empty() {
+    // Helm's `Metadata.Validate`.
+    if metadata.get("apiVersion").and_then(Json::as_str).unwrap_or("").is_empty() {
+        return Err(load_err("validation: chart.metadata.apiVersion is required".into()));
+    }
+    let name = metadata.get("name").and_then(Json::as_str).unwrap_or("");
+    if name.is_empty() {
         return Err(load_err("validation: chart.metadata.name is required".into()));
+    }
+    if name.contains('/') || name.contains('\\') || name == "." || name == ".." {
+        return Err(load_err(format!("validation: chart.metadata.name {name:?} is invalid")));
+    }
+    let version = match metadata.get("version") {
+        Some(Json::String(v)) => v.clone(),
+        Some(Json::Number(n)) => n.to_string(),
+        _ => String::new(),
+    };
+    if version.is_empty() {
+        return Err(load_err("validation: chart.metadata.version is required".into()));
+    }
+    if super::semver::Version::parse(&version).is_none() {
+        return Err(load_err(format!("validation: chart.metadata.version {version:?} is invalid")));
+    }
+    match metadata.get("type").and_then(Json::as_str).unwrap_or("") {
+        "" | "application" | "library" => {}
+        other => {
+            return Err(load_err(format!(
+                "validation: chart.metadata.type must be application or library, not {other:?}"
+            )));
+        }
     }
     let values = match files.remove("values.yaml") {
         Some(b) => {

@@ -119,7 +119,7 @@ pub enum Arg {
 pub enum Num {
     /// Integer literal (or character constant).
     Int(i64),
-    /// Float literal (contains `.`, `e` or `p`); `integral` when it also fits an int.
+    /// Float literal (contains `.`, `e` or `p`).
     Float(f64),
 }
 

@@ -4,7 +4,8 @@
 //! Nondeterministic functions (`uuidv4`, `rand*`, `now`, `shuffle`) work but give a
 //! different result on every render, as in Helm; charts that use them make every render a
 //! change. Cryptographic generators (`genCA`, `genPrivateKey`, `bcrypt`, …) and DNS lookups
-//! are refused with an error naming the function.
+//! are refused with an error naming the function. `env` and `expandenv` are not defined at
+//! all, as in Helm.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -900,8 +901,6 @@ fn build() -> HashMap<&'static str, Func> {
         "durationRound",
         "htmlDateInZone",
         "fromToml",
-        "env",
-        "expandenv",
     ] {
         m.insert(
             name,

@@ -114,12 +114,25 @@ enum Command {
         #[command(subcommand)]
         command: RolloutCommand,
     },
-    /// Render a kustomization locally, as the hub would, to stdout.
+    /// Render a kustomization, or a Helm chart (a directory with Chart.yaml), locally as the
+    /// hub would, to stdout; a chart prints what `helm template --skip-tests` prints.
     Render {
         dir: PathBuf,
         /// Repository root; nothing outside it is read (default: the enclosing Git work tree).
         #[arg(long)]
         root: Option<PathBuf>,
+        /// Helm chart: the release name.
+        #[arg(long, default_value = "release-name", env = "CONVOY_RELEASE_NAME")]
+        release_name: String,
+        /// Helm chart: the release namespace.
+        #[arg(long, short = 'n', default_value = "default", env = "CONVOY_NAMESPACE")]
+        namespace: String,
+        /// Helm chart: a values file (repeatable; later files win).
+        #[arg(long = "values", short = 'f')]
+        values: Vec<PathBuf>,
+        /// Helm chart: KEY=VALUE (repeatable; applied after the values files).
+        #[arg(long = "set")]
+        set: Vec<String>,
     },
     /// Print shell completions.
     Completions { shell: clap_complete::Shell },
@@ -202,7 +215,18 @@ async fn run(cli: Cli) -> Result<(), cli::CliError> {
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "convoy", &mut std::io::stdout());
         }
-        Command::Render { dir, root } => {
+        Command::Render { dir, release_name, namespace, values, set, .. } if cli::chart::is_chart(&dir) => {
+            let request = cli::chart::ChartRequest { dir, release_name, namespace, values_files: values, sets: set };
+            let rendered = cli::chart::render_chart(&request)?;
+            match cli.output {
+                Output::Json => {
+                    let objects: Vec<_> = rendered.manifests.iter().map(|m| m.object.clone()).collect();
+                    print!("{}", cli::structured(cli.output, &objects).unwrap_or_default());
+                }
+                _ => print!("{}", rendered.to_helm_template()),
+            }
+        }
+        Command::Render { dir, root, .. } => {
             let root = root.unwrap_or_else(|| cli::repository_root(&dir));
             let objects =
                 convoy_render::Renderer::new(&root).render(&dir).map_err(|e| cli::CliError::Render(e.to_string()))?;

@@ -28,6 +28,39 @@ pub(crate) fn generate(
         .clone()
         .filter(|n| !n.is_empty())
         .ok_or_else(|| RenderError::invalid(kfile, format!("{what} entry needs a name")))?;
+    let entries = entries(src, dir, kfile, spec, what, &name)?;
+    let mut opts = global.cloned().unwrap_or_default();
+    if let Some(local) = &spec.options {
+        merge_options(&mut opts, local);
+    }
+
+    let obj = object(spec, &opts, &name, entries, secret);
+    let mut r = Resource::new(obj, kfile.clone());
+    r.generator = Some(if secret { "SecretGenerator" } else { "ConfigMapGenerator" });
+    r.needs_hash = opts.disable_name_suffix_hash != Some(true);
+    r.behavior = match spec.behavior.as_deref() {
+        None | Some("") | Some("create") => Behavior::Create,
+        Some("merge") => Behavior::Merge,
+        Some("replace") => Behavior::Replace,
+        Some(other) => {
+            return Err(RenderError::invalid(
+                kfile,
+                format!("{what} '{name}': unknown behavior '{other}'; use create, merge or replace"),
+            ));
+        }
+    };
+    Ok(r)
+}
+
+/// The keys and values of one generator entry: env files, then literals, then files.
+fn entries(
+    src: &dyn Source,
+    dir: &Path,
+    kfile: &Arc<std::path::PathBuf>,
+    spec: &GeneratorSpec,
+    what: &str,
+    name: &str,
+) -> Result<Vec<(String, Vec<u8>)>> {
     let mut entries: Vec<(String, Vec<u8>)> = Vec::new();
     let mut add = |k: String, v: Vec<u8>| -> Result<()> {
         if entries.iter().any(|(e, _)| *e == k) {
@@ -86,13 +119,19 @@ pub(crate) fn generate(
         add(key, src.read(&path)?)?;
     }
 
-    let mut opts = global.cloned().unwrap_or_default();
-    if let Some(local) = &spec.options {
-        merge_options(&mut opts, local);
-    }
+    Ok(entries)
+}
 
+/// The ConfigMap or Secret holding `entries`, with the options' labels and annotations.
+fn object(
+    spec: &GeneratorSpec,
+    opts: &GeneratorOptions,
+    name: &str,
+    entries: Vec<(String, Vec<u8>)>,
+    secret: bool,
+) -> Map<String, Value> {
     let mut md = Map::new();
-    md.insert("name".into(), Value::String(name.clone()));
+    md.insert("name".into(), Value::String(name.to_string()));
     if let Some(ns) = spec.namespace.as_ref().filter(|n| !n.is_empty()) {
         md.insert("namespace".into(), Value::String(ns.clone()));
     }
@@ -137,21 +176,7 @@ pub(crate) fn generate(
     if opts.immutable == Some(true) {
         obj.insert("immutable".into(), Value::Bool(true));
     }
-    let mut r = Resource::new(obj, kfile.clone());
-    r.generator = Some(if secret { "SecretGenerator" } else { "ConfigMapGenerator" });
-    r.needs_hash = opts.disable_name_suffix_hash != Some(true);
-    r.behavior = match spec.behavior.as_deref() {
-        None | Some("") | Some("create") => Behavior::Create,
-        Some("merge") => Behavior::Merge,
-        Some("replace") => Behavior::Replace,
-        Some(other) => {
-            return Err(RenderError::invalid(
-                kfile,
-                format!("{what} '{name}': unknown behavior '{other}'; use create, merge or replace"),
-            ));
-        }
-    };
-    Ok(r)
+    obj
 }
 
 /// Base64 as kustomize writes generated data: lines of 70 characters, each ending in a

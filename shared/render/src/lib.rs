@@ -9,6 +9,7 @@
 mod config;
 mod engine;
 mod generate;
+pub mod helm;
 mod kustomization;
 mod merge;
 mod nameref;

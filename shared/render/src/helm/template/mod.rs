@@ -1,0 +1,4 @@
+//! Go `text/template`: parsing ([`parse`]) and execution ([`exec`]).
+
+pub mod exec;
+pub mod parse;

@@ -1,0 +1,1 @@
+{{- define "defines.block" -}}overridden {{ .Release.Name }}{{- end -}}

@@ -1,0 +1,1 @@
+{{- define "shared.name" -}}sub-{{ .Chart.Name }}{{- end -}}{{- define "sub.only" -}}S {{ include "shared.name" . }}{{- end -}}

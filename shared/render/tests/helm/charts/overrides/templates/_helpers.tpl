@@ -1,0 +1,2 @@
+{{- define "shared.name" -}}parent-{{ .Chart.Name }}{{- end -}}
+{{- define "a.only" -}}A{{- end -}}

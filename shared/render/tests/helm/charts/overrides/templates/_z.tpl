@@ -1,0 +1,1 @@
+{{- define "a.only" -}}Z-wins-lexically?{{- end -}}

@@ -1,0 +1,1 @@
+{{- define "printing.nil" -}}{{ .Values.nothing }}{{- end -}}

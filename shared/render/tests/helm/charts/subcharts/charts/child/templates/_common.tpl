@@ -1,0 +1,1 @@
+{{- define "common.hello" -}}child hello {{ .Chart.Name }}{{- end -}}{{- define "child.only" -}}only-child{{- end -}}

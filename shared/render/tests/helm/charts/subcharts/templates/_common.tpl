@@ -1,0 +1,1 @@
+{{- define "common.hello" -}}parent hello {{ .Chart.Name }}{{- end -}}

@@ -94,6 +94,9 @@ impl FleetService for FleetApi {
                     )),
                     _ => {}
                 }
+                if let Some(problem) = self.hub.connections.problem_of(&info.name) {
+                    errors.push(format!("agent: {problem}"));
+                }
                 ClusterStatus { cluster: Some(info), apps, errors }
             })
             .collect();
@@ -148,7 +151,7 @@ impl FleetService for FleetApi {
                 }
             })
             .collect();
-        Ok(Response::new(EnvsResponse { environments }))
+        Ok(Response::new(EnvsResponse { environments, errors: view.errors.clone() }))
     }
 
     async fn diff(&self, req: Request<DiffRequest>) -> Result<Response<DiffResponse>, Status> {

@@ -37,6 +37,11 @@ const CLUSTER_SCOPED: &[&str] = &[
     "Node",
 ];
 
+/// The largest object (as JSON) an app may carry: etcd's default request limit (1.5 MiB), below
+/// the API server's 3 MiB request body limit. A larger object could never be applied; it is a
+/// render error of its app, which keeps its last good objects.
+pub const MAX_OBJECT_BYTES: usize = 3 << 19;
+
 /// One environment as the planner sees it: its branch snapshot and the apps on it.
 pub struct EnvironmentState {
     pub environment: Environment,
@@ -292,6 +297,15 @@ fn assemble(rendered: &[Value], cluster: &Cluster, app: &App) -> Result<AppAssig
                 object["metadata"]["namespace"] = Value::String(namespace.clone());
             }
         }
+        let size = json_size(&object);
+        if size > MAX_OBJECT_BYTES {
+            return Err(format!(
+                "{} is {}, larger than the {} a Kubernetes API server stores per object (etcd's default limit); split it or move the data out of Git",
+                convoy_shared::model::ObjectRef::of(&object),
+                human_bytes(size),
+                human_bytes(MAX_OBJECT_BYTES)
+            ));
+        }
         objects.push(object);
     }
     Ok(AppAssignment {
@@ -301,6 +315,27 @@ fn assemble(rendered: &[Value], cluster: &Cluster, app: &App) -> Result<AppAssig
         objects,
         render_error: None,
     })
+}
+
+/// Bytes of `value` as compact JSON, counted without building the string.
+fn json_size(value: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    serde_json::to_writer(&mut count, value).expect("counting never fails");
+    count.0
+}
+
+fn human_bytes(bytes: usize) -> String {
+    if bytes >= 1 << 20 { format!("{:.1} MiB", bytes as f64 / (1u64 << 20) as f64) } else { format!("{bytes} bytes") }
 }
 
 /// Replaces `${cluster.name}`, `${cluster.environment}` and `${cluster.labels.KEY}` in every
@@ -390,6 +425,22 @@ mod tests {
         let mut bad = json!("${cluster.labels.zone}");
         let err = substitute(&mut bad, &mk_cluster("eu-1")).unwrap_err();
         assert!(err.contains("cluster.labels.zone") && err.contains("eu-1") && err.contains("region"), "{err}");
+    }
+
+    #[test]
+    fn an_object_the_api_server_cannot_store_is_an_error_naming_it_and_its_size() {
+        let app = App {
+            name: "big".into(),
+            targets: None,
+            namespace: Some("big".into()),
+            depends_on: vec![],
+            policy: Default::default(),
+        };
+        let fits = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ok"}, "data": {"k": "x".repeat(MAX_OBJECT_BYTES - 200)}});
+        assert!(assemble(&[fits], &mk_cluster("eu-1"), &app).is_ok());
+        let huge = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "blob"}, "data": {"k": "x".repeat(4 << 20)}});
+        let err = assemble(&[huge], &mk_cluster("eu-1"), &app).unwrap_err();
+        assert!(err.contains("ConfigMap big/blob") && err.contains("4.0 MiB") && err.contains("1.5 MiB"), "{err}");
     }
 
     #[test]

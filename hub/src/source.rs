@@ -13,7 +13,7 @@ use gix::ObjectId;
 use tokio_util::sync::CancellationToken;
 
 use crate::fleet::{self, Fleet};
-use crate::git::GitMirror;
+use crate::git::{GitAccess, GitMirror};
 use crate::metrics::HubMetrics;
 use crate::planner::{EnvironmentState, PlanStats, Planner};
 use crate::state::Hub;
@@ -27,6 +27,8 @@ pub struct SourceConfig {
     /// Branch holding `convoy.yaml` and `clusters/` until `convoy.yaml` names another.
     pub fleet_branch: String,
     pub interval: Duration,
+    /// Credentials and TLS for an https:// URL.
+    pub access: GitAccess,
 }
 
 /// What the hub knows about the fleet from Git, replaced whole after every sync.
@@ -72,7 +74,7 @@ struct SourceWorker {
 /// Runs the source loop until `shutdown`.
 pub async fn run(config: SourceConfig, hub: Arc<Hub>, shutdown: CancellationToken) {
     let mut worker = SourceWorker {
-        mirror: GitMirror::new(&config.url, &config.mirror),
+        mirror: GitMirror::new(&config.url, &config.mirror, config.access.clone()),
         config,
         planner: Planner::default(),
         branches: None,
@@ -113,7 +115,7 @@ impl SourceWorker {
     fn sync(&mut self, hub: &Hub) {
         // The root of a commit's trace: fetch, render and publish here; push and apply continue
         // it from the assignment's trace context.
-        let _sync = tracing::info_span!("sync", repo = %self.config.url).entered();
+        let _sync = tracing::info_span!("sync", repo = %crate::git::redacted(&self.config.url)).entered();
         let mut errors = Vec::new();
         let started = Instant::now();
         let fetched = tracing::info_span!("fetch").in_scope(|| self.mirror.fetch());
@@ -269,7 +271,10 @@ impl SourceWorker {
         let mut branch = self.config.fleet_branch.clone();
         for _ in 0..2 {
             let commit = branches.get(&branch).ok_or_else(|| {
-                format!("fleet branch '{branch}' is not in {}; push it or pass --fleet-branch", self.config.url)
+                format!(
+                    "fleet branch '{branch}' is not in {}; push it or pass --fleet-branch",
+                    crate::git::redacted(&self.config.url)
+                )
             })?;
             if self.fleet_commit == Some(*commit)
                 && let Some(fleet) = &self.fleet

@@ -405,7 +405,11 @@ pub fn envs_table(envs: &EnvsResponse) -> String {
             ]
         })
         .collect();
-    print_table(&["ENV", "BRANCH", "COMMIT", "CLUSTERS", "APPLIED", "HEALTHY"], &rows)
+    let mut out = print_table(&["ENV", "BRANCH", "COMMIT", "CLUSTERS", "APPLIED", "HEALTHY"], &rows);
+    for error in &envs.errors {
+        out.push_str(&format!("error: {error}\n"));
+    }
+    out
 }
 
 /// `convoy diff` as text.
@@ -601,7 +605,7 @@ mod tests {
 
     #[test]
     fn promote_check_needs_every_cluster_applied_and_healthy_in_order() {
-        let envs = EnvsResponse { environments: vec![env("dev"), env("stage"), env("prod")] };
+        let envs = EnvsResponse { environments: vec![env("dev"), env("stage"), env("prod")], errors: vec![] };
         let ok = [member("s1", "stage", true, Health::Healthy), member("p1", "prod", false, Health::Degraded)];
         assert!(promote_check(&envs, &ok, "stage", "prod").is_ok());
         assert!(promote_check(&envs, &ok, "prod", "stage").unwrap_err().contains("does not come before"));

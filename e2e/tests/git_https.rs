@@ -159,6 +159,11 @@ async fn the_hub_follows_a_repository_over_https_with_a_token() {
 
 /// A hub pointed at `url` that cannot fetch it: `convoy envs` says why, naming the URL.
 async fn refused(ca: &TestCa, url: &str, token_file: &str, git_ca: Option<&str>, expect: &[&str]) {
+    refused_showing(ca, url, url, token_file, git_ca, expect).await
+}
+
+/// Like [`refused`], for a `url` that errors show as `shown` (its password redacted).
+async fn refused_showing(ca: &TestCa, url: &str, shown: &str, token_file: &str, git_ca: Option<&str>, expect: &[&str]) {
     let hub = HubProcess::start_with(&ca.certs.0, "127.0.0.1:0", "info", &serve_args(url, token_file, git_ca));
     let mut cli = ca.cli(&hub.address, Role::Viewer).await;
     let error = eventually(&format!("a source error for {url}"), || {
@@ -169,11 +174,11 @@ async fn refused(ca: &TestCa, url: &str, token_file: &str, git_ca: Option<&str>,
         }
     })
     .await;
-    assert!(error.contains(url), "the error names the URL: {error}");
+    assert!(error.contains(shown), "the error names the URL: {error}");
     assert!(!error.contains(TOKEN), "{error}");
     assert!(expect.iter().any(|e| error.contains(e)), "expected one of {expect:?} in: {error}");
     let logged = hub.log_lines("git fetch failed");
-    assert!(logged.iter().any(|l| l.contains(url)), "{logged:?}");
+    assert!(logged.iter().any(|l| l.contains(shown)), "{logged:?}");
     assert_no_token(&hub);
     let envs = cli.envs(EnvsRequest {}).await;
     assert!(envs.is_err(), "no fleet was ever read, so nothing is assigned");
@@ -200,6 +205,11 @@ async fn unknown_repositories_untrusted_certificates_and_unreachable_hosts_are_s
     let wrong = wrong.display().to_string();
     refused(&ca, &server.url("fleet.git"), &wrong, Some(&ca_file), &["401"]).await;
     refused(&ca, &server.url("missing.git"), &token_file, Some(&ca_file), &["404"]).await;
+    // A token written into the URL itself is used, and never shown.
+    let port = server.address.port();
+    let with_token = format!("https://git:{TOKEN}@localhost:{port}/missing.git");
+    let shown = format!("https://git:<redacted>@localhost:{port}/missing.git");
+    refused_showing(&ca, &with_token, &shown, &token_file, Some(&ca_file), &["404"]).await;
     // The system's roots do not know the harness's CA.
     refused(&ca, &server.url("fleet.git"), &token_file, None, &["certificate", "UnknownIssuer"]).await;
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -21,8 +21,13 @@ use convoy_render::{self as render, EntryKind, RenderError, Source};
 /// verdict) and the URL without any password in it.
 #[derive(Debug, thiserror::Error)]
 pub enum GitError {
-    #[error("git: {action} failed for {url}: {}", cause_chain(source.as_ref()))]
-    Gix { action: &'static str, url: String, source: Box<dyn std::error::Error + Send + Sync> },
+    #[error("git: {action} failed for {url}: {detail}{}", hint(detail))]
+    Gix {
+        action: &'static str,
+        url: String,
+        /// The cause chain, with any password in it redacted.
+        detail: String,
+    },
     #[error("git: commit {commit} is not in the mirror of {url}")]
     MissingCommit { commit: String, url: String },
 }
@@ -132,6 +137,19 @@ pub fn redacted(url: &str) -> String {
     }
 }
 
+/// What to do about a failed fetch, when the cause says.
+fn hint(detail: &str) -> &'static str {
+    if detail.contains("401") || detail.contains("403") {
+        " (check the token in --git-password-file or CONVOY_GIT_PASSWORD, and --git-username)"
+    } else if detail.contains("404") {
+        " (check --repo: the server has no such repository, or hides it from this user)"
+    } else if detail.contains("UnknownIssuer") || detail.contains("invalid peer certificate") {
+        " (pass the CA the server's certificate chains to with --git-ca)"
+    } else {
+        ""
+    }
+}
+
 /// An error and its causes, each once, joined by ": ".
 fn cause_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut parts: Vec<String> = Vec::new();
@@ -167,7 +185,13 @@ impl GitMirror {
     }
 
     fn err(&self, action: &'static str) -> impl FnOnce(Box<dyn std::error::Error + Send + Sync>) -> GitError + '_ {
-        move |source| GitError::Gix { action, url: redacted(&self.url), source }
+        move |source| {
+            let mut detail = cause_chain(source.as_ref()).replace(&self.url, &redacted(&self.url));
+            if let Some(password) = self.access.password.as_deref().filter(|p| !p.is_empty()) {
+                detail = detail.replace(password, "<redacted>");
+            }
+            GitError::Gix { action, url: redacted(&self.url), detail }
+        }
     }
 
     fn open(&self) -> Result<gix::Repository> {

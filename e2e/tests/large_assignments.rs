@@ -58,6 +58,10 @@ async fn an_assignment_of_50_mib_and_20000_objects_applies_and_a_one_app_change_
         async move { dev_1(&mut cli).await.filter(|c| c.in_sync && c.applied_revision == head).map(|_| ()) }
     })
     .await;
+    let status = cli.status(StatusRequest { cluster: "dev-1".into() }).await.unwrap().into_inner();
+    assert!(status.clusters[0].errors.is_empty(), "{:?}", status.clusters[0].errors);
+    let applied = cluster.list("v1", "ConfigMap", Some("bulk"));
+    assert_eq!(applied.len(), APPS * OBJECTS_PER_APP, "every object applied");
     let last = cluster.get("v1", "ConfigMap", Some("bulk"), &format!("cm-{:02}-{:05}", APPS - 1, OBJECTS_PER_APP - 1));
     assert_eq!(last.expect("the last object applied")["data"]["payload"].as_str().unwrap().len(), OBJECT_BYTES);
     let sent = hub.log_lines("sending assignment");

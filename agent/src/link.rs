@@ -331,6 +331,71 @@ async fn send_report(tx: &mpsc::Sender<AgentMessage>, report: &Report) -> Result
 mod tests {
     use super::*;
 
+    use convoy_shared::model::{AppAssignment, canonical_json};
+    use serde_json::json;
+
+    fn app(name: &str, data: &str) -> AppAssignment {
+        AppAssignment {
+            name: name.into(),
+            policy: Default::default(),
+            depends_on: vec![],
+            objects: vec![
+                json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": "n"}, "data": {"k": data}}),
+            ],
+            render_error: None,
+        }
+    }
+
+    fn link_holding(held: &Assignment) -> (HubLink, LinkHandle) {
+        convoy_shared::install_crypto_provider();
+        let tls = rustls::ClientConfig::builder()
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth();
+        let config = LinkConfig {
+            hub: HubAddress::parse("localhost:1", None).unwrap(),
+            tls: Arc::new(tls),
+            cluster_name: "c1".into(),
+            heartbeat: Duration::from_secs(1),
+            backoff: Backoff::default(),
+            connect_timeout: Duration::from_secs(1),
+        };
+        HubLink::new(config, Some(Arc::new(held.clone())))
+    }
+
+    fn assignment_message(a: &Assignment) -> HubMessage {
+        HubMessage { kind: Some(HubKind::Assignment(a.to_wire(|_| false))) }
+    }
+
+    #[tokio::test]
+    async fn an_app_never_sent_is_reported_once_and_the_held_assignment_stays() {
+        let held = Assignment::new("c1", "dev", "r1", vec![app("a", "1")], false);
+        let next = Assignment::new("c1", "dev", "r2", vec![app("a", "1"), app("b", "2")], false);
+        let (link, handle) = link_holding(&held);
+        let (tx, mut rx) = mpsc::channel(8);
+        let mut inbox = Inbox::default();
+
+        // App b comes by digest but was never sent: say so, and say Hello again (once).
+        link.receive(assignment_message(&next), &mut inbox, &tx).await.unwrap();
+        let Some(AgentKind::Problem(problem)) = rx.try_recv().unwrap().kind else { panic!("a problem first") };
+        assert!(problem.message.contains("app 'b'") && problem.message.contains(&next.digest), "{}", problem.message);
+        let Some(AgentKind::Hello(hello)) = rx.try_recv().unwrap().kind else { panic!("then a Hello") };
+        assert!(hello.apps_by_digest);
+        assert_eq!(hello.held_app_digests, held.app_digests);
+        assert_eq!(handle.assignment.borrow().as_ref().unwrap().digest, held.digest, "keeps enforcing what it holds");
+        link.receive(assignment_message(&next), &mut inbox, &tx).await.unwrap();
+        assert!(matches!(rx.try_recv().unwrap().kind, Some(AgentKind::Problem(_))));
+        assert!(rx.try_recv().is_err(), "no second Hello for the same assignment: no loop");
+
+        // Sent properly this time (b in parts; a from what it holds): taken, and the problem cleared.
+        let objects = next.apps[1].objects.iter().map(canonical_json).collect();
+        let content = AppContent { digest: next.app_digests[1].clone(), objects_json: objects, last: true };
+        link.receive(HubMessage { kind: Some(HubKind::AppContent(content)) }, &mut inbox, &tx).await.unwrap();
+        link.receive(assignment_message(&next), &mut inbox, &tx).await.unwrap();
+        let Some(AgentKind::Problem(cleared)) = rx.try_recv().unwrap().kind else { panic!("the problem is cleared") };
+        assert!(cleared.message.is_empty());
+        assert_eq!(**handle.assignment.borrow().as_ref().unwrap(), next);
+    }
+
     #[test]
     fn backoff_doubles_with_jitter_and_stays_capped() {
         let b = Backoff { initial: Duration::from_millis(100), max: Duration::from_secs(1) };

@@ -144,3 +144,46 @@ async fn an_object_too_large_for_the_api_server_is_a_render_error_and_the_cluste
     assert_eq!(after["data"], before["data"]);
     assert!(cluster.get("v1", "ConfigMap", Some("web"), "blob").is_none());
 }
+
+#[tokio::test]
+async fn what_an_agent_cannot_take_shows_in_status_until_it_takes_the_next() {
+    use convoy_shared::proto::agent_message::Kind as AgentKind;
+    use convoy_shared::proto::agent_service_client::AgentServiceClient;
+    use convoy_shared::proto::{AgentMessage, Hello, LinkProblem};
+
+    let dir = tempfile::tempdir().unwrap();
+    let repo = standard_fleet(dir.path());
+    let ca = TestCa::new();
+    let hub = convoy_e2e::harness::InProcessHub::start(&ca, &repo.url()).await;
+    let cert = ca.issue(convoy_shared::identity::Identity::Cluster("dev-1".into()));
+    let address = convoy_shared::tls::HubAddress::parse(&hub.address, None).unwrap();
+    let channel =
+        convoy_shared::tls::connect(&address, ca.client_tls(Some(&cert)), Duration::from_secs(5)).await.unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let hello = Hello { apps_by_digest: true, ..Default::default() };
+    tx.send(AgentMessage { kind: Some(AgentKind::Hello(hello)) }).await.unwrap();
+    let _inbound =
+        AgentServiceClient::new(channel).connect(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap();
+    let problem = "cannot take assignment 1234 (revision abc): app 'web' was sent by digest 99";
+    tx.send(AgentMessage { kind: Some(AgentKind::Problem(LinkProblem { message: problem.into() })) }).await.unwrap();
+
+    let mut cli = ca.cli(&hub.address, Role::Viewer).await;
+    eventually("the agent's problem in status", || {
+        let mut cli = cli.clone();
+        async move {
+            let status = cli.status(StatusRequest { cluster: "dev-1".into() }).await.ok()?.into_inner();
+            status.clusters[0].errors.iter().any(|e| e == &format!("agent: {problem}")).then_some(())
+        }
+    })
+    .await;
+    tx.send(AgentMessage { kind: Some(AgentKind::Problem(LinkProblem { message: String::new() })) }).await.unwrap();
+    eventually("the problem cleared", || {
+        let mut cli = cli.clone();
+        async move {
+            let status = cli.status(StatusRequest { cluster: "dev-1".into() }).await.ok()?.into_inner();
+            status.clusters[0].errors.is_empty().then_some(())
+        }
+    })
+    .await;
+    hub.stop().await;
+}

@@ -71,6 +71,26 @@ pub enum AccessError {
 }
 
 impl GitAccess {
+    /// Access from the serve flags: the token from `password_file` (trailing newline dropped)
+    /// or `password`, and TLS trusting `ca` or the system's roots.
+    pub fn load(
+        username: String,
+        password_file: Option<&Path>,
+        password: Option<String>,
+        ca: Option<&Path>,
+    ) -> Result<GitAccess, AccessError> {
+        let password = match password_file {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|source| AccessError::Read { path: path.into(), source })?
+                    .trim_end_matches(['\r', '\n'])
+                    .to_string(),
+            ),
+            None => password,
+        };
+        Ok(GitAccess { username, password, tls: Some(Self::tls_config(ca)?) })
+    }
+
     /// TLS that trusts the certificates in `ca` (PEM), or the system's roots when `None`.
     pub fn tls_config(ca: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, AccessError> {
         let mut roots = rustls::RootCertStore::empty();

@@ -217,22 +217,8 @@ fn run(command: Command, runtime: &tokio::runtime::Runtime) -> Result<(), Failur
             let material = TlsMaterial::from_files(&dir.ca_cert(), &dir.hub_cert(), &dir.hub_key())
                 .map_err(|e| config(e.into()))?;
             let tls = tls::server_config(&material).map_err(|e| config(e.into()))?;
-            let password = match git_password_file {
-                Some(path) => Some(
-                    std::fs::read_to_string(&path)
-                        .map_err(|e| {
-                            config(anyhow::anyhow!("cannot read --git-password-file {}: {e}", path.display()))
-                        })?
-                        .trim_end_matches(['\r', '\n'])
-                        .to_string(),
-                ),
-                None => git_password,
-            };
-            let access = GitAccess {
-                username: git_username,
-                password,
-                tls: Some(GitAccess::tls_config(git_ca.as_deref()).map_err(|e| config(e.into()))?),
-            };
+            let access = GitAccess::load(git_username, git_password_file.as_deref(), git_password, git_ca.as_deref())
+                .map_err(|e| config(e.into()))?;
             let source = repo.map(|url| SourceConfig {
                 url: repository_url(&url),
                 mirror: data.join("mirror.git"),

@@ -167,7 +167,7 @@ async fn what_an_agent_cannot_take_shows_in_status_until_it_takes_the_next() {
     let problem = "cannot take assignment 1234 (revision abc): app 'web' was sent by digest 99";
     tx.send(AgentMessage { kind: Some(AgentKind::Problem(LinkProblem { message: problem.into() })) }).await.unwrap();
 
-    let mut cli = ca.cli(&hub.address, Role::Viewer).await;
+    let cli = ca.cli(&hub.address, Role::Viewer).await;
     eventually("the agent's problem in status", || {
         let mut cli = cli.clone();
         async move {

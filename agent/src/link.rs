@@ -2,23 +2,30 @@
 //! hub sends (converted to the model at this edge), stream reports from the [`ReportQueue`], and
 //! after any failure reconnect with capped exponential backoff and jitter.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use convoy_shared::clock::unix_ms;
-use convoy_shared::model::Assignment;
 use convoy_shared::model::report::Report;
+use convoy_shared::model::{Assignment, AssignmentError, HeldObjects};
 use convoy_shared::proto::agent_message::Kind as AgentKind;
 use convoy_shared::proto::agent_service_client::AgentServiceClient;
 use convoy_shared::proto::hub_message::Kind as HubKind;
-use convoy_shared::proto::{self, AgentMessage, Heartbeat, Hello, HubMessage};
+use convoy_shared::proto::{self, AgentMessage, AppContent, Heartbeat, Hello, HubMessage, LinkProblem};
 use convoy_shared::tls::{self, HubAddress, TlsError};
 use rand::Rng;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
+use tonic::codec::CompressionEncoding;
 
 use crate::report_queue::ReportQueue;
+
+/// Largest message the link takes or sends. A current hub sends apps in parts of about 1 MiB
+/// (an object is at most 1.5 MiB), so this leaves room for an older hub's whole assignments;
+/// reports on tens of thousands of objects run to several MiB.
+pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
 
 /// How the agent reaches the hub.
 #[derive(Clone)]
@@ -147,16 +154,14 @@ impl HubLink {
     /// One session: dial, Hello, then heartbeats and hub messages until something breaks.
     async fn session(&self, connected: &mut bool, shutdown: &CancellationToken) -> Result<(), LinkError> {
         let channel = tls::connect(&self.config.hub, self.config.tls.clone(), self.config.connect_timeout).await?;
-        let mut client = AgentServiceClient::new(channel);
+        // Assignments are JSON and compress well; apps come in parts far below the limit.
+        let mut client = AgentServiceClient::new(channel)
+            .accept_compressed(CompressionEncoding::Zstd)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let (tx, rx) = mpsc::channel(16);
-        let held = self.assignment.borrow().clone();
-        let hello = Hello {
-            agent_version: convoy_shared::VERSION.to_string(),
-            held_digest: held.as_ref().map(|a| a.digest.clone()).unwrap_or_default(),
-            applied_revision: self.reports.applied_revision(),
-            cluster_name: self.config.cluster_name.clone(),
-        };
-        tx.send(AgentMessage { kind: Some(AgentKind::Hello(hello)) }).await.map_err(|_| LinkError::Closed)?;
+        tx.send(AgentMessage { kind: Some(AgentKind::Hello(self.hello())) }).await.map_err(|_| LinkError::Closed)?;
+        let mut inbox = Inbox::default();
         let mut inbound = client.connect(ReceiverStream::new(rx)).await?.into_inner();
         // The hub may have missed our last state while we were away: a full snapshot first,
         // unless queued reports are about to bring it.
@@ -188,7 +193,7 @@ impl HubLink {
                             tracing::info!(hub = %self.config.hub.address, "connected to the hub");
                             self.state.send_replace(LinkState::Connected);
                         }
-                        if self.receive(message) && let Some(last) = self.reports.last() {
+                        if self.receive(message, &mut inbox, &tx).await? && let Some(last) = self.reports.last() {
                             send_report(&tx, &last).await?;
                         }
                         // Anything queued before the session opened goes out now.
@@ -210,25 +215,64 @@ impl HubLink {
         Ok(())
     }
 
-    /// Handles one hub message; returns true when the hub asked for a full report.
-    fn receive(&self, message: HubMessage) -> bool {
+    /// The Hello: what the agent holds, and that it takes apps by digest.
+    fn hello(&self) -> Hello {
+        let held = self.assignment.borrow().clone();
+        Hello {
+            agent_version: convoy_shared::VERSION.to_string(),
+            held_digest: held.as_ref().map(|a| a.digest.clone()).unwrap_or_default(),
+            applied_revision: self.reports.applied_revision(),
+            cluster_name: self.config.cluster_name.clone(),
+            held_app_digests: held.as_ref().map(|a| a.app_digests.clone()).unwrap_or_default(),
+            apps_by_digest: true,
+        }
+    }
+
+    /// Handles one hub message; returns true when the hub asked for a full report. An
+    /// assignment the agent cannot take is reported to the hub (and shown in status) while the
+    /// agent keeps enforcing what it holds; when it lacks an app, it says Hello again so the hub
+    /// sends what it holds anew, once per assignment.
+    async fn receive(
+        &self,
+        message: HubMessage,
+        inbox: &mut Inbox,
+        tx: &mpsc::Sender<AgentMessage>,
+    ) -> Result<bool, LinkError> {
         match message.kind {
+            Some(HubKind::AppContent(content)) => inbox.take_part(content),
             Some(HubKind::Assignment(wire)) => {
-                let assignment = match Assignment::try_from(&wire) {
+                let held = self.assignment.borrow().clone();
+                let read = Assignment::from_wire(&wire, |digest| inbox.objects_of(digest, held.as_deref()));
+                inbox.parts.clear();
+                let assignment = match read {
                     Ok(a) => a,
                     Err(e) => {
-                        tracing::error!(revision = %wire.revision, error = %e, "the hub sent an assignment that cannot be read; keeping the current one");
-                        return false;
+                        let problem = format!(
+                            "cannot take assignment {} (revision {}): {e}; enforcing the one held",
+                            wire.digest, wire.revision
+                        );
+                        tracing::error!(%problem, "the hub sent an assignment that cannot be read; keeping the current one");
+                        send_problem(tx, problem.clone()).await?;
+                        inbox.problem = Some(problem);
+                        if matches!(e, AssignmentError::MissingApp { .. } | AssignmentError::DigestMismatch { .. })
+                            && inbox.asked_again.as_deref() != Some(wire.digest.as_str())
+                        {
+                            inbox.asked_again = Some(wire.digest.clone());
+                            let hello = AgentMessage { kind: Some(AgentKind::Hello(self.hello())) };
+                            tx.send(hello).await.map_err(|_| LinkError::Closed)?;
+                        }
+                        return Ok(false);
                     }
                 };
-                let same = self
-                    .assignment
-                    .borrow()
+                if inbox.problem.take().is_some() {
+                    send_problem(tx, String::new()).await?;
+                }
+                let same = held
                     .as_ref()
                     .is_some_and(|held| held.digest == assignment.digest && held.failed == assignment.failed);
                 if same {
                     tracing::debug!(digest = %assignment.digest, "assignment re-sent unchanged");
-                    return false;
+                    return Ok(false);
                 }
                 tracing::info!(revision = %assignment.revision, digest = %assignment.digest, apps = assignment.apps.len(), "new assignment");
                 self.assignment.send_replace(Some(Arc::new(assignment)));
@@ -238,12 +282,44 @@ impl HubLink {
             }
             Some(HubKind::Resync(resync)) => {
                 tracing::info!(reason = %resync.reason, "hub asked for a resync");
-                return true;
+                return Ok(true);
             }
             None => {}
         }
-        false
+        Ok(false)
     }
+}
+
+/// What one session has received towards the next assignment.
+#[derive(Default)]
+struct Inbox {
+    /// Objects of apps sent in `AppContent` parts, by digest, and whether the last part came.
+    parts: HashMap<String, (Vec<String>, bool)>,
+    /// The problem last reported to the hub, cleared (and the hub told) by the next good assignment.
+    problem: Option<String>,
+    /// The assignment the agent already said Hello again for, so it asks once, not in a loop.
+    asked_again: Option<String>,
+}
+
+impl Inbox {
+    fn take_part(&mut self, content: AppContent) {
+        let (objects, complete) = self.parts.entry(content.digest).or_default();
+        objects.extend(content.objects_json);
+        *complete = content.last;
+    }
+
+    /// Objects of the app with `digest`: just sent (complete), else from the held assignment.
+    fn objects_of(&mut self, digest: &str, held: Option<&Assignment>) -> Option<HeldObjects> {
+        if let Some((objects, true)) = self.parts.remove(digest) {
+            return Some(HeldObjects::Sent(objects));
+        }
+        held?.digested_apps().find(|(d, _)| *d == digest).map(|(_, app)| HeldObjects::Held(app.objects.clone()))
+    }
+}
+
+async fn send_problem(tx: &mpsc::Sender<AgentMessage>, message: String) -> Result<(), LinkError> {
+    let problem = AgentMessage { kind: Some(AgentKind::Problem(LinkProblem { message })) };
+    tx.send(problem).await.map_err(|_| LinkError::Closed)
 }
 
 async fn send_report(tx: &mpsc::Sender<AgentMessage>, report: &Report) -> Result<(), LinkError> {
@@ -254,6 +330,71 @@ async fn send_report(tx: &mpsc::Sender<AgentMessage>, report: &Report) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use convoy_shared::model::{AppAssignment, canonical_json};
+    use serde_json::json;
+
+    fn app(name: &str, data: &str) -> AppAssignment {
+        AppAssignment {
+            name: name.into(),
+            policy: Default::default(),
+            depends_on: vec![],
+            objects: vec![
+                json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": "n"}, "data": {"k": data}}),
+            ],
+            render_error: None,
+        }
+    }
+
+    fn link_holding(held: &Assignment) -> (HubLink, LinkHandle) {
+        convoy_shared::install_crypto_provider();
+        let tls = rustls::ClientConfig::builder()
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth();
+        let config = LinkConfig {
+            hub: HubAddress::parse("localhost:1", None).unwrap(),
+            tls: Arc::new(tls),
+            cluster_name: "c1".into(),
+            heartbeat: Duration::from_secs(1),
+            backoff: Backoff::default(),
+            connect_timeout: Duration::from_secs(1),
+        };
+        HubLink::new(config, Some(Arc::new(held.clone())))
+    }
+
+    fn assignment_message(a: &Assignment) -> HubMessage {
+        HubMessage { kind: Some(HubKind::Assignment(a.to_wire(|_| false))) }
+    }
+
+    #[tokio::test]
+    async fn an_app_never_sent_is_reported_once_and_the_held_assignment_stays() {
+        let held = Assignment::new("c1", "dev", "r1", vec![app("a", "1")], false);
+        let next = Assignment::new("c1", "dev", "r2", vec![app("a", "1"), app("b", "2")], false);
+        let (link, handle) = link_holding(&held);
+        let (tx, mut rx) = mpsc::channel(8);
+        let mut inbox = Inbox::default();
+
+        // App b comes by digest but was never sent: say so, and say Hello again (once).
+        link.receive(assignment_message(&next), &mut inbox, &tx).await.unwrap();
+        let Some(AgentKind::Problem(problem)) = rx.try_recv().unwrap().kind else { panic!("a problem first") };
+        assert!(problem.message.contains("app 'b'") && problem.message.contains(&next.digest), "{}", problem.message);
+        let Some(AgentKind::Hello(hello)) = rx.try_recv().unwrap().kind else { panic!("then a Hello") };
+        assert!(hello.apps_by_digest);
+        assert_eq!(hello.held_app_digests, held.app_digests);
+        assert_eq!(handle.assignment.borrow().as_ref().unwrap().digest, held.digest, "keeps enforcing what it holds");
+        link.receive(assignment_message(&next), &mut inbox, &tx).await.unwrap();
+        assert!(matches!(rx.try_recv().unwrap().kind, Some(AgentKind::Problem(_))));
+        assert!(rx.try_recv().is_err(), "no second Hello for the same assignment: no loop");
+
+        // Sent properly this time (b in parts; a from what it holds): taken, and the problem cleared.
+        let objects = next.apps[1].objects.iter().map(canonical_json).collect();
+        let content = AppContent { digest: next.app_digests[1].clone(), objects_json: objects, last: true };
+        link.receive(HubMessage { kind: Some(HubKind::AppContent(content)) }, &mut inbox, &tx).await.unwrap();
+        link.receive(assignment_message(&next), &mut inbox, &tx).await.unwrap();
+        let Some(AgentKind::Problem(cleared)) = rx.try_recv().unwrap().kind else { panic!("the problem is cleared") };
+        assert!(cleared.message.is_empty());
+        assert_eq!(**handle.assignment.borrow().as_ref().unwrap(), next);
+    }
 
     #[test]
     fn backoff_doubles_with_jitter_and_stays_capped() {

@@ -313,3 +313,50 @@ pub fn example_fleet(repo: &FleetRepo, extra: usize, secrets: &[(&str, String)])
     repo.checkout("stage");
     repo.checkout("dev");
 }
+
+/// A fleet of one cluster, `dev-1` (environment dev on branch main), running `apps` apps
+/// `bulk-00…`, each `objects` ConfigMaps (`cm-NN-NNNNN`, namespace `bulk`) whose data holds
+/// about `object_bytes` bytes: the size scenarios and benchmarks. Returns the repo on `main`.
+pub fn bulk_fleet(dir: &Path, apps: usize, objects: usize, object_bytes: usize) -> FleetRepo {
+    let repo = FleetRepo::init(dir);
+    repo.write("convoy.yaml", &fleet_yaml(&[("dev", "main")]));
+    repo.write("clusters/dev-1.yaml", &cluster_yaml("dev-1", "dev", &[("region", "eu")]));
+    for app in 0..apps {
+        write_bulk_app(&repo, app, objects, object_bytes, "v1");
+    }
+    repo.commit(&format!("{apps} apps of {objects} objects"));
+    repo
+}
+
+/// Writes app `bulk-NN` of [`bulk_fleet`], its payloads marked with `version`, in files of 500
+/// objects (the YAML reader refuses more than 1,024 documents in one file).
+pub fn write_bulk_app(repo: &FleetRepo, app: usize, objects: usize, object_bytes: usize, version: &str) {
+    const PER_FILE: usize = 500;
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+/";
+    let name = format!("bulk-{app:02}");
+    repo.write(&format!("apps/{name}/app.yaml"), &app_yaml(&name, "bulk", &[]));
+    let files: Vec<String> = (0..objects.div_ceil(PER_FILE)).map(|f| format!("objects-{f:03}.yaml")).collect();
+    let resources: Vec<&str> = files.iter().map(String::as_str).collect();
+    repo.write(&format!("apps/{name}/base/kustomization.yaml"), &kustomization_yaml(&resources, &[]));
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15 ^ (app as u64) << 32 ^ version.bytes().map(u64::from).sum::<u64>();
+    for (f, file) in files.iter().enumerate() {
+        let range = f * PER_FILE..((f + 1) * PER_FILE).min(objects);
+        let mut docs = String::with_capacity(range.len() * (object_bytes + 120));
+        for i in range {
+            // Pseudo-random payloads (xorshift): content that compresses no better than real
+            // certificates or bundles would, so transfer figures are not flattered.
+            let payload: String = (0..object_bytes)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    ALPHABET[(state >> 58) as usize] as char
+                })
+                .collect();
+            docs.push_str(&format!(
+                "---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm-{app:02}-{i:05}\ndata:\n  payload: \"{payload}\"\n"
+            ));
+        }
+        repo.write(&format!("apps/{name}/base/{file}"), &docs);
+    }
+}

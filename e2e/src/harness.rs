@@ -342,6 +342,7 @@ impl InProcessHub {
             mirror: data.path().join("mirror.git"),
             fleet_branch: "main".into(),
             interval: Duration::from_secs(3600),
+            access: Default::default(),
         };
         let config = convoy_hub::server::HubConfig {
             tls: tls::server_config(&material).expect("server TLS"),
@@ -444,4 +445,29 @@ pub async fn scrape_metrics(address: &str) -> std::collections::BTreeMap<String,
             (name.to_string(), value.parse::<f64>().unwrap_or_else(|_| panic!("malformed value: {l}")))
         })
         .collect()
+}
+
+/// Posts a GitHub-style push event `body` to the hub's `/webhook` at `http_address`, signed with
+/// `secret` (`X-Hub-Signature-256`), over plain HTTP/1.1 as a forge would. Returns the status
+/// line when the hub accepted it (202).
+pub fn post_webhook(http_address: &str, secret: &str, body: &str) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let url = format!("http://{http_address}/webhook");
+    let signature = convoy_hub::webhook::github_signature(secret.as_bytes(), body.as_bytes());
+    let mut stream = std::net::TcpStream::connect(http_address).map_err(|e| format!("cannot reach {url}: {e}"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    let request = format!(
+        "POST /webhook HTTP/1.1\r\nHost: {http_address}\r\nUser-Agent: convoy-webhook-test\r\nContent-Type: application/json\r\nX-GitHub-Event: push\r\nX-Hub-Signature-256: {signature}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).map_err(|e| format!("cannot post to {url}: {e}"))?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).map_err(|e| format!("no answer from {url}: {e}"))?;
+    let status = response.lines().next().unwrap_or_default().to_string();
+    if status.split_whitespace().nth(1) == Some("202") { Ok(status) } else { Err(format!("{url} answered {status}")) }
+}
+
+/// A GitHub push event body for `reference` moving to `after`.
+pub fn push_event(reference: &str, after: &str) -> String {
+    serde_json::json!({"ref": reference, "after": after, "repository": {"full_name": "convoy/fleet"}}).to_string()
 }

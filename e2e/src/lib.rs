@@ -3,5 +3,6 @@
 
 pub mod bench;
 pub mod fleet_repo;
+pub mod git_http;
 pub mod harness;
 pub mod sandbox;

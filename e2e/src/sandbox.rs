@@ -4,10 +4,12 @@
 //! config, so `convoy --config DIR/convoy.yaml …` works at once.
 //!
 //! Layout of DIR: `repo/` (a working clone; push to its `origin` and the hub picks it up),
-//! `repo.git/` (that origin), `convoy.yaml` (CLI config), `kube/<cluster>.kubeconfig`,
-//! `certs/`, `hub/` (the hub's mirror and store), `agents/<cluster>/` (agent caches),
-//! `sops/<environment>.agekey` (each environment's age key: its agents decrypt the example
-//! repository's SOPS-encrypted Secret with it).
+//! `repo.git/` (that origin, whose `post-receive` hook calls the hub's `/webhook` with a
+//! GitHub-style signature, as a forge would), `convoy.yaml` (CLI config),
+//! `kube/<cluster>.kubeconfig`, `certs/`, `hub/` (the hub's mirror, store, webhook secret and
+//! webhook URL), `agents/<cluster>/` (agent caches), `sops/<environment>.agekey` (each
+//! environment's age key: its agents decrypt the example repository's SOPS-encrypted Secret
+//! with it).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -71,7 +73,15 @@ pub struct SandboxConfig {
     pub extra_clusters: usize,
     /// How often the hub fetches the repository.
     pub poll: Duration,
+    /// The `convoy-sandbox` program that `repo.git`'s `post-receive` hook runs to call the
+    /// hub's webhook; `None` leaves pushes to the poll.
+    pub hook: Option<PathBuf>,
 }
+
+/// File in `DIR/hub` holding the webhook secret (made once, kept across restarts).
+const WEBHOOK_SECRET_FILE: &str = "webhook-secret";
+/// File in `DIR/hub` holding the URL of the running hub's webhook.
+const WEBHOOK_URL_FILE: &str = "webhook-url";
 
 /// A running sandbox: where things are, and the hub's state for the status table.
 pub struct Sandbox {
@@ -121,6 +131,13 @@ impl Sandbox {
         let hub_address = format!("localhost:{}", grpc.local_addr().map_err(listen_err(&config.listen))?.port());
         let http_address = http.local_addr().map_err(listen_err("127.0.0.1:0"))?.to_string();
 
+        let hub_dir = config.dir.join("hub");
+        let webhook_secret = webhook_secret(&hub_dir)?;
+        write_file(&hub_dir.join(WEBHOOK_URL_FILE), format!("http://{http_address}/webhook"))?;
+        if let Some(program) = &config.hook {
+            install_post_receive(&origin, program, &config.dir)?;
+        }
+
         let mut tasks = JoinSet::new();
         let (hub, publisher) =
             Hub::new(Arc::new(RedbStore::open(&config.dir.join("hub"))?), RegistryConfig::default())?;
@@ -132,8 +149,9 @@ impl Sandbox {
                 mirror: config.dir.join("hub").join("mirror.git"),
                 fleet_branch: "main".into(),
                 interval: config.poll,
+                access: Default::default(),
             }),
-            webhook_secret: None,
+            webhook_secret: Some(webhook_secret),
         };
         let (hub_state, token) = ((hub.clone(), publisher), shutdown.clone());
         tasks.spawn(
@@ -262,6 +280,72 @@ fn example_secret(env: &str, recipient: &str) -> Result<String, SandboxError> {
     let rules = EncryptRules { encrypted_regex: Some(regex.into()), ..Default::default() };
     let encrypted = sops::encrypt(&document, &[recipient], &rules)?;
     Ok(serde_saphyr::to_string(&encrypted).expect("a JSON value always serializes"))
+}
+
+fn write_file(path: &Path, contents: String) -> Result<(), SandboxError> {
+    let err = |source| SandboxError::Write { path: path.to_path_buf(), source };
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(err)?;
+    }
+    std::fs::write(path, contents).map_err(err)
+}
+
+/// The sandbox's webhook secret: read from `DIR/hub/webhook-secret`, made there on first start.
+fn webhook_secret(hub_dir: &Path) -> Result<String, SandboxError> {
+    let path = hub_dir.join(WEBHOOK_SECRET_FILE);
+    if let Ok(secret) = std::fs::read_to_string(&path)
+        && !secret.trim().is_empty()
+    {
+        return Ok(secret.trim().to_string());
+    }
+    let secret: String = (0..32).map(|_| format!("{:02x}", rand::random::<u8>())).collect();
+    write_file(&path, secret.clone())?;
+    Ok(secret)
+}
+
+/// Writes `origin/hooks/post-receive`: it runs `program --dir DIR post-receive`, which signs
+/// the push like GitHub and posts it to the hub's webhook.
+fn install_post_receive(origin: &Path, program: &Path, dir: &Path) -> Result<(), SandboxError> {
+    let quote = |p: &Path| format!("'{}'", p.display().to_string().replace('\'', "'\\''"));
+    let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let script = format!(
+        "#!/bin/sh\n# Written by convoy-sandbox: tell the hub about this push, as a forge's webhook would.\nexec {} --dir {} post-receive\n",
+        quote(program),
+        quote(&dir)
+    );
+    let path = origin.join("hooks").join("post-receive");
+    write_file(&path, script)?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+        .map_err(|source| SandboxError::Write { path: path.clone(), source })
+}
+
+/// What the `post-receive` hook does: reads git's `OLD NEW REF` lines from `updates`, and posts a
+/// GitHub-style push event for the last ref, signed with the sandbox's secret
+/// (`X-Hub-Signature-256`), to the running hub's webhook. Returns the hub's status line.
+pub fn notify_push(dir: &Path, updates: &str) -> Result<String, String> {
+    let hub_dir = dir.join("hub");
+    let read = |file: &str| {
+        std::fs::read_to_string(hub_dir.join(file))
+            .map(|s| s.trim().to_string())
+            .map_err(|e| format!("cannot read {}: {e}", hub_dir.join(file).display()))
+    };
+    let (secret, url) = (read(WEBHOOK_SECRET_FILE)?, read(WEBHOOK_URL_FILE)?);
+    let Some((before, after, reference)) = updates.lines().rev().find_map(|l| {
+        let mut parts = l.split_whitespace();
+        Some((parts.next()?, parts.next()?, parts.next()?))
+    }) else {
+        return Err("no ref updates on stdin".into());
+    };
+    let body = serde_json::json!({
+        "ref": reference,
+        "before": before,
+        "after": after,
+        "repository": {"full_name": "convoy-sandbox/repo", "clone_url": dir.join("repo.git").display().to_string()},
+    })
+    .to_string();
+    let authority = url.trim_start_matches("http://").split('/').next().unwrap_or_default();
+    crate::harness::post_webhook(authority, &secret, &body)
 }
 
 /// Creates DIR/repo (the example fleet, branches main, stage and dev, with each environment's

@@ -111,6 +111,31 @@ fn both_charts_lint_clean_with_helm() {
         pod["containers"][0]["volumeMounts"].as_array().unwrap().iter().find(|m| m["name"] == volume.unwrap()["name"]);
     assert_eq!(mount.expect("the CA is mounted")["mountPath"], "/etc/convoy/otlp");
     assert_eq!(sts["spec"]["volumeClaimTemplates"][0]["metadata"]["name"], "data");
+
+    // https:// with a token from the chart's Secret and a private CA.
+    let objects = render(
+        "convoy-hub",
+        json!({"repo": {"url": "https://git.example.com/fleet.git"}, "certs": {"existingSecret": "c"},
+               "git": {"username": "convoy", "token": "glpat-x", "caCert": ca.ca.cert_pem()}}),
+    );
+    let sts = find(&objects, "StatefulSet")[0];
+    let env = sts["spec"]["template"]["spec"]["containers"][0]["env"].as_array().unwrap();
+    for name in env.iter().filter_map(|e| e["name"].as_str()).filter(|n| n.starts_with("CONVOY_")) {
+        assert!(help.contains(&format!("[env: {name}")), "the chart sets {name}, which convoy-hub does not read");
+    }
+    assert!(env.contains(&json!({"name": "CONVOY_GIT_USERNAME", "value": "convoy"})), "{env:?}");
+    assert!(env.contains(&json!({"name": "CONVOY_GIT_PASSWORD_FILE", "value": "/etc/convoy/git/token"})), "{env:?}");
+    assert!(env.contains(&json!({"name": "CONVOY_GIT_CA", "value": "/etc/convoy/git-ca/ca.crt"})), "{env:?}");
+    assert!(!env.iter().any(|e| e["name"] == "GIT_SSH_COMMAND"), "{env:?}");
+    let secret = find(&objects, "Secret").into_iter().find(|s| s["data"]["token"].is_string()).expect("git Secret");
+    assert!(secret["data"]["identity"].is_null(), "{secret}");
+    let pod = &sts["spec"]["template"]["spec"];
+    let git_volume = pod["volumes"].as_array().unwrap().iter().find(|v| v["name"] == "git").expect("git volume");
+    assert_eq!(git_volume["secret"]["secretName"], secret["metadata"]["name"]);
+    let mounts = pod["containers"][0]["volumeMounts"].as_array().unwrap();
+    let mount_of = |name: &str| mounts.iter().find(|m| m["name"] == name).map(|m| m["mountPath"].clone());
+    assert_eq!(mount_of("git"), Some(json!("/etc/convoy/git")));
+    assert_eq!(mount_of("git-ca"), Some(json!("/etc/convoy/git-ca")));
     let ports: Vec<_> =
         find(&objects, "Service")[0]["spec"]["ports"].as_array().unwrap().iter().map(|p| p["port"].clone()).collect();
     assert_eq!(ports, [json!(7443), json!(8080)]);

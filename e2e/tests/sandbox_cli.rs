@@ -16,7 +16,8 @@ fn convoy(args: &[&str]) -> (bool, String, String) {
 
 fn start_sandbox(dir: &Path) -> Process {
     let mut command = Command::new(workspace_binary("convoy-sandbox"));
-    command.arg("--dir").arg(dir).args(["--listen", "127.0.0.1:0", "--status-seconds", "0"]);
+    // Polling off in effect: a push reaches the hub through repo.git's post-receive hook only.
+    command.arg("--dir").arg(dir).args(["--listen", "127.0.0.1:0", "--status-seconds", "0", "--poll-seconds", "3600"]);
     let sandbox = Process::spawn(command);
     sandbox.wait_for_line("Convoy sandbox ready");
     sandbox
@@ -115,7 +116,14 @@ async fn the_sandbox_fleet_promotes_reports_and_shows_drift_through_the_cli() {
         &convoy_e2e::fleet_repo::configmap_yaml("web-config", &[("greeting", "hi")]),
     );
     let dev_head = repo.commit("web: greeting");
-    repo.git(&["push", "-q", "origin", "dev"]);
+    // The hook says what it did on the push's stderr, as a forge's hook output would show.
+    let pushed = std::process::Command::new("git")
+        .current_dir(&repo.dir)
+        .args(["push", "-q", "origin", "dev"])
+        .output()
+        .expect("git push");
+    let hook = String::from_utf8_lossy(&pushed.stderr);
+    assert!(pushed.status.success() && hook.contains("the hub's webhook took the push"), "{hook}");
     eventually("dev-1 to apply the dev commit", || async { (applied(config, "dev-1") == dev_head).then_some(()) })
         .await;
     let (ok, check, _) = convoy(&["--config", config, "promote-check", "dev", "stage"]);

@@ -2,22 +2,24 @@
 //! certificate; the stream answers the Hello, records heartbeats and reports, and closes when
 //! the hub shuts down or the same cluster opens a newer stream.
 
+use std::collections::HashSet;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use convoy_shared::model::Assignment;
 use convoy_shared::model::report::Report;
+use convoy_shared::model::{AppAssignment, Assignment};
 use convoy_shared::proto::agent_message::Kind as AgentKind;
-use convoy_shared::proto::agent_service_server::AgentService;
+use convoy_shared::proto::agent_service_server::{AgentService, AgentServiceServer};
 use convoy_shared::proto::hub_message::Kind as HubKind;
-use convoy_shared::proto::{self as proto, AgentMessage, Hello, HubMessage, Unchanged};
+use convoy_shared::proto::{self as proto, AgentMessage, AppContent, Hello, HubMessage, Unchanged};
 use convoy_shared::telemetry;
 use futures::Stream;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tonic::codec::CompressionEncoding;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
@@ -28,6 +30,13 @@ use crate::state::Hub;
 const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
 /// Messages queued towards one agent before the session waits for it to read.
 const OUTBOUND_QUEUE: usize = 8;
+/// Objects of one app are sent in `AppContent` parts of about this many bytes (a part holds at
+/// least one object, and the planner refuses objects over [`crate::planner::MAX_OBJECT_BYTES`]),
+/// far below [`MAX_MESSAGE_BYTES`] whatever the size of the assignment.
+const CONTENT_PART_BYTES: usize = 1 << 20;
+/// Largest message either side of the agent link accepts. Parts keep hub messages small; a
+/// report on tens of thousands of objects can be several MiB.
+pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
 
 /// The AgentService implementation.
 pub struct AgentLinks {
@@ -40,6 +49,16 @@ pub struct AgentLinks {
 impl AgentLinks {
     pub fn new(hub: Arc<Hub>, sessions: TaskTracker, shutdown: CancellationToken) -> Self {
         AgentLinks { hub, sessions, shutdown }
+    }
+
+    /// The gRPC service: zstd both ways when the agent accepts it (assignments are JSON and
+    /// compress well), and deliberate message limits (see [`MAX_MESSAGE_BYTES`]).
+    pub fn into_server(self) -> AgentServiceServer<Self> {
+        AgentServiceServer::new(self)
+            .send_compressed(CompressionEncoding::Zstd)
+            .accept_compressed(CompressionEncoding::Zstd)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
     }
 }
 
@@ -107,7 +126,8 @@ impl Session {
             return Err(Status::invalid_argument("the first message on an agent stream must be a Hello"));
         };
         let mut assignments = self.hub.subscribe_assignment(&self.cluster);
-        let mut sent = self.hello(&hello, &mut assignments).await?;
+        let mut held = HeldApps::default();
+        let mut sent = self.hello(&hello, &mut held, &mut assignments).await?;
         loop {
             tokio::select! {
                 changed = assignments.changed() => {
@@ -119,7 +139,7 @@ impl Session {
                         && assignment.digest != sent
                     {
                         sent = assignment.digest.clone();
-                        self.send_assignment(&assignment).await?;
+                        self.send_assignment(&assignment, &mut held).await?;
                     }
                 }
                 message = inbound.message() => match message {
@@ -128,7 +148,13 @@ impl Session {
                         AgentKind::Report(report) => {
                             self.hub.record_report(&self.cluster, self.session, &Report::from(&report))
                         }
-                        AgentKind::Hello(hello) => sent = self.hello(&hello, &mut assignments).await?,
+                        AgentKind::Hello(hello) => sent = self.hello(&hello, &mut held, &mut assignments).await?,
+                        AgentKind::Problem(problem) => {
+                            if !problem.message.is_empty() {
+                                tracing::warn!(problem = %problem.message, "agent could not take what the hub sent");
+                            }
+                            self.hub.connections().problem(&self.cluster, self.session, problem.message);
+                        }
                     },
                     Ok(Some(AgentMessage { kind: None })) => self.hub.connections().touch(&self.cluster, self.session),
                     Ok(None) => return Ok("agent closed the stream"),
@@ -147,6 +173,7 @@ impl Session {
     async fn hello(
         &self,
         hello: &Hello,
+        held: &mut HeldApps,
         assignments: &mut watch::Receiver<Option<Arc<Assignment>>>,
     ) -> Result<String, Status> {
         if !hello.cluster_name.is_empty() && hello.cluster_name != self.cluster {
@@ -156,10 +183,11 @@ impl Session {
             );
         }
         self.hub.connections().hello(&self.cluster, self.session, hello);
+        *held = HeldApps { by_digest: hello.apps_by_digest, digests: hello.held_app_digests.iter().cloned().collect() };
         let current = assignments.borrow_and_update().clone();
         match current {
             Some(assignment) if assignment.digest != hello.held_digest => {
-                self.send_assignment(&assignment).await?;
+                self.send_assignment(&assignment, held).await?;
                 Ok(assignment.digest.clone())
             }
             _ => {
@@ -171,13 +199,69 @@ impl Session {
         }
     }
 
-    async fn send_assignment(&self, assignment: &Assignment) -> Result<(), Status> {
+    /// Sends `assignment`: to an agent that takes apps by digest, the objects of the apps it
+    /// does not hold in `AppContent` parts, then the assignment naming every app by digest; to
+    /// any other agent, the whole assignment in one message.
+    async fn send_assignment(&self, assignment: &Assignment, held: &mut HeldApps) -> Result<(), Status> {
         let span = tracing::info_span!("push", cluster = %self.cluster, revision = %assignment.revision);
         telemetry::continue_trace(&span, &assignment.trace_context);
-        tracing::info!(parent: &span, revision = %assignment.revision, digest = %assignment.digest, "sending assignment");
-        let mut wire = proto::Assignment::from(assignment);
+        let wire = if held.by_digest {
+            let mut sent_apps = 0usize;
+            for (digest, app) in assignment.digested_apps() {
+                if held.digests.contains(digest) {
+                    continue;
+                }
+                sent_apps += 1;
+                self.send_content(digest, app).instrument(span.clone()).await?;
+            }
+            tracing::info!(parent: &span, revision = %assignment.revision, digest = %assignment.digest,
+                apps = assignment.apps.len(), sent_apps, "sending assignment");
+            held.digests = assignment.app_digests.iter().cloned().collect();
+            assignment.to_wire(|_| false)
+        } else {
+            tracing::info!(parent: &span, revision = %assignment.revision, digest = %assignment.digest, "sending assignment");
+            proto::Assignment::from(assignment)
+        };
+        let mut wire = wire;
         wire.trace_context = telemetry::inject(&span);
-        let message = HubMessage { kind: Some(HubKind::Assignment(wire)) };
-        self.tx.send(Ok(message)).instrument(span).await.map_err(|_| Status::cancelled("agent went away"))
+        self.send(HubKind::Assignment(wire)).instrument(span).await
     }
+
+    /// Sends the objects of one app in parts of about [`CONTENT_PART_BYTES`].
+    async fn send_content(&self, digest: &str, app: &AppAssignment) -> Result<(), Status> {
+        let mut part = Vec::new();
+        let mut bytes = 0;
+        let mut objects = app.objects.iter().peekable();
+        loop {
+            let next = objects.next();
+            if let Some(object) = next {
+                // Document order, as in Assignment::to_wire (a SOPS MAC depends on it).
+                let json = object.to_string();
+                bytes += json.len();
+                part.push(json);
+            }
+            let last = objects.peek().is_none();
+            if last || bytes >= CONTENT_PART_BYTES {
+                let content = AppContent { digest: digest.to_string(), objects_json: std::mem::take(&mut part), last };
+                self.send(HubKind::AppContent(content)).await?;
+                bytes = 0;
+            }
+            if last {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn send(&self, kind: HubKind) -> Result<(), Status> {
+        self.tx.send(Ok(HubMessage { kind: Some(kind) })).await.map_err(|_| Status::cancelled("agent went away"))
+    }
+}
+
+/// What the session believes its agent holds: the apps of the last assignment sent (or those its
+/// Hello listed), by digest.
+#[derive(Default)]
+struct HeldApps {
+    /// The agent takes apps by digest (said so in its Hello).
+    by_digest: bool,
+    digests: HashSet<String>,
 }

@@ -22,6 +22,8 @@ struct ClusterLink {
     applied_digest: String,
     applied_revision: String,
     last_report: Option<Report>,
+    /// What the agent last said it could not take from the hub (empty: nothing).
+    problem: String,
     /// Cancelled when this session is replaced by a newer stream from the same cluster; the
     /// session task owns the clone it waits on and drops it when the stream ends.
     cancel: CancellationToken,
@@ -51,6 +53,7 @@ impl ConnectionTable {
             applied_digest: String::new(),
             applied_revision: String::new(),
             last_report: None,
+            problem: String::new(),
             cancel: cancel.clone(),
         };
         match self.links.entry(cluster.to_string()) {
@@ -89,6 +92,19 @@ impl ConnectionTable {
         });
     }
 
+    /// Records what the agent could not take from the hub (empty clears it).
+    pub fn problem(&self, cluster: &str, session: u64, message: String) {
+        self.with_session(cluster, session, |link| {
+            link.last_seen_ms = unix_ms();
+            link.problem = message;
+        });
+    }
+
+    /// What `cluster`'s agent last said it could not take from the hub, if anything.
+    pub fn problem_of(&self, cluster: &str) -> Option<String> {
+        self.links.get(cluster).map(|l| l.problem.clone()).filter(|p| !p.is_empty())
+    }
+
     /// Notes that the agent is alive.
     pub fn touch(&self, cluster: &str, session: u64) {
         self.with_session(cluster, session, |link| link.last_seen_ms = unix_ms());
@@ -118,6 +134,7 @@ impl ConnectionTable {
             applied_digest: String::new(),
             applied_revision: String::new(),
             last_report: None,
+            problem: String::new(),
             cancel: CancellationToken::new(),
         };
         apply_report(&mut link, report);

@@ -103,6 +103,9 @@ impl FleetService for FleetApi {
                     )),
                     _ => {}
                 }
+                if let Some(problem) = self.hub.connections().problem_of(&info.name) {
+                    errors.push(format!("agent: {problem}"));
+                }
                 ClusterStatus { cluster: Some(info), apps, errors }
             })
             .collect();
@@ -167,7 +170,8 @@ impl FleetService for FleetApi {
                 }
             })
             .collect();
-        Ok(Response::new(EnvsResponse { environments }))
+        let errors = view.errors.iter().map(ToString::to_string).collect();
+        Ok(Response::new(EnvsResponse { environments, errors }))
     }
 
     async fn diff(&self, req: Request<DiffRequest>) -> Result<Response<DiffResponse>, Status> {

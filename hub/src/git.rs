@@ -1,6 +1,10 @@
 //! The Git source: a bare mirror of the fleet repository fetched with gix, the commit each
 //! branch points at, and in-memory snapshots of a commit's tree that the fleet model and the
 //! render engine read from. gix is blocking: callers run it in `spawn_blocking`.
+//!
+//! Over https:// gix speaks smart HTTP through reqwest, whose rustls takes the process-wide ring
+//! provider and the [`GitAccess`] TLS configuration; credentials come from [`GitAccess`] alone
+//! (never a prompt, a credential helper, or the URL shown in an error).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -9,18 +13,20 @@ use std::sync::atomic::AtomicBool;
 
 use gix::ObjectId;
 use gix::bstr::ByteSlice;
+use rustls_pki_types::pem::PemObject;
 
 use convoy_render::{self as render, EntryKind, RenderError, Source};
 
-/// Errors of the Git source.
+/// Errors of the Git source. The message carries the whole cause chain (a status code, a TLS
+/// verdict) and the URL without any password in it.
 #[derive(Debug, thiserror::Error)]
 pub enum GitError {
-    #[error("git: {action} failed for {url}: {source}")]
+    #[error("git: {action} failed for {url}: {detail}{}", hint(detail))]
     Gix {
         action: &'static str,
         url: String,
-        #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
+        /// The cause chain, with any password in it redacted.
+        detail: String,
     },
     #[error("git: commit {commit} is not in the mirror of {url}")]
     MissingCommit { commit: String, url: String },
@@ -28,9 +34,160 @@ pub enum GitError {
 
 pub type Result<T, E = GitError> = std::result::Result<T, E>;
 
+/// How the hub reaches an https:// repository: basic-auth credentials (a token as the
+/// password) and the TLS configuration its certificate must verify against.
+#[derive(Clone, Default)]
+pub struct GitAccess {
+    /// Sent only when the server asks (401).
+    pub username: String,
+    pub password: Option<String>,
+    /// Roots from `--git-ca`, else the system's; `None` uses reqwest's defaults.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl std::fmt::Debug for GitAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GitAccess")
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
+}
+
+/// Errors building a [`GitAccess`] from files.
+#[derive(Debug, thiserror::Error)]
+pub enum AccessError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} holds no PEM certificate to trust for the Git server")]
+    NoCertificate { path: PathBuf },
+    #[error("{path}: {reason}")]
+    BadCertificate { path: PathBuf, reason: String },
+}
+
+impl GitAccess {
+    /// Access from the serve flags: the token from `password_file` (trailing newline dropped)
+    /// or `password`, and TLS trusting `ca` or the system's roots.
+    pub fn load(
+        username: String,
+        password_file: Option<&Path>,
+        password: Option<String>,
+        ca: Option<&Path>,
+    ) -> Result<GitAccess, AccessError> {
+        let password = match password_file {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|source| AccessError::Read { path: path.into(), source })?
+                    .trim_end_matches(['\r', '\n'])
+                    .to_string(),
+            ),
+            None => password,
+        };
+        Ok(GitAccess { username, password, tls: Some(Self::tls_config(ca)?) })
+    }
+
+    /// TLS that trusts the certificates in `ca` (PEM), or the system's roots when `None`.
+    pub fn tls_config(ca: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, AccessError> {
+        let mut roots = rustls::RootCertStore::empty();
+        match ca {
+            Some(path) => {
+                let pem = std::fs::read(path).map_err(|source| AccessError::Read { path: path.into(), source })?;
+                let mut found = 0;
+                for cert in rustls_pki_types::CertificateDer::pem_slice_iter(&pem) {
+                    let cert =
+                        cert.map_err(|e| AccessError::BadCertificate { path: path.into(), reason: e.to_string() })?;
+                    roots
+                        .add(cert)
+                        .map_err(|e| AccessError::BadCertificate { path: path.into(), reason: e.to_string() })?;
+                    found += 1;
+                }
+                if found == 0 {
+                    return Err(AccessError::NoCertificate { path: path.into() });
+                }
+            }
+            None => {
+                let native = rustls_native_certs::load_native_certs();
+                for error in &native.errors {
+                    tracing::warn!(%error, "skipping a system root certificate");
+                }
+                roots.add_parsable_certificates(native.certs);
+            }
+        }
+        Ok(Arc::new(rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth()))
+    }
+
+    /// gix transport options: reqwest with this TLS configuration.
+    fn transport_options(&self) -> Box<dyn std::any::Any> {
+        use gix::protocol::transport::client::blocking_io::http;
+        let tls = self.tls.clone();
+        let backend = http::reqwest::Options {
+            configure_client: Some(Box::new(move |builder| {
+                Ok(match &tls {
+                    Some(tls) => builder.tls_backend_preconfigured((**tls).clone()),
+                    None => builder,
+                })
+            })),
+            configure_request: None,
+        };
+        let backend: Arc<std::sync::Mutex<dyn std::any::Any + Send + Sync>> = Arc::new(std::sync::Mutex::new(backend));
+        Box::new(http::Options {
+            user_agent: Some(format!("convoy-hub/{}", convoy_shared::VERSION)),
+            connect_timeout: Some(std::time::Duration::from_secs(20)),
+            backend: Some(backend),
+            ..Default::default()
+        })
+    }
+}
+
+/// `url` with any password replaced, for messages and logs.
+pub fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
+            format!("{scheme}://{user}:<redacted>@{host}{}", &rest[authority_end..])
+        }
+        None => url.to_string(),
+    }
+}
+
+/// What to do about a failed fetch, when the cause says.
+fn hint(detail: &str) -> &'static str {
+    if detail.contains("401") || detail.contains("403") {
+        " (check the token in --git-password-file or CONVOY_GIT_PASSWORD, and --git-username)"
+    } else if detail.contains("404") {
+        " (check --repo: the server has no such repository, or hides it from this user)"
+    } else if detail.contains("UnknownIssuer") || detail.contains("invalid peer certificate") {
+        " (pass the CA the server's certificate chains to with --git-ca)"
+    } else {
+        ""
+    }
+}
+
+/// An error and its causes, each once, joined by ": ".
+fn cause_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(error);
+    while let Some(e) = next {
+        let text = e.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        next = e.source();
+    }
+    parts.join(": ")
+}
+
 /// A bare mirror of one repository URL on local disk.
 pub struct GitMirror {
     url: String,
+    access: GitAccess,
     path: PathBuf,
     /// Blob contents by id, shared between snapshots so a new commit reads only new blobs.
     blobs: HashMap<ObjectId, Arc<[u8]>>,
@@ -38,8 +195,8 @@ pub struct GitMirror {
 
 impl GitMirror {
     /// A mirror of `url` kept at `path` (created on the first fetch).
-    pub fn new(url: &str, path: &Path) -> Self {
-        GitMirror { url: url.to_string(), path: path.to_path_buf(), blobs: HashMap::new() }
+    pub fn new(url: &str, path: &Path, access: GitAccess) -> Self {
+        GitMirror { url: url.to_string(), access, path: path.to_path_buf(), blobs: HashMap::new() }
     }
 
     /// The repository URL.
@@ -48,7 +205,13 @@ impl GitMirror {
     }
 
     fn err(&self, action: &'static str) -> impl FnOnce(Box<dyn std::error::Error + Send + Sync>) -> GitError + '_ {
-        move |source| GitError::Gix { action, url: self.url.clone(), source }
+        move |source| {
+            let mut detail = cause_chain(source.as_ref()).replace(&self.url, &redacted(&self.url));
+            if let Some(password) = self.access.password.as_deref().filter(|p| !p.is_empty()) {
+                detail = detail.replace(password, "<redacted>");
+            }
+            GitError::Gix { action, url: redacted(&self.url), detail }
+        }
     }
 
     fn open(&self) -> Result<gix::Repository> {
@@ -69,9 +232,22 @@ impl GitMirror {
             .map_err(|e| self.err("reading the URL")(e.into()))?
             .with_refspecs(["+refs/heads/*:refs/heads/*"], gix::remote::Direction::Fetch)
             .map_err(|e| self.err("setting up the fetch")(e.into()))?;
+        let account = self.access.password.as_ref().map(|password| gix::sec::identity::Account {
+            username: self.access.username.clone(),
+            password: password.clone(),
+            oauth_refresh_token: None,
+        });
         let outcome = remote
             .connect(gix::remote::Direction::Fetch)
             .map_err(|e| self.err("connecting")(e.into()))?
+            .with_transport_options(self.access.transport_options())
+            // Only what --git-password-file gives, never git's credential helpers or a prompt.
+            .with_credentials(move |action| match action {
+                gix::credentials::helper::Action::Get(context) => Ok(account
+                    .clone()
+                    .map(|identity| gix::credentials::protocol::Outcome { identity, next: context.into() })),
+                _ => Ok(None),
+            })
             .prepare_fetch(gix::progress::Discard, Default::default())
             .map_err(|e| self.err("listing branches")(e.into()))?
             .receive(gix::progress::Discard, &AtomicBool::new(false))
@@ -93,7 +269,7 @@ impl GitMirror {
     /// Reads the whole tree of `commit` into memory.
     pub fn snapshot(&mut self, commit: ObjectId) -> Result<Arc<Snapshot>> {
         let repo = self.open()?;
-        let missing = || GitError::MissingCommit { commit: commit.to_string(), url: self.url.clone() };
+        let missing = || GitError::MissingCommit { commit: commit.to_string(), url: redacted(&self.url) };
         let tree = repo.find_commit(commit).map_err(|_| missing())?.tree().map_err(|_| missing())?;
         let mut recorder = gix::traverse::tree::Recorder::default();
         tree.traverse().breadthfirst(&mut recorder).map_err(|e| self.err("reading a tree")(e.into()))?;
@@ -227,5 +403,23 @@ impl Source for Snapshot {
             path: PathBuf::from(key),
             source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such directory in the commit"),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_leave_in_a_url() {
+        assert_eq!(
+            redacted("https://git:s3cret@git.example.com/fleet.git"),
+            "https://git:<redacted>@git.example.com/fleet.git"
+        );
+        assert_eq!(redacted("https://tok3n@git.example.com/a@b"), "https://tok3n:<redacted>@git.example.com/a@b");
+        assert_eq!(redacted("https://git.example.com/fleet.git"), "https://git.example.com/fleet.git");
+        assert_eq!(redacted("/srv/fleet.git"), "/srv/fleet.git");
+        let access = GitAccess { username: "git".into(), password: Some("s3cret".into()), tls: None };
+        assert!(!format!("{access:?}").contains("s3cret"));
     }
 }

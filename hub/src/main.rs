@@ -7,6 +7,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use std::time::Duration;
 
+use convoy_hub::git::GitAccess;
 use convoy_hub::registry::RegistryConfig;
 use convoy_hub::server::{self, HubConfig};
 use convoy_hub::source::SourceConfig;
@@ -51,9 +52,22 @@ enum Command {
         /// Certificate directory made by `convoy-hub ca init`.
         #[arg(long, env = "CONVOY_CERTS")]
         certs: PathBuf,
-        /// The fleet repository (file://…, ssh://…, or a local path).
+        /// The fleet repository (https://…, ssh://…, file://…, or a local path).
         #[arg(long, env = "CONVOY_REPO")]
         repo: Option<String>,
+        /// User name for an https:// repository (sent with the token when the server asks).
+        #[arg(long, env = "CONVOY_GIT_USERNAME", default_value = "git")]
+        git_username: String,
+        /// File holding the password or access token for an https:// repository.
+        #[arg(long, env = "CONVOY_GIT_PASSWORD_FILE", conflicts_with = "git_password")]
+        git_password_file: Option<PathBuf>,
+        /// Password or access token for an https:// repository (prefer --git-password-file).
+        #[arg(long, env = "CONVOY_GIT_PASSWORD", hide_env_values = true)]
+        git_password: Option<String>,
+        /// CA certificates (PEM) the https:// repository's certificate must chain to (default:
+        /// the system's roots).
+        #[arg(long, env = "CONVOY_GIT_CA")]
+        git_ca: Option<PathBuf>,
         /// Directory for the Git mirror and the embedded store.
         #[arg(long, env = "CONVOY_DATA", default_value = "convoy-data")]
         data: PathBuf,
@@ -186,6 +200,10 @@ fn run(command: Command, runtime: &tokio::runtime::Runtime) -> Result<(), Failur
             listen,
             certs,
             repo,
+            git_username,
+            git_password_file,
+            git_password,
+            git_ca,
             data,
             fleet_branch,
             poll_seconds,
@@ -206,11 +224,14 @@ fn run(command: Command, runtime: &tokio::runtime::Runtime) -> Result<(), Failur
             let material = TlsMaterial::from_files(&dir.ca_cert(), &dir.hub_cert(), &dir.hub_key())
                 .map_err(|e| config(e.into()))?;
             let tls = tls::server_config(&material).map_err(|e| config(e.into()))?;
+            let access = GitAccess::load(git_username, git_password_file.as_deref(), git_password, git_ca.as_deref())
+                .map_err(|e| config(e.into()))?;
             let source = repo.map(|url| SourceConfig {
                 url: repository_url(&url),
                 mirror: data.join("mirror.git"),
                 fleet_branch,
                 interval: Duration::from_secs(poll_seconds.max(1)),
+                access,
             });
             let hub_config = HubConfig { tls, source, webhook_secret };
             runtime.block_on(async {

@@ -38,6 +38,11 @@ const CLUSTER_SCOPED: &[&str] = &[
     "Node",
 ];
 
+/// The largest object (as JSON) an app may carry: etcd's default request limit (1.5 MiB), below
+/// the API server's 3 MiB request body limit. A larger object could never be applied; it is a
+/// render error of its app, which keeps its last good objects.
+pub const MAX_OBJECT_BYTES: usize = 3 << 19;
+
 /// One environment as the planner sees it: its branch snapshot and the apps on it.
 pub struct EnvironmentState {
     pub environment: Environment,
@@ -66,26 +71,31 @@ pub enum PlanError {
         #[source]
         source: Arc<RenderError>,
     },
-    /// A `${cluster.…}` variable in the rendered objects could not be resolved.
+    /// A rendered object cannot go to the cluster: an unresolved `${cluster.…}` variable, or
+    /// too large for the API server.
     #[error("app '{app}' on cluster '{cluster}': {source}")]
-    Variable {
+    Object {
         app: String,
         cluster: String,
         #[source]
-        source: VariableError,
+        source: Box<ObjectError>,
     },
     /// The app's `app.yaml` is invalid on this environment's branch.
     #[error(transparent)]
     App(FleetError),
 }
 
-/// A `${cluster.…}` variable that cannot be substituted.
+/// Why a rendered object cannot go to a cluster.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum VariableError {
+pub enum ObjectError {
     #[error("unterminated variable in '{text}'")]
     Unterminated { text: String },
     #[error("${{{var}}} is not defined for cluster '{cluster}' (it has name, environment and labels: {labels})")]
     Undefined { var: String, cluster: String, labels: String },
+    #[error(
+        "{object} is {size}, larger than the {limit} a Kubernetes API server stores per object (etcd's default limit); split it or move the data out of Git"
+    )]
+    TooLarge { object: String, size: String, limit: String },
 }
 
 /// What one plan did, for status and for tests that count re-renders.
@@ -280,10 +290,10 @@ impl Planner {
             return cached.result.clone();
         }
         stats.pairs_rebuilt += 1;
-        let result = assemble(&rendered, cluster, app).map(digested).map_err(|source| PlanError::Variable {
+        let result = assemble(&rendered, cluster, app).map(digested).map_err(|source| PlanError::Object {
             app: app.name.clone(),
             cluster: cluster.name.clone(),
-            source,
+            source: Box::new(source),
         });
         self.pairs.insert(
             key,
@@ -337,7 +347,7 @@ pub fn overlay_dir(snapshot: &Snapshot, app: &str, cluster: &str, env: &str) -> 
 
 /// Substitutes `${cluster.*}` variables and gives namespaced objects without a namespace the
 /// app's namespace.
-fn assemble(rendered: &[Value], cluster: &Cluster, app: &App) -> Result<AppAssignment, VariableError> {
+fn assemble(rendered: &[Value], cluster: &Cluster, app: &App) -> Result<AppAssignment, ObjectError> {
     let cluster_scoped_crds: BTreeSet<(String, String)> = rendered
         .iter()
         .filter(|o| o["kind"] == "CustomResourceDefinition" && o["spec"]["scope"] == "Cluster")
@@ -365,6 +375,14 @@ fn assemble(rendered: &[Value], cluster: &Cluster, app: &App) -> Result<AppAssig
                 object["metadata"]["namespace"] = Value::String(namespace.clone());
             }
         }
+        let size = json_size(&object);
+        if size > MAX_OBJECT_BYTES {
+            return Err(ObjectError::TooLarge {
+                object: convoy_shared::model::ObjectRef::of(&object).to_string(),
+                size: human_bytes(size),
+                limit: human_bytes(MAX_OBJECT_BYTES),
+            });
+        }
         objects.push(object);
     }
     Ok(AppAssignment {
@@ -376,9 +394,30 @@ fn assemble(rendered: &[Value], cluster: &Cluster, app: &App) -> Result<AppAssig
     })
 }
 
+/// Bytes of `value` as compact JSON, counted without building the string.
+fn json_size(value: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    serde_json::to_writer(&mut count, value).expect("counting never fails");
+    count.0
+}
+
+fn human_bytes(bytes: usize) -> String {
+    if bytes >= 1 << 20 { format!("{:.1} MiB", bytes as f64 / (1u64 << 20) as f64) } else { format!("{bytes} bytes") }
+}
+
 /// Replaces `${cluster.name}`, `${cluster.environment}` and `${cluster.labels.KEY}` in every
 /// string; an unknown `${cluster.…}` variable is an error, never an empty string.
-pub fn substitute(value: &mut Value, cluster: &Cluster) -> Result<(), VariableError> {
+pub fn substitute(value: &mut Value, cluster: &Cluster) -> Result<(), ObjectError> {
     match value {
         Value::String(s) if s.contains("${cluster.") => {
             let mut out = String::with_capacity(s.len());
@@ -386,7 +425,7 @@ pub fn substitute(value: &mut Value, cluster: &Cluster) -> Result<(), VariableEr
             while let Some(start) = rest.find("${cluster.") {
                 out.push_str(&rest[..start]);
                 let after = &rest[start + 2..];
-                let end = after.find('}').ok_or_else(|| VariableError::Unterminated { text: s.clone() })?;
+                let end = after.find('}').ok_or_else(|| ObjectError::Unterminated { text: s.clone() })?;
                 let var = &after[..end];
                 let resolved = match var {
                     "cluster.name" => cluster.name.clone(),
@@ -394,7 +433,7 @@ pub fn substitute(value: &mut Value, cluster: &Cluster) -> Result<(), VariableEr
                     _ => match var.strip_prefix("cluster.labels.").and_then(|k| cluster.labels.get(k)) {
                         Some(v) => v.clone(),
                         None => {
-                            return Err(VariableError::Undefined {
+                            return Err(ObjectError::Undefined {
                                 var: var.to_string(),
                                 cluster: cluster.name.clone(),
                                 labels: cluster.labels.keys().cloned().collect::<Vec<_>>().join(", "),
@@ -463,6 +502,22 @@ mod tests {
         let mut bad = json!("${cluster.labels.zone}");
         let err = substitute(&mut bad, &mk_cluster("eu-1")).unwrap_err().to_string();
         assert!(err.contains("cluster.labels.zone") && err.contains("eu-1") && err.contains("region"), "{err}");
+    }
+
+    #[test]
+    fn an_object_the_api_server_cannot_store_is_an_error_naming_it_and_its_size() {
+        let app = App {
+            name: "big".into(),
+            targets: None,
+            namespace: Some("big".into()),
+            depends_on: vec![],
+            policy: Default::default(),
+        };
+        let fits = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ok"}, "data": {"k": "x".repeat(MAX_OBJECT_BYTES - 200)}});
+        assert!(assemble(&[fits], &mk_cluster("eu-1"), &app).is_ok());
+        let huge = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "blob"}, "data": {"k": "x".repeat(4 << 20)}});
+        let err = assemble(&[huge], &mk_cluster("eu-1"), &app).unwrap_err().to_string();
+        assert!(err.contains("ConfigMap big/blob") && err.contains("4.0 MiB") && err.contains("1.5 MiB"), "{err}");
     }
 
     #[test]

@@ -8,7 +8,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use convoy_shared::identity::Identity;
-use convoy_shared::proto::agent_service_server::AgentServiceServer;
 use convoy_shared::proto::fleet_service_server::FleetServiceServer;
 use convoy_shared::proto::registration_service_server::RegistrationServiceServer;
 use futures::FutureExt;
@@ -21,6 +20,7 @@ use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tonic::service::interceptor::InterceptedService;
 use tracing::Instrument;
 
 use crate::agent_service::AgentLinks;
@@ -116,8 +116,8 @@ pub async fn serve(
     let result = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .add_service(AgentServiceServer::with_interceptor(
-            AgentLinks::new(hub.clone(), tasks.clone(), shutdown.clone()),
+        .add_service(InterceptedService::new(
+            AgentLinks::new(hub.clone(), tasks.clone(), shutdown.clone()).into_server(),
             auth::agent_interceptor,
         ))
         .add_service(FleetServiceServer::with_interceptor(

@@ -14,7 +14,7 @@ use gix::ObjectId;
 use tokio_util::sync::CancellationToken;
 
 use crate::fleet::{self, Cluster, Fleet};
-use crate::git::GitMirror;
+use crate::git::{GitAccess, GitMirror};
 use crate::metrics::HubMetrics;
 use crate::planner::{EnvironmentState, PlanStats, Planner};
 use crate::rollout::{self, Action, Command, Observed, Phase, Rollout, RolloutError};
@@ -30,6 +30,8 @@ pub struct SourceConfig {
     /// Branch holding `convoy.yaml` and `clusters/` until `convoy.yaml` names another.
     pub fleet_branch: String,
     pub interval: Duration,
+    /// Credentials and TLS for an https:// URL.
+    pub access: GitAccess,
 }
 
 /// Commits listed at most when comparing two environments' branches.
@@ -71,7 +73,7 @@ struct SourceWorker {
 pub async fn run(config: SourceConfig, publisher: Publisher, shutdown: CancellationToken) {
     let publisher = Arc::new(publisher);
     let mut worker = SourceWorker {
-        mirror: GitMirror::new(&config.url, &config.mirror),
+        mirror: GitMirror::new(&config.url, &config.mirror, config.access.clone()),
         config,
         planner: Planner::default(),
         held_planner: Planner::default(),
@@ -158,7 +160,7 @@ impl SourceWorker {
         }
         // The root of a commit's trace: fetch, render and publish here; push and apply continue
         // it from the assignment's trace context.
-        let _sync = tracing::info_span!("sync", repo = %self.config.url).entered();
+        let _sync = tracing::info_span!("sync", repo = %crate::git::redacted(&self.config.url)).entered();
         let mut errors = Vec::new();
         let started = Instant::now();
         let fetched = tracing::info_span!("fetch").in_scope(|| self.mirror.fetch());
@@ -561,9 +563,10 @@ impl SourceWorker {
     fn load_fleet(&mut self, branches: &BTreeMap<String, ObjectId>) -> Result<Arc<Fleet>, SyncError> {
         let mut branch = self.config.fleet_branch.clone();
         for _ in 0..2 {
-            let commit = branches
-                .get(&branch)
-                .ok_or_else(|| SyncError::NoFleetBranch { branch: branch.clone(), url: self.config.url.clone() })?;
+            let commit = branches.get(&branch).ok_or_else(|| SyncError::NoFleetBranch {
+                branch: branch.clone(),
+                url: crate::git::redacted(&self.config.url),
+            })?;
             if self.fleet_commit == Some(*commit)
                 && let Some(fleet) = &self.fleet
             {

@@ -46,6 +46,7 @@ async fn main() {
         listen: "127.0.0.1:0".into(),
         extra_clusters: 0,
         poll: Duration::from_secs(3600),
+        hook: None,
     };
     let sandbox = Sandbox::start(&config, shutdown.clone()).await.expect("sandbox");
     let repo = FleetRepo { dir: sandbox.repo.clone() };

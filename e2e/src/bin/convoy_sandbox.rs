@@ -31,10 +31,35 @@ struct Cli {
     /// Export spans of the hub and agents to this OTLP/gRPC collector (http://HOST:4317).
     #[arg(long, env = "CONVOY_OTLP_ENDPOINT")]
     otlp_endpoint: Option<String>,
+    #[command(subcommand)]
+    command: Option<Hook>,
+}
+
+#[derive(clap::Subcommand)]
+enum Hook {
+    /// Run by DIR/repo.git/hooks/post-receive: post the push to the hub's webhook, signed.
+    #[command(hide = true)]
+    PostReceive,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Hook::PostReceive) = cli.command {
+        let mut updates = String::new();
+        let _ = std::io::Read::read_to_string(&mut std::io::stdin(), &mut updates);
+        return match convoy_e2e::sandbox::notify_push(&cli.dir, &updates) {
+            Ok(_) => {
+                eprintln!("convoy-sandbox: the hub's webhook took the push; it fetches now");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!(
+                    "convoy-sandbox: could not call the hub's webhook ({e}); the hub's poll will pick the push up"
+                );
+                ExitCode::SUCCESS
+            }
+        };
+    }
     convoy_shared::install_crypto_provider();
     let telemetry = TelemetryConfig {
         filter: "warn,convoy_e2e=info".into(),
@@ -55,6 +80,7 @@ fn main() -> ExitCode {
             listen: cli.listen.clone(),
             extra_clusters: cli.clusters,
             poll: Duration::from_secs(cli.poll_seconds.max(1)),
+            hook: std::env::current_exe().ok(),
         };
         let sandbox = match Sandbox::start(&config, shutdown.clone()).await {
             Ok(sandbox) => sandbox,
@@ -65,13 +91,17 @@ fn main() -> ExitCode {
         };
         println!("Convoy sandbox ready");
         println!("  hub        {}", sandbox.hub_address);
-        println!("  webhook    http://{}/webhook", sandbox.http_address);
+        println!(
+            "  webhook    http://{}/webhook (secret in {}; repo.git's post-receive hook calls it on every push)",
+            sandbox.http_address,
+            cli.dir.join("hub").join("webhook-secret").display()
+        );
         println!("  metrics    http://{}/metrics (hub)", sandbox.http_address);
         for (cluster, address) in sandbox.clusters.iter().zip(&sandbox.agent_metrics) {
             println!("             http://{address}/metrics ({cluster} agent)");
         }
         println!("  clusters   {} (kubeconfigs in {})", sandbox.clusters.join(", "), cli.dir.join("kube").display());
-        println!("  repo       {} (commit, then `git push` to deploy)", sandbox.repo.display());
+        println!("  repo       {} (commit, then `git push`: applied at once)", sandbox.repo.display());
         println!("  certs      {}", cli.dir.join("certs").display());
         println!("  age keys   {} (one per environment, for sops)", cli.dir.join("sops").display());
         println!("  CLI config {}", sandbox.cli_config.display());

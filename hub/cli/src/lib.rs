@@ -451,6 +451,9 @@ pub fn envs_table(envs: &EnvsResponse) -> String {
         .collect();
     let header = ["ENV", "BRANCH", "COMMIT", "CLUSTERS", "APPLIED", "HEALTHY", "VERIFIED", "BEHIND", "ENV-ONLY", "PIN"];
     let mut out = print_table(&header, &rows);
+    for error in &envs.errors {
+        out.push_str(&format!("error: {error}\n"));
+    }
     for e in envs.environments.iter().filter(|e| !e.env_only.is_empty()) {
         out += &format!("{} has {} commit(s) the environment before it lacks:\n", e.name, e.env_only.len());
         for c in &e.env_only {
@@ -702,7 +705,7 @@ mod tests {
     fn promote_check_needs_every_cluster_applied_and_healthy_in_order() {
         let mut stage = env("stage");
         stage.verified_commit = "c0ffee00".into();
-        let mut envs = EnvsResponse { environments: vec![env("dev"), stage, env("prod")] };
+        let mut envs = EnvsResponse { environments: vec![env("dev"), stage, env("prod")], errors: vec![] };
         let ok = [member("s1", "stage", true, Health::Healthy), member("p1", "prod", false, Health::Degraded)];
         assert_eq!(promote_check(&envs, &ok, "stage", "prod", false).unwrap().commit, "c0ffee00");
         assert!(promote_check(&envs, &ok, "prod", "stage", false).unwrap_err().contains("does not come before"));

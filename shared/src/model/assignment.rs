@@ -121,6 +121,9 @@ pub struct Assignment {
     pub digest: String,
     /// Apps sorted by name.
     pub apps: Vec<AppAssignment>,
+    /// Hex content digest of each app ([`AppAssignment::digest`]), parallel to `apps`: the link
+    /// sends apps by digest, so only those an agent does not hold travel.
+    pub app_digests: Vec<String>,
     /// The hub could not resolve this assignment cleanly: apply, never prune.
     pub failed: bool,
     /// W3C trace context of the sync that produced it (see [`crate::telemetry::inject`]); not
@@ -155,14 +158,110 @@ impl Assignment {
         for (app_digest, _) in &apps {
             hasher.update(app_digest);
         }
+        let app_digests = apps.iter().map(|(digest, _)| hex::encode(digest)).collect();
         Assignment {
             cluster: cluster.to_string(),
             environment: environment.to_string(),
             revision: revision.to_string(),
             digest: hex::encode(hasher.finalize()),
             apps: apps.into_iter().map(|(_, app)| app).collect(),
+            app_digests,
             failed,
             trace_context: HashMap::new(),
+        }
+    }
+
+    /// Apps with their hex digests.
+    pub fn digested_apps(&self) -> impl Iterator<Item = (&str, &AppAssignment)> {
+        self.app_digests.iter().map(String::as_str).zip(&self.apps)
+    }
+
+    /// Reads a wire assignment. Apps sent by digest take their objects from `held`: the objects
+    /// of the app with that digest, which the agent holds already ([`HeldObjects::Held`], trusted)
+    /// or was just sent in `AppContent` parts ([`HeldObjects::Sent`], checked against the digest).
+    pub fn from_wire(
+        a: &proto::Assignment,
+        mut held: impl FnMut(&str) -> Option<HeldObjects>,
+    ) -> Result<Self, AssignmentError> {
+        let mut apps = Vec::with_capacity(a.apps.len());
+        let mut app_digests = Vec::with_capacity(a.apps.len());
+        for app in &a.apps {
+            let policy = app.policy.map(|p| SyncPolicy { prune: p.prune, self_heal: p.self_heal }).unwrap_or_default();
+            let (objects, check) = if app.by_digest {
+                match held(&app.digest) {
+                    Some(HeldObjects::Held(objects)) => (objects, false),
+                    Some(HeldObjects::Sent(json)) => (parse_objects(&app.name, &json)?, true),
+                    None => {
+                        return Err(AssignmentError::MissingApp { app: app.name.clone(), digest: app.digest.clone() });
+                    }
+                }
+            } else {
+                (parse_objects(&app.name, &app.objects_json)?, app.digest.is_empty())
+            };
+            let model = AppAssignment {
+                name: app.name.clone(),
+                policy,
+                depends_on: app.depends_on.clone(),
+                objects,
+                render_error: (!app.render_error.is_empty()).then(|| app.render_error.clone()),
+            };
+            let digest = if check || app.digest.is_empty() {
+                let actual = hex::encode(model.digest());
+                if !app.digest.is_empty() && actual != app.digest {
+                    return Err(AssignmentError::DigestMismatch {
+                        app: app.name.clone(),
+                        expected: app.digest.clone(),
+                        actual,
+                    });
+                }
+                actual
+            } else {
+                app.digest.clone()
+            };
+            apps.push(model);
+            app_digests.push(digest);
+        }
+        // Keep the hub's digest: it is what the agent reports back and the hub compares.
+        Ok(Assignment {
+            cluster: a.cluster.clone(),
+            environment: a.environment.clone(),
+            revision: a.revision.clone(),
+            digest: a.digest.clone(),
+            apps,
+            app_digests,
+            failed: a.failed,
+            trace_context: a.trace_context.clone(),
+        })
+    }
+
+    /// The wire form with the objects of the apps `send` picks inline and every other app by
+    /// digest (its objects travel in `AppContent` parts, or the agent holds them).
+    pub fn to_wire(&self, mut inline: impl FnMut(&str) -> bool) -> proto::Assignment {
+        proto::Assignment {
+            cluster: self.cluster.clone(),
+            environment: self.environment.clone(),
+            revision: self.revision.clone(),
+            digest: self.digest.clone(),
+            failed: self.failed,
+            trace_context: self.trace_context.clone(),
+            apps: self
+                .digested_apps()
+                .map(|(digest, app)| {
+                    let by_digest = !inline(digest);
+                    proto::AppAssignment {
+                        name: app.name.clone(),
+                        policy: Some(proto::SyncPolicy { prune: app.policy.prune, self_heal: app.policy.self_heal }),
+                        depends_on: app.depends_on.clone(),
+                        // Document order, not canonical: a SOPS document's MAC covers its values
+                        // in the order sops wrote them, so the agent must see that order. The
+                        // digest (canonical JSON) does not depend on it.
+                        objects_json: if by_digest { Vec::new() } else { document_json(&app.objects) },
+                        render_error: app.render_error.clone().unwrap_or_default(),
+                        digest: digest.to_string(),
+                        by_digest,
+                    }
+                })
+                .collect(),
         }
     }
 
@@ -201,6 +300,11 @@ impl AppAssignment {
 }
 
 /// JSON with object keys sorted at every level: equal values give equal bytes.
+/// Objects as JSON in their own key order, as they travel on the wire.
+pub fn document_json(objects: &[Value]) -> Vec<String> {
+    objects.iter().map(Value::to_string).collect()
+}
+
 pub fn canonical_json(value: &Value) -> String {
     fn sorted(value: &Value) -> Value {
         match value {
@@ -225,75 +329,42 @@ pub enum AssignmentError {
         #[source]
         source: serde_json::Error,
     },
+    #[error("app '{app}' was sent by digest {digest}, which this agent neither holds nor was sent")]
+    MissingApp { app: String, digest: String },
+    #[error("app '{app}' arrived with digest {actual}, not the {expected} the hub announced")]
+    DigestMismatch { app: String, expected: String, actual: String },
+}
+
+/// Objects of an app sent by digest, as the agent has them.
+pub enum HeldObjects {
+    /// From an assignment the agent holds (already checked when it arrived).
+    Held(Vec<Value>),
+    /// Canonical JSON just received in `AppContent` parts: parsed and checked against the digest.
+    Sent(Vec<String>),
+}
+
+fn parse_objects(app: &str, json: &[String]) -> Result<Vec<Value>, AssignmentError> {
+    json.iter()
+        .enumerate()
+        .map(|(index, text)| {
+            serde_json::from_str(text).map_err(|source| AssignmentError::Object { app: app.to_string(), index, source })
+        })
+        .collect()
 }
 
 impl TryFrom<&proto::Assignment> for Assignment {
     type Error = AssignmentError;
+    /// Reads an assignment that carries every app's objects (as the cache stores it).
     fn try_from(a: &proto::Assignment) -> Result<Self, AssignmentError> {
-        let apps = a
-            .apps
-            .iter()
-            .map(|app| {
-                let objects = app
-                    .objects_json
-                    .iter()
-                    .enumerate()
-                    .map(|(index, text)| {
-                        serde_json::from_str(text).map_err(|source| AssignmentError::Object {
-                            app: app.name.clone(),
-                            index,
-                            source,
-                        })
-                    })
-                    .collect::<Result<Vec<Value>, _>>()?;
-                let policy =
-                    app.policy.map(|p| SyncPolicy { prune: p.prune, self_heal: p.self_heal }).unwrap_or_default();
-                Ok(AppAssignment {
-                    name: app.name.clone(),
-                    policy,
-                    depends_on: app.depends_on.clone(),
-                    objects,
-                    render_error: (!app.render_error.is_empty()).then(|| app.render_error.clone()),
-                })
-            })
-            .collect::<Result<Vec<_>, AssignmentError>>()?;
-        // Keep the hub's digest: it is what the agent reports back and the hub compares.
-        Ok(Assignment {
-            cluster: a.cluster.clone(),
-            environment: a.environment.clone(),
-            revision: a.revision.clone(),
-            digest: a.digest.clone(),
-            apps,
-            failed: a.failed,
-            trace_context: a.trace_context.clone(),
-        })
+        Assignment::from_wire(a, |_| None)
     }
 }
 
 impl From<&Assignment> for proto::Assignment {
+    /// The whole assignment, every app inline (what the cache stores, and what agents that do
+    /// not take apps by digest receive).
     fn from(a: &Assignment) -> Self {
-        proto::Assignment {
-            cluster: a.cluster.clone(),
-            environment: a.environment.clone(),
-            revision: a.revision.clone(),
-            digest: a.digest.clone(),
-            failed: a.failed,
-            trace_context: a.trace_context.clone(),
-            apps: a
-                .apps
-                .iter()
-                .map(|app| proto::AppAssignment {
-                    name: app.name.clone(),
-                    policy: Some(proto::SyncPolicy { prune: app.policy.prune, self_heal: app.policy.self_heal }),
-                    depends_on: app.depends_on.clone(),
-                    // Document order, not canonical: a SOPS document's MAC covers its values in
-                    // the order sops wrote them, so the agent must see that order. The digest
-                    // (canonical JSON) does not depend on it.
-                    objects_json: app.objects.iter().map(Value::to_string).collect(),
-                    render_error: app.render_error.clone().unwrap_or_default(),
-                })
-                .collect(),
-        }
+        a.to_wire(|_| true)
     }
 }
 
@@ -358,6 +429,43 @@ mod tests {
         a.trace_context.insert("traceparent".into(), "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into());
         let wire = proto::Assignment::from(&a);
         assert_eq!(Assignment::try_from(&wire).unwrap(), a);
+    }
+
+    #[test]
+    fn apps_sent_by_digest_come_from_what_the_agent_holds_or_was_just_sent() {
+        let held = Assignment::new(
+            "eu-1",
+            "prod",
+            "r1",
+            vec![app("a", vec![cm("x", "1")]), app("b", vec![cm("y", "1")])],
+            false,
+        );
+        let next = Assignment::new(
+            "eu-1",
+            "prod",
+            "r2",
+            vec![app("a", vec![cm("x", "1")]), app("b", vec![cm("y", "2")])],
+            false,
+        );
+        assert_eq!(held.app_digests[0], next.app_digests[0], "app a did not change");
+        let wire = next.to_wire(|_| false);
+        assert!(wire.apps.iter().all(|a| a.by_digest && a.objects_json.is_empty()));
+        let sent = proto::Assignment::from(&next).apps[1].objects_json.clone();
+        let read = Assignment::from_wire(&wire, |digest| {
+            if let Some((_, app)) = held.digested_apps().find(|(d, _)| *d == digest) {
+                return Some(HeldObjects::Held(app.objects.clone()));
+            }
+            (digest == next.app_digests[1]).then(|| HeldObjects::Sent(sent.clone()))
+        })
+        .unwrap();
+        assert_eq!(read, next);
+
+        // Never sent: an error naming the app, not an empty app.
+        let missing = Assignment::from_wire(&wire, |_| None).unwrap_err();
+        assert!(matches!(&missing, AssignmentError::MissingApp { app, .. } if app == "a"), "{missing}");
+        // Sent, but not what the digest says: refused.
+        let wrong = Assignment::from_wire(&wire, |_| Some(HeldObjects::Sent(vec![canonical_json(&cm("z", "9"))])));
+        assert!(matches!(wrong, Err(AssignmentError::DigestMismatch { .. })));
     }
 
     #[test]

@@ -4,4 +4,6 @@
 pub mod assignment;
 pub mod report;
 
-pub use assignment::{AppAssignment, Assignment, ObjectRef, SyncPolicy, canonical_json};
+pub use assignment::{
+    AppAssignment, Assignment, AssignmentError, HeldObjects, ObjectRef, SyncPolicy, canonical_json, document_json,
+};

@@ -10,6 +10,7 @@ use convoy_shared::identity::Role;
 use convoy_shared::proto::fleet_service_client::FleetServiceClient;
 use convoy_shared::proto::{ClusterInfo, GetClusterRequest, RefreshRequest, StatusRequest};
 use kubesim::SimFleet;
+use kubesim::poll::within;
 use tonic::transport::Channel;
 
 const APPS: usize = 10;
@@ -18,23 +19,6 @@ const OBJECT_BYTES: usize = 2_500;
 
 async fn dev_1(cli: &mut FleetServiceClient<Channel>) -> Option<ClusterInfo> {
     cli.get_cluster(GetClusterRequest { name: "dev-1".into() }).await.ok().map(|r| r.into_inner())
-}
-
-/// Like [`eventually`], for work that takes longer than its hang guard (20,000 applies in a
-/// debug build): polls every 200 ms for up to `limit`.
-async fn within<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -36,8 +36,12 @@ pub struct SourceConfig {
 
 /// Commits listed at most when comparing two environments' branches.
 const LINEAGE_LIMIT: usize = 1000;
-/// How often rollouts in progress look at the clusters' reports.
+/// How often rollouts in progress look at the clusters' reports when none arrive (soaks end on
+/// this tick).
 const ROLLOUT_TICK: Duration = Duration::from_millis(250);
+/// How long a rollout waits after a report for the others of the same moment, so a burst of
+/// reports steps it once.
+const REPORT_COALESCE: Duration = Duration::from_millis(10);
 
 /// The state the loop carries between syncs (moved into and out of `spawn_blocking`).
 struct SourceWorker {
@@ -100,8 +104,8 @@ pub async fn run(config: SourceConfig, publisher: Publisher, shutdown: Cancellat
             n => Duration::from_secs(1u64 << n.min(6)).min(worker.config.interval),
         };
         tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "source sync done");
-        // Until the next sync: rollouts in progress look at the reports on a tick, and people's
-        // rollout actions are answered.
+        // Until the next sync: rollouts in progress step as reports arrive (and on a tick, for
+        // soaks), and people's rollout actions are answered.
         let next_sync = tokio::time::Instant::now() + wait;
         loop {
             let tick = if worker.rollouts_active() { ROLLOUT_TICK } else { wait };
@@ -111,6 +115,11 @@ pub async fn run(config: SourceConfig, publisher: Publisher, shutdown: Cancellat
                 _ = publisher.refresh_requested() => {
                     tracing::info!("refresh requested");
                     break;
+                }
+                _ = publisher.report_arrived(), if worker.rollouts_active() => {
+                    tokio::time::sleep(REPORT_COALESCE).await;
+                    let Some(stepped) = blocking(worker, &publisher, SourceWorker::step_rollouts).await else { return };
+                    worker = stepped;
                 }
                 request = publisher.next_request() => {
                     let Some(request) = request else { return };

@@ -43,6 +43,8 @@ pub struct Hub {
     view: RwLock<Arc<FleetView>>,
     /// Wakes the source loop at once (webhook, `convoy refresh`).
     refresh: Notify,
+    /// Tells the source loop an agent reported, so a rollout in progress steps at once.
+    reported: Notify,
     store: Arc<dyn Store>,
     metrics: HubMetrics,
     /// Fleet events for `convoy watch`; a watcher that falls behind is told how many it missed.
@@ -87,6 +89,7 @@ impl Hub {
             assignments: AssignmentTable::default(),
             view: RwLock::default(),
             refresh: Notify::new(),
+            reported: Notify::new(),
             store: store.clone(),
             registry: Arc::new(Registry::load(store.clone(), registry)?),
             metrics: HubMetrics::default(),
@@ -200,6 +203,7 @@ impl Hub {
             self.history(cluster, "applied", &report.revision, &report.digest, "");
         }
         self.writer.record(StoreEvent::Report { cluster: cluster.to_string(), report });
+        self.reported.notify_one();
     }
 
     /// Waits until every report and history entry recorded so far is in the store.
@@ -266,6 +270,11 @@ impl Publisher {
             }
             Err(e) => tracing::error!(error = %e, "a rollout cannot be encoded for the store"),
         }
+    }
+
+    /// Resolves when an agent reported since the last call.
+    pub async fn report_arrived(&self) {
+        self.hub.reported.notified().await;
     }
 
     /// Resolves when someone asks for a fetch now ([`Hub::request_refresh`]).

@@ -102,7 +102,7 @@ async fn run(waves: bool, samples: usize) -> anyhow::Result<(Duration, Duration)
     for n in 1..=samples {
         let head = release(&repo, n);
         let t0 = Instant::now();
-        hub.sync("main", &head).await;
+        hub.hub.request_refresh();
         wait_all_applied(&hub, &head).await;
         latencies.push(t0.elapsed());
     }

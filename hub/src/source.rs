@@ -469,7 +469,10 @@ impl SourceWorker {
         for rollout in rollouts.values_mut().filter(|r| r.is_active()) {
             let before = rollout.clone();
             let _span = tracing::info_span!("rollout", environment = %rollout.environment).entered();
-            for event in rollout.step(now, |c| self.observe(&hub, c)) {
+            // A step looks at each cluster several times; read its link once per step.
+            let seen = std::cell::RefCell::new(HashMap::new());
+            let observe = |c: &str| *seen.borrow_mut().entry(c.to_string()).or_insert_with(|| self.observe(&hub, c));
+            for event in rollout.step(now, observe) {
                 tracing::info!(revision = %rollout.revision, "{event}");
                 hub.event("", "rollout", format!("{}: {event}", rollout.environment));
             }
@@ -485,7 +488,7 @@ impl SourceWorker {
         }
     }
 
-    /// Answers a person's rollout action.
+    /// Carries out a person's command on an environment: a rollout action, a pin or a release.
     fn answer(&mut self, publisher: &Publisher, request: EnvironmentRequest) {
         let environment = request.environment.clone();
         let answer = match request.command {

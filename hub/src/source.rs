@@ -279,7 +279,7 @@ impl SourceWorker {
             }
             match self.mirror.snapshot(*commit) {
                 Ok(snapshot) => {
-                    let apps = fleet::load_apps(&snapshot);
+                    let apps = fleet::load_apps(snapshot.as_ref());
                     envs.insert(
                         env.name.clone(),
                         Arc::new(EnvironmentState { environment: env.clone(), snapshot, apps }),
@@ -390,7 +390,7 @@ impl SourceWorker {
                 Some(state) => state.clone(),
                 None => match self.mirror.snapshot(id) {
                     Ok(snapshot) => {
-                        let apps = fleet::load_apps(&snapshot);
+                        let apps = fleet::load_apps(snapshot.as_ref());
                         Arc::new(EnvironmentState { environment: env.clone(), snapshot, apps })
                     }
                     Err(e) => {
@@ -586,9 +586,9 @@ impl SourceWorker {
             }
             let snapshot = self.mirror.snapshot(*commit).map_err(|e| SyncError::Snapshot(Arc::new(e)))?;
             let in_branch = |source| SyncError::Fleet { branch: branch.clone(), source };
-            let declared = fleet::fleet_branch_of(&snapshot).map_err(in_branch)?;
+            let declared = fleet::fleet_branch_of(snapshot.as_ref()).map_err(in_branch)?;
             if declared == branch {
-                let fleet = Fleet::load(&snapshot).map_err(in_branch)?;
+                let fleet = Fleet::load(snapshot.as_ref()).map_err(in_branch)?;
                 self.fleet_commit = Some(*commit);
                 return Ok(Arc::new(fleet));
             }

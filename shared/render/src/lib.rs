@@ -8,6 +8,7 @@
 
 mod config;
 mod engine;
+pub mod fleet;
 mod generate;
 pub mod helm;
 mod kustomization;

@@ -8,7 +8,9 @@ use convoy_shared::identity::valid_name;
 use convoy_shared::model::SyncPolicy;
 use serde::Deserialize;
 
-use crate::git::Snapshot;
+use std::path::Path;
+
+use crate::{EntryKind, Source};
 
 const API_VERSION: &str = "convoy.dev/v1";
 
@@ -18,6 +20,24 @@ const API_VERSION: &str = "convoy.dev/v1";
 pub struct FleetError {
     pub file: String,
     pub message: String,
+}
+
+/// The bytes of the file at `path`, when it is a file.
+pub fn file(src: &dyn Source, path: &str) -> Option<Vec<u8>> {
+    let path = Path::new(path);
+    match src.kind(path) {
+        Ok(Some(EntryKind::File)) => src.read(path).ok(),
+        _ => None,
+    }
+}
+
+/// The entries of the directory at `path`, when it is a directory.
+pub fn dir(src: &dyn Source, path: &str) -> Option<Vec<String>> {
+    let path = Path::new(path);
+    match src.kind(path) {
+        Ok(Some(EntryKind::Dir)) => src.list_dir(path).ok(),
+        _ => None,
+    }
 }
 
 fn error(file: &str, message: impl Into<String>) -> FleetError {
@@ -339,21 +359,19 @@ fn parse<S: for<'de> Deserialize<'de>>(file: &str, bytes: &[u8], kind: &str) -> 
 }
 
 /// Reads just the fleet branch name from `convoy.yaml` (to know where to read the rest).
-pub fn fleet_branch_of(snapshot: &Snapshot) -> Result<String, FleetError> {
-    let bytes = snapshot
-        .file("convoy.yaml")
+pub fn fleet_branch_of(snapshot: &dyn Source) -> Result<String, FleetError> {
+    let bytes = file(snapshot, "convoy.yaml")
         .ok_or_else(|| error("convoy.yaml", "missing: the fleet repository needs a convoy.yaml at its root"))?;
-    Ok(parse::<FleetSpec>("convoy.yaml", bytes, "Fleet")?.spec.fleet_branch)
+    Ok(parse::<FleetSpec>("convoy.yaml", &bytes, "Fleet")?.spec.fleet_branch)
 }
 
 impl Fleet {
     /// Loads `convoy.yaml` and `clusters/*.yaml` from the fleet branch's snapshot.
-    pub fn load(snapshot: &Snapshot) -> Result<Fleet, FleetError> {
+    pub fn load(snapshot: &dyn Source) -> Result<Fleet, FleetError> {
         let file = "convoy.yaml";
-        let bytes = snapshot
-            .file(file)
+        let bytes = self::file(snapshot, file)
             .ok_or_else(|| error(file, "missing: the fleet repository needs a convoy.yaml at its root"))?;
-        let spec = parse::<FleetSpec>(file, bytes, "Fleet")?.spec;
+        let spec = parse::<FleetSpec>(file, &bytes, "Fleet")?.spec;
         if spec.environments.is_empty() {
             return Err(error(file, "spec.environments is empty: list at least one {name, branch}"));
         }
@@ -381,10 +399,10 @@ impl Fleet {
             clusters: BTreeMap::new(),
             cluster_errors: Vec::new(),
         };
-        for name in snapshot.dir("clusters").unwrap_or_default() {
+        for name in dir(snapshot, "clusters").unwrap_or_default() {
             let Some(stem) = name.strip_suffix(".yaml").or_else(|| name.strip_suffix(".yml")) else { continue };
             let file = format!("clusters/{name}");
-            match fleet.load_cluster(&file, stem, snapshot.file(&file).unwrap_or_default()) {
+            match fleet.load_cluster(&file, stem, &self::file(snapshot, &file).unwrap_or_default()) {
                 Ok(cluster) => {
                     fleet.clusters.insert(cluster.name.clone(), cluster);
                 }
@@ -426,16 +444,16 @@ impl Fleet {
 }
 
 /// The apps of one environment's branch. Each app loads or fails on its own.
-pub fn load_apps(snapshot: &Snapshot) -> BTreeMap<String, Result<App, FleetError>> {
+pub fn load_apps(snapshot: &dyn Source) -> BTreeMap<String, Result<App, FleetError>> {
     let mut apps = BTreeMap::new();
-    for name in snapshot.dir("apps").unwrap_or_default() {
-        if snapshot.dir(&format!("apps/{name}")).is_none() {
+    for name in dir(snapshot, "apps").unwrap_or_default() {
+        if dir(snapshot, &format!("apps/{name}")).is_none() {
             continue;
         }
         let file = format!("apps/{name}/app.yaml");
-        let app = match snapshot.file(&file) {
+        let app = match self::file(snapshot, &file) {
             None => Err(error(&file, "missing: every directory under apps/ needs an app.yaml")),
-            Some(bytes) => load_app(&file, name, bytes),
+            Some(bytes) => load_app(&file, &name, &bytes),
         };
         apps.insert(name.clone(), app);
     }

@@ -230,6 +230,142 @@ struct AppSpec {
     depends_on: Vec<String>,
     #[serde(default)]
     sync: SyncSpec,
+    #[serde(default)]
+    helm: Option<HelmSpec>,
+}
+
+/// `spec.helm` as written (schema v2): one of `chart`, `repo` + `name`, or `oci`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct HelmSpec {
+    chart: Option<String>,
+    repo: Option<String>,
+    name: Option<String>,
+    oci: Option<String>,
+    version: Option<String>,
+    release_name: Option<String>,
+    #[serde(default)]
+    values: Option<serde_json::Value>,
+}
+
+/// Where an app's Helm chart comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ChartLocation {
+    /// A chart directory in the repository (repository-relative, normalized).
+    Path(String),
+    /// A chart in an HTTP(S) chart repository (`index.yaml`).
+    Repo { url: String, name: String, version: String },
+    /// A chart in an OCI registry: `oci://host/path/name`.
+    Oci { reference: String, version: String },
+}
+
+impl std::fmt::Display for ChartLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ChartLocation::Path(path) => f.write_str(path),
+            ChartLocation::Repo { url, name, version } => write!(f, "{name} {version} from {url}"),
+            ChartLocation::Oci { reference, version } => write!(f, "{reference}:{version}"),
+        }
+    }
+}
+
+/// An app whose objects come from a Helm chart.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HelmSource {
+    pub chart: ChartLocation,
+    /// `.Release.Name`: `spec.helm.releaseName`, or the app's name.
+    pub release_name: String,
+    /// `spec.helm.values` (a mapping; empty when absent).
+    pub values: serde_json::Map<String, serde_json::Value>,
+}
+
+impl HelmSpec {
+    fn resolve(self, file: &str, app: &str) -> Result<HelmSource, FleetError> {
+        let chart = match (self.chart, self.repo, self.oci) {
+            (Some(path), None, None) => {
+                if self.name.is_some() || self.version.is_some() {
+                    return Err(error(
+                        file,
+                        "spec.helm: name and version go with repo or oci, not with chart (a path)",
+                    ));
+                }
+                ChartLocation::Path(chart_path(file, &path)?)
+            }
+            (None, Some(url), None) => {
+                let name = self
+                    .name
+                    .filter(|n| !n.is_empty())
+                    .ok_or_else(|| error(file, "spec.helm.repo needs the chart's name (spec.helm.name) and version"))?;
+                let version = self.version.filter(|v| !v.is_empty()).ok_or_else(|| {
+                    error(
+                        file,
+                        format!("spec.helm: chart '{name}' from {url} needs a version (exact, or a range like ~1.2)"),
+                    )
+                })?;
+                ChartLocation::Repo { url: url.trim_end_matches('/').to_string(), name, version }
+            }
+            (None, None, Some(reference)) => {
+                if !reference.starts_with("oci://") {
+                    return Err(error(file, format!("spec.helm.oci '{reference}' must start with oci://")));
+                }
+                if self.name.is_some() {
+                    return Err(error(
+                        file,
+                        "spec.helm.oci names the chart itself (oci://host/path/NAME); remove spec.helm.name",
+                    ));
+                }
+                let version = self
+                    .version
+                    .filter(|v| !v.is_empty())
+                    .ok_or_else(|| error(file, format!("spec.helm: chart {reference} needs a version")))?;
+                ChartLocation::Oci { reference: reference.trim_end_matches('/').to_string(), version }
+            }
+            _ => {
+                return Err(error(
+                    file,
+                    "spec.helm needs exactly one of chart (a path in this repository), repo (with name and version) or oci (with version)",
+                ));
+            }
+        };
+        let release_name = self.release_name.unwrap_or_else(|| app.to_string());
+        if release_name.is_empty() || release_name.len() > 53 || !valid_name(&release_name) {
+            return Err(error(
+                file,
+                format!(
+                    "spec.helm.releaseName '{release_name}' must be 1 to 53 lowercase letters, digits and '-' (Helm's rule)"
+                ),
+            ));
+        }
+        let values = match self.values {
+            None | Some(serde_json::Value::Null) => serde_json::Map::new(),
+            Some(serde_json::Value::Object(map)) => map,
+            Some(_) => return Err(error(file, "spec.helm.values must be a mapping")),
+        };
+        Ok(HelmSource { chart, release_name, values })
+    }
+}
+
+/// A chart path, repository-relative, with `.` and `..` resolved; it may not leave the repository.
+fn chart_path(file: &str, path: &str) -> Result<String, FleetError> {
+    let mut parts: Vec<&str> = Vec::new();
+    if path.starts_with('/') {
+        return Err(error(file, format!("spec.helm.chart '{path}' must be a path relative to the repository root")));
+    }
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                if parts.pop().is_none() {
+                    return Err(error(file, format!("spec.helm.chart '{path}' leaves the repository")));
+                }
+            }
+            part => parts.push(part),
+        }
+    }
+    if parts.is_empty() {
+        return Err(error(file, "spec.helm.chart is empty: name the chart's directory"));
+    }
+    Ok(parts.join("/"))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -320,6 +456,8 @@ pub struct App {
     pub namespace: Option<String>,
     pub depends_on: Vec<String>,
     pub policy: SyncPolicy,
+    /// `spec.helm`: the app is a Helm chart rather than kustomize overlays.
+    pub helm: Option<HelmSource>,
 }
 
 impl App {
@@ -473,7 +611,9 @@ fn load_app(file: &str, dir_name: &str, bytes: &[u8]) -> Result<App, FleetError>
         return Err(error(file, "an app cannot depend on itself"));
     }
     let defaults = SyncPolicy::default();
+    let helm = doc.spec.helm.map(|h| h.resolve(file, &name)).transpose()?;
     Ok(App {
+        helm,
         name,
         targets: doc.spec.targets,
         namespace: doc.spec.namespace,
@@ -523,6 +663,7 @@ mod tests {
             namespace: None,
             depends_on: vec![],
             policy: SyncPolicy::default(),
+            helm: None,
         };
         assert!(app.targets(&eu) && app.targets(&us));
         app.targets = Some(Targets {
@@ -547,5 +688,48 @@ mod tests {
         assert!(load_app("f", "web", bad_op.as_bytes()).unwrap_err().message.contains("Maybe"));
         let wrong_name = "apiVersion: convoy.dev/v1\nkind: App\nmetadata: {name: api}\nspec: {}\n";
         assert!(load_app("f", "web", wrong_name.as_bytes()).unwrap_err().message.contains("apps/web"));
+    }
+
+    #[test]
+    fn helm_apps_name_one_chart_source_and_a_valid_release() {
+        let app = |helm: &str| {
+            let text =
+                format!("apiVersion: convoy.dev/v1\nkind: App\nmetadata: {{name: mon}}\nspec:\n  helm: {helm}\n");
+            load_app("apps/mon/app.yaml", "mon", text.as_bytes())
+        };
+        let path = app("{chart: ./charts/../charts/node-exporter, values: {replicas: 2}}").unwrap().helm.unwrap();
+        assert_eq!(path.chart, ChartLocation::Path("charts/node-exporter".into()));
+        assert_eq!(path.release_name, "mon");
+        assert_eq!(path.values["replicas"], 2);
+        let repo = app("{repo: 'https://charts.example.com/', name: ne, version: 4.37.0, releaseName: ne}").unwrap();
+        assert_eq!(
+            repo.helm.unwrap().chart,
+            ChartLocation::Repo {
+                url: "https://charts.example.com".into(),
+                name: "ne".into(),
+                version: "4.37.0".into()
+            }
+        );
+        let oci = app("{oci: oci://r.example.com/charts/ne, version: 1.0.0}").unwrap().helm.unwrap();
+        assert_eq!(
+            oci.chart,
+            ChartLocation::Oci { reference: "oci://r.example.com/charts/ne".into(), version: "1.0.0".into() }
+        );
+        for (bad, says) in [
+            ("{chart: a, repo: b}", "exactly one"),
+            ("{}", "exactly one"),
+            ("{repo: 'https://x', name: ne}", "needs a version"),
+            ("{repo: 'https://x', version: 1.0.0}", "name"),
+            ("{oci: 'https://x/ne', version: 1.0.0}", "oci://"),
+            ("{chart: ../outside}", "leaves the repository"),
+            ("{chart: /abs}", "relative"),
+            ("{chart: c, releaseName: Bad_Name}", "releaseName"),
+            ("{chart: c, values: [1]}", "mapping"),
+            ("{chart: c, valuse: {}}", "valuse"),
+        ] {
+            let err = app(bad).unwrap_err();
+            assert_eq!(err.file, "apps/mon/app.yaml");
+            assert!(err.message.contains(says), "{bad}: {err}");
+        }
     }
 }

@@ -63,6 +63,9 @@ pub enum AppError {
     Object(#[from] ObjectError),
 }
 
+/// Helm values: a mapping.
+pub type Values = Map<String, Value>;
+
 /// The values files of a Helm app that exist for `cluster`, in merge order (later wins):
 /// `apps/<app>/values.yaml`, `apps/<app>/envs/<env>/values.yaml`,
 /// `apps/<app>/clusters/<name>/values.yaml`.
@@ -78,7 +81,7 @@ pub fn values_files(src: &dyn Source, app: &str, cluster: &Cluster) -> Vec<Strin
 }
 
 /// A values file as Helm reads it: a mapping (an empty file is an empty mapping).
-pub fn parse_values(path: &str, bytes: &[u8]) -> Result<Map<String, Value>, RenderError> {
+pub fn parse_values(path: &str, bytes: &[u8]) -> Result<Values, RenderError> {
     let invalid = |message: String| RenderError::Invalid { path: path.into(), message };
     let text = std::str::from_utf8(bytes).map_err(|_| invalid("not UTF-8 text".into()))?;
     match helm::chart::parse_yaml(text).map_err(|message| RenderError::Yaml { path: path.into(), message })? {
@@ -97,7 +100,7 @@ pub fn helm_values(
     app: &App,
     helm: &HelmSource,
     cluster: &Cluster,
-    parsed: &mut dyn FnMut(&str) -> Result<Map<String, Value>, RenderError>,
+    parsed: &mut dyn FnMut(&str) -> Result<Values, RenderError>,
 ) -> Result<Value, RenderError> {
     let substituted = |file: &str, layer: Map<String, Value>| {
         let mut layer = Value::Object(layer);

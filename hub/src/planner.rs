@@ -86,17 +86,23 @@ pub struct ClusterPlan {
 /// The ids of exactly the files and directories a render or chart load read.
 type Fingerprint = Vec<(String, Option<ObjectId>)>;
 
+/// A render's objects, or why it failed (shared by every cluster with the same inputs).
+type Rendered = Result<Arc<Vec<Value>>, Arc<RenderError>>;
+
+/// A loaded chart with the digest of its content, or why it did not load.
+type LoadedChart = Result<(Arc<Chart>, [u8; 32]), Arc<RenderError>>;
+
 #[derive(Clone)]
 struct CachedRender {
     fingerprint: Fingerprint,
-    output: Result<Arc<Vec<Value>>, Arc<RenderError>>,
+    output: Rendered,
 }
 
 /// A repository chart as loaded, with what identifies its content.
 #[derive(Clone)]
 struct CachedChart {
     fingerprint: Fingerprint,
-    output: Result<(Arc<Chart>, [u8; 32]), Arc<RenderError>>,
+    output: LoadedChart,
 }
 
 /// Loads charts that are not in the repository (chart repositories, OCI registries): the chart
@@ -139,13 +145,13 @@ pub struct Planner {
     /// Repository charts per (branch, chart directory), checked like renders.
     charts: HashMap<(String, String), CachedChart>,
     /// Remote charts, fetched once per location.
-    remote: HashMap<ChartLocation, Result<(Arc<Chart>, [u8; 32]), Arc<RenderError>>>,
+    remote: HashMap<ChartLocation, LoadedChart>,
     remote_loader: Option<RemoteCharts>,
     /// Values files parsed, per path, with the blob they were parsed from.
     values: HashMap<String, (Option<ObjectId>, Map<String, Value>)>,
     /// Helm renders by the digest of their inputs, with the plan that last used them; those no
     /// plan used are dropped at the end of the next, so the cache holds what the fleet uses.
-    helm_renders: HashMap<[u8; 32], (u64, Result<Arc<Vec<Value>>, Arc<RenderError>>)>,
+    helm_renders: HashMap<[u8; 32], (u64, Rendered)>,
     generation: u64,
     /// What each cluster's agent said its API server offers (Helm's defaults until it has).
     capabilities: HashMap<String, Capabilities>,
@@ -326,13 +332,7 @@ impl Planner {
         result
     }
 
-    fn render(
-        &mut self,
-        branch: &str,
-        snapshot: &Arc<Snapshot>,
-        dir: &str,
-        stats: &mut PlanStats,
-    ) -> Result<Arc<Vec<Value>>, Arc<RenderError>> {
+    fn render(&mut self, branch: &str, snapshot: &Arc<Snapshot>, dir: &str, stats: &mut PlanStats) -> Rendered {
         let key = (branch.to_string(), dir.to_string());
         if let Some(cached) = self.renders.get(&key)
             && (self.checked.contains(&key)
@@ -358,7 +358,7 @@ impl Planner {
         helm: &HelmSource,
         env: &EnvironmentState,
         stats: &mut PlanStats,
-    ) -> Result<Arc<Vec<Value>>, Arc<RenderError>> {
+    ) -> Rendered {
         let (chart, identity) = match &helm.chart {
             ChartLocation::Path(path) => self.chart(&env.environment.branch, &env.snapshot, path)?,
             remote => self.remote_chart(remote)?,
@@ -405,12 +405,7 @@ impl Planner {
     }
 
     /// A repository chart, loaded again only when a file it read changed.
-    fn chart(
-        &mut self,
-        branch: &str,
-        snapshot: &Arc<Snapshot>,
-        path: &str,
-    ) -> Result<(Arc<Chart>, [u8; 32]), Arc<RenderError>> {
+    fn chart(&mut self, branch: &str, snapshot: &Arc<Snapshot>, path: &str) -> LoadedChart {
         let key = (branch.to_string(), path.to_string());
         if let Some(cached) = self.charts.get(&key)
             && cached.fingerprint.iter().all(|(path, id)| snapshot.id_of(Path::new(path)) == *id)
@@ -429,7 +424,7 @@ impl Planner {
     }
 
     /// A chart from a chart repository or registry, fetched once.
-    fn remote_chart(&mut self, location: &ChartLocation) -> Result<(Arc<Chart>, [u8; 32]), Arc<RenderError>> {
+    fn remote_chart(&mut self, location: &ChartLocation) -> LoadedChart {
         if let Some(known) = self.remote.get(location) {
             return known.clone();
         }

@@ -4,7 +4,7 @@
 //! in Helm's order, test hooks left out; a broken template keeps the last good objects.
 
 use convoy_e2e::fleet_repo::{FleetRepo, standard_fleet};
-use convoy_e2e::harness::{InProcessHub, TestCa};
+use convoy_e2e::harness::{InProcessHub, TestCa, workspace_binary};
 
 const CHART_YAML: &str = "apiVersion: v2\nname: greeter\nversion: 1.2.3\nappVersion: \"4.5\"\n";
 const CHART_VALUES: &str = "greeting: hello\nreplicas: 1\ntier: none\nregion: none\n";
@@ -151,4 +151,44 @@ async fn a_values_change_for_one_cluster_moves_only_that_cluster_and_a_broken_te
     assert_eq!(app.objects, good, "the last good objects stay");
     assert_eq!(configmap(&hub, "prod-us")["data"]["tier"], "prod", "prod-us renders on");
     hub.stop().await;
+}
+
+/// `convoy render --app --cluster` prints, from the work tree, what the hub assigns.
+fn cli_render(root: &std::path::Path, app: &str, cluster: &str) -> Result<Vec<serde_json::Value>, String> {
+    let out = std::process::Command::new(workspace_binary("convoy"))
+        .args(["render", "--app", app, "--cluster", cluster, "--root"])
+        .arg(root)
+        .args(["-o", "json"])
+        .output()
+        .expect("run convoy");
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    let mut objects: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("JSON objects");
+    objects.sort_by_key(|o| convoy_shared::model::ObjectRef::of(o).to_string());
+    Ok(objects)
+}
+
+#[tokio::test]
+async fn convoy_render_app_prints_what_the_hub_assigns_for_charts_and_overlays() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = helm_fleet(dir.path());
+    repo.checkout("main");
+    let ca = TestCa::new();
+    let hub = InProcessHub::start(&ca, &repo.url()).await;
+    for (app, cluster) in [("greeter", "prod-eu"), ("greeter", "prod-us"), ("web", "prod-eu"), ("api", "prod-eu")] {
+        let mut assigned = hub.objects(cluster, app);
+        assigned.sort_by_key(|o| convoy_shared::model::ObjectRef::of(o).to_string());
+        assert!(!assigned.is_empty());
+        assert_eq!(cli_render(dir.path(), app, cluster).unwrap(), assigned, "{app} on {cluster}");
+    }
+    hub.stop().await;
+    for (app, cluster, says) in [
+        ("api", "prod-us", "does not go to cluster 'prod-us'"),
+        ("nope", "prod-us", "apps: api, greeter, web"),
+        ("web", "mars-1", "clusters: dev-1, prod-eu, prod-us, stage-1"),
+    ] {
+        let err = cli_render(dir.path(), app, cluster).unwrap_err();
+        assert!(err.contains(says), "{app} on {cluster}: {err}");
+    }
 }

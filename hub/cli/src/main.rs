@@ -253,7 +253,7 @@ async fn run(cli: Cli) -> Result<(), cli::CliError> {
         }
         Command::Render { dir, root, .. } => {
             let Some(dir) = dir else {
-                return Err(cli::CliError::Render("name a directory to render, or --app and --cluster".into()).into());
+                return Err(cli::CliError::Render("name a directory to render, or --app and --cluster".into()));
             };
             let root = root.unwrap_or_else(|| cli::repository_root(&dir));
             let objects =

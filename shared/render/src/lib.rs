@@ -12,6 +12,7 @@ mod engine;
 pub mod fleet;
 mod generate;
 pub mod helm;
+mod helmcharts;
 mod kustomization;
 mod merge;
 mod nameref;

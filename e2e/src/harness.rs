@@ -65,6 +65,7 @@ impl TestCa {
             heartbeat: Duration::from_secs(5),
             backoff: Backoff { initial: Duration::from_millis(100), max: Duration::from_millis(1000) },
             connect_timeout: Duration::from_secs(5),
+            capabilities: Default::default(),
         }
     }
 

@@ -3,8 +3,9 @@
 //! `clusters/<name>/values.yaml`), `${cluster.*}` variables in values, CRDs and install hooks kept
 //! in Helm's order, test hooks left out; a broken template keeps the last good objects.
 
-use convoy_e2e::fleet_repo::{FleetRepo, standard_fleet};
-use convoy_e2e::harness::{InProcessHub, TestCa, workspace_binary};
+use convoy_e2e::fleet_repo::{FleetRepo, create_standard_namespaces, standard_fleet};
+use convoy_e2e::harness::{InProcessHub, TestCa, eventually, run_agents, workspace_binary};
+use tokio_util::sync::CancellationToken;
 
 const CHART_YAML: &str = "apiVersion: v2\nname: greeter\nversion: 1.2.3\nappVersion: \"4.5\"\n";
 const CHART_VALUES: &str = "greeting: hello\nreplicas: 1\ntier: none\nregion: none\n";
@@ -191,4 +192,56 @@ async fn convoy_render_app_prints_what_the_hub_assigns_for_charts_and_overlays()
         let err = cli_render(dir.path(), app, cluster).unwrap_err();
         assert!(err.contains(says), "{app} on {cluster}: {err}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn charts_see_the_capabilities_each_agent_reports_and_their_objects_reach_the_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = helm_fleet(dir.path());
+    repo.checkout("main");
+    repo.write(
+        "charts/greeter/templates/caps.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: caps}\ndata:\n  kube: {{ .Capabilities.KubeVersion.Version | quote }}\n  apps: {{ .Capabilities.APIVersions.Has \"apps/v1\" | quote }}\n  widgets: {{ .Capabilities.APIVersions.Has \"widgets.example.com/v9\" | quote }}\n",
+    );
+    let head = repo.commit("greeter: say what the cluster offers");
+    for branch in ["dev", "stage"] {
+        repo.git(&["branch", "-f", branch, &head]);
+    }
+    let ca = TestCa::new();
+    let hub = InProcessHub::start(&ca, &repo.url()).await;
+    let caps = |cluster: &str| {
+        hub.objects(cluster, "greeter").into_iter().find(|o| o["metadata"]["name"] == "caps").unwrap_or_default()
+    };
+    // Before any agent said anything: Helm's defaults.
+    let default = convoy_render::helm::objects::DEFAULT_KUBE_VERSION;
+    assert_eq!(caps("prod-eu")["data"]["kube"], default, "{:?}", hub.hub.view().errors);
+
+    let names = ["prod-eu"];
+    let kube = kubesim::SimFleet::start(&names).await.unwrap();
+    let cluster = kube.cluster("prod-eu").unwrap();
+    create_standard_namespaces(cluster);
+    cluster.apply("test", &convoy_agent::testing::namespace("greet"), true).expect("create namespace");
+    let shutdown = CancellationToken::new();
+    let caches = tempfile::tempdir().unwrap();
+    let agents = run_agents(&ca, &hub.address, &kube, &names, caches.path(), &shutdown).await;
+    eventually("prod-eu's charts to see kubesim's version", || {
+        let seen = caps("prod-eu")["data"]["kube"] == "v1.36.0-kubesim";
+        async move { seen.then_some(()) }
+    })
+    .await;
+    assert_eq!(caps("prod-eu")["data"]["apps"], "true");
+    assert_eq!(caps("prod-eu")["data"]["widgets"], "false");
+    assert_eq!(caps("prod-us")["data"]["kube"], default, "prod-us has no agent yet");
+    eventually("the chart's objects on prod-eu", || {
+        let applied = cluster.get("v1", "ConfigMap", Some("greet"), "caps").is_some()
+            && cluster.get("v1", "ConfigMap", Some("greet"), "hi-greeter").is_some()
+            && cluster.get("batch/v1", "Job", Some("greet"), "hi-migrate").is_some();
+        async move { applied.then_some(()) }
+    })
+    .await;
+    shutdown.cancel();
+    for agent in agents {
+        let _ = agent.await;
+    }
+    hub.stop().await;
 }

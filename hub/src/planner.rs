@@ -184,17 +184,15 @@ impl Planner {
         self
     }
 
-    /// Records what `cluster`'s API server offers, for charts' `.Capabilities`. Returns whether
-    /// it changed (a re-plan then renders that cluster's charts against it).
-    pub fn set_capabilities(&mut self, cluster: &str, capabilities: Capabilities) -> bool {
-        let known = self.capabilities.get(cluster);
-        if known
-            .is_some_and(|k| k.kube_version == capabilities.kube_version && k.api_versions == capabilities.api_versions)
-        {
-            return false;
-        }
-        self.capabilities.insert(cluster.to_string(), capabilities);
-        true
+    /// What each cluster's API server offers, for charts' `.Capabilities` (clusters not named
+    /// get Helm's defaults). A changed cluster's charts render again at the next plan.
+    pub fn set_capabilities(&mut self, capabilities: HashMap<String, Capabilities>) {
+        self.capabilities = capabilities;
+    }
+
+    /// Whether the last plan saw exactly `capabilities`.
+    pub fn planned_with(&self, capabilities: &HashMap<String, Capabilities>) -> bool {
+        self.capabilities == *capabilities
     }
 
     /// Takes `assignment`'s apps as their cluster's last good renders, as if this planner had

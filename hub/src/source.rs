@@ -190,13 +190,15 @@ impl SourceWorker {
                 return;
             }
         };
-        if self.branches.as_ref() == Some(&branches) {
+        let capabilities = hub.capabilities();
+        if self.branches.as_ref() == Some(&branches) && self.planner.planned_with(&capabilities) {
             publisher.update_view(|view| {
                 view.fetch_failures = 0;
                 view.errors.retain(|e| !e.is_fetch());
             });
             return;
         }
+        self.planner.set_capabilities(capabilities);
         match self.plan(publisher, &branches, &mut errors) {
             Some((stats, published, cluster_errors)) => {
                 HubMetrics::observe(&hub.metrics().sync_duration, started.elapsed());

@@ -6,11 +6,11 @@
 //! after a restart comes back from its credentials Secret alone. The hub chart's ssh credentials
 //! reach gix through the GIT_SSH_COMMAND it sets.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use base64::Engine as _;
+use convoy_e2e::chart_sources::helm_sdk;
 use convoy_e2e::fleet_repo::standard_fleet;
 use convoy_e2e::harness::{InProcessHub, Process, TestCa, eventually, wait_connected, workspace_binary};
 use convoy_shared::identity::Role;
@@ -24,27 +24,13 @@ fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
-fn python() -> PathBuf {
-    std::env::var_os("CONVOY_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"))
-}
-
 /// Runs e2e/helm_chart.py `command` on `chart` with `values`.
 fn helm(command: &str, chart: &str, values: Value) -> Value {
-    let mut child = Command::new(python())
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("helm_chart.py"))
-        .args([command, workspace().join("charts").join(chart).to_str().unwrap()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python runs (run e2e/test.sh to install helm-python-sdk into e2e/.venv)");
-    let request = json!({"values": values, "name": "convoy", "namespace": NS});
-    child.stdin.take().unwrap().write_all(request.to_string().as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "helm_chart.py: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
+    helm_sdk(
+        command,
+        &workspace().join("charts").join(chart),
+        json!({"values": values, "name": "convoy", "namespace": NS}),
+    )
 }
 
 /// Rendered objects (NOTES.txt left out), parsed.

@@ -65,7 +65,7 @@ pub enum AccessError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{path} holds no PEM certificate to trust for the Git server")]
+    #[error("{path} holds no PEM certificate to trust")]
     NoCertificate { path: PathBuf },
     #[error("{path}: {reason}")]
     BadCertificate { path: PathBuf, reason: String },

@@ -377,6 +377,12 @@ pub struct ChartFetcher {
     archives: Mutex<HashMap<String, Arc<[u8]>>>,
 }
 
+impl std::fmt::Debug for ChartFetcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChartFetcher").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
 /// What a remote resolved to, once.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct Resolution {
@@ -772,7 +778,11 @@ impl ChartFetcher {
     /// Asks the registry's token service (the challenge's realm) for a pull token, with the
     /// host's credentials when there are some.
     fn oci_token(&self, challenge: &BearerChallenge, oci: &OciRef, ctx: &Ctx) -> Result<String> {
-        let mut realm = self.parse_url(&challenge.realm, ctx)?;
+        let realm = Url::parse(&challenge.realm).map_err(|e| FetchError::BadRepository {
+            repository: ctx.repository.into(),
+            detail: format!("the registry's token service {:?} is not a URL: {e}", challenge.realm),
+        })?;
+        let mut realm = self.check_plain(realm)?;
         {
             let mut query = realm.query_pairs_mut();
             if let Some(service) = &challenge.service {

@@ -267,7 +267,7 @@ fn the_hub_refuses_a_malformed_chart_credentials_file_before_starting() {
     std::fs::write(&bad, "- {host: registry.example.com, username: robot}\n").unwrap();
     let out = Command::new(workspace_binary("convoy-hub"))
         .args(["serve", "--listen", "127.0.0.1:0", "--http-listen", "off", "--certs"])
-        .arg(ca.dir.path().join("certs"))
+        .arg(&ca.certs.0)
         .arg("--data")
         .arg(data.path())
         .arg("--chart-credentials")

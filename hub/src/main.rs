@@ -43,6 +43,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once at startup: the size of `Serve` does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Serve agents (AgentService) and the CLI (FleetService) over mutual TLS.

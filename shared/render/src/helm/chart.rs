@@ -320,7 +320,7 @@ fn from_files(mut files: BTreeMap<String, Vec<u8>>, dir: &Path) -> Result<Chart,
         subcharts.push(from_files(sf, &sub_dir)?);
     }
     for (name, data) in archives {
-        subcharts.push(Chart::from_archive(&data, &dir.join("charts").join(&name))?);
+        subcharts.push(Chart::from_archive(&data, dir.join("charts").join(&name))?);
     }
     Ok(Chart {
         metadata,

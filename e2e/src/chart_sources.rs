@@ -93,11 +93,33 @@ impl StaticChartRepo {
         StaticChartRepo { url: format!("http://127.0.0.1:{port}"), process }
     }
 
+    /// Serves `dir` over TLS with `cert`/`key` (PEM files), at `https://localhost:PORT`.
+    pub fn start_tls(dir: &Path, cert: &Path, key: &Path) -> Self {
+        let mut command = Command::new(python());
+        command.args(["-u", "-c", HTTPS_SERVER]).arg(dir).arg(cert).arg(key);
+        let process = Process::spawn(command);
+        let line = process.wait_for_line("Serving HTTPS on");
+        let port = line.rsplit(' ').next().expect("the port it serves on");
+        StaticChartRepo { url: format!("https://localhost:{port}"), process }
+    }
+
     /// Stops serving (the repository goes down).
     pub fn stop(mut self) {
         self.process.terminate();
     }
 }
+
+/// python's static file server behind TLS (`http.server` has no TLS flag before 3.14).
+const HTTPS_SERVER: &str = r#"
+import functools, http.server, ssl, sys
+root, cert, key = sys.argv[1:4]
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(http.server.SimpleHTTPRequestHandler, directory=root))
+tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+tls.load_cert_chain(cert, key)
+server.socket = tls.wrap_socket(server.socket, server_side=True)
+print("Serving HTTPS on", server.server_address[1])
+server.serve_forever()
+"#;
 
 /// Debian's `docker-registry` (distribution v2) on a loopback port, storage in a temporary
 /// directory. Stops when dropped.

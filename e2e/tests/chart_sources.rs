@@ -168,6 +168,31 @@ fn http_repository_charts_resolve_like_helm_and_outlive_the_repository() {
     assert!(down.to_string().contains(&url) && down.to_string().contains("1.0.0"), "{down}");
 }
 
+/// An https:// repository whose certificate chains to a private CA: trusted with that CA (what
+/// `--chart-ca` passes), refused with the system's roots, with a hint naming the flag.
+#[test]
+fn https_repositories_are_verified_against_the_chart_ca() {
+    let (ca, tmp) = (TestCa::new(), tempfile::tempdir().unwrap());
+    let served = tmp.path().join("repo");
+    std::fs::create_dir_all(&served).unwrap();
+    let packaged = package_all(&tmp.path().join("src"), &served);
+    helm_sdk_ok("index", &served, json!({}));
+    let server = StaticChartRepo::start_tls(&served, &ca.certs.hub_cert(), &ca.certs.hub_key());
+    convoy_shared::install_crypto_provider();
+    let config = |cache: &str, tls| FetchConfig {
+        cache_dir: tmp.path().join(cache),
+        credentials: Vec::new(),
+        tls,
+        plain_http_hosts: Vec::new(),
+    };
+    let trusted = convoy_shared::tls::client_config(ca.ca.cert_pem(), None).unwrap();
+    let fetched = ChartFetcher::new(config("trusted", Some(trusted))).unwrap().fetch(&repo(&server.url, "^1")).unwrap();
+    assert_eq!(fetched.digest, packaged["1.2.3"].digest);
+    let untrusted = ChartFetcher::new(config("untrusted", None)).unwrap().fetch(&repo(&server.url, "^1")).unwrap_err();
+    assert!(matches!(untrusted, FetchError::Unreachable { .. }), "{untrusted:?}");
+    assert!(untrusted.to_string().contains("--chart-ca"), "{untrusted}");
+}
+
 #[test]
 fn a_tarball_changed_after_indexing_is_refused() {
     let tmp = tempfile::tempdir().unwrap();

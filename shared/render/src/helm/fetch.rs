@@ -206,10 +206,7 @@ pub struct Fetched {
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
     /// The repository or registry did not answer.
-    #[error(
-        "{repository}: unreachable while fetching chart '{chart}' {version}: {detail} (check the URL and that the \
-         repository is up; charts fetched before are served from the cache)"
-    )]
+    #[error("{repository}: unreachable while fetching chart '{chart}' {version}: {detail} ({hint})")]
     Unreachable {
         /// Repository URL or OCI reference.
         repository: String,
@@ -219,6 +216,8 @@ pub enum FetchError {
         version: String,
         /// The transport's cause chain.
         detail: String,
+        /// What to do.
+        hint: &'static str,
     },
     /// HTTP 401 or 403.
     #[error("{repository}: HTTP {status} for chart '{chart}' {version}: {hint}")]
@@ -979,7 +978,7 @@ fn select(requested: &str, available: &[String], ctx: &Ctx) -> Result<String> {
     best.map(|(_, v)| v.clone()).ok_or_else(|| FetchError::VersionNotFound {
         repository: ctx.repository.into(),
         chart: ctx.chart.into(),
-        version: requested.into(),
+        version: shown(requested).into(),
         nearest: nearest(requested, available),
     })
 }
@@ -1033,7 +1032,7 @@ fn ok_status(response: Response, ctx: &Ctx, fetcher: &ChartFetcher) -> Result<Re
         return Err(FetchError::Unauthorized {
             repository: ctx.repository.into(),
             chart: ctx.chart.into(),
-            version: ctx.version.into(),
+            version: shown(ctx.version).into(),
             status: status.as_u16(),
             hint,
         });
@@ -1042,7 +1041,7 @@ fn ok_status(response: Response, ctx: &Ctx, fetcher: &ChartFetcher) -> Result<Re
         url: response.url().to_string(),
         status: status.as_u16(),
         chart: ctx.chart.into(),
-        version: ctx.version.into(),
+        version: shown(ctx.version).into(),
     })
 }
 
@@ -1060,12 +1059,24 @@ fn read_body(response: Response, limit: u64, ctx: &Ctx) -> Result<Vec<u8>> {
 }
 
 fn unreachable(ctx: &Ctx, error: &(dyn std::error::Error + 'static)) -> FetchError {
+    let detail = cause_chain(error);
+    let hint = if detail.contains("UnknownIssuer") || detail.contains("invalid peer certificate") {
+        "its certificate is not trusted: pass the CA it chains to with the hub's --chart-ca"
+    } else {
+        "check the URL and that the repository is up; charts fetched before are served from the cache"
+    };
     FetchError::Unreachable {
         repository: ctx.repository.into(),
         chart: ctx.chart.into(),
-        version: ctx.version.into(),
-        detail: cause_chain(error),
+        version: shown(ctx.version).into(),
+        detail,
+        hint,
     }
+}
+
+/// A version as errors show it: an empty one asks for the latest.
+fn shown(version: &str) -> &str {
+    if version.is_empty() { "(latest)" } else { version }
 }
 
 /// `(host, host:port)` of a URL (the port only when the URL names one).

@@ -565,7 +565,7 @@ impl ChartFetcher {
                 detail: format!("no index.yaml at {index_url}: is this a Helm chart repository?"),
             });
         }
-        let body = read_body(ok_status(response, &ctx, self)?, MAX_INDEX, &ctx)?;
+        let body = read_body(self.ok_status(response, &ctx)?, MAX_INDEX, &ctx)?;
         let index = super::chart::parse_yaml(&String::from_utf8_lossy(&body)).map_err(|e| {
             FetchError::BadRepository { repository: url.into(), detail: format!("index.yaml does not parse: {e}") }
         })?;
@@ -600,7 +600,7 @@ impl ChartFetcher {
         let chart_url = self.check_plain(chart_url)?;
         let ctx = Ctx { repository: url, chart: name, version: &version };
         let response = self.send(&chart_url, None, None, &ctx)?;
-        let bytes = read_body(ok_status(response, &ctx, self)?, MAX_ARCHIVE, &ctx)?;
+        let bytes = read_body(self.ok_status(response, &ctx)?, MAX_ARCHIVE, &ctx)?;
         let actual = sha256(&bytes);
         // The index's digest is bare hex (Helm writes it so); an index without one is trusted
         // on first use, and the digest taken then is what every later fetch must match.
@@ -657,7 +657,7 @@ impl ChartFetcher {
             });
         }
         let ctx = Ctx { repository: reference, chart: oci.name(), version: &version };
-        let body = read_body(ok_status(response, &ctx, self)?, MAX_ARCHIVE, &ctx)?;
+        let body = read_body(self.ok_status(response, &ctx)?, MAX_ARCHIVE, &ctx)?;
         let not_a_chart =
             |detail: String| FetchError::NotAChart { repository: reference.into(), version: version.clone(), detail };
         let manifest: Json = serde_json::from_slice(&body)
@@ -693,7 +693,7 @@ impl ChartFetcher {
         }
         let blob_url = base.join(&format!("v2/{}/blobs/{digest}", oci.path)).expect("a digest joins");
         let response = self.oci_get(&blob_url, None, &mut session, &oci, &ctx)?;
-        let bytes = read_body(ok_status(response, &ctx, self)?, MAX_ARCHIVE, &ctx)?;
+        let bytes = read_body(self.ok_status(response, &ctx)?, MAX_ARCHIVE, &ctx)?;
         let actual = sha256(&bytes);
         if actual != digest {
             return Err(FetchError::DigestMismatch {
@@ -722,7 +722,7 @@ impl ChartFetcher {
                     nearest: Vec::new(),
                 });
             }
-            let response = ok_status(response, ctx, self)?;
+            let response = self.ok_status(response, ctx)?;
             next = response
                 .headers()
                 .get(reqwest::header::LINK)
@@ -797,7 +797,7 @@ impl ChartFetcher {
             request = request.basic_auth(user, password.as_ref());
         }
         let response = request.send().map_err(|e| unreachable(ctx, &e))?;
-        let body = read_body(ok_status(response, ctx, self)?, MAX_ARCHIVE, ctx)?;
+        let body = read_body(self.ok_status(response, ctx)?, MAX_ARCHIVE, ctx)?;
         let answer: Json = serde_json::from_slice(&body).map_err(|e| FetchError::BadRepository {
             repository: ctx.repository.into(),
             detail: format!("the token service {realm} answered no JSON: {e}"),
@@ -825,6 +825,35 @@ impl ChartFetcher {
             (None, _) => request,
         };
         request.send().map_err(|e| unreachable(ctx, &e))
+    }
+
+    /// The response when it succeeded; else what its status means for this chart.
+    fn ok_status(&self, response: Response, ctx: &Ctx) -> Result<Response> {
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+            let (_, host) = host_of(response.url());
+            let hint = if self.credential(response.url()).is_some() {
+                format!("the credentials for {host} in the hub's --chart-credentials file were refused: check them")
+            } else {
+                format!("add credentials for {host} to the hub's --chart-credentials file")
+            };
+            return Err(FetchError::Unauthorized {
+                repository: ctx.repository.into(),
+                chart: ctx.chart.into(),
+                version: shown(ctx.version).into(),
+                status: status.as_u16(),
+                hint,
+            });
+        }
+        Err(FetchError::Http {
+            url: response.url().to_string(),
+            status: status.as_u16(),
+            chart: ctx.chart.into(),
+            version: shown(ctx.version).into(),
+        })
     }
 
     fn credential(&self, url: &Url) -> Option<&Credential> {
@@ -1014,34 +1043,6 @@ fn check_chart(bytes: &[u8], repository: &str, version: &str) -> Result<()> {
         repository: repository.into(),
         version: version.into(),
         detail: e.to_string(),
-    })
-}
-
-fn ok_status(response: Response, ctx: &Ctx, fetcher: &ChartFetcher) -> Result<Response> {
-    let status = response.status();
-    if status.is_success() {
-        return Ok(response);
-    }
-    if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
-        let (_, host) = host_of(response.url());
-        let hint = if fetcher.credential(response.url()).is_some() {
-            format!("the credentials for {host} in the hub's --chart-credentials file were refused: check them")
-        } else {
-            format!("add credentials for {host} to the hub's --chart-credentials file")
-        };
-        return Err(FetchError::Unauthorized {
-            repository: ctx.repository.into(),
-            chart: ctx.chart.into(),
-            version: shown(ctx.version).into(),
-            status: status.as_u16(),
-            hint,
-        });
-    }
-    Err(FetchError::Http {
-        url: response.url().to_string(),
-        status: status.as_u16(),
-        chart: ctx.chart.into(),
-        version: shown(ctx.version).into(),
     })
 }
 

@@ -344,6 +344,7 @@ impl InProcessHub {
             fleet_branch: "main".into(),
             interval: Duration::from_secs(3600),
             access: Default::default(),
+            charts: None,
         };
         let config = convoy_hub::server::HubConfig {
             tls: tls::server_config(&material).expect("server TLS"),

@@ -150,6 +150,7 @@ impl Sandbox {
                 fleet_branch: "main".into(),
                 interval: config.poll,
                 access: Default::default(),
+                charts: None,
             }),
             webhook_secret: Some(webhook_secret),
         };

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use convoy_render::helm::fetch::ChartFetcher;
 use convoy_shared::clock::unix_ms;
 use convoy_shared::model::Assignment;
 use gix::ObjectId;
@@ -32,6 +33,10 @@ pub struct SourceConfig {
     pub interval: Duration,
     /// Credentials and TLS for an https:// URL.
     pub access: GitAccess,
+    /// Charts from HTTP(S) chart repositories and OCI registries (`spec.helm.repo`/`oci`),
+    /// resolved once and cached in `<data>/charts` (`None` where no app needs one). Blocking:
+    /// call it from the sync's `spawn_blocking`, as the planner runs.
+    pub charts: Option<Arc<ChartFetcher>>,
 }
 
 /// Commits listed at most when comparing two environments' branches.

@@ -335,6 +335,25 @@ impl InProcessHub {
     /// Like [`InProcessHub::start_on`], signing agent certificates (the hub registers agents
     /// with `ca`) that live `cert_lifetime`.
     pub async fn start_with(ca: &TestCa, repo_url: &str, listen: &str, cert_lifetime: Duration) -> Self {
+        Self::start_full(ca, repo_url, listen, cert_lifetime, None).await
+    }
+
+    /// Like [`InProcessHub::start`], fetching apps' remote charts with `charts`.
+    pub async fn start_with_charts(
+        ca: &TestCa,
+        repo_url: &str,
+        charts: Arc<convoy_render::helm::fetch::ChartFetcher>,
+    ) -> Self {
+        Self::start_full(ca, repo_url, "127.0.0.1:0", DEFAULT_AGENT_CERT_LIFETIME, Some(charts)).await
+    }
+
+    async fn start_full(
+        ca: &TestCa,
+        repo_url: &str,
+        listen: &str,
+        cert_lifetime: Duration,
+        charts: Option<Arc<convoy_render::helm::fetch::ChartFetcher>>,
+    ) -> Self {
         let data = tempfile::tempdir().expect("data dir");
         let material = tls::TlsMaterial::from_files(&ca.certs.ca_cert(), &ca.certs.hub_cert(), &ca.certs.hub_key())
             .expect("hub TLS files");
@@ -344,7 +363,7 @@ impl InProcessHub {
             fleet_branch: "main".into(),
             interval: Duration::from_secs(3600),
             access: Default::default(),
-            charts: None,
+            charts,
         };
         let config = convoy_hub::server::HubConfig {
             tls: tls::server_config(&material).expect("server TLS"),

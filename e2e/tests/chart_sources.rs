@@ -303,3 +303,60 @@ fn the_hub_refuses_a_malformed_chart_credentials_file_before_starting() {
     assert_eq!(out.status.code(), Some(64), "{stderr}");
     assert!(stderr.contains("chart-credentials.yaml") && stderr.contains("password or a token"), "{stderr}");
 }
+
+/// An app naming a chart in a chart repository: the hub resolves the version range once, renders
+/// the fetched chart for each cluster, and keeps doing so from its cache after the repository
+/// goes down; a version the repository lacks is that app's render error naming what it has.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hub_renders_apps_from_a_chart_repository_and_keeps_them_when_it_goes_down() {
+    use convoy_e2e::fleet_repo::standard_fleet;
+    use convoy_e2e::harness::InProcessHub;
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, served, cache) = (tmp.path().join("src"), tmp.path().join("repo"), tmp.path().join("charts"));
+    std::fs::create_dir_all(&served).unwrap();
+    package_all(&src, &served);
+    helm_sdk_ok("index", &served, json!({}));
+    let server = StaticChartRepo::start(&served);
+    let fleet = standard_fleet(&tmp.path().join("fleet"));
+    fleet.checkout("main");
+    let url = server.url.clone();
+    let app = |version: &str| {
+        format!(
+            "apiVersion: convoy.dev/v1\nkind: App\nmetadata: {{name: demo}}\nspec:\n  namespace: demo\n  helm:\n    repo: {url}\n    name: demo\n    version: \"{version}\"\n    releaseName: shop\n"
+        )
+    };
+    fleet.write("apps/demo/app.yaml", &app("~1.2"));
+    fleet.write("apps/demo/clusters/prod-eu/values.yaml", "greeting: hi ${cluster.name}\n");
+    fleet.commit("demo: a chart from a chart repository");
+    let ca = TestCa::new();
+    // reqwest's blocking client runs its own runtime: built off the async one.
+    let fetcher = tokio::task::spawn_blocking(move || fetcher(&cache, vec![])).await.unwrap();
+    let hub = InProcessHub::start_with_charts(&ca, &fleet.url(), std::sync::Arc::new(fetcher)).await;
+    let data = |cluster: &str| {
+        hub.objects(cluster, "demo").into_iter().find(|o| o["metadata"]["name"] == "shop-demo").unwrap_or_default()
+            ["data"]
+            .clone()
+    };
+    assert_eq!(data("prod-eu")["greeting"], "HI PROD-EU", "{:?}", hub.hub.view().errors);
+    assert_eq!(data("prod-us")["greeting"], "HELLO");
+    assert_eq!(data("prod-us")["note"], "fetched from afar");
+    let chart_label = hub.objects("prod-us", "demo")[0]["metadata"]["labels"]["helm.sh/chart"].clone();
+    assert_eq!(chart_label, "demo-1.2.3", "~1.2 resolves to the highest 1.2.x");
+
+    server.stop();
+    fleet.write("apps/demo/clusters/prod-us/values.yaml", "greeting: still here\n");
+    let head = fleet.commit("demo: prod-us values, with the repository down");
+    hub.sync("main", &head).await;
+    assert_eq!(data("prod-us")["greeting"], "STILL HERE", "served from the hub's chart cache");
+
+    let before = hub.objects("prod-eu", "demo");
+    fleet.write("apps/demo/app.yaml", &app("9.9.9"));
+    let head = fleet.commit("demo: a version nobody published");
+    hub.sync("main", &head).await;
+    assert_eq!(hub.objects("prod-eu", "demo"), before, "the last good objects stay");
+    let error =
+        hub.hub.assignment("prod-eu").unwrap().apps.iter().find(|a| a.name == "demo").unwrap().render_error.clone();
+    let error = error.expect("the fetch error travels with the app");
+    assert!(error.contains("demo") && error.contains("9.9.9"), "{error}");
+    hub.stop().await;
+}

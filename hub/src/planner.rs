@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 
 use convoy_render::app::{self as app_render, assemble, overlay_dir};
 pub use convoy_render::app::{MAX_OBJECT_BYTES, ObjectError};
+use convoy_render::helm::remote::Remote;
 use convoy_render::helm::{Capabilities, Chart};
 use convoy_render::{self as render, EntryKind, RenderError, Renderer, Source};
 
@@ -107,7 +108,7 @@ struct CachedChart {
 
 /// Loads charts that are not in the repository (chart repositories, OCI registries): the chart
 /// and the digest that identifies its bits.
-pub type RemoteCharts = Arc<dyn Fn(&ChartLocation) -> Result<(Chart, String), RenderError> + Send + Sync>;
+pub type RemoteCharts = Arc<dyn Fn(&Remote) -> Result<(Chart, String), RenderError> + Send + Sync>;
 
 #[derive(Clone)]
 struct CachedPair {
@@ -145,7 +146,7 @@ pub struct Planner {
     /// Repository charts per (branch, chart directory), checked like renders.
     charts: HashMap<(String, String), CachedChart>,
     /// Remote charts, fetched once per location.
-    remote: HashMap<ChartLocation, LoadedChart>,
+    remote: HashMap<Remote, LoadedChart>,
     remote_loader: Option<RemoteCharts>,
     /// Values files parsed, per path, with the blob they were parsed from.
     values: HashMap<String, (Option<ObjectId>, Map<String, Value>)>,
@@ -359,7 +360,7 @@ impl Planner {
     ) -> Rendered {
         let (chart, identity) = match &helm.chart {
             ChartLocation::Path(path) => self.chart(&env.environment.branch, &env.snapshot, path)?,
-            remote => self.remote_chart(remote)?,
+            ChartLocation::Remote(remote) => self.remote_chart(remote)?,
         };
         let snapshot = env.snapshot.as_ref();
         let cache = &mut self.values;
@@ -422,7 +423,7 @@ impl Planner {
     }
 
     /// A chart from a chart repository or registry, fetched once.
-    fn remote_chart(&mut self, location: &ChartLocation) -> LoadedChart {
+    fn remote_chart(&mut self, location: &Remote) -> LoadedChart {
         if let Some(known) = self.remote.get(location) {
             return known.clone();
         }

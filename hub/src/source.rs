@@ -78,14 +78,25 @@ struct SourceWorker {
     failures: u32,
 }
 
+/// A planner that fetches remote charts with the hub's chart fetcher, when it has one.
+fn planner(config: &SourceConfig) -> Planner {
+    match &config.charts {
+        Some(fetcher) => {
+            let fetcher = fetcher.clone();
+            Planner::default().with_remote_charts(Arc::new(move |remote| fetcher.chart(remote)))
+        }
+        None => Planner::default(),
+    }
+}
+
 /// Runs the source loop until `shutdown`, publishing through the hub's one [`Publisher`].
 pub async fn run(config: SourceConfig, publisher: Publisher, shutdown: CancellationToken) {
     let publisher = Arc::new(publisher);
     let mut worker = SourceWorker {
         mirror: GitMirror::new(&config.url, &config.mirror, config.access.clone()),
+        planner: planner(&config),
+        held_planner: planner(&config),
         config,
-        planner: Planner::default(),
-        held_planner: Planner::default(),
         desired: HashMap::new(),
         held: HashMap::new(),
         held_envs: HashMap::new(),

@@ -30,9 +30,9 @@ fn corpus() -> PathBuf {
 }
 
 fn python() -> PathBuf {
-    std::env::var_os("CONVOY_PYTHON").map(PathBuf::from).unwrap_or_else(|| {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python")
-    })
+    std::env::var_os("CONVOY_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"))
 }
 
 /// Runs `script` in Helm's engine's Python with `input` on stdin; its stdout.

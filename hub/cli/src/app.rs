@@ -5,21 +5,20 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use convoy_render::fleet::{self, ChartLocation, Fleet};
-use convoy_render::helm::{Capabilities, Chart};
+use convoy_render::fleet::{self, Fleet};
+use convoy_render::helm::Capabilities;
+use convoy_render::helm::fetch::{ChartFetcher, FetchConfig};
+use convoy_render::helm::remote::Remote;
 use convoy_render::{FsSource, RenderError, Source};
 use serde_json::Value;
 
 use crate::CliError;
 
 /// The objects `app` gets on `cluster`, from the fleet repository work tree at `root`. Charts
-/// see Helm's default capabilities (the hub uses what the cluster's agent reports).
-pub fn render_app(
-    root: &Path,
-    app: &str,
-    cluster: &str,
-    remote: &dyn Fn(&ChartLocation) -> Result<Chart, RenderError>,
-) -> Result<Vec<Value>, CliError> {
+/// see Helm's default capabilities (the hub uses what the cluster's agent reports); charts from
+/// chart repositories and registries are fetched into `~/.cache/convoy/charts` (anonymously,
+/// over HTTPS with the platform's roots).
+pub fn render_app(root: &Path, app: &str, cluster: &str) -> Result<Vec<Value>, CliError> {
     let src: Arc<dyn Source> = Arc::new(FsSource::new(root));
     let error = |message: String| CliError::Render(message);
     let fleet = Fleet::load(src.as_ref()).map_err(|e| error(e.to_string()))?;
@@ -48,7 +47,17 @@ pub fn render_app(
             "app '{app}' does not go to cluster '{cluster}': its targets in apps/{app}/app.yaml do not select it"
         )));
     }
-    convoy_render::app::render_app(&src, &spec, target, &Capabilities::default(), remote)
+    let remote = |remote: &Remote| {
+        let cache_dir = std::env::var_os("XDG_CACHE_HOME")
+            .map(std::path::PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".cache")))
+            .unwrap_or_else(std::env::temp_dir)
+            .join("convoy/charts");
+        let fetcher = ChartFetcher::new(FetchConfig { cache_dir, ..FetchConfig::default() })
+            .map_err(|e| RenderError::Invalid { path: remote.to_string().into(), message: e.to_string() })?;
+        fetcher.chart(remote).map(|(chart, _digest)| chart)
+    };
+    convoy_render::app::render_app(&src, &spec, target, &Capabilities::default(), &remote)
         .map(|assignment| assignment.objects)
         .map_err(|e| error(format!("app '{app}' on cluster '{cluster}': {e}")))
 }

@@ -227,14 +227,7 @@ async fn run(cli: Cli) -> Result<(), cli::CliError> {
         }
         Command::Render { app: Some(app), cluster: Some(cluster), root, .. } => {
             let root = root.unwrap_or_else(|| cli::repository_root(Path::new(".")));
-            let objects = cli::app::render_app(&root, &app, &cluster, &|location| {
-                Err(convoy_render::RenderError::Invalid {
-                    path: location.to_string().into(),
-                    message:
-                        "convoy render fetches no charts from chart repositories or registries yet; vendor the chart"
-                            .into(),
-                })
-            })?;
+            let objects = cli::app::render_app(&root, &app, &cluster)?;
             match cli.output {
                 Output::Json => print!("{}", cli::structured(cli.output, &objects).unwrap_or_default()),
                 _ => print!("{}", convoy_render::to_yaml(&objects)),

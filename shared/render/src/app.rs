@@ -10,6 +10,7 @@ use convoy_shared::model::AppAssignment;
 use serde_json::{Map, Value};
 
 use crate::fleet::{App, ChartLocation, Cluster, HelmSource};
+use crate::helm::remote::Remote;
 use crate::helm::{self, Capabilities, Chart, HookPhase, ReleaseOptions};
 use crate::{RenderError, Renderer, Source};
 
@@ -152,13 +153,13 @@ pub fn render_chart(
 }
 
 /// One app for one cluster from the tree `src`, uncached: what the hub would assign.
-/// `chart` loads a chart that is not in the repository (remote repositories and registries).
+/// `chart` loads a chart that is not in the repository (chart repositories and registries).
 pub fn render_app(
     src: &std::sync::Arc<dyn Source>,
     app: &App,
     cluster: &Cluster,
     capabilities: &Capabilities,
-    chart: &dyn Fn(&ChartLocation) -> Result<Chart, RenderError>,
+    chart: &dyn Fn(&Remote) -> Result<Chart, RenderError>,
 ) -> Result<AppAssignment, AppError> {
     let rendered = match &app.helm {
         None => {
@@ -168,7 +169,7 @@ pub fn render_app(
         Some(helm) => {
             let loaded = match &helm.chart {
                 ChartLocation::Path(path) => load_chart(&**src, path)?,
-                remote => chart(remote)?,
+                ChartLocation::Remote(remote) => chart(remote)?,
             };
             let values = helm_values(&**src, app, helm, cluster, &mut |file: &str| {
                 parse_values(file, &crate::fleet::file(&**src, file).unwrap_or_default())

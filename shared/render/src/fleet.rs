@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use std::path::Path;
 
+use crate::helm::remote::Remote;
 use crate::{EntryKind, Source};
 
 const API_VERSION: &str = "convoy.dev/v1";
@@ -253,18 +254,15 @@ struct HelmSpec {
 pub enum ChartLocation {
     /// A chart directory in the repository (repository-relative, normalized).
     Path(String),
-    /// A chart in an HTTP(S) chart repository (`index.yaml`).
-    Repo { url: String, name: String, version: String },
-    /// A chart in an OCI registry: `oci://host/path/name`.
-    Oci { reference: String, version: String },
+    /// A chart in an HTTP(S) chart repository or an OCI registry.
+    Remote(Remote),
 }
 
 impl std::fmt::Display for ChartLocation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ChartLocation::Path(path) => f.write_str(path),
-            ChartLocation::Repo { url, name, version } => write!(f, "{name} {version} from {url}"),
-            ChartLocation::Oci { reference, version } => write!(f, "{reference}:{version}"),
+            ChartLocation::Remote(remote) => remote.fmt(f),
         }
     }
 }
@@ -302,7 +300,7 @@ impl HelmSpec {
                         format!("spec.helm: chart '{name}' from {url} needs a version (exact, or a range like ~1.2)"),
                     )
                 })?;
-                ChartLocation::Repo { url: url.trim_end_matches('/').to_string(), name, version }
+                ChartLocation::Remote(Remote::Repo { url: url.trim_end_matches('/').to_string(), name, version })
             }
             (None, None, Some(reference)) => {
                 if !reference.starts_with("oci://") {
@@ -318,7 +316,7 @@ impl HelmSpec {
                     .version
                     .filter(|v| !v.is_empty())
                     .ok_or_else(|| error(file, format!("spec.helm: chart {reference} needs a version")))?;
-                ChartLocation::Oci { reference: reference.trim_end_matches('/').to_string(), version }
+                ChartLocation::Remote(Remote::Oci { reference: reference.trim_end_matches('/').to_string(), version })
             }
             _ => {
                 return Err(error(
@@ -704,16 +702,19 @@ mod tests {
         let repo = app("{repo: 'https://charts.example.com/', name: ne, version: 4.37.0, releaseName: ne}").unwrap();
         assert_eq!(
             repo.helm.unwrap().chart,
-            ChartLocation::Repo {
+            ChartLocation::Remote(Remote::Repo {
                 url: "https://charts.example.com".into(),
                 name: "ne".into(),
                 version: "4.37.0".into()
-            }
+            })
         );
         let oci = app("{oci: oci://r.example.com/charts/ne, version: 1.0.0}").unwrap().helm.unwrap();
         assert_eq!(
             oci.chart,
-            ChartLocation::Oci { reference: "oci://r.example.com/charts/ne".into(), version: "1.0.0".into() }
+            ChartLocation::Remote(Remote::Oci {
+                reference: "oci://r.example.com/charts/ne".into(),
+                version: "1.0.0".into()
+            })
         );
         for (bad, says) in [
             ("{chart: a, repo: b}", "exactly one"),

@@ -45,72 +45,7 @@ const NEAREST: usize = 6;
 /// The file of remembered resolutions in the cache directory.
 const RESOLUTIONS: &str = "resolutions.json";
 
-/// Where a chart comes from, and which version of it is wanted.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Remote {
-    /// A chart repository served over HTTP(S) (`helm repo add`): `<url>/index.yaml` lists
-    /// each chart's versions and where their tarballs are.
-    Repo {
-        /// The repository URL (`https://charts.example.com`, or `http://` for a host named
-        /// as plain HTTP).
-        url: String,
-        /// The chart's name in the index.
-        name: String,
-        /// An exact version or a constraint (`~1.2`, `^1`, `>=1.0 <2`); empty: the highest
-        /// stable version.
-        version: String,
-    },
-    /// A chart in an OCI registry, as `helm push` stores it.
-    Oci {
-        /// `oci://host[:port]/path/name`.
-        reference: String,
-        /// An exact version (a tag, `+` written as `_`) or a constraint over the tags.
-        version: String,
-    },
-}
-
-impl Remote {
-    /// The chart's name.
-    pub fn chart(&self) -> &str {
-        match self {
-            Remote::Repo { name, .. } => name,
-            Remote::Oci { reference, .. } => reference.rsplit('/').next().unwrap_or(reference),
-        }
-    }
-
-    /// The version or constraint asked for.
-    pub fn version(&self) -> &str {
-        match self {
-            Remote::Repo { version, .. } | Remote::Oci { version, .. } => version,
-        }
-    }
-
-    /// The repository URL or the OCI reference.
-    pub fn repository(&self) -> &str {
-        match self {
-            Remote::Repo { url, .. } => url,
-            Remote::Oci { reference, .. } => reference,
-        }
-    }
-
-    /// The key its resolution is remembered under.
-    fn key(&self) -> String {
-        match self {
-            Remote::Repo { url, name, version } => format!("repo {} {name} {version}", url.trim_end_matches('/')),
-            Remote::Oci { reference, version } => format!("oci {reference} {version}"),
-        }
-    }
-}
-
-impl std::fmt::Display for Remote {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let version = if self.version().is_empty() { "(latest)" } else { self.version() };
-        match self {
-            Remote::Repo { url, name, .. } => write!(f, "chart '{name}' {version} from {url}"),
-            Remote::Oci { reference, .. } => write!(f, "{reference} {version}"),
-        }
-    }
-}
+pub use super::remote::Remote;
 
 /// Credentials for one host (`host` or `host:port`) of chart repositories or registries.
 #[derive(Clone, serde::Deserialize)]
@@ -454,6 +389,16 @@ impl ChartFetcher {
         }
         let client = builder.build().map_err(|e| FetchError::Client { detail: cause_chain(&e) })?;
         Ok(ChartFetcher { client, config, resolutions: Mutex::new(resolutions), archives: Mutex::new(HashMap::new()) })
+    }
+
+    /// The chart `remote` names, loaded, with the digest of its tarball; errors as render
+    /// errors of the app naming it.
+    pub fn chart(&self, remote: &Remote) -> std::result::Result<(Chart, String), crate::RenderError> {
+        let invalid = |message: String| crate::RenderError::Invalid { path: remote.to_string().into(), message };
+        let fetched = self.fetch(remote).map_err(|e| invalid(e.to_string()))?;
+        let chart = Chart::from_archive(&fetched.archive, remote.to_string())
+            .map_err(|error| crate::RenderError::Helm { chart: remote.to_string().into(), error: Box::new(error) })?;
+        Ok((chart, fetched.digest))
     }
 
     /// The chart `remote` names: resolved on the first call (and remembered), then served

@@ -19,6 +19,7 @@ pub mod funcs;
 pub mod goyaml;
 pub mod objects;
 pub mod release;
+pub mod remote;
 pub mod schema;
 pub mod semver;
 pub mod template;

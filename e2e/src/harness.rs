@@ -348,6 +348,7 @@ impl InProcessHub {
             tls: tls::server_config(&material).expect("server TLS"),
             source: Some(source),
             webhook_secret: Some(WEBHOOK_SECRET.into()),
+            handshakes: Default::default(),
         };
         let grpc = tokio::net::TcpListener::bind(listen).await.expect("bind gRPC");
         let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind HTTP");

@@ -152,6 +152,7 @@ impl Sandbox {
                 access: Default::default(),
             }),
             webhook_secret: Some(webhook_secret),
+            handshakes: Default::default(),
         };
         let (hub_state, token) = ((hub.clone(), publisher), shutdown.clone());
         tasks.spawn(

@@ -190,6 +190,8 @@ pub struct GitMirror {
     access: GitAccess,
     path: PathBuf,
     /// Blob contents by id, shared between snapshots so a new commit reads only new blobs.
+    /// Holds only blobs some live snapshot holds too (see [`GitMirror::snapshot`]), so it does
+    /// not grow with every commit ever read.
     blobs: HashMap<ObjectId, Arc<[u8]>>,
 }
 
@@ -266,6 +268,11 @@ impl GitMirror {
         Ok(branches)
     }
 
+    /// Blobs held in memory for the snapshots alive now.
+    pub fn cached_blobs(&self) -> usize {
+        self.blobs.len()
+    }
+
     /// Reads the whole tree of `commit` into memory.
     pub fn snapshot(&mut self, commit: ObjectId) -> Result<Arc<Snapshot>> {
         let repo = self.open()?;
@@ -303,7 +310,10 @@ impl GitMirror {
         for names in children.values_mut() {
             names.sort();
         }
-        Ok(Arc::new(Snapshot { commit, tree: tree.id, entries, children }))
+        let snapshot = Arc::new(Snapshot { commit, tree: tree.id, entries, children });
+        // Blobs only this cache still holds belong to snapshots that are gone: forget them.
+        self.blobs.retain(|_, blob| Arc::strong_count(blob) > 1);
+        Ok(snapshot)
     }
 
     /// Commits reachable from `tip` and not from `hidden` (what `git log tip --not hidden`

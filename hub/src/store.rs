@@ -29,6 +29,9 @@ const ROLLOUTS: TableDefinition<&str, &str> = TableDefinition::new("rollouts");
 const PINS: TableDefinition<&str, &str> = TableDefinition::new("pins");
 /// History entries kept per cluster in memory.
 const MEMORY_HISTORY: usize = 1000;
+/// redb's page cache (its default is 1 GiB, which the ever-growing history table would fill,
+/// one commit at a time, as hub memory).
+const REDB_CACHE_BYTES: usize = 16 * 1024 * 1024;
 
 /// Store errors.
 #[derive(Debug, thiserror::Error)]
@@ -155,7 +158,8 @@ impl RedbStore {
         let path = dir.join("convoy.redb");
         let open_err = |message: String| StoreError::Open { path: path.clone(), message };
         std::fs::create_dir_all(dir).map_err(|e| open_err(e.to_string()))?;
-        let database = Database::create(&path).map_err(|e| open_err(e.to_string()))?;
+        let database =
+            Database::builder().set_cache_size(REDB_CACHE_BYTES).create(&path).map_err(|e| open_err(e.to_string()))?;
         let txn = database.begin_write().map_err(db)?;
         txn.open_table(REPORTS).map_err(db)?;
         txn.open_table(TOKENS).map_err(db)?;

@@ -6,7 +6,11 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use convoy_e2e::harness::{HubProcess, RunningAgent, TestCa, eventually, wait_connected};
+use convoy_e2e::fleet_repo::{app_yaml, configmap_yaml, kustomization_yaml, standard_fleet};
+use convoy_e2e::harness::{
+    HubProcess, InProcessHub, RunningAgent, TestCa, WEBHOOK_SECRET, eventually, post_webhook, push_event,
+    wait_connected,
+};
 use convoy_shared::identity::{Identity, Role};
 use convoy_shared::proto::ListClustersRequest;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -81,4 +85,206 @@ async fn attack_half_open_handshakes_by_the_thousand_leave_the_hub_serving() {
     assert!(per_source >= 500 - 128, "127.0.0.1's oldest made way for its newest: {per_source}");
     assert!(overall > 0, "over 512 in all, the oldest overall made way");
     agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_many_commits_keep_the_hub_caches_bounded() {
+    // RSS over 10,000 commits is `bench_soak`'s figure; here, the caches that used to grow with
+    // every commit (Git blobs of every version ever read, renders and pairs of gone apps) must
+    // hold the same after 60 commits as after 20.
+    let dir = tempfile::tempdir().unwrap();
+    let repo = standard_fleet(dir.path());
+    let ca = TestCa::new();
+    let hub = InProcessHub::start(&ca, &repo.url()).await;
+    let mut after_20 = None;
+    for i in 0..60 {
+        let greeting = format!("hello ${{cluster.name}} {i}");
+        repo.write("apps/web/base/config.yaml", &configmap_yaml("web-config", &[("greeting", &greeting)]));
+        // Apps come and go too: their cache entries must go with them.
+        if i % 2 == 0 {
+            repo.write("apps/extra/app.yaml", &app_yaml("extra", "web", &[]));
+            repo.write("apps/extra/base/kustomization.yaml", &kustomization_yaml(&["config.yaml"], &[]));
+            repo.write("apps/extra/base/config.yaml", &configmap_yaml("extra", &[("n", &i.to_string())]));
+        } else {
+            repo.remove("apps/extra");
+        }
+        let head = repo.commit(&format!("soak {i}"));
+        hub.sync("dev", &head).await;
+        if i == 19 {
+            after_20 = Some(hub.hub.view().caches);
+        }
+    }
+    let (after_20, after_60) = (after_20.unwrap(), hub.hub.view().caches);
+    println!("caches after 20 commits: {after_20:?}; after 60: {after_60:?}");
+    assert_eq!(after_60, after_20, "the hub's caches grow with the number of commits");
+    assert!(after_60.blobs < 40, "Git blobs held beyond the live snapshots: {after_60:?}");
+    hub.stop().await;
+}
+
+/// Commits app `hostile` (on every cluster) made of `files`, next to a change to app `web`, on
+/// dev; then checks that the hub refused `hostile` alone, with an error naming it and saying
+/// `expect`, planned `web`'s change anyway, and still answers the fleet API.
+async fn hostile_app_is_refused(files: &[(&str, String)], symlinks: &[(&str, &str)], expect: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = standard_fleet(&dir.path().join("repo"));
+    let ca = TestCa::new();
+    let hub = InProcessHub::start(&ca, &repo.url()).await;
+    repo.write("apps/hostile/app.yaml", &app_yaml("hostile", "web", &[]));
+    for (path, contents) in files {
+        repo.write(&format!("apps/hostile/{path}"), contents);
+    }
+    for (link, target) in symlinks {
+        let link = repo.dir.join("apps/hostile").join(link);
+        std::fs::create_dir_all(link.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(target, link).unwrap();
+    }
+    let greeting = "hello ${cluster.name} after the attack";
+    repo.write("apps/web/base/config.yaml", &configmap_yaml("web-config", &[("greeting", greeting)]));
+    let head = repo.commit("hostile content");
+    hub.sync("dev", &head).await;
+
+    let errors = hub.hub.view().cluster_errors.get("dev-1").cloned().unwrap_or_default();
+    assert!(
+        errors.iter().any(|e| e.contains("hostile") && e.contains(expect)),
+        "dev-1's errors name the app and say '{expect}': {errors:?}"
+    );
+    assert!(hub.objects("dev-1", "hostile").is_empty(), "nothing of the hostile app is assigned");
+    let web = hub.objects("dev-1", "web");
+    assert_eq!(web[0]["data"]["greeting"], "hello dev-1 after the attack", "the rest of the commit is planned");
+    let mut viewer = ca.cli(&hub.address, Role::Viewer).await;
+    viewer.list_clusters(ListClustersRequest {}).await.expect("the hub keeps serving");
+    hub.stop().await;
+}
+
+fn kustomization_of(resource: &str) -> (&'static str, String) {
+    ("base/kustomization.yaml", kustomization_yaml(&[resource], &[]))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_git_yaml_alias_bomb_is_refused() {
+    // A billion laughs: nine levels of ten aliases each expand to 10^9 strings.
+    let mut bomb = String::from(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: bomb}\nx:\n  a0: &a0 [lol,lol,lol,lol,lol,lol,lol,lol,lol,lol]\n",
+    );
+    for level in 1..10 {
+        let refs = vec![format!("*a{}", level - 1); 10].join(",");
+        bomb.push_str(&format!("  a{level}: &a{level} [{refs}]\n"));
+    }
+    let files = [kustomization_of("bomb.yaml"), ("base/bomb.yaml", bomb)];
+    hostile_app_is_refused(&files, &[], "budget breached").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_git_200000_deep_nesting_is_refused() {
+    let deep = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: deep}}\nx: {}{}\n",
+        "[".repeat(200_000),
+        "]".repeat(200_000)
+    );
+    let files = [kustomization_of("deep.yaml"), ("base/deep.yaml", deep)];
+    hostile_app_is_refused(&files, &[], "recursion limit exceeded").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_git_symlink_outside_the_repository_is_refused() {
+    let files = [kustomization_of("passwd.yaml")];
+    hostile_app_is_refused(&files, &[("base/passwd.yaml", "/etc/passwd")], "outside the repository").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_git_dot_dot_traversal_is_refused() {
+    let files = [kustomization_of("../../../../../../etc/passwd")];
+    hostile_app_is_refused(&files, &[], "outside").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_git_64_mib_file_is_refused() {
+    let big = configmap_yaml("big", &[("blob", &"x".repeat(64 << 20))]);
+    let files = [kustomization_of("big.yaml"), ("base/big.yaml", big)];
+    hostile_app_is_refused(&files, &[], "over the 16 MiB").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_webhook_replayed_signed_body_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = standard_fleet(dir.path());
+    let ca = TestCa::new();
+    let hub = InProcessHub::start(&ca, &repo.url()).await;
+    let event = push_event("refs/heads/dev", &repo.head());
+    post_webhook(&hub.http_address, WEBHOOK_SECRET, &event).expect("the first delivery is accepted");
+    let replay = post_webhook(&hub.http_address, WEBHOOK_SECRET, &event).expect_err("a replay is refused");
+    assert!(replay.contains("409"), "{replay}");
+    post_webhook(&hub.http_address, WEBHOOK_SECRET, &push_event("refs/heads/dev", &repo.head()))
+        .expect("a new delivery is accepted");
+    hub.stop().await;
+}
+
+/// Sends `head` and then up to `body_bytes` of body to `address`; returns the status code the
+/// server answers with (it may answer before reading the body).
+async fn post_raw(address: &str, head: &str, body_bytes: usize) -> u16 {
+    let mut stream = TcpStream::connect(address).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let chunk = vec![b'x'; 1 << 20];
+    let mut sent = 0;
+    // The hub may answer and close before the body is sent: stop writing then.
+    while sent < body_bytes && stream.write_all(&chunk[..(body_bytes - sent).min(chunk.len())]).await.is_ok() {
+        sent += chunk.len();
+        if sent >= 4 << 20 {
+            break;
+        }
+    }
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response).await;
+    let response = String::from_utf8_lossy(&response);
+    response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP answer: {response}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_webhook_100_mib_body_and_a_flood_leave_it_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = standard_fleet(dir.path());
+    let ca = TestCa::new();
+    let hub = InProcessHub::start(&ca, &repo.url()).await;
+    let huge = format!(
+        "POST /webhook HTTP/1.1\r\nHost: hub\r\nX-Hub-Signature-256: sha256=00\r\nContent-Length: {}\r\n\r\n",
+        100 << 20
+    );
+    assert_eq!(post_raw(&hub.http_address, &huge, 100 << 20).await, 413, "a 100 MiB body is refused at once");
+
+    // A flood of forged deliveries from 50 connections at a time: each is refused.
+    let mut flood = tokio::task::JoinSet::new();
+    for _ in 0..50 {
+        let address = hub.http_address.clone();
+        flood.spawn(async move {
+            let body = r#"{"ref":"refs/heads/dev"}"#;
+            let forged = format!(
+                "POST /webhook HTTP/1.1\r\nHost: hub\r\nX-Hub-Signature-256: sha256={}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                "0".repeat(64),
+                body.len()
+            );
+            let mut refused = 0;
+            for _ in 0..40 {
+                refused += usize::from(post_raw(&address, &forged, 0).await == 401);
+            }
+            refused
+        });
+    }
+    let refused: usize = flood.join_all().await.into_iter().sum();
+    assert_eq!(refused, 2000, "every forged delivery is refused");
+    // A real push still gets through, and the hub still serves agents and the CLI.
+    repo.write("apps/web/base/config.yaml", &configmap_yaml("web-config", &[("greeting", "after the flood")]));
+    let head = repo.commit("after the flood");
+    post_webhook(&hub.http_address, WEBHOOK_SECRET, &push_event("refs/heads/dev", &head)).expect("accepted");
+    eventually("the push after the flood to be fetched", || {
+        let seen = hub.hub.view().branches.get("dev") == Some(&head);
+        async move { seen.then_some(()) }
+    })
+    .await;
+    let mut viewer = ca.cli(&hub.address, Role::Viewer).await;
+    viewer.list_clusters(ListClustersRequest {}).await.expect("the fleet API answers");
+    hub.stop().await;
 }

@@ -294,6 +294,11 @@ impl GitMirror {
                 let blob = match self.blobs.get(&record.oid) {
                     Some(blob) => blob.clone(),
                     None => {
+                        let size = self.blob_size(&repo, record.oid)?;
+                        if size > MAX_FILE_BYTES {
+                            entries.insert(path.to_string(), Entry::TooLarge(record.oid, size));
+                            continue;
+                        }
                         let object = repo.find_object(record.oid).map_err(|e| self.err("reading a file")(e.into()))?;
                         let blob: Arc<[u8]> = object.data.clone().into();
                         self.blobs.insert(record.oid, blob.clone());
@@ -314,6 +319,11 @@ impl GitMirror {
         // Blobs only this cache still holds belong to snapshots that are gone: forget them.
         self.blobs.retain(|_, blob| Arc::strong_count(blob) > 1);
         Ok(snapshot)
+    }
+
+    /// The size of blob `id`, read from its header without inflating it.
+    fn blob_size(&self, repo: &gix::Repository, id: ObjectId) -> Result<u64> {
+        Ok(repo.find_header(id).map_err(|e| self.err("reading a file")(e.into()))?.size())
     }
 
     /// Commits reachable from `tip` and not from `hidden` (what `git log tip --not hidden`
@@ -338,7 +348,13 @@ enum Entry {
     File(ObjectId, Arc<[u8]>),
     Dir(ObjectId),
     Other(ObjectId),
+    /// A file over [`MAX_FILE_BYTES`], never read into memory.
+    TooLarge(ObjectId, u64),
 }
+
+/// The largest file of the fleet repository the hub reads (16 MiB): far above any manifest or
+/// chart a cluster can take, far below what would strain the hub's memory.
+pub const MAX_FILE_BYTES: u64 = 16 << 20;
 
 /// The tree of one commit, in memory.
 #[derive(Debug)]
@@ -361,7 +377,7 @@ impl Snapshot {
             return Some(self.tree);
         }
         self.entries.get(&key).map(|e| match e {
-            Entry::File(id, _) | Entry::Dir(id) | Entry::Other(id) => *id,
+            Entry::File(id, _) | Entry::Dir(id) | Entry::Other(id) | Entry::TooLarge(id, _) => *id,
         })
     }
 
@@ -386,7 +402,7 @@ impl Source for Snapshot {
             return Ok(Some(EntryKind::Dir));
         }
         Ok(match self.entries.get(&key) {
-            Some(Entry::File(..)) => Some(EntryKind::File),
+            Some(Entry::File(..) | Entry::TooLarge(..)) => Some(EntryKind::File),
             Some(Entry::Dir(_)) => Some(EntryKind::Dir),
             Some(Entry::Other(_)) => {
                 return Err(RenderError::PathEscape { path: key.clone(), from: PathBuf::from(key) });
@@ -400,6 +416,17 @@ impl Source for Snapshot {
         match self.entries.get(&key) {
             Some(Entry::File(_, data)) => Ok(data.to_vec()),
             Some(Entry::Other(_)) => Err(RenderError::PathEscape { path: key.clone(), from: PathBuf::from(key) }),
+            Some(Entry::TooLarge(_, size)) => Err(RenderError::Io {
+                path: PathBuf::from(key),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::FileTooLarge,
+                    format!(
+                        "the file is {} MiB, over the {} MiB a fleet repository file may be; keep large data out of Git",
+                        size >> 20,
+                        MAX_FILE_BYTES >> 20
+                    ),
+                ),
+            }),
             _ => Err(RenderError::Io {
                 path: PathBuf::from(key),
                 source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file in the commit"),

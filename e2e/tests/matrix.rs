@@ -12,7 +12,10 @@ use convoy_e2e::harness::{
     wait_connected,
 };
 use convoy_shared::identity::{Identity, Role};
-use convoy_shared::proto::ListClustersRequest;
+use convoy_shared::proto::agent_message::Kind as AgentKind;
+use convoy_shared::proto::agent_service_client::AgentServiceClient;
+use convoy_shared::proto::{AgentMessage, AppStatus, Health, Hello, ListClustersRequest, Report};
+use convoy_shared::tls::{self, HubAddress};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
@@ -287,4 +290,160 @@ async fn attack_webhook_100_mib_body_and_a_flood_leave_it_serving() {
     let mut viewer = ca.cli(&hub.address, Role::Viewer).await;
     viewer.list_clusters(ListClustersRequest {}).await.expect("the fleet API answers");
     hub.stop().await;
+}
+
+/// An agent stream to `hub` as `cluster` (a certificate `ca` issues), fed from `outbound`.
+async fn agent_stream(
+    ca: &TestCa,
+    hub: &str,
+    cluster: &str,
+    outbound: tokio::sync::mpsc::Receiver<AgentMessage>,
+) -> Result<tonic::Streaming<convoy_shared::proto::HubMessage>, tonic::Status> {
+    let cert = ca.issue(Identity::Cluster(cluster.into()));
+    let address = HubAddress::parse(hub, None).unwrap();
+    let channel = tls::connect(&address, ca.client_tls(Some(&cert)), Duration::from_secs(5)).await.expect("connect");
+    let mut client = AgentServiceClient::new(channel);
+    let outbound = tokio_stream::wrappers::ReceiverStream::new(outbound);
+    client.connect(outbound).await.map(tonic::Response::into_inner)
+}
+
+fn hello(cluster: &str) -> AgentMessage {
+    AgentMessage {
+        kind: Some(AgentKind::Hello(Hello {
+            agent_version: "attacker".into(),
+            cluster_name: cluster.into(),
+            ..Default::default()
+        })),
+    }
+}
+
+async fn applied_revision(ca: &TestCa, hub: &str, cluster: &str) -> Option<String> {
+    let mut viewer = ca.cli(hub, Role::Viewer).await;
+    let clusters = viewer.list_clusters(ListClustersRequest {}).await.ok()?.into_inner().clusters;
+    clusters.into_iter().find(|c| c.name == cluster).map(|c| c.applied_revision)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_grpc_100_mib_report_is_refused_and_the_hub_keeps_serving() {
+    let ca = TestCa::new();
+    let hub = HubProcess::start(&ca.certs.0, "127.0.0.1:0");
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(hello("eu-1")).await.unwrap();
+    let mut inbound = agent_stream(&ca, &hub.address, "eu-1", rx).await.expect("the stream opens");
+    let huge = Report { revision: "r".repeat(100 << 20), ..Default::default() };
+    tx.send(AgentMessage { kind: Some(AgentKind::Report(huge)) }).await.unwrap();
+    // The hub ends that stream; it never records the report.
+    let ended = loop {
+        match inbound.message().await {
+            Ok(Some(_)) => continue,
+            other => break other,
+        }
+    };
+    assert!(!matches!(ended, Ok(Some(_))), "{ended:?}");
+    assert_ne!(applied_revision(&ca, &hub.address, "eu-1").await.map(|r| r.len()), Some(100 << 20));
+    // Another agent still connects and reports.
+    let cert = ca.issue(Identity::Cluster("us-1".into()));
+    let agent = RunningAgent::start(ca.agent_config(&hub.address, Some(&cert), "us-1"));
+    agent.handle.reports.push(convoy_shared::model::report::Report {
+        revision: "good".into(),
+        applied: true,
+        ..Default::default()
+    });
+    eventually("us-1's report recorded", || async {
+        (applied_revision(&ca, &hub.address, "us-1").await.as_deref() == Some("good")).then_some(())
+    })
+    .await;
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_grpc_report_naming_another_clusters_objects_stays_with_its_sender() {
+    let ca = TestCa::new();
+    let hub = HubProcess::start(&ca.certs.0, "127.0.0.1:0");
+    let victim_cert = ca.issue(Identity::Cluster("us-1".into()));
+    let victim = RunningAgent::start(ca.agent_config(&hub.address, Some(&victim_cert), "us-1"));
+    victim.handle.reports.push(convoy_shared::model::report::Report {
+        revision: "victim".into(),
+        applied: true,
+        ..Default::default()
+    });
+    eventually("us-1's own report", || async {
+        (applied_revision(&ca, &hub.address, "us-1").await.as_deref() == Some("victim")).then_some(())
+    })
+    .await;
+    // eu-1 says it is us-1 (in Hello) and reports us-1's objects as Degraded.
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(hello("us-1")).await.unwrap();
+    let _inbound = agent_stream(&ca, &hub.address, "eu-1", rx).await.expect("the stream opens");
+    let lie = Report {
+        revision: "forged".into(),
+        applied: true,
+        apps: vec![AppStatus { name: "web".into(), health: Health::Degraded as i32, ..Default::default() }],
+        ..Default::default()
+    };
+    tx.send(AgentMessage { kind: Some(AgentKind::Report(lie)) }).await.unwrap();
+    eventually("eu-1's report recorded under eu-1", || async {
+        (applied_revision(&ca, &hub.address, "eu-1").await.as_deref() == Some("forged")).then_some(())
+    })
+    .await;
+    assert_eq!(applied_revision(&ca, &hub.address, "us-1").await.as_deref(), Some("victim"), "us-1 untouched");
+    victim.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_grpc_a_stream_that_never_sends_hello_is_closed_and_others_are_served() {
+    let ca = TestCa::new();
+    let hub = HubProcess::start(&ca.certs.0, "127.0.0.1:0");
+    let (_tx, rx) = tokio::sync::mpsc::channel(1);
+    let mut silent = agent_stream(&ca, &hub.address, "eu-1", rx).await.expect("the stream opens");
+    // Meanwhile a real agent connects.
+    let cert = ca.issue(Identity::Cluster("us-1".into()));
+    let agent = RunningAgent::start(ca.agent_config(&hub.address, Some(&cert), "us-1"));
+    wait_connected(&ca, &hub.address, "us-1").await;
+    let ended = loop {
+        match silent.message().await {
+            Ok(Some(_)) => continue,
+            other => break other,
+        }
+    };
+    let status = ended.expect_err("the hub ends a stream without Hello with an error");
+    assert!(status.message().contains("no Hello"), "{status:?}");
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_grpc_1000_connects_from_one_certificate_leave_one_stream() {
+    let ca = TestCa::new();
+    let hub = HubProcess::start(&ca.certs.0, "127.0.0.1:0");
+    let cert = ca.issue(Identity::Cluster("eu-1".into()));
+    let address = HubAddress::parse(&hub.address, None).unwrap();
+    let tls_config = ca.client_tls(Some(&cert));
+    // 1,000 connections with one certificate, 50 at a time, each opening a stream with Hello.
+    let mut streams = Vec::new();
+    for _ in 0..20 {
+        let mut batch = tokio::task::JoinSet::new();
+        for _ in 0..50 {
+            let (address, tls_config) = (address.clone(), tls_config.clone());
+            batch.spawn(async move {
+                let channel = tls::connect(&address, tls_config, Duration::from_secs(10)).await.ok()?;
+                let (tx, rx) = tokio::sync::mpsc::channel(1);
+                tx.send(hello("eu-1")).await.ok()?;
+                let outbound = tokio_stream::wrappers::ReceiverStream::new(rx);
+                let inbound = AgentServiceClient::new(channel).connect(outbound).await.ok()?.into_inner();
+                Some((tx, inbound))
+            });
+        }
+        streams.extend(batch.join_all().await.into_iter().flatten());
+    }
+    assert!(!streams.is_empty());
+    // Every stream but the newest is closed by the hub; the hub lists eu-1 once and serves others.
+    let mut viewer = ca.cli(&hub.address, Role::Viewer).await;
+    let listed = viewer.list_clusters(ListClustersRequest {}).await.expect("the fleet API answers").into_inner();
+    assert_eq!(listed.clusters.iter().filter(|c| c.name == "eu-1" && c.connected).count(), 1, "{listed:?}");
+    let closed = hub.log_lines("a newer stream replaced it").len();
+    assert!(closed >= streams.len() - 1, "{closed} of {} older streams closed", streams.len());
+    let other = ca.issue(Identity::Cluster("us-1".into()));
+    let agent = RunningAgent::start(ca.agent_config(&hub.address, Some(&other), "us-1"));
+    wait_connected(&ca, &hub.address, "us-1").await;
+    agent.stop().await;
 }

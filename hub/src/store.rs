@@ -31,7 +31,7 @@ const PINS: TableDefinition<&str, &str> = TableDefinition::new("pins");
 const MEMORY_HISTORY: usize = 1000;
 /// redb's page cache (its default is 1 GiB, which the ever-growing history table would fill,
 /// one commit at a time, as hub memory).
-const REDB_CACHE_BYTES: usize = 16 * 1024 * 1024;
+const REDB_CACHE_BYTES: usize = 4 * 1024 * 1024;
 
 /// Store errors.
 #[derive(Debug, thiserror::Error)]

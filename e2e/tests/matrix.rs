@@ -3,13 +3,16 @@
 //! Rows the other scenario files already prove are listed in `e2e/matrix.tsv` with their own
 //! test names; `e2e/test.sh` prints one summary line from it.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use convoy_e2e::fleet_repo::{app_yaml, configmap_yaml, kustomization_yaml, standard_fleet};
+use convoy_e2e::fleet_repo::{
+    app_yaml, configmap_yaml, create_standard_namespaces, kustomization_yaml, standard_fleet,
+};
 use convoy_e2e::harness::{
     HubProcess, InProcessHub, RunningAgent, TestCa, WEBHOOK_SECRET, eventually, post_webhook, push_event,
-    wait_connected,
+    scrape_metrics, spawn_agent, wait_connected, workspace_binary,
 };
 use convoy_shared::identity::{Identity, Role};
 use convoy_shared::proto::agent_message::Kind as AgentKind;
@@ -446,4 +449,164 @@ async fn attack_grpc_1000_connects_from_one_certificate_leave_one_stream() {
     let agent = RunningAgent::start(ca.agent_config(&hub.address, Some(&other), "us-1"));
     wait_connected(&ca, &hub.address, "us-1").await;
     agent.stop().await;
+}
+
+/// Counts a fault test's losses for the suite's summary line (`e2e/matrix.sh` reads
+/// `$CONVOY_MATRIX_DIR/<test>`), then asserts there were none.
+fn account(test: &str, lost: usize, unintended_deletions: usize) {
+    if let Ok(dir) = std::env::var("CONVOY_MATRIX_DIR") {
+        let _ = std::fs::write(std::path::Path::new(&dir).join(test), format!("{lost} {unintended_deletions}\n"));
+    }
+    assert_eq!((lost, unintended_deletions), (0, 0), "{test}: (objects lost, unintended deletions)");
+}
+
+/// A TCP proxy the test controls: forwards to `upstream` until partitioned; partitioned, it
+/// drops every connection it carries and every new one, as a network cut would.
+struct Partition {
+    address: String,
+    cut: tokio::sync::watch::Sender<bool>,
+}
+
+impl Partition {
+    async fn start(upstream: String) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let (cut, watch) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let mut watch = watch.clone();
+                if *watch.borrow() {
+                    continue; // dropped: the client sees the connection close
+                }
+                let upstream = upstream.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = TcpStream::connect(&upstream).await else { return };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = watch.wait_for(|cut| *cut) => {}
+                    }
+                });
+            }
+        });
+        Partition { address, cut }
+    }
+
+    fn set(&self, cut: bool) {
+        self.cut.send_replace(cut);
+    }
+}
+
+fn free_port() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().to_string()
+}
+
+/// The managed objects of `cluster` as (kind/namespace/name → uid).
+fn managed_uids(cluster: &kubesim::SimCluster) -> BTreeMap<String, String> {
+    cluster
+        .list_all()
+        .into_iter()
+        .filter(|o| o["metadata"]["labels"]["convoy.dev/cluster"].is_string())
+        .map(|o| {
+            let m = &o["metadata"];
+            let key = format!(
+                "{}/{}/{}",
+                o["kind"].as_str().unwrap_or(""),
+                m["namespace"].as_str().unwrap_or(""),
+                m["name"].as_str().unwrap_or("")
+            );
+            (key, m["uid"].as_str().unwrap_or("").to_string())
+        })
+        .collect()
+}
+
+/// Objects of `before` missing from `after` (lost), and those present with another uid
+/// (deleted and created again).
+fn losses(before: &BTreeMap<String, String>, after: &BTreeMap<String, String>) -> (usize, usize) {
+    let lost = before.keys().filter(|k| !after.contains_key(*k)).count();
+    let recreated = before.iter().filter(|(k, uid)| after.get(*k).is_some_and(|now| now != *uid)).count();
+    (lost, recreated)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_agent_partitioned_from_the_hub_keeps_enforcing_and_reports_after() {
+    // A few seconds in the suite; CONVOY_LONG_FAULTS=1 holds the partition for 60 s.
+    let hold = if std::env::var_os("CONVOY_LONG_FAULTS").is_some() { 60 } else { 3 };
+    let dir = tempfile::tempdir().unwrap();
+    let repo = standard_fleet(&dir.path().join("repo"));
+    let head = repo.head();
+    let ca = TestCa::new();
+    let hub = HubProcess::start_with(&ca.certs.0, "127.0.0.1:0", "info", &["--repo", &repo.url()]);
+    let partition = Partition::start(hub.address.clone()).await;
+    let kube = kubesim::SimFleet::start(&["dev-1"]).await.unwrap();
+    let cluster = kube.cluster("dev-1").unwrap();
+    create_standard_namespaces(cluster);
+    let cache = tempfile::tempdir().unwrap();
+    let metrics = free_port();
+    let flags = ["--metrics-listen", &metrics, "--heartbeat-seconds", "1", "--backoff-max-seconds", "1"];
+    let _agent = spawn_agent(&ca, &partition.address, cluster, cache.path(), &flags);
+    eventually("dev-1 applied its assignment", || async {
+        (applied_revision(&ca, &hub.address, "dev-1").await.as_deref() == Some(head.as_str())).then_some(())
+    })
+    .await;
+    let before = managed_uids(cluster);
+    assert!(before.len() >= 2, "{before:?}");
+    let received = |m: &BTreeMap<String, f64>| m["convoy_hub_reports_received_total"];
+    let reports_before = received(&scrape_metrics(&hub.http_address).await);
+
+    partition.set(true);
+    eventually("the agent to see the hub gone", || async {
+        (scrape_metrics(&metrics).await["convoy_agent_hub_connected"] == 0.0).then_some(())
+    })
+    .await;
+    // Someone edits a managed object while the hub is unreachable: the agent heals it from its
+    // cache, and queues the report.
+    let mut edited = cluster.get("v1", "ConfigMap", Some("web"), "web-config").unwrap();
+    edited["data"]["greeting"] = "edited during the partition".into();
+    let edited = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "web-config", "namespace": "web"}, "data": edited["data"]});
+    cluster.apply("kubectl-edit", &edited, true).unwrap();
+    eventually("the agent to heal the edit from its cache", || async {
+        let greeting = cluster.get("v1", "ConfigMap", Some("web"), "web-config").unwrap()["data"]["greeting"].clone();
+        (greeting == "hello dev-1").then_some(())
+    })
+    .await;
+    eventually("the report queued", || async {
+        (scrape_metrics(&metrics).await["convoy_agent_report_queue_depth"] > 0.0).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(hold)).await;
+    assert_eq!(received(&scrape_metrics(&hub.http_address).await), reports_before, "nothing crossed the cut");
+
+    partition.set(false);
+    eventually("the queued reports delivered after the partition", || async {
+        let agent = scrape_metrics(&metrics).await;
+        let delivered = agent["convoy_agent_hub_connected"] == 1.0 && agent["convoy_agent_report_queue_depth"] == 0.0;
+        (delivered && received(&scrape_metrics(&hub.http_address).await) > reports_before).then_some(())
+    })
+    .await;
+    wait_connected(&ca, &hub.address, "dev-1").await;
+    let (lost, recreated) = losses(&before, &managed_uids(cluster));
+    account("fault_agent_partitioned_from_the_hub_keeps_enforcing_and_reports_after", lost, recreated);
+}
+
+#[test]
+fn fault_a_corrupted_store_is_a_start_up_error_naming_the_file() {
+    let ca = TestCa::new();
+    let data = tempfile::tempdir().unwrap();
+    let store = data.path().join("convoy.redb");
+    std::fs::write(&store, b"this is not a redb file, a disk went bad".repeat(200)).unwrap();
+    let out = std::process::Command::new(workspace_binary("convoy-hub"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--http-listen", "off", "--certs"])
+        .arg(&ca.certs.0)
+        .arg("--data")
+        .arg(data.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the hub must not start on a corrupted store: {stderr}");
+    assert!(stderr.contains(&store.display().to_string()), "the error names the file: {stderr}");
+    assert!(stderr.contains("corrupted") && stderr.contains("restore a backup"), "and says what to do: {stderr}");
+    let garbage = std::fs::read(&store).unwrap();
+    assert!(garbage.starts_with(b"this is not a redb file"), "the bad file is left for inspection, not replaced");
 }

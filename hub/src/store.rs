@@ -40,6 +40,10 @@ pub enum StoreError {
         "the store at {path} cannot be opened: {message}; check the --data directory is writable and not used by another hub"
     )]
     Open { path: PathBuf, message: String },
+    #[error(
+        "the store at {path} is corrupted or not a Convoy store ({message}); the hub will not start on it. Move it aside and restore a backup (the hub never replaces it: starting empty would forget registrations, revocations and history)"
+    )]
+    Corrupted { path: PathBuf, message: String },
     #[error("the store failed: {0}")]
     Db(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
@@ -158,8 +162,20 @@ impl RedbStore {
         let path = dir.join("convoy.redb");
         let open_err = |message: String| StoreError::Open { path: path.clone(), message };
         std::fs::create_dir_all(dir).map_err(|e| open_err(e.to_string()))?;
-        let database =
-            Database::builder().set_cache_size(REDB_CACHE_BYTES).create(&path).map_err(|e| open_err(e.to_string()))?;
+        let database = Database::builder().set_cache_size(REDB_CACHE_BYTES).create(&path).map_err(|e| {
+            let corrupted = match &e {
+                redb::DatabaseError::Storage(redb::StorageError::Corrupted(_)) => true,
+                redb::DatabaseError::Storage(redb::StorageError::Io(io)) => {
+                    io.kind() == std::io::ErrorKind::InvalidData
+                }
+                _ => false,
+            };
+            if corrupted {
+                StoreError::Corrupted { path: path.clone(), message: e.to_string() }
+            } else {
+                open_err(e.to_string())
+            }
+        })?;
         let txn = database.begin_write().map_err(db)?;
         txn.open_table(REPORTS).map_err(db)?;
         txn.open_table(TOKENS).map_err(db)?;

@@ -14,11 +14,20 @@ use convoy_e2e::harness::{
     HubProcess, InProcessHub, RunningAgent, TestCa, WEBHOOK_SECRET, eventually, post_webhook, push_event,
     scrape_metrics, spawn_agent, wait_connected, workspace_binary,
 };
+use convoy_shared::clock::unix_secs;
+use convoy_shared::enrollment::generate_csr;
 use convoy_shared::identity::{Identity, Role};
+use convoy_shared::pki::IssuedCert;
 use convoy_shared::proto::agent_message::Kind as AgentKind;
 use convoy_shared::proto::agent_service_client::AgentServiceClient;
-use convoy_shared::proto::{AgentMessage, AppStatus, Health, Hello, ListClustersRequest, Report};
+use convoy_shared::proto::registration_service_client::RegistrationServiceClient;
+use convoy_shared::proto::{
+    AgentMessage, AppStatus, CertificateResponse, CreateTokenRequest, Health, Hello, ListClustersRequest,
+    RegisterRequest, RenewRequest, Report,
+};
 use convoy_shared::tls::{self, HubAddress};
+use rustls::client::danger::ServerCertVerifier;
+use rustls::server::danger::ClientCertVerifier;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
@@ -609,4 +618,116 @@ fn fault_a_corrupted_store_is_a_start_up_error_naming_the_file() {
     assert!(stderr.contains("corrupted") && stderr.contains("restore a backup"), "and says what to do: {stderr}");
     let garbage = std::fs::read(&store).unwrap();
     assert!(garbage.starts_with(b"this is not a redb file"), "the bad file is left for inspection, not replaced");
+}
+
+/// A bootstrap token for `cluster`, created by an admin.
+async fn bootstrap_token(ca: &TestCa, hub: &str, cluster: &str) -> String {
+    let mut admin = ca.cli(hub, Role::Admin).await;
+    let request = CreateTokenRequest { cluster: cluster.into(), ..Default::default() };
+    admin.create_token(request).await.expect("an admin creates a token").into_inner().token
+}
+
+/// Registers with `token` and `csr_pem`, without a client certificate.
+async fn register(ca: &TestCa, hub: &str, token: &str, csr_pem: &str) -> Result<CertificateResponse, tonic::Status> {
+    let address = HubAddress::parse(hub, None).unwrap();
+    let channel = tls::connect(&address, ca.client_tls(None), Duration::from_secs(5)).await.expect("connect");
+    let request = RegisterRequest { bootstrap_token: token.into(), csr_pem: csr_pem.into() };
+    RegistrationServiceClient::new(channel).register(request).await.map(tonic::Response::into_inner)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_registration_token_guessing_is_rate_limited() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = standard_fleet(dir.path());
+    let ca = TestCa::new();
+    let hub = InProcessHub::start(&ca, &repo.url()).await;
+    let token = bootstrap_token(&ca, &hub.address, "dev-1").await;
+    let secret = token.trim_start_matches("cvt_");
+    assert!(secret.len() * 4 >= 128 || secret.len() * 6 >= 128, "tokens carry at least 128 random bits: {token}");
+    let csr = generate_csr("dev-1").unwrap().cert_pem;
+    // Guesses: each refused, and after ten the address is refused before any token is looked at.
+    let mut codes = Vec::new();
+    for i in 0..12 {
+        let guess = format!("cvt_{}{i:02}", &secret[..secret.len() - 2]);
+        codes.push(register(&ca, &hub.address, &guess, &csr).await.unwrap_err().code());
+    }
+    assert!(codes[..10].iter().all(|c| *c == tonic::Code::Unauthenticated), "{codes:?}");
+    assert!(codes[10..].iter().all(|c| *c == tonic::Code::ResourceExhausted), "{codes:?}");
+    // Even the right token waits out the window from that address: guessing buys nothing.
+    let refused = register(&ca, &hub.address, &token, &csr).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::ResourceExhausted, "{refused:?}");
+    assert!(refused.message().contains("too many failed registrations"), "{refused:?}");
+    hub.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_registration_csr_asking_for_extra_names_or_ca_gets_neither() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = standard_fleet(dir.path());
+    let ca = TestCa::new();
+    let hub = InProcessHub::start(&ca, &repo.url()).await;
+    let token = bootstrap_token(&ca, &hub.address, "dev-1").await;
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["hub.example.com".to_string()]).unwrap();
+    params.subject_alt_names.push(rcgen::SanType::URI("spiffe://convoy/user/admin/mallory".try_into().unwrap()));
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let csr = params.serialize_request(&key).unwrap().pem().unwrap();
+    let issued = register(&ca, &hub.address, &token, &csr).await.expect("the token is good");
+    let der = &tls::parse_certs(&issued.cert_pem, "issued").unwrap()[0];
+    assert_eq!(Identity::from_certificate_der(der).unwrap(), Identity::Cluster("dev-1".into()));
+    let contains = |needle: &[u8]| der.windows(needle.len()).any(|w| w == needle);
+    assert!(!contains(b"hub.example.com") && !contains(b"mallory"), "no name the CSR asked for");
+    // basicConstraints (2.5.29.19) with cA TRUE: 06 03 55 1d 13 … 01 01 ff.
+    let ca_true = der
+        .windows(12)
+        .any(|w| w[..5] == [0x06, 0x03, 0x55, 0x1d, 0x13] && w[5..].windows(3).any(|b| b == [0x01, 0x01, 0xff]));
+    assert!(!ca_true, "the issued certificate is not a CA");
+    hub.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_ten_minutes_of_clock_skew_between_hub_and_agent() {
+    // Certificates are back-dated, so a peer whose clock is 10 minutes behind accepts one made
+    // just now. Checked with the verifiers the hub and agent use, at a clock 10 minutes back.
+    let dir = tempfile::tempdir().unwrap();
+    let repo = standard_fleet(dir.path());
+    let ca = TestCa::new();
+    let hub = InProcessHub::start(&ca, &repo.url()).await;
+    let token = bootstrap_token(&ca, &hub.address, "dev-1").await;
+    let csr = generate_csr("dev-1").unwrap();
+    let issued = register(&ca, &hub.address, &token, &csr.cert_pem).await.expect("registered");
+    let behind = rustls_pki_types::UnixTime::since_unix_epoch(Duration::from_secs(unix_secs() as u64 - 600));
+    let roots = {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(tls::parse_certs(ca.ca.cert_pem(), "ca").unwrap().remove(0)).unwrap();
+        std::sync::Arc::new(roots)
+    };
+    // The agent, 10 minutes behind, verifies the hub's certificate (made just now by `ca init`).
+    let hub_cert = std::fs::read_to_string(ca.certs.hub_cert()).unwrap();
+    let hub_cert = tls::parse_certs(&hub_cert, "hub").unwrap().remove(0);
+    let server = rustls::client::WebPkiServerVerifier::builder(roots.clone()).build().unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    server.verify_server_cert(&hub_cert, &[], &name, &[], behind).expect("the hub's certificate, 10 minutes early");
+    // The hub, 10 minutes behind, verifies the certificate it just signed for the agent.
+    let agent_cert = tls::parse_certs(&issued.cert_pem, "agent").unwrap().remove(0);
+    let client = rustls::server::WebPkiClientVerifier::builder(roots).build().unwrap();
+    client.verify_client_cert(&agent_cert, &[], behind).expect("the agent's certificate, 10 minutes early");
+    // And the agent, with that certificate, connects and renews.
+    let cert = IssuedCert { cert_pem: issued.cert_pem.clone(), key_pem: csr.key_pem.clone() };
+    let address = HubAddress::parse(&hub.address, None).unwrap();
+    let channel = tls::connect(&address, ca.client_tls(Some(&cert)), Duration::from_secs(5)).await.unwrap();
+    let renewed = RegistrationServiceClient::new(channel)
+        .renew(RenewRequest { csr_pem: generate_csr("dev-1").unwrap().cert_pem })
+        .await
+        .expect("renewal works");
+    let renewed = tls::parse_certs(&renewed.into_inner().cert_pem, "renewed").unwrap().remove(0);
+    client_verifies_early(&renewed, &ca, behind);
+    hub.stop().await;
+}
+
+fn client_verifies_early(cert: &rustls_pki_types::CertificateDer<'_>, ca: &TestCa, at: rustls_pki_types::UnixTime) {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(tls::parse_certs(ca.ca.cert_pem(), "ca").unwrap().remove(0)).unwrap();
+    let client = rustls::server::WebPkiClientVerifier::builder(std::sync::Arc::new(roots)).build().unwrap();
+    client.verify_client_cert(cert, &[], at).expect("a renewed certificate, 10 minutes early");
 }

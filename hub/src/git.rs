@@ -265,7 +265,45 @@ impl GitMirror {
                 branches.insert(branch.to_string(), id);
             }
         }
+        self.consolidate_packs();
         Ok(branches)
+    }
+
+    /// Every fetch adds a pack to the mirror; each is mapped into memory and searched on every
+    /// lookup, so left alone the hub grows and slows with every commit. Past [`MAX_PACKS`],
+    /// `git repack -a -d` folds them into one (gix cannot repack yet).
+    fn consolidate_packs(&self) {
+        let packs = self.packs();
+        if packs <= MAX_PACKS {
+            return;
+        }
+        let repacked =
+            std::process::Command::new("git").arg("-C").arg(&self.path).args(["repack", "-a", "-d", "-q"]).output();
+        match repacked {
+            Ok(out) if out.status.success() => tracing::debug!(packs, "mirror repacked"),
+            Ok(out) => tracing::warn!(
+                mirror = %self.path.display(),
+                packs,
+                error = %String::from_utf8_lossy(&out.stderr).trim(),
+                "cannot repack the Git mirror; memory grows with every fetch until it can"
+            ),
+            Err(e) => tracing::warn!(
+                mirror = %self.path.display(),
+                packs,
+                error = %e,
+                "cannot run `git repack` (is git on PATH?); memory grows with every fetch until it can"
+            ),
+        }
+    }
+
+    /// Pack files in the mirror (at most [`MAX_PACKS`] + 1 after a fetch).
+    pub fn packs(&self) -> usize {
+        let pack_dir = self.path.join("objects").join("pack");
+        std::fs::read_dir(pack_dir)
+            .map(|entries| {
+                entries.filter_map(Result::ok).filter(|e| e.path().extension().is_some_and(|x| x == "pack")).count()
+            })
+            .unwrap_or(0)
     }
 
     /// Blobs held in memory for the snapshots alive now.
@@ -355,6 +393,9 @@ enum Entry {
 /// The largest file of the fleet repository the hub reads (16 MiB): far above any manifest or
 /// chart a cluster can take, far below what would strain the hub's memory.
 pub const MAX_FILE_BYTES: u64 = 16 << 20;
+
+/// Packs the mirror may hold before they are folded into one (one is added per fetch).
+pub const MAX_PACKS: usize = 32;
 
 /// The tree of one commit, in memory.
 #[derive(Debug)]

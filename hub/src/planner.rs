@@ -115,6 +115,8 @@ pub struct PlanStats {
 pub struct CacheSizes {
     /// Git blobs held for the snapshots alive now.
     pub blobs: usize,
+    /// Pack files in the Git mirror (each one is mapped into memory).
+    pub packs: usize,
     /// Rendered kustomizations, by (branch, directory).
     pub renders: usize,
     /// (cluster, app) outputs, and each pair's last good output.
@@ -202,10 +204,11 @@ impl Planner {
         self.renders.retain(|(branch, _), _| branches.contains(branch.as_str()));
     }
 
-    /// How many entries each cache holds (`blobs` is the Git mirror's, left 0 here).
+    /// How many entries each cache holds (`blobs` and `packs` are the Git mirror's, left 0 here).
     pub fn cache_sizes(&self) -> CacheSizes {
         CacheSizes {
             blobs: 0,
+            packs: 0,
             renders: self.renders.len(),
             pairs: self.pairs.len(),
             last_good: self.last_good.len(),

@@ -219,7 +219,11 @@ impl SourceWorker {
                     errors,
                     cluster_errors,
                     stats,
-                    caches: CacheSizes { blobs: self.mirror.cached_blobs(), ..self.planner.cache_sizes() },
+                    caches: CacheSizes {
+                        blobs: self.mirror.cached_blobs(),
+                        packs: self.mirror.packs(),
+                        ..self.planner.cache_sizes()
+                    },
                     published,
                     synced_at_ms: unix_ms(),
                     fetch_failures: 0,

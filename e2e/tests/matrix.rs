@@ -798,3 +798,69 @@ async fn fault_agent_killed_mid_apply_converges_and_forgets_nothing_it_applied()
     assert!(orphans.is_empty(), "objects the killed pass created were forgotten by the inventory: {orphans:?}");
     account("fault_agent_killed_mid_apply_converges_and_forgets_nothing_it_applied", lost, recreated);
 }
+
+/// A tmpfs of `size` mounted at a temporary directory (the tests run as root), unmounted when
+/// dropped.
+struct TinyDisk {
+    dir: tempfile::TempDir,
+}
+
+impl TinyDisk {
+    fn mount(size: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .expect("run mount");
+        assert!(status.success(), "mounting a tmpfs needs root (the test suite runs as root)");
+        TinyDisk { dir }
+    }
+
+    /// Fills what is left of the disk.
+    fn fill(&self) {
+        let mut filler = std::fs::File::create(self.dir.path().join("filler")).unwrap();
+        let chunk = vec![0u8; 64 << 10];
+        while std::io::Write::write_all(&mut filler, &chunk).is_ok() {}
+    }
+}
+
+impl Drop for TinyDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(self.dir.path()).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_a_full_data_directory_keeps_the_hub_serving_and_says_what_it_cannot_write() {
+    let disk = TinyDisk::mount("4m");
+    let data = disk.dir.path().join("data");
+    let ca = TestCa::new();
+    let hub = HubProcess::start_with(&ca.certs.0, "127.0.0.1:0", "info", &["--data", data.to_str().unwrap()]);
+    let cert = ca.issue(Identity::Cluster("eu-1".into()));
+    let agent = RunningAgent::start(ca.agent_config(&hub.address, Some(&cert), "eu-1"));
+    wait_connected(&ca, &hub.address, "eu-1").await;
+    disk.fill();
+    // Reports keep coming; the store cannot take them.
+    for i in 0..200 {
+        let report =
+            convoy_shared::model::report::Report { revision: format!("r{i}"), applied: true, ..Default::default() };
+        agent.handle.reports.push(report);
+    }
+    let line = eventually("the hub to say what it cannot write", || async {
+        hub.log_lines("cannot write the store").into_iter().next()
+    })
+    .await;
+    assert!(line.contains(&data.join("convoy.redb").display().to_string()) && line.contains("--data"), "{line}");
+    // It keeps serving: the last report is in its status, and another agent connects.
+    eventually("the last report shown although not persisted", || async {
+        (applied_revision(&ca, &hub.address, "eu-1").await.as_deref() == Some("r199")).then_some(())
+    })
+    .await;
+    let other = ca.issue(Identity::Cluster("us-1".into()));
+    let second = RunningAgent::start(ca.agent_config(&hub.address, Some(&other), "us-1"));
+    wait_connected(&ca, &hub.address, "us-1").await;
+    second.stop().await;
+    agent.stop().await;
+    drop(hub);
+}

@@ -44,6 +44,10 @@ pub enum StoreError {
         "the store at {path} is corrupted or not a Convoy store ({message}); the hub will not start on it. Move it aside and restore a backup (the hub never replaces it: starting empty would forget registrations, revocations and history)"
     )]
     Corrupted { path: PathBuf, message: String },
+    #[error(
+        "cannot write the store at {path}: {message}; these reports and history entries are not persisted (the hub keeps serving): free space in, or fix, the --data directory"
+    )]
+    Write { path: PathBuf, message: String },
     #[error("the store failed: {0}")]
     Db(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
@@ -153,6 +157,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 #[derive(Debug)]
 pub struct RedbStore {
     db: Database,
+    path: PathBuf,
     next_seq: Mutex<u64>,
 }
 
@@ -193,12 +198,10 @@ impl RedbStore {
             last
         };
         txn.commit().map_err(db)?;
-        Ok(RedbStore { db: database, next_seq: Mutex::new(last + 1) })
+        Ok(RedbStore { db: database, path, next_seq: Mutex::new(last + 1) })
     }
-}
 
-impl Store for RedbStore {
-    fn write(&self, events: &[StoreEvent]) -> Result<()> {
+    fn write_events(&self, events: &[StoreEvent]) -> Result<()> {
         let txn = self.db.begin_write().map_err(db)?;
         {
             let mut reports = txn.open_table(REPORTS).map_err(db)?;
@@ -228,6 +231,12 @@ impl Store for RedbStore {
             }
         }
         txn.commit().map_err(db)
+    }
+}
+
+impl Store for RedbStore {
+    fn write(&self, events: &[StoreEvent]) -> Result<()> {
+        self.write_events(events).map_err(|e| StoreError::Write { path: self.path.clone(), message: e.to_string() })
     }
 
     fn last_reports(&self) -> Result<Vec<(String, Report)>> {

@@ -864,3 +864,48 @@ async fn fault_a_full_data_directory_keeps_the_hub_serving_and_says_what_it_cann
     agent.stop().await;
     drop(hub);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_hub_killed_while_writing_reports_restarts_on_a_consistent_store() {
+    let data = tempfile::tempdir().unwrap();
+    let serve = ["--data", data.path().to_str().unwrap()];
+    let ca = TestCa::new();
+    let hub = HubProcess::start_with(&ca.certs.0, "127.0.0.1:0", "info", &serve);
+    let address = hub.address.clone();
+    let cert = ca.issue(Identity::Cluster("eu-1".into()));
+    let agent = RunningAgent::start(ca.agent_config(&address, Some(&cert), "eu-1"));
+    // A report every millisecond, through the kill and the restart.
+    const REPORTS: usize = 3000;
+    let reports = agent.handle.reports.clone();
+    let pusher = tokio::spawn(async move {
+        for i in 0..REPORTS {
+            let (revision, digest) = (format!("r{i:04}"), format!("d{i:04}"));
+            let report = convoy_shared::model::report::Report { revision, digest, applied: true, ..Default::default() };
+            reports.push(report);
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    });
+    eventually("the hub in the middle of the stream of reports", || async {
+        let revision = applied_revision(&ca, &address, "eu-1").await?;
+        (revision.as_str() > "r0300").then_some(())
+    })
+    .await;
+    hub.kill();
+
+    let restarted = HubProcess::start_with(&ca.certs.0, &address, "info", &serve);
+    let mut viewer = ca.cli(&restarted.address, Role::Viewer).await;
+    let request = convoy_shared::proto::HistoryRequest { cluster: "eu-1".into(), limit: REPORTS as u32 };
+    let history: Vec<String> =
+        viewer.history(request).await.expect("history").into_inner().entries.into_iter().map(|e| e.revision).collect();
+    // What reached the store is whole and in order: newest first, nothing twice.
+    assert!(!history.is_empty(), "reports written before the kill are kept");
+    assert!(history.windows(2).all(|w| w[0] > w[1]), "history after kill -9 is out of order: {history:?}");
+    // The agent comes back and its later reports arrive.
+    pusher.await.unwrap();
+    let last = format!("r{:04}", REPORTS - 1);
+    eventually("the agent's later reports after the restart", || async {
+        (applied_revision(&ca, &restarted.address, "eu-1").await.as_deref() == Some(last.as_str())).then_some(())
+    })
+    .await;
+    agent.stop().await;
+}

@@ -65,6 +65,7 @@ impl TestCa {
             heartbeat: Duration::from_secs(5),
             backoff: Backoff { initial: Duration::from_millis(100), max: Duration::from_millis(1000) },
             connect_timeout: Duration::from_secs(5),
+            capabilities: Default::default(),
         }
     }
 
@@ -343,6 +344,7 @@ impl InProcessHub {
             fleet_branch: "main".into(),
             interval: Duration::from_secs(3600),
             access: Default::default(),
+            charts: None,
         };
         let config = convoy_hub::server::HubConfig {
             tls: tls::server_config(&material).expect("server TLS"),

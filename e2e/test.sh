@@ -9,7 +9,14 @@ source e2e/peers.sh
 # them first, since a test run alone only builds the binaries of crates with integration tests.
 cargo build --workspace --bins
 if command -v cargo-nextest >/dev/null 2>&1; then
-  cargo nextest run --workspace --no-fail-fast "$@"
+  # The fault and attack matrix (e2e/matrix.tsv, SECURITY.md) is summed up from this run's output.
+  matrix=$(mktemp -d)
+  trap 'rm -rf "$matrix"' EXIT
+  mkdir "$matrix/counts"
+  status=0
+  CONVOY_MATRIX_DIR=$matrix/counts cargo nextest run --workspace --no-fail-fast "$@" 2>&1 | tee "$matrix/nextest.log" || status=$?
+  bash e2e/matrix.sh "$matrix/nextest.log" "$matrix/counts"
+  exit "$status"
 else
   cargo test --workspace --no-fail-fast "$@"
 fi

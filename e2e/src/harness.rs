@@ -369,6 +369,7 @@ impl InProcessHub {
             tls: tls::server_config(&material).expect("server TLS"),
             source: Some(source),
             webhook_secret: Some(WEBHOOK_SECRET.into()),
+            handshakes: Default::default(),
         };
         let grpc = tokio::net::TcpListener::bind(listen).await.expect("bind gRPC");
         let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind HTTP");
@@ -488,7 +489,10 @@ pub fn post_webhook(http_address: &str, secret: &str, body: &str) -> Result<Stri
     if status.split_whitespace().nth(1) == Some("202") { Ok(status) } else { Err(format!("{url} answered {status}")) }
 }
 
-/// A GitHub push event body for `reference` moving to `after`.
+/// A GitHub push event body for `reference` moving to `after`. Like a forge's, every body is
+/// new (`repository.pushed_at`): the hub refuses a body it accepted before as a replay.
 pub fn push_event(reference: &str, after: &str) -> String {
-    serde_json::json!({"ref": reference, "after": after, "repository": {"full_name": "convoy/fleet"}}).to_string()
+    let pushed_at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+    let repository = serde_json::json!({"full_name": "convoy/fleet", "pushed_at": pushed_at.to_string()});
+    serde_json::json!({"ref": reference, "after": after, "repository": repository}).to_string()
 }

@@ -153,6 +153,7 @@ impl Sandbox {
                 charts: None,
             }),
             webhook_secret: Some(webhook_secret),
+            handshakes: Default::default(),
         };
         let (hub_state, token) = ((hub.clone(), publisher), shutdown.clone());
         tasks.spawn(

@@ -128,6 +128,9 @@ impl FleetService for FleetApi {
         let HistoryRequest { cluster, limit } = req.into_inner();
         self.selected(&cluster)?;
         let limit = if limit == 0 { DEFAULT_HISTORY } else { limit } as usize;
+        // What status already shows (an applied report) is in history too: write what is
+        // queued first.
+        self.hub.flush_store().await;
         let store = self.hub.store().clone();
         let entries = tokio::task::spawn_blocking(move || store.history(&cluster, limit))
             .await

@@ -177,6 +177,8 @@ pub struct GitMirror {
     access: GitAccess,
     path: PathBuf,
     /// Blob contents by id, shared between snapshots so a new commit reads only new blobs.
+    /// Holds only blobs some live snapshot holds too (see [`GitMirror::snapshot`]), so it does
+    /// not grow with every commit ever read.
     blobs: HashMap<ObjectId, Arc<[u8]>>,
 }
 
@@ -250,7 +252,50 @@ impl GitMirror {
                 branches.insert(branch.to_string(), id);
             }
         }
+        self.consolidate_packs();
         Ok(branches)
+    }
+
+    /// Every fetch adds a pack to the mirror; each is mapped into memory and searched on every
+    /// lookup, so left alone the hub grows and slows with every commit. Past [`MAX_PACKS`],
+    /// `git repack -a -d` folds them into one (gix cannot repack yet).
+    fn consolidate_packs(&self) {
+        let packs = self.packs();
+        if packs <= MAX_PACKS {
+            return;
+        }
+        let repacked =
+            std::process::Command::new("git").arg("-C").arg(&self.path).args(["repack", "-a", "-d", "-q"]).output();
+        match repacked {
+            Ok(out) if out.status.success() => tracing::debug!(packs, "mirror repacked"),
+            Ok(out) => tracing::warn!(
+                mirror = %self.path.display(),
+                packs,
+                error = %String::from_utf8_lossy(&out.stderr).trim(),
+                "cannot repack the Git mirror; memory grows with every fetch until it can"
+            ),
+            Err(e) => tracing::warn!(
+                mirror = %self.path.display(),
+                packs,
+                error = %e,
+                "cannot run `git repack` (is git on PATH?); memory grows with every fetch until it can"
+            ),
+        }
+    }
+
+    /// Pack files in the mirror (at most [`MAX_PACKS`] + 1 after a fetch).
+    pub fn packs(&self) -> usize {
+        let pack_dir = self.path.join("objects").join("pack");
+        std::fs::read_dir(pack_dir)
+            .map(|entries| {
+                entries.filter_map(Result::ok).filter(|e| e.path().extension().is_some_and(|x| x == "pack")).count()
+            })
+            .unwrap_or(0)
+    }
+
+    /// Blobs held in memory for the snapshots alive now.
+    pub fn cached_blobs(&self) -> usize {
+        self.blobs.len()
     }
 
     /// Reads the whole tree of `commit` into memory.
@@ -274,6 +319,11 @@ impl GitMirror {
                 let blob = match self.blobs.get(&record.oid) {
                     Some(blob) => blob.clone(),
                     None => {
+                        let size = self.blob_size(&repo, record.oid)?;
+                        if size > MAX_FILE_BYTES {
+                            entries.insert(path.to_string(), Entry::TooLarge(record.oid, size));
+                            continue;
+                        }
                         let object = repo.find_object(record.oid).map_err(|e| self.err("reading a file")(e.into()))?;
                         let blob: Arc<[u8]> = object.data.clone().into();
                         self.blobs.insert(record.oid, blob.clone());
@@ -290,7 +340,15 @@ impl GitMirror {
         for names in children.values_mut() {
             names.sort();
         }
-        Ok(Arc::new(Snapshot { commit, tree: tree.id, entries, children }))
+        let snapshot = Arc::new(Snapshot { commit, tree: tree.id, entries, children });
+        // Blobs only this cache still holds belong to snapshots that are gone: forget them.
+        self.blobs.retain(|_, blob| Arc::strong_count(blob) > 1);
+        Ok(snapshot)
+    }
+
+    /// The size of blob `id`, read from its header without inflating it.
+    fn blob_size(&self, repo: &gix::Repository, id: ObjectId) -> Result<u64> {
+        Ok(repo.find_header(id).map_err(|e| self.err("reading a file")(e.into()))?.size())
     }
 
     /// Commits reachable from `tip` and not from `hidden` (what `git log tip --not hidden`
@@ -315,7 +373,16 @@ enum Entry {
     File(ObjectId, Arc<[u8]>),
     Dir(ObjectId),
     Other(ObjectId),
+    /// A file over [`MAX_FILE_BYTES`], never read into memory.
+    TooLarge(ObjectId, u64),
 }
+
+/// The largest file of the fleet repository the hub reads (16 MiB): far above any manifest or
+/// chart a cluster can take, far below what would strain the hub's memory.
+pub const MAX_FILE_BYTES: u64 = 16 << 20;
+
+/// Packs the mirror may hold before they are folded into one (one is added per fetch).
+pub const MAX_PACKS: usize = 32;
 
 /// The tree of one commit, in memory.
 #[derive(Debug)]
@@ -338,7 +405,7 @@ impl Snapshot {
             return Some(self.tree);
         }
         self.entries.get(&key).map(|e| match e {
-            Entry::File(id, _) | Entry::Dir(id) | Entry::Other(id) => *id,
+            Entry::File(id, _) | Entry::Dir(id) | Entry::Other(id) | Entry::TooLarge(id, _) => *id,
         })
     }
 
@@ -363,7 +430,7 @@ impl Source for Snapshot {
             return Ok(Some(EntryKind::Dir));
         }
         Ok(match self.entries.get(&key) {
-            Some(Entry::File(..)) => Some(EntryKind::File),
+            Some(Entry::File(..) | Entry::TooLarge(..)) => Some(EntryKind::File),
             Some(Entry::Dir(_)) => Some(EntryKind::Dir),
             Some(Entry::Other(_)) => {
                 return Err(RenderError::PathEscape { path: key.clone(), from: PathBuf::from(key) });
@@ -377,6 +444,17 @@ impl Source for Snapshot {
         match self.entries.get(&key) {
             Some(Entry::File(_, data)) => Ok(data.to_vec()),
             Some(Entry::Other(_)) => Err(RenderError::PathEscape { path: key.clone(), from: PathBuf::from(key) }),
+            Some(Entry::TooLarge(_, size)) => Err(RenderError::Io {
+                path: PathBuf::from(key),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::FileTooLarge,
+                    format!(
+                        "the file is {} MiB, over the {} MiB a fleet repository file may be; keep large data out of Git",
+                        size >> 20,
+                        MAX_FILE_BYTES >> 20
+                    ),
+                ),
+            }),
             _ => Err(RenderError::Io {
                 path: PathBuf::from(key),
                 source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file in the commit"),

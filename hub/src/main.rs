@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use convoy_hub::git::GitAccess;
 use convoy_hub::registry::RegistryConfig;
-use convoy_hub::server::{self, HubConfig};
+use convoy_hub::server::{self, HandshakeLimits, HubConfig};
 use convoy_hub::source::SourceConfig;
 use convoy_hub::state::Hub;
 use convoy_hub::store::RedbStore;
@@ -102,6 +102,20 @@ enum Command {
         #[arg(long, env = "CONVOY_AGENT_CERT_HOURS", default_value_t = 720,
               value_parser = clap::value_parser!(u64).range(1..=MAX_AGENT_CERT_HOURS))]
         agent_cert_hours: u64,
+        /// Seconds a client may take to finish its TLS handshake.
+        #[arg(long, env = "CONVOY_HANDSHAKE_TIMEOUT_SECONDS", default_value_t = 10,
+              value_parser = clap::value_parser!(u64).range(1..=300))]
+        handshake_timeout_seconds: u64,
+        /// TLS handshakes in progress at once; over it, the oldest one is dropped (the hub
+        /// never stops accepting).
+        #[arg(long, env = "CONVOY_MAX_HANDSHAKES", default_value_t = 1024,
+              value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+        max_handshakes: u64,
+        /// TLS handshakes in progress from one IP address; over it, that address's oldest one
+        /// is dropped. Raise it when many agents share one address (NAT).
+        #[arg(long, env = "CONVOY_MAX_HANDSHAKES_PER_SOURCE", default_value_t = 128,
+              value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+        max_handshakes_per_source: u64,
     },
     /// Manage the certificate authority.
     Ca {
@@ -228,6 +242,9 @@ fn run(command: Command, runtime: &tokio::runtime::Runtime) -> Result<(), Failur
             http_listen,
             webhook_secret,
             agent_cert_hours,
+            handshake_timeout_seconds,
+            max_handshakes,
+            max_handshakes_per_source,
         } => {
             let dir = CertDir::new(certs);
             // With the CA key the hub signs agent CSRs (bootstrap tokens); without it (a hub
@@ -262,7 +279,12 @@ fn run(command: Command, runtime: &tokio::runtime::Runtime) -> Result<(), Failur
                 access,
                 charts: Some(Arc::new(charts)),
             });
-            let hub_config = HubConfig { tls, source, webhook_secret };
+            let handshakes = HandshakeLimits {
+                timeout: Duration::from_secs(handshake_timeout_seconds),
+                max_total: max_handshakes as usize,
+                max_per_source: max_handshakes_per_source as usize,
+            };
+            let hub_config = HubConfig { tls, source, webhook_secret, handshakes };
             runtime.block_on(async {
                 let grpc = bind(&listen).await?;
                 tracing::info!(address = %local_addr(&grpc)?, "hub listening");

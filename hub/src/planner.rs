@@ -76,6 +76,23 @@ pub struct PlanStats {
     pub pairs_rebuilt: usize,
 }
 
+/// How many entries the hub's caches hold, published with every sync so tests and benchmarks
+/// can check that they stay bounded by the fleet's size, not by the number of commits.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CacheSizes {
+    /// Git blobs held for the snapshots alive now.
+    pub blobs: usize,
+    /// Pack files in the Git mirror (each one is mapped into memory).
+    pub packs: usize,
+    /// Rendered kustomizations, by (branch, directory).
+    pub renders: usize,
+    /// (cluster, app) outputs, and each pair's last good output.
+    pub pairs: usize,
+    pub last_good: usize,
+    /// Clusters' last assignments.
+    pub clusters: usize,
+}
+
 /// One cluster's plan: its assignment and any errors to show in status.
 #[derive(Debug, Clone)]
 pub struct ClusterPlan {
@@ -176,6 +193,30 @@ impl Planner {
         let generation = self.generation;
         self.helm_renders.retain(|_, (used, _)| *used == generation);
         (plans, stats)
+    }
+
+    /// Forgets what belongs to clusters no longer in `clusters`, to apps no environment of
+    /// `envs` has, and to branches no environment tracks, so the caches are bounded by the
+    /// fleet as it is now.
+    pub fn forget_gone(&mut self, clusters: &BTreeMap<String, Cluster>, envs: &HashMap<String, Arc<EnvironmentState>>) {
+        let app_exists = |app: &String| envs.values().any(|env| env.apps.contains_key(app));
+        let branches: BTreeSet<&str> = envs.values().map(|env| env.environment.branch.as_str()).collect();
+        self.clusters.retain(|cluster, _| clusters.contains_key(cluster));
+        self.pairs.retain(|(cluster, app), _| clusters.contains_key(cluster) && app_exists(app));
+        self.last_good.retain(|(cluster, app), _| clusters.contains_key(cluster) && app_exists(app));
+        self.renders.retain(|(branch, _), _| branches.contains(branch.as_str()));
+    }
+
+    /// How many entries each cache holds (`blobs` and `packs` are the Git mirror's, left 0 here).
+    pub fn cache_sizes(&self) -> CacheSizes {
+        CacheSizes {
+            blobs: 0,
+            packs: 0,
+            renders: self.renders.len(),
+            pairs: self.pairs.len(),
+            last_good: self.last_good.len(),
+            clusters: self.clusters.len(),
+        }
     }
 
     /// Charts that are not in the repository come from `loader`; without one, an app naming

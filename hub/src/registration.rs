@@ -1,24 +1,64 @@
 //! RegistrationService: the gRPC edge of the [`Registry`]. Register needs no client
-//! certificate (the bootstrap token is the credential); Renew needs the cluster's current one.
+//! certificate (the bootstrap token is the credential; failed attempts are rate-limited per
+//! address); Renew needs the cluster's current one.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use convoy_shared::proto::registration_service_server::RegistrationService;
 use convoy_shared::proto::{CertificateResponse, RegisterRequest, RenewRequest};
-use tonic::{Request, Response, Status};
+use tonic::{Code, Request, Response, Status};
 
 use crate::auth;
 use crate::registry::Registry;
 
+/// Failed registrations (unknown, spent or expired tokens) one address may make per
+/// [`GUESS_WINDOW`]; beyond, its registrations are refused before any token is looked at. With
+/// 256-bit tokens guessing is hopeless anyway; this keeps a guesser from loading the store.
+const GUESSES_PER_WINDOW: u32 = 10;
+const GUESS_WINDOW: Duration = Duration::from_secs(60);
+/// Addresses tracked at once; past it, those whose window is over are forgotten.
+const TRACKED_ADDRESSES: usize = 10_000;
+
 /// The RegistrationService implementation.
 pub struct RegistrationApi {
     registry: Arc<Registry>,
+    /// Per source address: when its window started and how many registrations failed in it.
+    failures: Mutex<HashMap<IpAddr, (Instant, u32)>>,
 }
 
 impl RegistrationApi {
     /// The service over the hub's `registry`.
     pub fn new(registry: Arc<Registry>) -> Self {
-        RegistrationApi { registry }
+        RegistrationApi { registry, failures: Mutex::default() }
+    }
+
+    /// Refuses `source` while it has used up its failed attempts.
+    fn check_guesses(&self, source: IpAddr) -> Result<(), Status> {
+        let failures = self.failures.lock().expect("failures lock");
+        match failures.get(&source) {
+            Some((since, count)) if *count >= GUESSES_PER_WINDOW && since.elapsed() < GUESS_WINDOW => {
+                let wait = GUESS_WINDOW.saturating_sub(since.elapsed()).as_secs() + 1;
+                Err(Status::resource_exhausted(format!(
+                    "too many failed registrations from {source}; try again in {wait} s with a valid token (`convoy token create --cluster NAME`)"
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn count_failure(&self, source: IpAddr) {
+        let mut failures = self.failures.lock().expect("failures lock");
+        if failures.len() >= TRACKED_ADDRESSES {
+            failures.retain(|_, (since, _)| since.elapsed() < GUESS_WINDOW);
+        }
+        let entry = failures.entry(source).or_insert((Instant::now(), 0));
+        if entry.0.elapsed() >= GUESS_WINDOW {
+            *entry = (Instant::now(), 0);
+        }
+        entry.1 += 1;
     }
 }
 
@@ -28,12 +68,20 @@ impl RegistrationService for RegistrationApi {
         // No client certificate needed: the token is the credential.
         let peer = req.extensions().get::<auth::PeerInfo>().map(|p| p.addr);
         let peer = peer.ok_or_else(|| Status::internal("connection carries no TLS peer information"))?;
+        if let Err(refused) = self.check_guesses(peer.ip()) {
+            tracing::warn!(%peer, "registration refused: too many failed attempts from this address");
+            return Err(refused);
+        }
         let RegisterRequest { bootstrap_token, csr_pem } = req.into_inner();
         match self.registry.register(&bootstrap_token, &csr_pem, peer).await {
             Ok(response) => Ok(Response::new(response)),
             Err(e) => {
                 tracing::warn!(%peer, error = %e, "registration refused");
-                Err(e.into())
+                let status = Status::from(e);
+                if matches!(status.code(), Code::Unauthenticated | Code::PermissionDenied) {
+                    self.count_failure(peer.ip());
+                }
+                Err(status)
             }
         }
     }

@@ -36,8 +36,6 @@ pub const MAX_TOKEN_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 pub const DEFAULT_AGENT_CERT_LIFETIME: Duration = Duration::from_secs(30 * 24 * 3600);
 /// The shortest certificate lifetime the registry signs.
 const MIN_CERT_LIFETIME: Duration = Duration::from_secs(3);
-/// How far back a signed certificate's validity starts, for clocks that run behind.
-const CLOCK_SKEW_SECONDS: i64 = 300;
 /// Tokens look like `cvt_<64 hex digits>`.
 const TOKEN_PREFIX: &str = "cvt_";
 
@@ -280,7 +278,7 @@ impl Registry {
         let now = unix_secs();
         // Never start before a revocation, or the new certificate would be refused with the old.
         let revoked = self.revoked_at(cluster).map_or(i64::MIN, ceil_seconds);
-        let not_before = (now - CLOCK_SKEW_SECONDS).max(revoked).min(now);
+        let not_before = (now - convoy_shared::pki::CLOCK_SKEW.whole_seconds()).max(revoked).min(now);
         let not_after = now + lifetime.as_secs() as i64;
         let mut request = LeafRequest::new(Identity::Cluster(cluster.to_string()), 1);
         request.not_before = OffsetDateTime::from_unix_timestamp(not_before).expect("a valid time");

@@ -1,9 +1,11 @@
 //! The hub's gRPC endpoint: a TLS 1.3 accept loop of our own (so every refused handshake is one
 //! clear log line and every connection carries its verified identity), feeding tonic.
 
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io;
+use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -14,7 +16,7 @@ use futures::FutureExt;
 use rustls::ServerConfig;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
@@ -29,10 +31,8 @@ use crate::fleet_service::FleetApi;
 use crate::registration::RegistrationApi;
 use crate::state::{Hub, Publisher};
 
-/// How long a client may take to finish the TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Handshakes in progress at once; more wait in the listen backlog.
-const MAX_HANDSHAKES: usize = 256;
+/// Verified connections waiting for tonic to take them.
+const ACCEPTED_QUEUE: usize = 256;
 
 /// Errors that stop the server.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +49,29 @@ pub struct HubConfig {
     /// The Git source; `None` serves agents and the CLI with no assignments.
     pub source: Option<crate::source::SourceConfig>,
     pub webhook_secret: Option<String>,
+    /// Bounds on TLS handshakes in progress.
+    pub handshakes: HandshakeLimits,
+}
+
+/// Bounds on TLS handshakes in progress, so that clients which connect and then stall (a partial
+/// ClientHello, or nothing at all) can never stop the hub accepting: the accept loop never
+/// waits for a handshake slot; a connection over a bound sheds the *oldest* handshake in
+/// progress (of its source address, or overall), since a real client finishes in milliseconds
+/// and the one stalled longest is the likeliest attacker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HandshakeLimits {
+    /// How long a client may take to finish the handshake.
+    pub timeout: Duration,
+    /// Handshakes in progress at once.
+    pub max_total: usize,
+    /// Handshakes in progress from one IP address (many agents behind one NAT share one).
+    pub max_per_source: usize,
+}
+
+impl Default for HandshakeLimits {
+    fn default() -> Self {
+        HandshakeLimits { timeout: Duration::from_secs(10), max_total: 1024, max_per_source: 128 }
+    }
 }
 
 /// Runs the whole hub: gRPC on `grpc`, webhook and health on `http`, and the source loop,
@@ -78,7 +101,7 @@ pub async fn run(
                 .map_err(ServeError::Http)
         });
     }
-    tasks.spawn(serve(grpc, config.tls, hub.clone(), shutdown.clone()));
+    tasks.spawn(serve(grpc, config.tls, config.handshakes, hub.clone(), shutdown.clone()));
     let mut result = Ok(());
     while let Some(joined) = tasks.join_next().await {
         if let Ok(Err(e)) = joined {
@@ -99,16 +122,17 @@ pub async fn run(
 pub async fn serve(
     listener: TcpListener,
     tls: Arc<ServerConfig>,
+    limits: HandshakeLimits,
     hub: Arc<Hub>,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
-    let (conns_tx, conns_rx) = mpsc::channel::<TlsConn>(MAX_HANDSHAKES);
+    let (conns_tx, conns_rx) = mpsc::channel::<TlsConn>(ACCEPTED_QUEUE);
     // Every task the endpoint starts (accept loop, handshakes, agent sessions) is tracked, so
     // `serve` returns only once they have all ended.
     let tasks = TaskTracker::new();
     // The accept loop owns `conns_tx`; when it stops, tonic sees the incoming stream end.
     tasks.spawn(
-        accept_loop(listener, TlsAcceptor::from(tls), conns_tx, tasks.clone(), shutdown.clone())
+        accept_loop(listener, TlsAcceptor::from(tls), limits, conns_tx, tasks.clone(), shutdown.clone())
             .instrument(tracing::info_span!("accept")),
     );
     let incoming = ReceiverStream::new(conns_rx);
@@ -139,11 +163,12 @@ pub async fn serve(
 async fn accept_loop(
     listener: TcpListener,
     acceptor: TlsAcceptor,
+    limits: HandshakeLimits,
     conns: mpsc::Sender<TlsConn>,
     tasks: TaskTracker,
     shutdown: CancellationToken,
 ) {
-    let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
+    let handshakes = Arc::new(Handshakes::new(limits));
     loop {
         let (tcp, addr) = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -157,20 +182,23 @@ async fn accept_loop(
                 }
             },
         };
-        let Ok(permit) = handshakes.clone().acquire_owned().await else {
-            return;
-        };
+        // Never waits: over a bound, the oldest handshake in progress makes way.
+        let mut slot = handshakes.admit(addr.ip());
         let acceptor = acceptor.clone();
         let conns = conns.clone();
         let token = shutdown.clone();
         tasks.spawn(async move {
-            let _permit = permit;
             let _ = tcp.set_nodelay(true);
-            let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp).into_fallible());
+            let handshake = tokio::time::timeout(limits.timeout, acceptor.accept(tcp).into_fallible());
             let finished = tokio::select! {
                 _ = token.cancelled() => return,
+                Ok(reason) = &mut slot.shed => {
+                    tracing::warn!(peer = %addr, reason, "refused TLS connection: handshake shed");
+                    return;
+                }
                 finished = handshake => finished,
             };
+            drop(slot);
             match finished {
                 Ok(Ok(stream)) => {
                     let leaf = stream.get_ref().1.peer_certificates().and_then(|certs| certs.first());
@@ -198,10 +226,90 @@ async fn accept_loop(
                     linger(tcp).await;
                 }
                 Err(_) => {
-                    tracing::warn!(peer = %addr, "refused TLS connection: handshake timed out")
+                    tracing::warn!(peer = %addr, timeout = ?limits.timeout, "refused TLS connection: handshake timed out")
                 }
             }
         });
+    }
+}
+
+/// The TLS handshakes in progress, oldest first, and how many each source address has.
+struct Handshakes {
+    limits: HandshakeLimits,
+    pending: Mutex<Pending>,
+}
+
+#[derive(Default)]
+struct Pending {
+    next_id: u64,
+    /// By admission order: the first entry is the oldest handshake in progress.
+    /// The sender tells the handshake why it must make way.
+    by_age: BTreeMap<u64, (IpAddr, oneshot::Sender<&'static str>)>,
+    /// Handshakes in progress per source address, by admission order.
+    by_source: HashMap<IpAddr, BTreeSet<u64>>,
+}
+
+/// One handshake in progress; dropping it (handshake over, or task gone) frees its place.
+struct HandshakeSlot {
+    handshakes: Arc<Handshakes>,
+    id: u64,
+    source: IpAddr,
+    /// Answers when the handshake must make way, with the reason.
+    shed: oneshot::Receiver<&'static str>,
+}
+
+impl Handshakes {
+    fn new(limits: HandshakeLimits) -> Self {
+        Handshakes { limits, pending: Mutex::new(Pending::default()) }
+    }
+
+    /// Admits a new handshake from `source`, shedding the oldest of that source when it is
+    /// over its bound, then the oldest overall when the total is.
+    fn admit(self: &Arc<Self>, source: IpAddr) -> HandshakeSlot {
+        let mut pending = self.pending.lock().expect("handshakes lock");
+        let id = pending.next_id;
+        pending.next_id += 1;
+        let (tell, shed) = oneshot::channel();
+        pending.by_age.insert(id, (source, tell));
+        let of_source = pending.by_source.entry(source).or_default();
+        of_source.insert(id);
+        let oldest_of_source = (of_source.len() > self.limits.max_per_source.max(1)).then(|| of_source.pop_first());
+        if let Some(Some(oldest)) = oldest_of_source {
+            pending.remove(oldest, "too many handshakes in progress from this address");
+        }
+        if pending.by_age.len() > self.limits.max_total.max(1)
+            && let Some((&oldest, _)) = pending.by_age.first_key_value()
+        {
+            pending.remove(oldest, "too many handshakes in progress");
+        }
+        HandshakeSlot { handshakes: self.clone(), id, source, shed }
+    }
+}
+
+impl Pending {
+    /// Forgets handshake `id` and tells it to stop with `reason`.
+    fn remove(&mut self, id: u64, reason: &'static str) {
+        if let Some((source, tell)) = self.by_age.remove(&id) {
+            self.forget_source(source, id);
+            let _ = tell.send(reason);
+        }
+    }
+
+    fn forget_source(&mut self, source: IpAddr, id: u64) {
+        if let Some(ids) = self.by_source.get_mut(&source) {
+            ids.remove(&id);
+            if ids.is_empty() {
+                self.by_source.remove(&source);
+            }
+        }
+    }
+}
+
+impl Drop for HandshakeSlot {
+    fn drop(&mut self) {
+        let mut pending = self.handshakes.pending.lock().expect("handshakes lock");
+        pending.by_age.remove(&self.id);
+        pending.forget_source(self.source, self.id);
     }
 }
 
@@ -340,6 +448,7 @@ mod tests {
             tls: convoy_shared::tls::server_config(&material).unwrap(),
             source: None,
             webhook_secret: None,
+            handshakes: HandshakeLimits::default(),
         };
         let store = Arc::new(SlowStore::default());
         let (hub, publisher) = Hub::new(store.clone(), RegistryConfig::default()).unwrap();

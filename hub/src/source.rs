@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::fleet::{self, Cluster, Fleet};
 use crate::git::{GitAccess, GitMirror};
 use crate::metrics::HubMetrics;
-use crate::planner::{EnvironmentState, PlanStats, Planner};
+use crate::planner::{CacheSizes, EnvironmentState, PlanStats, Planner};
 use crate::rollout::{self, Action, Command, Observed, Phase, Rollout, RolloutError};
 use crate::state::{EnvironmentRequest, Publisher};
 use crate::view::{FleetView, Lineage, SyncError};
@@ -237,6 +237,11 @@ impl SourceWorker {
                     errors,
                     cluster_errors,
                     stats,
+                    caches: CacheSizes {
+                        blobs: self.mirror.cached_blobs(),
+                        packs: self.mirror.packs(),
+                        ..self.planner.cache_sizes()
+                    },
                     published,
                     synced_at_ms: unix_ms(),
                     fetch_failures: 0,
@@ -325,6 +330,7 @@ impl SourceWorker {
         let render = tracing::info_span!("render", clusters = fleet.clusters.len(), renders = tracing::field::Empty);
         let (plans, stats) = render.in_scope(|| self.planner.plan(&fleet.clusters, &envs));
         render.record("renders", stats.renders);
+        self.planner.forget_gone(&fleet.clusters, &envs);
         for plan in plans {
             if !plan.errors.is_empty() {
                 let messages = plan.errors.iter().map(ToString::to_string);

@@ -29,6 +29,9 @@ const ROLLOUTS: TableDefinition<&str, &str> = TableDefinition::new("rollouts");
 const PINS: TableDefinition<&str, &str> = TableDefinition::new("pins");
 /// History entries kept per cluster in memory.
 const MEMORY_HISTORY: usize = 1000;
+/// redb's page cache (its default is 1 GiB, which the ever-growing history table would fill,
+/// one commit at a time, as hub memory).
+const REDB_CACHE_BYTES: usize = 4 * 1024 * 1024;
 
 /// Store errors.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +40,14 @@ pub enum StoreError {
         "the store at {path} cannot be opened: {message}; check the --data directory is writable and not used by another hub"
     )]
     Open { path: PathBuf, message: String },
+    #[error(
+        "the store at {path} is corrupted or not a Convoy store ({message}); the hub will not start on it. Move it aside and restore a backup (the hub never replaces it: starting empty would forget registrations, revocations and history)"
+    )]
+    Corrupted { path: PathBuf, message: String },
+    #[error(
+        "cannot write the store at {path}: {message}; these reports and history entries are not persisted (the hub keeps serving): free space in, or fix, the --data directory"
+    )]
+    Write { path: PathBuf, message: String },
     #[error("the store failed: {0}")]
     Db(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
@@ -146,6 +157,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 #[derive(Debug)]
 pub struct RedbStore {
     db: Database,
+    path: PathBuf,
     next_seq: Mutex<u64>,
 }
 
@@ -155,7 +167,20 @@ impl RedbStore {
         let path = dir.join("convoy.redb");
         let open_err = |message: String| StoreError::Open { path: path.clone(), message };
         std::fs::create_dir_all(dir).map_err(|e| open_err(e.to_string()))?;
-        let database = Database::create(&path).map_err(|e| open_err(e.to_string()))?;
+        let database = Database::builder().set_cache_size(REDB_CACHE_BYTES).create(&path).map_err(|e| {
+            let corrupted = match &e {
+                redb::DatabaseError::Storage(redb::StorageError::Corrupted(_)) => true,
+                redb::DatabaseError::Storage(redb::StorageError::Io(io)) => {
+                    io.kind() == std::io::ErrorKind::InvalidData
+                }
+                _ => false,
+            };
+            if corrupted {
+                StoreError::Corrupted { path: path.clone(), message: e.to_string() }
+            } else {
+                open_err(e.to_string())
+            }
+        })?;
         let txn = database.begin_write().map_err(db)?;
         txn.open_table(REPORTS).map_err(db)?;
         txn.open_table(TOKENS).map_err(db)?;
@@ -173,12 +198,10 @@ impl RedbStore {
             last
         };
         txn.commit().map_err(db)?;
-        Ok(RedbStore { db: database, next_seq: Mutex::new(last + 1) })
+        Ok(RedbStore { db: database, path, next_seq: Mutex::new(last + 1) })
     }
-}
 
-impl Store for RedbStore {
-    fn write(&self, events: &[StoreEvent]) -> Result<()> {
+    fn write_events(&self, events: &[StoreEvent]) -> Result<()> {
         let txn = self.db.begin_write().map_err(db)?;
         {
             let mut reports = txn.open_table(REPORTS).map_err(db)?;
@@ -208,6 +231,12 @@ impl Store for RedbStore {
             }
         }
         txn.commit().map_err(db)
+    }
+}
+
+impl Store for RedbStore {
+    fn write(&self, events: &[StoreEvent]) -> Result<()> {
+        self.write_events(events).map_err(|e| StoreError::Write { path: self.path.clone(), message: e.to_string() })
     }
 
     fn last_reports(&self) -> Result<Vec<(String, Report)>> {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::fleet::{Fleet, FleetError};
 use crate::git::GitError;
-use crate::planner::{EnvironmentState, PlanStats};
+use crate::planner::{CacheSizes, EnvironmentState, PlanStats};
 use crate::rollout::Rollout;
 
 /// Why a sync could not take (part of) the repository. Each message names the branch, file or
@@ -76,6 +76,8 @@ pub struct FleetView {
     /// Problems of one cluster (its file, its apps' renders).
     pub cluster_errors: BTreeMap<String, Vec<String>>,
     pub stats: PlanStats,
+    /// The source's caches after the last plan.
+    pub caches: CacheSizes,
     /// Assignments whose content changed in the last plan.
     pub published: usize,
     pub synced_at_ms: i64,

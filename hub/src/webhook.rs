@@ -1,7 +1,8 @@
 //! The hub's plain-HTTP side: `POST /webhook` (GitHub, Gitea and GitLab push events, signature
-//! checked) that makes the source fetch at once, `/metrics` (Prometheus) and `/healthz`.
+//! checked, replays refused) that makes the source fetch at once, `/metrics` (Prometheus) and `/healthz`.
 
-use std::sync::Arc;
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -9,20 +10,50 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use hmac::{Hmac, Mac};
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 
 use crate::state::Hub;
+
+/// Accepted deliveries remembered to refuse replays (bodies differ between pushes: each names
+/// its before and after commits).
+const REMEMBERED_DELIVERIES: usize = 4096;
 
 #[derive(Clone)]
 struct WebhookState {
     hub: Arc<Hub>,
     secret: Option<Arc<str>>,
+    accepted: Arc<Mutex<Deliveries>>,
+}
+
+/// SHA-256 digests of the bodies of recently accepted deliveries, oldest first.
+#[derive(Default)]
+struct Deliveries {
+    seen: HashSet<[u8; 32]>,
+    order: VecDeque<[u8; 32]>,
+}
+
+impl Deliveries {
+    /// Remembers `body`; false when it was accepted before (a replay).
+    fn first_time(&mut self, body: &[u8]) -> bool {
+        let digest: [u8; 32] = Sha256::digest(body).into();
+        if !self.seen.insert(digest) {
+            return false;
+        }
+        self.order.push_back(digest);
+        if self.order.len() > REMEMBERED_DELIVERIES
+            && let Some(oldest) = self.order.pop_front()
+        {
+            self.seen.remove(&oldest);
+        }
+        true
+    }
 }
 
 /// The router for the HTTP listener. Without a secret the webhook refuses every call: an
 /// unauthenticated trigger would let anyone make the hub fetch in a loop.
 pub fn router(hub: Arc<Hub>, secret: Option<String>) -> Router {
-    let state = WebhookState { hub, secret: secret.filter(|s| !s.is_empty()).map(Arc::from) };
+    let secret = secret.filter(|s| !s.is_empty()).map(Arc::from);
+    let state = WebhookState { hub, secret, accepted: Arc::default() };
     Router::new()
         .route("/webhook", post(webhook))
         .route("/healthz", get(|| async { "ok" }))
@@ -47,6 +78,10 @@ async fn webhook(State(state): State<WebhookState>, headers: HeaderMap, body: By
         return (StatusCode::UNAUTHORIZED, "no webhook secret configured on the hub\n");
     };
     match verify(secret.as_bytes(), &headers, &body) {
+        Ok(provider) if !state.accepted.lock().expect("deliveries lock").first_time(&body) => {
+            tracing::warn!(provider, "webhook refused: this signed body was accepted before (a replay)");
+            (StatusCode::CONFLICT, "replayed delivery: this body was already accepted\n")
+        }
         Ok(provider) => {
             tracing::info!(provider, "webhook accepted; fetching now");
             state.hub.request_refresh();

@@ -16,6 +16,9 @@ use crate::identity::Identity;
 
 /// How long certificates live unless told otherwise.
 pub const DEFAULT_CA_DAYS: i64 = 3650;
+/// How far back certificates start (their not-before): a peer whose clock runs this much behind
+/// the issuer's still accepts a certificate made just now.
+pub const CLOCK_SKEW: Duration = Duration::minutes(15);
 /// Default lifetime of hub, agent and CLI certificates.
 pub const DEFAULT_LEAF_DAYS: i64 = 365;
 
@@ -77,15 +80,10 @@ pub struct LeafRequest {
 }
 
 impl LeafRequest {
-    /// A certificate for `identity` valid from a few minutes ago (clock skew) for `days` days.
+    /// A certificate for `identity` valid from [`CLOCK_SKEW`] ago for `days` days.
     pub fn new(identity: Identity, days: i64) -> Self {
         let now = OffsetDateTime::now_utc();
-        LeafRequest {
-            identity,
-            hosts: Vec::new(),
-            not_before: now - Duration::minutes(5),
-            not_after: now + Duration::days(days),
-        }
+        LeafRequest { identity, hosts: Vec::new(), not_before: now - CLOCK_SKEW, not_after: now + Duration::days(days) }
     }
 
     /// Adds server names (DNS names or IP addresses) to the certificate.
@@ -139,7 +137,7 @@ impl CertificateAuthority {
         let key = KeyPair::generate().map_err(|source| PkiError::Sign { identity: common_name.to_string(), source })?;
         let mut params = CertificateParams::default();
         let now = OffsetDateTime::now_utc();
-        params.not_before = now - Duration::minutes(5);
+        params.not_before = now - CLOCK_SKEW;
         params.not_after = now + Duration::days(days);
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, common_name);

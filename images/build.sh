@@ -41,7 +41,9 @@ out="$target/images"
 mkdir -p "$out"
 triple="$(rustc -vV | sed -n 's/^host: //p')"
 metadata="$(cargo metadata --format-version 1 --locked --filter-platform "$triple")"
-version="$(python3 -c 'import json,sys; print(next(p["version"] for p in json.load(sys.stdin)["packages"] if p["name"] == "convoy-agent"))' <<<"$metadata")"
+read -r version license < <(python3 -c 'import json, sys
+agent = next(p for p in json.load(sys.stdin)["packages"] if p["name"] == "convoy-agent")
+print(agent["version"], agent["license"])' <<<"$metadata")
 tag="${tag:-$version}"
 revision="$(git rev-parse HEAD)"
 git diff --quiet HEAD 2>/dev/null || revision="$revision-dirty"
@@ -52,6 +54,7 @@ source_url="${CONVOY_IMAGE_SOURCE:-https://github.com/convoy/convoy}"
 
 package_of() { case "$1" in hub) echo convoy-hub ;; agent) echo convoy-agent ;; cli) echo convoy-cli ;; esac; }
 binary_of() { case "$1" in hub) echo convoy-hub ;; agent) echo convoy-agent ;; cli) echo convoy ;; esac; }
+mb() { awk -v bytes="$1" 'BEGIN { printf "%.1f MB", bytes / 1e6 }'; }
 
 if [ -z "$bin_dir" ]; then
   cargo_args=()
@@ -91,8 +94,9 @@ for c in "${components[@]}"; do
     --label org.opencontainers.image.revision="$revision" \
     --label org.opencontainers.image.version="$version" \
     --label org.opencontainers.image.created="$created" \
-    --label org.opencontainers.image.licenses=Apache-2.0 \
+    --label org.opencontainers.image.licenses="$license" \
     "$context" >/dev/null
   size="$(du -sb "$context/rootfs" | cut -f1)"
-  echo "built $ref (image $(sed 's/^sha256://' "$out/$image-$tag.id" | cut -c1-12), $((size / 1024)) KiB uncompressed: $binary $(($(stat -c %s "$context/rootfs/$binary") / 1024)) KiB + ${#libraries[@]} libraries; SBOM $out/$image-$tag.spdx.json)"
+  echo "built $ref (image $(sed 's/^sha256://' "$out/$image-$tag.id" | cut -c1-12)): $(mb "$size") uncompressed," \
+    "of which $binary $(mb "$(stat -c %s "$context/rootfs/$binary")") and ${#libraries[@]} libraries; SBOM $out/$image-$tag.spdx.json"
 done

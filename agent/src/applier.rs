@@ -15,7 +15,7 @@ use convoy_shared::model::ObjectRef;
 
 use crate::discovery::{Discovery, DiscoveryError, Resource};
 use crate::fields::FIELD_MANAGER;
-use crate::order::Phase;
+use crate::order::Step;
 
 /// Label naming the cluster on every managed object.
 pub const CLUSTER_LABEL: &str = "convoy.dev/cluster";
@@ -263,13 +263,14 @@ impl Applier {
     }
 
     /// Applies a set in phase order: Namespaces and CRDs, wait for the CRDs to be Established
-    /// (refreshing discovery), then RBAC/ServiceAccounts, config, Services, workloads and the rest.
+    /// (refreshing discovery), then Helm pre-hooks by weight, RBAC/ServiceAccounts, config,
+    /// Services, workloads, the rest, and Helm post-hooks by weight ([`Step`]).
     /// Objects of one phase go out concurrently. A CRD that fails blocks the custom resources of
     /// its group; other failures do not stop later phases.
     pub async fn apply_set(&self, set: Vec<Prepared>) -> Vec<(Prepared, Result<Value>)> {
-        let mut by_phase: BTreeMap<Phase, Vec<Prepared>> = BTreeMap::new();
+        let mut by_phase: BTreeMap<Step, Vec<Prepared>> = BTreeMap::new();
         for p in set {
-            by_phase.entry(Phase::of(&p.object)).or_default().push(p);
+            by_phase.entry(Step::of(&p.object, &p.body)).or_default().push(p);
         }
         let mut results = Vec::new();
         let mut failed_groups: BTreeMap<String, String> = BTreeMap::new();
@@ -289,7 +290,7 @@ impl Applier {
                 .buffer_unordered(self.concurrency)
                 .collect()
                 .await;
-            if phase == Phase::Foundation {
+            if phase == Step::Foundation {
                 for (p, r) in &done {
                     if p.object.kind != "CustomResourceDefinition" {
                         continue;

@@ -24,6 +24,42 @@ pub enum DiscoveryError {
     },
 }
 
+/// What the cluster's API server offers, told to the hub in Hello so Helm charts'
+/// `.Capabilities` see the real target cluster.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServerCapabilities {
+    /// The server's version, e.g. `v1.31.2`.
+    pub kube_version: String,
+    /// The group/versions it serves (`v1`, `apps/v1`, …).
+    pub api_versions: Vec<String>,
+}
+
+impl ServerCapabilities {
+    /// Asks the API server; empty (the hub then uses Helm's defaults) when it does not answer.
+    pub async fn of(client: &Client) -> ServerCapabilities {
+        let asked = async {
+            let version = client.apiserver_version().await?;
+            let core = client.list_core_api_versions().await?;
+            let groups = client.list_api_groups().await?;
+            let mut api_versions = core.versions;
+            api_versions
+                .extend(groups.groups.into_iter().flat_map(|g| g.versions.into_iter().map(|v| v.group_version)));
+            Ok::<_, kube::Error>(ServerCapabilities { kube_version: version.git_version, api_versions })
+        };
+        match tokio::time::timeout(std::time::Duration::from_secs(5), asked).await {
+            Ok(Ok(capabilities)) => capabilities,
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "could not ask the API server what it serves; charts see Helm's defaults");
+                ServerCapabilities::default()
+            }
+            Err(_) => {
+                tracing::warn!("the API server did not say what it serves within 5 s; charts see Helm's defaults");
+                ServerCapabilities::default()
+            }
+        }
+    }
+}
+
 /// How to reach one kind.
 #[derive(Debug, Clone)]
 pub struct Resource {

@@ -19,6 +19,7 @@ pub mod sops;
 pub mod startup;
 pub mod testing;
 
+use crate::discovery::ServerCapabilities;
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
@@ -124,6 +125,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), ReconcileError> {
     let cluster = config.cluster.clone();
+    let link = LinkConfig { capabilities: ServerCapabilities::of(&client).await, ..link };
     let reconciler = Reconciler::new(config, client);
     let held = reconciler.cached_assignment().await.map(Arc::new);
     if let Some(a) = &held {

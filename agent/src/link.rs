@@ -2,6 +2,7 @@
 //! hub sends (converted to the model at this edge), stream reports from the [`ReportQueue`], and
 //! after any failure reconnect with capped exponential backoff and jitter.
 
+use crate::discovery::ServerCapabilities;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,6 +38,8 @@ pub struct LinkConfig {
     pub heartbeat: Duration,
     pub backoff: Backoff,
     pub connect_timeout: Duration,
+    /// What the cluster's API server offers, said in Hello.
+    pub capabilities: ServerCapabilities,
 }
 
 /// Errors of one session with the hub.
@@ -225,6 +228,8 @@ impl HubLink {
             cluster_name: self.config.cluster_name.clone(),
             held_app_digests: held.as_ref().map(|a| a.app_digests.clone()).unwrap_or_default(),
             apps_by_digest: true,
+            kube_version: self.config.capabilities.kube_version.clone(),
+            api_versions: self.config.capabilities.api_versions.clone(),
         }
     }
 
@@ -358,6 +363,7 @@ mod tests {
             heartbeat: Duration::from_secs(1),
             backoff: Backoff::default(),
             connect_timeout: Duration::from_secs(1),
+            capabilities: Default::default(),
         };
         HubLink::new(config, Some(Arc::new(held.clone())))
     }

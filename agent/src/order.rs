@@ -49,6 +49,43 @@ impl Phase {
     }
 }
 
+/// Where an object goes in one apply. Helm hooks (from charts; they keep their `helm.sh/hook`
+/// annotation) map onto the phases as Helm runs them: `pre-install`/`pre-upgrade` hooks after
+/// Namespaces and CRDs and before everything else, `post-install`/`post-upgrade` hooks after
+/// everything, each by `helm.sh/hook-weight` (lowest first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Step {
+    /// Namespaces and CRDs.
+    Foundation,
+    /// Pre-install/pre-upgrade hooks of this weight.
+    PreHook(i64),
+    /// Every other phase.
+    Main(Phase),
+    /// Post-install/post-upgrade hooks of this weight.
+    PostHook(i64),
+}
+
+impl Step {
+    /// The step of `object`, whose body is `body`.
+    pub fn of(object: &ObjectRef, body: &serde_json::Value) -> Step {
+        let phase = Phase::of(object);
+        if phase == Phase::Foundation {
+            return Step::Foundation;
+        }
+        let annotations = &body["metadata"]["annotations"];
+        let Some(hook) = annotations["helm.sh/hook"].as_str() else { return Step::Main(phase) };
+        let weight = annotations["helm.sh/hook-weight"].as_str().and_then(|w| w.trim().parse().ok()).unwrap_or(0);
+        let hooks: Vec<&str> = hook.split(',').map(str::trim).collect();
+        if hooks.iter().any(|h| *h == "pre-install" || *h == "pre-upgrade") {
+            Step::PreHook(weight)
+        } else if hooks.iter().any(|h| *h == "post-install" || *h == "post-upgrade") {
+            Step::PostHook(weight)
+        } else {
+            Step::Main(phase)
+        }
+    }
+}
+
 /// Sort key for pruning: reverse apply phase, and within Foundation, CRDs before Namespaces, so
 /// Namespaces always go last.
 pub fn prune_rank(r: &ObjectRef) -> (u8, u8) {
@@ -91,6 +128,27 @@ pub fn waves(deps: &BTreeMap<String, Vec<String>>) -> Result<Vec<Vec<String>>, O
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn helm_hooks_run_around_the_rest_by_weight() {
+        let step = |kind: &str, annotations: serde_json::Value| {
+            let body = serde_json::json!({"apiVersion": "v1", "kind": kind, "metadata": {"name": "x", "annotations": annotations}});
+            Step::of(&ObjectRef::of(&body), &body)
+        };
+        let none = serde_json::json!({});
+        let mut steps = [
+            step("Job", serde_json::json!({"helm.sh/hook": "post-install,post-upgrade"})),
+            step("ConfigMap", serde_json::json!({"helm.sh/hook": "pre-install", "helm.sh/hook-weight": "5"})),
+            step("Service", none.clone()),
+            step("Namespace", serde_json::json!({"helm.sh/hook": "pre-install"})),
+            step("Secret", serde_json::json!({"helm.sh/hook": "pre-upgrade", "helm.sh/hook-weight": "-1"})),
+        ];
+        steps.sort();
+        assert_eq!(
+            steps,
+            [Step::Foundation, Step::PreHook(-1), Step::PreHook(5), Step::Main(Phase::Services), Step::PostHook(0)]
+        );
+    }
 
     fn r(group: &str, kind: &str) -> ObjectRef {
         ObjectRef {

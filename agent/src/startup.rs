@@ -175,6 +175,7 @@ impl AgentConfig {
             heartbeat: self.heartbeat,
             backoff: Backoff { max: self.backoff_max, ..Backoff::default() },
             connect_timeout: Duration::from_secs(10),
+            capabilities: Default::default(),
         };
         let mut reconciler = ReconcilerConfig::new(&cluster, &self.cache_dir);
         reconciler.namespace = self.namespace.clone();

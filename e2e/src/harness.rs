@@ -65,6 +65,7 @@ impl TestCa {
             heartbeat: Duration::from_secs(5),
             backoff: Backoff { initial: Duration::from_millis(100), max: Duration::from_millis(1000) },
             connect_timeout: Duration::from_secs(5),
+            capabilities: Default::default(),
         }
     }
 
@@ -343,6 +344,7 @@ impl InProcessHub {
             fleet_branch: "main".into(),
             interval: Duration::from_secs(3600),
             access: Default::default(),
+            charts: None,
         };
         let config = convoy_hub::server::HubConfig {
             tls: tls::server_config(&material).expect("server TLS"),
@@ -470,40 +472,4 @@ pub fn post_webhook(http_address: &str, secret: &str, body: &str) -> Result<Stri
 /// A GitHub push event body for `reference` moving to `after`.
 pub fn push_event(reference: &str, after: &str) -> String {
     serde_json::json!({"ref": reference, "after": after, "repository": {"full_name": "convoy/fleet"}}).to_string()
-}
-
-/// A local OCI registry (Debian's `docker-registry`, which e2e/peers.sh installs) on a free
-/// loopback port, storing in a temporary directory; plain HTTP, as `--tls-verify=false` clients
-/// expect. Stopped when dropped.
-pub struct LocalRegistry {
-    /// HOST:PORT to push to and pull from.
-    pub address: String,
-    _process: Process,
-    _storage: tempfile::TempDir,
-}
-
-impl LocalRegistry {
-    /// Starts the registry and waits until it listens.
-    pub fn start() -> Self {
-        let storage = tempfile::tempdir().expect("registry storage dir");
-        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().expect("addr").port();
-        let address = format!("127.0.0.1:{port}");
-        let config = storage.path().join("config.yml");
-        let data = storage.path().join("data");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {address}\n",
-                data.display()
-            ),
-        )
-        .expect("write the registry config");
-        let installed = Command::new("docker-registry").arg("--version").output().is_ok_and(|o| o.status.success());
-        assert!(installed, "docker-registry is missing: `source e2e/peers.sh` installs it (images/tools.sh)");
-        let mut command = Command::new("docker-registry");
-        command.arg("serve").arg(&config);
-        let process = Process::spawn(command);
-        process.wait_for_line("listening on");
-        LocalRegistry { address, _process: process, _storage: storage }
-    }
 }

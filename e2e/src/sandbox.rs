@@ -150,6 +150,7 @@ impl Sandbox {
                 fleet_branch: "main".into(),
                 interval: config.poll,
                 access: Default::default(),
+                charts: None,
             }),
             webhook_secret: Some(webhook_secret),
         };
@@ -177,6 +178,7 @@ impl Sandbox {
                 heartbeat: Duration::from_secs(5),
                 backoff: Backoff { initial: Duration::from_millis(200), max: Duration::from_secs(5) },
                 connect_timeout: Duration::from_secs(5),
+                capabilities: Default::default(),
             };
             let mut reconciler = ReconcilerConfig::new(name, config.dir.join("agents").join(name));
             reconciler.sops = keys

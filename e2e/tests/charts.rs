@@ -6,13 +6,14 @@
 //! after a restart comes back from its credentials Secret alone. The hub chart's ssh credentials
 //! reach gix through the GIT_SSH_COMMAND it sets.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use base64::Engine as _;
+use convoy_e2e::chart_sources::helm_sdk;
 use convoy_e2e::fleet_repo::standard_fleet;
-use convoy_e2e::harness::{InProcessHub, Process, TestCa, eventually, wait_connected, workspace_binary};
+use convoy_e2e::harness::{HubProcess, InProcessHub, Process, TestCa, eventually, wait_connected, workspace_binary};
+use convoy_render::helm::fetch::Credential;
 use convoy_shared::identity::Role;
 use convoy_shared::proto::CreateTokenRequest;
 use kubesim::SimFleet;
@@ -24,27 +25,13 @@ fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
-fn python() -> PathBuf {
-    std::env::var_os("CONVOY_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"))
-}
-
 /// Runs e2e/helm_chart.py `command` on `chart` with `values`.
 fn helm(command: &str, chart: &str, values: Value) -> Value {
-    let mut child = Command::new(python())
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("helm_chart.py"))
-        .args([command, workspace().join("charts").join(chart).to_str().unwrap()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python runs (run e2e/test.sh to install helm-python-sdk into e2e/.venv)");
-    let request = json!({"values": values, "name": "convoy", "namespace": NS});
-    child.stdin.take().unwrap().write_all(request.to_string().as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "helm_chart.py: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
+    helm_sdk(
+        command,
+        &workspace().join("charts").join(chart),
+        json!({"values": values, "name": "convoy", "namespace": NS}),
+    )
 }
 
 /// Rendered objects (NOTES.txt left out), parsed.
@@ -139,6 +126,85 @@ fn both_charts_lint_clean_with_helm() {
     let ports: Vec<_> =
         find(&objects, "Service")[0]["spec"]["ports"].as_array().unwrap().iter().map(|p| p["port"].clone()).collect();
     assert_eq!(ports, [json!(7443), json!(8080)]);
+}
+
+/// The chart's `charts:` values become the files and flags the hub reads: a hub started with
+/// exactly what the StatefulSet sets (the credentials Secret and the CA written out where the pod
+/// mounts them) starts, and the credentials it would send are those in the values.
+#[test]
+fn the_hub_chart_hands_chart_credentials_to_the_hub() {
+    let ca = TestCa::new();
+    let credentials = json!([
+        {"host": "registry.example.com", "username": "robot", "password": "s3cret"},
+        {"host": "charts.example.com:8443", "token": "t0ken"},
+    ]);
+    let objects = render(
+        "convoy-hub",
+        json!({"repo": {"url": "ssh://x/y"}, "certs": {"existingSecret": "c"},
+               "charts": {"credentials": credentials, "caCert": ca.ca.cert_pem(),
+                          "plainHttp": ["registry.internal:5000", "10.0.0.1"]}}),
+    );
+    let sts = find(&objects, "StatefulSet")[0];
+    let pod = &sts["spec"]["template"]["spec"];
+    let env = pod["containers"][0]["env"].as_array().unwrap();
+    let value_of =
+        |name: &str| env.iter().find(|e| e["name"] == name).map(|e| e["value"].as_str().unwrap().to_string());
+    let mounts = pod["containers"][0]["volumeMounts"].as_array().unwrap();
+    let mount_of = |name: &str| mounts.iter().find(|m| m["name"] == name).map(|m| m["mountPath"].clone());
+    assert_eq!(value_of("CONVOY_CHART_CREDENTIALS").as_deref(), Some("/etc/convoy/charts/credentials.yaml"));
+    assert_eq!(value_of("CONVOY_CHART_CA").as_deref(), Some("/etc/convoy/charts-ca/ca.crt"));
+    assert_eq!(value_of("CONVOY_CHART_PLAIN_HTTP").as_deref(), Some("registry.internal:5000,10.0.0.1"));
+    assert_eq!(mount_of("charts"), Some(json!("/etc/convoy/charts")));
+    assert_eq!(mount_of("charts-ca"), Some(json!("/etc/convoy/charts-ca")));
+    let secret = find(&objects, "Secret")
+        .into_iter()
+        .find(|s| s["data"]["credentials.yaml"].is_string())
+        .expect("charts Secret");
+    let volume = pod["volumes"].as_array().unwrap().iter().find(|v| v["name"] == "charts").expect("charts volume");
+    assert_eq!(volume["secret"]["secretName"], secret["metadata"]["name"]);
+    let ca_map =
+        find(&objects, "ConfigMap").into_iter().find(|c| c["metadata"]["name"] == "convoy-convoy-hub-charts-ca");
+    assert_eq!(
+        ca_map.expect("charts CA ConfigMap")["data"]["ca.crt"].as_str().unwrap().trim(),
+        ca.ca.cert_pem().trim()
+    );
+
+    // What the pod would hold, where the flags point.
+    let files = tempfile::tempdir().unwrap();
+    let credentials_file = files.path().join("credentials.yaml");
+    let decoded =
+        base64::engine::general_purpose::STANDARD.decode(secret["data"]["credentials.yaml"].as_str().unwrap());
+    std::fs::write(&credentials_file, decoded.unwrap()).unwrap();
+    std::fs::write(files.path().join("ca.crt"), ca.ca.cert_pem()).unwrap();
+    let read = Credential::load_file(&credentials_file).expect("the hub reads the chart's credentials file");
+    let read: Vec<_> = read.iter().map(|c| (c.host.as_str(), c.username.as_deref(), c.password.as_deref())).collect();
+    assert_eq!(
+        read,
+        [("registry.example.com", Some("robot"), Some("s3cret")), ("charts.example.com:8443", None, Some("t0ken"))]
+    );
+    let hub = HubProcess::start_with(
+        &ca.certs.0,
+        "127.0.0.1:0",
+        "info",
+        &[
+            "--chart-credentials",
+            credentials_file.to_str().unwrap(),
+            "--chart-ca",
+            files.path().join("ca.crt").to_str().unwrap(),
+            "--chart-plain-http",
+            &value_of("CONVOY_CHART_PLAIN_HTTP").unwrap(),
+        ],
+    );
+    assert!(hub.log_lines("ERROR").is_empty(), "{:?}", hub.process.log());
+
+    let refused = helm(
+        "render",
+        "convoy-hub",
+        json!({"repo": {"url": "ssh://x/y"}, "certs": {"existingSecret": "c"},
+               "charts": {"credentials": [{"host": "registry.example.com", "username": "robot"}]}}),
+    );
+    assert_eq!(refused["kind"], "HelmValuesError", "{refused}");
+    assert!(refused["error"].as_str().unwrap().contains("/charts/credentials/0"), "{refused}");
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //! by digest into fresh storage, and its root filesystem — mounted read-only, run with `chroot`
 //! as the image's user — registers with a hub with a bootstrap token and reconciles a kubesim
 //! cluster. Needs root (buildah's vfs storage, mount namespaces, chroot) and buildah and
-//! docker-registry, which e2e/peers.sh installs.
+//! docker-registry (e2e/peers.sh installs both).
 
 use std::collections::BTreeSet;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -11,8 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use convoy_agent::testing::namespace;
+use convoy_e2e::chart_sources::OciRegistry;
 use convoy_e2e::fleet_repo::{create_standard_namespaces, standard_fleet};
-use convoy_e2e::harness::{InProcessHub, LocalRegistry, Process, TestCa, eventually, workspace_binary};
+use convoy_e2e::harness::{InProcessHub, Process, TestCa, eventually, workspace_binary};
 use convoy_shared::identity::Role;
 use convoy_shared::proto::CreateTokenRequest;
 use kubesim::SimFleet;
@@ -88,9 +89,9 @@ async fn the_agent_image_pulled_by_digest_runs_read_only_as_its_user_and_reconci
     assert_eq!(image_id(), first, "the same sources and binary build the same image (timestamps from the commit)");
 
     // Push as a release job would, and pull back by digest into a node's empty storage.
-    let registry = LocalRegistry::start();
+    let registry = OciRegistry::start(None);
     let digest_file = work.path().join("digest");
-    let remote = format!("{}/convoy/convoy-agent", registry.address);
+    let remote = format!("{}/convoy/convoy-agent", registry.host);
     run(buildah(&builder)
         .args(["push", "--quiet", "--tls-verify=false", "--digestfile"])
         .arg(&digest_file)

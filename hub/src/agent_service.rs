@@ -2,6 +2,7 @@
 //! certificate; the stream answers the Hello, records heartbeats and reports, and closes when
 //! the hub shuts down or the same cluster opens a newer stream.
 
+use convoy_render::helm::Capabilities;
 use std::collections::HashSet;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -183,6 +184,11 @@ impl Session {
             );
         }
         self.hub.connections().hello(&self.cluster, self.session, hello);
+        if !hello.kube_version.is_empty() {
+            let capabilities =
+                Capabilities { kube_version: hello.kube_version.clone(), api_versions: hello.api_versions.clone() };
+            self.hub.set_capabilities(&self.cluster, capabilities);
+        }
         *held = HeldApps { by_digest: hello.apps_by_digest, digests: hello.held_app_digests.iter().cloned().collect() };
         let current = assignments.borrow_and_update().clone();
         match current {

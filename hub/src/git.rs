@@ -15,6 +15,7 @@ use gix::ObjectId;
 use gix::bstr::ByteSlice;
 use rustls_pki_types::pem::PemObject;
 
+use convoy_render::helm::fetch::cause_chain;
 use convoy_render::{self as render, EntryKind, RenderError, Source};
 
 /// Errors of the Git source. The message carries the whole cause chain (a status code, a TLS
@@ -64,7 +65,7 @@ pub enum AccessError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{path} holds no PEM certificate to trust for the Git server")]
+    #[error("{path} holds no PEM certificate to trust")]
     NoCertificate { path: PathBuf },
     #[error("{path}: {reason}")]
     BadCertificate { path: PathBuf, reason: String },
@@ -168,20 +169,6 @@ fn hint(detail: &str) -> &'static str {
     } else {
         ""
     }
-}
-
-/// An error and its causes, each once, joined by ": ".
-fn cause_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut next = Some(error);
-    while let Some(e) = next {
-        let text = e.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        next = e.source();
-    }
-    parts.join(": ")
 }
 
 /// A bare mirror of one repository URL on local disk.

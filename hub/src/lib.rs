@@ -5,7 +5,6 @@ pub mod agent_service;
 pub mod assignments;
 pub mod auth;
 pub mod connections;
-pub mod fleet;
 pub mod fleet_service;
 pub mod git;
 pub mod metrics;
@@ -19,3 +18,5 @@ pub mod state;
 pub mod store;
 pub mod view;
 pub mod webhook;
+
+pub use convoy_render::fleet;

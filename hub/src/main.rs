@@ -13,6 +13,7 @@ use convoy_hub::server::{self, HubConfig};
 use convoy_hub::source::SourceConfig;
 use convoy_hub::state::Hub;
 use convoy_hub::store::RedbStore;
+use convoy_render::helm::fetch::{ChartFetcher, Credential, FetchConfig};
 use convoy_shared::identity::{Identity, Role};
 use convoy_shared::pki::{self, CertDir, CertificateAuthority, LeafRequest};
 use convoy_shared::telemetry::{Instrumented, TelemetryConfig};
@@ -42,6 +43,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once at startup: the size of `Serve` does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Serve agents (AgentService) and the CLI (FleetService) over mutual TLS.
@@ -68,7 +71,19 @@ enum Command {
         /// the system's roots).
         #[arg(long, env = "CONVOY_GIT_CA")]
         git_ca: Option<PathBuf>,
-        /// Directory for the Git mirror and the embedded store.
+        /// Credentials for chart repositories and OCI registries: a YAML (or JSON) list of
+        /// {host, username, password | token} (the hub chart mounts it from a Secret).
+        #[arg(long, env = "CONVOY_CHART_CREDENTIALS")]
+        chart_credentials: Option<PathBuf>,
+        /// CA certificates (PEM) https:// chart repositories' and registries' certificates must
+        /// chain to (default: the system's roots).
+        #[arg(long, env = "CONVOY_CHART_CA")]
+        chart_ca: Option<PathBuf>,
+        /// Chart repositories and OCI registries (HOST or HOST:PORT) reached over plain HTTP,
+        /// like `helm --plain-http`; every other host must be https://.
+        #[arg(long, env = "CONVOY_CHART_PLAIN_HTTP", value_delimiter = ',')]
+        chart_plain_http: Vec<String>,
+        /// Directory for the Git mirror, the embedded store and the chart cache.
         #[arg(long, env = "CONVOY_DATA", default_value = "convoy-data")]
         data: PathBuf,
         /// Branch holding convoy.yaml (convoy.yaml's spec.fleetBranch may move it).
@@ -204,6 +219,9 @@ fn run(command: Command, runtime: &tokio::runtime::Runtime) -> Result<(), Failur
             git_password_file,
             git_password,
             git_ca,
+            chart_credentials,
+            chart_ca,
+            chart_plain_http,
             data,
             fleet_branch,
             poll_seconds,
@@ -226,12 +244,23 @@ fn run(command: Command, runtime: &tokio::runtime::Runtime) -> Result<(), Failur
             let tls = tls::server_config(&material).map_err(|e| config(e.into()))?;
             let access = GitAccess::load(git_username, git_password_file.as_deref(), git_password, git_ca.as_deref())
                 .map_err(|e| config(e.into()))?;
+            let charts = ChartFetcher::new(FetchConfig {
+                cache_dir: data.join("charts"),
+                credentials: match &chart_credentials {
+                    Some(path) => Credential::load_file(path).map_err(|e| config(e.into()))?,
+                    None => Vec::new(),
+                },
+                tls: chart_ca.map(|ca| GitAccess::tls_config(Some(&ca))).transpose().map_err(|e| config(e.into()))?,
+                plain_http_hosts: chart_plain_http,
+            })
+            .map_err(|e| config(e.into()))?;
             let source = repo.map(|url| SourceConfig {
                 url: repository_url(&url),
                 mirror: data.join("mirror.git"),
                 fleet_branch,
                 interval: Duration::from_secs(poll_seconds.max(1)),
                 access,
+                charts: Some(Arc::new(charts)),
             });
             let hub_config = HubConfig { tls, source, webhook_secret };
             runtime.block_on(async {

@@ -2,7 +2,8 @@
 //! cluster. Renders are cached per (branch, overlay directory) and checked against the ids of
 //! exactly the files and directories the render read, so a commit re-renders only what it
 //! touched; per-(app, cluster) results are reused when their render, cluster and app spec are
-//! unchanged.
+//! unchanged. A Helm app loads its chart once per commit that touches it and renders once per
+//! distinct (chart, values, release, capabilities): clusters with the same values share it.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
@@ -10,38 +11,16 @@ use std::sync::{Arc, Mutex};
 
 use convoy_shared::model::{AppAssignment, Assignment};
 use gix::ObjectId;
-use serde_json::Value;
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
 
+use convoy_render::app::{self as app_render, assemble, overlay_dir};
+pub use convoy_render::app::{MAX_OBJECT_BYTES, ObjectError};
+use convoy_render::helm::{Capabilities, Chart};
 use convoy_render::{self as render, EntryKind, RenderError, Renderer, Source};
 
-use crate::fleet::{App, Cluster, Environment, Fleet, FleetError};
+use crate::fleet::{App, ChartLocation, Cluster, Environment, Fleet, FleetError, HelmSource};
 use crate::git::Snapshot;
-
-/// Kinds that live outside namespaces; everything else gets the app's namespace when it names
-/// none (custom resources follow their CRD's scope when the CRD ships alongside).
-const CLUSTER_SCOPED: &[&str] = &[
-    "Namespace",
-    "CustomResourceDefinition",
-    "ClusterRole",
-    "ClusterRoleBinding",
-    "PersistentVolume",
-    "StorageClass",
-    "PriorityClass",
-    "IngressClass",
-    "RuntimeClass",
-    "CSIDriver",
-    "APIService",
-    "MutatingWebhookConfiguration",
-    "ValidatingWebhookConfiguration",
-    "ValidatingAdmissionPolicy",
-    "ValidatingAdmissionPolicyBinding",
-    "Node",
-];
-
-/// The largest object (as JSON) an app may carry: etcd's default request limit (1.5 MiB), below
-/// the API server's 3 MiB request body limit. A larger object could never be applied; it is a
-/// render error of its app, which keeps its last good objects.
-pub const MAX_OBJECT_BYTES: usize = 3 << 19;
 
 /// One environment as the planner sees it: its branch snapshot and the apps on it.
 pub struct EnvironmentState {
@@ -85,19 +64,6 @@ pub enum PlanError {
     App(FleetError),
 }
 
-/// Why a rendered object cannot go to a cluster.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ObjectError {
-    #[error("unterminated variable in '{text}'")]
-    Unterminated { text: String },
-    #[error("${{{var}}} is not defined for cluster '{cluster}' (it has name, environment and labels: {labels})")]
-    Undefined { var: String, cluster: String, labels: String },
-    #[error(
-        "{object} is {size}, larger than the {limit} a Kubernetes API server stores per object (etcd's default limit); split it or move the data out of Git"
-    )]
-    TooLarge { object: String, size: String, limit: String },
-}
-
 /// What one plan did, for status and for tests that count re-renders.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct PlanStats {
@@ -117,11 +83,31 @@ pub struct ClusterPlan {
     pub errors: Vec<PlanError>,
 }
 
+/// The ids of exactly the files and directories a render or chart load read.
+type Fingerprint = Vec<(String, Option<ObjectId>)>;
+
+/// A render's objects, or why it failed (shared by every cluster with the same inputs).
+type Rendered = Result<Arc<Vec<Value>>, Arc<RenderError>>;
+
+/// A loaded chart with the digest of its content, or why it did not load.
+type LoadedChart = Result<(Arc<Chart>, [u8; 32]), Arc<RenderError>>;
+
 #[derive(Clone)]
 struct CachedRender {
-    fingerprint: Vec<(String, Option<ObjectId>)>,
-    output: Result<Arc<Vec<Value>>, Arc<RenderError>>,
+    fingerprint: Fingerprint,
+    output: Rendered,
 }
+
+/// A repository chart as loaded, with what identifies its content.
+#[derive(Clone)]
+struct CachedChart {
+    fingerprint: Fingerprint,
+    output: LoadedChart,
+}
+
+/// Loads charts that are not in the repository (chart repositories, OCI registries): the chart
+/// and the digest that identifies its bits.
+pub type RemoteCharts = Arc<dyn Fn(&ChartLocation) -> Result<(Chart, String), RenderError> + Send + Sync>;
 
 #[derive(Clone)]
 struct CachedPair {
@@ -156,6 +142,19 @@ pub struct Planner {
     /// Trace context of the sync running this plan (set per plan), given to every assignment it
     /// builds so the agents' applies join that trace.
     trace_context: HashMap<String, String>,
+    /// Repository charts per (branch, chart directory), checked like renders.
+    charts: HashMap<(String, String), CachedChart>,
+    /// Remote charts, fetched once per location.
+    remote: HashMap<ChartLocation, LoadedChart>,
+    remote_loader: Option<RemoteCharts>,
+    /// Values files parsed, per path, with the blob they were parsed from.
+    values: HashMap<String, (Option<ObjectId>, Map<String, Value>)>,
+    /// Helm renders by the digest of their inputs, with the plan that last used them; those no
+    /// plan used are dropped at the end of the next, so the cache holds what the fleet uses.
+    helm_renders: HashMap<[u8; 32], (u64, Rendered)>,
+    generation: u64,
+    /// What each cluster's agent said its API server offers (Helm's defaults until it has).
+    capabilities: HashMap<String, Capabilities>,
 }
 
 impl Planner {
@@ -167,12 +166,33 @@ impl Planner {
     ) -> (Vec<ClusterPlan>, PlanStats) {
         let mut stats = PlanStats::default();
         self.checked.clear();
+        self.generation += 1;
         self.trace_context = convoy_shared::telemetry::inject(&tracing::Span::current());
         let plans = clusters
             .values()
             .filter_map(|cluster| envs.get(&cluster.environment).map(|env| self.plan_cluster(cluster, env, &mut stats)))
             .collect();
+        let generation = self.generation;
+        self.helm_renders.retain(|_, (used, _)| *used == generation);
         (plans, stats)
+    }
+
+    /// Charts that are not in the repository come from `loader`; without one, an app naming
+    /// such a chart is a render error saying so.
+    pub fn with_remote_charts(mut self, loader: RemoteCharts) -> Self {
+        self.remote_loader = Some(loader);
+        self
+    }
+
+    /// What each cluster's API server offers, for charts' `.Capabilities` (clusters not named
+    /// get Helm's defaults). A changed cluster's charts render again at the next plan.
+    pub fn set_capabilities(&mut self, capabilities: HashMap<String, Capabilities>) {
+        self.capabilities = capabilities;
+    }
+
+    /// Whether the last plan saw exactly `capabilities`.
+    pub fn planned_with(&self, capabilities: &HashMap<String, Capabilities>) -> bool {
+        self.capabilities == *capabilities
     }
 
     /// Takes `assignment`'s apps as their cluster's last good renders, as if this planner had
@@ -277,10 +297,18 @@ impl Planner {
         env: &EnvironmentState,
         stats: &mut PlanStats,
     ) -> Result<Arc<Digested>, PlanError> {
-        let dir = overlay_dir(&env.snapshot, &app.name, &cluster.name, &env.environment.name);
-        let rendered = self
-            .render(&env.environment.branch, &env.snapshot, &dir, stats)
-            .map_err(|source| PlanError::Render { app: app.name.clone(), cluster: cluster.name.clone(), source })?;
+        let rendered = match &app.helm {
+            None => {
+                let dir = overlay_dir(env.snapshot.as_ref(), &app.name, &cluster.name, &env.environment.name);
+                self.render(&env.environment.branch, &env.snapshot, &dir, stats)
+            }
+            Some(helm) => self.render_helm(cluster, app, helm, env, stats),
+        }
+        .map_err(|source| PlanError::Render {
+            app: app.name.clone(),
+            cluster: cluster.name.clone(),
+            source,
+        })?;
         let key = (cluster.name.clone(), app.name.clone());
         if let Some(cached) = self.pairs.get(&key)
             && Arc::ptr_eq(&cached.render, &rendered)
@@ -302,13 +330,7 @@ impl Planner {
         result
     }
 
-    fn render(
-        &mut self,
-        branch: &str,
-        snapshot: &Arc<Snapshot>,
-        dir: &str,
-        stats: &mut PlanStats,
-    ) -> Result<Arc<Vec<Value>>, Arc<RenderError>> {
+    fn render(&mut self, branch: &str, snapshot: &Arc<Snapshot>, dir: &str, stats: &mut PlanStats) -> Rendered {
         let key = (branch.to_string(), dir.to_string());
         if let Some(cached) = self.renders.get(&key)
             && (self.checked.contains(&key)
@@ -318,140 +340,128 @@ impl Planner {
             return cached.output.clone();
         }
         stats.renders += 1;
-        let recording = Arc::new(Recording { snapshot: snapshot.clone(), reads: Mutex::new(BTreeSet::new()) });
-        let output = Renderer::with_source(recording.clone()).render(Path::new(dir)).map(Arc::new).map_err(Arc::new);
-        let reads = std::mem::take(&mut *recording.reads.lock().expect("reads lock"));
-        let fingerprint = reads.into_iter().map(|path| {
-            let id = snapshot.id_of(Path::new(&path));
-            (path, id)
+        let (output, fingerprint) = recorded(snapshot, |source| {
+            Renderer::with_source(source).render(Path::new(dir)).map(Arc::new).map_err(Arc::new)
         });
         self.checked.insert(key.clone());
-        self.renders.insert(key, CachedRender { fingerprint: fingerprint.collect(), output: output.clone() });
+        self.renders.insert(key, CachedRender { fingerprint, output: output.clone() });
         output
     }
+
+    /// A Helm app's objects for one cluster: its chart with the cluster's layered values.
+    fn render_helm(
+        &mut self,
+        cluster: &Cluster,
+        app: &App,
+        helm: &HelmSource,
+        env: &EnvironmentState,
+        stats: &mut PlanStats,
+    ) -> Rendered {
+        let (chart, identity) = match &helm.chart {
+            ChartLocation::Path(path) => self.chart(&env.environment.branch, &env.snapshot, path)?,
+            remote => self.remote_chart(remote)?,
+        };
+        let snapshot = env.snapshot.as_ref();
+        let cache = &mut self.values;
+        let values = app_render::helm_values(snapshot, app, helm, cluster, &mut |file: &str| {
+            let id = snapshot.id_of(Path::new(file));
+            if let Some((cached_id, parsed)) = cache.get(file)
+                && *cached_id == id
+            {
+                return Ok(parsed.clone());
+            }
+            let parsed = app_render::parse_values(file, snapshot.file(file).unwrap_or_default())?;
+            cache.insert(file.to_string(), (id, parsed.clone()));
+            Ok(parsed)
+        })
+        .map_err(Arc::new)?;
+        let namespace = app.namespace.as_deref().unwrap_or("default");
+        let capabilities = self.capabilities.get(&cluster.name).cloned().unwrap_or_default();
+        let mut hasher = Sha256::new();
+        hasher.update(identity);
+        for part in
+            [&convoy_shared::model::canonical_json(&values), &helm.release_name, namespace, &capabilities.kube_version]
+        {
+            hasher.update(part.as_bytes());
+            hasher.update([0]);
+        }
+        for api in &capabilities.api_versions {
+            hasher.update(api.as_bytes());
+            hasher.update([0]);
+        }
+        let key: [u8; 32] = hasher.finalize().into();
+        let generation = self.generation;
+        if let Some((used, output)) = self.helm_renders.get_mut(&key) {
+            *used = generation;
+            return output.clone();
+        }
+        stats.renders += 1;
+        let output =
+            app_render::render_chart(&chart, &values, helm, namespace, &capabilities).map(Arc::new).map_err(Arc::new);
+        self.helm_renders.insert(key, (generation, output.clone()));
+        output
+    }
+
+    /// A repository chart, loaded again only when a file it read changed.
+    fn chart(&mut self, branch: &str, snapshot: &Arc<Snapshot>, path: &str) -> LoadedChart {
+        let key = (branch.to_string(), path.to_string());
+        if let Some(cached) = self.charts.get(&key)
+            && cached.fingerprint.iter().all(|(path, id)| snapshot.id_of(Path::new(path)) == *id)
+        {
+            return cached.output.clone();
+        }
+        let (loaded, fingerprint) = recorded(snapshot, |source| app_render::load_chart(source.as_ref(), path));
+        let mut hasher = Sha256::new();
+        for (path, id) in &fingerprint {
+            hasher.update(path.as_bytes());
+            hasher.update(id.map(|id| id.to_string()).unwrap_or_default().as_bytes());
+        }
+        let output = loaded.map(|chart| (Arc::new(chart), hasher.finalize().into())).map_err(Arc::new);
+        self.charts.insert(key, CachedChart { fingerprint, output: output.clone() });
+        output
+    }
+
+    /// A chart from a chart repository or registry, fetched once.
+    fn remote_chart(&mut self, location: &ChartLocation) -> LoadedChart {
+        if let Some(known) = self.remote.get(location) {
+            return known.clone();
+        }
+        let output = match &self.remote_loader {
+            None => Err(Arc::new(RenderError::Invalid {
+                path: location.to_string().into(),
+                message: "this hub fetches no charts from chart repositories or registries; vendor the chart into the repository and name it with spec.helm.chart".into(),
+            })),
+            Some(load) => load(location)
+                .map(|(chart, digest)| (Arc::new(chart), Sha256::digest(digest.as_bytes()).into()))
+                .map_err(Arc::new),
+        };
+        // A failed fetch is tried again at the next plan; a fetched chart is kept.
+        if output.is_ok() {
+            self.remote.insert(location.clone(), output.clone());
+        }
+        output
+    }
+}
+
+/// Runs `read` over `snapshot` and returns its result with the ids of every path it looked at.
+fn recorded<T>(snapshot: &Arc<Snapshot>, read: impl FnOnce(Arc<dyn Source>) -> T) -> (T, Fingerprint) {
+    let recording = Arc::new(Recording { snapshot: snapshot.clone(), reads: Mutex::new(BTreeSet::new()) });
+    let output = read(recording.clone());
+    let reads = std::mem::take(&mut *recording.reads.lock().expect("reads lock"));
+    let fingerprint = reads
+        .into_iter()
+        .map(|path| {
+            let id = snapshot.id_of(Path::new(&path));
+            (path, id)
+        })
+        .collect();
+    (output, fingerprint)
 }
 
 /// Sorts an app's objects and computes its digest.
 fn digested(mut app: AppAssignment) -> Arc<Digested> {
     app.sort_objects();
     Arc::new((app.digest(), app))
-}
-
-/// `apps/<app>/clusters/<cluster>` if present, else `apps/<app>/envs/<env>`, else `apps/<app>/base`.
-pub fn overlay_dir(snapshot: &Snapshot, app: &str, cluster: &str, env: &str) -> String {
-    [format!("apps/{app}/clusters/{cluster}"), format!("apps/{app}/envs/{env}")]
-        .into_iter()
-        .find(|dir| snapshot.dir(dir).is_some())
-        .unwrap_or_else(|| format!("apps/{app}/base"))
-}
-
-/// Substitutes `${cluster.*}` variables and gives namespaced objects without a namespace the
-/// app's namespace.
-fn assemble(rendered: &[Value], cluster: &Cluster, app: &App) -> Result<AppAssignment, ObjectError> {
-    let cluster_scoped_crds: BTreeSet<(String, String)> = rendered
-        .iter()
-        .filter(|o| o["kind"] == "CustomResourceDefinition" && o["spec"]["scope"] == "Cluster")
-        .map(|o| {
-            (
-                o["spec"]["group"].as_str().unwrap_or_default().to_string(),
-                o["spec"]["names"]["kind"].as_str().unwrap_or_default().to_string(),
-            )
-        })
-        .collect();
-    let mut objects = Vec::with_capacity(rendered.len());
-    for object in rendered {
-        let mut object = object.clone();
-        substitute(&mut object, cluster)?;
-        if let Some(namespace) = &app.namespace {
-            let kind = object["kind"].as_str().unwrap_or_default().to_string();
-            let group = object["apiVersion"]
-                .as_str()
-                .and_then(|v| v.split_once('/'))
-                .map(|(g, _)| g)
-                .unwrap_or_default()
-                .to_string();
-            let scoped = CLUSTER_SCOPED.contains(&kind.as_str()) || cluster_scoped_crds.contains(&(group, kind));
-            if !scoped && object["metadata"]["namespace"].as_str().is_none_or(str::is_empty) {
-                object["metadata"]["namespace"] = Value::String(namespace.clone());
-            }
-        }
-        let size = json_size(&object);
-        if size > MAX_OBJECT_BYTES {
-            return Err(ObjectError::TooLarge {
-                object: convoy_shared::model::ObjectRef::of(&object).to_string(),
-                size: human_bytes(size),
-                limit: human_bytes(MAX_OBJECT_BYTES),
-            });
-        }
-        objects.push(object);
-    }
-    Ok(AppAssignment {
-        name: app.name.clone(),
-        policy: app.policy,
-        depends_on: app.depends_on.clone(),
-        objects,
-        render_error: None,
-    })
-}
-
-/// Bytes of `value` as compact JSON, counted without building the string.
-fn json_size(value: &Value) -> usize {
-    struct Count(usize);
-    impl std::io::Write for Count {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0 += buf.len();
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut count = Count(0);
-    serde_json::to_writer(&mut count, value).expect("counting never fails");
-    count.0
-}
-
-fn human_bytes(bytes: usize) -> String {
-    if bytes >= 1 << 20 { format!("{:.1} MiB", bytes as f64 / (1u64 << 20) as f64) } else { format!("{bytes} bytes") }
-}
-
-/// Replaces `${cluster.name}`, `${cluster.environment}` and `${cluster.labels.KEY}` in every
-/// string; an unknown `${cluster.…}` variable is an error, never an empty string.
-pub fn substitute(value: &mut Value, cluster: &Cluster) -> Result<(), ObjectError> {
-    match value {
-        Value::String(s) if s.contains("${cluster.") => {
-            let mut out = String::with_capacity(s.len());
-            let mut rest = s.as_str();
-            while let Some(start) = rest.find("${cluster.") {
-                out.push_str(&rest[..start]);
-                let after = &rest[start + 2..];
-                let end = after.find('}').ok_or_else(|| ObjectError::Unterminated { text: s.clone() })?;
-                let var = &after[..end];
-                let resolved = match var {
-                    "cluster.name" => cluster.name.clone(),
-                    "cluster.environment" => cluster.environment.clone(),
-                    _ => match var.strip_prefix("cluster.labels.").and_then(|k| cluster.labels.get(k)) {
-                        Some(v) => v.clone(),
-                        None => {
-                            return Err(ObjectError::Undefined {
-                                var: var.to_string(),
-                                cluster: cluster.name.clone(),
-                                labels: cluster.labels.keys().cloned().collect::<Vec<_>>().join(", "),
-                            });
-                        }
-                    },
-                };
-                out.push_str(&resolved);
-                rest = &after[end + 1..];
-            }
-            out.push_str(rest);
-            *s = out;
-            Ok(())
-        }
-        Value::Array(items) => items.iter_mut().try_for_each(|v| substitute(v, cluster)),
-        Value::Object(map) => map.values_mut().try_for_each(|v| substitute(v, cluster)),
-        _ => Ok(()),
-    }
 }
 
 /// A [`Source`] over a snapshot that remembers every path the renderer looked at.
@@ -478,67 +488,5 @@ impl Source for Recording {
     fn list_dir(&self, path: &Path) -> render::Result<Vec<String>> {
         self.note(path);
         self.snapshot.list_dir(path)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn mk_cluster(name: &str) -> Cluster {
-        Cluster {
-            name: name.into(),
-            environment: "prod".into(),
-            labels: [("region".to_string(), "eu".to_string())].into(),
-        }
-    }
-
-    #[test]
-    fn variables_resolve_and_unknown_ones_are_errors() {
-        let mut v = json!({"data": {"a": "${cluster.name}-${cluster.labels.region}", "b": ["${cluster.environment}"], "c": "${HOME}"}});
-        substitute(&mut v, &mk_cluster("eu-1")).unwrap();
-        assert_eq!(v, json!({"data": {"a": "eu-1-eu", "b": ["prod"], "c": "${HOME}"}}));
-        let mut bad = json!("${cluster.labels.zone}");
-        let err = substitute(&mut bad, &mk_cluster("eu-1")).unwrap_err().to_string();
-        assert!(err.contains("cluster.labels.zone") && err.contains("eu-1") && err.contains("region"), "{err}");
-    }
-
-    #[test]
-    fn an_object_the_api_server_cannot_store_is_an_error_naming_it_and_its_size() {
-        let app = App {
-            name: "big".into(),
-            targets: None,
-            namespace: Some("big".into()),
-            depends_on: vec![],
-            policy: Default::default(),
-        };
-        let fits = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ok"}, "data": {"k": "x".repeat(MAX_OBJECT_BYTES - 200)}});
-        assert!(assemble(&[fits], &mk_cluster("eu-1"), &app).is_ok());
-        let huge = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "blob"}, "data": {"k": "x".repeat(4 << 20)}});
-        let err = assemble(&[huge], &mk_cluster("eu-1"), &app).unwrap_err().to_string();
-        assert!(err.contains("ConfigMap big/blob") && err.contains("4.0 MiB") && err.contains("1.5 MiB"), "{err}");
-    }
-
-    #[test]
-    fn namespaced_objects_get_the_app_namespace_and_cluster_scoped_ones_do_not() {
-        let app = App {
-            name: "web".into(),
-            targets: None,
-            namespace: Some("web".into()),
-            depends_on: vec![],
-            policy: Default::default(),
-        };
-        let rendered = vec![
-            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}}),
-            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "b", "namespace": "other"}}),
-            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "c"}}),
-            json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition", "metadata": {"name": "ws.x.io"},
-                   "spec": {"group": "x.io", "scope": "Cluster", "names": {"kind": "W"}}}),
-            json!({"apiVersion": "x.io/v1", "kind": "W", "metadata": {"name": "d"}}),
-        ];
-        let out = assemble(&rendered, &mk_cluster("eu-1"), &app).unwrap();
-        let ns: Vec<_> = out.objects.iter().map(|o| o["metadata"]["namespace"].as_str().map(str::to_string)).collect();
-        assert_eq!(ns, [Some("web".into()), Some("other".into()), None, None, None]);
     }
 }

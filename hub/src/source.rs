@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use convoy_render::helm::fetch::ChartFetcher;
 use convoy_shared::clock::unix_ms;
 use convoy_shared::model::Assignment;
 use gix::ObjectId;
@@ -32,6 +33,10 @@ pub struct SourceConfig {
     pub interval: Duration,
     /// Credentials and TLS for an https:// URL.
     pub access: GitAccess,
+    /// Charts from HTTP(S) chart repositories and OCI registries (`spec.helm.repo`/`oci`),
+    /// resolved once and cached in `<data>/charts` (`None` where no app needs one). Blocking:
+    /// call it from the sync's `spawn_blocking`, as the planner runs.
+    pub charts: Option<Arc<ChartFetcher>>,
 }
 
 /// Commits listed at most when comparing two environments' branches.
@@ -190,13 +195,15 @@ impl SourceWorker {
                 return;
             }
         };
-        if self.branches.as_ref() == Some(&branches) {
+        let capabilities = hub.capabilities();
+        if self.branches.as_ref() == Some(&branches) && self.planner.planned_with(&capabilities) {
             publisher.update_view(|view| {
                 view.fetch_failures = 0;
                 view.errors.retain(|e| !e.is_fetch());
             });
             return;
         }
+        self.planner.set_capabilities(capabilities);
         match self.plan(publisher, &branches, &mut errors) {
             Some((stats, published, cluster_errors)) => {
                 HubMetrics::observe(&hub.metrics().sync_duration, started.elapsed());
@@ -279,7 +286,7 @@ impl SourceWorker {
             }
             match self.mirror.snapshot(*commit) {
                 Ok(snapshot) => {
-                    let apps = fleet::load_apps(&snapshot);
+                    let apps = fleet::load_apps(snapshot.as_ref());
                     envs.insert(
                         env.name.clone(),
                         Arc::new(EnvironmentState { environment: env.clone(), snapshot, apps }),
@@ -390,7 +397,7 @@ impl SourceWorker {
                 Some(state) => state.clone(),
                 None => match self.mirror.snapshot(id) {
                     Ok(snapshot) => {
-                        let apps = fleet::load_apps(&snapshot);
+                        let apps = fleet::load_apps(snapshot.as_ref());
                         Arc::new(EnvironmentState { environment: env.clone(), snapshot, apps })
                     }
                     Err(e) => {
@@ -586,9 +593,9 @@ impl SourceWorker {
             }
             let snapshot = self.mirror.snapshot(*commit).map_err(|e| SyncError::Snapshot(Arc::new(e)))?;
             let in_branch = |source| SyncError::Fleet { branch: branch.clone(), source };
-            let declared = fleet::fleet_branch_of(&snapshot).map_err(in_branch)?;
+            let declared = fleet::fleet_branch_of(snapshot.as_ref()).map_err(in_branch)?;
             if declared == branch {
-                let fleet = Fleet::load(&snapshot).map_err(in_branch)?;
+                let fleet = Fleet::load(snapshot.as_ref()).map_err(in_branch)?;
                 self.fleet_commit = Some(*commit);
                 return Ok(Arc::new(fleet));
             }

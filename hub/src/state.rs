@@ -2,9 +2,10 @@
 //! reports into); [`Publisher`] is the one writer of the published view and the assignments,
 //! owned by the source loop — the reflector's "one writer, many readers".
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
+use convoy_render::helm::Capabilities;
 use convoy_shared::clock::unix_ms;
 use convoy_shared::model::Assignment;
 use convoy_shared::model::report::Report;
@@ -56,6 +57,8 @@ pub struct Hub {
     writer: StoreWriter,
     /// People's rollout actions, answered by the source loop (the [`Publisher`]'s owner).
     environment_requests: mpsc::Sender<EnvironmentRequest>,
+    /// What each cluster's agent said its API server offers (for charts' `.Capabilities`).
+    capabilities: std::sync::Mutex<HashMap<String, Capabilities>>,
 }
 
 /// A person's command on an environment for the source loop to carry out, with where to send
@@ -95,6 +98,7 @@ impl Hub {
             metrics: HubMetrics::default(),
             events: broadcast::channel(EVENT_BACKLOG).0,
             writer,
+            capabilities: Default::default(),
         };
         for (cluster, report) in store.last_reports()? {
             hub.connections.restore(&cluster, report);
@@ -141,6 +145,21 @@ impl Hub {
     /// Asks the source loop to fetch now.
     pub fn request_refresh(&self) {
         self.refresh.notify_one();
+    }
+
+    /// Records what `cluster`'s API server offers, as its agent said in Hello; when it is new
+    /// or changed, the source loop plans again so the cluster's charts see it.
+    pub fn set_capabilities(&self, cluster: &str, capabilities: Capabilities) {
+        let mut known = self.capabilities.lock().expect("capabilities lock");
+        if known.get(cluster) != Some(&capabilities) {
+            known.insert(cluster.to_string(), capabilities);
+            self.request_refresh();
+        }
+    }
+
+    /// What every cluster's agent said its API server offers.
+    pub fn capabilities(&self) -> HashMap<String, Capabilities> {
+        self.capabilities.lock().expect("capabilities lock").clone()
     }
 
     /// Asks the source loop to carry out `command` on `environment`; returns what it did.

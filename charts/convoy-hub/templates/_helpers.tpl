@@ -27,6 +27,9 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- define "convoy-hub.webhookSecret" -}}
 {{- default (printf "%s-webhook" (include "convoy-hub.fullname" .)) .Values.webhook.existingSecret -}}
 {{- end -}}
+{{- define "convoy-hub.chartsSecret" -}}
+{{- default (printf "%s-charts" (include "convoy-hub.fullname" .)) .Values.charts.existingSecret -}}
+{{- end -}}
 
 {{/* The container image: repository@digest when a digest is pinned, else repository:tag (default appVersion). */}}
 {{- define "convoy-hub.image" -}}

@@ -54,7 +54,7 @@ pub fn user_values(files: &[PathBuf], sets: &[String]) -> Result<Value, CliError
         let v = convoy_render::helm::chart::parse_yaml(&text)
             .map_err(|e| CliError::Render(format!("{}: invalid YAML: {e}", f.display())))?;
         match v {
-            Value::Object(m) => merge_maps(&mut base, m),
+            Value::Object(m) => convoy_render::helm::values::merge_maps(&mut base, m),
             Value::Null => {}
             _ => return Err(CliError::Render(format!("{}: values must be a mapping", f.display()))),
         }
@@ -63,18 +63,6 @@ pub fn user_values(files: &[PathBuf], sets: &[String]) -> Result<Value, CliError
         parse_set(&mut base, s).map_err(|e| CliError::Render(format!("--set {s}: {e}")))?;
     }
     Ok(Value::Object(base))
-}
-
-/// Helm's `mergeMaps`: maps merge key by key, anything else is replaced.
-fn merge_maps(base: &mut Map<String, Value>, over: Map<String, Value>) {
-    for (k, v) in over {
-        match (base.get_mut(&k), v) {
-            (Some(Value::Object(b)), Value::Object(o)) => merge_maps(b, o),
-            (_, v) => {
-                base.insert(k, v);
-            }
-        }
-    }
 }
 
 /// Splits on `sep` where it is not escaped with a backslash (and not inside `{…}`).

@@ -2,6 +2,7 @@
 //! certificate, and printing answers as tables or JSON.
 #![forbid(unsafe_code)]
 
+pub mod app;
 pub mod chart;
 pub mod promote;
 

@@ -1,6 +1,6 @@
 //! `convoy`: ask the fleet what runs where, over mutual TLS with a CLI certificate.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
@@ -115,12 +115,22 @@ enum Command {
         command: RolloutCommand,
     },
     /// Render a kustomization, or a Helm chart (a directory with Chart.yaml), locally as the
-    /// hub would, to stdout; a chart prints what `helm template --skip-tests` prints.
+    /// hub would, to stdout; a chart prints what `helm template --skip-tests` prints. With
+    /// --app and --cluster: that app for that cluster, from the fleet repository's work tree,
+    /// exactly as the hub would assign it.
     Render {
-        dir: PathBuf,
+        /// The kustomization or chart directory (not with --app).
+        #[arg(required_unless_present = "app", conflicts_with = "app")]
+        dir: Option<PathBuf>,
         /// Repository root; nothing outside it is read (default: the enclosing Git work tree).
         #[arg(long)]
         root: Option<PathBuf>,
+        /// The app to render for --cluster (from apps/NAME/app.yaml).
+        #[arg(long, requires = "cluster")]
+        app: Option<String>,
+        /// The cluster to render --app for (from clusters/NAME.yaml).
+        #[arg(long, requires = "app")]
+        cluster: Option<String>,
         /// Helm chart: the release name.
         #[arg(long, default_value = "release-name", env = "CONVOY_RELEASE_NAME")]
         release_name: String,
@@ -215,7 +225,22 @@ async fn run(cli: Cli) -> Result<(), cli::CliError> {
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "convoy", &mut std::io::stdout());
         }
-        Command::Render { dir, release_name, namespace, values, set, .. } if cli::chart::is_chart(&dir) => {
+        Command::Render { app: Some(app), cluster: Some(cluster), root, .. } => {
+            let root = root.unwrap_or_else(|| cli::repository_root(Path::new(".")));
+            let objects = cli::app::render_app(&root, &app, &cluster, &|location| {
+                Err(convoy_render::RenderError::Invalid {
+                    path: location.to_string().into(),
+                    message:
+                        "convoy render fetches no charts from chart repositories or registries yet; vendor the chart"
+                            .into(),
+                })
+            })?;
+            match cli.output {
+                Output::Json => print!("{}", cli::structured(cli.output, &objects).unwrap_or_default()),
+                _ => print!("{}", convoy_render::to_yaml(&objects)),
+            }
+        }
+        Command::Render { dir: Some(dir), release_name, namespace, values, set, .. } if cli::chart::is_chart(&dir) => {
             let request = cli::chart::ChartRequest { dir, release_name, namespace, values_files: values, sets: set };
             let rendered = cli::chart::render_chart(&request)?;
             match cli.output {
@@ -227,6 +252,9 @@ async fn run(cli: Cli) -> Result<(), cli::CliError> {
             }
         }
         Command::Render { dir, root, .. } => {
+            let Some(dir) = dir else {
+                return Err(cli::CliError::Render("name a directory to render, or --app and --cluster".into()));
+            };
             let root = root.unwrap_or_else(|| cli::repository_root(&dir));
             let objects =
                 convoy_render::Renderer::new(&root).render(&dir).map_err(|e| cli::CliError::Render(e.to_string()))?;

@@ -445,6 +445,11 @@ impl Engine<'_> {
             let r = generate::generate(self.src, dir, kfile, spec, secret, k.generator_options.as_ref())?;
             append_replace_or_merge(acc, r, kfile)?;
         }
+        if let Some(charts) = &k.helm_charts {
+            for r in crate::helmcharts::inflate(self.src, dir, kfile, charts, k.helm_globals.as_ref())? {
+                append(acc, r, kfile)?;
+            }
+        }
         Ok(())
     }
 

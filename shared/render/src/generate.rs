@@ -221,14 +221,14 @@ fn stringify(m: &Map<String, Value>) -> Map<String, Value> {
     m.iter().map(|(k, v)| (k.clone(), Value::String(scalar_string(v)))).collect()
 }
 
-fn resolve(dir: &Path, rel: &str, kfile: &Path) -> Result<std::path::PathBuf> {
+pub(crate) fn resolve(dir: &Path, rel: &str, kfile: &Path) -> Result<std::path::PathBuf> {
     let path = source::normalize(dir, rel)
         .ok_or_else(|| RenderError::PathEscape { path: rel.to_string(), from: kfile.to_path_buf() })?;
     source::check_within(dir, &path, rel, kfile)?;
     Ok(path)
 }
 
-fn read_text(src: &dyn Source, path: &Path, kfile: &Path) -> Result<String> {
+pub(crate) fn read_text(src: &dyn Source, path: &Path, kfile: &Path) -> Result<String> {
     if src.kind(path)?.is_none() {
         return Err(RenderError::Missing { path: path.to_path_buf(), from: kfile.to_path_buf() });
     }

@@ -256,8 +256,6 @@ impl Kustomization {
             .map_err(|e| RenderError::InvalidKustomization { path: path.to_path_buf(), message: e.to_string() })?;
         let unsupported = [
             ("validators", k.validators.is_some()),
-            ("helmCharts", k.helm_charts.is_some()),
-            ("helmGlobals", k.helm_globals.is_some()),
             ("helmChartInflationGenerator", k.helm_chart_inflation_generator.is_some()),
             ("imagesFrom", k.images_from.is_some()),
         ];

@@ -6,10 +6,13 @@
 //! Git trees; [`FsSource`] is the filesystem implementation.
 #![forbid(unsafe_code)]
 
+pub mod app;
 mod config;
 mod engine;
+pub mod fleet;
 mod generate;
 pub mod helm;
+mod helmcharts;
 mod kustomization;
 mod merge;
 mod nameref;
@@ -27,6 +30,15 @@ use std::sync::Arc;
 
 pub use source::{EntryKind, FsSource, Source};
 pub use yaml::to_yaml;
+
+/// A chart error with the chart named once: load errors name it already, template errors name
+/// the template inside it.
+fn helm_message(chart: &Path, error: &helm::HelmError) -> String {
+    match error {
+        helm::HelmError::Load { .. } => error.to_string(),
+        _ => format!("chart {}: {error}", chart.display()),
+    }
+}
 
 /// Result type of the render engine.
 pub type Result<T, E = RenderError> = std::result::Result<T, E>;
@@ -130,6 +142,15 @@ pub enum RenderError {
         path: PathBuf,
         /// What did not match.
         message: String,
+    },
+    /// A Helm chart did not load or render; the message names the chart file, line and value.
+    #[error("{}", helm_message(chart, error))]
+    Helm {
+        /// The chart directory (repository-relative) or remote chart.
+        chart: PathBuf,
+        /// What Helm's engine said.
+        #[source]
+        error: Box<helm::HelmError>,
     },
     /// Any other invalid input.
     #[error("{path}: {message}")]

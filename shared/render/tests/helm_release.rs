@@ -177,3 +177,65 @@ fn a_declared_dependency_must_be_vendored() {
     let err = render(&chart, &json!({}), &ReleaseOptions::new("r", "n")).expect_err("missing");
     assert!(err.to_string().contains("missing in charts/ directory: redis"), "{err}");
 }
+
+/// kustomize's `helmCharts:` renders the chart with the same engine; the kustomization's own
+/// transformers and patches then apply to the chart's objects like to any resource.
+#[test]
+fn a_kustomization_inflates_helm_charts_and_patches_them() {
+    let src = MemSource::new(&[
+        ("app/charts/web/Chart.yaml", "apiVersion: v2\nname: web\nversion: 1.0.0\n"),
+        ("app/charts/web/values.yaml", "replicas: 2\nimage: nginx\nport: 80\n"),
+        (
+            "app/charts/web/templates/deploy.yaml",
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {{ .Release.Name }}\n  namespace: {{ .Release.Namespace }}\nspec:\n  replicas: {{ .Values.replicas }}\n  template:\n    spec:\n      containers:\n      - name: web\n        image: {{ .Values.image }}\n        ports: [{containerPort: {{ .Values.port }}}]\n",
+        ),
+        (
+            "app/charts/web/templates/hook.yaml",
+            "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: {{ .Release.Name }}-migrate\n  annotations: {helm.sh/hook: pre-install}\n",
+        ),
+        (
+            "app/charts/web/crds/crd.yaml",
+            "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata: {name: widgets.example.com}\n",
+        ),
+        ("app/more-values.yaml", "port: 8080\n"),
+        (
+            "app/kustomization.yaml",
+            "helmCharts:\n- name: web\n  releaseName: shop\n  namespace: team\n  valuesInline: {replicas: 5}\n  additionalValuesFiles: [more-values.yaml]\ncommonLabels: {owner: team}\npatches:\n- target: {kind: Deployment}\n  patch: |\n    - op: replace\n      path: /spec/template/spec/containers/0/image\n      value: nginx:1.27\n",
+        ),
+    ]);
+    let objects =
+        convoy_render::Renderer::with_source(std::sync::Arc::new(src)).render(Path::new("app")).expect("render");
+    let names: Vec<(&str, &str)> =
+        objects.iter().map(|o| (o["kind"].as_str().unwrap(), o["metadata"]["name"].as_str().unwrap())).collect();
+    // helm template's order: manifests, then hooks; CRDs only with includeCRDs.
+    assert_eq!(names, [("Deployment", "shop"), ("Job", "shop-migrate")]);
+    let deploy = &objects[0];
+    assert_eq!(deploy["metadata"]["namespace"], "team");
+    assert_eq!(deploy["metadata"]["labels"]["owner"], "team");
+    assert_eq!(deploy["spec"]["replicas"], json!(5), "an integer, as the API server wants it");
+    assert!(
+        deploy["spec"]["replicas"].is_u64() || deploy["spec"]["replicas"].is_i64(),
+        "{}",
+        deploy["spec"]["replicas"]
+    );
+    let container = &deploy["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["image"], "nginx:1.27");
+    assert_eq!(container["ports"][0]["containerPort"], json!(8080));
+}
+
+#[test]
+fn a_helm_chart_kustomize_cannot_find_is_an_error_saying_where_and_how_to_vendor_it() {
+    let src = MemSource::new(&[(
+        "app/kustomization.yaml",
+        "helmCharts:\n- name: redis\n  repo: https://charts.example.com\n  version: 1.2.3\n",
+    )]);
+    let err = convoy_render::Renderer::with_source(std::sync::Arc::new(src)).render(Path::new("app")).unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("app/kustomization.yaml") && text.contains("app/charts"), "{text}");
+    assert!(
+        text.contains(
+            "helm pull --untar --untardir app/charts --repo https://charts.example.com redis --version 1.2.3"
+        ),
+        "{text}"
+    );
+}

@@ -89,6 +89,16 @@ impl Chart {
         files.retain(|k, _| !(rules.ignored(k) || (k.starts_with("templates/") && base(k).starts_with('.'))));
         from_files(files, dir)
     }
+
+    /// Loads a packaged chart (`.tgz`, as `helm package` writes it and chart repositories and
+    /// OCI registries serve it): the chart is the archive's top directory. `origin` names
+    /// where it came from in messages (a vendored path, or a remote chart reference).
+    pub fn from_archive(data: &[u8], origin: impl AsRef<Path>) -> Result<Chart, HelmError> {
+        let origin = origin.as_ref();
+        let files =
+            super::archive::untar(data).map_err(|message| HelmError::Load { chart: origin.to_path_buf(), message })?;
+        from_files(files, origin)
+    }
 }
 
 fn base(p: &str) -> &str {
@@ -310,9 +320,7 @@ fn from_files(mut files: BTreeMap<String, Vec<u8>>, dir: &Path) -> Result<Chart,
         subcharts.push(from_files(sf, &sub_dir)?);
     }
     for (name, data) in archives {
-        let sub_dir = dir.join("charts").join(&name);
-        let files = super::archive::untar(&data).map_err(|e| HelmError::Load { chart: sub_dir.clone(), message: e })?;
-        subcharts.push(from_files(files, &sub_dir)?);
+        subcharts.push(Chart::from_archive(&data, dir.join("charts").join(&name))?);
     }
     Ok(Chart {
         metadata,

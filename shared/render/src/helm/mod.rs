@@ -5,12 +5,16 @@
 //! - [`render`] turns a chart and user values into a [`Rendered`] release: CRDs, hooks by
 //!   phase and weight, and manifests in Helm's install order, each with its template.
 //! - [`render_files`] gives each template's raw output, as Helm's engine returns it.
+//! - `fetch` (cargo feature `fetch`) resolves and caches charts from HTTP(S) chart
+//!   repositories and OCI registries; [`Chart::from_archive`] loads what it fetched.
 //!
 //! The template language is Go's `text/template` with Helm's options; the function library
 //! is Sprig v3 plus Helm's own (`include`, `tpl`, `required`, `toYaml`, `lookup`, …).
 
 pub mod archive;
 pub mod chart;
+#[cfg(feature = "fetch")]
+pub mod fetch;
 pub mod funcs;
 pub mod goyaml;
 pub mod objects;

@@ -24,7 +24,7 @@ pub enum Object {
 }
 
 /// What a chart may ask about the target cluster.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Capabilities {
     /// `v1.36.0`.
     pub kube_version: String,

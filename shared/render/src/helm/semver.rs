@@ -41,7 +41,9 @@ impl Version {
         Value::map(m)
     }
 
-    fn cmp_ver(&self, o: &Version) -> Ordering {
+    /// Semver precedence (build metadata ignored), the order Helm picks the highest
+    /// matching version by.
+    pub fn precedence(&self, o: &Version) -> Ordering {
         self.major
             .cmp(&o.major)
             .then(self.minor.cmp(&o.minor))
@@ -171,7 +173,7 @@ fn check(c: &Constraint, v: &Version) -> bool {
     if !v.pre.is_empty() && c.con.pre.is_empty() {
         return false;
     }
-    let cmp = v.cmp_ver(&c.con);
+    let cmp = v.precedence(&c.con);
     match c.op.as_str() {
         "" | "=" => {
             if c.dirty {

@@ -320,3 +320,15 @@ fn process_imports(c: &mut Chart) {
     coalesce_tables(&mut merged, &b, true);
     c.values = Json::Object(merged);
 }
+
+/// Helm's `mergeMaps`: maps merge key by key, anything else is replaced.
+pub fn merge_maps(base: &mut Map<String, Json>, over: Map<String, Json>) {
+    for (k, v) in over {
+        match (base.get_mut(&k), v) {
+            (Some(Json::Object(b)), Json::Object(o)) => merge_maps(b, o),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}

@@ -8,7 +8,9 @@ use convoy_shared::identity::valid_name;
 use convoy_shared::model::SyncPolicy;
 use serde::Deserialize;
 
-use crate::git::Snapshot;
+use std::path::Path;
+
+use crate::{EntryKind, Source};
 
 const API_VERSION: &str = "convoy.dev/v1";
 
@@ -18,6 +20,24 @@ const API_VERSION: &str = "convoy.dev/v1";
 pub struct FleetError {
     pub file: String,
     pub message: String,
+}
+
+/// The bytes of the file at `path`, when it is a file.
+pub fn file(src: &dyn Source, path: &str) -> Option<Vec<u8>> {
+    let path = Path::new(path);
+    match src.kind(path) {
+        Ok(Some(EntryKind::File)) => src.read(path).ok(),
+        _ => None,
+    }
+}
+
+/// The entries of the directory at `path`, when it is a directory.
+pub fn dir(src: &dyn Source, path: &str) -> Option<Vec<String>> {
+    let path = Path::new(path);
+    match src.kind(path) {
+        Ok(Some(EntryKind::Dir)) => src.list_dir(path).ok(),
+        _ => None,
+    }
 }
 
 fn error(file: &str, message: impl Into<String>) -> FleetError {
@@ -210,6 +230,142 @@ struct AppSpec {
     depends_on: Vec<String>,
     #[serde(default)]
     sync: SyncSpec,
+    #[serde(default)]
+    helm: Option<HelmSpec>,
+}
+
+/// `spec.helm` as written (schema v2): one of `chart`, `repo` + `name`, or `oci`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct HelmSpec {
+    chart: Option<String>,
+    repo: Option<String>,
+    name: Option<String>,
+    oci: Option<String>,
+    version: Option<String>,
+    release_name: Option<String>,
+    #[serde(default)]
+    values: Option<serde_json::Value>,
+}
+
+/// Where an app's Helm chart comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ChartLocation {
+    /// A chart directory in the repository (repository-relative, normalized).
+    Path(String),
+    /// A chart in an HTTP(S) chart repository (`index.yaml`).
+    Repo { url: String, name: String, version: String },
+    /// A chart in an OCI registry: `oci://host/path/name`.
+    Oci { reference: String, version: String },
+}
+
+impl std::fmt::Display for ChartLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ChartLocation::Path(path) => f.write_str(path),
+            ChartLocation::Repo { url, name, version } => write!(f, "{name} {version} from {url}"),
+            ChartLocation::Oci { reference, version } => write!(f, "{reference}:{version}"),
+        }
+    }
+}
+
+/// An app whose objects come from a Helm chart.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HelmSource {
+    pub chart: ChartLocation,
+    /// `.Release.Name`: `spec.helm.releaseName`, or the app's name.
+    pub release_name: String,
+    /// `spec.helm.values` (a mapping; empty when absent).
+    pub values: serde_json::Map<String, serde_json::Value>,
+}
+
+impl HelmSpec {
+    fn resolve(self, file: &str, app: &str) -> Result<HelmSource, FleetError> {
+        let chart = match (self.chart, self.repo, self.oci) {
+            (Some(path), None, None) => {
+                if self.name.is_some() || self.version.is_some() {
+                    return Err(error(
+                        file,
+                        "spec.helm: name and version go with repo or oci, not with chart (a path)",
+                    ));
+                }
+                ChartLocation::Path(chart_path(file, &path)?)
+            }
+            (None, Some(url), None) => {
+                let name = self
+                    .name
+                    .filter(|n| !n.is_empty())
+                    .ok_or_else(|| error(file, "spec.helm.repo needs the chart's name (spec.helm.name) and version"))?;
+                let version = self.version.filter(|v| !v.is_empty()).ok_or_else(|| {
+                    error(
+                        file,
+                        format!("spec.helm: chart '{name}' from {url} needs a version (exact, or a range like ~1.2)"),
+                    )
+                })?;
+                ChartLocation::Repo { url: url.trim_end_matches('/').to_string(), name, version }
+            }
+            (None, None, Some(reference)) => {
+                if !reference.starts_with("oci://") {
+                    return Err(error(file, format!("spec.helm.oci '{reference}' must start with oci://")));
+                }
+                if self.name.is_some() {
+                    return Err(error(
+                        file,
+                        "spec.helm.oci names the chart itself (oci://host/path/NAME); remove spec.helm.name",
+                    ));
+                }
+                let version = self
+                    .version
+                    .filter(|v| !v.is_empty())
+                    .ok_or_else(|| error(file, format!("spec.helm: chart {reference} needs a version")))?;
+                ChartLocation::Oci { reference: reference.trim_end_matches('/').to_string(), version }
+            }
+            _ => {
+                return Err(error(
+                    file,
+                    "spec.helm needs exactly one of chart (a path in this repository), repo (with name and version) or oci (with version)",
+                ));
+            }
+        };
+        let release_name = self.release_name.unwrap_or_else(|| app.to_string());
+        if release_name.is_empty() || release_name.len() > 53 || !valid_name(&release_name) {
+            return Err(error(
+                file,
+                format!(
+                    "spec.helm.releaseName '{release_name}' must be 1 to 53 lowercase letters, digits and '-' (Helm's rule)"
+                ),
+            ));
+        }
+        let values = match self.values {
+            None | Some(serde_json::Value::Null) => serde_json::Map::new(),
+            Some(serde_json::Value::Object(map)) => map,
+            Some(_) => return Err(error(file, "spec.helm.values must be a mapping")),
+        };
+        Ok(HelmSource { chart, release_name, values })
+    }
+}
+
+/// A chart path, repository-relative, with `.` and `..` resolved; it may not leave the repository.
+fn chart_path(file: &str, path: &str) -> Result<String, FleetError> {
+    let mut parts: Vec<&str> = Vec::new();
+    if path.starts_with('/') {
+        return Err(error(file, format!("spec.helm.chart '{path}' must be a path relative to the repository root")));
+    }
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                if parts.pop().is_none() {
+                    return Err(error(file, format!("spec.helm.chart '{path}' leaves the repository")));
+                }
+            }
+            part => parts.push(part),
+        }
+    }
+    if parts.is_empty() {
+        return Err(error(file, "spec.helm.chart is empty: name the chart's directory"));
+    }
+    Ok(parts.join("/"))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -300,6 +456,8 @@ pub struct App {
     pub namespace: Option<String>,
     pub depends_on: Vec<String>,
     pub policy: SyncPolicy,
+    /// `spec.helm`: the app is a Helm chart rather than kustomize overlays.
+    pub helm: Option<HelmSource>,
 }
 
 impl App {
@@ -339,21 +497,19 @@ fn parse<S: for<'de> Deserialize<'de>>(file: &str, bytes: &[u8], kind: &str) -> 
 }
 
 /// Reads just the fleet branch name from `convoy.yaml` (to know where to read the rest).
-pub fn fleet_branch_of(snapshot: &Snapshot) -> Result<String, FleetError> {
-    let bytes = snapshot
-        .file("convoy.yaml")
+pub fn fleet_branch_of(snapshot: &dyn Source) -> Result<String, FleetError> {
+    let bytes = file(snapshot, "convoy.yaml")
         .ok_or_else(|| error("convoy.yaml", "missing: the fleet repository needs a convoy.yaml at its root"))?;
-    Ok(parse::<FleetSpec>("convoy.yaml", bytes, "Fleet")?.spec.fleet_branch)
+    Ok(parse::<FleetSpec>("convoy.yaml", &bytes, "Fleet")?.spec.fleet_branch)
 }
 
 impl Fleet {
     /// Loads `convoy.yaml` and `clusters/*.yaml` from the fleet branch's snapshot.
-    pub fn load(snapshot: &Snapshot) -> Result<Fleet, FleetError> {
+    pub fn load(snapshot: &dyn Source) -> Result<Fleet, FleetError> {
         let file = "convoy.yaml";
-        let bytes = snapshot
-            .file(file)
+        let bytes = self::file(snapshot, file)
             .ok_or_else(|| error(file, "missing: the fleet repository needs a convoy.yaml at its root"))?;
-        let spec = parse::<FleetSpec>(file, bytes, "Fleet")?.spec;
+        let spec = parse::<FleetSpec>(file, &bytes, "Fleet")?.spec;
         if spec.environments.is_empty() {
             return Err(error(file, "spec.environments is empty: list at least one {name, branch}"));
         }
@@ -381,10 +537,10 @@ impl Fleet {
             clusters: BTreeMap::new(),
             cluster_errors: Vec::new(),
         };
-        for name in snapshot.dir("clusters").unwrap_or_default() {
+        for name in dir(snapshot, "clusters").unwrap_or_default() {
             let Some(stem) = name.strip_suffix(".yaml").or_else(|| name.strip_suffix(".yml")) else { continue };
             let file = format!("clusters/{name}");
-            match fleet.load_cluster(&file, stem, snapshot.file(&file).unwrap_or_default()) {
+            match fleet.load_cluster(&file, stem, &self::file(snapshot, &file).unwrap_or_default()) {
                 Ok(cluster) => {
                     fleet.clusters.insert(cluster.name.clone(), cluster);
                 }
@@ -426,16 +582,16 @@ impl Fleet {
 }
 
 /// The apps of one environment's branch. Each app loads or fails on its own.
-pub fn load_apps(snapshot: &Snapshot) -> BTreeMap<String, Result<App, FleetError>> {
+pub fn load_apps(snapshot: &dyn Source) -> BTreeMap<String, Result<App, FleetError>> {
     let mut apps = BTreeMap::new();
-    for name in snapshot.dir("apps").unwrap_or_default() {
-        if snapshot.dir(&format!("apps/{name}")).is_none() {
+    for name in dir(snapshot, "apps").unwrap_or_default() {
+        if dir(snapshot, &format!("apps/{name}")).is_none() {
             continue;
         }
         let file = format!("apps/{name}/app.yaml");
-        let app = match snapshot.file(&file) {
+        let app = match self::file(snapshot, &file) {
             None => Err(error(&file, "missing: every directory under apps/ needs an app.yaml")),
-            Some(bytes) => load_app(&file, name, bytes),
+            Some(bytes) => load_app(&file, &name, &bytes),
         };
         apps.insert(name.clone(), app);
     }
@@ -455,7 +611,9 @@ fn load_app(file: &str, dir_name: &str, bytes: &[u8]) -> Result<App, FleetError>
         return Err(error(file, "an app cannot depend on itself"));
     }
     let defaults = SyncPolicy::default();
+    let helm = doc.spec.helm.map(|h| h.resolve(file, &name)).transpose()?;
     Ok(App {
+        helm,
         name,
         targets: doc.spec.targets,
         namespace: doc.spec.namespace,
@@ -505,6 +663,7 @@ mod tests {
             namespace: None,
             depends_on: vec![],
             policy: SyncPolicy::default(),
+            helm: None,
         };
         assert!(app.targets(&eu) && app.targets(&us));
         app.targets = Some(Targets {
@@ -529,5 +688,48 @@ mod tests {
         assert!(load_app("f", "web", bad_op.as_bytes()).unwrap_err().message.contains("Maybe"));
         let wrong_name = "apiVersion: convoy.dev/v1\nkind: App\nmetadata: {name: api}\nspec: {}\n";
         assert!(load_app("f", "web", wrong_name.as_bytes()).unwrap_err().message.contains("apps/web"));
+    }
+
+    #[test]
+    fn helm_apps_name_one_chart_source_and_a_valid_release() {
+        let app = |helm: &str| {
+            let text =
+                format!("apiVersion: convoy.dev/v1\nkind: App\nmetadata: {{name: mon}}\nspec:\n  helm: {helm}\n");
+            load_app("apps/mon/app.yaml", "mon", text.as_bytes())
+        };
+        let path = app("{chart: ./charts/../charts/node-exporter, values: {replicas: 2}}").unwrap().helm.unwrap();
+        assert_eq!(path.chart, ChartLocation::Path("charts/node-exporter".into()));
+        assert_eq!(path.release_name, "mon");
+        assert_eq!(path.values["replicas"], 2);
+        let repo = app("{repo: 'https://charts.example.com/', name: ne, version: 4.37.0, releaseName: ne}").unwrap();
+        assert_eq!(
+            repo.helm.unwrap().chart,
+            ChartLocation::Repo {
+                url: "https://charts.example.com".into(),
+                name: "ne".into(),
+                version: "4.37.0".into()
+            }
+        );
+        let oci = app("{oci: oci://r.example.com/charts/ne, version: 1.0.0}").unwrap().helm.unwrap();
+        assert_eq!(
+            oci.chart,
+            ChartLocation::Oci { reference: "oci://r.example.com/charts/ne".into(), version: "1.0.0".into() }
+        );
+        for (bad, says) in [
+            ("{chart: a, repo: b}", "exactly one"),
+            ("{}", "exactly one"),
+            ("{repo: 'https://x', name: ne}", "needs a version"),
+            ("{repo: 'https://x', version: 1.0.0}", "name"),
+            ("{oci: 'https://x/ne', version: 1.0.0}", "oci://"),
+            ("{chart: ../outside}", "leaves the repository"),
+            ("{chart: /abs}", "relative"),
+            ("{chart: c, releaseName: Bad_Name}", "releaseName"),
+            ("{chart: c, values: [1]}", "mapping"),
+            ("{chart: c, valuse: {}}", "valuse"),
+        ] {
+            let err = app(bad).unwrap_err();
+            assert_eq!(err.file, "apps/mon/app.yaml");
+            assert!(err.message.contains(says), "{bad}: {err}");
+        }
     }
 }

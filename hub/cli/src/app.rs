@@ -1,0 +1,54 @@
+//! `convoy render --app NAME --cluster NAME [--root REPO]`: one app rendered for one cluster
+//! from the local work tree, exactly as the hub would (fleet model, overlays or chart values,
+//! `${cluster.*}` variables, the app's namespace) — what a cluster will get, before pushing.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use convoy_render::fleet::{self, ChartLocation, Fleet};
+use convoy_render::helm::{Capabilities, Chart};
+use convoy_render::{FsSource, RenderError, Source};
+use serde_json::Value;
+
+use crate::CliError;
+
+/// The objects `app` gets on `cluster`, from the fleet repository work tree at `root`. Charts
+/// see Helm's default capabilities (the hub uses what the cluster's agent reports).
+pub fn render_app(
+    root: &Path,
+    app: &str,
+    cluster: &str,
+    remote: &dyn Fn(&ChartLocation) -> Result<Chart, RenderError>,
+) -> Result<Vec<Value>, CliError> {
+    let src: Arc<dyn Source> = Arc::new(FsSource::new(root));
+    let error = |message: String| CliError::Render(message);
+    let fleet = Fleet::load(src.as_ref()).map_err(|e| error(e.to_string()))?;
+    let Some(target) = fleet.clusters.get(cluster) else {
+        let broken = fleet.cluster_errors.iter().find(|e| e.file.ends_with(&format!("/{cluster}.yaml")));
+        return Err(error(match broken {
+            Some(e) => e.to_string(),
+            None => format!(
+                "cluster '{cluster}' is not in {}/clusters (clusters: {})",
+                root.display(),
+                fleet.clusters.keys().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        }));
+    };
+    let mut apps = fleet::load_apps(src.as_ref());
+    let Some(spec) = apps.remove(app) else {
+        return Err(error(format!(
+            "app '{app}' is not in {}/apps (apps: {})",
+            root.display(),
+            apps.keys().cloned().collect::<Vec<_>>().join(", ")
+        )));
+    };
+    let spec = spec.map_err(|e| error(e.to_string()))?;
+    if !spec.targets(target) {
+        return Err(error(format!(
+            "app '{app}' does not go to cluster '{cluster}': its targets in apps/{app}/app.yaml do not select it"
+        )));
+    }
+    convoy_render::app::render_app(&src, &spec, target, &Capabilities::default(), remote)
+        .map(|assignment| assignment.objects)
+        .map_err(|e| error(format!("app '{app}' on cluster '{cluster}': {e}")))
+}

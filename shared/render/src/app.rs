@@ -1,0 +1,361 @@
+//! One app for one cluster, exactly as the hub plans it and `convoy render --app NAME --cluster
+//! NAME` prints it: the overlay a cluster takes (`clusters/<name>`, `envs/<env>`, `base`) or the
+//! app's Helm chart with its layered values, then `${cluster.*}` variables and the app's
+//! namespace. The hub adds caches around these pieces; the CLI calls [`render_app`].
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use convoy_shared::model::AppAssignment;
+use serde_json::{Map, Value};
+
+use crate::fleet::{App, ChartLocation, Cluster, HelmSource};
+use crate::helm::{self, Capabilities, Chart, HookPhase, ReleaseOptions};
+use crate::{RenderError, Renderer, Source};
+
+/// Kinds that live outside namespaces; everything else gets the app's namespace when it names
+/// none (custom resources follow their CRD's scope when the CRD ships alongside).
+const CLUSTER_SCOPED: &[&str] = &[
+    "Namespace",
+    "CustomResourceDefinition",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "PersistentVolume",
+    "StorageClass",
+    "PriorityClass",
+    "IngressClass",
+    "RuntimeClass",
+    "CSIDriver",
+    "APIService",
+    "MutatingWebhookConfiguration",
+    "ValidatingWebhookConfiguration",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
+    "Node",
+];
+
+/// The largest object (as JSON) an app may carry: etcd's default request limit (1.5 MiB), below
+/// the API server's 3 MiB request body limit. A larger object could never be applied; it is a
+/// render error of its app, which keeps its last good objects.
+pub const MAX_OBJECT_BYTES: usize = 3 << 19;
+
+/// Why a rendered object cannot go to a cluster.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ObjectError {
+    #[error("unterminated variable in '{text}'")]
+    Unterminated { text: String },
+    #[error("${{{var}}} is not defined for cluster '{cluster}' (it has name, environment and labels: {labels})")]
+    Undefined { var: String, cluster: String, labels: String },
+    #[error(
+        "{object} is {size}, larger than the {limit} a Kubernetes API server stores per object (etcd's default limit); split it or move the data out of Git"
+    )]
+    TooLarge { object: String, size: String, limit: String },
+}
+
+/// Why one app cannot be rendered for one cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The app's kustomization or chart did not render.
+    #[error(transparent)]
+    Render(#[from] RenderError),
+    /// A rendered object cannot go to the cluster.
+    #[error(transparent)]
+    Object(#[from] ObjectError),
+}
+
+/// Helm values: a mapping.
+pub type Values = Map<String, Value>;
+
+/// The values files of a Helm app that exist for `cluster`, in merge order (later wins):
+/// `apps/<app>/values.yaml`, `apps/<app>/envs/<env>/values.yaml`,
+/// `apps/<app>/clusters/<name>/values.yaml`.
+pub fn values_files(src: &dyn Source, app: &str, cluster: &Cluster) -> Vec<String> {
+    [
+        format!("apps/{app}/values.yaml"),
+        format!("apps/{app}/envs/{}/values.yaml", cluster.environment),
+        format!("apps/{app}/clusters/{}/values.yaml", cluster.name),
+    ]
+    .into_iter()
+    .filter(|f| crate::fleet::file(src, f).is_some())
+    .collect()
+}
+
+/// A values file as Helm reads it: a mapping (an empty file is an empty mapping).
+pub fn parse_values(path: &str, bytes: &[u8]) -> Result<Values, RenderError> {
+    let invalid = |message: String| RenderError::Invalid { path: path.into(), message };
+    let text = std::str::from_utf8(bytes).map_err(|_| invalid("not UTF-8 text".into()))?;
+    match helm::chart::parse_yaml(text).map_err(|message| RenderError::Yaml { path: path.into(), message })? {
+        Value::Object(map) => Ok(map),
+        Value::Null => Ok(Map::new()),
+        _ => Err(invalid("Helm values must be a mapping".into())),
+    }
+}
+
+/// The user values of a Helm app on `cluster`: `spec.helm.values`, then each of
+/// [`values_files`], maps merged key by key as Helm merges `-f` files, with `${cluster.*}`
+/// variables substituted in each layer. `parsed` gives a values file's mapping (the hub caches
+/// them by blob).
+pub fn helm_values(
+    src: &dyn Source,
+    app: &App,
+    helm: &HelmSource,
+    cluster: &Cluster,
+    parsed: &mut dyn FnMut(&str) -> Result<Values, RenderError>,
+) -> Result<Value, RenderError> {
+    let substituted = |file: &str, layer: Map<String, Value>| {
+        let mut layer = Value::Object(layer);
+        substitute(&mut layer, cluster)
+            .map_err(|e| RenderError::Invalid { path: file.into(), message: e.to_string() })?;
+        Ok::<_, RenderError>(layer)
+    };
+    let app_file = format!("apps/{}/app.yaml", app.name);
+    let Value::Object(mut values) = substituted(&app_file, helm.values.clone())? else { unreachable!() };
+    for file in values_files(src, &app.name, cluster) {
+        if let Value::Object(layer) = substituted(&file, parsed(&file)?)? {
+            helm::values::merge_maps(&mut values, layer);
+        }
+    }
+    Ok(Value::Object(values))
+}
+
+/// Loads the chart directory `path` of the repository.
+pub fn load_chart(src: &dyn Source, path: &str) -> Result<Chart, RenderError> {
+    if !src.is_dir(Path::new(path))? {
+        return Err(RenderError::Invalid {
+            path: path.into(),
+            message: "spec.helm.chart names no directory of this repository; fix the path or add the chart".into(),
+        });
+    }
+    Chart::load(src, Path::new(path)).map_err(|error| RenderError::Helm { chart: path.into(), error: Box::new(error) })
+}
+
+/// Renders `chart` as release `helm` in `namespace` for a cluster with `capabilities`: the
+/// objects Helm would install, in its order. CRDs first, then the install/upgrade hooks (they
+/// keep their `helm.sh/hook` annotations, by which the agent applies pre-hooks before and
+/// post-hooks after the rest, by weight), then the manifests. Test, delete and rollback hooks
+/// are left out: Convoy reconciles, it never uninstalls or rolls back a release.
+pub fn render_chart(
+    chart: &Chart,
+    values: &Value,
+    helm: &HelmSource,
+    namespace: &str,
+    capabilities: &Capabilities,
+) -> Result<Vec<Value>, RenderError> {
+    let mut opts = ReleaseOptions::new(&helm.release_name, namespace);
+    opts.capabilities = capabilities.clone();
+    let rendered = helm::render(chart, values, &opts)
+        .map_err(|error| RenderError::Helm { chart: chart.path.clone(), error: Box::new(error) })?;
+    let applied = [HookPhase::PreInstall, HookPhase::PreUpgrade, HookPhase::PostInstall, HookPhase::PostUpgrade];
+    let crds = rendered.crds.into_iter().map(|m| m.object);
+    let hooks = rendered.hooks.into_iter().filter(|h| h.phases.iter().any(|p| applied.contains(p))).map(|h| h.object);
+    Ok(crds.chain(hooks).chain(rendered.manifests.into_iter().map(|m| m.object)).collect())
+}
+
+/// One app for one cluster from the tree `src`, uncached: what the hub would assign.
+/// `chart` loads a chart that is not in the repository (remote repositories and registries).
+pub fn render_app(
+    src: &std::sync::Arc<dyn Source>,
+    app: &App,
+    cluster: &Cluster,
+    capabilities: &Capabilities,
+    chart: &dyn Fn(&ChartLocation) -> Result<Chart, RenderError>,
+) -> Result<AppAssignment, AppError> {
+    let rendered = match &app.helm {
+        None => {
+            let dir = overlay_dir(&**src, &app.name, &cluster.name, &cluster.environment);
+            Renderer::with_source(src.clone()).render(Path::new(&dir))?
+        }
+        Some(helm) => {
+            let loaded = match &helm.chart {
+                ChartLocation::Path(path) => load_chart(&**src, path)?,
+                remote => chart(remote)?,
+            };
+            let values = helm_values(&**src, app, helm, cluster, &mut |file: &str| {
+                parse_values(file, &crate::fleet::file(&**src, file).unwrap_or_default())
+            })?;
+            render_chart(&loaded, &values, helm, app.namespace.as_deref().unwrap_or("default"), capabilities)?
+        }
+    };
+    Ok(assemble(&rendered, cluster, app)?)
+}
+
+/// `apps/<app>/clusters/<cluster>` if present, else `apps/<app>/envs/<env>`, else `apps/<app>/base`.
+pub fn overlay_dir(src: &dyn Source, app: &str, cluster: &str, env: &str) -> String {
+    [format!("apps/{app}/clusters/{cluster}"), format!("apps/{app}/envs/{env}")]
+        .into_iter()
+        .find(|dir| src.is_dir(Path::new(dir)).unwrap_or(false))
+        .unwrap_or_else(|| format!("apps/{app}/base"))
+}
+
+/// Substitutes `${cluster.*}` variables and gives namespaced objects without a namespace the
+/// app's namespace.
+pub fn assemble(rendered: &[Value], cluster: &Cluster, app: &App) -> Result<AppAssignment, ObjectError> {
+    let cluster_scoped_crds: BTreeSet<(String, String)> = rendered
+        .iter()
+        .filter(|o| o["kind"] == "CustomResourceDefinition" && o["spec"]["scope"] == "Cluster")
+        .map(|o| {
+            (
+                o["spec"]["group"].as_str().unwrap_or_default().to_string(),
+                o["spec"]["names"]["kind"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    let mut objects = Vec::with_capacity(rendered.len());
+    for object in rendered {
+        let mut object = object.clone();
+        substitute(&mut object, cluster)?;
+        if let Some(namespace) = &app.namespace {
+            let kind = object["kind"].as_str().unwrap_or_default().to_string();
+            let group = object["apiVersion"]
+                .as_str()
+                .and_then(|v| v.split_once('/'))
+                .map(|(g, _)| g)
+                .unwrap_or_default()
+                .to_string();
+            let scoped = CLUSTER_SCOPED.contains(&kind.as_str()) || cluster_scoped_crds.contains(&(group, kind));
+            if !scoped && object["metadata"]["namespace"].as_str().is_none_or(str::is_empty) {
+                object["metadata"]["namespace"] = Value::String(namespace.clone());
+            }
+        }
+        let size = json_size(&object);
+        if size > MAX_OBJECT_BYTES {
+            return Err(ObjectError::TooLarge {
+                object: convoy_shared::model::ObjectRef::of(&object).to_string(),
+                size: human_bytes(size),
+                limit: human_bytes(MAX_OBJECT_BYTES),
+            });
+        }
+        objects.push(object);
+    }
+    Ok(AppAssignment {
+        name: app.name.clone(),
+        policy: app.policy,
+        depends_on: app.depends_on.clone(),
+        objects,
+        render_error: None,
+    })
+}
+
+/// Bytes of `value` as compact JSON, counted without building the string.
+fn json_size(value: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    serde_json::to_writer(&mut count, value).expect("counting never fails");
+    count.0
+}
+
+fn human_bytes(bytes: usize) -> String {
+    if bytes >= 1 << 20 { format!("{:.1} MiB", bytes as f64 / (1u64 << 20) as f64) } else { format!("{bytes} bytes") }
+}
+
+/// Replaces `${cluster.name}`, `${cluster.environment}` and `${cluster.labels.KEY}` in every
+/// string; an unknown `${cluster.…}` variable is an error, never an empty string.
+pub fn substitute(value: &mut Value, cluster: &Cluster) -> Result<(), ObjectError> {
+    match value {
+        Value::String(s) if s.contains("${cluster.") => {
+            let mut out = String::with_capacity(s.len());
+            let mut rest = s.as_str();
+            while let Some(start) = rest.find("${cluster.") {
+                out.push_str(&rest[..start]);
+                let after = &rest[start + 2..];
+                let end = after.find('}').ok_or_else(|| ObjectError::Unterminated { text: s.clone() })?;
+                let var = &after[..end];
+                let resolved = match var {
+                    "cluster.name" => cluster.name.clone(),
+                    "cluster.environment" => cluster.environment.clone(),
+                    _ => match var.strip_prefix("cluster.labels.").and_then(|k| cluster.labels.get(k)) {
+                        Some(v) => v.clone(),
+                        None => {
+                            return Err(ObjectError::Undefined {
+                                var: var.to_string(),
+                                cluster: cluster.name.clone(),
+                                labels: cluster.labels.keys().cloned().collect::<Vec<_>>().join(", "),
+                            });
+                        }
+                    },
+                };
+                out.push_str(&resolved);
+                rest = &after[end + 1..];
+            }
+            out.push_str(rest);
+            *s = out;
+            Ok(())
+        }
+        Value::Array(items) => items.iter_mut().try_for_each(|v| substitute(v, cluster)),
+        Value::Object(map) => map.values_mut().try_for_each(|v| substitute(v, cluster)),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn mk_cluster(name: &str) -> Cluster {
+        Cluster {
+            name: name.into(),
+            environment: "prod".into(),
+            labels: [("region".to_string(), "eu".to_string())].into(),
+        }
+    }
+
+    #[test]
+    fn variables_resolve_and_unknown_ones_are_errors() {
+        let mut v = json!({"data": {"a": "${cluster.name}-${cluster.labels.region}", "b": ["${cluster.environment}"], "c": "${HOME}"}});
+        substitute(&mut v, &mk_cluster("eu-1")).unwrap();
+        assert_eq!(v, json!({"data": {"a": "eu-1-eu", "b": ["prod"], "c": "${HOME}"}}));
+        let mut bad = json!("${cluster.labels.zone}");
+        let err = substitute(&mut bad, &mk_cluster("eu-1")).unwrap_err().to_string();
+        assert!(err.contains("cluster.labels.zone") && err.contains("eu-1") && err.contains("region"), "{err}");
+    }
+
+    #[test]
+    fn an_object_the_api_server_cannot_store_is_an_error_naming_it_and_its_size() {
+        let app = App {
+            name: "big".into(),
+            targets: None,
+            namespace: Some("big".into()),
+            depends_on: vec![],
+            policy: Default::default(),
+            helm: None,
+        };
+        let fits = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ok"}, "data": {"k": "x".repeat(MAX_OBJECT_BYTES - 200)}});
+        assert!(assemble(&[fits], &mk_cluster("eu-1"), &app).is_ok());
+        let huge = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "blob"}, "data": {"k": "x".repeat(4 << 20)}});
+        let err = assemble(&[huge], &mk_cluster("eu-1"), &app).unwrap_err().to_string();
+        assert!(err.contains("ConfigMap big/blob") && err.contains("4.0 MiB") && err.contains("1.5 MiB"), "{err}");
+    }
+
+    #[test]
+    fn namespaced_objects_get_the_app_namespace_and_cluster_scoped_ones_do_not() {
+        let app = App {
+            name: "web".into(),
+            targets: None,
+            namespace: Some("web".into()),
+            depends_on: vec![],
+            policy: Default::default(),
+            helm: None,
+        };
+        let rendered = vec![
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}}),
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "b", "namespace": "other"}}),
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "c"}}),
+            json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition", "metadata": {"name": "ws.x.io"},
+                   "spec": {"group": "x.io", "scope": "Cluster", "names": {"kind": "W"}}}),
+            json!({"apiVersion": "x.io/v1", "kind": "W", "metadata": {"name": "d"}}),
+        ];
+        let out = assemble(&rendered, &mk_cluster("eu-1"), &app).unwrap();
+        let ns: Vec<_> = out.objects.iter().map(|o| o["metadata"]["namespace"].as_str().map(str::to_string)).collect();
+        assert_eq!(ns, [Some("web".into()), Some("other".into()), None, None, None]);
+    }
+}

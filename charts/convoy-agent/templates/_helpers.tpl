@@ -46,3 +46,12 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- define "convoy-agent.tokenSecret" -}}
 {{- default (printf "%s-bootstrap" (include "convoy-agent.fullname" .)) .Values.bootstrap.existingSecret -}}
 {{- end -}}
+
+{{/* The container image: repository@digest when a digest is pinned, else repository:tag (default appVersion). */}}
+{{- define "convoy-agent.image" -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) -}}
+{{- end -}}
+{{- end -}}

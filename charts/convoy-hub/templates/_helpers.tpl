@@ -30,3 +30,12 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- define "convoy-hub.chartsSecret" -}}
 {{- default (printf "%s-charts" (include "convoy-hub.fullname" .)) .Values.charts.existingSecret -}}
 {{- end -}}
+
+{{/* The container image: repository@digest when a digest is pinned, else repository:tag (default appVersion). */}}
+{{- define "convoy-hub.image" -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) -}}
+{{- end -}}
+{{- end -}}

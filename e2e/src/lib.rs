@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod fleet_repo;
+pub mod fleetsim;
 pub mod git_http;
 pub mod harness;
 pub mod sandbox;

@@ -137,7 +137,10 @@ impl SimFleet {
             let (link, handle) = HubLink::new(link, None);
             states.push(handle.state.clone());
             tasks.spawn(link.run(shutdown.clone()));
-            tasks.spawn(answer(handle, stats.clone()));
+            let stats = stats.clone();
+            tasks.spawn(apply_every_assignment(handle, move || {
+                stats.applied.fetch_add(1, Ordering::Relaxed);
+            }));
         }
         Ok(SimFleet { states, stats, tasks, issued_in })
     }
@@ -153,14 +156,14 @@ impl SimFleet {
     }
 }
 
-/// One simulated agent's "cluster": every assignment the link takes is applied at once. Ends
-/// when the link stops (it drops the assignment's sender).
-async fn answer(mut handle: LinkHandle, stats: Arc<SimStats>) {
+/// A simulated agent's "cluster": every assignment its link takes is applied at once and
+/// reported so (`on_applied` is told). Ends when the link stops (it drops the assignment's sender).
+pub async fn apply_every_assignment(mut handle: LinkHandle, on_applied: impl Fn()) {
     while handle.assignment.changed().await.is_ok() {
         let assignment = handle.assignment.borrow_and_update().clone();
         if let Some(assignment) = assignment {
             handle.reports.push(applied_report(&assignment));
-            stats.applied.fetch_add(1, Ordering::Relaxed);
+            on_applied();
         }
     }
 }

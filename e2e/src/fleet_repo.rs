@@ -211,6 +211,22 @@ pub fn generated_fleet(dir: &Path, clusters: usize, apps: usize) -> FleetRepo {
     repo
 }
 
+/// Changes the base ConfigMap of `app-{app}` of a [`generated_fleet`] on each of its branches
+/// (dev, stage, main), so every cluster's assignment changes; returns the three commits. Leaves
+/// `main` checked out.
+pub fn change_generated_base(repo: &FleetRepo, app: usize, value: &str) -> Vec<String> {
+    let name = format!("app-{app}");
+    let config = configmap_yaml(&format!("{name}-config"), &[("cluster", "${cluster.name}"), ("change", value)]);
+    ["dev", "stage", "main"]
+        .into_iter()
+        .map(|branch| {
+            repo.checkout(branch);
+            repo.write(&format!("apps/{name}/base/config.yaml"), &config);
+            repo.commit(&format!("{name}: {value}"))
+        })
+        .collect()
+}
+
 /// A Deployment manifest running one container.
 pub fn deployment_yaml(name: &str, replicas: u32) -> String {
     format!(

@@ -496,3 +496,27 @@ pub fn push_event(reference: &str, after: &str) -> String {
     let repository = serde_json::json!({"full_name": "convoy/fleet", "pushed_at": pushed_at.to_string()});
     serde_json::json!({"ref": reference, "after": after, "repository": repository}).to_string()
 }
+
+/// A `fleetsim` process running `agents` simulated agents (clusters `c-00000…`, as
+/// [`crate::fleet_repo::generated_fleet`] declares them) against `hub`, their certificates
+/// signed by the CA in `certs`. Killed when dropped.
+pub fn spawn_fleetsim(hub: &str, certs: &CertDir, agents: usize) -> Process {
+    let mut command = Command::new(workspace_binary("fleetsim"));
+    command.args(["--agents", &agents.to_string(), "--hub", hub, "--certs"]).arg(&certs.0);
+    Process::spawn(command)
+}
+
+/// Every cluster the hub at `hub` knows, asked with `viewer`; `None` while the hub does not answer.
+/// Lists of many thousand clusters run to several MiB, past tonic's default 4 MiB.
+pub async fn list_clusters(viewer: &FleetServiceClient<Channel>) -> Option<Vec<convoy_shared::proto::ClusterInfo>> {
+    let mut viewer = viewer.clone().max_decoding_message_size(256 << 20);
+    let request = convoy_shared::proto::ListClustersRequest {};
+    Some(viewer.list_clusters(request).await.ok()?.into_inner().clusters)
+}
+
+/// Clusters connected now, and clusters connected and running their current assignment.
+pub fn connected_and_in_sync(clusters: &[convoy_shared::proto::ClusterInfo]) -> (usize, usize) {
+    let connected = clusters.iter().filter(|c| c.connected).count();
+    let in_sync = clusters.iter().filter(|c| c.connected && c.in_sync && !c.assigned_digest.is_empty()).count();
+    (connected, in_sync)
+}

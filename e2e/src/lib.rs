@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod chart_sources;
 pub mod fleet_repo;
+pub mod fleetsim;
 pub mod git_http;
 pub mod harness;
 pub mod sandbox;

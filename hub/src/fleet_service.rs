@@ -44,11 +44,10 @@ impl FleetApi {
 
     /// The named cluster, or every cluster when `name` is empty.
     fn selected(&self, name: &str) -> Result<Vec<ClusterInfo>, Status> {
-        let all = self.clusters();
         if name.is_empty() {
-            return Ok(all);
+            return Ok(self.clusters());
         }
-        all.into_iter().find(|c| c.name == name).map(|c| vec![c]).ok_or_else(|| {
+        self.hub.cluster_info(name).map(|c| vec![c]).ok_or_else(|| {
             Status::not_found(format!("unknown cluster '{name}': `convoy clusters` lists the clusters the hub knows"))
         })
     }

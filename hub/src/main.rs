@@ -285,6 +285,12 @@ fn run(command: Command, runtime: &tokio::runtime::Runtime) -> Result<(), Failur
                 max_per_source: max_handshakes_per_source as usize,
             };
             let hub_config = HubConfig { tls, source, webhook_secret, handshakes };
+            // One open file per agent stream: take all the hard limit allows (the soft default
+            // is often 1,024), and say how many agents that leaves room for.
+            match rlimit::increase_nofile_limit(u64::MAX) {
+                Ok(limit) => tracing::info!(limit, "open-file limit raised to the hard limit (one per agent stream)"),
+                Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit; agent streams may be refused"),
+            }
             runtime.block_on(async {
                 let grpc = bind(&listen).await?;
                 tracing::info!(address = %local_addr(&grpc)?, "hub listening");

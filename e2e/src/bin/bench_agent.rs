@@ -11,7 +11,7 @@
 use std::time::{Duration, Instant};
 
 use convoy_agent::testing::{self as fx, InProcessAgent, NS};
-use convoy_e2e::bench::{kubectl_apply, ms, percentile};
+use convoy_e2e::bench::{kubectl_apply, ms, peak_rss_kib, percentile, rss_kib};
 use convoy_e2e::harness::{Process, agent_command};
 use convoy_shared::identity::Identity;
 use convoy_shared::model::{Assignment, SyncPolicy};
@@ -21,19 +21,6 @@ use serde_json::{Value, json};
 
 fn managed_count(cluster: &SimCluster, name: &str) -> usize {
     cluster.list_all().iter().filter(|o| o["metadata"]["labels"]["convoy.dev/cluster"] == name).count()
-}
-
-fn rss_kib(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
 }
 
 async fn wait(what: &str, mut check: impl FnMut() -> bool) {
@@ -65,12 +52,12 @@ async fn agent_process_rss(n: usize) -> (u64, u64, u64, Duration) {
     let agent = Process::spawn(command);
     let pid = agent.pid();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let (before, _) = rss_kib(pid);
+    let before = rss_kib(pid);
     wait("the agent process to apply everything", || managed_count(cluster, name) >= n).await;
     let applied_in = started.elapsed();
     // Let status settle and the watches go quiet, then sample the steady state.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let (steady, peak) = rss_kib(pid);
+    let (steady, peak) = (rss_kib(pid), peak_rss_kib(pid));
     drop(agent);
     (before, steady, peak, applied_in)
 }

@@ -2,6 +2,7 @@
 //! per second as the peer in the same run, and resident memory of 100 clusters × 200 objects.
 
 use anyhow::Context as _;
+use convoy_e2e::bench::rss_kib;
 use futures::StreamExt as _;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use kubesim::{FleetOptions, SimConfig, SimFleet};
@@ -12,18 +13,6 @@ const CONCURRENCY: usize = 8;
 const OPS: usize = 4000;
 const CLUSTERS: usize = 100;
 const OBJECTS: usize = 200;
-
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
 
 fn deployment(i: usize, rev: usize) -> Value {
     let name = format!("app-{i}");
@@ -68,7 +57,7 @@ where
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let baseline_kib = rss_kib();
+    let baseline_kib = rss_kib(std::process::id());
 
     // 1. Throughput through kube on loopback.
     let fleet = SimFleet::start(&["bench"]).await.context("starting kubesim")?;
@@ -110,7 +99,7 @@ async fn main() -> anyhow::Result<()> {
     println!("  ratio apply/get:                         {:>9.2}", apply_rate / get_rate);
 
     // 2. Memory of many clusters holding many objects.
-    let before_kib = rss_kib();
+    let before_kib = rss_kib(std::process::id());
     let names: Vec<String> = (0..CLUSTERS).map(|i| format!("c{i:03}")).collect();
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     let start = Instant::now();
@@ -119,7 +108,7 @@ async fn main() -> anyhow::Result<()> {
         config: SimConfig { ready_delay: Duration::from_millis(100), ..SimConfig::default() },
     };
     let fleet = SimFleet::start_with(&refs, opts).await?;
-    let empty_kib = rss_kib();
+    let empty_kib = rss_kib(std::process::id());
     for c in fleet.clusters() {
         for i in 0..OBJECTS {
             c.apply("convoy-agent", &object(i), false)?;
@@ -127,7 +116,7 @@ async fn main() -> anyhow::Result<()> {
     }
     // Let the status simulator settle every Deployment before measuring.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let after_kib = rss_kib();
+    let after_kib = rss_kib(std::process::id());
     let all: Vec<Value> = fleet.clusters().iter().flat_map(|c| c.list_all()).collect();
     let total = all.len();
     let json_bytes: usize = all.iter().map(|o| serde_json::to_vec(o).map_or(0, |v| v.len())).sum();

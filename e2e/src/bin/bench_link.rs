@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use convoy_agent::link::LinkState;
-use convoy_e2e::bench::{median_p99, ms};
+use convoy_e2e::bench::{median_p99, ms, rss_kib};
 use convoy_e2e::harness::{HubProcess, RunningAgent, TestCa, eventually};
 use convoy_shared::identity::{Identity, Role};
 use convoy_shared::proto::ListClustersRequest;
@@ -65,7 +65,7 @@ async fn main() -> anyhow::Result<()> {
 
     // Memory per idle stream.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let before = rss_kib(hub.process.pid())?;
+    let before = rss_kib(hub.process.pid());
     let certs: Vec<_> = (0..IDLE_STREAMS).map(|i| ca.issue(Identity::Cluster(format!("idle-{i}")))).collect();
     let started = Instant::now();
     let agents: Vec<_> = certs
@@ -89,7 +89,7 @@ async fn main() -> anyhow::Result<()> {
     .await;
     let connect_all = started.elapsed();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let after = rss_kib(hub.process.pid())?;
+    let after = rss_kib(hub.process.pid());
     let per = (after.saturating_sub(before)) as f64 / IDLE_STREAMS as f64;
     println!("{IDLE_STREAMS} idle agent streams connected in {:.2} s", connect_all.as_secs_f64());
     println!("hub RSS: {before} KiB before, {after} KiB with {IDLE_STREAMS} streams → {per:.1} KiB per connection");
@@ -97,10 +97,4 @@ async fn main() -> anyhow::Result<()> {
         agent.stop().await;
     }
     Ok(())
-}
-
-fn rss_kib(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).ok_or_else(|| anyhow::anyhow!("no VmRSS"))?;
-    Ok(line.split_whitespace().nth(1).unwrap_or("0").parse()?)
 }

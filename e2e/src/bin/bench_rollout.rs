@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 use convoy_agent::link::HubLink;
 use convoy_e2e::bench::{median_p99, ms};
 use convoy_e2e::fleet_repo::{FleetRepo, app_yaml, cluster_yaml, configmap_yaml, kustomization_yaml};
+use convoy_e2e::fleetsim::apply_every_assignment;
 use convoy_e2e::harness::{InProcessHub, TestCa};
 use convoy_shared::identity::Identity;
-use convoy_shared::model::report::Report;
 use tokio_util::sync::CancellationToken;
 
 const CLUSTERS: usize = 100;
@@ -80,21 +80,9 @@ async fn run(waves: bool, samples: usize) -> anyhow::Result<(Duration, Duration)
     for i in 0..CLUSTERS {
         let name = format!("c-{i:03}");
         let cert = ca.issue(Identity::Cluster(name.clone()));
-        let (link, mut handle) = HubLink::new(ca.agent_config(&hub.address, Some(&cert), &name), None);
+        let (link, handle) = HubLink::new(ca.agent_config(&hub.address, Some(&cert), &name), None);
         tokio::spawn(link.run(shutdown.clone()));
-        // An agent that applies whatever it is given at once.
-        tokio::spawn(async move {
-            while handle.assignment.changed().await.is_ok() {
-                let Some(assignment) = handle.assignment.borrow_and_update().clone() else { continue };
-                let report = Report {
-                    revision: assignment.revision.clone(),
-                    digest: assignment.digest.clone(),
-                    applied: true,
-                    ..Default::default()
-                };
-                handle.reports.push(report);
-            }
-        });
+        tokio::spawn(apply_every_assignment(handle, || {}));
     }
     let head = repo.head();
     wait_all_applied(&hub, &head).await;

@@ -1,0 +1,211 @@
+//! `bench_fleet`: one `convoy-hub` process and N simulated agents (`fleetsim`, default 10,000,
+//! each its own mutual-TLS stream and certificate) on a generated fleet of N clusters × 10 apps.
+//! Prints each figure with its goal:
+//!
+//! - time until all N agents are connected (and have applied their first assignment);
+//! - hub RSS per connected idle agent (goal ≤ 64 KiB);
+//! - a one-app change committed → an applied report from every agent at the hub, p50 / p99
+//!   (goal p99 ≤ 2 s), from the hub's own history timestamps;
+//! - hub killed (SIGKILL) and restarted → all N reconnected and in sync (goal ≤ 30 s), with the
+//!   hub's CPU over that time;
+//! - hub RSS with N clusters × 10 apps assigned, without and with the agents (goal ≤ 1 GiB).
+//!
+//! The simulator shares the machine (and its cores) with the hub, as it would on a laptop.
+//!
+//! Run: `bash e2e/bench.sh fleet`, or `target/release/bench_fleet --agents 2000` for fewer.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use convoy_e2e::bench::{cpu_time, ms, percentile, rss_kib};
+use convoy_e2e::fleet_repo::{FleetRepo, change_generated_base, generated_fleet};
+use convoy_e2e::harness::{
+    HubProcess, TestCa, connected_and_in_sync, list_clusters, post_webhook, push_event, spawn_fleetsim,
+};
+use convoy_shared::clock::unix_ms;
+use convoy_shared::identity::Role;
+use convoy_shared::proto::fleet_service_client::FleetServiceClient;
+use convoy_shared::proto::{ClusterInfo, HistoryRequest};
+use futures::StreamExt as _;
+use kubesim::poll::within;
+use tonic::transport::Channel;
+
+const APPS: usize = 10;
+const SECRET: &str = "bench-fleet-webhook";
+/// The longest any phase may take before the benchmark gives up.
+const PHASE_LIMIT: Duration = Duration::from_secs(900);
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    convoy_shared::install_crypto_provider();
+    let mut args = std::env::args().skip(1);
+    let mut agents = 10_000;
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--agents" => agents = args.next().ok_or_else(|| anyhow::anyhow!("--agents needs a number"))?.parse()?,
+            other => anyhow::bail!("unknown argument {other}; usage: bench_fleet [--agents N]"),
+        }
+    }
+    let work = tempfile::tempdir()?;
+    let repo = generated_fleet(&work.path().join("repo"), agents, APPS);
+    let data = work.path().join("hub-data");
+    let ca = TestCa::new();
+    println!("bench_fleet: {agents} simulated agents, {agents} clusters x {APPS} apps (even apps on all, odd on half)");
+
+    let started = Instant::now();
+    let hub = start_hub(&ca, &repo, &data, "127.0.0.1:0");
+    let viewer = ca.cli(&hub.address, Role::Viewer).await;
+    until(&viewer, "every assignment published", |c| {
+        c.iter().filter(|c| !c.assigned_digest.is_empty()).count() >= agents
+    })
+    .await;
+    println!("  hub up, {agents} assignments published in {:.2} s", started.elapsed().as_secs_f64());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss_assigned = rss_kib(hub.process.pid());
+
+    // All connect.
+    let started = Instant::now();
+    let sim = spawn_fleetsim(&hub.address, &ca.certs, agents);
+    until(&viewer, "every agent connected", |c| connected_and_in_sync(c).0 >= agents).await;
+    let connected_in = started.elapsed();
+    until(&viewer, "every agent in sync", |c| connected_and_in_sync(c).1 >= agents).await;
+    let synced_in = started.elapsed();
+    println!(
+        "  all {agents} connected in {:.2} s, all applied their assignment in {:.2} s",
+        connected_in.as_secs_f64(),
+        synced_in.as_secs_f64()
+    );
+
+    // Idle memory per agent.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let rss_idle = rss_kib(hub.process.pid());
+    let per_agent = rss_idle.saturating_sub(rss_assigned) as f64 / agents as f64;
+    println!(
+        "  hub RSS per connected idle agent: {per_agent:.1} KiB ({rss_assigned} KiB before the agents, {rss_idle} KiB with them) | goal <= 64 KiB: {}",
+        verdict(per_agent <= 64.0)
+    );
+
+    // A one-app change reaches every agent.
+    let commits = change_generated_base(&repo, 0, "bench");
+    let committed_ms = unix_ms();
+    post_webhook(&hub.http_address, SECRET, &push_event("refs/heads/main", &commits[2])).map_err(anyhow::Error::msg)?;
+    let fresh = |c: &ClusterInfo| commits.contains(&c.applied_revision) && c.in_sync;
+    until(&viewer, "every agent to apply the change", |c| c.iter().filter(|c| fresh(c)).count() >= agents).await;
+    let mut latencies = applied_latencies(&viewer, committed_ms, &commits).await;
+    latencies.sort();
+    let (p50, p99, max) = (percentile(&latencies, 0.5), percentile(&latencies, 0.99), latencies[latencies.len() - 1]);
+    println!(
+        "  one-app change committed -> applied report at the hub, {} agents: p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms | goal p99 <= 2 s: {}",
+        latencies.len(),
+        ms(p50),
+        ms(p99),
+        ms(max),
+        verdict(p99 <= Duration::from_secs(2))
+    );
+
+    // The hub dies and comes back on the same address with the same data.
+    let listen = hub.address.clone();
+    hub.kill();
+    let killed = Instant::now();
+    let hub = start_hub(&ca, &repo, &data, &listen);
+    let viewer = ca.cli(&hub.address, Role::Viewer).await;
+    let sampling = Arc::new(AtomicBool::new(true));
+    let sampler = tokio::spawn(sample_cpu(hub.process.pid(), sampling.clone()));
+    until(&viewer, "every agent back and in sync", |c| connected_and_in_sync(c).1 >= agents).await;
+    let back_in = killed.elapsed();
+    sampling.store(false, Ordering::Relaxed);
+    let (cpu, busiest) = sampler.await?;
+    println!(
+        "  hub killed and restarted -> all {agents} reconnected and in sync in {:.2} s | goal <= 30 s: {}",
+        back_in.as_secs_f64(),
+        verdict(back_in <= Duration::from_secs(30))
+    );
+    println!(
+        "    hub CPU meanwhile: {:.2} s, {:.0}% of one core on average, busiest second {:.0}% (2 cores)",
+        cpu.as_secs_f64(),
+        100.0 * cpu.as_secs_f64() / back_in.as_secs_f64(),
+        100.0 * busiest
+    );
+
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let rss_connected = rss_kib(hub.process.pid());
+    println!(
+        "  hub RSS with {agents} clusters x {APPS} apps assigned: {:.0} MiB without agents, {:.0} MiB with all {agents} connected (after the restart) | goal <= 1 GiB: {}",
+        rss_assigned as f64 / 1024.0,
+        rss_connected as f64 / 1024.0,
+        verdict(rss_assigned.max(rss_connected) <= 1 << 20)
+    );
+    println!("  (fleetsim itself: {:.0} MiB RSS for {agents} agents)", rss_kib(sim.pid()) as f64 / 1024.0);
+    Ok(())
+}
+
+/// `convoy-hub serve` reading `repo` (fetching only when the webhook calls), keeping `data`.
+fn start_hub(ca: &TestCa, repo: &FleetRepo, data: &std::path::Path, listen: &str) -> HubProcess {
+    let data = data.to_str().expect("a UTF-8 data path");
+    // Per-stream lines at info would make the hub log 10,000s of lines per phase.
+    let filter = "warn,convoy_hub=info,convoy_hub::agent_service=warn,convoy_hub::connections=warn";
+    let url = repo.url();
+    let extra = ["--repo", &url, "--data", data, "--poll-seconds", "3600", "--webhook-secret", SECRET];
+    HubProcess::start_with(&ca.certs.0, listen, filter, &extra)
+}
+
+/// Waits until the hub's cluster list satisfies `done`, asking about four times a second (a list
+/// of 10,000 clusters is work for the hub too).
+async fn until(viewer: &FleetServiceClient<Channel>, what: &str, done: impl Fn(&[ClusterInfo]) -> bool) {
+    let done = &done;
+    within(what, PHASE_LIMIT, move || async move {
+        let clusters = list_clusters(viewer).await;
+        let finished = clusters.is_some_and(|c| done(&c));
+        if !finished {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        finished.then_some(())
+    })
+    .await
+}
+
+/// For every cluster, the time from `committed_ms` to the hub's "applied" history entry for one
+/// of `commits`, as the hub stamped it when the report arrived.
+async fn applied_latencies(
+    viewer: &FleetServiceClient<Channel>,
+    committed_ms: i64,
+    commits: &[String],
+) -> Vec<Duration> {
+    let clusters = list_clusters(viewer).await.expect("the cluster list");
+    futures::stream::iter(clusters)
+        .map(|cluster| {
+            let mut viewer = viewer.clone();
+            async move {
+                let request = HistoryRequest { cluster: cluster.name.clone(), limit: 8 };
+                let entries = viewer.history(request).await.expect("history").into_inner().entries;
+                let applied = entries
+                    .iter()
+                    .find(|e| e.event == "applied" && commits.contains(&e.revision))
+                    .unwrap_or_else(|| panic!("no 'applied' history entry of {} for the change", cluster.name));
+                Duration::from_millis(applied.at_unix_ms.saturating_sub(committed_ms).max(0) as u64)
+            }
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await
+}
+
+/// CPU the hub used while `running`, and the largest share of one core it used in any second.
+async fn sample_cpu(pid: u32, running: Arc<AtomicBool>) -> (Duration, f64) {
+    let start = cpu_time(pid);
+    let mut last = start;
+    let mut busiest = 0f64;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    while running.load(Ordering::Relaxed) {
+        tick.tick().await;
+        let now = cpu_time(pid);
+        busiest = busiest.max(now.saturating_sub(last).as_secs_f64());
+        last = now;
+    }
+    (cpu_time(pid).saturating_sub(start), busiest)
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met { "met" } else { "MISSED" }
+}

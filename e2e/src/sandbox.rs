@@ -151,6 +151,7 @@ impl Sandbox {
                 interval: config.poll,
                 access: Default::default(),
             }),
+            replication: None,
             webhook_secret: Some(webhook_secret),
         };
         let (hub_state, token) = ((hub.clone(), publisher), shutdown.clone());

@@ -12,7 +12,9 @@ use convoy_hub::registry::RegistryConfig;
 use convoy_hub::server::{self, HubConfig};
 use convoy_hub::source::SourceConfig;
 use convoy_hub::state::Hub;
-use convoy_hub::store::RedbStore;
+use convoy_hub::replication::Replication;
+use convoy_hub::store::{RedbStore, Store};
+use convoy_hub::store_pg::PgStore;
 use convoy_shared::identity::{Identity, Role};
 use convoy_shared::pki::{self, CertDir, CertificateAuthority, LeafRequest};
 use convoy_shared::telemetry::{Instrumented, TelemetryConfig};
@@ -71,6 +73,11 @@ enum Command {
         /// Directory for the Git mirror and the embedded store.
         #[arg(long, env = "CONVOY_DATA", default_value = "convoy-data")]
         data: PathBuf,
+        /// Keep the hub's state in PostgreSQL (postgres://USER[:PASSWORD]@HOST:PORT/DATABASE)
+        /// instead of the embedded store in --data; hubs sharing one database are replicas: one
+        /// leads the sync, every one serves agents and the CLI.
+        #[arg(long, env = "CONVOY_STORE", hide_env_values = true)]
+        store: Option<String>,
         /// Branch holding convoy.yaml (convoy.yaml's spec.fleetBranch may move it).
         #[arg(long, env = "CONVOY_FLEET_BRANCH", default_value = "main")]
         fleet_branch: String,
@@ -205,6 +212,7 @@ fn run(command: Command, runtime: &tokio::runtime::Runtime) -> Result<(), Failur
             git_password,
             git_ca,
             data,
+            store,
             fleet_branch,
             poll_seconds,
             http_listen,
@@ -233,7 +241,7 @@ fn run(command: Command, runtime: &tokio::runtime::Runtime) -> Result<(), Failur
                 interval: Duration::from_secs(poll_seconds.max(1)),
                 access,
             });
-            let hub_config = HubConfig { tls, source, webhook_secret };
+            let mut hub_config = HubConfig { tls, source, replication: None, webhook_secret };
             runtime.block_on(async {
                 let grpc = bind(&listen).await?;
                 tracing::info!(address = %local_addr(&grpc)?, "hub listening");
@@ -243,8 +251,16 @@ fn run(command: Command, runtime: &tokio::runtime::Runtime) -> Result<(), Failur
                 }
                 let shutdown = CancellationToken::new();
                 tokio::spawn(convoy_shared::cancel_on_signal(shutdown.clone()));
-                let store = RedbStore::open(&data).map_err(|e| config(e.into()))?;
-                let hub = Hub::new(Arc::new(store), registry).map_err(|e| config(e.into()))?;
+                let store: Arc<dyn Store> = match &store {
+                    Some(url) => {
+                        let store = Arc::new(PgStore::connect(url).map_err(|e| config(e.into()))?);
+                        let holder = format!("{}@{listen}", hostname());
+                        hub_config.replication = Some(Replication::new(store.clone(), holder));
+                        store
+                    }
+                    None => Arc::new(RedbStore::open(&data).map_err(|e| config(e.into()))?),
+                };
+                let hub = Hub::new(store, registry).map_err(|e| config(e.into()))?;
                 server::run(hub_config, grpc, http, hub, shutdown).await.map_err(|e| Failure::Runtime(e.into()))
             })
         }
@@ -260,6 +276,15 @@ async fn bind(address: &str) -> Result<tokio::net::TcpListener, Failure> {
 
 fn local_addr(listener: &tokio::net::TcpListener) -> Result<std::net::SocketAddr, Failure> {
     listener.local_addr().map_err(|e| Failure::Runtime(e.into()))
+}
+
+/// This machine's name (a pod's name in Kubernetes), to say which replica leads.
+fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|name| name.trim().to_string())
+        .unwrap_or_default()
 }
 
 /// Accepts a local path as the repository and turns it into a file:// URL.

@@ -17,6 +17,7 @@ use crate::metrics::HubMetrics;
 use crate::registry::{Registry, RegistryConfig};
 use crate::rollout::{Command, Rollout, RolloutError};
 use crate::store::{MemoryStore, Store, StoreError, StoreEvent, StoreWriter};
+use crate::store_pg::PgStore;
 use crate::view::FleetView;
 
 /// Fleet events kept for watchers that read slowly.
@@ -74,6 +75,9 @@ pub struct Publisher {
     hub: Arc<Hub>,
     /// Only the source loop reads it (the lock is never contended).
     requests: tokio::sync::Mutex<mpsc::Receiver<EnvironmentRequest>>,
+    /// The database replicas share, when this hub is one of several: a leader's assignments are
+    /// written there (fenced) before its own agents see them.
+    replicas: Option<Arc<PgStore>>,
 }
 
 impl Hub {
@@ -100,7 +104,7 @@ impl Hub {
             hub.connections.restore(&cluster, report);
         }
         let hub = Arc::new(hub);
-        Ok((hub.clone(), Publisher { hub, requests: tokio::sync::Mutex::new(requests) }))
+        Ok((hub.clone(), Publisher { hub, requests: tokio::sync::Mutex::new(requests), replicas: None }))
     }
 
     /// A hub that keeps its state in memory only.
@@ -206,6 +210,21 @@ impl Hub {
         self.reported.notify_one();
     }
 
+    /// Takes a report another replica received and stored (its agent streams there).
+    pub fn relay_report(&self, cluster: &str, report: proto::Report) {
+        self.connections.relayed(cluster, report);
+        self.reported.notify_one();
+    }
+
+    /// Takes a revocation another replica recorded: the cluster is refused here too, and its
+    /// stream here closed.
+    pub fn relay_revocation(&self, cluster: &str, at: i64) {
+        self.registry.relay_revocation(cluster, at);
+        if self.connections.disconnect(cluster) {
+            tracing::warn!(cluster, "revoked on another replica; its stream here is closed");
+        }
+    }
+
     /// Waits until every report and history entry recorded so far is in the store.
     pub async fn flush_store(&self) {
         self.writer.flush().await;
@@ -295,11 +314,33 @@ impl Publisher {
         *guard = Arc::new(next);
     }
 
+    /// From now on, writes every assignment it publishes to the replicas' database first, under
+    /// this replica's fence (see [`crate::leadership`]).
+    pub fn replicate_to(&mut self, store: Arc<PgStore>) {
+        self.replicas = Some(store);
+    }
+
+    /// Serves an assignment the leading replica published (nothing is recorded: the leader did).
+    pub fn follow(&self, assignment: Arc<Assignment>) {
+        if self.hub.assignments.publish(assignment) {
+            self.hub.metrics.assignments_published.inc();
+        }
+    }
+
     /// Publishes a cluster's assignment; true when its content changed (then it is recorded in
-    /// the cluster's history).
+    /// the cluster's history). A replica whose write the fence refuses publishes nothing.
     pub fn publish(&self, assignment: Arc<Assignment>) -> bool {
         let (cluster, revision, digest) =
             (assignment.cluster.clone(), assignment.revision.clone(), assignment.digest.clone());
+        if let Some(replicas) = &self.replicas {
+            let current = self.hub.assignments.get(&cluster);
+            if current.is_none_or(|c| c.digest != digest || c.revision != revision)
+                && let Err(e) = replicas.publish(&assignment)
+            {
+                tracing::error!(cluster, revision, error = %e, "assignment not published");
+                return false;
+            }
+        }
         // A restarted hub's first plan re-publishes what its history already says was assigned:
         // that is no news for `convoy history` or watchers.
         let recorded = self.hub.assignments.get(&cluster).is_none()

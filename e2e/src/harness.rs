@@ -10,12 +10,12 @@ use std::time::Duration;
 use convoy_agent::link::{Backoff, HubLink, LinkConfig, LinkHandle};
 
 use convoy_hub::registry::{DEFAULT_AGENT_CERT_LIFETIME, RegistryConfig};
+pub use convoy_hub::testing::TestPostgres;
 use convoy_shared::identity::{Identity, Role};
 use convoy_shared::pki::{self, CertDir, CertificateAuthority, IssuedCert, LeafRequest};
 use convoy_shared::proto::fleet_service_client::FleetServiceClient;
 use convoy_shared::tls::{self, HubAddress};
 use kubesim::SimCluster;
-pub use convoy_hub::testing::TestPostgres;
 pub use kubesim::eventually;
 use kubesim::poll::HANG_GUARD;
 use time::{Duration as TimeDuration, OffsetDateTime};

@@ -173,9 +173,7 @@ fn env_of(objects: &[Value], kind: &str, name: &str) -> Option<Value> {
 #[test]
 fn agents_take_several_hub_replicas_and_hub_replicas_require_postgres() {
     let ca = TestCa::new();
-    let hubs = |address: &str, addresses: Value| {
-        json!({"hub": {"address": address, "addresses": addresses, "ca": ca.ca.cert_pem()}, "bootstrap": {"token": "t"}})
-    };
+    let hubs = |address: &str, addresses: Value| json!({"hub": {"address": address, "addresses": addresses, "ca": ca.ca.cert_pem()}, "bootstrap": {"token": "t"}});
     let objects = render("convoy-agent", hubs("", json!(["hub-0.hub:7443", "hub-1.hub:7443"])));
     let hub = env_of(&objects, "Deployment", "CONVOY_HUB").unwrap();
     assert_eq!(hub["value"], "hub-0.hub:7443,hub-1.hub:7443");

@@ -24,7 +24,6 @@ async fn history(ca: &TestCa, hub: &str) -> Vec<(String, String)> {
     entries.into_iter().map(|e| (e.event, e.revision)).collect()
 }
 
-
 fn new_greeting(repo: &FleetRepo, greeting: &str) -> String {
     repo.write("apps/web/base/config.yaml", &configmap_yaml("web-config", &[("greeting", greeting)]));
     repo.commit(&format!("web: {greeting}"))

@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use convoy_hub::git::GitAccess;
 use convoy_hub::registry::RegistryConfig;
+use convoy_hub::replication::Replication;
 use convoy_hub::server::{self, HubConfig};
 use convoy_hub::source::SourceConfig;
 use convoy_hub::state::Hub;
-use convoy_hub::replication::Replication;
 use convoy_hub::store::{RedbStore, Store};
 use convoy_hub::store_pg::PgStore;
 use convoy_shared::identity::{Identity, Role};

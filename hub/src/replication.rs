@@ -57,8 +57,7 @@ pub async fn run(
     let Replication { store, leadership } = replication;
     let (notices, mut announced) = mpsc::channel(NOTICES);
     let stop_listening = shutdown.child_token();
-    let listener =
-        tokio::spawn(listen(store.clone(), publisher.hub().clone(), notices, stop_listening.clone()));
+    let listener = tokio::spawn(listen(store.clone(), publisher.hub().clone(), notices, stop_listening.clone()));
     let acquire = leadership.acquire();
     tokio::pin!(acquire);
     let lead = loop {
@@ -107,19 +106,16 @@ async fn follow(store: &Arc<PgStore>, publisher: &Publisher, cluster: Option<Str
                 publisher.follow(Arc::new(assignment));
             }
         }
-        Ok(Err(e)) => tracing::warn!(error = %e, "cannot read the leader's assignments; agents keep the ones they have"),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "cannot read the leader's assignments; agents keep the ones they have")
+        }
         Err(e) => tracing::error!(error = %e, "reading the leader's assignments panicked"),
     }
 }
 
 /// Listens for announcements until `stop`: publications go to `notices` (`None`: read them all,
 /// after a gap in listening), other replicas' reports into the hub's status table.
-async fn listen(
-    store: Arc<PgStore>,
-    hub: Arc<Hub>,
-    notices: mpsc::Sender<Option<String>>,
-    stop: CancellationToken,
-) {
+async fn listen(store: Arc<PgStore>, hub: Arc<Hub>, notices: mpsc::Sender<Option<String>>, stop: CancellationToken) {
     loop {
         if let Err(e) = listen_once(&store, &hub, &notices, &stop).await {
             tracing::warn!(error = %e, "listening to the other replicas failed; listening again");

@@ -160,7 +160,8 @@ impl Hub {
         self.events.subscribe()
     }
 
-    /// Every cluster the hub knows: declared in Git, or seen on an agent stream.
+    /// Every cluster the hub knows: declared in Git, seen on an agent stream, or assigned (by the
+    /// leading replica).
     pub fn cluster_infos(&self) -> Vec<ClusterInfo> {
         let view = self.view();
         let mut out: BTreeMap<String, ClusterInfo> =
@@ -174,14 +175,17 @@ impl Hub {
                 info.labels = cluster.labels.clone().into_iter().collect();
             }
         }
-        for info in out.values_mut() {
-            if let Some(assignment) = self.assignments.get(&info.name) {
-                info.assigned_revision = assignment.revision.clone();
-                info.assigned_digest = assignment.digest.clone();
-                info.in_sync = info.applied_digest == assignment.digest;
-                if info.environment.is_empty() {
-                    info.environment = assignment.environment.clone();
-                }
+        // A follower replica has no fleet view of its own: the leader's assignments name the
+        // clusters too.
+        for assignment in self.assignments.all() {
+            let info = out
+                .entry(assignment.cluster.clone())
+                .or_insert_with(|| ClusterInfo { name: assignment.cluster.clone(), ..Default::default() });
+            info.assigned_revision = assignment.revision.clone();
+            info.assigned_digest = assignment.digest.clone();
+            info.in_sync = info.applied_digest == assignment.digest;
+            if info.environment.is_empty() {
+                info.environment = assignment.environment.clone();
             }
         }
         out.into_values().collect()

@@ -351,20 +351,29 @@ impl Store for PgStore {
                     StoreEvent::History { cluster, entry } => {
                         writes.push(txn.execute_raw(&history, params(cluster, entry.encode_to_vec())).boxed());
                     }
-                    StoreEvent::Rollout { environment, state } if leads => writes.push(txn.execute_raw(
-                        "INSERT INTO convoy_rollouts (environment, state) VALUES ($1, $2)
+                    StoreEvent::Rollout { environment, state } if leads => writes.push(
+                        txn.execute_raw(
+                            "INSERT INTO convoy_rollouts (environment, state) VALUES ($1, $2)
                          ON CONFLICT (environment) DO UPDATE SET state = excluded.state",
-                        text_params(environment, state),
-                    ).boxed()),
-                    StoreEvent::Pin { environment, commit: Some(commit) } if leads => writes.push(txn.execute_raw(
-                        "INSERT INTO convoy_pins (environment, commit) VALUES ($1, $2)
+                            text_params(environment, state),
+                        )
+                        .boxed(),
+                    ),
+                    StoreEvent::Pin { environment, commit: Some(commit) } if leads => writes.push(
+                        txn.execute_raw(
+                            "INSERT INTO convoy_pins (environment, commit) VALUES ($1, $2)
                          ON CONFLICT (environment) DO UPDATE SET commit = excluded.commit",
-                        text_params(environment, commit),
-                    ).boxed()),
-                    StoreEvent::Pin { environment, commit: None } if leads => writes.push(txn.execute_raw(
-                        "DELETE FROM convoy_pins WHERE environment = $1",
-                        vec![Box::new(environment.clone()) as Param],
-                    ).boxed()),
+                            text_params(environment, commit),
+                        )
+                        .boxed(),
+                    ),
+                    StoreEvent::Pin { environment, commit: None } if leads => writes.push(
+                        txn.execute_raw(
+                            "DELETE FROM convoy_pins WHERE environment = $1",
+                            vec![Box::new(environment.clone()) as Param],
+                        )
+                        .boxed(),
+                    ),
                     StoreEvent::Rollout { .. } | StoreEvent::Pin { .. } => {}
                 }
             }

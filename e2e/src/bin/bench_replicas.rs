@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use convoy_e2e::bench::{median_p99, ms};
-use convoy_e2e::fleet_repo::{FleetRepo, configmap_yaml, standard_fleet};
+use convoy_e2e::fleet_repo::{configmap_yaml, standard_fleet};
 use convoy_e2e::harness::{HubProcess, TestCa, TestPostgres};
 use convoy_hub::store::{RedbStore, Store, StoreEvent, StoreWriter};
 use convoy_hub::store_pg::PgStore;
@@ -76,7 +76,6 @@ async fn failover(postgres: &TestPostgres, samples: usize) -> anyhow::Result<()>
     }
     Ok(())
 }
-
 
 /// Polls `hub` until dev-1's assigned revision is `revision`.
 async fn wait_assigned(ca: &TestCa, hub: &str, revision: &str) {

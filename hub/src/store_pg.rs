@@ -6,13 +6,12 @@
 //! [`Store`] is blocking; this store runs its queries on a small runtime of its own, so it may be
 //! called from any thread, inside the hub's runtime or not, without starving it.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 
 use convoy_shared::model::Assignment;
 use convoy_shared::proto::{self, HistoryEntry, Report};
-use futures::FutureExt;
 use prost::Message;
 use tokio_postgres::{Client, NoTls};
 
@@ -20,9 +19,9 @@ use crate::store::{Redeemed, Registration, Result, Store, StoreError, StoreEvent
 
 /// Advisory lock key migrations run under ("convoy" in ASCII, then 1), so replicas starting
 /// together migrate one at a time.
-const MIGRATION_LOCK: i64 = 0x636f_6e76_6f79_01;
+const MIGRATION_LOCK: i64 = 0x0063_6f6e_766f_7901;
 /// Advisory lock key of leadership ("convoy", then 2).
-pub(crate) const LEADER_LOCK: i64 = 0x636f_6e76_6f79_02;
+pub(crate) const LEADER_LOCK: i64 = 0x0063_6f6e_766f_7902;
 /// Channel a leader announces `CLUSTER DIGEST` on when it publishes an assignment.
 pub(crate) const PUBLISHED_CHANNEL: &str = "convoy_published";
 /// Channel a replica announces `REPLICA CLUSTER` on when it stored a cluster's report.
@@ -306,81 +305,99 @@ async fn migrate(client: &mut Client) -> Result<()> {
 
 impl Store for PgStore {
     fn write(&self, events: &[StoreEvent]) -> Result<()> {
-        let events = events.to_vec();
+        // One statement per table for the whole batch (arrays unnested in the database): a
+        // cluster's last report in the batch wins, history keeps its order.
+        let mut reports = BTreeMap::new();
+        let (mut history_clusters, mut history_entries) = (Vec::new(), Vec::new());
+        let (mut rollouts, mut pins) = (BTreeMap::new(), BTreeMap::new());
+        for event in events {
+            match event {
+                StoreEvent::Report { cluster, report } => {
+                    reports.insert(cluster.clone(), report.encode_to_vec());
+                }
+                StoreEvent::History { cluster, entry } => {
+                    history_clusters.push(cluster.clone());
+                    history_entries.push(entry.encode_to_vec());
+                }
+                StoreEvent::Rollout { environment, state } => {
+                    rollouts.insert(environment.clone(), state.clone());
+                }
+                StoreEvent::Pin { environment, commit } => {
+                    pins.insert(environment.clone(), commit.clone());
+                }
+            }
+        }
         let (epoch, replica) = (self.fence.get(), self.replica.clone());
         self.run(move |pool| async move {
             let mut client = pool.get().await?;
             let txn = client.transaction().await.map_err(db)?;
             // Rollouts and pins are the leader's: they are written only while this replica's
             // epoch is the database's (share-locked until commit, like a publication).
-            let leads = if events.iter().any(|e| matches!(e, StoreEvent::Rollout { .. } | StoreEvent::Pin { .. })) {
+            if !rollouts.is_empty() || !pins.is_empty() {
                 let current: i64 = txn
                     .query_one("SELECT epoch FROM convoy_leader WHERE id = 1 FOR SHARE", &[])
                     .await
                     .map_err(db)?
                     .get(0);
-                if current != epoch {
+                if current == epoch {
+                    for (environment, state) in &rollouts {
+                        txn.execute(
+                            "INSERT INTO convoy_rollouts (environment, state) VALUES ($1, $2)
+                             ON CONFLICT (environment) DO UPDATE SET state = excluded.state",
+                            &[environment, state],
+                        )
+                        .await
+                        .map_err(db)?;
+                    }
+                    for (environment, commit) in &pins {
+                        let written = match commit {
+                            Some(commit) => {
+                                txn.execute(
+                                    "INSERT INTO convoy_pins (environment, commit) VALUES ($1, $2)
+                                     ON CONFLICT (environment) DO UPDATE SET commit = excluded.commit",
+                                    &[environment, commit],
+                                )
+                                .await
+                            }
+                            None => txn.execute("DELETE FROM convoy_pins WHERE environment = $1", &[environment]).await,
+                        };
+                        written.map_err(db)?;
+                    }
+                } else {
                     tracing::error!(
                         epoch,
                         current,
                         "rollout and pin changes refused: this replica no longer leads (another replica took over)"
                     );
                 }
-                current == epoch
-            } else {
-                false
-            };
-            let report = txn
-                .prepare(
-                    "INSERT INTO convoy_reports (cluster, report) VALUES ($1, $2)
+            }
+            if !reports.is_empty() {
+                let (clusters, bodies): (Vec<String>, Vec<Vec<u8>>) = reports.into_iter().unzip();
+                txn.execute(
+                    "INSERT INTO convoy_reports (cluster, report) SELECT * FROM unnest($1::text[], $2::bytea[])
                      ON CONFLICT (cluster) DO UPDATE SET report = excluded.report",
+                    &[&clusters, &bodies],
                 )
                 .await
                 .map_err(db)?;
-            let history =
-                txn.prepare("INSERT INTO convoy_history (cluster, entry) VALUES ($1, $2)").await.map_err(db)?;
-            let mut reported = BTreeSet::new();
-            // Statements pipeline on the connection, in order.
-            let mut writes = Vec::with_capacity(events.len());
-            for event in &events {
-                match event {
-                    StoreEvent::Report { cluster, report: r } => {
-                        reported.insert(cluster.as_str());
-                        writes.push(txn.execute_raw(&report, params(cluster, r.encode_to_vec())).boxed());
-                    }
-                    StoreEvent::History { cluster, entry } => {
-                        writes.push(txn.execute_raw(&history, params(cluster, entry.encode_to_vec())).boxed());
-                    }
-                    StoreEvent::Rollout { environment, state } if leads => writes.push(
-                        txn.execute_raw(
-                            "INSERT INTO convoy_rollouts (environment, state) VALUES ($1, $2)
-                         ON CONFLICT (environment) DO UPDATE SET state = excluded.state",
-                            text_params(environment, state),
-                        )
-                        .boxed(),
-                    ),
-                    StoreEvent::Pin { environment, commit: Some(commit) } if leads => writes.push(
-                        txn.execute_raw(
-                            "INSERT INTO convoy_pins (environment, commit) VALUES ($1, $2)
-                         ON CONFLICT (environment) DO UPDATE SET commit = excluded.commit",
-                            text_params(environment, commit),
-                        )
-                        .boxed(),
-                    ),
-                    StoreEvent::Pin { environment, commit: None } if leads => writes.push(
-                        txn.execute_raw(
-                            "DELETE FROM convoy_pins WHERE environment = $1",
-                            vec![Box::new(environment.clone()) as Param],
-                        )
-                        .boxed(),
-                    ),
-                    StoreEvent::Rollout { .. } | StoreEvent::Pin { .. } => {}
-                }
+                // The other replicas take these reports into their status tables.
+                txn.execute(
+                    "SELECT pg_notify($1, $2 || ' ' || cluster) FROM unnest($3::text[]) AS cluster",
+                    &[&REPORTS_CHANNEL, &replica, &clusters],
+                )
+                .await
+                .map_err(db)?;
             }
-            futures::future::try_join_all(writes).await.map_err(db)?;
-            let announcements =
-                reported.iter().map(|cluster| txn.execute_raw("SELECT pg_notify($1, $2)", notify(&replica, cluster)));
-            futures::future::try_join_all(announcements).await.map_err(db)?;
+            if !history_entries.is_empty() {
+                txn.execute(
+                    "INSERT INTO convoy_history (cluster, entry)
+                     SELECT cluster, entry FROM unnest($1::text[], $2::bytea[]) WITH ORDINALITY AS t(cluster, entry, n)
+                     ORDER BY n",
+                    &[&history_clusters, &history_entries],
+                )
+                .await
+                .map_err(db)?;
+            }
             txn.commit().await.map_err(db)
         })
     }
@@ -503,21 +520,6 @@ impl Store for PgStore {
     fn pins(&self) -> Result<Vec<(String, String)>> {
         self.strings("SELECT environment, commit FROM convoy_pins ORDER BY environment")
     }
-}
-
-/// A boxed statement parameter (pipelined statements own theirs).
-type Param = Box<dyn tokio_postgres::types::ToSql + Send + Sync>;
-
-fn params(cluster: &str, bytes: Vec<u8>) -> Vec<Param> {
-    vec![Box::new(cluster.to_string()) as Param, Box::new(bytes)]
-}
-
-fn text_params(key: &str, value: &str) -> Vec<Param> {
-    vec![Box::new(key.to_string()) as Param, Box::new(value.to_string())]
-}
-
-fn notify(replica: &str, cluster: &str) -> Vec<Param> {
-    vec![Box::new(REPORTS_CHANNEL) as Param, Box::new(format!("{replica} {cluster}"))]
 }
 
 #[cfg(test)]

@@ -233,10 +233,11 @@ impl HubProcess {
     }
 
     /// A replica of a hub whose state is in PostgreSQL `database` (see [`TestPostgres`]),
-    /// reading `repo_url` every second; it logs "leading" once it leads.
-    pub fn start_replica(certs: &Path, repo_url: &str, database: &str) -> Self {
+    /// listening on `listen` and reading `repo_url` every second; it logs "leading" once it
+    /// leads.
+    pub fn start_replica(certs: &Path, listen: &str, repo_url: &str, database: &str) -> Self {
         let serve = ["--repo", repo_url, "--store", database, "--poll-seconds", "1"];
-        Self::start_with(certs, "127.0.0.1:0", "info", &serve)
+        Self::start_with(certs, listen, "info", &serve)
     }
 
     /// Log lines containing `needle`.

@@ -37,22 +37,29 @@ async fn the_leader_killed_mid_sync_hands_over_and_nothing_acknowledged_is_lost(
     let repo = standard_fleet(dir.path());
     let head = repo.head();
     let ca = TestCa::new();
-    let leader = HubProcess::start_replica(&ca.certs.0, &repo.url(), &database);
+    let leader = HubProcess::start_replica(&ca.certs.0, "127.0.0.1:0", &repo.url(), &database);
     leader.process.wait_for_line("leading");
-    let follower = HubProcess::start_replica(&ca.certs.0, &repo.url(), &database);
 
+    // The agent is given both replicas before the second one listens, so its stream is on the
+    // leader, whichever address it tries first.
     let kube = SimFleet::start(&["dev-1"]).await.unwrap();
     let cluster = kube.cluster("dev-1").unwrap();
     create_standard_namespaces(cluster);
     let cache = tempfile::tempdir().unwrap();
-    let hubs = format!("{},{}", leader.address, follower.address);
+    let second = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+    let hubs = format!("{},{second}", leader.address);
     let agent = spawn_agent(&ca, &hubs, cluster, cache.path(), &["--backoff-max-seconds", "1"]);
+    eventually("dev-1 streaming to the leader", || async {
+        dev_1(&ca, &leader.address).await.filter(|c| c.connected).map(|_| ())
+    })
+    .await;
+    let follower = HubProcess::start_replica(&ca.certs.0, &second, &repo.url(), &database);
 
-    // Acknowledged: the follower serves the leader's assignment, and reads what the agent applied
-    // back from the shared store, wherever the agent's stream is.
+    // Acknowledged: the follower serves the leader's assignment, and takes what the agent
+    // applied (reported to the leader) from the shared store.
     let address = follower.address.clone();
     eventually("dev-1 applied, as the follower sees it", || async {
-        dev_1(&ca, &address).await.filter(|c| c.in_sync && c.applied_revision == head).map(|_| ())
+        dev_1(&ca, &address).await.filter(|c| !c.connected && c.in_sync && c.applied_revision == head).map(|_| ())
     })
     .await;
     let before = history(&ca, &address).await;
@@ -82,9 +89,9 @@ async fn a_paused_leader_that_wakes_after_the_takeover_cannot_publish() {
     let repo = standard_fleet(dir.path());
     let head = repo.head();
     let ca = TestCa::new();
-    let mut paused = HubProcess::start_replica(&ca.certs.0, &repo.url(), &database);
+    let mut paused = HubProcess::start_replica(&ca.certs.0, "127.0.0.1:0", &repo.url(), &database);
     paused.process.wait_for_line("leading");
-    let other = HubProcess::start_replica(&ca.certs.0, &repo.url(), &database);
+    let other = HubProcess::start_replica(&ca.certs.0, "127.0.0.1:0", &repo.url(), &database);
     let address = other.address.clone();
     eventually("the follower serves the leader's assignment", || async {
         dev_1(&ca, &address).await.filter(|c| c.assigned_revision == head).map(|_| ())

@@ -43,12 +43,12 @@ async fn failover(postgres: &TestPostgres, samples: usize) -> anyhow::Result<()>
     let dir = tempfile::tempdir()?;
     let repo = standard_fleet(dir.path());
     let ca = TestCa::new();
-    let mut leader = HubProcess::start_replica(&ca.certs.0, &repo.url(), &database);
+    let mut leader = HubProcess::start_replica(&ca.certs.0, "127.0.0.1:0", &repo.url(), &database);
     leader.process.wait_for_line("leading");
     for (how, count) in [("SIGKILL", samples), ("SIGSTOP", samples.div_ceil(3))] {
         let mut times = Vec::with_capacity(count);
         for i in 0..count {
-            let follower = HubProcess::start_replica(&ca.certs.0, &repo.url(), &database);
+            let follower = HubProcess::start_replica(&ca.certs.0, "127.0.0.1:0", &repo.url(), &database);
             let revision = repo.head();
             wait_assigned(&ca, &follower.address, &revision).await;
             repo.write("apps/web/base/config.yaml", &configmap_yaml("web-config", &[("n", &format!("{how}-{i}"))]));

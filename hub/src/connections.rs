@@ -249,6 +249,23 @@ mod tests {
     }
 
     #[test]
+    fn a_relayed_report_counts_unless_this_replica_holds_the_live_stream() {
+        let table = ConnectionTable::default();
+        let applied =
+            |digest: &str| Report { applied: true, digest: digest.into(), at_unix_ms: 5, ..Default::default() };
+        table.relayed("eu-1", applied("d1"));
+        let seen = table.get("eu-1").unwrap();
+        assert_eq!((seen.connected, seen.applied_digest.as_str(), seen.last_seen_unix_ms), (false, "d1", 5));
+        table.relayed("eu-1", applied("d2"));
+        assert_eq!(table.get("eu-1").unwrap().applied_digest, "d2");
+
+        let (session, _) = table.open("eu-1", addr());
+        table.report("eu-1", session, applied("d3"));
+        table.relayed("eu-1", applied("stale"));
+        assert_eq!(table.get("eu-1").unwrap().applied_digest, "d3", "the live stream's reports come first");
+    }
+
+    #[test]
     fn listing_is_sorted_and_carries_the_hello() {
         let table = ConnectionTable::default();
         let (s, _) = table.open("b", addr());

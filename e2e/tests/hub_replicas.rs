@@ -2,12 +2,14 @@
 //! the sync, both serve agents and the fleet API. The leader killed with SIGKILL right after a
 //! commit hands the lead to the other, the agent (given both addresses) moves over and gets the
 //! commit, and nothing the replicas had acknowledged is lost. A leader paused (SIGSTOP) until the
-//! other took over wakes up unable to publish: the fence refuses it, and it stops.
+//! other took over wakes up unable to publish: the fence refuses it, and it stops. A cluster
+//! revoked through one replica is cut off by the other at once.
 
+use convoy_agent::link::LinkState;
 use convoy_e2e::fleet_repo::{FleetRepo, configmap_yaml, create_standard_namespaces, standard_fleet};
-use convoy_e2e::harness::{HubProcess, TestCa, TestPostgres, eventually, spawn_agent};
-use convoy_shared::identity::Role;
-use convoy_shared::proto::{ClusterInfo, HistoryRequest, ListClustersRequest};
+use convoy_e2e::harness::{HubProcess, RunningAgent, TestCa, TestPostgres, eventually, spawn_agent};
+use convoy_shared::identity::{Identity, Role};
+use convoy_shared::proto::{ClusterInfo, HistoryRequest, ListClustersRequest, RevokeClusterRequest};
 use kubesim::SimFleet;
 
 async fn dev_1(ca: &TestCa, hub: &str) -> Option<ClusterInfo> {
@@ -118,4 +120,36 @@ async fn a_paused_leader_that_wakes_after_the_takeover_cannot_publish() {
     let assigned = history.iter().filter(|entry| *entry == &("assigned".to_string(), next.clone())).count();
     assert_eq!(assigned, 1, "only the new leader published the commit: {history:?}");
     assert_eq!(dev_1(&ca, &address).await.unwrap().assigned_revision, next);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_revoked_through_one_replica_is_cut_off_by_the_other() {
+    let postgres = TestPostgres::start();
+    let database = postgres.database();
+    let ca = TestCa::new();
+    let serve = ["--store", database.as_str()];
+    let one = HubProcess::start_with(&ca.certs.0, "127.0.0.1:0", "info", &serve);
+    let other = HubProcess::start_with(&ca.certs.0, "127.0.0.1:0", "info", &serve);
+    let cert = ca.issue(Identity::Cluster("dev-1".into()));
+    let agent = RunningAgent::start(ca.agent_config(&other.address, Some(&cert), "dev-1"));
+    let mut state = agent.handle.state.clone();
+    state.wait_for(|s| *s == LinkState::Connected).await.unwrap();
+
+    let mut admin = ca.cli(&one.address, Role::Admin).await;
+    let reply = admin.revoke_cluster(RevokeClusterRequest { cluster: "dev-1".into() }).await.unwrap().into_inner();
+    assert!(!reply.stream_closed, "the stream is on the other replica");
+    state.wait_for(|s| *s != LinkState::Connected).await.unwrap();
+    let refused = eventually("the other replica refuses the reconnect", || {
+        let s = state.borrow().clone();
+        async move {
+            match s {
+                LinkState::Disconnected { error, .. } if error.contains("revoked") => Some(error),
+                _ => None,
+            }
+        }
+    })
+    .await;
+    assert!(refused.contains("convoy token create"), "{refused}");
+    assert_eq!(other.log_lines("revoked on another replica").len(), 1);
+    agent.stop().await;
 }

@@ -68,6 +68,8 @@ pub async fn run(
             }
             lead = &mut acquire => break lead,
             Some(cluster) = announced.recv() => follow(&store, &publisher, cluster).await,
+            // Rollout actions are the leader's: the asker is told this replica runs none.
+            Some(request) = publisher.next_request() => drop(request),
         }
     };
     // What the last leader published is this one's starting point: its first plan publishes

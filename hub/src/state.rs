@@ -28,7 +28,9 @@ const ENVIRONMENT_REQUESTS: usize = 16;
 /// Why a rollout action was not carried out.
 #[derive(Debug, thiserror::Error)]
 pub enum RolloutActionError {
-    #[error("this hub reads no repository (--repo), so it runs no rollouts or rollbacks")]
+    #[error(
+        "this hub runs no rollouts or rollbacks: it reads no repository (--repo), or it is a replica that does not lead (ask the leading one, `convoy_leader.holder` in the database)"
+    )]
     NoSource,
     #[error(transparent)]
     Refused(RolloutError),

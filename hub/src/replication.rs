@@ -90,7 +90,11 @@ pub async fn run(
     });
     match source {
         Some(source) => crate::source::run(source, publisher, stop.clone()).await,
-        None => stop.cancelled().await,
+        None => {
+            // No source, no rollouts: rollout actions are answered at once.
+            drop(publisher);
+            stop.cancelled().await
+        }
     }
     stop.cancel();
     let _ = watch.await;

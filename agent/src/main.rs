@@ -14,7 +14,8 @@ use tokio_util::sync::CancellationToken;
 #[derive(Parser)]
 #[command(name = "convoy-agent", version = convoy_shared::VERSION, about = "The Convoy agent")]
 struct Cli {
-    /// Hub address HOST:PORT.
+    /// Hub address HOST:PORT; hub replicas as HOST:PORT,HOST:PORT (the agent starts at a random
+    /// one and moves to the next when one does not answer), or a name resolving to several.
     #[arg(long, env = "CONVOY_HUB")]
     hub: String,
     /// Name the hub's certificate must carry, when it differs from HOST.

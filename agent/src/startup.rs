@@ -163,7 +163,7 @@ impl AgentConfig {
     }
 
     fn hub_address(&self) -> Result<HubAddress> {
-        Ok(HubAddress::parse(&self.hub, self.server_name.as_deref())?)
+        Ok(HubAddress::parse(&self.hub, self.server_name.as_deref())?.spread())
     }
 
     fn configs(&self, tls: Arc<rustls::ClientConfig>, cert_cluster: String) -> Result<Configs> {

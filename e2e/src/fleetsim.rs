@@ -133,6 +133,7 @@ impl SimFleet {
                 heartbeat: config.heartbeat,
                 backoff: Backoff { max: config.backoff_max, ..Backoff::default() },
                 connect_timeout: Duration::from_secs(10),
+                capabilities: Default::default(),
             };
             let (link, handle) = HubLink::new(link, None);
             states.push(handle.state.clone());

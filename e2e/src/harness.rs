@@ -10,6 +10,7 @@ use std::time::Duration;
 use convoy_agent::link::{Backoff, HubLink, LinkConfig, LinkHandle};
 
 use convoy_hub::registry::{DEFAULT_AGENT_CERT_LIFETIME, RegistryConfig};
+pub use convoy_hub::testing::TestPostgres;
 use convoy_shared::identity::{Identity, Role};
 use convoy_shared::pki::{self, CertDir, CertificateAuthority, IssuedCert, LeafRequest};
 use convoy_shared::proto::fleet_service_client::FleetServiceClient;
@@ -165,9 +166,19 @@ impl Process {
 impl Process {
     /// Sends SIGTERM, as a service manager stopping it would, and waits for the exit.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
+        self.signal("TERM");
+        self.wait()
+    }
+
+    /// Sends signal `name` (`TERM`, `STOP`, `CONT`…).
+    pub fn signal(&self, name: &str) {
         let pid = self.child.id().to_string();
-        let sent = Command::new("kill").args(["-TERM", &pid]).status().expect("run kill");
-        assert!(sent.success(), "kill -TERM {pid} failed");
+        let sent = Command::new("kill").args([&format!("-{name}"), &pid]).status().expect("run kill");
+        assert!(sent.success(), "kill -{name} {pid} failed");
+    }
+
+    /// Waits for the process to exit.
+    pub fn wait(&mut self) -> std::process::ExitStatus {
         self.child.wait().expect("wait for the process")
     }
 }
@@ -222,6 +233,14 @@ impl HubProcess {
         HubProcess { process, address, http_address, _data: data }
     }
 
+    /// A replica of a hub whose state is in PostgreSQL `database` (see [`TestPostgres`]),
+    /// listening on `listen` and reading `repo_url` every second; it logs "leading" once it
+    /// leads.
+    pub fn start_replica(certs: &Path, listen: &str, repo_url: &str, database: &str) -> Self {
+        let serve = ["--repo", repo_url, "--store", database, "--poll-seconds", "1"];
+        Self::start_with(certs, listen, "info", &serve)
+    }
+
     /// Log lines containing `needle`.
     pub fn log_lines(&self, needle: &str) -> Vec<String> {
         self.process.log_lines(needle)
@@ -230,6 +249,16 @@ impl HubProcess {
     /// Kills the hub with SIGKILL, as a crash would.
     pub fn kill(self) {
         drop(self);
+    }
+
+    /// Pauses the hub (SIGSTOP), as a stalled machine or a long GC pause would; `resume` wakes it.
+    pub fn pause(&self) {
+        self.process.signal("STOP");
+    }
+
+    /// Wakes a paused hub (SIGCONT).
+    pub fn resume(&self) {
+        self.process.signal("CONT");
     }
 }
 
@@ -368,6 +397,7 @@ impl InProcessHub {
         let config = convoy_hub::server::HubConfig {
             tls: tls::server_config(&material).expect("server TLS"),
             source: Some(source),
+            replication: None,
             webhook_secret: Some(WEBHOOK_SECRET.into()),
             handshakes: Default::default(),
         };

@@ -152,6 +152,7 @@ impl Sandbox {
                 access: Default::default(),
                 charts: None,
             }),
+            replication: None,
             webhook_secret: Some(webhook_secret),
             handshakes: Default::default(),
         };

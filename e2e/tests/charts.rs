@@ -230,6 +230,54 @@ fn bad_values_fail_at_render_time_with_a_schema_error() {
     assert!(refused["error"].as_str().unwrap_or_default().contains("/otlpEndpoint"), "{refused}");
 }
 
+/// The value the rendered Deployment or StatefulSet gives env variable `name`, if any.
+fn env_of(objects: &[Value], kind: &str, name: &str) -> Option<Value> {
+    let env = find(objects, kind)[0]["spec"]["template"]["spec"]["containers"][0]["env"].as_array().unwrap().clone();
+    env.into_iter().find(|e| e["name"] == name)
+}
+
+#[test]
+fn agents_take_several_hub_replicas_and_hub_replicas_require_postgres() {
+    let ca = TestCa::new();
+    let hubs = |address: &str, addresses: Value| json!({"hub": {"address": address, "addresses": addresses, "ca": ca.ca.cert_pem()}, "bootstrap": {"token": "t"}});
+    let objects = render("convoy-agent", hubs("", json!(["hub-0.hub:7443", "hub-1.hub:7443"])));
+    let hub = env_of(&objects, "Deployment", "CONVOY_HUB").unwrap();
+    assert_eq!(hub["value"], "hub-0.hub:7443,hub-1.hub:7443");
+    let objects = render("convoy-agent", hubs("hub:7443", json!(["other:7443"])));
+    assert_eq!(env_of(&objects, "Deployment", "CONVOY_HUB").unwrap()["value"], "hub:7443,other:7443");
+    let none = helm("render", "convoy-agent", hubs("", json!([])));
+    assert_eq!(none["kind"], "HelmValuesError", "{none}");
+    assert!(none["error"].as_str().unwrap().contains("/hub"), "{none}");
+    let no_port = helm("render", "convoy-agent", hubs("", json!(["hub-0.hub"])));
+    assert!(no_port["error"].as_str().unwrap_or_default().contains("/hub/addresses/0"), "{no_port}");
+
+    let hub = |replicas: u32, postgres: Value| {
+        json!({"repo": {"url": "ssh://x/y"}, "certs": {"existingSecret": "c"}, "replicas": replicas,
+               "store": {"postgres": postgres}})
+    };
+    let refused = helm("render", "convoy-hub", hub(2, json!({})));
+    assert_eq!(refused["kind"], "HelmValuesError", "{refused}");
+    assert!(refused["error"].as_str().unwrap().contains("/store/postgres"), "{refused}");
+    let bad_url = helm("render", "convoy-hub", hub(1, json!({"url": "mysql://db/convoy"})));
+    assert!(bad_url["error"].as_str().unwrap_or_default().contains("/store/postgres/url"), "{bad_url}");
+    let single = render("convoy-hub", hub(1, json!({})));
+    assert_eq!(find(&single, "StatefulSet")[0]["spec"]["replicas"], 1);
+    assert!(env_of(&single, "StatefulSet", "CONVOY_STORE").is_none(), "redb stays the default");
+
+    let url = "postgres://convoy:pw@db:5432/convoy";
+    let replicated = render("convoy-hub", hub(3, json!({"url": url})));
+    assert_eq!(find(&replicated, "StatefulSet")[0]["spec"]["replicas"], 3);
+    let store = env_of(&replicated, "StatefulSet", "CONVOY_STORE").expect("CONVOY_STORE");
+    let secret = store["valueFrom"]["secretKeyRef"]["name"].clone();
+    let kept = find(&replicated, "Secret").into_iter().find(|s| s["metadata"]["name"] == secret).expect("the Secret");
+    assert_eq!(kept["data"]["url"], base64::engine::general_purpose::STANDARD.encode(url));
+    let existing = render("convoy-hub", hub(2, json!({"existingSecret": "pg"})));
+    let store = env_of(&existing, "StatefulSet", "CONVOY_STORE").expect("CONVOY_STORE");
+    assert_eq!(store["valueFrom"]["secretKeyRef"], json!({"name": "pg", "key": "url"}));
+    let help = Command::new(workspace_binary("convoy-hub")).args(["serve", "--help"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&help.stdout).contains("[env: CONVOY_STORE"), "convoy-hub reads CONVOY_STORE");
+}
+
 #[test]
 fn the_agent_deployment_is_locked_down_and_sets_only_what_the_agent_reads() {
     let ca = TestCa::new();

@@ -34,6 +34,11 @@ impl AssignmentTable {
     pub fn get(&self, cluster: &str) -> Option<Arc<Assignment>> {
         self.clusters.get(cluster).and_then(|s| s.borrow().clone())
     }
+
+    /// Every cluster's current assignment.
+    pub fn all(&self) -> Vec<Arc<Assignment>> {
+        self.clusters.iter().filter_map(|s| s.borrow().clone()).collect()
+    }
 }
 
 #[cfg(test)]

@@ -124,21 +124,23 @@ impl ConnectionTable {
     /// Restores a report kept by the store after a hub restart (the cluster shows as
     /// disconnected until its agent comes back).
     pub fn restore(&self, cluster: &str, report: Report) {
-        let mut link = ClusterLink {
-            session: 0,
-            connected: false,
-            since_ms: 0,
-            last_seen_ms: report.at_unix_ms,
-            peer: String::new(),
-            agent_version: String::new(),
-            applied_digest: String::new(),
-            applied_revision: String::new(),
-            last_report: None,
-            problem: String::new(),
-            cancel: CancellationToken::new(),
-        };
-        apply_report(&mut link, report);
-        self.links.entry(cluster.to_string()).or_insert(link);
+        self.links.entry(cluster.to_string()).or_insert_with(|| dormant(report));
+    }
+
+    /// Takes a report another hub replica received (the agent streams there): kept unless this
+    /// replica holds the cluster's live stream, whose own reports come first.
+    pub fn relayed(&self, cluster: &str, report: Report) {
+        match self.links.entry(cluster.to_string()) {
+            dashmap::Entry::Occupied(mut entry) if !entry.get().connected => {
+                let link = entry.get_mut();
+                link.last_seen_ms = link.last_seen_ms.max(report.at_unix_ms);
+                apply_report(link, report);
+            }
+            dashmap::Entry::Occupied(_) => {}
+            dashmap::Entry::Vacant(entry) => {
+                entry.insert(dormant(report));
+            }
+        }
     }
 
     /// Closes `cluster`'s live stream at once (revocation); true when one was open.
@@ -174,6 +176,25 @@ impl ConnectionTable {
     pub fn get(&self, cluster: &str) -> Option<ClusterInfo> {
         self.links.get(cluster).map(|e| info(e.key(), e.value()))
     }
+}
+
+/// A link with no stream here, as `report` left it.
+fn dormant(report: Report) -> ClusterLink {
+    let mut link = ClusterLink {
+        session: 0,
+        connected: false,
+        since_ms: 0,
+        last_seen_ms: report.at_unix_ms,
+        peer: String::new(),
+        agent_version: String::new(),
+        applied_digest: String::new(),
+        applied_revision: String::new(),
+        last_report: None,
+        problem: String::new(),
+        cancel: CancellationToken::new(),
+    };
+    apply_report(&mut link, report);
+    link
 }
 
 fn apply_report(link: &mut ClusterLink, report: Report) -> bool {
@@ -225,6 +246,23 @@ mod tests {
         assert!(table.get("eu-1").unwrap().connected);
         table.close("eu-1", second);
         assert!(!table.get("eu-1").unwrap().connected);
+    }
+
+    #[test]
+    fn a_relayed_report_counts_unless_this_replica_holds_the_live_stream() {
+        let table = ConnectionTable::default();
+        let applied =
+            |digest: &str| Report { applied: true, digest: digest.into(), at_unix_ms: 5, ..Default::default() };
+        table.relayed("eu-1", applied("d1"));
+        let seen = table.get("eu-1").unwrap();
+        assert_eq!((seen.connected, seen.applied_digest.as_str(), seen.last_seen_unix_ms), (false, "d1", 5));
+        table.relayed("eu-1", applied("d2"));
+        assert_eq!(table.get("eu-1").unwrap().applied_digest, "d2");
+
+        let (session, _) = table.open("eu-1", addr());
+        table.report("eu-1", session, applied("d3"));
+        table.relayed("eu-1", applied("stale"));
+        assert_eq!(table.get("eu-1").unwrap().applied_digest, "d3", "the live stream's reports come first");
     }
 
     #[test]

@@ -9,10 +9,12 @@ use std::time::Duration;
 
 use convoy_hub::git::GitAccess;
 use convoy_hub::registry::RegistryConfig;
+use convoy_hub::replication::Replication;
 use convoy_hub::server::{self, HandshakeLimits, HubConfig};
 use convoy_hub::source::SourceConfig;
 use convoy_hub::state::Hub;
-use convoy_hub::store::RedbStore;
+use convoy_hub::store::{RedbStore, Store};
+use convoy_hub::store_pg::PgStore;
 use convoy_render::helm::fetch::{ChartFetcher, Credential, FetchConfig};
 use convoy_shared::identity::{Identity, Role};
 use convoy_shared::pki::{self, CertDir, CertificateAuthority, LeafRequest};
@@ -86,6 +88,11 @@ enum Command {
         /// Directory for the Git mirror, the embedded store and the chart cache.
         #[arg(long, env = "CONVOY_DATA", default_value = "convoy-data")]
         data: PathBuf,
+        /// Keep the hub's state in PostgreSQL (postgres://USER[:PASSWORD]@HOST:PORT/DATABASE)
+        /// instead of the embedded store in --data; hubs sharing one database are replicas: one
+        /// leads the sync, every one serves agents and the CLI.
+        #[arg(long, env = "CONVOY_STORE", hide_env_values = true)]
+        store: Option<String>,
         /// Branch holding convoy.yaml (convoy.yaml's spec.fleetBranch may move it).
         #[arg(long, env = "CONVOY_FLEET_BRANCH", default_value = "main")]
         fleet_branch: String,
@@ -237,6 +244,7 @@ fn run(command: Command, runtime: &tokio::runtime::Runtime) -> Result<(), Failur
             chart_ca,
             chart_plain_http,
             data,
+            store,
             fleet_branch,
             poll_seconds,
             http_listen,
@@ -284,7 +292,7 @@ fn run(command: Command, runtime: &tokio::runtime::Runtime) -> Result<(), Failur
                 max_total: max_handshakes as usize,
                 max_per_source: max_handshakes_per_source as usize,
             };
-            let hub_config = HubConfig { tls, source, webhook_secret, handshakes };
+            let mut hub_config = HubConfig { tls, source, replication: None, webhook_secret, handshakes };
             // One open file per agent stream: take all the hard limit allows (the soft default
             // is often 1,024), and say how many agents that leaves room for.
             match rlimit::increase_nofile_limit(u64::MAX) {
@@ -300,8 +308,16 @@ fn run(command: Command, runtime: &tokio::runtime::Runtime) -> Result<(), Failur
                 }
                 let shutdown = CancellationToken::new();
                 tokio::spawn(convoy_shared::cancel_on_signal(shutdown.clone()));
-                let store = RedbStore::open(&data).map_err(|e| config(e.into()))?;
-                let hub = Hub::new(Arc::new(store), registry).map_err(|e| config(e.into()))?;
+                let store: Arc<dyn Store> = match &store {
+                    Some(url) => {
+                        let store = Arc::new(PgStore::connect(url).map_err(|e| config(e.into()))?);
+                        let holder = format!("{}@{listen}", hostname());
+                        hub_config.replication = Some(Replication::new(store.clone(), holder));
+                        store
+                    }
+                    None => Arc::new(RedbStore::open(&data).map_err(|e| config(e.into()))?),
+                };
+                let hub = Hub::new(store, registry).map_err(|e| config(e.into()))?;
                 server::run(hub_config, grpc, http, hub, shutdown).await.map_err(|e| Failure::Runtime(e.into()))
             })
         }
@@ -317,6 +333,15 @@ async fn bind(address: &str) -> Result<tokio::net::TcpListener, Failure> {
 
 fn local_addr(listener: &tokio::net::TcpListener) -> Result<std::net::SocketAddr, Failure> {
     listener.local_addr().map_err(|e| Failure::Runtime(e.into()))
+}
+
+/// This machine's name (a pod's name in Kubernetes), to say which replica leads.
+fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|name| name.trim().to_string())
+        .unwrap_or_default()
 }
 
 /// Accepts a local path as the repository and turns it into a file:// URL.

@@ -225,6 +225,11 @@ impl Registry {
         Ok(at)
     }
 
+    /// Takes a revocation another hub replica recorded (in the store they share).
+    pub fn relay_revocation(&self, cluster: &str, at: i64) {
+        self.revoked.insert(cluster.to_string(), at);
+    }
+
     /// Spends `token` and signs `csr_pem` for the token's cluster.
     pub async fn register(&self, token: &str, csr_pem: &str, peer: SocketAddr) -> Result<CertificateResponse> {
         let authority = self.authority()?;

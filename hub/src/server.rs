@@ -41,6 +41,8 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
     #[error("the HTTP listener failed: {0}")]
     Http(#[source] std::io::Error),
+    #[error(transparent)]
+    Replica(#[from] crate::replication::ReplicationError),
 }
 
 /// Everything `convoy-hub serve` runs besides the gRPC listener.
@@ -48,6 +50,9 @@ pub struct HubConfig {
     pub tls: Arc<ServerConfig>,
     /// The Git source; `None` serves agents and the CLI with no assignments.
     pub source: Option<crate::source::SourceConfig>,
+    /// Set when this hub is one of several replicas on PostgreSQL: it runs `source` only while
+    /// it leads, and serves the leader's assignments otherwise.
+    pub replication: Option<crate::replication::Replication>,
     pub webhook_secret: Option<String>,
     /// Bounds on TLS handshakes in progress.
     pub handshakes: HandshakeLimits,
@@ -84,7 +89,13 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
     let mut tasks = tokio::task::JoinSet::new();
-    if let Some(source) = config.source {
+    if let Some(replication) = config.replication {
+        tasks.spawn(
+            crate::replication::run(replication, config.source, publisher, shutdown.clone())
+                .instrument(tracing::info_span!("replica"))
+                .map(|result| result.map_err(ServeError::Replica)),
+        );
+    } else if let Some(source) = config.source {
         tasks.spawn(
             crate::source::run(source, publisher, shutdown.clone())
                 .instrument(tracing::info_span!("source"))
@@ -447,6 +458,7 @@ mod tests {
         let config = HubConfig {
             tls: convoy_shared::tls::server_config(&material).unwrap(),
             source: None,
+            replication: None,
             webhook_secret: None,
             handshakes: HandshakeLimits::default(),
         };

@@ -18,6 +18,7 @@ use crate::metrics::HubMetrics;
 use crate::registry::{Registry, RegistryConfig};
 use crate::rollout::{Command, Rollout, RolloutError};
 use crate::store::{MemoryStore, Store, StoreError, StoreEvent, StoreWriter};
+use crate::store_pg::PgStore;
 use crate::view::FleetView;
 
 /// Fleet events kept for watchers that read slowly.
@@ -28,7 +29,9 @@ const ENVIRONMENT_REQUESTS: usize = 16;
 /// Why a rollout action was not carried out.
 #[derive(Debug, thiserror::Error)]
 pub enum RolloutActionError {
-    #[error("this hub reads no repository (--repo), so it runs no rollouts or rollbacks")]
+    #[error(
+        "this hub runs no rollouts or rollbacks: it reads no repository (--repo), or it is a replica that does not lead (ask the leading one, `convoy_leader.holder` in the database)"
+    )]
     NoSource,
     #[error(transparent)]
     Refused(RolloutError),
@@ -77,6 +80,9 @@ pub struct Publisher {
     hub: Arc<Hub>,
     /// Only the source loop reads it (the lock is never contended).
     requests: tokio::sync::Mutex<mpsc::Receiver<EnvironmentRequest>>,
+    /// The database replicas share, when this hub is one of several: a leader's assignments are
+    /// written there (fenced) before its own agents see them.
+    replicas: Option<Arc<PgStore>>,
 }
 
 impl Hub {
@@ -104,7 +110,7 @@ impl Hub {
             hub.connections.restore(&cluster, report);
         }
         let hub = Arc::new(hub);
-        Ok((hub.clone(), Publisher { hub, requests: tokio::sync::Mutex::new(requests) }))
+        Ok((hub.clone(), Publisher { hub, requests: tokio::sync::Mutex::new(requests), replicas: None }))
     }
 
     /// A hub that keeps its state in memory only.
@@ -175,7 +181,8 @@ impl Hub {
         self.events.subscribe()
     }
 
-    /// Every cluster the hub knows: declared in Git, or seen on an agent stream.
+    /// Every cluster the hub knows: declared in Git, seen on an agent stream, or assigned (by the
+    /// leading replica).
     pub fn cluster_infos(&self) -> Vec<ClusterInfo> {
         let view = self.view();
         let mut out: BTreeMap<String, ClusterInfo> =
@@ -185,6 +192,12 @@ impl Hub {
                 out.entry(name.clone()).or_insert_with(|| ClusterInfo { name: name.clone(), ..Default::default() });
             }
         }
+        // A follower replica has no fleet view of its own: the leader's assignments name the
+        // clusters too.
+        for assignment in self.assignments.all() {
+            out.entry(assignment.cluster.clone())
+                .or_insert_with(|| ClusterInfo { name: assignment.cluster.clone(), ..Default::default() });
+        }
         out.into_values().map(|info| self.complete(&view, info)).collect()
     }
 
@@ -192,7 +205,8 @@ impl Hub {
     /// other cluster's (a fleet of 10,000 made each `convoy history CLUSTER` build 10,000).
     pub fn cluster_info(&self, name: &str) -> Option<ClusterInfo> {
         let view = self.view();
-        let declared = view.fleet.as_ref().is_some_and(|f| f.clusters.contains_key(name));
+        let declared =
+            view.fleet.as_ref().is_some_and(|f| f.clusters.contains_key(name)) || self.assignments.get(name).is_some();
         let info = match self.connections.get(name) {
             Some(info) => info,
             None if declared => ClusterInfo { name: name.to_string(), ..Default::default() },
@@ -239,6 +253,21 @@ impl Hub {
         }
         self.writer.record(StoreEvent::Report { cluster: cluster.to_string(), report });
         self.reported.notify_one();
+    }
+
+    /// Takes a report another replica received and stored (its agent streams there).
+    pub fn relay_report(&self, cluster: &str, report: proto::Report) {
+        self.connections.relayed(cluster, report);
+        self.reported.notify_one();
+    }
+
+    /// Takes a revocation another replica recorded: the cluster is refused here too, and its
+    /// stream here closed.
+    pub fn relay_revocation(&self, cluster: &str, at: i64) {
+        self.registry.relay_revocation(cluster, at);
+        if self.connections.disconnect(cluster) {
+            tracing::warn!(cluster, "revoked on another replica; its stream here is closed");
+        }
     }
 
     /// Waits until every report and history entry recorded so far is in the store.
@@ -330,11 +359,33 @@ impl Publisher {
         *guard = Arc::new(next);
     }
 
+    /// From now on, writes every assignment it publishes to the replicas' database first, under
+    /// this replica's fence (see [`crate::leadership`]).
+    pub fn replicate_to(&mut self, store: Arc<PgStore>) {
+        self.replicas = Some(store);
+    }
+
+    /// Serves an assignment the leading replica published (nothing is recorded: the leader did).
+    pub fn follow(&self, assignment: Arc<Assignment>) {
+        if self.hub.assignments.publish(assignment) {
+            self.hub.metrics.assignments_published.inc();
+        }
+    }
+
     /// Publishes a cluster's assignment; true when its content changed (then it is recorded in
-    /// the cluster's history).
+    /// the cluster's history). A replica whose write the fence refuses publishes nothing.
     pub fn publish(&self, assignment: Arc<Assignment>) -> bool {
         let (cluster, revision, digest) =
             (assignment.cluster.clone(), assignment.revision.clone(), assignment.digest.clone());
+        if let Some(replicas) = &self.replicas {
+            let current = self.hub.assignments.get(&cluster);
+            if current.is_none_or(|c| c.digest != digest || c.revision != revision)
+                && let Err(e) = replicas.publish(&assignment)
+            {
+                tracing::error!(cluster, revision, error = %e, "assignment not published");
+                return false;
+            }
+        }
         // A restarted hub's first plan re-publishes what its history already says was assigned:
         // that is no news for `convoy history` or watchers.
         let recorded = self.hub.assignments.get(&cluster).is_none()

@@ -1,6 +1,7 @@
 //! What the hub keeps that is not in Git: each cluster's last report and its history (assigned,
 //! applied). Behind the [`Store`] trait: [`RedbStore`] (embedded, the default, so `convoy-hub`
-//! needs no database) and [`MemoryStore`] (tests, the sandbox without a data directory).
+//! needs no database), [`crate::store_pg::PgStore`] (PostgreSQL, shared by hub replicas) and
+//! [`MemoryStore`] (tests, the sandbox without a data directory).
 //! Writes are batched by one writer task; nothing blocks the runtime. Registration state
 //! (bootstrap token hashes, registrations, revocations) is written synchronously instead: a
 //! token must be spent exactly once, and a revocation must outlive a crash right after it.
@@ -48,6 +49,18 @@ pub enum StoreError {
         "cannot write the store at {path}: {message}; these reports and history entries are not persisted (the hub keeps serving): free space in, or fix, the --data directory"
     )]
     Write { path: PathBuf, message: String },
+    #[error(
+        "PostgreSQL at {target} cannot be used: {message}; check --store (postgres://USER@HOST:PORT/DATABASE) and that the database is up"
+    )]
+    Database { target: String, message: String },
+    #[error(
+        "the PostgreSQL schema is at version {found}, newer than the {known} this hub knows; run a hub at least as new as the one that migrated it"
+    )]
+    Schema { found: i32, known: i32 },
+    #[error(
+        "refused: this replica's leadership (epoch {epoch}) ended, another replica leads at epoch {current}; it publishes nothing more"
+    )]
+    Fenced { epoch: i64, current: i64 },
     #[error("the store failed: {0}")]
     Db(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
@@ -80,7 +93,7 @@ pub enum Redeemed {
 }
 
 /// Spends `record` at `now` if it can be spent; returns the outcome and the record to write back.
-fn redeem(record: Option<TokenRecord>, now: i64) -> (Redeemed, Option<TokenRecord>) {
+pub(crate) fn redeem(record: Option<TokenRecord>, now: i64) -> (Redeemed, Option<TokenRecord>) {
     match record {
         None => (Redeemed::Unknown, None),
         Some(r) if r.used_unix.is_some() => (Redeemed::AlreadyUsed(r), None),
@@ -520,11 +533,12 @@ impl StoreWriter {
     }
 }
 
+/// The contract every [`Store`] keeps; each store's tests run it.
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn entry(event: &str, revision: &str) -> HistoryEntry {
+    pub(crate) fn entry(event: &str, revision: &str) -> HistoryEntry {
         HistoryEntry {
             at_unix_ms: 1,
             revision: revision.into(),
@@ -534,7 +548,7 @@ mod tests {
         }
     }
 
-    fn exercise(store: &dyn Store) {
+    pub(crate) fn exercise(store: &dyn Store) {
         store
             .write(&[
                 StoreEvent::History { cluster: "eu-1".into(), entry: entry("assigned", "r1") },
@@ -569,7 +583,7 @@ mod tests {
         }
     }
 
-    fn exercise_registration(store: &dyn Store) {
+    pub(crate) fn exercise_registration(store: &dyn Store) {
         store.put_token("live", &token(200)).unwrap();
         store.put_token("old", &token(150)).unwrap();
         assert_eq!(store.redeem_token("nope", 160).unwrap(), Redeemed::Unknown);

@@ -2,6 +2,7 @@
 //! PEM parsing, and a gRPC channel that dials the hub over our own mutual-TLS connector.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use rustls::crypto::CryptoProvider;
@@ -32,7 +33,7 @@ pub enum TlsError {
     },
     #[error("the CA certificate cannot verify clients: {0}")]
     Verifier(#[from] rustls::server::VerifierBuilderError),
-    #[error("'{address}' is not a hub address (want HOST:PORT): {reason}")]
+    #[error("'{address}' is not a hub address (want HOST:PORT, or several separated by commas): {reason}")]
     Address { address: String, reason: String },
     #[error("{}", crate::link_error::explain(source.as_ref()))]
     Connect {
@@ -139,52 +140,140 @@ pub fn client_config(ca_pem: &str, client: Option<(&str, &str)>) -> Result<Arc<C
     Ok(Arc::new(config))
 }
 
-/// Where the hub is and the name its certificate must carry.
+/// Where the hub is and the name its certificate must carry: one address, or several replicas
+/// of one hub (`a:7443,b:7443`), tried in turn. A name that resolves to several addresses is
+/// tried address by address as well.
 #[derive(Debug, Clone)]
 pub struct HubAddress {
-    /// `HOST:PORT` to dial.
+    /// The address(es) as given, for messages.
     pub address: String,
-    /// Name checked against the hub certificate's SANs (defaults to HOST).
+    /// Name checked against the first hub's certificate SANs (defaults to its HOST).
     pub server_name: ServerName<'static>,
+    /// Every replica: `HOST:PORT` to dial and the name its certificate must carry.
+    pub replicas: Vec<(String, ServerName<'static>)>,
+    /// The replica dialed first: the last one that answered (shared by clones).
+    preferred: Arc<AtomicUsize>,
 }
 
 impl HubAddress {
-    /// Parses `HOST:PORT`, with an optional server name override.
+    /// Parses `HOST:PORT[,HOST:PORT…]`, with an optional server name override for all of them.
     pub fn parse(address: &str, server_name: Option<&str>) -> Result<Self> {
-        let bad = |reason: &str| TlsError::Address { address: address.to_string(), reason: reason.to_string() };
-        let (host, port) = address.rsplit_once(':').ok_or_else(|| bad("no port"))?;
-        port.parse::<u16>().map_err(|_| bad("the port is not a number"))?;
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        let name = server_name.unwrap_or(host).to_string();
-        let server_name = ServerName::try_from(name).map_err(|_| bad("the host is not a valid server name"))?;
-        Ok(HubAddress { address: address.to_string(), server_name })
+        let replicas = address
+            .split(',')
+            .map(str::trim)
+            .filter(|one| !one.is_empty())
+            .map(|one| {
+                let bad = |reason: &str| TlsError::Address { address: one.to_string(), reason: reason.to_string() };
+                let (host, port) = one.rsplit_once(':').ok_or_else(|| bad("no port"))?;
+                port.parse::<u16>().map_err(|_| bad("the port is not a number"))?;
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                let name = server_name.unwrap_or(host).to_string();
+                let name = ServerName::try_from(name).map_err(|_| bad("the host is not a valid server name"))?;
+                Ok((one.to_string(), name))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let Some((_, first)) = replicas.first() else {
+            return Err(TlsError::Address { address: address.to_string(), reason: "no address".into() });
+        };
+        let server_name = first.clone();
+        Ok(HubAddress { address: address.to_string(), server_name, replicas, preferred: Arc::default() })
+    }
+
+    /// Starts at a random replica, so a fleet of agents spreads over them (a CLI keeps their
+    /// order).
+    pub fn spread(self) -> Self {
+        self.preferred.store(rand::random_range(0..self.replicas.len()), Ordering::Relaxed);
+        self
+    }
+
+    /// Opens TCP and TLS to the preferred replica, else to the next that answers.
+    async fn dial(
+        &self,
+        tls: &TlsConnector,
+        timeout: Duration,
+    ) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+        let start = self.preferred.load(Ordering::Relaxed);
+        let mut failure = None;
+        for i in 0..self.replicas.len() {
+            let index = (start + i) % self.replicas.len();
+            let (address, server_name) = &self.replicas[index];
+            let dialed = async {
+                let tcp = tokio::time::timeout(timeout, TcpStream::connect(address))
+                    .await
+                    .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "TCP connect timed out"))??;
+                tcp.set_nodelay(true)?;
+                tls.connect(server_name.clone(), tcp).await
+            };
+            match dialed.await {
+                Ok(stream) => {
+                    self.preferred.store(index, Ordering::Relaxed);
+                    return Ok(stream);
+                }
+                Err(e) => {
+                    tracing::debug!(hub = %address, error = %e, "hub replica did not answer; trying the next");
+                    failure = Some(std::io::Error::new(e.kind(), format!("{address}: {e}")));
+                }
+            }
+        }
+        Err(failure.unwrap_or_else(|| std::io::Error::other("no hub address")))
     }
 }
 
 /// Dials the hub over mutual TLS and returns a gRPC channel. HTTP/2 keep-alives detect a hub
 /// that vanished without closing the connection.
 pub async fn connect(hub: &HubAddress, tls: Arc<ClientConfig>, timeout: Duration) -> Result<Channel> {
-    let endpoint = Endpoint::from_shared(format!("http://{}", hub.address))
+    // The URI only names the first replica: the connector below dials whichever answers.
+    let endpoint = Endpoint::from_shared(format!("http://{}", hub.replicas[0].0))
         .map_err(|e| TlsError::Address { address: hub.address.clone(), reason: e.to_string() })?
         .connect_timeout(timeout)
         .timeout(Duration::from_secs(30))
         .http2_keep_alive_interval(Duration::from_secs(15))
         .keep_alive_timeout(Duration::from_secs(10))
         .keep_alive_while_idle(true);
-    let address = hub.address.clone();
-    let server_name = hub.server_name.clone();
+    let hub = hub.clone();
     let connector = tower::service_fn(move |_uri: http::Uri| {
         let connector = TlsConnector::from(tls.clone());
-        let address = address.clone();
-        let server_name = server_name.clone();
-        async move {
-            let tcp = tokio::time::timeout(timeout, TcpStream::connect(&address))
-                .await
-                .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "TCP connect timed out"))??;
-            tcp.set_nodelay(true)?;
-            let tls = connector.connect(server_name, tcp).await?;
-            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
-        }
+        let hub = hub.clone();
+        async move { Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(hub.dial(&connector, timeout).await?)) }
     });
     endpoint.connect_with_connector(connector).await.map_err(|e| TlsError::Connect { source: Box::new(e) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hub_address_may_name_several_replicas() {
+        let one = HubAddress::parse("hub.example:7443", None).unwrap();
+        assert_eq!(one.replicas.len(), 1);
+        assert_eq!(one.server_name.to_str(), "hub.example");
+        let many = HubAddress::parse("a.example:7443, b.example:7443,", Some("hub")).unwrap();
+        let names: Vec<_> = many.replicas.iter().map(|(a, n)| (a.as_str(), n.to_str().to_string())).collect();
+        assert_eq!(names, [("a.example:7443", "hub".to_string()), ("b.example:7443", "hub".to_string())]);
+        let bad = HubAddress::parse("a.example:7443,b.example", None).unwrap_err().to_string();
+        assert!(bad.contains("'b.example'") && bad.contains("no port"), "{bad}");
+        assert!(HubAddress::parse(" , ", None).is_err());
+    }
+
+    #[tokio::test]
+    async fn dialing_moves_past_a_replica_that_does_not_answer() {
+        crate::install_crypto_provider();
+        // A port nothing listens on (bound, then closed) and a listener that takes TCP.
+        let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let live = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let live_addr = live.local_addr().unwrap();
+        let hub = HubAddress::parse(&format!("{dead},{live_addr}"), Some("localhost")).unwrap();
+        let accepted = tokio::spawn(async move { live.accept().await.map(|(_, peer)| peer) });
+        let config = client_config(&test_ca_pem(), None).unwrap();
+        // The handshake fails (the listener speaks no TLS), but only after the live replica took
+        // the connection: the dead one was skipped.
+        let _ = hub.dial(&TlsConnector::from(config), Duration::from_secs(5)).await;
+        accepted.await.unwrap().unwrap();
+        assert_eq!(hub.preferred.load(Ordering::Relaxed), 0, "a replica that never answered is not preferred");
+    }
+
+    fn test_ca_pem() -> String {
+        crate::pki::CertificateAuthority::generate("test-ca", 1).unwrap().0.cert_pem().to_string()
+    }
 }

@@ -24,6 +24,9 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- define "convoy-hub.gitSecret" -}}
 {{- default (printf "%s-git" (include "convoy-hub.fullname" .)) .Values.git.existingSecret -}}
 {{- end -}}
+{{- define "convoy-hub.storeSecret" -}}
+{{- default (printf "%s-store" (include "convoy-hub.fullname" .)) .Values.store.postgres.existingSecret -}}
+{{- end -}}
 {{- define "convoy-hub.webhookSecret" -}}
 {{- default (printf "%s-webhook" (include "convoy-hub.fullname" .)) .Values.webhook.existingSecret -}}
 {{- end -}}

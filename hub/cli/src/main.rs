@@ -16,7 +16,8 @@ struct Cli {
     /// Context of the config file to use (default: its current-context).
     #[arg(long, global = true, env = "CONVOY_CONTEXT")]
     context: Option<String>,
-    /// Hub address HOST:PORT (overrides the context).
+    /// Hub address HOST:PORT, or hub replicas HOST:PORT,HOST:PORT tried in order (overrides the
+    /// context).
     #[arg(long, global = true, env = "CONVOY_HUB")]
     hub: Option<String>,
     /// CA certificate that signed the hub's certificate.

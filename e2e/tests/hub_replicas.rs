@@ -1,0 +1,159 @@
+//! Two `convoy-hub` replicas on one PostgreSQL database (a server of the test's own): one leads
+//! the sync, both serve agents and the fleet API. The leader killed with SIGKILL right after a
+//! commit hands the lead to the other, the agent (given both addresses) moves over and gets the
+//! commit, and nothing the replicas had acknowledged is lost. A leader paused (SIGSTOP) until the
+//! other took over wakes up unable to publish: the fence refuses it, and it stops. A cluster
+//! revoked through one replica is cut off by the other at once.
+
+use convoy_agent::link::LinkState;
+use convoy_e2e::fleet_repo::{FleetRepo, configmap_yaml, create_standard_namespaces, standard_fleet};
+use convoy_e2e::harness::{HubProcess, RunningAgent, TestCa, TestPostgres, eventually, spawn_agent};
+use convoy_shared::identity::{Identity, Role};
+use convoy_shared::proto::{ClusterInfo, HistoryRequest, ListClustersRequest, RevokeClusterRequest};
+use kubesim::SimFleet;
+
+async fn dev_1(ca: &TestCa, hub: &str) -> Option<ClusterInfo> {
+    let mut cli = ca.cli(hub, Role::Viewer).await;
+    let clusters = cli.list_clusters(ListClustersRequest {}).await.ok()?.into_inner().clusters;
+    clusters.into_iter().find(|c| c.name == "dev-1")
+}
+
+/// dev-1's history as a replica reads it from the shared store, newest first.
+async fn history(ca: &TestCa, hub: &str) -> Vec<(String, String)> {
+    let mut cli = ca.cli(hub, Role::Viewer).await;
+    let request = HistoryRequest { cluster: "dev-1".into(), limit: 100 };
+    let entries = cli.history(request).await.expect("history").into_inner().entries;
+    entries.into_iter().map(|e| (e.event, e.revision)).collect()
+}
+
+fn new_greeting(repo: &FleetRepo, greeting: &str) -> String {
+    repo.write("apps/web/base/config.yaml", &configmap_yaml("web-config", &[("greeting", greeting)]));
+    repo.commit(&format!("web: {greeting}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_killed_mid_sync_hands_over_and_nothing_acknowledged_is_lost() {
+    let postgres = TestPostgres::start();
+    let database = postgres.database();
+    let dir = tempfile::tempdir().unwrap();
+    let repo = standard_fleet(dir.path());
+    let head = repo.head();
+    let ca = TestCa::new();
+    let leader = HubProcess::start_replica(&ca.certs.0, "127.0.0.1:0", &repo.url(), &database);
+    leader.process.wait_for_line("leading");
+
+    // The agent is given both replicas before the second one listens, so its stream is on the
+    // leader, whichever address it tries first.
+    let kube = SimFleet::start(&["dev-1"]).await.unwrap();
+    let cluster = kube.cluster("dev-1").unwrap();
+    create_standard_namespaces(cluster);
+    let cache = tempfile::tempdir().unwrap();
+    let second = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+    let hubs = format!("{},{second}", leader.address);
+    let agent = spawn_agent(&ca, &hubs, cluster, cache.path(), &["--backoff-max-seconds", "1"]);
+    eventually("dev-1 streaming to the leader", || async {
+        dev_1(&ca, &leader.address).await.filter(|c| c.connected).map(|_| ())
+    })
+    .await;
+    let follower = HubProcess::start_replica(&ca.certs.0, &second, &repo.url(), &database);
+
+    // Acknowledged: the follower serves the leader's assignment, and takes what the agent
+    // applied (reported to the leader) from the shared store.
+    let address = follower.address.clone();
+    eventually("dev-1 applied, as the follower sees it", || async {
+        dev_1(&ca, &address).await.filter(|c| !c.connected && c.in_sync && c.applied_revision == head).map(|_| ())
+    })
+    .await;
+    let before = history(&ca, &address).await;
+    assert!(before.contains(&("assigned".into(), head.clone())), "{before:?}");
+    assert!(before.contains(&("applied".into(), head.clone())), "{before:?}");
+
+    let next = new_greeting(&repo, "hi ${cluster.name}");
+    leader.kill();
+    follower.process.wait_for_line("leading");
+    eventually("dev-1 on the new leader, applied the commit", || async {
+        dev_1(&ca, &address).await.filter(|c| c.connected && c.in_sync && c.applied_revision == next).map(|_| ())
+    })
+    .await;
+    // The store's writer records the apply a moment after the status shows it.
+    let applied = ("applied".to_string(), next.clone());
+    let after = eventually("the apply in the shared history", || async {
+        Some(history(&ca, &address).await).filter(|h| h.contains(&applied))
+    })
+    .await;
+    assert!(after.ends_with(&before), "history before the kill survives it: {before:?} then {after:?}");
+    let config = cluster.get("v1", "ConfigMap", Some("web"), "web-config").expect("applied");
+    assert_eq!(config["data"]["greeting"], "hi dev-1");
+    drop(agent);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_leader_that_wakes_after_the_takeover_cannot_publish() {
+    let postgres = TestPostgres::start();
+    let database = postgres.database();
+    let dir = tempfile::tempdir().unwrap();
+    let repo = standard_fleet(dir.path());
+    let head = repo.head();
+    let ca = TestCa::new();
+    let mut paused = HubProcess::start_replica(&ca.certs.0, "127.0.0.1:0", &repo.url(), &database);
+    paused.process.wait_for_line("leading");
+    let other = HubProcess::start_replica(&ca.certs.0, "127.0.0.1:0", &repo.url(), &database);
+    let address = other.address.clone();
+    eventually("the follower serves the leader's assignment", || async {
+        dev_1(&ca, &address).await.filter(|c| c.assigned_revision == head).map(|_| ())
+    })
+    .await;
+
+    paused.pause();
+    let next = new_greeting(&repo, "hi ${cluster.name}");
+    // The database ends the silent leader's session after the lease; the other takes the lead.
+    other.process.wait_for_line("leading");
+    eventually("the new leader publishes the commit", || async {
+        dev_1(&ca, &address).await.filter(|c| c.assigned_revision == next).map(|_| ())
+    })
+    .await;
+
+    paused.resume();
+    paused.process.wait_for_line("lost the lead");
+    let status = paused.process.wait();
+    assert!(!status.success(), "a replica that lost the lead stops: {status}");
+    for refused in paused.process.log_lines("assignment not published") {
+        assert!(refused.contains("refused"), "only the fence keeps it from publishing: {refused}");
+    }
+    let history = history(&ca, &address).await;
+    let assigned = history.iter().filter(|entry| *entry == &("assigned".to_string(), next.clone())).count();
+    assert_eq!(assigned, 1, "only the new leader published the commit: {history:?}");
+    assert_eq!(dev_1(&ca, &address).await.unwrap().assigned_revision, next);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_revoked_through_one_replica_is_cut_off_by_the_other() {
+    let postgres = TestPostgres::start();
+    let database = postgres.database();
+    let ca = TestCa::new();
+    let serve = ["--store", database.as_str()];
+    let one = HubProcess::start_with(&ca.certs.0, "127.0.0.1:0", "info", &serve);
+    let other = HubProcess::start_with(&ca.certs.0, "127.0.0.1:0", "info", &serve);
+    let cert = ca.issue(Identity::Cluster("dev-1".into()));
+    let agent = RunningAgent::start(ca.agent_config(&other.address, Some(&cert), "dev-1"));
+    let mut state = agent.handle.state.clone();
+    state.wait_for(|s| *s == LinkState::Connected).await.unwrap();
+
+    let mut admin = ca.cli(&one.address, Role::Admin).await;
+    let reply = admin.revoke_cluster(RevokeClusterRequest { cluster: "dev-1".into() }).await.unwrap().into_inner();
+    assert!(!reply.stream_closed, "the stream is on the other replica");
+    state.wait_for(|s| *s != LinkState::Connected).await.unwrap();
+    let refused = eventually("the other replica refuses the reconnect", || {
+        let s = state.borrow().clone();
+        async move {
+            match s {
+                LinkState::Disconnected { error, .. } if error.contains("revoked") => Some(error),
+                _ => None,
+            }
+        }
+    })
+    .await;
+    assert!(refused.contains("convoy token create"), "{refused}");
+    assert_eq!(other.log_lines("revoked on another replica").len(), 1);
+    agent.stop().await;
+}

@@ -1,0 +1,611 @@
+//! The PostgreSQL store: what [`crate::store::RedbStore`] keeps, in a database several hub
+//! replicas share, plus what only replicas need: the leader's fencing epoch and the assignments
+//! it published (content-addressed by digest, announced with `NOTIFY`), so every replica serves
+//! them. The schema is migrated at start (a versioned `convoy_migrations` table).
+//!
+//! [`Store`] is blocking; this store runs its queries on a small runtime of its own, so it may be
+//! called from any thread, inside the hub's runtime or not, without starving it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+
+use convoy_shared::model::Assignment;
+use convoy_shared::proto::{self, HistoryEntry, Report};
+use prost::Message;
+use tokio_postgres::{Client, NoTls};
+
+use crate::store::{Redeemed, Registration, Result, Store, StoreError, StoreEvent, TokenRecord, redeem};
+
+/// Advisory lock key migrations run under ("convoy" in ASCII, then 1), so replicas starting
+/// together migrate one at a time.
+const MIGRATION_LOCK: i64 = 0x0063_6f6e_766f_7901;
+/// Advisory lock key of leadership ("convoy", then 2).
+pub(crate) const LEADER_LOCK: i64 = 0x0063_6f6e_766f_7902;
+/// Channel a leader announces `CLUSTER DIGEST` on when it publishes an assignment.
+pub(crate) const PUBLISHED_CHANNEL: &str = "convoy_published";
+/// Channel a replica announces `REPLICA CLUSTER` on when it stored a cluster's report.
+pub(crate) const REPORTS_CHANNEL: &str = "convoy_reports";
+/// Channel a replica announces `CLUSTER AT_UNIX_MS` on when it revoked a cluster.
+pub(crate) const REVOCATIONS_CHANNEL: &str = "convoy_revocations";
+/// Connections each store keeps (queries pipeline on each).
+const POOL: usize = 4;
+
+/// Schema versions, applied in order and recorded in `convoy_migrations`; never edit one that
+/// shipped, add the next.
+const MIGRATIONS: &[(i32, &str)] = &[(
+    1,
+    "CREATE TABLE convoy_reports (cluster text PRIMARY KEY, report bytea NOT NULL);
+     CREATE TABLE convoy_history (seq bigserial PRIMARY KEY, cluster text NOT NULL, entry bytea NOT NULL);
+     CREATE INDEX convoy_history_by_cluster ON convoy_history (cluster, seq DESC);
+     CREATE TABLE convoy_tokens (hash text PRIMARY KEY, record text NOT NULL);
+     CREATE TABLE convoy_registrations (cluster text PRIMARY KEY, registration text NOT NULL);
+     CREATE TABLE convoy_revocations (cluster text PRIMARY KEY, at_unix_ms bigint NOT NULL);
+     CREATE TABLE convoy_rollouts (environment text PRIMARY KEY, state text NOT NULL);
+     CREATE TABLE convoy_pins (environment text PRIMARY KEY, commit text NOT NULL);
+     CREATE TABLE convoy_leader (id integer PRIMARY KEY CHECK (id = 1), epoch bigint NOT NULL,
+                                 holder text NOT NULL, since timestamptz NOT NULL DEFAULT now());
+     INSERT INTO convoy_leader (id, epoch, holder) VALUES (1, 0, '');
+     CREATE TABLE convoy_assignments (digest text PRIMARY KEY, body bytea NOT NULL);
+     CREATE TABLE convoy_published (cluster text PRIMARY KEY,
+                                    digest text NOT NULL REFERENCES convoy_assignments (digest),
+                                    environment text NOT NULL, revision text NOT NULL,
+                                    epoch bigint NOT NULL, published_at timestamptz NOT NULL DEFAULT now());",
+)];
+
+/// The leadership epoch this replica holds (0: none). Set by [`crate::leadership`] on taking
+/// the lead; every leader-only write carries it and is refused once the database's is newer.
+#[derive(Debug, Clone, Default)]
+pub struct Fence(Arc<AtomicI64>);
+
+impl Fence {
+    pub fn set(&self, epoch: i64) {
+        self.0.store(epoch, Ordering::SeqCst);
+    }
+
+    pub fn get(&self) -> i64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// A few connections, each opened on first use and again after it broke (a database restart).
+#[derive(Debug)]
+struct Pool {
+    config: tokio_postgres::Config,
+    slots: Vec<tokio::sync::Mutex<Option<Client>>>,
+    next: AtomicUsize,
+}
+
+impl Pool {
+    /// A connection, opened if need be; held until the guard drops.
+    async fn get(&self) -> Result<tokio::sync::MappedMutexGuard<'_, Client>> {
+        let slot = &self.slots[self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len()];
+        let mut guard = slot.lock().await;
+        if guard.as_ref().is_none_or(Client::is_closed) {
+            *guard = Some(connect(&self.config).await?);
+        }
+        Ok(tokio::sync::MutexGuard::map(guard, |client| client.as_mut().expect("connected just above")))
+    }
+}
+
+/// Opens a connection whose messages a task on the current runtime drives.
+pub(crate) async fn connect(config: &tokio_postgres::Config) -> Result<Client> {
+    let (client, connection) = config.connect(NoTls).await.map_err(|e| unreachable_database(config, &e))?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::warn!(error = %e, "a PostgreSQL connection closed");
+        }
+    });
+    Ok(client)
+}
+
+/// "HOST:PORT/DB" of a configuration, for messages (never the password).
+pub(crate) fn target(config: &tokio_postgres::Config) -> String {
+    let host = match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
+        Some(tokio_postgres::config::Host::Unix(path)) => path.display().to_string(),
+        None => "localhost".into(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    format!("{host}:{port}/{}", config.get_dbname().unwrap_or_default())
+}
+
+fn unreachable_database(config: &tokio_postgres::Config, e: &tokio_postgres::Error) -> StoreError {
+    StoreError::Database { target: target(config), message: e.to_string() }
+}
+
+fn db<E: Into<Box<dyn std::error::Error + Send + Sync>>>(e: E) -> StoreError {
+    StoreError::Db(e.into())
+}
+
+/// The PostgreSQL store.
+#[derive(Debug)]
+pub struct PgStore {
+    /// Runs every query; shut down in the background on drop (dropping a runtime inside another
+    /// one's context would panic).
+    runtime: Option<tokio::runtime::Runtime>,
+    pool: Arc<Pool>,
+    fence: Fence,
+    /// Names this replica in report announcements, so it skips its own.
+    replica: String,
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl PgStore {
+    /// Connects to `url` (`postgres://USER[:PASSWORD]@HOST[:PORT]/DB`, or key=value pairs) and
+    /// migrates the schema to this hub's version.
+    pub fn connect(url: &str) -> Result<Self> {
+        let config: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| StoreError::Database {
+            target: "--store".into(),
+            message: format!("{e}; write it as postgres://USER@HOST:PORT/DATABASE"),
+        })?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("convoy-postgres")
+            .enable_all()
+            .build()
+            .map_err(db)?;
+        let slots = (0..POOL).map(|_| tokio::sync::Mutex::new(None)).collect();
+        let pool = Arc::new(Pool { config, slots, next: AtomicUsize::new(0) });
+        let replica = format!("{}-{}", std::process::id(), convoy_shared::clock::unix_ms());
+        let store = PgStore { runtime: Some(runtime), pool, fence: Fence::default(), replica };
+        store.run(|pool| async move { migrate(&mut *pool.get().await?).await })?;
+        Ok(store)
+    }
+
+    /// The database's connection settings (leadership and notifications open their own).
+    pub fn config(&self) -> &tokio_postgres::Config {
+        &self.pool.config
+    }
+
+    /// The epoch leader-only writes carry.
+    pub fn fence(&self) -> &Fence {
+        &self.fence
+    }
+
+    /// This replica's name in report announcements.
+    pub(crate) fn replica(&self) -> &str {
+        &self.replica
+    }
+
+    /// Runs `f` on the store's runtime and waits for it.
+    fn run<T, F, Fut>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(Arc<Pool>) -> Fut,
+        Fut: Future<Output = Result<T>> + Send + 'static,
+    {
+        let runtime = self.runtime.as_ref().expect("the runtime lives until drop");
+        futures::executor::block_on(runtime.spawn(f(self.pool.clone()))).map_err(db)?
+    }
+
+    /// Records `assignment` as its cluster's published one, if this replica's epoch is still the
+    /// database's, and announces it to the other replicas. Refused with
+    /// [`StoreError::Fenced`] once another replica took the lead.
+    pub fn publish(&self, assignment: &Assignment) -> Result<()> {
+        let body = proto::Assignment::from(assignment).encode_to_vec();
+        let (cluster, digest) = (assignment.cluster.clone(), assignment.digest.clone());
+        let (environment, revision) = (assignment.environment.clone(), assignment.revision.clone());
+        let epoch = self.fence.get();
+        self.run(move |pool| async move {
+            let mut client = pool.get().await?;
+            let txn = client.transaction().await.map_err(db)?;
+            txn.execute(
+                "INSERT INTO convoy_assignments (digest, body) VALUES ($1, $2) ON CONFLICT (digest) DO NOTHING",
+                &[&digest, &body],
+            )
+            .await
+            .map_err(db)?;
+            // The leader row is share-locked until commit: a replica taking the lead (which
+            // updates it) waits for this write, and this write sees its epoch if it came first.
+            let written = txn
+                .execute(
+                    "WITH fence AS (SELECT 1 FROM convoy_leader WHERE id = 1 AND epoch = $5 FOR SHARE)
+                     INSERT INTO convoy_published (cluster, digest, environment, revision, epoch)
+                     SELECT $1, $2, $3, $4, $5 FROM fence
+                     ON CONFLICT (cluster) DO UPDATE SET digest = excluded.digest,
+                       environment = excluded.environment, revision = excluded.revision,
+                       epoch = excluded.epoch, published_at = now()",
+                    &[&cluster, &digest, &environment, &revision, &epoch],
+                )
+                .await
+                .map_err(db)?;
+            if written == 0 {
+                let current: i64 =
+                    txn.query_one("SELECT epoch FROM convoy_leader WHERE id = 1", &[]).await.map_err(db)?.get(0);
+                return Err(StoreError::Fenced { epoch, current });
+            }
+            txn.execute("SELECT pg_notify($1, $2)", &[&PUBLISHED_CHANNEL, &format!("{cluster} {digest}")])
+                .await
+                .map_err(db)?;
+            txn.commit().await.map_err(db)
+        })
+    }
+
+    /// The published assignments: every cluster's, or only `cluster`'s.
+    pub fn published(&self, cluster: Option<&str>) -> Result<Vec<Assignment>> {
+        let cluster = cluster.map(str::to_string);
+        self.run(move |pool| async move {
+            let client = pool.get().await?;
+            let rows = client
+                .query(
+                    "SELECT p.cluster, p.environment, p.revision, a.body FROM convoy_published p
+                     JOIN convoy_assignments a ON a.digest = p.digest
+                     WHERE $1::text IS NULL OR p.cluster = $1",
+                    &[&cluster],
+                )
+                .await
+                .map_err(db)?;
+            rows.iter()
+                .map(|row| {
+                    let wire = proto::Assignment::decode(row.get::<_, &[u8]>(3)).map_err(db)?;
+                    let mut assignment = Assignment::try_from(&wire).map_err(db)?;
+                    assignment.cluster = row.get(0);
+                    assignment.environment = row.get(1);
+                    assignment.revision = row.get(2);
+                    Ok(assignment)
+                })
+                .collect()
+        })
+    }
+
+    /// `cluster`'s last stored report.
+    pub fn last_report(&self, cluster: &str) -> Result<Option<Report>> {
+        let cluster = cluster.to_string();
+        self.run(move |pool| async move {
+            let client = pool.get().await?;
+            let row = client
+                .query_opt("SELECT report FROM convoy_reports WHERE cluster = $1", &[&cluster])
+                .await
+                .map_err(db)?;
+            row.map(|row| Report::decode(row.get::<_, &[u8]>(0)).map_err(db)).transpose()
+        })
+    }
+
+    /// Every row of a two-text-column query.
+    fn strings(&self, sql: &'static str) -> Result<Vec<(String, String)>> {
+        self.run(move |pool| async move {
+            let client = pool.get().await?;
+            let rows = client.query(sql, &[]).await.map_err(db)?;
+            Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
+        })
+    }
+}
+
+/// Applies the migrations this database lacks, one replica at a time.
+async fn migrate(client: &mut Client) -> Result<()> {
+    let txn = client.transaction().await.map_err(db)?;
+    txn.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await.map_err(db)?;
+    txn.batch_execute(
+        "CREATE TABLE IF NOT EXISTS convoy_migrations (version integer PRIMARY KEY,
+                                                      applied_at timestamptz NOT NULL DEFAULT now())",
+    )
+    .await
+    .map_err(db)?;
+    let applied: i32 =
+        txn.query_one("SELECT coalesce(max(version), 0) FROM convoy_migrations", &[]).await.map_err(db)?.get(0);
+    let known = MIGRATIONS.last().map(|(version, _)| *version).unwrap_or_default();
+    if applied > known {
+        return Err(StoreError::Schema { found: applied, known });
+    }
+    for (version, sql) in MIGRATIONS.iter().filter(|(version, _)| *version > applied) {
+        txn.batch_execute(sql).await.map_err(db)?;
+        txn.execute("INSERT INTO convoy_migrations (version) VALUES ($1)", &[version]).await.map_err(db)?;
+        tracing::info!(version, "PostgreSQL schema migrated");
+    }
+    txn.commit().await.map_err(db)
+}
+
+impl Store for PgStore {
+    fn write(&self, events: &[StoreEvent]) -> Result<()> {
+        // One statement per table for the whole batch (arrays unnested in the database): a
+        // cluster's last report in the batch wins, history keeps its order.
+        let mut reports = BTreeMap::new();
+        let (mut history_clusters, mut history_entries) = (Vec::new(), Vec::new());
+        let (mut rollouts, mut pins) = (BTreeMap::new(), BTreeMap::new());
+        for event in events {
+            match event {
+                StoreEvent::Report { cluster, report } => {
+                    reports.insert(cluster.clone(), report.encode_to_vec());
+                }
+                StoreEvent::History { cluster, entry } => {
+                    history_clusters.push(cluster.clone());
+                    history_entries.push(entry.encode_to_vec());
+                }
+                StoreEvent::Rollout { environment, state } => {
+                    rollouts.insert(environment.clone(), state.clone());
+                }
+                StoreEvent::Pin { environment, commit } => {
+                    pins.insert(environment.clone(), commit.clone());
+                }
+            }
+        }
+        let (epoch, replica) = (self.fence.get(), self.replica.clone());
+        self.run(move |pool| async move {
+            let mut client = pool.get().await?;
+            let txn = client.transaction().await.map_err(db)?;
+            // Rollouts and pins are the leader's: they are written only while this replica's
+            // epoch is the database's (share-locked until commit, like a publication).
+            if !rollouts.is_empty() || !pins.is_empty() {
+                let current: i64 = txn
+                    .query_one("SELECT epoch FROM convoy_leader WHERE id = 1 FOR SHARE", &[])
+                    .await
+                    .map_err(db)?
+                    .get(0);
+                if current == epoch {
+                    for (environment, state) in &rollouts {
+                        txn.execute(
+                            "INSERT INTO convoy_rollouts (environment, state) VALUES ($1, $2)
+                             ON CONFLICT (environment) DO UPDATE SET state = excluded.state",
+                            &[environment, state],
+                        )
+                        .await
+                        .map_err(db)?;
+                    }
+                    for (environment, commit) in &pins {
+                        let written = match commit {
+                            Some(commit) => {
+                                txn.execute(
+                                    "INSERT INTO convoy_pins (environment, commit) VALUES ($1, $2)
+                                     ON CONFLICT (environment) DO UPDATE SET commit = excluded.commit",
+                                    &[environment, commit],
+                                )
+                                .await
+                            }
+                            None => txn.execute("DELETE FROM convoy_pins WHERE environment = $1", &[environment]).await,
+                        };
+                        written.map_err(db)?;
+                    }
+                } else {
+                    tracing::error!(
+                        epoch,
+                        current,
+                        "rollout and pin changes refused: this replica no longer leads (another replica took over)"
+                    );
+                }
+            }
+            if !reports.is_empty() {
+                let (clusters, bodies): (Vec<String>, Vec<Vec<u8>>) = reports.into_iter().unzip();
+                txn.execute(
+                    "INSERT INTO convoy_reports (cluster, report) SELECT * FROM unnest($1::text[], $2::bytea[])
+                     ON CONFLICT (cluster) DO UPDATE SET report = excluded.report",
+                    &[&clusters, &bodies],
+                )
+                .await
+                .map_err(db)?;
+                // The other replicas take these reports into their status tables.
+                txn.execute(
+                    "SELECT pg_notify($1, $2 || ' ' || cluster) FROM unnest($3::text[]) AS cluster",
+                    &[&REPORTS_CHANNEL, &replica, &clusters],
+                )
+                .await
+                .map_err(db)?;
+            }
+            if !history_entries.is_empty() {
+                txn.execute(
+                    "INSERT INTO convoy_history (cluster, entry)
+                     SELECT cluster, entry FROM unnest($1::text[], $2::bytea[]) WITH ORDINALITY AS t(cluster, entry, n)
+                     ORDER BY n",
+                    &[&history_clusters, &history_entries],
+                )
+                .await
+                .map_err(db)?;
+            }
+            txn.commit().await.map_err(db)
+        })
+    }
+
+    fn last_reports(&self) -> Result<Vec<(String, Report)>> {
+        self.run(|pool| async move {
+            let client = pool.get().await?;
+            let rows = client.query("SELECT cluster, report FROM convoy_reports", &[]).await.map_err(db)?;
+            rows.iter().map(|row| Ok((row.get(0), Report::decode(row.get::<_, &[u8]>(1)).map_err(db)?))).collect()
+        })
+    }
+
+    fn history(&self, cluster: &str, limit: usize) -> Result<Vec<HistoryEntry>> {
+        let (cluster, limit) = (cluster.to_string(), i64::try_from(limit).unwrap_or(i64::MAX));
+        self.run(move |pool| async move {
+            let client = pool.get().await?;
+            let rows = client
+                .query(
+                    "SELECT entry FROM convoy_history WHERE cluster = $1 ORDER BY seq DESC LIMIT $2",
+                    &[&cluster, &limit],
+                )
+                .await
+                .map_err(db)?;
+            rows.iter().map(|row| HistoryEntry::decode(row.get::<_, &[u8]>(0)).map_err(db)).collect()
+        })
+    }
+
+    fn put_token(&self, hash: &str, token: &TokenRecord) -> Result<()> {
+        let (hash, json) = (hash.to_string(), serde_json::to_string(token).map_err(db)?);
+        self.run(move |pool| async move {
+            let client = pool.get().await?;
+            client
+                .execute(
+                    "INSERT INTO convoy_tokens (hash, record) VALUES ($1, $2)
+                     ON CONFLICT (hash) DO UPDATE SET record = excluded.record",
+                    &[&hash, &json],
+                )
+                .await
+                .map_err(db)?;
+            Ok(())
+        })
+    }
+
+    fn redeem_token(&self, hash: &str, now: i64) -> Result<Redeemed> {
+        let hash = hash.to_string();
+        self.run(move |pool| async move {
+            let mut client = pool.get().await?;
+            let txn = client.transaction().await.map_err(db)?;
+            // The row lock makes read-check-write one step across replicas.
+            let row = txn
+                .query_opt("SELECT record FROM convoy_tokens WHERE hash = $1 FOR UPDATE", &[&hash])
+                .await
+                .map_err(db)?;
+            let record = row.map(|row| serde_json::from_str::<TokenRecord>(row.get(0)).map_err(db)).transpose()?;
+            let (outcome, write) = redeem(record, now);
+            if let Some(record) = write {
+                let json = serde_json::to_string(&record).map_err(db)?;
+                txn.execute("UPDATE convoy_tokens SET record = $2 WHERE hash = $1", &[&hash, &json])
+                    .await
+                    .map_err(db)?;
+            }
+            txn.commit().await.map_err(db)?;
+            Ok(outcome)
+        })
+    }
+
+    fn put_registration(&self, registration: &Registration) -> Result<()> {
+        let (cluster, json) = (registration.cluster.clone(), serde_json::to_string(registration).map_err(db)?);
+        self.run(move |pool| async move {
+            let client = pool.get().await?;
+            client
+                .execute(
+                    "INSERT INTO convoy_registrations (cluster, registration) VALUES ($1, $2)
+                     ON CONFLICT (cluster) DO UPDATE SET registration = excluded.registration",
+                    &[&cluster, &json],
+                )
+                .await
+                .map_err(db)?;
+            Ok(())
+        })
+    }
+
+    fn registrations(&self) -> Result<Vec<Registration>> {
+        let rows = self.strings("SELECT cluster, registration FROM convoy_registrations ORDER BY cluster")?;
+        rows.iter().map(|(_, json)| serde_json::from_str(json).map_err(db)).collect()
+    }
+
+    fn put_revocation(&self, cluster: &str, at: i64) -> Result<()> {
+        let cluster = cluster.to_string();
+        self.run(move |pool| async move {
+            let mut client = pool.get().await?;
+            let txn = client.transaction().await.map_err(db)?;
+            txn.execute(
+                "INSERT INTO convoy_revocations (cluster, at_unix_ms) VALUES ($1, $2)
+                 ON CONFLICT (cluster) DO UPDATE SET at_unix_ms = excluded.at_unix_ms",
+                &[&cluster, &at],
+            )
+            .await
+            .map_err(db)?;
+            // Every replica refuses the cluster from now on, not only this one.
+            txn.execute("SELECT pg_notify($1, $2)", &[&REVOCATIONS_CHANNEL, &format!("{cluster} {at}")])
+                .await
+                .map_err(db)?;
+            txn.commit().await.map_err(db)
+        })
+    }
+
+    fn revocations(&self) -> Result<Vec<(String, i64)>> {
+        self.run(|pool| async move {
+            let client = pool.get().await?;
+            let rows = client.query("SELECT cluster, at_unix_ms FROM convoy_revocations", &[]).await.map_err(db)?;
+            Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
+        })
+    }
+
+    fn rollouts(&self) -> Result<Vec<(String, String)>> {
+        self.strings("SELECT environment, state FROM convoy_rollouts ORDER BY environment")
+    }
+
+    fn pins(&self) -> Result<Vec<(String, String)>> {
+        self.strings("SELECT environment, commit FROM convoy_pins ORDER BY environment")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::leadership::{Lead, Leadership};
+    use crate::store::tests::{entry, exercise, exercise_registration};
+    use crate::testing::TestPostgres;
+    use convoy_shared::model::AppAssignment;
+
+    fn assignment(cluster: &str, greeting: &str) -> Assignment {
+        let app = AppAssignment {
+            name: "web".into(),
+            policy: Default::default(),
+            depends_on: vec![],
+            objects: vec![serde_json::json!({"kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"g": greeting}})],
+            render_error: None,
+        };
+        Assignment::new(cluster, "prod", greeting, vec![app], false)
+    }
+
+    async fn lead(store: &PgStore, holder: &str) -> Lead {
+        Leadership::new(store.config().clone(), store.fence().clone(), holder.into()).acquire().await
+    }
+
+    #[test]
+    fn postgres_store_keeps_the_stores_contract_and_survives_a_reconnect() {
+        let server = TestPostgres::start();
+        let url = server.database();
+        let store = PgStore::connect(&url).unwrap();
+        // Rollouts and pins are the leader's to write.
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let _lead = runtime.block_on(lead(&store, "test"));
+        exercise(&store);
+        exercise_registration(&store);
+
+        let reopened = PgStore::connect(&url).unwrap();
+        assert_eq!(reopened.history("eu-1", 10).unwrap().len(), 2);
+        reopened.write(&[StoreEvent::History { cluster: "eu-1".into(), entry: entry("assigned", "r2") }]).unwrap();
+        assert_eq!(reopened.history("eu-1", 1).unwrap()[0].revision, "r2");
+        assert_eq!(reopened.last_reports().unwrap().len(), 1);
+        assert!(matches!(reopened.redeem_token("live", 162).unwrap(), Redeemed::AlreadyUsed(_)));
+        assert_eq!(reopened.revocations().unwrap().len(), 1);
+        assert_eq!(reopened.pins().unwrap().len(), 1, "pins outlive the connection");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_replica_whose_lock_session_ended_cannot_publish_once_another_leads() {
+        let server = TestPostgres::start();
+        let url = server.database();
+        let (a, b) = (Arc::new(PgStore::connect(&url).unwrap()), Arc::new(PgStore::connect(&url).unwrap()));
+        let lead_a = lead(&a, "a").await;
+        let publish = |store: &Arc<PgStore>, greeting: &'static str| {
+            let store = store.clone();
+            tokio::task::spawn_blocking(move || store.publish(&assignment("eu-1", greeting)))
+        };
+        publish(&a, "r1").await.unwrap().unwrap();
+
+        // What a pause longer than the lease does: the server ends the leader's lock session.
+        let admin = connect(b.config()).await.unwrap();
+        let ended = admin
+            .query(
+                "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND objid = $1 AND granted",
+                &[&((LEADER_LOCK & 0xffff_ffff) as u32)],
+            )
+            .await
+            .unwrap();
+        assert_eq!(ended.len(), 1, "the leader's lock session was found");
+        let lead_b = lead(&b, "b").await;
+        assert!(lead_b.epoch > lead_a.epoch);
+
+        let refused = publish(&a, "stale").await.unwrap().unwrap_err();
+        assert!(
+            matches!(refused, StoreError::Fenced { epoch, current } if epoch == lead_a.epoch && current == lead_b.epoch),
+            "{refused}"
+        );
+        a.write(&[StoreEvent::Pin { environment: "prod".into(), commit: Some("stale".into()) }]).unwrap();
+        lead_a.lost().await;
+
+        publish(&b, "r2").await.unwrap().unwrap();
+        let reader = a.clone();
+        let published = tokio::task::spawn_blocking(move || reader.published(None)).await.unwrap().unwrap();
+        assert_eq!(published.len(), 1);
+        assert_eq!(published[0].revision, "r2", "the new leader's assignment, never the stale one");
+        assert_eq!(published[0].digest, assignment("eu-1", "r2").digest);
+        let reader = a.clone();
+        assert!(tokio::task::spawn_blocking(move || reader.pins()).await.unwrap().unwrap().is_empty());
+    }
+}

@@ -47,6 +47,14 @@ const RESOLUTIONS: &str = "resolutions.json";
 
 pub use super::remote::Remote;
 
+/// The key a remote's resolution is remembered under.
+fn resolution_key(remote: &Remote) -> String {
+    match remote {
+        Remote::Repo { url, name, version } => format!("repo {} {name} {version}", url.trim_end_matches('/')),
+        Remote::Oci { reference, version } => format!("oci {reference} {version}"),
+    }
+}
+
 /// Credentials for one host (`host` or `host:port`) of chart repositories or registries.
 #[derive(Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -404,7 +412,7 @@ impl ChartFetcher {
     /// The chart `remote` names: resolved on the first call (and remembered), then served
     /// from the cache. Blocking.
     pub fn fetch(&self, remote: &Remote) -> Result<Fetched> {
-        let key = remote.key();
+        let key = resolution_key(remote);
         let recorded = self.resolutions.lock().expect("resolutions lock").get(&key).cloned();
         if let Some(resolution) = recorded {
             return self.cached(remote, &resolution);
@@ -1236,11 +1244,12 @@ mod tests {
         {
             let first = fetcher(config.clone());
             first.store(&digest, bytes.clone()).unwrap();
-            let kept =
-                first.remember(remote.key(), Resolution { version: "1.2.3".into(), digest: digest.clone() }).unwrap();
+            let kept = first
+                .remember(resolution_key(remote), Resolution { version: "1.2.3".into(), digest: digest.clone() })
+                .unwrap();
             assert_eq!(kept.version, "1.2.3");
             let other = Resolution { version: "1.2.4".into(), digest: "sha256:00".into() };
-            assert_eq!(first.remember(remote.key(), other).unwrap(), kept, "a resolution is remembered once");
+            assert_eq!(first.remember(resolution_key(remote), other).unwrap(), kept, "a resolution is remembered once");
         }
         let restarted = fetcher(config.clone());
         let fetched = restarted.fetch(&remote).unwrap();

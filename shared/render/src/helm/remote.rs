@@ -47,14 +47,6 @@ impl Remote {
             Remote::Oci { reference, .. } => reference,
         }
     }
-
-    /// The key its resolution is remembered under.
-    pub(crate) fn key(&self) -> String {
-        match self {
-            Remote::Repo { url, name, version } => format!("repo {} {name} {version}", url.trim_end_matches('/')),
-            Remote::Oci { reference, version } => format!("oci {reference} {version}"),
-        }
-    }
 }
 
 impl std::fmt::Display for Remote {

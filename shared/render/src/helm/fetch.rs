@@ -1245,11 +1245,15 @@ mod tests {
             let first = fetcher(config.clone());
             first.store(&digest, bytes.clone()).unwrap();
             let kept = first
-                .remember(resolution_key(remote), Resolution { version: "1.2.3".into(), digest: digest.clone() })
+                .remember(resolution_key(&remote), Resolution { version: "1.2.3".into(), digest: digest.clone() })
                 .unwrap();
             assert_eq!(kept.version, "1.2.3");
             let other = Resolution { version: "1.2.4".into(), digest: "sha256:00".into() };
-            assert_eq!(first.remember(resolution_key(remote), other).unwrap(), kept, "a resolution is remembered once");
+            assert_eq!(
+                first.remember(resolution_key(&remote), other).unwrap(),
+                kept,
+                "a resolution is remembered once"
+            );
         }
         let restarted = fetcher(config.clone());
         let fetched = restarted.fetch(&remote).unwrap();

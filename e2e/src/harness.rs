@@ -544,6 +544,21 @@ pub async fn list_clusters(viewer: &FleetServiceClient<Channel>) -> Option<Vec<c
     Some(viewer.list_clusters(request).await.ok()?.into_inner().clusters)
 }
 
+/// `name`'s entry in `convoy clusters` as a viewer of the hub at `hub` sees it.
+pub async fn cluster_info(ca: &TestCa, hub: &str, name: &str) -> Option<convoy_shared::proto::ClusterInfo> {
+    let viewer = ca.cli(hub, convoy_shared::identity::Role::Viewer).await;
+    list_clusters(&viewer).await?.into_iter().find(|c| c.name == name)
+}
+
+/// `cluster`'s newest `limit` history entries (event, revision), newest first, as the hub at
+/// `hub` reads them from its store.
+pub async fn history_events(ca: &TestCa, hub: &str, cluster: &str, limit: u32) -> Vec<(String, String)> {
+    let mut viewer = ca.cli(hub, convoy_shared::identity::Role::Viewer).await;
+    let request = convoy_shared::proto::HistoryRequest { cluster: cluster.into(), limit };
+    let entries = viewer.history(request).await.expect("history").into_inner().entries;
+    entries.into_iter().map(|e| (e.event, e.revision)).collect()
+}
+
 /// Clusters connected now, and clusters connected and running their current assignment.
 pub fn connected_and_in_sync(clusters: &[convoy_shared::proto::ClusterInfo]) -> (usize, usize) {
     let connected = clusters.iter().filter(|c| c.connected).count();

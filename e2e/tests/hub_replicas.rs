@@ -7,24 +7,12 @@
 
 use convoy_agent::link::LinkState;
 use convoy_e2e::fleet_repo::{FleetRepo, configmap_yaml, create_standard_namespaces, standard_fleet};
-use convoy_e2e::harness::{HubProcess, RunningAgent, TestCa, TestPostgres, eventually, spawn_agent};
+use convoy_e2e::harness::{
+    HubProcess, RunningAgent, TestCa, TestPostgres, cluster_info, eventually, history_events, spawn_agent,
+};
 use convoy_shared::identity::{Identity, Role};
-use convoy_shared::proto::{ClusterInfo, HistoryRequest, ListClustersRequest, RevokeClusterRequest};
+use convoy_shared::proto::RevokeClusterRequest;
 use kubesim::SimFleet;
-
-async fn dev_1(ca: &TestCa, hub: &str) -> Option<ClusterInfo> {
-    let mut cli = ca.cli(hub, Role::Viewer).await;
-    let clusters = cli.list_clusters(ListClustersRequest {}).await.ok()?.into_inner().clusters;
-    clusters.into_iter().find(|c| c.name == "dev-1")
-}
-
-/// dev-1's history as a replica reads it from the shared store, newest first.
-async fn history(ca: &TestCa, hub: &str) -> Vec<(String, String)> {
-    let mut cli = ca.cli(hub, Role::Viewer).await;
-    let request = HistoryRequest { cluster: "dev-1".into(), limit: 100 };
-    let entries = cli.history(request).await.expect("history").into_inner().entries;
-    entries.into_iter().map(|e| (e.event, e.revision)).collect()
-}
 
 fn new_greeting(repo: &FleetRepo, greeting: &str) -> String {
     repo.write("apps/web/base/config.yaml", &configmap_yaml("web-config", &[("greeting", greeting)]));
@@ -52,7 +40,7 @@ async fn the_leader_killed_mid_sync_hands_over_and_nothing_acknowledged_is_lost(
     let hubs = format!("{},{second}", leader.address);
     let agent = spawn_agent(&ca, &hubs, cluster, cache.path(), &["--backoff-max-seconds", "1"]);
     eventually("dev-1 streaming to the leader", || async {
-        dev_1(&ca, &leader.address).await.filter(|c| c.connected).map(|_| ())
+        cluster_info(&ca, &leader.address, "dev-1").await.filter(|c| c.connected).map(|_| ())
     })
     .await;
     let follower = HubProcess::start_replica(&ca.certs.0, &second, &repo.url(), &database);
@@ -61,10 +49,13 @@ async fn the_leader_killed_mid_sync_hands_over_and_nothing_acknowledged_is_lost(
     // applied (reported to the leader) from the shared store.
     let address = follower.address.clone();
     eventually("dev-1 applied, as the follower sees it", || async {
-        dev_1(&ca, &address).await.filter(|c| !c.connected && c.in_sync && c.applied_revision == head).map(|_| ())
+        cluster_info(&ca, &address, "dev-1")
+            .await
+            .filter(|c| !c.connected && c.in_sync && c.applied_revision == head)
+            .map(|_| ())
     })
     .await;
-    let before = history(&ca, &address).await;
+    let before = history_events(&ca, &address, "dev-1", 100).await;
     assert!(before.contains(&("assigned".into(), head.clone())), "{before:?}");
     assert!(before.contains(&("applied".into(), head.clone())), "{before:?}");
 
@@ -72,13 +63,16 @@ async fn the_leader_killed_mid_sync_hands_over_and_nothing_acknowledged_is_lost(
     leader.kill();
     follower.process.wait_for_line("leading");
     eventually("dev-1 on the new leader, applied the commit", || async {
-        dev_1(&ca, &address).await.filter(|c| c.connected && c.in_sync && c.applied_revision == next).map(|_| ())
+        cluster_info(&ca, &address, "dev-1")
+            .await
+            .filter(|c| c.connected && c.in_sync && c.applied_revision == next)
+            .map(|_| ())
     })
     .await;
     // The store's writer records the apply a moment after the status shows it.
     let applied = ("applied".to_string(), next.clone());
     let after = eventually("the apply in the shared history", || async {
-        Some(history(&ca, &address).await).filter(|h| h.contains(&applied))
+        Some(history_events(&ca, &address, "dev-1", 100).await).filter(|h| h.contains(&applied))
     })
     .await;
     assert!(after.ends_with(&before), "history before the kill survives it: {before:?} then {after:?}");
@@ -100,7 +94,7 @@ async fn a_paused_leader_that_wakes_after_the_takeover_cannot_publish() {
     let other = HubProcess::start_replica(&ca.certs.0, "127.0.0.1:0", &repo.url(), &database);
     let address = other.address.clone();
     eventually("the follower serves the leader's assignment", || async {
-        dev_1(&ca, &address).await.filter(|c| c.assigned_revision == head).map(|_| ())
+        cluster_info(&ca, &address, "dev-1").await.filter(|c| c.assigned_revision == head).map(|_| ())
     })
     .await;
 
@@ -109,7 +103,7 @@ async fn a_paused_leader_that_wakes_after_the_takeover_cannot_publish() {
     // The database ends the silent leader's session after the lease; the other takes the lead.
     other.process.wait_for_line("leading");
     eventually("the new leader publishes the commit", || async {
-        dev_1(&ca, &address).await.filter(|c| c.assigned_revision == next).map(|_| ())
+        cluster_info(&ca, &address, "dev-1").await.filter(|c| c.assigned_revision == next).map(|_| ())
     })
     .await;
 
@@ -120,10 +114,10 @@ async fn a_paused_leader_that_wakes_after_the_takeover_cannot_publish() {
     for refused in paused.process.log_lines("assignment not published") {
         assert!(refused.contains("refused"), "only the fence keeps it from publishing: {refused}");
     }
-    let history = history(&ca, &address).await;
+    let history = history_events(&ca, &address, "dev-1", 100).await;
     let assigned = history.iter().filter(|entry| *entry == &("assigned".to_string(), next.clone())).count();
     assert_eq!(assigned, 1, "only the new leader published the commit: {history:?}");
-    assert_eq!(dev_1(&ca, &address).await.unwrap().assigned_revision, next);
+    assert_eq!(cluster_info(&ca, &address, "dev-1").await.unwrap().assigned_revision, next);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

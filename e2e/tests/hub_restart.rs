@@ -4,24 +4,12 @@
 //! stopped with SIGTERM writes what it acknowledged before it exits.
 
 use convoy_e2e::fleet_repo::{create_standard_namespaces, standard_fleet};
-use convoy_e2e::harness::{HubProcess, Process, RunningAgent, TestCa, eventually, spawn_agent};
-use convoy_shared::identity::{Identity, Role};
+use convoy_e2e::harness::{
+    HubProcess, Process, RunningAgent, TestCa, cluster_info, eventually, history_events, spawn_agent,
+};
+use convoy_shared::identity::Identity;
 use convoy_shared::model::report::Report;
-use convoy_shared::proto::{ClusterInfo, HistoryRequest, ListClustersRequest};
 use kubesim::SimFleet;
-
-async fn dev_1(ca: &TestCa, hub: &str) -> Option<ClusterInfo> {
-    let mut cli = ca.cli(hub, Role::Viewer).await;
-    let clusters = cli.list_clusters(ListClustersRequest {}).await.ok()?.into_inner().clusters;
-    clusters.into_iter().find(|c| c.name == "dev-1")
-}
-
-async fn history(ca: &TestCa, hub: &str) -> Vec<(String, String)> {
-    let mut cli = ca.cli(hub, Role::Viewer).await;
-    let request = HistoryRequest { cluster: "dev-1".into(), limit: 50 };
-    let entries = cli.history(request).await.expect("history").into_inner().entries;
-    entries.into_iter().map(|e| (e.event, e.revision)).collect()
-}
 
 fn applying(agent: &Process) -> usize {
     agent.log_lines("applying new assignment").len()
@@ -46,28 +34,32 @@ async fn a_restarted_hub_keeps_its_history_and_reports_and_the_agent_does_not_re
     let agent = spawn_agent(&ca, &address, cluster, cache.path(), &[]);
 
     eventually("dev-1 applied and healthy", || async {
-        dev_1(&ca, &address).await.filter(|c| c.in_sync && c.applied_revision == head).map(|_| ())
+        cluster_info(&ca, &address, "dev-1").await.filter(|c| c.in_sync && c.applied_revision == head).map(|_| ())
     })
     .await;
-    let before = history(&ca, &address).await;
+    let before = history_events(&ca, &address, "dev-1", 50).await;
     assert!(before.contains(&("applied".into(), head.clone())), "{before:?}");
     assert_eq!(applying(&agent), 1);
 
     hub.kill();
     let restarted = HubProcess::start_with(&ca.certs.0, &address, "info", &serve);
     // Straight from the store: the agent may not even be back yet.
-    let after = history(&ca, &address).await;
+    let after = history_events(&ca, &address, "dev-1", 50).await;
     assert!(after.ends_with(&before), "history survives the restart: {before:?} then {after:?}");
-    let remembered = dev_1(&ca, &address).await.expect("dev-1 is known");
+    let remembered = cluster_info(&ca, &address, "dev-1").await.expect("dev-1 is known");
     assert_eq!(remembered.applied_revision, head, "the last report survives the restart");
 
     eventually("dev-1 back and in sync", || async {
-        dev_1(&ca, &address).await.filter(|c| c.connected && c.in_sync).map(|_| ())
+        cluster_info(&ca, &address, "dev-1").await.filter(|c| c.connected && c.in_sync).map(|_| ())
     })
     .await;
     assert_eq!(applying(&agent), 1, "the agent held the assignment the restarted hub planned");
     assert!(!restarted.log_lines("sending assignment").iter().any(|l| l.contains("dev-1")), "sent again");
-    assert_eq!(history(&ca, &address).await, before, "nothing new happened to dev-1, and history says so");
+    assert_eq!(
+        history_events(&ca, &address, "dev-1", 50).await,
+        before,
+        "nothing new happened to dev-1, and history says so"
+    );
     let config = cluster.get("v1", "ConfigMap", Some("web"), "web-config").expect("still applied");
     assert_eq!(config["data"]["greeting"], "hello dev-1");
 }
@@ -97,7 +89,7 @@ async fn reports_the_hub_acknowledged_before_sigterm_are_in_the_store_after_rest
     }
     let last = format!("r{}", REPORTS - 1);
     eventually("the hub to acknowledge the last report", || async {
-        dev_1(&ca, &address).await.filter(|c| c.applied_revision == last).map(|_| ())
+        cluster_info(&ca, &address, "dev-1").await.filter(|c| c.applied_revision == last).map(|_| ())
     })
     .await;
     let status = hub.process.terminate();
@@ -106,8 +98,8 @@ async fn reports_the_hub_acknowledged_before_sigterm_are_in_the_store_after_rest
     agent.stop().await;
 
     let restarted = HubProcess::start_with(&ca.certs.0, &address, "info", &serve);
-    let remembered = dev_1(&ca, &restarted.address).await.expect("dev-1 is known after the restart");
+    let remembered = cluster_info(&ca, &restarted.address, "dev-1").await.expect("dev-1 is known after the restart");
     assert_eq!(remembered.applied_revision, last, "the last acknowledged report survives");
-    let history = history(&ca, &restarted.address).await;
+    let history = history_events(&ca, &restarted.address, "dev-1", 50).await;
     assert_eq!(history.first(), Some(&("applied".to_string(), last.clone())), "{history:?}");
 }

@@ -559,6 +559,24 @@ pub async fn history_events(ca: &TestCa, hub: &str, cluster: &str, limit: u32) -
     entries.into_iter().map(|e| (e.event, e.revision)).collect()
 }
 
+/// The error an agent link shows once the hub refuses its reconnects as revoked (`what` names
+/// the wait in a timeout message).
+pub async fn refused_as_revoked(
+    state: &tokio::sync::watch::Receiver<convoy_agent::link::LinkState>,
+    what: &str,
+) -> String {
+    eventually(what, || {
+        let s = state.borrow().clone();
+        async move {
+            match s {
+                convoy_agent::link::LinkState::Disconnected { error, .. } if error.contains("revoked") => Some(error),
+                _ => None,
+            }
+        }
+    })
+    .await
+}
+
 /// Clusters connected now, and clusters connected and running their current assignment.
 pub fn connected_and_in_sync(clusters: &[convoy_shared::proto::ClusterInfo]) -> (usize, usize) {
     let connected = clusters.iter().filter(|c| c.connected).count();

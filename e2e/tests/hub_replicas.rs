@@ -8,7 +8,8 @@
 use convoy_agent::link::LinkState;
 use convoy_e2e::fleet_repo::{FleetRepo, configmap_yaml, create_standard_namespaces, standard_fleet};
 use convoy_e2e::harness::{
-    HubProcess, RunningAgent, TestCa, TestPostgres, cluster_info, eventually, history_events, spawn_agent,
+    HubProcess, RunningAgent, TestCa, TestPostgres, cluster_info, eventually, history_events, refused_as_revoked,
+    spawn_agent,
 };
 use convoy_shared::identity::{Identity, Role};
 use convoy_shared::proto::RevokeClusterRequest;
@@ -137,16 +138,7 @@ async fn a_cluster_revoked_through_one_replica_is_cut_off_by_the_other() {
     let reply = admin.revoke_cluster(RevokeClusterRequest { cluster: "dev-1".into() }).await.unwrap().into_inner();
     assert!(!reply.stream_closed, "the stream is on the other replica");
     state.wait_for(|s| *s != LinkState::Connected).await.unwrap();
-    let refused = eventually("the other replica refuses the reconnect", || {
-        let s = state.borrow().clone();
-        async move {
-            match s {
-                LinkState::Disconnected { error, .. } if error.contains("revoked") => Some(error),
-                _ => None,
-            }
-        }
-    })
-    .await;
+    let refused = refused_as_revoked(&state, "the other replica refuses the reconnect").await;
     assert!(refused.contains("convoy token create"), "{refused}");
     assert_eq!(other.log_lines("revoked on another replica").len(), 1);
     agent.stop().await;

@@ -6,7 +6,9 @@ use base64::Engine as _;
 use convoy_agent::link::LinkState;
 use convoy_agent::testing::namespace;
 use convoy_e2e::fleet_repo::standard_fleet;
-use convoy_e2e::harness::{InProcessHub, Process, RunningAgent, TestCa, eventually, wait_connected, workspace_binary};
+use convoy_e2e::harness::{
+    InProcessHub, Process, RunningAgent, TestCa, eventually, refused_as_revoked, wait_connected, workspace_binary,
+};
 use convoy_shared::enrollment::generate_csr;
 use convoy_shared::identity::{Identity, Role};
 use convoy_shared::pki::IssuedCert;
@@ -130,16 +132,7 @@ async fn revocation_closes_the_stream_and_refuses_the_cluster_until_a_new_token(
     assert!(reply.stream_closed);
     // The stream closes (the link leaves Connected), and every reconnect is refused.
     state.wait_for(|s| *s != LinkState::Connected).await.unwrap();
-    let refused = eventually("a refused reconnect", || {
-        let s = state.borrow().clone();
-        async move {
-            match s {
-                LinkState::Disconnected { error, .. } if error.contains("revoked") => Some(error),
-                _ => None,
-            }
-        }
-    })
-    .await;
+    let refused = refused_as_revoked(&state, "a refused reconnect").await;
     assert!(refused.contains("convoy token create"), "{refused}");
     assert!(!hub.hub.connections().get("prod-eu").unwrap().connected);
     let csr = generate_csr("prod-eu").unwrap();

@@ -255,7 +255,7 @@ impl FleetService for FleetApi {
     ) -> Result<Response<RolloutStatusResponse>, Status> {
         let wanted = req.into_inner().environment;
         let view = self.hub.view();
-        if !wanted.is_empty() && !view.rollouts.contains_key(&wanted) {
+        if !wanted.is_empty() && !view.rollouts.values().any(|r| r.environment == wanted) {
             return Err(Status::not_found(RolloutError::None(wanted).to_string()));
         }
         let rollouts = view
@@ -272,7 +272,8 @@ impl FleetService for FleetApi {
         req: Request<RolloutActionRequest>,
     ) -> Result<Response<RolloutActionResponse>, Status> {
         let (user, _) = auth::require_user(&req, Role::Admin)?;
-        let RolloutActionRequest { environment, action } = req.into_inner();
+        let RolloutActionRequest { environment, action, app } = req.into_inner();
+        let app = Some(app).filter(|a| !a.is_empty());
         let action = match action.as_str() {
             "pause" => Action::Pause,
             "resume" => Action::Resume,
@@ -284,9 +285,10 @@ impl FleetService for FleetApi {
                 )));
             }
         };
-        let message = self.hub.command(&environment, Command::Rollout(action)).await.map_err(command_status)?;
-        tracing::info!(user, environment, ?action, message, "rollout action");
-        let rollout = self.hub.view().rollouts.get(&environment).map(|r| self.rollout_info(r));
+        let track = rollout::track(&environment, app.as_deref());
+        let message = self.hub.command(&environment, Command::Rollout { action, app }).await.map_err(command_status)?;
+        tracing::info!(user, track, ?action, message, "rollout action");
+        let rollout = self.hub.view().rollouts.get(&track).map(|r| self.rollout_info(r));
         Ok(Response::new(RolloutActionResponse { message, rollout }))
     }
 
@@ -400,15 +402,18 @@ impl FleetApi {
                 return Err(format!("{} is not Healthy", c.name));
             }
         }
-        if let Some(rollout) = view.rollouts.get(&env.name) {
+        for rollout in view.rollouts.values().filter(|r| r.environment == env.name) {
+            let what = match &rollout.app {
+                Some(app) => format!("app {app}'s rollout"),
+                None => "the rollout".to_string(),
+            };
             if rollout.revision != head {
-                return Err(format!("the rollout of {} has not begun", rollout::short(&head)));
+                return Err(format!("{what} of {} has not begun", rollout::short(&head)));
             }
-            let soak = env.rollout.as_ref().map(|s| s.soak()).unwrap_or_default().as_millis() as i64;
             let phase = rollout.phase.as_str();
             let since =
-                rollout.completed_ms.ok_or_else(|| format!("the rollout of {} is {phase}", rollout::short(&head)))?;
-            let left = since + soak - convoy_shared::clock::unix_ms();
+                rollout.completed_ms.ok_or_else(|| format!("{what} of {} is {phase}", rollout::short(&head)))?;
+            let left = since + rollout.soak_ms as i64 - convoy_shared::clock::unix_ms();
             if left > 0 {
                 return Err(format!("{} soaks for {} s more", rollout::short(&head), (left + 999) / 1000));
             }
@@ -418,11 +423,14 @@ impl FleetApi {
 
     /// A rollout as the CLI shows it, with each wave's clusters counted from their reports.
     fn rollout_info(&self, rollout: &Rollout) -> RolloutInfo {
+        // A released cluster's assignment carries the new revision's parts for this rollout
+        // (the environment's rollout: the assignment is built at that revision).
         let observe = |cluster: &str| {
-            let assigned = self.hub.assignment(cluster).filter(|a| a.revision == rollout.revision);
-            let digest = assigned.map(|a| a.digest.clone()).unwrap_or_default();
+            let assigned =
+                self.hub.assignment(cluster).filter(|a| rollout.app.is_some() || a.revision == rollout.revision);
             let info = self.hub.connections().get(cluster).unwrap_or_default();
-            Observed::of(&digest, "", &info.applied_digest, info.health)
+            let runs_new = assigned.is_some_and(|a| a.digest == info.applied_digest);
+            Observed::of(true, runs_new, info.health)
         };
         let count = |clusters: &[String], f: &dyn Fn(&str) -> bool| clusters.iter().filter(|c| f(c)).count() as u32;
         let waves = rollout
@@ -452,6 +460,7 @@ impl FleetApi {
             waves,
             soak_left_ms: rollout.soak_left_ms(convoy_shared::clock::unix_ms()),
             started_unix_ms: rollout.started_ms,
+            app: rollout.app.clone().unwrap_or_default(),
         }
     }
 }

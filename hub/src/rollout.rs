@@ -20,6 +20,11 @@
 //!   ran. Abort returns every cluster to the revision it ran when the rollout began.
 //! - Clusters that were not in the fleet when the rollout began have nothing to protect and
 //!   take the new revision at once.
+//! - An app with `rollout:` in its app.yaml has a track of its own in each environment (keyed
+//!   `ENV/APP`): its objects move through its waves, the other apps' through the environment's.
+//!   A cluster's assignment is composed of each app's part at the commit its track gives the
+//!   cluster. An app that gains its own rollout starts it from what its clusters ran, so the
+//!   commit that adds the override is already rolled out by it.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -79,13 +84,13 @@ pub struct Observed {
 }
 
 impl Observed {
-    /// Reads a cluster's state against the digest the new revision gives it.
-    pub fn of(new_digest: &str, from_digest: &str, applied_digest: &str, health: i32) -> Observed {
-        let applied = !new_digest.is_empty() && applied_digest == new_digest;
+    /// A cluster whose objects the new revision changes (or not), that `runs_new` (was given
+    /// the new revision and applied it) or not, with its reported health.
+    pub fn of(changed: bool, runs_new: bool, health: i32) -> Observed {
         Observed {
-            changed: new_digest != from_digest,
-            done: applied && health == Health::Healthy as i32,
-            failed: applied && health == Health::Degraded as i32,
+            changed,
+            done: runs_new && health == Health::Healthy as i32,
+            failed: runs_new && health == Health::Degraded as i32,
         }
     }
 }
@@ -93,8 +98,8 @@ impl Observed {
 /// A person's word on an environment, carried out by the source loop.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
-    /// An action on the environment's rollout.
-    Rollout(Action),
+    /// An action on the environment's rollout, or on an app's own in it.
+    Rollout { action: Action, app: Option<String> },
     /// Pin every cluster of the environment at `commit` (a rollback); new commits are held.
     Pin { commit: String },
     /// Lift the pin: the environment's head rolls out again.
@@ -113,7 +118,10 @@ pub enum Action {
 /// Why an action does not apply.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RolloutError {
-    #[error("environment '{0}' has no rollout: give it `rollout:` in convoy.yaml, or wait for a commit")]
+    #[error(
+        "{} has no rollout: give the environment `rollout:` in convoy.yaml (or the app `rollout:` in its app.yaml), or wait for a commit",
+        describe(.0)
+    )]
     None(String),
     #[error("the rollout of '{environment}' to {revision} is {phase}; {action} does not apply")]
     NotApplicable { environment: String, revision: String, phase: &'static str, action: &'static str },
@@ -129,6 +137,10 @@ pub enum RolloutError {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rollout {
     pub environment: String,
+    /// The app whose own rollout this is (`rollout:` in its app.yaml); none: the environment's,
+    /// which moves every app without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<String>,
     /// The commit being rolled out.
     pub revision: String,
     /// The commit each cluster ran when the rollout began (absent: it ran nothing from this
@@ -169,6 +181,7 @@ impl Rollout {
     ) -> Rollout {
         Rollout {
             environment: environment.to_string(),
+            app: None,
             revision: revision.to_string(),
             from,
             waves: waves(spec, clusters),
@@ -196,6 +209,26 @@ impl Rollout {
         rollout
     }
 
+    /// This rollout as `app`'s own (`None`: the environment's).
+    pub fn of_app(mut self, app: Option<&str>) -> Self {
+        self.app = app.map(str::to_string);
+        self
+    }
+
+    /// Where it is kept and how people name it: `ENV`, or `ENV/APP` for an app's own.
+    pub fn track(&self) -> String {
+        track(&self.environment, self.app.as_deref())
+    }
+
+    /// Whether it decides `app`'s part of an assignment, given the apps of its environment that
+    /// have rollouts of their own.
+    pub fn governs(&self, app: &str, own: &BTreeSet<String>) -> bool {
+        match &self.app {
+            Some(mine) => mine == app,
+            None => !own.contains(app),
+        }
+    }
+
     /// The rollout that takes `revision` on from this one: clusters released here move on to
     /// `revision`, the others keep what they run; waves this one opened open at once.
     pub fn successor(&self, spec: &RolloutSpec, revision: &str, clusters: &[&Cluster], now_ms: i64) -> Rollout {
@@ -204,7 +237,8 @@ impl Rollout {
             .filter_map(|c| self.running(&c.name).map(|commit| (c.name.clone(), commit.to_string())))
             .collect();
         let reached = if self.is_active() { self.opened } else { 0 };
-        Rollout::begin(&self.environment, spec, revision, clusters, from, reached, now_ms)
+        let next = Rollout::begin(&self.environment, spec, revision, clusters, from, reached, now_ms);
+        Rollout { app: self.app.clone(), ..next }
     }
 
     /// Whether the rollout still decides what clusters run (not complete).
@@ -214,7 +248,12 @@ impl Rollout {
 
     /// The commit `cluster` runs (or is being given) under this rollout; `None` when nothing.
     pub fn running(&self, cluster: &str) -> Option<&str> {
-        if self.takes_new(cluster) { Some(&self.revision) } else { self.from.get(cluster).map(String::as_str) }
+        if self.takes_new(cluster) { Some(&self.revision) } else { self.held_at(cluster) }
+    }
+
+    /// The commit `cluster` is held at; `None` when it is to run the new revision.
+    pub fn held_at(&self, cluster: &str) -> Option<&str> {
+        if self.takes_new(cluster) { None } else { self.from.get(cluster).map(String::as_str) }
     }
 
     /// Whether `cluster` is to run the new revision.
@@ -228,7 +267,7 @@ impl Rollout {
 
     /// Clusters still held at what they ran, with that commit.
     pub fn held(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.from.iter().filter(|(c, _)| !self.takes_new(c)).map(|(c, commit)| (c.as_str(), commit.as_str()))
+        self.from.keys().filter_map(|c| Some((c.as_str(), self.held_at(c)?)))
     }
 
     /// Moves the rollout on from what the hub sees; returns events worth telling watchers.
@@ -292,7 +331,7 @@ impl Rollout {
     /// Applies a person's action.
     pub fn act(&mut self, action: Action, observe: impl Fn(&str) -> Observed) -> Result<String, RolloutError> {
         let refuse = |r: &Rollout, name: &'static str| RolloutError::NotApplicable {
-            environment: r.environment.clone(),
+            environment: r.track(),
             revision: short(&r.revision).to_string(),
             phase: r.phase.as_str(),
             action: name,
@@ -358,6 +397,22 @@ fn waves(spec: &RolloutSpec, clusters: &[&Cluster]) -> Vec<Wave> {
         wave.max_unavailable = limit.map_or(wave.clusters.len(), |q| q.of(wave.clusters.len())).max(1);
     }
     waves
+}
+
+/// The key of an environment's rollout (`ENV`) or an app's own in it (`ENV/APP`).
+pub fn track(environment: &str, app: Option<&str>) -> String {
+    match app {
+        Some(app) => format!("{environment}/{app}"),
+        None => environment.to_string(),
+    }
+}
+
+/// A track key as words: `environment 'prod'` or `app 'web' in 'prod'`.
+pub fn describe(track: &str) -> String {
+    match track.split_once('/') {
+        Some((environment, app)) => format!("app '{app}' in '{environment}'"),
+        None => format!("environment '{track}'"),
+    }
 }
 
 /// A commit's short form.

@@ -3,18 +3,18 @@
 //! Git work and planning run in `spawn_blocking`, one fetch at a time; failures back off and are
 //! shown in status. What the last good fetch produced stays in force until a better one.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use convoy_render::helm::fetch::ChartFetcher;
 use convoy_shared::clock::unix_ms;
-use convoy_shared::model::Assignment;
+use convoy_shared::model::{AppAssignment, Assignment};
 use gix::ObjectId;
 use tokio_util::sync::CancellationToken;
 
-use crate::fleet::{self, Cluster, Fleet};
+use crate::fleet::{self, Cluster, Fleet, RolloutSpec};
 use crate::git::{GitAccess, GitMirror};
 use crate::metrics::HubMetrics;
 use crate::planner::{CacheSizes, EnvironmentState, PlanStats, Planner};
@@ -57,8 +57,9 @@ struct SourceWorker {
     held_planner: Planner,
     /// Every cluster's assignment at its environment's head (from the last plan).
     desired: HashMap<String, Arc<Assignment>>,
-    /// Assignments of clusters a rollout holds at an earlier commit.
-    held: HashMap<String, Arc<Assignment>>,
+    /// Clusters' assignments at the earlier commits rollouts began from and pins hold, by
+    /// (cluster, commit).
+    held: HashMap<(String, String), Arc<Assignment>>,
     /// Snapshots of the commits clusters are held at, by (environment, commit).
     held_envs: HashMap<(String, ObjectId), Arc<EnvironmentState>>,
     /// What was last published to each cluster.
@@ -348,8 +349,10 @@ impl SourceWorker {
         Some((stats, published, cluster_errors))
     }
 
-    /// Starts a rollout for every environment with `rollout:` whose head moved: from the
-    /// previous rollout's state, or settled at the head when the hub sees it first.
+    /// Starts a rollout for every environment with `rollout:`, and every app with a `rollout:`
+    /// of its own, whose head moved: from the previous rollout's state, or settled at the head
+    /// when the hub sees it first. An app's rollout that is new starts from what its clusters
+    /// ran. Runs before `self.envs` takes the new heads.
     fn begin_rollouts(&mut self, publisher: &Publisher, fleet: &Fleet, envs: &HashMap<String, Arc<EnvironmentState>>) {
         let now = unix_ms();
         for env in &fleet.environments {
@@ -357,34 +360,60 @@ impl SourceWorker {
                 // New commits wait for the pin's release.
                 continue;
             }
-            let (Some(spec), Some(state)) = (&env.rollout, envs.get(&env.name)) else {
-                self.rollouts.remove(&env.name);
+            let Some(state) = envs.get(&env.name) else {
+                self.rollouts.retain(|_, r| r.environment != env.name);
                 continue;
             };
             let head = state.snapshot.commit.to_string();
             let clusters: Vec<&Cluster> = fleet.clusters.values().filter(|c| c.environment == env.name).collect();
-            let next = match self.rollouts.get(&env.name) {
-                Some(current) if current.revision == head => continue,
-                Some(current) => {
-                    let next = current.successor(spec, &head, &clusters, now);
+            let previous_head = self.envs.get(&env.name).map(|e| e.snapshot.commit.to_string()).filter(|c| *c != head);
+            let env_before = self.rollouts.get(&env.name).cloned();
+            // An app whose app.yaml does not read keeps its rollout as it is.
+            let mut kept = BTreeSet::new();
+            let mut specs: Vec<(Option<&str>, &RolloutSpec)> = env.rollout.iter().map(|s| (None, s)).collect();
+            for (name, app) in &state.apps {
+                match app {
+                    Ok(app) => specs.extend(app.rollout.as_ref().map(|s| (Some(name.as_str()), s))),
+                    Err(_) => {
+                        kept.insert(rollout::track(&env.name, Some(name)));
+                    }
+                }
+            }
+            kept.extend(specs.iter().map(|(app, _)| rollout::track(&env.name, *app)));
+            self.rollouts.retain(|key, r| r.environment != env.name || kept.contains(key));
+            for (app, spec) in specs {
+                let next = match (self.rollouts.get(&rollout::track(&env.name, app)), &previous_head) {
+                    (Some(current), _) if current.revision == head => continue,
+                    (Some(current), _) => current.successor(spec, &head, &clusters, now),
+                    (None, Some(previous)) if app.is_some() => {
+                        let ran = |c: &Cluster| match &env_before {
+                            Some(r) => r.running(&c.name).map(str::to_string),
+                            None => Some(previous.clone()),
+                        };
+                        let from =
+                            clusters.iter().filter_map(|c| ran(c).map(|commit| (c.name.clone(), commit))).collect();
+                        Rollout::begin(&env.name, spec, &head, &clusters, from, 0, now).of_app(app)
+                    }
+                    (None, _) => Rollout::settled(&env.name, spec, &head, &clusters, now).of_app(app),
+                };
+                if next.phase != Phase::Complete {
                     let detail = format!(
                         "{}: rolling out {} in {} waves (from wave {})",
-                        env.name,
+                        next.track(),
                         rollout::short(&head),
                         next.waves.len(),
                         next.opened
                     );
                     publisher.hub().event("", "rollout", detail);
-                    next
                 }
-                None => Rollout::settled(&env.name, spec, &head, &clusters, now),
-            };
-            publisher.record_rollout(&next);
-            self.rollouts.insert(env.name.clone(), next);
+                publisher.record_rollout(&next);
+                self.rollouts.insert(next.track(), next);
+            }
         }
     }
 
-    /// Plans the clusters rollouts hold at an earlier commit, against that commit.
+    /// Plans, against that commit, the clusters rollouts began from an earlier commit (held
+    /// there, or the baseline a released one is measured against) and those a pin holds.
     fn plan_held(&mut self, fleet: &Fleet, errors: &mut Vec<SyncError>) {
         let mut groups: BTreeMap<(String, String), BTreeMap<String, Cluster>> = BTreeMap::new();
         for rollout in self.rollouts.values().filter(|r| r.phase != Phase::Complete) {
@@ -426,30 +455,73 @@ impl SourceWorker {
             used.insert(key.clone());
             self.held_envs.insert(key, state.clone());
             let (plans, _) = self.held_planner.plan(&clusters, &HashMap::from([(environment, state)]));
-            held.extend(plans.into_iter().map(|plan| (plan.assignment.cluster.clone(), plan.assignment)));
+            held.extend(
+                plans.into_iter().map(|plan| ((plan.assignment.cluster.clone(), commit.clone()), plan.assignment)),
+            );
         }
         self.held_envs.retain(|key, _| used.contains(key));
         self.held = held;
     }
 
-    /// Publishes to each cluster what it is to run now: its head's assignment, or the one its
-    /// rollout holds it at. Returns how many assignments changed.
+    /// `cluster`'s assignment at `commit` (`None`: its head's).
+    fn at(&self, cluster: &str, commit: Option<&str>) -> Option<&Arc<Assignment>> {
+        match commit {
+            None => self.desired.get(cluster),
+            Some(commit) => self.held.get(&(cluster.to_string(), commit.to_string())),
+        }
+    }
+
+    /// The rollouts of `environment`, and the apps among them with rollouts of their own.
+    fn tracks(&self, environment: &str) -> (Vec<&Rollout>, BTreeSet<String>) {
+        let tracks: Vec<&Rollout> = self.rollouts.values().filter(|r| r.environment == environment).collect();
+        let own = tracks.iter().filter_map(|r| r.app.clone()).collect();
+        (tracks, own)
+    }
+
+    /// What `cluster` is to run now: its head's assignment, the one a pin holds it at, or the
+    /// apps' parts at the commits their rollouts give it: each app's own rollout for its part,
+    /// the environment's for the rest. `None` while a commit it needs is not planned.
+    fn target(&self, cluster: &str, desired: &Arc<Assignment>) -> Option<Arc<Assignment>> {
+        if let Some(pin) = self.pins.get(&desired.environment) {
+            return self.at(cluster, Some(pin)).cloned();
+        }
+        let (tracks, own) = self.tracks(&desired.environment);
+        let base = tracks.iter().find(|r| r.app.is_none()).and_then(|r| r.held_at(cluster));
+        let apps: Vec<(&str, Option<&str>)> =
+            tracks.iter().filter_map(|r| r.app.as_deref().map(|app| (app, r.held_at(cluster)))).collect();
+        let base_assignment = self.at(cluster, base)?;
+        if apps.iter().all(|(_, c)| *c == base) {
+            return Some(base_assignment.clone());
+        }
+        let mut failed = base_assignment.failed;
+        let mut parts: Vec<(&str, &AppAssignment)> =
+            base_assignment.digested_apps().filter(|(_, part)| !own.contains(&part.name)).collect();
+        for (app, commit) in apps {
+            let source = self.at(cluster, commit)?;
+            failed |= source.failed;
+            parts.extend(source.digested_apps().filter(|(_, part)| part.name == app));
+        }
+        let revision = &base_assignment.revision;
+        let mut composed = Assignment::compose(cluster, &desired.environment, revision, parts, failed);
+        composed.trace_context = desired.trace_context.clone();
+        Some(Arc::new(composed))
+    }
+
+    /// Publishes to each cluster what it is to run now ([`Self::target`]). Returns how many
+    /// assignments changed.
     fn publish(&mut self, publisher: &Publisher) -> usize {
         let _span = tracing::info_span!("publish", published = tracing::field::Empty).entered();
         let mut published = 0;
         for (cluster, desired) in &self.desired {
-            let pinned = self.pins.contains_key(&desired.environment);
-            let held_by_rollout = self
-                .rollouts
-                .get(&desired.environment)
-                .is_some_and(|r| r.phase != Phase::Complete && !r.takes_new(cluster));
-            let target = if pinned || held_by_rollout { self.held.get(cluster) } else { Some(desired) };
-            let Some(target) = target else { continue };
-            if self.published.get(cluster).is_some_and(|last| Arc::ptr_eq(last, target)) {
+            let Some(target) = self.target(cluster, desired) else { continue };
+            let same = |last: &Arc<Assignment>| {
+                Arc::ptr_eq(last, &target) || (last.digest == target.digest && last.revision == target.revision)
+            };
+            if self.published.get(cluster).is_some_and(same) {
                 continue;
             }
             published += usize::from(publisher.publish(target.clone()));
-            self.published.insert(cluster.clone(), target.clone());
+            self.published.insert(cluster.clone(), target);
         }
         tracing::Span::current().record("published", published);
         published
@@ -477,35 +549,47 @@ impl SourceWorker {
         lineage
     }
 
-    /// What the hub sees of `cluster` for its environment's rollout.
-    fn observe(&self, hub: &crate::state::Hub, cluster: &str) -> Observed {
-        let digest = |a: Option<&Arc<Assignment>>| a.map(|a| a.digest.clone()).unwrap_or_default();
-        let applied = hub.connections().get(cluster).map(|c| (c.applied_digest, c.health)).unwrap_or_default();
-        Observed::of(&digest(self.desired.get(cluster)), &digest(self.held.get(cluster)), &applied.0, applied.1)
+    /// What the hub sees of `cluster` for `rollout`: the parts of its assignment the rollout
+    /// decides, at the new revision against the commit it began from, and whether the
+    /// assignment it was last given carries them and is applied.
+    fn observe(&self, hub: &crate::state::Hub, rollout: &Rollout, own: &BTreeSet<String>, cluster: &str) -> Observed {
+        let parts = |a| governed(a, rollout, own);
+        let new = parts(self.desired.get(cluster));
+        let from = parts(rollout.from.get(cluster).and_then(|commit| self.at(cluster, Some(commit))));
+        let (applied, health) =
+            hub.connections().get(cluster).map(|c| (c.applied_digest, c.health)).unwrap_or_default();
+        let runs_new = self.desired.contains_key(cluster)
+            && self.published.get(cluster).is_some_and(|p| p.digest == applied && parts(Some(p)) == new);
+        Observed::of(new != from, runs_new, health)
     }
 
     /// Steps every rollout in progress, publishing what it releases.
     fn step_rollouts(&mut self, publisher: &Publisher) {
         let hub = publisher.hub().clone();
         let now = unix_ms();
-        let mut changed = false;
-        let mut rollouts = std::mem::take(&mut self.rollouts);
-        for rollout in rollouts.values_mut().filter(|r| r.is_active()) {
-            let before = rollout.clone();
-            let _span = tracing::info_span!("rollout", environment = %rollout.environment).entered();
+        let mut stepped = Vec::new();
+        for rollout in self.rollouts.values().filter(|r| r.is_active()) {
+            let mut next = rollout.clone();
+            let _span = tracing::info_span!("rollout", track = %rollout.track()).entered();
+            let (_, own) = self.tracks(&rollout.environment);
             // A step looks at each cluster several times; read its link once per step.
             let seen = std::cell::RefCell::new(HashMap::new());
-            let observe = |c: &str| *seen.borrow_mut().entry(c.to_string()).or_insert_with(|| self.observe(&hub, c));
-            for event in rollout.step(now, observe) {
+            let observe = |c: &str| {
+                *seen.borrow_mut().entry(c.to_string()).or_insert_with(|| self.observe(&hub, rollout, &own, c))
+            };
+            for event in next.step(now, observe) {
                 tracing::info!(revision = %rollout.revision, "{event}");
-                hub.event("", "rollout", format!("{}: {event}", rollout.environment));
+                hub.event("", "rollout", format!("{}: {event}", rollout.track()));
             }
-            if *rollout != before {
-                publisher.record_rollout(rollout);
-                changed = true;
+            if next != *rollout {
+                publisher.record_rollout(&next);
+                stepped.push(next);
             }
         }
-        self.rollouts = rollouts;
+        let changed = !stepped.is_empty();
+        for next in stepped {
+            self.rollouts.insert(next.track(), next);
+        }
         if changed {
             self.publish(publisher);
             self.show_rollouts(publisher);
@@ -516,7 +600,7 @@ impl SourceWorker {
     fn answer(&mut self, publisher: &Publisher, request: EnvironmentRequest) {
         let environment = request.environment.clone();
         let answer = match request.command {
-            Command::Rollout(action) => self.act(publisher, &environment, action),
+            Command::Rollout { action, app } => self.act(publisher, &environment, app.as_deref(), action),
             Command::Pin { commit } => self.pin(publisher, &environment, commit),
             Command::Release => self.release(publisher, &environment),
         };
@@ -532,16 +616,26 @@ impl SourceWorker {
         let _ = request.reply.send(answer);
     }
 
-    fn act(&mut self, publisher: &Publisher, environment: &str, action: Action) -> Result<String, RolloutError> {
+    /// Carries out `action` on `environment`'s rollout, or on `app`'s own in it.
+    fn act(
+        &mut self,
+        publisher: &Publisher,
+        environment: &str,
+        app: Option<&str>,
+        action: Action,
+    ) -> Result<String, RolloutError> {
         if let Some(commit) = self.pins.get(environment) {
             return Err(RolloutError::Pinned { environment: environment.to_string(), commit: commit.clone() });
         }
         let hub = publisher.hub().clone();
-        let mut next = self.rollouts.get(environment).cloned().ok_or_else(|| RolloutError::None(environment.into()))?;
-        let message = next.act(action, |c| self.observe(&hub, c))?;
-        hub.event("", "rollout", format!("{environment}: {message}"));
+        let key = rollout::track(environment, app);
+        let current = self.rollouts.get(&key).ok_or_else(|| RolloutError::None(key.clone()))?;
+        let (_, own) = self.tracks(environment);
+        let mut next = current.clone();
+        let message = next.act(action, |c| self.observe(&hub, current, &own, c))?;
+        hub.event("", "rollout", format!("{key}: {message}"));
         publisher.record_rollout(&next);
-        self.rollouts.insert(environment.to_string(), next);
+        self.rollouts.insert(key, next);
         Ok(message)
     }
 
@@ -568,16 +662,22 @@ impl SourceWorker {
         publisher.record_pin(environment, None);
         let fleet = self.fleet.clone();
         let env = fleet.as_ref().and_then(|f| f.environment(environment));
-        let head = self.envs.get(environment).map(|e| e.snapshot.commit.to_string());
-        if let (Some(fleet), Some(env), Some(head)) = (&fleet, env, head)
-            && let Some(spec) = &env.rollout
+        let state = self.envs.get(environment).map(|state| (state.snapshot.commit.to_string(), state.clone()));
+        if let (Some(fleet), Some(env), Some((head, state))) = (&fleet, env, state)
             && head != pinned
         {
+            // Every rollout of the environment starts over from the pinned commit.
             let clusters: Vec<&Cluster> = fleet.clusters.values().filter(|c| c.environment == environment).collect();
-            let from = clusters.iter().map(|c| (c.name.clone(), pinned.clone())).collect();
-            let next = Rollout::begin(environment, spec, &head, &clusters, from, 0, unix_ms());
-            publisher.record_rollout(&next);
-            self.rollouts.insert(environment.to_string(), next);
+            let from: BTreeMap<String, String> = clusters.iter().map(|c| (c.name.clone(), pinned.clone())).collect();
+            let apps = state
+                .apps
+                .iter()
+                .filter_map(|(name, app)| Some((Some(name.as_str()), app.as_ref().ok()?.rollout.as_ref()?)));
+            for (app, spec) in env.rollout.iter().map(|spec| (None, spec)).chain(apps) {
+                let next = Rollout::begin(environment, spec, &head, &clusters, from.clone(), 0, unix_ms()).of_app(app);
+                publisher.record_rollout(&next);
+                self.rollouts.insert(next.track(), next);
+            }
         }
         let short = rollout::short(&pinned);
         publisher.hub().event("", "rollback", format!("{environment}: released from {short}"));
@@ -620,6 +720,20 @@ impl SourceWorker {
         }
         Err(SyncError::FleetBranchesDisagree { configured: self.config.fleet_branch.clone(), declared: branch })
     }
+}
+
+/// The (app, digest) parts of `assignment` that `rollout` decides.
+fn governed<'a>(
+    assignment: Option<&'a Arc<Assignment>>,
+    rollout: &Rollout,
+    own: &BTreeSet<String>,
+) -> Vec<(&'a str, &'a str)> {
+    let Some(assignment) = assignment else { return Vec::new() };
+    assignment
+        .digested_apps()
+        .filter(|(_, app)| rollout.governs(&app.name, own))
+        .map(|(digest, app)| (app.name.as_str(), digest))
+        .collect()
 }
 
 /// The rollouts the store kept; one it cannot read is logged and started afresh.

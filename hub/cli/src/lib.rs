@@ -400,7 +400,8 @@ pub fn rollouts_text(rollouts: &[RolloutInfo]) -> String {
     let mut out = String::new();
     for r in rollouts {
         let from = if r.from_revisions.is_empty() { "-".to_string() } else { r.from_revisions.join(",") };
-        out += &format!("{}: {} {} → {}", r.environment, r.phase, from, short(&r.revision));
+        let track = if r.app.is_empty() { r.environment.clone() } else { format!("{}/{} (app)", r.environment, r.app) };
+        out += &format!("{track}: {} {} → {}", r.phase, from, short(&r.revision));
         if r.soak_left_ms > 0 {
             out += &format!(" (soak {}s left)", (r.soak_left_ms + 999) / 1000);
         }
@@ -426,7 +427,7 @@ pub fn rollouts_text(rollouts: &[RolloutInfo]) -> String {
         out += &print_table(&["  WAVE", "STATE", "CLUSTERS", "RELEASED", "DONE", "FAILED", "MAX-UNAVAILABLE"], &rows);
     }
     if rollouts.is_empty() {
-        out += "no rollouts: give an environment `rollout:` in convoy.yaml\n";
+        out += "no rollouts: give an environment `rollout:` in convoy.yaml, or an app `rollout:` in its app.yaml\n";
     }
     out
 }

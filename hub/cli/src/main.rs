@@ -154,13 +154,23 @@ enum RolloutCommand {
     /// Waves, clusters per state, old → new revision and soak left (one environment, or all).
     Status { environment: Option<String> },
     /// Stop handing out the new revision; clusters not yet released keep what they run.
-    Pause { environment: String },
+    Pause(Track),
     /// Go on after a pause (failures seen so far are accepted).
-    Resume { environment: String },
+    Resume(Track),
     /// Open the next wave of a rollout that waits for approval.
-    Approve { environment: String },
+    Approve(Track),
     /// Return every cluster of the rollout to the revision it ran before.
-    Abort { environment: String },
+    Abort(Track),
+}
+
+/// Which rollout an action is for.
+#[derive(clap::Args)]
+struct Track {
+    environment: String,
+    /// The app's own rollout in the environment (`rollout:` in its app.yaml), not the
+    /// environment's.
+    #[arg(long)]
+    app: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -346,14 +356,14 @@ async fn run(cli: Cli) -> Result<(), cli::CliError> {
             print!("{}", cli::answer(cli.output, color, &reply, || cli::rollouts_text(&reply.rollouts)));
         }
         Command::Rollout { command } => {
-            let (action, environment) = match command {
-                RolloutCommand::Pause { environment } => ("pause", environment),
-                RolloutCommand::Resume { environment } => ("resume", environment),
-                RolloutCommand::Approve { environment } => ("approve", environment),
-                RolloutCommand::Abort { environment } => ("abort", environment),
+            let (action, Track { environment, app }) = match command {
+                RolloutCommand::Pause(track) => ("pause", track),
+                RolloutCommand::Resume(track) => ("resume", track),
+                RolloutCommand::Approve(track) => ("approve", track),
+                RolloutCommand::Abort(track) => ("abort", track),
                 RolloutCommand::Status { .. } => unreachable!("answered above"),
             };
-            let request = RolloutActionRequest { environment, action: action.into() };
+            let request = RolloutActionRequest { environment, action: action.into(), app: app.unwrap_or_default() };
             let reply = context()?.connect().await?.rollout_action(request).await?.into_inner();
             let text = || {
                 format!(

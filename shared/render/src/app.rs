@@ -329,6 +329,7 @@ mod tests {
             depends_on: vec![],
             policy: Default::default(),
             helm: None,
+            rollout: None,
         };
         let fits = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ok"}, "data": {"k": "x".repeat(MAX_OBJECT_BYTES - 200)}});
         assert!(assemble(&[fits], &mk_cluster("eu-1"), &app).is_ok());
@@ -346,6 +347,7 @@ mod tests {
             depends_on: vec![],
             policy: Default::default(),
             helm: None,
+            rollout: None,
         };
         let rendered = vec![
             json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}}),

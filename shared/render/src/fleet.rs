@@ -161,14 +161,15 @@ impl RolloutSpec {
         self.soak.as_deref().and_then(|s| parse_duration(s).ok()).unwrap_or_default()
     }
 
-    fn validate(&self, file: &str, env: &str) -> Result<(), FleetError> {
+    /// Checks the spec; `owner` names whose it is in messages (`environment 'prod'`, `app 'web'`).
+    fn validate(&self, file: &str, owner: &str) -> Result<(), FleetError> {
         if let Some(soak) = &self.soak {
-            parse_duration(soak).map_err(|why| error(file, format!("environment '{env}': rollout.soak {why}")))?;
+            parse_duration(soak).map_err(|why| error(file, format!("{owner}: rollout.soak {why}")))?;
         }
         let mut names = std::collections::BTreeSet::new();
         for wave in &self.waves {
             if !names.insert(&wave.name) {
-                return Err(error(file, format!("environment '{env}': wave '{}' is listed twice", wave.name)));
+                return Err(error(file, format!("{owner}: wave '{}' is listed twice", wave.name)));
             }
             if let Some(s) = &wave.cluster_selector {
                 s.validate(file)?;
@@ -178,7 +179,7 @@ impl RolloutSpec {
             }
         }
         if self.failure_threshold == 0 {
-            return Err(error(file, format!("environment '{env}': rollout.failureThreshold must be at least 1")));
+            return Err(error(file, format!("{owner}: rollout.failureThreshold must be at least 1")));
         }
         Ok(())
     }
@@ -233,6 +234,8 @@ struct AppSpec {
     sync: SyncSpec,
     #[serde(default)]
     helm: Option<HelmSpec>,
+    #[serde(default)]
+    rollout: Option<RolloutSpec>,
 }
 
 /// `spec.helm` as written (schema v2): one of `chart`, `repo` + `name`, or `oci`.
@@ -456,6 +459,9 @@ pub struct App {
     pub policy: SyncPolicy,
     /// `spec.helm`: the app is a Helm chart rather than kustomize overlays.
     pub helm: Option<HelmSource>,
+    /// `spec.rollout` (schema v2): this app reaches the clusters of each environment in these
+    /// waves instead of the environment's own.
+    pub rollout: Option<RolloutSpec>,
 }
 
 impl App {
@@ -526,7 +532,7 @@ impl Fleet {
                 return Err(error(file, format!("environment '{}' is listed twice", env.name)));
             }
             if let Some(rollout) = &env.rollout {
-                rollout.validate(file, &env.name)?;
+                rollout.validate(file, &format!("environment '{}'", env.name))?;
             }
         }
         let mut fleet = Fleet {
@@ -610,8 +616,12 @@ fn load_app(file: &str, dir_name: &str, bytes: &[u8]) -> Result<App, FleetError>
     }
     let defaults = SyncPolicy::default();
     let helm = doc.spec.helm.map(|h| h.resolve(file, &name)).transpose()?;
+    if let Some(rollout) = &doc.spec.rollout {
+        rollout.validate(file, &format!("app '{name}'"))?;
+    }
     Ok(App {
         helm,
+        rollout: doc.spec.rollout,
         name,
         targets: doc.spec.targets,
         namespace: doc.spec.namespace,
@@ -662,6 +672,7 @@ mod tests {
             depends_on: vec![],
             policy: SyncPolicy::default(),
             helm: None,
+            rollout: None,
         };
         assert!(app.targets(&eu) && app.targets(&us));
         app.targets = Some(Targets {
@@ -686,6 +697,33 @@ mod tests {
         assert!(load_app("f", "web", bad_op.as_bytes()).unwrap_err().message.contains("Maybe"));
         let wrong_name = "apiVersion: convoy.dev/v1\nkind: App\nmetadata: {name: api}\nspec: {}\n";
         assert!(load_app("f", "web", wrong_name.as_bytes()).unwrap_err().message.contains("apps/web"));
+    }
+
+    #[test]
+    fn an_app_may_bring_its_own_rollout_checked_like_an_environments() {
+        let app = |rollout: &str| {
+            let text =
+                format!("apiVersion: convoy.dev/v1\nkind: App\nmetadata: {{name: mon}}\nspec:\n  rollout: {rollout}\n");
+            load_app("apps/mon/app.yaml", "mon", text.as_bytes())
+        };
+        let spec =
+            app("{waves: [{name: canary, clusterSelector: {matchLabels: {tier: canary}}}, {name: rest}], soak: 5m}")
+                .unwrap()
+                .rollout
+                .unwrap();
+        assert_eq!(spec.waves.iter().map(|w| w.name.as_str()).collect::<Vec<_>>(), ["canary", "rest"]);
+        assert_eq!(spec.soak(), std::time::Duration::from_secs(300));
+        assert_eq!(spec.failure_threshold, 1);
+        for (bad, says) in [
+            ("{soak: soon}", "app 'mon': rollout.soak"),
+            ("{waves: [{name: a}, {name: a}]}", "app 'mon': wave 'a' is listed twice"),
+            ("{failureThreshold: 0}", "app 'mon': rollout.failureThreshold"),
+            ("{wavs: []}", "wavs"),
+        ] {
+            let err = app(bad).unwrap_err();
+            assert_eq!(err.file, "apps/mon/app.yaml");
+            assert!(err.message.contains(says), "{bad}: {err}");
+        }
     }
 
     #[test]

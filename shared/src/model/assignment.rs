@@ -171,6 +171,26 @@ impl Assignment {
         }
     }
 
+    /// An assignment made of apps' parts taken from others (apps at different commits while
+    /// their rollouts differ): (hex digest, app) as [`Assignment::digested_apps`] gives them.
+    pub fn compose(
+        cluster: &str,
+        environment: &str,
+        revision: &str,
+        parts: Vec<(&str, &AppAssignment)>,
+        failed: bool,
+    ) -> Self {
+        let apps = parts
+            .into_iter()
+            .map(|(digest, app)| {
+                let mut bytes = [0u8; 32];
+                hex::decode_to_slice(digest, &mut bytes).expect("app digests are 32 hex-encoded bytes");
+                (bytes, app.clone())
+            })
+            .collect();
+        Self::from_digested(cluster, environment, revision, apps, failed)
+    }
+
     /// Apps with their hex digests.
     pub fn digested_apps(&self) -> impl Iterator<Item = (&str, &AppAssignment)> {
         self.app_digests.iter().map(String::as_str).zip(&self.apps)

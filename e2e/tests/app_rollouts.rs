@@ -2,7 +2,8 @@
 //! commit changes two apps, and each moves through its own waves. While they differ, a cluster's
 //! assignment is composed of each app's part at the commit its rollout gives the cluster; an
 //! action on the app's rollout (`--app`) moves only that app, and aborting the environment's
-//! rollout leaves the app's where it is. The agents are simulated (fleetsim's in-process links
+//! rollout leaves the app's where it is; an app that gains a rollout of its own in the commit
+//! that changes it rolls that commit out by it, from what it ran. The agents are simulated (fleetsim's in-process links
 //! over real mTLS): each applies what it is given at once and reports it Healthy.
 
 use std::time::Duration;
@@ -88,14 +89,15 @@ async fn rollouts(ca: &TestCa, hub: &InProcessHub) -> Vec<RolloutInfo> {
     cli.rollout_status(request).await.map(|r| r.into_inner().rollouts).unwrap_or_default()
 }
 
-/// Waits until every rollout of prod is at `revision` in the phases given (the environment's
-/// first, then `mon`'s).
-async fn phases(ca: &TestCa, hub: &InProcessHub, revision: &str, want: [&str; 2]) -> Vec<RolloutInfo> {
-    eventually(&format!("prod's rollouts of {revision} {want:?}"), || async {
+/// Waits until prod's rollouts are at `revision` in the phases given: (app, phase), the
+/// environment's (app "") first, then the apps' by name.
+async fn phases(ca: &TestCa, hub: &InProcessHub, revision: &str, want: &[(&str, &str)]) -> Vec<RolloutInfo> {
+    let want: Vec<(&str, &str, &str)> = want.iter().map(|(app, phase)| (*app, revision, *phase)).collect();
+    eventually(&format!("prod's rollouts {want:?}"), || async {
         let rollouts = rollouts(ca, hub).await;
         let seen: Vec<(&str, &str, &str)> =
             rollouts.iter().map(|r| (r.app.as_str(), r.revision.as_str(), r.phase.as_str())).collect();
-        (seen == [("", revision, want[0]), ("mon", revision, want[1])]).then_some(rollouts.clone())
+        (seen == want).then_some(rollouts.clone())
     })
     .await
 }
@@ -125,14 +127,14 @@ async fn an_app_with_its_own_rollout_moves_through_its_own_waves() {
     let agents = SimFleet::start(&config, &shutdown).unwrap();
 
     // The first revision goes everywhere: nothing to compare with.
-    phases(&ca, &hub, &v1, ["complete", "complete"]).await;
+    phases(&ca, &hub, &v1, &[("", "complete"), ("mon", "complete")]).await;
     assert_eq!(versions(&hub), pairs([("v1", "v1"); 4]));
 
     // v2 changes both apps: web takes the environment's waves (the canary, then approval), mon
     // its own (the us clusters, then approval). Clusters run a mix meanwhile.
     let v2 = release(&repo, "v2");
     hub.sync("main", &v2).await;
-    let both = phases(&ca, &hub, &v2, ["awaiting-approval", "awaiting-approval"]).await;
+    let both = phases(&ca, &hub, &v2, &[("", "awaiting-approval"), ("mon", "awaiting-approval")]).await;
     assert_eq!(versions(&hub), pairs([("v2", "v1"), ("v1", "v1"), ("v1", "v2"), ("v1", "v2")]));
     let mon = &both[1];
     let waves: Vec<(&str, u32, u32)> = mon.waves.iter().map(|w| (w.name.as_str(), w.clusters, w.done)).collect();
@@ -140,17 +142,26 @@ async fn an_app_with_its_own_rollout_moves_through_its_own_waves() {
 
     // Approving mon's rollout moves mon only; web still waits for its own approval.
     assert!(act(&ca, &hub, "approve", "mon").await.contains("wave rest opened"));
-    phases(&ca, &hub, &v2, ["awaiting-approval", "complete"]).await;
+    phases(&ca, &hub, &v2, &[("", "awaiting-approval"), ("mon", "complete")]).await;
     assert_eq!(versions(&hub), pairs([("v2", "v2"), ("v1", "v2"), ("v1", "v2"), ("v1", "v2")]));
 
     // Aborting the environment's rollout returns web on the canary; mon's finished rollout stays.
     assert!(act(&ca, &hub, "abort", "").await.starts_with("aborted"));
-    phases(&ca, &hub, &v2, ["aborted", "complete"]).await;
+    phases(&ca, &hub, &v2, &[("", "aborted"), ("mon", "complete")]).await;
     assert_eq!(versions(&hub), pairs([("v1", "v2"); 4]));
     let mut admin = ca.cli(&hub.address, Role::Admin).await;
     let unknown = RolloutActionRequest { environment: "prod".into(), action: "pause".into(), app: "web".into() };
     let refused = admin.rollout_action(unknown).await.unwrap_err();
     assert!(refused.message().contains("app 'web' in 'prod' has no rollout"), "{}", refused.message());
+
+    // v3 gives web a rollout of its own (the eu clusters first) in the commit that changes it:
+    // web's rollout starts from what web ran (v1 everywhere, after the abort), not at once.
+    repo.write("apps/web/app.yaml", &(app_yaml("web", "web", &[]) + &MON_ROLLOUT.replace("region: us", "region: eu")));
+    let v3 = release(&repo, "v3");
+    hub.sync("main", &v3).await;
+    let want = [("", "awaiting-approval"), ("mon", "awaiting-approval"), ("web", "awaiting-approval")];
+    phases(&ca, &hub, &v3, &want).await;
+    assert_eq!(versions(&hub), pairs([("v3", "v2"), ("v3", "v2"), ("v1", "v3"), ("v1", "v3")]));
 
     // Every simulated agent applied what it was given last (a composed assignment included).
     eventually("every agent applied its assignment", || async {

@@ -368,7 +368,7 @@ impl Reconciler {
 
     /// Is some blocked app ready now?
     fn unblocked(&self, p: &Progress) -> bool {
-        let apps: HashMap<&str, &AppAssignment> = p.assignment.apps.iter().map(|a| (a.name.as_str(), a)).collect();
+        let apps: HashMap<&str, &AppAssignment> = p.assignment.apps.iter().map(|a| (a.name.as_str(), &**a)).collect();
         p.blocked.keys().any(|name| {
             apps.get(name.as_str()).is_some_and(|app| {
                 app.depends_on.iter().all(|d| {
@@ -463,7 +463,7 @@ impl Reconciler {
                 p.blocked.insert(app.name.clone(), format!("waiting for {}", waiting.join(", ")));
                 continue;
             }
-            ready.push(app);
+            ready.push(&**app);
         }
         ready
     }
@@ -593,7 +593,7 @@ impl Reconciler {
     /// Prune = last inventory − new desired, app by app as policy allows: never for an app with
     /// a render error or `prune: false`.
     async fn prune(&self, p: &mut Progress, inventory: &mut Inventory, owner: &HashMap<String, &str>) {
-        let apps: HashMap<&str, &AppAssignment> = p.assignment.apps.iter().map(|a| (a.name.as_str(), a)).collect();
+        let apps: HashMap<&str, &AppAssignment> = p.assignment.apps.iter().map(|a| (a.name.as_str(), &**a)).collect();
         let mut candidates: Vec<(String, String, ObjectRef)> = Vec::new();
         for (app, inv) in &inventory.apps {
             let allowed = match apps.get(app.as_str()) {

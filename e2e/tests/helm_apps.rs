@@ -135,7 +135,7 @@ async fn a_values_change_for_one_cluster_moves_only_that_cluster_and_a_broken_te
     hub.sync("main", &head).await;
     assert_eq!(hub.objects("prod-eu", "greeter"), good, "the last good objects stay");
     let app = hub.hub.assignment("prod-eu").unwrap().apps.iter().find(|a| a.name == "greeter").cloned().unwrap();
-    let error = app.render_error.expect("the render error travels with the app");
+    let error = app.render_error.clone().expect("the render error travels with the app");
     assert!(error.contains("charts/greeter") && error.contains("configmap.yaml"), "{error}");
     assert_ne!(eu_before, serde_json::Value::Null);
 
@@ -144,7 +144,7 @@ async fn a_values_change_for_one_cluster_moves_only_that_cluster_and_a_broken_te
     let head = repo.commit("greeter: an undefined variable in values");
     hub.sync("main", &head).await;
     let app = hub.hub.assignment("prod-eu").unwrap().apps.iter().find(|a| a.name == "greeter").cloned().unwrap();
-    let error = app.render_error.expect("an undefined variable is an error");
+    let error = app.render_error.clone().expect("an undefined variable is an error");
     assert!(
         error.contains("apps/greeter/clusters/prod-eu/values.yaml") && error.contains("cluster.labels.zone"),
         "{error}"

@@ -135,7 +135,7 @@ async fn malformed_yaml_in_one_app_leaves_everything_else_and_shows_in_status() 
     assert_eq!(config_data(&hub, "prod-us", "web")["greeting"], "still prod-us");
     assert_eq!(hub.objects("prod-eu", "api"), api_before);
     let api = hub.hub.assignment("prod-eu").unwrap().apps.iter().find(|a| a.name == "api").cloned().unwrap();
-    let error = api.render_error.expect("the render error travels with the app");
+    let error = api.render_error.clone().expect("the render error travels with the app");
     assert!(error.contains("apps/api/base/config.yaml"), "{error}");
 
     let mut cli = ca.cli(&hub.address, Role::Viewer).await;

@@ -153,8 +153,9 @@ struct CachedPair {
     result: Result<Arc<Digested>, PlanError>,
 }
 
-/// An app's output for one cluster with its content digest, computed once.
-pub type Digested = ([u8; 32], AppAssignment);
+/// An app's output for one cluster with its content digest, computed once; the assignment
+/// shares the output.
+pub type Digested = ([u8; 32], Arc<AppAssignment>);
 
 /// A cluster's last assignment and the app outputs it was built from (held, so pointer
 /// equality cannot be fooled by a freed and reused allocation).
@@ -261,7 +262,7 @@ impl Planner {
     /// real promotion would do).
     fn remember(&mut self, assignment: &Assignment) {
         for app in &assignment.apps {
-            self.last_good.insert((assignment.cluster.clone(), app.name.clone()), digested(app.clone()));
+            self.last_good.insert((assignment.cluster.clone(), app.name.clone()), digested((**app).clone()));
         }
     }
 
@@ -306,7 +307,7 @@ impl Planner {
                     // We cannot tell whether it targets this cluster: keep what it had, if anything.
                     if let Some(good) = self.last_good.get(&key) {
                         errors.push(PlanError::App(e.clone()));
-                        apps.push(digested(AppAssignment { render_error: Some(e.to_string()), ..good.1.clone() }));
+                        apps.push(digested(AppAssignment { render_error: Some(e.to_string()), ..(*good.1).clone() }));
                     }
                     continue;
                 }
@@ -323,13 +324,14 @@ impl Planner {
                 Err(error) => {
                     let message = error.to_string();
                     errors.push(error);
-                    let kept = self.last_good.get(&key).map(|good| good.1.clone()).unwrap_or_else(|| AppAssignment {
-                        name: app.name.clone(),
-                        policy: app.policy,
-                        depends_on: app.depends_on.clone(),
-                        objects: Vec::new(),
-                        render_error: None,
-                    });
+                    let kept =
+                        self.last_good.get(&key).map(|good| (*good.1).clone()).unwrap_or_else(|| AppAssignment {
+                            name: app.name.clone(),
+                            policy: app.policy,
+                            depends_on: app.depends_on.clone(),
+                            objects: Vec::new(),
+                            render_error: None,
+                        });
                     apps.push(digested(AppAssignment { render_error: Some(message), ..kept }));
                 }
             }
@@ -342,7 +344,7 @@ impl Planner {
             return ClusterPlan { assignment: cached.assignment.clone(), errors };
         }
         let revision = env.snapshot.commit.to_string();
-        let owned = apps.iter().map(|a| (**a).clone()).collect();
+        let owned = apps.iter().map(|a| (a.0, Arc::clone(&a.1))).collect();
         let mut assignment = Assignment::from_digested(&cluster.name, &cluster.environment, &revision, owned, false);
         assignment.trace_context = self.trace_context.clone();
         let assignment = Arc::new(assignment);
@@ -572,7 +574,7 @@ fn recorded<T>(snapshot: &Arc<Snapshot>, read: impl FnOnce(Arc<dyn Source>) -> T
 /// Sorts an app's objects and computes its digest.
 fn digested(mut app: AppAssignment) -> Arc<Digested> {
     app.sort_objects();
-    Arc::new((app.digest(), app))
+    Arc::new((app.digest(), Arc::new(app)))
 }
 
 /// A [`Source`] over a snapshot that remembers every path the renderer looked at.

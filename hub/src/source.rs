@@ -494,7 +494,7 @@ impl SourceWorker {
             return Some(base_assignment.clone());
         }
         let mut failed = base_assignment.failed;
-        let mut parts: Vec<(&str, &AppAssignment)> =
+        let mut parts: Vec<(&str, &Arc<AppAssignment>)> =
             base_assignment.digested_apps().filter(|(_, part)| !own.contains(&part.name)).collect();
         for (app, commit) in apps {
             let source = self.at(cluster, commit)?;

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::sync::Arc;
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -119,8 +120,8 @@ pub struct Assignment {
     /// Content digest over the apps (not the revision: a commit that changes nothing for this
     /// cluster yields the same digest, and nothing is re-sent).
     pub digest: String,
-    /// Apps sorted by name.
-    pub apps: Vec<AppAssignment>,
+    /// Apps sorted by name; shared with the hub's planner, which keeps each app's output once.
+    pub apps: Vec<Arc<AppAssignment>>,
     /// Hex content digest of each app ([`AppAssignment::digest`]), parallel to `apps`: the link
     /// sends apps by digest, so only those an agent does not hold travel.
     pub app_digests: Vec<String>,
@@ -138,7 +139,7 @@ impl Assignment {
             .into_iter()
             .map(|mut app| {
                 app.sort_objects();
-                (app.digest(), app)
+                (app.digest(), Arc::new(app))
             })
             .collect();
         Self::from_digested(cluster, environment, revision, digested, failed)
@@ -150,7 +151,7 @@ impl Assignment {
         cluster: &str,
         environment: &str,
         revision: &str,
-        mut apps: Vec<([u8; 32], AppAssignment)>,
+        mut apps: Vec<([u8; 32], Arc<AppAssignment>)>,
         failed: bool,
     ) -> Self {
         apps.sort_by(|a, b| a.1.name.cmp(&b.1.name));
@@ -177,7 +178,7 @@ impl Assignment {
         cluster: &str,
         environment: &str,
         revision: &str,
-        parts: Vec<(&str, &AppAssignment)>,
+        parts: Vec<(&str, &Arc<AppAssignment>)>,
         failed: bool,
     ) -> Self {
         let apps = parts
@@ -185,14 +186,14 @@ impl Assignment {
             .map(|(digest, app)| {
                 let mut bytes = [0u8; 32];
                 hex::decode_to_slice(digest, &mut bytes).expect("app digests are 32 hex-encoded bytes");
-                (bytes, app.clone())
+                (bytes, Arc::clone(app))
             })
             .collect();
         Self::from_digested(cluster, environment, revision, apps, failed)
     }
 
     /// Apps with their hex digests.
-    pub fn digested_apps(&self) -> impl Iterator<Item = (&str, &AppAssignment)> {
+    pub fn digested_apps(&self) -> impl Iterator<Item = (&str, &Arc<AppAssignment>)> {
         self.app_digests.iter().map(String::as_str).zip(&self.apps)
     }
 
@@ -238,7 +239,7 @@ impl Assignment {
             } else {
                 app.digest.clone()
             };
-            apps.push(model);
+            apps.push(Arc::new(model));
             app_digests.push(digest);
         }
         // Keep the hub's digest: it is what the agent reports back and the hub compares.
@@ -287,7 +288,7 @@ impl Assignment {
 
     /// Every object with the app it belongs to.
     pub fn objects(&self) -> impl Iterator<Item = (&AppAssignment, &Value)> {
-        self.apps.iter().flat_map(|app| app.objects.iter().map(move |o| (app, o)))
+        self.apps.iter().flat_map(|app| app.objects.iter().map(move |o| (&**app, o)))
     }
 }
 

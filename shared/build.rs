@@ -13,6 +13,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // The generated `connect(dst)` constructor would clash with `AgentService.Connect`; we
         // dial through our own TLS connector anyway.
         .build_transport(false)
+        // Small per-stream buffers: see `codec.rs`.
+        .codec_path("crate::codec::LeanCodec")
         // JSON and YAML output of the CLI: camelCase like Kubernetes, health as its name.
         .type_attribute(".convoy.v1", "#[derive(serde::Serialize)]")
         .type_attribute(".convoy.v1", "#[serde(rename_all = \"camelCase\")]")

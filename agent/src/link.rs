@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use convoy_shared::clock::unix_ms;
 use convoy_shared::model::report::Report;
-use convoy_shared::model::{Assignment, AssignmentError, HeldObjects};
+use convoy_shared::model::{Assignment, AssignmentError, HeldObjects, unpack_objects};
 use convoy_shared::proto::agent_message::Kind as AgentKind;
 use convoy_shared::proto::agent_service_client::AgentServiceClient;
 use convoy_shared::proto::hub_message::Kind as HubKind;
@@ -19,7 +19,6 @@ use rand::Rng;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::codec::CompressionEncoding;
 
 use crate::report_queue::ReportQueue;
 
@@ -157,9 +156,9 @@ impl HubLink {
     /// One session: dial, Hello, then heartbeats and hub messages until something breaks.
     async fn session(&self, connected: &mut bool, shutdown: &CancellationToken) -> Result<(), LinkError> {
         let channel = tls::connect(&self.config.hub, self.config.tls.clone(), self.config.connect_timeout).await?;
-        // Assignments are JSON and compress well; apps come in parts far below the limit.
+        // App contents come compressed one by one (`Hello.content_zstd`), in parts far below the
+        // limit; no gRPC compression, whose buffers the hub would keep per stream.
         let mut client = AgentServiceClient::new(channel)
-            .accept_compressed(CompressionEncoding::Zstd)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let (tx, rx) = mpsc::channel(16);
@@ -228,6 +227,7 @@ impl HubLink {
             cluster_name: self.config.cluster_name.clone(),
             held_app_digests: held.as_ref().map(|a| a.app_digests.clone()).unwrap_or_default(),
             apps_by_digest: true,
+            content_zstd: true,
             kube_version: self.config.capabilities.kube_version.clone(),
             api_versions: self.config.capabilities.api_versions.clone(),
         }
@@ -307,9 +307,23 @@ struct Inbox {
 }
 
 impl Inbox {
+    /// Takes one part of an app's objects. A compressed part that does not read leaves the app
+    /// incomplete: the assignment naming it is then missing an app, and the agent asks again.
     fn take_part(&mut self, content: AppContent) {
-        let (objects, complete) = self.parts.entry(content.digest).or_default();
-        objects.extend(content.objects_json);
+        let objects = if content.objects_zstd.is_empty() {
+            content.objects_json
+        } else {
+            match unpack_objects(&content.objects_zstd) {
+                Ok(objects) => objects,
+                Err(e) => {
+                    tracing::error!(digest = %content.digest, error = %e, "a compressed app content part does not read");
+                    self.parts.remove(&content.digest);
+                    return;
+                }
+            }
+        };
+        let (held, complete) = self.parts.entry(content.digest).or_default();
+        held.extend(objects);
         *complete = content.last;
     }
 
@@ -392,9 +406,12 @@ mod tests {
         assert!(matches!(rx.try_recv().unwrap().kind, Some(AgentKind::Problem(_))));
         assert!(rx.try_recv().is_err(), "no second Hello for the same assignment: no loop");
 
-        // Sent properly this time (b in parts; a from what it holds): taken, and the problem cleared.
-        let objects = next.apps[1].objects.iter().map(canonical_json).collect();
-        let content = AppContent { digest: next.app_digests[1].clone(), objects_json: objects, last: true };
+        // Sent properly this time (b in a compressed part; a from what it holds): taken, and the
+        // problem cleared.
+        let objects: Vec<String> = next.apps[1].objects.iter().map(canonical_json).collect();
+        let packed = convoy_shared::model::pack_objects(&objects).unwrap();
+        let digest = next.app_digests[1].clone();
+        let content = AppContent { digest, objects_json: Vec::new(), last: true, objects_zstd: packed };
         link.receive(HubMessage { kind: Some(HubKind::AppContent(content)) }, &mut inbox, &tx).await.unwrap();
         link.receive(assignment_message(&next), &mut inbox, &tx).await.unwrap();
         let Some(AgentKind::Problem(cleared)) = rx.try_recv().unwrap().kind else { panic!("the problem is cleared") };

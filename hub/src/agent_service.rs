@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use convoy_shared::model::report::Report;
-use convoy_shared::model::{AppAssignment, Assignment};
+use convoy_shared::model::{AppAssignment, Assignment, pack_objects};
 use convoy_shared::proto::agent_message::Kind as AgentKind;
 use convoy_shared::proto::agent_service_server::{AgentService, AgentServiceServer};
 use convoy_shared::proto::hub_message::Kind as HubKind;
@@ -31,6 +31,8 @@ use crate::state::Hub;
 const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
 /// Messages queued towards one agent before the session waits for it to read.
 const OUTBOUND_QUEUE: usize = 8;
+/// Parts smaller than this go to the agent as they are: compressing them gains next to nothing.
+const COMPRESS_FROM_BYTES: usize = 512;
 /// Objects of one app are sent in `AppContent` parts of about this many bytes (a part holds at
 /// least one object, and the planner refuses objects over [`crate::planner::MAX_OBJECT_BYTES`]),
 /// far below [`MAX_MESSAGE_BYTES`] whatever the size of the assignment.
@@ -53,7 +55,9 @@ impl AgentLinks {
     }
 
     /// The gRPC service: zstd both ways when the agent accepts it (assignments are JSON and
-    /// compress well), and deliberate message limits (see [`MAX_MESSAGE_BYTES`]).
+    /// compress well), and deliberate message limits (see [`MAX_MESSAGE_BYTES`]). Convoy's own
+    /// agents ask for no gRPC compression: they take app contents compressed one by one
+    /// (`Hello.content_zstd`, see [`Session::send_content`]).
     pub fn into_server(self) -> AgentServiceServer<Self> {
         AgentServiceServer::new(self)
             .send_compressed(CompressionEncoding::Zstd)
@@ -189,7 +193,11 @@ impl Session {
                 Capabilities { kube_version: hello.kube_version.clone(), api_versions: hello.api_versions.clone() };
             self.hub.set_capabilities(&self.cluster, capabilities);
         }
-        *held = HeldApps { by_digest: hello.apps_by_digest, digests: hello.held_app_digests.iter().cloned().collect() };
+        *held = HeldApps {
+            by_digest: hello.apps_by_digest,
+            content_zstd: hello.content_zstd,
+            digests: hello.held_app_digests.iter().cloned().collect(),
+        };
         let current = assignments.borrow_and_update().clone();
         match current {
             Some(assignment) if assignment.digest != hello.held_digest => {
@@ -218,7 +226,7 @@ impl Session {
                     continue;
                 }
                 sent_apps += 1;
-                self.send_content(digest, app).instrument(span.clone()).await?;
+                self.send_content(digest, app, held.content_zstd).instrument(span.clone()).await?;
             }
             tracing::info!(parent: &span, revision = %assignment.revision, digest = %assignment.digest,
                 apps = assignment.apps.len(), sent_apps, "sending assignment");
@@ -233,8 +241,9 @@ impl Session {
         self.send(HubKind::Assignment(wire)).instrument(span).await
     }
 
-    /// Sends the objects of one app in parts of about [`CONTENT_PART_BYTES`].
-    async fn send_content(&self, digest: &str, app: &AppAssignment) -> Result<(), Status> {
+    /// Sends the objects of one app in parts of about [`CONTENT_PART_BYTES`]; to an agent that
+    /// takes them so (`zstd`), parts of [`COMPRESS_FROM_BYTES`] or more as one zstd frame each.
+    async fn send_content(&self, digest: &str, app: &AppAssignment, zstd: bool) -> Result<(), Status> {
         let mut part = Vec::new();
         let mut bytes = 0;
         let mut objects = app.objects.iter().peekable();
@@ -248,7 +257,14 @@ impl Session {
             }
             let last = objects.peek().is_none();
             if last || bytes >= CONTENT_PART_BYTES {
-                let content = AppContent { digest: digest.to_string(), objects_json: std::mem::take(&mut part), last };
+                let objects_json = std::mem::take(&mut part);
+                let content = if zstd && bytes >= COMPRESS_FROM_BYTES {
+                    let packed = pack_objects(&objects_json)
+                        .map_err(|e| Status::internal(format!("cannot compress app content: {e}")))?;
+                    AppContent { digest: digest.to_string(), objects_json: Vec::new(), last, objects_zstd: packed }
+                } else {
+                    AppContent { digest: digest.to_string(), objects_json, last, objects_zstd: Vec::new() }
+                };
                 self.send(HubKind::AppContent(content)).await?;
                 bytes = 0;
             }
@@ -269,5 +285,7 @@ impl Session {
 struct HeldApps {
     /// The agent takes apps by digest (said so in its Hello).
     by_digest: bool,
+    /// The agent takes app contents zstd-compressed (said so in its Hello).
+    content_zstd: bool,
     digests: HashSet<String>,
 }

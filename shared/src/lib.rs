@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod clock;
+pub mod codec;
 pub mod enrollment;
 pub mod identity;
 pub mod link_error;

@@ -356,6 +356,44 @@ pub enum AssignmentError {
     DigestMismatch { app: String, expected: String, actual: String },
 }
 
+/// Largest uncompressed `AppContent` part an agent takes (far above the hub's ~1 MiB parts).
+const MAX_CONTENT_PART_BYTES: u64 = 64 << 20;
+
+thread_local! {
+    /// One zstd context per thread, reused: a fresh one per part costs more than compressing.
+    static COMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The objects of one `AppContent` part as one zstd frame (`objects_zstd`): each object's JSON
+/// followed by a newline (JSON text never holds a raw one).
+pub fn pack_objects(objects: &[String]) -> std::io::Result<Vec<u8>> {
+    let mut text = Vec::with_capacity(objects.iter().map(|o| o.len() + 1).sum());
+    for object in objects {
+        text.extend_from_slice(object.as_bytes());
+        text.push(b'\n');
+    }
+    COMPRESSOR.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        let compressor = match &mut *cell {
+            Some(compressor) => compressor,
+            empty => empty.insert(zstd::bulk::Compressor::new(zstd::DEFAULT_COMPRESSION_LEVEL)?),
+        };
+        compressor.compress(&text)
+    })
+}
+
+/// Reads what [`pack_objects`] wrote.
+pub fn unpack_objects(frame: &[u8]) -> Result<Vec<String>, String> {
+    use std::io::Read;
+    let decoder = zstd::stream::read::Decoder::new(frame).map_err(|e| e.to_string())?;
+    let mut text = String::new();
+    let read = decoder.take(MAX_CONTENT_PART_BYTES + 1).read_to_string(&mut text).map_err(|e| e.to_string())?;
+    if read as u64 > MAX_CONTENT_PART_BYTES {
+        return Err(format!("a part holds more than {} MiB", MAX_CONTENT_PART_BYTES >> 20));
+    }
+    Ok(text.lines().map(str::to_string).collect())
+}
+
 /// Objects of an app sent by digest, as the agent has them.
 pub enum HeldObjects {
     /// From an assignment the agent holds (already checked when it arrived).
@@ -496,5 +534,20 @@ mod tests {
         );
         assert_eq!((r.group.as_str(), r.version.as_str(), r.api_version()), ("apps", "v1", "apps/v1".to_string()));
         assert_eq!(r.to_string(), "Deployment.apps w/web");
+    }
+
+    #[test]
+    fn packed_content_reads_back_object_for_object_and_a_broken_frame_is_an_error() {
+        let objects: Vec<String> = (0..50)
+            .map(|i| {
+                json!({"kind": "ConfigMap", "metadata": {"name": format!("c{i}")}, "data": {"k": "a\nb"}}).to_string()
+            })
+            .collect();
+        let packed = pack_objects(&objects).unwrap();
+        assert!(packed.len() < objects.iter().map(String::len).sum::<usize>() / 4, "{} bytes", packed.len());
+        assert_eq!(unpack_objects(&packed).unwrap(), objects);
+        assert_eq!(unpack_objects(&pack_objects(&[]).unwrap()).unwrap(), Vec::<String>::new());
+        assert!(unpack_objects(&packed[..packed.len() / 2]).is_err());
+        assert!(unpack_objects(b"not zstd").is_err());
     }
 }

@@ -6,4 +6,5 @@ pub mod report;
 
 pub use assignment::{
     AppAssignment, Assignment, AssignmentError, HeldObjects, ObjectRef, SyncPolicy, canonical_json, document_json,
+    pack_objects, unpack_objects,
 };

@@ -21,12 +21,37 @@ struct ClusterLink {
     agent_version: String,
     applied_digest: String,
     applied_revision: String,
-    last_report: Option<Report>,
+    last_report: Option<Reported>,
     /// What the agent last said it could not take from the hub (empty: nothing).
     problem: String,
     /// Cancelled when this session is replaced by a newer stream from the same cluster; the
     /// session task owns the clone it waits on and drops it when the stream ends.
     cancel: CancellationToken,
+}
+
+/// A cluster's last report as the table keeps it: encoded (a few hundred bytes, where the
+/// decoded message holds a string per field of every object: several KiB for each of
+/// thousands of clusters), with what the listing shows of it.
+#[derive(Debug, Clone)]
+struct Reported {
+    encoded: Box<[u8]>,
+    /// The worst app health.
+    health: i32,
+    drift_count: u32,
+}
+
+impl Reported {
+    fn of(report: &Report) -> Reported {
+        Reported {
+            encoded: prost::Message::encode_to_vec(report).into_boxed_slice(),
+            health: report.apps.iter().map(|a| a.health).max().unwrap_or(Health::Healthy as i32),
+            drift_count: report.drifts.len() as u32,
+        }
+    }
+
+    fn report(&self) -> Report {
+        prost::Message::decode(&*self.encoded).expect("the table decodes what it encoded")
+    }
 }
 
 /// Every cluster that has connected since the hub started, connected or not.
@@ -162,7 +187,7 @@ impl ConnectionTable {
 
     /// The latest report of `cluster`, if any.
     pub fn last_report(&self, cluster: &str) -> Option<Report> {
-        self.links.get(cluster).and_then(|l| l.last_report.clone())
+        self.links.get(cluster).and_then(|l| l.last_report.as_ref().map(Reported::report))
     }
 
     /// One [`ClusterInfo`] per known cluster, sorted by name.
@@ -203,16 +228,12 @@ fn apply_report(link: &mut ClusterLink, report: Report) -> bool {
         link.applied_revision = report.revision.clone();
         link.applied_digest = report.digest.clone();
     }
-    link.last_report = Some(report);
+    link.last_report = Some(Reported::of(&report));
     newly_applied
 }
 
 fn info(name: &str, link: &ClusterLink) -> ClusterInfo {
-    let health = link
-        .last_report
-        .as_ref()
-        .map(|r| r.apps.iter().map(|a| a.health).max().unwrap_or(Health::Healthy as i32))
-        .unwrap_or(Health::Unknown as i32);
+    let health = link.last_report.as_ref().map_or(Health::Unknown as i32, |r| r.health);
     ClusterInfo {
         name: name.to_string(),
         connected: link.connected,
@@ -223,7 +244,7 @@ fn info(name: &str, link: &ClusterLink) -> ClusterInfo {
         applied_digest: link.applied_digest.clone(),
         applied_revision: link.applied_revision.clone(),
         health,
-        drift_count: link.last_report.as_ref().map(|r| r.drifts.len() as u32).unwrap_or_default(),
+        drift_count: link.last_report.as_ref().map(|r| r.drift_count).unwrap_or_default(),
         ..Default::default()
     }
 }
@@ -274,5 +295,26 @@ mod tests {
         let names: Vec<_> = table.list().into_iter().map(|c| c.name).collect();
         assert_eq!(names, ["a", "b"]);
         assert_eq!(table.get("b").unwrap().agent_version, "9.9");
+    }
+
+    #[test]
+    fn the_last_report_reads_back_whole_and_the_listing_shows_its_worst_health_and_drifts() {
+        use convoy_shared::proto::{AppStatus, Drift};
+        let table = ConnectionTable::default();
+        let (session, _) = table.open("eu-1", addr());
+        assert_eq!(table.get("eu-1").unwrap().health, Health::Unknown as i32);
+        let app =
+            |name: &str, health: Health| AppStatus { name: name.into(), health: health as i32, ..Default::default() };
+        let report = Report {
+            digest: "d1".into(),
+            applied: true,
+            apps: vec![app("web", Health::Healthy), app("api", Health::Degraded)],
+            drifts: vec![Drift::default(), Drift::default()],
+            ..Default::default()
+        };
+        table.report("eu-1", session, report.clone());
+        assert_eq!(table.last_report("eu-1"), Some(report));
+        let info = table.get("eu-1").unwrap();
+        assert_eq!((info.health, info.drift_count), (Health::Degraded as i32, 2));
     }
 }

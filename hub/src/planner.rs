@@ -206,6 +206,7 @@ impl Planner {
         self.generation += 1;
         self.trace_context = convoy_shared::telemetry::inject(&tracing::Span::current());
         self.prerender_helm(clusters, envs, &mut stats);
+        self.prebuild_pairs(clusters, envs, &mut stats);
         let plans = clusters
             .values()
             .filter_map(|cluster| envs.get(&cluster.environment).map(|env| self.plan_cluster(cluster, env, &mut stats)))
@@ -360,37 +361,76 @@ impl Planner {
         env: &EnvironmentState,
         stats: &mut PlanStats,
     ) -> Result<Arc<Digested>, PlanError> {
-        let rendered = match &app.helm {
+        let rendered = self.rendered(cluster, app, env, stats)?;
+        if let Some(cached) = self.cached_pair(cluster, app, &rendered) {
+            return cached.result.clone();
+        }
+        stats.pairs_rebuilt += 1;
+        let result = build_pair(&rendered, cluster, app);
+        self.keep_pair(cluster, app, rendered, result.clone());
+        result
+    }
+
+    /// The app's render for `cluster` (cached by the files it read, or by its Helm inputs).
+    fn rendered(
+        &mut self,
+        cluster: &Cluster,
+        app: &App,
+        env: &EnvironmentState,
+        stats: &mut PlanStats,
+    ) -> Result<Arc<Vec<Value>>, PlanError> {
+        match &app.helm {
             None => {
                 let dir = overlay_dir(env.snapshot.as_ref(), &app.name, &cluster.name, &env.environment.name);
                 self.render(&env.environment.branch, &env.snapshot, &dir, stats)
             }
             Some(helm) => self.render_helm(cluster, app, helm, env, stats),
         }
-        .map_err(|source| PlanError::Render {
-            app: app.name.clone(),
-            cluster: cluster.name.clone(),
-            source,
-        })?;
+        .map_err(|source| PlanError::Render { app: app.name.clone(), cluster: cluster.name.clone(), source })
+    }
+
+    /// The pair's output from an earlier plan, when it was built from this very render for the
+    /// same cluster and app.
+    fn cached_pair(&self, cluster: &Cluster, app: &App, rendered: &Arc<Vec<Value>>) -> Option<&CachedPair> {
+        let cached = self.pairs.get(&(cluster.name.clone(), app.name.clone()))?;
+        (Arc::ptr_eq(&cached.render, rendered) && cached.cluster == *cluster && cached.app == *app).then_some(cached)
+    }
+
+    fn keep_pair(
+        &mut self,
+        cluster: &Cluster,
+        app: &App,
+        render: Arc<Vec<Value>>,
+        result: Result<Arc<Digested>, PlanError>,
+    ) {
         let key = (cluster.name.clone(), app.name.clone());
-        if let Some(cached) = self.pairs.get(&key)
-            && Arc::ptr_eq(&cached.render, &rendered)
-            && cached.cluster == *cluster
-            && cached.app == *app
-        {
-            return cached.result.clone();
+        self.pairs.insert(key, CachedPair { render, cluster: cluster.clone(), app: app.clone(), result });
+    }
+
+    /// Builds, across the cores, every (cluster, app) output this plan needs that no earlier
+    /// plan built (a change to an app every cluster runs rebuilds one per cluster: the variables,
+    /// the namespace, the digest); the per-cluster pass then finds them cached.
+    fn prebuild_pairs(
+        &mut self,
+        clusters: &BTreeMap<String, Cluster>,
+        envs: &HashMap<String, Arc<EnvironmentState>>,
+        stats: &mut PlanStats,
+    ) {
+        let mut jobs = Vec::new();
+        for cluster in clusters.values() {
+            let Some(env) = envs.get(&cluster.environment) else { continue };
+            for app in env.apps.values().filter_map(|app| app.as_ref().ok()).filter(|app| app.targets(cluster)) {
+                let Ok(rendered) = self.rendered(cluster, app, env, stats) else { continue };
+                if self.cached_pair(cluster, app, &rendered).is_none() {
+                    jobs.push((cluster, app, rendered));
+                }
+            }
         }
-        stats.pairs_rebuilt += 1;
-        let result = assemble(&rendered, cluster, app).map(digested).map_err(|source| PlanError::Object {
-            app: app.name.clone(),
-            cluster: cluster.name.clone(),
-            source: Box::new(source),
-        });
-        self.pairs.insert(
-            key,
-            CachedPair { render: rendered, cluster: cluster.clone(), app: app.clone(), result: result.clone() },
-        );
-        result
+        let built = across_cores(&jobs, |(cluster, app, rendered)| build_pair(rendered, cluster, app));
+        stats.pairs_rebuilt += built.len();
+        for ((cluster, app, rendered), result) in jobs.into_iter().zip(built) {
+            self.keep_pair(cluster, app, rendered, result);
+        }
     }
 
     fn render(&mut self, branch: &str, snapshot: &Arc<Snapshot>, dir: &str, stats: &mut PlanStats) -> Rendered {
@@ -497,18 +537,7 @@ impl Planner {
                 }
             }
         }
-        let threads = std::thread::available_parallelism().map_or(1, usize::from).min(jobs.len());
-        if threads < 2 {
-            return;
-        }
-        let chunk = jobs.len().div_ceil(threads);
-        let rendered: Vec<([u8; 32], Rendered)> = std::thread::scope(|scope| {
-            let workers: Vec<_> = jobs
-                .chunks(chunk)
-                .map(|part| scope.spawn(move || part.iter().map(|job| (job.key, job.render())).collect::<Vec<_>>()))
-                .collect();
-            workers.into_iter().flat_map(|w| w.join().expect("a render thread panicked")).collect()
-        });
+        let rendered = across_cores(&jobs, |job| (job.key, job.render()));
         stats.renders += rendered.len();
         for (key, output) in rendered {
             self.helm_renders.insert(key, (self.generation, output));
@@ -572,6 +601,31 @@ fn recorded<T>(snapshot: &Arc<Snapshot>, read: impl FnOnce(Arc<dyn Source>) -> T
 }
 
 /// Sorts an app's objects and computes its digest.
+/// One app's output for one cluster: its render with the cluster's variables and the app's
+/// namespace, digested.
+fn build_pair(rendered: &[Value], cluster: &Cluster, app: &App) -> Result<Arc<Digested>, PlanError> {
+    assemble(rendered, cluster, app).map(digested).map_err(|source| PlanError::Object {
+        app: app.name.clone(),
+        cluster: cluster.name.clone(),
+        source: Box::new(source),
+    })
+}
+
+/// `f` of every job, in order, computed on every core.
+fn across_cores<T: Sync, R: Send>(jobs: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism().map_or(1, usize::from).min(jobs.len());
+    if threads < 2 {
+        return jobs.iter().map(f).collect();
+    }
+    let chunk = jobs.len().div_ceil(threads);
+    let f = &f;
+    std::thread::scope(|scope| {
+        let workers: Vec<_> =
+            jobs.chunks(chunk).map(|part| scope.spawn(move || part.iter().map(f).collect::<Vec<_>>())).collect();
+        workers.into_iter().flat_map(|w| w.join().expect("a planner thread panicked")).collect()
+    })
+}
+
 fn digested(mut app: AppAssignment) -> Arc<Digested> {
     app.sort_objects();
     Arc::new((app.digest(), Arc::new(app)))

@@ -103,6 +103,14 @@ async fn main() -> anyhow::Result<()> {
         ms(max),
         verdict(p99 <= Duration::from_secs(2))
     );
+    if let Some(sync) = hub.log_lines("planned").last() {
+        let field = |name: &str| sync.split(&format!("{name}=")).nth(1).and_then(|v| v.split_whitespace().next());
+        println!(
+            "    of which the hub's sync (fetch, plan, publish): {} ms, {} assignments published",
+            field("ms").unwrap_or("?"),
+            field("published").unwrap_or("?")
+        );
+    }
 
     // The hub dies and comes back on the same address with the same data.
     let listen = hub.address.clone();

@@ -52,8 +52,9 @@ pub fn key_of(r: &ObjectRef) -> ObjKey {
 pub struct DesiredObject {
     pub object: ObjectRef,
     pub app: String,
-    /// The body as applied (labels and annotation included).
-    pub body: Value,
+    /// The body as applied (labels and annotation included), shared with the [`Prepared`] it
+    /// came from.
+    pub body: Arc<Value>,
     /// Drift on it is reported without values (see [`Prepared::sensitive`]).
     pub sensitive: bool,
     /// The fields convoy-agent owned right after its apply.
@@ -104,7 +105,7 @@ impl LiveIndex {
     /// Was `body` applied to `key` already, and is the object there without drift? Then there is
     /// nothing to write.
     pub fn in_sync(&self, key: &ObjKey, body: &Value) -> bool {
-        self.desired.get(key).is_some_and(|d| !d.owned.is_empty() && &d.body == body)
+        self.desired.get(key).is_some_and(|d| !d.owned.is_empty() && *d.body == *body)
             && self.states.get(key).is_some_and(|s| s.present && s.drift.is_none())
     }
 
@@ -126,14 +127,14 @@ impl LiveIndex {
 
     /// An apply of `prepared` returned `live`: from now on drift is judged against this body, on
     /// the fields convoy-agent owns in `live`, for events no older than `live`.
-    pub fn applied(&mut self, prepared: &Prepared, self_heal: bool, live: &Value) {
+    pub fn applied(&mut self, prepared: Prepared, self_heal: bool, live: &Value) {
         let key = key_of(&prepared.object);
         self.desired.insert(
             key.clone(),
             DesiredObject {
-                object: prepared.object.clone(),
-                app: prepared.app.clone(),
-                body: prepared.body.clone(),
+                object: prepared.object,
+                app: prepared.app,
+                body: prepared.body,
                 sensitive: prepared.sensitive,
                 owned: FieldSet::of_manager(live, FIELD_MANAGER).unwrap_or_default(),
                 self_heal,
@@ -661,7 +662,7 @@ mod tests {
             DesiredObject {
                 object,
                 app: "web".into(),
-                body,
+                body: Arc::new(body),
                 sensitive: false,
                 owned: FieldSet::parse(&json!({"f:data": {"f:k": {}}})).unwrap(),
                 self_heal: false,

@@ -3,7 +3,6 @@
 //! errors, conflicts and lost connections — one result per object.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt as _;
@@ -141,8 +140,7 @@ where
 pub struct Prepared {
     pub object: ObjectRef,
     pub app: String,
-    /// Shared with the drift index once applied ([`crate::drift::DesiredObject::body`]).
-    pub body: Arc<Value>,
+    pub body: Value,
     /// The body holds secret values (a Secret, or anything decrypted from SOPS): drift on it
     /// is reported without values.
     pub sensitive: bool,
@@ -217,7 +215,7 @@ impl Applier {
         }
         let object = ObjectRef::of(&body);
         let sensitive = object.group.is_empty() && object.kind == "Secret";
-        Prepared { object, app: app.to_string(), body: Arc::new(body), sensitive }
+        Prepared { object, app: app.to_string(), body, sensitive }
     }
 
     /// An `Api` for `object` through `resource`.
@@ -237,7 +235,7 @@ impl Applier {
             .resolve(&p.object)
             .await
             .map_err(|source| ApplyError::Discovery { object: p.object.clone(), source })?;
-        let mut body = Value::clone(&p.body);
+        let mut body = p.body.clone();
         if let Some(meta) = body.get_mut("metadata").and_then(Value::as_object_mut) {
             if resource.namespaced {
                 if p.object.namespace.is_empty() {

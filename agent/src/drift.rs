@@ -20,7 +20,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
-use convoy_shared::model::ObjectRef;
+use convoy_shared::model::{ObjectRef, canonical_json};
 use convoy_shared::model::report::{Drift, Health};
 
 use crate::applier::{Applier, CLUSTER_LABEL, Prepared};
@@ -52,9 +52,8 @@ pub fn key_of(r: &ObjectRef) -> ObjKey {
 pub struct DesiredObject {
     pub object: ObjectRef,
     pub app: String,
-    /// The body as applied (labels and annotation included), shared with the [`Prepared`] it
-    /// came from.
-    pub body: Arc<Value>,
+    /// The body as applied (labels and annotation included).
+    pub body: AppliedBody,
     /// Drift on it is reported without values (see [`Prepared::sensitive`]).
     pub sensitive: bool,
     /// The fields convoy-agent owned right after its apply.
@@ -64,6 +63,26 @@ pub struct DesiredObject {
     pub applying: bool,
     /// Events older than the resourceVersion of our last apply are stale.
     pub min_rv: u64,
+}
+
+/// A body as applied, kept as its canonical JSON text: the index holds one per managed object
+/// for as long as the agent runs, and parsed (a map and its hash index per JSON object) a body
+/// weighs several times its text. Drift and heal parse it back when they need it; two bodies
+/// are the same when their canonical texts are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppliedBody(Arc<str>);
+
+impl AppliedBody {
+    /// The text of `body`.
+    pub fn of(body: &Value) -> Self {
+        AppliedBody(canonical_json(body).into())
+    }
+
+    /// The body, parsed back.
+    pub fn parse(&self) -> Value {
+        // The text was written from a Value, so it always parses.
+        serde_json::from_str(&self.0).unwrap_or(Value::Null)
+    }
 }
 
 /// The live side of one managed object.
@@ -105,7 +124,7 @@ impl LiveIndex {
     /// Was `body` applied to `key` already, and is the object there without drift? Then there is
     /// nothing to write.
     pub fn in_sync(&self, key: &ObjKey, body: &Value) -> bool {
-        self.desired.get(key).is_some_and(|d| !d.owned.is_empty() && *d.body == *body)
+        self.desired.get(key).is_some_and(|d| !d.owned.is_empty() && d.body == AppliedBody::of(body))
             && self.states.get(key).is_some_and(|s| s.present && s.drift.is_none())
     }
 
@@ -115,7 +134,7 @@ impl LiveIndex {
         let desired = self.desired.entry(key_of(&prepared.object)).or_insert_with(|| DesiredObject {
             object: prepared.object.clone(),
             app: prepared.app.clone(),
-            body: prepared.body.clone(),
+            body: AppliedBody::of(&prepared.body),
             sensitive: prepared.sensitive,
             owned: FieldSet::default(),
             self_heal,
@@ -134,7 +153,7 @@ impl LiveIndex {
             DesiredObject {
                 object: prepared.object,
                 app: prepared.app,
-                body: prepared.body,
+                body: AppliedBody::of(&prepared.body),
                 sensitive: prepared.sensitive,
                 owned: FieldSet::of_manager(live, FIELD_MANAGER).unwrap_or_default(),
                 self_heal,
@@ -253,7 +272,7 @@ impl LiveIndex {
         let drift = if desired.applying || desired.owned.is_empty() {
             previous.drift.clone().filter(|d| !d.missing)
         } else {
-            let mut fields = drifted_fields(&desired.body, live, &desired.owned);
+            let mut fields = drifted_fields(&desired.body.parse(), live, &desired.owned);
             if desired.sensitive {
                 fields.iter_mut().for_each(redact);
             }
@@ -607,7 +626,7 @@ impl Healer {
         let prepared = Prepared {
             object: desired.object.clone(),
             app: desired.app.clone(),
-            body: desired.body.clone(),
+            body: desired.body.parse(),
             sensitive: desired.sensitive,
         };
         // Back off harder when the object drifted again soon after the last heal.
@@ -662,7 +681,7 @@ mod tests {
             DesiredObject {
                 object,
                 app: "web".into(),
-                body: Arc::new(body),
+                body: AppliedBody::of(&body),
                 sensitive: false,
                 owned: FieldSet::parse(&json!({"f:data": {"f:k": {}}})).unwrap(),
                 self_heal: false,

@@ -85,7 +85,11 @@ struct Cli {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     convoy_shared::install_crypto_provider();
-    let instrumented = match Instrumented::start(&cli.telemetry()) {
+    // One worker beside the main thread: the agent's load is I/O, and every thread that
+    // allocates gets a malloc arena of its own, which keeps the peak of a pass resident.
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.worker_threads(1);
+    let instrumented = match Instrumented::start_on(&cli.telemetry(), runtime) {
         Ok(instrumented) => instrumented,
         Err(code) => return code,
     };

@@ -649,7 +649,7 @@ impl Reconciler {
     /// Settles the namespace of a prepared object from discovery when its kind is known.
     async fn normalize(&self, mut prepared: Prepared) -> Prepared {
         if let Ok(resource) = self.applier.discovery().resolve(&prepared.object).await {
-            let meta = Arc::make_mut(&mut prepared.body).get_mut("metadata").and_then(Value::as_object_mut);
+            let meta = prepared.body.get_mut("metadata").and_then(Value::as_object_mut);
             if let Some(meta) = meta {
                 if resource.namespaced {
                     if prepared.object.namespace.is_empty() {

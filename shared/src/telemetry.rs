@@ -119,7 +119,12 @@ impl Instrumented {
     /// Starts a multi-threaded runtime and installs telemetry on it. On failure prints
     /// `SERVICE: reason` and returns the exit code to leave with (64 for a bad endpoint).
     pub fn start(config: &TelemetryConfig) -> Result<Self, ExitCode> {
-        let runtime = tokio::runtime::Runtime::new().map_err(|e| {
+        Self::start_on(config, tokio::runtime::Builder::new_multi_thread())
+    }
+
+    /// As [`Instrumented::start`], on the runtime `builder` makes (with every driver enabled).
+    pub fn start_on(config: &TelemetryConfig, mut builder: tokio::runtime::Builder) -> Result<Self, ExitCode> {
+        let runtime = builder.enable_all().build().map_err(|e| {
             eprintln!("{}: cannot start the runtime: {e}", config.service);
             ExitCode::FAILURE
         })?;

@@ -501,6 +501,9 @@ impl DriftWatcher {
     }
 }
 
+/// Objects per page of a watch's (re)list.
+const LIST_PAGE: u32 = 50;
+
 struct WatchTask {
     live: Live,
     heal_wake: Arc<Notify>,
@@ -510,7 +513,11 @@ struct WatchTask {
 
 impl WatchTask {
     async fn run(self, api: Api<DynamicObject>, selector: String, cancel: CancellationToken) {
-        let config = watcher::Config::default().labels(&selector);
+        // Pages of 50, not client-go's 500: a page is held whole (every object with its
+        // managedFields, twice while the response is read), and the first lists of every kind
+        // come right after an apply pass, so their pages set the agent's peak, and with it the
+        // memory malloc keeps afterwards.
+        let config = watcher::Config::default().labels(&selector).page_size(LIST_PAGE);
         let mut stream = watcher::watcher(api, config).default_backoff().boxed();
         let mut listed: HashSet<ObjKey> = HashSet::new();
         tracing::debug!("watch started");

@@ -138,6 +138,19 @@ impl Instrumented {
     pub fn runtime(&self) -> &tokio::runtime::Runtime {
         &self.runtime
     }
+
+    /// Runs `main` to completion, then flushes the spans from inside the runtime, which goes on
+    /// running the exporter meanwhile (a current-thread runtime runs nothing once its
+    /// `block_on` returns, so dropping it afterwards would leave the flush waiting).
+    pub fn run<F: std::future::Future>(self, main: F) -> F::Output {
+        let Instrumented { _telemetry: telemetry, runtime } = self;
+        runtime.block_on(async move {
+            let output = main.await;
+            // A flush blocks its thread until the exporter is done.
+            let _ = tokio::task::spawn_blocking(move || drop(telemetry)).await;
+            output
+        })
+    }
 }
 
 /// TLS to the collector: its certificate must chain to `ca`, else to the system's roots.

@@ -20,8 +20,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
-use convoy_shared::model::{ObjectRef, canonical_json};
 use convoy_shared::model::report::{Drift, Health};
+use convoy_shared::model::{ObjectRef, canonical_json};
 
 use crate::applier::{Applier, CLUSTER_LABEL, Prepared};
 use crate::discovery::Resource;

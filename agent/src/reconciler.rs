@@ -541,8 +541,7 @@ impl Reconciler {
     async fn apply(&self, p: &mut Progress, writes: Vec<(Prepared, String)>, watcher: &mut DriftWatcher) -> Applied {
         let self_heal: HashMap<&str, bool> =
             p.assignment.apps.iter().map(|a| (a.name.as_str(), a.policy.self_heal)).collect();
-        let hashes: HashMap<String, String> =
-            writes.iter().map(|(pr, h)| (entry_id(&pr.object), h.clone())).collect();
+        let hashes: HashMap<String, String> = writes.iter().map(|(pr, h)| (entry_id(&pr.object), h.clone())).collect();
         let errors = &mut p.errors;
         let mut applied = Applied::default();
         // One object of each kind applied, to start its watch with.

@@ -267,12 +267,14 @@ impl Applier {
     /// Services, workloads, the rest, and Helm post-hooks by weight ([`Step`]).
     /// Objects of one phase go out concurrently. A CRD that fails blocks the custom resources of
     /// its group; other failures do not stop later phases.
-    pub async fn apply_set(&self, set: Vec<Prepared>) -> Vec<(Prepared, Result<Value>)> {
+    ///
+    /// Each result goes to `record` as soon as it comes, so the live object the server answered
+    /// (managedFields and all) lives only as long as recording it takes, not until the set is done.
+    pub async fn apply_set(&self, set: Vec<Prepared>, mut record: impl FnMut(Prepared, Result<Value>)) {
         let mut by_phase: BTreeMap<Step, Vec<Prepared>> = BTreeMap::new();
         for p in set {
             by_phase.entry(Step::of(&p.object, &p.body)).or_default().push(p);
         }
-        let mut results = Vec::new();
         let mut failed_groups: BTreeMap<String, String> = BTreeMap::new();
         for (phase, items) in by_phase {
             let (blocked, items): (Vec<_>, Vec<_>) =
@@ -280,37 +282,36 @@ impl Applier {
             for p in blocked {
                 let reason = failed_groups[&p.object.group].clone();
                 let object = p.object.clone();
-                results.push((p, Err(ApplyError::Blocked { object, reason })));
+                record(p, Err(ApplyError::Blocked { object, reason }));
             }
-            let done: Vec<(Prepared, Result<Value>)> = futures::stream::iter(items)
+            // CRDs of this phase: (the CRD, its group, why it failed to apply).
+            let mut crds: Vec<(ObjectRef, String, Option<String>)> = Vec::new();
+            let mut done = futures::stream::iter(items)
                 .map(|p| async move {
                     let r = self.apply_one(&p).await;
                     (p, r)
                 })
-                .buffer_unordered(self.concurrency)
-                .collect()
-                .await;
-            if phase == Step::Foundation {
-                for (p, r) in &done {
-                    if p.object.kind != "CustomResourceDefinition" {
-                        continue;
-                    }
+                .buffer_unordered(self.concurrency);
+            while let Some((p, r)) = done.next().await {
+                if phase == Step::Foundation && p.object.kind == "CustomResourceDefinition" {
                     let group = p.body["spec"]["group"].as_str().unwrap_or("").to_string();
-                    let outcome = match r {
-                        Ok(_) => self.wait_established(&p.object).await,
-                        Err(e) => Err(ApplyError::Blocked { object: p.object.clone(), reason: e.to_string() }),
-                    };
-                    match outcome {
-                        Ok(()) => self.discovery.invalidate_group(&group).await,
-                        Err(e) => {
-                            failed_groups.insert(group, e.to_string());
-                        }
+                    crds.push((p.object.clone(), group, r.as_ref().err().map(ToString::to_string)));
+                }
+                record(p, r);
+            }
+            for (crd, group, failed) in crds {
+                let outcome = match failed {
+                    None => self.wait_established(&crd).await,
+                    Some(reason) => Err(ApplyError::Blocked { object: crd, reason }),
+                };
+                match outcome {
+                    Ok(()) => self.discovery.invalidate_group(&group).await,
+                    Err(e) => {
+                        failed_groups.insert(group, e.to_string());
                     }
                 }
             }
-            results.extend(done);
         }
-        results
     }
 
     /// Polls a CRD until its Established condition is True.

@@ -20,8 +20,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
-use convoy_shared::model::ObjectRef;
 use convoy_shared::model::report::{Drift, Health};
+use convoy_shared::model::{ObjectRef, canonical_json};
 
 use crate::applier::{Applier, CLUSTER_LABEL, Prepared};
 use crate::discovery::Resource;
@@ -53,7 +53,7 @@ pub struct DesiredObject {
     pub object: ObjectRef,
     pub app: String,
     /// The body as applied (labels and annotation included).
-    pub body: Value,
+    pub body: AppliedBody,
     /// Drift on it is reported without values (see [`Prepared::sensitive`]).
     pub sensitive: bool,
     /// The fields convoy-agent owned right after its apply.
@@ -63,6 +63,26 @@ pub struct DesiredObject {
     pub applying: bool,
     /// Events older than the resourceVersion of our last apply are stale.
     pub min_rv: u64,
+}
+
+/// A body as applied, kept as its canonical JSON text: the index holds one per managed object
+/// for as long as the agent runs, and parsed (a map and its hash index per JSON object) a body
+/// weighs several times its text. Drift and heal parse it back when they need it; two bodies
+/// are the same when their canonical texts are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppliedBody(Arc<str>);
+
+impl AppliedBody {
+    /// The text of `body`.
+    pub fn of(body: &Value) -> Self {
+        AppliedBody(canonical_json(body).into())
+    }
+
+    /// The body, parsed back.
+    pub fn parse(&self) -> Value {
+        // The text was written from a Value, so it always parses.
+        serde_json::from_str(&self.0).unwrap_or(Value::Null)
+    }
 }
 
 /// The live side of one managed object.
@@ -104,7 +124,7 @@ impl LiveIndex {
     /// Was `body` applied to `key` already, and is the object there without drift? Then there is
     /// nothing to write.
     pub fn in_sync(&self, key: &ObjKey, body: &Value) -> bool {
-        self.desired.get(key).is_some_and(|d| !d.owned.is_empty() && &d.body == body)
+        self.desired.get(key).is_some_and(|d| !d.owned.is_empty() && d.body == AppliedBody::of(body))
             && self.states.get(key).is_some_and(|s| s.present && s.drift.is_none())
     }
 
@@ -114,7 +134,7 @@ impl LiveIndex {
         let desired = self.desired.entry(key_of(&prepared.object)).or_insert_with(|| DesiredObject {
             object: prepared.object.clone(),
             app: prepared.app.clone(),
-            body: prepared.body.clone(),
+            body: AppliedBody::of(&prepared.body),
             sensitive: prepared.sensitive,
             owned: FieldSet::default(),
             self_heal,
@@ -126,14 +146,14 @@ impl LiveIndex {
 
     /// An apply of `prepared` returned `live`: from now on drift is judged against this body, on
     /// the fields convoy-agent owns in `live`, for events no older than `live`.
-    pub fn applied(&mut self, prepared: &Prepared, self_heal: bool, live: &Value) {
+    pub fn applied(&mut self, prepared: Prepared, self_heal: bool, live: &Value) {
         let key = key_of(&prepared.object);
         self.desired.insert(
             key.clone(),
             DesiredObject {
-                object: prepared.object.clone(),
-                app: prepared.app.clone(),
-                body: prepared.body.clone(),
+                object: prepared.object,
+                app: prepared.app,
+                body: AppliedBody::of(&prepared.body),
                 sensitive: prepared.sensitive,
                 owned: FieldSet::of_manager(live, FIELD_MANAGER).unwrap_or_default(),
                 self_heal,
@@ -252,7 +272,7 @@ impl LiveIndex {
         let drift = if desired.applying || desired.owned.is_empty() {
             previous.drift.clone().filter(|d| !d.missing)
         } else {
-            let mut fields = drifted_fields(&desired.body, live, &desired.owned);
+            let mut fields = drifted_fields(&desired.body.parse(), live, &desired.owned);
             if desired.sensitive {
                 fields.iter_mut().for_each(redact);
             }
@@ -481,6 +501,9 @@ impl DriftWatcher {
     }
 }
 
+/// Objects per page of a watch's (re)list.
+const LIST_PAGE: u32 = 50;
+
 struct WatchTask {
     live: Live,
     heal_wake: Arc<Notify>,
@@ -490,7 +513,11 @@ struct WatchTask {
 
 impl WatchTask {
     async fn run(self, api: Api<DynamicObject>, selector: String, cancel: CancellationToken) {
-        let config = watcher::Config::default().labels(&selector);
+        // Pages of 50, not client-go's 500: a page is held whole (every object with its
+        // managedFields, twice while the response is read), and the first lists of every kind
+        // come right after an apply pass, so their pages set the agent's peak, and with it the
+        // memory malloc keeps afterwards.
+        let config = watcher::Config::default().labels(&selector).page_size(LIST_PAGE);
         let mut stream = watcher::watcher(api, config).default_backoff().boxed();
         let mut listed: HashSet<ObjKey> = HashSet::new();
         tracing::debug!("watch started");
@@ -606,7 +633,7 @@ impl Healer {
         let prepared = Prepared {
             object: desired.object.clone(),
             app: desired.app.clone(),
-            body: desired.body.clone(),
+            body: desired.body.parse(),
             sensitive: desired.sensitive,
         };
         // Back off harder when the object drifted again soon after the last heal.
@@ -661,7 +688,7 @@ mod tests {
             DesiredObject {
                 object,
                 app: "web".into(),
-                body,
+                body: AppliedBody::of(&body),
                 sensitive: false,
                 owned: FieldSet::parse(&json!({"f:data": {"f:k": {}}})).unwrap(),
                 self_heal: false,

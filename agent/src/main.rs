@@ -85,7 +85,10 @@ struct Cli {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     convoy_shared::install_crypto_provider();
-    let instrumented = match Instrumented::start(&cli.telemetry()) {
+    // One thread: the agent's load is I/O, and every thread that allocates gets a malloc arena
+    // (and a stack) of its own, which keeps the peak of a pass resident.
+    let runtime = tokio::runtime::Builder::new_current_thread();
+    let instrumented = match Instrumented::start_on(&cli.telemetry(), runtime) {
         Ok(instrumented) => instrumented,
         Err(code) => return code,
     };
@@ -97,7 +100,7 @@ fn main() -> ExitCode {
             return ExitCode::from(64);
         }
     };
-    instrumented.runtime().block_on(async {
+    instrumented.run(async {
         let shutdown = CancellationToken::new();
         tokio::spawn(convoy_shared::cancel_on_signal(shutdown.clone()));
         match convoy_agent::start(config, credentials, shutdown).await {

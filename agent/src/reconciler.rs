@@ -240,12 +240,14 @@ impl Reconciler {
         tracing::info!(objects = inventory.len(), revision = %inventory.revision, "inventory loaded");
         // The value held at start is the cached assignment (enforced, never pruned from) unless
         // it differs from the cache: then it came from the hub before we got here.
-        let cached = self.cached_assignment().await;
+        // Only what tells the two apart is kept: a second parsed copy of every object would stay
+        // resident for as long as the reconciler runs.
+        let cached = self.cached_assignment().await.map(|c| (c.digest, c.failed));
         let initial = assignments.borrow_and_update().clone();
         let mut progress = match initial {
             None => None,
             Some(a) => {
-                let fresh = cached.as_ref().is_none_or(|c| c.digest != a.digest || c.failed != a.failed);
+                let fresh = cached.as_ref().is_none_or(|(digest, failed)| *digest != a.digest || *failed != a.failed);
                 if fresh && let Err(e) = self.cache.store_assignment(&a).await {
                     tracing::warn!(error = %e, "cannot cache the assignment");
                 }
@@ -534,28 +536,30 @@ impl Reconciler {
     }
 
     /// Applies the plan's writes (in phase order: see [`Applier::apply_set`]) and records each
-    /// result: in the live index, in `p.errors`, and as a drift watch on the kinds written.
+    /// result as it comes: in the live index, in `p.errors`, and as a drift watch on the kinds
+    /// written.
     async fn apply(&self, p: &mut Progress, writes: Vec<(Prepared, String)>, watcher: &mut DriftWatcher) -> Applied {
         let self_heal: HashMap<&str, bool> =
             p.assignment.apps.iter().map(|a| (a.name.as_str(), a.policy.self_heal)).collect();
         let hashes: HashMap<String, String> = writes.iter().map(|(pr, h)| (entry_id(&pr.object), h.clone())).collect();
-        let results = self.applier.apply_set(writes.into_iter().map(|(pr, _)| pr).collect()).await;
+        let errors = &mut p.errors;
         let mut applied = Applied::default();
-        for (prepared, result) in results {
+        // One object of each kind applied, to start its watch with.
+        let mut kinds: HashMap<(String, String, String), ObjectRef> = HashMap::new();
+        let record = |prepared: Prepared, result: Result<Value, ApplyError>| {
             let id = entry_id(&prepared.object);
             match result {
                 Ok(live) => {
-                    p.errors.remove(&id);
+                    errors.remove(&id);
                     let self_heal = self_heal.get(prepared.app.as_str()).copied().unwrap_or(false);
-                    self.live.update(|ix| {
-                        ix.applied(&prepared, self_heal, &live);
-                        true
-                    });
-                    if let Ok(resource) = self.applier.discovery().resolve(&prepared.object).await {
-                        watcher.ensure_watch(&resource);
-                    }
                     let hash = hashes.get(&id).cloned().unwrap_or_default();
                     applied.entries.push((prepared.app.clone(), inventory_entry(&prepared, hash)));
+                    let o = &prepared.object;
+                    kinds.entry((o.group.clone(), o.version.clone(), o.kind.clone())).or_insert_with(|| o.clone());
+                    self.live.update(|ix| {
+                        ix.applied(prepared, self_heal, &live);
+                        true
+                    });
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "apply failed");
@@ -568,8 +572,14 @@ impl Reconciler {
                         ApplyError::Rejected { message, .. } => message,
                         other => other.to_string(),
                     };
-                    p.errors.insert(id, message);
+                    errors.insert(id, message);
                 }
+            }
+        };
+        self.applier.apply_set(writes.into_iter().map(|(pr, _)| pr).collect(), record).await;
+        for object in kinds.values() {
+            if let Ok(resource) = self.applier.discovery().resolve(object).await {
+                watcher.ensure_watch(&resource);
             }
         }
         applied

@@ -119,7 +119,12 @@ impl Instrumented {
     /// Starts a multi-threaded runtime and installs telemetry on it. On failure prints
     /// `SERVICE: reason` and returns the exit code to leave with (64 for a bad endpoint).
     pub fn start(config: &TelemetryConfig) -> Result<Self, ExitCode> {
-        let runtime = tokio::runtime::Runtime::new().map_err(|e| {
+        Self::start_on(config, tokio::runtime::Builder::new_multi_thread())
+    }
+
+    /// As [`Instrumented::start`], on the runtime `builder` makes (with every driver enabled).
+    pub fn start_on(config: &TelemetryConfig, mut builder: tokio::runtime::Builder) -> Result<Self, ExitCode> {
+        let runtime = builder.enable_all().build().map_err(|e| {
             eprintln!("{}: cannot start the runtime: {e}", config.service);
             ExitCode::FAILURE
         })?;
@@ -132,6 +137,19 @@ impl Instrumented {
 
     pub fn runtime(&self) -> &tokio::runtime::Runtime {
         &self.runtime
+    }
+
+    /// Runs `main` to completion, then flushes the spans from inside the runtime, which goes on
+    /// running the exporter meanwhile (a current-thread runtime runs nothing once its
+    /// `block_on` returns, so dropping it afterwards would leave the flush waiting).
+    pub fn run<F: std::future::Future>(self, main: F) -> F::Output {
+        let Instrumented { _telemetry: telemetry, runtime } = self;
+        runtime.block_on(async move {
+            let output = main.await;
+            // A flush blocks its thread until the exporter is done.
+            let _ = tokio::task::spawn_blocking(move || drop(telemetry)).await;
+            output
+        })
     }
 }
 

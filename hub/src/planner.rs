@@ -188,6 +188,9 @@ pub struct Planner {
     /// Helm renders by the digest of their inputs, with the plan that last used them; those no
     /// plan used are dropped at the end of the next, so the cache holds what the fleet uses.
     helm_renders: HashMap<[u8; 32], (u64, Rendered)>,
+    /// Each (cluster, app)'s Helm render key as this plan's pre-render pass computed it (reset
+    /// per plan), so the per-cluster pass does not layer the values and digest them again.
+    helm_keys: HashMap<(String, String), [u8; 32]>,
     generation: u64,
     /// What each cluster's agent said its API server offers (Helm's defaults until it has).
     capabilities: HashMap<String, Capabilities>,
@@ -202,6 +205,7 @@ impl Planner {
     ) -> (Vec<ClusterPlan>, PlanStats) {
         let mut stats = PlanStats::default();
         self.checked.clear();
+        self.helm_keys.clear();
         self.generation += 1;
         self.trace_context = convoy_shared::telemetry::inject(&tracing::Span::current());
         self.prerender_helm(clusters, envs, &mut stats);
@@ -418,8 +422,13 @@ impl Planner {
         env: &EnvironmentState,
         stats: &mut PlanStats,
     ) -> Rendered {
-        let job = self.helm_job(cluster, app, helm, env)?;
         let generation = self.generation;
+        let prerendered = self.helm_keys.get(&(cluster.name.clone(), app.name.clone()));
+        if let Some((used, output)) = prerendered.and_then(|key| self.helm_renders.get_mut(key)) {
+            *used = generation;
+            return output.clone();
+        }
+        let job = self.helm_job(cluster, app, helm, env)?;
         if let Some((used, output)) = self.helm_renders.get_mut(&job.key) {
             *used = generation;
             return output.clone();
@@ -490,6 +499,7 @@ impl Planner {
             for app in env.apps.values().filter_map(|app| app.as_ref().ok()) {
                 let Some(helm) = app.helm.as_ref().filter(|_| app.targets(cluster)) else { continue };
                 let Ok(job) = self.helm_job(cluster, app, helm, env) else { continue };
+                self.helm_keys.insert((cluster.name.clone(), app.name.clone()), job.key);
                 if !self.helm_renders.contains_key(&job.key) && queued.insert(job.key) {
                     jobs.push(job);
                 }

@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 
 use convoy_render::app::{self as app_render, assemble, overlay_dir};
 pub use convoy_render::app::{MAX_OBJECT_BYTES, ObjectError};
+use convoy_render::helm::fetch::ChartFetcher;
 use convoy_render::helm::remote::Remote;
 use convoy_render::helm::{Capabilities, Chart};
 use convoy_render::{self as render, EntryKind, RenderError, Renderer, Source};
@@ -182,6 +183,9 @@ pub struct Planner {
     charts: HashMap<(String, String), CachedChart>,
     /// Remote charts, fetched once per location.
     remote: HashMap<Remote, LoadedChart>,
+    /// What each fetched remote chart resolved to ([`Remote::resolved`]), for assignments'
+    /// `chart_sources`.
+    resolved: HashMap<Remote, String>,
     remote_loader: Option<RemoteCharts>,
     /// Values files parsed, per path, with the blob they were parsed from.
     values: HashMap<String, (Option<ObjectId>, Map<String, Value>)>,
@@ -242,6 +246,17 @@ impl Planner {
         }
     }
 
+    /// A planner that fetches remote charts with `charts`, when there is a fetcher.
+    pub fn fetching(charts: Option<&Arc<ChartFetcher>>) -> Self {
+        match charts {
+            Some(fetcher) => {
+                let fetcher = fetcher.clone();
+                Planner::default().with_remote_charts(Arc::new(move |remote| fetcher.chart(remote)))
+            }
+            None => Planner::default(),
+        }
+    }
+
     /// Charts that are not in the repository come from `loader`; without one, an app naming
     /// such a chart is a render error saying so.
     pub fn with_remote_charts(mut self, loader: RemoteCharts) -> Self {
@@ -272,17 +287,19 @@ impl Planner {
     /// What the clusters of environment `to` would get if `to`'s branch had `from`'s head:
     /// `from`'s files rendered with `to`'s environment name (so `envs/<to>` overlays apply),
     /// each cluster starting from its `current` assignment (an app that would fail to render
-    /// keeps its current objects, as a real promotion would). A throwaway planner: nothing is
+    /// keeps its current objects, as a real promotion would). Remote charts come from
+    /// `charts`, as the source loop's planner fetches them. A throwaway planner: nothing is
     /// cached or published.
     pub fn preview_promotion(
         fleet: &Fleet,
         from: &EnvironmentState,
         to: &Environment,
+        charts: Option<&Arc<ChartFetcher>>,
         current: impl Fn(&str) -> Option<Arc<Assignment>>,
     ) -> Vec<(Option<Arc<Assignment>>, ClusterPlan)> {
         let promoted =
             EnvironmentState { environment: to.clone(), snapshot: from.snapshot.clone(), apps: from.apps.clone() };
-        let mut planner = Planner::default();
+        let mut planner = Planner::fetching(charts);
         let mut stats = PlanStats::default();
         fleet
             .clusters
@@ -349,6 +366,15 @@ impl Planner {
         let owned = apps.iter().map(|a| (**a).clone()).collect();
         let mut assignment = Assignment::from_digested(&cluster.name, &cluster.environment, &revision, owned, false);
         assignment.trace_context = self.trace_context.clone();
+        assignment.chart_sources = env
+            .apps
+            .values()
+            .filter_map(|app| app.as_ref().ok().filter(|app| app.targets(cluster)))
+            .filter_map(|app| match &app.helm.as_ref()?.chart {
+                ChartLocation::Remote(remote) => Some((app.name.clone(), self.resolved.get(remote)?.clone())),
+                ChartLocation::Path(_) => None,
+            })
+            .collect();
         let assignment = Arc::new(assignment);
         let cached = CachedCluster { apps, environment: cluster.environment.clone(), assignment: assignment.clone() };
         self.clusters.insert(cluster.name.clone(), cached);
@@ -552,15 +578,14 @@ impl Planner {
                 path: location.to_string().into(),
                 message: "this hub fetches no charts from chart repositories or registries; vendor the chart into the repository and name it with spec.helm.chart".into(),
             })),
-            Some(load) => load(location)
-                .map(|(chart, digest)| (Arc::new(chart), Sha256::digest(digest.as_bytes()).into()))
-                .map_err(Arc::new),
+            Some(load) => load(location).map_err(Arc::new),
         };
         // A failed fetch is tried again at the next plan; a fetched chart is kept.
-        if output.is_ok() {
-            self.remote.insert(location.clone(), output.clone());
-        }
-        output
+        let (chart, digest) = output?;
+        self.resolved.insert(location.clone(), location.resolved(chart.version(), &digest));
+        let loaded: LoadedChart = Ok((Arc::new(chart), Sha256::digest(digest.as_bytes()).into()));
+        self.remote.insert(location.clone(), loaded.clone());
+        loaded
     }
 }
 

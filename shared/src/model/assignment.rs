@@ -129,6 +129,10 @@ pub struct Assignment {
     /// W3C trace context of the sync that produced it (see [`crate::telemetry::inject`]); not
     /// part of the digest.
     pub trace_context: HashMap<String, String>,
+    /// Where each app whose chart comes from a chart repository or registry got it, by app
+    /// name (`oci://…/demo@1.2.3 sha256:…`): the hub records it in the cluster's history. Not
+    /// part of the digest, not sent to agents.
+    pub chart_sources: BTreeMap<String, String>,
 }
 
 impl Assignment {
@@ -168,6 +172,7 @@ impl Assignment {
             app_digests,
             failed,
             trace_context: HashMap::new(),
+            chart_sources: BTreeMap::new(),
         }
     }
 
@@ -231,6 +236,7 @@ impl Assignment {
             app_digests,
             failed: a.failed,
             trace_context: a.trace_context.clone(),
+            chart_sources: BTreeMap::new(),
         })
     }
 

@@ -16,11 +16,7 @@ pub fn parse(text: &str, scalar: &dyn Fn(&str) -> Option<Json>) -> Option<Json> 
     let lines: Vec<Line> = text.lines().map(Line::new).collect();
     let mut parser = Parser { lines, at: 0, scalar };
     let Some(first) = parser.next_structural() else { return Some(Json::Null) };
-    let indent = parser.lines[first].indent;
-    if indent != 0 && parser.lines[first].text.starts_with("---") {
-        return None;
-    }
-    let value = parser.node(indent)?;
+    let value = parser.node(parser.lines[first].indent)?;
     parser.next_structural().is_none().then_some(value)
 }
 

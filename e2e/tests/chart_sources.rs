@@ -305,8 +305,10 @@ fn the_hub_refuses_a_malformed_chart_credentials_file_before_starting() {
 }
 
 /// An app naming a chart in a chart repository: the hub resolves the version range once, renders
-/// the fetched chart for each cluster, and keeps doing so from its cache after the repository
-/// goes down; a version the repository lacks is that app's render error naming what it has.
+/// the fetched chart for each cluster, records the exact version and digest in the cluster's
+/// history, previews a promotion with the same fetcher, and keeps rendering from its cache after
+/// the repository goes down; a version the repository lacks is that app's render error naming
+/// what it has.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_hub_renders_apps_from_a_chart_repository_and_keeps_them_when_it_goes_down() {
     use convoy_e2e::fleet_repo::standard_fleet;
@@ -314,7 +316,7 @@ async fn the_hub_renders_apps_from_a_chart_repository_and_keeps_them_when_it_goe
     let tmp = tempfile::tempdir().unwrap();
     let (src, served, cache) = (tmp.path().join("src"), tmp.path().join("repo"), tmp.path().join("charts"));
     std::fs::create_dir_all(&served).unwrap();
-    package_all(&src, &served);
+    let packaged = package_all(&src, &served);
     helm_sdk_ok("index", &served, json!({}));
     let server = StaticChartRepo::start(&served);
     let fleet = standard_fleet(&tmp.path().join("fleet"));
@@ -342,6 +344,20 @@ async fn the_hub_renders_apps_from_a_chart_repository_and_keeps_them_when_it_goe
     assert_eq!(data("prod-us")["note"], "fetched from afar");
     let chart_label = hub.objects("prod-us", "demo")[0]["metadata"]["labels"]["helm.sh/chart"].clone();
     assert_eq!(chart_label, "demo-1.2.3", "~1.2 resolves to the highest 1.2.x");
+
+    let mut viewer = ca.cli(&hub.address, convoy_shared::identity::Role::Viewer).await;
+    let request = convoy_shared::proto::HistoryRequest { cluster: "prod-us".into(), limit: 10 };
+    let history = viewer.history(request).await.unwrap().into_inner().entries;
+    let assigned = history.iter().find(|e| e.event == "assigned").expect("an assignment in the history");
+    let source = format!("demo: demo@1.2.3 from {url} {}", packaged["1.2.3"].digest);
+    assert_eq!(assigned.detail, source, "the history names the exact chart version and its digest");
+
+    // Promoting prod's commit onto stage renders the remote chart too (no fetch refusal).
+    let request = convoy_shared::proto::DiffRequest { from_env: "prod".into(), to_env: "stage".into() };
+    let diff = viewer.diff(request).await.unwrap().into_inner().clusters;
+    let stage = diff.iter().find(|c| c.cluster == "stage-1").expect("stage-1 in the diff");
+    assert!(stage.errors.is_empty(), "{:?}", stage.errors);
+    assert!(stage.added.iter().any(|o| o.kind == "ConfigMap" && o.name == "shop-demo"), "{:?}", stage.added);
 
     server.stop();
     fleet.write("apps/demo/clusters/prod-us/values.yaml", "greeting: still here\n");

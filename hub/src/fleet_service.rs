@@ -6,6 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use convoy_render::helm::fetch::ChartFetcher;
 use convoy_shared::identity::Role;
 use convoy_shared::model::{Assignment, ObjectRef, canonical_json};
 use convoy_shared::proto::drift_response::ClusterDrift;
@@ -29,13 +30,20 @@ const DEFAULT_HISTORY: u32 = 50;
 /// The FleetService implementation.
 pub struct FleetApi {
     hub: Arc<Hub>,
+    /// The source loop's chart fetcher, so a promotion preview renders remote charts as a sync
+    /// would (`None` where the hub fetches none).
+    charts: Option<Arc<ChartFetcher>>,
     /// Ends `Watch` streams when the hub shuts down, so draining does not wait on watchers.
     shutdown: tokio_util::sync::CancellationToken,
 }
 
 impl FleetApi {
-    pub fn new(hub: Arc<Hub>, shutdown: tokio_util::sync::CancellationToken) -> Self {
-        FleetApi { hub, shutdown }
+    pub fn new(
+        hub: Arc<Hub>,
+        charts: Option<Arc<ChartFetcher>>,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> Self {
+        FleetApi { hub, charts, shutdown }
     }
 
     fn clusters(&self) -> Vec<ClusterInfo> {
@@ -193,9 +201,9 @@ impl FleetService for FleetApi {
         let from_name = resolve(&from_env).ok_or_else(|| unknown(&from_env))?.name;
         let from = view.envs.get(&from_name).cloned().ok_or_else(|| unknown(&from_env))?;
         let to = resolve(&to_env).ok_or_else(|| unknown(&to_env))?;
-        let hub = self.hub.clone();
+        let (hub, charts) = (self.hub.clone(), self.charts.clone());
         let clusters = tokio::task::spawn_blocking(move || {
-            Planner::preview_promotion(&fleet, &from, &to, |cluster| hub.assignment(cluster))
+            Planner::preview_promotion(&fleet, &from, &to, charts.as_ref(), |cluster| hub.assignment(cluster))
                 .into_iter()
                 .map(|(current, plan)| ClusterDiff {
                     errors: plan.errors.iter().map(ToString::to_string).collect(),

@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 
 use convoy_render::app::{self as app_render, assemble, overlay_dir};
 pub use convoy_render::app::{MAX_OBJECT_BYTES, ObjectError};
+use convoy_render::helm::fetch::ChartFetcher;
 use convoy_render::helm::remote::Remote;
 use convoy_render::helm::{Capabilities, Chart};
 use convoy_render::{self as render, EntryKind, RenderError, Renderer, Source};
@@ -183,12 +184,18 @@ pub struct Planner {
     charts: HashMap<(String, String), CachedChart>,
     /// Remote charts, fetched once per location.
     remote: HashMap<Remote, LoadedChart>,
+    /// What each fetched remote chart resolved to ([`Remote::resolved`]), for assignments'
+    /// `chart_sources`.
+    resolved: HashMap<Remote, String>,
     remote_loader: Option<RemoteCharts>,
     /// Values files parsed, per path, with the blob they were parsed from.
     values: HashMap<String, (Option<ObjectId>, Map<String, Value>)>,
     /// Helm renders by the digest of their inputs, with the plan that last used them; those no
     /// plan used are dropped at the end of the next, so the cache holds what the fleet uses.
     helm_renders: HashMap<[u8; 32], (u64, Rendered)>,
+    /// Each (cluster, app)'s Helm render key as this plan's pre-render pass computed it (reset
+    /// per plan), so the per-cluster pass does not layer the values and digest them again.
+    helm_keys: HashMap<(String, String), [u8; 32]>,
     generation: u64,
     /// What each cluster's agent said its API server offers (Helm's defaults until it has).
     capabilities: HashMap<String, Capabilities>,
@@ -203,6 +210,7 @@ impl Planner {
     ) -> (Vec<ClusterPlan>, PlanStats) {
         let mut stats = PlanStats::default();
         self.checked.clear();
+        self.helm_keys.clear();
         self.generation += 1;
         self.trace_context = convoy_shared::telemetry::inject(&tracing::Span::current());
         self.prerender_helm(clusters, envs, &mut stats);
@@ -240,6 +248,17 @@ impl Planner {
         }
     }
 
+    /// A planner that fetches remote charts with `charts`, when there is a fetcher.
+    pub fn fetching(charts: Option<&Arc<ChartFetcher>>) -> Self {
+        match charts {
+            Some(fetcher) => {
+                let fetcher = fetcher.clone();
+                Planner::default().with_remote_charts(Arc::new(move |remote| fetcher.chart(remote)))
+            }
+            None => Planner::default(),
+        }
+    }
+
     /// Charts that are not in the repository come from `loader`; without one, an app naming
     /// such a chart is a render error saying so.
     pub fn with_remote_charts(mut self, loader: RemoteCharts) -> Self {
@@ -270,17 +289,19 @@ impl Planner {
     /// What the clusters of environment `to` would get if `to`'s branch had `from`'s head:
     /// `from`'s files rendered with `to`'s environment name (so `envs/<to>` overlays apply),
     /// each cluster starting from its `current` assignment (an app that would fail to render
-    /// keeps its current objects, as a real promotion would). A throwaway planner: nothing is
+    /// keeps its current objects, as a real promotion would). Remote charts come from
+    /// `charts`, as the source loop's planner fetches them. A throwaway planner: nothing is
     /// cached or published.
     pub fn preview_promotion(
         fleet: &Fleet,
         from: &EnvironmentState,
         to: &Environment,
+        charts: Option<&Arc<ChartFetcher>>,
         current: impl Fn(&str) -> Option<Arc<Assignment>>,
     ) -> Vec<(Option<Arc<Assignment>>, ClusterPlan)> {
         let promoted =
             EnvironmentState { environment: to.clone(), snapshot: from.snapshot.clone(), apps: from.apps.clone() };
-        let mut planner = Planner::default();
+        let mut planner = Planner::fetching(charts);
         let mut stats = PlanStats::default();
         fleet
             .clusters
@@ -348,6 +369,15 @@ impl Planner {
         let owned = apps.iter().map(|a| (a.0, Arc::clone(&a.1))).collect();
         let mut assignment = Assignment::from_digested(&cluster.name, &cluster.environment, &revision, owned, false);
         assignment.trace_context = self.trace_context.clone();
+        assignment.chart_sources = env
+            .apps
+            .values()
+            .filter_map(|app| app.as_ref().ok().filter(|app| app.targets(cluster)))
+            .filter_map(|app| match &app.helm.as_ref()?.chart {
+                ChartLocation::Remote(remote) => Some((app.name.clone(), self.resolved.get(remote)?.clone())),
+                ChartLocation::Path(_) => None,
+            })
+            .collect();
         let assignment = Arc::new(assignment);
         let cached = CachedCluster { apps, environment: cluster.environment.clone(), assignment: assignment.clone() };
         self.clusters.insert(cluster.name.clone(), cached);
@@ -460,8 +490,13 @@ impl Planner {
         env: &EnvironmentState,
         stats: &mut PlanStats,
     ) -> Rendered {
-        let job = self.helm_job(cluster, app, helm, env)?;
         let generation = self.generation;
+        let prerendered = self.helm_keys.get(&(cluster.name.clone(), app.name.clone()));
+        if let Some((used, output)) = prerendered.and_then(|key| self.helm_renders.get_mut(key)) {
+            *used = generation;
+            return output.clone();
+        }
+        let job = self.helm_job(cluster, app, helm, env)?;
         if let Some((used, output)) = self.helm_renders.get_mut(&job.key) {
             *used = generation;
             return output.clone();
@@ -532,6 +567,7 @@ impl Planner {
             for app in env.apps.values().filter_map(|app| app.as_ref().ok()) {
                 let Some(helm) = app.helm.as_ref().filter(|_| app.targets(cluster)) else { continue };
                 let Ok(job) = self.helm_job(cluster, app, helm, env) else { continue };
+                self.helm_keys.insert((cluster.name.clone(), app.name.clone()), job.key);
                 if !self.helm_renders.contains_key(&job.key) && queued.insert(job.key) {
                     jobs.push(job);
                 }
@@ -573,15 +609,14 @@ impl Planner {
                 path: location.to_string().into(),
                 message: "this hub fetches no charts from chart repositories or registries; vendor the chart into the repository and name it with spec.helm.chart".into(),
             })),
-            Some(load) => load(location)
-                .map(|(chart, digest)| (Arc::new(chart), Sha256::digest(digest.as_bytes()).into()))
-                .map_err(Arc::new),
+            Some(load) => load(location).map_err(Arc::new),
         };
         // A failed fetch is tried again at the next plan; a fetched chart is kept.
-        if output.is_ok() {
-            self.remote.insert(location.clone(), output.clone());
-        }
-        output
+        let (chart, digest) = output?;
+        self.resolved.insert(location.clone(), location.resolved(chart.version(), &digest));
+        let loaded: LoadedChart = Ok((Arc::new(chart), Sha256::digest(digest.as_bytes()).into()));
+        self.remote.insert(location.clone(), loaded.clone());
+        loaded
     }
 }
 

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use convoy_render::helm::fetch::ChartFetcher;
 use convoy_shared::identity::Identity;
 use convoy_shared::proto::fleet_service_server::FleetServiceServer;
 use convoy_shared::proto::registration_service_server::RegistrationServiceServer;
@@ -89,6 +90,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
     let mut tasks = tokio::task::JoinSet::new();
+    let charts = config.source.as_ref().and_then(|source| source.charts.clone());
     if let Some(replication) = config.replication {
         tasks.spawn(
             crate::replication::run(replication, config.source, publisher, shutdown.clone())
@@ -112,7 +114,7 @@ pub async fn run(
                 .map_err(ServeError::Http)
         });
     }
-    tasks.spawn(serve(grpc, config.tls, config.handshakes, hub.clone(), shutdown.clone()));
+    tasks.spawn(serve(grpc, config.tls, config.handshakes, hub.clone(), charts, shutdown.clone()));
     let mut result = Ok(());
     while let Some(joined) = tasks.join_next().await {
         if let Ok(Err(e)) = joined {
@@ -129,12 +131,14 @@ pub async fn run(
 }
 
 /// Serves AgentService, FleetService and RegistrationService on `listener` until `shutdown` is cancelled, then
-/// closes agent streams and drains connections.
+/// closes agent streams and drains connections. `charts` fetches remote charts for promotion
+/// previews, as the source loop does for syncs.
 pub async fn serve(
     listener: TcpListener,
     tls: Arc<ServerConfig>,
     limits: HandshakeLimits,
     hub: Arc<Hub>,
+    charts: Option<Arc<ChartFetcher>>,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
     let (conns_tx, conns_rx) = mpsc::channel::<TlsConn>(ACCEPTED_QUEUE);
@@ -156,7 +160,7 @@ pub async fn serve(
             auth::agent_interceptor,
         ))
         .add_service(FleetServiceServer::with_interceptor(
-            FleetApi::new(hub.clone(), shutdown.clone()),
+            FleetApi::new(hub.clone(), charts, shutdown.clone()),
             auth::fleet_interceptor,
         ))
         // No interceptor: Register is authorized by its token, Renew checks the certificate.

@@ -81,13 +81,7 @@ struct SourceWorker {
 
 /// A planner that fetches remote charts with the hub's chart fetcher, when it has one.
 fn planner(config: &SourceConfig) -> Planner {
-    match &config.charts {
-        Some(fetcher) => {
-            let fetcher = fetcher.clone();
-            Planner::default().with_remote_charts(Arc::new(move |remote| fetcher.chart(remote)))
-        }
-        None => Planner::default(),
-    }
+    Planner::fetching(config.charts.as_ref())
 }
 
 /// Runs the source loop until `shutdown`, publishing through the hub's one [`Publisher`].

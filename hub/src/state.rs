@@ -377,6 +377,10 @@ impl Publisher {
     pub fn publish(&self, assignment: Arc<Assignment>) -> bool {
         let (cluster, revision, digest) =
             (assignment.cluster.clone(), assignment.revision.clone(), assignment.digest.clone());
+        // Remote charts as resolved, so history tells which bits each app was rendered from.
+        let charts: Vec<String> =
+            assignment.chart_sources.iter().map(|(app, source)| format!("{app}: {source}")).collect();
+        let charts = charts.join("; ");
         if let Some(replicas) = &self.replicas {
             let current = self.hub.assignments.get(&cluster);
             if current.is_none_or(|c| c.digest != digest || c.revision != revision)
@@ -395,7 +399,7 @@ impl Publisher {
             self.hub.metrics.assignments_published.inc();
             tracing::debug!(cluster, revision, "assignment published");
             if !recorded {
-                self.hub.history(&cluster, "assigned", &revision, &digest, "");
+                self.hub.history(&cluster, "assigned", &revision, &digest, &charts);
             }
         }
         changed

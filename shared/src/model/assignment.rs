@@ -130,6 +130,10 @@ pub struct Assignment {
     /// W3C trace context of the sync that produced it (see [`crate::telemetry::inject`]); not
     /// part of the digest.
     pub trace_context: HashMap<String, String>,
+    /// Where each app whose chart comes from a chart repository or registry got it, by app
+    /// name (`oci://…/demo@1.2.3 sha256:…`): the hub records it in the cluster's history. Not
+    /// part of the digest, not sent to agents.
+    pub chart_sources: BTreeMap<String, String>,
 }
 
 impl Assignment {
@@ -169,6 +173,7 @@ impl Assignment {
             app_digests,
             failed,
             trace_context: HashMap::new(),
+            chart_sources: BTreeMap::new(),
         }
     }
 
@@ -252,6 +257,7 @@ impl Assignment {
             app_digests,
             failed: a.failed,
             trace_context: a.trace_context.clone(),
+            chart_sources: BTreeMap::new(),
         })
     }
 
@@ -308,8 +314,11 @@ impl AppAssignment {
             hasher.update(dep.as_bytes());
             hasher.update([0]);
         }
+        let mut json = Vec::new();
         for object in &self.objects {
-            hasher.update(canonical_json(object).as_bytes());
+            json.clear();
+            write_canonical(object, &mut json);
+            hasher.update(&json);
             hasher.update([0]);
         }
         if let Some(error) = &self.render_error {
@@ -327,17 +336,40 @@ pub fn document_json(objects: &[Value]) -> Vec<String> {
 }
 
 pub fn canonical_json(value: &Value) -> String {
-    fn sorted(value: &Value) -> Value {
-        match value {
-            Value::Object(map) => {
-                let ordered: BTreeMap<&String, Value> = map.iter().map(|(k, v)| (k, sorted(v))).collect();
-                Value::Object(ordered.into_iter().map(|(k, v)| (k.clone(), v)).collect())
+    let mut out = Vec::new();
+    write_canonical(value, &mut out);
+    String::from_utf8(out).expect("JSON is UTF-8")
+}
+
+/// Writes `value` as [`canonical_json`] does, without building a sorted copy first.
+fn write_canonical(value: &Value, out: &mut Vec<u8>) {
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort_unstable();
+            out.push(b'{');
+            for (i, key) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                serde_json::to_writer(&mut *out, key).expect("writing to memory");
+                out.push(b':');
+                write_canonical(&map[key], out);
             }
-            Value::Array(items) => Value::Array(items.iter().map(sorted).collect()),
-            other => other.clone(),
+            out.push(b'}');
         }
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_canonical(item, out);
+            }
+            out.push(b']');
+        }
+        scalar => serde_json::to_writer(&mut *out, scalar).expect("writing to memory"),
     }
-    sorted(value).to_string()
 }
 
 /// Errors turning a wire assignment into the model.

@@ -129,6 +129,14 @@ fn walk(source: &dyn Source, dir: &Path, rel: &str, out: &mut BTreeMap<String, V
 /// Parses YAML the way Helm reads values (YAML 1.1 booleans and octals, numbers as floats
 /// later).
 pub fn parse_yaml(text: &str) -> Result<Json, String> {
+    match super::block_yaml::parse(text, &|scalar| full_yaml(scalar).ok()) {
+        Some(value) => Ok(value),
+        None => full_yaml(text),
+    }
+}
+
+/// [`parse_yaml`] by the full YAML parser.
+pub(super) fn full_yaml(text: &str) -> Result<Json, String> {
     let mut opts = serde_saphyr::Options::default();
     opts.legacy_octal_numbers = true;
     let docs: Vec<GoYaml> = serde_saphyr::from_multiple_with_options(text, opts).map_err(|e| e.to_string())?;
@@ -190,19 +198,23 @@ impl<'de> serde::de::Visitor<'de> for GoYamlVisitor {
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Json, A::Error> {
         let mut out = serde_json::Map::new();
         while let Some((GoYaml(k), GoYaml(v))) = map.next_entry()? {
-            let key = match k {
-                Json::String(s) => s,
-                Json::Null => "null".into(),
-                Json::Bool(b) => b.to_string(),
-                Json::Number(n) => match n.as_f64() {
-                    Some(f) if n.is_f64() => super::value::go_float(f),
-                    _ => n.to_string(),
-                },
-                other => other.to_string(),
-            };
-            out.insert(key, v);
+            out.insert(key_string(k), v);
         }
         Ok(Json::Object(out))
+    }
+}
+
+/// A mapping key as go-yaml v2 and `sigs.k8s.io/yaml` write it into JSON.
+pub(super) fn key_string(key: Json) -> String {
+    match key {
+        Json::String(s) => s,
+        Json::Null => "null".into(),
+        Json::Bool(b) => b.to_string(),
+        Json::Number(n) => match n.as_f64() {
+            Some(f) if n.is_f64() => super::value::go_float(f),
+            _ => n.to_string(),
+        },
+        other => other.to_string(),
     }
 }
 

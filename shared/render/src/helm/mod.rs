@@ -12,6 +12,7 @@
 //! is Sprig v3 plus Helm's own (`include`, `tpl`, `required`, `toYaml`, `lookup`, …).
 
 pub mod archive;
+pub mod block_yaml;
 pub mod chart;
 #[cfg(feature = "fetch")]
 pub mod fetch;

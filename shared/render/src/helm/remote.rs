@@ -40,6 +40,15 @@ impl Remote {
         }
     }
 
+    /// What this location resolved to, for people: `oci://…/demo@1.2.3 sha256:…`, or
+    /// `demo@1.2.3 from https://… sha256:…` for a chart repository.
+    pub fn resolved(&self, version: &str, digest: &str) -> String {
+        match self {
+            Remote::Repo { url, name, .. } => format!("{name}@{version} from {url} {digest}"),
+            Remote::Oci { reference, .. } => format!("{reference}@{version} {digest}"),
+        }
+    }
+
     /// The repository URL or the OCI reference.
     pub fn repository(&self) -> &str {
         match self {

@@ -1,0 +1,411 @@
+//! The block-style YAML that templates emit and people write (indented mappings and
+//! sequences, plain and simply quoted scalars, `|` blocks, `[]` and `{}`), read straight into
+//! JSON values without an event stream. Anything outside that subset (flow collections,
+//! anchors, tags, multi-line plain or quoted scalars, duplicate keys, tabs) and every plain
+//! scalar that might resolve to something other than a string or a decimal integer gives way
+//! to the full parser, so the result is always what [`super::chart::parse_yaml`] would give.
+
+use serde_json::{Map, Value as Json};
+
+/// `text` as one YAML document, or `None` when it is not in the subset read here.
+/// `scalar` resolves a plain scalar this module cannot decide alone (the full parser on it).
+pub fn parse(text: &str, scalar: &dyn Fn(&str) -> Option<Json>) -> Option<Json> {
+    if text.contains(['\t', '\r']) {
+        return None;
+    }
+    let lines: Vec<Line> = text.lines().map(Line::new).collect();
+    let mut parser = Parser { lines, at: 0, scalar };
+    let Some(first) = parser.next_structural() else { return Some(Json::Null) };
+    let value = parser.node(parser.lines[first].indent)?;
+    parser.next_structural().is_none().then_some(value)
+}
+
+/// One line: its indentation and the rest, trailing spaces left out.
+#[derive(Clone, Copy)]
+struct Line<'a> {
+    indent: usize,
+    text: &'a str,
+    raw: &'a str,
+}
+
+impl<'a> Line<'a> {
+    fn new(raw: &'a str) -> Self {
+        let trimmed = raw.trim_start_matches(' ');
+        Line { indent: raw.len() - trimmed.len(), text: trimmed.trim_end_matches(' '), raw }
+    }
+
+    /// Blank or only a comment.
+    fn is_filler(&self) -> bool {
+        self.text.is_empty() || self.text.starts_with('#')
+    }
+}
+
+struct Parser<'a, 's> {
+    lines: Vec<Line<'a>>,
+    at: usize,
+    scalar: &'s dyn Fn(&str) -> Option<Json>,
+}
+
+impl<'a> Parser<'a, '_> {
+    /// The index of the next line that is not filler (the cursor moves to it).
+    fn next_structural(&mut self) -> Option<usize> {
+        while self.at < self.lines.len() && self.lines[self.at].is_filler() {
+            self.at += 1;
+        }
+        (self.at < self.lines.len()).then_some(self.at)
+    }
+
+    /// The node whose first line is the current one, at `indent`.
+    fn node(&mut self, indent: usize) -> Option<Json> {
+        let line = self.lines[self.at];
+        if line.indent == 0 && (line.text.starts_with("---") || line.text.starts_with("...")) {
+            return None;
+        }
+        if is_entry(line.text) {
+            self.sequence(indent)
+        } else if split_key(line.text).is_some() {
+            self.mapping(indent)
+        } else {
+            self.at += 1;
+            self.value(line.text, indent, false)
+        }
+    }
+
+    fn sequence(&mut self, indent: usize) -> Option<Json> {
+        let mut items = Vec::new();
+        while let Some(i) = self.next_structural() {
+            let line = self.lines[i];
+            if line.indent < indent || (line.indent == indent && !is_entry(line.text)) {
+                break;
+            }
+            if line.indent > indent {
+                return None;
+            }
+            let rest = line.text[1..].trim_start_matches(' ');
+            if rest.is_empty() || rest.starts_with('#') {
+                self.at += 1;
+                items.push(self.nested(indent, false)?);
+            } else {
+                // `- rest` reads as `rest` at the column it starts at.
+                let column = indent + (line.text.len() - rest.len());
+                self.lines[i] = Line { indent: column, text: rest, raw: line.raw };
+                items.push(self.node(column)?);
+            }
+        }
+        Some(Json::Array(items))
+    }
+
+    fn mapping(&mut self, indent: usize) -> Option<Json> {
+        let mut map = Map::new();
+        while let Some(i) = self.next_structural() {
+            let line = self.lines[i];
+            if line.indent < indent {
+                break;
+            }
+            if line.indent > indent || is_entry(line.text) {
+                // A sequence at the mapping's own indentation ends it only in the caller.
+                if line.indent == indent {
+                    break;
+                }
+                return None;
+            }
+            let (key, rest) = split_key(line.text)?;
+            let key = self.key(key)?;
+            if key == "<<" || map.contains_key(&key) {
+                return None;
+            }
+            self.at += 1;
+            let value = self.value(rest, indent, true)?;
+            map.insert(key, value);
+        }
+        Some(Json::Object(map))
+    }
+
+    /// The value after `key:` or `- ` (`rest`, the line already consumed) of a node at
+    /// `indent`; `in_mapping` lets a sequence at the same indentation be the value.
+    fn value(&mut self, rest: &str, indent: usize, in_mapping: bool) -> Option<Json> {
+        let Some(first) = rest.chars().next().filter(|c| *c != '#') else {
+            return self.nested(indent, in_mapping);
+        };
+        let value = match first {
+            '"' | '\'' => {
+                let (text, after) = quoted(rest)?;
+                comment_only(after)?;
+                Json::String(text)
+            }
+            '|' => return self.literal(rest, indent),
+            '[' | '{' => match strip_comment(rest) {
+                "[]" => Json::Array(Vec::new()),
+                "{}" => Json::Object(Map::new()),
+                _ => return None,
+            },
+            '&' | '*' | '!' | '>' | '%' | '@' | '`' | '?' | ',' | ']' | '}' => return None,
+            _ => {
+                let text = strip_comment(rest);
+                if is_entry(text) || text.contains(": ") || text.ends_with(':') {
+                    return None;
+                }
+                self.plain(text)?
+            }
+        };
+        // A scalar's node ends on its line: a deeper line after it would continue it.
+        match self.next_structural() {
+            Some(i) if self.lines[i].indent > indent => None,
+            _ => Some(value),
+        }
+    }
+
+    /// The block under a `key:` or `-` with nothing after it: deeper lines, a sequence at the
+    /// key's own indentation, or null.
+    fn nested(&mut self, indent: usize, in_mapping: bool) -> Option<Json> {
+        match self.next_structural() {
+            Some(i) if self.lines[i].indent > indent => self.node(self.lines[i].indent),
+            Some(i) if in_mapping && self.lines[i].indent == indent && is_entry(self.lines[i].text) => {
+                self.sequence(indent)
+            }
+            _ => Some(Json::Null),
+        }
+    }
+
+    /// A `|` or `|-` literal block scalar; other headers give way.
+    fn literal(&mut self, header: &str, indent: usize) -> Option<Json> {
+        let keep_last = match strip_comment(header) {
+            "|" => true,
+            "|-" => false,
+            _ => return None,
+        };
+        let start = self.at;
+        let mut end = start;
+        let mut content_indent = None;
+        while end < self.lines.len() {
+            let line = self.lines[end];
+            if line.text.is_empty() {
+                // Blank lines holding spaces that may be content: left to the full parser.
+                if line.raw.len() > content_indent.unwrap_or(0) {
+                    return None;
+                }
+                end += 1;
+                continue;
+            }
+            if line.indent <= indent {
+                break;
+            }
+            let want = *content_indent.get_or_insert(line.indent);
+            if line.indent < want {
+                return None;
+            }
+            end += 1;
+        }
+        let Some(content_indent) = content_indent else {
+            self.at = end;
+            return Some(Json::String(String::new()));
+        };
+        // Trailing blank lines belong to the chomping, not the content.
+        let mut last = end;
+        while last > start && self.lines[last - 1].text.is_empty() {
+            last -= 1;
+        }
+        let mut out = String::new();
+        for line in &self.lines[start..last] {
+            out.push_str(line.raw.get(content_indent..).unwrap_or_default());
+            out.push('\n');
+        }
+        if !keep_last {
+            out.pop();
+        }
+        self.at = end;
+        Some(Json::String(out))
+    }
+
+    /// A plain scalar: a string when it cannot be anything else, a decimal integer, or what
+    /// the full parser makes of it.
+    fn plain(&self, text: &str) -> Option<Json> {
+        if text.contains(" #") {
+            return None;
+        }
+        match text {
+            "true" => return Some(Json::Bool(true)),
+            "false" => return Some(Json::Bool(false)),
+            "null" | "~" => return Some(Json::Null),
+            _ => {}
+        }
+        let first = text.chars().next()?;
+        if (first.is_ascii_alphabetic() || first == '/') && !is_special_word(text) {
+            return Some(Json::String(text.to_string()));
+        }
+        let digits = text.strip_prefix('-').unwrap_or(text);
+        if (digits == "0" || (digits.len() <= 18 && !digits.starts_with('0')))
+            && !digits.is_empty()
+            && digits.bytes().all(|b| b.is_ascii_digit())
+        {
+            return text.parse::<i64>().ok().map(Json::from);
+        }
+        (self.scalar)(text)
+    }
+
+    /// A mapping key as a JSON object key (resolved like a value, then written as text, as
+    /// go-yaml and `sigs.k8s.io/yaml` do).
+    fn key(&self, key: &str) -> Option<String> {
+        match key.chars().next()? {
+            '"' | '\'' => {
+                let (text, after) = quoted(key)?;
+                after.is_empty().then_some(text)
+            }
+            '&' | '*' | '!' | '|' | '>' | '%' | '@' | '`' | '?' | '[' | '{' | '-' | ',' => None,
+            _ => self.plain(key).map(super::chart::key_string),
+        }
+    }
+}
+
+/// `- …` or a lone `-`: a sequence entry.
+fn is_entry(text: &str) -> bool {
+    text == "-" || text.starts_with("- ")
+}
+
+/// A mapping entry's key and the rest after `:` (leading spaces removed).
+fn split_key(text: &str) -> Option<(&str, &str)> {
+    if text.starts_with(['"', '\'']) {
+        let (_, after) = quoted(text)?;
+        let key_len = text.len() - after.len();
+        let rest = after.strip_prefix(':')?;
+        return (rest.is_empty() || rest.starts_with(' ')).then(|| (&text[..key_len], rest.trim_start_matches(' ')));
+    }
+    if let Some(at) = text.find(": ") {
+        return Some((&text[..at], text[at + 2..].trim_start_matches(' ')));
+    }
+    text.strip_suffix(':').map(|key| (key, ""))
+}
+
+/// A single-line quoted scalar at the start of `text`: its value and what follows it.
+fn quoted(text: &str) -> Option<(String, &str)> {
+    let quote = text.chars().next()?;
+    let body = &text[1..];
+    let mut out = String::new();
+    let mut chars = body.char_indices();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '\'' if quote == '\'' => {
+                if body[i + 1..].starts_with('\'') {
+                    out.push('\'');
+                    chars.next();
+                } else {
+                    return Some((out, &body[i + 1..]));
+                }
+            }
+            '"' if quote == '"' => return Some((out, &body[i + 1..])),
+            '\\' if quote == '"' => out.push(match chars.next()?.1 {
+                '\\' => '\\',
+                '"' => '"',
+                '/' => '/',
+                'n' => '\n',
+                't' => '\t',
+                'r' => '\r',
+                _ => return None,
+            }),
+            _ => out.push(c),
+        }
+    }
+    None
+}
+
+/// Nothing but spaces and an optional comment (after at least one space).
+fn comment_only(text: &str) -> Option<()> {
+    let rest = text.trim_start_matches(' ');
+    (rest.is_empty() || (rest.starts_with('#') && rest.len() < text.len())).then_some(())
+}
+
+/// `text` without a trailing ` # comment`.
+fn strip_comment(text: &str) -> &str {
+    text.find(" #").map_or(text, |at| text[..at].trim_end_matches(' '))
+}
+
+/// Words YAML 1.1 (or a lenient number parser) reads as null, booleans or special floats.
+fn is_special_word(text: &str) -> bool {
+    const WORDS: &[&str] = &["null", "true", "false", "yes", "no", "on", "off", "y", "n", "inf", "nan", "infinity"];
+    text.len() <= 8 && WORDS.iter().any(|w| w.eq_ignore_ascii_case(text))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::helm::chart::full_yaml;
+
+    fn fast(text: &str) -> Option<Json> {
+        parse(text, &|scalar| full_yaml(scalar).ok())
+    }
+
+    /// Where the subset reads a document, it reads it exactly as the full parser does.
+    fn agrees(text: &str) -> bool {
+        match fast(text) {
+            Some(value) => {
+                assert_eq!(Ok(value), full_yaml(text), "{text}");
+                true
+            }
+            None => false,
+        }
+    }
+
+    #[test]
+    fn what_templates_emit_reads_as_the_full_parser_reads_it() {
+        let read = [
+            "",
+            "# only a comment\n",
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: web # trailing\n  labels:\n    app: web\nspec:\n  ports:\n    - port: 80\n      targetPort: http\n      protocol: TCP\n      name: http\n",
+            "containers:\n- name: a\n  args:\n  - -x\n  - \"--y=1\"\n  - 'it''s'\n- name: b\n  env: []\n  resources: {}\n",
+            "a:\n  b:\n  c: null\n  d: ~\n  e: yes\n  f: No\n  g: on\n  h: 0755\n  i: 1.5\n  j: -3\n  k: 0\n  l: 1e3\n  m: 12345678901234567890\n  o: true\n",
+            "n: 1\nyes: 2\n80: http\n1.5: x\n\"quoted key\": v\n",
+            "script: |\n  echo one\n\n  echo two\nstripped: |-\n  a\n    b\n\nafter: x\n",
+            "- - a\n  - b\n-\n  c: d\n- \"s\\\"q\\n\"\n",
+            "url: http://example.com:8080/x#frag\npath: /var/run\ntime: 2024-01-01\nver: v1.2.3\nneg: -1x\n",
+        ];
+        for text in read {
+            assert!(agrees(text), "the subset should read: {text}");
+        }
+        let left = [
+            "a: [1, 2]\n",
+            "a: &x 1\nb: *x\n",
+            "a: b: c\n",
+            "a: !!str 1\n",
+            "a: >\n  folded\n",
+            "a: multi\n  line\n",
+            "a: 1\na: 2\n",
+            "a:\n\tb: 1\n",
+            "a: \"multi\n  line\"\n",
+            "a: 1\n---\nb: 2\n",
+            "? complex\n: key\n",
+            "a: |2\n   x\n",
+        ];
+        for text in left {
+            assert!(fast(text).is_none(), "should give way to the full parser: {text}");
+        }
+    }
+
+    /// Every YAML document of the test fixtures (kustomizations, charts' values and files):
+    /// the subset agrees with the full parser wherever it reads one, and reads more than half.
+    #[test]
+    fn every_fixture_document_reads_as_the_full_parser_reads_it() {
+        fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+            for entry in std::fs::read_dir(dir).expect("fixture directory").flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    walk(&path, out);
+                } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+                    out.push(path);
+                }
+            }
+        }
+        let mut files = Vec::new();
+        walk(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests"), &mut files);
+        let (mut read, mut total) = (0, 0);
+        for file in files {
+            let text = std::fs::read_to_string(&file).expect("fixture");
+            for doc in crate::helm::release::split_manifests(&text) {
+                if full_yaml(&doc).is_ok() {
+                    total += 1;
+                    read += usize::from(agrees(&doc));
+                }
+            }
+        }
+        assert!(total > 500 && read * 2 > total, "the subset read {read} of {total} documents");
+    }
+}

@@ -490,14 +490,18 @@ impl SourceWorker {
         let mut failed = base_assignment.failed;
         let mut parts: Vec<(&str, &Arc<AppAssignment>)> =
             base_assignment.digested_apps().filter(|(_, part)| !own.contains(&part.name)).collect();
+        let mut chart_sources = base_assignment.chart_sources.clone();
+        chart_sources.retain(|app, _| !own.contains(app));
         for (app, commit) in apps {
             let source = self.at(cluster, commit)?;
             failed |= source.failed;
             parts.extend(source.digested_apps().filter(|(_, part)| part.name == app));
+            chart_sources.extend(source.chart_sources.get(app).map(|chart| (app.to_string(), chart.clone())));
         }
         let revision = &base_assignment.revision;
         let mut composed = Assignment::compose(cluster, &desired.environment, revision, parts, failed);
         composed.trace_context = desired.trace_context.clone();
+        composed.chart_sources = chart_sources;
         Some(Arc::new(composed))
     }
 

@@ -31,8 +31,9 @@ use crate::state::Hub;
 const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
 /// Messages queued towards one agent before the session waits for it to read.
 const OUTBOUND_QUEUE: usize = 8;
-/// Parts smaller than this go to the agent as they are: compressing them gains next to nothing.
-const COMPRESS_FROM_BYTES: usize = 512;
+/// Parts smaller than this go to the agent as they are: compressing them saves a few KiB at the
+/// cost of work on both ends, paid by every cluster at once when a commit reaches the fleet.
+const COMPRESS_FROM_BYTES: usize = 4 << 10;
 /// Objects of one app are sent in `AppContent` parts of about this many bytes (a part holds at
 /// least one object, and the planner refuses objects over [`crate::planner::MAX_OBJECT_BYTES`]),
 /// far below [`MAX_MESSAGE_BYTES`] whatever the size of the assignment.

@@ -15,7 +15,7 @@ use convoy_shared::proto::agent_service_server::{AgentService, AgentServiceServe
 use convoy_shared::proto::hub_message::Kind as HubKind;
 use convoy_shared::proto::{self as proto, AgentMessage, AppContent, Hello, HubMessage, Unchanged};
 use convoy_shared::telemetry;
-use futures::Stream;
+use futures::{Stream, StreamExt as _};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -78,7 +78,7 @@ impl AgentService for AgentLinks {
         let (cluster, peer) = auth::require_registered_cluster(&req, self.hub.registry())?;
         let not_before = req.extensions().get::<auth::PeerInfo>().and_then(|p| p.not_before_unix).unwrap_or(i64::MIN);
         let inbound = req.into_inner();
-        let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
+        let (tx, rx) = mpsc::channel::<Outbound>(OUTBOUND_QUEUE);
         let (session, replaced) = self.hub.connections().open(&cluster, peer);
         // A revocation that landed between the check above and `open` found no stream to close.
         if self.hub.registry().refuses(&cluster, not_before).is_some() {
@@ -91,7 +91,7 @@ impl AgentService for AgentLinks {
         let span = tracing::info_span!("agent", cluster = %cluster, session);
         let task = Session { hub: self.hub.clone(), cluster, session, tx };
         self.sessions.spawn(task.run(inbound, self.shutdown.clone(), replaced).instrument(span));
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx).map(|message| *message))))
     }
 }
 
@@ -101,8 +101,12 @@ struct Session {
     hub: Arc<Hub>,
     cluster: String,
     session: u64,
-    tx: mpsc::Sender<Result<HubMessage, Status>>,
+    tx: mpsc::Sender<Outbound>,
 }
+
+/// A message queued towards the agent, boxed: the queue allocates its slots up front, a block
+/// of 32 per stream, and a `HubMessage` or `Status` is a few hundred bytes.
+type Outbound = Box<Result<HubMessage, Status>>;
 
 impl Session {
     async fn run(self, mut inbound: Streaming<AgentMessage>, shutdown: CancellationToken, replaced: CancellationToken) {
@@ -119,7 +123,7 @@ impl Session {
             }
             Err(status) => {
                 tracing::warn!(error = %status.message(), "agent stream ended with an error");
-                let _ = self.tx.try_send(Err(status));
+                let _ = self.tx.try_send(Box::new(Err(status)));
             }
         }
     }
@@ -197,7 +201,7 @@ impl Session {
         *held = HeldApps {
             by_digest: hello.apps_by_digest,
             content_zstd: hello.content_zstd,
-            digests: hello.held_app_digests.iter().cloned().collect(),
+            digests: HeldDigests::Listed(hello.held_app_digests.iter().cloned().collect()),
         };
         let current = assignments.borrow_and_update().clone();
         match current {
@@ -208,7 +212,7 @@ impl Session {
             _ => {
                 let reply =
                     HubMessage { kind: Some(HubKind::Unchanged(Unchanged { digest: hello.held_digest.clone() })) };
-                self.tx.send(Ok(reply)).await.map_err(|_| Status::cancelled("agent went away"))?;
+                self.tx.send(Box::new(Ok(reply))).await.map_err(|_| Status::cancelled("agent went away"))?;
                 Ok(hello.held_digest.clone())
             }
         }
@@ -217,25 +221,22 @@ impl Session {
     /// Sends `assignment`: to an agent that takes apps by digest, the objects of the apps it
     /// does not hold in `AppContent` parts, then the assignment naming every app by digest; to
     /// any other agent, the whole assignment in one message.
-    async fn send_assignment(&self, assignment: &Assignment, held: &mut HeldApps) -> Result<(), Status> {
+    async fn send_assignment(&self, assignment: &Arc<Assignment>, held: &mut HeldApps) -> Result<(), Status> {
         let span = tracing::info_span!("push", cluster = %self.cluster, revision = %assignment.revision);
         telemetry::continue_trace(&span, &assignment.trace_context);
         let wire = if held.by_digest {
-            let mut sent_apps = 0usize;
-            for (digest, app) in assignment.digested_apps() {
-                if held.digests.contains(digest) {
-                    continue;
-                }
-                sent_apps += 1;
+            let holds = held.digests.names();
+            let missing: Vec<_> = assignment.digested_apps().filter(|(digest, _)| !holds.contains(digest)).collect();
+            for (digest, app) in &missing {
                 self.send_content(digest, app, held.content_zstd).instrument(span.clone()).await?;
             }
             tracing::info!(parent: &span, revision = %assignment.revision, digest = %assignment.digest,
-                apps = assignment.apps.len(), sent_apps, "sending assignment");
-            held.digests = assignment.app_digests.iter().cloned().collect();
+                apps = assignment.apps.len(), sent_apps = missing.len(), "sending assignment");
+            held.digests = HeldDigests::Sent(assignment.clone());
             assignment.to_wire(|_| false)
         } else {
             tracing::info!(parent: &span, revision = %assignment.revision, digest = %assignment.digest, "sending assignment");
-            proto::Assignment::from(assignment)
+            proto::Assignment::from(&**assignment)
         };
         let mut wire = wire;
         wire.trace_context = telemetry::inject(&span);
@@ -276,7 +277,8 @@ impl Session {
     }
 
     async fn send(&self, kind: HubKind) -> Result<(), Status> {
-        self.tx.send(Ok(HubMessage { kind: Some(kind) })).await.map_err(|_| Status::cancelled("agent went away"))
+        let message = Box::new(Ok(HubMessage { kind: Some(kind) }));
+        self.tx.send(message).await.map_err(|_| Status::cancelled("agent went away"))
     }
 }
 
@@ -288,5 +290,29 @@ struct HeldApps {
     by_digest: bool,
     /// The agent takes app contents zstd-compressed (said so in its Hello).
     content_zstd: bool,
-    digests: HashSet<String>,
+    digests: HeldDigests,
+}
+
+/// The digests of the apps an agent holds.
+enum HeldDigests {
+    /// As its Hello listed them.
+    Listed(HashSet<String>),
+    /// Those of the assignment last sent: shared with the assignment table, so an idle stream
+    /// keeps no copy of its own.
+    Sent(Arc<Assignment>),
+}
+
+impl Default for HeldDigests {
+    fn default() -> Self {
+        HeldDigests::Listed(HashSet::new())
+    }
+}
+
+impl HeldDigests {
+    fn names(&self) -> HashSet<&str> {
+        match self {
+            HeldDigests::Listed(digests) => digests.iter().map(String::as_str).collect(),
+            HeldDigests::Sent(assignment) => assignment.app_digests.iter().map(String::as_str).collect(),
+        }
+    }
 }

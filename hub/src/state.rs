@@ -325,11 +325,12 @@ impl Publisher {
         self.hub.history(cluster, event, revision, "", detail);
     }
 
-    /// Keeps `rollout` in the store (replacing the environment's previous one).
+    /// Keeps `rollout` in the store, replacing its track's previous one (the environment's, or
+    /// an app's own: `ENV/APP`).
     pub fn record_rollout(&self, rollout: &Rollout) {
         match serde_json::to_string(rollout) {
             Ok(state) => {
-                let environment = rollout.environment.clone();
+                let environment = rollout.track();
                 self.hub.writer.record(StoreEvent::Rollout { environment, state });
             }
             Err(e) => tracing::error!(error = %e, "a rollout cannot be encoded for the store"),
@@ -449,5 +450,24 @@ mod tests {
         assert!(watch.try_recv().is_err(), "no 'assigned' event for what was assigned before the restart");
         assert!(publisher.publish(assignment("r2")));
         assert_eq!(assigned(&*store, 2).await, ["r2", "r1"]);
+    }
+
+    #[tokio::test]
+    async fn an_apps_own_rollout_is_kept_beside_its_environments() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
+        let (hub, publisher) = Hub::new(store.clone(), RegistryConfig::default()).unwrap();
+        let spec: crate::fleet::RolloutSpec = serde_json::from_value(serde_json::json!({"waves": []})).unwrap();
+        let environments = Rollout::settled("prod", &spec, "c1", &[], 0);
+        let mons = Rollout::settled("prod", &spec, "c2", &[], 0).of_app(Some("mon"));
+        publisher.record_rollout(&environments);
+        publisher.record_rollout(&mons);
+        hub.flush_store().await;
+        let kept: std::collections::BTreeMap<String, Rollout> = store
+            .rollouts()
+            .unwrap()
+            .into_iter()
+            .map(|(track, json)| (track, serde_json::from_str(&json).unwrap()))
+            .collect();
+        assert_eq!(kept, [("prod".to_string(), environments), ("prod/mon".to_string(), mons)].into());
     }
 }

@@ -527,19 +527,7 @@ mod tests {
     use super::*;
     use crate::leadership::{Lead, Leadership};
     use crate::store::tests::{entry, exercise, exercise_registration};
-    use crate::testing::TestPostgres;
-    use convoy_shared::model::AppAssignment;
-
-    fn assignment(cluster: &str, greeting: &str) -> Assignment {
-        let app = AppAssignment {
-            name: "web".into(),
-            policy: Default::default(),
-            depends_on: vec![],
-            objects: vec![serde_json::json!({"kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"g": greeting}})],
-            render_error: None,
-        };
-        Assignment::new(cluster, "prod", greeting, vec![app], false)
-    }
+    use crate::testing::{TestPostgres, assignment};
 
     async fn lead(store: &PgStore, holder: &str) -> Lead {
         Leadership::new(store.config().clone(), store.fence().clone(), holder.into()).acquire().await

@@ -1,10 +1,25 @@
-//! Building blocks for hub tests and benchmarks (the binary never uses them): a throwaway
-//! PostgreSQL server in a temporary directory, as the store tests, the replica scenarios and
+//! Building blocks for hub tests and benchmarks (the binary never uses them): a test assignment
+//! and a throwaway PostgreSQL server in a temporary directory, as the store tests, the replica scenarios and
 //! `bench_replicas` need. `e2e/peers.sh` installs Debian's `postgresql` when it is missing.
 
 use std::net::TcpListener;
+
+use convoy_shared::model::{AppAssignment, Assignment};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+
+/// A one-app assignment for `cluster` in `prod` whose revision is `greeting`, and whose one
+/// ConfigMap carries it (so two greetings make two digests).
+pub fn assignment(cluster: &str, greeting: &str) -> Assignment {
+    let app = AppAssignment {
+        name: "web".into(),
+        policy: Default::default(),
+        depends_on: vec![],
+        objects: vec![serde_json::json!({"kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"g": greeting}})],
+        render_error: None,
+    };
+    Assignment::new(cluster, "prod", greeting, vec![app], false)
+}
 
 /// A PostgreSQL server of its own (initdb in a temporary directory, a free port on 127.0.0.1),
 /// stopped when dropped. Run as the `postgres` user when the tests run as root.

@@ -14,7 +14,7 @@ use convoy_shared::model::{AppAssignment, Assignment};
 use gix::ObjectId;
 use tokio_util::sync::CancellationToken;
 
-use crate::fleet::{self, Cluster, Fleet, RolloutSpec};
+use crate::fleet::{self, Cluster, Environment, Fleet, RolloutSpec};
 use crate::git::{GitAccess, GitMirror};
 use crate::metrics::HubMetrics;
 use crate::planner::{CacheSizes, EnvironmentState, PlanStats, Planner};
@@ -362,18 +362,11 @@ impl SourceWorker {
             let clusters: Vec<&Cluster> = fleet.clusters.values().filter(|c| c.environment == env.name).collect();
             let previous_head = self.envs.get(&env.name).map(|e| e.snapshot.commit.to_string()).filter(|c| *c != head);
             let env_before = self.rollouts.get(&env.name).cloned();
+            let specs = rollout_specs(env, state);
             // An app whose app.yaml does not read keeps its rollout as it is.
-            let mut kept = BTreeSet::new();
-            let mut specs: Vec<(Option<&str>, &RolloutSpec)> = env.rollout.iter().map(|s| (None, s)).collect();
-            for (name, app) in &state.apps {
-                match app {
-                    Ok(app) => specs.extend(app.rollout.as_ref().map(|s| (Some(name.as_str()), s))),
-                    Err(_) => {
-                        kept.insert(rollout::track(&env.name, Some(name)));
-                    }
-                }
-            }
-            kept.extend(specs.iter().map(|(app, _)| rollout::track(&env.name, *app)));
+            let unread = state.apps.iter().filter(|(_, app)| app.is_err()).map(|(name, _)| Some(name.as_str()));
+            let kept: BTreeSet<String> =
+                specs.iter().map(|(app, _)| *app).chain(unread).map(|app| rollout::track(&env.name, app)).collect();
             self.rollouts.retain(|key, r| r.environment != env.name || kept.contains(key));
             for (app, spec) in specs {
                 let next = match (self.rollouts.get(&rollout::track(&env.name, app)), &previous_head) {
@@ -667,11 +660,7 @@ impl SourceWorker {
             // Every rollout of the environment starts over from the pinned commit.
             let clusters: Vec<&Cluster> = fleet.clusters.values().filter(|c| c.environment == environment).collect();
             let from: BTreeMap<String, String> = clusters.iter().map(|c| (c.name.clone(), pinned.clone())).collect();
-            let apps = state
-                .apps
-                .iter()
-                .filter_map(|(name, app)| Some((Some(name.as_str()), app.as_ref().ok()?.rollout.as_ref()?)));
-            for (app, spec) in env.rollout.iter().map(|spec| (None, spec)).chain(apps) {
+            for (app, spec) in rollout_specs(env, &state) {
                 let next = Rollout::begin(environment, spec, &head, &clusters, from.clone(), 0, unix_ms()).of_app(app);
                 publisher.record_rollout(&next);
                 self.rollouts.insert(next.track(), next);
@@ -718,6 +707,14 @@ impl SourceWorker {
         }
         Err(SyncError::FleetBranchesDisagree { configured: self.config.fleet_branch.clone(), declared: branch })
     }
+}
+
+/// The rollouts `env` has at `state`'s commit: the environment's (app `None`), then each app's
+/// own.
+fn rollout_specs<'a>(env: &'a Environment, state: &'a EnvironmentState) -> Vec<(Option<&'a str>, &'a RolloutSpec)> {
+    let apps =
+        state.apps.iter().filter_map(|(name, app)| Some((Some(name.as_str()), app.as_ref().ok()?.rollout.as_ref()?)));
+    env.rollout.iter().map(|spec| (None, spec)).chain(apps).collect()
 }
 
 /// The (app, digest) parts of `assignment` that `rollout` decides.

@@ -137,7 +137,7 @@ impl ConnectionTable {
 
     /// Stores the agent's latest report. Returns true when it applied a digest it had not
     /// applied before (worth a history entry).
-    pub fn report(&self, cluster: &str, session: u64, report: Report) -> bool {
+    pub fn report(&self, cluster: &str, session: u64, report: &Report) -> bool {
         let mut newly_applied = false;
         self.with_session(cluster, session, |link| {
             link.last_seen_ms = unix_ms();
@@ -159,7 +159,7 @@ impl ConnectionTable {
             dashmap::Entry::Occupied(mut entry) if !entry.get().connected => {
                 let link = entry.get_mut();
                 link.last_seen_ms = link.last_seen_ms.max(report.at_unix_ms);
-                apply_report(link, report);
+                apply_report(link, &report);
             }
             dashmap::Entry::Occupied(_) => {}
             dashmap::Entry::Vacant(entry) => {
@@ -218,17 +218,17 @@ fn dormant(report: Report) -> ClusterLink {
         problem: String::new(),
         cancel: CancellationToken::new(),
     };
-    apply_report(&mut link, report);
+    apply_report(&mut link, &report);
     link
 }
 
-fn apply_report(link: &mut ClusterLink, report: Report) -> bool {
+fn apply_report(link: &mut ClusterLink, report: &Report) -> bool {
     let newly_applied = report.applied && link.applied_digest != report.digest;
     if report.applied {
         link.applied_revision = report.revision.clone();
         link.applied_digest = report.digest.clone();
     }
-    link.last_report = Some(Reported::of(&report));
+    link.last_report = Some(Reported::of(report));
     newly_applied
 }
 
@@ -281,7 +281,7 @@ mod tests {
         assert_eq!(table.get("eu-1").unwrap().applied_digest, "d2");
 
         let (session, _) = table.open("eu-1", addr());
-        table.report("eu-1", session, applied("d3"));
+        table.report("eu-1", session, &applied("d3"));
         table.relayed("eu-1", applied("stale"));
         assert_eq!(table.get("eu-1").unwrap().applied_digest, "d3", "the live stream's reports come first");
     }
@@ -312,7 +312,7 @@ mod tests {
             drifts: vec![Drift::default(), Drift::default()],
             ..Default::default()
         };
-        table.report("eu-1", session, report.clone());
+        table.report("eu-1", session, &report);
         assert_eq!(table.last_report("eu-1"), Some(report));
         let info = table.get("eu-1").unwrap();
         assert_eq!((info.health, info.drift_count), (Health::Degraded as i32, 2));

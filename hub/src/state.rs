@@ -247,7 +247,7 @@ impl Hub {
     pub fn record_report(&self, cluster: &str, session: u64, report: &Report) {
         self.metrics.reports_received.inc();
         let report = proto::Report::from(report);
-        let newly_applied = self.connections.report(cluster, session, report.clone());
+        let newly_applied = self.connections.report(cluster, session, &report);
         if newly_applied {
             self.history(cluster, "applied", &report.revision, &report.digest, "");
         }
@@ -410,17 +410,9 @@ impl Publisher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use convoy_shared::model::AppAssignment;
 
     fn assignment(greeting: &str) -> Arc<Assignment> {
-        let app = AppAssignment {
-            name: "web".into(),
-            policy: Default::default(),
-            depends_on: vec![],
-            objects: vec![serde_json::json!({"kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"g": greeting}})],
-            render_error: None,
-        };
-        Arc::new(Assignment::new("eu-1", "prod", greeting, vec![app], false))
+        Arc::new(crate::testing::assignment("eu-1", greeting))
     }
 
     async fn assigned(store: &dyn Store, count: usize) -> Vec<String> {

@@ -63,7 +63,7 @@ impl<'a> Parser<'a, '_> {
         }
         if is_entry(line.text) {
             self.sequence(indent)
-        } else if split_key(line.text).is_some() {
+        } else if split_key(line.text).is_some() && !line.text.starts_with(['[', '{']) {
             self.mapping(indent)
         } else {
             self.at += 1;
@@ -111,12 +111,14 @@ impl<'a> Parser<'a, '_> {
             }
             let (key, rest) = split_key(line.text)?;
             let key = self.key(key)?;
-            if key == "<<" || map.contains_key(&key) {
+            if key == "<<" {
                 return None;
             }
             self.at += 1;
             let value = self.value(rest, indent, true)?;
-            map.insert(key, value);
+            if map.insert(key, value).is_some() {
+                return None;
+            }
         }
         Some(Json::Object(map))
     }
@@ -134,15 +136,15 @@ impl<'a> Parser<'a, '_> {
                 Json::String(text)
             }
             '|' => return self.literal(rest, indent),
-            '[' | '{' => match strip_comment(rest) {
-                "[]" => Json::Array(Vec::new()),
-                "{}" => Json::Object(Map::new()),
-                _ => return None,
-            },
+            '[' | '{' => {
+                let (value, after) = self.flow(rest)?;
+                comment_only(after)?;
+                value
+            }
             '&' | '*' | '!' | '>' | '%' | '@' | '`' | '?' | ',' | ']' | '}' => return None,
             _ => {
                 let text = strip_comment(rest);
-                if is_entry(text) || text.contains(": ") || text.ends_with(':') {
+                if is_entry(text) || find_pair(text, b':', b' ').is_some() || text.ends_with(':') {
                     return None;
                 }
                 self.plain(text)?
@@ -220,7 +222,7 @@ impl<'a> Parser<'a, '_> {
     /// A plain scalar: a string when it cannot be anything else, a decimal integer, or what
     /// the full parser makes of it.
     fn plain(&self, text: &str) -> Option<Json> {
-        if text.contains(" #") {
+        if find_pair(text, b' ', b'#').is_some() {
             return None;
         }
         match text {
@@ -241,6 +243,67 @@ impl<'a> Parser<'a, '_> {
             return text.parse::<i64>().ok().map(Json::from);
         }
         (self.scalar)(text)
+    }
+
+    /// A one-line flow collection of scalars at the start of `text` (`[a, "b"]`,
+    /// `{k: v, 'q': 1}`): its value and what follows it. Nested collections, an entry spread
+    /// over lines, a trailing comma or anything unusual gives way to the full parser.
+    fn flow<'t>(&self, text: &'t str) -> Option<(Json, &'t str)> {
+        let close = if text.starts_with('[') { ']' } else { '}' };
+        let mut rest = text[1..].trim_start_matches(' ');
+        let mut items = Vec::new();
+        let mut map = Map::new();
+        if let Some(after) = rest.strip_prefix(close) {
+            rest = after;
+        } else {
+            loop {
+                if close == ']' {
+                    let (item, after) = self.flow_scalar(rest, false)?;
+                    items.push(item);
+                    rest = after;
+                } else {
+                    let (key, after) = self.flow_scalar(rest, true)?;
+                    let key = super::chart::key_string(key);
+                    let after = after.strip_prefix(": ")?.trim_start_matches(' ');
+                    let (value, after) = self.flow_scalar(after, false)?;
+                    if key == "<<" || map.insert(key, value).is_some() {
+                        return None;
+                    }
+                    rest = after;
+                }
+                rest = rest.trim_start_matches(' ');
+                if let Some(after) = rest.strip_prefix(close) {
+                    rest = after;
+                    break;
+                }
+                rest = rest.strip_prefix(',')?.trim_start_matches(' ');
+                if rest.starts_with(close) {
+                    return None;
+                }
+            }
+        }
+        let value = if close == ']' { Json::Array(items) } else { Json::Object(map) };
+        Some((value, rest))
+    }
+
+    /// One scalar inside a flow collection (a key when `key`): quoted, or plain up to the next
+    /// `,`, `]`, `}` (or `: ` for a key).
+    fn flow_scalar<'t>(&self, text: &'t str, key: bool) -> Option<(Json, &'t str)> {
+        if text.starts_with(['"', '\'']) {
+            let (value, after) = quoted(text)?;
+            return Some((Json::String(value), after));
+        }
+        let end = text.find([',', ']', '}', '[', '{', '#']).unwrap_or(text.len());
+        let end = if key { find_pair(text, b':', b' ').filter(|at| *at < end)? } else { end };
+        let plain = text[..end].trim_end_matches(' ');
+        let first = plain.chars().next()?;
+        if "&*!|>%@`?-:\"'".contains(first) && !(first == '-' && plain.len() > 1 && !plain.starts_with("- "))
+            || find_pair(plain, b':', b' ').is_some()
+            || text[end..].starts_with(['[', '{', '#'])
+        {
+            return None;
+        }
+        Some((self.plain(plain)?, &text[end..]))
     }
 
     /// A mapping key as a JSON object key (resolved like a value, then written as text, as
@@ -270,7 +333,7 @@ fn split_key(text: &str) -> Option<(&str, &str)> {
         let rest = after.strip_prefix(':')?;
         return (rest.is_empty() || rest.starts_with(' ')).then(|| (&text[..key_len], rest.trim_start_matches(' ')));
     }
-    if let Some(at) = text.find(": ") {
+    if let Some(at) = find_pair(text, b':', b' ') {
         return Some((&text[..at], text[at + 2..].trim_start_matches(' ')));
     }
     text.strip_suffix(':').map(|key| (key, ""))
@@ -316,7 +379,13 @@ fn comment_only(text: &str) -> Option<()> {
 
 /// `text` without a trailing ` # comment`.
 fn strip_comment(text: &str) -> &str {
-    text.find(" #").map_or(text, |at| text[..at].trim_end_matches(' '))
+    find_pair(text, b' ', b'#').map_or(text, |at| text[..at].trim_end_matches(' '))
+}
+
+/// Where the two bytes `first` and `second` first stand side by side in `text` (lines are
+/// short: a plain scan beats setting up a substring search).
+fn find_pair(text: &str, first: u8, second: u8) -> Option<usize> {
+    text.as_bytes().windows(2).position(|pair| pair[0] == first && pair[1] == second)
 }
 
 /// Words YAML 1.1 (or a lenient number parser) reads as null, booleans or special floats.
@@ -357,12 +426,22 @@ mod tests {
             "script: |\n  echo one\n\n  echo two\nstripped: |-\n  a\n    b\n\nafter: x\n",
             "- - a\n  - b\n-\n  c: d\n- \"s\\\"q\\n\"\n",
             "url: http://example.com:8080/x#frag\npath: /var/run\ntime: 2024-01-01\nver: v1.2.3\nneg: -1x\n",
+            "a: [1, 2]\ncommand: ['wget']\nargs: ['web-c1:80', \"-c\", it''s, -x, 0755, yes, 1.5]  # c\n",
+            "m: {a: 1, \"b\": x, 'c d': y, n: ~}\ne: {}\nf: [ ]\nl:\n- {name: a, value: b}\n",
+            "- [a, b]\n- {k: v}\n",
         ];
         for text in read {
             assert!(agrees(text), "the subset should read: {text}");
         }
         let left = [
-            "a: [1, 2]\n",
+            "a: [1, [2]]\n",
+            "a: [1,\n  2]\n",
+            "a: [a, b,]\n",
+            "a: {a: [1]}\n",
+            "a: [a: b]\n",
+            "a: {a:b}\n",
+            "a: [x#y]\n",
+            "a: {k: 1, k: 2}\n",
             "a: &x 1\nb: *x\n",
             "a: b: c\n",
             "a: !!str 1\n",

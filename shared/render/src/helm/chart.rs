@@ -35,14 +35,14 @@ pub struct Dependency {
 /// A loaded chart.
 #[derive(Debug, Clone)]
 pub struct Chart {
-    /// `Chart.yaml` as parsed.
-    pub metadata: Json,
+    /// `Chart.yaml` as parsed (shared: a chart is copied for every release it renders).
+    pub metadata: Arc<Json>,
     /// Declared dependencies.
     pub dependencies: Vec<Dependency>,
     /// `values.yaml` (an object).
-    pub values: Json,
+    pub values: Arc<Json>,
     /// `values.schema.json`, when present.
-    pub schema: Option<Json>,
+    pub schema: Option<Arc<Json>>,
     /// Templates: (`templates/…` path, text), sorted by path.
     pub templates: Vec<(String, Arc<str>)>,
     /// Every other file, by chart-relative path (what `.Files` sees).
@@ -335,10 +335,10 @@ fn from_files(mut files: BTreeMap<String, Vec<u8>>, dir: &Path) -> Result<Chart,
         subcharts.push(Chart::from_archive(&data, dir.join("charts").join(&name))?);
     }
     Ok(Chart {
-        metadata,
+        metadata: Arc::new(metadata),
         dependencies,
-        values,
-        schema,
+        values: Arc::new(values),
+        schema: schema.map(Arc::new),
         templates,
         files: Arc::new(other),
         subcharts,

@@ -77,6 +77,9 @@ pub struct Func {
     pub variadic: Option<P>,
     /// The implementation.
     pub f: F,
+    /// Changes a map in place, or gives a different result at each call (the output of a
+    /// named template that calls it is never reused).
+    pub effect: bool,
 }
 
 /// Helm's per-render context for functions.
@@ -104,10 +107,10 @@ fn table() -> &'static HashMap<&'static str, Func> {
 
 macro_rules! reg {
     ($m:ident, $name:expr, [$($p:ident),*], $f:expr) => {
-        $m.insert($name, Func { params: &[$(P::$p),*], variadic: None, f: $f });
+        $m.insert($name, Func { params: &[$(P::$p),*], variadic: None, f: $f, effect: false });
     };
     ($m:ident, $name:expr, [$($p:ident),*], va $v:ident, $f:expr) => {
-        $m.insert($name, Func { params: &[$(P::$p),*], variadic: Some(P::$v), f: $f });
+        $m.insert($name, Func { params: &[$(P::$p),*], variadic: Some(P::$v), f: $f, effect: false });
     };
 }
 
@@ -181,7 +184,7 @@ fn build() -> HashMap<&'static str, Func> {
     reg!(m, "call", [Any], va Any, |_, _| err("call of non-function"));
 
     // --- Helm
-    reg!(m, "include", [Str, Any], |x, a| Ok(Value::str(x.include(s(&a[0]), a[1].clone())?)));
+    reg!(m, "include", [Str, Any], |x, a| Ok(Value::Str(x.include(s(&a[0]), a[1].clone())?)));
     reg!(m, "tpl", [Str, Any], |x, a| {
         let name = match &a[1] {
             Value::Map(mm) => match mm.borrow().get("Template") {
@@ -796,7 +799,7 @@ fn build() -> HashMap<&'static str, Func> {
         ("mustFromJsonArray", "fromJsonArray"),
     ] {
         if let Some(f) = m.get(of) {
-            let copy = Func { params: f.params, variadic: f.variadic, f: f.f };
+            let copy = Func { params: f.params, variadic: f.variadic, f: f.f, effect: f.effect };
             m.insert(alias, copy);
         }
     }
@@ -908,8 +911,29 @@ fn build() -> HashMap<&'static str, Func> {
                 params: &[],
                 variadic: Some(P::Any),
                 f: |_, _| err("this function is not supported by convoy's Helm engine"),
+                effect: false,
             },
         );
+    }
+    for name in [
+        "set",
+        "unset",
+        "merge",
+        "mustMerge",
+        "mergeOverwrite",
+        "mustMergeOverwrite",
+        "shuffle",
+        "randInt",
+        "uuidv4",
+        "randAlphaNum",
+        "randAlpha",
+        "randNumeric",
+        "randAscii",
+        "now",
+    ] {
+        if let Some(f) = m.get_mut(name) {
+            f.effect = true;
+        }
     }
     m
 }

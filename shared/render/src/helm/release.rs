@@ -210,16 +210,21 @@ pub fn render(chart: &Chart, values: &Json, opts: &ReleaseOptions) -> Result<Ren
         }
     }
     // Helm's stable sort by kind; kinds it does not know go last, alphabetically.
-    let by_kind = |a: &(usize, String), b: &(usize, String)| {
-        a.0.cmp(&b.0).then_with(|| if a.0 == INSTALL_ORDER.len() { a.1.cmp(&b.1) } else { std::cmp::Ordering::Equal })
+    let by_kind = |a: (usize, &str), b: (usize, &str)| {
+        a.0.cmp(&b.0).then_with(|| if a.0 == INSTALL_ORDER.len() { a.1.cmp(b.1) } else { std::cmp::Ordering::Equal })
     };
-    generic.sort_by(|a, b| by_kind(&(a.0, a.1.clone()), &(b.0, b.1.clone())));
-    hooks.sort_by(|a, b| by_kind(&(a.0, a.1.clone()), &(b.0, b.1.clone())));
+    generic.sort_by(|a, b| by_kind((a.0, &a.1), (b.0, &b.1)));
+    hooks.sort_by(|a, b| by_kind((a.0, &a.1), (b.0, &b.1)));
+    let print = |out: &mut String, source: &str, text: &str| {
+        for part in ["---\n# Source: ", source, "\n", text, "\n"] {
+            out.push_str(part);
+        }
+    };
     for (_, _, m, text) in &generic {
-        rendered.manifest_text.push_str(&format!("---\n# Source: {}\n{}\n", m.source, text));
+        print(&mut rendered.manifest_text, &m.source, text);
     }
     for (_, _, h, text) in &hooks {
-        rendered.hooks_text.push_str(&format!("---\n# Source: {}\n{}\n", h.source, text));
+        print(&mut rendered.hooks_text, &h.source, text);
     }
     rendered.manifests = generic.into_iter().map(|(_, _, m, _)| m).filter(|m| !m.object.is_null()).collect();
     let mut hooks: Vec<Hook> = hooks.into_iter().map(|(_, _, h, _)| h).collect();
@@ -281,13 +286,23 @@ fn kind_order(kind: &str) -> usize {
 }
 
 /// `releaseutil.SplitManifests`: documents separated by `---` lines, empty ones dropped.
+/// Helm splits on the pattern `(?:^|\s*\n)---\s*`: a `---` at the start or after a newline,
+/// with the whitespace before and after it. Helm v4 keeps each document's text as it is,
+/// trailing newlines included; only the whitespace before the first document goes.
 pub fn split_manifests(content: &str) -> Vec<String> {
-    use std::sync::OnceLock;
-    static SEP: OnceLock<regex::Regex> = OnceLock::new();
-    // Helm v4 keeps each document's text as it is, trailing newlines included; only the
-    // whitespace before the first document goes.
-    let sep = SEP.get_or_init(|| regex::Regex::new(r"(?:^|\s*\n)---\s*").expect("regex"));
-    sep.split(content.trim_start()).filter(|d| !d.trim().is_empty()).map(str::to_string).collect()
+    let text = content.trim_start();
+    let after_separator = |at: usize| at + 3 + (text[at + 3..].len() - text[at + 3..].trim_start().len());
+    let mut docs = Vec::new();
+    let mut start = if text.starts_with("---") { after_separator(0) } else { 0 };
+    loop {
+        let Some(newline) = text[start..].find("\n---").map(|at| start + at) else {
+            docs.push(&text[start..]);
+            break;
+        };
+        docs.push(text[start..newline].trim_end());
+        start = after_separator(newline + 1);
+    }
+    docs.into_iter().filter(|d| !d.trim().is_empty()).map(str::to_string).collect()
 }
 
 fn collect_crds(chart: &Chart) -> Result<Vec<Manifest>, HelmError> {
@@ -333,9 +348,10 @@ pub fn final_values(chart: &Chart, values: &Json) -> Result<(Chart, Map<String, 
     let mut chart = chart.clone();
     super::values::process_dependencies(&mut chart, &user);
     check_dependencies_present(&chart)?;
-    let vals = super::values::coalesce_values(&chart, &user, false);
+    let vals = Json::Object(super::values::coalesce_values(&chart, &user, false));
     let mut errors = String::new();
-    super::schema::validate_chart(&chart, &Json::Object(vals.clone()), &mut errors);
+    super::schema::validate_chart(&chart, &vals, &mut errors);
+    let Json::Object(vals) = vals else { unreachable!("coalesced values are a mapping") };
     if !errors.is_empty() {
         return Err(HelmError::Schema {
             message: format!(
@@ -409,6 +425,7 @@ fn render_files_inner(
     }
     let ctx = HelmCtx::default();
     let mut out = BTreeMap::new();
+    let mut exec = Exec::new(&set, &ctx);
     for k in keys {
         let r = &tpls[k];
         let base = k.rsplit('/').next().unwrap_or(k);
@@ -416,15 +433,13 @@ fn render_files_inner(
             continue;
         }
         if let Value::Map(m) = &r.vals {
-            m.borrow_mut().insert(
-                "Template".into(),
-                super::template::exec::map_of(vec![
-                    ("Name", Value::str(k.as_str())),
-                    ("BasePath", Value::str(r.base_path.as_str())),
-                ]),
-            );
+            let template = BTreeMap::from([
+                ("BasePath".to_string(), Value::str(r.base_path.as_str())),
+                ("Name".to_string(), Value::str(k.as_str())),
+            ]);
+            m.borrow_mut().insert("Template".into(), Value::watched_map(template));
         }
-        let mut exec = Exec::new(&set, &ctx);
+        exec.next_template();
         let text = exec.execute(k, r.vals.clone()).map_err(|e| HelmError::Render { error: Box::new(e) })?;
         out.insert(k.clone(), text.replace("<no value>", ""));
     }

@@ -2,14 +2,52 @@
 //! (`map[string]interface{}`, `[]interface{}`, `float64` for every number read from YAML or
 //! JSON, `int` for template literals), and Go's `fmt` printing of them.
 
-use std::cell::RefCell;
+use std::cell::{Cell, Ref, RefCell, RefMut};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::rc::Rc;
 
 /// A Go map as templates see it: shared and mutable (`set`, `merge` and `unset` change it in
 /// place, and every holder sees the change), keys sorted like Go prints them.
-pub type Map = Rc<RefCell<BTreeMap<String, Value>>>;
+pub type Map = Rc<MapCell>;
+
+/// The cell behind a [`Map`]. A watched one (the `.Template` of the template being rendered,
+/// the only map that changes between a chart's templates) counts every look inside it, so
+/// that what a named template printed without looking can serve the chart's other templates.
+#[derive(Debug, Default)]
+pub struct MapCell {
+    entries: RefCell<BTreeMap<String, Value>>,
+    watched: bool,
+}
+
+thread_local! {
+    static WATCHED_READS: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Looks inside watched maps so far, on this thread.
+pub fn watched_reads() -> u64 {
+    WATCHED_READS.with(Cell::get)
+}
+
+impl MapCell {
+    fn count(&self) {
+        if self.watched {
+            WATCHED_READS.with(|reads| reads.set(reads.get() + 1));
+        }
+    }
+
+    /// The entries, to read.
+    pub fn borrow(&self) -> Ref<'_, BTreeMap<String, Value>> {
+        self.count();
+        self.entries.borrow()
+    }
+
+    /// The entries, to change.
+    pub fn borrow_mut(&self) -> RefMut<'_, BTreeMap<String, Value>> {
+        self.count();
+        self.entries.borrow_mut()
+    }
+}
 
 /// A template value.
 #[derive(Clone, Debug)]
@@ -42,7 +80,12 @@ impl Value {
 
     /// A new map value.
     pub fn map(m: BTreeMap<String, Value>) -> Value {
-        Value::Map(Rc::new(RefCell::new(m)))
+        Value::Map(Rc::new(MapCell { entries: RefCell::new(m), watched: false }))
+    }
+
+    /// A new map whose reads are counted ([`watched_reads`]).
+    pub fn watched_map(m: BTreeMap<String, Value>) -> Value {
+        Value::Map(Rc::new(MapCell { entries: RefCell::new(m), watched: true }))
     }
 
     /// A new list value.

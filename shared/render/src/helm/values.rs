@@ -2,6 +2,8 @@
 //! scoping, `global`), dependency processing (`alias`, `condition`, `tags`) and
 //! `import-values`, following `pkg/chart/common/util` step by step.
 
+use std::sync::Arc;
+
 use serde_json::{Map, Value as Json};
 
 use super::chart::{Chart, Dependency};
@@ -77,7 +79,7 @@ fn coalesce_globals(dest: &mut Map<String, Json>, src_global: Option<&Json>) {
 }
 
 fn coalesce_chart_values(chart: &Chart, v: &mut Map<String, Json>, merge: bool) {
-    let Json::Object(vc) = &chart.values else { return };
+    let Json::Object(vc) = &*chart.values else { return };
     for (key, val) in vc {
         match v.get_mut(key) {
             Some(value) => {
@@ -206,7 +208,7 @@ fn process_enabled(c: &mut Chart, v: &Map<String, Json>, path: &str) {
         {
             let mut copy = found.clone();
             if !req.alias.is_empty()
-                && let Json::Object(m) = &mut copy.metadata
+                && let Json::Object(m) = Arc::make_mut(&mut copy.metadata)
             {
                 m.insert("name".into(), Json::String(req.alias.clone()));
             }
@@ -318,7 +320,7 @@ fn process_imports(c: &mut Chart) {
     }
     let mut merged = cvals;
     coalesce_tables(&mut merged, &b, true);
-    c.values = Json::Object(merged);
+    c.values = Arc::new(Json::Object(merged));
 }
 
 /// Helm's `mergeMaps`: maps merge key by key, anything else is replaced.

@@ -2,11 +2,12 @@
 //! their scopes, pipelines, field and method access, control structures, named templates.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::rc::Rc;
+use std::sync::{Arc, LazyLock};
 
-use super::parse::{Arg, Branch, Cmd, Node, Num, Pipe, SourceText, TemplateSet};
+use super::parse::{Arg, Branch, Cmd, Named, Node, Num, Pipe, SourceText, TemplateSet};
 use crate::helm::funcs::{self, FnError, P};
-use crate::helm::value::Value;
+use crate::helm::value::{Value, watched_reads};
 
 /// Go's limit on nested template calls (`text/template` maxExecDepth is 100000; Helm's
 /// `include` stops at 1000 repetitions of one name).
@@ -82,8 +83,25 @@ enum Flow {
     Continue,
 }
 
-/// A named template: its body and the file it was written in.
-type Named = (Arc<Vec<Node>>, Arc<SourceText>);
+/// What a named template printed for one dot, kept while nothing has changed a map since.
+struct Memo {
+    name: Arc<str>,
+    /// The dot (held, so that its address names it while kept).
+    dot: Value,
+    out: Rc<str>,
+    /// It never looked inside `.Template`: it serves every template of the render.
+    template_free: bool,
+}
+
+/// Memo entries kept before they are dropped (a template including another with a new
+/// dictionary each time would otherwise fill it).
+const MEMO_LIMIT: usize = 256;
+
+/// `$`, the name every template run declares.
+static DOLLAR: LazyLock<Arc<str>> = LazyLock::new(|| "$".into());
+/// The file of an execution that has not started.
+static NO_FILE: LazyLock<Arc<SourceText>> =
+    LazyLock::new(|| Arc::new(SourceText { name: String::new(), text: String::new() }));
 
 /// The state of one execution (one top-level template and what it includes).
 pub struct Exec<'a> {
@@ -92,11 +110,11 @@ pub struct Exec<'a> {
     /// Variables: name, value, and whether a nil value is a typed nil (a range element,
     /// on which a field access fails) rather than Go's invalid value (a pipeline result, on
     /// which a field access gives nothing).
-    vars: Vec<(String, Value, bool)>,
+    vars: Vec<(Arc<str>, Value, bool)>,
     /// Whether a nil dot is a typed nil (a range element).
     dot_typed: bool,
     file: Arc<SourceText>,
-    tname: String,
+    tname: Arc<str>,
     /// Position and end of the node being evaluated (for error messages).
     at: (usize, usize),
     /// Where Go reports the failing node when that is not its start (a field chain is
@@ -104,6 +122,16 @@ pub struct Exec<'a> {
     loc: Option<usize>,
     depth: usize,
     included: HashMap<String, usize>,
+    /// Calls so far of functions that change a map in place or give a different result each
+    /// time ([`funcs::Func::effect`]).
+    effects: u64,
+    /// What `include` printed, by dot address, for named templates that ran without such a
+    /// call; valid while `effects` is what it was (`memo_effects`).
+    memo: HashMap<usize, Vec<Memo>>,
+    memo_len: usize,
+    memo_effects: u64,
+    /// Reuses of outputs that looked inside `.Template` (a run that reuses one depends on it).
+    template_hits: u64,
     /// Helm's context for functions that need it (`tpl`'s template name).
     pub helm: &'a crate::helm::funcs::HelmCtx,
 }
@@ -116,12 +144,17 @@ impl<'a> Exec<'a> {
             overlays: Vec::new(),
             vars: Vec::new(),
             dot_typed: false,
-            file: Arc::new(SourceText { name: String::new(), text: String::new() }),
-            tname: String::new(),
+            file: NO_FILE.clone(),
+            tname: DOLLAR.clone(),
             at: (0, 0),
             loc: None,
             depth: 0,
             included: HashMap::new(),
+            effects: 0,
+            memo: HashMap::new(),
+            memo_len: 0,
+            memo_effects: 0,
+            template_hits: 0,
             helm,
         }
     }
@@ -135,6 +168,45 @@ impl<'a> Exec<'a> {
         self.base.map.get(name).cloned()
     }
 
+    /// What `include` of `name` printed earlier for this very dot, if nothing that changes a
+    /// map ran since.
+    fn memo_of(&mut self, name: &str, dot: &Value) -> Option<Rc<str>> {
+        let Value::Map(map) = dot else { return None };
+        if self.memo_effects != self.effects {
+            self.memo.clear();
+            self.memo_len = 0;
+            self.memo_effects = self.effects;
+            return None;
+        }
+        let entries = self.memo.get(&(Rc::as_ptr(map) as usize))?;
+        let hit = entries.iter().find(|m| &*m.name == name && matches!(&m.dot, Value::Map(d) if Rc::ptr_eq(d, map)))?;
+        if !hit.template_free {
+            self.template_hits += 1;
+        }
+        Some(hit.out.clone())
+    }
+
+    fn remember(&mut self, name: &str, dot: Value, out: Rc<str>, template_free: bool) {
+        let Value::Map(map) = &dot else { return };
+        self.memo_len += 1;
+        if self.memo_len > MEMO_LIMIT {
+            self.memo.clear();
+            self.memo_len = 1;
+        }
+        self.memo_effects = self.effects;
+        let key = Rc::as_ptr(map) as usize;
+        self.memo.entry(key).or_default().push(Memo { name: name.into(), dot, out, template_free });
+    }
+
+    /// The render moves on to its next template (whose `.Template` differs): what looked
+    /// inside `.Template` is forgotten, the rest serves on.
+    pub fn next_template(&mut self) {
+        for entries in self.memo.values_mut() {
+            entries.retain(|m| m.template_free);
+        }
+        self.memo_len = self.memo.values().map(Vec::len).sum();
+    }
+
     /// Executes the template `name` with `data` as dot, returning its output.
     pub fn execute(&mut self, name: &str, data: Value) -> Result<String, ExecError> {
         let mut out = String::new();
@@ -144,9 +216,17 @@ impl<'a> Exec<'a> {
         }
     }
 
-    /// `include`: runs a named template into a string, counting nesting like Helm.
-    pub fn include(&mut self, name: &str, data: Value) -> Result<String, FnError> {
-        let n = self.included.entry(name.to_string()).or_insert(0);
+    /// `include`: runs a named template into a string, counting nesting like Helm. A named
+    /// template that ran on a map without calling a function with an effect printed what it
+    /// will print for the same map until such a function runs: that output is reused.
+    pub fn include(&mut self, name: &str, data: Value) -> Result<Rc<str>, FnError> {
+        if let Some(out) = self.memo_of(name, &data) {
+            return Ok(out);
+        }
+        let n = match self.included.get_mut(name) {
+            Some(n) => n,
+            None => self.included.entry(name.to_string()).or_insert(0),
+        };
         if *n > MAX_INCLUDE {
             return Err(FnError::Msg(format!(
                 "rendering template has a nested reference name: {name}: unable to execute template"
@@ -154,12 +234,20 @@ impl<'a> Exec<'a> {
         }
         *n += 1;
         let mut out = String::new();
-        let r = self.run_named(name, data, &mut out);
+        let (effects, reads, hits) = (self.effects, watched_reads(), self.template_hits);
+        let r = self.run_named(name, data.clone(), &mut out);
         if let Some(n) = self.included.get_mut(name) {
             *n -= 1;
         }
         match r {
-            Ok(()) => Ok(out),
+            Ok(()) => {
+                let out: Rc<str> = out.into();
+                if self.effects == effects {
+                    let template_free = watched_reads() == reads && self.template_hits == hits;
+                    self.remember(name, data, out.clone(), template_free);
+                }
+                Ok(out)
+            }
             Err(Raise::Msg(m)) => Err(FnError::Msg(m)),
             Err(Raise::User(m)) => Err(FnError::User(m)),
             Err(Raise::Located(e)) => Err(FnError::Nested(e)),
@@ -175,12 +263,13 @@ impl<'a> Exec<'a> {
         })?;
         let mut overlay = HashMap::new();
         for (n, body) in parsed.defines {
-            overlay.insert(n, (Arc::new(body), src.clone()));
+            let named = Named { name: n.as_str().into(), body: Arc::new(body), file: src.clone() };
+            overlay.insert(n, named);
         }
         self.overlays.push(overlay);
-        let saved = self.enter(src, name.to_string());
+        let saved = self.enter(src, name.into());
         let vars = std::mem::take(&mut self.vars);
-        self.vars.push(("$".into(), data.clone(), false));
+        self.vars.push((DOLLAR.clone(), data.clone(), false));
         let mut out = String::new();
         let saved_dot = std::mem::replace(&mut self.dot_typed, false);
         let r = self.list(&parsed.body, &data, &mut out);
@@ -197,14 +286,14 @@ impl<'a> Exec<'a> {
         }
     }
 
-    fn enter(&mut self, file: Arc<SourceText>, tname: String) -> (Arc<SourceText>, String, (usize, usize)) {
+    fn enter(&mut self, file: Arc<SourceText>, tname: Arc<str>) -> (Arc<SourceText>, Arc<str>, (usize, usize)) {
         self.depth += 1;
         let f = std::mem::replace(&mut self.file, file);
         let t = std::mem::replace(&mut self.tname, tname);
         (f, t, self.at)
     }
 
-    fn leave(&mut self, saved: (Arc<SourceText>, String, (usize, usize))) {
+    fn leave(&mut self, saved: (Arc<SourceText>, Arc<str>, (usize, usize))) {
         self.depth -= 1;
         self.file = saved.0;
         self.tname = saved.1;
@@ -212,15 +301,15 @@ impl<'a> Exec<'a> {
     }
 
     fn run_named(&mut self, name: &str, data: Value, out: &mut String) -> R<()> {
-        let Some((body, file)) = self.lookup(name) else {
+        let Some(Named { name: tname, body, file }) = self.lookup(name) else {
             return Err(Raise::Msg(format!("template: no template {name:?} associated with template \"gotpl\"")));
         };
         if self.depth >= MAX_DEPTH {
             return Err(Raise::Msg(format!("exceeded maximum template depth ({MAX_DEPTH})")));
         }
-        let saved = self.enter(file, name.to_string());
+        let saved = self.enter(file, tname);
         let vars = std::mem::take(&mut self.vars);
-        self.vars.push(("$".into(), data.clone(), false));
+        self.vars.push((DOLLAR.clone(), data.clone(), false));
         let saved_dot = std::mem::replace(&mut self.dot_typed, false);
         let r = self.list(&body, &data, out);
         self.dot_typed = saved_dot;
@@ -248,7 +337,7 @@ impl<'a> Exec<'a> {
         let context = self.file.text.get(self.at.0..end).unwrap_or("").trim().to_string();
         ExecError {
             location: format!("{}:{}:{}", self.file.name, line, col),
-            template: self.tname.clone(),
+            template: self.tname.to_string(),
             context,
             message,
             user,
@@ -402,7 +491,7 @@ impl<'a> Exec<'a> {
         self.vars
             .iter()
             .rev()
-            .find(|(n, _, _)| n == name)
+            .find(|(n, _, _)| **n == *name)
             .is_some_and(|(_, v, typed)| matches!(v, Value::Nil) && !typed)
     }
 
@@ -410,7 +499,7 @@ impl<'a> Exec<'a> {
         self.vars
             .iter()
             .rev()
-            .find(|(n, _, _)| n == name)
+            .find(|(n, _, _)| **n == *name)
             .map(|(_, v, _)| v.clone())
             .ok_or_else(|| Raise::Msg(format!("undefined variable: {name}")))
     }
@@ -660,6 +749,9 @@ impl<'a> Exec<'a> {
         {
             self.at = (c.pos, c.end);
             self.loc = None;
+        }
+        if func.effect {
+            self.effects += 1;
         }
         let r = (func.f)(self, argv).map_err(|e| match e {
             FnError::Msg(m) => Raise::Msg(format!("error calling {name}: {m}")),

@@ -73,7 +73,7 @@ pub struct Pipe {
     /// Offset in the source.
     pub pos: usize,
     /// Variable names (`$x`), declared (`:=`) or assigned (`=`).
-    pub decl: Vec<String>,
+    pub decl: Vec<Arc<str>>,
     /// `=` rather than `:=`.
     pub assign: bool,
     /// The commands, each fed the previous one's result as its last argument.
@@ -703,7 +703,7 @@ impl Parser<'_> {
             if let (Some(Token { tok: Tok::Var(v), .. }), Some(next)) = (toks.first(), toks.get(1)) {
                 match next.tok {
                     Tok::Declare | Tok::Assign => {
-                        decl.push(v.clone());
+                        decl.push(v.as_str().into());
                         assign = next.tok == Tok::Assign;
                         start = 2;
                     }
@@ -711,8 +711,8 @@ impl Parser<'_> {
                         if let (Some(Token { tok: Tok::Var(v2), .. }), Some(op)) = (toks.get(2), toks.get(3))
                             && matches!(op.tok, Tok::Declare | Tok::Assign)
                         {
-                            decl.push(v.clone());
-                            decl.push(v2.clone());
+                            decl.push(v.as_str().into());
+                            decl.push(v2.as_str().into());
                             assign = op.tok == Tok::Assign;
                             start = 4;
                         }
@@ -847,25 +847,45 @@ impl Parser<'_> {
     }
 }
 
+/// A named template: its name, body and the file it was written in.
+#[derive(Debug, Clone)]
+pub struct Named {
+    /// The template's name (a file path or a `define` name).
+    pub name: Arc<str>,
+    /// Its body.
+    pub body: Arc<Vec<Node>>,
+    /// The file it was written in.
+    pub file: Arc<SourceText>,
+}
+
 /// All templates known to an execution, by name, each with the file it came from.
 #[derive(Debug, Default, Clone)]
 pub struct TemplateSet {
-    /// Name → (body, file).
-    pub map: HashMap<String, (Arc<Vec<Node>>, Arc<SourceText>)>,
+    /// Name → template.
+    pub map: HashMap<String, Named>,
+}
+
+impl TemplateSet {
+    fn insert(&mut self, name: &str, body: Arc<Vec<Node>>, file: Arc<SourceText>) {
+        self.map.insert(name.to_string(), Named { name: name.into(), body, file });
+    }
 }
 
 /// A parsed file as kept in the parse cache.
 #[derive(Debug)]
 struct CachedParse {
+    /// The text it was parsed from (held, so that its address names it while cached).
+    text: Arc<str>,
     src: Arc<SourceText>,
     body: Arc<Vec<Node>>,
     defines: Vec<(String, Arc<Vec<Node>>)>,
 }
 
 /// Parsed templates by (name, text): a fleet renders the same chart for many clusters, and
-/// parsing is most of a render's cost.
-/// Keyed by a hash of name and text; entries are checked against both on a hit.
-type ParseCache = std::sync::Mutex<HashMap<u64, Vec<Arc<CachedParse>>>>;
+/// parsing is most of a render's cost. Keyed by the address of the loaded chart's text (a
+/// chart keeps its templates as shared text, so every render of a loaded chart finds its
+/// parses without reading the text again); entries are checked against the name too.
+type ParseCache = std::sync::Mutex<HashMap<usize, Vec<Arc<CachedParse>>>>;
 
 fn parse_cache() -> &'static ParseCache {
     static CACHE: std::sync::OnceLock<ParseCache> = std::sync::OnceLock::new();
@@ -877,25 +897,25 @@ const PARSE_CACHE_LIMIT: usize = 8192;
 
 impl TemplateSet {
     /// Like [`TemplateSet::add`], reusing an earlier parse of the same name and text.
-    pub fn add_cached(&mut self, name: &str, text: &str, is_func: &dyn Fn(&str) -> bool) -> Result<(), ParseError> {
-        let key = {
-            use std::hash::{Hash, Hasher};
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            name.hash(&mut h);
-            text.hash(&mut h);
-            h.finish()
-        };
+    pub fn add_cached(
+        &mut self,
+        name: &str,
+        text: &Arc<str>,
+        is_func: &dyn Fn(&str) -> bool,
+    ) -> Result<(), ParseError> {
+        let key = Arc::as_ptr(text).cast::<u8>() as usize;
         let hit = parse_cache()
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(&key)
-            .and_then(|entries| entries.iter().find(|e| e.src.name == name && e.src.text == text).cloned());
+            .and_then(|entries| entries.iter().find(|e| Arc::ptr_eq(&e.text, text) && e.src.name == name).cloned());
         let parsed = match hit {
             Some(p) => p,
             None => {
                 let src = Arc::new(SourceText { name: name.to_string(), text: text.to_string() });
                 let parsed = parse(&src, is_func)?;
                 let entry = Arc::new(CachedParse {
+                    text: text.clone(),
                     src,
                     body: Arc::new(parsed.body),
                     defines: parsed.defines.into_iter().map(|(n, b)| (n, Arc::new(b))).collect(),
@@ -912,9 +932,9 @@ impl TemplateSet {
             if is_empty_tree(body) && self.map.contains_key(n) {
                 continue;
             }
-            self.map.insert(n.clone(), (body.clone(), parsed.src.clone()));
+            self.insert(n, body.clone(), parsed.src.clone());
         }
-        self.map.insert(name.to_string(), (parsed.body.clone(), parsed.src.clone()));
+        self.insert(name, parsed.body.clone(), parsed.src.clone());
         Ok(())
     }
 
@@ -927,9 +947,9 @@ impl TemplateSet {
             if is_empty_tree(&body) && self.map.contains_key(&name) {
                 continue;
             }
-            self.map.insert(name, (Arc::new(body), src.clone()));
+            self.insert(&name, Arc::new(body), src.clone());
         }
-        self.map.insert(src.name.clone(), (Arc::new(parsed.body), src));
+        self.insert(&src.name.clone(), Arc::new(parsed.body), src);
         Ok(())
     }
 }

@@ -134,6 +134,70 @@ struct HelmJob {
     capabilities: Capabilities,
 }
 
+/// A Helm app's chart as this plan loaded it, ready to be layered with a cluster's values.
+struct HelmInputs<'h> {
+    helm: &'h HelmSource,
+    chart: Arc<Chart>,
+    identity: [u8; 32],
+}
+
+/// Values files as parsed, per path, with the blob they were parsed from.
+type ParsedValues = HashMap<String, (Option<ObjectId>, Map<String, Value>)>;
+
+/// What Helm jobs read from the planner: the parsed values files and each cluster's
+/// capabilities.
+#[derive(Clone, Copy)]
+struct PlannerInputs<'p> {
+    parsed: &'p ParsedValues,
+    capabilities: &'p HashMap<String, Capabilities>,
+}
+
+impl HelmInputs<'_> {
+    /// The render of `app` for `cluster`: the values layered (from `parsed`, which holds every
+    /// file they read) and everything digested.
+    fn job(
+        &self,
+        planner: &PlannerInputs,
+        env: &EnvironmentState,
+        cluster: &Cluster,
+        app: &App,
+    ) -> Result<HelmJob, Arc<RenderError>> {
+        let PlannerInputs { parsed, capabilities } = *planner;
+        let snapshot = env.snapshot.as_ref();
+        let values =
+            app_render::helm_values(snapshot, app, self.helm, cluster, &mut |file: &str| match parsed.get(file) {
+                Some((id, values)) if *id == snapshot.id_of(Path::new(file)) => Ok(values.clone()),
+                _ => app_render::parse_values(file, snapshot.file(file).unwrap_or_default()),
+            })
+            .map_err(Arc::new)?;
+        let namespace = app.namespace.clone().unwrap_or_else(|| "default".into());
+        let capabilities = capabilities.get(&cluster.name).cloned().unwrap_or_default();
+        let mut hasher = Sha256::new();
+        hasher.update(self.identity);
+        for part in [
+            &convoy_shared::model::canonical_json(&values),
+            &self.helm.release_name,
+            &namespace,
+            &capabilities.kube_version,
+        ] {
+            hasher.update(part.as_bytes());
+            hasher.update([0]);
+        }
+        for api in &capabilities.api_versions {
+            hasher.update(api.as_bytes());
+            hasher.update([0]);
+        }
+        Ok(HelmJob {
+            key: hasher.finalize().into(),
+            chart: self.chart.clone(),
+            values,
+            helm: self.helm.clone(),
+            namespace,
+            capabilities,
+        })
+    }
+}
+
 impl HelmJob {
     fn render(&self) -> Rendered {
         app_render::render_chart(&self.chart, &self.values, &self.helm, &self.namespace, &self.capabilities)
@@ -182,6 +246,8 @@ pub struct Planner {
     trace_context: HashMap<String, String>,
     /// Repository charts per (branch, chart directory), checked like renders.
     charts: HashMap<(String, String), CachedChart>,
+    /// Chart cache entries already checked against this plan's snapshots (reset per plan).
+    charts_checked: std::collections::HashSet<(String, String)>,
     /// Remote charts, fetched once per location.
     remote: HashMap<Remote, LoadedChart>,
     /// What each fetched remote chart resolved to ([`Remote::resolved`]), for assignments'
@@ -189,7 +255,7 @@ pub struct Planner {
     resolved: HashMap<Remote, String>,
     remote_loader: Option<RemoteCharts>,
     /// Values files parsed, per path, with the blob they were parsed from.
-    values: HashMap<String, (Option<ObjectId>, Map<String, Value>)>,
+    values: ParsedValues,
     /// Helm renders by the digest of their inputs, with the plan that last used them; those no
     /// plan used are dropped at the end of the next, so the cache holds what the fleet uses.
     helm_renders: HashMap<[u8; 32], (u64, Rendered)>,
@@ -210,6 +276,7 @@ impl Planner {
     ) -> (Vec<ClusterPlan>, PlanStats) {
         let mut stats = PlanStats::default();
         self.checked.clear();
+        self.charts_checked.clear();
         self.helm_keys.clear();
         self.generation += 1;
         self.trace_context = convoy_shared::telemetry::inject(&tracing::Span::current());
@@ -516,64 +583,95 @@ impl Planner {
         helm: &HelmSource,
         env: &EnvironmentState,
     ) -> Result<HelmJob, Arc<RenderError>> {
+        let inputs = self.helm_inputs(helm, env)?;
+        self.parse_values(env, app, cluster)?;
+        inputs.job(&PlannerInputs { parsed: &self.values, capabilities: &self.capabilities }, env, cluster, app)
+    }
+
+    /// What a Helm job reads from the repository, loaded or checked (the chart, every values
+    /// file parsed); [`HelmInputs::job`] then layers and digests them without the planner.
+    fn helm_inputs<'h>(
+        &mut self,
+        helm: &'h HelmSource,
+        env: &EnvironmentState,
+    ) -> Result<HelmInputs<'h>, Arc<RenderError>> {
         let (chart, identity) = match &helm.chart {
             ChartLocation::Path(path) => self.chart(&env.environment.branch, &env.snapshot, path)?,
             ChartLocation::Remote(remote) => self.remote_chart(remote)?,
         };
+        Ok(HelmInputs { helm, chart, identity })
+    }
+
+    /// Parses (or finds parsed) every values file of `app` that `cluster` reads.
+    fn parse_values(&mut self, env: &EnvironmentState, app: &App, cluster: &Cluster) -> Result<(), Arc<RenderError>> {
         let snapshot = env.snapshot.as_ref();
-        let cache = &mut self.values;
-        let values = app_render::helm_values(snapshot, app, helm, cluster, &mut |file: &str| {
-            let id = snapshot.id_of(Path::new(file));
-            if let Some((cached_id, parsed)) = cache.get(file)
-                && *cached_id == id
-            {
-                return Ok(parsed.clone());
-            }
-            let parsed = app_render::parse_values(file, snapshot.file(file).unwrap_or_default())?;
-            cache.insert(file.to_string(), (id, parsed.clone()));
-            Ok(parsed)
-        })
-        .map_err(Arc::new)?;
-        let namespace = app.namespace.clone().unwrap_or_else(|| "default".into());
-        let capabilities = self.capabilities.get(&cluster.name).cloned().unwrap_or_default();
-        let mut hasher = Sha256::new();
-        hasher.update(identity);
-        for part in
-            [&convoy_shared::model::canonical_json(&values), &helm.release_name, &namespace, &capabilities.kube_version]
-        {
-            hasher.update(part.as_bytes());
-            hasher.update([0]);
+        for (file, id) in self.unparsed_values(env, app, cluster) {
+            let parsed = app_render::parse_values(&file, snapshot.file(&file).unwrap_or_default()).map_err(Arc::new)?;
+            self.values.insert(file, (id, parsed));
         }
-        for api in &capabilities.api_versions {
-            hasher.update(api.as_bytes());
-            hasher.update([0]);
-        }
-        Ok(HelmJob { key: hasher.finalize().into(), chart, values, helm: helm.clone(), namespace, capabilities })
+        Ok(())
+    }
+
+    /// The values files of `app` that `cluster` reads and the cache does not hold as they are
+    /// now, with their blobs.
+    fn unparsed_values(&self, env: &EnvironmentState, app: &App, cluster: &Cluster) -> Vec<(String, Option<ObjectId>)> {
+        let snapshot = env.snapshot.as_ref();
+        app_render::values_files(snapshot, &app.name, cluster)
+            .into_iter()
+            .map(|file| {
+                let id = snapshot.id_of(Path::new(&file));
+                (file, id)
+            })
+            .filter(|(file, id)| self.values.get(file).is_none_or(|(cached_id, _)| cached_id != id))
+            .collect()
     }
 
     /// Renders, across the machine's cores, every Helm render this plan needs that is not
-    /// cached; the per-cluster pass then finds them. A job that cannot even be set up (a chart
-    /// that does not load, bad values) is left to that pass, which records the error.
+    /// cached; the per-cluster pass then finds them. The values are layered and digested across
+    /// the cores too, after the files they read were parsed. A job that cannot even be set up
+    /// (a chart that does not load, bad values) is left to that pass, which records the error.
     fn prerender_helm(
         &mut self,
         clusters: &BTreeMap<String, Cluster>,
         envs: &HashMap<String, Arc<EnvironmentState>>,
         stats: &mut PlanStats,
     ) {
-        let mut jobs: Vec<HelmJob> = Vec::new();
-        let mut queued = std::collections::HashSet::new();
+        let mut inputs = Vec::new();
+        let mut unparsed = BTreeMap::new();
         for cluster in clusters.values() {
             let Some(env) = envs.get(&cluster.environment) else { continue };
             for app in env.apps.values().filter_map(|app| app.as_ref().ok()) {
                 let Some(helm) = app.helm.as_ref().filter(|_| app.targets(cluster)) else { continue };
-                let Ok(job) = self.helm_job(cluster, app, helm, env) else { continue };
-                self.helm_keys.insert((cluster.name.clone(), app.name.clone()), job.key);
-                if !self.helm_renders.contains_key(&job.key) && queued.insert(job.key) {
-                    jobs.push(job);
+                let Ok(input) = self.helm_inputs(helm, env) else { continue };
+                for (file, id) in self.unparsed_values(env, app, cluster) {
+                    unparsed.insert(file, (id, env));
                 }
+                inputs.push((cluster, app, env, input));
             }
         }
-        let rendered = across_cores(&jobs, |job| (job.key, job.render()));
+        // Values files are parsed across the cores too (each once); one that does not parse
+        // leaves its jobs to the per-cluster pass, which records the error.
+        let unparsed: Vec<_> = unparsed.into_iter().collect();
+        let parsed = across_cores(&unparsed, |(file, (_, env))| {
+            app_render::parse_values(file, env.snapshot.file(file).unwrap_or_default()).ok()
+        });
+        for ((file, (id, _)), parsed) in unparsed.into_iter().zip(parsed) {
+            if let Some(parsed) = parsed {
+                self.values.insert(file, (id, parsed));
+            }
+        }
+        let planner = PlannerInputs { parsed: &self.values, capabilities: &self.capabilities };
+        let jobs = across_cores(&inputs, |(cluster, app, env, input)| input.job(&planner, env, cluster, app).ok());
+        let mut queued = std::collections::HashSet::new();
+        let mut missing = Vec::new();
+        for ((cluster, app, _, _), job) in inputs.iter().zip(jobs) {
+            let Some(job) = job else { continue };
+            self.helm_keys.insert((cluster.name.clone(), app.name.clone()), job.key);
+            if !self.helm_renders.contains_key(&job.key) && queued.insert(job.key) {
+                missing.push(job);
+            }
+        }
+        let rendered = across_cores(&missing, |job| (job.key, job.render()));
         stats.renders += rendered.len();
         for (key, output) in rendered {
             self.helm_renders.insert(key, (self.generation, output));
@@ -584,8 +682,10 @@ impl Planner {
     fn chart(&mut self, branch: &str, snapshot: &Arc<Snapshot>, path: &str) -> LoadedChart {
         let key = (branch.to_string(), path.to_string());
         if let Some(cached) = self.charts.get(&key)
-            && cached.fingerprint.iter().all(|(path, id)| snapshot.id_of(Path::new(path)) == *id)
+            && (self.charts_checked.contains(&key)
+                || cached.fingerprint.iter().all(|(path, id)| snapshot.id_of(Path::new(path)) == *id))
         {
+            self.charts_checked.insert(key);
             return cached.output.clone();
         }
         let (loaded, fingerprint) = recorded(snapshot, |source| app_render::load_chart(source.as_ref(), path));
@@ -595,6 +695,7 @@ impl Planner {
             hasher.update(id.map(|id| id.to_string()).unwrap_or_default().as_bytes());
         }
         let output = loaded.map(|chart| (Arc::new(chart), hasher.finalize().into())).map_err(Arc::new);
+        self.charts_checked.insert(key.clone());
         self.charts.insert(key, CachedChart { fingerprint, output: output.clone() });
         output
     }

@@ -77,7 +77,7 @@ pub fn values_files(src: &dyn Source, app: &str, cluster: &Cluster) -> Vec<Strin
         format!("apps/{app}/clusters/{}/values.yaml", cluster.name),
     ]
     .into_iter()
-    .filter(|f| crate::fleet::file(src, f).is_some())
+    .filter(|f| matches!(src.kind(Path::new(f)), Ok(Some(crate::EntryKind::File))))
     .collect()
 }
 
@@ -262,7 +262,7 @@ fn human_bytes(bytes: usize) -> String {
 /// string; an unknown `${cluster.…}` variable is an error, never an empty string.
 pub fn substitute(value: &mut Value, cluster: &Cluster) -> Result<(), ObjectError> {
     match value {
-        Value::String(s) if s.contains("${cluster.") => {
+        Value::String(s) if s.contains('$') && s.contains("${cluster.") => {
             let mut out = String::with_capacity(s.len());
             let mut rest = s.as_str();
             while let Some(start) = rest.find("${cluster.") {

@@ -245,9 +245,9 @@ impl<'a> Parser<'a, '_> {
         (self.scalar)(text)
     }
 
-    /// A one-line flow collection of scalars at the start of `text` (`[a, "b"]`,
-    /// `{k: v, 'q': 1}`): its value and what follows it. Nested collections, an entry spread
-    /// over lines, a trailing comma or anything unusual gives way to the full parser.
+    /// A one-line flow collection at the start of `text` (`[a, "b"]`, `{k: v, 'q': [1]}`,
+    /// JSON on one line): its value and what follows it. A collection spread over lines, a
+    /// trailing comma, a collection as a key or anything unusual gives way to the full parser.
     fn flow<'t>(&self, text: &'t str) -> Option<(Json, &'t str)> {
         let close = if text.starts_with('[') { ']' } else { '}' };
         let mut rest = text[1..].trim_start_matches(' ');
@@ -258,14 +258,19 @@ impl<'a> Parser<'a, '_> {
         } else {
             loop {
                 if close == ']' {
-                    let (item, after) = self.flow_scalar(rest, false)?;
+                    let (item, after) = self.flow_node(rest)?;
                     items.push(item);
                     rest = after;
                 } else {
+                    let quoted_key = rest.starts_with(['"', '\'']);
                     let (key, after) = self.flow_scalar(rest, true)?;
                     let key = super::chart::key_string(key);
-                    let after = after.strip_prefix(": ")?.trim_start_matches(' ');
-                    let (value, after) = self.flow_scalar(after, false)?;
+                    // After a quoted key the value may follow the colon at once, as in JSON.
+                    let after = match after.strip_prefix(':') {
+                        Some(value) if quoted_key || value.starts_with(' ') => value.trim_start_matches(' '),
+                        _ => return None,
+                    };
+                    let (value, after) = self.flow_node(after)?;
                     if key == "<<" || map.insert(key, value).is_some() {
                         return None;
                     }
@@ -284,6 +289,11 @@ impl<'a> Parser<'a, '_> {
         }
         let value = if close == ']' { Json::Array(items) } else { Json::Object(map) };
         Some((value, rest))
+    }
+
+    /// A collection or a scalar inside a flow collection.
+    fn flow_node<'t>(&self, text: &'t str) -> Option<(Json, &'t str)> {
+        if text.starts_with(['[', '{']) { self.flow(text) } else { self.flow_scalar(text, false) }
     }
 
     /// One scalar inside a flow collection (a key when `key`): quoted, or plain up to the next
@@ -429,15 +439,18 @@ mod tests {
             "a: [1, 2]\ncommand: ['wget']\nargs: ['web-c1:80', \"-c\", it''s, -x, 0755, yes, 1.5]  # c\n",
             "m: {a: 1, \"b\": x, 'c d': y, n: ~}\ne: {}\nf: [ ]\nl:\n- {name: a, value: b}\n",
             "- [a, b]\n- {k: v}\n",
+            "{\"replicaCount\":3,\"nameOverride\":\"c1\",\"podLabels\":{\"cluster\":\"cluster-1\"},\"l\":[1,[2,{}]],\"e\":\"a\\\"b\"}\n",
+            "a: {b: [1, {c: d}], \"e\": {}}\n",
         ];
         for text in read {
             assert!(agrees(text), "the subset should read: {text}");
         }
         let left = [
-            "a: [1, [2]]\n",
+            "a: [1, [2]\n",
+            "a: {b:1}\n",
+            "a: {[1]: 2}\n",
             "a: [1,\n  2]\n",
             "a: [a, b,]\n",
-            "a: {a: [1]}\n",
             "a: [a: b]\n",
             "a: {a:b}\n",
             "a: [x#y]\n",

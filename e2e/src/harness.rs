@@ -221,7 +221,9 @@ impl HubProcess {
             .args(["serve", "--listen", listen, "--http-listen", "127.0.0.1:0", "--certs"])
             .arg(certs)
             .args(extra)
-            .env("RUST_LOG", filter);
+            .env("RUST_LOG", filter)
+            // As the hub's chart runs it (see convoy_hub::allocator).
+            .env("MIMALLOC_PURGE_DELAY", "0");
         let data = (!extra.contains(&"--data")).then(|| tempfile::tempdir().expect("hub data dir"));
         if let Some(data) = &data {
             command.arg("--data").arg(data.path());

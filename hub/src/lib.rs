@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 pub mod agent_service;
+pub mod allocator;
 pub mod assignments;
 pub mod auth;
 pub mod connections;

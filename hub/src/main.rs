@@ -168,6 +168,9 @@ enum CertsCommand {
     },
 }
 
+#[global_allocator]
+static ALLOCATOR: convoy_hub::allocator::Allocator = convoy_hub::allocator::Allocator {};
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     convoy_shared::install_crypto_provider();

@@ -25,6 +25,10 @@ use serde_json::{Value, json};
 
 const GOAL: f64 = 20.0;
 
+/// The planner runs here on the allocator the hub binary runs it on.
+#[global_allocator]
+static ALLOCATOR: convoy_hub::allocator::Allocator = convoy_hub::allocator::Allocator {};
+
 fn corpus() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/render/tests/helm")
 }

@@ -7,10 +7,12 @@
 //! are refused with an error naming the function. `env` and `expandenv` are not defined at
 //! all, as in Helm.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::rc::Rc;
 use std::sync::OnceLock;
+
+use rustc_hash::FxHashMap;
 
 use base64::Engine as _;
 use sha2::Digest as _;
@@ -100,8 +102,8 @@ pub fn lookup(name: &str) -> Option<&'static Func> {
     table().get(name)
 }
 
-fn table() -> &'static HashMap<&'static str, Func> {
-    static T: OnceLock<HashMap<&'static str, Func>> = OnceLock::new();
+fn table() -> &'static FxHashMap<&'static str, Func> {
+    static T: OnceLock<FxHashMap<&'static str, Func>> = OnceLock::new();
     T.get_or_init(build)
 }
 
@@ -139,8 +141,8 @@ fn strs(v: Vec<String>) -> Value {
 }
 
 #[allow(clippy::too_many_lines)]
-fn build() -> HashMap<&'static str, Func> {
-    let mut m: HashMap<&'static str, Func> = HashMap::new();
+fn build() -> FxHashMap<&'static str, Func> {
+    let mut m: FxHashMap<&'static str, Func> = FxHashMap::default();
     // --- text/template builtins
     reg!(m, "not", [Any], |_, a| Ok(Value::Bool(!a[0].truthy())));
     reg!(m, "len", [Any], |_, a| match &a[0] {
@@ -397,8 +399,8 @@ fn build() -> HashMap<&'static str, Func> {
             })
             .collect::<String>()
     ));
-    reg!(m, "indent", [Int, Str], |_, a| str_v(indent(int_arg(&a[0]), s(&a[1]))));
-    reg!(m, "nindent", [Int, Str], |_, a| str_v(format!("\n{}", indent(int_arg(&a[0]), s(&a[1])))));
+    reg!(m, "indent", [Int, Str], |_, a| str_v(indent(int_arg(&a[0]), s(&a[1]), "")));
+    reg!(m, "nindent", [Int, Str], |_, a| str_v(indent(int_arg(&a[0]), s(&a[1]), "\n")));
     reg!(m, "split", [Str, Str], |_, a| {
         let parts = go_split(s(&a[1]), s(&a[0]), -1);
         Ok(Value::map(parts.into_iter().enumerate().map(|(i, p)| (format!("_{i}"), Value::str(p))).collect()))
@@ -1262,9 +1264,19 @@ fn is_go_space(c: char) -> bool {
     c.is_whitespace()
 }
 
-fn indent(n: i64, s: &str) -> String {
-    let pad = " ".repeat(n.max(0) as usize);
-    format!("{pad}{}", s.replace('\n', &format!("\n{pad}")))
+/// `s` with every line indented by `n` spaces, after `before`.
+fn indent(n: i64, s: &str, before: &str) -> String {
+    let pad = n.max(0) as usize;
+    let mut out = String::with_capacity(before.len() + s.len() + pad * (1 + s.matches('\n').count()));
+    out.push_str(before);
+    for (i, line) in s.split('\n').enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        out.extend(std::iter::repeat_n(' ', pad));
+        out.push_str(line);
+    }
+    out
 }
 
 fn substr(start: i64, end: i64, s: &str) -> String {

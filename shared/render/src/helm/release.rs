@@ -393,7 +393,13 @@ fn render_files_inner(
     values: &Json,
     opts: &ReleaseOptions,
 ) -> Result<(BTreeMap<String, String>, Chart), HelmError> {
-    let (chart, vals) = final_values(chart, values)?;
+    let (chart, root_values) = match super::values::template_values(chart, values) {
+        Some(root_values) => (chart.clone(), root_values?),
+        None => {
+            let (chart, vals) = final_values(chart, values)?;
+            (chart, Value::from_json(&Json::Object(vals)))
+        }
+    };
     let caps = Arc::new(opts.capabilities.clone());
     let release = super::template::exec::map_of(vec![
         ("Name", Value::str(opts.name.as_str())),
@@ -405,7 +411,6 @@ fn render_files_inner(
     ]);
     let top = Top { release, caps: Value::Obj(std::rc::Rc::new(Object::Capabilities(caps))) };
     let mut tpls: BTreeMap<String, Renderable> = BTreeMap::new();
-    let root_values = Value::from_json(&Json::Object(vals));
     all_templates(&chart, &mut tpls, &top, Some(root_values), None, chart.name());
     // Parse in Helm's order: deeper paths first, then reverse lexical, so that the
     // definitions of higher-level charts win.
@@ -441,7 +446,7 @@ fn render_files_inner(
         }
         exec.next_template();
         let text = exec.execute(k, r.vals.clone()).map_err(|e| HelmError::Render { error: Box::new(e) })?;
-        out.insert(k.clone(), text.replace("<no value>", ""));
+        out.insert(k.clone(), if text.contains("<no value>") { text.replace("<no value>", "") } else { text });
     }
     Ok((out, chart))
 }

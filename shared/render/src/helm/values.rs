@@ -2,11 +2,14 @@
 //! scoping, `global`), dependency processing (`alias`, `condition`, `tags`) and
 //! `import-values`, following `pkg/chart/common/util` step by step.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde_json::{Map, Value as Json};
 
+use super::HelmError;
 use super::chart::{Chart, Dependency};
+use super::value::Value as TValue;
 
 fn is_table(v: &Json) -> bool {
     v.is_object()
@@ -321,6 +324,112 @@ fn process_imports(c: &mut Chart) {
     let mut merged = cvals;
     coalesce_tables(&mut merged, &b, true);
     c.values = Arc::new(Json::Object(merged));
+}
+
+/// The values a chart without subcharts, dependencies or schema renders with, straight as
+/// template values: `user` coalesced over the chart's defaults as [`coalesce_values`] does,
+/// with the defaults converted once per thread and chart rather than copied as JSON and
+/// converted at every render. `None` for the other charts (their values go through
+/// [`super::release::final_values`]).
+pub fn template_values(chart: &Chart, user: &Json) -> Option<Result<TValue, HelmError>> {
+    let plain = chart.subcharts.is_empty()
+        && chart.dependencies.is_empty()
+        && chart.schema.is_none()
+        && !chart.metadata.get("dependencies").is_some_and(Json::is_array);
+    if !plain {
+        return None;
+    }
+    let user = match user {
+        Json::Object(m) => m,
+        Json::Null => &Map::new(),
+        _ => return Some(Err(HelmError::Values { message: "values must be a mapping".into() })),
+    };
+    let defaults = converted_defaults(&chart.values);
+    let TValue::Map(defaults) = &defaults else {
+        return Some(Ok(TValue::from_json(&Json::Object(user.clone()))));
+    };
+    let mut out: BTreeMap<String, TValue> = user.iter().map(|(k, v)| (k.clone(), TValue::from_json(v))).collect();
+    for (key, default) in defaults.borrow().iter() {
+        match out.get(key) {
+            Some(TValue::Nil) => {
+                out.remove(key);
+            }
+            Some(TValue::Map(dest)) => {
+                if let TValue::Map(src) = default {
+                    coalesce_template_tables(&mut dest.borrow_mut(), &src.borrow());
+                }
+            }
+            Some(_) => {}
+            None => {
+                if !matches!(default, TValue::Nil) {
+                    out.insert(key.clone(), without_nulls(default));
+                }
+            }
+        }
+    }
+    Some(Ok(TValue::map(out)))
+}
+
+/// [`coalesce_tables`] (not merging) over template values.
+fn coalesce_template_tables(dst: &mut BTreeMap<String, TValue>, src: &BTreeMap<String, TValue>) {
+    let nulls: Vec<String> = dst.iter().filter(|(_, v)| matches!(v, TValue::Nil)).map(|(k, _)| k.clone()).collect();
+    for key in &nulls {
+        dst.remove(key);
+    }
+    for (key, value) in src {
+        if nulls.contains(key) {
+            continue;
+        }
+        match dst.get(key) {
+            None => {
+                if !matches!(value, TValue::Nil) {
+                    dst.insert(key.clone(), without_nulls(value));
+                }
+            }
+            Some(TValue::Map(dest)) => {
+                if let TValue::Map(src) = value {
+                    coalesce_template_tables(&mut dest.borrow_mut(), &src.borrow());
+                }
+            }
+            Some(_) => {}
+        }
+    }
+}
+
+/// A copy of `v` without null map entries (lists keep theirs), as [`strip_nulls`].
+fn without_nulls(v: &TValue) -> TValue {
+    match v {
+        TValue::Map(m) => TValue::map(
+            m.borrow()
+                .iter()
+                .filter(|(_, x)| !matches!(x, TValue::Nil))
+                .map(|(k, x)| (k.clone(), without_nulls(x)))
+                .collect(),
+        ),
+        other => other.deep_copy(),
+    }
+}
+
+/// A chart's defaults as template values, converted once per thread (template values are not
+/// shared across threads) and chart, and only ever copied from.
+fn converted_defaults(values: &Arc<Json>) -> TValue {
+    /// Charts kept before the cache starts over.
+    const LIMIT: usize = 64;
+    thread_local! {
+        static CONVERTED: std::cell::RefCell<Vec<(Arc<Json>, TValue)>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    CONVERTED.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if let Some((_, converted)) = cache.iter().find(|(v, _)| Arc::ptr_eq(v, values)) {
+            return converted.clone();
+        }
+        if cache.len() >= LIMIT {
+            cache.clear();
+        }
+        let converted = TValue::from_json(values);
+        cache.push((values.clone(), converted.clone()));
+        converted
+    })
 }
 
 /// Helm's `mergeMaps`: maps merge key by key, anything else is replaced.

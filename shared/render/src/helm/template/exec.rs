@@ -1,9 +1,11 @@
 //! Go `text/template` execution with Helm's options (`missingkey=zero`): variables and
 //! their scopes, pipelines, field and method access, control structures, named templates.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::{Arc, LazyLock};
+
+use rustc_hash::FxHashMap as HashMap;
 
 use super::parse::{Arg, Branch, Cmd, Named, Node, Num, Pipe, SourceText, TemplateSet};
 use crate::helm::funcs::{self, FnError, P};
@@ -149,9 +151,9 @@ impl<'a> Exec<'a> {
             at: (0, 0),
             loc: None,
             depth: 0,
-            included: HashMap::new(),
+            included: HashMap::default(),
             effects: 0,
-            memo: HashMap::new(),
+            memo: HashMap::default(),
             memo_len: 0,
             memo_effects: 0,
             template_hits: 0,
@@ -261,7 +263,7 @@ impl<'a> Exec<'a> {
         let parsed = super::parse::parse(&src, &funcs::is_func).map_err(|e| {
             FnError::Msg(format!("cannot parse template {text:?}: template: {}:{}: {}", e.name, e.line, e.message))
         })?;
-        let mut overlay = HashMap::new();
+        let mut overlay = HashMap::default();
         for (n, body) in parsed.defines {
             let named = Named { name: n.as_str().into(), body: Arc::new(body), file: src.clone() };
             overlay.insert(n, named);

@@ -862,7 +862,7 @@ pub struct Named {
 #[derive(Debug, Default, Clone)]
 pub struct TemplateSet {
     /// Name → template.
-    pub map: HashMap<String, Named>,
+    pub map: rustc_hash::FxHashMap<String, Named>,
 }
 
 impl TemplateSet {

@@ -533,10 +533,8 @@ impl Planner {
     fn render(&mut self, branch: &str, snapshot: &Arc<Snapshot>, dir: &str, stats: &mut PlanStats) -> Rendered {
         let key = (branch.to_string(), dir.to_string());
         if let Some(cached) = self.renders.get(&key)
-            && (self.checked.contains(&key)
-                || cached.fingerprint.iter().all(|(path, id)| snapshot.id_of(Path::new(path)) == *id))
+            && still_read(&mut self.checked, &key, &cached.fingerprint, snapshot)
         {
-            self.checked.insert(key);
             return cached.output.clone();
         }
         stats.renders += 1;
@@ -682,10 +680,8 @@ impl Planner {
     fn chart(&mut self, branch: &str, snapshot: &Arc<Snapshot>, path: &str) -> LoadedChart {
         let key = (branch.to_string(), path.to_string());
         if let Some(cached) = self.charts.get(&key)
-            && (self.charts_checked.contains(&key)
-                || cached.fingerprint.iter().all(|(path, id)| snapshot.id_of(Path::new(path)) == *id))
+            && still_read(&mut self.charts_checked, &key, &cached.fingerprint, snapshot)
         {
-            self.charts_checked.insert(key);
             return cached.output.clone();
         }
         let (loaded, fingerprint) = recorded(snapshot, |source| app_render::load_chart(source.as_ref(), path));
@@ -719,6 +715,21 @@ impl Planner {
         self.remote.insert(location.clone(), loaded.clone());
         loaded
     }
+}
+
+/// Whether what was read from `fingerprint` is still what `snapshot` holds, checked once per
+/// plan: `checked` holds the keys already found so in this plan.
+fn still_read(
+    checked: &mut std::collections::HashSet<(String, String)>,
+    key: &(String, String),
+    fingerprint: &Fingerprint,
+    snapshot: &Snapshot,
+) -> bool {
+    let fresh = checked.contains(key) || fingerprint.iter().all(|(path, id)| snapshot.id_of(Path::new(path)) == *id);
+    if fresh {
+        checked.insert(key.clone());
+    }
+    fresh
 }
 
 /// Runs `read` over `snapshot` and returns its result with the ids of every path it looked at.

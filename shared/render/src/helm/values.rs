@@ -344,11 +344,8 @@ pub fn template_values(chart: &Chart, user: &Json) -> Option<Result<TValue, Helm
         Json::Null => &Map::new(),
         _ => return Some(Err(HelmError::Values { message: "values must be a mapping".into() })),
     };
-    let defaults = converted_defaults(&chart.values);
-    let TValue::Map(defaults) = &defaults else {
-        return Some(Ok(TValue::from_json(&Json::Object(user.clone()))));
-    };
     let mut out: BTreeMap<String, TValue> = user.iter().map(|(k, v)| (k.clone(), TValue::from_json(v))).collect();
+    let TValue::Map(defaults) = converted_defaults(&chart.values) else { return Some(Ok(TValue::map(out))) };
     for (key, default) in defaults.borrow().iter() {
         match out.get(key) {
             Some(TValue::Nil) => {

@@ -105,7 +105,7 @@ static DOLLAR: LazyLock<Arc<str>> = LazyLock::new(|| "$".into());
 static NO_FILE: LazyLock<Arc<SourceText>> =
     LazyLock::new(|| Arc::new(SourceText { name: String::new(), text: String::new() }));
 
-/// The state of one execution (one top-level template and what it includes).
+/// The state of one execution: a render's templates, one after the other, and what they include.
 pub struct Exec<'a> {
     base: &'a TemplateSet,
     overlays: Vec<HashMap<String, Named>>,
@@ -147,7 +147,7 @@ impl<'a> Exec<'a> {
             vars: Vec::new(),
             dot_typed: false,
             file: NO_FILE.clone(),
-            tname: DOLLAR.clone(),
+            tname: "".into(),
             at: (0, 0),
             loc: None,
             depth: 0,

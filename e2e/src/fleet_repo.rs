@@ -136,8 +136,15 @@ pub fn kustomization_yaml(resources: &[&str], patches: &[&str]) -> String {
 /// overlay setting `region: eu`) and app `api` on region eu only. Returns the repo with `main`,
 /// `stage` and `dev` branches at the same commit, `dev` checked out.
 pub fn standard_fleet(dir: &Path) -> FleetRepo {
+    standard_fleet_on(dir, ["dev", "stage"])
+}
+
+/// [`standard_fleet`] with dev and stage read from the branches `[dev, stage]` (prod from
+/// `main`, the fleet branch), so a test can tell an environment's name from its branch's.
+/// Returns the repo with the three branches at the same commit, dev's checked out.
+pub fn standard_fleet_on(dir: &Path, [dev, stage]: [&str; 2]) -> FleetRepo {
     let repo = FleetRepo::init(dir);
-    repo.write("convoy.yaml", &fleet_yaml(&[("dev", "dev"), ("stage", "stage"), ("prod", "main")]));
+    repo.write("convoy.yaml", &fleet_yaml(&[("dev", dev), ("stage", stage), ("prod", "main")]));
     repo.write("clusters/dev-1.yaml", &cluster_yaml("dev-1", "dev", &[("region", "eu")]));
     repo.write("clusters/stage-1.yaml", &cluster_yaml("stage-1", "stage", &[("region", "us")]));
     repo.write("clusters/prod-eu.yaml", &cluster_yaml("prod-eu", "prod", &[("region", "eu")]));
@@ -153,8 +160,8 @@ pub fn standard_fleet(dir: &Path) -> FleetRepo {
     repo.write("apps/api/base/kustomization.yaml", &kustomization_yaml(&["config.yaml"], &[]));
     repo.write("apps/api/base/config.yaml", &configmap_yaml("api-config", &[("replicas", "2")]));
     repo.commit("fleet: environments, clusters, apps web and api");
-    repo.checkout("stage");
-    repo.checkout("dev");
+    repo.checkout(stage);
+    repo.checkout(dev);
     repo
 }
 

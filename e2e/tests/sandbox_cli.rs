@@ -42,7 +42,7 @@ fn json(config: &str, args: &[&str]) -> serde_json::Value {
 /// sync with their assignment and healthy; `None` until all four are.
 fn settled(config: &str) -> Option<Vec<(String, String)>> {
     let clusters = json(config, &["clusters"]);
-    let ready: Vec<(String, String)> = clusters
+    let ready: Vec<(String, String)> = clusters["clusters"]
         .as_array()?
         .iter()
         .filter(|c| c["connected"] == true && c["inSync"] == true && c["health"] == "HEALTHY")

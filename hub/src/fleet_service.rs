@@ -50,6 +50,13 @@ impl FleetApi {
         self.hub.cluster_infos()
     }
 
+    /// The name of the environment `wanted` names (by name, or by its branch).
+    fn environment(&self, wanted: &str) -> Result<String, Status> {
+        let view = self.hub.view();
+        let fleet = view.fleet.as_ref().ok_or_else(|| no_fleet(&view.errors))?;
+        fleet.resolve_environment(wanted).map(|e| e.name.clone()).map_err(unknown_environment)
+    }
+
     /// The named cluster, or every cluster when `name` is empty.
     fn selected(&self, name: &str) -> Result<Vec<ClusterInfo>, Status> {
         if name.is_empty() {
@@ -190,30 +197,37 @@ impl FleetService for FleetApi {
         let Some(fleet) = view.fleet.clone() else {
             return Err(no_fleet(&view.errors));
         };
-        let known = || fleet.environments.iter().map(|e| e.name.as_str()).collect::<Vec<_>>().join(", ");
-        // Environments by name, or by their branch (`convoy diff stage main`).
-        let resolve = |wanted: &str| {
-            let by_name = fleet.environments.iter().find(|e| e.name == wanted);
-            by_name.or_else(|| fleet.environments.iter().find(|e| e.branch == wanted)).cloned()
+        let from_env = fleet.resolve_environment(&from_env).map_err(unknown_environment)?.clone();
+        let to = fleet.resolve_environment(&to_env).map_err(unknown_environment)?.clone();
+        let from = view.envs.get(&from_env.name).cloned().ok_or_else(|| {
+            Status::failed_precondition(format!(
+                "the hub has not read branch '{}' of environment '{}' yet",
+                from_env.branch, from_env.name
+            ))
+        })?;
+        let compared = DiffResponse {
+            clusters: Vec::new(),
+            from_env: from_env.name.clone(),
+            from_branch: from_env.branch.clone(),
+            from_commit: from.snapshot.commit.to_string(),
+            to_env: to.name.clone(),
+            to_branch: to.branch.clone(),
+            to_commit: view.envs.get(&to.name).map(|e| e.snapshot.commit.to_string()).unwrap_or_default(),
         };
-        let unknown =
-            |name: &str| Status::not_found(format!("unknown environment '{name}' (environments: {})", known()));
-        let from_name = resolve(&from_env).ok_or_else(|| unknown(&from_env))?.name;
-        let from = view.envs.get(&from_name).cloned().ok_or_else(|| unknown(&from_env))?;
-        let to = resolve(&to_env).ok_or_else(|| unknown(&to_env))?;
         let (hub, charts) = (self.hub.clone(), self.charts.clone());
         let clusters = tokio::task::spawn_blocking(move || {
             Planner::preview_promotion(&fleet, &from, &to, charts.as_ref(), |cluster| hub.assignment(cluster))
                 .into_iter()
                 .map(|(current, plan)| ClusterDiff {
                     errors: plan.errors.iter().map(ToString::to_string).collect(),
+                    current_revision: current.as_ref().map(|c| c.revision.clone()).unwrap_or_default(),
                     ..diff_assignments(&plan.assignment.cluster, current.as_deref(), &plan.assignment)
                 })
                 .collect::<Vec<_>>()
         })
         .await
         .map_err(|e| Status::internal(e.to_string()))?;
-        Ok(Response::new(DiffResponse { clusters }))
+        Ok(Response::new(DiffResponse { clusters, ..compared }))
     }
 
     async fn refresh(&self, req: Request<RefreshRequest>) -> Result<Response<RefreshResponse>, Status> {
@@ -261,7 +275,10 @@ impl FleetService for FleetApi {
         &self,
         req: Request<RolloutStatusRequest>,
     ) -> Result<Response<RolloutStatusResponse>, Status> {
-        let wanted = req.into_inner().environment;
+        let mut wanted = req.into_inner().environment;
+        if !wanted.is_empty() {
+            wanted = self.environment(&wanted)?;
+        }
         let view = self.hub.view();
         if !wanted.is_empty() && !view.rollouts.values().any(|r| r.environment == wanted) {
             return Err(Status::not_found(RolloutError::None(wanted).to_string()));
@@ -281,6 +298,7 @@ impl FleetService for FleetApi {
     ) -> Result<Response<RolloutActionResponse>, Status> {
         let (user, _) = auth::require_user(&req, Role::Admin)?;
         let RolloutActionRequest { environment, action, app } = req.into_inner();
+        let environment = self.environment(&environment)?;
         let app = Some(app).filter(|a| !a.is_empty());
         let action = match action.as_str() {
             "pause" => Action::Pause,
@@ -303,6 +321,7 @@ impl FleetService for FleetApi {
     async fn rollback(&self, req: Request<RollbackRequest>) -> Result<Response<RollbackResponse>, Status> {
         let (user, _) = auth::require_user(&req, Role::Admin)?;
         let RollbackRequest { environment, to_revision, release } = req.into_inner();
+        let environment = self.environment(&environment)?;
         if release {
             let message = self.hub.command(&environment, Command::Release).await.map_err(command_status)?;
             tracing::info!(user, environment, "rollback released");
@@ -484,6 +503,11 @@ fn command_status(e: RolloutActionError) -> Status {
         }
         RolloutActionError::Refused(_) => Status::failed_precondition(e.to_string()),
     }
+}
+
+/// The one answer to a name that is no environment (every call that takes one gives it).
+fn unknown_environment(e: convoy_render::fleet::UnknownEnvironment) -> Status {
+    Status::not_found(e.to_string())
 }
 
 fn no_fleet(errors: &[SyncError]) -> Status {

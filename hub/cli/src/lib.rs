@@ -13,8 +13,8 @@ use std::time::Duration;
 use convoy_shared::model::ObjectRef;
 use convoy_shared::proto::fleet_service_client::FleetServiceClient;
 use convoy_shared::proto::{
-    ClusterInfo, CommitInfo, DiffResponse, DriftResponse, EnvsResponse, FleetEvent, Health, HistoryResponse,
-    RolloutInfo, StatusResponse,
+    ClusterInfo, DiffResponse, DriftResponse, EnvsResponse, FleetEvent, Health, HistoryResponse, RolloutInfo,
+    StatusResponse,
 };
 use convoy_shared::tls::{self, HubAddress};
 use serde::{Deserialize, Serialize};
@@ -45,14 +45,71 @@ pub enum CliError {
     Call(#[from] tonic::Status),
     #[error("{0}")]
     Render(String),
-    #[error("{0}")]
-    PromoteBlocked(String),
+    #[error(transparent)]
+    Refused(#[from] promote::Refusal),
+    #[error(transparent)]
+    Promote(#[from] promote::PromoteError),
+}
+
+/// Exit status for a name that is not there (an environment, a cluster, an app, a context) or
+/// a command line that is not complete, as clap exits for a bad flag.
+pub const EXIT_USAGE: u8 = 2;
+
+impl CliError {
+    /// The process's exit status: [`EXIT_USAGE`] when the user named something that does not
+    /// exist or left out what is needed, 1 for every other failure (a refused gate, an
+    /// unreachable hub, a failed push).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::UnknownContext { .. } | CliError::Incomplete { .. } => EXIT_USAGE,
+            CliError::Refused(promote::Refusal::Unknown(_)) => EXIT_USAGE,
+            CliError::Call(status) if status.code() == tonic::Code::NotFound => EXIT_USAGE,
+            _ => 1,
+        }
+    }
+
+    /// A short word for the kind of failure, for `-o json` answers.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CliError::ReadConfig { .. } | CliError::ParseConfig { .. } => "config",
+            CliError::UnknownContext { .. } | CliError::Incomplete { .. } => "usage",
+            CliError::Pki(_) | CliError::Tls(_) => "tls",
+            CliError::Call(status) if status.code() == tonic::Code::NotFound => "not-found",
+            CliError::Call(status) if status.code() == tonic::Code::PermissionDenied => "denied",
+            CliError::Call(_) => "hub",
+            CliError::Render(_) => "render",
+            CliError::Refused(promote::Refusal::Unknown(_)) => "not-found",
+            CliError::Refused(promote::Refusal::NotReady { .. }) => "not-ready",
+            CliError::Refused(_) => "refused",
+            CliError::Promote(_) => "git",
+        }
+    }
+}
+
+/// A failure as `-o json` and `-o yaml` print it on stdout: `{"error": {"kind", "message"}}`,
+/// the one shape of every command's failure (the message goes to stderr too).
+pub fn error_answer(output: Output, error: &CliError) -> Option<String> {
+    #[derive(Serialize)]
+    struct Answer<'a> {
+        error: Failure<'a>,
+    }
+    #[derive(Serialize)]
+    struct Failure<'a> {
+        kind: &'a str,
+        message: String,
+    }
+    structured(output, &Answer { error: Failure { kind: error.kind(), message: error.to_string() } })
 }
 
 /// The Git work tree `dir` is in (the nearest ancestor with `.git`), else `dir` itself.
 pub fn repository_root(dir: &Path) -> PathBuf {
+    checkout_root(dir).unwrap_or_else(|| std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf()))
+}
+
+/// The Git work tree `dir` is in (the nearest ancestor with `.git`), if any.
+pub fn checkout_root(dir: &Path) -> Option<PathBuf> {
     let start = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
-    start.ancestors().find(|a| a.join(".git").exists()).map(Path::to_path_buf).unwrap_or(start)
+    start.ancestors().find(|a| a.join(".git").exists()).map(Path::to_path_buf)
 }
 
 pub type Result<T, E = CliError> = std::result::Result<T, E>;
@@ -476,6 +533,17 @@ pub fn envs_table(envs: &EnvsResponse) -> String {
 /// `convoy diff` as text.
 pub fn diff_text(diff: &DiffResponse) -> String {
     let mut out = String::new();
+    if !diff.from_env.is_empty() {
+        out += &format!(
+            "{} (branch {} at {}) rendered for {}'s clusters (branch {} at {}):\n",
+            diff.from_env,
+            diff.from_branch,
+            short(&diff.from_commit),
+            diff.to_env,
+            diff.to_branch,
+            short(&diff.to_commit)
+        );
+    }
     for c in &diff.clusters {
         let changes = c.added.len() + c.changed.len() + c.removed.len();
         let summary = if changes == 0 { "no change".to_string() } else { format!("{changes} objects") };
@@ -541,81 +609,6 @@ fn format_time(ms: i64) -> String {
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
     format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
-}
-
-/// Whether every cluster of environment `from` runs `from`'s head cleanly and healthily —
-/// the gate before promoting `from` to `to`. Returns the reasons when it is not.
-/// What `promote-check` and `promote` found: the commit of `from` that may go to `to`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Promotion {
-    pub commit: String,
-    pub message: String,
-}
-
-/// The gate `convoy promote-check` and `convoy promote` share: every cluster of `from` runs
-/// one commit applied and Healthy past its soak (the hub's verified commit), and `to` has no
-/// commits of its own that `from` lacks (unless `allow_divergent`).
-pub fn promote_check(
-    envs: &EnvsResponse,
-    clusters: &[ClusterInfo],
-    from: &str,
-    to: &str,
-    allow_divergent: bool,
-) -> Result<Promotion, String> {
-    let position = |name: &str| envs.environments.iter().position(|e| e.name == name);
-    let (Some(from_at), Some(to_at)) = (position(from), position(to)) else {
-        let known: Vec<&str> = envs.environments.iter().map(|e| e.name.as_str()).collect();
-        return Err(format!("unknown environment: environments are {}", known.join(", ")));
-    };
-    if from_at >= to_at {
-        return Err(format!("'{from}' does not come before '{to}' in the promotion order of convoy.yaml"));
-    }
-    let members: Vec<&ClusterInfo> = clusters.iter().filter(|c| c.environment == from).collect();
-    if members.is_empty() {
-        return Err(format!("environment '{from}' has no clusters: nothing proves its head works"));
-    }
-    let failing: Vec<String> = members
-        .iter()
-        .filter_map(|c| {
-            if c.assigned_digest.is_empty() {
-                Some(format!("{}: no assignment yet", c.name))
-            } else if !c.in_sync {
-                Some(format!("{}: has not applied {from}'s head yet (applied {})", c.name, short(&c.applied_revision)))
-            } else if c.health != Health::Healthy as i32 {
-                Some(format!("{}: {}", c.name, health(c.health)))
-            } else {
-                None
-            }
-        })
-        .collect();
-    if !failing.is_empty() {
-        return Err(format!("not ready to promote '{from}' to '{to}':\n  {}", failing.join("\n  ")));
-    }
-    let (from_env, to_env) = (&envs.environments[from_at], &envs.environments[to_at]);
-    if from_env.verified_commit.is_empty() {
-        return Err(format!("not ready to promote '{from}' to '{to}': {}", from_env.unverified_reason));
-    }
-    if to_at == from_at + 1 && !to_env.env_only.is_empty() && !allow_divergent {
-        return Err(divergence(to, from, &to_env.env_only));
-    }
-    let commit = from_env.verified_commit.clone();
-    let message = format!(
-        "ok: all {} clusters of '{from}' run {} applied and healthy; '{to}' may take it",
-        members.len(),
-        short(&commit)
-    );
-    Ok(Promotion { commit, message })
-}
-
-/// Why a promotion is refused when `to` has commits of its own.
-pub fn divergence(to: &str, from: &str, commits: &[CommitInfo]) -> String {
-    let list: Vec<String> = commits.iter().map(|c| format!("{} {}", short(&c.id), c.subject)).collect();
-    format!(
-        "'{to}' has {} commit(s) '{from}' lacks; promoting would drop them. Bring them into '{from}' first, or pass \
-         --allow-divergent:\n  {}",
-        commits.len(),
-        list.join("\n  ")
-    )
 }
 
 /// Parses a `KEY=VALUE` label flag.
@@ -688,10 +681,6 @@ mod tests {
         assert_eq!(format_time(1_795_313_761_388), "2026-11-22 02:16:01Z");
     }
 
-    fn env(name: &str) -> convoy_shared::proto::EnvironmentInfo {
-        convoy_shared::proto::EnvironmentInfo { name: name.into(), ..Default::default() }
-    }
-
     fn member(name: &str, env: &str, in_sync: bool, health: Health) -> ClusterInfo {
         ClusterInfo {
             name: name.into(),
@@ -701,30 +690,6 @@ mod tests {
             health: health as i32,
             ..Default::default()
         }
-    }
-
-    #[test]
-    fn promote_check_needs_every_cluster_applied_and_healthy_in_order() {
-        let mut stage = env("stage");
-        stage.verified_commit = "c0ffee00".into();
-        let mut envs = EnvsResponse { environments: vec![env("dev"), stage, env("prod")], errors: vec![] };
-        let ok = [member("s1", "stage", true, Health::Healthy), member("p1", "prod", false, Health::Degraded)];
-        assert_eq!(promote_check(&envs, &ok, "stage", "prod", false).unwrap().commit, "c0ffee00");
-        assert!(promote_check(&envs, &ok, "prod", "stage", false).unwrap_err().contains("does not come before"));
-        let lagging = [member("s1", "stage", false, Health::Healthy), member("s2", "stage", true, Health::Degraded)];
-        let err = promote_check(&envs, &lagging, "stage", "prod", false).unwrap_err();
-        assert!(err.contains("s1: has not applied") && err.contains("s2: Degraded"), "{err}");
-        assert!(promote_check(&envs, &[], "dev", "stage", false).unwrap_err().contains("no clusters"));
-        assert!(promote_check(&envs, &ok, "qa", "prod", false).unwrap_err().contains("unknown environment"));
-        // prod has a hotfix stage lacks: refused unless the user allows it.
-        envs.environments[2].env_only = vec![CommitInfo { id: "beefbeef99".into(), subject: "hotfix".into() }];
-        let err = promote_check(&envs, &ok, "stage", "prod", false).unwrap_err();
-        assert!(err.contains("beefbeef hotfix") && err.contains("--allow-divergent"), "{err}");
-        assert!(promote_check(&envs, &ok, "stage", "prod", true).is_ok());
-        // Soaking (or a rollout still going) is no verified commit.
-        envs.environments[1].verified_commit.clear();
-        envs.environments[1].unverified_reason = "c0ffee00 soaks for 30 s more".into();
-        assert!(promote_check(&envs, &ok, "stage", "prod", true).unwrap_err().contains("soaks"));
     }
 
     #[test]

@@ -70,21 +70,29 @@ enum Command {
     Diff { from: String, to: String },
     /// Exit 0 only when FROM has a verified commit (every cluster applied and Healthy, past its
     /// soak) and TO has no commits of its own: the gate `promote` uses (a merge-request check).
+    /// Environments by name, or by their branch.
     PromoteCheck {
         from: String,
         to: String,
         /// Pass even when TO has commits FROM lacks.
         #[arg(long)]
         allow_divergent: bool,
+        /// While FROM is not verified yet (its clusters still applying, soaking), ask again
+        /// until it is or this long has passed: 30s, 5m.
+        #[arg(long, value_parser = cli::parse_ttl)]
+        wait: Option<std::time::Duration>,
     },
-    /// Move TO's branch to exactly FROM's verified commit, pushing from this checkout with your
-    /// own Git credentials (the hub never writes to Git).
+    /// Move TO's branch (as convoy.yaml names it) to exactly FROM's verified commit, pushing
+    /// from this checkout with your own Git credentials (the hub never writes to Git).
     Promote {
         from: String,
         to: String,
         /// Replace TO even when it has commits FROM lacks (they are listed first).
         #[arg(long)]
         allow_divergent: bool,
+        /// While FROM is not verified yet, ask again until it is or this long has passed.
+        #[arg(long, value_parser = cli::parse_ttl)]
+        wait: Option<std::time::Duration>,
         /// Clone of the fleet repository to push from (default: the one you are in).
         #[arg(long, default_value = ".")]
         repo: PathBuf,
@@ -206,11 +214,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let output = cli.output;
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            print!("{}", cli::error_answer(output, &e).unwrap_or_default());
             eprintln!("convoy: {e}");
-            ExitCode::FAILURE
+            ExitCode::from(e.exit_code())
         }
     }
 }
@@ -237,7 +247,13 @@ async fn run(cli: Cli) -> Result<(), cli::CliError> {
             clap_complete::generate(shell, &mut Cli::command(), "convoy", &mut std::io::stdout());
         }
         Command::Render { app: Some(app), cluster: Some(cluster), root, .. } => {
-            let root = root.unwrap_or_else(|| cli::repository_root(Path::new(".")));
+            let root = match root {
+                Some(root) => root,
+                None => cli::checkout_root(Path::new("."))
+                    .ok_or_else(|| cli::CliError::Render(
+                        "not inside a clone of the fleet repository: run `convoy render --app` in one, or pass --root REPO".into(),
+                    ))?,
+            };
             let objects = cli::app::render_app(&root, &app, &cluster)?;
             match cli.output {
                 Output::Json => print!("{}", cli::structured(cli.output, &objects).unwrap_or_default()),
@@ -295,7 +311,7 @@ async fn run(cli: Cli) -> Result<(), cli::CliError> {
         Command::Clusters { command: None } => {
             let reply = context()?.connect().await?.list_clusters(ListClustersRequest {}).await?.into_inner();
             let table = || cli::clusters_table(&reply.clusters, convoy_shared::clock::unix_ms());
-            print!("{}", cli::answer(cli.output, color, &reply.clusters, table));
+            print!("{}", cli::answer(cli.output, color, &reply, table));
         }
         Command::Status { cluster } => {
             let request = StatusRequest { cluster: cluster.unwrap_or_default() };
@@ -321,17 +337,14 @@ async fn run(cli: Cli) -> Result<(), cli::CliError> {
             let reply = context()?.connect().await?.diff(request).await?.into_inner();
             print!("{}", cli::answer(cli.output, color, &reply, || cli::diff_text(&reply)));
         }
-        Command::PromoteCheck { from, to, allow_divergent } => {
-            let gate = promotion_gate(&context()?, &from, &to, allow_divergent).await?;
-            println!("{}", gate.message);
+        Command::PromoteCheck { from, to, allow_divergent, wait } => {
+            let gate = promotion_gate(&context()?, &from, &to, allow_divergent, wait).await?;
+            print!("{}", cli::answer(cli.output, color, &gate, || format!("{}\n", gate.message)));
         }
-        Command::Promote { from, to, allow_divergent, repo, remote, dry_run } => {
-            let gate = promotion_gate(&context()?, &from, &to, allow_divergent).await?;
-            let checkout = cli::promote::checkout(&repo, &remote);
-            let done = checkout
-                .promote(&from, &to, &gate.commit, allow_divergent, dry_run)
-                .map_err(|e| cli::CliError::PromoteBlocked(e.to_string()))?;
-            println!("{done}");
+        Command::Promote { from, to, allow_divergent, wait, repo, remote, dry_run } => {
+            let gate = promotion_gate(&context()?, &from, &to, allow_divergent, wait).await?;
+            let done = cli::promote::checkout(&repo, &remote).promote(&gate, allow_divergent, dry_run)?;
+            print!("{}", cli::answer(cli.output, color, &done, || format!("{}\n", done.line())));
         }
         Command::Rollback { environment, to, release } => {
             let request = RollbackRequest { environment, to_revision: to.unwrap_or_default(), release };
@@ -386,15 +399,30 @@ async fn run(cli: Cli) -> Result<(), cli::CliError> {
     Ok(())
 }
 
-/// The hub's answer to "may FROM go to TO", from its environments and clusters.
+/// The hub's answer to "may FROM go to TO"; with `wait`, asked again every second while FROM
+/// is only not verified yet (every other refusal is final), saying once on stderr why it waits.
 async fn promotion_gate(
     context: &Context,
     from: &str,
     to: &str,
     allow_divergent: bool,
-) -> Result<cli::Promotion, cli::CliError> {
+    wait: Option<std::time::Duration>,
+) -> Result<cli::promote::Promotion, cli::CliError> {
     let mut client = context.connect().await?;
-    let envs = client.envs(EnvsRequest {}).await?.into_inner();
-    let clusters = client.list_clusters(ListClustersRequest {}).await?.into_inner().clusters;
-    cli::promote_check(&envs, &clusters, from, to, allow_divergent).map_err(cli::CliError::PromoteBlocked)
+    let deadline = std::time::Instant::now() + wait.unwrap_or_default();
+    let mut said = String::new();
+    loop {
+        let envs = client.envs(EnvsRequest {}).await?.into_inner();
+        match cli::promote::gate(&envs, from, to, allow_divergent) {
+            Err(refusal @ cli::promote::Refusal::NotReady { .. }) if std::time::Instant::now() < deadline => {
+                let why = refusal.to_string();
+                if why != said {
+                    eprintln!("waiting: {why}");
+                    said = why;
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+            answer => return Ok(answer?),
+        }
+    }
 }

@@ -1,19 +1,97 @@
-//! `convoy promote FROM TO`: moves TO's branch to exactly the commit the hub verified on FROM,
-//! in the user's own checkout with the user's own Git credentials (the hub never writes Git).
-//! A fast-forward push; a TO branch with commits FROM's commit lacks is refused, naming them,
-//! unless the user allows the divergence (then the push replaces TO, with a lease on what it was).
+//! `convoy promote FROM TO` and `convoy promote-check FROM TO`. The gate reads the hub's answer
+//! (the hub alone decides which commit of FROM is verified); the push moves TO's *branch*, as
+//! `convoy.yaml` names it, to exactly that commit, in the user's own checkout with the user's own
+//! Git credentials (the hub never writes Git). A fast-forward push; a TO branch with commits
+//! FROM's commit lacks is refused, naming them, unless the user allows the divergence (then the
+//! push replaces TO, with a lease on what it was).
+//!
+//! Decisions: which environments FROM and TO are (by name, else by branch), whether FROM may go
+//! to TO now ([`gate`]), and what the push does to TO's branch ([`Checkout::promote`]).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use convoy_shared::proto::CommitInfo;
+use convoy_render::fleet::{UnknownEnvironment, resolve_environment};
+use convoy_shared::proto::{CommitInfo, EnvironmentInfo, EnvsResponse};
+use serde::Serialize;
 
-use crate::{divergence, short};
+use crate::short;
+
+/// Why the gate refuses a promotion.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Refusal {
+    #[error(transparent)]
+    Unknown(#[from] UnknownEnvironment),
+    #[error("'{from}' does not come before '{to}' in the promotion order of convoy.yaml ({order})")]
+    Order { from: String, to: String, order: String },
+    /// FROM has no verified commit yet: waiting may help.
+    #[error("not ready to promote '{from}' to '{to}': {reason}")]
+    NotReady { from: String, to: String, reason: String },
+    #[error("{0}")]
+    Divergent(String),
+}
+
+/// What the gate allows: FROM's verified commit may go to TO's branch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Promotion {
+    pub from: String,
+    pub from_branch: String,
+    pub to: String,
+    pub to_branch: String,
+    /// FROM's verified commit.
+    pub commit: String,
+    pub message: String,
+}
+
+/// The gate `convoy promote-check` and `convoy promote` share, on the hub's answer: FROM comes
+/// before TO, FROM has a verified commit (the hub's: every cluster applied and Healthy, past
+/// its rollout's soak, not pinned), and TO has no commits of its own that FROM lacks (unless
+/// `allow_divergent`). Environments are named by name or by branch.
+pub fn gate(envs: &EnvsResponse, from: &str, to: &str, allow_divergent: bool) -> Result<Promotion, Refusal> {
+    fn fields(e: &EnvironmentInfo) -> (&str, &str) {
+        (e.name.as_str(), e.branch.as_str())
+    }
+    let (from_at, from_env) = resolve_environment(&envs.environments, from, fields)?;
+    let (to_at, to_env) = resolve_environment(&envs.environments, to, fields)?;
+    let (from, to) = (from_env.name.clone(), to_env.name.clone());
+    if from_at >= to_at {
+        let order: Vec<&str> = envs.environments.iter().map(|e| e.name.as_str()).collect();
+        return Err(Refusal::Order { from, to, order: order.join(" → ") });
+    }
+    if from_env.verified_commit.is_empty() {
+        return Err(Refusal::NotReady { from, to, reason: from_env.unverified_reason.clone() });
+    }
+    if to_at == from_at + 1 && !to_env.env_only.is_empty() && !allow_divergent {
+        return Err(Refusal::Divergent(divergence(&to, &from, &to_env.env_only)));
+    }
+    let commit = from_env.verified_commit.clone();
+    let message = format!(
+        "ok: all {} clusters of '{from}' run {} applied and healthy; '{to}' (branch {}) may take it",
+        from_env.clusters,
+        short(&commit),
+        to_env.branch
+    );
+    Ok(Promotion { from, from_branch: from_env.branch.clone(), to, to_branch: to_env.branch.clone(), commit, message })
+}
+
+/// Why a promotion is refused when `to` has commits of its own.
+pub fn divergence(to: &str, from: &str, commits: &[CommitInfo]) -> String {
+    let list: Vec<String> = commits.iter().map(|c| format!("{} {}", short(&c.id), c.subject)).collect();
+    format!(
+        "'{to}' has {} commit(s) '{from}' lacks; promoting would drop them. Bring them into '{from}' first, or pass \
+         --allow-divergent:\n  {}",
+        commits.len(),
+        list.join("\n  ")
+    )
+}
 
 /// Why a promotion in the checkout failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PromoteError {
-    #[error("cannot run git in {dir}: {source}; run `convoy promote` inside a clone of the fleet repository")]
+    #[error(
+        "cannot run git in {dir}: {source}; run `convoy promote` inside a clone of the fleet repository, or pass --repo"
+    )]
     Spawn {
         dir: PathBuf,
         #[source]
@@ -21,8 +99,72 @@ pub enum PromoteError {
     },
     #[error("`git {command}` failed in {dir}: {stderr}")]
     Git { command: String, dir: PathBuf, stderr: String },
+    #[error(
+        "{dir} is not a Git checkout: run `convoy promote` inside a clone of the fleet repository, or pass --repo DIR"
+    )]
+    NotACheckout { dir: PathBuf },
+    #[error(
+        "branch '{branch}' of environment '{env}' is not on remote '{remote}': is this a clone of the repository the hub reads?"
+    )]
+    NoBranch { env: String, branch: String, remote: String },
+    #[error(
+        "{commit}, '{env}''s verified commit, is not on its branch '{branch}' at {remote} any more (rewritten?): nothing pushed; wait for the hub to verify the branch's new head"
+    )]
+    NotOnBranch { env: String, branch: String, remote: String, commit: String },
     #[error("{0}")]
     Divergent(String),
+}
+
+/// What a push did (or would do) to TO's branch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Move {
+    /// TO's branch already is at the commit.
+    None,
+    FastForward,
+    /// TO's branch did not exist.
+    Create,
+    /// TO's branch had commits of its own (allowed with `--allow-divergent`).
+    Replace,
+}
+
+/// The answer of `convoy promote`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Promoted {
+    #[serde(flatten)]
+    pub promotion: Promotion,
+    /// Where TO's branch was; empty when it did not exist.
+    pub previous: String,
+    #[serde(rename = "move")]
+    pub moved: Move,
+    /// TO's own commits the push dropped.
+    pub dropped: Vec<CommitInfo>,
+    pub dry_run: bool,
+    /// The push that ran (or would run).
+    pub push: String,
+}
+
+impl Promoted {
+    /// One line for a person.
+    pub fn line(&self) -> String {
+        let Promotion { from, to, to_branch, commit, .. } = &self.promotion;
+        let (old, new) = (short(&self.previous), short(commit));
+        let what = match self.moved {
+            Move::None => format!("branch '{to_branch}' already is at {new}"),
+            Move::FastForward => format!("branch '{to_branch}' fast-forwarded {old} → {new}"),
+            Move::Create => format!("branch '{to_branch}' created at {new}"),
+            Move::Replace => format!(
+                "branch '{to_branch}' moved {old} → {new} (dropping {} commit(s) of its own)",
+                self.dropped.len()
+            ),
+        };
+        if self.dry_run {
+            format!("would promote '{from}' to '{to}': {what} (`{}`)", self.push)
+        } else {
+            format!("promoted '{from}' to '{to}': {what}")
+        }
+    }
 }
 
 /// Where and how to promote.
@@ -51,53 +193,72 @@ impl Checkout {
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     }
 
-    /// The commit `to` points at on the remote, if the branch exists.
-    fn remote_head(&self, to: &str) -> Result<Option<String>, PromoteError> {
-        let listed = self.git(&["ls-remote", "--heads", &self.remote, &format!("refs/heads/{to}")])?;
+    /// The commit `branch` points at on the remote, if the branch exists.
+    fn remote_head(&self, branch: &str) -> Result<Option<String>, PromoteError> {
+        let listed = self.git(&["ls-remote", "--heads", &self.remote, &format!("refs/heads/{branch}")])?;
         Ok(listed.split_whitespace().next().map(str::to_string))
     }
 
-    /// Pushes `commit` (FROM's verified commit) to branch `to`. Returns what it did.
+    /// Pushes the promotion's commit (FROM's verified commit, which must still be on FROM's
+    /// branch) to TO's branch. Returns what it did, or with `dry_run` what it would do.
     pub fn promote(
         &self,
-        from: &str,
-        to: &str,
-        commit: &str,
+        promotion: &Promotion,
         allow_divergent: bool,
         dry_run: bool,
-    ) -> Result<String, PromoteError> {
+    ) -> Result<Promoted, PromoteError> {
+        if !self.dir.join(".git").exists() {
+            return Err(PromoteError::NotACheckout { dir: self.dir.clone() });
+        }
+        let Promotion { from, from_branch, to, to_branch, commit, .. } = promotion;
         self.git(&["fetch", "-q", &self.remote])?;
-        self.git(&["cat-file", "-e", &format!("{commit}^{{commit}}")])?;
-        let old = self.remote_head(to)?;
-        let extra = match &old {
+        let from_head = self.remote_head(from_branch)?.ok_or_else(|| PromoteError::NoBranch {
+            env: from.clone(),
+            branch: from_branch.clone(),
+            remote: self.remote.clone(),
+        })?;
+        self.git(&["fetch", "-q", &self.remote, &format!("refs/heads/{from_branch}")])?;
+        let on_branch = self.git(&["merge-base", "--is-ancestor", commit, &from_head]).is_ok();
+        if !on_branch {
+            return Err(PromoteError::NotOnBranch {
+                env: from.clone(),
+                branch: from_branch.clone(),
+                remote: self.remote.clone(),
+                commit: short(commit).to_string(),
+            });
+        }
+        let old = self.remote_head(to_branch)?;
+        let dropped = match &old {
             Some(old) => self.commits_lacking(old, commit)?,
             None => Vec::new(),
         };
-        if !extra.is_empty() && !allow_divergent {
-            return Err(PromoteError::Divergent(divergence(to, from, &extra)));
+        if !dropped.is_empty() && !allow_divergent {
+            return Err(PromoteError::Divergent(divergence(to, from, &dropped)));
         }
-        let target = format!("{commit}:refs/heads/{to}");
-        let lease = old.as_ref().map(|old| format!("--force-with-lease=refs/heads/{to}:{old}"));
+        let target = format!("{commit}:refs/heads/{to_branch}");
+        let lease = old.as_ref().map(|old| format!("--force-with-lease=refs/heads/{to_branch}:{old}"));
         let mut push = vec!["push", "-q"];
-        if !extra.is_empty() {
+        if !dropped.is_empty() {
             push.extend(lease.as_deref());
         }
         push.extend([self.remote.as_str(), target.as_str()]);
-        let what = match (&old, extra.len()) {
-            (Some(old), 0) if old == commit => format!("'{to}' already is at {}", short(commit)),
-            (Some(old), 0) => format!("'{to}' fast-forwarded {} → {}", short(old), short(commit)),
-            (Some(old), n) => {
-                format!("'{to}' moved {} → {} (dropping {n} commit(s) of its own)", short(old), short(commit))
-            }
-            (None, _) => format!("'{to}' created at {}", short(commit)),
+        let moved = match &old {
+            Some(old) if old == commit => Move::None,
+            Some(_) if dropped.is_empty() => Move::FastForward,
+            Some(_) => Move::Replace,
+            None => Move::Create,
         };
-        if dry_run {
-            return Ok(format!("would push: {what} (`git {}`)", push.join(" ")));
-        }
-        if old.as_deref() != Some(commit) {
+        if !dry_run && moved != Move::None {
             self.git(&push)?;
         }
-        Ok(format!("promoted '{from}' to '{to}': {what}"))
+        Ok(Promoted {
+            promotion: promotion.clone(),
+            previous: old.unwrap_or_default(),
+            moved,
+            dropped,
+            dry_run,
+            push: format!("git {}", push.join(" ")),
+        })
     }
 
     /// Commits reachable from `tip` and not from `base`.
@@ -127,54 +288,145 @@ mod tests {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
-    /// An origin with branches dev and prod, and a clone of it.
+    /// An origin with branches `develop` (environment dev) and `main` (environment prod), each
+    /// named unlike its environment, and a clone of it with `main` checked out.
     fn repos() -> (tempfile::TempDir, PathBuf, PathBuf) {
         let tmp = tempfile::tempdir().unwrap();
         let (origin, work) = (tmp.path().join("origin.git"), tmp.path().join("work"));
         git(tmp.path(), &["init", "-q", "--bare", "-b", "main", "origin.git"]);
-        git(tmp.path(), &["init", "-q", "-b", "prod", "work"]);
+        git(tmp.path(), &["init", "-q", "-b", "main", "work"]);
         for (k, v) in [("user.email", "t@convoy.dev"), ("user.name", "T"), ("commit.gpgsign", "false")] {
             git(&work, &["config", k, v]);
         }
         git(&work, &["commit", "-q", "--allow-empty", "-m", "base"]);
-        git(&work, &["branch", "dev"]);
+        git(&work, &["branch", "develop"]);
         git(&work, &["remote", "add", "origin", origin.to_str().unwrap()]);
-        git(&work, &["push", "-q", "origin", "prod", "dev"]);
+        git(&work, &["push", "-q", "origin", "main", "develop"]);
         (tmp, origin, work)
     }
 
+    fn env(name: &str, branch: &str, verified: &str) -> EnvironmentInfo {
+        EnvironmentInfo {
+            name: name.into(),
+            branch: branch.into(),
+            verified_commit: verified.into(),
+            clusters: 1,
+            ..Default::default()
+        }
+    }
+
+    fn dev_to_prod(verified: &str) -> Promotion {
+        let envs = EnvsResponse {
+            environments: vec![env("dev", "develop", verified), env("prod", "main", "")],
+            errors: vec![],
+        };
+        gate(&envs, "dev", "prod", false).unwrap()
+    }
+
     #[test]
-    fn a_clean_branch_fast_forwards_to_exactly_the_verified_commit() {
+    fn the_gate_names_branches_takes_the_hubs_verified_commit_and_refuses_in_one_voice() {
+        let mut envs = EnvsResponse {
+            environments: vec![
+                env("dev", "develop", "d0d0d0d0"),
+                env("stage", "staging", "c0ffee00"),
+                env("prod", "main", ""),
+            ],
+            errors: vec![],
+        };
+        let ok = gate(&envs, "stage", "prod", false).unwrap();
+        assert_eq!(
+            (ok.commit.as_str(), ok.from_branch.as_str(), ok.to_branch.as_str()),
+            ("c0ffee00", "staging", "main")
+        );
+        assert_eq!(gate(&envs, "staging", "main", false).unwrap(), ok, "an environment's branch names it too");
+        let order = gate(&envs, "prod", "stage", false).unwrap_err().to_string();
+        assert!(order.contains("does not come before") && order.contains("dev → stage → prod"), "{order}");
+        for (from, to) in [("qa", "prod"), ("dev", "qa")] {
+            let unknown = gate(&envs, from, to, false).unwrap_err();
+            assert!(matches!(unknown, Refusal::Unknown(_)), "{unknown}");
+            assert_eq!(
+                unknown.to_string(),
+                "unknown environment 'qa': the fleet's environments are dev, stage, prod (convoy.yaml)"
+            );
+        }
+        // prod has a hotfix stage lacks: refused unless the user allows it.
+        envs.environments[2].env_only = vec![CommitInfo { id: "beefbeef99".into(), subject: "hotfix".into() }];
+        let err = gate(&envs, "stage", "prod", false).unwrap_err().to_string();
+        assert!(err.contains("beefbeef hotfix") && err.contains("--allow-divergent"), "{err}");
+        assert!(gate(&envs, "stage", "prod", true).is_ok());
+        // The hub's reason (every cluster that holds it back, a soak…) is the refusal's.
+        envs.environments[1].verified_commit.clear();
+        envs.environments[1].unverified_reason = "stage-1: has not applied c0ffee00 yet".into();
+        let not_ready = gate(&envs, "stage", "prod", true).unwrap_err();
+        assert!(matches!(&not_ready, Refusal::NotReady { reason, .. } if reason.contains("stage-1")), "{not_ready}");
+    }
+
+    #[test]
+    fn a_clean_branch_fast_forwards_the_environments_branch_to_exactly_the_verified_commit() {
         let (_tmp, origin, work) = repos();
-        git(&work, &["checkout", "-q", "dev"]);
+        git(&work, &["checkout", "-q", "develop"]);
         git(&work, &["commit", "-q", "--allow-empty", "-m", "verified"]);
         let verified = git(&work, &["rev-parse", "HEAD"]);
         git(&work, &["commit", "-q", "--allow-empty", "-m", "not yet verified"]);
-        git(&work, &["push", "-q", "origin", "dev"]);
+        git(&work, &["push", "-q", "origin", "develop"]);
         let checkout = checkout(&work, "origin");
-        let dry = checkout.promote("dev", "prod", &verified, false, true).unwrap();
-        assert!(dry.starts_with("would push"), "{dry}");
-        assert_ne!(git(&origin, &["rev-parse", "prod"]), verified, "a dry run pushes nothing");
-        let done = checkout.promote("dev", "prod", &verified, false, false).unwrap();
-        assert!(done.contains("fast-forwarded"), "{done}");
-        assert_eq!(git(&origin, &["rev-parse", "prod"]), verified, "exactly the verified commit, not dev's head");
+        let promotion = dev_to_prod(&verified);
+        let dry = checkout.promote(&promotion, false, true).unwrap();
+        assert!(
+            dry.line().starts_with("would promote 'dev' to 'prod': branch 'main' fast-forwarded"),
+            "{}",
+            dry.line()
+        );
+        assert_ne!(git(&origin, &["rev-parse", "main"]), verified, "a dry run pushes nothing");
+        let done = checkout.promote(&promotion, false, false).unwrap();
+        assert_eq!(done.moved, Move::FastForward, "{}", done.line());
+        assert_eq!(git(&origin, &["rev-parse", "main"]), verified, "exactly the verified commit, not dev's head");
+        let refs = git(&origin, &["for-each-ref", "--format=%(refname)"]);
+        assert_eq!(refs, "refs/heads/develop\nrefs/heads/main", "no branch named after an environment");
+        assert_eq!(checkout.promote(&promotion, false, false).unwrap().moved, Move::None);
     }
 
     #[test]
     fn a_branch_with_its_own_commits_is_refused_unless_allowed() {
         let (_tmp, origin, work) = repos();
         git(&work, &["commit", "-q", "--allow-empty", "-m", "hotfix straight into prod"]);
-        git(&work, &["push", "-q", "origin", "prod"]);
-        git(&work, &["checkout", "-q", "dev"]);
+        git(&work, &["push", "-q", "origin", "main"]);
+        git(&work, &["checkout", "-q", "develop"]);
         git(&work, &["commit", "-q", "--allow-empty", "-m", "feature"]);
-        git(&work, &["push", "-q", "origin", "dev"]);
+        git(&work, &["push", "-q", "origin", "develop"]);
         let verified = git(&work, &["rev-parse", "HEAD"]);
         let checkout = checkout(&work, "origin");
-        let refused = checkout.promote("dev", "prod", &verified, false, false).unwrap_err().to_string();
+        let promotion = dev_to_prod(&verified);
+        let refused = checkout.promote(&promotion, false, false).unwrap_err().to_string();
         assert!(refused.contains("hotfix straight into prod") && refused.contains("--allow-divergent"), "{refused}");
-        assert_ne!(git(&origin, &["rev-parse", "prod"]), verified);
-        let done = checkout.promote("dev", "prod", &verified, true, false).unwrap();
-        assert!(done.contains("dropping 1 commit"), "{done}");
-        assert_eq!(git(&origin, &["rev-parse", "prod"]), verified);
+        assert_ne!(git(&origin, &["rev-parse", "main"]), verified);
+        let dry = checkout.promote(&promotion, true, true).unwrap();
+        assert!(dry.push.contains("--force-with-lease=refs/heads/main:"), "{}", dry.push);
+        let done = checkout.promote(&promotion, true, false).unwrap();
+        assert!(done.line().contains("dropping 1 commit"), "{}", done.line());
+        assert_eq!(git(&origin, &["rev-parse", "main"]), verified);
+    }
+
+    #[test]
+    fn a_verified_commit_no_longer_on_its_branch_is_not_pushed() {
+        let (_tmp, origin, work) = repos();
+        git(&work, &["checkout", "-q", "develop"]);
+        git(&work, &["commit", "-q", "--allow-empty", "-m", "verified, then force-pushed away"]);
+        let verified = git(&work, &["rev-parse", "HEAD"]);
+        git(&work, &["push", "-q", "origin", "develop"]);
+        git(&work, &["reset", "-q", "--hard", "HEAD~1"]);
+        git(&work, &["commit", "-q", "--allow-empty", "-m", "rewritten"]);
+        git(&work, &["push", "-q", "-f", "origin", "develop"]);
+        let before = git(&origin, &["rev-parse", "main"]);
+        let err = checkout(&work, "origin").promote(&dev_to_prod(&verified), false, false).unwrap_err();
+        assert!(matches!(err, PromoteError::NotOnBranch { .. }) && err.to_string().contains("'develop'"), "{err}");
+        assert_eq!(git(&origin, &["rev-parse", "main"]), before);
+    }
+
+    #[test]
+    fn outside_a_checkout_the_error_points_to_repo() {
+        let tmp = tempfile::tempdir().unwrap();
+        let err = checkout(tmp.path(), "origin").promote(&dev_to_prod("abc"), false, false).unwrap_err();
+        assert!(err.to_string().contains("--repo"), "{err}");
     }
 }

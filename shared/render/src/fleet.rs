@@ -583,6 +583,39 @@ impl Fleet {
     pub fn environment(&self, name: &str) -> Option<&Environment> {
         self.environments.iter().find(|e| e.name == name)
     }
+
+    /// The environment a user means by `wanted`: its name, or else its branch.
+    pub fn resolve_environment(&self, wanted: &str) -> Result<&Environment, UnknownEnvironment> {
+        resolve_environment(&self.environments, wanted, |e| (e.name.as_str(), e.branch.as_str())).map(|(_, env)| env)
+    }
+}
+
+/// A name that is no environment of the fleet: the one error every command that takes an
+/// environment gives (the hub's and the CLI's alike).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown environment '{name}': the fleet's environments are {} (convoy.yaml)", .known.join(", "))]
+pub struct UnknownEnvironment {
+    pub name: String,
+    /// The environments there are, in promotion order.
+    pub known: Vec<String>,
+}
+
+/// Finds what `wanted` names among `environments` (in promotion order): an environment by its
+/// name, or else by its branch (`convoy diff stage main`). Returns its position too. `fields`
+/// gives an item's (name, branch), so the fleet model and the CLI's answers share one rule.
+pub fn resolve_environment<'a, T>(
+    environments: &'a [T],
+    wanted: &str,
+    fields: impl Fn(&T) -> (&str, &str),
+) -> Result<(usize, &'a T), UnknownEnvironment> {
+    let position = |by: &dyn Fn(&T) -> bool| environments.iter().position(by);
+    position(&|e| fields(e).0 == wanted)
+        .or_else(|| position(&|e| fields(e).1 == wanted))
+        .map(|at| (at, &environments[at]))
+        .ok_or_else(|| UnknownEnvironment {
+            name: wanted.to_string(),
+            known: environments.iter().map(|e| fields(e).0.to_string()).collect(),
+        })
 }
 
 /// The apps of one environment's branch. Each app loads or fails on its own.
@@ -643,6 +676,24 @@ mod tests {
 
     fn mk_cluster(name: &str, pairs: &[(&str, &str)]) -> Cluster {
         Cluster { name: name.into(), environment: "prod".into(), labels: labels(pairs) }
+    }
+
+    #[test]
+    fn an_environment_is_found_by_name_then_by_branch_and_an_unknown_one_lists_them_all() {
+        let env = |name: &str, branch: &str| Environment { name: name.into(), branch: branch.into(), rollout: None };
+        // An environment named like another's branch wins by name.
+        let envs = [env("dev", "develop"), env("main", "stage"), env("prod", "main")];
+        let find =
+            |wanted: &str| resolve_environment(&envs, wanted, |e: &Environment| (e.name.as_str(), e.branch.as_str()));
+        assert_eq!(find("develop").unwrap().0, 0);
+        assert_eq!(find("main").unwrap().1.name, "main");
+        assert_eq!(find("prod").unwrap().0, 2);
+        let unknown = find("qa").unwrap_err();
+        assert_eq!(unknown.known, ["dev", "main", "prod"]);
+        assert_eq!(
+            unknown.to_string(),
+            "unknown environment 'qa': the fleet's environments are dev, main, prod (convoy.yaml)"
+        );
     }
 
     #[test]

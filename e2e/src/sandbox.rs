@@ -9,7 +9,7 @@
 //! `kube/<cluster>.kubeconfig`, `certs/`, `hub/` (the hub's mirror, store, webhook secret and
 //! webhook URL), `agents/<cluster>/` (agent caches), `sops/<environment>.agekey` (each
 //! environment's age key: its agents decrypt the example repository's SOPS-encrypted Secret
-//! with it).
+//! with it), `env.sh` (sourced by a shell: `convoy` on PATH, `CONVOY_CONFIG` set).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -88,6 +88,9 @@ pub struct Sandbox {
     pub hub_address: String,
     pub http_address: String,
     pub cli_config: PathBuf,
+    /// `DIR/env.sh`: puts the directory of the sandbox's own program (where `cargo build` puts
+    /// `convoy` too) on PATH and sets `CONVOY_CONFIG`, for a shell that `source`s it.
+    pub env_script: PathBuf,
     pub repo: PathBuf,
     pub hub: Arc<Hub>,
     pub clusters: Vec<String>,
@@ -206,10 +209,12 @@ impl Sandbox {
         }
 
         let cli_config = write_cli_config(&config.dir, &certs, &hub_address)?;
+        let env_script = write_env_script(&config.dir, &cli_config, config.hook.as_deref())?;
         Ok(Sandbox {
             hub_address,
             http_address,
             cli_config,
+            env_script,
             repo: config.dir.join("repo"),
             hub,
             clusters,
@@ -372,6 +377,20 @@ fn prepare_repository(dir: &Path, extra: usize, keys: &[(&str, AgeKeys)]) -> Res
     work.git(&["remote", "add", "origin", &origin.display().to_string()]);
     work.git(&["push", "-q", "-u", "origin", "main", "stage", "dev"]);
     Ok(origin)
+}
+
+/// Writes `DIR/env.sh`: `CONVOY_CONFIG` set to the CLI config, and the directory of `program`
+/// (the sandbox's own binary, beside which cargo builds `convoy`) first on PATH.
+fn write_env_script(dir: &Path, cli_config: &Path, program: Option<&Path>) -> Result<PathBuf, SandboxError> {
+    let quote = |p: &Path| format!("'{}'", p.display().to_string().replace('\'', r"'\''"));
+    let mut text = String::from("# convoy-sandbox: `source` this file to reach the sandbox with `convoy` from any directory\n");
+    text += &format!("export CONVOY_CONFIG={}\n", quote(cli_config));
+    if let Some(bin) = program.and_then(Path::parent) {
+        text += &format!("export PATH={}:\"$PATH\"\n", quote(bin));
+    }
+    let path = dir.join("env.sh");
+    std::fs::write(&path, text).map_err(|source| SandboxError::Write { path: path.clone(), source })?;
+    Ok(path)
 }
 
 fn write_cli_config(dir: &Path, certs: &CertDir, hub_address: &str) -> Result<PathBuf, SandboxError> {

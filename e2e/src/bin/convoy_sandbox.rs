@@ -105,7 +105,13 @@ fn main() -> ExitCode {
         println!("  certs      {}", cli.dir.join("certs").display());
         println!("  age keys   {} (one per environment, for sops)", cli.dir.join("sops").display());
         println!("  CLI config {}", sandbox.cli_config.display());
-        println!("  try        convoy --config {} clusters", sandbox.cli_config.display());
+        let convoy = std::env::current_exe().ok().and_then(|exe| Some(exe.parent()?.join("convoy")));
+        match convoy.filter(|c| c.exists()) {
+            Some(convoy) => println!("  convoy     {}", convoy.display()),
+            None => println!("  convoy     not built yet: `cargo build --release -p convoy-cli` (or `cargo install --path hub/cli`)"),
+        }
+        println!("  shell      source {}   (convoy on PATH, CONVOY_CONFIG set)", sandbox.env_script.display());
+        println!("  try        convoy clusters");
         println!("Ctrl-C stops it.");
         if cli.status_seconds > 0 {
             let hub = sandbox.hub.clone();
@@ -131,6 +137,13 @@ fn main() -> ExitCode {
             });
         }
         sandbox.drain().await;
+        println!(
+            "convoy-sandbox stopped. {} keeps the certificates, the fleet repository (repo, repo.git), the age keys \
+             and the hub's store: `--dir {}` again reuses them (the simulated clusters start empty and their agents \
+             apply everything again); delete it to start afresh.",
+            cli.dir.display(),
+            cli.dir.display()
+        );
         ExitCode::SUCCESS
     })
 }

@@ -383,7 +383,8 @@ fn prepare_repository(dir: &Path, extra: usize, keys: &[(&str, AgeKeys)]) -> Res
 /// (the sandbox's own binary, beside which cargo builds `convoy`) first on PATH.
 fn write_env_script(dir: &Path, cli_config: &Path, program: Option<&Path>) -> Result<PathBuf, SandboxError> {
     let quote = |p: &Path| format!("'{}'", p.display().to_string().replace('\'', r"'\''"));
-    let mut text = String::from("# convoy-sandbox: `source` this file to reach the sandbox with `convoy` from any directory\n");
+    let mut text =
+        String::from("# convoy-sandbox: `source` this file to reach the sandbox with `convoy` from any directory\n");
     text += &format!("export CONVOY_CONFIG={}\n", quote(cli_config));
     if let Some(bin) = program.and_then(Path::parent) {
         text += &format!("export PATH={}:\"$PATH\"\n", quote(bin));

@@ -134,10 +134,7 @@ fn the_quickstart_block_parses_into_commands_and_their_output() {
         [("a --x \\\n    --y", vec!["out 1"]), ("b", vec![]), ("c", vec!["out 2", "out 3"])],
         "{steps:#?}"
     );
-    assert_eq!(
-        normalized("dev-1   dev   3c2491fb   12s ago   2026-11-22 03:57:47Z"),
-        "dev-1 dev <id> <ago> <time>"
-    );
+    assert_eq!(normalized("dev-1   dev   3c2491fb   12s ago   2026-11-22 03:57:47Z"), "dev-1 dev <id> <ago> <time>");
     assert!(read_only("convoy envs") && read_only("convoy promote-check dev stage"));
     assert!(!read_only("convoy promote dev stage") && !read_only("git push"));
 }

@@ -176,6 +176,33 @@ async fn the_sandbox_fleet_promotes_reports_and_shows_drift_through_the_cli() {
     let clean = r#"convoy_agent_passes_total{outcome="clean"}"#;
     assert!(dev_after[clean] > dev_before[clean], "dev-1 applied the dev commit: {dev_after:?}");
     assert!(scrape_metrics(&prod_metrics).await["convoy_agent_drifts"] >= 1.0);
+
+    // Every command answers `-o json` as README's "Scripting the CLI" says, failures included.
+    let repo_dir = dir.path().join("repo");
+    let repo_dir = repo_dir.to_str().unwrap();
+    for (args, key) in [
+        (&["clusters"][..], "/clusters/0/name"),
+        (&["status", "dev-1"], "/clusters/0/cluster/name"),
+        (&["drift"], "/clusters/0/cluster"),
+        (&["history", "dev-1"], "/entries/0/event"),
+        (&["envs"], "/environments/0/branch"),
+        (&["diff", "stage", "prod"], "/fromBranch"),
+        (&["promote-check", "dev", "stage", "--allow-divergent"], "/toBranch"),
+        (&["promote", "stage", "prod", "--wait", "60s", "--dry-run", "--repo", repo_dir], "/move"),
+        (&["rollout", "status"], ""),
+        (&["refresh"], "/branches/main"),
+        (&["token", "create", "--cluster", "edge-9"], "/token"),
+        (&["clusters", "revoke", "edge-9"], "/cluster"),
+        (&["render", "--app", "web", "--cluster", "dev-1", "--root", repo_dir], "/0/kind"),
+        (&["render", &format!("{repo_dir}/apps/web/base")], "/0/kind"),
+    ] {
+        let answer = json(config, args);
+        assert!(answer.is_object() || answer.is_array(), "convoy {args:?}: {answer}");
+        assert!(key.is_empty() || answer.pointer(key).is_some(), "convoy {args:?} -o json lacks {key}: {answer}");
+    }
+    let (ok, stdout, stderr) = convoy(&["--config", config, "status", "nowhere", "-o", "json"]);
+    let failure: serde_json::Value = serde_json::from_str(&stdout).expect("a JSON failure");
+    assert!(!ok && failure["error"]["kind"] == "not-found" && stderr.contains("unknown cluster 'nowhere'"), "{stdout}");
 }
 
 #[test]

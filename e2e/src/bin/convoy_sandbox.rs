@@ -108,7 +108,9 @@ fn main() -> ExitCode {
         let convoy = std::env::current_exe().ok().and_then(|exe| Some(exe.parent()?.join("convoy")));
         match convoy.filter(|c| c.exists()) {
             Some(convoy) => println!("  convoy     {}", convoy.display()),
-            None => println!("  convoy     not built yet: `cargo build --release -p convoy-cli` (or `cargo install --path hub/cli`)"),
+            None => println!(
+                "  convoy     not built yet: `cargo build --release -p convoy-cli` (or `cargo install --path hub/cli`)"
+            ),
         }
         println!("  shell      source {}   (convoy on PATH, CONVOY_CONFIG set)", sandbox.env_script.display());
         println!("  try        convoy clusters");

@@ -3,6 +3,7 @@
 //! errors, conflicts and lost connections — one result per object.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt as _;
@@ -11,7 +12,7 @@ use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use rand::Rng as _;
 use serde_json::{Value, json};
 
-use convoy_shared::model::ObjectRef;
+use convoy_shared::model::{Ignored, ObjectRef};
 
 use crate::discovery::{Discovery, DiscoveryError, Resource};
 use crate::fields::FIELD_MANAGER;
@@ -144,6 +145,8 @@ pub struct Prepared {
     /// The body holds secret values (a Secret, or anything decrypted from SOPS): drift on it
     /// is reported without values.
     pub sensitive: bool,
+    /// The fields of it that `ignoreDifferences` leaves to other managers (most objects: none).
+    pub ignored: Arc<Ignored>,
 }
 
 /// Applies desired objects to one cluster.
@@ -215,7 +218,36 @@ impl Applier {
         }
         let object = ObjectRef::of(&body);
         let sensitive = object.group.is_empty() && object.kind == "Secret";
-        Prepared { object, app: app.to_string(), body, sensitive }
+        Prepared { object, app: app.to_string(), body, sensitive, ignored: Arc::default() }
+    }
+
+    /// The live object `p` names, if the cluster has it.
+    pub async fn get_live(&self, p: &Prepared) -> Result<Option<Value>> {
+        let resource = self
+            .discovery
+            .resolve(&p.object)
+            .await
+            .map_err(|source| ApplyError::Discovery { object: p.object.clone(), source })?;
+        let api = self.api(&resource, &p.object.namespace);
+        let live =
+            with_retry(&self.retry, &p.object, || api.get_opt(&p.object.name)).await.map_err(|(e, attempts, _)| {
+                ApplyError::GaveUp { object: p.object.clone(), attempts, last: e.to_string() }
+            })?;
+        Ok(live.map(|o| serde_json::to_value(o).unwrap_or_default()))
+    }
+
+    /// Makes `p`'s body leave what `p.ignored` names to the managers that own it in the live
+    /// object ([`crate::ignore::respect`]); an object not there yet is created whole. When the
+    /// live object cannot be read, the body stays as it is (its apply will say why).
+    pub async fn respect_ignored(&self, p: &mut Prepared) {
+        if p.ignored.is_empty() {
+            return;
+        }
+        match self.get_live(p).await {
+            Ok(Some(live)) => crate::ignore::respect(&mut p.body, &live, &p.ignored),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot read the live object for ignoreDifferences"),
+        }
     }
 
     /// An `Api` for `object` through `resource`.

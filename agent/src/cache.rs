@@ -109,6 +109,7 @@ mod tests {
             "prod",
             "r1",
             vec![AppAssignment {
+                ignore_differences: Vec::new(),
                 name: "web".into(),
                 policy: SyncPolicy::default(),
                 depends_on: vec![],

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
 use convoy_shared::model::report::{Drift, Health};
-use convoy_shared::model::{ObjectRef, canonical_json};
+use convoy_shared::model::{Ignored, ObjectRef, canonical_json};
 
 use crate::applier::{Applier, CLUSTER_LABEL, Prepared};
 use crate::discovery::Resource;
@@ -63,6 +63,8 @@ pub struct DesiredObject {
     pub applying: bool,
     /// Events older than the resourceVersion of our last apply are stale.
     pub min_rv: u64,
+    /// What `ignoreDifferences` leaves to other managers: never drift, never healed.
+    pub ignored: Arc<Ignored>,
 }
 
 /// A body as applied, kept as its canonical JSON text: the index holds one per managed object
@@ -140,6 +142,7 @@ impl LiveIndex {
             self_heal,
             applying: true,
             min_rv: 0,
+            ignored: prepared.ignored.clone(),
         });
         desired.applying = true;
     }
@@ -159,6 +162,7 @@ impl LiveIndex {
                 self_heal,
                 applying: false,
                 min_rv: rv_of(live),
+                ignored: prepared.ignored,
             },
         );
         // A fresh apply resolves any drift it overwrote.
@@ -272,7 +276,7 @@ impl LiveIndex {
         let drift = if desired.applying || desired.owned.is_empty() {
             previous.drift.clone().filter(|d| !d.missing)
         } else {
-            let mut fields = drifted_fields(&desired.body.parse(), live, &desired.owned);
+            let mut fields = drifted_fields(&desired.body.parse(), live, &desired.owned, &desired.ignored);
             if desired.sensitive {
                 fields.iter_mut().for_each(redact);
             }
@@ -630,12 +634,15 @@ impl Healer {
     }
 
     async fn heal(&mut self, key: &ObjKey, desired: DesiredObject, drift: Drift) {
-        let prepared = Prepared {
+        let mut prepared = Prepared {
             object: desired.object.clone(),
             app: desired.app.clone(),
             body: desired.body.parse(),
             sensitive: desired.sensitive,
+            ignored: desired.ignored.clone(),
         };
+        // What other managers took since the last apply stays theirs.
+        self.applier.respect_ignored(&mut prepared).await;
         // Back off harder when the object drifted again soon after the last heal.
         let backoff = match self.backoff.get(key) {
             Some((due, b)) if due.elapsed() < Duration::from_secs(60) => (*b * 2).min(self.policy.max_backoff),
@@ -694,6 +701,7 @@ mod tests {
                 self_heal: false,
                 applying: false,
                 min_rv: 0,
+                ignored: Arc::default(),
             },
         );
         (ix, key)

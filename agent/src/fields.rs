@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 
 use serde_json::{Map, Value};
 
+use convoy_shared::model::Ignored;
 use convoy_shared::model::report::FieldDrift;
 
 /// The field manager the agent applies as.
@@ -178,23 +179,58 @@ pub fn resolve<'a>(object: &'a Value, path: &[PathElement], keys: KeyMatch) -> O
     for element in path {
         node = match element {
             PathElement::Field(name) => node.as_object()?.get(name)?,
-            PathElement::Index(i) => node.as_array()?.get(*i)?,
-            PathElement::Value(text) => {
-                let want: Value = serde_json::from_str(text).ok()?;
-                node.as_array()?.iter().find(|item| same_value(item, &want))?
-            }
-            PathElement::Key(text) => {
-                let want: Map<String, Value> = serde_json::from_str(text).ok()?;
-                node.as_array()?.iter().find(|item| {
-                    want.iter().all(|(k, v)| match item.get(k) {
-                        Some(have) => same_value(have, v),
-                        None => keys == KeyMatch::Lenient,
-                    })
-                })?
+            list_element => {
+                let items = node.as_array()?;
+                &items[position(items, list_element, keys)?]
             }
         };
     }
     Some(node)
+}
+
+/// Where in `items` the list element `element` (`i:`, `k:` or `v:`) is.
+fn position(items: &[Value], element: &PathElement, keys: KeyMatch) -> Option<usize> {
+    match element {
+        PathElement::Field(_) => None,
+        PathElement::Index(i) => (*i < items.len()).then_some(*i),
+        PathElement::Value(text) => {
+            let want: Value = serde_json::from_str(text).ok()?;
+            items.iter().position(|item| same_value(item, &want))
+        }
+        PathElement::Key(text) => {
+            let want: Map<String, Value> = serde_json::from_str(text).ok()?;
+            items.iter().position(|item| {
+                want.iter().all(|(k, v)| match item.get(k) {
+                    Some(have) => same_value(have, v),
+                    None => keys == KeyMatch::Lenient,
+                })
+            })
+        }
+    }
+}
+
+/// The JSON pointer (RFC 6901) of the field at `path` in `object` (as applied: list elements
+/// matched leniently), if `object` has it: `spec.containers[name=web].image` in an object whose
+/// `web` container comes first is `/spec/containers/0/image`.
+pub fn pointer_of(object: &Value, path: &[PathElement]) -> Option<String> {
+    let mut node = object;
+    let mut pointer = String::new();
+    for element in path {
+        match element {
+            PathElement::Field(name) => {
+                node = node.as_object()?.get(name)?;
+                pointer.push('/');
+                pointer.push_str(&name.replace('~', "~0").replace('/', "~1"));
+            }
+            list_element => {
+                let items = node.as_array()?;
+                let at = position(items, list_element, KeyMatch::Lenient)?;
+                node = &items[at];
+                let _ = write!(pointer, "/{at}");
+            }
+        }
+    }
+    Some(pointer)
 }
 
 /// JSON equality where numbers compare by value (`1` == `1.0`).
@@ -267,7 +303,8 @@ pub fn owner_of(live: &Value, path: &[PathElement], except: &str) -> String {
 /// Compares, field by field, what the agent applied (`desired`) with what the cluster holds
 /// (`live`), looking only at the paths in `owned` (the agent's managedFields after its apply).
 /// Fields the agent never set — defaults, status, other managers' fields — are never compared.
-pub fn drifted_fields(desired: &Value, live: &Value, owned: &FieldSet) -> Vec<FieldDrift> {
+/// Fields `ignored` names (or that a manager it lists changed) are never drift.
+pub fn drifted_fields(desired: &Value, live: &Value, owned: &FieldSet, ignored: &Ignored) -> Vec<FieldDrift> {
     let mut out = Vec::new();
     for path in owned.leaves() {
         // stringData is write-only: the server folds it into data and never returns it.
@@ -285,11 +322,15 @@ pub fn drifted_fields(desired: &Value, live: &Value, owned: &FieldSet) -> Vec<Fi
             (w, Some(h)) => !same_value(w, h),
         };
         if differs {
+            let manager = owner_of(live, &path, FIELD_MANAGER);
+            if !ignored.is_empty() && crate::ignore::ignores(ignored, desired, &path, &manager) {
+                continue;
+            }
             out.push(FieldDrift {
                 path: format_path(&path),
                 desired: want.clone(),
                 live: have.cloned().unwrap_or(Value::Null),
-                manager: owner_of(live, &path, FIELD_MANAGER),
+                manager,
             });
         }
     }
@@ -370,7 +411,7 @@ mod tests {
         live["spec"]["template"]["spec"]["containers"][0]["ports"][0]["protocol"] = json!("TCP");
         live["status"] = json!({"replicas": 5});
         let owned = FieldSet::parse(&agent_fields()).unwrap();
-        assert_eq!(drifted_fields(&desired, &live, &owned), vec![]);
+        assert_eq!(drifted_fields(&desired, &live, &owned, &Ignored::default()), vec![]);
     }
 
     #[test]
@@ -385,7 +426,7 @@ mod tests {
                 "k:{\"name\":\"web\"}": {"f:image": {}}}}}}}}
         ]);
         let owned = FieldSet::parse(&agent_fields()).unwrap();
-        let drift = drifted_fields(&desired, &live, &owned);
+        let drift = drifted_fields(&desired, &live, &owned, &Ignored::default());
         assert_eq!(drift.len(), 1, "{drift:?}");
         assert_eq!(drift[0].path, "spec.template.spec.containers[name=web].image");
         assert_eq!(drift[0].desired, json!("nginx:1"));
@@ -400,7 +441,7 @@ mod tests {
         live["metadata"]["labels"] = json!({});
         live["spec"]["template"]["spec"]["containers"][0]["ports"][0]["protocol"] = json!("TCP");
         let owned = FieldSet::parse(&agent_fields()).unwrap();
-        let drift = drifted_fields(&desired, &live, &owned);
+        let drift = drifted_fields(&desired, &live, &owned, &Ignored::default());
         assert_eq!(drift.len(), 1);
         assert_eq!(drift[0].path, "metadata.labels.app");
         assert_eq!(drift[0].live, Value::Null);

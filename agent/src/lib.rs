@@ -8,6 +8,7 @@ pub mod discovery;
 pub mod drift;
 pub mod fields;
 pub mod health;
+pub mod ignore;
 pub mod inventory;
 pub mod link;
 pub mod metrics;

@@ -355,6 +355,7 @@ mod tests {
 
     fn app(name: &str, data: &str) -> AppAssignment {
         AppAssignment {
+            ignore_differences: Vec::new(),
             name: name.into(),
             policy: Default::default(),
             depends_on: vec![],

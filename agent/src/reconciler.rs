@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use convoy_shared::model::report::{AppStatus, Health, ObjectStatus, Report};
-use convoy_shared::model::{AppAssignment, Assignment, ObjectRef, canonical_json};
+use convoy_shared::model::{AppAssignment, Assignment, Ignored, ObjectRef, canonical_json};
 use convoy_shared::telemetry;
 use tracing::Instrument;
 
@@ -488,6 +488,10 @@ impl Reconciler {
                 };
                 let mut prepared = self.normalize(self.applier.prepare(&desired, &app.name, revision)).await;
                 prepared.sensitive |= sops::is_encrypted(object);
+                if !app.ignore_differences.is_empty() {
+                    prepared.ignored = Arc::new(Ignored::of(&app.ignore_differences, &prepared.object));
+                    self.applier.respect_ignored(&mut prepared).await;
+                }
                 p.refs.insert(id.clone(), prepared.object.clone());
                 let key = key_of(&prepared.object);
                 if previous.is_some() && self.live.lock().in_sync(&key, &prepared.body) {

@@ -98,6 +98,7 @@ pub fn pvc(name: &str) -> Value {
 /// An app with default policy.
 pub fn app(name: &str, depends_on: &[&str], objects: Vec<Value>) -> AppAssignment {
     AppAssignment {
+        ignore_differences: Vec::new(),
         name: name.into(),
         policy: SyncPolicy::default(),
         depends_on: depends_on.iter().map(|s| s.to_string()).collect(),

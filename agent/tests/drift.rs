@@ -1,6 +1,8 @@
 //! Drift against kubesim: a managed field edited with the real kubectl is reported with its path
 //! and manager (and restored when the app self-heals); an autoscaler owning replicas and
-//! server-defaulted fields are never drift; a deleted object is reported missing and re-created.
+//! server-defaulted fields are never drift; a deleted object is reported missing and re-created;
+//! fields `ignoreDifferences` leaves to an autoscaler and a VPA-like manager are not drift, not
+//! healed and not sent, across a heal, a restart and a new revision.
 
 use std::path::Path;
 
@@ -8,9 +10,10 @@ use kubesim::kubectl::kubectl_ok;
 
 use convoy_agent::testing::{self as fx, InProcessAgent, NS};
 use convoy_shared::model::report::{Drift, Health, Report};
-use convoy_shared::model::{Assignment, SyncPolicy};
+use convoy_shared::model::{Assignment, IgnoreRule, SyncPolicy};
 use kubesim::SimFleet;
 use kubesim::eventually;
+use serde_json::Value;
 
 const CLUSTER: &str = "d1";
 
@@ -141,5 +144,81 @@ async fn drift_is_reported_by_field_and_manager_healed_only_when_the_app_says_so
     // The selfHeal-off drift is still there, untouched.
     let last = agent.last_report().unwrap();
     assert!(drift_of(&last, "api", false).is_some());
+    agent.stop().await;
+}
+
+/// What an `ignoreDifferences` rule of the app leaves to another manager on the live `web`
+/// Deployment: (replicas, the `main` container's cpu limit).
+fn others_fields(cluster: &kubesim::SimCluster) -> (Value, Value) {
+    let live = cluster.get("apps/v1", "Deployment", Some(NS), "web").unwrap();
+    (
+        live["spec"]["replicas"].clone(),
+        live["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["cpu"].clone(),
+    )
+}
+
+fn scaled_app(image: &str) -> convoy_shared::model::AppAssignment {
+    // Git sets web's cpu limit too: the VPA-like manager's value must win over it once set.
+    let mut deployment = fx::deployment("web", image, Some(2));
+    deployment["spec"]["template"]["spec"]["containers"][0]["resources"] = serde_json::json!({"limits": {"cpu": "1"}});
+    let mut web =
+        fx::app("web", &[], vec![fx::namespace(NS), deployment, fx::deployment("solo", "nginx:1.25", Some(3))]);
+    web.policy = SyncPolicy { prune: true, self_heal: true };
+    let rule = |json: Value| serde_json::from_value::<IgnoreRule>(json).unwrap();
+    web.ignore_differences = vec![
+        rule(serde_json::json!({"group": "apps", "kind": "Deployment", "jsonPointers": ["/spec/replicas"]})),
+        rule(serde_json::json!({"kind": "Deployment", "name": "web", "managedFieldsManagers": ["vpa-recommender"]})),
+    ];
+    web
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ignored_differences_are_not_drift_not_healed_and_not_sent_across_a_resync() {
+    let fleet = SimFleet::start(&[CLUSTER]).await.unwrap();
+    let cluster = fleet.cluster(CLUSTER).unwrap();
+    let kc = cluster.kubeconfig_path().to_path_buf();
+    let cache = tempfile::tempdir().unwrap();
+    let agent = InProcessAgent::start(fx::test_config(CLUSTER, cache.path()), cluster.client().await.unwrap(), None);
+    let a = fx::assignment(CLUSTER, "r1", vec![scaled_app("nginx:1.25")]);
+    agent.assign(a.clone());
+    fx::settled(&agent, &a.digest).await;
+    assert_eq!(others_fields(cluster).0, 2, "an object is created with Git's values");
+
+    // An autoscaler scales web; a VPA-like controller sets its cpu limit.
+    cluster.autoscale(NS, "web", 5).unwrap();
+    let vpa = r#"{"spec":{"template":{"spec":{"containers":[{"name":"main","resources":{"limits":{"cpu":"2"}}}]}}}}"#;
+    kubectl_ok(&kc, &["-n", NS, "patch", "deployment", "web", "--field-manager=vpa-recommender", "-p", vpa]).await;
+    // A hand edit of the image is drift (web heals itself): the heal puts the image back and
+    // leaves the replicas and the limit to their managers.
+    edit_by_hand(
+        &kc,
+        "deployment",
+        "web",
+        &["-p", r#"{"spec":{"template":{"spec":{"containers":[{"name":"main","image":"nginx:edited"}]}}}}"#],
+    )
+    .await;
+    let r = report_where(&agent, "the image edit healed", |r| drift_of(r, "web", true).is_some()).await;
+    let paths: Vec<&str> = r.drifts.iter().flat_map(|d| &d.fields).map(|f| f.path.as_str()).collect();
+    assert!(paths.contains(&"spec.template.spec.containers[name=main].image"), "{paths:?}");
+    assert!(!paths.iter().any(|p| p.contains("replicas") || p.contains("resources")), "ignored fields: {paths:?}");
+    eventually("the image restored", || {
+        let live = cluster.get("apps/v1", "Deployment", Some(NS), "web");
+        async move { live.filter(|l| l["spec"]["template"]["spec"]["containers"][0]["image"] == "nginx:1.25") }
+    })
+    .await;
+    assert_eq!(others_fields(cluster), (Value::from(5), Value::from("2")), "the heal fought no one");
+    agent.stop().await;
+
+    // A restart (every object judged afresh, nothing in the index) and a new revision of web.
+    let agent = InProcessAgent::start(fx::test_config(CLUSTER, cache.path()), cluster.client().await.unwrap(), None);
+    let b = fx::assignment(CLUSTER, "r2", vec![scaled_app("nginx:1.26")]);
+    agent.assign(b.clone());
+    let r = fx::settled(&agent, &b.digest).await;
+    let live = cluster.get("apps/v1", "Deployment", Some(NS), "web").unwrap();
+    assert_eq!(live["spec"]["template"]["spec"]["containers"][0]["image"], "nginx:1.26");
+    assert_eq!(others_fields(cluster), (Value::from(5), Value::from("2")), "a resync leaves them too");
+    assert!(r.drifts.is_empty(), "{:?}", r.drifts);
+    // solo's replicas only convoy-agent ever set: kept as they are, not dropped to a default.
+    assert_eq!(cluster.get("apps/v1", "Deployment", Some(NS), "solo").unwrap()["spec"]["replicas"], 3);
     agent.stop().await;
 }

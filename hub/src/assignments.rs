@@ -47,6 +47,7 @@ mod tests {
 
     fn assignment(revision: &str, objects: usize) -> Arc<Assignment> {
         let app = convoy_shared::model::AppAssignment {
+            ignore_differences: Vec::new(),
             name: "web".into(),
             policy: Default::default(),
             depends_on: vec![],

@@ -420,6 +420,7 @@ impl Planner {
                             depends_on: app.depends_on.clone(),
                             objects: Vec::new(),
                             render_error: None,
+                            ignore_differences: app.ignore_differences.clone(),
                         });
                     apps.push(digested(AppAssignment { render_error: Some(message), ..kept }));
                 }

@@ -297,7 +297,7 @@ impl SourceWorker {
             }
             match self.mirror.snapshot(*commit) {
                 Ok(snapshot) => {
-                    let apps = fleet::load_apps(snapshot.as_ref());
+                    let apps = fleet::load_apps(snapshot.as_ref(), env);
                     envs.insert(
                         env.name.clone(),
                         Arc::new(EnvironmentState { environment: env.clone(), snapshot, apps }),
@@ -430,7 +430,7 @@ impl SourceWorker {
                 Some(state) => state.clone(),
                 None => match self.mirror.snapshot(id) {
                     Ok(snapshot) => {
-                        let apps = fleet::load_apps(snapshot.as_ref());
+                        let apps = fleet::load_apps(snapshot.as_ref(), env);
                         Arc::new(EnvironmentState { environment: env.clone(), snapshot, apps })
                     }
                     Err(e) => {

@@ -33,7 +33,8 @@ pub fn render_app(root: &Path, app: &str, cluster: &str) -> Result<Vec<Value>, C
             ),
         }));
     };
-    let mut apps = fleet::load_apps(src.as_ref());
+    let env = fleet.environment(&target.environment).expect("a loaded cluster's environment is in the fleet");
+    let mut apps = fleet::load_apps(src.as_ref(), env);
     let Some(spec) = apps.remove(app) else {
         return Err(error(format!(
             "app '{app}' is not in {}/apps (apps: {})",

@@ -234,6 +234,7 @@ pub fn assemble(rendered: &[Value], cluster: &Cluster, app: &App) -> Result<AppA
         depends_on: app.depends_on.clone(),
         objects,
         render_error: None,
+        ignore_differences: app.ignore_differences.clone(),
     })
 }
 
@@ -323,6 +324,7 @@ mod tests {
     #[test]
     fn an_object_the_api_server_cannot_store_is_an_error_naming_it_and_its_size() {
         let app = App {
+            ignore_differences: Vec::new(),
             name: "big".into(),
             targets: None,
             namespace: Some("big".into()),
@@ -341,6 +343,7 @@ mod tests {
     #[test]
     fn namespaced_objects_get_the_app_namespace_and_cluster_scoped_ones_do_not() {
         let app = App {
+            ignore_differences: Vec::new(),
             name: "web".into(),
             targets: None,
             namespace: Some("web".into()),

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use convoy_shared::identity::valid_name;
-use convoy_shared::model::SyncPolicy;
+use convoy_shared::model::{IgnoreRule, SyncPolicy};
 use serde::Deserialize;
 
 use std::path::Path;
@@ -70,6 +70,10 @@ struct FleetSpec {
     #[serde(default = "default_fleet_branch")]
     fleet_branch: String,
     environments: Vec<Environment>,
+    /// Fields every app of every environment leaves to other managers (before each
+    /// environment's and each app's own rules).
+    #[serde(default)]
+    ignore_differences: Vec<IgnoreRule>,
 }
 
 fn default_fleet_branch() -> String {
@@ -78,13 +82,17 @@ fn default_fleet_branch() -> String {
 
 /// One environment: a name and the branch its apps are read from.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Environment {
     pub name: String,
     pub branch: String,
     /// How a new revision reaches the environment's clusters; none: all at once.
     #[serde(default)]
     pub rollout: Option<RolloutSpec>,
+    /// Fields every app of the environment leaves to other managers. Once loaded, the fleet's
+    /// own rules (`spec.ignoreDifferences` of convoy.yaml) come first.
+    #[serde(default)]
+    pub ignore_differences: Vec<IgnoreRule>,
 }
 
 /// `environments[].rollout` (schema v2): waves of clusters that take a new revision in order.
@@ -236,6 +244,9 @@ struct AppSpec {
     helm: Option<HelmSpec>,
     #[serde(default)]
     rollout: Option<RolloutSpec>,
+    /// Fields of the app's objects that other managers own: not drift, not healed, not sent.
+    #[serde(default)]
+    ignore_differences: Vec<IgnoreRule>,
 }
 
 /// `spec.helm` as written (schema v2): one of `chart`, `repo` + `name`, or `oci`.
@@ -462,6 +473,8 @@ pub struct App {
     /// `spec.rollout` (schema v2): this app reaches the clusters of each environment in these
     /// waves instead of the environment's own.
     pub rollout: Option<RolloutSpec>,
+    /// `ignoreDifferences`: the fleet's, the environment's, then the app's own.
+    pub ignore_differences: Vec<IgnoreRule>,
 }
 
 impl App {
@@ -534,10 +547,16 @@ impl Fleet {
             if let Some(rollout) = &env.rollout {
                 rollout.validate(file, &format!("environment '{}'", env.name))?;
             }
+            validate_ignores(file, &env.ignore_differences, &format!("environment '{}': ", env.name))?;
+        }
+        validate_ignores(file, &spec.ignore_differences, "")?;
+        let mut environments = spec.environments;
+        for env in &mut environments {
+            env.ignore_differences.splice(0..0, spec.ignore_differences.iter().cloned());
         }
         let mut fleet = Fleet {
             fleet_branch: spec.fleet_branch,
-            environments: spec.environments,
+            environments,
             clusters: BTreeMap::new(),
             cluster_errors: Vec::new(),
         };
@@ -618,8 +637,17 @@ pub fn resolve_environment<'a, T>(
         })
 }
 
-/// The apps of one environment's branch. Each app loads or fails on its own.
-pub fn load_apps(snapshot: &dyn Source) -> BTreeMap<String, Result<App, FleetError>> {
+/// Checks `ignoreDifferences` rules; `owner` prefixes messages (`environment 'prod': `).
+fn validate_ignores(file: &str, rules: &[IgnoreRule], owner: &str) -> Result<(), FleetError> {
+    for rule in rules {
+        rule.validate().map_err(|why| error(file, format!("{owner}ignoreDifferences: {why}")))?;
+    }
+    Ok(())
+}
+
+/// The apps of `env`'s branch. Each app loads or fails on its own; each carries the
+/// environment's `ignoreDifferences` before its own.
+pub fn load_apps(snapshot: &dyn Source, env: &Environment) -> BTreeMap<String, Result<App, FleetError>> {
     let mut apps = BTreeMap::new();
     for name in dir(snapshot, "apps").unwrap_or_default() {
         if dir(snapshot, &format!("apps/{name}")).is_none() {
@@ -628,7 +656,10 @@ pub fn load_apps(snapshot: &dyn Source) -> BTreeMap<String, Result<App, FleetErr
         let file = format!("apps/{name}/app.yaml");
         let app = match self::file(snapshot, &file) {
             None => Err(error(&file, "missing: every directory under apps/ needs an app.yaml")),
-            Some(bytes) => load_app(&file, &name, &bytes),
+            Some(bytes) => load_app(&file, &name, &bytes).map(|mut app| {
+                app.ignore_differences.splice(0..0, env.ignore_differences.iter().cloned());
+                app
+            }),
         };
         apps.insert(name.clone(), app);
     }
@@ -652,7 +683,9 @@ fn load_app(file: &str, dir_name: &str, bytes: &[u8]) -> Result<App, FleetError>
     if let Some(rollout) = &doc.spec.rollout {
         rollout.validate(file, &format!("app '{name}'"))?;
     }
+    validate_ignores(file, &doc.spec.ignore_differences, "")?;
     Ok(App {
+        ignore_differences: doc.spec.ignore_differences,
         helm,
         rollout: doc.spec.rollout,
         name,
@@ -680,7 +713,12 @@ mod tests {
 
     #[test]
     fn an_environment_is_found_by_name_then_by_branch_and_an_unknown_one_lists_them_all() {
-        let env = |name: &str, branch: &str| Environment { name: name.into(), branch: branch.into(), rollout: None };
+        let env = |name: &str, branch: &str| Environment {
+            ignore_differences: Vec::new(),
+            name: name.into(),
+            branch: branch.into(),
+            rollout: None,
+        };
         // An environment named like another's branch wins by name.
         let envs = [env("dev", "develop"), env("main", "stage"), env("prod", "main")];
         let find =
@@ -717,6 +755,7 @@ mod tests {
         let eu = mk_cluster("eu-1", &[("region", "eu")]);
         let us = mk_cluster("us-1", &[("region", "us")]);
         let mut app = App {
+            ignore_differences: Vec::new(),
             name: "web".into(),
             targets: None,
             namespace: None,
@@ -748,6 +787,36 @@ mod tests {
         assert!(load_app("f", "web", bad_op.as_bytes()).unwrap_err().message.contains("Maybe"));
         let wrong_name = "apiVersion: convoy.dev/v1\nkind: App\nmetadata: {name: api}\nspec: {}\n";
         assert!(load_app("f", "web", wrong_name.as_bytes()).unwrap_err().message.contains("apps/web"));
+    }
+
+    #[test]
+    fn ignore_differences_layer_fleet_then_environment_then_app_and_bad_rules_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |path: &str, text: &str| {
+            let full = dir.path().join(path);
+            std::fs::create_dir_all(full.parent().unwrap()).unwrap();
+            std::fs::write(full, text).unwrap();
+        };
+        write(
+            "convoy.yaml",
+            "apiVersion: convoy.dev/v1\nkind: Fleet\nspec:\n  ignoreDifferences:\n  - {kind: Deployment, managedFieldsManagers: [vpa-recommender]}\n  environments:\n  - name: prod\n    branch: main\n    ignoreDifferences:\n    - {group: apps, kind: Deployment, jsonPointers: [/spec/replicas]}\n",
+        );
+        write(
+            "apps/web/app.yaml",
+            "apiVersion: convoy.dev/v1\nkind: App\nmetadata: {name: web}\nspec:\n  ignoreDifferences:\n  - {kind: ConfigMap, name: web, jsonPointers: [/data/generated]}\n",
+        );
+        let src = crate::FsSource::new(dir.path());
+        let fleet = Fleet::load(&src).unwrap();
+        let apps = load_apps(&src, fleet.environment("prod").unwrap());
+        let rules = &apps["web"].as_ref().unwrap().ignore_differences;
+        let kinds: Vec<(&str, Option<&str>)> = rules.iter().map(|r| (r.kind.as_str(), r.group.as_deref())).collect();
+        assert_eq!(kinds, [("Deployment", None), ("Deployment", Some("apps")), ("ConfigMap", None)]);
+
+        let bad = "apiVersion: convoy.dev/v1\nkind: App\nmetadata: {name: web}\nspec:\n  ignoreDifferences:\n  - {kind: Deployment, jsonPointers: [spec.replicas]}\n";
+        let err = load_app("apps/web/app.yaml", "web", bad.as_bytes()).unwrap_err();
+        assert!(err.file == "apps/web/app.yaml" && err.message.contains("/spec/replicas"), "{err}");
+        let jq = "apiVersion: convoy.dev/v1\nkind: App\nmetadata: {name: web}\nspec:\n  ignoreDifferences:\n  - {kind: Deployment, jqPathExpressions: [.spec]}\n";
+        assert!(load_app("apps/web/app.yaml", "web", jq.as_bytes()).unwrap_err().message.contains("jqPathExpressions"));
     }
 
     #[test]

@@ -108,6 +108,8 @@ pub struct AppAssignment {
     pub objects: Vec<Value>,
     /// Set when this app failed to render for this cluster; `objects` are then the last good ones.
     pub render_error: Option<String>,
+    /// Fields of its objects that other managers own (see [`crate::model::ignore`]).
+    pub ignore_differences: Vec<crate::model::IgnoreRule>,
 }
 
 /// Everything one cluster must run.
@@ -230,6 +232,7 @@ impl Assignment {
                 depends_on: app.depends_on.clone(),
                 objects,
                 render_error: (!app.render_error.is_empty()).then(|| app.render_error.clone()),
+                ignore_differences: app.ignore_differences.iter().map(crate::model::IgnoreRule::from_wire).collect(),
             };
             let digest = if check || app.digest.is_empty() {
                 let actual = hex::encode(model.digest());
@@ -286,6 +289,7 @@ impl Assignment {
                         render_error: app.render_error.clone().unwrap_or_default(),
                         digest: digest.to_string(),
                         by_digest,
+                        ignore_differences: app.ignore_differences.iter().map(|r| r.to_wire()).collect(),
                     }
                 })
                 .collect(),
@@ -304,8 +308,8 @@ impl AppAssignment {
         self.objects.sort_by_cached_key(ObjectRef::of);
     }
 
-    /// Content digest of this app: name, policy, dependencies, objects (canonical JSON) and
-    /// render error. Objects must be sorted ([`AppAssignment::sort_objects`]).
+    /// Content digest of this app: name, policy, dependencies, objects (canonical JSON), render
+    /// error and ignored differences. Objects must be sorted ([`AppAssignment::sort_objects`]).
     pub fn digest(&self) -> [u8; 32] {
         let mut hasher = Sha256::new();
         hasher.update(self.name.as_bytes());
@@ -324,6 +328,23 @@ impl AppAssignment {
         if let Some(error) = &self.render_error {
             hasher.update([2]);
             hasher.update(error.as_bytes());
+        }
+        // Absent rules add nothing, so an app without them keeps the digest it always had.
+        for rule in &self.ignore_differences {
+            hasher.update([3]);
+            let fields = [&rule.group, &rule.name, &rule.namespace];
+            for field in fields {
+                // Absent and empty differ (an empty group is the core group, an absent one any).
+                hasher.update(field.as_ref().map_or(&[1u8][..], |f| f.as_bytes()));
+                hasher.update([0]);
+            }
+            hasher.update(rule.kind.as_bytes());
+            for (tag, list) in [(4u8, &rule.json_pointers), (5, &rule.managed_fields_managers)] {
+                for item in list {
+                    hasher.update([tag]);
+                    hasher.update(item.as_bytes());
+                }
+            }
         }
         hasher.finalize().into()
     }
@@ -466,6 +487,7 @@ mod tests {
 
     fn app(name: &str, objects: Vec<Value>) -> AppAssignment {
         AppAssignment {
+            ignore_differences: Vec::new(),
             name: name.into(),
             policy: SyncPolicy::default(),
             depends_on: vec![],

@@ -2,9 +2,11 @@
 //! and from the proto types live here, in one place.
 
 pub mod assignment;
+pub mod ignore;
 pub mod report;
 
 pub use assignment::{
     AppAssignment, Assignment, AssignmentError, HeldObjects, ObjectRef, SyncPolicy, canonical_json, document_json,
     pack_objects, unpack_objects,
 };
+pub use ignore::{IgnoreRule, Ignored};

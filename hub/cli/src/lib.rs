@@ -5,6 +5,7 @@
 pub mod app;
 pub mod chart;
 pub mod promote;
+pub mod schema;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -49,6 +50,14 @@ pub enum CliError {
     Refused(#[from] promote::Refusal),
     #[error(transparent)]
     Promote(#[from] promote::PromoteError),
+    #[error("unknown schema '{0}': the schemas are fleet, cluster and app")]
+    UnknownSchema(String),
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Exit status for a name that is not there (an environment, a cluster, an app, a context) or
@@ -61,7 +70,7 @@ impl CliError {
     /// unreachable hub, a failed push).
     pub fn exit_code(&self) -> u8 {
         match self {
-            CliError::UnknownContext { .. } | CliError::Incomplete { .. } => EXIT_USAGE,
+            CliError::UnknownContext { .. } | CliError::Incomplete { .. } | CliError::UnknownSchema(_) => EXIT_USAGE,
             CliError::Refused(promote::Refusal::Unknown(_)) => EXIT_USAGE,
             CliError::Call(status) if status.code() == tonic::Code::NotFound => EXIT_USAGE,
             _ => 1,
@@ -73,6 +82,8 @@ impl CliError {
         match self {
             CliError::ReadConfig { .. } | CliError::ParseConfig { .. } => "config",
             CliError::UnknownContext { .. } | CliError::Incomplete { .. } => "usage",
+            CliError::UnknownSchema(_) => "not-found",
+            CliError::Write { .. } => "io",
             CliError::Pki(_) | CliError::Tls(_) => "tls",
             CliError::Call(status) if status.code() == tonic::Code::NotFound => "not-found",
             CliError::Call(status) if status.code() == tonic::Code::PermissionDenied => "denied",

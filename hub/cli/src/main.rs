@@ -155,6 +155,15 @@ enum Command {
     },
     /// Print shell completions.
     Completions { shell: clap_complete::Shell },
+    /// JSON Schemas of the fleet repository's files, for editors (YAML language server) and CI:
+    /// `fleet` (convoy.yaml), `cluster` (clusters/NAME.yaml), `app` (apps/NAME/app.yaml).
+    Schema {
+        /// Print this one (fleet, cluster or app); without it and --dir, list them.
+        name: Option<String>,
+        /// Write all three as DIR/NAME.json.
+        #[arg(long, conflicts_with = "name")]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -246,6 +255,7 @@ async fn run(cli: Cli) -> Result<(), cli::CliError> {
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "convoy", &mut std::io::stdout());
         }
+        Command::Schema { name, dir } => print!("{}", cli::schema::command(name.as_deref(), dir.as_deref())?),
         Command::Render { app: Some(app), cluster: Some(cluster), root, .. } => {
             let root = match root {
                 Some(root) => root,

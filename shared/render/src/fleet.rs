@@ -46,9 +46,12 @@ fn error(file: &str, message: impl Into<String>) -> FleetError {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct Document<S> {
+    /// Always `convoy.dev/v1`.
     api_version: String,
+    /// `Fleet` (convoy.yaml), `Cluster` (clusters/NAME.yaml) or `App` (apps/NAME/app.yaml).
     kind: String,
     #[serde(default)]
     metadata: Metadata,
@@ -56,19 +59,25 @@ struct Document<S> {
 }
 
 #[derive(Debug, Default, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct Metadata {
+    /// The cluster's or app's name: the file's (clusters/NAME.yaml) or directory's (apps/NAME).
     #[serde(default)]
     name: String,
+    /// A cluster's labels, which apps and rollout waves select clusters by.
     #[serde(default)]
     labels: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct FleetSpec {
+    /// The branch convoy.yaml and clusters/ are read from.
     #[serde(default = "default_fleet_branch")]
     fleet_branch: String,
+    /// The environments in promotion order, each read from its branch.
     environments: Vec<Environment>,
     /// Fields every app of every environment leaves to other managers (before each
     /// environment's and each app's own rules).
@@ -82,6 +91,7 @@ fn default_fleet_branch() -> String {
 
 /// One environment: a name and the branch its apps are read from.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Environment {
     pub name: String,
@@ -97,6 +107,7 @@ pub struct Environment {
 
 /// `environments[].rollout` (schema v2): waves of clusters that take a new revision in order.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RolloutSpec {
     /// In order; a cluster belongs to the first wave whose selector matches it, a wave without a
@@ -121,6 +132,7 @@ fn one() -> u32 {
 
 /// One wave of a rollout.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct WaveSpec {
     pub name: String,
@@ -134,6 +146,7 @@ pub struct WaveSpec {
 
 /// A count or a percentage, as Kubernetes' `maxUnavailable`.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(untagged)]
 pub enum Quantity {
     Count(u32),
@@ -224,24 +237,34 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct ClusterSpec {
+    /// The environment (of convoy.yaml) whose branch the cluster's apps come from.
     environment: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct AppSpec {
+    /// The clusters the app goes to (a label selector and/or names); absent: every cluster.
     #[serde(default)]
     targets: Option<Targets>,
+    /// The namespace of its namespaced objects that name none (and a chart's release namespace).
     #[serde(default)]
     namespace: Option<String>,
+    /// Apps that must be Healthy on a cluster before this one is applied there.
     #[serde(default)]
     depends_on: Vec<String>,
+    /// Prune and self-heal (both on by default).
     #[serde(default)]
     sync: SyncSpec,
+    /// The app is a Helm chart: from this repository (`chart`), a chart repository (`repo`,
+    /// `name`, `version`) or an OCI registry (`oci`, `version`).
     #[serde(default)]
     helm: Option<HelmSpec>,
+    /// The app's own waves, in place of its environment's rollout.
     #[serde(default)]
     rollout: Option<RolloutSpec>,
     /// Fields of the app's objects that other managers own: not drift, not healed, not sent.
@@ -251,6 +274,7 @@ struct AppSpec {
 
 /// `spec.helm` as written (schema v2): one of `chart`, `repo` + `name`, or `oci`.
 #[derive(Debug, Default, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct HelmSpec {
     chart: Option<String>,
@@ -381,14 +405,18 @@ fn chart_path(file: &str, path: &str) -> Result<String, FleetError> {
 }
 
 #[derive(Debug, Default, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct SyncSpec {
+    /// Delete objects that left Git (default true).
     prune: Option<bool>,
+    /// Undo drift by applying again (default true).
     self_heal: Option<bool>,
 }
 
 /// Which clusters an app goes to: a label selector and/or names, OR-ed.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Targets {
     #[serde(default)]
@@ -399,6 +427,7 @@ pub struct Targets {
 
 /// A Kubernetes-style label selector.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct LabelSelector {
     #[serde(default)]
@@ -409,6 +438,7 @@ pub struct LabelSelector {
 
 /// One `matchExpressions` entry.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Requirement {
     pub key: String,
@@ -697,6 +727,51 @@ fn load_app(file: &str, dir_name: &str, bytes: &[u8]) -> Result<App, FleetError>
             self_heal: doc.spec.sync.self_heal.unwrap_or(defaults.self_heal),
         },
     })
+}
+
+/// The JSON Schema (draft 2020-12) of one kind of file users write.
+#[cfg(feature = "schema")]
+#[derive(Debug, Clone)]
+pub struct FileSchema {
+    /// `fleet`, `cluster` or `app`.
+    pub name: &'static str,
+    /// Which files it describes.
+    pub files: &'static str,
+    pub schema: serde_json::Value,
+}
+
+/// The schemas of `convoy.yaml`, `clusters/NAME.yaml` and `apps/NAME/app.yaml`, derived from
+/// the very types the hub parses them into (unknown keys are refused by both).
+#[cfg(feature = "schema")]
+pub fn schemas() -> Vec<FileSchema> {
+    fn document<S: schemars::JsonSchema>(kind: &str, title: &str, named: bool) -> serde_json::Value {
+        let mut schema = serde_json::to_value(schemars::schema_for!(Document<S>)).unwrap_or_default();
+        schema["title"] = title.into();
+        schema["properties"]["apiVersion"] = serde_json::json!({"const": API_VERSION});
+        schema["properties"]["kind"] = serde_json::json!({"const": kind});
+        if named {
+            schema["required"] = serde_json::json!(["apiVersion", "kind", "metadata", "spec"]);
+            schema["$defs"]["Metadata"]["required"] = serde_json::json!(["name"]);
+        }
+        schema
+    }
+    vec![
+        FileSchema {
+            name: "fleet",
+            files: "convoy.yaml",
+            schema: document::<FleetSpec>("Fleet", "Convoy fleet (convoy.yaml)", false),
+        },
+        FileSchema {
+            name: "cluster",
+            files: "clusters/*.yaml",
+            schema: document::<ClusterSpec>("Cluster", "Convoy cluster (clusters/NAME.yaml)", true),
+        },
+        FileSchema {
+            name: "app",
+            files: "apps/*/app.yaml",
+            schema: document::<AppSpec>("App", "Convoy app (apps/NAME/app.yaml)", true),
+        },
+    ]
 }
 
 #[cfg(test)]

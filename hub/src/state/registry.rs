@@ -1,5 +1,5 @@
 //! The registry: single-use bootstrap tokens, signing agent CSRs (with a token, or renewing
-//! over mTLS), and revocation. The RegistrationService edge is [`crate::registration`].
+//! over mTLS), and revocation. The RegistrationService edge is [`crate::api::registration`].
 //!
 //! Decisions:
 //! - A token is 32 random bytes shown once; the store keeps its SHA-256 with the cluster, labels

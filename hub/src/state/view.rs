@@ -5,9 +5,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use crate::fleet::{Fleet, FleetError};
-use crate::git::GitError;
-use crate::planner::{CacheSizes, EnvironmentState, PlanStats};
-use crate::rollout::Rollout;
+use crate::source::git::GitError;
+use crate::plan::planner::{CacheSizes, EnvironmentState, PlanStats};
+use crate::release::rollout::Rollout;
 
 /// Why a sync could not take (part of) the repository. Each message names the branch, file or
 /// URL and what to do; the clusters concerned keep their last assignment.

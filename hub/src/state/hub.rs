@@ -12,14 +12,14 @@ use convoy_shared::model::report::Report;
 use convoy_shared::proto::{self, ClusterInfo, FleetEvent, HistoryEntry};
 use tokio::sync::{Notify, broadcast, mpsc, oneshot, watch};
 
-use crate::assignments::AssignmentTable;
-use crate::connections::ConnectionTable;
-use crate::metrics::HubMetrics;
-use crate::registry::{Registry, RegistryConfig};
-use crate::rollout::{Command, Rollout, RolloutError};
+use crate::state::assignments::AssignmentTable;
+use crate::state::connections::ConnectionTable;
+use crate::state::metrics::HubMetrics;
+use crate::state::registry::{Registry, RegistryConfig};
+use crate::release::rollout::{Command, Rollout, RolloutError};
 use crate::store::{MemoryStore, Store, StoreError, StoreEvent, StoreWriter};
-use crate::store_pg::PgStore;
-use crate::view::FleetView;
+use crate::store::postgres::PgStore;
+use crate::state::view::FleetView;
 
 /// Fleet events kept for watchers that read slowly.
 const EVENT_BACKLOG: usize = 1024;
@@ -361,7 +361,7 @@ impl Publisher {
     }
 
     /// From now on, writes every assignment it publishes to the replicas' database first, under
-    /// this replica's fence (see [`crate::leadership`]).
+    /// this replica's fence (see [`crate::store::leadership`]).
     pub fn replicate_to(&mut self, store: Arc<PgStore>) {
         self.replicas = Some(store);
     }

@@ -12,7 +12,7 @@ use axum::routing::{get, post};
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
-use crate::state::Hub;
+use crate::state::hub::Hub;
 
 /// Accepted deliveries remembered to refuse replays (bodies differ between pushes: each names
 /// its before and after commits).

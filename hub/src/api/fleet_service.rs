@@ -15,14 +15,14 @@ use convoy_shared::proto::*;
 use futures::Stream;
 use tonic::{Request, Response, Status};
 
-use crate::auth;
+use crate::api::auth;
 use crate::fleet::Environment;
-use crate::planner::Planner;
-use crate::rollout::{self, Action, Command, Observed, Phase, Rollout, RolloutError};
-use crate::state::Hub;
-use crate::state::RolloutActionError;
-use crate::view::FleetView;
-use crate::view::SyncError;
+use crate::plan::planner::Planner;
+use crate::release::rollout::{self, Action, Command, Observed, Phase, Rollout, RolloutError};
+use crate::state::hub::Hub;
+use crate::state::hub::RolloutActionError;
+use crate::state::view::FleetView;
+use crate::state::view::SyncError;
 
 /// How many history entries `History` returns when the request names no limit.
 const DEFAULT_HISTORY: u32 = 50;

@@ -1,10 +1,18 @@
 //! What the hub keeps that is not in Git: each cluster's last report and its history (assigned,
 //! applied). Behind the [`Store`] trait: [`RedbStore`] (embedded, the default, so `convoy-hub`
-//! needs no database), [`crate::store_pg::PgStore`] (PostgreSQL, shared by hub replicas) and
+//! needs no database), [`crate::store::postgres::PgStore`] (PostgreSQL, shared by hub replicas) and
 //! [`MemoryStore`] (tests, the sandbox without a data directory).
 //! Writes are batched by one writer task; nothing blocks the runtime. Registration state
 //! (bootstrap token hashes, registrations, revocations) is written synchronously instead: a
 //! token must be spent exactly once, and a revocation must outlive a crash right after it.
+//! Hub replicas share one PostgreSQL store ([`postgres`]); the one that leads holds a lock in it
+//! ([`leadership`]), and the store refuses leader-only writes from a replica that lost it.
+//!
+//! Decisions: what survives a restart; which writes are batched and which are synchronous;
+//! which replica leads, and whose leader-only writes the fence refuses.
+
+pub mod leadership;
+pub mod postgres;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -126,7 +134,7 @@ pub enum StoreEvent {
         cluster: String,
         entry: HistoryEntry,
     },
-    /// An environment's rollout, as JSON ([`crate::rollout::Rollout`]); replaces the previous.
+    /// An environment's rollout, as JSON ([`crate::release::rollout::Rollout`]); replaces the previous.
     Rollout {
         environment: String,
         state: String,

@@ -22,7 +22,7 @@ use convoy_render::helm::{Capabilities, Chart};
 use convoy_render::{self as render, EntryKind, RenderError, Renderer, Source};
 
 use crate::fleet::{App, ChartLocation, Cluster, Environment, Fleet, FleetError, HelmSource};
-use crate::git::Snapshot;
+use crate::source::git::Snapshot;
 
 /// One environment as the planner sees it: its branch snapshot and the apps on it.
 pub struct EnvironmentState {

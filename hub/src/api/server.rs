@@ -26,11 +26,11 @@ use tokio_util::task::TaskTracker;
 use tonic::service::interceptor::InterceptedService;
 use tracing::Instrument;
 
-use crate::agent_service::AgentLinks;
-use crate::auth::{self, PeerInfo};
-use crate::fleet_service::FleetApi;
-use crate::registration::RegistrationApi;
-use crate::state::{Hub, Publisher};
+use crate::api::agent_service::AgentLinks;
+use crate::api::auth::{self, PeerInfo};
+use crate::api::fleet_service::FleetApi;
+use crate::api::registration::RegistrationApi;
+use crate::state::hub::{Hub, Publisher};
 
 /// Verified connections waiting for tonic to take them.
 const ACCEPTED_QUEUE: usize = 256;
@@ -50,7 +50,7 @@ pub enum ServeError {
 pub struct HubConfig {
     pub tls: Arc<ServerConfig>,
     /// The Git source; `None` serves agents and the CLI with no assignments.
-    pub source: Option<crate::source::SourceConfig>,
+    pub source: Option<crate::source::sync::SourceConfig>,
     /// Set when this hub is one of several replicas on PostgreSQL: it runs `source` only while
     /// it leads, and serves the leader's assignments otherwise.
     pub replication: Option<crate::replication::Replication>,
@@ -99,13 +99,13 @@ pub async fn run(
         );
     } else if let Some(source) = config.source {
         tasks.spawn(
-            crate::source::run(source, publisher, shutdown.clone())
+            crate::source::sync::run(source, publisher, shutdown.clone())
                 .instrument(tracing::info_span!("source"))
                 .map(|()| Ok(())),
         );
     }
     if let Some(http) = http {
-        let router = crate::webhook::router(hub.clone(), config.webhook_secret);
+        let router = crate::api::http::webhook::router(hub.clone(), config.webhook_secret);
         let token = shutdown.clone();
         tasks.spawn(async move {
             axum::serve(http, router)
@@ -403,7 +403,7 @@ impl AsyncWrite for TlsConn {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::RegistryConfig;
+    use crate::state::registry::RegistryConfig;
     use crate::store::{self, MemoryStore, Redeemed, Registration, Store, StoreEvent, TokenRecord};
     use convoy_shared::model::report::Report;
     use convoy_shared::pki::{self, CertDir};

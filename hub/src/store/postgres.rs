@@ -53,7 +53,7 @@ const MIGRATIONS: &[(i32, &str)] = &[(
                                     epoch bigint NOT NULL, published_at timestamptz NOT NULL DEFAULT now());",
 )];
 
-/// The leadership epoch this replica holds (0: none). Set by [`crate::leadership`] on taking
+/// The leadership epoch this replica holds (0: none). Set by [`crate::store::leadership`] on taking
 /// the lead; every leader-only write carries it and is refused once the database's is newer.
 #[derive(Debug, Clone, Default)]
 pub struct Fence(Arc<AtomicI64>);
@@ -525,7 +525,7 @@ impl Store for PgStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::leadership::{Lead, Leadership};
+    use crate::store::leadership::{Lead, Leadership};
     use crate::store::tests::{entry, exercise, exercise_registration};
     use crate::testing::{TestPostgres, assignment};
 

@@ -15,12 +15,12 @@ use gix::ObjectId;
 use tokio_util::sync::CancellationToken;
 
 use crate::fleet::{self, Cluster, Environment, Fleet, RolloutSpec};
-use crate::git::{GitAccess, GitMirror};
-use crate::metrics::HubMetrics;
-use crate::planner::{CacheSizes, EnvironmentState, PlanStats, Planner};
-use crate::rollout::{self, Action, Command, Observed, Phase, Rollout, RolloutError};
-use crate::state::{EnvironmentRequest, Publisher};
-use crate::view::{FleetView, Lineage, SyncError};
+use crate::source::git::{GitAccess, GitMirror};
+use crate::state::metrics::HubMetrics;
+use crate::plan::planner::{CacheSizes, EnvironmentState, PlanStats, Planner};
+use crate::release::rollout::{self, Action, Command, Observed, Phase, Rollout, RolloutError};
+use crate::state::hub::{EnvironmentRequest, Publisher};
+use crate::state::view::{FleetView, Lineage, SyncError};
 
 /// Where the repository is and how often to look.
 #[derive(Debug, Clone)]
@@ -180,7 +180,7 @@ impl SourceWorker {
         }
         // The root of a commit's trace: fetch, render and publish here; push and apply continue
         // it from the assignment's trace context.
-        let _sync = tracing::info_span!("sync", repo = %crate::git::redacted(&self.config.url)).entered();
+        let _sync = tracing::info_span!("sync", repo = %crate::source::git::redacted(&self.config.url)).entered();
         let mut errors = Vec::new();
         let started = Instant::now();
         let fetched = tracing::info_span!("fetch").in_scope(|| self.mirror.fetch());
@@ -543,7 +543,7 @@ impl SourceWorker {
     /// What the hub sees of `cluster` for `rollout`: the parts of its assignment the rollout
     /// decides, at the new revision against the commit it began from, and whether the
     /// assignment it was last given carries them and is applied.
-    fn observe(&self, hub: &crate::state::Hub, rollout: &Rollout, own: &BTreeSet<String>, cluster: &str) -> Observed {
+    fn observe(&self, hub: &crate::state::hub::Hub, rollout: &Rollout, own: &BTreeSet<String>, cluster: &str) -> Observed {
         let parts = |a| governed(a, rollout, own);
         let new = parts(self.desired.get(cluster));
         let from = parts(rollout.from.get(cluster).and_then(|commit| self.at(cluster, Some(commit))));
@@ -688,7 +688,7 @@ impl SourceWorker {
         for _ in 0..2 {
             let commit = branches.get(&branch).ok_or_else(|| SyncError::NoFleetBranch {
                 branch: branch.clone(),
-                url: crate::git::redacted(&self.config.url),
+                url: crate::source::git::redacted(&self.config.url),
             })?;
             if self.fleet_commit == Some(*commit)
                 && let Some(fleet) = &self.fleet
@@ -732,7 +732,7 @@ fn governed<'a>(
 }
 
 /// The rollouts the store kept; one it cannot read is logged and started afresh.
-fn load_rollouts(hub: &crate::state::Hub) -> BTreeMap<String, Rollout> {
+fn load_rollouts(hub: &crate::state::hub::Hub) -> BTreeMap<String, Rollout> {
     let stored = match hub.store().rollouts() {
         Ok(stored) => stored,
         Err(e) => {

@@ -1,0 +1,3 @@
+//! The hub's plain-HTTP listener.
+
+pub mod webhook;

@@ -105,7 +105,7 @@ pub async fn run(
         );
     }
     if let Some(http) = http {
-        let router = crate::api::http::webhook::router(hub.clone(), config.webhook_secret);
+        let router = crate::api::http::router(hub.clone(), config.webhook_secret);
         let token = shutdown.clone();
         tasks.spawn(async move {
             axum::serve(http, router)

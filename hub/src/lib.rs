@@ -15,6 +15,7 @@ pub mod replication;
 pub mod source;
 pub mod state;
 pub mod store;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
 pub use convoy_render::fleet;

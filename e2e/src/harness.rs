@@ -396,7 +396,7 @@ impl InProcessHub {
             access: Default::default(),
             charts,
         };
-        let config = convoy_hub::api::server::HubConfig {
+        let config = convoy_hub::HubConfig {
             tls: tls::server_config(&material).expect("server TLS"),
             source: Some(source),
             replication: None,
@@ -414,7 +414,7 @@ impl InProcessHub {
         let task = tokio::spawn({
             let (hub, shutdown) = (hub.clone(), shutdown.clone());
             async move {
-                convoy_hub::api::server::run(config, grpc, Some(http), (hub, publisher), shutdown).await.expect("hub runs");
+                convoy_hub::run(config, grpc, Some(http), (hub, publisher), shutdown).await.expect("hub runs");
             }
         });
         let started = InProcessHub { hub, address, http_address, shutdown, task, _data: data };

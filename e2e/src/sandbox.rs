@@ -19,7 +19,7 @@ use convoy_agent::link::{Backoff, LinkConfig};
 use convoy_agent::reconciler::ReconcilerConfig;
 use convoy_cli::{ConfigFile, Context};
 use convoy_hub::state::registry::RegistryConfig;
-use convoy_hub::api::server::HubConfig;
+use convoy_hub::HubConfig;
 use convoy_hub::source::sync::SourceConfig;
 use convoy_hub::state::hub::Hub;
 use convoy_hub::store::RedbStore;
@@ -159,7 +159,7 @@ impl Sandbox {
         let (hub_state, token) = ((hub.clone(), publisher), shutdown.clone());
         tasks.spawn(
             async move {
-                if let Err(e) = convoy_hub::api::server::run(hub_config, grpc, Some(http), hub_state, token).await {
+                if let Err(e) = convoy_hub::run(hub_config, grpc, Some(http), hub_state, token).await {
                     tracing::error!(error = %e, "hub stopped");
                 }
             }

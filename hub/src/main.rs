@@ -10,7 +10,8 @@ use std::time::Duration;
 use convoy_hub::source::git::GitAccess;
 use convoy_hub::state::registry::RegistryConfig;
 use convoy_hub::replication::Replication;
-use convoy_hub::api::server::{self, HandshakeLimits, HubConfig};
+use convoy_hub::HubConfig;
+use convoy_hub::api::server::HandshakeLimits;
 use convoy_hub::source::sync::SourceConfig;
 use convoy_hub::state::hub::Hub;
 use convoy_hub::store::{RedbStore, Store};
@@ -321,7 +322,7 @@ fn run(command: Command, runtime: &tokio::runtime::Runtime) -> Result<(), Failur
                     None => Arc::new(RedbStore::open(&data).map_err(|e| config(e.into()))?),
                 };
                 let hub = Hub::new(store, registry).map_err(|e| config(e.into()))?;
-                server::run(hub_config, grpc, http, hub, shutdown).await.map_err(|e| Failure::Runtime(e.into()))
+                convoy_hub::run(hub_config, grpc, http, hub, shutdown).await.map_err(|e| Failure::Runtime(e.into()))
             })
         }
     }

@@ -16,7 +16,7 @@ use futures::Stream;
 use tonic::{Request, Response, Status};
 
 use crate::api::auth;
-use crate::fleet::Environment;
+use convoy_render::fleet::Environment;
 use crate::plan::planner::Planner;
 use crate::release::gate;
 use crate::release::rollout::{self, Action, Command, Observed, Phase, Rollout, RolloutError};

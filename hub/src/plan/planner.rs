@@ -21,7 +21,7 @@ use convoy_render::helm::remote::Remote;
 use convoy_render::helm::{Capabilities, Chart};
 use convoy_render::{self as render, EntryKind, RenderError, Renderer, Source};
 
-use crate::fleet::{App, ChartLocation, Cluster, Environment, Fleet, FleetError, HelmSource};
+use convoy_render::fleet::{App, ChartLocation, Cluster, Environment, Fleet, FleetError, HelmSource};
 use crate::source::git::Snapshot;
 
 /// One environment as the planner sees it: its branch snapshot and the apps on it.

@@ -80,7 +80,7 @@ fn health_name(health: i32) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fleet::{Cluster, RolloutSpec};
+    use convoy_render::fleet::{Cluster, RolloutSpec};
 
     const HEAD: &str = "1234abcd5678ef90";
 

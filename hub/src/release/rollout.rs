@@ -31,7 +31,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use convoy_shared::proto::Health;
 use serde::{Deserialize, Serialize};
 
-use crate::fleet::{Cluster, RolloutSpec};
+use convoy_render::fleet::{Cluster, RolloutSpec};
 
 /// Where a rollout is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -423,7 +423,7 @@ pub fn short(commit: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fleet::{LabelSelector, Quantity, WaveSpec};
+    use convoy_render::fleet::{LabelSelector, Quantity, WaveSpec};
     use std::cell::RefCell;
 
     fn mk_cluster(name: &str, tier: &str) -> Cluster {

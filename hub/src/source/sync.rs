@@ -14,7 +14,7 @@ use convoy_shared::model::{AppAssignment, Assignment};
 use gix::ObjectId;
 use tokio_util::sync::CancellationToken;
 
-use crate::fleet::{self, Cluster, Environment, Fleet, RolloutSpec};
+use convoy_render::fleet::{self, Cluster, Environment, Fleet, RolloutSpec};
 use crate::source::git::{GitAccess, GitMirror};
 use crate::state::metrics::HubMetrics;
 use crate::plan::planner::{CacheSizes, EnvironmentState, PlanStats, Planner};

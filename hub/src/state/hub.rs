@@ -448,7 +448,7 @@ mod tests {
     async fn an_apps_own_rollout_is_kept_beside_its_environments() {
         let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
         let (hub, publisher) = Hub::new(store.clone(), RegistryConfig::default()).unwrap();
-        let spec: crate::fleet::RolloutSpec = serde_json::from_value(serde_json::json!({"waves": []})).unwrap();
+        let spec: convoy_render::fleet::RolloutSpec = serde_json::from_value(serde_json::json!({"waves": []})).unwrap();
         let environments = Rollout::settled("prod", &spec, "c1", &[], 0);
         let mons = Rollout::settled("prod", &spec, "c2", &[], 0).of_app(Some("mon"));
         publisher.record_rollout(&environments);

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use crate::fleet::{Fleet, FleetError};
+use convoy_render::fleet::{Fleet, FleetError};
 use crate::source::git::GitError;
 use crate::plan::planner::{CacheSizes, EnvironmentState, PlanStats};
 use crate::release::rollout::Rollout;

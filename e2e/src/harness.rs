@@ -388,7 +388,7 @@ impl InProcessHub {
         let data = tempfile::tempdir().expect("data dir");
         let material = tls::TlsMaterial::from_files(&ca.certs.ca_cert(), &ca.certs.hub_cert(), &ca.certs.hub_key())
             .expect("hub TLS files");
-        let source = convoy_hub::source::sync::SourceConfig {
+        let source = convoy_hub::source::SourceConfig {
             url: repo_url.to_string(),
             mirror: data.path().join("mirror.git"),
             fleet_branch: "main".into(),

@@ -4,7 +4,7 @@
 //! [`source`] (fetch → snapshot → fleet model) → [`plan`] (render per cluster → assignments) →
 //! [`release`] (what each cluster runs now) → [`state`] (the published view: one writer, many
 //! readers) → [`api`] (gRPC services and HTTP routes); [`store`] keeps what is not in Git, beside
-//! them. [`replication`] runs the source loop on the replica that leads. [`run`] starts them all,
+//! them. [`replication`] runs the sync loop on the replica that leads. [`run`] starts them all,
 //! as `convoy-hub serve`, the sandbox and the scenarios do.
 #![forbid(unsafe_code)]
 
@@ -16,9 +16,9 @@ pub mod replication;
 pub mod source;
 pub mod state;
 pub mod store;
+pub mod sync;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
-
 
 use std::sync::Arc;
 
@@ -46,7 +46,7 @@ pub enum ServeError {
 pub struct HubConfig {
     pub tls: Arc<ServerConfig>,
     /// The Git source; `None` serves agents and the CLI with no assignments.
-    pub source: Option<source::sync::SourceConfig>,
+    pub source: Option<source::SourceConfig>,
     /// Set when this hub is one of several replicas on PostgreSQL: it runs `source` only while
     /// it leads, and serves the leader's assignments otherwise.
     pub replication: Option<replication::Replication>,
@@ -55,7 +55,7 @@ pub struct HubConfig {
     pub handshakes: HandshakeLimits,
 }
 
-/// Runs the whole hub: gRPC on `grpc`, webhook and health on `http`, and the source loop,
+/// Runs the whole hub: gRPC on `grpc`, webhook and health on `http`, and the sync loop,
 /// until `shutdown`; then waits for each to drain.
 pub async fn run(
     config: HubConfig,
@@ -74,9 +74,7 @@ pub async fn run(
         );
     } else if let Some(source) = config.source {
         tasks.spawn(
-            source::sync::run(source, publisher, shutdown.clone())
-                .instrument(tracing::info_span!("source"))
-                .map(|()| Ok(())),
+            sync::run(source, publisher, shutdown.clone()).instrument(tracing::info_span!("source")).map(|()| Ok(())),
         );
     }
     if let Some(http) = http {

@@ -1,7 +1,7 @@
 //! One replica of a hub that shares a PostgreSQL database with others. Until it leads, it follows:
 //! every assignment the leader publishes (announced with `NOTIFY`, fetched by digest) is served to
 //! its agents too, and it runs no Git sync or planner. Once it leads ([`crate::store::leadership`]), it
-//! runs the source loop, publishing through the fence; losing the lead stops the replica (its
+//! runs the sync loop, publishing through the fence; losing the lead stops the replica (its
 //! orchestrator restarts it as a follower). Every replica relays the reports other replicas
 //! stored into its own status table, so the leader's rollouts see every cluster, and the
 //! revocations they recorded, so a revoked cluster is refused by every replica at once.
@@ -14,10 +14,10 @@ use tokio::sync::mpsc;
 use tokio_postgres::{AsyncMessage, NoTls};
 use tokio_util::sync::CancellationToken;
 
-use crate::store::leadership::Leadership;
-use crate::source::sync::SourceConfig;
+use crate::source::SourceConfig;
 use crate::state::hub::{Hub, Publisher};
 use crate::store::StoreError;
+use crate::store::leadership::Leadership;
 use crate::store::postgres::{PUBLISHED_CHANNEL, PgStore, REPORTS_CHANNEL, REVOCATIONS_CHANNEL};
 
 /// Pause before listening again after the notification session failed.
@@ -89,7 +89,7 @@ pub async fn run(
         }
     });
     match source {
-        Some(source) => crate::source::sync::run(source, publisher, stop.clone()).await,
+        Some(source) => crate::sync::run(source, publisher, stop.clone()).await,
         None => {
             // No source, no rollouts: rollout actions are answered at once.
             drop(publisher);

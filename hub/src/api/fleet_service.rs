@@ -16,14 +16,14 @@ use futures::Stream;
 use tonic::{Request, Response, Status};
 
 use crate::api::auth;
-use convoy_render::fleet::Environment;
 use crate::plan::planner::Planner;
 use crate::release::gate;
 use crate::release::rollout::{self, Action, Command, Observed, Phase, Rollout, RolloutError};
+use crate::source::repository::SyncError;
 use crate::state::hub::Hub;
 use crate::state::hub::RolloutActionError;
 use crate::state::view::FleetView;
-use crate::state::view::SyncError;
+use convoy_render::fleet::Environment;
 
 /// How many history entries `History` returns when the request names no limit.
 const DEFAULT_HISTORY: u32 = 50;
@@ -31,7 +31,7 @@ const DEFAULT_HISTORY: u32 = 50;
 /// The FleetService implementation.
 pub struct FleetApi {
     hub: Arc<Hub>,
-    /// The source loop's chart fetcher, so a promotion preview renders remote charts as a sync
+    /// The sync loop's chart fetcher, so a promotion preview renders remote charts as a sync
     /// would (`None` where the hub fetches none).
     charts: Option<Arc<ChartFetcher>>,
     /// Ends `Watch` streams when the hub shuts down, so draining does not wait on watchers.

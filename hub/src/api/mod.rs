@@ -1,7 +1,7 @@
 //! The api stage: the hub's edges. The gRPC endpoint ([`server`]) with its services — agent
 //! streams ([`agent_service`]), the CLI's fleet API ([`fleet_service`]), registration
 //! ([`registration`]) — behind one authorization point ([`auth`]), and the plain-HTTP routes
-//! ([`http`]). They read the state stage; people's rollout actions go to the source loop.
+//! ([`http`]). They read the state stage; people's rollout actions go to the sync loop.
 //!
 //! Decisions: who may call what; which TLS handshakes are refused or shed; what each answer holds.
 

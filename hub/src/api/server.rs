@@ -57,7 +57,7 @@ impl Default for HandshakeLimits {
 
 /// Serves AgentService, FleetService and RegistrationService on `listener` until `shutdown` is cancelled, then
 /// closes agent streams and drains connections. `charts` fetches remote charts for promotion
-/// previews, as the source loop does for syncs.
+/// previews, as the sync loop does for syncs.
 pub async fn serve(
     listener: TcpListener,
     tls: Arc<ServerConfig>,

@@ -8,4 +8,5 @@
 //! what a pin holds; which commit of an environment is verified (safe to promote).
 
 pub mod gate;
+pub mod releaser;
 pub mod rollout;

@@ -1,5 +1,5 @@
 //! The state stage: what the hub holds in memory and serves. The [`hub::Hub`] every service
-//! reads and its one writer, [`hub::Publisher`] (owned by the source loop): the published
+//! reads and its one writer, [`hub::Publisher`] (owned by the sync loop): the published
 //! [`view`] of the fleet, the [`assignments`] table each agent stream waits on, the live
 //! [`connections`] and their reports, the [`registry`] of who may connect, and the [`metrics`].
 //!

@@ -1,6 +1,7 @@
-//! `GET /metrics`: the hub's Prometheus metrics ([`HubMetrics`](crate::state::metrics::HubMetrics)) in the OpenMetrics text format,
-//! with the gauges that are counted on demand (clusters, agents connected, drifts, store queue)
-//! brought up to date first.
+//! `GET /metrics`: the hub's Prometheus metrics
+//! ([`HubMetrics`](crate::state::metrics::HubMetrics)) in the OpenMetrics text format, with the
+//! gauges that are counted on demand (clusters, agents connected, drifts, store queue) brought
+//! up to date first.
 
 use std::sync::Arc;
 

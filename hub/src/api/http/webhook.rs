@@ -1,5 +1,5 @@
 //! `POST /webhook`: GitHub, Gitea and GitLab push events (signature checked, replays refused)
-//! that make the source loop fetch at once.
+//! that make the sync loop fetch at once.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};

@@ -22,7 +22,7 @@ use convoy_hub::HubConfig;
 use convoy_hub::source::SourceConfig;
 use convoy_hub::state::hub::Hub;
 use convoy_hub::state::registry::RegistryConfig;
-use convoy_hub::store::RedbStore;
+use convoy_hub::store::redb::RedbStore;
 use convoy_shared::identity::{Identity, Role};
 use convoy_shared::pki::{self, CertDir, CertificateAuthority, LeafRequest};
 use convoy_shared::tls::{self, HubAddress, TlsMaterial};

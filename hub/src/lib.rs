@@ -110,7 +110,8 @@ pub async fn run(
 mod tests {
     use super::*;
     use crate::state::registry::RegistryConfig;
-    use crate::store::{self, MemoryStore, Redeemed, Registration, Store, StoreEvent, TokenRecord};
+    use crate::store::memory::MemoryStore;
+    use crate::store::{self, Redeemed, Registration, Store, StoreEvent, TokenRecord};
     use convoy_shared::model::report::Report;
     use convoy_shared::pki::{self, CertDir};
     use convoy_shared::proto::HistoryEntry;

@@ -1,8 +1,8 @@
 //! One replica of a hub that shares a PostgreSQL database with others. Until it leads, it follows:
 //! every assignment the leader publishes (announced with `NOTIFY`, fetched by digest) is served to
-//! its agents too, and it runs no Git sync or planner. Once it leads ([`crate::store::leadership`]), it
-//! runs the sync loop, publishing through the fence; losing the lead stops the replica (its
-//! orchestrator restarts it as a follower). Every replica relays the reports other replicas
+//! its agents too, and it runs no Git sync or planner. Once it leads
+//! ([`crate::store::leadership`]), it runs the sync loop, publishing through the fence; losing
+//! the lead stops the replica (its orchestrator restarts it as a follower). Every replica relays the reports other replicas
 //! stored into its own status table, so the leader's rollouts see every cluster, and the
 //! revocations they recorded, so a revoked cluster is refused by every replica at once.
 

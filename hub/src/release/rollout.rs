@@ -1,7 +1,8 @@
 //! Rollouts: a new revision reaches an environment's clusters wave by wave. A rollout is per
 //! (environment, revision); the releaser ([`crate::release::releaser`]) owns every [`Rollout`],
 //! steps it as reports come in, and publishes to each cluster either the new revision or the
-//! one it ran when the rollout began. Rollouts are plain data, stored as JSON, so a restarted hub resumes where it was.
+//! one it ran when the rollout began. Rollouts are plain data, stored as JSON, so a restarted
+//! hub resumes where it was.
 //!
 //! Decisions:
 //! - A cluster belongs to the first wave whose selector matches it; a wave without a selector

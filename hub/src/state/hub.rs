@@ -18,8 +18,10 @@ use crate::state::connections::ConnectionTable;
 use crate::state::metrics::HubMetrics;
 use crate::state::registry::{Registry, RegistryConfig};
 use crate::state::view::FleetView;
+use crate::store::memory::MemoryStore;
 use crate::store::postgres::PgStore;
-use crate::store::{MemoryStore, Store, StoreError, StoreEvent, StoreWriter};
+use crate::store::writer::StoreWriter;
+use crate::store::{Store, StoreError, StoreEvent};
 
 /// Fleet events kept for watchers that read slowly.
 const EVENT_BACKLOG: usize = 1024;

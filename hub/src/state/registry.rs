@@ -301,7 +301,7 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::MemoryStore;
+    use crate::store::memory::MemoryStore;
 
     fn registry() -> Registry {
         let authority = CertificateAuthority::generate("test-ca", 1).unwrap().0;

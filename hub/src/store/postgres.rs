@@ -1,7 +1,8 @@
-//! The PostgreSQL store: what [`crate::store::RedbStore`] keeps, in a database several hub
-//! replicas share, plus what only replicas need: the leader's fencing epoch and the assignments
-//! it published (content-addressed by digest, announced with `NOTIFY`), so every replica serves
-//! them. The schema is migrated at start (a versioned `convoy_migrations` table).
+//! The PostgreSQL store: what [`RedbStore`](crate::store::redb::RedbStore) keeps, in a
+//! database several hub replicas share, plus what only replicas need: the leader's fencing
+//! epoch and the assignments it published (content-addressed by digest, announced with
+//! `NOTIFY`), so every replica serves them. The schema is migrated at start (a versioned
+//! `convoy_migrations` table).
 //!
 //! [`Store`] is blocking; this store runs its queries on a small runtime of its own, so it may be
 //! called from any thread, inside the hub's runtime or not, without starving it.

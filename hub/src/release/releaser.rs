@@ -271,7 +271,7 @@ impl Releaser {
         Some(Arc::new(composed))
     }
 
-    /// Publishes to each cluster what it is to run now ([`Self::target`]) where that differs
+    /// Publishes to each cluster what it is to run now (its pin, its tracks) where that differs
     /// from what it was last given. Returns how many assignments changed.
     pub fn publish(&mut self, ledger: &dyn Ledger) -> usize {
         let _span = tracing::info_span!("publish", published = tracing::field::Empty).entered();
@@ -447,4 +447,111 @@ fn governed<'a>(
         .filter(|(_, app)| rollout.governs(&app.name, own))
         .map(|(digest, app)| (app.name.as_str(), digest))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+
+    use super::*;
+
+    /// A ledger that writes down what it is told; every cluster reports nothing applied.
+    #[derive(Default)]
+    struct Notebook {
+        published: RefCell<Vec<(String, String)>>,
+        pins: RefCell<Vec<(String, Option<String>)>>,
+        notes: RefCell<Vec<(String, String)>>,
+        events: RefCell<Vec<String>>,
+    }
+
+    impl Ledger for Notebook {
+        fn publish(&self, assignment: Arc<Assignment>) -> bool {
+            self.published.borrow_mut().push((assignment.cluster.clone(), assignment.revision.clone()));
+            true
+        }
+        fn keep_rollout(&self, _: &Rollout) {}
+        fn keep_pin(&self, environment: &str, commit: Option<&str>) {
+            self.pins.borrow_mut().push((environment.into(), commit.map(str::to_string)));
+        }
+        fn note(&self, cluster: &str, event: &str, _: &str, _: &str) {
+            self.notes.borrow_mut().push((cluster.into(), event.into()));
+        }
+        fn event(&self, kind: &str, detail: String) {
+            self.events.borrow_mut().push(format!("{kind}: {detail}"));
+        }
+        fn applied(&self, _: &str) -> (String, i32) {
+            Default::default()
+        }
+    }
+
+    fn mk_cluster(name: &str) -> Cluster {
+        Cluster { name: name.into(), environment: "prod".into(), labels: BTreeMap::new() }
+    }
+
+    /// `prod` on branch `main`, without a rollout, with clusters eu-1 and eu-2.
+    fn mk_fleet() -> Arc<Fleet> {
+        Arc::new(Fleet {
+            fleet_branch: "main".into(),
+            environments: vec![Environment { name: "prod".into(), branch: "main".into(), rollout: None }],
+            clusters: ["eu-1", "eu-2"].map(|name| (name.to_string(), mk_cluster(name))).into(),
+            cluster_errors: Vec::new(),
+        })
+    }
+
+    /// A releaser whose plan put eu-1 and eu-2 at `revision`.
+    fn mk_releaser(revision: &str) -> Releaser {
+        let mut releaser = Releaser::new(Planner::fetching(None));
+        for cluster in ["eu-1", "eu-2"] {
+            releaser.desire(Arc::new(crate::testing::assignment(cluster, revision)));
+        }
+        releaser
+    }
+
+    #[test]
+    fn each_cluster_is_given_its_head_once_and_again_when_it_changes() {
+        let (mut releaser, ledger) = (mk_releaser("r1"), Notebook::default());
+        assert_eq!(releaser.publish(&ledger), 2);
+        assert_eq!(releaser.publish(&ledger), 0, "nothing changed");
+        releaser.desire(Arc::new(crate::testing::assignment("eu-1", "r2")));
+        assert_eq!(releaser.publish(&ledger), 1);
+        assert_eq!(ledger.published.borrow().last(), Some(&("eu-1".to_string(), "r2".to_string())));
+        assert!(!releaser.step_rollouts(&ledger, 0), "no rollout, nothing steps");
+    }
+
+    #[test]
+    fn a_pin_holds_its_clusters_until_released() {
+        let (mut releaser, ledger, fleet) = (mk_releaser("r1"), Notebook::default(), mk_fleet());
+        let envs = HashMap::new();
+        let pin = Command::Pin { commit: "c0ffee0012345678".into() };
+        let pinned = releaser.command(&ledger, "prod", pin, Some(&fleet), &envs, 0).unwrap();
+        assert!(pinned.starts_with("prod pinned at c0ffee00"), "{pinned}");
+        assert_eq!(*ledger.pins.borrow(), [("prod".to_string(), Some("c0ffee0012345678".to_string()))]);
+        let notes = ledger.notes.borrow().clone();
+        assert_eq!(notes, [("eu-1".into(), "pinned".into()), ("eu-2".into(), "pinned".into())]);
+        assert_eq!(*ledger.events.borrow(), ["rollback: prod: pinned at c0ffee00"]);
+        // The pinned commit is not planned (no held plan yet): its clusters wait, given nothing.
+        assert_eq!(releaser.publish(&ledger), 0);
+        let pause = Command::Rollout { action: Action::Pause, app: None };
+        let refused = releaser.command(&ledger, "prod", pause, Some(&fleet), &envs, 0).unwrap_err();
+        assert!(matches!(refused, RolloutError::Pinned { .. }), "{refused}");
+
+        let released = releaser.command(&ledger, "prod", Command::Release, Some(&fleet), &envs, 0).unwrap();
+        assert!(released.starts_with("prod released from c0ffee00"), "{released}");
+        assert_eq!(ledger.pins.borrow().last(), Some(&("prod".to_string(), None)));
+        assert_eq!(releaser.publish(&ledger), 2, "the heads reach the clusters again");
+    }
+
+    #[test]
+    fn pin_and_release_name_what_does_not_apply() {
+        let (mut releaser, ledger, fleet) = (mk_releaser("r1"), Notebook::default(), mk_fleet());
+        let envs = HashMap::new();
+        let released = releaser.command(&ledger, "prod", Command::Release, Some(&fleet), &envs, 0);
+        assert_eq!(released, Err(RolloutError::NotPinned("prod".into())));
+        let pin = || Command::Pin { commit: "c0ffee00".into() };
+        let unknown = releaser.command(&ledger, "qa", pin(), Some(&fleet), &envs, 0);
+        assert_eq!(unknown, Err(RolloutError::UnknownEnvironment("qa".into())));
+        let unread = releaser.command(&ledger, "prod", pin(), None, &envs, 0);
+        assert_eq!(unread, Err(RolloutError::UnknownEnvironment("prod".into())), "no fleet model read yet");
+        assert!(ledger.pins.borrow().is_empty());
+    }
 }

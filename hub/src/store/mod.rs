@@ -94,7 +94,7 @@ pub(crate) fn redeem(record: Option<TokenRecord>, now: i64) -> (Redeemed, Option
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Registration {
     pub cluster: String,
-    /// Labels given at token creation; informational (Git's clusters/<name>.yaml targets apps).
+    /// Labels given at token creation; informational (Git's `clusters/<name>.yaml` targets apps).
     pub labels: BTreeMap<String, String>,
     pub registered_unix: i64,
     pub peer: String,

@@ -1,5 +1,8 @@
-//! The hub's plain-HTTP listener: one module per route — [`webhook`] (a push makes the source
-//! fetch at once), [`health`] (`/healthz`) and [`metrics`] (`/metrics`, Prometheus).
+//! The hub's plain-HTTP listener: one module per route — [`webhook`] (a push makes the sync
+//! loop fetch at once), [`health`] (`/healthz`) and [`metrics`] (`/metrics`, Prometheus).
+//!
+//! Decisions: which pushes are accepted (signed with the configured secret, never replayed;
+//! without a secret, none).
 
 pub mod health;
 pub mod metrics;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use convoy_agent::link::{Backoff, HubLink, LinkConfig, LinkHandle};
 
-use convoy_hub::registry::{DEFAULT_AGENT_CERT_LIFETIME, RegistryConfig};
+use convoy_hub::state::registry::{DEFAULT_AGENT_CERT_LIFETIME, RegistryConfig};
 pub use convoy_hub::testing::TestPostgres;
 use convoy_shared::identity::{Identity, Role};
 use convoy_shared::pki::{self, CertDir, CertificateAuthority, IssuedCert, LeafRequest};
@@ -340,7 +340,7 @@ impl RunningAgent {
 
 /// A hub running in this process on loopback (gRPC and HTTP), reading `repo`.
 pub struct InProcessHub {
-    pub hub: Arc<convoy_hub::state::Hub>,
+    pub hub: Arc<convoy_hub::state::hub::Hub>,
     pub address: String,
     pub http_address: String,
     shutdown: CancellationToken,
@@ -396,7 +396,7 @@ impl InProcessHub {
             access: Default::default(),
             charts,
         };
-        let config = convoy_hub::server::HubConfig {
+        let config = convoy_hub::HubConfig {
             tls: tls::server_config(&material).expect("server TLS"),
             source: Some(source),
             replication: None,
@@ -409,12 +409,12 @@ impl InProcessHub {
         let http_address = http.local_addr().expect("addr").to_string();
         let authority = CertificateAuthority::load(&ca.certs).expect("the test CA");
         let registry = RegistryConfig { authority: Some(Arc::new(authority)), cert_lifetime };
-        let (hub, publisher) = convoy_hub::state::Hub::in_memory(registry);
+        let (hub, publisher) = convoy_hub::state::hub::Hub::in_memory(registry);
         let shutdown = CancellationToken::new();
         let task = tokio::spawn({
             let (hub, shutdown) = (hub.clone(), shutdown.clone());
             async move {
-                convoy_hub::server::run(config, grpc, Some(http), (hub, publisher), shutdown).await.expect("hub runs");
+                convoy_hub::run(config, grpc, Some(http), (hub, publisher), shutdown).await.expect("hub runs");
             }
         });
         let started = InProcessHub { hub, address, http_address, shutdown, task, _data: data };
@@ -507,7 +507,7 @@ pub async fn scrape_metrics(address: &str) -> std::collections::BTreeMap<String,
 pub fn post_webhook(http_address: &str, secret: &str, body: &str) -> Result<String, String> {
     use std::io::{Read, Write};
     let url = format!("http://{http_address}/webhook");
-    let signature = convoy_hub::webhook::github_signature(secret.as_bytes(), body.as_bytes());
+    let signature = convoy_hub::api::http::webhook::github_signature(secret.as_bytes(), body.as_bytes());
     let mut stream = std::net::TcpStream::connect(http_address).map_err(|e| format!("cannot reach {url}: {e}"))?;
     stream.set_read_timeout(Some(Duration::from_secs(10))).ok();
     let request = format!(

@@ -18,11 +18,11 @@ use std::time::Duration;
 use convoy_agent::link::{Backoff, LinkConfig};
 use convoy_agent::reconciler::ReconcilerConfig;
 use convoy_cli::{ConfigFile, Context};
-use convoy_hub::registry::RegistryConfig;
-use convoy_hub::server::HubConfig;
+use convoy_hub::HubConfig;
 use convoy_hub::source::SourceConfig;
-use convoy_hub::state::Hub;
-use convoy_hub::store::RedbStore;
+use convoy_hub::state::hub::Hub;
+use convoy_hub::state::registry::RegistryConfig;
+use convoy_hub::store::redb::RedbStore;
 use convoy_shared::identity::{Identity, Role};
 use convoy_shared::pki::{self, CertDir, CertificateAuthority, LeafRequest};
 use convoy_shared::tls::{self, HubAddress, TlsMaterial};
@@ -162,7 +162,7 @@ impl Sandbox {
         let (hub_state, token) = ((hub.clone(), publisher), shutdown.clone());
         tasks.spawn(
             async move {
-                if let Err(e) = convoy_hub::server::run(hub_config, grpc, Some(http), hub_state, token).await {
+                if let Err(e) = convoy_hub::run(hub_config, grpc, Some(http), hub_state, token).await {
                     tracing::error!(error = %e, "hub stopped");
                 }
             }

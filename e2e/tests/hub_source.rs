@@ -243,14 +243,14 @@ async fn the_webhook_refuses_bad_signatures_and_fetches_on_good_ones() {
     let before = scrape_metrics(&hub.http_address).await;
     assert_eq!(before["convoy_hub_clusters"], 4.0);
     let body = r#"{"ref":"refs/heads/dev"}"#;
-    let forged = convoy_hub::webhook::github_signature(b"wrong-secret", body.as_bytes());
+    let forged = convoy_hub::api::http::webhook::github_signature(b"wrong-secret", body.as_bytes());
     assert_eq!(post_webhook(&hub.http_address, &[("X-Hub-Signature-256", forged)], body).await, 401);
     assert_eq!(post_webhook(&hub.http_address, &[], body).await, 401);
     assert_eq!(post_webhook(&hub.http_address, &[("X-Gitlab-Token", "nope".into())], body).await, 401);
 
     repo.write("apps/web/base/config.yaml", &fleet_repo::configmap_yaml("web-config", &[("greeting", "webhook")]));
     let head = repo.commit("via webhook");
-    let good = convoy_hub::webhook::github_signature(WEBHOOK_SECRET.as_bytes(), body.as_bytes());
+    let good = convoy_hub::api::http::webhook::github_signature(WEBHOOK_SECRET.as_bytes(), body.as_bytes());
     assert_eq!(post_webhook(&hub.http_address, &[("X-Hub-Signature-256", good)], body).await, 202);
     eventually("the webhook-triggered fetch", || {
         let seen = hub.hub.view().branches.get("dev") == Some(&head);

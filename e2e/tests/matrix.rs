@@ -15,7 +15,7 @@ use convoy_e2e::harness::{
     HubProcess, InProcessHub, RunningAgent, TestCa, WEBHOOK_SECRET, eventually, post_webhook, push_event,
     scrape_metrics, spawn_agent, wait_connected, workspace_binary,
 };
-use convoy_hub::planner::CacheSizes;
+use convoy_hub::plan::planner::CacheSizes;
 use convoy_shared::clock::unix_secs;
 use convoy_shared::enrollment::generate_csr;
 use convoy_shared::identity::{Identity, Role};
@@ -133,7 +133,7 @@ async fn fault_many_commits_keep_the_hub_caches_bounded() {
     let (after_20, after_60) = (after_20.unwrap(), hub.hub.view().caches);
     println!("caches after 20 commits: {after_20:?}; after 60: {after_60:?}");
     // One pack per fetch, folded into one past MAX_PACKS.
-    assert!(after_60.packs <= convoy_hub::git::MAX_PACKS + 1, "the mirror's packs pile up: {after_60:?}");
+    assert!(after_60.packs <= convoy_hub::source::git::MAX_PACKS + 1, "the mirror's packs pile up: {after_60:?}");
     let without_packs = |c: CacheSizes| CacheSizes { packs: 0, ..c };
     assert_eq!(without_packs(after_60), without_packs(after_20), "the hub's caches grow with the number of commits");
     assert!(after_60.blobs < 40, "Git blobs held beyond the live snapshots: {after_60:?}");

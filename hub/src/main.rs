@@ -7,14 +7,16 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use std::time::Duration;
 
-use convoy_hub::git::GitAccess;
-use convoy_hub::registry::RegistryConfig;
+use convoy_hub::HubConfig;
+use convoy_hub::api::server::HandshakeLimits;
 use convoy_hub::replication::Replication;
-use convoy_hub::server::{self, HandshakeLimits, HubConfig};
 use convoy_hub::source::SourceConfig;
-use convoy_hub::state::Hub;
-use convoy_hub::store::{RedbStore, Store};
-use convoy_hub::store_pg::PgStore;
+use convoy_hub::source::git::GitAccess;
+use convoy_hub::state::hub::Hub;
+use convoy_hub::state::registry::RegistryConfig;
+use convoy_hub::store::Store;
+use convoy_hub::store::postgres::PgStore;
+use convoy_hub::store::redb::RedbStore;
 use convoy_render::helm::fetch::{ChartFetcher, Credential, FetchConfig};
 use convoy_shared::identity::{Identity, Role};
 use convoy_shared::pki::{self, CertDir, CertificateAuthority, LeafRequest};
@@ -321,7 +323,7 @@ fn run(command: Command, runtime: &tokio::runtime::Runtime) -> Result<(), Failur
                     None => Arc::new(RedbStore::open(&data).map_err(|e| config(e.into()))?),
                 };
                 let hub = Hub::new(store, registry).map_err(|e| config(e.into()))?;
-                server::run(hub_config, grpc, http, hub, shutdown).await.map_err(|e| Failure::Runtime(e.into()))
+                convoy_hub::run(hub_config, grpc, http, hub, shutdown).await.map_err(|e| Failure::Runtime(e.into()))
             })
         }
     }

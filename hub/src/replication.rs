@@ -1,8 +1,8 @@
 //! One replica of a hub that shares a PostgreSQL database with others. Until it leads, it follows:
 //! every assignment the leader publishes (announced with `NOTIFY`, fetched by digest) is served to
-//! its agents too, and it runs no Git sync or planner. Once it leads ([`crate::leadership`]), it
-//! runs the source loop, publishing through the fence; losing the lead stops the replica (its
-//! orchestrator restarts it as a follower). Every replica relays the reports other replicas
+//! its agents too, and it runs no Git sync or planner. Once it leads
+//! ([`crate::store::leadership`]), it runs the sync loop, publishing through the fence; losing
+//! the lead stops the replica (its orchestrator restarts it as a follower). Every replica relays the reports other replicas
 //! stored into its own status table, so the leader's rollouts see every cluster, and the
 //! revocations they recorded, so a revoked cluster is refused by every replica at once.
 
@@ -14,11 +14,11 @@ use tokio::sync::mpsc;
 use tokio_postgres::{AsyncMessage, NoTls};
 use tokio_util::sync::CancellationToken;
 
-use crate::leadership::Leadership;
 use crate::source::SourceConfig;
-use crate::state::{Hub, Publisher};
+use crate::state::hub::{Hub, Publisher};
 use crate::store::StoreError;
-use crate::store_pg::{PUBLISHED_CHANNEL, PgStore, REPORTS_CHANNEL, REVOCATIONS_CHANNEL};
+use crate::store::leadership::Leadership;
+use crate::store::postgres::{PUBLISHED_CHANNEL, PgStore, REPORTS_CHANNEL, REVOCATIONS_CHANNEL};
 
 /// Pause before listening again after the notification session failed.
 const RELISTEN: Duration = Duration::from_secs(1);
@@ -89,7 +89,7 @@ pub async fn run(
         }
     });
     match source {
-        Some(source) => crate::source::run(source, publisher, stop.clone()).await,
+        Some(source) => crate::sync::run(source, publisher, stop.clone()).await,
         None => {
             // No source, no rollouts: rollout actions are answered at once.
             drop(publisher);
@@ -141,7 +141,7 @@ async fn listen_once(
 ) -> Result<(), StoreError> {
     let config = store.config();
     let database = |e: tokio_postgres::Error| StoreError::Database {
-        target: crate::store_pg::target(config),
+        target: crate::store::postgres::target(config),
         message: e.to_string(),
     };
     let (client, mut connection) = config.connect(NoTls).await.map_err(database)?;
@@ -175,7 +175,7 @@ async fn listen_once(
         };
         let Some(notification) = notification else {
             return Err(StoreError::Database {
-                target: crate::store_pg::target(config),
+                target: crate::store::postgres::target(config),
                 message: "the notification session closed".into(),
             });
         };

@@ -1,6 +1,7 @@
-//! Building blocks for hub tests and benchmarks (the binary never uses them): a test assignment
-//! and a throwaway PostgreSQL server in a temporary directory, as the store tests, the replica scenarios and
-//! `bench_replicas` need. `e2e/peers.sh` installs Debian's `postgresql` when it is missing.
+//! Building blocks for hub tests and benchmarks, behind the `testing` feature (the binary is
+//! built without it): a test assignment and a throwaway PostgreSQL server in a temporary
+//! directory, as the store tests, the replica scenarios and `bench_replicas` need.
+//! `e2e/peers.sh` installs Debian's `postgresql` when it is missing.
 
 use std::net::TcpListener;
 

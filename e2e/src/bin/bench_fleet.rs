@@ -156,7 +156,7 @@ async fn main() -> anyhow::Result<()> {
 fn start_hub(ca: &TestCa, repo: &FleetRepo, data: &std::path::Path, listen: &str) -> HubProcess {
     let data = data.to_str().expect("a UTF-8 data path");
     // Per-stream lines at info would make the hub log 10,000s of lines per phase.
-    let filter = "warn,convoy_hub=info,convoy_hub::agent_service=warn,convoy_hub::connections=warn";
+    let filter = "warn,convoy_hub=info,convoy_hub::api::agent_service=warn,convoy_hub::state::connections=warn";
     let url = repo.url();
     let extra = ["--repo", &url, "--data", data, "--poll-seconds", "3600", "--webhook-secret", SECRET];
     HubProcess::start_with(&ca.certs.0, listen, filter, &extra)

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use convoy_e2e::bench::{median_p99, ms};
 use convoy_e2e::fleet_repo::{FleetRepo, cluster_yaml, fleet_yaml};
 use convoy_e2e::harness::{InProcessHub, TestCa};
-use convoy_hub::planner::Planner;
+use convoy_hub::plan::planner::Planner;
 use convoy_render::FsSource;
 use convoy_render::helm::{Chart, ReleaseOptions, render};
 use serde_json::{Value, json};

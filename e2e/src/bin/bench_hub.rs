@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use convoy_e2e::bench::{median_p99, ms};
 use convoy_e2e::fleet_repo::{configmap_yaml, generated_fleet};
 use convoy_e2e::harness::{InProcessHub, TestCa, WEBHOOK_SECRET, eventually};
-use convoy_hub::planner::Planner;
+use convoy_hub::plan::planner::Planner;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -43,7 +43,7 @@ async fn run(clusters: usize, apps: usize, samples: usize) -> anyhow::Result<()>
         );
         let head = repo.commit(&format!("sample {i}"));
         let body = format!(r#"{{"ref":"refs/heads/stage","after":"{head}"}}"#);
-        let signature = convoy_hub::webhook::github_signature(WEBHOOK_SECRET.as_bytes(), body.as_bytes());
+        let signature = convoy_hub::api::http::webhook::github_signature(WEBHOOK_SECRET.as_bytes(), body.as_bytes());
         let t0 = Instant::now();
         post(&hub.http_address, &signature, &body).await?;
         eventually("the commit to be published", || {

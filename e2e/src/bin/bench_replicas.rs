@@ -17,8 +17,10 @@ use std::time::{Duration, Instant};
 use convoy_e2e::bench::{median_p99, ms};
 use convoy_e2e::fleet_repo::{configmap_yaml, standard_fleet};
 use convoy_e2e::harness::{HubProcess, TestCa, TestPostgres};
-use convoy_hub::store::{RedbStore, Store, StoreEvent, StoreWriter};
-use convoy_hub::store_pg::PgStore;
+use convoy_hub::store::postgres::PgStore;
+use convoy_hub::store::redb::RedbStore;
+use convoy_hub::store::writer::StoreWriter;
+use convoy_hub::store::{Store, StoreEvent};
 use convoy_shared::identity::Role;
 use convoy_shared::proto::{ListClustersRequest, Report};
 

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use convoy_e2e::bench::{kubectl_apply, median_p99, ms};
 use convoy_e2e::fleet_repo::{FleetRepo, configmap_yaml};
 use convoy_e2e::sandbox::{Sandbox, SandboxConfig};
-use convoy_hub::state::Hub;
+use convoy_hub::state::hub::Hub;
 use tokio_util::sync::CancellationToken;
 
 /// Polls `done` every millisecond; panics naming `what` after two minutes.

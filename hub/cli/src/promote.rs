@@ -24,8 +24,9 @@ pub enum Refusal {
     Unknown(#[from] UnknownEnvironment),
     #[error("'{from}' does not come before '{to}' in the promotion order of convoy.yaml ({order})")]
     Order { from: String, to: String, order: String },
-    /// FROM has no verified commit yet: waiting may help.
-    #[error("not ready to promote '{from}' to '{to}': {reason}")]
+    /// FROM has no verified commit yet: waiting may help. The hub's reason names every
+    /// cluster that holds FROM back, one per line.
+    #[error("not ready to promote '{from}' to '{to}':\n  {}", .reason.replace('\n', "\n  "))]
     NotReady { from: String, to: String, reason: String },
     #[error("{0}")]
     Divergent(String),

@@ -14,8 +14,8 @@ use std::time::Duration;
 use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 
+use crate::store::postgres::{Fence, LEADER_LOCK, connect};
 use crate::store::{Result, StoreError};
-use crate::store_pg::{Fence, LEADER_LOCK, connect};
 
 /// Silence after which the database ends a leader's session, and so its lock.
 pub const LEASE: Duration = Duration::from_secs(5);

@@ -21,24 +21,9 @@ use convoy_render::helm::remote::Remote;
 use convoy_render::helm::{Capabilities, Chart};
 use convoy_render::{self as render, EntryKind, RenderError, Renderer, Source};
 
-use crate::fleet::{App, ChartLocation, Cluster, Environment, Fleet, FleetError, HelmSource};
-use crate::git::Snapshot;
-
-/// One environment as the planner sees it: its branch snapshot and the apps on it.
-pub struct EnvironmentState {
-    pub environment: Environment,
-    pub snapshot: Arc<Snapshot>,
-    pub apps: BTreeMap<String, Result<App, FleetError>>,
-}
-
-impl std::fmt::Debug for EnvironmentState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EnvironmentState")
-            .field("environment", &self.environment)
-            .field("commit", &self.snapshot.commit)
-            .finish_non_exhaustive()
-    }
-}
+use crate::source::git::Snapshot;
+use crate::source::repository::EnvironmentState;
+use convoy_render::fleet::{App, ChartLocation, Cluster, Environment, Fleet, FleetError, HelmSource};
 
 /// Why one app could not be planned for one cluster; the cluster keeps that app's last good
 /// objects. Cloned out of the planner's caches, hence the `Arc` around render errors.
@@ -357,7 +342,7 @@ impl Planner {
     /// `from`'s files rendered with `to`'s environment name (so `envs/<to>` overlays apply),
     /// each cluster starting from its `current` assignment (an app that would fail to render
     /// keeps its current objects, as a real promotion would). Remote charts come from
-    /// `charts`, as the source loop's planner fetches them. A throwaway planner: nothing is
+    /// `charts`, as the sync loop's planner fetches them. A throwaway planner: nothing is
     /// cached or published.
     pub fn preview_promotion(
         fleet: &Fleet,

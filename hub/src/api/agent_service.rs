@@ -24,8 +24,8 @@ use tonic::codec::CompressionEncoding;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
-use crate::auth;
-use crate::state::Hub;
+use crate::api::auth;
+use crate::state::hub::Hub;
 
 /// How long an agent has to send its Hello after opening the stream.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
@@ -35,7 +35,7 @@ const OUTBOUND_QUEUE: usize = 8;
 /// cost of work on both ends, paid by every cluster at once when a commit reaches the fleet.
 const COMPRESS_FROM_BYTES: usize = 4 << 10;
 /// Objects of one app are sent in `AppContent` parts of about this many bytes (a part holds at
-/// least one object, and the planner refuses objects over [`crate::planner::MAX_OBJECT_BYTES`]),
+/// least one object, and the planner refuses objects over [`crate::plan::planner::MAX_OBJECT_BYTES`]),
 /// far below [`MAX_MESSAGE_BYTES`] whatever the size of the assignment.
 const CONTENT_PART_BYTES: usize = 1 << 20;
 /// Largest message either side of the agent link accepts. Parts keep hub messages small; a

@@ -1,5 +1,5 @@
-//! The hub's plain-HTTP side: `POST /webhook` (GitHub, Gitea and GitLab push events, signature
-//! checked, replays refused) that makes the source fetch at once, `/metrics` (Prometheus) and `/healthz`.
+//! `POST /webhook`: GitHub, Gitea and GitLab push events (signature checked, replays refused)
+//! that make the sync loop fetch at once.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -8,11 +8,11 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::{get, post};
+use axum::routing::post;
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
-use crate::state::Hub;
+use crate::state::hub::Hub;
 
 /// Accepted deliveries remembered to refuse replays (bodies differ between pushes: each names
 /// its before and after commits).
@@ -49,27 +49,12 @@ impl Deliveries {
     }
 }
 
-/// The router for the HTTP listener. Without a secret the webhook refuses every call: an
-/// unauthenticated trigger would let anyone make the hub fetch in a loop.
-pub fn router(hub: Arc<Hub>, secret: Option<String>) -> Router {
+/// The `/webhook` route. Without a secret it refuses every call: an unauthenticated trigger
+/// would let anyone make the hub fetch in a loop.
+pub fn routes(hub: Arc<Hub>, secret: Option<String>) -> Router {
     let secret = secret.filter(|s| !s.is_empty()).map(Arc::from);
     let state = WebhookState { hub, secret, accepted: Arc::default() };
-    Router::new()
-        .route("/webhook", post(webhook))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/metrics", get(metrics))
-        .with_state(state)
-}
-
-async fn metrics(State(state): State<WebhookState>) -> ([(axum::http::HeaderName, &'static str); 1], String) {
-    let hub = &state.hub;
-    let clusters = hub.cluster_infos();
-    hub.metrics().clusters_known.set(clusters.len() as i64);
-    hub.metrics().agents_connected.set(clusters.iter().filter(|c| c.connected).count() as i64);
-    hub.metrics().drifts.set(clusters.iter().map(|c| i64::from(c.drift_count)).sum());
-    hub.metrics().store_queue_depth.set(hub.store_queued() as i64);
-    let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-    ([(axum::http::header::CONTENT_TYPE, content_type)], hub.metrics().encode())
+    Router::new().route("/webhook", post(webhook)).with_state(state)
 }
 
 async fn webhook(State(state): State<WebhookState>, headers: HeaderMap, body: Bytes) -> (StatusCode, &'static str) {

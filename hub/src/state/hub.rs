@@ -1,6 +1,6 @@
 //! The hub's shared state. [`Hub`] is what every service reads (and what the agent edge records
 //! reports into); [`Publisher`] is the one writer of the published view and the assignments,
-//! owned by the source loop — the reflector's "one writer, many readers".
+//! owned by the sync loop — the reflector's "one writer, many readers".
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
@@ -12,18 +12,20 @@ use convoy_shared::model::report::Report;
 use convoy_shared::proto::{self, ClusterInfo, FleetEvent, HistoryEntry};
 use tokio::sync::{Notify, broadcast, mpsc, oneshot, watch};
 
-use crate::assignments::AssignmentTable;
-use crate::connections::ConnectionTable;
-use crate::metrics::HubMetrics;
-use crate::registry::{Registry, RegistryConfig};
-use crate::rollout::{Command, Rollout, RolloutError};
-use crate::store::{MemoryStore, Store, StoreError, StoreEvent, StoreWriter};
-use crate::store_pg::PgStore;
-use crate::view::FleetView;
+use crate::release::rollout::{Command, Rollout, RolloutError};
+use crate::state::assignments::AssignmentTable;
+use crate::state::connections::ConnectionTable;
+use crate::state::metrics::HubMetrics;
+use crate::state::registry::{Registry, RegistryConfig};
+use crate::state::view::FleetView;
+use crate::store::memory::MemoryStore;
+use crate::store::postgres::PgStore;
+use crate::store::writer::StoreWriter;
+use crate::store::{Store, StoreError, StoreEvent};
 
 /// Fleet events kept for watchers that read slowly.
 const EVENT_BACKLOG: usize = 1024;
-/// Rollout actions waiting for the source loop.
+/// Rollout actions waiting for the sync loop.
 const ENVIRONMENT_REQUESTS: usize = 16;
 
 /// Why a rollout action was not carried out.
@@ -45,9 +47,9 @@ pub struct Hub {
     assignments: AssignmentTable,
     /// The fleet as of the last sync; swapped whole, read briefly (never across an await).
     view: RwLock<Arc<FleetView>>,
-    /// Wakes the source loop at once (webhook, `convoy refresh`).
+    /// Wakes the sync loop at once (webhook, `convoy refresh`).
     refresh: Notify,
-    /// Tells the source loop an agent reported, so a rollout in progress steps at once.
+    /// Tells the sync loop an agent reported, so a rollout in progress steps at once.
     reported: Notify,
     store: Arc<dyn Store>,
     metrics: HubMetrics,
@@ -58,13 +60,13 @@ pub struct Hub {
     /// Owned by the hub: the writer task ends once the hub is dropped; [`Hub::flush_store`]
     /// waits for what is queued.
     writer: StoreWriter,
-    /// People's rollout actions, answered by the source loop (the [`Publisher`]'s owner).
+    /// People's rollout actions, answered by the sync loop (the [`Publisher`]'s owner).
     environment_requests: mpsc::Sender<EnvironmentRequest>,
     /// What each cluster's agent said its API server offers (for charts' `.Capabilities`).
     capabilities: std::sync::Mutex<HashMap<String, Capabilities>>,
 }
 
-/// A person's command on an environment for the source loop to carry out, with where to send
+/// A person's command on an environment for the sync loop to carry out, with where to send
 /// the answer.
 #[derive(Debug)]
 pub struct EnvironmentRequest {
@@ -74,11 +76,11 @@ pub struct EnvironmentRequest {
 }
 
 /// The one writer of the hub's published view and assignments. Not `Clone`: [`Hub::new`] makes
-/// exactly one, for the source loop.
+/// exactly one, for the sync loop.
 #[derive(Debug)]
 pub struct Publisher {
     hub: Arc<Hub>,
-    /// Only the source loop reads it (the lock is never contended).
+    /// Only the sync loop reads it (the lock is never contended).
     requests: tokio::sync::Mutex<mpsc::Receiver<EnvironmentRequest>>,
     /// The database replicas share, when this hub is one of several: a leader's assignments are
     /// written there (fenced) before its own agents see them.
@@ -148,13 +150,13 @@ impl Hub {
         &self.metrics
     }
 
-    /// Asks the source loop to fetch now.
+    /// Asks the sync loop to fetch now.
     pub fn request_refresh(&self) {
         self.refresh.notify_one();
     }
 
     /// Records what `cluster`'s API server offers, as its agent said in Hello; when it is new
-    /// or changed, the source loop plans again so the cluster's charts see it.
+    /// or changed, the sync loop plans again so the cluster's charts see it.
     pub fn set_capabilities(&self, cluster: &str, capabilities: Capabilities) {
         let mut known = self.capabilities.lock().expect("capabilities lock");
         if known.get(cluster) != Some(&capabilities) {
@@ -168,7 +170,7 @@ impl Hub {
         self.capabilities.lock().expect("capabilities lock").clone()
     }
 
-    /// Asks the source loop to carry out `command` on `environment`; returns what it did.
+    /// Asks the sync loop to carry out `command` on `environment`; returns what it did.
     pub async fn command(&self, environment: &str, command: Command) -> Result<String, RolloutActionError> {
         let (reply, answer) = oneshot::channel();
         let request = EnvironmentRequest { environment: environment.to_string(), command, reply };
@@ -361,7 +363,7 @@ impl Publisher {
     }
 
     /// From now on, writes every assignment it publishes to the replicas' database first, under
-    /// this replica's fence (see [`crate::leadership`]).
+    /// this replica's fence (see [`crate::store::leadership`]).
     pub fn replicate_to(&mut self, store: Arc<PgStore>) {
         self.replicas = Some(store);
     }
@@ -448,7 +450,7 @@ mod tests {
     async fn an_apps_own_rollout_is_kept_beside_its_environments() {
         let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
         let (hub, publisher) = Hub::new(store.clone(), RegistryConfig::default()).unwrap();
-        let spec: crate::fleet::RolloutSpec = serde_json::from_value(serde_json::json!({"waves": []})).unwrap();
+        let spec: convoy_render::fleet::RolloutSpec = serde_json::from_value(serde_json::json!({"waves": []})).unwrap();
         let environments = Rollout::settled("prod", &spec, "c1", &[], 0);
         let mons = Rollout::settled("prod", &spec, "c2", &[], 0).of_app(Some("mon"));
         publisher.record_rollout(&environments);

@@ -13,7 +13,6 @@ use convoy_render::helm::fetch::ChartFetcher;
 use convoy_shared::identity::Identity;
 use convoy_shared::proto::fleet_service_server::FleetServiceServer;
 use convoy_shared::proto::registration_service_server::RegistrationServiceServer;
-use futures::FutureExt;
 use rustls::ServerConfig;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -26,38 +25,14 @@ use tokio_util::task::TaskTracker;
 use tonic::service::interceptor::InterceptedService;
 use tracing::Instrument;
 
-use crate::agent_service::AgentLinks;
-use crate::auth::{self, PeerInfo};
-use crate::fleet_service::FleetApi;
-use crate::registration::RegistrationApi;
-use crate::state::{Hub, Publisher};
+use crate::api::agent_service::AgentLinks;
+use crate::api::auth::{self, PeerInfo};
+use crate::api::fleet_service::FleetApi;
+use crate::api::registration::RegistrationApi;
+use crate::state::hub::Hub;
 
 /// Verified connections waiting for tonic to take them.
 const ACCEPTED_QUEUE: usize = 256;
-
-/// Errors that stop the server.
-#[derive(Debug, thiserror::Error)]
-pub enum ServeError {
-    #[error("the gRPC server failed: {0}")]
-    Transport(#[from] tonic::transport::Error),
-    #[error("the HTTP listener failed: {0}")]
-    Http(#[source] std::io::Error),
-    #[error(transparent)]
-    Replica(#[from] crate::replication::ReplicationError),
-}
-
-/// Everything `convoy-hub serve` runs besides the gRPC listener.
-pub struct HubConfig {
-    pub tls: Arc<ServerConfig>,
-    /// The Git source; `None` serves agents and the CLI with no assignments.
-    pub source: Option<crate::source::SourceConfig>,
-    /// Set when this hub is one of several replicas on PostgreSQL: it runs `source` only while
-    /// it leads, and serves the leader's assignments otherwise.
-    pub replication: Option<crate::replication::Replication>,
-    pub webhook_secret: Option<String>,
-    /// Bounds on TLS handshakes in progress.
-    pub handshakes: HandshakeLimits,
-}
 
 /// Bounds on TLS handshakes in progress, so that clients which connect and then stall (a partial
 /// ClientHello, or nothing at all) can never stop the hub accepting: the accept loop never
@@ -80,59 +55,9 @@ impl Default for HandshakeLimits {
     }
 }
 
-/// Runs the whole hub: gRPC on `grpc`, webhook and health on `http`, and the source loop,
-/// until `shutdown`; then waits for each to drain.
-pub async fn run(
-    config: HubConfig,
-    grpc: TcpListener,
-    http: Option<TcpListener>,
-    (hub, publisher): (Arc<Hub>, Publisher),
-    shutdown: CancellationToken,
-) -> Result<(), ServeError> {
-    let mut tasks = tokio::task::JoinSet::new();
-    let charts = config.source.as_ref().and_then(|source| source.charts.clone());
-    if let Some(replication) = config.replication {
-        tasks.spawn(
-            crate::replication::run(replication, config.source, publisher, shutdown.clone())
-                .instrument(tracing::info_span!("replica"))
-                .map(|result| result.map_err(ServeError::Replica)),
-        );
-    } else if let Some(source) = config.source {
-        tasks.spawn(
-            crate::source::run(source, publisher, shutdown.clone())
-                .instrument(tracing::info_span!("source"))
-                .map(|()| Ok(())),
-        );
-    }
-    if let Some(http) = http {
-        let router = crate::webhook::router(hub.clone(), config.webhook_secret);
-        let token = shutdown.clone();
-        tasks.spawn(async move {
-            axum::serve(http, router)
-                .with_graceful_shutdown(async move { token.cancelled().await })
-                .await
-                .map_err(ServeError::Http)
-        });
-    }
-    tasks.spawn(serve(grpc, config.tls, config.handshakes, hub.clone(), charts, shutdown.clone()));
-    let mut result = Ok(());
-    while let Some(joined) = tasks.join_next().await {
-        if let Ok(Err(e)) = joined {
-            tracing::error!(error = %e, "hub component stopped");
-            shutdown.cancel();
-            result = Err(e);
-        }
-    }
-    // Every component has stopped, so nothing records any more: write what is queued (reports
-    // and history acknowledged just before the signal) before the process exits.
-    hub.flush_store().await;
-    tracing::info!("store flushed");
-    result
-}
-
 /// Serves AgentService, FleetService and RegistrationService on `listener` until `shutdown` is cancelled, then
 /// closes agent streams and drains connections. `charts` fetches remote charts for promotion
-/// previews, as the source loop does for syncs.
+/// previews, as the sync loop does for syncs.
 pub async fn serve(
     listener: TcpListener,
     tls: Arc<ServerConfig>,
@@ -140,7 +65,7 @@ pub async fn serve(
     hub: Arc<Hub>,
     charts: Option<Arc<ChartFetcher>>,
     shutdown: CancellationToken,
-) -> Result<(), ServeError> {
+) -> Result<(), tonic::transport::Error> {
     let (conns_tx, conns_rx) = mpsc::channel::<TlsConn>(ACCEPTED_QUEUE);
     // Every task the endpoint starts (accept loop, handshakes, agent sessions) is tracked, so
     // `serve` returns only once they have all ended.
@@ -172,7 +97,7 @@ pub async fn serve(
     shutdown.cancel();
     tasks.close();
     tasks.wait().await;
-    result.map_err(ServeError::from)
+    result
 }
 
 async fn accept_loop(
@@ -397,94 +322,5 @@ impl AsyncWrite for TlsConn {
     }
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::registry::RegistryConfig;
-    use crate::store::{self, MemoryStore, Redeemed, Registration, Store, StoreEvent, TokenRecord};
-    use convoy_shared::model::report::Report;
-    use convoy_shared::pki::{self, CertDir};
-    use convoy_shared::proto::HistoryEntry;
-    use convoy_shared::tls::TlsMaterial;
-
-    /// A store whose writes take a while, so the writer still has work queued when the server
-    /// stops.
-    #[derive(Debug, Default)]
-    struct SlowStore(MemoryStore);
-
-    impl Store for SlowStore {
-        fn write(&self, events: &[StoreEvent]) -> store::Result<()> {
-            std::thread::sleep(Duration::from_millis(100));
-            self.0.write(events)
-        }
-        fn last_reports(&self) -> store::Result<Vec<(String, convoy_shared::proto::Report)>> {
-            self.0.last_reports()
-        }
-        fn history(&self, cluster: &str, limit: usize) -> store::Result<Vec<HistoryEntry>> {
-            self.0.history(cluster, limit)
-        }
-        fn put_token(&self, hash: &str, token: &TokenRecord) -> store::Result<()> {
-            self.0.put_token(hash, token)
-        }
-        fn redeem_token(&self, hash: &str, now: i64) -> store::Result<Redeemed> {
-            self.0.redeem_token(hash, now)
-        }
-        fn put_registration(&self, registration: &Registration) -> store::Result<()> {
-            self.0.put_registration(registration)
-        }
-        fn registrations(&self) -> store::Result<Vec<Registration>> {
-            self.0.registrations()
-        }
-        fn put_revocation(&self, cluster: &str, at: i64) -> store::Result<()> {
-            self.0.put_revocation(cluster, at)
-        }
-        fn revocations(&self) -> store::Result<Vec<(String, i64)>> {
-            self.0.revocations()
-        }
-        fn rollouts(&self) -> store::Result<Vec<(String, String)>> {
-            self.0.rollouts()
-        }
-        fn pins(&self) -> store::Result<Vec<(String, String)>> {
-            self.0.pins()
-        }
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn run_returns_only_once_every_recorded_report_is_in_the_store() {
-        convoy_shared::install_crypto_provider();
-        let dir = tempfile::tempdir().unwrap();
-        let certs = CertDir::new(dir.path());
-        pki::init_ca(&certs, &["localhost".into()], 1).unwrap();
-        let material = TlsMaterial::from_files(&certs.ca_cert(), &certs.hub_cert(), &certs.hub_key()).unwrap();
-        let config = HubConfig {
-            tls: convoy_shared::tls::server_config(&material).unwrap(),
-            source: None,
-            replication: None,
-            webhook_secret: None,
-            handshakes: HandshakeLimits::default(),
-        };
-        let store = Arc::new(SlowStore::default());
-        let (hub, publisher) = Hub::new(store.clone(), RegistryConfig::default()).unwrap();
-        let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let shutdown = CancellationToken::new();
-        let server = tokio::spawn(run(config, grpc, None, (hub.clone(), publisher), shutdown.clone()));
-
-        let (session, _) = hub.connections().open("eu-1", "127.0.0.1:1".parse().unwrap());
-        for i in 0..5 {
-            let report =
-                Report { revision: format!("r{i}"), digest: format!("d{i}"), applied: true, ..Default::default() };
-            hub.record_report("eu-1", session, &report);
-            // Spread over several writer batches: the last ones wait behind slow writes.
-            tokio::time::sleep(Duration::from_millis(30)).await;
-        }
-        shutdown.cancel();
-        server.await.unwrap().unwrap();
-        let applied: Vec<String> = store.history("eu-1", 10).unwrap().into_iter().map(|e| e.revision).collect();
-        assert_eq!(applied, ["r4", "r3", "r2", "r1", "r0"], "history acknowledged before shutdown is written");
-        let last = store.last_reports().unwrap();
-        assert_eq!(last.iter().find(|(c, _)| c == "eu-1").map(|(_, r)| r.revision.as_str()), Some("r4"));
     }
 }

@@ -1,7 +1,8 @@
-//! The PostgreSQL store: what [`crate::store::RedbStore`] keeps, in a database several hub
-//! replicas share, plus what only replicas need: the leader's fencing epoch and the assignments
-//! it published (content-addressed by digest, announced with `NOTIFY`), so every replica serves
-//! them. The schema is migrated at start (a versioned `convoy_migrations` table).
+//! The PostgreSQL store: what [`RedbStore`](crate::store::redb::RedbStore) keeps, in a
+//! database several hub replicas share, plus what only replicas need: the leader's fencing
+//! epoch and the assignments it published (content-addressed by digest, announced with
+//! `NOTIFY`), so every replica serves them. The schema is migrated at start (a versioned
+//! `convoy_migrations` table).
 //!
 //! [`Store`] is blocking; this store runs its queries on a small runtime of its own, so it may be
 //! called from any thread, inside the hub's runtime or not, without starving it.
@@ -53,7 +54,7 @@ const MIGRATIONS: &[(i32, &str)] = &[(
                                     epoch bigint NOT NULL, published_at timestamptz NOT NULL DEFAULT now());",
 )];
 
-/// The leadership epoch this replica holds (0: none). Set by [`crate::leadership`] on taking
+/// The leadership epoch this replica holds (0: none). Set by [`crate::store::leadership`] on taking
 /// the lead; every leader-only write carries it and is refused once the database's is newer.
 #[derive(Debug, Clone, Default)]
 pub struct Fence(Arc<AtomicI64>);
@@ -525,7 +526,7 @@ impl Store for PgStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::leadership::{Lead, Leadership};
+    use crate::store::leadership::{Lead, Leadership};
     use crate::store::tests::{entry, exercise, exercise_registration};
     use crate::testing::{TestPostgres, assignment};
 

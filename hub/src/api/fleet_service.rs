@@ -15,14 +15,15 @@ use convoy_shared::proto::*;
 use futures::Stream;
 use tonic::{Request, Response, Status};
 
-use crate::auth;
-use crate::fleet::Environment;
-use crate::planner::Planner;
-use crate::rollout::{self, Action, Command, Observed, Phase, Rollout, RolloutError};
-use crate::state::Hub;
-use crate::state::RolloutActionError;
-use crate::view::FleetView;
-use crate::view::SyncError;
+use crate::api::auth;
+use crate::plan::planner::Planner;
+use crate::release::gate;
+use crate::release::rollout::{self, Action, Command, Observed, Phase, Rollout, RolloutError};
+use crate::source::repository::SyncError;
+use crate::state::hub::Hub;
+use crate::state::hub::RolloutActionError;
+use crate::state::view::FleetView;
+use convoy_render::fleet::Environment;
 
 /// How many history entries `History` returns when the request names no limit.
 const DEFAULT_HISTORY: u32 = 50;
@@ -30,7 +31,7 @@ const DEFAULT_HISTORY: u32 = 50;
 /// The FleetService implementation.
 pub struct FleetApi {
     hub: Arc<Hub>,
-    /// The source loop's chart fetcher, so a promotion preview renders remote charts as a sync
+    /// The sync loop's chart fetcher, so a promotion preview renders remote charts as a sync
     /// would (`None` where the hub fetches none).
     charts: Option<Arc<ChartFetcher>>,
     /// Ends `Watch` streams when the hub shuts down, so draining does not wait on watchers.
@@ -164,9 +165,9 @@ impl FleetService for FleetApi {
             .iter()
             .map(|env| {
                 let members: Vec<&ClusterInfo> = clusters.iter().filter(|c| c.environment == env.name).collect();
-                let (verified_commit, unverified_reason) = match self.verified(env, &members, &view) {
+                let (verified_commit, unverified_reason) = match verified(env, &members, &view) {
                     Ok(commit) => (commit, String::new()),
-                    Err(why) => (String::new(), why),
+                    Err(reasons) => (String::new(), reasons.join("\n")),
                 };
                 let lineage = view.lineage.get(&env.name).cloned().unwrap_or_default();
                 EnvironmentInfo {
@@ -408,46 +409,6 @@ impl FleetApi {
         Ok(revisions)
     }
 
-    /// The commit every cluster of `env` runs applied and Healthy, past its rollout's soak: its
-    /// branch's head, once nothing holds it back. Or why there is none.
-    fn verified(&self, env: &Environment, members: &[&ClusterInfo], view: &FleetView) -> Result<String, String> {
-        if let Some(pinned) = view.pins.get(&env.name) {
-            return Err(format!("pinned at {} by a rollback", rollout::short(pinned)));
-        }
-        let head =
-            view.envs.get(&env.name).map(|e| e.snapshot.commit.to_string()).ok_or("its branch is not read yet")?;
-        if members.is_empty() {
-            return Err("no clusters: nothing proves a commit works".into());
-        }
-        // Clusters whose objects a commit does not change keep their assignment (and the
-        // revision it was built at): applied is judged by digest.
-        for c in members {
-            if c.assigned_digest.is_empty() || !c.in_sync {
-                return Err(format!("{} has not applied {} yet", c.name, rollout::short(&head)));
-            }
-            if c.health != Health::Healthy as i32 {
-                return Err(format!("{} is not Healthy", c.name));
-            }
-        }
-        for rollout in view.rollouts.values().filter(|r| r.environment == env.name) {
-            let what = match &rollout.app {
-                Some(app) => format!("app {app}'s rollout"),
-                None => "the rollout".to_string(),
-            };
-            if rollout.revision != head {
-                return Err(format!("{what} of {} has not begun", rollout::short(&head)));
-            }
-            let phase = rollout.phase.as_str();
-            let since =
-                rollout.completed_ms.ok_or_else(|| format!("{what} of {} is {phase}", rollout::short(&head)))?;
-            let left = since + rollout.soak_ms as i64 - convoy_shared::clock::unix_ms();
-            if left > 0 {
-                return Err(format!("{} soaks for {} s more", rollout::short(&head), (left + 999) / 1000));
-            }
-        }
-        Ok(head)
-    }
-
     /// A rollout as the CLI shows it, with each wave's clusters counted from their reports.
     fn rollout_info(&self, rollout: &Rollout) -> RolloutInfo {
         // A released cluster's assignment carries the new revision's parts for this rollout
@@ -517,6 +478,20 @@ fn no_fleet(errors: &[SyncError]) -> Status {
         errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
     };
     Status::failed_precondition(format!("no fleet model: {why}"))
+}
+
+/// `env`'s verified commit as the release gate judges it now, from the published view and the
+/// clusters' reports; or every reason it has none.
+fn verified(env: &Environment, members: &[&ClusterInfo], view: &FleetView) -> Result<String, Vec<String>> {
+    let head = view.envs.get(&env.name).map(|e| e.snapshot.commit.to_string());
+    let rollouts: Vec<&Rollout> = view.rollouts.values().filter(|r| r.environment == env.name).collect();
+    let facts = gate::Environment {
+        pin: view.pins.get(&env.name).map(String::as_str),
+        head: head.as_deref(),
+        clusters: members,
+        rollouts: &rollouts,
+    };
+    gate::verified(&facts, convoy_shared::clock::unix_ms())
 }
 
 /// Objects added, changed and removed going from `current` to `next`.

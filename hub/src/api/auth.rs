@@ -38,7 +38,7 @@ pub fn require_cluster<T>(req: &Request<T>) -> Result<(String, SocketAddr), Stat
 /// revocation.
 pub fn require_registered_cluster<T>(
     req: &Request<T>,
-    registry: &crate::registry::Registry,
+    registry: &crate::state::registry::Registry,
 ) -> Result<(String, SocketAddr), Status> {
     let (cluster, addr) = require_cluster(req)?;
     let not_before = peer(req)?.not_before_unix.unwrap_or(i64::MIN);

@@ -1,5 +1,5 @@
 //! The registry: single-use bootstrap tokens, signing agent CSRs (with a token, or renewing
-//! over mTLS), and revocation. The RegistrationService edge is [`crate::registration`].
+//! over mTLS), and revocation. The RegistrationService edge is [`crate::api::registration`].
 //!
 //! Decisions:
 //! - A token is 32 random bytes shown once; the store keeps its SHA-256 with the cluster, labels
@@ -301,7 +301,7 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::MemoryStore;
+    use crate::store::memory::MemoryStore;
 
     fn registry() -> Registry {
         let authority = CertificateAuthority::generate("test-ca", 1).unwrap().0;

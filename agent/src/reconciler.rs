@@ -488,6 +488,7 @@ impl Reconciler {
                 };
                 let mut prepared = self.normalize(self.applier.prepare(&desired, &app.name, revision)).await;
                 prepared.sensitive |= sops::is_encrypted(object);
+                self.applier.settle_namespace(&mut prepared).await;
                 if !app.ignore_differences.is_empty() {
                     prepared.ignored = Arc::new(Ignored::of(&app.ignore_differences, &prepared.object));
                     self.applier.respect_ignored(&mut prepared).await;

@@ -245,3 +245,62 @@ async fn charts_see_the_capabilities_each_agent_reports_and_their_objects_reach_
     }
     hub.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apps_without_a_namespace_object_reach_a_fresh_cluster_and_only_namespaces_convoy_made_are_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = helm_fleet(dir.path());
+    // Both apps leave with their namespace: greet (made by Convoy) and api (there before it).
+    repo.checkout("main");
+    for app in ["greeter", "api"] {
+        let file = format!("apps/{app}/app.yaml");
+        let text = std::fs::read_to_string(repo.dir.join(&file)).unwrap();
+        repo.write(&file, &text.replace("spec:\n", "spec:\n  deleteNamespace: true\n"));
+    }
+    let head = repo.commit("greeter and api take their namespaces with them");
+    let ca = TestCa::new();
+    let hub = InProcessHub::start(&ca, &repo.url()).await;
+    hub.sync("main", &head).await;
+    // No namespace made by hand, but api's, which a team had before Convoy.
+    let names = ["prod-eu"];
+    let kube = kubesim::SimFleet::start(&names).await.unwrap();
+    let cluster = kube.cluster("prod-eu").unwrap();
+    let mut team = convoy_agent::testing::namespace("api");
+    team["metadata"]["labels"] = serde_json::json!({"team": "payments"});
+    cluster.apply("kubectl", &team, true).expect("create api's namespace");
+    let shutdown = CancellationToken::new();
+    let caches = tempfile::tempdir().unwrap();
+    let agents = run_agents(&ca, &hub.address, &kube, &names, caches.path(), &shutdown).await;
+    eventually("the chart's and the kustomizations' objects on a fresh cluster", || {
+        let applied = cluster.get("v1", "ConfigMap", Some("greet"), "hi-greeter").is_some()
+            && cluster.get("v1", "ConfigMap", Some("web"), "web-config").is_some()
+            && cluster.get("v1", "ConfigMap", Some("api"), "api-config").is_some();
+        async move { applied.then_some(()) }
+    })
+    .await;
+    let annotations = |ns: &str| cluster.get("v1", "Namespace", None, ns).unwrap()["metadata"]["annotations"].clone();
+    assert_eq!(annotations("greet")["convoy.dev/namespace-created"], "true", "{}", annotations("greet"));
+    assert_eq!(annotations("web")["convoy.dev/prune"], "disabled", "web keeps its namespace (the default)");
+    assert_eq!(annotations("api")["convoy.dev/prune"], "disabled", "api's namespace was there before Convoy");
+    assert!(annotations("api").get("convoy.dev/namespace-created").is_none());
+
+    // Both apps leave Git: greet goes with its app, api's namespace (not Convoy's) stays.
+    repo.remove("apps/greeter");
+    repo.remove("apps/api");
+    let gone = repo.commit("greeter and api retired");
+    hub.sync("main", &gone).await;
+    eventually("greet deleted with its app", || {
+        let deleted = cluster.get("v1", "Namespace", None, "greet").is_none()
+            && cluster.get("v1", "ConfigMap", Some("api"), "api-config").is_none();
+        async move { deleted.then_some(()) }
+    })
+    .await;
+    let api = cluster.get("v1", "Namespace", None, "api").expect("a namespace Convoy did not make is never deleted");
+    assert_eq!(api["metadata"]["labels"]["team"], "payments");
+    assert!(cluster.get("v1", "Namespace", None, "web").is_some());
+    shutdown.cancel();
+    for agent in agents {
+        let _ = agent.await;
+    }
+    hub.stop().await;
+}

@@ -228,6 +228,13 @@ pub fn assemble(rendered: &[Value], cluster: &Cluster, app: &App) -> Result<AppA
         }
         objects.push(object);
     }
+    if let Some(namespace) = app.namespace.as_ref().filter(|_| app.create_namespace)
+        && !objects
+            .iter()
+            .any(|o| o["kind"] == "Namespace" && o["apiVersion"] == "v1" && o["metadata"]["name"] == namespace.as_str())
+    {
+        objects.push(namespace_object(namespace, &app.name, app.delete_namespace));
+    }
     Ok(AppAssignment {
         name: app.name.clone(),
         policy: app.policy,
@@ -236,6 +243,18 @@ pub fn assemble(rendered: &[Value], cluster: &Cluster, app: &App) -> Result<AppA
         render_error: None,
         ignore_differences: app.ignore_differences.clone(),
     })
+}
+
+/// The Namespace an app's `spec.namespace` names, added when its sources hold none: applied
+/// first like every Namespace, and never pruned unless `delete` (`spec.deleteNamespace`). The
+/// agent tells one it created from one that was there before (it never deletes those).
+fn namespace_object(name: &str, app: &str, delete: bool) -> Value {
+    let mut annotations = serde_json::Map::new();
+    annotations.insert(convoy_shared::model::NAMESPACE_OF_ANNOTATION.into(), Value::String(app.to_string()));
+    if !delete {
+        annotations.insert("convoy.dev/prune".into(), Value::String("disabled".into()));
+    }
+    serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "annotations": annotations}})
 }
 
 /// Bytes of `value` as compact JSON, counted without building the string.
@@ -325,6 +344,8 @@ mod tests {
     fn an_object_the_api_server_cannot_store_is_an_error_naming_it_and_its_size() {
         let app = App {
             ignore_differences: Vec::new(),
+            create_namespace: false,
+            delete_namespace: false,
             name: "big".into(),
             targets: None,
             namespace: Some("big".into()),
@@ -341,9 +362,42 @@ mod tests {
     }
 
     #[test]
+    fn the_apps_namespace_is_added_unless_its_sources_hold_it_or_it_says_not_to() {
+        let mut app = App {
+            ignore_differences: Vec::new(),
+            create_namespace: true,
+            delete_namespace: false,
+            name: "web".into(),
+            targets: None,
+            namespace: Some("web".into()),
+            depends_on: vec![],
+            policy: Default::default(),
+            helm: None,
+            rollout: None,
+        };
+        let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}});
+        let added = assemble(std::slice::from_ref(&cm), &mk_cluster("eu-1"), &app).unwrap();
+        let ns = added.objects.iter().find(|o| o["kind"] == "Namespace").expect("the app's namespace");
+        assert_eq!(ns["metadata"]["name"], "web");
+        assert_eq!(ns["metadata"]["annotations"]["convoy.dev/namespace-of"], "web");
+        assert_eq!(ns["metadata"]["annotations"]["convoy.dev/prune"], "disabled", "kept unless deleteNamespace");
+        app.delete_namespace = true;
+        let deletable = assemble(std::slice::from_ref(&cm), &mk_cluster("eu-1"), &app).unwrap();
+        let ns = deletable.objects.iter().find(|o| o["kind"] == "Namespace").unwrap();
+        assert!(ns["metadata"]["annotations"].get("convoy.dev/prune").is_none());
+        let own = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "web", "labels": {"a": "b"}}});
+        let held = assemble(&[cm.clone(), own.clone()], &mk_cluster("eu-1"), &app).unwrap();
+        assert_eq!(held.objects.iter().filter(|o| o["kind"] == "Namespace").collect::<Vec<_>>(), [&own]);
+        app.create_namespace = false;
+        assert!(assemble(&[cm], &mk_cluster("eu-1"), &app).unwrap().objects.iter().all(|o| o["kind"] != "Namespace"));
+    }
+
+    #[test]
     fn namespaced_objects_get_the_app_namespace_and_cluster_scoped_ones_do_not() {
         let app = App {
             ignore_differences: Vec::new(),
+            create_namespace: false,
+            delete_namespace: false,
             name: "web".into(),
             targets: None,
             namespace: Some("web".into()),

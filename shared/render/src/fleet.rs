@@ -254,6 +254,14 @@ struct AppSpec {
     /// The namespace of its namespaced objects that name none (and a chart's release namespace).
     #[serde(default)]
     namespace: Option<String>,
+    /// Create `namespace` on each cluster when the app's sources hold no such Namespace
+    /// (default true).
+    #[serde(default)]
+    create_namespace: Option<bool>,
+    /// Delete that Namespace, with everything in it, when the app leaves a cluster — only one
+    /// the agent created (default false: it stays).
+    #[serde(default)]
+    delete_namespace: Option<bool>,
     /// Apps that must be Healthy on a cluster before this one is applied there.
     #[serde(default)]
     depends_on: Vec<String>,
@@ -505,6 +513,10 @@ pub struct App {
     pub rollout: Option<RolloutSpec>,
     /// `ignoreDifferences`: the fleet's, the environment's, then the app's own.
     pub ignore_differences: Vec<IgnoreRule>,
+    /// `spec.createNamespace` (default true).
+    pub create_namespace: bool,
+    /// `spec.deleteNamespace` (default false).
+    pub delete_namespace: bool,
 }
 
 impl App {
@@ -716,6 +728,8 @@ fn load_app(file: &str, dir_name: &str, bytes: &[u8]) -> Result<App, FleetError>
     validate_ignores(file, &doc.spec.ignore_differences, "")?;
     Ok(App {
         ignore_differences: doc.spec.ignore_differences,
+        create_namespace: doc.spec.create_namespace.unwrap_or(true),
+        delete_namespace: doc.spec.delete_namespace.unwrap_or(false),
         helm,
         rollout: doc.spec.rollout,
         name,
@@ -831,6 +845,8 @@ mod tests {
         let us = mk_cluster("us-1", &[("region", "us")]);
         let mut app = App {
             ignore_differences: Vec::new(),
+            create_namespace: false,
+            delete_namespace: false,
             name: "web".into(),
             targets: None,
             namespace: None,

@@ -83,6 +83,11 @@ impl From<&ObjectRef> for proto::ObjectRef {
     }
 }
 
+/// Annotation on the Namespace the hub adds to an app whose sources hold none
+/// (`spec.createNamespace`): the app it is made for. The agent settles such a Namespace against
+/// the cluster before applying it.
+pub const NAMESPACE_OF_ANNOTATION: &str = "convoy.dev/namespace-of";
+
 /// An app's sync policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct SyncPolicy {

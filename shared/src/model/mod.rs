@@ -6,7 +6,7 @@ pub mod ignore;
 pub mod report;
 
 pub use assignment::{
-    AppAssignment, Assignment, AssignmentError, HeldObjects, ObjectRef, SyncPolicy, canonical_json, document_json,
-    pack_objects, unpack_objects,
+    AppAssignment, Assignment, AssignmentError, HeldObjects, NAMESPACE_OF_ANNOTATION, ObjectRef, SyncPolicy,
+    canonical_json, document_json, pack_objects, unpack_objects,
 };
 pub use ignore::{IgnoreRule, Ignored};

@@ -218,3 +218,60 @@ async fn unknown_repositories_untrusted_certificates_and_unreachable_hosts_are_s
     let unreachable = format!("https://localhost:{port}/fleet.git");
     refused(&ca, &unreachable, &token_file, Some(&ca_file), &["onnect", "refused"]).await;
 }
+
+/// A self-signed certificate for localhost as `openssl req -x509` makes one (CA:TRUE), with its
+/// key, in PEM.
+fn self_signed_ca_true() -> (String, String) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let cert = params.self_signed(&key).unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_self_signed_ca_true_server_certificate_given_as_the_git_ca_is_trusted_and_no_other() {
+    let ca = TestCa::new();
+    let dir = tempfile::tempdir().unwrap();
+    let work = standard_fleet(&dir.path().join("work"));
+    let root = dir.path().join("served");
+    std::fs::create_dir_all(&root).unwrap();
+    publish(&work, &root);
+    let (cert, key) = self_signed_ca_true();
+    let server = GitHttpServer::start(&root, &cert, &key, "git", TOKEN).await;
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, TOKEN).unwrap();
+    let token_file = token_file.display().to_string();
+    let url = server.url("fleet.git");
+
+    // Another self-signed CA:TRUE certificate is no anchor for this server: refused.
+    let other = dir.path().join("other.pem");
+    std::fs::write(&other, self_signed_ca_true().0).unwrap();
+    let other = other.display().to_string();
+    let hub = HubProcess::start_with(&ca.certs.0, "127.0.0.1:0", "info", &serve_args(&url, &token_file, Some(&other)));
+    let mut cli = ca.cli(&hub.address, Role::Admin).await;
+    let refused = eventually("the untrusted certificate in convoy envs", || {
+        let (mut cli, url) = (cli.clone(), url.clone());
+        async move {
+            let errors = source_errors(&mut cli).await;
+            errors.contains(&url).then_some(errors)
+        }
+    })
+    .await;
+    assert!(refused.to_lowercase().contains("certificate"), "{refused}");
+    drop(hub);
+
+    // The server's own certificate, given as the Git CA: the hub clones.
+    let own = dir.path().join("own.pem");
+    std::fs::write(&own, &cert).unwrap();
+    let own = own.display().to_string();
+    let hub = HubProcess::start_with(&ca.certs.0, "127.0.0.1:0", "info", &serve_args(&url, &token_file, Some(&own)));
+    cli = ca.cli(&hub.address, Role::Admin).await;
+    let head = work.head();
+    eventually("the hub to clone from the self-signed server", || {
+        let mut cli = cli.clone();
+        let head = head.clone();
+        async move { (envs_commit(&mut cli, "dev").await? == head).then_some(()) }
+    })
+    .await;
+}

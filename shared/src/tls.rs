@@ -140,6 +140,92 @@ pub fn client_config(ca_pem: &str, client: Option<(&str, &str)>) -> Result<Arc<C
     Ok(Arc::new(config))
 }
 
+/// A client configuration (TLS 1.2 and 1.3, for Git and chart servers) trusting `anchors`, the
+/// certificates a user gave (`--git-ca`, `--chart-ca`): a server certificate that chains to one
+/// of them, as usual, or one that *is* one of them. The second is what `openssl req -x509` makes
+/// (a self-signed certificate marked CA:TRUE), which webpki refuses as an end entity
+/// (`CaUsedAsEndEntity`) while git, curl and Go accept it; it is still checked for the server's
+/// name and its validity period. Nothing looser: any other certificate fails as before.
+pub fn client_config_trusting(anchors: Vec<CertificateDer<'static>>) -> Result<ClientConfig> {
+    let mut roots = RootCertStore::empty();
+    for cert in &anchors {
+        roots.add(cert.clone()).map_err(|source| TlsError::Rustls { what: "a CA certificate".into(), source })?;
+    }
+    let inner =
+        rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider()).build().map_err(
+            |e| TlsError::Rustls { what: "the CA certificates".into(), source: rustls::Error::General(e.to_string()) },
+        )?;
+    let verifier = Arc::new(AnchorsAsServers { inner, anchors });
+    Ok(ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|source| TlsError::Rustls { what: "TLS versions".into(), source })?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth())
+}
+
+/// See [`client_config_trusting`].
+#[derive(Debug)]
+struct AnchorsAsServers {
+    inner: Arc<rustls::client::WebPkiServerVerifier>,
+    anchors: Vec<CertificateDer<'static>>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for AnchorsAsServers {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        let refused = match self.inner.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
+            Ok(verified) => return Ok(verified),
+            Err(e) => e,
+        };
+        if !self.anchors.iter().any(|a| a.as_ref() == end_entity.as_ref()) {
+            return Err(refused);
+        }
+        let parsed = rustls::server::ParsedCertificate::try_from(end_entity)?;
+        rustls::client::verify_server_name(&parsed, server_name)?;
+        let (_, cert) = x509_parser::parse_x509_certificate(end_entity.as_ref())
+            .map_err(|_| rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding))?;
+        let at = x509_parser::time::ASN1Time::from_timestamp(now.as_secs() as i64)
+            .map_err(|_| rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding))?;
+        if !cert.validity().is_valid_at(at) {
+            return Err(rustls::Error::InvalidCertificate(if at < cert.validity().not_before {
+                rustls::CertificateError::NotValidYet
+            } else {
+                rustls::CertificateError::Expired
+            }));
+        }
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
 /// Where the hub is and the name its certificate must carry: one address, or several replicas
 /// of one hub (`a:7443,b:7443`), tried in turn. A name that resolves to several addresses is
 /// tried address by address as well.

@@ -98,18 +98,17 @@ impl GitAccess {
         match ca {
             Some(path) => {
                 let pem = std::fs::read(path).map_err(|source| AccessError::Read { path: path.into(), source })?;
-                let mut found = 0;
-                for cert in rustls_pki_types::CertificateDer::pem_slice_iter(&pem) {
-                    let cert =
-                        cert.map_err(|e| AccessError::BadCertificate { path: path.into(), reason: e.to_string() })?;
-                    roots
-                        .add(cert)
-                        .map_err(|e| AccessError::BadCertificate { path: path.into(), reason: e.to_string() })?;
-                    found += 1;
-                }
-                if found == 0 {
+                let certs = rustls_pki_types::CertificateDer::pem_slice_iter(&pem)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| AccessError::BadCertificate { path: path.into(), reason: e.to_string() })?;
+                if certs.is_empty() {
                     return Err(AccessError::NoCertificate { path: path.into() });
                 }
+                // A server certificate that is itself one of these (openssl req -x509) is
+                // accepted too, as git and curl accept it.
+                let config = convoy_shared::tls::client_config_trusting(certs)
+                    .map_err(|e| AccessError::BadCertificate { path: path.into(), reason: e.to_string() })?;
+                return Ok(Arc::new(config));
             }
             None => {
                 let native = rustls_native_certs::load_native_certs();

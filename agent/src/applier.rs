@@ -250,7 +250,7 @@ impl Applier {
         let api = self.api(&resource, &p.object.namespace);
         let live =
             with_retry(&self.retry, &p.object, || api.get_opt(&p.object.name)).await.map_err(|(e, attempts, _)| {
-                ApplyError::GaveUp { object: p.object.clone(), attempts, last: e.to_string() }
+                ApplyError::GaveUp { object: p.object.clone(), attempts, last: api_message(&e) }
             })?;
         Ok(live.map(|o| serde_json::to_value(o).unwrap_or_default()))
     }
@@ -322,7 +322,7 @@ impl Applier {
         let live = with_retry(&self.retry, &p.object, || api.patch(&name, &params, &patch)).await.map_err(
             |(e, attempts, transient)| {
                 if transient {
-                    ApplyError::GaveUp { object: p.object.clone(), attempts, last: e.to_string() }
+                    ApplyError::GaveUp { object: p.object.clone(), attempts, last: api_message(&e) }
                 } else {
                     ApplyError::Rejected { object: p.object.clone(), message: api_message(&e) }
                 }
@@ -414,8 +414,25 @@ impl Applier {
 /// The API server's own message for a failed call.
 pub fn api_message(e: &kube::Error) -> String {
     match e {
-        kube::Error::Api(s) if !s.message.is_empty() => format!("{} ({})", s.message, s.code),
+        kube::Error::Api(s) if !s.message.is_empty() => match advice(s.code, &s.message) {
+            Some(advice) => format!("{} ({}); {advice}", s.message, s.code),
+            None => format!("{} ({})", s.message, s.code),
+        },
+        kube::Error::Api(s) => format!("the API server answered {} {}", s.code, s.reason),
         other => other.to_string(),
+    }
+}
+
+/// What to do about an API server's refusal, by its code (and message).
+fn advice(code: u16, message: &str) -> Option<&'static str> {
+    match code {
+        404 if message.starts_with("namespaces ") => {
+            Some("give the app spec.namespace (the hub then creates it), or add the Namespace to its sources")
+        }
+        400 | 422 => Some("fix the object in Git; the rest of the app is applied"),
+        401 | 403 => Some("give the agent's ServiceAccount the RBAC for it (charts/convoy-agent values: rbac)"),
+        409 => Some("another field manager holds these fields; see `kubectl get -o yaml --show-managed-fields`"),
+        _ => None,
     }
 }
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use convoy_render::helm::fetch::ChartFetcher;
 use convoy_shared::identity::Role;
+use convoy_shared::model::report::{failure_line, failures};
 use convoy_shared::model::{Assignment, ObjectRef, canonical_json};
 use convoy_shared::proto::drift_response::ClusterDrift;
 use convoy_shared::proto::fleet_service_server::FleetService;
@@ -100,15 +101,25 @@ impl FleetService for FleetApi {
                     .flat_map(|a| a.apps.iter())
                     .map(|app| {
                         let reported = health.get(app.name.as_str());
+                        let (failed, failed_total) = reported.map(|r| failures(r)).unwrap_or_default();
                         AppHealth {
                             name: app.name.clone(),
                             health: reported.map_or(Health::Unknown as i32, |r| r.health),
                             message: reported.map(|r| r.message.clone()).unwrap_or_default(),
                             render_error: app.render_error.clone().unwrap_or_default(),
+                            failed,
+                            failed_total,
                         }
                     })
-                    .collect();
+                    .collect::<Vec<_>>();
                 let mut errors: Vec<String> = view.errors.iter().map(ToString::to_string).collect();
+                for app in &apps {
+                    errors.extend(app.failed.iter().map(|f| failure_line(&app.name, f)));
+                    let unnamed = app.failed_total as usize - app.failed.len();
+                    if unnamed > 0 {
+                        errors.push(format!("{}: {unnamed} more objects failed to apply", app.name));
+                    }
+                }
                 match (view.cluster_errors.get(&info.name), &view.fleet) {
                     (Some(own), _) => errors.extend(own.iter().cloned()),
                     // An agent whose certificate names a cluster Git does not declare.

@@ -8,7 +8,7 @@ use std::sync::{Arc, RwLock};
 use convoy_render::helm::Capabilities;
 use convoy_shared::clock::unix_ms;
 use convoy_shared::model::Assignment;
-use convoy_shared::model::report::Report;
+use convoy_shared::model::report::{Report, failure_lines};
 use convoy_shared::proto::{self, ClusterInfo, FleetEvent, HistoryEntry};
 use tokio::sync::{Notify, broadcast, mpsc, oneshot, watch};
 
@@ -23,6 +23,8 @@ use crate::store::postgres::PgStore;
 use crate::store::writer::StoreWriter;
 use crate::store::{Store, StoreError, StoreEvent};
 
+/// Apply failures one report may announce as `apply-failed` events.
+const MAX_FAILURE_EVENTS: usize = 10;
 /// Fleet events kept for watchers that read slowly.
 const EVENT_BACKLOG: usize = 1024;
 /// Rollout actions waiting for the sync loop.
@@ -249,6 +251,21 @@ impl Hub {
     pub fn record_report(&self, cluster: &str, session: u64, report: &Report) {
         self.metrics.reports_received.inc();
         let report = proto::Report::from(report);
+        // Objects that newly failed to apply are events for `convoy watch` (a report repeating
+        // them says nothing new); a report without failures costs nothing here.
+        let failing = failure_lines(&report);
+        if !failing.is_empty() {
+            let before: std::collections::HashSet<String> = self
+                .connections
+                .last_report(cluster)
+                .map(|r| failure_lines(&r))
+                .unwrap_or_default()
+                .into_iter()
+                .collect();
+            for line in failing.into_iter().filter(|l| !before.contains(l)).take(MAX_FAILURE_EVENTS) {
+                self.event(cluster, "apply-failed", line);
+            }
+        }
         let newly_applied = self.connections.report(cluster, session, &report);
         if newly_applied {
             self.history(cluster, "applied", &report.revision, &report.digest, "");

@@ -275,6 +275,46 @@ impl From<&proto::Report> for Report {
     }
 }
 
+/// One failed object as a line: `web: Deployment.apps web/web: reason`.
+pub fn failure_line(app: &str, failure: &proto::ObjectFailure) -> String {
+    let object = failure.r#ref.as_ref().map(|r| ObjectRef::from(r).to_string()).unwrap_or_default();
+    format!("{app}: {object}: {}", failure.reason)
+}
+
+/// The failure lines of every app of `report`, as [`failure_line`] writes them.
+pub fn failure_lines(report: &proto::Report) -> Vec<String> {
+    report.apps.iter().flat_map(|app| failures(app).0.into_iter().map(|f| failure_line(&app.name, &f))).collect()
+}
+
+/// How many failed objects of one app a status answer names (the rest are counted).
+pub const MAX_FAILED_SHOWN: usize = 20;
+/// How much of one failure's reason a status answer keeps.
+const MAX_REASON_CHARS: usize = 600;
+
+/// The objects of `app` whose last apply failed, each once (same object and reason), with its
+/// reason cut to a bounded length, at most [`MAX_FAILED_SHOWN`] of them; and how many there are.
+pub fn failures(app: &proto::AppStatus) -> (Vec<proto::ObjectFailure>, u32) {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut shown = Vec::new();
+    let mut total = 0u32;
+    for object in app.objects.iter().filter(|o| !o.apply_error.is_empty()) {
+        let key = object.r#ref.as_ref().map(|r| (r.group.clone(), r.kind.clone(), r.namespace.clone(), r.name.clone()));
+        if !seen.insert((key, object.apply_error.clone())) {
+            continue;
+        }
+        total += 1;
+        if shown.len() < MAX_FAILED_SHOWN {
+            let mut reason = object.apply_error.clone();
+            if let Some((cut, _)) = reason.char_indices().nth(MAX_REASON_CHARS) {
+                reason.truncate(cut);
+                reason.push('…');
+            }
+            shown.push(proto::ObjectFailure { r#ref: object.r#ref.clone(), reason });
+        }
+    }
+    (shown, total)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -43,7 +43,8 @@ async fn metrics_follow_the_link_and_the_applied_assignment() {
             let text = scrape_metrics(&address).await;
             let done = value(&text, "convoy_agent_hub_connected") == Some(1.0)
                 && value(&text, "convoy_agent_assignment_applied") == Some(1.0)
-                && value(&text, r#"convoy_agent_objects{health="healthy"}"#) == Some(2.0);
+                // web's and api's ConfigMaps and the Namespaces their app.yaml name.
+                && value(&text, r#"convoy_agent_objects{health="healthy"}"#) == Some(4.0);
             done.then_some(text)
         }
     })

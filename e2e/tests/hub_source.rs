@@ -103,7 +103,8 @@ async fn changing_a_cluster_label_retargets_apps_and_removing_an_app_drops_it() 
     repo.write("clusters/prod-us.yaml", &fleet_repo::cluster_yaml("prod-us", "prod", &[("region", "eu")]));
     let head = repo.commit("prod-us moves to eu");
     hub.sync("main", &head).await;
-    assert_eq!(hub.objects("prod-us", "api").len(), 1);
+    // api's ConfigMap, and the Namespace `api` its app.yaml names (spec.createNamespace).
+    assert_eq!(hub.objects("prod-us", "api").len(), 2);
 
     let before = digests(&hub);
     repo.remove("apps/api");

@@ -276,7 +276,7 @@ pub fn paint(text: &str) -> String {
     let style = |word: &str| match word {
         "Healthy" | "in-sync" | "connected" | "yes" | "ready" => Some("\x1b[32m"),
         "Progressing" | "pending" => Some("\x1b[33m"),
-        "Degraded" | "Missing" | "disconnected" | "failed" | "error" | "errors" | "no" => Some("\x1b[31m"),
+        "Degraded" | "Missing" | "disconnected" | "failed" | "error" | "errors" | "no" | "orphaned" => Some("\x1b[31m"),
         "Unknown" | "unassigned" | "never" | "-" => Some("\x1b[2m"),
         _ => None,
     };
@@ -390,6 +390,9 @@ fn or_dash(s: &str) -> String {
 
 /// Whether a cluster runs what it is assigned.
 pub fn sync_state(c: &ClusterInfo) -> &'static str {
+    if c.orphaned {
+        return "orphaned";
+    }
     match (c.assigned_digest.is_empty(), c.in_sync) {
         (true, _) => "unassigned",
         (false, true) => "in-sync",

@@ -195,6 +195,9 @@ enum ClustersCommand {
     /// Close the cluster's agent stream and refuse its certificates from now on (admin). It can
     /// come back only by registering with a new token.
     Revoke { name: String },
+    /// Forget a cluster Git no longer declares (orphaned): revoke its certificates, drop its
+    /// assignment and state at the hub; nothing in the cluster is touched (admin).
+    Retire { name: String },
 }
 
 #[derive(Subcommand)]
@@ -301,6 +304,17 @@ async fn run(cli: Cli) -> Result<(), cli::CliError> {
                 format!("revoked {}: {stream}; its certificates are refused from now on\n", reply.cluster)
             };
             print!("{}", cli::structured(cli.output, &reply).unwrap_or_else(text));
+        }
+        Command::Clusters { command: Some(ClustersCommand::Retire { name }) } => {
+            let request = RetireClusterRequest { cluster: name };
+            let reply = context()?.connect().await?.retire_cluster(request).await?.into_inner();
+            let text = || {
+                format!(
+                    "retired {}: its certificates are refused, the hub forgot it; its objects stay in the cluster\n",
+                    reply.cluster
+                )
+            };
+            print!("{}", cli::answer(cli.output, color, &reply, text));
         }
         Command::Token { command: TokenCommand::Create { cluster, labels, ttl } } => {
             let request =

@@ -124,8 +124,8 @@ impl FleetService for FleetApi {
                     (Some(own), _) => errors.extend(own.iter().cloned()),
                     // An agent whose certificate names a cluster Git does not declare.
                     (None, Some(fleet)) if !fleet.clusters.contains_key(&info.name) => errors.push(format!(
-                        "cluster '{}' is not declared in Git: add clusters/{}.yaml on the fleet branch '{}'; until then it is assigned nothing new",
-                        info.name, info.name, fleet.fleet_branch
+                        "cluster '{}' is not declared in Git (orphaned): it keeps what it was last assigned and counts in no environment; add clusters/{}.yaml on the fleet branch '{}' to bring it back, or `convoy clusters retire {}` to forget it",
+                        info.name, info.name, fleet.fleet_branch, info.name
                     )),
                     _ => {}
                 }
@@ -175,7 +175,9 @@ impl FleetService for FleetApi {
             .environments
             .iter()
             .map(|env| {
-                let members: Vec<&ClusterInfo> = clusters.iter().filter(|c| c.environment == env.name).collect();
+                // A cluster Git no longer declares counts in no environment, and holds none back.
+                let members: Vec<&ClusterInfo> =
+                    clusters.iter().filter(|c| c.environment == env.name && !c.orphaned).collect();
                 let (verified_commit, unverified_reason) = match verified(env, &members, &view) {
                     Ok(commit) => (commit, String::new()),
                     Err(reasons) => (String::new(), reasons.join("\n")),
@@ -281,6 +283,28 @@ impl FleetService for FleetApi {
         let stream_closed = self.hub.connections().disconnect(&cluster);
         tracing::warn!(user, cluster, stream_closed, "revocation requested");
         Ok(Response::new(RevokeClusterResponse { cluster, revoked_unix: at_ms / 1000, stream_closed }))
+    }
+
+    async fn retire_cluster(
+        &self,
+        req: Request<RetireClusterRequest>,
+    ) -> Result<Response<RetireClusterResponse>, Status> {
+        let (user, _) = auth::require_user(&req, Role::Admin)?;
+        let cluster = req.into_inner().cluster;
+        let info = self.hub.cluster_info(&cluster).ok_or_else(|| {
+            Status::not_found(format!(
+                "unknown cluster '{cluster}': `convoy clusters` lists the clusters the hub knows"
+            ))
+        })?;
+        if !info.orphaned {
+            return Err(Status::failed_precondition(format!(
+                "cluster '{cluster}' is still declared in Git: remove clusters/{cluster}.yaml on the fleet branch first (its apps stay in the cluster either way)"
+            )));
+        }
+        self.hub.registry().revoke(&cluster).await?;
+        let stream_closed = self.hub.forget(&cluster);
+        tracing::warn!(user, cluster, stream_closed, "cluster retired");
+        Ok(Response::new(RetireClusterResponse { cluster, stream_closed }))
     }
 
     async fn rollout_status(

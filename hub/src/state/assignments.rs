@@ -35,6 +35,13 @@ impl AssignmentTable {
         self.clusters.get(cluster).and_then(|s| s.borrow().clone())
     }
 
+    /// Forgets `cluster`'s assignment (a retired cluster): its agent streams see none.
+    pub fn remove(&self, cluster: &str) {
+        if let Some((_, sender)) = self.clusters.remove(cluster) {
+            sender.send_replace(None);
+        }
+    }
+
     /// Every cluster's current assignment.
     pub fn all(&self) -> Vec<Arc<Assignment>> {
         self.clusters.iter().filter_map(|s| s.borrow().clone()).collect()

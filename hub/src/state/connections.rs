@@ -180,6 +180,14 @@ impl ConnectionTable {
         }
     }
 
+    /// Forgets everything about `cluster`'s link and reports (a retired cluster), closing its
+    /// stream first; true when one was open.
+    pub fn forget(&self, cluster: &str) -> bool {
+        let closed = self.disconnect(cluster);
+        self.links.remove(cluster);
+        closed
+    }
+
     /// Marks the stream closed (only if it is still the registered one).
     pub fn close(&self, cluster: &str, session: u64) {
         self.with_session(cluster, session, |link| link.connected = false);

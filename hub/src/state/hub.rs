@@ -111,7 +111,10 @@ impl Hub {
             capabilities: Default::default(),
         };
         for (cluster, report) in store.last_reports()? {
-            hub.connections.restore(&cluster, report);
+            // A cluster revoked after its last report (retired, or revoked) is not brought back.
+            if hub.registry.revoked_at(&cluster).is_none_or(|at| at < report.at_unix_ms) {
+                hub.connections.restore(&cluster, report);
+            }
         }
         let hub = Arc::new(hub);
         Ok((hub.clone(), Publisher { hub, requests: tokio::sync::Mutex::new(requests), replicas: None }))
@@ -225,6 +228,8 @@ impl Hub {
             info.environment = cluster.environment.clone();
             info.labels = cluster.labels.clone().into_iter().collect();
         }
+        // Git's fleet model no longer declares it, but it still has what it was last assigned.
+        info.orphaned = view.fleet.as_ref().is_some_and(|f| !f.clusters.contains_key(&info.name));
         if let Some(assignment) = self.assignments.get(&info.name) {
             info.assigned_revision = assignment.revision.clone();
             info.assigned_digest = assignment.digest.clone();
@@ -297,6 +302,15 @@ impl Hub {
     /// Events waiting for the store's writer.
     pub fn store_queued(&self) -> usize {
         self.writer.queued()
+    }
+
+    /// Forgets `cluster` (retired: Git no longer declares it and its certificates are revoked):
+    /// its stream is closed, its assignment and live state dropped. True when a stream was open.
+    pub fn forget(&self, cluster: &str) -> bool {
+        let closed = self.connections.forget(cluster);
+        self.assignments.remove(cluster);
+        self.event(cluster, "retired", "forgotten by the hub; nothing in the cluster was touched".into());
+        closed
     }
 
     /// Tells watchers something happened to `cluster` (no one listening is fine).

@@ -16,6 +16,7 @@ pub struct HubMetrics {
     registry: Registry,
     pub agents_connected: Gauge,
     pub clusters_known: Gauge,
+    pub clusters_orphaned: Gauge,
     pub drifts: Gauge,
     pub assignments_published: Counter,
     pub sync_duration: Histogram,
@@ -33,6 +34,7 @@ impl Default for HubMetrics {
         let metrics = HubMetrics {
             agents_connected: Gauge::default(),
             clusters_known: Gauge::default(),
+            clusters_orphaned: Gauge::default(),
             drifts: Gauge::default(),
             assignments_published: Counter::default(),
             // 1 ms … ~65 s.
@@ -47,6 +49,11 @@ impl Default for HubMetrics {
         };
         registry.register("agents_connected", "Agent streams open now", metrics.agents_connected.clone());
         registry.register("clusters", "Clusters the hub knows (Git or agent streams)", metrics.clusters_known.clone());
+        registry.register(
+            "clusters_orphaned",
+            "Clusters Git no longer declares that keep their last assignment (convoy clusters retire forgets them)",
+            metrics.clusters_orphaned.clone(),
+        );
         registry.register("drifts", "Drifted objects in the agents' latest reports", metrics.drifts.clone());
         registry.register(
             "assignments_published",

@@ -19,6 +19,7 @@ pub fn routes(hub: Arc<Hub>) -> Router {
 async fn metrics(State(hub): State<Arc<Hub>>) -> ([(axum::http::HeaderName, &'static str); 1], String) {
     let clusters = hub.cluster_infos();
     hub.metrics().clusters_known.set(clusters.len() as i64);
+    hub.metrics().clusters_orphaned.set(clusters.iter().filter(|c| c.orphaned).count() as i64);
     hub.metrics().agents_connected.set(clusters.iter().filter(|c| c.connected).count() as i64);
     hub.metrics().drifts.set(clusters.iter().map(|c| i64::from(c.drift_count)).sum());
     hub.metrics().store_queue_depth.set(hub.store_queued() as i64);

@@ -9,9 +9,9 @@ use std::time::Duration;
 use futures::StreamExt as _;
 use kube::Client;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
-use rand::Rng as _;
 use serde_json::{Value, json};
 
+use convoy_shared::backoff::Backoff;
 use convoy_shared::model::{Ignored, NAMESPACE_OF_ANNOTATION, ObjectRef};
 
 use crate::discovery::{Discovery, DiscoveryError, Resource};
@@ -88,9 +88,9 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// The jittered wait after `attempt` + 1 failed calls (many objects retry at once).
     fn delay(&self, attempt: u32) -> Duration {
-        let d = self.initial.saturating_mul(1u32 << attempt.min(16)).min(self.max);
-        d / 2 + rand::rng().random_range(Duration::ZERO..=d / 2)
+        Backoff::new(self.initial, self.max).delay(attempt + 1)
     }
 }
 
@@ -392,7 +392,8 @@ impl Applier {
             .map_err(|source| ApplyError::Discovery { object: crd.clone(), source })?;
         let api = self.api(&resource, "");
         let deadline = tokio::time::Instant::now() + self.retry.budget;
-        let mut delay = Duration::from_millis(20);
+        let poll = Backoff::new(Duration::from_millis(20), Duration::from_secs(1));
+        let mut polls = 0;
         while tokio::time::Instant::now() < deadline {
             if let Ok(Some(live)) = api.get_opt(&crd.name).await {
                 let live = serde_json::to_value(live).unwrap_or(Value::Null);
@@ -404,8 +405,8 @@ impl Applier {
                     return Ok(());
                 }
             }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(1));
+            polls += 1;
+            tokio::time::sleep(poll.ceiling(polls)).await;
         }
         Err(ApplyError::NotEstablished { name: crd.name.clone() })
     }

@@ -26,6 +26,8 @@ use tokio_util::sync::CancellationToken;
 /// Field manager of the credentials Secret.
 const FIELD_MANAGER: &str = "convoy-agent";
 /// Shortest and longest wait before retrying a failed renewal.
+use convoy_shared::backoff::Backoff;
+
 const RETRY_MIN: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(60);
 
@@ -277,7 +279,8 @@ pub async fn renew_loop(
     shutdown: CancellationToken,
 ) {
     let mut from = unix_secs();
-    let mut retry = RETRY_MIN;
+    let retry = Backoff::new(RETRY_MIN, RETRY_MAX);
+    let mut failures = 0;
     loop {
         let due = cert.credentials().validity.renew_at(from);
         let wait = Duration::from_secs((due - unix_secs()).max(0) as u64);
@@ -288,15 +291,16 @@ pub async fn renew_loop(
         match renew_once(&config, &client, &cert).await {
             Ok(()) => {
                 from = unix_secs();
-                retry = RETRY_MIN;
+                failures = 0;
             }
             Err(e) => {
-                tracing::warn!(error = %e, retry_in_s = retry.as_secs(), "certificate renewal failed");
+                failures += 1;
+                let wait = retry.ceiling(failures);
+                tracing::warn!(error = %e, retry_in_s = wait.as_secs(), "certificate renewal failed");
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(retry) => {}
+                    _ = tokio::time::sleep(wait) => {}
                 }
-                retry = (retry * 2).min(RETRY_MAX);
             }
         }
     }

@@ -9,6 +9,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use convoy_shared::backoff::Backoff;
 use convoy_shared::clock::unix_ms;
 use futures::StreamExt as _;
 use kube::api::{Api, DynamicObject};
@@ -593,8 +594,8 @@ struct Healer {
     applier: Applier,
     policy: HealPolicy,
     wake: Arc<Notify>,
-    /// Per object: when it may be healed next, and the backoff to use after that.
-    backoff: HashMap<ObjKey, (Instant, Duration)>,
+    /// Per object: when it may be healed next, and how many heals in a row it has needed.
+    backoff: HashMap<ObjKey, (Instant, u32)>,
 }
 
 impl Healer {
@@ -644,11 +645,12 @@ impl Healer {
         // What other managers took since the last apply stays theirs.
         self.applier.respect_ignored(&mut prepared).await;
         // Back off harder when the object drifted again soon after the last heal.
-        let backoff = match self.backoff.get(key) {
-            Some((due, b)) if due.elapsed() < Duration::from_secs(60) => (*b * 2).min(self.policy.max_backoff),
-            _ => self.policy.first_backoff,
+        let in_a_row = match self.backoff.get(key) {
+            Some((due, heals)) if due.elapsed() < Duration::from_secs(60) => heals + 1,
+            _ => 1,
         };
-        self.backoff.insert(key.clone(), (Instant::now() + backoff, backoff));
+        let backoff = Backoff::new(self.policy.first_backoff, self.policy.max_backoff).ceiling(in_a_row);
+        self.backoff.insert(key.clone(), (Instant::now() + backoff, in_a_row));
         self.live.update(|ix| {
             ix.begin_heal(key);
             false

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use convoy_shared::backoff::Backoff;
 use convoy_shared::clock::unix_ms;
 use convoy_shared::model::report::Report;
 use convoy_shared::model::{Assignment, AssignmentError, HeldObjects, unpack_objects};
@@ -15,7 +16,6 @@ use convoy_shared::proto::agent_service_client::AgentServiceClient;
 use convoy_shared::proto::hub_message::Kind as HubKind;
 use convoy_shared::proto::{self, AgentMessage, AppContent, Heartbeat, Hello, HubMessage, LinkProblem};
 use convoy_shared::tls::{self, HubAddress, TlsError};
-use rand::Rng;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -63,30 +63,6 @@ pub enum LinkState {
         retry_in: Duration,
     },
     Stopped,
-}
-
-/// Capped exponential backoff with jitter: each delay is drawn from [d/2, d], d doubling from
-/// `initial` up to `max`, so a fleet of agents does not reconnect in lockstep after a hub restart.
-#[derive(Debug, Clone, Copy)]
-pub struct Backoff {
-    pub initial: Duration,
-    pub max: Duration,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Backoff { initial: Duration::from_millis(500), max: Duration::from_secs(30) }
-    }
-}
-
-impl Backoff {
-    /// The delay before attempt `failures` (1 = first retry).
-    pub fn delay(&self, failures: u32) -> Duration {
-        let exp = self.initial.saturating_mul(1u32 << failures.saturating_sub(1).min(16));
-        let cap = exp.min(self.max);
-        let half = cap / 2;
-        half + rand::rng().random_range(Duration::ZERO..=cap - half)
-    }
 }
 
 /// The agent side of the hub link. Holds the latest assignment the hub sent.
@@ -418,20 +394,5 @@ mod tests {
         let Some(AgentKind::Problem(cleared)) = rx.try_recv().unwrap().kind else { panic!("the problem is cleared") };
         assert!(cleared.message.is_empty());
         assert_eq!(**handle.assignment.borrow().as_ref().unwrap(), next);
-    }
-
-    #[test]
-    fn backoff_doubles_with_jitter_and_stays_capped() {
-        let b = Backoff { initial: Duration::from_millis(100), max: Duration::from_secs(1) };
-        for _ in 0..50 {
-            let first = b.delay(1);
-            assert!(first >= Duration::from_millis(50) && first <= Duration::from_millis(100), "{first:?}");
-            let third = b.delay(3);
-            assert!(third >= Duration::from_millis(200) && third <= Duration::from_millis(400), "{third:?}");
-            let late = b.delay(40);
-            assert!(late >= Duration::from_millis(500) && late <= Duration::from_secs(1), "{late:?}");
-        }
-        let spread: std::collections::HashSet<_> = (0..20).map(|_| b.delay(5)).collect();
-        assert!(spread.len() > 1, "jitter must vary the delay");
     }
 }

@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use convoy_shared::backoff::Backoff;
 use convoy_shared::model::report::{AppStatus, Health, ObjectStatus, Report};
 use convoy_shared::model::{AppAssignment, Assignment, Ignored, ObjectRef, canonical_json};
 use convoy_shared::telemetry;
@@ -277,9 +278,8 @@ impl Reconciler {
                 reports.push(self.report(p));
                 retry_at = if !p.errors.is_empty() {
                     p.failures += 1;
-                    let backoff = Duration::from_millis(500)
-                        .saturating_mul(1 << p.failures.min(10))
-                        .min(self.config.max_retry_interval);
+                    let backoff =
+                        Backoff::new(Duration::from_secs(1), self.config.max_retry_interval).ceiling(p.failures);
                     tracing::info!(
                         errors = p.errors.len(),
                         retry_in_ms = backoff.as_millis() as u64,

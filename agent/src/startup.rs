@@ -13,9 +13,10 @@ use kube::config::KubeconfigError;
 use tokio_util::sync::CancellationToken;
 
 use crate::bootstrap::{self, AgentCertificate, BootstrapConfig, BootstrapError};
-use crate::link::{Backoff, LinkConfig};
+use crate::link::LinkConfig;
 use crate::reconciler::ReconcilerConfig;
 use crate::sops::AgeKeys;
+use convoy_shared::backoff::Backoff;
 
 /// Errors of the start-up steps; each names the file, certificate or kubeconfig at fault.
 #[derive(Debug, thiserror::Error)]

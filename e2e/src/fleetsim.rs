@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use convoy_agent::link::{Backoff, HubLink, LinkConfig, LinkHandle, LinkState};
+use convoy_agent::link::{HubLink, LinkConfig, LinkHandle, LinkState};
+use convoy_shared::backoff::Backoff;
 use convoy_shared::clock::unix_ms;
 use convoy_shared::identity::Identity;
 use convoy_shared::model::report::{AppStatus, Health, ObjectStatus, Report};

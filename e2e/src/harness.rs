@@ -7,7 +7,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use convoy_agent::link::{Backoff, HubLink, LinkConfig, LinkHandle};
+use convoy_agent::link::{HubLink, LinkConfig, LinkHandle};
+use convoy_shared::backoff::Backoff;
 
 use convoy_hub::state::registry::{DEFAULT_AGENT_CERT_LIFETIME, RegistryConfig};
 pub use convoy_hub::testing::TestPostgres;

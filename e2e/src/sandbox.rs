@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use convoy_agent::link::{Backoff, LinkConfig};
+use convoy_agent::link::LinkConfig;
 use convoy_agent::reconciler::ReconcilerConfig;
 use convoy_cli::{ConfigFile, Context};
 use convoy_hub::HubConfig;
@@ -23,6 +23,7 @@ use convoy_hub::source::SourceConfig;
 use convoy_hub::state::hub::Hub;
 use convoy_hub::state::registry::RegistryConfig;
 use convoy_hub::store::redb::RedbStore;
+use convoy_shared::backoff::Backoff;
 use convoy_shared::identity::{Identity, Role};
 use convoy_shared::pki::{self, CertDir, CertificateAuthority, LeafRequest};
 use convoy_shared::tls::{self, HubAddress, TlsMaterial};

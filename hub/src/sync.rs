@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use convoy_shared::backoff::Backoff;
 use convoy_shared::clock::unix_ms;
 use convoy_shared::model::Assignment;
 use gix::ObjectId;
@@ -24,6 +25,9 @@ use crate::source::repository::{Repository, SyncError};
 use crate::state::hub::{EnvironmentRequest, Hub, Publisher};
 use crate::state::metrics::HubMetrics;
 use crate::state::view::FleetView;
+
+/// Waits between failed fetches: 2 s doubling up to 64 s (and never past the poll interval).
+const FETCH_BACKOFF: Backoff = Backoff::new(Duration::from_secs(2), Duration::from_secs(64));
 
 /// How often rollouts in progress look at the clusters' reports when none arrive (soaks end on
 /// this tick).
@@ -64,7 +68,7 @@ pub async fn run(config: SourceConfig, publisher: Publisher, shutdown: Cancellat
         worker = synced;
         let wait = match worker.repository.failures() {
             0 => worker.config.interval,
-            n => Duration::from_secs(1u64 << n.min(6)).min(worker.config.interval),
+            n => FETCH_BACKOFF.ceiling(n).min(worker.config.interval),
         };
         tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "source sync done");
         // Until the next sync: rollouts in progress step as reports arrive (and on a tick, for

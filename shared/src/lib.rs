@@ -2,6 +2,7 @@
 //! certificate authority, and the TLS plumbing both ends of the agent link use.
 #![forbid(unsafe_code)]
 
+pub mod backoff;
 pub mod clock;
 pub mod codec;
 pub mod enrollment;

@@ -38,16 +38,13 @@ pub(crate) fn generate(
     let mut r = Resource::new(obj, kfile.clone());
     r.generator = Some(if secret { "SecretGenerator" } else { "ConfigMapGenerator" });
     r.needs_hash = opts.disable_name_suffix_hash != Some(true);
+    // kustomize reads the value case-sensitively and takes anything else (`Merge`, a typo)
+    // as "unspecified", which acts as create: an existing object of that name is then an
+    // error, a new name is simply generated.
     r.behavior = match spec.behavior.as_deref() {
-        None | Some("") | Some("create") => Behavior::Create,
         Some("merge") => Behavior::Merge,
         Some("replace") => Behavior::Replace,
-        Some(other) => {
-            return Err(RenderError::invalid(
-                kfile,
-                format!("{what} '{name}': unknown behavior '{other}'; use create, merge or replace"),
-            ));
-        }
+        _ => Behavior::Create,
     };
     Ok(r)
 }

@@ -11,6 +11,7 @@ mod config;
 mod engine;
 pub mod fleet;
 mod generate;
+mod gojson;
 pub mod helm;
 mod helmcharts;
 mod kustomization;

@@ -121,7 +121,8 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
 
 fn find_cases(root: &Path) -> Vec<Case> {
     let mut cases = Vec::new();
-    let mut projects: Vec<_> = std::fs::read_dir(root).expect("corpus root").map(|e| e.expect("entry").path()).collect();
+    let mut projects: Vec<_> =
+        std::fs::read_dir(root).expect("corpus root").map(|e| e.expect("entry").path()).collect();
     projects.sort();
     for project in projects {
         let name = project.file_name().unwrap().to_string_lossy().into_owned();
@@ -304,15 +305,15 @@ fn short(v: Option<&Value>) -> String {
 
 fn first_line(s: &str) -> String {
     let line = s.lines().find(|l| !l.trim().is_empty() && !l.starts_with("# Warning")).unwrap_or("").trim();
-    if line.chars().count() > 300 { format!("{}…", line.chars().take(300).collect::<String>()) } else { line.to_string() }
+    if line.chars().count() > 300 {
+        format!("{}…", line.chars().take(300).collect::<String>())
+    } else {
+        line.to_string()
+    }
 }
 
 fn doc_id(d: &Value) -> String {
-    format!(
-        "{}/{}",
-        d["kind"].as_str().unwrap_or("?"),
-        d["metadata"]["name"].as_str().unwrap_or("?")
-    )
+    format!("{}/{}", d["kind"].as_str().unwrap_or("?"), d["metadata"]["name"].as_str().unwrap_or("?"))
 }
 
 /// Compares the documents; `None` when they are the same.
@@ -407,7 +408,8 @@ fn known_differences() -> BTreeMap<String, String> {
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let (id, why) = line.split_once(": ").unwrap_or_else(|| panic!("{}: `ID: why` expected: {line}", path.display()));
+        let (id, why) =
+            line.split_once(": ").unwrap_or_else(|| panic!("{}: `ID: why` expected: {line}", path.display()));
         assert!(!why.trim().is_empty(), "{}: {id} says no why", path.display());
         out.insert(id.trim().to_string(), why.trim().to_string());
     }
@@ -426,10 +428,10 @@ fn corpus_renders_like_kubectl_and_helm() {
         eprintln!("SKIPPED: no kubectl at {} (run e2e/peers.sh or set CONVOY_KUBECTL)", kubectl().display());
         return;
     };
-    let Some(helm_version) = peer_version(Command::new(python()).args([
-        "-c",
-        "import importlib.metadata as m; print('helm-python-sdk', m.version('helm-python-sdk'))",
-    ])) else {
+    let Some(helm_version) = peer_version(
+        Command::new(python())
+            .args(["-c", "import importlib.metadata as m; print('helm-python-sdk', m.version('helm-python-sdk'))"]),
+    ) else {
         eprintln!("SKIPPED: no Helm engine at {} (run e2e/peers.sh or set CONVOY_PYTHON)", python().display());
         return;
     };
@@ -459,9 +461,9 @@ fn corpus_renders_like_kubectl_and_helm() {
     let cached = peer.iter().filter(|p| p.is_some()).count();
     let missing_k: Vec<usize> =
         (0..cases.len()).filter(|&i| peer[i].is_none() && cases[i].kind == Kind::Kustomize).collect();
-    let missing_c: Vec<usize> = (0..cases.len()).filter(|&i| peer[i].is_none() && cases[i].kind == Kind::Chart).collect();
-    let helm_dirs: Vec<PathBuf> =
-        missing_c.iter().map(|&i| root.join(&cases[i].project).join(&cases[i].dir)).collect();
+    let missing_c: Vec<usize> =
+        (0..cases.len()).filter(|&i| peer[i].is_none() && cases[i].kind == Kind::Chart).collect();
+    let helm_dirs: Vec<PathBuf> = missing_c.iter().map(|&i| root.join(&cases[i].project).join(&cases[i].dir)).collect();
     let (k_out, c_out) = std::thread::scope(|s| {
         let helm = s.spawn(|| run_helm(&helm_dirs));
         let k = parallel(&missing_k, threads, |&i| run_kubectl(&root.join(&cases[i].project).join(&cases[i].dir)));

@@ -157,4 +157,5 @@ cases! {
     case_155_yaml11_booleans_in_kustomization => "155-yaml11-booleans-in-kustomization",
     case_156_vars_namespace_and_suffix_from_overlay => "156-vars-namespace-and-suffix-from-overlay",
     case_157_unquoted_timestamps_become_rfc3339 => "157-unquoted-timestamps-become-rfc3339",
+    case_158_field_names_in_any_case => "158-field-names-in-any-case",
 }

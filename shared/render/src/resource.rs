@@ -112,6 +112,32 @@ pub(crate) fn is_cluster_scoped(kind: &str) -> bool {
     )
 }
 
+/// Whether kustomize's namespace transformer leaves an object without a namespace: kustomize
+/// asks its built-in OpenAPI schema (Kubernetes 1.21's), by group, version and kind, so a
+/// kind that schema does not know at that version (`flowcontrol…/v1` FlowSchema,
+/// ValidatingAdmissionPolicy, a CRD's cluster-scoped kind) is namespaced to it and gets the
+/// namespace. Checked against `kubectl kustomize` over every version of every cluster-scoped
+/// kind Kubernetes has.
+pub(crate) fn kustomize_cluster_scoped(api_version: &str, kind: &str) -> bool {
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+    let versions: &[&str] = match (group, kind) {
+        ("", "Namespace" | "Node" | "PersistentVolume" | "ComponentStatus") => &["v1"],
+        ("admissionregistration.k8s.io", "MutatingWebhookConfiguration" | "ValidatingWebhookConfiguration")
+        | ("apiextensions.k8s.io", "CustomResourceDefinition")
+        | ("apiregistration.k8s.io", "APIService")
+        | ("certificates.k8s.io", "CertificateSigningRequest")
+        | ("networking.k8s.io", "IngressClass")
+        | ("node.k8s.io", "RuntimeClass")
+        | ("rbac.authorization.k8s.io", "ClusterRole" | "ClusterRoleBinding")
+        | ("scheduling.k8s.io", "PriorityClass")
+        | ("storage.k8s.io", "CSIDriver" | "CSINode" | "StorageClass" | "VolumeAttachment") => &["v1", "v1beta1"],
+        ("flowcontrol.apiserver.k8s.io", "FlowSchema" | "PriorityLevelConfiguration")
+        | ("policy", "PodSecurityPolicy") => &["v1beta1"],
+        _ => &[],
+    };
+    versions.contains(&version)
+}
+
 /// The namespace kustomize compares with: `default` for an unset namespace of a
 /// namespaced kind.
 pub(crate) fn effective_ns<'a>(kind: &str, ns: &'a str) -> &'a str {

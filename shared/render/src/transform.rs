@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 
 use super::config::{FieldSpec as ConfigFieldSpec, apply_field_specs, walk_path};
 use super::kustomization::{ImageSpec, ReplicaSpec, scalar_string};
-use super::resource::{Resource, is_cluster_scoped};
+use super::resource::{Resource, kustomize_cluster_scoped};
 use super::{RenderError, Result};
 
 /// Where a transformer writes: kinds it applies to and a `/`-separated path.
@@ -75,6 +75,18 @@ const SELECTOR_LABELS: [FieldSpec; 12] = [
 
 /// Only these kinds get labels in pod (anti-)affinity and topology spread selectors, as in
 /// kustomize's default config (not DaemonSets, ReplicaSets or Jobs).
+/// Namespace references kustomize's namespace transformer sets besides `metadata/namespace`
+/// (its builtin `namespace:` field specs).
+const NAMESPACE_REFS: [FieldSpec; 2] = [
+    fs(Some("apiregistration.k8s.io"), Some("APIService"), "spec/service/namespace", true),
+    fs(
+        Some("apiextensions.k8s.io"),
+        Some("CustomResourceDefinition"),
+        "spec/conversion/webhook/clientConfig/service/namespace",
+        false,
+    ),
+];
+
 const AFFINITY_KINDS: [(Option<&str>, &str); 2] = [(Some("apps"), "Deployment"), (Some("apps"), "StatefulSet")];
 
 const ANNOTATIONS: [FieldSpec; 9] = [
@@ -206,7 +218,9 @@ pub(crate) fn set_namespace(rs: &mut [Resource], ns: &str, kfile: &Path) -> Resu
             r.set_name(ns);
             continue;
         }
-        if is_cluster_scoped(&kind) {
+        let gvk = r.gvk();
+        apply_specs(r, &gvk, &NAMESPACE_REFS, &mut |v| *v = Value::String(ns.into()));
+        if kustomize_cluster_scoped(r.api_version(), &kind) {
             continue;
         }
         r.store_prev();

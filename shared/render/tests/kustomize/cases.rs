@@ -158,4 +158,5 @@ cases! {
     case_156_vars_namespace_and_suffix_from_overlay => "156-vars-namespace-and-suffix-from-overlay",
     case_157_unquoted_timestamps_become_rfc3339 => "157-unquoted-timestamps-become-rfc3339",
     case_158_field_names_in_any_case => "158-field-names-in-any-case",
+    case_159_namespace_by_schema_and_service_references => "159-namespace-by-schema-and-service-references",
 }

@@ -159,4 +159,5 @@ cases! {
     case_157_unquoted_timestamps_become_rfc3339 => "157-unquoted-timestamps-become-rfc3339",
     case_158_field_names_in_any_case => "158-field-names-in-any-case",
     case_159_namespace_by_schema_and_service_references => "159-namespace-by-schema-and-service-references",
+    case_160_block_scalars_trailing_spaces_comments_and_end_of_stream => "160-block-scalars-trailing-spaces-comments-and-end-of-stream",
 }

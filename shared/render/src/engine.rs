@@ -134,10 +134,16 @@ fn relative_to(dir: &Path, file: &Path) -> String {
     parts.join("/")
 }
 
-/// kustomize writes annotations back as a string map at the end of a build, so every
-/// annotation value comes out a string (`null` as `"null"`).
+/// Annotations as kustomize prints them: kustomize writes them back as a string map at the
+/// end of a build, so every value comes out a string (`null` as `"null"`); an empty or null
+/// `metadata.annotations` left out (kustomize clears its internal annotations at the end of
+/// a build and drops the map when nothing is left; `labels: null` it keeps).
 fn stringify_annotations(r: &mut Resource) {
     let Some(Value::Object(md)) = r.obj.get_mut("metadata") else { return };
+    if md.get("annotations").is_some_and(|a| a.is_null() || a.as_object().is_some_and(|m| m.is_empty())) {
+        md.remove("annotations");
+        return;
+    }
     let Some(Value::Object(a)) = md.get_mut("annotations") else { return };
     for v in a.values_mut() {
         let text = match &*v {

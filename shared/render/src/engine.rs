@@ -211,7 +211,7 @@ impl Engine<'_> {
         match (local, kind) {
             (Some(p), Some(k)) => {
                 if k == EntryKind::File {
-                    source::check_within(dir, &p, entry, kfile)?;
+                    source::check_within(self.src, dir, &p, entry, kfile)?;
                 }
                 Ok((p, k))
             }
@@ -347,7 +347,7 @@ impl Engine<'_> {
     ) -> Result<(PathBuf, Arc<Vec<Value>>)> {
         let file = source::normalize(dir, entry)
             .ok_or_else(|| RenderError::PathEscape { path: entry.to_string(), from: kfile.to_path_buf() })?;
-        source::check_within(dir, &file, entry, kfile)?;
+        source::check_within(self.src, dir, &file, entry, kfile)?;
         if self.src.kind(&file)? != Some(EntryKind::File) {
             return Err(RenderError::Missing { path: file, from: kfile.to_path_buf() });
         }

@@ -74,7 +74,7 @@ fn entries(
         envs.push(e);
     }
     for env in envs {
-        let path = resolve(dir, env, kfile)?;
+        let path = resolve(src, dir, env, kfile)?;
         let text = read_text(src, &path, kfile)?;
         for (k, v) in parse_env(&path, &text)? {
             add(k, v.into_bytes())?;
@@ -100,7 +100,7 @@ fn entries(
                 (base, f.as_str())
             }
         };
-        let path = resolve(dir, file, kfile)?;
+        let path = resolve(src, dir, file, kfile)?;
         match src.kind(&path)? {
             Some(source::EntryKind::File) => {}
             Some(source::EntryKind::Dir) => {
@@ -218,10 +218,10 @@ fn stringify(m: &Map<String, Value>) -> Map<String, Value> {
     m.iter().map(|(k, v)| (k.clone(), Value::String(scalar_string(v)))).collect()
 }
 
-pub(crate) fn resolve(dir: &Path, rel: &str, kfile: &Path) -> Result<std::path::PathBuf> {
+pub(crate) fn resolve(src: &dyn Source, dir: &Path, rel: &str, kfile: &Path) -> Result<std::path::PathBuf> {
     let path = source::normalize(dir, rel)
         .ok_or_else(|| RenderError::PathEscape { path: rel.to_string(), from: kfile.to_path_buf() })?;
-    source::check_within(dir, &path, rel, kfile)?;
+    source::check_within(src, dir, &path, rel, kfile)?;
     Ok(path)
 }
 

@@ -48,7 +48,7 @@ pub(crate) fn load(
         (Some(p), None) => {
             let file = source::normalize(dir, p)
                 .ok_or_else(|| RenderError::PathEscape { path: p.to_string(), from: kfile.to_path_buf() })?;
-            source::check_within(dir, &file, p, kfile)?;
+            source::check_within(src, dir, &file, p, kfile)?;
             if src.kind(&file)? != Some(source::EntryKind::File) {
                 return Err(RenderError::Missing { path: file, from: kfile.to_path_buf() });
             }

@@ -6,8 +6,8 @@
 //! bases, unvendored chart dependencies), we must fail too.
 //!
 //! The peers' outputs are cached by content under `$CARGO_TARGET_TMPDIR/corpus-peers/`: the
-//! key hashes the peer's version, the whole project tree the case lives in and the case's
-//! path, so a warm run only renders with Convoy.
+//! key hashes the peer's version, the corpus archive (every tree in it, byte for byte) and
+//! the case's path, so a warm run only renders with Convoy.
 //!
 //! `tests/corpus/known-differences.txt` lists the accepted differences, one a line:
 //! `kustomize|chart PROJECT/PATH: why`. The test fails on a difference not listed there and
@@ -141,37 +141,16 @@ fn find_cases(root: &Path) -> Vec<Case> {
     cases
 }
 
-/// A hash of every file (and symlink) below `dir`, by path and content.
-fn tree_hash(dir: &Path) -> String {
-    fn visit(base: &Path, dir: &Path, h: &mut Sha256) {
-        let mut entries: Vec<_> = std::fs::read_dir(dir).expect("read dir").map(|e| e.expect("entry").path()).collect();
-        entries.sort();
-        for p in entries {
-            let rel = p.strip_prefix(base).unwrap().to_string_lossy().into_owned();
-            let meta = std::fs::symlink_metadata(&p).expect("metadata");
-            h.update(rel.as_bytes());
-            if meta.file_type().is_symlink() {
-                h.update(b"\0link\0");
-                h.update(std::fs::read_link(&p).expect("readlink").to_string_lossy().as_bytes());
-            } else if meta.is_dir() {
-                h.update(b"\0dir\0");
-                visit(base, &p, h);
-            } else {
-                let bytes = std::fs::read(&p).expect("read file");
-                h.update(b"\0file\0");
-                h.update((bytes.len() as u64).to_le_bytes());
-                h.update(&bytes);
-            }
-        }
-    }
-    let mut h = Sha256::new();
-    visit(dir, dir, &mut h);
-    format!("{:x}", h.finalize())
+/// A hash of the corpus archive: the content of every tree in it.
+fn archive_hash(archive: &Path) -> String {
+    let bytes = std::fs::read(archive).unwrap_or_else(|e| panic!("cannot read {}: {e}", archive.display()));
+    format!("{:x}", Sha256::digest(&bytes))
 }
 
-fn cache_key(peer_version: &str, project_hash: &str, case: &Case) -> String {
+fn cache_key(peer_version: &str, corpus_hash: &str, case: &Case) -> String {
     let mut h = Sha256::new();
-    for part in [peer_version, project_hash, case.kind.label(), &case.dir.to_string_lossy(), RELEASE, NAMESPACE] {
+    let dir = case.dir.to_string_lossy();
+    for part in [peer_version, corpus_hash, case.kind.label(), &case.project, &dir, RELEASE, NAMESPACE] {
         h.update(part.as_bytes());
         h.update(b"\0");
     }
@@ -442,8 +421,7 @@ fn corpus_renders_like_kubectl_and_helm() {
     // Absolute and canonical, as kubectl sees it (the temp dir may sit behind a symlink).
     let root = tmp.path().canonicalize().expect("canonical temp dir");
     let cases = find_cases(&root);
-    let projects: BTreeSet<&String> = cases.iter().map(|c| &c.project).collect();
-    let hashes: BTreeMap<&String, String> = projects.into_iter().map(|p| (p, tree_hash(&root.join(p)))).collect();
+    let corpus_hash = archive_hash(&archive);
     let keys: Vec<String> = cases
         .iter()
         .map(|c| {
@@ -451,7 +429,7 @@ fn corpus_renders_like_kubectl_and_helm() {
                 Kind::Kustomize => &kubectl_version,
                 Kind::Chart => &helm_version,
             };
-            cache_key(version, &hashes[&c.project], c)
+            cache_key(version, &corpus_hash, c)
         })
         .collect();
 
@@ -477,7 +455,13 @@ fn corpus_renders_like_kubectl_and_helm() {
     let peers_done = started.elapsed();
 
     // Ours.
-    let ours: Vec<Result<String, String>> = parallel(&cases, threads, |c| ours(&root, c));
+    let ours: Vec<(Result<String, String>, Duration)> = parallel(&cases, threads, |c| {
+        let start = Instant::now();
+        (ours(&root, c), start.elapsed())
+    });
+    let mut slowest: Vec<(Duration, String)> = cases.iter().zip(&ours).map(|(c, (_, t))| (*t, c.id())).collect();
+    slowest.sort();
+    let ours: Vec<Result<String, String>> = ours.into_iter().map(|(r, _)| r).collect();
 
     let known = known_differences();
     let mut differing: BTreeMap<String, String> = BTreeMap::new();
@@ -520,6 +504,9 @@ fn corpus_renders_like_kubectl_and_helm() {
         peers_done.as_secs_f64(),
         started.elapsed().as_secs_f64()
     );
+    let slow: Vec<String> =
+        slowest.iter().rev().take(3).map(|(t, id)| format!("{id} {:.1}s", t.as_secs_f64())).collect();
+    println!("corpus: slowest Convoy renders: {}", slow.join(", "));
     let mut unexpected = Vec::new();
     for (id, problem) in &differing {
         match known.get(id) {

@@ -162,4 +162,5 @@ cases! {
     case_160_block_scalars_trailing_spaces_comments_and_end_of_stream => "160-block-scalars-trailing-spaces-comments-and-end-of-stream",
     case_161_empty_and_null_values => "161-empty-and-null-values",
     case_162_json6902_negative_indices_and_missing_value => "162-json6902-negative-indices-and-missing-value",
+    case_163_strategic_merge_collapses_duplicate_keys => "163-strategic-merge-collapses-duplicate-keys",
 }

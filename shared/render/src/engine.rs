@@ -38,6 +38,9 @@ pub(crate) struct Scope {
 }
 
 /// Renders the kustomization in the repository-relative directory `dir`.
+/// The annotation kustomize reads as "used in the build, left out of its output".
+const LOCAL_CONFIG: &str = "config.kubernetes.io/local-config";
+
 pub(crate) fn render(src: &dyn Source, cache: &DocCache, dir: &Path) -> Result<Vec<Value>> {
     let mut eng = Engine { src, cache, stack: Vec::new(), openapi: None };
     match src.kind(dir)? {
@@ -65,6 +68,12 @@ pub(crate) fn render(src: &dyn Source, cache: &DocCache, dir: &Path) -> Result<V
         vars::resolve(&kfile, &mut acc, &scope.vars, &specs)?;
     }
     apply_build_metadata(&k, dir, &kfile, &mut acc)?;
+    // Objects marked local config take part in the build (name references, vars) but are
+    // not part of its output.
+    acc.retain(|r| {
+        r.obj.get("metadata").and_then(|m| m.get("annotations")).and_then(|a| a.get(LOCAL_CONFIG))
+            != Some(&Value::String("true".into()))
+    });
     for r in acc.iter_mut() {
         stringify_annotations(r);
     }

@@ -163,4 +163,6 @@ cases! {
     case_161_empty_and_null_values => "161-empty-and-null-values",
     case_162_json6902_negative_indices_and_missing_value => "162-json6902-negative-indices-and-missing-value",
     case_163_strategic_merge_collapses_duplicate_keys => "163-strategic-merge-collapses-duplicate-keys",
+    case_164_local_config_objects_serve_the_build => "164-local-config-objects-serve-the-build",
+    case_165_vars_in_annotations_and_nfs_servers => "165-vars-in-annotations-and-nfs-servers",
 }

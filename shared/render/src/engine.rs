@@ -38,6 +38,9 @@ pub(crate) struct Scope {
 }
 
 /// Renders the kustomization in the repository-relative directory `dir`.
+/// The one OpenAPI schema version kustomize has built in (`openapi: {version: …}`).
+const BUILTIN_OPENAPI_VERSION: &str = "v1.21.2";
+
 /// The annotation kustomize reads as "used in the build, left out of its output".
 const LOCAL_CONFIG: &str = "config.kubernetes.io/local-config";
 
@@ -258,7 +261,7 @@ impl Engine<'_> {
         scope: &mut Scope,
     ) -> Result<()> {
         if let Some(api) = &k.openapi {
-            self.openapi = Some(Arc::new(self.load_openapi(dir, kfile, api)?));
+            self.openapi = self.load_openapi(dir, kfile, api)?.map(Arc::new);
         }
         let entries = k.bases.iter().flatten().chain(k.resources.iter().flatten());
         for entry in entries {
@@ -331,17 +334,25 @@ impl Engine<'_> {
         Ok(())
     }
 
-    fn load_openapi(&self, dir: &Path, kfile: &Path, api: &Value) -> Result<OpenApi> {
+    /// The custom schema `openapi:` names, or `None` for kustomize's builtin one: no `path`
+    /// and no `version`, or the one version kustomize has built in (Kubernetes 1.21.2's),
+    /// which is the schema Convoy's merge follows already.
+    fn load_openapi(&self, dir: &Path, kfile: &Path, api: &Value) -> Result<Option<OpenApi>> {
         let path = api.get("path").and_then(Value::as_str).filter(|p| !p.is_empty());
         let Some(path) = path else {
-            return Err(RenderError::Unsupported {
-                path: kfile.to_path_buf(),
-                feature: "openapi without a 'path' (builtin schema versions)".into(),
-            });
+            return match api.get("version").and_then(Value::as_str).filter(|v| !v.is_empty()) {
+                None | Some(BUILTIN_OPENAPI_VERSION) => Ok(None),
+                Some(other) => Err(RenderError::invalid(
+                    kfile,
+                    format!(
+                        "openapi: version '{other}' is not built in (kustomize has {BUILTIN_OPENAPI_VERSION} only); remove it or give a schema file with 'path'"
+                    ),
+                )),
+            };
         };
         let (file, docs) = self.read_docs(dir, kfile, path, super::yaml::Schema::Resource)?;
         match docs.first() {
-            Some(doc) => Ok(OpenApi::new(doc)),
+            Some(doc) => Ok(Some(OpenApi::new(doc))),
             None => Err(RenderError::invalid(&file, "openapi schema file is empty")),
         }
     }
@@ -537,7 +548,7 @@ impl Engine<'_> {
             transform::set_replicas(acc, replicas, &cfg.replicas, kfile)?;
         }
         if let Some(images) = k.images.as_ref().filter(|i| !i.is_empty()) {
-            let rules: Vec<ImageRule> = images.iter().map(ImageRule::new).collect();
+            let rules: Vec<ImageRule> = images.iter().map(|i| ImageRule::new(i, kfile)).collect::<Result<_>>()?;
             let mut specs = transform::default_image_specs();
             specs.extend(cfg.images.iter().cloned());
             transform::transform_images(acc, &rules, &specs, true);

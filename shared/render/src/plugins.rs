@@ -169,7 +169,7 @@ pub(crate) fn transform(eng: &Engine<'_>, dir: &Path, file: &Path, cfg: &Value, 
         "ImageTagTransformer" => {
             let spec: ImageSpec = field(file, cfg, "imageTag")?
                 .ok_or_else(|| RenderError::invalid(file, "ImageTagTransformer needs 'imageTag'"))?;
-            let rules = [ImageRule::new(&spec)];
+            let rules = [ImageRule::new(&spec, file)?];
             transform::transform_images(acc, &rules, &specs, false);
         }
         "ReplicaCountTransformer" => {

@@ -297,7 +297,7 @@ fn split_image(image: &str) -> (&str, &str, &str) {
 
 /// Compiled `images:` entries.
 pub(crate) struct ImageRule {
-    matcher: Option<regex::Regex>,
+    matcher: regex::Regex,
     new_name: String,
     new_tag: String,
     digest: String,
@@ -305,22 +305,32 @@ pub(crate) struct ImageRule {
 }
 
 impl ImageRule {
-    pub fn new(spec: &ImageSpec) -> ImageRule {
+    /// Compiles an `images:` entry. kustomize builds a regular expression from the name as
+    /// written (so `a+b` matches `aab`), and crashes on a name that does not compile; that
+    /// is an error here, naming the entry.
+    pub fn new(spec: &ImageSpec, kfile: &Path) -> Result<ImageRule> {
         let s = |v: &Option<String>| v.clone().unwrap_or_default();
-        // kustomize builds this pattern from the unescaped name.
-        let matcher =
-            regex::Regex::new(&format!("^{}(:[a-zA-Z0-9_.{{}}-]*)?(@sha256:[a-zA-Z0-9_.{{}}-]*)?$", spec.name)).ok();
-        ImageRule {
+        let matcher = regex::Regex::new(&format!("^{}(:[a-zA-Z0-9_.{{}}-]*)?(@sha256:[a-zA-Z0-9_.{{}}-]*)?$", spec.name))
+            .map_err(|_| {
+                RenderError::invalid(
+                    kfile,
+                    format!(
+                        "images: name '{}' is not a valid regular expression (kustomize matches image names as regular expressions); escape its special characters",
+                        spec.name
+                    ),
+                )
+            })?;
+        Ok(ImageRule {
             matcher,
             new_name: s(&spec.new_name),
             new_tag: s(&spec.new_tag),
             digest: s(&spec.digest),
             tag_suffix: s(&spec.tag_suffix),
-        }
+        })
     }
 
     fn apply(&self, image: &str) -> Option<String> {
-        if !self.matcher.as_ref()?.is_match(image) {
+        if !self.matcher.is_match(image) {
             return None;
         }
         let (name, tag, digest) = split_image(image);
@@ -527,12 +537,16 @@ mod tests {
         assert_eq!(split_image("nginx:1.2"), ("nginx", "1.2", ""));
         assert_eq!(split_image("reg:5000/app:v1@sha256:abc"), ("reg:5000/app", "v1", "sha256:abc"));
         assert_eq!(split_image("app@sha256:abc"), ("app", "", "sha256:abc"));
-        let rule = ImageRule::new(&ImageSpec {
-            name: "nginx".into(),
-            new_name: Some("reg/nginx".into()),
-            new_tag: Some("2".into()),
-            ..ImageSpec::default()
-        });
+        let rule = ImageRule::new(
+            &ImageSpec {
+                name: "nginx".into(),
+                new_name: Some("reg/nginx".into()),
+                new_tag: Some("2".into()),
+                ..ImageSpec::default()
+            },
+            Path::new("kustomization.yaml"),
+        )
+        .expect("valid");
         assert_eq!(rule.apply("nginx:1").as_deref(), Some("reg/nginx:2"));
         assert_eq!(rule.apply("nginx2:1"), None);
     }

@@ -165,4 +165,7 @@ cases! {
     case_163_strategic_merge_collapses_duplicate_keys => "163-strategic-merge-collapses-duplicate-keys",
     case_164_local_config_objects_serve_the_build => "164-local-config-objects-serve-the-build",
     case_165_vars_in_annotations_and_nfs_servers => "165-vars-in-annotations-and-nfs-servers",
+    case_166_openapi_builtin_version => "166-openapi-builtin-version",
+    case_167_err_image_name_invalid_regexp => "167-err-image-name-invalid-regexp",
+    case_168_image_names_are_regexps => "168-image-names-are-regexps",
 }

@@ -14,7 +14,7 @@ use super::config::TransformerConfig;
 use super::kustomization::{FILE_NAMES, Kustomization, VarSpec};
 use super::merge::OpenApi;
 use super::patch::{self, Target};
-use super::resource::{self, Behavior, Resource};
+use super::resource::{self, Behavior, Resource, Transformation};
 use super::source::{self, EntryKind, Source};
 use super::transform::{self, ImageRule, LabelScope};
 use super::yaml::DocCache;
@@ -27,6 +27,25 @@ pub(crate) struct Engine<'a> {
     /// The custom schema of the last `openapi:` seen; like kustomize's global schema it
     /// applies to every later strategic merge of the build.
     pub openapi: Option<Arc<OpenApi>>,
+    /// Whether to record the transformers that run over each object (the top kustomization
+    /// asks for `buildMetadata: [transformerAnnotations]`).
+    record_transformations: bool,
+}
+
+impl Engine<'_> {
+    /// Notes that the builtin transformer `kind`, configured in `kfile`, ran over `acc`.
+    fn ran(&self, acc: &mut [Resource], kfile: &Arc<PathBuf>, kind: &str) {
+        self.ran_named(acc, kfile, kind, None);
+    }
+
+    fn ran_named(&self, acc: &mut [Resource], file: &Arc<PathBuf>, kind: &str, name: Option<&str>) {
+        if self.record_transformations {
+            let t = Transformation { file: file.clone(), kind: kind.to_string(), name: name.map(str::to_string) };
+            for r in acc.iter_mut() {
+                r.transformations.push(t.clone());
+            }
+        }
+    }
 }
 
 /// What flows up from a kustomization besides its objects: transformer configurations
@@ -45,7 +64,7 @@ const BUILTIN_OPENAPI_VERSION: &str = "v1.21.2";
 const LOCAL_CONFIG: &str = "config.kubernetes.io/local-config";
 
 pub(crate) fn render(src: &dyn Source, cache: &DocCache, dir: &Path) -> Result<Vec<Value>> {
-    let mut eng = Engine { src, cache, stack: Vec::new(), openapi: None };
+    let mut eng = Engine { src, cache, stack: Vec::new(), openapi: None, record_transformations: false };
     match src.kind(dir)? {
         Some(EntryKind::Dir) => {}
         _ => {
@@ -55,6 +74,7 @@ pub(crate) fn render(src: &dyn Source, cache: &DocCache, dir: &Path) -> Result<V
     let real = src.real_path(dir)?;
     let dir = real.as_path();
     let (kfile, k) = eng.load_kustomization(dir)?;
+    eng.record_transformations = k.build_metadata.iter().flatten().any(|o| o == "transformerAnnotations");
     let mut acc = Vec::new();
     let mut scope = Scope::default();
     eng.accumulate(dir, &kfile, &k, &mut acc, &mut scope)?;
@@ -92,7 +112,8 @@ pub(crate) fn render(src: &dyn Source, cache: &DocCache, dir: &Path) -> Result<V
 }
 
 /// `buildMetadata:` of the top kustomization (kustomize ignores it in bases):
-/// `managedByLabel` and `originAnnotations`; `transformerAnnotations` is refused.
+/// `managedByLabel`, `originAnnotations` and `transformerAnnotations` (every builtin
+/// transformer that ran over an object, whether or not it changed it, in the order run).
 fn apply_build_metadata(k: &Kustomization, dir: &Path, kfile: &Path, acc: &mut [Resource]) -> Result<()> {
     for opt in k.build_metadata.iter().flatten() {
         match opt.as_str() {
@@ -118,6 +139,27 @@ fn apply_build_metadata(k: &Kustomization, dir: &Path, kfile: &Path, acc: &mut [
                         r.metadata_mut().entry("annotations").or_insert_with(|| Value::Object(Default::default()));
                     if let Value::Object(a) = annotations {
                         a.insert("config.kubernetes.io/origin".into(), Value::String(origin));
+                    }
+                }
+            }
+            "transformerAnnotations" => {
+                for r in acc.iter_mut().filter(|r| !r.transformations.is_empty()) {
+                    let text: String = r
+                        .transformations
+                        .iter()
+                        .map(|t| {
+                            format!(
+                                "- configuredIn: {}\n  configuredBy:\n    apiVersion: builtin\n    kind: {}\n{}",
+                                relative_to(dir, &t.file),
+                                t.kind,
+                                t.name.as_ref().map(|n| format!("    name: {n}\n")).unwrap_or_default()
+                            )
+                        })
+                        .collect();
+                    let annotations =
+                        r.metadata_mut().entry("annotations").or_insert_with(|| Value::Object(Default::default()));
+                    if let Value::Object(a) = annotations {
+                        a.insert("alpha.config.kubernetes.io/transformations".into(), Value::String(text));
                     }
                 }
             }
@@ -496,23 +538,28 @@ impl Engine<'_> {
                 patch::load(self.src, self.cache, dir, kfile, Some(entry), None, true)?
             };
             patch::apply(acc, &loaded, None, None, self.openapi.as_deref())?;
+            self.ran(acc, kfile, "PatchStrategicMergeTransformer");
         }
         for p in k.patches.iter().flatten() {
             let loaded = patch::load(self.src, self.cache, dir, kfile, p.path.as_deref(), p.patch.as_deref(), false)?;
             let target = p.target.as_ref().map(|t| Target::compile(kfile, t)).transpose()?;
             patch::apply(acc, &loaded, target.as_ref(), p.options.as_ref(), self.openapi.as_deref())?;
+            self.ran(acc, kfile, "PatchTransformer");
         }
         if let Some(ns) = k.namespace.as_deref().filter(|n| !n.is_empty()) {
             transform::set_namespace(acc, ns, kfile)?;
             transform::set_string_at(acc, &cfg.namespace, ns);
+            self.ran(acc, kfile, "NamespaceTransformer");
         }
         if let Some(prefix) = k.name_prefix.as_deref().filter(|p| !p.is_empty()) {
             transform::add_prefix(acc, prefix);
             transform::affix_at(acc, &cfg.name_prefix, prefix, "");
+            self.ran(acc, kfile, "PrefixTransformer");
         }
         if let Some(suffix) = k.name_suffix.as_deref().filter(|p| !p.is_empty()) {
             transform::add_suffix(acc, suffix);
             transform::affix_at(acc, &cfg.name_suffix, "", suffix);
+            self.ran(acc, kfile, "SuffixTransformer");
         }
         for l in k.labels.iter().flatten() {
             if let Some(pairs) = &l.pairs {
@@ -525,16 +572,19 @@ impl Engine<'_> {
                 }
                 let fields = config::FieldSpec::parse_list(kfile, l.fields.as_ref())?;
                 transform::add_pairs_at(acc, &fields, pairs);
+                self.ran(acc, kfile, "LabelTransformer");
             }
         }
         if let Some(pairs) = &k.common_labels {
             let scope = LabelScope { selectors: true, templates: true };
             transform::add_labels(acc, pairs, &scope);
             transform::add_pairs_at(acc, &cfg.common_labels, pairs);
+            self.ran(acc, kfile, "LabelTransformer");
         }
         if let Some(pairs) = &k.common_annotations {
             transform::add_annotations(acc, pairs);
             transform::add_pairs_at(acc, &cfg.common_annotations, pairs);
+            self.ran(acc, kfile, "AnnotationsTransformer");
         }
         for p in k.patches_json6902.iter().flatten() {
             let Some(t) = &p.target else {
@@ -543,15 +593,22 @@ impl Engine<'_> {
             let loaded = patch::load(self.src, self.cache, dir, kfile, p.path.as_deref(), p.patch.as_deref(), false)?;
             let target = Target::compile(kfile, t)?;
             patch::apply(acc, &loaded, Some(&target), p.options.as_ref(), self.openapi.as_deref())?;
+            self.ran(acc, kfile, "PatchJson6902Transformer");
         }
         if let Some(replicas) = k.replicas.as_ref().filter(|r| !r.is_empty()) {
             transform::set_replicas(acc, replicas, &cfg.replicas, kfile)?;
+            for _ in replicas {
+                self.ran(acc, kfile, "ReplicaCountTransformer");
+            }
         }
         if let Some(images) = k.images.as_ref().filter(|i| !i.is_empty()) {
             let rules: Vec<ImageRule> = images.iter().map(|i| ImageRule::new(i, kfile)).collect::<Result<_>>()?;
             let mut specs = transform::default_image_specs();
             specs.extend(cfg.images.iter().cloned());
             transform::transform_images(acc, &rules, &specs, true);
+            for _ in &rules {
+                self.ran(acc, kfile, "ImageTagTransformer");
+            }
         }
         if let Some(entries) = k.replacements.as_ref().filter(|r| !r.is_empty()) {
             let reps = replace::compile(kfile, entries, |p| {
@@ -559,10 +616,14 @@ impl Engine<'_> {
                 Ok((file, docs.to_vec()))
             })?;
             replace::apply(kfile, acc, &reps)?;
+            self.ran(acc, kfile, "ReplacementTransformer");
         }
         for entry in k.transformers.iter().flatten() {
             for (file, cfg) in self.plugin_configs(dir, kfile, entry)? {
                 plugins::transform(self, dir, &file, &cfg, acc)?;
+                let kind = cfg.get("kind").and_then(Value::as_str).unwrap_or("");
+                let name = cfg.pointer("/metadata/name").and_then(Value::as_str);
+                self.ran_named(acc, &Arc::new(file.clone()), kind, name);
             }
         }
         Ok(())

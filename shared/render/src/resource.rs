@@ -22,6 +22,17 @@ pub(crate) struct PrevId {
     pub namespace: String,
 }
 
+/// One builtin transformer run over an object (for `buildMetadata: [transformerAnnotations]`).
+#[derive(Debug, Clone)]
+pub(crate) struct Transformation {
+    /// The kustomization or plugin config file that configured it.
+    pub file: Arc<PathBuf>,
+    /// The transformer kind (`PrefixTransformer`, …).
+    pub kind: String,
+    /// The plugin config's `metadata.name`, for transformers listed under `transformers:`.
+    pub name: Option<String>,
+}
+
 /// An object and its kustomize bookkeeping.
 #[derive(Debug, Clone)]
 pub(crate) struct Resource {
@@ -40,6 +51,10 @@ pub(crate) struct Resource {
     pub generator_name: Option<String>,
     /// File the object came from (for error messages).
     pub file: Arc<PathBuf>,
+    /// The builtin transformers that ran over this object, with the file that configured
+    /// each (a kustomization, or a plugin config with its name), in order; recorded only for
+    /// `buildMetadata: [transformerAnnotations]`.
+    pub transformations: Vec<Transformation>,
 }
 
 /// Group, version and kind.
@@ -164,6 +179,7 @@ impl Resource {
             needs_hash: false,
             behavior: Behavior::Create,
             ref_vars: Vec::new(),
+            transformations: Vec::new(),
             generator: None,
             generator_name: None,
             file,

@@ -168,4 +168,5 @@ cases! {
     case_166_openapi_builtin_version => "166-openapi-builtin-version",
     case_167_err_image_name_invalid_regexp => "167-err-image-name-invalid-regexp",
     case_168_image_names_are_regexps => "168-image-names-are-regexps",
+    case_169_build_metadata_transformer_annotations => "169-build-metadata-transformer-annotations",
 }

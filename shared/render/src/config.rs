@@ -362,6 +362,20 @@ pub(crate) fn default_var_reference() -> Vec<FieldSpec> {
             }
         }
     }
+    // kustomize's NFS server paths, as its builtin list writes them (CronJob's lacks a `spec`).
+    for (kind, path) in [
+        ("CronJob", "spec/jobTemplate/spec/template/volumes/nfs/server"),
+        ("DaemonSet", "spec/template/spec/volumes/nfs/server"),
+        ("Deployment", "spec/template/spec/volumes/nfs/server"),
+        ("Job", "spec/template/spec/volumes/nfs/server"),
+        ("Pod", "spec/volumes/nfs/server"),
+        ("ReplicaSet", "spec/template/spec/volumes/nfs/server"),
+        ("StatefulSet", "spec/volumeClaimTemplates/spec/nfs/server"),
+        ("PersistentVolume", "spec/nfs/server"),
+        ("Deployment", "spec/template/metadata/annotations"),
+    ] {
+        out.push(FieldSpec::kind(kind, path));
+    }
     for p in ["spec/rules/host", "spec/tls/hosts", "spec/tls/secretName"] {
         out.push(FieldSpec::kind("Ingress", p));
     }
@@ -369,5 +383,6 @@ pub(crate) fn default_var_reference() -> Vec<FieldSpec> {
         out.push(FieldSpec::kind("Service", p));
     }
     out.push(FieldSpec::any("metadata/labels", false));
+    out.push(FieldSpec::any("metadata/annotations", false));
     out
 }

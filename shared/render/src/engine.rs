@@ -14,7 +14,7 @@ use super::config::TransformerConfig;
 use super::kustomization::{FILE_NAMES, Kustomization, VarSpec};
 use super::merge::OpenApi;
 use super::patch::{self, Target};
-use super::resource::{self, Behavior, Resource};
+use super::resource::{self, Behavior, Resource, Transformation};
 use super::source::{self, EntryKind, Source};
 use super::transform::{self, ImageRule, LabelScope};
 use super::yaml::DocCache;
@@ -27,6 +27,25 @@ pub(crate) struct Engine<'a> {
     /// The custom schema of the last `openapi:` seen; like kustomize's global schema it
     /// applies to every later strategic merge of the build.
     pub openapi: Option<Arc<OpenApi>>,
+    /// Whether to record the transformers that run over each object (the top kustomization
+    /// asks for `buildMetadata: [transformerAnnotations]`).
+    record_transformations: bool,
+}
+
+impl Engine<'_> {
+    /// Notes that the builtin transformer `kind`, configured in `kfile`, ran over `acc`.
+    fn ran(&self, acc: &mut [Resource], kfile: &Arc<PathBuf>, kind: &str) {
+        self.ran_named(acc, kfile, kind, None);
+    }
+
+    fn ran_named(&self, acc: &mut [Resource], file: &Arc<PathBuf>, kind: &str, name: Option<&str>) {
+        if self.record_transformations {
+            let t = Transformation { file: file.clone(), kind: kind.to_string(), name: name.map(str::to_string) };
+            for r in acc.iter_mut() {
+                r.transformations.push(t.clone());
+            }
+        }
+    }
 }
 
 /// What flows up from a kustomization besides its objects: transformer configurations
@@ -38,8 +57,14 @@ pub(crate) struct Scope {
 }
 
 /// Renders the kustomization in the repository-relative directory `dir`.
+/// The one OpenAPI schema version kustomize has built in (`openapi: {version: …}`).
+const BUILTIN_OPENAPI_VERSION: &str = "v1.21.2";
+
+/// The annotation kustomize reads as "used in the build, left out of its output".
+const LOCAL_CONFIG: &str = "config.kubernetes.io/local-config";
+
 pub(crate) fn render(src: &dyn Source, cache: &DocCache, dir: &Path) -> Result<Vec<Value>> {
-    let mut eng = Engine { src, cache, stack: Vec::new(), openapi: None };
+    let mut eng = Engine { src, cache, stack: Vec::new(), openapi: None, record_transformations: false };
     match src.kind(dir)? {
         Some(EntryKind::Dir) => {}
         _ => {
@@ -49,6 +74,7 @@ pub(crate) fn render(src: &dyn Source, cache: &DocCache, dir: &Path) -> Result<V
     let real = src.real_path(dir)?;
     let dir = real.as_path();
     let (kfile, k) = eng.load_kustomization(dir)?;
+    eng.record_transformations = k.build_metadata.iter().flatten().any(|o| o == "transformerAnnotations");
     let mut acc = Vec::new();
     let mut scope = Scope::default();
     eng.accumulate(dir, &kfile, &k, &mut acc, &mut scope)?;
@@ -65,6 +91,12 @@ pub(crate) fn render(src: &dyn Source, cache: &DocCache, dir: &Path) -> Result<V
         vars::resolve(&kfile, &mut acc, &scope.vars, &specs)?;
     }
     apply_build_metadata(&k, dir, &kfile, &mut acc)?;
+    // Objects marked local config take part in the build (name references, vars) but are
+    // not part of its output.
+    acc.retain(|r| {
+        r.obj.get("metadata").and_then(|m| m.get("annotations")).and_then(|a| a.get(LOCAL_CONFIG))
+            != Some(&Value::String("true".into()))
+    });
     for r in acc.iter_mut() {
         stringify_annotations(r);
     }
@@ -80,7 +112,8 @@ pub(crate) fn render(src: &dyn Source, cache: &DocCache, dir: &Path) -> Result<V
 }
 
 /// `buildMetadata:` of the top kustomization (kustomize ignores it in bases):
-/// `managedByLabel` and `originAnnotations`; `transformerAnnotations` is refused.
+/// `managedByLabel`, `originAnnotations` and `transformerAnnotations` (every builtin
+/// transformer that ran over an object, whether or not it changed it, in the order run).
 fn apply_build_metadata(k: &Kustomization, dir: &Path, kfile: &Path, acc: &mut [Resource]) -> Result<()> {
     for opt in k.build_metadata.iter().flatten() {
         match opt.as_str() {
@@ -109,6 +142,27 @@ fn apply_build_metadata(k: &Kustomization, dir: &Path, kfile: &Path, acc: &mut [
                     }
                 }
             }
+            "transformerAnnotations" => {
+                for r in acc.iter_mut().filter(|r| !r.transformations.is_empty()) {
+                    let text: String = r
+                        .transformations
+                        .iter()
+                        .map(|t| {
+                            format!(
+                                "- configuredIn: {}\n  configuredBy:\n    apiVersion: builtin\n    kind: {}\n{}",
+                                relative_to(dir, &t.file),
+                                t.kind,
+                                t.name.as_ref().map(|n| format!("    name: {n}\n")).unwrap_or_default()
+                            )
+                        })
+                        .collect();
+                    let annotations =
+                        r.metadata_mut().entry("annotations").or_insert_with(|| Value::Object(Default::default()));
+                    if let Value::Object(a) = annotations {
+                        a.insert("alpha.config.kubernetes.io/transformations".into(), Value::String(text));
+                    }
+                }
+            }
             other => {
                 return Err(RenderError::Unsupported {
                     path: kfile.to_path_buf(),
@@ -134,10 +188,16 @@ fn relative_to(dir: &Path, file: &Path) -> String {
     parts.join("/")
 }
 
-/// kustomize writes annotations back as a string map at the end of a build, so every
-/// annotation value comes out a string (`null` as `"null"`).
+/// Annotations as kustomize prints them: kustomize writes them back as a string map at the
+/// end of a build, so every value comes out a string (`null` as `"null"`); an empty or null
+/// `metadata.annotations` left out (kustomize clears its internal annotations at the end of
+/// a build and drops the map when nothing is left; `labels: null` it keeps).
 fn stringify_annotations(r: &mut Resource) {
     let Some(Value::Object(md)) = r.obj.get_mut("metadata") else { return };
+    if md.get("annotations").is_some_and(|a| a.is_null() || a.as_object().is_some_and(|m| m.is_empty())) {
+        md.remove("annotations");
+        return;
+    }
     let Some(Value::Object(a)) = md.get_mut("annotations") else { return };
     for v in a.values_mut() {
         let text = match &*v {
@@ -205,7 +265,7 @@ impl Engine<'_> {
         match (local, kind) {
             (Some(p), Some(k)) => {
                 if k == EntryKind::File {
-                    source::check_within(dir, &p, entry, kfile)?;
+                    source::check_within(self.src, dir, &p, entry, kfile)?;
                 }
                 Ok((p, k))
             }
@@ -243,7 +303,7 @@ impl Engine<'_> {
         scope: &mut Scope,
     ) -> Result<()> {
         if let Some(api) = &k.openapi {
-            self.openapi = Some(Arc::new(self.load_openapi(dir, kfile, api)?));
+            self.openapi = self.load_openapi(dir, kfile, api)?.map(Arc::new);
         }
         let entries = k.bases.iter().flatten().chain(k.resources.iter().flatten());
         for entry in entries {
@@ -316,17 +376,25 @@ impl Engine<'_> {
         Ok(())
     }
 
-    fn load_openapi(&self, dir: &Path, kfile: &Path, api: &Value) -> Result<OpenApi> {
+    /// The custom schema `openapi:` names, or `None` for kustomize's builtin one: no `path`
+    /// and no `version`, or the one version kustomize has built in (Kubernetes 1.21.2's),
+    /// which is the schema Convoy's merge follows already.
+    fn load_openapi(&self, dir: &Path, kfile: &Path, api: &Value) -> Result<Option<OpenApi>> {
         let path = api.get("path").and_then(Value::as_str).filter(|p| !p.is_empty());
         let Some(path) = path else {
-            return Err(RenderError::Unsupported {
-                path: kfile.to_path_buf(),
-                feature: "openapi without a 'path' (builtin schema versions)".into(),
-            });
+            return match api.get("version").and_then(Value::as_str).filter(|v| !v.is_empty()) {
+                None | Some(BUILTIN_OPENAPI_VERSION) => Ok(None),
+                Some(other) => Err(RenderError::invalid(
+                    kfile,
+                    format!(
+                        "openapi: version '{other}' is not built in (kustomize has {BUILTIN_OPENAPI_VERSION} only); remove it or give a schema file with 'path'"
+                    ),
+                )),
+            };
         };
         let (file, docs) = self.read_docs(dir, kfile, path, super::yaml::Schema::Resource)?;
         match docs.first() {
-            Some(doc) => Ok(OpenApi::new(doc)),
+            Some(doc) => Ok(Some(OpenApi::new(doc))),
             None => Err(RenderError::invalid(&file, "openapi schema file is empty")),
         }
     }
@@ -341,7 +409,7 @@ impl Engine<'_> {
     ) -> Result<(PathBuf, Arc<Vec<Value>>)> {
         let file = source::normalize(dir, entry)
             .ok_or_else(|| RenderError::PathEscape { path: entry.to_string(), from: kfile.to_path_buf() })?;
-        source::check_within(dir, &file, entry, kfile)?;
+        source::check_within(self.src, dir, &file, entry, kfile)?;
         if self.src.kind(&file)? != Some(EntryKind::File) {
             return Err(RenderError::Missing { path: file, from: kfile.to_path_buf() });
         }
@@ -470,23 +538,28 @@ impl Engine<'_> {
                 patch::load(self.src, self.cache, dir, kfile, Some(entry), None, true)?
             };
             patch::apply(acc, &loaded, None, None, self.openapi.as_deref())?;
+            self.ran(acc, kfile, "PatchStrategicMergeTransformer");
         }
         for p in k.patches.iter().flatten() {
             let loaded = patch::load(self.src, self.cache, dir, kfile, p.path.as_deref(), p.patch.as_deref(), false)?;
             let target = p.target.as_ref().map(|t| Target::compile(kfile, t)).transpose()?;
             patch::apply(acc, &loaded, target.as_ref(), p.options.as_ref(), self.openapi.as_deref())?;
+            self.ran(acc, kfile, "PatchTransformer");
         }
         if let Some(ns) = k.namespace.as_deref().filter(|n| !n.is_empty()) {
             transform::set_namespace(acc, ns, kfile)?;
             transform::set_string_at(acc, &cfg.namespace, ns);
+            self.ran(acc, kfile, "NamespaceTransformer");
         }
         if let Some(prefix) = k.name_prefix.as_deref().filter(|p| !p.is_empty()) {
             transform::add_prefix(acc, prefix);
             transform::affix_at(acc, &cfg.name_prefix, prefix, "");
+            self.ran(acc, kfile, "PrefixTransformer");
         }
         if let Some(suffix) = k.name_suffix.as_deref().filter(|p| !p.is_empty()) {
             transform::add_suffix(acc, suffix);
             transform::affix_at(acc, &cfg.name_suffix, "", suffix);
+            self.ran(acc, kfile, "SuffixTransformer");
         }
         for l in k.labels.iter().flatten() {
             if let Some(pairs) = &l.pairs {
@@ -499,16 +572,19 @@ impl Engine<'_> {
                 }
                 let fields = config::FieldSpec::parse_list(kfile, l.fields.as_ref())?;
                 transform::add_pairs_at(acc, &fields, pairs);
+                self.ran(acc, kfile, "LabelTransformer");
             }
         }
         if let Some(pairs) = &k.common_labels {
             let scope = LabelScope { selectors: true, templates: true };
             transform::add_labels(acc, pairs, &scope);
             transform::add_pairs_at(acc, &cfg.common_labels, pairs);
+            self.ran(acc, kfile, "LabelTransformer");
         }
         if let Some(pairs) = &k.common_annotations {
             transform::add_annotations(acc, pairs);
             transform::add_pairs_at(acc, &cfg.common_annotations, pairs);
+            self.ran(acc, kfile, "AnnotationsTransformer");
         }
         for p in k.patches_json6902.iter().flatten() {
             let Some(t) = &p.target else {
@@ -517,15 +593,22 @@ impl Engine<'_> {
             let loaded = patch::load(self.src, self.cache, dir, kfile, p.path.as_deref(), p.patch.as_deref(), false)?;
             let target = Target::compile(kfile, t)?;
             patch::apply(acc, &loaded, Some(&target), p.options.as_ref(), self.openapi.as_deref())?;
+            self.ran(acc, kfile, "PatchJson6902Transformer");
         }
         if let Some(replicas) = k.replicas.as_ref().filter(|r| !r.is_empty()) {
             transform::set_replicas(acc, replicas, &cfg.replicas, kfile)?;
+            for _ in replicas {
+                self.ran(acc, kfile, "ReplicaCountTransformer");
+            }
         }
         if let Some(images) = k.images.as_ref().filter(|i| !i.is_empty()) {
-            let rules: Vec<ImageRule> = images.iter().map(ImageRule::new).collect();
+            let rules: Vec<ImageRule> = images.iter().map(|i| ImageRule::new(i, kfile)).collect::<Result<_>>()?;
             let mut specs = transform::default_image_specs();
             specs.extend(cfg.images.iter().cloned());
             transform::transform_images(acc, &rules, &specs, true);
+            for _ in &rules {
+                self.ran(acc, kfile, "ImageTagTransformer");
+            }
         }
         if let Some(entries) = k.replacements.as_ref().filter(|r| !r.is_empty()) {
             let reps = replace::compile(kfile, entries, |p| {
@@ -533,10 +616,14 @@ impl Engine<'_> {
                 Ok((file, docs.to_vec()))
             })?;
             replace::apply(kfile, acc, &reps)?;
+            self.ran(acc, kfile, "ReplacementTransformer");
         }
         for entry in k.transformers.iter().flatten() {
             for (file, cfg) in self.plugin_configs(dir, kfile, entry)? {
                 plugins::transform(self, dir, &file, &cfg, acc)?;
+                let kind = cfg.get("kind").and_then(Value::as_str).unwrap_or("");
+                let name = cfg.pointer("/metadata/name").and_then(Value::as_str);
+                self.ran_named(acc, &Arc::new(file.clone()), kind, name);
             }
         }
         Ok(())

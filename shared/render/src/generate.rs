@@ -38,16 +38,13 @@ pub(crate) fn generate(
     let mut r = Resource::new(obj, kfile.clone());
     r.generator = Some(if secret { "SecretGenerator" } else { "ConfigMapGenerator" });
     r.needs_hash = opts.disable_name_suffix_hash != Some(true);
+    // kustomize reads the value case-sensitively and takes anything else (`Merge`, a typo)
+    // as "unspecified", which acts as create: an existing object of that name is then an
+    // error, a new name is simply generated.
     r.behavior = match spec.behavior.as_deref() {
-        None | Some("") | Some("create") => Behavior::Create,
         Some("merge") => Behavior::Merge,
         Some("replace") => Behavior::Replace,
-        Some(other) => {
-            return Err(RenderError::invalid(
-                kfile,
-                format!("{what} '{name}': unknown behavior '{other}'; use create, merge or replace"),
-            ));
-        }
+        _ => Behavior::Create,
     };
     Ok(r)
 }
@@ -77,7 +74,7 @@ fn entries(
         envs.push(e);
     }
     for env in envs {
-        let path = resolve(dir, env, kfile)?;
+        let path = resolve(src, dir, env, kfile)?;
         let text = read_text(src, &path, kfile)?;
         for (k, v) in parse_env(&path, &text)? {
             add(k, v.into_bytes())?;
@@ -103,7 +100,7 @@ fn entries(
                 (base, f.as_str())
             }
         };
-        let path = resolve(dir, file, kfile)?;
+        let path = resolve(src, dir, file, kfile)?;
         match src.kind(&path)? {
             Some(source::EntryKind::File) => {}
             Some(source::EntryKind::Dir) => {
@@ -221,10 +218,10 @@ fn stringify(m: &Map<String, Value>) -> Map<String, Value> {
     m.iter().map(|(k, v)| (k.clone(), Value::String(scalar_string(v)))).collect()
 }
 
-pub(crate) fn resolve(dir: &Path, rel: &str, kfile: &Path) -> Result<std::path::PathBuf> {
+pub(crate) fn resolve(src: &dyn Source, dir: &Path, rel: &str, kfile: &Path) -> Result<std::path::PathBuf> {
     let path = source::normalize(dir, rel)
         .ok_or_else(|| RenderError::PathEscape { path: rel.to_string(), from: kfile.to_path_buf() })?;
-    source::check_within(dir, &path, rel, kfile)?;
+    source::check_within(src, dir, &path, rel, kfile)?;
     Ok(path)
 }
 

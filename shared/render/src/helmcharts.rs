@@ -165,7 +165,7 @@ fn values(
         crate::app::parse_values(&path.to_string_lossy(), text.as_bytes())
     };
     let file = match &spec.values_file {
-        Some(written) => load(&resolve(dir, written, kfile)?)?,
+        Some(written) => load(&resolve(src, dir, written, kfile)?)?,
         None if src.kind(&chart.join("values.yaml"))?.is_some() => load(&chart.join("values.yaml"))?,
         None => Map::new(),
     };
@@ -191,7 +191,7 @@ fn values(
         }
     };
     for written in &spec.additional_values_files {
-        helm::values::merge_maps(&mut values, load(&resolve(dir, written, kfile)?)?);
+        helm::values::merge_maps(&mut values, load(&resolve(src, dir, written, kfile)?)?);
     }
     Ok(values)
 }

@@ -237,10 +237,7 @@ pub(crate) struct LegacySortOptions {
 impl Kustomization {
     /// Parses a kustomization file; `component` says whether a Component is expected.
     pub fn parse(path: &Path, text: &str, cache: &super::yaml::DocCache) -> Result<Kustomization> {
-        let mut value = super::yaml::parse_one(path, text, cache, super::yaml::Schema::Config)?;
-        if let Value::Object(m) = &mut value {
-            fold_field_names(m);
-        }
+        let value = super::yaml::parse_one(path, text, cache, super::yaml::Schema::Config)?;
         let empty = match &value {
             Value::Null => true,
             Value::Object(m) => m.keys().all(|k| k == "apiVersion" || k == "kind"),
@@ -252,7 +249,7 @@ impl Kustomization {
                 message: "kustomization.yaml is empty; list resources or remove the directory".into(),
             });
         }
-        let k: Kustomization = serde_json::from_value(value)
+        let k: Kustomization = super::gojson::from_value(value)
             .map_err(|e| RenderError::InvalidKustomization { path: path.to_path_buf(), message: e.to_string() })?;
         let unsupported = [
             ("validators", k.validators.is_some()),
@@ -290,87 +287,6 @@ impl Kustomization {
     /// Whether this is a `kind: Component`.
     pub fn is_component(&self) -> bool {
         self.kind.as_deref() == Some("Component")
-    }
-}
-
-/// Field names of the kustomization schema, for matching them case-insensitively like Go's
-/// `encoding/json` (which kustomize decodes with): `nameprefix` is `namePrefix`.
-const TOP_FIELDS: [&str; 35] = [
-    "apiVersion",
-    "kind",
-    "metadata",
-    "resources",
-    "bases",
-    "components",
-    "namespace",
-    "namePrefix",
-    "nameSuffix",
-    "commonLabels",
-    "labels",
-    "commonAnnotations",
-    "images",
-    "replicas",
-    "patches",
-    "patchesStrategicMerge",
-    "patchesJson6902",
-    "configMapGenerator",
-    "secretGenerator",
-    "generatorOptions",
-    "sortOptions",
-    "buildMetadata",
-    "vars",
-    "replacements",
-    "generators",
-    "transformers",
-    "configurations",
-    "openapi",
-    "validators",
-    "helmCharts",
-    "helmGlobals",
-    "helmChartInflationGenerator",
-    "crds",
-    "imagesFrom",
-    "images",
-];
-
-/// Nested structs whose field names fold too: (parent field, the struct's fields).
-const NESTED_FIELDS: [(&str, &[&str]); 9] = [
-    ("labels", &["pairs", "includeSelectors", "includeTemplates", "fields"]),
-    ("images", &["name", "newName", "newTag", "digest", "tagSuffix"]),
-    ("replicas", &["name", "count"]),
-    ("patches", &["path", "patch", "target", "options"]),
-    ("patchesJson6902", &["path", "patch", "target", "options"]),
-    ("configMapGenerator", &["name", "namespace", "behavior", "literals", "files", "envs", "env", "type", "options"]),
-    ("secretGenerator", &["name", "namespace", "behavior", "literals", "files", "envs", "env", "type", "options"]),
-    ("generatorOptions", &["labels", "annotations", "disableNameSuffixHash", "immutable"]),
-    ("sortOptions", &["order", "legacySortOptions"]),
-];
-
-fn fold_keys(m: &mut Map<String, Value>, names: &[&str]) {
-    if m.keys().all(|k| names.contains(&k.as_str())) {
-        return;
-    }
-    let old = std::mem::take(m);
-    for (k, v) in old {
-        let canon = names.iter().find(|n| n.eq_ignore_ascii_case(&k)).map_or(k, |n| (*n).to_string());
-        m.insert(canon, v);
-    }
-}
-
-/// Renames fields of a kustomization written in another letter case to their canonical
-/// names.
-fn fold_field_names(m: &mut Map<String, Value>) {
-    fold_keys(m, &TOP_FIELDS);
-    for (field, names) in NESTED_FIELDS {
-        match m.get_mut(field) {
-            Some(Value::Array(items)) => {
-                for item in items.iter_mut().filter_map(Value::as_object_mut) {
-                    fold_keys(item, names);
-                }
-            }
-            Some(Value::Object(o)) => fold_keys(o, names),
-            _ => {}
-        }
     }
 }
 

@@ -11,6 +11,7 @@ mod config;
 mod engine;
 pub mod fleet;
 mod generate;
+mod gojson;
 pub mod helm;
 mod helmcharts;
 mod kustomization;
@@ -295,6 +296,48 @@ mod tests {
         assert!(err.to_string().contains("bad/kustomization.yaml"), "{err}");
         let outside = tempfile::tempdir().expect("tempdir");
         assert!(r.render(outside.path()).is_err());
+    }
+
+    /// The symlink policy of [`source::check_within`]: followed to a file in or below the
+    /// kustomization's directory, refused to one elsewhere in the repository (as kustomize
+    /// does) and out of the repository (always).
+    #[cfg(unix)]
+    #[test]
+    fn symlinks_are_followed_only_where_the_written_path_could_reach() {
+        use std::os::unix::fs::symlink;
+        let dir = repo();
+        let root = dir.path();
+        write(root, "shared/cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: shared}\n");
+        write(root, "shared/env.txt", "k=v\n");
+        write(root, "app/real.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: local}\n");
+        let outside = tempfile::tempdir().expect("tempdir");
+        write(outside.path(), "cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: out}\n");
+        symlink("real.yaml", root.join("app/same-dir.yaml")).expect("symlink");
+        symlink("../shared/cm.yaml", root.join("app/up.yaml")).expect("symlink");
+        symlink("../shared", root.join("app/shared-dir")).expect("symlink");
+        symlink("../shared/env.txt", root.join("app/env.txt")).expect("symlink");
+        symlink(outside.path().join("cm.yaml"), root.join("app/out.yaml")).expect("symlink");
+        let r = Renderer::new(root);
+        let render = |k: &str| {
+            write(root, "app/kustomization.yaml", k);
+            r.render(Path::new("app"))
+        };
+        let ok = render("resources: [same-dir.yaml]\n").expect("a symlink within the directory is followed");
+        assert_eq!(ok[0]["metadata"]["name"], "local");
+        for k in [
+            "resources: [up.yaml]\n",
+            "resources: [shared-dir/cm.yaml]\n",
+            "configMapGenerator:\n- name: g\n  envs: [env.txt]\n",
+        ] {
+            let err = render(k).expect_err(k);
+            assert!(err.to_string().contains("through a symlink"), "{k}: {err}");
+        }
+        let err = render("resources: [out.yaml]\n").expect_err("out of the repository");
+        assert!(matches!(err, RenderError::PathEscape { .. }), "{err}");
+        // A symlinked kustomization directory elsewhere in the repository is fine, as in kustomize.
+        write(root, "shared/kustomization.yaml", "resources: [cm.yaml]\n");
+        let ok = render("resources: [shared-dir]\n").expect("a symlinked kustomization directory");
+        assert_eq!(ok[0]["metadata"]["name"], "shared");
     }
 
     #[test]

@@ -168,7 +168,46 @@ pub(crate) fn apply_strategic_merge_with(
     let api = target.get("apiVersion").and_then(Value::as_str).unwrap_or("").to_string();
     let ctx = Ctx { builtin: ctx_for(&api, &kind), kind: &kind, api_version: &api, schema };
     merge_map(target, patch, &ctx, &mut Vec::new());
+    if ctx.builtin && schema.is_none() {
+        collapse_duplicate_keys(target, &ctx, &mut Vec::new());
+    }
     true
+}
+
+/// kyaml's merge walks the whole object, not only what the patch names, and rebuilds every
+/// keyed list from its distinct keys: elements sharing a key (two `env` entries named `A`,
+/// as a JSON patch appending to a list can leave) collapse into one, where the first stood,
+/// holding the last. So any strategic merge patch does this to every keyed list of the
+/// object, in every container.
+fn collapse_duplicate_keys(m: &mut Map<String, Value>, ctx: &Ctx<'_>, path: &mut Vec<String>) {
+    for (k, v) in m.iter_mut() {
+        match v {
+            Value::Object(inner) => {
+                path.push(k.clone());
+                collapse_duplicate_keys(inner, ctx, path);
+                path.pop();
+            }
+            Value::Array(items) => {
+                let ListStrategy::Key(key) = list_strategy(ctx.kind, path, k) else { continue };
+                let mut out: Vec<Value> = Vec::with_capacity(items.len());
+                for item in items.drain(..) {
+                    let slot = key_text(&item, &key)
+                        .and_then(|t| out.iter().position(|o| key_text(o, &key).as_deref() == Some(t.as_str())));
+                    match slot {
+                        Some(i) => out[i] = item,
+                        None => out.push(item),
+                    }
+                }
+                path.push(k.clone());
+                for item in out.iter_mut().filter_map(Value::as_object_mut) {
+                    collapse_duplicate_keys(item, ctx, path);
+                }
+                path.pop();
+                *items = out;
+            }
+            _ => {}
+        }
+    }
 }
 
 fn ctx_for(api_version: &str, _kind: &str) -> bool {

@@ -17,8 +17,8 @@ use super::{RenderError, Result};
 pub(crate) enum PatchBody {
     /// Strategic merge patch documents.
     Strategic(Vec<Map<String, Value>>),
-    /// An RFC 6902 operation list.
-    Json(json_patch::Patch),
+    /// An RFC 6902 operation list, each operation as written (see [`json6902_op`]).
+    Json(Vec<Value>),
 }
 
 /// A patch ready to apply, with the file that holds it (for messages).
@@ -48,7 +48,7 @@ pub(crate) fn load(
         (Some(p), None) => {
             let file = source::normalize(dir, p)
                 .ok_or_else(|| RenderError::PathEscape { path: p.to_string(), from: kfile.to_path_buf() })?;
-            source::check_within(dir, &file, p, kfile)?;
+            source::check_within(src, dir, &file, p, kfile)?;
             if src.kind(&file)? != Some(source::EntryKind::File) {
                 return Err(RenderError::Missing { path: file, from: kfile.to_path_buf() });
             }
@@ -60,9 +60,14 @@ pub(crate) fn load(
     };
     let docs = cache.parse(&origin, &text)?;
     let body = if docs.len() == 1 && docs[0].is_array() {
-        let patch: json_patch::Patch = serde_json::from_value(docs[0].clone())
-            .map_err(|e| RenderError::invalid(&origin, format!("invalid JSON 6902 patch: {e}")))?;
-        PatchBody::Json(patch)
+        let ops = docs[0].as_array().cloned().unwrap_or_default();
+        // Checked whole here, so a malformed operation is an error even where no resource
+        // is selected; indices are resolved against each document when applied.
+        for op in &ops {
+            json6902_op(&Value::Null, op)
+                .map_err(|e| RenderError::invalid(&origin, format!("invalid JSON 6902 patch: {e}")))?;
+        }
+        PatchBody::Json(ops)
     } else {
         let mut maps = Vec::with_capacity(docs.len());
         for d in docs.iter() {
@@ -203,6 +208,68 @@ impl Target {
     }
 }
 
+/// One JSON 6902 operation as kustomize's library (evanphx/json-patch) reads it against
+/// `doc`: a missing `value` is `null`; an array index is read like Go's `strconv.Atoi`
+/// (`01`, `+1`) and may be negative, counting from the end (for `add`, from one past it, so
+/// `-1` appends).
+fn json6902_op(doc: &Value, op: &Value) -> std::result::Result<json_patch::PatchOperation, String> {
+    let Value::Object(m) = op else { return Err("an operation must be a mapping".into()) };
+    let mut m = m.clone();
+    let kind = m.get("op").and_then(Value::as_str).unwrap_or("").to_string();
+    if matches!(kind.as_str(), "add" | "replace" | "test") && !m.contains_key("value") {
+        m.insert("value".into(), Value::Null);
+    }
+    for (field, last_is_add) in [("path", kind == "add"), ("from", false)] {
+        if let Some(Value::String(p)) = m.get(field) {
+            let resolved = resolve_indices(doc, p, last_is_add);
+            m.insert(field.into(), Value::String(resolved));
+        }
+    }
+    serde_json::from_value(Value::Object(m)).map_err(|e| e.to_string())
+}
+
+/// `pointer` with its array indices made canonical for `doc` (see [`json6902_op`]); parts
+/// that do not resolve are left as written, for the patch to report.
+fn resolve_indices(doc: &Value, pointer: &str, last_is_add: bool) -> String {
+    let Some(rest) = pointer.strip_prefix('/') else { return pointer.to_string() };
+    let segments: Vec<&str> = rest.split('/').collect();
+    let mut out = String::new();
+    let mut cur = Some(doc);
+    for (i, seg) in segments.iter().enumerate() {
+        let mut text = (*seg).to_string();
+        let next = match cur {
+            Some(Value::Array(items)) => {
+                let len = items.len() as i64;
+                let add = last_is_add && i + 1 == segments.len();
+                match go_atoi(seg) {
+                    Some(idx) => {
+                        let size = if add { len + 1 } else { len };
+                        let idx = if idx < 0 && idx >= -size { idx + size } else { idx };
+                        text = idx.to_string();
+                        usize::try_from(idx).ok().and_then(|i| items.get(i))
+                    }
+                    None => None,
+                }
+            }
+            Some(Value::Object(map)) => map.get(&seg.replace("~1", "/").replace("~0", "~")),
+            _ => None,
+        };
+        out.push('/');
+        out.push_str(&text);
+        cur = next;
+    }
+    out
+}
+
+/// Go's `strconv.Atoi`: an optional sign, then decimal digits (leading zeros allowed).
+fn go_atoi(s: &str) -> Option<i64> {
+    let digits = s.strip_prefix(['+', '-']).unwrap_or(s);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
 /// Applies one loaded patch. With a target it applies to every selected resource (none is
 /// fine); without one each strategic merge document must match exactly one resource.
 pub(crate) fn apply(
@@ -223,12 +290,21 @@ pub(crate) fn apply(
             for r in rs.iter_mut().filter(|r| t.selects(r)) {
                 r.store_prev();
                 let mut doc = Value::Object(std::mem::take(&mut r.obj));
-                for op in ops.iter() {
-                    if let json_patch::PatchOperation::Add(add) = op {
-                        ensure_parents(&mut doc, add.path.as_str());
+                // Operations apply one by one, each resolved against the document as the ones
+                // before it left it (a negative index counts from the end at that moment).
+                let mut res = Ok(());
+                for (i, op) in ops.iter().enumerate() {
+                    let applied = json6902_op(&doc, op).and_then(|op| {
+                        if let json_patch::PatchOperation::Add(add) = &op {
+                            ensure_parents(&mut doc, add.path.as_str());
+                        }
+                        json_patch::patch(&mut doc, std::slice::from_ref(&op)).map_err(|e| e.to_string())
+                    });
+                    if let Err(e) = applied {
+                        res = Err(if ops.len() > 1 { format!("operation {i}: {e}") } else { e });
+                        break;
                     }
                 }
-                let res = json_patch::patch(&mut doc, ops);
                 if let Value::Object(m) = doc {
                     r.obj = m;
                 }

@@ -23,7 +23,7 @@ fn kind_of(cfg: &Value) -> &str {
 fn field<T: serde::de::DeserializeOwned>(file: &Path, cfg: &Value, key: &str) -> Result<Option<T>> {
     match cfg.get(key) {
         None | Some(Value::Null) => Ok(None),
-        Some(v) => serde_json::from_value(v.clone())
+        Some(v) => super::gojson::from_value(v.clone())
             .map(Some)
             .map_err(|e| RenderError::invalid(file, format!("{}: invalid '{key}': {e}", kind_of(cfg)))),
     }
@@ -81,8 +81,8 @@ pub(crate) fn generate(eng: &Engine<'_>, dir: &Path, file: &Path, cfg: &Value, a
             }
         }
     }
-    let spec: GeneratorSpec =
-        serde_json::from_value(Value::Object(spec)).map_err(|e| RenderError::invalid(file, format!("{kind}: {e}")))?;
+    let spec: GeneratorSpec = super::gojson::from_value(Value::Object(spec))
+        .map_err(|e| RenderError::invalid(file, format!("{kind}: {e}")))?;
     let kfile = Arc::new(file.to_path_buf());
     let mut r = generate::generate(eng.src, dir, &kfile, &spec, secret, None)?;
     r.generator_name = cfg.pointer("/metadata/name").and_then(Value::as_str).map(str::to_string);
@@ -169,7 +169,7 @@ pub(crate) fn transform(eng: &Engine<'_>, dir: &Path, file: &Path, cfg: &Value, 
         "ImageTagTransformer" => {
             let spec: ImageSpec = field(file, cfg, "imageTag")?
                 .ok_or_else(|| RenderError::invalid(file, "ImageTagTransformer needs 'imageTag'"))?;
-            let rules = [ImageRule::new(&spec)];
+            let rules = [ImageRule::new(&spec, file)?];
             transform::transform_images(acc, &rules, &specs, false);
         }
         "ReplicaCountTransformer" => {

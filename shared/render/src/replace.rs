@@ -280,7 +280,7 @@ pub(crate) fn compile(
                         other => vec![other],
                     };
                     for item in items {
-                        let entry: ReplacementEntry = serde_json::from_value(item)
+                        let entry: ReplacementEntry = super::gojson::from_value(item)
                             .map_err(|e| RenderError::invalid(&file, format!("invalid replacement: {e}")))?;
                         out.push(compile_one(&file, &entry)?);
                     }

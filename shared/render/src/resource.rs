@@ -22,6 +22,17 @@ pub(crate) struct PrevId {
     pub namespace: String,
 }
 
+/// One builtin transformer run over an object (for `buildMetadata: [transformerAnnotations]`).
+#[derive(Debug, Clone)]
+pub(crate) struct Transformation {
+    /// The kustomization or plugin config file that configured it.
+    pub file: Arc<PathBuf>,
+    /// The transformer kind (`PrefixTransformer`, …).
+    pub kind: String,
+    /// The plugin config's `metadata.name`, for transformers listed under `transformers:`.
+    pub name: Option<String>,
+}
+
 /// An object and its kustomize bookkeeping.
 #[derive(Debug, Clone)]
 pub(crate) struct Resource {
@@ -40,6 +51,10 @@ pub(crate) struct Resource {
     pub generator_name: Option<String>,
     /// File the object came from (for error messages).
     pub file: Arc<PathBuf>,
+    /// The builtin transformers that ran over this object, with the file that configured
+    /// each (a kustomization, or a plugin config with its name), in order; recorded only for
+    /// `buildMetadata: [transformerAnnotations]`.
+    pub transformations: Vec<Transformation>,
 }
 
 /// Group, version and kind.
@@ -112,6 +127,32 @@ pub(crate) fn is_cluster_scoped(kind: &str) -> bool {
     )
 }
 
+/// Whether kustomize's namespace transformer leaves an object without a namespace: kustomize
+/// asks its built-in OpenAPI schema (Kubernetes 1.21's), by group, version and kind, so a
+/// kind that schema does not know at that version (`flowcontrol…/v1` FlowSchema,
+/// ValidatingAdmissionPolicy, a CRD's cluster-scoped kind) is namespaced to it and gets the
+/// namespace. Checked against `kubectl kustomize` over every version of every cluster-scoped
+/// kind Kubernetes has.
+pub(crate) fn kustomize_cluster_scoped(api_version: &str, kind: &str) -> bool {
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+    let versions: &[&str] = match (group, kind) {
+        ("", "Namespace" | "Node" | "PersistentVolume" | "ComponentStatus") => &["v1"],
+        ("admissionregistration.k8s.io", "MutatingWebhookConfiguration" | "ValidatingWebhookConfiguration")
+        | ("apiextensions.k8s.io", "CustomResourceDefinition")
+        | ("apiregistration.k8s.io", "APIService")
+        | ("certificates.k8s.io", "CertificateSigningRequest")
+        | ("networking.k8s.io", "IngressClass")
+        | ("node.k8s.io", "RuntimeClass")
+        | ("rbac.authorization.k8s.io", "ClusterRole" | "ClusterRoleBinding")
+        | ("scheduling.k8s.io", "PriorityClass")
+        | ("storage.k8s.io", "CSIDriver" | "CSINode" | "StorageClass" | "VolumeAttachment") => &["v1", "v1beta1"],
+        ("flowcontrol.apiserver.k8s.io", "FlowSchema" | "PriorityLevelConfiguration")
+        | ("policy", "PodSecurityPolicy") => &["v1beta1"],
+        _ => &[],
+    };
+    versions.contains(&version)
+}
+
 /// The namespace kustomize compares with: `default` for an unset namespace of a
 /// namespaced kind.
 pub(crate) fn effective_ns<'a>(kind: &str, ns: &'a str) -> &'a str {
@@ -138,6 +179,7 @@ impl Resource {
             needs_hash: false,
             behavior: Behavior::Create,
             ref_vars: Vec::new(),
+            transformations: Vec::new(),
             generator: None,
             generator_name: None,
             file,

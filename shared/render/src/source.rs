@@ -195,18 +195,39 @@ pub(crate) fn normalize(base: &Path, rel: &str) -> Option<PathBuf> {
 
 /// kustomize's default load restriction: files (not directories) a kustomization names
 /// must lie in or below its own directory.
-pub(crate) fn check_within(dir: &Path, file: &Path, written: &str, kfile: &Path) -> Result<()> {
-    if file.starts_with(dir) {
-        Ok(())
-    } else {
-        Err(RenderError::invalid(
+///
+/// Symlinks: the restriction holds for where a file really is, as in kustomize (which
+/// checks after resolving symlinks). A symlink to a file in or below the kustomization's
+/// directory is followed; one to a file elsewhere in the repository is refused like the
+/// `../file` it stands for; one out of the repository never resolves at all
+/// ([`FsSource`] refuses it as an escape). So a symlink never lets a kustomization read
+/// what its written path could not.
+pub(crate) fn check_within(src: &dyn Source, dir: &Path, file: &Path, written: &str, kfile: &Path) -> Result<()> {
+    let refuse = || {
+        RenderError::invalid(
             kfile,
             format!(
                 "file '{written}' is not in or below the kustomization directory '{}'; move it there or make its directory a kustomization and list that",
                 dir.display()
             ),
-        ))
+        )
+    };
+    if !file.starts_with(dir) {
+        return Err(refuse());
     }
+    if src.kind(file)?.is_none() {
+        return Ok(()); // missing: the caller reports it
+    }
+    if !src.real_path(file)?.starts_with(src.real_path(dir)?) {
+        return Err(RenderError::invalid(
+            kfile,
+            format!(
+                "file '{written}' resolves through a symlink to a file outside the kustomization directory '{}' (kustomize refuses it too); copy the file there or make its directory a kustomization and list that",
+                dir.display()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 
 use super::config::{FieldSpec as ConfigFieldSpec, apply_field_specs, walk_path};
 use super::kustomization::{ImageSpec, ReplicaSpec, scalar_string};
-use super::resource::{Resource, is_cluster_scoped};
+use super::resource::{Resource, kustomize_cluster_scoped};
 use super::{RenderError, Result};
 
 /// Where a transformer writes: kinds it applies to and a `/`-separated path.
@@ -75,6 +75,18 @@ const SELECTOR_LABELS: [FieldSpec; 12] = [
 
 /// Only these kinds get labels in pod (anti-)affinity and topology spread selectors, as in
 /// kustomize's default config (not DaemonSets, ReplicaSets or Jobs).
+/// Namespace references kustomize's namespace transformer sets besides `metadata/namespace`
+/// (its builtin `namespace:` field specs).
+const NAMESPACE_REFS: [FieldSpec; 2] = [
+    fs(Some("apiregistration.k8s.io"), Some("APIService"), "spec/service/namespace", true),
+    fs(
+        Some("apiextensions.k8s.io"),
+        Some("CustomResourceDefinition"),
+        "spec/conversion/webhook/clientConfig/service/namespace",
+        false,
+    ),
+];
+
 const AFFINITY_KINDS: [(Option<&str>, &str); 2] = [(Some("apps"), "Deployment"), (Some("apps"), "StatefulSet")];
 
 const ANNOTATIONS: [FieldSpec; 9] = [
@@ -206,7 +218,9 @@ pub(crate) fn set_namespace(rs: &mut [Resource], ns: &str, kfile: &Path) -> Resu
             r.set_name(ns);
             continue;
         }
-        if is_cluster_scoped(&kind) {
+        let gvk = r.gvk();
+        apply_specs(r, &gvk, &NAMESPACE_REFS, &mut |v| *v = Value::String(ns.into()));
+        if kustomize_cluster_scoped(r.api_version(), &kind) {
             continue;
         }
         r.store_prev();
@@ -283,7 +297,7 @@ fn split_image(image: &str) -> (&str, &str, &str) {
 
 /// Compiled `images:` entries.
 pub(crate) struct ImageRule {
-    matcher: Option<regex::Regex>,
+    matcher: regex::Regex,
     new_name: String,
     new_tag: String,
     digest: String,
@@ -291,22 +305,32 @@ pub(crate) struct ImageRule {
 }
 
 impl ImageRule {
-    pub fn new(spec: &ImageSpec) -> ImageRule {
+    /// Compiles an `images:` entry. kustomize builds a regular expression from the name as
+    /// written (so `a+b` matches `aab`), and crashes on a name that does not compile; that
+    /// is an error here, naming the entry.
+    pub fn new(spec: &ImageSpec, kfile: &Path) -> Result<ImageRule> {
         let s = |v: &Option<String>| v.clone().unwrap_or_default();
-        // kustomize builds this pattern from the unescaped name.
-        let matcher =
-            regex::Regex::new(&format!("^{}(:[a-zA-Z0-9_.{{}}-]*)?(@sha256:[a-zA-Z0-9_.{{}}-]*)?$", spec.name)).ok();
-        ImageRule {
+        let matcher = regex::Regex::new(&format!("^{}(:[a-zA-Z0-9_.{{}}-]*)?(@sha256:[a-zA-Z0-9_.{{}}-]*)?$", spec.name))
+            .map_err(|_| {
+                RenderError::invalid(
+                    kfile,
+                    format!(
+                        "images: name '{}' is not a valid regular expression (kustomize matches image names as regular expressions); escape its special characters",
+                        spec.name
+                    ),
+                )
+            })?;
+        Ok(ImageRule {
             matcher,
             new_name: s(&spec.new_name),
             new_tag: s(&spec.new_tag),
             digest: s(&spec.digest),
             tag_suffix: s(&spec.tag_suffix),
-        }
+        })
     }
 
     fn apply(&self, image: &str) -> Option<String> {
-        if !self.matcher.as_ref()?.is_match(image) {
+        if !self.matcher.is_match(image) {
             return None;
         }
         let (name, tag, digest) = split_image(image);
@@ -513,12 +537,16 @@ mod tests {
         assert_eq!(split_image("nginx:1.2"), ("nginx", "1.2", ""));
         assert_eq!(split_image("reg:5000/app:v1@sha256:abc"), ("reg:5000/app", "v1", "sha256:abc"));
         assert_eq!(split_image("app@sha256:abc"), ("app", "", "sha256:abc"));
-        let rule = ImageRule::new(&ImageSpec {
-            name: "nginx".into(),
-            new_name: Some("reg/nginx".into()),
-            new_tag: Some("2".into()),
-            ..ImageSpec::default()
-        });
+        let rule = ImageRule::new(
+            &ImageSpec {
+                name: "nginx".into(),
+                new_name: Some("reg/nginx".into()),
+                new_tag: Some("2".into()),
+                ..ImageSpec::default()
+            },
+            Path::new("kustomization.yaml"),
+        )
+        .expect("valid");
         assert_eq!(rule.apply("nginx:1").as_deref(), Some("reg/nginx:2"));
         assert_eq!(rule.apply("nginx2:1"), None);
     }

@@ -37,6 +37,9 @@ pub(crate) fn parse_docs_as(path: &Path, text: &str, schema: Schema) -> Result<V
     let mut docs: Vec<Value> = serde_saphyr::from_multiple_with_options(text, opts)
         .map_err(|e| RenderError::Yaml { path: path.to_path_buf(), message: e.to_string() })?;
     docs.retain(|d| !d.is_null());
+    if let Some(last) = docs.last_mut() {
+        unbreak_final_block_scalar(last, text);
+    }
     docs.iter_mut().for_each(integral_floats_to_ints);
     if schema == Schema::Resource {
         let plain = plain_timestamps(text);
@@ -103,6 +106,41 @@ fn rfc3339(s: &str) -> Option<String> {
     };
     let frac = if frac.is_empty() { String::new() } else { format!(".{frac}") };
     Some(format!("{y:04}-{mo:02}-{da:02}T{h:02}:{mi:02}:{se:02}{frac}{zone}"))
+}
+
+/// A block scalar (`|`, `>`) that ends the stream without a final line break has none in
+/// go-yaml (clip and keep chomping keep the final break only when there is one); the YAML
+/// library here adds it. The last value of the last document is that scalar when the text
+/// does not end in a line break and the value ends with the text's last line plus a break.
+fn unbreak_final_block_scalar(doc: &mut Value, text: &str) {
+    if text.ends_with('\n') {
+        return;
+    }
+    let Some(last_line) = text.rsplit('\n').next().map(str::trim_start).filter(|l| !l.is_empty()) else {
+        return;
+    };
+    let mut v = doc;
+    loop {
+        v = match v {
+            Value::Object(m) => match m.values_mut().next_back() {
+                Some(x) => x,
+                None => return,
+            },
+            Value::Array(a) => match a.last_mut() {
+                Some(x) => x,
+                None => return,
+            },
+            Value::String(s) => {
+                if s.strip_suffix('\n')
+                    .is_some_and(|body| body.trim_end_matches('\r').ends_with(last_line.trim_end_matches('\r')))
+                {
+                    s.pop();
+                }
+                return;
+            }
+            _ => return,
+        };
+    }
 }
 
 /// kustomize passes objects through JSON, after which an integral float such as `1500.0`

@@ -139,6 +139,8 @@ pub fn parse_yaml(text: &str) -> Result<Json, String> {
 pub(super) fn full_yaml(text: &str) -> Result<Json, String> {
     let mut opts = serde_saphyr::Options::default();
     opts.legacy_octal_numbers = true;
+    // go-yaml v2 under sigs.k8s.io/yaml keeps the last of duplicate mapping keys.
+    opts.duplicate_keys = serde_saphyr::options::DuplicateKeyPolicy::LastWins;
     let docs: Vec<GoYaml> = serde_saphyr::from_multiple_with_options(text, opts).map_err(|e| e.to_string())?;
     Ok(docs.into_iter().next().map(|d| d.0).unwrap_or(Json::Null))
 }

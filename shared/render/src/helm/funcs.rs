@@ -4,7 +4,8 @@
 //! Nondeterministic functions (`uuidv4`, `rand*`, `now`, `shuffle`) work but give a
 //! different result on every render, as in Helm; charts that use them make every render a
 //! change. Cryptographic generators (`genCA`, `genPrivateKey`, `bcrypt`, …) and DNS lookups
-//! are refused with an error naming the function. `env` and `expandenv` are not defined at
+//! are refused with an error naming the function (the key and certificate generators with
+//! why: the hub never holds a private key, and what to do instead). `env` and `expandenv` are not defined at
 //! all, as in Helm.
 
 use std::collections::BTreeMap;
@@ -881,6 +882,11 @@ fn build() -> FxHashMap<&'static str, Func> {
         d.insert("hostname".into(), Value::str(hostname));
         Ok(Value::map(d))
     });
+    // Keys and certificates made at render time are refused rather than derived: Convoy
+    // renders at the hub, which by design never holds a plaintext secret (a generated
+    // private key would sit in every assignment the hub keeps and sends), and Helm's own
+    // output changes on every render, which would be endless drift. What a chart needs
+    // instead is an existing certificate, which every such chart accepts through values.
     for name in [
         "genCA",
         "genCAWithKey",
@@ -889,6 +895,23 @@ fn build() -> FxHashMap<&'static str, Func> {
         "genSelfSignedCertWithKey",
         "genSignedCert",
         "genSignedCertWithKey",
+    ] {
+        m.insert(
+            name,
+            Func {
+                params: &[],
+                variadic: Some(P::Any),
+                f: |_, _| {
+                    err("Convoy renders charts at the hub, which never holds a private key, so keys and \
+                         certificates are not generated at render time (Helm's would also change on every \
+                         render); give the chart an existing certificate through its values (a Secret you \
+                         keep SOPS-encrypted in the repository, or one cert-manager issues)")
+                },
+                effect: false,
+            },
+        );
+    }
+    for name in [
         "derivePassword",
         "encryptAES",
         "decryptAES",

@@ -149,6 +149,9 @@ pub fn render(chart: &Chart, values: &Json, opts: &ReleaseOptions) -> Result<Ren
             });
         }
     }
+    // Helm's install checks every declared dependency is vendored before conditions and tags
+    // disable any: a disabled but missing dependency is an error too.
+    check_dependencies_present(chart)?;
     let (files, chart) = render_files_inner(chart, values, opts)?;
     let mut rendered = Rendered::default();
     let notes_name = format!("{}/templates/NOTES.txt", chart.name());

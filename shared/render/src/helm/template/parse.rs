@@ -403,9 +403,7 @@ fn lex_action(src: &SourceText, mut i: usize) -> Result<(Vec<Token>, usize, bool
                     && (t[e].is_ascii_alphanumeric()
                         || t[e] == b'.'
                         || t[e] == b'_'
-                        || ((t[e] == b'+' || t[e] == b'-')
-                            && matches!(t[e - 1], b'e' | b'E' | b'p' | b'P')
-                            && !src.text[i..e].starts_with("0x")))
+                        || ((t[e] == b'+' || t[e] == b'-') && exponent_sign(&src.text[i..e])))
                 {
                     e += 1;
                 }
@@ -456,11 +454,44 @@ fn parse_number(text: &str) -> Option<Num> {
     if let Some(i) = int {
         return Some(Num::Int(if neg { -i } else { i }));
     }
-    if lower.starts_with("0x") {
+    let f: f64 = match lower.strip_prefix("0x") {
+        Some(hex) => parse_hex_float(hex)?,
+        None => lower.parse().ok()?,
+    };
+    Some(Num::Float(if neg { -f } else { f }))
+}
+
+/// Whether a sign may follow the number text `so_far`: right after the exponent letter, `e`
+/// for a decimal literal, `p` for a hexadecimal one (where `e` is a digit).
+fn exponent_sign(so_far: &str) -> bool {
+    let body = so_far.trim_start_matches(['-', '+']);
+    let hex = body.len() > 1 && body[..2].eq_ignore_ascii_case("0x");
+    match so_far.as_bytes().last() {
+        Some(b'p' | b'P') => hex,
+        Some(b'e' | b'E') => !hex,
+        _ => false,
+    }
+}
+
+/// A Go hexadecimal floating-point literal after its `0x` (`1p60`, `1.8p-3`): hex digits with
+/// an optional point, then a mandatory binary exponent.
+fn parse_hex_float(hex: &str) -> Option<f64> {
+    let (mantissa, exp) = hex.split_once('p')?;
+    let exp: i32 = exp.parse().ok()?;
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    if int.is_empty() && frac.is_empty() {
         return None;
     }
-    let f: f64 = lower.parse().ok()?;
-    Some(Num::Float(if neg { -f } else { f }))
+    let mut value = 0f64;
+    for c in int.chars() {
+        value = value * 16.0 + f64::from(c.to_digit(16)?);
+    }
+    let mut scale = 1.0 / 16.0;
+    for c in frac.chars() {
+        value += f64::from(c.to_digit(16)?) * scale;
+        scale /= 16.0;
+    }
+    Some(value * 2f64.powi(exp))
 }
 
 /// Lexes a Go double-quoted string at `i`; returns its value and the end offset.

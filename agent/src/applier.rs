@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use convoy_shared::backoff::Backoff;
 use convoy_shared::model::{Ignored, NAMESPACE_OF_ANNOTATION, ObjectRef};
 
+use crate::api_error::api_message;
 use crate::discovery::{Discovery, DiscoveryError, Resource};
 use crate::fields::FIELD_MANAGER;
 use crate::order::Step;
@@ -409,31 +410,6 @@ impl Applier {
             tokio::time::sleep(poll.ceiling(polls)).await;
         }
         Err(ApplyError::NotEstablished { name: crd.name.clone() })
-    }
-}
-
-/// The API server's own message for a failed call.
-pub fn api_message(e: &kube::Error) -> String {
-    match e {
-        kube::Error::Api(s) if !s.message.is_empty() => match advice(s.code, &s.message) {
-            Some(advice) => format!("{} ({}); {advice}", s.message, s.code),
-            None => format!("{} ({})", s.message, s.code),
-        },
-        kube::Error::Api(s) => format!("the API server answered {} {}", s.code, s.reason),
-        other => other.to_string(),
-    }
-}
-
-/// What to do about an API server's refusal, by its code (and message).
-fn advice(code: u16, message: &str) -> Option<&'static str> {
-    match code {
-        404 if message.starts_with("namespaces ") => {
-            Some("give the app spec.namespace (the hub then creates it), or add the Namespace to its sources")
-        }
-        400 | 422 => Some("fix the object in Git; the rest of the app is applied"),
-        401 | 403 => Some("give the agent's ServiceAccount the RBAC for it (charts/convoy-agent values: rbac)"),
-        409 => Some("another field manager holds these fields; see `kubectl get -o yaml --show-managed-fields`"),
-        _ => None,
     }
 }
 

@@ -16,7 +16,7 @@ use convoy_shared::model::ObjectRef;
 pub enum DiscoveryError {
     #[error("{kind} ({api_version}) is not served by this cluster; is its CRD installed and established?")]
     NotServed { api_version: String, kind: String },
-    #[error("discovering {api_version}: {}", crate::applier::api_message(source))]
+    #[error("discovering {api_version}: {}", crate::api_error::api_message(source))]
     Api {
         api_version: String,
         #[source]

@@ -278,6 +278,12 @@ pub fn format_path(path: &[PathElement]) -> String {
     out
 }
 
+/// Whether a drifted field at `path` of `desired` (changed by `manager`) is ignored.
+pub fn ignores(ignored: &Ignored, desired: &Value, path: &[PathElement], manager: &str) -> bool {
+    ignored.managers.iter().any(|m| m == manager)
+        || pointer_of(desired, path).is_some_and(|pointer| ignored.covers_pointer(&pointer))
+}
+
 /// Who owns `path` now, other than `except`: the manager whose set covers it, or "unknown".
 pub fn owner_of(live: &Value, path: &[PathElement], except: &str) -> String {
     // Several managers can share a field; the most recent writer is the one that changed it.
@@ -323,7 +329,7 @@ pub fn drifted_fields(desired: &Value, live: &Value, owned: &FieldSet, ignored: 
         };
         if differs {
             let manager = owner_of(live, &path, FIELD_MANAGER);
-            if !ignored.is_empty() && crate::ignore::ignores(ignored, desired, &path, &manager) {
+            if !ignored.is_empty() && ignores(ignored, desired, &path, &manager) {
                 continue;
             }
             out.push(FieldDrift {

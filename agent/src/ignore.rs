@@ -1,7 +1,7 @@
 //! `ignoreDifferences` in the agent: what an apply carries of the fields other managers own, and
 //! which drifted fields are not drift. Pure functions of the body, the live object and the
 //! rules; the applier reads the live object and calls [`respect`] before every apply of an
-//! object some rule covers, and the drift index asks [`ignores`] of every drifted field.
+//! object some rule covers, and drift asks [`crate::fields::ignores`] of every drifted field.
 //!
 //! Decisions: an object that does not exist yet is created with Git's values. Once it exists,
 //! an ignored field (a `jsonPointers` entry) is left out of the apply when another manager owns
@@ -15,7 +15,7 @@ use std::cmp::Ordering;
 use convoy_shared::model::Ignored;
 use serde_json::Value;
 
-use crate::fields::{FIELD_MANAGER, FieldSet, PathElement, managed_entries, pointer_of};
+use crate::fields::{FIELD_MANAGER, FieldSet, managed_entries, pointer_of};
 
 /// Makes `body` (what the agent is about to apply) leave the fields `ignored` names to the
 /// managers that own them in `live`, the object as the cluster holds it.
@@ -53,12 +53,6 @@ pub fn respect(body: &mut Value, live: &Value, ignored: &Ignored) {
     for pointer in remove {
         remove_pointer(body, &pointer);
     }
-}
-
-/// Whether a drifted field at `path` of `desired` (changed by `manager`) is ignored.
-pub fn ignores(ignored: &Ignored, desired: &Value, path: &[PathElement], manager: &str) -> bool {
-    ignored.managers.iter().any(|m| m == manager)
-        || pointer_of(desired, path).is_some_and(|pointer| ignored.covers_pointer(&pointer))
 }
 
 /// One pointer names the other or a field inside it.
@@ -111,6 +105,7 @@ fn remove_pointer(body: &mut Value, pointer: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fields::{PathElement, ignores};
     use serde_json::json;
 
     fn ignored(pointers: &[&str], managers: &[&str]) -> Ignored {

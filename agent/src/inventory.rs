@@ -12,7 +12,8 @@ use serde_json::json;
 
 use convoy_shared::model::ObjectRef;
 
-use crate::applier::{RetryPolicy, api_message, with_retry};
+use crate::api_error::api_message;
+use crate::applier::{RetryPolicy, with_retry};
 use crate::cache::{Cache, CacheError};
 use crate::fields::FIELD_MANAGER;
 

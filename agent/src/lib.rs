@@ -1,6 +1,7 @@
 //! Convoy agent: dials out to the hub and reconciles its cluster to its assignment.
 #![forbid(unsafe_code)]
 
+pub mod api_error;
 pub mod applier;
 pub mod bootstrap;
 pub mod cache;

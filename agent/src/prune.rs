@@ -10,7 +10,8 @@ use serde_json::Value;
 
 use convoy_shared::model::ObjectRef;
 
-use crate::applier::{Applier, CLUSTER_LABEL, PRUNE_ANNOTATION, api_message, with_retry};
+use crate::api_error::api_message;
+use crate::applier::{Applier, CLUSTER_LABEL, PRUNE_ANNOTATION, with_retry};
 use crate::order::prune_rank;
 
 /// Errors pruning one object.

@@ -192,6 +192,12 @@ async fn handle(State(app): State<Arc<App>>, method: Method, uri: Uri, headers: 
     if uri.path().starts_with("/kubesim/") {
         return admin(&app, &method, uri.path(), &body).unwrap_or_else(|e| e.into_response());
     }
+    // A Refuse-mode outage drops every connection (the accept loop cancels them). A request that
+    // raced its start on a kept-alive connection waits here to be dropped with its connection,
+    // as a server that went away would, rather than answering 503.
+    if app.state.faults.refusing_until().is_some() {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
     match app.state.faults.verdict() {
         Verdict::Unavailable => {
             return ApiError::new(503, "ServiceUnavailable", "the server is currently unable to handle the request")

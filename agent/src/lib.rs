@@ -19,6 +19,7 @@ pub mod reconciler;
 pub mod report_queue;
 pub mod sops;
 pub mod startup;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
 use crate::discovery::ServerCapabilities;

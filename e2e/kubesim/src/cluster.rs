@@ -8,6 +8,7 @@ use super::faults::Faults;
 use super::patch;
 use super::resources::{self, ResourceType};
 use super::selector::{FieldSelector, LabelSelector};
+use super::status::now_rfc3339;
 use super::status_error::{ApiError, Result};
 use base64::Engine as _;
 use serde_json::{Value, json};
@@ -15,6 +16,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, broadcast};
+use tokio_util::sync::CancellationToken;
 
 /// `ADDED`, `MODIFIED` or `DELETED`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,13 +145,6 @@ pub struct ClusterState {
     config: Mutex<SimConfig>,
     /// Wakes the status simulator when something is scheduled.
     pub(crate) status_notify: Notify,
-}
-
-/// The current time in Kubernetes' RFC 3339 form (seconds precision, `Z`).
-pub fn now_rfc3339() -> String {
-    let t = time::OffsetDateTime::now_utc();
-    let t = t.replace_nanosecond(0).unwrap_or(t);
-    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
 }
 
 fn new_uid() -> String {
@@ -1087,4 +1082,21 @@ fn decode_continue(t: &str) -> Result<(String, String)> {
     let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(t).map_err(|_| bad())?;
     let v: Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
     Ok((v["ns"].as_str().ok_or_else(bad)?.to_string(), v["name"].as_str().ok_or_else(bad)?.to_string()))
+}
+
+/// Runs the status simulator ([`super::status`]) for one cluster until cancelled: sleeps until the next due object, then
+/// writes its settled status.
+pub async fn run_status(state: Arc<ClusterState>, cancel: CancellationToken) {
+    loop {
+        let (due, next) = state.take_due(Instant::now());
+        for key in &due {
+            state.progress_status(key);
+        }
+        let wait = next.map(|t| t.saturating_duration_since(Instant::now())).unwrap_or(Duration::from_secs(3600));
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = state.status_notify.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
 }

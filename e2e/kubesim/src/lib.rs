@@ -276,7 +276,7 @@ impl SimFleet {
             tasks.spawn(
                 server::serve(listener, pki.server_config.clone(), app, cancel.clone()).instrument(span.clone()),
             );
-            tasks.spawn(status::run(state.clone(), cancel.clone()).instrument(span));
+            tasks.spawn(cluster::run_status(state.clone(), cancel.clone()).instrument(span));
             clusters.push(SimCluster { name: name.to_string(), addr, kubeconfig, kubeconfig_path: path, state });
         }
         Ok(SimFleet { clusters, cancel, tasks, _tmp: tmp })

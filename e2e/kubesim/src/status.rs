@@ -2,12 +2,15 @@
 //! (Deployments/StatefulSets/DaemonSets ready, Jobs complete, PVCs bound, Pods running) after a
 //! configurable delay, written through the status subresource as `kube-controller-manager`.
 
-use super::cluster::{ClusterState, now_rfc3339};
 use super::resources::ResourceType;
 use serde_json::{Map, Value, json};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
-use tokio_util::sync::CancellationToken;
+
+/// Now, as Kubernetes writes times (RFC 3339, whole seconds, UTC).
+pub fn now_rfc3339() -> String {
+    let t = time::OffsetDateTime::now_utc();
+    let t = t.replace_nanosecond(0).unwrap_or(t);
+    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+}
 
 /// Whether `obj` has a status the simulator would still change.
 pub fn wants_progress(rt: &ResourceType, obj: &Value) -> bool {
@@ -180,22 +183,5 @@ pub fn ready_status(rt: &ResourceType, obj: &Value) -> Option<Value> {
             }))
         }
         _ => None,
-    }
-}
-
-/// Runs the simulator for one cluster until cancelled: sleeps until the next due object, then
-/// writes its settled status.
-pub async fn run(state: Arc<ClusterState>, cancel: CancellationToken) {
-    loop {
-        let (due, next) = state.take_due(Instant::now());
-        for key in &due {
-            state.progress_status(key);
-        }
-        let wait = next.map(|t| t.saturating_duration_since(Instant::now())).unwrap_or(Duration::from_secs(3600));
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = state.status_notify.notified() => {}
-            _ = tokio::time::sleep(wait) => {}
-        }
     }
 }

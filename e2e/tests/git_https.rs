@@ -28,6 +28,16 @@ fn publish(work: &FleetRepo, root: &Path) -> String {
     path
 }
 
+/// The standard fleet in `dir/work`, published as `dir/served/fleet.git`: (work tree, the
+/// served root, the bare repository's path).
+fn served_fleet(dir: &Path) -> (FleetRepo, std::path::PathBuf, String) {
+    let work = standard_fleet(&dir.join("work"));
+    let root = dir.join("served");
+    std::fs::create_dir_all(&root).unwrap();
+    let bare = publish(&work, &root);
+    (work, root, bare)
+}
+
 fn serve_args<'a>(url: &'a str, token_file: &'a str, ca: Option<&'a str>) -> Vec<&'a str> {
     let mut args = vec!["--repo", url, "--git-password-file", token_file, "--webhook-secret", SECRET];
     args.extend(["--poll-seconds", "3600"]);
@@ -63,10 +73,7 @@ fn assert_no_token(hub: &HubProcess) {
 async fn the_hub_follows_a_repository_over_https_with_a_token() {
     let ca = TestCa::new();
     let dir = tempfile::tempdir().unwrap();
-    let work = standard_fleet(&dir.path().join("work"));
-    let root = dir.path().join("served");
-    std::fs::create_dir_all(&root).unwrap();
-    let bare = publish(&work, &root);
+    let (work, root, bare) = served_fleet(dir.path());
     let cert = std::fs::read_to_string(ca.certs.hub_cert()).unwrap();
     let key = std::fs::read_to_string(ca.certs.hub_key()).unwrap();
     let server = GitHttpServer::start(&root, &cert, &key, "git", TOKEN).await;
@@ -188,10 +195,7 @@ async fn refused_showing(ca: &TestCa, url: &str, shown: &str, token_file: &str, 
 async fn unknown_repositories_untrusted_certificates_and_unreachable_hosts_are_source_errors() {
     let ca = TestCa::new();
     let dir = tempfile::tempdir().unwrap();
-    let work = standard_fleet(&dir.path().join("work"));
-    let root = dir.path().join("served");
-    std::fs::create_dir_all(&root).unwrap();
-    publish(&work, &root);
+    let (_, root, _) = served_fleet(dir.path());
     let cert = std::fs::read_to_string(ca.certs.hub_cert()).unwrap();
     let key = std::fs::read_to_string(ca.certs.hub_key()).unwrap();
     let server = GitHttpServer::start(&root, &cert, &key, "git", TOKEN).await;
@@ -233,10 +237,7 @@ fn self_signed_ca_true() -> (String, String) {
 async fn a_self_signed_ca_true_server_certificate_given_as_the_git_ca_is_trusted_and_no_other() {
     let ca = TestCa::new();
     let dir = tempfile::tempdir().unwrap();
-    let work = standard_fleet(&dir.path().join("work"));
-    let root = dir.path().join("served");
-    std::fs::create_dir_all(&root).unwrap();
-    publish(&work, &root);
+    let (work, root, _) = served_fleet(dir.path());
     let (cert, key) = self_signed_ca_true();
     let server = GitHttpServer::start(&root, &cert, &key, "git", TOKEN).await;
     let token_file = dir.path().join("token");

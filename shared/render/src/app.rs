@@ -340,20 +340,25 @@ mod tests {
         assert!(err.contains("cluster.labels.zone") && err.contains("eu-1") && err.contains("region"), "{err}");
     }
 
-    #[test]
-    fn an_object_the_api_server_cannot_store_is_an_error_naming_it_and_its_size() {
-        let app = App {
+    /// An app `name` in namespace `name`, making that namespace or not.
+    fn mk_app(name: &str, create_namespace: bool) -> App {
+        App {
             ignore_differences: Vec::new(),
-            create_namespace: false,
+            create_namespace,
             delete_namespace: false,
-            name: "big".into(),
+            name: name.into(),
             targets: None,
-            namespace: Some("big".into()),
+            namespace: Some(name.into()),
             depends_on: vec![],
             policy: Default::default(),
             helm: None,
             rollout: None,
-        };
+        }
+    }
+
+    #[test]
+    fn an_object_the_api_server_cannot_store_is_an_error_naming_it_and_its_size() {
+        let app = mk_app("big", false);
         let fits = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ok"}, "data": {"k": "x".repeat(MAX_OBJECT_BYTES - 200)}});
         assert!(assemble(&[fits], &mk_cluster("eu-1"), &app).is_ok());
         let huge = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "blob"}, "data": {"k": "x".repeat(4 << 20)}});
@@ -363,18 +368,7 @@ mod tests {
 
     #[test]
     fn the_apps_namespace_is_added_unless_its_sources_hold_it_or_it_says_not_to() {
-        let mut app = App {
-            ignore_differences: Vec::new(),
-            create_namespace: true,
-            delete_namespace: false,
-            name: "web".into(),
-            targets: None,
-            namespace: Some("web".into()),
-            depends_on: vec![],
-            policy: Default::default(),
-            helm: None,
-            rollout: None,
-        };
+        let mut app = mk_app("web", true);
         let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}});
         let added = assemble(std::slice::from_ref(&cm), &mk_cluster("eu-1"), &app).unwrap();
         let ns = added.objects.iter().find(|o| o["kind"] == "Namespace").expect("the app's namespace");
@@ -394,18 +388,7 @@ mod tests {
 
     #[test]
     fn namespaced_objects_get_the_app_namespace_and_cluster_scoped_ones_do_not() {
-        let app = App {
-            ignore_differences: Vec::new(),
-            create_namespace: false,
-            delete_namespace: false,
-            name: "web".into(),
-            targets: None,
-            namespace: Some("web".into()),
-            depends_on: vec![],
-            policy: Default::default(),
-            helm: None,
-            rollout: None,
-        };
+        let app = mk_app("web", false);
         let rendered = vec![
             json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}}),
             json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "b", "namespace": "other"}}),

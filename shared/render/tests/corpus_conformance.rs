@@ -19,7 +19,7 @@
 //! they are found.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read as _, Write as _};
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
@@ -37,13 +37,8 @@ const NAMESPACE: &str = "corpus-ns";
 /// Longest a peer may take on one kustomization (a remote base on a hanging network).
 const PEER_TIMEOUT: Duration = Duration::from_secs(120);
 
-fn manifest_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn workspace() -> PathBuf {
-    manifest_dir().join("../..").canonicalize().expect("workspace")
-}
+mod peers;
+use peers::{helm_oracle, manifest_dir, python, workspace};
 
 fn corpus_archive() -> PathBuf {
     std::env::var_os("CONVOY_CORPUS")
@@ -56,10 +51,6 @@ fn kubectl() -> PathBuf {
         return PathBuf::from(k);
     }
     workspace().join("e2e/.venv/bin/kubectl")
-}
-
-fn python() -> PathBuf {
-    std::env::var_os("CONVOY_PYTHON").map(PathBuf::from).unwrap_or_else(|| workspace().join("e2e/.venv/bin/python"))
 }
 
 fn cache_dir() -> PathBuf {
@@ -226,18 +217,7 @@ fn run_helm(dirs: &[PathBuf]) -> Vec<PeerOutput> {
     }
     let req: Vec<Value> =
         dirs.iter().map(|d| json!({"chart": d, "values": {}, "name": RELEASE, "namespace": NAMESPACE})).collect();
-    let mut child = Command::new(python())
-        .arg(manifest_dir().join("tests/helm/oracle.py"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python runs");
-    child.stdin.take().unwrap().write_all(serde_json::to_string(&req).unwrap().as_bytes()).unwrap();
-    let out = child.wait_with_output().expect("oracle");
-    assert!(out.status.success(), "oracle.py: {}", String::from_utf8_lossy(&out.stderr));
-    let answers: Vec<Value> = serde_json::from_slice(&out.stdout).expect("oracle JSON");
-    answers
+    helm_oracle(&req)
         .into_iter()
         .map(|a| match a.get("manifest").and_then(Value::as_str) {
             Some(m) => PeerOutput { ok: true, text: m.to_string() },

@@ -6,26 +6,15 @@
 //! Helm's engine runs in one Python process (`CONVOY_PYTHON`, default
 //! `<workspace>/e2e/.venv/bin/python`); without it the test says so and passes vacuously.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use convoy_render::FsSource;
 use convoy_render::helm::{Chart, ReleaseOptions, render, render_files};
 use serde_json::{Value, json};
 
-fn manifest_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn workspace() -> PathBuf {
-    manifest_dir().join("../..").canonicalize().expect("workspace")
-}
-
-fn python() -> PathBuf {
-    std::env::var_os("CONVOY_PYTHON").map(PathBuf::from).unwrap_or_else(|| workspace().join("e2e/.venv/bin/python"))
-}
+mod peers;
+use peers::{helm_oracle as ask_helm, manifest_dir, python, workspace};
 
 struct Case {
     chart: String,
@@ -82,17 +71,7 @@ fn helm_oracle(cases: &[Case]) -> Option<Vec<Value>> {
         .iter()
         .map(|c| json!({"chart": c.dir, "values": c.values, "name": "rel-name", "namespace": "ns-x"}))
         .collect();
-    let mut child = Command::new(py)
-        .arg(manifest_dir().join("tests/helm/oracle.py"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python runs");
-    child.stdin.take().unwrap().write_all(serde_json::to_string(&req).unwrap().as_bytes()).unwrap();
-    let out = child.wait_with_output().expect("oracle");
-    assert!(out.status.success(), "oracle.py: {}", String::from_utf8_lossy(&out.stderr));
-    Some(serde_json::from_slice(&out.stdout).expect("oracle JSON"))
+    Some(ask_helm(&req))
 }
 
 /// Cases with at least one failure (a case can fail in several templates).

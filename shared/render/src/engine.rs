@@ -10,11 +10,12 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use super::accumulate::{append, append_replace_or_merge};
 use super::config::TransformerConfig;
 use super::kustomization::{FILE_NAMES, Kustomization, VarSpec};
 use super::merge::OpenApi;
 use super::patch::{self, Target};
-use super::resource::{self, Behavior, Resource, Transformation};
+use super::resource::{self, Resource, Transformation};
 use super::source::{self, EntryKind, Source};
 use super::transform::{self, ImageRule, LabelScope};
 use super::yaml::DocCache;
@@ -220,15 +221,28 @@ fn looks_remote(entry: &str) -> bool {
         || entry.contains(".git//")
 }
 
-fn append(acc: &mut Vec<Resource>, r: Resource, from: &Path) -> Result<()> {
-    if let Some(dup) = acc.iter().find(|x| x.name() == r.name() && x.same_cur_id(&r)) {
-        return Err(RenderError::DuplicateId {
-            path: from.to_path_buf(),
-            id: format!("{} (first from {})", dup.id_string(), dup.file.display()),
-        });
+impl plugins::BuildInputs for Engine<'_> {
+    fn source(&self) -> &dyn Source {
+        self.src
     }
-    acc.push(r);
-    Ok(())
+
+    fn cache(&self) -> &DocCache {
+        self.cache
+    }
+
+    fn openapi(&self) -> Option<&OpenApi> {
+        self.openapi.as_deref()
+    }
+
+    fn read_docs(
+        &self,
+        dir: &Path,
+        kfile: &Path,
+        entry: &str,
+        schema: super::yaml::Schema,
+    ) -> Result<(PathBuf, Arc<Vec<Value>>)> {
+        Engine::read_docs(self, dir, kfile, entry, schema)
+    }
 }
 
 impl Engine<'_> {
@@ -628,77 +642,4 @@ impl Engine<'_> {
         }
         Ok(())
     }
-}
-
-/// Adds a generated object, or merges/replaces an existing one as its behavior says.
-pub(crate) fn append_replace_or_merge(acc: &mut Vec<Resource>, mut r: Resource, kfile: &Path) -> Result<()> {
-    let gvk = r.gvk();
-    let name = r.name().to_string();
-    let ns = r.namespace().to_string();
-    let hits: Vec<usize> =
-        acc.iter().enumerate().filter(|(_, x)| x.any_id_equals(&gvk, &name, &ns)).map(|(i, _)| i).collect();
-    match (hits.as_slice(), r.behavior) {
-        ([], Behavior::Create) => append(acc, r, kfile),
-        ([], _) => Err(RenderError::invalid(
-            kfile,
-            format!(
-                "{} '{name}' has behavior merge or replace but no {} of that name exists in the resources; use behavior create",
-                gvk.kind, gvk.kind
-            ),
-        )),
-        ([_], Behavior::Create) => Err(RenderError::DuplicateId {
-            path: kfile.to_path_buf(),
-            id: format!("{} {name} (a generator with behavior create; use behavior merge or replace)", gvk.kind),
-        }),
-        ([i], behavior) => {
-            let old = &acc[*i];
-            merge_string_map(&mut r, old, "labels");
-            merge_string_map(&mut r, old, "annotations");
-            r.set_name(old.name());
-            let old_ns = old.namespace().to_string();
-            r.set_namespace(&old_ns);
-            if behavior == Behavior::Merge {
-                for field in ["data", "binaryData"] {
-                    let mut merged = old.obj.get(field).and_then(Value::as_object).cloned().unwrap_or_default();
-                    if let Some(Value::Object(new)) = r.obj.get(field) {
-                        for (k, v) in new {
-                            merged.insert(k.clone(), v.clone());
-                        }
-                    }
-                    if !merged.is_empty() {
-                        r.obj.insert(field.into(), Value::Object(merged));
-                    }
-                }
-            }
-            r.prev = old.prev.clone();
-            // The object keeps the origin of the one it merged into or replaced.
-            r.file = old.file.clone();
-            r.generator = old.generator;
-            r.generator_name = old.generator_name.clone();
-            r.prefixes = old.prefixes.clone();
-            r.suffixes = old.suffixes.clone();
-            // Verified against kubectl: either side opting out of the hash wins.
-            r.needs_hash = r.needs_hash && old.needs_hash;
-            r.behavior = Behavior::Create;
-            acc[*i] = r;
-            Ok(())
-        }
-        (_, _) => Err(RenderError::invalid(
-            kfile,
-            format!("{} '{name}': several existing objects could accept the merge; give it a namespace", gvk.kind),
-        )),
-    }
-}
-
-fn merge_string_map(r: &mut Resource, old: &Resource, key: &str) {
-    let Some(old_map) = old.meta_map(key) else {
-        return;
-    };
-    let mut merged = old_map.clone();
-    if let Some(new) = r.meta_map(key) {
-        for (k, v) in new {
-            merged.insert(k.clone(), v.clone());
-        }
-    }
-    r.metadata_mut().insert(key.into(), Value::Object(merged));
 }

@@ -3,18 +3,34 @@
 //! run with the same code as the kustomization fields they mirror. Exec and container
 //! KRM functions and other external plugins are refused: the hub never runs code from Git.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
+use super::accumulate::append_replace_or_merge;
 use super::config::FieldSpec;
-use super::engine::{Engine, append_replace_or_merge};
 use super::kustomization::{GeneratorSpec, ImageSpec, PatchOptions, ReplacementEntry, ReplicaSpec, Selector};
+use super::merge::OpenApi;
 use super::patch::{self, Target};
 use super::resource::Resource;
+use super::source::Source;
 use super::transform::{self, ImageRule};
+use super::yaml::{DocCache, Schema};
 use super::{RenderError, Result, generate, replace};
+
+/// What a plugin reads through the build that runs it (the engine provides it), so plugins
+/// need nothing of the engine itself.
+pub(crate) trait BuildInputs {
+    /// The repository's file tree.
+    fn source(&self) -> &dyn Source;
+    /// Parsed documents, shared across the build.
+    fn cache(&self) -> &DocCache;
+    /// The schema of the last `openapi:` seen, for strategic merges.
+    fn openapi(&self) -> Option<&OpenApi>;
+    /// A file a kustomization names (in or below its directory), as YAML documents.
+    fn read_docs(&self, dir: &Path, kfile: &Path, entry: &str, schema: Schema) -> Result<(PathBuf, Arc<Vec<Value>>)>;
+}
 
 fn kind_of(cfg: &Value) -> &str {
     cfg.get("kind").and_then(Value::as_str).unwrap_or("")
@@ -58,7 +74,13 @@ fn check_builtin(file: &Path, cfg: &Value) -> Result<()> {
 }
 
 /// Runs one generator config.
-pub(crate) fn generate(eng: &Engine<'_>, dir: &Path, file: &Path, cfg: &Value, acc: &mut Vec<Resource>) -> Result<()> {
+pub(crate) fn generate(
+    eng: &dyn BuildInputs,
+    dir: &Path,
+    file: &Path,
+    cfg: &Value,
+    acc: &mut Vec<Resource>,
+) -> Result<()> {
     check_builtin(file, cfg)?;
     let kind = kind_of(cfg);
     let secret = match kind {
@@ -84,7 +106,7 @@ pub(crate) fn generate(eng: &Engine<'_>, dir: &Path, file: &Path, cfg: &Value, a
     let spec: GeneratorSpec = super::gojson::from_value(Value::Object(spec))
         .map_err(|e| RenderError::invalid(file, format!("{kind}: {e}")))?;
     let kfile = Arc::new(file.to_path_buf());
-    let mut r = generate::generate(eng.src, dir, &kfile, &spec, secret, None)?;
+    let mut r = generate::generate(eng.source(), dir, &kfile, &spec, secret, None)?;
     r.generator_name = cfg.pointer("/metadata/name").and_then(Value::as_str).map(str::to_string);
     append_replace_or_merge(acc, r, file)
 }
@@ -130,7 +152,13 @@ fn insert_path_part(path: &str, pos: i64, part: &str) -> String {
 }
 
 /// Runs one transformer config.
-pub(crate) fn transform(eng: &Engine<'_>, dir: &Path, file: &Path, cfg: &Value, acc: &mut Vec<Resource>) -> Result<()> {
+pub(crate) fn transform(
+    eng: &dyn BuildInputs,
+    dir: &Path,
+    file: &Path,
+    cfg: &Value,
+    acc: &mut Vec<Resource>,
+) -> Result<()> {
     check_builtin(file, cfg)?;
     let kind = kind_of(cfg);
     let specs = FieldSpec::parse_list(file, cfg.get("fieldSpecs"))?;
@@ -182,34 +210,34 @@ pub(crate) fn transform(eng: &Engine<'_>, dir: &Path, file: &Path, cfg: &Value, 
             let body: Option<String> = field(file, cfg, "patch")?;
             let target: Option<Selector> = field(file, cfg, "target")?;
             let options: Option<PatchOptions> = field(file, cfg, "options")?;
-            let loaded = patch::load(eng.src, eng.cache, dir, &kfile, path.as_deref(), body.as_deref(), false)?;
+            let loaded = patch::load(eng.source(), eng.cache(), dir, &kfile, path.as_deref(), body.as_deref(), false)?;
             let target = target.as_ref().map(|t| Target::compile(file, t)).transpose()?;
-            patch::apply(acc, &loaded, target.as_ref(), options.as_ref(), eng.openapi.as_deref())?;
+            patch::apply(acc, &loaded, target.as_ref(), options.as_ref(), eng.openapi())?;
         }
         "PatchJson6902Transformer" => {
             let path: Option<String> = field(file, cfg, "path")?;
             let body: Option<String> = field(file, cfg, "jsonOp")?;
             let target: Selector = field(file, cfg, "target")?
                 .ok_or_else(|| RenderError::invalid(file, "PatchJson6902Transformer needs a target"))?;
-            let loaded = patch::load(eng.src, eng.cache, dir, &kfile, path.as_deref(), body.as_deref(), false)?;
-            patch::apply(acc, &loaded, Some(&Target::compile(file, &target)?), None, eng.openapi.as_deref())?;
+            let loaded = patch::load(eng.source(), eng.cache(), dir, &kfile, path.as_deref(), body.as_deref(), false)?;
+            patch::apply(acc, &loaded, Some(&Target::compile(file, &target)?), None, eng.openapi())?;
         }
         "PatchStrategicMergeTransformer" => {
             let paths: Vec<String> = field(file, cfg, "paths")?.unwrap_or_default();
             for p in &paths {
-                let loaded = patch::load(eng.src, eng.cache, dir, &kfile, Some(p), None, true)?;
-                patch::apply(acc, &loaded, None, None, eng.openapi.as_deref())?;
+                let loaded = patch::load(eng.source(), eng.cache(), dir, &kfile, Some(p), None, true)?;
+                patch::apply(acc, &loaded, None, None, eng.openapi())?;
             }
             if let Some(body) = field::<String>(file, cfg, "patches")? {
-                let loaded = patch::load(eng.src, eng.cache, dir, &kfile, None, Some(&body), true)?;
-                patch::apply(acc, &loaded, None, None, eng.openapi.as_deref())?;
+                let loaded = patch::load(eng.source(), eng.cache(), dir, &kfile, None, Some(&body), true)?;
+                patch::apply(acc, &loaded, None, None, eng.openapi())?;
             }
         }
         "ValueAddTransformer" => value_add(file, cfg, acc)?,
         "ReplacementTransformer" => {
             let entries: Vec<ReplacementEntry> = field(file, cfg, "replacements")?.unwrap_or_default();
             let reps = replace::compile(file, &entries, |p| {
-                let (f, docs) = eng.read_docs(dir, file, p, super::yaml::Schema::Resource)?;
+                let (f, docs) = eng.read_docs(dir, file, p, Schema::Resource)?;
                 Ok((f, docs.to_vec()))
             })?;
             replace::apply(file, acc, &reps)?;

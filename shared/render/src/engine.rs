@@ -15,6 +15,7 @@ use super::config::TransformerConfig;
 use super::kustomization::{FILE_NAMES, Kustomization, VarSpec};
 use super::merge::OpenApi;
 use super::patch::{self, Target};
+use super::plugins::BuildInputs as _;
 use super::resource::{self, Resource, Transformation};
 use super::source::{self, EntryKind, Source};
 use super::transform::{self, ImageRule, LabelScope};
@@ -241,7 +242,16 @@ impl plugins::BuildInputs for Engine<'_> {
         entry: &str,
         schema: super::yaml::Schema,
     ) -> Result<(PathBuf, Arc<Vec<Value>>)> {
-        Engine::read_docs(self, dir, kfile, entry, schema)
+        let file = source::normalize(dir, entry)
+            .ok_or_else(|| RenderError::PathEscape { path: entry.to_string(), from: kfile.to_path_buf() })?;
+        source::check_within(self.src, dir, &file, entry, kfile)?;
+        if self.src.kind(&file)? != Some(EntryKind::File) {
+            return Err(RenderError::Missing { path: file, from: kfile.to_path_buf() });
+        }
+        let text = String::from_utf8(self.src.read(&file)?)
+            .map_err(|_| RenderError::invalid(&file, "file is not valid UTF-8"))?;
+        let docs = self.cache.parse_as(&file, &text, schema)?;
+        Ok((file, docs))
     }
 }
 
@@ -411,26 +421,6 @@ impl Engine<'_> {
             Some(doc) => Ok(Some(OpenApi::new(doc))),
             None => Err(RenderError::invalid(&file, "openapi schema file is empty")),
         }
-    }
-
-    /// Reads a file a kustomization names (in or below its directory) as YAML documents.
-    pub fn read_docs(
-        &self,
-        dir: &Path,
-        kfile: &Path,
-        entry: &str,
-        schema: super::yaml::Schema,
-    ) -> Result<(PathBuf, Arc<Vec<Value>>)> {
-        let file = source::normalize(dir, entry)
-            .ok_or_else(|| RenderError::PathEscape { path: entry.to_string(), from: kfile.to_path_buf() })?;
-        source::check_within(self.src, dir, &file, entry, kfile)?;
-        if self.src.kind(&file)? != Some(EntryKind::File) {
-            return Err(RenderError::Missing { path: file, from: kfile.to_path_buf() });
-        }
-        let text = String::from_utf8(self.src.read(&file)?)
-            .map_err(|_| RenderError::invalid(&file, "file is not valid UTF-8"))?;
-        let docs = self.cache.parse_as(&file, &text, schema)?;
-        Ok((file, docs))
     }
 
     /// The plugin configuration objects a `transformers:` or `generators:` entry gives:

@@ -215,3 +215,26 @@ async fn spans_reach_a_tls_collector_whose_certificate_chains_to_the_given_ca() 
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_reach_a_collector_whose_own_self_signed_certificate_is_the_given_ca() {
+    // As `openssl req -x509` makes it: self-signed, marked CA:TRUE.
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let cert = params.self_signed(&key).unwrap();
+    let receiver = Receiver::default();
+    let endpoint = receiver.start(Some((cert.pem(), key.serialize_pem()))).await;
+    let ca = TestCa::new();
+    let dir = tempfile::tempdir().unwrap();
+    let own = dir.path().join("collector.pem");
+    std::fs::write(&own, cert.pem()).unwrap();
+    let repo = standard_fleet(&dir.path().join("fleet"));
+    let args = ["--repo", &repo.url(), "--otlp-endpoint", &endpoint, "--otlp-ca", own.to_str().unwrap()];
+    let _hub = HubProcess::start_with(&ca.certs.0, "127.0.0.1:0", "info", &args);
+    eventually("the hub's first sync at the self-signed collector", || {
+        let synced = receiver.spans().iter().any(|s| s.service == "convoy-hub" && s.name == "sync");
+        async move { synced.then_some(()) }
+    })
+    .await;
+}

@@ -10,7 +10,7 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use tonic::transport::{Certificate, ClientTlsConfig};
+use tonic::transport::ClientTlsConfig;
 
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::TracerProvider as _;
@@ -89,7 +89,10 @@ pub fn init(config: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
 fn provider(endpoint: &str, config: &TelemetryConfig) -> Result<SdkTracerProvider, TelemetryError> {
     let mut builder = opentelemetry_otlp::SpanExporter::builder().with_tonic().with_endpoint(endpoint);
     if endpoint.starts_with("https://") {
-        builder = builder.with_tls_config(collector_tls(config.otlp_ca.as_deref())?);
+        builder = match config.otlp_ca.as_deref() {
+            None => builder.with_tls_config(ClientTlsConfig::new().with_native_roots()),
+            Some(ca) => builder.with_channel(collector_channel(endpoint, ca)?).with_timeout(EXPORT_TIMEOUT),
+        };
     } else if !endpoint.starts_with("http://") {
         return Err(TelemetryError::Endpoint(endpoint.to_string()));
     }
@@ -153,16 +156,39 @@ impl Instrumented {
     }
 }
 
-/// TLS to the collector: its certificate must chain to `ca`, else to the system's roots.
-fn collector_tls(ca: Option<&Path>) -> Result<ClientTlsConfig, TelemetryError> {
-    let tls = ClientTlsConfig::new();
-    let Some(path) = ca else {
-        return Ok(tls.with_native_roots());
-    };
-    let unreadable = |reason: String| TelemetryError::CollectorCa { path: path.to_path_buf(), reason };
-    let pem = std::fs::read_to_string(path).map_err(|e| unreadable(e.to_string()))?;
-    crate::tls::parse_certs(&pem, &path.display().to_string()).map_err(|e| unreadable(e.to_string()))?;
-    Ok(tls.ca_certificate(Certificate::from_pem(pem)))
+/// How long one export may take (the exporter's default), on the channel too.
+const EXPORT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A channel to the `https://` collector at `endpoint` whose certificate chains to the
+/// certificates in `ca`, or is one of them (a self-signed collector certificate, as
+/// [`crate::tls::client_config_trusting`] accepts for Git and chart servers too). Our own TLS
+/// connector dials it, so the same verifier serves every CA a user gives.
+fn collector_channel(endpoint: &str, ca: &Path) -> Result<tonic::transport::Channel, TelemetryError> {
+    let unreadable = |reason: String| TelemetryError::CollectorCa { path: ca.to_path_buf(), reason };
+    let pem = std::fs::read_to_string(ca).map_err(|e| unreadable(e.to_string()))?;
+    let anchors = crate::tls::parse_certs(&pem, &ca.display().to_string()).map_err(|e| unreadable(e.to_string()))?;
+    let mut tls = crate::tls::client_config_trusting(anchors).map_err(|e| unreadable(e.to_string()))?;
+    tls.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls));
+    let bad = |reason: String| TelemetryError::Exporter { endpoint: endpoint.to_string(), reason };
+    let uri: http::Uri = endpoint.parse().map_err(|e: http::uri::InvalidUri| bad(e.to_string()))?;
+    let host =
+        uri.host().ok_or_else(|| bad("no host".into()))?.trim_start_matches('[').trim_end_matches(']').to_string();
+    let port = uri.port_u16().unwrap_or(443);
+    let name = rustls::pki_types::ServerName::try_from(host.clone()).map_err(|e| bad(e.to_string()))?;
+    // The URI tonic sees is plain: the connector below does the TLS.
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{host}:{port}"))
+        .map_err(|e| bad(e.to_string()))?
+        .timeout(EXPORT_TIMEOUT)
+        .connect_with_connector_lazy(tower::service_fn(move |_: http::Uri| {
+            let (connector, name, address) = (connector.clone(), name.clone(), (host.clone(), port));
+            async move {
+                let tcp = tokio::net::TcpStream::connect(address).await?;
+                let tls = connector.connect(name, tcp).await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
+            }
+        }));
+    Ok(channel)
 }
 
 impl Drop for Telemetry {

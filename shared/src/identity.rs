@@ -108,15 +108,7 @@ impl fmt::Display for Identity {
     }
 }
 
-/// Whether `name` is usable as a cluster or user name: a DNS-1123 label (lowercase letters,
-/// digits and '-', starting and ending with an alphanumeric, at most 63 characters).
-pub fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 63
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !name.starts_with('-')
-        && !name.ends_with('-')
-}
+pub use convoy_model::valid_name;
 
 /// Why a certificate did not yield an identity.
 #[derive(Debug, thiserror::Error)]

@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use convoy_shared::model::AppAssignment;
+use convoy_model::AppAssignment;
 use serde_json::{Map, Value};
 
 use crate::fleet::{App, ChartLocation, Cluster, HelmSource};
@@ -221,7 +221,7 @@ pub fn assemble(rendered: &[Value], cluster: &Cluster, app: &App) -> Result<AppA
         let size = json_size(&object);
         if size > MAX_OBJECT_BYTES {
             return Err(ObjectError::TooLarge {
-                object: convoy_shared::model::ObjectRef::of(&object).to_string(),
+                object: convoy_model::ObjectRef::of(&object).to_string(),
                 size: human_bytes(size),
                 limit: human_bytes(MAX_OBJECT_BYTES),
             });
@@ -250,7 +250,7 @@ pub fn assemble(rendered: &[Value], cluster: &Cluster, app: &App) -> Result<AppA
 /// agent tells one it created from one that was there before (it never deletes those).
 fn namespace_object(name: &str, app: &str, delete: bool) -> Value {
     let mut annotations = serde_json::Map::new();
-    annotations.insert(convoy_shared::model::NAMESPACE_OF_ANNOTATION.into(), Value::String(app.to_string()));
+    annotations.insert(convoy_model::NAMESPACE_OF_ANNOTATION.into(), Value::String(app.to_string()));
     if !delete {
         annotations.insert("convoy.dev/prune".into(), Value::String("disabled".into()));
     }

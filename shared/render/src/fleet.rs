@@ -4,8 +4,8 @@
 
 use std::collections::BTreeMap;
 
-use convoy_shared::identity::valid_name;
-use convoy_shared::model::{IgnoreRule, SyncPolicy};
+use convoy_model::valid_name;
+use convoy_model::{IgnoreRule, SyncPolicy};
 use serde::Deserialize;
 
 use std::path::Path;

@@ -2,62 +2,13 @@
 //! "has anything changed?" a string comparison.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt;
 use std::sync::Arc;
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::proto;
-
-/// Identifies one Kubernetes object.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct ObjectRef {
-    pub group: String,
-    pub version: String,
-    pub kind: String,
-    pub namespace: String,
-    pub name: String,
-}
-
-impl ObjectRef {
-    /// Reads apiVersion, kind, metadata.namespace and metadata.name from an object.
-    pub fn of(object: &Value) -> ObjectRef {
-        let api_version = object["apiVersion"].as_str().unwrap_or_default();
-        let (group, version) = match api_version.split_once('/') {
-            Some((group, version)) => (group, version),
-            None => ("", api_version),
-        };
-        ObjectRef {
-            group: group.to_string(),
-            version: version.to_string(),
-            kind: object["kind"].as_str().unwrap_or_default().to_string(),
-            namespace: object["metadata"]["namespace"].as_str().unwrap_or_default().to_string(),
-            name: object["metadata"]["name"].as_str().unwrap_or_default().to_string(),
-        }
-    }
-
-    /// The apiVersion string (`group/version`, or `version` for the core group).
-    pub fn api_version(&self) -> String {
-        if self.group.is_empty() { self.version.clone() } else { format!("{}/{}", self.group, self.version) }
-    }
-
-    /// Identity ignoring the version: the same object served at two versions is one object.
-    pub fn key(&self) -> (&str, &str, &str, &str) {
-        (&self.group, &self.kind, &self.namespace, &self.name)
-    }
-}
-
-impl fmt::Display for ObjectRef {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let kind = if self.group.is_empty() { self.kind.clone() } else { format!("{}.{}", self.kind, self.group) };
-        if self.namespace.is_empty() {
-            write!(f, "{kind}/{}", self.name)
-        } else {
-            write!(f, "{kind} {}/{}", self.namespace, self.name)
-        }
-    }
-}
+pub use convoy_model::{AppAssignment, ObjectRef, SyncPolicy, canonical_json, document_json};
 
 impl From<&proto::ObjectRef> for ObjectRef {
     fn from(r: &proto::ObjectRef) -> Self {
@@ -81,40 +32,6 @@ impl From<&ObjectRef> for proto::ObjectRef {
             name: r.name.clone(),
         }
     }
-}
-
-/// Annotation on the Namespace the hub adds to an app whose sources hold none
-/// (`spec.createNamespace`): the app it is made for. The agent settles such a Namespace against
-/// the cluster before applying it.
-pub const NAMESPACE_OF_ANNOTATION: &str = "convoy.dev/namespace-of";
-
-/// An app's sync policy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct SyncPolicy {
-    /// Delete objects that left Git.
-    pub prune: bool,
-    /// Undo drift by re-applying.
-    pub self_heal: bool,
-}
-
-impl Default for SyncPolicy {
-    fn default() -> Self {
-        SyncPolicy { prune: true, self_heal: true }
-    }
-}
-
-/// One app's part of an assignment.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AppAssignment {
-    pub name: String,
-    pub policy: SyncPolicy,
-    pub depends_on: Vec<String>,
-    /// Objects sorted by [`ObjectRef`].
-    pub objects: Vec<Value>,
-    /// Set when this app failed to render for this cluster; `objects` are then the last good ones.
-    pub render_error: Option<String>,
-    /// Fields of its objects that other managers own (see [`crate::model::ignore`]).
-    pub ignore_differences: Vec<crate::model::IgnoreRule>,
 }
 
 /// Everything one cluster must run.
@@ -237,7 +154,7 @@ impl Assignment {
                 depends_on: app.depends_on.clone(),
                 objects,
                 render_error: (!app.render_error.is_empty()).then(|| app.render_error.clone()),
-                ignore_differences: app.ignore_differences.iter().map(crate::model::IgnoreRule::from_wire).collect(),
+                ignore_differences: app.ignore_differences.iter().map(crate::model::ignore::from_wire).collect(),
             };
             let digest = if check || app.digest.is_empty() {
                 let actual = hex::encode(model.digest());
@@ -294,7 +211,7 @@ impl Assignment {
                         render_error: app.render_error.clone().unwrap_or_default(),
                         digest: digest.to_string(),
                         by_digest,
-                        ignore_differences: app.ignore_differences.iter().map(|r| r.to_wire()).collect(),
+                        ignore_differences: app.ignore_differences.iter().map(crate::model::ignore::to_wire).collect(),
                     }
                 })
                 .collect(),
@@ -304,97 +221,6 @@ impl Assignment {
     /// Every object with the app it belongs to.
     pub fn objects(&self) -> impl Iterator<Item = (&AppAssignment, &Value)> {
         self.apps.iter().flat_map(|app| app.objects.iter().map(move |o| (&**app, o)))
-    }
-}
-
-impl AppAssignment {
-    /// Sorts the objects by [`ObjectRef`], the order assignments carry them in.
-    pub fn sort_objects(&mut self) {
-        self.objects.sort_by_cached_key(ObjectRef::of);
-    }
-
-    /// Content digest of this app: name, policy, dependencies, objects (canonical JSON), render
-    /// error and ignored differences. Objects must be sorted ([`AppAssignment::sort_objects`]).
-    pub fn digest(&self) -> [u8; 32] {
-        let mut hasher = Sha256::new();
-        hasher.update(self.name.as_bytes());
-        hasher.update([0, self.policy.prune as u8, self.policy.self_heal as u8]);
-        for dep in &self.depends_on {
-            hasher.update(dep.as_bytes());
-            hasher.update([0]);
-        }
-        let mut json = Vec::new();
-        for object in &self.objects {
-            json.clear();
-            write_canonical(object, &mut json);
-            hasher.update(&json);
-            hasher.update([0]);
-        }
-        if let Some(error) = &self.render_error {
-            hasher.update([2]);
-            hasher.update(error.as_bytes());
-        }
-        // Absent rules add nothing, so an app without them keeps the digest it always had.
-        for rule in &self.ignore_differences {
-            hasher.update([3]);
-            let fields = [&rule.group, &rule.name, &rule.namespace];
-            for field in fields {
-                // Absent and empty differ (an empty group is the core group, an absent one any).
-                hasher.update(field.as_ref().map_or(&[1u8][..], |f| f.as_bytes()));
-                hasher.update([0]);
-            }
-            hasher.update(rule.kind.as_bytes());
-            for (tag, list) in [(4u8, &rule.json_pointers), (5, &rule.managed_fields_managers)] {
-                for item in list {
-                    hasher.update([tag]);
-                    hasher.update(item.as_bytes());
-                }
-            }
-        }
-        hasher.finalize().into()
-    }
-}
-
-/// JSON with object keys sorted at every level: equal values give equal bytes.
-/// Objects as JSON in their own key order, as they travel on the wire.
-pub fn document_json(objects: &[Value]) -> Vec<String> {
-    objects.iter().map(Value::to_string).collect()
-}
-
-pub fn canonical_json(value: &Value) -> String {
-    let mut out = Vec::new();
-    write_canonical(value, &mut out);
-    String::from_utf8(out).expect("JSON is UTF-8")
-}
-
-/// Writes `value` as [`canonical_json`] does, without building a sorted copy first.
-fn write_canonical(value: &Value, out: &mut Vec<u8>) {
-    match value {
-        Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort_unstable();
-            out.push(b'{');
-            for (i, key) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                serde_json::to_writer(&mut *out, key).expect("writing to memory");
-                out.push(b':');
-                write_canonical(&map[key], out);
-            }
-            out.push(b'}');
-        }
-        Value::Array(items) => {
-            out.push(b'[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_canonical(item, out);
-            }
-            out.push(b']');
-        }
-        scalar => serde_json::to_writer(&mut *out, scalar).expect("writing to memory"),
     }
 }
 

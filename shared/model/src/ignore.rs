@@ -9,8 +9,7 @@
 
 use serde::Deserialize;
 
-use crate::model::ObjectRef;
-use crate::proto;
+use crate::ObjectRef;
 
 /// One `ignoreDifferences` entry.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
@@ -63,30 +62,6 @@ impl IgnoreRule {
             return Err(format!("jsonPointers '{bad}' is not a JSON pointer to a field: write it as /spec/replicas"));
         }
         Ok(())
-    }
-
-    /// The wire form.
-    pub fn to_wire(&self) -> proto::IgnoreDifference {
-        proto::IgnoreDifference {
-            group: self.group.clone(),
-            kind: self.kind.clone(),
-            name: self.name.clone(),
-            namespace: self.namespace.clone(),
-            json_pointers: self.json_pointers.clone(),
-            managed_fields_managers: self.managed_fields_managers.clone(),
-        }
-    }
-
-    /// Reads the wire form.
-    pub fn from_wire(rule: &proto::IgnoreDifference) -> Self {
-        IgnoreRule {
-            group: rule.group.clone(),
-            kind: rule.kind.clone(),
-            name: rule.name.clone(),
-            namespace: rule.namespace.clone(),
-            json_pointers: rule.json_pointers.clone(),
-            managed_fields_managers: rule.managed_fields_managers.clone(),
-        }
     }
 }
 

@@ -51,7 +51,7 @@ pub fn user_values(files: &[PathBuf], sets: &[String]) -> Result<Value, CliError
     for f in files {
         let text = std::fs::read_to_string(f)
             .map_err(|e| CliError::Render(format!("{}: cannot read values file: {e}", f.display())))?;
-        let v = convoy_render::helm::chart::parse_yaml(&text)
+        let v = convoy_render::helm::yaml_read::parse_yaml(&text)
             .map_err(|e| CliError::Render(format!("{}: invalid YAML: {e}", f.display())))?;
         match v {
             Value::Object(m) => convoy_render::helm::values::merge_maps(&mut base, m),

@@ -85,7 +85,7 @@ pub fn values_files(src: &dyn Source, app: &str, cluster: &Cluster) -> Vec<Strin
 pub fn parse_values(path: &str, bytes: &[u8]) -> Result<Values, RenderError> {
     let invalid = |message: String| RenderError::Invalid { path: path.into(), message };
     let text = std::str::from_utf8(bytes).map_err(|_| invalid("not UTF-8 text".into()))?;
-    match helm::chart::parse_yaml(text).map_err(|message| RenderError::Yaml { path: path.into(), message })? {
+    match helm::yaml_read::parse_yaml(text).map_err(|message| RenderError::Yaml { path: path.into(), message })? {
         Value::Object(map) => Ok(map),
         Value::Null => Ok(Map::new()),
         _ => Err(invalid("Helm values must be a mapping".into())),

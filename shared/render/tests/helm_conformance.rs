@@ -49,7 +49,7 @@ fn cases() -> Vec<Case> {
             files.sort();
             for f in files {
                 let text = std::fs::read_to_string(&f).expect("values file");
-                let values = convoy_render::helm::chart::parse_yaml(&text).expect("values YAML");
+                let values = convoy_render::helm::yaml_read::parse_yaml(&text).expect("values YAML");
                 out.push(Case {
                     chart: chart.clone(),
                     dir: dir.clone(),

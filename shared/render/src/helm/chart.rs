@@ -9,6 +9,7 @@ use std::sync::Arc;
 use serde_json::Value as Json;
 
 use super::HelmError;
+use super::yaml_read::parse_yaml;
 use crate::Source;
 
 /// A dependency declared in `Chart.yaml`.
@@ -124,100 +125,6 @@ fn walk(source: &dyn Source, dir: &Path, rel: &str, out: &mut BTreeMap<String, V
         }
     }
     Ok(())
-}
-
-/// Parses YAML the way Helm reads values (YAML 1.1 booleans and octals, numbers as floats
-/// later).
-pub fn parse_yaml(text: &str) -> Result<Json, String> {
-    match super::block_yaml::parse(text, &|scalar| full_yaml(scalar).ok()) {
-        Some(value) => Ok(value),
-        None => full_yaml(text),
-    }
-}
-
-/// [`parse_yaml`] by the full YAML parser.
-pub(super) fn full_yaml(text: &str) -> Result<Json, String> {
-    let mut opts = serde_saphyr::Options::default();
-    opts.legacy_octal_numbers = true;
-    // go-yaml v2 under sigs.k8s.io/yaml keeps the last of duplicate mapping keys.
-    opts.duplicate_keys = serde_saphyr::options::DuplicateKeyPolicy::LastWins;
-    let docs: Vec<GoYaml> = serde_saphyr::from_multiple_with_options(text, opts).map_err(|e| e.to_string())?;
-    Ok(docs.into_iter().next().map(|d| d.0).unwrap_or(Json::Null))
-}
-
-/// A YAML value as go-yaml v2 and `sigs.k8s.io/yaml` see it: mapping keys are resolved like
-/// values (a plain `n:` is the boolean false) and then written as JSON object keys.
-struct GoYaml(Json);
-
-impl<'de> serde::Deserialize<'de> for GoYaml {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(GoYamlVisitor).map(GoYaml)
-    }
-}
-
-struct GoYamlVisitor;
-
-impl<'de> serde::de::Visitor<'de> for GoYamlVisitor {
-    type Value = Json;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("any YAML value")
-    }
-    fn visit_bool<E>(self, v: bool) -> Result<Json, E> {
-        Ok(Json::Bool(v))
-    }
-    fn visit_i64<E>(self, v: i64) -> Result<Json, E> {
-        Ok(Json::from(v))
-    }
-    fn visit_u64<E>(self, v: u64) -> Result<Json, E> {
-        Ok(Json::from(v))
-    }
-    fn visit_f64<E>(self, v: f64) -> Result<Json, E> {
-        Ok(serde_json::Number::from_f64(v).map(Json::Number).unwrap_or(Json::Null))
-    }
-    fn visit_str<E>(self, v: &str) -> Result<Json, E> {
-        Ok(Json::String(v.to_string()))
-    }
-    fn visit_string<E>(self, v: String) -> Result<Json, E> {
-        Ok(Json::String(v))
-    }
-    fn visit_unit<E>(self) -> Result<Json, E> {
-        Ok(Json::Null)
-    }
-    fn visit_none<E>(self) -> Result<Json, E> {
-        Ok(Json::Null)
-    }
-    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Json, D::Error> {
-        d.deserialize_any(GoYamlVisitor)
-    }
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Json, A::Error> {
-        let mut out = Vec::new();
-        while let Some(GoYaml(v)) = seq.next_element()? {
-            out.push(v);
-        }
-        Ok(Json::Array(out))
-    }
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Json, A::Error> {
-        let mut out = serde_json::Map::new();
-        while let Some((GoYaml(k), GoYaml(v))) = map.next_entry()? {
-            out.insert(key_string(k), v);
-        }
-        Ok(Json::Object(out))
-    }
-}
-
-/// A mapping key as go-yaml v2 and `sigs.k8s.io/yaml` write it into JSON.
-pub(super) fn key_string(key: Json) -> String {
-    match key {
-        Json::String(s) => s,
-        Json::Null => "null".into(),
-        Json::Bool(b) => b.to_string(),
-        Json::Number(n) => match n.as_f64() {
-            Some(f) if n.is_f64() => super::value::go_float(f),
-            _ => n.to_string(),
-        },
-        other => other.to_string(),
-    }
 }
 
 fn from_files(mut files: BTreeMap<String, Vec<u8>>, dir: &Path) -> Result<Chart, HelmError> {
@@ -381,7 +288,7 @@ impl IgnoreRules {
             };
             let has_slash = line.contains('/');
             let pat = line.trim_start_matches('/');
-            if let Some(re) = super::objects::glob_regex(&pat.replace("**", "*")) {
+            if let Some(re) = super::glob::glob_regex(&pat.replace("**", "*")) {
                 rules.push((neg, dir_only, re, has_slash));
             }
         }

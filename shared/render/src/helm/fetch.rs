@@ -519,7 +519,7 @@ impl ChartFetcher {
             });
         }
         let body = read_body(self.ok_status(response, &ctx)?, MAX_INDEX, &ctx)?;
-        let index = super::chart::parse_yaml(&String::from_utf8_lossy(&body)).map_err(|e| {
+        let index = super::yaml_read::parse_yaml(&String::from_utf8_lossy(&body)).map_err(|e| {
             FetchError::BadRepository { repository: url.into(), detail: format!("index.yaml does not parse: {e}") }
         })?;
         let entries = index.get("entries").and_then(Json::as_object).ok_or_else(|| FetchError::BadRepository {

@@ -18,7 +18,7 @@ use rustc_hash::FxHashMap;
 use base64::Engine as _;
 use sha2::Digest as _;
 
-use super::template::exec::{Exec, ExecError};
+use super::time::{GoTime, format_time_value};
 use super::value::{Value, format_float, go_float, write_go};
 
 /// A parameter's Go type.
@@ -65,29 +65,41 @@ pub enum FnError {
     Msg(String),
     /// From `fail`/`required`: the user's own message.
     User(String),
-    /// An error already located in a nested template (`include`).
-    Nested(Box<ExecError>),
 }
 
 type FResult = Result<Value, FnError>;
-type F = fn(&mut Exec<'_>, Vec<Value>) -> FResult;
+
+/// What runs a function.
+#[derive(Debug, Clone, Copy)]
+pub enum Body {
+    /// A function of its arguments alone.
+    Pure(fn(Vec<Value>) -> FResult),
+    /// A function that runs templates: the executor implements it.
+    Executor(ExecFn),
+}
+
+/// The functions that run templates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExecFn {
+    /// `include NAME DATA`: a named template's output.
+    Include,
+    /// `tpl TEXT DATA`: a string run as a template.
+    Tpl,
+}
 
 /// A library function and its Go signature.
+#[derive(Clone, Copy)]
 pub struct Func {
     /// Fixed parameters.
     pub params: &'static [P],
     /// Type of the variadic tail, if any.
     pub variadic: Option<P>,
     /// The implementation.
-    pub f: F,
+    pub body: Body,
     /// Changes a map in place, or gives a different result at each call (the output of a
     /// named template that calls it is never reused).
     pub effect: bool,
 }
-
-/// Helm's per-render context for functions.
-#[derive(Debug, Default)]
-pub struct HelmCtx {}
 
 fn err<T>(m: impl Into<String>) -> Result<T, FnError> {
     Err(FnError::Msg(m.into()))
@@ -108,12 +120,17 @@ fn table() -> &'static FxHashMap<&'static str, Func> {
     T.get_or_init(build)
 }
 
-macro_rules! reg {
-    ($m:ident, $name:expr, [$($p:ident),*], $f:expr) => {
-        $m.insert($name, Func { params: &[$(P::$p),*], variadic: None, f: $f, effect: false });
+/// One entry of the function table: its name and the function.
+type Row = (&'static str, Func);
+
+/// A table row for a function of its arguments alone: name, Go parameter types (and `va T`
+/// for a variadic tail), body.
+macro_rules! f {
+    ($name:expr, [$($p:ident),*], $f:expr) => {
+        ($name, Func { params: &[$(P::$p),*], variadic: None, body: Body::Pure($f), effect: false })
     };
-    ($m:ident, $name:expr, [$($p:ident),*], va $v:ident, $f:expr) => {
-        $m.insert($name, Func { params: &[$(P::$p),*], variadic: Some(P::$v), f: $f, effect: false });
+    ($name:expr, [$($p:ident),*], va $v:ident, $f:expr) => {
+        ($name, Func { params: &[$(P::$p),*], variadic: Some(P::$v), body: Body::Pure($f), effect: false })
     };
 }
 
@@ -141,12 +158,10 @@ fn strs(v: Vec<String>) -> Value {
     Value::list(v.into_iter().map(Value::str).collect())
 }
 
-#[allow(clippy::too_many_lines)]
-fn build() -> FxHashMap<&'static str, Func> {
-    let mut m: FxHashMap<&'static str, Func> = FxHashMap::default();
-    // --- text/template builtins
-    reg!(m, "not", [Any], |_, a| Ok(Value::Bool(!a[0].truthy())));
-    reg!(m, "len", [Any], |_, a| match &a[0] {
+/// The function table: text/template builtins.
+const TEXT_TEMPLATE: &[Row] = &[
+    f!("not", [Any], |a| Ok(Value::Bool(!a[0].truthy()))),
+    f!("len", [Any], |a| match &a[0] {
         Value::Str(s) => Ok(Value::Int(s.len() as i64)),
         Value::List(l) => Ok(Value::Int(l.len() as i64)),
         Value::Map(m) => Ok(Value::Int(m.borrow().len() as i64)),
@@ -156,16 +171,16 @@ fn build() -> FxHashMap<&'static str, Func> {
             None => err(format!("len of type {}", o.type_name())),
         },
         other => err(format!("len of type {}", other.type_name())),
-    });
-    reg!(m, "index", [Any], va Any, |_, a| index(&a[0], &a[1..]));
-    reg!(m, "slice", [Any], va Any, |_, a| slice(&a[0], &a[1..]));
-    reg!(m, "print", [], va Any, |_, a| str_v(sprint(&a)));
-    reg!(m, "println", [], va Any, |_, a| {
+    }),
+    f!("index", [Any], va Any, |a| index(&a[0], &a[1..])),
+    f!("slice", [Any], va Any, |a| slice(&a[0], &a[1..])),
+    f!("print", [], va Any, |a| str_v(sprint(&a))),
+    f!("println", [], va Any, |a| {
         let parts: Vec<String> = a.iter().map(Value::to_go_string).collect();
         str_v(parts.join(" ") + "\n")
-    });
-    reg!(m, "printf", [Str], va Any, |_, a| str_v(sprintf(s(&a[0]), &a[1..])));
-    reg!(m, "eq", [Any], va Any, |_, a| {
+    }),
+    f!("printf", [Str], va Any, |a| str_v(sprintf(s(&a[0]), &a[1..]))),
+    f!("eq", [Any], va Any, |a| {
         if a.len() < 2 {
             return err("missing argument for comparison");
         }
@@ -175,45 +190,36 @@ fn build() -> FxHashMap<&'static str, Func> {
             }
         }
         Ok(Value::Bool(false))
-    });
-    reg!(m, "ne", [Any, Any], |_, a| Ok(Value::Bool(!cmp_eq(&a[0], &a[1])?)));
-    reg!(m, "lt", [Any, Any], |_, a| Ok(Value::Bool(cmp_lt(&a[0], &a[1])?)));
-    reg!(m, "le", [Any, Any], |_, a| Ok(Value::Bool(cmp_lt(&a[0], &a[1])? || cmp_eq(&a[0], &a[1])?)));
-    reg!(m, "gt", [Any, Any], |_, a| Ok(Value::Bool(!(cmp_lt(&a[0], &a[1])? || cmp_eq(&a[0], &a[1])?))));
-    reg!(m, "ge", [Any, Any], |_, a| Ok(Value::Bool(!cmp_lt(&a[0], &a[1])?)));
-    reg!(m, "html", [], va Any, |_, a| str_v(html_escape(&sprint(&a))));
-    reg!(m, "js", [], va Any, |_, a| str_v(js_escape(&sprint(&a))));
-    reg!(m, "urlquery", [], va Any, |_, a| str_v(query_escape(&sprint(&a))));
-    reg!(m, "call", [Any], va Any, |_, _| err("call of non-function"));
+    }),
+    f!("ne", [Any, Any], |a| Ok(Value::Bool(!cmp_eq(&a[0], &a[1])?))),
+    f!("lt", [Any, Any], |a| Ok(Value::Bool(cmp_lt(&a[0], &a[1])?))),
+    f!("le", [Any, Any], |a| Ok(Value::Bool(cmp_lt(&a[0], &a[1])? || cmp_eq(&a[0], &a[1])?))),
+    f!("gt", [Any, Any], |a| Ok(Value::Bool(!(cmp_lt(&a[0], &a[1])? || cmp_eq(&a[0], &a[1])?)))),
+    f!("ge", [Any, Any], |a| Ok(Value::Bool(!cmp_lt(&a[0], &a[1])?))),
+    f!("html", [], va Any, |a| str_v(html_escape(&sprint(&a)))),
+    f!("js", [], va Any, |a| str_v(js_escape(&sprint(&a)))),
+    f!("urlquery", [], va Any, |a| str_v(query_escape(&sprint(&a)))),
+    f!("call", [Any], va Any, |_| err("call of non-function")),
+];
 
-    // --- Helm
-    reg!(m, "include", [Str, Any], |x, a| Ok(Value::Str(x.include(s(&a[0]), a[1].clone())?)));
-    reg!(m, "tpl", [Str, Any], |x, a| {
-        let name = match &a[1] {
-            Value::Map(mm) => match mm.borrow().get("Template") {
-                Some(Value::Map(t)) => t.borrow().get("Name").and_then(|n| n.as_str().map(String::from)),
-                _ => None,
-            },
-            _ => None,
-        };
-        let Some(name) = name else {
-            return err("cannot retrieve Template.Name from values inside tpl function");
-        };
-        Ok(Value::str(x.tpl(&name, s(&a[0]), a[1].clone())?))
-    });
-    reg!(m, "required", [Str, Any], |_, a| match &a[1] {
+/// The function table: Helm.
+const HELM: &[Row] = &[
+    (
+        "include",
+        Func { params: &[P::Str, P::Any], variadic: None, body: Body::Executor(ExecFn::Include), effect: false },
+    ),
+    ("tpl", Func { params: &[P::Str, P::Any], variadic: None, body: Body::Executor(ExecFn::Tpl), effect: false }),
+    f!("required", [Str, Any], |a| match &a[1] {
         Value::Nil => Err(FnError::User(s(&a[0]).to_string())),
         Value::Str(v) if v.is_empty() => Err(FnError::User(s(&a[0]).to_string())),
         v => Ok(v.clone()),
-    });
-    reg!(m, "fail", [Str], |_, a| Err(FnError::User(s(&a[0]).to_string())));
-    reg!(m, "lookup", [Str, Str, Str, Str], |_, _| Ok(Value::map(BTreeMap::new())));
-    reg!(m, "toYaml", [Any], |_, a| str_v(super::goyaml::to_yaml(&a[0]).trim_end_matches('\n').to_string()));
-    reg!(m, "mustToYaml", [Any], |_, a| str_v(super::goyaml::to_yaml(&a[0]).trim_end_matches('\n').to_string()));
-    reg!(m, "toYamlPretty", [Any], |_, a| str_v(
-        super::goyaml::to_yaml_pretty(&a[0]).trim_end_matches('\n').to_string()
-    ));
-    reg!(m, "fromYaml", [Str], |_, a| Ok(match super::goyaml::from_yaml(s(&a[0])) {
+    }),
+    f!("fail", [Str], |a| Err(FnError::User(s(&a[0]).to_string()))),
+    f!("lookup", [Str, Str, Str, Str], |_| Ok(Value::map(BTreeMap::new()))),
+    f!("toYaml", [Any], |a| str_v(super::goyaml::to_yaml(&a[0]).trim_end_matches('\n').to_string())),
+    f!("mustToYaml", [Any], |a| str_v(super::goyaml::to_yaml(&a[0]).trim_end_matches('\n').to_string())),
+    f!("toYamlPretty", [Any], |a| str_v(super::goyaml::to_yaml_pretty(&a[0]).trim_end_matches('\n').to_string())),
+    f!("fromYaml", [Str], |a| Ok(match super::goyaml::from_yaml(s(&a[0])) {
         Ok(Value::Map(mm)) => Value::Map(mm),
         Ok(Value::Nil) => Value::map(BTreeMap::new()),
         Ok(other) => error_map(&format!(
@@ -221,8 +227,8 @@ fn build() -> FxHashMap<&'static str, Func> {
             json_kind(&other)
         )),
         Err(e) => error_map(&e),
-    }));
-    reg!(m, "fromYamlArray", [Str], |_, a| Ok(match super::goyaml::from_yaml(s(&a[0])) {
+    })),
+    f!("fromYamlArray", [Str], |a| Ok(match super::goyaml::from_yaml(s(&a[0])) {
         Ok(Value::List(l)) => Value::List(l),
         Ok(Value::Nil) => Value::list(Vec::new()),
         Ok(other) => Value::list(vec![Value::str(format!(
@@ -230,14 +236,14 @@ fn build() -> FxHashMap<&'static str, Func> {
             json_kind(&other)
         ))]),
         Err(e) => Value::list(vec![Value::str(e)]),
-    }));
-    reg!(m, "toJson", [Any], |_, a| str_v(to_json(&a[0], true)));
-    reg!(m, "mustToJson", [Any], |_, a| str_v(to_json(&a[0], true)));
-    reg!(m, "toRawJson", [Any], |_, a| str_v(to_json(&a[0], false)));
-    reg!(m, "mustToRawJson", [Any], |_, a| str_v(to_json(&a[0], false)));
-    reg!(m, "toPrettyJson", [Any], |_, a| str_v(to_pretty_json(&a[0])));
-    reg!(m, "mustToPrettyJson", [Any], |_, a| str_v(to_pretty_json(&a[0])));
-    reg!(m, "fromJson", [Str], |_, a| Ok(match serde_json::from_str::<serde_json::Value>(s(&a[0])) {
+    })),
+    f!("toJson", [Any], |a| str_v(to_json(&a[0], true))),
+    f!("mustToJson", [Any], |a| str_v(to_json(&a[0], true))),
+    f!("toRawJson", [Any], |a| str_v(to_json(&a[0], false))),
+    f!("mustToRawJson", [Any], |a| str_v(to_json(&a[0], false))),
+    f!("toPrettyJson", [Any], |a| str_v(to_pretty_json(&a[0]))),
+    f!("mustToPrettyJson", [Any], |a| str_v(to_pretty_json(&a[0]))),
+    f!("fromJson", [Str], |a| Ok(match serde_json::from_str::<serde_json::Value>(s(&a[0])) {
         Ok(serde_json::Value::Object(o)) => Value::from_json(&serde_json::Value::Object(o)),
         Ok(serde_json::Value::Null) => Value::map(BTreeMap::new()),
         Ok(other) => error_map(&format!(
@@ -245,8 +251,8 @@ fn build() -> FxHashMap<&'static str, Func> {
             json_kind(&Value::from_json(&other))
         )),
         Err(e) => error_map(&e.to_string()),
-    }));
-    reg!(m, "fromJsonArray", [Str], |_, a| Ok(match serde_json::from_str::<serde_json::Value>(s(&a[0])) {
+    })),
+    f!("fromJsonArray", [Str], |a| Ok(match serde_json::from_str::<serde_json::Value>(s(&a[0])) {
         Ok(serde_json::Value::Array(o)) => Value::from_json(&serde_json::Value::Array(o)),
         Ok(serde_json::Value::Null) => Value::list(Vec::new()),
         Ok(other) => Value::list(vec![Value::str(format!(
@@ -254,74 +260,78 @@ fn build() -> FxHashMap<&'static str, Func> {
             json_kind(&Value::from_json(&other))
         ))]),
         Err(e) => Value::list(vec![Value::str(e.to_string())]),
-    }));
-    reg!(m, "mustFromJson", [Str], |_, a| match serde_json::from_str::<serde_json::Value>(s(&a[0])) {
+    })),
+    f!("mustFromJson", [Str], |a| match serde_json::from_str::<serde_json::Value>(s(&a[0])) {
         Ok(v) => Ok(Value::from_json(&v)),
         Err(e) => err(e.to_string()),
-    });
+    }),
+];
 
-    // --- Sprig: defaults and flow
-    reg!(m, "default", [Any], va Any, |_, a| {
+/// The function table: Sprig: defaults and flow.
+const SPRIG_FLOW: &[Row] = &[
+    f!("default", [Any], va Any, |a| {
         if a.len() < 2 || empty(&a[1]) { Ok(a[0].clone()) } else { Ok(a[1].clone()) }
-    });
-    reg!(m, "empty", [Any], |_, a| Ok(Value::Bool(empty(&a[0]))));
-    reg!(m, "coalesce", [], va Any, |_, a| Ok(a.iter().find(|v| !empty(v)).cloned().unwrap_or(Value::Nil)));
-    reg!(m, "all", [], va Any, |_, a| Ok(Value::Bool(a.iter().all(|v| !empty(v)))));
-    reg!(m, "any", [], va Any, |_, a| Ok(Value::Bool(a.iter().any(|v| !empty(v)))));
-    reg!(m, "ternary", [Any, Any, Bool], |_, a| Ok(if matches!(a[2], Value::Bool(true)) {
+    }),
+    f!("empty", [Any], |a| Ok(Value::Bool(empty(&a[0])))),
+    f!("coalesce", [], va Any, |a| Ok(a.iter().find(|v| !empty(v)).cloned().unwrap_or(Value::Nil))),
+    f!("all", [], va Any, |a| Ok(Value::Bool(a.iter().all(|v| !empty(v))))),
+    f!("any", [], va Any, |a| Ok(Value::Bool(a.iter().any(|v| !empty(v))))),
+    f!("ternary", [Any, Any, Bool], |a| Ok(if matches!(a[2], Value::Bool(true)) {
         a[0].clone()
     } else {
         a[1].clone()
-    }));
-    reg!(m, "deepCopy", [Any], |_, a| Ok(a[0].deep_copy()));
-    reg!(m, "mustDeepCopy", [Any], |_, a| Ok(a[0].deep_copy()));
-    reg!(m, "deepEqual", [Any, Any], |_, a| Ok(Value::Bool(deep_equal(&a[0], &a[1]))));
-    reg!(m, "typeOf", [Any], |_, a| str_v(a[0].type_name()));
-    reg!(m, "typeIs", [Str, Any], |_, a| Ok(Value::Bool(s(&a[0]) == a[1].type_name())));
-    reg!(m, "typeIsLike", [Str, Any], |_, a| {
+    })),
+    f!("deepCopy", [Any], |a| Ok(a[0].deep_copy())),
+    f!("mustDeepCopy", [Any], |a| Ok(a[0].deep_copy())),
+    f!("deepEqual", [Any, Any], |a| Ok(Value::Bool(deep_equal(&a[0], &a[1])))),
+    f!("typeOf", [Any], |a| str_v(a[0].type_name())),
+    f!("typeIs", [Str, Any], |a| Ok(Value::Bool(s(&a[0]) == a[1].type_name()))),
+    f!("typeIsLike", [Str, Any], |a| {
         let t = a[1].type_name();
         Ok(Value::Bool(s(&a[0]) == t || s(&a[0]) == format!("*{t}")))
-    });
-    reg!(m, "kindOf", [Any], |_, a| str_v(a[0].kind_name()));
-    reg!(m, "kindIs", [Str, Any], |_, a| Ok(Value::Bool(s(&a[0]) == a[1].kind_name())));
+    }),
+    f!("kindOf", [Any], |a| str_v(a[0].kind_name())),
+    f!("kindIs", [Str, Any], |a| Ok(Value::Bool(s(&a[0]) == a[1].kind_name()))),
+];
 
-    // --- strings
-    reg!(m, "toString", [Any], |_, a| str_v(strval(&a[0])));
-    reg!(m, "toStrings", [Any], |_, a| Ok(strs(strslice(&a[0]))));
-    reg!(m, "quote", [], va Any, |_, a| {
+/// The function table: strings.
+const STRINGS: &[Row] = &[
+    f!("toString", [Any], |a| str_v(strval(&a[0]))),
+    f!("toStrings", [Any], |a| Ok(strs(strslice(&a[0])))),
+    f!("quote", [], va Any, |a| {
         let parts: Vec<String> = a.iter().filter(|v| !matches!(v, Value::Nil)).map(|v| go_quote(&strval(v))).collect();
         str_v(parts.join(" "))
-    });
-    reg!(m, "squote", [], va Any, |_, a| {
+    }),
+    f!("squote", [], va Any, |a| {
         let parts: Vec<String> =
             a.iter().filter(|v| !matches!(v, Value::Nil)).map(|v| format!("'{}'", strval(v))).collect();
         str_v(parts.join(" "))
-    });
-    reg!(m, "cat", [], va Any, |_, a| {
+    }),
+    f!("cat", [], va Any, |a| {
         let parts: Vec<String> = a.iter().filter(|v| !matches!(v, Value::Nil)).map(Value::to_go_string).collect();
         str_v(parts.join(" "))
-    });
-    reg!(m, "upper", [Str], |_, a| str_v(s(&a[0]).chars().map(go_upper).collect::<String>()));
-    reg!(m, "lower", [Str], |_, a| str_v(s(&a[0]).chars().map(go_lower).collect::<String>()));
-    reg!(m, "title", [Str], |_, a| str_v(title(s(&a[0]))));
-    reg!(m, "untitle", [Str], |_, a| str_v(untitle(s(&a[0]))));
-    reg!(m, "trim", [Str], |_, a| str_v(s(&a[0]).trim_matches(is_go_space)));
-    reg!(m, "trimAll", [Str, Str], |_, a| {
+    }),
+    f!("upper", [Str], |a| str_v(s(&a[0]).chars().map(go_upper).collect::<String>())),
+    f!("lower", [Str], |a| str_v(s(&a[0]).chars().map(go_lower).collect::<String>())),
+    f!("title", [Str], |a| str_v(title(s(&a[0])))),
+    f!("untitle", [Str], |a| str_v(untitle(s(&a[0])))),
+    f!("trim", [Str], |a| str_v(s(&a[0]).trim_matches(is_go_space))),
+    f!("trimAll", [Str, Str], |a| {
         let cut: Vec<char> = s(&a[0]).chars().collect();
         str_v(s(&a[1]).trim_matches(|c| cut.contains(&c)))
-    });
-    reg!(m, "trimPrefix", [Str, Str], |_, a| str_v(s(&a[1]).strip_prefix(s(&a[0])).unwrap_or(s(&a[1]))));
-    reg!(m, "trimSuffix", [Str, Str], |_, a| str_v(s(&a[1]).strip_suffix(s(&a[0])).unwrap_or(s(&a[1]))));
-    reg!(m, "nospace", [Str], |_, a| str_v(s(&a[0]).chars().filter(|c| !c.is_whitespace()).collect::<String>()));
-    reg!(m, "repeat", [Int, Str], |_, a| {
+    }),
+    f!("trimPrefix", [Str, Str], |a| str_v(s(&a[1]).strip_prefix(s(&a[0])).unwrap_or(s(&a[1])))),
+    f!("trimSuffix", [Str, Str], |a| str_v(s(&a[1]).strip_suffix(s(&a[0])).unwrap_or(s(&a[1])))),
+    f!("nospace", [Str], |a| str_v(s(&a[0]).chars().filter(|c| !c.is_whitespace()).collect::<String>())),
+    f!("repeat", [Int, Str], |a| {
         let n = int_arg(&a[0]);
         if n < 0 {
             return err("strings: negative Repeat count");
         }
         str_v(s(&a[1]).repeat(n as usize))
-    });
-    reg!(m, "substr", [Int, Int, Str], |_, a| str_v(substr(int_arg(&a[0]), int_arg(&a[1]), s(&a[2]))));
-    reg!(m, "trunc", [Int, Str], |_, a| {
+    }),
+    f!("substr", [Int, Int, Str], |a| str_v(substr(int_arg(&a[0]), int_arg(&a[1]), s(&a[2])))),
+    f!("trunc", [Int, Str], |a| {
         let c = int_arg(&a[0]);
         let st = s(&a[1]);
         let n = st.len() as i64;
@@ -332,8 +342,8 @@ fn build() -> FxHashMap<&'static str, Func> {
         } else {
             st.to_string()
         })
-    });
-    reg!(m, "abbrev", [Int, Str], |_, a| {
+    }),
+    f!("abbrev", [Int, Str], |a| {
         let w = int_arg(&a[0]);
         let st = s(&a[1]);
         if w < 4 || st.chars().count() as i64 <= w {
@@ -341,8 +351,8 @@ fn build() -> FxHashMap<&'static str, Func> {
         }
         let keep: String = st.chars().take((w - 3) as usize).collect();
         str_v(keep + "...")
-    });
-    reg!(m, "abbrevboth", [Int, Int, Str], |_, a| {
+    }),
+    f!("abbrevboth", [Int, Int, Str], |a| {
         let (l, w, st) = (int_arg(&a[0]), int_arg(&a[1]), s(&a[2]));
         let chars: Vec<char> = st.chars().collect();
         if w < 4 || chars.len() as i64 <= w {
@@ -376,21 +386,19 @@ fn build() -> FxHashMap<&'static str, Func> {
         out.extend(&chars[..w - 3]);
         out.push_str("...");
         str_v(out)
-    });
-    reg!(m, "initials", [Str], |_, a| str_v(
-        s(&a[0]).split_whitespace().filter_map(|w| w.chars().next()).collect::<String>()
-    ));
-    reg!(m, "wrap", [Int, Str], |_, a| str_v(wrap(s(&a[1]), int_arg(&a[0]).max(1) as usize, "\n")));
-    reg!(m, "wrapWith", [Int, Str, Str], |_, a| str_v(wrap(s(&a[2]), int_arg(&a[0]).max(1) as usize, s(&a[1]))));
-    reg!(m, "contains", [Str, Str], |_, a| Ok(Value::Bool(s(&a[1]).contains(s(&a[0])))));
-    reg!(m, "hasPrefix", [Str, Str], |_, a| Ok(Value::Bool(s(&a[1]).starts_with(s(&a[0])))));
-    reg!(m, "hasSuffix", [Str, Str], |_, a| Ok(Value::Bool(s(&a[1]).ends_with(s(&a[0])))));
-    reg!(m, "replace", [Str, Str, Str], |_, a| str_v(go_replace(s(&a[2]), s(&a[0]), s(&a[1]))));
-    reg!(m, "plural", [Str, Str, Int], |_, a| str_v(if int_arg(&a[2]) == 1 { s(&a[0]) } else { s(&a[1]) }));
-    reg!(m, "snakecase", [Str], |_, a| str_v(snake(s(&a[0]), '_')));
-    reg!(m, "kebabcase", [Str], |_, a| str_v(snake(s(&a[0]), '-')));
-    reg!(m, "camelcase", [Str], |_, a| str_v(camel(s(&a[0]))));
-    reg!(m, "swapcase", [Str], |_, a| str_v(
+    }),
+    f!("initials", [Str], |a| str_v(s(&a[0]).split_whitespace().filter_map(|w| w.chars().next()).collect::<String>())),
+    f!("wrap", [Int, Str], |a| str_v(wrap(s(&a[1]), int_arg(&a[0]).max(1) as usize, "\n"))),
+    f!("wrapWith", [Int, Str, Str], |a| str_v(wrap(s(&a[2]), int_arg(&a[0]).max(1) as usize, s(&a[1])))),
+    f!("contains", [Str, Str], |a| Ok(Value::Bool(s(&a[1]).contains(s(&a[0]))))),
+    f!("hasPrefix", [Str, Str], |a| Ok(Value::Bool(s(&a[1]).starts_with(s(&a[0]))))),
+    f!("hasSuffix", [Str, Str], |a| Ok(Value::Bool(s(&a[1]).ends_with(s(&a[0]))))),
+    f!("replace", [Str, Str, Str], |a| str_v(go_replace(s(&a[2]), s(&a[0]), s(&a[1])))),
+    f!("plural", [Str, Str, Int], |a| str_v(if int_arg(&a[2]) == 1 { s(&a[0]) } else { s(&a[1]) })),
+    f!("snakecase", [Str], |a| str_v(snake(s(&a[0]), '_'))),
+    f!("kebabcase", [Str], |a| str_v(snake(s(&a[0]), '-'))),
+    f!("camelcase", [Str], |a| str_v(camel(s(&a[0])))),
+    f!("swapcase", [Str], |a| str_v(
         s(&a[0])
             .chars()
             .map(|c| if c.is_uppercase() {
@@ -399,69 +407,69 @@ fn build() -> FxHashMap<&'static str, Func> {
                 c.to_uppercase().next().unwrap_or(c)
             })
             .collect::<String>()
-    ));
-    reg!(m, "indent", [Int, Str], |_, a| str_v(indent(int_arg(&a[0]), s(&a[1]), "")));
-    reg!(m, "nindent", [Int, Str], |_, a| str_v(indent(int_arg(&a[0]), s(&a[1]), "\n")));
-    reg!(m, "split", [Str, Str], |_, a| {
+    )),
+    f!("indent", [Int, Str], |a| str_v(indent(int_arg(&a[0]), s(&a[1]), ""))),
+    f!("nindent", [Int, Str], |a| str_v(indent(int_arg(&a[0]), s(&a[1]), "\n"))),
+    f!("split", [Str, Str], |a| {
         let parts = go_split(s(&a[1]), s(&a[0]), -1);
         Ok(Value::map(parts.into_iter().enumerate().map(|(i, p)| (format!("_{i}"), Value::str(p))).collect()))
-    });
-    reg!(m, "splitn", [Str, Int, Str], |_, a| {
+    }),
+    f!("splitn", [Str, Int, Str], |a| {
         let parts = go_split(s(&a[2]), s(&a[0]), int_arg(&a[1]));
         Ok(Value::map(parts.into_iter().enumerate().map(|(i, p)| (format!("_{i}"), Value::str(p))).collect()))
-    });
-    reg!(m, "splitList", [Str, Str], |_, a| Ok(strs(go_split(s(&a[1]), s(&a[0]), -1))));
-    reg!(m, "join", [Str, Any], |_, a| str_v(strslice(&a[1]).join(s(&a[0]))));
-    reg!(m, "sortAlpha", [Any], |_, a| {
+    }),
+    f!("splitList", [Str, Str], |a| Ok(strs(go_split(s(&a[1]), s(&a[0]), -1)))),
+    f!("join", [Str, Any], |a| str_v(strslice(&a[1]).join(s(&a[0])))),
+    f!("sortAlpha", [Any], |a| {
         let mut v = strslice(&a[0]);
         v.sort();
         Ok(strs(v))
-    });
-    reg!(m, "shuffle", [Str], |_, a| {
+    }),
+    f!("shuffle", [Str], |a| {
         let mut c: Vec<char> = s(&a[0]).chars().collect();
         for i in (1..c.len()).rev() {
             let j = (rand_u64() % (i as u64 + 1)) as usize;
             c.swap(i, j);
         }
         str_v(c.into_iter().collect::<String>())
-    });
-    reg!(m, "b64enc", [Str], |_, a| str_v(base64::engine::general_purpose::STANDARD.encode(s(&a[0]))));
-    reg!(m, "b64dec", [Str], |_, a| str_v(match base64::engine::general_purpose::STANDARD.decode(s(&a[0])) {
+    }),
+    f!("b64enc", [Str], |a| str_v(base64::engine::general_purpose::STANDARD.encode(s(&a[0])))),
+    f!("b64dec", [Str], |a| str_v(match base64::engine::general_purpose::STANDARD.decode(s(&a[0])) {
         Ok(b) => String::from_utf8_lossy(&b).into_owned(),
         Err(e) => e.to_string(),
-    }));
-    reg!(m, "b32enc", [Str], |_, a| str_v(base32_encode(s(&a[0]).as_bytes())));
-    reg!(m, "sha256sum", [Str], |_, a| str_v(hex(&sha2::Sha256::digest(s(&a[0]).as_bytes()))));
-    reg!(m, "sha512sum", [Str], |_, a| str_v(hex(&sha2::Sha512::digest(s(&a[0]).as_bytes()))));
-    reg!(m, "adler32sum", [Str], |_, a| str_v(adler32(s(&a[0]).as_bytes()).to_string()));
-    reg!(m, "regexMatch", [Str, Str], |_, a| Ok(Value::Bool(
+    })),
+    f!("b32enc", [Str], |a| str_v(base32_encode(s(&a[0]).as_bytes()))),
+    f!("sha256sum", [Str], |a| str_v(hex(&sha2::Sha256::digest(s(&a[0]).as_bytes())))),
+    f!("sha512sum", [Str], |a| str_v(hex(&sha2::Sha512::digest(s(&a[0]).as_bytes())))),
+    f!("adler32sum", [Str], |a| str_v(adler32(s(&a[0]).as_bytes()).to_string())),
+    f!("regexMatch", [Str, Str], |a| Ok(Value::Bool(
         regex::Regex::new(s(&a[0])).map(|r| r.is_match(s(&a[1]))).unwrap_or(false)
-    )));
-    reg!(m, "mustRegexMatch", [Str, Str], |_, a| match regex::Regex::new(s(&a[0])) {
+    ))),
+    f!("mustRegexMatch", [Str, Str], |a| match regex::Regex::new(s(&a[0])) {
         Ok(r) => Ok(Value::Bool(r.is_match(s(&a[1])))),
         Err(e) => err(e.to_string()),
-    });
-    reg!(m, "regexFind", [Str, Str], |_, a| str_v(
+    }),
+    f!("regexFind", [Str, Str], |a| str_v(
         regex::Regex::new(s(&a[0]))
             .ok()
             .and_then(|r| r.find(s(&a[1])).map(|x| x.as_str().to_string()))
             .unwrap_or_default()
-    ));
-    reg!(m, "regexFindAll", [Str, Str, Int], |_, a| {
+    )),
+    f!("regexFindAll", [Str, Str, Int], |a| {
         let Ok(r) = regex::Regex::new(s(&a[0])) else { return Ok(strs(Vec::new())) };
         let n = int_arg(&a[2]);
         let all: Vec<String> = r.find_iter(s(&a[1])).map(|x| x.as_str().to_string()).collect();
         Ok(strs(if n < 0 { all } else { all.into_iter().take(n as usize).collect() }))
-    });
-    reg!(m, "regexReplaceAll", [Str, Str, Str], |_, a| str_v(match regex::Regex::new(s(&a[0])) {
+    }),
+    f!("regexReplaceAll", [Str, Str, Str], |a| str_v(match regex::Regex::new(s(&a[0])) {
         Ok(r) => r.replace_all(s(&a[1]), s(&a[2])).into_owned(),
         Err(_) => s(&a[1]).to_string(),
-    }));
-    reg!(m, "regexReplaceAllLiteral", [Str, Str, Str], |_, a| str_v(match regex::Regex::new(s(&a[0])) {
+    })),
+    f!("regexReplaceAllLiteral", [Str, Str, Str], |a| str_v(match regex::Regex::new(s(&a[0])) {
         Ok(r) => r.replace_all(s(&a[1]), regex::NoExpand(s(&a[2]))).into_owned(),
         Err(_) => s(&a[1]).to_string(),
-    }));
-    reg!(m, "regexSplit", [Str, Str, Int], |_, a| {
+    })),
+    f!("regexSplit", [Str, Str, Int], |a| {
         let Ok(r) = regex::Regex::new(s(&a[0])) else { return Ok(strs(Vec::new())) };
         let n = int_arg(&a[2]);
         let v: Vec<String> = if n < 0 {
@@ -472,41 +480,43 @@ fn build() -> FxHashMap<&'static str, Func> {
             r.splitn(s(&a[1]), n as usize).map(String::from).collect()
         };
         Ok(strs(v))
-    });
-    reg!(m, "regexQuoteMeta", [Str], |_, a| str_v(regex::escape(s(&a[0]))));
+    }),
+    f!("regexQuoteMeta", [Str], |a| str_v(regex::escape(s(&a[0])))),
+];
 
-    // --- numbers
-    reg!(m, "add1", [Any], |_, a| Ok(Value::Int64(to_i64(&a[0]) + 1)));
-    reg!(m, "add", [], va Any, |_, a| Ok(Value::Int64(a.iter().map(to_i64).fold(0i64, i64::wrapping_add))));
-    reg!(m, "sub", [Any, Any], |_, a| Ok(Value::Int64(to_i64(&a[0]).wrapping_sub(to_i64(&a[1])))));
-    reg!(m, "mul", [Any], va Any, |_, a| Ok(Value::Int64(a.iter().map(to_i64).fold(1i64, i64::wrapping_mul))));
-    reg!(m, "div", [Any, Any], |_, a| {
+/// The function table: numbers.
+const NUMBERS: &[Row] = &[
+    f!("add1", [Any], |a| Ok(Value::Int64(to_i64(&a[0]) + 1))),
+    f!("add", [], va Any, |a| Ok(Value::Int64(a.iter().map(to_i64).fold(0i64, i64::wrapping_add)))),
+    f!("sub", [Any, Any], |a| Ok(Value::Int64(to_i64(&a[0]).wrapping_sub(to_i64(&a[1]))))),
+    f!("mul", [Any], va Any, |a| Ok(Value::Int64(a.iter().map(to_i64).fold(1i64, i64::wrapping_mul)))),
+    f!("div", [Any, Any], |a| {
         let d = to_i64(&a[1]);
         if d == 0 {
             return err("runtime error: integer divide by zero");
         }
         Ok(Value::Int64(to_i64(&a[0]).wrapping_div(d)))
-    });
-    reg!(m, "mod", [Any, Any], |_, a| {
+    }),
+    f!("mod", [Any, Any], |a| {
         let d = to_i64(&a[1]);
         if d == 0 {
             return err("runtime error: integer divide by zero");
         }
         Ok(Value::Int64(to_i64(&a[0]).wrapping_rem(d)))
-    });
-    reg!(m, "max", [Any], va Any, |_, a| Ok(Value::Int64(a.iter().map(to_i64).max().unwrap_or(0))));
-    reg!(m, "biggest", [Any], va Any, |_, a| Ok(Value::Int64(a.iter().map(to_i64).max().unwrap_or(0))));
-    reg!(m, "min", [Any], va Any, |_, a| Ok(Value::Int64(a.iter().map(to_i64).min().unwrap_or(0))));
-    reg!(m, "add1f", [Any], |_, a| Ok(Value::Float(to_f64(&a[0]) + 1.0)));
-    reg!(m, "addf", [], va Any, |_, a| Ok(Value::Float(a.iter().map(to_f64).sum())));
-    reg!(m, "subf", [Any], va Any, |_, a| Ok(Value::Float(a[1..].iter().map(to_f64).fold(to_f64(&a[0]), |x, y| x - y))));
-    reg!(m, "mulf", [Any], va Any, |_, a| Ok(Value::Float(a[1..].iter().map(to_f64).fold(to_f64(&a[0]), |x, y| x * y))));
-    reg!(m, "divf", [Any], va Any, |_, a| Ok(Value::Float(a[1..].iter().map(to_f64).fold(to_f64(&a[0]), |x, y| x / y))));
-    reg!(m, "maxf", [Any], va Any, |_, a| Ok(Value::Float(a.iter().map(to_f64).fold(f64::NEG_INFINITY, f64::max))));
-    reg!(m, "minf", [Any], va Any, |_, a| Ok(Value::Float(a.iter().map(to_f64).fold(f64::INFINITY, f64::min))));
-    reg!(m, "floor", [Any], |_, a| Ok(Value::Float(to_f64(&a[0]).floor())));
-    reg!(m, "ceil", [Any], |_, a| Ok(Value::Float(to_f64(&a[0]).ceil())));
-    reg!(m, "round", [Any, Int], va Float, |_, a| {
+    }),
+    f!("max", [Any], va Any, |a| Ok(Value::Int64(a.iter().map(to_i64).max().unwrap_or(0)))),
+    f!("biggest", [Any], va Any, |a| Ok(Value::Int64(a.iter().map(to_i64).max().unwrap_or(0)))),
+    f!("min", [Any], va Any, |a| Ok(Value::Int64(a.iter().map(to_i64).min().unwrap_or(0)))),
+    f!("add1f", [Any], |a| Ok(Value::Float(to_f64(&a[0]) + 1.0))),
+    f!("addf", [], va Any, |a| Ok(Value::Float(a.iter().map(to_f64).sum()))),
+    f!("subf", [Any], va Any, |a| Ok(Value::Float(a[1..].iter().map(to_f64).fold(to_f64(&a[0]), |x, y| x - y)))),
+    f!("mulf", [Any], va Any, |a| Ok(Value::Float(a[1..].iter().map(to_f64).fold(to_f64(&a[0]), |x, y| x * y)))),
+    f!("divf", [Any], va Any, |a| Ok(Value::Float(a[1..].iter().map(to_f64).fold(to_f64(&a[0]), |x, y| x / y)))),
+    f!("maxf", [Any], va Any, |a| Ok(Value::Float(a.iter().map(to_f64).fold(f64::NEG_INFINITY, f64::max)))),
+    f!("minf", [Any], va Any, |a| Ok(Value::Float(a.iter().map(to_f64).fold(f64::INFINITY, f64::min)))),
+    f!("floor", [Any], |a| Ok(Value::Float(to_f64(&a[0]).floor()))),
+    f!("ceil", [Any], |a| Ok(Value::Float(to_f64(&a[0]).ceil()))),
+    f!("round", [Any, Int], va Float, |a| {
         let x = to_f64(&a[0]);
         let p = int_arg(&a[1]);
         let half = a.get(2).map(to_f64).unwrap_or(0.5);
@@ -515,18 +525,18 @@ fn build() -> FxHashMap<&'static str, Func> {
         let (int, frac) = (digit.trunc(), digit.fract());
         let r = if frac >= half { int + 1.0 } else { int };
         Ok(Value::Float(r / pow))
-    });
-    reg!(m, "int", [Any], |_, a| Ok(Value::Int(to_i64(&a[0]))));
-    reg!(m, "int64", [Any], |_, a| Ok(Value::Int64(to_i64(&a[0]))));
-    reg!(m, "float64", [Any], |_, a| Ok(Value::Float(to_f64(&a[0]))));
-    reg!(m, "atoi", [Str], |_, a| Ok(Value::Int(s(&a[0]).parse::<i64>().unwrap_or(0))));
-    reg!(m, "toDecimal", [Any], |_, a| Ok(Value::Int64(i64::from_str_radix(&strval(&a[0]), 8).unwrap_or(0))));
-    reg!(m, "until", [Int], |_, a| {
+    }),
+    f!("int", [Any], |a| Ok(Value::Int(to_i64(&a[0])))),
+    f!("int64", [Any], |a| Ok(Value::Int64(to_i64(&a[0])))),
+    f!("float64", [Any], |a| Ok(Value::Float(to_f64(&a[0])))),
+    f!("atoi", [Str], |a| Ok(Value::Int(s(&a[0]).parse::<i64>().unwrap_or(0)))),
+    f!("toDecimal", [Any], |a| Ok(Value::Int64(i64::from_str_radix(&strval(&a[0]), 8).unwrap_or(0)))),
+    f!("until", [Int], |a| {
         let n = int_arg(&a[0]);
         list_v(int_range(0, n, if n < 0 { -1 } else { 1 }))
-    });
-    reg!(m, "untilStep", [Int, Int, Int], |_, a| list_v(int_range(int_arg(&a[0]), int_arg(&a[1]), int_arg(&a[2]))));
-    reg!(m, "seq", [], va Int, |_, a| {
+    }),
+    f!("untilStep", [Int, Int, Int], |a| list_v(int_range(int_arg(&a[0]), int_arg(&a[1]), int_arg(&a[2])))),
+    f!("seq", [], va Int, |a| {
         let p: Vec<i64> = a.iter().map(int_arg).collect();
         let v: Vec<String> = match p.as_slice() {
             [] => Vec::new(),
@@ -535,63 +545,65 @@ fn build() -> FxHashMap<&'static str, Func> {
             [start, step, end, ..] => seq(*start, *step, *end),
         };
         str_v(v.join(" "))
-    });
-    reg!(m, "randInt", [Int, Int], |_, a| {
+    }),
+    f!("randInt", [Int, Int], |a| {
         let (lo, hi) = (int_arg(&a[0]), int_arg(&a[1]));
         if hi <= lo {
             return err("invalid argument to Intn");
         }
         Ok(Value::Int(lo + (rand_u64() % (hi - lo) as u64) as i64))
-    });
+    }),
+];
 
-    // --- lists
-    reg!(m, "list", [], va Any, |_, a| list_v(a));
-    reg!(m, "tuple", [], va Any, |_, a| list_v(a));
-    reg!(m, "first", [Any], |_, a| Ok(as_list(&a[0], "first")?.first().cloned().unwrap_or(Value::Nil)));
-    reg!(m, "mustFirst", [Any], |_, a| Ok(as_list(&a[0], "first")?.first().cloned().unwrap_or(Value::Nil)));
-    reg!(m, "last", [Any], |_, a| Ok(as_list(&a[0], "last")?.last().cloned().unwrap_or(Value::Nil)));
-    reg!(m, "mustLast", [Any], |_, a| Ok(as_list(&a[0], "last")?.last().cloned().unwrap_or(Value::Nil)));
-    reg!(m, "rest", [Any], |_, a| {
+/// The function table: lists.
+const LISTS: &[Row] = &[
+    f!("list", [], va Any, list_v),
+    f!("tuple", [], va Any, list_v),
+    f!("first", [Any], |a| Ok(as_list(&a[0], "first")?.first().cloned().unwrap_or(Value::Nil))),
+    f!("mustFirst", [Any], |a| Ok(as_list(&a[0], "first")?.first().cloned().unwrap_or(Value::Nil))),
+    f!("last", [Any], |a| Ok(as_list(&a[0], "last")?.last().cloned().unwrap_or(Value::Nil))),
+    f!("mustLast", [Any], |a| Ok(as_list(&a[0], "last")?.last().cloned().unwrap_or(Value::Nil))),
+    f!("rest", [Any], |a| {
         let l = as_list(&a[0], "rest")?;
         if l.is_empty() { Ok(Value::Nil) } else { list_v(l[1..].to_vec()) }
-    });
-    reg!(m, "initial", [Any], |_, a| {
+    }),
+    f!("initial", [Any], |a| {
         let l = as_list(&a[0], "initial")?;
         if l.is_empty() { Ok(Value::Nil) } else { list_v(l[..l.len() - 1].to_vec()) }
-    });
-    reg!(m, "append", [Any, Any], |_, a| {
+    }),
+    f!("append", [Any, Any], |a| {
         let mut l = as_list(&a[0], "append")?;
         l.push(a[1].clone());
         list_v(l)
-    });
-    reg!(m, "push", [Any, Any], |_, a| {
+    }),
+    f!("push", [Any, Any], |a| {
         let mut l = as_list(&a[0], "push")?;
         l.push(a[1].clone());
         list_v(l)
-    });
-    reg!(m, "mustAppend", [Any, Any], |_, a| {
+    }),
+    f!("mustAppend", [Any, Any], |a| {
         let mut l = as_list(&a[0], "append")?;
         l.push(a[1].clone());
         list_v(l)
-    });
-    reg!(m, "prepend", [Any, Any], |_, a| {
+    }),
+    f!("prepend", [Any, Any], |a| {
         let mut l = as_list(&a[0], "prepend")?;
         l.insert(0, a[1].clone());
         list_v(l)
-    });
-    reg!(m, "concat", [], va Any, |_, a| {
+    }),
+    f!("concat", [], va Any, |a| {
         let mut out = Vec::new();
         for l in &a {
             out.extend(as_list(l, "concat")?);
         }
         list_v(out)
-    });
-    reg!(m, "reverse", [Any], |_, a| {
+    }),
+    f!("reverse", [Any], |a| {
         let mut l = as_list(&a[0], "reverse")?;
         l.reverse();
         list_v(l)
-    });
-    reg!(m, "uniq", [Any], |_, a| {
+    }),
+    f!("uniq", [Any], |a| {
         let mut out: Vec<Value> = Vec::new();
         for v in as_list(&a[0], "uniq")? {
             if !out.iter().any(|o| deep_equal(o, &v)) {
@@ -599,31 +611,33 @@ fn build() -> FxHashMap<&'static str, Func> {
             }
         }
         list_v(out)
-    });
-    reg!(m, "compact", [Any], |_, a| list_v(as_list(&a[0], "compact")?.into_iter().filter(|v| !empty(v)).collect()));
-    reg!(m, "without", [Any], va Any, |_, a| {
+    }),
+    f!("compact", [Any], |a| list_v(as_list(&a[0], "compact")?.into_iter().filter(|v| !empty(v)).collect())),
+    f!("without", [Any], va Any, |a| {
         let omit = &a[1..];
         list_v(as_list(&a[0], "without")?.into_iter().filter(|v| !omit.iter().any(|o| deep_equal(o, v))).collect())
-    });
-    reg!(m, "has", [Any, Any], |_, a| {
+    }),
+    f!("has", [Any, Any], |a| {
         if matches!(a[1], Value::Nil) {
             return Ok(Value::Bool(false));
         }
         Ok(Value::Bool(as_list(&a[1], "has")?.iter().any(|v| deep_equal(v, &a[0]))))
-    });
-    reg!(m, "chunk", [Int, Any], |_, a| {
+    }),
+    f!("chunk", [Int, Any], |a| {
         let size = int_arg(&a[0]).max(1) as usize;
         let l = as_list(&a[1], "chunk")?;
         list_v(l.chunks(size).map(|c| Value::list(c.to_vec())).collect())
-    });
-    reg!(m, "sortAlpha", [Any], |_, a| {
+    }),
+    f!("sortAlpha", [Any], |a| {
         let mut v = strslice(&a[0]);
         v.sort();
         Ok(strs(v))
-    });
+    }),
+];
 
-    // --- dicts
-    reg!(m, "dict", [], va Any, |_, a| {
+/// The function table: dicts.
+const DICTS: &[Row] = &[
+    f!("dict", [], va Any, |a| {
         let mut d = BTreeMap::new();
         let mut i = 0;
         while i < a.len() {
@@ -633,29 +647,29 @@ fn build() -> FxHashMap<&'static str, Func> {
             i += 2;
         }
         Ok(Value::map(d))
-    });
-    reg!(m, "get", [Map, Str], |_, a| Ok(match &a[0] {
+    }),
+    f!("get", [Map, Str], |a| Ok(match &a[0] {
         Value::Map(d) => d.borrow().get(s(&a[1])).cloned().unwrap_or_else(|| Value::str("")),
         _ => Value::str(""),
-    }));
-    reg!(m, "set", [Map, Str, Any], |_, a| match &a[0] {
+    })),
+    f!("set", [Map, Str, Any], |a| match &a[0] {
         Value::Map(d) => {
             d.borrow_mut().insert(s(&a[1]).to_string(), a[2].clone());
             Ok(a[0].clone())
         }
         _ => err("assignment to entry in nil map"),
-    });
-    reg!(m, "unset", [Map, Str], |_, a| {
+    }),
+    f!("unset", [Map, Str], |a| {
         if let Value::Map(d) = &a[0] {
             d.borrow_mut().remove(s(&a[1]));
         }
         Ok(a[0].clone())
-    });
-    reg!(m, "hasKey", [Map, Str], |_, a| Ok(Value::Bool(match &a[0] {
+    }),
+    f!("hasKey", [Map, Str], |a| Ok(Value::Bool(match &a[0] {
         Value::Map(d) => d.borrow().contains_key(s(&a[1])),
         _ => false,
-    })));
-    reg!(m, "pluck", [Str], va Map, |_, a| {
+    }))),
+    f!("pluck", [Str], va Map, |a| {
         let mut out = Vec::new();
         for d in &a[1..] {
             if let Value::Map(d) = d
@@ -664,8 +678,8 @@ fn build() -> FxHashMap<&'static str, Func> {
                 }
         }
         list_v(out)
-    });
-    reg!(m, "keys", [], va Map, |_, a| {
+    }),
+    f!("keys", [], va Map, |a| {
         let mut out = Vec::new();
         for d in &a {
             if let Value::Map(d) = d {
@@ -673,12 +687,12 @@ fn build() -> FxHashMap<&'static str, Func> {
             }
         }
         Ok(strs(out))
-    });
-    reg!(m, "values", [Map], |_, a| list_v(match &a[0] {
+    }),
+    f!("values", [Map], |a| list_v(match &a[0] {
         Value::Map(d) => d.borrow().values().cloned().collect(),
         _ => Vec::new(),
-    }));
-    reg!(m, "pick", [Map], va Str, |_, a| {
+    })),
+    f!("pick", [Map], va Str, |a| {
         let mut out = BTreeMap::new();
         if let Value::Map(d) = &a[0] {
             for k in &a[1..] {
@@ -688,8 +702,8 @@ fn build() -> FxHashMap<&'static str, Func> {
             }
         }
         Ok(Value::map(out))
-    });
-    reg!(m, "omit", [Map], va Str, |_, a| {
+    }),
+    f!("omit", [Map], va Str, |a| {
         let mut out = BTreeMap::new();
         if let Value::Map(d) = &a[0] {
             for (k, v) in d.borrow().iter() {
@@ -699,12 +713,12 @@ fn build() -> FxHashMap<&'static str, Func> {
             }
         }
         Ok(Value::map(out))
-    });
-    reg!(m, "merge", [Map], va Map, |_, a| merge_fn(a, false));
-    reg!(m, "mustMerge", [Map], va Map, |_, a| merge_fn(a, false));
-    reg!(m, "mergeOverwrite", [Map], va Map, |_, a| merge_fn(a, true));
-    reg!(m, "mustMergeOverwrite", [Map], va Map, |_, a| merge_fn(a, true));
-    reg!(m, "dig", [Any], va Any, |_, a| {
+    }),
+    f!("merge", [Map], va Map, |a| merge_fn(a, false)),
+    f!("mustMerge", [Map], va Map, |a| merge_fn(a, false)),
+    f!("mergeOverwrite", [Map], va Map, |a| merge_fn(a, true)),
+    f!("mustMergeOverwrite", [Map], va Map, |a| merge_fn(a, true)),
+    f!("dig", [Any], va Any, |a| {
         // dig "k1" "k2" default dict
         if a.len() < 3 {
             return err("dig needs at least three arguments");
@@ -727,90 +741,58 @@ fn build() -> FxHashMap<&'static str, Func> {
             }
         }
         Ok(cur)
-    });
+    }),
+];
 
-    // --- semver, paths, urls, misc
-    reg!(m, "semverCompare", [Str, Str], |_, a| match super::semver::compare(s(&a[0]), s(&a[1])) {
+/// The function table: semver, paths, urls, misc.
+const MISC: &[Row] = &[
+    f!("semverCompare", [Str, Str], |a| match super::semver::compare(s(&a[0]), s(&a[1])) {
         Ok(b) => Ok(Value::Bool(b)),
         Err(e) => err(e),
-    });
-    reg!(m, "semver", [Str], |_, a| match super::semver::Version::parse(s(&a[0])) {
+    }),
+    f!("semver", [Str], |a| match super::semver::Version::parse(s(&a[0])) {
         Some(v) => Ok(v.to_value()),
         None => err("invalid semantic version"),
-    });
-    reg!(m, "base", [Str], |_, a| str_v(path_base(s(&a[0]))));
-    reg!(m, "dir", [Str], |_, a| str_v(path_dir(s(&a[0]))));
-    reg!(m, "ext", [Str], |_, a| {
+    }),
+    f!("base", [Str], |a| str_v(path_base(s(&a[0])))),
+    f!("dir", [Str], |a| str_v(path_dir(s(&a[0])))),
+    f!("ext", [Str], |a| {
         let b = s(&a[0]);
         let slash = b.rfind('/').map(|i| i + 1).unwrap_or(0);
         str_v(b[slash..].rfind('.').map(|i| b[slash + i..].to_string()).unwrap_or_default())
-    });
-    reg!(m, "clean", [Str], |_, a| str_v(path_clean(s(&a[0]))));
-    reg!(m, "isAbs", [Str], |_, a| Ok(Value::Bool(s(&a[0]).starts_with('/'))));
-    reg!(m, "uuidv4", [], |_, _| {
+    }),
+    f!("clean", [Str], |a| str_v(path_clean(s(&a[0])))),
+    f!("isAbs", [Str], |a| Ok(Value::Bool(s(&a[0]).starts_with('/')))),
+    f!("uuidv4", [], |_| {
         let mut b: [u8; 16] = std::array::from_fn(|_| (rand_u64() & 0xff) as u8);
         b[6] = (b[6] & 0x0f) | 0x40;
         b[8] = (b[8] & 0x3f) | 0x80;
         let h = hex(&b);
         str_v(format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..]))
-    });
-    reg!(m, "randAlphaNum", [Int], |_, a| str_v(rand_from(
+    }),
+    f!("randAlphaNum", [Int], |a| str_v(rand_from(
         int_arg(&a[0]),
         "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
-    )));
-    reg!(m, "randAlpha", [Int], |_, a| str_v(rand_from(
+    ))),
+    f!("randAlpha", [Int], |a| str_v(rand_from(
         int_arg(&a[0]),
         "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-    )));
-    reg!(m, "randNumeric", [Int], |_, a| str_v(rand_from(int_arg(&a[0]), "0123456789")));
-    reg!(m, "randAscii", [Int], |_, a| str_v(rand_from(
+    ))),
+    f!("randNumeric", [Int], |a| str_v(rand_from(int_arg(&a[0]), "0123456789"))),
+    f!("randAscii", [Int], |a| str_v(rand_from(
         int_arg(&a[0]),
         "!\"#$%&'()*+,-./0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[\\]^_`abcdefghijklmnopqrstuvwxyz{|}~"
-    )));
-    reg!(m, "now", [], |_, _| {
-        let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-        Ok(Value::Obj(Rc::new(super::objects::Object::Time(d.as_secs() as i64, d.subsec_nanos()))))
-    });
-    reg!(m, "date", [Str, Any], |_, a| str_v(format_time_value(&a[1], s(&a[0]))));
-    reg!(m, "dateInZone", [Str, Any, Str], |_, a| str_v(format_time_value(&a[1], s(&a[0]))));
-    reg!(m, "htmlDate", [Any], |_, a| str_v(format_time_value(&a[0], "2006-01-02")));
-    reg!(m, "unixEpoch", [Any], |_, a| str_v(match &a[0] {
-        Value::Obj(o) => match o.as_ref() {
-            super::objects::Object::Time(s, _) => s.to_string(),
-            _ => String::new(),
-        },
-        _ => String::new(),
-    }));
-    // `must*` variants: the same functions, errors returned rather than swallowed.
-    for (alias, of) in [
-        ("mustRest", "rest"),
-        ("mustInitial", "initial"),
-        ("mustPush", "push"),
-        ("mustPrepend", "prepend"),
-        ("mustReverse", "reverse"),
-        ("mustUniq", "uniq"),
-        ("mustWithout", "without"),
-        ("mustHas", "has"),
-        ("mustCompact", "compact"),
-        ("mustSlice", "slice"),
-        ("mustChunk", "chunk"),
-        ("mustRegexFind", "regexFind"),
-        ("mustRegexFindAll", "regexFindAll"),
-        ("mustRegexReplaceAll", "regexReplaceAll"),
-        ("mustRegexReplaceAllLiteral", "regexReplaceAllLiteral"),
-        ("mustRegexSplit", "regexSplit"),
-        ("mustFromJsonArray", "fromJsonArray"),
-    ] {
-        if let Some(f) = m.get(of) {
-            let copy = Func { params: f.params, variadic: f.variadic, f: f.f, effect: f.effect };
-            m.insert(alias, copy);
-        }
-    }
-    reg!(m, "sha1sum", [Str], |_, a| str_v(hex(&sha1(s(&a[0]).as_bytes()))));
-    reg!(m, "b32dec", [Str], |_, a| str_v(
+    ))),
+    f!("now", [], |_| { Ok(Value::Obj(Rc::new(GoTime::now()))) }),
+    f!("date", [Str, Any], |a| str_v(format_time_value(&a[1], s(&a[0])))),
+    f!("dateInZone", [Str, Any, Str], |a| str_v(format_time_value(&a[1], s(&a[0])))),
+    f!("htmlDate", [Any], |a| str_v(format_time_value(&a[0], "2006-01-02"))),
+    f!("unixEpoch", [Any], |a| str_v(GoTime::of(&a[0]).map(|t| t.secs.to_string()).unwrap_or_default())),
+    f!("sha1sum", [Str], |a| str_v(hex(&sha1(s(&a[0]).as_bytes())))),
+    f!("b32dec", [Str], |a| str_v(
         base32_decode(s(&a[0])).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_else(|e| e)
-    ));
-    reg!(m, "urlJoin", [Map], |_, a| {
+    )),
+    f!("urlJoin", [Map], |a| {
         let get = |k: &str| match &a[0] {
             Value::Map(d) => d.borrow().get(k).map(strval).unwrap_or_default(),
             _ => String::new(),
@@ -843,8 +825,8 @@ fn build() -> FxHashMap<&'static str, Func> {
             out.push_str(&f);
         }
         str_v(out)
-    });
-    reg!(m, "urlParse", [Str], |_, a| {
+    }),
+    f!("urlParse", [Str], |a| {
         let u = s(&a[0]);
         let (rest, fragment) = u.split_once('#').map(|(x, y)| (x, y.to_string())).unwrap_or((u, String::new()));
         let (rest, query) = rest.split_once('?').map(|(x, y)| (x, y.to_string())).unwrap_or((rest, String::new()));
@@ -881,7 +863,38 @@ fn build() -> FxHashMap<&'static str, Func> {
         let hostname = host.rsplit_once(':').map(|(h, _)| h.to_string()).unwrap_or(host);
         d.insert("hostname".into(), Value::str(hostname));
         Ok(Value::map(d))
-    });
+    }),
+];
+
+fn build() -> FxHashMap<&'static str, Func> {
+    let mut m: FxHashMap<&'static str, Func> = FxHashMap::default();
+    for (name, func) in [TEXT_TEMPLATE, HELM, SPRIG_FLOW, STRINGS, NUMBERS, LISTS, DICTS, MISC].into_iter().flatten() {
+        m.insert(name, *func);
+    }
+    // `must*` variants: the same functions, errors returned rather than swallowed.
+    for (alias, of) in [
+        ("mustRest", "rest"),
+        ("mustInitial", "initial"),
+        ("mustPush", "push"),
+        ("mustPrepend", "prepend"),
+        ("mustReverse", "reverse"),
+        ("mustUniq", "uniq"),
+        ("mustWithout", "without"),
+        ("mustHas", "has"),
+        ("mustCompact", "compact"),
+        ("mustSlice", "slice"),
+        ("mustChunk", "chunk"),
+        ("mustRegexFind", "regexFind"),
+        ("mustRegexFindAll", "regexFindAll"),
+        ("mustRegexReplaceAll", "regexReplaceAll"),
+        ("mustRegexReplaceAllLiteral", "regexReplaceAllLiteral"),
+        ("mustRegexSplit", "regexSplit"),
+        ("mustFromJsonArray", "fromJsonArray"),
+    ] {
+        if let Some(f) = m.get(of).copied() {
+            m.insert(alias, f);
+        }
+    }
     // Keys and certificates made at render time are refused rather than derived: Convoy
     // renders at the hub, which by design never holds a plaintext secret (a generated
     // private key would sit in every assignment the hub keeps and sends), and Helm's own
@@ -901,12 +914,12 @@ fn build() -> FxHashMap<&'static str, Func> {
             Func {
                 params: &[],
                 variadic: Some(P::Any),
-                f: |_, _| {
+                body: Body::Pure(|_| {
                     err("Convoy renders charts at the hub, which never holds a private key, so keys and \
                          certificates are not generated at render time (Helm's would also change on every \
                          render); give the chart an existing certificate through its values (a Secret you \
                          keep SOPS-encrypted in the repository, or one cert-manager issues)")
-                },
+                }),
                 effect: false,
             },
         );
@@ -935,7 +948,7 @@ fn build() -> FxHashMap<&'static str, Func> {
             Func {
                 params: &[],
                 variadic: Some(P::Any),
-                f: |_, _| err("this function is not supported by convoy's Helm engine"),
+                body: Body::Pure(|_| err("this function is not supported by convoy's Helm engine")),
                 effect: false,
             },
         );
@@ -2102,112 +2115,6 @@ fn format_float_prec_g(f: f64, p: usize) -> String {
         let dec = (p as i32 - 1 - exp).max(0) as usize;
         let s = format!("{:.*}", dec, f);
         if s.contains('.') { s.trim_end_matches('0').trim_end_matches('.').to_string() } else { s }
-    }
-}
-
-/// Formats seconds/nanos since the epoch (UTC) with a Go layout.
-pub fn format_time(secs: i64, nanos: u32, layout: &str) -> String {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let (h, mi, se) = (rem / 3600, (rem % 3600) / 60, rem % 60);
-    // Civil from days (Howard Hinnant).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
-    let wd = (days + 4).rem_euclid(7);
-    const MONTHS: [&str; 12] = [
-        "January",
-        "February",
-        "March",
-        "April",
-        "May",
-        "June",
-        "July",
-        "August",
-        "September",
-        "October",
-        "November",
-        "December",
-    ];
-    const DAYS: [&str; 7] = ["Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday"];
-    let tokens: [(&str, String); 26] = [
-        ("2006", format!("{y:04}")),
-        ("January", MONTHS[(m - 1) as usize].to_string()),
-        ("Jan", MONTHS[(m - 1) as usize][..3].to_string()),
-        ("Monday", DAYS[wd as usize].to_string()),
-        ("Mon", DAYS[wd as usize][..3].to_string()),
-        ("MST", "UTC".to_string()),
-        ("Z07:00", "Z".to_string()),
-        ("-07:00", "+00:00".to_string()),
-        ("-0700", "+0000".to_string()),
-        (".999999999", {
-            let f = format!(".{nanos:09}");
-            let t = f.trim_end_matches('0');
-            if t == "." { String::new() } else { t.to_string() }
-        }),
-        (".000000", format!(".{:06}", nanos / 1000)),
-        (".000", format!(".{:03}", nanos / 1_000_000)),
-        ("01", format!("{m:02}")),
-        ("02", format!("{d:02}")),
-        ("15", format!("{h:02}")),
-        ("03", format!("{:02}", if h % 12 == 0 { 12 } else { h % 12 })),
-        ("04", format!("{mi:02}")),
-        ("05", format!("{se:02}")),
-        ("06", format!("{:02}", y % 100)),
-        ("PM", if h >= 12 { "PM" } else { "AM" }.to_string()),
-        ("_2", format!("{d:>2}")),
-        ("1", m.to_string()),
-        ("2", d.to_string()),
-        ("3", (if h % 12 == 0 { 12 } else { h % 12 }).to_string()),
-        ("4", mi.to_string()),
-        ("5", se.to_string()),
-    ];
-    let mut out = String::new();
-    let mut rest = layout;
-    'outer: while !rest.is_empty() {
-        for (tok, val) in &tokens {
-            if let Some(r) = rest.strip_prefix(tok) {
-                out.push_str(val);
-                rest = r;
-                continue 'outer;
-            }
-        }
-        let c = rest.chars().next().unwrap_or(' ');
-        out.push(c);
-        rest = &rest[c.len_utf8()..];
-    }
-    out
-}
-
-fn format_time_value(v: &Value, layout: &str) -> String {
-    match v {
-        Value::Obj(o) => match o.as_ref() {
-            super::objects::Object::Time(s, n) => format_time(*s, *n, layout),
-            _ => String::new(),
-        },
-        Value::Int(i) | Value::Int64(i) => format_time(*i, 0, layout),
-        Value::Float(f) => format_time(*f as i64, 0, layout),
-        _ => {
-            let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-            format_time(d.as_secs() as i64, d.subsec_nanos(), layout)
-        }
-    }
-}
-
-/// Methods of `time.Time` values.
-pub fn time_method(secs: i64, nanos: u32, m: &str, args: &[Value]) -> Result<Value, String> {
-    match m {
-        "Unix" => Ok(Value::Int64(secs)),
-        "Format" => Ok(Value::str(format_time(secs, nanos, args.first().and_then(Value::as_str).unwrap_or("")))),
-        "Year" => Ok(Value::Int(format_time(secs, 0, "2006").parse().unwrap_or(0))),
-        _ => Err(format!("can't evaluate field {m} in type time.Time")),
     }
 }
 

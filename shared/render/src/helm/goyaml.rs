@@ -611,7 +611,7 @@ fn go_parse_float(s: &str) -> Option<f64> {
 /// `fromYaml`: parses one YAML document into values with every number a `float64` (the
 /// JSON round trip of `sigs.k8s.io/yaml`). Errors carry go-yaml-like text.
 pub fn from_yaml(text: &str) -> Result<Value, String> {
-    let doc = super::chart::parse_yaml(text).map_err(|e| format!("error converting YAML to JSON: yaml: {e}"))?;
+    let doc = super::yaml_read::parse_yaml(text).map_err(|e| format!("error converting YAML to JSON: yaml: {e}"))?;
     Ok(Value::from_json(&doc))
 }
 

@@ -12,11 +12,11 @@
 //! is Sprig v3 plus Helm's own (`include`, `tpl`, `required`, `toYaml`, `lookup`, …).
 
 pub mod archive;
-pub mod block_yaml;
 pub mod chart;
 #[cfg(feature = "fetch")]
 pub mod fetch;
 pub mod funcs;
+pub mod glob;
 pub mod goyaml;
 pub mod objects;
 pub mod release;
@@ -24,8 +24,10 @@ pub mod remote;
 pub mod schema;
 pub mod semver;
 pub mod template;
+pub mod time;
 pub mod value;
 pub mod values;
+pub mod yaml_read;
 
 use std::path::PathBuf;
 

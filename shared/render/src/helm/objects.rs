@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::value::Value;
+use super::value::{GoObject, Value};
 
 /// An object with methods or a custom printed form.
 #[derive(Debug)]
@@ -19,8 +19,6 @@ pub enum Object {
     ApiVersions(Arc<Capabilities>),
     /// `.Capabilities.HelmVersion`.
     HelmVersion,
-    /// A `time.Time` (seconds and nanoseconds since the epoch, UTC).
-    Time(i64, u32),
 }
 
 /// What a chart may ask about the target cluster.
@@ -117,21 +115,20 @@ fn obj(o: Object) -> Value {
     Value::Obj(std::rc::Rc::new(o))
 }
 
-impl Object {
+impl GoObject for Object {
     /// Go's type name.
-    pub fn type_name(&self) -> &'static str {
+    fn type_name(&self) -> &'static str {
         match self {
             Object::Files(_) => "engine.files",
             Object::Capabilities(_) => "*common.Capabilities",
             Object::KubeVersion(_) => "common.KubeVersion",
             Object::ApiVersions(_) => "common.VersionSet",
             Object::HelmVersion => "version.BuildInfo",
-            Object::Time(..) => "time.Time",
         }
     }
 
     /// Go's kind name.
-    pub fn kind_name(&self) -> &'static str {
+    fn kind_name(&self) -> &'static str {
         match self {
             Object::Files(_) => "map",
             Object::Capabilities(_) => "ptr",
@@ -141,7 +138,7 @@ impl Object {
     }
 
     /// Items when ranged over.
-    pub fn range_items(&self) -> Option<Vec<(Value, Value)>> {
+    fn range_items(&self) -> Option<Vec<(Value, Value)>> {
         match self {
             Object::Files(f) => Some(
                 f.iter()
@@ -162,7 +159,7 @@ impl Object {
     }
 
     /// Writes Go's `%v`.
-    pub fn write_go(&self, out: &mut String) {
+    fn write_go(&self, out: &mut String) {
         match self {
             Object::KubeVersion(c) => out.push_str(&c.kube_version),
             Object::ApiVersions(c) => {
@@ -197,23 +194,17 @@ impl Object {
                 }
                 out.push(']');
             }
-            Object::Time(s, n) => {
-                out.push_str(&super::funcs::format_time(*s, *n, "2006-01-02 15:04:05.999999999 -0700 MST"))
-            }
         }
     }
 
     /// JSON form.
-    pub fn to_json(&self) -> serde_json::Value {
+    fn to_json(&self) -> serde_json::Value {
         match self {
             Object::KubeVersion(c) => {
                 let (ma, mi) = c.major_minor();
                 serde_json::json!({"Version": c.kube_version, "Major": ma, "Minor": mi})
             }
             Object::ApiVersions(c) => serde_json::json!(c.api_versions),
-            Object::Time(s, n) => {
-                serde_json::Value::String(super::funcs::format_time(*s, *n, "2006-01-02T15:04:05.999999999Z07:00"))
-            }
             Object::Files(f) => serde_json::Value::Object(
                 f.iter()
                     .map(|(k, v)| {
@@ -231,7 +222,7 @@ impl Object {
     }
 
     /// Field or method `name` with `args`.
-    pub fn field(&self, name: &str, args: Vec<Value>, has_args: bool) -> Result<Value, String> {
+    fn field(&self, name: &str, args: Vec<Value>, has_args: bool) -> Result<Value, String> {
         let want = |n: usize| -> Result<(), String> {
             if args.len() != n {
                 return Err(format!("wrong number of args for {name}: want {n} got {}", args.len()));
@@ -288,7 +279,7 @@ impl Object {
             (Object::Files(f), "Glob") => {
                 want(1)?;
                 let pat = str_arg(0)?;
-                let g = glob_regex(&pat);
+                let g = super::glob::glob_regex(&pat);
                 let sub: BTreeMap<String, Arc<[u8]>> = f
                     .iter()
                     .filter(|(k, _)| g.as_ref().is_some_and(|g| g.is_match(k)))
@@ -323,7 +314,6 @@ impl Object {
                 let s = s.strip_suffix('\n').unwrap_or(&s);
                 Ok(Value::list(s.split('\n').map(Value::str).collect()))
             }
-            (Object::Time(s, n), m) => super::funcs::time_method(*s, *n, m, &args),
             _ => Err(format!("can't evaluate field {name} in type {}", self.type_name())),
         }
     }
@@ -331,59 +321,4 @@ impl Object {
 
 fn base_name(p: &str) -> String {
     p.rsplit('/').next().unwrap_or(p).to_string()
-}
-
-/// A `gobwas/glob` pattern (with `/` as separator) as a regex: `*` stays within a path
-/// segment, `**` crosses them, `?`, `[…]` and `{a,b}` as usual.
-pub fn glob_regex(pat: &str) -> Option<regex::Regex> {
-    let mut re = String::from("^");
-    let chars: Vec<char> = pat.chars().collect();
-    let mut i = 0;
-    let mut in_brace = 0;
-    while i < chars.len() {
-        let c = chars[i];
-        match c {
-            '*' if chars.get(i + 1) == Some(&'*') => {
-                re.push_str(".*");
-                i += 1;
-            }
-            '*' => re.push_str("[^/]*"),
-            '?' => re.push_str("[^/]"),
-            '[' => {
-                let mut j = i + 1;
-                let mut class = String::from("[");
-                if chars.get(j) == Some(&'!') {
-                    class.push('^');
-                    j += 1;
-                }
-                while j < chars.len() && chars[j] != ']' {
-                    if chars[j] == '\\' || chars[j] == '[' {
-                        class.push('\\');
-                    }
-                    class.push(chars[j]);
-                    j += 1;
-                }
-                class.push(']');
-                re.push_str(&class);
-                i = j;
-            }
-            '{' => {
-                in_brace += 1;
-                re.push_str("(?:");
-            }
-            '}' if in_brace > 0 => {
-                in_brace -= 1;
-                re.push(')');
-            }
-            ',' if in_brace > 0 => re.push('|'),
-            '\\' if i + 1 < chars.len() => {
-                i += 1;
-                re.push_str(&regex::escape(&chars[i].to_string()));
-            }
-            c => re.push_str(&regex::escape(&c.to_string())),
-        }
-        i += 1;
-    }
-    re.push('$');
-    regex::Regex::new(&re).ok()
 }

@@ -9,7 +9,6 @@ use serde_json::{Map, Value as Json};
 
 use super::HelmError;
 use super::chart::Chart;
-use super::funcs::HelmCtx;
 use super::objects::{Capabilities, Object};
 use super::template::exec::Exec;
 use super::template::parse::TemplateSet;
@@ -171,7 +170,7 @@ pub fn render(chart: &Chart, values: &Json, opts: &ReleaseOptions) -> Result<Ren
             continue;
         }
         for doc in split_manifests(content) {
-            let object = super::chart::parse_yaml(&doc).map_err(|e| HelmError::Manifest {
+            let object = super::yaml_read::parse_yaml(&doc).map_err(|e| HelmError::Manifest {
                 template: path.clone(),
                 message: format!("YAML parse error on {path}: {e}"),
             })?;
@@ -318,7 +317,7 @@ fn collect_crds_into(chart: &Chart, prefix: &str, out: &mut Vec<Manifest>) -> Re
     for (path, text) in chart.crds() {
         let source = format!("{prefix}/{path}");
         for doc in split_manifests(&text) {
-            let object = super::chart::parse_yaml(&doc)
+            let object = super::yaml_read::parse_yaml(&doc)
                 .map_err(|e| HelmError::Manifest { template: source.clone(), message: e })?;
             if !object.is_null() {
                 out.push(Manifest { source: source.clone(), object });
@@ -431,9 +430,8 @@ fn render_files_inner(
             message: e.message.clone(),
         })?;
     }
-    let ctx = HelmCtx::default();
     let mut out = BTreeMap::new();
-    let mut exec = Exec::new(&set, &ctx);
+    let mut exec = Exec::new(&set);
     for k in keys {
         let r = &tpls[k];
         let base = k.rsplit('/').next().unwrap_or(k);

@@ -49,6 +49,32 @@ impl MapCell {
     }
 }
 
+/// A Go value with methods or its own printed form, as the executor and the functions see it.
+/// The types themselves live with what they model (`objects`, `time`).
+pub trait GoObject: std::fmt::Debug + std::any::Any {
+    /// Go's type name, as `typeOf` prints it.
+    fn type_name(&self) -> &'static str;
+
+    /// Go's `reflect.Kind` name, as `kindOf` prints it.
+    fn kind_name(&self) -> &'static str {
+        "struct"
+    }
+
+    /// Items when ranged over, if it can be.
+    fn range_items(&self) -> Option<Vec<(Value, Value)>> {
+        None
+    }
+
+    /// Writes Go's `%v`.
+    fn write_go(&self, out: &mut String);
+
+    /// JSON form (`toJson`, `toYaml`).
+    fn to_json(&self) -> serde_json::Value;
+
+    /// Field or method `name` with `args`.
+    fn field(&self, name: &str, args: Vec<Value>, has_args: bool) -> Result<Value, String>;
+}
+
 /// A template value.
 #[derive(Clone, Debug)]
 pub enum Value {
@@ -68,8 +94,8 @@ pub enum Value {
     List(Rc<Vec<Value>>),
     /// `map[string]interface{}`.
     Map(Map),
-    /// Helm's objects with methods (`.Files`, `.Capabilities`, …).
-    Obj(Rc<super::objects::Object>),
+    /// A Go value with methods (`.Files`, `.Capabilities`, `time.Time`, …).
+    Obj(Rc<dyn GoObject>),
 }
 
 impl Value {

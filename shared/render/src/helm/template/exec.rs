@@ -8,7 +8,7 @@ use std::sync::{Arc, LazyLock};
 use rustc_hash::FxHashMap as HashMap;
 
 use super::parse::{Arg, Branch, Cmd, Named, Node, Num, Pipe, SourceText, TemplateSet};
-use crate::helm::funcs::{self, FnError, P};
+use crate::helm::funcs::{self, Body, ExecFn, FnError, P};
 use crate::helm::value::{Value, watched_reads};
 
 /// Go's limit on nested template calls (`text/template` maxExecDepth is 100000; Helm's
@@ -72,7 +72,6 @@ impl From<FnError> for Raise {
         match e {
             FnError::Msg(m) => Raise::Msg(m),
             FnError::User(m) => Raise::User(m),
-            FnError::Nested(e) => Raise::Located(e),
         }
     }
 }
@@ -134,13 +133,11 @@ pub struct Exec<'a> {
     memo_effects: u64,
     /// Reuses of outputs that looked inside `.Template` (a run that reuses one depends on it).
     template_hits: u64,
-    /// Helm's context for functions that need it (`tpl`'s template name).
-    pub helm: &'a crate::helm::funcs::HelmCtx,
 }
 
 impl<'a> Exec<'a> {
     /// A new execution over `set`.
-    pub fn new(set: &'a TemplateSet, helm: &'a crate::helm::funcs::HelmCtx) -> Self {
+    pub fn new(set: &'a TemplateSet) -> Self {
         Exec {
             base: set,
             overlays: Vec::new(),
@@ -157,7 +154,6 @@ impl<'a> Exec<'a> {
             memo_len: 0,
             memo_effects: 0,
             template_hits: 0,
-            helm,
         }
     }
 
@@ -221,7 +217,7 @@ impl<'a> Exec<'a> {
     /// `include`: runs a named template into a string, counting nesting like Helm. A named
     /// template that ran on a map without calling a function with an effect printed what it
     /// will print for the same map until such a function runs: that output is reused.
-    pub fn include(&mut self, name: &str, data: Value) -> Result<Rc<str>, FnError> {
+    pub fn include(&mut self, name: &str, data: Value) -> R<Rc<str>> {
         if let Some(out) = self.memo_of(name, &data) {
             return Ok(out);
         }
@@ -230,7 +226,7 @@ impl<'a> Exec<'a> {
             None => self.included.entry(name.to_string()).or_insert(0),
         };
         if *n > MAX_INCLUDE {
-            return Err(FnError::Msg(format!(
+            return Err(Raise::Msg(format!(
                 "rendering template has a nested reference name: {name}: unable to execute template"
             )));
         }
@@ -250,18 +246,16 @@ impl<'a> Exec<'a> {
                 }
                 Ok(out)
             }
-            Err(Raise::Msg(m)) => Err(FnError::Msg(m)),
-            Err(Raise::User(m)) => Err(FnError::User(m)),
-            Err(Raise::Located(e)) => Err(FnError::Nested(e)),
+            Err(e) => Err(e),
         }
     }
 
     /// `tpl`: parses `text` as a template named `name` (whose defines are visible only
     /// inside it) and runs it with `data`.
-    pub fn tpl(&mut self, name: &str, text: &str, data: Value) -> Result<String, FnError> {
+    pub fn tpl(&mut self, name: &str, text: &str, data: Value) -> R<String> {
         let src = Arc::new(SourceText { name: name.to_string(), text: text.to_string() });
         let parsed = super::parse::parse(&src, &funcs::is_func).map_err(|e| {
-            FnError::Msg(format!("cannot parse template {text:?}: template: {}:{}: {}", e.name, e.line, e.message))
+            Raise::Msg(format!("cannot parse template {text:?}: template: {}:{}: {}", e.name, e.line, e.message))
         })?;
         let mut overlay = HashMap::default();
         for (n, body) in parsed.defines {
@@ -283,7 +277,7 @@ impl<'a> Exec<'a> {
             Ok(_) => Ok(out.replace("<no value>", "")),
             Err(r) => {
                 let e = self.locate_in(r);
-                Err(FnError::Msg(format!("error during tpl function execution for {text:?}: {e}")))
+                Err(Raise::Msg(format!("error during tpl function execution for {text:?}: {e}")))
             }
         }
     }
@@ -755,11 +749,35 @@ impl<'a> Exec<'a> {
         if func.effect {
             self.effects += 1;
         }
-        let r = (func.f)(self, argv).map_err(|e| match e {
-            FnError::Msg(m) => Raise::Msg(format!("error calling {name}: {m}")),
-            other => Raise::from(other),
-        })?;
-        Ok(r)
+        let r = match func.body {
+            Body::Pure(f) => f(argv).map_err(Raise::from),
+            Body::Executor(which) => self.run_function(which, argv),
+        };
+        r.map_err(|e| match e {
+            Raise::Msg(m) => Raise::Msg(format!("error calling {name}: {m}")),
+            other => other,
+        })
+    }
+
+    /// The functions that run templates.
+    fn run_function(&mut self, which: ExecFn, argv: Vec<Value>) -> R<Value> {
+        let text = argv[0].as_str().unwrap_or("");
+        match which {
+            ExecFn::Include => Ok(Value::Str(self.include(text, argv[1].clone())?)),
+            ExecFn::Tpl => {
+                let name = match &argv[1] {
+                    Value::Map(m) => match m.borrow().get("Template") {
+                        Some(Value::Map(t)) => t.borrow().get("Name").and_then(|n| n.as_str().map(String::from)),
+                        _ => None,
+                    },
+                    _ => None,
+                };
+                let Some(name) = name else {
+                    return Err(Raise::Msg("cannot retrieve Template.Name from values inside tpl function".into()));
+                };
+                Ok(Value::str(self.tpl(&name, text, argv[1].clone())?))
+            }
+        }
     }
 
     /// The source span of an operand.

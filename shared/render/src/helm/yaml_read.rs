@@ -1,15 +1,19 @@
-//! The block-style YAML that templates emit and people write (indented mappings and
-//! sequences, plain and simply quoted scalars, `|` blocks, `[]` and `{}`), read straight into
-//! JSON values without an event stream. Anything outside that subset (flow collections,
-//! anchors, tags, multi-line plain or quoted scalars, duplicate keys, tabs) and every plain
-//! scalar that might resolve to something other than a string or a decimal integer gives way
-//! to the full parser, so the result is always what [`super::chart::parse_yaml`] would give.
+//! Reading YAML the way Helm does (go-yaml v2 under `sigs.k8s.io/yaml`): values files,
+//! `Chart.yaml`, rendered manifests, `fromYaml`, repository indexes. The one YAML reader of the
+//! Helm engine.
+//!
+//! Two paths, one result. The block-style YAML that templates emit and people write (indented
+//! mappings and sequences, plain and simply quoted scalars, `|` blocks, `[]` and `{}`) is read
+//! straight into JSON values without an event stream. Anything outside that subset (flow
+//! collections, anchors, tags, multi-line plain or quoted scalars, duplicate keys, tabs) and
+//! every plain scalar that might resolve to something other than a string or a decimal integer
+//! gives way to the full parser, so the result is always what [`full_yaml`] would give.
 
 use serde_json::{Map, Value as Json};
 
-/// `text` as one YAML document, or `None` when it is not in the subset read here.
-/// `scalar` resolves a plain scalar this module cannot decide alone (the full parser on it).
-pub fn parse(text: &str, scalar: &dyn Fn(&str) -> Option<Json>) -> Option<Json> {
+/// `text` as one YAML document, or `None` when it is not in the block subset.
+/// `scalar` resolves a plain scalar the block reader cannot decide alone (the full parser on it).
+fn block(text: &str, scalar: &dyn Fn(&str) -> Option<Json>) -> Option<Json> {
     if text.contains(['\t', '\r']) {
         return None;
     }
@@ -264,7 +268,7 @@ impl<'a> Parser<'a, '_> {
                 } else {
                     let quoted_key = rest.starts_with(['"', '\'']);
                     let (key, after) = self.flow_scalar(rest, true)?;
-                    let key = super::chart::key_string(key);
+                    let key = key_string(key);
                     // After a quoted key the value may follow the colon at once, as in JSON.
                     let after = match after.strip_prefix(':') {
                         Some(value) if quoted_key || value.starts_with(' ') => value.trim_start_matches(' '),
@@ -325,7 +329,7 @@ impl<'a> Parser<'a, '_> {
                 after.is_empty().then_some(text)
             }
             '&' | '*' | '!' | '|' | '>' | '%' | '@' | '`' | '?' | '[' | '{' | '-' | ',' => None,
-            _ => self.plain(key).map(super::chart::key_string),
+            _ => self.plain(key).map(key_string),
         }
     }
 }
@@ -404,13 +408,106 @@ fn is_special_word(text: &str) -> bool {
     text.len() <= 8 && WORDS.iter().any(|w| w.eq_ignore_ascii_case(text))
 }
 
+/// Parses YAML the way Helm reads values (YAML 1.1 booleans and octals, numbers as floats
+/// later).
+pub fn parse_yaml(text: &str) -> Result<Json, String> {
+    match block(text, &|scalar| full_yaml(scalar).ok()) {
+        Some(value) => Ok(value),
+        None => full_yaml(text),
+    }
+}
+
+/// [`parse_yaml`] by the full YAML parser.
+pub fn full_yaml(text: &str) -> Result<Json, String> {
+    let mut opts = serde_saphyr::Options::default();
+    opts.legacy_octal_numbers = true;
+    // go-yaml v2 under sigs.k8s.io/yaml keeps the last of duplicate mapping keys.
+    opts.duplicate_keys = serde_saphyr::options::DuplicateKeyPolicy::LastWins;
+    let docs: Vec<GoYaml> = serde_saphyr::from_multiple_with_options(text, opts).map_err(|e| e.to_string())?;
+    Ok(docs.into_iter().next().map(|d| d.0).unwrap_or(Json::Null))
+}
+
+/// A YAML value as go-yaml v2 and `sigs.k8s.io/yaml` see it: mapping keys are resolved like
+/// values (a plain `n:` is the boolean false) and then written as JSON object keys.
+struct GoYaml(Json);
+
+impl<'de> serde::Deserialize<'de> for GoYaml {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(GoYamlVisitor).map(GoYaml)
+    }
+}
+
+struct GoYamlVisitor;
+
+impl<'de> serde::de::Visitor<'de> for GoYamlVisitor {
+    type Value = Json;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any YAML value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Json, E> {
+        Ok(Json::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Json, E> {
+        Ok(Json::from(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Json, E> {
+        Ok(Json::from(v))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Json, E> {
+        Ok(serde_json::Number::from_f64(v).map(Json::Number).unwrap_or(Json::Null))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Json, E> {
+        Ok(Json::String(v.to_string()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Json, E> {
+        Ok(Json::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Json, E> {
+        Ok(Json::Null)
+    }
+    fn visit_none<E>(self) -> Result<Json, E> {
+        Ok(Json::Null)
+    }
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Json, D::Error> {
+        d.deserialize_any(GoYamlVisitor)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Json, A::Error> {
+        let mut out = Vec::new();
+        while let Some(GoYaml(v)) = seq.next_element()? {
+            out.push(v);
+        }
+        Ok(Json::Array(out))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Json, A::Error> {
+        let mut out = serde_json::Map::new();
+        while let Some((GoYaml(k), GoYaml(v))) = map.next_entry()? {
+            out.insert(key_string(k), v);
+        }
+        Ok(Json::Object(out))
+    }
+}
+
+/// A mapping key as go-yaml v2 and `sigs.k8s.io/yaml` write it into JSON.
+fn key_string(key: Json) -> String {
+    match key {
+        Json::String(s) => s,
+        Json::Null => "null".into(),
+        Json::Bool(b) => b.to_string(),
+        Json::Number(n) => match n.as_f64() {
+            Some(f) if n.is_f64() => super::value::go_float(f),
+            _ => n.to_string(),
+        },
+        other => other.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::helm::chart::full_yaml;
 
     fn fast(text: &str) -> Option<Json> {
-        parse(text, &|scalar| full_yaml(scalar).ok())
+        block(text, &|scalar| full_yaml(scalar).ok())
     }
 
     /// Where the subset reads a document, it reads it exactly as the full parser does.

@@ -106,6 +106,108 @@ impl Progress {
     fn all_applied(&self) -> bool {
         self.assignment.apps.iter().all(|a| self.applied_apps.contains(&a.name))
     }
+
+    /// What to do after a pass. Errors back off (1 s doubling up to `max_retry`); an app held
+    /// back for a dependency that became healthy during the pass runs now; other held-back apps
+    /// wait for a health change, with `max_retry` as a safety net; a clean pass waits.
+    fn after_pass(&mut self, unblocked: bool, max_retry: Duration) -> Next {
+        if !self.errors.is_empty() {
+            self.failures += 1;
+            return Next::RequeueAfter(Backoff::new(Duration::from_secs(1), max_retry).ceiling(self.failures));
+        }
+        if unblocked {
+            return Next::Pass;
+        }
+        self.failures = 0;
+        if self.blocked.is_empty() { Next::Wait } else { Next::RequeueAfter(max_retry) }
+    }
+
+    /// Is some blocked app ready now, by `health` of its dependencies?
+    fn unblocked(&self, health: &dyn Fn(&AppAssignment) -> Health) -> bool {
+        let apps: HashMap<&str, &AppAssignment> =
+            self.assignment.apps.iter().map(|a| (a.name.as_str(), &**a)).collect();
+        self.blocked.keys().any(|name| {
+            apps.get(name.as_str()).is_some_and(|app| {
+                app.depends_on.iter().all(|d| {
+                    self.applied_apps.contains(d)
+                        && apps.get(d.as_str()).is_some_and(|dep| health(dep) == Health::Healthy)
+                })
+            })
+        })
+    }
+
+    /// The apps of `assignment` to apply in this pass: not applied yet, every dependency applied
+    /// and `health` says Healthy. The others are held back in `blocked`, with the reason.
+    fn ready_apps<'a>(
+        &mut self,
+        assignment: &'a Assignment,
+        health: &dyn Fn(&AppAssignment) -> Health,
+    ) -> Vec<&'a AppAssignment> {
+        let deps: BTreeMap<String, Vec<String>> =
+            assignment.apps.iter().map(|a| (a.name.clone(), a.depends_on.clone())).collect();
+        let in_cycle: HashSet<String> = match order::waves(&deps) {
+            Ok(_) => HashSet::new(),
+            Err(order::OrderError::Cycle(apps)) => apps.into_iter().collect(),
+        };
+        self.blocked.clear();
+        let mut ready = Vec::new();
+        for app in &assignment.apps {
+            if self.applied_apps.contains(&app.name) {
+                continue;
+            }
+            if in_cycle.contains(&app.name) {
+                self.blocked.insert(app.name.clone(), format!("dependsOn cycle among {in_cycle:?}"));
+                continue;
+            }
+            let waiting: Vec<String> = app
+                .depends_on
+                .iter()
+                .filter_map(|d| match assignment.apps.iter().find(|a| &a.name == d) {
+                    None => Some(format!("{d} (not assigned to this cluster)")),
+                    Some(dep) => {
+                        let h = health(dep);
+                        (!self.applied_apps.contains(d) || h != Health::Healthy)
+                            .then(|| format!("{d} ({})", h.as_str()))
+                    }
+                })
+                .collect();
+            if !waiting.is_empty() {
+                self.blocked.insert(app.name.clone(), format!("waiting for {}", waiting.join(", ")));
+                continue;
+            }
+            ready.push(&**app);
+        }
+        ready
+    }
+}
+
+/// What the reconcile loop does after a pass, as a controller's requeue decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    /// Pass again at once.
+    Pass,
+    /// Pass again after this long, unless something happens first.
+    RequeueAfter(Duration),
+    /// Pass again only on a change: a new assignment or a dependency's health.
+    Wait,
+}
+
+/// [`Next`] pinned to the clock: a requeue keeps its deadline while other events come and go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Schedule {
+    Pass,
+    At(tokio::time::Instant),
+    Wait,
+}
+
+impl Schedule {
+    fn of(next: Next) -> Schedule {
+        match next {
+            Next::Pass => Schedule::Pass,
+            Next::RequeueAfter(after) => Schedule::At(tokio::time::Instant::now() + after),
+            Next::Wait => Schedule::Wait,
+        }
+    }
 }
 
 /// Reconciles one cluster to its assignment.
@@ -257,11 +359,11 @@ impl Reconciler {
         };
         let mut changes = self.live.subscribe();
         let mut link_open = true;
-        let mut need_pass = progress.is_some();
-        let mut retry_at: Option<tokio::time::Instant> = None;
+        let mut next = if progress.is_some() { Schedule::Pass } else { Schedule::Wait };
         loop {
-            if need_pass && let Some(p) = progress.as_mut() {
-                need_pass = false;
+            if next == Schedule::Pass
+                && let Some(p) = progress.as_mut()
+            {
                 // Each pass joins the trace of the hub sync that produced the assignment.
                 let span = tracing::info_span!(
                     "apply",
@@ -276,37 +378,27 @@ impl Reconciler {
                 span.record("errors", p.errors.len());
                 self.metrics.observe(started.elapsed(), p.errors.is_empty());
                 reports.push(self.report(p));
-                retry_at = if !p.errors.is_empty() {
-                    p.failures += 1;
-                    let backoff =
-                        Backoff::new(Duration::from_secs(1), self.config.max_retry_interval).ceiling(p.failures);
+                let unblocked = self.unblocked(p);
+                let decided = p.after_pass(unblocked, self.config.max_retry_interval);
+                if let Next::RequeueAfter(after) = decided
+                    && !p.errors.is_empty()
+                {
                     tracing::info!(
                         errors = p.errors.len(),
-                        retry_in_ms = backoff.as_millis() as u64,
+                        retry_in_ms = after.as_millis() as u64,
                         "pass left errors; retrying"
                     );
-                    Some(tokio::time::Instant::now() + backoff)
-                } else if !p.blocked.is_empty() && self.unblocked(p) {
-                    // A dependency became healthy during the pass itself.
-                    need_pass = true;
-                    None
-                } else if !p.blocked.is_empty() {
-                    // Health changes wake blocked apps; this is only a safety net.
-                    p.failures = 0;
-                    Some(tokio::time::Instant::now() + self.config.max_retry_interval)
-                } else {
-                    p.failures = 0;
-                    None
-                };
+                }
+                next = Schedule::of(decided);
                 changes.borrow_and_update();
-                if need_pass {
+                if next == Schedule::Pass {
                     continue;
                 }
             }
             let retry = async {
-                match retry_at {
-                    Some(t) => tokio::time::sleep_until(t).await,
-                    None => std::future::pending().await,
+                match next {
+                    Schedule::At(t) => tokio::time::sleep_until(t).await,
+                    Schedule::Pass | Schedule::Wait => std::future::pending().await,
                 }
             };
             tokio::select! {
@@ -316,29 +408,28 @@ impl Reconciler {
                         link_open = false;
                         continue;
                     }
-                    let Some(next) = assignments.borrow_and_update().clone() else { continue };
+                    let Some(assigned) = assignments.borrow_and_update().clone() else { continue };
                     // The digest covers content only: a failed assignment turning good (same
                     // objects) is news, since it may now prune.
                     if progress.as_ref().is_some_and(|p| {
-                        p.assignment.digest == next.digest && p.assignment.failed == next.failed
+                        p.assignment.digest == assigned.digest && p.assignment.failed == assigned.failed
                     }) {
                         continue;
                     }
-                    tracing::info!(revision = %next.revision, digest = %next.digest, failed = next.failed, "applying new assignment");
-                    if let Err(e) = self.cache.store_assignment(&next).await {
+                    tracing::info!(revision = %assigned.revision, digest = %assigned.digest, failed = assigned.failed, "applying new assignment");
+                    if let Err(e) = self.cache.store_assignment(&assigned).await {
                         tracing::warn!(error = %e, "cannot cache the assignment");
                     }
-                    progress = Some(Progress::new(next, true));
-                    need_pass = true;
-                    retry_at = None;
+                    progress = Some(Progress::new(assigned, true));
+                    next = Schedule::Pass;
                 }
                 _ = changes.changed() => {
                     // Coalesce a burst of watch events into one report.
                     tokio::time::sleep(Duration::from_millis(5)).await;
                     changes.borrow_and_update();
                     if let Some(p) = progress.as_ref() {
-                        if !p.blocked.is_empty() && self.unblocked(p) {
-                            need_pass = true;
+                        if self.unblocked(p) {
+                            next = Schedule::Pass;
                         }
                         let report = self.report(p);
                         if reports.last().is_none_or(|last| !last.same_state(&report)) {
@@ -346,7 +437,7 @@ impl Reconciler {
                         }
                     }
                 }
-                _ = retry => { need_pass = true; retry_at = None; }
+                _ = retry => next = Schedule::Pass,
             }
         }
         watcher.shutdown().await;
@@ -370,15 +461,7 @@ impl Reconciler {
 
     /// Is some blocked app ready now?
     fn unblocked(&self, p: &Progress) -> bool {
-        let apps: HashMap<&str, &AppAssignment> = p.assignment.apps.iter().map(|a| (a.name.as_str(), &**a)).collect();
-        p.blocked.keys().any(|name| {
-            apps.get(name.as_str()).is_some_and(|app| {
-                app.depends_on.iter().all(|d| {
-                    p.applied_apps.contains(d)
-                        && apps.get(d.as_str()).is_some_and(|dep| self.app_health(p, dep) == Health::Healthy)
-                })
-            })
-        })
+        p.unblocked(&|app| self.app_health(p, app))
     }
 
     /// One pass: apply every app that is not applied yet and whose dependencies are healthy;
@@ -431,43 +514,18 @@ impl Reconciler {
         });
     }
 
-    /// The apps of `assignment` to apply in this pass: not applied yet, every dependency applied
-    /// and healthy. The others are held back in `p.blocked`, with the reason.
+    /// The apps of `assignment` to apply in this pass ([`Progress::ready_apps`]).
     fn ready_apps<'a>(&self, p: &mut Progress, assignment: &'a Assignment) -> Vec<&'a AppAssignment> {
-        let deps: BTreeMap<String, Vec<String>> =
-            assignment.apps.iter().map(|a| (a.name.clone(), a.depends_on.clone())).collect();
-        let in_cycle: HashSet<String> = match order::waves(&deps) {
-            Ok(_) => HashSet::new(),
-            Err(order::OrderError::Cycle(apps)) => apps.into_iter().collect(),
-        };
-        p.blocked.clear();
-        let mut ready = Vec::new();
-        for app in &assignment.apps {
-            if p.applied_apps.contains(&app.name) {
-                continue;
-            }
-            if in_cycle.contains(&app.name) {
-                p.blocked.insert(app.name.clone(), format!("dependsOn cycle among {in_cycle:?}"));
-                continue;
-            }
-            let waiting: Vec<String> = app
-                .depends_on
-                .iter()
-                .filter_map(|d| match assignment.apps.iter().find(|a| &a.name == d) {
-                    None => Some(format!("{d} (not assigned to this cluster)")),
-                    Some(dep) => {
-                        let h = self.app_health(p, dep);
-                        (!p.applied_apps.contains(d) || h != Health::Healthy).then(|| format!("{d} ({})", h.as_str()))
-                    }
-                })
-                .collect();
-            if !waiting.is_empty() {
-                p.blocked.insert(app.name.clone(), format!("waiting for {}", waiting.join(", ")));
-                continue;
-            }
-            ready.push(&**app);
-        }
-        ready
+        // Health is read only for apps others depend on.
+        let depended: HashSet<&str> =
+            assignment.apps.iter().flat_map(|a| a.depends_on.iter().map(String::as_str)).collect();
+        let health: HashMap<&str, Health> = assignment
+            .apps
+            .iter()
+            .filter(|a| depended.contains(a.name.as_str()))
+            .map(|a| (a.name.as_str(), self.app_health(p, a)))
+            .collect();
+        p.ready_apps(assignment, &|app| health.get(app.name.as_str()).copied().unwrap_or(Health::Unknown))
     }
 
     /// Prepares every object of the `ready` apps and sorts out what to write: an object whose
@@ -726,5 +784,82 @@ impl Reconciler {
             summarized_reports: 0,
             applied: p.all_applied() && p.errors.is_empty(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{app, assignment};
+
+    const MAX: Duration = Duration::from_secs(30);
+
+    /// web depends on db; db depends on nothing; jobs depends on queue, which is not assigned.
+    fn progress() -> Progress {
+        let apps = vec![app("db", &[], vec![]), app("web", &["db"], vec![]), app("jobs", &["queue"], vec![])];
+        Progress::new(Arc::new(assignment("c1", "r1", apps)), true)
+    }
+
+    fn healthy(names: &'static [&'static str]) -> impl Fn(&AppAssignment) -> Health {
+        move |a| if names.contains(&a.name.as_str()) { Health::Healthy } else { Health::Progressing }
+    }
+
+    fn names(apps: &[&AppAssignment]) -> Vec<String> {
+        apps.iter().map(|a| a.name.clone()).collect()
+    }
+
+    #[test]
+    fn apps_wait_for_dependencies_applied_and_healthy() {
+        let mut p = progress();
+        let assignment = p.assignment.clone();
+        assert_eq!(names(&p.ready_apps(&assignment, &healthy(&[]))), ["db"]);
+        assert_eq!(p.blocked["web"], "waiting for db (progressing)");
+        assert_eq!(p.blocked["jobs"], "waiting for queue (not assigned to this cluster)");
+
+        // db applied but not healthy yet: web still waits, and nothing is unblocked.
+        p.applied_apps.insert("db".into());
+        assert!(p.ready_apps(&assignment, &healthy(&[])).is_empty());
+        assert!(!p.unblocked(&healthy(&[])));
+        // db healthy: web is unblocked and goes; applied apps are not applied again.
+        assert!(p.unblocked(&healthy(&["db"])));
+        assert_eq!(names(&p.ready_apps(&assignment, &healthy(&["db"]))), ["web"]);
+        assert_eq!(p.blocked.keys().collect::<Vec<_>>(), ["jobs"]);
+    }
+
+    #[test]
+    fn a_dependency_cycle_holds_its_apps_back() {
+        let apps = vec![app("a", &["b"], vec![]), app("b", &["a"], vec![]), app("c", &[], vec![])];
+        let mut p = Progress::new(Arc::new(assignment("c1", "r1", apps)), true);
+        let assignment = p.assignment.clone();
+        assert_eq!(names(&p.ready_apps(&assignment, &healthy(&["a", "b"]))), ["c"]);
+        assert!(p.blocked["a"].starts_with("dependsOn cycle among"), "{:?}", p.blocked);
+        assert!(p.blocked.contains_key("b"));
+    }
+
+    #[test]
+    fn errors_back_off_up_to_the_ceiling_and_a_clean_pass_resets() {
+        let mut p = progress();
+        p.errors.insert("ConfigMap/x".into(), "422".into());
+        let delays: Vec<Next> = (0..7).map(|_| p.after_pass(false, MAX)).collect();
+        assert_eq!(delays[0], Next::RequeueAfter(Duration::from_secs(1)));
+        assert_eq!(delays[1], Next::RequeueAfter(Duration::from_secs(2)));
+        assert_eq!(delays[6], Next::RequeueAfter(MAX));
+        // Errors win over an unblocked app: the retry carries it.
+        assert!(matches!(p.after_pass(true, MAX), Next::RequeueAfter(_)));
+
+        p.errors.clear();
+        assert_eq!(p.after_pass(false, MAX), Next::Wait);
+        p.errors.insert("ConfigMap/x".into(), "422".into());
+        assert_eq!(p.after_pass(false, MAX), Next::RequeueAfter(Duration::from_secs(1)), "failures were reset");
+    }
+
+    #[test]
+    fn blocked_apps_pass_again_when_unblocked_else_wait_with_a_safety_net() {
+        let mut p = progress();
+        p.blocked.insert("web".into(), "waiting for db (Progressing)".into());
+        assert_eq!(p.after_pass(true, MAX), Next::Pass);
+        assert_eq!(p.after_pass(false, MAX), Next::RequeueAfter(MAX));
+        p.blocked.clear();
+        assert_eq!(p.after_pass(false, MAX), Next::Wait);
     }
 }

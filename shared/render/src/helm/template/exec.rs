@@ -268,7 +268,7 @@ impl<'a> Exec<'a> {
         self.vars.push((DOLLAR.clone(), data.clone(), false));
         let mut out = String::new();
         let saved_dot = std::mem::replace(&mut self.dot_typed, false);
-        let r = self.list(&parsed.body, &data, &mut out);
+        let r = self.nested_list(&parsed.body, &data, &mut out);
         self.dot_typed = saved_dot;
         self.vars = vars;
         self.leave(saved);
@@ -307,12 +307,18 @@ impl<'a> Exec<'a> {
         let vars = std::mem::take(&mut self.vars);
         self.vars.push((DOLLAR.clone(), data.clone(), false));
         let saved_dot = std::mem::replace(&mut self.dot_typed, false);
-        let r = self.list(&body, &data, out);
+        let r = self.nested_list(&body, &data, out);
         self.dot_typed = saved_dot;
         self.vars = vars;
         let r = r.map_err(|e| Raise::Located(Box::new(self.locate_in(e))));
         self.leave(saved);
         r.map(|_| ())
+    }
+
+    /// Runs a nested template's nodes on a stack that grows as needed: a chart may nest
+    /// `include`s 1000 deep before Helm's limit stops it, deeper than a thread's stack holds.
+    fn nested_list(&mut self, nodes: &[Node], dot: &Value, out: &mut String) -> R<Flow> {
+        stacker::maybe_grow(256 * 1024, 8 * 1024 * 1024, || self.list(nodes, dot, out))
     }
 
     fn locate_in(&self, r: Raise) -> ExecError {
@@ -893,4 +899,71 @@ fn print_value(out: &mut String, v: &Value) -> Result<(), String> {
 /// Builds a map value from pairs (for tests and Helm's objects).
 pub fn map_of(pairs: Vec<(&str, Value)>) -> Value {
     Value::map(pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect::<BTreeMap<_, _>>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::helm::funcs::is_func;
+
+    /// Runs template `main` (with `others` beside it) on `data` (JSON).
+    fn run_with(main: &str, others: &[(&str, &str)], data: serde_json::Value) -> Result<String, ExecError> {
+        let mut set = TemplateSet::default();
+        for (name, text) in others.iter().chain([&("main", main)]) {
+            set.add(Arc::new(SourceText { name: name.to_string(), text: text.to_string() }), &is_func).expect("parses");
+        }
+        Exec::new(&set).execute("main", Value::from_json(&data))
+    }
+
+    fn run(main: &str, data: serde_json::Value) -> String {
+        run_with(main, &[], data).unwrap_or_else(|e| panic!("{main}: {e}"))
+    }
+
+    #[test]
+    fn pipelines_functions_and_trim_markers() {
+        let data = serde_json::json!({"a": "x", "l": [1, 2], "n": 3});
+        assert_eq!(run("{{ .a | upper }}-{{ len .l }}", data.clone()), "X-2");
+        assert_eq!(run("a  {{- .n -}}  b", data.clone()), "a3b");
+        // Numbers from values are float64; literals are int.
+        assert_eq!(run("{{ typeOf .n }} {{ typeOf 3 }} {{ 0x1p4 }}", data), "float64 int 16");
+    }
+
+    #[test]
+    fn range_with_and_variables() {
+        let data = serde_json::json!({"m": {"b": 2, "a": 1}, "e": []});
+        assert_eq!(run("{{ range $k, $v := .m }}{{ $k }}={{ $v }};{{ end }}", data.clone()), "a=1;b=2;");
+        assert_eq!(run("{{ range .e }}x{{ else }}empty{{ end }}", data.clone()), "empty");
+        assert_eq!(run("{{ with .m.a }}{{ . }}{{ end }}{{ with .missing }}no{{ else }}none{{ end }}", data), "1none");
+    }
+
+    #[test]
+    fn include_sees_a_map_changed_between_calls() {
+        let t = ("t", "{{ define \"show\" }}{{ .k | default \"none\" }}{{ end }}");
+        let out = run_with(
+            "{{ $d := dict }}{{ include \"show\" $d }} {{ $_ := set $d \"k\" \"v\" }}{{ include \"show\" $d }}",
+            &[t],
+            serde_json::json!({}),
+        );
+        assert_eq!(out.expect("runs"), "none v");
+    }
+
+    #[test]
+    fn tpl_runs_text_with_the_caller_template_name() {
+        let data = serde_json::json!({"Template": {"Name": "main", "BasePath": "x"}, "who": "fleet"});
+        assert_eq!(run("{{ tpl \"hello {{ .who }}\" . }}", data), "hello fleet");
+        let e = run_with("{{ tpl \"x\" .v }}", &[], serde_json::json!({"v": {}})).expect_err("no Template.Name");
+        assert_eq!(e.message, "error calling tpl: cannot retrieve Template.Name from values inside tpl function");
+    }
+
+    #[test]
+    fn errors_name_where_and_why() {
+        let e = run_with("ok\n{{ fail \"boom\" }}", &[], serde_json::json!({})).expect_err("fails");
+        assert!(e.user);
+        assert_eq!(e.to_string(), "execution error at (main:2:3): boom");
+        let e = run_with("{{ include \"missing\" . }}", &[], serde_json::json!({})).expect_err("no such template");
+        assert!(e.message.contains("no template \"missing\""), "{}", e.message);
+        let loop_ = ("t", "{{ define \"r\" }}{{ include \"r\" . }}{{ end }}");
+        let e = run_with("{{ include \"r\" . }}", &[loop_], serde_json::json!({})).expect_err("recursion is bounded");
+        assert!(e.to_string().contains("rendering template has a nested reference name: r"), "{e}");
+    }
 }

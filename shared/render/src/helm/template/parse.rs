@@ -989,3 +989,49 @@ impl TemplateSet {
 pub fn is_empty_tree(nodes: &[Node]) -> bool {
     nodes.iter().all(|n| matches!(n, Node::Text(t) if t.trim().is_empty()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::helm::funcs::is_func;
+
+    fn parsed(text: &str) -> Result<Parsed, ParseError> {
+        parse(&SourceText { name: "t".into(), text: text.into() }, &is_func)
+    }
+
+    fn error(text: &str) -> String {
+        let e = parsed(text).expect_err(text);
+        format!("template: {}:{}: {}", e.name, e.line, e.message)
+    }
+
+    #[test]
+    fn errors_read_as_go_writes_them() {
+        assert_eq!(error("{{ .a"), "template: t:1: unclosed action");
+        assert_eq!(error("a\n{{ if .a }}x"), "template: t:2: unexpected EOF");
+        assert_eq!(error("\n\n{{ end }}"), "template: t:3: unexpected {{end}}");
+        assert_eq!(error("{{ nope 1 }}"), "template: t:1: function \"nope\" not defined");
+    }
+
+    #[test]
+    fn defines_are_collected_apart_from_the_body() {
+        let p =
+            parsed("{{ define \"a\" }}A{{ end }}body{{/* a comment */}}{{ block \"b\" . }}B{{ end }}").expect("parses");
+        let names: Vec<&str> = p.defines.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["a", "b"]);
+        assert!(p.body.iter().any(|n| matches!(n, Node::Text(t) if t == "body")), "{:?}", p.body);
+    }
+
+    #[test]
+    fn go_number_literals_parse() {
+        for literal in ["0x1p60", "1e3", "0o17", "0b101", "1_000", "'a'", "0x_1F", ".5"] {
+            assert!(parsed(&format!("{{{{ {literal} }}}}")).is_ok(), "{literal}");
+        }
+    }
+
+    #[test]
+    fn positions_are_go_line_and_byte_column() {
+        let src = SourceText { name: "t".into(), text: "ab\ncd{{ x }}".into() };
+        assert_eq!(src.line_col(0), (1, 0));
+        assert_eq!(src.line_col(5), (2, 2));
+    }
+}

@@ -5,7 +5,7 @@
 //! unchanged. A Helm app loads its chart once per commit that touches it and renders once per
 //! distinct (chart, values, release, capabilities): clusters with the same values share it.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -219,20 +219,12 @@ struct CachedCluster {
 /// Keeps render caches and each pair's last good output between plans.
 #[derive(Default)]
 pub struct Planner {
-    renders: HashMap<(String, String), CachedRender>,
-    pairs: HashMap<(String, String), CachedPair>,
-    last_good: HashMap<(String, String), Arc<Digested>>,
+    renders: HashMap<BranchPath, CachedRender>,
+    pairs: HashMap<PairKey, CachedPair>,
+    last_good: HashMap<PairKey, Arc<Digested>>,
     clusters: HashMap<String, CachedCluster>,
-    /// Render cache entries already checked against this plan's snapshots (reset per plan), so
-    /// thousands of clusters sharing an overlay check its fingerprint once.
-    checked: std::collections::HashSet<(String, String)>,
-    /// Trace context of the sync running this plan (set per plan), given to every assignment it
-    /// builds so the agents' applies join that trace.
-    trace_context: HashMap<String, String>,
-    /// Repository charts per (branch, chart directory), checked like renders.
-    charts: HashMap<(String, String), CachedChart>,
-    /// Chart cache entries already checked against this plan's snapshots (reset per plan).
-    charts_checked: std::collections::HashSet<(String, String)>,
+    /// Repository charts per chart directory on a branch, checked like renders.
+    charts: HashMap<BranchPath, CachedChart>,
     /// Remote charts, fetched once per location.
     remote: HashMap<Remote, LoadedChart>,
     /// What each fetched remote chart resolved to ([`Remote::resolved`]), for assignments'
@@ -244,12 +236,59 @@ pub struct Planner {
     /// Helm renders by the digest of their inputs, with the plan that last used them; those no
     /// plan used are dropped at the end of the next, so the cache holds what the fleet uses.
     helm_renders: HashMap<[u8; 32], (u64, Rendered)>,
-    /// Each (cluster, app)'s Helm render key as this plan's pre-render pass computed it (reset
-    /// per plan), so the per-cluster pass does not layer the values and digest them again.
-    helm_keys: HashMap<(String, String), [u8; 32]>,
-    generation: u64,
     /// What each cluster's agent said its API server offers (Helm's defaults until it has).
     capabilities: HashMap<String, Capabilities>,
+    /// The plan running now (or the last one).
+    run: PlanRun,
+}
+
+/// A (cluster, app) pair: the unit the planner builds, caches and keeps last good.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct PairKey {
+    cluster: String,
+    app: String,
+}
+
+impl PairKey {
+    fn of(cluster: &Cluster, app: &str) -> PairKey {
+        PairKey { cluster: cluster.name.clone(), app: app.to_string() }
+    }
+}
+
+/// A directory on a branch: what renders and repository charts are cached by.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct BranchPath {
+    branch: String,
+    path: String,
+}
+
+/// What lives for one plan only, started afresh by each.
+#[derive(Default)]
+struct PlanRun {
+    /// Numbers each plan; Helm renders remember the last plan that used them.
+    generation: u64,
+    /// Renders and charts already checked against this plan's snapshots, so thousands of
+    /// clusters sharing an overlay check its fingerprint once.
+    renders_checked: HashSet<BranchPath>,
+    charts_checked: HashSet<BranchPath>,
+    /// Each pair's Helm render key as the pre-render pass computed it, so the per-cluster pass
+    /// does not layer the values and digest them again.
+    helm_keys: HashMap<PairKey, [u8; 32]>,
+    /// Trace context of the sync running this plan, given to every assignment it builds so
+    /// the agents' applies join that trace.
+    trace_context: HashMap<String, String>,
+    stats: PlanStats,
+}
+
+impl PlanRun {
+    /// The run after `previous`.
+    fn after(previous: &PlanRun) -> PlanRun {
+        PlanRun {
+            generation: previous.generation + 1,
+            trace_context: convoy_shared::telemetry::inject(&tracing::Span::current()),
+            ..PlanRun::default()
+        }
+    }
 }
 
 impl Planner {
@@ -259,21 +298,16 @@ impl Planner {
         clusters: &BTreeMap<String, Cluster>,
         envs: &HashMap<String, Arc<EnvironmentState>>,
     ) -> (Vec<ClusterPlan>, PlanStats) {
-        let mut stats = PlanStats::default();
-        self.checked.clear();
-        self.charts_checked.clear();
-        self.helm_keys.clear();
-        self.generation += 1;
-        self.trace_context = convoy_shared::telemetry::inject(&tracing::Span::current());
-        self.prerender_helm(clusters, envs, &mut stats);
-        self.prebuild_pairs(clusters, envs, &mut stats);
+        self.run = PlanRun::after(&self.run);
+        self.prerender_helm(clusters, envs);
+        self.prebuild_pairs(clusters, envs);
         let plans = clusters
             .values()
-            .filter_map(|cluster| envs.get(&cluster.environment).map(|env| self.plan_cluster(cluster, env, &mut stats)))
+            .filter_map(|cluster| envs.get(&cluster.environment).map(|env| self.plan_cluster(cluster, env)))
             .collect();
-        let generation = self.generation;
+        let generation = self.run.generation;
         self.helm_renders.retain(|_, (used, _)| *used == generation);
-        (plans, stats)
+        (plans, self.run.stats)
     }
 
     /// Forgets what belongs to clusters no longer in `clusters`, to apps no environment of
@@ -283,9 +317,9 @@ impl Planner {
         let app_exists = |app: &String| envs.values().any(|env| env.apps.contains_key(app));
         let branches: BTreeSet<&str> = envs.values().map(|env| env.environment.branch.as_str()).collect();
         self.clusters.retain(|cluster, _| clusters.contains_key(cluster));
-        self.pairs.retain(|(cluster, app), _| clusters.contains_key(cluster) && app_exists(app));
-        self.last_good.retain(|(cluster, app), _| clusters.contains_key(cluster) && app_exists(app));
-        self.renders.retain(|(branch, _), _| branches.contains(branch.as_str()));
+        self.pairs.retain(|key, _| clusters.contains_key(&key.cluster) && app_exists(&key.app));
+        self.last_good.retain(|key, _| clusters.contains_key(&key.cluster) && app_exists(&key.app));
+        self.renders.retain(|key, _| branches.contains(key.branch.as_str()));
     }
 
     /// How many entries each cache holds (`blobs` and `packs` are the Git mirror's, left 0 here).
@@ -334,7 +368,8 @@ impl Planner {
     /// real promotion would do).
     fn remember(&mut self, assignment: &Assignment) {
         for app in &assignment.apps {
-            self.last_good.insert((assignment.cluster.clone(), app.name.clone()), digested((**app).clone()));
+            let key = PairKey { cluster: assignment.cluster.clone(), app: app.name.clone() };
+            self.last_good.insert(key, digested((**app).clone()));
         }
     }
 
@@ -354,7 +389,6 @@ impl Planner {
         let promoted =
             EnvironmentState { environment: to.clone(), snapshot: from.snapshot.clone(), apps: from.apps.clone() };
         let mut planner = Planner::fetching(charts);
-        let mut stats = PlanStats::default();
         fleet
             .clusters
             .values()
@@ -364,17 +398,17 @@ impl Planner {
                 if let Some(current) = &current {
                     planner.remember(current);
                 }
-                (current, planner.plan_cluster(cluster, &promoted, &mut stats))
+                (current, planner.plan_cluster(cluster, &promoted))
             })
             .collect()
     }
 
     /// Plans one cluster against `env` (its own, or another's for a promotion preview).
-    fn plan_cluster(&mut self, cluster: &Cluster, env: &EnvironmentState, stats: &mut PlanStats) -> ClusterPlan {
+    fn plan_cluster(&mut self, cluster: &Cluster, env: &EnvironmentState) -> ClusterPlan {
         let mut apps: Vec<Arc<Digested>> = Vec::new();
         let mut errors = Vec::new();
         for (name, app) in &env.apps {
-            let key = (cluster.name.clone(), name.clone());
+            let key = PairKey::of(cluster, name);
             let app = match app {
                 Ok(app) => app,
                 Err(e) => {
@@ -389,8 +423,8 @@ impl Planner {
             if !app.targets(cluster) {
                 continue;
             }
-            stats.pairs += 1;
-            match self.pair(cluster, app, env, stats) {
+            self.run.stats.pairs += 1;
+            match self.pair(cluster, app, env) {
                 Ok(assignment) => {
                     self.last_good.insert(key, assignment.clone());
                     apps.push(assignment);
@@ -421,7 +455,7 @@ impl Planner {
         let revision = env.snapshot.commit.to_string();
         let owned = apps.iter().map(|a| (a.0, Arc::clone(&a.1))).collect();
         let mut assignment = Assignment::from_digested(&cluster.name, &cluster.environment, &revision, owned, false);
-        assignment.trace_context = self.trace_context.clone();
+        assignment.trace_context = self.run.trace_context.clone();
         assignment.chart_sources = env
             .apps
             .values()
@@ -437,37 +471,25 @@ impl Planner {
         ClusterPlan { assignment, errors }
     }
 
-    fn pair(
-        &mut self,
-        cluster: &Cluster,
-        app: &App,
-        env: &EnvironmentState,
-        stats: &mut PlanStats,
-    ) -> Result<Arc<Digested>, PlanError> {
-        let rendered = self.rendered(cluster, app, env, stats)?;
+    fn pair(&mut self, cluster: &Cluster, app: &App, env: &EnvironmentState) -> Result<Arc<Digested>, PlanError> {
+        let rendered = self.rendered(cluster, app, env)?;
         if let Some(cached) = self.cached_pair(cluster, app, &rendered) {
             return cached.result.clone();
         }
-        stats.pairs_rebuilt += 1;
+        self.run.stats.pairs_rebuilt += 1;
         let result = build_pair(&rendered, cluster, app);
         self.keep_pair(cluster, app, rendered, result.clone());
         result
     }
 
     /// The app's render for `cluster` (cached by the files it read, or by its Helm inputs).
-    fn rendered(
-        &mut self,
-        cluster: &Cluster,
-        app: &App,
-        env: &EnvironmentState,
-        stats: &mut PlanStats,
-    ) -> Result<Arc<Vec<Value>>, PlanError> {
+    fn rendered(&mut self, cluster: &Cluster, app: &App, env: &EnvironmentState) -> Result<Arc<Vec<Value>>, PlanError> {
         match &app.helm {
             None => {
                 let dir = overlay_dir(env.snapshot.as_ref(), &app.name, &cluster.name, &env.environment.name);
-                self.render(&env.environment.branch, &env.snapshot, &dir, stats)
+                self.render(&env.environment.branch, &env.snapshot, &dir)
             }
-            Some(helm) => self.render_helm(cluster, app, helm, env, stats),
+            Some(helm) => self.render_helm(cluster, app, helm, env),
         }
         .map_err(|source| PlanError::Render { app: app.name.clone(), cluster: cluster.name.clone(), source })
     }
@@ -475,7 +497,7 @@ impl Planner {
     /// The pair's output from an earlier plan, when it was built from this very render for the
     /// same cluster and app.
     fn cached_pair(&self, cluster: &Cluster, app: &App, rendered: &Arc<Vec<Value>>) -> Option<&CachedPair> {
-        let cached = self.pairs.get(&(cluster.name.clone(), app.name.clone()))?;
+        let cached = self.pairs.get(&PairKey::of(cluster, &app.name))?;
         (Arc::ptr_eq(&cached.render, rendered) && cached.cluster == *cluster && cached.app == *app).then_some(cached)
     }
 
@@ -486,63 +508,53 @@ impl Planner {
         render: Arc<Vec<Value>>,
         result: Result<Arc<Digested>, PlanError>,
     ) {
-        let key = (cluster.name.clone(), app.name.clone());
-        self.pairs.insert(key, CachedPair { render, cluster: cluster.clone(), app: app.clone(), result });
+        self.pairs.insert(
+            PairKey::of(cluster, &app.name),
+            CachedPair { render, cluster: cluster.clone(), app: app.clone(), result },
+        );
     }
 
     /// Builds, across the cores, every (cluster, app) output this plan needs that no earlier
     /// plan built (a change to an app every cluster runs rebuilds one per cluster: the variables,
     /// the namespace, the digest); the per-cluster pass then finds them cached.
-    fn prebuild_pairs(
-        &mut self,
-        clusters: &BTreeMap<String, Cluster>,
-        envs: &HashMap<String, Arc<EnvironmentState>>,
-        stats: &mut PlanStats,
-    ) {
+    fn prebuild_pairs(&mut self, clusters: &BTreeMap<String, Cluster>, envs: &HashMap<String, Arc<EnvironmentState>>) {
         let mut jobs = Vec::new();
         for cluster in clusters.values() {
             let Some(env) = envs.get(&cluster.environment) else { continue };
             for app in env.apps.values().filter_map(|app| app.as_ref().ok()).filter(|app| app.targets(cluster)) {
-                let Ok(rendered) = self.rendered(cluster, app, env, stats) else { continue };
+                let Ok(rendered) = self.rendered(cluster, app, env) else { continue };
                 if self.cached_pair(cluster, app, &rendered).is_none() {
                     jobs.push((cluster, app, rendered));
                 }
             }
         }
         let built = across_cores(&jobs, |(cluster, app, rendered)| build_pair(rendered, cluster, app));
-        stats.pairs_rebuilt += built.len();
+        self.run.stats.pairs_rebuilt += built.len();
         for ((cluster, app, rendered), result) in jobs.into_iter().zip(built) {
             self.keep_pair(cluster, app, rendered, result);
         }
     }
 
-    fn render(&mut self, branch: &str, snapshot: &Arc<Snapshot>, dir: &str, stats: &mut PlanStats) -> Rendered {
-        let key = (branch.to_string(), dir.to_string());
+    fn render(&mut self, branch: &str, snapshot: &Arc<Snapshot>, dir: &str) -> Rendered {
+        let key = BranchPath { branch: branch.to_string(), path: dir.to_string() };
         if let Some(cached) = self.renders.get(&key)
-            && still_read(&mut self.checked, &key, &cached.fingerprint, snapshot)
+            && still_read(&mut self.run.renders_checked, &key, &cached.fingerprint, snapshot)
         {
             return cached.output.clone();
         }
-        stats.renders += 1;
+        self.run.stats.renders += 1;
         let (output, fingerprint) = recorded(snapshot, |source| {
             Renderer::with_source(source).render(Path::new(dir)).map(Arc::new).map_err(Arc::new)
         });
-        self.checked.insert(key.clone());
+        self.run.renders_checked.insert(key.clone());
         self.renders.insert(key, CachedRender { fingerprint, output: output.clone() });
         output
     }
 
     /// A Helm app's objects for one cluster: its chart with the cluster's layered values.
-    fn render_helm(
-        &mut self,
-        cluster: &Cluster,
-        app: &App,
-        helm: &HelmSource,
-        env: &EnvironmentState,
-        stats: &mut PlanStats,
-    ) -> Rendered {
-        let generation = self.generation;
-        let prerendered = self.helm_keys.get(&(cluster.name.clone(), app.name.clone()));
+    fn render_helm(&mut self, cluster: &Cluster, app: &App, helm: &HelmSource, env: &EnvironmentState) -> Rendered {
+        let generation = self.run.generation;
+        let prerendered = self.run.helm_keys.get(&PairKey::of(cluster, &app.name));
         if let Some((used, output)) = prerendered.and_then(|key| self.helm_renders.get_mut(key)) {
             *used = generation;
             return output.clone();
@@ -552,7 +564,7 @@ impl Planner {
             *used = generation;
             return output.clone();
         }
-        stats.renders += 1;
+        self.run.stats.renders += 1;
         let output = job.render();
         self.helm_renders.insert(job.key, (generation, output.clone()));
         output
@@ -614,12 +626,7 @@ impl Planner {
     /// cached; the per-cluster pass then finds them. The values are layered and digested across
     /// the cores too, after the files they read were parsed. A job that cannot even be set up
     /// (a chart that does not load, bad values) is left to that pass, which records the error.
-    fn prerender_helm(
-        &mut self,
-        clusters: &BTreeMap<String, Cluster>,
-        envs: &HashMap<String, Arc<EnvironmentState>>,
-        stats: &mut PlanStats,
-    ) {
+    fn prerender_helm(&mut self, clusters: &BTreeMap<String, Cluster>, envs: &HashMap<String, Arc<EnvironmentState>>) {
         let mut inputs = Vec::new();
         let mut unparsed = BTreeMap::new();
         for cluster in clusters.values() {
@@ -646,27 +653,27 @@ impl Planner {
         }
         let planner = PlannerInputs { parsed: &self.values, capabilities: &self.capabilities };
         let jobs = across_cores(&inputs, |(cluster, app, env, input)| input.job(&planner, env, cluster, app).ok());
-        let mut queued = std::collections::HashSet::new();
+        let mut queued = HashSet::new();
         let mut missing = Vec::new();
         for ((cluster, app, _, _), job) in inputs.iter().zip(jobs) {
             let Some(job) = job else { continue };
-            self.helm_keys.insert((cluster.name.clone(), app.name.clone()), job.key);
+            self.run.helm_keys.insert(PairKey::of(cluster, &app.name), job.key);
             if !self.helm_renders.contains_key(&job.key) && queued.insert(job.key) {
                 missing.push(job);
             }
         }
         let rendered = across_cores(&missing, |job| (job.key, job.render()));
-        stats.renders += rendered.len();
+        self.run.stats.renders += rendered.len();
         for (key, output) in rendered {
-            self.helm_renders.insert(key, (self.generation, output));
+            self.helm_renders.insert(key, (self.run.generation, output));
         }
     }
 
     /// A repository chart, loaded again only when a file it read changed.
     fn chart(&mut self, branch: &str, snapshot: &Arc<Snapshot>, path: &str) -> LoadedChart {
-        let key = (branch.to_string(), path.to_string());
+        let key = BranchPath { branch: branch.to_string(), path: path.to_string() };
         if let Some(cached) = self.charts.get(&key)
-            && still_read(&mut self.charts_checked, &key, &cached.fingerprint, snapshot)
+            && still_read(&mut self.run.charts_checked, &key, &cached.fingerprint, snapshot)
         {
             return cached.output.clone();
         }
@@ -677,7 +684,7 @@ impl Planner {
             hasher.update(id.map(|id| id.to_string()).unwrap_or_default().as_bytes());
         }
         let output = loaded.map(|chart| (Arc::new(chart), hasher.finalize().into())).map_err(Arc::new);
-        self.charts_checked.insert(key.clone());
+        self.run.charts_checked.insert(key.clone());
         self.charts.insert(key, CachedChart { fingerprint, output: output.clone() });
         output
     }
@@ -706,8 +713,8 @@ impl Planner {
 /// Whether what was read from `fingerprint` is still what `snapshot` holds, checked once per
 /// plan: `checked` holds the keys already found so in this plan.
 fn still_read(
-    checked: &mut std::collections::HashSet<(String, String)>,
-    key: &(String, String),
+    checked: &mut HashSet<BranchPath>,
+    key: &BranchPath,
     fingerprint: &Fingerprint,
     snapshot: &Snapshot,
 ) -> bool {
@@ -733,7 +740,6 @@ fn recorded<T>(snapshot: &Arc<Snapshot>, read: impl FnOnce(Arc<dyn Source>) -> T
     (output, fingerprint)
 }
 
-/// Sorts an app's objects and computes its digest.
 /// One app's output for one cluster: its render with the cluster's variables and the app's
 /// namespace, digested.
 fn build_pair(rendered: &[Value], cluster: &Cluster, app: &App) -> Result<Arc<Digested>, PlanError> {
@@ -788,5 +794,145 @@ impl Source for Recording {
     fn list_dir(&self, path: &Path) -> render::Result<Vec<String>> {
         self.note(path);
         self.snapshot.list_dir(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::git::Snapshot;
+
+    const FLEET: &str = "apiVersion: convoy.dev/v1\nkind: Fleet\nspec:\n  fleetBranch: main\n  environments:\n  - {name: prod, branch: main}\n";
+
+    fn cluster(name: &str, region: &str) -> String {
+        format!(
+            "apiVersion: convoy.dev/v1\nkind: Cluster\nmetadata:\n  name: {name}\n  labels: {{region: {region}}}\nspec:\n  environment: prod\n"
+        )
+    }
+
+    fn app(name: &str, selector: &str) -> String {
+        let targets = if selector.is_empty() {
+            String::new()
+        } else {
+            format!("  targets:\n    clusterSelector:\n      matchLabels: {{{selector}}}\n")
+        };
+        format!(
+            "apiVersion: convoy.dev/v1\nkind: App\nmetadata:\n  name: {name}\nspec:\n  namespace: {name}\n{targets}"
+        )
+    }
+
+    fn config_map(name: &str, value: &str) -> String {
+        format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  value: \"{value}\"\n")
+    }
+
+    const KUSTOMIZATION: &str = "resources:\n- config.yaml\n";
+
+    /// Clusters eu-1 and us-1; app web on both (its value names the cluster), app api on eu only.
+    fn files(web: &str, api_kustomization: &str) -> Vec<(String, String)> {
+        [
+            ("convoy.yaml", FLEET.to_string()),
+            ("clusters/eu-1.yaml", cluster("eu-1", "eu")),
+            ("clusters/us-1.yaml", cluster("us-1", "us")),
+            ("apps/web/app.yaml", app("web", "")),
+            ("apps/web/base/kustomization.yaml", KUSTOMIZATION.into()),
+            ("apps/web/base/config.yaml", config_map("web", &format!("{web} ${{cluster.name}}"))),
+            ("apps/api/app.yaml", app("api", "region: eu")),
+            ("apps/api/base/kustomization.yaml", api_kustomization.into()),
+            ("apps/api/base/config.yaml", config_map("api", "v1")),
+        ]
+        .into_iter()
+        .map(|(p, c)| (p.to_string(), c))
+        .collect()
+    }
+
+    fn commit(files: &[(String, String)]) -> (BTreeMap<String, Cluster>, HashMap<String, Arc<EnvironmentState>>) {
+        let files: Vec<(&str, &str)> = files.iter().map(|(p, c)| (p.as_str(), c.as_str())).collect();
+        let snapshot = Snapshot::of_files(&files);
+        let fleet = Fleet::load(snapshot.as_ref()).expect("fleet loads");
+        let prod = fleet.environments.iter().find(|e| e.name == "prod").expect("prod").clone();
+        let apps = convoy_render::fleet::load_apps(snapshot.as_ref(), &prod);
+        let env = Arc::new(EnvironmentState { environment: prod, snapshot, apps });
+        (fleet.clusters, HashMap::from([("prod".to_string(), env)]))
+    }
+
+    fn plan_of<'p>(plans: &'p [ClusterPlan], cluster: &str) -> &'p ClusterPlan {
+        plans.iter().find(|p| p.assignment.cluster == cluster).expect("planned")
+    }
+
+    fn value(plan: &ClusterPlan, app: &str) -> Option<String> {
+        let app = plan.assignment.apps.iter().find(|a| a.name == app)?;
+        app.objects.iter().find_map(|o| o.pointer("/data/value")?.as_str().map(String::from))
+    }
+
+    #[test]
+    fn each_cluster_gets_its_apps_with_its_variables() {
+        let (clusters, envs) = commit(&files("hello", KUSTOMIZATION));
+        let (plans, stats) = Planner::default().plan(&clusters, &envs);
+        assert_eq!(value(plan_of(&plans, "eu-1"), "web").as_deref(), Some("hello eu-1"));
+        assert_eq!(value(plan_of(&plans, "us-1"), "web").as_deref(), Some("hello us-1"));
+        assert_eq!(value(plan_of(&plans, "eu-1"), "api").as_deref(), Some("v1"));
+        assert_eq!(value(plan_of(&plans, "us-1"), "api"), None, "api targets region eu only");
+        // One render per overlay, shared by the clusters; one output per (cluster, app).
+        assert_eq!(stats, PlanStats { renders: 2, pairs: 3, pairs_rebuilt: 3 });
+    }
+
+    #[test]
+    fn an_unchanged_commit_renders_nothing_and_keeps_the_very_assignments() {
+        let mut planner = Planner::default();
+        let (clusters, envs) = commit(&files("hello", KUSTOMIZATION));
+        let (first, _) = planner.plan(&clusters, &envs);
+        let (again, stats) = planner.plan(&clusters, &envs);
+        assert_eq!(stats, PlanStats { renders: 0, pairs: 3, pairs_rebuilt: 0 });
+        for cluster in ["eu-1", "us-1"] {
+            assert!(Arc::ptr_eq(&plan_of(&first, cluster).assignment, &plan_of(&again, cluster).assignment));
+        }
+    }
+
+    #[test]
+    fn a_change_to_one_app_renders_that_app_alone() {
+        let mut planner = Planner::default();
+        let (clusters, envs) = commit(&files("hello", KUSTOMIZATION));
+        let (first, _) = planner.plan(&clusters, &envs);
+        let (clusters, envs) = commit(&files("hi", KUSTOMIZATION));
+        let (next, stats) = planner.plan(&clusters, &envs);
+        assert_eq!(stats, PlanStats { renders: 1, pairs: 3, pairs_rebuilt: 2 });
+        assert_eq!(value(plan_of(&next, "us-1"), "web").as_deref(), Some("hi us-1"));
+        let api =
+            |plans: &[ClusterPlan]| plan_of(plans, "eu-1").assignment.apps.iter().find(|a| a.name == "api").cloned();
+        assert!(Arc::ptr_eq(&api(&first).expect("api"), &api(&next).expect("api")), "api's output is reused");
+    }
+
+    #[test]
+    fn a_broken_app_keeps_its_last_good_objects_and_names_app_and_cluster() {
+        let mut planner = Planner::default();
+        let (clusters, envs) = commit(&files("hello", KUSTOMIZATION));
+        planner.plan(&clusters, &envs);
+        let (clusters, envs) = commit(&files("hi", "resources:\n- missing.yaml\n"));
+        let (plans, _) = planner.plan(&clusters, &envs);
+        let eu = plan_of(&plans, "eu-1");
+        assert_eq!(eu.errors.len(), 1, "{:?}", eu.errors);
+        let message = eu.errors[0].to_string();
+        assert!(message.starts_with("app 'api' on cluster 'eu-1': "), "{message}");
+        assert!(message.contains("missing.yaml"), "{message}");
+        let api = eu.assignment.apps.iter().find(|a| a.name == "api").expect("api kept");
+        assert_eq!(value(eu, "api").as_deref(), Some("v1"), "the last good objects stay");
+        assert!(api.render_error.is_some());
+        // The other app moved on; the other cluster has no error.
+        assert_eq!(value(eu, "web").as_deref(), Some("hi eu-1"));
+        assert!(plan_of(&plans, "us-1").errors.is_empty());
+    }
+
+    #[test]
+    fn caches_forget_clusters_and_apps_that_left() {
+        let mut planner = Planner::default();
+        let (clusters, envs) = commit(&files("hello", KUSTOMIZATION));
+        planner.plan(&clusters, &envs);
+        assert_eq!((planner.cache_sizes().pairs, planner.cache_sizes().clusters), (3, 2));
+        let mut fewer = files("hello", KUSTOMIZATION);
+        fewer.retain(|(path, _)| path != "clusters/us-1.yaml" && !path.starts_with("apps/api/"));
+        let (clusters, envs) = commit(&fewer);
+        planner.forget_gone(&clusters, &envs);
+        let sizes = planner.cache_sizes();
+        assert_eq!((sizes.pairs, sizes.last_good, sizes.clusters), (1, 1, 1));
     }
 }

@@ -422,6 +422,47 @@ impl Snapshot {
     }
 }
 
+#[cfg(test)]
+impl Snapshot {
+    /// A snapshot of `files` (path, contents) as if committed: ids are derived from contents
+    /// (a directory's from everything below it), so a changed file changes its id and its
+    /// parents' as in Git. For unit tests of what reads snapshots.
+    pub fn of_files(files: &[(&str, &str)]) -> Arc<Snapshot> {
+        use sha2::Digest as _;
+        let id = |parts: &[&[u8]]| {
+            let mut hasher = sha2::Sha256::new();
+            for part in parts {
+                hasher.update(part);
+                hasher.update([0]);
+            }
+            ObjectId::from_bytes_or_panic(&hasher.finalize()[..20])
+        };
+        let mut entries = BTreeMap::new();
+        let mut children: HashMap<String, Vec<String>> = HashMap::from([(String::new(), Vec::new())]);
+        let mut below: BTreeMap<String, Vec<&[u8]>> = BTreeMap::new();
+        for (path, contents) in files {
+            entries.insert(path.to_string(), Entry::File(id(&[contents.as_bytes()]), contents.as_bytes().into()));
+            let mut child = *path;
+            while let Some((parent, name)) = child.rsplit_once('/') {
+                children.entry(parent.to_string()).or_default().push(name.to_string());
+                below.entry(parent.to_string()).or_default().extend([path.as_bytes(), contents.as_bytes()]);
+                child = parent;
+            }
+            children.entry(String::new()).or_default().push(child.to_string());
+        }
+        for (dir, parts) in &below {
+            entries.insert(dir.clone(), Entry::Dir(id(parts)));
+        }
+        for names in children.values_mut() {
+            names.sort();
+            names.dedup();
+        }
+        let everything: Vec<&[u8]> = files.iter().flat_map(|(p, c)| [p.as_bytes(), c.as_bytes()]).collect();
+        let tree = id(&everything);
+        Arc::new(Snapshot { commit: id(&[tree.as_bytes()]), tree, entries, children })
+    }
+}
+
 impl Source for Snapshot {
     fn kind(&self, path: &Path) -> render::Result<Option<EntryKind>> {
         let key = key(path);

@@ -1,6 +1,14 @@
 //! The Reconciler: takes the current assignment, applies it (apps in dependsOn order, objects in
 //! phase order), prunes what left Git when that is safe, keeps the inventory, starts the drift
 //! watches, and turns every apply result, drift change and health change into a report.
+//!
+//! Decisions:
+//! - An app is applied once its dependencies are applied and Healthy; a dependsOn cycle or a
+//!   dependency not assigned here holds it back, with the reason in its status.
+//! - Prune runs only after every app of a fresh, not-failed assignment applied cleanly, never
+//!   from the cached assignment at start-up.
+//! - After a pass ([`Progress::after_pass`]): errors requeue with backoff; a blocked app whose
+//!   dependency became healthy passes again now; otherwise wait for a change.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;

@@ -4,6 +4,15 @@
 //! touched; per-(app, cluster) results are reused when their render, cluster and app spec are
 //! unchanged. A Helm app loads its chart once per commit that touches it and renders once per
 //! distinct (chart, values, release, capabilities): clusters with the same values share it.
+//!
+//! Decisions:
+//! - A render is reused while every file and directory it read has the same id in the new
+//!   snapshot; each cache entry is checked once per plan.
+//! - An app that fails to render, or whose `app.yaml` is invalid, keeps that cluster's last good
+//!   objects, marked with the error; an app never planned before ships no objects.
+//! - A cluster whose app outputs are all the very ones of its last plan keeps the very same
+//!   assignment (publishing compares pointers, not contents).
+//! - Helm renders no plan used are dropped at the end of the next plan.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;

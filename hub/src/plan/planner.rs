@@ -856,7 +856,7 @@ mod tests {
 
     fn commit(files: &[(String, String)]) -> (BTreeMap<String, Cluster>, HashMap<String, Arc<EnvironmentState>>) {
         let files: Vec<(&str, &str)> = files.iter().map(|(p, c)| (p.as_str(), c.as_str())).collect();
-        let snapshot = Snapshot::of_files(&files);
+        let snapshot = Snapshot::of_files(&files, &[]);
         let fleet = Fleet::load(snapshot.as_ref()).expect("fleet loads");
         let prod = fleet.environments.iter().find(|e| e.name == "prod").expect("prod").clone();
         let apps = convoy_render::fleet::load_apps(snapshot.as_ref(), &prod);

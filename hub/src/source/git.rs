@@ -307,6 +307,7 @@ impl GitMirror {
         let mut entries = BTreeMap::new();
         let mut children: HashMap<String, Vec<String>> = HashMap::new();
         children.insert(String::new(), Vec::new());
+        let mut has_links = false;
         for record in recorder.records {
             let Ok(path) = record.filepath.to_str() else { continue };
             let (parent, name) = path.rsplit_once('/').unwrap_or(("", path));
@@ -330,8 +331,13 @@ impl GitMirror {
                     }
                 };
                 Entry::File(record.oid, blob)
+            } else if record.mode.is_link() {
+                // A symlink's blob is its target; it is followed only inside the tree.
+                let object = repo.find_object(record.oid).map_err(|e| self.err("reading a symlink")(e.into()))?;
+                has_links = true;
+                Entry::Link(record.oid, String::from_utf8_lossy(&object.data).into_owned())
             } else {
-                // Symlinks and submodules are never followed: they could point outside the tree.
+                // Submodules are never followed.
                 Entry::Other(record.oid)
             };
             entries.insert(path.to_string(), entry);
@@ -339,7 +345,7 @@ impl GitMirror {
         for names in children.values_mut() {
             names.sort();
         }
-        let snapshot = Arc::new(Snapshot { commit, tree: tree.id, entries, children });
+        let snapshot = Arc::new(Snapshot { commit, tree: tree.id, entries, children, has_links });
         // Blobs only this cache still holds belong to snapshots that are gone: forget them.
         self.blobs.retain(|_, blob| Arc::strong_count(blob) > 1);
         Ok(snapshot)
@@ -371,6 +377,8 @@ impl GitMirror {
 enum Entry {
     File(ObjectId, Arc<[u8]>),
     Dir(ObjectId),
+    /// A symlink and its target as written.
+    Link(ObjectId, String),
     Other(ObjectId),
     /// A file over [`MAX_FILE_BYTES`], never read into memory.
     TooLarge(ObjectId, u64),
@@ -390,44 +398,110 @@ pub struct Snapshot {
     tree: ObjectId,
     entries: BTreeMap<String, Entry>,
     children: HashMap<String, Vec<String>>,
+    /// Whether any entry is a symlink (paths of a tree without them resolve to themselves).
+    has_links: bool,
 }
 
 fn key(path: &Path) -> String {
     path.to_string_lossy().trim_matches('/').to_string()
 }
 
+/// Symlinks followed at most while resolving one path (as Linux's limit).
+const MAX_LINK_HOPS: usize = 40;
+
 impl Snapshot {
-    /// The object id of what `path` names (tree or blob), for change detection.
+    /// `key` with every symlink on its way followed, as the checkout would resolve it: `None`
+    /// when nothing is there. A symlink whose target leaves the tree (absolute, or `..` past
+    /// the root) is refused as an escape, as `convoy render` refuses it on a checkout; so is a
+    /// loop (an error of its own). Where and whether a render may read what a symlink reaches is the render's
+    /// decision ([`Source::real_path`]), the same for the hub and the CLI.
+    fn resolve(&self, key: &str) -> render::Result<Option<String>> {
+        if key.is_empty() {
+            return Ok(Some(String::new()));
+        }
+        if !self.has_links {
+            return Ok(self.entries.contains_key(key).then(|| key.to_string()));
+        }
+        let escape = || RenderError::PathEscape { path: key.to_string(), from: PathBuf::from(key) };
+        let mut pending: Vec<String> = key.split('/').rev().map(String::from).collect();
+        let mut resolved = String::new();
+        let mut hops = 0;
+        while let Some(part) = pending.pop() {
+            let candidate = if resolved.is_empty() { part } else { format!("{resolved}/{part}") };
+            match self.entries.get(&candidate) {
+                None => return Ok(None),
+                Some(Entry::Link(_, target)) => {
+                    hops += 1;
+                    if hops > MAX_LINK_HOPS {
+                        return Err(RenderError::Io {
+                            path: PathBuf::from(key),
+                            source: std::io::Error::other("too many levels of symbolic links (a symlink loop)"),
+                        });
+                    }
+                    if target.starts_with('/') {
+                        return Err(escape());
+                    }
+                    // The target, relative to the link's directory, replaces the link.
+                    let mut base: Vec<&str> =
+                        if resolved.is_empty() { Vec::new() } else { resolved.split('/').collect() };
+                    for step in target.split('/') {
+                        match step {
+                            "" | "." => {}
+                            ".." => {
+                                base.pop().ok_or_else(escape)?;
+                            }
+                            name => base.push(name),
+                        }
+                    }
+                    let target_parts: Vec<String> = base.iter().map(|s| s.to_string()).collect();
+                    pending.extend(target_parts.into_iter().rev());
+                    resolved = String::new();
+                }
+                Some(_) => resolved = candidate,
+            }
+        }
+        Ok(Some(resolved))
+    }
+
+    /// The entry at `path` with symlinks followed.
+    fn entry(&self, path: &Path) -> render::Result<Option<(String, &Entry)>> {
+        let Some(real) = self.resolve(&key(path))? else { return Ok(None) };
+        Ok(self.entries.get(&real).map(|e| (real, e)))
+    }
+
+    /// The object id of what `path` names (tree or blob, symlinks followed, so a change to a
+    /// symlink's target changes its id), for change detection.
     pub fn id_of(&self, path: &Path) -> Option<ObjectId> {
         let key = key(path);
         if key.is_empty() {
             return Some(self.tree);
         }
-        self.entries.get(&key).map(|e| match e {
-            Entry::File(id, _) | Entry::Dir(id) | Entry::Other(id) | Entry::TooLarge(id, _) => *id,
+        self.entry(path).ok().flatten().map(|(_, e)| match e {
+            Entry::File(id, _) | Entry::Dir(id) | Entry::Link(id, _) | Entry::Other(id) | Entry::TooLarge(id, _) => *id,
         })
     }
 
     /// The contents of the file at `path`, if it is one.
     pub fn file(&self, path: &str) -> Option<&[u8]> {
-        match self.entries.get(path.trim_matches('/')) {
-            Some(Entry::File(_, data)) => Some(data),
+        match self.entry(Path::new(path)).ok().flatten() {
+            Some((_, Entry::File(_, data))) => Some(data),
             _ => None,
         }
     }
 
     /// Names in the directory `path` (sorted); `None` when it is not a directory.
     pub fn dir(&self, path: &str) -> Option<&[String]> {
-        self.children.get(path.trim_matches('/')).map(Vec::as_slice)
+        let real = self.resolve(path.trim_matches('/')).ok().flatten()?;
+        self.children.get(&real).map(Vec::as_slice)
     }
 }
 
 #[cfg(test)]
 impl Snapshot {
-    /// A snapshot of `files` (path, contents) as if committed: ids are derived from contents
-    /// (a directory's from everything below it), so a changed file changes its id and its
-    /// parents' as in Git. For unit tests of what reads snapshots.
-    pub fn of_files(files: &[(&str, &str)]) -> Arc<Snapshot> {
+    /// A snapshot of `files` (path, contents) and symlinks (path, target) as if committed: ids
+    /// are derived from contents (a directory's from everything below it), so a changed file
+    /// changes its id and its parents' as in Git. For unit tests of what reads snapshots.
+    pub fn of_files(files: &[(&str, &str)], links: &[(&str, &str)]) -> Arc<Snapshot> {
         use sha2::Digest as _;
         let id = |parts: &[&[u8]]| {
             let mut hasher = sha2::Sha256::new();
@@ -440,8 +514,14 @@ impl Snapshot {
         let mut entries = BTreeMap::new();
         let mut children: HashMap<String, Vec<String>> = HashMap::from([(String::new(), Vec::new())]);
         let mut below: BTreeMap<String, Vec<&[u8]>> = BTreeMap::new();
-        for (path, contents) in files {
-            entries.insert(path.to_string(), Entry::File(id(&[contents.as_bytes()]), contents.as_bytes().into()));
+        let all = files.iter().map(|(p, c)| (p, c, false)).chain(links.iter().map(|(p, t)| (p, t, true)));
+        for (path, contents, link) in all {
+            let entry = if link {
+                Entry::Link(id(&[b"link", contents.as_bytes()]), contents.to_string())
+            } else {
+                Entry::File(id(&[contents.as_bytes()]), contents.as_bytes().into())
+            };
+            entries.insert(path.to_string(), entry);
             let mut child = *path;
             while let Some((parent, name)) = child.rsplit_once('/') {
                 children.entry(parent.to_string()).or_default().push(name.to_string());
@@ -459,21 +539,20 @@ impl Snapshot {
         }
         let everything: Vec<&[u8]> = files.iter().flat_map(|(p, c)| [p.as_bytes(), c.as_bytes()]).collect();
         let tree = id(&everything);
-        Arc::new(Snapshot { commit: id(&[tree.as_bytes()]), tree, entries, children })
+        Arc::new(Snapshot { commit: id(&[tree.as_bytes()]), tree, entries, children, has_links: !links.is_empty() })
     }
 }
 
 impl Source for Snapshot {
     fn kind(&self, path: &Path) -> render::Result<Option<EntryKind>> {
-        let key = key(path);
-        if key.is_empty() {
+        if key(path).is_empty() {
             return Ok(Some(EntryKind::Dir));
         }
-        Ok(match self.entries.get(&key) {
-            Some(Entry::File(..) | Entry::TooLarge(..)) => Some(EntryKind::File),
-            Some(Entry::Dir(_)) => Some(EntryKind::Dir),
-            Some(Entry::Other(_)) => {
-                return Err(RenderError::PathEscape { path: key.clone(), from: PathBuf::from(key) });
+        Ok(match self.entry(path)? {
+            Some((_, Entry::File(..) | Entry::TooLarge(..))) => Some(EntryKind::File),
+            Some((_, Entry::Dir(_))) => Some(EntryKind::Dir),
+            Some((real, Entry::Other(_) | Entry::Link(..))) => {
+                return Err(RenderError::PathEscape { path: real.clone(), from: PathBuf::from(real) });
             }
             None => None,
         })
@@ -481,10 +560,12 @@ impl Source for Snapshot {
 
     fn read(&self, path: &Path) -> render::Result<Vec<u8>> {
         let key = key(path);
-        match self.entries.get(&key) {
-            Some(Entry::File(_, data)) => Ok(data.to_vec()),
-            Some(Entry::Other(_)) => Err(RenderError::PathEscape { path: key.clone(), from: PathBuf::from(key) }),
-            Some(Entry::TooLarge(_, size)) => Err(RenderError::Io {
+        match self.entry(path)? {
+            Some((_, Entry::File(_, data))) => Ok(data.to_vec()),
+            Some((real, Entry::Other(_) | Entry::Link(..))) => {
+                Err(RenderError::PathEscape { path: real.clone(), from: PathBuf::from(real) })
+            }
+            Some((_, Entry::TooLarge(_, size))) => Err(RenderError::Io {
                 path: PathBuf::from(key),
                 source: std::io::Error::new(
                     std::io::ErrorKind::FileTooLarge,
@@ -504,10 +585,15 @@ impl Source for Snapshot {
 
     fn list_dir(&self, path: &Path) -> render::Result<Vec<String>> {
         let key = key(path);
-        self.children.get(&key).cloned().ok_or_else(|| RenderError::Io {
+        let real = if key.is_empty() { Some(key.clone()) } else { self.resolve(&key)? };
+        real.and_then(|real| self.children.get(&real).cloned()).ok_or_else(|| RenderError::Io {
             path: PathBuf::from(key),
             source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such directory in the commit"),
         })
+    }
+
+    fn real_path(&self, path: &Path) -> render::Result<PathBuf> {
+        Ok(self.resolve(&key(path))?.map_or_else(|| path.to_path_buf(), PathBuf::from))
     }
 }
 
@@ -526,5 +612,54 @@ mod tests {
         assert_eq!(redacted("/srv/fleet.git"), "/srv/fleet.git");
         let access = GitAccess { username: "git".into(), password: Some("s3cret".into()), tls: None };
         assert!(!format!("{access:?}").contains("s3cret"));
+    }
+
+    /// The hub reads a commit's symlinks as `convoy render` reads a checkout's: the same
+    /// policy (convoy-render's `check_within`) decides, so both render the same objects or
+    /// refuse with the same reason.
+    #[test]
+    fn symlinks_in_a_commit_follow_the_render_policy() {
+        let files = |kustomization: &'static str| {
+            vec![
+                ("shared/cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: shared}\n"),
+                ("shared/kustomization.yaml", "resources: [cm.yaml]\n"),
+                ("app/real.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: local}\n"),
+                ("app/kustomization.yaml", kustomization),
+            ]
+        };
+        let links = [
+            ("app/same-dir.yaml", "real.yaml"),
+            ("app/up.yaml", "../shared/cm.yaml"),
+            ("app/shared-dir", "../shared"),
+            ("app/out.yaml", "../../etc/passwd"),
+            ("app/abs.yaml", "/etc/passwd"),
+            ("app/loop.yaml", "loop.yaml"),
+        ];
+        let render = |k: &'static str| {
+            let snapshot = Snapshot::of_files(&files(k), &links);
+            convoy_render::Renderer::with_source(snapshot).render(Path::new("app"))
+        };
+        let name = |objects: Vec<serde_json::Value>| objects[0]["metadata"]["name"].as_str().map(String::from);
+        let ok = render("resources: [same-dir.yaml]\n").expect("a symlink within the directory is followed");
+        assert_eq!(name(ok).as_deref(), Some("local"));
+        let ok = render("resources: [shared-dir]\n").expect("a symlinked kustomization directory");
+        assert_eq!(name(ok).as_deref(), Some("shared"));
+        for k in ["resources: [up.yaml]\n", "resources: [shared-dir/cm.yaml]\n"] {
+            let err = render(k).expect_err(k);
+            assert!(err.to_string().contains("through a symlink"), "{k}: {err}");
+        }
+        for k in ["resources: [out.yaml]\n", "resources: [abs.yaml]\n"] {
+            let err = render(k).expect_err(k);
+            assert!(matches!(err, RenderError::PathEscape { .. }), "{k}: {err}");
+        }
+        let err = render("resources: [loop.yaml]\n").expect_err("a loop");
+        assert!(err.to_string().contains("symlink loop"), "{err}");
+        // A change to a symlink's target is a change to the symlink.
+        let before = Snapshot::of_files(&files(""), &links);
+        let mut changed = files("");
+        changed[2].1 = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: other}\n";
+        let after = Snapshot::of_files(&changed, &links);
+        assert_ne!(before.id_of(Path::new("app/same-dir.yaml")), after.id_of(Path::new("app/same-dir.yaml")));
+        assert_eq!(before.file("app/same-dir.yaml"), before.file("app/real.yaml"));
     }
 }

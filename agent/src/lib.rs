@@ -8,6 +8,7 @@ pub mod cache;
 pub mod discovery;
 pub mod drift;
 pub mod fields;
+pub mod generated;
 pub mod health;
 pub mod ignore;
 pub mod inventory;

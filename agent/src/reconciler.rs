@@ -30,6 +30,7 @@ use crate::applier::{Applier, ApplyError, Prepared, RetryPolicy};
 use crate::cache::Cache;
 use crate::discovery::Discovery;
 use crate::drift::{DriftWatcher, HealPolicy, Live, ObjKey, key_of};
+use crate::generated::Generated;
 use crate::inventory::{Entry, Inventory, InventoryStore, entry_id};
 use crate::metrics::PassMetrics;
 use crate::order;
@@ -225,6 +226,7 @@ pub struct Reconciler {
     pruner: Pruner,
     store: InventoryStore,
     cache: Cache,
+    generated: Generated,
     live: Live,
     metrics: PassMetrics,
 }
@@ -306,8 +308,18 @@ impl Reconciler {
             Applier::new(client.clone(), discovery, &config.cluster, config.concurrency).with_retry(config.retry);
         let pruner = Pruner::new(applier.clone(), &config.cluster, config.concurrency);
         let cache = Cache::new(config.cache_dir.clone());
-        let store = InventoryStore::new(client, &config.namespace, cache.clone());
-        Reconciler { config, applier, pruner, store, cache, live: Live::default(), metrics: PassMetrics::default() }
+        let store = InventoryStore::new(client.clone(), &config.namespace, cache.clone());
+        let generated = Generated::new(client, &config.namespace);
+        Reconciler {
+            config,
+            applier,
+            pruner,
+            store,
+            cache,
+            generated,
+            live: Live::default(),
+            metrics: PassMetrics::default(),
+        }
     }
 
     /// Durations and outcomes of this reconciler's passes, for `/metrics`.
@@ -552,8 +564,18 @@ impl Reconciler {
                 let Some(desired) = self.decrypted(&app.name, &raw, object, &id, &mut plan) else {
                     continue;
                 };
+                // Keys and certificates the chart generated are made here, never at the hub.
+                let (desired, generated) = match self.generated.fill(&app.name, &desired).await {
+                    Ok(Some(filled)) => (std::borrow::Cow::Owned(filled), true),
+                    Ok(None) => (desired, false),
+                    Err(message) => {
+                        tracing::warn!(app = %app.name, error = %message, "generated keys unavailable; the object is not applied");
+                        plan.sealed.push((app.name.clone(), id, format!("{raw}: {message}")));
+                        continue;
+                    }
+                };
                 let mut prepared = self.normalize(self.applier.prepare(&desired, &app.name, revision)).await;
-                prepared.sensitive |= sops::is_encrypted(object);
+                prepared.sensitive |= generated || sops::is_encrypted(object);
                 self.applier.settle_namespace(&mut prepared).await;
                 if !app.ignore_differences.is_empty() {
                     prepared.ignored = Arc::new(Ignored::of(&app.ignore_differences, &prepared.object));

@@ -1,9 +1,11 @@
 //! Convoy's own domain types that the render engine shares with the hub and the agent: which
 //! object, what one app of an assignment holds and its content digest, the fields an app leaves
-//! to other managers, and Kubernetes-style names. serde and hashing only: no wire, TLS or
+//! to other managers, Kubernetes-style names, and the tokens standing for keys and certificates
+//! a chart generates (made by the agent). serde, hashing and base64 only: no wire, TLS or
 //! runtime, so rendering stays a pure function of a file tree.
 #![forbid(unsafe_code)]
 
+pub mod generated;
 mod ignore;
 
 pub use ignore::{IgnoreRule, Ignored};

@@ -239,3 +239,32 @@ fn a_helm_chart_kustomize_cannot_find_is_an_error_saying_where_and_how_to_vendor
         "{text}"
     );
 }
+
+/// A chart that makes its own TLS (as Elastic's, OpenTelemetry's and metrics-server's do):
+/// the render holds tokens, not keys, is the same at every render, and marks the objects
+/// holding them for the agent, which makes the keys (`convoy_model::generated`).
+#[test]
+fn generated_certificates_render_as_stable_tokens_for_the_agent() {
+    let tls = "{{- $ca := genCA \"web-ca\" 365 }}\n{{- $cert := genSignedCert \"web\" nil (list \"web.team.svc\") 365 $ca }}\n\
+               apiVersion: v1\nkind: Secret\nmetadata: {name: web-tls}\ndata:\n  tls.crt: {{ $cert.Cert | b64enc }}\n  \
+               tls.key: {{ $cert.Key | b64enc }}\n  ca.crt: {{ $ca.Cert | b64enc }}\n---\n\
+               apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingWebhookConfiguration\nmetadata: {name: web}\n\
+               webhooks:\n- name: web.example.com\n  clientConfig: {caBundle: {{ $ca.Cert | b64enc }}}\n";
+    let src = app_chart(&[("apps/web/chart/templates/tls.yaml", tls)]);
+    let chart = Chart::load(&src, Path::new("apps/web/chart")).expect("load");
+    let once = || render(&chart, &json!({}), &ReleaseOptions::new("web", "team")).expect("render");
+    let (first, second) = (once(), once());
+    let objects = |r: &convoy_render::helm::Rendered| r.manifests.iter().map(|m| m.object.clone()).collect::<Vec<_>>();
+    assert_eq!(objects(&first), objects(&second), "the same at every render: no endless drift");
+    let printed = first.to_helm_template();
+    assert!(!printed.contains("PRIVATE KEY") && !printed.contains("BEGIN"), "no key at the hub");
+    let find = |kind: &str| first.manifests.iter().find(|m| m.object["kind"] == kind).expect(kind).object.clone();
+    let (secret, webhook) = (find("Secret"), find("ValidatingWebhookConfiguration"));
+    for object in [&secret, &webhook] {
+        assert_eq!(object["metadata"]["annotations"][convoy_model::generated::ANNOTATION], "true", "{object}");
+        assert!(convoy_model::generated::holds_tokens(object));
+    }
+    assert_eq!(secret["data"]["ca.crt"], webhook["webhooks"][0]["clientConfig"]["caBundle"], "one CA");
+    let deployment = find("Deployment");
+    assert!(deployment["metadata"].get("annotations").is_none(), "objects without tokens are left alone");
+}

@@ -3,10 +3,10 @@
 //!
 //! Nondeterministic functions (`uuidv4`, `rand*`, `now`, `shuffle`) work but give a
 //! different result on every render, as in Helm; charts that use them make every render a
-//! change. Cryptographic generators (`genCA`, `genPrivateKey`, `bcrypt`, …) and DNS lookups
-//! are refused with an error naming the function (the key and certificate generators with
-//! why: the hub never holds a private key, and what to do instead). `env` and `expandenv` are not defined at
-//! all, as in Helm.
+//! change. Key and certificate generators (`genCA`, `genPrivateKey`, …) give tokens the agent
+//! fills with keys it makes ([`super::crypto`]); other cryptographic functions (`bcrypt`,
+//! `encryptAES`, …) and DNS lookups are refused with an error naming the function. `env` and
+//! `expandenv` are not defined at all, as in Helm.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -78,13 +78,27 @@ pub enum Body {
     Executor(ExecFn),
 }
 
-/// The functions that run templates.
+/// The functions that need the render they run in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExecFn {
     /// `include NAME DATA`: a named template's output.
     Include,
     /// `tpl TEXT DATA`: a string run as a template.
     Tpl,
+    /// A key or certificate generator: numbered by the render's calls ([`super::crypto`]).
+    Generate(Generator),
+}
+
+/// Sprig's key and certificate generators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Generator {
+    Ca,
+    CaWithKey,
+    SelfSigned,
+    SelfSignedWithKey,
+    Signed,
+    SignedWithKey,
+    PrivateKey,
 }
 
 /// A library function and its Go signature.
@@ -122,6 +136,11 @@ fn table() -> &'static FxHashMap<&'static str, Func> {
 
 /// One entry of the function table: its name and the function.
 type Row = (&'static str, Func);
+
+/// A table row for a key or certificate generator: each call is another key, so never reused.
+const fn generator(name: &'static str, params: &'static [P], which: Generator) -> Row {
+    (name, Func { params, variadic: None, body: Body::Executor(ExecFn::Generate(which)), effect: true })
+}
 
 /// A table row for a function of its arguments alone: name, Go parameter types (and `va T`
 /// for a variadic tail), body.
@@ -209,6 +228,13 @@ const HELM: &[Row] = &[
         Func { params: &[P::Str, P::Any], variadic: None, body: Body::Executor(ExecFn::Include), effect: false },
     ),
     ("tpl", Func { params: &[P::Str, P::Any], variadic: None, body: Body::Executor(ExecFn::Tpl), effect: false }),
+    generator("genCA", &[P::Str, P::Int], Generator::Ca),
+    generator("genCAWithKey", &[P::Str, P::Int, P::Str], Generator::CaWithKey),
+    generator("genSelfSignedCert", &[P::Str, P::List, P::List, P::Int], Generator::SelfSigned),
+    generator("genSelfSignedCertWithKey", &[P::Str, P::List, P::List, P::Int, P::Str], Generator::SelfSignedWithKey),
+    generator("genSignedCert", &[P::Str, P::List, P::List, P::Int, P::Any], Generator::Signed),
+    generator("genSignedCertWithKey", &[P::Str, P::List, P::List, P::Int, P::Any, P::Str], Generator::SignedWithKey),
+    generator("genPrivateKey", &[P::Str], Generator::PrivateKey),
     f!("required", [Str, Any], |a| match &a[1] {
         Value::Nil => Err(FnError::User(s(&a[0]).to_string())),
         Value::Str(v) if v.is_empty() => Err(FnError::User(s(&a[0]).to_string())),
@@ -894,35 +920,6 @@ fn build() -> FxHashMap<&'static str, Func> {
         if let Some(f) = m.get(of).copied() {
             m.insert(alias, f);
         }
-    }
-    // Keys and certificates made at render time are refused rather than derived: Convoy
-    // renders at the hub, which by design never holds a plaintext secret (a generated
-    // private key would sit in every assignment the hub keeps and sends), and Helm's own
-    // output changes on every render, which would be endless drift. What a chart needs
-    // instead is an existing certificate, which every such chart accepts through values.
-    for name in [
-        "genCA",
-        "genCAWithKey",
-        "genPrivateKey",
-        "genSelfSignedCert",
-        "genSelfSignedCertWithKey",
-        "genSignedCert",
-        "genSignedCertWithKey",
-    ] {
-        m.insert(
-            name,
-            Func {
-                params: &[],
-                variadic: Some(P::Any),
-                body: Body::Pure(|_| {
-                    err("Convoy renders charts at the hub, which never holds a private key, so keys and \
-                         certificates are not generated at render time (Helm's would also change on every \
-                         render); give the chart an existing certificate through its values (a Secret you \
-                         keep SOPS-encrypted in the repository, or one cert-manager issues)")
-                }),
-                effect: false,
-            },
-        );
     }
     for name in [
         "derivePassword",

@@ -13,6 +13,7 @@
 
 pub mod archive;
 pub mod chart;
+pub mod crypto;
 #[cfg(feature = "fetch")]
 pub mod fetch;
 pub mod funcs;

@@ -7,6 +7,8 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value as Json};
 
+use convoy_model::generated;
+
 use super::HelmError;
 use super::chart::Chart;
 use super::objects::{Capabilities, Object};
@@ -151,7 +153,7 @@ pub fn render(chart: &Chart, values: &Json, opts: &ReleaseOptions) -> Result<Ren
     // Helm's install checks every declared dependency is vendored before conditions and tags
     // disable any: a disabled but missing dependency is an error too.
     check_dependencies_present(chart)?;
-    let (files, chart) = render_files_inner(chart, values, opts)?;
+    let (files, chart, generated) = render_files_inner(chart, values, opts)?;
     let mut rendered = Rendered::default();
     let notes_name = format!("{}/templates/NOTES.txt", chart.name());
     let mut sorted: Vec<(&String, &String)> = files.iter().collect();
@@ -170,10 +172,13 @@ pub fn render(chart: &Chart, values: &Json, opts: &ReleaseOptions) -> Result<Ren
             continue;
         }
         for doc in split_manifests(content) {
-            let object = super::yaml_read::parse_yaml(&doc).map_err(|e| HelmError::Manifest {
+            let mut object = super::yaml_read::parse_yaml(&doc).map_err(|e| HelmError::Manifest {
                 template: path.clone(),
                 message: format!("YAML parse error on {path}: {e}"),
             })?;
+            if generated && generated::holds_tokens(&object) {
+                mark_generated(&mut object);
+            }
             let kind = object.get("kind").and_then(Json::as_str).unwrap_or("").to_string();
             let annotations = object.pointer("/metadata/annotations");
             let hook = annotations.and_then(|a| a.get("helm.sh/hook")).and_then(Json::as_str);
@@ -330,6 +335,17 @@ fn collect_crds_into(chart: &Chart, prefix: &str, out: &mut Vec<Manifest>) -> Re
     Ok(())
 }
 
+/// Marks an object holding tokens for keys or certificates the agent makes
+/// ([`convoy_model::generated`]).
+fn mark_generated(object: &mut Json) {
+    if let Some(metadata) = object.get_mut("metadata").and_then(Json::as_object_mut) {
+        let annotations = metadata.entry("annotations").or_insert_with(|| Json::Object(Map::new()));
+        if let Some(annotations) = annotations.as_object_mut() {
+            annotations.insert(generated::ANNOTATION.into(), Json::String("true".into()));
+        }
+    }
+}
+
 /// Renders every template like Helm's engine (`engine.Render`): template path → output,
 /// partials left out, NOTES.txt and test hooks included.
 pub fn render_files(
@@ -337,7 +353,7 @@ pub fn render_files(
     values: &Json,
     opts: &ReleaseOptions,
 ) -> Result<BTreeMap<String, String>, HelmError> {
-    render_files_inner(chart, values, opts).map(|(f, _)| f)
+    render_files_inner(chart, values, opts).map(|(files, ..)| files)
 }
 
 /// The values a release renders with: dependencies processed, coalesced, schema-checked.
@@ -394,7 +410,7 @@ fn render_files_inner(
     chart: &Chart,
     values: &Json,
     opts: &ReleaseOptions,
-) -> Result<(BTreeMap<String, String>, Chart), HelmError> {
+) -> Result<(BTreeMap<String, String>, Chart, bool), HelmError> {
     let (chart, root_values) = match super::values::template_values(chart, values) {
         Some(root_values) => (chart.clone(), root_values?),
         None => {
@@ -449,7 +465,7 @@ fn render_files_inner(
         let text = exec.execute(k, r.vals.clone()).map_err(|e| HelmError::Render { error: Box::new(e) })?;
         out.insert(k.clone(), if text.contains("<no value>") { text.replace("<no value>", "") } else { text });
     }
-    Ok((out, chart))
+    Ok((out, chart, exec.generated()))
 }
 
 struct Top {

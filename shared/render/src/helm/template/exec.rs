@@ -133,6 +133,9 @@ pub struct Exec<'a> {
     memo_effects: u64,
     /// Reuses of outputs that looked inside `.Template` (a run that reuses one depends on it).
     template_hits: u64,
+    /// Key and certificate generator calls so far: each is numbered, so two identical calls
+    /// stand for two keys.
+    generated: u32,
 }
 
 impl<'a> Exec<'a> {
@@ -154,6 +157,7 @@ impl<'a> Exec<'a> {
             memo_len: 0,
             memo_effects: 0,
             template_hits: 0,
+            generated: 0,
         }
     }
 
@@ -765,11 +769,20 @@ impl<'a> Exec<'a> {
         })
     }
 
-    /// The functions that run templates.
+    /// Whether a key or certificate generator ran (its output holds tokens for the agent).
+    pub fn generated(&self) -> bool {
+        self.generated > 0
+    }
+
+    /// The functions that need the render they run in.
     fn run_function(&mut self, which: ExecFn, argv: Vec<Value>) -> R<Value> {
         let text = argv[0].as_str().unwrap_or("");
         match which {
             ExecFn::Include => Ok(Value::Str(self.include(text, argv[1].clone())?)),
+            ExecFn::Generate(which) => {
+                self.generated += 1;
+                crate::helm::crypto::generate(which, self.generated - 1, &argv).map_err(Raise::Msg)
+            }
             ExecFn::Tpl => {
                 let name = match &argv[1] {
                     Value::Map(m) => match m.borrow().get("Template") {

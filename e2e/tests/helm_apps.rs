@@ -203,7 +203,14 @@ async fn charts_see_the_capabilities_each_agent_reports_and_their_objects_reach_
         "charts/greeter/templates/caps.yaml",
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: caps}\ndata:\n  kube: {{ .Capabilities.KubeVersion.Version | quote }}\n  apps: {{ .Capabilities.APIVersions.Has \"apps/v1\" | quote }}\n  widgets: {{ .Capabilities.APIVersions.Has \"widgets.example.com/v9\" | quote }}\n",
     );
-    let head = repo.commit("greeter: say what the cluster offers");
+    // A chart that makes its own TLS, as Elastic's does: the agent makes the keys.
+    repo.write(
+        "charts/greeter/templates/tls.yaml",
+        "{{- $ca := genCA \"greeter-ca\" 365 }}\n{{- $cert := genSignedCert \"greeter\" nil (list \"greeter.greet.svc\") 365 $ca }}\n\
+         apiVersion: v1\nkind: Secret\nmetadata: {name: greeter-tls}\ndata:\n  tls.crt: {{ $cert.Cert | b64enc }}\n  \
+         tls.key: {{ $cert.Key | b64enc }}\n  ca.crt: {{ $ca.Cert | b64enc }}\n",
+    );
+    let head = repo.commit("greeter: say what the cluster offers, serve TLS");
     for branch in ["dev", "stage"] {
         repo.git(&["branch", "-f", branch, &head]);
     }
@@ -235,10 +242,20 @@ async fn charts_see_the_capabilities_each_agent_reports_and_their_objects_reach_
     eventually("the chart's objects on prod-eu", || {
         let applied = cluster.get("v1", "ConfigMap", Some("greet"), "caps").is_some()
             && cluster.get("v1", "ConfigMap", Some("greet"), "hi-greeter").is_some()
-            && cluster.get("batch/v1", "Job", Some("greet"), "hi-migrate").is_some();
+            && cluster.get("batch/v1", "Job", Some("greet"), "hi-migrate").is_some()
+            && cluster.get("v1", "Secret", Some("greet"), "greeter-tls").is_some();
         async move { applied.then_some(()) }
     })
     .await;
+    let tls = cluster.get("v1", "Secret", Some("greet"), "greeter-tls").unwrap();
+    let pem = |key: &str| {
+        use base64::Engine as _;
+        let bytes = base64::engine::general_purpose::STANDARD.decode(tls["data"][key].as_str().unwrap()).unwrap();
+        String::from_utf8(bytes).unwrap()
+    };
+    assert!(pem("tls.crt").starts_with("-----BEGIN CERTIFICATE-----") && pem("tls.key").contains("PRIVATE KEY"));
+    let assigned = serde_json::to_string(&hub.objects("prod-eu", "greeter")).unwrap();
+    assert!(!assigned.contains("BEGIN"), "the hub holds tokens, never a key or certificate");
     shutdown.cancel();
     for agent in agents {
         let _ = agent.await;

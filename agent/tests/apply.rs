@@ -16,8 +16,15 @@ use serde_json::Value;
 
 const CLUSTER: &str = "c1";
 
+/// What the agent applied: labelled for this cluster and written by `convoy-agent`. The label
+/// alone is not enough on a real cluster, where the Endpoints and EndpointSlices of a Service
+/// copy its labels.
 async fn managed(cluster: &TestCluster) -> Vec<Value> {
-    cluster.list_labelled("convoy.dev/cluster", CLUSTER).await
+    let mut objects = cluster.list_labelled("convoy.dev/cluster", CLUSTER).await;
+    objects.retain(|o| {
+        o["metadata"]["managedFields"].as_array().is_some_and(|m| m.iter().any(|e| e["manager"] == "convoy-agent"))
+    });
+    objects
 }
 
 /// An object as its writers set it: without status, the resourceVersion and managedFields, which

@@ -60,6 +60,9 @@ pub async fn register_node(client: &kube::Client, name: &str) -> Result<(), kube
     nodes
         .patch_status(name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&status_object("Node", name, status)))
         .await?;
+    // The TaintNodesByCondition admission plugin creates every node tainted not-ready; the node
+    // lifecycle controller (off here: no heartbeats) lifts it once the node reports Ready.
+    nodes.patch(name, &PatchParams::default(), &Patch::Merge(json!({"spec": {"taints": null}}))).await?;
     Ok(())
 }
 

@@ -85,6 +85,37 @@ impl TestCluster {
         Some(serde_json::to_value(object).expect("JSON"))
     }
 
+    /// Every object of a kind, optionally in one namespace, each with its apiVersion and kind.
+    pub async fn list(&self, api_version: &str, kind: &str, ns: Option<&str>) -> Vec<Value> {
+        if let Some(sim) = self.sim() {
+            return sim.list(api_version, kind, ns);
+        }
+        let Some(api) = self.api(api_version, kind, ns).await else { return Vec::new() };
+        let list = api.list(&ListParams::default()).await.expect("listing");
+        let types = TypeMeta { api_version: api_version.into(), kind: kind.into() };
+        list.items
+            .into_iter()
+            .map(|mut o| {
+                o.types = Some(types.clone());
+                serde_json::to_value(o).expect("JSON")
+            })
+            .collect()
+    }
+
+    /// Server-side applies `obj` as `manager` (forcing conflicts when `force`), e.g. a hand edit.
+    pub async fn apply(&self, manager: &str, obj: &Value, force: bool) -> Value {
+        if let Some(sim) = self.sim() {
+            return sim.apply(manager, obj, force).expect("kubesim applies");
+        }
+        let s = |p: &str| obj.pointer(p).and_then(Value::as_str).unwrap_or("");
+        let api = self.api(s("/apiVersion"), s("/kind"), obj.pointer("/metadata/namespace").and_then(Value::as_str));
+        let api = api.await.expect("a served kind");
+        let mut params = PatchParams::apply(manager);
+        params.force = force;
+        let applied = api.patch(s("/metadata/name"), &params, &Patch::Apply(obj)).await.expect("applying");
+        serde_json::to_value(applied).expect("JSON")
+    }
+
     /// Every stored object of every listable kind labelled `key=value`.
     pub async fn list_labelled(&self, key: &str, value: &str) -> Vec<Value> {
         if let Some(sim) = self.sim() {

@@ -31,8 +31,9 @@ if built; then
   exit 0
 fi
 
-# One core: these machines have two, and the rest of the build shares them.
-export GOFLAGS=-p=1 CGO_ENABLED=0
+# One core: these machines have two, and the rest of the build shares them. No VCS stamp: the
+# programs are keyed by their module versions, and a clone need not be a trusted git directory.
+export GOFLAGS="-p=1 -buildvcs=false" CGO_ENABLED=0
 staging=$dir/.staging
 rm -rf "$staging"
 mkdir -p "$staging"

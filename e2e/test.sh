@@ -5,6 +5,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source e2e/peers.sh
+# The real control plane (etcd, kube-apiserver, kube-controller-manager, issue 29): built from Go
+# modules once per machine into a cache outside the clone (slow the first time, instant after).
+# A failed build fails the run, and CONVOY_REALKUBE makes every real-apiserver test require it.
+realkube_bin=$(bash e2e/realkube/build.sh | tail -n 1)
+export CONVOY_REALKUBE=1 CONVOY_REALKUBE_BIN="$realkube_bin"
 # Scenario tests run the real binaries (convoy-hub, convoy-agent, convoy, convoy-sandbox): build
 # them first, since a test run alone only builds the binaries of crates with integration tests.
 cargo build --workspace --bins

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use convoy_shared::backoff::Backoff;
 use convoy_shared::clock::unix_ms;
 use futures::StreamExt as _;
-use kube::api::{Api, DynamicObject};
+use kube::api::{Api, DynamicObject, TypeMeta};
 use kube::runtime::WatchStreamExt as _;
 use kube::runtime::watcher::{self, Event};
 use serde_json::Value;
@@ -478,6 +478,7 @@ impl DriftWatcher {
             heal_wake: self.heal_wake.clone(),
             group: ar.group.clone(),
             kind: ar.kind.clone(),
+            api_version: ar.api_version.clone(),
         };
         let selector = format!("{CLUSTER_LABEL}={}", self.cluster);
         self.tasks.spawn(task.run(api, selector, token).instrument(span));
@@ -514,9 +515,20 @@ struct WatchTask {
     heal_wake: Arc<Notify>,
     group: String,
     kind: String,
+    api_version: String,
 }
 
 impl WatchTask {
+    /// `o` as JSON with its apiVersion and kind. A real API server leaves them out of the items
+    /// of a list (watch events carry them), and an object without them would key as nothing:
+    /// never observed, and reported missing after every (re)list.
+    fn typed(&self, mut o: DynamicObject) -> Value {
+        if o.types.as_ref().is_none_or(|t| t.kind.is_empty()) {
+            o.types = Some(TypeMeta { api_version: self.api_version.clone(), kind: self.kind.clone() });
+        }
+        serde_json::to_value(o).unwrap_or(Value::Null)
+    }
+
     async fn run(self, api: Api<DynamicObject>, selector: String, cancel: CancellationToken) {
         // Pages of 50, not client-go's 500: a page is held whole (every object with its
         // managedFields, twice while the response is read), and the first lists of every kind
@@ -535,17 +547,17 @@ impl WatchTask {
             match event {
                 Ok(Event::Init) => listed.clear(),
                 Ok(Event::InitApply(o)) => {
-                    let live = serde_json::to_value(o).unwrap_or(Value::Null);
+                    let live = self.typed(o);
                     listed.insert(key_of(&ObjectRef::of(&live)));
                     self.observe(&live);
                 }
                 Ok(Event::InitDone) => self.relisted(&listed),
                 Ok(Event::Apply(o)) => {
-                    let live = serde_json::to_value(o).unwrap_or(Value::Null);
+                    let live = self.typed(o);
                     self.observe(&live);
                 }
                 Ok(Event::Delete(o)) => {
-                    let live = serde_json::to_value(o).unwrap_or(Value::Null);
+                    let live = self.typed(o);
                     let key = key_of(&ObjectRef::of(&live));
                     let mut drifted = false;
                     self.live.update(|ix| {

@@ -1,8 +1,8 @@
-//! Drift against kubesim: a managed field edited with the real kubectl is reported with its path
-//! and manager (and restored when the app self-heals); an autoscaler owning replicas and
-//! server-defaulted fields are never drift; a deleted object is reported missing and re-created;
-//! fields `ignoreDifferences` leaves to an autoscaler and a VPA-like manager are not drift, not
-//! healed and not sent, across a heal, a restart and a new revision.
+//! Drift, on kubesim and on a real kube-apiserver: a managed field edited with the real kubectl
+//! is reported with its path and manager (and restored when the app self-heals); an autoscaler
+//! owning replicas and server-defaulted fields are never drift; a deleted object is reported
+//! missing and re-created; fields `ignoreDifferences` leaves to an autoscaler and a VPA-like
+//! manager are not drift, not healed and not sent, across a heal, a restart and a new revision.
 
 use std::path::Path;
 
@@ -11,8 +11,8 @@ use kubesim::kubectl::kubectl_ok;
 use convoy_agent::testing::{self as fx, InProcessAgent, NS};
 use convoy_shared::model::report::{Drift, Health, Report};
 use convoy_shared::model::{Assignment, IgnoreRule, SyncPolicy};
-use kubesim::SimFleet;
 use kubesim::eventually;
+use kubesim::scenario::{Backend, TestCluster};
 use serde_json::Value;
 
 const CLUSTER: &str = "d1";
@@ -57,13 +57,16 @@ fn drift_of<'a>(r: &'a Report, name: &str, healed: bool) -> Option<&'a Drift> {
     r.drifts.iter().find(|d| d.object.name == name && d.healed == healed)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn drift_is_reported_by_field_and_manager_healed_only_when_the_app_says_so() {
-    let fleet = SimFleet::start(&[CLUSTER]).await.unwrap();
-    let cluster = fleet.cluster(CLUSTER).unwrap();
+kubesim::on_both_backends!(
+    drift_is_reported_by_field_and_manager_healed_only_when_the_app_says_so,
+    ignored_differences_are_not_drift_not_healed_and_not_sent_across_a_resync,
+);
+
+async fn drift_is_reported_by_field_and_manager_healed_only_when_the_app_says_so(backend: Backend) {
+    let Some(cluster) = TestCluster::start(backend, CLUSTER).await else { return };
     let kc = cluster.kubeconfig_path().to_path_buf();
     let cache = tempfile::tempdir().unwrap();
-    let agent = InProcessAgent::start(fx::test_config(CLUSTER, cache.path()), cluster.client().await.unwrap(), None);
+    let agent = InProcessAgent::start(fx::test_config(CLUSTER, cache.path()), cluster.client().await, None);
     let a = assignment("r1");
     agent.assign(a.clone());
     let settled = report_where(&agent, "everything applied and healthy", |r| {
@@ -91,7 +94,7 @@ async fn drift_is_reported_by_field_and_manager_healed_only_when_the_app_says_so
     assert_eq!(f.desired, "nginx:1.25");
     assert_eq!(f.live, "nginx:edited");
     assert_eq!(f.manager, "kubectl-edit");
-    let live = cluster.get("apps/v1", "Deployment", Some(NS), "api").unwrap();
+    let live = cluster.get("apps/v1", "Deployment", Some(NS), "api").await.unwrap();
     assert_eq!(
         live["spec"]["template"]["spec"]["containers"][0]["image"], "nginx:edited",
         "without selfHeal the edit stays"
@@ -99,7 +102,7 @@ async fn drift_is_reported_by_field_and_manager_healed_only_when_the_app_says_so
 
     // The autoscaler owns replicas of `web` (which leaves replicas unset): never drift. A later
     // edit on another Deployment (same watch stream) proves the scale event was judged.
-    cluster.autoscale(NS, "web", 5).unwrap();
+    cluster.autoscale(NS, "web", 5).await;
     kubectl_ok(&kc, &["-n", NS, "label", "deployment", "api", "team=edited", "--overwrite"]).await;
     edit_by_hand(&kc, "deployment", "api", &["-p", r#"{"metadata":{"labels":{"convoy.dev/app":"stolen"}}}"#]).await;
     let r = report_where(&agent, "the label drift on api", |r| {
@@ -107,7 +110,7 @@ async fn drift_is_reported_by_field_and_manager_healed_only_when_the_app_says_so
     })
     .await;
     assert!(drift_of(&r, "web", false).is_none(), "replicas owned by the autoscaler are not drift: {:?}", r.drifts);
-    assert_eq!(cluster.get("apps/v1", "Deployment", Some(NS), "web").unwrap()["spec"]["replicas"], 5);
+    assert_eq!(cluster.get("apps/v1", "Deployment", Some(NS), "web").await.unwrap()["spec"]["replicas"], 5);
     let label = r.drifts.iter().flat_map(|d| &d.fields).find(|f| f.path == "metadata.labels.convoy.dev/app").unwrap();
     assert_eq!(label.manager, "kubectl-edit");
     assert!(
@@ -123,9 +126,9 @@ async fn drift_is_reported_by_field_and_manager_healed_only_when_the_app_says_so
     assert_eq!(healed.fields[0].path, "data.value");
     assert_eq!(healed.fields[0].live, "hacked");
     assert_eq!(healed.fields[0].manager, "kubectl-edit");
-    eventually("heal-config restored", || {
-        let v = cluster.get("v1", "ConfigMap", Some(NS), "heal-config");
-        async move { v.filter(|v| v["data"]["value"] == "v1") }
+    eventually("heal-config restored", || async {
+        let v = cluster.get("v1", "ConfigMap", Some(NS), "heal-config").await;
+        v.filter(|v| v["data"]["value"] == "v1")
     })
     .await;
 
@@ -136,11 +139,7 @@ async fn drift_is_reported_by_field_and_manager_healed_only_when_the_app_says_so
     })
     .await;
     assert!(r.drifts.iter().any(|d| d.object.name == "heal" && d.missing));
-    eventually("heal re-created", || {
-        let v = cluster.get("apps/v1", "Deployment", Some(NS), "heal");
-        async move { v }
-    })
-    .await;
+    eventually("heal re-created", || cluster.get("apps/v1", "Deployment", Some(NS), "heal")).await;
     // The selfHeal-off drift is still there, untouched.
     let last = agent.last_report().unwrap();
     assert!(drift_of(&last, "api", false).is_some());
@@ -149,8 +148,8 @@ async fn drift_is_reported_by_field_and_manager_healed_only_when_the_app_says_so
 
 /// What an `ignoreDifferences` rule of the app leaves to another manager on the live `web`
 /// Deployment: (replicas, the `main` container's cpu limit).
-fn others_fields(cluster: &kubesim::SimCluster) -> (Value, Value) {
-    let live = cluster.get("apps/v1", "Deployment", Some(NS), "web").unwrap();
+async fn others_fields(cluster: &TestCluster) -> (Value, Value) {
+    let live = cluster.get("apps/v1", "Deployment", Some(NS), "web").await.unwrap();
     (
         live["spec"]["replicas"].clone(),
         live["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["cpu"].clone(),
@@ -172,20 +171,18 @@ fn scaled_app(image: &str) -> convoy_shared::model::AppAssignment {
     web
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ignored_differences_are_not_drift_not_healed_and_not_sent_across_a_resync() {
-    let fleet = SimFleet::start(&[CLUSTER]).await.unwrap();
-    let cluster = fleet.cluster(CLUSTER).unwrap();
+async fn ignored_differences_are_not_drift_not_healed_and_not_sent_across_a_resync(backend: Backend) {
+    let Some(cluster) = TestCluster::start(backend, CLUSTER).await else { return };
     let kc = cluster.kubeconfig_path().to_path_buf();
     let cache = tempfile::tempdir().unwrap();
-    let agent = InProcessAgent::start(fx::test_config(CLUSTER, cache.path()), cluster.client().await.unwrap(), None);
+    let agent = InProcessAgent::start(fx::test_config(CLUSTER, cache.path()), cluster.client().await, None);
     let a = fx::assignment(CLUSTER, "r1", vec![scaled_app("nginx:1.25")]);
     agent.assign(a.clone());
     fx::settled(&agent, &a.digest).await;
-    assert_eq!(others_fields(cluster).0, 2, "an object is created with Git's values");
+    assert_eq!(others_fields(&cluster).await.0, 2, "an object is created with Git's values");
 
     // An autoscaler scales web; a VPA-like controller sets its cpu limit.
-    cluster.autoscale(NS, "web", 5).unwrap();
+    cluster.autoscale(NS, "web", 5).await;
     let vpa = r#"{"spec":{"template":{"spec":{"containers":[{"name":"main","resources":{"limits":{"cpu":"2"}}}]}}}}"#;
     kubectl_ok(&kc, &["-n", NS, "patch", "deployment", "web", "--field-manager=vpa-recommender", "-p", vpa]).await;
     // A hand edit of the image is drift (web heals itself): the heal puts the image back and
@@ -201,24 +198,24 @@ async fn ignored_differences_are_not_drift_not_healed_and_not_sent_across_a_resy
     let paths: Vec<&str> = r.drifts.iter().flat_map(|d| &d.fields).map(|f| f.path.as_str()).collect();
     assert!(paths.contains(&"spec.template.spec.containers[name=main].image"), "{paths:?}");
     assert!(!paths.iter().any(|p| p.contains("replicas") || p.contains("resources")), "ignored fields: {paths:?}");
-    eventually("the image restored", || {
-        let live = cluster.get("apps/v1", "Deployment", Some(NS), "web");
-        async move { live.filter(|l| l["spec"]["template"]["spec"]["containers"][0]["image"] == "nginx:1.25") }
+    eventually("the image restored", || async {
+        let live = cluster.get("apps/v1", "Deployment", Some(NS), "web").await;
+        live.filter(|l| l["spec"]["template"]["spec"]["containers"][0]["image"] == "nginx:1.25")
     })
     .await;
-    assert_eq!(others_fields(cluster), (Value::from(5), Value::from("2")), "the heal fought no one");
+    assert_eq!(others_fields(&cluster).await, (Value::from(5), Value::from("2")), "the heal fought no one");
     agent.stop().await;
 
     // A restart (every object judged afresh, nothing in the index) and a new revision of web.
-    let agent = InProcessAgent::start(fx::test_config(CLUSTER, cache.path()), cluster.client().await.unwrap(), None);
+    let agent = InProcessAgent::start(fx::test_config(CLUSTER, cache.path()), cluster.client().await, None);
     let b = fx::assignment(CLUSTER, "r2", vec![scaled_app("nginx:1.26")]);
     agent.assign(b.clone());
     let r = fx::settled(&agent, &b.digest).await;
-    let live = cluster.get("apps/v1", "Deployment", Some(NS), "web").unwrap();
+    let live = cluster.get("apps/v1", "Deployment", Some(NS), "web").await.unwrap();
     assert_eq!(live["spec"]["template"]["spec"]["containers"][0]["image"], "nginx:1.26");
-    assert_eq!(others_fields(cluster), (Value::from(5), Value::from("2")), "a resync leaves them too");
+    assert_eq!(others_fields(&cluster).await, (Value::from(5), Value::from("2")), "a resync leaves them too");
     assert!(r.drifts.is_empty(), "{:?}", r.drifts);
     // solo's replicas only convoy-agent ever set: kept as they are, not dropped to a default.
-    assert_eq!(cluster.get("apps/v1", "Deployment", Some(NS), "solo").unwrap()["spec"]["replicas"], 3);
+    assert_eq!(cluster.get("apps/v1", "Deployment", Some(NS), "solo").await.unwrap()["spec"]["replicas"], 3);
     agent.stop().await;
 }

@@ -1,7 +1,8 @@
 //! SOPS on the agent, with fixtures encrypted by the real `sops` at test time: what sops writes
 //! (YAML and JSON; encrypted_regex, unencrypted_regex, the suffix rule, --mac-only-encrypted;
 //! int, bool and multi-line values) decrypts to what was encrypted, what we write
-//! `sops --decrypt` reads, a changed file is refused; and on kubesim an encrypted Secret applies
+//! `sops --decrypt` reads, a changed file is refused; and on kubesim and a real kube-apiserver
+//! an encrypted Secret applies
 //! decrypted, its drift is reported without values, the cache and inventory hold no cleartext,
 //! and an object that cannot be decrypted fails alone while nothing is pruned.
 
@@ -12,7 +13,7 @@ use age::secrecy::ExposeSecret as _;
 use convoy_agent::sops::{self, AgeKeys, EncryptRules, SopsError};
 use convoy_agent::testing::{self as fx, InProcessAgent, NS, parse_manifest, settled, sops_decrypt, sops_encrypt};
 use convoy_shared::model::report::Report;
-use kubesim::SimFleet;
+use kubesim::scenario::{Backend, TestCluster};
 use serde_json::{Value, json};
 
 const PASSWORD: &str = "correct-horse-battery-staple";
@@ -173,10 +174,13 @@ async fn report_until(agent: &InProcessAgent, what: &str, ok: impl Fn(&Report) -
     panic!("{what}: {:?}", agent.last_report());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_encrypted_secret_applies_decrypted_and_its_drift_is_reported_without_values() {
-    let fleet = SimFleet::start(&["s1"]).await.unwrap();
-    let cluster = fleet.cluster("s1").unwrap();
+kubesim::on_both_backends!(
+    an_encrypted_secret_applies_decrypted_and_its_drift_is_reported_without_values,
+    an_object_that_cannot_be_decrypted_fails_alone_and_nothing_is_pruned,
+);
+
+async fn an_encrypted_secret_applies_decrypted_and_its_drift_is_reported_without_values(backend: Backend) {
+    let Some(cluster) = TestCluster::start(backend, "s1").await else { return };
     let cache = tempfile::tempdir().unwrap();
     let key = Key::new();
     let yaml = parse_manifest(&sops_encrypt(&secret_yaml("db"), "yaml", &key.recipient(), DATA_ONLY), "yaml");
@@ -190,32 +194,34 @@ async fn an_encrypted_secret_applies_decrypted_and_its_drift_is_reported_without
     let a = fx::assignment("s1", "rev-1", vec![widget_app(vec![yaml, whole, widget])]);
     let mut config = fx::test_config("s1", cache.path());
     config.sops = key.keys();
-    let agent = InProcessAgent::start(config, cluster.client().await.unwrap(), None);
+    let agent = InProcessAgent::start(config, cluster.client().await, None);
     agent.assign(a.clone());
     settled(&agent, &a.digest).await;
 
     for name in ["db", "api"] {
-        let live = cluster.get("v1", "Secret", Some(NS), name).expect("the Secret is applied");
+        let live = cluster.get("v1", "Secret", Some(NS), name).await.expect("the Secret is applied");
         assert!(live.get("sops").is_none(), "the sops metadata is not applied");
         let text = live.to_string();
         assert!(!text.contains("ENC["), "{text}");
         assert_eq!(decode(live["data"]["password"].as_str().unwrap()), PASSWORD, "{live}");
-        assert!(live["stringData"]["tls.crt"].as_str().unwrap().contains(CERT_LINE), "{live}");
+        // stringData is write-only: the API server merges it into data.
+        assert!(live.get("stringData").is_none(), "{live}");
+        assert!(decode(live["data"]["tls.crt"].as_str().unwrap()).contains(CERT_LINE), "{live}");
     }
-    let w = cluster.get("example.com/v1", "Widget", Some(NS), "w").unwrap();
+    let w = cluster.get("example.com/v1", "Widget", Some(NS), "w").await.unwrap();
     assert_eq!(w["spec"], json!({"size": 3, "enabled": true, "ratio": 0.25, "owner": "team-a"}));
 
     // Only ciphertext on disk and in the inventory.
     for bytes in files_under(cache.path()) {
         assert!(!contains(&bytes, &base64(PASSWORD)) && !contains(&bytes, CERT_LINE) && !contains(&bytes, "team-a"));
     }
-    let inventory = serde_json::to_string(&cluster.list("v1", "ConfigMap", Some("convoy-system"))).unwrap();
+    let inventory = serde_json::to_string(&cluster.list("v1", "ConfigMap", Some("convoy-system")).await).unwrap();
     assert!(!inventory.contains(&base64(PASSWORD)) && !inventory.contains(CERT_LINE));
 
     // Someone edits the Secret: the drift names the field and says so, without values.
     let edited = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db", "namespace": NS},
         "data": {"password": base64("intruder-value")}});
-    cluster.apply("kubectl-edit", &edited, true).unwrap();
+    cluster.apply("kubectl-edit", &edited, true).await;
     let report = report_until(&agent, "drift on db reported", |r| {
         r.drifts.iter().any(|d| d.object.name == "db" && !d.fields.is_empty())
     })
@@ -232,15 +238,13 @@ async fn an_encrypted_secret_applies_decrypted_and_its_drift_is_reported_without
     agent.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_object_that_cannot_be_decrypted_fails_alone_and_nothing_is_pruned() {
-    let fleet = SimFleet::start(&["s2"]).await.unwrap();
-    let cluster = fleet.cluster("s2").unwrap();
+async fn an_object_that_cannot_be_decrypted_fails_alone_and_nothing_is_pruned(backend: Backend) {
+    let Some(cluster) = TestCluster::start(backend, "s2").await else { return };
     let cache = tempfile::tempdir().unwrap();
     let key = Key::new();
     let mut config = fx::test_config("s2", cache.path());
     config.sops = key.keys();
-    let agent = InProcessAgent::start(config, cluster.client().await.unwrap(), None);
+    let agent = InProcessAgent::start(config, cluster.client().await, None);
     let first = fx::assignment("s2", "rev-1", vec![widget_app(vec![fx::config_map("old", "v1")])]);
     agent.assign(first.clone());
     settled(&agent, &first.digest).await;
@@ -276,10 +280,10 @@ async fn an_object_that_cannot_be_decrypted_fails_alone_and_nothing_is_pruned() 
     assert!(tampered_error.contains("data.password") && tampered_error.contains("changed"), "{tampered_error}");
     assert!(!report.applied);
 
-    assert!(cluster.get("v1", "ConfigMap", Some(NS), "new").is_some(), "the rest of the app applies");
-    assert!(cluster.get("v1", "ConfigMap", Some(NS), "old").is_some(), "nothing is pruned");
+    assert!(cluster.get("v1", "ConfigMap", Some(NS), "new").await.is_some(), "the rest of the app applies");
+    assert!(cluster.get("v1", "ConfigMap", Some(NS), "old").await.is_some(), "nothing is pruned");
     for name in ["foreign", "tampered"] {
-        assert!(cluster.get("v1", "Secret", Some(NS), name).is_none());
+        assert!(cluster.get("v1", "Secret", Some(NS), name).await.is_none());
     }
     agent.stop().await;
 }

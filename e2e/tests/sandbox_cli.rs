@@ -91,12 +91,12 @@ async fn the_sandbox_fleet_promotes_reports_and_shows_drift_through_the_cli() {
         let kubeconfig = dir.path().join(format!("kube/{cluster}.kubeconfig"));
         let secret = kubectl_ok(&kubeconfig, &["-n", "credentials", "get", "secret", "db", "-o", "json"]).await;
         let secret: serde_json::Value = serde_json::from_str(&secret).unwrap();
-        // kubesim keeps stringData as applied; a real API server folds it into data.
-        let username = secret["stringData"]["username"].as_str().map(str::to_string).or_else(|| {
+        // The applied stringData, folded into data as kube-apiserver does.
+        let username = {
             use base64::Engine as _;
-            let data = secret["data"]["username"].as_str()?;
-            String::from_utf8(base64::engine::general_purpose::STANDARD.decode(data).ok()?).ok()
-        });
+            let data = secret["data"]["username"].as_str().unwrap_or_default();
+            String::from_utf8(base64::engine::general_purpose::STANDARD.decode(data).unwrap_or_default()).ok()
+        };
         assert_eq!(username, Some(format!("app-{env}")), "{secret}");
         let file = dir.path().join(format!("repo/apps/credentials/envs/{env}/db.enc.yaml"));
         let text = std::fs::read_to_string(&file).unwrap();

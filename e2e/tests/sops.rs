@@ -37,14 +37,10 @@ fn files_containing(dir: &std::path::Path, needle: &str) -> Vec<std::path::PathB
     out
 }
 
-/// The password the cluster's Secret holds (kubesim, unlike a real API server, keeps
-/// `stringData` as applied rather than folding it into `data`).
+/// The password the cluster's Secret holds (the applied `stringData` folded into `data`).
 fn password_in(cluster: &kubesim::SimCluster) -> Option<String> {
     use base64::Engine as _;
     let secret = cluster.get("v1", "Secret", Some("vault"), "db")?;
-    if let Some(clear) = secret["stringData"]["password"].as_str() {
-        return Some(clear.to_string());
-    }
     let data = secret["data"]["password"].as_str()?;
     String::from_utf8(base64::engine::general_purpose::STANDARD.decode(data).ok()?).ok()
 }

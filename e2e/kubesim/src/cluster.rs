@@ -1056,6 +1056,21 @@ fn validate(rt: &ResourceType, name: &str, o: &Value) -> Result<()> {
     if rt.kind == "Deployment" && o.pointer("/spec/selector").is_none() {
         return Err(ApiError::invalid(rt, name, "spec.selector: Required value"));
     }
+    // A workload's pods must match its own selector, as kube-apiserver checks (matchLabels only).
+    let workload =
+        rt.group == "apps" && matches!(rt.kind.as_str(), "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet");
+    if let (true, Some(wanted)) = (workload, o.pointer("/spec/selector/matchLabels").and_then(Value::as_object)) {
+        let labels = o.pointer("/spec/template/metadata/labels").cloned().unwrap_or_else(|| json!({}));
+        if wanted.iter().any(|(k, v)| labels.get(k) != Some(v)) {
+            return Err(ApiError::invalid(
+                rt,
+                name,
+                &format!(
+                    "spec.template.metadata.labels: Invalid value: {labels}: `selector` does not match template `labels`"
+                ),
+            ));
+        }
+    }
     Ok(())
 }
 

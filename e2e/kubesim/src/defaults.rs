@@ -66,6 +66,18 @@ fn template(spec: &mut Map<String, Value>, restart_policy: Option<&str>) {
     pod_spec(child(t, "spec"), restart_policy);
 }
 
+/// A Secret's `stringData` is write-only, as in kube-apiserver: each value is base64-encoded
+/// into `data` (winning over the same key there) and `stringData` is never stored.
+fn merge_string_data(secret: &mut Map<String, Value>) {
+    use base64::Engine as _;
+    let Some(Value::Object(strings)) = secret.remove("stringData") else { return };
+    let data = child(secret, "data");
+    for (key, value) in strings {
+        let text = value.as_str().unwrap_or_default();
+        data.insert(key, json!(base64::engine::general_purpose::STANDARD.encode(text)));
+    }
+}
+
 /// Fills defaults for `kind` in place. `cluster_ip` allocates a Service address when needed.
 pub fn apply_defaults(kind: &str, o: &mut Value, cluster_ip: &mut dyn FnMut() -> String) {
     let Some(root) = obj(o) else { return };
@@ -148,7 +160,10 @@ pub fn apply_defaults(kind: &str, o: &mut Value, cluster_ip: &mut dyn FnMut() ->
                 set_default(spec, "externalTrafficPolicy", json!("Cluster"));
             }
         }
-        "Secret" => set_default(root, "type", json!("Opaque")),
+        "Secret" => {
+            set_default(root, "type", json!("Opaque"));
+            merge_string_data(root);
+        }
         "PersistentVolumeClaim" => {
             set_default(child(root, "spec"), "volumeMode", json!("Filesystem"));
             set_default(child(root, "status"), "phase", json!("Pending"));

@@ -504,13 +504,25 @@ fn list_or_watch(app: &Arc<App>, req: &ResourceRequest<'_>) -> Result<Response> 
         r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         return Ok(r);
     }
-    let list = state.list(&req.rt, req.ns(), &lo)?;
+    let mut list = state.list(&req.rt, req.ns(), &lo)?;
     match req.table_include() {
         Some(inc) => {
             let items = list["items"].as_array().cloned().unwrap_or_default();
             Ok(ok(&table::table(&req.rt, &items, list["metadata"].clone(), &inc)))
         }
-        None => Ok(ok(&list)),
+        None => {
+            // As kube-apiserver does: the items of a built-in kind's list carry no apiVersion
+            // and kind (a custom resource's do); clients fill them in from the list.
+            if req.rt.schema == crate::fields::Schema::Builtin {
+                for item in list["items"].as_array_mut().into_iter().flatten() {
+                    if let Some(item) = item.as_object_mut() {
+                        item.remove("apiVersion");
+                        item.remove("kind");
+                    }
+                }
+            }
+            Ok(ok(&list))
+        }
     }
 }
 

@@ -33,6 +33,7 @@ use convoy_model::generated::{self, Kind, Part, Recipe};
 
 use crate::api_error::api_message;
 use crate::fields::FIELD_MANAGER;
+use crate::inventory::creating_namespace;
 
 /// The Secret that keeps what was made.
 pub const SECRET: &str = "convoy-generated";
@@ -128,8 +129,12 @@ impl Generated {
             "data": data,
         });
         let params = PatchParams::apply(&format!("{FIELD_MANAGER}-generated")).force();
-        api.patch(SECRET, &params, &Patch::Apply(&secret)).await.map_err(|e| self.err(&api_message(&e)))?;
-        Ok(())
+        let patch = Patch::Apply(&secret);
+        creating_namespace(&self.client, &self.namespace, || async {
+            api.patch(SECRET, &params, &patch).await.map(|_| ())
+        })
+        .await
+        .map_err(|e| self.err(&api_message(&e)))
     }
 
     fn err(&self, message: &str) -> String {

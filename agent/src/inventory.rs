@@ -228,25 +228,36 @@ impl InventoryStore {
             ..Default::default()
         };
         let patch = Patch::Apply(&cm);
-        let first = with_retry(&self.retry, &what, || api.patch(&self.name, &params, &patch)).await;
-        match first {
-            Ok(_) => return Ok(()),
-            Err((kube::Error::Api(s), _, _)) if s.code == 404 => {}
-            Err((e, _, _)) => return Err(self.cluster_error(&e)),
-        }
-        // The namespace is missing: create it, then write again.
-        let ns_api: Api<Namespace> = Api::all(self.client.clone());
-        let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": self.namespace}});
-        ns_api.patch(&self.namespace, &params, &Patch::Apply(&ns)).await.map_err(|e| self.cluster_error(&e))?;
-        with_retry(&self.retry, &what, || api.patch(&self.name, &params, &patch))
-            .await
-            .map(|_| ())
-            .map_err(|(e, _, _)| self.cluster_error(&e))
+        creating_namespace(&self.client, &self.namespace, || async {
+            with_retry(&self.retry, &what, || api.patch(&self.name, &params, &patch))
+                .await
+                .map(|_| ())
+                .map_err(|(e, ..)| e)
+        })
+        .await
+        .map_err(|e| self.cluster_error(&e))
     }
 
     fn cluster_error(&self, e: &kube::Error) -> InventoryError {
         InventoryError::Cluster { namespace: self.namespace.clone(), name: self.name.clone(), message: api_message(e) }
     }
+}
+
+/// Runs `write` (into the agent's own `namespace`); when it finds the namespace missing, creates
+/// it and writes again.
+pub(crate) async fn creating_namespace<F, Fut>(client: &Client, namespace: &str, write: F) -> Result<(), kube::Error>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<(), kube::Error>>,
+{
+    match write().await {
+        Err(kube::Error::Api(s)) if s.code == 404 => {}
+        done => return done,
+    }
+    let ns_api: Api<Namespace> = Api::all(client.clone());
+    let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}});
+    ns_api.patch(namespace, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&ns)).await?;
+    write().await
 }
 
 #[cfg(test)]

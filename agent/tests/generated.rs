@@ -1,5 +1,5 @@
-//! Keys and certificates a chart generates (`genCA`, `genSignedCert`, …), made by the agent on
-//! kubesim: the tokens the hub rendered (as is and base64-encoded) become a CA and a certificate
+//! Keys and certificates a chart generates (`genCA`, `genSignedCert`, …), made by the agent, on
+//! kubesim and on a real kube-apiserver: the tokens the hub rendered (as is and base64-encoded) become a CA and a certificate
 //! it signed, kept in `convoy-system/convoy-generated`; no drift follows; a new agent (a restart
 //! with an empty cache) applies the very same ones; another app gets its own.
 
@@ -8,7 +8,7 @@ use base64::engine::general_purpose::STANDARD;
 use convoy_agent::testing::{self as fx, InProcessAgent, NS, settled};
 use convoy_model::generated::{ANNOTATION, Kind, Part, Recipe};
 use convoy_shared::model::AppAssignment;
-use kubesim::{SimCluster, SimFleet};
+use kubesim::scenario::{Backend, TestCluster};
 use serde_json::{Value, json};
 
 fn ca() -> Recipe {
@@ -60,25 +60,25 @@ fn decoded(secret: &Value, key: &str) -> String {
     String::from_utf8(STANDARD.decode(secret["data"][key].as_str().expect("data")).expect("base64")).expect("utf-8")
 }
 
-fn tls(cluster: &SimCluster, name: &str) -> Value {
-    cluster.get("v1", "Secret", Some(NS), &format!("{name}-tls")).expect("the Secret is applied")
+async fn tls(cluster: &TestCluster, name: &str) -> Value {
+    cluster.get("v1", "Secret", Some(NS), &format!("{name}-tls")).await.expect("the Secret is applied")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn generated_keys_are_made_in_the_cluster_once_kept_and_signed_by_their_ca() {
-    let fleet = SimFleet::start(&["g1"]).await.unwrap();
-    let cluster = fleet.cluster("g1").unwrap();
+kubesim::on_both_backends!(generated_keys_are_made_in_the_cluster_once_kept_and_signed_by_their_ca);
+
+async fn generated_keys_are_made_in_the_cluster_once_kept_and_signed_by_their_ca(backend: Backend) {
+    let Some(cluster) = TestCluster::start(backend, "g1").await else { return };
     let cache = tempfile::tempdir().unwrap();
     let a = fx::assignment("g1", "rev-1", vec![app("web")]);
-    let agent = InProcessAgent::start(fx::test_config("g1", cache.path()), cluster.client().await.unwrap(), None);
+    let agent = InProcessAgent::start(fx::test_config("g1", cache.path()), cluster.client().await, None);
     agent.assign(a.clone());
     let report = settled(&agent, &a.digest).await;
     assert!(report.drifts.is_empty(), "{:?}", report.drifts);
 
-    let secret = tls(cluster, "web");
+    let secret = tls(&cluster, "web").await;
     let (cert, key, ca_pem) = (decoded(&secret, "tls.crt"), decoded(&secret, "tls.key"), decoded(&secret, "ca.crt"));
     assert!(cert.starts_with("-----BEGIN CERTIFICATE-----") && key.contains("PRIVATE KEY"), "{cert}\n{key}");
-    let config = cluster.get("v1", "ConfigMap", Some(NS), "web-ca").expect("the ConfigMap is applied");
+    let config = cluster.get("v1", "ConfigMap", Some(NS), "web-ca").await.expect("the ConfigMap is applied");
     assert_eq!(config["data"]["ca.pem"], ca_pem, "every token of one recipe is the same CA");
     let (_, ca_der) = x509_parser::pem::parse_x509_pem(ca_pem.as_bytes()).expect("CA PEM");
     let (_, leaf_der) = x509_parser::pem::parse_x509_pem(cert.as_bytes()).expect("cert PEM");
@@ -87,19 +87,19 @@ async fn generated_keys_are_made_in_the_cluster_once_kept_and_signed_by_their_ca
     leaf.verify_signature(Some(ca_cert.public_key())).expect("the certificate is signed by the CA");
     assert!(!format!("{report:?}").contains("PRIVATE KEY"), "reports carry no key");
 
-    let kept = cluster.get("v1", "Secret", Some("convoy-system"), "convoy-generated").expect("what was made is kept");
+    let kept =
+        cluster.get("v1", "Secret", Some("convoy-system"), "convoy-generated").await.expect("what was made is kept");
     assert_eq!(kept["data"].as_object().map(|d| d.len()), Some(2), "the CA and the certificate: {kept}");
     agent.stop().await;
 
     // A new agent with an empty cache (a reinstall) applies the very same CA and certificate.
     let fresh = tempfile::tempdir().unwrap();
-    let agent = InProcessAgent::start(fx::test_config("g1", fresh.path()), cluster.client().await.unwrap(), None);
+    let agent = InProcessAgent::start(fx::test_config("g1", fresh.path()), cluster.client().await, None);
     let b = fx::assignment("g1", "rev-2", vec![app("web"), app("api")]);
     agent.assign(b.clone());
     settled(&agent, &b.digest).await;
-    assert_eq!(tls(cluster, "web")["data"], secret["data"], "the same material after a restart");
+    assert_eq!(tls(&cluster, "web").await["data"], secret["data"], "the same material after a restart");
     // Another app's recipes are its own.
-    assert_ne!(decoded(&tls(cluster, "api"), "ca.crt"), ca_pem);
+    assert_ne!(decoded(&tls(&cluster, "api").await, "ca.crt"), ca_pem);
     agent.stop().await;
-    fleet.shutdown().await;
 }

@@ -221,15 +221,10 @@ mod tests {
 
     fn recipe(kind: Kind, call: u32) -> Recipe {
         Recipe {
-            kind,
-            call,
-            cn: "svc".into(),
             ips: vec!["10.0.0.1".into()],
             dns: vec!["svc.ns.svc".into()],
             days: 30,
-            algorithm: String::new(),
-            signer: None,
-            key: None,
+            ..Recipe::new(kind, call, "svc")
         }
     }
 

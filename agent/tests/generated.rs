@@ -12,17 +12,7 @@ use kubesim::scenario::{Backend, TestCluster};
 use serde_json::{Value, json};
 
 fn ca() -> Recipe {
-    Recipe {
-        kind: Kind::Ca,
-        call: 0,
-        cn: "shop-ca".into(),
-        ips: vec![],
-        dns: vec![],
-        days: 365,
-        algorithm: String::new(),
-        signer: None,
-        key: None,
-    }
+    Recipe { days: 365, ..Recipe::new(Kind::Ca, 0, "shop-ca") }
 }
 
 fn signed() -> Recipe {

@@ -96,6 +96,22 @@ impl Part {
 }
 
 impl Recipe {
+    /// A recipe for `kind` named `cn`, as the render's `call`-th generator call, with no
+    /// addresses, validity, algorithm, signer or key yet.
+    pub fn new(kind: Kind, call: u32, cn: &str) -> Recipe {
+        Recipe {
+            kind,
+            call,
+            cn: cn.to_string(),
+            ips: Vec::new(),
+            dns: Vec::new(),
+            days: 0,
+            algorithm: String::new(),
+            signer: None,
+            key: None,
+        }
+    }
+
     /// The token standing for `part` of what this recipe makes.
     pub fn token(&self, part: Part) -> String {
         let json = serde_json::to_vec(self).unwrap_or_default();
@@ -193,17 +209,7 @@ mod tests {
     use super::*;
 
     fn ca() -> Recipe {
-        Recipe {
-            kind: Kind::Ca,
-            call: 0,
-            cn: "my-ca".into(),
-            ips: vec![],
-            dns: vec![],
-            days: 365,
-            algorithm: String::new(),
-            signer: None,
-            key: None,
-        }
+        Recipe { days: 365, ..Recipe::new(Kind::Ca, 0, "my-ca") }
     }
 
     #[test]

@@ -27,17 +27,7 @@ pub fn generate(which: Generator, call: u32, argv: &[Value]) -> Result<Value, St
         Some(Value::Int(d) | Value::Int64(d)) => *d,
         _ => 0,
     };
-    let base = |kind: Kind| Recipe {
-        kind,
-        call,
-        cn: text(0),
-        ips: Vec::new(),
-        dns: Vec::new(),
-        days: 0,
-        algorithm: String::new(),
-        signer: None,
-        key: None,
-    };
+    let base = |kind: Kind| Recipe::new(kind, call, &text(0));
     let with_names = |kind: Kind| -> Result<Recipe, String> {
         Ok(Recipe {
             ips: strings(argv.get(1), "IP addresses")?,

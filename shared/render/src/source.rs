@@ -1,6 +1,8 @@
 //! File access for the renderer: the [`Source`] trait and its filesystem implementation.
 
+use std::collections::HashSet;
 use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, RwLock};
 
 use super::{RenderError, Result};
 
@@ -45,29 +47,45 @@ pub trait Source: Send + Sync {
 pub struct FsSource {
     root: PathBuf,
     canonical_root: Option<PathBuf>,
+    /// Directories (root-relative) already found to be real directories, not symlinks: a
+    /// render reads many files in few directories, and asks where each really is. The tree is
+    /// taken not to change while it is read.
+    real_dirs: Arc<RwLock<HashSet<PathBuf>>>,
 }
 
 impl FsSource {
     /// A source rooted at `root`.
     pub fn new(root: &Path) -> Self {
-        FsSource { root: root.to_path_buf(), canonical_root: std::fs::canonicalize(root).ok() }
+        FsSource {
+            root: root.to_path_buf(),
+            canonical_root: std::fs::canonicalize(root).ok(),
+            real_dirs: Arc::default(),
+        }
     }
 
     /// The absolute path for `rel`, after checking that it resolves inside the root.
-    /// Walks the components with `lstat`; only a path crossing a symlink pays for a full
-    /// canonicalization.
+    /// Walks the components with `lstat` (directories already known real are not asked
+    /// again); only a path crossing a symlink pays for a full canonicalization.
     fn resolve(&self, rel: &Path) -> Result<Option<PathBuf>> {
         let Some(root) = &self.canonical_root else {
             return self.resolve_slow(rel);
         };
         let mut cur = root.clone();
+        let mut walked = PathBuf::new();
         for comp in rel.components() {
             let Component::Normal(part) = comp else {
                 return self.resolve_slow(rel);
             };
             cur.push(part);
+            walked.push(part);
+            if self.real_dirs.read().unwrap_or_else(std::sync::PoisonError::into_inner).contains(&walked) {
+                continue;
+            }
             match std::fs::symlink_metadata(&cur) {
                 Ok(m) if m.file_type().is_symlink() => return self.resolve_slow(rel),
+                Ok(m) if m.is_dir() => {
+                    self.real_dirs.write().unwrap_or_else(std::sync::PoisonError::into_inner).insert(walked.clone());
+                }
                 Ok(_) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
                 Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => return Ok(None),

@@ -67,13 +67,7 @@ impl Generated {
         if marked.is_none() {
             return Ok(None);
         }
-        let mut wanted = Vec::new();
-        let mut probe = object.clone();
-        generated::fill::<()>(&mut probe, &mut |recipe, _| {
-            wanted.push(recipe.clone());
-            Ok(String::new())
-        })
-        .unwrap_or(false);
+        let wanted = generated::recipes(object);
         let mut held = self.held.lock().await;
         if held.is_none() {
             *held = Some(self.load().await?);

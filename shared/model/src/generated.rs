@@ -198,10 +198,31 @@ pub fn fill<E>(object: &mut Value, fill: &mut dyn FnMut(&Recipe, Part) -> Result
     }
 }
 
+/// The recipes of every token in the strings of `object` (as is, or base64-encoded), in order,
+/// read without changing or copying the object.
+pub fn recipes(object: &Value) -> Vec<Recipe> {
+    fn walk(v: &Value, found: &mut Vec<Recipe>) {
+        match v {
+            Value::String(s) => {
+                // Only what fill would replace is collected; the filled text is not kept.
+                let _ = fill_string::<()>(s, &mut |recipe, _| {
+                    found.push(recipe.clone());
+                    Ok(String::new())
+                });
+            }
+            Value::Array(items) => items.iter().for_each(|item| walk(item, found)),
+            Value::Object(map) => map.values().for_each(|item| walk(item, found)),
+            _ => {}
+        }
+    }
+    let mut found = Vec::new();
+    walk(object, &mut found);
+    found
+}
+
 /// Whether `object` holds a token anywhere (as is, or base64-encoded).
 pub fn holds_tokens(object: &Value) -> bool {
-    let mut copy = object.clone();
-    fill::<()>(&mut copy, &mut |_, _| Ok(String::new())).unwrap_or(false)
+    !recipes(object).is_empty()
 }
 
 #[cfg(test)]
@@ -225,6 +246,12 @@ mod tests {
             "other": "plain", "n": 3,
         });
         assert!(holds_tokens(&object));
+        let kinds: Vec<Kind> = recipes(&object).iter().map(|r| r.kind).collect();
+        assert_eq!(
+            kinds,
+            [Kind::Signed, Kind::Ca, Kind::Signed, Kind::Signed],
+            "data's keys in order, then stringData's"
+        );
         let mut seen = Vec::new();
         let any = fill::<()>(&mut object, &mut |r, p| {
             seen.push((r.kind, p));

@@ -6,6 +6,7 @@
 //! provider and the [`GitAccess`] TLS configuration; credentials come from [`GitAccess`] alone
 //! (never a prompt, a credential helper, or the URL shown in an error).
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -463,10 +464,13 @@ impl Snapshot {
         Ok(Some(resolved))
     }
 
-    /// The entry at `path` with symlinks followed.
-    fn entry(&self, path: &Path) -> render::Result<Option<(String, &Entry)>> {
-        let Some(real) = self.resolve(&key(path))? else { return Ok(None) };
-        Ok(self.entries.get(&real).map(|e| (real, e)))
+    /// The entry at `key` with symlinks followed, with where it really is.
+    fn entry<'k>(&self, key: &'k str) -> render::Result<Option<(Cow<'k, str>, &Entry)>> {
+        if !self.has_links {
+            return Ok(self.entries.get(key).map(|e| (Cow::Borrowed(key), e)));
+        }
+        let Some(real) = self.resolve(key)? else { return Ok(None) };
+        Ok(self.entries.get(&real).map(|e| (Cow::Owned(real), e)))
     }
 
     /// The object id of what `path` names (tree or blob, symlinks followed, so a change to a
@@ -476,14 +480,14 @@ impl Snapshot {
         if key.is_empty() {
             return Some(self.tree);
         }
-        self.entry(path).ok().flatten().map(|(_, e)| match e {
+        self.entry(&key).ok().flatten().map(|(_, e)| match e {
             Entry::File(id, _) | Entry::Dir(id) | Entry::Link(id, _) | Entry::Other(id) | Entry::TooLarge(id, _) => *id,
         })
     }
 
     /// The contents of the file at `path`, if it is one.
     pub fn file(&self, path: &str) -> Option<&[u8]> {
-        match self.entry(Path::new(path)).ok().flatten() {
+        match self.entry(path.trim_matches('/')).ok().flatten() {
             Some((_, Entry::File(_, data))) => Some(data),
             _ => None,
         }
@@ -545,14 +549,15 @@ impl Snapshot {
 
 impl Source for Snapshot {
     fn kind(&self, path: &Path) -> render::Result<Option<EntryKind>> {
-        if key(path).is_empty() {
+        let key = key(path);
+        if key.is_empty() {
             return Ok(Some(EntryKind::Dir));
         }
-        Ok(match self.entry(path)? {
+        Ok(match self.entry(&key)? {
             Some((_, Entry::File(..) | Entry::TooLarge(..))) => Some(EntryKind::File),
             Some((_, Entry::Dir(_))) => Some(EntryKind::Dir),
             Some((real, Entry::Other(_) | Entry::Link(..))) => {
-                return Err(RenderError::PathEscape { path: real.clone(), from: PathBuf::from(real) });
+                return Err(RenderError::PathEscape { path: real.to_string(), from: PathBuf::from(real.as_ref()) });
             }
             None => None,
         })
@@ -560,10 +565,10 @@ impl Source for Snapshot {
 
     fn read(&self, path: &Path) -> render::Result<Vec<u8>> {
         let key = key(path);
-        match self.entry(path)? {
+        match self.entry(&key)? {
             Some((_, Entry::File(_, data))) => Ok(data.to_vec()),
             Some((real, Entry::Other(_) | Entry::Link(..))) => {
-                Err(RenderError::PathEscape { path: real.clone(), from: PathBuf::from(real) })
+                Err(RenderError::PathEscape { path: real.to_string(), from: PathBuf::from(real.as_ref()) })
             }
             Some((_, Entry::TooLarge(_, size))) => Err(RenderError::Io {
                 path: PathBuf::from(key),

@@ -1,9 +1,16 @@
 //! Strategic merge patch as kustomize (kyaml `merge2`) applies it: maps merge, `null`
 //! deletes, `$patch: delete|replace` directives (other SMP directives are kept as fields),
 //! a custom `openapi:` schema when one is set, and lists of built-in types merged by
-//! their patch merge key (containers by name, ports by containerPort, …) with the patch's
+//! their keys (containers by name; ports by containerPort and protocol, …) with the patch's
 //! elements first. Lists of unknown kinds (custom resources) are replaced, as kyaml does
 //! without a schema.
+//!
+//! Decisions: a keyed list merges exactly as kyaml's `walkAssociativeSequence` does, odd
+//! corners included (`kubectl kustomize` is the oracle, and kustomize users' overlays are
+//! written against it): a port named by containerPort alone, where the list's ports also
+//! name their protocol, neither matches nor deletes a port that has one; an element whose
+//! keys all match is merged in place; an element matching nothing is put before the list's
+//! own elements.
 
 use serde_json::{Map, Value};
 
@@ -11,7 +18,8 @@ use serde_json::{Map, Value};
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum ListStrategy {
     Replace,
-    Key(String),
+    /// Merged by these keys (most lists: one; ports: the port and its protocol).
+    Key(Vec<String>),
     Primitive,
 }
 
@@ -70,8 +78,18 @@ impl OpenApi {
         if !strategy.split(',').any(|s| s.trim() == "merge") {
             return ListStrategy::Replace;
         }
+        // As kyaml's `PatchStrategyAndKeyList`: the list-map keys when the schema has them, else
+        // the patch merge key.
+        let map_keys: Vec<String> = node
+            .get("x-kubernetes-list-map-keys")
+            .and_then(Value::as_array)
+            .map(|ks| ks.iter().filter_map(Value::as_str).map(str::to_string).collect())
+            .unwrap_or_default();
+        if !map_keys.is_empty() {
+            return ListStrategy::Key(map_keys);
+        }
         match node.get("x-kubernetes-patch-merge-key").and_then(Value::as_str) {
-            Some(k) => ListStrategy::Key(k.to_string()),
+            Some(k) => ListStrategy::Key(vec![k.to_string()]),
             None => ListStrategy::Primitive,
         }
     }
@@ -107,21 +125,23 @@ fn is_builtin_group(group: &str) -> bool {
 fn list_strategy(kind: &str, path: &[String], field: &str) -> ListStrategy {
     let parent = path.last().map(String::as_str).unwrap_or("");
     let in_container = matches!(parent, "containers" | "initContainers" | "ephemeralContainers");
+    let key = |k: &str| ListStrategy::Key(vec![k.to_string()]);
+    let keys = |k: [&str; 2]| ListStrategy::Key(k.map(str::to_string).to_vec());
     match field {
-        "containers" | "initContainers" | "ephemeralContainers" => ListStrategy::Key("name".into()),
-        "env" if in_container => ListStrategy::Key("name".into()),
-        "ports" if in_container => ListStrategy::Key("containerPort".into()),
-        "ports" if kind == "Service" && path.len() == 1 && parent == "spec" => ListStrategy::Key("port".into()),
-        "volumeMounts" if in_container => ListStrategy::Key("mountPath".into()),
-        "volumeDevices" if in_container => ListStrategy::Key("devicePath".into()),
-        "volumes" | "imagePullSecrets" | "resourceClaims" | "schedulingGates" => ListStrategy::Key("name".into()),
-        "hostAliases" => ListStrategy::Key("ip".into()),
-        "topologySpreadConstraints" => ListStrategy::Key("topologyKey".into()),
+        "containers" | "initContainers" | "ephemeralContainers" => key("name"),
+        "env" if in_container => key("name"),
+        "ports" if in_container => keys(["containerPort", "protocol"]),
+        "ports" if kind == "Service" && path.len() == 1 && parent == "spec" => keys(["port", "protocol"]),
+        "volumeMounts" if in_container => key("mountPath"),
+        "volumeDevices" if in_container => key("devicePath"),
+        "volumes" | "imagePullSecrets" | "resourceClaims" | "schedulingGates" => key("name"),
+        "hostAliases" => key("ip"),
+        "topologySpreadConstraints" => keys(["topologyKey", "whenUnsatisfiable"]),
         "finalizers" if parent == "metadata" => ListStrategy::Primitive,
-        "ownerReferences" if parent == "metadata" => ListStrategy::Key("uid".into()),
-        "conditions" if path.first().map(String::as_str) == Some("status") => ListStrategy::Key("type".into()),
-        "webhooks" if kind.ends_with("WebhookConfiguration") && path.is_empty() => ListStrategy::Key("name".into()),
-        "secrets" if kind == "ServiceAccount" && path.is_empty() => ListStrategy::Key("name".into()),
+        "ownerReferences" if parent == "metadata" => key("uid"),
+        "conditions" if path.first().map(String::as_str) == Some("status") => key("type"),
+        "webhooks" if kind.ends_with("WebhookConfiguration") && path.is_empty() => key("name"),
+        "secrets" if kind == "ServiceAccount" && path.is_empty() => key("name"),
         _ => ListStrategy::Replace,
     }
 }
@@ -178,7 +198,7 @@ pub(crate) fn apply_strategic_merge_with(
 /// keyed list from its distinct keys: elements sharing a key (two `env` entries named `A`,
 /// as a JSON patch appending to a list can leave) collapse into one, where the first stood,
 /// holding the last. So any strategic merge patch does this to every keyed list of the
-/// object, in every container.
+/// object, in every container: the keyed merge with nothing to merge in.
 fn collapse_duplicate_keys(m: &mut Map<String, Value>, ctx: &Ctx<'_>, path: &mut Vec<String>) {
     for (k, v) in m.iter_mut() {
         match v {
@@ -188,17 +208,9 @@ fn collapse_duplicate_keys(m: &mut Map<String, Value>, ctx: &Ctx<'_>, path: &mut
                 path.pop();
             }
             Value::Array(items) => {
-                let ListStrategy::Key(key) = list_strategy(ctx.kind, path, k) else { continue };
-                let mut out: Vec<Value> = Vec::with_capacity(items.len());
-                for item in items.drain(..) {
-                    let slot = key_text(&item, &key)
-                        .and_then(|t| out.iter().position(|o| key_text(o, &key).as_deref() == Some(t.as_str())));
-                    match slot {
-                        Some(i) => out[i] = item,
-                        None => out.push(item),
-                    }
-                }
+                let ListStrategy::Key(keys) = list_strategy(ctx.kind, path, k) else { continue };
                 path.push(k.clone());
+                let mut out = merge_keyed(items, &[], &keys, ctx, path);
                 for item in out.iter_mut().filter_map(Value::as_object_mut) {
                     collapse_duplicate_keys(item, ctx, path);
                 }
@@ -269,10 +281,10 @@ fn merge_map(dest: &mut Map<String, Value>, patch: &Map<String, Value>, ctx: &Ct
                         let existing = dest.get(k).and_then(Value::as_array);
                         Value::Array(merge_primitive(existing.map(Vec::as_slice), pa))
                     }
-                    ListStrategy::Key(key) => {
+                    ListStrategy::Key(keys) => {
                         let existing = dest.get(k).and_then(Value::as_array);
                         path.push(k.clone());
-                        let out = merge_keyed(existing.map(Vec::as_slice).unwrap_or(&[]), pa, &key, ctx, path);
+                        let out = merge_keyed(existing.map(Vec::as_slice).unwrap_or(&[]), pa, &keys, ctx, path);
                         path.pop();
                         Value::Array(out)
                     }
@@ -286,67 +298,209 @@ fn merge_map(dest: &mut Map<String, Value>, patch: &Map<String, Value>, ctx: &Ct
     }
 }
 
-/// The text of a scalar merge-key value (`80` and `"80"` are the same key).
+/// The text kyaml reads for a key of a list element (`80` and `"80"` are the same key):
+/// `None` when the element lacks the field; an empty, null or non-scalar value reads as `""`.
 fn key_text(v: &Value, key: &str) -> Option<String> {
-    match v.as_object()?.get(key)? {
-        Value::Null => None,
-        Value::String(s) => Some(s.clone()),
-        other => Some(other.to_string()),
+    Some(match v.as_object()?.get(key)? {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        Value::Bool(b) => b.to_string(),
+        Value::Null | Value::Object(_) | Value::Array(_) => String::new(),
+    })
+}
+
+/// A key value kyaml writes back into an element that lost it in the merge: the scalar the
+/// text reads as.
+fn key_value(text: &str) -> Value {
+    text.parse::<i64>().map(Value::from).unwrap_or_else(|_| Value::String(text.to_string()))
+}
+
+/// One element's values for the list's keys, `""` where it has none (kyaml's
+/// `ElementValuesList`).
+type KeyValues = Vec<String>;
+
+fn key_values(v: &Value, keys: &[String]) -> KeyValues {
+    keys.iter().map(|k| key_text(v, k).unwrap_or_default()).collect()
+}
+
+/// Whether `v` holds every key with exactly that text, `""` included (kyaml's
+/// `MatchElementList`, which finds an element's counterpart in each source).
+fn holds_exactly(v: &Value, keys: &[String], values: &[String]) -> bool {
+    v.is_object() && keys.iter().zip(values).all(|(k, want)| key_text(v, k).as_deref() == Some(want.as_str()))
+}
+
+/// kyaml's `ElementSetter` on a list: every element matching `values` (only as many keys as
+/// there are values are compared; an empty value matches any value, a missing field never)
+/// is replaced by `element`, or removed when there is none; `element` is appended when none
+/// matched. Null and empty-map elements go; with no values at all, every map element goes.
+fn set_element(list: &mut Vec<Value>, element: Option<&Value>, keys: &[String], values: &[String]) {
+    let matches = |v: &Value| {
+        !values.is_empty()
+            && keys
+                .iter()
+                .zip(values)
+                .all(|(k, want)| key_text(v, k).is_some_and(|have| want.is_empty() || have == *want))
+    };
+    let mut found = false;
+    let mut out = Vec::with_capacity(list.len() + 1);
+    for v in list.drain(..) {
+        match &v {
+            Value::Null => continue,
+            Value::Object(m) if m.is_empty() => continue,
+            Value::Object(_) => {}
+            _ => {
+                out.push(v);
+                continue;
+            }
+        }
+        if !matches(&v) {
+            if !values.is_empty() {
+                out.push(v);
+            }
+            continue;
+        }
+        found = true;
+        out.extend(element.cloned());
+    }
+    if !found {
+        out.extend(element.cloned());
+    }
+    *list = out;
+}
+
+/// kyaml's `mergeValues`, for lists with several keys: two elements' key values that agree
+/// where both have one (and agree somewhere) stand for the same element, with the union of
+/// their values.
+fn merge_values(list: &mut [KeyValues]) {
+    for i in 0..list.len() {
+        let first = list[i].clone();
+        for j in 0..list.len() {
+            if let Some(union) = union_of(&first, &list[j]) {
+                list[i] = union.clone();
+                list[j] = union;
+            }
+        }
     }
 }
 
-fn merge_keyed(dest: &[Value], patch: &[Value], key: &str, ctx: &Ctx<'_>, path: &mut Vec<String>) -> Vec<Value> {
+fn union_of(a: &[String], b: &[String]) -> Option<KeyValues> {
+    let mut common = false;
+    let mut out = Vec::with_capacity(a.len());
+    for (x, y) in a.iter().zip(b) {
+        if x == y {
+            common = true;
+            out.push(x.clone());
+        } else if !x.is_empty() && !y.is_empty() {
+            return None;
+        } else {
+            out.push(if x.is_empty() { y.clone() } else { x.clone() });
+        }
+    }
+    common.then_some(out)
+}
+
+/// kyaml's `validateKeys`: the keys some element of the list has a value for (all keys when
+/// none has any), and this element's values for them.
+fn valid_keys(list: &[KeyValues], values: &[String], keys: &[String]) -> (Vec<String>, KeyValues) {
+    let used: Vec<bool> = (0..keys.len()).map(|i| list.iter().any(|vs| !vs[i].is_empty())).collect();
+    if !used.contains(&true) {
+        return (keys.to_vec(), values.to_vec());
+    }
+    let pick = |i: &usize| used[*i];
+    let valid_keys = (0..keys.len()).filter(pick).map(|i| keys[i].clone()).collect();
+    let valid_values =
+        (0..keys.len()).filter(|i| pick(i) || !values[*i].is_empty()).map(|i| values[i].clone()).collect();
+    (valid_keys, valid_values)
+}
+
+/// [`valid_keys`] of one element alone: the keys it has a value for.
+fn valid_keys_of_one(values: &[String], keys: &[String]) -> (Vec<String>, KeyValues) {
+    valid_keys(&[values.to_vec()], values, keys)
+}
+
+/// One element merged as kyaml's map walk does: `dest` alone stays; the patch's element
+/// lands cleaned where there was none; `$patch: delete` removes it.
+fn merge_element(dest: Option<&Value>, patch: Option<&Value>, ctx: &Ctx<'_>, path: &mut Vec<String>) -> Option<Value> {
+    let Some(Value::Object(pm)) = patch else { return dest.cloned() };
+    match (pm.get("$patch").and_then(Value::as_str), dest) {
+        (Some("delete"), _) => None,
+        // kyaml ignores `$patch: replace` on an element that exists.
+        (Some("replace"), Some(d)) => Some(d.clone()),
+        (_, Some(Value::Object(dm))) => {
+            let mut dm = dm.clone();
+            merge_map(&mut dm, pm, ctx, path);
+            Some(Value::Object(dm))
+        }
+        _ => Some(Value::Object(clean(pm, ctx, path))),
+    }
+}
+
+/// A keyed list merged as kyaml's `walkAssociativeSequence` does when kustomize applies a
+/// strategic merge patch (the patch's new elements before the list's own).
+fn merge_keyed(dest: &[Value], patch: &[Value], keys: &[String], ctx: &Ctx<'_>, path: &mut Vec<String>) -> Vec<Value> {
     // An element `{$patch: replace}` makes the patch's other elements the whole list.
     let is_replace = |v: &Value| {
         v.as_object().is_some_and(|m| m.len() == 1 && m.get("$patch").and_then(Value::as_str) == Some("replace"))
     };
     if patch.iter().any(is_replace) {
         let kept: Vec<Value> = patch.iter().filter(|v| !is_replace(v)).cloned().collect();
-        return merge_keyed(&[], &kept, key, ctx, path);
+        return merge_keyed(&[], &kept, keys, ctx, path);
     }
-    let mut order: Vec<String> = Vec::new();
+    let mut dest: Vec<Value> = dest.to_vec();
+    let mut list: Vec<KeyValues> = Vec::new();
     for v in patch.iter().chain(dest.iter()) {
-        if let Some(t) = key_text(v, key)
-            && !order.contains(&t)
-        {
-            order.push(t);
+        let values = key_values(v, keys);
+        if !list.contains(&values) {
+            list.push(values);
         }
     }
-    let mut out = Vec::with_capacity(order.len());
-    for kv in &order {
-        let d = dest.iter().find(|v| key_text(v, key).as_deref() == Some(kv));
-        let p = patch.iter().find(|v| key_text(v, key).as_deref() == Some(kv));
-        let merged: Option<Map<String, Value>> = match (d, p) {
-            (Some(d), None) => d.as_object().cloned(),
-            (d, Some(Value::Object(pm))) => match pm.get("$patch").and_then(Value::as_str) {
-                Some("delete") => None,
-                // kyaml ignores `$patch: replace` on an element that exists.
-                Some("replace") => match d {
-                    Some(Value::Object(dm)) => Some(dm.clone()),
-                    _ => Some(clean(pm, ctx, path)),
-                },
-                _ => match d {
-                    Some(Value::Object(dm)) => {
-                        let mut dm = dm.clone();
-                        merge_map(&mut dm, pm, ctx, path);
-                        Some(dm)
+    if list.is_empty() {
+        return dest;
+    }
+    if keys.len() > 1 {
+        merge_values(&mut list);
+    }
+    let mut added: Vec<Value> = Vec::new();
+    let mut last_keys = keys.to_vec();
+    for values in &list {
+        let (valid_keys, valid_values) = valid_keys(&list, values, keys);
+        // Each side's counterpart is found by the keys this element has values for.
+        let (find_keys, find_values) = valid_keys_of_one(&valid_values, &valid_keys);
+        let d = dest.iter().position(|v| holds_exactly(v, &find_keys, &find_values));
+        let p = patch.iter().find(|v| holds_exactly(v, &find_keys, &find_values));
+        match merge_element(d.map(|i| &dest[i]), p, ctx, path) {
+            Some(Value::Object(mut m)) if !m.is_empty() => {
+                for (k, v) in valid_keys.iter().zip(&valid_values) {
+                    if !m.contains_key(k) && !v.is_empty() {
+                        m.insert(k.clone(), key_value(v));
                     }
-                    _ => Some(clean(pm, ctx, path)),
-                },
-            },
-            _ => None,
-        };
-        let Some(mut m) = merged else { continue };
-        if m.is_empty() {
-            continue;
+                }
+                let merged = Value::Object(m);
+                // kyaml merges into the list's own element, in place.
+                if let Some(i) = d {
+                    dest[i] = merged.clone();
+                }
+                set_element(&mut added, Some(&merged), &valid_keys, &valid_values);
+            }
+            _ => set_element(&mut dest, None, &valid_keys, &valid_values),
         }
-        if !m.contains_key(key) {
-            m.insert(key.to_string(), Value::String(kv.clone()));
-        }
-        out.push(Value::Object(m));
+        last_keys = valid_keys;
     }
-    out.extend(dest.iter().filter(|v| key_text(v, key).is_none()).cloned());
-    out
+    // The list's own elements set into what was added, by the keys the last element used.
+    for v in &dest {
+        let mut values = Vec::new();
+        for k in &last_keys {
+            match key_text(v, k) {
+                Some(t) => values.push(t),
+                None => added.push(v.clone()),
+            }
+        }
+        if last_keys.len() > 1 {
+            set_element(&mut added, None, &last_keys, &values);
+        }
+        set_element(&mut added, Some(v), &last_keys, &values);
+    }
+    added
 }
 
 fn merge_primitive(dest: Option<&[Value]>, patch: &[Value]) -> Vec<Value> {
@@ -441,5 +595,63 @@ mod tests {
         let p = obj(json!({"metadata": {"finalizers": ["c", "a"]}}));
         assert!(apply_strategic_merge(&mut d, &p));
         assert_eq!(d["metadata"]["finalizers"], json!(["c", "a", "b"]));
+    }
+
+    fn ports_after(base: Value, patch: Value) -> Value {
+        let mut d = obj(json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "spec": {"template": {"spec": {"containers": [{"name": "c", "ports": base}]}}}}));
+        let p = obj(json!({"spec": {"template": {"spec": {"containers": [{"name": "c", "ports": patch}]}}}}));
+        assert!(apply_strategic_merge(&mut d, &p));
+        d["spec"]["template"]["spec"]["containers"][0]["ports"].clone()
+    }
+
+    // Expected values below are what `kubectl kustomize` (kustomize 5.8) prints.
+    #[test]
+    fn ports_match_by_port_and_protocol() {
+        let both = json!([{"containerPort": 9443, "protocol": "TCP"}, {"containerPort": 8443, "protocol": "TCP"}]);
+        // A port named by containerPort alone neither deletes nor changes one with a protocol.
+        assert_eq!(ports_after(both.clone(), json!([{"containerPort": 9443, "$patch": "delete"}])), both);
+        assert_eq!(ports_after(both.clone(), json!([{"containerPort": 8443, "name": "y"}])), both);
+        // Naming both deletes.
+        assert_eq!(
+            ports_after(both.clone(), json!([{"containerPort": 9443, "protocol": "TCP", "$patch": "delete"}])),
+            json!([{"containerPort": 8443, "protocol": "TCP"}])
+        );
+        // New ports go first, in the patch's order; a matched one is merged where it stands.
+        assert_eq!(
+            ports_after(
+                both,
+                json!([{"containerPort": 7000}, {"containerPort": 8443, "protocol": "TCP", "name": "z"},
+                       {"containerPort": 6000, "protocol": "UDP"}])
+            ),
+            json!([{"containerPort": 7000}, {"containerPort": 6000, "protocol": "UDP"},
+                   {"containerPort": 9443, "protocol": "TCP"}, {"containerPort": 8443, "protocol": "TCP", "name": "z"}])
+        );
+        // The same port with another protocol is another port.
+        assert_eq!(
+            ports_after(
+                json!([{"containerPort": 53, "protocol": "TCP"}]),
+                json!([{"containerPort": 53, "protocol": "UDP"}])
+            ),
+            json!([{"containerPort": 53, "protocol": "UDP"}, {"containerPort": 53, "protocol": "TCP"}])
+        );
+    }
+
+    #[test]
+    fn ports_without_any_protocol_match_by_port() {
+        assert_eq!(
+            ports_after(
+                json!([{"containerPort": 9443}, {"containerPort": 8443}]),
+                json!([{"containerPort": 9443, "$patch": "delete"}])
+            ),
+            json!([{"containerPort": 8443}])
+        );
+        assert_eq!(
+            ports_after(json!([{"containerPort": 9443}]), json!([{"containerPort": 9443, "name": "x"}])),
+            json!([{"containerPort": 9443, "name": "x"}])
+        );
+        // One port with a protocol in the list is enough for the protocol to count.
+        let mixed = json!([{"containerPort": 9443}, {"containerPort": 8443, "protocol": "TCP"}]);
+        assert_eq!(ports_after(mixed.clone(), json!([{"containerPort": 9443, "$patch": "delete"}])), mixed);
     }
 }

@@ -169,4 +169,5 @@ cases! {
     case_167_err_image_name_invalid_regexp => "167-err-image-name-invalid-regexp",
     case_168_image_names_are_regexps => "168-image-names-are-regexps",
     case_169_build_metadata_transformer_annotations => "169-build-metadata-transformer-annotations",
+    case_170_smp_ports_keyed_by_port_and_protocol => "170-smp-ports-keyed-by-port-and-protocol",
 }

@@ -1,7 +1,9 @@
 //! `convoy-sandbox`: a whole local fleet on one machine. A hub with its embedded store reading an
 //! example fleet repository; simulated clusters (kubesim) dev-1, stage-1, prod-eu, prod-us (and
-//! more on request), each reconciled by its own agent over real mTLS on loopback; and a CLI
-//! config, so `convoy --config DIR/convoy.yaml …` works at once.
+//! more on request; `--real-clusters N` runs the first N, dev-1 first, on real control planes:
+//! etcd, kube-apiserver and kube-controller-manager, issue 29), each reconciled by its own agent
+//! over real mTLS on loopback; and a CLI config, so `convoy --config DIR/convoy.yaml …` works at
+//! once.
 //!
 //! Layout of DIR: `repo/` (a working clone; push to its `origin` and the hub picks it up),
 //! `repo.git/` (that origin, whose `post-receive` hook calls the hub's `/webhook` with a
@@ -33,6 +35,7 @@ use tracing::Instrument;
 
 use crate::fleet_repo::{EXAMPLE_ENVIRONMENTS, FleetRepo, example_environment, example_fleet};
 use convoy_agent::sops::{self, AgeKeys, EncryptRules};
+use kubesim::realkube::{self, RealCluster};
 use kubesim::{FleetOptions, SimFleet};
 
 /// The clusters every sandbox has.
@@ -61,6 +64,10 @@ pub enum SandboxError {
     },
     #[error("the simulated clusters did not start: {0}")]
     Kubesim(String),
+    #[error("--real-clusters {asked}: the sandbox has {clusters} clusters (pass --clusters for more)")]
+    TooManyReal { asked: usize, clusters: usize },
+    #[error("--real-clusters: {0}")]
+    RealClusters(String),
     #[error(transparent)]
     Sops(#[from] sops::SopsError),
 }
@@ -72,6 +79,9 @@ pub struct SandboxConfig {
     pub listen: String,
     /// Clusters beyond the four standard ones.
     pub extra_clusters: usize,
+    /// How many clusters, dev-1 first, run on a real control plane (etcd, kube-apiserver,
+    /// kube-controller-manager built by `e2e/realkube/build.sh`) instead of kubesim.
+    pub real_clusters: usize,
     /// How often the hub fetches the repository.
     pub poll: Duration,
     /// The `convoy-sandbox` program that `repo.git`'s `post-receive` hook runs to call the
@@ -97,8 +107,9 @@ pub struct Sandbox {
     pub clusters: Vec<String>,
     /// Each agent's `/metrics` address (HOST:PORT), in `clusters` order.
     pub agent_metrics: Vec<String>,
-    /// Owned so the simulated clusters live as long as the sandbox.
+    /// Owned so the clusters live as long as the sandbox.
     _kube: SimFleet,
+    _real: Vec<RealCluster>,
     tasks: JoinSet<()>,
 }
 
@@ -120,9 +131,14 @@ impl Sandbox {
         let keys = environment_keys(&config.dir.join("sops"))?;
         let origin = prepare_repository(&config.dir, config.extra_clusters, &keys)?;
 
-        let names: Vec<&str> = clusters.iter().map(String::as_str).collect();
+        if config.real_clusters > clusters.len() {
+            return Err(SandboxError::TooManyReal { asked: config.real_clusters, clusters: clusters.len() });
+        }
+        let (real_names, sim_names) = clusters.split_at(config.real_clusters);
         let kube_dir = config.dir.join("kube");
         std::fs::create_dir_all(&kube_dir).map_err(|source| SandboxError::Write { path: kube_dir.clone(), source })?;
+        let real = start_real_clusters(real_names, &kube_dir).await?;
+        let names: Vec<&str> = sim_names.iter().map(String::as_str).collect();
         let options = FleetOptions { dir: Some(kube_dir), ..Default::default() };
         let kube = SimFleet::start_with(&names, options).await.map_err(|e| SandboxError::Kubesim(e.to_string()))?;
 
@@ -192,12 +208,15 @@ impl Sandbox {
                 .find(|(env, _)| *env == example_environment(name))
                 .map(|(_, k)| k.clone())
                 .unwrap_or_default();
-            let client = kube
-                .cluster(name)
-                .expect("every sandbox cluster is simulated")
-                .client()
-                .await
-                .map_err(|e| SandboxError::Kubesim(e.to_string()))?;
+            let client = match real.iter().find(|r| r.name() == name) {
+                Some(r) => r.client().await.map_err(|e| SandboxError::RealClusters(e.to_string()))?,
+                None => kube
+                    .cluster(name)
+                    .expect("a sandbox cluster not real is simulated")
+                    .client()
+                    .await
+                    .map_err(|e| SandboxError::Kubesim(e.to_string()))?,
+            };
             let token = shutdown.clone();
             tasks.spawn(
                 async move {
@@ -221,6 +240,7 @@ impl Sandbox {
             clusters,
             agent_metrics,
             _kube: kube,
+            _real: real,
             tasks,
         })
     }
@@ -229,6 +249,22 @@ impl Sandbox {
     pub async fn drain(mut self) {
         while self.tasks.join_next().await.is_some() {}
     }
+}
+
+/// Starts a real control plane for each of `names`, side by side, and writes each one's
+/// kubeconfig into `kube_dir` beside the simulated clusters' (`NAME.kubeconfig`).
+async fn start_real_clusters(names: &[String], kube_dir: &Path) -> Result<Vec<RealCluster>, SandboxError> {
+    if names.is_empty() {
+        return Ok(Vec::new());
+    }
+    let bins = realkube::binaries::locate().map_err(SandboxError::RealClusters)?;
+    let started = futures::future::join_all(names.iter().map(|name| RealCluster::start(name, &bins))).await;
+    let real: Vec<RealCluster> =
+        started.into_iter().collect::<Result<_, _>>().map_err(|e| SandboxError::RealClusters(e.to_string()))?;
+    for cluster in &real {
+        write_file(&kube_dir.join(format!("{}.kubeconfig", cluster.name())), cluster.kubeconfig().to_string())?;
+    }
+    Ok(real)
 }
 
 /// Each environment's age key, read from `dir/<environment>.agekey`, generated there (as

@@ -14,10 +14,11 @@ fn convoy(args: &[&str]) -> (bool, String, String) {
     (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
 }
 
-fn start_sandbox(dir: &Path) -> Process {
+fn start_sandbox(dir: &Path, extra_args: &[&str]) -> Process {
     let mut command = Command::new(workspace_binary("convoy-sandbox"));
     // Polling off in effect: a push reaches the hub through repo.git's post-receive hook only.
     command.arg("--dir").arg(dir).args(["--listen", "127.0.0.1:0", "--status-seconds", "0", "--poll-seconds", "3600"]);
+    command.args(extra_args);
     let sandbox = Process::spawn(command);
     sandbox.wait_for_line("Convoy sandbox ready");
     sandbox
@@ -63,10 +64,56 @@ fn applied(config: &str, cluster: &str) -> String {
         .to_string()
 }
 
+/// `--real-clusters 1`: dev-1 runs on etcd + kube-apiserver + kube-controller-manager, the other
+/// three on kubesim, and the fleet behaves the same: everything applied, healthy (the stand-in
+/// kubelet makes pods ready), the SOPS Secret decrypted, a push to dev applied.
+#[tokio::test]
+async fn the_sandbox_runs_dev_1_on_a_real_control_plane() {
+    if kubesim::realkube::binaries::find().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let sandbox = start_sandbox(dir.path(), &["--real-clusters", "1"]);
+    let clusters = sandbox.wait_for_line("(kubeconfigs in ");
+    assert!(clusters.contains("dev-1 (kube-apiserver), stage-1, prod-eu, prod-us"), "{clusters}");
+    let config = dir.path().join("convoy.yaml");
+    let config = config.to_str().unwrap();
+    eventually("4 healthy clusters in sync", || async { settled(config) }).await;
+
+    let kubeconfig = dir.path().join("kube/dev-1.kubeconfig");
+    let version: serde_json::Value =
+        serde_json::from_str(&kubectl_ok(&kubeconfig, &["version", "-o", "json"]).await).unwrap();
+    let server = version["serverVersion"]["gitVersion"].as_str().unwrap_or_default().to_string();
+    assert_eq!(server, kubesim::realkube::binaries::kubernetes_version(), "{version}");
+    let secret =
+        kubectl_ok(&kubeconfig, &["-n", "credentials", "get", "secret", "db", "-o", "jsonpath={.data.username}"]).await;
+    assert_eq!(secret, "YXBwLWRldg==", "the dev Secret, decrypted (base64 of app-dev)");
+
+    let repo = convoy_e2e::fleet_repo::FleetRepo { dir: dir.path().join("repo") };
+    repo.write(
+        "apps/web/base/config.yaml",
+        &convoy_e2e::fleet_repo::configmap_yaml("web-config", &[("greeting", "real")]),
+    );
+    let dev_head = repo.commit("web: greeting");
+    let pushed = Command::new("git").current_dir(&repo.dir).args(["push", "-q", "origin", "dev"]).output().unwrap();
+    assert!(pushed.status.success(), "{}", String::from_utf8_lossy(&pushed.stderr));
+    eventually("dev-1 to apply the dev commit", || async { (applied(config, "dev-1") == dev_head).then_some(()) })
+        .await;
+    let namespace = kubectl_ok(&kubeconfig, &["get", "configmap", "-A", "-o", "json"]).await;
+    let maps: serde_json::Value = serde_json::from_str(&namespace).unwrap();
+    let greeting = maps["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|m| m["metadata"]["name"].as_str().is_some_and(|n| n.starts_with("web-config")))
+        .map(|m| m["data"]["greeting"].clone());
+    assert_eq!(greeting, Some(serde_json::json!("real")), "{maps}");
+}
+
 #[tokio::test]
 async fn the_sandbox_fleet_promotes_reports_and_shows_drift_through_the_cli() {
     let dir = tempfile::tempdir().unwrap();
-    let sandbox = start_sandbox(dir.path());
+    let sandbox = start_sandbox(dir.path(), &[]);
     let config = dir.path().join("convoy.yaml");
     let config = config.to_str().unwrap();
     let initial = eventually("4 healthy clusters in sync", || async { settled(config) }).await;

@@ -45,6 +45,7 @@ async fn main() {
         dir: dir.path().to_path_buf(),
         listen: "127.0.0.1:0".into(),
         extra_clusters: 0,
+        real_clusters: 0,
         poll: Duration::from_secs(3600),
         hook: None,
     };

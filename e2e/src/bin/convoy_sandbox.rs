@@ -22,6 +22,10 @@ struct Cli {
     /// Simulated clusters beyond dev-1, stage-1, prod-eu and prod-us.
     #[arg(long, env = "CONVOY_SANDBOX_CLUSTERS", default_value_t = 0)]
     clusters: usize,
+    /// How many clusters, dev-1 first, run on a real control plane (etcd, kube-apiserver and
+    /// kube-controller-manager, built once by `bash e2e/realkube/build.sh`) instead of kubesim.
+    #[arg(long, env = "CONVOY_SANDBOX_REAL_CLUSTERS", default_value_t = 0)]
+    real_clusters: usize,
     /// Seconds between fetches of the repository by the hub.
     #[arg(long, env = "CONVOY_SANDBOX_POLL_SECONDS", default_value_t = 2)]
     poll_seconds: u64,
@@ -79,6 +83,7 @@ fn main() -> ExitCode {
             dir: cli.dir.clone(),
             listen: cli.listen.clone(),
             extra_clusters: cli.clusters,
+            real_clusters: cli.real_clusters,
             poll: Duration::from_secs(cli.poll_seconds.max(1)),
             hook: std::env::current_exe().ok(),
         };
@@ -100,7 +105,13 @@ fn main() -> ExitCode {
         for (cluster, address) in sandbox.clusters.iter().zip(&sandbox.agent_metrics) {
             println!("             http://{address}/metrics ({cluster} agent)");
         }
-        println!("  clusters   {} (kubeconfigs in {})", sandbox.clusters.join(", "), cli.dir.join("kube").display());
+        let clusters: Vec<String> = sandbox
+            .clusters
+            .iter()
+            .enumerate()
+            .map(|(i, c)| if i < cli.real_clusters { format!("{c} (kube-apiserver)") } else { c.clone() })
+            .collect();
+        println!("  clusters   {} (kubeconfigs in {})", clusters.join(", "), cli.dir.join("kube").display());
         println!("  repo       {} (commit, then `git push`: applied at once)", sandbox.repo.display());
         println!("  certs      {}", cli.dir.join("certs").display());
         println!("  age keys   {} (one per environment, for sops)", cli.dir.join("sops").display());

@@ -72,17 +72,26 @@ pub fn required() -> bool {
 /// The built programs, or `None` (with a printed reason) when they are not built and not
 /// [`required`]. Panics when they are required and missing: a failed build never skips silently.
 pub fn find() -> Option<Binaries> {
+    match locate() {
+        Ok(bins) => Some(bins),
+        Err(missing) => {
+            assert!(!required(), "CONVOY_REALKUBE is set but {missing}");
+            eprintln!("SKIPPED: this test needs {missing}, or set CONVOY_REALKUBE=1 to make their absence an error");
+            None
+        }
+    }
+}
+
+/// The built programs, or what is missing and how to build it.
+pub fn locate() -> Result<Binaries, String> {
     let dir = bin_dir();
     let bins = Binaries::in_dir(&dir);
     if bins.complete() {
-        return Some(bins);
+        return Ok(bins);
     }
-    let how = "build them with `bash e2e/realkube/build.sh` (e2e/test.sh does)";
-    assert!(!required(), "CONVOY_REALKUBE is set but the real control plane is not built in {}: {how}", dir.display());
-    eprintln!(
-        "SKIPPED: this test needs kube-apiserver, kube-controller-manager and etcd in {}: {how}, or set \
-         CONVOY_REALKUBE=1 to make their absence an error",
+    Err(format!(
+        "kube-apiserver, kube-controller-manager and etcd are not built in {}: build them with \
+         `bash e2e/realkube/build.sh` (e2e/test.sh does; about 15 minutes the first time)",
         dir.display()
-    );
-    None
+    ))
 }

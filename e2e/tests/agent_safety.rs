@@ -1,6 +1,8 @@
 //! What the agent must never do, and what it must do without the hub: a restart while the hub is
 //! down re-enforces the cached assignment; a failed assignment deletes nothing; protected objects
 //! and apps with a render error are not pruned; an app waits for its dependencies to be healthy.
+//! Each runs on kubesim and on a real kube-apiserver (issue 29), but the wait for dependencies,
+//! which needs kubesim's readiness delay to catch the dependency still progressing.
 
 use std::time::Duration;
 
@@ -10,11 +12,12 @@ use convoy_e2e::harness::{TestCa, eventually};
 use convoy_shared::identity::Identity;
 use convoy_shared::model::report::Health;
 use kubesim::SimFleet;
+use kubesim::scenario::{Backend, TestCluster};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-fn cm_exists(cluster: &kubesim::SimCluster, name: &str) -> bool {
-    cluster.get("v1", "ConfigMap", Some(NS), name).is_some()
+async fn cm_exists(cluster: &TestCluster, name: &str) -> bool {
+    cluster.get("v1", "ConfigMap", Some(NS), name).await.is_some()
 }
 
 fn web(names: &[&str]) -> convoy_shared::model::AppAssignment {
@@ -23,21 +26,25 @@ fn web(names: &[&str]) -> convoy_shared::model::AppAssignment {
     fx::app("web", &[], objects)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_restart_while_the_hub_is_down_re_enforces_the_cached_assignment() {
-    let fleet = SimFleet::start(&["r1"]).await.unwrap();
-    let cluster = fleet.cluster("r1").unwrap();
+kubesim::on_both_backends!(
+    a_restart_while_the_hub_is_down_re_enforces_the_cached_assignment,
+    a_failed_assignment_deletes_nothing_and_a_later_good_one_prunes,
+    an_app_with_a_render_error_is_not_pruned_and_prune_false_is_honored,
+    reports_queue_while_the_hub_is_down,
+);
+
+async fn a_restart_while_the_hub_is_down_re_enforces_the_cached_assignment(backend: Backend) {
+    let Some(cluster) = TestCluster::start(backend, "r1").await else { return };
     let cache = tempfile::tempdir().unwrap();
     let a = fx::assignment("r1", "rev-1", vec![web(&["a", "b", "c"])]);
-    let agent = InProcessAgent::start(fx::test_config("r1", cache.path()), cluster.client().await.unwrap(), None);
+    let agent = InProcessAgent::start(fx::test_config("r1", cache.path()), cluster.client().await, None);
     agent.assign(a.clone());
     settled(&agent, &a.digest).await;
     agent.stop().await;
 
     // While the agent is away: one object deleted, one edited, and one stray object of ours left
     // in the inventory by hand (a restart must never prune it).
-    cluster.state().faults.clear();
-    let kc = cluster.client().await.unwrap();
+    let kc = cluster.client().await;
     let cms: kube::Api<k8s_openapi::api::core::v1::ConfigMap> = kube::Api::namespaced(kc, NS);
     cms.delete("a", &Default::default()).await.unwrap();
     cluster
@@ -47,7 +54,7 @@ async fn a_restart_while_the_hub_is_down_re_enforces_the_cached_assignment() {
                 "data": {"value": "edited"}}),
             true,
         )
-        .unwrap();
+        .await;
 
     // The whole agent (link + reconciler), with a hub that does not answer.
     let ca = TestCa::new();
@@ -57,27 +64,25 @@ async fn a_restart_while_the_hub_is_down_re_enforces_the_cached_assignment() {
     let task = tokio::spawn(convoy_agent::run(
         fx::test_config("r1", cache.path()),
         link,
-        cluster.client().await.unwrap(),
+        cluster.client().await,
         None,
         shutdown.clone(),
     ));
-    eventually("the deleted object re-created and the edit undone", || {
-        let a = cm_exists(cluster, "a");
-        let b = cluster.get("v1", "ConfigMap", Some(NS), "b");
-        async move { (a && b.is_some_and(|b| b["data"]["value"] == "v1")).then_some(()) }
+    eventually("the deleted object re-created and the edit undone", || async {
+        let a = cm_exists(&cluster, "a").await;
+        let b = cluster.get("v1", "ConfigMap", Some(NS), "b").await;
+        (a && b.is_some_and(|b| b["data"]["value"] == "v1")).then_some(())
     })
     .await;
-    assert!(cm_exists(cluster, "c"));
+    assert!(cm_exists(&cluster, "c").await);
     shutdown.cancel();
     task.await.unwrap().unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failed_assignment_deletes_nothing_and_a_later_good_one_prunes() {
-    let fleet = SimFleet::start(&["p1"]).await.unwrap();
-    let cluster = fleet.cluster("p1").unwrap();
+async fn a_failed_assignment_deletes_nothing_and_a_later_good_one_prunes(backend: Backend) {
+    let Some(cluster) = TestCluster::start(backend, "p1").await else { return };
     let cache = tempfile::tempdir().unwrap();
-    let agent = InProcessAgent::start(fx::test_config("p1", cache.path()), cluster.client().await.unwrap(), None);
+    let agent = InProcessAgent::start(fx::test_config("p1", cache.path()), cluster.client().await, None);
     let first = fx::assignment("p1", "rev-1", vec![web(&["keep", "drop", "guarded"])]);
     agent.assign(first.clone());
     settled(&agent, &first.digest).await;
@@ -87,9 +92,9 @@ async fn a_failed_assignment_deletes_nothing_and_a_later_good_one_prunes() {
     failed.failed = true;
     agent.assign(failed.clone());
     settled(&agent, &failed.digest).await;
-    assert!(cm_exists(cluster, "new"));
-    assert!(cm_exists(cluster, "drop"), "a failed assignment deletes nothing");
-    assert!(cm_exists(cluster, "guarded"));
+    assert!(cm_exists(&cluster, "new").await);
+    assert!(cm_exists(&cluster, "drop").await, "a failed assignment deletes nothing");
+    assert!(cm_exists(&cluster, "guarded").await);
 
     // Someone protects `guarded`; a good assignment without both prunes only `drop`.
     cluster
@@ -99,25 +104,23 @@ async fn a_failed_assignment_deletes_nothing_and_a_later_good_one_prunes() {
                 "namespace": NS, "annotations": {"convoy.dev/prune": "disabled"}}}),
             false,
         )
-        .unwrap();
+        .await;
     let good = fx::assignment("p1", "rev-3", vec![web(&["keep", "new"])]);
     agent.assign(good.clone());
     settled(&agent, &good.digest).await;
-    eventually("drop pruned", || async { (!cm_exists(cluster, "drop")).then_some(()) }).await;
-    assert!(cm_exists(cluster, "guarded"), "convoy.dev/prune: disabled protects");
-    assert!(cm_exists(cluster, "keep") && cm_exists(cluster, "new"));
-    let inventory = cluster.get("v1", "ConfigMap", Some("convoy-system"), "convoy-inventory").unwrap();
+    eventually("drop pruned", || async { (!cm_exists(&cluster, "drop").await).then_some(()) }).await;
+    assert!(cm_exists(&cluster, "guarded").await, "convoy.dev/prune: disabled protects");
+    assert!(cm_exists(&cluster, "keep").await && cm_exists(&cluster, "new").await);
+    let inventory = cluster.get("v1", "ConfigMap", Some("convoy-system"), "convoy-inventory").await.unwrap();
     let text = inventory["data"]["inventory.json"].as_str().unwrap();
     assert!(!text.contains("\"guarded\""), "a protected object leaves the inventory: {text}");
     agent.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_app_with_a_render_error_is_not_pruned_and_prune_false_is_honored() {
-    let fleet = SimFleet::start(&["e1"]).await.unwrap();
-    let cluster = fleet.cluster("e1").unwrap();
+async fn an_app_with_a_render_error_is_not_pruned_and_prune_false_is_honored(backend: Backend) {
+    let Some(cluster) = TestCluster::start(backend, "e1").await else { return };
     let cache = tempfile::tempdir().unwrap();
-    let agent = InProcessAgent::start(fx::test_config("e1", cache.path()), cluster.client().await.unwrap(), None);
+    let agent = InProcessAgent::start(fx::test_config("e1", cache.path()), cluster.client().await, None);
     let mut tools = fx::app("tools", &[], vec![fx::config_map("tool-a", "v1"), fx::config_map("tool-b", "v1")]);
     tools.policy.prune = false;
     let first = fx::assignment("e1", "rev-1", vec![web(&["x", "y"]), tools]);
@@ -136,9 +139,9 @@ async fn an_app_with_a_render_error_is_not_pruned_and_prune_false_is_honored() {
         async move { r }
     })
     .await;
-    assert!(cm_exists(cluster, "marker"));
-    assert!(cm_exists(cluster, "y"), "an app with a render error is not pruned");
-    assert!(cm_exists(cluster, "tool-b"), "prune: false is honored");
+    assert!(cm_exists(&cluster, "marker").await);
+    assert!(cm_exists(&cluster, "y").await, "an app with a render error is not pruned");
+    assert!(cm_exists(&cluster, "tool-b").await, "prune: false is honored");
     let web_status = report.apps.iter().find(|a| a.name == "web").unwrap();
     assert_eq!(web_status.health, Health::Degraded);
     assert!(web_status.message.contains("render error"), "{}", web_status.message);
@@ -148,10 +151,11 @@ async fn an_app_with_a_render_error_is_not_pruned_and_prune_false_is_honored() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_app_is_applied_only_after_its_dependencies_are_healthy() {
     let fleet = SimFleet::start(&["g1"]).await.unwrap();
-    let cluster = fleet.cluster("g1").unwrap();
-    cluster.set_ready_delay(Duration::from_secs(2));
+    let sim = fleet.cluster("g1").unwrap();
+    sim.set_ready_delay(Duration::from_secs(2));
+    let cluster = TestCluster::Sim(fleet);
     let cache = tempfile::tempdir().unwrap();
-    let agent = InProcessAgent::start(fx::test_config("g1", cache.path()), cluster.client().await.unwrap(), None);
+    let agent = InProcessAgent::start(fx::test_config("g1", cache.path()), cluster.client().await, None);
     let db = fx::app("db", &[], vec![fx::namespace(NS), fx::deployment("db", "postgres:16", Some(1))]);
     let api = fx::app("api", &["db"], vec![fx::config_map("api", "v1")]);
     let a = fx::assignment("g1", "rev-1", vec![api, db]);
@@ -164,16 +168,14 @@ async fn an_app_is_applied_only_after_its_dependencies_are_healthy() {
     .await;
     let api_status = waiting.apps.iter().find(|a| a.name == "api").unwrap();
     assert!(api_status.message.contains("waiting for db"), "{}", api_status.message);
-    assert!(!cm_exists(cluster, "api"), "api must wait for db");
+    assert!(!cm_exists(&cluster, "api").await, "api must wait for db");
     settled(&agent, &a.digest).await;
-    assert!(cm_exists(cluster, "api"));
+    assert!(cm_exists(&cluster, "api").await);
     agent.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reports_queue_while_the_hub_is_down() {
-    let fleet = SimFleet::start(&["q1"]).await.unwrap();
-    let cluster = fleet.cluster("q1").unwrap();
+async fn reports_queue_while_the_hub_is_down(backend: Backend) {
+    let Some(cluster) = TestCluster::start(backend, "q1").await else { return };
     let cache = tempfile::tempdir().unwrap();
     // Seed the cache, as an earlier run with the hub would have.
     let a = fx::assignment("q1", "rev-1", vec![web(&["a"])]);
@@ -181,7 +183,7 @@ async fn reports_queue_while_the_hub_is_down() {
     let ca = TestCa::new();
     let cert = ca.issue(Identity::Cluster("q1".into()));
     let config = fx::test_config("q1", cache.path());
-    let reconciler = convoy_agent::reconciler::Reconciler::new(config, cluster.client().await.unwrap());
+    let reconciler = convoy_agent::reconciler::Reconciler::new(config, cluster.client().await);
     let held = reconciler.cached_assignment().await.map(std::sync::Arc::new);
     assert!(held.is_some());
     let (link, handle) = convoy_agent::link::HubLink::new(ca.agent_config("127.0.0.1:9", Some(&cert), "q1"), held);
@@ -194,7 +196,7 @@ async fn reports_queue_while_the_hub_is_down() {
         async move { (queued > 0 && down).then_some(()) }
     })
     .await;
-    assert!(cm_exists(cluster, "a"));
+    assert!(cm_exists(&cluster, "a").await);
     shutdown.cancel();
     link_task.await.unwrap();
     rec_task.await.unwrap().unwrap();

@@ -1,13 +1,18 @@
-//! `bench_agent`: the agent's figures against kubesim, with a peer measured in the same run.
+//! `bench_agent`: the agent's figures against kubesim and against a real kube-apiserver (etcd,
+//! kube-apiserver, kube-controller-manager from `e2e/realkube`, when built), side by side, with a
+//! peer measured in the same run on the same backend.
 //!
 //! - RSS of the `convoy-agent` process (its own process, enforcing a cached assignment with the
-//!   hub unreachable) managing 1,000 objects: steady state and peak.
+//!   hub unreachable) managing 1,000 objects: steady state and peak, and how long after its
+//!   start all 1,000 were applied.
 //! - Assignment received → all 200 objects applied (in-process reconciler), vs `kubectl apply
 //!   --server-side` of the same 200 objects.
 //! - Drift latency, edit → report produced, median and p99 over 100 edits (in-process).
 //!
-//! Run: `cargo build --release -p convoy-agent -p convoy-e2e && target/release/bench_agent`.
+//! Run: `bash e2e/bench.sh agent` (builds the release binaries; `bash e2e/realkube/build.sh`
+//! first for the kube-apiserver column).
 
+use std::future::Future;
 use std::time::{Duration, Instant};
 
 use convoy_agent::testing::{self as fx, InProcessAgent, NS};
@@ -16,26 +21,36 @@ use convoy_e2e::harness::{Process, agent_command};
 use convoy_shared::identity::Identity;
 use convoy_shared::model::{Assignment, SyncPolicy};
 use convoy_shared::pki::{self, CertDir, LeafRequest};
-use kubesim::{SimCluster, SimFleet};
+use kubesim::scenario::{Backend, TestCluster};
 use serde_json::{Value, json};
 
-fn managed_count(cluster: &SimCluster, name: &str) -> usize {
-    cluster.list_all().iter().filter(|o| o["metadata"]["labels"]["convoy.dev/cluster"] == name).count()
+const LABEL: &str = "convoy.dev/cluster";
+
+async fn start(backend: Backend, name: &str) -> TestCluster {
+    TestCluster::start(backend, name).await.expect("the backend was found built before the run")
 }
 
-async fn wait(what: &str, mut check: impl FnMut() -> bool) {
+async fn managed_count(cluster: &TestCluster, name: &str) -> usize {
+    cluster.list_labelled(LABEL, name).await.len()
+}
+
+/// Polls `check` until it holds; a real API server is asked less often than kubesim's state.
+async fn wait<F: Future<Output = bool>>(what: &str, backend: Backend, mut check: impl FnMut() -> F) {
+    let every = match backend {
+        Backend::Kubesim => Duration::from_millis(2),
+        Backend::KubeApiserver => Duration::from_millis(50),
+    };
     let deadline = Instant::now() + Duration::from_secs(300);
-    while !check() {
+    while !check().await {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(2)).await;
+        tokio::time::sleep(every).await;
     }
 }
 
 /// RSS of the agent binary managing `n` objects, from a cached assignment with no hub.
-async fn agent_process_rss(n: usize) -> (u64, u64, u64, Duration) {
+async fn agent_process_rss(backend: Backend, n: usize) -> (u64, u64, Duration) {
     let name = "rss";
-    let fleet = SimFleet::start(&[name]).await.expect("kubesim");
-    let cluster = fleet.cluster(name).expect("cluster");
+    let cluster = start(backend, name).await;
     let dir = tempfile::tempdir().expect("tmp");
     let certs = CertDir::new(dir.path().join("certs"));
     let ca = pki::init_ca(&certs, &["localhost".into()], 1).expect("CA");
@@ -51,21 +66,20 @@ async fn agent_process_rss(n: usize) -> (u64, u64, u64, Duration) {
     let started = Instant::now();
     let agent = Process::spawn(command);
     let pid = agent.pid();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let before = rss_kib(pid);
-    wait("the agent process to apply everything", || managed_count(cluster, name) >= n).await;
+    wait("the agent process to apply everything", backend, || async { managed_count(&cluster, name).await >= n }).await;
     let applied_in = started.elapsed();
     // Let status settle and the watches go quiet, then sample the steady state.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (steady, peak) = (rss_kib(pid), peak_rss_kib(pid));
     drop(agent);
-    (before, steady, peak, applied_in)
+    (steady, peak, applied_in)
 }
 
-/// kubectl apply --server-side of the same objects: foundation first (a CRD must exist before
-/// kubectl can map its custom resources), then the rest.
-fn kubectl_peer(cluster: &SimCluster, assignment: &Assignment) -> Duration {
-    let dir = cluster.kubeconfig_path().parent().expect("dir").to_path_buf();
+/// kubectl apply --server-side of the same objects: foundation first (a CRD must exist, and on
+/// a real API server be established, before kubectl can map its custom resources), then the rest.
+fn kubectl_peer(cluster: &TestCluster, assignment: &Assignment) -> Duration {
+    let kubeconfig = cluster.kubeconfig_path();
+    let dir = kubeconfig.parent().expect("dir").to_path_buf();
     let (first, rest): (Vec<Value>, Vec<Value>) = assignment
         .objects()
         .map(|(_, o)| o.clone())
@@ -79,104 +93,139 @@ fn kubectl_peer(cluster: &SimCluster, assignment: &Assignment) -> Duration {
     };
     let (a, b) = (write("peer-1.yaml", first), write("peer-2.yaml", rest));
     let started = Instant::now();
-    kubectl_apply(cluster.kubeconfig_path(), &a);
-    kubectl_apply(cluster.kubeconfig_path(), &b);
+    kubectl_apply(kubeconfig, &a);
+    if cluster.sim().is_none() {
+        let waited = std::process::Command::new(kubesim::kubectl::kubectl_path())
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .args(["wait", "--for=condition=Established", "crd", "--all", "--timeout=60s"])
+            .output()
+            .expect("kubectl runs");
+        assert!(waited.status.success(), "kubectl wait: {}", String::from_utf8_lossy(&waited.stderr));
+    }
+    kubectl_apply(kubeconfig, &b);
     started.elapsed()
+}
+
+/// One backend's figures.
+struct Figures {
+    ours: Vec<Duration>,
+    peer: Vec<Duration>,
+    drift: Vec<Duration>,
+    rss_steady: u64,
+    rss_peak: u64,
+    process_applied: Duration,
+}
+
+async fn measure(backend: Backend, runs: usize) -> Figures {
+    // Assignment received → all 200 objects applied, vs kubectl, each on a fresh cluster.
+    let mut ours = Vec::new();
+    let mut peer = Vec::new();
+    for run in 0..runs {
+        let name = format!("apply-{run}");
+        let cluster = start(backend, &name).await;
+        let cache = tempfile::tempdir().expect("tmp");
+        let agent = InProcessAgent::start(fx::test_config(&name, cache.path()), cluster.client().await, None);
+        let a = fx::assignment(&name, "rev-1", vec![fx::infra_app(), fx::shop_app(200, 0, "v1")]);
+        let started = Instant::now();
+        agent.assign(a.clone());
+        let digest = a.digest.clone();
+        wait("200 objects applied", backend, || {
+            let done = agent.last_report().is_some_and(|r| r.digest == digest && r.applied);
+            async move { done }
+        })
+        .await;
+        ours.push(started.elapsed());
+        agent.stop().await;
+        drop(cluster);
+
+        let peer_cluster = start(backend, &format!("peer-{run}")).await;
+        peer.push(kubectl_peer(&peer_cluster, &a));
+        assert!(peer_cluster.list("v1", "ConfigMap", Some(NS)).await.len() >= 100);
+    }
+    ours.sort();
+    peer.sort();
+
+    // Drift latency: 100 edits of managed fields by another manager → the report naming them.
+    let name = "drift";
+    let cluster = start(backend, name).await;
+    let cache = tempfile::tempdir().expect("tmp");
+    let agent = InProcessAgent::start(fx::test_config(name, cache.path()), cluster.client().await, None);
+    let mut shop = fx::shop_app(200, 0, "v1");
+    shop.policy = SyncPolicy { prune: true, self_heal: false };
+    let a = fx::assignment(name, "rev-1", vec![fx::infra_app(), shop]);
+    agent.assign(a.clone());
+    let digest = a.digest.clone();
+    wait("the drift cluster applied", backend, || {
+        let done = agent.last_report().is_some_and(|r| r.digest == digest && r.applied);
+        async move { done }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut drift = Vec::new();
+    for i in 0..100 {
+        let edit = json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": format!("cm-{i}"), "namespace": NS},
+            "data": {"value": format!("edited-{i}")}});
+        let started = Instant::now();
+        cluster.apply("kubectl-edit", &edit, true).await;
+        let want = json!(format!("edited-{i}"));
+        let object = format!("cm-{i}");
+        // Read in-process: the report, not the API server, is polled, so as often as on kubesim.
+        wait("the drift report", Backend::Kubesim, || {
+            let seen = agent.last_report().is_some_and(|r| {
+                r.drifts.iter().any(|d| d.object.name == object && d.fields.iter().any(|f| f.live == want))
+            });
+            async move { seen }
+        })
+        .await;
+        drift.push(started.elapsed());
+    }
+    agent.stop().await;
+    drift.sort();
+    drop(cluster);
+
+    let (rss_steady, rss_peak, process_applied) = agent_process_rss(backend, 1000).await;
+    Figures { ours, peer, drift, rss_steady, rss_peak, process_applied }
 }
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     convoy_shared::install_crypto_provider();
     let runs = 5;
-
-    // Assignment received → all 200 objects applied, vs kubectl, each on a fresh cluster.
-    let mut ours = Vec::new();
-    let mut peer = Vec::new();
-    for run in 0..runs {
-        let name = format!("apply-{run}");
-        let fleet = SimFleet::start(&[name.as_str()]).await.expect("kubesim");
-        let cluster = fleet.cluster(&name).expect("cluster");
-        let cache = tempfile::tempdir().expect("tmp");
-        let agent =
-            InProcessAgent::start(fx::test_config(&name, cache.path()), cluster.client().await.expect("client"), None);
-        let a = fx::assignment(&name, "rev-1", vec![fx::infra_app(), fx::shop_app(200, 0, "v1")]);
-        let started = Instant::now();
-        agent.assign(a.clone());
-        let digest = a.digest.clone();
-        wait("200 objects applied", || agent.last_report().is_some_and(|r| r.digest == digest && r.applied)).await;
-        ours.push(started.elapsed());
-        agent.stop().await;
-
-        let peer_name = format!("peer-{run}");
-        let peer_fleet = SimFleet::start(&[peer_name.as_str()]).await.expect("kubesim");
-        let peer_cluster = peer_fleet.cluster(&peer_name).expect("cluster");
-        peer.push(kubectl_peer(peer_cluster, &a));
-        assert!(peer_cluster.list_all().len() >= 200);
+    let mut columns = vec![("kubesim", measure(Backend::Kubesim, runs).await)];
+    match kubesim::realkube::binaries::locate() {
+        Ok(_) => columns.push(("kube-apiserver", measure(Backend::KubeApiserver, runs).await)),
+        Err(missing) => println!("(no kube-apiserver column: {missing})"),
     }
-    ours.sort();
-    peer.sort();
-    let (ours_med, peer_med) = (percentile(&ours, 0.5), percentile(&peer, 0.5));
-
-    // Drift latency: 100 edits of managed fields by another manager → the report naming them.
-    let name = "drift";
-    let fleet = SimFleet::start(&[name]).await.expect("kubesim");
-    let cluster = fleet.cluster(name).expect("cluster");
-    let cache = tempfile::tempdir().expect("tmp");
-    let agent =
-        InProcessAgent::start(fx::test_config(name, cache.path()), cluster.client().await.expect("client"), None);
-    let mut shop = fx::shop_app(200, 0, "v1");
-    shop.policy = SyncPolicy { prune: true, self_heal: false };
-    let a = fx::assignment(name, "rev-1", vec![fx::infra_app(), shop]);
-    agent.assign(a.clone());
-    let digest = a.digest.clone();
-    wait("the drift cluster applied", || agent.last_report().is_some_and(|r| r.digest == digest && r.applied)).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let mut latencies = Vec::new();
-    for i in 0..100 {
-        let edit = json!({"apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": format!("cm-{i}"), "namespace": NS},
-            "data": {"value": format!("edited-{i}")}});
-        let started = Instant::now();
-        cluster.apply("kubectl-edit", &edit, true).expect("edit");
-        let want = json!(format!("edited-{i}"));
-        let object = format!("cm-{i}");
-        wait("the drift report", || {
-            agent.last_report().is_some_and(|r| {
-                r.drifts.iter().any(|d| d.object.name == object && d.fields.iter().any(|f| f.live == want))
-            })
-        })
-        .await;
-        latencies.push(started.elapsed());
+    println!("bench_agent (release build, {runs} runs where repeated; each backend on its own clusters)");
+    for (backend, f) in &columns {
+        let (ours_med, peer_med) = (percentile(&f.ours, 0.5), percentile(&f.peer, 0.5));
+        println!("  [{backend}]");
+        println!(
+            "    assignment → 200 objects applied (in-process reconciler): median {:.1} ms (min {:.1}, max {:.1})",
+            ms(ours_med),
+            ms(f.ours[0]),
+            ms(f.ours[f.ours.len() - 1])
+        );
+        println!(
+            "    peer: kubectl apply --server-side, same 200 objects:       median {:.1} ms (min {:.1}, max {:.1})",
+            ms(peer_med),
+            ms(f.peer[0]),
+            ms(f.peer[f.peer.len() - 1])
+        );
+        println!("    ratio agent/kubectl: {:.2}", ours_med.as_secs_f64() / peer_med.as_secs_f64());
+        println!(
+            "    drift latency, edit → report produced (100 edits): median {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            ms(percentile(&f.drift, 0.5)),
+            ms(percentile(&f.drift, 0.99)),
+            ms(f.drift[f.drift.len() - 1])
+        );
+        println!(
+            "    convoy-agent process, 1,000 managed objects: RSS idle (converged, watching) {} KiB, peak {} KiB; all applied {:.0} ms after process start",
+            f.rss_steady,
+            f.rss_peak,
+            ms(f.process_applied)
+        );
     }
-    agent.stop().await;
-    latencies.sort();
-
-    let (_early, steady, peak, process_applied) = agent_process_rss(1000).await;
-
-    println!("bench_agent (kubesim, release build, {runs} runs where repeated)");
-    println!(
-        "  assignment → 200 objects applied (in-process reconciler): median {:.1} ms (min {:.1}, max {:.1})",
-        ms(ours_med),
-        ms(ours[0]),
-        ms(ours[ours.len() - 1])
-    );
-    println!(
-        "  peer: kubectl apply --server-side, same 200 objects:       median {:.1} ms (min {:.1}, max {:.1})",
-        ms(peer_med),
-        ms(peer[0]),
-        ms(peer[peer.len() - 1])
-    );
-    println!("  ratio agent/kubectl: {:.2}", ours_med.as_secs_f64() / peer_med.as_secs_f64());
-    println!(
-        "  drift latency, edit → report produced (100 edits): median {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-        ms(percentile(&latencies, 0.5)),
-        ms(percentile(&latencies, 0.99)),
-        ms(latencies[latencies.len() - 1])
-    );
-    println!(
-        "  convoy-agent process, 1,000 managed objects: RSS idle (converged, watching) {} KiB, peak {} KiB; all applied {:.0} ms after process start",
-        steady,
-        peak,
-        ms(process_applied)
-    );
 }

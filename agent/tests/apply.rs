@@ -1,6 +1,7 @@
 //! The agent through the real kube client, on kubesim and on a real kube-apiserver: a 200-object
 //! assignment applied in phase order and healthy with its inventory stored, then a change that
-//! deletes exactly what left and writes exactly what changed.
+//! deletes exactly what left and writes exactly what changed; Helm hooks applied around the rest
+//! by weight; what the server says it serves, as charts' `.Capabilities` will see it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -127,7 +128,10 @@ async fn assert_phase_order(client: &kube::Client, live: &[Value]) {
     }
 }
 
-kubesim::on_both_backends!(a_fresh_cluster_gets_200_objects_in_order_healthy_with_inventory_then_an_exact_update);
+kubesim::on_both_backends!(
+    a_fresh_cluster_gets_200_objects_in_order_healthy_with_inventory_then_an_exact_update,
+    helm_hooks_are_applied_around_the_rest_by_weight_and_capabilities_come_from_discovery,
+);
 
 async fn a_fresh_cluster_gets_200_objects_in_order_healthy_with_inventory_then_an_exact_update(backend: Backend) {
     let Some(cluster) = TestCluster::start(backend, CLUSTER).await else { return };
@@ -219,5 +223,52 @@ async fn a_fresh_cluster_gets_200_objects_in_order_healthy_with_inventory_then_a
         after["ConfigMap/shop/cm-11"].1["metadata"]["annotations"]["convoy.dev/revision"], "rev-1",
         "an unchanged object keeps the revision it was applied at"
     );
+    agent.stop().await;
+}
+
+async fn helm_hooks_are_applied_around_the_rest_by_weight_and_capabilities_come_from_discovery(backend: Backend) {
+    let Some(cluster) = TestCluster::start(backend, CLUSTER).await else { return };
+    let client = cluster.client().await;
+    let capabilities = convoy_agent::discovery::ServerCapabilities::of(&client).await;
+    let version = client.apiserver_version().await.expect("the server's version");
+    assert_eq!(capabilities.kube_version, version.git_version);
+    if cluster.sim().is_none() {
+        assert_eq!(capabilities.kube_version, kubesim::realkube::binaries::kubernetes_version());
+    }
+    for served in ["v1", "apps/v1", "batch/v1", "rbac.authorization.k8s.io/v1", "apiextensions.k8s.io/v1"] {
+        assert!(capabilities.api_versions.iter().any(|v| v == served), "{served} in {:?}", capabilities.api_versions);
+    }
+
+    let hook = |mut object: Value, hook: &str, weight: &str| {
+        object["metadata"]["annotations"] = serde_json::json!({"helm.sh/hook": hook, "helm.sh/hook-weight": weight});
+        object
+    };
+    let objects = vec![
+        fx::job("plain"),
+        hook(fx::config_map("second", "v1"), "pre-install,pre-upgrade", "5"),
+        fx::service("web"),
+        hook(fx::job("migrate"), "post-install", "0"),
+        hook(fx::config_map("first", "v1"), "pre-install", "-1"),
+        fx::namespace(NS),
+    ];
+    let cache = tempfile::tempdir().unwrap();
+    let agent = InProcessAgent::start(fx::test_config(CLUSTER, cache.path()), client.clone(), None);
+    let a = fx::assignment(CLUSTER, "rev-1", vec![fx::app("web", &[], objects)]);
+    agent.assign(a.clone());
+    report_where(&agent, "the hooks and the rest applied", |r| r.digest == a.digest && r.applied).await;
+    let mut created = creation_rvs(&client, &ar("", "v1", "ConfigMap", "configmaps")).await;
+    created.extend(creation_rvs(&client, &ar("", "v1", "Service", "services")).await);
+    created.extend(creation_rvs(&client, &ar("batch", "v1", "Job", "jobs")).await);
+    let at = |id: &str| created.get(id).copied().unwrap_or_else(|| panic!("no ADDED event for {id}: {created:?}"));
+    let order = [
+        format!("ConfigMap/{NS}/first"),
+        format!("ConfigMap/{NS}/second"),
+        format!("Service/{NS}/web"),
+        format!("Job/{NS}/migrate"),
+    ];
+    for pair in order.windows(2) {
+        assert!(at(&pair[0]) < at(&pair[1]), "{} before {}: {created:?}", pair[0], pair[1]);
+    }
+    assert!(at(&format!("Job/{NS}/plain")) < at(&format!("Job/{NS}/migrate")), "a post hook after the main phase");
     agent.stop().await;
 }

@@ -290,13 +290,15 @@ struct PlanRun {
 }
 
 impl PlanRun {
-    /// The run after `previous`.
-    fn after(previous: &PlanRun) -> PlanRun {
-        PlanRun {
-            generation: previous.generation + 1,
-            trace_context: convoy_shared::telemetry::inject(&tracing::Span::current()),
-            ..PlanRun::default()
-        }
+    /// Starts the next run: everything the last one kept is forgotten, but the tables keep their
+    /// room, so a plan of 10,000 clusters does not grow them afresh and free the old ones.
+    fn start_next(&mut self) {
+        self.generation += 1;
+        self.renders_checked.clear();
+        self.charts_checked.clear();
+        self.helm_keys.clear();
+        self.trace_context = convoy_shared::telemetry::inject(&tracing::Span::current());
+        self.stats = PlanStats::default();
     }
 }
 
@@ -307,7 +309,7 @@ impl Planner {
         clusters: &BTreeMap<String, Cluster>,
         envs: &HashMap<String, Arc<EnvironmentState>>,
     ) -> (Vec<ClusterPlan>, PlanStats) {
-        self.run = PlanRun::after(&self.run);
+        self.run.start_next();
         self.prerender_helm(clusters, envs);
         self.prebuild_pairs(clusters, envs);
         let plans = clusters

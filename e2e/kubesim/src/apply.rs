@@ -131,12 +131,25 @@ pub fn read_entries(obj: &Value) -> Result<Vec<ManagedEntry>> {
         .unwrap_or_else(|| Ok(Vec::new()))
 }
 
-/// Writes entries into `metadata.managedFields` (removing the key when there are none).
+/// Writes entries into `metadata.managedFields` (removing the key when there are none), in the
+/// order kube-apiserver stores them: by operation (`Apply` first), then the second each
+/// was written in, then manager, apiVersion and subresource.
 pub fn write_entries(obj: &mut Value, entries: &[ManagedEntry]) {
     let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) else {
         return;
     };
-    let kept: Vec<Value> = entries.iter().filter(|e| !e.fields.is_empty()).map(ManagedEntry::to_json).collect();
+    let mut kept: Vec<&ManagedEntry> = entries.iter().filter(|e| !e.fields.is_empty()).collect();
+    // RFC 3339 times of one format order as text; an entry without one counts as the epoch.
+    kept.sort_by(|a, b| {
+        (&a.operation, a.time.as_deref().unwrap_or(""), &a.manager, &a.api_version, &a.subresource).cmp(&(
+            &b.operation,
+            b.time.as_deref().unwrap_or(""),
+            &b.manager,
+            &b.api_version,
+            &b.subresource,
+        ))
+    });
+    let kept: Vec<Value> = kept.into_iter().map(ManagedEntry::to_json).collect();
     if kept.is_empty() {
         meta.shift_remove("managedFields");
     } else {
@@ -183,7 +196,7 @@ pub fn apply(
             let live_v = fields::get_path(live, p, schema);
             let cfg_v = fields::get_path(config, p, schema);
             let changes = match (live_v, cfg_v) {
-                (Some(l), Some(c)) => is_leaf(c) && !same_value(l, c),
+                (Some(l), Some(c)) => (is_leaf(c) || fields::is_atomic_map(schema, p)) && !same_value(l, c),
                 (None, Some(_)) => true,
                 _ => false,
             };
@@ -228,6 +241,7 @@ pub fn apply(
             continue;
         }
         if fields::remove_path(&mut merged, p, schema) {
+            remove_emptied(&mut merged, p, schema);
             removed.push(p);
         }
     }
@@ -246,6 +260,23 @@ pub fn apply(
     }
     let entries = prune_missing(&merged, entries, schema);
     Ok((merged, entries))
+}
+
+/// Removes the maps and lists that removing `path` left empty, from its parent up, as
+/// structured-merge-diff drops what a removal emptied (`env: []` does not stay behind).
+fn remove_emptied(obj: &mut Value, path: &Path, schema: Schema) {
+    let mut at = path.clone();
+    while at.0.len() > 1 {
+        at.0.pop();
+        let emptied = match fields::get_path(obj, &at, schema) {
+            Some(Value::Object(m)) => m.is_empty(),
+            Some(Value::Array(a)) => a.is_empty(),
+            _ => false,
+        };
+        if !emptied || !fields::remove_path(obj, &at, schema) {
+            return;
+        }
+    }
 }
 
 /// Drops from every entry the paths that no longer exist in the object, and empty entries.
@@ -283,6 +314,7 @@ fn same_value(a: &Value, b: &Value) -> bool {
 /// field by field, keyed lists item by item, sets by union, everything else is replaced.
 pub fn merge(live: &Value, config: &Value, at: &Path, schema: Schema) -> Result<Value> {
     match (live, config) {
+        (Value::Object(_), Value::Object(_)) if fields::is_atomic_map(schema, at) => Ok(config.clone()),
         (Value::Object(l), Value::Object(c)) => {
             let mut out = l.clone();
             for (k, cv) in c {
@@ -363,7 +395,7 @@ pub fn update(
     let mut changed = FieldSet::default();
     for p in new_set.iter() {
         let differs = match (fields::get_path(old, p, schema), fields::get_path(new, p, schema)) {
-            (Some(o), Some(n)) => is_leaf(n) && !same_value(o, n),
+            (Some(o), Some(n)) => (is_leaf(n) || fields::is_atomic_map(schema, p)) && !same_value(o, n),
             _ => true,
         };
         if differs {
@@ -436,6 +468,44 @@ mod tests {
         assert_eq!(obj2["spec"]["replicas"], 3);
         let a = forced.iter().find(|e| e.manager == "a").unwrap();
         assert!(!a.fields.contains(&Path::fields(&["spec", "replicas"])));
+    }
+
+    #[test]
+    fn dropping_the_last_item_drops_the_list() {
+        let mut cfg = deploy(2, "nginx:1");
+        cfg["spec"]["template"]["spec"]["containers"][0]["env"] = json!([{"name": "A", "value": "1"}]);
+        let (obj, entries) = apply(&json!({}), &cfg, &[], &applier("a", false), Schema::Builtin).unwrap();
+        let (obj, _) = apply(&obj, &deploy(2, "nginx:1"), &entries, &applier("a", false), Schema::Builtin).unwrap();
+        assert_eq!(obj["spec"]["template"]["spec"]["containers"][0], json!({"name": "web", "image": "nginx:1"}));
+    }
+
+    #[test]
+    fn entries_are_written_apply_first_then_by_time_and_manager() {
+        let entry = |manager: &str, operation: &str, time: &str| ManagedEntry {
+            manager: manager.into(),
+            operation: operation.into(),
+            api_version: "v1".into(),
+            time: Some(time.into()),
+            subresource: String::new(),
+            fields: FieldSet::from_fields_v1(&json!({"f:data": {}})).unwrap(),
+        };
+        let mut obj = json!({"metadata": {}});
+        write_entries(
+            &mut obj,
+            &[
+                entry("kubectl", "Update", "2025-01-01T00:00:00Z"),
+                entry("b", "Apply", "2025-01-01T00:00:00Z"),
+                entry("a", "Apply", "2025-01-01T00:00:01Z"),
+                entry("c", "Apply", "2025-01-01T00:00:00Z"),
+            ],
+        );
+        let order: Vec<&str> = obj["metadata"]["managedFields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["manager"].as_str().unwrap())
+            .collect();
+        assert_eq!(order, ["b", "c", "a", "kubectl"]);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use super::patch;
 use super::resources::{self, ResourceType};
 use super::selector::{FieldSelector, LabelSelector};
 use super::status::now_rfc3339;
-use super::status_error::{ApiError, Result};
+use super::status_error::{ApiError, FieldError, Result};
 use base64::Engine as _;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -337,7 +337,10 @@ impl ClusterState {
             && let Some((n, name)) = next
         {
             meta["continue"] = json!(encode_continue(&n, &name));
-            meta["remainingItemCount"] = json!(remaining);
+            // kube-apiserver counts what remains only when no selector filters the list.
+            if opts.labels == LabelSelector::default() && opts.fields == FieldSelector::default() {
+                meta["remainingItemCount"] = json!(remaining);
+            }
         }
         Ok(json!({"kind": format!("{}List", rt.kind), "apiVersion": rt.api_version(),
             "metadata": meta, "items": items}))
@@ -407,6 +410,10 @@ impl ClusterState {
             match old.and_then(|o| o.get("status")) {
                 Some(s) => {
                     m.insert("status".into(), s.clone());
+                }
+                // kube-apiserver always writes a built-in kind's status, empty until set.
+                None if rt.schema == super::fields::Schema::Builtin => {
+                    m.insert("status".into(), json!({}));
                 }
                 None => {
                     m.shift_remove("status");
@@ -1032,46 +1039,51 @@ fn check_body_namespace(body: &Value, ns: Option<&str>) -> Result<()> {
     }
 }
 
-/// Minimal validation the real API server would do and that clients rely on.
+/// Minimal validation the real API server would do and that clients rely on, reported field by
+/// field as kube-apiserver reports it.
 fn validate(rt: &ResourceType, name: &str, o: &Value) -> Result<()> {
+    let mut errors = Vec::new();
     let dns_ok = |s: &str| {
         !s.is_empty()
             && s.len() <= 253
-            && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
-            && !s.starts_with(['-', '.'])
-            && !s.ends_with(['-', '.'])
+            && s.split('.').all(|label| {
+                !label.is_empty()
+                    && label.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+            })
     };
     // RBAC names may hold colons (system:…); other resources must be DNS subdomains.
     if !rt.group.starts_with("rbac") && !dns_ok(name) {
-        return Err(ApiError::invalid(
-            rt,
-            name,
-            &format!(
-                "metadata.name: Invalid value: \"{name}\": a lowercase RFC 1123 subdomain must \
-                 consist of lower case alphanumeric characters, '-' or '.', and must start and \
-                 end with an alphanumeric character"
-            ),
+        errors.push(FieldError::invalid(
+            "metadata.name",
+            &json!(name),
+            "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', \
+             and must start and end with an alphanumeric character (e.g. 'example.com', regex used for \
+             validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')",
         ));
     }
-    if rt.kind == "Deployment" && o.pointer("/spec/selector").is_none() {
-        return Err(ApiError::invalid(rt, name, "spec.selector: Required value"));
-    }
-    // A workload's pods must match its own selector, as kube-apiserver checks (matchLabels only).
+    // A workload's pods must match its own selector, as kube-apiserver checks (matchLabels only);
+    // a missing selector matches nothing.
     let workload =
         rt.group == "apps" && matches!(rt.kind.as_str(), "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet");
-    if let (true, Some(wanted)) = (workload, o.pointer("/spec/selector/matchLabels").and_then(Value::as_object)) {
-        let labels = o.pointer("/spec/template/metadata/labels").cloned().unwrap_or_else(|| json!({}));
-        if wanted.iter().any(|(k, v)| labels.get(k) != Some(v)) {
-            return Err(ApiError::invalid(
-                rt,
-                name,
-                &format!(
-                    "spec.template.metadata.labels: Invalid value: {labels}: `selector` does not match template `labels`"
-                ),
+    if workload {
+        let selector = o.pointer("/spec/selector");
+        if selector.is_none() {
+            errors.push(FieldError::required("spec.selector"));
+        }
+        let wanted = selector.and_then(|s| s.get("matchLabels")).and_then(Value::as_object);
+        let labels = o.pointer("/spec/template/metadata/labels").cloned().unwrap_or(Value::Null);
+        let matches = wanted.is_some_and(|w| w.iter().all(|(k, v)| labels.get(k) == Some(v)));
+        if (selector.is_none() || wanted.is_some()) && !matches {
+            errors.push(FieldError::invalid(
+                "spec.template.metadata.labels",
+                &labels,
+                "`selector` does not match template `labels`",
             ));
         }
     }
-    Ok(())
+    if errors.is_empty() { Ok(()) } else { Err(ApiError::invalid_fields(rt, name, &errors)) }
 }
 
 fn conflict_error(cs: &[apply::Conflict]) -> ApiError {

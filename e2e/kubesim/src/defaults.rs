@@ -159,6 +159,7 @@ pub fn apply_defaults(kind: &str, o: &mut Value, cluster_ip: &mut dyn FnMut() ->
             if matches!(spec.get("type").and_then(Value::as_str), Some("NodePort" | "LoadBalancer")) {
                 set_default(spec, "externalTrafficPolicy", json!("Cluster"));
             }
+            child(child(root, "status"), "loadBalancer");
         }
         "Secret" => {
             set_default(root, "type", json!("Opaque"));

@@ -292,6 +292,18 @@ pub fn list_type(schema: Schema, path: &Path) -> ListType {
     }
 }
 
+/// Whether the map at `path` is owned and replaced as a whole, like a scalar: the label
+/// selectors of built-in kinds (`+structType=atomic`) and the maps marked `+mapType=atomic` (a
+/// Service's selector, a pod's nodeSelector).
+pub fn is_atomic_map(schema: Schema, path: &Path) -> bool {
+    schema == Schema::Builtin
+        && matches!(
+            path.0.last(),
+            Some(PathElement::Field(n))
+                if matches!(n.as_str(), "selector" | "podSelector" | "namespaceSelector" | "labelSelector" | "nodeSelector")
+        )
+}
+
 /// The merge key strategic merge patch uses for a list (one field, unlike SSA's keys).
 pub fn strategic_key(path: &Path) -> Option<&'static str> {
     match list_type(Schema::Builtin, path) {
@@ -376,6 +388,7 @@ pub fn to_field_set(obj: &Value, schema: Schema, flavor: Flavor) -> Result<Field
 
 fn walk_value(v: &Value, at: &Path, schema: Schema, flavor: Flavor, set: &mut FieldSet) -> Result<()> {
     match v {
+        Value::Object(_) if is_atomic_map(schema, at) => set.insert(at.clone()),
         Value::Object(m) => {
             if !at.0.is_empty() && (m.is_empty() || (flavor == Flavor::Update && is_free_form_map(at))) {
                 set.insert(at.clone());
@@ -564,6 +577,17 @@ mod tests {
         let item = Path(p.0[..3].to_vec());
         assert!(remove_path(&mut obj, &item, Schema::Builtin));
         assert_eq!(obj["spec"]["containers"], json!([{"name": "b"}]));
+    }
+
+    #[test]
+    fn label_selectors_are_owned_whole() {
+        let cfg = json!({"spec": {"selector": {"matchLabels": {"app": "web"}}, "template": {"spec": {
+            "nodeSelector": {"disk": "ssd"}}}}});
+        let set = to_field_set(&cfg, Schema::Builtin, Flavor::Apply).unwrap();
+        assert_eq!(
+            set.to_fields_v1(),
+            json!({"f:spec": {"f:selector": {}, "f:template": {"f:spec": {"f:nodeSelector": {}}}}})
+        );
     }
 
     #[test]

@@ -57,6 +57,12 @@ impl ResourceType {
         if self.group.is_empty() { self.version.clone() } else { format!("{}/{}", self.group, self.version) }
     }
 
+    /// The verbs discovery lists: every one, except that namespaces are deleted one by one.
+    pub fn verbs(&self) -> Vec<&'static str> {
+        let whole_collection = !(self.group.is_empty() && self.plural == "namespaces");
+        VERBS.iter().copied().filter(|v| whole_collection || *v != "deletecollection").collect()
+    }
+
     /// `deployments.apps`, or `configmaps` for core — how error messages name the resource.
     pub fn qualified(&self) -> String {
         if self.group.is_empty() { self.plural.clone() } else { format!("{}.{}", self.plural, self.group) }
@@ -83,7 +89,11 @@ fn builtin(
         singular: kind.to_lowercase(),
         namespaced,
         short_names: short.iter().map(|s| s.to_string()).collect(),
-        categories: if all { vec!["all".into()] } else { vec![] },
+        categories: match (all, group) {
+            (true, _) => vec!["all".into()],
+            (false, "apiextensions.k8s.io") => vec!["api-extensions".into()],
+            (false, _) => vec![],
+        },
         has_status: status,
         has_scale: matches!(kind, "Deployment" | "StatefulSet"),
         has_generation,
@@ -226,7 +236,7 @@ pub fn api_resource_list(types: &[Arc<ResourceType>], group: &str, version: &str
     let mut resources = Vec::new();
     for t in types.iter().filter(|t| t.group == group && t.version == version) {
         let mut r = json!({"name": t.plural, "singularName": t.singular, "namespaced": t.namespaced,
-            "kind": t.kind, "verbs": VERBS});
+            "kind": t.kind, "verbs": t.verbs()});
         if !t.short_names.is_empty() {
             r["shortNames"] = json!(t.short_names);
         }
@@ -280,7 +290,7 @@ pub fn aggregated(types: &[Arc<ResourceType>], core: bool) -> Value {
                             }
                             let mut r = json!({"resource": t.plural, "responseKind": kind,
                                 "scope": if t.namespaced { "Namespaced" } else { "Cluster" },
-                                "singularResource": t.singular, "verbs": VERBS});
+                                "singularResource": t.singular, "verbs": t.verbs()});
                             if !t.short_names.is_empty() {
                                 r["shortNames"] = json!(t.short_names);
                             }

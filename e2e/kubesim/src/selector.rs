@@ -10,7 +10,7 @@ pub enum Error {
     #[error("unable to parse requirement: {0}")]
     Parse(String),
     /// A field selector on a field this server does not index.
-    #[error("field label not supported: {0}")]
+    #[error("{0:?} is not a known field selector: only \"metadata.name\", \"metadata.namespace\"")]
     UnsupportedField(String),
 }
 

@@ -238,6 +238,16 @@ fn dispatch(app: &Arc<App>, method: &Method, uri: &Uri, headers: &HeaderMap, bod
         return Err(ApiError::path_not_found());
     };
     let types = app.state.types();
+    // Below a group nobody serves, kube-apiserver has no API handler at all: its mux answers.
+    let unserved_group = match &route {
+        Route::Group(g) | Route::GroupVersion(g, _) | Route::Resource { group: g, .. } => {
+            !g.is_empty() && !types.iter().any(|t| &t.group == g)
+        }
+        _ => false,
+    };
+    if unserved_group {
+        return Ok(page_not_found());
+    }
     let accept = accept(headers);
     let aggregated = accept.contains("as=APIGroupDiscoveryList");
     match route {
@@ -289,6 +299,12 @@ fn dispatch(app: &Arc<App>, method: &Method, uri: &Uri, headers: &HeaderMap, bod
             resource(app, method, request)
         }
     }
+}
+
+/// The plain-text 404 of Go's HTTP mux, for paths no API handler claims.
+fn page_not_found() -> Response {
+    let content_type = HeaderValue::from_static("text/plain; charset=utf-8");
+    (StatusCode::NOT_FOUND, [(header::CONTENT_TYPE, content_type)], "404 page not found\n").into_response()
 }
 
 /// The admin endpoints (same listener and token as the API):
@@ -503,6 +519,12 @@ fn list_or_watch(app: &Arc<App>, req: &ResourceRequest<'_>) -> Result<Response> 
         let mut r = Response::new(body);
         r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         return Ok(r);
+    }
+    if let Some(asked) = q.get("resourceVersion").and_then(|rv| rv.parse::<u64>().ok()) {
+        let current = state.resource_version();
+        if asked > current {
+            return Err(ApiError::resource_version_too_large(asked, current));
+        }
     }
     let mut list = state.list(&req.rt, req.ns(), &lo)?;
     match req.table_include() {

@@ -19,6 +19,33 @@ pub struct ApiError {
     pub retry_after: Option<u64>,
 }
 
+/// One field's validation failure, as kube-apiserver's `field.Error` words it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FieldError {
+    /// The field's path, e.g. `spec.selector`.
+    pub field: String,
+    /// `FieldValueRequired` or `FieldValueInvalid`.
+    pub reason: &'static str,
+    /// `Required value`, or `Invalid value: VALUE: why`.
+    pub message: String,
+}
+
+impl FieldError {
+    /// A required field is missing.
+    pub fn required(field: &str) -> FieldError {
+        FieldError { field: field.into(), reason: "FieldValueRequired", message: "Required value".into() }
+    }
+
+    /// A field has a bad value; `value` is printed as JSON, as kube-apiserver prints it.
+    pub fn invalid(field: &str, value: &Value, why: &str) -> FieldError {
+        FieldError {
+            field: field.into(),
+            reason: "FieldValueInvalid",
+            message: format!("Invalid value: {value}: {why}"),
+        }
+    }
+}
+
 /// Result with [`ApiError`].
 pub type Result<T, E = ApiError> = std::result::Result<T, E>;
 
@@ -73,7 +100,38 @@ impl ApiError {
     pub fn invalid(rt: &ResourceType, name: &str, what: &str) -> ApiError {
         let kind = if rt.group.is_empty() { rt.kind.clone() } else { format!("{}.{}", rt.kind, rt.group) };
         let mut e = ApiError::new(422, "Invalid", format!("{kind} \"{name}\" is invalid: {what}"));
-        e.details = Some(Box::new(json!({"name": name, "group": rt.group, "kind": rt.kind})));
+        let mut details = json!({"name": name, "kind": rt.kind});
+        if !rt.group.is_empty() {
+            details["group"] = json!(rt.group);
+        }
+        e.details = Some(Box::new(details));
+        e
+    }
+
+    /// 422 Invalid naming each failed field, as kube-apiserver's validation reports them: one
+    /// field in the message as is, several as `[a, b]`, and each as a cause.
+    pub fn invalid_fields(rt: &ResourceType, name: &str, errors: &[FieldError]) -> ApiError {
+        let each: Vec<String> = errors.iter().map(|e| format!("{}: {}", e.field, e.message)).collect();
+        let what = if each.len() == 1 { each[0].clone() } else { format!("[{}]", each.join(", ")) };
+        let mut e = ApiError::invalid(rt, name, &what);
+        let causes: Vec<Value> =
+            errors.iter().map(|e| json!({"reason": e.reason, "message": e.message, "field": e.field})).collect();
+        if let Some(details) = e.details.as_deref_mut() {
+            details["causes"] = json!(causes);
+        }
+        e
+    }
+
+    /// 504 for a list from a resourceVersion the server has not reached, as kube-apiserver
+    /// answers once it has waited for it in vain.
+    pub fn resource_version_too_large(asked: u64, current: u64) -> ApiError {
+        let mut e =
+            ApiError::new(504, "Timeout", format!("Timeout: Too large resource version: {asked}, current: {current}"));
+        e.details = Some(Box::new(json!({
+            "causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}],
+            "retryAfterSeconds": 1
+        })));
+        e.retry_after = Some(1);
         e
     }
 
@@ -94,7 +152,9 @@ impl ApiError {
 
     /// 404 for paths that serve nothing.
     pub fn path_not_found() -> ApiError {
-        ApiError::new(404, "NotFound", "the server could not find the requested resource")
+        let mut e = ApiError::new(404, "NotFound", "the server could not find the requested resource");
+        e.details = Some(Box::new(json!({})));
+        e
     }
 
     /// The `Status` body.

@@ -120,7 +120,9 @@ pub fn start(
                     initial.push(line("ADDED", render(&o)));
                 }
             }
-            if params.send_initial_events {
+            // kube-apiserver closes the initial events with a bookmark saying so when asked for
+            // a streaming list, and for any watch from no resourceVersion that allows bookmarks.
+            if params.send_initial_events || (params.bookmarks && params.resource_version.is_empty()) {
                 initial.push(line("BOOKMARK", bookmark(&filter.rt, current, true)));
             }
             (rx, current)
@@ -128,7 +130,11 @@ pub fn start(
     };
 
     let (tx, out_rx) = mpsc::channel::<Bytes>(256);
-    let bookmark_every = state.config().bookmark_interval;
+    // kube-apiserver also bookmarks two seconds before the timeout ends a watch.
+    let bookmark_every = match params.timeout {
+        Some(t) if t > Duration::from_secs(2) => state.config().bookmark_interval.min(t - Duration::from_secs(2)),
+        _ => state.config().bookmark_interval,
+    };
     let mut drops = state.faults.watch_epoch();
     drops.borrow_and_update();
     let timeout = params.timeout.unwrap_or(Duration::from_secs(1800));
@@ -176,7 +182,7 @@ pub fn start(
 }
 
 fn bookmark(rt: &ResourceType, rv: u64, initial_end: bool) -> Value {
-    let mut meta = json!({"resourceVersion": rv.to_string(), "creationTimestamp": null});
+    let mut meta = json!({"resourceVersion": rv.to_string()});
     if initial_end {
         meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
     }

@@ -210,12 +210,14 @@ fn collapse_duplicate_keys(m: &mut Map<String, Value>, ctx: &Ctx<'_>, path: &mut
             Value::Array(items) => {
                 let ListStrategy::Key(keys) = list_strategy(ctx.kind, path, k) else { continue };
                 path.push(k.clone());
-                let mut out = merge_keyed(items, &[], &keys, ctx, path);
-                for item in out.iter_mut().filter_map(Value::as_object_mut) {
+                // A list whose elements all have distinct, whole keys comes out as it went in.
+                if !distinct_whole_keys(items, &used_keys(items, &[], &keys)) {
+                    *items = merge_keyed(items, &[], &keys, ctx, path);
+                }
+                for item in items.iter_mut().filter_map(Value::as_object_mut) {
                     collapse_duplicate_keys(item, ctx, path);
                 }
                 path.pop();
-                *items = out;
             }
             _ => {}
         }
@@ -446,6 +448,16 @@ fn merge_keyed(dest: &[Value], patch: &[Value], keys: &[String], ctx: &Ctx<'_>, 
         let kept: Vec<Value> = patch.iter().filter(|v| !is_replace(v)).cloned().collect();
         return merge_keyed(&[], &kept, keys, ctx, path);
     }
+    let used = used_keys(dest, patch, keys);
+    if distinct_whole_keys(dest, &used) && distinct_whole_keys(patch, &used) {
+        return merge_distinct(dest, patch, &used, ctx, path);
+    }
+    merge_walk(dest, patch, keys, ctx, path)
+}
+
+/// kyaml's `walkAssociativeSequence` step by step (`setAssociativeSequenceElements`, then
+/// `appendListNode` of the list's own elements into what was added).
+fn merge_walk(dest: &[Value], patch: &[Value], keys: &[String], ctx: &Ctx<'_>, path: &mut Vec<String>) -> Vec<Value> {
     let mut dest: Vec<Value> = dest.to_vec();
     let mut list: Vec<KeyValues> = Vec::new();
     for v in patch.iter().chain(dest.iter()) {
@@ -501,6 +513,59 @@ fn merge_keyed(dest: &[Value], patch: &[Value], keys: &[String], ctx: &Ctx<'_>, 
         set_element(&mut added, Some(v), &last_keys, &values);
     }
     added
+}
+
+/// The keys some element of either list has a value for (ports without any protocol are keyed
+/// by containerPort alone, as [`valid_keys`] decides).
+fn used_keys(dest: &[Value], patch: &[Value], keys: &[String]) -> Vec<String> {
+    let used = |k: &&String| dest.iter().chain(patch).any(|v| key_text(v, k).is_some_and(|t| !t.is_empty()));
+    keys.iter().filter(used).cloned().collect()
+}
+
+/// Whether every element is a map with a value for every key (of at least one), no two alike:
+/// the common case, where kyaml's walk comes down to [`merge_distinct`].
+fn distinct_whole_keys(list: &[Value], keys: &[String]) -> bool {
+    if keys.is_empty() {
+        return false;
+    }
+    let mut seen: Vec<KeyValues> = Vec::with_capacity(list.len());
+    for v in list {
+        let values = key_values(v, keys);
+        if !v.is_object() || values.iter().any(String::is_empty) || seen.contains(&values) {
+            return false;
+        }
+        seen.push(values);
+    }
+    true
+}
+
+/// [`merge_keyed`] where both lists have [`distinct_whole_keys`]: with one key, the patch's
+/// elements (merged into the list's own where they match) in the patch's order, then the
+/// list's others; with several, the patch's new elements, then the list's own, merged where they
+/// stand.
+fn merge_distinct(
+    dest: &[Value],
+    patch: &[Value],
+    keys: &[String],
+    ctx: &Ctx<'_>,
+    path: &mut Vec<String>,
+) -> Vec<Value> {
+    let same = |a: &Value, b: &Value| keys.iter().all(|k| key_text(a, k) == key_text(b, k));
+    let kept = |merged: Option<Value>| merged.filter(|m| m.as_object().is_some_and(|m| !m.is_empty()));
+    let mut out = Vec::with_capacity(dest.len() + patch.len());
+    for p in patch {
+        let d = dest.iter().find(|d| same(d, p));
+        if d.is_none() || keys.len() == 1 {
+            out.extend(kept(merge_element(d, Some(p), ctx, path)));
+        }
+    }
+    for d in dest {
+        let p = patch.iter().find(|p| same(d, p));
+        if p.is_none() || keys.len() > 1 {
+            out.extend(kept(merge_element(Some(d), p, ctx, path)));
+        }
+    }
+    out
 }
 
 fn merge_primitive(dest: Option<&[Value]>, patch: &[Value]) -> Vec<Value> {
@@ -653,5 +718,44 @@ mod tests {
         // One port with a protocol in the list is enough for the protocol to count.
         let mixed = json!([{"containerPort": 9443}, {"containerPort": 8443, "protocol": "TCP"}]);
         assert_eq!(ports_after(mixed.clone(), json!([{"containerPort": 9443, "$patch": "delete"}])), mixed);
+    }
+
+    #[test]
+    fn the_shortcut_for_distinct_whole_keys_is_the_walk() {
+        let ctx = Ctx { builtin: true, kind: "Deployment", api_version: "apps/v1", schema: None };
+        let ports = json!([{"containerPort": 80, "protocol": "TCP", "name": "a"}, {"containerPort": 53, "protocol": "UDP"},
+                           {"containerPort": 53, "protocol": "TCP"}, {"containerPort": 9, "protocol": "SCTP"}]);
+        let port_patches = [
+            json!([]),
+            json!([{"containerPort": 53, "protocol": "TCP", "name": "dns"}, {"containerPort": 7, "protocol": "TCP"}]),
+            json!([{"containerPort": 9, "protocol": "SCTP", "$patch": "delete"}, {"containerPort": 1, "protocol": "UDP"},
+                   {"containerPort": 80, "protocol": "TCP", "name": null}]),
+        ];
+        let bare = json!([{"containerPort": 80}, {"containerPort": 443, "name": "https"}]);
+        let bare_patches = [
+            json!([{"containerPort": 443, "name": "tls"}, {"containerPort": 8080}]),
+            json!([{"containerPort": 80, "$patch": "delete"}]),
+        ];
+        let env = json!([{"name": "A", "value": "1"}, {"name": "B", "value": "2"}, {"name": "C", "value": "3"}]);
+        let env_patches = [
+            json!([]),
+            json!([{"name": "C", "value": "x"}, {"name": "D"}, {"name": "A", "$patch": "delete"}]),
+            json!([{"name": "Z"}, {"name": "B", "$patch": "replace", "value": "r"}]),
+        ];
+        let cases = port_patches
+            .iter()
+            .map(|p| (&ports, p, vec!["containerPort".to_string(), "protocol".to_string()]))
+            .chain(bare_patches.iter().map(|p| (&bare, p, vec!["containerPort".to_string(), "protocol".to_string()])))
+            .chain(env_patches.iter().map(|p| (&env, p, vec!["name".to_string()])));
+        for (dest, patch, keys) in cases {
+            let (dest, patch) = (dest.as_array().unwrap(), patch.as_array().unwrap());
+            let used = used_keys(dest, patch, &keys);
+            assert!(distinct_whole_keys(dest, &used) && distinct_whole_keys(patch, &used));
+            assert_eq!(
+                merge_distinct(dest, patch, &used, &ctx, &mut Vec::new()),
+                merge_walk(dest, patch, &keys, &ctx, &mut Vec::new()),
+                "{patch:?}"
+            );
+        }
     }
 }

@@ -1,11 +1,14 @@
 //! The agent while the API server misbehaves: added latency, random 500s and 429s, and an outage
-//! in the middle of an apply. Retries carry it through; nothing is lost or deleted, and it
-//! converges once the server recovers.
+//! in the middle of an apply (on kubesim); an API server that goes away and comes back in the
+//! middle of an update (on kubesim and on a real kube-apiserver, stopped and started again).
+//! Retries carry it through; nothing is lost or deleted, and it converges once the server
+//! recovers.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use convoy_agent::testing::{self as fx, InProcessAgent, settled};
+use convoy_agent::testing::{self as fx, InProcessAgent, NS, settled};
+use kubesim::scenario::{Backend, TestCluster};
 use kubesim::{ErrorKind, OutageMode, SimFleet};
 use serde_json::Value;
 
@@ -72,5 +75,50 @@ async fn latency_errors_and_an_outage_during_apply_lose_nothing_and_converge() {
     }
     let changed = after.values().filter(|o| o["data"]["value"] == "v2").count();
     assert_eq!(changed, 40, "every change landed");
+    agent.stop().await;
+}
+
+kubesim::on_both_backends!(an_api_server_restart_during_an_update_loses_nothing_and_converges);
+
+/// Each ConfigMap of the shop namespace by name: its uid and value.
+async fn config_maps(cluster: &TestCluster) -> HashMap<String, (Value, Value)> {
+    let list = cluster.list("v1", "ConfigMap", Some(NS)).await;
+    list.into_iter()
+        .filter(|o| o["metadata"]["labels"]["convoy.dev/cluster"] == CLUSTER)
+        .map(|o| {
+            let name = o["metadata"]["name"].as_str().unwrap_or_default().to_string();
+            (name, (o["metadata"]["uid"].clone(), o["data"]["value"].clone()))
+        })
+        .collect()
+}
+
+async fn an_api_server_restart_during_an_update_loses_nothing_and_converges(backend: Backend) {
+    let Some(mut cluster) = TestCluster::start(backend, CLUSTER).await else { return };
+    let cache = tempfile::tempdir().unwrap();
+    let mut config = fx::test_config(CLUSTER, cache.path());
+    config.retry.budget = outage() + Duration::from_secs(20);
+    let agent = InProcessAgent::start(config, cluster.client().await, None);
+    let first = fx::assignment(CLUSTER, "rev-1", vec![fx::infra_app(), fx::shop_app(60, 0, "v1")]);
+    agent.assign(first.clone());
+    settled(&agent, &first.digest).await;
+    let before = config_maps(&cluster).await;
+    assert!(before.len() >= 20, "{}", before.len());
+
+    let second = fx::assignment(CLUSTER, "rev-2", vec![fx::infra_app(), fx::shop_app(60, 20, "v2")]);
+    // The change arrives while the API server is away.
+    let change = async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        agent.assign(second.clone());
+    };
+    tokio::join!(cluster.outage(outage()), change);
+    settled(&agent, &second.digest).await;
+
+    let after = config_maps(&cluster).await;
+    assert_eq!(after.len(), before.len(), "no object lost");
+    for (name, (uid, _)) in &before {
+        assert_eq!(&after[name].0, uid, "{name} was deleted and re-created");
+    }
+    let changed = after.values().filter(|(_, value)| value == "v2").count();
+    assert_eq!(changed, 20, "every change landed");
     agent.stop().await;
 }

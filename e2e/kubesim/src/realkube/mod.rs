@@ -91,6 +91,10 @@ struct Program {
     name: &'static str,
     child: Child,
     log: PathBuf,
+    /// How it was started, to start it again.
+    binary: PathBuf,
+    args: Vec<String>,
+    dir: PathBuf,
 }
 
 impl Program {
@@ -111,7 +115,19 @@ impl Program {
             .stderr(err)
             .spawn()
             .map_err(io(format!("starting {} under setpriv", binary.display())))?;
-        Ok(Program { name, child, log })
+        Ok(Program { name, child, log, binary: binary.into(), args: args.to_vec(), dir: dir.into() })
+    }
+
+    /// Kills it and waits for it to go.
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again as it was started first (after [`Program::stop`]).
+    fn respawn(&mut self, cluster: &str) -> Result<()> {
+        *self = Program::spawn(self.name, &self.binary, &self.args, &self.dir, cluster)?;
+        Ok(())
     }
 
     fn not_ready(&self, cluster: &str, problem: String) -> Error {
@@ -135,8 +151,7 @@ impl Program {
 
 impl Drop for Program {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }
 
@@ -293,6 +308,17 @@ impl RealCluster {
         tokio::spawn(kubelet::run(client.clone(), NODE.into(), cluster.cancel.clone()).instrument(span));
         cluster.wait_controllers(&client).await?;
         Ok(cluster)
+    }
+
+    /// Takes kube-apiserver away for `down` (connections refused; etcd and the controllers stay),
+    /// then starts it again on the same port and returns once it is ready: an API server restart
+    /// as clients see one.
+    pub async fn restart_apiserver(&mut self, down: Duration) -> Result<()> {
+        self.programs[1].stop();
+        tokio::time::sleep(down).await;
+        self.programs[1].respawn(&self.name)?;
+        let client = self.client().await?;
+        self.wait_ready(&client).await
     }
 
     /// Polls `/readyz` until the API server answers ok.

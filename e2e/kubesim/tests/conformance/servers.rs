@@ -304,9 +304,16 @@ pub fn normalized(value: &Value) -> Value {
     value
 }
 
+/// Annotations the real server's controllers write whenever they get to the object (kubesim
+/// runs no deployment controller: README, known differences).
+const CONTROLLER_ANNOTATIONS: [&str; 1] = ["deployment.kubernetes.io/revision"];
+
 fn scrub(value: &mut Value) {
     match value {
         Value::Object(map) => {
+            if let Some(Value::Object(annotations)) = map.get_mut("annotations") {
+                annotations.retain(|k, _| !CONTROLLER_ANNOTATIONS.contains(&k.as_str()));
+            }
             for (key, v) in map.iter_mut() {
                 let server_chosen = matches!(
                     key.as_str(),

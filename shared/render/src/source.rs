@@ -1,6 +1,6 @@
 //! File access for the renderer: the [`Source`] trait and its filesystem implementation.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
@@ -51,6 +51,9 @@ pub struct FsSource {
     /// render reads many files in few directories, and asks where each really is. The tree is
     /// taken not to change while it is read.
     real_dirs: Arc<RwLock<HashSet<PathBuf>>>,
+    /// Paths (root-relative) found to be real all the way down, with where they are: a renderer
+    /// rendering again asks again about the same files.
+    real_paths: Arc<RwLock<HashMap<PathBuf, PathBuf>>>,
 }
 
 impl FsSource {
@@ -60,16 +63,20 @@ impl FsSource {
             root: root.to_path_buf(),
             canonical_root: std::fs::canonicalize(root).ok(),
             real_dirs: Arc::default(),
+            real_paths: Arc::default(),
         }
     }
 
     /// The absolute path for `rel`, after checking that it resolves inside the root.
-    /// Walks the components with `lstat` (directories already known real are not asked
-    /// again); only a path crossing a symlink pays for a full canonicalization.
+    /// Walks the components with `lstat` (paths and directories already known real are not
+    /// asked again); only a path crossing a symlink pays for a full canonicalization.
     fn resolve(&self, rel: &Path) -> Result<Option<PathBuf>> {
         let Some(root) = &self.canonical_root else {
             return self.resolve_slow(rel);
         };
+        if let Some(known) = self.real_paths.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(rel) {
+            return Ok(Some(known.clone()));
+        }
         let mut cur = root.clone();
         let mut walked = PathBuf::new();
         for comp in rel.components() {
@@ -94,6 +101,7 @@ impl FsSource {
                 }
             }
         }
+        self.real_paths.write().unwrap_or_else(std::sync::PoisonError::into_inner).insert(walked, cur.clone());
         Ok(Some(cur))
     }
 

@@ -1083,7 +1083,29 @@ fn validate(rt: &ResourceType, name: &str, o: &Value) -> Result<()> {
             ));
         }
     }
+    // A ConfigMap's or Secret's values hold at most 1 MiB (kube-apiserver's MaxSecretSize); it
+    // names the whole ConfigMap (`[]`) and a Secret's `data`.
+    if rt.group.is_empty() && matches!(rt.kind.as_str(), "ConfigMap" | "Secret") && data_bytes(o) > MAX_DATA_BYTES {
+        let field = if rt.kind == "Secret" { "data" } else { "[]" };
+        errors.push(FieldError::too_long(field, MAX_DATA_BYTES));
+    }
     if errors.is_empty() { Ok(()) } else { Err(ApiError::invalid_fields(rt, name, &errors)) }
+}
+
+const MAX_DATA_BYTES: usize = 1024 * 1024;
+
+/// The bytes of a ConfigMap's or Secret's values: `data` and `stringData` as text, `binaryData`
+/// and a Secret's `data` decoded from base64.
+fn data_bytes(o: &Value) -> usize {
+    let values = |field: &str| o[field].as_object().into_iter().flat_map(|m| m.values());
+    let text = |v: &Value| v.as_str().map_or(0, str::len);
+    let decoded = |v: &Value| {
+        let text = v.as_str().unwrap_or_default();
+        base64::engine::general_purpose::STANDARD.decode(text).map_or(text.len(), |b| b.len())
+    };
+    let data: usize =
+        if o["kind"] == "Secret" { values("data").map(decoded).sum() } else { values("data").map(text).sum() };
+    data + values("stringData").map(text).sum::<usize>() + values("binaryData").map(decoded).sum::<usize>()
 }
 
 fn conflict_error(cs: &[apply::Conflict]) -> ApiError {

@@ -24,7 +24,7 @@ pub struct ApiError {
 pub struct FieldError {
     /// The field's path, e.g. `spec.selector`.
     pub field: String,
-    /// `FieldValueRequired` or `FieldValueInvalid`.
+    /// `FieldValueRequired`, `FieldValueInvalid` or `FieldValueTooLong`.
     pub reason: &'static str,
     /// `Required value`, or `Invalid value: VALUE: why`.
     pub message: String,
@@ -34,6 +34,15 @@ impl FieldError {
     /// A required field is missing.
     pub fn required(field: &str) -> FieldError {
         FieldError { field: field.into(), reason: "FieldValueRequired", message: "Required value".into() }
+    }
+
+    /// A field holds more than `max` bytes.
+    pub fn too_long(field: &str, max: usize) -> FieldError {
+        FieldError {
+            field: field.into(),
+            reason: "FieldValueTooLong",
+            message: format!("Too long: may not be more than {max} bytes"),
+        }
     }
 
     /// A field has a bad value; `value` is printed as JSON, as kube-apiserver prints it.

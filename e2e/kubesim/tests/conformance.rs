@@ -118,6 +118,23 @@ async fn bad_names_are_invalid() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_maps_and_secrets_over_1_mib_are_invalid() {
+    let Some(s) = Servers::start("too-big").await else { return };
+    let blob = "x".repeat(1024 * 1024);
+    let fits = configmap("fits", json!({}), json!({"blob": "x".repeat(1000 * 1024)}));
+    assert_codes(&s.post(&s.path("v1", "configmaps"), &fits).await, 201, "a ConfigMap of 1,000 KiB");
+    let big = configmap("big", json!({}), json!({"blob": blob, "more": "y"}));
+    let answers = s.post(&s.path("v1", "configmaps"), &big).await;
+    assert_codes(&answers, 422, "a ConfigMap over 1 MiB");
+    answers.assert_same_normalized("a ConfigMap over 1 MiB");
+    let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "big"},
+        "stringData": {"blob": "x".repeat(1024 * 1024), "more": "y"}});
+    let answers = s.post(&s.path("v1", "secrets"), &secret).await;
+    assert_codes(&answers, 422, "a Secret over 1 MiB");
+    answers.assert_same_normalized("a Secret over 1 MiB");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_resource_types_are_not_found() {
     let Some(s) = Servers::start("unknown").await else { return };
     for path in [

@@ -51,6 +51,10 @@ pub enum ObjectError {
         "{object} is {size}, larger than the {limit} a Kubernetes API server stores per object (etcd's default limit); split it or move the data out of Git"
     )]
     TooLarge { object: String, size: String, limit: String },
+    #[error(
+        "{object} holds {size} bytes of data, more than the {limit} (1 MiB) a Kubernetes API server takes in a ConfigMap or Secret; split it or move the data out of Git"
+    )]
+    TooMuchData { object: String, size: usize, limit: usize },
 }
 
 /// Why one app cannot be rendered for one cluster.
@@ -226,6 +230,13 @@ pub fn assemble(rendered: &[Value], cluster: &Cluster, app: &App) -> Result<AppA
                 limit: human_bytes(MAX_OBJECT_BYTES),
             });
         }
+        if let Some(data) = data_bytes(&object).filter(|data| *data > MAX_DATA_BYTES) {
+            return Err(ObjectError::TooMuchData {
+                object: convoy_model::ObjectRef::of(&object).to_string(),
+                size: data,
+                limit: MAX_DATA_BYTES,
+            });
+        }
         objects.push(object);
     }
     if let Some(namespace) = app.namespace.as_ref().filter(|_| app.create_namespace)
@@ -272,6 +283,29 @@ fn json_size(value: &Value) -> usize {
     let mut count = Count(0);
     serde_json::to_writer(&mut count, value).expect("counting never fails");
     count.0
+}
+
+/// The most a ConfigMap's or a Secret's values may hold (kube-apiserver's `MaxSecretSize`).
+pub const MAX_DATA_BYTES: usize = 1 << 20;
+
+/// The bytes of the values of a core ConfigMap or Secret, as the API server counts them (text
+/// values as they are, base64 ones decoded); `None` for other kinds and for a Secret still
+/// encrypted with SOPS (the agent decrypts it, and its ciphertext is no measure).
+fn data_bytes(object: &Value) -> Option<usize> {
+    use base64::Engine as _;
+    let secret = match (object["apiVersion"].as_str(), object["kind"].as_str()) {
+        (Some("v1"), Some("ConfigMap")) => false,
+        (Some("v1"), Some("Secret")) if object.get("sops").is_none() => true,
+        _ => return None,
+    };
+    let values = |field: &str| object[field].as_object().into_iter().flat_map(|m| m.values());
+    let text = |v: &Value| v.as_str().map_or(0, str::len);
+    let decoded = |v: &Value| {
+        let text = v.as_str().unwrap_or_default();
+        base64::engine::general_purpose::STANDARD.decode(text).map_or(text.len(), |b| b.len())
+    };
+    let data: usize = if secret { values("data").map(decoded).sum() } else { values("data").map(text).sum() };
+    Some(data + values("stringData").map(text).sum::<usize>() + values("binaryData").map(decoded).sum::<usize>())
 }
 
 fn human_bytes(bytes: usize) -> String {
@@ -359,11 +393,28 @@ mod tests {
     #[test]
     fn an_object_the_api_server_cannot_store_is_an_error_naming_it_and_its_size() {
         let app = mk_app("big", false);
-        let fits = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ok"}, "data": {"k": "x".repeat(MAX_OBJECT_BYTES - 200)}});
+        let fits = json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "ok"}, "spec": {"k": "x".repeat(MAX_OBJECT_BYTES - 200)}});
         assert!(assemble(&[fits], &mk_cluster("eu-1"), &app).is_ok());
         let huge = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "blob"}, "data": {"k": "x".repeat(4 << 20)}});
         let err = assemble(&[huge], &mk_cluster("eu-1"), &app).unwrap_err().to_string();
         assert!(err.contains("ConfigMap big/blob") && err.contains("4.0 MiB") && err.contains("1.5 MiB"), "{err}");
+    }
+
+    #[test]
+    fn a_config_map_or_secret_holding_over_1_mib_of_data_is_an_error_naming_it() {
+        use base64::Engine as _;
+        let app = mk_app("big", false);
+        let cm = |name: &str, n: usize| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"k": "x".repeat(n)}});
+        assert!(assemble(&[cm("fits", MAX_DATA_BYTES)], &mk_cluster("eu-1"), &app).is_ok());
+        let err = assemble(&[cm("over", MAX_DATA_BYTES + 1)], &mk_cluster("eu-1"), &app).unwrap_err().to_string();
+        assert!(err.contains("ConfigMap big/over holds 1048577 bytes of data, more than the 1048576"), "{err}");
+        // A Secret's data counts decoded: 1 MiB of bytes is 1.33 MiB of base64, and fits.
+        let encoded = base64::engine::general_purpose::STANDARD.encode(vec![7u8; MAX_DATA_BYTES]);
+        let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}, "data": {"k": encoded}});
+        assert!(assemble(&[secret], &mk_cluster("eu-1"), &app).is_ok());
+        let over = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "t"},
+            "data": {"k": base64::engine::general_purpose::STANDARD.encode(vec![7u8; MAX_DATA_BYTES])}, "stringData": {"more": "y"}});
+        assert!(assemble(&[over], &mk_cluster("eu-1"), &app).unwrap_err().to_string().contains("Secret big/t"));
     }
 
     #[test]

@@ -169,6 +169,16 @@ pub struct RealCluster {
     dir: tempfile::TempDir,
 }
 
+/// How many times [`RealCluster::start`] picks ports afresh when one was taken meanwhile.
+const PORT_ATTEMPTS: u32 = 3;
+
+impl Error {
+    /// A program could not bind its port: another took it between our picking and its binding.
+    fn is_port_taken(&self) -> bool {
+        matches!(self, Error::NotReady { tail, .. } if tail.contains("address already in use"))
+    }
+}
+
 fn free_port(cluster: &str) -> Result<u16> {
     let io = |source| Error::Io { cluster: cluster.into(), what: "finding a free loopback port".into(), source };
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).map_err(io)
@@ -202,8 +212,20 @@ impl RealCluster {
     }
 
     /// Starts etcd, kube-apiserver, kube-controller-manager and the stand-in kubelet, and
-    /// returns once the API server is ready and the controllers serve.
+    /// returns once the API server is ready and the controllers serve. The ports are free when
+    /// picked, but another program (a test beside this one) can take one before ours binds it:
+    /// then it starts again on other ports, up to [`PORT_ATTEMPTS`] times.
     pub async fn start(name: &str, bins: &Binaries) -> Result<RealCluster> {
+        let mut attempt = 1;
+        loop {
+            match Self::start_on_free_ports(name, bins).await {
+                Err(e) if attempt < PORT_ATTEMPTS && e.is_port_taken() => attempt += 1,
+                started => return started,
+            }
+        }
+    }
+
+    async fn start_on_free_ports(name: &str, bins: &Binaries) -> Result<RealCluster> {
         let io = |what: &str| {
             let what = what.to_string();
             move |source| Error::Io { cluster: name.into(), what, source }

@@ -1,6 +1,6 @@
 //! File access for the renderer: the [`Source`] trait and its filesystem implementation.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
@@ -47,12 +47,10 @@ pub trait Source: Send + Sync {
 pub struct FsSource {
     root: PathBuf,
     canonical_root: Option<PathBuf>,
-    /// Directories (root-relative) already found to be real directories, not symlinks: a
-    /// render reads many files in few directories, and asks where each really is. The tree is
+    /// Paths (root-relative, files and the directories on the way to them) found to be real
+    /// all the way down, not symlinks, with where they are: a render reads many files in few
+    /// directories, and a renderer rendering again asks again about the same files. The tree is
     /// taken not to change while it is read.
-    real_dirs: Arc<RwLock<HashSet<PathBuf>>>,
-    /// Paths (root-relative) found to be real all the way down, with where they are: a renderer
-    /// rendering again asks again about the same files.
     real_paths: Arc<RwLock<HashMap<PathBuf, PathBuf>>>,
 }
 
@@ -62,20 +60,23 @@ impl FsSource {
         FsSource {
             root: root.to_path_buf(),
             canonical_root: std::fs::canonicalize(root).ok(),
-            real_dirs: Arc::default(),
             real_paths: Arc::default(),
         }
     }
 
     /// The absolute path for `rel`, after checking that it resolves inside the root.
-    /// Walks the components with `lstat` (paths and directories already known real are not
-    /// asked again); only a path crossing a symlink pays for a full canonicalization.
+    /// Walks the components with `lstat` (paths already known real are not asked again); only a
+    /// path crossing a symlink pays for a full canonicalization.
     fn resolve(&self, rel: &Path) -> Result<Option<PathBuf>> {
         let Some(root) = &self.canonical_root else {
             return self.resolve_slow(rel);
         };
-        if let Some(known) = self.real_paths.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(rel) {
-            return Ok(Some(known.clone()));
+        let known = || self.real_paths.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let remember = |walked: PathBuf, at: PathBuf| {
+            self.real_paths.write().unwrap_or_else(std::sync::PoisonError::into_inner).insert(walked, at);
+        };
+        if let Some(at) = known().get(rel) {
+            return Ok(Some(at.clone()));
         }
         let mut cur = root.clone();
         let mut walked = PathBuf::new();
@@ -85,14 +86,12 @@ impl FsSource {
             };
             cur.push(part);
             walked.push(part);
-            if self.real_dirs.read().unwrap_or_else(std::sync::PoisonError::into_inner).contains(&walked) {
+            if known().contains_key(&walked) {
                 continue;
             }
             match std::fs::symlink_metadata(&cur) {
                 Ok(m) if m.file_type().is_symlink() => return self.resolve_slow(rel),
-                Ok(m) if m.is_dir() => {
-                    self.real_dirs.write().unwrap_or_else(std::sync::PoisonError::into_inner).insert(walked.clone());
-                }
+                Ok(m) if m.is_dir() => remember(walked.clone(), cur.clone()),
                 Ok(_) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
                 Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => return Ok(None),
@@ -101,7 +100,7 @@ impl FsSource {
                 }
             }
         }
-        self.real_paths.write().unwrap_or_else(std::sync::PoisonError::into_inner).insert(walked, cur.clone());
+        remember(walked, cur.clone());
         Ok(Some(cur))
     }
 

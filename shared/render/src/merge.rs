@@ -210,9 +210,10 @@ fn collapse_duplicate_keys(m: &mut Map<String, Value>, ctx: &Ctx<'_>, path: &mut
             Value::Array(items) => {
                 let ListStrategy::Key(keys) = list_strategy(ctx.kind, path, k) else { continue };
                 path.push(k.clone());
-                // A list whose elements all have distinct, whole keys comes out as it went in.
+                // A list whose elements all have distinct, whole keys comes out as it went in;
+                // any other takes kyaml's walk with nothing to merge in.
                 if !distinct_whole_keys(items, &used_keys(items, &[], &keys)) {
-                    *items = merge_keyed(items, &[], &keys, ctx, path);
+                    *items = merge_walk(items, &[], &keys, ctx, path);
                 }
                 for item in items.iter_mut().filter_map(Value::as_object_mut) {
                     collapse_duplicate_keys(item, ctx, path);

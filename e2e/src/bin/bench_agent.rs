@@ -34,12 +34,19 @@ async fn managed_count(cluster: &TestCluster, name: &str) -> usize {
     cluster.list_labelled(LABEL, name).await.len()
 }
 
-/// Polls `check` until it holds; a real API server is asked less often than kubesim's state.
-async fn wait<F: Future<Output = bool>>(what: &str, backend: Backend, mut check: impl FnMut() -> F) {
-    let every = match backend {
-        Backend::Kubesim => Duration::from_millis(2),
+/// How often a check of in-process state (kubesim's, or the agent's last report) asks.
+const IN_PROCESS: Duration = Duration::from_millis(2);
+
+/// How often a check asks on `backend`: a real API server less often.
+fn poll_every(backend: Backend) -> Duration {
+    match backend {
+        Backend::Kubesim => IN_PROCESS,
         Backend::KubeApiserver => Duration::from_millis(50),
-    };
+    }
+}
+
+/// Polls `check` every `every` until it holds.
+async fn wait<F: Future<Output = bool>>(what: &str, every: Duration, mut check: impl FnMut() -> F) {
     let deadline = Instant::now() + Duration::from_secs(300);
     while !check().await {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
@@ -66,7 +73,10 @@ async fn agent_process_rss(backend: Backend, n: usize) -> (u64, u64, Duration) {
     let started = Instant::now();
     let agent = Process::spawn(command);
     let pid = agent.pid();
-    wait("the agent process to apply everything", backend, || async { managed_count(&cluster, name).await >= n }).await;
+    wait("the agent process to apply everything", poll_every(backend), || async {
+        managed_count(&cluster, name).await >= n
+    })
+    .await;
     let applied_in = started.elapsed();
     // Let status settle and the watches go quiet, then sample the steady state.
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -130,7 +140,7 @@ async fn measure(backend: Backend, runs: usize) -> Figures {
         let started = Instant::now();
         agent.assign(a.clone());
         let digest = a.digest.clone();
-        wait("200 objects applied", backend, || {
+        wait("200 objects applied", poll_every(backend), || {
             let done = agent.last_report().is_some_and(|r| r.digest == digest && r.applied);
             async move { done }
         })
@@ -156,7 +166,7 @@ async fn measure(backend: Backend, runs: usize) -> Figures {
     let a = fx::assignment(name, "rev-1", vec![fx::infra_app(), shop]);
     agent.assign(a.clone());
     let digest = a.digest.clone();
-    wait("the drift cluster applied", backend, || {
+    wait("the drift cluster applied", poll_every(backend), || {
         let done = agent.last_report().is_some_and(|r| r.digest == digest && r.applied);
         async move { done }
     })
@@ -171,8 +181,7 @@ async fn measure(backend: Backend, runs: usize) -> Figures {
         cluster.apply("kubectl-edit", &edit, true).await;
         let want = json!(format!("edited-{i}"));
         let object = format!("cm-{i}");
-        // Read in-process: the report, not the API server, is polled, so as often as on kubesim.
-        wait("the drift report", Backend::Kubesim, || {
+        wait("the drift report", IN_PROCESS, || {
             let seen = agent.last_report().is_some_and(|r| {
                 r.drifts.iter().any(|d| d.object.name == object && d.fields.iter().any(|f| f.live == want))
             });

@@ -2,7 +2,9 @@
 //! is reported with its path and manager (and restored when the app self-heals); an autoscaler
 //! owning replicas and server-defaulted fields are never drift; a deleted object is reported
 //! missing and re-created; fields `ignoreDifferences` leaves to an autoscaler and a VPA-like
-//! manager are not drift, not healed and not sent, across a heal, a restart and a new revision.
+//! manager are not drift, not healed and not sent, across a heal, a restart and a new revision;
+//! changes made while the API server was away are found when the agent's watch comes back to an
+//! expired resourceVersion (410 Gone) and lists again.
 
 use std::path::Path;
 
@@ -12,7 +14,7 @@ use convoy_agent::testing::{self as fx, InProcessAgent, NS};
 use convoy_shared::model::report::{Drift, Health, Report};
 use convoy_shared::model::{Assignment, IgnoreRule, SyncPolicy};
 use kubesim::eventually;
-use kubesim::scenario::{Backend, TestCluster};
+use kubesim::scenario::{Backend, Edit, TestCluster};
 use serde_json::Value;
 
 const CLUSTER: &str = "d1";
@@ -60,6 +62,7 @@ fn drift_of<'a>(r: &'a Report, name: &str, healed: bool) -> Option<&'a Drift> {
 kubesim::on_both_backends!(
     drift_is_reported_by_field_and_manager_healed_only_when_the_app_says_so,
     ignored_differences_are_not_drift_not_healed_and_not_sent_across_a_resync,
+    changes_missed_while_the_api_server_was_away_are_found_after_the_watch_expires,
 );
 
 async fn drift_is_reported_by_field_and_manager_healed_only_when_the_app_says_so(backend: Backend) {
@@ -217,5 +220,89 @@ async fn ignored_differences_are_not_drift_not_healed_and_not_sent_across_a_resy
     assert!(r.drifts.is_empty(), "{:?}", r.drifts);
     // solo's replicas only convoy-agent ever set: kept as they are, not dropped to a default.
     assert_eq!(cluster.get("apps/v1", "Deployment", Some(NS), "solo").await.unwrap()["spec"]["replicas"], 3);
+    agent.stop().await;
+}
+
+/// Whether a watch of ConfigMaps in NS resuming from `rv` is refused with 410 Gone.
+async fn watch_expired(cluster: &TestCluster, rv: &str) -> bool {
+    use futures::TryStreamExt as _;
+    let api: kube::Api<k8s_openapi::api::core::v1::ConfigMap> = kube::Api::namespaced(cluster.client().await, NS);
+    let Ok(stream) = api.watch(&kube::api::WatchParams::default().timeout(5), rv).await else { return false };
+    let mut stream = std::pin::pin!(stream);
+    match stream.try_next().await {
+        Ok(Some(kube::api::WatchEvent::Error(e))) => e.code == 410,
+        Err(e) => e.to_string().contains("410") || e.to_string().contains("too old"),
+        _ => false,
+    }
+}
+
+async fn changes_missed_while_the_api_server_was_away_are_found_after_the_watch_expires(backend: Backend) {
+    let Some(mut cluster) = TestCluster::start(backend, CLUSTER).await else { return };
+    let cache = tempfile::tempdir().unwrap();
+    let agent = InProcessAgent::start(fx::test_config(CLUSTER, cache.path()), cluster.client().await, None);
+    let a = assignment("r1");
+    agent.assign(a.clone());
+    let settled = report_where(&agent, "everything applied and healthy", |r| {
+        r.digest == a.digest && r.applied && r.health() == Health::Healthy
+    })
+    .await;
+    assert!(settled.drifts.is_empty(), "{:?}", settled.drifts);
+    let uids = |objects: Vec<Value>| -> Vec<(String, Value)> {
+        let mut v: Vec<(String, Value)> = objects
+            .into_iter()
+            .map(|o| {
+                let id =
+                    format!("{}/{}", o["kind"].as_str().unwrap_or(""), o["metadata"]["name"].as_str().unwrap_or(""));
+                (id, o["metadata"]["uid"].clone())
+            })
+            .collect();
+        v.sort_by(|x, y| x.0.cmp(&y.0));
+        v
+    };
+    let before = uids(cluster.list_labelled("convoy.dev/cluster", CLUSTER).await);
+    let api: kube::Api<k8s_openapi::api::core::v1::ConfigMap> = kube::Api::namespaced(cluster.client().await, NS);
+    let rv = api.list_metadata(&Default::default()).await.unwrap().metadata.resource_version.unwrap();
+
+    // Behind the agent's back: two hand edits (one app heals itself, one does not) and a delete.
+    let edit = |name: &str| Edit::Apply { manager: "kubectl-edit".into(), object: fx::config_map(name, "hacked") };
+    let gone = Edit::Delete {
+        api_version: "apps/v1".into(),
+        kind: "Deployment".into(),
+        namespace: Some(NS.into()),
+        name: "heal".into(),
+    };
+    cluster.edit_while_away(vec![edit("web-config"), edit("heal-config"), gone]).await;
+    eventually("a watch from before the gap to be refused as expired", || async {
+        watch_expired(&cluster, &rv).await.then_some(())
+    })
+    .await;
+
+    // The agent's watches resume from there too, are refused, list again and find all three.
+    let r = report_where(&agent, "every missed change found", |r| {
+        drift_of(r, "web-config", false).is_some()
+            && drift_of(r, "heal-config", true).is_some()
+            && r.drifts.iter().any(|d| d.object.name == "heal" && d.missing && d.healed)
+    })
+    .await;
+    let field = &drift_of(&r, "web-config", false).unwrap().fields[0];
+    assert_eq!(field.path, "data.value");
+    assert_eq!(field.live, "hacked");
+    assert_eq!(field.manager, "kubectl-edit");
+    eventually("heal-config restored and heal re-created", || async {
+        let restored = cluster.get("v1", "ConfigMap", Some(NS), "heal-config").await?["data"]["value"] == "v1";
+        let recreated = cluster.get("apps/v1", "Deployment", Some(NS), "heal").await.is_some();
+        (restored && recreated).then_some(())
+    })
+    .await;
+    let live = cluster.get("v1", "ConfigMap", Some(NS), "web-config").await.unwrap();
+    assert_eq!(live["data"]["value"], "hacked", "without selfHeal the edit stays");
+
+    // Nothing else was deleted or re-created on the way: only `heal` has a new uid.
+    let after = uids(cluster.list_labelled("convoy.dev/cluster", CLUSTER).await);
+    let ids = |v: &[(String, Value)]| v.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>();
+    assert_eq!(ids(&after), ids(&before));
+    for ((id, uid), (_, old)) in after.iter().zip(&before) {
+        assert_eq!(uid == old, id != "Deployment/heal", "{id}");
+    }
     agent.stop().await;
 }

@@ -258,6 +258,14 @@ impl ClusterState {
         self.lock().rv
     }
 
+    /// Forgets every retained event, as a compacted etcd does: a watch resuming from any earlier
+    /// resourceVersion is 410 Gone and its client must list again.
+    pub fn compact(&self) {
+        let mut inner = self.lock();
+        inner.events.clear();
+        inner.evicted_rv = inner.rv;
+    }
+
     /// Subscribes to future events; with the lock held so no event falls between a snapshot and
     /// the subscription.
     pub(crate) fn subscribe_locked(&self, _inner: &Inner) -> broadcast::Receiver<Arc<WatchEvent>> {

@@ -211,6 +211,12 @@ impl SimCluster {
         Ok(self.state.patch(&rt, ns, s("/metadata/name"), cluster::PatchType::Apply, obj.clone(), "", &opts)?)
     }
 
+    /// Deletes one object directly (no HTTP), as a foreground delete would.
+    pub fn delete(&self, api_version: &str, kind: &str, ns: Option<&str>, name: &str) -> Result<Value> {
+        let rt = self.resource(api_version, kind)?;
+        Ok(self.state.delete(&rt, ns, name, false, false)?)
+    }
+
     /// The built-in HPA-like controller: sets `spec.replicas` of a Deployment through the scale
     /// subresource as `kube-controller-manager` (an Update), so that manager owns the field the
     /// way a real HorizontalPodAutoscaler does. Returns the resulting Scale.

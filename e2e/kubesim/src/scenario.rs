@@ -66,14 +66,7 @@ impl TestCluster {
 
     /// The API of `kind` in `api_version`, in `ns` when namespaced; `None` if not served.
     async fn api(&self, api_version: &str, kind: &str, ns: Option<&str>) -> Option<Api<DynamicObject>> {
-        let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
-        let client = self.client().await;
-        let (ar, caps) =
-            kube::discovery::pinned_kind(&client, &GroupVersionKind::gvk(group, version, kind)).await.ok()?;
-        Some(match (caps.scope, ns) {
-            (Scope::Namespaced, Some(ns)) => Api::namespaced_with(client, ns, &ar),
-            _ => Api::all_with(client, &ar),
-        })
+        api_of(self.client().await, api_version, kind, ns).await
     }
 
     /// Reads one object, e.g. `get("apps/v1", "Deployment", Some("ns"), "x").await`.
@@ -107,13 +100,7 @@ impl TestCluster {
         if let Some(sim) = self.sim() {
             return sim.apply(manager, obj, force).expect("kubesim applies");
         }
-        let s = |p: &str| obj.pointer(p).and_then(Value::as_str).unwrap_or("");
-        let api = self.api(s("/apiVersion"), s("/kind"), obj.pointer("/metadata/namespace").and_then(Value::as_str));
-        let api = api.await.expect("a served kind");
-        let mut params = PatchParams::apply(manager);
-        params.force = force;
-        let applied = api.patch(s("/metadata/name"), &params, &Patch::Apply(obj)).await.expect("applying");
-        serde_json::to_value(applied).expect("JSON")
+        apply_with(self.client().await, manager, obj, force).await
     }
 
     /// Every stored object of every listable kind labelled `key=value`.
@@ -156,6 +143,48 @@ impl TestCluster {
         }
     }
 
+    /// Makes `edits` while the API server is away, so that its watchers miss them, and makes
+    /// every resourceVersion from before expire: a watch resuming from one is 410 Gone and must
+    /// list again. kubesim refuses connections, edits its state directly and drops its event
+    /// window; kube-apiserver is stopped, the edits go through a second kube-apiserver on the
+    /// same etcd, and the first one's watch cache starts after them when it comes back.
+    pub async fn edit_while_away(&mut self, edits: Vec<Edit>) {
+        match self {
+            TestCluster::Sim(fleet) => {
+                let sim = &fleet.clusters()[0];
+                sim.faults().outage(std::time::Duration::from_secs(3600), crate::OutageMode::Refuse);
+                for edit in &edits {
+                    match edit {
+                        Edit::Apply { manager, object } => {
+                            sim.apply(manager, object, true).expect("kubesim applies");
+                        }
+                        Edit::Delete { api_version, kind, namespace, name } => {
+                            sim.delete(api_version, kind, namespace.as_deref(), name).expect("kubesim deletes");
+                        }
+                    }
+                }
+                sim.state().compact();
+                sim.faults().end_outage();
+            }
+            TestCluster::Real(real) => real
+                .edit_while_away(|client| async move {
+                    for edit in &edits {
+                        match edit {
+                            Edit::Apply { manager, object } => {
+                                apply_with(client.clone(), manager, object, true).await;
+                            }
+                            Edit::Delete { api_version, kind, namespace, name } => {
+                                let api = api_of(client.clone(), api_version, kind, namespace.as_deref()).await;
+                                api.expect("a served kind").delete(name, &Default::default()).await.expect("deleting");
+                            }
+                        }
+                    }
+                })
+                .await
+                .expect("kube-apiserver comes back"),
+        }
+    }
+
     /// Sets `spec.replicas` of a Deployment through the scale subresource as
     /// `kube-controller-manager`, as a HorizontalPodAutoscaler does (an Update, not an apply).
     pub async fn autoscale(&self, ns: &str, deployment: &str, replicas: i64) {
@@ -169,6 +198,51 @@ impl TestCluster {
             .await
             .expect("scaling a Deployment");
     }
+}
+
+/// A change made behind a watcher's back ([`TestCluster::edit_while_away`]).
+#[derive(Debug, Clone)]
+pub enum Edit {
+    /// A server-side apply by `manager`, forcing conflicts.
+    Apply {
+        /// The field manager.
+        manager: String,
+        /// The object, with apiVersion, kind and metadata.
+        object: Value,
+    },
+    /// A delete.
+    Delete {
+        /// e.g. `apps/v1`.
+        api_version: String,
+        /// e.g. `Deployment`.
+        kind: String,
+        /// Its namespace, if namespaced.
+        namespace: Option<String>,
+        /// Its name.
+        name: String,
+    },
+}
+
+/// The API of `kind` in `api_version` through `client`, in `ns` when namespaced; `None` if not
+/// served.
+async fn api_of(client: kube::Client, api_version: &str, kind: &str, ns: Option<&str>) -> Option<Api<DynamicObject>> {
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    let (ar, caps) = kube::discovery::pinned_kind(&client, &GroupVersionKind::gvk(group, version, kind)).await.ok()?;
+    Some(match (caps.scope, ns) {
+        (Scope::Namespaced, Some(ns)) => Api::namespaced_with(client, ns, &ar),
+        _ => Api::all_with(client, &ar),
+    })
+}
+
+/// Server-side applies `obj` through `client` as `manager`.
+async fn apply_with(client: kube::Client, manager: &str, obj: &Value, force: bool) -> Value {
+    let s = |p: &str| obj.pointer(p).and_then(Value::as_str).unwrap_or("");
+    let api = api_of(client, s("/apiVersion"), s("/kind"), obj.pointer("/metadata/namespace").and_then(Value::as_str));
+    let api = api.await.expect("a served kind");
+    let mut params = PatchParams::apply(manager);
+    params.force = force;
+    let applied = api.patch(s("/metadata/name"), &params, &Patch::Apply(obj)).await.expect("applying");
+    serde_json::to_value(applied).expect("JSON")
 }
 
 /// Runs the scenario `async fn NAME(backend: Backend)` as two tests, `NAME::kubesim` and

@@ -200,6 +200,22 @@ fn kubeconfig(cluster: &str, server: &str, pki: &pki::ControlPlanePki) -> String
     )
 }
 
+/// Polls `/readyz` of the kube-apiserver `program` until it answers ok.
+async fn wait_ready(program: &mut Program, client: &kube::Client, cluster: &str) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + READY_GUARD;
+    loop {
+        let req = http::Request::get("/readyz").body(Vec::new()).expect("a static request");
+        if client.request_text(req).await.is_ok_and(|t| t.trim() == "ok") {
+            return Ok(());
+        }
+        program.check_running(cluster)?;
+        if tokio::time::Instant::now() > deadline {
+            return Err(program.not_ready(cluster, format!("not ready after {READY_GUARD:?}")));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 impl RealCluster {
     /// Starts a control plane named `name` when the programs are built, or returns `None` after
     /// printing why it is skipped ([`binaries::find`]); with `CONVOY_REALKUBE` set a missing
@@ -343,20 +359,39 @@ impl RealCluster {
         self.wait_ready(&client).await
     }
 
+    /// Takes kube-apiserver away and, while it is away, runs `edits` with a client of a second
+    /// kube-apiserver on the same etcd (another port): changes that the first one's clients miss.
+    /// When the first starts again its watch cache begins after them, so a client resuming a
+    /// watch from before is told 410 Gone (an expired resourceVersion) and must list again.
+    pub async fn edit_while_away<F, Fut>(&mut self, edits: F) -> Result<()>
+    where
+        F: FnOnce(kube::Client) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        self.programs[1].stop();
+        let port = free_port(&self.name)?;
+        let args: Vec<String> = self.programs[1]
+            .args
+            .iter()
+            .map(|a| if a.starts_with("--secure-port=") { format!("--secure-port={port}") } else { a.clone() })
+            .collect();
+        let mut side =
+            Program::spawn("kube-apiserver-side", &self.programs[1].binary, &args, self.dir.path(), &self.name)?;
+        let mut config = self.config().await?;
+        config.cluster_url = format!("https://127.0.0.1:{port}").parse().expect("a loopback URL");
+        let client = kube::Client::try_from(config)
+            .map_err(|e| Error::Client { cluster: self.name.clone(), message: e.to_string() })?;
+        wait_ready(&mut side, &client, &self.name).await?;
+        edits(client).await;
+        side.stop();
+        self.programs[1].respawn(&self.name)?;
+        let client = self.client().await?;
+        self.wait_ready(&client).await
+    }
+
     /// Polls `/readyz` until the API server answers ok.
     async fn wait_ready(&mut self, client: &kube::Client) -> Result<()> {
-        let deadline = tokio::time::Instant::now() + READY_GUARD;
-        loop {
-            let req = http::Request::get("/readyz").body(Vec::new()).expect("a static request");
-            if client.request_text(req).await.is_ok_and(|t| t.trim() == "ok") {
-                return Ok(());
-            }
-            self.programs[1].check_running(&self.name)?;
-            if tokio::time::Instant::now() > deadline {
-                return Err(self.programs[1].not_ready(&self.name, format!("not ready after {READY_GUARD:?}")));
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        wait_ready(&mut self.programs[1], client, &self.name).await
     }
 
     /// Waits until the controller-manager runs its controllers: the `default` ServiceAccount of

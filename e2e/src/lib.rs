@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bench;
+pub mod browser;
 pub mod chart_sources;
 pub mod fleet_repo;
 pub mod fleetsim;

@@ -107,6 +107,10 @@ pub struct Sandbox {
     pub clusters: Vec<String>,
     /// Each agent's `/metrics` address (HOST:PORT), in `clusters` order.
     pub agent_metrics: Vec<String>,
+    /// The sandbox directory, its certificates and the CA that signs them.
+    dir: PathBuf,
+    certs: CertDir,
+    ca: CertificateAuthority,
     /// Owned so the clusters live as long as the sandbox.
     _kube: SimFleet,
     _real: Vec<RealCluster>,
@@ -228,7 +232,8 @@ impl Sandbox {
             );
         }
 
-        let cli_config = write_cli_config(&config.dir, &certs, &hub_address)?;
+        let admin = Identity::User { name: "admin".into(), role: Role::Admin };
+        let cli_config = write_cli_config(&config.dir, "convoy.yaml", &certs, &admin, &hub_address)?;
         let env_script = write_env_script(&config.dir, &cli_config, config.hook.as_deref())?;
         Ok(Sandbox {
             hub_address,
@@ -239,10 +244,22 @@ impl Sandbox {
             hub,
             clusters,
             agent_metrics,
+            dir: config.dir.clone(),
+            certs,
+            ca,
             _kube: kube,
             _real: real,
             tasks,
         })
+    }
+
+    /// Issues a CLI certificate for user `name` with `role` from the sandbox's CA and writes a
+    /// CLI config for it, `DIR/convoy-NAME.yaml`, beside the admin's `DIR/convoy.yaml`.
+    pub fn user_config(&self, name: &str, role: Role) -> Result<PathBuf, SandboxError> {
+        let user = Identity::User { name: name.into(), role };
+        let issued = self.ca.issue(&LeafRequest::new(user.clone(), pki::DEFAULT_LEAF_DAYS))?;
+        self.certs.write_leaf(&user, &issued)?;
+        write_cli_config(&self.dir, &format!("convoy-{name}.yaml"), &self.certs, &user, &self.hub_address)
     }
 
     /// Waits for the hub and every agent to stop (after the shutdown token is cancelled).
@@ -431,9 +448,15 @@ fn write_env_script(dir: &Path, cli_config: &Path, program: Option<&Path>) -> Re
     Ok(path)
 }
 
-fn write_cli_config(dir: &Path, certs: &CertDir, hub_address: &str) -> Result<PathBuf, SandboxError> {
-    let admin = Identity::User { name: "admin".into(), role: Role::Admin };
-    let (cert, key) = certs.leaf_paths(&admin);
+/// Writes `DIR/NAME`, a CLI config for `user`, whose certificate and key are in `certs`.
+fn write_cli_config(
+    dir: &Path,
+    name: &str,
+    certs: &CertDir,
+    user: &Identity,
+    hub_address: &str,
+) -> Result<PathBuf, SandboxError> {
+    let (cert, key) = certs.leaf_paths(user);
     let file = ConfigFile {
         current_context: Some("sandbox".into()),
         contexts: vec![Context {
@@ -445,7 +468,7 @@ fn write_cli_config(dir: &Path, certs: &CertDir, hub_address: &str) -> Result<Pa
             server_name: None,
         }],
     };
-    let path = dir.join("convoy.yaml");
+    let path = dir.join(name);
     let text = serde_saphyr::to_string(&file).expect("a config file always serializes");
     std::fs::write(&path, text).map_err(|source| SandboxError::Write { path: path.clone(), source })?;
     Ok(path)

@@ -180,7 +180,7 @@ mod tests {
         let shutdown = CancellationToken::new();
         let server = tokio::spawn(run(config, grpc, None, (hub.clone(), publisher), shutdown.clone()));
 
-        let (session, _) = hub.connections().open("eu-1", "127.0.0.1:1".parse().unwrap());
+        let (session, _) = hub.connections().open("eu-1", "127.0.0.1:1".parse().unwrap(), 0);
         for i in 0..5 {
             let report =
                 Report { revision: format!("r{i}"), digest: format!("d{i}"), applied: true, ..Default::default() };

@@ -25,6 +25,17 @@ pub fn health_name<S: serde::Serializer>(value: &i32, serializer: S) -> Result<S
     serializer.serialize_str(name.trim_start_matches("HEALTH_"))
 }
 
+/// A reported health as people read it: `Healthy`, `Degraded`.
+pub fn health_label(value: i32) -> &'static str {
+    match proto::Health::try_from(value).unwrap_or(proto::Health::Unknown) {
+        proto::Health::Healthy => "Healthy",
+        proto::Health::Progressing => "Progressing",
+        proto::Health::Degraded => "Degraded",
+        proto::Health::Missing => "Missing",
+        proto::Health::Unknown => "Unknown",
+    }
+}
+
 /// Version string every Convoy binary reports (agent Hello, CLI `--version`).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 

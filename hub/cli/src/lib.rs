@@ -6,6 +6,7 @@ pub mod app;
 pub mod chart;
 pub mod promote;
 pub mod schema;
+pub mod ui;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -14,8 +15,7 @@ use std::time::Duration;
 use convoy_shared::model::ObjectRef;
 use convoy_shared::proto::fleet_service_client::FleetServiceClient;
 use convoy_shared::proto::{
-    ClusterInfo, DiffResponse, DriftResponse, EnvsResponse, FleetEvent, Health, HistoryResponse, RolloutInfo,
-    StatusResponse,
+    ClusterInfo, DiffResponse, DriftResponse, EnvsResponse, FleetEvent, HistoryResponse, RolloutInfo, StatusResponse,
 };
 use convoy_shared::tls::{self, HubAddress};
 use serde::{Deserialize, Serialize};
@@ -50,6 +50,8 @@ pub enum CliError {
     Refused(#[from] promote::Refusal),
     #[error(transparent)]
     Promote(#[from] promote::PromoteError),
+    #[error(transparent)]
+    Ui(#[from] ui::UiError),
     #[error("unknown schema '{0}': the schemas are fleet, cluster and app")]
     UnknownSchema(String),
     #[error("cannot write {path}: {source}")]
@@ -93,6 +95,7 @@ impl CliError {
             CliError::Refused(promote::Refusal::NotReady { .. }) => "not-ready",
             CliError::Refused(_) => "refused",
             CliError::Promote(_) => "git",
+            CliError::Ui(_) => "ui",
         }
     }
 }
@@ -308,17 +311,6 @@ pub fn paint(text: &str) -> String {
     out
 }
 
-/// A health value's name for tables.
-pub fn health(value: i32) -> &'static str {
-    match Health::try_from(value).unwrap_or(Health::Unknown) {
-        Health::Healthy => "Healthy",
-        Health::Progressing => "Progressing",
-        Health::Degraded => "Degraded",
-        Health::Missing => "Missing",
-        Health::Unknown => "Unknown",
-    }
-}
-
 /// The first 8 characters of a commit or digest.
 pub fn short(id: &str) -> &str {
     id.get(..8).unwrap_or(if id.is_empty() { "-" } else { id })
@@ -374,7 +366,7 @@ pub fn clusters_table(clusters: &[ClusterInfo], now_ms: i64) -> String {
                 or_dash(&c.environment),
                 if c.connected { "connected".into() } else { "disconnected".into() },
                 sync_state(c).into(),
-                health(c.health).into(),
+                convoy_shared::health_label(c.health).into(),
                 short(&c.applied_revision).into(),
                 ago(c.last_seen_unix_ms, now_ms),
                 or_dash(&c.agent_version),
@@ -410,7 +402,7 @@ pub fn status_text(status: &StatusResponse) -> String {
             info.name,
             or_dash(&info.environment),
             sync_state(info),
-            health(info.health),
+            convoy_shared::health_label(info.health),
             short(&info.assigned_revision),
             short(&info.applied_revision),
         ));
@@ -424,7 +416,7 @@ pub fn status_text(status: &StatusResponse) -> String {
                 } else {
                     format!("render error: {}", a.render_error.lines().next().unwrap_or_default())
                 };
-                vec![format!("  {}", a.name), health(a.health).into(), note]
+                vec![format!("  {}", a.name), convoy_shared::health_label(a.health).into(), note]
             })
             .collect();
         if !rows.is_empty() {
@@ -651,6 +643,7 @@ pub fn parse_ttl(text: &str) -> Result<std::time::Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use convoy_shared::proto::Health;
 
     #[test]
     fn config_contexts_resolve_relative_paths_and_flags_override() {

@@ -118,6 +118,16 @@ enum Command {
     Watch,
     /// Make the hub fetch the repository now (admin).
     Refresh,
+    /// Serve the web dashboard on this machine, acting with this config's certificate: the
+    /// browser sees and may do exactly what this user may.
+    Ui {
+        /// Loopback address to serve on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// Open it in the default browser.
+        #[arg(long)]
+        open: bool,
+    },
     /// Rollouts: status of each environment's, and a person's word on one (admin).
     Rollout {
         #[command(subcommand)]
@@ -411,6 +421,25 @@ async fn run(cli: Cli) -> Result<(), cli::CliError> {
                 )
             };
             print!("{}", cli::answer(cli.output, color, &reply, text));
+        }
+        Command::Ui { listen, open } => {
+            let context = context()?;
+            let client = context.connect().await?;
+            let cert = context.cert.clone().expect("connect checked the certificate is set");
+            let identity = cli::ui::identity_of(&cert)?;
+            let listener = cli::ui::bind(listen).await?;
+            let addr = listener.local_addr().map_err(|source| cli::ui::UiError::Listen { addr: listen, source })?;
+            let ui =
+                std::sync::Arc::new(cli::ui::Ui::new(client, &identity, context.hub.as_deref().unwrap_or(""), addr));
+            let url = ui.url();
+            println!("Convoy dashboard at {url}/ as {identity} (Ctrl-C stops it)");
+            if open {
+                let opener = if cfg!(target_os = "macos") { "open" } else { "xdg-open" };
+                if let Err(e) = std::process::Command::new(opener).arg(&url).spawn() {
+                    eprintln!("convoy: could not open a browser ({opener}: {e}); open {url}/ yourself");
+                }
+            }
+            cli::ui::serve(listener, ui).await.map_err(|source| cli::ui::UiError::Listen { addr, source })?;
         }
         Command::Refresh => {
             let reply = context()?.connect().await?.refresh(RefreshRequest {}).await?.into_inner();

@@ -76,10 +76,12 @@ impl AgentService for AgentLinks {
 
     async fn connect(&self, req: Request<Streaming<AgentMessage>>) -> Result<Response<HubStream>, Status> {
         let (cluster, peer) = auth::require_registered_cluster(&req, self.hub.registry())?;
-        let not_before = req.extensions().get::<auth::PeerInfo>().and_then(|p| p.not_before_unix).unwrap_or(i64::MIN);
+        let validity = req.extensions().get::<auth::PeerInfo>().and_then(|p| p.validity);
+        let not_before = validity.map_or(i64::MIN, |v| v.not_before);
         let inbound = req.into_inner();
         let (tx, rx) = mpsc::channel::<Outbound>(OUTBOUND_QUEUE);
-        let (session, replaced) = self.hub.connections().open(&cluster, peer);
+        let (session, replaced) =
+            self.hub.connections().open(&cluster, peer, validity.map_or(0, |v| v.not_after * 1000));
         // A revocation that landed between the check above and `open` found no stream to close.
         if self.hub.registry().refuses(&cluster, not_before).is_some() {
             replaced.cancel();

@@ -12,8 +12,9 @@ pub struct PeerInfo {
     pub addr: SocketAddr,
     /// `None` when the client presented no certificate (allowed only for registration).
     pub identity: Option<Identity>,
-    /// When the client certificate's validity starts (Unix seconds); revocation compares it.
-    pub not_before_unix: Option<i64>,
+    /// The client certificate's validity (Unix seconds): revocation compares when it starts,
+    /// the dashboard shows when it ends.
+    pub validity: Option<convoy_shared::enrollment::Validity>,
 }
 
 fn peer<T>(req: &Request<T>) -> Result<&PeerInfo, Status> {
@@ -41,7 +42,7 @@ pub fn require_registered_cluster<T>(
     registry: &crate::state::registry::Registry,
 ) -> Result<(String, SocketAddr), Status> {
     let (cluster, addr) = require_cluster(req)?;
-    let not_before = peer(req)?.not_before_unix.unwrap_or(i64::MIN);
+    let not_before = peer(req)?.validity.map_or(i64::MIN, |v| v.not_before);
     if let Some(at_ms) = registry.refuses(&cluster, not_before) {
         tracing::warn!(peer = %addr, cluster, revoked_unix_ms = at_ms, "refused call: cluster certificate revoked");
         return Err(Status::permission_denied(format!(

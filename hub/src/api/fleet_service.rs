@@ -394,6 +394,46 @@ impl FleetService for FleetApi {
         Ok(Response::new(RollbackResponse { message, pinned: target }))
     }
 
+    async fn app(&self, req: Request<AppRequest>) -> Result<Response<AppResponse>, Status> {
+        let AppRequest { name, cluster } = req.into_inner();
+        if name.is_empty() {
+            return Err(Status::invalid_argument("App needs an app name"));
+        }
+        let mut clusters = Vec::new();
+        for info in self.clusters() {
+            let Some(assignment) = self.hub.assignment(&info.name) else { continue };
+            let Some(at) = assignment.apps.iter().position(|a| a.name == name) else { continue };
+            let report = self.hub.connections().last_report(&info.name);
+            let reported = report.as_ref().and_then(|r| r.apps.iter().find(|a| a.name == name));
+            clusters.push(AppPlacement {
+                environment: assignment.environment.clone(),
+                revision: assignment.revision.clone(),
+                digest: assignment.app_digests.get(at).cloned().unwrap_or_default(),
+                health: reported.map_or(Health::Unknown as i32, |r| r.health),
+                message: reported.map(|r| r.message.clone()).unwrap_or_default(),
+                render_error: assignment.apps[at].render_error.clone().unwrap_or_default(),
+                applied: info.applied_digest == assignment.digest,
+                cluster: info.name,
+            });
+        }
+        if clusters.is_empty() {
+            return Err(Status::not_found(format!(
+                "no cluster is assigned app '{name}': `convoy status` lists each cluster's apps"
+            )));
+        }
+        let objects = if cluster.is_empty() {
+            Vec::new()
+        } else {
+            self.selected(&cluster)?;
+            let assignment = self.hub.assignment(&cluster);
+            let app = assignment.as_ref().and_then(|a| a.apps.iter().find(|a| a.name == name));
+            let app =
+                app.ok_or_else(|| Status::not_found(format!("cluster '{cluster}' is not assigned app '{name}'")))?;
+            app.objects.iter().map(rendered).collect()
+        };
+        Ok(Response::new(AppResponse { name, clusters, cluster, objects }))
+    }
+
     type WatchStream = EventStream;
 
     async fn watch(&self, _: Request<WatchRequest>) -> Result<Response<EventStream>, Status> {
@@ -530,6 +570,22 @@ fn verified(env: &Environment, members: &[&ClusterInfo], view: &FleetView) -> Re
 }
 
 /// Objects added, changed and removed going from `current` to `next`.
+/// An object as the dashboard shows it: YAML, with the values of a Secret's `data` and
+/// `stringData` redacted (whoever may view the fleet need not read its credentials).
+fn rendered(object: &serde_json::Value) -> RenderedObject {
+    let r = ObjectRef::of(object);
+    let mut shown = object.clone();
+    if r.group.is_empty() && r.kind == "Secret" {
+        for field in ["data", "stringData"] {
+            if let Some(values) = shown.get_mut(field).and_then(serde_json::Value::as_object_mut) {
+                values.values_mut().for_each(|v| *v = "<redacted>".into());
+            }
+        }
+    }
+    let yaml = serde_saphyr::to_string(&shown).unwrap_or_else(|e| format!("# cannot show as YAML: {e}\n"));
+    RenderedObject { r#ref: Some((&r).into()), yaml }
+}
+
 pub fn diff_assignments(cluster: &str, current: Option<&Assignment>, next: &Assignment) -> ClusterDiff {
     let index = |a: Option<&Assignment>| -> BTreeMap<(String, String, String, String), (ObjectRef, String)> {
         a.into_iter()

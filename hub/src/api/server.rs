@@ -142,8 +142,7 @@ async fn accept_loop(
             match finished {
                 Ok(Ok(stream)) => {
                     let leaf = stream.get_ref().1.peer_certificates().and_then(|certs| certs.first());
-                    let not_before_unix =
-                        leaf.and_then(|cert| convoy_shared::enrollment::validity_der(cert).ok()).map(|v| v.not_before);
+                    let validity = leaf.and_then(|cert| convoy_shared::enrollment::validity_der(cert).ok());
                     let identity = leaf.map(|cert| Identity::from_certificate_der(cert));
                     let identity = match identity {
                         None => None,
@@ -154,7 +153,7 @@ async fn accept_loop(
                         }
                     };
                     tracing::debug!(peer = %addr, identity = ?identity, "TLS connection accepted");
-                    let conn = TlsConn { inner: stream, info: PeerInfo { addr, identity, not_before_unix } };
+                    let conn = TlsConn { inner: stream, info: PeerInfo { addr, identity, validity } };
                     // Stopping (or a closed channel) drops the connection.
                     tokio::select! {
                         _ = token.cancelled() => {}

@@ -42,7 +42,7 @@ pub fn verified(env: &Environment, now_ms: i64) -> Result<String, Vec<String>> {
         if c.assigned_digest.is_empty() || !c.in_sync {
             reasons.push(format!("{}: has not applied {short} yet", c.name));
         } else if c.health != Health::Healthy as i32 {
-            reasons.push(format!("{}: {}", c.name, health_name(c.health)));
+            reasons.push(format!("{}: {}", c.name, convoy_shared::health_label(c.health)));
         }
     }
     for rollout in env.rollouts {
@@ -64,17 +64,6 @@ pub fn verified(env: &Environment, now_ms: i64) -> Result<String, Vec<String>> {
         }
     }
     if reasons.is_empty() { Ok(head.to_string()) } else { Err(reasons) }
-}
-
-/// A reported health as people read it: `Degraded`.
-fn health_name(health: i32) -> &'static str {
-    match Health::try_from(health).unwrap_or(Health::Unknown) {
-        Health::Healthy => "Healthy",
-        Health::Progressing => "Progressing",
-        Health::Degraded => "Degraded",
-        Health::Missing => "Missing",
-        Health::Unknown => "Unknown",
-    }
 }
 
 #[cfg(test)]

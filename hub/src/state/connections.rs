@@ -18,6 +18,8 @@ struct ClusterLink {
     since_ms: i64,
     last_seen_ms: i64,
     peer: String,
+    /// When the certificate of the current (or last) stream expires; 0: unknown.
+    cert_not_after_ms: i64,
     agent_version: String,
     applied_digest: String,
     applied_revision: String,
@@ -38,6 +40,19 @@ struct Reported {
     /// The worst app health.
     health: i32,
     drift_count: u32,
+    /// Tells one set of drifts from another (which objects, fields, healed or not).
+    drifts_hash: u64,
+}
+
+/// What a report changed of what the fleet shows, for watchers.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ReportChange {
+    /// It applied a digest it had not applied before (worth a history entry).
+    pub newly_applied: bool,
+    /// The worst app health before and after, when it changed.
+    pub health: Option<(i32, i32)>,
+    /// How many drifts there are now, when the drifts changed.
+    pub drifts: Option<u32>,
 }
 
 impl Reported {
@@ -46,6 +61,14 @@ impl Reported {
             encoded: prost::Message::encode_to_vec(report).into_boxed_slice(),
             health: report.apps.iter().map(|a| a.health).max().unwrap_or(Health::Healthy as i32),
             drift_count: report.drifts.len() as u32,
+            drifts_hash: {
+                use std::hash::{Hash, Hasher};
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                for d in &report.drifts {
+                    prost::Message::encode_to_vec(d).hash(&mut h);
+                }
+                h.finish()
+            },
         }
     }
 
@@ -62,9 +85,10 @@ pub struct ConnectionTable {
 }
 
 impl ConnectionTable {
-    /// Registers a new stream for `cluster`; an older stream of the same cluster is told to close.
+    /// Registers a new stream for `cluster` from `peer`, whose certificate expires at
+    /// `cert_not_after_ms` (0: unknown); an older stream of the same cluster is told to close.
     /// Returns the session id and the token the session must stop on.
-    pub fn open(&self, cluster: &str, peer: SocketAddr) -> (u64, CancellationToken) {
+    pub fn open(&self, cluster: &str, peer: SocketAddr, cert_not_after_ms: i64) -> (u64, CancellationToken) {
         let session = self.next_session.fetch_add(1, Ordering::Relaxed) + 1;
         let cancel = CancellationToken::new();
         let now = unix_ms();
@@ -74,6 +98,7 @@ impl ConnectionTable {
             since_ms: now,
             last_seen_ms: now,
             peer: peer.to_string(),
+            cert_not_after_ms,
             agent_version: String::new(),
             applied_digest: String::new(),
             applied_revision: String::new(),
@@ -135,15 +160,14 @@ impl ConnectionTable {
         self.with_session(cluster, session, |link| link.last_seen_ms = unix_ms());
     }
 
-    /// Stores the agent's latest report. Returns true when it applied a digest it had not
-    /// applied before (worth a history entry).
-    pub fn report(&self, cluster: &str, session: u64, report: &Report) -> bool {
-        let mut newly_applied = false;
+    /// Stores the agent's latest report; says what it changed.
+    pub fn report(&self, cluster: &str, session: u64, report: &Report) -> ReportChange {
+        let mut change = ReportChange::default();
         self.with_session(cluster, session, |link| {
             link.last_seen_ms = unix_ms();
-            newly_applied = apply_report(link, report);
+            change = apply_report(link, report);
         });
-        newly_applied
+        change
     }
 
     /// Restores a report kept by the store after a hub restart (the cluster shows as
@@ -219,6 +243,7 @@ fn dormant(report: Report) -> ClusterLink {
         since_ms: 0,
         last_seen_ms: report.at_unix_ms,
         peer: String::new(),
+        cert_not_after_ms: 0,
         agent_version: String::new(),
         applied_digest: String::new(),
         applied_revision: String::new(),
@@ -230,14 +255,22 @@ fn dormant(report: Report) -> ClusterLink {
     link
 }
 
-fn apply_report(link: &mut ClusterLink, report: &Report) -> bool {
+fn apply_report(link: &mut ClusterLink, report: &Report) -> ReportChange {
     let newly_applied = report.applied && link.applied_digest != report.digest;
     if report.applied {
         link.applied_revision = report.revision.clone();
         link.applied_digest = report.digest.clone();
     }
-    link.last_report = Some(Reported::of(report));
-    newly_applied
+    let now = Reported::of(report);
+    let (health, drifts) = match &link.last_report {
+        Some(before) => (
+            (before.health != now.health).then_some((before.health, now.health)),
+            (before.drifts_hash != now.drifts_hash).then_some(now.drift_count),
+        ),
+        None => (Some((Health::Unknown as i32, now.health)), (now.drift_count > 0).then_some(now.drift_count)),
+    };
+    link.last_report = Some(now);
+    ReportChange { newly_applied, health, drifts }
 }
 
 fn info(name: &str, link: &ClusterLink) -> ClusterInfo {
@@ -249,6 +282,7 @@ fn info(name: &str, link: &ClusterLink) -> ClusterInfo {
         connected_since_unix_ms: link.since_ms,
         agent_version: link.agent_version.clone(),
         peer_address: link.peer.clone(),
+        cert_not_after_unix_ms: link.cert_not_after_ms,
         applied_digest: link.applied_digest.clone(),
         applied_revision: link.applied_revision.clone(),
         health,
@@ -268,8 +302,8 @@ mod tests {
     #[test]
     fn a_second_stream_replaces_the_first_and_the_late_close_is_ignored() {
         let table = ConnectionTable::default();
-        let (first, first_cancel) = table.open("eu-1", addr());
-        let (second, _) = table.open("eu-1", addr());
+        let (first, first_cancel) = table.open("eu-1", addr(), 0);
+        let (second, _) = table.open("eu-1", addr(), 0);
         assert!(first_cancel.is_cancelled());
         table.close("eu-1", first);
         assert!(table.get("eu-1").unwrap().connected);
@@ -288,7 +322,7 @@ mod tests {
         table.relayed("eu-1", applied("d2"));
         assert_eq!(table.get("eu-1").unwrap().applied_digest, "d2");
 
-        let (session, _) = table.open("eu-1", addr());
+        let (session, _) = table.open("eu-1", addr(), 0);
         table.report("eu-1", session, &applied("d3"));
         table.relayed("eu-1", applied("stale"));
         assert_eq!(table.get("eu-1").unwrap().applied_digest, "d3", "the live stream's reports come first");
@@ -297,8 +331,8 @@ mod tests {
     #[test]
     fn listing_is_sorted_and_carries_the_hello() {
         let table = ConnectionTable::default();
-        let (s, _) = table.open("b", addr());
-        table.open("a", addr());
+        let (s, _) = table.open("b", addr(), 0);
+        table.open("a", addr(), 0);
         table.hello("b", s, &Hello { agent_version: "9.9".into(), ..Default::default() });
         let names: Vec<_> = table.list().into_iter().map(|c| c.name).collect();
         assert_eq!(names, ["a", "b"]);
@@ -309,7 +343,7 @@ mod tests {
     fn the_last_report_reads_back_whole_and_the_listing_shows_its_worst_health_and_drifts() {
         use convoy_shared::proto::{AppStatus, Drift};
         let table = ConnectionTable::default();
-        let (session, _) = table.open("eu-1", addr());
+        let (session, _) = table.open("eu-1", addr(), 0);
         assert_eq!(table.get("eu-1").unwrap().health, Health::Unknown as i32);
         let app =
             |name: &str, health: Health| AppStatus { name: name.into(), health: health as i32, ..Default::default() };

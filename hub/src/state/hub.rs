@@ -271,9 +271,19 @@ impl Hub {
                 self.event(cluster, "apply-failed", line);
             }
         }
-        let newly_applied = self.connections.report(cluster, session, &report);
-        if newly_applied {
+        let change = self.connections.report(cluster, session, &report);
+        if change.newly_applied {
             self.history(cluster, "applied", &report.revision, &report.digest, "");
+        }
+        if let Some((before, after)) = change.health {
+            self.event(
+                cluster,
+                "health",
+                format!("{} → {}", convoy_shared::health_label(before), convoy_shared::health_label(after)),
+            );
+        }
+        if let Some(count) = change.drifts {
+            self.event(cluster, "drift", format!("{count} drifted objects"));
         }
         self.writer.record(StoreEvent::Report { cluster: cluster.to_string(), report });
         self.reported.notify_one();

@@ -7,9 +7,21 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use crate::harness::{Process, workspace_binary};
 use fantoccini::wd::Capabilities;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
+
+/// Starts `convoy ARGS… ui --listen 127.0.0.1:0` (ARGS choose the hub and the certificate);
+/// returns the process and the dashboard's address, `http://127.0.0.1:PORT`.
+pub fn dashboard(args: &[&std::ffi::OsStr]) -> (Process, String) {
+    let mut command = Command::new(workspace_binary("convoy"));
+    command.args(args).args(["ui", "--listen", "127.0.0.1:0"]);
+    let process = Process::spawn(command);
+    let line = process.wait_for_line("Convoy dashboard at ");
+    let url = line.split_whitespace().find(|w| w.starts_with("http://")).expect("an address").trim_end_matches('/');
+    (process, url.to_string())
+}
 
 /// A headless Chromium session; the driver process ends when dropped.
 pub struct Browser {

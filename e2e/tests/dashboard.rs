@@ -10,23 +10,13 @@ use std::process::Command;
 use std::time::Duration;
 
 use convoy_cli::ConfigFile;
-use convoy_e2e::browser::Browser;
-use convoy_e2e::harness::{Process, eventually, workspace_binary};
+use convoy_e2e::browser::{Browser, dashboard};
+use convoy_e2e::harness::eventually;
 use convoy_e2e::sandbox::{Sandbox, SandboxConfig};
 use convoy_shared::identity::Role;
 use convoy_shared::proto::RolloutStatusRequest;
 use kubesim::kubectl::kubectl_ok;
 use tokio_util::sync::CancellationToken;
-
-/// `convoy ui --listen 127.0.0.1:0` with `config`; returns the process and its address.
-fn dashboard(config: &Path) -> (Process, String) {
-    let mut command = Command::new(workspace_binary("convoy"));
-    command.args(["--config"]).arg(config).args(["ui", "--listen", "127.0.0.1:0"]);
-    let process = Process::spawn(command);
-    let line = process.wait_for_line("Convoy dashboard at ");
-    let url = line.split_whitespace().find(|w| w.starts_with("http://")).expect("an address").trim_end_matches('/');
-    (process, url.to_string())
-}
 
 /// One raw HTTP/1.1 request to `addr` (HOST:PORT), so the test controls every header; returns
 /// the status and the whole answer.
@@ -82,8 +72,8 @@ async fn the_dashboard_shows_the_fleet_live_and_acts_only_for_those_allowed() {
     })
     .await;
     let viewer_config = sandbox.user_config("auditor", Role::Viewer).unwrap();
-    let (_admin_ui, admin) = dashboard(&sandbox.cli_config);
-    let (_viewer_ui, viewer) = dashboard(&viewer_config);
+    let (_admin_ui, admin) = dashboard(&["--config".as_ref(), sandbox.cli_config.as_os_str()]);
+    let (_viewer_ui, viewer) = dashboard(&["--config".as_ref(), viewer_config.as_os_str()]);
     let addr = admin.trim_start_matches("http://").to_string();
 
     // A local server's defences: a foreign Host (DNS rebinding) and a cross-origin POST.

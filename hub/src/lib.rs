@@ -158,6 +158,17 @@ mod tests {
         fn pins(&self) -> store::Result<Vec<(String, String)>> {
             self.0.pins()
         }
+        fn append_audit(&self, record: &convoy_shared::proto::AuditRecord) -> store::Result<()> {
+            self.0.append_audit(record)
+        }
+        fn audit(
+            &self,
+            since_ms: i64,
+            user: &str,
+            limit: usize,
+        ) -> store::Result<Vec<convoy_shared::proto::AuditRecord>> {
+            self.0.audit(since_ms, user, limit)
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

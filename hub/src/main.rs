@@ -163,8 +163,13 @@ enum CertsCommand {
         cluster: Option<String>,
         #[arg(long, requires = "role")]
         user: Option<String>,
-        #[arg(long, value_parser = ["admin", "viewer"])]
+        /// admin and viewer are built-in roles; member holds only what the access policy
+        /// (spec.access of convoy.yaml) binds to the user or their groups.
+        #[arg(long, value_parser = ["admin", "viewer", "member"])]
         role: Option<String>,
+        /// A group of the user, which the access policy binds roles to (repeatable).
+        #[arg(long = "group", requires = "user")]
+        groups: Vec<String>,
         #[arg(long, default_value_t = pki::DEFAULT_LEAF_DAYS)]
         days: i64,
     },
@@ -214,7 +219,7 @@ fn run(command: Command, runtime: &tokio::runtime::Runtime) -> Result<(), Failur
             println!("created CA, hub and admin certificates in {}", dir.display());
             Ok(())
         }
-        Command::Certs { command: CertsCommand::Issue { dir, cluster, user, role, days } } => {
+        Command::Certs { command: CertsCommand::Issue { dir, cluster, user, role, groups, days } } => {
             let identity = match (cluster, user) {
                 (Some(name), _) => Identity::Cluster(name),
                 (None, Some(name)) => Identity::User {
@@ -223,16 +228,27 @@ fn run(command: Command, runtime: &tokio::runtime::Runtime) -> Result<(), Failur
                 },
                 (None, None) => unreachable!("clap requires --cluster or --user"),
             };
-            if let Identity::Cluster(name) | Identity::User { name, .. } = &identity
+            if let Identity::Cluster(name) = &identity
                 && !convoy_shared::identity::valid_name(name)
             {
                 return Err(config(anyhow::anyhow!(
                     "'{name}' is not a valid name: use lowercase letters, digits and '-'"
                 )));
             }
+            let user_names = match &identity {
+                Identity::User { name, .. } => std::iter::once(name).chain(&groups).collect(),
+                _ => Vec::new(),
+            };
+            if let Some(bad) = user_names.iter().find(|n| !convoy_shared::identity::valid_user_name(n)) {
+                return Err(config(anyhow::anyhow!(
+                    "'{bad}' is not a valid user or group name: use letters, digits and . _ @ + -"
+                )));
+            }
             let dir = CertDir::new(dir);
             let ca = CertificateAuthority::load(&dir).map_err(|e| config(e.into()))?;
-            let issued = ca.issue(&LeafRequest::new(identity.clone(), days)).map_err(|e| config(e.into()))?;
+            let mut request = LeafRequest::new(identity.clone(), days);
+            request.groups = groups;
+            let issued = ca.issue(&request).map_err(|e| config(e.into()))?;
             let (cert, key) = dir.write_leaf(&identity, &issued).map_err(|e| config(e.into()))?;
             println!("issued {identity}: {} {}", cert.display(), key.display());
             Ok(())

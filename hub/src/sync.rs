@@ -225,6 +225,15 @@ impl SyncWorker {
             }
         };
         let (fleet, envs, mut cluster_errors) = (reading.fleet, reading.envs, reading.cluster_errors);
+        let fleet_commit = branches.get(&fleet.fleet_branch).map(ToString::to_string).unwrap_or_default();
+        if let Some(change) = publisher.hub().access().update(&fleet.access, &fleet_commit) {
+            let hub = publisher.hub().clone();
+            tokio::spawn(async move {
+                if let Err(e) = hub.access().record(change).await {
+                    tracing::error!(error = %e, "the access policy's change could not be audited");
+                }
+            });
+        }
         let render = tracing::info_span!("render", clusters = fleet.clusters.len(), renders = tracing::field::Empty);
         let (plans, stats) = render.in_scope(|| self.planner.plan(&fleet.clusters, &envs));
         render.record("renders", stats.renders);

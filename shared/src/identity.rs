@@ -15,6 +15,9 @@ pub enum Role {
     Admin,
     /// May only read.
     Viewer,
+    /// May do what the access policy (`spec.access` of convoy.yaml) binds to the user or their
+    /// groups, nothing else.
+    Member,
 }
 
 impl Role {
@@ -23,6 +26,7 @@ impl Role {
         match self {
             Role::Admin => "admin",
             Role::Viewer => "viewer",
+            Role::Member => "member",
         }
     }
 }
@@ -33,6 +37,7 @@ impl std::str::FromStr for Role {
         match s {
             "admin" => Ok(Role::Admin),
             "viewer" => Ok(Role::Viewer),
+            "member" => Ok(Role::Member),
             other => Err(IdentityError::UnknownRole(other.to_string())),
         }
     }
@@ -68,7 +73,7 @@ impl Identity {
         match parts.as_slice() {
             ["hub"] => Some(Identity::Hub),
             ["cluster", name] if valid_name(name) => Some(Identity::Cluster(name.to_string())),
-            ["user", role, name] if valid_name(name) => {
+            ["user", role, name] if valid_user_name(name) => {
                 Some(Identity::User { name: name.to_string(), role: role.parse().ok()? })
             }
             _ => None,
@@ -98,6 +103,40 @@ impl Identity {
     }
 }
 
+/// The URI SAN naming one of a user's groups.
+pub fn group_uri(group: &str) -> String {
+    format!("{SPIFFE_PREFIX}group/{group}")
+}
+
+/// The groups a user certificate names (`spiffe://convoy/group/NAME` URI SANs), which the
+/// access policy binds roles to; none for certificates without them.
+pub fn groups_from_certificate_der(der: &[u8]) -> Vec<String> {
+    let Ok((_, cert)) = X509Certificate::from_der(der) else { return Vec::new() };
+    let mut groups = Vec::new();
+    for ext in cert.extensions() {
+        if let ParsedExtension::SubjectAlternativeName(san) = ext.parsed_extension() {
+            for name in &san.general_names {
+                if let GeneralName::URI(uri) = name
+                    && let Some(group) = uri.strip_prefix(SPIFFE_PREFIX).and_then(|r| r.strip_prefix("group/"))
+                    && valid_user_name(group)
+                {
+                    groups.push(group.to_string());
+                }
+            }
+        }
+    }
+    groups
+}
+
+/// A user or group name: 1 to 254 of letters, digits and `.` `_` `@` `+` `-`, not starting with
+/// `-` or `.` (a login or an email address from an identity provider).
+pub fn valid_user_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 254
+        && !name.starts_with(['-', '.'])
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '@' | '+' | '-'))
+}
+
 impl fmt::Display for Identity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -119,7 +158,7 @@ pub enum IdentityError {
         "the certificate names no Convoy identity (no spiffe://convoy/ URI SAN and no usable common name); issue one with `convoy-hub certs issue`"
     )]
     NoIdentity,
-    #[error("unknown role '{0}': use admin or viewer")]
+    #[error("unknown role '{0}': use admin, viewer or member")]
     UnknownRole(String),
 }
 
@@ -133,6 +172,7 @@ mod tests {
             Identity::Cluster("prod-eu".into()),
             Identity::User { name: "ana".into(), role: Role::Viewer },
             Identity::User { name: "root".into(), role: Role::Admin },
+            Identity::User { name: "auditor@example.com".into(), role: Role::Member },
             Identity::Hub,
         ] {
             assert_eq!(Identity::from_spiffe_uri(&id.spiffe_uri()), Some(id));
@@ -147,6 +187,8 @@ mod tests {
             "spiffe://convoy/cluster/UPPER",
             "spiffe://convoy/cluster/a/b",
             "spiffe://convoy/user/root/x",
+            "spiffe://convoy/user/member/-x",
+            "spiffe://convoy/user/member/a b",
             "https://convoy/cluster/a",
         ] {
             assert_eq!(Identity::from_spiffe_uri(uri), None, "{uri}");

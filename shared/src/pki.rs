@@ -75,6 +75,9 @@ pub struct LeafRequest {
     pub identity: Identity,
     /// DNS names and IP addresses (server certificates only).
     pub hosts: Vec<String>,
+    /// A user's groups (`spiffe://convoy/group/NAME` URI SANs), which the access policy binds
+    /// roles to.
+    pub groups: Vec<String>,
     pub not_before: OffsetDateTime,
     pub not_after: OffsetDateTime,
 }
@@ -83,7 +86,13 @@ impl LeafRequest {
     /// A certificate for `identity` valid from [`CLOCK_SKEW`] ago for `days` days.
     pub fn new(identity: Identity, days: i64) -> Self {
         let now = OffsetDateTime::now_utc();
-        LeafRequest { identity, hosts: Vec::new(), not_before: now - CLOCK_SKEW, not_after: now + Duration::days(days) }
+        LeafRequest {
+            identity,
+            hosts: Vec::new(),
+            groups: Vec::new(),
+            not_before: now - CLOCK_SKEW,
+            not_after: now + Duration::days(days),
+        }
     }
 
     /// Adds server names (DNS names or IP addresses) to the certificate.
@@ -108,6 +117,10 @@ impl LeafRequest {
         let uri = self.identity.spiffe_uri();
         let invalid = |source| PkiError::Invalid { what: uri.clone(), source };
         params.subject_alt_names.push(SanType::URI(uri.clone().try_into().map_err(invalid)?));
+        for group in &self.groups {
+            let uri = crate::identity::group_uri(group);
+            params.subject_alt_names.push(SanType::URI(uri.clone().try_into().map_err(invalid)?));
+        }
         for host in &self.hosts {
             let san = match host.parse::<IpAddr>() {
                 Ok(ip) => SanType::IpAddress(ip),

@@ -7,6 +7,7 @@ pub mod chart;
 pub mod promote;
 pub mod schema;
 pub mod ui;
+pub mod users;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -15,7 +16,8 @@ use std::time::Duration;
 use convoy_shared::model::ObjectRef;
 use convoy_shared::proto::fleet_service_client::FleetServiceClient;
 use convoy_shared::proto::{
-    ClusterInfo, DiffResponse, DriftResponse, EnvsResponse, FleetEvent, HistoryResponse, RolloutInfo, StatusResponse,
+    AuditRecord, ClusterInfo, DiffResponse, DriftResponse, EnvsResponse, FleetEvent, HistoryResponse, RolloutInfo,
+    StatusResponse, WhoAmIResponse,
 };
 use convoy_shared::tls::{self, HubAddress};
 use serde::{Deserialize, Serialize};
@@ -615,6 +617,53 @@ fn format_time(ms: i64) -> String {
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
     format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// `convoy whoami` as text.
+pub fn whoami_text(me: &WhoAmIResponse) -> String {
+    let or_none = |v: &[String]| if v.is_empty() { "-".to_string() } else { v.join(", ") };
+    let mut out = format!("user         {}\ngroups       {}\n", me.user, or_none(&me.groups));
+    out += &format!("roles        {} (certificate: {})\n", or_none(&me.roles), me.certificate_role);
+    if me.certificate_not_after_unix > 0 {
+        out += &format!("certificate  expires {}\n", format_time(me.certificate_not_after_unix * 1000));
+    }
+    let policy = if me.policy_commit.is_empty() {
+        "built-in roles only".to_string()
+    } else {
+        format!("convoy.yaml at {}", short(&me.policy_commit))
+    };
+    out += &format!("policy       {policy}\n");
+    if !me.policy_error.is_empty() {
+        out += &format!("             a newer policy was refused: {}\n", me.policy_error);
+    }
+    out += "may\n";
+    if me.may.is_empty() {
+        out += "  nothing: no role of the access policy is bound to this user or their groups\n";
+    }
+    for line in &me.may {
+        out += &format!("  {line}\n");
+    }
+    out
+}
+
+/// Audit records as a table.
+pub fn audit_table(records: &[AuditRecord]) -> String {
+    let rows: Vec<Vec<String>> = records.iter().map(audit_row).collect();
+    print_table(&["TIME", "USER", "VERB", "ACTION", "TARGET", "RESULT", "SOURCE", "REQUEST"], &rows)
+}
+
+/// One audit record as a table row (`convoy audit --follow` prints them as they come).
+pub fn audit_row(r: &AuditRecord) -> Vec<String> {
+    vec![
+        format_time(r.at_unix_ms),
+        r.user.clone(),
+        r.verb.clone(),
+        or_dash(&r.action),
+        or_dash(&r.target),
+        r.result.replace('\n', " "),
+        or_dash(&r.source),
+        or_dash(&r.request_id),
+    ]
 }
 
 /// Parses a `KEY=VALUE` label flag.

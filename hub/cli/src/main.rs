@@ -118,6 +118,26 @@ enum Command {
     Watch,
     /// Make the hub fetch the repository now (admin).
     Refresh,
+    /// Who you are to the hub: user, groups, roles, and what the access policy lets you do.
+    Whoami,
+    /// People's CLI certificates (verb `users`).
+    Users {
+        #[command(subcommand)]
+        command: UsersCommand,
+    },
+    /// The audit log: every change, denial, certificate issued, token and policy change, oldest
+    /// first (verb `audit`). With -o json, one record per line.
+    Audit {
+        /// Only records of the last 90s, 30m, 1h, 2d…
+        #[arg(long, value_parser = cli::parse_ttl)]
+        since: Option<std::time::Duration>,
+        /// Only this user's records.
+        #[arg(long)]
+        user: Option<String>,
+        /// Then print each new record as it is written, until Ctrl-C (a log shipper's feed).
+        #[arg(long)]
+        follow: bool,
+    },
     /// Serve the web dashboard on this machine, acting with this config's certificate: the
     /// browser sees and may do exactly what this user may.
     Ui {
@@ -208,6 +228,26 @@ enum ClustersCommand {
     /// Forget a cluster Git no longer declares (orphaned): revoke its certificates, drop its
     /// assignment and state at the hub; nothing in the cluster is touched (admin).
     Retire { name: String },
+}
+
+#[derive(Subcommand)]
+enum UsersCommand {
+    /// Write a CLI config (FILE, and its certificate, key and CA beside it) for user NAME with
+    /// a certificate for their groups. The key is made here and never sent.
+    Issue {
+        name: String,
+        /// A group the access policy binds roles to (repeatable).
+        #[arg(long = "group")]
+        groups: Vec<String>,
+        /// Lifetime of the certificate, in hours.
+        #[arg(long, default_value_t = 12)]
+        hours: u32,
+        /// The config file to write.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Refuse every certificate of user NAME issued so far; their open streams close.
+    Revoke { name: String },
 }
 
 #[derive(Subcommand)]
@@ -421,6 +461,57 @@ async fn run(cli: Cli) -> Result<(), cli::CliError> {
                 )
             };
             print!("{}", cli::answer(cli.output, color, &reply, text));
+        }
+        Command::Whoami => {
+            let me = context()?.connect().await?.who_am_i(WhoAmIRequest {}).await?.into_inner();
+            print!("{}", cli::answer(cli.output, color, &me, || cli::whoami_text(&me)));
+        }
+        Command::Users { command: UsersCommand::Issue { name, groups, hours, out } } => {
+            let context = context()?;
+            let csr =
+                convoy_shared::enrollment::generate_csr(&name).map_err(|e| cli::CliError::Render(e.to_string()))?;
+            let request = IssueUserRequest { name, groups, hours, csr_pem: csr.cert_pem };
+            let issued = context.connect().await?.issue_user(request).await?.into_inner();
+            let written = cli::users::write_config(&out, &context, &issued, &csr.key_pem)?;
+            let text = || {
+                format!(
+                    "wrote {} for user '{}' (certificate {}, expires at unix {}); use it with --config {}\n",
+                    written.config.display(),
+                    written.user,
+                    written.cert.display(),
+                    written.not_after_unix,
+                    written.config.display()
+                )
+            };
+            print!("{}", cli::answer(cli.output, color, &written, text));
+        }
+        Command::Users { command: UsersCommand::Revoke { name } } => {
+            let reply = context()?.connect().await?.revoke_user(RevokeUserRequest { name }).await?.into_inner();
+            let text = || {
+                format!(
+                    "user '{}' revoked: every certificate issued before is refused; {} open streams closed\n",
+                    reply.name, reply.streams_closed
+                )
+            };
+            print!("{}", cli::answer(cli.output, color, &reply, text));
+        }
+        Command::Audit { since, user, follow } => {
+            let since_unix_ms =
+                since.map_or(0, |d| convoy_shared::clock::unix_ms() - i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+            let request = AuditRequest { since_unix_ms, user: user.unwrap_or_default(), follow };
+            let mut records = context()?.connect().await?.audit(request).await?.into_inner();
+            let mut shown = Vec::new();
+            while let Some(record) = records.message().await? {
+                match cli.output {
+                    Output::Json => println!("{}", serde_json::to_string(&record).unwrap_or_default()),
+                    Output::Yaml => print!("---\n{}", cli::structured(Output::Yaml, &record).unwrap_or_default()),
+                    Output::Table if follow => println!("{}", cli::audit_row(&record).join("  ")),
+                    Output::Table => shown.push(record),
+                }
+            }
+            if cli.output == Output::Table && !follow {
+                print!("{}", cli::audit_table(&shown));
+            }
         }
         Command::Ui { listen, open } => {
             let context = context()?;

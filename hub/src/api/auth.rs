@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 
+use convoy_render::access::{self, Caller};
 use convoy_shared::identity::{Identity, Role};
 use tonic::{Request, Status};
 
@@ -15,6 +16,51 @@ pub struct PeerInfo {
     /// The client certificate's validity (Unix seconds): revocation compares when it starts,
     /// the dashboard shows when it ends.
     pub validity: Option<convoy_shared::enrollment::Validity>,
+    /// The groups a user certificate names, for the access policy.
+    pub groups: Vec<String>,
+}
+
+/// A CLI user's call: who (for the access policy), from where, and its request id.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub caller: Caller,
+    pub role: Role,
+    pub addr: SocketAddr,
+    pub request_id: String,
+    /// When the certificate expires (Unix seconds; 0: unknown).
+    pub not_after: i64,
+}
+
+/// The user calling the fleet API, refused when their certificates were revoked. The request
+/// id is the client's `x-request-id` when it sent a usable one, else a fresh one.
+pub fn user_call<T>(req: &Request<T>, registry: &crate::state::registry::Registry) -> Result<Call, Status> {
+    let (user, role) = require_user(req, Role::Member)?;
+    let peer = peer(req)?;
+    let not_before = peer.validity.map_or(i64::MIN, |v| v.not_before);
+    if let Some(at_ms) = registry.refuses_user(&user, not_before) {
+        tracing::warn!(peer = %peer.addr, user, revoked_unix_ms = at_ms, "refused call: user revoked");
+        return Err(Status::unauthenticated(format!(
+            "user '{user}' was revoked (at {at_ms} ms since the epoch): certificates issued before are refused; ask for a new one (`convoy users issue`)"
+        )));
+    }
+    let request_id = req
+        .metadata()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 64 && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+        .map_or_else(|| hex::encode(rand::random::<[u8; 8]>()), str::to_string);
+    let builtin = match role {
+        Role::Admin => Some(access::ADMIN),
+        Role::Viewer => Some(access::VIEWER),
+        Role::Member => None,
+    };
+    Ok(Call {
+        caller: Caller { user, groups: peer.groups.clone(), builtin },
+        role,
+        addr: peer.addr,
+        request_id,
+        not_after: peer.validity.map_or(0, |v| v.not_after),
+    })
 }
 
 fn peer<T>(req: &Request<T>) -> Result<&PeerInfo, Status> {
@@ -57,7 +103,7 @@ pub fn require_registered_cluster<T>(
 pub fn require_user<T>(req: &Request<T>, min: Role) -> Result<(String, Role), Status> {
     let peer = peer(req)?;
     match &peer.identity {
-        Some(Identity::User { name, role }) if *role == Role::Admin || min == Role::Viewer => Ok((name.clone(), *role)),
+        Some(Identity::User { name, role }) if *role == Role::Admin || min != Role::Admin => Ok((name.clone(), *role)),
         Some(Identity::User { .. }) => Err(refuse(
             peer,
             peer.identity.as_ref(),

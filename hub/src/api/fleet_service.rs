@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use convoy_render::helm::fetch::ChartFetcher;
-use convoy_shared::identity::Role;
 use convoy_shared::model::report::{failure_line, failures};
 use convoy_shared::model::{Assignment, ObjectRef, canonical_json};
 use convoy_shared::proto::drift_response::ClusterDrift;
@@ -16,15 +15,24 @@ use convoy_shared::proto::*;
 use futures::Stream;
 use tonic::{Request, Response, Status};
 
-use crate::api::auth;
+use crate::api::auth::{self, Call};
 use crate::plan::planner::Planner;
 use crate::release::gate;
 use crate::release::rollout::{self, Action, Command, Observed, Phase, Rollout, RolloutError};
 use crate::source::repository::SyncError;
+use crate::state::access::PolicyState;
 use crate::state::hub::Hub;
 use crate::state::hub::RolloutActionError;
 use crate::state::view::FleetView;
+use convoy_render::access::{Caller, Target, Verb};
 use convoy_render::fleet::Environment;
+
+/// Lifetime of a user certificate `convoy users issue` asks for without `--hours`.
+const DEFAULT_USER_HOURS: u32 = 12;
+/// The longest a user certificate may live: a month.
+const MAX_USER_HOURS: u32 = 24 * 31;
+/// The most audit records one `Audit` call answers from the store.
+const MAX_AUDIT_READ: usize = 100_000;
 
 /// How many history entries `History` returns when the request names no limit.
 const DEFAULT_HISTORY: u32 = 50;
@@ -68,14 +76,103 @@ impl FleetApi {
             Status::not_found(format!("unknown cluster '{name}': `convoy clusters` lists the clusters the hub knows"))
         })
     }
+
+    /// The caller, with `verb` on `target` checked against the access policy. A denial is
+    /// audited and refused saying what would allow it.
+    async fn allow<T>(&self, req: &Request<T>, verb: Verb, target: Target<'_>, action: &str) -> Result<Call, Status> {
+        let call = auth::user_call(req, self.hub.registry())?;
+        let policy = self.hub.access().policy();
+        if let Err(denial) = policy.policy.check(&call.caller, verb, target) {
+            tracing::warn!(user = %call.caller.user, %verb, %target, action, "call denied");
+            let record = audit_record(&call, verb.as_str(), target.to_string(), format!("denied: {denial}"), action);
+            if let Err(e) = self.hub.access().record(record).await {
+                tracing::error!(error = %e, "a denial could not be audited");
+            }
+            return Err(Status::permission_denied(denial.message));
+        }
+        Ok(call)
+    }
+
+    /// Like [`FleetApi::allow`], for a call that changes something: it is audited before it
+    /// acts, and refused when the audit record cannot be written.
+    async fn allow_change<T>(
+        &self,
+        req: &Request<T>,
+        verb: Verb,
+        target: Target<'_>,
+        action: &str,
+        about: String,
+    ) -> Result<Call, Status> {
+        let call = self.allow(req, verb, target, action).await?;
+        let what = if about.is_empty() { target.to_string() } else { format!("{target}: {about}") };
+        let record = audit_record(&call, verb.as_str(), what, "allowed".into(), action);
+        self.hub.access().record(record).await.map_err(|e| {
+            Status::unavailable(format!(
+                "the audit log cannot be written ({e}): {action} is refused so that nothing happens unaudited; try again once the hub's store is back"
+            ))
+        })?;
+        Ok(call)
+    }
+
+    /// Audits how an allowed change ended when it failed (best-effort: it was recorded as
+    /// allowed before it acted), and passes the result on.
+    async fn finished<R>(&self, call: &Call, verb: Verb, action: &str, result: Result<R, Status>) -> Result<R, Status> {
+        if let Err(status) = &result {
+            let record =
+                audit_record(call, verb.as_str(), String::new(), format!("failed: {}", status.message()), action);
+            if let Err(e) = self.hub.access().record(record).await {
+                tracing::error!(error = %e, "a failed call could not be audited");
+            }
+        }
+        result
+    }
+
+    /// The caller and the policy in force, for answers filtered to what they may view.
+    fn viewer<T>(&self, req: &Request<T>) -> Result<(Call, Arc<PolicyState>), Status> {
+        Ok((auth::user_call(req, self.hub.registry())?, self.hub.access().policy()))
+    }
+
+    /// The caller's view of one named cluster, or a denial naming what would allow it.
+    async fn view_cluster<T>(&self, req: &Request<T>, name: &str) -> Result<Call, Status> {
+        let env = self.hub.cluster_info(name).map(|c| c.environment).unwrap_or_default();
+        let target = if env.is_empty() { Target::FLEET } else { Target::environment(&env) };
+        self.allow(req, Verb::View, target, "view").await
+    }
+}
+
+/// Whether `caller` may see cluster `info` (one in no environment: only whoever sees the
+/// whole fleet).
+fn sees(policy: &PolicyState, caller: &Caller, info: &ClusterInfo) -> bool {
+    if info.environment.is_empty() {
+        policy.policy.check(caller, Verb::View, Target::FLEET).is_ok()
+    } else {
+        policy.policy.may_view(caller, &info.environment, None)
+    }
+}
+
+/// One audit record of `call`.
+fn audit_record(call: &Call, verb: &str, target: String, result: String, action: &str) -> AuditRecord {
+    AuditRecord {
+        at_unix_ms: convoy_shared::clock::unix_ms(),
+        user: call.caller.user.clone(),
+        groups: call.caller.groups.clone(),
+        verb: verb.to_string(),
+        target,
+        result,
+        source: call.addr.to_string(),
+        request_id: call.request_id.clone(),
+        action: action.to_string(),
+    }
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<FleetEvent, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl FleetService for FleetApi {
-    async fn list_clusters(&self, _: Request<ListClustersRequest>) -> Result<Response<ListClustersResponse>, Status> {
-        Ok(Response::new(ListClustersResponse { clusters: self.clusters() }))
+    async fn list_clusters(&self, req: Request<ListClustersRequest>) -> Result<Response<ListClustersResponse>, Status> {
+        let (call, policy) = self.viewer(&req)?;
+        let clusters = self.clusters().into_iter().filter(|c| sees(&policy, &call.caller, c)).collect();
+        Ok(Response::new(ListClustersResponse { clusters }))
     }
 
     async fn get_cluster(&self, req: Request<GetClusterRequest>) -> Result<Response<ClusterInfo>, Status> {
@@ -83,15 +180,21 @@ impl FleetService for FleetApi {
         if name.is_empty() {
             return Err(Status::invalid_argument("GetCluster needs a cluster name; `convoy clusters` lists them"));
         }
+        self.view_cluster(&req, name).await?;
         let found = self.selected(name)?.pop();
         found.map(Response::new).ok_or_else(|| Status::internal(format!("cluster '{name}' vanished while listing")))
     }
 
     async fn status(&self, req: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+        if !req.get_ref().cluster.is_empty() {
+            self.view_cluster(&req, &req.get_ref().cluster).await?;
+        }
+        let (call, policy) = self.viewer(&req)?;
         let view = self.hub.view();
         let clusters = self
             .selected(&req.get_ref().cluster)?
             .into_iter()
+            .filter(|info| sees(&policy, &call.caller, info))
             .map(|info| {
                 let report = self.hub.connections().last_report(&info.name).unwrap_or_default();
                 let health: HashMap<&str, &AppStatus> = report.apps.iter().map(|a| (a.name.as_str(), a)).collect();
@@ -99,6 +202,9 @@ impl FleetService for FleetApi {
                 let apps = assignment
                     .iter()
                     .flat_map(|a| a.apps.iter())
+                    .filter(|app| {
+                        info.environment.is_empty() || policy.policy.may_view(&call.caller, &info.environment, Some(&app.name))
+                    })
                     .map(|app| {
                         let reported = health.get(app.name.as_str());
                         let (failed, failed_total) = reported.map(|r| failures(r)).unwrap_or_default();
@@ -139,18 +245,27 @@ impl FleetService for FleetApi {
     }
 
     async fn drift(&self, req: Request<DriftRequest>) -> Result<Response<DriftResponse>, Status> {
+        if !req.get_ref().cluster.is_empty() {
+            self.view_cluster(&req, &req.get_ref().cluster).await?;
+        }
+        let (call, policy) = self.viewer(&req)?;
         let clusters = self
             .selected(&req.get_ref().cluster)?
             .into_iter()
-            .map(|info| ClusterDrift {
-                drifts: self.hub.connections().last_report(&info.name).map(|r| r.drifts).unwrap_or_default(),
-                cluster: info.name,
+            .filter(|info| sees(&policy, &call.caller, info))
+            .map(|info| {
+                let mut drifts = self.hub.connections().last_report(&info.name).map(|r| r.drifts).unwrap_or_default();
+                if !info.environment.is_empty() {
+                    drifts.retain(|d| policy.policy.may_view(&call.caller, &info.environment, Some(&d.app)));
+                }
+                ClusterDrift { drifts, cluster: info.name }
             })
             .collect();
         Ok(Response::new(DriftResponse { clusters }))
     }
 
     async fn history(&self, req: Request<HistoryRequest>) -> Result<Response<HistoryResponse>, Status> {
+        self.view_cluster(&req, &req.get_ref().cluster).await?;
         let HistoryRequest { cluster, limit } = req.into_inner();
         self.selected(&cluster)?;
         let limit = if limit == 0 { DEFAULT_HISTORY } else { limit } as usize;
@@ -165,7 +280,8 @@ impl FleetService for FleetApi {
         Ok(Response::new(HistoryResponse { entries }))
     }
 
-    async fn envs(&self, _: Request<EnvsRequest>) -> Result<Response<EnvsResponse>, Status> {
+    async fn envs(&self, req: Request<EnvsRequest>) -> Result<Response<EnvsResponse>, Status> {
+        let (call, policy) = self.viewer(&req)?;
         let view = self.hub.view();
         let Some(fleet) = &view.fleet else {
             return Err(no_fleet(&view.errors));
@@ -174,6 +290,7 @@ impl FleetService for FleetApi {
         let environments = fleet
             .environments
             .iter()
+            .filter(|env| policy.policy.may_view(&call.caller, &env.name, None))
             .map(|env| {
                 // A cluster Git no longer declares counts in no environment, and holds none back.
                 let members: Vec<&ClusterInfo> =
@@ -201,18 +318,29 @@ impl FleetService for FleetApi {
                 }
             })
             .collect();
-        let errors = view.errors.iter().map(ToString::to_string).collect();
+        let mut errors: Vec<String> = view.errors.iter().map(ToString::to_string).collect();
+        if let Some(error) = &policy.error {
+            errors.push(format!("{error} (the access policy of {} stays in force)", rollout::short(&policy.commit)));
+        }
         Ok(Response::new(EnvsResponse { environments, errors }))
     }
 
     async fn diff(&self, req: Request<DiffRequest>) -> Result<Response<DiffResponse>, Status> {
-        let DiffRequest { from_env, to_env } = req.into_inner();
+        let DiffRequest { from_env, to_env } = req.get_ref().clone();
         let view = self.hub.view();
         let Some(fleet) = view.fleet.clone() else {
             return Err(no_fleet(&view.errors));
         };
         let from_env = fleet.resolve_environment(&from_env).map_err(unknown_environment)?.clone();
         let to = fleet.resolve_environment(&to_env).map_err(unknown_environment)?.clone();
+        // A diff shows every app's objects: it needs a view of every app of both.
+        let call = auth::user_call(&req, self.hub.registry())?;
+        for env in [&from_env.name, &to.name] {
+            let policy = self.hub.access().policy();
+            if let Err(denial) = policy.policy.check_all_apps(&call.caller, Verb::View, env) {
+                return Err(Status::permission_denied(denial.message));
+            }
+        }
         let from = view.envs.get(&from_env.name).cloned().ok_or_else(|| {
             Status::failed_precondition(format!(
                 "the hub has not read branch '{}' of environment '{}' yet",
@@ -245,7 +373,7 @@ impl FleetService for FleetApi {
     }
 
     async fn refresh(&self, req: Request<RefreshRequest>) -> Result<Response<RefreshResponse>, Status> {
-        auth::require_user(&req, Role::Admin)?;
+        self.allow_change(&req, Verb::Refresh, Target::FLEET, "Refresh", String::new()).await?;
         let before = self.hub.view().synced_at_ms;
         self.hub.request_refresh();
         // Wait (briefly) for the sync to land so the answer shows the new heads.
@@ -260,11 +388,14 @@ impl FleetService for FleetApi {
     }
 
     async fn create_token(&self, req: Request<CreateTokenRequest>) -> Result<Response<CreateTokenResponse>, Status> {
-        let (user, _) = auth::require_user(&req, Role::Admin)?;
+        let about = format!("a bootstrap token for cluster '{}'", req.get_ref().cluster);
+        let call = self.allow_change(&req, Verb::Tokens, Target::FLEET, "CreateToken", about).await?;
+        let user = call.caller.user.clone();
         let CreateTokenRequest { cluster, labels, ttl_seconds } = req.into_inner();
         let ttl = (ttl_seconds != 0).then(|| Duration::from_secs(ttl_seconds.max(0) as u64));
         let ttl = if ttl_seconds < 0 { Some(Duration::ZERO) } else { ttl };
-        let new = self.hub.registry().create_token(&cluster, labels.into_iter().collect(), ttl).await?;
+        let created = self.hub.registry().create_token(&cluster, labels.into_iter().collect(), ttl).await;
+        let new = self.finished(&call, Verb::Tokens, "CreateToken", created.map_err(Status::from)).await?;
         tracing::info!(user, cluster, "bootstrap token handed out");
         Ok(Response::new(CreateTokenResponse {
             token: new.token,
@@ -277,9 +408,12 @@ impl FleetService for FleetApi {
         &self,
         req: Request<RevokeClusterRequest>,
     ) -> Result<Response<RevokeClusterResponse>, Status> {
-        let (user, _) = auth::require_user(&req, Role::Admin)?;
+        let about = format!("revoke cluster '{}'", req.get_ref().cluster);
+        let call = self.allow_change(&req, Verb::Tokens, Target::FLEET, "RevokeCluster", about).await?;
+        let user = call.caller.user.clone();
         let cluster = req.into_inner().cluster;
-        let at_ms = self.hub.registry().revoke(&cluster).await?;
+        let revoked = self.hub.registry().revoke(&cluster).await.map_err(Status::from);
+        let at_ms = self.finished(&call, Verb::Tokens, "RevokeCluster", revoked).await?;
         let stream_closed = self.hub.connections().disconnect(&cluster);
         tracing::warn!(user, cluster, stream_closed, "revocation requested");
         Ok(Response::new(RevokeClusterResponse { cluster, revoked_unix: at_ms / 1000, stream_closed }))
@@ -289,7 +423,9 @@ impl FleetService for FleetApi {
         &self,
         req: Request<RetireClusterRequest>,
     ) -> Result<Response<RetireClusterResponse>, Status> {
-        let (user, _) = auth::require_user(&req, Role::Admin)?;
+        let about = format!("retire cluster '{}'", req.get_ref().cluster);
+        let call = self.allow_change(&req, Verb::Tokens, Target::FLEET, "RetireCluster", about).await?;
+        let user = call.caller.user.clone();
         let cluster = req.into_inner().cluster;
         let info = self.hub.cluster_info(&cluster).ok_or_else(|| {
             Status::not_found(format!(
@@ -311,6 +447,7 @@ impl FleetService for FleetApi {
         &self,
         req: Request<RolloutStatusRequest>,
     ) -> Result<Response<RolloutStatusResponse>, Status> {
+        let (call, policy) = self.viewer(&req)?;
         let mut wanted = req.into_inner().environment;
         if !wanted.is_empty() {
             wanted = self.environment(&wanted)?;
@@ -323,6 +460,7 @@ impl FleetService for FleetApi {
             .rollouts
             .values()
             .filter(|r| wanted.is_empty() || r.environment == wanted)
+            .filter(|r| policy.policy.may_view(&call.caller, &r.environment, r.app.as_deref()))
             .map(|r| self.rollout_info(r))
             .collect();
         Ok(Response::new(RolloutStatusResponse { rollouts }))
@@ -332,10 +470,12 @@ impl FleetService for FleetApi {
         &self,
         req: Request<RolloutActionRequest>,
     ) -> Result<Response<RolloutActionResponse>, Status> {
-        let (user, _) = auth::require_user(&req, Role::Admin)?;
-        let RolloutActionRequest { environment, action, app } = req.into_inner();
+        let RolloutActionRequest { environment, action, app } = req.get_ref().clone();
         let environment = self.environment(&environment)?;
         let app = Some(app).filter(|a| !a.is_empty());
+        let target = Target { environment: Some(&environment), app: app.as_deref() };
+        let call = self.allow_change(&req, Verb::Rollout, target, "RolloutAction", action.clone()).await?;
+        let user = call.caller.user.clone();
         let action = match action.as_str() {
             "pause" => Action::Pause,
             "resume" => Action::Resume,
@@ -348,18 +488,23 @@ impl FleetService for FleetApi {
             }
         };
         let track = rollout::track(&environment, app.as_deref());
-        let message = self.hub.command(&environment, Command::Rollout { action, app }).await.map_err(command_status)?;
+        let done = self.hub.command(&environment, Command::Rollout { action, app }).await.map_err(command_status);
+        let message = self.finished(&call, Verb::Rollout, "RolloutAction", done).await?;
         tracing::info!(user, track, ?action, message, "rollout action");
         let rollout = self.hub.view().rollouts.get(&track).map(|r| self.rollout_info(r));
         Ok(Response::new(RolloutActionResponse { message, rollout }))
     }
 
     async fn rollback(&self, req: Request<RollbackRequest>) -> Result<Response<RollbackResponse>, Status> {
-        let (user, _) = auth::require_user(&req, Role::Admin)?;
-        let RollbackRequest { environment, to_revision, release } = req.into_inner();
+        let RollbackRequest { environment, to_revision, release } = req.get_ref().clone();
         let environment = self.environment(&environment)?;
+        let about = if release { "release the pin".to_string() } else { format!("pin at '{to_revision}'") };
+        let call =
+            self.allow_change(&req, Verb::Rollback, Target::environment(&environment), "Rollback", about).await?;
+        let user = call.caller.user.clone();
         if release {
-            let message = self.hub.command(&environment, Command::Release).await.map_err(command_status)?;
+            let done = self.hub.command(&environment, Command::Release).await.map_err(command_status);
+            let message = self.finished(&call, Verb::Rollback, "Rollback", done).await?;
             tracing::info!(user, environment, "rollback released");
             return Ok(Response::new(RollbackResponse { message, pinned: String::new() }));
         }
@@ -388,13 +533,15 @@ impl FleetService for FleetApi {
                 }
             }
         };
-        let message =
-            self.hub.command(&environment, Command::Pin { commit: target.clone() }).await.map_err(command_status)?;
+        let done =
+            self.hub.command(&environment, Command::Pin { commit: target.clone() }).await.map_err(command_status);
+        let message = self.finished(&call, Verb::Rollback, "Rollback", done).await?;
         tracing::warn!(user, environment, revision = %target, "rollback: environment pinned");
         Ok(Response::new(RollbackResponse { message, pinned: target }))
     }
 
     async fn app(&self, req: Request<AppRequest>) -> Result<Response<AppResponse>, Status> {
+        let (call, policy) = self.viewer(&req)?;
         let AppRequest { name, cluster } = req.into_inner();
         if name.is_empty() {
             return Err(Status::invalid_argument("App needs an app name"));
@@ -403,6 +550,9 @@ impl FleetService for FleetApi {
         for info in self.clusters() {
             let Some(assignment) = self.hub.assignment(&info.name) else { continue };
             let Some(at) = assignment.apps.iter().position(|a| a.name == name) else { continue };
+            if !policy.policy.may_view(&call.caller, &assignment.environment, Some(&name)) {
+                continue;
+            }
             let report = self.hub.connections().last_report(&info.name);
             let reported = report.as_ref().and_then(|r| r.apps.iter().find(|a| a.name == name));
             clusters.push(AppPlacement {
@@ -425,6 +575,11 @@ impl FleetService for FleetApi {
             Vec::new()
         } else {
             self.selected(&cluster)?;
+            if !clusters.iter().any(|c| c.cluster == cluster) {
+                return Err(Status::not_found(format!(
+                    "cluster '{cluster}' is not assigned app '{name}' (that you may view)"
+                )));
+            }
             let assignment = self.hub.assignment(&cluster);
             let app = assignment.as_ref().and_then(|a| a.apps.iter().find(|a| a.name == name));
             let app =
@@ -436,21 +591,109 @@ impl FleetService for FleetApi {
 
     type WatchStream = EventStream;
 
-    async fn watch(&self, _: Request<WatchRequest>) -> Result<Response<EventStream>, Status> {
+    async fn watch(&self, req: Request<WatchRequest>) -> Result<Response<EventStream>, Status> {
         use tokio_stream::StreamExt;
         use tokio_stream::wrappers::BroadcastStream;
         use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
-        let events = BroadcastStream::new(self.hub.subscribe_events()).map(|event| match event {
-            Ok(event) => Ok(event),
-            Err(BroadcastStreamRecvError::Lagged(missed)) => Ok(FleetEvent {
+        let (call, _) = self.viewer(&req)?;
+        let hub = self.hub.clone();
+        let caller = call.caller.clone();
+        // Each event is filtered by the policy in force when it happens.
+        let events = BroadcastStream::new(self.hub.subscribe_events()).filter_map(move |event| match event {
+            Ok(event) => {
+                let policy = hub.access().policy();
+                let visible = match hub.cluster_info(&event.cluster) {
+                    Some(info) => sees(&policy, &caller, &info),
+                    // Fleet-wide events (a sync, a rollout): for whoever may view anything.
+                    None => {
+                        let envs = hub.view().fleet.as_ref().map(|f| f.environments.clone()).unwrap_or_default();
+                        policy.policy.check(&caller, Verb::View, Target::FLEET).is_ok()
+                            || envs.iter().any(|e| policy.policy.may_view(&caller, &e.name, None))
+                    }
+                };
+                visible.then_some(Ok(event))
+            }
+            Err(BroadcastStreamRecvError::Lagged(missed)) => Some(Ok(FleetEvent {
                 at_unix_ms: convoy_shared::clock::unix_ms(),
                 kind: "lagged".into(),
                 detail: format!("{missed} events missed: this watcher read too slowly"),
                 ..Default::default()
-            }),
+            })),
         });
         let events = futures::StreamExt::take_until(events, self.shutdown.clone().cancelled_owned());
+        let events = futures::StreamExt::take_until(events, self.hub.access().until_revoked(call.caller.user));
         Ok(Response::new(Box::pin(events)))
+    }
+
+    async fn who_am_i(&self, req: Request<WhoAmIRequest>) -> Result<Response<WhoAmIResponse>, Status> {
+        let (call, policy) = self.viewer(&req)?;
+        Ok(Response::new(WhoAmIResponse {
+            roles: policy.policy.roles_of(&call.caller).into_iter().collect(),
+            may: policy.policy.summary(&call.caller),
+            policy_commit: policy.commit.clone(),
+            policy_error: policy.error.clone().unwrap_or_default(),
+            certificate_role: call.role.as_str().to_string(),
+            certificate_not_after_unix: call.not_after,
+            user: call.caller.user,
+            groups: call.caller.groups,
+        }))
+    }
+
+    async fn issue_user(&self, req: Request<IssueUserRequest>) -> Result<Response<IssueUserResponse>, Status> {
+        let IssueUserRequest { name, groups, hours, csr_pem } = req.get_ref().clone();
+        let hours = if hours == 0 { DEFAULT_USER_HOURS } else { hours.min(MAX_USER_HOURS) };
+        let about = format!("a certificate for user '{name}' (groups: {}) for {hours} h", groups.join(", "));
+        let call = self.allow_change(&req, Verb::Users, Target::FLEET, "IssueUser", about).await?;
+        let lifetime = Duration::from_secs(u64::from(hours) * 3600);
+        let signed = self.hub.registry().issue_user(&name, &groups, lifetime, &csr_pem).map_err(Status::from);
+        let signed = self.finished(&call, Verb::Users, "IssueUser", signed).await?;
+        Ok(Response::new(IssueUserResponse {
+            user: name,
+            cert_pem: signed.cert_pem,
+            ca_pem: signed.ca_pem,
+            not_after_unix: signed.not_after_unix,
+        }))
+    }
+
+    async fn revoke_user(&self, req: Request<RevokeUserRequest>) -> Result<Response<RevokeUserResponse>, Status> {
+        let name = req.get_ref().name.clone();
+        let call =
+            self.allow_change(&req, Verb::Users, Target::FLEET, "RevokeUser", format!("revoke user '{name}'")).await?;
+        let revoked = self.hub.registry().revoke_user(&name).await.map_err(Status::from);
+        let at = self.finished(&call, Verb::Users, "RevokeUser", revoked).await?;
+        let streams_closed = self.hub.access().user_revoked(&name) as u32;
+        Ok(Response::new(RevokeUserResponse { name, revoked_unix_ms: at, streams_closed }))
+    }
+
+    type AuditStream = Pin<Box<dyn Stream<Item = Result<AuditRecord, Status>> + Send>>;
+
+    async fn audit(&self, req: Request<AuditRequest>) -> Result<Response<Self::AuditStream>, Status> {
+        use tokio_stream::StreamExt;
+        let call = self.allow(&req, Verb::Audit, Target::FLEET, "Audit").await?;
+        let AuditRequest { since_unix_ms, user, follow } = req.into_inner();
+        // Subscribed before reading, so nothing written in between is missed (a record may come twice).
+        let live = self.hub.access().follow();
+        let stored = self
+            .hub
+            .access()
+            .read(since_unix_ms, user.clone(), MAX_AUDIT_READ)
+            .await
+            .map_err(|e| Status::unavailable(format!("the audit log cannot be read: {e}")))?;
+        let last = stored.last().map(|r| (r.at_unix_ms, r.request_id.clone(), r.verb.clone()));
+        let stored = tokio_stream::iter(stored.into_iter().map(Ok));
+        if !follow {
+            return Ok(Response::new(Box::pin(stored)));
+        }
+        let live = tokio_stream::wrappers::BroadcastStream::new(live).filter_map(move |r| {
+            let r = r.ok()?;
+            let seen = last.as_ref().is_some_and(|(at, id, verb)| {
+                r.at_unix_ms < *at || (r.at_unix_ms == *at && &r.request_id == id && &r.verb == verb)
+            });
+            (!seen && (user.is_empty() || r.user == user)).then_some(Ok(r))
+        });
+        let live = futures::StreamExt::take_until(live, self.shutdown.clone().cancelled_owned());
+        let live = futures::StreamExt::take_until(live, self.hub.access().until_revoked(call.caller.user));
+        Ok(Response::new(Box::pin(stored.chain(live))))
     }
 }
 
@@ -608,4 +851,105 @@ pub fn diff_assignments(cluster: &str, current: Option<&Assignment>, next: &Assi
     }
     diff.removed = old.iter().filter(|(k, _)| !new.contains_key(*k)).map(|(_, (r, _))| r.into()).collect();
     diff
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::registry::RegistryConfig;
+    use crate::store::memory::MemoryStore;
+    use crate::store::{Redeemed, Registration, Store, StoreError, StoreEvent, TokenRecord};
+    use convoy_shared::identity::{Identity, Role};
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// A store whose audit log can go away (a database outage) while the rest works.
+    #[derive(Debug, Default)]
+    struct AuditOutage {
+        inner: MemoryStore,
+        down: AtomicBool,
+    }
+
+    impl Store for AuditOutage {
+        fn write(&self, events: &[StoreEvent]) -> crate::store::Result<()> {
+            self.inner.write(events)
+        }
+        fn last_reports(&self) -> crate::store::Result<Vec<(String, Report)>> {
+            self.inner.last_reports()
+        }
+        fn history(&self, cluster: &str, limit: usize) -> crate::store::Result<Vec<HistoryEntry>> {
+            self.inner.history(cluster, limit)
+        }
+        fn put_token(&self, hash: &str, token: &TokenRecord) -> crate::store::Result<()> {
+            self.inner.put_token(hash, token)
+        }
+        fn redeem_token(&self, hash: &str, now: i64) -> crate::store::Result<Redeemed> {
+            self.inner.redeem_token(hash, now)
+        }
+        fn put_registration(&self, registration: &Registration) -> crate::store::Result<()> {
+            self.inner.put_registration(registration)
+        }
+        fn registrations(&self) -> crate::store::Result<Vec<Registration>> {
+            self.inner.registrations()
+        }
+        fn put_revocation(&self, cluster: &str, at: i64) -> crate::store::Result<()> {
+            self.inner.put_revocation(cluster, at)
+        }
+        fn revocations(&self) -> crate::store::Result<Vec<(String, i64)>> {
+            self.inner.revocations()
+        }
+        fn rollouts(&self) -> crate::store::Result<Vec<(String, String)>> {
+            self.inner.rollouts()
+        }
+        fn pins(&self) -> crate::store::Result<Vec<(String, String)>> {
+            self.inner.pins()
+        }
+        fn append_audit(&self, record: &AuditRecord) -> crate::store::Result<()> {
+            if self.down.load(Ordering::SeqCst) {
+                return Err(StoreError::Db("connection refused".into()));
+            }
+            self.inner.append_audit(record)
+        }
+        fn audit(&self, since_ms: i64, user: &str, limit: usize) -> crate::store::Result<Vec<AuditRecord>> {
+            self.inner.audit(since_ms, user, limit)
+        }
+    }
+
+    fn as_admin<T>(message: T) -> Request<T> {
+        let mut req = Request::new(message);
+        req.extensions_mut().insert(auth::PeerInfo {
+            addr: "127.0.0.1:5000".parse().unwrap(),
+            identity: Some(Identity::User { name: "root".into(), role: Role::Admin }),
+            validity: None,
+            groups: Vec::new(),
+        });
+        req
+    }
+
+    #[tokio::test]
+    async fn a_change_that_cannot_be_audited_does_not_happen() {
+        let store = Arc::new(AuditOutage::default());
+        let (hub, _publisher) = Hub::new(store.clone(), RegistryConfig::default()).unwrap();
+        let api = FleetApi::new(hub.clone(), None, Default::default());
+
+        store.down.store(true, Ordering::SeqCst);
+        let refused = api.revoke_user(as_admin(RevokeUserRequest { name: "wendy".into() })).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::Unavailable);
+        assert!(refused.message().contains("nothing happens unaudited"), "{}", refused.message());
+        assert!(hub.registry().refuses_user("wendy", 0).is_none(), "wendy was not revoked");
+        let refused = api.revoke_cluster(as_admin(RevokeClusterRequest { cluster: "eu-1".into() })).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::Unavailable);
+        assert!(hub.registry().revoked_at("eu-1").is_none(), "eu-1 was not revoked");
+        assert!(store.inner.audit(0, "", 10).unwrap().is_empty());
+
+        store.down.store(false, Ordering::SeqCst);
+        api.revoke_user(as_admin(RevokeUserRequest { name: "wendy".into() })).await.unwrap();
+        assert!(hub.registry().refuses_user("wendy", 0).is_some());
+        let records = store.inner.audit(0, "", 10).unwrap();
+        assert_eq!(records.len(), 1);
+        assert_eq!(
+            (records[0].user.as_str(), records[0].verb.as_str(), records[0].action.as_str()),
+            ("root", "users", "RevokeUser")
+        );
+        assert_eq!(records[0].source, "127.0.0.1:5000");
+    }
 }

@@ -3,15 +3,16 @@
 //! address); Renew needs the cluster's current one.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use convoy_shared::proto::registration_service_server::RegistrationService;
-use convoy_shared::proto::{CertificateResponse, RegisterRequest, RenewRequest};
+use convoy_shared::proto::{AuditRecord, CertificateResponse, RegisterRequest, RenewRequest};
 use tonic::{Code, Request, Response, Status};
 
 use crate::api::auth;
+use crate::state::hub::Hub;
 use crate::state::registry::Registry;
 
 /// Failed registrations (unknown, spent or expired tokens) one address may make per
@@ -24,15 +25,34 @@ const TRACKED_ADDRESSES: usize = 10_000;
 
 /// The RegistrationService implementation.
 pub struct RegistrationApi {
+    hub: Arc<Hub>,
     registry: Arc<Registry>,
     /// Per source address: when its window started and how many registrations failed in it.
     failures: Mutex<HashMap<IpAddr, (Instant, u32)>>,
 }
 
 impl RegistrationApi {
-    /// The service over the hub's `registry`.
-    pub fn new(registry: Arc<Registry>) -> Self {
-        RegistrationApi { registry, failures: Mutex::default() }
+    /// The service over the hub's registry, auditing each certificate it signs.
+    pub fn new(hub: Arc<Hub>) -> Self {
+        RegistrationApi { registry: hub.registry().clone(), hub, failures: Mutex::default() }
+    }
+
+    /// An audit record of a certificate signed for `cluster` (best-effort: the agent already
+    /// holds it).
+    async fn audit(&self, verb: &str, cluster: &str, peer: SocketAddr, response: &CertificateResponse) {
+        let record = AuditRecord {
+            at_unix_ms: convoy_shared::clock::unix_ms(),
+            user: format!("cluster {cluster}"),
+            verb: verb.into(),
+            target: format!("cluster '{cluster}'"),
+            result: format!("done: a certificate valid until unix {}", response.not_after_unix),
+            source: peer.to_string(),
+            action: if verb == "register" { "Register" } else { "Renew" }.into(),
+            ..Default::default()
+        };
+        if let Err(e) = self.hub.access().record(record).await {
+            tracing::error!(cluster, error = %e, "a signed certificate could not be audited");
+        }
     }
 
     /// Refuses `source` while it has used up its failed attempts.
@@ -74,7 +94,10 @@ impl RegistrationService for RegistrationApi {
         }
         let RegisterRequest { bootstrap_token, csr_pem } = req.into_inner();
         match self.registry.register(&bootstrap_token, &csr_pem, peer).await {
-            Ok(response) => Ok(Response::new(response)),
+            Ok(response) => {
+                self.audit("register", &response.cluster, peer, &response).await;
+                Ok(Response::new(response))
+            }
             Err(e) => {
                 tracing::warn!(%peer, error = %e, "registration refused");
                 let status = Status::from(e);
@@ -87,7 +110,9 @@ impl RegistrationService for RegistrationApi {
     }
 
     async fn renew(&self, req: Request<RenewRequest>) -> Result<Response<CertificateResponse>, Status> {
-        let (cluster, _) = auth::require_registered_cluster(&req, &self.registry)?;
-        Ok(Response::new(self.registry.renew(&cluster, &req.get_ref().csr_pem)?))
+        let (cluster, peer) = auth::require_registered_cluster(&req, &self.registry)?;
+        let response = self.registry.renew(&cluster, &req.get_ref().csr_pem)?;
+        self.audit("renew", &cluster, peer, &response).await;
+        Ok(Response::new(response))
     }
 }

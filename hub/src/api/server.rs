@@ -89,7 +89,7 @@ pub async fn serve(
             auth::fleet_interceptor,
         ))
         // No interceptor: Register is authorized by its token, Renew checks the certificate.
-        .add_service(RegistrationServiceServer::new(RegistrationApi::new(hub.registry().clone())))
+        .add_service(RegistrationServiceServer::new(RegistrationApi::new(hub.clone())))
         .serve_with_incoming_shutdown(incoming, shutdown.cancelled())
         .await;
     // Cancelled, not aborted: the accept loop and handshakes see `shutdown` and end, sessions
@@ -143,6 +143,7 @@ async fn accept_loop(
                 Ok(Ok(stream)) => {
                     let leaf = stream.get_ref().1.peer_certificates().and_then(|certs| certs.first());
                     let validity = leaf.and_then(|cert| convoy_shared::enrollment::validity_der(cert).ok());
+                    let groups = leaf.map(|cert| convoy_shared::identity::groups_from_certificate_der(cert)).unwrap_or_default();
                     let identity = leaf.map(|cert| Identity::from_certificate_der(cert));
                     let identity = match identity {
                         None => None,
@@ -153,7 +154,7 @@ async fn accept_loop(
                         }
                     };
                     tracing::debug!(peer = %addr, identity = ?identity, "TLS connection accepted");
-                    let conn = TlsConn { inner: stream, info: PeerInfo { addr, identity, validity } };
+                    let conn = TlsConn { inner: stream, info: PeerInfo { addr, identity, validity, groups } };
                     // Stopping (or a closed channel) drops the connection.
                     tokio::select! {
                         _ = token.cancelled() => {}

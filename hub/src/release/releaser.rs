@@ -500,6 +500,7 @@ mod tests {
             }],
             clusters: ["eu-1", "eu-2"].map(|name| (name.to_string(), mk_cluster(name))).into(),
             cluster_errors: Vec::new(),
+            access: Ok(Default::default()),
         })
     }
 

@@ -13,6 +13,7 @@ use convoy_shared::proto::{self, ClusterInfo, FleetEvent, HistoryEntry};
 use tokio::sync::{Notify, broadcast, mpsc, oneshot, watch};
 
 use crate::release::rollout::{Command, Rollout, RolloutError};
+use crate::state::access::AccessControl;
 use crate::state::assignments::AssignmentTable;
 use crate::state::connections::ConnectionTable;
 use crate::state::metrics::HubMetrics;
@@ -66,6 +67,8 @@ pub struct Hub {
     environment_requests: mpsc::Sender<EnvironmentRequest>,
     /// What each cluster's agent said its API server offers (for charts' `.Capabilities`).
     capabilities: std::sync::Mutex<HashMap<String, Capabilities>>,
+    /// Who may do what, and the audit log.
+    access: AccessControl,
 }
 
 /// A person's command on an environment for the sync loop to carry out, with where to send
@@ -109,6 +112,7 @@ impl Hub {
             events: broadcast::channel(EVENT_BACKLOG).0,
             writer,
             capabilities: Default::default(),
+            access: AccessControl::new(store.clone()),
         };
         for (cluster, report) in store.last_reports()? {
             // A cluster revoked after its last report (retired, or revoked) is not brought back.
@@ -123,6 +127,11 @@ impl Hub {
     /// A hub that keeps its state in memory only.
     pub fn in_memory(registry: RegistryConfig) -> (Arc<Hub>, Publisher) {
         Hub::new(Arc::new(MemoryStore::default()), registry).expect("the memory store cannot fail")
+    }
+
+    /// The access policy in force and the audit log.
+    pub fn access(&self) -> &AccessControl {
+        &self.access
     }
 
     /// The live agent links.

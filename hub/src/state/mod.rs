@@ -7,6 +7,7 @@
 //! clusters the hub knows (declared in Git, connected, or assigned); which newer agent stream
 //! replaces an older one; whether a token, certificate or cluster is accepted or revoked.
 
+pub mod access;
 pub mod assignments;
 pub mod connections;
 pub mod hub;

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use convoy_shared::clock::{unix_ms, unix_secs};
-use convoy_shared::identity::{Identity, valid_name};
+use convoy_shared::identity::{Identity, valid_name, valid_user_name};
 use convoy_shared::pki::{CertificateAuthority, LeafRequest};
 use convoy_shared::proto::CertificateResponse;
 use dashmap::DashMap;
@@ -44,6 +44,8 @@ const TOKEN_PREFIX: &str = "cvt_";
 pub enum RegistrationError {
     #[error("'{0}' is not a valid cluster name: use lowercase letters, digits and '-'")]
     InvalidName(String),
+    #[error("'{0}' is not a valid user or group name: use letters, digits and . _ @ + - (an email address is fine)")]
+    InvalidUserName(String),
     #[error("a token may live between one second and 30 days; asked for {0} s")]
     InvalidTtl(i64),
     #[error("the bootstrap token is not known to this hub; create one with `convoy token create --cluster NAME`")]
@@ -79,7 +81,9 @@ impl From<RegistrationError> for Status {
         use RegistrationError as E;
         let message = e.to_string();
         match e {
-            E::InvalidName(_) | E::InvalidTtl(_) | E::BadCsr(_) => Status::invalid_argument(message),
+            E::InvalidName(_) | E::InvalidUserName(_) | E::InvalidTtl(_) | E::BadCsr(_) => {
+                Status::invalid_argument(message)
+            }
             E::UnknownToken | E::TokenExpired { .. } => Status::unauthenticated(message),
             E::TokenUsed { .. } | E::TokenRevoked { .. } => Status::permission_denied(message),
             E::NoAuthority => Status::failed_precondition(message),
@@ -141,6 +145,11 @@ fn ceil_seconds(ms: i64) -> i64 {
 }
 
 /// The SHA-256 (hex) under which a token is stored.
+/// Where a user's revocation is kept beside the clusters' (cluster names hold no `/`).
+pub fn user_key(name: &str) -> String {
+    format!("user/{name}")
+}
+
 pub fn token_hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.trim().as_bytes()))
 }
@@ -217,12 +226,54 @@ impl Registry {
         if !valid_name(cluster) {
             return Err(RegistrationError::InvalidName(cluster.to_string()));
         }
-        let at = unix_ms();
-        let (store, name) = (self.store.clone(), cluster.to_string());
-        blocking(move || Ok(store.put_revocation(&name, at)?)).await?;
-        self.revoked.insert(cluster.to_string(), at);
+        let at = self.revoke_key(cluster).await?;
         tracing::warn!(cluster, revoked_unix_ms = at, "cluster revoked");
         Ok(at)
+    }
+
+    /// Revokes every certificate of user `name` issued so far; returns when (Unix
+    /// milliseconds). The caller closes their open streams.
+    pub async fn revoke_user(&self, name: &str) -> Result<i64> {
+        if !valid_user_name(name) {
+            return Err(RegistrationError::InvalidUserName(name.to_string()));
+        }
+        let at = self.revoke_key(&user_key(name)).await?;
+        tracing::warn!(user = name, revoked_unix_ms = at, "user revoked");
+        Ok(at)
+    }
+
+    /// Records a revocation of `key` (a cluster, or [`user_key`]) in the store, then here.
+    async fn revoke_key(&self, key: &str) -> Result<i64> {
+        let at = unix_ms();
+        let (store, name) = (self.store.clone(), key.to_string());
+        blocking(move || Ok(store.put_revocation(&name, at)?)).await?;
+        self.revoked.insert(key.to_string(), at);
+        Ok(at)
+    }
+
+    /// Whether a certificate of user `name` valid from `not_before` (Unix seconds) is refused:
+    /// returns the revocation time (Unix milliseconds) when it is.
+    pub fn refuses_user(&self, name: &str, not_before: i64) -> Option<i64> {
+        self.refuses(&user_key(name), not_before)
+    }
+
+    /// Signs `csr_pem` for user `name` with `groups` (role `member`: the access policy decides
+    /// what they may do), valid for `lifetime`.
+    pub fn issue_user(
+        &self,
+        name: &str,
+        groups: &[String],
+        lifetime: Duration,
+        csr_pem: &str,
+    ) -> Result<CertificateResponse> {
+        if let Some(bad) = std::iter::once(name).chain(groups.iter().map(String::as_str)).find(|n| !valid_user_name(n))
+        {
+            return Err(RegistrationError::InvalidUserName(bad.to_string()));
+        }
+        let identity = Identity::User { name: name.to_string(), role: convoy_shared::identity::Role::Member };
+        let response = self.sign_leaf(&*self.authority()?, identity, groups, &user_key(name), lifetime, csr_pem)?;
+        tracing::info!(user = name, ?groups, not_after_unix = response.not_after_unix, "user certificate issued");
+        Ok(response)
     }
 
     /// Takes a revocation another hub replica recorded (in the store they share).
@@ -279,18 +330,36 @@ impl Registry {
     }
 
     fn sign(&self, authority: &CertificateAuthority, cluster: &str, csr_pem: &str) -> Result<CertificateResponse> {
-        let lifetime = self.cert_lifetime;
+        let identity = Identity::Cluster(cluster.to_string());
+        self.sign_leaf(authority, identity, &[], cluster, self.cert_lifetime, csr_pem)
+    }
+
+    /// Signs `csr_pem` for `identity` (and `groups`) for `lifetime`, starting no earlier than
+    /// the last revocation of `revocation_key`, or it would be refused with the old ones.
+    fn sign_leaf(
+        &self,
+        authority: &CertificateAuthority,
+        identity: Identity,
+        groups: &[String],
+        revocation_key: &str,
+        lifetime: Duration,
+        csr_pem: &str,
+    ) -> Result<CertificateResponse> {
         let now = unix_secs();
-        // Never start before a revocation, or the new certificate would be refused with the old.
-        let revoked = self.revoked_at(cluster).map_or(i64::MIN, ceil_seconds);
+        let revoked = self.revoked_at(revocation_key).map_or(i64::MIN, ceil_seconds);
         let not_before = (now - convoy_shared::pki::CLOCK_SKEW.whole_seconds()).max(revoked).min(now);
         let not_after = now + lifetime.as_secs() as i64;
-        let mut request = LeafRequest::new(Identity::Cluster(cluster.to_string()), 1);
+        let name = match &identity {
+            Identity::Cluster(name) | Identity::User { name, .. } => name.clone(),
+            Identity::Hub => String::new(),
+        };
+        let mut request = LeafRequest::new(identity, 1);
+        request.groups = groups.to_vec();
         request.not_before = OffsetDateTime::from_unix_timestamp(not_before).expect("a valid time");
         request.not_after = OffsetDateTime::from_unix_timestamp(not_after).expect("a valid time");
         let cert_pem = authority.sign_csr(csr_pem, &request).map_err(RegistrationError::BadCsr)?;
         Ok(CertificateResponse {
-            cluster: cluster.to_string(),
+            cluster: name,
             cert_pem,
             ca_pem: authority.cert_pem().to_string(),
             not_after_unix: not_after,

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
 
-use convoy_shared::proto::{HistoryEntry, Report};
+use convoy_shared::proto::{AuditRecord, HistoryEntry, Report};
 
 use crate::store::{Redeemed, Registration, Result, Store, StoreEvent, TokenRecord, redeem};
 
@@ -20,6 +20,7 @@ pub struct MemoryStore {
     revocations: Mutex<BTreeMap<String, i64>>,
     rollouts: Mutex<BTreeMap<String, String>>,
     pins: Mutex<BTreeMap<String, String>>,
+    audit: Mutex<Vec<AuditRecord>>,
 }
 
 impl Store for MemoryStore {
@@ -102,6 +103,20 @@ impl Store for MemoryStore {
 
     fn pins(&self) -> Result<Vec<(String, String)>> {
         Ok(self.pins.lock().expect("pins lock").iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+    }
+
+    fn append_audit(&self, record: &AuditRecord) -> Result<()> {
+        self.audit.lock().expect("audit lock").push(record.clone());
+        Ok(())
+    }
+
+    fn audit(&self, since_ms: i64, user: &str, limit: usize) -> Result<Vec<AuditRecord>> {
+        let audit = self.audit.lock().expect("audit lock");
+        let mut out: Vec<AuditRecord> =
+            audit.iter().filter(|r| r.at_unix_ms >= since_ms && (user.is_empty() || r.user == user)).cloned().collect();
+        out.sort_by_key(|r| r.at_unix_ms);
+        out.truncate(limit);
+        Ok(out)
     }
 }
 

@@ -21,7 +21,7 @@ pub mod writer;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use convoy_shared::proto::{HistoryEntry, Report};
+use convoy_shared::proto::{AuditRecord, HistoryEntry, Report};
 
 /// Store errors.
 #[derive(Debug, thiserror::Error)]
@@ -149,6 +149,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn rollouts(&self) -> Result<Vec<(String, String)>>;
     /// Every pinned environment and its commit.
     fn pins(&self) -> Result<Vec<(String, String)>>;
+    /// Appends one audit record, durably: an error means it is not recorded, and the call it
+    /// audits must not go ahead.
+    fn append_audit(&self, record: &AuditRecord) -> Result<()>;
+    /// Audit records written at or after `since_ms`, of `user` unless empty, oldest first, at
+    /// most `limit`.
+    fn audit(&self, since_ms: i64, user: &str, limit: usize) -> Result<Vec<AuditRecord>>;
 }
 
 /// The contract every [`Store`] keeps; each store's tests run it.
@@ -189,6 +195,30 @@ pub(crate) mod tests {
         assert_eq!(history.iter().map(|h| h.event.as_str()).collect::<Vec<_>>(), ["applied", "assigned"]);
         assert_eq!(store.history("eu-1", 1).unwrap().len(), 1);
         assert_eq!(store.last_reports().unwrap()[0].1.revision, "r1");
+        exercise_audit(store);
+    }
+
+    fn exercise_audit(store: &dyn Store) {
+        let record = |at: i64, user: &str, verb: &str| AuditRecord {
+            at_unix_ms: at,
+            user: user.into(),
+            verb: verb.into(),
+            result: "allowed".into(),
+            ..Default::default()
+        };
+        for r in [
+            record(10, "ana", "rollout"),
+            record(20, "bob", "view"),
+            record(20, "ana", "rollback"),
+            record(30, "bob", "tokens"),
+        ] {
+            store.append_audit(&r).unwrap();
+        }
+        let verbs = |rs: Vec<AuditRecord>| rs.into_iter().map(|r| r.verb).collect::<Vec<_>>();
+        assert_eq!(verbs(store.audit(0, "", 100).unwrap()), ["rollout", "view", "rollback", "tokens"], "oldest first");
+        assert_eq!(verbs(store.audit(20, "", 100).unwrap()), ["view", "rollback", "tokens"]);
+        assert_eq!(verbs(store.audit(0, "ana", 100).unwrap()), ["rollout", "rollback"]);
+        assert_eq!(verbs(store.audit(0, "", 2).unwrap()).len(), 2);
     }
 
     fn token(expires_unix: i64) -> TokenRecord {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 
 use convoy_shared::model::Assignment;
-use convoy_shared::proto::{self, HistoryEntry, Report};
+use convoy_shared::proto::{self, AuditRecord, HistoryEntry, Report};
 use prost::Message;
 use tokio_postgres::{Client, NoTls};
 
@@ -34,9 +34,10 @@ const POOL: usize = 4;
 
 /// Schema versions, applied in order and recorded in `convoy_migrations`; never edit one that
 /// shipped, add the next.
-const MIGRATIONS: &[(i32, &str)] = &[(
-    1,
-    "CREATE TABLE convoy_reports (cluster text PRIMARY KEY, report bytea NOT NULL);
+const MIGRATIONS: &[(i32, &str)] = &[
+    (
+        1,
+        "CREATE TABLE convoy_reports (cluster text PRIMARY KEY, report bytea NOT NULL);
      CREATE TABLE convoy_history (seq bigserial PRIMARY KEY, cluster text NOT NULL, entry bytea NOT NULL);
      CREATE INDEX convoy_history_by_cluster ON convoy_history (cluster, seq DESC);
      CREATE TABLE convoy_tokens (hash text PRIMARY KEY, record text NOT NULL);
@@ -52,7 +53,14 @@ const MIGRATIONS: &[(i32, &str)] = &[(
                                     digest text NOT NULL REFERENCES convoy_assignments (digest),
                                     environment text NOT NULL, revision text NOT NULL,
                                     epoch bigint NOT NULL, published_at timestamptz NOT NULL DEFAULT now());",
-)];
+    ),
+    (
+        2,
+        "CREATE TABLE convoy_audit (seq bigserial PRIMARY KEY, at_unix_ms bigint NOT NULL, username text NOT NULL,
+                                record bytea NOT NULL);
+     CREATE INDEX convoy_audit_by_time ON convoy_audit (at_unix_ms, seq);",
+    ),
+];
 
 /// The leadership epoch this replica holds (0: none). Set by [`crate::store::leadership`] on taking
 /// the lead; every leader-only write carries it and is refused once the database's is newer.
@@ -503,6 +511,37 @@ impl Store for PgStore {
                 .await
                 .map_err(db)?;
             txn.commit().await.map_err(db)
+        })
+    }
+
+    fn append_audit(&self, record: &AuditRecord) -> Result<()> {
+        let (at, user, body) = (record.at_unix_ms, record.user.clone(), record.encode_to_vec());
+        self.run(move |pool| async move {
+            let client = pool.get().await?;
+            client
+                .execute(
+                    "INSERT INTO convoy_audit (at_unix_ms, username, record) VALUES ($1, $2, $3)",
+                    &[&at, &user, &body],
+                )
+                .await
+                .map_err(db)?;
+            Ok(())
+        })
+    }
+
+    fn audit(&self, since_ms: i64, user: &str, limit: usize) -> Result<Vec<AuditRecord>> {
+        let (user, limit) = (user.to_string(), i64::try_from(limit).unwrap_or(i64::MAX));
+        self.run(move |pool| async move {
+            let client = pool.get().await?;
+            let rows = client
+                .query(
+                    "SELECT record FROM convoy_audit WHERE at_unix_ms >= $1 AND ($2 = '' OR username = $2)
+                     ORDER BY at_unix_ms, seq LIMIT $3",
+                    &[&since_ms, &user, &limit],
+                )
+                .await
+                .map_err(db)?;
+            rows.iter().map(|row| AuditRecord::decode(row.get::<_, &[u8]>(0)).map_err(db)).collect()
         })
     }
 

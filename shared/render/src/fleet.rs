@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::access::{AccessSpec, Policy};
 use convoy_model::valid_name;
 use convoy_model::{IgnoreRule, SyncPolicy};
 use serde::Deserialize;
@@ -83,6 +84,12 @@ struct FleetSpec {
     /// environment's and each app's own rules).
     #[serde(default)]
     ignore_differences: Vec<IgnoreRule>,
+    /// Who may do what: roles (verbs on environments and apps) and who holds them. A policy
+    /// that does not load is refused whole (the hub keeps the last good one); the rest of the
+    /// fleet loads.
+    #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(with = "Option<crate::access::AccessSpec>"))]
+    access: Option<serde_json::Value>,
 }
 
 fn default_fleet_branch() -> String {
@@ -541,6 +548,8 @@ pub struct Fleet {
     pub environments: Vec<Environment>,
     pub clusters: BTreeMap<String, Cluster>,
     pub cluster_errors: Vec<FleetError>,
+    /// `spec.access`: built-in roles only when absent; an error when it does not load.
+    pub access: Result<Policy, FleetError>,
 }
 
 fn parse<S: for<'de> Deserialize<'de>>(file: &str, bytes: &[u8], kind: &str) -> Result<Document<S>, FleetError> {
@@ -596,11 +605,18 @@ impl Fleet {
         for env in &mut environments {
             env.ignore_differences.splice(0..0, spec.ignore_differences.iter().cloned());
         }
+        let access = match spec.access {
+            None => Ok(Policy::default()),
+            Some(value) => serde_json::from_value::<AccessSpec>(value)
+                .map_err(|e| error(file, format!("spec.access: {e}")))
+                .and_then(|spec| Policy::new(spec).map_err(|e| error(file, e.to_string()))),
+        };
         let mut fleet = Fleet {
             fleet_branch: spec.fleet_branch,
             environments,
             clusters: BTreeMap::new(),
             cluster_errors: Vec::new(),
+            access,
         };
         for name in dir(snapshot, "clusters").unwrap_or_default() {
             let Some(stem) = name.strip_suffix(".yaml").or_else(|| name.strip_suffix(".yml")) else { continue };

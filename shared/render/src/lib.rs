@@ -6,6 +6,7 @@
 //! Git trees; [`FsSource`] is the filesystem implementation.
 #![forbid(unsafe_code)]
 
+pub mod access;
 mod accumulate;
 pub mod app;
 mod config;

@@ -45,7 +45,8 @@ pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; 
 pub struct Me {
     pub user: String,
     pub role: &'static str,
-    /// May pause, resume, approve, abort, roll back and release.
+    /// May try to pause, resume, approve, abort, roll back and release (the hub's access
+    /// policy has the last word).
     pub can_act: bool,
     /// Why not, when it may not.
     pub why_not: String,
@@ -70,7 +71,9 @@ impl Ui {
             Identity::User { name, role } => (name.clone(), *role),
             other => (other.to_string(), Role::Viewer),
         };
-        let can_act = role == Role::Admin;
+        // A member may act where the hub's access policy says; the hub's answer tells them
+        // when not. Viewer certificates never may.
+        let can_act = role != Role::Viewer;
         let why_not = if can_act {
             String::new()
         } else {

@@ -12,7 +12,7 @@ use convoy_e2e::harness::{
     spawn_agent,
 };
 use convoy_shared::identity::{Identity, Role};
-use convoy_shared::proto::RevokeClusterRequest;
+use convoy_shared::proto::{AuditRequest, RevokeClusterRequest};
 use kubesim::SimFleet;
 
 fn new_greeting(repo: &FleetRepo, greeting: &str) -> String {
@@ -142,4 +142,17 @@ async fn a_cluster_revoked_through_one_replica_is_cut_off_by_the_other() {
     assert!(refused.contains("convoy token create"), "{refused}");
     assert_eq!(other.log_lines("revoked on another replica").len(), 1);
     agent.stop().await;
+
+    // Its audit record is in the store the replicas share: the other replica reads it once the
+    // one that wrote it is gone.
+    one.kill();
+    let mut admin = ca.cli(&other.address, Role::Admin).await;
+    let mut stream = admin.audit(AuditRequest::default()).await.unwrap().into_inner();
+    let mut records = Vec::new();
+    while let Some(record) = stream.message().await.unwrap() {
+        records.push(record);
+    }
+    let revocation = records.iter().find(|r| r.action == "RevokeCluster").expect("the revocation's audit record");
+    assert_eq!((revocation.user.as_str(), revocation.result.as_str()), ("test-admin", "allowed"));
+    assert!(revocation.target.contains("dev-1"), "{revocation:?}");
 }

@@ -20,7 +20,6 @@ use convoy_e2e::browser::{Browser, dashboard};
 use convoy_e2e::fleet_repo::generated_fleet;
 use convoy_e2e::harness::{InProcessHub, TestCa, eventually, workspace_binary};
 use convoy_shared::identity::{Identity, Role};
-use serde_json::Value;
 
 const CLUSTERS: usize = 10_000;
 const EVENTS: usize = 100;
@@ -103,7 +102,10 @@ async fn main() -> anyhow::Result<()> {
             .execute("return document.querySelectorAll('#cluster-table tbody tr').length", vec![])
             .await?;
         anyhow::ensure!(rows.as_u64().unwrap_or(0) <= 500, "the page drew {rows} rows: it must page");
-        bytes = browser.client.execute(BYTES, vec![]).await?.as_array().cloned().unwrap_or_default();
+        if bytes.is_empty() {
+            // The first, cold load: later ones revalidate the assets (304s, headers only).
+            bytes = browser.client.execute(BYTES, vec![]).await?.as_array().cloned().unwrap_or_default();
+        }
         let took = browser.client.execute_async(FILTER, vec![]).await?;
         filter.push(Duration::from_secs_f64(took.as_f64().unwrap_or_default() / 1000.0));
     }
@@ -149,9 +151,8 @@ async fn main() -> anyhow::Result<()> {
     let (first_median, first_p99) = median_p99(&mut first);
     let (filter_median, _) = median_p99(&mut filter);
     let (event_median, event_p99) = median_p99(&mut latencies);
-    let load: Vec<Value> =
-        std::fs::read_to_string("/proc/loadavg").map(|l| vec![Value::from(l.trim())]).unwrap_or_default();
-    println!("bench_ui: convoy ui in headless Chromium, {CLUSTERS} clusters (load {load:?})");
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!("bench_ui: convoy ui in headless Chromium, {CLUSTERS} clusters (load average {})", load.trim());
     println!(
         "  fleet page, first complete render: median {:.0} ms (max of 5 {:.0} ms); peer `convoy clusters -o json`: {:.0} ms ({:.2}x)",
         ms(first_median),
@@ -161,7 +162,7 @@ async fn main() -> anyhow::Result<()> {
     );
     println!("  filter by environment → table redrawn: median {:.0} ms", ms(filter_median));
     println!(
-        "  first load over the wire: {transfer:.1} KiB transferred ({encoded:.1} KiB bodies compressed, {decoded:.1} KiB uncompressed), {} requests; goal < 300 KiB: {}",
+        "  first (cold) load over the wire: {transfer:.1} KiB transferred ({encoded:.1} KiB bodies compressed, {decoded:.1} KiB uncompressed), {} requests; goal < 300 KiB: {}",
         bytes.len(),
         if transfer < 300.0 { "met" } else { "missed" }
     );

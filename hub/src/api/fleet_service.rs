@@ -24,7 +24,7 @@ use crate::state::access::PolicyState;
 use crate::state::hub::Hub;
 use crate::state::hub::RolloutActionError;
 use crate::state::view::FleetView;
-use convoy_render::access::{Caller, Target, Verb};
+use convoy_render::access::{Grants, Target, Verb};
 use convoy_render::fleet::Environment;
 
 /// Lifetime of a user certificate `convoy users issue` asks for without `--hours`.
@@ -140,13 +140,13 @@ impl FleetApi {
     }
 }
 
-/// Whether `caller` may see cluster `info` (one in no environment: only whoever sees the
+/// Whether the holder of `grants` may see cluster `info` (one in no environment: only whoever sees the
 /// whole fleet).
-fn sees(policy: &PolicyState, caller: &Caller, info: &ClusterInfo) -> bool {
+fn sees(grants: &Grants, info: &ClusterInfo) -> bool {
     if info.environment.is_empty() {
-        policy.policy.check(caller, Verb::View, Target::FLEET).is_ok()
+        grants.allows(Verb::View, Target::FLEET)
     } else {
-        policy.policy.may_view(caller, &info.environment, None)
+        grants.may_view(&info.environment, None)
     }
 }
 
@@ -171,7 +171,8 @@ type EventStream = Pin<Box<dyn Stream<Item = Result<FleetEvent, Status>> + Send>
 impl FleetService for FleetApi {
     async fn list_clusters(&self, req: Request<ListClustersRequest>) -> Result<Response<ListClustersResponse>, Status> {
         let (call, policy) = self.viewer(&req)?;
-        let clusters = self.clusters().into_iter().filter(|c| sees(&policy, &call.caller, c)).collect();
+        let grants = policy.policy.grants(&call.caller);
+        let clusters = self.clusters().into_iter().filter(|c| sees(&grants, c)).collect();
         Ok(Response::new(ListClustersResponse { clusters }))
     }
 
@@ -190,11 +191,12 @@ impl FleetService for FleetApi {
             self.view_cluster(&req, &req.get_ref().cluster).await?;
         }
         let (call, policy) = self.viewer(&req)?;
+        let grants = policy.policy.grants(&call.caller);
         let view = self.hub.view();
         let clusters = self
             .selected(&req.get_ref().cluster)?
             .into_iter()
-            .filter(|info| sees(&policy, &call.caller, info))
+            .filter(|info| sees(&grants, info))
             .map(|info| {
                 let report = self.hub.connections().last_report(&info.name).unwrap_or_default();
                 let health: HashMap<&str, &AppStatus> = report.apps.iter().map(|a| (a.name.as_str(), a)).collect();
@@ -203,7 +205,7 @@ impl FleetService for FleetApi {
                     .iter()
                     .flat_map(|a| a.apps.iter())
                     .filter(|app| {
-                        info.environment.is_empty() || policy.policy.may_view(&call.caller, &info.environment, Some(&app.name))
+                        info.environment.is_empty() || grants.may_view(&info.environment, Some(&app.name))
                     })
                     .map(|app| {
                         let reported = health.get(app.name.as_str());
@@ -249,14 +251,15 @@ impl FleetService for FleetApi {
             self.view_cluster(&req, &req.get_ref().cluster).await?;
         }
         let (call, policy) = self.viewer(&req)?;
+        let grants = policy.policy.grants(&call.caller);
         let clusters = self
             .selected(&req.get_ref().cluster)?
             .into_iter()
-            .filter(|info| sees(&policy, &call.caller, info))
+            .filter(|info| sees(&grants, info))
             .map(|info| {
                 let mut drifts = self.hub.connections().last_report(&info.name).map(|r| r.drifts).unwrap_or_default();
                 if !info.environment.is_empty() {
-                    drifts.retain(|d| policy.policy.may_view(&call.caller, &info.environment, Some(&d.app)));
+                    drifts.retain(|d| grants.may_view(&info.environment, Some(&d.app)));
                 }
                 ClusterDrift { drifts, cluster: info.name }
             })
@@ -282,6 +285,7 @@ impl FleetService for FleetApi {
 
     async fn envs(&self, req: Request<EnvsRequest>) -> Result<Response<EnvsResponse>, Status> {
         let (call, policy) = self.viewer(&req)?;
+        let grants = policy.policy.grants(&call.caller);
         let view = self.hub.view();
         let Some(fleet) = &view.fleet else {
             return Err(no_fleet(&view.errors));
@@ -290,7 +294,7 @@ impl FleetService for FleetApi {
         let environments = fleet
             .environments
             .iter()
-            .filter(|env| policy.policy.may_view(&call.caller, &env.name, None))
+            .filter(|env| grants.may_view(&env.name, None))
             .map(|env| {
                 // A cluster Git no longer declares counts in no environment, and holds none back.
                 let members: Vec<&ClusterInfo> =
@@ -448,6 +452,7 @@ impl FleetService for FleetApi {
         req: Request<RolloutStatusRequest>,
     ) -> Result<Response<RolloutStatusResponse>, Status> {
         let (call, policy) = self.viewer(&req)?;
+        let grants = policy.policy.grants(&call.caller);
         let mut wanted = req.into_inner().environment;
         if !wanted.is_empty() {
             wanted = self.environment(&wanted)?;
@@ -460,7 +465,7 @@ impl FleetService for FleetApi {
             .rollouts
             .values()
             .filter(|r| wanted.is_empty() || r.environment == wanted)
-            .filter(|r| policy.policy.may_view(&call.caller, &r.environment, r.app.as_deref()))
+            .filter(|r| grants.may_view(&r.environment, r.app.as_deref()))
             .map(|r| self.rollout_info(r))
             .collect();
         Ok(Response::new(RolloutStatusResponse { rollouts }))
@@ -542,6 +547,7 @@ impl FleetService for FleetApi {
 
     async fn app(&self, req: Request<AppRequest>) -> Result<Response<AppResponse>, Status> {
         let (call, policy) = self.viewer(&req)?;
+        let grants = policy.policy.grants(&call.caller);
         let AppRequest { name, cluster } = req.into_inner();
         if name.is_empty() {
             return Err(Status::invalid_argument("App needs an app name"));
@@ -550,7 +556,7 @@ impl FleetService for FleetApi {
         for info in self.clusters() {
             let Some(assignment) = self.hub.assignment(&info.name) else { continue };
             let Some(at) = assignment.apps.iter().position(|a| a.name == name) else { continue };
-            if !policy.policy.may_view(&call.caller, &assignment.environment, Some(&name)) {
+            if !grants.may_view(&assignment.environment, Some(&name)) {
                 continue;
             }
             let report = self.hub.connections().last_report(&info.name);
@@ -602,13 +608,13 @@ impl FleetService for FleetApi {
         let events = BroadcastStream::new(self.hub.subscribe_events()).filter_map(move |event| match event {
             Ok(event) => {
                 let policy = hub.access().policy();
+                let grants = policy.policy.grants(&caller);
                 let visible = match hub.cluster_info(&event.cluster) {
-                    Some(info) => sees(&policy, &caller, &info),
+                    Some(info) => sees(&grants, &info),
                     // Fleet-wide events (a sync, a rollout): for whoever may view anything.
                     None => {
                         let envs = hub.view().fleet.as_ref().map(|f| f.environments.clone()).unwrap_or_default();
-                        policy.policy.check(&caller, Verb::View, Target::FLEET).is_ok()
-                            || envs.iter().any(|e| policy.policy.may_view(&caller, &e.name, None))
+                        grants.allows(Verb::View, Target::FLEET) || envs.iter().any(|e| grants.may_view(&e.name, None))
                     }
                 };
                 visible.then_some(Ok(event))

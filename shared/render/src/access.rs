@@ -192,10 +192,19 @@ pub struct Denial {
 }
 
 /// A loaded, checked policy.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
+    /// Every role by name, the built-in ones too.
     roles: BTreeMap<String, Vec<Rule>>,
     bindings: Vec<Binding>,
+}
+
+impl Default for Policy {
+    /// The built-in roles only.
+    fn default() -> Policy {
+        let roles = [ADMIN, VIEWER].map(|name| (name.to_string(), builtin_rules(name).unwrap_or_default())).into();
+        Policy { roles, bindings: Vec::new() }
+    }
 }
 
 fn builtin_rules(name: &str) -> Option<Vec<Rule>> {
@@ -231,7 +240,7 @@ impl Rule {
 impl Policy {
     /// Checks `spec` and builds the policy.
     pub fn new(spec: AccessSpec) -> Result<Policy, PolicyError> {
-        let mut roles: BTreeMap<String, Vec<Rule>> = BTreeMap::new();
+        let mut roles = Policy::default().roles;
         for role in spec.roles {
             if builtin_rules(&role.name).is_some() {
                 return Err(PolicyError(format!("role '{}' is built in and cannot be redefined", role.name)));
@@ -248,8 +257,8 @@ impl Policy {
             }
         }
         for binding in &spec.bindings {
-            if !roles.contains_key(&binding.role) && builtin_rules(&binding.role).is_none() {
-                let known: Vec<&str> = [ADMIN, VIEWER].into_iter().chain(roles.keys().map(String::as_str)).collect();
+            if !roles.contains_key(&binding.role) {
+                let known: Vec<&str> = roles.keys().map(String::as_str).collect();
                 return Err(PolicyError(format!(
                     "a binding names role '{}', which is not defined (roles: {})",
                     binding.role,
@@ -266,8 +275,8 @@ impl Policy {
         Ok(Policy { roles, bindings: spec.bindings })
     }
 
-    fn rules_of(&self, role: &str) -> Vec<Rule> {
-        builtin_rules(role).or_else(|| self.roles.get(role).cloned()).unwrap_or_default()
+    fn rules_of(&self, role: &str) -> &[Rule] {
+        self.roles.get(role).map_or(&[], Vec::as_slice)
     }
 
     /// The roles `caller` holds, by name.
@@ -298,7 +307,7 @@ impl Policy {
         }
         let groups = if caller.groups.is_empty() { "no groups".into() } else { caller.groups.join(", ") };
         let mut would: Vec<String> = Vec::new();
-        for (name, rules) in &self.roles {
+        for (name, rules) in self.roles.iter().filter(|(name, _)| builtin_rules(name).is_none()) {
             if rules.iter().any(|rule| rule.covers(verb, target, strict)) {
                 let holders: Vec<String> = self
                     .bindings
@@ -328,13 +337,19 @@ impl Policy {
 
     /// Whether `caller` may view `app` in `environment` (`None`: anything in it).
     pub fn may_view(&self, caller: &Caller, environment: &str, app: Option<&str>) -> bool {
-        self.check(caller, Verb::View, Target { environment: Some(environment), app }).is_ok()
+        self.grants(caller).may_view(environment, app)
+    }
+
+    /// The rules `caller` holds, found once, for answers filtered item by item.
+    pub fn grants(&self, caller: &Caller) -> Grants<'_> {
+        Grants { rules: self.roles_of(caller).iter().flat_map(|r| self.rules_of(r)).collect() }
     }
 
     /// For `convoy whoami`: per verb, what the caller may do it on, as lines like
     /// `rollout: apps web in environments dev, stage`.
     pub fn summary(&self, caller: &Caller) -> Vec<String> {
-        let rules: Vec<Rule> = self.roles_of(caller).iter().flat_map(|r| self.rules_of(r)).collect();
+        let held = self.roles_of(caller);
+        let rules: Vec<&Rule> = held.iter().flat_map(|r| self.rules_of(r)).collect();
         let mut lines = Vec::new();
         for verb in Verb::ALL {
             let scopes: BTreeSet<String> = rules
@@ -356,6 +371,24 @@ impl Policy {
             }
         }
         lines
+    }
+}
+
+/// The rules one caller holds ([`Policy::grants`]).
+#[derive(Debug, Clone)]
+pub struct Grants<'a> {
+    rules: Vec<&'a Rule>,
+}
+
+impl Grants<'_> {
+    /// Whether they may `verb` on `target` (as [`Policy::check`], without saying why not).
+    pub fn allows(&self, verb: Verb, target: Target) -> bool {
+        self.rules.iter().any(|rule| rule.covers(verb, target, false))
+    }
+
+    /// Whether they may view `app` in `environment` (`None`: anything in it).
+    pub fn may_view(&self, environment: &str, app: Option<&str>) -> bool {
+        self.allows(Verb::View, Target { environment: Some(environment), app })
     }
 }
 
@@ -426,21 +459,17 @@ mod tests {
 
     #[test]
     fn an_environment_wide_rule_covers_every_app_and_the_environment_itself() {
-        let p = policy();
-        let op = user("otto", &[]);
-        let op = Caller { user: op.user, groups: vec![], builtin: None };
-        let p2 = Policy::new(AccessSpec {
-            bindings: vec![Binding { role: "env-operator".into(), users: vec!["otto".into()], groups: vec![] }],
-            ..AccessSpec {
-                roles: p.roles.iter().map(|(n, r)| Role { name: n.clone(), rules: r.clone() }).collect(),
-                ..Default::default()
-            }
-        })
+        let spec: AccessSpec = serde_json::from_value(serde_json::json!({
+            "roles": [{"name": "env-operator", "rules": [{"environments": ["dev"], "verbs": ["rollout", "rollback"]}]}],
+            "bindings": [{"role": "env-operator", "users": ["otto"]}]
+        }))
         .unwrap();
-        assert!(p2.check(&op, Verb::Rollback, Target::environment("dev")).is_ok());
-        assert!(p2.check(&op, Verb::Rollout, Target::app("dev", "anything")).is_ok());
-        assert!(p2.check(&op, Verb::Rollout, Target::environment("stage")).is_err());
-        assert!(p2.check(&op, Verb::Tokens, Target::FLEET).is_err(), "a fleet-wide verb needs every environment");
+        let p = Policy::new(spec).unwrap();
+        let otto = user("otto", &[]);
+        assert!(p.check(&otto, Verb::Rollback, Target::environment("dev")).is_ok());
+        assert!(p.check(&otto, Verb::Rollout, Target::app("dev", "anything")).is_ok());
+        assert!(p.check(&otto, Verb::Rollout, Target::environment("stage")).is_err());
+        assert!(p.check(&otto, Verb::Tokens, Target::FLEET).is_err(), "a fleet-wide verb needs every environment");
     }
 
     #[test]

@@ -3,16 +3,18 @@
 //! commit hands the lead to the other, the agent (given both addresses) moves over and gets the
 //! commit, and nothing the replicas had acknowledged is lost. A leader paused (SIGSTOP) until the
 //! other took over wakes up unable to publish: the fence refuses it, and it stops. A cluster
-//! revoked through one replica is cut off by the other at once.
+//! revoked through one replica is cut off by the other at once, and its audit record outlives the
+//! replica that wrote it. The access policy the leader reads from Git holds on every replica,
+//! one started later too.
 
 use convoy_agent::link::LinkState;
-use convoy_e2e::fleet_repo::{FleetRepo, configmap_yaml, create_standard_namespaces, standard_fleet};
+use convoy_e2e::fleet_repo::{FleetRepo, configmap_yaml, create_standard_namespaces, fleet_yaml, standard_fleet};
 use convoy_e2e::harness::{
     HubProcess, RunningAgent, TestCa, TestPostgres, cluster_info, eventually, history_events, refused_as_revoked,
     spawn_agent,
 };
 use convoy_shared::identity::{Identity, Role};
-use convoy_shared::proto::{AuditRequest, RevokeClusterRequest};
+use convoy_shared::proto::{AuditRequest, RevokeClusterRequest, WhoAmIRequest};
 use kubesim::SimFleet;
 
 fn new_greeting(repo: &FleetRepo, greeting: &str) -> String {
@@ -155,4 +157,43 @@ async fn a_cluster_revoked_through_one_replica_is_cut_off_by_the_other() {
     let revocation = records.iter().find(|r| r.action == "RevokeCluster").expect("the revocation's audit record");
     assert_eq!((revocation.user.as_str(), revocation.result.as_str()), ("test-admin", "allowed"));
     assert!(revocation.target.contains("dev-1"), "{revocation:?}");
+}
+
+/// What `cert`'s user is told by the hub at `address`, once it answers by the policy of `head`.
+async fn policy_on(
+    ca: &TestCa,
+    address: &str,
+    cert: &convoy_shared::pki::IssuedCert,
+    head: &str,
+) -> Option<convoy_shared::proto::WhoAmIResponse> {
+    let mut client = ca.fleet_client(address, cert).await.ok()?;
+    let me = client.who_am_i(WhoAmIRequest {}).await.ok()?.into_inner();
+    (me.policy_commit == head && me.roles == ["web-deployer"]).then_some(me)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_policy_the_leader_reads_holds_on_every_replica() {
+    let postgres = TestPostgres::start();
+    let database = postgres.database();
+    let dir = tempfile::tempdir().unwrap();
+    let repo = standard_fleet(dir.path());
+    repo.checkout("main");
+    let access = "  access:\n    roles:\n    - name: web-deployer\n      rules:\n      - {environments: [dev], apps: [web], verbs: [view, rollout]}\n    bindings:\n    - {role: web-deployer, groups: [web-team]}\n";
+    repo.write("convoy.yaml", &(fleet_yaml(&[("dev", "dev"), ("stage", "stage"), ("prod", "main")]) + access));
+    let head = repo.commit("access: the web team");
+    let ca = TestCa::new();
+    let leader = HubProcess::start_replica(&ca.certs.0, "127.0.0.1:0", &repo.url(), &database);
+    leader.process.wait_for_line("leading");
+    let follower = HubProcess::start_replica(&ca.certs.0, "127.0.0.1:0", &repo.url(), &database);
+    let mut request =
+        convoy_shared::pki::LeafRequest::new(Identity::User { name: "wendy".into(), role: Role::Member }, 1);
+    request.groups = vec!["web-team".into()];
+    let wendy = ca.ca.issue(&request).unwrap();
+    // The follower runs no Git sync: it answers by the policy the leader put in force.
+    eventually("the follower to answer by the leader's policy", || policy_on(&ca, &follower.address, &wendy, &head))
+        .await;
+    // A replica started later begins with it, from the store.
+    let late = HubProcess::start_replica(&ca.certs.0, "127.0.0.1:0", &repo.url(), &database);
+    let me = eventually("the late replica to answer by it", || policy_on(&ca, &late.address, &wendy, &head)).await;
+    assert_eq!(me.may, ["view: apps web in environments dev", "rollout: apps web in environments dev"]);
 }

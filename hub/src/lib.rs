@@ -161,6 +161,9 @@ mod tests {
         fn append_audit(&self, record: &convoy_shared::proto::AuditRecord) -> store::Result<()> {
             self.0.append_audit(record)
         }
+        fn access_policy(&self) -> store::Result<Option<(String, String)>> {
+            self.0.access_policy()
+        }
         fn audit(
             &self,
             since_ms: i64,

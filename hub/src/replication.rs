@@ -16,9 +16,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::source::SourceConfig;
 use crate::state::hub::{Hub, Publisher};
+use crate::store::Store as _;
 use crate::store::StoreError;
 use crate::store::leadership::Leadership;
-use crate::store::postgres::{PUBLISHED_CHANNEL, PgStore, REPORTS_CHANNEL, REVOCATIONS_CHANNEL};
+use crate::store::postgres::{ACCESS_CHANNEL, PUBLISHED_CHANNEL, PgStore, REPORTS_CHANNEL, REVOCATIONS_CHANNEL};
 
 /// Pause before listening again after the notification session failed.
 const RELISTEN: Duration = Duration::from_secs(1);
@@ -164,10 +165,31 @@ async fn listen_once(
             }
         }
     });
-    let channels = format!("LISTEN {PUBLISHED_CHANNEL}; LISTEN {REPORTS_CHANNEL}; LISTEN {REVOCATIONS_CHANNEL}");
+    let channels = format!(
+        "LISTEN {PUBLISHED_CHANNEL}; LISTEN {REPORTS_CHANNEL}; LISTEN {REVOCATIONS_CHANNEL}; LISTEN {ACCESS_CHANNEL}"
+    );
     client.batch_execute(&channels).await.map_err(database)?;
-    // Whatever was announced while no one listened is read whole.
+    // Whatever was announced while no one listened is read whole: the publications, the
+    // reports other replicas stored (an agent's report stored between this replica's start and
+    // its LISTEN would otherwise never reach its status table) and the access policy.
     let _ = notices.send(None).await;
+    let reader = store.clone();
+    match tokio::task::spawn_blocking(move || Ok::<_, StoreError>((reader.last_reports()?, reader.access_policy()?)))
+        .await
+    {
+        Ok(Ok((reports, access))) => {
+            for (cluster, report) in reports {
+                hub.relay_report(&cluster, report);
+            }
+            if let Some((commit, spec)) = access {
+                hub.access().restore(&commit, &spec);
+            }
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "cannot read what the other replicas stored while this one was not listening")
+        }
+        Err(e) => tracing::error!(error = %e, "reading the other replicas' reports panicked"),
+    }
     loop {
         let notification = tokio::select! {
             _ = stop.cancelled() => return Ok(()),
@@ -184,6 +206,15 @@ async fn listen_once(
             let cluster = payload.split(' ').next().unwrap_or_default().to_string();
             // A replica that leads has stopped reading these: nothing to follow.
             let _ = notices.send(Some(cluster)).await;
+        } else if notification.channel() == ACCESS_CHANNEL {
+            // The leader put a new access policy in force: this replica answers by it too.
+            let reader = store.clone();
+            match tokio::task::spawn_blocking(move || reader.access_policy()).await {
+                Ok(Ok(Some((commit, spec)))) => hub.access().restore(&commit, &spec),
+                Ok(Ok(None)) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "cannot read the access policy the leader put in force"),
+                Err(e) => tracing::error!(error = %e, "reading the access policy panicked"),
+            }
         } else if notification.channel() == REVOCATIONS_CHANNEL {
             if let Some((cluster, at)) = payload.split_once(' ')
                 && let Ok(at) = at.parse()

@@ -227,9 +227,12 @@ impl SyncWorker {
         let (fleet, envs, mut cluster_errors) = (reading.fleet, reading.envs, reading.cluster_errors);
         let fleet_commit = branches.get(&fleet.fleet_branch).map(ToString::to_string).unwrap_or_default();
         if let Some(change) = publisher.hub().access().update(&fleet.access, &fleet_commit) {
+            if let Some(spec) = change.keep {
+                publisher.record_access(&fleet_commit, spec);
+            }
             let hub = publisher.hub().clone();
             tokio::spawn(async move {
-                if let Err(e) = hub.access().record(change).await {
+                if let Err(e) = hub.access().record(change.record).await {
                     tracing::error!(error = %e, "the access policy's change could not be audited");
                 }
             });

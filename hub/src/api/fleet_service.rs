@@ -909,6 +909,9 @@ mod tests {
         fn pins(&self) -> crate::store::Result<Vec<(String, String)>> {
             self.inner.pins()
         }
+        fn access_policy(&self) -> crate::store::Result<Option<(String, String)>> {
+            self.inner.access_policy()
+        }
         fn append_audit(&self, record: &AuditRecord) -> crate::store::Result<()> {
             if self.down.load(Ordering::SeqCst) {
                 return Err(StoreError::Db("connection refused".into()));

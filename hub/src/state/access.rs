@@ -4,7 +4,8 @@
 //! - The policy comes from `spec.access` of convoy.yaml on the fleet branch. One that does not
 //!   load leaves the last good one in force; its error is shown (`convoy envs`, `convoy whoami`,
 //!   the hub's log) until a good one comes. A change of policy is an audit record naming its
-//!   commit.
+//!   commit. The policy in force is kept in the store: a restarted hub starts from it, and
+//!   replicas that follow (they read no Git) put in force what the leader keeps.
 //! - Every mutating call, denial, certificate issued, token created and revocation is an audit
 //!   record in the store, written before the call acts: when it cannot be written the call is
 //!   refused, so nothing happens unaudited. Allowed reads are not recorded.
@@ -14,7 +15,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
-use convoy_render::access::Policy;
+use convoy_render::access::{AccessSpec, Policy};
 use convoy_render::fleet::FleetError;
 use convoy_shared::clock::unix_ms;
 use convoy_shared::proto::AuditRecord;
@@ -34,6 +35,15 @@ pub struct PolicyState {
     pub commit: String,
     /// Why the policy of a later commit was refused (it kept this one).
     pub error: Option<String>,
+}
+
+/// A change of the policy in force ([`AccessControl::update`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolicyChange {
+    /// The audit record of the change (or of the refusal).
+    pub record: AuditRecord,
+    /// The new policy's spec (JSON), to keep in the store; `None` when one was refused.
+    pub keep: Option<String>,
 }
 
 /// The policy and the audit log of one hub.
@@ -88,9 +98,28 @@ impl AccessControl {
         self.state.read().expect("policy lock").clone()
     }
 
+    /// Puts in force a policy kept in the store (at start, or what the leading replica put in
+    /// force), without an audit record: it was recorded when it first came.
+    pub fn restore(&self, commit: &str, spec: &str) {
+        let policy = serde_json::from_str::<AccessSpec>(spec)
+            .map_err(|e| e.to_string())
+            .and_then(|spec| Policy::new(spec).map_err(|e| e.to_string()));
+        match policy {
+            Ok(policy) => {
+                tracing::info!(commit, "access policy restored from the store");
+                *self.state.write().expect("policy lock") =
+                    Arc::new(PolicyState { policy, commit: commit.to_string(), error: None });
+            }
+            Err(e) => {
+                tracing::error!(commit, error = %e, "the access policy in the store does not load; keeping the one in force")
+            }
+        }
+    }
+
     /// Takes the policy the fleet branch's `commit` declares (or why it does not load).
-    /// Returns the audit record of a change, for the caller to write.
-    pub fn update(&self, loaded: &Result<Policy, FleetError>, commit: &str) -> Option<AuditRecord> {
+    /// Returns what changed: the audit record to write and, when a new policy is in force, its
+    /// spec (JSON) to keep in the store.
+    pub fn update(&self, loaded: &Result<Policy, FleetError>, commit: &str) -> Option<PolicyChange> {
         let current = self.policy();
         let (next, change) = match loaded {
             Ok(policy) if *policy == current.policy && current.error.is_none() => {
@@ -111,15 +140,19 @@ impl AccessControl {
                 (next, Some((format!("failed: {e}"), format!("kept the policy of {}", short(&current.commit)))))
             }
         };
+        let keep = next.error.is_none().then(|| serde_json::to_string(&next.policy.spec()).expect("a spec serializes"));
         *self.state.write().expect("policy lock") = Arc::new(next);
-        change.map(|(result, action)| AuditRecord {
-            at_unix_ms: unix_ms(),
-            user: "convoy-hub".into(),
-            verb: "policy".into(),
-            target: format!("convoy.yaml at {commit}"),
-            result,
-            action,
-            ..Default::default()
+        change.map(|(result, action)| PolicyChange {
+            record: AuditRecord {
+                at_unix_ms: unix_ms(),
+                user: "convoy-hub".into(),
+                verb: "policy".into(),
+                target: format!("convoy.yaml at {commit}"),
+                result,
+                action,
+                ..Default::default()
+            },
+            keep,
         })
     }
 
@@ -195,13 +228,18 @@ mod tests {
     async fn a_broken_policy_keeps_the_last_good_one_and_each_change_is_recorded_once() {
         let access = AccessControl::new(Arc::new(MemoryStore::default()));
         let first = access.update(&Ok(policy("viewer")), "c1").expect("a new policy is a change");
-        assert_eq!((first.verb.as_str(), first.result.as_str()), ("policy", "done"));
+        assert_eq!((first.record.verb.as_str(), first.record.result.as_str()), ("policy", "done"));
+        let kept = first.keep.expect("a policy in force is kept");
+        let restarted = AccessControl::new(Arc::new(MemoryStore::default()));
+        restarted.restore("c1", &kept);
+        assert_eq!(restarted.policy().policy, policy("viewer"), "a restarted hub starts from the kept policy");
         assert!(access.update(&Ok(policy("viewer")), "c2").is_none(), "the same policy at a later commit");
         assert_eq!(access.policy().commit, "c2");
 
         let broken = FleetError { file: "convoy.yaml".into(), message: "spec.access: role 'ghost'".into() };
         let refused = access.update(&Err(broken.clone()), "c3").expect("a refusal is recorded");
-        assert!(refused.result.starts_with("failed") && refused.action.contains("c2"), "{refused:?}");
+        assert!(refused.record.result.starts_with("failed") && refused.record.action.contains("c2"), "{refused:?}");
+        assert!(refused.keep.is_none(), "a refused policy is not kept");
         let state = access.policy();
         assert_eq!((state.policy.clone(), state.commit.as_str()), (policy("viewer"), "c2"), "the last good one stays");
         assert!(state.error.as_deref().unwrap().contains("ghost"));

@@ -114,6 +114,9 @@ impl Hub {
             capabilities: Default::default(),
             access: AccessControl::new(store.clone()),
         };
+        if let Some((commit, spec)) = store.access_policy()? {
+            hub.access.restore(&commit, &spec);
+        }
         for (cluster, report) in store.last_reports()? {
             // A cluster revoked after its last report (retired, or revoked) is not brought back.
             if hub.registry.revoked_at(&cluster).is_none_or(|at| at < report.at_unix_ms) {
@@ -308,6 +311,10 @@ impl Hub {
     /// stream here closed.
     pub fn relay_revocation(&self, cluster: &str, at: i64) {
         self.registry.relay_revocation(cluster, at);
+        if let Some(user) = cluster.strip_prefix("user/") {
+            self.access.user_revoked(user);
+            return;
+        }
         if self.connections.disconnect(cluster) {
             tracing::warn!(cluster, "revoked on another replica; its stream here is closed");
         }
@@ -370,6 +377,11 @@ impl Publisher {
     pub fn record_pin(&self, environment: &str, commit: Option<&str>) {
         let (environment, commit) = (environment.to_string(), commit.map(str::to_string));
         self.hub.writer.record(StoreEvent::Pin { environment, commit });
+    }
+
+    /// Keeps the access policy now in force, for followers and restarts.
+    pub fn record_access(&self, commit: &str, spec: String) {
+        self.hub.writer.record(StoreEvent::Access { commit: commit.to_string(), spec });
     }
 
     /// Records `event` in `cluster`'s history (and tells watchers).

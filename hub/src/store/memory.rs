@@ -21,6 +21,7 @@ pub struct MemoryStore {
     rollouts: Mutex<BTreeMap<String, String>>,
     pins: Mutex<BTreeMap<String, String>>,
     audit: Mutex<Vec<AuditRecord>>,
+    access: Mutex<Option<(String, String)>>,
 }
 
 impl Store for MemoryStore {
@@ -32,6 +33,9 @@ impl Store for MemoryStore {
                 }
                 StoreEvent::Rollout { environment, state } => {
                     self.rollouts.lock().expect("rollouts lock").insert(environment.clone(), state.clone());
+                }
+                StoreEvent::Access { commit, spec } => {
+                    *self.access.lock().expect("access lock") = Some((commit.clone(), spec.clone()));
                 }
                 StoreEvent::Pin { environment, commit } => {
                     let mut pins = self.pins.lock().expect("pins lock");
@@ -103,6 +107,10 @@ impl Store for MemoryStore {
 
     fn pins(&self) -> Result<Vec<(String, String)>> {
         Ok(self.pins.lock().expect("pins lock").iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+    }
+
+    fn access_policy(&self) -> Result<Option<(String, String)>> {
+        Ok(self.access.lock().expect("access lock").clone())
     }
 
     fn append_audit(&self, record: &AuditRecord) -> Result<()> {

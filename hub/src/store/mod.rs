@@ -121,6 +121,12 @@ pub enum StoreEvent {
         environment: String,
         commit: Option<String>,
     },
+    /// The access policy in force (`spec.access` as JSON) and the fleet branch's commit it came
+    /// from; replaces the previous. Followers and a restarted hub start from it.
+    Access {
+        commit: String,
+        spec: String,
+    },
 }
 
 /// Durable hub state. Implementations are blocking; call them from `spawn_blocking` or the
@@ -149,6 +155,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn rollouts(&self) -> Result<Vec<(String, String)>>;
     /// Every pinned environment and its commit.
     fn pins(&self) -> Result<Vec<(String, String)>>;
+    /// The access policy last put in force (commit, `spec.access` as JSON), if any.
+    fn access_policy(&self) -> Result<Option<(String, String)>>;
     /// Appends one audit record, durably: an error means it is not recorded, and the call it
     /// audits must not go ahead.
     fn append_audit(&self, record: &AuditRecord) -> Result<()>;
@@ -187,8 +195,15 @@ pub(crate) mod tests {
                 StoreEvent::Pin { environment: "prod".into(), commit: Some("c1".into()) },
                 StoreEvent::Pin { environment: "stage".into(), commit: Some("c2".into()) },
                 StoreEvent::Pin { environment: "stage".into(), commit: None },
+                StoreEvent::Access { commit: "a1".into(), spec: "{}".into() },
+                StoreEvent::Access { commit: "a2".into(), spec: "{\"roles\":[]}".into() },
             ])
             .unwrap();
+        assert_eq!(
+            store.access_policy().unwrap(),
+            Some(("a2".to_string(), "{\"roles\":[]}".to_string())),
+            "the latest policy"
+        );
         assert_eq!(store.rollouts().unwrap(), [("prod".to_string(), "{\"a\":2}".to_string())], "the latest rollout");
         assert_eq!(store.pins().unwrap(), [("prod".to_string(), "c1".to_string())], "a released pin is gone");
         let history = store.history("eu-1", 10).unwrap();

@@ -27,6 +27,8 @@ pub(crate) const LEADER_LOCK: i64 = 0x0063_6f6e_766f_7902;
 pub(crate) const PUBLISHED_CHANNEL: &str = "convoy_published";
 /// Channel a replica announces `REPLICA CLUSTER` on when it stored a cluster's report.
 pub(crate) const REPORTS_CHANNEL: &str = "convoy_reports";
+/// Channel the leader announces a new access policy on (the payload is its commit).
+pub(crate) const ACCESS_CHANNEL: &str = "convoy_access";
 /// Channel a replica announces `CLUSTER AT_UNIX_MS` on when it revoked a cluster.
 pub(crate) const REVOCATIONS_CHANNEL: &str = "convoy_revocations";
 /// Connections each store keeps (queries pipeline on each).
@@ -58,7 +60,8 @@ const MIGRATIONS: &[(i32, &str)] = &[
         2,
         "CREATE TABLE convoy_audit (seq bigserial PRIMARY KEY, at_unix_ms bigint NOT NULL, username text NOT NULL,
                                 record bytea NOT NULL);
-     CREATE INDEX convoy_audit_by_time ON convoy_audit (at_unix_ms, seq);",
+     CREATE INDEX convoy_audit_by_time ON convoy_audit (at_unix_ms, seq);
+     CREATE TABLE convoy_access (id integer PRIMARY KEY CHECK (id = 1), commit text NOT NULL, spec text NOT NULL);",
     ),
 ];
 
@@ -319,6 +322,7 @@ impl Store for PgStore {
         let mut reports = BTreeMap::new();
         let (mut history_clusters, mut history_entries) = (Vec::new(), Vec::new());
         let (mut rollouts, mut pins) = (BTreeMap::new(), BTreeMap::new());
+        let mut access: Option<(String, String)> = None;
         for event in events {
             match event {
                 StoreEvent::Report { cluster, report } => {
@@ -334,6 +338,7 @@ impl Store for PgStore {
                 StoreEvent::Pin { environment, commit } => {
                     pins.insert(environment.clone(), commit.clone());
                 }
+                StoreEvent::Access { commit, spec } => access = Some((commit.clone(), spec.clone())),
             }
         }
         let (epoch, replica) = (self.fence.get(), self.replica.clone());
@@ -342,7 +347,7 @@ impl Store for PgStore {
             let txn = client.transaction().await.map_err(db)?;
             // Rollouts and pins are the leader's: they are written only while this replica's
             // epoch is the database's (share-locked until commit, like a publication).
-            if !rollouts.is_empty() || !pins.is_empty() {
+            if !rollouts.is_empty() || !pins.is_empty() || access.is_some() {
                 let current: i64 = txn
                     .query_one("SELECT epoch FROM convoy_leader WHERE id = 1 FOR SHARE", &[])
                     .await
@@ -372,11 +377,22 @@ impl Store for PgStore {
                         };
                         written.map_err(db)?;
                     }
+                    if let Some((commit, spec)) = &access {
+                        txn.execute(
+                            "INSERT INTO convoy_access (id, commit, spec) VALUES (1, $1, $2)
+                             ON CONFLICT (id) DO UPDATE SET commit = excluded.commit, spec = excluded.spec",
+                            &[commit, spec],
+                        )
+                        .await
+                        .map_err(db)?;
+                        // The followers put it in force too.
+                        txn.execute("SELECT pg_notify($1, $2)", &[&ACCESS_CHANNEL, commit]).await.map_err(db)?;
+                    }
                 } else {
                     tracing::error!(
                         epoch,
                         current,
-                        "rollout and pin changes refused: this replica no longer leads (another replica took over)"
+                        "rollout, pin and access policy changes refused: this replica no longer leads (another replica took over)"
                     );
                 }
             }
@@ -511,6 +527,14 @@ impl Store for PgStore {
                 .await
                 .map_err(db)?;
             txn.commit().await.map_err(db)
+        })
+    }
+
+    fn access_policy(&self) -> Result<Option<(String, String)>> {
+        self.run(|pool| async move {
+            let client = pool.get().await?;
+            let row = client.query_opt("SELECT commit, spec FROM convoy_access WHERE id = 1", &[]).await.map_err(db)?;
+            Ok(row.map(|row| (row.get(0), row.get(1))))
         })
     }
 

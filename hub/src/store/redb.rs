@@ -1,6 +1,7 @@
 //! The embedded store: what the hub keeps, in one redb file in the data directory (the default,
 //! so `convoy-hub` needs no database).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -22,6 +23,8 @@ const REVOCATIONS: TableDefinition<&str, i64> = TableDefinition::new("revocation
 const ROLLOUTS: TableDefinition<&str, &str> = TableDefinition::new("rollouts");
 /// Environment → the commit a rollback pinned it at.
 const PINS: TableDefinition<&str, &str> = TableDefinition::new("pins");
+/// `commit` and `spec` of the access policy in force.
+const ACCESS: TableDefinition<&str, &str> = TableDefinition::new("access_policy");
 /// (Unix milliseconds, sequence) → [`AuditRecord`] (protobuf), oldest first.
 const AUDIT: TableDefinition<(i64, u64), &[u8]> = TableDefinition::new("audit");
 /// redb's page cache (its default is 1 GiB, which the ever-growing history table would fill,
@@ -67,6 +70,8 @@ impl RedbStore {
         txn.open_table(REVOCATIONS).map_err(db)?;
         txn.open_table(ROLLOUTS).map_err(db)?;
         txn.open_table(PINS).map_err(db)?;
+        txn.open_table(ACCESS).map_err(db)?;
+        txn.open_table(AUDIT).map_err(db)?;
         let last = {
             let history = txn.open_table(HISTORY).map_err(db)?;
             let mut last = 0;
@@ -87,6 +92,7 @@ impl RedbStore {
             let mut history = txn.open_table(HISTORY).map_err(db)?;
             let mut rollouts = txn.open_table(ROLLOUTS).map_err(db)?;
             let mut pins = txn.open_table(PINS).map_err(db)?;
+            let mut access = txn.open_table(ACCESS).map_err(db)?;
             let mut seq = self.next_seq.lock().expect("seq lock");
             for event in events {
                 match event {
@@ -105,6 +111,10 @@ impl RedbStore {
                     }
                     StoreEvent::Pin { environment, commit: None } => {
                         pins.remove(environment.as_str()).map_err(db)?;
+                    }
+                    StoreEvent::Access { commit, spec } => {
+                        access.insert("commit", commit.as_str()).map_err(db)?;
+                        access.insert("spec", spec.as_str()).map_err(db)?;
                     }
                 }
             }
@@ -212,6 +222,11 @@ impl Store for RedbStore {
         self.strings(PINS)
     }
 
+    fn access_policy(&self) -> Result<Option<(String, String)>> {
+        let stored: BTreeMap<String, String> = self.strings(ACCESS)?.into_iter().collect();
+        Ok(stored.get("commit").cloned().zip(stored.get("spec").cloned()))
+    }
+
     fn append_audit(&self, record: &AuditRecord) -> Result<()> {
         let txn = self.db.begin_write().map_err(db)?;
         {
@@ -225,11 +240,7 @@ impl Store for RedbStore {
 
     fn audit(&self, since_ms: i64, user: &str, limit: usize) -> Result<Vec<AuditRecord>> {
         let txn = self.db.begin_read().map_err(db)?;
-        let table = match txn.open_table(AUDIT) {
-            Ok(table) => table,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(db(e)),
-        };
+        let table = txn.open_table(AUDIT).map_err(db)?;
         let mut out = Vec::new();
         for row in table.range((since_ms, 0)..).map_err(db)? {
             let (_, value) = row.map_err(db)?;

@@ -275,6 +275,17 @@ impl Policy {
         Ok(Policy { roles, bindings: spec.bindings })
     }
 
+    /// The policy as written, to keep and load again ([`Policy::new`] of it gives it back).
+    pub fn spec(&self) -> AccessSpec {
+        let roles = self
+            .roles
+            .iter()
+            .filter(|(name, _)| builtin_rules(name).is_none())
+            .map(|(name, rules)| Role { name: name.clone(), rules: rules.clone() })
+            .collect();
+        AccessSpec { roles, bindings: self.bindings.clone() }
+    }
+
     fn rules_of(&self, role: &str) -> &[Rule] {
         self.roles.get(role).map_or(&[], Vec::as_slice)
     }
@@ -512,6 +523,12 @@ mod tests {
                 .contains("twice")
         );
         assert!(bad(serde_json::json!({"bindings": [{"role": "viewer"}]})).unwrap_err().contains("no users"));
+    }
+
+    #[test]
+    fn a_policy_survives_being_kept_as_its_spec() {
+        assert_eq!(Policy::new(policy().spec()).unwrap(), policy());
+        assert_eq!(Policy::new(Policy::default().spec()).unwrap(), Policy::default());
     }
 
     #[test]

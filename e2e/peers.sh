@@ -38,6 +38,11 @@ if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
          && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq chromium chromium-driver >/dev/null; }
 fi
 export CONVOY_CHROMIUM=/usr/bin/chromium CONVOY_CHROMEDRIVER=/usr/bin/chromedriver
+# A certified OpenID provider (npm oidc-provider, pinned by e2e/oidc/package-lock.json) for the
+# single sign-on tests (e2e/tests/sso.rs).
+if [ ! -d e2e/oidc/node_modules/oidc-provider ]; then
+  npm ci --prefix e2e/oidc --no-audit --no-fund --silent
+fi
 export PATH="$PWD/$venv/bin:$PATH"
 export CONVOY_KUBECTL="$PWD/$venv/bin/kubectl"
 export CONVOY_PYTHON="$PWD/$venv/bin/python"

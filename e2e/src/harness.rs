@@ -71,6 +71,28 @@ impl TestCa {
         }
     }
 
+    /// A CLI config file `DIR/NAME.yaml` for `hub` with a certificate this CA issues to
+    /// `identity` (a user NAME) and `groups`, valid for a day.
+    pub fn config_file(&self, hub: &str, dir: &Path, identity: Identity, groups: &[&str]) -> PathBuf {
+        let mut request = LeafRequest::new(identity.clone(), 1);
+        request.groups = groups.iter().map(|g| g.to_string()).collect();
+        let issued = self.ca.issue(&request).expect("issue");
+        let (cert, key) = self.certs.write_leaf(&identity, &issued).expect("write the certificate");
+        let name = match &identity {
+            Identity::User { name, .. } | Identity::Cluster(name) => name.clone(),
+            Identity::Hub => "hub".into(),
+        };
+        let path = dir.join(format!("{name}.yaml"));
+        let text = format!(
+            "current-context: t\ncontexts:\n- name: t\n  hub: {hub}\n  ca: {}\n  cert: {}\n  key: {}\n",
+            self.certs.ca_cert().display(),
+            cert.display(),
+            key.display()
+        );
+        std::fs::write(&path, text).expect("write the config");
+        path
+    }
+
     /// A fleet API client with a fresh CLI certificate of `role`.
     pub async fn cli(&self, hub: &str, role: Role) -> FleetServiceClient<Channel> {
         let cert = self.issue(Identity::User { name: format!("test-{}", role.as_str()), role });
@@ -403,6 +425,7 @@ impl InProcessHub {
             replication: None,
             webhook_secret: Some(WEBHOOK_SECRET.into()),
             handshakes: Default::default(),
+            sign_in: None,
         };
         let grpc = tokio::net::TcpListener::bind(listen).await.expect("bind gRPC");
         let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind HTTP");

@@ -179,6 +179,7 @@ impl Sandbox {
             replication: None,
             webhook_secret: Some(webhook_secret),
             handshakes: Default::default(),
+            sign_in: None,
         };
         let (hub_state, token) = ((hub.clone(), publisher), shutdown.clone());
         tasks.spawn(

@@ -63,27 +63,6 @@ fn names(clusters: &Value) -> Vec<String> {
     names
 }
 
-/// A CLI config for a certificate `ca` issues to `identity` with `groups`.
-fn config_for(ca: &TestCa, hub: &str, dir: &Path, identity: Identity, groups: &[&str]) -> std::path::PathBuf {
-    let mut request = convoy_shared::pki::LeafRequest::new(identity.clone(), 1);
-    request.groups = groups.iter().map(|g| g.to_string()).collect();
-    let issued = ca.ca.issue(&request).unwrap();
-    let (cert, key) = ca.certs.write_leaf(&identity, &issued).unwrap();
-    let name = match &identity {
-        Identity::User { name, .. } => name.clone(),
-        other => other.to_string(),
-    };
-    let path = dir.join(format!("{name}.yaml"));
-    let text = format!(
-        "current-context: t\ncontexts:\n- name: t\n  hub: {hub}\n  ca: {}\n  cert: {}\n  key: {}\n",
-        ca.certs.ca_cert().display(),
-        cert.display(),
-        key.display()
-    );
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
 fn audit(config: &Path) -> Vec<Value> {
     let (ok, out, err) = convoy(config, &["audit", "-o", "json"]);
     assert!(ok, "convoy audit: {err}");
@@ -108,7 +87,7 @@ async fn teams_see_and_do_what_the_policy_in_git_says_and_every_change_is_audite
     let address = hub.address.clone();
     let configs = tempfile::tempdir().unwrap();
     let admin =
-        config_for(&ca, &address, configs.path(), Identity::User { name: "root".into(), role: Role::Admin }, &[]);
+        ca.config_file(&address, configs.path(), Identity::User { name: "root".into(), role: Role::Admin }, &[]);
     eventually("the policy in force", || async {
         let me = json(&admin, &["whoami"]);
         (me["policyCommit"] == policy_commit.as_str()).then_some(())
@@ -122,15 +101,13 @@ async fn teams_see_and_do_what_the_policy_in_git_says_and_every_change_is_audite
         &["users", "issue", "wendy", "--group", "web-team", "--hours", "2", "--out", wendy.to_str().unwrap()],
     );
     assert_eq!(issued["user"], "wendy");
-    let auditor = config_for(
-        &ca,
+    let auditor = ca.config_file(
         &address,
         configs.path(),
         Identity::User { name: "auditor@example.com".into(), role: Role::Member },
         &[],
     );
-    let eve = config_for(
-        &ca,
+    let eve = ca.config_file(
         &address,
         configs.path(),
         Identity::User { name: "eve".into(), role: Role::Member },

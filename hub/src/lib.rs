@@ -53,6 +53,8 @@ pub struct HubConfig {
     pub webhook_secret: Option<String>,
     /// Bounds on TLS handshakes in progress.
     pub handshakes: HandshakeLimits,
+    /// Single sign-on through this OpenID provider (`convoy login`); `None`: off.
+    pub sign_in: Option<api::oidc::OidcConfig>,
 }
 
 /// Runs the whole hub: gRPC on `grpc`, webhook and health on `http`, and the sync loop,
@@ -88,7 +90,7 @@ pub async fn run(
         });
     }
     tasks.spawn(
-        api::server::serve(grpc, config.tls, config.handshakes, hub.clone(), charts, shutdown.clone())
+        api::server::serve(grpc, config.tls, config.handshakes, hub.clone(), charts, config.sign_in, shutdown.clone())
             .map(|served| served.map_err(ServeError::Transport)),
     );
     let mut result = Ok(());
@@ -186,6 +188,7 @@ mod tests {
             source: None,
             replication: None,
             webhook_secret: None,
+            sign_in: None,
             handshakes: HandshakeLimits::default(),
         };
         let store = Arc::new(SlowStore::default());

@@ -125,6 +125,19 @@ enum Command {
         #[arg(long, env = "CONVOY_MAX_HANDSHAKES_PER_SOURCE", default_value_t = 128,
               value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
         max_handshakes_per_source: u64,
+        /// Single sign-on: the OpenID provider people sign in with (`convoy login`); the hub
+        /// signs a short-lived member certificate for the user and groups of its ID tokens.
+        #[arg(long, env = "CONVOY_OIDC_ISSUER", requires = "oidc_client_id")]
+        oidc_issuer: Option<String>,
+        /// The client id registered for Convoy at the provider (the ID tokens' audience).
+        #[arg(long, env = "CONVOY_OIDC_CLIENT_ID")]
+        oidc_client_id: Option<String>,
+        /// The ID token claim holding the user's groups.
+        #[arg(long, env = "CONVOY_OIDC_GROUPS_CLAIM", default_value = "groups")]
+        oidc_groups_claim: String,
+        /// The ID token claim naming the user (`sub` when the token lacks it).
+        #[arg(long, env = "CONVOY_OIDC_USER_CLAIM", default_value = "email")]
+        oidc_user_claim: String,
     },
     /// Manage the certificate authority.
     Ca {
@@ -274,6 +287,10 @@ fn run(command: Command, runtime: &tokio::runtime::Runtime) -> Result<(), Failur
             handshake_timeout_seconds,
             max_handshakes,
             max_handshakes_per_source,
+            oidc_issuer,
+            oidc_client_id,
+            oidc_groups_claim,
+            oidc_user_claim,
         } => {
             let dir = CertDir::new(certs);
             // With the CA key the hub signs agent CSRs (bootstrap tokens); without it (a hub
@@ -313,7 +330,13 @@ fn run(command: Command, runtime: &tokio::runtime::Runtime) -> Result<(), Failur
                 max_total: max_handshakes as usize,
                 max_per_source: max_handshakes_per_source as usize,
             };
-            let mut hub_config = HubConfig { tls, source, replication: None, webhook_secret, handshakes };
+            let sign_in = oidc_issuer.map(|issuer| convoy_hub::api::oidc::OidcConfig {
+                issuer,
+                client_id: oidc_client_id.unwrap_or_default(),
+                user_claim: oidc_user_claim,
+                groups_claim: oidc_groups_claim,
+            });
+            let mut hub_config = HubConfig { tls, source, replication: None, webhook_secret, handshakes, sign_in };
             // One open file per agent stream: take all the hard limit allows (the soft default
             // is often 1,024), and say how many agents that leaves room for.
             match rlimit::increase_nofile_limit(u64::MAX) {

@@ -4,6 +4,7 @@
 
 pub mod app;
 pub mod chart;
+pub mod login;
 pub mod promote;
 pub mod schema;
 pub mod ui;
@@ -54,6 +55,8 @@ pub enum CliError {
     Promote(#[from] promote::PromoteError),
     #[error(transparent)]
     Ui(#[from] ui::UiError),
+    #[error("sign-in failed: {0}")]
+    SignIn(String),
     #[error("unknown schema '{0}': the schemas are fleet, cluster and app")]
     UnknownSchema(String),
     #[error("cannot write {path}: {source}")]
@@ -98,6 +101,7 @@ impl CliError {
             CliError::Refused(_) => "refused",
             CliError::Promote(_) => "git",
             CliError::Ui(_) => "ui",
+            CliError::SignIn(_) => "sign-in",
         }
     }
 }
@@ -220,6 +224,21 @@ impl Context {
         let address = HubAddress::parse(hub, self.server_name.as_deref())?;
         let channel = tls::connect(&address, config, Duration::from_secs(5)).await?;
         Ok(FleetServiceClient::new(channel))
+    }
+
+    /// Dials the hub presenting no certificate (signing in), trusting this context's CA.
+    pub async fn connect_anonymous(&self) -> Result<Channel> {
+        let (Some(hub), Some(ca)) = (&self.hub, &self.ca) else {
+            let missing: Vec<&str> = [("hub", self.hub.is_none()), ("ca", self.ca.is_none())]
+                .into_iter()
+                .filter_map(|(name, absent)| absent.then_some(name))
+                .collect();
+            return Err(CliError::Incomplete { missing: missing.join(", ") });
+        };
+        let ca_pem = std::fs::read_to_string(ca).map_err(|source| CliError::ReadConfig { path: ca.clone(), source })?;
+        let config = tls::client_config(&ca_pem, None)?;
+        let address = HubAddress::parse(hub, self.server_name.as_deref())?;
+        Ok(tls::connect(&address, config, Duration::from_secs(5)).await?)
     }
 }
 

@@ -118,6 +118,17 @@ enum Command {
     Watch,
     /// Make the hub fetch the repository now (admin).
     Refresh,
+    /// Sign in through the hub's OpenID provider (single sign-on) and write a CLI config with
+    /// the short-lived certificate the hub signs for you and your groups. Needs --hub and --ca
+    /// (or a context with them), no certificate.
+    Login {
+        /// The config file to write (with its certificate, key and CA beside it).
+        #[arg(long)]
+        out: PathBuf,
+        /// Print the sign-in address only; do not open a browser.
+        #[arg(long)]
+        no_browser: bool,
+    },
     /// Who you are to the hub: user, groups, roles, and what the access policy lets you do.
     Whoami,
     /// People's CLI certificates (verb `users`).
@@ -461,6 +472,19 @@ async fn run(cli: Cli) -> Result<(), cli::CliError> {
                 )
             };
             print!("{}", cli::answer(cli.output, color, &reply, text));
+        }
+        Command::Login { out, no_browser } => {
+            let written = cli::login::login(&context()?, &out, !no_browser).await?;
+            let text = || {
+                format!(
+                    "signed in as '{}': wrote {} (certificate expires at unix {}); use it with --config {}\n",
+                    written.user,
+                    written.config.display(),
+                    written.not_after_unix,
+                    written.config.display()
+                )
+            };
+            print!("{}", cli::answer(cli.output, color, &written, text));
         }
         Command::Whoami => {
             let me = context()?.connect().await?.who_am_i(WhoAmIRequest {}).await?.into_inner();

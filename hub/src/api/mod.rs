@@ -9,5 +9,6 @@ pub mod agent_service;
 pub mod auth;
 pub mod fleet_service;
 pub mod http;
+pub mod oidc;
 pub mod registration;
 pub mod server;

@@ -8,10 +8,17 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use convoy_shared::proto::registration_service_server::RegistrationService;
-use convoy_shared::proto::{AuditRecord, CertificateResponse, RegisterRequest, RenewRequest};
+use convoy_shared::proto::{
+    AuditRecord, CertificateResponse, RegisterRequest, RenewRequest, SignInConfigRequest, SignInConfigResponse,
+    SignInRequest, SignInResponse,
+};
 use tonic::{Code, Request, Response, Status};
 
 use crate::api::auth;
+use crate::api::oidc::OidcVerifier;
+
+/// Hours a certificate from single sign-on lives (a working day, as `convoy users issue`).
+const SIGN_IN_HOURS: u64 = 12;
 use crate::state::hub::Hub;
 use crate::state::registry::Registry;
 
@@ -26,6 +33,8 @@ const TRACKED_ADDRESSES: usize = 10_000;
 /// The RegistrationService implementation.
 pub struct RegistrationApi {
     hub: Arc<Hub>,
+    /// Single sign-on, when the hub has an OpenID provider.
+    sign_in: Option<Arc<OidcVerifier>>,
     registry: Arc<Registry>,
     /// Per source address: when its window started and how many registrations failed in it.
     failures: Mutex<HashMap<IpAddr, (Instant, u32)>>,
@@ -33,8 +42,16 @@ pub struct RegistrationApi {
 
 impl RegistrationApi {
     /// The service over the hub's registry, auditing each certificate it signs.
-    pub fn new(hub: Arc<Hub>) -> Self {
-        RegistrationApi { registry: hub.registry().clone(), hub, failures: Mutex::default() }
+    pub fn new(hub: Arc<Hub>, sign_in: Option<Arc<OidcVerifier>>) -> Self {
+        RegistrationApi { registry: hub.registry().clone(), hub, sign_in, failures: Mutex::default() }
+    }
+
+    fn sign_in(&self) -> Result<&OidcVerifier, Status> {
+        self.sign_in.as_deref().ok_or_else(|| {
+            Status::failed_precondition(
+                "this hub has no single sign-on: it was started without --oidc-issuer; ask for a certificate (`convoy users issue`)",
+            )
+        })
     }
 
     /// An audit record of a certificate signed for `cluster` (best-effort: the agent already
@@ -107,6 +124,57 @@ impl RegistrationService for RegistrationApi {
                 Err(status)
             }
         }
+    }
+
+    async fn sign_in_config(&self, _: Request<SignInConfigRequest>) -> Result<Response<SignInConfigResponse>, Status> {
+        let config = self.sign_in()?.config();
+        Ok(Response::new(SignInConfigResponse { issuer: config.issuer.clone(), client_id: config.client_id.clone() }))
+    }
+
+    async fn sign_in(&self, req: Request<SignInRequest>) -> Result<Response<SignInResponse>, Status> {
+        let peer = req.extensions().get::<auth::PeerInfo>().map(|p| p.addr);
+        let peer = peer.ok_or_else(|| Status::internal("connection carries no TLS peer information"))?;
+        self.check_guesses(peer.ip())?;
+        let SignInRequest { id_token, nonce, csr_pem } = req.into_inner();
+        let record = |user: String, groups: Vec<String>, result: String| AuditRecord {
+            at_unix_ms: convoy_shared::clock::unix_ms(),
+            user,
+            groups,
+            verb: "sign-in".into(),
+            target: self.sign_in.as_ref().map(|v| v.config().issuer.clone()).unwrap_or_default(),
+            result,
+            source: peer.to_string(),
+            action: "SignIn".into(),
+            ..Default::default()
+        };
+        let who = match self.sign_in()?.verify(&id_token, &nonce).await {
+            Ok(who) => who,
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "sign-in refused");
+                self.count_failure(peer.ip());
+                if let Err(audit) =
+                    self.hub.access().record(record(String::new(), Vec::new(), format!("denied: {e}"))).await
+                {
+                    tracing::error!(error = %audit, "a refused sign-in could not be audited");
+                }
+                return Err(Status::unauthenticated(e.to_string()));
+            }
+        };
+        // The certificate lives no longer than a working day, nor past what the provider allows.
+        let lifetime = Duration::from_secs(SIGN_IN_HOURS * 3600);
+        let signed = self.registry.issue_user(&who.user, &who.groups, lifetime, &csr_pem)?;
+        let done = format!("done: a certificate valid until unix {}", signed.not_after_unix);
+        self.hub.access().record(record(who.user.clone(), who.groups.clone(), done)).await.map_err(|e| {
+            Status::unavailable(format!("the audit log cannot be written ({e}): sign-in refused; try again later"))
+        })?;
+        tracing::info!(user = who.user, groups = ?who.groups, %peer, "signed in");
+        Ok(Response::new(SignInResponse {
+            user: who.user,
+            groups: who.groups,
+            cert_pem: signed.cert_pem,
+            ca_pem: signed.ca_pem,
+            not_after_unix: signed.not_after_unix,
+        }))
     }
 
     async fn renew(&self, req: Request<RenewRequest>) -> Result<Response<CertificateResponse>, Status> {

@@ -64,6 +64,7 @@ pub async fn serve(
     limits: HandshakeLimits,
     hub: Arc<Hub>,
     charts: Option<Arc<ChartFetcher>>,
+    sign_in: Option<crate::api::oidc::OidcConfig>,
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
     let (conns_tx, conns_rx) = mpsc::channel::<TlsConn>(ACCEPTED_QUEUE);
@@ -89,7 +90,10 @@ pub async fn serve(
             auth::fleet_interceptor,
         ))
         // No interceptor: Register is authorized by its token, Renew checks the certificate.
-        .add_service(RegistrationServiceServer::new(RegistrationApi::new(hub.clone())))
+        .add_service(RegistrationServiceServer::new(RegistrationApi::new(
+            hub.clone(),
+            sign_in.map(|c| Arc::new(crate::api::oidc::OidcVerifier::new(c))),
+        )))
         .serve_with_incoming_shutdown(incoming, shutdown.cancelled())
         .await;
     // Cancelled, not aborted: the accept loop and handshakes see `shutdown` and end, sessions

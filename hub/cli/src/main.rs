@@ -544,8 +544,9 @@ async fn run(cli: Cli) -> Result<(), cli::CliError> {
             let identity = cli::ui::identity_of(&cert)?;
             let listener = cli::ui::bind(listen).await?;
             let addr = listener.local_addr().map_err(|source| cli::ui::UiError::Listen { addr: listen, source })?;
-            let ui =
-                std::sync::Arc::new(cli::ui::Ui::new(client, &identity, context.hub.as_deref().unwrap_or(""), addr));
+            let may = client.clone().who_am_i(WhoAmIRequest {}).await.ok().map(|me| me.into_inner().may);
+            let hub = context.hub.as_deref().unwrap_or("");
+            let ui = std::sync::Arc::new(cli::ui::Ui::new(client, &identity, may.as_deref(), hub, addr));
             let url = ui.url();
             println!("Convoy dashboard at {url}/ as {identity} (Ctrl-C stops it)");
             if open {

@@ -64,23 +64,33 @@ pub struct Ui {
 
 impl Ui {
     /// A dashboard for `identity` (the CLI certificate's) talking to `hub` through `client`,
-    /// answering on `listen`.
-    pub fn new(client: FleetServiceClient<Channel>, identity: &Identity, hub: &str, listen: SocketAddr) -> Ui {
+    /// answering on `listen`. `may` is what the hub's access policy lets the user do (`convoy
+    /// whoami`'s lines; `None` from a hub that predates policies, where the role decides).
+    pub fn new(
+        client: FleetServiceClient<Channel>,
+        identity: &Identity,
+        may: Option<&[String]>,
+        hub: &str,
+        listen: SocketAddr,
+    ) -> Ui {
         let guard = guard::Guard::new(listen);
         let (user, role) = match identity {
             Identity::User { name, role } => (name.clone(), *role),
             other => (other.to_string(), Role::Viewer),
         };
-        // A member may act where the hub's access policy says; the hub's answer tells them
-        // when not. Viewer certificates never may.
-        let can_act = role != Role::Viewer;
-        let why_not = if can_act {
-            String::new()
-        } else {
-            format!(
+        // Buttons are enabled where some rule allows a rollout action or a rollback; the hub
+        // still decides each one (and says why not) for the environment and app it is about.
+        let can_act = match may {
+            Some(lines) => lines.iter().any(|l| l.starts_with("rollout:") || l.starts_with("rollback:")),
+            None => role == Role::Admin,
+        };
+        let why_not = match (can_act, role) {
+            (true, _) => String::new(),
+            (false, Role::Member) => "your roles allow no rollout actions or rollbacks (spec.access in convoy.yaml): ask a platform admin for one".into(),
+            (false, role) => format!(
                 "{} certificates may not pause, resume, approve, abort, roll back or release: ask an admin",
                 role.as_str()
-            )
+            ),
         };
         let me = Me {
             user,
@@ -186,4 +196,28 @@ pub async fn bind(listen: SocketAddr) -> Result<tokio::net::TcpListener, CliErro
 /// Serves `ui` on `listener` until the process ends.
 pub async fn serve(listener: tokio::net::TcpListener, ui: Arc<Ui>) -> std::io::Result<()> {
     axum::serve(listener, router(ui)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn me(role: Role, may: Option<&[String]>) -> Me {
+        let channel = tonic::transport::Endpoint::from_static("http://127.0.0.1:1").connect_lazy();
+        let identity = Identity::User { name: "u".into(), role };
+        Ui::new(FleetServiceClient::new(channel), &identity, may, "hub:7443", "127.0.0.1:8080".parse().unwrap()).me
+    }
+
+    #[tokio::test]
+    async fn the_buttons_follow_what_the_policy_lets_the_user_do() {
+        let scoped = ["view: apps web in environments dev".to_string(), "rollout: apps web in environments dev".into()];
+        assert!(me(Role::Member, Some(&scoped)).can_act);
+        let viewing = ["view: every app in every environment".to_string()];
+        let member = me(Role::Member, Some(&viewing));
+        assert!(!member.can_act && member.why_not.contains("spec.access"), "{}", member.why_not);
+        let viewer = me(Role::Viewer, Some(&viewing));
+        assert!(!viewer.can_act && viewer.why_not.starts_with("viewer certificates may not"), "{}", viewer.why_not);
+        assert!(me(Role::Admin, None).can_act, "a hub without policies: the role decides");
+        assert!(!me(Role::Viewer, None).can_act);
+    }
 }

@@ -55,6 +55,20 @@ async fn edit_by_hand(kc: &Path, kind: &str, name: &str, patch: &[&str]) {
     kubectl_ok(kc, &args).await;
 }
 
+/// An agent with `assignment("r1")` applied and healthy on `cluster`, caching in `cache`, and
+/// no drift: server defaults (imagePullPolicy, strategy, clusterIP…) and status are never drift.
+async fn settled_agent(cluster: &TestCluster, cache: &Path) -> InProcessAgent {
+    let agent = InProcessAgent::start(fx::test_config(CLUSTER, cache), cluster.client().await, None);
+    let a = assignment("r1");
+    agent.assign(a.clone());
+    let settled = report_where(&agent, "everything applied and healthy", |r| {
+        r.digest == a.digest && r.applied && r.health() == Health::Healthy
+    })
+    .await;
+    assert!(settled.drifts.is_empty(), "{:?}", settled.drifts);
+    agent
+}
+
 fn drift_of<'a>(r: &'a Report, name: &str, healed: bool) -> Option<&'a Drift> {
     r.drifts.iter().find(|d| d.object.name == name && d.healed == healed)
 }
@@ -69,15 +83,7 @@ async fn drift_is_reported_by_field_and_manager_healed_only_when_the_app_says_so
     let Some(cluster) = TestCluster::start(backend, CLUSTER).await else { return };
     let kc = cluster.kubeconfig_path().to_path_buf();
     let cache = tempfile::tempdir().unwrap();
-    let agent = InProcessAgent::start(fx::test_config(CLUSTER, cache.path()), cluster.client().await, None);
-    let a = assignment("r1");
-    agent.assign(a.clone());
-    let settled = report_where(&agent, "everything applied and healthy", |r| {
-        r.digest == a.digest && r.applied && r.health() == Health::Healthy
-    })
-    .await;
-    // Server defaults (imagePullPolicy, strategy, clusterIP…) and status are never drift.
-    assert!(settled.drifts.is_empty(), "{:?}", settled.drifts);
+    let agent = settled_agent(&cluster, cache.path()).await;
 
     // selfHeal off: kubectl changes the image; the drift is reported and left alone.
     edit_by_hand(
@@ -239,14 +245,7 @@ async fn watch_expired(cluster: &TestCluster, rv: &str) -> bool {
 async fn changes_missed_while_the_api_server_was_away_are_found_after_the_watch_expires(backend: Backend) {
     let Some(mut cluster) = TestCluster::start(backend, CLUSTER).await else { return };
     let cache = tempfile::tempdir().unwrap();
-    let agent = InProcessAgent::start(fx::test_config(CLUSTER, cache.path()), cluster.client().await, None);
-    let a = assignment("r1");
-    agent.assign(a.clone());
-    let settled = report_where(&agent, "everything applied and healthy", |r| {
-        r.digest == a.digest && r.applied && r.health() == Health::Healthy
-    })
-    .await;
-    assert!(settled.drifts.is_empty(), "{:?}", settled.drifts);
+    let agent = settled_agent(&cluster, cache.path()).await;
     let uids = |objects: Vec<Value>| -> Vec<(String, Value)> {
         let mut v: Vec<(String, Value)> = objects
             .into_iter()

@@ -609,14 +609,17 @@ impl FleetService for FleetApi {
             Ok(event) => {
                 let policy = hub.access().policy();
                 let grants = policy.policy.grants(&caller);
-                let visible = match hub.cluster_info(&event.cluster) {
-                    Some(info) => sees(&grants, &info),
-                    // Fleet-wide events (a sync, a rollout): for whoever may view anything.
-                    None => {
-                        let envs = hub.view().fleet.as_ref().map(|f| f.environments.clone()).unwrap_or_default();
-                        grants.allows(Verb::View, Target::FLEET) || envs.iter().any(|e| grants.may_view(&e.name, None))
-                    }
-                };
+                // Whoever may view the whole fleet sees every event: no cluster to look up.
+                let visible = grants.allows(Verb::View, Target::FLEET)
+                    || match hub.cluster_info(&event.cluster) {
+                        Some(info) => sees(&grants, &info),
+                        // Fleet-wide events (a sync, a rollout): for whoever may view anything.
+                        None => hub
+                            .view()
+                            .fleet
+                            .as_ref()
+                            .is_some_and(|f| f.environments.iter().any(|e| grants.may_view(&e.name, None))),
+                    };
                 visible.then_some(Ok(event))
             }
             Err(BroadcastStreamRecvError::Lagged(missed)) => Some(Ok(FleetEvent {

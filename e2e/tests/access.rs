@@ -231,6 +231,11 @@ async fn teams_see_and_do_what_the_policy_in_git_says_and_every_change_is_audite
     assert!(has("wendy", "rollback", "denied"));
     assert!(has("wendy", "tokens", "denied"));
     assert!(has("eve", "view", "denied"));
+    assert!(
+        records.iter().any(|r| r["user"] == "wendy"
+            && r["action"] == "Diff"
+            && r["result"].as_str().unwrap().starts_with("denied"))
+    );
     assert!(has("wendy", "refresh", "allowed"));
     assert!(
         has("wendy", "rollout", "allowed") && has("wendy", "rollout", "failed"),

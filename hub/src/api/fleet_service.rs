@@ -24,7 +24,7 @@ use crate::state::access::PolicyState;
 use crate::state::hub::Hub;
 use crate::state::hub::RolloutActionError;
 use crate::state::view::FleetView;
-use convoy_render::access::{Grants, Target, Verb};
+use convoy_render::access::{Denial, Grants, Target, Verb};
 use convoy_render::fleet::Environment;
 
 /// Lifetime of a user certificate `convoy users issue` asks for without `--hours`.
@@ -81,16 +81,27 @@ impl FleetApi {
     /// audited and refused saying what would allow it.
     async fn allow<T>(&self, req: &Request<T>, verb: Verb, target: Target<'_>, action: &str) -> Result<Call, Status> {
         let call = auth::user_call(req, self.hub.registry())?;
-        let policy = self.hub.access().policy();
-        if let Err(denial) = policy.policy.check(&call.caller, verb, target) {
-            tracing::warn!(user = %call.caller.user, %verb, %target, action, "call denied");
-            let record = audit_record(&call, verb.as_str(), target.to_string(), format!("denied: {denial}"), action);
-            if let Err(e) = self.hub.access().record(record).await {
-                tracing::error!(error = %e, "a denial could not be audited");
-            }
-            return Err(Status::permission_denied(denial.message));
-        }
+        let checked = self.hub.access().policy().policy.check(&call.caller, verb, target);
+        self.refuse_denied(&call, verb, target, action, checked).await?;
         Ok(call)
+    }
+
+    /// Turns a policy check's denial into an audited refusal.
+    async fn refuse_denied(
+        &self,
+        call: &Call,
+        verb: Verb,
+        target: Target<'_>,
+        action: &str,
+        checked: Result<(), Denial>,
+    ) -> Result<(), Status> {
+        let Err(denial) = checked else { return Ok(()) };
+        tracing::warn!(user = %call.caller.user, %verb, %target, action, "call denied");
+        let record = audit_record(call, verb.as_str(), target.to_string(), format!("denied: {denial}"), action);
+        if let Err(e) = self.hub.access().record(record).await {
+            tracing::error!(error = %e, "a denial could not be audited");
+        }
+        Err(Status::permission_denied(denial.message))
     }
 
     /// Like [`FleetApi::allow`], for a call that changes something: it is audited before it
@@ -339,11 +350,10 @@ impl FleetService for FleetApi {
         let to = fleet.resolve_environment(&to_env).map_err(unknown_environment)?.clone();
         // A diff shows every app's objects: it needs a view of every app of both.
         let call = auth::user_call(&req, self.hub.registry())?;
+        let policy = self.hub.access().policy();
         for env in [&from_env.name, &to.name] {
-            let policy = self.hub.access().policy();
-            if let Err(denial) = policy.policy.check_all_apps(&call.caller, Verb::View, env) {
-                return Err(Status::permission_denied(denial.message));
-            }
+            let checked = policy.policy.check_all_apps(&call.caller, Verb::View, env);
+            self.refuse_denied(&call, Verb::View, Target::environment(env), "Diff", checked).await?;
         }
         let from = view.envs.get(&from_env.name).cloned().ok_or_else(|| {
             Status::failed_precondition(format!(

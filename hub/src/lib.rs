@@ -55,6 +55,8 @@ pub struct HubConfig {
     pub handshakes: HandshakeLimits,
     /// Single sign-on through this OpenID provider (`convoy login`); `None`: off.
     pub sign_in: Option<api::oidc::OidcConfig>,
+    /// The web dashboard for browsers signed in through that provider; `None`: off.
+    pub dashboard: Option<api::dashboard::DashboardConfig>,
 }
 
 /// Runs the whole hub: gRPC on `grpc`, webhook and health on `http`, and the sync loop,
@@ -67,7 +69,13 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
     let mut tasks = tokio::task::JoinSet::new();
-    let charts = config.source.as_ref().and_then(|source| source.charts.clone());
+    let endpoint = api::server::Endpoint {
+        tls: config.tls,
+        limits: config.handshakes,
+        charts: config.source.as_ref().and_then(|source| source.charts.clone()),
+        sign_in: config.sign_in,
+        dashboard: config.dashboard,
+    };
     if let Some(replication) = config.replication {
         tasks.spawn(
             replication::run(replication, config.source, publisher, shutdown.clone())
@@ -90,7 +98,7 @@ pub async fn run(
         });
     }
     tasks.spawn(
-        api::server::serve(grpc, config.tls, config.handshakes, hub.clone(), charts, config.sign_in, shutdown.clone())
+        api::server::serve(grpc, endpoint, hub.clone(), shutdown.clone())
             .map(|served| served.map_err(ServeError::Transport)),
     );
     let mut result = Ok(());
@@ -189,6 +197,7 @@ mod tests {
             replication: None,
             webhook_secret: None,
             sign_in: None,
+            dashboard: None,
             handshakes: HandshakeLimits::default(),
         };
         let store = Arc::new(SlowStore::default());

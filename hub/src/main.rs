@@ -138,6 +138,28 @@ enum Command {
         /// The ID token claim naming the user (`sub` when the token lacks it).
         #[arg(long, env = "CONVOY_OIDC_USER_CLAIM", default_value = "email")]
         oidc_user_claim: String,
+        /// Serve the web dashboard to browsers on this address (HTTPS), signing them in through
+        /// the OpenID provider (needs --oidc-issuer).
+        #[arg(long, env = "CONVOY_UI_LISTEN", requires = "oidc_issuer")]
+        ui_listen: Option<String>,
+        /// Where browsers reach the dashboard (behind a load balancer or another name); the
+        /// provider must allow URL/auth/callback as a redirect. Default: https:// and the
+        /// listen address.
+        #[arg(long, env = "CONVOY_UI_URL", requires = "ui_listen")]
+        ui_url: Option<String>,
+        /// The client id registered for the dashboard at the provider (a web client that
+        /// redirects to URL/auth/callback). Default: --oidc-client-id.
+        #[arg(long, env = "CONVOY_UI_CLIENT_ID", requires = "ui_listen")]
+        ui_client_id: Option<String>,
+        /// A file holding that client's secret, for a confidential client (else PKCE alone).
+        #[arg(long, env = "CONVOY_UI_CLIENT_SECRET_FILE", requires = "ui_listen")]
+        ui_client_secret_file: Option<PathBuf>,
+        /// The dashboard's TLS certificate and key (PEM), e.g. one browsers trust. Default: the
+        /// hub's serving certificate.
+        #[arg(long, env = "CONVOY_UI_TLS_CERT", requires_all = ["ui_listen", "ui_tls_key"])]
+        ui_tls_cert: Option<PathBuf>,
+        #[arg(long, env = "CONVOY_UI_TLS_KEY", requires = "ui_tls_cert")]
+        ui_tls_key: Option<PathBuf>,
     },
     /// Manage the certificate authority.
     Ca {
@@ -291,6 +313,12 @@ fn run(command: Command, runtime: &tokio::runtime::Runtime) -> Result<(), Failur
             oidc_client_id,
             oidc_groups_claim,
             oidc_user_claim,
+            ui_listen,
+            ui_url,
+            ui_client_id,
+            ui_client_secret_file,
+            ui_tls_cert,
+            ui_tls_key,
         } => {
             let dir = CertDir::new(certs);
             // With the CA key the hub signs agent CSRs (bootstrap tokens); without it (a hub
@@ -336,7 +364,35 @@ fn run(command: Command, runtime: &tokio::runtime::Runtime) -> Result<(), Failur
                 user_claim: oidc_user_claim,
                 groups_claim: oidc_groups_claim,
             });
-            let mut hub_config = HubConfig { tls, source, replication: None, webhook_secret, handshakes, sign_in };
+            // The dashboard: its own TLS (no client certificates), its own client at the provider.
+            let dashboard = match &ui_listen {
+                None => None,
+                Some(_) => {
+                    let tls = match (&ui_tls_cert, &ui_tls_key) {
+                        (Some(cert), Some(key)) => {
+                            let read = |p: &PathBuf| pki::read(p).map_err(|e| config(e.into()));
+                            tls::web_server_config(&read(cert)?, &read(key)?)
+                        }
+                        _ => tls::web_server_config(&material.cert_pem, &material.key_pem),
+                    }
+                    .map_err(|e| config(e.into()))?;
+                    let secret = ui_client_secret_file
+                        .map(|path| {
+                            std::fs::read_to_string(&path).map(|s| s.trim().to_string()).map_err(|e| {
+                                config(anyhow::anyhow!("--ui-client-secret-file {}: {e}", path.display()))
+                            })
+                        })
+                        .transpose()?;
+                    let mut oidc = sign_in.clone().expect("clap requires --oidc-issuer with --ui-listen");
+                    if let Some(id) = ui_client_id {
+                        oidc.client_id = id;
+                    }
+                    let session_key = convoy_hub::api::dashboard::session_key(&material.key_pem);
+                    Some((tls, oidc, secret, session_key))
+                }
+            };
+            let mut hub_config =
+                HubConfig { tls, source, replication: None, webhook_secret, handshakes, sign_in, dashboard: None };
             // One open file per agent stream: take all the hard limit allows (the soft default
             // is often 1,024), and say how many agents that leaves room for.
             match rlimit::increase_nofile_limit(u64::MAX) {
@@ -349,6 +405,26 @@ fn run(command: Command, runtime: &tokio::runtime::Runtime) -> Result<(), Failur
                 let http = if http_listen == "off" { None } else { Some(bind(&http_listen).await?) };
                 if let Some(http) = &http {
                     tracing::info!(address = %local_addr(http)?, "http listening");
+                }
+                if let (Some(address), Some((tls, oidc, client_secret, session_key))) = (&ui_listen, dashboard) {
+                    let listener = bind(address).await?;
+                    let local = local_addr(&listener)?;
+                    let url = match ui_url {
+                        Some(url) => url,
+                        None if local.ip().is_unspecified() => format!("https://{}:{}", hostname(), local.port()),
+                        None => format!("https://{local}"),
+                    }
+                    .parse()
+                    .map_err(|e| config(anyhow::anyhow!("the dashboard's URL: {e} (set --ui-url)")))?;
+                    let ui = convoy_hub::api::dashboard::DashboardConfig {
+                        listener,
+                        tls,
+                        url,
+                        oidc,
+                        client_secret,
+                        session_key,
+                    };
+                    hub_config.dashboard = Some(ui);
                 }
                 let shutdown = CancellationToken::new();
                 tokio::spawn(convoy_shared::cancel_on_signal(shutdown.clone()));

@@ -64,3 +64,13 @@ pub async fn cancel_on_signal(token: tokio_util::sync::CancellationToken) {
     tracing::info!("shutting down");
     token.cancel();
 }
+
+/// The first 8 characters of a commit or digest ("-" for none).
+pub fn short(id: &str) -> &str {
+    id.get(..8).unwrap_or(if id.is_empty() { "-" } else { id })
+}
+
+/// Equality of secrets whose time does not depend on where the bytes differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

@@ -124,6 +124,19 @@ pub fn server_config(material: &TlsMaterial) -> Result<Arc<ServerConfig>> {
     Ok(Arc::new(config))
 }
 
+/// A server configuration for browsers (the hub's dashboard): TLS 1.2 and 1.3, HTTP/2 and
+/// HTTP/1.1, no client certificates.
+pub fn web_server_config(cert_pem: &str, key_pem: &str) -> Result<Arc<ServerConfig>> {
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|source| TlsError::Rustls { what: "TLS 1.2 and 1.3".into(), source })?
+        .with_no_client_auth()
+        .with_single_cert(parse_certs(cert_pem, "the dashboard certificate")?, parse_key(key_pem, "the dashboard key")?)
+        .map_err(|source| TlsError::Rustls { what: "the dashboard certificate and key".into(), source })?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
 /// A client configuration that trusts only `ca_pem` and presents `client` (cert, key) if given.
 pub fn client_config(ca_pem: &str, client: Option<(&str, &str)>) -> Result<Arc<ClientConfig>> {
     let builder = ClientConfig::builder_with_provider(provider())

@@ -207,6 +207,11 @@ impl Context {
 
     /// Dials the hub with this context's certificate.
     pub async fn connect(&self) -> Result<FleetServiceClient<Channel>> {
+        Ok(FleetServiceClient::new(self.channel().await?))
+    }
+
+    /// Dials the hub presenting this context's certificate.
+    pub async fn channel(&self) -> Result<Channel> {
         let missing: Vec<&str> = [
             ("hub", self.hub.is_none()),
             ("ca", self.ca.is_none()),
@@ -222,8 +227,7 @@ impl Context {
         let material = tls::TlsMaterial::from_files(ca, cert, key)?;
         let config = tls::client_config(&material.ca_pem, Some((&material.cert_pem, &material.key_pem)))?;
         let address = HubAddress::parse(hub, self.server_name.as_deref())?;
-        let channel = tls::connect(&address, config, Duration::from_secs(5)).await?;
-        Ok(FleetServiceClient::new(channel))
+        Ok(tls::connect(&address, config, Duration::from_secs(5)).await?)
     }
 
     /// Dials the hub presenting no certificate (signing in), trusting this context's CA.
@@ -332,10 +336,7 @@ pub fn paint(text: &str) -> String {
     out
 }
 
-/// The first 8 characters of a commit or digest.
-pub fn short(id: &str) -> &str {
-    id.get(..8).unwrap_or(if id.is_empty() { "-" } else { id })
-}
+pub use convoy_shared::short;
 
 /// Prints rows as an aligned table with a header.
 pub fn print_table(header: &[&str], rows: &[Vec<String>]) -> String {

@@ -128,6 +128,10 @@ enum Command {
         /// Print the sign-in address only; do not open a browser.
         #[arg(long)]
         no_browser: bool,
+        /// Sign in on any device with a code (the OAuth device flow), for a machine without a
+        /// browser.
+        #[arg(long, conflicts_with = "no_browser")]
+        device: bool,
     },
     /// Who you are to the hub: user, groups, roles, and what the access policy lets you do.
     Whoami,
@@ -473,8 +477,9 @@ async fn run(cli: Cli) -> Result<(), cli::CliError> {
             };
             print!("{}", cli::answer(cli.output, color, &reply, text));
         }
-        Command::Login { out, no_browser } => {
-            let written = cli::login::login(&context()?, &out, !no_browser).await?;
+        Command::Login { out, no_browser, device } => {
+            let flow = if device { cli::login::Flow::Device } else { cli::login::Flow::Browser { open: !no_browser } };
+            let written = cli::login::login(&context()?, &out, flow).await?;
             let text = || {
                 format!(
                     "signed in as '{}': wrote {} (certificate expires at unix {}); use it with --config {}\n",
@@ -539,15 +544,13 @@ async fn run(cli: Cli) -> Result<(), cli::CliError> {
         }
         Command::Ui { listen, open } => {
             let context = context()?;
-            let client = context.connect().await?;
-            let cert = context.cert.clone().expect("connect checked the certificate is set");
+            let channel = context.channel().await?;
+            let cert = context.cert.clone().expect("channel checked the certificate is set");
             let identity = cli::ui::identity_of(&cert)?;
             let listener = cli::ui::bind(listen).await?;
             let addr = listener.local_addr().map_err(|source| cli::ui::UiError::Listen { addr: listen, source })?;
-            let may = client.clone().who_am_i(WhoAmIRequest {}).await.ok().map(|me| me.into_inner().may);
-            let hub = context.hub.as_deref().unwrap_or("");
-            let ui = std::sync::Arc::new(cli::ui::Ui::new(client, &identity, may.as_deref(), hub, addr));
-            let url = ui.url();
+            let ui = cli::ui::dashboard(channel, context.hub.as_deref().unwrap_or(""), addr);
+            let url = ui.url().to_string();
             println!("Convoy dashboard at {url}/ as {identity} (Ctrl-C stops it)");
             if open {
                 let opener = if cfg!(target_os = "macos") { "open" } else { "xdg-open" };

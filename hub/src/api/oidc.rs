@@ -69,9 +69,7 @@ pub struct OidcVerifier {
 
 impl OidcVerifier {
     pub fn new(config: OidcConfig) -> OidcVerifier {
-        // The HTTP client's TLS takes the process's provider (every Convoy main installs it).
-        convoy_shared::install_crypto_provider();
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("an HTTP client");
+        let http = convoy_web::oidc::http_client();
         OidcVerifier { config, http, keys: Default::default(), nonces: Default::default() }
     }
 
@@ -86,31 +84,19 @@ impl OidcVerifier {
         &self.config
     }
 
-    async fn get(&self, url: &str) -> Result<Value, OidcError> {
+    /// Fetches the provider's keys by discovery.
+    async fn fetch_keys(&self) -> Result<JwkSet, OidcError> {
         let failed = |message: String| OidcError::Provider { issuer: self.config.issuer.clone(), message };
+        let provider = convoy_web::oidc::Provider::discover(&self.http, &self.config.issuer)
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        let url = &provider.jwks_uri;
         let answer = self.http.get(url).send().await.map_err(|e| failed(format!("{url}: {e}")))?;
         if !answer.status().is_success() {
             return Err(failed(format!("{url} answered {}", answer.status())));
         }
         let body = answer.bytes().await.map_err(|e| failed(format!("{url}: {e}")))?;
-        serde_json::from_slice(&body).map_err(|e| failed(format!("{url} is not JSON: {e}")))
-    }
-
-    /// Fetches the provider's keys by discovery.
-    async fn fetch_keys(&self) -> Result<JwkSet, OidcError> {
-        let issuer = self.config.issuer.trim_end_matches('/');
-        let discovery = self.get(&format!("{issuer}/.well-known/openid-configuration")).await?;
-        if discovery["issuer"].as_str() != Some(self.config.issuer.as_str()) {
-            return Err(OidcError::Provider {
-                issuer: self.config.issuer.clone(),
-                message: format!("its discovery document names issuer {}", discovery["issuer"]),
-            });
-        }
-        let jwks_uri = discovery["jwks_uri"].as_str().unwrap_or_default().to_string();
-        serde_json::from_value(self.get(&jwks_uri).await?).map_err(|e| OidcError::Provider {
-            issuer: self.config.issuer.clone(),
-            message: format!("{jwks_uri} holds no key set: {e}"),
-        })
+        serde_json::from_slice(&body).map_err(|e| failed(format!("{url} holds no key set: {e}")))
     }
 
     /// The key `kid` names, fetching the keys when they are not cached or lack it.

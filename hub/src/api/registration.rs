@@ -18,7 +18,7 @@ use crate::api::auth;
 use crate::api::oidc::OidcVerifier;
 
 /// Hours a certificate from single sign-on lives (a working day, as `convoy users issue`).
-const SIGN_IN_HOURS: u64 = 12;
+pub const SIGN_IN_HOURS: u64 = 12;
 use crate::state::hub::Hub;
 use crate::state::registry::Registry;
 

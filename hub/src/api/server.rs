@@ -55,18 +55,78 @@ impl Default for HandshakeLimits {
     }
 }
 
-/// Serves AgentService, FleetService and RegistrationService on `listener` until `shutdown` is cancelled, then
-/// closes agent streams and drains connections. `charts` fetches remote charts for promotion
-/// previews, as the sync loop does for syncs.
+/// The fleet API behind its interceptor, as tonic serves it and the dashboard calls it.
+pub type FleetServer =
+    InterceptedService<FleetServiceServer<FleetApi>, fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status>>;
+
+/// Verified TLS connections for an HTTP server (the dashboard): the same accept loop, limits
+/// and shedding as the gRPC endpoint's.
+pub struct TlsIncoming {
+    conns: mpsc::Receiver<TlsConn>,
+    local: std::net::SocketAddr,
+}
+
+impl TlsIncoming {
+    /// Accepts on `listener` with `tls` until `shutdown`; `tasks` tracks the handshakes.
+    pub fn new(
+        listener: TcpListener,
+        tls: Arc<ServerConfig>,
+        limits: HandshakeLimits,
+        tasks: &TaskTracker,
+        shutdown: &CancellationToken,
+    ) -> io::Result<TlsIncoming> {
+        let local = listener.local_addr()?;
+        let (tx, conns) = mpsc::channel(ACCEPTED_QUEUE);
+        tasks.spawn(
+            accept_loop(listener, TlsAcceptor::from(tls), limits, tx, tasks.clone(), shutdown.clone())
+                .instrument(tracing::info_span!("accept-dashboard")),
+        );
+        Ok(TlsIncoming { conns, local })
+    }
+}
+
+impl axum::serve::Listener for TlsIncoming {
+    type Io = TlsConn;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (TlsConn, std::net::SocketAddr) {
+        match self.conns.recv().await {
+            Some(conn) => {
+                let addr = conn.info.addr;
+                (conn, addr)
+            }
+            // The accept loop stopped (shutting down): the server's graceful shutdown ends it.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
+        Ok(self.local)
+    }
+}
+
+/// How the endpoint serves.
+pub struct Endpoint {
+    pub tls: Arc<ServerConfig>,
+    pub limits: HandshakeLimits,
+    /// Fetches remote charts for promotion previews, as the sync loop does for syncs.
+    pub charts: Option<Arc<ChartFetcher>>,
+    /// Single sign-on for `convoy login`.
+    pub sign_in: Option<crate::api::oidc::OidcConfig>,
+    /// The web dashboard, over the same fleet API.
+    pub dashboard: Option<crate::api::dashboard::DashboardConfig>,
+}
+
+/// Serves AgentService, FleetService and RegistrationService (and the dashboard, when
+/// configured) on `listener` until `shutdown` is cancelled, then closes agent streams and
+/// drains connections.
 pub async fn serve(
     listener: TcpListener,
-    tls: Arc<ServerConfig>,
-    limits: HandshakeLimits,
+    endpoint: Endpoint,
     hub: Arc<Hub>,
-    charts: Option<Arc<ChartFetcher>>,
-    sign_in: Option<crate::api::oidc::OidcConfig>,
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
+    let Endpoint { tls, limits, charts, sign_in, dashboard } = endpoint;
     let (conns_tx, conns_rx) = mpsc::channel::<TlsConn>(ACCEPTED_QUEUE);
     // Every task the endpoint starts (accept loop, handshakes, agent sessions) is tracked, so
     // `serve` returns only once they have all ended.
@@ -76,6 +136,21 @@ pub async fn serve(
         accept_loop(listener, TlsAcceptor::from(tls), limits, conns_tx, tasks.clone(), shutdown.clone())
             .instrument(tracing::info_span!("accept")),
     );
+    let fleet: FleetServer = InterceptedService::new(
+        FleetServiceServer::new(FleetApi::new(hub.clone(), charts, shutdown.clone())),
+        auth::fleet_interceptor,
+    );
+    if let Some(config) = dashboard {
+        let served = crate::api::dashboard::serve(config, hub.clone(), fleet.clone(), limits, tasks.clone(), shutdown.clone());
+        tasks.spawn(
+            async move {
+                if let Err(e) = served.await {
+                    tracing::error!(error = %e, "the dashboard stopped");
+                }
+            }
+            .instrument(tracing::info_span!("dashboard")),
+        );
+    }
     let incoming = ReceiverStream::new(conns_rx);
     let incoming = tokio_stream::StreamExt::map(incoming, Ok::<_, io::Error>);
     let result = tonic::transport::Server::builder()
@@ -85,10 +160,7 @@ pub async fn serve(
             AgentLinks::new(hub.clone(), tasks.clone(), shutdown.clone()).into_server(),
             auth::agent_interceptor,
         ))
-        .add_service(FleetServiceServer::with_interceptor(
-            FleetApi::new(hub.clone(), charts, shutdown.clone()),
-            auth::fleet_interceptor,
-        ))
+        .add_service(fleet)
         // No interceptor: Register is authorized by its token, Renew checks the certificate.
         .add_service(RegistrationServiceServer::new(RegistrationApi::new(
             hub.clone(),

@@ -90,7 +90,7 @@ pub fn verify(secret: &[u8], headers: &HeaderMap, body: &[u8]) -> Result<&'stati
         return hmac_matches(secret, body, sig).then_some("gitea").ok_or("Gitea signature mismatch");
     }
     if let Some(token) = header("x-gitlab-token") {
-        return constant_time_eq(token.as_bytes(), secret).then_some("gitlab").ok_or("GitLab token mismatch");
+        return convoy_shared::constant_time_eq(token.as_bytes(), secret).then_some("gitlab").ok_or("GitLab token mismatch");
     }
     Err("no signature header (X-Hub-Signature-256, X-Gitea-Signature or X-Gitlab-Token)")
 }
@@ -102,9 +102,6 @@ fn hmac_matches(secret: &[u8], body: &[u8], hex_sig: &str) -> bool {
     mac.verify_slice(&expected).is_ok()
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
 
 /// The `X-Hub-Signature-256` value GitHub would send for `body` (tests and benchmarks use it).
 pub fn github_signature(secret: &[u8], body: &[u8]) -> String {

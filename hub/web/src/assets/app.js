@@ -195,6 +195,11 @@ async function api(path, opts = {}) {
   if (text) {
     try { data = JSON.parse(text); } catch { /* handled below */ }
   }
+  if (res.status === 401 && data && data.login) {
+    // The session ended (signed out, expired, or the user was revoked): sign in again, then
+    // come back here.
+    location.assign(`${data.login}?next=${encodeURIComponent(location.pathname + location.search)}`);
+  }
   if (!res.ok) {
     throw new ApiError((data && data.error) || `${res.status} ${res.statusText || 'error'} from ${path}`);
   }
@@ -502,7 +507,8 @@ function loadMe() {
     const el = document.getElementById('me');
     fill(el,
       h('span', { class: 'user' }, me.user || 'unknown'), ' ',
-      h('span', { class: `badge role-${me.role || 'viewer'}` }, me.role || 'viewer'));
+      h('span', { class: `badge role-${me.role || 'viewer'}` }, me.role || 'viewer'),
+      me.signOut ? h('button', { type: 'button', class: 'sign-out', id: 'sign-out', onclick: signOut }, 'Sign out') : null);
     el.title = [me.hub && `hub ${me.hub}`, me.version && `convoy ${me.version}`].filter(Boolean).join(' · ');
   }).catch((e) => {
     me.canAct = false;
@@ -510,6 +516,16 @@ function loadMe() {
     notify(me.whyNot, 'error');
   });
   return meReady;
+}
+
+// Ends the hub's session, then shows the sign-in page.
+async function signOut() {
+  try {
+    const answer = await post(me.signOut, {});
+    location.assign(answer.login || '/');
+  } catch (e) {
+    notify(`could not sign out: ${e.message}`, 'error');
+  }
 }
 
 // Action buttons: enabled for admins; for others disabled, titled and described by a visible

@@ -1,12 +1,12 @@
-//! The dashboard's JSON and event-stream API (`API.md`): each handler asks the hub over gRPC
-//! with the user's certificate and answers what the page shows, no more.
+//! The dashboard's JSON and event-stream API (`API.md`): each handler asks the fleet API as the
+//! request's user (its [`Session`]) and answers what the page shows, no more.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -15,8 +15,7 @@ use futures::{Stream, StreamExt as _};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::{Ui, fleet};
-use crate::promote;
+use super::{Me, Session, Ui, fleet, promotion};
 
 /// The API's answer to an error: its status and `{"error": message}`.
 pub fn error(status: StatusCode, message: String) -> Response {
@@ -54,8 +53,9 @@ pub async fn not_found() -> Response {
     error(StatusCode::NOT_FOUND, "no such page or API: the dashboard starts at /".into())
 }
 
-pub async fn me(State(ui): State<Arc<Ui>>) -> Json<super::Me> {
-    Json(ui.me.clone())
+pub async fn me(State(ui): State<Arc<Ui>>, Extension(session): Extension<Session>) -> Answer<Me> {
+    let who = session.client.clone().who_am_i(WhoAmIRequest {}).await?.into_inner();
+    Ok(Json(Me::new(who, session.csrf_token, &ui.hub, ui.backend.sign_out().unwrap_or_default())))
 }
 
 #[derive(Serialize)]
@@ -65,15 +65,15 @@ pub struct Envs {
     rollouts: Vec<RolloutInfo>,
 }
 
-pub async fn envs(State(ui): State<Arc<Ui>>) -> Answer<Envs> {
-    let (mut a, mut b) = (ui.client.clone(), ui.client.clone());
+pub async fn envs(Extension(session): Extension<Session>) -> Answer<Envs> {
+    let (mut a, mut b) = (session.client.clone(), session.client.clone());
     let (envs, rollouts) = tokio::try_join!(a.envs(EnvsRequest {}), b.rollout_status(RolloutStatusRequest::default()))?;
     let EnvsResponse { environments, errors } = envs.into_inner();
     Ok(Json(Envs { environments, errors, rollouts: rollouts.into_inner().rollouts }))
 }
 
-pub async fn clusters(State(ui): State<Arc<Ui>>, Query(query): Query<fleet::Query>) -> Answer<fleet::Page> {
-    let (mut a, mut b) = (ui.client.clone(), ui.client.clone());
+pub async fn clusters(Extension(session): Extension<Session>, Query(query): Query<fleet::Query>) -> Answer<fleet::Page> {
+    let (mut a, mut b) = (session.client.clone(), session.client.clone());
     let (list, envs) = tokio::try_join!(a.list_clusters(ListClustersRequest {}), b.envs(EnvsRequest {}))?;
     let order: Vec<String> = envs.into_inner().environments.into_iter().map(|e| e.name).collect();
     Ok(Json(query.page(list.into_inner().clusters, &order)))
@@ -97,8 +97,8 @@ pub struct Certificate {
     not_after_unix_ms: i64,
 }
 
-pub async fn cluster(State(ui): State<Arc<Ui>>, Path(name): Path<String>) -> Answer<Cluster> {
-    let (mut a, mut b, mut c) = (ui.client.clone(), ui.client.clone(), ui.client.clone());
+pub async fn cluster(Extension(session): Extension<Session>, Path(name): Path<String>) -> Answer<Cluster> {
+    let (mut a, mut b, mut c) = (session.client.clone(), session.client.clone(), session.client.clone());
     let (status, drift, history) = tokio::try_join!(
         a.status(StatusRequest { cluster: name.clone() }),
         b.drift(DriftRequest { cluster: name.clone() }),
@@ -127,8 +127,8 @@ pub struct App {
     clusters: Vec<AppPlacement>,
 }
 
-pub async fn app(State(ui): State<Arc<Ui>>, Path(name): Path<String>) -> Answer<App> {
-    let reply = ui.client.clone().app(AppRequest { name, cluster: String::new() }).await?.into_inner();
+pub async fn app(Extension(session): Extension<Session>, Path(name): Path<String>) -> Answer<App> {
+    let reply = session.client.clone().app(AppRequest { name, cluster: String::new() }).await?.into_inner();
     Ok(Json(App { app: reply.name, clusters: reply.clusters }))
 }
 
@@ -147,11 +147,11 @@ pub struct AppObjects {
 }
 
 pub async fn app_objects(
-    State(ui): State<Arc<Ui>>,
+    Extension(session): Extension<Session>,
     Path(name): Path<String>,
     Query(q): Query<ClusterQuery>,
 ) -> Answer<AppObjects> {
-    let reply = ui.client.clone().app(AppRequest { name, cluster: q.cluster }).await?.into_inner();
+    let reply = session.client.clone().app(AppRequest { name, cluster: q.cluster }).await?.into_inner();
     let revision = reply.clusters.iter().find(|c| c.cluster == reply.cluster).map(|c| c.revision.clone());
     Ok(Json(AppObjects {
         app: reply.name,
@@ -180,19 +180,19 @@ pub struct Promotion {
     diff: DiffResponse,
 }
 
-pub async fn promotion(State(ui): State<Arc<Ui>>, Query(q): Query<PairQuery>) -> Answer<Promotion> {
-    let (mut a, mut b) = (ui.client.clone(), ui.client.clone());
+pub async fn promotion(Extension(session): Extension<Session>, Query(q): Query<PairQuery>) -> Answer<Promotion> {
+    let (mut a, mut b) = (session.client.clone(), session.client.clone());
     let request = DiffRequest { from_env: q.from.clone(), to_env: q.to.clone() };
     let (envs, diff) = tokio::try_join!(a.envs(EnvsRequest {}), b.diff(request))?;
-    let verdict = match promote::gate(&envs.into_inner(), &q.from, &q.to, false) {
+    let verdict = match promotion::gate(&envs.into_inner(), &q.from, &q.to, false) {
         Ok(p) => Verdict { ok: true, message: p.message },
         Err(refusal) => Verdict { ok: false, message: refusal.to_string() },
     };
     Ok(Json(Promotion { verdict, command: format!("convoy promote {} {}", q.from, q.to), diff: diff.into_inner() }))
 }
 
-pub async fn rollouts(State(ui): State<Arc<Ui>>) -> Answer<RolloutStatusResponse> {
-    Ok(Json(ui.client.clone().rollout_status(RolloutStatusRequest::default()).await?.into_inner()))
+pub async fn rollouts(Extension(session): Extension<Session>) -> Answer<RolloutStatusResponse> {
+    Ok(Json(session.client.clone().rollout_status(RolloutStatusRequest::default()).await?.into_inner()))
 }
 
 #[derive(Deserialize)]
@@ -203,9 +203,9 @@ pub struct ActionBody {
     app: String,
 }
 
-pub async fn rollout_action(State(ui): State<Arc<Ui>>, Json(body): Json<ActionBody>) -> Answer<RolloutActionResponse> {
+pub async fn rollout_action(Extension(session): Extension<Session>, Json(body): Json<ActionBody>) -> Answer<RolloutActionResponse> {
     let request = RolloutActionRequest { environment: body.environment, action: body.action, app: body.app };
-    Ok(Json(ui.client.clone().rollout_action(request).await?.into_inner()))
+    Ok(Json(session.client.clone().rollout_action(request).await?.into_inner()))
 }
 
 #[derive(Deserialize)]
@@ -218,16 +218,16 @@ pub struct RollbackBody {
     release: bool,
 }
 
-pub async fn rollback(State(ui): State<Arc<Ui>>, Json(body): Json<RollbackBody>) -> Answer<RollbackResponse> {
+pub async fn rollback(Extension(session): Extension<Session>, Json(body): Json<RollbackBody>) -> Answer<RollbackResponse> {
     let request =
         RollbackRequest { environment: body.environment, to_revision: body.to_revision, release: body.release };
-    Ok(Json(ui.client.clone().rollback(request).await?.into_inner()))
+    Ok(Json(session.client.clone().rollback(request).await?.into_inner()))
 }
 
 /// The hub's event stream, one `fleet` event per hub event; a hub error ends it (the browser's
 /// EventSource reconnects by itself).
-pub async fn events(State(ui): State<Arc<Ui>>) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, Failure> {
-    let stream = ui.client.clone().watch(WatchRequest {}).await?.into_inner();
+pub async fn events(Extension(session): Extension<Session>) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, Failure> {
+    let stream = session.client.clone().watch(WatchRequest {}).await?.into_inner();
     let events = stream.take_while(|e| std::future::ready(e.is_ok())).filter_map(|e| async move {
         let event = e.ok()?;
         let data = serde_json::to_string(&event).unwrap_or_else(|_| Value::Null.to_string());

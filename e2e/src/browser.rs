@@ -65,6 +65,8 @@ impl Browser {
             .unwrap_or_else(|e| panic!("starting {}: {e}", driver.display()));
         let profile = tempfile::tempdir().expect("a profile directory");
         let mut caps = Capabilities::new();
+        // The hub's dashboard serves the certificate of each test's own CA.
+        caps.insert("acceptInsecureCerts".into(), json!(true));
         caps.insert(
             "goog:chromeOptions".into(),
             json!({"binary": chromium, "args": [
@@ -104,7 +106,11 @@ impl Browser {
             if matches!(value, Ok(serde_json::Value::Bool(true))) {
                 return;
             }
-            assert!(tokio::time::Instant::now() < deadline, "{what}: `{script}` not true on {:?}", self.url().await);
+            if tokio::time::Instant::now() >= deadline {
+                let text = self.client.execute("return document.body ? document.body.innerText : ''", vec![]).await;
+                let text: String = text.ok().and_then(|t| t.as_str().map(str::to_string)).unwrap_or_default();
+                panic!("{what}: `{script}` not true on {:?}, which reads: {:.600}", self.url().await, text);
+            }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }

@@ -426,6 +426,7 @@ impl InProcessHub {
             webhook_secret: Some(WEBHOOK_SECRET.into()),
             handshakes: Default::default(),
             sign_in: None,
+            dashboard: None,
         };
         let grpc = tokio::net::TcpListener::bind(listen).await.expect("bind gRPC");
         let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind HTTP");

@@ -180,6 +180,7 @@ impl Sandbox {
             webhook_secret: Some(webhook_secret),
             handshakes: Default::default(),
             sign_in: None,
+            dashboard: None,
         };
         let (hub_state, token) = ((hub.clone(), publisher), shutdown.clone());
         tasks.spawn(

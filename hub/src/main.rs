@@ -378,9 +378,9 @@ fn run(command: Command, runtime: &tokio::runtime::Runtime) -> Result<(), Failur
                     .map_err(|e| config(e.into()))?;
                     let secret = ui_client_secret_file
                         .map(|path| {
-                            std::fs::read_to_string(&path).map(|s| s.trim().to_string()).map_err(|e| {
-                                config(anyhow::anyhow!("--ui-client-secret-file {}: {e}", path.display()))
-                            })
+                            std::fs::read_to_string(&path)
+                                .map(|s| s.trim().to_string())
+                                .map_err(|e| config(anyhow::anyhow!("--ui-client-secret-file {}: {e}", path.display())))
                         })
                         .transpose()?;
                     let mut oidc = sign_in.clone().expect("clap requires --oidc-issuer with --ui-listen");

@@ -70,10 +70,11 @@ pub async fn login(context: &Context, out: &Path, flow: Flow) -> Result<Written,
     let http = convoy_web::oidc::http_client();
     let provider = Provider::discover(&http, &config.issuer).await.map_err(failed)?;
     let client = ClientId { id: config.client_id, secret: None };
-    let (id_token, nonce) = match flow {
+    let (id_token, nonce, device_flow) = match flow {
         Flow::Browser { open } => {
-            let listener =
-                tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| failed(format!("a loopback port: {e}")))?;
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .map_err(|e| failed(format!("a loopback port: {e}")))?;
             let port = listener.local_addr().map_err(failed)?.port();
             let redirect_uri = format!("http://127.0.0.1:{port}/callback");
             let sign_in = provider.authorize(&client, &redirect_uri).map_err(failed)?;
@@ -90,20 +91,23 @@ pub async fn login(context: &Context, out: &Path, flow: Flow) -> Result<Written,
             let code = Provider::code(&params, &sign_in.state).map_err(failed)?;
             let id_token =
                 provider.exchange(&http, &client, &code, &redirect_uri, &sign_in.verifier).await.map_err(failed)?;
-            (id_token, sign_in.nonce)
+            (id_token, sign_in.nonce, false)
         }
         Flow::Device => {
             let device = provider.device(&http, &client).await.map_err(failed)?;
             match &device.verification_uri_complete {
-                Some(complete) => eprintln!("Sign in at: {complete}\n(or at {} with the code {})", device.verification_uri, device.user_code),
+                Some(complete) => eprintln!(
+                    "Sign in at: {complete}\n(or at {} with the code {})",
+                    device.verification_uri, device.user_code
+                ),
                 None => eprintln!("Sign in at: {} with the code {}", device.verification_uri, device.user_code),
             }
-            (provider.poll(&http, &client, &device).await.map_err(failed)?, device.nonce)
+            (provider.poll(&http, &client, &device).await.map_err(failed)?, device.nonce, true)
         }
     };
 
     let csr = convoy_shared::enrollment::generate_csr("sign-in").map_err(failed)?;
-    let request = SignInRequest { id_token, nonce, csr_pem: csr.cert_pem };
+    let request = SignInRequest { id_token, nonce, csr_pem: csr.cert_pem, device_flow };
     let signed = hub.sign_in(request).await?.into_inner();
     let issued = IssueUserResponse {
         user: signed.user,

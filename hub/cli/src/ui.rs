@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use convoy_shared::identity::Identity;
-use convoy_web::{Backend, Session, Ui};
+use convoy_web::{Backend, NoSession, Session, Ui};
 
 use crate::CliError;
 
@@ -35,7 +35,7 @@ pub enum UiError {
 struct Certificate(Session);
 
 impl Backend for Certificate {
-    fn session(&self, _: &http::request::Parts) -> Result<Session, axum::response::Response> {
+    fn session(&self, _: &http::request::Parts) -> Result<Session, NoSession> {
         Ok(self.0.clone())
     }
 }

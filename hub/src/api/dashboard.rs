@@ -10,7 +10,8 @@
 //!   the hub's serving key. Nothing is stored, so every replica with the same key honours it and
 //!   a hub restart signs no one out. It lasts as long as a sign-in certificate (12 h).
 //! - `convoy users revoke` ends the sessions started before it, as it refuses certificates
-//!   issued before it; the browser then signs in again.
+//!   issued before it; the browser then signs in again (the provider decides whether the person
+//!   still may). Signing out ends the session in this browser, not at the provider.
 //! - The sign-in's state, nonce and PKCE verifier wait 10 minutes in a second signed cookie,
 //!   `__Host-convoy-login`, SameSite=Lax so that the provider's redirect back carries it.
 //! - The callback answers a page that moves on by itself (a meta refresh): browsers do not send
@@ -33,7 +34,7 @@ use convoy_shared::identity::{Identity, Role};
 use convoy_shared::proto::AuditRecord;
 use convoy_shared::proto::fleet_service_client::FleetServiceClient;
 use convoy_web::oidc::{ClientId, Provider};
-use convoy_web::{Backend, Session, TransportError};
+use convoy_web::{Backend, NoSession, Session, TransportError};
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -41,7 +42,7 @@ use tower::ServiceExt as _;
 use tower::util::BoxCloneSyncService;
 
 use crate::api::auth::PeerInfo;
-use crate::api::oidc::{OidcConfig, OidcVerifier};
+use crate::api::oidc::{Nonce, OidcConfig, OidcVerifier};
 use crate::api::registration::SIGN_IN_HOURS;
 use crate::api::server::{HandshakeLimits, TlsIncoming};
 use crate::state::hub::Hub;
@@ -51,6 +52,7 @@ const LOGIN_COOKIE: &str = "__Host-convoy-login";
 /// How long a person may take at the provider.
 const LOGIN_WAIT: Duration = Duration::from_secs(600);
 const LOGIN_PATH: &str = "/auth/login";
+const SIGNED_OUT_PATH: &str = "/auth/signed-out";
 
 /// How the hub serves the dashboard.
 pub struct DashboardConfig {
@@ -76,9 +78,7 @@ pub fn session_key(hub_key_pem: &str) -> [u8; 32] {
 #[derive(Debug, Clone, Copy)]
 struct Browser(SocketAddr);
 
-impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsIncoming>>
-    for Browser
-{
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsIncoming>> for Browser {
     fn connect_info(stream: axum::serve::IncomingStream<'_, TlsIncoming>) -> Browser {
         Browser(*stream.remote_addr())
     }
@@ -194,9 +194,10 @@ impl Dashboard {
 struct Sessions(Arc<Dashboard>);
 
 impl Backend for Sessions {
-    fn session(&self, request: &http::request::Parts) -> Result<Session, Response> {
+    fn session(&self, request: &http::request::Parts) -> Result<Session, NoSession> {
         let dashboard = &self.0;
-        let signed: Option<Signed> = cookie(&request.headers, SESSION_COOKIE).and_then(|v| dashboard.signer.open("session", v));
+        let signed: Option<Signed> =
+            cookie(&request.headers, SESSION_COOKIE).and_then(|v| dashboard.signer.open("session", v));
         let now = convoy_shared::clock::unix_secs();
         let refusal = match &signed {
             None => "sign in first".to_string(),
@@ -207,7 +208,7 @@ impl Backend for Sessions {
             },
         };
         let Some(signed) = signed.filter(|_| refusal.is_empty()) else {
-            return Err(sign_in_first(request.uri.path(), request.uri.query(), refusal));
+            return Err(NoSession { why: refusal, sign_in: LOGIN_PATH });
         };
         let addr = request.extensions.get::<ConnectInfo<Browser>>().map_or(([0, 0, 0, 0], 0).into(), |c| c.0.0);
         let csrf_token = dashboard.signer.mac("csrf", cookie(&request.headers, SESSION_COOKIE).unwrap_or_default());
@@ -217,22 +218,6 @@ impl Backend for Sessions {
     fn sign_out(&self) -> Option<&'static str> {
         Some("/auth/logout")
     }
-}
-
-/// A page goes to sign in (and comes back); an API call is told to.
-fn sign_in_first(path: &str, query: Option<&str>, why: String) -> Response {
-    if path.starts_with("/api/") {
-        let body = serde_json::json!({ "error": why, "login": LOGIN_PATH });
-        return (StatusCode::UNAUTHORIZED, axum::Json(body)).into_response();
-    }
-    let next = match query {
-        Some(q) => format!("{path}?{q}"),
-        None => path.to_string(),
-    };
-    let mut to = reqwest::Url::parse("https://dashboard.invalid/auth/login").expect("a static URL");
-    to.query_pairs_mut().append_pair("next", &next);
-    let location = format!("{}?{}", LOGIN_PATH, to.query().unwrap_or_default());
-    (StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response()
 }
 
 /// The value of cookie `name`.
@@ -246,7 +231,8 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 fn set_cookie(name: &str, value: &str, max_age: Duration, same_site: &str) -> HeaderValue {
-    let cookie = format!("{name}={value}; Path=/; Max-Age={}; HttpOnly; Secure; SameSite={same_site}", max_age.as_secs());
+    let cookie =
+        format!("{name}={value}; Path=/; Max-Age={}; HttpOnly; Secure; SameSite={same_site}", max_age.as_secs());
     HeaderValue::from_str(&cookie).expect("cookie values are base64 and dots")
 }
 
@@ -263,7 +249,8 @@ fn local_path(next: Option<&str>) -> String {
 /// A small page (no script: the CSP allows none inline).
 fn page(status: StatusCode, title: &str, body: &str, refresh_to: Option<&str>) -> Response {
     let escape = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;");
-    let refresh = refresh_to.map_or(String::new(), |to| format!("<meta http-equiv=\"refresh\" content=\"0;url={}\">", escape(to)));
+    let refresh = refresh_to
+        .map_or(String::new(), |to| format!("<meta http-equiv=\"refresh\" content=\"0;url={}\">", escape(to)));
     let html = format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Convoy: {}</title>{refresh}\
          <link rel=\"stylesheet\" href=\"/assets/app.css\"></head><body><main class=\"auth\"><h1>{}</h1><p>{}</p></main></body></html>",
@@ -284,7 +271,8 @@ async fn login(State(d): State<Arc<Dashboard>>, Query(q): Query<LoginQuery>) -> 
         Ok(provider) => provider,
         Err(e) => {
             tracing::warn!(error = %e, "dashboard sign-in: the provider is unreachable");
-            let body = "The identity provider cannot be reached; try again in a moment. <a href=\"/auth/login\">Sign in</a>";
+            let body =
+                "The identity provider cannot be reached; try again in a moment. <a href=\"/auth/login\">Sign in</a>";
             return page(StatusCode::BAD_GATEWAY, "Sign-in unavailable", body, None);
         }
     };
@@ -324,7 +312,7 @@ async fn callback(
             .exchange(&d.http, &d.client, &code, &d.redirect_uri, &pending.verifier)
             .await
             .map_err(|e| e.to_string())?;
-        d.verifier.verify(&id_token, &pending.nonce).await.map_err(|e| e.to_string())
+        d.verifier.verify(&id_token, Nonce::Required(&pending.nonce)).await.map_err(|e| e.to_string())
     };
     let who = match checked.await {
         Ok(who) => who,
@@ -335,7 +323,12 @@ async fn callback(
             return page(StatusCode::FORBIDDEN, "Sign-in refused", &format!("{escaped}. {again}"), None);
         }
     };
-    let now = convoy_shared::clock::unix_secs();
+    let mut now = convoy_shared::clock::unix_secs();
+    if d.hub.registry().refuses_user(&who.user, now).is_some() {
+        // Revoked earlier in this very second: a session must begin after the revocation.
+        tokio::time::sleep(Duration::from_millis(1000 - (convoy_shared::clock::unix_ms() % 1000) as u64)).await;
+        now += 1;
+    }
     let lifetime = Duration::from_secs(SIGN_IN_HOURS * 3600);
     let signed = Signed { user: who.user, groups: who.groups, since: now, until: now + lifetime.as_secs() as i64 };
     if !d.audit(Some(&signed), addr, "sign-in", format!("done: a dashboard session until unix {}", signed.until)).await
@@ -351,19 +344,29 @@ async fn callback(
         Some(&pending.next),
     );
     let headers = response.headers_mut();
-    headers.append(header::SET_COOKIE, set_cookie(SESSION_COOKIE, &d.signer.sign("session", &signed), lifetime, "Strict"));
+    headers
+        .append(header::SET_COOKIE, set_cookie(SESSION_COOKIE, &d.signer.sign("session", &signed), lifetime, "Strict"));
     headers.append(header::SET_COOKIE, set_cookie(LOGIN_COOKIE, "", Duration::ZERO, "Lax"));
     response
 }
 
-async fn logout(State(d): State<Arc<Dashboard>>, ConnectInfo(Browser(addr)): ConnectInfo<Browser>, headers: HeaderMap) -> Response {
+async fn logout(
+    State(d): State<Arc<Dashboard>>,
+    ConnectInfo(Browser(addr)): ConnectInfo<Browser>,
+    headers: HeaderMap,
+) -> Response {
     let signed: Option<Signed> = cookie(&headers, SESSION_COOKIE).and_then(|v| d.signer.open("session", v));
     if let Some(signed) = &signed {
         d.audit(Some(signed), addr, "sign-out", "done".into()).await;
     }
-    let mut response = axum::Json(serde_json::json!({ "login": LOGIN_PATH })).into_response();
+    let mut response = axum::Json(serde_json::json!({ "next": SIGNED_OUT_PATH })).into_response();
     response.headers_mut().append(header::SET_COOKIE, set_cookie(SESSION_COOKIE, "", Duration::ZERO, "Strict"));
     response
+}
+
+async fn signed_out() -> Response {
+    let body = "You are signed out of the Convoy dashboard (the identity provider may still know you). <a href=\"/auth/login\">Sign in again</a>.";
+    page(StatusCode::OK, "Signed out", body, None)
 }
 
 /// Serves the dashboard until `shutdown`, calling `fleet` as each signed-in person; its TLS
@@ -393,6 +396,7 @@ pub async fn serve(
         .route(LOGIN_PATH, get(login))
         .route("/auth/callback", get(callback))
         .route("/auth/logout", post(logout))
+        .route(SIGNED_OUT_PATH, get(signed_out))
         .with_state(dashboard.clone());
     let guard = convoy_web::guard::Guard::public(&config.url);
     let ui = Arc::new(convoy_web::Ui::new(Sessions(dashboard), guard, &url));
@@ -412,15 +416,6 @@ mod tests {
             assert_eq!(local_path(Some(foreign)), "/", "{foreign}");
         }
         assert_eq!(local_path(None), "/");
-    }
-
-    #[test]
-    fn a_page_without_a_session_goes_to_sign_in_and_an_api_call_is_told_to() {
-        let page = sign_in_first("/clusters/dev-1", Some("tab=drift"), "sign in first".into());
-        assert_eq!(page.status(), StatusCode::SEE_OTHER);
-        assert_eq!(page.headers()[header::LOCATION], "/auth/login?next=%2Fclusters%2Fdev-1%3Ftab%3Ddrift");
-        let api = sign_in_first("/api/clusters", None, "sign in first".into());
-        assert_eq!(api.status(), StatusCode::UNAUTHORIZED);
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //! - A token is accepted when its signature checks with the provider's key of its `kid` (RS256,
 //!   RS384, RS512, PS256, ES256, ES384 or EdDSA; never `none`, never HMAC), its `iss` is the
 //!   issuer, its `aud` holds the client id, it has not expired (30 s of leeway), and its `nonce`
-//!   is the one the CLI sent. A nonce is spent once: the same token or nonce again is refused
+//!   is the one the sign-in sent (in the device flow, where providers need not echo one, a
+//!   token may carry none). A token and its nonce are spent once: either again is refused
 //!   until the token would have expired.
 //! - The user is the configured claim (default `email`, else `sub`); groups are the configured
 //!   claim (default `groups`: a list of strings, or one string). Names that are not valid user
@@ -23,6 +24,7 @@ use convoy_shared::identity::valid_user_name;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::Value;
+use sha2::Digest as _;
 
 /// How the hub signs people in.
 #[derive(Debug, Clone)]
@@ -53,6 +55,15 @@ pub struct SignedIn {
     pub groups: Vec<String>,
     /// When the token expires (Unix seconds).
     pub expires: i64,
+}
+
+/// What the ID token's `nonce` claim must be.
+#[derive(Debug, Clone, Copy)]
+pub enum Nonce<'a> {
+    /// The authorization-code flow: the nonce the sign-in sent, always.
+    Required(&'a str),
+    /// The device flow, where providers need not echo it: the sent one if the token carries any.
+    IfCarried(&'a str),
 }
 
 /// Least time between two fetches of the provider's keys for an unknown key id.
@@ -121,8 +132,8 @@ impl OidcVerifier {
         })
     }
 
-    /// Checks `id_token` and that it carries `nonce`; spends the nonce.
-    pub async fn verify(&self, id_token: &str, nonce: &str) -> Result<SignedIn, OidcError> {
+    /// Checks `id_token` and its nonce (see [`Nonce`]); spends the token and its nonce.
+    pub async fn verify(&self, id_token: &str, nonce: Nonce<'_>) -> Result<SignedIn, OidcError> {
         let bad = |e: jsonwebtoken::errors::Error| OidcError::Token(e.to_string());
         let header = jsonwebtoken::decode_header(id_token).map_err(bad)?;
         let allowed = [
@@ -144,7 +155,12 @@ impl OidcVerifier {
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         validation.leeway = 30;
         let claims: Value = jsonwebtoken::decode(id_token, &key, &validation).map_err(bad)?.claims;
-        if nonce.is_empty() || claims["nonce"].as_str() != Some(nonce) {
+        let carried = claims["nonce"].as_str();
+        let nonce_holds = match nonce {
+            Nonce::Required(sent) => !sent.is_empty() && carried == Some(sent),
+            Nonce::IfCarried(sent) => carried.is_none_or(|c| c == sent),
+        };
+        if !nonce_holds {
             return Err(OidcError::Token("its nonce is not the one this sign-in sent".into()));
         }
         let expires = claims["exp"].as_i64().unwrap_or_default();
@@ -152,7 +168,14 @@ impl OidcVerifier {
             let now = convoy_shared::clock::unix_secs();
             let mut spent = self.nonces.lock().expect("nonces lock");
             spent.retain(|_, until| *until + 30 >= now);
-            if spent.insert(nonce.to_string(), expires).is_some() {
+            // The token itself is spent, and its nonce when it carries one.
+            let token_key = format!("token:{}", hex::encode(sha2::Sha256::digest(id_token.as_bytes())));
+            let keys = std::iter::once(token_key).chain(carried.map(|c| format!("nonce:{c}")));
+            let mut replayed = false;
+            for key in keys {
+                replayed |= spent.insert(key, expires).is_some();
+            }
+            if replayed {
                 return Err(OidcError::Replayed);
             }
         }
@@ -223,12 +246,33 @@ mod tests {
         let verifier = OidcVerifier::with_keys(config(), JwkSet { keys: vec![jwk] });
         let later = convoy_shared::clock::unix_secs() + 300;
         let good = token(&signer, "k1", claims("n1", "convoy", later));
-        let who = verifier.verify(&good, "n1").await.unwrap();
+        let who = verifier.verify(&good, Nonce::Required("n1")).await.unwrap();
         assert_eq!(
             (who.user.as_str(), who.groups.clone()),
             ("wendy@example.com", vec!["web-team".to_string(), "ops".into()])
         );
-        assert!(matches!(verifier.verify(&good, "n1").await, Err(OidcError::Replayed)), "a replayed nonce is refused");
+        assert!(
+            matches!(verifier.verify(&good, Nonce::Required("n1")).await, Err(OidcError::Replayed)),
+            "a replayed nonce is refused"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_device_flow_token_may_lack_a_nonce_and_is_still_spent_once() {
+        let (signer, jwk) = key("k1");
+        let verifier = OidcVerifier::with_keys(config(), JwkSet { keys: vec![jwk] });
+        let later = convoy_shared::clock::unix_secs() + 300;
+        let mut bare = claims("", "convoy", later);
+        bare.as_object_mut().unwrap().remove("nonce");
+        let bare = token(&signer, "k1", bare);
+        let required = verifier.verify(&bare, Nonce::Required("n")).await.unwrap_err();
+        assert!(required.to_string().contains("nonce"), "the code flow always needs it: {required}");
+        assert!(verifier.verify(&bare, Nonce::IfCarried("n")).await.is_ok());
+        let again = verifier.verify(&bare, Nonce::IfCarried("n")).await;
+        assert!(matches!(again, Err(OidcError::Replayed)), "the same token twice: {again:?}");
+        let other = token(&signer, "k1", claims("someone-elses", "convoy", later));
+        let foreign = verifier.verify(&other, Nonce::IfCarried("n")).await.unwrap_err();
+        assert!(foreign.to_string().contains("nonce"), "a carried nonce must be ours: {foreign}");
     }
 
     #[tokio::test]
@@ -238,23 +282,31 @@ mod tests {
         let verifier = OidcVerifier::with_keys(config(), JwkSet { keys: vec![jwk] });
         let now = convoy_shared::clock::unix_secs();
         let refused = |r: Result<SignedIn, OidcError>| r.unwrap_err().to_string();
-        let aud = refused(verifier.verify(&token(&signer, "k1", claims("a", "other-client", now + 300)), "a").await);
+        let aud = refused(
+            verifier.verify(&token(&signer, "k1", claims("a", "other-client", now + 300)), Nonce::Required("a")).await,
+        );
         assert!(aud.contains("InvalidAudience"), "{aud}");
-        let expired = refused(verifier.verify(&token(&signer, "k1", claims("b", "convoy", now - 120)), "b").await);
+        let expired = refused(
+            verifier.verify(&token(&signer, "k1", claims("b", "convoy", now - 120)), Nonce::Required("b")).await,
+        );
         assert!(expired.contains("ExpiredSignature"), "{expired}");
-        let forged = refused(verifier.verify(&token(&stranger, "k1", claims("c", "convoy", now + 300)), "c").await);
+        let forged = refused(
+            verifier.verify(&token(&stranger, "k1", claims("c", "convoy", now + 300)), Nonce::Required("c")).await,
+        );
         assert!(forged.contains("InvalidSignature"), "{forged}");
-        let nonce = refused(verifier.verify(&token(&signer, "k1", claims("d", "convoy", now + 300)), "other").await);
+        let nonce = refused(
+            verifier.verify(&token(&signer, "k1", claims("d", "convoy", now + 300)), Nonce::Required("other")).await,
+        );
         assert!(nonce.contains("nonce"), "{nonce}");
         let mut wrong_issuer = claims("e", "convoy", now + 300);
         wrong_issuer["iss"] = "https://evil.example".into();
-        let issuer = refused(verifier.verify(&token(&signer, "k1", wrong_issuer), "e").await);
+        let issuer = refused(verifier.verify(&token(&signer, "k1", wrong_issuer), Nonce::Required("e")).await);
         assert!(issuer.contains("InvalidIssuer"), "{issuer}");
         let mut hmac_header = Header::new(Algorithm::HS256);
         hmac_header.kid = Some("k1".into());
         let hmac =
             jsonwebtoken::encode(&hmac_header, &claims("f", "convoy", now + 300), &EncodingKey::from_secret(b"s"))
                 .unwrap();
-        assert!(refused(verifier.verify(&hmac, "f").await).contains("does not accept"));
+        assert!(refused(verifier.verify(&hmac, Nonce::Required("f")).await).contains("does not accept"));
     }
 }

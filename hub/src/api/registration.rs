@@ -15,7 +15,7 @@ use convoy_shared::proto::{
 use tonic::{Code, Request, Response, Status};
 
 use crate::api::auth;
-use crate::api::oidc::OidcVerifier;
+use crate::api::oidc::{Nonce, OidcVerifier};
 
 /// Hours a certificate from single sign-on lives (a working day, as `convoy users issue`).
 pub const SIGN_IN_HOURS: u64 = 12;
@@ -135,7 +135,7 @@ impl RegistrationService for RegistrationApi {
         let peer = req.extensions().get::<auth::PeerInfo>().map(|p| p.addr);
         let peer = peer.ok_or_else(|| Status::internal("connection carries no TLS peer information"))?;
         self.check_guesses(peer.ip())?;
-        let SignInRequest { id_token, nonce, csr_pem } = req.into_inner();
+        let SignInRequest { id_token, nonce, csr_pem, device_flow } = req.into_inner();
         let record = |user: String, groups: Vec<String>, result: String| AuditRecord {
             at_unix_ms: convoy_shared::clock::unix_ms(),
             user,
@@ -147,7 +147,8 @@ impl RegistrationService for RegistrationApi {
             action: "SignIn".into(),
             ..Default::default()
         };
-        let who = match self.sign_in()?.verify(&id_token, &nonce).await {
+        let nonce = if device_flow { Nonce::IfCarried(&nonce) } else { Nonce::Required(&nonce) };
+        let who = match self.sign_in()?.verify(&id_token, nonce).await {
             Ok(who) => who,
             Err(e) => {
                 tracing::warn!(%peer, error = %e, "sign-in refused");

@@ -56,8 +56,10 @@ impl Default for HandshakeLimits {
 }
 
 /// The fleet API behind its interceptor, as tonic serves it and the dashboard calls it.
-pub type FleetServer =
-    InterceptedService<FleetServiceServer<FleetApi>, fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status>>;
+pub type FleetServer = InterceptedService<
+    FleetServiceServer<FleetApi>,
+    fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status>,
+>;
 
 /// Verified TLS connections for an HTTP server (the dashboard): the same accept loop, limits
 /// and shedding as the gRPC endpoint's.
@@ -141,7 +143,8 @@ pub async fn serve(
         auth::fleet_interceptor,
     );
     if let Some(config) = dashboard {
-        let served = crate::api::dashboard::serve(config, hub.clone(), fleet.clone(), limits, tasks.clone(), shutdown.clone());
+        let served =
+            crate::api::dashboard::serve(config, hub.clone(), fleet.clone(), limits, tasks.clone(), shutdown.clone());
         tasks.spawn(
             async move {
                 if let Err(e) = served.await {

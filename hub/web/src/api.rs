@@ -72,7 +72,10 @@ pub async fn envs(Extension(session): Extension<Session>) -> Answer<Envs> {
     Ok(Json(Envs { environments, errors, rollouts: rollouts.into_inner().rollouts }))
 }
 
-pub async fn clusters(Extension(session): Extension<Session>, Query(query): Query<fleet::Query>) -> Answer<fleet::Page> {
+pub async fn clusters(
+    Extension(session): Extension<Session>,
+    Query(query): Query<fleet::Query>,
+) -> Answer<fleet::Page> {
     let (mut a, mut b) = (session.client.clone(), session.client.clone());
     let (list, envs) = tokio::try_join!(a.list_clusters(ListClustersRequest {}), b.envs(EnvsRequest {}))?;
     let order: Vec<String> = envs.into_inner().environments.into_iter().map(|e| e.name).collect();
@@ -203,7 +206,10 @@ pub struct ActionBody {
     app: String,
 }
 
-pub async fn rollout_action(Extension(session): Extension<Session>, Json(body): Json<ActionBody>) -> Answer<RolloutActionResponse> {
+pub async fn rollout_action(
+    Extension(session): Extension<Session>,
+    Json(body): Json<ActionBody>,
+) -> Answer<RolloutActionResponse> {
     let request = RolloutActionRequest { environment: body.environment, action: body.action, app: body.app };
     Ok(Json(session.client.clone().rollout_action(request).await?.into_inner()))
 }
@@ -218,7 +224,10 @@ pub struct RollbackBody {
     release: bool,
 }
 
-pub async fn rollback(Extension(session): Extension<Session>, Json(body): Json<RollbackBody>) -> Answer<RollbackResponse> {
+pub async fn rollback(
+    Extension(session): Extension<Session>,
+    Json(body): Json<RollbackBody>,
+) -> Answer<RollbackResponse> {
     let request =
         RollbackRequest { environment: body.environment, to_revision: body.to_revision, release: body.release };
     Ok(Json(session.client.clone().rollback(request).await?.into_inner()))
@@ -226,7 +235,9 @@ pub async fn rollback(Extension(session): Extension<Session>, Json(body): Json<R
 
 /// The hub's event stream, one `fleet` event per hub event; a hub error ends it (the browser's
 /// EventSource reconnects by itself).
-pub async fn events(Extension(session): Extension<Session>) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, Failure> {
+pub async fn events(
+    Extension(session): Extension<Session>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, Failure> {
     let stream = session.client.clone().watch(WatchRequest {}).await?.into_inner();
     let events = stream.take_while(|e| std::future::ready(e.is_ok())).filter_map(|e| async move {
         let event = e.ok()?;

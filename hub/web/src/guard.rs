@@ -90,7 +90,11 @@ impl Guard {
 /// Refuses a write without the session's CSRF token.
 pub fn csrf(given: Option<&str>, expected: &str) -> Result<(), Refusal> {
     match given {
-        Some(given) if !expected.is_empty() && convoy_shared::constant_time_eq(given.as_bytes(), expected.as_bytes()) => Ok(()),
+        Some(given)
+            if !expected.is_empty() && convoy_shared::constant_time_eq(given.as_bytes(), expected.as_bytes()) =>
+        {
+            Ok(())
+        }
         _ => Err(Refusal::Csrf),
     }
 }
@@ -143,6 +147,8 @@ mod tests {
         assert!(g.origin_of(Some("https://convoy.example.com")).is_ok());
         assert!(g.origin_of(Some("http://convoy.example.com")).is_err());
         let ported = Guard::public(&"https://127.0.0.1:8443".parse().unwrap());
-        assert!(ported.host(Some("127.0.0.1:8443")).is_ok() && ported.origin_of(Some("https://127.0.0.1:8443")).is_ok());
+        assert!(
+            ported.host(Some("127.0.0.1:8443")).is_ok() && ported.origin_of(Some("https://127.0.0.1:8443")).is_ok()
+        );
     }
 }

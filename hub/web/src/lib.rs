@@ -30,7 +30,7 @@ use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse as _, Response};
 use axum::routing::{get, post};
 use convoy_shared::proto::fleet_service_client::FleetServiceClient;
 use serde::Serialize;
@@ -70,13 +70,45 @@ pub struct Session {
 
 /// Who a request acts for.
 pub trait Backend: Send + Sync + 'static {
-    /// The session `request` belongs to, or the answer to give instead (sign in first).
-    fn session(&self, request: &http::request::Parts) -> Result<Session, Response>;
+    /// The session `request` belongs to, or why it has none.
+    fn session(&self, request: &http::request::Parts) -> Result<Session, NoSession>;
 
     /// Where the page's sign-out button posts, when the backend signs people in.
     fn sign_out(&self) -> Option<&'static str> {
         None
     }
+}
+
+/// Why a request has no session: a page goes to `sign_in` (and comes back after), an API call
+/// answers 401 with the reason and where to sign in.
+#[derive(Debug, Clone)]
+pub struct NoSession {
+    pub why: String,
+    /// The backend's sign-in path; it takes `?next=PATH`.
+    pub sign_in: &'static str,
+}
+
+impl NoSession {
+    fn answer(self, path: &str, query: Option<&str>) -> Response {
+        if path.starts_with("/api/") {
+            let body = serde_json::json!({ "error": self.why, "login": self.sign_in });
+            return (StatusCode::UNAUTHORIZED, axum::Json(body)).into_response();
+        }
+        let next = match query {
+            Some(q) => format!("{path}?{q}"),
+            None => path.to_string(),
+        };
+        let mut to = reqwest::Url::parse("https://dashboard.invalid/").expect("a static URL");
+        to.query_pairs_mut().append_pair("next", &next);
+        let location = format!("{}?{}", self.sign_in, to.query().unwrap_or_default());
+        (StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response()
+    }
+}
+
+/// Why [`admit`] turned a request away.
+enum Turned {
+    Refused(guard::Refusal),
+    NoSession(NoSession),
 }
 
 /// Who the dashboard acts as and what the page may offer them.
@@ -181,10 +213,12 @@ fn sessionless(path: &str) -> bool {
 /// Refuses what [`guard::Guard`] refuses, finds the request's [`Session`] and sets the security
 /// headers of every answer.
 async fn guarded(State(ui): State<Arc<Ui>>, request: Request, next: Next) -> Response {
-    let api = request.uri().path().starts_with("/api/");
+    let (path, query) = (request.uri().path().to_string(), request.uri().query().map(str::to_string));
+    let api = path.starts_with("/api/");
     let mut response = match admit(&ui, request) {
         Ok(request) => next.run(request).await,
-        Err(refused) => refused,
+        Err(Turned::Refused(refusal)) => api::error(StatusCode::FORBIDDEN, refusal.to_string()),
+        Err(Turned::NoSession(none)) => none.answer(&path, query.as_deref()),
     };
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
@@ -198,18 +232,20 @@ async fn guarded(State(ui): State<Arc<Ui>>, request: Request, next: Next) -> Res
     response
 }
 
-/// The request with its session, or the answer instead.
-fn admit(ui: &Ui, request: Request) -> Result<Request, Response> {
-    let refused = |refusal: guard::Refusal| api::error(StatusCode::FORBIDDEN, refusal.to_string());
+/// The request with its session, or why not.
+fn admit(ui: &Ui, request: Request) -> Result<Request, Turned> {
+    let refused = Turned::Refused;
     let (mut parts, body) = request.into_parts();
     let h = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
-    ui.guard.host(h(header::HOST.as_str())).map_err(refused)?;
+    // HTTP/2 names the host in the request's authority, HTTP/1.1 in `Host`.
+    let authority = parts.uri.authority().map(|a| a.as_str());
+    ui.guard.host(h(header::HOST.as_str()).or(authority)).map_err(refused)?;
     let write = !matches!(parts.method, http::Method::GET | http::Method::HEAD);
     if write {
         ui.guard.origin_of(h(header::ORIGIN.as_str())).map_err(refused)?;
     }
     if !sessionless(parts.uri.path()) {
-        let session = ui.backend.session(&parts)?;
+        let session = ui.backend.session(&parts).map_err(Turned::NoSession)?;
         if write {
             guard::csrf(h(guard::CSRF_HEADER), &session.csrf_token).map_err(refused)?;
         }
@@ -242,6 +278,18 @@ mod tests {
         assert!(!member.can_act && member.why_not.contains("spec.access"), "{}", member.why_not);
         let viewer = me("viewer", &viewing);
         assert!(!viewer.can_act && viewer.why_not.starts_with("viewer certificates may not"), "{}", viewer.why_not);
-        assert!(me("admin", &["admin: every app in every environment", "rollback: every app in every environment"]).can_act);
+        assert!(
+            me("admin", &["admin: every app in every environment", "rollback: every app in every environment"]).can_act
+        );
+    }
+
+    #[test]
+    fn a_page_without_a_session_goes_to_sign_in_and_an_api_call_is_told_to() {
+        let none = || NoSession { why: "sign in first".into(), sign_in: "/auth/login" };
+        let page = none().answer("/clusters/dev-1", Some("tab=drift"));
+        assert_eq!(page.status(), StatusCode::SEE_OTHER);
+        assert_eq!(page.headers()[header::LOCATION], "/auth/login?next=%2Fclusters%2Fdev-1%3Ftab%3Ddrift");
+        let api = none().answer("/api/clusters", None);
+        assert_eq!(api.status(), StatusCode::UNAUTHORIZED);
     }
 }

@@ -113,7 +113,10 @@ impl Provider {
             )));
         }
         let endpoint = |name: &str| {
-            doc[name].as_str().map(str::to_string).ok_or_else(|| failed(format!("the provider {issuer} names no {name}")))
+            doc[name]
+                .as_str()
+                .map(str::to_string)
+                .ok_or_else(|| failed(format!("the provider {issuer} names no {name}")))
         };
         Ok(Provider {
             issuer: issuer.to_string(),
@@ -206,8 +209,9 @@ impl Provider {
             Some(secret) => request = request.basic_auth(&client.id, Some(secret)),
             None => pairs.push(("client_id", client.id.as_str())),
         }
-        let answer = json(request.body(form(&pairs)).send().await, &format!("the provider's device endpoint {endpoint}"))
-            .await?;
+        let answer =
+            json(request.body(form(&pairs)).send().await, &format!("the provider's device endpoint {endpoint}"))
+                .await?;
         let text = |name: &str| answer[name].as_str().map(str::to_string);
         let (Some(device_code), Some(user_code), Some(verification_uri)) =
             (text("device_code"), text("user_code"), text("verification_uri"))
@@ -226,11 +230,18 @@ impl Provider {
     }
 
     /// Waits until the person has signed in on another device; the ID token.
-    pub async fn poll(&self, http: &reqwest::Client, client: &ClientId, device: &Device) -> Result<String, SignInError> {
+    pub async fn poll(
+        &self,
+        http: &reqwest::Client,
+        client: &ClientId,
+        device: &Device,
+    ) -> Result<String, SignInError> {
         let deadline = tokio::time::Instant::now() + device.expires_in;
         let mut interval = device.interval;
-        let pairs =
-            [("grant_type", "urn:ietf:params:oauth:grant-type:device_code"), ("device_code", device.device_code.as_str())];
+        let pairs = [
+            ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
+            ("device_code", device.device_code.as_str()),
+        ];
         loop {
             tokio::time::sleep(interval).await;
             let answer = self.token(http, client, &pairs).await;

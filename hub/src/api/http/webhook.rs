@@ -90,7 +90,9 @@ pub fn verify(secret: &[u8], headers: &HeaderMap, body: &[u8]) -> Result<&'stati
         return hmac_matches(secret, body, sig).then_some("gitea").ok_or("Gitea signature mismatch");
     }
     if let Some(token) = header("x-gitlab-token") {
-        return convoy_shared::constant_time_eq(token.as_bytes(), secret).then_some("gitlab").ok_or("GitLab token mismatch");
+        return convoy_shared::constant_time_eq(token.as_bytes(), secret)
+            .then_some("gitlab")
+            .ok_or("GitLab token mismatch");
     }
     Err("no signature header (X-Hub-Signature-256, X-Gitea-Signature or X-Gitlab-Token)")
 }
@@ -101,7 +103,6 @@ fn hmac_matches(secret: &[u8], body: &[u8], hex_sig: &str) -> bool {
     mac.update(body);
     mac.verify_slice(&expected).is_ok()
 }
-
 
 /// The `X-Hub-Signature-256` value GitHub would send for `body` (tests and benchmarks use it).
 pub fn github_signature(secret: &[u8], body: &[u8]) -> String {

@@ -522,7 +522,7 @@ function loadMe() {
 async function signOut() {
   try {
     const answer = await post(me.signOut, {});
-    location.assign(answer.login || '/');
+    location.assign(answer.next || '/');
   } catch (e) {
     notify(`could not sign out: ${e.message}`, 'error');
   }

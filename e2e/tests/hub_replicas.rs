@@ -136,6 +136,11 @@ async fn a_cluster_revoked_through_one_replica_is_cut_off_by_the_other() {
     let mut state = agent.handle.state.clone();
     state.wait_for(|s| *s == LinkState::Connected).await.unwrap();
 
+    // A log shipper follows the audit on the other replica.
+    let since_unix_ms = convoy_shared::clock::unix_ms();
+    let follow = AuditRequest { since_unix_ms, follow: true, ..Default::default() };
+    let mut following = ca.cli(&other.address, Role::Admin).await.audit(follow).await.unwrap().into_inner();
+
     let mut admin = ca.cli(&one.address, Role::Admin).await;
     let reply = admin.revoke_cluster(RevokeClusterRequest { cluster: "dev-1".into() }).await.unwrap().into_inner();
     assert!(!reply.stream_closed, "the stream is on the other replica");
@@ -144,6 +149,18 @@ async fn a_cluster_revoked_through_one_replica_is_cut_off_by_the_other() {
     assert!(refused.contains("convoy token create"), "{refused}");
     assert_eq!(other.log_lines("revoked on another replica").len(), 1);
     agent.stop().await;
+    // The follower of the other replica got the record as it was written.
+    let followed = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        while let Some(record) = following.message().await.unwrap() {
+            if record.action == "RevokeCluster" {
+                return record;
+            }
+        }
+        panic!("the follow stream ended");
+    })
+    .await
+    .expect("the revocation's record on the other replica's --follow");
+    assert!(followed.target.contains("dev-1"), "{followed:?}");
 
     // Its audit record is in the store the replicas share: the other replica reads it once the
     // one that wrote it is gone.

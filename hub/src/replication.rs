@@ -19,7 +19,9 @@ use crate::state::hub::{Hub, Publisher};
 use crate::store::Store as _;
 use crate::store::StoreError;
 use crate::store::leadership::Leadership;
-use crate::store::postgres::{ACCESS_CHANNEL, PUBLISHED_CHANNEL, PgStore, REPORTS_CHANNEL, REVOCATIONS_CHANNEL};
+use crate::store::postgres::{
+    ACCESS_CHANNEL, AUDIT_CHANNEL, PUBLISHED_CHANNEL, PgStore, REPORTS_CHANNEL, REVOCATIONS_CHANNEL,
+};
 
 /// Pause before listening again after the notification session failed.
 const RELISTEN: Duration = Duration::from_secs(1);
@@ -166,7 +168,8 @@ async fn listen_once(
         }
     });
     let channels = format!(
-        "LISTEN {PUBLISHED_CHANNEL}; LISTEN {REPORTS_CHANNEL}; LISTEN {REVOCATIONS_CHANNEL}; LISTEN {ACCESS_CHANNEL}"
+        "LISTEN {PUBLISHED_CHANNEL}; LISTEN {REPORTS_CHANNEL}; LISTEN {REVOCATIONS_CHANNEL}; LISTEN {ACCESS_CHANNEL}; \
+         LISTEN {AUDIT_CHANNEL}"
     );
     client.batch_execute(&channels).await.map_err(database)?;
     // Whatever was announced while no one listened is read whole: the publications, the
@@ -214,6 +217,20 @@ async fn listen_once(
                 Ok(Ok(None)) => {}
                 Ok(Err(e)) => tracing::warn!(error = %e, "cannot read the access policy the leader put in force"),
                 Err(e) => tracing::error!(error = %e, "reading the access policy panicked"),
+            }
+        } else if notification.channel() == AUDIT_CHANNEL {
+            // Another replica's audit record, for this replica's `--follow` readers.
+            if let Some((replica, seq)) = payload.split_once(' ')
+                && replica != store.replica()
+                && let Ok(seq) = seq.parse()
+            {
+                let reader = store.clone();
+                match tokio::task::spawn_blocking(move || reader.audit_record(seq)).await {
+                    Ok(Ok(Some(record))) => hub.access().relay(record),
+                    Ok(Ok(None)) => {}
+                    Ok(Err(e)) => tracing::warn!(seq, error = %e, "cannot read an audit record another replica wrote"),
+                    Err(e) => tracing::error!(seq, error = %e, "reading a relayed audit record panicked"),
+                }
             }
         } else if notification.channel() == REVOCATIONS_CHANNEL {
             if let Some((cluster, at)) = payload.split_once(' ')

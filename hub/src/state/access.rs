@@ -9,8 +9,8 @@
 //! - Every mutating call, denial, certificate issued, token created and revocation is an audit
 //!   record in the store, written before the call acts: when it cannot be written the call is
 //!   refused, so nothing happens unaudited. Allowed reads are not recorded.
-//! - `--follow` readers get each record this replica writes as it is written; the store holds
-//!   every replica's.
+//! - `--follow` readers get each record as it is written, by this replica or (relayed through
+//!   the store's announcements) by another.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -167,7 +167,12 @@ impl AccessControl {
         Ok(())
     }
 
-    /// Records written from now on (by this hub).
+    /// Tells `--follow` readers of a record another replica wrote.
+    pub fn relay(&self, record: AuditRecord) {
+        let _ = self.follow.send(record);
+    }
+
+    /// Records written from now on (by this replica, or relayed from another).
     pub fn follow(&self) -> broadcast::Receiver<AuditRecord> {
         self.follow.subscribe()
     }

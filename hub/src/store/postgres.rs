@@ -31,6 +31,9 @@ pub(crate) const REPORTS_CHANNEL: &str = "convoy_reports";
 pub(crate) const ACCESS_CHANNEL: &str = "convoy_access";
 /// Channel a replica announces `CLUSTER AT_UNIX_MS` on when it revoked a cluster.
 pub(crate) const REVOCATIONS_CHANNEL: &str = "convoy_revocations";
+/// Channel a replica announces `REPLICA SEQ` on when it wrote an audit record, so `--follow`
+/// readers of every replica get it.
+pub(crate) const AUDIT_CHANNEL: &str = "convoy_audit";
 /// Connections each store keeps (queries pipeline on each).
 const POOL: usize = 4;
 
@@ -278,6 +281,15 @@ impl PgStore {
                 .await
                 .map_err(db)?;
             row.map(|row| Report::decode(row.get::<_, &[u8]>(0)).map_err(db)).transpose()
+        })
+    }
+
+    /// The audit record written as number `seq`.
+    pub fn audit_record(&self, seq: i64) -> Result<Option<AuditRecord>> {
+        self.run(move |pool| async move {
+            let client = pool.get().await?;
+            let row = client.query_opt("SELECT record FROM convoy_audit WHERE seq = $1", &[&seq]).await.map_err(db)?;
+            row.map(|row| AuditRecord::decode(row.get::<_, &[u8]>(0)).map_err(db)).transpose()
         })
     }
 
@@ -540,12 +552,15 @@ impl Store for PgStore {
 
     fn append_audit(&self, record: &AuditRecord) -> Result<()> {
         let (at, user, body) = (record.at_unix_ms, record.user.clone(), record.encode_to_vec());
+        let replica = self.replica.clone();
         self.run(move |pool| async move {
             let client = pool.get().await?;
+            // One statement: the record and its announcement commit together.
             client
                 .execute(
-                    "INSERT INTO convoy_audit (at_unix_ms, username, record) VALUES ($1, $2, $3)",
-                    &[&at, &user, &body],
+                    "WITH written AS (INSERT INTO convoy_audit (at_unix_ms, username, record) VALUES ($1, $2, $3) RETURNING seq)
+                     SELECT pg_notify($4, $5 || ' ' || seq) FROM written",
+                    &[&at, &user, &body, &AUDIT_CHANNEL, &replica],
                 )
                 .await
                 .map_err(db)?;

@@ -128,6 +128,62 @@ fn both_charts_lint_clean_with_helm() {
     assert_eq!(ports, [json!(7443), json!(8080)]);
 }
 
+#[test]
+fn the_hub_chart_turns_on_single_sign_on_and_the_dashboard() {
+    let objects = render(
+        "convoy-hub",
+        json!({"repo": {"url": "ssh://x/y"}, "certs": {"existingSecret": "c"},
+               "oidc": {"issuer": "https://id.example.com", "clientId": "convoy"},
+               "dashboard": {"enabled": true, "url": "https://convoy.example.com", "clientId": "convoy-web",
+                             "existingSecret": "convoy-web-client", "tlsSecret": "convoy-web-tls"}}),
+    );
+    let sts = find(&objects, "StatefulSet")[0];
+    let help = Command::new(workspace_binary("convoy-hub")).args(["serve", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout).into_owned();
+    let env = sts["spec"]["template"]["spec"]["containers"][0]["env"].as_array().unwrap();
+    for name in env.iter().filter_map(|e| e["name"].as_str()).filter(|n| n.starts_with("CONVOY_")) {
+        assert!(help.contains(&format!("[env: {name}")), "the chart sets {name}, which convoy-hub does not read");
+    }
+    for (name, value) in [
+        ("CONVOY_OIDC_ISSUER", "https://id.example.com"),
+        ("CONVOY_OIDC_CLIENT_ID", "convoy"),
+        ("CONVOY_UI_LISTEN", "0.0.0.0:8443"),
+        ("CONVOY_UI_URL", "https://convoy.example.com"),
+        ("CONVOY_UI_CLIENT_ID", "convoy-web"),
+        ("CONVOY_UI_CLIENT_SECRET_FILE", "/etc/convoy/dashboard/client-secret"),
+        ("CONVOY_UI_TLS_CERT", "/etc/convoy/dashboard-tls/tls.crt"),
+    ] {
+        assert!(env.contains(&json!({"name": name, "value": value})), "{name}: {env:?}");
+    }
+    let pod = &sts["spec"]["template"]["spec"];
+    let volumes = pod["volumes"].as_array().unwrap();
+    let mounts = pod["containers"][0]["volumeMounts"].as_array().unwrap();
+    for (volume, secret, path) in [
+        ("dashboard", "convoy-web-client", "/etc/convoy/dashboard"),
+        ("dashboard-tls", "convoy-web-tls", "/etc/convoy/dashboard-tls"),
+    ] {
+        assert!(volumes.iter().any(|v| v["name"] == volume && v["secret"]["secretName"] == secret), "{volumes:?}");
+        assert!(mounts.iter().any(|m| m["name"] == volume && m["mountPath"] == path), "{mounts:?}");
+    }
+    let ports: Vec<_> =
+        find(&objects, "Service")[0]["spec"]["ports"].as_array().unwrap().iter().map(|p| p["name"].clone()).collect();
+    assert_eq!(ports, [json!("grpc"), json!("http"), json!("https")]);
+
+    // The dashboard without a provider, or without its URL, fails at render time and says why.
+    for (values, says) in [
+        (json!({"dashboard": {"enabled": true, "url": "https://c.example.com"}}), "needs oidc.issuer"),
+        (
+            json!({"oidc": {"issuer": "https://id.example.com", "clientId": "c"}, "dashboard": {"enabled": true}}),
+            "dashboard.url",
+        ),
+    ] {
+        let mut all = json!({"repo": {"url": "ssh://x/y"}, "certs": {"existingSecret": "c"}});
+        all.as_object_mut().unwrap().extend(values.as_object().unwrap().clone());
+        let refused = helm("render", "convoy-hub", all);
+        assert!(refused["ok"] != true && refused["error"].as_str().unwrap_or_default().contains(says), "{refused}");
+    }
+}
+
 /// The chart's `charts:` values become the files and flags the hub reads: a hub started with
 /// exactly what the StatefulSet sets (the credentials Secret and the CA written out where the pod
 /// mounts them) starts, and the credentials it would send are those in the values.

@@ -104,7 +104,12 @@ async fn phases(ca: &TestCa, hub: &InProcessHub, revision: &str, want: &[(&str, 
 
 async fn act(ca: &TestCa, hub: &InProcessHub, action: &str, app: &str) -> String {
     let mut cli = ca.cli(&hub.address, Role::Admin).await;
-    let request = RolloutActionRequest { environment: "prod".into(), action: action.into(), app: app.into() };
+    let request = RolloutActionRequest {
+        environment: "prod".into(),
+        action: action.into(),
+        app: app.into(),
+        ..Default::default()
+    };
     cli.rollout_action(request).await.unwrap_or_else(|e| panic!("{action} {app}: {e}")).into_inner().message
 }
 
@@ -150,7 +155,12 @@ async fn an_app_with_its_own_rollout_moves_through_its_own_waves() {
     phases(&ca, &hub, &v2, &[("", "aborted"), ("mon", "complete")]).await;
     assert_eq!(versions(&hub), pairs([("v1", "v2"); 4]));
     let mut admin = ca.cli(&hub.address, Role::Admin).await;
-    let unknown = RolloutActionRequest { environment: "prod".into(), action: "pause".into(), app: "web".into() };
+    let unknown = RolloutActionRequest {
+        environment: "prod".into(),
+        action: "pause".into(),
+        app: "web".into(),
+        ..Default::default()
+    };
     let refused = admin.rollout_action(unknown).await.unwrap_err();
     assert!(refused.message().contains("app 'web' in 'prod' has no rollout"), "{}", refused.message());
 

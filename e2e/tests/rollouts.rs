@@ -102,7 +102,12 @@ async fn complete(ca: &TestCa, hub: &str, revision: &str) {
 
 async fn act(ca: &TestCa, hub: &str, action: &str) -> String {
     let mut cli = ca.cli(hub, Role::Admin).await;
-    let request = RolloutActionRequest { environment: "prod".into(), action: action.into(), app: String::new() };
+    let request = RolloutActionRequest {
+        environment: "prod".into(),
+        action: action.into(),
+        app: String::new(),
+        ..Default::default()
+    };
     cli.rollout_action(request).await.unwrap_or_else(|e| panic!("{action}: {e}")).into_inner().message
 }
 

@@ -177,6 +177,7 @@ impl SyncWorker {
                 let view = FleetView {
                     rollouts: self.releaser.rollouts().clone(),
                     pins: self.releaser.pins().clone(),
+                    holds: self.releaser.holds().clone(),
                     lineage: self.repository.lineage().clone(),
                     fleet: self.repository.fleet().cloned(),
                     envs: self.repository.envs().clone(),
@@ -251,15 +252,22 @@ impl SyncWorker {
         self.releaser.forget_gone(&fleet);
         self.releaser.begin_rollouts(publisher, &fleet, self.repository.envs(), &envs, unix_ms());
         self.releaser.plan_held(&fleet, &mut self.repository, errors);
+        self.releaser.set_windows(&fleet.windows);
+        if let Err(e) = &fleet.windows {
+            errors.push(SyncError::Windows { branch: fleet.fleet_branch.clone(), source: e.clone() });
+        }
         self.repository.keep(fleet, envs);
-        let published = self.releaser.publish(publisher);
+        let published = self.releaser.publish(publisher, unix_ms());
         Some((stats, published, cluster_errors))
     }
 
-    /// Steps every rollout in progress, publishing what it releases.
+    /// Steps every rollout in progress, publishing what it releases (and what a window no
+    /// longer holds back).
     fn step_rollouts(&mut self, publisher: &Publisher) {
-        if self.releaser.step_rollouts(publisher, unix_ms()) {
-            self.releaser.publish(publisher);
+        let now = unix_ms();
+        let holding = !self.releaser.holds().is_empty();
+        if self.releaser.step_rollouts(publisher, now) || holding {
+            self.releaser.publish(publisher, now);
             self.show_rollouts(publisher);
         }
     }
@@ -275,7 +283,7 @@ impl SyncWorker {
                 let mut errors = Vec::new();
                 self.releaser.plan_held(&fleet, &mut self.repository, &mut errors);
             }
-            self.releaser.publish(publisher);
+            self.releaser.publish(publisher, unix_ms());
             self.show_rollouts(publisher);
         }
         // The asker may have given up waiting; nothing to do then.
@@ -292,6 +300,7 @@ impl SyncWorker {
         publisher.update_view(|view| {
             view.rollouts = rollouts.clone();
             view.pins = self.releaser.pins().clone();
+            view.holds = self.releaser.holds().clone();
         });
     }
 }
@@ -319,6 +328,10 @@ impl Ledger for Publisher {
 
     fn applied(&self, cluster: &str) -> (String, i32) {
         self.hub().connections().get(cluster).map(|c| (c.applied_digest, c.health)).unwrap_or_default()
+    }
+
+    fn assigned(&self, cluster: &str) -> Option<Arc<Assignment>> {
+        self.hub().assignment(cluster)
     }
 }
 

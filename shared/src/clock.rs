@@ -12,6 +12,13 @@ pub fn unix_secs() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or_default()
 }
 
+/// `unix_ms` as an RFC 3339 UTC time to the second, e.g. `2026-12-07T08:00:00Z`.
+pub fn rfc3339(unix_ms: i64) -> String {
+    let at =
+        time::OffsetDateTime::from_unix_timestamp(unix_ms.div_euclid(1000)).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    at.format(&time::format_description::well_known::Rfc3339).unwrap_or_else(|_| format!("{unix_ms} ms"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -493,6 +493,9 @@ pub fn rollouts_text(rollouts: &[RolloutInfo]) -> String {
         if !r.reason.is_empty() {
             out += &format!(" — {}", r.reason);
         }
+        if !r.held_by_window.is_empty() {
+            out += &format!(" — {}", held_by_window(&r.held_by_window, r.held_until_unix_ms));
+        }
         out.push('\n');
         let rows: Vec<Vec<String>> = r
             .waves
@@ -532,7 +535,11 @@ pub fn envs_table(envs: &EnvsResponse) -> String {
                 or_dash(short(&e.verified_commit)).to_string(),
                 e.behind.to_string(),
                 e.env_only.len().to_string(),
-                if e.pinned.is_empty() { "-".to_string() } else { format!("PINNED {}", short(&e.pinned)) },
+                match (e.pinned.is_empty(), e.held_by_window.is_empty()) {
+                    (false, _) => format!("PINNED {}", short(&e.pinned)),
+                    (true, false) => format!("HELD BY WINDOW {}", e.held_by_window),
+                    (true, true) => "-".to_string(),
+                },
             ]
         })
         .collect();
@@ -555,7 +562,20 @@ pub fn envs_table(envs: &EnvsResponse) -> String {
             e.name
         );
     }
+    for e in envs.environments.iter().filter(|e| e.pinned.is_empty() && !e.held_by_window.is_empty()) {
+        out += &format!(
+            "{}: {}: clusters keep what they run; `convoy rollout override {} --reason TEXT` lets it through once\n",
+            e.name,
+            held_by_window(&e.held_by_window, e.held_until_unix_ms),
+            e.name
+        );
+    }
     out
+}
+
+/// `HELD BY WINDOW <name> until <time>`, as `convoy envs` and `convoy rollout status` say it.
+pub fn held_by_window(window: &str, until_unix_ms: i64) -> String {
+    format!("HELD BY WINDOW {window} until {}", convoy_shared::clock::rfc3339(until_unix_ms))
 }
 
 /// `convoy diff` as text.

@@ -223,6 +223,13 @@ enum RolloutCommand {
     Approve(Track),
     /// Return every cluster of the rollout to the revision it ran before.
     Abort(Track),
+    /// Let the revision a change window (spec.windows) holds back go out once; the reason is
+    /// kept in each cluster's history and the audit log.
+    Override {
+        environment: String,
+        #[arg(long)]
+        reason: String,
+    },
 }
 
 /// Which rollout an action is for.
@@ -458,14 +465,18 @@ async fn run(cli: Cli) -> Result<(), cli::CliError> {
             print!("{}", cli::answer(cli.output, color, &reply, || cli::rollouts_text(&reply.rollouts)));
         }
         Command::Rollout { command } => {
-            let (action, Track { environment, app }) = match command {
-                RolloutCommand::Pause(track) => ("pause", track),
-                RolloutCommand::Resume(track) => ("resume", track),
-                RolloutCommand::Approve(track) => ("approve", track),
-                RolloutCommand::Abort(track) => ("abort", track),
+            let (action, Track { environment, app }, reason) = match command {
+                RolloutCommand::Pause(track) => ("pause", track, String::new()),
+                RolloutCommand::Resume(track) => ("resume", track, String::new()),
+                RolloutCommand::Approve(track) => ("approve", track, String::new()),
+                RolloutCommand::Abort(track) => ("abort", track, String::new()),
+                RolloutCommand::Override { environment, reason } => {
+                    ("override", Track { environment, app: None }, reason)
+                }
                 RolloutCommand::Status { .. } => unreachable!("answered above"),
             };
-            let request = RolloutActionRequest { environment, action: action.into(), app: app.unwrap_or_default() };
+            let request =
+                RolloutActionRequest { environment, action: action.into(), app: app.unwrap_or_default(), reason };
             let reply = context()?.connect().await?.rollout_action(request).await?.into_inner();
             let text = || {
                 format!(

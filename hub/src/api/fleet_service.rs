@@ -321,6 +321,8 @@ impl FleetService for FleetApi {
                     behind: lineage.behind as u32,
                     env_only: lineage.env_only.into_iter().map(|(id, subject)| CommitInfo { id, subject }).collect(),
                     pinned: view.pins.get(&env.name).cloned().unwrap_or_default(),
+                    held_by_window: view.holds.get(&env.name).map(|h| h.window.clone()).unwrap_or_default(),
+                    held_until_unix_ms: view.holds.get(&env.name).map_or(0, |h| h.until_ms),
                     name: env.name.clone(),
                     branch: env.branch.clone(),
                     commit: view.envs.get(&env.name).map(|e| e.snapshot.commit.to_string()).unwrap_or_default(),
@@ -485,27 +487,37 @@ impl FleetService for FleetApi {
         &self,
         req: Request<RolloutActionRequest>,
     ) -> Result<Response<RolloutActionResponse>, Status> {
-        let RolloutActionRequest { environment, action, app } = req.get_ref().clone();
+        let RolloutActionRequest { environment, action, app, reason } = req.get_ref().clone();
         let environment = self.environment(&environment)?;
         let app = Some(app).filter(|a| !a.is_empty());
         let target = Target { environment: Some(&environment), app: app.as_deref() };
-        let call = self.allow_change(&req, Verb::Rollout, target, "RolloutAction", action.clone()).await?;
+        let about = match reason.is_empty() {
+            true => action.clone(),
+            false => format!("{action}: {reason}"),
+        };
+        let call = self.allow_change(&req, Verb::Rollout, target, "RolloutAction", about).await?;
         let user = call.caller.user.clone();
-        let action = match action.as_str() {
-            "pause" => Action::Pause,
-            "resume" => Action::Resume,
-            "approve" => Action::Approve,
-            "abort" => Action::Abort,
+        let command = match action.as_str() {
+            "pause" => Command::Rollout { action: Action::Pause, app: app.clone() },
+            "resume" => Command::Rollout { action: Action::Resume, app: app.clone() },
+            "approve" => Command::Rollout { action: Action::Approve, app: app.clone() },
+            "abort" => Command::Rollout { action: Action::Abort, app: app.clone() },
+            "override" if reason.trim().is_empty() => {
+                return Err(Status::invalid_argument(
+                    "an override needs a reason (--reason TEXT): it is kept in each cluster's history",
+                ));
+            }
+            "override" => Command::Override { by: user.clone(), reason: reason.trim().to_string() },
             other => {
                 return Err(Status::invalid_argument(format!(
-                    "unknown rollout action '{other}': use pause, resume, approve or abort"
+                    "unknown rollout action '{other}': use pause, resume, approve, abort or override"
                 )));
             }
         };
         let track = rollout::track(&environment, app.as_deref());
-        let done = self.hub.command(&environment, Command::Rollout { action, app }).await.map_err(command_status);
+        let done = self.hub.command(&environment, command).await.map_err(command_status);
         let message = self.finished(&call, Verb::Rollout, "RolloutAction", done).await?;
-        tracing::info!(user, track, ?action, message, "rollout action");
+        tracing::info!(user, track, action, message, "rollout action");
         let rollout = self.hub.view().rollouts.get(&track).map(|r| self.rollout_info(r));
         Ok(Response::new(RolloutActionResponse { message, rollout }))
     }
@@ -776,7 +788,10 @@ impl FleetApi {
             })
             .collect();
         let from: std::collections::BTreeSet<&str> = rollout.from.values().map(|c| rollout::short(c)).collect();
+        let hold = self.hub.view().holds.get(&rollout.environment).cloned();
         RolloutInfo {
+            held_by_window: hold.as_ref().map(|h| h.window.clone()).unwrap_or_default(),
+            held_until_unix_ms: hold.map_or(0, |h| h.until_ms),
             environment: rollout.environment.clone(),
             revision: rollout.revision.clone(),
             from_revisions: from.into_iter().map(str::to_string).collect(),

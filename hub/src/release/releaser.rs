@@ -16,11 +16,17 @@
 //!   after which every rollout of the environment starts over from the pinned commit.
 //! - A cluster's assignment is composed of each app's part at the commit its track gives it;
 //!   a cluster waits (keeps what it has) while a commit it needs is not planned.
+//! - A change window (`spec.windows`) that holds an app of an environment keeps that app's part
+//!   of each cluster's assignment as the cluster last had it; a pin (rollback) and a person's
+//!   override (`convoy rollout override`, for the environment's head of that moment) go
+//!   through. A cluster never given anything has nothing to protect and takes its head. The
+//!   last windows that loaded stay in force when newer ones do not.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use convoy_render::fleet::{Cluster, Environment, Fleet, RolloutSpec};
+use convoy_render::fleet::{Cluster, Environment, Fleet, FleetError, RolloutSpec};
+use convoy_render::windows::{Hold, Windows};
 use convoy_shared::model::{AppAssignment, Assignment};
 use gix::ObjectId;
 
@@ -46,6 +52,8 @@ pub trait Ledger {
     /// The digest `cluster`'s agent last applied and the health it reported (empty, Unknown:
     /// no report).
     fn applied(&self, cluster: &str) -> (String, i32);
+    /// The assignment `cluster` was last given (by this run of the hub or one before it).
+    fn assigned(&self, cluster: &str) -> Option<Arc<Assignment>>;
 }
 
 /// Every rollout and pin, and the assignments they choose between.
@@ -66,6 +74,13 @@ pub struct Releaser {
     rollouts: BTreeMap<String, Rollout>,
     /// Environments a rollback pinned at a commit.
     pins: BTreeMap<String, String>,
+    /// The change windows in force (the last ones that loaded).
+    windows: Windows,
+    /// Environments whose head a person let through the windows (`convoy rollout override`),
+    /// and that head.
+    overrides: BTreeMap<String, String>,
+    /// Environments with a revision held back by a window at the last publish.
+    holds: BTreeMap<String, Hold>,
 }
 
 impl Releaser {
@@ -79,7 +94,22 @@ impl Releaser {
             published: HashMap::new(),
             rollouts: BTreeMap::new(),
             pins: BTreeMap::new(),
+            windows: Windows::default(),
+            overrides: BTreeMap::new(),
+            holds: BTreeMap::new(),
         }
+    }
+
+    /// Puts `windows` in force when they loaded; broken ones leave the last good in force.
+    pub fn set_windows(&mut self, windows: &Result<Windows, FleetError>) {
+        if let Ok(windows) = windows {
+            self.windows = windows.clone();
+        }
+    }
+
+    /// Environments with a revision a window holds back, and until when.
+    pub fn holds(&self) -> &BTreeMap<String, Hold> {
+        &self.holds
     }
 
     /// Takes the rollouts and pins a previous run of the hub kept.
@@ -98,9 +128,11 @@ impl Releaser {
         &self.pins
     }
 
-    /// Whether a rollout is in progress (in an environment no pin holds).
+    /// Whether something moves with time: a rollout in progress (in an environment no pin
+    /// holds), or a revision a window holds back.
     pub fn active(&self) -> bool {
-        self.rollouts.values().any(|r| r.is_active() && !self.pins.contains_key(&r.environment))
+        !self.holds.is_empty()
+            || self.rollouts.values().any(|r| r.is_active() && !self.pins.contains_key(&r.environment))
     }
 
     /// Takes `cluster`'s assignment at its environment's head, from a new plan.
@@ -271,22 +303,57 @@ impl Releaser {
         Some(Arc::new(composed))
     }
 
-    /// Publishes to each cluster what it is to run now (its pin, its tracks) where that differs
-    /// from what it was last given. Returns how many assignments changed.
-    pub fn publish(&mut self, ledger: &dyn Ledger) -> usize {
+    /// Publishes to each cluster what it is to run now (its pin, its tracks, less what a change
+    /// window holds back at `now_ms`) where that differs from what it was last given. Returns
+    /// how many assignments changed.
+    pub fn publish(&mut self, ledger: &dyn Ledger, now_ms: i64) -> usize {
         let _span = tracing::info_span!("publish", published = tracing::field::Empty).entered();
         let mut published = 0;
+        let mut holds = BTreeMap::new();
+        let mut judged = HashMap::new();
+        let mut changed = Vec::new();
         for (cluster, desired) in &self.desired {
-            let Some(target) = self.target(cluster, desired) else { continue };
+            let Some(mut target) = self.target(cluster, desired) else { continue };
+            let environment = &desired.environment;
+            let windows_apply = !self.windows.is_empty()
+                && !self.pins.contains_key(environment)
+                && self.overrides.get(environment) != Some(&desired.revision);
+            if windows_apply
+                && let Some(current) = self.published.get(cluster).cloned().or_else(|| ledger.assigned(cluster))
+            {
+                let mut hold = |app: &str| {
+                    judged
+                        .entry((environment.clone(), app.to_string()))
+                        .or_insert_with(|| self.windows.hold(environment, app, now_ms))
+                        .clone()
+                };
+                if let Some((kept, hold)) = hold_back(target.clone(), &current, &mut hold) {
+                    target = kept;
+                    holds.entry(environment.clone()).or_insert(hold);
+                }
+            }
             let same = |last: &Arc<Assignment>| {
                 Arc::ptr_eq(last, &target) || (last.digest == target.digest && last.revision == target.revision)
             };
             if self.published.get(cluster).is_some_and(same) {
                 continue;
             }
-            published += usize::from(ledger.publish(target.clone()));
-            self.published.insert(cluster.clone(), target);
+            changed.push(target);
         }
+        for target in changed {
+            published += usize::from(ledger.publish(target.clone()));
+            self.published.insert(target.cluster.clone(), target);
+        }
+        for (environment, hold) in &holds {
+            if self.holds.get(environment) != Some(hold) {
+                let until = convoy_shared::clock::rfc3339(hold.until_ms);
+                ledger.event("window", format!("{environment}: held by window {} until {until}", hold.window));
+            }
+        }
+        for environment in self.holds.keys().filter(|e| !holds.contains_key(*e)) {
+            ledger.event("window", format!("{environment}: no window holds it; held revisions go out"));
+        }
+        self.holds = holds;
         tracing::Span::current().record("published", published);
         published
     }
@@ -348,7 +415,33 @@ impl Releaser {
             Command::Rollout { action, app } => self.act(ledger, environment, app.as_deref(), action),
             Command::Pin { commit } => self.pin(ledger, environment, commit, fleet),
             Command::Release => self.release(ledger, environment, fleet, envs, now_ms),
+            Command::Override { by, reason } => self.let_through(ledger, environment, &by, &reason),
         }
+    }
+
+    /// Lets the head of `environment`, which a change window holds back, through once: its
+    /// clusters take it; the next commit is held again. Each cluster's history says who and why.
+    fn let_through(
+        &mut self,
+        ledger: &dyn Ledger,
+        environment: &str,
+        by: &str,
+        reason: &str,
+    ) -> Result<String, RolloutError> {
+        let hold = self.holds.get(environment).ok_or_else(|| RolloutError::NotHeld(environment.into()))?;
+        let head = self.desired.values().find(|a| a.environment == environment).map(|a| a.revision.clone());
+        let head = head.ok_or_else(|| RolloutError::NotHeld(environment.into()))?;
+        let detail = format!("{by} let it through window {}: {reason}", hold.window);
+        for cluster in self.desired.values().filter(|a| a.environment == environment) {
+            ledger.note(&cluster.cluster, "override", &head, &detail);
+        }
+        let short = rollout::short(&head).to_string();
+        ledger.event("window", format!("{environment}: {short} let through window {} by {by}: {reason}", hold.window));
+        let message =
+            format!("{environment}: {short} goes out despite window {} (asked by {by}: {reason})", hold.window);
+        self.overrides.retain(|env, _| env != environment);
+        self.overrides.insert(environment.to_string(), head);
+        Ok(message)
     }
 
     /// Carries out `action` on `environment`'s rollout, or on `app`'s own in it.
@@ -427,6 +520,43 @@ impl Releaser {
     }
 }
 
+/// `target` less what change windows hold back: the part of each app `hold` holds stays as
+/// in `current`. `None` when nothing is held back (no app that moves is held); else the
+/// assignment to give and the first hold.
+fn hold_back(
+    target: Arc<Assignment>,
+    current: &Arc<Assignment>,
+    hold: &mut dyn FnMut(&str) -> Option<Hold>,
+) -> Option<(Arc<Assignment>, Hold)> {
+    let digest =
+        |a: &Arc<Assignment>, app: &str| a.digested_apps().find(|(_, p)| p.name == app).map(|(d, _)| d.to_string());
+    let names: BTreeSet<&str> = target.apps.iter().chain(&current.apps).map(|a| a.name.as_str()).collect();
+    let moving: Vec<&str> = names.into_iter().filter(|app| digest(&target, app) != digest(current, app)).collect();
+    let mut first = None;
+    let mut held = BTreeSet::new();
+    for app in &moving {
+        if let Some(h) = hold(app) {
+            first.get_or_insert(h);
+            held.insert(app.to_string());
+        }
+    }
+    let first = first?;
+    if held.len() == moving.len() {
+        return Some((current.clone(), first));
+    }
+    let mut parts: Vec<(&str, &Arc<AppAssignment>)> =
+        target.digested_apps().filter(|(_, part)| !held.contains(&part.name)).collect();
+    parts.extend(current.digested_apps().filter(|(_, part)| held.contains(&part.name)));
+    let mut kept = Assignment::compose(&target.cluster, &target.environment, &target.revision, parts, target.failed);
+    kept.trace_context = target.trace_context.clone();
+    kept.chart_sources = target.chart_sources.clone();
+    kept.chart_sources.retain(|app, _| !held.contains(app));
+    kept.chart_sources.extend(
+        current.chart_sources.iter().filter(|(app, _)| held.contains(*app)).map(|(a, c)| (a.clone(), c.clone())),
+    );
+    Some((Arc::new(kept), first))
+}
+
 /// The rollouts `env` has at `state`'s commit: the environment's (app `None`), then each app's
 /// own.
 fn rollout_specs<'a>(env: &'a Environment, state: &'a EnvironmentState) -> Vec<(Option<&'a str>, &'a RolloutSpec)> {
@@ -482,6 +612,9 @@ mod tests {
         fn applied(&self, _: &str) -> (String, i32) {
             Default::default()
         }
+        fn assigned(&self, _: &str) -> Option<Arc<Assignment>> {
+            None
+        }
     }
 
     fn mk_cluster(name: &str) -> Cluster {
@@ -501,6 +634,7 @@ mod tests {
             clusters: ["eu-1", "eu-2"].map(|name| (name.to_string(), mk_cluster(name))).into(),
             cluster_errors: Vec::new(),
             access: Ok(Default::default()),
+            windows: Ok(Default::default()),
         })
     }
 
@@ -516,10 +650,10 @@ mod tests {
     #[test]
     fn each_cluster_is_given_its_head_once_and_again_when_it_changes() {
         let (mut releaser, ledger) = (mk_releaser("r1"), Notebook::default());
-        assert_eq!(releaser.publish(&ledger), 2);
-        assert_eq!(releaser.publish(&ledger), 0, "nothing changed");
+        assert_eq!(releaser.publish(&ledger, 0), 2);
+        assert_eq!(releaser.publish(&ledger, 0), 0, "nothing changed");
         releaser.desire(Arc::new(crate::testing::assignment("eu-1", "r2")));
-        assert_eq!(releaser.publish(&ledger), 1);
+        assert_eq!(releaser.publish(&ledger, 0), 1);
         assert_eq!(ledger.published.borrow().last(), Some(&("eu-1".to_string(), "r2".to_string())));
         assert!(!releaser.step_rollouts(&ledger, 0), "no rollout, nothing steps");
     }
@@ -536,7 +670,7 @@ mod tests {
         assert_eq!(notes, [("eu-1".into(), "pinned".into()), ("eu-2".into(), "pinned".into())]);
         assert_eq!(*ledger.events.borrow(), ["rollback: prod: pinned at c0ffee00"]);
         // The pinned commit is not planned (no held plan yet): its clusters wait, given nothing.
-        assert_eq!(releaser.publish(&ledger), 0);
+        assert_eq!(releaser.publish(&ledger, 0), 0);
         let pause = Command::Rollout { action: Action::Pause, app: None };
         let refused = releaser.command(&ledger, "prod", pause, Some(&fleet), &envs, 0).unwrap_err();
         assert!(matches!(refused, RolloutError::Pinned { .. }), "{refused}");
@@ -544,7 +678,7 @@ mod tests {
         let released = releaser.command(&ledger, "prod", Command::Release, Some(&fleet), &envs, 0).unwrap();
         assert!(released.starts_with("prod released from c0ffee00"), "{released}");
         assert_eq!(ledger.pins.borrow().last(), Some(&("prod".to_string(), None)));
-        assert_eq!(releaser.publish(&ledger), 2, "the heads reach the clusters again");
+        assert_eq!(releaser.publish(&ledger, 0), 2, "the heads reach the clusters again");
     }
 
     #[test]
@@ -559,5 +693,84 @@ mod tests {
         let unread = releaser.command(&ledger, "prod", pin(), None, &envs, 0);
         assert_eq!(unread, Err(RolloutError::UnknownEnvironment("prod".into())), "no fleet model read yet");
         assert!(ledger.pins.borrow().is_empty());
+    }
+
+    #[test]
+    fn a_window_holds_new_revisions_back_until_it_closes_or_someone_lets_them_through() {
+        use convoy_render::windows::{Kind, WindowSpec};
+        let (mut releaser, ledger, fleet) = (mk_releaser("r1"), Notebook::default(), mk_fleet());
+        let freeze = WindowSpec {
+            name: "freeze".into(),
+            kind: Kind::Deny,
+            schedule: "0 0 * * *".into(),
+            duration: "12h".into(),
+            time_zone: None,
+            environments: vec!["prod".into()],
+            apps: vec![],
+        };
+        releaser.set_windows(&Ok(Windows::new(vec![freeze], &["prod"]).unwrap()));
+        let hour = |h: i64| 1_796_601_600_000 + h * 3_600_000; // 2026-12-07T00:00:00Z + h
+        assert_eq!(releaser.publish(&ledger, hour(6)), 2, "first assignments: nothing running to protect");
+        let desire = |releaser: &mut Releaser, revision: &str| {
+            for cluster in ["eu-1", "eu-2"] {
+                releaser.desire(Arc::new(crate::testing::assignment(cluster, revision)));
+            }
+        };
+        desire(&mut releaser, "r2");
+        assert_eq!(releaser.publish(&ledger, hour(6)), 0, "inside the freeze the clusters keep r1");
+        assert_eq!(releaser.holds()["prod"].until_ms, hour(12));
+        assert!(releaser.active(), "the hold ends with time: the loop ticks");
+        assert_eq!(
+            ledger.events.borrow().last().unwrap(),
+            "window: prod: held by window freeze until 2026-12-07T12:00:00Z"
+        );
+
+        let through = Command::Override { by: "alice".into(), reason: "hotfix for the outage".into() };
+        let message = releaser.command(&ledger, "prod", through, Some(&fleet), &HashMap::new(), hour(6)).unwrap();
+        assert!(message.contains("r2") && message.contains("alice") && message.contains("hotfix"), "{message}");
+        assert_eq!(*ledger.notes.borrow(), [("eu-1".into(), "override".into()), ("eu-2".into(), "override".into())]);
+        assert_eq!(releaser.publish(&ledger, hour(6)), 2, "r2 goes out once");
+        desire(&mut releaser, "r3");
+        assert_eq!(releaser.publish(&ledger, hour(7)), 0, "the next commit is held again");
+        assert_eq!(releaser.publish(&ledger, hour(13)), 2, "after the freeze r3 goes out");
+        assert!(releaser.holds().is_empty() && !releaser.active());
+        let nothing = Command::Override { by: "alice".into(), reason: "again".into() };
+        let refused = releaser.command(&ledger, "prod", nothing, Some(&fleet), &HashMap::new(), hour(13));
+        assert_eq!(refused, Err(RolloutError::NotHeld("prod".into())));
+    }
+
+    #[test]
+    fn a_window_over_one_app_holds_only_that_apps_part() {
+        let app = |name: &str, value: &str| AppAssignment {
+            name: name.into(),
+            policy: Default::default(),
+            depends_on: vec![],
+            objects: vec![serde_json::json!({"kind": "ConfigMap", "metadata": {"name": name}, "data": {"v": value}})],
+            render_error: None,
+            ignore_differences: Vec::new(),
+        };
+        let at = |revision: &str, web: &str, api: &str| {
+            Arc::new(Assignment::new("eu-1", "prod", revision, vec![app("web", web), app("api", api)], false))
+        };
+        let (current, target) = (at("r1", "1", "1"), at("r2", "2", "2"));
+        let mut web_held = |name: &str| {
+            (name == "web").then(|| Hold {
+                window: "office".into(),
+                kind: convoy_render::windows::Kind::Allow,
+                until_ms: 9,
+            })
+        };
+        let (kept, hold) = hold_back(target.clone(), &current, &mut web_held).unwrap();
+        assert_eq!(hold.window, "office");
+        let part = |a: &Assignment, name: &str| {
+            a.apps.iter().find(|p| p.name == name).unwrap().objects[0]["data"]["v"].clone()
+        };
+        assert_eq!((part(&kept, "web"), part(&kept, "api")), (serde_json::json!("1"), serde_json::json!("2")));
+        assert_eq!(kept.revision, "r2");
+        assert!(hold_back(target.clone(), &current, &mut |_| None).is_none(), "no window: nothing held");
+        let same_web = at("r2", "1", "2");
+        assert!(hold_back(same_web, &current, &mut web_held).is_none(), "web does not move: nothing to hold");
+        let all = hold_back(target, &current, &mut |_| web_held("web")).unwrap();
+        assert!(Arc::ptr_eq(&all.0, &current), "everything held: the cluster keeps what it has");
     }
 }

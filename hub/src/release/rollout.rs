@@ -105,6 +105,8 @@ pub enum Command {
     Pin { commit: String },
     /// Lift the pin: the environment's head rolls out again.
     Release,
+    /// Let the revision a change window holds back through, once (`convoy rollout override`).
+    Override { by: String, reason: String },
 }
 
 /// A person's word on a rollout.
@@ -132,6 +134,8 @@ pub enum RolloutError {
     NotPinned(String),
     #[error("environment '{environment}' is pinned at {commit}: `convoy rollback {environment} --release` first")]
     Pinned { environment: String, commit: String },
+    #[error("no change window holds anything of '{0}' back; nothing to override")]
+    NotHeld(String),
 }
 
 /// One environment's rollout of one revision.

@@ -62,6 +62,13 @@ pub enum SyncError {
         #[source]
         source: FleetError,
     },
+    /// `spec.windows` of `convoy.yaml` does not load; the last good windows stay in force.
+    #[error("{source} (branch {branch}); the last change windows that loaded stay in force")]
+    Windows {
+        branch: String,
+        #[source]
+        source: FleetError,
+    },
     /// `convoy.yaml` on two branches names two different fleet branches.
     #[error("convoy.yaml on '{configured}' and on '{declared}' name different fleet branches; make them agree")]
     FleetBranchesDisagree { configured: String, declared: String },

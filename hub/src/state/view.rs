@@ -19,6 +19,8 @@ pub struct FleetView {
     pub rollouts: BTreeMap<String, Rollout>,
     /// Environments pinned at a commit by a rollback.
     pub pins: BTreeMap<String, String>,
+    /// Environments with a revision a change window holds back, and until when.
+    pub holds: BTreeMap<String, convoy_render::windows::Hold>,
     /// Each environment against the one before it in promotion order.
     pub lineage: BTreeMap<String, Lineage>,
     pub envs: HashMap<String, Arc<EnvironmentState>>,

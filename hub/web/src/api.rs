@@ -204,13 +204,16 @@ pub struct ActionBody {
     action: String,
     #[serde(default)]
     app: String,
+    #[serde(default)]
+    reason: String,
 }
 
 pub async fn rollout_action(
     Extension(session): Extension<Session>,
     Json(body): Json<ActionBody>,
 ) -> Answer<RolloutActionResponse> {
-    let request = RolloutActionRequest { environment: body.environment, action: body.action, app: body.app };
+    let request =
+        RolloutActionRequest { environment: body.environment, action: body.action, app: body.app, reason: body.reason };
     Ok(Json(session.client.clone().rollout_action(request).await?.into_inner()))
 }
 

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use crate::access::{AccessSpec, Policy};
+use crate::windows::{WindowSpec, Windows};
 use convoy_model::valid_name;
 use convoy_model::{IgnoreRule, SyncPolicy};
 use serde::Deserialize;
@@ -90,6 +91,12 @@ struct FleetSpec {
     #[serde(default)]
     #[cfg_attr(feature = "schema", schemars(with = "Option<crate::access::AccessSpec>"))]
     access: Option<serde_json::Value>,
+    /// Change windows: when new revisions may (allow) or may not (deny) reach an environment's
+    /// clusters. Windows that do not load are refused whole (the hub keeps the last good
+    /// ones); the rest of the fleet loads.
+    #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(with = "Option<Vec<crate::windows::WindowSpec>>"))]
+    windows: Option<serde_json::Value>,
 }
 
 fn default_fleet_branch() -> String {
@@ -550,6 +557,8 @@ pub struct Fleet {
     pub cluster_errors: Vec<FleetError>,
     /// `spec.access`: built-in roles only when absent; an error when it does not load.
     pub access: Result<Policy, FleetError>,
+    /// `spec.windows`: none when absent; an error when they do not load.
+    pub windows: Result<Windows, FleetError>,
 }
 
 fn parse<S: for<'de> Deserialize<'de>>(file: &str, bytes: &[u8], kind: &str) -> Result<Document<S>, FleetError> {
@@ -611,12 +620,20 @@ impl Fleet {
                 .map_err(|e| error(file, format!("spec.access: {e}")))
                 .and_then(|spec| Policy::new(spec).map_err(|e| error(file, e.to_string()))),
         };
+        let names: Vec<&str> = environments.iter().map(|e| e.name.as_str()).collect();
+        let windows = match spec.windows {
+            None => Ok(Windows::default()),
+            Some(value) => serde_json::from_value::<Vec<WindowSpec>>(value)
+                .map_err(|e| error(file, format!("spec.windows: {e}")))
+                .and_then(|specs| Windows::new(specs, &names).map_err(|e| error(file, e))),
+        };
         let mut fleet = Fleet {
             fleet_branch: spec.fleet_branch,
             environments,
             clusters: BTreeMap::new(),
             cluster_errors: Vec::new(),
             access,
+            windows,
         };
         for name in dir(snapshot, "clusters").unwrap_or_default() {
             let Some(stem) = name.strip_suffix(".yaml").or_else(|| name.strip_suffix(".yml")) else { continue };

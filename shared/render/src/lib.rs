@@ -26,6 +26,7 @@ mod resource;
 mod source;
 mod transform;
 mod vars;
+pub mod windows;
 mod yaml;
 
 use std::path::{Path, PathBuf};

@@ -110,6 +110,7 @@ mod tests {
             "r1",
             vec![AppAssignment {
                 ignore_differences: Vec::new(),
+                health_rules: Vec::new(),
                 name: "web".into(),
                 policy: SyncPolicy::default(),
                 depends_on: vec![],

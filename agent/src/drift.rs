@@ -27,7 +27,7 @@ use convoy_shared::model::{Ignored, ObjectRef, canonical_json};
 use crate::applier::{Applier, CLUSTER_LABEL, Prepared};
 use crate::discovery::Resource;
 use crate::fields::{FIELD_MANAGER, FieldSet, drifted_fields};
-use crate::health::object_health;
+use crate::health::{HealthRules, object_health};
 
 /// Errors of the drift watcher.
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +93,8 @@ impl AppliedBody {
 pub struct ObjectState {
     pub health: Health,
     pub message: String,
+    /// The rule that judged its health.
+    pub rule: String,
     pub present: bool,
     pub drift: Option<Drift>,
 }
@@ -108,6 +110,8 @@ pub struct LiveIndex {
     healed: VecDeque<Drift>,
     /// (group, kind) whose watch has completed its initial list.
     synced: HashSet<(String, String)>,
+    /// Each app's health rules (from its assignment).
+    rules: HashMap<String, (Vec<convoy_model::HealthRule>, Arc<HealthRules>)>,
 }
 
 const HEALED_HISTORY: usize = 50;
@@ -117,6 +121,19 @@ fn rv_of(live: &Value) -> u64 {
 }
 
 impl LiveIndex {
+    /// Takes `app`'s health rules. When they changed, its objects are no longer taken as
+    /// applied, so the next pass applies them again (writing nothing new) and the new rules
+    /// judge what the API server returns.
+    pub fn set_rules(&mut self, app: &str, rules: &[convoy_model::HealthRule]) {
+        if self.rules.get(app).is_some_and(|(had, _)| had == rules) {
+            return;
+        }
+        self.rules.insert(app.to_string(), (rules.to_vec(), HealthRules::compile(rules)));
+        for desired in self.desired.values_mut().filter(|d| d.app == app) {
+            desired.owned = FieldSet::default();
+        }
+    }
+
     /// Forgets desired objects outside `wanted` (they left the assignment): they are no longer
     /// judged for drift.
     pub fn retain_desired(&mut self, wanted: &HashSet<ObjKey>) {
@@ -255,6 +272,7 @@ impl LiveIndex {
         ObjectState {
             health: if synced { Health::Missing } else { Health::Unknown },
             message: if synced { "not found in the cluster".into() } else { "not observed yet".into() },
+            rule: String::new(),
             present: false,
             drift: None,
         }
@@ -272,7 +290,10 @@ impl LiveIndex {
         if rv != 0 && rv < desired.min_rv {
             return false;
         }
-        let (health, message) = object_health(live);
+        let no_rules = Arc::default();
+        let rules = self.rules.get(&desired.app).map_or(&no_rules, |(_, compiled)| compiled);
+        let judged = object_health(live, rules);
+        let (health, message, rule) = (judged.health, judged.message, judged.rule);
         let previous = self.states.get(&key).cloned().unwrap_or_default();
         let drift = if desired.applying || desired.owned.is_empty() {
             previous.drift.clone().filter(|d| !d.missing)
@@ -301,9 +322,10 @@ impl LiveIndex {
         {
             tracing::info!(object = %d.object, app = %d.app, fields = ?d.fields.iter().map(|f| (&f.path, &f.manager)).collect::<Vec<_>>(), "drift detected");
         }
-        let next = ObjectState { health, message, present: true, drift };
+        let next = ObjectState { health, message, rule, present: true, drift };
         let changed = previous.health != next.health
             || previous.message != next.message
+            || previous.rule != next.rule
             || !previous.present
             || previous.drift != next.drift;
         self.states.insert(key, next);
@@ -336,6 +358,7 @@ impl LiveIndex {
             ObjectState {
                 health: Health::Missing,
                 message: "deleted from the cluster".into(),
+                rule: String::new(),
                 present: false,
                 drift: Some(drift),
             },

@@ -1,21 +1,128 @@
-//! Object health after the kstatus rules: rollouts complete, Jobs done, claims bound, and the
-//! generic Ready/Available conditions; anything else is healthy once it exists.
+//! Object health: the rules an app brings (`spec.health` of its app.yaml, then of convoy.yaml,
+//! CEL over the live object), then Convoy's built-in CEL rules for common custom resources
+//! (Flux, cert-manager, External Secrets, Argo Rollouts, KEDA), then the kstatus rules:
+//! rollouts complete, Jobs done, claims bound, and the generic Ready/Available conditions;
+//! anything else is healthy once it exists.
+//!
+//! Decisions:
+//! - An object being deleted, or whose controller has not seen its latest spec, is Progressing
+//!   whatever the rules say.
+//! - The first rule whose group and kind match decides, and the judgement names it.
+//! - A rule's expression that fails makes the object Unknown with what failed.
 
+use std::sync::{Arc, LazyLock};
+
+use convoy_model::HealthRule;
+use convoy_model::health::{CompiledRule, Verdict};
 use serde_json::Value;
 
 use convoy_shared::model::report::Health;
 
-/// The health of one live object, with a message saying why.
-pub fn object_health(object: &Value) -> (Health, String) {
-    if object.pointer("/metadata/deletionTimestamp").is_some() {
-        return (Health::Progressing, "being deleted".into());
+/// How an object was judged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Judged {
+    pub health: Health,
+    /// Why (e.g. "1 of 3 replicas updated").
+    pub message: String,
+    /// The rule that decided: `spec.health: G/K`, `built-in: G/K`, or `built-in: status.conditions`.
+    pub rule: String,
+}
+
+/// An app's compiled health rules (its own, then the fleet's).
+#[derive(Debug, Default)]
+pub struct HealthRules(Vec<CompiledRule>);
+
+impl HealthRules {
+    /// Compiles `rules`; one that does not compile (the hub refuses those already) is skipped
+    /// with a warning.
+    pub fn compile(rules: &[HealthRule]) -> Arc<HealthRules> {
+        let compiled = rules
+            .iter()
+            .filter_map(|rule| {
+                rule.compile()
+                    .inspect_err(|e| tracing::warn!(rule = %rule.target(), error = %e, "health rule skipped"))
+                    .ok()
+            })
+            .collect();
+        Arc::new(HealthRules(compiled))
     }
+}
+
+/// A condition-based rule for a custom resource: Ready True is Healthy; Ready False is Degraded
+/// unless its reason says it is still working.
+fn ready_rule(group: &str, kind: &str, working: &[&str]) -> HealthRule {
+    let ready = "has(self.status) && has(self.status.conditions) && self.status.conditions.exists(c, c.type == 'Ready'";
+    let working: Vec<String> = working.iter().map(|r| format!("'{r}'")).collect();
+    HealthRule {
+        group: group.into(),
+        kind: kind.into(),
+        healthy: format!("{ready} && c.status == 'True')"),
+        degraded: Some(format!(
+            "{ready} && c.status == 'False' && !(has(c.reason) && c.reason in [{}]))",
+            working.join(", ")
+        )),
+        message: Some(format!(
+            "{ready} && has(c.message)) ? self.status.conditions.filter(c, c.type == 'Ready')[0].message : ''"
+        )),
+    }
+}
+
+/// Convoy's own CEL rules, after an app's and before the kstatus ones.
+static BUILT_IN: LazyLock<Vec<CompiledRule>> = LazyLock::new(|| {
+    let flux = ["Progressing", "DependencyNotReady", "ReconciliationInProgress"];
+    let rules = [
+        ready_rule("kustomize.toolkit.fluxcd.io", "Kustomization", &flux),
+        ready_rule("helm.toolkit.fluxcd.io", "HelmRelease", &flux),
+        ready_rule("source.toolkit.fluxcd.io", "GitRepository", &flux),
+        ready_rule("source.toolkit.fluxcd.io", "HelmRepository", &flux),
+        ready_rule("cert-manager.io", "Certificate", &["InProgress", "Issuing", "DoesNotExist"]),
+        ready_rule("cert-manager.io", "Issuer", &[]),
+        ready_rule("cert-manager.io", "ClusterIssuer", &[]),
+        ready_rule("external-secrets.io", "ExternalSecret", &[]),
+        ready_rule("external-secrets.io", "SecretStore", &[]),
+        ready_rule("external-secrets.io", "ClusterSecretStore", &[]),
+        ready_rule("keda.sh", "ScaledObject", &[]),
+        ready_rule("keda.sh", "ScaledJob", &[]),
+        HealthRule {
+            group: "argoproj.io".into(),
+            kind: "Rollout".into(),
+            healthy: "has(self.status) && has(self.status.phase) && self.status.phase == 'Healthy'".into(),
+            degraded: Some("has(self.status) && has(self.status.phase) && self.status.phase == 'Degraded'".into()),
+            message: Some("has(self.status) && has(self.status.message) ? self.status.message : ''".into()),
+        },
+    ];
+    rules.iter().map(|r| r.compile().expect("the built-in health rules compile")).collect()
+});
+
+/// The health of one live object, judged by `rules` first (an app's), then the built-in ones.
+pub fn object_health(object: &Value, rules: &HealthRules) -> Judged {
     let group = object["apiVersion"].as_str().and_then(|v| v.split_once('/').map(|(g, _)| g)).unwrap_or("");
     let kind = object["kind"].as_str().unwrap_or("");
-    if let Some(stale) = stale_generation(object) {
-        return (Health::Progressing, stale);
+    let target = if group.is_empty() { kind.to_string() } else { format!("{group}/{kind}") };
+    let judged = |(health, message): (Health, String), rule: String| Judged { health, message, rule };
+    if object.pointer("/metadata/deletionTimestamp").is_some() {
+        return judged((Health::Progressing, "being deleted".into()), "built-in: deletion".into());
     }
-    match (group, kind) {
+    if let Some(stale) = stale_generation(object) {
+        return judged((Health::Progressing, stale), "built-in: observedGeneration".into());
+    }
+    let by_rule = |rule: &CompiledRule, origin: &str| {
+        let (verdict, message) = rule.judge(object);
+        let health = match verdict {
+            Verdict::Healthy => Health::Healthy,
+            Verdict::Progressing => Health::Progressing,
+            Verdict::Degraded => Health::Degraded,
+            Verdict::Unknown => Health::Unknown,
+        };
+        judged((health, message), format!("{origin}: {target}"))
+    };
+    if let Some(rule) = rules.0.iter().find(|r| r.matches(group, kind)) {
+        return by_rule(rule, "spec.health");
+    }
+    if let Some(rule) = BUILT_IN.iter().find(|r| r.matches(group, kind)) {
+        return by_rule(rule, "built-in");
+    }
+    let builtin = match (group, kind) {
         ("apps", "Deployment") => deployment(object),
         ("apps", "StatefulSet") => statefulset(object),
         ("apps", "DaemonSet") => daemonset(object),
@@ -29,8 +136,9 @@ pub fn object_health(object: &Value) -> (Health, String) {
                 (Health::Progressing, "not established yet".into())
             }
         }
-        _ => generic(object),
-    }
+        _ => return judged(generic(object), "built-in: status.conditions".into()),
+    };
+    judged(builtin, format!("built-in: {target}"))
 }
 
 fn ok() -> (Health, String) {
@@ -181,6 +289,11 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn object_health(object: &Value) -> (Health, String) {
+        let judged = super::object_health(object, &HealthRules::default());
+        (judged.health, judged.message)
+    }
+
     fn deploy(status: Value) -> Value {
         json!({"apiVersion": "apps/v1", "kind": "Deployment",
             "metadata": {"name": "web", "generation": 2},
@@ -250,5 +363,61 @@ mod tests {
         let deleting = json!({"apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": "x", "deletionTimestamp": "2024-01-01T00:00:00Z"}});
         assert_eq!(object_health(&deleting).0, Health::Progressing);
+    }
+
+    #[test]
+    fn an_apps_rule_comes_before_the_built_in_ones_and_the_judgement_names_the_rule() {
+        let certificate = |ready: &str| {
+            json!({"apiVersion": "cert-manager.io/v1", "kind": "Certificate", "metadata": {"name": "web"},
+                "status": {"conditions": [{"type": "Ready", "status": ready, "reason": "Issuing", "message": "m"}]}})
+        };
+        let none = HealthRules::default();
+        let built_in = super::object_health(&certificate("True"), &none);
+        assert_eq!(
+            (built_in.health, built_in.rule.as_str()),
+            (Health::Healthy, "built-in: cert-manager.io/Certificate")
+        );
+        assert_eq!(super::object_health(&certificate("False"), &none).health, Health::Progressing, "still issuing");
+        // An app that says a Certificate is healthy only once it names a secret.
+        let own = HealthRules::compile(&[HealthRule {
+            group: "cert-manager.io".into(),
+            kind: "Certificate".into(),
+            healthy: "has(self.status.secretName)".into(),
+            degraded: None,
+            message: Some("'waiting for the secret'".into()),
+        }]);
+        let judged = super::object_health(&certificate("True"), &own);
+        assert_eq!(
+            judged,
+            Judged {
+                health: Health::Progressing,
+                message: "waiting for the secret".into(),
+                rule: "spec.health: cert-manager.io/Certificate".into()
+            }
+        );
+        let deploy = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "x"}});
+        assert_eq!(super::object_health(&deploy, &own).rule, "built-in: apps/Deployment");
+        let widget = json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "x"}});
+        assert_eq!(super::object_health(&widget, &own).rule, "built-in: status.conditions");
+    }
+
+    #[test]
+    fn built_in_rules_cover_flux_argo_rollouts_and_keda() {
+        let none = HealthRules::default();
+        let flux = |status: &str, reason: &str| {
+            json!({"apiVersion": "helm.toolkit.fluxcd.io/v2", "kind": "HelmRelease", "metadata": {"name": "x"},
+                "status": {"conditions": [{"type": "Ready", "status": status, "reason": reason, "message": "install failed"}]}})
+        };
+        assert_eq!(super::object_health(&flux("True", "Succeeded"), &none).health, Health::Healthy);
+        let failed = super::object_health(&flux("False", "InstallFailed"), &none);
+        assert_eq!((failed.health, failed.message.as_str()), (Health::Degraded, "install failed"));
+        assert_eq!(super::object_health(&flux("False", "Progressing"), &none).health, Health::Progressing);
+        let rollout = |phase: &str| json!({"apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout", "metadata": {"name": "x"}, "status": {"phase": phase}});
+        assert_eq!(super::object_health(&rollout("Healthy"), &none).health, Health::Healthy);
+        assert_eq!(super::object_health(&rollout("Degraded"), &none).health, Health::Degraded);
+        assert_eq!(super::object_health(&rollout("Paused"), &none).health, Health::Progressing);
+        let fresh = json!({"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject", "metadata": {"name": "x"}});
+        let judged = super::object_health(&fresh, &none);
+        assert_eq!((judged.health, judged.rule.as_str()), (Health::Progressing, "built-in: keda.sh/ScaledObject"));
     }
 }

@@ -332,6 +332,7 @@ mod tests {
     fn app(name: &str, data: &str) -> AppAssignment {
         AppAssignment {
             ignore_differences: Vec::new(),
+            health_rules: Vec::new(),
             name: name.into(),
             policy: Default::default(),
             depends_on: vec![],

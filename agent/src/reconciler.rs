@@ -554,6 +554,10 @@ impl Reconciler {
     async fn plan(&self, p: &mut Progress, inventory: &Inventory, ready: &[&AppAssignment]) -> Plan {
         let mut plan = Plan::default();
         for app in ready {
+            self.live.update(|ix| {
+                ix.set_rules(&app.name, &app.health_rules);
+                false
+            });
             for object in &app.objects {
                 let raw = ObjectRef::of(object);
                 let id = entry_id(&raw);
@@ -781,6 +785,7 @@ impl Reconciler {
                                 state.health
                             },
                             message: state.message,
+                            rule: state.rule,
                             apply_error,
                             object,
                         }

@@ -99,6 +99,7 @@ pub fn pvc(name: &str) -> Value {
 pub fn app(name: &str, depends_on: &[&str], objects: Vec<Value>) -> AppAssignment {
     AppAssignment {
         ignore_differences: Vec::new(),
+        health_rules: Vec::new(),
         name: name.into(),
         policy: SyncPolicy::default(),
         depends_on: depends_on.iter().map(|s| s.to_string()).collect(),

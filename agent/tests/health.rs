@@ -69,3 +69,64 @@ async fn every_built_in_kind_becomes_healthy_and_the_report_says_so_per_object(b
     assert_eq!(db["status"]["readyReplicas"], 2, "{}", db["status"]);
     agent.stop().await;
 }
+
+/// A rule for Widgets: Ready when its controller says so, Degraded when it says Broken.
+fn widget_rule(healthy: &str) -> convoy_model::HealthRule {
+    convoy_model::HealthRule {
+        group: "example.com".into(),
+        kind: "Widget".into(),
+        healthy: healthy.into(),
+        degraded: Some("has(self.status) && self.status.phase == 'Broken'".into()),
+        message: Some("has(self.status) && has(self.status.note) ? self.status.note : ''".into()),
+    }
+}
+
+kubesim::on_both_backends!(an_apps_cel_rule_judges_its_custom_resource_and_the_report_names_it);
+
+async fn an_apps_cel_rule_judges_its_custom_resource_and_the_report_names_it(backend: Backend) {
+    let Some(cluster) = TestCluster::start(backend, CLUSTER).await else { return };
+    let cache = tempfile::tempdir().unwrap();
+    let agent = InProcessAgent::start(fx::test_config(CLUSTER, cache.path()), cluster.client().await, None);
+    let objects = vec![fx::namespace(NS), fx::widget_crd(), fx::widget("w1", 3)];
+    let mut app = fx::app("web", &[], objects.clone());
+    app.health_rules = vec![widget_rule("has(self.status) && self.status.phase == 'Ready'")];
+    let a = fx::assignment(CLUSTER, "rev-1", vec![app]);
+    agent.assign(a.clone());
+    let widget_status = |report: &Report| {
+        let app = report.apps.iter().find(|app| app.name == "web")?;
+        app.objects.iter().find(|o| o.object.kind == "Widget").cloned()
+    };
+    let judged = |health: Health, digest: String| {
+        let agent = &agent;
+        move || {
+            let found = agent.last_report().filter(|r| r.digest == digest).and_then(|r| widget_status(&r));
+            async move { found.filter(|o| o.health == health) }
+        }
+    };
+    // Its controller has not written a status yet: Progressing, by the app's rule.
+    let status = eventually("the Widget judged Progressing", judged(Health::Progressing, a.digest.clone())).await;
+    assert_eq!(status.rule, "spec.health: example.com/Widget");
+    // The controller (another field manager) reports it Ready, then Broken with a note.
+    let controller = |phase: &str, note: &str| {
+        json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w1", "namespace": NS},
+            "status": {"phase": phase, "note": note}})
+    };
+    cluster.apply("widget-controller", &controller("Ready", ""), true).await;
+    eventually("the Widget judged Healthy", judged(Health::Healthy, a.digest.clone())).await;
+    cluster.apply("widget-controller", &controller("Broken", "disk full"), true).await;
+    let status = eventually("the Widget judged Degraded", judged(Health::Degraded, a.digest.clone())).await;
+    assert_eq!(status.message, "disk full");
+    let report = agent.last_report().unwrap();
+    assert_eq!(report.apps[0].health, Health::Degraded, "the app is as bad as its worst object");
+    assert!(report.drifts.is_empty(), "the controller's status is not drift: {:?}", report.drifts);
+
+    // A new rule that fails on this object: the Widget is Unknown and the message says why; the
+    // objects themselves did not change, yet the new rule judges them.
+    let mut app = fx::app("web", &[], objects);
+    app.health_rules = vec![widget_rule("self.status.size > 2")];
+    let b = fx::assignment(CLUSTER, "rev-2", vec![app]);
+    agent.assign(b.clone());
+    let status = eventually("the Widget judged Unknown", judged(Health::Unknown, b.digest.clone())).await;
+    assert!(status.message.contains("health rule for example.com/Widget: healthy failed"), "{}", status.message);
+    agent.stop().await;
+}

@@ -187,6 +187,7 @@ pub fn applied_report(assignment: &Assignment) -> Report {
                     health: Health::Healthy,
                     message: String::new(),
                     apply_error: None,
+                    rule: String::new(),
                 })
                 .collect(),
         })

@@ -256,6 +256,10 @@ impl SyncWorker {
         if let Err(e) = &fleet.windows {
             errors.push(SyncError::Windows { branch: fleet.fleet_branch.clone(), source: e.clone() });
         }
+        let branch = &fleet.fleet_branch;
+        errors.extend(
+            fleet.health_errors.iter().map(|e| SyncError::HealthRule { branch: branch.clone(), source: e.clone() }),
+        );
         self.repository.keep(fleet, envs);
         let published = self.releaser.publish(publisher, unix_ms());
         Some((stats, published, cluster_errors))

@@ -19,6 +19,7 @@ pub fn assignment(cluster: &str, greeting: &str) -> Assignment {
         objects: vec![serde_json::json!({"kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"g": greeting}})],
         render_error: None,
         ignore_differences: Vec::new(),
+        health_rules: Vec::new(),
     };
     Assignment::new(cluster, "prod", greeting, vec![app], false)
 }

@@ -444,6 +444,26 @@ pub fn status_text(status: &StatusResponse) -> String {
         if !rows.is_empty() {
             out.push_str(&print_table(&["  APP", "HEALTH", "MESSAGE"], &rows));
         }
+        // One cluster asked for: every object, and the rule that judged it.
+        let objects: Vec<Vec<String>> = c
+            .apps
+            .iter()
+            .flat_map(|a| a.objects.iter().map(move |o| (a, o)))
+            .map(|(a, o)| {
+                let r = o.r#ref.clone().unwrap_or_default();
+                let name = if r.namespace.is_empty() { r.name } else { format!("{}/{}", r.namespace, r.name) };
+                vec![
+                    format!("  {}", a.name),
+                    format!("{}/{name}", r.kind),
+                    convoy_shared::health_label(o.health).into(),
+                    or_dash(&o.rule).to_string(),
+                    o.message.clone(),
+                ]
+            })
+            .collect();
+        if !objects.is_empty() {
+            out.push_str(&print_table(&["  APP", "OBJECT", "HEALTH", "RULE", "MESSAGE"], &objects));
+        }
         for e in &c.errors {
             out.push_str(&error_line(e));
         }

@@ -204,6 +204,7 @@ impl FleetService for FleetApi {
         let (call, policy) = self.viewer(&req)?;
         let grants = policy.policy.grants(&call.caller);
         let view = self.hub.view();
+        let one = !req.get_ref().cluster.is_empty();
         let clusters = self
             .selected(&req.get_ref().cluster)?
             .into_iter()
@@ -228,6 +229,19 @@ impl FleetService for FleetApi {
                             render_error: app.render_error.clone().unwrap_or_default(),
                             failed,
                             failed_total,
+                            objects: match reported {
+                                Some(r) if one => r
+                                    .objects
+                                    .iter()
+                                    .map(|o| ObjectHealth {
+                                        r#ref: o.r#ref.clone(),
+                                        health: o.health,
+                                        message: o.message.clone(),
+                                        rule: o.rule.clone(),
+                                    })
+                                    .collect(),
+                                _ => Vec::new(),
+                            },
                         }
                     })
                     .collect::<Vec<_>>();

@@ -434,6 +434,8 @@ impl Planner {
             if !app.targets(cluster) {
                 continue;
             }
+            // Rules that do not compile are refused; the app syncs without them.
+            errors.extend(app.health_errors.iter().cloned().map(PlanError::App));
             self.run.stats.pairs += 1;
             match self.pair(cluster, app, env) {
                 Ok(assignment) => {
@@ -451,6 +453,7 @@ impl Planner {
                             objects: Vec::new(),
                             render_error: None,
                             ignore_differences: app.ignore_differences.clone(),
+                            health_rules: app.health.clone(),
                         });
                     apps.push(digested(AppAssignment { render_error: Some(message), ..kept }));
                 }

@@ -432,8 +432,10 @@ impl Releaser {
         let head = self.desired.values().find(|a| a.environment == environment).map(|a| a.revision.clone());
         let head = head.ok_or_else(|| RolloutError::NotHeld(environment.into()))?;
         let detail = format!("{by} let it through window {}: {reason}", hold.window);
-        for cluster in self.desired.values().filter(|a| a.environment == environment) {
-            ledger.note(&cluster.cluster, "override", &head, &detail);
+        let clusters: BTreeSet<&str> =
+            self.desired.values().filter(|a| a.environment == environment).map(|a| a.cluster.as_str()).collect();
+        for cluster in clusters {
+            ledger.note(cluster, "override", &head, &detail);
         }
         let short = rollout::short(&head).to_string();
         ledger.event("window", format!("{environment}: {short} let through window {} by {by}: {reason}", hold.window));
@@ -630,11 +632,13 @@ mod tests {
                 branch: "main".into(),
                 rollout: None,
                 ignore_differences: Vec::new(),
+                health: Vec::new(),
             }],
             clusters: ["eu-1", "eu-2"].map(|name| (name.to_string(), mk_cluster(name))).into(),
             cluster_errors: Vec::new(),
             access: Ok(Default::default()),
             windows: Ok(Default::default()),
+            health_errors: Vec::new(),
         })
     }
 
@@ -748,6 +752,7 @@ mod tests {
             objects: vec![serde_json::json!({"kind": "ConfigMap", "metadata": {"name": name}, "data": {"v": value}})],
             render_error: None,
             ignore_differences: Vec::new(),
+            health_rules: Vec::new(),
         };
         let at = |revision: &str, web: &str, api: &str| {
             Arc::new(Assignment::new("eu-1", "prod", revision, vec![app("web", web), app("api", api)], false))

@@ -62,6 +62,13 @@ pub enum SyncError {
         #[source]
         source: FleetError,
     },
+    /// A `spec.health` rule of `convoy.yaml` does not compile; the others hold.
+    #[error("{source} (branch {branch})")]
+    HealthRule {
+        branch: String,
+        #[source]
+        source: FleetError,
+    },
     /// `spec.windows` of `convoy.yaml` does not load; the last good windows stay in force.
     #[error("{source} (branch {branch}); the last change windows that loaded stay in force")]
     Windows {

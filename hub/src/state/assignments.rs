@@ -55,6 +55,7 @@ mod tests {
     fn assignment(revision: &str, objects: usize) -> Arc<Assignment> {
         let app = convoy_shared::model::AppAssignment {
             ignore_differences: Vec::new(),
+            health_rules: Vec::new(),
             name: "web".into(),
             policy: Default::default(),
             depends_on: vec![],

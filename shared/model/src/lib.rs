@@ -6,8 +6,10 @@
 #![forbid(unsafe_code)]
 
 pub mod generated;
+pub mod health;
 mod ignore;
 
+pub use health::HealthRule;
 pub use ignore::{IgnoreRule, Ignored};
 
 use std::fmt;
@@ -96,6 +98,9 @@ pub struct AppAssignment {
     pub render_error: Option<String>,
     /// Fields of its objects that other managers own (see [`crate::model::ignore`]).
     pub ignore_differences: Vec<crate::IgnoreRule>,
+    /// How to judge the health of its objects' kinds: the app's rules, then the fleet's (the
+    /// first that matches an object decides; built-in rules come after).
+    pub health_rules: Vec<HealthRule>,
 }
 
 impl AppAssignment {
@@ -140,6 +145,20 @@ impl AppAssignment {
                     hasher.update([tag]);
                     hasher.update(item.as_bytes());
                 }
+            }
+        }
+        for rule in &self.health_rules {
+            hasher.update([6]);
+            let fields = [
+                Some(&rule.group),
+                Some(&rule.kind),
+                Some(&rule.healthy),
+                rule.degraded.as_ref(),
+                rule.message.as_ref(),
+            ];
+            for field in fields {
+                hasher.update(field.map_or(&[1u8][..], |f| f.as_bytes()));
+                hasher.update([0]);
             }
         }
         hasher.finalize().into()

@@ -253,6 +253,7 @@ pub fn assemble(rendered: &[Value], cluster: &Cluster, app: &App) -> Result<AppA
         objects,
         render_error: None,
         ignore_differences: app.ignore_differences.clone(),
+        health_rules: app.health.clone(),
     })
 }
 
@@ -378,6 +379,8 @@ mod tests {
     fn mk_app(name: &str, create_namespace: bool) -> App {
         App {
             ignore_differences: Vec::new(),
+            health: Vec::new(),
+            health_errors: Vec::new(),
             create_namespace,
             delete_namespace: false,
             name: name.into(),

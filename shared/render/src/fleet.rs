@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use crate::access::{AccessSpec, Policy};
 use crate::windows::{WindowSpec, Windows};
 use convoy_model::valid_name;
-use convoy_model::{IgnoreRule, SyncPolicy};
+use convoy_model::{HealthRule, IgnoreRule, SyncPolicy};
 use serde::Deserialize;
 
 use std::path::Path;
@@ -97,6 +97,10 @@ struct FleetSpec {
     #[serde(default)]
     #[cfg_attr(feature = "schema", schemars(with = "Option<Vec<crate::windows::WindowSpec>>"))]
     windows: Option<serde_json::Value>,
+    /// How to judge the health of kinds Convoy does not know (CEL over the live object,
+    /// `self`), for every app; an app's own rules come first.
+    #[serde(default)]
+    health: Vec<HealthRule>,
 }
 
 fn default_fleet_branch() -> String {
@@ -117,6 +121,10 @@ pub struct Environment {
     /// own rules (`spec.ignoreDifferences` of convoy.yaml) come first.
     #[serde(default)]
     pub ignore_differences: Vec<IgnoreRule>,
+    /// The fleet's health rules (`spec.health` of convoy.yaml) that compiled, once loaded.
+    #[serde(skip)]
+    #[cfg_attr(feature = "schema", schemars(skip))]
+    pub health: Vec<HealthRule>,
 }
 
 /// `environments[].rollout` (schema v2): waves of clusters that take a new revision in order.
@@ -292,6 +300,10 @@ struct AppSpec {
     /// Fields of the app's objects that other managers own: not drift, not healed, not sent.
     #[serde(default)]
     ignore_differences: Vec<IgnoreRule>,
+    /// How to judge the health of its objects' kinds (CEL over the live object, `self`),
+    /// before the fleet's rules and the built-in ones.
+    #[serde(default)]
+    health: Vec<HealthRule>,
 }
 
 /// `spec.helm` as written (schema v2): one of `chart`, `repo` + `name`, or `oci`.
@@ -527,6 +539,10 @@ pub struct App {
     pub rollout: Option<RolloutSpec>,
     /// `ignoreDifferences`: the fleet's, the environment's, then the app's own.
     pub ignore_differences: Vec<IgnoreRule>,
+    /// `spec.health` rules that compiled: the app's own, then the fleet's.
+    pub health: Vec<HealthRule>,
+    /// Its rules that do not compile, each refused with where and why (the app still syncs).
+    pub health_errors: Vec<FleetError>,
     /// `spec.createNamespace` (default true).
     pub create_namespace: bool,
     /// `spec.deleteNamespace` (default false).
@@ -559,6 +575,8 @@ pub struct Fleet {
     pub access: Result<Policy, FleetError>,
     /// `spec.windows`: none when absent; an error when they do not load.
     pub windows: Result<Windows, FleetError>,
+    /// `spec.health` rules that do not compile, each refused (the others hold).
+    pub health_errors: Vec<FleetError>,
 }
 
 fn parse<S: for<'de> Deserialize<'de>>(file: &str, bytes: &[u8], kind: &str) -> Result<Document<S>, FleetError> {
@@ -620,6 +638,10 @@ impl Fleet {
                 .map_err(|e| error(file, format!("spec.access: {e}")))
                 .and_then(|spec| Policy::new(spec).map_err(|e| error(file, e.to_string()))),
         };
+        let (health, health_errors) = compiled_rules(file, spec.health);
+        for env in &mut environments {
+            env.health = health.clone();
+        }
         let names: Vec<&str> = environments.iter().map(|e| e.name.as_str()).collect();
         let windows = match spec.windows {
             None => Ok(Windows::default()),
@@ -634,6 +656,7 @@ impl Fleet {
             cluster_errors: Vec::new(),
             access,
             windows,
+            health_errors,
         };
         for name in dir(snapshot, "clusters").unwrap_or_default() {
             let Some(stem) = name.strip_suffix(".yaml").or_else(|| name.strip_suffix(".yml")) else { continue };
@@ -712,6 +735,26 @@ pub fn resolve_environment<'a, T>(
         })
 }
 
+/// The `spec.health` rules of `file` that compile, and an error for each that does not,
+/// naming it, the expression and the position.
+fn compiled_rules(file: &str, rules: Vec<HealthRule>) -> (Vec<HealthRule>, Vec<FleetError>) {
+    let mut good = Vec::new();
+    let mut errors = Vec::new();
+    for (i, rule) in rules.into_iter().enumerate() {
+        match rule.compile() {
+            Ok(_) => good.push(rule),
+            Err(why) => errors.push(error(
+                file,
+                format!(
+                    "spec.health[{i}] ({}) is refused and its kind judged by the built-in rules: {why}",
+                    rule.target()
+                ),
+            )),
+        }
+    }
+    (good, errors)
+}
+
 /// Checks `ignoreDifferences` rules; `owner` prefixes messages (`environment 'prod': `).
 fn validate_ignores(file: &str, rules: &[IgnoreRule], owner: &str) -> Result<(), FleetError> {
     for rule in rules {
@@ -733,6 +776,7 @@ pub fn load_apps(snapshot: &dyn Source, env: &Environment) -> BTreeMap<String, R
             None => Err(error(&file, "missing: every directory under apps/ needs an app.yaml")),
             Some(bytes) => load_app(&file, &name, &bytes).map(|mut app| {
                 app.ignore_differences.splice(0..0, env.ignore_differences.iter().cloned());
+                app.health.extend(env.health.iter().cloned());
                 app
             }),
         };
@@ -759,8 +803,11 @@ fn load_app(file: &str, dir_name: &str, bytes: &[u8]) -> Result<App, FleetError>
         rollout.validate(file, &format!("app '{name}'"))?;
     }
     validate_ignores(file, &doc.spec.ignore_differences, "")?;
+    let (health, health_errors) = compiled_rules(file, doc.spec.health);
     Ok(App {
         ignore_differences: doc.spec.ignore_differences,
+        health,
+        health_errors,
         create_namespace: doc.spec.create_namespace.unwrap_or(true),
         delete_namespace: doc.spec.delete_namespace.unwrap_or(false),
         helm,
@@ -837,6 +884,7 @@ mod tests {
     fn an_environment_is_found_by_name_then_by_branch_and_an_unknown_one_lists_them_all() {
         let env = |name: &str, branch: &str| Environment {
             ignore_differences: Vec::new(),
+            health: Vec::new(),
             name: name.into(),
             branch: branch.into(),
             rollout: None,
@@ -878,6 +926,8 @@ mod tests {
         let us = mk_cluster("us-1", &[("region", "us")]);
         let mut app = App {
             ignore_differences: Vec::new(),
+            health: Vec::new(),
+            health_errors: Vec::new(),
             create_namespace: false,
             delete_namespace: false,
             name: "web".into(),
@@ -941,6 +991,49 @@ mod tests {
         assert!(err.file == "apps/web/app.yaml" && err.message.contains("/spec/replicas"), "{err}");
         let jq = "apiVersion: convoy.dev/v1\nkind: App\nmetadata: {name: web}\nspec:\n  ignoreDifferences:\n  - {kind: Deployment, jqPathExpressions: [.spec]}\n";
         assert!(load_app("apps/web/app.yaml", "web", jq.as_bytes()).unwrap_err().message.contains("jqPathExpressions"));
+    }
+
+    #[test]
+    fn health_rules_come_app_first_then_fleet_and_one_that_does_not_compile_is_refused_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |path: &str, text: &str| {
+            let full = dir.path().join(path);
+            std::fs::create_dir_all(full.parent().unwrap()).unwrap();
+            std::fs::write(full, text).unwrap();
+        };
+        let fleet_rules = "  health:\n  - {group: cert-manager.io, kind: Certificate, healthy: \"self.status.ready\"}\n  - {group: keda.sh, kind: ScaledObject, healthy: \"self.status.(\"}\n";
+        write(
+            "convoy.yaml",
+            &format!(
+                "apiVersion: convoy.dev/v1\nkind: Fleet\nspec:\n  environments:\n  - {{name: prod, branch: main}}\n{fleet_rules}"
+            ),
+        );
+        write(
+            "apps/web/app.yaml",
+            "apiVersion: convoy.dev/v1\nkind: App\nmetadata: {name: web}\nspec:\n  health:\n  - {group: cert-manager.io, kind: Certificate, healthy: \"true\", degraded: \"self.status.conditions.exists(c,\"}\n  - {group: example.com, kind: Widget, healthy: \"has(self.status)\"}\n",
+        );
+        let src = crate::FsSource::new(dir.path());
+        let fleet = Fleet::load(&src).unwrap();
+        let [refused] = fleet.health_errors.as_slice() else { panic!("{:?}", fleet.health_errors) };
+        assert_eq!(refused.file, "convoy.yaml");
+        assert!(
+            refused.message.starts_with("spec.health[1] (keda.sh/ScaledObject) is refused and its kind judged by the built-in rules: healthy: ERROR: <input>:1:"),
+            "{}",
+            refused.message
+        );
+        let apps = load_apps(&src, fleet.environment("prod").unwrap());
+        let web = apps["web"].as_ref().expect("the app loads: a bad rule does not stop it");
+        let kinds: Vec<&str> = web.health.iter().map(|r| r.kind.as_str()).collect();
+        assert_eq!(kinds, ["Widget", "Certificate"], "the app's good rule, then the fleet's");
+        assert_eq!(web.health[1].healthy, "self.status.ready", "the fleet's Certificate rule");
+        let [own] = web.health_errors.as_slice() else { panic!("{:?}", web.health_errors) };
+        assert_eq!(own.file, "apps/web/app.yaml");
+        assert!(
+            own.message.contains("spec.health[0] (cert-manager.io/Certificate)")
+                && own.message.contains("degraded: ERROR"),
+            "{}",
+            own.message
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use crate::model::HealthRule;
 use crate::proto;
 pub use convoy_model::{AppAssignment, ObjectRef, SyncPolicy, canonical_json, document_json};
 
@@ -155,6 +156,7 @@ impl Assignment {
                 objects,
                 render_error: (!app.render_error.is_empty()).then(|| app.render_error.clone()),
                 ignore_differences: app.ignore_differences.iter().map(crate::model::ignore::from_wire).collect(),
+                health_rules: app.health_rules.iter().map(health_from_wire).collect(),
             };
             let digest = if check || app.digest.is_empty() {
                 let actual = hex::encode(model.digest());
@@ -212,6 +214,7 @@ impl Assignment {
                         digest: digest.to_string(),
                         by_digest,
                         ignore_differences: app.ignore_differences.iter().map(crate::model::ignore::to_wire).collect(),
+                        health_rules: app.health_rules.iter().map(health_to_wire).collect(),
                     }
                 })
                 .collect(),
@@ -311,6 +314,26 @@ impl From<&Assignment> for proto::Assignment {
     }
 }
 
+fn health_from_wire(rule: &proto::HealthRule) -> HealthRule {
+    HealthRule {
+        group: rule.group.clone(),
+        kind: rule.kind.clone(),
+        healthy: rule.healthy.clone(),
+        degraded: rule.degraded.clone(),
+        message: rule.message.clone(),
+    }
+}
+
+fn health_to_wire(rule: &HealthRule) -> proto::HealthRule {
+    proto::HealthRule {
+        group: rule.group.clone(),
+        kind: rule.kind.clone(),
+        healthy: rule.healthy.clone(),
+        degraded: rule.degraded.clone(),
+        message: rule.message.clone(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -319,6 +342,7 @@ mod tests {
     fn app(name: &str, objects: Vec<Value>) -> AppAssignment {
         AppAssignment {
             ignore_differences: Vec::new(),
+            health_rules: Vec::new(),
             name: name.into(),
             policy: SyncPolicy::default(),
             depends_on: vec![],

@@ -7,7 +7,8 @@ pub mod report;
 
 pub use assignment::{Assignment, AssignmentError, HeldObjects, pack_objects, unpack_objects};
 pub use convoy_model::{
-    AppAssignment, IgnoreRule, Ignored, NAMESPACE_OF_ANNOTATION, ObjectRef, SyncPolicy, canonical_json, document_json,
+    AppAssignment, HealthRule, IgnoreRule, Ignored, NAMESPACE_OF_ANNOTATION, ObjectRef, SyncPolicy, canonical_json,
+    document_json,
 };
 
 /// `ignoreDifferences` rules, for [`convoy_model::ignore`]'s types on the wire.

@@ -88,6 +88,9 @@ pub struct ObjectStatus {
     pub message: String,
     /// Set when the last apply of this object failed.
     pub apply_error: Option<String>,
+    /// The rule that decided its health (`app web: cert-manager.io/Certificate`,
+    /// `built-in: apps/Deployment`); empty before it was judged.
+    pub rule: String,
 }
 
 /// One app's state: the worst of its objects, plus what holds it back.
@@ -232,6 +235,7 @@ impl From<&Report> for proto::Report {
                             health: proto::Health::from(o.health) as i32,
                             message: o.message.clone(),
                             apply_error: o.apply_error.clone().unwrap_or_default(),
+                            rule: o.rule.clone(),
                         })
                         .collect(),
                 })
@@ -264,6 +268,7 @@ impl From<&proto::Report> for Report {
                             health: health_of(o.health),
                             message: o.message.clone(),
                             apply_error: (!o.apply_error.is_empty()).then(|| o.apply_error.clone()),
+                            rule: o.rule.clone(),
                         })
                         .collect(),
                 })
@@ -349,6 +354,7 @@ mod tests {
                     health: Health::Progressing,
                     message: "rolling out".into(),
                     apply_error: Some("conflict".into()),
+                    rule: "built-in: apps/Deployment".into(),
                 }],
             }],
             drifts: vec![Drift {

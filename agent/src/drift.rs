@@ -112,6 +112,8 @@ pub struct LiveIndex {
     synced: HashSet<(String, String)>,
     /// Each app's health rules (from its assignment).
     rules: HashMap<String, (Vec<convoy_model::HealthRule>, Arc<HealthRules>)>,
+    /// The latest run of each metric-gate query, by check.
+    measurements: std::collections::BTreeMap<String, convoy_model::analysis::Measurement>,
 }
 
 const HEALED_HISTORY: usize = 50;
@@ -121,6 +123,24 @@ fn rv_of(live: &Value) -> u64 {
 }
 
 impl LiveIndex {
+    /// Keeps `m` as its check's latest run; true (a report is due) when it says something new.
+    pub fn measured(&mut self, m: convoy_model::analysis::Measurement) -> bool {
+        let before = self.measurements.insert(m.check.clone(), m.clone());
+        before.is_none_or(|b| b != m)
+    }
+
+    /// Forgets the measurements of checks not in `checks` (the gate changed or went away).
+    pub fn retain_checks(&mut self, checks: &[String]) -> bool {
+        let before = self.measurements.len();
+        self.measurements.retain(|check, _| checks.contains(check));
+        self.measurements.len() != before
+    }
+
+    /// The latest run of each check.
+    pub fn measurements(&self) -> Vec<convoy_model::analysis::Measurement> {
+        self.measurements.values().cloned().collect()
+    }
+
     /// Takes `app`'s health rules. When they changed, its objects are no longer taken as
     /// applied, so the next pass applies them again (writing nothing new) and the new rules
     /// judge what the API server returns.

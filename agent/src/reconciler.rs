@@ -818,6 +818,7 @@ impl Reconciler {
             drifts,
             summarized_reports: 0,
             applied: p.all_applied() && p.errors.is_empty(),
+            measurements: ix.measurements(),
         }
     }
 }

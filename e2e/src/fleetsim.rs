@@ -200,5 +200,6 @@ pub fn applied_report(assignment: &Assignment) -> Report {
         drifts: Vec::new(),
         summarized_reports: 0,
         applied: true,
+        measurements: Vec::new(),
     }
 }

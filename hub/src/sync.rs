@@ -7,6 +7,7 @@
 //! Git work and planning run in `spawn_blocking`, one sync at a time; failures back off and are
 //! shown in status. What the last good fetch produced stays in force until a better one.
 
+use convoy_model::analysis::Measurement;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -336,6 +337,15 @@ impl Ledger for Publisher {
 
     fn assigned(&self, cluster: &str) -> Option<Arc<Assignment>> {
         self.hub().assignment(cluster)
+    }
+
+    fn measured(&self, environment: &str, source: &str) -> Vec<Measurement> {
+        match source {
+            "hub" => self.hub().gate_measurements(environment),
+            cluster => self.hub().connections().last_report(cluster).map_or_else(Vec::new, |report| {
+                report.measurements.iter().map(convoy_shared::model::report::measurement).collect()
+            }),
+        }
     }
 }
 

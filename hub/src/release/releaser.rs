@@ -25,6 +25,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
+use convoy_model::analysis::Measurement;
 use convoy_render::fleet::{Cluster, Environment, Fleet, FleetError, RolloutSpec};
 use convoy_render::windows::{Hold, Windows};
 use convoy_shared::model::{AppAssignment, Assignment};
@@ -54,6 +55,9 @@ pub trait Ledger {
     fn applied(&self, cluster: &str) -> (String, i32);
     /// The assignment `cluster` was last given (by this run of the hub or one before it).
     fn assigned(&self, cluster: &str) -> Option<Arc<Assignment>>;
+    /// The latest metric-gate measurements from `source`: a cluster's agent, or `hub` (the
+    /// hub's own queries for `environment`).
+    fn measured(&self, environment: &str, source: &str) -> Vec<Measurement>;
 }
 
 /// Every rollout and pin, and the assignments they choose between.
@@ -384,7 +388,8 @@ impl Releaser {
             let observe = |c: &str| {
                 *seen.borrow_mut().entry(c.to_string()).or_insert_with(|| self.observe(ledger, rollout, &own, c))
             };
-            for event in next.step(now_ms, observe) {
+            let measured = |source: &str| ledger.measured(&rollout.environment, source);
+            for event in next.step(now_ms, observe, measured) {
                 tracing::info!(revision = %rollout.revision, "{event}");
                 ledger.event("rollout", format!("{}: {event}", rollout.track()));
             }
@@ -395,9 +400,37 @@ impl Releaser {
         }
         let changed = !stepped.is_empty();
         for next in stepped {
+            if next.rolled_back && !self.pins.contains_key(&next.environment) {
+                self.pin_after_failed_gate(ledger, &next);
+            }
             self.rollouts.insert(next.track(), next);
         }
         changed
+    }
+
+    /// Pins the environment of `rolled_back` (a failing gate aborted it) at the commit most of
+    /// its clusters ran before, each cluster's history saying which check failed and how.
+    fn pin_after_failed_gate(&mut self, ledger: &dyn Ledger, rolled_back: &Rollout) {
+        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+        for commit in rolled_back.from.values() {
+            *counts.entry(commit.as_str()).or_default() += 1;
+        }
+        let Some((commit, _)) = counts.into_iter().max_by_key(|(_, n)| *n) else { return };
+        let commit = commit.to_string();
+        let environment = rolled_back.environment.clone();
+        for cluster in rolled_back.from.keys() {
+            ledger.note(cluster, "rolled back", &commit, &rolled_back.reason);
+        }
+        let short = rollout::short(&commit).to_string();
+        ledger.event(
+            "rollback",
+            format!(
+                "{environment}: pinned at {short} ({}); `convoy rollback {environment} --release` lifts it",
+                rolled_back.reason
+            ),
+        );
+        ledger.keep_pin(&environment, Some(&commit));
+        self.pins.insert(environment, commit);
     }
 
     /// Carries out a person's `command` on `environment` at `now_ms`: a rollout action, a pin
@@ -616,6 +649,9 @@ mod tests {
         }
         fn assigned(&self, _: &str) -> Option<Arc<Assignment>> {
             None
+        }
+        fn measured(&self, _: &str, _: &str) -> Vec<Measurement> {
+            Vec::new()
         }
     }
 

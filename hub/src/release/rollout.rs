@@ -32,6 +32,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use convoy_shared::proto::Health;
 use serde::{Deserialize, Serialize};
 
+use convoy_model::analysis::{CheckSpec, Measurement, OnFailure, QueryFrom, holds};
 use convoy_render::fleet::{Cluster, RolloutSpec};
 
 /// Where a rollout is.
@@ -170,6 +171,37 @@ pub struct Rollout {
     /// When every cluster ran the new revision (what promotion's soak counts from).
     #[serde(default)]
     pub completed_ms: Option<i64>,
+    /// The metric gate each wave's soak must pass, as the rollout began with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate: Option<Gate>,
+    /// Failed measurements of each check during the current soak.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub gate_failures: BTreeMap<String, u32>,
+    /// The last measurement counted, per `SOURCE/CHECK` (a cluster, or `hub`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub gate_counted: BTreeMap<String, i64>,
+    /// A failing gate rolled it back: the releaser pins the environment where it was.
+    #[serde(default)]
+    pub rolled_back: bool,
+}
+
+/// A rollout's metric gate: checks judged while each wave soaks, and what a failure does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Gate {
+    pub checks: Vec<CheckSpec>,
+    pub on_failure: OnFailure,
+    pub from: QueryFrom,
+}
+
+/// Where a gate is during a soak.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum GateState {
+    /// Every check's latest measurement from every source holds.
+    Passed,
+    /// Some measurement is missing or inconclusive: the soak waits.
+    Waiting(String),
+    /// A check failed more often than its limit.
+    Failed(String),
 }
 
 impl Rollout {
@@ -201,6 +233,14 @@ impl Rollout {
             accepted_failures: BTreeSet::new(),
             started_ms: now_ms,
             completed_ms: None,
+            gate: spec.analysis.as_ref().map(|a| Gate {
+                checks: a.checks.clone(),
+                on_failure: spec.on_failure,
+                from: a.from,
+            }),
+            gate_failures: BTreeMap::new(),
+            gate_counted: BTreeMap::new(),
+            rolled_back: false,
         }
     }
 
@@ -275,8 +315,15 @@ impl Rollout {
         self.from.keys().filter_map(|c| Some((c.as_str(), self.held_at(c)?)))
     }
 
-    /// Moves the rollout on from what the hub sees; returns events worth telling watchers.
-    pub fn step(&mut self, now_ms: i64, observe: impl Fn(&str) -> Observed) -> Vec<String> {
+    /// Moves the rollout on from what the hub sees (`observe`) and the gate's latest
+    /// measurements from each source (`measured`: a cluster, or `hub`); returns events worth
+    /// telling watchers.
+    pub fn step(
+        &mut self,
+        now_ms: i64,
+        observe: impl Fn(&str) -> Observed,
+        measured: impl Fn(&str) -> Vec<Measurement>,
+    ) -> Vec<String> {
         let mut events = Vec::new();
         while self.phase == Phase::Progressing || self.phase == Phase::Soaking {
             let failed: Vec<&String> =
@@ -312,7 +359,46 @@ impl Rollout {
                 break;
             }
             let changed = wave.clusters.iter().any(|c| observe(c).changed);
+            if self.soak_started_ms.is_none() {
+                self.gate_failures.clear();
+            }
             let soaked_since = *self.soak_started_ms.get_or_insert(now_ms);
+            let wave_name = wave.name.clone();
+            if changed && let Some(gate) = self.gate.clone() {
+                let soaked = now_ms - soaked_since >= self.soak_ms as i64;
+                match self.judge_gate(&gate, soaked_since, &measured) {
+                    GateState::Failed(why) => {
+                        self.soak_started_ms = None;
+                        match gate.on_failure {
+                            OnFailure::Pause => {
+                                self.reason = why;
+                                self.phase = Phase::Paused;
+                                events.push(format!("paused: {}", self.reason));
+                            }
+                            OnFailure::Rollback => {
+                                self.reason = format!("rolled back: {why}");
+                                self.phase = Phase::Aborted;
+                                self.released.clear();
+                                self.rolled_back = true;
+                                events.push(self.reason.clone());
+                            }
+                        }
+                        break;
+                    }
+                    GateState::Waiting(why) => {
+                        if soaked && self.reason != why {
+                            events.push(format!("wave {wave_name} soaked; {why}"));
+                        }
+                        self.reason = why;
+                        if soaked {
+                            self.phase = Phase::Soaking;
+                            break;
+                        }
+                    }
+                    GateState::Passed => self.reason.clear(),
+                }
+            }
+            let wave = &self.waves[current];
             if changed && now_ms - soaked_since < self.soak_ms as i64 {
                 if self.phase != Phase::Soaking {
                     events.push(format!("wave {} soaking", wave.name));
@@ -333,6 +419,66 @@ impl Rollout {
         events
     }
 
+    /// Judges the gate's measurements taken since `since`: counts each new failure once, and
+    /// says whether every check holds everywhere, waits on something, or failed.
+    fn judge_gate(&mut self, gate: &Gate, since: i64, measured: &impl Fn(&str) -> Vec<Measurement>) -> GateState {
+        let sources: Vec<String> = match gate.from {
+            QueryFrom::Hub => vec!["hub".to_string()],
+            QueryFrom::Agent => self.released.iter().cloned().collect(),
+        };
+        let mut waiting = None;
+        for source in &sources {
+            let latest = measured(source);
+            for check in &gate.checks {
+                let last = latest
+                    .iter()
+                    .filter(|m| m.check == check.name && m.at_unix_ms >= since)
+                    .max_by_key(|m| m.at_unix_ms);
+                let Some(m) = last else {
+                    waiting
+                        .get_or_insert(format!("waiting for check {}: no measurement from {source} yet", check.name));
+                    continue;
+                };
+                let verdict = match m.value {
+                    Some(value) => holds(&check.success_condition, value).map(|ok| (ok, value)),
+                    None => Err(m.error.clone()),
+                };
+                let key = format!("{source}/{}", check.name);
+                let new = self.gate_counted.get(&key).is_none_or(|at| *at < m.at_unix_ms);
+                if new {
+                    self.gate_counted.insert(key, m.at_unix_ms);
+                }
+                match verdict {
+                    Ok((true, _)) => {}
+                    Ok((false, value)) => {
+                        let failures = self.gate_failures.entry(check.name.clone()).or_default();
+                        *failures += u32::from(new);
+                        if *failures > check.failure_limit {
+                            return GateState::Failed(format!(
+                                "check {} failed: result {value} on {source} does not meet {} ({} failed measurements, limit {})",
+                                check.name, check.success_condition, failures, check.failure_limit
+                            ));
+                        }
+                        waiting.get_or_insert(format!(
+                            "waiting for check {}: result {value} on {source} does not meet {} ({failures} of {} failures tolerated)",
+                            check.name, check.success_condition, check.failure_limit
+                        ));
+                    }
+                    Err(why) => {
+                        waiting.get_or_insert(format!(
+                            "waiting for check {}: inconclusive on {source}: {why}",
+                            check.name
+                        ));
+                    }
+                }
+            }
+        }
+        match waiting {
+            Some(why) => GateState::Waiting(why),
+            None => GateState::Passed,
+        }
+    }
+
     /// Applies a person's action.
     pub fn act(&mut self, action: Action, observe: impl Fn(&str) -> Observed) -> Result<String, RolloutError> {
         let refuse = |r: &Rollout, name: &'static str| RolloutError::NotApplicable {
@@ -350,6 +496,8 @@ impl Rollout {
             Action::Resume if self.phase == Phase::Paused => {
                 let failed: Vec<String> = self.released.iter().filter(|c| observe(c).failed).cloned().collect();
                 self.accepted_failures.extend(failed);
+                // The gate's failures so far are accepted too; it judges what comes next.
+                self.gate_failures.clear();
                 self.phase = Phase::Progressing;
                 self.reason.clear();
                 Ok("resumed".into())
@@ -450,6 +598,8 @@ mod tests {
             soak: Some(soak.into()),
             failure_threshold: 1,
             approval,
+            analysis: None,
+            on_failure: OnFailure::Pause,
         }
     }
 
@@ -469,11 +619,22 @@ mod tests {
     struct World {
         done: RefCell<BTreeSet<String>>,
         failed: RefCell<BTreeSet<String>>,
+        /// The latest measurement of each source's error-rate check.
+        measured: RefCell<BTreeMap<String, Measurement>>,
     }
 
     impl World {
         fn new() -> World {
-            World { done: RefCell::default(), failed: RefCell::default() }
+            World { done: RefCell::default(), failed: RefCell::default(), measured: RefCell::default() }
+        }
+        fn measured(&self) -> impl Fn(&str) -> Vec<Measurement> + '_ {
+            |source| self.measured.borrow().get(source).cloned().into_iter().collect()
+        }
+        /// `source` measures `value` (None: inconclusive) at `at`.
+        fn measure(&self, source: &str, at: i64, value: Option<f64>) {
+            let error = if value.is_none() { "no data".to_string() } else { String::new() };
+            let m = Measurement { check: "error-rate".into(), at_unix_ms: at, value, error };
+            self.measured.borrow_mut().insert(source.to_string(), m);
         }
         fn observe(&self) -> impl Fn(&str) -> Observed + '_ {
             |c| Observed {
@@ -493,25 +654,25 @@ mod tests {
         let mut r = rollout(&spec("10s", false), &clusters);
         assert_eq!(r.waves.iter().map(|w| w.clusters.len()).collect::<Vec<_>>(), [1, 5]);
         let world = World::new();
-        r.step(0, world.observe());
+        r.step(0, world.observe(), world.measured());
         assert_eq!(r.released, ["c0".to_string()].into(), "only the canary first");
         assert!(!r.takes_new("p1") && r.running("p1") == Some("old"));
         world.finish(&r);
-        r.step(1_000, world.observe());
+        r.step(1_000, world.observe(), world.measured());
         assert_eq!(r.phase, Phase::Soaking);
-        r.step(5_000, world.observe());
+        r.step(5_000, world.observe(), world.measured());
         assert_eq!(r.released.len(), 1, "soak holds the next wave");
         assert_eq!(r.soak_left_ms(5_000), 6_000);
-        let events = r.step(11_000, world.observe());
+        let events = r.step(11_000, world.observe(), world.measured());
         assert!(events.contains(&"wave rest opened".to_string()), "{events:?}");
         assert_eq!(r.released.len(), 3, "two of the rest at a time");
         world.finish(&r);
-        r.step(12_000, world.observe());
+        r.step(12_000, world.observe(), world.measured());
         assert_eq!(r.released.len(), 5);
         world.finish(&r);
-        r.step(13_000, world.observe());
+        r.step(13_000, world.observe(), world.measured());
         world.finish(&r);
-        r.step(14_000, world.observe());
+        r.step(14_000, world.observe(), world.measured());
         assert_eq!(r.phase, Phase::Complete, "no soak after the last wave");
         assert!(clusters.iter().all(|c| r.takes_new(&c.name)));
     }
@@ -522,18 +683,18 @@ mod tests {
         let mut r = rollout(&spec("0", false), &clusters);
         let world = World::new();
         world.failed.borrow_mut().insert("c0".into());
-        r.step(0, world.observe());
-        let events = r.step(1, world.observe());
+        r.step(0, world.observe(), world.measured());
+        let events = r.step(1, world.observe(), world.measured());
         assert_eq!(r.phase, Phase::Paused, "{events:?}");
         assert!(r.reason.contains("c0"), "{}", r.reason);
-        r.step(2, world.observe());
+        r.step(2, world.observe(), world.measured());
         assert_eq!(r.released.len(), 1);
         assert_eq!(r.held().count(), 5);
         // Resume accepts the failure seen so far; the rollout goes on.
         r.act(Action::Resume, world.observe()).unwrap();
         world.done.borrow_mut().insert("c0".into());
         world.failed.borrow_mut().clear();
-        r.step(4, world.observe());
+        r.step(4, world.observe(), world.measured());
         assert_eq!(r.released.len(), 3);
     }
 
@@ -542,13 +703,13 @@ mod tests {
         let clusters = fleet();
         let mut r = rollout(&spec("0", true), &clusters);
         let world = World::new();
-        r.step(0, world.observe());
+        r.step(0, world.observe(), world.measured());
         world.finish(&r);
-        r.step(1, world.observe());
+        r.step(1, world.observe(), world.measured());
         assert_eq!(r.phase, Phase::AwaitingApproval);
         assert!(r.act(Action::Resume, world.observe()).is_err());
         r.act(Action::Approve, world.observe()).unwrap();
-        r.step(3, world.observe());
+        r.step(3, world.observe(), world.measured());
         assert_eq!(r.released.len(), 3);
         r.act(Action::Abort, world.observe()).unwrap();
         assert!(clusters.iter().all(|c| r.running(&c.name) == Some("old")));
@@ -561,9 +722,9 @@ mod tests {
         let refs: Vec<&Cluster> = clusters.iter().collect();
         let mut r = rollout(&spec("0", false), &clusters);
         let world = World::new();
-        r.step(0, world.observe());
+        r.step(0, world.observe(), world.measured());
         world.finish(&r);
-        r.step(1, world.observe());
+        r.step(1, world.observe(), world.measured());
         assert_eq!(r.opened, 2);
         let next = r.successor(&spec("0", false), "newer", &refs, 2);
         assert_eq!(next.opened, 2, "the waves reached stay open");
@@ -585,5 +746,82 @@ mod tests {
         assert_eq!(r.waves.last().map(|w| (w.name.as_str(), w.clusters.len())), Some(("rest", 5)));
         assert!(r.takes_new("p1"), "p1 ran nothing here before: nothing to protect");
         assert!(!r.takes_new("c0"));
+    }
+
+    fn gated(on_failure: OnFailure, failure_limit: u32) -> RolloutSpec {
+        let check = CheckSpec {
+            name: "error-rate".into(),
+            query: "sum(rate(errors[2m]))".into(),
+            success_condition: "result < 0.01".into(),
+            failure_limit,
+        };
+        let analysis = convoy_model::analysis::AnalysisSpec {
+            prometheus: convoy_model::analysis::PrometheusSpec { address: "http://prometheus:9090".into() },
+            from: QueryFrom::Agent,
+            interval: Some("1s".into()),
+            checks: vec![check],
+        };
+        RolloutSpec { analysis: Some(analysis), on_failure, ..spec("10s", false) }
+    }
+
+    #[test]
+    fn a_gate_that_passes_opens_the_next_wave_and_inconclusive_data_makes_it_wait() {
+        let clusters = fleet();
+        let mut r = rollout(&gated(OnFailure::Pause, 0), &clusters);
+        let world = World::new();
+        r.step(0, world.observe(), world.measured());
+        world.finish(&r);
+        r.step(1_000, world.observe(), world.measured());
+        assert_eq!(r.phase, Phase::Soaking, "the canary soaks from 1 s");
+        world.measure("c0", 500, Some(0.5));
+        r.step(5_000, world.observe(), world.measured());
+        assert_eq!(r.phase, Phase::Soaking, "a measurement from before the soak does not count");
+        world.measure("c0", 6_000, None);
+        r.step(12_000, world.observe(), world.measured());
+        assert_eq!((r.phase, r.opened), (Phase::Soaking, 1), "soaked, but no data is never success");
+        assert!(r.reason.contains("inconclusive on c0: no data"), "{}", r.reason);
+        world.measure("c0", 12_500, Some(0.001));
+        let events = r.step(13_000, world.observe(), world.measured());
+        assert_eq!(r.opened, 2, "the gate passed: {events:?}");
+        assert!(r.reason.is_empty());
+    }
+
+    #[test]
+    fn a_gate_that_fails_past_its_limit_pauses_or_rolls_back() {
+        let clusters = fleet();
+        for (on_failure, phase) in [(OnFailure::Pause, Phase::Paused), (OnFailure::Rollback, Phase::Aborted)] {
+            let mut r = rollout(&gated(on_failure, 1), &clusters);
+            let world = World::new();
+            r.step(0, world.observe(), world.measured());
+            world.finish(&r);
+            r.step(1_000, world.observe(), world.measured());
+            world.measure("c0", 2_000, Some(0.2));
+            r.step(2_100, world.observe(), world.measured());
+            r.step(2_200, world.observe(), world.measured());
+            assert_eq!(r.phase, Phase::Soaking, "one failure is within the limit, counted once");
+            assert!(r.reason.contains("1 of 1 failures tolerated"), "{}", r.reason);
+            world.measure("c0", 3_000, Some(0.3));
+            let events = r.step(3_100, world.observe(), world.measured());
+            assert_eq!(r.phase, phase, "{events:?}");
+            assert!(
+                r.reason.contains("check error-rate failed: result 0.3 on c0 does not meet result < 0.01"),
+                "{}",
+                r.reason
+            );
+            assert_eq!(r.rolled_back, on_failure == OnFailure::Rollback);
+            if on_failure == OnFailure::Rollback {
+                assert!(
+                    r.released.is_empty() && r.held_at("c0") == Some("old"),
+                    "the canary returns to the old revision"
+                );
+            } else {
+                r.act(Action::Resume, world.observe()).unwrap();
+                r.step(4_000, world.observe(), world.measured());
+                assert_eq!(r.phase, Phase::Soaking, "resumed: the wave soaks again, from now");
+                world.measure("c0", 4_500, Some(0.0));
+                r.step(14_000, world.observe(), world.measured());
+                assert_eq!(r.opened, 2, "the failures before are accepted and the gate passes");
+            }
+        }
     }
 }

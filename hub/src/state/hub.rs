@@ -2,6 +2,7 @@
 //! reports into); [`Publisher`] is the one writer of the published view and the assignments,
 //! owned by the sync loop — the reflector's "one writer, many readers".
 
+use convoy_model::analysis::Measurement;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
@@ -69,6 +70,8 @@ pub struct Hub {
     capabilities: std::sync::Mutex<HashMap<String, Capabilities>>,
     /// Who may do what, and the audit log.
     access: AccessControl,
+    /// The hub's own metric-gate measurements (`from: hub`), by environment and check.
+    gate_measurements: std::sync::Mutex<HashMap<String, BTreeMap<String, Measurement>>>,
 }
 
 /// A person's command on an environment for the sync loop to carry out, with where to send
@@ -112,6 +115,7 @@ impl Hub {
             events: broadcast::channel(EVENT_BACKLOG).0,
             writer,
             capabilities: Default::default(),
+            gate_measurements: Default::default(),
             access: AccessControl::new(store.clone()),
         };
         if let Some((commit, spec)) = store.access_policy()? {
@@ -185,6 +189,22 @@ impl Hub {
     /// What every cluster's agent said its API server offers.
     pub fn capabilities(&self) -> HashMap<String, Capabilities> {
         self.capabilities.lock().expect("capabilities lock").clone()
+    }
+
+    /// Keeps `m` as the latest run of its check for `environment` (`from: hub`); a rollout in
+    /// progress steps at once when it says something new.
+    pub fn gate_measured(&self, environment: &str, m: Measurement) {
+        let mut all = self.gate_measurements.lock().expect("gate measurements lock");
+        let before = all.entry(environment.to_string()).or_default().insert(m.check.clone(), m.clone());
+        if before.is_none_or(|b| b != m) {
+            self.reported.notify_one();
+        }
+    }
+
+    /// The hub's latest measurements for `environment`.
+    pub fn gate_measurements(&self, environment: &str) -> Vec<Measurement> {
+        let all = self.gate_measurements.lock().expect("gate measurements lock");
+        all.get(environment).map(|checks| checks.values().cloned().collect()).unwrap_or_default()
     }
 
     /// Asks the sync loop to carry out `command` on `environment`; returns what it did.

@@ -5,6 +5,7 @@
 //! runtime, so rendering stays a pure function of a file tree.
 #![forbid(unsafe_code)]
 
+pub mod analysis;
 pub mod generated;
 pub mod health;
 mod ignore;

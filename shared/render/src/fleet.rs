@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use crate::access::{AccessSpec, Policy};
 use crate::windows::{WindowSpec, Windows};
+use convoy_model::analysis::{AnalysisSpec, OnFailure};
 use convoy_model::valid_name;
 use convoy_model::{HealthRule, IgnoreRule, SyncPolicy};
 use serde::Deserialize;
@@ -146,6 +147,12 @@ pub struct RolloutSpec {
     /// A person runs `convoy rollout approve ENV` between waves.
     #[serde(default)]
     pub approval: bool,
+    /// Metric gates: Prometheus queries judged while each wave soaks.
+    #[serde(default)]
+    pub analysis: Option<AnalysisSpec>,
+    /// What a failing gate does: `pause` (default) or `rollback`.
+    #[serde(default)]
+    pub on_failure: OnFailure,
 }
 
 fn one() -> u32 {
@@ -224,7 +231,34 @@ impl RolloutSpec {
         if self.failure_threshold == 0 {
             return Err(error(file, format!("{owner}: rollout.failureThreshold must be at least 1")));
         }
+        if let Some(analysis) = &self.analysis {
+            let at = |what: String| error(file, format!("{owner}: rollout.analysis{what}"));
+            let address = &analysis.prometheus.address;
+            if !(address.starts_with("http://") || address.starts_with("https://")) {
+                return Err(at(format!(".prometheus.address '{address}' is not an http:// or https:// address")));
+            }
+            if let Some(interval) = &analysis.interval {
+                parse_duration(interval).map_err(|why| at(format!(".interval {why}")))?;
+            }
+            if analysis.checks.is_empty() {
+                return Err(at(".checks is empty: list at least one {name, query, successCondition}".into()));
+            }
+            let mut names = std::collections::BTreeSet::new();
+            for check in &analysis.checks {
+                if check.name.is_empty() || !names.insert(&check.name) {
+                    return Err(at(format!(".checks: every check needs a name of its own ('{}')", check.name)));
+                }
+                convoy_model::analysis::compiles(&check.success_condition)
+                    .map_err(|why| at(format!(".checks '{}': successCondition does not compile: {why}", check.name)))?;
+            }
+        }
         Ok(())
+    }
+
+    /// How often the gate's queries run (default 30 s).
+    pub fn analysis_interval(&self) -> std::time::Duration {
+        let interval = self.analysis.as_ref().and_then(|a| a.interval.as_deref());
+        interval.and_then(|i| parse_duration(i).ok()).unwrap_or(std::time::Duration::from_secs(30))
     }
 }
 

@@ -140,6 +140,8 @@ pub struct Report {
     pub summarized_reports: u32,
     /// Every object of `digest` was applied cleanly.
     pub applied: bool,
+    /// The latest run of each metric-gate query.
+    pub measurements: Vec<convoy_model::analysis::Measurement>,
 }
 
 impl Report {
@@ -155,6 +157,17 @@ impl Report {
             && self.apps == other.apps
             && self.drifts == other.drifts
             && self.applied == other.applied
+            && self.measurements == other.measurements
+    }
+}
+
+/// A wire measurement in the model.
+pub fn measurement(m: &proto::Measurement) -> convoy_model::analysis::Measurement {
+    convoy_model::analysis::Measurement {
+        check: m.check.clone(),
+        at_unix_ms: m.at_unix_ms,
+        value: m.value,
+        error: m.error.clone(),
     }
 }
 
@@ -243,6 +256,16 @@ impl From<&Report> for proto::Report {
             drifts: r.drifts.iter().map(proto::Drift::from).collect(),
             summarized_reports: r.summarized_reports,
             applied: r.applied,
+            measurements: r
+                .measurements
+                .iter()
+                .map(|m| proto::Measurement {
+                    check: m.check.clone(),
+                    at_unix_ms: m.at_unix_ms,
+                    value: m.value,
+                    error: m.error.clone(),
+                })
+                .collect(),
         }
     }
 }
@@ -276,6 +299,7 @@ impl From<&proto::Report> for Report {
             drifts: r.drifts.iter().map(Drift::from).collect(),
             summarized_reports: r.summarized_reports,
             applied: r.applied,
+            measurements: r.measurements.iter().map(measurement).collect(),
         }
     }
 }
@@ -372,6 +396,12 @@ mod tests {
             }],
             summarized_reports: 3,
             applied: true,
+            measurements: vec![convoy_model::analysis::Measurement {
+                check: "error-rate".into(),
+                at_unix_ms: 7,
+                value: Some(0.5),
+                error: String::new(),
+            }],
         };
         let wire = proto::Report::from(&report);
         assert_eq!(Report::from(&wire), report);

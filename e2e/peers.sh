@@ -31,6 +31,13 @@ bash images/tools.sh
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
 fi
+# Debian's Prometheus for the metric gates' tests (e2e/tests/gates.rs).
+if [ ! -x /usr/bin/prometheus ]; then
+  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends prometheus >/dev/null 2>&1 \
+    || { apt-get -o DPkg::Lock::Timeout=600 update -qq \
+         && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends prometheus >/dev/null; }
+fi
+export CONVOY_PROMETHEUS=/usr/bin/prometheus
 # Debian's Chromium and its WebDriver for the dashboard's browser tests (e2e/tests/dashboard.rs).
 if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
   DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq chromium chromium-driver >/dev/null 2>&1 \

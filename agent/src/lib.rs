@@ -8,6 +8,7 @@ pub mod cache;
 pub mod discovery;
 pub mod drift;
 pub mod fields;
+pub mod gate;
 pub mod generated;
 pub mod health;
 pub mod ignore;
@@ -140,12 +141,17 @@ pub async fn run(
         tokio::spawn(link.run(shutdown.clone()).instrument(tracing::info_span!("link", cluster = %cluster)));
     let metrics_task =
         metrics.map(|listener| spawn_metrics(listener, handle.clone(), reconciler.pass_metrics(), shutdown.clone()));
+    let gate_task = tokio::spawn(
+        gate::run(handle.assignment.clone(), reconciler.live(), shutdown.clone())
+            .instrument(tracing::info_span!("gate", cluster = %cluster)),
+    );
     let result = reconciler
         .run(handle.assignment.clone(), handle.reports.clone(), shutdown.clone())
         .instrument(tracing::info_span!("reconciler", cluster = %cluster))
         .await;
     shutdown.cancel();
     let _ = link_task.await;
+    let _ = gate_task.await;
     if let Some(task) = metrics_task {
         let _ = task.await;
     }

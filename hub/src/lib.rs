@@ -10,6 +10,7 @@
 
 pub mod allocator;
 pub mod api;
+pub mod gate;
 pub mod plan;
 pub mod release;
 pub mod replication;
@@ -97,6 +98,7 @@ pub async fn run(
                 .map_err(ServeError::Http)
         });
     }
+    tasks.spawn(gate::run(hub.clone(), shutdown.clone()).instrument(tracing::info_span!("gate")).map(|()| Ok(())));
     tasks.spawn(
         api::server::serve(grpc, endpoint, hub.clone(), shutdown.clone())
             .map(|served| served.map_err(ServeError::Transport)),

@@ -10,6 +10,7 @@ pub mod identity;
 pub mod link_error;
 pub mod model;
 pub mod pki;
+pub mod prometheus;
 pub mod telemetry;
 pub mod tls;
 

@@ -18,7 +18,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use convoy_shared::model::{AppAssignment, Assignment};
+use convoy_model::analysis::QueryFrom;
+use convoy_shared::model::{AppAssignment, Assignment, GateQueries};
 use gix::ObjectId;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -459,16 +460,19 @@ impl Planner {
                 }
             }
         }
+        let queries = gate_queries(&env.environment);
         if let Some(cached) = self.clusters.get(&cluster.name)
             && cached.environment == cluster.environment
             && cached.apps.len() == apps.len()
             && cached.apps.iter().zip(&apps).all(|(a, b)| Arc::ptr_eq(a, b))
+            && cached.assignment.gate_queries == queries
         {
             return ClusterPlan { assignment: cached.assignment.clone(), errors };
         }
         let revision = env.snapshot.commit.to_string();
         let owned = apps.iter().map(|a| (a.0, Arc::clone(&a.1))).collect();
-        let mut assignment = Assignment::from_digested(&cluster.name, &cluster.environment, &revision, owned, false);
+        let mut assignment = Assignment::from_digested(&cluster.name, &cluster.environment, &revision, owned, false)
+            .with_gate_queries(queries);
         assignment.trace_context = self.run.trace_context.clone();
         assignment.chart_sources = env
             .apps
@@ -809,6 +813,18 @@ impl Source for Recording {
         self.note(path);
         self.snapshot.list_dir(path)
     }
+}
+
+/// The metric-gate queries `environment`'s agents run: its rollout's analysis, when the agents
+/// query (`from: agent`).
+fn gate_queries(environment: &Environment) -> Option<GateQueries> {
+    let rollout = environment.rollout.as_ref()?;
+    let analysis = rollout.analysis.as_ref().filter(|a| a.from == QueryFrom::Agent)?;
+    Some(GateQueries {
+        address: analysis.prometheus.address.clone(),
+        interval_ms: rollout.analysis_interval().as_millis() as u64,
+        checks: analysis.checks.iter().map(|c| (c.name.clone(), c.query.clone())).collect(),
+    })
 }
 
 #[cfg(test)]

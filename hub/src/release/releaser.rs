@@ -301,7 +301,8 @@ impl Releaser {
             chart_sources.extend(source.chart_sources.get(app).map(|chart| (app.to_string(), chart.clone())));
         }
         let revision = &base_assignment.revision;
-        let mut composed = Assignment::compose(cluster, &desired.environment, revision, parts, failed);
+        let mut composed = Assignment::compose(cluster, &desired.environment, revision, parts, failed)
+            .with_gate_queries(desired.gate_queries.clone());
         composed.trace_context = desired.trace_context.clone();
         composed.chart_sources = chart_sources;
         Some(Arc::new(composed))
@@ -582,7 +583,8 @@ fn hold_back(
     let mut parts: Vec<(&str, &Arc<AppAssignment>)> =
         target.digested_apps().filter(|(_, part)| !held.contains(&part.name)).collect();
     parts.extend(current.digested_apps().filter(|(_, part)| held.contains(&part.name)));
-    let mut kept = Assignment::compose(&target.cluster, &target.environment, &target.revision, parts, target.failed);
+    let mut kept = Assignment::compose(&target.cluster, &target.environment, &target.revision, parts, target.failed)
+        .with_gate_queries(target.gate_queries.clone());
     kept.trace_context = target.trace_context.clone();
     kept.chart_sources = target.chart_sources.clone();
     kept.chart_sources.retain(|app, _| !held.contains(app));

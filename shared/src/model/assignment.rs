@@ -59,6 +59,17 @@ pub struct Assignment {
     /// name (`oci://…/demo@1.2.3 sha256:…`): the hub records it in the cluster's history. Not
     /// part of the digest, not sent to agents.
     pub chart_sources: BTreeMap<String, String>,
+    /// The metric-gate queries the agent runs (see [`GateQueries`]); part of the digest.
+    pub gate_queries: Option<GateQueries>,
+}
+
+/// The metric-gate queries an agent runs against its cluster's Prometheus, every interval.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GateQueries {
+    pub address: String,
+    pub interval_ms: u64,
+    /// (check name, PromQL query).
+    pub checks: Vec<(String, String)>,
 }
 
 impl Assignment {
@@ -84,22 +95,53 @@ impl Assignment {
         failed: bool,
     ) -> Self {
         apps.sort_by(|a, b| a.1.name.cmp(&b.1.name));
-        let mut hasher = Sha256::new();
-        for (app_digest, _) in &apps {
-            hasher.update(app_digest);
-        }
         let app_digests = apps.iter().map(|(digest, _)| hex::encode(digest)).collect();
-        Assignment {
+        let mut assignment = Assignment {
             cluster: cluster.to_string(),
             environment: environment.to_string(),
             revision: revision.to_string(),
-            digest: hex::encode(hasher.finalize()),
+            digest: String::new(),
             apps: apps.into_iter().map(|(_, app)| app).collect(),
             app_digests,
             failed,
             trace_context: HashMap::new(),
             chart_sources: BTreeMap::new(),
+            gate_queries: None,
+        };
+        assignment.digest = assignment.content_digest();
+        assignment
+    }
+
+    /// This assignment with the agent's metric-gate `queries` (its digest follows).
+    pub fn with_gate_queries(mut self, queries: Option<GateQueries>) -> Self {
+        if self.gate_queries != queries {
+            self.gate_queries = queries;
+            self.digest = self.content_digest();
         }
+        self
+    }
+
+    /// The digest over the apps' digests, then the gate queries when there are any (so an
+    /// assignment without them keeps the digest it always had).
+    fn content_digest(&self) -> String {
+        let mut hasher = Sha256::new();
+        for digest in &self.app_digests {
+            let mut bytes = [0u8; 32];
+            hex::decode_to_slice(digest, &mut bytes).expect("app digests are 32 hex-encoded bytes");
+            hasher.update(bytes);
+        }
+        if let Some(q) = &self.gate_queries {
+            hasher.update([7]);
+            hasher.update(q.address.as_bytes());
+            hasher.update(q.interval_ms.to_be_bytes());
+            for (name, query) in &q.checks {
+                hasher.update([0]);
+                hasher.update(name.as_bytes());
+                hasher.update([0]);
+                hasher.update(query.as_bytes());
+            }
+        }
+        hex::encode(hasher.finalize())
     }
 
     /// An assignment made of apps' parts taken from others (apps at different commits while
@@ -185,6 +227,11 @@ impl Assignment {
             failed: a.failed,
             trace_context: a.trace_context.clone(),
             chart_sources: BTreeMap::new(),
+            gate_queries: a.gate_queries.as_ref().map(|q| GateQueries {
+                address: q.address.clone(),
+                interval_ms: q.interval_ms,
+                checks: q.checks.iter().map(|c| (c.name.clone(), c.query.clone())).collect(),
+            }),
         })
     }
 
@@ -198,6 +245,15 @@ impl Assignment {
             digest: self.digest.clone(),
             failed: self.failed,
             trace_context: self.trace_context.clone(),
+            gate_queries: self.gate_queries.as_ref().map(|q| proto::GateQueries {
+                address: q.address.clone(),
+                interval_ms: q.interval_ms,
+                checks: q
+                    .checks
+                    .iter()
+                    .map(|(name, query)| proto::GateQuery { name: name.clone(), query: query.clone() })
+                    .collect(),
+            }),
             apps: self
                 .digested_apps()
                 .map(|(digest, app)| {

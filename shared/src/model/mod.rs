@@ -5,7 +5,7 @@
 pub mod assignment;
 pub mod report;
 
-pub use assignment::{Assignment, AssignmentError, HeldObjects, pack_objects, unpack_objects};
+pub use assignment::{Assignment, AssignmentError, GateQueries, HeldObjects, pack_objects, unpack_objects};
 pub use convoy_model::{
     AppAssignment, HealthRule, IgnoreRule, Ignored, NAMESPACE_OF_ANNOTATION, ObjectRef, SyncPolicy, canonical_json,
     document_json,

@@ -1,0 +1,220 @@
+//! Metric gates (issue 32) against a real Prometheus (Debian's `prometheus`, installed by the
+//! test script) scraping a test exporter whose error ratio the test sets, with a real
+//! `convoy-hub` and an agent per cluster that runs the gate's query: a gate that passes opens
+//! the next wave; one that fails rolls the canary back and pins the environment, the failing
+//! check and its value in the canary's history; `convoy rollback --release` lifts the pin; with
+//! Prometheus down the measurements are inconclusive and the rollout waits.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use convoy_e2e::fleet_repo::{self, FleetRepo};
+use convoy_e2e::harness::{HubProcess, Process, TestCa, eventually, run_agents, workspace_binary};
+use convoy_shared::identity::{Identity, Role};
+use convoy_shared::proto::{HistoryRequest, ListClustersRequest, RolloutInfo, RolloutStatusRequest};
+use kubesim::SimFleet;
+use tokio_util::sync::CancellationToken;
+
+const CLUSTERS: [(&str, &str); 3] = [("canary-1", "canary"), ("eu-1", "main"), ("eu-2", "main")];
+
+/// The Prometheus binary: CONVOY_PROMETHEUS, else Debian's.
+fn prometheus_binary() -> Option<PathBuf> {
+    let (path, required) = match std::env::var("CONVOY_PROMETHEUS") {
+        Ok(path) => (PathBuf::from(path), true),
+        Err(_) => (PathBuf::from("/usr/bin/prometheus"), std::env::var("CONVOY_REALKUBE").is_ok()),
+    };
+    if path.exists() {
+        return Some(path);
+    }
+    assert!(!required, "{} is missing: `apt-get install prometheus` (e2e/test.sh does)", path.display());
+    eprintln!("skipped: no prometheus at {} (`apt-get install prometheus`)", path.display());
+    None
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port()
+}
+
+/// Serves `test_error_ratio VALUE` on /metrics; returns its address.
+async fn exporter(ratio: Arc<Mutex<f64>>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let value = *ratio.lock().unwrap();
+            async move { format!("# TYPE test_error_ratio gauge\ntest_error_ratio {value}\n") }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    address
+}
+
+/// Starts Prometheus scraping `target` every second; returns it and its address.
+fn prometheus(binary: &Path, dir: &Path, target: &str, port: u16) -> Process {
+    let config = dir.join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nscrape_configs:\n- job_name: test\n  static_configs:\n  - targets: ['{target}']\n"
+        ),
+    )
+    .unwrap();
+    let mut command = Command::new(binary);
+    command
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"));
+    let process = Process::spawn(command);
+    process.wait_for_line("Server is ready to receive web requests");
+    process
+}
+
+fn convoy_yaml(prometheus: &str) -> String {
+    format!(
+        "apiVersion: convoy.dev/v1
+kind: Fleet
+spec:
+  environments:
+  - name: prod
+    branch: main
+    rollout:
+      waves:
+      - {{name: canary, clusterSelector: {{matchLabels: {{tier: canary}}}}}}
+      - {{name: rest}}
+      soak: 3s
+      analysis:
+        prometheus: {{address: 'http://{prometheus}'}}
+        interval: 1s
+        checks:
+        - name: error-rate
+          query: max(test_error_ratio)
+          successCondition: result < 0.01
+          failureLimit: 1
+      onFailure: rollback
+"
+    )
+}
+
+fn release(repo: &FleetRepo, version: &str) -> String {
+    repo.write("apps/web/base/config.yaml", &fleet_repo::configmap_yaml("web-config", &[("version", version)]));
+    repo.commit(version)
+}
+
+async fn assigned(ca: &TestCa, hub: &str) -> BTreeMap<String, (String, bool)> {
+    let Ok(mut reply) = ca.cli(hub, Role::Viewer).await.list_clusters(ListClustersRequest {}).await else {
+        return BTreeMap::new();
+    };
+    reply.get_mut().clusters.drain(..).map(|c| (c.name, (c.assigned_revision, c.in_sync))).collect()
+}
+
+async fn rollout(ca: &TestCa, hub: &str) -> Option<RolloutInfo> {
+    let request = RolloutStatusRequest { environment: "prod".into() };
+    let reply = ca.cli(hub, Role::Viewer).await.rollout_status(request).await.ok()?;
+    reply.into_inner().rollouts.into_iter().next()
+}
+
+async fn everywhere(ca: &TestCa, hub: &str, revision: &str) {
+    eventually(&format!("{revision} applied everywhere"), || async {
+        let state = assigned(ca, hub).await;
+        (state.len() == 3 && state.values().all(|(r, ok)| r == revision && *ok)).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gates_open_waves_roll_back_on_failure_and_wait_when_prometheus_is_down() {
+    let Some(binary) = prometheus_binary() else { return };
+    let ratio = Arc::new(Mutex::new(0.0));
+    let target = exporter(ratio.clone()).await;
+    let (scratch, port) = (tempfile::tempdir().unwrap(), free_port());
+    let mut prometheus = Some(prometheus(&binary, scratch.path(), &target, port));
+
+    let dir = tempfile::tempdir().unwrap();
+    let repo = FleetRepo::init(dir.path());
+    repo.write("convoy.yaml", &convoy_yaml(&format!("127.0.0.1:{port}")));
+    for (name, tier) in CLUSTERS {
+        repo.write(&format!("clusters/{name}.yaml"), &fleet_repo::cluster_yaml(name, "prod", &[("tier", tier)]));
+    }
+    repo.write("apps/web/app.yaml", &fleet_repo::app_yaml("web", "web", &[]));
+    repo.write("apps/web/base/namespace.yaml", "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: web\n");
+    repo.write(
+        "apps/web/base/kustomization.yaml",
+        &fleet_repo::kustomization_yaml(&["namespace.yaml", "config.yaml"], &[]),
+    );
+    let v1 = release(&repo, "v1");
+    let ca = TestCa::new();
+    let url = repo.url();
+    let hub = HubProcess::start_with(&ca.certs.0, "127.0.0.1:0", "info", &["--repo", &url, "--poll-seconds", "1"]);
+    let names: Vec<&str> = CLUSTERS.iter().map(|(n, _)| *n).collect();
+    let kube = SimFleet::start(&names).await.unwrap();
+    let (shutdown, caches) = (CancellationToken::new(), tempfile::tempdir().unwrap());
+    let agents = run_agents(&ca, &hub.address, &kube, &names, caches.path(), &shutdown).await;
+    let configs = tempfile::tempdir().unwrap();
+    let admin =
+        ca.config_file(&hub.address, configs.path(), Identity::User { name: "oncall".into(), role: Role::Admin }, &[]);
+    everywhere(&ca, &hub.address, &v1).await;
+
+    // A gate that passes: the canary's error ratio is 0, the rest opens after the soak.
+    let v2 = release(&repo, "v2");
+    everywhere(&ca, &hub.address, &v2).await;
+    let done = rollout(&ca, &hub.address).await.unwrap();
+    assert_eq!((done.revision.as_str(), done.phase.as_str()), (v2.as_str(), "complete"));
+
+    // A gate that fails: the canary takes v3, its errors climb, the rollout rolls it back to
+    // v2 and pins prod there; the rest never saw v3.
+    *ratio.lock().unwrap() = 0.5;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let v3 = release(&repo, "v3");
+    let rolled = eventually("the rollout of v3 rolled back", || async {
+        rollout(&ca, &hub.address).await.filter(|r| r.revision == v3 && r.phase == "aborted")
+    })
+    .await;
+    assert!(
+        rolled.reason.contains("check error-rate failed: result 0.5 on canary-1 does not meet result < 0.01"),
+        "{}",
+        rolled.reason
+    );
+    everywhere(&ca, &hub.address, &v2).await;
+    let envs = convoy_cli(&admin, &["envs"]);
+    assert!(envs.contains("PINNED"), "{envs}");
+    let mut cli = ca.cli(&hub.address, Role::Viewer).await;
+    let history = cli.history(HistoryRequest { cluster: "canary-1".into(), limit: 30 }).await.unwrap().into_inner();
+    let noted = history.entries.iter().find(|e| e.event == "rolled back").expect("the rollback in canary-1's history");
+    assert!(noted.detail.contains("error-rate") && noted.detail.contains("0.5"), "{noted:?}");
+    assert_eq!(noted.revision, v2);
+
+    // Fixed: releasing the pin rolls v3 out again, and the gate passes.
+    *ratio.lock().unwrap() = 0.0;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let released = convoy_cli(&admin, &["rollback", "prod", "--release"]);
+    assert!(released.contains("released"), "{released}");
+    everywhere(&ca, &hub.address, &v3).await;
+
+    // Prometheus down: the canary's measurements are inconclusive; the soak ends but the
+    // rollout waits, the rest keeps v3.
+    drop(prometheus.take());
+    let v4 = release(&repo, "v4");
+    let waiting = eventually("the rollout of v4 waiting on the gate", || async {
+        rollout(&ca, &hub.address).await.filter(|r| r.revision == v4 && r.reason.contains("inconclusive on canary-1"))
+    })
+    .await;
+    assert_eq!(waiting.phase, "soaking", "{waiting:?}");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let state = assigned(&ca, &hub.address).await;
+    assert_eq!((state["canary-1"].0.as_str(), state["eu-1"].0.as_str()), (v4.as_str(), v3.as_str()), "{state:?}");
+    assert_eq!(rollout(&ca, &hub.address).await.unwrap().phase, "soaking", "inconclusive is never success");
+
+    shutdown.cancel();
+    for agent in agents {
+        let _ = agent.await;
+    }
+}
+
+fn convoy_cli(config: &Path, args: &[&str]) -> String {
+    let out = Command::new(workspace_binary("convoy")).arg("--config").arg(config).args(args).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}

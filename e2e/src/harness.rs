@@ -338,6 +338,36 @@ pub async fn run_agents(
     agents
 }
 
+/// A hub process reading a fleet repository every second, simulated clusters and an agent per
+/// cluster in this process.
+pub struct LocalFleet {
+    pub hub: HubProcess,
+    pub kube: kubesim::SimFleet,
+    shutdown: CancellationToken,
+    agents: Vec<tokio::task::JoinHandle<Result<(), convoy_agent::reconciler::ReconcileError>>>,
+    _caches: tempfile::TempDir,
+}
+
+impl LocalFleet {
+    /// Starts the hub on `repo_url` with `ca`'s certificates and the clusters `names`.
+    pub async fn start(ca: &TestCa, repo_url: &str, names: &[&str]) -> LocalFleet {
+        let hub =
+            HubProcess::start_with(&ca.certs.0, "127.0.0.1:0", "info", &["--repo", repo_url, "--poll-seconds", "1"]);
+        let kube = kubesim::SimFleet::start(names).await.expect("simulated clusters");
+        let (shutdown, caches) = (CancellationToken::new(), tempfile::tempdir().expect("agent caches"));
+        let agents = run_agents(ca, &hub.address, &kube, names, caches.path(), &shutdown).await;
+        LocalFleet { hub, kube, shutdown, agents, _caches: caches }
+    }
+
+    /// Stops the agents and waits for them.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        for agent in self.agents {
+            let _ = agent.await;
+        }
+    }
+}
+
 /// An agent link running in this process.
 pub struct RunningAgent {
     pub handle: LinkHandle,

@@ -12,11 +12,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use convoy_e2e::fleet_repo::{self, FleetRepo};
-use convoy_e2e::harness::{HubProcess, Process, TestCa, eventually, run_agents, workspace_binary};
+use convoy_e2e::harness::{LocalFleet, Process, TestCa, eventually, workspace_binary};
 use convoy_shared::identity::{Identity, Role};
 use convoy_shared::proto::{HistoryRequest, ListClustersRequest, RolloutInfo, RolloutStatusRequest};
-use kubesim::SimFleet;
-use tokio_util::sync::CancellationToken;
 
 const CLUSTERS: [(&str, &str); 3] = [("canary-1", "canary"), ("eu-1", "main"), ("eu-2", "main")];
 
@@ -73,7 +71,7 @@ fn prometheus(binary: &Path, dir: &Path, target: &str, port: u16) -> Process {
     process
 }
 
-fn convoy_yaml(prometheus: &str) -> String {
+fn convoy_yaml(prometheus: &str, from: &str) -> String {
     format!(
         "apiVersion: convoy.dev/v1
 kind: Fleet
@@ -88,6 +86,7 @@ spec:
       soak: 3s
       analysis:
         prometheus: {{address: 'http://{prometheus}'}}
+        from: {from}
         interval: 1s
         checks:
         - name: error-rate
@@ -97,6 +96,54 @@ spec:
       onFailure: rollback
 "
     )
+}
+
+/// Prometheus scraping the exporter, the gated fleet at v1 applied everywhere, the hub and an
+/// agent per cluster.
+struct Gated {
+    ratio: Arc<Mutex<f64>>,
+    prometheus: Option<Process>,
+    repo: FleetRepo,
+    v1: String,
+    ca: TestCa,
+    local: LocalFleet,
+    _dirs: [tempfile::TempDir; 2],
+}
+
+impl Gated {
+    /// `None` (said why) without Prometheus.
+    async fn start(from: &str) -> Option<Gated> {
+        let binary = prometheus_binary()?;
+        let ratio = Arc::new(Mutex::new(0.0));
+        let target = exporter(ratio.clone()).await;
+        let (scratch, port) = (tempfile::tempdir().unwrap(), free_port());
+        let prometheus = Some(prometheus(&binary, scratch.path(), &target, port));
+        let dir = tempfile::tempdir().unwrap();
+        let repo = gated_fleet(dir.path(), port, from);
+        let v1 = repo.head();
+        let ca = TestCa::new();
+        let names: Vec<&str> = CLUSTERS.iter().map(|(n, _)| *n).collect();
+        let local = LocalFleet::start(&ca, &repo.url(), &names).await;
+        everywhere(&ca, &local.hub.address, &v1).await;
+        Some(Gated { ratio, prometheus, repo, v1, ca, local, _dirs: [scratch, dir] })
+    }
+}
+
+/// The fleet: prod in two waves behind the gate (queried `from` agent or hub), app `web`, v1.
+fn gated_fleet(dir: &Path, prometheus_port: u16, from: &str) -> FleetRepo {
+    let repo = FleetRepo::init(dir);
+    repo.write("convoy.yaml", &convoy_yaml(&format!("127.0.0.1:{prometheus_port}"), from));
+    for (name, tier) in CLUSTERS {
+        repo.write(&format!("clusters/{name}.yaml"), &fleet_repo::cluster_yaml(name, "prod", &[("tier", tier)]));
+    }
+    repo.write("apps/web/app.yaml", &fleet_repo::app_yaml("web", "web", &[]));
+    repo.write("apps/web/base/namespace.yaml", "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: web\n");
+    repo.write(
+        "apps/web/base/kustomization.yaml",
+        &fleet_repo::kustomization_yaml(&["namespace.yaml", "config.yaml"], &[]),
+    );
+    release(&repo, "v1");
+    repo
 }
 
 fn release(repo: &FleetRepo, version: &str) -> String {
@@ -127,50 +174,25 @@ async fn everywhere(ca: &TestCa, hub: &str, revision: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gates_open_waves_roll_back_on_failure_and_wait_when_prometheus_is_down() {
-    let Some(binary) = prometheus_binary() else { return };
-    let ratio = Arc::new(Mutex::new(0.0));
-    let target = exporter(ratio.clone()).await;
-    let (scratch, port) = (tempfile::tempdir().unwrap(), free_port());
-    let mut prometheus = Some(prometheus(&binary, scratch.path(), &target, port));
-
-    let dir = tempfile::tempdir().unwrap();
-    let repo = FleetRepo::init(dir.path());
-    repo.write("convoy.yaml", &convoy_yaml(&format!("127.0.0.1:{port}")));
-    for (name, tier) in CLUSTERS {
-        repo.write(&format!("clusters/{name}.yaml"), &fleet_repo::cluster_yaml(name, "prod", &[("tier", tier)]));
-    }
-    repo.write("apps/web/app.yaml", &fleet_repo::app_yaml("web", "web", &[]));
-    repo.write("apps/web/base/namespace.yaml", "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: web\n");
-    repo.write(
-        "apps/web/base/kustomization.yaml",
-        &fleet_repo::kustomization_yaml(&["namespace.yaml", "config.yaml"], &[]),
-    );
-    let v1 = release(&repo, "v1");
-    let ca = TestCa::new();
-    let url = repo.url();
-    let hub = HubProcess::start_with(&ca.certs.0, "127.0.0.1:0", "info", &["--repo", &url, "--poll-seconds", "1"]);
-    let names: Vec<&str> = CLUSTERS.iter().map(|(n, _)| *n).collect();
-    let kube = SimFleet::start(&names).await.unwrap();
-    let (shutdown, caches) = (CancellationToken::new(), tempfile::tempdir().unwrap());
-    let agents = run_agents(&ca, &hub.address, &kube, &names, caches.path(), &shutdown).await;
+    let Some(mut fleet) = Gated::start("agent").await else { return };
+    let (ca, hub, repo, ratio) = (&fleet.ca, &fleet.local.hub, &fleet.repo, fleet.ratio.clone());
     let configs = tempfile::tempdir().unwrap();
     let admin =
         ca.config_file(&hub.address, configs.path(), Identity::User { name: "oncall".into(), role: Role::Admin }, &[]);
-    everywhere(&ca, &hub.address, &v1).await;
 
     // A gate that passes: the canary's error ratio is 0, the rest opens after the soak.
-    let v2 = release(&repo, "v2");
-    everywhere(&ca, &hub.address, &v2).await;
-    let done = rollout(&ca, &hub.address).await.unwrap();
+    let v2 = release(repo, "v2");
+    everywhere(ca, &hub.address, &v2).await;
+    let done = rollout(ca, &hub.address).await.unwrap();
     assert_eq!((done.revision.as_str(), done.phase.as_str()), (v2.as_str(), "complete"));
 
     // A gate that fails: the canary takes v3, its errors climb, the rollout rolls it back to
     // v2 and pins prod there; the rest never saw v3.
     *ratio.lock().unwrap() = 0.5;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let v3 = release(&repo, "v3");
+    let v3 = release(repo, "v3");
     let rolled = eventually("the rollout of v3 rolled back", || async {
-        rollout(&ca, &hub.address).await.filter(|r| r.revision == v3 && r.phase == "aborted")
+        rollout(ca, &hub.address).await.filter(|r| r.revision == v3 && r.phase == "aborted")
     })
     .await;
     assert!(
@@ -178,7 +200,7 @@ async fn gates_open_waves_roll_back_on_failure_and_wait_when_prometheus_is_down(
         "{}",
         rolled.reason
     );
-    everywhere(&ca, &hub.address, &v2).await;
+    everywhere(ca, &hub.address, &v2).await;
     let envs = convoy_cli(&admin, &["envs"]);
     assert!(envs.contains("PINNED"), "{envs}");
     let mut cli = ca.cli(&hub.address, Role::Viewer).await;
@@ -192,26 +214,39 @@ async fn gates_open_waves_roll_back_on_failure_and_wait_when_prometheus_is_down(
     tokio::time::sleep(Duration::from_secs(2)).await;
     let released = convoy_cli(&admin, &["rollback", "prod", "--release"]);
     assert!(released.contains("released"), "{released}");
-    everywhere(&ca, &hub.address, &v3).await;
+    everywhere(ca, &hub.address, &v3).await;
 
     // Prometheus down: the canary's measurements are inconclusive; the soak ends but the
     // rollout waits, the rest keeps v3.
-    drop(prometheus.take());
-    let v4 = release(&repo, "v4");
+    drop(fleet.prometheus.take());
+    let v4 = release(repo, "v4");
     let waiting = eventually("the rollout of v4 waiting on the gate", || async {
-        rollout(&ca, &hub.address).await.filter(|r| r.revision == v4 && r.reason.contains("inconclusive on canary-1"))
+        rollout(ca, &hub.address).await.filter(|r| r.revision == v4 && r.reason.contains("inconclusive on canary-1"))
     })
     .await;
     assert_eq!(waiting.phase, "soaking", "{waiting:?}");
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let state = assigned(&ca, &hub.address).await;
+    let state = assigned(ca, &hub.address).await;
     assert_eq!((state["canary-1"].0.as_str(), state["eu-1"].0.as_str()), (v4.as_str(), v3.as_str()), "{state:?}");
-    assert_eq!(rollout(&ca, &hub.address).await.unwrap().phase, "soaking", "inconclusive is never success");
+    assert_eq!(rollout(ca, &hub.address).await.unwrap().phase, "soaking", "inconclusive is never success");
+    fleet.local.stop().await;
+}
 
-    shutdown.cancel();
-    for agent in agents {
-        let _ = agent.await;
-    }
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gate_the_hub_queries_itself_rolls_back_the_same_way() {
+    let Some(fleet) = Gated::start("hub").await else { return };
+    let (ca, hub, repo, ratio) = (&fleet.ca, &fleet.local.hub, &fleet.repo, fleet.ratio.clone());
+
+    *ratio.lock().unwrap() = 0.5;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let v2 = release(repo, "v2");
+    let rolled = eventually("the rollout of v2 rolled back", || async {
+        rollout(ca, &hub.address).await.filter(|r| r.revision == v2 && r.phase == "aborted")
+    })
+    .await;
+    assert!(rolled.reason.contains("check error-rate failed: result 0.5 on hub"), "{}", rolled.reason);
+    everywhere(ca, &hub.address, &fleet.v1).await;
+    fleet.local.stop().await;
 }
 
 fn convoy_cli(config: &Path, args: &[&str]) -> String {

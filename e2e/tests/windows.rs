@@ -9,11 +9,9 @@ use std::path::Path;
 use std::process::Command;
 
 use convoy_e2e::fleet_repo::{self, FleetRepo};
-use convoy_e2e::harness::{HubProcess, TestCa, eventually, run_agents, workspace_binary};
+use convoy_e2e::harness::{LocalFleet, TestCa, eventually, workspace_binary};
 use convoy_shared::identity::{Identity, Role};
 use convoy_shared::proto::{HistoryRequest, ListClustersRequest};
-use kubesim::SimFleet;
-use tokio_util::sync::CancellationToken;
 
 const CLUSTERS: [(&str, &str); 3] = [("dev-1", "dev"), ("prod-1", "prod"), ("prod-2", "prod")];
 
@@ -68,12 +66,9 @@ async fn a_freeze_holds_prod_while_dev_moves_and_an_override_lets_one_commit_thr
     );
     let v1 = release(&repo, "v1");
     let ca = TestCa::new();
-    let url = repo.url();
-    let hub = HubProcess::start_with(&ca.certs.0, "127.0.0.1:0", "info", &["--repo", &url, "--poll-seconds", "1"]);
     let names: Vec<&str> = CLUSTERS.iter().map(|(n, _)| *n).collect();
-    let kube = SimFleet::start(&names).await.unwrap();
-    let (shutdown, caches) = (CancellationToken::new(), tempfile::tempdir().unwrap());
-    let agents = run_agents(&ca, &hub.address, &kube, &names, caches.path(), &shutdown).await;
+    let local = LocalFleet::start(&ca, &repo.url(), &names).await;
+    let hub = &local.hub;
     let configs = tempfile::tempdir().unwrap();
     let admin =
         ca.config_file(&hub.address, configs.path(), Identity::User { name: "oncall".into(), role: Role::Admin }, &[]);
@@ -136,8 +131,5 @@ async fn a_freeze_holds_prod_while_dev_moves_and_an_override_lets_one_commit_thr
     assert!(envs.contains("schedule 'every friday' is not a five-field cron expression"), "{envs}");
     assert!(envs.contains("the last change windows that loaded stay in force"), "{envs}");
 
-    shutdown.cancel();
-    for agent in agents {
-        let _ = agent.await;
-    }
+    local.stop().await;
 }

@@ -17,7 +17,7 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::harness::Process;
+use crate::harness::{Process, free_port};
 
 /// The Python that has helm-python-sdk: `$CONVOY_PYTHON`, else e2e/.venv's (e2e/peers.sh
 /// installs it).
@@ -66,11 +66,6 @@ pub fn package(chart: &Path, destination: &Path) -> Packaged {
         archive: PathBuf::from(out["archive"].as_str().expect("archive path")),
         digest: out["digest"].as_str().expect("digest").to_string(),
     }
-}
-
-/// A port nothing listens on right now (for servers that cannot report the one they bound).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port").local_addr().expect("address").port()
 }
 
 /// A static HTTP chart repository: python's `http.server` serving `dir`. Stops when dropped.

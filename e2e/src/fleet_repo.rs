@@ -411,3 +411,44 @@ pub fn write_bulk_app(repo: &FleetRepo, app: usize, objects: usize, object_bytes
         repo.write(&format!("apps/{name}/base/{file}"), &docs);
     }
 }
+
+/// Writes app `web`: a Namespace and a ConfigMap `web-config` that [`release_web`] versions.
+pub fn web_config_app(repo: &FleetRepo) {
+    repo.write("apps/web/app.yaml", &app_yaml("web", "web", &[]));
+    repo.write("apps/web/base/namespace.yaml", "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: web\n");
+    repo.write("apps/web/base/kustomization.yaml", &kustomization_yaml(&["namespace.yaml", "config.yaml"], &[]));
+}
+
+/// Sets `web-config`'s version to `version` and commits; the commit.
+pub fn release_web(repo: &FleetRepo, version: &str) -> String {
+    repo.write("apps/web/base/config.yaml", &configmap_yaml("web-config", &[("version", version)]));
+    repo.commit(version)
+}
+
+/// convoy.yaml of one environment, prod on `main`, rolled out to the clusters labelled
+/// `tier: canary` first, then the rest, each wave soaking `soak` behind a metric gate: the
+/// Prometheus at `prometheus` (queried `from` agent or hub) every second, `max(test_error_ratio)`
+/// under 0.01, `failure_limit` failures tolerated, a failure rolling back.
+pub fn gated_fleet_yaml(prometheus: &str, from: &str, soak: &str, failure_limit: u32) -> String {
+    format!(
+        "apiVersion: convoy.dev/v1
+kind: Fleet
+spec:
+  environments:
+  - name: prod
+    branch: main
+    rollout:
+      waves:
+      - {{name: canary, clusterSelector: {{matchLabels: {{tier: canary}}}}}}
+      - {{name: rest}}
+      soak: {soak}
+      analysis:
+        prometheus: {{address: 'http://{prometheus}'}}
+        from: {from}
+        interval: 1s
+        checks:
+        - {{name: error-rate, query: max(test_error_ratio), successCondition: result < 0.01, failureLimit: {failure_limit}}}
+      onFailure: rollback
+"
+    )
+}

@@ -338,6 +338,11 @@ pub async fn run_agents(
     agents
 }
 
+/// A port nothing listens on right now (for servers that cannot report the one they bound).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port").local_addr().expect("address").port()
+}
+
 /// A hub process reading a fleet repository every second, simulated clusters and an agent per
 /// cluster in this process.
 pub struct LocalFleet {

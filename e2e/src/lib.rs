@@ -8,4 +8,5 @@ pub mod fleet_repo;
 pub mod fleetsim;
 pub mod git_http;
 pub mod harness;
+pub mod prometheus;
 pub mod sandbox;

@@ -6,97 +6,17 @@
 //! Prometheus down the measurements are inconclusive and the rollout waits.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use convoy_e2e::fleet_repo::{self, FleetRepo};
+use convoy_e2e::fleet_repo::{self, FleetRepo, release_web as release};
 use convoy_e2e::harness::{LocalFleet, Process, TestCa, eventually, workspace_binary};
 use convoy_shared::identity::{Identity, Role};
 use convoy_shared::proto::{HistoryRequest, ListClustersRequest, RolloutInfo, RolloutStatusRequest};
 
 const CLUSTERS: [(&str, &str); 3] = [("canary-1", "canary"), ("eu-1", "main"), ("eu-2", "main")];
-
-/// The Prometheus binary: CONVOY_PROMETHEUS, else Debian's.
-fn prometheus_binary() -> Option<PathBuf> {
-    let (path, required) = match std::env::var("CONVOY_PROMETHEUS") {
-        Ok(path) => (PathBuf::from(path), true),
-        Err(_) => (PathBuf::from("/usr/bin/prometheus"), std::env::var("CONVOY_REALKUBE").is_ok()),
-    };
-    if path.exists() {
-        return Some(path);
-    }
-    assert!(!required, "{} is missing: `apt-get install prometheus` (e2e/test.sh does)", path.display());
-    eprintln!("skipped: no prometheus at {} (`apt-get install prometheus`)", path.display());
-    None
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port()
-}
-
-/// Serves `test_error_ratio VALUE` on /metrics; returns its address.
-async fn exporter(ratio: Arc<Mutex<f64>>) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap().to_string();
-    let app = axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(move || {
-            let value = *ratio.lock().unwrap();
-            async move { format!("# TYPE test_error_ratio gauge\ntest_error_ratio {value}\n") }
-        }),
-    );
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    address
-}
-
-/// Starts Prometheus scraping `target` every second; returns it and its address.
-fn prometheus(binary: &Path, dir: &Path, target: &str, port: u16) -> Process {
-    let config = dir.join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nscrape_configs:\n- job_name: test\n  static_configs:\n  - targets: ['{target}']\n"
-        ),
-    )
-    .unwrap();
-    let mut command = Command::new(binary);
-    command
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"));
-    let process = Process::spawn(command);
-    process.wait_for_line("Server is ready to receive web requests");
-    process
-}
-
-fn convoy_yaml(prometheus: &str, from: &str) -> String {
-    format!(
-        "apiVersion: convoy.dev/v1
-kind: Fleet
-spec:
-  environments:
-  - name: prod
-    branch: main
-    rollout:
-      waves:
-      - {{name: canary, clusterSelector: {{matchLabels: {{tier: canary}}}}}}
-      - {{name: rest}}
-      soak: 3s
-      analysis:
-        prometheus: {{address: 'http://{prometheus}'}}
-        from: {from}
-        interval: 1s
-        checks:
-        - name: error-rate
-          query: max(test_error_ratio)
-          successCondition: result < 0.01
-          failureLimit: 1
-      onFailure: rollback
-"
-    )
-}
 
 /// Prometheus scraping the exporter, the gated fleet at v1 applied everywhere, the hub and an
 /// agent per cluster.
@@ -113,11 +33,11 @@ struct Gated {
 impl Gated {
     /// `None` (said why) without Prometheus.
     async fn start(from: &str) -> Option<Gated> {
-        let binary = prometheus_binary()?;
+        let binary = convoy_e2e::prometheus::binary()?;
         let ratio = Arc::new(Mutex::new(0.0));
-        let target = exporter(ratio.clone()).await;
-        let (scratch, port) = (tempfile::tempdir().unwrap(), free_port());
-        let prometheus = Some(prometheus(&binary, scratch.path(), &target, port));
+        let target = convoy_e2e::prometheus::exporter(ratio.clone()).await;
+        let (scratch, port) = (tempfile::tempdir().unwrap(), convoy_e2e::harness::free_port());
+        let prometheus = Some(convoy_e2e::prometheus::start(&binary, scratch.path(), &target, port));
         let dir = tempfile::tempdir().unwrap();
         let repo = gated_fleet(dir.path(), port, from);
         let v1 = repo.head();
@@ -132,23 +52,13 @@ impl Gated {
 /// The fleet: prod in two waves behind the gate (queried `from` agent or hub), app `web`, v1.
 fn gated_fleet(dir: &Path, prometheus_port: u16, from: &str) -> FleetRepo {
     let repo = FleetRepo::init(dir);
-    repo.write("convoy.yaml", &convoy_yaml(&format!("127.0.0.1:{prometheus_port}"), from));
+    repo.write("convoy.yaml", &fleet_repo::gated_fleet_yaml(&format!("127.0.0.1:{prometheus_port}"), from, "3s", 1));
     for (name, tier) in CLUSTERS {
         repo.write(&format!("clusters/{name}.yaml"), &fleet_repo::cluster_yaml(name, "prod", &[("tier", tier)]));
     }
-    repo.write("apps/web/app.yaml", &fleet_repo::app_yaml("web", "web", &[]));
-    repo.write("apps/web/base/namespace.yaml", "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: web\n");
-    repo.write(
-        "apps/web/base/kustomization.yaml",
-        &fleet_repo::kustomization_yaml(&["namespace.yaml", "config.yaml"], &[]),
-    );
+    fleet_repo::web_config_app(&repo);
     release(&repo, "v1");
     repo
-}
-
-fn release(repo: &FleetRepo, version: &str) -> String {
-    repo.write("apps/web/base/config.yaml", &fleet_repo::configmap_yaml("web-config", &[("version", version)]));
-    repo.commit(version)
 }
 
 async fn assigned(ca: &TestCa, hub: &str) -> BTreeMap<String, (String, bool)> {

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
-use convoy_e2e::fleet_repo::{self, FleetRepo};
+use convoy_e2e::fleet_repo::{self, FleetRepo, release_web as release};
 use convoy_e2e::harness::{LocalFleet, TestCa, eventually, workspace_binary};
 use convoy_shared::identity::{Identity, Role};
 use convoy_shared::proto::{HistoryRequest, ListClustersRequest};
@@ -29,11 +29,6 @@ fn freeze_now() -> String {
     format!(
         "  windows:\n  - {{name: freeze, kind: deny, schedule: \"{minute} {hour} * * *\", duration: 3h, environments: [prod]}}\n"
     )
-}
-
-fn release(repo: &FleetRepo, version: &str) -> String {
-    repo.write("apps/web/base/config.yaml", &fleet_repo::configmap_yaml("web-config", &[("version", version)]));
-    repo.commit(version)
 }
 
 async fn assigned(ca: &TestCa, hub: &str) -> BTreeMap<String, (String, bool)> {
@@ -58,12 +53,7 @@ async fn a_freeze_holds_prod_while_dev_moves_and_an_override_lets_one_commit_thr
     for (name, env) in CLUSTERS {
         repo.write(&format!("clusters/{name}.yaml"), &fleet_repo::cluster_yaml(name, env, &[]));
     }
-    repo.write("apps/web/app.yaml", &fleet_repo::app_yaml("web", "web", &[]));
-    repo.write("apps/web/base/namespace.yaml", "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: web\n");
-    repo.write(
-        "apps/web/base/kustomization.yaml",
-        &fleet_repo::kustomization_yaml(&["namespace.yaml", "config.yaml"], &[]),
-    );
+    fleet_repo::web_config_app(&repo);
     let v1 = release(&repo, "v1");
     let ca = TestCa::new();
     let names: Vec<&str> = CLUSTERS.iter().map(|(n, _)| *n).collect();

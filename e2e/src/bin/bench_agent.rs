@@ -8,6 +8,9 @@
 //! - Assignment received → all 200 objects applied (in-process reconciler), vs `kubectl apply
 //!   --server-side` of the same 200 objects.
 //! - Drift latency, edit → report produced, median and p99 over 100 edits (in-process).
+//! - Health rules (issue 32): the same RSS with 20 CEL rules on the app (one judging its
+//!   Widgets), and the cost of judging one object by a CEL rule against the built-in kstatus
+//!   rules (CPU only, no backend).
 //!
 //! Run: `bash e2e/bench.sh agent` (builds the release binaries; `bash e2e/realkube/build.sh`
 //! first for the kube-apiserver column).
@@ -54,9 +57,42 @@ async fn wait<F: Future<Output = bool>>(what: &str, every: Duration, mut check: 
     }
 }
 
-/// RSS of the agent binary managing `n` objects, from a cached assignment with no hub.
-async fn agent_process_rss(backend: Backend, n: usize) -> (u64, u64, Duration) {
-    let name = "rss";
+/// 20 health rules: one for the shop app's Widgets (by their spec, as they have no status),
+/// nineteen for kinds it does not have.
+fn twenty_rules() -> Vec<convoy_model::HealthRule> {
+    let rule = |kind: String, healthy: &str| convoy_model::HealthRule {
+        group: "example.com".into(),
+        kind,
+        healthy: healthy.into(),
+        degraded: Some("has(self.status) && has(self.status.phase) && self.status.phase == 'Broken'".into()),
+        message: Some("has(self.status) && has(self.status.note) ? self.status.note : ''".into()),
+    };
+    let mut rules = vec![rule("Widget".into(), "has(self.spec) && self.spec.size >= 0")];
+    rules.extend((1..20).map(|i| rule(format!("Gadget{i}"), "has(self.status) && self.status.ready == true")));
+    rules
+}
+
+/// Nanoseconds per object judged by `rules` (each of `objects` in turn), median of 5 runs.
+fn judge_ns(objects: &[Value], rules: &convoy_agent::health::HealthRules) -> f64 {
+    let mut runs: Vec<f64> = (0..5)
+        .map(|_| {
+            let started = Instant::now();
+            for _ in 0..20 {
+                for object in objects {
+                    std::hint::black_box(convoy_agent::health::object_health(object, rules));
+                }
+            }
+            started.elapsed().as_nanos() as f64 / (20 * objects.len()) as f64
+        })
+        .collect();
+    runs.sort_by(f64::total_cmp);
+    runs[2]
+}
+
+/// RSS of the agent binary managing `n` objects (with `rules` on the app), from a cached
+/// assignment with no hub.
+async fn agent_process_rss(backend: Backend, n: usize, rules: Vec<convoy_model::HealthRule>) -> (u64, u64, Duration) {
+    let name = if rules.is_empty() { "rss" } else { "rss-rules" };
     let cluster = start(backend, name).await;
     let dir = tempfile::tempdir().expect("tmp");
     let certs = CertDir::new(dir.path().join("certs"));
@@ -65,7 +101,9 @@ async fn agent_process_rss(backend: Backend, n: usize) -> (u64, u64, Duration) {
     let issued = ca.issue(&LeafRequest::new(identity.clone(), 1)).expect("issue");
     let (cert, key) = certs.write_leaf(&identity, &issued).expect("write leaf");
     let cache = dir.path().join("cache");
-    let assignment = fx::assignment(name, "rev-1", vec![fx::infra_app(), fx::shop_app(n, 0, "v1")]);
+    let mut shop = fx::shop_app(n, 0, "v1");
+    shop.health_rules = rules;
+    let assignment = fx::assignment(name, "rev-1", vec![fx::infra_app(), shop]);
     convoy_agent::cache::Cache::new(&cache).store_assignment(&assignment).await.expect("seed cache");
 
     let mut command = agent_command("127.0.0.1:9", &certs, &cert, &key, cluster.kubeconfig_path(), &cache);
@@ -125,6 +163,9 @@ struct Figures {
     rss_steady: u64,
     rss_peak: u64,
     process_applied: Duration,
+    /// The same with 20 health rules.
+    rules_rss_steady: u64,
+    rules_rss_peak: u64,
 }
 
 async fn measure(backend: Backend, runs: usize) -> Figures {
@@ -194,8 +235,9 @@ async fn measure(backend: Backend, runs: usize) -> Figures {
     drift.sort();
     drop(cluster);
 
-    let (rss_steady, rss_peak, process_applied) = agent_process_rss(backend, 1000).await;
-    Figures { ours, peer, drift, rss_steady, rss_peak, process_applied }
+    let (rss_steady, rss_peak, process_applied) = agent_process_rss(backend, 1000, Vec::new()).await;
+    let (rules_rss_steady, rules_rss_peak, _) = agent_process_rss(backend, 1000, twenty_rules()).await;
+    Figures { ours, peer, drift, rss_steady, rss_peak, process_applied, rules_rss_steady, rules_rss_peak }
 }
 
 #[tokio::main(flavor = "multi_thread")]
@@ -236,5 +278,22 @@ async fn main() {
             f.rss_peak,
             ms(f.process_applied)
         );
+        println!(
+            "    the same with 20 CEL health rules on the app: RSS idle {} KiB, peak {} KiB (ratio idle {:.2})",
+            f.rules_rss_steady,
+            f.rules_rss_peak,
+            f.rules_rss_steady as f64 / f.rss_steady as f64
+        );
     }
+    // Judging one object: a CEL rule (20 compiled, the first matching) against the built-in
+    // kstatus rule for the same objects.
+    let widgets: Vec<Value> = (0..1000).map(|i| fx::widget(&format!("w-{i}"), i)).collect();
+    let cel = judge_ns(&widgets, &convoy_agent::health::HealthRules::compile(&twenty_rules()));
+    let kstatus = judge_ns(&widgets, &convoy_agent::health::HealthRules::default());
+    println!(
+        "  health of one object, 1,000 Widgets: CEL rule {:.1} µs, built-in kstatus rule {:.2} µs (ratio {:.0}×)",
+        cel / 1000.0,
+        kstatus / 1000.0,
+        cel / kstatus
+    );
 }

@@ -17,8 +17,8 @@ use std::time::Duration;
 use convoy_shared::model::ObjectRef;
 use convoy_shared::proto::fleet_service_client::FleetServiceClient;
 use convoy_shared::proto::{
-    AuditRecord, ClusterInfo, DiffResponse, DriftResponse, EnvsResponse, FleetEvent, HistoryResponse, RolloutInfo,
-    StatusResponse, WhoAmIResponse,
+    AuditRecord, ClusterInfo, DiffResponse, DriftResponse, EnvsResponse, FleetEvent, Health, HistoryResponse,
+    ObjectHealth, RolloutInfo, StatusResponse, WhoAmIResponse,
 };
 use convoy_shared::tls::{self, HubAddress};
 use serde::{Deserialize, Serialize};
@@ -444,11 +444,13 @@ pub fn status_text(status: &StatusResponse) -> String {
         if !rows.is_empty() {
             out.push_str(&print_table(&["  APP", "HEALTH", "MESSAGE"], &rows));
         }
-        // One cluster asked for: every object, and the rule that judged it.
+        // One cluster asked for: the objects that are not Healthy or that the fleet's own health
+        // rules judged, each with the rule (`-o json` has every object's).
+        let noteworthy = |o: &&ObjectHealth| o.health != Health::Healthy as i32 || o.rule.starts_with("spec.health");
         let objects: Vec<Vec<String>> = c
             .apps
             .iter()
-            .flat_map(|a| a.objects.iter().map(move |o| (a, o)))
+            .flat_map(|a| a.objects.iter().filter(noteworthy).map(move |o| (a, o)))
             .map(|(a, o)| {
                 let r = o.r#ref.clone().unwrap_or_default();
                 let name = if r.namespace.is_empty() { r.name } else { format!("{}/{}", r.namespace, r.name) };

@@ -835,6 +835,16 @@ fn load_app(file: &str, dir_name: &str, bytes: &[u8]) -> Result<App, FleetError>
     let helm = doc.spec.helm.map(|h| h.resolve(file, &name)).transpose()?;
     if let Some(rollout) = &doc.spec.rollout {
         rollout.validate(file, &format!("app '{name}'"))?;
+        if rollout.analysis.is_some() {
+            // Its clusters' agents are given the environment's gate queries only: an app's own
+            // gate would wait for measurements that never come.
+            return Err(error(
+                file,
+                format!(
+                    "app '{name}': rollout.analysis is per environment: put the gate in its environment's rollout in convoy.yaml"
+                ),
+            ));
+        }
     }
     validate_ignores(file, &doc.spec.ignore_differences, "")?;
     let (health, health_errors) = compiled_rules(file, doc.spec.health);
@@ -1090,6 +1100,10 @@ mod tests {
             ("{waves: [{name: a}, {name: a}]}", "app 'mon': wave 'a' is listed twice"),
             ("{failureThreshold: 0}", "app 'mon': rollout.failureThreshold"),
             ("{wavs: []}", "wavs"),
+            (
+                "{analysis: {prometheus: {address: 'http://p:9090'}, checks: [{name: e, query: up, successCondition: result > 0}]}}",
+                "app 'mon': rollout.analysis is per environment",
+            ),
         ] {
             let err = app(bad).unwrap_err();
             assert_eq!(err.file, "apps/mon/app.yaml");

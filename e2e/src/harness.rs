@@ -462,6 +462,10 @@ impl InProcessHub {
             handshakes: Default::default(),
             sign_in: None,
             dashboard: None,
+            notify: convoy_hub::notify::outbox::NotifyConfig {
+                secrets_dir: data.path().join("secrets"),
+                dashboard_url: String::new(),
+            },
         };
         let grpc = tokio::net::TcpListener::bind(listen).await.expect("bind gRPC");
         let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind HTTP");

@@ -181,6 +181,10 @@ impl Sandbox {
             handshakes: Default::default(),
             sign_in: None,
             dashboard: None,
+            notify: convoy_hub::notify::outbox::NotifyConfig {
+                secrets_dir: config.dir.join("hub").join("secrets"),
+                dashboard_url: String::new(),
+            },
         };
         let (hub_state, token) = ((hub.clone(), publisher), shutdown.clone());
         tasks.spawn(

@@ -11,6 +11,7 @@
 pub mod allocator;
 pub mod api;
 pub mod gate;
+pub mod notify;
 pub mod plan;
 pub mod release;
 pub mod replication;
@@ -58,6 +59,8 @@ pub struct HubConfig {
     pub sign_in: Option<api::oidc::OidcConfig>,
     /// The web dashboard for browsers signed in through that provider; `None`: off.
     pub dashboard: Option<api::dashboard::DashboardConfig>,
+    /// Notifications and commit statuses (`spec.notifications`, `spec.commitStatus`).
+    pub notify: notify::outbox::NotifyConfig,
 }
 
 /// Runs the whole hub: gRPC on `grpc`, webhook and health on `http`, and the sync loop,
@@ -99,6 +102,11 @@ pub async fn run(
         });
     }
     tasks.spawn(gate::run(hub.clone(), shutdown.clone()).instrument(tracing::info_span!("gate")).map(|()| Ok(())));
+    tasks.spawn(
+        notify::outbox::run(hub.clone(), config.notify, shutdown.clone())
+            .instrument(tracing::info_span!("notify"))
+            .map(|()| Ok(())),
+    );
     tasks.spawn(
         api::server::serve(grpc, endpoint, hub.clone(), shutdown.clone())
             .map(|served| served.map_err(ServeError::Transport)),
@@ -184,6 +192,18 @@ mod tests {
         ) -> store::Result<Vec<convoy_shared::proto::AuditRecord>> {
             self.0.audit(since_ms, user, limit)
         }
+        fn outbox_push(&self, entries: &[store::OutboxEntry]) -> store::Result<()> {
+            self.0.outbox_push(entries)
+        }
+        fn outbox_pending(&self, limit: usize) -> store::Result<Vec<store::OutboxEntry>> {
+            self.0.outbox_pending(limit)
+        }
+        fn outbox_settle(&self, entry: &store::OutboxEntry) -> store::Result<()> {
+            self.0.outbox_settle(entry)
+        }
+        fn outbox_recent(&self, limit: usize) -> store::Result<Vec<store::OutboxEntry>> {
+            self.0.outbox_recent(limit)
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -201,6 +221,10 @@ mod tests {
             sign_in: None,
             dashboard: None,
             handshakes: HandshakeLimits::default(),
+            notify: notify::outbox::NotifyConfig {
+                secrets_dir: dir.path().join("secrets"),
+                dashboard_url: String::new(),
+            },
         };
         let store = Arc::new(SlowStore::default());
         let (hub, publisher) = Hub::new(store.clone(), RegistryConfig::default()).unwrap();

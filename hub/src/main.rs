@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use convoy_hub::HubConfig;
 use convoy_hub::api::server::HandshakeLimits;
+use convoy_hub::notify::outbox::NotifyConfig;
 use convoy_hub::replication::Replication;
 use convoy_hub::source::SourceConfig;
 use convoy_hub::source::git::GitAccess;
@@ -90,6 +91,10 @@ enum Command {
         /// Directory for the Git mirror, the embedded store and the chart cache.
         #[arg(long, env = "CONVOY_DATA", default_value = "convoy-data")]
         data: PathBuf,
+        /// Directory of the files convoy.yaml's notifications and commit status name
+        /// (`secretRef`, `urlRef`, `tokenRef`), read at each use. Default: DATA/secrets.
+        #[arg(long, env = "CONVOY_SECRETS_DIR")]
+        secrets_dir: Option<PathBuf>,
         /// Keep the hub's state in PostgreSQL (postgres://USER[:PASSWORD]@HOST:PORT/DATABASE)
         /// instead of the embedded store in --data; hubs sharing one database are replicas: one
         /// leads the sync, every one serves agents and the CLI.
@@ -300,6 +305,7 @@ fn run(command: Command, runtime: &tokio::runtime::Runtime) -> Result<(), Failur
             chart_ca,
             chart_plain_http,
             data,
+            secrets_dir,
             store,
             fleet_branch,
             poll_seconds,
@@ -391,8 +397,19 @@ fn run(command: Command, runtime: &tokio::runtime::Runtime) -> Result<(), Failur
                     Some((tls, oidc, secret, session_key))
                 }
             };
-            let mut hub_config =
-                HubConfig { tls, source, replication: None, webhook_secret, handshakes, sign_in, dashboard: None };
+            let mut hub_config = HubConfig {
+                tls,
+                source,
+                replication: None,
+                webhook_secret,
+                handshakes,
+                sign_in,
+                dashboard: None,
+                notify: NotifyConfig {
+                    secrets_dir: secrets_dir.unwrap_or_else(|| data.join("secrets")),
+                    dashboard_url: String::new(),
+                },
+            };
             // One open file per agent stream: take all the hard limit allows (the soft default
             // is often 1,024), and say how many agents that leaves room for.
             match rlimit::increase_nofile_limit(u64::MAX) {
@@ -414,8 +431,9 @@ fn run(command: Command, runtime: &tokio::runtime::Runtime) -> Result<(), Failur
                         None if local.ip().is_unspecified() => format!("https://{}:{}", hostname(), local.port()),
                         None => format!("https://{local}"),
                     }
-                    .parse()
+                    .parse::<reqwest::Url>()
                     .map_err(|e| config(anyhow::anyhow!("the dashboard's URL: {e} (set --ui-url)")))?;
+                    hub_config.notify.dashboard_url = url.to_string().trim_end_matches('/').to_string();
                     let ui = convoy_hub::api::dashboard::DashboardConfig {
                         listener,
                         tls,

@@ -17,15 +17,12 @@ use tonic::{Request, Response, Status};
 
 use crate::api::auth::{self, Call};
 use crate::plan::planner::Planner;
-use crate::release::gate;
 use crate::release::rollout::{self, Action, Command, Observed, Phase, Rollout, RolloutError};
 use crate::source::repository::SyncError;
 use crate::state::access::PolicyState;
 use crate::state::hub::Hub;
 use crate::state::hub::RolloutActionError;
-use crate::state::view::FleetView;
 use convoy_render::access::{Denial, Grants, Target, Verb};
-use convoy_render::fleet::Environment;
 
 /// Lifetime of a user certificate `convoy users issue` asks for without `--hours`.
 const DEFAULT_USER_HOURS: u32 = 12;
@@ -324,10 +321,11 @@ impl FleetService for FleetApi {
                 // A cluster Git no longer declares counts in no environment, and holds none back.
                 let members: Vec<&ClusterInfo> =
                     clusters.iter().filter(|c| c.environment == env.name && !c.orphaned).collect();
-                let (verified_commit, unverified_reason) = match verified(env, &members, &view) {
-                    Ok(commit) => (commit, String::new()),
-                    Err(reasons) => (String::new(), reasons.join("\n")),
-                };
+                let (verified_commit, unverified_reason) =
+                    match view.verified(&env.name, &members, convoy_shared::clock::unix_ms()) {
+                        Ok(commit) => (commit, String::new()),
+                        Err(reasons) => (String::new(), reasons.join("\n")),
+                    };
                 let lineage = view.lineage.get(&env.name).cloned().unwrap_or_default();
                 EnvironmentInfo {
                     verified_commit,
@@ -447,6 +445,29 @@ impl FleetService for FleetApi {
         let stream_closed = self.hub.connections().disconnect(&cluster);
         tracing::warn!(user, cluster, stream_closed, "revocation requested");
         Ok(Response::new(RevokeClusterResponse { cluster, revoked_unix: at_ms / 1000, stream_closed }))
+    }
+
+    async fn notifications(
+        &self,
+        req: Request<NotificationsRequest>,
+    ) -> Result<Response<NotificationsResponse>, Status> {
+        self.allow(&req, Verb::View, Target::FLEET, "Notifications").await?;
+        let limit = match req.into_inner().limit {
+            0 => 50,
+            n => n.min(1000) as usize,
+        };
+        Ok(Response::new(crate::api::notifications::list(&self.hub, limit).await?))
+    }
+
+    async fn test_notification(
+        &self,
+        req: Request<TestNotificationRequest>,
+    ) -> Result<Response<TestNotificationResponse>, Status> {
+        let about = format!("test receiver '{}'", req.get_ref().receiver);
+        let call = self.allow_change(&req, Verb::Admin, Target::FLEET, "TestNotification", about).await?;
+        let receiver = req.into_inner().receiver;
+        let tested = crate::api::notifications::test(&self.hub, &receiver, &call.caller.user).await;
+        self.finished(&call, Verb::Admin, "TestNotification", tested).await.map(Response::new)
     }
 
     async fn retire_cluster(
@@ -846,20 +867,6 @@ fn no_fleet(errors: &[SyncError]) -> Status {
     Status::failed_precondition(format!("no fleet model: {why}"))
 }
 
-/// `env`'s verified commit as the release gate judges it now, from the published view and the
-/// clusters' reports; or every reason it has none.
-fn verified(env: &Environment, members: &[&ClusterInfo], view: &FleetView) -> Result<String, Vec<String>> {
-    let head = view.envs.get(&env.name).map(|e| e.snapshot.commit.to_string());
-    let rollouts: Vec<&Rollout> = view.rollouts.values().filter(|r| r.environment == env.name).collect();
-    let facts = gate::Environment {
-        pin: view.pins.get(&env.name).map(String::as_str),
-        head: head.as_deref(),
-        clusters: members,
-        rollouts: &rollouts,
-    };
-    gate::verified(&facts, convoy_shared::clock::unix_ms())
-}
-
 /// Objects added, changed and removed going from `current` to `next`.
 /// An object as the dashboard shows it: YAML, with the values of a Secret's `data` and
 /// `stringData` redacted (whoever may view the fleet need not read its credentials).
@@ -962,6 +969,18 @@ mod tests {
         }
         fn audit(&self, since_ms: i64, user: &str, limit: usize) -> crate::store::Result<Vec<AuditRecord>> {
             self.inner.audit(since_ms, user, limit)
+        }
+        fn outbox_push(&self, entries: &[crate::store::OutboxEntry]) -> crate::store::Result<()> {
+            self.inner.outbox_push(entries)
+        }
+        fn outbox_pending(&self, limit: usize) -> crate::store::Result<Vec<crate::store::OutboxEntry>> {
+            self.inner.outbox_pending(limit)
+        }
+        fn outbox_settle(&self, entry: &crate::store::OutboxEntry) -> crate::store::Result<()> {
+            self.inner.outbox_settle(entry)
+        }
+        fn outbox_recent(&self, limit: usize) -> crate::store::Result<Vec<crate::store::OutboxEntry>> {
+            self.inner.outbox_recent(limit)
         }
     }
 

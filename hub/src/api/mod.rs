@@ -10,6 +10,7 @@ pub mod auth;
 pub mod dashboard;
 pub mod fleet_service;
 pub mod http;
+pub mod notifications;
 pub mod oidc;
 pub mod registration;
 pub mod server;

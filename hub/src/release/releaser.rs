@@ -677,6 +677,8 @@ mod tests {
             access: Ok(Default::default()),
             windows: Ok(Default::default()),
             health_errors: Vec::new(),
+            notifications: Ok(Default::default()),
+            commit_status: Ok(None),
         })
     }
 

@@ -6,8 +6,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use convoy_render::fleet::Fleet;
+use convoy_shared::proto::ClusterInfo;
 
 use crate::plan::planner::{CacheSizes, PlanStats};
+use crate::release::gate;
 use crate::release::rollout::Rollout;
 use crate::source::repository::{EnvironmentState, Lineage, SyncError};
 
@@ -37,4 +39,20 @@ pub struct FleetView {
     pub published: usize,
     pub synced_at_ms: i64,
     pub fetch_failures: u32,
+}
+
+impl FleetView {
+    /// Environment `env`'s verified commit as the release gate judges it at `now_ms`, from this
+    /// view and its clusters' reports (`members`); or every reason it has none.
+    pub fn verified(&self, env: &str, members: &[&ClusterInfo], now_ms: i64) -> Result<String, Vec<String>> {
+        let head = self.envs.get(env).map(|e| e.snapshot.commit.to_string());
+        let rollouts: Vec<&Rollout> = self.rollouts.values().filter(|r| r.environment == env).collect();
+        let facts = gate::Environment {
+            pin: self.pins.get(env).map(String::as_str),
+            head: head.as_deref(),
+            clusters: members,
+            rollouts: &rollouts,
+        };
+        gate::verified(&facts, now_ms)
+    }
 }

@@ -5,7 +5,9 @@ use std::sync::Mutex;
 
 use convoy_shared::proto::{AuditRecord, HistoryEntry, Report};
 
-use crate::store::{Redeemed, Registration, Result, Store, StoreEvent, TokenRecord, redeem};
+use crate::store::{
+    Delivery, OUTBOX_KEEP_MS, OutboxEntry, Redeemed, Registration, Result, Store, StoreEvent, TokenRecord, redeem,
+};
 
 /// History entries kept per cluster in memory.
 const MEMORY_HISTORY: usize = 1000;
@@ -22,6 +24,7 @@ pub struct MemoryStore {
     pins: Mutex<BTreeMap<String, String>>,
     audit: Mutex<Vec<AuditRecord>>,
     access: Mutex<Option<(String, String)>>,
+    outbox: Mutex<BTreeMap<i64, OutboxEntry>>,
 }
 
 impl Store for MemoryStore {
@@ -125,6 +128,32 @@ impl Store for MemoryStore {
         out.sort_by_key(|r| r.at_unix_ms);
         out.truncate(limit);
         Ok(out)
+    }
+
+    fn outbox_push(&self, entries: &[OutboxEntry]) -> Result<()> {
+        let mut outbox = self.outbox.lock().expect("outbox lock");
+        let newest = entries.iter().map(|e| e.created_ms).max().unwrap_or(0);
+        outbox.retain(|_, e| e.state != Delivery::Delivered || e.created_ms >= newest - OUTBOX_KEEP_MS);
+        let mut seq = outbox.keys().next_back().copied().unwrap_or(0);
+        for entry in entries {
+            seq += 1;
+            outbox.insert(seq, OutboxEntry { seq, ..entry.clone() });
+        }
+        Ok(())
+    }
+
+    fn outbox_pending(&self, limit: usize) -> Result<Vec<OutboxEntry>> {
+        let outbox = self.outbox.lock().expect("outbox lock");
+        Ok(outbox.values().filter(|e| e.state == Delivery::Pending).take(limit).cloned().collect())
+    }
+
+    fn outbox_settle(&self, entry: &OutboxEntry) -> Result<()> {
+        self.outbox.lock().expect("outbox lock").insert(entry.seq, entry.clone());
+        Ok(())
+    }
+
+    fn outbox_recent(&self, limit: usize) -> Result<Vec<OutboxEntry>> {
+        Ok(self.outbox.lock().expect("outbox lock").values().rev().take(limit).cloned().collect())
     }
 }
 

@@ -100,6 +100,54 @@ pub struct Registration {
     pub peer: String,
 }
 
+/// Where an outbox entry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Delivery {
+    /// Not delivered yet: it goes (again) at `next_ms`.
+    Pending,
+    Delivered,
+    /// Given up on after a day of failures (a dead letter).
+    Dead,
+}
+
+impl Delivery {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Delivery::Pending => "pending",
+            Delivery::Delivered => "delivered",
+            Delivery::Dead => "dead",
+        }
+    }
+}
+
+/// One message for one receiver (or the forge's commit status), kept until it is delivered or
+/// given up on, so a restart or a failover loses none.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OutboxEntry {
+    /// Its place in the outbox, given by the store when it is pushed: entries for one receiver
+    /// go in this order.
+    pub seq: i64,
+    /// The receiver's name, or [`COMMIT_STATUS`].
+    pub receiver: String,
+    /// What to send (a notice or a commit status, as JSON).
+    pub payload: String,
+    pub created_ms: i64,
+    pub attempts: u32,
+    /// When to try next (pending entries).
+    pub next_ms: i64,
+    pub state: Delivery,
+    /// Why the last attempt failed.
+    pub last_error: String,
+}
+
+/// The outbox "receiver" of commit statuses.
+pub const COMMIT_STATUS: &str = "commit-status";
+
+/// Delivered entries older than this are dropped when new ones are pushed.
+pub(crate) const OUTBOX_KEEP_MS: i64 = 7 * 24 * 3600 * 1000;
+
 /// One change to persist.
 #[derive(Debug, Clone)]
 pub enum StoreEvent {
@@ -163,6 +211,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Audit records written at or after `since_ms`, of `user` unless empty, oldest first, at
     /// most `limit`.
     fn audit(&self, since_ms: i64, user: &str, limit: usize) -> Result<Vec<AuditRecord>>;
+    /// Appends `entries` to the outbox in order, each given the next sequence number; drops
+    /// delivered entries older than a week.
+    fn outbox_push(&self, entries: &[OutboxEntry]) -> Result<()>;
+    /// Pending entries, oldest first, at most `limit`.
+    fn outbox_pending(&self, limit: usize) -> Result<Vec<OutboxEntry>>;
+    /// Writes back `entry`'s delivery state (by its `seq`).
+    fn outbox_settle(&self, entry: &OutboxEntry) -> Result<()>;
+    /// The newest `limit` entries of any state, newest first.
+    fn outbox_recent(&self, limit: usize) -> Result<Vec<OutboxEntry>>;
 }
 
 /// The contract every [`Store`] keeps; each store's tests run it.
@@ -211,6 +268,39 @@ pub(crate) mod tests {
         assert_eq!(store.history("eu-1", 1).unwrap().len(), 1);
         assert_eq!(store.last_reports().unwrap()[0].1.revision, "r1");
         exercise_audit(store);
+        exercise_outbox(store);
+    }
+
+    fn exercise_outbox(store: &dyn Store) {
+        let entry = |receiver: &str, payload: &str| OutboxEntry {
+            seq: 0,
+            receiver: receiver.into(),
+            payload: payload.into(),
+            created_ms: 1,
+            attempts: 0,
+            next_ms: 1,
+            state: Delivery::Pending,
+            last_error: String::new(),
+        };
+        store.outbox_push(&[entry("ops", "a"), entry("chat", "b")]).unwrap();
+        store.outbox_push(&[entry("ops", "c")]).unwrap();
+        let pending = store.outbox_pending(10).unwrap();
+        assert_eq!(pending.iter().map(|e| e.payload.as_str()).collect::<Vec<_>>(), ["a", "b", "c"], "in order");
+        assert!(pending.windows(2).all(|w| w[0].seq < w[1].seq), "sequence numbers grow: {pending:?}");
+        let mut first = pending[0].clone();
+        first.state = Delivery::Delivered;
+        first.attempts = 2;
+        store.outbox_settle(&first).unwrap();
+        let mut second = pending[1].clone();
+        (second.attempts, second.next_ms, second.last_error) = (1, 99, "HTTP 500".into());
+        store.outbox_settle(&second).unwrap();
+        let pending = store.outbox_pending(10).unwrap();
+        assert_eq!(pending.iter().map(|e| e.payload.as_str()).collect::<Vec<_>>(), ["b", "c"]);
+        assert_eq!((pending[0].attempts, pending[0].next_ms, pending[0].last_error.as_str()), (1, 99, "HTTP 500"));
+        assert_eq!(store.outbox_pending(1).unwrap().len(), 1);
+        let recent = store.outbox_recent(10).unwrap();
+        assert_eq!(recent.iter().map(|e| e.payload.as_str()).collect::<Vec<_>>(), ["c", "b", "a"], "newest first");
+        assert_eq!(recent[2].state, Delivery::Delivered);
     }
 
     fn exercise_audit(store: &dyn Store) {

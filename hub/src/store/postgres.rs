@@ -16,7 +16,9 @@ use convoy_shared::proto::{self, AuditRecord, HistoryEntry, Report};
 use prost::Message;
 use tokio_postgres::{Client, NoTls};
 
-use crate::store::{Redeemed, Registration, Result, Store, StoreError, StoreEvent, TokenRecord, redeem};
+use crate::store::{
+    OUTBOX_KEEP_MS, OutboxEntry, Redeemed, Registration, Result, Store, StoreError, StoreEvent, TokenRecord, redeem,
+};
 
 /// Advisory lock key migrations run under ("convoy" in ASCII, then 1), so replicas starting
 /// together migrate one at a time.
@@ -65,6 +67,12 @@ const MIGRATIONS: &[(i32, &str)] = &[
                                 record bytea NOT NULL);
      CREATE INDEX convoy_audit_by_time ON convoy_audit (at_unix_ms, seq);
      CREATE TABLE convoy_access (id integer PRIMARY KEY CHECK (id = 1), commit text NOT NULL, spec text NOT NULL);",
+    ),
+    (
+        3,
+        "CREATE TABLE convoy_outbox (seq bigserial PRIMARY KEY, state text NOT NULL, created_ms bigint NOT NULL,
+                                 entry text NOT NULL);
+     CREATE INDEX convoy_outbox_pending ON convoy_outbox (seq) WHERE state = 'pending';",
     ),
 ];
 
@@ -290,6 +298,15 @@ impl PgStore {
             let client = pool.get().await?;
             let row = client.query_opt("SELECT record FROM convoy_audit WHERE seq = $1", &[&seq]).await.map_err(db)?;
             row.map(|row| AuditRecord::decode(row.get::<_, &[u8]>(0)).map_err(db)).transpose()
+        })
+    }
+
+    /// The outbox entries a query with a `LIMIT $1` selects.
+    fn outbox_rows(&self, sql: &'static str, limit: i64) -> Result<Vec<OutboxEntry>> {
+        self.run(move |pool| async move {
+            let client = pool.get().await?;
+            let rows = client.query(sql, &[&limit]).await.map_err(db)?;
+            rows.iter().map(|row| serde_json::from_str(row.get::<_, &str>(0)).map_err(db)).collect()
         })
     }
 
@@ -582,6 +599,62 @@ impl Store for PgStore {
                 .map_err(db)?;
             rows.iter().map(|row| AuditRecord::decode(row.get::<_, &[u8]>(0)).map_err(db)).collect()
         })
+    }
+
+    fn outbox_push(&self, entries: &[OutboxEntry]) -> Result<()> {
+        let entries = entries.to_vec();
+        self.run(move |pool| async move {
+            let mut client = pool.get().await?;
+            let txn = client.transaction().await.map_err(db)?;
+            let newest = entries.iter().map(|e| e.created_ms).max().unwrap_or(0);
+            txn.execute(
+                "DELETE FROM convoy_outbox WHERE state = 'delivered' AND created_ms < $1",
+                &[&(newest - OUTBOX_KEEP_MS)],
+            )
+            .await
+            .map_err(db)?;
+            for entry in entries {
+                let row = txn
+                    .query_one("SELECT nextval(pg_get_serial_sequence('convoy_outbox', 'seq'))", &[])
+                    .await
+                    .map_err(db)?;
+                let entry = OutboxEntry { seq: row.get(0), ..entry };
+                let json = serde_json::to_string(&entry).map_err(db)?;
+                txn.execute(
+                    "INSERT INTO convoy_outbox (seq, state, created_ms, entry) VALUES ($1, $2, $3, $4)",
+                    &[&entry.seq, &entry.state.as_str(), &entry.created_ms, &json],
+                )
+                .await
+                .map_err(db)?;
+            }
+            txn.commit().await.map_err(db)
+        })
+    }
+
+    fn outbox_pending(&self, limit: usize) -> Result<Vec<OutboxEntry>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.outbox_rows("SELECT entry FROM convoy_outbox WHERE state = 'pending' ORDER BY seq LIMIT $1", limit)
+    }
+
+    fn outbox_settle(&self, entry: &OutboxEntry) -> Result<()> {
+        let entry = entry.clone();
+        self.run(move |pool| async move {
+            let json = serde_json::to_string(&entry).map_err(db)?;
+            let client = pool.get().await?;
+            client
+                .execute(
+                    "UPDATE convoy_outbox SET state = $2, entry = $3 WHERE seq = $1",
+                    &[&entry.seq, &entry.state.as_str(), &json],
+                )
+                .await
+                .map_err(db)?;
+            Ok(())
+        })
+    }
+
+    fn outbox_recent(&self, limit: usize) -> Result<Vec<OutboxEntry>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.outbox_rows("SELECT entry FROM convoy_outbox ORDER BY seq DESC LIMIT $1", limit)
     }
 
     fn revocations(&self) -> Result<Vec<(String, i64)>> {

@@ -9,7 +9,10 @@ use convoy_shared::proto::{AuditRecord, HistoryEntry, Report};
 use prost::Message;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
-use crate::store::{Redeemed, Registration, Result, Store, StoreError, StoreEvent, TokenRecord, redeem};
+use crate::store::{
+    Delivery, OUTBOX_KEEP_MS, OutboxEntry, Redeemed, Registration, Result, Store, StoreError, StoreEvent, TokenRecord,
+    redeem,
+};
 
 const REPORTS: TableDefinition<&str, &[u8]> = TableDefinition::new("reports");
 const HISTORY: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("history");
@@ -27,6 +30,10 @@ const PINS: TableDefinition<&str, &str> = TableDefinition::new("pins");
 const ACCESS: TableDefinition<&str, &str> = TableDefinition::new("access_policy");
 /// (Unix milliseconds, sequence) → [`AuditRecord`] (protobuf), oldest first.
 const AUDIT: TableDefinition<(i64, u64), &[u8]> = TableDefinition::new("audit");
+/// Sequence → [`OutboxEntry`] (JSON).
+const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
+/// Sequences of the pending outbox entries (so finding them never reads the delivered ones).
+const OUTBOX_PENDING: TableDefinition<u64, ()> = TableDefinition::new("outbox_pending");
 /// redb's page cache (its default is 1 GiB, which the ever-growing history table would fill,
 /// one commit at a time, as hub memory).
 const REDB_CACHE_BYTES: usize = 4 * 1024 * 1024;
@@ -72,6 +79,8 @@ impl RedbStore {
         txn.open_table(PINS).map_err(db)?;
         txn.open_table(ACCESS).map_err(db)?;
         txn.open_table(AUDIT).map_err(db)?;
+        txn.open_table(OUTBOX).map_err(db)?;
+        txn.open_table(OUTBOX_PENDING).map_err(db)?;
         let last = {
             let history = txn.open_table(HISTORY).map_err(db)?;
             let mut last = 0;
@@ -251,6 +260,80 @@ impl Store for RedbStore {
                     break;
                 }
             }
+        }
+        Ok(out)
+    }
+
+    fn outbox_push(&self, entries: &[OutboxEntry]) -> Result<()> {
+        let txn = self.db.begin_write().map_err(db)?;
+        {
+            let mut outbox = txn.open_table(OUTBOX).map_err(db)?;
+            let mut pending = txn.open_table(OUTBOX_PENDING).map_err(db)?;
+            // Delivered entries are dropped oldest first, up to the first one still wanted.
+            let newest = entries.iter().map(|e| e.created_ms).max().unwrap_or(0);
+            let mut old = Vec::new();
+            for row in outbox.iter().map_err(db)? {
+                let (key, value) = row.map_err(db)?;
+                let entry: OutboxEntry = serde_json::from_slice(value.value()).map_err(db)?;
+                if entry.created_ms >= newest - OUTBOX_KEEP_MS {
+                    break;
+                }
+                if entry.state != Delivery::Pending {
+                    old.push(key.value());
+                }
+            }
+            for key in old {
+                outbox.remove(key).map_err(db)?;
+            }
+            let mut seq = outbox.last().map_err(db)?.map_or(0, |(key, _)| key.value());
+            for entry in entries {
+                seq += 1;
+                let entry = OutboxEntry { seq: seq as i64, ..entry.clone() };
+                outbox.insert(seq, serde_json::to_vec(&entry).map_err(db)?.as_slice()).map_err(db)?;
+                pending.insert(seq, ()).map_err(db)?;
+            }
+        }
+        txn.commit().map_err(db)
+    }
+
+    fn outbox_pending(&self, limit: usize) -> Result<Vec<OutboxEntry>> {
+        let txn = self.db.begin_read().map_err(db)?;
+        let (outbox, pending) = (txn.open_table(OUTBOX).map_err(db)?, txn.open_table(OUTBOX_PENDING).map_err(db)?);
+        let mut out = Vec::new();
+        for row in pending.iter().map_err(db)?.take(limit) {
+            let (key, _) = row.map_err(db)?;
+            if let Some(value) = outbox.get(key.value()).map_err(db)? {
+                out.push(serde_json::from_slice(value.value()).map_err(db)?);
+            }
+        }
+        Ok(out)
+    }
+
+    fn outbox_settle(&self, entry: &OutboxEntry) -> Result<()> {
+        let txn = self.db.begin_write().map_err(db)?;
+        {
+            let seq = entry.seq as u64;
+            txn.open_table(OUTBOX)
+                .map_err(db)?
+                .insert(seq, serde_json::to_vec(entry).map_err(db)?.as_slice())
+                .map_err(db)?;
+            let mut pending = txn.open_table(OUTBOX_PENDING).map_err(db)?;
+            if entry.state == Delivery::Pending {
+                pending.insert(seq, ()).map_err(db)?;
+            } else {
+                pending.remove(seq).map_err(db)?;
+            }
+        }
+        txn.commit().map_err(db)
+    }
+
+    fn outbox_recent(&self, limit: usize) -> Result<Vec<OutboxEntry>> {
+        let txn = self.db.begin_read().map_err(db)?;
+        let outbox = txn.open_table(OUTBOX).map_err(db)?;
+        let mut out = Vec::new();
+        for row in outbox.iter().map_err(db)?.rev().take(limit) {
+            let (_, value) = row.map_err(db)?;
+            out.push(serde_json::from_slice(value.value()).map_err(db)?);
         }
         Ok(out)
     }

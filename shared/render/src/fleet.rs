@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use crate::access::{AccessSpec, Policy};
+use crate::notifications::{self, CommitStatusSpec, NotificationsSpec};
 use crate::windows::{WindowSpec, Windows};
 use convoy_model::analysis::{AnalysisSpec, OnFailure};
 use convoy_model::valid_name;
@@ -102,6 +103,15 @@ struct FleetSpec {
     /// `self`), for every app; an app's own rules come first.
     #[serde(default)]
     health: Vec<HealthRule>,
+    /// Who is told what: receivers (webhook, Slack, Teams) and the routes to them. Settings
+    /// that do not load are refused whole (the hub keeps the last good ones).
+    #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(with = "Option<crate::notifications::NotificationsSpec>"))]
+    notifications: Option<serde_json::Value>,
+    /// The forge that gets a commit status per environment (context `convoy/<env>`).
+    #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(with = "Option<crate::notifications::CommitStatusSpec>"))]
+    commit_status: Option<serde_json::Value>,
 }
 
 fn default_fleet_branch() -> String {
@@ -611,6 +621,10 @@ pub struct Fleet {
     pub windows: Result<Windows, FleetError>,
     /// `spec.health` rules that do not compile, each refused (the others hold).
     pub health_errors: Vec<FleetError>,
+    /// `spec.notifications`: none when absent; an error when they do not load.
+    pub notifications: Result<NotificationsSpec, FleetError>,
+    /// `spec.commitStatus`: none when absent; an error when it does not load.
+    pub commit_status: Result<Option<CommitStatusSpec>, FleetError>,
 }
 
 fn parse<S: for<'de> Deserialize<'de>>(file: &str, bytes: &[u8], kind: &str) -> Result<Document<S>, FleetError> {
@@ -683,6 +697,20 @@ impl Fleet {
                 .map_err(|e| error(file, format!("spec.windows: {e}")))
                 .and_then(|specs| Windows::new(specs, &names).map_err(|e| error(file, e))),
         };
+        let notifications = match spec.notifications {
+            None => Ok(NotificationsSpec::default()),
+            Some(value) => serde_json::from_value::<NotificationsSpec>(value)
+                .map_err(|e| e.to_string())
+                .and_then(|n| notifications::validate(&n, &names).map(|()| n))
+                .map_err(|e| error(file, format!("spec.notifications: {e}"))),
+        };
+        let commit_status = match spec.commit_status {
+            None => Ok(None),
+            Some(value) => serde_json::from_value::<CommitStatusSpec>(value)
+                .map_err(|e| e.to_string())
+                .and_then(|c| notifications::validate_commit_status(&c).map(|()| Some(c)))
+                .map_err(|e| error(file, format!("spec.commitStatus: {e}"))),
+        };
         let mut fleet = Fleet {
             fleet_branch: spec.fleet_branch,
             environments,
@@ -691,6 +719,8 @@ impl Fleet {
             access,
             windows,
             health_errors,
+            notifications,
+            commit_status,
         };
         for name in dir(snapshot, "clusters").unwrap_or_default() {
             let Some(stem) = name.strip_suffix(".yaml").or_else(|| name.strip_suffix(".yml")) else { continue };

@@ -19,6 +19,7 @@ mod helmcharts;
 mod kustomization;
 mod merge;
 mod nameref;
+pub mod notifications;
 mod patch;
 mod plugins;
 mod replace;

@@ -162,6 +162,9 @@ impl Sandbox {
             install_post_receive(&origin, program, &config.dir)?;
         }
 
+        // Where spec.notifications' and spec.commitStatus' secret files go.
+        let secrets = config.dir.join("hub").join("secrets");
+        std::fs::create_dir_all(&secrets).map_err(|source| SandboxError::Write { path: secrets.clone(), source })?;
         let mut tasks = JoinSet::new();
         let (hub, publisher) =
             Hub::new(Arc::new(RedbStore::open(&config.dir.join("hub"))?), RegistryConfig::default())?;
@@ -181,10 +184,7 @@ impl Sandbox {
             handshakes: Default::default(),
             sign_in: None,
             dashboard: None,
-            notify: convoy_hub::notify::outbox::NotifyConfig {
-                secrets_dir: config.dir.join("hub").join("secrets"),
-                dashboard_url: String::new(),
-            },
+            notify: convoy_hub::notify::outbox::NotifyConfig { secrets_dir: secrets, dashboard_url: String::new() },
         };
         let (hub_state, token) = ((hub.clone(), publisher), shutdown.clone());
         tasks.spawn(

@@ -135,7 +135,8 @@ fn the_hub_chart_turns_on_single_sign_on_and_the_dashboard() {
         json!({"repo": {"url": "ssh://x/y"}, "certs": {"existingSecret": "c"},
                "oidc": {"issuer": "https://id.example.com", "clientId": "convoy"},
                "dashboard": {"enabled": true, "url": "https://convoy.example.com", "clientId": "convoy-web",
-                             "existingSecret": "convoy-web-client", "tlsSecret": "convoy-web-tls"}}),
+                             "existingSecret": "convoy-web-client", "tlsSecret": "convoy-web-tls"},
+               "notifications": {"secretName": "convoy-notify"}}),
     );
     let sts = find(&objects, "StatefulSet")[0];
     let help = Command::new(workspace_binary("convoy-hub")).args(["serve", "--help"]).output().unwrap();
@@ -152,6 +153,7 @@ fn the_hub_chart_turns_on_single_sign_on_and_the_dashboard() {
         ("CONVOY_UI_CLIENT_ID", "convoy-web"),
         ("CONVOY_UI_CLIENT_SECRET_FILE", "/etc/convoy/dashboard/client-secret"),
         ("CONVOY_UI_TLS_CERT", "/etc/convoy/dashboard-tls/tls.crt"),
+        ("CONVOY_SECRETS_DIR", "/etc/convoy/secrets"),
     ] {
         assert!(env.contains(&json!({"name": name, "value": value})), "{name}: {env:?}");
     }
@@ -161,6 +163,7 @@ fn the_hub_chart_turns_on_single_sign_on_and_the_dashboard() {
     for (volume, secret, path) in [
         ("dashboard", "convoy-web-client", "/etc/convoy/dashboard"),
         ("dashboard-tls", "convoy-web-tls", "/etc/convoy/dashboard-tls"),
+        ("secrets", "convoy-notify", "/etc/convoy/secrets"),
     ] {
         assert!(volumes.iter().any(|v| v["name"] == volume && v["secret"]["secretName"] == secret), "{volumes:?}");
         assert!(mounts.iter().any(|m| m["name"] == volume && m["mountPath"] == path), "{mounts:?}");

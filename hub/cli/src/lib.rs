@@ -4,7 +4,10 @@
 
 pub mod app;
 pub mod chart;
+pub mod commit_tree;
+pub mod fleet_diff;
 pub mod login;
+pub mod notifications;
 pub mod promote;
 pub mod schema;
 pub mod ui;
@@ -65,6 +68,8 @@ pub enum CliError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    FleetDiff(#[from] fleet_diff::DiffError),
 }
 
 /// Exit status for a name that is not there (an environment, a cluster, an app, a context) or
@@ -80,6 +85,8 @@ impl CliError {
             CliError::UnknownContext { .. } | CliError::Incomplete { .. } | CliError::UnknownSchema(_) => EXIT_USAGE,
             CliError::Refused(promote::Refusal::Unknown(_)) => EXIT_USAGE,
             CliError::Call(status) if status.code() == tonic::Code::NotFound => EXIT_USAGE,
+            // `diff --base --head` says "changes" with 1 (for CI): each of its failures is 2.
+            CliError::FleetDiff(_) => EXIT_USAGE,
             _ => 1,
         }
     }
@@ -102,6 +109,7 @@ impl CliError {
             CliError::Promote(_) => "git",
             CliError::Ui(_) => "ui",
             CliError::SignIn(_) => "sign-in",
+            CliError::FleetDiff(e) => e.kind(),
         }
     }
 }
@@ -249,15 +257,19 @@ impl Context {
 /// Output formats every command supports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Output {
+    /// Tables and plain text for people (also `-o text`).
+    #[value(alias = "text")]
     Table,
     Json,
     Yaml,
+    /// A pull-request comment (`diff --base --head`); other commands print their table.
+    Markdown,
 }
 
 /// Prints `value` as JSON or YAML; `None` for table output (the caller prints its table).
 pub fn structured<T: Serialize>(output: Output, value: &T) -> Option<String> {
     match output {
-        Output::Table => None,
+        Output::Table | Output::Markdown => None,
         Output::Json => Some(serde_json::to_string_pretty(value).expect("proto types serialize") + "\n"),
         Output::Yaml => Some(serde_saphyr::to_string(value).expect("proto types serialize")),
     }

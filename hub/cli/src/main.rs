@@ -66,8 +66,36 @@ enum Command {
     },
     /// Environments in promotion order: branch, commit, clusters applied and healthy.
     Envs,
-    /// What TO's clusters would get from FROM's head, per cluster.
-    Diff { from: String, to: String },
+    /// What TO's clusters would get from FROM's head, per cluster (asks the hub). With --base
+    /// and --head instead: the fleet diff of a change, rendered locally from two commits of the
+    /// fleet repository (no hub): per environment and cluster the objects added, changed and
+    /// removed, Secret values redacted; -o markdown for a pull-request comment. Exit 0 no
+    /// change, 1 changes, 2 error (or a render error the head brings).
+    #[command(
+        group(clap::ArgGroup::new("mode").required(true).args(["from", "base"])),
+        override_usage = "convoy diff FROM TO\n       convoy diff --base REF --head REF [--repo DIR] [--all-envs] [-o text|markdown|json]"
+    )]
+    Diff {
+        /// The environment whose head is rendered (by name or branch).
+        #[arg(requires = "to")]
+        from: Option<String>,
+        /// The environment whose clusters it is rendered for.
+        to: Option<String>,
+        /// The commit the change goes into (the pull request's target, e.g. origin/main): its
+        /// branch picks the environments.
+        #[arg(long, conflicts_with_all = ["from", "to"], requires = "head")]
+        base: Option<String>,
+        /// The commit of the change (e.g. HEAD, or the pull request's branch).
+        #[arg(long, requires = "base")]
+        head: Option<String>,
+        /// The fleet repository (default: the clone you are in); its work tree is not read.
+        #[arg(long, requires = "base")]
+        repo: Option<PathBuf>,
+        /// Render every environment, each from base and head (not only those reading base's
+        /// branch).
+        #[arg(long, requires = "base")]
+        all_envs: bool,
+    },
     /// Exit 0 only when FROM has a verified commit (every cluster applied and Healthy, past its
     /// soak) and TO has no commits of its own: the gate `promote` uses (a merge-request check).
     /// Environments by name, or by their branch.
@@ -139,6 +167,15 @@ enum Command {
     Users {
         #[command(subcommand)]
         command: UsersCommand,
+    },
+    /// The receivers convoy.yaml declares and the hub's outbox: what waits, what was
+    /// delivered, the dead letters.
+    Notifications {
+        /// Outbox entries to list, newest first.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[command(subcommand)]
+        command: Option<NotificationsCommand>,
     },
     /// The audit log: every change, denial, certificate issued, token and policy change, oldest
     /// first (verb `audit`). With -o json, one record per line.
@@ -288,6 +325,12 @@ enum TokenCommand {
     },
 }
 
+#[derive(Subcommand)]
+enum NotificationsCommand {
+    /// Send a test event to RECEIVER through the outbox, and say whether it was delivered.
+    Test { receiver: String },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     convoy_shared::install_crypto_provider();
@@ -300,7 +343,7 @@ fn main() -> ExitCode {
     };
     let output = cli.output;
     match runtime.block_on(run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
             print!("{}", cli::error_answer(output, &e).unwrap_or_default());
             eprintln!("convoy: {e}");
@@ -309,7 +352,8 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> Result<(), cli::CliError> {
+/// Runs the command; its exit status (0 unless it has one of its own to say).
+async fn run(cli: Cli) -> Result<u8, cli::CliError> {
     let color = cli.color.enabled();
     let context = || -> Result<Context, cli::CliError> {
         let flags = Context {
@@ -394,7 +438,7 @@ async fn run(cli: Cli) -> Result<(), cli::CliError> {
             let reply = context()?.connect().await?.create_token(request).await?.into_inner();
             // Only the token on stdout (for `$(convoy token create …)`); the rest on stderr.
             match cli.output {
-                Output::Table => {
+                Output::Table | Output::Markdown => {
                     eprintln!(
                         "bootstrap token for {} (single use, expires at unix {}):",
                         reply.cluster, reply.expires_unix
@@ -428,7 +472,16 @@ async fn run(cli: Cli) -> Result<(), cli::CliError> {
             let reply = context()?.connect().await?.envs(EnvsRequest {}).await?.into_inner();
             print!("{}", cli::answer(cli.output, color, &reply, || cli::envs_table(&reply)));
         }
-        Command::Diff { from, to } => {
+        Command::Diff { base: Some(base), head: Some(head), repo, all_envs, .. } => {
+            let diff = cli::fleet_diff::run(&cli::fleet_diff::Request { repo, base, head, all_envs })?;
+            match cli.output {
+                Output::Markdown => print!("{}", diff.markdown(cli::fleet_diff::COMMENT_CAP)),
+                _ => print!("{}", cli::structured(cli.output, &diff).unwrap_or_else(|| diff.text())),
+            }
+            return Ok(diff.exit_code());
+        }
+        Command::Diff { from, to, .. } => {
+            let (Some(from), Some(to)) = (from, to) else { unreachable!("clap requires FROM TO or --base --head") };
             let request = DiffRequest { from_env: from, to_env: to };
             let reply = context()?.connect().await?.diff(request).await?.into_inner();
             print!("{}", cli::answer(cli.output, color, &reply, || cli::diff_text(&reply)));
@@ -535,6 +588,24 @@ async fn run(cli: Cli) -> Result<(), cli::CliError> {
             };
             print!("{}", cli::answer(cli.output, color, &reply, text));
         }
+        Command::Notifications { limit, command: None } => {
+            let answer = context()?.connect().await?.notifications(NotificationsRequest { limit }).await?.into_inner();
+            match cli.output {
+                Output::Json | Output::Yaml => print!("{}", cli::structured(cli.output, &answer).unwrap_or_default()),
+                _ => print!("{}", cli::notifications::table(&answer)),
+            }
+        }
+        Command::Notifications { command: Some(NotificationsCommand::Test { receiver }), .. } => {
+            let request = TestNotificationRequest { receiver: receiver.clone() };
+            let answer = context()?.connect().await?.test_notification(request).await?.into_inner();
+            if !answer.delivered {
+                return Err(cli::CliError::Render(format!(
+                    "the test event to '{receiver}' failed: {}; it stays in the outbox and is retried (`convoy notifications`)",
+                    answer.error
+                )));
+            }
+            println!("test event delivered to '{receiver}' (outbox entry {})", answer.seq);
+        }
         Command::Audit { since, user, follow } => {
             let since_unix_ms =
                 since.map_or(0, |d| convoy_shared::clock::unix_ms() - i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
@@ -545,11 +616,13 @@ async fn run(cli: Cli) -> Result<(), cli::CliError> {
                 match cli.output {
                     Output::Json => println!("{}", serde_json::to_string(&record).unwrap_or_default()),
                     Output::Yaml => print!("---\n{}", cli::structured(Output::Yaml, &record).unwrap_or_default()),
-                    Output::Table if follow => println!("{}", cli::audit_row(&record).join("  ")),
-                    Output::Table => shown.push(record),
+                    Output::Table | Output::Markdown if follow => {
+                        println!("{}", cli::audit_row(&record).join("  "))
+                    }
+                    Output::Table | Output::Markdown => shown.push(record),
                 }
             }
-            if cli.output == Output::Table && !follow {
+            if matches!(cli.output, Output::Table | Output::Markdown) && !follow {
                 print!("{}", cli::audit_table(&shown));
             }
         }
@@ -579,7 +652,7 @@ async fn run(cli: Cli) -> Result<(), cli::CliError> {
             print!("{}", cli::answer(cli.output, color, &reply, table));
         }
     }
-    Ok(())
+    Ok(0)
 }
 
 /// The hub's answer to "may FROM go to TO"; with `wait`, asked again every second while FROM

@@ -9,12 +9,12 @@
 //! to TO now ([`gate`]), and what the push does to TO's branch ([`Checkout::promote`]).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use convoy_shared::proto::CommitInfo;
 pub use convoy_web::promotion::{Promotion, Refusal, divergence, gate};
 use serde::Serialize;
 
+use crate::commit_tree::{GitRun, run_git};
 use crate::short;
 
 /// Why a promotion in the checkout failed.
@@ -109,19 +109,13 @@ pub struct Checkout {
 
 impl Checkout {
     fn git(&self, args: &[&str]) -> Result<String, PromoteError> {
-        let out = Command::new("git")
-            .args(args)
-            .current_dir(&self.dir)
-            .output()
-            .map_err(|source| PromoteError::Spawn { dir: self.dir.clone(), source })?;
-        if !out.status.success() {
-            return Err(PromoteError::Git {
-                command: args.join(" "),
-                dir: self.dir.clone(),
-                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-            });
+        match run_git(&self.dir, args) {
+            Ok(stdout) => Ok(String::from_utf8_lossy(&stdout).trim().to_string()),
+            Err(GitRun::Spawn(source)) => Err(PromoteError::Spawn { dir: self.dir.clone(), source }),
+            Err(GitRun::Failed(stderr)) => {
+                Err(PromoteError::Git { command: args.join(" "), dir: self.dir.clone(), stderr })
+            }
         }
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     }
 
     /// The commit `branch` points at on the remote, if the branch exists.
@@ -212,6 +206,7 @@ pub fn checkout(dir: &Path, remote: &str) -> Checkout {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::process::Command;
 
     fn git(dir: &Path, args: &[&str]) -> String {
         let out = Command::new("git").args(args).current_dir(dir).output().unwrap();

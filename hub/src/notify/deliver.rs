@@ -11,7 +11,8 @@
 //!   are cut to the 140 characters GitHub takes.
 //! - Secrets are files of the secrets directory, read at each use (a rotated file needs no
 //!   restart); a missing one is an error naming the file.
-//! - Any 2xx answer is delivered; anything else, or no answer in 10 s, is a failure to retry.
+//! - Any 2xx answer is delivered (and GitLab's refusal to set the state a status already has);
+//!   anything else, or no answer in 10 s, is a failure to retry.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -43,6 +44,21 @@ pub enum DeliveryError {
     Unreachable { url: String, message: String },
     #[error("the entry cannot be read: {0}")]
     Payload(String),
+}
+
+impl DeliveryError {
+    /// Whether the answer says the forge already has this status: GitLab refuses to set a
+    /// commit status to the state it is in with 400 "Cannot transition status via :run from
+    /// :running" (a restarted hub posts each environment's status again).
+    pub fn already_there(&self) -> bool {
+        matches!(self, DeliveryError::Refused { status: 400, body, .. } if body.contains("Cannot transition status"))
+    }
+
+    /// Whether trying again cannot help: the receiver refused the request itself (4xx other
+    /// than 408 and 429), as opposed to failing or being away.
+    pub fn refused_for_good(&self) -> bool {
+        matches!(self, DeliveryError::Refused { status, .. } if (400..500).contains(status) && *status != 408 && *status != 429)
+    }
 }
 
 /// One HTTP POST to make.

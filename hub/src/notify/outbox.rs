@@ -9,7 +9,9 @@
 //! - What a route picks: every receiver of a matching route, once per notice.
 //! - Settings that do not load keep the last good ones (as for access and windows).
 //! - After a failure the entry waits the backoff (1 s doubling to 5 min, with jitter); after a
-//!   day of failures it is dead and the next entry goes ([`settle`]).
+//!   day of failures it is dead and the next entry goes ([`settle`]). A receiver that refuses
+//!   the request itself (4xx but 408 and 429: a bad URL, a wrong token) gets five tries, about
+//!   half a minute, so one bad entry never holds the others back for a day.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -38,6 +40,8 @@ const LOOK: Duration = Duration::from_secs(1);
 pub const DEAD_AFTER_MS: i64 = 24 * 3600 * 1000;
 /// Retries: 1 s doubling to 5 min.
 const RETRY: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(300));
+/// Tries of an entry the receiver refuses outright (4xx).
+const REFUSED_TRIES: u32 = 5;
 /// Pending entries one read brings.
 const BATCH: usize = 1000;
 
@@ -58,6 +62,11 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// Whether nothing is to be sent: no routes and no forge.
+    fn is_off(&self) -> bool {
+        self.notifications.routes.is_empty() && self.commit_status.is_none()
+    }
+
     /// Takes what `fleet` says, where it loaded.
     fn update(&mut self, fleet: &Fleet) {
         if let Ok(n) = &fleet.notifications {
@@ -134,6 +143,10 @@ fn pending(receiver: &str, payload: String, now_ms: i64) -> OutboxEntry {
 /// `entry` after an attempt at `now_ms` that ended in `result`.
 pub fn settle(mut entry: OutboxEntry, result: Result<(), DeliveryError>, now_ms: i64) -> OutboxEntry {
     entry.attempts += 1;
+    let result = match result {
+        Err(e) if e.already_there() => Ok(()),
+        other => other,
+    };
     match result {
         Ok(()) => {
             entry.state = Delivery::Delivered;
@@ -141,7 +154,7 @@ pub fn settle(mut entry: OutboxEntry, result: Result<(), DeliveryError>, now_ms:
         }
         Err(e) => {
             entry.last_error = e.to_string();
-            if now_ms - entry.created_ms >= DEAD_AFTER_MS {
+            if now_ms - entry.created_ms >= DEAD_AFTER_MS || (e.refused_for_good() && entry.attempts >= REFUSED_TRIES) {
                 entry.state = Delivery::Dead;
             } else {
                 entry.next_ms = now_ms + RETRY.delay(entry.attempts).as_millis() as i64;
@@ -189,6 +202,13 @@ async fn observe(
                 // Only the replica that runs the sync (the leader) tells anyone anything.
                 let Some(fleet) = view.fleet.clone() else { continue };
                 settings.send_modify(|s| s.update(&fleet));
+                if settings.borrow().is_off() {
+                    // Nothing to tell anyone: no look (a fleet of 10,000 pays nothing), and the
+                    // first look once settings arrive is a baseline again.
+                    observer = Observer::new(&dashboard, &run);
+                    failing.clear();
+                    continue;
+                }
                 for (cluster, errors) in &view.cluster_errors {
                     if render_errors.get(cluster) != Some(errors) && let Some(first) = errors.first() {
                         failing.entry(cluster.clone()).or_insert_with(|| first.clone());
@@ -402,8 +422,28 @@ mod tests {
         assert!((4_000..=5_000).contains(&twice.next_ms), "2 s with jitter: {}", twice.next_ms);
         let late = settle(twice.clone(), refused(), 1_000 + DEAD_AFTER_MS);
         assert_eq!(late.state, Delivery::Dead);
-        let delivered = settle(twice, Ok(()), 4_000);
+        let delivered = settle(twice.clone(), Ok(()), 4_000);
         assert_eq!((delivered.state, delivered.attempts, delivered.last_error.as_str()), (Delivery::Delivered, 3, ""));
+
+        let gone = || Err(DeliveryError::Refused { url: "u".into(), status: 404, body: "no such hook".into() });
+        let mut refused = entry.clone();
+        for _ in 0..REFUSED_TRIES - 1 {
+            refused = settle(refused, gone(), 2_000);
+            assert_eq!(refused.state, Delivery::Pending, "a 4xx is tried again a few times");
+        }
+        assert_eq!(settle(refused, gone(), 2_000).state, Delivery::Dead, "then given up on, so the next goes");
+        let limited = || Err(DeliveryError::Refused { url: "u".into(), status: 429, body: String::new() });
+        let mut throttled = entry.clone();
+        for _ in 0..REFUSED_TRIES * 2 {
+            throttled = settle(throttled, limited(), 2_000);
+        }
+        assert_eq!(throttled.state, Delivery::Pending, "429 is a reason to wait, not to give up");
+        let same = Err(DeliveryError::Refused {
+            url: "u".into(),
+            status: 400,
+            body: r#"{"message":"Cannot transition status via :enqueue from :pending"}"#.into(),
+        });
+        assert_eq!(settle(entry, same, 2_000).state, Delivery::Delivered, "GitLab already has that status");
     }
 
     #[test]

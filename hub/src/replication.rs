@@ -70,7 +70,15 @@ pub async fn run(
                 return Ok(());
             }
             lead = &mut acquire => break lead,
-            Some(cluster) = announced.recv() => follow(&store, &publisher, cluster).await,
+            Some(cluster) = announced.recv() => {
+                // A commit's fan-out is announced cluster by cluster: read what is waiting at once.
+                let mut clusters = vec![cluster];
+                while let Ok(next) = announced.try_recv() {
+                    clusters.push(next);
+                }
+                let clusters = clusters.into_iter().collect::<Option<Vec<String>>>();
+                follow(&store, &publisher, clusters).await
+            }
             // Rollout actions are the leader's: the asker is told this replica runs none.
             Some(request) = publisher.next_request() => drop(request),
         }
@@ -106,10 +114,10 @@ pub async fn run(
     if shutdown.is_cancelled() { Ok(()) } else { Err(ReplicationError::LostLead { epoch: lead.epoch }) }
 }
 
-/// Serves what the leader published: `cluster`'s assignment, or every cluster's (`None`).
-async fn follow(store: &Arc<PgStore>, publisher: &Publisher, cluster: Option<String>) {
+/// Serves what the leader published: `clusters`' assignments, or every cluster's (`None`).
+async fn follow(store: &Arc<PgStore>, publisher: &Publisher, clusters: Option<Vec<String>>) {
     let reader = store.clone();
-    match tokio::task::spawn_blocking(move || reader.published(cluster.as_deref())).await {
+    match tokio::task::spawn_blocking(move || reader.published(clusters.as_deref())).await {
         Ok(Ok(assignments)) => {
             for assignment in assignments {
                 publisher.follow(Arc::new(assignment));

@@ -311,8 +311,8 @@ impl SyncWorker {
 }
 
 impl Ledger for Publisher {
-    fn publish(&self, assignment: Arc<Assignment>) -> bool {
-        Publisher::publish(self, assignment)
+    fn publish(&self, assignments: Vec<Arc<Assignment>>) -> usize {
+        Publisher::publish(self, assignments)
     }
 
     fn keep_rollout(&self, rollout: &Rollout) {

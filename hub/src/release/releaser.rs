@@ -40,8 +40,8 @@ use crate::source::repository::{EnvironmentState, Repository, SyncError};
 /// watchers, and what each cluster's agent last reported. The state stage's
 /// [`Publisher`](crate::state::hub::Publisher) is the one the hub uses.
 pub trait Ledger {
-    /// Publishes a cluster's assignment; true when its content changed.
-    fn publish(&self, assignment: Arc<Assignment>) -> bool;
+    /// Publishes clusters' assignments, all at once; returns how many changed in content.
+    fn publish(&self, assignments: Vec<Arc<Assignment>>) -> usize;
     /// Keeps `rollout`, replacing its track's previous one.
     fn keep_rollout(&self, rollout: &Rollout);
     /// Keeps (or with `None` lifts) an environment's pin.
@@ -313,7 +313,6 @@ impl Releaser {
     /// how many assignments changed.
     pub fn publish(&mut self, ledger: &dyn Ledger, now_ms: i64) -> usize {
         let _span = tracing::info_span!("publish", published = tracing::field::Empty).entered();
-        let mut published = 0;
         let mut holds = BTreeMap::new();
         let mut judged = HashMap::new();
         let mut changed = Vec::new();
@@ -345,8 +344,8 @@ impl Releaser {
             }
             changed.push(target);
         }
+        let published = ledger.publish(changed.clone());
         for target in changed {
-            published += usize::from(ledger.publish(target.clone()));
             self.published.insert(target.cluster.clone(), target);
         }
         for (environment, hold) in &holds {
@@ -632,9 +631,10 @@ mod tests {
     }
 
     impl Ledger for Notebook {
-        fn publish(&self, assignment: Arc<Assignment>) -> bool {
-            self.published.borrow_mut().push((assignment.cluster.clone(), assignment.revision.clone()));
-            true
+        fn publish(&self, assignments: Vec<Arc<Assignment>>) -> usize {
+            let mut published = self.published.borrow_mut();
+            published.extend(assignments.iter().map(|a| (a.cluster.clone(), a.revision.clone())));
+            assignments.len()
         }
         fn keep_rollout(&self, _: &Rollout) {}
         fn keep_pin(&self, environment: &str, commit: Option<&str>) {

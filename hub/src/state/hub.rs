@@ -457,24 +457,40 @@ impl Publisher {
         }
     }
 
-    /// Publishes a cluster's assignment; true when its content changed (then it is recorded in
-    /// the cluster's history). A replica whose write the fence refuses publishes nothing.
-    pub fn publish(&self, assignment: Arc<Assignment>) -> bool {
+    /// Publishes clusters' assignments; returns how many changed in content (each recorded in
+    /// its cluster's history). On a replica they are written to the database first, in one
+    /// fenced transaction: a replica whose write the fence refuses publishes none of them.
+    pub fn publish(&self, assignments: Vec<Arc<Assignment>>) -> usize {
+        if let Some(replicas) = &self.replicas {
+            let news: Vec<Arc<Assignment>> = assignments
+                .iter()
+                .filter(|a| {
+                    self.hub
+                        .assignments
+                        .get(&a.cluster)
+                        .is_none_or(|c| c.digest != a.digest || c.revision != a.revision)
+                })
+                .cloned()
+                .collect();
+            if !news.is_empty()
+                && let Err(e) = replicas.publish(&news)
+            {
+                tracing::error!(clusters = news.len(), error = %e, "assignments not published");
+                return 0;
+            }
+        }
+        assignments.into_iter().filter(|a| self.serve(a.clone())).count()
+    }
+
+    /// Serves `assignment` to its cluster's agent; true when its content changed (then it is
+    /// recorded in the cluster's history).
+    fn serve(&self, assignment: Arc<Assignment>) -> bool {
         let (cluster, revision, digest) =
             (assignment.cluster.clone(), assignment.revision.clone(), assignment.digest.clone());
         // Remote charts as resolved, so history tells which bits each app was rendered from.
         let charts: Vec<String> =
             assignment.chart_sources.iter().map(|(app, source)| format!("{app}: {source}")).collect();
         let charts = charts.join("; ");
-        if let Some(replicas) = &self.replicas {
-            let current = self.hub.assignments.get(&cluster);
-            if current.is_none_or(|c| c.digest != digest || c.revision != revision)
-                && let Err(e) = replicas.publish(&assignment)
-            {
-                tracing::error!(cluster, revision, error = %e, "assignment not published");
-                return false;
-            }
-        }
         // A restarted hub's first plan re-publishes what its history already says was assigned:
         // that is no news for `convoy history` or watchers.
         let recorded = self.hub.assignments.get(&cluster).is_none()
@@ -516,15 +532,15 @@ mod tests {
     async fn a_restarted_hub_does_not_record_the_same_assignment_again() {
         let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
         let (hub, publisher) = Hub::new(store.clone(), RegistryConfig::default()).unwrap();
-        assert!(publisher.publish(assignment("r1")));
+        assert_eq!(publisher.publish(vec![assignment("r1")]), 1);
         assert_eq!(assigned(&*store, 1).await, ["r1"]);
         drop((hub, publisher));
 
         let (restarted, publisher) = Hub::new(store.clone(), RegistryConfig::default()).unwrap();
         let mut watch = restarted.subscribe_events();
-        assert!(publisher.publish(assignment("r1")), "agents are still told");
+        assert_eq!(publisher.publish(vec![assignment("r1")]), 1, "agents are still told");
         assert!(watch.try_recv().is_err(), "no 'assigned' event for what was assigned before the restart");
-        assert!(publisher.publish(assignment("r2")));
+        assert_eq!(publisher.publish(vec![assignment("r2")]), 1);
         assert_eq!(assigned(&*store, 2).await, ["r2", "r1"]);
     }
 

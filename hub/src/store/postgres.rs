@@ -209,60 +209,72 @@ impl PgStore {
         futures::executor::block_on(runtime.spawn(f(self.pool.clone()))).map_err(db)?
     }
 
-    /// Records `assignment` as its cluster's published one, if this replica's epoch is still the
-    /// database's, and announces it to the other replicas. Refused with
+    /// Records each of `assignments` as its cluster's published one, in one transaction (a
+    /// commit's fan-out is one write, not one per cluster), if this replica's epoch is still the
+    /// database's, and announces them to the other replicas. Refused whole with
     /// [`StoreError::Fenced`] once another replica took the lead.
-    pub fn publish(&self, assignment: &Assignment) -> Result<()> {
-        let body = proto::Assignment::from(assignment).encode_to_vec();
-        let (cluster, digest) = (assignment.cluster.clone(), assignment.digest.clone());
-        let (environment, revision) = (assignment.environment.clone(), assignment.revision.clone());
+    pub fn publish(&self, assignments: &[Arc<Assignment>]) -> Result<()> {
+        let mut bodies: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+        let mut rows: [Vec<String>; 4] = Default::default();
+        for a in assignments {
+            bodies.entry(a.digest.clone()).or_insert_with(|| proto::Assignment::from(a.as_ref()).encode_to_vec());
+            for (column, value) in rows.iter_mut().zip([&a.cluster, &a.digest, &a.environment, &a.revision]) {
+                column.push(value.clone());
+            }
+        }
+        let (digests, bodies): (Vec<String>, Vec<Vec<u8>>) = bodies.into_iter().unzip();
         let epoch = self.fence.get();
         self.run(move |pool| async move {
             let mut client = pool.get().await?;
             let txn = client.transaction().await.map_err(db)?;
             txn.execute(
-                "INSERT INTO convoy_assignments (digest, body) VALUES ($1, $2) ON CONFLICT (digest) DO NOTHING",
-                &[&digest, &body],
+                "INSERT INTO convoy_assignments (digest, body) SELECT * FROM unnest($1::text[], $2::bytea[])
+                 ON CONFLICT (digest) DO NOTHING",
+                &[&digests, &bodies],
             )
             .await
             .map_err(db)?;
+            let [clusters, digests, environments, revisions] = &rows;
             // The leader row is share-locked until commit: a replica taking the lead (which
             // updates it) waits for this write, and this write sees its epoch if it came first.
             let written = txn
                 .execute(
                     "WITH fence AS (SELECT 1 FROM convoy_leader WHERE id = 1 AND epoch = $5 FOR SHARE)
                      INSERT INTO convoy_published (cluster, digest, environment, revision, epoch)
-                     SELECT $1, $2, $3, $4, $5 FROM fence
+                     SELECT c, d, e, r, $5 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS t (c, d, e, r), fence
                      ON CONFLICT (cluster) DO UPDATE SET digest = excluded.digest,
                        environment = excluded.environment, revision = excluded.revision,
                        epoch = excluded.epoch, published_at = now()",
-                    &[&cluster, &digest, &environment, &revision, &epoch],
+                    &[clusters, digests, environments, revisions, &epoch],
                 )
                 .await
                 .map_err(db)?;
-            if written == 0 {
+            if written == 0 && !clusters.is_empty() {
                 let current: i64 =
                     txn.query_one("SELECT epoch FROM convoy_leader WHERE id = 1", &[]).await.map_err(db)?.get(0);
                 return Err(StoreError::Fenced { epoch, current });
             }
-            txn.execute("SELECT pg_notify($1, $2)", &[&PUBLISHED_CHANNEL, &format!("{cluster} {digest}")])
-                .await
-                .map_err(db)?;
+            txn.execute(
+                "SELECT pg_notify($1, c || ' ' || d) FROM unnest($2::text[], $3::text[]) AS t (c, d)",
+                &[&PUBLISHED_CHANNEL, clusters, digests],
+            )
+            .await
+            .map_err(db)?;
             txn.commit().await.map_err(db)
         })
     }
 
-    /// The published assignments: every cluster's, or only `cluster`'s.
-    pub fn published(&self, cluster: Option<&str>) -> Result<Vec<Assignment>> {
-        let cluster = cluster.map(str::to_string);
+    /// The published assignments: every cluster's, or only those of `clusters`.
+    pub fn published(&self, clusters: Option<&[String]>) -> Result<Vec<Assignment>> {
+        let clusters = clusters.map(<[String]>::to_vec);
         self.run(move |pool| async move {
             let client = pool.get().await?;
             let rows = client
                 .query(
                     "SELECT p.cluster, p.environment, p.revision, a.body FROM convoy_published p
                      JOIN convoy_assignments a ON a.digest = p.digest
-                     WHERE $1::text IS NULL OR p.cluster = $1",
-                    &[&cluster],
+                     WHERE $1::text[] IS NULL OR p.cluster = ANY($1)",
+                    &[&clusters],
                 )
                 .await
                 .map_err(db)?;
@@ -714,7 +726,7 @@ mod tests {
         let lead_a = lead(&a, "a").await;
         let publish = |store: &Arc<PgStore>, greeting: &'static str| {
             let store = store.clone();
-            tokio::task::spawn_blocking(move || store.publish(&assignment("eu-1", greeting)))
+            tokio::task::spawn_blocking(move || store.publish(&[Arc::new(assignment("eu-1", greeting))]))
         };
         publish(&a, "r1").await.unwrap().unwrap();
 

@@ -1,8 +1,17 @@
-//! What the `bench_*` programs share: latency summaries and the kubectl peer.
+//! What the `bench_*` programs share: latency summaries, the kubectl peer, and waiting on a
+//! simulated fleet.
 
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
+
+use convoy_shared::proto::fleet_service_client::FleetServiceClient;
+use convoy_shared::proto::{ClusterInfo, HistoryRequest};
+use futures::StreamExt as _;
+use kubesim::poll::within;
+use tonic::transport::Channel;
+
+use crate::harness::list_clusters;
 
 /// Milliseconds, for printing.
 pub fn ms(d: Duration) -> f64 {
@@ -65,4 +74,48 @@ pub fn cpu_time(pid: u32) -> Duration {
         stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
     let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
     Duration::from_millis((ticks(11) + ticks(12)) * 10)
+}
+
+/// The longest any phase of a fleet benchmark may take before it gives up.
+pub const PHASE_LIMIT: Duration = Duration::from_secs(900);
+
+/// Waits until the hub's cluster list satisfies `done`, asking about four times a second (a list
+/// of 10,000 clusters is work for the hub too).
+pub async fn until(viewer: &FleetServiceClient<Channel>, what: &str, done: impl Fn(&[ClusterInfo]) -> bool) {
+    let done = &done;
+    within(what, PHASE_LIMIT, move || async move {
+        let clusters = list_clusters(viewer).await;
+        let finished = clusters.is_some_and(|c| done(&c));
+        if !finished {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        finished.then_some(())
+    })
+    .await
+}
+
+/// For every cluster, the time from `committed_ms` to the hub's "applied" history entry for one
+/// of `commits`, as the hub stamped it when the report arrived.
+pub async fn applied_latencies(
+    viewer: &FleetServiceClient<Channel>,
+    committed_ms: i64,
+    commits: &[String],
+) -> Vec<Duration> {
+    let clusters = list_clusters(viewer).await.expect("the cluster list");
+    futures::stream::iter(clusters)
+        .map(|cluster| {
+            let mut viewer = viewer.clone();
+            async move {
+                let request = HistoryRequest { cluster: cluster.name.clone(), limit: 8 };
+                let entries = viewer.history(request).await.expect("history").into_inner().entries;
+                let applied = entries
+                    .iter()
+                    .find(|e| e.event == "applied" && commits.contains(&e.revision))
+                    .unwrap_or_else(|| panic!("no 'applied' history entry of {} for the change", cluster.name));
+                Duration::from_millis(applied.at_unix_ms.saturating_sub(committed_ms).max(0) as u64)
+            }
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await
 }

@@ -57,8 +57,10 @@ pub struct SimConfig {
     pub hub: HubAddress,
     /// The hub's certificate directory: the CA certificate and key sign each agent's certificate.
     pub certs: CertDir,
-    /// Agent `i` is cluster `{prefix}{i:05}` (the names `fleet_repo::generated_fleet` declares).
+    /// Agent `i` is cluster `{prefix}{first + i:05}` (the names `fleet_repo::generated_fleet`
+    /// declares); several simulators split one fleet by `first`.
     pub prefix: String,
+    pub first: usize,
     pub heartbeat: Duration,
     /// The longest wait between reconnects (the real agent's `--backoff-max-seconds`).
     pub backoff_max: Duration,
@@ -119,7 +121,8 @@ impl SimFleet {
     pub fn start(config: &SimConfig, shutdown: &CancellationToken) -> Result<SimFleet, SimError> {
         let ca_err = |source| SimError::Ca { dir: config.certs.0.display().to_string(), source };
         let ca = CertificateAuthority::load(&config.certs).map_err(ca_err)?;
-        let names: Vec<String> = (0..config.agents).map(|i| cluster_name(&config.prefix, i)).collect();
+        let names: Vec<String> =
+            (config.first..config.first + config.agents).map(|i| cluster_name(&config.prefix, i)).collect();
         let started = Instant::now();
         let certs = issue_certs(&ca, &names)?;
         let issued_in = started.elapsed();
@@ -128,7 +131,9 @@ impl SimFleet {
         let mut states = Vec::with_capacity(names.len());
         for (name, cert) in names.into_iter().zip(certs) {
             let link = LinkConfig {
-                hub: config.hub.clone(),
+                // Each agent its own preferred replica, starting at a random one, as separate
+                // agent processes do.
+                hub: config.hub.detached().spread(),
                 tls: tls::client_config(ca.cert_pem(), Some((&cert.cert_pem, &cert.key_pem)))?,
                 cluster_name: name,
                 heartbeat: config.heartbeat,

@@ -593,12 +593,14 @@ pub fn push_event(reference: &str, after: &str) -> String {
     serde_json::json!({"ref": reference, "after": after, "repository": repository}).to_string()
 }
 
-/// A `fleetsim` process running `agents` simulated agents (clusters `c-00000…`, as
-/// [`crate::fleet_repo::generated_fleet`] declares them) against `hub`, their certificates
-/// signed by the CA in `certs`. Killed when dropped.
-pub fn spawn_fleetsim(hub: &str, certs: &CertDir, agents: usize) -> Process {
+/// A `fleetsim` process running the simulated agents numbered `agents` (clusters `c-00000…`,
+/// as [`crate::fleet_repo::generated_fleet`] declares them) against `hub` (one address, or
+/// replicas `a,b` tried in turn), their certificates signed by the CA in `certs`. Killed when
+/// dropped.
+pub fn spawn_fleetsim(hub: &str, certs: &CertDir, agents: std::ops::Range<usize>) -> Process {
     let mut command = Command::new(workspace_binary("fleetsim"));
-    command.args(["--agents", &agents.to_string(), "--hub", hub, "--certs"]).arg(&certs.0);
+    let (first, count) = (agents.start.to_string(), agents.len().to_string());
+    command.args(["--agents", &count, "--first", &first, "--hub", hub, "--certs"]).arg(&certs.0);
     Process::spawn(command)
 }
 

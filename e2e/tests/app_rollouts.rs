@@ -126,6 +126,7 @@ async fn an_app_with_its_own_rollout_moves_through_its_own_waves() {
         hub: HubAddress::parse(&hub.address, None).unwrap(),
         certs: ca.certs.clone(),
         prefix: PREFIX.into(),
+        first: 0,
         heartbeat: Duration::from_secs(1),
         backoff_max: Duration::from_secs(1),
     };

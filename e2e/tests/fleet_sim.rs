@@ -32,7 +32,7 @@ async fn simulated_agents_connect_take_a_commit_and_come_back_in_sync_after_a_hu
     ];
     let hub = HubProcess::start_with(&ca.certs.0, "127.0.0.1:0", "info", &serve);
     let address = hub.address.clone();
-    let sim = spawn_fleetsim(&address, &ca.certs, AGENTS);
+    let sim = spawn_fleetsim(&address, &ca.certs, 0..AGENTS);
     let viewer = ca.cli(&address, Role::Viewer).await;
 
     eventually("every simulated agent connected and running its assignment", || async {

@@ -255,6 +255,13 @@ pub struct HubAddress {
 }
 
 impl HubAddress {
+    /// A copy that remembers its own preferred replica, as a separate agent process does (a
+    /// clone shares it: an agent's reconnects all start where the last one succeeded).
+    pub fn detached(&self) -> HubAddress {
+        let preferred = Arc::new(AtomicUsize::new(self.preferred.load(Ordering::Relaxed)));
+        HubAddress { preferred, ..self.clone() }
+    }
+
     /// Parses `HOST:PORT[,HOST:PORT…]`, with an optional server name override for all of them.
     pub fn parse(address: &str, server_name: Option<&str>) -> Result<Self> {
         let replicas = address

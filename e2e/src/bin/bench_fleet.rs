@@ -18,23 +18,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use convoy_e2e::bench::{cpu_time, ms, percentile, rss_kib};
+use convoy_e2e::bench::{applied_latencies, cpu_time, ms, percentile, rss_kib, until};
 use convoy_e2e::fleet_repo::{FleetRepo, change_generated_base, generated_fleet};
-use convoy_e2e::harness::{
-    HubProcess, TestCa, connected_and_in_sync, list_clusters, post_webhook, push_event, spawn_fleetsim,
-};
+use convoy_e2e::harness::{HubProcess, TestCa, connected_and_in_sync, post_webhook, push_event, spawn_fleetsim};
 use convoy_shared::clock::unix_ms;
 use convoy_shared::identity::Role;
-use convoy_shared::proto::fleet_service_client::FleetServiceClient;
-use convoy_shared::proto::{ClusterInfo, HistoryRequest};
-use futures::StreamExt as _;
-use kubesim::poll::within;
-use tonic::transport::Channel;
+use convoy_shared::proto::ClusterInfo;
 
 const APPS: usize = 10;
 const SECRET: &str = "bench-fleet-webhook";
-/// The longest any phase may take before the benchmark gives up.
-const PHASE_LIMIT: Duration = Duration::from_secs(900);
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -66,7 +58,7 @@ async fn main() -> anyhow::Result<()> {
 
     // All connect.
     let started = Instant::now();
-    let sim = spawn_fleetsim(&hub.address, &ca.certs, agents);
+    let sim = spawn_fleetsim(&hub.address, &ca.certs, 0..agents);
     until(&viewer, "every agent connected", |c| connected_and_in_sync(c).0 >= agents).await;
     let connected_in = started.elapsed();
     until(&viewer, "every agent in sync", |c| connected_and_in_sync(c).1 >= agents).await;
@@ -160,47 +152,6 @@ fn start_hub(ca: &TestCa, repo: &FleetRepo, data: &std::path::Path, listen: &str
     let url = repo.url();
     let extra = ["--repo", &url, "--data", data, "--poll-seconds", "3600", "--webhook-secret", SECRET];
     HubProcess::start_with(&ca.certs.0, listen, filter, &extra)
-}
-
-/// Waits until the hub's cluster list satisfies `done`, asking about four times a second (a list
-/// of 10,000 clusters is work for the hub too).
-async fn until(viewer: &FleetServiceClient<Channel>, what: &str, done: impl Fn(&[ClusterInfo]) -> bool) {
-    let done = &done;
-    within(what, PHASE_LIMIT, move || async move {
-        let clusters = list_clusters(viewer).await;
-        let finished = clusters.is_some_and(|c| done(&c));
-        if !finished {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        finished.then_some(())
-    })
-    .await
-}
-
-/// For every cluster, the time from `committed_ms` to the hub's "applied" history entry for one
-/// of `commits`, as the hub stamped it when the report arrived.
-async fn applied_latencies(
-    viewer: &FleetServiceClient<Channel>,
-    committed_ms: i64,
-    commits: &[String],
-) -> Vec<Duration> {
-    let clusters = list_clusters(viewer).await.expect("the cluster list");
-    futures::stream::iter(clusters)
-        .map(|cluster| {
-            let mut viewer = viewer.clone();
-            async move {
-                let request = HistoryRequest { cluster: cluster.name.clone(), limit: 8 };
-                let entries = viewer.history(request).await.expect("history").into_inner().entries;
-                let applied = entries
-                    .iter()
-                    .find(|e| e.event == "applied" && commits.contains(&e.revision))
-                    .unwrap_or_else(|| panic!("no 'applied' history entry of {} for the change", cluster.name));
-                Duration::from_millis(applied.at_unix_ms.saturating_sub(committed_ms).max(0) as u64)
-            }
-        })
-        .buffer_unordered(32)
-        .collect()
-        .await
 }
 
 /// CPU the hub used while `running`, and the largest share of one core it used in any second.

@@ -3,7 +3,7 @@
 //! connected and how many assignments they applied whenever that changes; runs until Ctrl-C or
 //! SIGTERM.
 //!
-//! `fleetsim --agents 10000 --hub localhost:7443 --certs DIR [--clusters-prefix c-]`
+//! `fleetsim --agents 10000 --hub localhost:7443[,other:7443] --certs DIR [--clusters-prefix c-] [--first N]`
 
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
@@ -31,6 +31,9 @@ struct Cli {
     /// Agent i is cluster PREFIX followed by i in five digits (c-00000, c-00001, …).
     #[arg(long, env = "CONVOY_SIM_CLUSTERS_PREFIX", default_value = "c-")]
     clusters_prefix: String,
+    /// The number of the first agent's cluster, so several simulators share one fleet.
+    #[arg(long, env = "CONVOY_SIM_FIRST", default_value_t = 0)]
+    first: usize,
     /// Seconds between each agent's heartbeats.
     #[arg(long, env = "CONVOY_SIM_HEARTBEAT_SECONDS", default_value_t = 10)]
     heartbeat_seconds: u64,
@@ -64,6 +67,7 @@ fn main() -> ExitCode {
         hub,
         certs: CertDir::new(cli.certs),
         prefix: cli.clusters_prefix,
+        first: cli.first,
         heartbeat: Duration::from_secs(cli.heartbeat_seconds.max(1)),
         backoff_max: Duration::from_secs(cli.backoff_max_seconds.max(1)),
     };

@@ -76,6 +76,34 @@ pub fn cpu_time(pid: u32) -> Duration {
     Duration::from_millis((ticks(11) + ticks(12)) * 10)
 }
 
+/// The hub's log filter in fleet benchmarks: per-stream lines at info would make the hub log
+/// 10,000s of lines per phase.
+pub const FLEET_HUB_LOG: &str =
+    "warn,convoy_hub=info,convoy_hub::api::agent_service=warn,convoy_hub::state::connections=warn";
+
+/// `--agents N` from the command line of `program` (default 10,000).
+pub fn agents_arg(program: &str) -> anyhow::Result<usize> {
+    let mut args = std::env::args().skip(1);
+    let mut agents = 10_000;
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--agents" => agents = args.next().ok_or_else(|| anyhow::anyhow!("--agents needs a number"))?.parse()?,
+            other => anyhow::bail!("unknown argument {other}; usage: {program} [--agents N]"),
+        }
+    }
+    Ok(agents)
+}
+
+/// The fields `ms` and `published` of `hub`'s last "planned" line (its last sync: fetch, plan,
+/// publish); "?" where it logged none.
+pub fn last_sync(hub: &crate::harness::HubProcess) -> (String, String) {
+    let line = hub.log_lines("planned").pop().unwrap_or_default();
+    let field = |name: &str| {
+        line.split(&format!("{name}=")).nth(1).and_then(|v| v.split_whitespace().next()).unwrap_or("?").to_string()
+    };
+    (field("ms"), field("published"))
+}
+
 /// The longest any phase of a fleet benchmark may take before it gives up.
 pub const PHASE_LIMIT: Duration = Duration::from_secs(900);
 

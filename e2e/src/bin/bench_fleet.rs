@@ -18,7 +18,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use convoy_e2e::bench::{applied_latencies, cpu_time, ms, percentile, rss_kib, until};
+use convoy_e2e::bench::{
+    FLEET_HUB_LOG, agents_arg, applied_latencies, cpu_time, last_sync, ms, percentile, rss_kib, until,
+};
 use convoy_e2e::fleet_repo::{FleetRepo, change_generated_base, generated_fleet};
 use convoy_e2e::harness::{HubProcess, TestCa, connected_and_in_sync, post_webhook, push_event, spawn_fleetsim};
 use convoy_shared::clock::unix_ms;
@@ -31,14 +33,7 @@ const SECRET: &str = "bench-fleet-webhook";
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     convoy_shared::install_crypto_provider();
-    let mut args = std::env::args().skip(1);
-    let mut agents = 10_000;
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--agents" => agents = args.next().ok_or_else(|| anyhow::anyhow!("--agents needs a number"))?.parse()?,
-            other => anyhow::bail!("unknown argument {other}; usage: bench_fleet [--agents N]"),
-        }
-    }
+    let agents = agents_arg("bench_fleet")?;
     let work = tempfile::tempdir()?;
     let repo = generated_fleet(&work.path().join("repo"), agents, APPS);
     let data = work.path().join("hub-data");
@@ -95,14 +90,8 @@ async fn main() -> anyhow::Result<()> {
         ms(max),
         verdict(p99 <= Duration::from_secs(2))
     );
-    if let Some(sync) = hub.log_lines("planned").last() {
-        let field = |name: &str| sync.split(&format!("{name}=")).nth(1).and_then(|v| v.split_whitespace().next());
-        println!(
-            "    of which the hub's sync (fetch, plan, publish): {} ms, {} assignments published",
-            field("ms").unwrap_or("?"),
-            field("published").unwrap_or("?")
-        );
-    }
+    let (sync_ms, published) = last_sync(&hub);
+    println!("    of which the hub's sync (fetch, plan, publish): {sync_ms} ms, {published} assignments published");
 
     // The hub dies and comes back on the same address with the same data.
     let listen = hub.address.clone();
@@ -147,11 +136,9 @@ async fn main() -> anyhow::Result<()> {
 /// `convoy-hub serve` reading `repo` (fetching only when the webhook calls), keeping `data`.
 fn start_hub(ca: &TestCa, repo: &FleetRepo, data: &std::path::Path, listen: &str) -> HubProcess {
     let data = data.to_str().expect("a UTF-8 data path");
-    // Per-stream lines at info would make the hub log 10,000s of lines per phase.
-    let filter = "warn,convoy_hub=info,convoy_hub::api::agent_service=warn,convoy_hub::state::connections=warn";
     let url = repo.url();
     let extra = ["--repo", &url, "--data", data, "--poll-seconds", "3600", "--webhook-secret", SECRET];
-    HubProcess::start_with(&ca.certs.0, listen, filter, &extra)
+    HubProcess::start_with(&ca.certs.0, listen, FLEET_HUB_LOG, &extra)
 }
 
 /// CPU the hub used while `running`, and the largest share of one core it used in any second.

@@ -16,7 +16,9 @@
 
 use std::time::{Duration, Instant};
 
-use convoy_e2e::bench::{PHASE_LIMIT, applied_latencies, ms, percentile, rss_kib, until};
+use convoy_e2e::bench::{
+    FLEET_HUB_LOG, PHASE_LIMIT, agents_arg, applied_latencies, last_sync, ms, percentile, rss_kib, until,
+};
 use convoy_e2e::fleet_repo::{FleetRepo, change_generated_base, generated_fleet};
 use convoy_e2e::harness::{
     HubProcess, TestCa, TestPostgres, connected_and_in_sync, list_clusters, post_webhook, push_event, spawn_fleetsim,
@@ -31,10 +33,9 @@ const SECRET: &str = "bench-spread-webhook";
 
 /// A replica on `database`, reading `repo` when the webhook calls.
 fn start_replica(ca: &TestCa, repo: &FleetRepo, database: &str) -> HubProcess {
-    let filter = "warn,convoy_hub=info,convoy_hub::api::agent_service=warn,convoy_hub::state::connections=warn";
     let url = repo.url();
     let extra = ["--repo", &url, "--store", database, "--poll-seconds", "3600", "--webhook-secret", SECRET];
-    HubProcess::start_with(&ca.certs.0, "127.0.0.1:0", filter, &extra)
+    HubProcess::start_with(&ca.certs.0, "127.0.0.1:0", FLEET_HUB_LOG, &extra)
 }
 
 /// Agents with a live stream to this replica.
@@ -45,14 +46,7 @@ fn connected_here(clusters: &[ClusterInfo]) -> usize {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     convoy_shared::install_crypto_provider();
-    let mut args = std::env::args().skip(1);
-    let mut agents = 10_000;
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--agents" => agents = args.next().ok_or_else(|| anyhow::anyhow!("--agents needs a number"))?.parse()?,
-            other => anyhow::bail!("unknown argument {other}; usage: bench_spread [--agents N]"),
-        }
-    }
+    let agents = agents_arg("bench_spread")?;
     let half = agents / 2;
     let work = tempfile::tempdir()?;
     let repo = generated_fleet(&work.path().join("repo"), agents, APPS);
@@ -125,10 +119,7 @@ async fn main() -> anyhow::Result<()> {
         ms(percentile(&latencies, 0.99)),
         ms(latencies[latencies.len() - 1])
     );
-    if let Some(sync) = a.log_lines("planned").last() {
-        let field = |name: &str| sync.split(&format!("{name}=")).nth(1).and_then(|v| v.split_whitespace().next());
-        println!("    of which the leader's sync (fetch, plan, publish): {} ms", field("ms").unwrap_or("?"));
-    }
+    println!("    of which the leader's sync (fetch, plan, publish): {} ms", last_sync(&a).0);
 
     a.kill();
     let killed = Instant::now();

@@ -195,8 +195,8 @@ mod tests {
         fn outbox_push(&self, entries: &[store::OutboxEntry]) -> store::Result<()> {
             self.0.outbox_push(entries)
         }
-        fn outbox_pending(&self, limit: usize) -> store::Result<Vec<store::OutboxEntry>> {
-            self.0.outbox_pending(limit)
+        fn outbox_pending(&self, receiver: Option<&str>, limit: usize) -> store::Result<Vec<store::OutboxEntry>> {
+            self.0.outbox_pending(receiver, limit)
         }
         fn outbox_settle(&self, entry: &store::OutboxEntry) -> store::Result<()> {
             self.0.outbox_settle(entry)

@@ -62,7 +62,7 @@ async fn drain(store: &RedbStore) -> f64 {
     tokio::spawn(async move { axum::serve(listener, router).await });
     let http = reqwest::Client::new();
     let start = Instant::now();
-    for mut e in store.outbox_pending(DRAINED).expect("pending") {
+    for mut e in store.outbox_pending(Some("slow"), DRAINED).expect("pending") {
         let request = convoy_hub::notify::deliver::Request {
             url: url.clone(),
             headers: vec![("content-type".into(), "application/json".into())],

@@ -973,8 +973,12 @@ mod tests {
         fn outbox_push(&self, entries: &[crate::store::OutboxEntry]) -> crate::store::Result<()> {
             self.inner.outbox_push(entries)
         }
-        fn outbox_pending(&self, limit: usize) -> crate::store::Result<Vec<crate::store::OutboxEntry>> {
-            self.inner.outbox_pending(limit)
+        fn outbox_pending(
+            &self,
+            receiver: Option<&str>,
+            limit: usize,
+        ) -> crate::store::Result<Vec<crate::store::OutboxEntry>> {
+            self.inner.outbox_pending(receiver, limit)
         }
         fn outbox_settle(&self, entry: &crate::store::OutboxEntry) -> crate::store::Result<()> {
             self.inner.outbox_settle(entry)

@@ -14,7 +14,7 @@
 //! - Any 2xx answer is delivered (and GitLab's refusal to set the state a status already has);
 //!   anything else, or no answer in 10 s, is a failure to retry.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use convoy_render::notifications::{CommitStatusSpec, Provider, Receiver, ReceiverKind};
@@ -82,11 +82,6 @@ impl Secrets {
         std::fs::read_to_string(&path)
             .map(|text| text.trim().to_string())
             .map_err(|e| DeliveryError::Secret { path, message: e.to_string() })
-    }
-
-    /// The directory, for messages.
-    pub fn path(&self) -> &Path {
-        &self.dir
     }
 }
 

@@ -94,8 +94,14 @@ impl Settings {
         out
     }
 
+    /// Every receiver in force: those routes name, and the forge's.
+    fn receivers(&self) -> impl Iterator<Item = String> + '_ {
+        let forge = self.commit_status.as_ref().map(|_| COMMIT_STATUS.to_string());
+        self.notifications.routes.iter().map(|r| r.receiver.clone()).chain(forge)
+    }
+
     /// The receivers routes pick for `notice`, each once.
-    pub fn receivers_of(&self, notice: &Notice) -> BTreeSet<&str> {
+    fn receivers_of(&self, notice: &Notice) -> BTreeSet<&str> {
         let routes = self.notifications.routes.iter();
         routes
             .filter(|r| r.matches(&notice.kind, &notice.environment, notice.app.as_deref()))
@@ -317,7 +323,7 @@ async fn deliver_all(
             continue;
         }
         let store = hub.store().clone();
-        let pending = match tokio::task::spawn_blocking(move || store.outbox_pending(BATCH)).await {
+        let pending = match tokio::task::spawn_blocking(move || store.outbox_pending(None, BATCH)).await {
             Ok(Ok(pending)) => pending,
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "cannot read the outbox");
@@ -325,7 +331,10 @@ async fn deliver_all(
             }
             Err(_) => continue,
         };
-        let receivers: BTreeSet<String> = pending.into_iter().map(|e| e.receiver).collect();
+        // Every receiver in force gets a worker even when the oldest entries are all another's
+        // (a receiver down for hours); a worker with nothing to send returns at once.
+        let mut receivers: BTreeSet<String> = pending.into_iter().map(|e| e.receiver).collect();
+        receivers.extend(settings.borrow().receivers());
         for receiver in receivers {
             if workers.contains_key(&receiver) {
                 continue;
@@ -359,11 +368,11 @@ impl Worker {
     async fn run(self, shutdown: CancellationToken) {
         loop {
             let store = self.hub.store().clone();
-            let queue = match tokio::task::spawn_blocking(move || store.outbox_pending(BATCH)).await {
+            let receiver = self.receiver.clone();
+            let queue = match tokio::task::spawn_blocking(move || store.outbox_pending(Some(&receiver), BATCH)).await {
                 Ok(Ok(pending)) => pending,
                 _ => return,
             };
-            let queue: Vec<OutboxEntry> = queue.into_iter().filter(|e| e.receiver == self.receiver).collect();
             if queue.is_empty() {
                 return;
             }

@@ -142,9 +142,10 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    fn outbox_pending(&self, limit: usize) -> Result<Vec<OutboxEntry>> {
+    fn outbox_pending(&self, receiver: Option<&str>, limit: usize) -> Result<Vec<OutboxEntry>> {
         let outbox = self.outbox.lock().expect("outbox lock");
-        Ok(outbox.values().filter(|e| e.state == Delivery::Pending).take(limit).cloned().collect())
+        let wanted = |e: &&OutboxEntry| e.state == Delivery::Pending && receiver.is_none_or(|r| e.receiver == r);
+        Ok(outbox.values().filter(wanted).take(limit).cloned().collect())
     }
 
     fn outbox_settle(&self, entry: &OutboxEntry) -> Result<()> {

@@ -214,8 +214,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Appends `entries` to the outbox in order, each given the next sequence number; drops
     /// delivered entries older than a week.
     fn outbox_push(&self, entries: &[OutboxEntry]) -> Result<()>;
-    /// Pending entries, oldest first, at most `limit`.
-    fn outbox_pending(&self, limit: usize) -> Result<Vec<OutboxEntry>>;
+    /// Pending entries of `receiver` (`None`: of every receiver), oldest first, at most `limit`:
+    /// one receiver's backlog never hides another's entries.
+    fn outbox_pending(&self, receiver: Option<&str>, limit: usize) -> Result<Vec<OutboxEntry>>;
     /// Writes back `entry`'s delivery state (by its `seq`).
     fn outbox_settle(&self, entry: &OutboxEntry) -> Result<()>;
     /// The newest `limit` entries of any state, newest first.
@@ -284,8 +285,12 @@ pub(crate) mod tests {
         };
         store.outbox_push(&[entry("ops", "a"), entry("chat", "b")]).unwrap();
         store.outbox_push(&[entry("ops", "c")]).unwrap();
-        let pending = store.outbox_pending(10).unwrap();
+        let pending = store.outbox_pending(None, 10).unwrap();
         assert_eq!(pending.iter().map(|e| e.payload.as_str()).collect::<Vec<_>>(), ["a", "b", "c"], "in order");
+        let ops = store.outbox_pending(Some("ops"), 10).unwrap();
+        assert_eq!(ops.iter().map(|e| e.payload.as_str()).collect::<Vec<_>>(), ["a", "c"], "one receiver's");
+        let chat = store.outbox_pending(Some("chat"), 1).unwrap();
+        assert_eq!(chat.iter().map(|e| e.payload.as_str()).collect::<Vec<_>>(), ["b"], "behind ops's, not hidden");
         assert!(pending.windows(2).all(|w| w[0].seq < w[1].seq), "sequence numbers grow: {pending:?}");
         let mut first = pending[0].clone();
         first.state = Delivery::Delivered;
@@ -294,10 +299,10 @@ pub(crate) mod tests {
         let mut second = pending[1].clone();
         (second.attempts, second.next_ms, second.last_error) = (1, 99, "HTTP 500".into());
         store.outbox_settle(&second).unwrap();
-        let pending = store.outbox_pending(10).unwrap();
+        let pending = store.outbox_pending(None, 10).unwrap();
         assert_eq!(pending.iter().map(|e| e.payload.as_str()).collect::<Vec<_>>(), ["b", "c"]);
         assert_eq!((pending[0].attempts, pending[0].next_ms, pending[0].last_error.as_str()), (1, 99, "HTTP 500"));
-        assert_eq!(store.outbox_pending(1).unwrap().len(), 1);
+        assert_eq!(store.outbox_pending(None, 1).unwrap().len(), 1);
         let recent = store.outbox_recent(10).unwrap();
         assert_eq!(recent.iter().map(|e| e.payload.as_str()).collect::<Vec<_>>(), ["c", "b", "a"], "newest first");
         assert_eq!(recent[2].state, Delivery::Delivered);

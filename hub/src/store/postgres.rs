@@ -70,9 +70,10 @@ const MIGRATIONS: &[(i32, &str)] = &[
     ),
     (
         3,
-        "CREATE TABLE convoy_outbox (seq bigserial PRIMARY KEY, state text NOT NULL, created_ms bigint NOT NULL,
-                                 entry text NOT NULL);
-     CREATE INDEX convoy_outbox_pending ON convoy_outbox (seq) WHERE state = 'pending';",
+        "CREATE TABLE convoy_outbox (seq bigserial PRIMARY KEY, receiver text NOT NULL, state text NOT NULL,
+                                 created_ms bigint NOT NULL, entry text NOT NULL);
+     CREATE INDEX convoy_outbox_pending ON convoy_outbox (seq) WHERE state = 'pending';
+     CREATE INDEX convoy_outbox_pending_by_receiver ON convoy_outbox (receiver, seq) WHERE state = 'pending';",
     ),
 ];
 
@@ -633,8 +634,8 @@ impl Store for PgStore {
                 let entry = OutboxEntry { seq: row.get(0), ..entry };
                 let json = serde_json::to_string(&entry).map_err(db)?;
                 txn.execute(
-                    "INSERT INTO convoy_outbox (seq, state, created_ms, entry) VALUES ($1, $2, $3, $4)",
-                    &[&entry.seq, &entry.state.as_str(), &entry.created_ms, &json],
+                    "INSERT INTO convoy_outbox (seq, receiver, state, created_ms, entry) VALUES ($1, $2, $3, $4, $5)",
+                    &[&entry.seq, &entry.receiver, &entry.state.as_str(), &entry.created_ms, &json],
                 )
                 .await
                 .map_err(db)?;
@@ -643,9 +644,20 @@ impl Store for PgStore {
         })
     }
 
-    fn outbox_pending(&self, limit: usize) -> Result<Vec<OutboxEntry>> {
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.outbox_rows("SELECT entry FROM convoy_outbox WHERE state = 'pending' ORDER BY seq LIMIT $1", limit)
+    fn outbox_pending(&self, receiver: Option<&str>, limit: usize) -> Result<Vec<OutboxEntry>> {
+        let (receiver, limit) = (receiver.map(str::to_string), i64::try_from(limit).unwrap_or(i64::MAX));
+        self.run(move |pool| async move {
+            let client = pool.get().await?;
+            let rows = client
+                .query(
+                    "SELECT entry FROM convoy_outbox WHERE state = 'pending' AND ($1::text IS NULL OR receiver = $1)
+                     ORDER BY seq LIMIT $2",
+                    &[&receiver, &limit],
+                )
+                .await
+                .map_err(db)?;
+            rows.iter().map(|row| serde_json::from_str(row.get::<_, &str>(0)).map_err(db)).collect()
+        })
     }
 
     fn outbox_settle(&self, entry: &OutboxEntry) -> Result<()> {

@@ -296,14 +296,20 @@ impl Store for RedbStore {
         txn.commit().map_err(db)
     }
 
-    fn outbox_pending(&self, limit: usize) -> Result<Vec<OutboxEntry>> {
+    fn outbox_pending(&self, receiver: Option<&str>, limit: usize) -> Result<Vec<OutboxEntry>> {
         let txn = self.db.begin_read().map_err(db)?;
         let (outbox, pending) = (txn.open_table(OUTBOX).map_err(db)?, txn.open_table(OUTBOX_PENDING).map_err(db)?);
         let mut out = Vec::new();
-        for row in pending.iter().map_err(db)?.take(limit) {
+        for row in pending.iter().map_err(db)? {
             let (key, _) = row.map_err(db)?;
             if let Some(value) = outbox.get(key.value()).map_err(db)? {
-                out.push(serde_json::from_slice(value.value()).map_err(db)?);
+                let entry: OutboxEntry = serde_json::from_slice(value.value()).map_err(db)?;
+                if receiver.is_none_or(|r| entry.receiver == r) {
+                    out.push(entry);
+                    if out.len() == limit {
+                        break;
+                    }
+                }
             }
         }
         Ok(out)

@@ -15,7 +15,8 @@ use super::{RenderError, Result};
 /// Adds `r`, refused when an object with its id is there already (`from` names where it came
 /// from in the error).
 pub(crate) fn append(acc: &mut Vec<Resource>, r: Resource, from: &Path) -> Result<()> {
-    if let Some(dup) = acc.iter().find(|x| x.name() == r.name() && x.same_cur_id(&r)) {
+    let name = r.name();
+    if let Some(dup) = acc.iter().find(|x| x.name() == name && x.same_cur_id(&r)) {
         return Err(RenderError::DuplicateId {
             path: from.to_path_buf(),
             id: format!("{} (first from {})", dup.id_string(), dup.file.display()),

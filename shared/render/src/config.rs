@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde_json::{Map, Value};
 
-use super::resource::{Gvk, Resource};
+use super::resource::{Gvk, Resource, field_mut};
 use super::{RenderError, Result};
 
 /// A place in objects of some kinds: a `/`-separated path, created when missing if `create`.
@@ -311,13 +311,15 @@ pub(crate) fn walk_path(v: &mut Value, path: &str, create: bool, f: &mut dyn FnM
         Value::Object(m) => {
             let is_list = first.ends_with("[]");
             let key = first.trim_end_matches("[]");
-            if !m.contains_key(key) || m.get(key).is_some_and(Value::is_null) {
-                if !create || is_list {
-                    return;
-                }
-                let fresh = if rest.is_empty() { Value::Null } else { Value::Object(Map::new()) };
-                m.insert(key.to_string(), fresh);
+            if let Some(child) = field_mut(m, key).filter(|c| !c.is_null()) {
+                walk_path(child, rest, create, f);
+                return;
             }
+            if !create || is_list {
+                return;
+            }
+            let fresh = if rest.is_empty() { Value::Null } else { Value::Object(Map::new()) };
+            m.insert(key.to_string(), fresh);
             if let Some(child) = m.get_mut(key) {
                 walk_path(child, rest, create, f);
             }

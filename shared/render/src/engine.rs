@@ -606,7 +606,8 @@ impl Engine<'_> {
             }
         }
         if let Some(images) = k.images.as_ref().filter(|i| !i.is_empty()) {
-            let rules: Vec<ImageRule> = images.iter().map(|i| ImageRule::new(i, kfile)).collect::<Result<_>>()?;
+            let rules: Vec<ImageRule> =
+                images.iter().map(|i| ImageRule::new(i, kfile, self.cache)).collect::<Result<_>>()?;
             let mut specs = transform::default_image_specs();
             specs.extend(cfg.images.iter().cloned());
             transform::transform_images(acc, &rules, &specs, true);

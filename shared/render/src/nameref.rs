@@ -6,7 +6,7 @@
 use serde_json::{Map, Value};
 
 use super::config::{FieldSpec, NameRef, split_path};
-use super::resource::{PrevId, Resource, effective_ns, is_cluster_scoped};
+use super::resource::{PrevId, Resource, effective_ns, field_mut, is_cluster_scoped};
 use super::{RenderError, Result};
 
 /// A field in a referrer that holds the name of an object of kind `target`.
@@ -87,6 +87,32 @@ const PLAIN_REFS: [(&str, &str, &str, &str); 16] = [
     ("Secret", "", "PersistentVolume", "spec/azureFile/secretName"),
     ("PersistentVolume", "", "ClusterRole", "rules/resourceNames"),
 ];
+
+/// A reference inside a pod spec: target kind, path segments from the object, field.
+type PodRef = (&'static str, Vec<&'static str>, &'static str);
+
+/// The pod spec references `kind` holds (none for a kind without a pod spec), their paths
+/// split once per process: the fix-up asks for them for every object of every render.
+fn pod_refs(kind: &str) -> &'static [PodRef] {
+    static REFS: std::sync::OnceLock<Vec<(&str, Vec<PodRef>)>> = std::sync::OnceLock::new();
+    let holders = REFS.get_or_init(|| {
+        POD_HOLDERS
+            .iter()
+            .map(|&(holder, base, configs, accounts)| {
+                let refs = POD_REFS
+                    .iter()
+                    .filter(|(target, ..)| if matches!(*target, "ConfigMap" | "Secret") { configs } else { accounts })
+                    .map(|&(target, path, field)| {
+                        let segs = base.split('/').chain(path.split('/')).filter(|s| !s.is_empty()).collect();
+                        (target, segs, field)
+                    })
+                    .collect();
+                (holder, refs)
+            })
+            .collect()
+    });
+    holders.iter().find(|(holder, _)| *holder == kind).map_or(&[], |(_, refs)| refs.as_slice())
+}
 
 fn plain_refs() -> &'static [NameRef] {
     static REFS: std::sync::OnceLock<Vec<NameRef>> = std::sync::OnceLock::new();
@@ -181,19 +207,13 @@ pub(crate) fn fix_references(rs: &mut [Resource], custom: &[NameRef]) -> Result<
         let referrer = &infos[idx];
         let mut root = Value::Object(std::mem::take(&mut res.obj));
         let mut outcome = Ok(());
-        if let Some((_, base, configs, accounts)) = POD_HOLDERS.iter().find(|h| h.0 == kind) {
-            for (target, path, field) in POD_REFS {
-                let is_config = target == "ConfigMap" || target == "Secret";
-                if !(if is_config { *configs } else { *accounts }) {
-                    continue;
-                }
-                let full = if path.is_empty() { base.to_string() } else { format!("{base}/{path}") };
-                let spec = r(target, &[], "", field);
-                outcome = outcome.and(fix_at(&mut root, &full, &spec, referrer, &infos));
-            }
+        for &(target, ref segs, field) in pod_refs(&kind) {
+            let spec = r(target, &[], "", field);
+            outcome = outcome.and(fix_at(&mut root, segs, &spec, referrer, &infos));
         }
         for spec in OTHER_REFS.iter().filter(|s| s.referrers.contains(&kind.as_str())) {
-            outcome = outcome.and(fix_at(&mut root, spec.path, spec, referrer, &infos));
+            let segs: Vec<&str> = spec.path.split('/').filter(|s| !s.is_empty()).collect();
+            outcome = outcome.and(fix_at(&mut root, &segs, spec, referrer, &infos));
         }
         {
             for nr in plain_refs().iter().chain(custom) {
@@ -212,14 +232,13 @@ pub(crate) fn fix_references(rs: &mut [Resource], custom: &[NameRef]) -> Result<
 
 fn fix_at(
     root: &mut Value,
-    path: &str,
+    segs: &[&str],
     spec: &RefSpec,
     referrer: &Info,
     infos: &[Info],
 ) -> std::result::Result<(), String> {
-    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let mut result = Ok(());
-    visit_maps(root, &segs, &mut |m| {
+    visit_maps(root, segs, &mut |m| {
         if result.is_err() {
             return;
         }
@@ -316,7 +335,7 @@ fn visit_maps(v: &mut Value, segs: &[&str], f: &mut dyn FnMut(&mut Map<String, V
         Value::Object(m) => match segs.split_first() {
             None => f(m),
             Some((first, rest)) => {
-                if let Some(child) = m.get_mut(*first) {
+                if let Some(child) = field_mut(m, first) {
                     visit_maps(child, rest, f);
                 }
             }

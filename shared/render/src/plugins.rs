@@ -197,7 +197,7 @@ pub(crate) fn transform(
         "ImageTagTransformer" => {
             let spec: ImageSpec = field(file, cfg, "imageTag")?
                 .ok_or_else(|| RenderError::invalid(file, "ImageTagTransformer needs 'imageTag'"))?;
-            let rules = [ImageRule::new(&spec, file)?];
+            let rules = [ImageRule::new(&spec, file, eng.cache())?];
             transform::transform_images(acc, &rules, &specs, false);
         }
         "ReplicaCountTransformer" => {

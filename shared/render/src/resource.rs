@@ -165,8 +165,29 @@ pub(crate) fn effective_ns<'a>(kind: &str, ns: &'a str) -> &'a str {
     }
 }
 
+/// Maps up to this many keys are searched by comparing keys rather than by hashing.
+const SCAN_LIMIT: usize = 8;
+
+/// `m[key]`. An object's own maps (top level, metadata, pod spec, …) hold a handful of keys,
+/// and comparing them is several times cheaper than hashing `key` with serde_json's SipHash,
+/// which was a fifth of a kustomize render's instructions; large maps are still hashed.
+pub(crate) fn field<'a>(m: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
+    if m.len() > SCAN_LIMIT {
+        return m.get(key);
+    }
+    m.iter().find_map(|(k, v)| (k == key).then_some(v))
+}
+
+/// [`field`], mutable.
+pub(crate) fn field_mut<'a>(m: &'a mut Map<String, Value>, key: &str) -> Option<&'a mut Value> {
+    if m.len() > SCAN_LIMIT {
+        return m.get_mut(key);
+    }
+    m.iter_mut().find_map(|(k, v)| (k == key).then_some(v))
+}
+
 fn str_at<'a>(m: &'a Map<String, Value>, key: &str) -> &'a str {
-    m.get(key).and_then(Value::as_str).unwrap_or("")
+    field(m, key).and_then(Value::as_str).unwrap_or("")
 }
 
 impl Resource {
@@ -198,8 +219,14 @@ impl Resource {
         Gvk::from_api_version(self.api_version(), self.kind())
     }
 
+    /// The group and version of [`Self::gvk`], borrowed.
+    fn group_version(&self) -> (&str, &str) {
+        let api_version = self.api_version();
+        api_version.rsplit_once('/').unwrap_or(("", api_version))
+    }
+
     fn metadata(&self) -> Option<&Map<String, Value>> {
-        self.obj.get("metadata").and_then(Value::as_object)
+        field(&self.obj, "metadata").and_then(Value::as_object)
     }
 
     pub fn metadata_mut(&mut self) -> &mut Map<String, Value> {
@@ -235,7 +262,7 @@ impl Resource {
 
     /// A string map under metadata (`labels` or `annotations`).
     pub fn meta_map(&self, key: &str) -> Option<&Map<String, Value>> {
-        self.metadata().and_then(|m| m.get(key)).and_then(Value::as_object)
+        self.metadata().and_then(|m| field(m, key)).and_then(Value::as_object)
     }
 
     /// Records the current kind/name/namespace as a previous id.
@@ -273,7 +300,8 @@ impl Resource {
 
     /// Whether the current id equals another resource's current id.
     pub fn same_cur_id(&self, other: &Resource) -> bool {
-        self.gvk() == other.gvk()
+        self.kind() == other.kind()
+            && self.group_version() == other.group_version()
             && self.name() == other.name()
             && effective_ns(self.kind(), self.namespace()) == effective_ns(other.kind(), other.namespace())
     }

@@ -8,7 +8,8 @@ use serde_json::{Map, Value};
 
 use super::config::{FieldSpec as ConfigFieldSpec, apply_field_specs, walk_path};
 use super::kustomization::{ImageSpec, ReplicaSpec, scalar_string};
-use super::resource::{Resource, kustomize_cluster_scoped};
+use super::resource::{Resource, field_mut, kustomize_cluster_scoped};
+use super::yaml::DocCache;
 use super::{RenderError, Result};
 
 /// Where a transformer writes: kinds it applies to and a `/`-separated path.
@@ -118,12 +119,14 @@ fn walk(v: &mut Value, path: &str, create: bool, f: &mut dyn FnMut(&mut Value)) 
         Value::Object(m) => {
             let is_list = first.ends_with("[]");
             let key = first.trim_end_matches("[]");
-            if !m.contains_key(key) || m.get(key).is_some_and(Value::is_null) {
-                if !create || is_list {
-                    return;
-                }
-                m.insert(key.to_string(), Value::Object(Map::new()));
+            if let Some(child) = field_mut(m, key).filter(|c| !c.is_null()) {
+                walk(child, rest, create, f);
+                return;
             }
+            if !create || is_list {
+                return;
+            }
+            m.insert(key.to_string(), Value::Object(Map::new()));
             if let Some(child) = m.get_mut(key) {
                 walk(child, rest, create, f);
             }
@@ -308,9 +311,10 @@ impl ImageRule {
     /// Compiles an `images:` entry. kustomize builds a regular expression from the name as
     /// written (so `a+b` matches `aab`), and crashes on a name that does not compile; that
     /// is an error here, naming the entry.
-    pub fn new(spec: &ImageSpec, kfile: &Path) -> Result<ImageRule> {
+    pub fn new(spec: &ImageSpec, kfile: &Path, cache: &DocCache) -> Result<ImageRule> {
         let s = |v: &Option<String>| v.clone().unwrap_or_default();
-        let matcher = regex::Regex::new(&format!("^{}(:[a-zA-Z0-9_.{{}}-]*)?(@sha256:[a-zA-Z0-9_.{{}}-]*)?$", spec.name))
+        let matcher = cache
+            .regex(&format!("^{}(:[a-zA-Z0-9_.{{}}-]*)?(@sha256:[a-zA-Z0-9_.{{}}-]*)?$", spec.name))
             .map_err(|_| {
                 RenderError::invalid(
                     kfile,
@@ -545,6 +549,7 @@ mod tests {
                 ..ImageSpec::default()
             },
             Path::new("kustomization.yaml"),
+            &DocCache::default(),
         )
         .expect("valid");
         assert_eq!(rule.apply("nginx:1").as_deref(), Some("reg/nginx:2"));

@@ -30,7 +30,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::api::server::HandshakeLimits;
+use crate::api::admission::HandshakeLimits;
 use crate::state::hub::{Hub, Publisher};
 
 /// Errors that stop the hub.

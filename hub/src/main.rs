@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 use std::time::Duration;
 
 use convoy_hub::HubConfig;
-use convoy_hub::api::server::HandshakeLimits;
+use convoy_hub::api::admission::HandshakeLimits;
 use convoy_hub::notify::outbox::NotifyConfig;
 use convoy_hub::replication::Replication;
 use convoy_hub::source::SourceConfig;
@@ -120,13 +120,14 @@ enum Command {
         #[arg(long, env = "CONVOY_HANDSHAKE_TIMEOUT_SECONDS", default_value_t = 10,
               value_parser = clap::value_parser!(u64).range(1..=300))]
         handshake_timeout_seconds: u64,
-        /// TLS handshakes in progress at once; over it, the oldest one is dropped (the hub
-        /// never stops accepting).
+        /// TLS handshakes in progress at once; over it, a connection waits its turn and sheds
+        /// the oldest one if that has stalled for 2 s (the hub never stops accepting).
         #[arg(long, env = "CONVOY_MAX_HANDSHAKES", default_value_t = 1024,
               value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
         max_handshakes: u64,
-        /// TLS handshakes in progress from one IP address; over it, that address's oldest one
-        /// is dropped. Raise it when many agents share one address (NAT).
+        /// TLS handshakes in progress from one IP address; over it, a connection from there
+        /// waits its turn and sheds that address's oldest one if stalled. Raise it when many
+        /// agents share one address (NAT).
         #[arg(long, env = "CONVOY_MAX_HANDSHAKES_PER_SOURCE", default_value_t = 128,
               value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
         max_handshakes_per_source: u64,

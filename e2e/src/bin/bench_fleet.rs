@@ -2,12 +2,12 @@
 //! each its own mutual-TLS stream and certificate) on a generated fleet of N clusters × 10 apps.
 //! Prints each figure with its goal:
 //!
-//! - time until all N agents are connected (and have applied their first assignment);
-//! - hub RSS per connected idle agent (goal ≤ 64 KiB);
+//! - time until all N agents are connected (goal ≤ 20 s) and have applied their first assignment;
+//! - hub RSS per connected idle agent (goal ≤ 40 KiB);
 //! - a one-app change committed → an applied report from every agent at the hub, p50 / p99
-//!   (goal p99 ≤ 2 s), from the hub's own history timestamps;
-//! - hub killed (SIGKILL) and restarted → all N reconnected and in sync (goal ≤ 30 s), with the
-//!   hub's CPU over that time;
+//!   (goal p99 ≤ 1.5 s), from the hub's own history timestamps;
+//! - hub killed (SIGKILL) and restarted → all N reconnected and in sync (goal ≤ 15 s), with when
+//!   the new hub listened and its CPU over that time;
 //! - hub RSS with N clusters × 10 apps assigned (goal ≤ 1 GiB), and with the agents connected too.
 //!
 //! The simulator shares the machine (and its cores) with the hub, as it would on a laptop.
@@ -59,9 +59,10 @@ async fn main() -> anyhow::Result<()> {
     until(&viewer, "every agent in sync", |c| connected_and_in_sync(c).1 >= agents).await;
     let synced_in = started.elapsed();
     println!(
-        "  all {agents} connected in {:.2} s, all applied their assignment in {:.2} s",
+        "  all {agents} connected in {:.2} s, all applied their assignment in {:.2} s | goal connected <= 20 s: {}",
         connected_in.as_secs_f64(),
-        synced_in.as_secs_f64()
+        synced_in.as_secs_f64(),
+        verdict(connected_in <= Duration::from_secs(20))
     );
 
     // Idle memory per agent.
@@ -69,8 +70,8 @@ async fn main() -> anyhow::Result<()> {
     let rss_idle = rss_kib(hub.process.pid());
     let per_agent = rss_idle.saturating_sub(rss_assigned) as f64 / agents as f64;
     println!(
-        "  hub RSS per connected idle agent: {per_agent:.1} KiB ({rss_assigned} KiB before the agents, {rss_idle} KiB with them) | goal <= 64 KiB: {}",
-        verdict(per_agent <= 64.0)
+        "  hub RSS per connected idle agent: {per_agent:.1} KiB ({rss_assigned} KiB before the agents, {rss_idle} KiB with them) | goal <= 40 KiB: {}",
+        verdict(per_agent <= 40.0)
     );
 
     // A one-app change reaches every agent.
@@ -83,12 +84,12 @@ async fn main() -> anyhow::Result<()> {
     latencies.sort();
     let (p50, p99, max) = (percentile(&latencies, 0.5), percentile(&latencies, 0.99), latencies[latencies.len() - 1]);
     println!(
-        "  one-app change committed -> applied report at the hub, {} agents: p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms | goal p99 <= 2 s: {}",
+        "  one-app change committed -> applied report at the hub, {} agents: p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms | goal p99 <= 1.5 s: {}",
         latencies.len(),
         ms(p50),
         ms(p99),
         ms(max),
-        verdict(p99 <= Duration::from_secs(2))
+        verdict(p99 <= Duration::from_millis(1500))
     );
     let (sync_ms, published) = last_sync(&hub);
     println!("    of which the hub's sync (fetch, plan, publish): {sync_ms} ms, {published} assignments published");
@@ -98,6 +99,7 @@ async fn main() -> anyhow::Result<()> {
     hub.kill();
     let killed = Instant::now();
     let hub = start_hub(&ca, &repo, &data, &listen);
+    let listening_in = killed.elapsed();
     let viewer = ca.cli(&hub.address, Role::Viewer).await;
     let sampling = Arc::new(AtomicBool::new(true));
     let sampler = tokio::spawn(sample_cpu(hub.process.pid(), sampling.clone()));
@@ -106,9 +108,13 @@ async fn main() -> anyhow::Result<()> {
     sampling.store(false, Ordering::Relaxed);
     let (cpu, busiest) = sampler.await?;
     println!(
-        "  hub killed and restarted -> all {agents} reconnected and in sync in {:.2} s | goal <= 30 s: {}",
+        "  hub killed and restarted -> all {agents} reconnected and in sync in {:.2} s | goal <= 15 s: {}",
         back_in.as_secs_f64(),
-        verdict(back_in <= Duration::from_secs(30))
+        verdict(back_in <= Duration::from_secs(15))
+    );
+    println!(
+        "    the new hub listened {:.2} s after the kill; the rest is the agents' reconnect backoff and the streams",
+        listening_in.as_secs_f64()
     );
     println!(
         "    hub CPU meanwhile: {:.2} s, {:.0}% of one core on average, busiest second {:.0}% (2 cores)",

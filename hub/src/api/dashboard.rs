@@ -41,10 +41,11 @@ use sha2::{Digest, Sha256};
 use tower::ServiceExt as _;
 use tower::util::BoxCloneSyncService;
 
+use crate::api::admission::HandshakeLimits;
 use crate::api::auth::PeerInfo;
 use crate::api::oidc::{Nonce, OidcConfig, OidcVerifier};
 use crate::api::registration::SIGN_IN_HOURS;
-use crate::api::server::{HandshakeLimits, TlsIncoming};
+use crate::api::server::TlsIncoming;
 use crate::state::hub::Hub;
 
 const SESSION_COOKIE: &str = "__Host-convoy-session";

@@ -5,6 +5,7 @@
 //!
 //! Decisions: who may call what; which TLS handshakes are refused or shed; what each answer holds.
 
+pub mod admission;
 pub mod agent_service;
 pub mod auth;
 pub mod dashboard;

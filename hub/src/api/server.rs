@@ -1,11 +1,9 @@
 //! The hub's gRPC endpoint: a TLS 1.3 accept loop of our own (so every refused handshake is one
 //! clear log line and every connection carries its verified identity), feeding tonic.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io;
-use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -16,7 +14,7 @@ use convoy_shared::proto::registration_service_server::RegistrationServiceServer
 use rustls::ServerConfig;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
@@ -25,6 +23,7 @@ use tokio_util::task::TaskTracker;
 use tonic::service::interceptor::InterceptedService;
 use tracing::Instrument;
 
+use crate::api::admission::{HandshakeLimits, Handshakes};
 use crate::api::agent_service::AgentLinks;
 use crate::api::auth::{self, PeerInfo};
 use crate::api::fleet_service::FleetApi;
@@ -33,27 +32,6 @@ use crate::state::hub::Hub;
 
 /// Verified connections waiting for tonic to take them.
 const ACCEPTED_QUEUE: usize = 256;
-
-/// Bounds on TLS handshakes in progress, so that clients which connect and then stall (a partial
-/// ClientHello, or nothing at all) can never stop the hub accepting: the accept loop never
-/// waits for a handshake slot; a connection over a bound sheds the *oldest* handshake in
-/// progress (of its source address, or overall), since a real client finishes in milliseconds
-/// and the one stalled longest is the likeliest attacker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HandshakeLimits {
-    /// How long a client may take to finish the handshake.
-    pub timeout: Duration,
-    /// Handshakes in progress at once.
-    pub max_total: usize,
-    /// Handshakes in progress from one IP address (many agents behind one NAT share one).
-    pub max_per_source: usize,
-}
-
-impl Default for HandshakeLimits {
-    fn default() -> Self {
-        HandshakeLimits { timeout: Duration::from_secs(10), max_total: 1024, max_per_source: 128 }
-    }
-}
 
 /// The fleet API behind its interceptor, as tonic serves it and the dashboard calls it.
 pub type FleetServer = InterceptedService<
@@ -187,7 +165,7 @@ async fn accept_loop(
     tasks: TaskTracker,
     shutdown: CancellationToken,
 ) {
-    let handshakes = Arc::new(Handshakes::new(limits));
+    let handshakes = Handshakes::new(limits);
     loop {
         let (tcp, addr) = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -201,14 +179,30 @@ async fn accept_loop(
                 }
             },
         };
-        // Never waits: over a bound, the oldest handshake in progress makes way.
-        let mut slot = handshakes.admit(addr.ip());
+        // Never waits: admission (waiting for a place over a bound) is the connection's task's.
+        let handshakes = handshakes.clone();
         let acceptor = acceptor.clone();
         let conns = conns.clone();
         let token = shutdown.clone();
         tasks.spawn(async move {
+            let deadline = tokio::time::Instant::now() + limits.timeout;
+            let admitted = tokio::select! {
+                _ = token.cancelled() => return,
+                admitted = tokio::time::timeout_at(deadline, handshakes.admit(addr.ip())) => admitted,
+            };
+            let mut slot = match admitted {
+                Ok(Ok(slot)) => slot,
+                Ok(Err(refusal)) => {
+                    tracing::warn!(peer = %addr, reason = %refusal, "refused TLS connection");
+                    return;
+                }
+                Err(_) => {
+                    tracing::warn!(peer = %addr, timeout = ?limits.timeout, "refused TLS connection: no handshake place within the timeout");
+                    return;
+                }
+            };
             let _ = tcp.set_nodelay(true);
-            let handshake = tokio::time::timeout(limits.timeout, acceptor.accept(tcp).into_fallible());
+            let handshake = tokio::time::timeout_at(deadline, acceptor.accept(tcp).into_fallible());
             let finished = tokio::select! {
                 _ = token.cancelled() => return,
                 Ok(reason) = &mut slot.shed => {
@@ -249,86 +243,6 @@ async fn accept_loop(
                 }
             }
         });
-    }
-}
-
-/// The TLS handshakes in progress, oldest first, and how many each source address has.
-struct Handshakes {
-    limits: HandshakeLimits,
-    pending: Mutex<Pending>,
-}
-
-#[derive(Default)]
-struct Pending {
-    next_id: u64,
-    /// By admission order: the first entry is the oldest handshake in progress.
-    /// The sender tells the handshake why it must make way.
-    by_age: BTreeMap<u64, (IpAddr, oneshot::Sender<&'static str>)>,
-    /// Handshakes in progress per source address, by admission order.
-    by_source: HashMap<IpAddr, BTreeSet<u64>>,
-}
-
-/// One handshake in progress; dropping it (handshake over, or task gone) frees its place.
-struct HandshakeSlot {
-    handshakes: Arc<Handshakes>,
-    id: u64,
-    source: IpAddr,
-    /// Answers when the handshake must make way, with the reason.
-    shed: oneshot::Receiver<&'static str>,
-}
-
-impl Handshakes {
-    fn new(limits: HandshakeLimits) -> Self {
-        Handshakes { limits, pending: Mutex::new(Pending::default()) }
-    }
-
-    /// Admits a new handshake from `source`, shedding the oldest of that source when it is
-    /// over its bound, then the oldest overall when the total is.
-    fn admit(self: &Arc<Self>, source: IpAddr) -> HandshakeSlot {
-        let mut pending = self.pending.lock().expect("handshakes lock");
-        let id = pending.next_id;
-        pending.next_id += 1;
-        let (tell, shed) = oneshot::channel();
-        pending.by_age.insert(id, (source, tell));
-        let of_source = pending.by_source.entry(source).or_default();
-        of_source.insert(id);
-        let oldest_of_source = (of_source.len() > self.limits.max_per_source.max(1)).then(|| of_source.pop_first());
-        if let Some(Some(oldest)) = oldest_of_source {
-            pending.remove(oldest, "too many handshakes in progress from this address");
-        }
-        if pending.by_age.len() > self.limits.max_total.max(1)
-            && let Some((&oldest, _)) = pending.by_age.first_key_value()
-        {
-            pending.remove(oldest, "too many handshakes in progress");
-        }
-        HandshakeSlot { handshakes: self.clone(), id, source, shed }
-    }
-}
-
-impl Pending {
-    /// Forgets handshake `id` and tells it to stop with `reason`.
-    fn remove(&mut self, id: u64, reason: &'static str) {
-        if let Some((source, tell)) = self.by_age.remove(&id) {
-            self.forget_source(source, id);
-            let _ = tell.send(reason);
-        }
-    }
-
-    fn forget_source(&mut self, source: IpAddr, id: u64) {
-        if let Some(ids) = self.by_source.get_mut(&source) {
-            ids.remove(&id);
-            if ids.is_empty() {
-                self.by_source.remove(&source);
-            }
-        }
-    }
-}
-
-impl Drop for HandshakeSlot {
-    fn drop(&mut self) {
-        let mut pending = self.handshakes.pending.lock().expect("handshakes lock");
-        pending.by_age.remove(&self.id);
-        pending.forget_source(self.source, self.id);
     }
 }
 

@@ -19,14 +19,9 @@ use crate::drift::Live;
 
 /// Runs the gate queries of the assignment in `assignments` until `shutdown`.
 pub async fn run(mut assignments: watch::Receiver<Option<Arc<Assignment>>>, live: Live, shutdown: CancellationToken) {
-    convoy_shared::install_crypto_provider();
-    let http = match reqwest::Client::builder().timeout(Duration::from_secs(10)).build() {
-        Ok(http) => http,
-        Err(e) => {
-            tracing::error!(error = %e, "no HTTP client: metric gates are not measured");
-            return;
-        }
-    };
+    // Built at the first query: most clusters never gate, and a client with its root
+    // certificates costs megabytes of an agent's memory.
+    let mut http: Option<reqwest::Client> = None;
     loop {
         let queries: Option<GateQueries> =
             assignments.borrow_and_update().as_ref().and_then(|a| a.gate_queries.clone());
@@ -34,8 +29,18 @@ pub async fn run(mut assignments: watch::Receiver<Option<Arc<Assignment>>>, live
         live.update(|ix| ix.retain_checks(&names));
         let wait = match &queries {
             Some(q) => {
+                let http = match &mut http {
+                    Some(http) => http,
+                    None => match client() {
+                        Ok(client) => http.insert(client),
+                        Err(e) => {
+                            tracing::error!(error = %e, "no HTTP client: metric gates are not measured");
+                            return;
+                        }
+                    },
+                };
                 for (check, query) in &q.checks {
-                    let m = convoy_shared::prometheus::measure(&http, &q.address, check, query).await;
+                    let m = convoy_shared::prometheus::measure(http, &q.address, check, query).await;
                     if m.value.is_none() {
                         tracing::debug!(check, error = %m.error, "gate query inconclusive");
                     }
@@ -51,4 +56,10 @@ pub async fn run(mut assignments: watch::Receiver<Option<Arc<Assignment>>>, live
             _ = tokio::time::sleep(wait.min(Duration::from_secs(86_400))) => {}
         }
     }
+}
+
+/// The client gate queries go through.
+fn client() -> reqwest::Result<reqwest::Client> {
+    convoy_shared::install_crypto_provider();
+    reqwest::Client::builder().timeout(Duration::from_secs(10)).build()
 }

@@ -10,7 +10,7 @@
 //! - The first rule whose group and kind match decides, and the judgement names it.
 //! - A rule's expression that fails makes the object Unknown with what failed.
 
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, OnceLock};
 
 use convoy_model::HealthRule;
 use convoy_model::health::{CompiledRule, Verdict};
@@ -67,8 +67,15 @@ fn ready_rule(group: &str, kind: &str, working: &[&str]) -> HealthRule {
     }
 }
 
+/// One of Convoy's own rules, compiled when the first object of its kind is judged: most
+/// clusters have none of these kinds, and the CEL parser keeps megabytes once it has run.
+struct BuiltIn {
+    rule: HealthRule,
+    compiled: OnceLock<CompiledRule>,
+}
+
 /// Convoy's own CEL rules, after an app's and before the kstatus ones.
-static BUILT_IN: LazyLock<Vec<CompiledRule>> = LazyLock::new(|| {
+static BUILT_IN: LazyLock<Vec<BuiltIn>> = LazyLock::new(|| {
     let flux = ["Progressing", "DependencyNotReady", "ReconciliationInProgress"];
     let rules = [
         ready_rule("kustomize.toolkit.fluxcd.io", "Kustomization", &flux),
@@ -91,7 +98,7 @@ static BUILT_IN: LazyLock<Vec<CompiledRule>> = LazyLock::new(|| {
             message: Some("has(self.status) && has(self.status.message) ? self.status.message : ''".into()),
         },
     ];
-    rules.iter().map(|r| r.compile().expect("the built-in health rules compile")).collect()
+    rules.into_iter().map(|rule| BuiltIn { rule, compiled: OnceLock::new() }).collect()
 });
 
 /// The health of one live object, judged by `rules` first (an app's), then the built-in ones.
@@ -116,10 +123,12 @@ pub fn object_health(object: &Value, rules: &HealthRules) -> Judged {
         };
         judged((health, message), format!("{origin}: {target}"))
     };
-    if let Some(rule) = rules.0.iter().find(|r| r.matches(group, kind)) {
+    if let Some(rule) = rules.0.iter().find(|r| r.rule.matches(group, kind)) {
         return by_rule(rule, "spec.health");
     }
-    if let Some(rule) = BUILT_IN.iter().find(|r| r.matches(group, kind)) {
+    if let Some(built_in) = BUILT_IN.iter().find(|b| b.rule.matches(group, kind)) {
+        let rule =
+            built_in.compiled.get_or_init(|| built_in.rule.compile().expect("the built-in health rules compile"));
         return by_rule(rule, "built-in");
     }
     let builtin = match (group, kind) {
@@ -419,5 +428,14 @@ mod tests {
         let fresh = json!({"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject", "metadata": {"name": "x"}});
         let judged = super::object_health(&fresh, &none);
         assert_eq!((judged.health, judged.rule.as_str()), (Health::Progressing, "built-in: keda.sh/ScaledObject"));
+    }
+
+    #[test]
+    fn every_built_in_rule_compiles() {
+        // They compile on first use, so a broken one would otherwise panic only on a cluster
+        // that has its kind.
+        for built_in in super::BUILT_IN.iter() {
+            assert!(built_in.rule.compile().is_ok(), "{}", built_in.rule.target());
+        }
     }
 }

@@ -30,6 +30,11 @@ pub struct HealthRule {
 }
 
 impl HealthRule {
+    /// Whether it judges objects of `group` and `kind`.
+    pub fn matches(&self, group: &str, kind: &str) -> bool {
+        self.group == group && self.kind == kind
+    }
+
     /// Its expressions, named: `healthy`, then `degraded` and `message` when present.
     pub fn expressions(&self) -> impl Iterator<Item = (&'static str, &str)> {
         [
@@ -93,11 +98,6 @@ impl HealthRule {
 
 #[cfg(feature = "cel")]
 impl CompiledRule {
-    /// Whether it judges objects of `group` and `kind`.
-    pub fn matches(&self, group: &str, kind: &str) -> bool {
-        self.rule.group == group && self.rule.kind == kind
-    }
-
     /// Judges `object`: the verdict and a message.
     pub fn judge(&self, object: &serde_json::Value) -> (Verdict, String) {
         let value = match cel::to_value(object) {
@@ -157,7 +157,7 @@ mod tests {
     #[test]
     fn a_certificate_rule_judges_ready_not_ready_and_pending() {
         let rule = certificate_rule().compile().unwrap();
-        assert!(rule.matches("cert-manager.io", "Certificate") && !rule.matches("", "Certificate"));
+        assert!(rule.rule.matches("cert-manager.io", "Certificate") && !rule.rule.matches("", "Certificate"));
         assert_eq!(rule.judge(&certificate("True")), (Verdict::Healthy, "ready is True".into()));
         assert_eq!(rule.judge(&certificate("False")), (Verdict::Degraded, "ready is False".into()));
         assert_eq!(rule.judge(&certificate("Unknown")).0, Verdict::Progressing);

@@ -10,6 +10,9 @@ if [ "$#" -eq 0 ]; then
   set -- $(ls e2e/src/bin | sed -n 's/^bench_\(.*\)\.rs$/\1/p')
 fi
 cargo build --release --workspace --bins
+# The agent as its image ships it (built for size: see Cargo.toml's `agent` profile).
+cargo build --profile agent -p convoy-agent --bin convoy-agent
+export CONVOY_AGENT_BINARY="$PWD/target/agent/convoy-agent"
 for name in "$@"; do
   echo "== bench_$name"
   "target/release/bench_$name"

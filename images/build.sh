@@ -6,7 +6,8 @@
 # and Debian packages it holds (/sbom.spdx.json, and next to the image in target/images/).
 #
 #   bash images/build.sh [OPTIONS] [hub|agent|cli]...     (default: all three)
-#     --bin-dir DIR   take the binaries from DIR instead of `cargo build --release` (the e2e test
+#     --bin-dir DIR   take the binaries from DIR instead of building them (release; the agent with
+#                     its `agent` profile, for size) (the e2e test
 #                     builds the agent image from its debug binary)
 #     --tag TAG       image tag (default: the crates' version, which is the charts' appVersion)
 #     --registry R    repository prefix (default ghcr.io/convoy, as the charts expect)
@@ -56,29 +57,35 @@ package_of() { case "$1" in hub) echo convoy-hub ;; agent) echo convoy-agent ;; 
 binary_of() { case "$1" in hub) echo convoy-hub ;; agent) echo convoy-agent ;; cli) echo convoy ;; esac; }
 mb() { awk -v bytes="$1" 'BEGIN { printf "%.1f MB", bytes / 1e6 }'; }
 
+# The agent is built with its own profile (for size: see Cargo.toml), the others for release.
+profile_of() { case "$1" in agent) echo agent ;; *) echo release ;; esac; }
 if [ -z "$bin_dir" ]; then
-  cargo_args=()
-  for c in "${components[@]}"; do cargo_args+=(-p "$(package_of "$c")" --bin "$(binary_of "$c")"); done
-  cargo build --release --locked "${cargo_args[@]}"
-  bin_dir="$target/release"
+  for profile in release agent; do
+    cargo_args=()
+    for c in "${components[@]}"; do
+      [ "$(profile_of "$c")" = "$profile" ] && cargo_args+=(-p "$(package_of "$c")" --bin "$(binary_of "$c")")
+    done
+    [ ${#cargo_args[@]} -eq 0 ] || cargo build --profile "$profile" --locked "${cargo_args[@]}"
+  done
 fi
 
 for c in "${components[@]}"; do
   package="$(package_of "$c")" binary="$(binary_of "$c")" image="convoy-$c"
-  [ -x "$bin_dir/$binary" ] || { echo "images/build.sh: $bin_dir/$binary is missing: build it first or drop --bin-dir" >&2; exit 1; }
+  from="${bin_dir:-$target/$(profile_of "$c")}"
+  [ -x "$from/$binary" ] || { echo "images/build.sh: $from/$binary is missing: build it first or drop --bin-dir" >&2; exit 1; }
   context="$out/context-$image"
   rm -rf "$context"
   mkdir -p "$context/rootfs/etc/convoy" "$context/volume"
   cp -a images/rootfs/. "$context/rootfs/"
   install -D -m 0644 /etc/ssl/certs/ca-certificates.crt "$context/rootfs/etc/ssl/certs/ca-certificates.crt"
-  strip --strip-all -o "$context/rootfs/$binary" "$bin_dir/$binary"
+  strip --strip-all -o "$context/rootfs/$binary" "$from/$binary"
   chmod 0755 "$context/rootfs/$binary"
   # The shared libraries the binary links and the dynamic loader, at the paths the loader looks.
   libraries=()
   while read -r lib; do
     libraries+=("$lib")
     install -D -m 0755 "$lib" "$context/rootfs$lib"
-  done < <(ldd "$bin_dir/$binary" | awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\// {print $1}')
+  done < <(ldd "$from/$binary" | awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\// {print $1}')
   # The Containerfile copies `volume/` (empty) to each volume's mount point, owned by the
   # image's user; its parents come from rootfs/, owned by root.
   for dir in $(sed -n 's|^COPY --chown=65532:65532 volume/ \(.*\)/$|\1|p' "images/Containerfile.$c"); do

@@ -60,6 +60,12 @@ pub fn rss_kib(pid: u32) -> u64 {
     status_kib(pid, "VmRSS:")
 }
 
+/// Resident memory of process `pid` that is its own (heap, stacks) and that maps files (its
+/// binary's and libraries' pages), in KiB.
+pub fn rss_anon_file_kib(pid: u32) -> (u64, u64) {
+    (status_kib(pid, "RssAnon:"), status_kib(pid, "RssFile:"))
+}
+
 /// The most resident memory process `pid` has had, in KiB.
 pub fn peak_rss_kib(pid: u32) -> u64 {
     status_kib(pid, "VmHWM:")
@@ -139,7 +145,10 @@ pub async fn applied_latencies(
                 let applied = entries
                     .iter()
                     .find(|e| e.event == "applied" && commits.contains(&e.revision))
-                    .unwrap_or_else(|| panic!("no 'applied' history entry of {} for the change", cluster.name));
+                    .unwrap_or_else(|| {
+                        let seen: Vec<_> = entries.iter().map(|e| (&e.event, &e.revision, &e.detail)).collect();
+                        panic!("no 'applied' history entry of {} for the change among {seen:?}", cluster.name)
+                    });
                 Duration::from_millis(applied.at_unix_ms.saturating_sub(committed_ms).max(0) as u64)
             }
         })

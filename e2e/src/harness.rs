@@ -289,8 +289,12 @@ impl HubProcess {
 
 /// A `convoy-agent` command for a pre-issued certificate, reconciling the cluster of
 /// `kubeconfig` and caching in `cache`, logging at warn (add args and env before spawning).
+/// The binary is `CONVOY_AGENT_BINARY` when set (bench.sh: the agent as its image ships it, built
+/// with the `agent` profile), else the workspace's.
 pub fn agent_command(hub: &str, certs: &CertDir, cert: &Path, key: &Path, kubeconfig: &Path, cache: &Path) -> Command {
-    let mut command = Command::new(workspace_binary("convoy-agent"));
+    let binary =
+        std::env::var_os("CONVOY_AGENT_BINARY").map_or_else(|| workspace_binary("convoy-agent"), PathBuf::from);
+    let mut command = Command::new(binary);
     command
         .args(["--hub", hub, "--ca"])
         .arg(certs.ca_cert())

@@ -45,7 +45,7 @@ use crate::api::admission::HandshakeLimits;
 use crate::api::auth::PeerInfo;
 use crate::api::oidc::{Nonce, OidcConfig, OidcVerifier};
 use crate::api::registration::SIGN_IN_HOURS;
-use crate::api::server::TlsIncoming;
+use crate::api::tls::TlsIncoming;
 use crate::state::hub::Hub;
 
 const SESSION_COOKIE: &str = "__Host-convoy-session";
@@ -137,7 +137,7 @@ impl Signer {
 /// What the hub's dashboard shares between requests.
 pub struct Dashboard {
     hub: Arc<Hub>,
-    fleet: crate::api::server::FleetServer,
+    fleet: crate::api::fleet_service::FleetServer,
     verifier: OidcVerifier,
     client: ClientId,
     http: reqwest::Client,
@@ -375,7 +375,7 @@ async fn signed_out() -> Response {
 pub async fn serve(
     config: DashboardConfig,
     hub: Arc<Hub>,
-    fleet: crate::api::server::FleetServer,
+    fleet: crate::api::fleet_service::FleetServer,
     limits: HandshakeLimits,
     tasks: tokio_util::task::TaskTracker,
     shutdown: tokio_util::sync::CancellationToken,

@@ -34,6 +34,12 @@ const MAX_AUDIT_READ: usize = 100_000;
 /// How many history entries `History` returns when the request names no limit.
 const DEFAULT_HISTORY: u32 = 50;
 
+/// The fleet API behind its interceptor, as tonic serves it and the dashboard calls it.
+pub type FleetServer = tonic::service::interceptor::InterceptedService<
+    convoy_shared::proto::fleet_service_server::FleetServiceServer<FleetApi>,
+    fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status>,
+>;
+
 /// The FleetService implementation.
 pub struct FleetApi {
     hub: Arc<Hub>,

@@ -11,7 +11,10 @@ use futures::StreamExt as _;
 use kubesim::poll::within;
 use tonic::transport::Channel;
 
-use crate::harness::list_clusters;
+use convoy_shared::clock::unix_ms;
+
+use crate::fleet_repo::{FleetRepo, change_generated_base};
+use crate::harness::{list_clusters, post_webhook, push_event};
 
 /// Milliseconds, for printing.
 pub fn ms(d: Duration) -> f64 {
@@ -128,9 +131,29 @@ pub async fn until(viewer: &FleetServiceClient<Channel>, what: &str, done: impl 
     .await
 }
 
+/// Commits a one-app change (`value` in app-0's base) to `repo`, calls the webhook of the hub at
+/// `http_address`, waits until all `agents` applied it (asking `viewer`) and returns every
+/// cluster's latency, sorted: commit to the hub's "applied" history entry.
+pub async fn one_app_change(
+    repo: &FleetRepo,
+    (http_address, secret): (&str, &str),
+    viewer: &FleetServiceClient<Channel>,
+    agents: usize,
+    value: &str,
+) -> anyhow::Result<Vec<Duration>> {
+    let commits = change_generated_base(repo, 0, value);
+    let committed_ms = unix_ms();
+    post_webhook(http_address, secret, &push_event("refs/heads/main", &commits[2])).map_err(anyhow::Error::msg)?;
+    let fresh = |c: &ClusterInfo| commits.contains(&c.applied_revision) && c.in_sync;
+    until(viewer, "every agent to apply the change", |c| c.iter().filter(|c| fresh(c)).count() >= agents).await;
+    let mut latencies = applied_latencies(viewer, committed_ms, &commits).await;
+    latencies.sort();
+    Ok(latencies)
+}
+
 /// For every cluster, the time from `committed_ms` to the hub's "applied" history entry for one
 /// of `commits`, as the hub stamped it when the report arrived.
-pub async fn applied_latencies(
+async fn applied_latencies(
     viewer: &FleetServiceClient<Channel>,
     committed_ms: i64,
     commits: &[String],

@@ -19,13 +19,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use convoy_e2e::bench::{
-    FLEET_HUB_LOG, agents_arg, applied_latencies, cpu_time, last_sync, ms, percentile, rss_kib, until,
+    FLEET_HUB_LOG, agents_arg, cpu_time, last_sync, ms, one_app_change, percentile, rss_kib, until,
 };
-use convoy_e2e::fleet_repo::{FleetRepo, change_generated_base, generated_fleet};
-use convoy_e2e::harness::{HubProcess, TestCa, connected_and_in_sync, post_webhook, push_event, spawn_fleetsim};
-use convoy_shared::clock::unix_ms;
+use convoy_e2e::fleet_repo::{FleetRepo, generated_fleet};
+use convoy_e2e::harness::{HubProcess, TestCa, connected_and_in_sync, spawn_fleetsim};
 use convoy_shared::identity::Role;
-use convoy_shared::proto::ClusterInfo;
 
 const APPS: usize = 10;
 const SECRET: &str = "bench-fleet-webhook";
@@ -75,13 +73,7 @@ async fn main() -> anyhow::Result<()> {
     );
 
     // A one-app change reaches every agent.
-    let commits = change_generated_base(&repo, 0, "bench");
-    let committed_ms = unix_ms();
-    post_webhook(&hub.http_address, SECRET, &push_event("refs/heads/main", &commits[2])).map_err(anyhow::Error::msg)?;
-    let fresh = |c: &ClusterInfo| commits.contains(&c.applied_revision) && c.in_sync;
-    until(&viewer, "every agent to apply the change", |c| c.iter().filter(|c| fresh(c)).count() >= agents).await;
-    let mut latencies = applied_latencies(&viewer, committed_ms, &commits).await;
-    latencies.sort();
+    let latencies = one_app_change(&repo, (&hub.http_address, SECRET), &viewer, agents, "bench").await?;
     let (p50, p99, max) = (percentile(&latencies, 0.5), percentile(&latencies, 0.99), latencies[latencies.len() - 1]);
     println!(
         "  one-app change committed -> applied report at the hub, {} agents: p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms | goal p99 <= 1.5 s: {}",

@@ -17,13 +17,10 @@
 use std::time::{Duration, Instant};
 
 use convoy_e2e::bench::{
-    FLEET_HUB_LOG, PHASE_LIMIT, agents_arg, applied_latencies, last_sync, ms, percentile, rss_kib, until,
+    FLEET_HUB_LOG, PHASE_LIMIT, agents_arg, last_sync, ms, one_app_change, percentile, rss_kib, until,
 };
-use convoy_e2e::fleet_repo::{FleetRepo, change_generated_base, generated_fleet};
-use convoy_e2e::harness::{
-    HubProcess, TestCa, TestPostgres, connected_and_in_sync, list_clusters, post_webhook, push_event, spawn_fleetsim,
-};
-use convoy_shared::clock::unix_ms;
+use convoy_e2e::fleet_repo::{FleetRepo, generated_fleet};
+use convoy_e2e::harness::{HubProcess, TestCa, TestPostgres, connected_and_in_sync, list_clusters, spawn_fleetsim};
 use convoy_shared::identity::Role;
 use convoy_shared::proto::ClusterInfo;
 use kubesim::poll::within;
@@ -105,13 +102,7 @@ async fn main() -> anyhow::Result<()> {
         );
     }
 
-    let commits = change_generated_base(&repo, 0, "spread");
-    let committed_ms = unix_ms();
-    post_webhook(&a.http_address, SECRET, &push_event("refs/heads/main", &commits[2])).map_err(anyhow::Error::msg)?;
-    let fresh = |c: &ClusterInfo| commits.contains(&c.applied_revision) && c.in_sync;
-    until(&view_a, "every agent to apply the change", |c| c.iter().filter(|c| fresh(c)).count() >= agents).await;
-    let mut latencies = applied_latencies(&view_a, committed_ms, &commits).await;
-    latencies.sort();
+    let latencies = one_app_change(&repo, (&a.http_address, SECRET), &view_a, agents, "spread").await?;
     println!(
         "  one-app change committed -> applied report, {} agents over both replicas: p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
         latencies.len(),

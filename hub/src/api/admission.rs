@@ -78,7 +78,6 @@ struct Running {
 pub struct HandshakeSlot {
     handshakes: Arc<Handshakes>,
     id: u64,
-    source: IpAddr,
     /// Answers when the handshake must make way, with the reason.
     pub shed: oneshot::Receiver<&'static str>,
     // Dropped in this order, after `drop`: the places, then the source's semaphore.
@@ -154,20 +153,7 @@ impl Handshakes {
         running.next_id += 1;
         running.by_age.insert(id, (source, Instant::now(), tell));
         running.by_source.entry(source).or_default().insert(id);
-        Ok(HandshakeSlot {
-            handshakes: self.clone(),
-            id,
-            source,
-            shed,
-            _total: total,
-            _of_source: of_source,
-            _lease: lease,
-        })
-    }
-
-    /// Handshakes in progress now.
-    pub fn running(&self) -> usize {
-        self.running.lock().expect("handshakes lock").by_age.len()
+        Ok(HandshakeSlot { handshakes: self.clone(), id, shed, _total: total, _of_source: of_source, _lease: lease })
     }
 
     fn lease(self: &Arc<Self>, source: IpAddr) -> SourceLease {
@@ -222,35 +208,30 @@ impl Handshakes {
         if now.duration_since(started) < STALLED_AFTER {
             return started + STALLED_AFTER;
         }
-        running.remove(id, scope.reason());
+        if let Some(tell) = running.forget(id) {
+            let _ = tell.send(scope.reason());
+        }
         now + STALLED_AFTER
     }
 }
 
 impl Running {
-    /// Forgets handshake `id` and tells it to stop with `reason`.
-    fn remove(&mut self, id: u64, reason: &'static str) {
-        if let Some((source, _, tell)) = self.by_age.remove(&id) {
-            self.forget_source(source, id);
-            let _ = tell.send(reason);
-        }
-    }
-
-    fn forget_source(&mut self, source: IpAddr, id: u64) {
+    /// Forgets handshake `id`: the sender that would tell it to stop, if it was still running.
+    fn forget(&mut self, id: u64) -> Option<oneshot::Sender<&'static str>> {
+        let (source, _, tell) = self.by_age.remove(&id)?;
         if let Some(ids) = self.by_source.get_mut(&source) {
             ids.remove(&id);
             if ids.is_empty() {
                 self.by_source.remove(&source);
             }
         }
+        Some(tell)
     }
 }
 
 impl Drop for HandshakeSlot {
     fn drop(&mut self) {
-        let mut running = self.handshakes.running.lock().expect("handshakes lock");
-        running.by_age.remove(&self.id);
-        running.forget_source(self.source, self.id);
+        self.handshakes.running.lock().expect("handshakes lock").forget(self.id);
     }
 }
 
@@ -275,6 +256,11 @@ mod tests {
         Handshakes::new(HandshakeLimits { timeout: Duration::from_secs(10), max_total, max_per_source })
     }
 
+    /// Handshakes in progress now.
+    fn running(h: &Handshakes) -> usize {
+        h.running.lock().unwrap().by_age.len()
+    }
+
     /// Whether `future` is still pending after the runtime has run everything else it can.
     async fn still_waiting<F: std::future::Future>(future: &mut std::pin::Pin<&mut F>) -> bool {
         tokio::select! {
@@ -289,10 +275,10 @@ mod tests {
         let h = handshakes(2, 2);
         let first = h.admit(A).await.unwrap();
         let second = h.admit(B).await.unwrap();
-        assert_eq!(h.running(), 2);
+        assert_eq!(running(&h), 2);
         drop(first);
         drop(second);
-        assert_eq!(h.running(), 0);
+        assert_eq!(running(&h), 0);
         assert!(h.sources.lock().unwrap().is_empty(), "no semaphore outlives its source's handshakes");
     }
 
@@ -309,10 +295,10 @@ mod tests {
         assert!(first.shed.try_recv().is_err(), "a progressing handshake is not shed");
         drop(first);
         let second = waiter.await.unwrap();
-        assert_eq!(h.running(), 1);
+        assert_eq!(running(&h), 1);
         // Another source is not held up by this one's bound.
         let other = h.admit(B).await.unwrap();
-        assert_eq!(h.running(), 2);
+        assert_eq!(running(&h), 2);
         drop((second, other));
     }
 
@@ -332,7 +318,7 @@ mod tests {
         assert!(stalled_b.shed.try_recv().is_err(), "only the one in the way is shed");
         drop(stalled_a);
         let admitted = newcomer.await.unwrap();
-        assert_eq!(h.running(), 2);
+        assert_eq!(running(&h), 2);
         drop((admitted, stalled_b));
     }
 

@@ -11,6 +11,8 @@
 //!   once that one has run for [`STALLED_AFTER`]: a real client finishes in milliseconds, and the
 //!   one stalled longest is the likeliest attacker. A handshake still progressing is never shed
 //!   for a newcomer, so the work done for it is not thrown away.
+//! - A source over its own bound pays for itself: while connections from it wait for one of its
+//!   places, its handshakes are shed only by them, never to make room overall.
 //! - At most [`WAITING_PER_HANDSHAKE`] times the overall bound may wait; beyond that a newcomer
 //!   is refused at once (it costs a socket while it waits).
 //! - Waiting counts against the handshake timeout: a client is done within it or dropped.
@@ -72,6 +74,8 @@ struct Running {
     by_age: BTreeMap<u64, (IpAddr, Instant, oneshot::Sender<&'static str>)>,
     /// Handshakes in progress per source address, by admission order.
     by_source: HashMap<IpAddr, BTreeSet<u64>>,
+    /// Connections waiting for a place of their source address, per address.
+    waiting_for_source: HashMap<IpAddr, usize>,
 }
 
 /// A handshake's place; dropping it (handshake over, or task gone) frees it for the next.
@@ -99,6 +103,31 @@ struct Waiting<'a>(&'a AtomicUsize);
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// One connection counted as waiting for a place of its source address while it lives.
+struct WaitingForSource<'a> {
+    running: &'a Mutex<Running>,
+    source: IpAddr,
+}
+
+impl<'a> WaitingForSource<'a> {
+    fn enter(running: &'a Mutex<Running>, source: IpAddr) -> Self {
+        *running.lock().expect("handshakes lock").waiting_for_source.entry(source).or_default() += 1;
+        WaitingForSource { running, source }
+    }
+}
+
+impl Drop for WaitingForSource<'_> {
+    fn drop(&mut self) {
+        let mut running = self.running.lock().expect("handshakes lock");
+        if let Some(count) = running.waiting_for_source.get_mut(&self.source) {
+            *count -= 1;
+            if *count == 0 {
+                running.waiting_for_source.remove(&self.source);
+            }
+        }
     }
 }
 
@@ -140,7 +169,10 @@ impl Handshakes {
                 let waiting = self.wait()?;
                 let of_source = match of_source {
                     Some(permit) => permit,
-                    None => self.acquire(&lease.semaphore, Scope::Source(source)).await,
+                    None => {
+                        let _counted = WaitingForSource::enter(&self.running, source);
+                        self.acquire(&lease.semaphore, Scope::Source(source)).await
+                    }
                 };
                 let total = self.acquire(&self.total, Scope::Overall).await;
                 drop(waiting);
@@ -201,7 +233,11 @@ impl Handshakes {
         let mut running = self.running.lock().expect("handshakes lock");
         let oldest = match scope {
             Scope::Source(source) => running.by_source.get(&source).and_then(|ids| ids.first().copied()),
-            Scope::Overall => running.by_age.first_key_value().map(|(&id, _)| id),
+            Scope::Overall => running
+                .by_age
+                .iter()
+                .find(|(_, (source, _, _))| !running.waiting_for_source.contains_key(source))
+                .map(|(&id, _)| id),
         };
         let Some(id) = oldest else { return now + STALLED_AFTER };
         let started = running.by_age[&id].1;
@@ -251,6 +287,7 @@ mod tests {
 
     const A: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 1));
     const B: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 2));
+    const C: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 3));
 
     fn handshakes(max_total: usize, max_per_source: usize) -> Arc<Handshakes> {
         Handshakes::new(HandshakeLimits { timeout: Duration::from_secs(10), max_total, max_per_source })
@@ -335,6 +372,27 @@ mod tests {
         assert!(b.shed.try_recv().is_err(), "another address's handshake is not in the way");
         drop(a);
         drop((newcomer.await.unwrap(), b));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_source_with_its_own_waiters_is_shed_by_them_not_to_make_room_overall() {
+        let h = handshakes(2, 1);
+        let mut a = h.admit(A).await.unwrap();
+        tokio::time::advance(Duration::from_millis(100)).await;
+        let mut b = h.admit(B).await.unwrap();
+        let for_a = h.admit(A);
+        tokio::pin!(for_a);
+        assert!(still_waiting(&mut for_a).await);
+        let for_c = h.admit(C);
+        tokio::pin!(for_c);
+        assert!(still_waiting(&mut for_c).await);
+        tokio::time::advance(STALLED_AFTER).await;
+        // A's handshake is the oldest, but A's own waiter sheds it: C's sheds B's.
+        assert!(still_waiting(&mut for_c).await);
+        assert_eq!(b.shed.try_recv(), Ok("too many handshakes in progress"));
+        assert!(a.shed.try_recv().is_err(), "a source with waiters of its own is not shed for others");
+        assert!(still_waiting(&mut for_a).await);
+        assert_eq!(a.shed.try_recv(), Ok("too many handshakes in progress from this address"));
     }
 
     #[tokio::test(start_paused = true)]

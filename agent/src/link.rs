@@ -303,12 +303,12 @@ impl Inbox {
         *complete = content.last;
     }
 
-    /// Objects of the app with `digest`: just sent (complete), else from the held assignment.
+    /// The app with `digest`: its objects just sent (complete), else the held assignment's app.
     fn objects_of(&mut self, digest: &str, held: Option<&Assignment>) -> Option<HeldObjects> {
         if let Some((objects, true)) = self.parts.remove(digest) {
             return Some(HeldObjects::Sent(objects));
         }
-        held?.digested_apps().find(|(d, _)| *d == digest).map(|(_, app)| HeldObjects::Held(app.objects.clone()))
+        held?.digested_apps().find(|(d, _)| *d == digest).map(|(_, app)| HeldObjects::Held(app.clone()))
     }
 }
 

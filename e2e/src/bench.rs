@@ -1,12 +1,13 @@
 //! What the `bench_*` programs share: latency summaries, the kubectl peer, and waiting on a
 //! simulated fleet.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use convoy_shared::proto::fleet_service_client::FleetServiceClient;
-use convoy_shared::proto::{ClusterInfo, HistoryRequest};
+use convoy_shared::proto::{ClusterInfo, HistoryRequest, WatchRequest};
 use futures::StreamExt as _;
 use kubesim::poll::within;
 use tonic::transport::Channel;
@@ -103,14 +104,27 @@ pub fn agents_arg(program: &str) -> anyhow::Result<usize> {
     Ok(agents)
 }
 
-/// The fields `ms` and `published` of `hub`'s last "planned" line (its last sync: fetch, plan,
-/// publish); "?" where it logged none.
-pub fn last_sync(hub: &crate::harness::HubProcess) -> (String, String) {
-    let line = hub.log_lines("planned").pop().unwrap_or_default();
-    let field = |name: &str| {
-        line.split(&format!("{name}=")).nth(1).and_then(|v| v.split_whitespace().next()).unwrap_or("?").to_string()
-    };
-    (field("ms"), field("published"))
+/// `hub`'s last "planned" line (its last sync: fetch, read, plan, publish).
+pub fn last_sync(hub: &crate::harness::HubProcess) -> LastSync {
+    LastSync(hub.log_lines("planned").pop().unwrap_or_default())
+}
+
+/// A hub's "planned" log line.
+pub struct LastSync(String);
+
+impl LastSync {
+    /// The value of field `name` ("?" where the line has none).
+    pub fn field(&self, name: &str) -> String {
+        let value = self.0.split(&format!(" {name}=")).nth(1).and_then(|v| v.split_whitespace().next());
+        value.unwrap_or("?").to_string()
+    }
+
+    /// "N ms (fetch N, read N, plan N, publish N)": the whole sync and its steps.
+    pub fn steps(&self) -> String {
+        let [ms, fetch, read, render, publish] =
+            ["ms", "fetch_ms", "read_ms", "render_ms", "publish_ms"].map(|f| self.field(f));
+        format!("{ms} ms (fetch {fetch}, read {read}, plan {render}, publish {publish})")
+    }
 }
 
 /// The longest any phase of a fleet benchmark may take before it gives up.
@@ -132,27 +146,68 @@ pub async fn until(viewer: &FleetServiceClient<Channel>, what: &str, done: impl 
 }
 
 /// Commits a one-app change (`value` in app-0's base) to `repo`, calls the webhook of the hub at
-/// `http_address`, waits until all `agents` applied it (asking `viewer`) and returns every
-/// cluster's latency, sorted: commit to the hub's "applied" history entry.
+/// `http_address`, waits until all `agents` applied it and returns every cluster's latency,
+/// sorted: commit to the hub's "applied" event, as the replica the agent streams to stamped it
+/// when the report arrived.
+///
+/// It follows the event stream (`convoy watch`) of every replica in `viewers` rather than
+/// listing the fleet: a list of 10,000 clusters four times a second took an eighth of the hub's
+/// time while the change went out. Should a stream fall behind the hub's backlog, the list and
+/// the clusters' history answer instead.
 pub async fn one_app_change(
     repo: &FleetRepo,
     (http_address, secret): (&str, &str),
-    viewer: &FleetServiceClient<Channel>,
+    viewers: &[FleetServiceClient<Channel>],
     agents: usize,
     value: &str,
 ) -> anyhow::Result<Vec<Duration>> {
+    let mut streams = Vec::new();
+    for viewer in viewers {
+        streams.push(viewer.clone().watch(WatchRequest {}).await?.into_inner());
+    }
+    let mut events = futures::stream::select_all(streams);
     let commits = change_generated_base(repo, 0, value);
     let committed_ms = unix_ms();
     post_webhook(http_address, secret, &push_event("refs/heads/main", &commits[2])).map_err(anyhow::Error::msg)?;
-    let fresh = |c: &ClusterInfo| commits.contains(&c.applied_revision) && c.in_sync;
-    until(viewer, "every agent to apply the change", |c| c.iter().filter(|c| fresh(c)).count() >= agents).await;
-    let mut latencies = applied_latencies(viewer, committed_ms, &commits).await;
+    let of_change = |detail: &str| commits.iter().any(|c| detail.starts_with(&format!("revision {c} ")));
+    let mut applied_at: HashMap<String, i64> = HashMap::new();
+    let followed = tokio::time::timeout(PHASE_LIMIT, async {
+        while applied_at.len() < agents {
+            let Some(event) = events.next().await.transpose()? else {
+                anyhow::bail!("a hub ended its event stream");
+            };
+            match event.kind.as_str() {
+                "applied" if of_change(&event.detail) => {
+                    applied_at.entry(event.cluster).or_insert(event.at_unix_ms);
+                }
+                "lagged" => return Ok(false),
+                _ => {}
+            }
+        }
+        Ok(true)
+    })
+    .await
+    .map_err(|_| anyhow::anyhow!("not every agent applied the change within {PHASE_LIMIT:?}"))??;
+    let mut latencies: Vec<Duration> = if followed {
+        applied_at.into_values().map(|at| since(committed_ms, at)).collect()
+    } else {
+        println!("    (the event stream fell behind the hub; latencies from the clusters' history)");
+        let fresh = |c: &ClusterInfo| commits.contains(&c.applied_revision) && c.in_sync;
+        until(&viewers[0], "every agent to apply the change", |c| c.iter().filter(|c| fresh(c)).count() >= agents)
+            .await;
+        applied_latencies(&viewers[0], committed_ms, &commits).await
+    };
     latencies.sort();
     Ok(latencies)
 }
 
+fn since(committed_ms: i64, at_unix_ms: i64) -> Duration {
+    Duration::from_millis(at_unix_ms.saturating_sub(committed_ms).max(0) as u64)
+}
+
 /// For every cluster, the time from `committed_ms` to the hub's "applied" history entry for one
-/// of `commits`, as the hub stamped it when the report arrived.
+/// of `commits`, as the hub stamped it when the report arrived. The hub's store writer takes
+/// entries in batches, so an entry the cluster list already shows may take a moment to read.
 async fn applied_latencies(
     viewer: &FleetServiceClient<Channel>,
     committed_ms: i64,
@@ -161,18 +216,22 @@ async fn applied_latencies(
     let clusters = list_clusters(viewer).await.expect("the cluster list");
     futures::stream::iter(clusters)
         .map(|cluster| {
-            let mut viewer = viewer.clone();
+            let viewer = viewer.clone();
+            let what = format!("the 'applied' history entry of {} for the change", cluster.name);
             async move {
-                let request = HistoryRequest { cluster: cluster.name.clone(), limit: 8 };
-                let entries = viewer.history(request).await.expect("history").into_inner().entries;
-                let applied = entries
-                    .iter()
-                    .find(|e| e.event == "applied" && commits.contains(&e.revision))
-                    .unwrap_or_else(|| {
-                        let seen: Vec<_> = entries.iter().map(|e| (&e.event, &e.revision, &e.detail)).collect();
-                        panic!("no 'applied' history entry of {} for the change among {seen:?}", cluster.name)
-                    });
-                Duration::from_millis(applied.at_unix_ms.saturating_sub(committed_ms).max(0) as u64)
+                within(&what, Duration::from_secs(60), move || {
+                    let mut viewer = viewer.clone();
+                    let request = HistoryRequest { cluster: cluster.name.clone(), limit: 8 };
+                    async move {
+                        let entries = viewer.history(request).await.expect("history").into_inner().entries;
+                        let applied = entries.iter().find(|e| e.event == "applied" && commits.contains(&e.revision));
+                        if applied.is_none() {
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                        applied.map(|e| since(committed_ms, e.at_unix_ms))
+                    }
+                })
+                .await
             }
         })
         .buffer_unordered(32)

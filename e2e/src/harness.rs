@@ -244,9 +244,8 @@ impl HubProcess {
             .args(["serve", "--listen", listen, "--http-listen", "127.0.0.1:0", "--certs"])
             .arg(certs)
             .args(extra)
-            .env("RUST_LOG", filter)
-            // As the hub's chart runs it (see convoy_hub::allocator).
-            .env("MIMALLOC_PURGE_DELAY", "0");
+            .env("RUST_LOG", filter);
+        hub_allocator_settings(&mut command);
         let data = (!extra.contains(&"--data")).then(|| tempfile::tempdir().expect("hub data dir"));
         if let Some(data) = &data {
             command.arg("--data").arg(data.path());
@@ -605,7 +604,14 @@ pub fn spawn_fleetsim(hub: &str, certs: &CertDir, agents: std::ops::Range<usize>
     let mut command = Command::new(workspace_binary("fleetsim"));
     let (first, count) = (agents.start.to_string(), agents.len().to_string());
     command.args(["--agents", &count, "--first", &first, "--hub", hub, "--certs"]).arg(&certs.0);
+    // fleetsim allocates with the hub's allocator.
+    hub_allocator_settings(&mut command);
     Process::spawn(command)
+}
+
+/// The hub's allocator settings, as its chart runs it (see `convoy_hub::allocator`).
+fn hub_allocator_settings(command: &mut Command) {
+    command.env("MIMALLOC_PURGE_DELAY", "0").env("MIMALLOC_ALLOW_THP", "0");
 }
 
 /// Every cluster the hub at `hub` knows, asked with `viewer`; `None` while the hub does not answer.

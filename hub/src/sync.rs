@@ -37,6 +37,21 @@ const ROLLOUT_TICK: Duration = Duration::from_millis(250);
 /// reports steps it once.
 const REPORT_COALESCE: Duration = Duration::from_millis(10);
 
+/// What a sync that read the fleet planned and published, and how long its steps took.
+struct Planned {
+    stats: PlanStats,
+    /// Assignments whose content changed.
+    published: usize,
+    /// Errors by cluster.
+    cluster_errors: BTreeMap<String, Vec<String>>,
+    /// Reading the fleet and its apps from the fetched commits.
+    read_ms: u64,
+    /// Planning: rendering and building every cluster's assignment.
+    render_ms: u64,
+    /// Releasing (rollouts, windows) and publishing.
+    publish_ms: u64,
+}
+
 /// The state the loop carries between syncs (moved into and out of `spawn_blocking`): one value
 /// per stage.
 struct SyncWorker {
@@ -163,8 +178,9 @@ impl SyncWorker {
             return;
         }
         self.planner.set_capabilities(capabilities);
+        let fetch_ms = started.elapsed().as_millis() as u64;
         match self.plan(publisher, &branches, &mut errors) {
-            Some((stats, published, cluster_errors)) => {
+            Some(Planned { stats, published, cluster_errors, read_ms, render_ms, publish_ms }) => {
                 HubMetrics::observe(&hub.metrics().sync_duration, started.elapsed());
                 let ms = started.elapsed().as_millis() as u64;
                 tracing::info!(
@@ -173,6 +189,10 @@ impl SyncWorker {
                     rebuilt = stats.pairs_rebuilt,
                     published,
                     ms,
+                    fetch_ms,
+                    read_ms,
+                    render_ms,
+                    publish_ms,
                     "planned"
                 );
                 let view = FleetView {
@@ -212,13 +232,13 @@ impl SyncWorker {
 
     /// Reads the fleet, plans, releases and publishes; `None` when the fleet itself could not
     /// be read.
-    #[allow(clippy::type_complexity)]
     fn plan(
         &mut self,
         publisher: &Publisher,
         branches: &BTreeMap<String, ObjectId>,
         errors: &mut Vec<SyncError>,
-    ) -> Option<(PlanStats, usize, BTreeMap<String, Vec<String>>)> {
+    ) -> Option<Planned> {
+        let started = Instant::now();
         let reading = match self.repository.read(branches, errors) {
             Ok(reading) => reading,
             Err(e) => {
@@ -240,7 +260,9 @@ impl SyncWorker {
             });
         }
         let render = tracing::info_span!("render", clusters = fleet.clusters.len(), renders = tracing::field::Empty);
+        let read = started.elapsed();
         let (plans, stats) = render.in_scope(|| self.planner.plan(&fleet.clusters, &envs));
+        let rendered = started.elapsed();
         render.record("renders", stats.renders);
         self.planner.forget_gone(&fleet.clusters, &envs);
         for plan in plans {
@@ -263,7 +285,15 @@ impl SyncWorker {
         );
         self.repository.keep(fleet, envs);
         let published = self.releaser.publish(publisher, unix_ms());
-        Some((stats, published, cluster_errors))
+        let ms = |d: Duration| d.as_millis() as u64;
+        Some(Planned {
+            stats,
+            published,
+            cluster_errors,
+            read_ms: ms(read),
+            render_ms: ms(rendered - read),
+            publish_ms: ms(started.elapsed() - rendered),
+        })
     }
 
     /// Steps every rollout in progress, publishing what it releases (and what a window no

@@ -134,6 +134,8 @@ pub struct Repository {
     fleet: Option<Arc<Fleet>>,
     /// Commit the fleet model was read from: an unchanged fleet branch is not parsed again.
     fleet_commit: Option<ObjectId>,
+    /// The cluster files of the last fleet read: a new fleet commit parses only those it changed.
+    cluster_files: fleet::ClusterFiles,
     /// Each environment against the one before it, as of the last read.
     lineage: BTreeMap<String, Lineage>,
     /// Fetches failed in a row.
@@ -151,6 +153,7 @@ impl Repository {
             envs: HashMap::new(),
             fleet: None,
             fleet_commit: None,
+            cluster_files: fleet::ClusterFiles::default(),
             lineage: BTreeMap::new(),
             failures: 0,
         }
@@ -318,7 +321,7 @@ impl Repository {
             let in_branch = |source| SyncError::Fleet { branch: branch.clone(), source };
             let declared = fleet::fleet_branch_of(snapshot.as_ref()).map_err(in_branch)?;
             if declared == branch {
-                let fleet = Fleet::load(snapshot.as_ref()).map_err(in_branch)?;
+                let fleet = Fleet::load_reusing(snapshot.as_ref(), &mut self.cluster_files).map_err(in_branch)?;
                 self.fleet_commit = Some(*commit);
                 return Ok(Arc::new(fleet));
             }

@@ -27,8 +27,11 @@ use crate::store::{Store, StoreError, StoreEvent};
 
 /// Apply failures one report may announce as `apply-failed` events.
 const MAX_FAILURE_EVENTS: usize = 10;
-/// Fleet events kept for watchers that read slowly.
-const EVENT_BACKLOG: usize = 1024;
+/// Fleet events kept for watchers that read slowly. A change across the fleet is two events per
+/// cluster (assigned, applied) within a second or two: this holds one across 10,000 clusters
+/// with room, so `convoy watch` and the dashboard follow it without losing events (a watcher
+/// that still falls behind is told how many it missed).
+const EVENT_BACKLOG: usize = 32 * 1024;
 /// Rollout actions waiting for the sync loop.
 const ENVIRONMENT_REQUESTS: usize = 16;
 

@@ -169,9 +169,10 @@ impl Assignment {
         self.app_digests.iter().map(String::as_str).zip(&self.apps)
     }
 
-    /// Reads a wire assignment. Apps sent by digest take their objects from `held`: the objects
-    /// of the app with that digest, which the agent holds already ([`HeldObjects::Held`], trusted)
-    /// or was just sent in `AppContent` parts ([`HeldObjects::Sent`], checked against the digest).
+    /// Reads a wire assignment. Apps sent by digest come from `held`: the app with that digest,
+    /// which the agent holds already ([`HeldObjects::Held`], trusted and shared, not copied: the
+    /// digest covers every field of an app) or whose objects were just sent in `AppContent`
+    /// parts ([`HeldObjects::Sent`], checked against the digest).
     pub fn from_wire(
         a: &proto::Assignment,
         mut held: impl FnMut(&str) -> Option<HeldObjects>,
@@ -179,10 +180,13 @@ impl Assignment {
         let mut apps = Vec::with_capacity(a.apps.len());
         let mut app_digests = Vec::with_capacity(a.apps.len());
         for app in &a.apps {
-            let policy = app.policy.map(|p| SyncPolicy { prune: p.prune, self_heal: p.self_heal }).unwrap_or_default();
             let (objects, check) = if app.by_digest {
                 match held(&app.digest) {
-                    Some(HeldObjects::Held(objects)) => (objects, false),
+                    Some(HeldObjects::Held(same)) => {
+                        apps.push(same);
+                        app_digests.push(app.digest.clone());
+                        continue;
+                    }
                     Some(HeldObjects::Sent(json)) => (parse_objects(&app.name, &json)?, true),
                     None => {
                         return Err(AssignmentError::MissingApp { app: app.name.clone(), digest: app.digest.clone() });
@@ -191,6 +195,7 @@ impl Assignment {
             } else {
                 (parse_objects(&app.name, &app.objects_json)?, app.digest.is_empty())
             };
+            let policy = app.policy.map(|p| SyncPolicy { prune: p.prune, self_heal: p.self_heal }).unwrap_or_default();
             let model = AppAssignment {
                 name: app.name.clone(),
                 policy,
@@ -339,8 +344,8 @@ pub fn unpack_objects(frame: &[u8]) -> Result<Vec<String>, String> {
 
 /// Objects of an app sent by digest, as the agent has them.
 pub enum HeldObjects {
-    /// From an assignment the agent holds (already checked when it arrived).
-    Held(Vec<Value>),
+    /// The app of an assignment the agent holds (already checked when it arrived).
+    Held(Arc<AppAssignment>),
     /// Canonical JSON just received in `AppContent` parts: parsed and checked against the digest.
     Sent(Vec<String>),
 }
@@ -477,12 +482,13 @@ mod tests {
         let sent = proto::Assignment::from(&next).apps[1].objects_json.clone();
         let read = Assignment::from_wire(&wire, |digest| {
             if let Some((_, app)) = held.digested_apps().find(|(d, _)| *d == digest) {
-                return Some(HeldObjects::Held(app.objects.clone()));
+                return Some(HeldObjects::Held(app.clone()));
             }
             (digest == next.app_digests[1]).then(|| HeldObjects::Sent(sent.clone()))
         })
         .unwrap();
         assert_eq!(read, next);
+        assert!(Arc::ptr_eq(&read.apps[0], &held.apps[0]), "the app held already is shared, not copied");
 
         // Never sent: an error naming the app, not an empty app.
         let missing = Assignment::from_wire(&wire, |_| None).unwrap_err();

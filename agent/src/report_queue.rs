@@ -1,7 +1,7 @@
 //! The ReportQueue between the reconciler and the hub link: bounded, and when full the oldest
 //! reports are folded into the next one (counted in `summarized_reports`, their drift history
 //! kept) rather than silently dropped. It also remembers the latest report, re-sent on every
-//! reconnect and on the hub's Resync.
+//! reconnect and on the hub's Resync. A report is held once: the queue and "the latest" share it.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -18,8 +18,8 @@ const MAX_DRIFTS: usize = 1000;
 
 #[derive(Debug, Default)]
 struct State {
-    pending: VecDeque<Report>,
-    last: Option<Report>,
+    pending: VecDeque<Arc<Report>>,
+    last: Option<Arc<Report>>,
     applied_revision: String,
     summarized: u64,
 }
@@ -33,7 +33,7 @@ impl State {
             };
             self.summarized += 1;
             if let Some(next) = self.pending.front_mut() {
-                fold(old, next);
+                fold(&old, Arc::make_mut(next));
             }
         }
     }
@@ -72,6 +72,7 @@ impl ReportQueue {
             if report.applied {
                 s.applied_revision = report.revision.clone();
             }
+            let report = Arc::new(report);
             s.last = Some(report.clone());
             s.pending.push_back(report);
             s.fold_overflow(self.capacity);
@@ -80,14 +81,14 @@ impl ReportQueue {
     }
 
     /// Puts a report that could not be sent back at the front.
-    pub fn requeue(&self, report: Report) {
+    pub fn requeue(&self, report: Arc<Report>) {
         let mut s = self.lock();
         s.pending.push_front(report);
         s.fold_overflow(self.capacity);
     }
 
     /// Takes the oldest queued report.
-    pub fn pop(&self) -> Option<Report> {
+    pub fn pop(&self) -> Option<Arc<Report>> {
         self.lock().pending.pop_front()
     }
 
@@ -107,7 +108,7 @@ impl ReportQueue {
     }
 
     /// The latest report pushed, sent or not.
-    pub fn last(&self) -> Option<Report> {
+    pub fn last(&self) -> Option<Arc<Report>> {
         self.lock().last.clone()
     }
 
@@ -132,12 +133,13 @@ impl ReportQueue {
 
 /// Folds `old` into the newer `next`: `next` is a full snapshot, so only the count and the drift
 /// history (drifts of `old` that `next` no longer lists, e.g. healed ones) need carrying over.
-fn fold(old: Report, next: &mut Report) {
+fn fold(old: &Report, next: &mut Report) {
     next.summarized_reports += 1 + old.summarized_reports;
     let mut carried: Vec<_> = old
         .drifts
-        .into_iter()
+        .iter()
         .filter(|d| !next.drifts.iter().any(|n| n.object == d.object && n.detected_unix_ms == d.detected_unix_ms))
+        .cloned()
         .collect();
     if !carried.is_empty() {
         carried.append(&mut next.drifts);
@@ -193,7 +195,7 @@ mod tests {
         old.drifts.push(drift("a", 5));
         let mut next = report(2);
         next.drifts.push(drift("a", 5));
-        fold(old, &mut next);
+        fold(&old, &mut next);
         assert_eq!(next.drifts.len(), 1);
         assert_eq!(next.summarized_reports, 1);
     }

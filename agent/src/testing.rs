@@ -218,7 +218,7 @@ impl InProcessAgent {
 
     /// The latest report.
     pub fn last_report(&self) -> Option<Report> {
-        self.reports.last()
+        self.reports.last().map(Arc::unwrap_or_clone)
     }
 
     /// Stops the reconciler and waits for it.

@@ -3,6 +3,7 @@
 //! own jittered backoff) over its own mutual-TLS stream with its own client certificate, and
 //! answers every assignment it takes with an applied report. No Kubernetes is behind it.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -166,37 +167,47 @@ impl SimFleet {
 /// A simulated agent's "cluster": every assignment its link takes is applied at once and
 /// reported so (`on_applied` is told). Ends when the link stops (it drops the assignment's sender).
 pub async fn apply_every_assignment(mut handle: LinkHandle, on_applied: impl Fn()) {
+    // The statuses of the last assignment's apps, by digest: an app that did not change reports
+    // as before. The simulator shares the machine with the hub it measures (a real agent's
+    // cycles are its cluster's own), so it spends as few as it can.
+    let mut known = HashMap::new();
     while handle.assignment.changed().await.is_ok() {
         let assignment = handle.assignment.borrow_and_update().clone();
         if let Some(assignment) = assignment {
-            handle.reports.push(applied_report(&assignment));
+            handle.reports.push(applied_report(&assignment, &mut known));
             on_applied();
         }
     }
 }
 
-/// The report a healthy agent sends once it applied `assignment`: every object healthy.
-pub fn applied_report(assignment: &Assignment) -> Report {
+/// The report a healthy agent sends once it applied `assignment`: every object healthy. `known`
+/// holds the statuses of apps reported before, by digest, and then those of this report.
+fn applied_report(assignment: &Assignment, known: &mut HashMap<String, AppStatus>) -> Report {
+    let mut now = HashMap::with_capacity(assignment.apps.len());
     let apps = assignment
-        .apps
-        .iter()
-        .map(|app| AppStatus {
-            name: app.name.clone(),
-            health: Health::Healthy,
-            message: String::new(),
-            objects: app
-                .objects
-                .iter()
-                .map(|object| ObjectStatus {
-                    object: ObjectRef::of(object),
-                    health: Health::Healthy,
-                    message: String::new(),
-                    apply_error: None,
-                    rule: String::new(),
-                })
-                .collect(),
+        .digested_apps()
+        .map(|(digest, app)| {
+            let status = known.remove(digest).unwrap_or_else(|| AppStatus {
+                name: app.name.clone(),
+                health: Health::Healthy,
+                message: String::new(),
+                objects: app
+                    .objects
+                    .iter()
+                    .map(|object| ObjectStatus {
+                        object: ObjectRef::of(object),
+                        health: Health::Healthy,
+                        message: String::new(),
+                        apply_error: None,
+                        rule: String::new(),
+                    })
+                    .collect(),
+            });
+            now.insert(digest.to_string(), status.clone());
+            status
         })
         .collect();
+    *known = now;
     Report {
         revision: assignment.revision.clone(),
         digest: assignment.digest.clone(),

@@ -116,8 +116,9 @@ pub async fn run(
 
 /// Serves what the leader published: `clusters`' assignments, or every cluster's (`None`).
 async fn follow(store: &Arc<PgStore>, publisher: &Publisher, clusters: Option<Vec<String>>) {
-    let reader = store.clone();
-    match tokio::task::spawn_blocking(move || reader.published(clusters.as_deref())).await {
+    let (reader, hub) = (store.clone(), publisher.hub().clone());
+    let read = move || reader.published(clusters.as_deref(), |cluster| hub.assignment(cluster));
+    match tokio::task::spawn_blocking(read).await {
         Ok(Ok(assignments)) => {
             for assignment in assignments {
                 publisher.follow(Arc::new(assignment));

@@ -1,17 +1,17 @@
 //! The PostgreSQL store: what [`RedbStore`](crate::store::redb::RedbStore) keeps, in a
 //! database several hub replicas share, plus what only replicas need: the leader's fencing
-//! epoch and the assignments it published (content-addressed by digest, announced with
-//! `NOTIFY`), so every replica serves them. The schema is migrated at start (a versioned
+//! epoch and the assignments it published (content-addressed by digest, each app's objects
+//! stored once per app digest, announced with `NOTIFY`), so every replica serves them. The schema is migrated at start (a versioned
 //! `convoy_migrations` table).
 //!
 //! [`Store`] is blocking; this store runs its queries on a small runtime of its own, so it may be
 //! called from any thread, inside the hub's runtime or not, without starving it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 
-use convoy_shared::model::Assignment;
+use convoy_shared::model::{Assignment, HeldObjects};
 use convoy_shared::proto::{self, AuditRecord, HistoryEntry, Report};
 use prost::Message;
 use tokio_postgres::{Client, NoTls};
@@ -74,6 +74,13 @@ const MIGRATIONS: &[(i32, &str)] = &[
                                  created_ms bigint NOT NULL, entry text NOT NULL);
      CREATE INDEX convoy_outbox_pending ON convoy_outbox (seq) WHERE state = 'pending';
      CREATE INDEX convoy_outbox_pending_by_receiver ON convoy_outbox (receiver, seq) WHERE state = 'pending';",
+    ),
+    (
+        // An assignment's apps by digest: a one-app change writes that app once per distinct
+        // digest, not every cluster's whole assignment again. Bodies written before name their
+        // apps inline and read as they did.
+        4,
+        "CREATE TABLE convoy_apps (digest text PRIMARY KEY, body bytea NOT NULL);",
     ),
 ];
 
@@ -152,6 +159,9 @@ pub struct PgStore {
     fence: Fence,
     /// Names this replica in report announcements, so it skips its own.
     replica: String,
+    /// The app digests of each cluster's assignment this store last published: those apps are
+    /// in `convoy_apps` already, and the next publish does not send them again.
+    published_apps: std::sync::Mutex<HashMap<String, Vec<String>>>,
 }
 
 impl Drop for PgStore {
@@ -179,7 +189,13 @@ impl PgStore {
         let slots = (0..POOL).map(|_| tokio::sync::Mutex::new(None)).collect();
         let pool = Arc::new(Pool { config, slots, next: AtomicUsize::new(0) });
         let replica = format!("{}-{}", std::process::id(), convoy_shared::clock::unix_ms());
-        let store = PgStore { runtime: Some(runtime), pool, fence: Fence::default(), replica };
+        let store = PgStore {
+            runtime: Some(runtime),
+            pool,
+            fence: Fence::default(),
+            replica,
+            published_apps: Default::default(),
+        };
         store.run(|pool| async move { migrate(&mut *pool.get().await?).await })?;
         Ok(store)
     }
@@ -216,18 +232,41 @@ impl PgStore {
     /// [`StoreError::Fenced`] once another replica took the lead.
     pub fn publish(&self, assignments: &[Arc<Assignment>]) -> Result<()> {
         let mut bodies: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+        let mut apps: BTreeMap<String, Vec<u8>> = BTreeMap::new();
         let mut rows: [Vec<String>; 4] = Default::default();
-        for a in assignments {
-            bodies.entry(a.digest.clone()).or_insert_with(|| proto::Assignment::from(a.as_ref()).encode_to_vec());
-            for (column, value) in rows.iter_mut().zip([&a.cluster, &a.digest, &a.environment, &a.revision]) {
-                column.push(value.clone());
+        {
+            let written = self.published_apps.lock().unwrap_or_else(|e| e.into_inner());
+            for a in assignments {
+                bodies.entry(a.digest.clone()).or_insert_with(|| {
+                    let held = written.get(&a.cluster).map_or(&[][..], Vec::as_slice);
+                    // The apps this store did not write for the cluster travel inline, and
+                    // are taken out into `convoy_apps`.
+                    let mut wire = a.to_wire(|digest| !held.iter().any(|d| d == digest));
+                    for app in wire.apps.iter_mut().filter(|app| !app.by_digest) {
+                        apps.entry(app.digest.clone()).or_insert_with(|| app.encode_to_vec());
+                        app.objects_json = Vec::new();
+                        app.by_digest = true;
+                    }
+                    wire.encode_to_vec()
+                });
+                for (column, value) in rows.iter_mut().zip([&a.cluster, &a.digest, &a.environment, &a.revision]) {
+                    column.push(value.clone());
+                }
             }
         }
         let (digests, bodies): (Vec<String>, Vec<Vec<u8>>) = bodies.into_iter().unzip();
+        let (app_digests, app_bodies): (Vec<String>, Vec<Vec<u8>>) = apps.into_iter().unzip();
         let epoch = self.fence.get();
         self.run(move |pool| async move {
             let mut client = pool.get().await?;
             let txn = client.transaction().await.map_err(db)?;
+            txn.execute(
+                "INSERT INTO convoy_apps (digest, body) SELECT * FROM unnest($1::text[], $2::bytea[])
+                 ON CONFLICT (digest) DO NOTHING",
+                &[&app_digests, &app_bodies],
+            )
+            .await
+            .map_err(db)?;
             txn.execute(
                 "INSERT INTO convoy_assignments (digest, body) SELECT * FROM unnest($1::text[], $2::bytea[])
                  ON CONFLICT (digest) DO NOTHING",
@@ -262,13 +301,25 @@ impl PgStore {
             .await
             .map_err(db)?;
             txn.commit().await.map_err(db)
-        })
+        })?;
+        let mut written = self.published_apps.lock().unwrap_or_else(|e| e.into_inner());
+        for a in assignments {
+            written.insert(a.cluster.clone(), a.app_digests.clone());
+        }
+        Ok(())
     }
 
-    /// The published assignments: every cluster's, or only those of `clusters`.
-    pub fn published(&self, clusters: Option<&[String]>) -> Result<Vec<Assignment>> {
+    /// The published assignments: every cluster's, or only those of `clusters`. `held` gives
+    /// what this replica holds for a cluster: an app it holds already (same digest) is shared
+    /// from there, neither read nor parsed again, so following a one-app change reads one app
+    /// per cluster.
+    pub fn published(
+        &self,
+        clusters: Option<&[String]>,
+        held: impl Fn(&str) -> Option<Arc<Assignment>>,
+    ) -> Result<Vec<Assignment>> {
         let clusters = clusters.map(<[String]>::to_vec);
-        self.run(move |pool| async move {
+        let rows: Vec<(String, String, String, proto::Assignment)> = self.run(move |pool| async move {
             let client = pool.get().await?;
             let rows = client
                 .query(
@@ -282,14 +333,57 @@ impl PgStore {
             rows.iter()
                 .map(|row| {
                     let wire = proto::Assignment::decode(row.get::<_, &[u8]>(3)).map_err(db)?;
-                    let mut assignment = Assignment::try_from(&wire).map_err(db)?;
-                    assignment.cluster = row.get(0);
-                    assignment.environment = row.get(1);
-                    assignment.revision = row.get(2);
-                    Ok(assignment)
+                    Ok((row.get(0), row.get(1), row.get(2), wire))
                 })
                 .collect()
-        })
+        })?;
+        let held: Vec<Option<Arc<Assignment>>> = rows.iter().map(|(cluster, ..)| held(cluster)).collect();
+        let held_app = |held: &Option<Arc<Assignment>>, digest: &str| {
+            held.as_ref()?.digested_apps().find(|(d, _)| *d == digest).map(|(_, app)| app.clone())
+        };
+        let wanted: BTreeSet<String> = rows
+            .iter()
+            .zip(&held)
+            .flat_map(|((.., wire), held)| {
+                wire.apps
+                    .iter()
+                    .filter(|a| a.by_digest && held_app(held, &a.digest).is_none())
+                    .map(|a| a.digest.clone())
+            })
+            .collect();
+        let parts: HashMap<String, proto::AppAssignment> = if wanted.is_empty() {
+            HashMap::new()
+        } else {
+            let wanted: Vec<String> = wanted.into_iter().collect();
+            self.run(move |pool| async move {
+                let client = pool.get().await?;
+                let rows = client
+                    .query("SELECT digest, body FROM convoy_apps WHERE digest = ANY($1)", &[&wanted])
+                    .await
+                    .map_err(db)?;
+                rows.iter()
+                    .map(|row| Ok((row.get(0), proto::AppAssignment::decode(row.get::<_, &[u8]>(1)).map_err(db)?)))
+                    .collect()
+            })?
+        };
+        rows.into_iter()
+            .zip(&held)
+            .map(|((cluster, environment, revision, mut wire), held)| {
+                for app in wire.apps.iter_mut().filter(|a| a.by_digest) {
+                    if let Some(part) = parts.get(&app.digest) {
+                        *app = part.clone();
+                    }
+                }
+                let read = Assignment::from_wire(&wire, |digest| held_app(held, digest).map(HeldObjects::Held));
+                let mut assignment = read.map_err(|e| {
+                    db(format!("the published assignment {} of cluster {cluster} does not read: {e}", wire.digest))
+                })?;
+                assignment.cluster = cluster;
+                assignment.environment = environment;
+                assignment.revision = revision;
+                Ok(assignment)
+            })
+            .collect()
     }
 
     /// `cluster`'s last stored report.
@@ -731,6 +825,87 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread")]
+    async fn a_published_app_is_stored_once_and_a_change_writes_only_the_changed_app() {
+        use convoy_shared::model::AppAssignment;
+        let server = TestPostgres::start();
+        let url = server.database();
+        let store = Arc::new(PgStore::connect(&url).unwrap());
+        let _lead = lead(&store, "a").await;
+        let app = |name: &str, value: &str| AppAssignment {
+            name: name.into(),
+            objects: vec![serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": name, "namespace": "n"}, "data": {"v": value}})],
+            ..assignment("x", "r").apps[0].as_ref().clone()
+        };
+        let fleet = |revision: &str, web: &str| -> Vec<Arc<Assignment>> {
+            ["eu-1", "us-1"]
+                .map(|cluster| {
+                    let apps = vec![app("platform", "shared"), app("web", &format!("{web} {cluster}"))];
+                    Arc::new(Assignment::new(cluster, "prod", revision, apps, false))
+                })
+                .into()
+        };
+        let admin = connect(store.config()).await.unwrap();
+        let stored_apps =
+            async || -> i64 { admin.query_one("SELECT count(*) FROM convoy_apps", &[]).await.unwrap().get(0) };
+        let publish_and_read = async |assignments: Vec<Arc<Assignment>>| {
+            let writer = store.clone();
+            let written = assignments.clone();
+            tokio::task::spawn_blocking(move || writer.publish(&written)).await.unwrap().unwrap();
+            let reader = store.clone();
+            let mut read =
+                tokio::task::spawn_blocking(move || reader.published(None, |_| None)).await.unwrap().unwrap();
+            read.sort_by(|a, b| a.cluster.cmp(&b.cluster));
+            let expected: Vec<Assignment> =
+                assignments.iter().map(|a| Assignment { trace_context: Default::default(), ..(**a).clone() }).collect();
+            assert_eq!(read, expected, "every replica reads the assignments back whole");
+        };
+
+        let first = fleet("r1", "hello");
+        publish_and_read(first.clone()).await;
+        assert_eq!(stored_apps().await, 3, "platform once for both clusters, web once per cluster");
+        publish_and_read(fleet("r2", "hi")).await;
+        assert_eq!(stored_apps().await, 5, "the change wrote the changed app of each cluster, nothing else");
+
+        // A replica holding r1 reads r2 sharing the app that did not change.
+        let reader = store.clone();
+        let holding = first.clone();
+        let mut followed = tokio::task::spawn_blocking(move || {
+            reader.published(None, |cluster| holding.iter().find(|a| a.cluster == cluster).cloned())
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        followed.sort_by(|a, b| a.cluster.cmp(&b.cluster));
+        for (now, before) in followed.iter().zip(&first) {
+            assert_eq!(now.revision, "r2");
+            assert!(Arc::ptr_eq(&now.apps[0], &before.apps[0]), "platform is shared from what the replica holds");
+            assert!(now.apps[1].objects[0]["data"]["v"].as_str().unwrap().starts_with("hi "));
+        }
+
+        // A body written before apps were stored apart names them inline, and reads so.
+        let old = assignment("ap-1", "old");
+        let body = proto::Assignment::from(&old).encode_to_vec();
+        admin
+            .execute("INSERT INTO convoy_assignments (digest, body) VALUES ($1, $2)", &[&old.digest, &body])
+            .await
+            .unwrap();
+        admin
+            .execute(
+                "INSERT INTO convoy_published (cluster, digest, environment, revision, epoch) VALUES ('ap-1', $1, 'prod', 'old', 0)",
+                &[&old.digest],
+            )
+            .await
+            .unwrap();
+        let reader = store.clone();
+        let read = tokio::task::spawn_blocking(move || reader.published(Some(&["ap-1".to_string()]), |_| None))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(read, [old]);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
     async fn a_replica_whose_lock_session_ended_cannot_publish_once_another_leads() {
         let server = TestPostgres::start();
         let url = server.database();
@@ -765,7 +940,7 @@ mod tests {
 
         publish(&b, "r2").await.unwrap().unwrap();
         let reader = a.clone();
-        let published = tokio::task::spawn_blocking(move || reader.published(None)).await.unwrap().unwrap();
+        let published = tokio::task::spawn_blocking(move || reader.published(None, |_| None)).await.unwrap().unwrap();
         assert_eq!(published.len(), 1);
         assert_eq!(published[0].revision, "r2", "the new leader's assignment, never the stale one");
         assert_eq!(published[0].digest, assignment("eu-1", "r2").digest);

@@ -184,12 +184,17 @@ pub fn render_app(
     Ok(assemble(&rendered, cluster, app)?)
 }
 
-/// `apps/<app>/clusters/<cluster>` if present, else `apps/<app>/envs/<env>`, else `apps/<app>/base`.
+/// `apps/<app>/clusters/<cluster>` if present, else [`environment_dir`].
 pub fn overlay_dir(src: &dyn Source, app: &str, cluster: &str, env: &str) -> String {
-    [format!("apps/{app}/clusters/{cluster}"), format!("apps/{app}/envs/{env}")]
-        .into_iter()
-        .find(|dir| src.is_dir(Path::new(dir)).unwrap_or(false))
-        .unwrap_or_else(|| format!("apps/{app}/base"))
+    let own = format!("apps/{app}/clusters/{cluster}");
+    if src.is_dir(Path::new(&own)).unwrap_or(false) { own } else { environment_dir(src, app, env) }
+}
+
+/// What a cluster of `env` without a directory of its own renders: `apps/<app>/envs/<env>` if
+/// present, else `apps/<app>/base`.
+pub fn environment_dir(src: &dyn Source, app: &str, env: &str) -> String {
+    let env_dir = format!("apps/{app}/envs/{env}");
+    if src.is_dir(Path::new(&env_dir)).unwrap_or(false) { env_dir } else { format!("apps/{app}/base") }
 }
 
 /// Substitutes `${cluster.*}` variables and gives namespaced objects without a namespace the

@@ -77,10 +77,12 @@ const MIGRATIONS: &[(i32, &str)] = &[
     ),
     (
         // An assignment's apps by digest: a one-app change writes that app once per distinct
-        // digest, not every cluster's whole assignment again. Bodies written before name their
-        // apps inline and read as they did.
+        // digest, not every cluster's whole assignment again. `apps` lists the digests a body
+        // names, so bodies and apps no one uses any more can be pruned. Bodies written before
+        // name their apps inline (`apps` NULL) and read as they did.
         4,
-        "CREATE TABLE convoy_apps (digest text PRIMARY KEY, body bytea NOT NULL);",
+        "CREATE TABLE convoy_apps (digest text PRIMARY KEY, body bytea NOT NULL);
+     ALTER TABLE convoy_assignments ADD COLUMN apps text[];",
     ),
 ];
 
@@ -162,6 +164,10 @@ pub struct PgStore {
     /// The app digests of each cluster's assignment this store last published: those apps are
     /// in `convoy_apps` already, and the next publish does not send them again.
     published_apps: std::sync::Mutex<HashMap<String, Vec<String>>>,
+    /// A prune is running (one at a time; a publish meanwhile asks for none).
+    pruning: std::sync::atomic::AtomicBool,
+    /// Held by a publish and by a prune: this replica's own prune never runs beside its publish.
+    writing: std::sync::Mutex<()>,
 }
 
 impl Drop for PgStore {
@@ -195,6 +201,8 @@ impl PgStore {
             fence: Fence::default(),
             replica,
             published_apps: Default::default(),
+            pruning: Default::default(),
+            writing: Default::default(),
         };
         store.run(|pool| async move { migrate(&mut *pool.get().await?).await })?;
         Ok(store)
@@ -231,7 +239,8 @@ impl PgStore {
     /// database's, and announces them to the other replicas. Refused whole with
     /// [`StoreError::Fenced`] once another replica took the lead.
     pub fn publish(&self, assignments: &[Arc<Assignment>]) -> Result<()> {
-        let mut bodies: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+        // Digest → body and the app digests it names (joined by spaces, split in SQL).
+        let mut bodies: BTreeMap<String, (Vec<u8>, String)> = BTreeMap::new();
         let mut apps: BTreeMap<String, Vec<u8>> = BTreeMap::new();
         let mut rows: [Vec<String>; 4] = Default::default();
         {
@@ -247,16 +256,23 @@ impl PgStore {
                         app.objects_json = Vec::new();
                         app.by_digest = true;
                     }
-                    wire.encode_to_vec()
+                    (wire.encode_to_vec(), a.app_digests.join(" "))
                 });
                 for (column, value) in rows.iter_mut().zip([&a.cluster, &a.digest, &a.environment, &a.revision]) {
                     column.push(value.clone());
                 }
             }
         }
-        let (digests, bodies): (Vec<String>, Vec<Vec<u8>>) = bodies.into_iter().unzip();
+        let mut digests = Vec::with_capacity(bodies.len());
+        let (mut encoded, mut named) = (Vec::with_capacity(bodies.len()), Vec::with_capacity(bodies.len()));
+        for (digest, (body, apps)) in bodies {
+            digests.push(digest);
+            encoded.push(body);
+            named.push(apps);
+        }
         let (app_digests, app_bodies): (Vec<String>, Vec<Vec<u8>>) = apps.into_iter().unzip();
         let epoch = self.fence.get();
+        let _writing = self.writing.lock().unwrap_or_else(|e| e.into_inner());
         self.run(move |pool| async move {
             let mut client = pool.get().await?;
             let txn = client.transaction().await.map_err(db)?;
@@ -267,10 +283,14 @@ impl PgStore {
             )
             .await
             .map_err(db)?;
+            // A body written before apps were stored apart is written again: the apps it names
+            // inline are in `convoy_apps` now, and must be named to be kept.
             txn.execute(
-                "INSERT INTO convoy_assignments (digest, body) SELECT * FROM unnest($1::text[], $2::bytea[])
-                 ON CONFLICT (digest) DO NOTHING",
-                &[&digests, &bodies],
+                "INSERT INTO convoy_assignments (digest, body, apps)
+                 SELECT d, b, string_to_array(a, ' ') FROM unnest($1::text[], $2::bytea[], $3::text[]) AS t (d, b, a)
+                 ON CONFLICT (digest) DO UPDATE SET body = excluded.body, apps = excluded.apps
+                 WHERE convoy_assignments.apps IS NULL",
+                &[&digests, &encoded, &named],
             )
             .await
             .map_err(db)?;
@@ -307,6 +327,50 @@ impl PgStore {
             written.insert(a.cluster.clone(), a.app_digests.clone());
         }
         Ok(())
+    }
+
+    /// Deletes the assignment bodies that are no cluster's published assignment and the apps no
+    /// body names: what each commit leaves behind. Only while this replica leads (the leader row
+    /// is share-locked, as a publish does, so it never races another leader's publish). Returns
+    /// how many bodies and apps went; `None` when another prune is running.
+    pub fn prune(&self) -> Result<Option<(u64, u64)>> {
+        if self.pruning.swap(true, Ordering::SeqCst) {
+            return Ok(None);
+        }
+        let epoch = self.fence.get();
+        let writing = self.writing.lock().unwrap_or_else(|e| e.into_inner());
+        let pruned = self.run(move |pool| async move {
+            let mut client = pool.get().await?;
+            let txn = client.transaction().await.map_err(db)?;
+            let leading = txn
+                .query_opt("SELECT 1 FROM convoy_leader WHERE id = 1 AND epoch = $1 FOR SHARE", &[&epoch])
+                .await
+                .map_err(db)?;
+            if leading.is_none() {
+                return Ok((0, 0));
+            }
+            let bodies = txn
+                .execute(
+                    "DELETE FROM convoy_assignments a
+                     WHERE NOT EXISTS (SELECT 1 FROM convoy_published p WHERE p.digest = a.digest)",
+                    &[],
+                )
+                .await
+                .map_err(db)?;
+            let apps = txn
+                .execute(
+                    "WITH named AS (SELECT DISTINCT unnest(apps) AS digest FROM convoy_assignments)
+                     DELETE FROM convoy_apps x WHERE NOT EXISTS (SELECT 1 FROM named WHERE named.digest = x.digest)",
+                    &[],
+                )
+                .await
+                .map_err(db)?;
+            txn.commit().await.map_err(db)?;
+            Ok((bodies, apps))
+        });
+        drop(writing);
+        self.pruning.store(false, Ordering::SeqCst);
+        pruned.map(Some)
     }
 
     /// The published assignments: every cluster's, or only those of `clusters`. `held` gives
@@ -882,6 +946,21 @@ mod tests {
             assert!(Arc::ptr_eq(&now.apps[0], &before.apps[0]), "platform is shared from what the replica holds");
             assert!(now.apps[1].objects[0]["data"]["v"].as_str().unwrap().starts_with("hi "));
         }
+
+        // What r1 left behind is pruned by the leader only, and r2 still reads whole.
+        let follower = Arc::new(PgStore::connect(&url).unwrap());
+        let prune = |store: &Arc<PgStore>| {
+            let store = store.clone();
+            tokio::task::spawn_blocking(move || store.prune())
+        };
+        assert_eq!(
+            prune(&follower).await.unwrap().unwrap(),
+            Some((0, 0)),
+            "a replica that does not lead prunes nothing"
+        );
+        assert_eq!(prune(&store).await.unwrap().unwrap(), Some((2, 2)), "r1's bodies and its two web apps");
+        assert_eq!(stored_apps().await, 3);
+        publish_and_read(fleet("r2", "hi")).await;
 
         // A body written before apps were stored apart names them inline, and reads so.
         let old = assignment("ap-1", "old");

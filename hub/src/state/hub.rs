@@ -480,20 +480,8 @@ impl Publisher {
                     tracing::error!(clusters = news.len(), error = %e, "assignments not published");
                     return 0;
                 }
-                // What the assignments replaced is deleted from the database off the sync loop.
-                let store = replicas.clone();
-                let prune = move || match store.prune() {
-                    Ok(Some((bodies, apps))) => {
-                        tracing::debug!(bodies, apps, "pruned what no cluster's assignment uses")
-                    }
-                    Ok(None) => {}
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot prune assignments no cluster uses; the next publish tries again")
-                    }
-                };
-                if let Err(e) = std::thread::Builder::new().name("convoy-prune".into()).spawn(prune) {
-                    tracing::warn!(error = %e, "cannot start pruning assignments no cluster uses");
-                }
+                // What the assignments replaced is deleted from the database later.
+                replicas.prune_soon();
             }
         }
         assignments.into_iter().filter(|a| self.serve(a.clone())).count()

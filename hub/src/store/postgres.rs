@@ -36,6 +36,8 @@ pub(crate) const REVOCATIONS_CHANNEL: &str = "convoy_revocations";
 /// Channel a replica announces `REPLICA SEQ` on when it wrote an audit record, so `--follow`
 /// readers of every replica get it.
 pub(crate) const AUDIT_CHANNEL: &str = "convoy_audit";
+/// How long after a publish the leader prunes what it replaced ([`PgStore::prune_soon`]).
+const PRUNE_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
 /// Connections each store keeps (queries pipeline on each).
 const POOL: usize = 4;
 
@@ -164,7 +166,7 @@ pub struct PgStore {
     /// The app digests of each cluster's assignment this store last published: those apps are
     /// in `convoy_apps` already, and the next publish does not send them again.
     published_apps: std::sync::Mutex<HashMap<String, Vec<String>>>,
-    /// A prune is running (one at a time; a publish meanwhile asks for none).
+    /// A prune is waiting or running (one at a time; a publish meanwhile asks for none).
     pruning: std::sync::atomic::AtomicBool,
     /// Held by a publish and by a prune: this replica's own prune never runs beside its publish.
     writing: std::sync::Mutex<()>,
@@ -329,14 +331,34 @@ impl PgStore {
         Ok(())
     }
 
+    /// Prunes ([`PgStore::prune`]) [`PRUNE_AFTER`] from now on a thread of its own, unless a
+    /// prune is waiting or running already: a commit's fan-out goes first, its leftovers later.
+    pub fn prune_soon(self: &Arc<Self>) {
+        if self.pruning.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let store = self.clone();
+        let prune = move || {
+            std::thread::sleep(PRUNE_AFTER);
+            match store.prune() {
+                Ok((bodies, apps)) => tracing::debug!(bodies, apps, "pruned what no cluster's assignment uses"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot prune assignments no cluster uses; the next publish tries again")
+                }
+            }
+            store.pruning.store(false, Ordering::SeqCst);
+        };
+        if let Err(e) = std::thread::Builder::new().name("convoy-prune".into()).spawn(prune) {
+            tracing::warn!(error = %e, "cannot start pruning assignments no cluster uses");
+            self.pruning.store(false, Ordering::SeqCst);
+        }
+    }
+
     /// Deletes the assignment bodies that are no cluster's published assignment and the apps no
     /// body names: what each commit leaves behind. Only while this replica leads (the leader row
     /// is share-locked, as a publish does, so it never races another leader's publish). Returns
-    /// how many bodies and apps went; `None` when another prune is running.
-    pub fn prune(&self) -> Result<Option<(u64, u64)>> {
-        if self.pruning.swap(true, Ordering::SeqCst) {
-            return Ok(None);
-        }
+    /// how many bodies and apps went.
+    pub fn prune(&self) -> Result<(u64, u64)> {
         let epoch = self.fence.get();
         let writing = self.writing.lock().unwrap_or_else(|e| e.into_inner());
         let pruned = self.run(move |pool| async move {
@@ -369,8 +391,7 @@ impl PgStore {
             Ok((bodies, apps))
         });
         drop(writing);
-        self.pruning.store(false, Ordering::SeqCst);
-        pruned.map(Some)
+        pruned
     }
 
     /// The published assignments: every cluster's, or only those of `clusters`. `held` gives
@@ -953,12 +974,8 @@ mod tests {
             let store = store.clone();
             tokio::task::spawn_blocking(move || store.prune())
         };
-        assert_eq!(
-            prune(&follower).await.unwrap().unwrap(),
-            Some((0, 0)),
-            "a replica that does not lead prunes nothing"
-        );
-        assert_eq!(prune(&store).await.unwrap().unwrap(), Some((2, 2)), "r1's bodies and its two web apps");
+        assert_eq!(prune(&follower).await.unwrap().unwrap(), (0, 0), "a replica that does not lead prunes nothing");
+        assert_eq!(prune(&store).await.unwrap().unwrap(), (2, 2), "r1's bodies and its two web apps");
         assert_eq!(stored_apps().await, 3);
         publish_and_read(fleet("r2", "hi")).await;
 

@@ -5,7 +5,8 @@
 //! other took over wakes up unable to publish: the fence refuses it, and it stops. A cluster
 //! revoked through one replica is cut off by the other at once, and its audit record outlives the
 //! replica that wrote it. The access policy the leader reads from Git holds on every replica,
-//! one started later too.
+//! one started later too. A commit the database refused to record reaches the cluster once the
+//! database takes it again, with no other commit.
 
 use convoy_agent::link::LinkState;
 use convoy_e2e::fleet_repo::{FleetRepo, configmap_yaml, create_standard_namespaces, fleet_yaml, standard_fleet};
@@ -81,6 +82,45 @@ async fn the_leader_killed_mid_sync_hands_over_and_nothing_acknowledged_is_lost(
     assert!(after.ends_with(&before), "history before the kill survives it: {before:?} then {after:?}");
     let config = cluster.get("v1", "ConfigMap", Some("web"), "web-config").expect("applied");
     assert_eq!(config["data"]["greeting"], "hi dev-1");
+    drop(agent);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_the_database_refused_goes_out_once_it_takes_it_again() {
+    let postgres = TestPostgres::start();
+    let database = postgres.database();
+    let dir = tempfile::tempdir().unwrap();
+    let repo = standard_fleet(dir.path());
+    let head = repo.head();
+    let ca = TestCa::new();
+    let leader = HubProcess::start_replica(&ca.certs.0, "127.0.0.1:0", &repo.url(), &database);
+    leader.process.wait_for_line("leading");
+    let kube = SimFleet::start(&["dev-1"]).await.unwrap();
+    let cluster = kube.cluster("dev-1").unwrap();
+    create_standard_namespaces(cluster);
+    let cache = tempfile::tempdir().unwrap();
+    let agent = spawn_agent(&ca, &leader.address, cluster, cache.path(), &["--backoff-max-seconds", "1"]);
+    let address = leader.address.clone();
+    eventually("dev-1 applied the head", || async {
+        cluster_info(&ca, &address, "dev-1").await.filter(|c| c.in_sync && c.applied_revision == head).map(|_| ())
+    })
+    .await;
+
+    // The database refuses the next publish (as one that lost a table to an operator's mistake,
+    // or its connection, would), and takes writes again after that.
+    postgres.sql(&database, "ALTER TABLE convoy_apps RENAME TO convoy_apps_away");
+    let next = new_greeting(&repo, "hi ${cluster.name}");
+    leader.process.wait_for_line("assignments not published; trying again");
+    let before = cluster_info(&ca, &address, "dev-1").await.unwrap();
+    assert_eq!(before.applied_revision, head, "nothing refused reached the cluster");
+    postgres.sql(&database, "ALTER TABLE convoy_apps_away RENAME TO convoy_apps");
+    eventually("dev-1 applied the commit the database refused at first", || async {
+        cluster_info(&ca, &address, "dev-1").await.filter(|c| c.in_sync && c.applied_revision == next).map(|_| ())
+    })
+    .await;
+    let config = cluster.get("v1", "ConfigMap", Some("web"), "web-config").expect("applied");
+    assert_eq!(config["data"]["greeting"], "hi dev-1");
+    assert_eq!(repo.head(), next, "no other commit carried it");
     drop(agent);
 }
 

@@ -92,6 +92,11 @@ pub async fn run(config: SourceConfig, publisher: Publisher, shutdown: Cancellat
         let next_sync = tokio::time::Instant::now() + wait;
         loop {
             let tick = if worker.releaser.active() { ROLLOUT_TICK } else { wait };
+            // Assignments the store refused go out again when due.
+            let tick = match worker.releaser.retry_at() {
+                Some(at) => tick.min(Duration::from_millis(at.saturating_sub(unix_ms()).max(0) as u64)),
+                None => tick,
+            };
             let wake = next_sync.min(tokio::time::Instant::now() + tick);
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -301,7 +306,8 @@ impl SyncWorker {
     fn step_rollouts(&mut self, publisher: &Publisher) {
         let now = unix_ms();
         let holding = !self.releaser.holds().is_empty();
-        if self.releaser.step_rollouts(publisher, now) || holding {
+        let retry = self.releaser.retry_at().is_some_and(|at| now >= at);
+        if self.releaser.step_rollouts(publisher, now) || holding || retry {
             self.releaser.publish(publisher, now);
             self.show_rollouts(publisher);
         }
@@ -341,7 +347,7 @@ impl SyncWorker {
 }
 
 impl Ledger for Publisher {
-    fn publish(&self, assignments: Vec<Arc<Assignment>>) -> usize {
+    fn publish(&self, assignments: Vec<Arc<Assignment>>) -> Option<usize> {
         Publisher::publish(self, assignments)
     }
 

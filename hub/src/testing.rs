@@ -77,6 +77,12 @@ impl TestPostgres {
         format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)
     }
 
+    /// Runs `statement` in the database at `url` (as [`TestPostgres::database`] gave it), as an
+    /// operator at a `psql` prompt would; panics with the server's answer when it fails.
+    pub fn sql(&self, url: &str, statement: &str) {
+        run(as_postgres(&self.bin.join("psql")).args(["-v", "ON_ERROR_STOP=1", "-d", url, "-c", statement]), "psql");
+    }
+
     /// The server's log, for a failing test's message.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()

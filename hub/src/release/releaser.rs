@@ -21,6 +21,8 @@
 //!   override (`convoy rollout override`, for the environment's head of that moment) go
 //!   through. A cluster never given anything has nothing to protect and takes its head. The
 //!   last windows that loaded stay in force when newer ones do not.
+//! - Assignments the ledger could not record (the store refused them) count as not given: the
+//!   next publish gives them again, due after [`PUBLISH_RETRY`] (1 s doubling up to 30 s).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -28,6 +30,7 @@ use std::sync::Arc;
 use convoy_model::analysis::Measurement;
 use convoy_render::fleet::{Cluster, Environment, Fleet, FleetError, RolloutSpec};
 use convoy_render::windows::{Hold, Windows};
+use convoy_shared::backoff::Backoff;
 use convoy_shared::model::{AppAssignment, Assignment};
 use gix::ObjectId;
 
@@ -35,13 +38,17 @@ use crate::plan::planner::Planner;
 use crate::release::rollout::{self, Action, Command, Observed, Phase, Rollout, RolloutError};
 use crate::source::repository::{EnvironmentState, Repository, SyncError};
 
+/// How long after the ledger refused assignments they are published again.
+pub const PUBLISH_RETRY: Backoff = Backoff::new(std::time::Duration::from_secs(1), std::time::Duration::from_secs(30));
+
 /// Where the releaser's decisions go, and what it reads back: assignments published to
 /// clusters, rollouts and pins kept in the store, notes in a cluster's history, events for
 /// watchers, and what each cluster's agent last reported. The state stage's
 /// [`Publisher`](crate::state::hub::Publisher) is the one the hub uses.
 pub trait Ledger {
-    /// Publishes clusters' assignments, all at once; returns how many changed in content.
-    fn publish(&self, assignments: Vec<Arc<Assignment>>) -> usize;
+    /// Publishes clusters' assignments, all at once; returns how many changed in content, or
+    /// `None` when they could not be recorded (none was given to its cluster).
+    fn publish(&self, assignments: Vec<Arc<Assignment>>) -> Option<usize>;
     /// Keeps `rollout`, replacing its track's previous one.
     fn keep_rollout(&self, rollout: &Rollout);
     /// Keeps (or with `None` lifts) an environment's pin.
@@ -85,6 +92,8 @@ pub struct Releaser {
     overrides: BTreeMap<String, String>,
     /// Environments with a revision held back by a window at the last publish.
     holds: BTreeMap<String, Hold>,
+    /// Publishes the ledger refused in a row, and when the next is due (ms).
+    refused: Option<(u32, i64)>,
 }
 
 impl Releaser {
@@ -101,7 +110,13 @@ impl Releaser {
             windows: Windows::default(),
             overrides: BTreeMap::new(),
             holds: BTreeMap::new(),
+            refused: None,
         }
+    }
+
+    /// When assignments the ledger refused are due to be published again, if any were.
+    pub fn retry_at(&self) -> Option<i64> {
+        self.refused.map(|(_, at)| at)
     }
 
     /// Puts `windows` in force when they loaded; broken ones leave the last good in force.
@@ -344,10 +359,21 @@ impl Releaser {
             }
             changed.push(target);
         }
-        let published = ledger.publish(changed.clone());
-        for target in changed {
-            self.published.insert(target.cluster.clone(), target);
-        }
+        let published = match ledger.publish(changed.clone()) {
+            Some(published) => {
+                for target in changed {
+                    self.published.insert(target.cluster.clone(), target);
+                }
+                self.refused = None;
+                published
+            }
+            None => {
+                let failures = self.refused.map_or(1, |(n, _)| n + 1);
+                let wait = PUBLISH_RETRY.ceiling(failures).as_millis() as i64;
+                self.refused = Some((failures, now_ms + wait));
+                0
+            }
+        };
         for (environment, hold) in &holds {
             if self.holds.get(environment) != Some(hold) {
                 let until = convoy_shared::clock::rfc3339(hold.until_ms);
@@ -625,16 +651,22 @@ mod tests {
     #[derive(Default)]
     struct Notebook {
         published: RefCell<Vec<(String, String)>>,
+        /// Publishes still to refuse, as a store that went away does.
+        refuse: std::cell::Cell<u32>,
         pins: RefCell<Vec<(String, Option<String>)>>,
         notes: RefCell<Vec<(String, String)>>,
         events: RefCell<Vec<String>>,
     }
 
     impl Ledger for Notebook {
-        fn publish(&self, assignments: Vec<Arc<Assignment>>) -> usize {
+        fn publish(&self, assignments: Vec<Arc<Assignment>>) -> Option<usize> {
+            if self.refuse.get() > 0 {
+                self.refuse.set(self.refuse.get() - 1);
+                return None;
+            }
             let mut published = self.published.borrow_mut();
             published.extend(assignments.iter().map(|a| (a.cluster.clone(), a.revision.clone())));
-            assignments.len()
+            Some(assignments.len())
         }
         fn keep_rollout(&self, _: &Rollout) {}
         fn keep_pin(&self, environment: &str, commit: Option<&str>) {
@@ -700,6 +732,20 @@ mod tests {
         assert_eq!(releaser.publish(&ledger, 0), 1);
         assert_eq!(ledger.published.borrow().last(), Some(&("eu-1".to_string(), "r2".to_string())));
         assert!(!releaser.step_rollouts(&ledger, 0), "no rollout, nothing steps");
+    }
+
+    #[test]
+    fn assignments_the_store_refused_are_given_again_after_a_backoff() {
+        let (mut releaser, ledger) = (mk_releaser("r1"), Notebook::default());
+        ledger.refuse.set(2);
+        assert_eq!(releaser.publish(&ledger, 0), 0);
+        assert_eq!(releaser.retry_at(), Some(1_000), "again in 1 s");
+        assert_eq!(releaser.publish(&ledger, 1_000), 0);
+        assert_eq!(releaser.retry_at(), Some(3_000), "then 2 s later");
+        assert!(ledger.published.borrow().is_empty());
+        assert_eq!(releaser.publish(&ledger, 3_000), 2, "both clusters, as if never published");
+        assert_eq!(releaser.retry_at(), None);
+        assert_eq!(releaser.publish(&ledger, 3_000), 0, "and then only once");
     }
 
     #[test]

@@ -462,8 +462,9 @@ impl Publisher {
 
     /// Publishes clusters' assignments; returns how many changed in content (each recorded in
     /// its cluster's history). On a replica they are written to the database first, in one
-    /// fenced transaction: a replica whose write the fence refuses publishes none of them.
-    pub fn publish(&self, assignments: Vec<Arc<Assignment>>) -> usize {
+    /// fenced transaction: when the database refuses the write (the fence, or it went away)
+    /// none of them is published, and `None` says so.
+    pub fn publish(&self, assignments: Vec<Arc<Assignment>>) -> Option<usize> {
         if let Some(replicas) = &self.replicas {
             let news: Vec<Arc<Assignment>> = assignments
                 .iter()
@@ -477,14 +478,14 @@ impl Publisher {
                 .collect();
             if !news.is_empty() {
                 if let Err(e) = replicas.publish(&news) {
-                    tracing::error!(clusters = news.len(), error = %e, "assignments not published");
-                    return 0;
+                    tracing::error!(clusters = news.len(), error = %e, "assignments not published; trying again");
+                    return None;
                 }
                 // What the assignments replaced is deleted from the database later.
                 replicas.prune_soon();
             }
         }
-        assignments.into_iter().filter(|a| self.serve(a.clone())).count()
+        Some(assignments.into_iter().filter(|a| self.serve(a.clone())).count())
     }
 
     /// Serves `assignment` to its cluster's agent; true when its content changed (then it is
@@ -537,15 +538,15 @@ mod tests {
     async fn a_restarted_hub_does_not_record_the_same_assignment_again() {
         let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
         let (hub, publisher) = Hub::new(store.clone(), RegistryConfig::default()).unwrap();
-        assert_eq!(publisher.publish(vec![assignment("r1")]), 1);
+        assert_eq!(publisher.publish(vec![assignment("r1")]), Some(1));
         assert_eq!(assigned(&*store, 1).await, ["r1"]);
         drop((hub, publisher));
 
         let (restarted, publisher) = Hub::new(store.clone(), RegistryConfig::default()).unwrap();
         let mut watch = restarted.subscribe_events();
-        assert_eq!(publisher.publish(vec![assignment("r1")]), 1, "agents are still told");
+        assert_eq!(publisher.publish(vec![assignment("r1")]), Some(1), "agents are still told");
         assert!(watch.try_recv().is_err(), "no 'assigned' event for what was assigned before the restart");
-        assert_eq!(publisher.publish(vec![assignment("r2")]), 1);
+        assert_eq!(publisher.publish(vec![assignment("r2")]), Some(1));
         assert_eq!(assigned(&*store, 2).await, ["r2", "r1"]);
     }
 

@@ -11,20 +11,26 @@
 use convoy_agent::link::LinkState;
 use convoy_e2e::fleet_repo::{FleetRepo, configmap_yaml, create_standard_namespaces, fleet_yaml, standard_fleet};
 use convoy_e2e::harness::{
-    HubProcess, RunningAgent, TestCa, TestPostgres, cluster_info, eventually, history_events, refused_as_revoked,
-    spawn_agent,
+    HubProcess, Process, RunningAgent, TestCa, TestPostgres, cluster_info, eventually, history_events,
+    refused_as_revoked, spawn_agent,
 };
 use convoy_shared::identity::{Identity, Role};
 use convoy_shared::proto::{AuditRequest, RevokeClusterRequest, WhoAmIRequest};
 use kubesim::SimFleet;
 
-fn new_greeting(repo: &FleetRepo, greeting: &str) -> String {
-    repo.write("apps/web/base/config.yaml", &configmap_yaml("web-config", &[("greeting", greeting)]));
-    repo.commit(&format!("web: {greeting}"))
+/// A PostgreSQL server of the test's own, the standard fleet in Git, and a replica leading the
+/// sync of it on a new database of that server.
+struct Leading {
+    postgres: TestPostgres,
+    database: String,
+    dir: tempfile::TempDir,
+    repo: FleetRepo,
+    head: String,
+    ca: TestCa,
+    leader: HubProcess,
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_leader_killed_mid_sync_hands_over_and_nothing_acknowledged_is_lost() {
+fn leading() -> Leading {
     let postgres = TestPostgres::start();
     let database = postgres.database();
     let dir = tempfile::tempdir().unwrap();
@@ -33,16 +39,33 @@ async fn the_leader_killed_mid_sync_hands_over_and_nothing_acknowledged_is_lost(
     let ca = TestCa::new();
     let leader = HubProcess::start_replica(&ca.certs.0, "127.0.0.1:0", &repo.url(), &database);
     leader.process.wait_for_line("leading");
+    Leading { postgres, database, dir, repo, head, ca, leader }
+}
+
+/// Cluster dev-1 of `kube` with the standard namespaces, and its agent dialing `hubs` (reconnect
+/// backoff at most 1 s); the agent's cache directory lives as long as the returned one.
+fn dev_1_agent(ca: &TestCa, kube: &SimFleet, hubs: &str) -> (Process, tempfile::TempDir) {
+    let cluster = kube.cluster("dev-1").unwrap();
+    create_standard_namespaces(cluster);
+    let cache = tempfile::tempdir().unwrap();
+    (spawn_agent(ca, hubs, cluster, cache.path(), &["--backoff-max-seconds", "1"]), cache)
+}
+
+fn new_greeting(repo: &FleetRepo, greeting: &str) -> String {
+    repo.write("apps/web/base/config.yaml", &configmap_yaml("web-config", &[("greeting", greeting)]));
+    repo.commit(&format!("web: {greeting}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_killed_mid_sync_hands_over_and_nothing_acknowledged_is_lost() {
+    let Leading { postgres: _postgres, database, dir: _dir, repo, head, ca, leader } = leading();
 
     // The agent is given both replicas before the second one listens, so its stream is on the
     // leader, whichever address it tries first.
     let kube = SimFleet::start(&["dev-1"]).await.unwrap();
     let cluster = kube.cluster("dev-1").unwrap();
-    create_standard_namespaces(cluster);
-    let cache = tempfile::tempdir().unwrap();
     let second = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
-    let hubs = format!("{},{second}", leader.address);
-    let agent = spawn_agent(&ca, &hubs, cluster, cache.path(), &["--backoff-max-seconds", "1"]);
+    let (agent, _cache) = dev_1_agent(&ca, &kube, &format!("{},{second}", leader.address));
     eventually("dev-1 streaming to the leader", || async {
         cluster_info(&ca, &leader.address, "dev-1").await.filter(|c| c.connected).map(|_| ())
     })
@@ -87,19 +110,10 @@ async fn the_leader_killed_mid_sync_hands_over_and_nothing_acknowledged_is_lost(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_commit_the_database_refused_goes_out_once_it_takes_it_again() {
-    let postgres = TestPostgres::start();
-    let database = postgres.database();
-    let dir = tempfile::tempdir().unwrap();
-    let repo = standard_fleet(dir.path());
-    let head = repo.head();
-    let ca = TestCa::new();
-    let leader = HubProcess::start_replica(&ca.certs.0, "127.0.0.1:0", &repo.url(), &database);
-    leader.process.wait_for_line("leading");
+    let Leading { postgres, database, dir: _dir, repo, head, ca, leader } = leading();
     let kube = SimFleet::start(&["dev-1"]).await.unwrap();
     let cluster = kube.cluster("dev-1").unwrap();
-    create_standard_namespaces(cluster);
-    let cache = tempfile::tempdir().unwrap();
-    let agent = spawn_agent(&ca, &leader.address, cluster, cache.path(), &["--backoff-max-seconds", "1"]);
+    let (agent, _cache) = dev_1_agent(&ca, &kube, &leader.address);
     let address = leader.address.clone();
     eventually("dev-1 applied the head", || async {
         cluster_info(&ca, &address, "dev-1").await.filter(|c| c.in_sync && c.applied_revision == head).map(|_| ())
@@ -126,14 +140,7 @@ async fn a_commit_the_database_refused_goes_out_once_it_takes_it_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_leader_that_wakes_after_the_takeover_cannot_publish() {
-    let postgres = TestPostgres::start();
-    let database = postgres.database();
-    let dir = tempfile::tempdir().unwrap();
-    let repo = standard_fleet(dir.path());
-    let head = repo.head();
-    let ca = TestCa::new();
-    let mut paused = HubProcess::start_replica(&ca.certs.0, "127.0.0.1:0", &repo.url(), &database);
-    paused.process.wait_for_line("leading");
+    let Leading { postgres: _postgres, database, dir: _dir, repo, head, ca, leader: mut paused } = leading();
     let other = HubProcess::start_replica(&ca.certs.0, "127.0.0.1:0", &repo.url(), &database);
     let address = other.address.clone();
     eventually("the follower serves the leader's assignment", || async {

@@ -153,6 +153,14 @@ fn db<E: Into<Box<dyn std::error::Error + Send + Sync>>>(e: E) -> StoreError {
     StoreError::Db(e.into())
 }
 
+/// The database's leadership epoch, the leader row share-locked until `txn` ends: a replica
+/// taking the lead (which updates the row) waits for it, so a leader-only write in `txn` made
+/// while the epoch is the writer's never races another leader's.
+async fn leader_epoch(txn: &tokio_postgres::Transaction<'_>) -> Result<i64> {
+    let row = txn.query_one("SELECT epoch FROM convoy_leader WHERE id = 1 FOR SHARE", &[]).await.map_err(db)?;
+    Ok(row.get(0))
+}
+
 /// The PostgreSQL store.
 #[derive(Debug)]
 pub struct PgStore {
@@ -364,11 +372,7 @@ impl PgStore {
         let pruned = self.run(move |pool| async move {
             let mut client = pool.get().await?;
             let txn = client.transaction().await.map_err(db)?;
-            let leading = txn
-                .query_opt("SELECT 1 FROM convoy_leader WHERE id = 1 AND epoch = $1 FOR SHARE", &[&epoch])
-                .await
-                .map_err(db)?;
-            if leading.is_none() {
+            if leader_epoch(&txn).await? != epoch {
                 return Ok((0, 0));
             }
             let bodies = txn
@@ -569,11 +573,7 @@ impl Store for PgStore {
             // Rollouts and pins are the leader's: they are written only while this replica's
             // epoch is the database's (share-locked until commit, like a publication).
             if !rollouts.is_empty() || !pins.is_empty() || access.is_some() {
-                let current: i64 = txn
-                    .query_one("SELECT epoch FROM convoy_leader WHERE id = 1 FOR SHARE", &[])
-                    .await
-                    .map_err(db)?
-                    .get(0);
+                let current = leader_epoch(&txn).await?;
                 if current == epoch {
                     for (environment, state) in &rollouts {
                         txn.execute(

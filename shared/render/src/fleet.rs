@@ -1061,14 +1061,17 @@ mod tests {
         assert!(app.targets(&eu) && !app.targets(&us));
     }
 
+    /// Writes `text` to `path` below `dir`, making its directories.
+    fn write_file(dir: &Path, path: &str, text: &str) {
+        let full = dir.join(path);
+        std::fs::create_dir_all(full.parent().unwrap()).unwrap();
+        std::fs::write(full, text).unwrap();
+    }
+
     #[test]
     fn a_load_reusing_parsed_cluster_files_reads_what_a_fresh_load_reads() {
         let dir = tempfile::tempdir().unwrap();
-        let write = |path: &str, text: &str| {
-            let full = dir.path().join(path);
-            std::fs::create_dir_all(full.parent().unwrap()).unwrap();
-            std::fs::write(full, text).unwrap();
-        };
+        let write = |path: &str, text: &str| write_file(dir.path(), path, text);
         let envs = |names: &[&str]| {
             let list: String = names.iter().map(|n| format!("  - {{name: {n}, branch: {n}}}\n")).collect();
             format!("apiVersion: convoy.dev/v1\nkind: Fleet\nspec:\n  environments:\n{list}")
@@ -1124,11 +1127,7 @@ mod tests {
     #[test]
     fn ignore_differences_layer_fleet_then_environment_then_app_and_bad_rules_name_the_file() {
         let dir = tempfile::tempdir().unwrap();
-        let write = |path: &str, text: &str| {
-            let full = dir.path().join(path);
-            std::fs::create_dir_all(full.parent().unwrap()).unwrap();
-            std::fs::write(full, text).unwrap();
-        };
+        let write = |path: &str, text: &str| write_file(dir.path(), path, text);
         write(
             "convoy.yaml",
             "apiVersion: convoy.dev/v1\nkind: Fleet\nspec:\n  ignoreDifferences:\n  - {kind: Deployment, managedFieldsManagers: [vpa-recommender]}\n  environments:\n  - name: prod\n    branch: main\n    ignoreDifferences:\n    - {group: apps, kind: Deployment, jsonPointers: [/spec/replicas]}\n",
@@ -1154,11 +1153,7 @@ mod tests {
     #[test]
     fn health_rules_come_app_first_then_fleet_and_one_that_does_not_compile_is_refused_alone() {
         let dir = tempfile::tempdir().unwrap();
-        let write = |path: &str, text: &str| {
-            let full = dir.path().join(path);
-            std::fs::create_dir_all(full.parent().unwrap()).unwrap();
-            std::fs::write(full, text).unwrap();
-        };
+        let write = |path: &str, text: &str| write_file(dir.path(), path, text);
         let fleet_rules = "  health:\n  - {group: cert-manager.io, kind: Certificate, healthy: \"self.status.ready\"}\n  - {group: keda.sh, kind: ScaledObject, healthy: \"self.status.(\"}\n";
         write(
             "convoy.yaml",

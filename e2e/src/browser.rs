@@ -98,6 +98,20 @@ impl Browser {
         }
     }
 
+    /// The text of the element `css` names (waiting for it as [`Browser::find`] does). A live
+    /// page may replace the element between finding and reading it: then the one that replaced it
+    /// is read.
+    pub async fn text(&self, css: &str) -> String {
+        loop {
+            match self.find(css).await.text().await {
+                Ok(text) => return text,
+                Err(fantoccini::error::CmdError::Standard(e))
+                    if e.error == fantoccini::error::ErrorStatus::StaleElementReference => {}
+                Err(e) => panic!("cannot read '{css}' on {}: {e}", self.url().await),
+            }
+        }
+    }
+
     /// Waits until `script` (a JavaScript expression) is true in the page.
     pub async fn until(&self, what: &str, script: &str) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);

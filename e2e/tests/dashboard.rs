@@ -120,8 +120,7 @@ async fn the_dashboard_shows_the_fleet_live_and_acts_only_for_those_allowed() {
     let patch = r#"{"spec":{"template":{"spec":{"containers":[{"name":"web","image":"nginx:edited"}]}}}}"#;
     kubectl_ok(&kubeconfig, &["-n", "web", "patch", "deployment", "web", "--field-manager=kubectl-edit", "-p", patch])
         .await;
-    let drift = browser.find("tr[data-drift='Deployment/web/web']").await;
-    let text = drift.text().await.unwrap();
+    let text = browser.text("tr[data-drift='Deployment/web/web']").await;
     assert!(text.contains("kubectl-edit") && text.contains("image"), "{text}");
     browser.until("the same document", "window.__sameDocument === true").await;
     browser.screenshot(&shots, "cluster").await;

@@ -184,8 +184,13 @@ async fn refused_showing(ca: &TestCa, url: &str, shown: &str, token_file: &str, 
     assert!(error.contains(shown), "the error names the URL: {error}");
     assert!(!error.contains(TOKEN), "{error}");
     assert!(expect.iter().any(|e| error.contains(e)), "expected one of {expect:?} in: {error}");
-    let logged = hub.log_lines("git fetch failed");
-    assert!(logged.iter().any(|l| l.contains(shown)), "{logged:?}");
+    // The hub logs the failure as it records it: the line may reach its log just after the
+    // CLI has seen the error.
+    eventually("the hub to log the failed fetch with the URL", || {
+        let logged = hub.log_lines("git fetch failed");
+        async move { logged.iter().any(|l| l.contains(shown)).then_some(()) }
+    })
+    .await;
     assert_no_token(&hub);
     let envs = cli.envs(EnvsRequest {}).await;
     assert!(envs.is_err(), "no fleet was ever read, so nothing is assigned");

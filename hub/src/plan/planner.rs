@@ -615,7 +615,7 @@ impl Planner {
                 }
             }
         }
-        let built = across_cores(&jobs, |(cluster, app, rendered)| build_pair(rendered, cluster, app));
+        let built = across_cores(jobs.iter().collect(), |(cluster, app, rendered)| build_pair(rendered, cluster, app));
         self.run.stats.pairs_rebuilt += built.len();
         for ((cluster, app, rendered), result) in jobs.into_iter().zip(built) {
             self.keep_pair(cluster, app, rendered, result);
@@ -730,7 +730,7 @@ impl Planner {
         // Values files are parsed across the cores too (each once); one that does not parse
         // leaves its jobs to the per-cluster pass, which records the error.
         let unparsed: Vec<_> = unparsed.into_iter().collect();
-        let parsed = across_cores(&unparsed, |(file, (_, env))| {
+        let parsed = across_cores(unparsed.iter().collect(), |(file, (_, env))| {
             app_render::parse_values(file, env.snapshot.file(file).unwrap_or_default()).ok()
         });
         for ((file, (id, _)), parsed) in unparsed.into_iter().zip(parsed) {
@@ -739,7 +739,9 @@ impl Planner {
             }
         }
         let planner = PlannerInputs { parsed: &self.values, capabilities: &self.capabilities };
-        let jobs = across_cores(&inputs, |(cluster, app, env, input)| input.job(&planner, env, cluster, app).ok());
+        let jobs = across_cores(inputs.iter().collect(), |(cluster, app, env, input)| {
+            input.job(&planner, env, cluster, app).ok()
+        });
         let mut queued = HashSet::new();
         let mut missing = Vec::new();
         for ((cluster, app, _, _), job) in inputs.iter().zip(jobs) {
@@ -749,7 +751,7 @@ impl Planner {
                 missing.push(job);
             }
         }
-        let rendered = across_cores(&missing, |job| (job.key, job.render()));
+        let rendered = across_cores(missing, |job| (job.key, job.render()));
         self.run.stats.renders += rendered.len();
         for (key, output) in rendered {
             self.helm_renders.insert(key, (self.run.generation, output));
@@ -837,17 +839,24 @@ fn build_pair(rendered: &[Value], cluster: &Cluster, app: &App) -> Result<Arc<Di
     })
 }
 
-/// `f` of every job, in order, computed on every core.
-fn across_cores<T: Sync, R: Send>(jobs: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+/// `f` of every job, in order, computed on every core. The jobs move to the cores and are
+/// dropped there (freeing a thousand renders' inputs is work too); pass references to keep them.
+fn across_cores<T: Send, R: Send>(mut jobs: Vec<T>, f: impl Fn(T) -> R + Sync) -> Vec<R> {
     let threads = std::thread::available_parallelism().map_or(1, usize::from).min(jobs.len());
     if threads < 2 {
-        return jobs.iter().map(f).collect();
+        return jobs.into_iter().map(f).collect();
     }
     let chunk = jobs.len().div_ceil(threads);
+    let mut parts = Vec::with_capacity(threads);
+    while jobs.len() > chunk {
+        let rest = jobs.split_off(chunk);
+        parts.push(std::mem::replace(&mut jobs, rest));
+    }
+    parts.push(jobs);
     let f = &f;
     std::thread::scope(|scope| {
         let workers: Vec<_> =
-            jobs.chunks(chunk).map(|part| scope.spawn(move || part.iter().map(f).collect::<Vec<_>>())).collect();
+            parts.into_iter().map(|part| scope.spawn(move || part.into_iter().map(f).collect::<Vec<_>>())).collect();
         workers.into_iter().flat_map(|w| w.join().expect("a planner thread panicked")).collect()
     })
 }

@@ -134,7 +134,7 @@ fn inflate_one(
     let printed = if spec.skip_hooks { rendered.manifest_text.clone() } else { rendered.to_helm_template() };
     let mut documents = Vec::new();
     for doc in helm::release::split_manifests(&printed) {
-        let object = helm::yaml_read::parse_yaml(&doc)
+        let object = helm::yaml_read::parse_yaml(doc)
             .map_err(|message| RenderError::Yaml { path: chart_dir.clone(), message })?;
         documents.push(object);
     }

@@ -2,6 +2,7 @@
 //! chart and its subcharts, each template executed like Helm's engine, then the output split
 //! into documents, hooks separated from manifests, and manifests put in Helm's install order.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -153,14 +154,14 @@ pub fn render(chart: &Chart, values: &Json, opts: &ReleaseOptions) -> Result<Ren
     // Helm's install checks every declared dependency is vendored before conditions and tags
     // disable any: a disabled but missing dependency is an error too.
     check_dependencies_present(chart)?;
-    let (files, chart, generated) = render_files_inner(chart, values, opts)?;
+    let RenderedFiles { files, chart, generated } = render_files_inner(chart, values, opts)?;
     let mut rendered = Rendered::default();
     let notes_name = format!("{}/templates/NOTES.txt", chart.name());
     let mut sorted: Vec<(&String, &String)> = files.iter().collect();
     sorted.sort_by(|a, b| a.0.cmp(b.0));
     // (kind order, kind, source, text, parsed) for what Helm prints and applies.
-    let mut generic: Vec<(usize, String, Manifest, String)> = Vec::new();
-    let mut hooks: Vec<(usize, String, Hook, String)> = Vec::new();
+    let mut generic: Vec<(usize, String, Manifest, &str)> = Vec::new();
+    let mut hooks: Vec<(usize, String, Hook, &str)> = Vec::new();
     for (path, content) in sorted {
         if path.ends_with("NOTES.txt") {
             if *path == notes_name {
@@ -172,7 +173,7 @@ pub fn render(chart: &Chart, values: &Json, opts: &ReleaseOptions) -> Result<Ren
             continue;
         }
         for doc in split_manifests(content) {
-            let mut object = super::yaml_read::parse_yaml(&doc).map_err(|e| HelmError::Manifest {
+            let mut object = super::yaml_read::parse_yaml(doc).map_err(|e| HelmError::Manifest {
                 template: path.clone(),
                 message: format!("YAML parse error on {path}: {e}"),
             })?;
@@ -296,7 +297,7 @@ fn kind_order(kind: &str) -> usize {
 /// Helm splits on the pattern `(?:^|\s*\n)---\s*`: a `---` at the start or after a newline,
 /// with the whitespace before and after it. Helm v4 keeps each document's text as it is,
 /// trailing newlines included; only the whitespace before the first document goes.
-pub fn split_manifests(content: &str) -> Vec<String> {
+pub fn split_manifests(content: &str) -> Vec<&str> {
     let text = content.trim_start();
     let after_separator = |at: usize| at + 3 + (text[at + 3..].len() - text[at + 3..].trim_start().len());
     let mut docs = Vec::new();
@@ -309,7 +310,8 @@ pub fn split_manifests(content: &str) -> Vec<String> {
         docs.push(text[start..newline].trim_end());
         start = after_separator(newline + 1);
     }
-    docs.into_iter().filter(|d| !d.trim().is_empty()).map(str::to_string).collect()
+    docs.retain(|d| !d.trim().is_empty());
+    docs
 }
 
 fn collect_crds(chart: &Chart) -> Result<Vec<Manifest>, HelmError> {
@@ -322,7 +324,7 @@ fn collect_crds_into(chart: &Chart, prefix: &str, out: &mut Vec<Manifest>) -> Re
     for (path, text) in chart.crds() {
         let source = format!("{prefix}/{path}");
         for doc in split_manifests(&text) {
-            let object = super::yaml_read::parse_yaml(&doc)
+            let object = super::yaml_read::parse_yaml(doc)
                 .map_err(|e| HelmError::Manifest { template: source.clone(), message: e })?;
             if !object.is_null() {
                 out.push(Manifest { source: source.clone(), object });
@@ -353,7 +355,7 @@ pub fn render_files(
     values: &Json,
     opts: &ReleaseOptions,
 ) -> Result<BTreeMap<String, String>, HelmError> {
-    render_files_inner(chart, values, opts).map(|(files, ..)| files)
+    render_files_inner(chart, values, opts).map(|rendered| rendered.files)
 }
 
 /// The values a release renders with: dependencies processed, coalesced, schema-checked.
@@ -406,16 +408,26 @@ struct Renderable {
     library: bool,
 }
 
-fn render_files_inner(
-    chart: &Chart,
+/// Every template's output, with what produced them.
+struct RenderedFiles<'c> {
+    /// Template path → output.
+    files: BTreeMap<String, String>,
+    /// The chart as rendered: a copy only when its dependencies were processed.
+    chart: Cow<'c, Chart>,
+    /// Whether any output holds tokens the agent generates.
+    generated: bool,
+}
+
+fn render_files_inner<'c>(
+    chart: &'c Chart,
     values: &Json,
     opts: &ReleaseOptions,
-) -> Result<(BTreeMap<String, String>, Chart, bool), HelmError> {
+) -> Result<RenderedFiles<'c>, HelmError> {
     let (chart, root_values) = match super::values::template_values(chart, values) {
-        Some(root_values) => (chart.clone(), root_values?),
+        Some(root_values) => (Cow::Borrowed(chart), root_values?),
         None => {
             let (chart, vals) = final_values(chart, values)?;
-            (chart, Value::from_json(&Json::Object(vals)))
+            (Cow::Owned(chart), Value::from_json(&Json::Object(vals)))
         }
     };
     let caps = Arc::new(opts.capabilities.clone());
@@ -465,7 +477,7 @@ fn render_files_inner(
         let text = exec.execute(k, r.vals.clone()).map_err(|e| HelmError::Render { error: Box::new(e) })?;
         out.insert(k.clone(), if text.contains("<no value>") { text.replace("<no value>", "") } else { text });
     }
-    Ok((out, chart, exec.generated()))
+    Ok(RenderedFiles { files: out, chart, generated: exec.generated() })
 }
 
 struct Top {

@@ -51,7 +51,7 @@ pub fn render_for(
     cluster: &Cluster,
     charts: &RemoteCharts,
 ) -> Result<Vec<Value>, AppError> {
-    convoy_render::app::render_app(src, app, cluster, &Capabilities::default(), &|remote| charts.chart(remote))
+    convoy_render::app::render_app(src, app, cluster, &Capabilities::shared_default(), &|remote| charts.chart(remote))
         .map(|assignment| assignment.objects)
 }
 

@@ -126,7 +126,7 @@ struct HelmJob {
     values: Value,
     helm: HelmSource,
     namespace: String,
-    capabilities: Capabilities,
+    capabilities: Arc<Capabilities>,
 }
 
 /// A Helm app's chart as this plan loaded it, ready to be layered with a cluster's values.
@@ -144,7 +144,7 @@ type ParsedValues = HashMap<String, (Option<ObjectId>, Map<String, Value>)>;
 #[derive(Clone, Copy)]
 struct PlannerInputs<'p> {
     parsed: &'p ParsedValues,
-    capabilities: &'p HashMap<String, Capabilities>,
+    capabilities: &'p HashMap<String, Arc<Capabilities>>,
 }
 
 impl HelmInputs<'_> {
@@ -166,7 +166,7 @@ impl HelmInputs<'_> {
             })
             .map_err(Arc::new)?;
         let namespace = app.namespace.clone().unwrap_or_else(|| "default".into());
-        let capabilities = capabilities.get(&cluster.name).cloned().unwrap_or_default();
+        let capabilities = capabilities.get(&cluster.name).cloned().unwrap_or_else(Capabilities::shared_default);
         let mut hasher = Sha256::new();
         hasher.update(self.identity);
         for part in [
@@ -250,7 +250,7 @@ pub struct Planner {
     /// plan used are dropped at the end of the next, so the cache holds what the fleet uses.
     helm_renders: HashMap<[u8; 32], (u64, Rendered)>,
     /// What each cluster's agent said its API server offers (Helm's defaults until it has).
-    capabilities: HashMap<String, Capabilities>,
+    capabilities: HashMap<String, Arc<Capabilities>>,
     /// The plan running now (or the last one).
     run: PlanRun,
 }
@@ -420,12 +420,12 @@ impl Planner {
 
     /// What each cluster's API server offers, for charts' `.Capabilities` (clusters not named
     /// get Helm's defaults). A changed cluster's charts render again at the next plan.
-    pub fn set_capabilities(&mut self, capabilities: HashMap<String, Capabilities>) {
+    pub fn set_capabilities(&mut self, capabilities: HashMap<String, Arc<Capabilities>>) {
         self.capabilities = capabilities;
     }
 
     /// Whether the last plan saw exactly `capabilities`.
-    pub fn planned_with(&self, capabilities: &HashMap<String, Capabilities>) -> bool {
+    pub fn planned_with(&self, capabilities: &HashMap<String, Arc<Capabilities>>) -> bool {
         self.capabilities == *capabilities
     }
 

@@ -70,7 +70,8 @@ pub struct Hub {
     /// People's rollout actions, answered by the sync loop (the [`Publisher`]'s owner).
     environment_requests: mpsc::Sender<EnvironmentRequest>,
     /// What each cluster's agent said its API server offers (for charts' `.Capabilities`).
-    capabilities: std::sync::Mutex<HashMap<String, Capabilities>>,
+    /// Shared, so that each sync's copy of the fleet's map is one reference per cluster.
+    capabilities: std::sync::Mutex<HashMap<String, Arc<Capabilities>>>,
     /// Who may do what, and the audit log.
     access: AccessControl,
     /// The hub's own metric-gate measurements (`from: hub`), by environment and check.
@@ -183,14 +184,14 @@ impl Hub {
     /// or changed, the sync loop plans again so the cluster's charts see it.
     pub fn set_capabilities(&self, cluster: &str, capabilities: Capabilities) {
         let mut known = self.capabilities.lock().expect("capabilities lock");
-        if known.get(cluster) != Some(&capabilities) {
-            known.insert(cluster.to_string(), capabilities);
+        if known.get(cluster).is_none_or(|known| **known != capabilities) {
+            known.insert(cluster.to_string(), Arc::new(capabilities));
             self.request_refresh();
         }
     }
 
     /// What every cluster's agent said its API server offers.
-    pub fn capabilities(&self) -> HashMap<String, Capabilities> {
+    pub fn capabilities(&self) -> HashMap<String, Arc<Capabilities>> {
         self.capabilities.lock().expect("capabilities lock").clone()
     }
 

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
+use std::sync::Arc;
 
 use convoy_model::AppAssignment;
 use serde_json::{Map, Value};
@@ -144,10 +145,10 @@ pub fn render_chart(
     values: &Value,
     helm: &HelmSource,
     namespace: &str,
-    capabilities: &Capabilities,
+    capabilities: &Arc<Capabilities>,
 ) -> Result<Vec<Value>, RenderError> {
     let mut opts = ReleaseOptions::new(&helm.release_name, namespace);
-    opts.capabilities = capabilities.clone();
+    opts.capabilities = Arc::clone(capabilities);
     let rendered = helm::render(chart, values, &opts)
         .map_err(|error| RenderError::Helm { chart: chart.path.clone(), error: Box::new(error) })?;
     let applied = [HookPhase::PreInstall, HookPhase::PreUpgrade, HookPhase::PostInstall, HookPhase::PostUpgrade];
@@ -162,7 +163,7 @@ pub fn render_app(
     src: &std::sync::Arc<dyn Source>,
     app: &App,
     cluster: &Cluster,
-    capabilities: &Capabilities,
+    capabilities: &Arc<Capabilities>,
     chart: &dyn Fn(&Remote) -> Result<Chart, RenderError>,
 ) -> Result<AppAssignment, AppError> {
     let rendered = match &app.helm {

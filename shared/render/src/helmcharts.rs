@@ -126,7 +126,7 @@ fn inflate_one(
     let values = values(src, dir, kfile, &chart_dir, spec)?;
     let release = spec.release_name.as_deref().or(spec.name_template.as_deref()).unwrap_or("release-name");
     let mut opts = ReleaseOptions::new(release, spec.namespace.as_deref().unwrap_or("default"));
-    opts.capabilities = capabilities(spec);
+    opts.capabilities = Arc::new(capabilities(spec));
     let rendered = helm::render(&chart, &Value::Object(values), &opts).map_err(helm_error)?;
     // What `helm template` prints, in its order: CRDs (--include-crds), the manifests, then the
     // hooks unless --no-hooks.

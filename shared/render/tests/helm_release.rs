@@ -158,8 +158,9 @@ fn capabilities_come_from_the_target_cluster() {
     ]);
     let chart = Chart::load(&src, Path::new("c")).expect("load");
     let mut opts = ReleaseOptions::new("r", "n");
-    opts.capabilities.kube_version = "v1.29.4".into();
-    opts.capabilities.api_versions.push("monitoring.coreos.com/v1".into());
+    let capabilities = std::sync::Arc::make_mut(&mut opts.capabilities);
+    capabilities.kube_version = "v1.29.4".into();
+    capabilities.api_versions.push("monitoring.coreos.com/v1".into());
     let out = render(&chart, &json!({}), &opts).expect("render");
     assert_eq!(out.manifests[0].object["data"], json!({"v": "v1.29.4", "mon": "true", "new": "false"}));
 }

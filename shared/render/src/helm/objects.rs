@@ -102,6 +102,13 @@ impl Default for Capabilities {
 }
 
 impl Capabilities {
+    /// Helm's defaults, built once and shared: a fleet's renders all start from them, and
+    /// 60-odd API versions copied per render add up.
+    pub fn shared_default() -> Arc<Capabilities> {
+        static DEFAULT: std::sync::LazyLock<Arc<Capabilities>> = std::sync::LazyLock::new(Default::default);
+        Arc::clone(&DEFAULT)
+    }
+
     fn major_minor(&self) -> (String, String) {
         let v = self.kube_version.trim_start_matches('v');
         let mut parts = v.split('.');

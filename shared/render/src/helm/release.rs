@@ -29,7 +29,7 @@ pub struct ReleaseOptions {
     /// `.Release.IsInstall` (`.Release.IsUpgrade` is its opposite).
     pub is_install: bool,
     /// `.Capabilities`.
-    pub capabilities: Capabilities,
+    pub capabilities: Arc<Capabilities>,
 }
 
 impl ReleaseOptions {
@@ -40,7 +40,7 @@ impl ReleaseOptions {
             namespace: namespace.into(),
             revision: 1,
             is_install: true,
-            capabilities: Capabilities::default(),
+            capabilities: Capabilities::shared_default(),
         }
     }
 }
@@ -430,7 +430,7 @@ fn render_files_inner<'c>(
             (Cow::Owned(chart), Value::from_json(&Json::Object(vals)))
         }
     };
-    let caps = Arc::new(opts.capabilities.clone());
+    let caps = Arc::clone(&opts.capabilities);
     let release = super::template::exec::map_of(vec![
         ("Name", Value::str(opts.name.as_str())),
         ("Namespace", Value::str(opts.namespace.as_str())),

@@ -36,8 +36,12 @@ const OUTBOUND_QUEUE: usize = 8;
 const COMPRESS_FROM_BYTES: usize = 4 << 10;
 /// Objects of one app are sent in `AppContent` parts of about this many bytes (a part holds at
 /// least one object, and the planner refuses objects over [`crate::plan::planner::MAX_OBJECT_BYTES`]),
-/// far below [`MAX_MESSAGE_BYTES`] whatever the size of the assignment.
-const CONTENT_PART_BYTES: usize = 1 << 20;
+/// far below [`MAX_MESSAGE_BYTES`] whatever the size of the assignment. Small: each agent's
+/// stream keeps an encode buffer as large as the largest message it carried (see
+/// `convoy_shared::codec`), so 10,000 agents that each once received a 1 MiB part would keep
+/// 10 to 20 GiB; 64 KiB parts bound it at 64 to 128 KiB per agent, and the many parts of a
+/// large app cost little (each compressed when the agent takes zstd).
+const CONTENT_PART_BYTES: usize = 64 << 10;
 /// Largest message either side of the agent link accepts. Parts keep hub messages small; a
 /// report on tens of thousands of objects can be several MiB.
 pub const MAX_MESSAGE_BYTES: usize = 64 << 20;

@@ -304,7 +304,7 @@ pub enum AssignmentError {
     DigestMismatch { app: String, expected: String, actual: String },
 }
 
-/// Largest uncompressed `AppContent` part an agent takes (far above the hub's ~1 MiB parts).
+/// Largest uncompressed `AppContent` part an agent takes (far above the hub's 64 KiB parts).
 const MAX_CONTENT_PART_BYTES: u64 = 64 << 20;
 
 thread_local! {

@@ -114,7 +114,7 @@ mod tests {
                 name: "web".into(),
                 policy: SyncPolicy::default(),
                 depends_on: vec![],
-                objects: vec![json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}})],
+                objects: vec![json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}})].into(),
                 render_error: None,
             }],
             false,

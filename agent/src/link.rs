@@ -338,7 +338,8 @@ mod tests {
             depends_on: vec![],
             objects: vec![
                 json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": "n"}, "data": {"k": data}}),
-            ],
+            ]
+            .into(),
             render_error: None,
         }
     }

@@ -103,7 +103,7 @@ pub fn app(name: &str, depends_on: &[&str], objects: Vec<Value>) -> AppAssignmen
         name: name.into(),
         policy: SyncPolicy::default(),
         depends_on: depends_on.iter().map(|s| s.to_string()).collect(),
-        objects,
+        objects: objects.into(),
         render_error: None,
     }
 }

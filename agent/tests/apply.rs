@@ -237,7 +237,7 @@ async fn a_fresh_cluster_gets_200_objects_in_order_healthy_with_inventory_then_a
         "Service/shop/web-4",
         "ConfigMap/shop/cm-50",
     ];
-    shop.objects.retain(|o| !dropped.contains(&id(o).as_str()));
+    shop.objects.make_mut().retain(|o| !dropped.contains(&id(o).as_str()));
     let second = fx::assignment(CLUSTER, "rev-2", vec![fx::infra_app(), shop]);
     agent.assign(second.clone());
     report_where(&agent, "the second revision applied", |r| all_healthy(r, &second.digest)).await;
@@ -296,7 +296,7 @@ async fn an_assignment_of_1000_objects_applies_whole_and_its_next_revision_write
     let before: HashMap<String, (u64, Value)> = live.iter().map(|o| (id(o), (rv(o), written_content(o)))).collect();
     let mut bulk = bulk_app(1_000, 300, "v2");
     let dropped: Vec<String> = (0..100).map(|k| format!("Secret/{NS}/secret-{}", 3 * k + 1)).collect();
-    bulk.objects.retain(|o| !dropped.contains(&id(o)));
+    bulk.objects.make_mut().retain(|o| !dropped.contains(&id(o)));
     let second = fx::assignment(CLUSTER, "rev-2", vec![bulk]);
     agent.assign(second.clone());
     report_where(&agent, "the second revision applied", |r| all_healthy(r, &second.digest)).await;

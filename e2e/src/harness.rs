@@ -517,7 +517,7 @@ impl InProcessHub {
     pub fn objects(&self, cluster: &str, app: &str) -> Vec<serde_json::Value> {
         self.hub
             .assignment(cluster)
-            .and_then(|a| a.apps.iter().find(|x| x.name == app).map(|x| x.objects.clone()))
+            .and_then(|a| a.apps.iter().find(|x| x.name == app).map(|x| x.objects.to_vec()))
             .unwrap_or_default()
     }
 

@@ -149,7 +149,7 @@ async fn a_values_change_for_one_cluster_moves_only_that_cluster_and_a_broken_te
         error.contains("apps/greeter/clusters/prod-eu/values.yaml") && error.contains("cluster.labels.zone"),
         "{error}"
     );
-    assert_eq!(app.objects, good, "the last good objects stay");
+    assert_eq!(app.objects.to_vec(), good, "the last good objects stay");
     assert_eq!(configmap(&hub, "prod-us")["data"]["tier"], "prod", "prod-us renders on");
     hub.stop().await;
 }

@@ -16,7 +16,8 @@ pub fn assignment(cluster: &str, greeting: &str) -> Assignment {
         name: "web".into(),
         policy: Default::default(),
         depends_on: vec![],
-        objects: vec![serde_json::json!({"kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"g": greeting}})],
+        objects: vec![serde_json::json!({"kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"g": greeting}})]
+            .into(),
         render_error: None,
         ignore_differences: Vec::new(),
         health_rules: Vec::new(),

@@ -52,7 +52,7 @@ pub fn render_for(
     charts: &RemoteCharts,
 ) -> Result<Vec<Value>, AppError> {
     convoy_render::app::render_app(src, app, cluster, &Capabilities::shared_default(), &|remote| charts.chart(remote))
-        .map(|assignment| assignment.objects)
+        .map(|assignment| assignment.objects.into_vec())
 }
 
 /// The objects `app` gets on `cluster`, from the fleet repository work tree at `root`.

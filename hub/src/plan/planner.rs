@@ -18,13 +18,14 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+use convoy_model::Objects;
 use convoy_model::analysis::QueryFrom;
 use convoy_shared::model::{AppAssignment, Assignment, GateQueries};
 use gix::ObjectId;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use convoy_render::app::{self as app_render, assemble, overlay_dir};
+use convoy_render::app::{self as app_render, Namespacing, assemble, overlay_dir};
 pub use convoy_render::app::{MAX_OBJECT_BYTES, ObjectError};
 use convoy_render::helm::fetch::ChartFetcher;
 use convoy_render::helm::remote::Remote;
@@ -101,7 +102,7 @@ pub struct ClusterPlan {
 type Fingerprint = Vec<(String, Option<ObjectId>)>;
 
 /// A render's objects, or why it failed (shared by every cluster with the same inputs).
-type Rendered = Result<Arc<Vec<Value>>, Arc<RenderError>>;
+type Rendered = Result<Objects, Arc<RenderError>>;
 
 /// A loaded chart with the digest of its content, or why it did not load.
 type LoadedChart = Result<(Arc<Chart>, [u8; 32]), Arc<RenderError>>;
@@ -126,6 +127,8 @@ struct HelmJob {
     values: Value,
     helm: HelmSource,
     namespace: String,
+    /// What the app's namespace does to the render (every cluster's the same).
+    namespacing: Option<Namespacing>,
     capabilities: Arc<Capabilities>,
 }
 
@@ -165,10 +168,18 @@ impl HelmInputs<'_> {
                 _ => app_render::parse_values(file, snapshot.file(file).unwrap_or_default()),
             })
             .map_err(Arc::new)?;
+        let namespacing = Namespacing::of(app);
         let namespace = app.namespace.clone().unwrap_or_else(|| "default".into());
         let capabilities = capabilities.get(&cluster.name).cloned().unwrap_or_else(Capabilities::shared_default);
         let mut hasher = Sha256::new();
         hasher.update(self.identity);
+        if let Some(n) = &namespacing {
+            for part in [&n.namespace, &n.app] {
+                hasher.update(part.as_bytes());
+                hasher.update([0]);
+            }
+            hasher.update([n.create as u8, n.delete as u8]);
+        }
         for part in [
             &convoy_shared::model::canonical_json(&values),
             &self.helm.release_name,
@@ -188,16 +199,25 @@ impl HelmInputs<'_> {
             values,
             helm: self.helm.clone(),
             namespace,
+            namespacing,
             capabilities,
         })
     }
 }
 
 impl HelmJob {
+    /// The chart's objects as every cluster with these inputs takes them: placed in the app's
+    /// namespace and sorted, so that an assignment without `${cluster.…}` variables shares them
+    /// (objects with variables are placed by each assignment, after they are resolved).
     fn render(&self) -> Rendered {
-        app_render::render_chart(&self.chart, &self.values, &self.helm, &self.namespace, &self.capabilities)
-            .map(Arc::new)
-            .map_err(Arc::new)
+        let mut objects =
+            app_render::render_chart(&self.chart, &self.values, &self.helm, &self.namespace, &self.capabilities)
+                .map_err(Arc::new)?;
+        if let Some(namespacing) = self.namespacing.as_ref().filter(|_| !objects.iter().any(app_render::has_variables))
+        {
+            namespacing.apply(&mut objects);
+        }
+        Ok(sorted(objects))
     }
 }
 
@@ -207,7 +227,7 @@ pub type RemoteCharts = Arc<dyn Fn(&Remote) -> Result<(Chart, String), RenderErr
 
 #[derive(Clone)]
 struct CachedPair {
-    render: Arc<Vec<Value>>,
+    render: Objects,
     cluster: Cluster,
     app: App,
     result: Result<Arc<Digested>, PlanError>,
@@ -505,7 +525,7 @@ impl Planner {
                             name: app.name.clone(),
                             policy: app.policy,
                             depends_on: app.depends_on.clone(),
-                            objects: Vec::new(),
+                            objects: Objects::default(),
                             render_error: None,
                             ignore_differences: app.ignore_differences.clone(),
                             health_rules: app.health.clone(),
@@ -555,7 +575,7 @@ impl Planner {
     }
 
     /// The app's render for `cluster` (cached by the files it read, or by its Helm inputs).
-    fn rendered(&mut self, cluster: &Cluster, app: &App, env: &EnvironmentState) -> Result<Arc<Vec<Value>>, PlanError> {
+    fn rendered(&mut self, cluster: &Cluster, app: &App, env: &EnvironmentState) -> Result<Objects, PlanError> {
         match &app.helm {
             None => self.shared_render(cluster, app, env).unwrap_or_else(|| {
                 let dir = overlay_dir(env.snapshot.as_ref(), &app.name, &cluster.name, &env.environment.name);
@@ -585,18 +605,12 @@ impl Planner {
 
     /// The pair's output from an earlier plan, when it was built from this very render for the
     /// same cluster and app.
-    fn cached_pair(&self, cluster: &Cluster, app: &App, rendered: &Arc<Vec<Value>>) -> Option<&CachedPair> {
+    fn cached_pair(&self, cluster: &Cluster, app: &App, rendered: &Objects) -> Option<&CachedPair> {
         let cached = self.pairs.get(&PairRef::of(cluster, &app.name))?;
-        (Arc::ptr_eq(&cached.render, rendered) && cached.cluster == *cluster && cached.app == *app).then_some(cached)
+        (cached.render.ptr_eq(rendered) && cached.cluster == *cluster && cached.app == *app).then_some(cached)
     }
 
-    fn keep_pair(
-        &mut self,
-        cluster: &Cluster,
-        app: &App,
-        render: Arc<Vec<Value>>,
-        result: Result<Arc<Digested>, PlanError>,
-    ) {
+    fn keep_pair(&mut self, cluster: &Cluster, app: &App, render: Objects, result: Result<Arc<Digested>, PlanError>) {
         let pair = CachedPair { render, cluster: cluster.clone(), app: app.clone(), result };
         set_pair(&mut self.pairs, PairRef::of(cluster, &app.name), Box::new(pair));
     }
@@ -631,7 +645,7 @@ impl Planner {
         }
         self.run.stats.renders += 1;
         let (output, fingerprint) = recorded(snapshot, |source| {
-            Renderer::with_source(source).render(Path::new(dir)).map(Arc::new).map_err(Arc::new)
+            Renderer::with_source(source).render(Path::new(dir)).map(sorted).map_err(Arc::new)
         });
         self.run.renders_checked.insert(key.clone());
         self.renders.insert(key, CachedRender { fingerprint, output: output.clone() });
@@ -831,7 +845,7 @@ fn recorded<T>(snapshot: &Arc<Snapshot>, read: impl FnOnce(Arc<dyn Source>) -> T
 
 /// One app's output for one cluster: its render with the cluster's variables and the app's
 /// namespace, digested.
-fn build_pair(rendered: &[Value], cluster: &Cluster, app: &App) -> Result<Arc<Digested>, PlanError> {
+fn build_pair(rendered: &Objects, cluster: &Cluster, app: &App) -> Result<Arc<Digested>, PlanError> {
     assemble(rendered, cluster, app).map(digested).map_err(|source| PlanError::Object {
         app: app.name.clone(),
         cluster: cluster.name.clone(),
@@ -859,6 +873,13 @@ fn across_cores<T: Send, R: Send>(mut jobs: Vec<T>, f: impl Fn(T) -> R + Sync) -
             parts.into_iter().map(|part| scope.spawn(move || part.into_iter().map(f).collect::<Vec<_>>())).collect();
         workers.into_iter().flat_map(|w| w.join().expect("a planner thread panicked")).collect()
     })
+}
+
+/// A render's objects in the order assignments carry them.
+fn sorted(objects: Vec<Value>) -> Objects {
+    let mut objects = Objects::from(objects);
+    objects.sort();
+    objects
 }
 
 fn digested(mut app: AppAssignment) -> Arc<Digested> {

@@ -835,7 +835,8 @@ mod tests {
             name: name.into(),
             policy: Default::default(),
             depends_on: vec![],
-            objects: vec![serde_json::json!({"kind": "ConfigMap", "metadata": {"name": name}, "data": {"v": value}})],
+            objects: vec![serde_json::json!({"kind": "ConfigMap", "metadata": {"name": name}, "data": {"v": value}})]
+                .into(),
             render_error: None,
             ignore_differences: Vec::new(),
             health_rules: Vec::new(),

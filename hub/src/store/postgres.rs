@@ -919,7 +919,8 @@ mod tests {
         let app = |name: &str, value: &str| AppAssignment {
             name: name.into(),
             objects: vec![serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
-                "metadata": {"name": name, "namespace": "n"}, "data": {"v": value}})],
+                "metadata": {"name": name, "namespace": "n"}, "data": {"v": value}})]
+            .into(),
             ..assignment("x", "r").apps[0].as_ref().clone()
         };
         let fleet = |revision: &str, web: &str| -> Vec<Arc<Assignment>> {

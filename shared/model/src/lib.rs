@@ -14,6 +14,8 @@ pub use health::HealthRule;
 pub use ignore::{IgnoreRule, Ignored};
 
 use std::fmt;
+use std::ops::Deref;
+use std::sync::Arc;
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -94,7 +96,7 @@ pub struct AppAssignment {
     pub policy: SyncPolicy,
     pub depends_on: Vec<String>,
     /// Objects sorted by [`ObjectRef`].
-    pub objects: Vec<Value>,
+    pub objects: Objects,
     /// Set when this app failed to render for this cluster; `objects` are then the last good ones.
     pub render_error: Option<String>,
     /// Fields of its objects that other managers own (see [`crate::model::ignore`]).
@@ -104,10 +106,92 @@ pub struct AppAssignment {
     pub health_rules: Vec<HealthRule>,
 }
 
+/// An app's objects, shared: the hub's planner hands a render's objects to every assignment
+/// that takes them unchanged (a Helm render per cluster was copied into its assignment, a tenth
+/// of a cold plan), and cloning an assignment does not copy them. Read through `Deref`; write
+/// through [`Objects::make_mut`], which copies them first when they are shared.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Objects(Arc<Vec<Value>>);
+
+impl Objects {
+    /// The objects to change, copied first if anything else holds them.
+    pub fn make_mut(&mut self) -> &mut Vec<Value> {
+        Arc::make_mut(&mut self.0)
+    }
+
+    /// The objects, copied only when something else still holds them.
+    pub fn into_vec(self) -> Vec<Value> {
+        Arc::unwrap_or_clone(self.0)
+    }
+
+    /// Whether both are the very same objects (not only equal ones).
+    pub fn ptr_eq(&self, other: &Objects) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
+    /// Sorts the objects by [`ObjectRef`] (stable), copying them only when they are not sorted.
+    pub fn sort(&mut self) {
+        let order = {
+            let keys: Vec<[&str; 5]> = self.iter().map(order_key).collect();
+            if keys.is_sorted() {
+                return;
+            }
+            let mut order: Vec<usize> = (0..keys.len()).collect();
+            order.sort_by(|a, b| keys[*a].cmp(&keys[*b]));
+            order
+        };
+        let mut objects: Vec<Option<Value>> = std::mem::take(self).into_vec().into_iter().map(Some).collect();
+        *self = order.into_iter().map(|i| objects[i].take().expect("each object once")).collect();
+    }
+}
+
+/// The fields of [`ObjectRef::of`] in its order, borrowed: sorting by it sorts by `ObjectRef`.
+fn order_key(object: &Value) -> [&str; 5] {
+    let api_version = object["apiVersion"].as_str().unwrap_or_default();
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    let metadata = &object["metadata"];
+    [
+        group,
+        version,
+        object["kind"].as_str().unwrap_or_default(),
+        metadata["namespace"].as_str().unwrap_or_default(),
+        metadata["name"].as_str().unwrap_or_default(),
+    ]
+}
+
+impl Deref for Objects {
+    type Target = [Value];
+
+    fn deref(&self) -> &[Value] {
+        &self.0
+    }
+}
+
+impl From<Vec<Value>> for Objects {
+    fn from(objects: Vec<Value>) -> Self {
+        Objects(Arc::new(objects))
+    }
+}
+
+impl FromIterator<Value> for Objects {
+    fn from_iter<I: IntoIterator<Item = Value>>(objects: I) -> Self {
+        Objects::from(objects.into_iter().collect::<Vec<_>>())
+    }
+}
+
+impl<'a> IntoIterator for &'a Objects {
+    type Item = &'a Value;
+    type IntoIter = std::slice::Iter<'a, Value>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
 impl AppAssignment {
     /// Sorts the objects by [`ObjectRef`], the order assignments carry them in.
     pub fn sort_objects(&mut self) {
-        self.objects.sort_by_cached_key(ObjectRef::of);
+        self.objects.sort();
     }
 
     /// Content digest of this app: name, policy, dependencies, objects (canonical JSON), render
@@ -217,4 +301,49 @@ pub fn valid_name(name: &str) -> bool {
         && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !name.starts_with('-')
         && !name.ends_with('-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn sorting_objects_copies_them_only_when_they_are_out_of_order() {
+        let cm = |name: &str| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}});
+        let sorted: Objects = vec![cm("a"), cm("b")].into();
+        let mut same = sorted.clone();
+        same.sort();
+        assert!(same.ptr_eq(&sorted), "already sorted: still shared");
+
+        let unsorted: Objects = vec![cm("b"), cm("a"), cm("c")].into();
+        let mut resorted = unsorted.clone();
+        resorted.sort();
+        assert!(!resorted.ptr_eq(&unsorted));
+        let names =
+            |o: &Objects| o.iter().map(|o| o["metadata"]["name"].as_str().unwrap().to_string()).collect::<Vec<_>>();
+        assert_eq!(names(&resorted), ["a", "b", "c"]);
+        assert_eq!(names(&unsorted), ["b", "a", "c"], "the shared copy is left as it was");
+    }
+
+    #[test]
+    fn objects_sort_as_their_object_refs_do() {
+        let objects: Vec<Value> = [
+            ("apps/v1", "Deployment", "b", "web"),
+            ("v1", "ConfigMap", "", "z"),
+            ("v1", "ConfigMap", "a", "z"),
+            ("apps/v1", "Deployment", "a", "web"),
+            ("v1", "Namespace", "", "a"),
+            ("example.com/v1", "Widget", "a", "w"),
+            ("v1", "ConfigMap", "a", "y"),
+        ]
+        .into_iter()
+        .map(|(api, kind, ns, name)| json!({"apiVersion": api, "kind": kind, "metadata": {"namespace": ns, "name": name}}))
+        .collect();
+        let mut by_ref = objects.clone();
+        by_ref.sort_by_cached_key(ObjectRef::of);
+        let mut sorted = Objects::from(objects);
+        sorted.sort();
+        assert_eq!(sorted.to_vec(), by_ref);
+    }
 }

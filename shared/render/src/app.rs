@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
 
-use convoy_model::AppAssignment;
+use convoy_model::{AppAssignment, Objects};
 use serde_json::{Map, Value};
 
 use crate::fleet::{App, ChartLocation, Cluster, HelmSource};
@@ -182,7 +182,7 @@ pub fn render_app(
             render_chart(&loaded, &values, helm, app.namespace.as_deref().unwrap_or("default"), capabilities)?
         }
     };
-    Ok(assemble(&rendered, cluster, app)?)
+    Ok(assemble(&Objects::from(rendered), cluster, app)?)
 }
 
 /// `apps/<app>/clusters/<cluster>` if present, else [`environment_dir`].
@@ -200,57 +200,24 @@ pub fn environment_dir(src: &dyn Source, app: &str, env: &str) -> String {
 
 /// Substitutes `${cluster.*}` variables and gives namespaced objects without a namespace the
 /// app's namespace.
-pub fn assemble(rendered: &[Value], cluster: &Cluster, app: &App) -> Result<AppAssignment, ObjectError> {
-    let cluster_scoped_crds: BTreeSet<(String, String)> = rendered
-        .iter()
-        .filter(|o| o["kind"] == "CustomResourceDefinition" && o["spec"]["scope"] == "Cluster")
-        .map(|o| {
-            (
-                o["spec"]["group"].as_str().unwrap_or_default().to_string(),
-                o["spec"]["names"]["kind"].as_str().unwrap_or_default().to_string(),
-            )
-        })
-        .collect();
-    let mut objects = Vec::with_capacity(rendered.len());
-    for object in rendered {
-        let mut object = object.clone();
-        substitute(&mut object, cluster)?;
-        if let Some(namespace) = &app.namespace {
-            let kind = object["kind"].as_str().unwrap_or_default().to_string();
-            let group = object["apiVersion"]
-                .as_str()
-                .and_then(|v| v.split_once('/'))
-                .map(|(g, _)| g)
-                .unwrap_or_default()
-                .to_string();
-            let scoped = CLUSTER_SCOPED.contains(&kind.as_str()) || cluster_scoped_crds.contains(&(group, kind));
-            if !scoped && object["metadata"]["namespace"].as_str().is_none_or(str::is_empty) {
-                object["metadata"]["namespace"] = Value::String(namespace.clone());
-            }
+pub fn assemble(rendered: &Objects, cluster: &Cluster, app: &App) -> Result<AppAssignment, ObjectError> {
+    let namespacing = Namespacing::of(app);
+    // The render's objects themselves, shared, unless one must change.
+    let unchanged = !rendered.iter().any(has_variables) && namespacing.as_ref().is_none_or(|n| n.holds(rendered));
+    let objects = if unchanged {
+        rendered.clone()
+    } else {
+        let mut objects = rendered.to_vec();
+        for object in &mut objects {
+            substitute(object, cluster)?;
         }
-        let size = json_size(&object);
-        if size > MAX_OBJECT_BYTES {
-            return Err(ObjectError::TooLarge {
-                object: convoy_model::ObjectRef::of(&object).to_string(),
-                size: human_bytes(size),
-                limit: human_bytes(MAX_OBJECT_BYTES),
-            });
+        if let Some(namespacing) = &namespacing {
+            namespacing.apply(&mut objects);
         }
-        if let Some(data) = data_bytes(&object).filter(|data| *data > MAX_DATA_BYTES) {
-            return Err(ObjectError::TooMuchData {
-                object: convoy_model::ObjectRef::of(&object).to_string(),
-                size: data,
-                limit: MAX_DATA_BYTES,
-            });
-        }
-        objects.push(object);
-    }
-    if let Some(namespace) = app.namespace.as_ref().filter(|_| app.create_namespace)
-        && !objects
-            .iter()
-            .any(|o| o["kind"] == "Namespace" && o["apiVersion"] == "v1" && o["metadata"]["name"] == namespace.as_str())
-    {
-        objects.push(namespace_object(namespace, &app.name, app.delete_namespace));
+        Objects::from(objects)
+    };
+    for object in objects.iter() {
+        check_size(object)?;
     }
     Ok(AppAssignment {
         name: app.name.clone(),
@@ -261,6 +228,102 @@ pub fn assemble(rendered: &[Value], cluster: &Cluster, app: &App) -> Result<AppA
         ignore_differences: app.ignore_differences.clone(),
         health_rules: app.health.clone(),
     })
+}
+
+/// What an app's `spec.namespace` does to its objects, the same on every cluster: namespaced
+/// objects without a namespace get it, and (with `spec.createNamespace`) the Namespace itself
+/// is added when the sources hold none.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Namespacing {
+    pub namespace: String,
+    /// The app, named in the Namespace it adds.
+    pub app: String,
+    pub create: bool,
+    pub delete: bool,
+}
+
+impl Namespacing {
+    /// The namespacing of `app`, when it names a namespace.
+    pub fn of(app: &App) -> Option<Namespacing> {
+        app.namespace.as_ref().map(|namespace| Namespacing {
+            namespace: namespace.clone(),
+            app: app.name.clone(),
+            create: app.create_namespace,
+            delete: app.delete_namespace,
+        })
+    }
+
+    /// Gives `objects` the namespace, and adds the Namespace if asked and missing.
+    pub fn apply(&self, objects: &mut Vec<Value>) {
+        let crds = ClusterScopedCrds::of(objects);
+        for object in objects.iter_mut().filter(|o| crds.lacks_namespace(o)) {
+            object["metadata"]["namespace"] = Value::String(self.namespace.clone());
+        }
+        if self.create && !self.has_namespace_object(objects) {
+            objects.push(namespace_object(&self.namespace, &self.app, self.delete));
+        }
+    }
+
+    /// Whether [`Namespacing::apply`] would leave `objects` as they are.
+    pub fn holds(&self, objects: &[Value]) -> bool {
+        let crds = ClusterScopedCrds::of(objects);
+        !objects.iter().any(|o| crds.lacks_namespace(o)) && (!self.create || self.has_namespace_object(objects))
+    }
+
+    fn has_namespace_object(&self, objects: &[Value]) -> bool {
+        objects.iter().any(|o| {
+            o["kind"] == "Namespace" && o["apiVersion"] == "v1" && o["metadata"]["name"] == self.namespace.as_str()
+        })
+    }
+}
+
+/// The kinds that custom resource definitions among a render's objects declare cluster-scoped.
+struct ClusterScopedCrds(BTreeSet<(String, String)>);
+
+impl ClusterScopedCrds {
+    fn of(objects: &[Value]) -> Self {
+        ClusterScopedCrds(
+            objects
+                .iter()
+                .filter(|o| o["kind"] == "CustomResourceDefinition" && o["spec"]["scope"] == "Cluster")
+                .map(|o| {
+                    (
+                        o["spec"]["group"].as_str().unwrap_or_default().to_string(),
+                        o["spec"]["names"]["kind"].as_str().unwrap_or_default().to_string(),
+                    )
+                })
+                .collect(),
+        )
+    }
+
+    /// A namespaced object without a namespace.
+    fn lacks_namespace(&self, object: &Value) -> bool {
+        let kind = object["kind"].as_str().unwrap_or_default();
+        let group = object["apiVersion"].as_str().and_then(|v| v.split_once('/')).map(|(g, _)| g).unwrap_or_default();
+        let scoped =
+            CLUSTER_SCOPED.contains(&kind) || self.0.iter().any(|(g, k)| g.as_str() == group && k.as_str() == kind);
+        !scoped && object["metadata"]["namespace"].as_str().is_none_or(str::is_empty)
+    }
+}
+
+/// An object too large for the API server, or a ConfigMap or Secret holding too much.
+fn check_size(object: &Value) -> Result<(), ObjectError> {
+    let size = json_size(object);
+    if size > MAX_OBJECT_BYTES {
+        return Err(ObjectError::TooLarge {
+            object: convoy_model::ObjectRef::of(object).to_string(),
+            size: human_bytes(size),
+            limit: human_bytes(MAX_OBJECT_BYTES),
+        });
+    }
+    if let Some(data) = data_bytes(object).filter(|data| *data > MAX_DATA_BYTES) {
+        return Err(ObjectError::TooMuchData {
+            object: convoy_model::ObjectRef::of(object).to_string(),
+            size: data,
+            limit: MAX_DATA_BYTES,
+        });
+    }
+    Ok(())
 }
 
 /// The Namespace an app's `spec.namespace` names, added when its sources hold none: applied
@@ -317,6 +380,16 @@ fn data_bytes(object: &Value) -> Option<usize> {
 
 fn human_bytes(bytes: usize) -> String {
     if bytes >= 1 << 20 { format!("{:.1} MiB", bytes as f64 / (1u64 << 20) as f64) } else { format!("{bytes} bytes") }
+}
+
+/// Whether [`substitute`] would change `value`: some string holds a `${cluster.…}` variable.
+pub fn has_variables(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.contains("${cluster."),
+        Value::Array(items) => items.iter().any(has_variables),
+        Value::Object(map) => map.values().any(has_variables),
+        _ => false,
+    }
 }
 
 /// Replaces `${cluster.name}`, `${cluster.environment}` and `${cluster.labels.KEY}` in every
@@ -403,9 +476,9 @@ mod tests {
     fn an_object_the_api_server_cannot_store_is_an_error_naming_it_and_its_size() {
         let app = mk_app("big", false);
         let fits = json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "ok"}, "spec": {"k": "x".repeat(MAX_OBJECT_BYTES - 200)}});
-        assert!(assemble(&[fits], &mk_cluster("eu-1"), &app).is_ok());
+        assert!(assemble(&vec![fits].into(), &mk_cluster("eu-1"), &app).is_ok());
         let huge = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "blob"}, "data": {"k": "x".repeat(4 << 20)}});
-        let err = assemble(&[huge], &mk_cluster("eu-1"), &app).unwrap_err().to_string();
+        let err = assemble(&vec![huge].into(), &mk_cluster("eu-1"), &app).unwrap_err().to_string();
         assert!(err.contains("ConfigMap big/blob") && err.contains("4.0 MiB") && err.contains("1.5 MiB"), "{err}");
     }
 
@@ -414,36 +487,45 @@ mod tests {
         use base64::Engine as _;
         let app = mk_app("big", false);
         let cm = |name: &str, n: usize| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"k": "x".repeat(n)}});
-        assert!(assemble(&[cm("fits", MAX_DATA_BYTES)], &mk_cluster("eu-1"), &app).is_ok());
-        let err = assemble(&[cm("over", MAX_DATA_BYTES + 1)], &mk_cluster("eu-1"), &app).unwrap_err().to_string();
+        assert!(assemble(&vec![cm("fits", MAX_DATA_BYTES)].into(), &mk_cluster("eu-1"), &app).is_ok());
+        let err =
+            assemble(&vec![cm("over", MAX_DATA_BYTES + 1)].into(), &mk_cluster("eu-1"), &app).unwrap_err().to_string();
         assert!(err.contains("ConfigMap big/over holds 1048577 bytes of data, more than the 1048576"), "{err}");
         // A Secret's data counts decoded: 1 MiB of bytes is 1.33 MiB of base64, and fits.
         let encoded = base64::engine::general_purpose::STANDARD.encode(vec![7u8; MAX_DATA_BYTES]);
         let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}, "data": {"k": encoded}});
-        assert!(assemble(&[secret], &mk_cluster("eu-1"), &app).is_ok());
+        assert!(assemble(&vec![secret].into(), &mk_cluster("eu-1"), &app).is_ok());
         let over = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "t"},
             "data": {"k": base64::engine::general_purpose::STANDARD.encode(vec![7u8; MAX_DATA_BYTES])}, "stringData": {"more": "y"}});
-        assert!(assemble(&[over], &mk_cluster("eu-1"), &app).unwrap_err().to_string().contains("Secret big/t"));
+        assert!(
+            assemble(&vec![over].into(), &mk_cluster("eu-1"), &app).unwrap_err().to_string().contains("Secret big/t")
+        );
     }
 
     #[test]
     fn the_apps_namespace_is_added_unless_its_sources_hold_it_or_it_says_not_to() {
         let mut app = mk_app("web", true);
         let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}});
-        let added = assemble(std::slice::from_ref(&cm), &mk_cluster("eu-1"), &app).unwrap();
+        let added = assemble(&vec![cm.clone()].into(), &mk_cluster("eu-1"), &app).unwrap();
         let ns = added.objects.iter().find(|o| o["kind"] == "Namespace").expect("the app's namespace");
         assert_eq!(ns["metadata"]["name"], "web");
         assert_eq!(ns["metadata"]["annotations"]["convoy.dev/namespace-of"], "web");
         assert_eq!(ns["metadata"]["annotations"]["convoy.dev/prune"], "disabled", "kept unless deleteNamespace");
         app.delete_namespace = true;
-        let deletable = assemble(std::slice::from_ref(&cm), &mk_cluster("eu-1"), &app).unwrap();
+        let deletable = assemble(&vec![cm.clone()].into(), &mk_cluster("eu-1"), &app).unwrap();
         let ns = deletable.objects.iter().find(|o| o["kind"] == "Namespace").unwrap();
         assert!(ns["metadata"]["annotations"].get("convoy.dev/prune").is_none());
         let own = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "web", "labels": {"a": "b"}}});
-        let held = assemble(&[cm.clone(), own.clone()], &mk_cluster("eu-1"), &app).unwrap();
+        let held = assemble(&vec![cm.clone(), own.clone()].into(), &mk_cluster("eu-1"), &app).unwrap();
         assert_eq!(held.objects.iter().filter(|o| o["kind"] == "Namespace").collect::<Vec<_>>(), [&own]);
         app.create_namespace = false;
-        assert!(assemble(&[cm], &mk_cluster("eu-1"), &app).unwrap().objects.iter().all(|o| o["kind"] != "Namespace"));
+        assert!(
+            assemble(&vec![cm].into(), &mk_cluster("eu-1"), &app)
+                .unwrap()
+                .objects
+                .iter()
+                .all(|o| o["kind"] != "Namespace")
+        );
     }
 
     #[test]
@@ -457,8 +539,60 @@ mod tests {
                    "spec": {"group": "x.io", "scope": "Cluster", "names": {"kind": "W"}}}),
             json!({"apiVersion": "x.io/v1", "kind": "W", "metadata": {"name": "d"}}),
         ];
-        let out = assemble(&rendered, &mk_cluster("eu-1"), &app).unwrap();
+        let out = assemble(&rendered.into(), &mk_cluster("eu-1"), &app).unwrap();
         let ns: Vec<_> = out.objects.iter().map(|o| o["metadata"]["namespace"].as_str().map(str::to_string)).collect();
         assert_eq!(ns, [Some("web".into()), Some("other".into()), None, None, None]);
+    }
+
+    #[test]
+    fn a_render_that_needs_no_change_is_shared_and_one_that_does_is_copied() {
+        let app = mk_app("web", false);
+        let cluster = mk_cluster("eu-1");
+        let plain = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a", "namespace": "web"}});
+        let rendered: Objects = vec![plain.clone()].into();
+        assert!(assemble(&rendered, &cluster, &app).unwrap().objects.ptr_eq(&rendered));
+
+        let templated = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "b", "namespace": "web"},
+            "data": {"where": "${cluster.name}"}});
+        let rendered: Objects = vec![plain.clone(), templated].into();
+        let out = assemble(&rendered, &cluster, &app).unwrap();
+        assert!(!out.objects.ptr_eq(&rendered));
+        assert_eq!(out.objects[0], plain);
+        assert_eq!(out.objects[1]["data"]["where"], "eu-1");
+        assert_eq!(rendered[1]["data"]["where"], "${cluster.name}", "the render itself is left as it was");
+
+        // An undefined variable is still an error, and an object too large still refused.
+        let undefined = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": "web"},
+            "data": {"k": "${cluster.labels.zone}"}});
+        assert!(assemble(&vec![undefined].into(), &cluster, &app).is_err());
+        let huge = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "d", "namespace": "web"},
+            "data": {"k": "x".repeat(4 << 20)}});
+        assert!(assemble(&vec![huge].into(), &cluster, &app).is_err());
+    }
+
+    #[test]
+    fn namespaces_placed_on_the_render_give_what_assembling_places_and_share_it() {
+        for create in [false, true] {
+            namespacing_placed_on_the_render_is_shared(mk_app("web", create));
+        }
+    }
+
+    fn namespacing_placed_on_the_render_is_shared(app: App) {
+        let cluster = mk_cluster("eu-1");
+        let render = || {
+            vec![
+                json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}}),
+                json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition", "metadata": {"name": "ws.x.io"},
+                       "spec": {"group": "x.io", "scope": "Cluster", "names": {"kind": "W"}}}),
+                json!({"apiVersion": "x.io/v1", "kind": "W", "metadata": {"name": "d"}}),
+            ]
+        };
+        let assembled = assemble(&render().into(), &cluster, &app).unwrap();
+        let mut namespaced = render();
+        Namespacing::of(&app).unwrap().apply(&mut namespaced);
+        let namespaced: Objects = namespaced.into();
+        let shared = assemble(&namespaced, &cluster, &app).unwrap();
+        assert!(shared.objects.ptr_eq(&namespaced));
+        assert_eq!(shared.objects, assembled.objects);
     }
 }

@@ -200,7 +200,7 @@ impl Assignment {
                 name: app.name.clone(),
                 policy,
                 depends_on: app.depends_on.clone(),
-                objects,
+                objects: objects.into(),
                 render_error: (!app.render_error.is_empty()).then(|| app.render_error.clone()),
                 ignore_differences: app.ignore_differences.iter().map(crate::model::ignore::from_wire).collect(),
                 health_rules: app.health_rules.iter().map(health_from_wire).collect(),
@@ -407,7 +407,7 @@ mod tests {
             name: name.into(),
             policy: SyncPolicy::default(),
             depends_on: vec![],
-            objects,
+            objects: objects.into(),
             render_error: None,
         }
     }

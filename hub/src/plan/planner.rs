@@ -22,6 +22,7 @@ use convoy_model::Objects;
 use convoy_model::analysis::QueryFrom;
 use convoy_shared::model::{AppAssignment, Assignment, GateQueries};
 use gix::ObjectId;
+use rayon::prelude::*;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
@@ -853,26 +854,12 @@ fn build_pair(rendered: &Objects, cluster: &Cluster, app: &App) -> Result<Arc<Di
     })
 }
 
-/// `f` of every job, in order, computed on every core. The jobs move to the cores and are
-/// dropped there (freeing a thousand renders' inputs is work too); pass references to keep them.
-fn across_cores<T: Send, R: Send>(mut jobs: Vec<T>, f: impl Fn(T) -> R + Sync) -> Vec<R> {
-    let threads = std::thread::available_parallelism().map_or(1, usize::from).min(jobs.len());
-    if threads < 2 {
-        return jobs.into_iter().map(f).collect();
-    }
-    let chunk = jobs.len().div_ceil(threads);
-    let mut parts = Vec::with_capacity(threads);
-    while jobs.len() > chunk {
-        let rest = jobs.split_off(chunk);
-        parts.push(std::mem::replace(&mut jobs, rest));
-    }
-    parts.push(jobs);
-    let f = &f;
-    std::thread::scope(|scope| {
-        let workers: Vec<_> =
-            parts.into_iter().map(|part| scope.spawn(move || part.into_iter().map(f).collect::<Vec<_>>())).collect();
-        workers.into_iter().flat_map(|w| w.join().expect("a planner thread panicked")).collect()
-    })
+/// `f` of every job, in order, computed on every core (rayon's pool: threads that stay, so a
+/// plan does not start threads, and their allocator heaps, four times over). The jobs move to
+/// the cores and are dropped there (freeing a thousand renders' inputs is work too); pass
+/// references to keep them.
+fn across_cores<T: Send, R: Send>(jobs: Vec<T>, f: impl Fn(T) -> R + Sync + Send) -> Vec<R> {
+    jobs.into_par_iter().map(f).collect()
 }
 
 /// A render's objects in the order assignments carry them.

@@ -385,7 +385,8 @@ fn human_bytes(bytes: usize) -> String {
 /// Whether [`substitute`] would change `value`: some string holds a `${cluster.…}` variable.
 pub fn has_variables(value: &Value) -> bool {
     match value {
-        Value::String(s) => s.contains("${cluster."),
+        // A byte search first: most strings hold no `$`, and the pattern search costs more.
+        Value::String(s) => s.contains('$') && s.contains("${cluster."),
         Value::Array(items) => items.iter().any(has_variables),
         Value::Object(map) => map.values().any(has_variables),
         _ => false,

@@ -993,6 +993,43 @@ mod tests {
     }
 
     #[test]
+    fn clusters_on_one_helm_render_share_its_objects_placed_in_the_apps_namespace() {
+        let mut files: Vec<(String, String)> = [
+            ("convoy.yaml", FLEET.to_string()),
+            ("clusters/eu-1.yaml", cluster("eu-1", "eu")),
+            ("clusters/us-1.yaml", cluster("us-1", "us")),
+            (
+                "apps/web/app.yaml",
+                "apiVersion: convoy.dev/v1\nkind: App\nmetadata:\n  name: web\nspec:\n  namespace: web\n  helm: {chart: charts/web, releaseName: web}\n".into(),
+            ),
+            ("charts/web/Chart.yaml", "apiVersion: v2\nname: web\nversion: 0.1.0\n".into()),
+            ("charts/web/values.yaml", "greeting: hello\n".into()),
+            ("charts/web/templates/config.yaml", config_map("web", "{{ .Values.greeting }}")),
+        ]
+        .into_iter()
+        .map(|(p, c)| (p.to_string(), c))
+        .collect();
+        let (clusters, envs) = commit(&files);
+        let (plans, stats) = Planner::default().plan(&clusters, &envs);
+        assert_eq!(stats.renders, 1, "one render for both clusters");
+        let web = |cluster: &str| plan_of(&plans, cluster).assignment.apps.iter().find(|a| a.name == "web").cloned();
+        let (eu, us) = (web("eu-1").expect("eu-1 runs web"), web("us-1").expect("us-1 runs web"));
+        assert!(eu.objects.ptr_eq(&us.objects), "one copy of the objects for both clusters");
+        let config = eu.objects.iter().find(|o| o["kind"] == "ConfigMap").expect("the chart's ConfigMap");
+        assert_eq!(config["metadata"]["namespace"], "web");
+        assert_eq!(config["data"]["value"], "hello");
+        assert!(eu.objects.iter().any(|o| o["kind"] == "Namespace" && o["metadata"]["name"] == "web"));
+
+        // A value with a cluster variable gives each cluster its own objects.
+        files.retain(|(path, _)| path != "charts/web/values.yaml");
+        files.push(("charts/web/values.yaml".into(), "greeting: hello ${cluster.name}\n".into()));
+        let (clusters, envs) = commit(&files);
+        let (plans, _) = Planner::default().plan(&clusters, &envs);
+        let value = |cluster: &str| value(plan_of(&plans, cluster), "web");
+        assert_eq!((value("eu-1").as_deref(), value("us-1").as_deref()), (Some("hello eu-1"), Some("hello us-1")));
+    }
+
+    #[test]
     fn an_unchanged_commit_renders_nothing_and_keeps_the_very_assignments() {
         let mut planner = Planner::default();
         let (clusters, envs) = commit(&files("hello", KUSTOMIZATION));

@@ -270,6 +270,9 @@ pub struct Planner {
     /// Helm renders by the digest of their inputs, with the plan that last used them; those no
     /// plan used are dropped at the end of the next, so the cache holds what the fleet uses.
     helm_renders: HashMap<[u8; 32], (u64, Rendered)>,
+    /// Kustomize renders placed in their app's namespace, by directory and placement, with the
+    /// plan that last used them (dropped at the end of the next plan that does not).
+    placed: HashMap<(BranchPath, Namespacing), PlacedRender>,
     /// What each cluster's agent said its API server offers (Helm's defaults until it has).
     capabilities: HashMap<String, Arc<Capabilities>>,
     /// The plan running now (or the last one).
@@ -320,6 +323,13 @@ fn set_pair<V>(table: &mut PairTable<V>, pair: PairRef, value: V) {
             table.insert(PairKey { cluster: pair.cluster.to_string(), app: pair.app.to_string() }, value);
         }
     }
+}
+
+/// A render as placed in its app's namespace, and the render it was placed from.
+struct PlacedRender {
+    render: Objects,
+    placed: Objects,
+    used: u64,
 }
 
 /// A directory on a branch: what renders and repository charts are cached by.
@@ -390,6 +400,7 @@ impl Planner {
             .collect();
         let generation = self.run.generation;
         self.helm_renders.retain(|_, (used, _)| *used == generation);
+        self.placed.retain(|_, placed| placed.used == generation);
         (plans, self.run.stats)
     }
 
@@ -580,7 +591,8 @@ impl Planner {
         match &app.helm {
             None => self.shared_render(cluster, app, env).unwrap_or_else(|| {
                 let dir = overlay_dir(env.snapshot.as_ref(), &app.name, &cluster.name, &env.environment.name);
-                self.render(&env.environment.branch, &env.snapshot, &dir)
+                let rendered = self.render(&env.environment.branch, &env.snapshot, &dir);
+                self.placed(&env.environment.branch, &dir, app, rendered)
             }),
             Some(helm) => self.render_helm(cluster, app, helm, env),
         }
@@ -597,11 +609,37 @@ impl Planner {
             let own = snapshot.list_dir(Path::new(&format!("apps/{}/clusters", app.name))).unwrap_or_default();
             let dir = app_render::environment_dir(snapshot, &app.name, name);
             let rendered = self.render(&env.environment.branch, &env.snapshot, &dir);
+            let rendered = self.placed(&env.environment.branch, &dir, app, rendered);
             let shared = SharedRender { environment: name.clone(), commit, own, rendered };
             self.run.shared_renders.entry(app.name.clone()).or_default().push(shared);
         }
         let shared = self.run.shared_renders.get(&app.name)?.iter().find(|s| found(s))?;
         shared.own.binary_search(&cluster.name).is_err().then(|| shared.rendered.clone())
+    }
+
+    /// A kustomize render of `dir` placed in `app`'s namespace (the render itself when it needs
+    /// no placing, or holds `${cluster.…}` variables: each pair places those after substituting),
+    /// the same `Objects` for as long as the render is the same, so the pairs built on it stay
+    /// cached and share it.
+    fn placed(&mut self, branch: &str, dir: &str, app: &App, rendered: Rendered) -> Rendered {
+        let rendered = rendered?;
+        let Some(namespacing) = Namespacing::of(app) else { return Ok(rendered) };
+        let key = (BranchPath { branch: branch.to_string(), path: dir.to_string() }, namespacing);
+        let generation = self.run.generation;
+        if let Some(placed) = self.placed.get_mut(&key).filter(|p| p.render.ptr_eq(&rendered)) {
+            placed.used = generation;
+            return Ok(placed.placed.clone());
+        }
+        let namespacing = &key.1;
+        let placed = if rendered.iter().any(app_render::has_variables) || namespacing.holds(&rendered) {
+            rendered.clone()
+        } else {
+            let mut objects = rendered.to_vec();
+            namespacing.apply(&mut objects);
+            sorted(objects)
+        };
+        self.placed.insert(key, PlacedRender { render: rendered, placed: placed.clone(), used: generation });
+        Ok(placed)
     }
 
     /// The pair's output from an earlier plan, when it was built from this very render for the
@@ -1027,6 +1065,31 @@ mod tests {
         let (plans, _) = Planner::default().plan(&clusters, &envs);
         let value = |cluster: &str| value(plan_of(&plans, cluster), "web");
         assert_eq!((value("eu-1").as_deref(), value("us-1").as_deref()), (Some("hello eu-1"), Some("hello us-1")));
+    }
+
+    #[test]
+    fn clusters_on_one_kustomize_render_without_variables_share_it_placed_in_the_namespace() {
+        let mut files = files("hello", KUSTOMIZATION);
+        files.retain(|(path, _)| path != "apps/api/app.yaml");
+        files.push(("apps/api/app.yaml".into(), app("api", "")));
+        let (clusters, envs) = commit(&files);
+        let mut planner = Planner::default();
+        let (plans, _) = planner.plan(&clusters, &envs);
+        let api = |plans: &[ClusterPlan], cluster: &str| {
+            plan_of(plans, cluster).assignment.apps.iter().find(|a| a.name == "api").cloned().expect("api")
+        };
+        let (eu, us) = (api(&plans, "eu-1"), api(&plans, "us-1"));
+        assert!(eu.objects.ptr_eq(&us.objects), "one copy of the objects for both clusters");
+        let config = eu.objects.iter().find(|o| o["kind"] == "ConfigMap").expect("the ConfigMap");
+        assert_eq!(config["metadata"]["namespace"], "api");
+        assert!(eu.objects.iter().any(|o| o["kind"] == "Namespace" && o["metadata"]["name"] == "api"));
+        // web holds `${cluster.name}`: each cluster has its own.
+        assert_eq!(value(plan_of(&plans, "us-1"), "web").as_deref(), Some("hello us-1"));
+
+        // The next plan of the same commit finds the same placed render: nothing is rebuilt.
+        let (again, stats) = planner.plan(&clusters, &envs);
+        assert_eq!(stats.pairs_rebuilt, 0);
+        assert!(api(&again, "eu-1").objects.ptr_eq(&eu.objects));
     }
 
     #[test]

@@ -33,18 +33,8 @@ pub struct ObjectRef {
 impl ObjectRef {
     /// Reads apiVersion, kind, metadata.namespace and metadata.name from an object.
     pub fn of(object: &Value) -> ObjectRef {
-        let api_version = object["apiVersion"].as_str().unwrap_or_default();
-        let (group, version) = match api_version.split_once('/') {
-            Some((group, version)) => (group, version),
-            None => ("", api_version),
-        };
-        ObjectRef {
-            group: group.to_string(),
-            version: version.to_string(),
-            kind: object["kind"].as_str().unwrap_or_default().to_string(),
-            namespace: object["metadata"]["namespace"].as_str().unwrap_or_default().to_string(),
-            name: object["metadata"]["name"].as_str().unwrap_or_default().to_string(),
-        }
+        let [group, version, kind, namespace, name] = order_key(object).map(str::to_string);
+        ObjectRef { group, version, kind, namespace, name }
     }
 
     /// The apiVersion string (`group/version`, or `version` for the core group).
@@ -145,7 +135,8 @@ impl Objects {
     }
 }
 
-/// The fields of [`ObjectRef::of`] in its order, borrowed: sorting by it sorts by `ObjectRef`.
+/// The fields of an [`ObjectRef`] in its order, borrowed (what [`ObjectRef::of`] owns): sorting
+/// by it sorts by `ObjectRef`.
 fn order_key(object: &Value) -> [&str; 5] {
     let api_version = object["apiVersion"].as_str().unwrap_or_default();
     let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));

@@ -382,11 +382,16 @@ fn human_bytes(bytes: usize) -> String {
     if bytes >= 1 << 20 { format!("{:.1} MiB", bytes as f64 / (1u64 << 20) as f64) } else { format!("{bytes} bytes") }
 }
 
+/// Whether `text` holds a `${cluster.…}` variable; a byte search first, as most strings hold
+/// no `$` and the pattern search costs more.
+fn holds_variable(text: &str) -> bool {
+    text.contains('$') && text.contains("${cluster.")
+}
+
 /// Whether [`substitute`] would change `value`: some string holds a `${cluster.…}` variable.
 pub fn has_variables(value: &Value) -> bool {
     match value {
-        // A byte search first: most strings hold no `$`, and the pattern search costs more.
-        Value::String(s) => s.contains('$') && s.contains("${cluster."),
+        Value::String(s) => holds_variable(s),
         Value::Array(items) => items.iter().any(has_variables),
         Value::Object(map) => map.values().any(has_variables),
         _ => false,
@@ -397,7 +402,7 @@ pub fn has_variables(value: &Value) -> bool {
 /// string; an unknown `${cluster.…}` variable is an error, never an empty string.
 pub fn substitute(value: &mut Value, cluster: &Cluster) -> Result<(), ObjectError> {
     match value {
-        Value::String(s) if s.contains('$') && s.contains("${cluster.") => {
+        Value::String(s) if holds_variable(s) => {
             let mut out = String::with_capacity(s.len());
             let mut rest = s.as_str();
             while let Some(start) = rest.find("${cluster.") {

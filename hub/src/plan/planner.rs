@@ -208,14 +208,13 @@ impl HelmInputs<'_> {
 
 impl HelmJob {
     /// The chart's objects as every cluster with these inputs takes them: placed in the app's
-    /// namespace and sorted, so that an assignment without `${cluster.…}` variables shares them
-    /// (objects with variables are placed by each assignment, after they are resolved).
+    /// namespace ([`Namespacing::places_render`]) and sorted, so that an assignment without
+    /// `${cluster.…}` variables shares them.
     fn render(&self) -> Rendered {
         let mut objects =
             app_render::render_chart(&self.chart, &self.values, &self.helm, &self.namespace, &self.capabilities)
                 .map_err(Arc::new)?;
-        if let Some(namespacing) = self.namespacing.as_ref().filter(|_| !objects.iter().any(app_render::has_variables))
-        {
+        if let Some(namespacing) = self.namespacing.as_ref().filter(|n| n.places_render(&objects)) {
             namespacing.apply(&mut objects);
         }
         Ok(sorted(objects))
@@ -617,10 +616,9 @@ impl Planner {
         shared.own.binary_search(&cluster.name).is_err().then(|| shared.rendered.clone())
     }
 
-    /// A kustomize render of `dir` placed in `app`'s namespace (the render itself when it needs
-    /// no placing, or holds `${cluster.…}` variables: each pair places those after substituting),
-    /// the same `Objects` for as long as the render is the same, so the pairs built on it stay
-    /// cached and share it.
+    /// A kustomize render of `dir` placed in `app`'s namespace (the render itself when
+    /// [`Namespacing::places_render`] says no), the same `Objects` for as long as the render is
+    /// the same, so the pairs built on it stay cached and share it.
     fn placed(&mut self, branch: &str, dir: &str, app: &App, rendered: Rendered) -> Rendered {
         let rendered = rendered?;
         let Some(namespacing) = Namespacing::of(app) else { return Ok(rendered) };
@@ -631,12 +629,12 @@ impl Planner {
             return Ok(placed.placed.clone());
         }
         let namespacing = &key.1;
-        let placed = if rendered.iter().any(app_render::has_variables) || namespacing.holds(&rendered) {
-            rendered.clone()
-        } else {
+        let placed = if namespacing.places_render(&rendered) {
             let mut objects = rendered.to_vec();
             namespacing.apply(&mut objects);
             sorted(objects)
+        } else {
+            rendered.clone()
         };
         self.placed.insert(key, PlacedRender { render: rendered, placed: placed.clone(), used: generation });
         Ok(placed)

@@ -264,6 +264,13 @@ impl Namespacing {
         }
     }
 
+    /// Whether a render is placed before any cluster takes it: it holds no `${cluster.…}`
+    /// variable (objects with one are placed by each assignment, after they are resolved, as
+    /// [`assemble`] does) and placing changes it.
+    pub fn places_render(&self, objects: &[Value]) -> bool {
+        !objects.iter().any(has_variables) && !self.holds(objects)
+    }
+
     /// Whether [`Namespacing::apply`] would leave `objects` as they are.
     pub fn holds(&self, objects: &[Value]) -> bool {
         let crds = ClusterScopedCrds::of(objects);
@@ -389,7 +396,7 @@ fn holds_variable(text: &str) -> bool {
 }
 
 /// Whether [`substitute`] would change `value`: some string holds a `${cluster.…}` variable.
-pub fn has_variables(value: &Value) -> bool {
+fn has_variables(value: &Value) -> bool {
     match value {
         Value::String(s) => holds_variable(s),
         Value::Array(items) => items.iter().any(has_variables),

@@ -1300,15 +1300,17 @@ fn is_go_space(c: char) -> bool {
 /// `s` with every line indented by `n` spaces, after `before`.
 fn indent(n: i64, s: &str, before: &str) -> String {
     let pad = n.max(0) as usize;
-    let mut out = String::with_capacity(before.len() + s.len() + pad * (1 + s.matches('\n').count()));
+    let newlines = memchr::memchr_iter(b'\n', s.as_bytes()).count();
+    let mut out = String::with_capacity(before.len() + s.len() + pad * (1 + newlines));
     out.push_str(before);
-    for (i, line) in s.split('\n').enumerate() {
-        if i > 0 {
-            out.push('\n');
-        }
+    out.extend(std::iter::repeat_n(' ', pad));
+    let mut start = 0;
+    for newline in memchr::memchr_iter(b'\n', s.as_bytes()) {
+        out.push_str(&s[start..=newline]);
         out.extend(std::iter::repeat_n(' ', pad));
-        out.push_str(line);
+        start = newline + 1;
     }
+    out.push_str(&s[start..]);
     out
 }
 

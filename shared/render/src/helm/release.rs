@@ -181,7 +181,7 @@ pub fn render(chart: &Chart, values: &Json, opts: &ReleaseOptions) -> Result<Ren
                 mark_generated(&mut object);
             }
             let kind = object.get("kind").and_then(Json::as_str).unwrap_or("").to_string();
-            let annotations = object.pointer("/metadata/annotations");
+            let annotations = object.get("metadata").and_then(|m| m.get("annotations"));
             let hook = annotations.and_then(|a| a.get("helm.sh/hook")).and_then(Json::as_str);
             let order = kind_order(&kind);
             match hook {
@@ -244,7 +244,7 @@ pub fn render(chart: &Chart, values: &Json, opts: &ReleaseOptions) -> Result<Ren
 }
 
 fn name_of(o: &Json) -> &str {
-    o.pointer("/metadata/name").and_then(Json::as_str).unwrap_or("")
+    o.get("metadata").and_then(|m| m.get("name")).and_then(Json::as_str).unwrap_or("")
 }
 
 /// Helm's `InstallOrder`; kinds not listed go last, alphabetically.
@@ -303,7 +303,7 @@ pub fn split_manifests(content: &str) -> Vec<&str> {
     let mut docs = Vec::new();
     let mut start = if text.starts_with("---") { after_separator(0) } else { 0 };
     loop {
-        let Some(newline) = text[start..].find("\n---").map(|at| start + at) else {
+        let Some(newline) = memchr::memmem::find(&text.as_bytes()[start..], b"\n---").map(|at| start + at) else {
             docs.push(&text[start..]);
             break;
         };
@@ -404,7 +404,8 @@ fn check_dependencies_present(chart: &Chart) -> Result<(), HelmError> {
 struct Renderable {
     text: Arc<str>,
     vals: Value,
-    base_path: String,
+    /// `.Template.BasePath`, one string for the chart's templates.
+    base_path: Value,
     library: bool,
 }
 
@@ -444,11 +445,9 @@ fn render_files_inner<'c>(
     all_templates(&chart, &mut tpls, &top, Some(root_values), None, chart.name());
     // Parse in Helm's order: deeper paths first, then reverse lexical, so that the
     // definitions of higher-level charts win.
-    let mut keys: Vec<&String> = tpls.keys().collect();
-    keys.sort_by(|a, b| {
-        let (ca, cb) = (a.matches('/').count(), b.matches('/').count());
-        cb.cmp(&ca).then_with(|| b.cmp(a))
-    });
+    // `tpls` iterates in lexical order: reversed, then a stable sort by depth.
+    let mut keys: Vec<&String> = tpls.keys().rev().collect();
+    keys.sort_by_key(|k| std::cmp::Reverse(k.bytes().filter(|b| *b == b'/').count()));
     let mut set = TemplateSet::default();
     for k in &keys {
         let r = &tpls[*k];
@@ -468,14 +467,15 @@ fn render_files_inner<'c>(
         }
         if let Value::Map(m) = &r.vals {
             let template = BTreeMap::from([
-                ("BasePath".to_string(), Value::str(r.base_path.as_str())),
+                ("BasePath".to_string(), r.base_path.clone()),
                 ("Name".to_string(), Value::str(k.as_str())),
             ]);
             m.borrow_mut().insert("Template".into(), Value::watched_map(template));
         }
         exec.next_template();
         let text = exec.execute(k, r.vals.clone()).map_err(|e| HelmError::Render { error: Box::new(e) })?;
-        out.insert(k.clone(), if text.contains("<no value>") { text.replace("<no value>", "") } else { text });
+        let printed_nil = memchr::memmem::find(text.as_bytes(), b"<no value>").is_some();
+        out.insert(k.clone(), if printed_nil { text.replace("<no value>", "") } else { text });
     }
     Ok(RenderedFiles { files: out, chart, generated: exec.generated() })
 }
@@ -521,14 +521,15 @@ fn all_templates(
         }
     }
     let library = c.is_library();
+    let base_path = Value::str([full_path, "/templates"].concat());
     for (name, text) in &c.templates {
         let base = name.rsplit('/').next().unwrap_or(name);
         if library && !base.starts_with('_') {
             continue;
         }
         tpls.insert(
-            format!("{full_path}/{name}"),
-            Renderable { text: text.clone(), vals: next.clone(), base_path: format!("{full_path}/templates"), library },
+            [full_path, "/", name].concat(),
+            Renderable { text: text.clone(), vals: next.clone(), base_path: base_path.clone(), library },
         );
     }
     next

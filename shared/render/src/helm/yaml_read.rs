@@ -14,10 +14,18 @@ use serde_json::{Map, Value as Json};
 /// `text` as one YAML document, or `None` when it is not in the block subset.
 /// `scalar` resolves a plain scalar the block reader cannot decide alone (the full parser on it).
 fn block(text: &str, scalar: &dyn Fn(&str) -> Option<Json>) -> Option<Json> {
-    if text.contains(['\t', '\r']) {
+    if memchr::memchr2(b'\t', b'\r', text.as_bytes()).is_some() {
         return None;
     }
-    let lines: Vec<Line> = text.lines().map(Line::new).collect();
+    let mut lines = Vec::new();
+    let mut start = 0;
+    for newline in memchr::memchr_iter(b'\n', text.as_bytes()) {
+        lines.push(Line::new(&text[start..newline]));
+        start = newline + 1;
+    }
+    if start < text.len() {
+        lines.push(Line::new(&text[start..]));
+    }
     let mut parser = Parser { lines, at: 0, scalar };
     let Some(first) = parser.next_structural() else { return Some(Json::Null) };
     let value = parser.node(parser.lines[first].indent)?;

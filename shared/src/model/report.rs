@@ -150,6 +150,18 @@ impl Report {
         self.apps.iter().fold(Health::Healthy, |h, a| h.worst(a.health))
     }
 
+    /// Says everything the hub acts on that `older` said: the same revision, digest, applied
+    /// flag, app healths and gate measurements. Only object detail and drifts may differ (the
+    /// offline queue carries drifts over when it folds `older` into this one).
+    pub fn supersedes(&self, older: &Report) -> bool {
+        self.revision == older.revision
+            && self.digest == older.digest
+            && self.applied == older.applied
+            && self.measurements == older.measurements
+            && self.apps.len() == older.apps.len()
+            && self.apps.iter().zip(&older.apps).all(|(a, b)| a.name == b.name && a.health == b.health)
+    }
+
     /// Equal apart from the timestamp and summarization count: nothing new to say.
     pub fn same_state(&self, other: &Report) -> bool {
         self.revision == other.revision

@@ -13,6 +13,8 @@
 //! - A cluster whose app outputs are all the very ones of its last plan keeps the very same
 //!   assignment (publishing compares pointers, not contents).
 //! - Helm renders no plan used are dropped at the end of the next plan.
+//! - An app output that shares its render's objects (no `${cluster.…}` variable) is built and
+//!   digested once per render and app; every cluster on that render holds the same output.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
@@ -666,7 +668,7 @@ impl Planner {
                 }
             }
         }
-        let built = across_cores(jobs.iter().collect(), |(cluster, app, rendered)| build_pair(rendered, cluster, app));
+        let built = build_pairs(&jobs);
         self.run.stats.pairs_rebuilt += built.len();
         for ((cluster, app, rendered), result) in jobs.into_iter().zip(built) {
             self.keep_pair(cluster, app, rendered, result);
@@ -890,6 +892,40 @@ fn build_pair(rendered: &Objects, cluster: &Cluster, app: &App) -> Result<Arc<Di
     })
 }
 
+/// Every job's pair output, in order, built across the cores. An output that shares its
+/// render's objects ([`assemble`] changed nothing: no `${cluster.…}` variable, the namespace
+/// already placed) holds nothing of its cluster, so it is built once per render and app and every
+/// cluster on them takes that very output: one digest, not one per cluster.
+fn build_pairs(jobs: &[(&Cluster, &App, Objects)]) -> Vec<Result<Arc<Digested>, PlanError>> {
+    // Jobs by render and app (their addresses: the same app of one environment, the same render).
+    let group = |(_, app, rendered): &(&Cluster, &App, Objects)| (rendered.as_ptr(), std::ptr::from_ref::<App>(app));
+    let mut first_of = HashMap::new();
+    let firsts: Vec<usize> = (0..jobs.len()).filter(|&i| *first_of.entry(group(&jobs[i])).or_insert(i) == i).collect();
+    let mut results: Vec<Option<Result<Arc<Digested>, PlanError>>> = vec![None; jobs.len()];
+    let build = |i: &usize| {
+        let (cluster, app, rendered) = &jobs[*i];
+        build_pair(rendered, cluster, app)
+    };
+    for (i, result) in firsts.iter().zip(across_cores(firsts.iter().collect(), build)) {
+        results[*i] = Some(result);
+    }
+    let mut rest = Vec::new();
+    for (i, job) in jobs.iter().enumerate() {
+        let first = first_of[&group(job)];
+        if first == i {
+            continue;
+        }
+        match &results[first] {
+            Some(Ok(shared)) if shared.1.objects.ptr_eq(&job.2) => results[i] = Some(Ok(shared.clone())),
+            _ => rest.push(i),
+        }
+    }
+    for (i, result) in rest.iter().zip(across_cores(rest.iter().collect(), build)) {
+        results[*i] = Some(result);
+    }
+    results.into_iter().map(|result| result.expect("every job built")).collect()
+}
+
 /// `f` of every job, in order, computed on every core (rayon's pool: threads that stay, so a
 /// plan does not start threads, and their allocator heaps, four times over). The jobs move to
 /// the cores and are dropped there (freeing a thousand renders' inputs is work too); pass
@@ -1083,6 +1119,15 @@ mod tests {
         assert!(eu.objects.iter().any(|o| o["kind"] == "Namespace" && o["metadata"]["name"] == "api"));
         // web holds `${cluster.name}`: each cluster has its own.
         assert_eq!(value(plan_of(&plans, "us-1"), "web").as_deref(), Some("hello us-1"));
+
+        // Nothing of the cluster is in it: both clusters hold the very same output.
+        let app_of = |plans: &[ClusterPlan], cluster: &str| {
+            let apps = &plan_of(plans, cluster).assignment.apps;
+            apps.iter().find(|a| a.name == "api").cloned().expect("api")
+        };
+        assert!(Arc::ptr_eq(&app_of(&plans, "eu-1"), &app_of(&plans, "us-1")), "one output, one digest");
+        let web = |cluster: &str| plan_of(&plans, cluster).assignment.apps.iter().find(|a| a.name == "web").cloned();
+        assert!(!Arc::ptr_eq(&web("eu-1").expect("web"), &web("us-1").expect("web")));
 
         // The next plan of the same commit finds the same placed render: nothing is rebuilt.
         let (again, stats) = planner.plan(&clusters, &envs);

@@ -257,16 +257,16 @@ pub fn canonical_json(value: &Value) -> String {
 fn write_canonical(value: &Value, out: &mut Vec<u8>) {
     match value {
         Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort_unstable();
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_unstable_by_key(|(key, _)| *key);
             out.push(b'{');
-            for (i, key) in keys.into_iter().enumerate() {
+            for (i, (key, value)) in entries.into_iter().enumerate() {
                 if i > 0 {
                     out.push(b',');
                 }
                 serde_json::to_writer(&mut *out, key).expect("writing to memory");
                 out.push(b':');
-                write_canonical(&map[key], out);
+                write_canonical(value, out);
             }
             out.push(b'}');
         }

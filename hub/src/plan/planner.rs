@@ -1136,6 +1136,22 @@ mod tests {
     }
 
     #[test]
+    fn an_object_too_large_in_a_shared_render_is_an_error_that_names_each_cluster() {
+        let mut files = files("hello", KUSTOMIZATION);
+        files.retain(|(path, _)| path != "apps/api/app.yaml" && path != "apps/api/base/config.yaml");
+        files.push(("apps/api/app.yaml".into(), app("api", "")));
+        let too_much = "x".repeat(convoy_render::app::MAX_DATA_BYTES + 1);
+        files.push(("apps/api/base/config.yaml".into(), config_map("api", &too_much)));
+        let (clusters, envs) = commit(&files);
+        let (plans, _) = Planner::default().plan(&clusters, &envs);
+        for cluster in ["eu-1", "us-1"] {
+            let errors: Vec<String> = plan_of(&plans, cluster).errors.iter().map(ToString::to_string).collect();
+            assert_eq!(errors.len(), 1, "{errors:?}");
+            assert!(errors[0].starts_with(&format!("app 'api' on cluster '{cluster}': ")), "{errors:?}");
+        }
+    }
+
+    #[test]
     fn an_unchanged_commit_renders_nothing_and_keeps_the_very_assignments() {
         let mut planner = Planner::default();
         let (clusters, envs) = commit(&files("hello", KUSTOMIZATION));

@@ -93,7 +93,8 @@ struct Progress {
     blocked: BTreeMap<String, String>,
     /// Last apply error per object (by inventory id).
     errors: HashMap<String, String>,
-    /// Normalized reference per inventory id of the raw object.
+    /// Normalized reference per inventory id of the raw object, for the objects whose reference
+    /// normalizing changed (a namespace settled, a version resolved); the others are their raw one.
     refs: HashMap<String, ObjectRef>,
     failures: u32,
 }
@@ -585,7 +586,12 @@ impl Reconciler {
                     prepared.ignored = Arc::new(Ignored::of(&app.ignore_differences, &prepared.object));
                     self.applier.respect_ignored(&mut prepared).await;
                 }
-                p.refs.insert(id.clone(), prepared.object.clone());
+                // Kept only where normalizing changed the reference: the rest read as their raw one.
+                if prepared.object == raw {
+                    p.refs.remove(&id);
+                } else {
+                    p.refs.insert(id.clone(), prepared.object.clone());
+                }
                 let key = key_of(&prepared.object);
                 if previous.is_some() && self.live.lock().in_sync(&key, &prepared.body) {
                     plan.unchanged.push(id);

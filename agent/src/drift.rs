@@ -96,7 +96,9 @@ pub struct ObjectState {
     /// The rule that judged its health.
     pub rule: String,
     pub present: bool,
-    pub drift: Option<Drift>,
+    /// Boxed: most objects have none, and every state sits in the index's table (a thousand
+    /// objects: 2,048 slots).
+    pub drift: Option<Box<Drift>>,
 }
 
 /// Everything the watchers know, shared with the reconciler (short critical sections only).
@@ -233,7 +235,7 @@ impl LiveIndex {
             .iter()
             .filter_map(|(k, s)| {
                 let d = self.desired.get(k)?;
-                let drift = s.drift.clone()?;
+                let drift = *s.drift.clone()?;
                 (d.self_heal && !d.applying && !d.owned.is_empty()).then(|| (k.clone(), d.clone(), drift))
             })
             .collect()
@@ -327,14 +329,14 @@ impl LiveIndex {
             } else {
                 let detected =
                     previous.drift.as_ref().filter(|d| !d.missing).map(|d| d.detected_unix_ms).unwrap_or_else(unix_ms);
-                Some(Drift {
+                Some(Box::new(Drift {
                     object: desired.object.clone(),
                     app: desired.app.clone(),
                     missing: false,
                     fields,
                     healed: false,
                     detected_unix_ms: detected,
-                })
+                }))
             }
         };
         if let Some(d) = &drift
@@ -380,7 +382,7 @@ impl LiveIndex {
                 message: "deleted from the cluster".into(),
                 rule: String::new(),
                 present: false,
-                drift: Some(drift),
+                drift: Some(Box::new(drift)),
             },
         );
         true
@@ -392,7 +394,7 @@ impl LiveIndex {
             .states
             .iter()
             .filter(|(k, _)| self.desired.contains_key(*k))
-            .filter_map(|(_, s)| s.drift.clone())
+            .filter_map(|(_, s)| s.drift.as_deref().cloned())
             .collect();
         out.sort_by(|a, b| a.object.cmp(&b.object));
         out

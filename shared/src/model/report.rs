@@ -164,12 +164,7 @@ impl Report {
 
     /// Equal apart from the timestamp and summarization count: nothing new to say.
     pub fn same_state(&self, other: &Report) -> bool {
-        self.revision == other.revision
-            && self.digest == other.digest
-            && self.apps == other.apps
-            && self.drifts == other.drifts
-            && self.applied == other.applied
-            && self.measurements == other.measurements
+        self.supersedes(other) && self.apps == other.apps && self.drifts == other.drifts
     }
 }
 

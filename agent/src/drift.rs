@@ -235,7 +235,7 @@ impl LiveIndex {
             .iter()
             .filter_map(|(k, s)| {
                 let d = self.desired.get(k)?;
-                let drift = *s.drift.clone()?;
+                let drift = s.drift.as_deref().cloned()?;
                 (d.self_heal && !d.applying && !d.owned.is_empty()).then(|| (k.clone(), d.clone(), drift))
             })
             .collect()
